@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every TypeScript (jest: unit + e2e) and Python (pytest) test. Exit code is non-zero if any fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+status=0
+echo "[test] python"
+.venv/bin/python -m pytest -q workers/tests "$@" || status=1
+echo "[test] typescript"
+npx jest --ci || status=1
+exit $status

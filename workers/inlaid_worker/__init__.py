@@ -1,0 +1,1 @@
+# Inlaid GPU worker

@@ -1,0 +1,31 @@
+"""The contract between the engine (pure scheduling, no torch math) and the model runner (all tensor work).
+
+One engine step schedules S sequences; each contributes a contiguous chunk of new tokens (a whole or partial
+prompt at prefill, one token at decode). Their tokens are flattened into T rows, grouped by sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class StepInput:
+    token_ids: torch.Tensor  # [T] int64: new tokens of all scheduled sequences, sequence after sequence
+    positions: torch.Tensor  # [T] int64: absolute position of each token in its sequence
+    adapter_ids: torch.Tensor  # [T] int64: adapter slot per token, -1 = base model (no LoRA)
+    slot_mapping: torch.Tensor  # [T] int64: KV cache slot (block_id * block_size + offset) each token writes
+    query_start_loc: torch.Tensor  # [S+1] int64: row offsets of each sequence's chunk in the T rows
+    context_lens: torch.Tensor  # [S] int64: tokens in the KV cache for each sequence after this step
+    block_tables: torch.Tensor  # [S, max_blocks] int64: KV block ids of each sequence, padded with 0
+    logits_indices: torch.Tensor  # [S] int64: row whose logits are wanted (last row of each chunk)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    @property
+    def num_seqs(self) -> int:
+        return int(self.context_lens.shape[0])
