@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TS_OUT=libs/proto/src/gen
 PY_OUT=workers/inlaid_worker/gen
-rm -rf "$TS_OUT" "$PY_OUT"
-mkdir -p "$TS_OUT" "$PY_OUT"
+rm -rf "$PY_OUT" && mkdir -p "$PY_OUT"
 PROTOS=$(cd proto && find . -name '*.proto' | sed 's|^\./||' | sort)
-(cd proto && ../.venv/bin/python -m grpc_tools.protoc -I. \
-  --plugin=protoc-gen-ts_proto=../node_modules/.bin/protoc-gen-ts_proto \
-  --ts_proto_out=../$TS_OUT \
-  --ts_proto_opt=outputServices=grpc-js,esModuleInterop=true,useOptionals=messages,oneof=unions-value,forceLong=number,env=node \
+TS_ARGS=(--plugin=protoc-gen-ts_proto=../node_modules/.bin/protoc-gen-ts_proto --ts_proto_out=../$TS_OUT
+  --ts_proto_opt=outputServices=grpc-js,esModuleInterop=true,useOptionals=messages,oneof=unions-value,forceLong=number,env=node)
+# PROTO_LANGS=py generates the Python stubs only (the worker image has no Node).
+if [ "${PROTO_LANGS:-ts,py}" = "py" ]; then TS_ARGS=(); else rm -rf "$TS_OUT" && mkdir -p "$TS_OUT"; fi
+(cd proto && ../.venv/bin/python -m grpc_tools.protoc -I. "${TS_ARGS[@]}" \
   --python_out=../$PY_OUT --grpc_python_out=../$PY_OUT --pyi_out=../$PY_OUT \
   $PROTOS)
 # grpcio-tools emits absolute imports (inlaid.v1.x_pb2); make the generated tree a package rooted at gen/.
