@@ -1,0 +1,116 @@
+"""Add or remove tasks of an MLGPTQ (or pooled GPTQ) checkpoint without recomputing the other tasks.
+
+Only the new tasks' Hessians are computed (on the full-precision model, layer by layer); the stored
+per-task Hessians of the kept tasks are read back exactly and aggregated with them by the same function a
+full run uses, then every layer is re-quantized from the full-precision weights. Hence the packed weights
+are bit-identical to quantizing the resulting task set at once, and removing a task restores the weights
+without it. `requantize_layers` yields layer by layer so a server can swap layers in as they finish.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .aggregate import aggregate
+from .checkpoint import CheckpointWriter, read_quantization_config
+from .hessian import GROUPS
+from .hessian_store import HessianIndex, HessianStore
+from .layerwise import LayerResult, quantize_layers
+from .quantize import (
+    OnLayer, QuantSummary, TaskData, load_fp_model, load_task_adapters, open_streams, spec_from_config, write_layers,
+)
+from .spec import QuantSpec
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    spec: QuantSpec
+    checkpoint_format: str
+    index: HessianIndex  # of the source checkpoint
+    kept: list[str]
+    added: list[TaskData]
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        out = {t: self.index.tokens[t] for t in self.kept}
+        out.update({t.name: sum(int(s.numel()) for s in t.seqs) for t in self.added})
+        return out
+
+
+def plan_update(ckpt_dir: str | Path, add: Sequence[TaskData] = (), remove: Sequence[str] = ()) -> UpdatePlan:
+    """Validate an add/remove request against a checkpoint; raises ValueError with the reason."""
+    qc = read_quantization_config(ckpt_dir)
+    index = HessianStore(Path(ckpt_dir) / "hessians").read_index()
+    if index.aggregation == "single":
+        raise ValueError("a per-task (gptq-task) checkpoint cannot take other tasks")
+    unknown = sorted(set(remove) - set(index.tokens))
+    if unknown:
+        raise ValueError(f"cannot remove {unknown}: not in the checkpoint's tasks {sorted(index.tokens)}")
+    names = [t.name for t in add]
+    dup = sorted(set(names) & (set(index.tokens) - set(remove))) or sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"tasks {dup} already present")
+    for t in add:
+        if not t.seqs:
+            raise ValueError(f"task {t.name!r} has no calibration data")
+        if index.adapters_active and t.adapter_dir is None:
+            raise ValueError(f"task {t.name!r} needs an adapter")
+    kept = sorted(set(index.tokens) - set(remove))
+    if not kept and not add:
+        raise ValueError("no task would remain")
+    return UpdatePlan(spec_from_config(qc), str(qc.get("checkpoint_format", "gptq")), index, kept, list(add))
+
+
+def requantize_layers(
+    model: nn.Module, model_dir: str | Path, ckpt_dir: str | Path, plan: UpdatePlan,
+    device: str | torch.device = "cpu",
+) -> Iterator[LayerResult]:
+    """Yield each re-quantized layer of the updated task set, in order (fresh = the added tasks only)."""
+    dev = torch.device(device)
+    adapters = load_task_adapters(model_dir, plan.added)
+    streams = open_streams(model, plan.added, adapters, plan.index.adapters_active, dev)
+    store = HessianStore(Path(ckpt_dir) / "hessians")
+    tokens = plan.tokens
+
+    def hessians_for(layer: int, fresh: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        per_task = {t: store.read_task_layer(t, layer, plan.index.dims) for t in plan.kept}
+        per_task.update({t: {g: h.cpu() for g, h in hs.items()} for t, hs in fresh.items()})
+        return {g: aggregate(plan.index.aggregation, {t: hs[g] for t, hs in per_task.items()}, tokens) for g in GROUPS}
+
+    return quantize_layers(model, streams, hessians_for, plan.spec, plan.checkpoint_format, dev)
+
+
+def update_checkpoint(
+    ckpt_dir: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    add: Sequence[TaskData] = (),
+    remove: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+    load_dtype: torch.dtype = torch.float32,
+    on_layer: OnLayer | None = None,
+) -> QuantSummary:
+    """Write a new checkpoint at `out_dir` for the old task set + `add` - `remove`; `on_layer` sees each layer."""
+    plan = plan_update(ckpt_dir, add, remove)
+    qc = read_quantization_config(ckpt_dir)
+    tokens = plan.tokens
+    qc["meta"] = {**(qc.get("meta") or {}), "tasks": sorted(tokens)}
+    model = load_fp_model(model_dir, load_dtype)
+    results = requantize_layers(model, model_dir, ckpt_dir, plan, device)
+    with CheckpointWriter(out_dir, model_dir, qc, dtype) as writer:
+        store = HessianStore(writer.tmp / "hessians")
+        for t in plan.kept:
+            shutil.copytree(HessianStore(Path(ckpt_dir) / "hessians").task_dir(t), store.task_dir(t))
+        seconds, damps = write_layers(model, results, plan.spec.percdamp, writer, store, on_layer)
+        store.write_index(HessianIndex(plan.index.aggregation, plan.index.adapters_active,
+                                       plan.index.num_layers, plan.index.dims, tokens))
+        writer.finish()
+    return QuantSummary(Path(out_dir), str(qc["meta"].get("method", "mlgptq")), tokens, seconds, damps)  # type: ignore[arg-type]

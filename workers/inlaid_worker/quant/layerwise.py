@@ -1,0 +1,88 @@
+"""The layer loop shared by full and incremental quantization.
+
+For each decoder layer: move it to the device (the only layer there), advance every calibration stream
+through it (fresh per-task Hessians), ask `hessians_for` for the Hessian of each input group, quantize the
+seven linears from their full-precision weights, pack them, move the layer back and yield the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .gptq import PreparedHessian, gptq_quantize, prepare_hessian
+from .hessian import GROUPS, MODULE_GROUP, CalibStream, decoder_layers, step_layer
+from .pack import PackedLinear, pack_weight
+from .rtn import rtn_quantize
+from .spec import QuantSpec
+
+LINEAR_MODULES = tuple(MODULE_GROUP)
+# (layer index, fresh {task: {group: H}}) -> {group: H} to quantize with, or None for RTN
+HessianFn = Callable[[int, dict[str, dict[str, torch.Tensor]]], dict[str, torch.Tensor] | None]
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    layer: int
+    num_layers: int
+    packed: dict[str, PackedLinear]  # "self_attn.q_proj" -> packed weight
+    fresh: dict[str, dict[str, torch.Tensor]]  # task -> group -> H_t computed for this layer
+    aggregated: dict[str, torch.Tensor] | None  # group -> H used by GPTQ (None for RTN)
+    percdamp: dict[str, float]  # group -> damping GPTQ ended up using
+    seconds: float
+
+
+def quantize_layers(
+    model: nn.Module,
+    streams: Sequence[CalibStream],
+    hessians_for: HessianFn,
+    spec: QuantSpec,
+    checkpoint_format: str,
+    device: torch.device,
+) -> Iterator[LayerResult]:
+    layers = decoder_layers(model)
+    for idx, layer in enumerate(layers):
+        t0 = time.perf_counter()
+        layer.to(device)
+        try:
+            fresh = {s.name: step_layer(layer, idx, s) for s in streams}
+            agg = hessians_for(idx, fresh)
+            packed, damp = _quantize_layer(layer, agg, spec, checkpoint_format)
+        finally:
+            layer.to("cpu")
+        fresh_cpu = {t: {g: h.cpu() for g, h in hs.items()} for t, hs in fresh.items()}
+        agg_cpu = {g: h.cpu() for g, h in agg.items()} if agg is not None else None
+        yield LayerResult(idx, len(layers), packed, fresh_cpu, agg_cpu, damp, time.perf_counter() - t0)
+
+
+def _quantize_layer(
+    layer: nn.Module, agg: dict[str, torch.Tensor] | None, spec: QuantSpec, checkpoint_format: str
+) -> tuple[dict[str, PackedLinear], dict[str, float]]:
+    prepared: dict[str, PreparedHessian] = {}
+    if agg is not None:
+        missing = set(GROUPS) - set(agg)
+        if missing:
+            raise ValueError(f"no Hessian for input groups {sorted(missing)}")
+    packed: dict[str, PackedLinear] = {}
+    for path in LINEAR_MODULES:
+        lin = layer.get_submodule(path)
+        if not isinstance(lin, nn.Linear):
+            raise ValueError(f"{path} is not nn.Linear")
+        w = lin.weight.detach()  # [N, K] full precision
+        if agg is None:
+            qw = rtn_quantize(w, spec)
+        else:
+            group = MODULE_GROUP[path]
+            if group not in prepared:
+                prepared[group] = prepare_hessian(agg[group].to(w.device), spec)
+            qw = gptq_quantize(w, prepared[group], spec)
+        packed[path] = _to_cpu(pack_weight(qw, checkpoint_format))
+    return packed, {g: p.percdamp for g, p in prepared.items()}
+
+
+def _to_cpu(p: PackedLinear) -> PackedLinear:
+    return PackedLinear(p.qweight.cpu(), p.qzeros.cpu(), p.scales.cpu(), p.g_idx.cpu(), p.bits, p.checkpoint_format)
