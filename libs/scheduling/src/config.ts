@@ -1,0 +1,93 @@
+/** Scheduler configuration: defaults and validation (read once at start-up, then passed down). */
+import { PREDICTOR_NAMES } from './predictor/factory';
+import { PredictorName } from './predictor/types';
+import { DEFAULT_SLO, validateSlo } from './slo';
+import { Slo } from './types';
+
+export type PolicyName = 'inlaid' | 'fifo' | 'fcfs-maxloras' | 'mlfq';
+export const POLICY_NAMES: readonly PolicyName[] = ['inlaid', 'fifo', 'fcfs-maxloras', 'mlfq'];
+
+export interface InlaidOptions {
+  /** Most distinct tasks in one batch (grouping coefficient). */
+  readonly beta: number;
+  /** Beta cap and preference for tasks already in the batch. */
+  readonly grouping: boolean;
+  /** Order by predicted remaining output (else by arrival). */
+  readonly srtf: boolean;
+  /** Reserve KV for the predicted final length at admission (else only the current context). */
+  readonly memoryAware: boolean;
+  /** Quantile of the remaining-length distribution reserved when memory-aware. */
+  readonly reserveQuantile: number;
+  /** Waiting one second is worth this many predicted tokens (continuous aging within SRTF). */
+  readonly agingTokensPerS: number;
+}
+
+export interface MlfqOptions {
+  readonly levels: number;
+  /** Decode tokens allowed in level 0; level i allows quantum * 2^i. */
+  readonly quantumTokens: number;
+  /** Prompt tokens counted as one decode token when placing a new request (skip-join). */
+  readonly prefillTokensPerUnit: number;
+}
+
+export interface SchedulerConfig {
+  readonly policy: PolicyName;
+  readonly predictor: PredictorName;
+  readonly inlaid: InlaidOptions;
+  /** vLLM's --max-loras for fcfs-maxloras. */
+  readonly maxLoras: number;
+  readonly mlfq: MlfqOptions;
+  /** A request waiting longer than this (since arrival) goes ahead of everything else. */
+  readonly starvationS: number;
+  readonly defaultSlo: Slo;
+  readonly taskSlos: Readonly<Record<string, Slo>>;
+  /** Abort waiting requests whose TTFT SLO has already passed (S-LoRA early abort). */
+  readonly abortHopeless: boolean;
+}
+
+export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlfq'>> & {
+  readonly inlaid?: Partial<InlaidOptions>;
+  readonly mlfq?: Partial<MlfqOptions>;
+};
+
+export const DEFAULT_CONFIG: SchedulerConfig = {
+  policy: 'inlaid',
+  predictor: 'quantile',
+  inlaid: { beta: 10, grouping: true, srtf: true, memoryAware: true, reserveQuantile: 0.5, agingTokensPerS: 20 },
+  maxLoras: 4,
+  mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
+  starvationS: 60,
+  defaultSlo: DEFAULT_SLO,
+  taskSlos: {},
+  abortHopeless: false,
+};
+
+export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig {
+  const cfg: SchedulerConfig = {
+    ...DEFAULT_CONFIG,
+    ...input,
+    inlaid: { ...DEFAULT_CONFIG.inlaid, ...input.inlaid },
+    mlfq: { ...DEFAULT_CONFIG.mlfq, ...input.mlfq },
+  };
+  if (!POLICY_NAMES.includes(cfg.policy)) {
+    throw new Error(`unknown policy "${cfg.policy}"; expected one of ${POLICY_NAMES.join(', ')}`);
+  }
+  if (!PREDICTOR_NAMES.includes(cfg.predictor)) throw new Error(`unknown predictor "${cfg.predictor}"`);
+  positiveInt('inlaid.beta', cfg.inlaid.beta);
+  positiveInt('maxLoras', cfg.maxLoras);
+  positiveInt('mlfq.levels', cfg.mlfq.levels);
+  positiveInt('mlfq.quantumTokens', cfg.mlfq.quantumTokens);
+  if (!(cfg.mlfq.prefillTokensPerUnit > 0)) throw new Error('mlfq.prefillTokensPerUnit must be > 0');
+  if (!(cfg.inlaid.reserveQuantile >= 0 && cfg.inlaid.reserveQuantile <= 1)) {
+    throw new Error('inlaid.reserveQuantile must be in [0, 1]');
+  }
+  if (!(cfg.inlaid.agingTokensPerS >= 0)) throw new Error('inlaid.agingTokensPerS must be >= 0');
+  if (!(cfg.starvationS > 0)) throw new Error('starvationS must be > 0');
+  validateSlo('default', cfg.defaultSlo);
+  for (const [task, slo] of Object.entries(cfg.taskSlos)) validateSlo(task, slo);
+  return cfg;
+}
+
+function positiveInt(name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer, got ${v}`);
+}

@@ -1,0 +1,35 @@
+/**
+ * `fifo` (S-LoRA) and `fcfs-maxloras` (vLLM): strict arrival order, any number of adapters per batch
+ * for fifo; fcfs-maxloras skips (without losing their place) requests whose adapter would exceed
+ * max_loras distinct adapters in the batch. Memory victims: the latest arrival (vLLM's rule).
+ */
+import { PolicyName } from '../config';
+import { contextTokens, TrackedRequest } from '../tracked';
+import { BatchView, Policy } from './policy';
+
+export class FifoPolicy implements Policy {
+  readonly headOfLineBlocking = true;
+
+  constructor(
+    readonly name: PolicyName = 'fifo',
+    private readonly maxLoras: number = Number.POSITIVE_INFINITY,
+  ) {}
+
+  onArrive(): void {}
+  waitingKey(r: TrackedRequest): number[] {
+    return [r.spec.arrivalS];
+  }
+  headKey(_r: TrackedRequest, key: number[]): number[] {
+    return key;
+  }
+  evictionKey(r: TrackedRequest): number[] {
+    return [r.spec.arrivalS];
+  }
+  canJoin(task: string, batch: BatchView): boolean {
+    return batch.taskRows.has(task) || batch.taskRows.size < this.maxLoras;
+  }
+  reservedTokens(r: TrackedRequest): number {
+    return contextTokens(r) + 1;
+  }
+  onToken(): void {}
+}

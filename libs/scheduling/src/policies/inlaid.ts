@@ -1,0 +1,46 @@
+/**
+ * `inlaid` (LoRA-Inlaid): shortest predicted remaining output first, with continuous aging; tasks
+ * already in the running batch first; at most `beta` distinct tasks per batch; memory-aware
+ * admission that reserves KV for the predicted final length. Each ingredient can be switched off
+ * for the ablation.
+ */
+import { InlaidOptions } from '../config';
+import { predictedRemaining } from '../predictor/remaining';
+import { contextTokens, TrackedRequest } from '../tracked';
+import { BatchView, Policy } from './policy';
+
+export class InlaidPolicy implements Policy {
+  readonly name = 'inlaid' as const;
+  readonly headOfLineBlocking = false;
+
+  constructor(private readonly opts: InlaidOptions) {}
+
+  onArrive(): void {}
+
+  waitingKey(r: TrackedRequest): number[] {
+    if (!this.opts.srtf) return [r.spec.arrivalS];
+    // remaining - aging * (now - arrival) orders the same as remaining + aging * arrival, so the key is static.
+    return [predictedRemaining(r.prediction, r.generated) + this.opts.agingTokensPerS * r.spec.arrivalS];
+  }
+
+  headKey(r: TrackedRequest, key: number[], batch: BatchView): number[] {
+    if (!this.opts.grouping) return key;
+    return [batch.taskRows.has(r.spec.task) ? 0 : 1, ...key];
+  }
+
+  evictionKey(r: TrackedRequest): number[] {
+    return this.opts.srtf ? [predictedRemaining(r.prediction, r.generated)] : [r.spec.arrivalS];
+  }
+
+  canJoin(task: string, batch: BatchView): boolean {
+    return !this.opts.grouping || batch.taskRows.has(task) || batch.taskRows.size < this.opts.beta;
+  }
+
+  reservedTokens(r: TrackedRequest): number {
+    const now = contextTokens(r) + 1;
+    if (!this.opts.memoryAware) return now;
+    return Math.max(now, contextTokens(r) + predictedRemaining(r.prediction, r.generated, this.opts.reserveQuantile));
+  }
+
+  onToken(): void {}
+}

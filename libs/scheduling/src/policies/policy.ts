@@ -1,0 +1,33 @@
+/**
+ * The policy contract. A policy only ranks requests and says which tasks may join a batch; the
+ * Scheduler owns queues, KV accounting, preemption mechanics and starvation promotion.
+ * Keys are compared lexicographically; smaller = served first / evicted last.
+ */
+import { PolicyName } from '../config';
+import { TrackedRequest } from '../tracked';
+
+/** Read-only view of one worker's running batch. */
+export interface BatchView {
+  /** Rows per task currently resident on the worker. */
+  readonly taskRows: ReadonlyMap<string, number>;
+}
+
+export interface Policy {
+  readonly name: PolicyName;
+  /** Stop admitting at the first request that does not fit (strict order) instead of skipping it. */
+  readonly headOfLineBlocking: boolean;
+  /** Called when a request first arrives (before its first waitingKey). */
+  onArrive(r: TrackedRequest): void;
+  /** Order within the waiting queues; must not change while the request waits. */
+  waitingKey(r: TrackedRequest): number[];
+  /** Order among task-queue heads for one worker's batch (defaults to the waiting key). */
+  headKey(r: TrackedRequest, waitingKey: number[], batch: BatchView): number[];
+  /** Memory-pressure victim order among running requests: the largest key is evicted first. */
+  evictionKey(r: TrackedRequest): number[];
+  /** Whether a request of `task` may join the batch now. */
+  canJoin(task: string, batch: BatchView): boolean;
+  /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */
+  reservedTokens(r: TrackedRequest): number;
+  /** Called after each generated token. */
+  onToken(r: TrackedRequest): void;
+}

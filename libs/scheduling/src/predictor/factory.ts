@@ -1,0 +1,19 @@
+/** Builds a length predictor by name (configuration is read once at start-up). */
+import { ConstantPredictor, MeanPredictor } from './mean-predictor';
+import { QuantilePredictor } from './quantile-predictor';
+import { LengthPredictor, PredictorName } from './types';
+
+export const PREDICTOR_NAMES: readonly PredictorName[] = ['quantile', 'mean', 'none'];
+
+export function createPredictor(name: PredictorName): LengthPredictor {
+  switch (name) {
+    case 'quantile':
+      return new QuantilePredictor();
+    case 'mean':
+      return new MeanPredictor();
+    case 'none':
+      return new ConstantPredictor();
+    default:
+      throw new Error(`unknown predictor "${String(name)}"; expected one of ${PREDICTOR_NAMES.join(', ')}`);
+  }
+}

@@ -1,0 +1,79 @@
+import { PolicyName, POLICY_NAMES } from './config';
+import { blocksFor } from './kv';
+import { Scheduler } from './scheduler';
+import { DriveRequest, driveFixedStep, request, seededRandom, worker } from './testing';
+
+function randomWorkload(seed: number, n: number, tasks: number): DriveRequest[] {
+  const rnd = seededRandom(seed);
+  let t = 0;
+  return Array.from({ length: n }, (_, i) => {
+    t += -Math.log(1 - rnd()) / 40;
+    const task = `t${Math.floor(rnd() * tasks)}`;
+    return { spec: request(`r${i}`, task, 8 + Math.floor(rnd() * 200), t), outputTokens: 1 + Math.floor(rnd() * 80) };
+  });
+}
+
+describe.each(POLICY_NAMES)('%s under a random workload', (policy: PolicyName) => {
+  it('never exceeds the KV budget and finishes every request exactly once', () => {
+    const reqs = randomWorkload(7, 300, 12);
+    const w = worker({ kvBlocksTotal: 120, maxBatchRows: 16, maxPrefillTokens: 512 });
+    const s = new Scheduler({ policy, maxLoras: 3, inlaid: { beta: 4 } });
+    s.onWorkerState(w);
+    const byId = new Map(reqs.map((r) => [r.spec.id, r]));
+    const generated = new Map<string, number>();
+    let peak = 0;
+    let preemptions = 0;
+    const result = driveFixedStep(s, reqs, 0.02, 100_000, (plan) => {
+      let used = 0;
+      for (const id of plan.batch) {
+        const g = generated.get(id) ?? 0;
+        used += blocksFor((byId.get(id)?.spec.promptTokens ?? 0) + g + 1, w.blockSize);
+        generated.set(id, g + 1);
+      }
+      peak = Math.max(peak, used);
+      preemptions += plan.decisions.filter((d) => d.kind === 'preempt').length;
+    });
+    expect(peak).toBeLessThanOrEqual(w.kvBlocksTotal);
+    expect(peak).toBeGreaterThan(w.kvBlocksTotal * 0.8); // the budget was actually binding
+    expect(result.aborted.size).toBe(0);
+    expect(result.outcomes.size).toBe(reqs.length);
+    for (const r of reqs) expect(result.outcomes.get(r.spec.id)?.outputTokens).toBe(r.outputTokens);
+    expect(s.waitingCount).toBe(0);
+    expect(s.runningCount('w0')).toBe(0);
+    if (policy === 'fifo') expect(preemptions).toBeGreaterThan(0);
+  });
+});
+
+describe('starvation', () => {
+  /** Overload of short requests for 30 s with a few long ones mixed in early. */
+  function shortFlood(seed: number): DriveRequest[] {
+    const rnd = seededRandom(seed);
+    const reqs: DriveRequest[] = [];
+    let t = 0;
+    for (let i = 0; t < 30; i++) {
+      t += -Math.log(1 - rnd()) / 12; // capacity is 2 rows / (4 tokens * 0.05 s) = 10 req/s
+      reqs.push({ spec: request(`s${i}`, 'short', 16, t), outputTokens: 3 + Math.floor(rnd() * 3) });
+    }
+    for (let j = 0; j < 3; j++) reqs.push({ spec: request(`L${j}`, 'long', 16, 0.5 + rnd() * 4), outputTokens: 40 });
+    return reqs;
+  }
+
+  function worstLongWait(seed: number, starvationS: number): number {
+    const s = new Scheduler({ policy: 'inlaid', starvationS, inlaid: { agingTokensPerS: 0 } });
+    for (let i = 0; i < 20; i++) s.predictor.observe('short', 16, 4);
+    for (let i = 0; i < 20; i++) s.predictor.observe('long', 16, 40);
+    s.onWorkerState(worker({ maxBatchRows: 2 }));
+    const reqs = shortFlood(seed);
+    const res = driveFixedStep(s, reqs, 0.05, 200_000);
+    expect(res.outcomes.size).toBe(reqs.length);
+    return Math.max(...reqs.filter((r) => r.spec.task === 'long').map((r) => (res.firstAdmitS.get(r.spec.id) ?? Infinity) - r.spec.arrivalS));
+  }
+
+  it.each([1, 2, 3, 4])('promotion bounds the wait of long requests under SRTF (seed %i)', (seed) => {
+    expect(worstLongWait(seed, 5)).toBeLessThan(5 + 2);
+  });
+
+  it('without promotion the same long requests starve behind the flood', () => {
+    expect(worstLongWait(1, 10_000)).toBeGreaterThan(20);
+  });
+});

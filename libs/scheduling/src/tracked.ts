@@ -1,0 +1,26 @@
+/** The scheduler's internal record of one request (mutable, owned by the Scheduler). */
+import { Prediction } from './predictor/types';
+import { RequestSpec, Slo } from './types';
+
+export type RequestPhase = 'waiting' | 'running' | 'finished' | 'aborted';
+
+export interface TrackedRequest {
+  readonly spec: RequestSpec;
+  readonly slo: Slo;
+  readonly prediction: Prediction;
+  phase: RequestPhase;
+  workerId: string | undefined;
+  generated: number;
+  firstTokenS: number | undefined;
+  preemptions: number;
+  /** Bumped each time the request (re-)enters the waiting queues; stale queue entries are skipped. */
+  version: number;
+  /** MLFQ level (0 = highest) and tokens spent in it; unused by other policies. */
+  level: number;
+  levelTokens: number;
+}
+
+/** Context tokens resident in KV (prompt plus generated output). */
+export function contextTokens(r: TrackedRequest): number {
+  return r.spec.promptTokens + r.generated;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+/**
+ * `npm run sim -- --trace trace.jsonl --policy inlaid [--workers 1] [--kv-blocks N] [--cost-model f.json]
+ * [--beta 10] [--max-loras 4] [--predictor quantile|mean|none] [--grouping on|off] [--srtf on|off]
+ * [--memory-aware on|off] [--slo-ttft S --slo-tpot S] [--abort-hopeless on] [--json]`
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { numberFlag, parseFlags, readTrace, rejectUnknown } from '@inlaid/workload';
+import { parseCostModel } from './cost-model';
+import { boolFlag, schedulerConfigFromFlags, SIM_FLAGS } from './options';
+import { simulate } from './simulator';
+
+export const DEFAULT_COST_MODEL = join(__dirname, '..', 'calibration', 'h200-peft-placeholder.json');
+
+function main(argv: readonly string[]): void {
+  const flags = parseFlags(argv, ['json']);
+  rejectUnknown(flags, SIM_FLAGS);
+  const tracePath = flags.get('trace');
+  if (tracePath === undefined) throw new Error('--trace is required');
+  const costPath = flags.get('cost-model') ?? DEFAULT_COST_MODEL;
+  const costModel = parseCostModel(JSON.parse(readFileSync(costPath, 'utf8')), costPath);
+  const trace = readTrace(tracePath);
+  const t0 = process.hrtime.bigint();
+  const { report, stats } = simulate(trace, {
+    scheduler: schedulerConfigFromFlags(flags),
+    costModel,
+    workers: numberFlag(flags, 'workers', 1),
+    ...(flags.has('kv-blocks') ? { kvBlocks: numberFlag(flags, 'kv-blocks') } : {}),
+    drainS: numberFlag(flags, 'drain-s', 600),
+  });
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const out = { ...report, steps: stats.steps, preemptions: stats.preemptions, mean_batch_rows: stats.meanBatchRows, mean_adapters_per_step: stats.meanAdaptersPerStep, sim_end_s: stats.endS, sim_wall_s: wallS, cost_model: costModel.label, cost_model_placeholder: costModel.placeholder };
+  if (boolFlag(flags, 'json', false)) console.log(JSON.stringify(out));
+  else for (const [k, v] of Object.entries(out)) console.log(`${k.padEnd(24)} ${typeof v === 'number' ? Number(v.toFixed(4)) : v}`);
+}
+
+try {
+  main(process.argv.slice(2));
+} catch (e) {
+  console.error(`sim: ${(e as Error).message}`);
+  process.exit(2);
+}

@@ -1,0 +1,36 @@
+/** Turns CLI flags into simulation options (validation only; file reading stays in cli.ts). */
+import { PolicyName, PredictorName, SchedulerConfigInput } from '@inlaid/scheduling';
+import { Flags, numberFlag } from '@inlaid/workload';
+
+export const SIM_FLAGS = [
+  'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
+  'grouping', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s',
+] as const;
+
+export function boolFlag(flags: Flags, name: string, fallback: boolean): boolean {
+  const v = flags.get(name);
+  if (v === undefined) return fallback;
+  if (['on', 'true', '1', 'yes'].includes(v)) return true;
+  if (['off', 'false', '0', 'no'].includes(v)) return false;
+  throw new Error(`--${name} must be on or off, got "${v}"`);
+}
+
+export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
+  const ttft = flags.get('slo-ttft');
+  const tpot = flags.get('slo-tpot');
+  if ((ttft === undefined) !== (tpot === undefined)) throw new Error('give both --slo-ttft and --slo-tpot, or neither');
+  return {
+    policy: (flags.get('policy') ?? 'inlaid') as PolicyName,
+    predictor: (flags.get('predictor') ?? 'quantile') as PredictorName,
+    maxLoras: numberFlag(flags, 'max-loras', 4),
+    starvationS: numberFlag(flags, 'starvation-s', 60),
+    abortHopeless: boolFlag(flags, 'abort-hopeless', false),
+    inlaid: {
+      beta: numberFlag(flags, 'beta', 10),
+      grouping: boolFlag(flags, 'grouping', true),
+      srtf: boolFlag(flags, 'srtf', true),
+      memoryAware: boolFlag(flags, 'memory-aware', true),
+    },
+    ...(ttft !== undefined ? { defaultSlo: { ttftS: numberFlag(flags, 'slo-ttft'), tpotS: numberFlag(flags, 'slo-tpot') } } : {}),
+  };
+}
