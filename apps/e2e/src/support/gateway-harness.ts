@@ -1,0 +1,40 @@
+/** Starts the real gateway in-process against a fresh Postgres database; tears both down. */
+import { parseConfig } from '@inlaid/config';
+import { dropDatabase } from '@inlaid/db';
+import { randomBytes } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { RunningGateway, startGateway } from '../../../gateway/src/bootstrap';
+import { freePort } from './ports';
+
+export interface Harness {
+  readonly gateway: RunningGateway;
+  readonly databaseUrl: string;
+  readonly db: DataSource;
+  close(): Promise<void>;
+}
+
+export async function startHarness(env: Record<string, string>): Promise<Harness> {
+  const databaseUrl = `postgres://postgres@127.0.0.1:5432/inlaid_e2e_${randomBytes(4).toString('hex')}`;
+  const config = parseConfig({ PORT: '0', GRPC_PORT: String(await freePort()), DATABASE_URL: databaseUrl, ...env });
+  const gateway = await startGateway(config, ['warn', 'error']);
+  const db = gateway.app.get(DataSource);
+  return {
+    gateway,
+    databaseUrl,
+    db,
+    close: async () => {
+      await gateway.close();
+      await dropDatabase(databaseUrl);
+    },
+  };
+}
+
+export async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

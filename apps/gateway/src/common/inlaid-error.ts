@@ -1,0 +1,78 @@
+/**
+ * The gateway's one error type. It carries a canonical gRPC status code, the shared vocabulary of the
+ * worker link, the client gRPC API and (through http-mapping.ts) the OpenAI HTTP API.
+ */
+import { status } from '@grpc/grpc-js';
+
+export interface InlaidErrorDetails {
+  /** The request parameter at fault, when there is one. */
+  readonly param?: string;
+  /** OpenAI-style machine code, e.g. `model_not_found`. */
+  readonly code?: string;
+}
+
+export class InlaidError extends Error {
+  constructor(
+    readonly status: status,
+    message: string,
+    readonly details: InlaidErrorDetails = {},
+  ) {
+    super(message);
+    this.name = 'InlaidError';
+  }
+
+  static invalid(message: string, param?: string): InlaidError {
+    return new InlaidError(status.INVALID_ARGUMENT, message, { param, code: param === undefined ? undefined : 'invalid_value' });
+  }
+
+  static modelNotFound(model: string): InlaidError {
+    return new InlaidError(status.NOT_FOUND, `The model \`${model}\` does not exist.`, {
+      param: 'model',
+      code: 'model_not_found',
+    });
+  }
+
+  static unavailable(message: string): InlaidError {
+    return new InlaidError(status.UNAVAILABLE, message, { code: 'service_unavailable' });
+  }
+
+  static unauthenticated(message: string): InlaidError {
+    return new InlaidError(status.UNAUTHENTICATED, message, { code: 'invalid_api_key' });
+  }
+}
+
+/** Shape of errors thrown by @grpc/grpc-js calls (ServiceError) that we rely on. */
+interface GrpcLikeError {
+  code: number;
+  details?: string;
+  message: string;
+}
+
+function isGrpcError(err: unknown): err is GrpcLikeError {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number';
+}
+
+/**
+ * Turns an error from a worker call into an InlaidError. NOT_FOUND from the worker means an unknown model
+ * (the only thing Prepare looks up); transport failures become UNAVAILABLE so clients see 503.
+ */
+export function fromWorkerError(err: unknown, model: string): InlaidError {
+  if (err instanceof InlaidError) return err;
+  if (!isGrpcError(err)) return new InlaidError(status.INTERNAL, err instanceof Error ? err.message : String(err));
+  const message = err.details ?? err.message;
+  switch (err.code) {
+    case status.NOT_FOUND:
+      return new InlaidError(status.NOT_FOUND, message || `The model \`${model}\` does not exist.`, {
+        param: 'model',
+        code: 'model_not_found',
+      });
+    case status.INVALID_ARGUMENT:
+    case status.OUT_OF_RANGE:
+      return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request' });
+    case status.CANCELLED:
+    case status.UNAVAILABLE:
+      return InlaidError.unavailable(`Worker unavailable: ${message}`);
+    default:
+      return new InlaidError(err.code as status, message);
+  }
+}

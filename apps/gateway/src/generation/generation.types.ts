@@ -1,0 +1,37 @@
+/** Transport-neutral generation request/response types shared by the HTTP and gRPC edges. */
+import type { common } from '@inlaid/proto';
+
+export type Api = 'completions' | 'chat.completions' | 'grpc';
+
+export interface GenerationInput {
+  readonly model: string;
+  /** Raw prompt (completions); exclusive with `messages`. */
+  readonly prompt: string;
+  /** Chat messages (the worker applies the tokenizer's chat template). */
+  readonly messages: readonly common.ChatMessage[];
+  readonly sampling: common.SamplingParams;
+  readonly api: Api;
+  /** Caller-chosen id (gRPC); generated when absent. */
+  readonly requestId?: string;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
+
+export interface GenerationDelta {
+  readonly text: string;
+  readonly tokenIds: readonly number[];
+  /** Set on the last delta only. */
+  readonly finishReason: FinishReason | null;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+}
+
+/** A running generation: iterate `deltas` once; call `abort` if the consumer goes away. */
+export interface Generation {
+  readonly id: string;
+  readonly model: string;
+  readonly promptTokens: number;
+  readonly created: number;
+  readonly deltas: AsyncIterable<GenerationDelta>;
+  abort(reason: string): void;
+}

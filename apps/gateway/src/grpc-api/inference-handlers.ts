@@ -1,0 +1,63 @@
+/** Implements the client-facing inlaid.v1.Inference service on top of GenerationService. */
+import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceError, status } from '@grpc/grpc-js';
+import { inference } from '@inlaid/proto';
+import { checkBearer } from '../auth/api-keys';
+import { InlaidError } from '../common/inlaid-error';
+import { protoFinishReason } from '../generation/delta-mapping';
+import { GenerationService } from '../generation/generation.service';
+import { WorkersService } from '../workers/workers.service';
+import { toGenerationInput } from './generate-request';
+
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  const e = err instanceof InlaidError ? err : new InlaidError(status.INTERNAL, String(err));
+  const metadata = new Metadata();
+  if (e.details.param !== undefined) metadata.set('x-inlaid-param', e.details.param);
+  return { code: e.status, details: e.message, message: e.message, metadata };
+}
+
+function bearerOf(metadata: Metadata): string | undefined {
+  const v = metadata.get('authorization')[0];
+  return v === undefined ? undefined : String(v);
+}
+
+export function inferenceHandlers(
+  generation: GenerationService,
+  workers: WorkersService,
+  apiKeys: readonly string[],
+): inference.InferenceServer {
+  return {
+    listModels(call: ServerUnaryCall<inference.ListModelsRequest, inference.ListModelsResponse>, cb: sendUnaryData<inference.ListModelsResponse>) {
+      try {
+        checkBearer(bearerOf(call.metadata), apiKeys);
+        cb(null, { models: workers.listModels() });
+      } catch (err) {
+        cb(toServiceError(err));
+      }
+    },
+
+    generate(call: ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>) {
+      void (async () => {
+        try {
+          checkBearer(bearerOf(call.metadata), apiKeys);
+          const gen = await generation.start(toGenerationInput(call.request));
+          call.on('cancelled', () => gen.abort('client cancelled'));
+          for await (const d of gen.deltas) {
+            if (call.cancelled) break;
+            call.write({
+              requestId: gen.id,
+              text: d.text,
+              tokenIds: [...d.tokenIds],
+              finishReason: protoFinishReason(d.finishReason),
+              promptTokens: d.promptTokens,
+              completionTokens: d.completionTokens,
+            });
+          }
+          call.end();
+        } catch (err) {
+          // grpc-js turns an 'error' event on a server stream into the call's status (destroy() would drop it).
+          if (!call.cancelled) call.emit('error', toServiceError(err));
+        }
+      })();
+    },
+  };
+}

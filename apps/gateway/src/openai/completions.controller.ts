@@ -1,0 +1,22 @@
+/** POST /v1/completions and POST /v1/chat/completions. */
+import { Body, Controller, HttpCode, Inject, Post, Res } from '@nestjs/common';
+import type { Response } from 'express';
+import { OpenAIResponder } from './openai-responder';
+import { parseChatRequest, parseCompletionRequest } from './request-validation';
+
+@Controller('v1')
+export class CompletionsController {
+  constructor(@Inject(OpenAIResponder) private readonly responder: OpenAIResponder) {}
+
+  @Post('completions')
+  @HttpCode(200)
+  async completions(@Body() body: unknown, @Res() res: Response): Promise<void> {
+    await this.responder.respond('completions', parseCompletionRequest(body), res);
+  }
+
+  @Post('chat/completions')
+  @HttpCode(200)
+  async chat(@Body() body: unknown, @Res() res: Response): Promise<void> {
+    await this.responder.respond('chat.completions', parseChatRequest(body), res);
+  }
+}

@@ -1,0 +1,37 @@
+/** GET /v1/models and /v1/models/:id: the base model and every adapter (adapters carry `parent`). */
+import { Controller, Get, Inject, Param } from '@nestjs/common';
+import type { common } from '@inlaid/proto';
+import { InlaidError } from '../common/inlaid-error';
+import { WorkersService } from '../workers/workers.service';
+
+const CREATED = Math.floor(Date.now() / 1000);
+
+export function modelObject(card: common.ModelCard) {
+  return {
+    id: card.id,
+    object: 'model' as const,
+    created: CREATED,
+    owned_by: 'inlaid',
+    parent: card.parent === '' ? null : card.parent,
+    root: card.parent === '' ? card.id : card.parent,
+    max_model_len: card.maxModelLen,
+    ...(card.parent === '' ? {} : { lora_rank: card.rank, target_modules: card.targetModules }),
+  };
+}
+
+@Controller('v1/models')
+export class ModelsController {
+  constructor(@Inject(WorkersService) private readonly workers: WorkersService) {}
+
+  @Get()
+  list() {
+    return { object: 'list' as const, data: this.workers.listModels().map(modelObject) };
+  }
+
+  @Get(':id')
+  get(@Param('id') id: string) {
+    const card = this.workers.listModels().find((m) => m.id === id);
+    if (card === undefined) throw InlaidError.modelNotFound(id);
+    return modelObject(card);
+  }
+}

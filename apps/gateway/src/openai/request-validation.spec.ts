@@ -1,0 +1,84 @@
+import { status } from '@grpc/grpc-js';
+import { InlaidError } from '../common/inlaid-error';
+import { parseChatRequest, parseCompletionRequest } from './request-validation';
+
+function paramOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(InlaidError);
+    expect((err as InlaidError).status).toBe(status.INVALID_ARGUMENT);
+    return (err as InlaidError).details.param ?? '<none>';
+  }
+  throw new Error('expected a validation error');
+}
+
+describe('parseCompletionRequest', () => {
+  it('maps OpenAI fields onto sampling params', () => {
+    const req = parseCompletionRequest({
+      model: 'sql', prompt: 'hi', max_tokens: 7, temperature: 0, top_p: 0.9, top_k: 5, seed: 42,
+      stop: 'END', stream: true, stream_options: { include_usage: true }, n: 1, presence_penalty: 0,
+    });
+    expect(req.stream).toBe(true);
+    expect(req.includeUsage).toBe(true);
+    expect(req.input).toEqual({
+      model: 'sql', prompt: 'hi', messages: [], api: 'completions',
+      sampling: { maxTokens: 7, temperature: 0, topP: 0.9, topK: 5, seed: 42, stop: ['END'], stopTokenIds: [], ignoreEos: false },
+    });
+  });
+
+  it('uses server defaults when fields are absent or null', () => {
+    const req = parseCompletionRequest({ model: 'base', prompt: ['only one'], temperature: null });
+    expect(req.stream).toBe(false);
+    expect(req.input.prompt).toBe('only one');
+    expect(req.input.sampling).toEqual({
+      maxTokens: 0, temperature: undefined, topP: undefined, topK: undefined, seed: undefined, stop: [], stopTokenIds: [], ignoreEos: false,
+    });
+  });
+
+  it.each([
+    [{ prompt: 'x' }, 'model'],
+    [{ model: 'm' }, 'prompt'],
+    [{ model: 'm', prompt: ['a', 'b'] }, 'prompt'],
+    [{ model: 'm', prompt: 'x', n: 2 }, 'n'],
+    [{ model: 'm', prompt: 'x', max_tokens: 0 }, 'max_tokens'],
+    [{ model: 'm', prompt: 'x', max_tokens: 1.5 }, 'max_tokens'],
+    [{ model: 'm', prompt: 'x', temperature: 3 }, 'temperature'],
+    [{ model: 'm', prompt: 'x', temperature: '1' }, 'temperature'],
+    [{ model: 'm', prompt: 'x', top_p: 1.5 }, 'top_p'],
+    [{ model: 'm', prompt: 'x', seed: -1 }, 'seed'],
+    [{ model: 'm', prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] }, 'stop'],
+    [{ model: 'm', prompt: 'x', stop: [''] }, 'stop'],
+    [{ model: 'm', prompt: 'x', stream: 'yes' }, 'stream'],
+    [{ model: 'm', prompt: 'x', stream_options: { include_usage: true } }, 'stream_options'],
+    [{ model: 'm', prompt: 'x', logprobs: 3 }, 'logprobs'],
+  ])('rejects %j naming %s', (body, param) => {
+    expect(paramOf(() => parseCompletionRequest(body))).toBe(param);
+  });
+
+  it('rejects a non-object body', () => {
+    expect(paramOf(() => parseCompletionRequest([1]))).toBe('<none>');
+  });
+});
+
+describe('parseChatRequest', () => {
+  it('flattens text parts and prefers max_completion_tokens', () => {
+    const req = parseChatRequest({
+      model: 'm', max_tokens: 3, max_completion_tokens: 9,
+      messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] }],
+    });
+    expect(req.input.messages).toEqual([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'ab' }]);
+    expect(req.input.sampling.maxTokens).toBe(9);
+    expect(req.input.api).toBe('chat.completions');
+  });
+
+  it.each([
+    [{ model: 'm' }, 'messages'],
+    [{ model: 'm', messages: [] }, 'messages'],
+    [{ model: 'm', messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role'],
+    [{ model: 'm', messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }, 'messages[0].content'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], n: 3 }, 'n'],
+  ])('rejects %j naming %s', (body, param) => {
+    expect(paramOf(() => parseChatRequest(body))).toBe(param);
+  });
+});

@@ -1,0 +1,206 @@
+/**
+ * One gRPC link to one worker: GetInfo, then one long-lived Session stream over which requests are admitted
+ * and aborted and token deltas come back, demultiplexed into per-request queues. When the stream breaks,
+ * every in-flight request fails with UNAVAILABLE and the link reconnects with backoff.
+ */
+import { ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
+import { common, worker } from '@inlaid/proto';
+import { InlaidError } from '../common/inlaid-error';
+import { AsyncQueue } from './async-queue';
+import { backoffDelay, BackoffOptions, DEFAULT_BACKOFF } from './backoff';
+
+export interface WorkerLogger {
+  log(message: string): void;
+  warn(message: string): void;
+}
+
+export interface WorkerSnapshot {
+  readonly addr: string;
+  readonly ready: boolean;
+  readonly inFlight: number;
+  readonly workerId: string | null;
+  readonly baseModel: string | null;
+  readonly state: worker.WorkerState | null;
+  readonly lastError: string | null;
+}
+
+const CHANNEL_OPTIONS: ChannelOptions = {
+  // grpc-js defaults back off to 120 s; a restarted worker must be picked up within a couple of seconds.
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 2000,
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+};
+const INFO_TIMEOUT_MS = 2000;
+
+type Session = ClientDuplexStream<worker.ControlMessage, worker.WorkerEvent>;
+
+export class WorkerConnection {
+  private readonly client: worker.WorkerClient;
+  private readonly pending = new Map<string, AsyncQueue<worker.TokenDelta>>();
+  private session: Session | null = null;
+  private info: worker.WorkerInfo | null = null;
+  private state: worker.WorkerState | null = null;
+  private lastError: string | null = null;
+  private stopped = false;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    readonly addr: string,
+    private readonly logger: WorkerLogger,
+    private readonly onInfo: (info: worker.WorkerInfo) => void = () => undefined,
+    private readonly backoff: BackoffOptions = DEFAULT_BACKOFF,
+  ) {
+    this.client = new worker.WorkerClient(addr, credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  get ready(): boolean {
+    return this.session !== null && this.info !== null;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  models(): readonly common.ModelCard[] {
+    return this.ready ? (this.info?.models ?? []) : [];
+  }
+
+  serves(model: string): boolean {
+    return this.models().some((m) => m.id === model);
+  }
+
+  snapshot(): WorkerSnapshot {
+    return {
+      addr: this.addr,
+      ready: this.ready,
+      inFlight: this.inFlight,
+      workerId: this.info?.workerId ?? null,
+      baseModel: this.info?.baseModel ?? null,
+      state: this.state,
+      lastError: this.lastError,
+    };
+  }
+
+  start(): void {
+    void this.loop();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.session?.cancel();
+    this.wake?.();
+    this.client.close();
+  }
+
+  getInfo(timeoutMs = INFO_TIMEOUT_MS): Promise<worker.WorkerInfo> {
+    return new Promise((resolve, reject) => {
+      this.client.getInfo({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, info) =>
+        err ? reject(err) : resolve(info),
+      );
+    });
+  }
+
+  prepare(req: worker.PrepareRequest, timeoutMs: number): Promise<worker.PrepareResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.prepare(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+        err ? reject(err) : resolve(res),
+      );
+    });
+  }
+
+  /** Admits a prepared request; the returned queue yields its deltas and ends after the final one. */
+  admit(admit: worker.Admit): AsyncQueue<worker.TokenDelta> {
+    const session = this.session;
+    if (session === null) throw InlaidError.unavailable(`Worker ${this.addr} is not connected.`);
+    if (this.pending.has(admit.requestId)) {
+      throw new InlaidError(status.ALREADY_EXISTS, `Request id ${admit.requestId} is already running.`);
+    }
+    const queue = new AsyncQueue<worker.TokenDelta>();
+    this.pending.set(admit.requestId, queue);
+    session.write({ kind: { $case: 'admit', value: admit } });
+    return queue;
+  }
+
+  /** Tells the worker to drop the request and free its KV blocks; its queue ends at once. */
+  abort(requestId: string): void {
+    const queue = this.pending.get(requestId);
+    if (queue === undefined) return;
+    this.pending.delete(requestId);
+    queue.end();
+    this.session?.write({ kind: { $case: 'abort', value: { requestId } } });
+  }
+
+  private async loop(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      try {
+        this.info = await this.getInfo();
+        this.state = this.info.state ?? null;
+        this.onInfo(this.info);
+        attempt = 0;
+        this.logger.log(`worker ${this.addr} (${this.info.workerId}) connected, base ${this.info.baseModel}`);
+        await this.runSession();
+      } catch (err) {
+        this.lastError = err instanceof Error ? err.message : String(err);
+      }
+      this.info = null;
+      this.failAll(InlaidError.unavailable(`Worker ${this.addr} disconnected.`));
+      if (this.stopped) break;
+      await this.sleep(backoffDelay(attempt++, this.backoff));
+    }
+  }
+
+  private runSession(): Promise<void> {
+    return new Promise((resolve) => {
+      const session = this.client.session();
+      this.session = session;
+      const finish = (why: string) => {
+        if (this.session !== session) return;
+        this.session = null;
+        this.lastError = why;
+        if (!this.stopped) this.logger.warn(`worker ${this.addr} session ended: ${why}`);
+        resolve();
+      };
+      session.on('data', (event: worker.WorkerEvent) => this.onEvent(event));
+      session.on('error', (err: Error) => finish(err.message));
+      session.on('end', () => finish('stream ended by the worker'));
+      session.on('close', () => finish('stream closed'));
+    });
+  }
+
+  private onEvent(event: worker.WorkerEvent): void {
+    const kind = event.kind;
+    if (kind === undefined) return;
+    if (kind.$case === 'state') {
+      this.state = kind.value;
+    } else if (kind.$case === 'delta') {
+      const queue = this.pending.get(kind.value.requestId);
+      if (queue === undefined) return;
+      queue.push(kind.value);
+      if (kind.value.finishReason !== common.FinishReason.FINISH_REASON_UNSPECIFIED) {
+        this.pending.delete(kind.value.requestId);
+        queue.end();
+      }
+    } else {
+      const queue = this.pending.get(kind.value.requestId);
+      this.pending.delete(kind.value.requestId);
+      queue?.fail(new InlaidError(status.INTERNAL, `Worker error: ${kind.value.message}`));
+    }
+  }
+
+  private failAll(err: InlaidError): void {
+    for (const queue of this.pending.values()) queue.fail(err);
+    this.pending.clear();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}

@@ -1,0 +1,55 @@
+/** Owns one WorkerConnection per configured worker address and routes requests among them. */
+import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import type { GatewayConfig } from '@inlaid/config';
+import { common, worker } from '@inlaid/proto';
+import { InlaidError } from '../common/inlaid-error';
+import { GATEWAY_CONFIG } from '../config/config.module';
+import { WorkerConnection, WorkerSnapshot } from './worker-connection';
+import { pickWorker } from './worker-routing';
+
+export type WorkerInfoListener = (addr: string, info: worker.WorkerInfo) => void;
+
+@Injectable()
+export class WorkersService implements OnModuleInit, OnModuleDestroy {
+  private readonly logger = new Logger('Workers');
+  private readonly connections: WorkerConnection[];
+  private readonly listeners: WorkerInfoListener[] = [];
+
+  constructor(@Inject(GATEWAY_CONFIG) config: GatewayConfig) {
+    this.connections = config.workerAddrs.map(
+      (addr) => new WorkerConnection(addr, this.logger, (info) => this.listeners.forEach((l) => l(addr, info))),
+    );
+  }
+
+  onWorkerInfo(listener: WorkerInfoListener): void {
+    this.listeners.push(listener);
+  }
+
+  onModuleInit(): void {
+    this.connections.forEach((c) => c.start());
+  }
+
+  onModuleDestroy(): void {
+    this.connections.forEach((c) => c.stop());
+  }
+
+  get anyReady(): boolean {
+    return this.connections.some((c) => c.ready);
+  }
+
+  snapshots(): WorkerSnapshot[] {
+    return this.connections.map((c) => c.snapshot());
+  }
+
+  pick(model: string): WorkerConnection {
+    return pickWorker(this.connections, model);
+  }
+
+  /** Every model served by a ready worker, base models first, deduplicated by id. */
+  listModels(): common.ModelCard[] {
+    if (!this.anyReady) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
+    const byId = new Map<string, common.ModelCard>();
+    for (const c of this.connections) for (const m of c.models()) if (!byId.has(m.id)) byId.set(m.id, m);
+    return [...byId.values()].sort((a, b) => Number(a.parent !== '') - Number(b.parent !== '') || a.id.localeCompare(b.id));
+  }
+}

@@ -1,0 +1,40 @@
+import { randomBytes } from 'node:crypto';
+import { openDatabase } from './data-source';
+import { RequestRecord } from './entities/request-record.entity';
+import { Task } from './entities/task.entity';
+import { databaseName, dropDatabase, ensureDatabase } from './ensure-database';
+
+const url = `postgres://postgres@127.0.0.1:5432/inlaid_dbspec_${randomBytes(4).toString('hex')}`;
+
+describe('openDatabase (real Postgres)', () => {
+  afterAll(async () => {
+    await dropDatabase(url);
+  });
+
+  it('creates the database, migrates up, stores rows, and migrates down', async () => {
+    const ds = await openDatabase(url);
+    try {
+      expect(await ensureDatabase(url)).toBe(false);
+      await ds.getRepository(Task).save({ name: 'sql', adapterLocation: '/a', rank: 8, targetModules: ['q_proj', 'v_proj'] });
+      await ds.getRepository(RequestRecord).insert({
+        id: 'r1', task: 'sql', api: 'completions', arrival: new Date(), tokensIn: 3, tokensOut: 5, status: 'completed',
+      });
+      const task = await ds.getRepository(Task).findOneByOrFail({ name: 'sql' });
+      expect(task.targetModules).toEqual(['q_proj', 'v_proj']);
+      expect(task.status).toBe('registered');
+      expect(await ds.getRepository(RequestRecord).countBy({ task: 'sql' })).toBe(1);
+      expect(await ds.showMigrations()).toBe(false);
+
+      await ds.undoLastMigration();
+      const tables = await ds.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public'`);
+      expect(tables.map((t: { tablename: string }) => t.tablename).sort()).toEqual(['migrations']);
+    } finally {
+      await ds.destroy();
+    }
+  });
+
+  it('parses the database name from the URL', () => {
+    expect(databaseName('postgres://u@h:1/my%20db')).toBe('my db');
+    expect(() => databaseName('postgres://u@h:1/')).toThrow(/names no database/);
+  });
+});

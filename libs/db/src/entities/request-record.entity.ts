@@ -1,0 +1,47 @@
+/** One served (or refused) generation request, with its timeline and token counts. */
+import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+
+export type RequestStatus = 'completed' | 'aborted' | 'failed' | 'rejected';
+
+@Entity({ name: 'request_records' })
+export class RequestRecord {
+  @PrimaryColumn({ type: 'text' })
+  id!: string;
+
+  /** Task name, or the base model id for base-model requests. */
+  @Index('idx_request_records_task')
+  @Column({ type: 'text' })
+  task!: string;
+
+  @Column({ type: 'text' })
+  api!: string;
+
+  @Index('idx_request_records_arrival')
+  @Column({ type: 'timestamptz' })
+  arrival!: Date;
+
+  @Column({ name: 'first_token', type: 'timestamptz', nullable: true })
+  firstToken!: Date | null;
+
+  @Column({ type: 'timestamptz', nullable: true })
+  finish!: Date | null;
+
+  @Column({ name: 'tokens_in', type: 'integer', default: 0 })
+  tokensIn!: number;
+
+  @Column({ name: 'tokens_out', type: 'integer', default: 0 })
+  tokensOut!: number;
+
+  @Column({ type: 'text' })
+  status!: RequestStatus;
+
+  /** OpenAI finish reason (stop, length) when the request completed. */
+  @Column({ name: 'finish_reason', type: 'text', nullable: true })
+  finishReason!: string | null;
+
+  @Column({ type: 'text', nullable: true })
+  error!: string | null;
+
+  @Column({ name: 'worker', type: 'text', nullable: true })
+  worker!: string | null;
+}

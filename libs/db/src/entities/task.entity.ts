@@ -1,0 +1,29 @@
+/** A task: one LoRA adapter served on the shared base model, addressed by its name as the OpenAI `model`. */
+import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+
+export type TaskStatus = 'registered' | 'serving' | 'unloaded' | 'failed';
+
+@Entity({ name: 'tasks' })
+export class Task {
+  @PrimaryColumn({ type: 'text' })
+  name!: string;
+
+  /** Directory (or URI) holding adapter_config.json + adapter_model.safetensors; null when unknown. */
+  @Column({ name: 'adapter_location', type: 'text', nullable: true })
+  adapterLocation!: string | null;
+
+  @Column({ type: 'integer' })
+  rank!: number;
+
+  @Column({ name: 'target_modules', type: 'text', array: true, default: () => "'{}'" })
+  targetModules!: string[];
+
+  @Column({ type: 'text', default: 'registered' })
+  status!: TaskStatus;
+
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  createdAt!: Date;
+
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
+  updatedAt!: Date;
+}
