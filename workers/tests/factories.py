@@ -157,9 +157,7 @@ def make_random_adapter(
     return out
 
 
-def make_step(
-    chunks: Sequence[tuple[Sequence[int], int, Sequence[int], int]], block_size: int
-) -> Any:
+def make_step(chunks: Sequence[tuple[Sequence[int], int, Sequence[int], int]], block_size: int) -> Any:
     """A StepInput from per-sequence chunks (new_token_ids, start_position, block_table, adapter_slot).
 
     Each chunk's tokens occupy positions start..start+len-1; its logits row is the chunk's last row.
@@ -205,7 +203,8 @@ def greedy_paged(
     """Greedy-decode all prompts together through `runner.execute`, like a continuous-batching engine would.
 
     Sequence i joins at step i (so prefill chunks of `chunk` tokens mix with other sequences' decode rows);
-    block tables are disjoint, shuffled block ids. Returns exactly `max_new_tokens` ids per prompt (no EOS stop).
+    block tables are disjoint, shuffled block ids. Returns exactly `max_new_tokens` ids per prompt
+    (no EOS stop).
     """
     bs = runner.block_size
     need = [-(-(len(p) + max_new_tokens) // bs) for p in prompts]

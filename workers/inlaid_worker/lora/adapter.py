@@ -1,0 +1,202 @@
+"""PEFT LoRA adapters: adapter_config.json + adapter_model.safetensors read, validated, refused clearly.
+
+Supported: plain LoRA on any subset of q/k/v/o/gate/up/down_proj, one rank, `lora_alpha` scaling
+(alpha / r, or alpha / sqrt(r) with use_rslora), optional `layers_to_transform` as a list of layer indices.
+Refused with `AdapterError`: pickle weights, DoRA, biases, modules_to_save, rank/alpha patterns, regex
+target_modules, other PEFT types, and any tensor whose name or shape does not fit the base model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from inlaid_worker.model.config import ModelConfig
+
+SUPPORTED_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_KEY = re.compile(
+    r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$"
+)
+_GROUP = {
+    m: ("self_attn" if m in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp") for m in SUPPORTED_MODULES
+}
+# Config keys that must be falsy (None / False / empty) because they change what the adapter computes.
+_UNSUPPORTED_KEYS = {
+    "use_dora": "DoRA",
+    "lora_bias": "LoRA bias",
+    "modules_to_save": "modules_to_save",
+    "rank_pattern": "rank_pattern",
+    "alpha_pattern": "alpha_pattern",
+    "layer_replication": "layer_replication",
+    "trainable_token_indices": "trainable_token_indices",
+    "target_parameters": "target_parameters",
+    "alora_invocation_tokens": "activated LoRA (alora_invocation_tokens)",
+    "use_qalora": "QA-LoRA",
+    "fan_in_fan_out": "fan_in_fan_out",
+    "megatron_config": "megatron_config",
+}
+
+
+class AdapterError(ValueError):
+    """An adapter that cannot be served on this base model, with the reason."""
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    rank: int
+    alpha: float
+    scale: float  # alpha / r, or alpha / sqrt(r) with rslora
+    targets: frozenset[str]
+    base_model_name_or_path: str | None
+    # (layer, module) -> (A [rank, in_features], B [out_features, rank]), float32 on the CPU
+    weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+def load_adapter(path: str | Path, base: ModelConfig, *, expected_base: str | None = None) -> LoraAdapter:
+    """Load and validate the adapter directory at `path` against the base model's config.
+
+    If `expected_base` is given, the adapter's base_model_name_or_path must end in the same name
+    (compared on the last path component, case-insensitively: training and serving paths differ).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise AdapterError(f"adapter directory {root} does not exist")
+    raw = _read_config(root)
+    rank, alpha, rslora = _rank_alpha(raw)
+    targets = _targets(raw)
+    layers = _layers(raw, base)
+    base_name = raw.get("base_model_name_or_path")
+    if expected_base is not None and base_name and _tail(base_name) != _tail(expected_base):
+        raise AdapterError(f"adapter was trained on {base_name!r}, this worker serves {expected_base!r}")
+    tensors = _read_tensors(root)
+    weights = _pair_tensors(tensors, base, rank, targets, layers)
+    scale = alpha / math.sqrt(rank) if rslora else alpha / rank
+    return LoraAdapter(rank, alpha, scale, targets, base_name, weights)
+
+
+def _tail(name: str) -> str:
+    return name.rstrip("/").split("/")[-1].lower()
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    cfg = root / "adapter_config.json"
+    if not cfg.is_file():
+        raise AdapterError(f"{cfg} not found")
+    try:
+        raw = json.loads(cfg.read_text())
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{cfg} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise AdapterError(f"{cfg} must hold a JSON object")
+    peft_type = raw.get("peft_type", "LORA")
+    if peft_type != "LORA":
+        raise AdapterError(f"peft_type {peft_type!r} is not supported (only LORA)")
+    if raw.get("bias", "none") != "none":
+        raise AdapterError(f"bias={raw['bias']!r} is not supported (only 'none')")
+    for key, what in _UNSUPPORTED_KEYS.items():
+        if raw.get(key):
+            raise AdapterError(f"{what} is not supported ({key}={raw[key]!r})")
+    return raw
+
+
+def _rank_alpha(raw: dict[str, Any]) -> tuple[int, float, bool]:
+    rank = raw.get("r")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise AdapterError(f"r must be a positive integer, got {rank!r}")
+    alpha = raw.get("lora_alpha", rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise AdapterError(f"lora_alpha must be a number, got {alpha!r}")
+    return rank, float(alpha), bool(raw.get("use_rslora", False))
+
+
+def _targets(raw: dict[str, Any]) -> frozenset[str]:
+    targets = raw.get("target_modules")
+    if targets == "all-linear":
+        return frozenset(SUPPORTED_MODULES)
+    if isinstance(targets, str):
+        if targets not in SUPPORTED_MODULES:
+            raise AdapterError(
+                f"target_modules as a regex ({targets!r}) is not supported; give a list of names"
+            )
+        targets = [targets]
+    if not isinstance(targets, list) or not targets:
+        raise AdapterError(f"target_modules must be a non-empty list, got {targets!r}")
+    unknown = sorted(set(targets) - set(SUPPORTED_MODULES))
+    if unknown:
+        raise AdapterError(f"unsupported target module(s) {unknown}; supported: {list(SUPPORTED_MODULES)}")
+    return frozenset(targets)
+
+
+def _layers(raw: dict[str, Any], base: ModelConfig) -> tuple[int, ...]:
+    spec = raw.get("layers_to_transform")
+    if spec is None:
+        return tuple(range(base.num_layers))
+    if raw.get("layers_pattern") not in (None, "layers", ["layers"]):
+        raise AdapterError(f"layers_pattern {raw['layers_pattern']!r} is not supported")
+    layers = [spec] if isinstance(spec, int) else spec
+    if not isinstance(layers, list) or not all(
+        isinstance(i, int) and 0 <= i < base.num_layers for i in layers
+    ):
+        raise AdapterError(f"layers_to_transform {spec!r} must list layer indices in [0, {base.num_layers})")
+    return tuple(sorted(set(layers)))
+
+
+def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
+    file = root / "adapter_model.safetensors"
+    if not file.is_file():
+        pickled = [p.name for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+        if pickled:
+            raise AdapterError(
+                f"{root} holds pickle weights ({', '.join(sorted(pickled))}); only adapter_model.safetensors "
+                "is loaded (pickle can run code); re-save with save_pretrained(safe_serialization=True)"
+            )
+        raise AdapterError(f"{file} not found")
+    with safe_open(str(file), framework="pt") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}
+
+
+def _pair_tensors(
+    tensors: dict[str, torch.Tensor],
+    base: ModelConfig,
+    rank: int,
+    targets: frozenset[str],
+    layers: tuple[int, ...],
+) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
+    found: dict[tuple[int, str, str], torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        match = _KEY.match(name)
+        if match is None:
+            raise AdapterError(
+                f"unexpected tensor {name!r} (only lora_A/lora_B of decoder projections are served)"
+            )
+        layer, group, module, which = int(match[1]), match[2], match[3], match[4]
+        if module not in targets or _GROUP[module] != group:
+            raise AdapterError(f"tensor {name!r} is for a module not in target_modules {sorted(targets)}")
+        if layer not in layers:
+            raise AdapterError(
+                f"tensor {name!r}: layer {layer} is outside the base model's transformed layers"
+            )
+        out_f, in_f = base.linear_shape(module)
+        expected = (rank, in_f) if which == "A" else (out_f, rank)
+        if tuple(tensor.shape) != expected:
+            raise AdapterError(
+                f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {expected} "
+                f"(r={rank}, base {module} is {out_f}x{in_f})"
+            )
+        found[(layer, module, which)] = tensor.to(torch.float32)
+    weights = {}
+    for layer in layers:
+        for module in sorted(targets):
+            a, b = found.get((layer, module, "A")), found.get((layer, module, "B"))
+            if a is None or b is None:
+                missing = "lora_A" if a is None else "lora_B"
+                raise AdapterError(f"missing {missing} for layer {layer} {module}")
+            weights[(layer, module)] = (a, b)
+    return weights

@@ -1,0 +1,140 @@
+"""The model runner: owns the weights, the paged KV cache and the resident LoRA adapters on one device.
+
+Interface (what the engine uses):
+    runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16)
+    runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
+    runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
+    runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
+    runner.add_adapter(name, adapter)   # LoraAdapter or adapter directory -> slot (the id for adapter_ids)
+    runner.remove_adapter(name)         # frees the slot; no StepInput may refer to it afterwards
+    runner.adapter_slots                # {name: slot}
+    num_kv_blocks_for_budget(config, block_size, dtype, budget_bytes) -> int   # size the cache from bytes
+
+The KV cache is one tensor [layers, 2, num_kv_blocks, block_size, kv_heads, head_dim] (2 = K, V). Block ids
+in StepInput.block_tables and slot_mapping index into it; the engine's block manager owns which ids are free.
+Each call writes the new tokens' K/V at slot_mapping, then attends each new token to its sequence's first
+context_lens[s] cached tokens (causally). Inputs may live on the CPU; they are moved to the device here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
+from inlaid_worker.lora.apply import LoraMapping
+from inlaid_worker.lora.registry import LoraRegistry
+from inlaid_worker.model.attention import AttentionMetadata
+from inlaid_worker.model.config import ModelConfig, load_model_config
+from inlaid_worker.model.llama import LoraContext, forward
+from inlaid_worker.model.rope import cos_sin, inv_frequencies
+from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.weights import load_weights
+
+
+def kv_bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    element = torch.empty((), dtype=dtype).element_size()
+    return config.num_layers * 2 * block_size * config.num_kv_heads * config.head_dim * element
+
+
+def num_kv_blocks_for_budget(
+    config: ModelConfig, block_size: int, dtype: torch.dtype, budget_bytes: int
+) -> int:
+    """How many KV blocks fit in `budget_bytes` (raises if not even one does)."""
+    per_block = kv_bytes_per_block(config, block_size, dtype)
+    blocks = budget_bytes // per_block
+    if blocks < 1:
+        raise ValueError(f"KV budget {budget_bytes} bytes is below one block ({per_block} bytes)")
+    return int(blocks)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        num_kv_blocks: int = 256,
+        block_size: int = 16,
+        max_adapters: int = 64,
+    ) -> None:
+        if num_kv_blocks <= 0 or block_size <= 0:
+            raise ValueError(
+                f"num_kv_blocks and block_size must be positive, got {num_kv_blocks}, {block_size}"
+            )
+        self.model_dir = Path(model_dir)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.block_size = block_size
+        self.num_kv_blocks = num_kv_blocks
+        self.config = load_model_config(self.model_dir)
+        self.weights = load_weights(self.model_dir, self.config, self.device, dtype)
+        self._inv_freq = inv_frequencies(self.config.rope, self.config.head_dim, self.device)
+        c = self.config
+        self.kv_cache = torch.zeros(  # [layers, 2, num_blocks, block_size, kv_heads, head_dim]
+            c.num_layers,
+            2,
+            num_kv_blocks,
+            block_size,
+            c.num_kv_heads,
+            c.head_dim,
+            dtype=dtype,
+            device=self.device,
+        )
+        self.kv_bytes_per_block = kv_bytes_per_block(c, block_size, dtype)
+        self._lora = LoraRegistry(self.device, dtype, max_adapters)
+
+    @property
+    def adapter_slots(self) -> dict[str, int]:
+        return self._lora.slots
+
+    def add_adapter(self, name: str, adapter: LoraAdapter | str | Path) -> int:
+        if not isinstance(adapter, LoraAdapter):
+            adapter = load_adapter(adapter, self.config)
+        return self._lora.add(name, adapter)
+
+    def remove_adapter(self, name: str) -> None:
+        self._lora.remove(name)
+
+    @torch.inference_mode()
+    def execute(self, step: StepInput) -> torch.Tensor:
+        """Run one step; returns logits [len(logits_indices), vocab] float32 on the CPU."""
+        self._check(step)
+        dev = self.device
+        token_ids = step.token_ids.to(dev)
+        meta = AttentionMetadata.build(
+            step.slot_mapping.to(dev),
+            step.query_start_loc.tolist(),
+            step.context_lens.tolist(),
+            step.block_tables.to(dev),
+            self.block_size,
+        )
+        mapping = LoraMapping.build(step.adapter_ids.to(dev))
+        self._check_slots(mapping)
+        lora = None if mapping.empty else LoraContext(mapping, self._lora)
+        rope = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
+        hidden = forward(self.weights, self.config, token_ids, rope, self.kv_cache, meta, lora)
+        picked = hidden[step.logits_indices.to(dev)]  # [S, hidden]
+        return torch.nn.functional.linear(picked, self.weights.lm_head).float().cpu()
+
+    def _check(self, step: StepInput) -> None:
+        t = step.num_tokens
+        for name in ("positions", "adapter_ids", "slot_mapping"):
+            if getattr(step, name).shape != (t,):
+                raise ValueError(
+                    f"StepInput.{name} must have shape [{t}], got {tuple(getattr(step, name).shape)}"
+                )
+        s = step.num_seqs
+        if step.query_start_loc.shape != (s + 1,) or step.block_tables.shape[0] != s:
+            raise ValueError(f"StepInput: query_start_loc must be [{s + 1}] and block_tables [{s}, *]")
+        if s and int(step.query_start_loc[-1]) != t:
+            raise ValueError(f"StepInput.query_start_loc ends at {int(step.query_start_loc[-1])}, not {t}")
+        if t and int(step.slot_mapping.max()) >= self.num_kv_blocks * self.block_size:
+            raise ValueError("StepInput.slot_mapping points past the KV cache")
+
+    def _check_slots(self, mapping: LoraMapping) -> None:
+        live = set(self._lora.slots.values())
+        unknown = [slot for slot, _ in mapping.groups if slot not in live]
+        if unknown:
+            raise ValueError(f"StepInput.adapter_ids refers to unloaded adapter slot(s) {unknown}")

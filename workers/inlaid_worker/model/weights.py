@@ -1,0 +1,135 @@
+"""Base-model weights: read from safetensors only (never pickle), checked against the config, laid out for
+the forward pass.
+
+Layout: q/k/v are concatenated into one `qkv` matrix and gate/up into one `gate_up` matrix (one matmul each);
+LoRA deltas are added onto the matching output slices (see `PROJ_SLICES`). With tied embeddings the LM head
+is the embedding matrix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from inlaid_worker.model.config import ModelConfig
+
+_PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin")
+
+
+class WeightsError(ValueError):
+    """Weights are missing, pickled, or do not match config.json."""
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [q_size + 2 * kv_size, hidden]
+    o: torch.Tensor  # [hidden, q_size]
+    post_norm: torch.Tensor  # [hidden]
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    down: torch.Tensor  # [hidden, intermediate]
+
+
+@dataclass(frozen=True)
+class LlamaWeights:
+    embed: torch.Tensor  # [vocab, hidden]
+    layers: tuple[LayerWeights, ...]
+    norm: torch.Tensor  # [hidden]
+    lm_head: torch.Tensor  # [vocab, hidden] (the embedding itself when tied)
+
+
+def proj_slices(config: ModelConfig) -> dict[str, tuple[str, int, int]]:
+    """Projection name -> (fused matrix, first output row, end row) inside that matrix."""
+    q, kv, inter = config.q_size, config.kv_size, config.intermediate_size
+    return {
+        "q_proj": ("qkv", 0, q),
+        "k_proj": ("qkv", q, q + kv),
+        "v_proj": ("qkv", q + kv, q + 2 * kv),
+        "o_proj": ("o", 0, config.hidden_size),
+        "gate_proj": ("gate_up", 0, inter),
+        "up_proj": ("gate_up", inter, 2 * inter),
+        "down_proj": ("down", 0, config.hidden_size),
+    }
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / name for name in shards]
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    pickled = [name for name in _PICKLE_FILES if (model_dir / name).exists()]
+    if pickled:
+        raise WeightsError(
+            f"{model_dir} has only pickle weights ({', '.join(pickled)}); Inlaid loads safetensors only "
+            "(convert with save_pretrained(safe_serialization=True))"
+        )
+    raise WeightsError(f"{model_dir} has no model.safetensors or model.safetensors.index.json")
+
+
+def read_tensors(model_dir: str | Path) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for file in safetensors_files(Path(model_dir)):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                tensors[name] = f.get_tensor(name)
+    return tensors
+
+
+def load_weights(
+    model_dir: str | Path, config: ModelConfig, device: torch.device | str, dtype: torch.dtype
+) -> LlamaWeights:
+    return build_weights(read_tensors(model_dir), config, device, dtype)
+
+
+def build_weights(
+    tensors: dict[str, torch.Tensor], config: ModelConfig, device: torch.device | str, dtype: torch.dtype
+) -> LlamaWeights:
+    def get(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if name not in tensors:
+            raise WeightsError(f"missing tensor {name!r}")
+        t = tensors[name]
+        if tuple(t.shape) != shape:
+            raise WeightsError(
+                f"tensor {name!r} has shape {tuple(t.shape)}, expected {shape} from config.json"
+            )
+        return t.to(device=device, dtype=dtype)
+
+    def linear(layer: int, module: str) -> torch.Tensor:
+        group = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+        return get(f"model.layers.{layer}.{group}.{module}.weight", config.linear_shape(module))
+
+    h = config.hidden_size
+    layers = []
+    for i in range(config.num_layers):
+        layers.append(
+            LayerWeights(
+                input_norm=get(f"model.layers.{i}.input_layernorm.weight", (h,)),
+                qkv=torch.cat([linear(i, "q_proj"), linear(i, "k_proj"), linear(i, "v_proj")]),
+                o=linear(i, "o_proj"),
+                post_norm=get(f"model.layers.{i}.post_attention_layernorm.weight", (h,)),
+                gate_up=torch.cat([linear(i, "gate_proj"), linear(i, "up_proj")]),
+                down=linear(i, "down_proj"),
+            )
+        )
+    extra = sorted(
+        n for n in tensors if n.startswith("model.layers.") and int(n.split(".")[2]) >= config.num_layers
+    )
+    if extra:
+        raise WeightsError(
+            f"checkpoint has more layers than num_hidden_layers={config.num_layers}: {extra[0]}"
+        )
+    embed = get("model.embed_tokens.weight", (config.vocab_size, h))
+    if config.tie_word_embeddings:
+        lm_head = embed
+    else:
+        lm_head = get("lm_head.weight", (config.vocab_size, h))
+    return LlamaWeights(
+        embed=embed, layers=tuple(layers), norm=get("model.norm.weight", (h,)), lm_head=lm_head
+    )

@@ -1,0 +1,118 @@
+"""Adapter loading: PEFT directories accepted, unsupported or misfit adapters refused with clear reasons."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from factories import make_random_adapter, make_tiny_llama
+from safetensors.torch import load_file, save_file
+
+from inlaid_worker.lora.adapter import AdapterError, load_adapter
+from inlaid_worker.model.config import load_model_config
+
+TARGETS = ["q_proj", "v_proj", "down_proj"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora")
+    model = make_tiny_llama(root / "base")
+    adapter = make_random_adapter(root / "ad", model, rank=4, alpha=8, targets=TARGETS, seed=1)
+    return model, adapter, load_model_config(model)
+
+
+def copy_adapter(src, dst, config_change=None):
+    shutil.copytree(src, dst)
+    if config_change:
+        cfg = json.loads((dst / "adapter_config.json").read_text())
+        cfg.update(config_change)
+        (dst / "adapter_config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_loads_peft_adapter(base):
+    model_dir, adapter_dir, config = base
+    a = load_adapter(adapter_dir, config, expected_base=str(model_dir))
+    assert a.rank == 4 and a.scale == 2.0 and a.targets == frozenset(TARGETS)
+    assert set(a.weights) == {(layer, m) for layer in range(2) for m in TARGETS}
+    lora_a, lora_b = a.weights[(1, "down_proj")]
+    assert lora_a.shape == (4, 128) and lora_b.shape == (64, 4)
+    assert lora_b.abs().sum() > 0
+
+
+def test_rslora_scale(base, tmp_path):
+    _, adapter_dir, config = base
+    a = load_adapter(copy_adapter(adapter_dir, tmp_path / "a", {"use_rslora": True}), config)
+    assert a.scale == pytest.approx(8 / math.sqrt(4))
+
+
+def test_refuses_pickle_weights(base, tmp_path):
+    _, adapter_dir, config = base
+    d = copy_adapter(adapter_dir, tmp_path / "a")
+    (d / "adapter_model.safetensors").unlink()
+    torch.save({"x": torch.zeros(1)}, d / "adapter_model.bin")
+    with pytest.raises(AdapterError, match=r"pickle weights \(adapter_model.bin\)"):
+        load_adapter(d, config)
+
+
+def test_refuses_wrong_shape(base, tmp_path):
+    _, adapter_dir, config = base
+    d = copy_adapter(adapter_dir, tmp_path / "a")
+    tensors = load_file(str(d / "adapter_model.safetensors"))
+    name = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
+    tensors[name] = torch.ones(64, 4)  # v_proj outputs kv_size = 32
+    save_file(tensors, str(d / "adapter_model.safetensors"))
+    with pytest.raises(
+        AdapterError,
+        match=r"layers.1.self_attn.v_proj.lora_B.weight' has shape \(64, 4\), "
+        r"expected \(32, 4\)",
+    ):
+        load_adapter(d, config)
+
+
+def test_refuses_wrong_rank(base, tmp_path):
+    _, adapter_dir, config = base
+    d = copy_adapter(adapter_dir, tmp_path / "a", {"r": 8})
+    with pytest.raises(AdapterError, match=r"lora_A.weight. has shape \(4, \d+\), expected \(8, \d+\) \(r=8"):
+        load_adapter(d, config)
+
+
+def test_refuses_other_base_model(base):
+    _, adapter_dir, config = base
+    with pytest.raises(AdapterError, match="trained on .* this worker serves 'org/OtherModel'"):
+        load_adapter(adapter_dir, config, expected_base="org/OtherModel")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"target_modules": ["q_proj", "lm_head"]}, r"unsupported target module\(s\) \['lm_head'\]"),
+        ({"target_modules": ".*proj"}, "regex"),
+        ({"use_dora": True}, "DoRA is not supported"),
+        ({"bias": "all"}, "bias='all' is not supported"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save is not supported"),
+        ({"rank_pattern": {"q_proj": 8}}, "rank_pattern is not supported"),
+        ({"peft_type": "IA3"}, "peft_type 'IA3'"),
+        ({"layers_to_transform": [0, 5]}, "layers_to_transform"),
+        ({"target_modules": ["q_proj"]}, "not in target_modules"),
+    ],
+)
+def test_refuses_unsupported_configs(base, tmp_path, change, message):
+    _, adapter_dir, config = base
+    with pytest.raises(AdapterError, match=message):
+        load_adapter(copy_adapter(adapter_dir, tmp_path / "a", change), config)
+
+
+def test_layers_to_transform_subset(base, tmp_path):
+    model_dir, _, config = base
+    d = make_random_adapter(tmp_path / "a", model_dir, rank=2, alpha=2, targets=["o_proj"], seed=2)
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    cfg["layers_to_transform"] = [1]
+    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterError, match="layer 0 is outside"):
+        load_adapter(d, config)
+    tensors = {k: v for k, v in load_file(str(d / "adapter_model.safetensors")).items() if ".layers.1." in k}
+    save_file(tensors, str(d / "adapter_model.safetensors"))
+    assert set(load_adapter(d, config).weights) == {(1, "o_proj")}
