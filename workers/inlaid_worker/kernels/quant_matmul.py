@@ -1,0 +1,227 @@
+"""Weight-only int4/int3 GEMM and GEMV (Triton) on the standard GPTQ layout, plus its torch reference.
+
+One kernel covers M=1..256: a [BLOCK_M, BLOCK_N] output tile per program, K tiles that never cross a
+quantization group, optional split-K whose partials are reduced by the last-arriving program (a
+self-cleaning fp32 workspace + counter, so no memset or cast launch is needed).
+Dequantisation costs two integer ops per weight: (q | magic) reinterpreted as fp16/bf16 is magic+q
+exactly; the zero point and the magic are removed per group with the row sums of x:
+    sum_k x[k] * (q[k] - z) * s  ==  s * (dot(x, magic + q) - (magic + z) * sum_k x[k]).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .gptq_packing import GPTQWeight, unpack_bitstream
+from .quant_matmul_config import QMMConfig, candidate_configs, pick_config
+
+
+@triton.jit
+def _unpack_rows(qw_ptr, k0, offs_n, mask_n, stride_qk, stride_qn, BITS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Quantized values of rows k0..k0+BLOCK_K as uint32 [BLOCK_K, BLOCK_N]."""
+    if BITS == 4:
+        offs_r = k0 // 8 + tl.arange(0, BLOCK_K // 8)
+        ptrs = qw_ptr + offs_r[:, None] * stride_qk + offs_n[None, :] * stride_qn
+        packed = tl.load(ptrs, mask=mask_n[None, :], other=0).to(tl.uint32, bitcast=True)
+        shifts = (tl.arange(0, 8) * 4).to(tl.uint32)
+        q = (packed[:, None, :] >> shifts[None, :, None]) & 0xF  # [BK/8, 8, BN]: row k0 + 8*i + j
+        q = tl.reshape(q, (BLOCK_K, q.shape[2]))
+    else:  # 3 bits: a bit stream that crosses word boundaries
+        bit = tl.arange(0, BLOCK_K) * 3
+        word = (k0 // 32) * 3 + bit // 32
+        sh = (bit % 32).to(tl.uint32)
+        lo = tl.load(qw_ptr + word[:, None] * stride_qk + offs_n[None, :] * stride_qn, mask=mask_n[None, :], other=0)
+        straddle = (bit % 32) > 29
+        hi = tl.load(
+            qw_ptr + (word + 1)[:, None] * stride_qk + offs_n[None, :] * stride_qn,
+            mask=straddle[:, None] & mask_n[None, :],
+            other=0,
+        )
+        lo = lo.to(tl.uint32, bitcast=True)
+        hi = hi.to(tl.uint32, bitcast=True)
+        q = ((lo >> sh[:, None]) | (hi << ((32 - sh) & 31)[:, None])) & 0x7
+    return q
+
+
+@triton.jit
+def _load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS: tl.constexpr):
+    """Stored zero points of group g for columns offs_n, as int32 [BLOCK_N]."""
+    bit = offs_n * BITS
+    word = bit // 32
+    sh = (bit % 32).to(tl.uint32)
+    lo = tl.load(qz_ptr + g * stride_zg + word * stride_zn, mask=mask_n, other=0).to(tl.uint32, bitcast=True)
+    if BITS == 3:
+        hi_mask = mask_n & ((bit % 32) > 29) & (word + 1 < ZW)
+        hi = tl.load(qz_ptr + g * stride_zg + (word + 1) * stride_zn, mask=hi_mask, other=0)
+        lo = (lo >> sh) | (hi.to(tl.uint32, bitcast=True) << ((32 - sh) & 31))
+        return (lo & 0x7).to(tl.int32)
+    return ((lo >> sh) & ((1 << BITS) - 1)).to(tl.int32)
+
+
+@triton.jit
+def _qmm_kernel(
+    x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
+    M, N, K, ZW, ITERS, SPLIT_K,
+    stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn,
+    stride_ym, stride_yn,
+    BITS: tl.constexpr, GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, IS_BF16: tl.constexpr, USE_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pid_m = pid // num_pid_n
+    pid_n = pid % num_pid_n
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    # (q | MAGIC_BITS) as a 16-bit float is exactly MAGIC + q
+    MAGIC_BITS: tl.constexpr = 0x4300 if IS_BF16 else 0x6400
+    MAGIC: tl.constexpr = 128.0 if IS_BF16 else 1024.0
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # every split runs ITERS tiles; tiles past K (last split only) are masked to contribute zero
+    for i in range(0, ITERS):
+        kt = pid_k * (ITERS * BLOCK_K) + i * BLOCK_K
+        k_ok = kt < K
+        k0 = tl.where(k_ok, kt, 0)
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        if HAS_PERM:
+            xk = tl.load(perm_ptr + offs_k)
+        else:
+            xk = offs_k
+        x_mask = mask_m[:, None] & k_ok
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + xk[None, :] * stride_xk, mask=x_mask, other=0.0)
+        q = _unpack_rows(qw_ptr, k0, offs_n, mask_n & k_ok, stride_qk, stride_qn, BITS, BLOCK_K)
+        if USE_DOT:
+            w = (q | MAGIC_BITS).to(tl.int16).to(x.dtype, bitcast=True)  # [BK, BN] = MAGIC + q
+            d = tl.dot(x, w)  # [BM, BN] fp32
+            z_magic = MAGIC
+        else:  # GEMV (M <= 4): CUDA-core FMAs, no tensor-core layout shuffles
+            d = tl.sum(x.to(tl.float32)[:, :, None] * q.to(tl.float32)[None, :, :], axis=1)
+            z_magic = 0.0
+        xs = tl.sum(x.to(tl.float32), axis=1)  # [BM]
+        g = k0 // GROUP
+        s = tl.load(sc_ptr + g * stride_sg + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
+        if SYM:
+            z = tl.full((BLOCK_N,), 2 ** (BITS - 1), tl.float32) + z_magic
+        else:
+            z = _load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS).to(tl.float32)
+            z = z + (ZERO_OFFSET + z_magic)
+        acc += (d - xs[:, None] * z[None, :]) * s[None, :]
+
+    mask = mask_m[:, None] & mask_n[None, :]
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    if USE_SPLIT:
+        # partials meet in an fp32 workspace; the last program of this tile reads, clears and stores
+        ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()
+        arrived = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
+            tl.store(y_ptrs, total.to(y_ptr.dtype.element_ty), mask=mask)
+            tl.store(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), tl.float32), mask=mask)
+            tl.store(cnt_ptr + pid, 0)
+    else:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+_WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed fp32 partial sums and int32 arrival counters; the kernel leaves them zeroed again."""
+    ws, cnt = _WORKSPACES.get(device, (None, None))
+    if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
+        size = max(elems, 0 if ws is None else ws.numel())
+        ntiles = max(tiles, 0 if cnt is None else cnt.numel())
+        ws = torch.zeros(size, dtype=torch.float32, device=device)
+        cnt = torch.zeros(ntiles, dtype=torch.int32, device=device)
+        _WORKSPACES[device] = (ws, cnt)
+    return ws, cnt
+
+
+def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """Run the kernel with an explicit config: y[M, N] = x2[M, K] @ W."""
+    m, k = x2.shape
+    n = w.out_features
+    k_tiles = k // cfg.block_k
+    split = max(1, min(cfg.split_k, k_tiles))
+    iters = triton.cdiv(k_tiles, split)
+    split = triton.cdiv(k_tiles, iters)
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    ws, cnt = _workspace(x2.device, m * n, tiles) if split > 1 else (y, y)
+    perm = w.perm if w.perm is not None else w.qweight
+    # 3-bit tiles are gathered word by word: deep pipelines of big tiles overflow shared memory
+    stages = min(cfg.num_stages, 2) if w.bits == 3 and cfg.block_m * cfg.block_n >= 64 * 128 else cfg.num_stages
+    _qmm_kernel[(tiles, split)](
+        x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
+        m, n, k, w.qzeros.shape[1], iters, split,
+        x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1),
+        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
+        y.stride(0), y.stride(1),
+        BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
+        USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps, num_stages=stages,
+    )  # fmt: skip
+
+
+def quant_matmul(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor:
+    """y[..., N] = x[..., K] @ dequant(W); x fp16 or bf16, y in x's dtype. Tunes once per shape on CUDA."""
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"x must be fp16 or bf16, got {x.dtype}")
+    if x.shape[-1] != w.in_features:
+        raise ValueError(f"x has K={x.shape[-1]}, weight expects {w.in_features}")
+    x2 = x.reshape(-1, w.in_features)
+    y = torch.empty(x2.shape[0], w.out_features, dtype=x.dtype, device=x.device)
+    if x2.shape[0] == 0:
+        return y.reshape(*x.shape[:-1], w.out_features)
+    if cfg is None:
+        cfg = pick_config(x2, w, lambda c: launch_quant_matmul(x2, w, c, y))
+    launch_quant_matmul(x2, w, cfg, y)
+    return y.reshape(*x.shape[:-1], w.out_features)
+
+
+def dequantize_gptq(
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    g_idx: torch.Tensor,
+    bits: int,
+    zero_offset: int,
+) -> torch.Tensor:
+    """W[K, N] fp32 from raw GPTQ tensors: W[k, n] = (q[k, n] - (z[g_idx[k], n] + zero_offset)) * s[g_idx[k], n]."""
+    k = qweight.shape[0] * 32 // bits
+    n = qweight.shape[1]
+    q = unpack_bitstream(qweight, bits, k, dim=0).float()
+    z = unpack_bitstream(qzeros, bits, n, dim=1).float() + zero_offset
+    gi = g_idx.long()
+    return (q - z[gi]) * scales.float()[gi]
+
+
+def quant_matmul_reference(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    g_idx: torch.Tensor,
+    bits: int,
+    zero_offset: int = 1,
+) -> torch.Tensor:
+    """Pure-torch reference on the raw (un-transformed) GPTQ tensors.
+
+    Semantics:
+        W = dequantize_gptq(...)                       # [K, N] fp32, act-order via g_idx
+        for m, n: y[m, n] = sum_k float(x[m, k]) * W[k, n]   (fp32), then cast to x.dtype
+    """
+    w = dequantize_gptq(qweight, qzeros, scales, g_idx, bits, zero_offset)
+    return (x.float().reshape(-1, w.shape[0]) @ w).to(x.dtype).reshape(*x.shape[:-1], w.shape[1])
+
+
+__all__ = ["quant_matmul", "quant_matmul_reference", "dequantize_gptq", "launch_quant_matmul", "candidate_configs"]

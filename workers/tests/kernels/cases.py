@@ -1,0 +1,140 @@
+"""Kernel check cases (Triton kernel vs torch reference); run in-process on CUDA or as a script under
+TRITON_INTERPRET=1 on the CPU (prints one JSON line: case id -> result)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import zlib
+from typing import Any
+
+import torch
+
+
+def _patch_interpreter_for_numpy() -> None:
+    """Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):  # type: ignore[no-untyped-def]
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+
+
+QMM_CASES: dict[str, dict[str, Any]] = {}
+for _bits in (4, 3):
+    for _sym, _act in ((False, False), (True, True), (False, True)):
+        for _m in (1, 3, 17):
+            QMM_CASES[f"qmm-b{_bits}-{'sym' if _sym else 'asym'}-{'act' if _act else 'seq'}-m{_m}"] = dict(
+                bits=_bits, sym=_sym, act=_act, m=_m
+            )
+    QMM_CASES[f"qmm-b{_bits}-oddN-m3"] = dict(bits=_bits, sym=False, act=True, m=3, n=51)
+    QMM_CASES[f"qmm-b{_bits}-bf16-m17"] = dict(bits=_bits, sym=False, act=True, m=17, dtype="bf16")
+    QMM_CASES[f"qmm-b{_bits}-nosplit-m3"] = dict(bits=_bits, sym=False, act=False, m=3, split=1)
+    QMM_CASES[f"qmm-b{_bits}-v2-g64-m5"] = dict(bits=_bits, sym=False, act=True, m=5, fmt="gptq_v2", g=64)
+    QMM_CASES[f"qmm-b{_bits}-perchannel-m2"] = dict(bits=_bits, sym=True, act=False, m=2, g=-1)
+    QMM_CASES[f"qmm-b{_bits}-k1024-split4-m1"] = dict(bits=_bits, sym=False, act=True, m=1, k=1024, n=72, split=4)
+    QMM_CASES[f"qmm-b{_bits}-m70"] = dict(bits=_bits, sym=False, act=False, m=70, n=72)
+
+LORA_CASES: dict[str, dict[str, Any]] = {
+    "lora-bgmv-decode": dict(t=9, block_m=1),
+    "lora-sgmv-prefill": dict(t=50, block_m=16),
+    "lora-bgmv-many-tokens": dict(t=40, block_m=1),
+    "lora-sgmv-bm32-bf16": dict(t=70, block_m=32, dtype="bf16"),
+    "lora-all-base": dict(t=5, block_m=1, all_base=True),
+}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_gptq(k: int, n: int, bits: int, g: int, sym: bool, act: bool, zero_offset: int) -> dict[str, Any]:
+    """Random raw GPTQ tensors (standard packing) for a [k, n] weight."""
+    from inlaid_worker.kernels.gptq_packing import pack_bitstream
+
+    gg = k if g == -1 else g
+    q = torch.randint(0, 2**bits, (k, n), dtype=torch.int32)
+    shape = (k // gg, n)
+    zeros = torch.full(shape, 2 ** (bits - 1), dtype=torch.int32) if sym else torch.randint(0, 2**bits, shape)
+    scales = (torch.rand(shape) * 0.02 + 0.005).half()
+    g_idx = (torch.arange(k) // gg).int()
+    if act:
+        g_idx = g_idx[torch.randperm(k)].contiguous()
+    return dict(
+        qweight=pack_bitstream(q, bits, 0),
+        qzeros=pack_bitstream(zeros.int() - zero_offset, bits, 1),
+        scales=scales,
+        g_idx=g_idx,
+    )
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    if not bool(torch.isfinite(out).all()):
+        return float("inf")
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+def run_qmm(p: dict[str, Any], device: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.gptq_packing import CHECKPOINT_FORMATS, prepare_gptq_weight
+    from inlaid_worker.kernels.quant_matmul import quant_matmul, quant_matmul_reference
+    from inlaid_worker.kernels.quant_matmul_config import candidate_configs
+
+    k, n, g, bits = p.get("k", 256), p.get("n", 40), p.get("g", 128), p["bits"]
+    fmt = p.get("fmt", "gptq")
+    raw = make_gptq(k, n, bits, g, p["sym"], p["act"], CHECKPOINT_FORMATS[fmt])
+    raw = {name: t.to(device) for name, t in raw.items()}
+    w = prepare_gptq_weight(**raw, bits=bits, group_size=g, sym=p["sym"], checkpoint_format=fmt)
+    x = torch.randn(p["m"], k, device=device).to(DTYPES[p.get("dtype", "fp16")])
+    cfg = None
+    if "split" in p:
+        cfg = dataclasses.replace(candidate_configs(p["m"], n, k, w.group_size)[0], split_k=p["split"])
+    y = quant_matmul(x, w, cfg)
+    y2 = quant_matmul(x, w, cfg)  # workspace must come back clean: same answer twice
+    ref = quant_matmul_reference(x, raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], bits, w.zero_offset)
+    return dict(err=_rel_err(y, ref), repeat_diff=float((y.float() - y2.float()).abs().max()), shape=list(y.shape))
+
+
+def run_lora(p: dict[str, Any], device: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.lora_batch import make_lora_batch, stack_adapters
+    from inlaid_worker.kernels.lora_sgmv import lora_apply, lora_reference
+
+    dtype = DTYPES[p.get("dtype", "fp16")]
+    k, n, t = 96, 80, p["t"]
+    adapters = [
+        (torch.randn(r, k) * 0.1, torch.randn(n, r) * 0.1, 2.0 / r) for r in (8, 16, 32)
+    ]
+    pool = stack_adapters([(a.to(device, dtype), b.to(device, dtype), s) for a, b, s in adapters])
+    ids = torch.full((t,), -1) if p.get("all_base") else torch.randint(-1, 3, (t,))
+    batch = make_lora_batch(ids.tolist(), pool.ranks.tolist(), p["block_m"], device)
+    x = torch.randn(t, k, device=device).to(dtype)
+    y = (torch.randn(t, n, device=device) * 0.01).to(dtype)  # small, so the LoRA delta dominates the error
+    ref = lora_reference(y, x, pool, ids)
+    out = lora_apply(y.clone(), x, pool, batch)
+    base = (ids < 0).to(device)
+    base_unchanged = bool(torch.equal(out[base], y[base]))
+    return dict(err=_rel_err(out, ref), base_unchanged=base_unchanged)
+
+
+def run_case(case_id: str, device: str) -> dict[str, Any]:
+    torch.manual_seed(zlib.crc32(case_id.encode()))
+    try:
+        if case_id in QMM_CASES:
+            return run_qmm(QMM_CASES[case_id], device)
+        return run_lora(LORA_CASES[case_id], device)
+    except Exception as exc:  # reported per case by the test that owns it
+        return dict(error=repr(exc))
+
+
+def main() -> None:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        _patch_interpreter_for_numpy()
+    torch.set_num_threads(1)
+    ids = sys.argv[1:] or [*QMM_CASES, *LORA_CASES]
+    print(json.dumps({case_id: run_case(case_id, "cpu") for case_id in ids}))
+
+
+if __name__ == "__main__":
+    main()
