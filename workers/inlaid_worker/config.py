@@ -1,0 +1,107 @@
+"""Worker configuration: one frozen dataclass, read once at start-up from the command line (and env
+defaults), validated, then passed down. Nothing else in the worker reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A worker setting is missing or out of range."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model: str  # a Hugging Face directory, or "smollm2" for the bundled SmolLM2-135M-Instruct
+    adapters_dir: str | None = None  # every subdirectory is a task adapter named by the directory name
+    host: str = "127.0.0.1"
+    port: int = 50061
+    kv_cache_bytes: int = 256 * 1024 * 1024
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    device: str = "cpu"
+    dtype: str = "float32"
+    worker_id: str = "worker-0"
+    max_model_len: int = 0  # 0 = the model's max_position_embeddings (capped by the KV cache)
+    tls_cert: str | None = None  # PEM server certificate: serve TLS instead of plaintext
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # PEM CA: require client certificates it signed (mTLS)
+    checkpoint: str | None = (
+        None  # GPTQ checkpoint (with stored Hessians) of --model to serve and re-quantize
+    )
+    checkpoint_store: str | None = None  # where re-quantized versions go (default <checkpoint>-versions)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required (a Hugging Face directory or 'smollm2')")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"--device must be cpu or cuda[:N], got {self.device!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
+        for name in ("kv_cache_bytes", "block_size", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.max_model_len < 0:
+            raise ConfigError(f"--max-model-len must be >= 0, got {self.max_model_len}")
+        if self.checkpoint is not None and not os.path.isfile(os.path.join(self.checkpoint, "config.json")):
+            raise ConfigError(f"--checkpoint {self.checkpoint!r} has no config.json")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.adapters_dir is not None and not os.path.isdir(self.adapters_dir):
+            raise ConfigError(f"--adapters-dir {self.adapters_dir!r} is not a directory")
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    def default(key: str, fallback: str | None) -> str | None:
+        return env.get(f"INLAID_WORKER_{key}", fallback)
+
+    p = argparse.ArgumentParser(prog="python -m inlaid_worker.server", description="Inlaid worker (gRPC)")
+    p.add_argument("--model", default=default("MODEL", "smollm2"))
+    p.add_argument("--adapters-dir", default=default("ADAPTERS_DIR", None))
+    p.add_argument("--host", default=default("HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(default("PORT", "50061") or 50061))
+    p.add_argument("--kv-cache-bytes", type=int, default=int(default("KV_CACHE_BYTES", str(256 << 20)) or 0))
+    p.add_argument("--block-size", type=int, default=int(default("BLOCK_SIZE", "16") or 16))
+    p.add_argument("--max-num-seqs", type=int, default=int(default("MAX_NUM_SEQS", "64") or 64))
+    p.add_argument(
+        "--max-num-batched-tokens", type=int, default=int(default("MAX_NUM_BATCHED_TOKENS", "2048") or 2048)
+    )
+    p.add_argument("--max-model-len", type=int, default=int(default("MAX_MODEL_LEN", "0") or 0))
+    p.add_argument("--device", default=default("DEVICE", "cpu"))
+    p.add_argument("--dtype", default=default("DTYPE", "float32"))
+    p.add_argument("--worker-id", default=default("ID", "worker-0"))
+    p.add_argument("--checkpoint", default=default("CHECKPOINT", None))
+    p.add_argument("--checkpoint-store", default=default("CHECKPOINT_STORE", None))
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Parses the command line; `INLAID_WORKER_<NAME>` environment variables give the defaults."""
+    ns = _parser(os.environ if env is None else env).parse_args(argv)
+    return WorkerConfig(
+        model=ns.model,
+        adapters_dir=ns.adapters_dir,
+        host=ns.host,
+        port=ns.port,
+        kv_cache_bytes=ns.kv_cache_bytes,
+        block_size=ns.block_size,
+        max_num_seqs=ns.max_num_seqs,
+        max_num_batched_tokens=ns.max_num_batched_tokens,
+        device=ns.device,
+        dtype=ns.dtype,
+        worker_id=ns.worker_id,
+        max_model_len=ns.max_model_len,
+        checkpoint=ns.checkpoint,
+        checkpoint_store=ns.checkpoint_store,
+    )

@@ -1,0 +1,100 @@
+"""Incremental detokenization with stop strings.
+
+Text is emitted only when it is final:
+- a token that ends in the middle of a UTF-8 character decodes to U+FFFD; such text is held back until the
+  next tokens complete the character (decoding a small window of recent tokens, as vLLM does);
+- text that could be the start of a stop string is held back until it is resolved; when a stop string
+  appears, the text is cut right before it and the request stops.
+The concatenation of all deltas (with `flush()` at the end) equals the decode of all output tokens, cut at
+the first stop string.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Decoder(Protocol):
+    def decode(self, token_ids: list[int], **kwargs: Any) -> str: ...
+
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def decode(tokenizer: Decoder, token_ids: list[int]) -> str:
+    """The one decode used everywhere, so incremental and full decodes agree."""
+    return tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def find_stop(text: str, stops: tuple[str, ...], start: int) -> int:
+    """Index of the earliest stop string occurrence in text[start:], or -1."""
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer: Decoder, stop: tuple[str, ...] = ()) -> None:
+        self._tokenizer = tokenizer
+        self._stop = stop
+        self._max_stop = max((len(s) for s in stop), default=0)
+        self._ids: list[int] = []
+        self._prefix_offset = 0  # window start: tokens before it are fully emitted as text
+        self._read_offset = 0  # tokens before it have been turned into text
+        self._text = ""  # all complete text decoded so far (up to a stop string, if one matched)
+        self._emitted = 0  # characters of _text already returned
+        self.stopped = False
+
+    @property
+    def text(self) -> str:
+        return self._text[: self._emitted]
+
+    def add(self, token_ids: list[int]) -> str:
+        """Feeds new output tokens; returns the text that became final (possibly empty)."""
+        if self.stopped:
+            return ""
+        self._ids.extend(token_ids)
+        prefix = decode(self._tokenizer, self._ids[self._prefix_offset : self._read_offset])
+        window = decode(self._tokenizer, self._ids[self._prefix_offset :])
+        if len(window) > len(prefix) and not window.endswith(REPLACEMENT_CHAR):
+            self._text += window[len(prefix) :]
+            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        return self._release(final=False)
+
+    def flush(self) -> str:
+        """At the end of the request: everything still held back (a partial character or stop prefix)."""
+        if self.stopped:
+            return ""
+        if self._read_offset < len(self._ids):
+            prefix = decode(self._tokenizer, self._ids[self._prefix_offset : self._read_offset])
+            window = decode(self._tokenizer, self._ids[self._prefix_offset :])
+            self._text += window[len(prefix) :]
+            self._prefix_offset = self._read_offset = len(self._ids)
+        return self._release(final=True)
+
+    def _release(self, final: bool) -> str:
+        if self._stop:
+            hit = find_stop(self._text, self._stop, max(0, self._emitted - self._max_stop + 1))
+            if hit >= 0:
+                self._text = self._text[:hit]
+                self.stopped = True
+                return self._take(len(self._text))
+        if final or not self._stop:
+            return self._take(len(self._text))
+        hold = min(stop_prefix_len(self._text, self._stop), len(self._text) - self._emitted)
+        return self._take(len(self._text) - hold)
+
+    def _take(self, upto: int) -> str:
+        delta = self._text[self._emitted : upto]
+        self._emitted = max(self._emitted, upto)
+        return delta

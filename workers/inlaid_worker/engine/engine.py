@@ -1,0 +1,225 @@
+"""LLMEngine: requests in, token deltas out. step() = schedule, run the model, sample, post-process.
+
+Not thread-safe: one thread owns the engine (the server's step loop); other threads talk to it by queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from inlaid_worker.engine.adapters import AdapterRegistry, ModelCard
+from inlaid_worker.engine.block_manager import BlockManager
+from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
+from inlaid_worker.engine.sampler import make_generator, sample
+from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
+from inlaid_worker.engine.sequence import FinishReason, Sequence
+from inlaid_worker.engine.step_builder import build_step_input
+from inlaid_worker.engine.tokenizer import PromptTokenizer
+from inlaid_worker.model.step_input import StepInput
+
+
+class Runner(Protocol):
+    def execute(self, step: StepInput) -> torch.Tensor: ...  # logits [S, vocab] float32
+    def add_adapter(self, name: str, adapter: Any) -> int: ...
+    def remove_adapter(self, name: str) -> None: ...
+
+
+class RequestError(ValueError):
+    """A request cannot be admitted (too long, bad token ids, duplicate id); the message says why."""
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    block_size: int
+    num_kv_blocks: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int  # prompt + output tokens of one request; <= num_kv_blocks * block_size
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    request_id: str
+    text: str  # new text since the previous output
+    token_ids: list[int]  # new tokens since the previous output
+    finish_reason: FinishReason | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineState:
+    free_kv_blocks: int
+    total_kv_blocks: int
+    block_size: int
+    running: int
+    waiting: int
+    resident_adapters: tuple[str, ...]
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        runner: Runner,
+        tokenizer: PromptTokenizer,
+        limits: EngineLimits,
+        base_model_id: str,
+        eos_token_ids: set[int] | None = None,
+    ) -> None:
+        if limits.max_model_len > limits.num_kv_blocks * limits.block_size:
+            raise ValueError("max_model_len must fit in the KV cache (num_kv_blocks * block_size)")
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self.eos_token_ids = tokenizer.eos_token_ids if eos_token_ids is None else set(eos_token_ids)
+        self.block_manager = BlockManager(limits.num_kv_blocks, limits.block_size)
+        self.scheduler = Scheduler(self.block_manager, limits.max_num_seqs, limits.max_num_batched_tokens)
+        self.adapters = AdapterRegistry(base_model_id, limits.max_model_len)
+        self._seqs: dict[str, Sequence] = {}
+        self._pending: list[RequestOutput] = []  # outputs produced outside step() (aborts)
+        self.num_steps = 0
+        self.num_preemptions = 0
+
+    # ---- requests -------------------------------------------------------------------------------------
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams, model: str = ""
+    ) -> None:
+        """Queues a request. Raises UnknownModelError or RequestError (nothing is queued then)."""
+        entry = self.adapters.resolve(model)
+        if request_id in self._seqs:
+            raise RequestError(f"request id {request_id!r} is already in flight")
+        self.check_prompt(prompt_token_ids)
+        seq = Sequence(
+            request_id,
+            prompt_token_ids,
+            sampling,
+            adapter=None if entry is None else entry.card.id,
+            adapter_slot=-1 if entry is None else entry.slot,
+        )
+        if not sampling.greedy:
+            seq.generator = make_generator(sampling.seed)  # sampling runs on the CPU
+        seq.detokenizer = IncrementalDetokenizer(self.tokenizer.hf, sampling.stop)
+        self._seqs[request_id] = seq
+        self.scheduler.add(seq)
+
+    def check_prompt(self, prompt_token_ids: list[int]) -> None:
+        n, limit = len(prompt_token_ids), self.limits.max_model_len
+        if n == 0:
+            raise RequestError("the prompt is empty")
+        if n >= limit:
+            raise RequestError(
+                f"the prompt has {n} tokens; this model's maximum context length is {limit} tokens "
+                f"(prompt plus at least one generated token)"
+            )
+        vocab = self.tokenizer.vocab_size
+        bad = [t for t in prompt_token_ids if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"prompt token id {bad[0]} is outside the vocabulary (size {vocab})")
+
+    def max_new_tokens(self, num_prompt_tokens: int, requested: int) -> int:
+        """Effective max_tokens: the request's (0 = as many as fit), clamped to the context length."""
+        room = self.limits.max_model_len - num_prompt_tokens
+        return room if requested <= 0 else min(requested, room)
+
+    def abort_request(self, request_id: str) -> bool:
+        seq = self._seqs.pop(request_id, None)
+        if seq is None:
+            return False
+        self.scheduler.finish(seq, FinishReason.ABORT)
+        self._pending.append(self._output(seq, "", [], FinishReason.ABORT))
+        return True
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work or bool(self._pending)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    def state(self) -> EngineState:
+        return EngineState(
+            self.block_manager.num_free_blocks,
+            self.limits.num_kv_blocks,
+            self.limits.block_size,
+            self.num_running,
+            self.num_waiting,
+            tuple(self.adapters.names),
+        )
+
+    def requests_for(self, model: str) -> list[str]:
+        return [rid for rid, s in self._seqs.items() if s.adapter == model]
+
+    # ---- the step -------------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        outputs, self._pending = self._pending, []
+        scheduled = self.scheduler.schedule()
+        self.num_preemptions += len(scheduled.preempted)
+        if scheduled.is_empty:
+            return outputs
+        step = build_step_input(scheduled.chunks, self.limits.block_size, "cpu")  # the runner moves it
+        logits = self.runner.execute(step)  # [S, vocab] float32
+        self.scheduler.commit(scheduled)
+        self.num_steps += 1
+        return outputs + self._postprocess(scheduled, logits)
+
+    def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor) -> list[RequestOutput]:
+        rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
+        if not rows:
+            return []
+        seqs = [scheduled.chunks[i].seq for i in rows]
+        tokens = sample(logits[rows], [s.sampling for s in seqs], [s.generator for s in seqs])
+        return [self._append_token(seq, token) for seq, token in zip(seqs, tokens, strict=False)]
+
+    def _append_token(self, seq: Sequence, token: int) -> RequestOutput:
+        seq.output_token_ids.append(token)
+        p = seq.sampling
+        detok = seq.detokenizer
+        if detok is None:
+            raise RuntimeError(f"{seq.request_id} has no detokenizer")
+        reason: FinishReason | None = None
+        if token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids):
+            reason, text = FinishReason.STOP, detok.flush()  # a stop token's text is never emitted
+        else:
+            text = detok.add([token])
+            if detok.stopped:
+                reason = FinishReason.STOP
+            elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.limits.max_model_len:
+                reason = FinishReason.LENGTH
+                text += detok.flush()
+        if reason is not None:
+            self.scheduler.finish(seq, reason)
+            del self._seqs[seq.request_id]
+        return self._output(seq, text, [token], reason)
+
+    @staticmethod
+    def _output(seq: Sequence, text: str, tokens: list[int], reason: FinishReason | None) -> RequestOutput:
+        return RequestOutput(
+            seq.request_id, text, tokens, reason, seq.num_prompt_tokens, len(seq.output_token_ids)
+        )
+
+    # ---- adapters -------------------------------------------------------------------------------------
+    def add_adapter(self, name: str, adapter: Any, rank: int, target_modules: tuple[str, ...]) -> ModelCard:
+        """Makes a loaded, validated adapter resident under `name` (a task name)."""
+        if self.adapters.is_base(name):
+            raise ValueError(f"an adapter cannot be named like the base model ({name!r})")
+        if name in self.adapters:
+            raise ValueError(f"an adapter named {name!r} is already loaded")
+        slot = self.runner.add_adapter(name, adapter)
+        return self.adapters.add(name, slot, rank, target_modules)
+
+    def remove_adapter(self, name: str) -> None:
+        """Unloads an adapter; refused while requests for it are in flight."""
+        in_flight = self.requests_for(name)
+        if in_flight:
+            raise ValueError(f"adapter {name!r} has {len(in_flight)} requests in flight")
+        self.adapters.remove(name)
+        self.runner.remove_adapter(name)

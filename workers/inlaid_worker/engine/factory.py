@@ -1,0 +1,73 @@
+"""Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget, loads the runner and the
+tokenizer, and loads PEFT adapter directories (validated by inlaid_worker.lora)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from inlaid_worker.engine.adapters import ModelCard
+from inlaid_worker.engine.engine import EngineLimits, LLMEngine
+from inlaid_worker.engine.tokenizer import PromptTokenizer
+from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
+from inlaid_worker.model.config import ModelConfig, load_model_config
+from inlaid_worker.model.runner import ModelRunner, num_kv_blocks_for_budget
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    device: str = "cpu"
+    dtype: str = "float32"
+    kv_cache_bytes: int = 64 * 1024 * 1024
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 0  # 0 = the model's max_position_embeddings, capped by the KV cache
+
+
+def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
+    model_dir = Path(model_dir)
+    if options.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {options.dtype!r}")
+    dtype = DTYPES[options.dtype]
+    config = load_model_config(model_dir)
+    num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, options.kv_cache_bytes)
+    runner = ModelRunner(model_dir, options.device, dtype, num_blocks, options.block_size)
+    max_len = min(config.max_position_embeddings, num_blocks * options.block_size)
+    if options.max_model_len:
+        max_len = min(max_len, options.max_model_len)
+    limits = EngineLimits(
+        options.block_size, num_blocks, options.max_num_seqs, options.max_num_batched_tokens, max_len
+    )
+    tokenizer = PromptTokenizer.from_model_dir(model_dir)
+    eos = set(config.eos_token_ids) | tokenizer.eos_token_ids | _generation_eos(model_dir)
+    return LLMEngine(runner, tokenizer, limits, base_model_id=model_dir.name, eos_token_ids=eos)
+
+
+def _generation_eos(model_dir: Path) -> set[int]:
+    path = model_dir / "generation_config.json"
+    if not path.is_file():
+        return set()
+    eos = json.loads(path.read_text()).get("eos_token_id")
+    return set(eos) if isinstance(eos, list) else ({int(eos)} if eos is not None else set())
+
+
+def read_adapter(path: str | Path, config: ModelConfig, model_dir: str | Path) -> LoraAdapter:
+    """Loads and validates a PEFT adapter directory for this base model (raises lora.AdapterError)."""
+    return load_adapter(path, config, expected_base=str(model_dir))
+
+
+def add_adapter_dir(engine: LLMEngine, name: str, path: str | Path, model_dir: str | Path) -> ModelCard:
+    adapter = read_adapter(path, engine.runner.config, model_dir)  # type: ignore[attr-defined]
+    return engine.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)))
+
+
+def adapter_dirs(adapters_dir: str | Path) -> dict[str, Path]:
+    """Task name -> adapter directory, for every subdirectory of `adapters_dir` (sorted by name)."""
+    root = Path(adapters_dir)
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}

@@ -1,0 +1,45 @@
+"""`python -m inlaid_worker.server --model DIR|smollm2 ...`: serves until SIGTERM/SIGINT, then drains.
+
+Prints one JSON line `{"event":"ready","port":...}` on stdout once it accepts calls; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from inlaid_worker.config import ConfigError, load_config
+from inlaid_worker.server.app import announce_ready, build_engine, resolve_model_dir, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        cfg = load_config(argv)
+        model_dir = resolve_model_dir(cfg.model)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"inlaid worker: {exc}", file=sys.stderr)
+        return 2
+    engine = build_engine(cfg, model_dir)
+    worker = serve(cfg, engine, model_dir)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    announce_ready(worker, engine)
+    stop.wait()
+    logging.getLogger(__name__).info("shutting down")
+    worker.stop(grace=5.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Conversions between the gRPC messages and the engine's plain types."""
+
+from __future__ import annotations
+
+from inlaid_worker.engine.adapters import ModelCard
+from inlaid_worker.engine.engine import EngineState, RequestOutput
+from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.engine.sequence import FinishReason
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
+from inlaid_worker.server.engine_loop import AdmitError, Event, StateEvent
+
+_FINISH = {
+    None: common_pb2.FINISH_REASON_UNSPECIFIED,
+    FinishReason.STOP: common_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: common_pb2.FINISH_REASON_LENGTH,
+    FinishReason.ABORT: common_pb2.FINISH_REASON_ABORT,
+    FinishReason.ERROR: common_pb2.FINISH_REASON_ERROR,
+}
+
+
+def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int) -> SamplingParams:
+    """Raises SamplingError naming the bad parameter; `max_tokens` is the effective (clamped) limit."""
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=p.temperature if p.HasField("temperature") else 1.0,
+        top_p=p.top_p if p.HasField("top_p") else 1.0,
+        top_k=p.top_k if p.HasField("top_k") and p.top_k > 0 else 0,
+        seed=p.seed if p.HasField("seed") else None,
+        stop=tuple(p.stop),
+        stop_token_ids=tuple(p.stop_token_ids),
+        ignore_eos=p.ignore_eos,
+    )
+
+
+def card_to_proto(card: ModelCard) -> common_pb2.ModelCard:
+    return common_pb2.ModelCard(
+        id=card.id,
+        parent=card.parent,
+        rank=card.rank,
+        target_modules=list(card.target_modules),
+        max_model_len=card.max_model_len,
+    )
+
+
+def state_to_proto(event: StateEvent, worker_id: str) -> worker_pb2.WorkerState:
+    s: EngineState = event.state
+    return worker_pb2.WorkerState(
+        worker_id=worker_id,
+        free_kv_blocks=s.free_kv_blocks,
+        total_kv_blocks=s.total_kv_blocks,
+        block_size=s.block_size,
+        running=s.running,
+        waiting=s.waiting,
+        resident_adapters=list(s.resident_adapters),
+        steps_per_s=event.steps_per_s,
+    )
+
+
+def event_to_proto(event: Event, worker_id: str) -> worker_pb2.WorkerEvent:
+    if isinstance(event, RequestOutput):
+        return worker_pb2.WorkerEvent(
+            delta=worker_pb2.TokenDelta(
+                request_id=event.request_id,
+                text=event.text,
+                token_ids=event.token_ids,
+                finish_reason=_FINISH[event.finish_reason],
+                prompt_tokens=event.prompt_tokens,
+                completion_tokens=event.completion_tokens,
+            )
+        )
+    if isinstance(event, AdmitError):
+        return worker_pb2.WorkerEvent(
+            error=worker_pb2.RequestError(request_id=event.request_id, message=event.message)
+        )
+    if isinstance(event, StateEvent):
+        return worker_pb2.WorkerEvent(state=state_to_proto(event, worker_id))
+    raise TypeError(f"not an event: {event!r}")

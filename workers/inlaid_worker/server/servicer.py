@@ -1,0 +1,147 @@
+"""gRPC servicer for inlaid.v1.Worker: a thin shell over the engine loop.
+
+Session semantics: each Admit is validated on the stream's reader thread and queued to the engine loop; the
+response stream carries TokenDeltas (the last one has a finish reason), RequestErrors and WorkerStates. If
+the call is cancelled (client gone, deadline), every request admitted on it is aborted and its KV blocks are
+freed. If the client only half-closes (stops sending), its requests run to the end, then the stream ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from inlaid_worker.engine.adapters import UnknownModelError
+from inlaid_worker.engine.engine import LLMEngine, RequestError
+from inlaid_worker.engine.sampling_params import SamplingError
+from inlaid_worker.engine.tokenizer import PromptError
+from inlaid_worker.gen.inlaid.v1 import worker_pb2, worker_pb2_grpc
+from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
+from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
+
+log = logging.getLogger(__name__)
+
+AdapterLoader = Callable[[str], Any]  # path -> validated adapter (raises lora.AdapterError)
+ADAPTER_CALL_TIMEOUT_S = 120.0
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    def __init__(
+        self, loop: EngineLoop, load_adapter: AdapterLoader, adapter_error: type[Exception], worker_id: str
+    ) -> None:
+        self.loop = loop
+        self.engine: LLMEngine = loop.engine  # only immutable parts are read outside the loop thread
+        self._load_adapter = load_adapter
+        self._adapter_error = adapter_error
+        self.worker_id = worker_id
+
+    # ---- Prepare ------------------------------------------------------------------------------------------
+    def Prepare(self, request: worker_pb2.PrepareRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            self.engine.adapters.resolve(request.model)
+        except UnknownModelError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        try:
+            ids = self._encode(request)
+            self.engine.check_prompt(ids)
+            max_tokens = self.engine.max_new_tokens(len(ids), request.sampling.max_tokens)
+            sampling_from_proto(request.sampling, max_tokens)
+        except (PromptError, RequestError, SamplingError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
+
+    def _encode(self, request: worker_pb2.PrepareRequest) -> list[int]:
+        tok = self.engine.tokenizer
+        if request.messages and request.prompt:
+            raise PromptError("give either prompt or messages, not both")
+        if request.messages:
+            return tok.encode_chat([{"role": m.role, "content": m.content} for m in request.messages])
+        if not request.prompt:
+            raise PromptError("prompt or messages is required")
+        return tok.encode_prompt(request.prompt)
+
+    # ---- Session ------------------------------------------------------------------------------------------
+    def Session(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        sid, outbox = self.loop.open_session()
+        context.add_callback(lambda: self.loop.close_session(sid, abort=True))
+
+        def read() -> None:
+            try:
+                for msg in request_iterator:
+                    self._control(sid, msg, outbox)
+                self.loop.close_session(sid, abort=False)  # half-close: let its requests finish
+            except Exception:  # the stream broke: the client is gone
+                self.loop.close_session(sid, abort=True)
+
+        threading.Thread(target=read, name=f"session-{sid}", daemon=True).start()
+        while True:
+            event = outbox.get()
+            if event is None:
+                return
+            yield event_to_proto(event, self.worker_id)
+
+    def _control(self, sid: int, msg: worker_pb2.ControlMessage, outbox: Any) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "abort":
+            self.loop.abort(sid, msg.abort.request_id)
+            return
+        if kind != "admit":
+            return
+        a = msg.admit
+        try:
+            if not a.request_id:
+                raise RequestError("request_id is required")
+            ids = list(a.prompt_token_ids)
+            self.engine.check_prompt(ids)
+            sampling = sampling_from_proto(
+                a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
+            )
+        except (RequestError, SamplingError) as exc:
+            outbox.put(AdmitError(a.request_id, str(exc)))
+            return
+        self.loop.admit(sid, a.request_id, ids, sampling, a.model)
+
+    # ---- info and adapters --------------------------------------------------------------------------------
+    def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:
+        return worker_pb2.WorkerInfo(
+            worker_id=self.worker_id,
+            base_model=self.engine.adapters.base_model_id,
+            models=[card_to_proto(c) for c in self.engine.adapters.cards],
+            max_model_len=self.engine.limits.max_model_len,
+            state=state_to_proto(self.loop.latest_state, self.worker_id),
+        )
+
+    def LoadAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:
+        name = request.name
+        if not name or "/" in name or name != name.strip():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid adapter name {name!r}")
+        if name in self.engine.adapters or self.engine.adapters.is_base(name):
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a model named {name!r} is already loaded")
+        try:
+            adapter = self._load_adapter(request.path)  # disk I/O here, off the engine thread
+        except self._adapter_error as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {name!r} refused: {exc}")
+        fut = self.loop.call(
+            lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)))
+        )
+        try:
+            card = fut.result(timeout=ADAPTER_CALL_TIMEOUT_S)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except RuntimeError as exc:  # e.g. every adapter slot is in use
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        return card_to_proto(card)
+
+    def UnloadAdapter(self, request: worker_pb2.UnloadAdapterRequest, context: grpc.ServicerContext) -> Any:
+        fut = self.loop.call(lambda e: e.remove_adapter(request.name))
+        try:
+            fut.result(timeout=ADAPTER_CALL_TIMEOUT_S)
+        except UnknownModelError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return worker_pb2.UnloadAdapterResponse()

@@ -1,0 +1,75 @@
+"""Incremental detokenization: no broken UTF-8 in deltas, deltas add up to the full decode, stop strings."""
+
+from functools import lru_cache
+from typing import Any
+
+from factories import make_tokenizer
+
+from inlaid_worker.engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer, decode, stop_prefix_len
+
+TEXTS = [
+    "Unicode: café, naïve, 日本語, emoji 🙂 and more",
+    "🙂🙂 日本 语言 — ünïcödé ✓ 👩‍👩‍👧 end",
+    "The capital of France is Paris. Hello, world!",
+]
+
+
+@lru_cache(maxsize=1)
+def tokenizer() -> Any:
+    return make_tokenizer(320)
+
+
+def stream(ids: list[int], stop: tuple[str, ...] = ()) -> tuple[list[str], IncrementalDetokenizer]:
+    d = IncrementalDetokenizer(tokenizer(), stop)
+    deltas = [d.add([t]) for t in ids]
+    deltas.append(d.flush())
+    return deltas, d
+
+
+def test_multibyte_characters_split_across_tokens_are_held_back() -> None:
+    tok = tokenizer()
+    split_somewhere = False
+    for text in TEXTS:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        split_somewhere |= any(REPLACEMENT_CHAR in decode(tok, [t]) for t in ids)
+        deltas, d = stream(ids)
+        assert all(REPLACEMENT_CHAR not in x for x in deltas)
+        assert "".join(deltas) == decode(tok, ids) == text == d.text
+    assert split_somewhere  # the test exercises partial characters
+
+
+def test_special_tokens_are_not_emitted() -> None:
+    tok = tokenizer()
+    ids = tok("Hello", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert "".join(stream(ids)[0]) == "Hello"
+
+
+def test_stop_string_across_token_boundaries_cuts_the_text() -> None:
+    tok = tokenizer()
+    text = "The capital of France is Paris. Hello, world! More"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    for stop in ["Paris.", "s Par", "world!", "🙂"]:
+        deltas, d = stream(ids, (stop, "never-matches"))
+        out = "".join(deltas)
+        expected = text.split(stop)[0] if stop in text else text
+        assert out == expected and d.stopped == (stop in text)
+        # Nothing after the cut, and no emitted prefix of text ever contained the stop string's beginning
+        # beyond what the final output has.
+        emitted = ""
+        for x in deltas:
+            emitted += x
+            assert expected.startswith(emitted)
+
+
+def test_a_possible_stop_prefix_is_held_until_resolved() -> None:
+    tok = tokenizer()
+    d = IncrementalDetokenizer(tok, ("world!!",))
+    pieces = [d.add(tok(p, add_special_tokens=False)["input_ids"]) for p in ["Hello, ", "wor", "ld!", " ok"]]
+    assert pieces[0] == "Hello, " and pieces[1] == "" and pieces[2] == ""
+    assert pieces[3] == "world! ok" and not d.stopped
+
+
+def test_stop_prefix_len() -> None:
+    assert stop_prefix_len("abc", ("cde",)) == 1
+    assert stop_prefix_len("abcd", ("bcdx", "d")) == 3
+    assert stop_prefix_len("abc", ("xyz",)) == 0

@@ -1,0 +1,27 @@
+"""WorkerConfig: defaults, env defaults, validation messages."""
+
+import pytest
+
+from inlaid_worker.config import ConfigError, load_config
+
+
+def test_flags_override_env_defaults() -> None:
+    env = {"INLAID_WORKER_PORT": "6000", "INLAID_WORKER_DTYPE": "bfloat16"}
+    cfg = load_config(["--model", "smollm2", "--block-size", "32"], env)
+    assert (cfg.port, cfg.dtype, cfg.block_size, cfg.host) == (6000, "bfloat16", 32, "127.0.0.1")
+    assert load_config(["--port", "7"], env).port == 7
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--dtype", "int3"], "--dtype must be one of"),
+        (["--device", "tpu"], "--device must be cpu or cuda"),
+        (["--kv-cache-bytes", "0"], "--kv-cache-bytes must be positive"),
+        (["--adapters-dir", "/does/not/exist"], "is not a directory"),
+        (["--port", "70000"], "--port must be in"),
+    ],
+)
+def test_invalid_settings_are_refused_clearly(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(argv, {})

@@ -1,0 +1,203 @@
+"""The worker's gRPC API through a real channel on a free port, serving a tiny random Llama with adapters."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from factories import make_random_adapter, make_tiny_llama
+
+from inlaid_worker.config import WorkerConfig
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from inlaid_worker.server.app import RunningWorker, build_engine, serve
+
+FINISH = common_pb2.FinishReason
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, RunningWorker, Path]]:
+    root = tmp_path_factory.mktemp("grpc")
+    model = make_tiny_llama(root / "model", max_positions=4096)
+    adapters = root / "adapters"
+    make_random_adapter(adapters / "task-a", model, rank=4, alpha=8, targets=["q_proj", "v_proj"], seed=1)
+    make_random_adapter(adapters / "task-b", model, rank=8, alpha=16, targets=["up_proj", "o_proj"], seed=2)
+    make_random_adapter(root / "extra", model, rank=2, alpha=2, targets=["k_proj"], seed=3)
+    other = make_tiny_llama(root / "other" / "model", hidden=32, seed=5)  # same base name, other shapes
+    make_random_adapter(root / "misfit", other, rank=2, alpha=2, targets=["q_proj"], seed=4)
+    cfg = WorkerConfig(model=str(model), adapters_dir=str(adapters), port=0, kv_cache_bytes=4 << 20)
+    running = serve(cfg, build_engine(cfg, model), model)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    yield worker_pb2_grpc.WorkerStub(channel), running, root
+    channel.close()
+    running.stop(grace=1)
+
+
+class Stream:
+    """A Session call whose requests the test sends one by one."""
+
+    def __init__(self, stub: Any) -> None:
+        self._out: queue.Queue[Any] = queue.Queue()
+        self.call = stub.Session(iter(self._out.get, None))
+
+    def admit(self, rid: str, model: str, prompt: list[int], max_tokens: int, **sampling: Any) -> None:
+        params = common_pb2.SamplingParams(max_tokens=max_tokens, ignore_eos=True, **sampling)
+        admit = worker_pb2.Admit(request_id=rid, model=model, prompt_token_ids=prompt, sampling=params)
+        self._out.put(worker_pb2.ControlMessage(admit=admit))
+
+    def abort(self, rid: str) -> None:
+        self._out.put(worker_pb2.ControlMessage(abort=worker_pb2.Abort(request_id=rid)))
+
+    def half_close(self) -> None:
+        self._out.put(None)
+
+    def next_event(self, kind: str) -> Any:
+        for ev in self.call:
+            if ev.WhichOneof("kind") == kind:
+                return getattr(ev, kind)
+        raise AssertionError(f"stream ended before a {kind}")
+
+
+def prepare(stub: Any, model: str, prompt: str = "", **kw: Any) -> Any:
+    return stub.Prepare(worker_pb2.PrepareRequest(model=model, prompt=prompt, **kw))
+
+
+def wait_idle(stub: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = stub.GetInfo(worker_pb2.InfoRequest()).state
+        if state.running == 0 and state.waiting == 0 and state.free_kv_blocks == state.total_kv_blocks:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"worker not idle: {state}")
+
+
+def test_prepare_validates_with_the_right_status_codes(worker: Any) -> None:
+    stub, running, _ = worker
+    ok = prepare(stub, "task-a", "Hello, world!", sampling=common_pb2.SamplingParams(max_tokens=10_000))
+    assert len(ok.prompt_token_ids) > 0 and ok.max_tokens == 4096 - len(ok.prompt_token_ids)
+    chat = stub.Prepare(
+        worker_pb2.PrepareRequest(model="", messages=[common_pb2.ChatMessage(role="user", content="Hi")])
+    )
+    assert chat.prompt_token_ids[0] == 1  # <|im_start|> from the chat template
+    cases = [
+        (dict(model="nope", prompt="x"), grpc.StatusCode.NOT_FOUND, "nope"),
+        (
+            dict(model="task-a", prompt="word " * 5000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "maximum context length is 4096",
+        ),
+        (
+            dict(model="task-a", prompt="x", sampling=common_pb2.SamplingParams(top_p=1.5)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "top_p",
+        ),
+        (
+            dict(model="task-a", prompt="x", sampling=common_pb2.SamplingParams(temperature=-1)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "temperature",
+        ),
+        (dict(model="task-a"), grpc.StatusCode.INVALID_ARGUMENT, "prompt or messages"),
+    ]
+    for kwargs, code, text in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Prepare(worker_pb2.PrepareRequest(**kwargs))
+        assert err.value.code() == code and text in err.value.details()
+
+
+def test_session_streams_two_adapters_at_once(worker: Any) -> None:
+    stub, running, _ = worker
+    prompt = list(prepare(stub, "task-a", "The capital of France is").prompt_token_ids)
+    s = Stream(stub)
+    s.admit("a", "task-a", prompt, 12, temperature=0)
+    s.admit("b", "task-b", prompt, 12, temperature=0)
+    order, got = [], {"a": [], "b": []}
+    finished: dict[str, Any] = {}
+    while len(finished) < 2:
+        d = s.next_event("delta")
+        order.append(d.request_id)
+        got[d.request_id].extend(d.token_ids)
+        if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
+            finished[d.request_id] = d
+    assert len(got["a"]) == len(got["b"]) == 12 and got["a"] != got["b"]
+    assert (
+        finished["a"].finish_reason == FINISH.FINISH_REASON_LENGTH and finished["a"].completion_tokens == 12
+    )
+    assert finished["a"].prompt_tokens == len(prompt)
+    first = {r: order.index(r) for r in "ab"}
+    last = {r: len(order) - 1 - order[::-1].index(r) for r in "ab"}
+    assert first["b"] < last["a"] and first["a"] < last["b"]  # both in flight at once
+    s.half_close()  # nothing in flight: the stream ends
+    assert all(ev.WhichOneof("kind") == "state" for ev in s.call)
+    wait_idle(stub)
+
+
+def test_admit_errors_come_back_on_the_stream(worker: Any) -> None:
+    stub, _, _ = worker
+    s = Stream(stub)
+    s.admit("x", "nope", [5, 6], 4)
+    err = s.next_event("error")
+    assert err.request_id == "x" and "nope" in err.message
+    s.admit("y", "task-a", [5] * 5000, 4)
+    assert "maximum context length" in s.next_event("error").message
+    s.half_close()
+
+
+def test_abort_frees_blocks(worker: Any) -> None:
+    stub, running, _ = worker
+    steps_before = running.loop.engine.num_steps
+    s = Stream(stub)
+    s.admit("long", "task-a", [5, 6, 7], 4000, temperature=0)
+    assert s.next_event("delta").request_id == "long"
+    s.abort("long")
+    while True:
+        d = s.next_event("delta")
+        if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
+            break
+    assert d.finish_reason == FINISH.FINISH_REASON_ABORT and d.completion_tokens < 4000
+    wait_idle(stub)
+    assert running.loop.engine.num_steps - steps_before < 2000  # stopped early, not run to the end
+    s.half_close()
+
+
+def test_closing_the_stream_aborts_its_requests(worker: Any) -> None:
+    stub, running, _ = worker
+    steps_before = running.loop.engine.num_steps
+    s = Stream(stub)
+    s.admit("c1", "task-b", [5, 6, 7], 4000, temperature=0)
+    s.admit("c2", "", [8, 9], 4000, temperature=0)
+    s.next_event("delta")
+    busy = stub.GetInfo(worker_pb2.InfoRequest()).state
+    assert busy.running + busy.waiting >= 1 and busy.free_kv_blocks < busy.total_kv_blocks
+    s.call.cancel()
+    wait_idle(stub)  # every block is free again
+    assert running.loop.engine.num_steps - steps_before < 2000  # aborted, not run to the end
+
+
+def test_load_and_unload_adapters(worker: Any) -> None:
+    stub, _, root = worker
+    card = stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="extra", path=str(root / "extra")))
+    assert card.id == "extra" and card.rank == 2 and list(card.target_modules) == ["k_proj"]
+    info = stub.GetInfo(worker_pb2.InfoRequest())
+    assert [m.id for m in info.models][1:] == ["extra", "task-a", "task-b"] and info.models[0].parent == ""
+    assert "extra" in info.state.resident_adapters
+    refusals = [
+        ("extra", root / "extra", grpc.StatusCode.ALREADY_EXISTS, "already loaded"),
+        ("bad", root / "missing", grpc.StatusCode.INVALID_ARGUMENT, "does not exist"),
+        ("misfit", root / "misfit", grpc.StatusCode.INVALID_ARGUMENT, "has shape"),
+    ]
+    for name, path, code, text in refusals:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name=name, path=str(path)))
+        assert err.value.code() == code and text in err.value.details(), err.value.details()
+    stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name="extra"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name="extra"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        prepare(stub, "extra", "hi")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
