@@ -2,7 +2,8 @@
 /**
  * Runs all four policies (and the inlaid ablation) on the same seeded traces at several rates and task
  * counts through the simulator, and writes bench/results/sim-<date>.{md,json}.
- * Usage: npm run build (or npx tsc -b libs/sim) && node bench/sim/compare.js [--duration 300] [--quick]
+ * Usage: npm run build (or npx tsc -b libs/sim) && node bench/sim/compare.js [--duration 300] [--quick] [--tag name]
+ * (--tag writes sim-<date>-<tag>.{md,json}, so runs of one day do not overwrite each other)
  * Uses the compiled libraries (libs/workload/dist, libs/sim/dist); single-threaded.
  */
 'use strict';
@@ -15,6 +16,7 @@ const { simulate, parseCostModel } = require('../../libs/sim/dist');
 const flags = parseFlags(process.argv.slice(2), ['quick']);
 const duration = numberFlag(flags, 'duration', 300);
 const quick = flags.has('quick');
+const tag = flags.get('tag');
 const root = path.join(__dirname, '..', '..');
 const loadModel = (f) => parseCostModel(JSON.parse(fs.readFileSync(path.join(root, 'libs/sim/calibration', f), 'utf8')), f);
 
@@ -27,6 +29,8 @@ const POLICIES = [
 const ABLATION = [
   ['inlaid', { policy: 'inlaid' }],
   ['inlaid -grouping', { policy: 'inlaid', inlaid: { grouping: false } }],
+  ['inlaid hard beta (no fill)', { policy: 'inlaid', inlaid: { workConserving: false } }],
+  ['inlaid fill w/o step budget', { policy: 'inlaid' }, { stepCostHint: false }],
   ['inlaid -prediction (mean)', { policy: 'inlaid', predictor: 'mean' }],
   ['inlaid -prediction (none)', { policy: 'inlaid', predictor: 'none' }],
   ['inlaid -srtf', { policy: 'inlaid', inlaid: { srtf: false } }],
@@ -41,9 +45,9 @@ const SCENARIOS = [
 const TASKS = quick ? [10, 100] : [10, 100, 1000];
 const FIELDS = ['slo_attainment', 'throughput_tok_s', 'mean_latency_s', 'p50_latency_s', 'p90_latency_s', 'p99_latency_s', 'mean_ttft_s', 'mean_tpot_s', 'jct_s', 'unfinished'];
 
-function run(trace, scheduler, scenario, model) {
+function run(trace, scheduler, scenario, model, extra = {}) {
   const t0 = process.hrtime.bigint();
-  const { report, stats } = simulate(trace, { scheduler, costModel: model, workers: 1, kvBlocks: scenario.kvBlocks, drainS: 600 });
+  const { report, stats } = simulate(trace, { scheduler, costModel: model, workers: 1, kvBlocks: scenario.kvBlocks, drainS: 600, ...extra });
   return { ...report, preemptions: stats.preemptions, mean_batch_rows: stats.meanBatchRows, mean_adapters_per_step: stats.meanAdaptersPerStep, sim_wall_s: Number(process.hrtime.bigint() - t0) / 1e9 };
 }
 
@@ -55,8 +59,8 @@ for (const sc of SCENARIOS) {
     for (const rate of sc.rates) {
       const trace = generateTrace(profiles, { rate, cv: 2, alpha: 1, durationS: duration, seed: 1 });
       const sets = tasks === 100 ? [...POLICIES, ...ABLATION.slice(1)] : POLICIES;
-      for (const [label, scheduler] of sets) {
-        const r = run(trace, scheduler, sc, model);
+      for (const [label, scheduler, extra] of sets) {
+        const r = run(trace, scheduler, sc, model, extra);
         rows.push({ scenario: sc.name, cost_model: model.label, kv_blocks: sc.kvBlocks ?? model.kv_blocks, tasks, rate, requests: trace.length, policy: label, ...r });
         process.stderr.write(`${sc.name} | tasks ${tasks} rate ${rate} ${label}: slo ${r.slo_attainment.toFixed(3)} tok/s ${r.throughput_tok_s.toFixed(0)} (${r.sim_wall_s.toFixed(1)} s)\n`);
       }
@@ -88,6 +92,7 @@ for (const sc of SCENARIOS) {
 }
 const outDir = path.join(root, 'bench', 'results');
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, `sim-${date}.md`), lines.join('\n'));
-fs.writeFileSync(path.join(outDir, `sim-${date}.json`), JSON.stringify({ command, date: new Date().toISOString(), machine, duration, rows }, null, 1));
-console.log(path.join(outDir, `sim-${date}.md`));
+const stem = tag === undefined ? `sim-${date}` : `sim-${date}-${tag}`;
+fs.writeFileSync(path.join(outDir, `${stem}.md`), lines.join('\n'));
+fs.writeFileSync(path.join(outDir, `${stem}.json`), JSON.stringify({ command, date: new Date().toISOString(), machine, duration, rows }, null, 1));
+console.log(path.join(outDir, `${stem}.md`));

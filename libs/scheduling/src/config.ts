@@ -12,6 +12,16 @@ export interface InlaidOptions {
   readonly beta: number;
   /** Beta cap and preference for tasks already in the batch. */
   readonly grouping: boolean;
+  /**
+   * When grouping leaves rows idle, fill them with the best requests of other tasks (beta then only
+   * orders candidates). Off = beta is a hard cap, as in the first version.
+   */
+  readonly workConserving: boolean;
+  /**
+   * Hard ceiling on distinct tasks per batch for the fill (>= beta; Infinity = none). Set it from the
+   * worker's cost per distinct adapter, e.g. the most adapters whose step time still meets the TPOT SLO.
+   */
+  readonly fillMaxTasks: number;
   /** Order by predicted remaining output (else by arrival). */
   readonly srtf: boolean;
   /** Reserve KV for the predicted final length at admission (else only the current context). */
@@ -53,7 +63,7 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, srtf: true, memoryAware: true, reserveQuantile: 0.5, agingTokensPerS: 20 },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.5, agingTokensPerS: 20 },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,
@@ -74,6 +84,7 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
   }
   if (!PREDICTOR_NAMES.includes(cfg.predictor)) throw new Error(`unknown predictor "${cfg.predictor}"`);
   positiveInt('inlaid.beta', cfg.inlaid.beta);
+  if (!(cfg.inlaid.fillMaxTasks >= 1)) throw new Error(`inlaid.fillMaxTasks must be >= 1, got ${cfg.inlaid.fillMaxTasks}`);
   positiveInt('maxLoras', cfg.maxLoras);
   positiveInt('mlfq.levels', cfg.mlfq.levels);
   positiveInt('mlfq.quantumTokens', cfg.mlfq.quantumTokens);

@@ -65,7 +65,7 @@ export class Scheduler {
     const r: TrackedRequest = {
       spec,
       slo: this.slos.of(spec.task),
-      prediction: this.predictor.predict(spec.task, spec.promptTokens),
+      prediction: this.predictor.predict(spec.task, spec.promptTokens, spec.prompt),
       phase: 'waiting',
       workerId: undefined,
       generated: 0,
@@ -126,7 +126,7 @@ export class Scheduler {
     this.slot(r.workerId).remove(r);
     r.phase = 'finished';
     this.requests.delete(requestId);
-    this.predictor.observe(r.spec.task, r.spec.promptTokens, r.generated);
+    this.predictor.observe(r.spec.task, r.spec.promptTokens, r.generated, r.spec.prompt);
     const first = r.firstTokenS ?? now;
     const ttftS = first - r.spec.arrivalS;
     const tpotS = tpotOf(first, now, r.generated);
@@ -209,28 +209,54 @@ export class Scheduler {
     }
     // Starving requests first, oldest first; if one cannot go in, admit nothing else until it can.
     for (let r = this.waiting.oldest(); r !== undefined && this.starving(r, now); r = this.waiting.oldest()) {
-      if (!this.policy.canJoin(r.spec.task, slot)) return;
+      if (!this.policy.canJoin(r.spec.task, slot) && !this.policy.canFill(r.spec.task, slot)) return;
       const res = this.tryAdmit(slot, r, b, true, out);
       if (res !== 'ok' && r.phase !== 'aborted') return;
     }
+    const refused = this.admitHeads(slot, this.waiting.heads(), b, (r) => this.policy.canJoin(r.spec.task, slot), out);
+    // Work-conserving fill: rows still free after every joinable candidate go to the refused ones.
+    if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
+      const tpot = Math.min(...[...slot.running.values()].map((r) => r.slo.tpotS));
+      const fits = (r: TrackedRequest): boolean => this.policy.canFill(r.spec.task, slot) && withinStepBudget(slot, r, b, tpot);
+      this.admitHeads(slot, refused, b, fits, out);
+    }
+  }
+
+  /**
+   * Admits task-queue heads in the policy's head order while `allowed` says their task may join.
+   * Returns 'full' when admission must stop (no rows left, or a head-of-line block), else the heads
+   * refused by `allowed`.
+   */
+  private admitHeads(
+    slot: WorkerSlot,
+    heads: readonly QueueEntry[],
+    b: Budget,
+    allowed: (r: TrackedRequest) => boolean,
+    out: Decision[],
+  ): QueueEntry[] | 'full' {
     type Head = { e: QueueEntry; key: number[] };
     const heap = new Heap<Head>((x, y) => compareKeys(x.key, y.key) || x.e.r.spec.arrivalS - y.e.r.spec.arrivalS);
     const pushHead = (e: QueueEntry | undefined): void => {
       if (e !== undefined) heap.push({ e, key: this.policy.headKey(e.r, e.key, slot) });
     };
-    for (const e of this.waiting.heads()) pushHead(e);
+    const refused: QueueEntry[] = [];
+    for (const e of heads) pushHead(e);
     for (let h = heap.pop(); h !== undefined; h = heap.pop()) {
       const r = h.e.r;
-      if (!this.policy.canJoin(r.spec.task, slot)) continue;
+      if (!allowed(r)) {
+        refused.push(h.e);
+        continue;
+      }
       const res = this.tryAdmit(slot, r, b, false, out);
-      if (res === 'full') return;
+      if (res === 'full') return 'full';
       if (res === 'nofit') {
-        if (this.policy.headOfLineBlocking && r.phase !== 'aborted') return;
+        if (this.policy.headOfLineBlocking && r.phase !== 'aborted') return 'full';
         if (r.phase === 'aborted') pushHead(this.waiting.head(r.spec.task));
         continue;
       }
       pushHead(this.waiting.head(r.spec.task));
     }
+    return refused;
   }
 
   private tryAdmit(slot: WorkerSlot, r: TrackedRequest, b: Budget, force: boolean, out: Decision[]): AdmitResult {
@@ -268,4 +294,18 @@ export class Scheduler {
     if (s === undefined) throw new Error(`unknown worker "${workerId}"; call onWorkerState first`);
     return s;
   }
+}
+
+/**
+ * Whether adding `r` keeps the worker's projected decode step within the tightest TPOT SLO of the
+ * batch and `r` (always true without a step cost). Prefill time is not counted: it is paid once.
+ */
+function withinStepBudget(slot: WorkerSlot, r: TrackedRequest, b: Budget, batchTpotS: number): boolean {
+  const c = slot.state.stepCost;
+  if (c === undefined) return true;
+  const rows = slot.running.size + 1;
+  const adapters = slot.taskRows.size + (slot.taskRows.has(r.spec.task) ? 0 : 1);
+  const kvTokens = (b.usedBlocks + blocksFor(contextTokens(r) + 1, slot.state.blockSize)) * slot.state.blockSize;
+  const stepS = c.baseS + rows * c.decodeRowS + adapters * c.adapterS + kvTokens * c.kvTokenS;
+  return stepS <= Math.min(batchTpotS, r.slo.tpotS);
 }

@@ -8,6 +8,8 @@ export interface RequestSpec {
   readonly promptTokens: number;
   /** Arrival time in seconds on the caller's clock. */
   readonly arrivalS: number;
+  /** Prompt text, for predictors that read it (optional). */
+  readonly prompt?: string;
 }
 
 /** Per-task service-level objective. A request meets it when both bounds hold. */
@@ -29,6 +31,16 @@ export interface WorkerState {
   readonly maxBatchRows: number;
   /** Most prompt tokens prefilled in one step (a single longer prompt is still admitted alone). */
   readonly maxPrefillTokens: number;
+  /** Measured decode-step cost; when given, the work-conserving fill keeps steps within the TPOT SLO. */
+  readonly stepCost?: StepCost;
+}
+
+/** Linear decode-step time model of a worker: base + rows + distinct adapters + resident KV tokens. */
+export interface StepCost {
+  readonly baseS: number;
+  readonly decodeRowS: number;
+  readonly adapterS: number;
+  readonly kvTokenS: number;
 }
 
 export type Decision =

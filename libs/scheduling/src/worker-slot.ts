@@ -28,4 +28,9 @@ export function validateWorkerState(s: WorkerState): void {
   for (const k of ['kvBlocksTotal', 'blockSize', 'maxBatchRows', 'maxPrefillTokens'] as const) {
     if (!Number.isInteger(s[k]) || s[k] < 1) throw new Error(`worker "${s.id}": ${k} must be a positive integer, got ${s[k]}`);
   }
+  if (s.stepCost !== undefined) {
+    for (const [k, v] of Object.entries(s.stepCost)) {
+      if (!(typeof v === 'number' && v >= 0)) throw new Error(`worker "${s.id}": stepCost.${k} must be a number >= 0, got ${v}`);
+    }
+  }
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * `npm run sim -- --trace trace.jsonl --policy inlaid [--workers 1] [--kv-blocks N] [--cost-model f.json]
- * [--beta 10] [--max-loras 4] [--predictor quantile|mean|none] [--grouping on|off] [--srtf on|off]
- * [--memory-aware on|off] [--slo-ttft S --slo-tpot S] [--abort-hopeless on] [--json]`
+ * [--beta 10] [--work-conserving on|off] [--fill-max-tasks N] [--max-loras 4] [--predictor quantile|mean|none] [--grouping on|off] [--srtf on|off]
+ * [--memory-aware on|off] [--step-cost-hint on|off] [--slo-ttft S --slo-tpot S] [--abort-hopeless on] [--json]`
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ function main(argv: readonly string[]): void {
     workers: numberFlag(flags, 'workers', 1),
     ...(flags.has('kv-blocks') ? { kvBlocks: numberFlag(flags, 'kv-blocks') } : {}),
     drainS: numberFlag(flags, 'drain-s', 600),
+    stepCostHint: boolFlag(flags, 'step-cost-hint', true),
   });
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
   const out = { ...report, steps: stats.steps, preemptions: stats.preemptions, mean_batch_rows: stats.meanBatchRows, mean_adapters_per_step: stats.meanAdaptersPerStep, sim_end_s: stats.endS, sim_wall_s: wallS, cost_model: costModel.label, cost_model_placeholder: costModel.placeholder };

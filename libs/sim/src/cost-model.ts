@@ -4,6 +4,7 @@
  *          + distinct_adapters * adapter_s + resident_kv_tokens * kv_token_s
  * The constants must come from measurements of the real worker (see calibration/README.md).
  */
+import { StepCost } from '@inlaid/scheduling';
 
 export interface CostModel {
   readonly label: string;
@@ -35,6 +36,11 @@ export function stepTime(m: CostModel, s: StepShape): number {
   return (
     m.base_s + s.prefillTokens * m.prefill_token_s + s.decodeRows * m.decode_row_s + s.adapters * m.adapter_s + s.kvTokens * m.kv_token_s
   );
+}
+
+/** The decode part of the model, as the scheduler's worker state carries it. */
+export function stepCostOf(m: CostModel): StepCost {
+  return { baseS: m.base_s, decodeRowS: m.decode_row_s, adapterS: m.adapter_s, kvTokenS: m.kv_token_s };
 }
 
 const NUMBERS = ['base_s', 'prefill_token_s', 'decode_row_s', 'adapter_s', 'kv_token_s'] as const;

@@ -4,7 +4,7 @@ import { Flags, numberFlag } from '@inlaid/workload';
 
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
-  'grouping', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s',
+  'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
 ] as const;
 
 export function boolFlag(flags: Flags, name: string, fallback: boolean): boolean {
@@ -28,6 +28,8 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
     inlaid: {
       beta: numberFlag(flags, 'beta', 10),
       grouping: boolFlag(flags, 'grouping', true),
+      workConserving: boolFlag(flags, 'work-conserving', true),
+      ...(flags.has('fill-max-tasks') ? { fillMaxTasks: numberFlag(flags, 'fill-max-tasks') } : {}),
       srtf: boolFlag(flags, 'srtf', true),
       memoryAware: boolFlag(flags, 'memory-aware', true),
     },

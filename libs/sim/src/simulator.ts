@@ -6,7 +6,7 @@
  */
 import { Scheduler, SchedulerConfigInput, StepPlan } from '@inlaid/scheduling';
 import { TraceRecord } from '@inlaid/workload';
-import { CostModel, stepTime } from './cost-model';
+import { CostModel, stepCostOf, stepTime } from './cost-model';
 import { RequestResult, SimReport, summarize } from './metrics';
 
 export interface SimOptions {
@@ -17,6 +17,8 @@ export interface SimOptions {
   readonly kvBlocks?: number;
   /** Stop this long after the last arrival; whatever is unfinished then misses its SLO. */
   readonly drainS: number;
+  /** Tell the scheduler the cost model's decode-step cost (default true; false for the ablation). */
+  readonly stepCostHint?: boolean;
 }
 
 export interface SimStats {
@@ -45,7 +47,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
   const sched = new Scheduler({ ...o.scheduler, defaultSlo: o.scheduler.defaultSlo ?? { ttftS: m.suggested_slo.ttft_s, tpotS: m.suggested_slo.tpot_s } });
   const workers: WorkerRun[] = Array.from({ length: o.workers }, (_, i) => ({ id: `w${i}`, busyUntil: Number.NaN, batch: [] }));
   for (const w of workers) {
-    sched.onWorkerState({ id: w.id, kvBlocksTotal: o.kvBlocks ?? m.kv_blocks, blockSize: m.block_size, maxBatchRows: m.max_batch_rows, maxPrefillTokens: m.max_prefill_tokens });
+    sched.onWorkerState({ id: w.id, kvBlocksTotal: o.kvBlocks ?? m.kv_blocks, blockSize: m.block_size, maxBatchRows: m.max_batch_rows, maxPrefillTokens: m.max_prefill_tokens, ...(o.stepCostHint === false ? {} : { stepCost: stepCostOf(m) }) });
   }
   const live = new Map<string, Live>();
   const all: Live[] = trace.map((rec) => ({ rec, generated: 0 }));
@@ -105,7 +107,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
       const l = all[next];
       const id = `r${next++}`;
       live.set(id, l);
-      sched.enqueue({ id, task: l.rec.task, promptTokens: l.rec.prompt_tokens, arrivalS: l.rec.arrival_s });
+      sched.enqueue({ id, task: l.rec.task, promptTokens: l.rec.prompt_tokens, arrivalS: l.rec.arrival_s, prompt: l.rec.prompt });
     }
     if (now >= horizon) break;
     for (const w of workers) if (Number.isNaN(w.busyUntil)) startStep(w, sched.schedule(now, w.id));

@@ -28,6 +28,10 @@ export class FifoPolicy implements Policy {
   canJoin(task: string, batch: BatchView): boolean {
     return batch.taskRows.has(task) || batch.taskRows.size < this.maxLoras;
   }
+  /** max_loras is a hard limit (vLLM), so nothing fills past it. */
+  canFill(): boolean {
+    return false;
+  }
   reservedTokens(r: TrackedRequest): number {
     return contextTokens(r) + 1;
   }

@@ -1,8 +1,9 @@
 /**
  * `inlaid` (LoRA-Inlaid): shortest predicted remaining output first, with continuous aging; tasks
- * already in the running batch first; at most `beta` distinct tasks per batch; memory-aware
- * admission that reserves KV for the predicted final length. Each ingredient can be switched off
- * for the ablation.
+ * already in the running batch first; candidates of at most `beta` distinct tasks are admitted first,
+ * then (work-conserving) rows and KV that would sit idle go to the best remaining candidates, up to
+ * `fillMaxTasks` distinct tasks; memory-aware admission that reserves KV for the predicted final
+ * length. Each ingredient can be switched off for the ablation.
  */
 import { InlaidOptions } from '../config';
 import { predictedRemaining } from '../predictor/remaining';
@@ -34,6 +35,11 @@ export class InlaidPolicy implements Policy {
 
   canJoin(task: string, batch: BatchView): boolean {
     return !this.opts.grouping || batch.taskRows.has(task) || batch.taskRows.size < this.opts.beta;
+  }
+
+  /** Beta steers the choice among candidates; it never leaves rows idle when `workConserving`. */
+  canFill(task: string, batch: BatchView): boolean {
+    return this.opts.workConserving && (batch.taskRows.has(task) || batch.taskRows.size < this.opts.fillMaxTasks);
   }
 
   reservedTokens(r: TrackedRequest): number {

@@ -38,6 +38,9 @@ export class MlfqPolicy implements Policy {
   canJoin(): boolean {
     return true;
   }
+  canFill(): boolean {
+    return false;
+  }
   reservedTokens(r: TrackedRequest): number {
     return contextTokens(r) + 1;
   }

@@ -60,14 +60,48 @@ describe('inlaid', () => {
     expect(admitted(s.schedule(2, 'w0').decisions)).toEqual(['small']);
   });
 
-  it('never puts more than beta distinct tasks in a batch', () => {
-    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 3 } });
-    s.onWorkerState(worker());
+  const taskOf = (id: string): string => `t${Number(id.slice(1)) % 7}`;
+  const sevenTasks = (s: Scheduler): void => {
     for (let i = 0; i < 20; i++) s.enqueue(request(`r${i}`, `t${i % 7}`, 32, i * 0.01));
+  };
+
+  it('with a hard cap (no fill) never puts more than beta distinct tasks in a batch', () => {
+    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 3, workConserving: false } });
+    s.onWorkerState(worker());
+    sevenTasks(s);
     const plan = s.schedule(1, 'w0');
     expect(plan.batch).toHaveLength(Math.ceil(20 / 7) * 3 - 0);
-    const tasks = new Set(plan.batch.map((id) => `t${Number(id.slice(1)) % 7}`));
-    expect(tasks.size).toBe(3);
+    expect(new Set(plan.batch.map(taskOf)).size).toBe(3);
+  });
+
+  it('is work-conserving: rows beta would leave idle go to the other tasks', () => {
+    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 3 } });
+    s.onWorkerState(worker());
+    sevenTasks(s);
+    expect(s.schedule(1, 'w0').batch).toHaveLength(20);
+  });
+
+  it('gives the beta group first claim on rows, then fills in priority order', () => {
+    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 2, agingTokensPerS: 0 } });
+    teach(s, 'a', 50);
+    teach(s, 'b', 60);
+    teach(s, 'c', 5); // shortest, but its task arrives after the beta group is formed
+    s.onWorkerState(worker({ maxBatchRows: 4 }));
+    s.enqueue(request('a0', 'a', 32, 0));
+    s.enqueue(request('b0', 'b', 32, 0));
+    s.schedule(0, 'w0');
+    ['a1', 'b1', 'c0', 'c1'].forEach((id, i) => s.enqueue(request(id, id[0], 32, 1 + i * 0.01)));
+    expect(admitted(s.schedule(1, 'w0').decisions)).toEqual(['a1', 'b1']);
+  });
+
+  it('stops the fill where the worker step cost would exceed the TPOT SLO', () => {
+    // 10 ms base + 10 ms per adapter against a 55 ms TPOT: at most 4 adapters fit.
+    const stepCost = { baseS: 0.01, decodeRowS: 0, adapterS: 0.01, kvTokenS: 0 };
+    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 2 }, defaultSlo: { ttftS: 5, tpotS: 0.055 } });
+    s.onWorkerState(worker({ stepCost }));
+    sevenTasks(s);
+    expect(new Set(s.schedule(1, 'w0').batch.map(taskOf)).size).toBe(4);
+    expect(() => s.onWorkerState(worker({ stepCost: { ...stepCost, adapterS: -1 } }))).toThrow(/stepCost.adapterS/);
   });
 
   it('prefers tasks already in the running batch over shorter requests of other tasks', () => {

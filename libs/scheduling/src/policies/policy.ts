@@ -26,6 +26,11 @@ export interface Policy {
   evictionKey(r: TrackedRequest): number[];
   /** Whether a request of `task` may join the batch now. */
   canJoin(task: string, batch: BatchView): boolean;
+  /**
+   * Whether a request of `task` that `canJoin` refused may still take rows or KV that would otherwise
+   * sit idle this step (work-conserving fill, asked only after every joinable candidate was tried).
+   */
+  canFill(task: string, batch: BatchView): boolean;
   /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */
   reservedTokens(r: TrackedRequest): number;
   /** Called after each generated token. */

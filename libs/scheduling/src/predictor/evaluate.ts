@@ -19,11 +19,11 @@ export function evaluatePredictor(
   online = false,
 ): PredictorScore {
   if (test.length === 0) throw new Error('evaluatePredictor needs at least one test record');
-  for (const r of train) predictor.observe(r.task, r.promptTokens, r.outputTokens);
+  for (const r of train) predictor.observe(r.task, r.promptTokens, r.outputTokens, r.prompt);
   const predicted: number[] = [];
   for (const r of test) {
-    predicted.push(predictor.predict(r.task, r.promptTokens).p50);
-    if (online) predictor.observe(r.task, r.promptTokens, r.outputTokens);
+    predicted.push(predictor.predict(r.task, r.promptTokens, r.prompt).p50);
+    if (online) predictor.observe(r.task, r.promptTokens, r.outputTokens, r.prompt);
   }
   const truth = test.map((r) => r.outputTokens);
   const mae = predicted.reduce((s, p, i) => s + Math.abs(p - truth[i]), 0) / test.length;

@@ -19,10 +19,11 @@ export interface Prediction {
   readonly support: number;
 }
 
+/** `prompt` is the request text when the caller has it; predictors that do not read it ignore it. */
 export interface LengthPredictor {
   readonly name: string;
-  predict(task: string, promptTokens: number): Prediction;
-  observe(task: string, promptTokens: number, outputTokens: number): void;
+  predict(task: string, promptTokens: number, prompt?: string): Prediction;
+  observe(task: string, promptTokens: number, outputTokens: number, prompt?: string): void;
 }
 
 /** A finished request as used for training and offline evaluation. */
@@ -30,6 +31,7 @@ export interface LengthRecord {
   readonly task: string;
   readonly promptTokens: number;
   readonly outputTokens: number;
+  readonly prompt?: string;
 }
 
-export type PredictorName = 'quantile' | 'mean' | 'none';
+export type PredictorName = 'quantile' | 'mean' | 'none' | 'prompt';
