@@ -6,7 +6,10 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { GatewayConfig } from '@inlaid/config';
 import { AppModule } from './app.module';
 import { GrpcServerService } from './grpc-api/grpc-server.service';
+import { JsonLogger } from './logging/json-logger';
 import { OpenAIErrorFilter } from './openai/openai-error.filter';
+import { BOUNDS } from './limits/input-bounds';
+import { serverTls } from './tls/tls-credentials';
 
 export interface RunningGateway {
   readonly app: INestApplication;
@@ -15,15 +18,15 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
-const BODY_LIMIT = '8mb';
 
 export async function startGateway(config: GatewayConfig, logLevels: LogLevel[] = ['log', 'warn', 'error']): Promise<RunningGateway> {
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
     bodyParser: false,
-    logger: logLevels,
+    logger: new JsonLogger(logLevels),
+    httpsOptions: serverTls(config.tls)?.https,
   });
   app.disable('x-powered-by');
-  app.useBodyParser('json', { limit: BODY_LIMIT });
+  app.useBodyParser('json', { limit: BOUNDS.bodyBytes });
   app.useGlobalFilters(new OpenAIErrorFilter());
   app.enableShutdownHooks();
   await app.listen(config.port, config.host);
@@ -31,7 +34,7 @@ export async function startGateway(config: GatewayConfig, logLevels: LogLevel[] 
   const grpcPort = app.get(GrpcServerService).port;
   return {
     app,
-    httpUrl: `http://${config.host}:${address.port}`,
+    httpUrl: `${config.tls === null ? 'http' : 'https'}://${config.host}:${address.port}`,
     grpcAddr: `${config.host}:${grpcPort}`,
     close: () => app.close(),
   };

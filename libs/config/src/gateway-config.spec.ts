@@ -1,3 +1,4 @@
+import { parseTasksConfig } from './tasks-config';
 import { ConfigError, parseConfig } from './gateway-config';
 
 describe('parseConfig', () => {
@@ -11,7 +12,21 @@ describe('parseConfig', () => {
       redisUrl: 'redis://127.0.0.1:6379',
       workerAddrs: ['127.0.0.1:50061'],
       apiKeys: [],
+      authRequired: false,
+      tls: null,
+      workerTls: null,
+      tasks: parseTasksConfig({}),
     });
+  });
+
+  it('reads TLS paths and the auth mode, refusing half-configured pairs', () => {
+    const c = parseConfig({ INLAID_TLS_CERT: 'c.pem', INLAID_TLS_KEY: 'k.pem', INLAID_WORKER_TLS_CA: 'ca.pem', INLAID_AUTH: 'required' });
+    expect(c.tls).toEqual({ certPath: 'c.pem', keyPath: 'k.pem' });
+    expect(c.workerTls).toEqual({ caPath: 'ca.pem', certPath: null, keyPath: null });
+    expect(c.authRequired).toBe(true);
+    expect(() => parseConfig({ INLAID_TLS_CERT: 'c.pem' })).toThrow(ConfigError);
+    expect(() => parseConfig({ INLAID_WORKER_TLS_CERT: 'c.pem', INLAID_WORKER_TLS_KEY: 'k.pem' })).toThrow(/INLAID_WORKER_TLS_CA/);
+    expect(() => parseConfig({ INLAID_AUTH: 'maybe' })).toThrow(/INLAID_AUTH/);
   });
 
   it('reads overrides and splits lists', () => {

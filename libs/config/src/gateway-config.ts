@@ -2,6 +2,7 @@
  * Gateway configuration: the only place that knows the environment variable names. `parseConfig` is pure
  * (it takes the env as an argument) and throws a ConfigError naming the bad variable.
  */
+import { parseTasksConfig, TasksConfig } from './tasks-config';
 
 export interface GatewayConfig {
   readonly port: number;
@@ -11,8 +12,27 @@ export interface GatewayConfig {
   readonly redisUrl: string;
   /** host:port of every worker the gateway keeps a Session with. */
   readonly workerAddrs: readonly string[];
-  /** Empty means no authentication. */
+  /** Bootstrap admin keys (every scope, no limits). Empty and INLAID_AUTH unset means no authentication. */
   readonly apiKeys: readonly string[];
+  /** INLAID_AUTH=required: demand a key even with no bootstrap keys (keys then come from Postgres only). */
+  readonly authRequired: boolean;
+  /** PEM paths for TLS on the client HTTP and gRPC endpoints (both set, or neither). */
+  readonly tls: TlsFiles | null;
+  /** PEM paths for mTLS on the gateway->worker link: the CA that signed the workers, our client cert/key. */
+  readonly workerTls: WorkerTlsFiles | null;
+  /** Task onboarding (tasks-config.ts). */
+  readonly tasks: TasksConfig;
+}
+
+export interface TlsFiles {
+  readonly certPath: string;
+  readonly keyPath: string;
+}
+
+export interface WorkerTlsFiles {
+  readonly caPath: string;
+  readonly certPath: string | null;
+  readonly keyPath: string | null;
 }
 
 export class ConfigError extends Error {
@@ -73,6 +93,40 @@ function parseWorkerAddrs(raw: string): string[] {
   return addrs;
 }
 
+function opt(env: Env, name: string): string | null {
+  const v = env[name]?.trim();
+  return v === undefined || v === '' ? null : v;
+}
+
+function parseTls(env: Env): TlsFiles | null {
+  const certPath = opt(env, 'INLAID_TLS_CERT');
+  const keyPath = opt(env, 'INLAID_TLS_KEY');
+  if ((certPath === null) !== (keyPath === null)) {
+    throw new ConfigError(certPath === null ? 'INLAID_TLS_CERT' : 'INLAID_TLS_KEY', 'set both INLAID_TLS_CERT and INLAID_TLS_KEY, or neither');
+  }
+  return certPath === null || keyPath === null ? null : { certPath, keyPath };
+}
+
+function parseWorkerTls(env: Env): WorkerTlsFiles | null {
+  const caPath = opt(env, 'INLAID_WORKER_TLS_CA');
+  const certPath = opt(env, 'INLAID_WORKER_TLS_CERT');
+  const keyPath = opt(env, 'INLAID_WORKER_TLS_KEY');
+  if ((certPath === null) !== (keyPath === null)) {
+    throw new ConfigError('INLAID_WORKER_TLS_CERT', 'set both INLAID_WORKER_TLS_CERT and INLAID_WORKER_TLS_KEY, or neither');
+  }
+  if (caPath === null) {
+    if (certPath !== null) throw new ConfigError('INLAID_WORKER_TLS_CA', 'required when a worker client certificate is set');
+    return null;
+  }
+  return { caPath, certPath, keyPath };
+}
+
+function parseAuthMode(env: Env): boolean {
+  const mode = opt(env, 'INLAID_AUTH') ?? 'auto';
+  if (mode !== 'auto' && mode !== 'required') throw new ConfigError('INLAID_AUTH', `expected auto or required, got "${mode}"`);
+  return mode === 'required';
+}
+
 export function parseConfig(env: Env): GatewayConfig {
   return Object.freeze({
     port: parsePort('PORT', read(env, 'PORT')),
@@ -82,5 +136,9 @@ export function parseConfig(env: Env): GatewayConfig {
     redisUrl: parseUrl('REDIS_URL', read(env, 'REDIS_URL'), ['redis:', 'rediss:']),
     workerAddrs: Object.freeze(parseWorkerAddrs(read(env, 'WORKER_ADDRS'))),
     apiKeys: Object.freeze(splitList(env['INLAID_API_KEYS'])),
+    authRequired: parseAuthMode(env),
+    tls: parseTls(env),
+    workerTls: parseWorkerTls(env),
+    tasks: parseTasksConfig(env),
   });
 }

@@ -1,2 +1,3 @@
 // Public face of @inlaid/config: the gateway configuration, parsed and validated once from the environment.
-export { ConfigError, GatewayConfig, parseConfig } from './gateway-config';
+export { ConfigError, GatewayConfig, parseConfig, TlsFiles, WorkerTlsFiles } from './gateway-config';
+export { parseTasksConfig, TasksConfig } from './tasks-config';

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { openDatabase } from './data-source';
+import { MIGRATIONS, openDatabase } from './data-source';
+import { TaskJob } from './entities/task-job.entity';
 import { RequestRecord } from './entities/request-record.entity';
 import { Task } from './entities/task.entity';
 import { databaseName, dropDatabase, ensureDatabase } from './ensure-database';
@@ -25,7 +26,12 @@ describe('openDatabase (real Postgres)', () => {
       expect(await ds.getRepository(RequestRecord).countBy({ task: 'sql' })).toBe(1);
       expect(await ds.showMigrations()).toBe(false);
 
-      await ds.undoLastMigration();
+      await ds.getRepository(TaskJob).insert({ id: 'j1', task: 'sql', kind: 'onboard', status: 'queued' });
+      const job = await ds.getRepository(TaskJob).findOneByOrFail({ id: 'j1' });
+      expect(job.progress).toEqual({ stages: {}, layers: [] });
+      expect(job.history).toEqual([]);
+
+      for (let i = 0; i < MIGRATIONS.length; i++) await ds.undoLastMigration();
       const tables = await ds.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public'`);
       expect(tables.map((t: { tablename: string }) => t.tablename).sort()).toEqual(['migrations']);
     } finally {

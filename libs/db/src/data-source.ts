@@ -4,13 +4,18 @@
  * the schema only changes through migrations.
  */
 import { DataSource, DataSourceOptions } from 'typeorm';
+import { ApiKey } from './entities/api-key.entity';
 import { RequestRecord } from './entities/request-record.entity';
+import { TaskJob } from './entities/task-job.entity';
 import { Task } from './entities/task.entity';
 import { Init1735000000000 } from './migrations/1735000000000-init';
+import { TaskJobs1764400000000 } from './migrations/1764400000000-task-jobs';
+import { ApiKeys1736000000000 } from './migrations/1736000000000-api-keys';
+import { DashboardRollups1738000000000 } from './migrations/1738000000000-dashboard-rollups';
 import { ensureDatabase } from './ensure-database';
 
-export const ENTITIES = [Task, RequestRecord];
-export const MIGRATIONS = [Init1735000000000];
+export const ENTITIES = [Task, RequestRecord, ApiKey, TaskJob];
+export const MIGRATIONS = [Init1735000000000, ApiKeys1736000000000, DashboardRollups1738000000000, TaskJobs1764400000000];
 
 export function dataSourceOptions(databaseUrl: string): DataSourceOptions {
   return {

@@ -1,5 +1,7 @@
 // Public face of @inlaid/db: entities, the shared DataSource factory and database helpers.
+export { API_KEY_SCOPES, ApiKey, type ApiKeyScope } from './entities/api-key.entity';
 export { RequestRecord, RequestStatus } from './entities/request-record.entity';
 export { Task, TaskStatus } from './entities/task.entity';
+export { LayerProgress, StageProgress, TaskJob, TaskJobEvent, TaskJobKind, TaskJobProgress, TaskJobStatus } from './entities/task-job.entity';
 export { createDataSource, dataSourceOptions, ENTITIES, MIGRATIONS, openDatabase } from './data-source';
 export { databaseName, dropDatabase, ensureDatabase } from './ensure-database';

@@ -13,8 +13,10 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(env: Record<string, string>): Promise<Harness> {
-  const databaseUrl = `postgres://postgres@127.0.0.1:5432/inlaid_e2e_${randomBytes(4).toString('hex')}`;
+/** `pgPort`: where the gateway reaches Postgres (a test proxy in front of 5432); cleanup always uses 5432. */
+export async function startHarness(env: Record<string, string>, pgPort = 5432): Promise<Harness> {
+  const name = `inlaid_e2e_${randomBytes(4).toString('hex')}`;
+  const databaseUrl = `postgres://postgres@127.0.0.1:${pgPort}/${name}`;
   const config = parseConfig({ PORT: '0', GRPC_PORT: String(await freePort()), DATABASE_URL: databaseUrl, ...env });
   const gateway = await startGateway(config, ['warn', 'error']);
   const db = gateway.app.get(DataSource);
@@ -24,7 +26,7 @@ export async function startHarness(env: Record<string, string>): Promise<Harness
     db,
     close: async () => {
       await gateway.close();
-      await dropDatabase(databaseUrl);
+      await dropDatabase(`postgres://postgres@127.0.0.1:5432/${name}`);
     },
   };
 }

@@ -42,9 +42,9 @@ export interface WorkerProcess {
 }
 
 /** Starts `python -m inlaid_worker.server` and resolves once it prints its `{"event":"ready"}` line. */
-export function startWorker(fixture: TinyFixture, port: number, timeoutMs = 120_000): Promise<WorkerProcess> {
+export function startWorker(fixture: TinyFixture, port: number, timeoutMs = 120_000, extraArgs: readonly string[] = []): Promise<WorkerProcess> {
   const args = ['-m', 'inlaid_worker.server', '--model', fixture.modelDir, '--adapters-dir', fixture.adaptersDir,
-    '--port', String(port), '--kv-cache-bytes', String(8 << 20), '--worker-id', 'e2e-worker'];
+    '--port', String(port), '--kv-cache-bytes', String(8 << 20), '--worker-id', 'e2e-worker', ...extraArgs];
   const child: ChildProcess = spawn(PYTHON, args, {
     cwd: REPO,
     env: { ...process.env, OMP_NUM_THREADS: '1', PYTHONUNBUFFERED: '1' },

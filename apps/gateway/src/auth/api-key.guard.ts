@@ -1,20 +1,20 @@
-/** Global HTTP guard: with INLAID_API_KEYS set, every route except the health probes needs a Bearer key. */
+/** Global HTTP guard: the route's scope (scopes.ts) decides what key a request needs; limits apply. */
 import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/common';
-import type { GatewayConfig } from '@inlaid/config';
-import type { Request } from 'express';
-import { GATEWAY_CONFIG } from '../config/config.module';
-import { checkBearer } from './api-keys';
-
-const PUBLIC_PATHS = new Set(['/healthz', '/readyz']);
+import type { Request, Response } from 'express';
+import { CallGate } from './call-gate.service';
+import { routeAccess } from './scopes';
 
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
-  constructor(@Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig) {}
+  constructor(@Inject(CallGate) private readonly gate: CallGate) {}
 
-  canActivate(context: ExecutionContext): boolean {
-    const req = context.switchToHttp().getRequest<Request>();
-    if (PUBLIC_PATHS.has(req.path)) return true;
-    checkBearer(req.headers.authorization, this.config.apiKeys);
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const http = context.switchToHttp();
+    const req = http.getRequest<Request>();
+    const access = routeAccess(req.path);
+    if (access.kind === 'public') return true;
+    const release = await this.gate.admit(req.headers.authorization, access.kind === 'scope' ? access.scope : null);
+    http.getResponse<Response>().once('close', release);
     return true;
   }
 }

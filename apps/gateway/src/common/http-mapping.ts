@@ -38,7 +38,7 @@ export function openAIErrorType(httpStatus: number): string {
 }
 
 export function toOpenAIError(err: InlaidError): { httpStatus: number; body: OpenAIErrorBody } {
-  const httpStatus = httpStatusOf(err.status);
+  const httpStatus = err.details.httpStatus ?? httpStatusOf(err.status);
   return {
     httpStatus,
     body: {

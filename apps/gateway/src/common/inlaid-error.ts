@@ -9,6 +9,10 @@ export interface InlaidErrorDetails {
   readonly param?: string;
   /** OpenAI-style machine code, e.g. `model_not_found`. */
   readonly code?: string;
+  /** Seconds after which a retry may succeed (HTTP Retry-After, gRPC `retry-after` metadata). */
+  readonly retryAfterS?: number;
+  /** An HTTP status finer than the gRPC code's mapping (413 for an oversized body). */
+  readonly httpStatus?: number;
 }
 
 export class InlaidError extends Error {
@@ -38,6 +42,14 @@ export class InlaidError extends Error {
 
   static unauthenticated(message: string): InlaidError {
     return new InlaidError(status.UNAUTHENTICATED, message, { code: 'invalid_api_key' });
+  }
+
+  static permissionDenied(message: string): InlaidError {
+    return new InlaidError(status.PERMISSION_DENIED, message, { code: 'insufficient_scope' });
+  }
+
+  static rateLimited(message: string, retryAfterS: number, code = 'rate_limit_exceeded'): InlaidError {
+    return new InlaidError(status.RESOURCE_EXHAUSTED, message, { code, retryAfterS: Math.max(1, Math.ceil(retryAfterS)) });
   }
 }
 

@@ -2,6 +2,7 @@
 import type { common, inference } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import type { GenerationInput } from '../generation/generation.types';
+import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 
 const MAX_REQUEST_ID = 128;
 
@@ -16,11 +17,21 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   checkRange('temperature', p.temperature, 0, 2);
   checkRange('top_p', p.topP, 0, 1);
   if (p.stop.some((x) => x === '')) throw InlaidError.invalid('sampling.stop must not contain empty strings.', 'sampling.stop');
+  checkStops(p.stop, p.stopTokenIds, 'sampling.stop');
+  if (!Number.isInteger(p.maxTokens) || p.maxTokens < 0 || p.maxTokens > BOUNDS.maxTokens) {
+    throw InlaidError.invalid(`sampling.max_tokens must be between 0 and ${BOUNDS.maxTokens}.`, 'sampling.max_tokens');
+  }
+  if (p.topK !== undefined && (p.topK < 0 || p.topK > BOUNDS.topK)) {
+    throw InlaidError.invalid(`sampling.top_k must be between 0 and ${BOUNDS.topK}.`, 'sampling.top_k');
+  }
   return p;
 }
 
 export function toGenerationInput(req: inference.GenerateRequest): GenerationInput {
   if (req.model.trim() === '') throw InlaidError.invalid('model is required.', 'model');
+  checkModelId(req.model);
+  if (req.messages.length > BOUNDS.messages) throw InlaidError.invalid(`messages accepts at most ${BOUNDS.messages} messages.`, 'messages');
+  checkPromptChars(req.prompt.length + req.messages.reduce((n, m) => n + m.content.length + m.role.length, 0), 'prompt');
   const hasPrompt = req.prompt !== '';
   const hasMessages = req.messages.length > 0;
   if (hasPrompt === hasMessages) throw InlaidError.invalid('Set exactly one of prompt or messages.', 'prompt');

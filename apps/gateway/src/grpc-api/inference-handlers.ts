@@ -1,17 +1,19 @@
 /** Implements the client-facing inlaid.v1.Inference service on top of GenerationService. */
 import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceError, status } from '@grpc/grpc-js';
 import { inference } from '@inlaid/proto';
-import { checkBearer } from '../auth/api-keys';
+import type { CallGate } from '../auth/call-gate.service';
 import { InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { GenerationService } from '../generation/generation.service';
 import { WorkersService } from '../workers/workers.service';
 import { toGenerationInput } from './generate-request';
+import { checkDecoded } from './malformed';
 
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const e = err instanceof InlaidError ? err : new InlaidError(status.INTERNAL, String(err));
   const metadata = new Metadata();
   if (e.details.param !== undefined) metadata.set('x-inlaid-param', e.details.param);
+  if (e.details.retryAfterS !== undefined) metadata.set('retry-after', String(e.details.retryAfterS));
   return { code: e.status, details: e.message, message: e.message, metadata };
 }
 
@@ -23,22 +25,26 @@ function bearerOf(metadata: Metadata): string | undefined {
 export function inferenceHandlers(
   generation: GenerationService,
   workers: WorkersService,
-  apiKeys: readonly string[],
+  gate: CallGate,
 ): inference.InferenceServer {
   return {
     listModels(call: ServerUnaryCall<inference.ListModelsRequest, inference.ListModelsResponse>, cb: sendUnaryData<inference.ListModelsResponse>) {
-      try {
-        checkBearer(bearerOf(call.metadata), apiKeys);
-        cb(null, { models: workers.listModels() });
-      } catch (err) {
-        cb(toServiceError(err));
-      }
+      Promise.resolve()
+        .then(() => checkDecoded(call.request))
+        .then(() => gate.admit(bearerOf(call.metadata), 'inference'))
+        .then((release) => {
+          release();
+          cb(null, { models: workers.listModels() });
+        })
+        .catch((err: unknown) => cb(toServiceError(err)));
     },
 
     generate(call: ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>) {
       void (async () => {
+        let release = (): void => undefined;
         try {
-          checkBearer(bearerOf(call.metadata), apiKeys);
+          checkDecoded(call.request);
+          release = await gate.admit(bearerOf(call.metadata), 'inference');
           const gen = await generation.start(toGenerationInput(call.request));
           call.on('cancelled', () => gen.abort('client cancelled'));
           for await (const d of gen.deltas) {
@@ -56,6 +62,8 @@ export function inferenceHandlers(
         } catch (err) {
           // grpc-js turns an 'error' event on a server stream into the call's status (destroy() would drop it).
           if (!call.cancelled) call.emit('error', toServiceError(err));
+        } finally {
+          release();
         }
       })();
     },

@@ -11,6 +11,7 @@ describe('toInlaidError', () => {
     expect(toInlaidError(new BadRequestException('Unexpected token')).status).toBe(status.INVALID_ARGUMENT);
     expect(toInlaidError(new BadRequestException('Unexpected token')).message).toBe('Unexpected token');
     expect(toInlaidError(new PayloadTooLargeException()).status).toBe(status.INVALID_ARGUMENT);
+    expect(toInlaidError(new PayloadTooLargeException()).details.httpStatus).toBe(413);
     expect(toInlaidError(new NotFoundException('Cannot GET /x')).status).toBe(status.NOT_FOUND);
   });
 
@@ -28,5 +29,14 @@ describe('modelObject', () => {
     expect(base).toMatchObject({ id: 'smollm2', object: 'model', parent: null, root: 'smollm2' });
     expect('lora_rank' in base).toBe(false);
     expect(task).toMatchObject({ id: 'sql', parent: 'smollm2', root: 'smollm2', lora_rank: 8, target_modules: ['q_proj'] });
+  });
+});
+
+describe('toInlaidError for express middleware errors', () => {
+  it('keeps a body-parser 413 as 413 and never exposes 5xx internals', () => {
+    const tooLarge = Object.assign(new Error('request entity too large'), { status: 413, expose: true, type: 'entity.too.large' });
+    expect(toInlaidError(tooLarge).details.httpStatus).toBe(413);
+    const internal = Object.assign(new Error('db password=x'), { status: 500, expose: false });
+    expect(toInlaidError(internal).message).not.toContain('password');
   });
 });

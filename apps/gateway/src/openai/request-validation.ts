@@ -5,6 +5,7 @@
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
+import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 
 export interface OpenAIRequest {
   readonly input: GenerationInput;
@@ -13,7 +14,6 @@ export interface OpenAIRequest {
 }
 
 type Body = Record<string, unknown>;
-const MAX_STOP = 4;
 const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
 
 function isPresent(v: unknown): boolean {
@@ -47,6 +47,7 @@ function optBoolean(body: Body, name: string): boolean | undefined {
 function parseModel(body: Body): string {
   const model = body['model'];
   if (typeof model !== 'string' || model.trim() === '') throw InlaidError.invalid("'model' is required.", 'model');
+  checkModelId(model);
   return model;
 }
 
@@ -57,7 +58,7 @@ function parseStop(body: Body): string[] {
   if (!Array.isArray(list) || list.some((s) => typeof s !== 'string' || s === '')) {
     throw InlaidError.invalid("'stop' must be a non-empty string or a list of non-empty strings.", 'stop');
   }
-  if (list.length > MAX_STOP) throw InlaidError.invalid(`'stop' accepts at most ${MAX_STOP} sequences.`, 'stop');
+  checkStops(list as string[], [], 'stop');
   return list as string[];
 }
 
@@ -67,6 +68,7 @@ function parseStopTokenIds(body: Body): number[] {
   if (!Array.isArray(ids) || ids.some((i) => !Number.isInteger(i) || (i as number) < 0)) {
     throw InlaidError.invalid("'stop_token_ids' must be a list of non-negative integers.", 'stop_token_ids');
   }
+  checkStops([], ids as number[], 'stop');
   return ids as number[];
 }
 
@@ -81,9 +83,10 @@ function rejectUnsupported(body: Body): void {
 }
 
 function parseSampling(body: Body, maxTokensParam: string): common.SamplingParams {
-  const maxTokens = optNumber(body, maxTokensParam, 1, 1_000_000, true) ?? optNumber(body, 'max_tokens', 1, 1_000_000, true);
+  const maxTokens =
+    optNumber(body, maxTokensParam, 1, BOUNDS.maxTokens, true) ?? optNumber(body, 'max_tokens', 1, BOUNDS.maxTokens, true);
   const seed = optNumber(body, 'seed', 0, Number.MAX_SAFE_INTEGER, true);
-  const topK = optNumber(body, 'top_k', -1, 1_000_000, true);
+  const topK = optNumber(body, 'top_k', -1, BOUNDS.topK, true);
   return {
     maxTokens: maxTokens ?? 0,
     temperature: optNumber(body, 'temperature', 0, 2),
@@ -107,8 +110,11 @@ function parseStreaming(body: Body): { stream: boolean; includeUsage: boolean } 
 
 function parsePrompt(body: Body): string {
   const prompt = body['prompt'];
-  if (typeof prompt === 'string') return prompt;
-  if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === 'string') return prompt[0];
+  const one = typeof prompt === 'string' ? prompt : Array.isArray(prompt) && prompt.length === 1 ? prompt[0] : undefined;
+  if (typeof one === 'string') {
+    checkPromptChars(one.length, 'prompt');
+    return one;
+  }
   if (Array.isArray(prompt) && prompt.length > 1) throw InlaidError.invalid("Only one 'prompt' per request is supported.", 'prompt');
   throw InlaidError.invalid("'prompt' must be a string.", 'prompt');
 }
@@ -135,7 +141,8 @@ function parseMessages(body: Body): common.ChatMessage[] {
   if (!Array.isArray(messages) || messages.length === 0) {
     throw InlaidError.invalid("'messages' must be a non-empty list.", 'messages');
   }
-  return messages.map((m: unknown, i) => {
+  if (messages.length > BOUNDS.messages) throw InlaidError.invalid(`'messages' accepts at most ${BOUNDS.messages} messages.`, 'messages');
+  const parsed = messages.map((m: unknown, i) => {
     const msg = asObject(m);
     const role = msg['role'];
     if (typeof role !== 'string' || !CHAT_ROLES.has(role)) {
@@ -143,6 +150,8 @@ function parseMessages(body: Body): common.ChatMessage[] {
     }
     return { role: role === 'developer' ? 'system' : role, content: messageContent(msg['content'], i) };
   });
+  checkPromptChars(parsed.reduce((n, m) => n + m.content.length, 0), 'messages');
+  return parsed;
 }
 
 function build(body: Body, api: Api, prompt: string, messages: common.ChatMessage[], maxParam: string): OpenAIRequest {

@@ -1,6 +1,9 @@
 /**
  * Writes request records to Postgres off the response path: rows are buffered and inserted in batches
- * by a timer; a failed batch is logged and dropped, never surfaced to clients.
+ * by a timer. A failed batch (Postgres down) goes back into the buffer and is retried every second; the
+ * buffer holds at most MAX_BUFFERED rows (about 100 MB at worst), beyond which the oldest are dropped and
+ * logged. Inserts are idempotent (ON CONFLICT DO NOTHING on the request id), so a retried batch that had
+ * in fact been written is harmless. Rows still buffered when the process dies are lost.
  */
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { RequestRecord } from '@inlaid/db';
@@ -8,17 +11,22 @@ import { DataSource } from 'typeorm';
 import { RecordBuffer } from './record-buffer';
 
 export type RecordRow = RequestRecord;
+export type RecordListener = (row: RecordRow) => void;
 
 const MAX_ROWS = 200;
 const MAX_AGE_MS = 250;
 const TICK_MS = 50;
+const RETRY_MS = 1_000;
+export const MAX_BUFFERED = 100_000;
 
 @Injectable()
 export class RecordsService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('Records');
-  private readonly buffer = new RecordBuffer<RecordRow>(MAX_ROWS, MAX_AGE_MS);
+  private readonly buffer = new RecordBuffer<RecordRow>(MAX_ROWS, MAX_AGE_MS, MAX_BUFFERED);
+  private reportedDrops = 0;
   private timer: NodeJS.Timeout | null = null;
   private writing: Promise<void> = Promise.resolve();
+  private readonly listeners: RecordListener[] = [];
 
   constructor(@Inject(DataSource) private readonly dataSource: DataSource) {}
 
@@ -31,14 +39,37 @@ export class RecordsService implements OnModuleInit, OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
-    await this.flush();
+    await this.writing;
+    // Drain batch by batch; stop at the first batch that fails (Postgres down: those rows are lost).
+    while (this.buffer.size > 0) {
+      const before = this.buffer.size;
+      await this.flush();
+      if (this.buffer.size >= before) break;
+    }
   }
 
   add(row: RecordRow): void {
     this.buffer.add(row, Date.now());
+    for (const listener of this.listeners) {
+      try {
+        listener(row);
+      } catch (err) {
+        this.logger.error(`record listener failed: ${(err as Error).message}`);
+      }
+    }
   }
 
-  /** Inserts everything buffered so far; resolves once it is written (or dropped after an error). */
+  /** Calls `listener` with every record as it is added (metrics, request logs); synchronous, must not throw. */
+  onRecord(listener: RecordListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Rows waiting to be written (kept in memory while Postgres is unreachable). */
+  get buffered(): number {
+    return this.buffer.size;
+  }
+
+  /** Writes one batch of what is buffered; resolves once it is written (or requeued after an error). */
   flush(): Promise<void> {
     const rows = this.buffer.take();
     if (rows.length === 0) return this.writing;
@@ -50,7 +81,13 @@ export class RecordsService implements OnModuleInit, OnApplicationShutdown {
     try {
       await this.dataSource.getRepository(RequestRecord).createQueryBuilder().insert().values(rows).orIgnore().execute();
     } catch (err) {
-      this.logger.error(`dropped ${rows.length} request records: ${(err as Error).message}`);
+      const now = Date.now();
+      this.buffer.requeue(rows, now, now + RETRY_MS);
+      this.logger.warn(`postgres write failed, ${this.buffer.size} request records buffered: ${(err as Error).message}`);
+    }
+    if (this.buffer.dropped > this.reportedDrops) {
+      this.logger.error(`request record buffer full: ${this.buffer.dropped - this.reportedDrops} oldest records dropped`);
+      this.reportedDrops = this.buffer.dropped;
     }
   }
 }

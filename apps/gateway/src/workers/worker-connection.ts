@@ -3,7 +3,7 @@
  * and aborted and token deltas come back, demultiplexed into per-request queues. When the stream breaks,
  * every in-flight request fails with UNAVAILABLE and the link reconnects with backoff.
  */
-import { ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
+import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { AsyncQueue } from './async-queue';
@@ -49,8 +49,9 @@ export class WorkerConnection {
     private readonly logger: WorkerLogger,
     private readonly onInfo: (info: worker.WorkerInfo) => void = () => undefined,
     private readonly backoff: BackoffOptions = DEFAULT_BACKOFF,
+    channelCredentials: ChannelCredentials = credentials.createInsecure(),
   ) {
-    this.client = new worker.WorkerClient(addr, credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new worker.WorkerClient(addr, channelCredentials, CHANNEL_OPTIONS);
   }
 
   get ready(): boolean {
@@ -83,6 +84,20 @@ export class WorkerConnection {
 
   start(): void {
     void this.loop();
+  }
+
+  /** The worker's gRPC client, for admin calls outside the Session (adapters, re-quantization). */
+  get rpc(): worker.WorkerClient {
+    return this.client;
+  }
+
+  /** Re-reads GetInfo after an admin call (adapter loaded/unloaded) so routing sees the new model list. */
+  async refreshInfo(): Promise<void> {
+    const info = await this.getInfo();
+    if (this.session === null) return;
+    this.info = info;
+    this.state = info.state ?? this.state;
+    this.onInfo(info);
   }
 
   stop(): void {

@@ -6,6 +6,8 @@ import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { WorkerConnection, WorkerSnapshot } from './worker-connection';
 import { pickWorker } from './worker-routing';
+import { DEFAULT_BACKOFF } from './backoff';
+import { workerChannelCredentials } from '../tls/tls-credentials';
 
 export type WorkerInfoListener = (addr: string, info: worker.WorkerInfo) => void;
 
@@ -16,8 +18,9 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
   private readonly listeners: WorkerInfoListener[] = [];
 
   constructor(@Inject(GATEWAY_CONFIG) config: GatewayConfig) {
+    const creds = workerChannelCredentials(config.workerTls);
     this.connections = config.workerAddrs.map(
-      (addr) => new WorkerConnection(addr, this.logger, (info) => this.listeners.forEach((l) => l(addr, info))),
+      (addr) => new WorkerConnection(addr, this.logger, (info) => this.listeners.forEach((l) => l(addr, info)), DEFAULT_BACKOFF, creds),
     );
   }
 
@@ -37,12 +40,23 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     return this.connections.some((c) => c.ready);
   }
 
+  /** Every connected worker (admin calls go to all of them). */
+  readyConnections(): WorkerConnection[] {
+    return this.connections.filter((c) => c.ready);
+  }
+
   snapshots(): WorkerSnapshot[] {
     return this.connections.map((c) => c.snapshot());
   }
 
-  pick(model: string): WorkerConnection {
-    return pickWorker(this.connections, model);
+  /** The worker for a request, skipping `exclude` (workers already tried for it). */
+  pick(model: string, exclude: ReadonlySet<string> = new Set()): WorkerConnection {
+    return pickWorker(this.connections.filter((c) => !exclude.has(c.addr)), model);
+  }
+
+  /** Whether a ready worker outside `exclude` exists (a failed request can be retried there). */
+  hasReadyOutside(exclude: ReadonlySet<string>): boolean {
+    return this.connections.some((c) => c.ready && !exclude.has(c.addr));
   }
 
   /** Every model served by a ready worker, base models first, deduplicated by id. */

@@ -1,0 +1,24 @@
+/**
+ * The one admission check shared by HTTP and gRPC: authenticate the key, check the route's scope, take the
+ * key's rate-limit token and concurrency slot. Resolves to the function that frees the slot.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import type { ApiKeyScope } from '@inlaid/db';
+import { LimiterService, Release } from '../limits/limiter.service';
+import { Authenticator } from './authenticator.service';
+import { requireScope } from './scopes';
+
+@Injectable()
+export class CallGate {
+  constructor(
+    @Inject(Authenticator) private readonly auth: Authenticator,
+    @Inject(LimiterService) private readonly limiter: LimiterService,
+  ) {}
+
+  /** `scope` null: any valid key will do. */
+  async admit(authorization: string | undefined, scope: ApiKeyScope | null): Promise<Release> {
+    const principal = await this.auth.authenticate(authorization);
+    if (scope !== null) requireScope(principal, scope);
+    return this.limiter.admit(principal);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * One onboarding (or load / delete) of a task: its inputs, the stage it reached, per-stage and per-layer
+ * progress, the error that stopped it and the checkpoint version it went live with. The history of a task is
+ * its task_jobs rows in creation order; each row's `history` lists its own transitions.
+ */
+import { Column, CreateDateColumn, Entity, Index, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+
+export type TaskJobKind = 'onboard' | 'load' | 'delete';
+export type TaskJobStatus = 'queued' | 'validating' | 'loading' | 'quantizing' | 'activating' | 'active' | 'serving' | 'failed' | 'deleted' | 'completed';
+
+export interface StageProgress {
+  status: 'running' | 'done' | 'skipped' | 'failed';
+  startedAt: string;
+  finishedAt?: string;
+  seconds?: number;
+  message?: string;
+}
+
+export interface LayerProgress {
+  layer: number;
+  numLayers: number;
+  hessianSeconds: number;
+  swapSeconds: number;
+  at: string;
+}
+
+export interface TaskJobProgress {
+  stages: Partial<Record<string, StageProgress>>;
+  layers: LayerProgress[];
+  /** Tasks re-quantized together in the run that took this one (batching). */
+  batch?: string[];
+}
+
+export interface TaskJobEvent {
+  at: string;
+  status: TaskJobStatus;
+  message: string;
+}
+
+@Entity({ name: 'task_jobs' })
+@Index('idx_task_jobs_task', ['task', 'createdAt'])
+export class TaskJob {
+  @PrimaryColumn({ type: 'text' })
+  id!: string;
+
+  @Column({ type: 'text' })
+  task!: string;
+
+  @Column({ type: 'text' })
+  kind!: TaskJobKind;
+
+  @Column({ type: 'text' })
+  status!: TaskJobStatus;
+
+  @Column({ name: 'adapter_path', type: 'text', nullable: true })
+  adapterPath!: string | null;
+
+  @Column({ name: 'calibration_path', type: 'text', nullable: true })
+  calibrationPath!: string | null;
+
+  @Column({ type: 'jsonb', nullable: true })
+  slo!: { ttft_ms?: number; tpot_ms?: number } | null;
+
+  @Column({ name: 'wait_for_quantization', type: 'boolean', default: false })
+  waitForQuantization!: boolean;
+
+  @Column({ type: 'jsonb', default: () => `'{"stages":{},"layers":[]}'` })
+  progress!: TaskJobProgress;
+
+  @Column({ type: 'text', nullable: true })
+  error!: string | null;
+
+  @Column({ name: 'checkpoint_version', type: 'integer', nullable: true })
+  checkpointVersion!: number | null;
+
+  @Column({ type: 'jsonb', default: () => `'[]'` })
+  history!: TaskJobEvent[];
+
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  createdAt!: Date;
+
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
+  updatedAt!: Date;
+}
