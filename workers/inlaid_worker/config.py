@@ -30,6 +30,7 @@ class WorkerConfig:
     dtype: str = "float32"
     worker_id: str = "worker-0"
     max_model_len: int = 0  # 0 = the model's max_position_embeddings (capped by the KV cache)
+    metrics_port: int | None = None  # Prometheus /metrics on host:metrics_port; None = off, 0 = any free port
     tls_cert: str | None = None  # PEM server certificate: serve TLS instead of plaintext
     tls_key: str | None = None
     tls_client_ca: str | None = None  # PEM CA: require client certificates it signed (mTLS)
@@ -50,6 +51,8 @@ class WorkerConfig:
         for name in ("kv_cache_bytes", "block_size", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port must be in 0..65535, got {self.metrics_port}")
         if self.max_model_len < 0:
             raise ConfigError(f"--max-model-len must be >= 0, got {self.max_model_len}")
         if self.checkpoint is not None and not os.path.isfile(os.path.join(self.checkpoint, "config.json")):
@@ -81,8 +84,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--device", default=default("DEVICE", "cpu"))
     p.add_argument("--dtype", default=default("DTYPE", "float32"))
     p.add_argument("--worker-id", default=default("ID", "worker-0"))
+    metrics_port = default("METRICS_PORT", None)
+    p.add_argument("--metrics-port", type=int, default=None if not metrics_port else int(metrics_port))
     p.add_argument("--checkpoint", default=default("CHECKPOINT", None))
     p.add_argument("--checkpoint-store", default=default("CHECKPOINT_STORE", None))
+    p.add_argument("--tls-cert", default=default("TLS_CERT", None))
+    p.add_argument("--tls-key", default=default("TLS_KEY", None))
+    p.add_argument("--tls-client-ca", default=default("TLS_CLIENT_CA", None))
     return p
 
 
@@ -104,4 +112,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         max_model_len=ns.max_model_len,
         checkpoint=ns.checkpoint,
         checkpoint_store=ns.checkpoint_store,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_client_ca=ns.tls_client_ca,
     )

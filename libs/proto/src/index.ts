@@ -2,3 +2,4 @@
 export * as common from './gen/inlaid/v1/common';
 export * as inference from './gen/inlaid/v1/inference';
 export * as worker from './gen/inlaid/v1/worker';
+export * as tasks from './gen/inlaid/v1/tasks';

@@ -13,12 +13,12 @@ from types import FrameType
 
 from inlaid_worker.config import ConfigError, load_config
 from inlaid_worker.server.app import announce_ready, build_engine, resolve_model_dir, serve
+from inlaid_worker.server.json_log import configure_json_logging
+from inlaid_worker.server.metrics import start_metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_json_logging()
     try:
         cfg = load_config(argv)
         model_dir = resolve_model_dir(cfg.model)
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     engine = build_engine(cfg, model_dir)
     worker = serve(cfg, engine, model_dir)
+    if cfg.metrics_port is not None:
+        metrics = start_metrics(engine, lambda: worker.loop.latest_state.state, cfg.host, cfg.metrics_port)
+        logging.getLogger(__name__).info("metrics on /metrics", extra={"metrics_port": metrics.port})
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,75 @@
+/**
+ * The BullMQ side of onboarding: a FlowProducer that enqueues one task's flow, and the processors of the two
+ * queues (steps; re-quantization with concurrency 1 so tasks arriving meanwhile batch into the next run).
+ * Locks are short so that after a gateway crash another gateway (or the restarted one) picks the stalled
+ * step up within seconds; the step is idempotent (onboard-steps.ts).
+ */
+import { status } from '@grpc/grpc-js';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import type { GatewayConfig } from '@inlaid/config';
+import { buildOnboardFlow, ONBOARD_QUEUE, onboardSteps, REQUANTIZE_QUEUE, StepPayload } from '@inlaid/jobs';
+import { FlowProducer, Job, UnrecoverableError, Worker } from 'bullmq';
+import IORedis from 'ioredis';
+import { InlaidError } from '../common/inlaid-error';
+import { GATEWAY_CONFIG } from '../config/config.module';
+import { OnboardSteps, StepFailed } from './onboard-steps';
+import { TaskStore } from './task-store.service';
+
+const LOCK_MS = 5000;
+const STALLED_CHECK_MS = 2500;
+const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.ABORTED, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED]);
+
+@Injectable()
+export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger('OnboardQueues');
+  private readonly connection: IORedis;
+  private readonly flows: FlowProducer;
+  private readonly workers: Worker[] = [];
+
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @Inject(OnboardSteps) private readonly steps: OnboardSteps,
+    @Inject(TaskStore) private readonly store: TaskStore,
+  ) {
+    this.connection = new IORedis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+    this.connection.on('error', (err: Error) => this.logger.warn(`redis: ${err.message}`));
+    this.flows = new FlowProducer({ connection: this.connection, prefix: config.tasks.queuePrefix });
+    // Without a listener an ioredis 'error' (e.g. Redis restarting) is an unhandled event that kills the process.
+    this.flows.on('error', (err: Error) => this.logger.warn(`flow producer: ${err.message}`));
+  }
+
+  async enqueue(taskJobId: string, task: string, waitForQuantization: boolean): Promise<void> {
+    await this.flows.add(buildOnboardFlow(taskJobId, task, onboardSteps(waitForQuantization)));
+  }
+
+  onApplicationBootstrap(): void {
+    const opts = { connection: this.connection, prefix: this.config.tasks.queuePrefix, lockDuration: LOCK_MS, stalledInterval: STALLED_CHECK_MS, maxStalledCount: 5 };
+    const process = (job: Job<StepPayload>) => this.process(job);
+    this.workers.push(new Worker<StepPayload>(ONBOARD_QUEUE, process, { ...opts, concurrency: 4 }));
+    this.workers.push(new Worker<StepPayload>(REQUANTIZE_QUEUE, process, { ...opts, concurrency: 1 }));
+    for (const w of this.workers) w.on('error', (err) => this.logger.warn(`queue worker: ${err.message}`));
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    // force: do not wait for a running step; its lock expires and the next gateway resumes it.
+    await Promise.all(this.workers.map((w) => w.close(true)));
+    await this.flows.close();
+    this.connection.disconnect();
+  }
+
+  private async process(job: Job<StepPayload>): Promise<string> {
+    const { taskJobId, step } = job.data;
+    try {
+      return await this.steps.run(step, taskJobId, { report: (data) => job.updateData({ ...job.data, ...data }) });
+    } catch (err) {
+      const retryable = err instanceof InlaidError && RETRYABLE.has(err.status);
+      const attempts = job.opts.attempts ?? 1;
+      if (retryable && job.attemptsMade + 1 < attempts) throw err;
+      const reason = err instanceof Error ? err.message : String(err);
+      const tj = await this.store.get(taskJobId);
+      if (tj !== null && tj.status !== 'failed' && tj.status !== 'deleted') await this.steps.failAndUnload(tj, step, reason);
+      this.logger.warn(`task ${job.data.task} failed at ${step}: ${reason}`);
+      throw err instanceof StepFailed ? new UnrecoverableError(reason) : new UnrecoverableError(reason);
+    }
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * What each onboarding step does (called by the BullMQ processors in onboard-queues.service.ts). Every step
+ * first reads its task_jobs row: a step already done, or a task deleted/failed meanwhile, is a no-op, so a
+ * step re-run after a gateway restart resumes instead of repeating work.
+ */
+import { status } from '@grpc/grpc-js';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { TaskJob } from '@inlaid/db';
+import type { OnboardStep } from '@inlaid/jobs';
+import { worker } from '@inlaid/proto';
+import { existsSync } from 'node:fs';
+import { InlaidError } from '../common/inlaid-error';
+import { TaskStore } from './task-store.service';
+import { WorkerAdminService } from './worker-admin.service';
+
+export class StepFailed extends Error {}
+
+export interface StepContext {
+  /** job.updateData (progress visible in BullMQ). */
+  report(data: Record<string, unknown>): Promise<void>;
+}
+
+const FINAL = new Set(['failed', 'deleted']);
+
+@Injectable()
+export class OnboardSteps {
+  private readonly logger = new Logger('Onboard');
+
+  constructor(
+    @Inject(TaskStore) private readonly store: TaskStore,
+    @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
+  ) {}
+
+  async run(step: OnboardStep, taskJobId: string, ctx: StepContext): Promise<string> {
+    const job = await this.store.get(taskJobId);
+    if (job === null) return 'task job gone';
+    if (FINAL.has(job.status)) {
+      if (step === 'activate' && job.status === 'failed') throw new StepFailed(job.error ?? 'failed');
+      return `skipped: task ${job.status}`;
+    }
+    if (job.progress.stages[step]?.status === 'done' || job.progress.stages[step]?.status === 'skipped') return 'already done';
+    await this.store.stageStarted(taskJobId, step);
+    switch (step) {
+      case 'validate':
+        return this.validate(job);
+      case 'load':
+        return this.load(job);
+      case 'requantize':
+        return this.requantize(job, ctx);
+      case 'activate':
+        return this.activate(job);
+    }
+  }
+
+  private async validate(job: TaskJob): Promise<string> {
+    const card = await this.admin.validate(job.task, job.adapterPath ?? '');
+    if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
+    await this.store.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered');
+    await this.store.stageFinished(job.id, 'validate', 'done');
+    await this.store.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
+    return 'valid';
+  }
+
+  private async load(job: TaskJob): Promise<string> {
+    await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
+    await this.store.tasks.update({ name: job.task }, { status: 'serving' });
+    await this.store.stageFinished(job.id, 'load', 'done');
+    await this.store.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
+    return 'loaded';
+  }
+
+  private async requantize(job: TaskJob, ctx: StepContext): Promise<string> {
+    if (job.checkpointVersion !== null) {
+      await this.store.stageFinished(job.id, 'requantize', 'done');
+      return 'already in a published checkpoint';
+    }
+    const batch = (await this.store.pendingQuantization()).filter((j) => j.calibrationPath !== null && j.adapterPath !== null);
+    const removals = await this.store.pendingRemovals();
+    const names = batch.map((j) => j.task);
+    for (const b of batch) await this.store.stageStarted(b.id, 'requantize');
+    const add = batch.map((j) => ({ name: j.task, adapterPath: j.adapterPath as string, calibrationPath: j.calibrationPath as string }));
+    let done: worker.RequantizeProgress;
+    try {
+      done = await this.admin.requantize(add, removals.map((r) => r.task), async (p) => {
+        if (p.stage !== worker.RequantizeProgress_Stage.STAGE_LAYER) return;
+        const layer = { layer: p.layer, numLayers: p.numLayers, hessianSeconds: p.hessianSeconds, swapSeconds: p.swapSeconds, at: new Date().toISOString() };
+        await this.store.layerDone(batch.map((b) => b.id), layer, names);
+        await ctx.report({ layersDone: p.layer + 1, numLayers: p.numLayers, batch: names });
+      });
+    } catch (err) {
+      if (err instanceof InlaidError && err.status === status.FAILED_PRECONDITION) {
+        for (const b of batch) await this.store.stageFinished(b.id, 'requantize', 'skipped', err.message);
+        return 'skipped: no quantized checkpoint on the workers';
+      }
+      if (err instanceof InlaidError && (err.status === status.INTERNAL || err.status === status.INVALID_ARGUMENT)) {
+        for (const b of batch) if (b.id !== job.id) await this.failAndUnload(b, 'requantize', err.message);
+        throw new StepFailed(err.message);
+      }
+      throw err; // UNAVAILABLE / ABORTED (another run in progress): retried by BullMQ
+    }
+    for (const b of batch) {
+      await this.store.update(b.id, (j) => (j.checkpointVersion = done.checkpointVersion));
+      await this.store.stageFinished(b.id, 'requantize', 'done');
+    }
+    for (const r of removals) await this.store.transition(r.id, 'completed', `dropped from checkpoint v${done.checkpointVersion}`);
+    this.logger.log(`checkpoint v${done.checkpointVersion} serving; added [${names.join(', ')}]`);
+    await ctx.report({ checkpointVersion: done.checkpointVersion, batch: names });
+    return `checkpoint v${done.checkpointVersion}`;
+  }
+
+  private async activate(job: TaskJob): Promise<string> {
+    if (job.waitForQuantization) await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
+    await this.store.tasks.update({ name: job.task }, { status: 'serving' });
+    await this.store.stageFinished(job.id, 'activate', 'done');
+    const fresh = await this.store.get(job.id);
+    const version = fresh?.checkpointVersion ?? null;
+    await this.store.transition(job.id, 'active', version === null ? 'active on the current base' : `active on checkpoint v${version}`);
+    return 'active';
+  }
+
+  /** Marks the task failed with the reason and stops serving its adapter (best effort). */
+  async failAndUnload(job: TaskJob, stage: string, reason: string): Promise<void> {
+    await this.store.fail(job.id, stage, reason);
+    await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Postgres side of onboarding: task_jobs rows (status, stage progress, layers, errors, history) and the
+ * tasks table. Every write is a small read-modify-write of one row; steps are re-runnable, so writes are
+ * idempotent (a stage marked done twice stays done).
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import { LayerProgress, Task, TaskJob, TaskJobKind, TaskJobStatus } from '@inlaid/db';
+import { DataSource, In, IsNull, Repository } from 'typeorm';
+
+export interface NewTaskJob {
+  id: string;
+  task: string;
+  kind: TaskJobKind;
+  status: TaskJobStatus;
+  adapterPath: string | null;
+  calibrationPath: string | null;
+  slo: { ttft_ms?: number; tpot_ms?: number } | null;
+  waitForQuantization: boolean;
+  message: string;
+}
+
+const now = () => new Date().toISOString();
+
+@Injectable()
+export class TaskStore {
+  constructor(@Inject(DataSource) private readonly ds: DataSource) {}
+
+  private get jobs(): Repository<TaskJob> {
+    return this.ds.getRepository(TaskJob);
+  }
+
+  get tasks(): Repository<Task> {
+    return this.ds.getRepository(Task);
+  }
+
+  async create(j: NewTaskJob): Promise<TaskJob> {
+    const { message, ...fields } = j;
+    return this.jobs.save({ ...fields, progress: { stages: {}, layers: [] }, history: [{ at: now(), status: j.status, message }], error: null, checkpointVersion: null });
+  }
+
+  get(id: string): Promise<TaskJob | null> {
+    return this.jobs.findOneBy({ id });
+  }
+
+  /** The task's most recent onboard/load job (deletes are bookkeeping rows). */
+  latest(task: string): Promise<TaskJob | null> {
+    return this.jobs.findOne({ where: { task, kind: In(['onboard', 'load']) }, order: { createdAt: 'DESC' } });
+  }
+
+  history(task: string): Promise<TaskJob[]> {
+    return this.jobs.find({ where: { task }, order: { createdAt: 'ASC' } });
+  }
+
+  async listLatest(): Promise<TaskJob[]> {
+    const rows = await this.jobs.find({ where: { kind: In(['onboard', 'load']) }, order: { createdAt: 'ASC' } });
+    const byTask = new Map<string, TaskJob>();
+    for (const r of rows) byTask.set(r.task, r);
+    return [...byTask.values()].sort((a, b) => a.task.localeCompare(b.task));
+  }
+
+  /** Onboardings waiting for (or in) a re-quantization that has not published them yet: the next batch. */
+  pendingQuantization(): Promise<TaskJob[]> {
+    return this.jobs.find({ where: { kind: 'onboard', status: 'quantizing', checkpointVersion: IsNull() }, order: { createdAt: 'ASC' } });
+  }
+
+  pendingRemovals(): Promise<TaskJob[]> {
+    return this.jobs.find({ where: { kind: 'delete', status: 'queued' }, order: { createdAt: 'ASC' } });
+  }
+
+  async update(id: string, change: (j: TaskJob) => void): Promise<TaskJob> {
+    const j = await this.jobs.findOneByOrFail({ id });
+    change(j);
+    return this.jobs.save(j);
+  }
+
+  transition(id: string, status: TaskJobStatus, message: string, extra: (j: TaskJob) => void = () => undefined): Promise<TaskJob> {
+    return this.update(id, (j) => {
+      extra(j);
+      if (j.status !== status) j.history = [...j.history, { at: now(), status, message }];
+      j.status = status;
+    });
+  }
+
+  stageStarted(id: string, stage: string): Promise<TaskJob> {
+    return this.update(id, (j) => {
+      const s = j.progress.stages[stage];
+      if (s?.status === 'done') return;
+      j.progress = { ...j.progress, stages: { ...j.progress.stages, [stage]: { status: 'running', startedAt: s?.startedAt ?? now() } } };
+    });
+  }
+
+  stageFinished(id: string, stage: string, status: 'done' | 'skipped' | 'failed', message?: string): Promise<TaskJob> {
+    return this.update(id, (j) => {
+      const s = j.progress.stages[stage];
+      if (s?.status === 'done') return;
+      const startedAt = s?.startedAt ?? now();
+      const finishedAt = now();
+      const seconds = (Date.parse(finishedAt) - Date.parse(startedAt)) / 1000;
+      j.progress = { ...j.progress, stages: { ...j.progress.stages, [stage]: { status, startedAt, finishedAt, seconds, ...(message ? { message } : {}) } } };
+    });
+  }
+
+  async layerDone(ids: readonly string[], layer: LayerProgress, batch: string[]): Promise<void> {
+    for (const id of ids) {
+      await this.update(id, (j) => {
+        const layers = j.progress.layers.filter((l) => l.layer !== layer.layer);
+        j.progress = { ...j.progress, layers: [...layers, layer].sort((a, b) => a.layer - b.layer), batch };
+      });
+    }
+  }
+
+  async fail(id: string, stage: string, reason: string): Promise<TaskJob> {
+    await this.stageFinished(id, stage, 'failed', reason);
+    const j = await this.transition(id, 'failed', `${stage}: ${reason}`, (row) => {
+      row.error = `${stage}: ${reason}`;
+    });
+    await this.tasks.update({ name: j.task }, { status: 'failed' });
+    return j;
+  }
+
+  async upsertTask(name: string, adapterLocation: string | null, rank: number, targetModules: string[], status: Task['status']): Promise<void> {
+    await this.tasks.upsert({ name, adapterLocation, rank, targetModules, status }, { conflictPaths: ['name'] });
+  }
+}

@@ -1,0 +1,17 @@
+import { Module } from '@nestjs/common';
+import { GrpcApiModule } from '../grpc-api/grpc-api.module';
+import { WorkersModule } from '../workers/workers.module';
+import { OnboardQueues } from './onboard-queues.service';
+import { OnboardSteps } from './onboard-steps';
+import { TaskStore } from './task-store.service';
+import { TasksController } from './tasks.controller';
+import { TasksGrpcService } from './tasks-grpc.service';
+import { TasksService } from './tasks.service';
+import { WorkerAdminService } from './worker-admin.service';
+
+@Module({
+  imports: [WorkersModule, GrpcApiModule],
+  controllers: [TasksController],
+  providers: [TaskStore, WorkerAdminService, OnboardSteps, OnboardQueues, TasksService, TasksGrpcService],
+})
+export class TasksModule {}

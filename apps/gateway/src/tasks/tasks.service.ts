@@ -1,0 +1,163 @@
+/**
+ * Task operations behind both APIs (HTTP and gRPC): onboard (202 + a BullMQ flow), list, get, delete, and
+ * the vLLM-style load/unload that serve an adapter at once without calibration data.
+ */
+import { status } from '@grpc/grpc-js';
+import { Inject, Injectable } from '@nestjs/common';
+import type { GatewayConfig } from '@inlaid/config';
+import type { TaskJob } from '@inlaid/db';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { common } from '@inlaid/proto';
+import { InlaidError } from '../common/inlaid-error';
+import { GATEWAY_CONFIG } from '../config/config.module';
+import { WorkersService } from '../workers/workers.service';
+import { resolveAdapterPath } from './adapter-location';
+import { checkCalibration } from './calibration';
+import { OnboardQueues } from './onboard-queues.service';
+import { checkTaskName, CreateTaskInput, parseCreateTask } from './task-input';
+import { NewTaskJob, TaskStore } from './task-store.service';
+import { taskView, TaskViewJson } from './task-view';
+import { newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
+import { WorkerAdminService } from './worker-admin.service';
+
+const LIVE = new Set(['queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving']);
+
+@Injectable()
+export class TasksService {
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @Inject(TaskStore) private readonly store: TaskStore,
+    @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
+    @Inject(WorkersService) private readonly workers: WorkersService,
+    @Inject(OnboardQueues) private readonly queues: OnboardQueues,
+  ) {}
+
+  async create(body: unknown, files: UploadedFiles = {}): Promise<{ job_id: string; task: TaskViewJson }> {
+    const uploadedAdapter = pickAdapterFiles(files);
+    const calibrationFile = files['calibration_file']?.[0];
+    const input = parseCreateTask(body, { adapter: uploadedAdapter !== null, calibration: calibrationFile !== undefined });
+    await this.refuseDuplicate(input.name);
+    const id = randomUUID();
+    const dir = join(this.config.tasks.dataDir, 'tasks', `${input.name}-${id}`);
+    let fields: Omit<NewTaskJob, 'status' | 'message'> = { id, task: input.name, kind: 'onboard', adapterPath: null, calibrationPath: null, slo: input.slo, waitForQuantization: input.waitForQuantization };
+    try {
+      const adapterPath = uploadedAdapter !== null ? await writeAdapter(join(dir, 'adapter'), uploadedAdapter) : await resolveAdapterPath(input.adapterPath ?? '', this.config.tasks.adapterRoots);
+      fields = { ...fields, adapterPath };
+      fields = { ...fields, calibrationPath: await this.storeCalibration(input, calibrationFile, join(dir, 'calibration.jsonl')) };
+      if (this.workers.readyConnections().length > 0) await this.admin.validate(input.name, adapterPath);
+    } catch (err) {
+      // A refused adapter is recorded: GET /v1/tasks/{name} shows the task failed with the reason.
+      if (err instanceof InlaidError && err.status === status.INVALID_ARGUMENT) {
+        await this.store.create({ ...fields, status: 'failed', message: `validate: ${err.message}` });
+        await this.store.update(id, (j) => (j.error = `validate: ${err.message}`));
+      }
+      throw err;
+    }
+    const job = await this.store.create({ ...fields, status: 'queued', message: 'accepted' });
+    await this.queues.enqueue(id, input.name, input.waitForQuantization);
+    return { job_id: id, task: taskView(job) };
+  }
+
+  private async storeCalibration(input: CreateTaskInput, upload: UploadedFile | undefined, path: string): Promise<string> {
+    if (upload !== undefined) {
+      const text = upload.buffer.toString('utf8');
+      checkCalibration(text, 'calibration_file');
+      return writeText(path, text);
+    }
+    const src = input.calibration;
+    if (src === null) throw InlaidError.invalid('`calibration` is required', 'calibration');
+    if (src.kind === 'inline') return writeText(path, src.jsonl);
+    const stored = join(this.config.tasks.dataDir, 'files', `${src.fileId}.jsonl`);
+    if (!existsSync(stored)) throw InlaidError.invalid(`\`calibration.file_id\` ${src.fileId} was not uploaded`, 'calibration.file_id');
+    checkCalibration(await readFile(stored, 'utf8'), 'calibration.file_id');
+    return stored;
+  }
+
+  async uploadFile(file: UploadedFile | undefined): Promise<{ id: string; object: 'file'; bytes: number; filename: string; purpose: string }> {
+    if (file === undefined) throw InlaidError.invalid('upload the JSONL as multipart field `file`', 'file');
+    const text = file.buffer.toString('utf8');
+    checkCalibration(text, 'file');
+    const id = newFileId();
+    await writeText(join(this.config.tasks.dataDir, 'files', `${id}.jsonl`), text);
+    return { id, object: 'file', bytes: file.size, filename: file.originalname, purpose: 'calibration' };
+  }
+
+  private async refuseDuplicate(name: string): Promise<void> {
+    const latest = await this.store.latest(name);
+    const servedByWorker = this.workers.readyConnections().some((c) => c.serves(name));
+    if ((latest !== null && LIVE.has(latest.status)) || servedByWorker) {
+      throw new InlaidError(status.ALREADY_EXISTS, `A task named \`${name}\` already exists.`, { param: 'name', code: 'task_exists' });
+    }
+  }
+
+  async list(): Promise<{ object: 'list'; data: TaskViewJson[] }> {
+    return { object: 'list', data: (await this.store.listLatest()).map((j) => taskView(j)) };
+  }
+
+  async get(name: string): Promise<TaskViewJson> {
+    const latest = await this.found(name);
+    return taskView(latest, await this.store.history(name));
+  }
+
+  private async found(name: string): Promise<TaskJob> {
+    const latest = await this.store.latest(checkTaskName(name));
+    if (latest === null) throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` does not exist.`, { param: 'name', code: 'task_not_found' });
+    return latest;
+  }
+
+  async delete(name: string): Promise<TaskViewJson> {
+    const latest = await this.found(name);
+    if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
+    await this.unload(name);
+    const wasQuantized = latest.checkpointVersion !== null || latest.status === 'quantizing';
+    const job = await this.store.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded');
+    await this.store.tasks.update({ name }, { status: 'unloaded' });
+    if (wasQuantized) {
+      await this.store.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
+    }
+    return taskView(job, await this.store.history(name));
+  }
+
+  private async unload(name: string): Promise<void> {
+    try {
+      await this.admin.unloadEverywhere(name);
+    } catch (err) {
+      if (err instanceof InlaidError && err.status === status.FAILED_PRECONDITION) {
+        throw new InlaidError(status.ABORTED, `The task \`${name}\` has requests in flight; retry when they finish. (${err.message})`, { param: 'name' });
+      }
+      throw err;
+    }
+  }
+
+  /** vLLM's POST /v1/load_lora_adapter: validate and serve at once on the current base (no calibration). */
+  async loadLora(body: unknown): Promise<{ message: string; card: common.ModelCard }> {
+    const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+    const name = checkTaskName(b['lora_name'], 'lora_name');
+    if (typeof b['lora_path'] !== 'string' || b['lora_path'] === '') throw InlaidError.invalid('`lora_path` is required', 'lora_path');
+    await this.refuseDuplicate(name);
+    const path = await resolveAdapterPath(b['lora_path'], this.config.tasks.adapterRoots, 'lora_path');
+    const card = await this.admin.validate(name, path, 'lora_path');
+    await this.admin.loadEverywhere(name, path, 'lora_path');
+    await this.store.upsertTask(name, path, card.rank, card.targetModules, 'serving');
+    const job = await this.store.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
+    void job;
+    return { message: `Success: LoRA adapter '${name}' added successfully.`, card: { ...card, id: name } };
+  }
+
+  /** vLLM's POST /v1/unload_lora_adapter. */
+  async unloadLora(body: unknown): Promise<string> {
+    const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+    const name = checkTaskName(b['lora_name'], 'lora_name');
+    if (!this.workers.readyConnections().some((c) => c.serves(name))) {
+      throw new InlaidError(status.NOT_FOUND, `The LoRA adapter \`${name}\` is not loaded.`, { param: 'lora_name', code: 'model_not_found' });
+    }
+    await this.unload(name);
+    const latest = await this.store.latest(name);
+    if (latest !== null && latest.status !== 'deleted') await this.store.transition(latest.id, 'deleted', 'unloaded (vLLM API)');
+    await this.store.tasks.update({ name }, { status: 'unloaded' });
+    return `Success: LoRA adapter '${name}' removed successfully.`;
+  }
+}

@@ -1,0 +1,141 @@
+"""The worker's onboarding manager: validates an add/remove request against the served checkpoint, runs at
+most one incremental re-quantization at a time in a background thread, swaps each finished layer into the
+serving runner between engine steps, publishes the new checkpoint version, and on any failure restores the
+layers that were serving before the job started.
+
+Idempotence: tasks already in the current checkpoint are not added again and removals of absent tasks are
+skipped, so a retried request is a no-op (answered with the current version); a request covered by the
+running job attaches to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+from inlaid_worker.quant import LayerResult, TaskData, plan_update, update_checkpoint
+from inlaid_worker.quant.adapter import load_task_adapter
+from inlaid_worker.quant.calib import load_calibration
+
+from .checkpoint_weights import layer_from_packed
+from .job import Progress, RequantizeJob
+from .versions import CheckpointVersions
+
+log = logging.getLogger(__name__)
+LoopCall = Callable[[Callable[[Any], Any]], "Future[Any]"]  # EngineLoop.call: fn(engine) between steps
+SWAP_TIMEOUT_S = 120.0
+
+
+class RequantizeBusy(RuntimeError):
+    """Another re-quantization with a different task set is running."""
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    name: str
+    adapter_path: str
+    calibration_path: str
+
+
+class OnboardManager:
+    def __init__(
+        self, call: LoopCall, runner: Any, versions: CheckpointVersions, model_dir: str | Path, tokenizer: Any,
+        *, device: str = "cpu", calib_max_len: int = 256,
+    ) -> None:
+        self._call, self._runner, self.versions = call, runner, versions
+        self.model_dir, self._tokenizer = Path(model_dir), tokenizer
+        self._device, self._calib_max_len = device, calib_max_len
+        self._lock = threading.Lock()
+        self._job: RequantizeJob | None = None
+        self.on_layer_swapped: Callable[[int], None] | None = None  # test/bench hook
+
+    @property
+    def running(self) -> RequantizeJob | None:
+        job = self._job
+        return job if job is not None and not job.finished else None
+
+    def submit(self, add: Sequence[AddRequest], remove: Sequence[str]) -> RequantizeJob:
+        """Start (or attach to) a job. ValueError for bad input, RequantizeBusy while another job runs."""
+        with self._lock:
+            current = self.versions.current()
+            present = set(current.tasks)
+            adds = [a for a in add if a.name not in present]
+            removes = sorted({r for r in remove if r in present})
+            names = {a.name for a in adds}
+            running = self.running
+            if running is not None:
+                if running.covers(names, set(removes)):
+                    return running
+                raise RequantizeBusy(f"a re-quantization adding {list(running.added)} and removing "
+                                     f"{list(running.removed)} is running; retry when it is done")
+            if not adds and not removes:
+                job = RequantizeJob((), ())
+                job.publish(Progress("done", checkpoint_version=current.number, tasks=tuple(sorted(present))))
+                return job
+            tasks = [self._task_data(a) for a in adds]
+            plan_update(current.path, tasks, removes)  # raises ValueError with the reason
+            job = RequantizeJob(tuple(sorted(names)), tuple(removes))
+            planned = sorted((present - set(removes)) | names)
+            job.publish(Progress("planned", tasks=tuple(planned), added=job.added, removed=job.removed))
+            self._job = job
+            threading.Thread(target=self._run, args=(job, tasks, removes), name="requantize", daemon=True).start()
+            return job
+
+    def _task_data(self, a: AddRequest) -> TaskData:
+        load_task_adapter(a.adapter_path, self.model_dir, a.name)  # validates; AdapterError is a ValueError
+        try:
+            seqs = load_calibration(a.calibration_path, self._tokenizer, self._calib_max_len)
+        except ValueError as e:
+            raise ValueError(f"task {a.name!r}: {e}") from None
+        return TaskData(a.name, Path(a.adapter_path), seqs)
+
+    def _run(self, job: RequantizeJob, tasks: list[TaskData], removes: list[str]) -> None:
+        original = self._runner.weights.layers
+        try:
+            current = self.versions.current()
+            number, out = self.versions.next_dir()
+            update_checkpoint(current.path, self.model_dir, out, add=tasks, remove=removes, device=self._device,
+                              on_layer=lambda res: self._swap_in(job, res, original))
+            version = self.versions.publish(number, out)
+            job.publish(Progress("done", checkpoint_version=number, tasks=tuple(version.tasks),
+                                 added=job.added, removed=job.removed))
+            log.info("checkpoint v%d serving (tasks %s)", number, version.tasks)
+        except Exception as exc:  # anything: put the old weights back and report
+            log.exception("re-quantization failed; restoring the previous weights")
+            try:
+                self._set_layers(lambda _layers: original)
+            except Exception:
+                log.exception("could not restore the previous weights")
+            job.publish(Progress("failed", message=str(exc) or type(exc).__name__, added=job.added,
+                                 removed=job.removed))
+
+    def _swap_in(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any]) -> None:
+        t0 = time.perf_counter()
+        new = layer_from_packed(res.packed, original[res.layer], self._runner.device, self._runner.dtype)
+        self._set_layers(lambda layers: layers[: res.layer] + (new,) + layers[res.layer + 1:])
+        if self.on_layer_swapped is not None:
+            self.on_layer_swapped(res.layer)
+        job.publish(Progress("layer", layer=res.layer, num_layers=res.num_layers, hessian_seconds=res.seconds,
+                             swap_seconds=time.perf_counter() - t0, added=job.added, removed=job.removed))
+
+    def _set_layers(self, update: Callable[[tuple[Any, ...]], Any]) -> None:
+        """Replace the runner's layer tuple on the engine thread, i.e. between two steps."""
+        def swap(_engine: Any) -> None:
+            w = self._runner.weights
+            self._runner.weights = replace(w, layers=tuple(update(w.layers)))
+
+        self._call(swap).result(timeout=SWAP_TIMEOUT_S)
+
+
+def install_checkpoint(runner: Any, ckpt_dir: Path) -> None:
+    """Make `runner` serve the (dequantized) checkpoint at `ckpt_dir` instead of its full-precision weights."""
+    from .checkpoint_weights import checkpoint_weights
+
+    runner.weights = checkpoint_weights(ckpt_dir, runner.config, runner.device, runner.dtype)

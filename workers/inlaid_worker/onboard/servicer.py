@@ -1,0 +1,64 @@
+"""The Worker servicer with the onboarding RPCs (ValidateAdapter, Requantize) on top of the base servicer.
+
+Requantize streams the job's progress; the job itself runs in the manager's thread and continues if the
+caller disconnects (a later identical call attaches and replays the progress).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
+from inlaid_worker.server.engine_loop import EngineLoop
+from inlaid_worker.server.servicer import AdapterLoader, WorkerServicer
+
+from .job import Progress
+from .manager import AddRequest, OnboardManager, RequantizeBusy
+
+_STAGE = {"planned": worker_pb2.RequantizeProgress.STAGE_PLANNED, "layer": worker_pb2.RequantizeProgress.STAGE_LAYER,
+          "done": worker_pb2.RequantizeProgress.STAGE_DONE, "failed": worker_pb2.RequantizeProgress.STAGE_FAILED}
+
+
+def progress_to_proto(p: Progress) -> Any:
+    return worker_pb2.RequantizeProgress(
+        stage=_STAGE[p.stage], layer=p.layer, num_layers=p.num_layers, hessian_seconds=p.hessian_seconds,
+        swap_seconds=p.swap_seconds, checkpoint_version=p.checkpoint_version, tasks=list(p.tasks),
+        message=p.message, added=list(p.added), removed=list(p.removed),
+    )
+
+
+class OnboardingServicer(WorkerServicer):
+    def __init__(
+        self, loop: EngineLoop, load_adapter: AdapterLoader, adapter_error: type[Exception], worker_id: str,
+        manager: OnboardManager | None,
+    ) -> None:
+        super().__init__(loop, load_adapter, adapter_error, worker_id)
+        self.manager = manager
+
+    def ValidateAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            adapter = self._load_adapter(request.path)
+        except self._adapter_error as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {request.name!r} refused: {exc}")
+        return common_pb2.ModelCard(id=request.name, parent=self.engine.adapters.base_model_id, rank=adapter.rank,
+                                    target_modules=sorted(adapter.targets),
+                                    max_model_len=self.engine.limits.max_model_len)
+
+    def Requantize(self, request: worker_pb2.RequantizeRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        if self.manager is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this worker serves no quantized checkpoint with stored Hessians (start it with --checkpoint)")
+        add = [AddRequest(t.name, t.adapter_path, t.calibration_path) for t in request.add]
+        try:
+            job = self.manager.submit(add, list(request.remove))
+        except RequantizeBusy as exc:
+            context.abort(grpc.StatusCode.ABORTED, str(exc))
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        for event in job.follow():
+            if not context.is_active():
+                return
+            yield progress_to_proto(event)
