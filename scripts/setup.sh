@@ -9,6 +9,12 @@ if [ ! -f node_modules/.inlaid-stamp ] || [ "$(cat node_modules/.inlaid-stamp)" 
   npm ci --no-audit --no-fund --loglevel=error
   echo "$LOCK_HASH" > node_modules/.inlaid-stamp
 fi
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  # The dashboard browser test drives Debian's chromium (Playwright cannot download a browser here).
+  echo "[setup] apt-get install chromium"
+  (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+    || echo "[setup] could not install chromium; the dashboard browser test will fail" >&2
+fi
 echo "[setup] python venv"
 bash scripts/setup-python.sh
 echo "[setup] generate gRPC code"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Seeds a separate Postgres database with synthetic request records (10M by default) and times the
+# dashboard's queries; writes bench/results/dashboard-<date>.md. Usage:
+#   bash bench/dashboard/seed_and_measure.sh [--records N] [--tasks N] [--keep]
+# Env: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/inlaid_bench_dashboard; dropped first).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+exec node -r ./bench/dashboard/ts-hook.js bench/dashboard/seed_and_measure.ts "$@"
