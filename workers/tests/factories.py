@@ -233,3 +233,21 @@ def greedy_paged(
                 out[i].append(tok)
         step_no += 1
     return out
+
+
+def make_lora_adapter(
+    config: Any, *, rank: int, targets: Sequence[str], seed: int = 0, alpha: float | None = None
+) -> Any:
+    """An in-memory LoraAdapter (no PEFT, no disk) with seeded random non-zero A and B for every layer;
+    `config` is the runner's ModelConfig. Cheap enough to make hundreds."""
+    from inlaid_worker.lora.adapter import LoraAdapter
+
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for layer in range(config.num_layers):
+        for module in targets:
+            out_f, in_f = config.linear_shape(module)
+            a = torch.randn(rank, in_f, generator=gen) / in_f**0.5
+            weights[(layer, module)] = (a, 0.05 * torch.randn(out_f, rank, generator=gen))
+    alpha = float(2 * rank if alpha is None else alpha)
+    return LoraAdapter(rank, alpha, alpha / rank, frozenset(targets), None, weights)

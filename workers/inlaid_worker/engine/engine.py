@@ -5,6 +5,7 @@ Not thread-safe: one thread owns the engine (the server's step loop); other thre
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ class Runner(Protocol):
     def execute(self, step: StepInput) -> torch.Tensor: ...  # logits [S, vocab] float32
     def add_adapter(self, name: str, adapter: Any) -> int: ...
     def remove_adapter(self, name: str) -> None: ...
+    def prepare_adapters(self, names: Iterable[str], keep: Iterable[str]) -> dict[str, int]: ...
 
 
 class RequestError(ValueError):
@@ -39,6 +41,7 @@ class EngineLimits:
     max_num_seqs: int
     max_num_batched_tokens: int
     max_model_len: int  # prompt + output tokens of one request; <= num_kv_blocks * block_size
+    max_loras: int = 0  # distinct adapters among running sequences; 0 = the runner's max_adapters (if any)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class EngineState:
     running: int
     waiting: int
     resident_adapters: tuple[str, ...]
+    adapter_cache: Any = None  # lora.adapter_cache.AdapterCacheStats of the runner (None if it has none)
 
 
 class LLMEngine:
@@ -77,7 +81,10 @@ class LLMEngine:
         self.limits = limits
         self.eos_token_ids = tokenizer.eos_token_ids if eos_token_ids is None else set(eos_token_ids)
         self.block_manager = BlockManager(limits.num_kv_blocks, limits.block_size)
-        self.scheduler = Scheduler(self.block_manager, limits.max_num_seqs, limits.max_num_batched_tokens)
+        max_loras = limits.max_loras or int(getattr(runner, "max_adapters", 0))  # never more than fit
+        self.scheduler = Scheduler(
+            self.block_manager, limits.max_num_seqs, limits.max_num_batched_tokens, max_loras
+        )
         self.adapters = AdapterRegistry(base_model_id, limits.max_model_len)
         self._seqs: dict[str, Sequence] = {}
         self._pending: list[RequestOutput] = []  # outputs produced outside step() (aborts)
@@ -153,7 +160,13 @@ class LLMEngine:
             self.num_running,
             self.num_waiting,
             tuple(self.adapters.names),
+            self.adapter_stats(),
         )
+
+    def adapter_stats(self) -> Any:
+        """The runner's adapter residency and hit-rate counters (lora.adapter_cache.AdapterCacheStats)."""
+        stats = getattr(self.runner, "adapter_stats", None)
+        return None if stats is None else stats()
 
     def requests_for(self, model: str) -> list[str]:
         return [rid for rid, s in self._seqs.items() if s.adapter == model]
@@ -165,11 +178,23 @@ class LLMEngine:
         self.num_preemptions += len(scheduled.preempted)
         if scheduled.is_empty:
             return outputs
+        self._assign_adapter_slots(scheduled)
         step = build_step_input(scheduled.chunks, self.limits.block_size, "cpu")  # the runner moves it
         logits = self.runner.execute(step)  # [S, vocab] float32
         self.scheduler.commit(scheduled)
         self.num_steps += 1
         return outputs + self._postprocess(scheduled, logits)
+
+    def _assign_adapter_slots(self, scheduled: SchedulerOutput) -> None:
+        """Loads the step's adapters into device slots (on demand; running sequences' adapters stay)."""
+        names = [c.seq.adapter for c in scheduled.chunks if c.seq.adapter is not None]
+        if not names:
+            return
+        keep = [s.adapter for s in self.scheduler.running if s.adapter is not None]
+        slots = self.runner.prepare_adapters(names, keep)
+        for chunk in scheduled.chunks:
+            if chunk.seq.adapter is not None:
+                chunk.seq.adapter_slot = slots[chunk.seq.adapter]
 
     def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor) -> list[RequestOutput]:
         rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]

@@ -28,6 +28,8 @@ class EngineOptions:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
     max_model_len: int = 0  # 0 = the model's max_position_embeddings, capped by the KV cache
+    max_gpu_adapters: int = 64  # adapters resident on the device at once; more may be registered (host memory)
+    backend: str = ""  # "torch" | "triton"; "" = triton on CUDA, torch elsewhere
 
 
 def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
@@ -37,12 +39,16 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     dtype = DTYPES[options.dtype]
     config = load_model_config(model_dir)
     num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, options.kv_cache_bytes)
-    runner = ModelRunner(model_dir, options.device, dtype, num_blocks, options.block_size)
+    runner = ModelRunner(
+        model_dir, options.device, dtype, num_blocks, options.block_size, options.max_gpu_adapters,
+        options.backend or None,
+    )
     max_len = min(config.max_position_embeddings, num_blocks * options.block_size)
     if options.max_model_len:
         max_len = min(max_len, options.max_model_len)
     limits = EngineLimits(
-        options.block_size, num_blocks, options.max_num_seqs, options.max_num_batched_tokens, max_len
+        options.block_size, num_blocks, options.max_num_seqs, options.max_num_batched_tokens, max_len,
+        options.max_gpu_adapters,
     )
     tokenizer = PromptTokenizer.from_model_dir(model_dir)
     eos = set(config.eos_token_ids) | tokenizer.eos_token_ids | _generation_eos(model_dir)

@@ -4,7 +4,9 @@ Each step first serves the running sequences, oldest first (one decode token eac
 unfinished prefill), then admits waiting sequences in arrival order with (chunked) prefill, all under a
 token budget and the KV block budget. When blocks run out, the newest running sequences are preempted by
 recompute: their blocks are freed and they go back to the front of the waiting queue. Base-model and adapter
-requests share the batch; the scheduler never looks at adapters.
+requests share the batch. With `max_loras` (the device's adapter slots; 0 = no limit) the running sequences
+never use more distinct adapters than that: a waiting request whose adapter would exceed it is passed over
+(it keeps its place in the queue) so that every running sequence's adapter stays resident.
 """
 
 from __future__ import annotations
@@ -43,12 +45,15 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
-        if max_num_seqs <= 0 or max_num_batched_tokens <= 0:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be positive")
+    def __init__(
+        self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_loras: int = 0
+    ) -> None:
+        if max_num_seqs <= 0 or max_num_batched_tokens <= 0 or max_loras < 0:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be positive, max_loras >= 0")
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_loras = max_loras
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # oldest first
 
@@ -87,8 +92,14 @@ class Scheduler:
         return budget
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        adapters = {s.adapter for s in self.running if s.adapter is not None}
+        passed_over: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            if self.max_loras and seq.adapter is not None and seq.adapter not in adapters:
+                if len(adapters) >= self.max_loras:
+                    passed_over.append(self.waiting.popleft())
+                    continue
             n = min(seq.num_uncomputed_tokens, budget)
             if not self.block_manager.can_allocate(seq.block_table, seq.num_computed_tokens + n):
                 break
@@ -98,6 +109,9 @@ class Scheduler:
             self.running.append(seq)
             out.chunks.append(self._chunk(seq, n))
             budget -= n
+            if seq.adapter is not None:
+                adapters.add(seq.adapter)
+        self.waiting.extendleft(reversed(passed_over))
 
     @staticmethod
     def _chunk(seq: Sequence, n: int) -> ScheduledChunk:

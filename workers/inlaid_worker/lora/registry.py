@@ -9,11 +9,10 @@ from __future__ import annotations
 import torch
 
 from inlaid_worker.lora.adapter import LoraAdapter
+from inlaid_worker.lora.adapter_cache import AdapterSlotsFull
 from inlaid_worker.lora.apply import LoraWeights
 
-
-class AdapterSlotsFull(RuntimeError):
-    """No free adapter slot; remove one first."""
+__all__ = ["AdapterSlotsFull", "LoraRegistry"]
 
 
 class LoraRegistry:
@@ -28,15 +27,19 @@ class LoraRegistry:
     def slots(self) -> dict[str, int]:
         return dict(self._slots)
 
-    def add(self, name: str, adapter: LoraAdapter) -> int:
+    def add(self, name: str, adapter: LoraAdapter, slot: int | None = None) -> int:
+        """Load into `slot` (which must be free), or the lowest free slot when None."""
         if name in self._slots:
             raise ValueError(f"adapter {name!r} is already loaded (slot {self._slots[name]})")
         used = set(self._slots.values())
-        free = next((s for s in range(self._max) if s not in used), None)
+        if slot is not None and (slot in used or not 0 <= slot < self._max):
+            raise ValueError(f"slot {slot} is taken or outside [0, {self._max})")
+        free = slot if slot is not None else next((s for s in range(self._max) if s not in used), None)
         if free is None:
             raise AdapterSlotsFull(f"all {self._max} adapter slots are in use")
         for key, (a, b) in adapter.weights.items():
-            w = LoraWeights(a.to(self._device, self._dtype), b.to(self._device, self._dtype), adapter.scale)
+            a, b = (t.to(self._device, self._dtype, non_blocking=True) for t in (a, b))
+            w = LoraWeights(a, b, adapter.scale)
             self._by_module.setdefault(key, {})[free] = w
         self._slots[name] = free
         return free

@@ -1,36 +1,44 @@
 """The model runner: owns the weights, the paged KV cache and the resident LoRA adapters on one device.
 
 Interface (what the engine uses):
-    runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16)
+    runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16,
+                         max_adapters=64, backend=None)   # backend: "torch" | "triton" (None: by device)
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
-    runner.add_adapter(name, adapter)   # LoraAdapter or adapter directory -> slot (the id for adapter_ids)
+    runner.add_adapter(name, adapter)   # LoraAdapter or directory -> registered in host memory; its device slot
+                                        # (the id for adapter_ids) when one was free, else -1
+    runner.prepare_adapters(names, keep)  # {name: slot}: loads names on demand, LRU-evicting outside names+keep
     runner.remove_adapter(name)         # frees the slot; no StepInput may refer to it afterwards
-    runner.adapter_slots                # {name: slot}
+    runner.adapter_slots                # {name: slot} of the resident adapters (max_adapters at most)
+    runner.adapter_stats()              # residency and hit-rate counters (lora.adapter_cache.AdapterCacheStats)
     num_kv_blocks_for_budget(config, block_size, dtype, budget_bytes) -> int   # size the cache from bytes
 
 The KV cache is one tensor [layers, 2, num_kv_blocks, block_size, kv_heads, head_dim] (2 = K, V). Block ids
 in StepInput.block_tables and slot_mapping index into it; the engine's block manager owns which ids are free.
+A GPTQ checkpoint directory is served dequantized by the torch backend and packed (quant_matmul) by triton.
 Each call writes the new tokens' K/V at slot_mapping, then attends each new token to its sequence's first
 context_lens[s] cached tokens (causally). Inputs may live on the CPU; they are moved to the device here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
-from inlaid_worker.lora.apply import LoraMapping
-from inlaid_worker.lora.registry import LoraRegistry
+from inlaid_worker.lora.adapter_cache import AdapterCacheStats
+from inlaid_worker.model.adapter_tier import AdapterTier
 from inlaid_worker.model.attention import AttentionMetadata
+from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.model.config import ModelConfig, load_model_config
-from inlaid_worker.model.llama import LoraContext, forward
+from inlaid_worker.model.llama import forward
+from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
 from inlaid_worker.model.step_input import StepInput
-from inlaid_worker.model.weights import load_weights
+from inlaid_worker.model.weights import LlamaWeights, load_weights
 
 
 def kv_bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -58,7 +66,10 @@ class ModelRunner:
         num_kv_blocks: int = 256,
         block_size: int = 16,
         max_adapters: int = 64,
+        backend: str | None = None,
+        weights: LlamaWeights | None = None,
     ) -> None:
+        """`weights`: use these (e.g. random ones for benchmarks) instead of loading model_dir's tensors."""
         if num_kv_blocks <= 0 or block_size <= 0:
             raise ValueError(
                 f"num_kv_blocks and block_size must be positive, got {num_kv_blocks}, {block_size}"
@@ -69,7 +80,14 @@ class ModelRunner:
         self.block_size = block_size
         self.num_kv_blocks = num_kv_blocks
         self.config = load_model_config(self.model_dir)
-        self.weights = load_weights(self.model_dir, self.config, self.device, dtype)
+        self.backend = resolve_backend(backend, self.device)
+        if weights is not None:
+            self.weights = weights
+        elif is_gptq_checkpoint(self.model_dir):
+            packed = self.backend == "triton"
+            self.weights = load_gptq_weights(self.model_dir, self.config, self.device, dtype, packed)
+        else:
+            self.weights = load_weights(self.model_dir, self.config, self.device, dtype)
         self._inv_freq = inv_frequencies(self.config.rope, self.config.head_dim, self.device)
         c = self.config
         self.kv_cache = torch.zeros(  # [layers, 2, num_blocks, block_size, kv_heads, head_dim]
@@ -83,19 +101,26 @@ class ModelRunner:
             device=self.device,
         )
         self.kv_bytes_per_block = kv_bytes_per_block(c, block_size, dtype)
-        self._lora = LoraRegistry(self.device, dtype, max_adapters)
+        self.max_adapters = max_adapters
+        self._adapters = AdapterTier(self.config, self.device, dtype, max_adapters, self.backend)
 
     @property
     def adapter_slots(self) -> dict[str, int]:
-        return self._lora.slots
+        return self._adapters.slots
 
     def add_adapter(self, name: str, adapter: LoraAdapter | str | Path) -> int:
         if not isinstance(adapter, LoraAdapter):
             adapter = load_adapter(adapter, self.config)
-        return self._lora.add(name, adapter)
+        return self._adapters.add(name, adapter)
 
     def remove_adapter(self, name: str) -> None:
-        self._lora.remove(name)
+        self._adapters.remove(name)
+
+    def prepare_adapters(self, names: Iterable[str], keep: Iterable[str] = ()) -> dict[str, int]:
+        return self._adapters.acquire(names, keep)
+
+    def adapter_stats(self) -> AdapterCacheStats:
+        return self._adapters.stats()
 
     @torch.inference_mode()
     def execute(self, step: StepInput) -> torch.Tensor:
@@ -110,9 +135,7 @@ class ModelRunner:
             step.block_tables.to(dev),
             self.block_size,
         )
-        mapping = LoraMapping.build(step.adapter_ids.to(dev))
-        self._check_slots(mapping)
-        lora = None if mapping.empty else LoraContext(mapping, self._lora)
+        lora = self._adapters.context(step.adapter_ids)
         rope = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
         hidden = forward(self.weights, self.config, token_ids, rope, self.kv_cache, meta, lora)
         picked = hidden[step.logits_indices.to(dev)]  # [S, hidden]
@@ -132,9 +155,3 @@ class ModelRunner:
             raise ValueError(f"StepInput.query_start_loc ends at {int(step.query_start_loc[-1])}, not {t}")
         if t and int(step.slot_mapping.max()) >= self.num_kv_blocks * self.block_size:
             raise ValueError("StepInput.slot_mapping points past the KV cache")
-
-    def _check_slots(self, mapping: LoraMapping) -> None:
-        live = set(self._lora.slots.values())
-        unknown = [slot for slot, _ in mapping.groups if slot not in live]
-        if unknown:
-            raise ValueError(f"StepInput.adapter_ids refers to unloaded adapter slot(s) {unknown}")

@@ -76,6 +76,16 @@ class WorkerMetrics:
             ("inlaid_worker_kv_blocks_free", "gauge", "Free KV cache blocks.", state.free_kv_blocks),
             ("inlaid_worker_adapters_resident", "gauge", "Adapters resident.", len(state.resident_adapters)),
         ]
+        cache = getattr(state, "adapter_cache", None)  # the runner's host-tier adapter cache, if any
+        if cache is not None:
+            g += [
+                ("inlaid_worker_adapters_registered", "gauge", "Adapters registered (host memory).", cache.registered),
+                ("inlaid_worker_adapters_on_device", "gauge", "Adapters resident in device slots.", cache.resident),
+                ("inlaid_worker_adapter_slots", "gauge", "Device adapter slots.", cache.capacity),
+                ("inlaid_worker_adapter_hits_total", "counter", "Step adapters already on the device.", cache.hits),
+                ("inlaid_worker_adapter_misses_total", "counter", "Step adapters loaded on demand.", cache.misses),
+                ("inlaid_worker_adapter_evictions_total", "counter", "Adapters evicted (LRU).", cache.evictions),
+            ]
         lines: list[str] = []
         for name, kind, help_, value in g:
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value:g}"]

@@ -68,10 +68,11 @@ def test_remove_adapter_frees_its_slot(setup):
     runner = ModelRunner(model_dir, num_kv_blocks=4, block_size=BS, max_adapters=2)
     runner.add_adapter("attn", dirs["attn"])
     runner.add_adapter("mlp", dirs["mlp"])
-    with pytest.raises(RuntimeError, match="all 2 adapter slots"):
-        runner.add_adapter("mixed", dirs["mixed"])
+    assert runner.add_adapter("mixed", dirs["mixed"]) == -1  # registered in host memory, no slot yet
+    with pytest.raises(RuntimeError, match="exceed the 2 device adapter slots"):
+        runner.prepare_adapters(["mixed"], keep=["attn", "mlp"])
     runner.remove_adapter("attn")
-    assert runner.add_adapter("mixed", dirs["mixed"]) == 0
+    assert runner.prepare_adapters(["mixed"]) == {"mixed": 0}
     assert runner.adapter_slots == {"mixed": 0, "mlp": 1}
-    with pytest.raises(ValueError, match="already loaded"):
+    with pytest.raises(ValueError, match="already registered"):
         runner.add_adapter("mlp", dirs["mlp"])

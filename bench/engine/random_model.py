@@ -1,0 +1,121 @@
+"""Random-weight Llama runners for the decode benchmark (speed does not depend on the values).
+
+Builds LlamaWeights directly on the device (fp16 dense, or 4-bit g128 packed QuantMatrix), random LoRA
+adapters sharing one set of tensors per (rank, targets) (their pools still hold one copy per slot), and the
+byte counts the roofline needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from inlaid_worker.kernels.gptq_packing import GPTQWeight
+from inlaid_worker.lora.adapter import LoraAdapter
+from inlaid_worker.model.config import ModelConfig
+from inlaid_worker.model.quant_weights import QuantMatrix
+from inlaid_worker.model.runner import ModelRunner
+from inlaid_worker.model.weights import LayerWeights, LlamaWeights
+
+ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+ALL = ATTN + ("gate_proj", "up_proj", "down_proj")
+TARGETS = {"qkvo": ATTN, "all": ALL}
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+
+
+LLAMA2_7B = Shape(4096, 11008, 32, 32, 32, 32000)
+TINY = Shape(128, 256, 2, 4, 2, 512)
+
+
+def write_config(shape: Shape, out_dir: Path) -> Path:
+    """A Llama config.json (no tensors): the runner reads its shape from here."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=shape.hidden,
+               intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
+               num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, vocab_size=shape.vocab,
+               max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+               bos_token_id=1, eos_token_id=2, hidden_act="silu")  # fmt: skip
+    (out_dir / "config.json").write_text(json.dumps(raw))
+    return out_dir
+
+
+def random_int4(k: int, n: int, device: torch.device, group: int = 128) -> QuantMatrix:
+    g = min(group, k)
+    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device=device)
+    qz = torch.randint(-(2**31), 2**31 - 1, (k // g, -(-n // 8)), dtype=torch.int32, device=device)
+    sc = (torch.rand(k // g, n, device=device) * 0.01 + 0.001).half()
+    return QuantMatrix((GPTQWeight(qw, qz, sc, None, 4, g, False, 1, k, n),))
+
+
+def random_weights(c: ModelConfig, quant: str, device: torch.device, dtype: torch.dtype) -> LlamaWeights:
+    """quant: "int4" (packed g128, run by quant_matmul) or "fp16" (dense in `dtype`)."""
+
+    def dense(n: int, k: int) -> torch.Tensor:
+        return (torch.randn(n, k, device=device, dtype=torch.float32) * 0.02).to(dtype)
+
+    def mat(n: int, k: int) -> torch.Tensor | QuantMatrix:
+        return random_int4(k, n, device) if quant == "int4" else dense(n, k)
+
+    h, inter = c.hidden_size, c.intermediate_size
+    ones = torch.ones(h, device=device, dtype=dtype)
+    layers = tuple(
+        LayerWeights(ones, mat(c.q_size + 2 * c.kv_size, h), mat(h, c.q_size), ones, mat(2 * inter, h),
+                     mat(h, inter))  # type: ignore[arg-type]  # fmt: skip
+        for _ in range(c.num_layers)
+    )
+    return LlamaWeights(dense(c.vocab_size, h), layers, ones, dense(c.vocab_size, h))
+
+
+def make_runner(
+    config_dir: Path, quant: str, device: torch.device, dtype: torch.dtype, num_kv_blocks: int,
+    block_size: int, max_adapters: int, backend: str,
+) -> ModelRunner:  # fmt: skip
+    from inlaid_worker.model.config import load_model_config
+
+    weights = random_weights(load_model_config(config_dir), quant, device, dtype)
+    return ModelRunner(config_dir, device, dtype, num_kv_blocks, block_size, max_adapters, backend, weights)
+
+
+def random_adapter(c: ModelConfig, rank: int, targets: tuple[str, ...], seed: int = 0) -> LoraAdapter:
+    """One adapter; its tensors are shared by every layer (the pools copy them into per-layer rows)."""
+    gen = torch.Generator().manual_seed(seed)
+    per_module = {}
+    for m in targets:
+        out_f, in_f = c.linear_shape(m)
+        per_module[m] = (torch.randn(rank, in_f, generator=gen) / in_f**0.5, 0.01 * torch.randn(out_f, rank, generator=gen))
+    weights = {(layer, m): per_module[m] for layer in range(c.num_layers) for m in targets}
+    return LoraAdapter(rank, 2.0 * rank, 2.0, frozenset(targets), None, weights)
+
+
+def weight_bytes(w: LlamaWeights, batch_rows: int) -> int:
+    """Bytes a decode step must read from the weights: every layer's linears, norms, the LM head, and one
+    embedding row per token."""
+    total = w.lm_head.nbytes + w.norm.nbytes + batch_rows * w.embed[0].nbytes
+    for layer in w.layers:
+        total += layer.input_norm.nbytes + layer.post_norm.nbytes
+        for m in (layer.qkv, layer.o, layer.gate_up, layer.down):
+            total += m.nbytes() if isinstance(m, QuantMatrix) else m.nbytes
+    return total
+
+
+def adapter_bytes(c: ModelConfig, rank: int, targets: tuple[str, ...], element: int) -> int:
+    """A and B of one adapter over all layers."""
+    per_layer = sum(rank * sum(c.linear_shape(m)) for m in targets)
+    return per_layer * c.num_layers * element
+
+
+def kv_bytes(c: ModelConfig, tokens: int, element: int) -> int:
+    """K and V of `tokens` cached tokens over all layers (what decode attention reads)."""
+    return tokens * c.num_layers * 2 * c.kv_size * element

@@ -1,0 +1,108 @@
+"""The runner's adapters: every registered adapter in host memory (pinned on CUDA), at most `num_slots` of
+them on the device, moved in and out by the LRU in lora/adapter_cache.py.
+
+The device side is the backend's: per-slot weight dicts for the torch reference (LoraRegistry) or stacked
+per-module pools for the Triton kernels (LoraPools). Registration loads an adapter at once when a slot is
+free; otherwise it is loaded when a step needs it (`acquire`), evicting the least recently used resident
+adapter that no running sequence needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+import torch
+
+from inlaid_worker.lora.adapter import LoraAdapter
+from inlaid_worker.lora.adapter_cache import AdapterCache, AdapterCacheStats
+from inlaid_worker.lora.apply import LoraMapping
+from inlaid_worker.lora.pools import LoraPools
+from inlaid_worker.lora.registry import LoraRegistry
+from inlaid_worker.model.config import ModelConfig
+from inlaid_worker.model.kernel_lora import KernelLoraContext
+from inlaid_worker.model.llama import LoraContext
+
+
+def to_host(adapter: LoraAdapter, dtype: torch.dtype, pin: bool) -> LoraAdapter:
+    """The adapter's weights in the serving dtype on the CPU, page-locked when `pin` (fast async copies)."""
+
+    def host(t: torch.Tensor) -> torch.Tensor:
+        t = t.to("cpu", dtype).contiguous()
+        return t.pin_memory() if pin else t
+
+    return replace(adapter, weights={k: (host(a), host(b)) for k, (a, b) in adapter.weights.items()})
+
+
+class AdapterTier:
+    def __init__(
+        self, config: ModelConfig, device: torch.device, dtype: torch.dtype, num_slots: int, backend: str
+    ) -> None:
+        self.cache = AdapterCache(num_slots)
+        self._device, self._dtype = device, dtype
+        self._pin = device.type == "cuda"
+        self._host: dict[str, LoraAdapter] = {}
+        self._registry = LoraRegistry(device, dtype, num_slots) if backend == "torch" else None
+        self._pools = LoraPools(config, num_slots, device, dtype) if backend == "triton" else None
+
+    @property
+    def slots(self) -> dict[str, int]:
+        return self.cache.slots
+
+    def stats(self) -> AdapterCacheStats:
+        return self.cache.stats()
+
+    def add(self, name: str, adapter: LoraAdapter) -> int:
+        """Register `name`; returns its device slot, or -1 when every slot is taken (loaded on demand)."""
+        host = to_host(adapter, self._dtype, self._pin)  # before registering: a failure leaves no trace
+        self.cache.register(name)
+        self._host[name] = host
+        slot = self.cache.place_if_free(name)
+        if slot is None:
+            return -1
+        self._load(name, slot)
+        return slot
+
+    def remove(self, name: str) -> None:
+        slot = self.cache.unregister(name)
+        del self._host[name]
+        if slot is not None:
+            self._unload(name, slot)
+
+    def acquire(self, names: Iterable[str], keep: Iterable[str] = ()) -> dict[str, int]:
+        """Make `names` resident (evicting LRU adapters outside names and keep); returns their slots."""
+        res = self.cache.acquire(names, keep)
+        for name, slot in res.evictions:
+            self._unload(name, slot)
+        for name, slot in res.loads:
+            self._load(name, slot)
+        return res.slots
+
+    def context(self, adapter_ids: torch.Tensor) -> LoraContext | KernelLoraContext | None:
+        """The step's LoRA context for adapter_ids [T] (slots, -1 = base; host or device); None if no row has one."""
+        if self._pools is not None:
+            ids = adapter_ids.tolist()  # the step input lives on the host: no device sync
+            self._check_slots(ids)
+            return None if max(ids, default=-1) < 0 else KernelLoraContext.build(ids, self._pools, self._device)
+        mapping = LoraMapping.build(adapter_ids.to(self._device))
+        self._check_slots([slot for slot, _ in mapping.groups])
+        return None if mapping.empty or self._registry is None else LoraContext(mapping, self._registry)
+
+    def _check_slots(self, slots: Iterable[int]) -> None:
+        live = set(self.cache.slots.values())
+        unknown = sorted({s for s in slots if s >= 0 and s not in live})
+        if unknown:
+            raise ValueError(f"StepInput.adapter_ids refers to unloaded adapter slot(s) {unknown}")
+
+    def _load(self, name: str, slot: int) -> None:
+        adapter = self._host[name]
+        if self._registry is not None:
+            self._registry.add(name, adapter, slot)
+        if self._pools is not None:
+            self._pools.write(slot, adapter)
+
+    def _unload(self, name: str, slot: int) -> None:
+        if self._registry is not None:
+            self._registry.remove(name)
+        if self._pools is not None:
+            self._pools.clear(slot)
