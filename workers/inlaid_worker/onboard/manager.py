@@ -135,7 +135,9 @@ class OnboardManager:
 
 
 def install_checkpoint(runner: Any, ckpt_dir: Path) -> None:
-    """Make `runner` serve the (dequantized) checkpoint at `ckpt_dir` instead of its full-precision weights."""
-    from .checkpoint_weights import checkpoint_weights
+    """Make `runner` serve the checkpoint at `ckpt_dir` instead of its full-precision weights: packed (quant_matmul)
+    on the triton backend, dequantized on the torch backend."""
+    from inlaid_worker.model.quant_weights import load_gptq_weights
 
-    runner.weights = checkpoint_weights(ckpt_dir, runner.config, runner.device, runner.dtype)
+    packed = getattr(runner, "backend", "torch") == "triton"
+    runner.weights = load_gptq_weights(ckpt_dir, runner.config, runner.device, runner.dtype, packed=packed)
