@@ -1,3 +1,4 @@
+import { parseSchedulingConfig } from './scheduling-config';
 import { parseTasksConfig } from './tasks-config';
 import { ConfigError, parseConfig } from './gateway-config';
 
@@ -16,6 +17,7 @@ describe('parseConfig', () => {
       tls: null,
       workerTls: null,
       tasks: parseTasksConfig({}),
+      scheduling: parseSchedulingConfig({}),
     });
   });
 

@@ -2,6 +2,7 @@
  * Gateway configuration: the only place that knows the environment variable names. `parseConfig` is pure
  * (it takes the env as an argument) and throws a ConfigError naming the bad variable.
  */
+import { parseSchedulingConfig, SchedulingConfig } from './scheduling-config';
 import { parseTasksConfig, TasksConfig } from './tasks-config';
 
 export interface GatewayConfig {
@@ -22,6 +23,8 @@ export interface GatewayConfig {
   readonly workerTls: WorkerTlsFiles | null;
   /** Task onboarding (tasks-config.ts). */
   readonly tasks: TasksConfig;
+  /** Request scheduling (scheduling-config.ts). */
+  readonly scheduling: SchedulingConfig;
 }
 
 export interface TlsFiles {
@@ -140,5 +143,6 @@ export function parseConfig(env: Env): GatewayConfig {
     tls: parseTls(env),
     workerTls: parseWorkerTls(env),
     tasks: parseTasksConfig(env),
+    scheduling: parseSchedulingConfig(env),
   });
 }

@@ -1,3 +1,4 @@
 // Public face of @inlaid/config: the gateway configuration, parsed and validated once from the environment.
 export { ConfigError, GatewayConfig, parseConfig, TlsFiles, WorkerTlsFiles } from './gateway-config';
 export { parseTasksConfig, TasksConfig } from './tasks-config';
+export { LENGTH_PREDICTORS, LengthPredictorName, parseSchedulingConfig, SCHEDULING_POLICIES, SchedulingConfig, SchedulingPolicy } from './scheduling-config';

@@ -1,11 +1,12 @@
 /**
- * Runs one generation end to end: route to a worker, Prepare (tokenize + validate), Admit on the worker's
- * Session, stream deltas back, Abort when the consumer goes away, and record the request's timeline.
+ * Runs one generation end to end: Prepare (tokenize + validate) on a ready worker, hand the prepared
+ * request to the scheduler (scheduling/), wait until the policy admits it on a worker, stream its deltas
+ * back, cancel it when the consumer goes away, and record the request's timeline.
  *
- * Worker failure: a request that has not yet delivered any output to its client (Prepare failed, Admit on a
- * dead link, or the link broke before the first delta) is retried transparently on another ready worker,
- * each worker at most once. Once output has been delivered, a broken link ends the request with a clean
- * UNAVAILABLE error (HTTP 503 / an SSE error event, gRPC UNAVAILABLE): replaying it could duplicate text.
+ * Worker failure: Prepare on a lost worker is retried on another ready worker, each at most once. A request
+ * admitted but without output yet when its worker is lost waits again in the scheduler and runs on another
+ * worker; once output has been delivered, a broken link ends the request with a clean UNAVAILABLE error
+ * (HTTP 503 / an SSE error event, gRPC UNAVAILABLE). Scheduler refusals: scheduling/errors.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
@@ -13,8 +14,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import { worker } from '@inlaid/proto';
 import { fromWorkerError, InlaidError } from '../common/inlaid-error';
 import { RecordsService } from '../records/records.service';
-import { AsyncQueue } from '../workers/async-queue';
-import { WorkerConnection } from '../workers/worker-connection';
+import { SchedulingService } from '../scheduling/scheduling.service';
+import { Ticket } from '../scheduling/ticket';
 import { WorkersService } from '../workers/workers.service';
 import { toGenerationDelta } from './delta-mapping';
 import type { Generation, GenerationDelta, GenerationInput } from './generation.types';
@@ -23,15 +24,14 @@ import { RequestTimeline } from './request-timeline';
 const PREPARE_TIMEOUT_MS = 15_000;
 const ID_PREFIX = { completions: 'cmpl', 'chat.completions': 'chatcmpl', grpc: 'gen' } as const;
 
-interface Attempt {
-  readonly conn: WorkerConnection;
-  readonly queue: AsyncQueue<worker.TokenDelta>;
-  readonly promptTokens: number;
-}
-
 function isWorkerLoss(err: unknown): boolean {
   const code = err instanceof InlaidError ? err.status : (err as { code?: unknown } | null)?.code;
   return code === status.UNAVAILABLE;
+}
+
+/** The prompt text a prompt-reading length predictor sees. */
+function promptText(input: GenerationInput): string {
+  return input.prompt !== '' ? input.prompt : input.messages.map((m) => m.content).join('\n');
 }
 
 @Injectable()
@@ -39,15 +39,21 @@ export class GenerationService {
   constructor(
     @Inject(WorkersService) private readonly workers: WorkersService,
     @Inject(RecordsService) private readonly records: RecordsService,
+    @Inject(SchedulingService) private readonly scheduling: SchedulingService,
   ) {}
 
   async start(input: GenerationInput): Promise<Generation> {
     const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
     const timeline = new RequestTimeline(id, input.model, input.api, new Date());
-    const tried = new Set<string>();
+    let ticket: Ticket | null = null;
     try {
-      const first = await this.attempt(id, input, tried, timeline);
-      return this.running(id, input, first, tried, timeline);
+      const prepared = await this.prepare(input);
+      const promptTokens = prepared.promptTokenIds.length;
+      const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
+      ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
+      const workerAddr = await ticket.admitted;
+      timeline.routed(workerAddr, promptTokens);
+      return this.running(id, input, ticket, promptTokens, timeline);
     } catch (err) {
       const error = fromWorkerError(err, input.model);
       this.record(timeline.close('rejected', new Date(), null, error.message));
@@ -55,82 +61,73 @@ export class GenerationService {
     }
   }
 
-  /** Prepare + Admit on the best worker not yet tried; on a lost worker, moves on to the next one. */
-  private async attempt(id: string, input: GenerationInput, tried: Set<string>, timeline: RequestTimeline): Promise<Attempt> {
+  /** Prepare on the best worker not yet tried; on a lost worker, moves on to the next one. */
+  private async prepare(input: GenerationInput): Promise<worker.PrepareResponse> {
+    const tried = new Set<string>();
     for (;;) {
       const conn = this.workers.pick(input.model, tried);
       tried.add(conn.addr);
       try {
-        const prepared = await conn.prepare(
+        return await conn.prepare(
           { model: input.model, prompt: input.prompt, messages: [...input.messages], sampling: input.sampling },
           PREPARE_TIMEOUT_MS,
         );
-        const promptTokens = prepared.promptTokenIds.length;
-        const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
-        const queue = conn.admit({ requestId: id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling });
-        timeline.routed(conn.addr, promptTokens);
-        return { conn, queue, promptTokens };
       } catch (err) {
         if (!isWorkerLoss(err) || !this.workers.hasReadyOutside(tried)) throw err;
       }
     }
   }
 
-  private running(id: string, input: GenerationInput, first: Attempt, tried: Set<string>, timeline: RequestTimeline): Generation {
-    let current = first;
+  private running(id: string, input: GenerationInput, ticket: Ticket, promptTokens: number, timeline: RequestTimeline): Generation {
     let aborted = false;
+    let done = false;
     const abort = (reason: string): void => {
-      if (current.queue.isClosed) return;
+      if (done || aborted) return;
       aborted = true;
-      current.conn.abort(id);
+      this.scheduling.cancel(id);
       this.record(timeline.close('aborted', new Date(), 'abort', reason));
     };
-    const retry = async (): Promise<Attempt> => (current = await this.attempt(id, input, tried, timeline));
-    const deltas = this.stream(() => current, retry, timeline, () => aborted, abort);
-    return { id, model: input.model, promptTokens: first.promptTokens, created: Math.floor(Date.now() / 1000), deltas, abort };
+    const deltas = this.stream(ticket, promptTokens, timeline, () => aborted, abort, () => (done = true));
+    return { id, model: input.model, promptTokens, created: Math.floor(Date.now() / 1000), deltas, abort };
   }
 
   private async *stream(
-    current: () => Attempt,
-    retry: () => Promise<Attempt>,
+    ticket: Ticket,
+    promptTokens: number,
     timeline: RequestTimeline,
     wasAborted: () => boolean,
     abort: (reason: string) => void,
+    finished: () => void,
   ): AsyncGenerator<GenerationDelta> {
     let counted = 0;
-    let delivered = false;
     try {
-      for (;;) {
-        try {
-          for await (const raw of current().queue) {
-            counted += raw.tokenIds.length;
-            const d = toGenerationDelta(raw, current().promptTokens);
-            const delta = { ...d, completionTokens: Math.max(d.completionTokens, counted) };
-            timeline.progress(delta.completionTokens, delta.promptTokens, new Date());
-            if (delta.finishReason === 'abort' || delta.finishReason === 'error') {
-              throw new InlaidError(status.INTERNAL, `The worker ended the request (${delta.finishReason}).`);
-            }
-            delivered = true;
-            yield delta;
-            if (delta.finishReason !== null) {
-              this.record(timeline.close('completed', new Date(), delta.finishReason, null));
-              return;
-            }
-          }
-          if (!wasAborted()) throw InlaidError.unavailable('The worker ended the request without finishing it.');
+      for await (const event of ticket.events) {
+        if (event.kind === 'admitted') {
+          timeline.routed(event.worker, promptTokens);
+          continue;
+        }
+        counted += event.delta.tokenIds.length;
+        const d = toGenerationDelta(event.delta, promptTokens);
+        const delta = { ...d, completionTokens: Math.max(d.completionTokens, counted) };
+        timeline.progress(delta.completionTokens, delta.promptTokens, new Date());
+        if (delta.finishReason === 'abort' || delta.finishReason === 'error') {
+          throw new InlaidError(status.INTERNAL, `The worker ended the request (${delta.finishReason}).`);
+        }
+        yield delta;
+        if (delta.finishReason !== null) {
+          finished();
+          this.record(timeline.close('completed', new Date(), delta.finishReason, null));
           return;
-        } catch (err) {
-          if (delivered || wasAborted() || !isWorkerLoss(err)) throw err;
-          counted = 0;
-          await retry(); // throws when no other worker is ready: the original loss is then reported
         }
       }
+      if (!wasAborted()) throw InlaidError.unavailable('The worker ended the request without finishing it.');
     } catch (err) {
+      finished();
       const error = fromWorkerError(err, '');
       this.record(timeline.close('failed', new Date(), null, error.message));
       throw error;
     } finally {
-      // The consumer stopped iterating early (break / return): free the worker's blocks.
+      // The consumer stopped iterating early (break / return): drop the request from the scheduler and worker.
       abort('consumer stopped reading');
     }
   }

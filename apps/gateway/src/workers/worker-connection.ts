@@ -34,6 +34,10 @@ const INFO_TIMEOUT_MS = 2000;
 
 type Session = ClientDuplexStream<worker.ControlMessage, worker.WorkerEvent>;
 
+/** 'up': a Session opened; 'state': a WorkerState arrived; 'down': the Session ended (just before its requests fail). */
+export type LinkEvent = 'up' | 'state' | 'down';
+export type LinkListener = (conn: WorkerConnection, event: LinkEvent) => void;
+
 export class WorkerConnection {
   private readonly client: worker.WorkerClient;
   private readonly pending = new Map<string, AsyncQueue<worker.TokenDelta>>();
@@ -43,6 +47,7 @@ export class WorkerConnection {
   private lastError: string | null = null;
   private stopped = false;
   private wake: (() => void) | null = null;
+  private readonly linkListeners: LinkListener[] = [];
 
   constructor(
     readonly addr: string,
@@ -80,6 +85,16 @@ export class WorkerConnection {
       state: this.state,
       lastError: this.lastError,
     };
+  }
+
+  /** Calls `listener` on Session up/down and on every WorkerState (the scheduler reacts to each). */
+  watch(listener: LinkListener): void {
+    this.linkListeners.push(listener);
+  }
+
+  /** The latest WorkerState (null before the first GetInfo). */
+  get latestState(): worker.WorkerState | null {
+    return this.state;
   }
 
   start(): void {
@@ -158,7 +173,9 @@ export class WorkerConnection {
       } catch (err) {
         this.lastError = err instanceof Error ? err.message : String(err);
       }
+      const wasUp = this.info !== null;
       this.info = null;
+      if (wasUp) this.emit('down');
       this.failAll(InlaidError.unavailable(`Worker ${this.addr} disconnected.`));
       if (this.stopped) break;
       await this.sleep(backoffDelay(attempt++, this.backoff));
@@ -169,6 +186,7 @@ export class WorkerConnection {
     return new Promise((resolve) => {
       const session = this.client.session();
       this.session = session;
+      this.emit('up');
       const finish = (why: string) => {
         if (this.session !== session) return;
         this.session = null;
@@ -188,6 +206,7 @@ export class WorkerConnection {
     if (kind === undefined) return;
     if (kind.$case === 'state') {
       this.state = kind.value;
+      this.emit('state');
     } else if (kind.$case === 'delta') {
       const queue = this.pending.get(kind.value.requestId);
       if (queue === undefined) return;
@@ -200,6 +219,16 @@ export class WorkerConnection {
       const queue = this.pending.get(kind.value.requestId);
       this.pending.delete(kind.value.requestId);
       queue?.fail(new InlaidError(status.INTERNAL, `Worker error: ${kind.value.message}`));
+    }
+  }
+
+  private emit(event: LinkEvent): void {
+    for (const listener of this.linkListeners) {
+      try {
+        listener(this, event);
+      } catch (err) {
+        this.logger.warn(`worker ${this.addr} ${event} listener failed: ${(err as Error).message}`);
+      }
     }
   }
 

@@ -4,7 +4,7 @@ import type { GatewayConfig } from '@inlaid/config';
 import { common, worker } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
-import { WorkerConnection, WorkerSnapshot } from './worker-connection';
+import { LinkListener, WorkerConnection, WorkerSnapshot } from './worker-connection';
 import { pickWorker } from './worker-routing';
 import { DEFAULT_BACKOFF } from './backoff';
 import { workerChannelCredentials } from '../tls/tls-credentials';
@@ -26,6 +26,11 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
 
   onWorkerInfo(listener: WorkerInfoListener): void {
     this.listeners.push(listener);
+  }
+
+  /** Session up/down and WorkerState events of every worker (the scheduler's input). */
+  onLink(listener: LinkListener): void {
+    this.connections.forEach((c) => c.watch(listener));
   }
 
   onModuleInit(): void {

@@ -1,0 +1,191 @@
+import { status } from '@grpc/grpc-js';
+import { LENGTH_PREDICTORS, parseSchedulingConfig, SCHEDULING_POLICIES } from '@inlaid/config';
+import { common, worker } from '@inlaid/proto';
+import { POLICY_NAMES, PREDICTOR_NAMES, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
+import { InlaidError } from '../common/inlaid-error';
+import { AsyncQueue } from '../workers/async-queue';
+import { Dispatcher } from './dispatcher';
+import { PreparedRequest } from './resume';
+import { schedulerOptions } from './scheduler-options';
+import { Ticket, TicketEvent, WorkerLink } from './ticket';
+
+class FakeLink implements WorkerLink {
+  readonly admits: worker.Admit[] = [];
+  readonly aborts: string[] = [];
+  readonly queues = new Map<string, AsyncQueue<worker.TokenDelta>>();
+  constructor(readonly addr: string) {}
+  admit(a: worker.Admit): AsyncQueue<worker.TokenDelta> {
+    const q = new AsyncQueue<worker.TokenDelta>();
+    this.admits.push(a);
+    this.queues.set(a.requestId, q);
+    return q;
+  }
+  abort(id: string): void {
+    this.aborts.push(id);
+    this.queues.get(id)?.end();
+  }
+  /** Emits a delta with `ids` for a run (the stream ends with `finish` if given). */
+  emit(runId: string, ids: number[], completion: number, finish = common.FinishReason.FINISH_REASON_UNSPECIFIED): void {
+    this.queues.get(runId)?.push({ requestId: runId, text: ids.map(String).join(' '), tokenIds: ids, finishReason: finish, promptTokens: 0, completionTokens: completion });
+    if (finish !== common.FinishReason.FINISH_REASON_UNSPECIFIED) this.queues.get(runId)?.end();
+  }
+}
+
+const capacity = (id: string, kvBlocksTotal = 100, maxBatchRows = 8) => ({ id, kvBlocksTotal, blockSize: 4, maxBatchRows, maxPrefillTokens: 4096 });
+const req = (id: string, prompt = 8, maxTokens = 16): PreparedRequest => ({
+  id, model: 'm', promptTokenIds: Array.from({ length: prompt }, (_, i) => i + 1), sampling: { maxTokens, stop: [], stopTokenIds: [], ignoreEos: true },
+});
+const tick = () => new Promise((r) => setImmediate(r));
+
+async function drain(t: Ticket): Promise<TicketEvent[]> {
+  const out: TicketEvent[] = [];
+  for await (const e of t.events) out.push(e);
+  return out;
+}
+
+function setup(options: SchedulerConfigInput = {}, links = ['a']) {
+  let now = 0;
+  const d = new Dispatcher(new Scheduler(options), () => now, { warn: () => undefined }, links);
+  const fakes = links.map((l) => new FakeLink(l));
+  return { d, fakes, advance: (s: number) => (now += s) };
+}
+
+describe('Dispatcher', () => {
+  it('admits, streams, finishes, lets the predictor learn and drains the queue', async () => {
+    const { d, fakes: [a] } = setup();
+    d.workerUp(a, capacity('a'));
+    const t = d.submit(req('r1'), 'sql', 'hello');
+    expect(await t.admitted).toBe('a');
+    expect(a.admits[0]).toMatchObject({ requestId: 'r1', model: 'm' });
+    a.emit('r1', [100, 101], 2);
+    a.emit('r1', [102], 3, common.FinishReason.FINISH_REASON_LENGTH);
+    const events = await drain(t);
+    expect(events.map((e) => e.kind)).toEqual(['admitted', 'delta', 'delta']);
+    expect(d.inFlight).toBe(0);
+    expect(d.waiting).toBe(0);
+    for (let i = 2; i <= 8; i++) {
+      const ti = d.submit(req(`r${i}`), 'sql', undefined);
+      await ti.admitted;
+      a.emit(`r${i}`, [1, 2, 3], 3, common.FinishReason.FINISH_REASON_STOP);
+      await drain(ti);
+    }
+    expect(d.scheduler.predictor.predict('sql', 8)).toMatchObject({ p50: 3, support: 8 }); // learned online from finishes
+  });
+
+  it('honours the policy: fcfs-maxloras with max_loras=1 runs one task at a time', async () => {
+    const { d, fakes: [a] } = setup({ policy: 'fcfs-maxloras', maxLoras: 1 });
+    d.workerUp(a, capacity('a'));
+    const t1 = d.submit(req('s1'), 'sql', undefined);
+    const t2 = d.submit(req('p1'), 'poet', undefined);
+    const t3 = d.submit(req('s2'), 'sql', undefined);
+    await tick();
+    expect(a.admits.map((x) => x.requestId)).toEqual(['s1', 's2']);
+    a.emit('s1', [1], 1, common.FinishReason.FINISH_REASON_STOP);
+    await tick();
+    expect(a.admits).toHaveLength(2); // s2 of sql still runs
+    a.emit('s2', [1], 1, common.FinishReason.FINISH_REASON_STOP);
+    expect(await t2.admitted).toBe('a');
+    expect(a.admits.map((x) => x.requestId)).toEqual(['s1', 's2', 'p1']);
+    await Promise.all([drain(t1), drain(t3)]);
+  });
+
+  it('maps preempt to abort on the worker and resumes by recompute from the streamed tokens', async () => {
+    // 8 blocks of 4 tokens: two 8-token prompts fit, their growth does not.
+    const { d, fakes: [a], advance } = setup({ policy: 'fifo' });
+    d.workerUp(a, capacity('a', 8));
+    const t1 = d.submit(req('r1', 8, 20), 'sql', undefined);
+    advance(0.1);
+    const t2 = d.submit(req('r2', 8, 20), 'sql', undefined);
+    await Promise.all([t1.admitted, t2.admitted]);
+    const seen: TicketEvent[] = [];
+    const reading = (async () => {
+      for await (const e of t2.events) seen.push(e);
+    })();
+    a.emit('r1', [1, 2, 3, 4, 5, 6, 7, 8], 8);
+    a.emit('r2', [11, 12, 13, 14, 15, 16, 17, 18], 8);
+    await tick();
+    d.pass();
+    expect(a.aborts).toEqual(['r2']); // fifo evicts the newest
+    const resumed = a.admits.find((x) => x.requestId === 'r2~r1');
+    expect(resumed).toBeUndefined(); // not yet: no KV until r1 finishes
+    a.emit('r1', [9], 9, common.FinishReason.FINISH_REASON_LENGTH);
+    await drain(t1);
+    const again = a.admits.find((x) => x.requestId === 'r2~r1') as worker.Admit;
+    expect(again.promptTokenIds).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18]);
+    expect(again.sampling?.maxTokens).toBe(12);
+    a.emit('r2~r1', [19], 1, common.FinishReason.FINISH_REASON_LENGTH);
+    await reading;
+    const last = seen[seen.length - 1];
+    expect(last.kind === 'delta' && last.delta).toMatchObject({ requestId: 'r2', promptTokens: 8, completionTokens: 9 });
+    expect(seen.filter((e) => e.kind === 'admitted')).toHaveLength(2);
+  });
+
+  it('refuses a prompt larger than the KV cache with INVALID_ARGUMENT (HTTP 400)', async () => {
+    const { d, fakes: [a] } = setup();
+    d.workerUp(a, capacity('a', 2));
+    const t = d.submit(req('big', 40), 'sql', undefined);
+    await expect(t.admitted).rejects.toMatchObject({ status: status.INVALID_ARGUMENT, details: { code: 'context_length_exceeded' } });
+    expect(a.admits).toHaveLength(0);
+    expect(d.inFlight).toBe(0);
+  });
+
+  it('with abortHopeless refuses requests that waited past their TTFT SLO with UNAVAILABLE (HTTP 503)', async () => {
+    const { d, fakes: [a], advance } = setup({ abortHopeless: true, defaultSlo: { ttftS: 1, tpotS: 1 } }, ['a']);
+    d.workerUp(a, capacity('a', 100, 1));
+    const t1 = d.submit(req('r1'), 'sql', undefined);
+    const t2 = d.submit(req('r2'), 'sql', undefined);
+    await t1.admitted;
+    advance(2);
+    d.pass();
+    await expect(t2.admitted).rejects.toMatchObject({ status: status.UNAVAILABLE, details: { code: 'slo_unattainable' } });
+    expect(d.waiting).toBe(0);
+  });
+
+  it('on a lost worker fails streams that delivered output and moves the others to another worker', async () => {
+    const { d, fakes: [a, b] } = setup({ policy: 'fifo' }, ['a', 'b']);
+    d.workerUp(a, capacity('a'));
+    d.workerUp(b, capacity('b'));
+    const t1 = d.submit(req('r1'), 'sql', undefined);
+    const t2 = d.submit(req('r2'), 'sql', undefined);
+    const t3 = d.submit(req('r3'), 'sql', undefined);
+    expect(await Promise.all([t1.admitted, t2.admitted, t3.admitted])).toEqual(['a', 'b', 'a']); // least loaded, ties by order
+    a.emit('r1', [1], 1);
+    await tick();
+    d.workerDown('a');
+    a.queues.forEach((q) => q.fail(InlaidError.unavailable('gone')));
+    await expect(drain(t1)).rejects.toMatchObject({ status: status.UNAVAILABLE });
+    expect(b.admits.map((x) => x.requestId)).toEqual(['r2', 'r3~r1']);
+    d.workerDown('b');
+    await expect(drain(t3)).rejects.toMatchObject({ status: status.UNAVAILABLE });
+    await expect(drain(t2)).rejects.toMatchObject({ status: status.UNAVAILABLE });
+    expect(() => d.submit(req('r4'), 'sql', undefined)).toThrow(/No inference worker/);
+  });
+
+  it('cancel drops a waiting or running request and frees the worker', async () => {
+    const { d, fakes: [a] } = setup({}, ['a']);
+    d.workerUp(a, capacity('a', 100, 1));
+    const t1 = d.submit(req('r1'), 'sql', undefined);
+    d.submit(req('r2'), 'sql', undefined);
+    await t1.admitted;
+    d.cancel('r2');
+    d.cancel('r1');
+    expect(a.aborts).toEqual(['r1']);
+    expect(d.inFlight).toBe(0);
+    expect(d.waiting).toBe(0);
+  });
+});
+
+describe('scheduler options', () => {
+  it('config name lists match the scheduling library', () => {
+    expect([...SCHEDULING_POLICIES]).toEqual([...POLICY_NAMES]);
+    expect([...LENGTH_PREDICTORS].sort()).toEqual([...PREDICTOR_NAMES].sort());
+  });
+
+  it('maps INLAID_* settings onto a valid Scheduler', () => {
+    const cfg = parseSchedulingConfig({ INLAID_POLICY: 'mlfq', INLAID_BETA: '3', INLAID_SLO_TTFT_MS: '1500', INLAID_SLO_TPOT_MS: '50' });
+    const s = new Scheduler(schedulerOptions(cfg));
+    expect(s.config.policy).toBe('mlfq');
+    expect(s.config.inlaid.beta).toBe(3);
+    expect(s.config.defaultSlo).toEqual({ ttftS: 1.5, tpotS: 0.05 });
+  });
+});

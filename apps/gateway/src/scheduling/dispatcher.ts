@@ -1,0 +1,186 @@
+/**
+ * Applies the Scheduler's decisions to real worker links (no Nest, no timers: the service drives it).
+ * Requests wait in the Scheduler's queues; each pass asks the policy what to admit on every registered
+ * worker, least loaded first (ties by configured order), and starts those runs. Token deltas feed the
+ * Scheduler (onToken / onFinish, so the length predictor learns online) and flow on to the ticket.
+ *
+ * Decisions: admit -> Admit on the worker; preempt -> Abort on the worker, the request waits again and is
+ * later resumed by recompute (resume.ts); abort -> the client gets an error (errors.ts). A lost worker:
+ * requests that already streamed output fail with UNAVAILABLE, the others wait for another worker (or fail
+ * with UNAVAILABLE when none is left).
+ */
+import { status } from '@grpc/grpc-js';
+import { common, worker } from '@inlaid/proto';
+import type { Decision, Scheduler, WorkerState } from '@inlaid/scheduling';
+import { InlaidError } from '../common/inlaid-error';
+import { AsyncQueue } from '../workers/async-queue';
+import { abortError } from './errors';
+import { admitFor, PreparedRequest, rebaseDelta } from './resume';
+import { Ticket, WorkerLink } from './ticket';
+
+export interface DispatcherLogger {
+  warn(message: string): void;
+}
+
+export class Dispatcher {
+  private readonly links = new Map<string, WorkerLink>();
+  private readonly tickets = new Map<string, Ticket>();
+
+  constructor(
+    readonly scheduler: Scheduler,
+    private readonly clock: () => number,
+    private readonly logger: DispatcherLogger,
+    /** Configured worker order, for ties between equally loaded workers. */
+    private readonly order: readonly string[] = [],
+  ) {}
+
+  /** Requests known to the gateway (waiting or running). */
+  get inFlight(): number {
+    return this.tickets.size;
+  }
+
+  get waiting(): number {
+    return this.scheduler.waitingCount;
+  }
+
+  get workerCount(): number {
+    return this.links.size;
+  }
+
+  /** Registers a worker (or updates its capacity) and schedules. */
+  workerUp(link: WorkerLink, capacity: WorkerState): void {
+    this.scheduler.onWorkerState(capacity);
+    this.links.set(link.addr, link);
+    this.pass();
+  }
+
+  workerDown(addr: string): void {
+    if (!this.links.has(addr)) return;
+    for (const t of [...this.tickets.values()]) {
+      if (t.run?.link.addr !== addr) continue;
+      t.run = null; // its queue is about to fail: ignore that
+      if (t.delivered) this.finishWith(t, InlaidError.unavailable(`Worker ${addr} disconnected.`));
+    }
+    this.scheduler.removeWorker(addr); // the rest wait again, with no output lost
+    this.links.delete(addr);
+    if (this.links.size === 0) {
+      for (const t of [...this.tickets.values()]) this.finishWith(t, InlaidError.unavailable('No inference worker is ready; retry shortly.'));
+    }
+    this.pass();
+  }
+
+  /** Queues a prepared request; read the ticket's `admitted`, then its `events`. */
+  submit(req: PreparedRequest, task: string, prompt: string | undefined): Ticket {
+    if (this.links.size === 0) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
+    if (this.tickets.has(req.id)) throw new InlaidError(status.ALREADY_EXISTS, `Request id ${req.id} is already running.`);
+    const ticket = new Ticket(req, task);
+    this.scheduler.enqueue({ id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt });
+    this.tickets.set(req.id, ticket);
+    this.pass();
+    return ticket;
+  }
+
+  /** The consumer went away: drop the request wherever it is. */
+  cancel(id: string): void {
+    const t = this.tickets.get(id);
+    if (t === undefined) return;
+    this.stopRun(t);
+    this.scheduler.cancel(id);
+    this.tickets.delete(id);
+    t.end();
+    this.pass();
+  }
+
+  /** One scheduling pass over every worker, least loaded first. */
+  pass(): void {
+    if (this.tickets.size === 0) return;
+    const now = this.clock();
+    const rank = (addr: string): number => this.scheduler.runningCount(addr);
+    const pos = (addr: string): number => (this.order.indexOf(addr) + this.order.length + 1) % (this.order.length + 1);
+    const addrs = [...this.links.keys()].sort((a, b) => rank(a) - rank(b) || pos(a) - pos(b));
+    for (const addr of addrs) {
+      if (!this.links.has(addr)) continue;
+      for (const d of this.scheduler.schedule(now, addr).decisions) this.apply(d);
+    }
+  }
+
+  private apply(d: Decision): void {
+    const t = this.tickets.get(d.requestId);
+    if (t === undefined) return;
+    if (d.kind === 'admit') {
+      const link = this.links.get(d.workerId);
+      if (link !== undefined) this.startRun(t, link);
+    } else if (d.kind === 'preempt') {
+      this.stopRun(t);
+    } else {
+      this.stopRun(t);
+      this.tickets.delete(t.req.id);
+      t.fail(abortError(d.reason, t));
+    }
+  }
+
+  private startRun(t: Ticket, link: WorkerLink): void {
+    const admit = admitFor(t.req, t.generated, t.runs);
+    let queue: AsyncQueue<worker.TokenDelta>;
+    try {
+      queue = link.admit(admit);
+    } catch (err) {
+      this.finishWith(t, err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    const run = { link, requestId: admit.requestId, base: t.generated.length };
+    t.run = run;
+    t.runs += 1;
+    t.started(link.addr);
+    void this.consume(t, run, queue);
+  }
+
+  private stopRun(t: Ticket): void {
+    const run = t.run;
+    t.run = null;
+    run?.link.abort(run.requestId);
+  }
+
+  private async consume(t: Ticket, run: NonNullable<Ticket['run']>, queue: AsyncQueue<worker.TokenDelta>): Promise<void> {
+    try {
+      for await (const d of queue) {
+        if (t.run !== run) return;
+        this.onDelta(t, run.base, d);
+      }
+    } catch (err) {
+      if (t.run === run) this.finishWith(t, err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private onDelta(t: Ticket, base: number, d: worker.TokenDelta): void {
+    const now = this.clock();
+    if (d.tokenIds.length > 0) {
+      this.scheduler.onToken(t.req.id, now, d.tokenIds.length);
+      t.generated.push(...d.tokenIds);
+    }
+    t.events.push({ kind: 'delta', delta: rebaseDelta(t.req, d, base) });
+    if (d.finishReason === common.FinishReason.FINISH_REASON_UNSPECIFIED) return;
+    t.run = null;
+    this.tickets.delete(t.req.id);
+    if (d.finishReason === common.FinishReason.FINISH_REASON_STOP || d.finishReason === common.FinishReason.FINISH_REASON_LENGTH) {
+      this.scheduler.onFinish(t.req.id, now); // the predictor learns the true length here
+    } else {
+      this.scheduler.cancel(t.req.id); // ended by the worker (abort/error): not a length sample
+    }
+    t.end();
+    this.pass();
+  }
+
+  /** Removes a ticket from the Scheduler and the worker, and fails it with `err`. */
+  private finishWith(t: Ticket, err: Error): void {
+    this.stopRun(t);
+    if (this.tickets.delete(t.req.id)) {
+      try {
+        this.scheduler.cancel(t.req.id);
+      } catch (e) {
+        this.logger.warn(`scheduler did not know request ${t.req.id}: ${(e as Error).message}`);
+      }
+    }
+    t.fail(err);
+  }
+}

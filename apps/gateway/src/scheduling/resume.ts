@@ -1,0 +1,41 @@
+/**
+ * Recompute-resume of a preempted request (pure). The gateway preempts by aborting the request on its
+ * worker (freeing its KV) and later admits it again with the prompt extended by the tokens it already
+ * streamed, asking only for the remaining tokens; deltas of the resumed run are rebased so the client sees
+ * one continuous completion (prompt tokens of the original prompt, completion tokens counted from 0).
+ */
+import { common, worker } from '@inlaid/proto';
+
+export interface PreparedRequest {
+  readonly id: string;
+  readonly model: string;
+  readonly promptTokenIds: readonly number[];
+  /** Sampling after Prepare (maxTokens = the effective limit; 0 = the worker's default). */
+  readonly sampling: common.SamplingParams;
+}
+
+/** Worker-side id of run `run` (0 = first admission): distinct per run so a late delta of an aborted run never reaches a newer one. */
+export function runRequestId(id: string, run: number): string {
+  return run === 0 ? id : `${id}~r${run}`;
+}
+
+/** The Admit for run `run` of a request that has already produced `generated` tokens. */
+export function admitFor(req: PreparedRequest, generated: readonly number[], run: number): worker.Admit {
+  const max = req.sampling.maxTokens;
+  return {
+    requestId: runRequestId(req.id, run),
+    model: req.model,
+    promptTokenIds: [...req.promptTokenIds, ...generated],
+    sampling: { ...req.sampling, maxTokens: max > 0 ? Math.max(1, max - generated.length) : 0 },
+  };
+}
+
+/** A delta of a resumed run as the client must see it: original request id, prompt and completion counts. */
+export function rebaseDelta(req: PreparedRequest, d: worker.TokenDelta, generatedBefore: number): worker.TokenDelta {
+  return {
+    ...d,
+    requestId: req.id,
+    promptTokens: req.promptTokenIds.length,
+    completionTokens: generatedBefore + d.completionTokens,
+  };
+}

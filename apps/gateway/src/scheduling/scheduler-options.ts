@@ -1,0 +1,34 @@
+/**
+ * Maps the gateway's configuration onto @inlaid/scheduling (pure): the Scheduler's options from
+ * SchedulingConfig, and a worker's scheduling capacity from the WorkerState it reports.
+ */
+import type { SchedulingConfig } from '@inlaid/config';
+import type { SchedulerConfigInput, WorkerState } from '@inlaid/scheduling';
+import type { worker } from '@inlaid/proto';
+
+export function schedulerOptions(c: SchedulingConfig): SchedulerConfigInput {
+  return {
+    policy: c.policy,
+    predictor: c.predictor,
+    inlaid: { beta: c.beta },
+    maxLoras: c.maxLoras,
+    defaultSlo: { ttftS: c.sloTtftMs / 1000, tpotS: c.sloTpotMs / 1000 },
+    abortHopeless: c.abortHopeless,
+  };
+}
+
+/**
+ * The capacity the Scheduler plans against for one worker: its real KV cache (blocks and block size, as
+ * reported), and the configured row and per-pass prefill limits (the worker does not report its
+ * --max-num-seqs). Null until the worker has reported a KV cache.
+ */
+export function workerCapacity(addr: string, state: worker.WorkerState | null, c: SchedulingConfig): WorkerState | null {
+  if (state === null || state.totalKvBlocks < 1 || state.blockSize < 1) return null;
+  return {
+    id: addr,
+    kvBlocksTotal: state.totalKvBlocks,
+    blockSize: state.blockSize,
+    maxBatchRows: c.workerRows,
+    maxPrefillTokens: c.workerPrefillTokens,
+  };
+}
