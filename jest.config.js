@@ -3,12 +3,12 @@ const base = {
   preset: 'ts-jest',
   testEnvironment: 'node',
   moduleNameMapper: { '^@inlaid/([^/]+)$': '<rootDir>/libs/$1/src' },
-  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.jest.json', isolatedModules: true }] },
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.jest.json' }] },
 };
 module.exports = {
   projects: [
     { ...base, displayName: 'libs', rootDir: __dirname, testMatch: ['<rootDir>/libs/*/src/**/*.spec.ts'] },
     { ...base, displayName: 'gateway', rootDir: __dirname, testMatch: ['<rootDir>/apps/gateway/src/**/*.spec.ts'] },
-    { ...base, displayName: 'e2e', rootDir: __dirname, testMatch: ['<rootDir>/apps/e2e/src/**/*.e2e-spec.ts'], testTimeout: 300000 },
+    { ...base, displayName: 'e2e', rootDir: __dirname, testMatch: ['<rootDir>/apps/e2e/src/**/*.e2e-spec.ts'] },
   ],
 };

@@ -126,3 +126,32 @@ it('fcfs-maxloras with INLAID_MAX_LORAS=1 never runs two adapters on the worker 
     expect(h.gateway.app.get(SchedulingService).dispatcher.inFlight).toBe(0);
   });
 });
+
+it('a client that disconnects while its request waits in the gateway queue never reaches the worker', async () => {
+  await withGateway({ INLAID_POLICY: 'fifo', INLAID_SCHED_MAX_ROWS: '1' }, async (h, client) => {
+    const sched = h.gateway.app.get(SchedulingService);
+    // One long request holds the only row; the second waits in the gateway queue, then its client leaves.
+    const long = client.completions.create({ model: 'sql', prompt: 'hold the row', max_tokens: 48, temperature: 0, ignore_eos: true } as never);
+    await waitFor(async () => (sched.dispatcher.inFlight === 1 ? true : undefined), 10_000, 'first request admitted');
+    const leaving = new AbortController();
+    const queued = fetch(`${h.gateway.httpUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'leaves-while-queued' },
+      body: JSON.stringify({ model: 'poet', prompt: 'never admitted', max_tokens: 8, stream: true }),
+      signal: leaving.signal,
+    }).catch((e: unknown) => e);
+    await waitFor(async () => (sched.dispatcher.waiting === 1 ? true : undefined), 10_000, 'second request queued');
+    leaving.abort();
+    await queued;
+    await waitFor(async () => (sched.dispatcher.waiting === 0 ? true : undefined), 5_000, 'queue emptied by the disconnect');
+    await long;
+    const rows = await waitFor(async () => {
+      const all = await h.db.getRepository(RequestRecord).find();
+      return all.length === 2 ? all : undefined;
+    }, 5000, 'both records');
+    const dropped = rows.find((r) => r.task === 'poet');
+    expect(dropped?.status).toBe('aborted');
+    expect(dropped?.worker ?? null).toBeNull(); // never admitted to a worker
+    expect(dropped?.firstToken ?? null).toBeNull();
+  });
+});

@@ -42,7 +42,11 @@ export class GenerationService {
     @Inject(SchedulingService) private readonly scheduling: SchedulingService,
   ) {}
 
-  async start(input: GenerationInput): Promise<Generation> {
+  /**
+   * Prepares the request, queues it with the scheduler and resolves once a worker admitted it. `signal` is the
+   * client going away: a request still waiting in the queue is dropped and never reaches a worker.
+   */
+  async start(input: GenerationInput, signal?: AbortSignal): Promise<Generation> {
     const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
     const timeline = new RequestTimeline(id, input.model, input.api, new Date());
     let ticket: Ticket | null = null;
@@ -51,12 +55,17 @@ export class GenerationService {
       const promptTokens = prepared.promptTokenIds.length;
       const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
       ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
-      const workerAddr = await ticket.admitted;
+      const queued = ticket;
+      const onAbort = (): void => this.scheduling.cancel(id);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) onAbort();
+      const workerAddr = await queued.admitted.finally(() => signal?.removeEventListener('abort', onAbort));
       timeline.routed(workerAddr, promptTokens);
       return this.running(id, input, ticket, promptTokens, timeline);
     } catch (err) {
       const error = fromWorkerError(err, input.model);
-      this.record(timeline.close('rejected', new Date(), null, error.message));
+      if (signal?.aborted) this.record(timeline.close('aborted', new Date(), 'abort', 'client disconnected while queued'));
+      else this.record(timeline.close('rejected', new Date(), null, error.message));
       throw error;
     }
   }

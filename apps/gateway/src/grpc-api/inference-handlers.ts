@@ -45,7 +45,10 @@ export function inferenceHandlers(
         try {
           checkDecoded(call.request);
           release = await gate.admit(bearerOf(call.metadata), 'inference');
-          const gen = await generation.start(toGenerationInput(call.request));
+          const left = new AbortController();
+          call.on('cancelled', () => left.abort());
+          const gen = await generation.start(toGenerationInput(call.request), left.signal);
+          if (call.cancelled) gen.abort('client cancelled');
           call.on('cancelled', () => gen.abort('client cancelled'));
           for await (const d of gen.deltas) {
             if (call.cancelled) break;

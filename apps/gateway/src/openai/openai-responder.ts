@@ -24,7 +24,12 @@ export class OpenAIResponder {
   constructor(@Inject(GenerationService) private readonly generation: GenerationService) {}
 
   async respond(kind: Kind, req: OpenAIRequest, res: Response): Promise<void> {
-    const gen = await this.generation.start(req.input);
+    const left = new AbortController();
+    const onEarlyClose = () => {
+      if (!res.writableFinished) left.abort();
+    };
+    res.on('close', onEarlyClose);
+    const gen = await this.generation.start(req.input, left.signal).finally(() => res.off('close', onEarlyClose));
     if (res.destroyed) {
       gen.abort('client disconnected before the first token');
       return;
