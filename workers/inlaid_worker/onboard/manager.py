@@ -1,7 +1,7 @@
 """The worker's onboarding manager: validates an add/remove request against the served checkpoint, runs at
-most one incremental re-quantization at a time in a background thread, swaps each finished layer into the
-serving runner between engine steps, publishes the new checkpoint version, and on any failure restores the
-layers that were serving before the job started.
+most one incremental re-quantization at a time in the background (a child process by default, see
+background.py), swaps each finished layer into the serving runner between engine steps, publishes the new
+checkpoint version, and on any failure restores the layers that were serving before the job started.
 
 Idempotence: tasks already in the current checkpoint are not added again and removals of absent tasks are
 skipped, so a retried request is a no-op (answered with the current version); a request covered by the
@@ -24,8 +24,10 @@ from inlaid_worker.quant import LayerResult, TaskData, plan_update, update_check
 from inlaid_worker.quant.adapter import load_task_adapter
 from inlaid_worker.quant.calib import load_calibration
 
+from .background import BackgroundLimits, Pacer
 from .checkpoint_weights import layer_from_packed
 from .job import Progress, RequantizeJob
+from .quantizer_process import QuantizerProcess
 from .versions import CheckpointVersions
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,12 @@ class AddRequest:
 class OnboardManager:
     def __init__(
         self, call: LoopCall, runner: Any, versions: CheckpointVersions, model_dir: str | Path, tokenizer: Any,
-        *, device: str = "cpu", calib_max_len: int = 256,
+        *, device: str = "cpu", calib_max_len: int = 256, background: BackgroundLimits | None = None,
     ) -> None:
         self._call, self._runner, self.versions = call, runner, versions
         self.model_dir, self._tokenizer = Path(model_dir), tokenizer
         self._device, self._calib_max_len = device, calib_max_len
+        self.background = background or BackgroundLimits()
         self._lock = threading.Lock()
         self._job: RequantizeJob | None = None
         self.on_layer_swapped: Callable[[int], None] | None = None  # test/bench hook
@@ -101,8 +104,7 @@ class OnboardManager:
         try:
             current = self.versions.current()
             number, out = self.versions.next_dir()
-            update_checkpoint(current.path, self.model_dir, out, add=tasks, remove=removes, device=self._device,
-                              on_layer=lambda res: self._swap_in(job, res, original))
+            self._requantize(job, current.path, out, tasks, removes, original)
             version = self.versions.publish(number, out)
             job.publish(Progress("done", checkpoint_version=number, tasks=tuple(version.tasks),
                                  added=job.added, removed=job.removed))
@@ -115,6 +117,29 @@ class OnboardManager:
                 log.exception("could not restore the previous weights")
             job.publish(Progress("failed", message=str(exc) or type(exc).__name__, added=job.added,
                                  removed=job.removed))
+
+    def _requantize(
+        self, job: RequantizeJob, ckpt: Path, out: Path, tasks: list[TaskData], removes: list[str],
+        original: Sequence[Any],
+    ) -> None:
+        """Write the new checkpoint at `out`, swapping each finished layer in (thread or child process)."""
+        limits = self.background
+        if limits.mode == "thread":
+            pacer = Pacer(limits.max_share)
+
+            def on_layer(res: LayerResult) -> None:
+                self._swap_in(job, res, original)
+                pacer.pause()
+
+            update_checkpoint(ckpt, self.model_dir, out, add=tasks, remove=removes, device=self._device,
+                              on_layer=on_layer)
+            return
+        proc = QuantizerProcess(ckpt, self.model_dir, out, tasks, removes, self._device, limits)
+        try:
+            for res in proc.layers():
+                self._swap_in(job, res, original)
+        finally:
+            proc.close()
 
     def _swap_in(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any]) -> None:
         t0 = time.perf_counter()

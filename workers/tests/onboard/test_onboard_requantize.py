@@ -202,3 +202,23 @@ def test_bad_requests_are_refused_before_starting(fx: Fixture, tmp_path: Path) -
         assert s.manager.running is None
     finally:
         s.loop.stop()
+
+
+def test_quantizer_process_failure_restores_previous_weights(fx: Fixture, tmp_path: Path) -> None:
+    """The child process fails mid-job (a stored Hessian is gone): the parent reports it and restores."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(fx.ckpt, ckpt)
+    (ckpt / "hessians" / "tasks" / "b" / "layer-00001.safetensors").unlink()
+    s = _serve(Fixture(fx.base, fx.adapters, fx.calib, ckpt), tmp_path / "store")
+    try:
+        assert s.manager.background.mode == "process"
+        original = s.loop.engine.runner.weights.layers
+        events = list(s.manager.submit([_add(fx, "c")], []).follow())
+        assert [e.layer for e in events if e.stage == "layer"] == [0]  # layer 0 swapped in, then the failure
+        assert events[-1].stage == "failed" and "layer-00001" in events[-1].message
+        assert s.loop.engine.runner.weights.layers is original
+        assert s.manager.versions.current().number == 0
+    finally:
+        s.loop.stop()

@@ -1,0 +1,89 @@
+"""`update_checkpoint` in a spawned child process (see background.py for why): the child writes the new
+checkpoint to `out` and sends each finished layer's packed weights back over a pipe; the parent iterates
+over them (`layers()`), swaps them in, and publishes the version once the child reports done.
+
+Messages are pickled with the plain pickle protocol (tensors copied, no shared-memory handles) so nothing
+outlives the child. A child that dies without a word (killed, out of memory) is reported with its exit code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from inlaid_worker.quant import LayerResult, TaskData
+
+from .background import BackgroundLimits, Pacer
+
+JOIN_TIMEOUT_S = 10.0
+
+
+def _child(conn: Connection, payload: bytes) -> None:
+    import torch
+
+    from inlaid_worker.quant import update_checkpoint
+
+    args: dict[str, Any] = pickle.loads(payload)
+    limits: BackgroundLimits = args.pop("limits")
+    if limits.nice:
+        os.nice(limits.nice)
+    torch.set_num_threads(limits.threads)
+    pacer = Pacer(limits.max_share)
+
+    def on_layer(res: LayerResult) -> None:
+        conn.send_bytes(pickle.dumps(("layer", res.layer, res.num_layers, res.packed, res.seconds)))
+        pacer.pause()
+
+    try:
+        update_checkpoint(args["ckpt"], args["model_dir"], args["out"], add=args["add"], remove=args["remove"],
+                          device=args["device"], on_layer=on_layer)
+        conn.send_bytes(pickle.dumps(("done", pacer.slept)))
+    except Exception as exc:  # reported to the parent, which restores the serving weights
+        conn.send_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}")))
+    finally:
+        conn.close()
+
+
+class QuantizerProcess:
+    def __init__(
+        self, ckpt: Path, model_dir: Path, out: Path, add: Sequence[TaskData], remove: Sequence[str],
+        device: str, limits: BackgroundLimits,
+    ) -> None:
+        ctx = mp.get_context("spawn")  # never fork a process with gRPC and engine threads
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        payload = pickle.dumps({"ckpt": ckpt, "model_dir": model_dir, "out": out, "add": list(add),
+                                "remove": list(remove), "device": device, "limits": limits})
+        self._proc = ctx.Process(target=_child, args=(child_conn, payload), name="inlaid-requantize", daemon=True)
+        self._proc.start()
+        child_conn.close()
+        self.slept = 0.0  # seconds the child paused for max_share
+
+    def layers(self) -> Iterator[LayerResult]:
+        """Each finished layer, in order; raises RuntimeError when the child fails or dies."""
+        while True:
+            try:
+                msg = pickle.loads(self._conn.recv_bytes())
+            except EOFError:
+                self._proc.join(JOIN_TIMEOUT_S)
+                raise RuntimeError(f"the quantizer process died (exit code {self._proc.exitcode})") from None
+            if msg[0] == "layer":
+                _, layer, num_layers, packed, seconds = msg
+                yield LayerResult(layer, num_layers, packed, {}, None, {}, seconds)
+            elif msg[0] == "done":
+                self.slept = float(msg[1])
+                self._proc.join(JOIN_TIMEOUT_S)
+                return
+            else:
+                raise RuntimeError(msg[1])
+
+    def close(self) -> None:
+        """Stop the child if it still runs (after a failure in the parent) and release the pipe."""
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(JOIN_TIMEOUT_S)
+        self._conn.close()
