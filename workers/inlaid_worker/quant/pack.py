@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from inlaid_worker.kernels.gptq_packing import pack_bitstream, unpack_bitstream
+
 from .grid import check_bits
 from .spec import QuantizedWeight
 
@@ -32,7 +34,7 @@ def values_per_block(bits: int) -> int:
 
 
 def pack_rows(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack values: [R, C] ints in [0, 2^bits) along R -> int32 [R * bits / 32, C]."""
+    """Pack values: [R, C] ints in [0, 2^bits) along R -> int32 [R * bits / 32, C] (the GPTQ bit stream)."""
     r = values.shape[0]
     vpb = values_per_block(bits)
     if r % vpb != 0:
@@ -40,27 +42,14 @@ def pack_rows(values: torch.Tensor, bits: int) -> torch.Tensor:
     v = values.to(torch.int64)
     if bool((v < 0).any()) or bool((v >= 2**bits).any()):
         raise ValueError(f"values out of range for {bits} bits")
-    offsets = torch.arange(r, device=v.device) * bits  # bit position of each value in the stream
-    word, shift = offsets // 32, offsets % 32
-    out = torch.zeros(r * bits // 32 + 1, v.shape[1], dtype=torch.int64, device=v.device)
-    out.index_add_(0, word, (v << shift[:, None]) & 0xFFFFFFFF)
-    spill = shift + bits > 32
-    if bool(spill.any()):
-        out.index_add_(0, word[spill] + 1, v[spill] >> (32 - shift[spill])[:, None])
-    out = out[:-1]
-    return torch.where(out >= 2**31, out - 2**32, out).to(torch.int32)
+    return pack_bitstream(v, bits, dim=0)
 
 
 def unpack_rows(packed: torch.Tensor, bits: int, rows: int) -> torch.Tensor:
     """Inverse of pack_rows: int32 [rows * bits / 32, C] -> int32 [rows, C]."""
     if packed.shape[0] * 32 != rows * bits:
         raise ValueError(f"packed has {packed.shape[0]} words, expected {rows * bits // 32} for {rows} values")
-    words = packed.to(torch.int64) & 0xFFFFFFFF
-    words = torch.cat([words, torch.zeros_like(words[:1])], dim=0)
-    offsets = torch.arange(rows, device=packed.device) * bits
-    word, shift = offsets // 32, offsets % 32
-    both = words[word] | (words[word + 1] << 32)  # 64-bit window starting at the value's word
-    return ((both >> shift[:, None]) & (2**bits - 1)).to(torch.int32)
+    return unpack_bitstream(packed, bits, rows, dim=0)
 
 
 @dataclass(frozen=True)
