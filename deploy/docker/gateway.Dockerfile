@@ -1,7 +1,10 @@
 # Gateway image: Node 20, built TypeScript, no dev dependencies at run time.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv \
+# python3 runs grpcio-tools for scripts/gen-proto.sh. Distro packages follow the pinned base image tag; exact
+# apt versions vanish from the archive on point releases.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json nx.json tsconfig*.json ./
 COPY apps ./apps
@@ -18,6 +21,7 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/apps ./apps
 COPY --from=build /app/libs ./libs
 COPY --from=build /app/package.json ./
-USER node
+# the image's `node` user, numerically (resolvable without the image's /etc/passwd)
+USER 1000:1000
 EXPOSE 8080 50051
 CMD ["node", "apps/gateway/dist/main.js"]

@@ -77,3 +77,19 @@ describe('starvation', () => {
     expect(worstLongWait(1, 10_000)).toBeGreaterThan(20);
   });
 });
+
+describe('accepts (task placement)', () => {
+  it('admits only the tasks a worker accepts, starving ones included', () => {
+    const s = new Scheduler({ policy: 'fifo', starvationS: 1 });
+    s.onWorkerState(worker({ id: 'a' }));
+    s.onWorkerState(worker({ id: 'b' }));
+    s.enqueue(request('x1', 'x', 8, 0));
+    s.enqueue(request('y1', 'y', 8, 0.1));
+    s.enqueue(request('x2', 'x', 8, 0.2));
+    const onlyY = s.schedule(5, 'a', (task) => task === 'y'); // all starving by now
+    expect(onlyY.batch).toEqual(['y1']);
+    const onlyX = s.schedule(5, 'b', (task) => task === 'x');
+    expect(onlyX.batch).toEqual(['x1', 'x2']);
+    expect(s.waitingCount).toBe(0);
+  });
+});

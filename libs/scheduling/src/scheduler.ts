@@ -101,12 +101,16 @@ export class Scheduler {
     return [...this.workers.keys()].map((id) => this.schedule(now, id));
   }
 
-  schedule(now: number, workerId: string): StepPlan {
+  /**
+   * Plans one step of `workerId`. `accepts` limits which tasks' waiting requests this worker may admit
+   * (task placement over several workers); by default it takes any.
+   */
+  schedule(now: number, workerId: string, accepts: (task: string) => boolean = () => true): StepPlan {
     const slot = this.slot(workerId);
     const decisions: Decision[] = [];
     if (this.config.abortHopeless) this.abortHopeless(now, decisions);
     this.relieveMemory(slot, now, decisions);
-    this.admit(slot, now, decisions);
+    this.admit(slot, now, accepts, decisions);
     return { workerId, decisions, batch: [...slot.running.keys()] };
   }
 
@@ -200,7 +204,7 @@ export class Scheduler {
     this.waiting.push(r, this.policy.waitingKey(r));
   }
 
-  private admit(slot: WorkerSlot, now: number, out: Decision[]): void {
+  private admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, out: Decision[]): void {
     const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
     if (b.rows <= 0 || this.waiting.size === 0) return;
     for (const r of slot.running.values()) {
@@ -208,12 +212,15 @@ export class Scheduler {
       b.committedBlocks += blocksFor(this.policy.reservedTokens(r), slot.state.blockSize);
     }
     // Starving requests first, oldest first; if one cannot go in, admit nothing else until it can.
+    // The oldest one belonging to another worker ends this phase here (that worker pauses for it).
     for (let r = this.waiting.oldest(); r !== undefined && this.starving(r, now); r = this.waiting.oldest()) {
+      if (!accepts(r.spec.task)) break;
       if (!this.policy.canJoin(r.spec.task, slot) && !this.policy.canFill(r.spec.task, slot)) return;
       const res = this.tryAdmit(slot, r, b, true, out);
       if (res !== 'ok' && r.phase !== 'aborted') return;
     }
-    const refused = this.admitHeads(slot, this.waiting.heads(), b, (r) => this.policy.canJoin(r.spec.task, slot), out);
+    const heads = this.waiting.heads().filter((e) => accepts(e.r.spec.task));
+    const refused = this.admitHeads(slot, heads, b, (r) => this.policy.canJoin(r.spec.task, slot), out);
     // Work-conserving fill: rows still free after every joinable candidate go to the refused ones.
     if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
       const tpot = Math.min(...[...slot.running.values()].map((r) => r.slo.tpotS));

@@ -146,9 +146,10 @@ describe('Dispatcher', () => {
     d.workerUp(a, capacity('a'));
     d.workerUp(b, capacity('b'));
     const t1 = d.submit(req('r1'), 'sql', undefined);
-    const t2 = d.submit(req('r2'), 'sql', undefined);
+    const t2 = d.submit(req('r2'), 'poet', undefined);
     const t3 = d.submit(req('r3'), 'sql', undefined);
-    expect(await Promise.all([t1.admitted, t2.admitted, t3.admitted])).toEqual(['a', 'b', 'a']); // least loaded, ties by order
+    // tasks spread least loaded first (ties by order), a task's requests stay on its worker
+    expect(await Promise.all([t1.admitted, t2.admitted, t3.admitted])).toEqual(['a', 'b', 'a']);
     a.emit('r1', [1], 1);
     await tick();
     d.workerDown('a');
@@ -159,6 +160,20 @@ describe('Dispatcher', () => {
     await expect(drain(t3)).rejects.toMatchObject({ status: status.UNAVAILABLE });
     await expect(drain(t2)).rejects.toMatchObject({ status: status.UNAVAILABLE });
     expect(() => d.submit(req('r4'), 'sql', undefined)).toThrow(/No inference worker/);
+  });
+
+  it('keeps a task on its home worker, gives a joining worker the next new task, and settles placement loads', async () => {
+    const { d, fakes: [a, b] } = setup({ policy: 'fifo' }, ['a', 'b']);
+    d.workerUp(a, capacity('a'), ['sql', 'poet']);
+    const s1 = d.submit(req('s1'), 'sql', undefined);
+    d.workerUp(b, capacity('b'), ['sql', 'poet']);
+    const p1 = d.submit(req('p1'), 'poet', undefined);
+    const s2 = d.submit(req('s2'), 'sql', undefined);
+    expect(await Promise.all([s1.admitted, p1.admitted, s2.admitted])).toEqual(['a', 'b', 'a']);
+    expect([d.placement.load('a'), d.placement.load('b')]).toEqual([2, 1]);
+    for (const [link, id] of [[a, 's1'], [b, 'p1'], [a, 's2']] as const) link.emit(id, [1], 1, common.FinishReason.FINISH_REASON_STOP);
+    await Promise.all([drain(s1), drain(p1), drain(s2)]);
+    expect([d.placement.load('a'), d.placement.load('b'), d.placement.homeOf('sql')]).toEqual([0, 0, undefined]);
   });
 
   it('cancel drops a waiting or running request and frees the worker', async () => {

@@ -1,7 +1,9 @@
 /**
  * Applies the Scheduler's decisions to real worker links (no Nest, no timers: the service drives it).
  * Requests wait in the Scheduler's queues; each pass asks the policy what to admit on every registered
- * worker, least loaded first (ties by configured order), and starts those runs. Token deltas feed the
+ * worker, least loaded first (ties by configured order), and starts those runs. With several workers a
+ * task's waiting requests are admitted only by its home worker (placement.ts: affinity with bounded
+ * imbalance; a leaving worker's tasks move at once, a joining one takes new tasks). Token deltas feed the
  * Scheduler (onToken / onFinish, so the length predictor learns online) and flow on to the ticket.
  *
  * Decisions: admit -> Admit on the worker; preempt -> Abort on the worker, the request waits again and is
@@ -15,6 +17,7 @@ import type { Decision, Scheduler, WorkerState } from '@inlaid/scheduling';
 import { InlaidError } from '../common/inlaid-error';
 import { AsyncQueue } from '../workers/async-queue';
 import { abortError } from './errors';
+import { DEFAULT_PLACEMENT, Placement, PlacementOptions } from './placement';
 import { admitFor, PreparedRequest, rebaseDelta } from './resume';
 import { Ticket, WorkerLink } from './ticket';
 
@@ -25,6 +28,7 @@ export interface DispatcherLogger {
 export class Dispatcher {
   private readonly links = new Map<string, WorkerLink>();
   private readonly tickets = new Map<string, Ticket>();
+  readonly placement: Placement;
 
   constructor(
     readonly scheduler: Scheduler,
@@ -32,7 +36,10 @@ export class Dispatcher {
     private readonly logger: DispatcherLogger,
     /** Configured worker order, for ties between equally loaded workers. */
     private readonly order: readonly string[] = [],
-  ) {}
+    placement: PlacementOptions = DEFAULT_PLACEMENT,
+  ) {
+    this.placement = new Placement(order, placement);
+  }
 
   /** Requests known to the gateway (waiting or running). */
   get inFlight(): number {
@@ -47,10 +54,11 @@ export class Dispatcher {
     return this.links.size;
   }
 
-  /** Registers a worker (or updates its capacity) and schedules. */
-  workerUp(link: WorkerLink, capacity: WorkerState): void {
+  /** Registers a worker (or updates its capacity and the tasks it lists: resident adapters, models) and schedules. */
+  workerUp(link: WorkerLink, capacity: WorkerState, tasks: readonly string[] = []): void {
     this.scheduler.onWorkerState(capacity);
     this.links.set(link.addr, link);
+    this.placement.setWorker(link.addr, tasks);
     this.pass();
   }
 
@@ -63,6 +71,7 @@ export class Dispatcher {
     }
     this.scheduler.removeWorker(addr); // the rest wait again, with no output lost
     this.links.delete(addr);
+    this.placement.removeWorker(addr); // their tasks get a new home
     if (this.links.size === 0) {
       for (const t of [...this.tickets.values()]) this.finishWith(t, InlaidError.unavailable('No inference worker is ready; retry shortly.'));
     }
@@ -76,6 +85,7 @@ export class Dispatcher {
     const ticket = new Ticket(req, task);
     this.scheduler.enqueue({ id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt });
     this.tickets.set(req.id, ticket);
+    this.placement.arrive(task);
     this.pass();
     return ticket;
   }
@@ -86,7 +96,7 @@ export class Dispatcher {
     if (t === undefined) return;
     this.stopRun(t);
     this.scheduler.cancel(id);
-    this.tickets.delete(id);
+    this.forget(t);
     t.end();
     this.pass();
   }
@@ -100,7 +110,8 @@ export class Dispatcher {
     const addrs = [...this.links.keys()].sort((a, b) => rank(a) - rank(b) || pos(a) - pos(b));
     for (const addr of addrs) {
       if (!this.links.has(addr)) continue;
-      for (const d of this.scheduler.schedule(now, addr).decisions) this.apply(d);
+      const home = (task: string): boolean => this.placement.homeOf(task) === addr;
+      for (const d of this.scheduler.schedule(now, addr, home).decisions) this.apply(d);
     }
   }
 
@@ -114,7 +125,7 @@ export class Dispatcher {
       this.stopRun(t);
     } else {
       this.stopRun(t);
-      this.tickets.delete(t.req.id);
+      this.forget(t);
       t.fail(abortError(d.reason, t));
     }
   }
@@ -161,7 +172,7 @@ export class Dispatcher {
     t.events.push({ kind: 'delta', delta: rebaseDelta(t.req, d, base) });
     if (d.finishReason === common.FinishReason.FINISH_REASON_UNSPECIFIED) return;
     t.run = null;
-    this.tickets.delete(t.req.id);
+    this.forget(t);
     if (d.finishReason === common.FinishReason.FINISH_REASON_STOP || d.finishReason === common.FinishReason.FINISH_REASON_LENGTH) {
       this.scheduler.onFinish(t.req.id, now); // the predictor learns the true length here
     } else {
@@ -171,10 +182,17 @@ export class Dispatcher {
     this.pass();
   }
 
+  /** Drops a ticket from the dispatcher and its task's placement; false if it was already gone. */
+  private forget(t: Ticket): boolean {
+    if (!this.tickets.delete(t.req.id)) return false;
+    this.placement.leave(t.task);
+    return true;
+  }
+
   /** Removes a ticket from the Scheduler and the worker, and fails it with `err`. */
   private finishWith(t: Ticket, err: Error): void {
     this.stopRun(t);
-    if (this.tickets.delete(t.req.id)) {
+    if (this.forget(t)) {
       try {
         this.scheduler.cancel(t.req.id);
       } catch (e) {

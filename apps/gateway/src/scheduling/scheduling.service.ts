@@ -61,6 +61,8 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
 
   private refresh(conn: WorkerConnection): void {
     const capacity = workerCapacity(conn.addr, conn.latestState, this.config.scheduling);
-    if (capacity !== null && conn.ready) this.dispatcher.workerUp(conn, capacity);
+    if (capacity === null || !conn.ready) return;
+    const tasks = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
+    this.dispatcher.workerUp(conn, capacity, tasks);
   }
 }
