@@ -2,7 +2,8 @@
 
 A cell's value is the task's headline metric. Rows: fp (unquantized), rtn, gptq (GPTQ-tweaked, pooled),
 mlgptq, gptq-task (per-task GPTQ). Relative drop of a task = (fp - q) / fp; a row's last column is the
-mean of those drops over tasks (in percent).
+mean of those drops over tasks (in percent). For a lower-is-better metric (answer NLL) the drop is the
+relative increase (q - fp) / fp.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def cell_key(method: str, bits: int | None, seed: int | None, task: str) -> str:
     return f"{method}|{bits}|{seed}|{task}"
 
 
-def summarize(cells: dict[str, float], tasks: Sequence[str], bits: int) -> dict[str, dict]:
+def summarize(
+    cells: dict[str, float], tasks: Sequence[str], bits: int, lower_is_better: bool = False
+) -> dict[str, dict]:
     """{method: {"tasks": {task: (mean, std, n)}, "mean_rel_drop": pct, "std_rel_drop": pct}}."""
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
     drops_by_seed: dict[tuple[str, int | None], dict[str, float]] = defaultdict(dict)
@@ -36,9 +39,8 @@ def summarize(cells: dict[str, float], tasks: Sequence[str], bits: int) -> dict[
             continue
         by[(method, task)].append(value)
         if task in fp and fp[task] > 0:
-            drops_by_seed[(method, None if seed == "None" else int(seed))][task] = (fp[task] - value) / fp[
-                task
-            ]
+            worse = value - fp[task] if lower_is_better else fp[task] - value
+            drops_by_seed[(method, None if seed == "None" else int(seed))][task] = worse / fp[task]
     out: dict[str, dict] = {}
     for method in ROW_ORDER:
         row = {t: _stats(by[(method, t)]) for t in tasks if by.get((method, t))}
@@ -63,9 +65,10 @@ def _stats(xs: Iterable[float]) -> tuple[float, float, int]:
 
 
 def markdown(
-    summary: dict[str, dict], tasks: Sequence[str], headlines: dict[str, str], bits: int, group_size: int
+    summary: dict[str, dict], tasks: Sequence[str], headlines: dict[str, str], bits: int, group_size: int,
+    last: str = "mean rel. drop",
 ) -> str:
-    head = "| method | " + " | ".join(f"{t} ({headlines[t]})" for t in tasks) + " | mean rel. drop |"
+    head = "| method | " + " | ".join(f"{t} ({headlines[t]})" for t in tasks) + f" | {last} |"
     lines = [f"### {bits}-bit, group size {group_size}", "", head, "|" + "---|" * (len(tasks) + 2)]
     for method, row in summary.items():
         vals = []

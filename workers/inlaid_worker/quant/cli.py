@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asym", action="store_true", help="asymmetric grid (written as checkpoint_format gptq_v2)")
     p.add_argument("--act-order", action="store_true", help="act-order with static groups")
     p.add_argument("--damp", type=float, default=0.01)
+    p.add_argument("--aggregation", default=None, help="MLGPTQ Hessian aggregation (default: the quantizer's; "
+                   "'max' = the paper's element-wise max)")
     p.add_argument("--task", action="append", default=[], help="name=ADAPTER_DIR:CALIB.jsonl (repeatable)")
     p.add_argument("--samples", type=int, default=None, help="calibration sequences per task (default: all)")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
@@ -70,7 +72,7 @@ def run(argv: Sequence[str]) -> int:
         print(f"layer {res.layer + 1}/{res.num_layers} quantized in {res.seconds:.2f}s", flush=True)
 
     summary = quantize_checkpoint(args.model, args.out, args.method, spec, tasks, device=args.device,
-                                  on_layer=progress)
+                                  on_layer=progress, aggregation=args.aggregation)
     print(f"wrote {summary.out_dir} ({summary.method}, tasks {summary.tasks})")
     return 0
 

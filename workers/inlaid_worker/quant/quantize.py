@@ -1,8 +1,8 @@
 """Orchestration: a Hugging Face Llama directory + tasks (adapter, calibration ids) -> GPTQ checkpoint.
 
 Methods: "rtn" (no data), "gptq" (GPTQ-tweaked: every task's data pooled, no adapters), "mlgptq" (per-task
-Hessians with the task's adapter active, max-aggregated), "gptq-task" (one task, its adapter active: the
-per-task upper reference). Data-driven methods store their per-task Hessians next to the checkpoint.
+Hessians with the task's adapter active, aggregated by aggregate.py's "diagmax" unless told otherwise),
+"gptq-task" (one task, its adapter active: the per-task upper reference). Data-driven methods store their per-task Hessians next to the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .adapter import TaskAdapter, load_task_adapter
-from .aggregate import Aggregation, aggregate
+from .aggregate import AGGREGATIONS, Aggregation, aggregate
 from .checkpoint import CheckpointWriter, quantization_config
 from .hessian import GROUPS, GROUP_INPUT, CalibStream, decoder_layers, open_stream
 from .hessian_store import HessianIndex, HessianStore, check_task_name
@@ -25,7 +25,7 @@ from .spec import QuantSpec
 
 Method = Literal["rtn", "gptq", "mlgptq", "gptq-task"]
 METHODS: tuple[Method, ...] = ("rtn", "gptq", "mlgptq", "gptq-task")
-AGGREGATION: dict[str, Aggregation] = {"gptq": "pooled", "mlgptq": "max", "gptq-task": "single"}
+AGGREGATION: dict[str, Aggregation] = {"gptq": "pooled", "mlgptq": "diagmax", "gptq-task": "single"}
 ADAPTERS_ACTIVE = {"gptq": False, "mlgptq": True, "gptq-task": True}
 OnLayer = Callable[[LayerResult], None]
 
@@ -88,6 +88,17 @@ def check_method(method: str, tasks: Sequence[TaskData]) -> Method:
     return method  # type: ignore[return-value]
 
 
+def check_aggregation(method: Method, aggregation: str | None) -> Aggregation | None:
+    """The aggregation `method` runs with; only MLGPTQ's may be overridden, by a multi-task one."""
+    if aggregation is None:
+        return AGGREGATION.get(method)
+    if method != "mlgptq":
+        raise ValueError(f"an aggregation can only be chosen for mlgptq, not {method}")
+    if aggregation not in AGGREGATIONS or aggregation in ("pooled", "single"):
+        raise ValueError(f"aggregation must be one of {[a for a in AGGREGATIONS if a not in ('pooled', 'single')]}")
+    return aggregation  # type: ignore[return-value]
+
+
 def load_task_adapters(model_dir: str | Path, tasks: Sequence[TaskData]) -> dict[str, TaskAdapter]:
     """Load and validate every given adapter (also for pooled GPTQ, so bad input fails early)."""
     return {t.name: load_task_adapter(t.adapter_dir, model_dir, t.name) for t in tasks if t.adapter_dir is not None}
@@ -111,16 +122,18 @@ def quantize_checkpoint(
     dtype: torch.dtype = torch.float16,
     load_dtype: torch.dtype = torch.float32,
     on_layer: OnLayer | None = None,
+    aggregation: Aggregation | None = None,
 ) -> QuantSummary:
-    """Quantize the model at `model_dir` and publish the checkpoint at `out_dir` (must not exist)."""
+    """Quantize the model at `model_dir` and publish the checkpoint at `out_dir` (must not exist).
+    `aggregation` overrides MLGPTQ's default Hessian aggregation (e.g. "max", the paper's plain max)."""
     m = check_method(method, tasks)
+    how = check_aggregation(m, aggregation)
     fmt = checkpoint_format or ("gptq" if spec.sym else "gptq_v2")
     dev = torch.device(device)
     adapters = load_task_adapters(model_dir, tasks)
     model = load_fp_model(model_dir, load_dtype)
     streams = [] if m == "rtn" else open_streams(model, tasks, adapters, ADAPTERS_ACTIVE[m], dev)
     tokens = {s.name: s.tokens for s in streams}
-    how = AGGREGATION.get(m)
     meta = {"quantizer": "inlaid", "method": m, "tasks": sorted(tokens), "spec": asdict(spec)}
     with CheckpointWriter(out_dir, model_dir, quantization_config(spec, fmt, meta), dtype) as writer:
         store = HessianStore(writer.tmp / "hessians")

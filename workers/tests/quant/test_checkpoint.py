@@ -55,7 +55,7 @@ def test_metadata_is_transformers_compatible(ckpt: tuple[Path, int]) -> None:
     assert json.loads((out / "quantize_config.json").read_text()) == qc
     assert (out / "tokenizer.json").is_file()
     index = json.loads((out / "hessians" / "index.json").read_text())
-    assert index["aggregation"] == "max" and set(index["tasks"]) == {"a", "b"}
+    assert index["aggregation"] == "diagmax" and set(index["tasks"]) == {"a", "b"}
 
 
 def test_tensor_layout(ckpt: tuple[Path, int], tiny: Tiny) -> None:
@@ -102,6 +102,18 @@ def test_rtn_and_pooled_need_no_adapters(tiny: Tiny, tmp_path: Path) -> None:
     quantize_checkpoint(tiny.base, tmp_path / "gptq", "gptq", QuantSpec(group_size=32), tiny.tasks("ab", adapters=False))
     index = json.loads((tmp_path / "gptq" / "hessians" / "index.json").read_text())
     assert index["aggregation"] == "pooled" and index["adapters_active"] is False
+
+
+def test_mlgptq_aggregation_is_selectable(tiny: Tiny, tmp_path: Path) -> None:
+    spec = QuantSpec(group_size=32)
+    quantize_checkpoint(tiny.base, tmp_path / "max", "mlgptq", spec, tiny.tasks("ab"), aggregation="max")
+    index = json.loads((tmp_path / "max" / "hessians" / "index.json").read_text())
+    assert index["aggregation"] == "max"
+    with pytest.raises(ValueError, match="only be chosen for mlgptq"):
+        quantize_checkpoint(tiny.base, tmp_path / "x", "gptq", spec, tiny.tasks("ab", adapters=False), aggregation="max")
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        quantize_checkpoint(tiny.base, tmp_path / "y", "mlgptq", spec, tiny.tasks("ab"), aggregation="pooled")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_bad_input_leaves_nothing(tiny: Tiny, tmp_path: Path) -> None:

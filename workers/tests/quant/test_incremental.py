@@ -23,11 +23,11 @@ def _same(a: Path, b: Path) -> bool:
     )
 
 
-@pytest.mark.parametrize("method", ["mlgptq", "gptq"])
-def test_add_then_remove(method: str, tiny: Tiny, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("method", "aggregation"), [("mlgptq", None), ("mlgptq", "max"), ("gptq", None)])
+def test_add_then_remove(method: str, aggregation: str | None, tiny: Tiny, tmp_path: Path) -> None:
     adapters = method == "mlgptq"
-    quantize_checkpoint(tiny.base, tmp_path / "ab", method, SPEC, tiny.tasks("ab", adapters))
-    quantize_checkpoint(tiny.base, tmp_path / "abc", method, SPEC, tiny.tasks("abc", adapters))
+    quantize_checkpoint(tiny.base, tmp_path / "ab", method, SPEC, tiny.tasks("ab", adapters), aggregation=aggregation)  # type: ignore[arg-type]
+    quantize_checkpoint(tiny.base, tmp_path / "abc", method, SPEC, tiny.tasks("abc", adapters), aggregation=aggregation)  # type: ignore[arg-type]
     seen: list[int] = []
     update_checkpoint(tmp_path / "ab", tiny.base, tmp_path / "ab+c", add=tiny.tasks("c", adapters),
                       on_layer=lambda r: seen.append(r.layer))

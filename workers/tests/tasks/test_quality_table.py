@@ -32,3 +32,17 @@ def test_summary_mean_std_and_relative_drop() -> None:
     md = markdown(s, ["a", "b"], {"a": "acc", "b": "bleu"}, 4, 64)
     assert "| MLGPTQ | 47.50 ± 3.54 | 19.00 ± 1.41 | 5.00% ± 0.00 |" in md
     assert "| RTN | 40.00 | 20.00 | 10.00% ± 0.00 |" in md
+
+
+def test_lower_is_better_metric_reports_relative_increase() -> None:
+    cells = {
+        cell_key("fp", None, None, "a"): 2.0,
+        cell_key("fp", None, None, "b"): 1.0,
+        cell_key("rtn", 3, None, "a"): 3.0,  # NLL +50%
+        cell_key("rtn", 3, None, "b"): 1.1,  # NLL +10%
+    }
+    s = summarize(cells, ["a", "b"], 3, lower_is_better=True)
+    assert s["rtn"]["mean_rel_drop"] == pytest.approx(30.0)
+    assert summarize(cells, ["a", "b"], 3)["rtn"]["mean_rel_drop"] == pytest.approx(-30.0)
+    md = markdown(s, ["a", "b"], {"a": "answer NLL", "b": "answer NLL"}, 3, 64, "mean rel. NLL increase")
+    assert "| RTN | 3.00 | 1.10 | 30.00% ± 0.00 |" in md and "mean rel. NLL increase |" in md
