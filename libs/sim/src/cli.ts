@@ -11,7 +11,7 @@ import { parseCostModel } from './cost-model';
 import { boolFlag, schedulerConfigFromFlags, SIM_FLAGS } from './options';
 import { simulate } from './simulator';
 
-export const DEFAULT_COST_MODEL = join(__dirname, '..', 'calibration', 'h200-peft-placeholder.json');
+export const DEFAULT_COST_MODEL = join(__dirname, '..', 'calibration', 'cpu-tiny-measured.json');
 
 function main(argv: readonly string[]): void {
   const flags = parseFlags(argv, ['json']);
