@@ -13,22 +13,14 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { generateTrace, syntheticProfiles, DEFAULT_PROFILE_OPTIONS, parseFlags, numberFlag } = require('../../libs/workload/dist');
-const { simulate, parseCostModel } = require('../../libs/sim/dist');
+const { simulate } = require('../../libs/sim/dist');
+const { root, loadModel, POLICIES } = require('./common');
 const { renderMarkdown, goalCheck } = require('./evidence-report');
 
 const flags = parseFlags(process.argv.slice(2), ['quick']);
 const duration = numberFlag(flags, 'duration', 300);
 const quick = flags.has('quick');
 const tag = flags.get('tag');
-const root = path.join(__dirname, '..', '..');
-const loadModel = (f) => parseCostModel(JSON.parse(fs.readFileSync(path.join(root, 'libs/sim/calibration', f), 'utf8')), f);
-
-const POLICIES = [
-  ['inlaid', { policy: 'inlaid' }],
-  ['fifo', { policy: 'fifo' }],
-  ['fcfs-maxloras', { policy: 'fcfs-maxloras', maxLoras: 4 }],
-  ['mlfq', { policy: 'mlfq' }],
-];
 const ABLATION = [
   ['inlaid (full)', { policy: 'inlaid' }],
   ['-grouping', { policy: 'inlaid', inlaid: { grouping: false } }],
