@@ -4,6 +4,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 status=0
+echo "[test] lint (ruff)"
+.venv/bin/ruff check . || status=1
 echo "[test] python"
 .venv/bin/python -m pytest -q workers/tests "$@" || status=1
 echo "[test] typescript"

@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inlaid_worker.model.step_input import StepInput  # noqa: E402
 from peft_baseline import peft_point  # noqa: E402
 from random_model import LLAMA2_7B, TARGETS, TINY, adapter_bytes, kv_bytes, make_runner, random_adapter, weight_bytes  # noqa: E402,E501
 from report import to_markdown  # noqa: E402
-
-from inlaid_worker.model.step_input import StepInput  # noqa: E402
 
 BLOCK = 16
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import torch
-
 from random_model import TARGETS, Shape
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.lora.adapter import LoraAdapter
 from inlaid_worker.model.config import ModelConfig

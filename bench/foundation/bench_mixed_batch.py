@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from inlaid_worker.engine.factory import EngineOptions, add_adapter_dir, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.model.smollm2 import ensure_smollm2
@@ -97,7 +96,7 @@ def main() -> None:
         "prompt_tokens_mean": sum(len(ids) for _, ids in batch) / len(batch), "adapters": ADAPTERS,
         "threads": args.threads,
     }
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     device = f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, {args.threads} thread(s)"
     cmd = " ".join(["python", *sys.argv])
     md = (

@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +115,7 @@ def main() -> None:
                 p.terminate()
                 p.wait(10)
     diffs = [a - b for a, b in zip(via_gw, via_worker)]
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = " ".join(["python", *sys.argv])
     md = (
         f"# Latency added by the gateway ({date})\n\n- Command: `{cmd}`\n- Device: CPU ({platform.machine()}), "

@@ -14,16 +14,15 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import triton
-
+from inlaid_worker.kernels import quant_matmul_config
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.kernels.lora_batch import choose_block_m, make_lora_batch, stack_adapters
 from inlaid_worker.kernels.lora_sgmv import lora_apply
-from inlaid_worker.kernels import quant_matmul_config
 from inlaid_worker.kernels.quant_matmul import quant_matmul
 
 SHAPES = {  # name: (K, N)

@@ -15,12 +15,12 @@ requests, tokens/s over a fixed window; "during" = the window of the re-quantiza
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 import json
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch

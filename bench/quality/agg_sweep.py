@@ -26,8 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workers"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nll import answer_nll, encode
-
 from inlaid_worker.quant.adapter import load_task_adapter
 from inlaid_worker.quant.aggregate import aggregate
 from inlaid_worker.quant.gptq import gptq_quantize, prepare_hessian
@@ -35,6 +33,7 @@ from inlaid_worker.quant.hessian import GROUPS, MODULE_GROUP, decoder_layers, op
 from inlaid_worker.quant.rtn import rtn_quantize
 from inlaid_worker.quant.spec import QuantSpec
 from inlaid_worker.tasks.example import load_split
+from nll import answer_nll, encode
 
 ADAPTERS = REPO / "assets" / "adapters"
 Key = tuple[int, str]  # (layer, "self_attn.q_proj")
@@ -153,9 +152,8 @@ def report(results: dict, tasks: list[str]) -> str:
 
 
 def main() -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from inlaid_worker.model.smollm2 import ensure_smollm2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", required=True)

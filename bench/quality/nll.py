@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
 from inlaid_worker.tasks.chat import render_answer, render_prompt
 from inlaid_worker.tasks.example import Example
 

@@ -30,13 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workers"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from table import cell_key, markdown, summarize
-
 from inlaid_worker.model.smollm2 import ensure_smollm2
 from inlaid_worker.tasks.chat import render_answer, render_prompt
 from inlaid_worker.tasks.evaluate import evaluate_task
 from inlaid_worker.tasks.example import load_split
 from inlaid_worker.tasks.spec import TASKS, get_task
+from table import cell_key, markdown, summarize
 
 ADAPTERS = REPO / "assets" / "adapters"
 

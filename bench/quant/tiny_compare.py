@@ -16,7 +16,6 @@ from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workers" / "tests"))
 from factories import make_random_adapter, make_tiny_llama  # noqa: E402
-
 from inlaid_worker.quant import QuantSpec, TaskData, load_dequantized_model, quantize_checkpoint  # noqa: E402
 
 

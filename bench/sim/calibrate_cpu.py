@@ -31,9 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workers"))
 sys.path.insert(0, str(REPO / "workers/tests"))
 
-from inlaid_worker.engine.factory import EngineOptions, create_engine  # noqa: E402
+from inlaid_worker.engine.factory import EngineOptions, adapter_dirs, create_engine, read_adapter  # noqa: E402  # noqa: E402
 from inlaid_worker.engine.sampling_params import SamplingParams  # noqa: E402
-from inlaid_worker.engine.factory import adapter_dirs, read_adapter  # noqa: E402
 
 TASKS = ("t0", "t1", "t2", "t3")
 KV_BYTES = 32 << 20
@@ -147,7 +146,7 @@ def main() -> None:
     rel = np.abs(pred - y) / y
     fit = dict(zip(FEATURES, (float(c) for c in coef)))
     state = engine.state()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python bench/sim/calibrate_cpu.py " + " ".join(sys.argv[1:])
     out = {
         "_comment": f"MEASURED on this CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores shared, torch {torch.__version__}, 1 thread), {now:%Y-%m-%d %H:%M} UTC, by: {cmd}",

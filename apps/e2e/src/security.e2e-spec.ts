@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Client, credentials, Metadata, ServiceError, status } from '@grpc/grpc-js';
 import { ApiKey } from '@inlaid/db';
+import { JsonLogger } from '../../gateway/src/logging/json-logger';
 import { Harness, startHarness } from './support/gateway-harness';
 import { generate, inferenceClient, listModels } from './support/grpc-clients';
 import { freePort } from './support/ports';
@@ -170,5 +171,33 @@ describe('bounded input', () => {
     expect([...seen].every((c) => [status.INVALID_ARGUMENT, status.UNAVAILABLE, status.NOT_FOUND].includes(c))).toBe(true);
     expect(seen.has(status.INVALID_ARGUMENT)).toBe(true);
     expect((await fetch(`${h.gateway.httpUrl}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('secrets in logs', () => {
+  it('never writes an API key (valid, bootstrap or wrong) to the gateway log', async () => {
+    const k = await createKey('--name', 'logged', '--scopes', 'inference');
+    const wrong = `sk-inlaid-${randomBytes(16).toString('hex')}`;
+    const written: string[] = [];
+    const spies = [process.stdout, process.stderr].map((stream) =>
+      jest.spyOn(stream, 'write').mockImplementation((chunk: string | Uint8Array) => {
+        written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+        return true;
+      }),
+    );
+    h.gateway.app.useLogger(new JsonLogger(['log', 'warn', 'error'])); // request lines are logged at 'log'
+    try {
+      await post('/v1/completions', { model: 'sql', prompt: 'x' }, k.key); // 503: reaches generation, logged
+      await post('/v1/completions', { model: 'sql', prompt: 'x' }, ADMIN);
+      await post('/v1/completions', { model: 'sql', prompt: 'x' }, wrong); // 401
+      await post('/v1/chat/completions', { model: 'sql', messages: 'bad' }, k.key); // 400
+      await new Promise((r) => setTimeout(r, 1000)); // request records (and their log lines) are flushed in batches
+    } finally {
+      spies.forEach((s) => s.mockRestore());
+      h.gateway.app.useLogger(new JsonLogger(['warn', 'error']));
+    }
+    const log = written.join('');
+    expect(log.length).toBeGreaterThan(0); // the gateway did log these requests
+    for (const secret of [k.key, ADMIN, wrong]) expect(log).not.toContain(secret);
   });
 });

@@ -7,8 +7,8 @@ tokens that never mix adapters; tokens with adapter -1 get no block at all. bloc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -5,8 +5,8 @@ SPLIT_K is a run-time argument of the kernel, so trying several split factors co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import triton

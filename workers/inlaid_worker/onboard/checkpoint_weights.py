@@ -14,7 +14,6 @@ from inlaid_worker.model.weights import LayerWeights
 from inlaid_worker.quant import PackedLinear, dequantize_packed
 
 
-
 def layer_from_packed(
     packed: Mapping[str, PackedLinear], old: LayerWeights, device: torch.device | str, dtype: torch.dtype
 ) -> LayerWeights:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-
 from inlaid_worker.quant import LayerResult, TaskData, plan_update, update_checkpoint
 from inlaid_worker.quant.adapter import load_task_adapter
 from inlaid_worker.quant.calib import load_calibration

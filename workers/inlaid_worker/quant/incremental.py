@@ -23,7 +23,14 @@ from .hessian import GROUPS
 from .hessian_store import HessianIndex, HessianStore
 from .layerwise import LayerResult, quantize_layers
 from .quantize import (
-    OnLayer, QuantSummary, TaskData, load_fp_model, load_task_adapters, open_streams, spec_from_config, write_layers,
+    OnLayer,
+    QuantSummary,
+    TaskData,
+    load_fp_model,
+    load_task_adapters,
+    open_streams,
+    spec_from_config,
+    write_layers,
 )
 from .spec import QuantSpec
 

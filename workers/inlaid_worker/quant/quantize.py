@@ -18,7 +18,7 @@ from torch import nn
 from .adapter import TaskAdapter, load_task_adapter
 from .aggregate import AGGREGATIONS, Aggregation, aggregate
 from .checkpoint import CheckpointWriter, quantization_config
-from .hessian import GROUPS, GROUP_INPUT, CalibStream, decoder_layers, open_stream
+from .hessian import GROUP_INPUT, GROUPS, CalibStream, decoder_layers, open_stream
 from .hessian_store import HessianIndex, HessianStore, check_task_name
 from .layerwise import LINEAR_MODULES, LayerResult, quantize_layers
 from .spec import QuantSpec

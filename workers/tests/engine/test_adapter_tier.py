@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from engine_helpers import tokens
 from factories import make_lora_adapter, make_tiny_llama
-
 from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams

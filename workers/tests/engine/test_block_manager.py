@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from inlaid_worker.engine.block_manager import BlockManager
 
 

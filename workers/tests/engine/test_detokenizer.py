@@ -4,7 +4,6 @@ from functools import lru_cache
 from typing import Any
 
 from factories import make_tokenizer
-
 from inlaid_worker.engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer, decode, stop_prefix_len
 
 TEXTS = [

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from engine_helpers import drain, engine_for, text, tokens
 from factories import make_random_adapter, make_tiny_llama
-
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.engine import LLMEngine, RequestError
 from inlaid_worker.engine.sampling_params import SamplingParams

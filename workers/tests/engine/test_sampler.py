@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from inlaid_worker.engine.sampler import make_generator, restrict_logits, sample
 from inlaid_worker.engine.sampling_params import SamplingError, SamplingParams
 

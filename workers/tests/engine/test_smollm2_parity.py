@@ -10,7 +10,6 @@ import pytest
 import torch
 from engine_helpers import drain, tokens
 from factories import make_random_adapter
-
 from inlaid_worker.engine.factory import EngineOptions, add_adapter_dir, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.model.smollm2 import ensure_smollm2

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
 from cases import LORA_CASES
-
 from inlaid_worker.kernels.lora_batch import choose_block_m, make_lora_batch, stack_adapters
 
 ON_CPU = not torch.cuda.is_available()

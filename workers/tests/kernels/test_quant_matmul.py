@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
 from cases import QMM_CASES, make_gptq
-
 from inlaid_worker.kernels.gptq_packing import pack_bitstream, prepare_gptq_weight, unpack_bitstream
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
 

@@ -1,7 +1,6 @@
 """The device-slot LRU of the adapter host tier: eviction order, protection of needed/kept adapters, counters."""
 
 import pytest
-
 from inlaid_worker.lora.adapter_cache import AdapterCache, AdapterSlotsFull
 
 

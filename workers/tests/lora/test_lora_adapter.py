@@ -7,10 +7,9 @@ import shutil
 import pytest
 import torch
 from factories import make_random_adapter, make_tiny_llama
-from safetensors.torch import load_file, save_file
-
 from inlaid_worker.lora.adapter import AdapterError, load_adapter
 from inlaid_worker.model.config import load_model_config
+from safetensors.torch import load_file, save_file
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 

@@ -1,7 +1,6 @@
 """The multi-adapter LoRA reference against a per-row loop."""
 
 import torch
-
 from inlaid_worker.lora.apply import LoraMapping, LoraWeights, lora_reference
 
 

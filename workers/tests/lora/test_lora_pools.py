@@ -2,7 +2,6 @@
 
 import torch
 from factories import make_lora_adapter
-
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import parse_model_config
 

@@ -4,11 +4,10 @@ transformers + PEFT running that adapter alone (float32, CPU)."""
 import pytest
 import torch
 from factories import greedy_paged, make_random_adapter
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from inlaid_worker.model.runner import ModelRunner
 from inlaid_worker.model.smollm2 import ensure_smollm2
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 NEW_TOKENS = 16
 ADAPTERS = {  # name -> (rank, alpha, targets, rslora)

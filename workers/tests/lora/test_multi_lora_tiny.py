@@ -3,10 +3,9 @@
 import pytest
 import torch
 from factories import make_random_adapter, make_step, make_tiny_llama
+from inlaid_worker.model.runner import ModelRunner
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
-
-from inlaid_worker.model.runner import ModelRunner
 
 BS = 4
 ADAPTERS = {  # name -> (rank, alpha, targets, rslora)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from inlaid_worker.model.config import ModelConfigError, load_model_config, parse_model_config
 
 BASE = {

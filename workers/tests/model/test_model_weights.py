@@ -5,10 +5,9 @@ import shutil
 import pytest
 import torch
 from factories import make_tiny_llama
-from safetensors.torch import load_file, save_file
-
 from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.weights import WeightsError, load_weights
+from safetensors.torch import load_file, save_file
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,8 @@
 import pytest
 import torch
 from factories import make_step, make_tiny_llama
-from transformers import AutoModelForCausalLM
-
 from inlaid_worker.model.runner import ModelRunner, kv_bytes_per_block, num_kv_blocks_for_budget
+from transformers import AutoModelForCausalLM
 
 BS = 4  # block size smaller than every sequence
 

@@ -3,10 +3,9 @@
 import pytest
 import torch
 from factories import greedy_paged
-from transformers import AutoTokenizer
-
 from inlaid_worker.model.runner import ModelRunner
 from inlaid_worker.model.smollm2 import ensure_smollm2
+from transformers import AutoTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from factories import make_tiny_llama
-
 from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.quant import QuantSpec, quantize_checkpoint
 

@@ -13,7 +13,6 @@ import torch
 
 def run(model_dir: str) -> dict[str, object]:
     from factories import make_lora_adapter, make_step
-
     from inlaid_worker.model.quant_weights import QuantMatrix
     from inlaid_worker.model.runner import ModelRunner
 

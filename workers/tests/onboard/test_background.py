@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from inlaid_worker.onboard.background import BackgroundLimits, Pacer
 
 

@@ -18,12 +18,11 @@ import grpc
 import pytest
 import torch
 from factories import make_random_adapter, make_tiny_llama
-from safetensors.torch import load_file, save_file
-
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.app import RunningWorker, serve
+from safetensors.torch import load_file, save_file
 
 N_ADAPTERS = 1000
 SLOTS = 8  # device adapter slots (engine option max_gpu_adapters)

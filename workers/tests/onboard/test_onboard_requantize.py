@@ -12,14 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 from factories import make_random_adapter, make_tiny_llama
-
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.engine.engine import RequestOutput
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.onboard.manager import AddRequest, OnboardManager, RequantizeBusy
-from inlaid_worker.onboard.setup import serve_checkpoint, versions_of
-from inlaid_worker.quant import QuantSpec, TaskData, dequantize_packed, quantize_checkpoint, read_checkpoint
-from inlaid_worker.quant import update_checkpoint
+from inlaid_worker.onboard.setup import versions_of
+from inlaid_worker.quant import (
+    QuantSpec,
+    TaskData,
+    dequantize_packed,
+    quantize_checkpoint,
+    read_checkpoint,
+    update_checkpoint,
+)
 from inlaid_worker.quant.calib import load_calibration
 from inlaid_worker.server.app import build_engine
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop

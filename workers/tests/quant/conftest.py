@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from factories import make_random_adapter, make_tiny_llama
-
 from inlaid_worker.quant import TaskData
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from inlaid_worker.quant import QuantSpec, aggregate, gptq_quantize, max_aggregate, pooled_aggregate
 from inlaid_worker.quant.aggregate import AGGREGATIONS, project_psd
 

@@ -10,12 +10,16 @@ import pytest
 import torch
 from conftest import Tiny
 from factories import make_random_adapter, make_tiny_llama
-from safetensors.torch import load_file
-
 from inlaid_worker.quant import (
-    QuantLinear, QuantSpec, dequantized_state_dict, load_dequantized_model, load_quantized_model, quantize_checkpoint,
+    QuantLinear,
+    QuantSpec,
+    dequantized_state_dict,
+    load_dequantized_model,
+    load_quantized_model,
+    quantize_checkpoint,
     read_checkpoint,
 )
+from safetensors.torch import load_file
 
 MODULES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from conftest import Tiny
-
 from inlaid_worker.quant.cli import main
 
 

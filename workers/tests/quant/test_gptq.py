@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from inlaid_worker.quant import QuantSpec, gptq_quantize, prepare_hessian, rtn_quantize
 from inlaid_worker.quant.spec import dequantize
 

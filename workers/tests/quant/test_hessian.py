@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 from conftest import Tiny
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
-
 from inlaid_worker.quant.adapter import load_task_adapter
 from inlaid_worker.quant.hessian import decoder_layers, open_stream, step_layer
 from inlaid_worker.quant.quantize import load_fp_model
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
 
 
 def _collect(tiny: Tiny, adapter: bool) -> list[dict[str, torch.Tensor]]:

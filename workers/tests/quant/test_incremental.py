@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import Tiny
-
 from inlaid_worker.quant import LayerResult, QuantSpec, quantize_checkpoint, read_checkpoint, update_checkpoint
 from inlaid_worker.quant.incremental import plan_update, requantize_layers
 from inlaid_worker.quant.quantize import load_fp_model

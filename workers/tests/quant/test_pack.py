@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from inlaid_worker.quant import QuantSpec, dequantize_packed, pack_weight, rtn_quantize, unpack_weight
 from inlaid_worker.quant.pack import pack_rows, unpack_rows
 

@@ -1,7 +1,6 @@
 """WorkerConfig: defaults, env defaults, validation messages."""
 
 import pytest
-
 from inlaid_worker.config import ConfigError, load_config
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from factories import make_random_adapter, make_tiny_llama
-
 from inlaid_worker.engine.factory import EngineOptions, add_adapter_dir, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.server.json_log import JsonFormatter

@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import pytest
 from factories import make_random_adapter, make_tiny_llama
-
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.app import RunningWorker, build_engine, serve

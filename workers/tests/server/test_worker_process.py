@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 from factories import make_tiny_llama
-
 from inlaid_worker.gen.inlaid.v1 import worker_pb2, worker_pb2_grpc
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from inlaid_worker.model.smollm2 import ensure_smollm2
 from inlaid_worker.tasks.chat import render_prompt
 from inlaid_worker.tasks.example import load_split

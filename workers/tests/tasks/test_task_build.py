@@ -4,7 +4,6 @@ import json
 from dataclasses import asdict, replace
 
 import pytest
-
 from inlaid_worker.tasks import build, builders, spec
 from inlaid_worker.tasks.chat import render_answer, render_prompt
 

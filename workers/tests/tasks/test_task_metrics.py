@@ -1,7 +1,6 @@
 """Each metric on inputs whose score is known by hand, and the pass@1 sandbox."""
 
 import pytest
-
 from inlaid_worker.tasks import metrics as m
 from inlaid_worker.tasks.sandbox import run_python
 

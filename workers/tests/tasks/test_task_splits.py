@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from inlaid_worker.tasks.example import default_tasks_dir, load_split
 from inlaid_worker.tasks.spec import SPLITS, TASKS
 from inlaid_worker.tasks.splits import split

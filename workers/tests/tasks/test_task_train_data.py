@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from inlaid_worker.tasks.example import Example
 from inlaid_worker.train.data import IGNORE, balance_by_target, collate
 from inlaid_worker.train.recipe import RECIPES, get_recipe
