@@ -1,14 +1,19 @@
 """Kernel benchmark on one CUDA GPU: int4/int3 quant_matmul vs bf16 cuBLAS and torch tinygemm, and
 multi-LoRA shrink+expand vs a per-adapter torch loop. Random weights (speed does not depend on values).
 
-Timing: every variant is called R times on R rotating weight copies (> 3x L2 together) inside one CUDA
-graph; time = median over replays / R. Tuning and compilation happen in a warm-up call before capture.
-Usage: PYTHONPATH=workers python3 bench/kernels/bench_kernels.py --out DIR [--quick]
+Timing (primary, kernel time): every variant called R times on R rotating weight copies (> 3x L2
+together) inside one CUDA graph, CUDA events around the replay; median over replays / R. Also reported
+("eager"): triton.testing.do_bench of one call (L2 flushed), which on the lent machine includes the CPU
+launch cost (Python dispatch + Triton launch, 50-120 us, more than these kernels take).
+Tuning and compilation happen in a warm-up call first; every tuning candidate's time is kept in the JSON.
+Each quantized result is checked against a dense fp32 product of the dequantized weight.
+Usage: PYTHONPATH=workers python3 bench/kernels/bench_kernels.py --out DIR [--quick] [--tag v3] [--all-shapes]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import json
 import math
@@ -19,13 +24,13 @@ from pathlib import Path
 
 import torch
 import triton
-from inlaid_worker.kernels import quant_matmul_config
-from inlaid_worker.kernels.gptq_packing import GPTQWeight
+from inlaid_worker.kernels import quant_common, quant_matmul_config
+from inlaid_worker.kernels.gptq_packing import GPTQWeight, to_k_major
 from inlaid_worker.kernels.lora_batch import choose_block_m, make_lora_batch, stack_adapters
 from inlaid_worker.kernels.lora_sgmv import lora_apply
-from inlaid_worker.kernels.quant_matmul import quant_matmul
+from inlaid_worker.kernels.quant_matmul import dequantize_gptq, quant_matmul
 
-SHAPES = {  # name: (K, N)
+SHAPES = {  # name: (K, N); the first three are the default set
     "7B qkvo 4096x4096": (4096, 4096),
     "7B up 4096x11008": (4096, 11008),
     "7B down 11008x4096": (11008, 4096),
@@ -33,7 +38,7 @@ SHAPES = {  # name: (K, N)
     "13B up 5120x13824": (5120, 13824),
     "13B down 13824x5120": (13824, 5120),
 }
-MS = (1, 4, 16, 32, 64, 128, 256)
+MS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ROTATE_BYTES = 200e6  # L2 is 60 MB
 
 
@@ -64,6 +69,32 @@ def time_rotated(calls: list[Callable[[], object]], replays: int = 10) -> float:
         times.append(start.elapsed_time(end) * 1e3 / len(calls))
     del graph
     return sorted(times)[len(times) // 2]
+
+
+def bench_us(fn: Callable[[], object]) -> float:
+    """Median microseconds of one call (events around it, L2 flushed before each)."""
+    return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e3
+
+
+_DENSE: dict[int, torch.Tensor] = {}
+
+
+def workspace_clean() -> bool:
+    """True when every split-K workspace and arrival counter is zero again (the kernels' invariant)."""
+    torch.cuda.synchronize()
+    return all(bool((ws == 0).all()) and bool((cnt == 0).all()) for ws, cnt in quant_common._WORKSPACES.values())
+
+
+def rel_err(x: torch.Tensor, w: GPTQWeight, y: torch.Tensor) -> float:
+    """||y - x @ W|| / ||x @ W|| with W dequantized in fp32 (the kernel's rows are in packed order)."""
+    if id(w.qweight) not in _DENSE:
+        _DENSE.clear()
+        groups = (torch.arange(w.in_features, device=x.device) // w.group_size).int()
+        _DENSE[id(w.qweight)] = dequantize_gptq(w.qweight, w.qzeros, w.scales, groups, w.bits, w.zero_offset)
+    dense = _DENSE[id(w.qweight)]
+    xg = x.float()[:, w.perm.long()] if w.perm is not None else x.float()
+    ref = xg @ dense
+    return float((y.float() - ref).norm() / ref.norm())
 
 
 def copies(nbytes: float) -> int:
@@ -117,8 +148,8 @@ def tinygemm_fns(k: int, n: int, count: int) -> list[Callable[[torch.Tensor], to
         return []
 
 
-def bench_quant(quick: bool, log: Callable[[dict], None]) -> None:
-    for name, (k, n) in SHAPES.items():
+def bench_quant(quick: bool, shapes: dict, log: Callable[[dict], None]) -> None:
+    for name, (k, n) in shapes.items():
         w_bf16 = [torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for _ in range(copies(k * n * 2))]
         tg = tinygemm_fns(k, n, copies(k * n / 2))
         quants = {bits: [random_gptq(k, n, bits, False) for _ in range(copies(k * n * bits / 8))] for bits in (4, 3)}
@@ -127,15 +158,28 @@ def bench_quant(quick: bool, log: Callable[[dict], None]) -> None:
             xb = x16.to(torch.bfloat16)
             row: dict = dict(shape=name, K=k, N=n, M=m)
             row["bf16_us"] = time_rotated([lambda w=w: xb @ w for w in w_bf16])
+            row["bf16_eager_us"] = bench_us(lambda: xb @ w_bf16[0])
             row["tinygemm_us"] = time_rotated([lambda f=f: f(xb) for f in tg]) if tg else None
             for bits, ws in quants.items():
+                y = quant_matmul(x16, ws[0])  # tunes once
+                row[f"int{bits}_cfg"] = str(quant_matmul_config.LAST_PICK[0])
+                row[f"int{bits}_err"] = max(rel_err(x16, ws[0], y), *(rel_err(x16, ws[0], quant_matmul(x16, ws[0])) for _ in range(2)))
+                row[f"int{bits}_ws_clean"] = workspace_clean()  # split-K partials and counters back to zero
                 t = time_rotated([lambda w=w: quant_matmul(x16, w) for w in ws])
                 row[f"int{bits}_us"] = t
                 row[f"int{bits}_GBps"] = gptq_bytes(ws[0]) / (t * 1e-6) / 1e9
-                row[f"int{bits}_cfg"] = str(quant_matmul_config.LAST_PICK[0])
+                row[f"int{bits}_eager_us"] = bench_us(lambda w=ws[0]: quant_matmul(x16, w))
+            if m in (1, 4, 16, 64):  # the same int4 weights stored K-major (load-time repack candidate)
+                wk = [to_k_major(w) for w in quants[4]]
+                y = quant_matmul(x16, wk[0])
+                row["int4_kmajor_cfg"] = str(quant_matmul_config.LAST_PICK[0])
+                row["int4_kmajor_err"] = rel_err(x16, wk[0], y)
+                row["int4_kmajor_us"] = time_rotated([lambda w=w: quant_matmul(x16, w) for w in wk])
+                del wk
             if name.startswith("7B up") and m in (1, 16):
-                ws = [random_gptq(k, n, 4, True) for _ in range(copies(k * n / 2))]
-                row["int4_actorder_us"] = time_rotated([lambda w=w: quant_matmul(x16, w) for w in ws])
+                wa = random_gptq(k, n, 4, True)
+                row["int4_actorder_err"] = rel_err(x16, wa, quant_matmul(x16, wa))
+                row["int4_actorder_us"] = time_rotated([lambda: quant_matmul(x16, wa)] * 2)
             log(row)
         del w_bf16, quants, tg
         torch.cuda.empty_cache()
@@ -171,25 +215,60 @@ def bench_lora(quick: bool, log: Callable[[dict], None]) -> None:
         log(dict(tokens=t, adapters=na, rank=r, block_m=bm, ours_us=ours, naive_us=naive, adapter_MB=lora_bytes / 1e6))
 
 
-def to_markdown(meta: dict, quant: list, lora: list) -> str:
+def _best_by_kind(tune_log: dict, m: int, n: int, k: int, bits: int) -> dict[str, float]:
+    """Fastest tuning time per kernel kind for one shape (standard layout, no act-order; from TUNE_LOG)."""
+    best: dict[str, float] = {}
+    for key, entries in tune_log.items():
+        f = ast.literal_eval(key)  # (m bucket, N, K, bits, group, sym, act-order, K-major)
+        if f[:4] == (quant_matmul_config.m_bucket(m), n, k, bits) and not f[6] and not (len(f) > 7 and f[7]):
+            for cfg, us in entries:
+                kind = cfg.split("kind='")[1].split("'")[0] if "kind='" in cfg else "?"
+                if us > 0:
+                    best[kind] = min(best.get(kind, 1e9), us)
+    return best
+
+
+def to_markdown(meta: dict, quant: list, lora: list, tune_log: dict | None = None) -> str:
     bw = meta["copy_GBps"]
     out = [f"# Kernel benchmark {meta['date']}", "", f"- command: `{meta['command']}`", f"- device: {meta['device']}",
            f"- torch {meta['torch']}, triton {meta['triton']}; measured copy bandwidth {bw:.0f} GB/s", "",
-           "## Weight-only GEMM, fp16 activations, g128 (times in us; BW = packed weight+scale+zero bytes / time)", "",
-           "| shape | M | bf16 cuBLAS | tinygemm int4 | int4 | int4 BW (% copy) | int4 vs bf16 | int3 | int3 BW (% copy) |",
-           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+           "## Weight-only GEMM, fp16 activations, g128, asymmetric (kernel times in us: CUDA graph of rotating "
+           "weight copies, events; BW = packed weight+scale+zero bytes / time; eager = do_bench of one call, "
+           "CPU launch cost included)", "",
+           "| shape | M | bf16 cuBLAS | tinygemm int4 | int4 | int4 BW (% copy) | int4 vs bf16 | int4 eager | int4 kernel | "
+           "int3 | int3 BW (% copy) | int3 vs bf16 | int3 kernel | max rel err |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in quant:
         tg = f"{r['tinygemm_us']:.1f}" if r.get("tinygemm_us") else "n/a"
+        kinds = [str(r.get(f"int{b}_cfg", "")).split("kind='")[-1].split("'")[0] for b in (4, 3)]
         out.append(
             f"| {r['shape']} | {r['M']} | {r['bf16_us']:.1f} | {tg} | {r['int4_us']:.1f} | "
             f"{r['int4_GBps']:.0f} ({100 * r['int4_GBps'] / bw:.0f}%) | {r['bf16_us'] / r['int4_us']:.2f}x | "
-            f"{r['int3_us']:.1f} | {r['int3_GBps']:.0f} ({100 * r['int3_GBps'] / bw:.0f}%) |"
+            f"{r['int4_eager_us']:.1f} | {kinds[0]} | {r['int3_us']:.1f} | {r['int3_GBps']:.0f} ({100 * r['int3_GBps'] / bw:.0f}%) | "
+            f"{r['bf16_us'] / r['int3_us']:.2f}x | {kinds[1]} | {max(r['int4_err'], r['int3_err']):.1e} |"
         )
     extra = [r for r in quant if "int4_actorder_us" in r]
     out += ["", "act-order (x gathered through perm in-kernel): " + ", ".join(
-        f"M={r['M']}: {r['int4_actorder_us']:.1f} us vs {r['int4_us']:.1f}" for r in extra)]  # fmt: skip
-    out += ["", "## Multi-LoRA shrink+expand, K=N=4096, fp16 (times in us; naive = per-adapter torch loop)", "",
-            "| tokens | adapters | rank | block_m | ours | naive | speedup |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        f"M={r['M']}: {r['int4_actorder_us']:.1f} us vs {r['int4_us']:.1f} (err {r['int4_actorder_err']:.1e})" for r in extra)]  # fmt: skip
+    km = [r for r in quant if "int4_kmajor_us" in r]
+    if km:
+        out += ["", "## int4 with qweight stored K-major (gptq_packing.to_k_major) vs the standard layout (us)", "",
+                "| shape | M | standard | K-major | K-major kernel | K-major rel err |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in km:
+            kind = r["int4_kmajor_cfg"].split("kind='")[-1].split("'")[0]
+            out.append(f"| {r['shape']} | {r['M']} | {r['int4_us']:.1f} | {r['int4_kmajor_us']:.1f} | {kind} | "
+                       f"{r['int4_kmajor_err']:.1e} |")  # fmt: skip
+    if tune_log:
+        out += ["", "## Fastest tuning time per kernel kind (same run; us; tuner: CUDA graph, L2 evicted before each call)", "",
+                "| shape | M | bits | gemv | mma | dequant+cuBLAS | tile (v2) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in quant:
+            for bits in (4, 3):
+                b = _best_by_kind(tune_log, r["M"], r["N"], r["K"], bits)
+                cells = [f"{b[kd]:.1f}" if kd in b else "-" for kd in ("gemv", "mma", "dequant", "tile")]
+                out.append(f"| {r['shape']} | {r['M']} | {bits} | " + " | ".join(cells) + " |")
+    if lora:
+        out += ["", "## Multi-LoRA shrink+expand, K=N=4096, fp16 (times in us; naive = per-adapter torch loop)", "",
+                "| tokens | adapters | rank | block_m | ours | naive | speedup |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in lora:
         out.append(
             f"| {r['tokens']} | {r['adapters']} | {r['rank']} | {r['block_m']} | {r['ours_us']:.1f} | "
@@ -203,6 +282,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", choices=["quant", "lora"], default=None)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--all-shapes", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     date = dt.date.today().isoformat()
@@ -214,9 +295,10 @@ def main() -> None:
     lora: list = []
 
     def save() -> None:
-        stem = args.out / f"kernels-{date}"
-        stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, quant=quant, lora=lora), indent=1))
-        stem.with_suffix(".md").write_text(to_markdown(meta, quant, lora))
+        stem = args.out / f"kernels-{date}{'-' + args.tag if args.tag else ''}"
+        tune = quant_matmul_config.TUNE_LOG
+        Path(f"{stem}.json").write_text(json.dumps(dict(meta=meta, quant=quant, lora=lora, tune_log=tune), indent=1))
+        Path(f"{stem}.md").write_text(to_markdown(meta, quant, lora, tune))
 
     def log_to(rows: list) -> Callable[[dict], None]:
         def log(row: dict) -> None:
@@ -228,11 +310,12 @@ def main() -> None:
 
     t0 = time.time()
     if args.only in (None, "quant"):
-        bench_quant(args.quick, log_to(quant))
+        shapes = SHAPES if args.all_shapes else dict(list(SHAPES.items())[:3])
+        bench_quant(args.quick, shapes, log_to(quant))
     if args.only in (None, "lora"):
         bench_lora(args.quick, log_to(lora))
     save()
-    print(to_markdown(meta, quant, lora))
+    print(to_markdown(meta, quant, lora, quant_matmul_config.TUNE_LOG))
     print(f"bench wall time {time.time() - t0:.0f} s")
 
 

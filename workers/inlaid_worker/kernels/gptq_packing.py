@@ -12,7 +12,7 @@ the kernel gathers x's columns through `perm` instead (x @ W == x[:, perm] @ W[p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -152,3 +152,15 @@ def prepare_gptq_weight(
         in_features=k,
         out_features=n,
     )
+
+
+def to_k_major(w: GPTQWeight) -> GPTQWeight:
+    """The same weight with qweight stored K-major: an [N, K*bits/32] contiguous buffer exposed transposed,
+    so it still reads as [K*bits/32, N] and every kernel (they all take strides) runs unchanged.
+
+    Why: the MMA kernel stages [BLOCK_N, BLOCK_K/8] word tiles K-contiguous in shared memory; from the
+    standard N-contiguous layout Triton copies them 4 bytes at a time, from this one 16 bytes at a time
+    (PTX of the sm_90 build: 48 x 4-byte vs 12 x 16-byte cp.async per thread). Opt-in: measured once, no
+    gain (4096x4096, M=1; bench/kernels/NOTES.md v3c).
+    """
+    return replace(w, qweight=w.qweight.t().contiguous().t())

@@ -1,10 +1,12 @@
-"""Weight-only int4/int3 GEMM and GEMV (Triton) on the standard GPTQ layout, plus its torch reference.
+"""Weight-only int4/int3 GEMM and GEMV (Triton) on the standard GPTQ layout: dispatcher, torch reference.
 
-One kernel covers M=1..256: a [BLOCK_M, BLOCK_N] output tile per program, K tiles that never cross a
-quantization group, optional split-K whose partials are reduced by the last-arriving program (a
-self-cleaning fp32 workspace + counter, so no memset or cast launch is needed).
-Dequantisation costs two integer ops per weight: (q | magic) reinterpreted as fp16/bf16 is magic+q
-exactly; the zero point and the magic are removed per group with the row sums of x:
+Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
+- "gemv" (quant_gemv): CUDA-core FMAs with exact magic-number unpacking, for M <= 4, 4- and 3-bit;
+- "mma" (quant_mma): tensor cores with the weight as the A operand (y^T = W^T x^T), 4-bit, any M;
+- "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
+- "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit at M > 4.
+All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
+(quant_common.store_tile). The "tile" kernel removes zero and magic per group with the row sums of x:
     sum_k x[k] * (q[k] - z) * s  ==  s * (dot(x, magic + q) - (magic + z) * sum_k x[k]).
 """
 
@@ -15,7 +17,10 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight, unpack_bitstream
-from .quant_matmul_config import QMMConfig, candidate_configs, pick_config
+from .quant_common import load_zeros, split_iters, workspace
+from .quant_gemv import launch_gemv
+from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
+from .quant_mma import dequant_matmul, launch_mma
 
 
 @triton.jit
@@ -43,21 +48,6 @@ def _unpack_rows(qw_ptr, k0, offs_n, mask_n, stride_qk, stride_qn, BITS: tl.cons
         hi = hi.to(tl.uint32, bitcast=True)
         q = ((lo >> sh[:, None]) | (hi << ((32 - sh) & 31)[:, None])) & 0x7
     return q
-
-
-@triton.jit
-def _load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS: tl.constexpr):
-    """Stored zero points of group g for columns offs_n, as int32 [BLOCK_N]."""
-    bit = offs_n * BITS
-    word = bit // 32
-    sh = (bit % 32).to(tl.uint32)
-    lo = tl.load(qz_ptr + g * stride_zg + word * stride_zn, mask=mask_n, other=0).to(tl.uint32, bitcast=True)
-    if BITS == 3:
-        hi_mask = mask_n & ((bit % 32) > 29) & (word + 1 < ZW)
-        hi = tl.load(qz_ptr + g * stride_zg + (word + 1) * stride_zn, mask=hi_mask, other=0)
-        lo = (lo >> sh) | (hi.to(tl.uint32, bitcast=True) << ((32 - sh) & 31))
-        return (lo & 0x7).to(tl.int32)
-    return ((lo >> sh) & ((1 << BITS) - 1)).to(tl.int32)
 
 
 @triton.jit
@@ -110,7 +100,7 @@ def _qmm_kernel(
         if SYM:
             z = tl.full((BLOCK_N,), 2 ** (BITS - 1), tl.float32) + z_magic
         else:
-            z = _load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS).to(tl.float32)
+            z = load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS).to(tl.float32)
             z = z + (ZERO_OFFSET + z_magic)
         acc += (d - xs[:, None] * z[None, :]) * s[None, :]
 
@@ -131,31 +121,13 @@ def _qmm_kernel(
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-_WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zeroed fp32 partial sums and int32 arrival counters; the kernel leaves them zeroed again."""
-    ws, cnt = _WORKSPACES.get(device, (None, None))
-    if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
-        size = max(elems, 0 if ws is None else ws.numel())
-        ntiles = max(tiles, 0 if cnt is None else cnt.numel())
-        ws = torch.zeros(size, dtype=torch.float32, device=device)
-        cnt = torch.zeros(ntiles, dtype=torch.int32, device=device)
-        _WORKSPACES[device] = (ws, cnt)
-    return ws, cnt
-
-
-def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
-    """Run the kernel with an explicit config: y[M, N] = x2[M, K] @ W."""
+def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """The v1/v2 kernel: [BLOCK_M, BLOCK_N] tiles, tl.dot or CUDA-core FMAs on reshaped unpacked tiles."""
     m, k = x2.shape
     n = w.out_features
-    k_tiles = k // cfg.block_k
-    split = max(1, min(cfg.split_k, k_tiles))
-    iters = triton.cdiv(k_tiles, split)
-    split = triton.cdiv(k_tiles, iters)
+    iters, split = split_iters(k // cfg.block_k, cfg.split_k)
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    ws, cnt = _workspace(x2.device, m * n, tiles) if split > 1 else (y, y)
+    ws, cnt = workspace(x2.device, m * n, tiles) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     # 3-bit tiles are gathered word by word: deep pipelines of big tiles overflow shared memory
     stages = min(cfg.num_stages, 2) if w.bits == 3 and cfg.block_m * cfg.block_n >= 64 * 128 else cfg.num_stages
@@ -172,6 +144,30 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
     )  # fmt: skip
 
 
+def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """Run one kernel with an explicit config: y[M, N] = x2[M, K] @ W (cfg.kind picks the kernel)."""
+    args = (cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, cfg.num_stages, y)
+    if cfg.kind == "gemv":
+        launch_gemv(x2, w, *args)
+    elif cfg.kind == "mma":
+        launch_mma(x2, w, *args)
+    elif cfg.kind == "dequant":
+        dequant_matmul(x2, w, y)
+    elif cfg.kind == "tile":
+        _launch_tile(x2, w, cfg, y)
+    else:
+        raise ValueError(f"unknown kernel kind {cfg.kind!r}")
+
+
+def _verify(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
+    """Does cfg's kernel agree with dequantize + cuBLAS on this input? (run once per tuned shape)"""
+    ref = torch.empty(x2.shape[0], w.out_features, dtype=x2.dtype, device=x2.device)
+    out = torch.empty_like(ref)
+    dequant_matmul(x2, w, ref)
+    launch_quant_matmul(x2, w, cfg, out)
+    return agrees(out, ref)
+
+
 def quant_matmul(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor:
     """y[..., N] = x[..., K] @ dequant(W); x fp16 or bf16, y in x's dtype. Tunes once per shape on CUDA."""
     if x.dtype not in (torch.float16, torch.bfloat16):
@@ -183,7 +179,7 @@ def quant_matmul(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -
     if x2.shape[0] == 0:
         return y.reshape(*x.shape[:-1], w.out_features)
     if cfg is None:
-        cfg = pick_config(x2, w, lambda c: launch_quant_matmul(x2, w, c, y))
+        cfg = pick_config(x2, w, lambda c: launch_quant_matmul(x2, w, c, y), lambda c: _verify(x2, w, c))
     launch_quant_matmul(x2, w, cfg, y)
     return y.reshape(*x.shape[:-1], w.out_features)
 

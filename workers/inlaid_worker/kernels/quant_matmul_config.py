@@ -1,6 +1,9 @@
-"""Tile configurations for quant_matmul and a once-per-shape tuner (CUDA only; first candidate elsewhere).
+"""Kernel configurations for quant_matmul and a once-per-shape tuner (CUDA only; first candidate elsewhere).
 
-SPLIT_K is a run-time argument of the kernel, so trying several split factors costs no extra compile.
+SPLIT_K is a run-time argument of every kernel, so trying several split factors costs no extra compile.
+Candidates are timed inside a CUDA graph (an L2-evicting memset before every call, its own time
+subtracted), so the CPU's launch cost, which exceeds these kernels' run time, does not pick the winner.
+`TUNE_LOG` keeps every candidate's time of every tuned shape, so a benchmark can report the comparison.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ class QMMConfig:
     split_k: int
     num_warps: int
     num_stages: int
-    use_dot: bool = True  # False: CUDA-core GEMV path (block_m <= 4)
+    use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
+    kind: str = "tile"  # "gemv" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
 
 
 def m_bucket(m: int) -> int:
@@ -37,49 +41,145 @@ def _block_k(k: int, group: int, want: int) -> int:
     raise ValueError(f"K={k} and group={group} admit no K tile (need a common multiple-of-32 divisor)")
 
 
-def candidate_configs(m: int, n: int, k: int, group: int) -> list[QMMConfig]:
-    """Ordered candidates (the first is the untuned default) for an [m, k] x [k, n] product."""
+def _gemv(k: int, group: int, splits: tuple[int, ...]) -> list[QMMConfig]:
+    bk = _block_k(k, group, 128)
+    shapes = ((128, 4), (256, 8), (64, 2))  # (block_n, warps): 16 x 128 words per warp set, no spills
+    return [QMMConfig(1, bn, bk, s, w, 1, False, "gemv") for bn, w in shapes for s in splits]
+
+
+def _mma(bm: int, k: int, group: int, shapes: tuple, splits: tuple[int, ...]) -> list[QMMConfig]:
+    if k % 128 or group % 128:  # each nibble's operand needs K >= 16 rows, i.e. 128-row tiles
+        return []
+    return [QMMConfig(bm, bn, 128, s, w, st, True, "mma") for bn, w, st in shapes for s in splits]
+
+
+def _tile(m: int, n: int, k: int, group: int) -> list[QMMConfig]:
+    """The v2 kernel's own candidates (tl.dot on reshaped tiles, or its CUDA-core path)."""
     mb = m_bucket(m)
     if mb <= 16:
         bk = _block_k(k, group, 128)
-        out = [QMMConfig(16, bn, bk, s, 4, 4) for bn in (64, 128) for s in (8, 4, 16, 2, 1)]
-        if mb <= 4:  # CUDA-core GEMV first (the untuned default); the tuner still sees the MMA tiles
-            gemv_bk = _block_k(k, group, 64)
-            out = [QMMConfig(mb, bn, gemv_bk, s, 4, 3, False) for bn in (64, 128) for s in (8, 16, 4)] + out
-        return [out[0]] + [c for c in out[1:] if c.split_k * c.block_k <= k]
+        out = [QMMConfig(16, bn, bk, s, 4, 4) for bn in (64, 128) for s in (8, 16)]
+        if mb <= 4:
+            out = [QMMConfig(mb, 64, _block_k(k, group, 64), s, 4, 3, False) for s in (8, 16)] + out
+        return out
     if mb <= 64:
-        bk = _block_k(k, group, 128)
-        out = [QMMConfig(bm, bn, bk, s, 4, 4) for bm in (mb, 16) for bn in (64, 128) for s in (4, 2, 1, 8)]
-        return [c for c in out if c.block_m <= mb]
+        return [QMMConfig(bm, bn, _block_k(k, group, 128), s, 4, 4) for bm in (min(mb, 64), 16) for bn in (64, 128)
+                for s in (4, 2)]  # fmt: skip
     bk = _block_k(k, group, 64)
-    return [
-        QMMConfig(64, 128, bk, 1, 4, 4),
-        QMMConfig(128, 128, bk, 1, 8, 3),
-        QMMConfig(64, 256, bk, 1, 8, 3),
-        QMMConfig(128, 64, bk, 1, 4, 4),
-        QMMConfig(64, 64, bk, 2, 4, 4),
-    ]
+    return [QMMConfig(64, 128, bk, 1, 4, 4), QMMConfig(128, 128, bk, 1, 8, 3), QMMConfig(64, 64, bk, 2, 4, 4)]
+
+
+DEQUANT = QMMConfig(0, 0, 0, 1, 0, 0, False, "dequant")
+
+
+def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4) -> list[QMMConfig]:
+    """Ordered candidates (the first is the untuned default) for an [m, k] x [k, n] product."""
+    mb = m_bucket(m)
+    small = ((128, 4, 3), (64, 4, 4))  # (block_n, warps, stages) of the MMA kernel at M <= 32
+    if mb <= 4:
+        out = _gemv(k, group, (8, 4, 16))
+        if bits == 4:
+            out += _mma(16, k, group, small, (8, 16, 4))
+        return out + (_tile(m, n, k, group)[:2] if bits == 3 else [])
+    if mb <= 32:
+        out = _mma(max(16, mb), k, group, small, (8, 4, 16, 2)) if bits == 4 else []
+        if mb == 8:
+            out += _gemv(k, group, (8, 4))[:4]
+        return out + (_tile(m, n, k, group) if bits == 3 or not out else []) + [DEQUANT]
+    if bits == 4 and k % 128 == 0 and group % 128 == 0:
+        bm = 64 if mb == 64 else 128
+        large = ((128, 4, 3), (64, 4, 3)) if bm == 64 else ((128, 8, 3), (64, 4, 3))  # no register spills
+        return _mma(bm, k, group, large, (1, 2)) + [DEQUANT]
+    return [DEQUANT] + _tile(m, n, k, group)
+
+
+_FLUSH: dict[torch.device, tuple[torch.Tensor, float]] = {}
+
+
+def _graph_ms(fn: Callable[[], object], flush: torch.Tensor | None, reps: int = 10) -> float:
+    """Median ms of `reps` x (flush; fn) replayed as one CUDA graph, per repetition."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()  # compiles and allocates outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            if flush is not None:
+                flush.zero_()
+            fn()
+    times = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    return sorted(times)[2]
+
+
+def time_cold_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """Kernel time of fn with a cold L2 and no CPU launch cost (graph replay, memset time subtracted)."""
+    if device not in _FLUSH:
+        buf = torch.empty(2**25, dtype=torch.float32, device=device)  # 128 MB, > 2x the H200's L2
+        _FLUSH[device] = (buf, _graph_ms(lambda: None, buf))
+    buf, base = _FLUSH[device]
+    return max(_graph_ms(fn, buf) - base, 1e-4)
 
 
 _TUNED: dict[tuple, QMMConfig] = {}
 
 
-def pick_config(x2: torch.Tensor, w: GPTQWeight, run: Callable[[QMMConfig], None]) -> QMMConfig:
-    """Best candidate for this shape, timed once on CUDA (cold L2) and cached; the default elsewhere."""
+def _key(x2: torch.Tensor, w: GPTQWeight) -> tuple:
+    """Tuning key; the last field marks a K-major qweight (gptq_packing.to_k_major)."""
     m, k = x2.shape
-    cands = candidate_configs(m, w.out_features, k, w.group_size)
+    return (x2.device, x2.dtype, m_bucket(m), w.out_features, k, w.bits, w.group_size, w.sym, w.perm is not None,
+            w.qweight.stride(0) == 1 and w.qweight.shape[1] > 1)  # fmt: skip
+TUNE_LOG: dict[str, list[tuple[str, float]]] = {}  # shape key -> [(config, us)] of the tuning run
+
+
+def agrees(out: torch.Tensor, ref: torch.Tensor, tol: float = 1e-2) -> bool:
+    """Relative Frobenius error of a candidate's output against the dequantize + cuBLAS reference."""
+    err = (out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)
+    return bool(torch.isfinite(err)) and float(err) <= tol
+
+
+def pick_config(
+    x2: torch.Tensor,
+    w: GPTQWeight,
+    run: Callable[[QMMConfig], None],
+    verify: Callable[[QMMConfig], bool] | None = None,
+) -> QMMConfig:
+    """Best candidate for this shape, timed once on CUDA (cold L2) and cached; the default elsewhere.
+
+    With `verify`, a candidate whose output disagrees with the reference is never picked (a guard
+    against a compiled kernel that is wrong on one shape only, as seen for int4 M=4 on the H200)."""
+    m, k = x2.shape
+    cands = candidate_configs(m, w.out_features, k, w.group_size, w.bits)
     if not x2.is_cuda or len(cands) == 1 or m * w.out_features * k < 2**22:  # tiny: tuning costs more
         return cands[0]
-    key = (x2.device, x2.dtype, m_bucket(m), w.out_features, k, w.bits, w.group_size, w.sym, w.perm is not None)
+    if torch.cuda.is_current_stream_capturing():  # an untuned shape met inside someone's graph capture
+        return _TUNED.get(_key(x2, w), cands[0])
+    key = _key(x2, w)
     best = _TUNED.get(key)
     if best is None:
         times = []
         for c in cands:
             try:
-                times.append((triton.testing.do_bench(lambda c=c: run(c), warmup=5, rep=15), c))
-            except triton.runtime.errors.OutOfResources:
+                t = time_cold_ms(lambda c=c: run(c), x2.device)
+                if verify is not None and not verify(c):
+                    TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -2.0))
+                    print(f"quant_matmul: rejected {c}: output disagrees with the dequantized reference"[:300])
+                    continue
+                times.append((t, c))
+            except (triton.runtime.errors.OutOfResources, RuntimeError) as exc:  # e.g. shared memory
+                TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -1.0))
+                print(f"quant_matmul: skipped {c}: {exc!r}"[:300])
                 continue
-        best = min(times, key=lambda t: t[0])[1]
+        best = min(times, key=lambda t: t[0])[1] if times else DEQUANT
+        TUNE_LOG[str(key[2:])] = TUNE_LOG.get(str(key[2:]), []) + [(str(c), t * 1e3) for t, c in times]
         _TUNED[key] = best
     LAST_PICK[0] = best
     return best

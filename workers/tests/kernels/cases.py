@@ -40,6 +40,17 @@ for _bits in (4, 3):
     QMM_CASES[f"qmm-b{_bits}-perchannel-m2"] = dict(bits=_bits, sym=True, act=False, m=2, g=-1)
     QMM_CASES[f"qmm-b{_bits}-k1024-split4-m1"] = dict(bits=_bits, sym=False, act=True, m=1, k=1024, n=72, split=4)
     QMM_CASES[f"qmm-b{_bits}-m70"] = dict(bits=_bits, sym=False, act=False, m=70, n=72)
+    QMM_CASES[f"qmm-b{_bits}-dequant-act-m9"] = dict(bits=_bits, sym=False, act=True, m=9, kind="dequant")
+    QMM_CASES[f"qmm-b{_bits}-tile-m3"] = dict(bits=_bits, sym=False, act=True, m=3, kind="tile")
+    QMM_CASES[f"qmm-b{_bits}-gemv-bf16-m2"] = dict(bits=_bits, sym=False, act=True, m=2, kind="gemv", dtype="bf16")
+QMM_CASES["qmm-b4-kmajor-mma-act-m3"] = dict(bits=4, sym=False, act=True, m=3, kind="mma", kmajor=True)
+QMM_CASES["qmm-b4-kmajor-gemv-m2"] = dict(bits=4, sym=False, act=False, m=2, kind="gemv", kmajor=True, split=2)
+QMM_CASES["qmm-b3-kmajor-gemv-m1"] = dict(bits=3, sym=True, act=False, m=1, kind="gemv", kmajor=True)
+QMM_CASES["qmm-b3-kmajor-dequant-m9"] = dict(bits=3, sym=False, act=True, m=9, kind="dequant", kmajor=True)
+QMM_CASES["qmm-b4-mma-m1"] = dict(bits=4, sym=False, act=False, m=1, kind="mma", split=2)
+QMM_CASES["qmm-b4-mma-act-m5"] = dict(bits=4, sym=False, act=True, m=5, kind="mma")
+QMM_CASES["qmm-b4-mma-full-dequant-m70"] = dict(bits=4, sym=True, act=True, m=70, n=72, kind="mma", split=2)
+QMM_CASES["qmm-b4-mma-bf16-m16"] = dict(bits=4, sym=False, act=True, m=16, kind="mma", dtype="bf16")
 
 LORA_CASES: dict[str, dict[str, Any]] = {
     "lora-bgmv-decode": dict(t=9, block_m=1),
@@ -78,19 +89,24 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def run_qmm(p: dict[str, Any], device: str) -> dict[str, Any]:
-    from inlaid_worker.kernels.gptq_packing import CHECKPOINT_FORMATS, prepare_gptq_weight
+    from inlaid_worker.kernels.gptq_packing import CHECKPOINT_FORMATS, prepare_gptq_weight, to_k_major
     from inlaid_worker.kernels.quant_matmul import quant_matmul, quant_matmul_reference
-    from inlaid_worker.kernels.quant_matmul_config import candidate_configs
+    from inlaid_worker.kernels.quant_matmul_config import _tile, candidate_configs
 
     k, n, g, bits = p.get("k", 256), p.get("n", 40), p.get("g", 128), p["bits"]
     fmt = p.get("fmt", "gptq")
     raw = make_gptq(k, n, bits, g, p["sym"], p["act"], CHECKPOINT_FORMATS[fmt])
     raw = {name: t.to(device) for name, t in raw.items()}
     w = prepare_gptq_weight(**raw, bits=bits, group_size=g, sym=p["sym"], checkpoint_format=fmt)
+    if p.get("kmajor"):
+        w = to_k_major(w)
     x = torch.randn(p["m"], k, device=device).to(DTYPES[p.get("dtype", "fp16")])
-    cfg = None
+    cands = candidate_configs(p["m"], n, k, w.group_size, bits)
+    if "kind" in p:  # the first candidate of that kernel kind (the "tile" kernel: its own candidate list)
+        cands = _tile(p["m"], n, k, w.group_size) if p["kind"] == "tile" else [c for c in cands if c.kind == p["kind"]]
+    cfg = cands[0] if "kind" in p else None
     if "split" in p:
-        cfg = dataclasses.replace(candidate_configs(p["m"], n, k, w.group_size)[0], split_k=p["split"])
+        cfg = dataclasses.replace(cands[0], split_k=p["split"])
     y = quant_matmul(x, w, cfg)
     y2 = quant_matmul(x, w, cfg)  # workspace must come back clean: same answer twice
     ref = quant_matmul_reference(x, raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], bits, w.zero_offset)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from cases import QMM_CASES, make_gptq
-from inlaid_worker.kernels.gptq_packing import pack_bitstream, prepare_gptq_weight, unpack_bitstream
+from inlaid_worker.kernels.gptq_packing import pack_bitstream, prepare_gptq_weight, to_k_major, unpack_bitstream
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
 
 ON_CPU = not torch.cuda.is_available()
@@ -15,7 +15,7 @@ ON_CPU = not torch.cuda.is_available()
 
 @pytest.mark.parametrize("case_id", list(QMM_CASES))
 def test_quant_matmul_matches_reference(case_id: str, kernel_case: Callable[[str], dict]) -> None:
-    if ON_CPU and QMM_CASES[case_id].get("dtype") == "bf16":
+    if ON_CPU and QMM_CASES[case_id].get("dtype") == "bf16" and QMM_CASES[case_id].get("kind") != "gemv":
         pytest.skip("Triton 3.6's interpreter computes bf16 tl.dot on raw bits; checked on CUDA")
     res = kernel_case(case_id)
     assert "error" not in res, res.get("error")
@@ -99,3 +99,37 @@ def test_prepare_rejects_bad_inputs() -> None:
         prepare_gptq_weight(**raw, bits=8, group_size=32, sym=False)
     with pytest.raises(ValueError, match="checkpoint_format"):
         prepare_gptq_weight(**raw, bits=4, group_size=32, sym=False, checkpoint_format="awq")
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_k_major_repack_round_trips(bits: int) -> None:
+    raw = make_gptq(256, 24, bits, 64, sym=False, act=True, zero_offset=1)
+    w = prepare_gptq_weight(**raw, bits=bits, group_size=64, sym=False)
+    kw = to_k_major(w)
+    rows = 256 * bits // 32
+    assert kw.qweight.stride() == (1, rows), "K-major: consecutive packed rows are adjacent in memory"
+    assert torch.equal(kw.qweight, w.qweight), "same values, read through the same [rows, N] indexing"
+    assert torch.equal(kw.qweight.t().contiguous().t().contiguous(), w.qweight)  # and back
+    assert kw.qweight.data_ptr() != w.qweight.data_ptr() and kw.perm is w.perm and kw.scales is w.scales
+
+
+def test_tuner_guard_rejects_a_disagreeing_output() -> None:
+    """The tuner's correctness guard: a candidate whose output is off by more than 1% is refused."""
+    from inlaid_worker.kernels.quant_matmul_config import agrees
+
+    ref = torch.randn(4, 64)
+    assert agrees(ref + 1e-4 * torch.randn(4, 64), ref)
+    assert not agrees(ref + 0.1 * torch.randn(4, 64), ref)
+    assert not agrees(torch.full_like(ref, float("nan")), ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the tuner only tunes on CUDA")
+def test_tuner_never_picks_a_rejected_candidate() -> None:
+    from inlaid_worker.kernels import quant_matmul_config as qc
+
+    x = torch.randn(4, 4096, dtype=torch.float16, device="cuda")
+    raw = {k: v.cuda() for k, v in make_gptq(4096, 1024, 4, 128, sym=True, act=False, zero_offset=1).items()}
+    w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=True)
+    qc._TUNED.clear()
+    cfg = qc.pick_config(x, w, lambda c: None, lambda c: c.kind == "dequant")
+    assert cfg.kind == "dequant"

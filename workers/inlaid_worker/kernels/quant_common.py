@@ -1,0 +1,92 @@
+"""Pieces shared by the weight-only GEMM kernels: exact magic-number unpacking and the split-K epilogue.
+
+Magic numbers: OR-ing a small integer placed at bit `s` (s <= 20) into the mantissa of 2^23 gives the fp32
+number 2^23 + v*2^s exactly, so one LOP3 (and+or) and one FFMA (times 2^-s, minus 2^(23-s)) turn a packed
+field into an exact fp32 value, with no I2F (a quarter-rate instruction) and no shift.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def field_f32(word, SHIFT: tl.constexpr, MASK: tl.constexpr):
+    """float((word >> SHIFT) & MASK) for SHIFT + bit-width <= 23, exact: one LOP3 + one FFMA."""
+    f = ((word & (MASK << SHIFT)) | 0x4B000000).to(tl.float32, bitcast=True)
+    return f * (1.0 / (1 << SHIFT)) - (8388608.0 / (1 << SHIFT))
+
+
+@triton.jit
+def int_f32(v):
+    """float(v) for 0 <= v < 2^23, exact, without I2F."""
+    return (v | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+
+
+@triton.jit
+def load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS: tl.constexpr):
+    """Stored zero points of group g for columns offs_n, as int32 [BLOCK_N] (a bit stream along N)."""
+    bit = offs_n * BITS
+    word = bit // 32
+    sh = (bit % 32).to(tl.uint32)
+    lo = tl.load(qz_ptr + g * stride_zg + word * stride_zn, mask=mask_n, other=0).to(tl.uint32, bitcast=True)
+    if BITS == 3:
+        hi_mask = mask_n & ((bit % 32) > 29) & (word + 1 < ZW)
+        hi = tl.load(qz_ptr + g * stride_zg + (word + 1) * stride_zn, mask=hi_mask, other=0)
+        lo = (lo >> sh) | (hi.to(tl.uint32, bitcast=True) << ((32 - sh) & 31))
+        return (lo & 0x7).to(tl.int32)
+    return ((lo >> sh) & ((1 << BITS) - 1)).to(tl.int32)
+
+
+@triton.jit
+def group_zero(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW,
+               BITS: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Effective zero point (stored + offset) of group g as fp32 [BLOCK_N]."""
+    if SYM:
+        z = tl.full((BLOCK_N,), 2 ** (BITS - 1), tl.float32)
+    else:
+        z = int_f32(load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS)) + ZERO_OFFSET
+    return z
+
+
+@triton.jit
+def store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT: tl.constexpr):
+    """Store an fp32 tile; with split-K the partials meet in a workspace and the last program stores.
+
+    The workspace and the arrival counter are left zeroed again (self-cleaning), so no memset launch.
+    """
+    if USE_SPLIT:
+        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()
+        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
+            tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
+            tl.store(ws_ptrs, tl.zeros_like(total), mask=mask)
+            tl.store(cnt_ptr + tile, 0)
+    else:
+        tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
+
+
+_WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed fp32 partial sums and int32 arrival counters; the kernels leave them zeroed again."""
+    ws, cnt = _WORKSPACES.get(device, (None, None))
+    if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
+        size = max(elems, 0 if ws is None else ws.numel())
+        ntiles = max(tiles, 0 if cnt is None else cnt.numel())
+        ws = torch.zeros(size, dtype=torch.float32, device=device)
+        cnt = torch.zeros(ntiles, dtype=torch.int32, device=device)
+        _WORKSPACES[device] = (ws, cnt)
+    return ws, cnt
+
+
+def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:
+    """(iterations per program, programs along K) for k_tiles tiles asked to split split_k ways."""
+    split = max(1, min(split_k, k_tiles))
+    iters = triton.cdiv(k_tiles, split)
+    return iters, triton.cdiv(k_tiles, iters)
