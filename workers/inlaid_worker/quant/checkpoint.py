@@ -82,6 +82,7 @@ class CheckpointWriter:
         for name in _COPIED:
             if (self.base_dir / name).is_file():
                 shutil.copy2(self.base_dir / name, self.tmp / name)
+        _make_readable(self.tmp)
         os.replace(self.tmp, self.out_dir)
         return self.out_dir
 
@@ -94,6 +95,13 @@ class CheckpointWriter:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if et is not None or self.tmp.exists():
             self.abort()
+
+
+def _make_readable(root: Path) -> None:
+    """mkdtemp makes the directory 0700 and safetensors writes 0600: a reader running as another user (a
+    vLLM container, a serving account) could not open the checkpoint. Directories 0755, files 0644."""
+    for p in (root, *root.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def read_quantization_config(ckpt_dir: str | Path) -> dict[str, Any]:
