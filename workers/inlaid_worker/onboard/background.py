@@ -6,23 +6,38 @@ and the engine step loop (also many small torch calls) take turns on the GIL: an
 for 6 ms of its thread's CPU (10 ms without the quantizer) and serving lost 55-64% of its tokens/s. Hence the default: a child process (its own interpreter and GIL, its own
 torch thread pool of `threads`), optionally at a lower CPU priority (`nice`; off by default: at nice 10 on the
 oversubscribed dev VM the child's start-up starved for ~80 s) and optionally paced to `max_share` of wall
-time (after a layer that took t seconds of work it sleeps t * (1 / max_share - 1)).
+time (after a layer that took t seconds of work it sleeps t * (1 / max_share - 1)). The child's torch threads
+default to a quarter of the cores the worker may use (1 on the 2-core dev VM, 4 on a 16-core GPU host;
+`INLAID_QUANTIZER_THREADS` overrides): its host-side work (Hessian folding, triangle unpacking, writes)
+uses them while the rest stay with the serving loop.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["thread", "process"]
+THREADS_ENV = "INLAID_QUANTIZER_THREADS"
+
+
+def default_threads() -> int:
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) <= 0:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+        return int(raw)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 4))
 
 
 @dataclass(frozen=True)
 class BackgroundLimits:
     mode: Mode = "process"
     nice: int = 0  # niceness added to the quantizer process (0..19; 10 starved it on a busy host); thread: ignored
-    threads: int = 1  # torch intra-op threads of the quantizer process
+    threads: int = field(default_factory=default_threads)  # torch intra-op threads of the quantizer process
     max_share: float = 1.0  # fraction of wall time the quantizer may spend working, paced between layers
 
     def __post_init__(self) -> None:

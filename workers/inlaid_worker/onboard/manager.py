@@ -1,7 +1,8 @@
 """The worker's onboarding manager: validates an add/remove request against the served checkpoint, runs at
 most one incremental re-quantization at a time in the background (a child process by default, see
-background.py), swaps each finished layer into the serving runner between engine steps, publishes the new
-checkpoint version, and on any failure restores the layers that were serving before the job started.
+background.py), swaps each finished layer into the serving runner between engine steps (built on the host
+by the manager's thread, moved to the device on the engine thread), publishes the new checkpoint version,
+and on any failure restores the layers that were serving before the job started.
 
 Idempotence: tasks already in the current checkpoint are not added again and removals of absent tasks are
 skipped, so a retried request is a no-op (answered with the current version); a request covered by the
@@ -24,7 +25,7 @@ from inlaid_worker.quant.adapter import load_task_adapter
 from inlaid_worker.quant.calib import load_calibration
 
 from .background import BackgroundLimits, Pacer
-from .checkpoint_weights import layer_from_packed
+from .checkpoint_weights import layer_from_packed, matrices_to, packing_of
 from .job import Progress, RequantizeJob
 from .quantizer_process import QuantizerProcess
 from .versions import CheckpointVersions
@@ -57,6 +58,7 @@ class OnboardManager:
         self._lock = threading.Lock()
         self._job: RequantizeJob | None = None
         self.on_layer_swapped: Callable[[int], None] | None = None  # test/bench hook
+        self._packing: tuple[int, bool] = (0, True)  # (group_size, sym) of the checkpoint being updated
 
     @property
     def running(self) -> RequantizeJob | None:
@@ -123,6 +125,7 @@ class OnboardManager:
     ) -> None:
         """Write the new checkpoint at `out`, swapping each finished layer in (thread or child process)."""
         limits = self.background
+        self._packing = packing_of(ckpt)  # incremental updates keep the checkpoint's spec
         if limits.mode == "thread":
             pacer = Pacer(limits.max_share)
 
@@ -142,8 +145,14 @@ class OnboardManager:
 
     def _swap_in(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any]) -> None:
         t0 = time.perf_counter()
-        new = layer_from_packed(res.packed, original[res.layer], self._runner.device, self._runner.dtype)
-        self._set_layers(lambda layers: layers[: res.layer] + (new,) + layers[res.layer + 1:])
+        group_size, sym = self._packing
+        staged = layer_from_packed(res.packed, original[res.layer], "cpu", self._runner.dtype,
+                                   group_size=group_size, sym=sym)  # host work here, off the engine thread
+
+        def put(layers: tuple[Any, ...]) -> tuple[Any, ...]:  # on the engine thread: the only GPU user here
+            return layers[: res.layer] + (matrices_to(staged, self._runner.device),) + layers[res.layer + 1:]
+
+        self._set_layers(put)
         if self.on_layer_swapped is not None:
             self.on_layer_swapped(res.layer)
         job.publish(Progress("layer", layer=res.layer, num_layers=res.num_layers, hessian_seconds=res.seconds,

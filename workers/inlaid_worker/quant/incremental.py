@@ -1,15 +1,18 @@
 """Add or remove tasks of an MLGPTQ (or pooled GPTQ) checkpoint without recomputing the other tasks.
 
-Only the new tasks' Hessians are computed (on the full-precision model, layer by layer); the stored
-per-task Hessians of the kept tasks are read back exactly and aggregated with them by the same function a
-full run uses, then every layer is re-quantized from the full-precision weights. Hence the packed weights
-are bit-identical to quantizing the resulting task set at once, and removing a task restores the weights
-without it. `requantize_layers` yields layer by layer so a server can swap layers in as they finish.
+Only the new tasks' Hessians are computed (on the full-precision model, layer by layer). Adding tasks reads
+one file per layer, the stored running aggregate of the kept tasks (running.py), and folds the new tasks
+into it after them, exactly as a full run over the kept tasks then the new ones would; removing tasks
+refolds the kept tasks' stored Hessians in their order. Every layer is then re-quantized from the
+full-precision weights, so the packed weights are bit-identical to quantizing the resulting task list (in
+insertion order) at once, and removing the last-added task restores the weights without it. The new
+version hard-links the kept tasks' files. `requantize_layers` yields layer by layer so a server can swap
+layers in as they finish.
 """
 
 from __future__ import annotations
 
-import shutil
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .aggregate import aggregate
 from .checkpoint import CheckpointWriter, read_quantization_config
-from .hessian import GROUPS
 from .hessian_store import HessianIndex, HessianStore
+from .layer_hessians import LayerHessians, fold_layer
 from .layerwise import LayerResult, quantize_layers
 from .quantize import (
     OnLayer,
@@ -32,6 +34,7 @@ from .quantize import (
     spec_from_config,
     write_layers,
 )
+from .running import empty, fold
 from .spec import QuantSpec
 
 
@@ -40,8 +43,12 @@ class UpdatePlan:
     spec: QuantSpec
     checkpoint_format: str
     index: HessianIndex  # of the source checkpoint
-    kept: list[str]
+    kept: list[str]  # in the source's insertion order
     added: list[TaskData]
+
+    @property
+    def removed(self) -> list[str]:
+        return [t for t in self.index.order if t not in self.kept]
 
     @property
     def tokens(self) -> dict[str, int]:
@@ -68,7 +75,7 @@ def plan_update(ckpt_dir: str | Path, add: Sequence[TaskData] = (), remove: Sequ
             raise ValueError(f"task {t.name!r} has no calibration data")
         if index.adapters_active and t.adapter_dir is None:
             raise ValueError(f"task {t.name!r} needs an adapter")
-    kept = sorted(set(index.tokens) - set(remove))
+    kept = [t for t in index.order if t not in set(remove)]
     if not kept and not add:
         raise ValueError("no task would remain")
     return UpdatePlan(spec_from_config(qc), str(qc.get("checkpoint_format", "gptq")), index, kept, list(add))
@@ -84,11 +91,21 @@ def requantize_layers(
     streams = open_streams(model, plan.added, adapters, plan.index.adapters_active, dev)
     store = HessianStore(Path(ckpt_dir) / "hessians")
     tokens = plan.tokens
+    dims, how = plan.index.dims, plan.index.aggregation
 
-    def hessians_for(layer: int, fresh: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        per_task = {t: store.read_task_layer(t, layer, plan.index.dims) for t in plan.kept}
-        per_task.update({t: {g: h.cpu() for g, h in hs.items()} for t, hs in fresh.items()})
-        return {g: aggregate(plan.index.aggregation, {t: hs[g] for t, hs in per_task.items()}, tokens) for g in GROUPS}
+    def hessians_for(layer: int, fresh: dict[str, dict[str, torch.Tensor]]) -> LayerHessians:
+        t0 = time.perf_counter()
+        links = {t: store.task_file(t, layer) for t in plan.kept}
+        missing = [p for p in links.values() if not p.is_file()]
+        if missing:  # the new version must keep every kept task's Hessians (for later removals)
+            raise ValueError(f"stored Hessians missing: {missing[0]}")
+        states = None if plan.removed else store.read_running(layer, how, dims, plan.kept, dev)
+        if states is None:  # a removal, or a store without a usable running aggregate: refold the kept tasks
+            states = {g: empty(how, k) for g, k in dims.items()}
+            for t in plan.kept:
+                tris = store.read_task_triangles(t, layer, dims, dev)
+                states = {g: fold(s, t, tris[g], tokens[t]) for g, s in states.items()}
+        return fold_layer(states, fresh, tokens, links, {"read_s": time.perf_counter() - t0})
 
     return quantize_layers(model, streams, hessians_for, plan.spec, plan.checkpoint_format, dev)
 
@@ -114,8 +131,6 @@ def update_checkpoint(
     results = requantize_layers(model, model_dir, ckpt_dir, plan, device)
     with CheckpointWriter(out_dir, model_dir, qc, dtype) as writer:
         store = HessianStore(writer.tmp / "hessians")
-        for t in plan.kept:
-            shutil.copytree(HessianStore(Path(ckpt_dir) / "hessians").task_dir(t), store.task_dir(t))
         seconds, damps = write_layers(model, results, plan.spec.percdamp, writer, store, on_layer)
         store.write_index(HessianIndex(plan.index.aggregation, plan.index.adapters_active,
                                        plan.index.num_layers, plan.index.dims, tokens))

@@ -16,13 +16,14 @@ from torch import nn
 
 from .gptq import PreparedHessian, gptq_quantize, prepare_hessian
 from .hessian import GROUPS, MODULE_GROUP, CalibStream, decoder_layers, step_layer
+from .layer_hessians import LayerHessians, StoredLayer
 from .pack import PackedLinear, pack_weight
 from .rtn import rtn_quantize
 from .spec import QuantSpec
 
 LINEAR_MODULES = tuple(MODULE_GROUP)
-# (layer index, fresh {task: {group: H}}) -> {group: H} to quantize with, or None for RTN
-HessianFn = Callable[[int, dict[str, dict[str, torch.Tensor]]], dict[str, torch.Tensor] | None]
+# (layer index, fresh {task: {group: H}}) -> the Hessians to quantize with and store, or None for RTN
+HessianFn = Callable[[int, dict[str, dict[str, torch.Tensor]]], LayerHessians | None]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class LayerResult:
     aggregated: dict[str, torch.Tensor] | None  # group -> H used by GPTQ (None for RTN)
     percdamp: dict[str, float]  # group -> damping GPTQ ended up using
     seconds: float
+    stored: StoredLayer | None = None  # what this layer adds to the Hessian store (None for RTN)
 
 
 def quantize_layers(
@@ -50,13 +52,15 @@ def quantize_layers(
         layer.to(device)
         try:
             fresh = {s.name: step_layer(layer, idx, s) for s in streams}
-            agg = hessians_for(idx, fresh)
+            hs = hessians_for(idx, fresh)
+            agg = hs.aggregated if hs is not None else None
             packed, damp = _quantize_layer(layer, agg, spec, checkpoint_format)
         finally:
             layer.to("cpu")
-        fresh_cpu = {t: {g: h.cpu() for g, h in hs.items()} for t, hs in fresh.items()}
+        fresh_cpu = {t: {g: h.cpu() for g, h in by_group.items()} for t, by_group in fresh.items()}
         agg_cpu = {g: h.cpu() for g, h in agg.items()} if agg is not None else None
-        yield LayerResult(idx, len(layers), packed, fresh_cpu, agg_cpu, damp, time.perf_counter() - t0)
+        stored = hs.stored if hs is not None else None
+        yield LayerResult(idx, len(layers), packed, fresh_cpu, agg_cpu, damp, time.perf_counter() - t0, stored)
 
 
 def _quantize_layer(

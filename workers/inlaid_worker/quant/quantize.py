@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from .adapter import TaskAdapter, load_task_adapter
-from .aggregate import AGGREGATIONS, Aggregation, aggregate
+from .aggregate import AGGREGATIONS, Aggregation
 from .checkpoint import CheckpointWriter, quantization_config
 from .hessian import GROUP_INPUT, GROUPS, CalibStream, decoder_layers, open_stream
 from .hessian_store import HessianIndex, HessianStore, check_task_name
+from .layer_hessians import LayerHessians, fold_layer
 from .layerwise import LINEAR_MODULES, LayerResult, quantize_layers
+from .running import empty
 from .spec import QuantSpec
 
 Method = Literal["rtn", "gptq", "mlgptq", "gptq-task"]
@@ -138,10 +140,11 @@ def quantize_checkpoint(
     with CheckpointWriter(out_dir, model_dir, quantization_config(spec, fmt, meta), dtype) as writer:
         store = HessianStore(writer.tmp / "hessians")
 
-        def hessians_for(_layer: int, fresh: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
+        def hessians_for(_layer: int, fresh: dict[str, dict[str, torch.Tensor]]) -> LayerHessians | None:
             if how is None:
-                return None
-            return {g: aggregate(how, {t: hs[g] for t, hs in fresh.items()}, tokens) for g in GROUPS}
+                return None  # tasks fold in the order given (insertion order), as incremental updates do
+            first = next(iter(fresh.values()))
+            return fold_layer({g: empty(how, first[g].shape[0]) for g in GROUPS}, fresh, tokens)
 
         results = quantize_layers(model, streams, hessians_for, spec, fmt, dev)
         summary = write_layers(model, results, spec.percdamp, writer, store, on_layer)
@@ -161,10 +164,8 @@ def write_layers(
     damps: dict[str, float] = {}
     for res in results:
         writer.add_layer(res.layer, layers[res.layer], res.packed)
-        for task, hs in res.fresh.items():
-            store.write_layer(f"tasks/{task}", res.layer, hs)
-        if res.aggregated is not None:
-            store.write_layer("aggregate", res.layer, res.aggregated)
+        if res.stored is not None:
+            res.stored.save(store, res.layer)
         damps.update({f"{res.layer}.{g}": d for g, d in res.percdamp.items() if d > percdamp})
         seconds.append(res.seconds)
         if on_layer is not None:

@@ -27,3 +27,16 @@ def test_pacer_sleeps_in_proportion_to_work() -> None:
     assert pacer.slept >= 3 * 0.02 * 3 * 0.99  # (1 / 0.25 - 1) = 3x the work
     assert wall >= 0.24
     assert Pacer(1.0).pause() == 0.0
+
+
+def test_quantizer_threads_default_to_a_quarter_of_the_cores_or_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.delenv("INLAID_QUANTIZER_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert BackgroundLimits().threads == max(1, min(8, cores // 4))
+    monkeypatch.setenv("INLAID_QUANTIZER_THREADS", "3")
+    assert BackgroundLimits().threads == 3
+    monkeypatch.setenv("INLAID_QUANTIZER_THREADS", "0")
+    with pytest.raises(ValueError, match="INLAID_QUANTIZER_THREADS"):
+        BackgroundLimits()
