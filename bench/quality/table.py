@@ -12,10 +12,18 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-ROW_ORDER = ("fp", "mlgptq", "gptq", "rtn", "gptq-task")
+ROW_ORDER = (
+    "fp", "mlgptq", "mlgptq-max", "mlgptq-mean", "mlgptq-trace", "mlgptq-ao", "mlgptq-damp", "gptq", "rtn",
+    "gptq-task",
+)
 ROW_NAMES = {
     "fp": "unquantized",
     "mlgptq": "MLGPTQ",
+    "mlgptq-max": "MLGPTQ, element-wise max (paper)",
+    "mlgptq-mean": "MLGPTQ, mean of task Hessians",
+    "mlgptq-trace": "MLGPTQ, trace-normalised mean",
+    "mlgptq-ao": "MLGPTQ, act-order",
+    "mlgptq-damp": "MLGPTQ, damping 0.1",
     "gptq": "GPTQ-tweaked (pooled)",
     "rtn": "RTN",
     "gptq-task": "per-task GPTQ",
@@ -49,7 +57,7 @@ def summarize(
         per_seed = [
             100 * statistics.fmean(d.values())
             for (m, _s), d in drops_by_seed.items()
-            if m == method and len(d) == len(fp)
+            if m == method and len(d) == sum(1 for v in fp.values() if v > 0)
         ]
         out[method] = {
             "tasks": row,

@@ -88,7 +88,7 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor | PreparedHessian, spec: Quan
                 orig = int(perm[col]) if perm is not None else col
                 params = static[orig // glen]
             elif col % glen == 0:
-                params = find_params(torch.cat([w1[:, i:], wf[:, i2 : col + glen]], dim=1), spec.bits, spec.sym)
+                params = find_params(torch.cat([w1[:, i : i + glen], wf[:, i2 : col + glen]], dim=1), spec.bits, spec.sym)
                 scales[:, col // glen], zeros[:, col // glen] = params.scale, params.zero
             if params is None:
                 raise RuntimeError("internal: no grid for column")

@@ -46,3 +46,13 @@ def test_lower_is_better_metric_reports_relative_increase() -> None:
     assert summarize(cells, ["a", "b"], 3)["rtn"]["mean_rel_drop"] == pytest.approx(-30.0)
     md = markdown(s, ["a", "b"], {"a": "answer NLL", "b": "answer NLL"}, 3, 64, "mean rel. NLL increase")
     assert "| RTN | 3.00 | 1.10 | 30.00% ± 0.00 |" in md and "mean rel. NLL increase |" in md
+
+
+def test_task_with_zero_unquantized_score_is_left_out_of_the_drop() -> None:
+    cells = {
+        cell_key("fp", None, None, "a"): 50.0,
+        cell_key("fp", None, None, "z"): 0.0,  # no relative drop defined
+        cell_key("rtn", 3, None, "a"): 25.0,
+        cell_key("rtn", 3, None, "z"): 0.0,
+    }
+    assert summarize(cells, ["a", "z"], 3)["rtn"]["mean_rel_drop"] == pytest.approx(50.0)
