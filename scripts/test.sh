@@ -4,8 +4,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 status=0
-echo "[test] lint (ruff)"
+echo "[test] lint (ruff, eslint)"
 .venv/bin/ruff check . || status=1
+npx eslint . || status=1
 echo "[test] python"
 .venv/bin/python -m pytest -q workers/tests "$@" || status=1
 echo "[test] typescript"

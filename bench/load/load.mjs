@@ -185,7 +185,9 @@ async function main() {
     await new Promise((r) => setTimeout(r, 1500));
     try {
       execFileSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${db}`]);
-    } catch {}
+    } catch {
+      /* the database may already be gone */
+    }
     rmSync(root, { recursive: true, force: true });
   }
 }

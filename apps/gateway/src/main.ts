@@ -10,7 +10,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  // eslint-disable-next-line no-console
+   
   console.error(err instanceof Error ? err.stack ?? err.message : err);
   process.exit(1);
 });

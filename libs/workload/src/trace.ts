@@ -17,7 +17,7 @@ export function parseTraceLine(line: string, lineNo: number): TraceRecord {
   try {
     v = JSON.parse(line);
   } catch (e) {
-    throw new Error(`trace line ${lineNo}: not JSON (${(e as Error).message})`);
+    throw new Error(`trace line ${lineNo}: not JSON (${(e as Error).message})`, { cause: e });
   }
   if (typeof v !== 'object' || v === null) throw new Error(`trace line ${lineNo}: expected an object`);
   const o = v as Record<string, unknown>;

@@ -49,17 +49,15 @@ export class GenerationService {
   async start(input: GenerationInput, signal?: AbortSignal): Promise<Generation> {
     const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
     const timeline = new RequestTimeline(id, input.model, input.api, new Date());
-    let ticket: Ticket | null = null;
     try {
       const prepared = await this.prepare(input);
       const promptTokens = prepared.promptTokenIds.length;
       const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
-      ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
-      const queued = ticket;
+      const ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
       const onAbort = (): void => this.scheduling.cancel(id);
       signal?.addEventListener('abort', onAbort, { once: true });
       if (signal?.aborted) onAbort();
-      const workerAddr = await queued.admitted.finally(() => signal?.removeEventListener('abort', onAbort));
+      const workerAddr = await ticket.admitted.finally(() => signal?.removeEventListener('abort', onAbort));
       timeline.routed(workerAddr, promptTokens);
       return this.running(id, input, ticket, promptTokens, timeline);
     } catch (err) {

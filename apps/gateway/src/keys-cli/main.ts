@@ -28,7 +28,7 @@ async function run(db: DataSource, cmd: KeysCommand): Promise<number> {
   if (cmd.kind === 'list') {
     const rows = (await listApiKeys(db)).map(describe);
     if (cmd.json) process.stdout.write(`${JSON.stringify(rows)}\n`);
-    else console.table(rows); // eslint-disable-line no-console
+    else console.table(rows);  
     return 0;
   }
   const n = await revokeApiKey(db, cmd.target);

@@ -11,7 +11,7 @@ function readPem(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new Error(`cannot read the ${what} at ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new Error(`cannot read the ${what} at ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err });
   }
 }
 
