@@ -8,6 +8,7 @@ import { RequestRecord } from '@inlaid/db';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Browser, chromium, Page } from 'playwright-core';
+import { HIST_RELATIVE_ERROR } from '../../gateway/src/dashboard/log-buckets';
 import { RecordsService } from '../../gateway/src/records/records.service';
 import { Harness, startHarness } from './support/gateway-harness';
 import { freePort } from './support/ports';
@@ -82,6 +83,13 @@ describe('dashboard in chromium', () => {
     expect(await page.locator('tr[data-task="gamma"] .bar em').textContent()).toBe('75.0%');
     // 55 of 90 judged requests met their SLO: alpha 40 + gamma 15 (its 5 failed ones miss) + beta 0
     expect(await page.locator('[data-testid="overall-slo"] .value').textContent()).toBe(`${((55 / 90) * 100).toFixed(1)}%`);
+    // TTFT p50 / p90 / p99 from the log-bucket rollups: within the bucket error of the records' nearest-rank values.
+    const ttfts = SEED.filter((r) => r.status === 'completed').map((r) => (r.firstToken?.getTime() ?? 0) - r.arrival.getTime()).sort((a, b) => a - b);
+    const exact = [0.5, 0.9, 0.99].map((q) => ttfts[Math.ceil(q * ttfts.length) - 1] ?? NaN);
+    const card = page.locator('[data-testid="overall-ttft"]');
+    const shown = [await card.locator('.value').textContent(), ...((await card.locator('small').textContent()) ?? '').split(' / ')]
+      .map((t) => (t?.endsWith(' s') ? parseFloat(t) * 1000 : parseFloat(t ?? '')));
+    shown.forEach((v, i) => expect(Math.abs(v - (exact[i] ?? NaN))).toBeLessThanOrEqual((exact[i] ?? NaN) * HIST_RELATIVE_ERROR + 10));
   });
 
   it('shows the same numbers from the rollups over a longer range', async () => {

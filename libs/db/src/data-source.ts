@@ -12,10 +12,12 @@ import { Init1735000000000 } from './migrations/1735000000000-init';
 import { TaskJobs1764400000000 } from './migrations/1764400000000-task-jobs';
 import { ApiKeys1736000000000 } from './migrations/1736000000000-api-keys';
 import { DashboardRollups1738000000000 } from './migrations/1738000000000-dashboard-rollups';
+import { DashboardFineRollups1764500000000 } from './migrations/1764500000000-dashboard-fine-rollups';
 import { ensureDatabase } from './ensure-database';
 
 export const ENTITIES = [Task, RequestRecord, ApiKey, TaskJob];
-export const MIGRATIONS = [Init1735000000000, ApiKeys1736000000000, DashboardRollups1738000000000, TaskJobs1764400000000];
+export const MIGRATIONS = [Init1735000000000, ApiKeys1736000000000, DashboardRollups1738000000000, TaskJobs1764400000000,
+  DashboardFineRollups1764500000000];
 
 export function dataSourceOptions(databaseUrl: string): DataSourceOptions {
   return {

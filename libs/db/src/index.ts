@@ -5,3 +5,4 @@ export { Task, TaskStatus } from './entities/task.entity';
 export { LayerProgress, StageProgress, TaskJob, TaskJobEvent, TaskJobKind, TaskJobProgress, TaskJobStatus } from './entities/task-job.entity';
 export { createDataSource, dataSourceOptions, ENTITIES, MIGRATIONS, openDatabase } from './data-source';
 export { databaseName, dropDatabase, ensureDatabase } from './ensure-database';
+export { HIST_BOUNDS_MS as DASHBOARD_HIST_BOUNDS_MS } from './migrations/1764500000000-dashboard-fine-rollups';

@@ -1,12 +1,12 @@
 /**
- * The dashboard's SQL (a thin shell over Postgres). Long ranges read the rollups kept by the request_records
- * trigger (range scans on their primary keys (resolution_s, bucket_start, task, ...)); short ranges read the
- * raw records through the arrival index (or (task, arrival) for one task). Both paths return the same
- * shapes and apply the same rules as metrics/slo.ts (raw ranges judge against the current targets, rollups
- * against the targets in force when each record was written).
+ * The dashboard's SQL (a thin shell over Postgres). Sums, charts and all-task histograms read the rollups
+ * kept by the request_records trigger (request_rollups: primary key (resolution_s, bucket_start, task);
+ * request_latency_rollups: primary key (task, resolution_s, bucket_start, ...)), so their cost depends on the
+ * number of tasks and segments, not on the number of records. SLO verdicts follow metrics/slo.ts, against
+ * the targets in force when each record was written.
  */
 import { DataSource } from 'typeorm';
-import { LATENCY_BOUNDS_MS } from '../metrics/latency-buckets';
+import { HIST_BOUNDS_MS } from './log-buckets';
 import { METRICS, Metric, RollupSums } from './task-stats';
 import { QueryPlan, Segment, TimeRange } from './time-range';
 
@@ -56,34 +56,11 @@ const ROLLUP_SUMS = `sum(requests)::float8 AS requests, sum(completed)::float8 A
   sum(tokens_in)::float8 AS "tokensIn", sum(tokens_out)::float8 AS "tokensOut",
   sum(ttft_sum_ms)::float8 AS "ttftSumMs", sum(latency_sum_ms)::float8 AS "latencySumMs"`;
 
-/** Raw records in [$1, $2) (optionally of task $3) with their timings (ms) and SLO verdicts. */
-function rawRecords(withTask: boolean): string {
-  return `
-    d AS (
-      SELECT r.task, r.arrival, r.status, r.tokens_in, r.tokens_out,
-        CASE WHEN r.first_token IS NOT NULL THEN date_part('epoch', r.first_token - r.arrival) * 1000 END AS ttft,
-        CASE WHEN r.first_token IS NOT NULL AND r.finish IS NOT NULL AND r.tokens_out > 1
-          THEN date_part('epoch', r.finish - r.first_token) * 1000 / (r.tokens_out - 1) END AS tpot,
-        CASE WHEN r.finish IS NOT NULL THEN date_part('epoch', r.finish - r.arrival) * 1000 END AS latency,
-        coalesce(t.slo_ttft_ms, s.ttft_ms) AS ttft_target, coalesce(t.slo_tpot_ms, s.tpot_ms) AS tpot_target
-      FROM request_records r LEFT JOIN tasks t ON t.name = r.task CROSS JOIN slo_defaults s
-      WHERE r.arrival >= $1 AND r.arrival < $2 ${withTask ? 'AND r.task = $3' : ''}
-    ),
-    m AS (
-      SELECT d.*, (d.status = 'completed' AND d.ttft IS NOT NULL AND d.ttft <= d.ttft_target) AS ttft_ok,
-        (d.status = 'completed' AND (d.tpot IS NULL OR d.tpot <= d.tpot_target)) AS tpot_ok
-      FROM d
-    )`;
-}
-
-const RAW_SUMS = `count(*)::float8 AS requests, count(*) FILTER (WHERE status = 'completed')::float8 AS completed,
-  count(*) FILTER (WHERE status = 'aborted')::float8 AS aborted, count(*) FILTER (WHERE status = 'failed')::float8 AS failed,
-  count(*) FILTER (WHERE status = 'rejected')::float8 AS rejected, count(*) FILTER (WHERE status <> 'aborted')::float8 AS "sloEligible",
-  count(*) FILTER (WHERE ttft_ok)::float8 AS "ttftMet", count(*) FILTER (WHERE tpot_ok)::float8 AS "tpotMet",
-  count(*) FILTER (WHERE ttft_ok AND tpot_ok)::float8 AS "sloMet", coalesce(sum(tokens_in), 0)::float8 AS "tokensIn",
-  coalesce(sum(tokens_out), 0)::float8 AS "tokensOut",
-  coalesce(sum(ttft) FILTER (WHERE status = 'completed'), 0)::float8 AS "ttftSumMs",
-  coalesce(sum(latency) FILTER (WHERE status = 'completed'), 0)::float8 AS "latencySumMs"`;
+/** Timings (ms) of a record `r`, with exactly the trigger's expressions, so buckets agree. */
+const TTFT = `CASE WHEN r.first_token IS NOT NULL THEN date_part('epoch', r.first_token - r.arrival) * 1000 END`;
+const TPOT = `CASE WHEN r.first_token IS NOT NULL AND r.finish IS NOT NULL AND r.tokens_out > 1
+  THEN date_part('epoch', r.finish - r.first_token) * 1000 / (r.tokens_out - 1) END`;
+const LATENCY = `CASE WHEN r.finish IS NOT NULL THEN date_part('epoch', r.finish - r.arrival) * 1000 END`;
 
 type RawHist = { task: string; metric: number; bucket: number; count: number };
 
@@ -94,54 +71,60 @@ function toHistRows(rows: RawHist[]): HistRow[] {
 export class DashboardQueries {
   constructor(private readonly db: DataSource) {}
 
-  /** Per-task sums (optionally one task). */
+  /** Per-task sums (optionally one task) from request_rollups (primary key range scans). */
   async taskSums(plan: QueryPlan, task?: string): Promise<RollupSums[]> {
-    if (plan.kind === 'raw') {
-      return this.db.query(`WITH ${rawRecords(task !== undefined)} SELECT task, ${RAW_SUMS} FROM m GROUP BY task`, this.rawParams(plan.range, task));
-    }
     const params: unknown[] = [];
     const where = segmentsWhere(plan.segments, params) + this.taskFilter(task, params);
     return this.db.query(`SELECT task, ${ROLLUP_SUMS} FROM request_rollups WHERE ${where} GROUP BY task`, params);
   }
 
-  /** Per-task, per-metric latency bucket counts of completed requests. */
-  async taskHistograms(plan: QueryPlan, task?: string): Promise<HistRow[]> {
-    if (plan.kind === 'raw') {
-      const params = [...this.rawParams(plan.range, task), LATENCY_BOUNDS_MS];
-      const n = params.length;
-      return toHistRows(await this.db.query(
-        `WITH ${rawRecords(task !== undefined)}
-         SELECT m.task, v.metric, width_bucket(v.value, $${n}::float8[]) AS bucket, count(*)::float8 AS count
-         FROM m CROSS JOIN LATERAL (VALUES (0, m.ttft), (1, m.tpot), (2, m.latency)) AS v(metric, value)
-         WHERE m.status = 'completed' AND v.value IS NOT NULL GROUP BY 1, 2, 3`,
+  /**
+   * Latency bucket counts (HIST_BOUNDS_MS) of completed requests for all tasks together (task ALL_TASKS)
+   * and for each of `tasks`. All tasks and hour-precision plans read request_latency_rollups (key: task,
+   * resolution, start, ...: index-only range scans); per-task minute-precision plans (at most 3 h) count
+   * the tasks' own records in the range (arrival or (task, arrival) index), with the trigger's expressions
+   * and bounds.
+   */
+  async latencyHistograms(plan: QueryPlan, tasks: readonly string[], allTasks = true): Promise<HistRow[]> {
+    const fromRollups = [...(allTasks ? [ALL_TASKS] : []), ...(plan.precision === 'hour' ? tasks : [])];
+    const fromRecords = plan.precision === 'minute' ? tasks : [];
+    const parts: Array<Promise<RawHist[]>> = [];
+    if (fromRollups.length > 0) {
+      // One primary-key range per (task, segment): a lateral subquery kept apart by OFFSET 0, so the planner
+      // neither turns the segments into a filter over the tasks' rows nor joins against a scan of the table.
+      const params: unknown[] = [fromRollups];
+      const segments = plan.segments.map((seg) => {
+        params.push(seg.resolutionS, seg.from, seg.to);
+        const n = params.length;
+        return `($${n - 2}::int, $${n - 1}::timestamptz, $${n}::timestamptz)`;
+      });
+      parts.push(this.db.query(
+        `SELECT x.task, x.metric, x.bucket, sum(x.count)::float8 AS count
+         FROM unnest($1::text[]) AS t(task) CROSS JOIN (VALUES ${segments.join(', ')}) AS s(resolution_s, f, t)
+         CROSS JOIN LATERAL (
+           SELECT r.task, r.metric, r.bucket, r.count FROM request_latency_rollups r
+           WHERE r.task = t.task AND r.resolution_s = s.resolution_s AND r.bucket_start >= s.f AND r.bucket_start < s.t OFFSET 0
+         ) AS x
+         GROUP BY 1, 2, 3`,
         params,
       ));
     }
-    const params: unknown[] = [];
-    const where = segmentsWhere(plan.segments, params) + this.taskFilter(task, params);
-    return toHistRows(await this.db.query(
-      `SELECT task, metric, bucket, sum(count)::float8 AS count FROM request_rollup_hist WHERE ${where} GROUP BY task, metric, bucket`,
-      params,
-    ));
+    if (fromRecords.length > 0) {
+      parts.push(this.db.query(
+        `SELECT r.task, v.metric, width_bucket(v.value, $4::float8[]) AS bucket, count(*)::float8 AS count
+         FROM unnest($3::text[]) AS t(task)
+         JOIN request_records r ON r.task = t.task AND r.arrival >= $1 AND r.arrival < $2 AND r.status = 'completed'
+         CROSS JOIN LATERAL (VALUES (0, ${TTFT}), (1, ${TPOT}), (2, ${LATENCY})) AS v(metric, value)
+         WHERE v.value IS NOT NULL
+         GROUP BY 1, 2, 3`,
+        [plan.range.from, plan.range.to, fromRecords, HIST_BOUNDS_MS],
+      ));
+    }
+    return toHistRows((await Promise.all(parts)).flat());
   }
 
-  /**
-   * Chart points per step. All tasks: the all-tasks rollup at `resolutionS`. One task: its hourly/daily
-   * rollup rows, or its raw records for sub-hour steps.
-   */
+  /** Chart points per step from the all-tasks or the task's rollup rows at `resolutionS`. */
   async series(range: TimeRange, stepS: number, resolutionS: number, task?: string): Promise<SeriesRow[]> {
-    if (task !== undefined && resolutionS < 3600) {
-      return this.db.query(
-        `WITH ${rawRecords(true)}
-         SELECT date_bin(make_interval(secs => $4), arrival, ${ORIGIN}) AS t, count(*)::float8 AS requests,
-           count(*) FILTER (WHERE status IN ('failed', 'rejected'))::float8 AS errors,
-           count(*) FILTER (WHERE status <> 'aborted')::float8 AS "sloEligible",
-           count(*) FILTER (WHERE ttft_ok AND tpot_ok)::float8 AS "sloMet", coalesce(sum(tokens_out), 0)::float8 AS "tokensOut",
-           coalesce(sum(ttft) FILTER (WHERE status = 'completed'), 0)::float8 AS "ttftSumMs"
-         FROM m GROUP BY 1 ORDER BY 1`,
-        [range.from, range.to, task, stepS],
-      );
-    }
     return this.db.query(
       `SELECT date_bin(make_interval(secs => $1), bucket_start, ${ORIGIN}) AS t,
          sum(requests)::float8 AS requests, (sum(failed) + sum(rejected))::float8 AS errors,
@@ -163,10 +146,6 @@ export class DashboardQueries {
        ORDER BY arrival DESC LIMIT $3`,
       [range.from, range.to, limit],
     );
-  }
-
-  private rawParams(range: TimeRange, task: string | undefined): unknown[] {
-    return task === undefined ? [range.from, range.to] : [range.from, range.to, task];
   }
 
   /** Restricts rollup rows to one task, or to real tasks (not the all-tasks rows). */

@@ -4,16 +4,16 @@ import { DataSource } from 'typeorm';
 import { readTargets } from '../metrics/slo-targets';
 import { targetsFor } from '../metrics/slo';
 import { WorkersService } from '../workers/workers.service';
-import { DashboardQueries, ErrorRow } from './dashboard.queries';
+import { ALL_TASKS, DashboardQueries, ErrorRow } from './dashboard.queries';
 import { JobsView, readJobs } from './task-jobs';
-import { emptyHistograms, Histograms, sumHistograms, sumRows, TaskStats, toTaskStats, worstFirst } from './task-stats';
+import { emptyHistograms, histogramsByTask, sumRows, TaskStats, toTaskStats, worstFirst } from './task-stats';
 import { chartStep, planQuery, stepStarts, TimeRange } from './time-range';
 import { toWorkerView, WorkerView } from './worker-view';
 
 export interface Overview {
-  /** The range answered: short ones exactly, long ones widened to whole hours. */
+  /** The range answered: up to 3 h to the minute, longer ones widened to whole hours. */
   readonly range: { readonly from: string; readonly to: string };
-  readonly source: 'raw' | 'rollup';
+  readonly precision: 'minute' | 'hour';
   readonly defaults: { readonly ttftMs: number; readonly tpotMs: number };
   readonly overall: TaskStats;
   readonly taskCount: number;
@@ -48,31 +48,37 @@ export class DashboardService {
     this.queries = new DashboardQueries(db);
   }
 
+  /**
+   * Sums of every task rank the tasks (alongside, the all-tasks histogram is read); latency histograms are
+   * then read for the `limit` tasks shown only (percentiles do not take part in the ranking).
+   */
   async overview(range: TimeRange, limit: number): Promise<Overview> {
     const plan = planQuery(range);
-    const [sums, hists, targets] = await Promise.all([
+    const [sums, targets, overallHist] = await Promise.all([
       this.queries.taskSums(plan),
-      this.queries.taskHistograms(plan),
       readTargets(this.db),
+      this.queries.latencyHistograms(plan, []),
     ]);
-    const byTask = new Map<string, Histograms>();
-    for (const h of hists) {
-      let entry = byTask.get(h.task);
-      if (entry === undefined) byTask.set(h.task, (entry = emptyHistograms()));
-      entry[h.metric][h.bucket] = h.count;
-    }
     const rangeMs = plan.range.to.getTime() - plan.range.from.getTime();
-    const tasks = sums
-      .map((s) => toTaskStats(s, byTask.get(s.task) ?? emptyHistograms(), targetsFor(targets, s.task), rangeMs))
-      .sort(worstFirst);
-    const overall = toTaskStats(sumRows('(all)', sums), sumHistograms(byTask.values()), targets.defaults, rangeMs);
+    const ranked = sums
+      .map((s) => toTaskStats(s, emptyHistograms(), targetsFor(targets, s.task), rangeMs))
+      .sort(worstFirst)
+      .slice(0, limit);
+    const shown = await this.queries.latencyHistograms(plan, ranked.map((t) => t.task), false);
+    const hists = histogramsByTask([...overallHist, ...shown]);
+    const bySum = new Map(sums.map((s) => [s.task, s]));
+    const tasks = ranked.map((t) => {
+      const s = bySum.get(t.task);
+      return s === undefined ? t : toTaskStats(s, hists.get(t.task) ?? emptyHistograms(), t.targets, rangeMs);
+    });
+    const overall = toTaskStats(sumRows('(all)', sums), hists.get(ALL_TASKS) ?? emptyHistograms(), targets.defaults, rangeMs);
     return {
       range: { from: plan.range.from.toISOString(), to: plan.range.to.toISOString() },
-      source: plan.kind,
+      precision: plan.precision,
       defaults: { ttftMs: targets.defaults.ttftMs, tpotMs: targets.defaults.tpotMs },
       overall,
-      taskCount: tasks.length,
-      tasks: tasks.slice(0, limit),
+      taskCount: sums.length,
+      tasks,
     };
   }
 

@@ -2,9 +2,10 @@
  * Turns summed rollup rows into the numbers the dashboard shows, per task and overall (pure). Attainment is
  * met / eligible, where eligible excludes requests the client aborted; failed and rejected requests count as
  * misses. Queue depth is the mean number of requests waiting for their first token over the range (Little's
- * law: sum of TTFT / range length), in-flight likewise with end-to-end latency.
+ * law: sum of TTFT / range length), in-flight likewise with end-to-end latency. Percentiles come from
+ * log-bucket counts (log-buckets.ts: within 4.8% of the exact nearest-rank value).
  */
-import { addCounts, bucketQuantile, emptyCounts } from '../metrics/latency-buckets';
+import { emptyHist, histQuantile } from './log-buckets';
 import type { SloTargets } from '../metrics/slo';
 
 export interface RollupSums {
@@ -57,7 +58,7 @@ export interface TaskStats {
 }
 
 export function emptyHistograms(): Histograms {
-  return { ttft: emptyCounts(), tpot: emptyCounts(), latency: emptyCounts() };
+  return { ttft: emptyHist(), tpot: emptyHist(), latency: emptyHist() };
 }
 
 function ratio(a: number, b: number): number | null {
@@ -65,7 +66,7 @@ function ratio(a: number, b: number): number | null {
 }
 
 function percentiles(counts: readonly number[]): Percentiles {
-  return { p50: bucketQuantile(counts, 0.5), p90: bucketQuantile(counts, 0.9), p99: bucketQuantile(counts, 0.99) };
+  return { p50: histQuantile(counts, 0.5), p90: histQuantile(counts, 0.9), p99: histQuantile(counts, 0.99) };
 }
 
 export function toTaskStats(sums: RollupSums, hist: Histograms, targets: SloTargets, rangeMs: number): TaskStats {
@@ -103,10 +104,15 @@ export function sumRows(task: string, rows: readonly RollupSums[]): RollupSums {
   return out as unknown as RollupSums;
 }
 
-export function sumHistograms(hists: Iterable<Histograms>): Histograms {
-  const out = emptyHistograms();
-  for (const h of hists) for (const m of METRICS) addCounts(out[m], h[m]);
-  return out;
+/** Histogram rows (task, metric, bucket, count) → one Histograms per task. */
+export function histogramsByTask(rows: Iterable<{ task: string; metric: Metric; bucket: number; count: number }>): Map<string, Histograms> {
+  const byTask = new Map<string, Histograms>();
+  for (const h of rows) {
+    let entry = byTask.get(h.task);
+    if (entry === undefined) byTask.set(h.task, (entry = emptyHistograms()));
+    entry[h.metric][h.bucket] = (entry[h.metric][h.bucket] ?? 0) + h.count;
+  }
+  return byTask;
 }
 
 /**

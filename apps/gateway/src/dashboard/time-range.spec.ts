@@ -22,13 +22,18 @@ describe('time ranges', () => {
     expect(() => parseRange(query, now)).toThrow(message);
   });
 
-  it('reads raw records up to 3 h and rollups, widened to whole hours, beyond', () => {
-    expect(planQuery(parseRange({ range: '3h' }, now)).kind).toBe('raw');
+  it('answers up to 3 h to the minute, and widens longer ranges to whole hours', () => {
+    const short = planQuery(parseRange({ range: '3h' }, now));
+    expect(short.precision).toBe('minute');
+    expect(short.segments.map((s) => [s.resolutionS, s.from.toISOString().slice(11, 16), s.to.toISOString().slice(11, 16)]))
+      .toEqual([[60, '10:47', '11:00'], [3600, '11:00', '13:00'], [60, '13:00', '13:48']]);
     const plan = planQuery(parseRange({ range: '6h' }, now));
-    if (plan.kind !== 'rollup') throw new Error('expected rollups');
+    expect(plan.precision).toBe('hour');
     expect(plan.range.from.toISOString()).toBe('2026-11-29T07:00:00.000Z');
     expect(plan.range.to.toISOString()).toBe('2026-11-29T14:00:00.000Z');
     expect(plan.segments).toEqual([{ resolutionS: 3600, ...plan.range }]);
+    const quarter = planQuery(parseRange({ range: '15m' }, now));
+    expect(quarter.segments).toEqual([{ resolutionS: 60, ...quarter.range }]);
   });
 
   it('takes whole days from the daily rollups and the ragged hours from the hourly ones', () => {
@@ -39,6 +44,11 @@ describe('time ranges', () => {
     const covered = planSegments({ from, to }).reduce((a, s) => a + s.to.getTime() - s.from.getTime(), 0);
     expect(covered).toBe(to.getTime() - from.getTime());
     expect(() => planSegments({ from: new Date(from.getTime() + 60_000), to })).toThrow(/hour-aligned/);
+    expect(() => planSegments({ from: new Date(from.getTime() + 1000), to }, 60)).toThrow(/minute-aligned/);
+    const fine = planSegments({ from: new Date('2026-11-20T05:07:00Z'), to: new Date('2026-11-22T01:02:00Z') }, 60)
+      .map((s) => [s.resolutionS, s.from.toISOString().slice(8, 16), s.to.toISOString().slice(8, 16)]);
+    expect(fine).toEqual([[60, '20T05:07', '20T06:00'], [3600, '20T06:00', '21T00:00'], [86400, '21T00:00', '22T00:00'],
+      [3600, '22T00:00', '22T01:00'], [60, '22T01:00', '22T01:02']]);
   });
 
   it('picks a chart step that keeps at most 120 points', () => {

@@ -1,7 +1,7 @@
 /**
  * Time ranges for the dashboard (pure): parsing the query (`range=1h` back from now, or `from`/`to` ISO
- * times, rounded out to whole minutes), choosing raw records or rollups (widened to whole hours; whole days
- * from the daily rollups), and picking a chart step.
+ * times, rounded out to whole minutes), splitting it into rollup segments (to the minute up to 3 h, widened to
+ * whole hours beyond), and picking a chart step.
  */
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
@@ -30,16 +30,19 @@ export interface Segment {
 }
 
 /**
- * How to answer per-task questions over a range: short ranges read the raw records (exact, a few hundred
- * thousand rows at most through the arrival index); longer ones are widened to whole hours and read from
- * the per-day and per-hour rollups.
+ * How to answer questions over a range: every part of it is read from the rollups (request_rollups and
+ * request_latency_rollups) as segments of whole days, hours and minutes. Ranges up to 3 h are answered to
+ * the minute (whole hours in the middle, minutes at the ends); longer ones are widened to whole hours (whole
+ * days in the middle, hours at the ends), which bounds the rows read per task to about 50 for any range.
  */
-export type QueryPlan =
-  | { readonly kind: 'raw'; readonly range: TimeRange }
-  | { readonly kind: 'rollup'; readonly range: TimeRange; readonly segments: readonly Segment[] };
+export interface QueryPlan {
+  readonly precision: 'minute' | 'hour';
+  readonly range: TimeRange;
+  readonly segments: readonly Segment[];
+}
 
-export const RAW_MAX_MS = 3 * HOUR_MS;
-const DAY_MS = 24 * HOUR_MS;
+export const MINUTE_PRECISION_MAX_MS = 3 * HOUR_MS;
+const LEVELS: readonly Resolution[] = [86400, 3600, 60];
 
 function parseDate(name: string, raw: string): Date {
   const d = new Date(raw);
@@ -71,27 +74,36 @@ export function parseRange(query: { range?: string; from?: string; to?: string }
 
 export function planQuery(range: TimeRange): QueryPlan {
   // + a minute: rounding out to whole minutes makes a relative `3h` one minute longer.
-  if (range.to.getTime() - range.from.getTime() <= RAW_MAX_MS + MINUTE_MS) return { kind: 'raw', range };
+  if (range.to.getTime() - range.from.getTime() <= MINUTE_PRECISION_MAX_MS + MINUTE_MS) {
+    return { precision: 'minute', range, segments: planSegments(range, 60) };
+  }
   const f = Math.floor(range.from.getTime() / HOUR_MS) * HOUR_MS;
   const t = Math.ceil(range.to.getTime() / HOUR_MS) * HOUR_MS;
   const widened = { from: new Date(f), to: new Date(t) };
-  return { kind: 'rollup', range: widened, segments: planSegments(widened) };
+  return { precision: 'hour', range: widened, segments: planSegments(widened, 3600) };
 }
 
-/** Hour-aligned [from, to) → whole days from the daily rollups, the hours at either end from the hourly ones. */
-export function planSegments(range: TimeRange): Segment[] {
+/**
+ * A [from, to) aligned to `finestS` as the fewest segments: the coarsest whole units in the middle, finer
+ * ones at either end (e.g. whole days, then hours, then minutes), in time order.
+ */
+export function planSegments(range: TimeRange, finestS: Resolution = 3600): Segment[] {
   const f = range.from.getTime();
   const t = range.to.getTime();
-  if (f % HOUR_MS !== 0 || t % HOUR_MS !== 0) throw new Error('planSegments needs an hour-aligned range');
-  const d1 = Math.ceil(f / DAY_MS) * DAY_MS;
-  const d2 = Math.floor(t / DAY_MS) * DAY_MS;
-  if (d2 <= d1) return [{ resolutionS: 3600, from: range.from, to: range.to }];
-  const parts: Segment[] = [
-    { resolutionS: 3600, from: new Date(f), to: new Date(d1) },
-    { resolutionS: 86400, from: new Date(d1), to: new Date(d2) },
-    { resolutionS: 3600, from: new Date(d2), to: new Date(t) },
-  ];
-  return parts.filter((s) => s.to.getTime() > s.from.getTime());
+  if (f % (finestS * 1000) !== 0 || t % (finestS * 1000) !== 0) {
+    throw new Error(`planSegments needs an ${finestS === 3600 ? 'hour' : finestS === 60 ? 'minute' : 'day'}-aligned range`);
+  }
+  const levels = LEVELS.filter((l) => l >= finestS);
+  const split = (from: number, to: number, i: number): Segment[] => {
+    const level = levels[i];
+    if (level === undefined || to <= from) return [];
+    const unit = level * 1000;
+    const a = Math.ceil(from / unit) * unit;
+    const b = Math.floor(to / unit) * unit;
+    if (b <= a) return split(from, to, i + 1);
+    return [...split(from, a, i + 1), { resolutionS: level, from: new Date(a), to: new Date(b) }, ...split(b, to, i + 1)];
+  };
+  return split(f, t, 0);
 }
 
 /** The smallest step (s) that keeps a chart at or under maxPoints points, and the rollup it reads from. */

@@ -1,7 +1,7 @@
 /**
- * The one set of latency bucket bounds (ms) shared by the Prometheus histograms and the dashboard rollups.
- * Bucket k of a rollup (Postgres `width_bucket`) holds values in [BOUNDS[k-1], BOUNDS[k]); bucket 0 is below
- * BOUNDS[0] and bucket BOUNDS.length is at or above the last bound. Must equal the migration's BOUNDS_MS.
+ * The latency bucket bounds (ms) of the Prometheus histograms (the version-1 dashboard rollups used them too;
+ * the dashboard now uses the finer log-spaced dashboard/log-buckets.ts). Bucket k holds values in
+ * [BOUNDS[k-1], BOUNDS[k]); bucket 0 is below BOUNDS[0] and bucket BOUNDS.length is at or above the last bound.
  */
 export const LATENCY_BOUNDS_MS: readonly number[] = Object.freeze([
   1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000,
