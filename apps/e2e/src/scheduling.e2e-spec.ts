@@ -131,7 +131,12 @@ it('a client that disconnects while its request waits in the gateway queue never
   await withGateway({ INLAID_POLICY: 'fifo', INLAID_SCHED_MAX_ROWS: '1' }, async (h, client) => {
     const sched = h.gateway.app.get(SchedulingService);
     // One long request holds the only row; the second waits in the gateway queue, then its client leaves.
-    const long = client.completions.create({ model: 'sql', prompt: 'hold the row', max_tokens: 48, temperature: 0, ignore_eos: true } as never);
+    // The holder asks for nearly the whole context and is cancelled at the end, so it cannot finish before the
+    // second request reaches the queue, however slow the machine is.
+    const holder = new AbortController();
+    const long = client.completions
+      .create({ model: 'sql', prompt: 'hold the row', max_tokens: 240, temperature: 0, ignore_eos: true } as never, { signal: holder.signal })
+      .catch((e: unknown) => e);
     await waitFor(async () => (sched.dispatcher.inFlight === 1 ? true : undefined), 10_000, 'first request admitted');
     const leaving = new AbortController();
     const queued = fetch(`${h.gateway.httpUrl}/v1/completions`, {
@@ -144,6 +149,7 @@ it('a client that disconnects while its request waits in the gateway queue never
     leaving.abort();
     await queued;
     await waitFor(async () => (sched.dispatcher.waiting === 0 ? true : undefined), 5_000, 'queue emptied by the disconnect');
+    holder.abort();
     await long;
     const rows = await waitFor(async () => {
       const all = await h.db.getRepository(RequestRecord).find();
