@@ -4,11 +4,16 @@ read: weights + active adapters + KV cache, over the measured copy bandwidth) an
 
 A decode step = B sequences, each with `--context` cached tokens, one new token each (KV contents are
 whatever the cache holds: speed does not depend on values); time = median wall time of runner.execute
-(which includes its CPU work and the logits' copy to the host). Writes decode-<date>.{json,md} to --out.
-H200 (two calls keep each under the device tool's 10 minutes; the goals are judged in the int4 file):
-  PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag int4
-  PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants fp16 --peft '' --tag fp16
+(which includes its CPU work and the logits' copy to the host; on CUDA the triton backend replays a CUDA graph
+per batch bucket). The first quant also times the scheduling simulator's grid (cost_points.py) into the JSON's
+`cost_points`; --profile writes torch.profiler tables of two decode steps. Writes decode-<date>[-tag].{json,md}.
+H200, the 2026-11-29 run (one device call, the two commands back to back):
+  PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag int4 --per-batch-lora 0 \
+      --ranks 8,16,64 --distinct 8,32 --peft 32:8 --peft-reps 1 --reps 6 --warmup 2
+  PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants fp16 --tag fp16 --batches 1,32 \
+      --ranks 16 --targets qkvo --distinct 8,32 --peft '' --cost-points 0 --reps 6 --warmup 2
 CPU smoke test: TRITON_INTERPRET=1 PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --tiny
+(add --backend triton to run the fused forward under the interpreter; slow: minutes)
 """
 
 from __future__ import annotations
@@ -26,17 +31,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inlaid_worker.model.step_input import StepInput  # noqa: E402
+from cost_points import measure_cost_points  # noqa: E402
 from peft_baseline import peft_point  # noqa: E402
-from random_model import LLAMA2_7B, TARGETS, TINY, adapter_bytes, kv_bytes, make_runner, random_adapter, weight_bytes  # noqa: E402,E501
+from profile_step import profile_step  # noqa: E402
+from random_model import LLAMA2_7B, TARGETS, TINY, adapter_bytes, kv_bytes, make_runner, weight_bytes  # noqa: E402
 from report import to_markdown  # noqa: E402
-
-BLOCK = 16
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from steps import BLOCK, load_adapters, make_step, sync, timed  # noqa: E402
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -53,65 +53,53 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * n * 4 / sorted(times[3:])[5]
 
 
-def timed(fn, device: torch.device, warmup: int, reps: int) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
-def make_step(batch: int, query: int, context: int, slots: list[int], vocab: int) -> StepInput:
-    """`batch` sequences, each with `query` new tokens ending at position context-1; disjoint block tables."""
-    blocks = -(-context // BLOCK)
-    tables = torch.arange(batch * blocks).reshape(batch, blocks)
-    pos = torch.arange(context - query, context).repeat(batch)
-    seq = torch.arange(batch).repeat_interleave(query)
-    slot_map = tables[seq, pos // BLOCK] * BLOCK + pos % BLOCK
-    ids = torch.tensor(slots, dtype=torch.int64).repeat_interleave(query)
-    return StepInput(
-        token_ids=torch.randint(3, vocab, (batch * query,)), positions=pos, adapter_ids=ids, slot_mapping=slot_map,
-        query_start_loc=torch.arange(batch + 1) * query, context_lens=torch.full((batch,), context),
-        block_tables=tables, logits_indices=torch.arange(1, batch + 1) * query - 1,
-    )  # fmt: skip
-
-
-def load_adapters(runner, rank: int, targets: str, count: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """Replace the runner's adapters with `count` random ones; returns their slots."""
-    for name in list(runner.adapter_slots):
-        runner.remove_adapter(name)
-    adapter = random_adapter(runner.config, rank, TARGETS[targets])
-    return [runner.add_adapter(f"{targets}-r{rank}-{i}", adapter) for i in range(count)]
-
-
 def decode_plan(args: argparse.Namespace) -> list[tuple[int, str, int, int]]:
     """(rank, targets, batch, distinct); rank 0 = base only. Grouped by adapter config (loaded once each)."""
     plan = [(0, "-", b, 0) for b in args.batches]
     for rank in args.ranks:
         for targets in args.targets:
             plan += [(rank, targets, args.lora_batch, d) for d in args.distinct if d <= args.lora_batch]
-    plan += [(16, "qkvo", b, d) for b in args.batches for d in args.distinct if d <= b and b != args.lora_batch]
+    if args.per_batch_lora:
+        plan += [(16, "qkvo", b, d) for b in args.batches for d in args.distinct if d <= b and b != args.lora_batch]
     return sorted(set(plan), key=lambda p: (p[0], p[1], p[2], p[3]))
+
+
+def new_runner(args: argparse.Namespace, quant: str):  # type: ignore[no-untyped-def]
+    """A random-weight runner and its KV pool size (blocks; block tables wrap around it)."""
+    max_b = max(args.batches + [args.lora_batch, args.prefill_seqs])
+    ctx = max(args.context, args.prompt)
+    c0, el = args.shape, torch.empty((), dtype=args.dtype_).element_size()
+    per_block = c0.layers * 2 * BLOCK * c0.kv_heads * (c0.hidden // c0.heads) * el
+    pool = int(min(max_b * -(-ctx // BLOCK) * 4, max(64, args.kv_gb * 2**30 // per_block)))
+    runner = make_runner(args.config_dir, quant, args.device_, args.dtype_, pool, BLOCK, max(args.distinct + [32]),
+                         args.backend, not args.no_graphs)  # fmt: skip
+    return runner, pool
+
+
+def release(device: torch.device) -> None:
+    """Give cached device memory back (call after dropping the last reference to a runner)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def bench_quant(args: argparse.Namespace, quant: str, meta: dict, log) -> None:  # type: ignore[no-untyped-def]
     dev, dtype = args.device_, args.dtype_
-    max_b = max(args.batches + [args.lora_batch, args.prefill_seqs])
-    ctx = max(args.context, args.prompt)
-    runner = make_runner(args.config_dir, quant, dev, dtype, max_b * -(-ctx // BLOCK), BLOCK,
-                         max(args.distinct), args.backend)  # fmt: skip
-    c, el = runner.config, torch.empty((), dtype=dtype).element_size()
+    el = torch.empty((), dtype=dtype).element_size()
+    runner, pool = new_runner(args, quant)
+    meta.setdefault("kv_pool_blocks", {})[quant] = pool
+    c = runner.config
+    if args.profile:
+        for name, b, d in (("b1-base", 1, 0), ("b32-32lora", 32, 32)):
+            slots = load_adapters(runner, 16, TARGETS["qkvo"], d, "prof") if d else []
+            ids = [slots[i % d] if d else -1 for i in range(b)]
+            print(profile_step(runner, make_step(b, 1, args.context, ids, c.vocab_size, pool), f"{quant}-{name}",
+                               args.out), flush=True)  # fmt: skip
     loaded, slots = None, []
     for rank, targets, batch, distinct in decode_plan(args):
         if distinct and loaded != (rank, targets):
-            slots, loaded = load_adapters(runner, rank, targets, max(args.distinct)), (rank, targets)
+            slots, loaded = load_adapters(runner, rank, TARGETS[targets], max(args.distinct), targets), (rank, targets)
         ids = [slots[i % distinct] if distinct else -1 for i in range(batch)]
-        step = make_step(batch, 1, args.context, ids, c.vocab_size)
+        step = make_step(batch, 1, args.context, ids, c.vocab_size, pool)
         t = timed(lambda: runner.execute(step), dev, args.warmup, args.reps)
         nbytes = weight_bytes(runner.weights, batch) + kv_bytes(c, batch * args.context, el)
         nbytes += distinct * adapter_bytes(c, rank, TARGETS.get(targets, ()), el)
@@ -120,17 +108,17 @@ def bench_quant(args: argparse.Namespace, quant: str, meta: dict, log) -> None: 
                  bytes=nbytes, tokens_per_s=batch / t))  # fmt: skip
     for rank, distinct in ((0, 0), (16, min(8, args.prefill_seqs, max(args.distinct)))):
         if distinct:
-            slots = load_adapters(runner, rank, "qkvo", distinct)
+            slots = load_adapters(runner, rank, TARGETS["qkvo"], distinct, "prefill")
         ids = [slots[i % distinct] if distinct else -1 for i in range(args.prefill_seqs)]
-        step = make_step(args.prefill_seqs, args.prompt, args.prompt, ids, c.vocab_size)
+        step = make_step(args.prefill_seqs, args.prompt, args.prompt, ids, c.vocab_size, pool)
         t = timed(lambda: runner.execute(step), dev, 1, max(1, args.reps // 2))
         tokens = args.prefill_seqs * args.prompt
         log(dict(kind="prefill", quant=quant, backend=runner.backend, rank=rank, targets="qkvo" if rank else "-",
                  batch=args.prefill_seqs, distinct=distinct, tokens=tokens, step_ms=t * 1e3,
                  tokens_per_s=tokens / t))  # fmt: skip
+    meta.setdefault("graph_captures", {})[quant] = runner.graph_captures
     del runner
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
+    release(dev)
 
 
 def parse_args() -> argparse.Namespace:
@@ -152,6 +140,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--peft", default="1:0,1:1,32:0,32:8", help="batch:distinct points for transformers+PEFT ('' = none)")
     ap.add_argument("--peft-new-tokens", type=int, default=16)
     ap.add_argument("--tag", default="", help="suffix of the output files (decode-<date>[-tag].{json,md})")
+    ap.add_argument("--kv-gb", type=float, default=40.0, help="KV pool size; block tables wrap around it")
+    ap.add_argument("--no-graphs", action="store_true", help="eager decode steps (no CUDA graphs)")
+    ap.add_argument("--cost-points", type=int, default=1, help="1: time the simulator's cost grid (first quant)")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler tables of two decode steps")
+    ap.add_argument("--per-batch-lora", type=int, default=1, help="1: rank-16 q/k/v/o adapters at every batch too")
+    ap.add_argument("--peft-reps", type=int, default=0, help="timed generate() calls per PEFT point (0: reps // 3)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
     if "--tiny" in sys.argv:  # a small grid; flags given explicitly still win
@@ -186,16 +180,19 @@ def main() -> None:
                 torch=torch.__version__, shape=vars(args.shape), dtype=str(args.dtype_), context=args.context,
                 interpreted=os.environ.get("TRITON_INTERPRET") == "1")  # fmt: skip
     meta["copy_GBps"] = copy_bandwidth(dev) / 1e9
+    meta["cuda_graphs"] = dev.type == "cuda" and not args.no_graphs and (args.backend or "triton") == "triton"
     rows: list[dict] = []
+    cost: list[dict] = []
 
     def save() -> None:  # after every row: a run cut short still leaves its results
         stem = args.out / f"decode-{date}{'-' + args.tag if args.tag else ''}"
-        stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-        stem.with_suffix(".md").write_text(to_markdown(meta, rows))
+        stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows, cost_points=cost), indent=1))
+        stem.with_suffix(".md").write_text(to_markdown(meta, rows, cost))
 
-    def log(row: dict) -> None:
-        rows.append(row)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    def log(row: dict, keep: bool = True) -> None:
+        if keep:
+            rows.append(row)
+        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         save()
 
     t0 = time.time()
@@ -208,10 +205,20 @@ def main() -> None:
     for point in filter(None, args.peft.split(",")):
         batch, distinct = (int(v) for v in point.split(":"))
         log(peft_point(args.shape, batch, distinct, 16, "qkvo", args.context, args.peft_new_tokens, dev,
-                       args.dtype_, max(1, args.reps // 3)))  # fmt: skip
+                       args.dtype_, args.peft_reps or max(1, args.reps // 3)))  # fmt: skip
+    if args.cost_points:  # last: the goal rows and PEFT come first should the call run out of time
+        with tempfile.TemporaryDirectory() as tmp:
+            from random_model import write_config
+
+            args.config_dir = write_config(args.shape, Path(tmp) / "config")
+            runner, pool = new_runner(args, args.quants.split(",")[0])
+            cost += measure_cost_points(runner, pool, dev, 2, max(3, args.reps // 2), args.tiny, lambda r: log(r, False))
+            meta["cost_points_quant"] = args.quants.split(",")[0]
+            del runner
+            release(dev)
     meta["wall_s"] = time.time() - t0
     save()
-    print(to_markdown(meta, rows))
+    print(to_markdown(meta, rows, cost))
 
 
 if __name__ == "__main__":

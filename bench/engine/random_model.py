@@ -79,12 +79,13 @@ def random_weights(c: ModelConfig, quant: str, device: torch.device, dtype: torc
 
 def make_runner(
     config_dir: Path, quant: str, device: torch.device, dtype: torch.dtype, num_kv_blocks: int,
-    block_size: int, max_adapters: int, backend: str,
+    block_size: int, max_adapters: int, backend: str, cuda_graphs: bool = True,
 ) -> ModelRunner:  # fmt: skip
     from inlaid_worker.model.config import load_model_config
 
     weights = random_weights(load_model_config(config_dir), quant, device, dtype)
-    return ModelRunner(config_dir, device, dtype, num_kv_blocks, block_size, max_adapters, backend, weights)
+    return ModelRunner(config_dir, device, dtype, num_kv_blocks, block_size, max_adapters, backend, weights,
+                       cuda_graphs)  # fmt: skip
 
 
 def random_adapter(c: ModelConfig, rank: int, targets: tuple[str, ...], seed: int = 0) -> LoraAdapter:

@@ -70,16 +70,45 @@ def goals(rows: list[dict]) -> list[str]:
     return out or ["- (no goal point measured in this run)"]
 
 
-def to_markdown(meta: dict, rows: list[dict]) -> str:
+def cost_table(cost: list[dict]) -> list[str]:
+    """Decode step ms by batch (rows) and distinct rank-16 adapters (columns), per context; then the rest."""
+    if not cost:
+        return ["(not measured in this run)"]
+    out = []
+    decode = [p for p in cost if p["prefill_tokens"] == 0]
+    distinct = sorted({p["distinct_adapters"] for p in decode})
+    for ctx in sorted({p["kv_tokens"] // max(1, p["decode_seqs"]) for p in decode}):
+        out += [f"Decode, context {ctx} (step ms; columns: distinct adapters)", "",
+                "| batch | " + " | ".join(str(d) for d in distinct) + " |", "|---" * (len(distinct) + 1) + "|"]  # fmt: skip
+        for b in sorted({p["decode_seqs"] for p in decode}):
+            cells = []
+            for d in distinct:
+                hit = [p for p in decode if p["decode_seqs"] == b and p["distinct_adapters"] == d
+                       and p["kv_tokens"] == b * ctx]  # fmt: skip
+                cells.append(f"{hit[0]['step_s'] * 1e3:.2f}" if hit else "")
+            out.append(f"| {b} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["| prefill tokens | decode seqs | adapters | KV tokens | step ms | prefill tokens/s |", "|---|---|---|---|---|---|"]
+    for p in cost:
+        if p["prefill_tokens"]:
+            out.append(f"| {p['prefill_tokens']} | {p['decode_seqs']} | {p['distinct_adapters']} | {p['kv_tokens']} "
+                       f"| {p['step_s'] * 1e3:.2f} | {p['prefill_tokens'] / p['step_s']:.0f} |")  # fmt: skip
+    return out
+
+
+def to_markdown(meta: dict, rows: list[dict], cost: list[dict] | None = None) -> str:
     head = [f"# Engine decode benchmark {meta['date']}", "", f"- command: `{meta['command']}`",
             f"- device: {meta['device']}; torch {meta['torch']}; dtype {meta['dtype']}"
             + ("; Triton INTERPRETED (functional check only, times meaningless)" if meta.get("interpreted") else ""),
             f"- shape: {meta['shape']}; decode context {meta['context']} tokens per sequence",
             f"- measured copy bandwidth {meta['copy_GBps']:.0f} GB/s; roofline = bytes of weights (packed for "
             "int4) + active adapters + KV cache read per step / copy bandwidth",
-            "- step time = median wall time of ModelRunner.execute (CPU work included, no CUDA graphs)", ""]  # fmt: skip
+            "- step time = median wall time of ModelRunner.execute (CPU work and the logits' copy to the host "
+            "included; " + ("decode steps replay CUDA graphs)" if meta.get("cuda_graphs") else "no CUDA graphs)"),
+            ""]  # fmt: skip
     if meta.get("wall_s") is not None:
         head.insert(6, f"- wall time {meta['wall_s']:.0f} s")
     return "\n".join(head + ["## Goals", *goals(rows), "", "## Decode steps", *decode_table(rows), "",
                              "## Prefill", *prefill_table(rows), "", "## vs transformers + PEFT (decode)",
-                             *peft_table(rows), ""])  # fmt: skip
+                             *peft_table(rows), "", "## Cost points (scheduling simulator)",
+                             *cost_table(cost or []), ""])  # fmt: skip

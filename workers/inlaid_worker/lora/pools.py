@@ -22,9 +22,16 @@ class LoraPools:
         self._config, self.num_slots, self._device, self._dtype = config, num_slots, device, dtype
         self._pools: dict[tuple[int, str], LoraPool] = {}
         self.slot_ranks = [0] * num_slots  # the adapter's rank per slot (0 = empty), for LoraBatch
+        self.version = 0  # bumped when a pool is (re)allocated or gains/loses its last adapter (graphs go stale)
+        self._live: dict[tuple[int, str], set[int]] = {}  # slots whose adapter targets each (layer, module)
 
     def get(self, layer: int, module: str) -> LoraPool | None:
         return self._pools.get((layer, module))
+
+    def active(self, layer: int, module: str) -> LoraPool | None:
+        """The pool of (layer, module), or None when no resident adapter targets it (nothing to compute)."""
+        key = (layer, module)
+        return self._pools.get(key) if self._live.get(key) else None
 
     def write(self, slot: int, adapter: LoraAdapter) -> None:
         """Load `adapter` into `slot` of every pool (rank 0 where it has no weights)."""
@@ -39,13 +46,25 @@ class LoraPools:
             pool.b[slot, :r].copy_(b.t(), non_blocking=True)
             pool.ranks[slot] = r
             pool.scalings[slot] = adapter.scale
+            live = self._live.setdefault(key, set())
+            self.version += not live
+            live.add(slot)
         self.slot_ranks[slot] = adapter.rank
 
     def clear(self, slot: int) -> None:
         self._check_slot(slot)
         for pool in self._pools.values():
             pool.ranks[slot] = 0
+        for live in self._live.values():
+            if slot in live:
+                live.discard(slot)
+                self.version += not live
         self.slot_ranks[slot] = 0
+
+    @property
+    def r_max(self) -> int:
+        """The largest rank any pool has room for (0 when there is none)."""
+        return max((p.a.shape[1] for p in self._pools.values()), default=0)
 
     def nbytes(self) -> int:
         return sum(p.a.nbytes + p.b.nbytes for p in self._pools.values())
@@ -69,6 +88,7 @@ class LoraPools:
             new.ranks.copy_(pool.ranks)
             new.scalings.copy_(pool.scalings)
         self._pools[key] = new
+        self.version += 1
         return new
 
     def _check_slot(self, slot: int) -> None:

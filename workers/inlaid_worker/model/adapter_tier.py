@@ -49,6 +49,11 @@ class AdapterTier:
     def slots(self) -> dict[str, int]:
         return self.cache.slots
 
+    @property
+    def pools(self) -> LoraPools | None:
+        """The stacked device pools (triton backend), else None."""
+        return self._pools
+
     def stats(self) -> AdapterCacheStats:
         return self.cache.stats()
 
@@ -87,6 +92,10 @@ class AdapterTier:
         mapping = LoraMapping.build(adapter_ids.to(self._device))
         self._check_slots([slot for slot, _ in mapping.groups])
         return None if mapping.empty or self._registry is None else LoraContext(mapping, self._registry)
+
+    def check_slots(self, adapter_ids: torch.Tensor) -> None:
+        """Raise if a step row names a slot with no resident adapter."""
+        self._check_slots(adapter_ids.tolist())
 
     def _check_slots(self, slots: Iterable[int]) -> None:
         live = set(self.cache.slots.values())

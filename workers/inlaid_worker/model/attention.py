@@ -59,13 +59,13 @@ class AttentionMetadata:
             positions = torch.arange(ctx - qlen, ctx, device=device)
             mask = torch.arange(ctx, device=device)[None, :] <= positions[:, None]
             prefills.append(
-                PrefillChunk(slice(start, end), _context_slots(block_tables[s], ctx, block_size), mask)
+                PrefillChunk(slice(start, end), context_slots(block_tables[s], ctx, block_size), mask)
             )
         max_ctx = max((context_lens[s] for s in decode_seqs), default=0)
         kv_slots = torch.zeros(len(decode_seqs), max_ctx, dtype=torch.int64, device=device)
         valid = torch.zeros(len(decode_seqs), max_ctx, dtype=torch.bool, device=device)
         for i, s in enumerate(decode_seqs):
-            kv_slots[i, : context_lens[s]] = _context_slots(block_tables[s], context_lens[s], block_size)
+            kv_slots[i, : context_lens[s]] = context_slots(block_tables[s], context_lens[s], block_size)
             valid[i, : context_lens[s]] = True
         return AttentionMetadata(
             slot_mapping=slot_mapping,
@@ -78,7 +78,7 @@ class AttentionMetadata:
         )
 
 
-def _context_slots(block_table: torch.Tensor, context_len: int, block_size: int) -> torch.Tensor:
+def context_slots(block_table: torch.Tensor, context_len: int, block_size: int) -> torch.Tensor:
     num_blocks = -(-context_len // block_size)
     offsets = torch.arange(block_size, device=block_table.device)
     slots = block_table[:num_blocks, None] * block_size + offsets[None, :]  # [num_blocks, block_size]

@@ -1,16 +1,19 @@
-"""Per-step multi-LoRA through the Triton kernels: the step's LoraBatch (built once) over the stacked pools.
+"""Per-step multi-LoRA through the Triton kernels (kernels.lora_fused: one shrink and one expand launch per
+call): the step's LoraBatch (built once) over the stacked pools.
 
-Same contract as llama.LoraContext: `add(y, x, layer, module)` adds each row's adapter delta to y in place.
+Same contract as llama.LoraContext: `add(y, x, layer, module)` adds each row's adapter delta to y in place;
+`add_fused` does it for several projections that share x (q/k/v, gate/up) in one shrink and one expand.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from inlaid_worker.kernels.lora_batch import LoraBatch, choose_block_m, make_lora_batch
-from inlaid_worker.kernels.lora_sgmv import lora_apply
+from inlaid_worker.kernels.lora_fused import lora_apply_fused
 from inlaid_worker.lora.pools import LoraPools
 
 
@@ -27,6 +30,12 @@ class KernelLoraContext:
 
     def add(self, y: torch.Tensor, x: torch.Tensor, layer: int, module: str) -> None:
         """y: [T, out] (may be a column slice of a fused output); x: [T, in]."""
-        pool = self.pools.get(layer, module)
+        pool = self.pools.active(layer, module)
         if pool is not None:
-            lora_apply(y, x, pool, self.batch)
+            lora_apply_fused(y, x, [pool], [0], self.batch)
+
+    def add_fused(self, y: torch.Tensor, x: torch.Tensor, layer: int, modules: Sequence[tuple[str, int]]) -> None:
+        """y: the fused output [T, sum N]; modules: (module, first column in y) of projections sharing x."""
+        found = [(pool, col) for m, col in modules if (pool := self.pools.active(layer, m)) is not None]
+        if found:
+            lora_apply_fused(y, x, [p for p, _ in found], [c for _, c in found], self.batch)

@@ -2,10 +2,12 @@
 
 Interface (what the engine uses):
     runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16,
-                         max_adapters=64, backend=None)   # backend: "torch" | "triton" (None: by device)
+                         max_adapters=64, backend=None,   # backend: "torch" | "triton" (None: by device)
+                         cuda_graphs=True)                # triton on CUDA: decode steps replay CUDA graphs
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
+                                        # (a graph-replayed step returns a pinned buffer reused by later steps)
     runner.add_adapter(name, adapter)   # LoraAdapter or directory -> registered in host memory; its device slot
                                         # (the id for adapter_ids) when one was free, else -1
     runner.prepare_adapters(names, keep)  # {name: slot}: loads names on demand, LRU-evicting outside names+keep
@@ -17,6 +19,8 @@ Interface (what the engine uses):
 The KV cache is one tensor [layers, 2, num_kv_blocks, block_size, kv_heads, head_dim] (2 = K, V). Block ids
 in StepInput.block_tables and slot_mapping index into it; the engine's block manager owns which ids are free.
 A GPTQ checkpoint directory is served dequantized by the torch backend and packed (quant_matmul) by triton.
+The torch backend runs model.llama.forward (the reference); triton runs model.llama_fast.forward_fast (fused
+kernels), and on CUDA its pure decode steps replay per-bucket CUDA graphs (model.decode_graphs).
 Each call writes the new tokens' K/V at slot_mapping, then attends each new token to its sequence's first
 context_lens[s] cached tokens (causally). Inputs may live on the CPU; they are moved to the device here.
 """
@@ -34,7 +38,9 @@ from inlaid_worker.model.adapter_tier import AdapterTier
 from inlaid_worker.model.attention import AttentionMetadata
 from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.model.config import ModelConfig, load_model_config
+from inlaid_worker.model.decode_graphs import DecodeGraphs
 from inlaid_worker.model.llama import forward
+from inlaid_worker.model.llama_fast import forward_fast, mixed_layout
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
 from inlaid_worker.model.step_input import StepInput
@@ -68,6 +74,7 @@ class ModelRunner:
         max_adapters: int = 64,
         backend: str | None = None,
         weights: LlamaWeights | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         """`weights`: use these (e.g. random ones for benchmarks) instead of loading model_dir's tensors."""
         if num_kv_blocks <= 0 or block_size <= 0:
@@ -103,6 +110,10 @@ class ModelRunner:
         self.kv_bytes_per_block = kv_bytes_per_block(c, block_size, dtype)
         self.max_adapters = max_adapters
         self._adapters = AdapterTier(self.config, self.device, dtype, max_adapters, self.backend)
+        self._graphs: DecodeGraphs | None = None
+        if cuda_graphs and self.backend == "triton" and self.device.type == "cuda":
+            width = min(num_kv_blocks, -(-c.max_position_embeddings // block_size))
+            self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, width, self._adapters.pools)
 
     @property
     def adapter_slots(self) -> dict[str, int]:
@@ -126,6 +137,8 @@ class ModelRunner:
     def execute(self, step: StepInput) -> torch.Tensor:
         """Run one step; returns logits [len(logits_indices), vocab] float32 on the CPU."""
         self._check(step)
+        if self.backend == "triton":
+            return self._execute_fast(step)
         dev = self.device
         token_ids = step.token_ids.to(dev)
         meta = AttentionMetadata.build(
@@ -140,6 +153,25 @@ class ModelRunner:
         hidden = forward(self.weights, self.config, token_ids, rope, self.kv_cache, meta, lora)
         picked = hidden[step.logits_indices.to(dev)]  # [S, hidden]
         return torch.nn.functional.linear(picked, self.weights.lm_head).float().cpu()
+
+    def _execute_fast(self, step: StepInput) -> torch.Tensor:
+        if self._graphs is not None and self._graphs.can_run(step):
+            self._adapters.check_slots(step.adapter_ids)
+            return self._graphs.run(self.weights, step)
+        dev = self.device
+        lora = self._adapters.context(step.adapter_ids)
+        tables = step.block_tables.to(dev)
+        layout = mixed_layout(step.query_start_loc.tolist(), step.context_lens.tolist(), tables, self.block_size)
+        cos, sin = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
+        hidden = forward_fast(self.weights, self.config, step.token_ids.to(dev), cos[:, 0], sin[:, 0],
+                              step.slot_mapping.to(dev), self.kv_cache, layout, lora)  # fmt: skip
+        picked = hidden[step.logits_indices.to(dev)]
+        return torch.nn.functional.linear(picked, self.weights.lm_head).float().cpu()
+
+    @property
+    def graph_captures(self) -> int:
+        """CUDA graphs captured so far (0 when graphs are off)."""
+        return 0 if self._graphs is None else self._graphs.captures
 
     def _check(self, step: StepInput) -> None:
         t = step.num_tokens

@@ -34,3 +34,17 @@ def test_a_larger_rank_grows_the_pool_and_keeps_loaded_slots() -> None:
     o = pools.get(1, "o_proj")
     assert o is not None and tuple(o.a.shape) == (2, 16, 32) and o.ranks.tolist() == [2, 16]
     torch.testing.assert_close(o.a[0, :2], first.weights[(1, "o_proj")][0])
+
+
+def test_active_skips_modules_no_resident_adapter_targets_and_version_tracks_it() -> None:
+    pools = LoraPools(CONFIG, num_slots=2, device=torch.device("cpu"), dtype=torch.float32)
+    pools.write(0, make_lora_adapter(CONFIG, rank=4, targets=["q_proj", "gate_proj"], seed=5))
+    pools.write(1, make_lora_adapter(CONFIG, rank=4, targets=["q_proj"], seed=6))
+    v = pools.version
+    assert pools.active(0, "gate_proj") is not None and pools.r_max == 4
+    pools.clear(0)  # gate_proj loses its last adapter: kernels skip it, captured graphs must be redone
+    assert pools.active(0, "gate_proj") is None and pools.get(0, "gate_proj") is not None
+    assert pools.active(0, "q_proj") is not None and pools.version > v
+    v = pools.version
+    pools.clear(1)
+    assert pools.active(1, "q_proj") is None and pools.version > v

@@ -11,7 +11,7 @@ import sys
 import torch
 
 
-def run(model_dir: str) -> dict[str, object]:
+def run(model_dir: str, mixed_steps: bool) -> dict[str, object]:
     from factories import make_lora_adapter, make_step
     from inlaid_worker.model.quant_weights import QuantMatrix
     from inlaid_worker.model.runner import ModelRunner
@@ -30,14 +30,23 @@ def run(model_dir: str) -> dict[str, object]:
     seqs = [torch.randint(3, 300, (n + 2,), generator=g).tolist() for n in lens]
     tables = [list(range(i * 8, i * 8 + 8)) for i in range(len(seqs))]
     steps = [[(s[:-2], 0) for s in seqs], [(s[-2:-1], len(s) - 2) for s in seqs], [(s[-1:], len(s) - 1) for s in seqs]]
+    # then (dense model only) mixed steps on fresh blocks: whole prompts, prefill chunks after cached context
+    # (context > chunk) and decode rows in one step
+    tables += [list(range(32, 36)), list(range(36, 40))]
+    ids += [1, -1]
+    mixed = [(seqs[0][:5], 0), None, None, None, (seqs[3][:6], 0), (seqs[2][:4], 0)]
+    mixed_next = [(seqs[0][5:9], 5), (seqs[1][-1:], len(seqs[1]) - 1), None, (seqs[3][-1:], len(seqs[3]) - 1),
+                  (seqs[3][6:7], 6), (seqs[2][4:10], 4)]  # fmt: skip
     errs, base_gap = [], 0.0
-    for step in steps:
-        chunks = [(new, start, tables[i], ids[i]) for i, (new, start) in enumerate(step)]
+    for step in steps + ([mixed, mixed_next] if mixed_steps else []):
+        chunks = [(new_start[0], new_start[1], tables[i], ids[i]) for i, new_start in enumerate(step) if new_start]
         ref = runners["torch"].execute(make_step(chunks, bs))
         out = runners["triton"].execute(make_step(chunks, bs))
         errs.append(float((out - ref).norm() / ref.norm()))
     # the same last step with every row on the base model: how much the adapters move the logits
-    base = runners["torch"].execute(make_step([(n, st, tables[i], -1) for i, (n, st) in enumerate(steps[-1])], bs))
+    last = [(n, st, tables[i], -1) for i, (n, st) in enumerate(steps[-1])]
+    ref = runners["torch"].execute(make_step([(n, st, t, ids[i]) for i, (n, st, t, _) in enumerate(last)], bs))
+    base = runners["torch"].execute(make_step(last, bs))
     base_gap = float((ref - base).norm() / ref.norm())
     qkv = runners["triton"].weights.layers[0].qkv
     return dict(step_errors=errs, adapter_effect=base_gap, triton_packed=isinstance(qkv, QuantMatrix),
@@ -50,7 +59,7 @@ def main() -> None:
 
         _patch_interpreter_for_numpy()
     torch.set_num_threads(1)
-    print(json.dumps({name: run(path) for name, path in zip(sys.argv[1::2], sys.argv[2::2], strict=True)}))
+    print(json.dumps({name: run(path, name == "dense") for name, path in zip(sys.argv[1::2], sys.argv[2::2], strict=True)}))
 
 
 if __name__ == "__main__":

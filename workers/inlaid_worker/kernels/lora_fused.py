@@ -1,0 +1,189 @@
+"""Multi-LoRA over the fused QKV projection in two launches (Triton): one shrink for q, k and v (they share the
+input x) and one expand over the whole qkv output, instead of a shrink and an expand per projection.
+
+Segments are the projections that have a pool (q, k, v in output order; up to 3), each with its own pool
+(kernels.lora_batch.LoraPool), rank per slot and output column range [col_s, col_s + N_s) of y:
+    v[t, off_s : off_s + r]  = x[t] @ A_s[a]^T                 (fp32; r = ranks_s[a], a = row t's adapter)
+    y[t, col_s + n]         += scaling_s[a] * v[t, off_s : off_s + r] @ B_s[a][:r, n]
+Rows of adapter -1 are untouched. Same row-block metadata as kernels.lora_sgmv (kernels.lora_batch.LoraBatch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from .lora_batch import LoraBatch, LoraPool
+from .lora_sgmv import lora_reference
+
+
+@triton.jit
+def _shrink_tile(x_ptr, a_ptr, rank_ptr, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS,
+                 stride_xt, stride_al, stride_ar, stride_vt, v_off,
+                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, USE_ATOMIC: tl.constexpr):  # fmt: skip
+    rank = tl.load(rank_ptr + adapter)
+    offs_r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask_r = offs_r < rank
+    acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    for i in range(0, ITERS):
+        offs_k = k_base + i * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        x = tl.load(x_ptr + toks[:, None] * stride_xt + offs_k[None, :], mask=mask_t[:, None] & mask_k[None, :],
+                    other=0.0)  # fmt: skip
+        a = tl.load(a_ptr + adapter * stride_al + offs_r[:, None] * stride_ar + offs_k[None, :],
+                    mask=mask_r[:, None] & mask_k[None, :], other=0.0)  # fmt: skip
+        if BLOCK_M >= 16:
+            acc += tl.dot(x, tl.trans(a))
+        else:
+            acc += tl.sum(x[:, None, :].to(tl.float32) * a[None, :, :].to(tl.float32), axis=2)
+    v_ptrs = v_ptr + toks[:, None] * stride_vt + v_off + offs_r[None, :]
+    mask = mask_t[:, None] & mask_r[None, :]
+    if USE_ATOMIC:
+        tl.atomic_add(v_ptrs, acc, mask=mask, sem="relaxed")
+    else:
+        tl.store(v_ptrs, acc, mask=mask)
+
+
+@triton.jit
+def _shrink3_kernel(
+    x_ptr, a0, a1, a2, r0, r1, r2, v_ptr, tok_ptr, badp_ptr, bstart_ptr, blen_ptr,
+    K, ITERS, RB, stride_xt, sal0, sar0, sal1, sar1, sal2, sar2, stride_vt, off1, off2,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, USE_ATOMIC: tl.constexpr,
+):  # fmt: skip
+    blk = tl.program_id(0)
+    seg = tl.program_id(1) // RB
+    rb = tl.program_id(1) % RB
+    n_rows = tl.load(blen_ptr + blk)
+    adapter = tl.load(badp_ptr + blk)
+    rows = tl.arange(0, BLOCK_M)
+    mask_t = rows < n_rows
+    toks = tl.load(tok_ptr + tl.load(bstart_ptr + blk) + rows, mask=mask_t, other=0)
+    k_base = tl.program_id(2) * ITERS * BLOCK_K
+    if seg == 0:
+        _shrink_tile(x_ptr, a0, r0, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS, stride_xt, sal0, sar0,
+                     stride_vt, 0, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC)  # fmt: skip
+    elif seg == 1:
+        _shrink_tile(x_ptr, a1, r1, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS, stride_xt, sal1, sar1,
+                     stride_vt, off1, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC)  # fmt: skip
+    else:
+        _shrink_tile(x_ptr, a2, r2, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS, stride_xt, sal2, sar2,
+                     stride_vt, off2, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC)  # fmt: skip
+
+
+@triton.jit
+def _expand_tile(v_ptr, b_ptr, rank_ptr, scale_ptr, y_ptr, toks, mask_t, adapter, n0, N, v_off, col,
+                 stride_vt, stride_bl, stride_br, stride_yt,
+                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    rank = tl.load(rank_ptr + adapter)
+    scale = tl.load(scale_ptr + adapter)
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for r0 in range(0, rank, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        mask_r = offs_r < rank
+        v = tl.load(v_ptr + toks[:, None] * stride_vt + v_off + offs_r[None, :], mask=mask_t[:, None] & mask_r[None, :],
+                    other=0.0)  # fmt: skip
+        b = tl.load(b_ptr + adapter * stride_bl + offs_r[:, None] * stride_br + offs_n[None, :],
+                    mask=mask_r[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
+        if BLOCK_M >= 16:
+            acc += tl.dot(v.to(b.dtype), b)
+        else:
+            acc += tl.sum(v[:, :, None] * b[None, :, :].to(tl.float32), axis=1)
+    y_ptrs = y_ptr + toks[:, None] * stride_yt + col + offs_n[None, :]
+    mask = mask_t[:, None] & mask_n[None, :]
+    y = tl.load(y_ptrs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptrs, (y + scale * acc).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _expand3_kernel(
+    v_ptr, b0, b1, b2, r0, r1, r2, s0, s1, s2, y_ptr, tok_ptr, badp_ptr, bstart_ptr, blen_ptr,
+    N0, N1, N2, T0, T1, off1, off2, col0, col1, col2, stride_vt, sbl0, sbr0, sbl1, sbr1, sbl2, sbr2, stride_yt,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    blk = tl.program_id(0)
+    tile = tl.program_id(1)  # N tiles of segment 0, then 1, then 2 (T0, T1: tiles of the first two)
+    n_rows = tl.load(blen_ptr + blk)
+    adapter = tl.load(badp_ptr + blk)
+    rows = tl.arange(0, BLOCK_M)
+    mask_t = rows < n_rows
+    toks = tl.load(tok_ptr + tl.load(bstart_ptr + blk) + rows, mask=mask_t, other=0)
+    if tile < T0:
+        _expand_tile(v_ptr, b0, r0, s0, y_ptr, toks, mask_t, adapter, tile * BLOCK_N, N0, 0, col0,
+                     stride_vt, sbl0, sbr0, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N)  # fmt: skip
+    elif tile < T0 + T1:
+        _expand_tile(v_ptr, b1, r1, s1, y_ptr, toks, mask_t, adapter, (tile - T0) * BLOCK_N, N1, off1, col1,
+                     stride_vt, sbl1, sbr1, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N)  # fmt: skip
+    else:
+        _expand_tile(v_ptr, b2, r2, s2, y_ptr, toks, mask_t, adapter, (tile - T0 - T1) * BLOCK_N, N2, off2,
+                     col2, stride_vt, sbl2, sbr2, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N)  # fmt: skip
+
+
+def _pad3(items: list) -> list:  # type: ignore[type-arg]
+    return items + [items[0]] * (3 - len(items))
+
+
+def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
+                     batch: LoraBatch) -> torch.Tensor:  # fmt: skip
+    """In place: y[:, cols[s] : cols[s] + N_s] += LoRA_s(x) for each segment s (1 to 3 pools, shared x);
+    the segments' column ranges must not overlap."""
+    if not 1 <= len(pools) <= 3 or len(cols) != len(pools):
+        raise ValueError("lora_apply_fused takes 1 to 3 pools and one column offset each")
+    t, k = x.shape
+    widths = [p.b.shape[2] for p in pools]
+    if any(p.a.shape[2] != k for p in pools) or y.shape[0] != t or t != batch.num_tokens:
+        raise ValueError("x/y rows or features do not match the pools / batch")
+    spans = sorted(zip(cols, widths, strict=True))
+    if any(c0 + w0 > c1 for (c0, w0), (c1, _) in zip(spans, spans[1:])) or spans[0][0] < 0:
+        raise ValueError(f"segments {spans} overlap")
+    if spans[-1][0] + spans[-1][1] > y.shape[1] or x.stride(1) != 1 or y.stride(1) != 1:
+        raise ValueError("y too narrow for the segments, or x/y not row-major")
+    nb = batch.blk_len.numel()
+    if nb == 0:
+        return y
+    r_max = [p.a.shape[1] for p in pools]
+    offs = [0, r_max[0], r_max[0] + (r_max[1] if len(r_max) > 1 else 0)]
+    block_r = 16 if batch.max_rank <= 16 or batch.block_m > 1 else 32
+    block_k = 128 if batch.block_m == 1 else 64
+    rb = triton.cdiv(max(max(r_max), 1), block_r)
+    k_tiles = triton.cdiv(k, block_k)
+    # decode rows are latency-bound chains of K tiles: split K until ~2048 programs run (partials meet by atomics)
+    split = max(1, min(k_tiles, 2048 // max(1, nb * rb * len(pools))))
+    iters = triton.cdiv(k_tiles, split)
+    split = triton.cdiv(k_tiles, iters)
+    v = (torch.zeros if split > 1 else torch.empty)(t, sum(r_max), dtype=torch.float32, device=x.device)
+    p3 = _pad3(list(pools))
+    _shrink3_kernel[(nb, rb * len(pools), split)](
+        x, p3[0].a, p3[1].a, p3[2].a, p3[0].ranks, p3[1].ranks, p3[2].ranks, v,
+        batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len,
+        k, iters, rb, x.stride(0), p3[0].a.stride(0), p3[0].a.stride(1), p3[1].a.stride(0), p3[1].a.stride(1),
+        p3[2].a.stride(0), p3[2].a.stride(1), v.stride(0), offs[1], offs[2],
+        BLOCK_M=batch.block_m, BLOCK_R=block_r, BLOCK_K=block_k, USE_ATOMIC=split > 1, num_warps=4,
+    )  # fmt: skip
+    block_n = 256 if batch.block_m == 1 else 128
+    tiles = [triton.cdiv(w, block_n) for w in widths]
+    n3, t3, c3 = _pad3(widths), _pad3(tiles), _pad3(list(cols))
+    _expand3_kernel[(nb, sum(tiles))](
+        v, p3[0].b, p3[1].b, p3[2].b, p3[0].ranks, p3[1].ranks, p3[2].ranks,
+        p3[0].scalings, p3[1].scalings, p3[2].scalings, y,
+        batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len,
+        n3[0], n3[1], n3[2], t3[0], t3[1] if len(pools) > 1 else 0, offs[1], offs[2], c3[0], c3[1], c3[2],
+        v.stride(0), p3[0].b.stride(0), p3[0].b.stride(1), p3[1].b.stride(0), p3[1].b.stride(1),
+        p3[2].b.stride(0), p3[2].b.stride(1), y.stride(0),
+        BLOCK_M=batch.block_m, BLOCK_R=16, BLOCK_N=block_n, num_warps=4,
+    )  # fmt: skip
+    return y
+
+
+def lora_fused_reference(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
+                         adapter_ids: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Pure torch: kernels.lora_sgmv.lora_reference on each segment's columns; returns a new tensor."""
+    out = y.clone()
+    for pool, col in zip(pools, cols, strict=True):
+        n = pool.b.shape[2]
+        out[:, col : col + n] = lora_reference(y[:, col : col + n], x, pool, adapter_ids)
+    return out

@@ -1,0 +1,174 @@
+"""CUDA graphs for decode steps (triton backend on CUDA), one per batch-size bucket and LoRA on/off.
+
+A pure decode step (every sequence adds one token) of S sequences runs in the graph of the smallest bucket
+B >= S. Each graph reads one static int32 device buffer: token ids, positions, KV slots, context lens, each
+row's LoRA slot and row count (BGMV, one row per program) and the block table [B, W]; rows past S are padding
+(slot -1: nothing written; context 0: zero attention output; no LoRA rows). A step fills a pinned host copy of
+that buffer, sends it with one asynchronous copy and replays; the only host sync is the logits' copy back, into
+a pinned buffer whose view is returned (valid until the next decode step of that bucket).
+
+Graphs are captured on first use of a (bucket, LoRA) pair after one eager warm-up run (which also lets
+quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout changes.
+Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inlaid_worker.kernels.lora_batch import LoraBatch
+from inlaid_worker.kernels.paged_decode import choose_num_parts
+from inlaid_worker.lora.pools import LoraPools
+from inlaid_worker.model.config import ModelConfig
+from inlaid_worker.model.kernel_lora import KernelLoraContext
+from inlaid_worker.model.llama_fast import DecodeLayout, forward_fast
+from inlaid_worker.model.rope import cos_sin
+from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.weights import LlamaWeights
+
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
+_FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
+
+
+def bucket_for(num_seqs: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
+    return next((b for b in buckets if b >= num_seqs), None)
+
+
+def is_pure_decode(step: StepInput) -> bool:
+    return step.num_seqs > 0 and step.num_tokens == step.num_seqs
+
+
+def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput) -> None:
+    """Fill a bucket's int32 staging buffer [b * (6 + width)] from a decode step of S <= b sequences (numpy views:
+    microseconds). Layout: token, position, KV slot, context len, LoRA slot (>= 0), LoRA rows (0/1), each [b],
+    then the block table [b, width]; rows S..b-1 are padding (slot -1, everything else 0)."""
+    s, w = step.num_seqs, step.block_tables.shape[1]
+    buf = host.numpy()
+    f = buf[: _FIELDS * b].reshape(_FIELDS, b)
+    ids = step.adapter_ids.numpy()
+    f[0, :s] = step.token_ids.numpy()
+    f[1, :s] = step.positions.numpy()
+    f[2, :s] = step.slot_mapping.numpy()
+    f[3, :s] = step.context_lens.numpy()
+    np.maximum(ids, 0, out=f[4, :s], casting="unsafe")
+    np.greater_equal(ids, 0, out=f[5, :s], casting="unsafe")
+    if s < b:
+        f[:, s:] = 0
+        f[2, s:] = -1
+    buf[_FIELDS * b :].reshape(b, width)[:s, :w] = step.block_tables.numpy()
+
+
+def _workspaces() -> tuple[object, ...]:
+    """quant_matmul's split-K workspaces (module-level caches; wherever the kernel files keep them)."""
+    found: list[object] = []
+    for name in ("quant_matmul", "quant_common", "quant_gemv", "quant_mma"):
+        found += list(getattr(sys.modules.get(f"inlaid_worker.kernels.{name}"), "_WORKSPACES", {}).values())
+    return tuple(found)
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    host: torch.Tensor  # pinned int32 staging buffer
+    dev: torch.Tensor  # its device twin (what the graph reads)
+    logits: torch.Tensor  # [B, vocab] fp32, written by every replay
+    host_logits: torch.Tensor  # [B, vocab] fp32 pinned: what run() returns a view of
+    keep: tuple[object, ...]  # what the graph reads that nothing else holds (index tensors, workspaces)
+
+
+class DecodeGraphs:
+    def __init__(
+        self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
+        max_blocks: int, pools: LoraPools | None, buckets: tuple[int, ...] = BUCKETS,
+    ) -> None:  # fmt: skip
+        self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
+        self._w, self._pools, self._buckets = max_blocks, pools, buckets
+        self._device = kv_cache.device
+        self._graphs: dict[tuple[int, bool], _Graph] = {}
+        self._mempool = torch.cuda.graph_pool_handle()
+        self._weights: LlamaWeights | None = None
+        self._pools_version = -1
+        self.captures = 0  # how many graphs were captured (tests, benchmarks)
+
+    def can_run(self, step: StepInput) -> bool:
+        return (is_pure_decode(step) and bucket_for(step.num_seqs, self._buckets) is not None
+                and step.block_tables.shape[1] <= self._w)  # fmt: skip
+
+    def run(self, weights: LlamaWeights, step: StepInput) -> torch.Tensor:
+        """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of this bucket's pinned buffer,
+        valid until the next run (the engine samples from it at once; copy it to keep it)."""
+        version = self._pools.version if self._pools is not None else 0
+        if weights is not self._weights or version != self._pools_version:
+            stale = [k for k in self._graphs if weights is not self._weights or k[1]]  # LoRA graphs: pools moved
+            for key in stale:
+                del self._graphs[key]
+            if stale:  # a pool whose graphs all died may not be captured into again: start a fresh one
+                self._mempool = torch.cuda.graph_pool_handle()
+            self._weights, self._pools_version = weights, version
+        s = step.num_seqs
+        b = bucket_for(s, self._buckets)
+        if b is None or not is_pure_decode(step):
+            raise ValueError(f"DecodeGraphs.run: not a decode step of at most {self._buckets[-1]} sequences")
+        ids = step.adapter_ids
+        with_lora = self._pools is not None and bool((ids >= 0).any())
+        g = self._graphs.get((b, with_lora))
+        fresh = g is None
+        if g is None:
+            g = self._new(b)
+        stage_step(g.host, b, self._w, step)
+        g.dev.copy_(g.host, non_blocking=True)
+        if fresh:
+            g = self._capture(weights, g, b, with_lora)
+            self._graphs[(b, with_lora)] = g
+        g.graph.replay()
+        out = g.host_logits[:s]
+        out.copy_(g.logits[:s], non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
+        torch.cuda.current_stream(self._device).synchronize()
+        return out
+
+    def _new(self, b: int) -> _Graph:
+        n = b * (_FIELDS + self._w)
+        host = torch.zeros(n, dtype=torch.int32, pin_memory=True)
+        dev = torch.zeros(n, dtype=torch.int32, device=self._device)
+        return _Graph(torch.cuda.CUDAGraph(), host, dev, torch.empty(0), torch.empty(0), ())
+
+    def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool
+              ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
+        """The step's forward over the static buffers, and what it reads that only it holds (keep it alive:
+        a graph replays raw device addresses)."""
+        f = g.dev[: _FIELDS * b].view(_FIELDS, b)
+        tables = g.dev[_FIELDS * b :].view(b, self._w)
+        arange = torch.arange(b, dtype=torch.int32, device=self._device)
+        parts = choose_num_parts(b, self._c.num_kv_heads, self._device)
+        lora = None
+        if with_lora and self._pools is not None:
+            batch = LoraBatch(arange, f[4], arange, f[5], 1, b, self._pools.r_max)
+            lora = KernelLoraContext(batch, self._pools)
+
+        def body() -> torch.Tensor:
+            cos, sin = cos_sin(self._inv_freq, f[1], self._dtype)
+            layout = DecodeLayout(tables, f[3], parts)
+            hidden = forward_fast(weights, self._c, f[0], cos[:, 0], sin[:, 0], f[2], self._kv, layout, lora)
+            return F.linear(hidden, weights.lm_head).float()
+
+        return body, (arange, lora)
+
+    def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool) -> _Graph:
+        body, owned = self._body(weights, g, b, with_lora)
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(side):  # warm-up: compiles kernels, tunes quant_matmul, sizes its workspace
+            body()
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        keep = owned + _workspaces()  # quant_matmul may replace its workspaces: keep the captured ones alive
+        with torch.cuda.graph(g.graph, pool=self._mempool):
+            logits = body()
+        self.captures += 1
+        host_logits = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+        return _Graph(g.graph, g.host, g.dev, logits, host_logits, keep)

@@ -1,0 +1,136 @@
+"""The triton backend's Llama forward: the same math as model.llama.forward, with fused kernels.
+
+Per layer: RMSNorm fused with the residual add (kernels.fused_norm), one QKV matmul, rotary fused with the
+paged KV write (kernels.rope_cache), paged decode attention (kernels.paged_decode) for single-token rows and
+SDPA per prefill chunk, one gate/up matmul and a fused SwiGLU (kernels.silu_mul); multi-LoRA of projections
+sharing an input (q/k/v, gate/up) in one shrink and one expand (kernels.lora_fused). Static shapes throughout
+(no host reads of device values) so a decode step can be captured in a CUDA graph (model.decode_graphs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from inlaid_worker.kernels.fused_norm import add_rms_norm
+from inlaid_worker.kernels.paged_decode import paged_decode
+from inlaid_worker.kernels.rope_cache import rope_and_cache
+from inlaid_worker.kernels.silu_mul import silu_mul
+from inlaid_worker.model.attention import PrefillChunk, context_slots
+from inlaid_worker.model.config import ModelConfig
+from inlaid_worker.model.kernel_lora import KernelLoraContext
+from inlaid_worker.model.linear import linear
+from inlaid_worker.model.llama import LoraDelta
+from inlaid_worker.model.weights import LlamaWeights
+
+
+@dataclass(frozen=True)
+class DecodeLayout:
+    """Every row is one sequence's single new token (the CUDA-graph case)."""
+
+    block_tables: torch.Tensor  # [S, W] int
+    context_lens: torch.Tensor  # [S] int
+    num_parts: int  # flash-decoding partitions (static per graph bucket)
+
+
+@dataclass(frozen=True)
+class MixedLayout:
+    """Any step: decode rows through the paged kernel, prefill chunks through SDPA (eager only)."""
+
+    prefills: tuple[PrefillChunk, ...]  # their rows, context slots and masks
+    decode_rows: torch.Tensor  # [D] int64
+    decode_tables: torch.Tensor  # [D, W]
+    decode_lens: torch.Tensor  # [D]
+
+
+def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layout: DecodeLayout | MixedLayout,
+            scale: float) -> torch.Tensor:  # fmt: skip
+    """q [T, heads, D] -> [T, heads, D]."""
+    if isinstance(layout, DecodeLayout):
+        return paged_decode(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale, layout.num_parts)
+    out = torch.empty_like(q)
+    if layout.decode_rows.numel():
+        qd = q[layout.decode_rows]
+        out[layout.decode_rows] = paged_decode(qd, k_cache, v_cache, layout.decode_tables, layout.decode_lens, scale)
+    rep = q.shape[1] // k_cache.shape[2]
+    k_flat = k_cache.view(-1, *k_cache.shape[2:])
+    v_flat = v_cache.view(-1, *v_cache.shape[2:])
+    for chunk in layout.prefills:
+        qc = q[chunk.rows].transpose(0, 1)[None]  # [1, heads, qlen, D]
+        kc = k_flat[chunk.kv_slots].repeat_interleave(rep, dim=1).transpose(0, 1)[None]
+        vc = v_flat[chunk.kv_slots].repeat_interleave(rep, dim=1).transpose(0, 1)[None]
+        if qc.shape[2] == kc.shape[2]:  # a whole prompt: plain causal attention (flash kernels)
+            oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=scale)
+        else:
+            oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk.mask, scale=scale)
+        out[chunk.rows] = oc[0].transpose(0, 1)
+    return out
+
+
+def forward_fast(
+    w: LlamaWeights,
+    c: ModelConfig,
+    token_ids: torch.Tensor,  # [T]
+    cos: torch.Tensor,  # [T, head_dim]
+    sin: torch.Tensor,  # [T, head_dim]
+    slot_mapping: torch.Tensor,  # [T] (-1 = do not write)
+    kv_cache: torch.Tensor,  # [layers, 2, num_blocks, block_size, kv_heads, head_dim]
+    layout: DecodeLayout | MixedLayout,
+    lora: LoraDelta | None,
+) -> torch.Tensor:
+    """Returns the final-normed hidden states [T, hidden]."""
+    h = F.embedding(token_ids, w.embed)  # the residual stream, updated in place by add_rms_norm
+    t, eps, scale = h.shape[0], c.rms_norm_eps, c.head_dim**-0.5
+    q_end, k_end, inter = c.q_size, c.q_size + c.kv_size, c.intermediate_size
+    x = add_rms_norm(h, w.layers[0].input_norm, eps) if w.layers else h
+    for i, layer in enumerate(w.layers):
+        qkv = linear(x, layer.qkv)
+        if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
+            lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
+        elif lora is not None:
+            lora.add(qkv[:, :q_end], x, i, "q_proj")
+            lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
+            lora.add(qkv[:, k_end:], x, i, "v_proj")
+        q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
+        attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
+        o = linear(attn, layer.o)
+        if lora is not None:
+            lora.add(o, attn, i, "o_proj")
+        x = add_rms_norm(o, layer.post_norm, eps, residual=h)
+        gate_up = linear(x, layer.gate_up)
+        if isinstance(lora, KernelLoraContext):
+            lora.add_fused(gate_up, x, i, (("gate_proj", 0), ("up_proj", inter)))
+        elif lora is not None:
+            lora.add(gate_up[:, :inter], x, i, "gate_proj")
+            lora.add(gate_up[:, inter:], x, i, "up_proj")
+        act = silu_mul(gate_up)
+        down = linear(act, layer.down)
+        if lora is not None:
+            lora.add(down, act, i, "down_proj")
+        nxt = w.layers[i + 1].input_norm if i + 1 < len(w.layers) else w.norm
+        x = add_rms_norm(down, nxt, eps, residual=h)
+    return x if w.layers else add_rms_norm(h, w.norm, eps)
+
+
+def mixed_layout(query_start_loc: list[int], context_lens: list[int], block_tables: torch.Tensor,
+                 block_size: int) -> MixedLayout:  # fmt: skip
+    """The eager layout of a step; block_tables already on the device."""
+    dev = block_tables.device
+    decode, prefills = [], []
+    for s in range(len(context_lens)):
+        start, end = query_start_loc[s], query_start_loc[s + 1]
+        if end - start == 1:
+            decode.append(s)
+        elif end > start:
+            ctx, qlen = context_lens[s], end - start
+            if qlen > ctx:
+                raise ValueError(f"sequence {s}: {qlen} new tokens but context_len {ctx}")
+            positions = torch.arange(ctx - qlen, ctx, device=dev)
+            mask = torch.arange(ctx, device=dev)[None, :] <= positions[:, None]
+            prefills.append(PrefillChunk(slice(start, end), context_slots(block_tables[s], ctx, block_size), mask))
+    idx = torch.tensor(decode, dtype=torch.int64, device=dev)
+    rows = torch.tensor([query_start_loc[s] for s in decode], dtype=torch.int64, device=dev)
+    lens = torch.tensor([context_lens[s] for s in decode], dtype=torch.int32, device=dev)
+    return MixedLayout(tuple(prefills), rows, block_tables[idx].contiguous(), lens)

@@ -1,0 +1,130 @@
+"""Check cases for the decode-path kernels (paged decode attention, add+RMSNorm, rotary+KV write, SwiGLU)
+against their torch references; run in-process on CUDA, or as a script under TRITON_INTERPRET=1 on the CPU
+(prints one JSON line: case id -> result). Small shapes: each case takes about a second interpreted."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zlib
+from typing import Any
+
+import torch
+
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+FUSED_CASES: dict[str, dict[str, Any]] = {
+    "decode-gqa-fp32-1part": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=1),
+    "decode-gqa-fp32-4parts": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
+    "decode-mha-fp16-2parts": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
+    "decode-d24-fp32": dict(kind="decode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=2),
+    "norm-residual-fp16": dict(kind="norm", dtype="fp16", residual=True, n=96),
+    "norm-plain-fp32": dict(kind="norm", dtype="fp32", residual=False, n=64),
+    "rope-cache-fp32": dict(kind="rope", dtype="fp32", heads=4, kv_heads=2, d=16),
+    "rope-cache-fp16": dict(kind="rope", dtype="fp16", heads=2, kv_heads=2, d=32),
+    "silu-mul-fp16": dict(kind="silu", dtype="fp16", inter=80),
+    "lora-qkv-bgmv-fp16": dict(kind="lora3", dtype="fp16", t=7, block_m=1, segs=(0, 1, 2)),
+    "lora-qv-sgmv-fp16": dict(kind="lora3", dtype="fp16", t=40, block_m=16, segs=(0, 2)),
+    "lora-k-only-fp16": dict(kind="lora3", dtype="fp16", t=5, block_m=1, segs=(1,)),
+}
+
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    if not bool(torch.isfinite(out).all()):
+        return float("inf")
+    return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+
+
+def run_decode(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.paged_decode import paged_decode, paged_decode_reference
+
+    dtype, bs, blocks = DTYPES[p["dtype"]], 4, 24
+    k_cache = torch.randn(blocks, bs, p["kv_heads"], p["d"], device=dev).to(dtype)
+    v_cache = torch.randn(blocks, bs, p["kv_heads"], p["d"], device=dev).to(dtype)
+    lens = torch.tensor([9, 0, 1, 23, 4], dtype=torch.int32, device=dev)  # 0: a padding row
+    tables = torch.stack([torch.randperm(blocks)[:6] for _ in lens]).to(dev, torch.int32)
+    q = torch.randn(len(lens), p["heads"], p["d"], device=dev).to(dtype)
+    scale = p["d"] ** -0.5
+    out = paged_decode(q, k_cache, v_cache, tables, lens, scale, num_parts=p["parts"])
+    ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
+    return dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()))
+
+
+def run_norm(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.fused_norm import add_rms_norm, add_rms_norm_reference
+
+    dtype, n = DTYPES[p["dtype"]], p["n"]
+    x = torch.randn(5, n, device=dev).to(dtype)
+    w = (1 + 0.1 * torch.randn(n, device=dev)).to(dtype)
+    res = torch.randn(5, n, device=dev).to(dtype) if p["residual"] else None
+    res_ref = res.clone() if res is not None else None
+    out = add_rms_norm(x, w, 1e-5, res)
+    ref = add_rms_norm_reference(x, w, 1e-5, res_ref)
+    res_err = _rel(res, res_ref) if res is not None else 0.0
+    return dict(err=_rel(out, ref), residual_err=res_err)
+
+
+def run_rope(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.rope_cache import rope_and_cache, rope_and_cache_reference
+    from inlaid_worker.model.rope import cos_sin
+
+    dtype, h, kvh, d, t, bs = DTYPES[p["dtype"]], p["heads"], p["kv_heads"], p["d"], 6, 4
+    qkv = torch.randn(t, (h + 2 * kvh) * d, device=dev).to(dtype)
+    cos, sin = cos_sin(1.0 / (10000 ** (torch.arange(0, d, 2, device=dev) / d)), torch.arange(t, device=dev) * 7, dtype)
+    slots = torch.tensor([3, 0, -1, 9, 12, 5], dtype=torch.int32, device=dev)
+    caches = [torch.zeros(4, bs, kvh, d, device=dev, dtype=dtype) for _ in range(4)]
+    q = rope_and_cache(qkv, cos[:, 0], sin[:, 0], slots, caches[0], caches[1], h)
+    q_ref = rope_and_cache_reference(qkv, cos[:, 0], sin[:, 0], slots, caches[2], caches[3], h)
+    return dict(err=_rel(q, q_ref), k_err=_rel(caches[0], caches[2]), v_err=_rel(caches[1], caches[3]),
+                skipped_untouched=bool((caches[0].view(-1, kvh, d)[[1, 2, 4]] == 0).all()))  # fmt: skip
+
+
+def run_silu(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.silu_mul import silu_mul, silu_mul_reference
+
+    gu = torch.randn(3, 2 * p["inter"], device=dev).to(DTYPES[p["dtype"]])
+    return dict(err=_rel(silu_mul(gu), silu_mul_reference(gu)))
+
+
+def run_lora3(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    from inlaid_worker.kernels.lora_batch import make_lora_batch, stack_adapters
+    from inlaid_worker.kernels.lora_fused import lora_apply_fused, lora_fused_reference
+
+    dtype, k, widths, t = DTYPES[p["dtype"]], 64, (64, 32, 32), p["t"]
+    pools, cols = [], []
+    for seg in p["segs"]:
+        ranks = (4, 16, 8) if seg != 1 else (8, 0, 16)  # slot 1 does not target k
+        adapters = [(torch.randn(max(r, 1), k) * 0.1 * (r > 0), torch.randn(widths[seg], max(r, 1)) * 0.1, 2.0)
+                    for r in ranks]  # fmt: skip
+        pools.append(stack_adapters([(a.to(dev, dtype), b.to(dev, dtype), sc) for a, b, sc in adapters]))
+        cols.append(sum(widths[:seg]))
+    ids = torch.randint(-1, 3, (t,))
+    batch = make_lora_batch(ids.tolist(), [16, 16, 16], p["block_m"], dev)
+    x = torch.randn(t, k, device=dev).to(dtype)
+    y = (torch.randn(t, sum(widths), device=dev) * 0.01).to(dtype)
+    ref = lora_fused_reference(y, x, pools, cols, ids)
+    out = lora_apply_fused(y.clone(), x, pools, cols, batch)
+    base = (ids < 0).to(dev)
+    return dict(err=_rel(out, ref), base_unchanged=bool(torch.equal(out[base], y[base])))
+
+
+def run_case(case_id: str, device: str) -> dict[str, Any]:
+    torch.manual_seed(zlib.crc32(case_id.encode()))
+    p = FUSED_CASES[case_id]
+    try:
+        return {"decode": run_decode, "norm": run_norm, "rope": run_rope, "silu": run_silu, "lora3": run_lora3}[p["kind"]](p, device)
+    except Exception as exc:  # reported per case by the test that owns it
+        return dict(error=repr(exc))
+
+
+def main() -> None:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from cases import _patch_interpreter_for_numpy
+
+        _patch_interpreter_for_numpy()
+    torch.set_num_threads(1)
+    print(json.dumps({case_id: run_case(case_id, "cpu") for case_id in sys.argv[1:] or FUSED_CASES}))
+
+
+if __name__ == "__main__":
+    main()
