@@ -5,7 +5,8 @@ const path = require('node:path');
 const { parseCostModel } = require('../../libs/sim/dist');
 
 const root = path.join(__dirname, '..', '..');
-const loadModel = (f) => parseCostModel(JSON.parse(fs.readFileSync(path.join(root, 'libs/sim/calibration', f), 'utf8')), f);
+/** A calibration file by name (libs/sim/calibration/NAME) or by path. */
+const loadModel = (f) => parseCostModel(JSON.parse(fs.readFileSync(path.resolve(root, 'libs/sim/calibration', f), 'utf8')), f);
 const POLICIES = [
   ['inlaid', { policy: 'inlaid' }],
   ['fifo', { policy: 'fifo' }],

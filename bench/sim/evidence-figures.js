@@ -32,7 +32,7 @@ function sweepFigure(sc, field, yLabel, extra) {
       points: data.rows.filter((r) => r.scenario === sc.id && r.tasks === tasks && r.policy === policy).map((r) => [r.rate, r[field]]),
     })),
   }));
-  const tag = sc.placeholder ? 'H200 ESTIMATE, not measured' : 'CPU cost model MEASURED on the real worker';
+  const tag = sc.placeholder ? `${sc.label}: ESTIMATE, not measured` : `${sc.label}: fitted from MEASURED steps`;
   return linePanels({
     title: `${yLabel} vs request rate: ${sc.id}`,
     subtitle: `${tag}; KV ${sc.kv_blocks} blocks; SLO TTFT ${sc.slo.ttftS} s, TPOT ${sc.slo.tpotS * 1000} ms; simulator, same traces per point (${source})`,
@@ -49,16 +49,22 @@ const write = (name, svg) => {
   fs.writeFileSync(path.join(outDir, name), svg);
   written.push(path.join('docs', 'figures', name));
 };
+// Figures of a tagged sweep get the tag in their names, so sweeps of one day do not overwrite each other.
+const suffix = data.tag ? `-${data.tag}` : '';
 for (const sc of data.scenarios) {
-  write(`sim-slo-${sc.id}.svg`, sweepFigure(sc, 'slo_attainment', 'SLO attainment', { yMin: 0, yMax: 1 }));
-  write(`sim-throughput-${sc.id}.svg`, sweepFigure(sc, 'throughput_tok_s', 'throughput (tok/s)', { sharedY: false }));
+  write(`sim-slo-${sc.id}${suffix}.svg`, sweepFigure(sc, 'slo_attainment', 'SLO attainment', { yMin: 0, yMax: 1 }));
+  write(`sim-throughput-${sc.id}${suffix}.svg`, sweepFigure(sc, 'throughput_tok_s', 'throughput (tok/s)', { sharedY: false }));
+  if (data.models !== undefined) {
+    write(`sim-latency-${sc.id}${suffix}.svg`, sweepFigure(sc, 'mean_latency_s', 'mean latency (s)', { sharedY: false }));
+    write(`sim-jct-${sc.id}${suffix}.svg`, sweepFigure(sc, 'jct_s', 'JCT (s)', { sharedY: false }));
+  }
 }
 const variants = [...new Set(data.ablation.map((a) => a.variant))];
 write(
-  'sim-ablation.svg',
+  `sim-ablation${suffix}.svg`,
   groupedBars({
     title: 'Ablation: SLO attainment of inlaid without each part (same trace per scenario)',
-    subtitle: `simulator; cpu-measured = MEASURED CPU cost model, h200-* = ESTIMATE (not measured) (${source})`,
+    subtitle: data.models === undefined ? `simulator; cpu-measured = MEASURED CPU cost model, h200-* = ESTIMATE (not measured) (${source})` : `simulator; ${data.scenarios.map((sc) => `${sc.id}: ${sc.placeholder ? 'estimate' : 'measured'}`).join(', ')} (${source})`,
     yLabel: 'SLO attainment',
     yMax: 1,
     groups: data.scenarios.map((sc) => ({

@@ -14,6 +14,13 @@ const TPUT_TOLERANCE = 0.99;
 const GOAL_RATIO = 2;
 const FIELDS = ['slo_attainment', 'throughput_tok_s', 'mean_latency_s', 'p99_latency_s', 'mean_ttft_s', 'mean_tpot_s', 'jct_s', 'unfinished', 'preemptions'];
 
+const DEFAULT_NOTES = [
+  '- **Only the CPU cost model is fitted from real measurements** (507 timed steps of the real worker engine, median fit error 10%,',
+  '  p90 22%; only 1-4 distinct adapters and 1-32 rows were measured, so 10-1000 tasks extrapolate the per-adapter term linearly).',
+  '  Its lengths are scaled to the tiny model (prompt medians 16-256, outputs 8-128 tokens) and its SLO is the one of the real',
+  '  gateway+worker run (TTFT 1.5 s, TPOT 100 ms; bench/results/sched-real-2026-11-29.md).',
+  '- **The H200 cost model is an ESTIMATE, not a measurement** (`placeholder: true`; libs/sim/calibration/README.md); SLO TTFT 2 s, TPOT 50 ms.',
+];
 const ratio = (a, b) => (b > 0 ? a / b : a > 0 ? Infinity : Number.NaN);
 const pick = (rows, sc, tasks, rate, policy) => rows.find((r) => r.scenario === sc && r.tasks === tasks && r.rate === rate && r.policy === policy);
 
@@ -59,6 +66,23 @@ function goalTable(goal) {
   return lines;
 }
 
+/** One line per (scenario, tasks): the first high-load rate and the verdict over all of them (for the README). */
+function summaryTable(goal, rows) {
+  const lines = ['| scenario | tasks | first high-load rate (load) | SLO inlaid / fifo / fcfs-maxloras / mlfq | tok/s inlaid / fifo / fcfs-maxloras | goal over all high-load rates |', '|---|---|---|---|---|---|'];
+  for (const g of goal) {
+    const p = g.points[0];
+    if (p === undefined) continue;
+    const [i, f, v, m] = ['inlaid', 'fifo', 'fcfs-maxloras', 'mlfq'].map((pol) => pick(rows, g.scenario, g.tasks, p.rate, pol));
+    const sloR = g.points.map((q) => Math.min(q.x_fifo, q.x_fcfs));
+    const tput = g.points.map((q) => q.tput_vs_best_baseline);
+    const span = (xs, f1) => (Math.min(...xs) === Math.max(...xs) ? f1(xs[0]) : `${f1(Math.min(...xs))}-${f1(Math.max(...xs))}`);
+    lines.push(
+      `| ${g.scenario} | ${g.tasks} | ${p.rate} (${p.load.toFixed(2)}) | ${[i, f, v, m].map((r) => r.slo_attainment.toFixed(2)).join(' / ')} | ${[i, f, v].map((r) => r.throughput_tok_s.toFixed(0)).join(' / ')} | ${g.verdict}: SLO ${span(sloR, x)} the better baseline, throughput ${span(tput, (t) => `${(100 * t).toFixed(0)}%`)} |`,
+    );
+  }
+  return lines;
+}
+
 function compactTable(rows, sc, field) {
   const tasks = [...new Set(rows.filter((r) => r.scenario === sc.id).map((r) => r.tasks))];
   const pols = ['inlaid', 'fifo', 'fcfs-maxloras', 'mlfq'];
@@ -71,6 +95,23 @@ function compactTable(rows, sc, field) {
   return lines;
 }
 
+/** What each cost model is (the first sweep keeps its hand-written notes). */
+function modelNotes(meta) {
+  if (meta.models === undefined) return DEFAULT_NOTES;
+  const L = [];
+  for (const [file, m] of Object.entries(meta.models)) {
+    const err = m.fit_error ? ` Fit error: median ${(100 * m.fit_error.median_rel).toFixed(1)}%, p90 ${(100 * m.fit_error.p90_rel).toFixed(1)}%.` : '';
+    L.push(`- \`${file}\` (${m.placeholder ? '**ESTIMATE, not measured**' : '**fitted from measurements**'}): ${m.source}${err}`);
+  }
+  for (const sc of meta.scenarios) {
+    if (sc.auto_rates) {
+      const a = sc.auto_rates;
+      L.push(`- ${sc.id}: rates = ${a.loads.join(', ')} x the saturated rate ${a.rate.toFixed(2)} req/s (fifo, 100 tasks, ${a.probe_rate} req/s offered: ${a.saturated_tok_s.toFixed(0)} tok/s / ${a.mean_output_tokens.toFixed(0)} output tokens per request).`);
+    }
+  }
+  return L;
+}
+
 function renderMarkdown(meta, rows, ablation, goal) {
   const L = [
     `# Simulator evidence: policies vs request rate (${meta.date.slice(0, 10)})`,
@@ -81,11 +122,7 @@ function renderMarkdown(meta, rows, ablation, goal) {
     `- traces: Gamma arrivals cv=2, power-law popularity alpha=1, ${meta.duration} s, seed 1, synthetic task profiles (libs/workload), 1 worker;`,
     '  within one scenario every policy and ablation variant runs on the identical trace for each (tasks, rate).',
     '- unfinished 600 s after the last arrival = missed SLO. A request meets its SLO when both TTFT and mean TPOT hold.',
-    '- **Only the CPU cost model is fitted from real measurements** (507 timed steps of the real worker engine, median fit error 10%,',
-    '  p90 22%; only 1-4 distinct adapters and 1-32 rows were measured, so 10-1000 tasks extrapolate the per-adapter term linearly).',
-    '  Its lengths are scaled to the tiny model (prompt medians 16-256, outputs 8-128 tokens) and its SLO is the one of the real',
-    '  gateway+worker run (TTFT 1.5 s, TPOT 100 ms; bench/results/sched-real-2026-11-29.md).',
-    '- **The H200 cost model is an ESTIMATE, not a measurement** (`placeholder: true`; libs/sim/calibration/README.md); SLO TTFT 2 s, TPOT 50 ms.',
+    ...modelNotes(meta),
     `- goal check: high load = offered output tokens/s >= ${HIGH_LOAD} x the sweep's saturated throughput (max over policies and rates);`,
     `  met = inlaid >= ${GOAL_RATIO}x the SLO attainment of fifo AND of fcfs-maxloras, with throughput >= ${TPUT_TOLERANCE * 100}% of the better of the two.`,
     '',
@@ -95,6 +132,10 @@ function renderMarkdown(meta, rows, ablation, goal) {
     '|---|---|---|---|---|---|',
     ...meta.scenarios.map((s) => `| ${s.id} | ${s.label} | ${s.placeholder ? 'no (estimate)' : '**yes**'} | ${s.kv_blocks} | ${s.slo.ttftS} s / ${s.slo.tpotS * 1000} ms | ${s.rates.join(', ')} |`),
     '',
+    '## Summary',
+    '',
+    ...summaryTable(goal, rows),
+    '',
     '## Goal check',
     '',
     ...goalTable(goal),
@@ -102,6 +143,9 @@ function renderMarkdown(meta, rows, ablation, goal) {
   ];
   for (const sc of meta.scenarios) {
     L.push(`## ${sc.name}`, '', '### SLO attainment', '', ...compactTable(rows, sc, 'slo_attainment'), '', '### Throughput (output tokens/s)', '', ...compactTable(rows, sc, 'throughput_tok_s'), '');
+    if (meta.models !== undefined) {
+      L.push('### Mean latency (s)', '', ...compactTable(rows, sc, 'mean_latency_s'), '', '### JCT (s, mean over tasks of last completion - first arrival)', '', ...compactTable(rows, sc, 'jct_s'), '');
+    }
   }
   const load = (a) => a.offered_tok_s / goal.find((g) => g.scenario === a.scenario && g.tasks === a.tasks).capacity_tok_s;
   L.push(

@@ -6,64 +6,53 @@
  * high-load point per scenario. Writes bench/results/sim-evidence-<date>[-tag].{md,json}; figures come from
  * bench/sim/evidence-figures.js.
  * Usage: npx tsc -b libs/sim && node bench/sim/evidence.js [--duration 300] [--quick] [--tag name]
+ *        [--set default|h200] [--model h200-measured.json]   (scenario sets: bench/sim/evidence-scenarios.js)
  * Single-threaded; uses the compiled libraries (libs/workload/dist, libs/sim/dist).
  */
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { generateTrace, syntheticProfiles, DEFAULT_PROFILE_OPTIONS, parseFlags, numberFlag } = require('../../libs/workload/dist');
+const { generateTrace, syntheticProfiles, parseFlags, numberFlag } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
 const { root, loadModel, POLICIES } = require('./common');
 const { renderMarkdown, goalCheck } = require('./evidence-report');
+const { scenarioSet, AUTO_LOADS, round2 } = require('./evidence-scenarios');
 
 const flags = parseFlags(process.argv.slice(2), ['quick']);
 const duration = numberFlag(flags, 'duration', 300);
 const quick = flags.has('quick');
 const tag = flags.get('tag');
+const setName = flags.get('set') ?? 'default';
 const ABLATION = [
   ['inlaid (full)', { policy: 'inlaid' }],
   ['-grouping', { policy: 'inlaid', inlaid: { grouping: false } }],
   ['-prediction (no predictor)', { policy: 'inlaid', predictor: 'none' }],
   ['-prediction (per-task mean)', { policy: 'inlaid', predictor: 'mean' }],
   ['-srtf (arrival order)', { policy: 'inlaid', inlaid: { srtf: false } }],
+  ['-slo step budget', { policy: 'inlaid', inlaid: { stepBudget: false } }],
+  ['-lenient starvation (strict pause)', { policy: 'inlaid', inlaid: { lenientStarvation: false } }],
+  ['reserve the median (q 0.5)', { policy: 'inlaid', inlaid: { reserveQuantile: 0.5 } }],
+  ['first version (all three above)', { policy: 'inlaid', inlaid: { stepBudget: false, lenientStarvation: false, reserveQuantile: 0.5 } }],
   ['fifo (reference)', { policy: 'fifo' }],
 ];
-/** Lengths for the tiny CPU model: its 1024 positions and the calibration's range (prompts 16-192, 1-32 rows). */
-const CPU_PROFILES = { ...DEFAULT_PROFILE_OPTIONS, promptMedian: [16, 256], outputMedian: [8, 128], maxPrompt: 512, maxOutput: 256 };
-const SCENARIOS = [
-  {
-    id: 'cpu-measured',
-    name: 'CPU cost model, MEASURED (cpu-tiny-measured.json), the real worker\'s 512 KV blocks',
-    model: 'cpu-tiny-measured.json',
-    kvBlocks: undefined,
-    profiles: CPU_PROFILES,
-    slo: { ttftS: 1.5, tpotS: 0.1 },
-    rates: [1, 2, 3, 3.5, 4, 5, 6],
-    ablation: { tasks: 100, rate: 4 },
-  },
-  {
-    id: 'h200-estimate-tight-kv',
-    name: 'H200 engine ESTIMATE (h200-engine-estimate.json, NOT measured), tight KV 2000 blocks = 32k tokens',
-    model: 'h200-engine-estimate.json',
-    kvBlocks: 2000,
-    profiles: DEFAULT_PROFILE_OPTIONS,
-    slo: undefined,
-    rates: [5, 10, 15, 20, 25, 30, 40],
-    ablation: { tasks: 100, rate: 20 },
-  },
-  {
-    id: 'h200-estimate-full-kv',
-    name: 'H200 engine ESTIMATE (NOT measured), full H200 KV 13400 blocks (control: memory does not bind)',
-    model: 'h200-engine-estimate.json',
-    kvBlocks: undefined,
-    profiles: DEFAULT_PROFILE_OPTIONS,
-    slo: undefined,
-    rates: [10, 15, 20, 25, 30, 40],
-    ablation: { tasks: 100, rate: 20 },
-  },
-];
+const SCENARIOS = scenarioSet(setName, flags.get('model'));
 const TASKS = quick ? [10, 100] : [2, 10, 100, 1000];
+
+/** Saturated request rate of a model: fifo, 100 tasks, doubling the rate until it serves < 90% of the offer. */
+function saturatedRate(sc, model) {
+  const profiles = syntheticProfiles(100, 1, sc.profiles);
+  for (let rate = 2; rate < 1e5; rate *= 2) {
+    const trace = generateTrace(profiles, { rate, cv: 2, alpha: 1, durationS: 120, seed: 1 });
+    const r = run(trace, { policy: 'fifo' }, sc, model);
+    const offered = trace.reduce((a, x) => a + x.output_tokens, 0) / 120;
+    if (r.throughput_tok_s < 0.9 * offered) {
+      const meanOut = (offered * 120) / trace.length;
+      return { rate: r.throughput_tok_s / meanOut, probe_rate: rate, saturated_tok_s: r.throughput_tok_s, mean_output_tokens: meanOut };
+    }
+  }
+  throw new Error(`${sc.id}: no saturation found`);
+}
 
 function run(trace, scheduler, sc, model) {
   const t0 = process.hrtime.bigint();
@@ -86,6 +75,16 @@ for (const sc of SCENARIOS) {
   const model = loadModel(sc.model);
   const slo = sc.slo ?? { ttftS: model.suggested_slo.ttft_s, tpotS: model.suggested_slo.tpot_s };
   sc.resolved = { label: model.label, placeholder: model.placeholder, kv_blocks: sc.kvBlocks ?? model.kv_blocks, slo };
+  if (sc.rates === 'auto') {
+    const sat = saturatedRate(sc, model);
+    sc.rates = [...new Set(AUTO_LOADS.map((l) => round2(l * sat.rate)))];
+    sc.resolved.auto_rates = { ...sat, loads: AUTO_LOADS };
+    process.stderr.write(`${sc.id}: saturated at ${sat.rate.toFixed(2)} req/s (${sat.saturated_tok_s.toFixed(0)} tok/s); rates ${sc.rates.join(', ')}\n`);
+  }
+  if (sc.ablation.rate === undefined) {
+    const want = sc.ablation.load * sc.resolved.auto_rates.rate;
+    sc.ablation = { tasks: sc.ablation.tasks, rate: sc.rates.reduce((a, r) => (Math.abs(r - want) < Math.abs(a - want) ? r : a)) };
+  }
   for (const tasks of TASKS) {
     const profiles = syntheticProfiles(tasks, 1, sc.profiles);
     for (const rate of sc.rates) {
@@ -111,8 +110,9 @@ const date = new Date().toISOString().slice(0, 10);
 const command = `node bench/sim/evidence.js ${process.argv.slice(2).join(' ')}`.trim();
 const machine = `${os.cpus()[0]?.model ?? 'unknown cpu'} x${os.cpus().length}, ${os.platform()} ${os.release()}, node ${process.version}`;
 const scenarios = SCENARIOS.map(({ id, name, model, rates, ablation: ab, resolved }) => ({ id, name, model, rates, ablation: ab, ...resolved }));
+const models = Object.fromEntries([...new Set(SCENARIOS.map((sc) => sc.model))].map((f) => [f, ((m) => ({ label: m.label, placeholder: m.placeholder, source: m.source, fit_error: m.fit_error }))(loadModel(f))]));
 const goal = goalCheck(rows, scenarios);
-const meta = { command, date: new Date().toISOString(), machine, duration, tasks: TASKS, scenarios };
+const meta = { command, date: new Date().toISOString(), machine, duration, tasks: TASKS, set: setName, tag, scenarios, models };
 const outDir = path.join(root, 'bench', 'results');
 fs.mkdirSync(outDir, { recursive: true });
 const stem = tag === undefined ? `sim-evidence-${date}` : `sim-evidence-${date}-${tag}`;

@@ -26,10 +26,28 @@ export interface InlaidOptions {
   readonly srtf: boolean;
   /** Reserve KV for the predicted final length at admission (else only the current context). */
   readonly memoryAware: boolean;
-  /** Quantile of the remaining-length distribution reserved when memory-aware. */
+  /**
+   * Quantile of the remaining-length distribution reserved when memory-aware. Low (0.1 = the length 90% of
+   * such requests reach): reserving the median idled the KV that shorter requests never use, and the
+   * overflow is handled by preempting the longest-remaining rows (scarce-KV sweeps: sim-evidence-*-h200.md).
+   */
   readonly reserveQuantile: number;
   /** Waiting one second is worth this many predicted tokens (continuous aging within SRTF). */
   readonly agingTokensPerS: number;
+  /**
+   * SLO-aware step budget: every admission (beta group and fill, not the first row of an empty batch nor
+   * a starving request) must keep the projected decode step within `budgetSafety` x TPOT SLO x (1 - the
+   * worker's recent prefill share), with the candidate's KV at half its predicted output. Needs the
+   * worker's `stepCost`. Off = only the fill is bounded, by the plain TPOT with the current KV.
+   */
+  readonly stepBudget: boolean;
+  /** Fraction of the TPOT SLO the projected decode step may use (0 < x <= 1). */
+  readonly budgetSafety: number;
+  /**
+   * A starving request goes first wherever it fits (memory projection and step budget included) instead of
+   * stopping every admission until it fits. Liveness then rests on continuous aging and this first claim.
+   */
+  readonly lenientStarvation: boolean;
 }
 
 export interface MlfqOptions {
@@ -63,7 +81,7 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.5, agingTokensPerS: 20 },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.9, lenientStarvation: true },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,
@@ -93,6 +111,7 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
     throw new Error('inlaid.reserveQuantile must be in [0, 1]');
   }
   if (!(cfg.inlaid.agingTokensPerS >= 0)) throw new Error('inlaid.agingTokensPerS must be >= 0');
+  if (!(cfg.inlaid.budgetSafety > 0 && cfg.inlaid.budgetSafety <= 1)) throw new Error('inlaid.budgetSafety must be in (0, 1]');
   if (!(cfg.starvationS > 0)) throw new Error('starvationS must be > 0');
   validateSlo('default', cfg.defaultSlo);
   for (const [task, slo] of Object.entries(cfg.taskSlos)) validateSlo(task, slo);

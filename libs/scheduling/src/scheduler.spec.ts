@@ -78,6 +78,27 @@ describe('starvation', () => {
   });
 });
 
+describe('starving requests under inlaid (lenient) and strict policies', () => {
+  const run = (inlaid: Record<string, unknown>, policy: 'inlaid' | 'fifo' = 'inlaid'): string[] => {
+    const s = new Scheduler({ policy, starvationS: 60, inlaid: { memoryAware: false, ...inlaid } });
+    s.onWorkerState(worker({ kvBlocksTotal: 10 }));
+    s.enqueue(request('big0', 't1', 100, 0));
+    s.schedule(0, 'w0');
+    s.enqueue(request('big1', 't1', 80, 1)); // starving at t = 100, but 7 + 6 blocks > 10
+    s.enqueue(request('small', 't2', 10, 99));
+    return s.schedule(100, 'w0').decisions.filter((d) => d.kind === 'admit').map((d) => d.requestId);
+  };
+
+  it('inlaid: a starving request that does not fit leaves the rest to the policy order', () => {
+    expect(run({})).toEqual(['small']);
+  });
+
+  it('strict (fifo, or inlaid with lenientStarvation off): it stops every other admission', () => {
+    expect(run({ lenientStarvation: false })).toEqual([]);
+    expect(run({}, 'fifo')).toEqual([]);
+  });
+});
+
 describe('accepts (task placement)', () => {
   it('admits only the tasks a worker accepts, starving ones included', () => {
     const s = new Scheduler({ policy: 'fifo', starvationS: 1 });

@@ -3,8 +3,10 @@
  * them into per-step decisions with the configured policy. Iteration-level: call `schedule` before
  * every step of a worker; every request in the returned batch runs in that step (new ones prefill).
  * Preemption drops KV (recompute on re-admission) and happens only when a worker's KV runs short,
- * lowest priority first. Anything waiting longer than `starvationS` goes ahead of all else and, if it
- * cannot be admitted yet, admissions pause until it can (so nothing starves).
+ * lowest priority first. Anything waiting longer than `starvationS` goes ahead of all else; under a strict
+ * policy, if it cannot be admitted yet, admissions pause until it can (so nothing starves); under inlaid it
+ * must fit like any other request (see `Policy.starvingPausesAdmission`), and continuous aging keeps it first.
+ * Inlaid's admissions also pass the SLO-aware step budget of step-budget.ts.
  */
 import { resolveConfig, SchedulerConfig, SchedulerConfigInput } from './config';
 import { compareKeys, Heap } from './heap';
@@ -14,6 +16,7 @@ import { Policy } from './policies/policy';
 import { createPredictor } from './predictor/factory';
 import { LengthPredictor, Prediction } from './predictor/types';
 import { meetsSlo, SloTable, tpotOf } from './slo';
+import { pastTtft, StepGate } from './step-budget';
 import { contextTokens, TrackedRequest } from './tracked';
 import { Decision, RequestOutcome, RequestSpec, StepPlan, WorkerState } from './types';
 import { QueueEntry, WaitingQueues } from './waiting-queues';
@@ -36,6 +39,7 @@ export class Scheduler {
   private readonly requests = new Map<string, TrackedRequest>();
   private readonly waiting = new WaitingQueues();
   private readonly workers = new Map<string, WorkerSlot>();
+  private newest: TrackedRequest | undefined;
 
   constructor(config: SchedulerConfigInput = {}, predictor?: LengthPredictor) {
     this.config = resolveConfig(config);
@@ -76,6 +80,7 @@ export class Scheduler {
       levelTokens: 0,
     };
     this.requests.set(spec.id, r);
+    if (this.newest === undefined || spec.arrivalS >= this.newest.spec.arrivalS) this.newest = r;
     this.policy.onArrive(r);
     this.waiting.push(r, this.policy.waitingKey(r));
   }
@@ -111,6 +116,11 @@ export class Scheduler {
     if (this.config.abortHopeless) this.abortHopeless(now, decisions);
     this.relieveMemory(slot, now, decisions);
     this.admit(slot, now, accepts, decisions);
+    let prefill = 0;
+    for (const d of decisions) if (d.kind === 'admit') prefill += d.prefillTokens;
+    // Only prefill work that grows with what is admitted counts: a fixed per-prefill-step cost (prefillStepS)
+    // is not reduced by admitting less (trickled admissions pay it more often), so the budget ignores it.
+    slot.prefill.record(now, prefill * (slot.state.stepCost?.prefillTokenS ?? 0));
     return { workerId, decisions, batch: [...slot.running.keys()] };
   }
 
@@ -211,21 +221,34 @@ export class Scheduler {
       b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
       b.committedBlocks += blocksFor(this.policy.reservedTokens(r), slot.state.blockSize);
     }
-    // Starving requests first, oldest first; if one cannot go in, admit nothing else until it can.
+    // Requests that can still meet their SLO are arriving while the newest one is within its TTFT.
+    const arriving = this.newest !== undefined && !pastTtft(this.newest, now);
+    const gate = new StepGate(slot, now, this.policy.budgetSafety, arriving);
+    // Starving requests first, oldest first. Strict policies: if one cannot go in, admit nothing else until
+    // it can. Lenient ones (inlaid): it goes first wherever it fits under the same memory projection and
+    // step budget as the rest, and one that does not fit leaves the rest to the policy's order.
     // The oldest one belonging to another worker ends this phase here (that worker pauses for it).
+    const strict = this.policy.starvingPausesAdmission;
     for (let r = this.waiting.oldest(); r !== undefined && this.starving(r, now); r = this.waiting.oldest()) {
       if (!accepts(r.spec.task)) break;
-      if (!this.policy.canJoin(r.spec.task, slot) && !this.policy.canFill(r.spec.task, slot)) return;
-      const res = this.tryAdmit(slot, r, b, true, out);
-      if (res !== 'ok' && r.phase !== 'aborted') return;
+      const joinable = this.policy.canJoin(r.spec.task, slot) || this.policy.canFill(r.spec.task, slot);
+      if (!joinable || (!strict && !gate.join(r, b.usedBlocks))) {
+        if (strict) return;
+        break;
+      }
+      const res = this.tryAdmit(slot, r, b, strict, out);
+      if (res !== 'ok' && r.phase !== 'aborted') {
+        if (strict) return;
+        break;
+      }
     }
+    const closed = (): boolean => gate.closed(b.usedBlocks);
+    if (closed()) return;
     const heads = this.waiting.heads().filter((e) => accepts(e.r.spec.task));
-    const refused = this.admitHeads(slot, heads, b, (r) => this.policy.canJoin(r.spec.task, slot), out);
+    const refused = this.admitHeads(slot, heads, b, (r) => this.policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed);
     // Work-conserving fill: rows still free after every joinable candidate go to the refused ones.
     if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
-      const tpot = Math.min(...[...slot.running.values()].map((r) => r.slo.tpotS));
-      const fits = (r: TrackedRequest): boolean => this.policy.canFill(r.spec.task, slot) && withinStepBudget(slot, r, b, tpot);
-      this.admitHeads(slot, refused, b, fits, out);
+      this.admitHeads(slot, refused, b, (r) => this.policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed);
     }
   }
 
@@ -240,6 +263,7 @@ export class Scheduler {
     b: Budget,
     allowed: (r: TrackedRequest) => boolean,
     out: Decision[],
+    closed: () => boolean = () => false,
   ): QueueEntry[] | 'full' {
     type Head = { e: QueueEntry; key: number[] };
     const heap = new Heap<Head>((x, y) => compareKeys(x.key, y.key) || x.e.r.spec.arrivalS - y.e.r.spec.arrivalS);
@@ -249,6 +273,7 @@ export class Scheduler {
     const refused: QueueEntry[] = [];
     for (const e of heads) pushHead(e);
     for (let h = heap.pop(); h !== undefined; h = heap.pop()) {
+      if (closed()) return 'full';
       const r = h.e.r;
       if (!allowed(r)) {
         refused.push(h.e);
@@ -301,18 +326,4 @@ export class Scheduler {
     if (s === undefined) throw new Error(`unknown worker "${workerId}"; call onWorkerState first`);
     return s;
   }
-}
-
-/**
- * Whether adding `r` keeps the worker's projected decode step within the tightest TPOT SLO of the
- * batch and `r` (always true without a step cost). Prefill time is not counted: it is paid once.
- */
-function withinStepBudget(slot: WorkerSlot, r: TrackedRequest, b: Budget, batchTpotS: number): boolean {
-  const c = slot.state.stepCost;
-  if (c === undefined) return true;
-  const rows = slot.running.size + 1;
-  const adapters = slot.taskRows.size + (slot.taskRows.has(r.spec.task) ? 0 : 1);
-  const kvTokens = (b.usedBlocks + blocksFor(contextTokens(r) + 1, slot.state.blockSize)) * slot.state.blockSize;
-  const stepS = c.baseS + rows * c.decodeRowS + adapters * c.adapterS + kvTokens * c.kvTokenS;
-  return stepS <= Math.min(batchTpotS, r.slo.tpotS);
 }

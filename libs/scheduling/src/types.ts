@@ -41,6 +41,10 @@ export interface StepCost {
   readonly decodeRowS: number;
   readonly adapterS: number;
   readonly kvTokenS: number;
+  /** Seconds per prefilled prompt token (optional; lets the step budget account for prefill time). */
+  readonly prefillTokenS?: number;
+  /** Fixed seconds of a step that prefills anything (optional). */
+  readonly prefillStepS?: number;
 }
 
 export type Decision =

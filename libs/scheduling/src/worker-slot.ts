@@ -1,11 +1,14 @@
 /** One worker's running set with per-task row counts (the batch view the policies see). */
 import { BatchView } from './policies/policy';
+import { PrefillShare } from './step-budget';
 import { TrackedRequest } from './tracked';
 import { WorkerState } from './types';
 
 export class WorkerSlot implements BatchView {
   readonly running = new Map<string, TrackedRequest>();
   readonly taskRows = new Map<string, number>();
+  /** Recent share of this worker's time spent prefilling (for the step budget). */
+  readonly prefill = new PrefillShare();
 
   constructor(public state: WorkerState) {}
 

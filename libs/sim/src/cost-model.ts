@@ -2,7 +2,9 @@
  * Step-time cost model of one worker and its capacity, read from a calibration JSON file:
  *   step_s = base_s + prefill_tokens * prefill_token_s + decode_rows * decode_row_s
  *          + distinct_adapters * adapter_s + resident_kv_tokens * kv_token_s
- * The constants must come from measurements of the real worker (see calibration/README.md).
+ *          + (prefill_tokens > 0 ? prefill_step_s : 0)
+ * (`prefill_step_s`, optional, default 0: a fixed cost of any step that prefills, e.g. eager prefill next to
+ * decode steps replayed from CUDA graphs.) The constants must come from measurements of the real worker (see calibration/README.md).
  */
 import { StepCost } from '@inlaid/scheduling';
 
@@ -17,6 +19,8 @@ export interface CostModel {
   readonly decode_row_s: number;
   readonly adapter_s: number;
   readonly kv_token_s: number;
+  /** Fixed cost of a step that prefills anything (optional in the file; 0 when absent). */
+  readonly prefill_step_s?: number;
   readonly kv_blocks: number;
   readonly block_size: number;
   readonly max_batch_rows: number;
@@ -34,13 +38,18 @@ export interface StepShape {
 
 export function stepTime(m: CostModel, s: StepShape): number {
   return (
-    m.base_s + s.prefillTokens * m.prefill_token_s + s.decodeRows * m.decode_row_s + s.adapters * m.adapter_s + s.kvTokens * m.kv_token_s
+    m.base_s +
+    s.prefillTokens * m.prefill_token_s +
+    (s.prefillTokens > 0 ? (m.prefill_step_s ?? 0) : 0) +
+    s.decodeRows * m.decode_row_s +
+    s.adapters * m.adapter_s +
+    s.kvTokens * m.kv_token_s
   );
 }
 
 /** The decode part of the model, as the scheduler's worker state carries it. */
 export function stepCostOf(m: CostModel): StepCost {
-  return { baseS: m.base_s, decodeRowS: m.decode_row_s, adapterS: m.adapter_s, kvTokenS: m.kv_token_s };
+  return { baseS: m.base_s, decodeRowS: m.decode_row_s, adapterS: m.adapter_s, kvTokenS: m.kv_token_s, prefillTokenS: m.prefill_token_s, prefillStepS: m.prefill_step_s ?? 0 };
 }
 
 const NUMBERS = ['base_s', 'prefill_token_s', 'decode_row_s', 'adapter_s', 'kv_token_s'] as const;
@@ -55,6 +64,9 @@ export function parseCostModel(v: unknown, where = 'cost model'): CostModel {
   }
   for (const k of INTEGERS) {
     if (!Number.isInteger(o[k]) || (o[k] as number) < 1) throw new Error(`${where}: "${k}" must be a positive integer`);
+  }
+  if (o.prefill_step_s !== undefined && !(typeof o.prefill_step_s === 'number' && o.prefill_step_s >= 0)) {
+    throw new Error(`${where}: "prefill_step_s" must be a number >= 0 when given`);
   }
   const slo = o.suggested_slo as Record<string, unknown> | undefined;
   if (typeof slo !== 'object' || slo === null || !((slo.ttft_s as number) > 0) || !((slo.tpot_s as number) > 0)) {

@@ -5,6 +5,7 @@ import { Flags, numberFlag } from '@inlaid/workload';
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
+  'step-budget', 'budget-safety', 'lenient-starvation', 'reserve-quantile',
 ] as const;
 
 export function boolFlag(flags: Flags, name: string, fallback: boolean): boolean {
@@ -32,6 +33,10 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       ...(flags.has('fill-max-tasks') ? { fillMaxTasks: numberFlag(flags, 'fill-max-tasks') } : {}),
       srtf: boolFlag(flags, 'srtf', true),
       memoryAware: boolFlag(flags, 'memory-aware', true),
+      stepBudget: boolFlag(flags, 'step-budget', true),
+      lenientStarvation: boolFlag(flags, 'lenient-starvation', true),
+      ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
+      ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
     },
     ...(ttft !== undefined ? { defaultSlo: { ttftS: numberFlag(flags, 'slo-ttft'), tpotS: numberFlag(flags, 'slo-tpot') } } : {}),
   };

@@ -53,6 +53,13 @@ describe('cost model', () => {
     expect(() => parseCostModel({ ...model, kv_blocks: 0 })).toThrow(/kv_blocks/);
   });
 
+  it('charges the optional fixed prefill-step cost only to steps that prefill', () => {
+    const m = parseCostModel({ ...model, prefill_step_s: 0.03 });
+    expect(stepTime(m, { prefillTokens: 100, decodeRows: 10, adapters: 3, kvTokens: 0 })).toBeCloseTo(0.012 + 0.03);
+    expect(stepTime(m, { prefillTokens: 0, decodeRows: 10, adapters: 3, kvTokens: 0 })).toBeCloseTo(0.005 + 0.001 + 0.003);
+    expect(() => parseCostModel({ ...model, prefill_step_s: -1 })).toThrow(/prefill_step_s/);
+  });
+
   it('percentile interpolates', () => {
     expect(percentile([1, 2, 3, 4], 50)).toBeCloseTo(2.5);
   });

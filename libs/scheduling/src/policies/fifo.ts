@@ -9,6 +9,8 @@ import { BatchView, Policy } from './policy';
 
 export class FifoPolicy implements Policy {
   readonly headOfLineBlocking = true;
+  readonly budgetSafety = undefined;
+  readonly starvingPausesAdmission = true;
 
   constructor(
     readonly name: PolicyName = 'fifo',

@@ -3,7 +3,10 @@
  * already in the running batch first; candidates of at most `beta` distinct tasks are admitted first,
  * then (work-conserving) rows and KV that would sit idle go to the best remaining candidates, up to
  * `fillMaxTasks` distinct tasks; memory-aware admission that reserves KV for the predicted final
- * length. Each ingredient can be switched off for the ablation.
+ * length (a low quantile of it); an SLO-aware step budget (step-budget.ts) that admits a candidate only
+ * while the projected decode step stays within the TPOT SLO net of prefill time, so the batch's TPOT
+ * holds and a new task's adapter is paid for only when it fits. Each ingredient can be switched off for
+ * the ablation.
  */
 import { InlaidOptions } from '../config';
 import { predictedRemaining } from '../predictor/remaining';
@@ -14,7 +17,13 @@ export class InlaidPolicy implements Policy {
   readonly name = 'inlaid' as const;
   readonly headOfLineBlocking = false;
 
-  constructor(private readonly opts: InlaidOptions) {}
+  readonly budgetSafety: number | undefined;
+  readonly starvingPausesAdmission: boolean;
+
+  constructor(private readonly opts: InlaidOptions) {
+    this.budgetSafety = opts.stepBudget ? opts.budgetSafety : undefined;
+    this.starvingPausesAdmission = !opts.lenientStarvation;
+  }
 
   onArrive(): void {}
 

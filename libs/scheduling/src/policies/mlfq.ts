@@ -12,6 +12,8 @@ import { Policy } from './policy';
 export class MlfqPolicy implements Policy {
   readonly name = 'mlfq' as const;
   readonly headOfLineBlocking = true;
+  readonly budgetSafety = undefined;
+  readonly starvingPausesAdmission = true;
 
   constructor(private readonly opts: MlfqOptions) {}
 

@@ -94,10 +94,10 @@ describe('inlaid', () => {
     expect(admitted(s.schedule(1, 'w0').decisions)).toEqual(['a1', 'b1']);
   });
 
-  it('stops the fill where the worker step cost would exceed the TPOT SLO', () => {
+  it('without the SLO-aware budget, stops the fill where the worker step cost would exceed the TPOT SLO', () => {
     // 10 ms base + 10 ms per adapter against a 55 ms TPOT: at most 4 adapters fit.
     const stepCost = { baseS: 0.01, decodeRowS: 0, adapterS: 0.01, kvTokenS: 0 };
-    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 2 }, defaultSlo: { ttftS: 5, tpotS: 0.055 } });
+    const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 2, stepBudget: false }, defaultSlo: { ttftS: 5, tpotS: 0.055 } });
     s.onWorkerState(worker({ stepCost }));
     sevenTasks(s);
     expect(new Set(s.schedule(1, 'w0').batch.map(taskOf)).size).toBe(4);
@@ -127,6 +127,21 @@ describe('inlaid', () => {
     };
     expect(make(false)).toEqual(['a', 'b']);
     expect(make(true)).toEqual(['a']);
+  });
+});
+
+describe('inlaid memory-aware reservation quantile', () => {
+  it('reserves the lower tail by default, the median when asked', () => {
+    // Task t: outputs 20..400 (p10 ~ 58, p50 ~ 210). 30 blocks = 480 tokens; 32-token prompts.
+    const admittedWith = (reserveQuantile?: number): number => {
+      const s = new Scheduler({ policy: 'inlaid', inlaid: { grouping: false, stepBudget: false, ...(reserveQuantile === undefined ? {} : { reserveQuantile }) } });
+      for (let i = 0; i < 20; i++) s.predictor.observe('t', 32, 20 + 20 * i);
+      s.onWorkerState(worker({ kvBlocksTotal: 30 }));
+      for (let i = 0; i < 6; i++) s.enqueue(request(`r${i}`, 't', 32, i * 0.01));
+      return admitted(s.schedule(1, 'w0').decisions).length;
+    };
+    expect(admittedWith(0.5)).toBe(1); // 32 + ~210 tokens reserved: a second one would overcommit
+    expect(admittedWith()).toBeGreaterThanOrEqual(4); // 32 + ~58 tokens each
   });
 });
 

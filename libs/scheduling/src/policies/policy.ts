@@ -16,6 +16,12 @@ export interface Policy {
   readonly name: PolicyName;
   /** Stop admitting at the first request that does not fit (strict order) instead of skipping it. */
   readonly headOfLineBlocking: boolean;
+  /**
+   * A starving request (waiting > starvationS) that cannot go in stops all other admissions until it can,
+   * and skips the memory-aware projection (true); or it only goes first wherever it fits under the same
+   * rules as the rest (false: a stalled batch would make requests that can still meet their SLO miss it).
+   */
+  readonly starvingPausesAdmission: boolean;
   /** Called when a request first arrives (before its first waitingKey). */
   onArrive(r: TrackedRequest): void;
   /** Order within the waiting queues; must not change while the request waits. */
@@ -31,6 +37,12 @@ export interface Policy {
    * sit idle this step (work-conserving fill, asked only after every joinable candidate was tried).
    */
   canFill(task: string, batch: BatchView): boolean;
+  /**
+   * When defined, every admission must keep the worker's projected decode step within this fraction of
+   * the TPOT SLO, net of the prefill share (see step-budget.ts); undefined = no budget on joinable
+   * candidates, and the fill (if any) is bounded by the plain TPOT.
+   */
+  readonly budgetSafety: number | undefined;
   /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */
   reservedTokens(r: TrackedRequest): number;
   /** Called after each generated token. */
