@@ -32,8 +32,9 @@ const ABLATION = [
   ['-srtf (arrival order)', { policy: 'inlaid', inlaid: { srtf: false } }],
   ['-slo step budget', { policy: 'inlaid', inlaid: { stepBudget: false } }],
   ['-lenient starvation (strict pause)', { policy: 'inlaid', inlaid: { lenientStarvation: false } }],
+  ['-batched admission', { policy: 'inlaid', inlaid: { batchedAdmission: { mode: 'off' } } }],
   ['reserve the median (q 0.5)', { policy: 'inlaid', inlaid: { reserveQuantile: 0.5 } }],
-  ['first version (all three above)', { policy: 'inlaid', inlaid: { stepBudget: false, lenientStarvation: false, reserveQuantile: 0.5 } }],
+  ['first version (step budget, lenient starvation, batching off; median)', { policy: 'inlaid', inlaid: { stepBudget: false, lenientStarvation: false, reserveQuantile: 0.5, batchedAdmission: { mode: 'off' } } }],
   ['fifo (reference)', { policy: 'fifo' }],
 ];
 const SCENARIOS = scenarioSet(setName, flags.get('model'));

@@ -1,4 +1,5 @@
 /** Scheduler configuration: defaults and validation (read once at start-up, then passed down). */
+import { BatchedAdmissionOptions, validateBatchedAdmission } from './batch-gate';
 import { PREDICTOR_NAMES } from './predictor/factory';
 import { PredictorName } from './predictor/types';
 import { DEFAULT_SLO, validateSlo } from './slo';
@@ -48,6 +49,12 @@ export interface InlaidOptions {
    * stopping every admission until it fits. Liveness then rests on continuous aging and this first claim.
    */
   readonly lenientStarvation: boolean;
+  /**
+   * Batched prefill admission (batch-gate.ts): hold waiting requests while the worker decodes and admit them
+   * together, so fewer steps pay a fixed prefill-step cost. Mode 'auto' (default) = on only for workers whose
+   * stepCost has prefillStepS > 0.
+   */
+  readonly batchedAdmission: BatchedAdmissionOptions;
 }
 
 export interface MlfqOptions {
@@ -74,14 +81,15 @@ export interface SchedulerConfig {
 }
 
 export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlfq'>> & {
-  readonly inlaid?: Partial<InlaidOptions>;
+  readonly inlaid?: Partial<Omit<InlaidOptions, 'batchedAdmission'>> & { readonly batchedAdmission?: Partial<BatchedAdmissionOptions> };
   readonly mlfq?: Partial<MlfqOptions>;
 };
 
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.9, lenientStarvation: true },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.9, lenientStarvation: true,
+    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 16, fixedShare: 0.25 } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,
@@ -94,7 +102,11 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
   const cfg: SchedulerConfig = {
     ...DEFAULT_CONFIG,
     ...input,
-    inlaid: { ...DEFAULT_CONFIG.inlaid, ...input.inlaid },
+    inlaid: {
+      ...DEFAULT_CONFIG.inlaid,
+      ...input.inlaid,
+      batchedAdmission: { ...DEFAULT_CONFIG.inlaid.batchedAdmission, ...input.inlaid?.batchedAdmission },
+    },
     mlfq: { ...DEFAULT_CONFIG.mlfq, ...input.mlfq },
   };
   if (!POLICY_NAMES.includes(cfg.policy)) {
@@ -112,6 +124,7 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
   }
   if (!(cfg.inlaid.agingTokensPerS >= 0)) throw new Error('inlaid.agingTokensPerS must be >= 0');
   if (!(cfg.inlaid.budgetSafety > 0 && cfg.inlaid.budgetSafety <= 1)) throw new Error('inlaid.budgetSafety must be in (0, 1]');
+  validateBatchedAdmission(cfg.inlaid.batchedAdmission);
   if (!(cfg.starvationS > 0)) throw new Error('starvationS must be > 0');
   validateSlo('default', cfg.defaultSlo);
   for (const [task, slo] of Object.entries(cfg.taskSlos)) validateSlo(task, slo);

@@ -2,6 +2,7 @@
 export * from './types';
 export * from './config';
 export { Scheduler } from './scheduler';
+export type { BatchedAdmissionMode, BatchedAdmissionOptions } from './batch-gate';
 export { blocksFor } from './kv';
 export { DEFAULT_SLO, SloTable, meetsSlo, tpotOf } from './slo';
 export type { Policy, BatchView } from './policies/policy';

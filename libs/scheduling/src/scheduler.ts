@@ -6,8 +6,10 @@
  * lowest priority first. Anything waiting longer than `starvationS` goes ahead of all else; under a strict
  * policy, if it cannot be admitted yet, admissions pause until it can (so nothing starves); under inlaid it
  * must fit like any other request (see `Policy.starvingPausesAdmission`), and continuous aging keeps it first.
- * Inlaid's admissions also pass the SLO-aware step budget of step-budget.ts.
+ * Inlaid's admissions also pass the SLO-aware step budget of step-budget.ts and, on workers with a fixed
+ * prefill-step cost, the batched-admission gate of batch-gate.ts.
  */
+import { BatchGate } from './batch-gate';
 import { resolveConfig, SchedulerConfig, SchedulerConfigInput } from './config';
 import { compareKeys, Heap } from './heap';
 import { blocksFor } from './kv';
@@ -40,12 +42,14 @@ export class Scheduler {
   private readonly waiting = new WaitingQueues();
   private readonly workers = new Map<string, WorkerSlot>();
   private newest: TrackedRequest | undefined;
+  private readonly batching: BatchGate;
 
   constructor(config: SchedulerConfigInput = {}, predictor?: LengthPredictor) {
     this.config = resolveConfig(config);
     this.policy = createPolicy(this.config);
     this.predictor = predictor ?? createPredictor(this.config.predictor);
     this.slos = new SloTable(this.config.defaultSlo, this.config.taskSlos);
+    this.batching = new BatchGate(this.policy.batchedAdmission);
   }
 
   get waitingCount(): number {
@@ -82,6 +86,7 @@ export class Scheduler {
     this.requests.set(spec.id, r);
     if (this.newest === undefined || spec.arrivalS >= this.newest.spec.arrivalS) this.newest = r;
     this.policy.onArrive(r);
+    this.batching.onArrive(r);
     this.waiting.push(r, this.policy.waitingKey(r));
   }
 
@@ -121,6 +126,7 @@ export class Scheduler {
     // Only prefill work that grows with what is admitted counts: a fixed per-prefill-step cost (prefillStepS)
     // is not reduced by admitting less (trickled admissions pay it more often), so the budget ignores it.
     slot.prefill.record(now, prefill * (slot.state.stepCost?.prefillTokenS ?? 0));
+    if (prefill > 0) slot.lastPrefillS = now;
     return { workerId, decisions, batch: [...slot.running.keys()] };
   }
 
@@ -216,7 +222,7 @@ export class Scheduler {
 
   private admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, out: Decision[]): void {
     const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
-    if (b.rows <= 0 || this.waiting.size === 0) return;
+    if (b.rows <= 0 || this.waiting.size === 0 || !this.batching.release(slot, now)) return;
     for (const r of slot.running.values()) {
       b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
       b.committedBlocks += blocksFor(this.policy.reservedTokens(r), slot.state.blockSize);

@@ -9,6 +9,8 @@ export class WorkerSlot implements BatchView {
   readonly taskRows = new Map<string, number>();
   /** Recent share of this worker's time spent prefilling (for the step budget). */
   readonly prefill = new PrefillShare();
+  /** When this worker's last step that prefilled anything was planned (batched admission). */
+  lastPrefillS: number | undefined;
 
   constructor(public state: WorkerState) {}
 

@@ -1,11 +1,12 @@
 /** Turns CLI flags into simulation options (validation only; file reading stays in cli.ts). */
-import { PolicyName, PredictorName, SchedulerConfigInput } from '@inlaid/scheduling';
+import { BatchedAdmissionMode, BatchedAdmissionOptions, PolicyName, PredictorName, SchedulerConfigInput } from '@inlaid/scheduling';
 import { Flags, numberFlag } from '@inlaid/workload';
 
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
   'step-budget', 'budget-safety', 'lenient-starvation', 'reserve-quantile',
+  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share',
 ] as const;
 
 export function boolFlag(flags: Flags, name: string, fallback: boolean): boolean {
@@ -37,7 +38,20 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       lenientStarvation: boolFlag(flags, 'lenient-starvation', true),
       ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
       ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
+      batchedAdmission: batchedAdmissionFromFlags(flags),
     },
     ...(ttft !== undefined ? { defaultSlo: { ttftS: numberFlag(flags, 'slo-ttft'), tpotS: numberFlag(flags, 'slo-tpot') } } : {}),
+  };
+}
+
+/** --batched-admission auto|on|off and its tuning flags (unset ones keep the library defaults). */
+function batchedAdmissionFromFlags(flags: Flags): Partial<BatchedAdmissionOptions> {
+  const mode = flags.get('batched-admission');
+  if (mode !== undefined && !['auto', 'on', 'off'].includes(mode)) throw new Error(`--batched-admission must be auto, on or off, got "${mode}"`);
+  return {
+    ...(mode !== undefined ? { mode: mode as BatchedAdmissionMode } : {}),
+    ...(flags.has('batch-hold-fraction') ? { holdFraction: numberFlag(flags, 'batch-hold-fraction') } : {}),
+    ...(flags.has('batch-group') ? { groupRequests: numberFlag(flags, 'batch-group') } : {}),
+    ...(flags.has('batch-fixed-share') ? { fixedShare: numberFlag(flags, 'batch-fixed-share') } : {}),
   };
 }

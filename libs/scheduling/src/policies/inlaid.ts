@@ -5,9 +5,11 @@
  * `fillMaxTasks` distinct tasks; memory-aware admission that reserves KV for the predicted final
  * length (a low quantile of it); an SLO-aware step budget (step-budget.ts) that admits a candidate only
  * while the projected decode step stays within the TPOT SLO net of prefill time, so the batch's TPOT
- * holds and a new task's adapter is paid for only when it fits. Each ingredient can be switched off for
+ * holds and a new task's adapter is paid for only when it fits; batched prefill admission (batch-gate.ts) when
+ * steps that prefill pay a fixed cost. Each ingredient can be switched off for
  * the ablation.
  */
+import { BatchedAdmissionOptions } from '../batch-gate';
 import { InlaidOptions } from '../config';
 import { predictedRemaining } from '../predictor/remaining';
 import { contextTokens, TrackedRequest } from '../tracked';
@@ -19,9 +21,11 @@ export class InlaidPolicy implements Policy {
 
   readonly budgetSafety: number | undefined;
   readonly starvingPausesAdmission: boolean;
+  readonly batchedAdmission: BatchedAdmissionOptions;
 
   constructor(private readonly opts: InlaidOptions) {
     this.budgetSafety = opts.stepBudget ? opts.budgetSafety : undefined;
+    this.batchedAdmission = opts.batchedAdmission;
     this.starvingPausesAdmission = !opts.lenientStarvation;
   }
 

@@ -3,6 +3,7 @@
  * Scheduler owns queues, KV accounting, preemption mechanics and starvation promotion.
  * Keys are compared lexicographically; smaller = served first / evicted last.
  */
+import { BatchedAdmissionOptions } from '../batch-gate';
 import { PolicyName } from '../config';
 import { TrackedRequest } from '../tracked';
 
@@ -43,6 +44,8 @@ export interface Policy {
    * candidates, and the fill (if any) is bounded by the plain TPOT.
    */
   readonly budgetSafety: number | undefined;
+  /** Batched prefill admission (batch-gate.ts); undefined = admit whenever there is room (the baselines). */
+  readonly batchedAdmission?: BatchedAdmissionOptions;
   /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */
   reservedTokens(r: TrackedRequest): number;
   /** Called after each generated token. */

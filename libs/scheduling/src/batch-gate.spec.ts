@@ -1,0 +1,87 @@
+import { Scheduler } from './scheduler';
+import { request, worker } from './testing';
+import { Decision, StepCost } from './types';
+
+const admitted = (ds: readonly Decision[]): string[] => ds.filter((d) => d.kind === 'admit').map((d) => d.requestId);
+/** Decode steps too cheap for the step budget to bind; a step that prefills pays 40 ms more. */
+const COST: StepCost = { baseS: 0.001, decodeRowS: 0, adapterS: 0, kvTokenS: 0, prefillTokenS: 0, prefillStepS: 0.04 };
+const SLO = { ttftS: 2, tpotS: 0.05 };
+
+/** A worker decoding request "a" (admitted at t=0, when nothing was decoding, so it was not held). */
+function decoding(batched: object = {}, cost: StepCost | null = COST, policy: 'inlaid' | 'fifo' = 'inlaid'): Scheduler {
+  const s = new Scheduler({ policy, defaultSlo: SLO, inlaid: { batchedAdmission: batched } });
+  s.onWorkerState(worker(cost === null ? {} : { stepCost: cost }));
+  s.enqueue(request('a', 't1', 32, 0));
+  expect(admitted(s.schedule(0, 'w0').decisions)).toEqual(['a']);
+  return s;
+}
+
+describe('batched prefill admission (inlaid)', () => {
+  it('holds an arrival while decoding until prefillStepS / fixedShare has passed since the last prefill', () => {
+    const s = decoding({ fixedShare: 0.25 }); // gap = 0.04 / 0.25 = 0.16 s
+    s.enqueue(request('b', 't1', 32, 0.01));
+    expect(admitted(s.schedule(0.01, 'w0').decisions)).toEqual([]);
+    s.enqueue(request('c', 't1', 32, 0.1));
+    expect(admitted(s.schedule(0.15, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.16, 'w0').decisions).sort()).toEqual(['b', 'c']);
+  });
+
+  it('releases when the oldest saveable arrival has used holdFraction of its TTFT SLO', () => {
+    const s = decoding({ fixedShare: 0.01, holdFraction: 0.25 }); // gap 4 s; hold 0.5 s
+    s.enqueue(request('b', 't1', 32, 0.1));
+    expect(admitted(s.schedule(0.59, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.6, 'w0').decisions)).toEqual(['b']);
+  });
+
+  it('releases at once when groupRequests saveable arrivals are waiting', () => {
+    const s = decoding({ fixedShare: 0.01, groupRequests: 3 });
+    s.enqueue(request('b', 't1', 32, 0.01));
+    s.enqueue(request('c', 't2', 32, 0.01));
+    expect(admitted(s.schedule(0.02, 'w0').decisions)).toEqual([]);
+    s.enqueue(request('d', 't1', 32, 0.02));
+    expect(admitted(s.schedule(0.03, 'w0').decisions).sort()).toEqual(['b', 'c', 'd']);
+  });
+
+  it('does not count arrivals already past their TTFT as saveable', () => {
+    const s = decoding({ fixedShare: 0.001, groupRequests: 2, holdFraction: 0.25 }); // gap 40 s
+    s.enqueue(request('old', 't1', 32, 0.01));
+    s.enqueue(request('new', 't1', 32, 2.5));
+    // "old" is past its 2 s TTFT: neither the group rule (1 saveable) nor its slack releases.
+    expect(admitted(s.schedule(2.6, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(3.0, 'w0').decisions).sort()).toEqual(['new', 'old']);
+  });
+
+  it('admits at once when nothing is decoding', () => {
+    const s = new Scheduler({ policy: 'inlaid', defaultSlo: SLO, inlaid: { batchedAdmission: { fixedShare: 0.01 } } });
+    s.onWorkerState(worker({ stepCost: COST }));
+    s.enqueue(request('a', 't1', 32, 5));
+    expect(admitted(s.schedule(5, 'w0').decisions)).toEqual(['a']);
+  });
+
+  it("is off under 'auto' without a fixed prefill-step cost, under 'off', and for the baselines", () => {
+    const cases: Scheduler[] = [
+      decoding({}, { ...COST, prefillStepS: 0 }),
+      decoding({}, null),
+      decoding({ mode: 'off' }),
+      decoding({}, COST, 'fifo'),
+    ];
+    cases.forEach((s, i) => {
+      s.enqueue(request('b', 't1', 32, 0.01));
+      expect([i, admitted(s.schedule(0.01, 'w0').decisions)]).toEqual([i, ['b']]);
+    });
+  });
+
+  it("'on' holds without a fixed cost, released only by slack or group", () => {
+    const s = decoding({ mode: 'on', holdFraction: 0.25 }, { ...COST, prefillStepS: 0 });
+    s.enqueue(request('b', 't1', 32, 0.01));
+    expect(admitted(s.schedule(0.2, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.51, 'w0').decisions)).toEqual(['b']);
+  });
+
+  it('rejects invalid options', () => {
+    expect(() => new Scheduler({ inlaid: { batchedAdmission: { holdFraction: 0 } } })).toThrow(/holdFraction/);
+    expect(() => new Scheduler({ inlaid: { batchedAdmission: { groupRequests: 1.5 } } })).toThrow(/groupRequests/);
+    expect(() => new Scheduler({ inlaid: { batchedAdmission: { fixedShare: 2 } } })).toThrow(/fixedShare/);
+    expect(() => new Scheduler({ inlaid: { batchedAdmission: { mode: 'maybe' as 'on' } } })).toThrow(/mode/);
+  });
+});

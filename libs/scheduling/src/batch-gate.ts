@@ -1,0 +1,67 @@
+/**
+ * Batched prefill admission (inlaid): when every step that prefills pays a fixed cost (the worker's
+ * `stepCost.prefillStepS` > 0, e.g. eager prefill next to decode steps replayed from CUDA graphs), admitting each
+ * arrival in its own step makes most steps pay it and sets the time per token. The gate holds waiting requests
+ * while the worker is decoding and releases them together when any of these holds:
+ *   - nothing is decoding (holding would only idle the worker);
+ *   - the oldest saveable arrival (still within its TTFT SLO) has waited `holdFraction` of its TTFT SLO;
+ *   - `groupRequests` saveable arrivals are waiting (enough to share one prefill step);
+ *   - the worker's last prefill step began at least prefillStepS / `fixedShare` ago, so the fixed cost takes at
+ *     most about `fixedShare` of the worker's time (this rule needs prefillStepS > 0; with 'on' and no fixed
+ *     cost only the three rules above release).
+ * Preempted requests (already past their first token) wait for a release like any other request.
+ */
+import { pastTtft } from './step-budget';
+import { TrackedRequest } from './tracked';
+import type { WorkerSlot } from './worker-slot';
+
+/** 'auto' = on for workers whose step cost has a fixed prefill-step cost > 0. */
+export type BatchedAdmissionMode = 'auto' | 'on' | 'off';
+
+export interface BatchedAdmissionOptions {
+  readonly mode: BatchedAdmissionMode;
+  /** Fraction of its TTFT SLO the oldest saveable arrival may wait before a release (0..1]. */
+  readonly holdFraction: number;
+  /** Saveable arrivals waiting that release at once (>= 1). */
+  readonly groupRequests: number;
+  /** Most share of the worker's time the fixed prefill-step cost may take (0..1]. */
+  readonly fixedShare: number;
+}
+
+export class BatchGate {
+  /** Arrivals in arrival order that may still be waiting and saveable (pruned lazily). */
+  private arrivals: TrackedRequest[] = [];
+
+  constructor(private readonly opts: BatchedAdmissionOptions | undefined) {}
+
+  onArrive(r: TrackedRequest): void {
+    if (this.opts !== undefined && this.opts.mode !== 'off') this.arrivals.push(r);
+  }
+
+  /** Whether `slot` holds admissions at all (the mode, and for 'auto' the worker's fixed prefill-step cost). */
+  active(slot: WorkerSlot): boolean {
+    const o = this.opts;
+    if (o === undefined || o.mode === 'off') return false;
+    return o.mode === 'on' || (slot.state.stepCost?.prefillStepS ?? 0) > 0;
+  }
+
+  /** True when `slot` may admit waiting requests at `now` (always when the gate is not active). */
+  release(slot: WorkerSlot, now: number): boolean {
+    const o = this.opts;
+    if (o === undefined || !this.active(slot) || slot.running.size === 0) return true;
+    this.arrivals = this.arrivals.filter((r) => r.phase === 'waiting' && !pastTtft(r, now));
+    const oldest = this.arrivals[0];
+    if (oldest !== undefined && now - oldest.spec.arrivalS >= o.holdFraction * oldest.slo.ttftS) return true;
+    if (this.arrivals.length >= o.groupRequests) return true;
+    const fixed = slot.state.stepCost?.prefillStepS ?? 0;
+    if (fixed <= 0) return false;
+    return slot.lastPrefillS === undefined || now - slot.lastPrefillS >= fixed / o.fixedShare;
+  }
+}
+
+export function validateBatchedAdmission(o: BatchedAdmissionOptions): void {
+  if (!['auto', 'on', 'off'].includes(o.mode)) throw new Error(`inlaid.batchedAdmission.mode must be auto, on or off, got "${o.mode}"`);
+  if (!(o.holdFraction > 0 && o.holdFraction <= 1)) throw new Error('inlaid.batchedAdmission.holdFraction must be in (0, 1]');
+  if (!(Number.isInteger(o.groupRequests) && o.groupRequests >= 1)) throw new Error('inlaid.batchedAdmission.groupRequests must be a positive integer');
+  if (!(o.fixedShare > 0 && o.fixedShare <= 1)) throw new Error('inlaid.batchedAdmission.fixedShare must be in (0, 1]');
+}
