@@ -31,6 +31,11 @@ export interface SchedulingConfig {
   readonly tickMs: number;
   /** INLAID_PREDICTOR_TRAIN_RECORDS: most recent request records the predictor learns from at start-up. */
   readonly trainRecords: number;
+  /**
+   * INLAID_COST_MODEL: path of the workers' calibrated step cost model (JSON, the format of
+   * libs/sim/calibration/*.json), loaded and validated at start-up; null (default) = no step cost.
+   */
+  readonly costModelPath: string | null;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -85,5 +90,6 @@ export function parseSchedulingConfig(env: Env): SchedulingConfig {
     workerPrefillTokens: int(env, 'INLAID_SCHED_MAX_PREFILL_TOKENS', 2048, 1),
     tickMs: int(env, 'INLAID_SCHED_TICK_MS', 50, 1),
     trainRecords: int(env, 'INLAID_PREDICTOR_TRAIN_RECORDS', 5000, 0),
+    costModelPath: raw(env, 'INLAID_COST_MODEL', '') || null,
   });
 }

@@ -4,6 +4,8 @@ export * from './config';
 export { Scheduler } from './scheduler';
 export type { BatchedAdmissionMode, BatchedAdmissionOptions } from './batch-gate';
 export { blocksFor } from './kv';
+export { parseCostModel, stepCostOf } from './cost-model';
+export type { CostModel } from './cost-model';
 export { DEFAULT_SLO, SloTable, meetsSlo, tpotOf } from './slo';
 export type { Policy, BatchView } from './policies/policy';
 export * from './predictor/types';

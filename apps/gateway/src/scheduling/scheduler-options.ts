@@ -3,7 +3,7 @@
  * SchedulingConfig, and a worker's scheduling capacity from the WorkerState it reports.
  */
 import type { SchedulingConfig } from '@inlaid/config';
-import type { SchedulerConfigInput, WorkerState } from '@inlaid/scheduling';
+import type { SchedulerConfigInput, StepCost, WorkerState } from '@inlaid/scheduling';
 import type { worker } from '@inlaid/proto';
 
 export function schedulerOptions(c: SchedulingConfig): SchedulerConfigInput {
@@ -20,9 +20,10 @@ export function schedulerOptions(c: SchedulingConfig): SchedulerConfigInput {
 /**
  * The capacity the Scheduler plans against for one worker: its real KV cache (blocks and block size, as
  * reported), and the configured row and per-pass prefill limits (the worker does not report its
- * --max-num-seqs). Null until the worker has reported a KV cache.
+ * --max-num-seqs), with the step cost of INLAID_COST_MODEL when one is configured. Null until the worker
+ * has reported a KV cache.
  */
-export function workerCapacity(addr: string, state: worker.WorkerState | null, c: SchedulingConfig): WorkerState | null {
+export function workerCapacity(addr: string, state: worker.WorkerState | null, c: SchedulingConfig, stepCost?: StepCost): WorkerState | null {
   if (state === null || state.totalKvBlocks < 1 || state.blockSize < 1) return null;
   return {
     id: addr,
@@ -30,5 +31,6 @@ export function workerCapacity(addr: string, state: worker.WorkerState | null, c
     blockSize: state.blockSize,
     maxBatchRows: c.workerRows,
     maxPrefillTokens: c.workerPrefillTokens,
+    ...(stepCost === undefined ? {} : { stepCost }),
   };
 }

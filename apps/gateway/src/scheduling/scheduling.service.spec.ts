@@ -1,0 +1,59 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GatewayConfig, parseSchedulingConfig } from '@inlaid/config';
+import { worker } from '@inlaid/proto';
+import { WorkerState } from '@inlaid/scheduling';
+import type { DataSource } from 'typeorm';
+import type { LinkListener, WorkerConnection } from '../workers/worker-connection';
+import type { WorkersService } from '../workers/workers.service';
+import { loadStepCost } from './cost-model-file';
+import { SchedulingService } from './scheduling.service';
+
+const H200 = join(__dirname, '../../../../libs/sim/calibration/h200-measured.json');
+
+/** Real SchedulingService and Scheduler, fed by a stand-in worker link that reports one KV cache. */
+function serviceWith(env: Record<string, string>): { service: SchedulingService; received: WorkerState[] } {
+  const config = { scheduling: parseSchedulingConfig(env), workerAddrs: ['w1:50051'] } as unknown as GatewayConfig;
+  let listener: LinkListener | undefined;
+  const workers = { onLink: (l: LinkListener) => (listener = l) } as unknown as WorkersService;
+  const service = new SchedulingService(config, workers, {} as DataSource);
+  const received: WorkerState[] = [];
+  const original = service.dispatcher.scheduler.onWorkerState.bind(service.dispatcher.scheduler);
+  service.dispatcher.scheduler.onWorkerState = (s: WorkerState) => {
+    received.push(s);
+    original(s);
+  };
+  const state = worker.WorkerState.fromPartial({ workerId: 'w1', totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 });
+  const conn = { addr: 'w1:50051', ready: true, latestState: state, models: () => [] } as unknown as WorkerConnection;
+  listener?.(conn, 'state');
+  return { service, received };
+}
+
+describe('SchedulingService with INLAID_COST_MODEL', () => {
+  it("passes the configured step cost with each worker's capacity", () => {
+    const { received } = serviceWith({ INLAID_COST_MODEL: H200 });
+    expect(received).toHaveLength(1);
+    expect(received[0]).toMatchObject({ id: 'w1:50051', kvBlocksTotal: 64, blockSize: 16, stepCost: loadStepCost(H200) });
+    expect(received[0].stepCost?.prefillStepS).toBeGreaterThan(0);
+  });
+
+  it('passes no step cost without the setting', () => {
+    const { received } = serviceWith({});
+    expect(received).toHaveLength(1);
+    expect(received[0]).toMatchObject({ id: 'w1:50051', kvBlocksTotal: 64 });
+    expect(received[0]).not.toHaveProperty('stepCost');
+  });
+
+  it('fails at start-up on an invalid cost model file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'inlaid-cost-'));
+    try {
+      const p = join(dir, 'empty.json');
+      writeFileSync(p, '{}');
+      expect(() => serviceWith({ INLAID_COST_MODEL: p })).toThrow(/INLAID_COST_MODEL: .*empty\.json/);
+      expect(() => serviceWith({ INLAID_COST_MODEL: join(dir, 'missing.json') })).toThrow(/INLAID_COST_MODEL: cannot read/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
