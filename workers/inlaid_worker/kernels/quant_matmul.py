@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight, unpack_bitstream
-from .quant_common import load_zeros, split_iters, workspace
+from .quant_common import group_zero, split_iters, store_tile, workspace
 from .quant_gemv import launch_gemv
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
@@ -97,28 +97,13 @@ def _qmm_kernel(
         xs = tl.sum(x.to(tl.float32), axis=1)  # [BM]
         g = k0 // GROUP
         s = tl.load(sc_ptr + g * stride_sg + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
-        if SYM:
-            z = tl.full((BLOCK_N,), 2 ** (BITS - 1), tl.float32) + z_magic
-        else:
-            z = load_zeros(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS).to(tl.float32)
-            z = z + (ZERO_OFFSET + z_magic)
+        z = group_zero(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, BITS, SYM, ZERO_OFFSET, BLOCK_N) + z_magic
         acc += (d - xs[:, None] * z[None, :]) * s[None, :]
 
     mask = mask_m[:, None] & mask_n[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
-    if USE_SPLIT:
-        # partials meet in an fp32 workspace; the last program of this tile reads, clears and stores
-        ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        tl.debug_barrier()
-        arrived = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")  # L2: where atomics land
-            tl.store(y_ptrs, total.to(y_ptr.dtype.element_ty), mask=mask)
-            tl.store(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), tl.float32), mask=mask)
-            tl.store(cnt_ptr + pid, 0)
-    else:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+    ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, pid, SPLIT_K, USE_SPLIT)
 
 
 def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:

@@ -157,30 +157,32 @@ def pick_config(
     With `verify`, a candidate whose output disagrees with the reference is never picked (a guard
     against a compiled kernel that is wrong on one shape only, as seen for int4 M=4 on the H200)."""
     m, k = x2.shape
+    key = _key(x2, w) if x2.is_cuda else None
+    best = _TUNED.get(key) if key is not None else None
+    if best is not None:  # the hot path: one dict lookup per call once a shape is tuned
+        LAST_PICK[0] = best
+        return best
     cands = candidate_configs(m, w.out_features, k, w.group_size, w.bits)
-    if not x2.is_cuda or len(cands) == 1 or m * w.out_features * k < 2**22:  # tiny: tuning costs more
+    if key is None or len(cands) == 1 or m * w.out_features * k < 2**22:  # tiny: tuning costs more
         return cands[0]
     if torch.cuda.is_current_stream_capturing():  # an untuned shape met inside someone's graph capture
-        return _TUNED.get(_key(x2, w), cands[0])
-    key = _key(x2, w)
-    best = _TUNED.get(key)
-    if best is None:
-        times = []
-        for c in cands:
-            try:
-                t = time_cold_ms(lambda c=c: run(c), x2.device)
-                if verify is not None and not verify(c):
-                    TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -2.0))
-                    print(f"quant_matmul: rejected {c}: output disagrees with the dequantized reference"[:300])
-                    continue
-                times.append((t, c))
-            except (triton.runtime.errors.OutOfResources, RuntimeError) as exc:  # e.g. shared memory
-                TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -1.0))
-                print(f"quant_matmul: skipped {c}: {exc!r}"[:300])
+        return cands[0]
+    times = []
+    for c in cands:
+        try:
+            t = time_cold_ms(lambda c=c: run(c), x2.device)
+            if verify is not None and not verify(c):
+                TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -2.0))
+                print(f"quant_matmul: rejected {c}: output disagrees with the dequantized reference"[:300])
                 continue
-        best = min(times, key=lambda t: t[0])[1] if times else DEQUANT
-        TUNE_LOG[str(key[2:])] = TUNE_LOG.get(str(key[2:]), []) + [(str(c), t * 1e3) for t, c in times]
-        _TUNED[key] = best
+            times.append((t, c))
+        except (triton.runtime.errors.OutOfResources, RuntimeError) as exc:  # e.g. shared memory
+            TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -1.0))
+            print(f"quant_matmul: skipped {c}: {exc!r}"[:300])
+            continue
+    best = min(times, key=lambda t: t[0])[1] if times else DEQUANT
+    TUNE_LOG[str(key[2:])] = TUNE_LOG.get(str(key[2:]), []) + [(str(c), t * 1e3) for t, c in times]
+    _TUNED[key] = best
     LAST_PICK[0] = best
     return best
 

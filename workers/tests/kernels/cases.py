@@ -42,6 +42,7 @@ for _bits in (4, 3):
     QMM_CASES[f"qmm-b{_bits}-m70"] = dict(bits=_bits, sym=False, act=False, m=70, n=72)
     QMM_CASES[f"qmm-b{_bits}-dequant-act-m9"] = dict(bits=_bits, sym=False, act=True, m=9, kind="dequant")
     QMM_CASES[f"qmm-b{_bits}-tile-m3"] = dict(bits=_bits, sym=False, act=True, m=3, kind="tile")
+    QMM_CASES[f"qmm-b{_bits}-tile-dot-sym-m8"] = dict(bits=_bits, sym=True, act=False, m=8, kind="tile")
     QMM_CASES[f"qmm-b{_bits}-gemv-bf16-m2"] = dict(bits=_bits, sym=False, act=True, m=2, kind="gemv", dtype="bf16")
 QMM_CASES["qmm-b4-kmajor-mma-act-m3"] = dict(bits=4, sym=False, act=True, m=3, kind="mma", kmajor=True)
 QMM_CASES["qmm-b4-kmajor-gemv-m2"] = dict(bits=4, sym=False, act=False, m=2, kind="gemv", kmajor=True, split=2)
