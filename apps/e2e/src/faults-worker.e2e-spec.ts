@@ -7,7 +7,7 @@
 import { RequestRecord } from '@inlaid/db';
 import { rmSync } from 'node:fs';
 import OpenAI from 'openai';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
+import { Harness, readyWorkers, startHarness, waitFor, workerSnap } from './support/gateway-harness';
 import { freePort } from './support/ports';
 import { makeTinyFixture, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
 
@@ -21,11 +21,8 @@ let b: WorkerProcess;
 let h: Harness;
 let client: OpenAI;
 
-interface Snap { addr: string; ready: boolean; inFlight: number }
-async function workers(): Promise<Snap[]> {
-  return ((await (await fetch(`${h.gateway.httpUrl}/readyz`)).json()) as { workers: Snap[] }).workers;
-}
-const snapOf = async (addr: string) => (await workers()).find((w) => w.addr === addr) as Snap;
+const workers = () => readyWorkers(h);
+const snapOf = (addr: string) => workerSnap(h, addr);
 
 beforeAll(async () => {
   fixture = await makeTinyFixture();

@@ -10,7 +10,7 @@ import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { MoreThanOrEqual } from 'typeorm';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
+import { Harness, startHarness, waitFor, workerSnap } from './support/gateway-harness';
 import { freePort } from './support/ports';
 import { makeTinyFixture, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
 
@@ -24,11 +24,7 @@ let b: WorkerProcess;
 let h: Harness;
 let client: OpenAI;
 
-interface Snap { addr: string; ready: boolean; inFlight: number }
-async function snapOf(addr: string): Promise<Snap> {
-  const body = (await (await fetch(`${h.gateway.httpUrl}/readyz`)).json()) as { workers: Snap[] };
-  return body.workers.find((w) => w.addr === addr) as Snap;
-}
+const snapOf = (addr: string) => workerSnap(h, addr);
 
 /** `perTask` concurrent completions for every task; settles each (value or error). */
 function burst(perTask: number, maxTokens: number): Promise<PromiseSettledResult<OpenAI.Completion>[]> {

@@ -40,3 +40,20 @@ export async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs:
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** One worker as the gateway's /readyz reports it. */
+export interface WorkerSnap {
+  addr: string;
+  ready: boolean;
+  inFlight: number;
+}
+
+/** Every worker in the gateway's /readyz body. */
+export async function readyWorkers(h: Harness): Promise<WorkerSnap[]> {
+  return ((await (await fetch(`${h.gateway.httpUrl}/readyz`)).json()) as { workers: WorkerSnap[] }).workers;
+}
+
+/** The /readyz entry of the worker at `addr`. */
+export async function workerSnap(h: Harness, addr: string): Promise<WorkerSnap> {
+  return (await readyWorkers(h)).find((w) => w.addr === addr) as WorkerSnap;
+}
