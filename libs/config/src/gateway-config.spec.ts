@@ -1,3 +1,4 @@
+import { parseDashboardConfig } from './dashboard-config';
 import { parseSchedulingConfig } from './scheduling-config';
 import { parseTasksConfig } from './tasks-config';
 import { ConfigError, parseConfig } from './gateway-config';
@@ -18,6 +19,7 @@ describe('parseConfig', () => {
       workerTls: null,
       tasks: parseTasksConfig({}),
       scheduling: parseSchedulingConfig({}),
+      dashboard: parseDashboardConfig({}),
     });
   });
 

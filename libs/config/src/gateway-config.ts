@@ -2,6 +2,7 @@
  * Gateway configuration: the only place that knows the environment variable names. `parseConfig` is pure
  * (it takes the env as an argument) and throws a ConfigError naming the bad variable.
  */
+import { DashboardConfig, parseDashboardConfig } from './dashboard-config';
 import { parseSchedulingConfig, SchedulingConfig } from './scheduling-config';
 import { parseTasksConfig, TasksConfig } from './tasks-config';
 
@@ -25,6 +26,8 @@ export interface GatewayConfig {
   readonly tasks: TasksConfig;
   /** Request scheduling (scheduling-config.ts). */
   readonly scheduling: SchedulingConfig;
+  /** Dashboard rollup retention (dashboard-config.ts). */
+  readonly dashboard: DashboardConfig;
 }
 
 export interface TlsFiles {
@@ -144,5 +147,6 @@ export function parseConfig(env: Env): GatewayConfig {
     workerTls: parseWorkerTls(env),
     tasks: parseTasksConfig(env),
     scheduling: parseSchedulingConfig(env),
+    dashboard: parseDashboardConfig(env),
   });
 }

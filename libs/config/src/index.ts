@@ -2,3 +2,4 @@
 export { ConfigError, GatewayConfig, parseConfig, TlsFiles, WorkerTlsFiles } from './gateway-config';
 export { parseTasksConfig, TasksConfig } from './tasks-config';
 export { LENGTH_PREDICTORS, LengthPredictorName, parseSchedulingConfig, SCHEDULING_POLICIES, SchedulingConfig, SchedulingPolicy } from './scheduling-config';
+export { DashboardConfig, parseDashboardConfig } from './dashboard-config';

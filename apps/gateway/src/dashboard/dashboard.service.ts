@@ -7,11 +7,12 @@ import { WorkersService } from '../workers/workers.service';
 import { ALL_TASKS, DashboardQueries, ErrorRow } from './dashboard.queries';
 import { JobsView, readJobs } from './task-jobs';
 import { emptyHistograms, histogramsByTask, sumRows, TaskStats, toTaskStats, worstFirst } from './task-stats';
+import { RollupRetentionService } from './rollup-retention.service';
 import { chartStep, planQuery, stepStarts, TimeRange } from './time-range';
 import { toWorkerView, WorkerView } from './worker-view';
 
 export interface Overview {
-  /** The range answered: up to 3 h to the minute, longer ones widened to whole hours. */
+  /** The range answered: up to 3 h to the minute (within minute-rollup retention), others widened to whole hours. */
   readonly range: { readonly from: string; readonly to: string };
   readonly precision: 'minute' | 'hour';
   readonly defaults: { readonly ttftMs: number; readonly tpotMs: number };
@@ -44,6 +45,7 @@ export class DashboardService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(WorkersService) private readonly workers: WorkersService,
+    @Inject(RollupRetentionService) private readonly retention: RollupRetentionService,
   ) {
     this.queries = new DashboardQueries(db);
   }
@@ -53,7 +55,7 @@ export class DashboardService {
    * then read for the `limit` tasks shown only (percentiles do not take part in the ranking).
    */
   async overview(range: TimeRange, limit: number): Promise<Overview> {
-    const plan = planQuery(range);
+    const plan = planQuery(range, this.retention.floor());
     const [sums, targets, overallHist] = await Promise.all([
       this.queries.taskSums(plan),
       readTargets(this.db),
@@ -83,7 +85,7 @@ export class DashboardService {
   }
 
   async series(range: TimeRange, task: string | undefined): Promise<Series> {
-    const { stepS, resolutionS } = chartStep(range);
+    const { stepS, resolutionS } = chartStep(range, 120, this.retention.floor());
     const rows = await this.queries.series(range, stepS, resolutionS, task);
     const byTime = new Map(rows.map((r) => [new Date(r.t).getTime(), r]));
     const points = stepStarts(range, stepS).map((t): SeriesPoint => {

@@ -72,9 +72,14 @@ export function parseRange(query: { range?: string; from?: string; to?: string }
   return { from: new Date(f), to: new Date(t) };
 }
 
-export function planQuery(range: TimeRange): QueryPlan {
+/**
+ * `minuteFloor`: the oldest time minute rollups are still kept for (rollup-retention.ts); a range that starts
+ * before it is answered from hour rollups whatever its length.
+ */
+export function planQuery(range: TimeRange, minuteFloor: Date | null = null): QueryPlan {
+  const minutesKept = minuteFloor === null || range.from.getTime() >= minuteFloor.getTime();
   // + a minute: rounding out to whole minutes makes a relative `3h` one minute longer.
-  if (range.to.getTime() - range.from.getTime() <= MINUTE_PRECISION_MAX_MS + MINUTE_MS) {
+  if (minutesKept && range.to.getTime() - range.from.getTime() <= MINUTE_PRECISION_MAX_MS + MINUTE_MS) {
     return { precision: 'minute', range, segments: planSegments(range, 60) };
   }
   const f = Math.floor(range.from.getTime() / HOUR_MS) * HOUR_MS;
@@ -106,10 +111,15 @@ export function planSegments(range: TimeRange, finestS: Resolution = 3600): Segm
   return split(f, t, 0);
 }
 
-/** The smallest step (s) that keeps a chart at or under maxPoints points, and the rollup it reads from. */
-export function chartStep(range: TimeRange, maxPoints = 120): { stepS: number; resolutionS: Resolution } {
+/**
+ * The smallest step (s) that keeps a chart at or under maxPoints points, and the rollup it reads from; whole
+ * hours at least when the range starts before `minuteFloor` (minute rollups no longer kept there).
+ */
+export function chartStep(range: TimeRange, maxPoints = 120, minuteFloor: Date | null = null): { stepS: number; resolutionS: Resolution } {
   const spanS = (range.to.getTime() - range.from.getTime()) / 1000;
-  const stepS = STEPS_S.find((s) => spanS / s <= maxPoints) ?? STEPS_S[STEPS_S.length - 1] ?? 86400;
+  const minStepS = minuteFloor !== null && range.from.getTime() < minuteFloor.getTime() ? 3600 : 60;
+  const steps = STEPS_S.filter((s) => s >= minStepS);
+  const stepS = steps.find((s) => spanS / s <= maxPoints) ?? steps[steps.length - 1] ?? 86400;
   return { stepS, resolutionS: stepS % 86400 === 0 ? 86400 : stepS % 3600 === 0 ? 3600 : 60 };
 }
 
