@@ -7,7 +7,9 @@ of random words.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,44 @@ def write_calib(path: Path, vocab: int, records: int, words: int, seed: int) -> 
     lines = [{"text": " ".join(f"w{rng.randrange(3, vocab)}" for _ in range(words))} for _ in range(records)]
     path.write_text("\n".join(json.dumps(x) for x in lines))
     return path
+
+
+def replicate_checkpoint(src: Path, out: Path, layers: int) -> Path:
+    """A `layers`-layer copy of an MLGPTQ checkpoint of d < layers layers (with its Hessian store): layer i is
+    layer i % d, packed weights copied, stored Hessians (task files and running aggregate) hard-linked. A set-up
+    shortcut for the 7B shape: quantizing all 32 layers from scratch would take the device call's whole budget,
+    and an onboarding reads these files exactly as it reads real ones (the values do not change its work)."""
+    from safetensors import safe_open
+
+    out.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith("model.safetensors"):
+            shutil.copy2(f, out / f.name)
+    cfg = json.loads((src / "config.json").read_text())
+    d = int(cfg["num_hidden_layers"])
+    cfg["num_hidden_layers"] = layers
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    files = sorted(src.glob("model*.safetensors"))
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as fh:
+            for name in fh.keys():
+                t = fh.get_tensor(name)
+                if not name.startswith("model.layers."):
+                    tensors[name] = t
+                    continue
+                i, rest = name.removeprefix("model.layers.").split(".", 1)
+                for j in range(int(i), layers, d):
+                    tensors[f"model.layers.{j}.{rest}"] = t if j == int(i) else t.clone()
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    hs, ho = src / "hessians", out / "hessians"
+    index = json.loads((hs / "index.json").read_text())
+    index["num_layers"] = layers
+    ho.mkdir()
+    (ho / "index.json").write_text(json.dumps(index, indent=2))
+    for sub in [hs / "running"] + sorted((hs / "tasks").iterdir()):
+        dst = ho / sub.relative_to(hs)
+        dst.mkdir(parents=True)
+        for j in range(layers):
+            os.link(sub / f"layer-{j % d:05d}.safetensors", dst / f"layer-{j:05d}.safetensors")
+    return out

@@ -17,15 +17,22 @@ from typing import Any
 from inlaid_worker.engine.engine import RequestOutput
 from inlaid_worker.engine.sampling_params import SamplingParams
 
+STALL_S = 1.0  # a step this long is a one-off (kernel tuning, compilation, graph capture), not serving speed
+
 
 class StepClock:
-    """Wraps engine.step: (end time, wall seconds) of every step."""
+    """Wraps engine.step: (end time, wall seconds) of every step, and device memory in use (all processes)
+    sampled every 0.25 s after a step, on the engine thread: the only thread of this process that makes CUDA
+    calls, so a sample never lands inside another thread's graph capture."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, memory: Callable[[], int] = lambda: 0) -> None:
         self._step = engine.step
         engine.step = self
+        self.memory = memory
         self.ends: list[float] = []
         self.walls: list[float] = []
+        self.mem: list[tuple[float, int]] = []  # (time, device bytes in use)
+        self._next_mem = 0.0
 
     def __call__(self) -> Any:
         t0 = time.perf_counter()
@@ -33,6 +40,9 @@ class StepClock:
         t1 = time.perf_counter()
         self.ends.append(t1)
         self.walls.append(t1 - t0)
+        if t1 >= self._next_mem:
+            self.mem.append((t1, self.memory()))
+            self._next_mem = t1 + 0.25
         return out
 
     def window(self, t0: float, t1: float) -> dict[str, float]:
@@ -40,30 +50,31 @@ class StepClock:
         walls = sorted(self.walls[i:j])
         if not walls:
             return {"steps": 0}
+        stalls = [w for w in walls if w > STALL_S]
         return {"steps": len(walls), "step_ms_median": 1e3 * walls[len(walls) // 2],
                 "step_ms_p99": 1e3 * walls[min(len(walls) - 1, int(0.99 * len(walls)))],
-                "step_ms_max": 1e3 * walls[-1]}  # fmt: skip
+                "step_ms_max": 1e3 * walls[-1], "stalls": len(stalls), "stall_s": sum(stalls)}  # fmt: skip
 
 
 class Load:
-    def __init__(self, loop: Any, batch: int, models: list[str], prompt: int, max_tokens: int, vocab: int,
-                 memory: Callable[[], int]) -> None:  # fmt: skip
-        self.loop, self.batch, self.models, self.memory = loop, batch, models, memory
+    def __init__(self, loop: Any, batch: int, models: list[str], prompt: int, max_tokens: int, vocab: int) -> None:
+        self.loop, self.batch, self.models = loop, batch, models
         self.sid, self.outbox = loop.open_session()
         self.max_tokens = max_tokens  # each request draws its length from [max/2, 3 max/2]: a steady mix
         self.rng = random.Random(0)
         self.prompt, self.vocab = prompt, vocab
         self.live = self.rid = self.completed = self.errors = 0
         self.times: list[float] = []  # arrival time of each token
-        self.mem: list[tuple[float, int]] = []  # (time, device bytes in use, all processes)
+        self.deadline = float("inf")  # perf_counter time after which run_until raises TimeoutError
 
     def run_for(self, seconds: float) -> None:
         end = time.perf_counter() + seconds
         self.run_until(lambda: time.perf_counter() >= end)
 
     def run_until(self, done: Callable[[], bool]) -> None:
-        next_mem = 0.0
         while not done():
+            if time.perf_counter() > self.deadline:
+                raise TimeoutError("the benchmark's time budget ran out")
             while self.live < self.batch:
                 ids = [self.rng.randrange(3, self.vocab) for _ in range(self.prompt)]
                 model = self.models[self.rid % len(self.models)] if self.models else ""
@@ -71,10 +82,6 @@ class Load:
                 sampling = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
                 self.loop.admit(self.sid, f"r{self.rid}", ids, sampling, model)
                 self.rid, self.live = self.rid + 1, self.live + 1
-            now = time.perf_counter()
-            if now >= next_mem:
-                self.mem.append((now, self.memory()))
-                next_mem = now + 0.25
             try:
                 ev = self.outbox.get(timeout=0.5)
             except queue.Empty:
@@ -94,14 +101,18 @@ class Load:
         return n / max(t1 - t0, 1e-9)
 
     def window(self, t0: float, t1: float, clock: StepClock) -> dict[str, float]:
-        mem = [b for t, b in self.mem if t0 <= t < t1]
-        return {"seconds": t1 - t0, "tokens_per_s": self.tokens_per_s(t0, t1),
-                "gpu_used_GB_max": max(mem, default=0) / 1e9, **clock.window(t0, t1)}  # fmt: skip
+        mem = [b for t, b in clock.mem if t0 <= t < t1]
+        steps = clock.window(t0, t1)
+        tokens = self.tokens_per_s(t0, t1) * (t1 - t0)
+        busy = t1 - t0 - steps.get("stall_s", 0.0)  # the stalled steps' own tokens stay in: a lower bound
+        return {"seconds": t1 - t0, "tokens_per_s": tokens / max(t1 - t0, 1e-9),
+                "tokens_per_s_excl_stalls": tokens / max(busy, 1e-9),
+                "gpu_used_GB_max": max(mem, default=0) / 1e9, **steps}  # fmt: skip
 
 
-def drop_pct(before: dict[str, float], during: dict[str, float]) -> float | None:
-    b = before["tokens_per_s"]
-    return 100.0 * (1 - during["tokens_per_s"] / b) if b > 0 else None
+def drop_pct(before: dict[str, float], during: dict[str, float], key: str = "tokens_per_s") -> float | None:
+    b = before.get(key, 0.0)
+    return 100.0 * (1 - during[key] / b) if b > 0 and key in during else None
 
 
 def summarize_mode(text: str, limits: dict, prio: bool, events: list, swaps: list[tuple[int, float]], load: Load,
@@ -123,6 +134,7 @@ def summarize_mode(text: str, limits: dict, prio: bool, events: list, swaps: lis
         quant = load.window(first, swaps[-1][1], clock)
         row["during_quantizing"] = quant
         row["drop_pct_quantizing"] = drop_pct(before, quant)
+        row["drop_pct_quantizing_excl_stalls"] = drop_pct(before, quant, "tokens_per_s_excl_stalls")
         per_layer = (swaps[-1][1] - swaps[0][1]) / (n - 1) if n > 1 else swaps[0][1] - first
         stages = {"submit_validate_tokenize_s": t_ret - t_sub, "start_until_first_layer_s": first - t_ret,
                   "per_layer_s": per_layer,

@@ -10,6 +10,14 @@ a pinned buffer whose view is returned (valid until the next decode step of that
 Graphs are captured on first use of a (bucket, LoRA) pair after one eager warm-up run (which also lets
 quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout changes.
 Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
+
+A graph replays raw device addresses, so everything it reads must stay allocated while it lives:
+- the weights: a re-quantized layer is copied into the serving tensors in place (onboard.layer_swap), which
+  keeps every address; a layer replaced by another object changes the weights object and drops the graphs
+  before the next replay (the old tensors may be freed, and `torch.cuda.graph` empties the allocator's
+  cache at every capture, which returns freed blocks to the driver);
+- what only the graph holds (its index tensors, the LoRA context) and the kernels' module-level buffers that a
+  larger call may replace (quant_matmul's split-K workspaces, the dequantize + cuBLAS scratch): `keep`.
 """
 
 from __future__ import annotations
@@ -64,11 +72,20 @@ def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput) -> None:
     buf[_FIELDS * b :].reshape(b, width)[:s, :w] = step.block_tables.numpy()
 
 
+KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"))  # module, dict of device buffers
+
+
 def _workspaces() -> tuple[object, ...]:
-    """quant_matmul's split-K workspaces (module-level caches; wherever the kernel files keep them)."""
+    """The kernels' reused device buffers a captured graph may point at: split-K partial sums and counters
+    (quant_common.workspace) and the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul).
+    Each is replaced by a bigger one when a larger call needs it; the graph keeps the captured one alive.
+    A rename fails loudly here (and in the tests) instead of silently keeping nothing."""
     found: list[object] = []
-    for name in ("quant_matmul", "quant_common", "quant_gemv", "quant_mma"):
-        found += list(getattr(sys.modules.get(f"inlaid_worker.kernels.{name}"), "_WORKSPACES", {}).values())
+    for module, name in KERNEL_BUFFERS:
+        mod = sys.modules.get(f"inlaid_worker.kernels.{module}")
+        if mod is None:
+            continue  # never imported: nothing of it was captured
+        found += list(getattr(mod, name).values())
     return tuple(found)
 
 

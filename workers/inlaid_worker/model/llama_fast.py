@@ -4,7 +4,9 @@ Per layer: RMSNorm fused with the residual add (kernels.fused_norm), one QKV mat
 paged KV write (kernels.rope_cache), paged decode attention (kernels.paged_decode) for single-token rows and
 SDPA per prefill chunk, one gate/up matmul and a fused SwiGLU (kernels.silu_mul); multi-LoRA of projections
 sharing an input (q/k/v, gate/up) in one shrink and one expand (kernels.lora_fused). Static shapes throughout
-(no host reads of device values) so a decode step can be captured in a CUDA graph (model.decode_graphs).
+(no host reads of device values) so a decode step can be captured in a CUDA graph (model.decode_graphs). A
+captured step reads every weight tensor at its address of capture time, so `w` must not be rebuilt under a
+graph: re-quantized layers are copied into these tensors in place (onboard.layer_swap).
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ time (after a layer that took t seconds of work it sleeps t * (1 / max_share - 1
 default to a quarter of the cores the worker may use (1 on the 2-core dev VM, 4 on a 16-core GPU host;
 `INLAID_QUANTIZER_THREADS` overrides): its host-side work (Hessian folding, triangle unpacking, writes)
 uses them while the rest stay with the serving loop.
+
+With CUDA decode graphs (the triton backend on a GPU), a finished layer is copied into the serving tensors in
+place (layer_swap), so a job triggers no graph capture. Process mode is the safe one there: the worker then
+makes CUDA calls from its engine thread only. Thread mode runs the quantizer's kernels and allocations in the
+worker process; should the engine capture a graph meanwhile (a batch bucket seen for the first time), PyTorch's
+default global capture mode lets an unsafe CUDA call of the quantizer thread (a cudaMalloc, a sync)
+fail that capture (not measured here).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from inlaid_worker.quant import LayerResult, TaskData, plan_update, update_checkpoint
 from inlaid_worker.quant.adapter import load_task_adapter
@@ -27,8 +27,9 @@ from inlaid_worker.quant.calib import load_calibration
 from .background import BackgroundLimits, Pacer
 from .checkpoint_weights import layer_from_packed, matrices_to, packing_of
 from .job import Progress, RequantizeJob
+from .layer_swap import copy_layer_into, host_copy
 from .quantizer_process import QuantizerProcess
-from .versions import CheckpointVersions
+from .versions import CheckpointVersions, Version
 
 log = logging.getLogger(__name__)
 LoopCall = Callable[[Callable[[Any], Any]], "Future[Any]"]  # EngineLoop.call: fn(engine) between steps
@@ -37,6 +38,16 @@ SWAP_TIMEOUT_S = 120.0
 
 class RequantizeBusy(RuntimeError):
     """Another re-quantization with a different task set is running."""
+
+
+class LayerSink(Protocol):
+    """Sees a run from this worker's quantizer (distribute.py stages each layer for the other workers)."""
+
+    def begin(self, job: RequantizeJob, number: int, base: Version) -> None: ...
+
+    def layer(self, job: RequantizeJob, res: LayerResult) -> None: ...
+
+    def end(self, job: RequantizeJob, number: int, error: BaseException | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,10 @@ class OnboardManager:
         self._job: RequantizeJob | None = None
         self.on_layer_swapped: Callable[[int], None] | None = None  # test/bench hook
         self._packing: tuple[int, bool] = (0, True)  # (group_size, sym) of the checkpoint being updated
+        self._undo: dict[int, Any] = {}  # layer -> host copy of what served before the job (see _put_layer)
+        self._undo_job: RequantizeJob | None = None
+        self.inplace_swaps = self.replaced_swaps = 0  # how swaps went (tests, benchmarks)
+        self.layer_sink: LayerSink | None = None  # distribute.py: shares each finished layer with other workers
 
     @property
     def running(self) -> RequantizeJob | None:
@@ -102,20 +117,26 @@ class OnboardManager:
 
     def _run(self, job: RequantizeJob, tasks: list[TaskData], removes: list[str]) -> None:
         original = self._runner.weights.layers
+        number = 0
         try:
             current = self.versions.current()
             number, out = self.versions.next_dir()
+            if self.layer_sink is not None:
+                self.layer_sink.begin(job, number, current)
             self._requantize(job, current.path, out, tasks, removes, original)
             version = self.versions.publish(number, out)
+            self._sink_end(job, number, None)
+            self._undo = {}  # the new version serves: nothing to put back
             job.publish(Progress("done", checkpoint_version=number, tasks=tuple(version.tasks),
                                  added=job.added, removed=job.removed))
             log.info("checkpoint v%d serving (tasks %s)", number, version.tasks)
         except Exception as exc:  # anything: put the old weights back and report
             log.exception("re-quantization failed; restoring the previous weights")
             try:
-                self._set_layers(lambda _layers: original)
+                self.restore_layers(original)
             except Exception:
                 log.exception("could not restore the previous weights")
+            self._sink_end(job, number, exc)
             job.publish(Progress("failed", message=str(exc) or type(exc).__name__, added=job.added,
                                  removed=job.removed))
 
@@ -130,6 +151,7 @@ class OnboardManager:
             pacer = Pacer(limits.max_share)
 
             def on_layer(res: LayerResult) -> None:
+                self._sink_layer(job, res)
                 self._swap_in(job, res, original)
                 pacer.pause()
 
@@ -139,9 +161,53 @@ class OnboardManager:
         proc = QuantizerProcess(ckpt, self.model_dir, out, tasks, removes, self._device, limits)
         try:
             for res in proc.layers():
+                self._sink_layer(job, res)
                 self._swap_in(job, res, original)
         finally:
             proc.close()
+
+    def _sink_layer(self, job: RequantizeJob, res: LayerResult) -> None:
+        if self.layer_sink is not None:
+            self.layer_sink.layer(job, res)
+
+    def _sink_end(self, job: RequantizeJob, number: int, error: BaseException | None) -> None:
+        if self.layer_sink is not None and number:
+            try:
+                self.layer_sink.end(job, number, error)
+            except Exception:
+                log.exception("layer sink: could not record the end of v%d", number)
+
+    # ---- used by follow.py: layers that another worker re-quantized, through the same swap path ----------
+    def serving_layers(self) -> tuple[Any, ...]:
+        return tuple(self._runner.weights.layers)
+
+    def swap_layer(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any], packing: tuple[int, bool]) -> None:
+        """Swap in a layer another worker re-quantized (packed with `packing` = (group_size, sym))."""
+        self._packing = packing
+        self._swap_in(job, res, original)
+
+    def commit_layers(self) -> None:
+        """A follow (follow.py) ended with the new version serving: drop the host copies kept for restore_layers."""
+        self._undo = {}
+
+    def restore_layers(self, original: Sequence[Any]) -> None:
+        """Serve `original` again: layers swapped in place get their host copy copied back (the layer objects in
+        `original` are the serving ones, their tensors overwritten); layers that were replaced get their
+        untouched original object back."""
+        undo, self._undo = self._undo, {}
+
+        def back(_engine: Any) -> None:
+            w = self._runner.weights
+            layers = list(w.layers)
+            for i, layer in enumerate(original):
+                if layers[i] is not layer:
+                    layers[i] = layer  # replaced by a swap (another layout): its tensors were never written
+                elif i in undo and not copy_layer_into(layer, undo[i]):
+                    raise RuntimeError(f"layer {i}: its host copy does not fit the serving tensors")
+            if any(a is not b for a, b in zip(layers, w.layers, strict=True)):
+                self._runner.weights = replace(w, layers=tuple(layers))
+
+        self._call(back).result(timeout=SWAP_TIMEOUT_S)
 
     def _swap_in(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any]) -> None:
         t0 = time.perf_counter()
@@ -149,14 +215,32 @@ class OnboardManager:
         staged = layer_from_packed(res.packed, original[res.layer], "cpu", self._runner.dtype,
                                    group_size=group_size, sym=sym)  # host work here, off the engine thread
 
-        def put(layers: tuple[Any, ...]) -> tuple[Any, ...]:  # on the engine thread: the only GPU user here
-            return layers[: res.layer] + (matrices_to(staged, self._runner.device),) + layers[res.layer + 1:]
-
-        self._set_layers(put)
+        if job is not self._undo_job:
+            self._undo, self._undo_job = {}, job
+        self._put_layer(res.layer, staged)
         if self.on_layer_swapped is not None:
             self.on_layer_swapped(res.layer)
         job.publish(Progress("layer", layer=res.layer, num_layers=res.num_layers, hessian_seconds=res.seconds,
                              swap_seconds=time.perf_counter() - t0, added=job.added, removed=job.removed))
+
+    def _put_layer(self, i: int, staged: Any) -> None:
+        """Serve `staged` (built on the host) as layer i, on the engine thread between two steps (the only thread
+        of this process that touches the GPU). Its tensors are copied into the serving layer's own tensors
+        (layer_swap.copy_layer_into), so CUDA decode graphs keep valid addresses and nothing is recaptured, after
+        a host copy of the old ones is kept for restore_layers. A layer whose layout differs replaces the layer
+        object instead (the graphs then drop themselves and recapture)."""
+        def swap(_engine: Any) -> None:
+            w = self._runner.weights
+            if i not in self._undo:
+                self._undo[i] = host_copy(w.layers[i])
+            if copy_layer_into(w.layers[i], staged):
+                self.inplace_swaps += 1
+                return
+            self.replaced_swaps += 1
+            moved = matrices_to(staged, self._runner.device)
+            self._runner.weights = replace(w, layers=w.layers[:i] + (moved,) + w.layers[i + 1:])
+
+        self._call(swap).result(timeout=SWAP_TIMEOUT_S)
 
     def _set_layers(self, update: Callable[[tuple[Any, ...]], Any]) -> None:
         """Replace the runner's layer tuple on the engine thread, i.e. between two steps."""

@@ -1,7 +1,10 @@
 """The Worker servicer with the onboarding RPCs (ValidateAdapter, Requantize) on top of the base servicer.
 
 Requantize streams the job's progress; the job itself runs in the manager's thread and continues if the
-caller disconnects (a later identical call attaches and replays the progress).
+caller disconnects (a later identical call attaches and replays the progress). With a Distributor
+(distribute.py) the run is shared with the workers of the same checkpoint store: FollowCheckpoint makes this
+worker follow another worker's run, GetInfo reports the served checkpoint version, WeightsDigest fingerprints
+the served weights.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from inlaid_worker.server.engine_loop import EngineLoop
 from inlaid_worker.server.servicer import AdapterLoader, WorkerServicer
 
-from .job import Progress
+from .digest import weights_digest
+from .distribute import Distributor
+from .job import Progress, RequantizeJob
 from .manager import AddRequest, OnboardManager, RequantizeBusy
 
 _STAGE = {"planned": worker_pb2.RequantizeProgress.STAGE_PLANNED, "layer": worker_pb2.RequantizeProgress.STAGE_LAYER,
@@ -33,10 +38,20 @@ def progress_to_proto(p: Progress) -> Any:
 class OnboardingServicer(WorkerServicer):
     def __init__(
         self, loop: EngineLoop, load_adapter: AdapterLoader, adapter_error: type[Exception], worker_id: str,
-        manager: OnboardManager | None,
+        manager: OnboardManager | None, distributor: Distributor | None = None,
     ) -> None:
         super().__init__(loop, load_adapter, adapter_error, worker_id)
         self.manager = manager
+        self.distributor = distributor
+
+    def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:
+        info = super().GetInfo(request, context)
+        if self.distributor is not None:
+            st = self.distributor.status()
+            info.checkpoint.CopyFrom(worker_pb2.CheckpointStatus(
+                version=st.version, store_id=st.store_id, quantizer_runs=st.quantizer_runs,
+                quantizing=st.quantizing, following=st.following))
+        return info
 
     def ValidateAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:
         try:
@@ -52,13 +67,35 @@ class OnboardingServicer(WorkerServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "this worker serves no quantized checkpoint with stored Hessians (start it with --checkpoint)")
         add = [AddRequest(t.name, t.adapter_path, t.calibration_path) for t in request.add]
+        submit = self.distributor.submit if self.distributor is not None else self.manager.submit
         try:
-            job = self.manager.submit(add, list(request.remove))
+            job = submit(add, list(request.remove))
         except RequantizeBusy as exc:
             context.abort(grpc.StatusCode.ABORTED, str(exc))
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        for event in job.follow():
-            if not context.is_active():
-                return
-            yield progress_to_proto(event)
+        yield from _stream(job, context)
+
+    def FollowCheckpoint(self, request: worker_pb2.FollowRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        if self.distributor is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this worker serves no quantized checkpoint with stored Hessians (start it with --checkpoint)")
+        if not request.tasks:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tasks is empty")
+        try:
+            job = self.distributor.follow(list(request.tasks))
+        except RequantizeBusy as exc:
+            context.abort(grpc.StatusCode.ABORTED, str(exc))
+        yield from _stream(job, context)
+
+    def WeightsDigest(self, request: worker_pb2.DigestRequest, context: grpc.ServicerContext) -> Any:
+        digest, layers = self.loop.call(lambda e: weights_digest(e.runner.weights.layers)).result(timeout=120)
+        version = self.distributor.served_version if self.distributor is not None else 0
+        return worker_pb2.DigestResponse(checkpoint_version=version, digest=digest, layers=layers)
+
+
+def _stream(job: RequantizeJob, context: grpc.ServicerContext) -> Iterator[Any]:
+    for event in job.follow():
+        if not context.is_active():
+            return
+        yield progress_to_proto(event)

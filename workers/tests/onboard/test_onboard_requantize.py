@@ -15,6 +15,7 @@ from factories import make_random_adapter, make_tiny_llama
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.engine.engine import RequestOutput
 from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.onboard.layer_swap import MATRICES, weight_pointers
 from inlaid_worker.onboard.manager import AddRequest, OnboardManager, RequantizeBusy
 from inlaid_worker.onboard.setup import versions_of
 from inlaid_worker.quant import (
@@ -83,6 +84,14 @@ def _serve(fx: Fixture, store: Path) -> Served:
     return Served(loop, manager, cfg)
 
 
+def _values(layers: tuple) -> list[torch.Tensor]:
+    return [getattr(layer, name).clone() for layer in layers for name in MATRICES]  # dense on the torch backend
+
+
+def _equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def _add(fx: Fixture, name: str) -> AddRequest:
     return AddRequest(name, str(fx.adapters[name]), str(fx.calib[name]))
 
@@ -112,6 +121,8 @@ def test_requantize_while_generating_matches_offline_update(fx: Fixture, tmp_pat
         for _ in range(4):
             s.loop.admit(sid, f"r{admitted}", [5, 6, 7, 8], sampling, "")
             admitted += 1
+        weights = s.loop.engine.runner.weights
+        addresses = weight_pointers(weights.layers)
         job = s.manager.submit([_add(fx, "c")], [])
         assert s.manager.submit([_add(fx, "c")], []) is job  # a retry attaches to the running job
         with pytest.raises(RequantizeBusy):
@@ -143,6 +154,9 @@ def test_requantize_while_generating_matches_offline_update(fx: Fixture, tmp_pat
             for f in ("qweight", "qzeros", "scales", "g_idx"):
                 assert torch.equal(getattr(got[k], f), getattr(want[k], f)), (k, f)
         layers = s.loop.engine.runner.weights.layers
+        # copied in place: the same weights object, every tensor at its address (CUDA graphs stay valid)
+        assert s.loop.engine.runner.weights is weights and weight_pointers(layers) == addresses
+        assert (s.manager.inplace_swaps, s.manager.replaced_swaps) == (LAYERS, 0)
         for i in range(LAYERS):
             q = [dequantize_packed(want[f"model.layers.{i}.self_attn.{p}"]) for p in ("q_proj", "k_proj", "v_proj")]
             assert torch.equal(layers[i].qkv, torch.cat(q))
@@ -174,6 +188,7 @@ def test_failure_mid_job_restores_previous_weights(fx: Fixture, tmp_path: Path) 
     s = _serve(fx, tmp_path / "store")
     try:
         original = s.loop.engine.runner.weights.layers
+        values = _values(original)
 
         def boom(layer: int) -> None:
             if layer == 1:
@@ -184,6 +199,7 @@ def test_failure_mid_job_restores_previous_weights(fx: Fixture, tmp_path: Path) 
         events = list(job.follow())
         assert events[-1].stage == "failed" and "disk full" in events[-1].message
         assert s.loop.engine.runner.weights.layers is original
+        assert _equal(_values(original), values)  # the swapped layers' tensors were copied back
         assert s.manager.versions.current().number == 0
     finally:
         s.loop.stop()
@@ -220,10 +236,12 @@ def test_quantizer_process_failure_restores_previous_weights(fx: Fixture, tmp_pa
     try:
         assert s.manager.background.mode == "process"
         original = s.loop.engine.runner.weights.layers
+        values = _values(original)
         events = list(s.manager.submit([_add(fx, "c")], []).follow())
         assert [e.layer for e in events if e.stage == "layer"] == [0]  # layer 0 swapped in, then the failure
         assert events[-1].stage == "failed" and "layer-00001" in events[-1].message
         assert s.loop.engine.runner.weights.layers is original
+        assert _equal(_values(original), values)  # the swapped layers' tensors were copied back
         assert s.manager.versions.current().number == 0
     finally:
         s.loop.stop()

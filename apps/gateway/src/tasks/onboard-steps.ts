@@ -10,8 +10,9 @@ import type { OnboardStep } from '@inlaid/jobs';
 import { worker } from '@inlaid/proto';
 import { existsSync } from 'node:fs';
 import { InlaidError } from '../common/inlaid-error';
+import { workerQuantProgress } from './worker-quant-progress';
 import { TaskStore } from './task-store.service';
-import { WorkerAdminService } from './worker-admin.service';
+import { WorkerAdminService, WorkerRole } from './worker-admin.service';
 
 export class StepFailed extends Error {}
 
@@ -80,14 +81,26 @@ export class OnboardSteps {
     for (const b of batch) await this.store.stageStarted(b.id, 'requantize');
     const add = batch.map((j) => ({ name: j.task, adapterPath: j.adapterPath as string, calibrationPath: j.calibrationPath as string }));
     let done: worker.RequantizeProgress;
+    const ids = batch.map((b) => b.id);
+    // The quantizer's and the followers' streams report concurrently; their row updates are read-modify-write,
+    // so they go through one queue (else one overwrites another's progress).
+    let writes: Promise<void> = Promise.resolve();
+    const record = async (p: worker.RequantizeProgress, addr: string, role: WorkerRole) => {
+      await this.store.workerProgress(ids, addr, (prev) => workerQuantProgress(p, role, prev));
+      if (role !== 'quantizer' || p.stage !== worker.RequantizeProgress_Stage.STAGE_LAYER) return;
+      const layer = { layer: p.layer, numLayers: p.numLayers, hessianSeconds: p.hessianSeconds, swapSeconds: p.swapSeconds, at: new Date().toISOString() };
+      await this.store.layerDone(ids, layer, names);
+      await ctx.report({ layersDone: p.layer + 1, numLayers: p.numLayers, batch: names });
+    };
     try {
-      done = await this.admin.requantize(add, removals.map((r) => r.task), async (p) => {
-        if (p.stage !== worker.RequantizeProgress_Stage.STAGE_LAYER) return;
-        const layer = { layer: p.layer, numLayers: p.numLayers, hessianSeconds: p.hessianSeconds, swapSeconds: p.swapSeconds, at: new Date().toISOString() };
-        await this.store.layerDone(batch.map((b) => b.id), layer, names);
-        await ctx.report({ layersDone: p.layer + 1, numLayers: p.numLayers, batch: names });
+      done = await this.admin.requantize(add, removals.map((r) => r.task), (p, addr, role) => {
+        const next = writes.then(() => record(p, addr, role));
+        writes = next.catch(() => undefined);
+        return next;
       });
+      await writes;
     } catch (err) {
+      await writes;
       if (err instanceof InlaidError && err.status === status.FAILED_PRECONDITION) {
         for (const b of batch) await this.store.stageFinished(b.id, 'requantize', 'skipped', err.message);
         return 'skipped: no quantized checkpoint on the workers';

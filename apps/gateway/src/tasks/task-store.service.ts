@@ -4,7 +4,7 @@
  * idempotent (a stage marked done twice stays done).
  */
 import { Inject, Injectable } from '@nestjs/common';
-import { LayerProgress, Task, TaskJob, TaskJobKind, TaskJobStatus } from '@inlaid/db';
+import { LayerProgress, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
 import { DataSource, In, IsNull, Repository } from 'typeorm';
 
 export interface NewTaskJob {
@@ -105,6 +105,18 @@ export class TaskStore {
       await this.update(id, (j) => {
         const layers = j.progress.layers.filter((l) => l.layer !== layer.layer);
         j.progress = { ...j.progress, layers: [...layers, layer].sort((a, b) => a.layer - b.layer), batch };
+      });
+    }
+  }
+
+  /** Records where one worker is in a shared re-quantization; the latest quantizer to start the run is `quantizer`. */
+  async workerProgress(ids: readonly string[], addr: string, next: (prev: WorkerQuantProgress | undefined) => WorkerQuantProgress | null): Promise<void> {
+    for (const id of ids) {
+      await this.update(id, (j) => {
+        const entry = next(j.progress.workers?.[addr]);
+        if (entry === null) return;
+        const workers = { ...(j.progress.workers ?? {}), [addr]: entry };
+        j.progress = { ...j.progress, workers, ...(entry.role === 'quantizer' && entry.stage === 'planned' ? { quantizer: addr } : {}) };
       });
     }
   }

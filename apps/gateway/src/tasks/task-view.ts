@@ -18,6 +18,8 @@ export interface TaskViewJson {
     num_layers: number | null;
     layers: TaskJob['progress']['layers'];
     batch: string[];
+    quantizer: string | null;
+    workers: NonNullable<TaskJob['progress']['workers']>;
   };
   created_at: string;
   updated_at: string;
@@ -43,6 +45,8 @@ export function taskView(job: TaskJob, history?: readonly TaskJob[]): TaskViewJs
       num_layers: layers[0]?.numLayers ?? null,
       layers,
       batch: job.progress.batch ?? [],
+      quantizer: job.progress.quantizer ?? null,
+      workers: job.progress.workers ?? {},
     },
     created_at: job.createdAt.toISOString(),
     updated_at: job.updatedAt.toISOString(),

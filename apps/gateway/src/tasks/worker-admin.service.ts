@@ -1,7 +1,7 @@
 /**
  * Admin calls to the workers for onboarding: validate an adapter, load/unload it on every worker, and run
- * an incremental re-quantization (a server stream of progress). Loads and unloads are idempotent
- * (ALREADY_EXISTS / NOT_FOUND count as done); transport failures surface as UNAVAILABLE (retryable).
+ * an incremental re-quantization, once per checkpoint store (shared-requantize.ts). Loads and unloads are
+ * idempotent (ALREADY_EXISTS / NOT_FOUND count as done); transport failures surface as UNAVAILABLE (retryable).
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import { Inject, Injectable } from '@nestjs/common';
@@ -9,14 +9,11 @@ import { common, worker } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
+import { ProgressSink, QuantTaskSpec, SharedRequantize } from './shared-requantize';
+
+export type { ProgressSink, QuantTaskSpec, WorkerRole } from './shared-requantize';
 
 const ADMIN_TIMEOUT_MS = 60_000;
-
-export interface QuantTaskSpec {
-  readonly name: string;
-  readonly adapterPath: string;
-  readonly calibrationPath: string;
-}
 
 export function toAdminError(err: unknown, param?: string): InlaidError {
   if (err instanceof InlaidError) return err;
@@ -85,38 +82,11 @@ export class WorkerAdminService {
     }
   }
 
-  /** Runs the re-quantization on every ready worker in turn; resolves with the last DONE event. */
-  async requantize(add: readonly QuantTaskSpec[], remove: readonly string[], onProgress: (p: worker.RequantizeProgress) => Promise<void>): Promise<worker.RequantizeProgress> {
-    let last: worker.RequantizeProgress | null = null;
-    for (const c of this.ready()) last = await this.requantizeOn(c, add, remove, onProgress);
-    return last as worker.RequantizeProgress;
-  }
-
-  private requantizeOn(
-    c: WorkerConnection,
-    add: readonly QuantTaskSpec[],
-    remove: readonly string[],
-    onProgress: (p: worker.RequantizeProgress) => Promise<void>,
-  ): Promise<worker.RequantizeProgress> {
-    const req: worker.RequantizeRequest = { add: add.map((t) => ({ ...t })), remove: [...remove] };
-    return new Promise((resolve, reject) => {
-      let chain = Promise.resolve();
-      let final: worker.RequantizeProgress | null = null;
-      const call = c.rpc.requantize(req);
-      call.on('data', (p: worker.RequantizeProgress) => {
-        if (p.stage === worker.RequantizeProgress_Stage.STAGE_DONE || p.stage === worker.RequantizeProgress_Stage.STAGE_FAILED) final = p;
-        chain = chain.then(() => onProgress(p)).catch(() => undefined);
-      });
-      call.on('error', (err: ServiceError) => reject(toAdminError(err)));
-      call.on('end', () => {
-        void chain.then(() => {
-          if (final === null) return reject(InlaidError.unavailable(`worker ${c.addr} ended the re-quantization stream early`));
-          if (final.stage === worker.RequantizeProgress_Stage.STAGE_FAILED) {
-            return reject(new InlaidError(status.INTERNAL, `re-quantization failed on ${c.addr}: ${final.message}`));
-          }
-          resolve(final);
-        });
-      });
-    });
+  /**
+   * Re-quantizes once per checkpoint store: the store's first ready worker (WORKER_ADDRS order) quantizes,
+   * the others follow; resolves with the DONE event once every ready worker serves the new version.
+   */
+  requantize(add: readonly QuantTaskSpec[], remove: readonly string[], onProgress: ProgressSink): Promise<worker.RequantizeProgress> {
+    return new SharedRequantize(() => this.workers.readyConnections(), (err) => toAdminError(err)).run(add, remove, onProgress);
   }
 }

@@ -24,11 +24,27 @@ export interface LayerProgress {
   at: string;
 }
 
+/** One worker's part in a shared re-quantization: the quantizer stages layers, followers swap them in. */
+export interface WorkerQuantProgress {
+  role: 'quantizer' | 'follower';
+  stage: 'planned' | 'layer' | 'done' | 'failed';
+  layersDone: number;
+  numLayers: number | null;
+  checkpointVersion: number | null;
+  message?: string;
+  at: string;
+}
+
 export interface TaskJobProgress {
   stages: Partial<Record<string, StageProgress>>;
+  /** The quantizer's layers (re-quantized and staged for the other workers). */
   layers: LayerProgress[];
   /** Tasks re-quantized together in the run that took this one (batching). */
   batch?: string[];
+  /** Address of the worker that re-quantized (the one that took over after a failover; the last store's when several). */
+  quantizer?: string;
+  /** Per worker address: where it is in the run (quantizer and followers). */
+  workers?: Record<string, WorkerQuantProgress>;
 }
 
 export interface TaskJobEvent {
