@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 from inlaid_worker.tasks.chat import IM_END, render_prompt
@@ -55,11 +56,12 @@ def chunks(n_models: int, n_ex: int, seq: int, budget_tokens: int) -> tuple[int,
 @torch.no_grad()
 def generate_all(
     shared: Shared, bases: list[dict[str, torch.Tensor]], delta: dict[str, torch.Tensor], tok, task: str,
-    limit: int | None, device, budget_tokens: int = 800_000,
+    limit: int | None, device, budget_tokens: int = 800_000, tasks_dir: Path | None = None,
 ) -> list[list[str]]:
-    """Completions [model][example] of the task's test prompts for each base with `delta` added."""
+    """Completions [model][example] of the task's test prompts for each base with `delta` added
+    (test split from `tasks_dir`, default assets/tasks)."""
     spec = get_task(task)
-    examples = load_split(task, "test")[:limit]
+    examples = load_split(task, "test", tasks_dir)[:limit]
     enc = [tok(render_prompt(e.prompt), add_special_tokens=False)["input_ids"] for e in examples]
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     stop = tok.convert_tokens_to_ids(IM_END)
@@ -88,10 +90,15 @@ def generate_all(
     return preds
 
 
-def score_all(task: str, preds: list[list[str]], limit: int | None, workers: int = 16) -> list[float]:
-    """Headline metric of each model's completions; programs run once each, `workers` at a time."""
+def score_all(
+    task: str, preds: list[list[str]], limit: int | None, workers: int = 16, tasks_dir: Path | None = None,
+    first: int | None = None,
+) -> list[float]:
+    """Headline metric of each model's completions; programs run once each, `workers` at a time.
+    first: score only the first `first` examples (the shipped test split inside an enlarged one)."""
     spec = get_task(task)
-    examples = load_split(task, "test")[:limit]
+    examples = load_split(task, "test", tasks_dir)[:limit][:first]
+    preds = [p[: len(examples)] for p in preds]
     refs, metas = [e.refs for e in examples], [e.meta for e in examples]
     if spec.kind != "code":
         return [score_task(spec.kind, p, refs, metas)[spec.metric] for p in preds]

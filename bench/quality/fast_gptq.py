@@ -4,8 +4,8 @@
 layers x configurations (methods, seeds, tasks) of one input group are quantized together on the GPU.
 Same algorithm as inlaid_worker.quant.gptq.gptq_quantize (dead columns, damping raised by 0.01 of the mean
 diagonal per element until Cholesky succeeds, upper Cholesky of H^-1, lazy block updates, groups,
-act-order without static groups, sym/asym grids with fp16-representable scales); a test checks equality
-with it. One difference: K need not be a multiple of the group size (the last group is shorter, as in
+act-order with or without static groups, sym/asym grids with fp16-representable scales); a test checks
+equality with it. One difference: K need not be a multiple of the group size (the last group is shorter, as in
 AutoGPTQ's ceil(K / group_size) layout: SmolLM2's K = 576 at g128 is 4 x 128 + 64).
 Returns the fake-quantized (dequantized) weights, which is all the table needs.
 """
@@ -92,14 +92,21 @@ def gptq_batched(
     act_order: bool = False,
     percdamp: float = 0.01,
     blocksize: int = 128,
+    static_groups: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fake-quantized w [B, N, K] fp32 (original column order) and the damping used [B]."""
+    """Fake-quantized w [B, N, K] fp32 (original column order) and the damping used [B].
+
+    static_groups: every group's grid is fixed up front from the original (unpermuted, not yet
+    error-updated) columns, as gptq.py's static groups; with act-order the columns are then processed in
+    the permuted order, each on its original group's grid, so g_idx stays k // group_size (the layout the
+    serving kernels read)."""
     hinv, perm, dead, damp = prepare_batched(h, act_order, percdamp)
     b, n, k = w.shape
     glen = k if group_size == -1 else group_size
     maxq = 2**bits - 1
     wf = w.float().clone()
     wf.masked_fill_(dead[:, None, :], 0.0)
+    static = _static_grids(wf, bits, glen, sym, perm) if static_groups else None
     if perm is not None:
         wf = torch.gather(wf, 2, perm[:, None, :].expand(b, n, k))
     deq = torch.zeros_like(wf)
@@ -110,9 +117,13 @@ def gptq_batched(
         err1 = torch.zeros_like(w1)
         hinv1 = hinv[:, i1:i2, i1:i2]
         d = torch.diagonal(hinv1, dim1=1, dim2=2)  # [B, count]
+        if static is not None:
+            s_blk, z_blk = (torch.gather(x, 2, static[2][:, None, i1:i2].expand(b, n, i2 - i1)) for x in static[:2])
         for i in range(i2 - i1):
             col = i1 + i
-            if col % glen == 0:
+            if static is not None:
+                scale, zero = s_blk[:, :, i], z_blk[:, :, i]
+            elif col % glen == 0:
                 end = col + glen
                 cols = w1[:, :, i : min(i + glen, i2 - i1)]
                 if end > i2:
@@ -130,6 +141,18 @@ def gptq_batched(
         inv = torch.argsort(perm, dim=1)
         deq = torch.gather(deq, 2, inv[:, None, :].expand(b, n, k))
     return deq, damp
+
+
+def _static_grids(
+    wf: torch.Tensor, bits: int, glen: int, sym: bool, perm: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(scale [B, N, G], zero [B, N, G], group of each processed column [B, K]) from the original columns."""
+    b, _n, k = wf.shape
+    grids = [grid_batched(wf[:, :, g0 : g0 + glen], bits, sym) for g0 in range(0, k, glen)]
+    scale = torch.stack([g[0] for g in grids], dim=2)
+    zero = torch.stack([g[1] for g in grids], dim=2)
+    order = torch.arange(k, device=wf.device).expand(b, k) if perm is None else perm
+    return scale, zero, order // glen
 
 
 # --- aggregations, batched over a leading layer axis: per_task [T, L, K, K] -> [L, K, K] ---------------

@@ -5,6 +5,9 @@ per-task GPTQ; every task; 4- and 3-bit; several calibration seeds.
         [--group-size 128] [--calib-n 32] [--limit N] [--variants mlgptq-max,...] \
         [--state bench/results/quality-state-2026-11-29-full.json] [--time-budget-s 240] \
         [--wait-dir /tmp/inl/train]  # adapters still being trained: wait for <dir>/<task>.rc
+        [--act-order static]  # every GPTQ-family row with act-order and static groups (off: each row's own)
+        [--test-dir bench/quality/test_extra]  # larger test splits where <dir>/<task>/test.jsonl.xz exists
+        [--heldout-n 32]  # held-out layer error of every base (heldout.py)
 
 Hessians once per (seed, task, adapter on/off) on the fp model (batch_hessians), all configs' GPTQ in
 batched column loops (fast_gptq, checked against the quantizer's gptq_quantize), then per task every base
@@ -29,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval_multi import adapter_deltas, generate_all, score_all  # noqa: E402
 from inlaid_worker.quant.adapter import load_task_adapter  # noqa: E402
+from inlaid_worker.tasks.example import load_split  # noqa: E402
 from inlaid_worker.tasks.spec import TASKS, get_task  # noqa: E402
 from multi_llama import from_hf, shared_to  # noqa: E402
-from quantize_all import MLGPTQ_VARIANTS, collect, quantize_configs, time_single  # noqa: E402
+from quantize_all import ACT_ORDER, MLGPTQ_VARIANTS, collect, quantize_configs, time_single  # noqa: E402
 from report import write_report  # noqa: E402
 from table import cell_key  # noqa: E402
 
@@ -70,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-tokens", type=int, default=800_000)
     ap.add_argument("--command", default="", help="the command line, for the report")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--act-order", default="off", choices=ACT_ORDER,
+                    help="static / desc: act-order for every GPTQ-family row, with / without static groups")
+    ap.add_argument("--test-dir", type=Path,
+                    help="enlarged test splits (extra_test.py): <dir>/<task>/test.jsonl.xz where present")
+    ap.add_argument("--heldout-n", type=int, default=0, help="train-split sequences per task for heldout.py")
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     for t in tasks:
@@ -80,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     for m in methods[5:]:
         if m not in MLGPTQ_VARIANTS:
             raise ValueError(f"unknown variant {m!r}; known: {', '.join(MLGPTQ_VARIANTS)}")
+    if args.test_dir is not None:
+        from extra_test import unpack
+
+        args.test_dir = unpack(args.test_dir)
     state = json.loads(args.state.read_text()) if args.state.is_file() else {}
     for k in ("cells", "meta", "timings", "hf_check"):
         state.setdefault(k, {})
@@ -87,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         run(args, tasks, bits_list, seeds, methods, state)
     write_report(args.report or args.state.parent / f"quality-{dt.date.today().isoformat()}-full",
                  state, tasks, bits_list, args.group_size, methods)
+
+
+def test_dir_for(args, task: str) -> Path | None:
+    d = args.test_dir
+    return d if d is not None and (d / task / "test.jsonl").is_file() else None
 
 
 def _save(path: Path, state: dict) -> None:
@@ -114,6 +132,8 @@ def run(args, tasks, bits_list, seeds, methods, state) -> None:
         "calib_n": args.calib_n, "group_size": args.group_size, "seeds": seeds, "bits": bits_list,
         "tasks": tasks, "methods": methods, "torch": torch.__version__,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": args.command,
+        "act_order": args.act_order, "heldout_n": args.heldout_n,
+        "test_sizes": {t: len(load_split(t, "test", test_dir_for(args, t))[: args.limit]) for t in tasks},
     })
     todo = {t: [m for m in models_for(t, methods, bits_list, seeds) if cell_key(*m[:3], t) not in state["cells"]]
             for t in tasks}
@@ -149,14 +169,16 @@ def run(args, tasks, bits_list, seeds, methods, state) -> None:
     dropped = {t for t in tasks if t in cache and cache[t] is None}
     tasks = [t for t in tasks if t not in dropped]
     configs = [c for c in configs if c[3] not in dropped]
-    quant, qtimes = quantize_configs(base, configs, hs, args.group_size)
+    quant, qtimes = quantize_configs(base, configs, hs, args.group_size, act_order=args.act_order)
     state["timings"].update({f"{k} s": round(v, 2) for k, v in qtimes.items()})
     if hs is not None and 0 in hs.per_task and len(hs.per_task[0]) == len(tasks):
         from quantize_all import hessian_for
 
         state["timings"]["one MLGPTQ checkpoint (GPTQ of 30 layers, 4-bit) s"] = round(
-            time_single(base, hessian_for("mlgptq", 0, None, hs), 4, args.group_size), 2)
+            time_single(base, hessian_for("mlgptq", 0, None, hs), 4, args.group_size, args.act_order), 2)
     del hs
+    if args.heldout_n and quant:
+        heldout_scores(args, model, tok, tasks, adapter, base, quant, state, dev)
     _save(args.state, state)
     for t in sorted(tasks, key=SHIPPED_FIRST.index):
         if not todo[t]:
@@ -167,11 +189,16 @@ def run(args, tasks, bits_list, seeds, methods, state) -> None:
         t0 = time.time()
         bases = [base if m[0] == "fp" else quant[m] for m in todo[t]]
         torch.backends.cuda.matmul.allow_tf32 = True
+        tdir = test_dir_for(args, t)
         preds = generate_all(shared, bases, adapter_deltas(adapter(t), base), tok, t, args.limit, dev,
-                             args.budget_tokens)
+                             args.budget_tokens, tdir)
         torch.backends.cuda.matmul.allow_tf32 = False
         tg = time.time() - t0
-        scores = score_all(t, preds, args.limit)
+        scores = score_all(t, preds, args.limit, tasks_dir=tdir)
+        shipped = len(load_split(t, "test")[: args.limit])
+        if tdir is not None and shipped < len(preds[0]):  # also the shipped split alone, for older tables
+            for m, v in zip(todo[t], score_all(t, preds, args.limit, tasks_dir=tdir, first=shipped)):
+                state.setdefault("cells_shipped", {})[cell_key(*m[:3], t)] = v
         for m, v, p in zip(todo[t], scores, preds):
             state["cells"][cell_key(*m[:3], t)] = v
             if m[0] == "fp":
@@ -186,6 +213,21 @@ def run(args, tasks, bits_list, seeds, methods, state) -> None:
         _save(args.state, state)
     state["timings"]["total s"] = round(time.time() - t_start, 1)
     _save(args.state, state)
+
+
+def heldout_scores(args, model, tok, tasks, adapter, base, quant, state, dev) -> None:
+    """Held-out layer error (heldout.py) of every base just quantized, on each task it is evaluated on."""
+    from heldout import heldout_hessians, rel_error
+
+    t0 = time.time()
+    hh = heldout_hessians(model, tok, tasks, adapter, args.heldout_n, 1234, dev)
+    for (m, b, s, q), wq in quant.items():
+        for t in tasks if q is None else [q]:
+            state.setdefault("heldout", {})[cell_key(m, b, s, t)] = rel_error(base, wq, hh[t])
+    for t in tasks:
+        state.setdefault("heldout", {})[cell_key("fp", None, None, t)] = 0.0
+    state["timings"]["held-out layer error s"] = round(time.time() - t0, 2)
+    print(f"held-out layer error of {len(quant)} bases in {time.time() - t0:.1f}s", flush=True)
 
 
 def hf_check(model, tok, adapter_dir: Path, task: str, limit: int | None, dev) -> dict:

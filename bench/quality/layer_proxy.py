@@ -1,5 +1,6 @@
 """CPU proxy: is act-order an MLGPTQ gain or a GPTQ gain? Layer error of GPTQ-tweaked and MLGPTQ, each
-with and without act-order, under every task's own (adapter-on) Hessian.
+without act-order, with act-order (desc_act) and with act-order and static groups (-ao-static, the layout
+the serving kernels read), under every task's own (adapter-on) Hessian.
 
     PYTHONPATH=workers python bench/quality/layer_proxy.py --tasks boolq,csqa,nq_open,asdiv --calib-n 16 \
         --out bench/results/quality-2026-11-29-layer-proxy.json
@@ -81,9 +82,10 @@ def main() -> None:
     for bits in [int(b) for b in a.bits.split(",")]:
         cfgs = {"rtn": {g: rtn_batched(base[g], bits, a.group_size) for g in GROUPS}}
         for name, h in hs.items():
-            for ao in (False, True):
-                cfgs[f"{name}{'-ao' if ao else ''}"] = {
-                    g: gptq_batched(base[g], h[g], bits, a.group_size, act_order=ao)[0] for g in GROUPS
+            for suffix, ao, static in (("", False, False), ("-ao", True, False), ("-ao-static", True, True)):
+                cfgs[f"{name}{suffix}"] = {
+                    g: gptq_batched(base[g], h[g], bits, a.group_size, act_order=ao, static_groups=static)[0]
+                    for g in GROUPS
                 }
         for name, q in cfgs.items():
             errs = {t: sum(rel_err(base[g], q[g], held[t][g]) for g in GROUPS) / len(GROUPS) for t in tasks}

@@ -83,11 +83,27 @@ def hessian_for(method: str, seed: int, task: str | None, hs: HessianSet) -> dic
     return hs.aggregated[(how, seed)]
 
 
+ACT_ORDER = ("off", "static", "desc")
+
+
+def gptq_settings(method: str, act_order: str = "off") -> tuple[bool, bool, float]:
+    """(act_order, static_groups, percdamp) of a GPTQ-family row. act_order "static" / "desc" turns act-order
+    on for every row (gptq, gptq-task, mlgptq and its variants) with / without static groups; "off" keeps
+    each row's own setting (only mlgptq-ao: act-order without static groups)."""
+    if act_order not in ACT_ORDER:
+        raise ValueError(f"act_order must be one of {ACT_ORDER}, got {act_order!r}")
+    ao, damp = MLGPTQ_VARIANTS[method][1:] if method in MLGPTQ_VARIANTS else (False, 0.01)
+    if act_order == "off":
+        return ao, False, damp
+    return True, act_order == "static", damp
+
+
 def quantize_configs(
     base: dict[str, torch.Tensor], configs: list[tuple[str, int, int | None, str | None]], hs: HessianSet | None,
-    group_size: int, chunk: int = 16, log=print,
+    group_size: int, chunk: int = 16, log=print, act_order: str = "off",
 ) -> tuple[dict[tuple, dict[str, torch.Tensor]], dict[str, float]]:
-    """{config: {group: fake-quantized W [L, N, K]}} and timings. base: fused fp weights {group: [L, N, K]}."""
+    """{config: {group: fake-quantized W [L, N, K]}} and timings. base: fused fp weights {group: [L, N, K]}.
+    act_order: see gptq_settings."""
     out: dict[tuple, dict[str, torch.Tensor]] = {}
     times: dict[str, float] = {}
     for cfg in [c for c in configs if c[0] == "rtn"]:
@@ -98,9 +114,8 @@ def quantize_configs(
     data = [c for c in configs if c[0] != "rtn"]
     settings = {}
     for c in data:
-        ao, damp = MLGPTQ_VARIANTS[c[0]][1:] if c[0] in MLGPTQ_VARIANTS else (False, 0.01)
-        settings.setdefault((c[1], ao, damp), []).append(c)
-    for (bits, ao, damp), cfgs in settings.items():
+        settings.setdefault((c[1], *gptq_settings(c[0], act_order)), []).append(c)
+    for (bits, ao, static, damp), cfgs in settings.items():
         for i in range(0, len(cfgs), chunk):
             part = cfgs[i : i + chunk]
             t0 = time.time()
@@ -113,25 +128,30 @@ def quantize_configs(
                 n_l = w.shape[0]
                 wb = w.repeat(len(part), 1, 1)  # [C * L, N, K]
                 hb = torch.cat([h[g] for h in hsets])
-                res[g], _ = gptq_batched(wb, hb, bits, group_size, act_order=ao, percdamp=damp)
+                res[g], _ = gptq_batched(wb, hb, bits, group_size, act_order=ao, percdamp=damp,
+                                         static_groups=static)
                 res[g] = res[g].view(len(part), n_l, *w.shape[1:])
                 del wb, hb
             for j, c in enumerate(part):
                 out[c] = {g: res[g][j].clone() for g in GROUPS}
             del res
             _sync()
-            times[f"gptq {bits}-bit ao={ao} damp={damp} x{len(part)}"] = time.time() - t0
-            log(f"quantized {len(part)} configs ({bits}-bit, act_order={ao}, damp={damp}) in "
+            label = f"gptq {bits}-bit ao={ao}{' static' if static else ''} damp={damp} x{len(part)}"
+            times[label] = times.get(label, 0.0) + time.time() - t0
+            log(f"quantized {len(part)} configs ({bits}-bit, act_order={ao}, static={static}, damp={damp}) in "
                 f"{time.time() - t0:.1f}s (aggregation {t_agg:.1f}s)")
     return out, times
 
 
-def time_single(base: dict[str, torch.Tensor], h: dict[str, torch.Tensor], bits: int, group_size: int) -> float:
+def time_single(
+    base: dict[str, torch.Tensor], h: dict[str, torch.Tensor], bits: int, group_size: int, act_order: str = "off"
+) -> float:
     """Seconds to GPTQ one whole model (30 layers batched) for one Hessian set: one MLGPTQ checkpoint."""
+    ao, static, damp = gptq_settings("mlgptq", act_order)
     _sync()
     t0 = time.time()
     for g in GROUPS:
-        gptq_batched(base[g], h[g], bits, group_size)
+        gptq_batched(base[g], h[g], bits, group_size, act_order=ao, static_groups=static, percdamp=damp)
     _sync()
     return time.time() - t0
 

@@ -28,16 +28,21 @@ def _h(k: int, n: int, seed: int, dead: int | None = None) -> torch.Tensor:
     return 2 * x.t() @ x / n
 
 
-@pytest.mark.parametrize("sym,act_order,block", [(True, False, 16), (False, False, 16), (True, True, 16), (True, False, 32)])
-def test_gptq_batched_equals_gptq_quantize(sym: bool, act_order: bool, block: int) -> None:
+@pytest.mark.parametrize(
+    "sym,act_order,block,static",
+    [(True, False, 16, False), (False, False, 16, False), (True, True, 16, False), (True, False, 32, False),
+     (True, True, 16, True), (False, True, 32, True), (True, False, 16, True)],
+)
+def test_gptq_batched_equals_gptq_quantize(sym: bool, act_order: bool, block: int, static: bool) -> None:
     """block 32 > group 16: each group's grid comes from its own columns only (gptq.py once read the whole
-    rest of the block, a coarser grid for the first group of every block)."""
+    rest of the block, a coarser grid for the first group of every block). static: act-order with static
+    groups, the serving layout (g_idx = k // group_size)."""
     torch.manual_seed(0)
     k, n, bits, gs = 64, 24, 3, 16
     ws = torch.randn(3, n, k)
     hs = torch.stack([_h(k, 200, 1), _h(k, 200, 2, dead=5), _h(k, 90, 3)])
-    deq, _ = gptq_batched(ws, hs, bits, gs, sym=sym, act_order=act_order, blocksize=block)
-    spec = QuantSpec(bits=bits, group_size=gs, sym=sym, act_order=act_order, blocksize=block)
+    deq, _ = gptq_batched(ws, hs, bits, gs, sym=sym, act_order=act_order, blocksize=block, static_groups=static)
+    spec = QuantSpec(bits=bits, group_size=gs, sym=sym, act_order=act_order, blocksize=block, static_groups=static)
     for i in range(3):
         ref = gptq_quantize(ws[i], hs[i], spec).dequant
         assert torch.allclose(deq[i], ref, atol=1e-5), (i, (deq[i] - ref).abs().max())
@@ -51,6 +56,20 @@ def test_gptq_batched_ragged_last_group_beats_rtn() -> None:
     rtn = rtn_batched(w, 3, 16)
     assert ((x @ (w[0] - deq[0]).t()) ** 2).sum() < ((x @ (w[0] - rtn[0]).t()) ** 2).sum()
     assert len(torch.unique(deq[0, 0, 32:])) <= 8  # the 8-wide last group sits on one 3-bit grid
+
+
+def test_gptq_batched_static_act_order_ragged_groups() -> None:
+    """Act-order with static groups and a shorter last group (K = 40, g16): every original group stays on
+    one grid (at most 8 levels at 3 bits) although its columns are processed out of order."""
+    torch.manual_seed(2)
+    w, h = torch.randn(2, 16, 40), torch.stack([_h(40, 300, 5), _h(40, 300, 6)])
+    deq, _ = gptq_batched(w, h, 3, 16, blocksize=16, act_order=True, static_groups=True)
+    for b in range(2):
+        for g0 in (0, 16, 32):
+            assert all(len(torch.unique(deq[b, r, g0 : g0 + 16])) <= 8 for r in range(16))
+        rtn = rtn_batched(w[b : b + 1], 3, 16)[0]
+        x = torch.randn(300, 40) @ torch.linalg.cholesky(h[b] + 1e-3 * torch.eye(40)).t()
+        assert ((x @ (w[b] - deq[b]).t()) ** 2).sum() < ((x @ (w[b] - rtn).t()) ** 2).sum()
 
 
 def test_rtn_batched_equals_rtn_quantize() -> None:
