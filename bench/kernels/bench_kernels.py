@@ -260,11 +260,11 @@ def to_markdown(meta: dict, quant: list, lora: list, tune_log: dict | None = Non
                        f"{r['int4_kmajor_err']:.1e} |")  # fmt: skip
     if tune_log:
         out += ["", "## Fastest tuning time per kernel kind (same run; us; tuner: CUDA graph, L2 evicted before each call)", "",
-                "| shape | M | bits | gemv | mma | dequant+cuBLAS | tile (v2) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+                "| shape | M | bits | gemv | hgemv (half2) | mma | dequant+cuBLAS | tile (v2) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in quant:
             for bits in (4, 3):
                 b = _best_by_kind(tune_log, r["M"], r["N"], r["K"], bits)
-                cells = [f"{b[kd]:.1f}" if kd in b else "-" for kd in ("gemv", "mma", "dequant", "tile")]
+                cells = [f"{b[kd]:.1f}" if kd in b else "-" for kd in ("gemv", "hgemv", "mma", "dequant", "tile")]
                 out.append(f"| {r['shape']} | {r['M']} | {bits} | " + " | ".join(cells) + " |")
     if lora:
         out += ["", "## Multi-LoRA shrink+expand, K=N=4096, fp16 (times in us; naive = per-adapter torch loop)", "",

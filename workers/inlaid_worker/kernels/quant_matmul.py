@@ -2,6 +2,8 @@
 
 Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "gemv" (quant_gemv): CUDA-core FMAs with exact magic-number unpacking, for M <= 4, 4- and 3-bit;
+- "hgemv" (quant_hgemv): half2 dequantize + dot in inline PTX, 4-bit, fp16 x, M <= 16 (weights read once per
+  BLOCK_M rows);
 - "mma" (quant_mma): tensor cores with the weight as the A operand (y^T = W^T x^T), 4-bit, any M;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit at M > 4.
@@ -17,8 +19,9 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight, unpack_bitstream
-from .quant_common import group_zero, split_iters, store_tile, workspace
+from .quant_common import fence_flag, group_zero, split_iters, store_tile, workspace
 from .quant_gemv import launch_gemv
+from .quant_hgemv import launch_hgemv
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
 
@@ -57,7 +60,7 @@ def _qmm_kernel(
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn,
     stride_ym, stride_yn,
     BITS: tl.constexpr, GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
-    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, IS_BF16: tl.constexpr, USE_DOT: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr, IS_BF16: tl.constexpr, USE_DOT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -103,7 +106,7 @@ def _qmm_kernel(
     mask = mask_m[:, None] & mask_n[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, pid, SPLIT_K, USE_SPLIT)
+    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, pid, SPLIT_K, USE_SPLIT, FENCE)
 
 
 def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
@@ -123,7 +126,7 @@ def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tenso
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
         BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, FENCE=fence_flag(), IS_BF16=x2.dtype == torch.bfloat16,
         USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=stages,
     )  # fmt: skip
@@ -134,6 +137,9 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
     args = (cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, cfg.num_stages, y)
     if cfg.kind == "gemv":
         launch_gemv(x2, w, *args)
+    elif cfg.kind == "hgemv":
+        launch_hgemv(x2, w, *args)
+
     elif cfg.kind == "mma":
         launch_mma(x2, w, *args)
     elif cfg.kind == "dequant":

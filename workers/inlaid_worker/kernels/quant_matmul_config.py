@@ -26,7 +26,7 @@ class QMMConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
-    kind: str = "tile"  # "gemv" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
+    kind: str = "tile"  # "gemv" | "hgemv" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
 
 
 def m_bucket(m: int) -> int:
@@ -45,6 +45,22 @@ def _gemv(k: int, group: int, splits: tuple[int, ...]) -> list[QMMConfig]:
     bk = _block_k(k, group, 128)
     shapes = ((128, 4), (256, 8), (64, 2))  # (block_n, warps): 16 x 128 words per warp set, no spills
     return [QMMConfig(1, bn, bk, s, w, 1, False, "gemv") for bn, w in shapes for s in splits]
+
+
+HGEMV_SHAPES = ((128, 128, 4), (256, 128, 8), (64, 128, 2), (128, 64, 4))  # (block_n, block_k, warps): no spills
+# (K tiles per program, stages): 1 stage = register double buffer (1 tile per program: no buffer at all);
+# 3-4 stages = Triton's cp.async pipeline, worth it only with several tiles per program
+HGEMV_PLANS = ((1, 1), (2, 1), (3, 1), (4, 1), (6, 1), (8, 1), (4, 3), (6, 3), (8, 3), (16, 3), (8, 4), (16, 4))
+
+
+def _hgemv(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """Half2 GEMV (quant_hgemv), one program per block_m rows; block_m 8 also serves M = 9..16 (two row blocks)."""
+    bm = min(mb, 8)
+    out = []
+    for bn, want_k, warps in HGEMV_SHAPES if bm <= 4 else ((128, 64, 4), (64, 64, 2)):
+        bk = _block_k(k, group, want_k)
+        out += [QMMConfig(bm, bn, bk, triton.cdiv(k // bk, it), warps, st, False, "hgemv") for it, st in HGEMV_PLANS]
+    return out
 
 
 def _mma(bm: int, k: int, group: int, shapes: tuple, splits: tuple[int, ...]) -> list[QMMConfig]:
@@ -72,8 +88,16 @@ def _tile(m: int, n: int, k: int, group: int) -> list[QMMConfig]:
 DEQUANT = QMMConfig(0, 0, 0, 1, 0, 0, False, "dequant")
 
 
-def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4) -> list[QMMConfig]:
+def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
+                      dtype: torch.dtype = torch.float16) -> list[QMMConfig]:  # fmt: skip
     """Ordered candidates (the first is the untuned default) for an [m, k] x [k, n] product."""
+    mb = m_bucket(m)
+    extra = _hgemv(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 16 else []
+    return _base_candidates(m, n, k, group, bits) + extra
+
+
+def _base_candidates(m: int, n: int, k: int, group: int, bits: int) -> list[QMMConfig]:
+    """The v3 kernels' candidates (gemv, mma, tile, dequant)."""
     mb = m_bucket(m)
     small = ((128, 4, 3), (64, 4, 4))  # (block_n, warps, stages) of the MMA kernel at M <= 32
     if mb <= 4:
@@ -162,7 +186,7 @@ def pick_config(
     if best is not None:  # the hot path: one dict lookup per call once a shape is tuned
         LAST_PICK[0] = best
         return best
-    cands = candidate_configs(m, w.out_features, k, w.group_size, w.bits)
+    cands = candidate_configs(m, w.out_features, k, w.group_size, w.bits, x2.dtype)
     if key is None or len(cands) == 1 or m * w.out_features * k < 2**22:  # tiny: tuning costs more
         return cands[0]
     if torch.cuda.is_current_stream_capturing():  # an untuned shape met inside someone's graph capture
@@ -176,7 +200,7 @@ def pick_config(
                 print(f"quant_matmul: rejected {c}: output disagrees with the dequantized reference"[:300])
                 continue
             times.append((t, c))
-        except (triton.runtime.errors.OutOfResources, RuntimeError) as exc:  # e.g. shared memory
+        except Exception as exc:  # noqa: BLE001 - e.g. shared memory, or a kernel that refuses this weight
             TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -1.0))
             print(f"quant_matmul: skipped {c}: {exc!r}"[:300])
             continue

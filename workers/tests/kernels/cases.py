@@ -52,7 +52,18 @@ QMM_CASES["qmm-b4-mma-m1"] = dict(bits=4, sym=False, act=False, m=1, kind="mma",
 QMM_CASES["qmm-b4-mma-act-m5"] = dict(bits=4, sym=False, act=True, m=5, kind="mma")
 QMM_CASES["qmm-b4-mma-full-dequant-m70"] = dict(bits=4, sym=True, act=True, m=70, n=72, kind="mma", split=2)
 QMM_CASES["qmm-b4-mma-bf16-m16"] = dict(bits=4, sym=False, act=True, m=16, kind="mma", dtype="bf16")
-
+for _case, _p in {  # the half2 GEMV (4-bit, fp16 x): PTX on CUDA, the same bit steps as Triton ops on the CPU
+    "sym-m1": dict(sym=True, act=False, m=1),
+    "asym-m1-split2": dict(sym=False, act=False, m=1, split=2),
+    "asym-act-m3": dict(sym=False, act=True, m=3),
+    "asym-oddN-m2": dict(sym=False, act=False, m=2, n=51),
+    "v2-g64-m4": dict(sym=False, act=False, m=4, fmt="gptq_v2", g=64),
+    "perchannel-m1": dict(sym=True, act=False, m=1, g=-1),
+    "m13-split4": dict(sym=False, act=False, m=13, k=512, n=72, split=4),
+    "kmajor-m5": dict(sym=False, act=False, m=5, kmajor=True),
+    "pipelined-m2": dict(sym=False, act=True, m=2, k=1024, stages=3, split=2),
+}.items():
+    QMM_CASES[f"qmm-b4-hgemv-{_case}"] = dict(bits=4, kind="hgemv", **_p)
 LORA_CASES: dict[str, dict[str, Any]] = {
     "lora-bgmv-decode": dict(t=9, block_m=1),
     "lora-sgmv-prefill": dict(t=50, block_m=16),
@@ -108,6 +119,8 @@ def run_qmm(p: dict[str, Any], device: str) -> dict[str, Any]:
     cfg = cands[0] if "kind" in p else None
     if "split" in p:
         cfg = dataclasses.replace(cands[0], split_k=p["split"])
+    if "stages" in p:
+        cfg = dataclasses.replace(cfg or cands[0], num_stages=p["stages"])
     y = quant_matmul(x, w, cfg)
     y2 = quant_matmul(x, w, cfg)  # workspace must come back clean: same answer twice
     ref = quant_matmul_reference(x, raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], bits, w.zero_offset)

@@ -133,3 +133,18 @@ def test_tuner_never_picks_a_rejected_candidate() -> None:
     qc._TUNED.clear()
     cfg = qc.pick_config(x, w, lambda c: None, lambda c: c.kind == "dequant")
     assert cfg.kind == "dequant"
+
+
+def test_half2_gemv_is_offered_only_for_4bit_fp16_small_m() -> None:
+    """The half2 GEMV (inline PTX on fp16 pairs) is a tuning candidate only where it is defined."""
+    from inlaid_worker.kernels.quant_matmul_config import candidate_configs
+
+    def kinds(m: int, bits: int, dtype: torch.dtype) -> set[str]:
+        return {c.kind for c in candidate_configs(m, 11008, 4096, 128, bits, dtype)}
+
+    assert "hgemv" in kinds(1, 4, torch.float16) and "hgemv" in kinds(16, 4, torch.float16)
+    assert "hgemv" not in kinds(1, 4, torch.bfloat16)
+    assert "hgemv" not in kinds(1, 3, torch.float16)
+    assert "hgemv" not in kinds(32, 4, torch.float16)
+    first = candidate_configs(1, 11008, 4096, 128, 4)[0]
+    assert first.kind == "gemv", "the untuned default (CPU, graph capture) stays the v3 GEMV"

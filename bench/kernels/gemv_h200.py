@@ -1,0 +1,270 @@
+"""Small-M (1..16) int4 GEMV on one CUDA GPU: the v3 kernels vs the half2 GEMV (quant_hgemv) vs bf16 cuBLAS
+and torch's tinygemm, plus a correctness guard sweep. Random weights (speed does not depend on values).
+
+Subcommands (bench/kernels/gemv_h200.sh runs them in one device call):
+  guard --shard i --shards n   correctness only (parallel processes; also warms Triton's cache): for each case
+                               (7B shape, M, bits, sym) the autotuned quant_matmul's pick and every candidate's
+                               relative error against an fp32 product of the dequantized weight; plus the
+                               int4 M=4 4096x11008 diagnosis (MMA kernel, split-K epilogue with/without the fence).
+  bench                        timing, alone on the GPU: CUDA graphs over rotating weight copies (> 3x L2).
+  report                       JSON + markdown from the two.
+Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/gemv_h200.py {guard,bench,report} --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import torch
+import triton
+from bench_kernels import copies, copy_bandwidth, gptq_bytes, time_rotated, tinygemm_fns
+from inlaid_worker.kernels import quant_common, quant_matmul_config
+from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
+from inlaid_worker.kernels.quant_matmul import dequantize_gptq, launch_quant_matmul, quant_matmul
+from inlaid_worker.kernels.quant_matmul_config import QMMConfig, candidate_configs
+
+SHAPES = {"7B qkvo 4096x4096": (4096, 4096), "7B up 4096x11008": (4096, 11008), "7B down 11008x4096": (11008, 4096)}
+if os.environ.get("GEMV_TINY"):  # a CPU dry run of the guard under TRITON_INTERPRET (catches typos, not speed)
+    SHAPES = {"tiny 256x72": (256, 72)}
+DEVICE = os.environ.get("GEMV_DEVICE", "cuda")
+MS = (1, 2, 4, 8, 16) if not os.environ.get("GEMV_TINY") else (1, 4, 16)
+TOL = 1e-2  # the tuner's guard (quant_matmul_config.agrees)
+
+
+def make_weight(k: int, n: int, bits: int, sym: bool) -> GPTQWeight:
+    """Random GPTQ weight (v1 checkpoint: stored zero = zero - 1), g128, no act-order."""
+    g = 128
+    qw = torch.randint(-(2**31), 2**31 - 1, (k * bits // 32, n), dtype=torch.int32, device=DEVICE)
+    zeros = torch.full((k // g, n), 2 ** (bits - 1)) if sym else torch.randint(1, 2**bits, (k // g, n))
+    qz = pack_bitstream(zeros - 1, bits, dim=1).to(DEVICE)
+    sc = (torch.rand(k // g, n, device=DEVICE) * 0.01 + 0.001).half()
+    return GPTQWeight(qw, qz, sc, None, bits, g, sym, 1, k, n)
+
+
+def reference(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
+    groups = (torch.arange(w.in_features, device=x.device) // w.group_size).int()
+    return x.float() @ dequantize_gptq(w.qweight, w.qzeros, w.scales, groups, w.bits, w.zero_offset)
+
+
+def rel(y: torch.Tensor, ref: torch.Tensor) -> float:
+    e = float((y.float() - ref).norm() / ref.norm())
+    return e if e == e else float("inf")
+
+
+def run_cfg(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> torch.Tensor:
+    y = torch.empty(x.shape[0], w.out_features, dtype=x.dtype, device=x.device)
+    launch_quant_matmul(x, w, cfg, y)
+    return y
+
+
+def guard_case(name: str, k: int, n: int, m: int, bits: int, sym: bool) -> dict:
+    torch.manual_seed(zlib.crc32(f"{name}/{m}/{bits}/{sym}".encode()))
+    w = make_weight(k, n, bits, sym)
+    x = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
+    ref = reference(x, w)
+    quant_matmul_config._TUNED.clear()
+    y = quant_matmul(x, w)
+    pick = quant_matmul_config.LAST_PICK[0]
+    errs = {}
+    for c in candidate_configs(m, n, k, w.group_size, bits, x.dtype):
+        try:
+            errs[str(c)] = rel(run_cfg(x, w, c), ref)
+        except Exception as exc:  # noqa: BLE001 - reported
+            errs[str(c)] = f"error {exc!r}"[:200]
+    numeric = {c: e for c, e in errs.items() if isinstance(e, float)}
+    bad = sorted(c for c, e in numeric.items() if e > TOL)
+    clean = all(bool((ws == 0).all()) and bool((cnt == 0).all()) for ws, cnt in quant_common._WORKSPACES.values())
+    return dict(shape=name, K=k, N=n, M=m, bits=bits, sym=sym, pick=str(pick), pick_err=rel(y, ref),
+                pick_is_bad=str(pick) in bad, max_candidate_err=max(numeric.values()), bad_candidates=bad,
+                ws_clean=clean, candidate_errs=errs)  # fmt: skip
+
+
+def m4_diagnosis() -> list[dict]:
+    """The int4 M=4 4096x11008 MMA error: each MMA candidate, split-K epilogue with and without the fence."""
+    rows = []
+    k, n = list(SHAPES.values())[-2] if len(SHAPES) > 1 else list(SHAPES.values())[0]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        w = make_weight(k, n, 4, False)
+        x = torch.randn(4, k, device=DEVICE, dtype=torch.float16)
+        ref = reference(x, w)
+        for c in [c for c in candidate_configs(4, n, k, 128, 4) if c.kind == "mma"] + [
+            QMMConfig(16, 128, 128, 1, 4, 3, True, "mma")
+        ]:
+            for fence in (False, True):
+                quant_common.EPILOGUE_FENCE[0] = fence
+                errs = [rel(run_cfg(x, w, c), ref) for _ in range(3)]
+                rows.append(dict(seed=seed, cfg=str(c), fence=fence, errs=errs))
+        quant_common.EPILOGUE_FENCE[0] = True
+    return rows
+
+
+def guard(out: Path, shard: int, shards: int) -> None:
+    # a shard takes whole (bits, sym, M) groups: the three shapes of a group share compiled kernels
+    groups = [(bits, sym, m) for bits in (4, 3) for sym in (False, True) for m in MS]
+    mine = [(name, k, n, m, bits, sym) for bits, sym, m in groups[shard::shards] for name, (k, n) in SHAPES.items()]
+    path = out / f"guard-{shard}.jsonl"
+    with path.open("w") as f:
+        if shard == 0:
+            t0 = time.time()
+            f.write(json.dumps(dict(m4_diagnosis=m4_diagnosis())) + "\n")
+            f.flush()
+            print(f"[guard 0] m4 diagnosis {time.time() - t0:.0f} s", flush=True)
+        for case in mine:
+            t0 = time.time()
+            row = guard_case(*case)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            print(f"[guard {shard}] {case} pick={row['pick'].split('kind=')[-1]} err={row['pick_err']:.1e} "
+                  f"bad={len(row['bad_candidates'])} {time.time() - t0:.1f}s", flush=True)  # fmt: skip
+
+
+def _best(log: list, pred) -> tuple[str, float] | None:
+    cands = [(c, t) for c, t in log if t > 0 and pred(c)]
+    return min(cands, key=lambda ct: ct[1]) if cands else None
+
+
+def bench(out: Path) -> None:
+    meta = dict(date=dt.date.today().isoformat(), device=torch.cuda.get_device_name(), torch=torch.__version__,
+                triton=triton.__version__, copy_GBps=copy_bandwidth() / 1e9)  # fmt: skip
+    print(f"copy bandwidth {meta['copy_GBps']:.0f} GB/s", flush=True)
+    rows = []
+    for name, (k, n) in SHAPES.items():
+        w_bf16 = [torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16) for _ in range(copies(k * n * 2))]
+        tg = tinygemm_fns(k, n, copies(k * n / 2))
+        ws = [make_weight(k, n, 4, False) for _ in range(copies(k * n / 2))]
+        nbytes = gptq_bytes(ws[0])
+        for m in MS:
+            t0 = time.time()
+            x16 = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
+            xb = x16.to(torch.bfloat16)
+            ref = reference(x16, ws[0])
+            row: dict = dict(shape=name, K=k, N=n, M=m, MB=nbytes / 1e6)
+            row["bf16_us"] = time_rotated([lambda w=w: xb @ w for w in w_bf16])
+            row["tinygemm_us"] = time_rotated([lambda f=f: f(xb) for f in tg]) if tg else None
+            quant_matmul_config._TUNED.clear()
+            y = quant_matmul(x16, ws[0])  # tunes: every candidate timed (cold L2, graph) and checked
+            pick = quant_matmul_config.LAST_PICK[0]
+            log = quant_matmul_config.TUNE_LOG.get(str(quant_matmul_config._key(x16, ws[0])[2:]), [])
+            row["tune_log"] = log
+            row["pick"] = str(pick)
+            row["pick_err"] = rel(y, ref)
+            row["pick_us"] = time_rotated([lambda w=w: quant_matmul(x16, w) for w in ws])
+            for label, pred in (("old", lambda c: "kind='hgemv'" not in c), ("new", lambda c: "kind='hgemv'" in c)):
+                best = _best(log, pred)
+                if best is None:
+                    continue
+                cfg = eval(best[0], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
+                row[f"{label}_cfg"] = best[0]
+                row[f"{label}_err"] = rel(run_cfg(x16, ws[0], cfg), ref)
+                row[f"{label}_us"] = time_rotated([lambda w=w, c=cfg: quant_matmul(x16, w, c) for w in ws])
+            for key in ("pick", "old", "new"):
+                if f"{key}_us" in row:
+                    row[f"{key}_pct_copy"] = 100 * nbytes / (row[f"{key}_us"] * 1e-6) / (meta["copy_GBps"] * 1e9)
+                    row[f"{key}_vs_bf16"] = row["bf16_us"] / row[f"{key}_us"]
+            rows.append(row)
+            print(json.dumps({a: (round(v, 3) if isinstance(v, float) else v) for a, v in row.items() if a != "tune_log"}),
+                  f"{time.time() - t0:.1f}s", flush=True)  # fmt: skip
+            (out / "bench.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        del w_bf16, tg, ws
+        torch.cuda.empty_cache()
+
+
+def _kind(cfg: str | None) -> str:
+    return cfg.split("kind='")[1].split("'")[0] if cfg and "kind='" in cfg else "-"
+
+
+def _short(cfg: str | None) -> str:
+    if not cfg:
+        return "-"
+    c = eval(cfg, {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
+    if c is None:
+        return "untuned default"
+    return f"{c.kind} m{c.block_m} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps}"
+
+
+def report(out: Path, dest: Path, command: str, stem: str) -> None:
+    b = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else dict(meta={}, rows=[])
+    guard_rows, diag = [], []
+    for p in sorted(out.glob("guard-*.jsonl")):
+        for line in p.read_text().splitlines():
+            d = json.loads(line)
+            if "m4_diagnosis" in d:
+                diag = d["m4_diagnosis"]
+            else:
+                guard_rows.append(d)
+    meta = dict(b["meta"], command=command)
+    bw = meta.get("copy_GBps", 0)
+    md = [f"# Small-M int4 GEMV: v3 kernels vs half2 GEMV (quant_hgemv), {meta.get('date', '')}", "",
+          f"- command: `{command}`", f"- device: {meta.get('device')}; torch {meta.get('torch')}, triton {meta.get('triton')}",
+          f"- measured copy bandwidth {bw:.0f} GB/s", "",
+          "Kernel times in us (CUDA graph over rotating weight copies, > 3x L2; events). % copy = packed weight + scale + "
+          "zero bytes / time / copy bandwidth. old = best v3 kernel (gemv/mma/tile/dequant) by the tuner's own timing, "
+          "new = best half2 GEMV config, pick = what the autotuned quant_matmul chose (guard on). fp16 x, g128, asymmetric.",
+          "", "| shape | M | bf16 cuBLAS | tinygemm | old | old %copy | old vs bf16 | new | new %copy | new vs bf16 | "
+          "pick (kind) | pick vs bf16 | pick rel err | new config |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in b["rows"]:
+        def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
+            return fmt.format(r[key]) if r.get(key) is not None else "-"
+
+        md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('old_us')} | {f('old_pct_copy', '{:.0f}%')} | "
+                  f"{f('old_vs_bf16', '{:.2f}x')} | {f('new_us')} | {f('new_pct_copy', '{:.0f}%')} | {f('new_vs_bf16', '{:.2f}x')} | "
+                  f"{f('pick_us')} ({_kind(r.get('pick'))}) | {f('pick_vs_bf16', '{:.2f}x')} | {f('pick_err', '{:.1e}')} | "
+                  f"{_short(r.get('new_cfg'))} |")  # fmt: skip
+    md += ["", f"## Guard sweep (autotuned quant_matmul vs fp32 dequantized reference; tolerance {TOL})", "",
+           "| shape | M | bits | sym | pick | pick rel err | max candidate err | candidates > tol | pick among them | ws clean |",
+           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for g in sorted(guard_rows, key=lambda g: (g["bits"], g["sym"], g["shape"], g["M"])):
+        md.append(f"| {g['shape']} | {g['M']} | {g['bits']} | {g['sym']} | {_short(g['pick'])} | {g['pick_err']:.1e} | "
+                  f"{g['max_candidate_err']:.1e} | {len(g['bad_candidates'])} | {g['pick_is_bad']} | {g['ws_clean']} |")  # fmt: skip
+    if guard_rows:
+        worst = max(g["pick_err"] for g in guard_rows)
+        md += ["", f"Worst picked error over {len(guard_rows)} cases: {worst:.1e}; picks above tolerance: "
+               f"{sum(g['pick_err'] > TOL for g in guard_rows)}. Candidates above tolerance anywhere: "
+               + (", ".join(sorted({f'{_short(c)} ({g["shape"]}, M={g["M"]}, int{g["bits"]})' for g in guard_rows
+                                    for c in g["bad_candidates"]})) or "none")]  # fmt: skip
+    if diag:
+        md += ["", "## int4 M=4 4096x11008 diagnosis (MMA kernel; 3 seeds x 3 repeats; max rel err)", "",
+               "| config | epilogue fence | max rel err |", "|---|---|---|"]
+        agg: dict[tuple[str, bool], float] = {}
+        for d in diag:
+            key = (d["cfg"], d["fence"])
+            agg[key] = max(agg.get(key, 0.0), *d["errs"])
+        for (cfg, fence), e in sorted(agg.items()):
+            md.append(f"| {_short(cfg)} | {fence} | {e:.1e} |")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
+    (dest / f"{stem}.json").write_text(json.dumps(dict(meta=meta, bench=b["rows"], guard=guard_rows, m4_diagnosis=diag),
+                                                 indent=1))  # fmt: skip
+    print("\n".join(md))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["guard", "bench", "report"])
+    ap.add_argument("--out", type=Path, required=True, help="work folder (guard shards, bench.json)")
+    ap.add_argument("--dest", type=Path, default=None, help="report: where the JSON and markdown go (default --out)")
+    ap.add_argument("--shard", type=int, default=0)
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--command", default="bash bench/kernels/gemv_h200.sh")
+    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-v4")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "guard":
+        guard(args.out, args.shard, args.shards)
+    elif args.what == "bench":
+        bench(args.out)
+    else:
+        report(args.out, args.dest or args.out, args.command, args.stem)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One device call for the small-M int4 GEMV work (issue 4): kernel tests on the GPU and the guard sweep run
+# in parallel first (correctness only; they also fill Triton's cache), then the timing runs alone, then the
+# report (JSON + markdown) goes to $OUT. Usage on the device: bash bench/kernels/gemv_h200.sh  (OUT set there)
+set -o pipefail
+OUT=${OUT:-/tmp/gemv-out}
+WORK=/tmp/gemv-work
+mkdir -p "$OUT" "$WORK"
+export PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+SHARDS=${SHARDS:-8}
+{
+  date -u
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  t0=$(date +%s)
+  timeout "${TEST_S:-150}" python3 -m pytest workers/tests/kernels/test_quant_matmul.py -q -x -n 4 -p no:cacheprovider \
+    >"$OUT/tests.log" 2>&1 &
+  for i in $(seq 0 $((SHARDS - 1))); do
+    timeout "${GUARD_S:-150}" python3 bench/kernels/gemv_h200.py guard --out "$WORK" --shard "$i" --shards "$SHARDS" &
+  done
+  wait
+  echo "phase 1 (tests + guard) $(( $(date +%s) - t0 )) s"; tail -n 5 "$OUT/tests.log"
+  t1=$(date +%s)
+  timeout "${BENCH_S:-140}" python3 bench/kernels/gemv_h200.py bench --out "$WORK"
+  echo "phase 2 (timing) $(( $(date +%s) - t1 )) s"
+  python3 bench/kernels/gemv_h200.py report --out "$WORK" --dest "$OUT" --command "bash bench/kernels/gemv_h200.sh"
+  date -u
+} 2>&1 | tee "$OUT/log.txt"

@@ -1,0 +1,331 @@
+"""Half2 GEMV for 4-bit GPTQ weights, M = 1..16 rows, fp16 activations, standard layout (no repacking).
+
+Why: at M <= 16 the product is a stream of 4-bit words, and the old fp32 GEMV spends ~6 instructions per
+weight (SASS count), which keeps it issue bound at ~3x the DRAM time. Here one packed word (8 weights)
+costs 9 instructions to dequantize and 7 per row of x to use, all in half2:
+
+    a0 = lop3(w, 0x000f000f, 0x64006400)       # fp16 pair (1024 + q0, 1024 + q4), exact
+    a1 = lop3(w, 0x00f000f0, 0x64006400)       # (1024 + 16 q1, 1024 + 16 q5)
+    a2, a3: the same on w >> 8                 # (q2, q6), (q3, q7)
+    t0 = a0 * 2^-8  - (4    + z/256)           # (q - z) / 256, exact (HFMA2)
+    t1 = a1 * 2^-12 - (0.25 + z/256)           # (q - z) / 256, exact
+    p  = t0*x04 + t1*x15 + t2*x26 + t3*x37     # 4 HFMA2: two fp16 sums of 4 products
+    acc += float(p.lo + p.hi) * s              # HADD2, convert, FFMA into fp32 (x 256 once, at the end)
+
+x04 = (x[k], x[k+4]) etc. are built once per word row and shared by all the columns a thread holds. The
+2^-8 pre-scale makes fp16 overflow impossible (|q - z| <= 16: |sum of 8 products| <= 65504/2) and
+the fp16 sums are only 8 terms long before they go to fp32 (relative error ~2e-4, below fp16 output
+rounding). The weight tile is read once for all BLOCK_M rows of x (the old GEMV re-read it per row).
+Layout: every tensor is 3D [BLOCK_M, R, BLOCK_N] and x, scales and zeros are loaded through PTX, so the
+only Triton load (the words, 16 bytes per thread) sets the register layout and nothing is converted.
+
+The PTX path runs on CUDA; under TRITON_INTERPRET the same bit-level steps (pairs, magic constants,
+zero constants) run as Triton integer/float ops in fp32, so the CPU tests check the plumbing.
+Split-K partials meet in the shared self-cleaning epilogue (quant_common.store_tile).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .gptq_packing import GPTQWeight
+from .quant_common import fence_flag, split_iters, store_tile, workspace
+
+_DEQ_PTX = tl.constexpr("""
+{
+.reg .b32 w2, m0, m1, k0, k1;
+mov.b32 m0, 0x000f000f;
+mov.b32 m1, 0x00f000f0;
+lop3.b32 $0, $4, m0, 0x64006400, 0xea;
+lop3.b32 $1, $4, m1, 0x64006400, 0xea;
+shr.u32 w2, $4, 8;
+lop3.b32 $2, w2, m0, 0x64006400, 0xea;
+lop3.b32 $3, w2, m1, 0x64006400, 0xea;
+mov.b32 k0, 0x1c001c00;
+mov.b32 k1, 0x0c000c00;
+fma.rn.f16x2 $0, $0, k0, $5;
+fma.rn.f16x2 $1, $1, k1, $6;
+fma.rn.f16x2 $2, $2, k0, $5;
+fma.rn.f16x2 $3, $3, k1, $6;
+}
+""")
+
+_DOT_PTX = tl.constexpr("""
+{
+.reg .b32 p;
+.reg .f16 h0, h1;
+.reg .f32 f;
+mul.rn.f16x2 p, $1, $5;
+fma.rn.f16x2 p, $2, $6, p;
+fma.rn.f16x2 p, $3, $7, p;
+fma.rn.f16x2 p, $4, $8, p;
+mov.b32 {h0, h1}, p;
+add.rn.f16 h0, h0, h1;
+cvt.f32.f16 f, h0;
+fma.rn.f32 $0, f, $9, $10;
+}
+""")
+
+_LD32_PTX = tl.constexpr("""
+{
+.reg .pred p;
+setp.ne.b32 p, $2, 0;
+@p ld.global.b32 $0, [$1];
+@!p mov.b32 $0, 0;
+}
+""")
+
+_LD16_PTX = tl.constexpr("""
+{
+.reg .pred p;
+setp.ne.b32 p, $2, 0;
+@p ld.global.b16 $0, [$1];
+@!p mov.b16 $0, 0;
+}
+""")
+
+_XLOAD_PTX = tl.constexpr("""
+{
+.reg .pred p;
+.reg .b32 a, b, c, d;
+setp.ne.b32 p, $5, 0;
+mov.b32 a, 0;
+mov.b32 b, 0;
+mov.b32 c, 0;
+mov.b32 d, 0;
+@p ld.global.v4.b32 {a, b, c, d}, [$4];
+prmt.b32 $0, a, c, 0x5410;
+prmt.b32 $1, a, c, 0x7632;
+prmt.b32 $2, b, d, 0x5410;
+prmt.b32 $3, b, d, 0x7632;
+}
+""")
+
+@triton.jit
+def _lo_f32(v):
+    """float of the low fp16 half of an int32 word."""
+    return (v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _hi_f32(v):
+    """float of the high fp16 half of an int32 word."""
+    return ((v >> 16) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _pairs(lo, hi):
+    """(lo.x, hi.x) and (lo.y, hi.y) of two half2 words (what prmt 0x5410 and 0x7632 give)."""
+    return (lo & 0xFFFF) | (hi << 16), ((lo >> 16) & 0xFFFF) | (hi & -65536)
+
+
+@triton.jit
+def _x_at(x16, perm_ptr, kr, j: tl.constexpr, mask, k_ok):
+    """fp16 bits of x[m, perm[kr + j]] as int32 in [0, 65536)."""
+    kk = tl.load(perm_ptr + kr + j, mask=k_ok, other=0)
+    return tl.load(x16 + kk, mask=mask, other=0).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _x_words(x_ptr, perm_ptr, m_offs, m_ok, kr, k_ok, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr):
+    """For word rows starting at K index kr ([BM, R] int32): the half2 pairs (x[k], x[k+4]) for k = kr..kr+3."""
+    mask = m_ok & k_ok
+    if HAS_PERM:  # gather 8 fp16 values through perm and pair them
+        x16 = x_ptr.to(tl.pointer_type(tl.int16), bitcast=True) + m_offs * stride_xm
+        x04 = _x_at(x16, perm_ptr, kr, 0, mask, k_ok) | (_x_at(x16, perm_ptr, kr, 4, mask, k_ok) << 16)
+        x15 = _x_at(x16, perm_ptr, kr, 1, mask, k_ok) | (_x_at(x16, perm_ptr, kr, 5, mask, k_ok) << 16)
+        x26 = _x_at(x16, perm_ptr, kr, 2, mask, k_ok) | (_x_at(x16, perm_ptr, kr, 6, mask, k_ok) << 16)
+        x37 = _x_at(x16, perm_ptr, kr, 3, mask, k_ok) | (_x_at(x16, perm_ptr, kr, 7, mask, k_ok) << 16)
+    elif USE_ASM:  # one 16-byte load (x0..x7) per word row, re-paired with prmt; an asm load is no layout
+        # anchor, so it runs in the word tile's layout (each thread loads only its own rows)
+        x32 = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + m_offs * (stride_xm // 2) + kr // 2
+        x04, x15, x26, x37 = tl.inline_asm_elementwise(_XLOAD_PTX, "=r,=r,=r,=r,l,r", [x32, mask.to(tl.int32)],
+                                                       dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
+                                                       is_pure=True, pack=1)  # fmt: skip
+    else:  # natural pairs (x0,x1) (x2,x3) (x4,x5) (x6,x7), re-paired as prmt 0x5410 / 0x7632 would
+        x32 = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + m_offs * (stride_xm // 2) + kr // 2
+        xa = tl.load(x32, mask=mask, other=0)
+        xb = tl.load(x32 + 1, mask=mask, other=0)
+        xc = tl.load(x32 + 2, mask=mask, other=0)
+        xd = tl.load(x32 + 3, mask=mask, other=0)
+        x04, x15 = _pairs(xa, xc)
+        x26, x37 = _pairs(xb, xd)
+    return x04, x15, x26, x37
+
+
+@triton.jit
+def _dequant(w, c0, c1, USE_ASM: tl.constexpr):
+    """(q - z) / 256 of the 8 fields of each word as 4 half2 words: fields (0,4), (1,5), (2,6), (3,7)."""
+    if USE_ASM:
+        t0, t1, t2, t3 = tl.inline_asm_elementwise(_DEQ_PTX, "=&r,=&r,=&r,=&r,r,r,r", [w, c0, c1],
+                                                   dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True,
+                                                   pack=1)  # fmt: skip
+    else:  # the same bit-level steps; each half2 is returned as two fp32 values packed back to fp16 bits
+        w2 = (w >> 8) & 0x00FFFFFF
+        t0 = _fma_half2((w & 0x000F000F) | 0x64006400, 0.00390625, c0)
+        t1 = _fma_half2((w & 0x00F000F0) | 0x64006400, 0.000244140625, c1)
+        t2 = _fma_half2((w2 & 0x000F000F) | 0x64006400, 0.00390625, c0)
+        t3 = _fma_half2((w2 & 0x00F000F0) | 0x64006400, 0.000244140625, c1)
+    return t0, t1, t2, t3
+
+
+@triton.jit
+def _fma_half2(a, k, c):
+    """half2 a * k + c (c: half2 word), exact here; result as a half2 word."""
+    lo = _lo_f32(a) * k + _lo_f32(c)
+    hi = _hi_f32(a) * k + _hi_f32(c)
+    lo16 = lo.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    hi16 = hi.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return lo16 | (hi16 << 16)
+
+
+@triton.jit
+def _dot(t0, t1, t2, t3, x04, x15, x26, x37, s, acc, USE_ASM: tl.constexpr):
+    """acc + s * (t . x) over the 8 fields (4 half2 products, two fp16 sums of 4, then fp32)."""
+    if USE_ASM:
+        out = tl.inline_asm_elementwise(_DOT_PTX, "=f,r,r,r,r,r,r,r,r,f,f", [t0, t1, t2, t3, x04, x15, x26, x37, s, acc],
+                                        dtype=tl.float32, is_pure=True, pack=1)  # fmt: skip
+    else:
+        p = _lo_f32(t0) * _lo_f32(x04) + _hi_f32(t0) * _hi_f32(x04) + _lo_f32(t1) * _lo_f32(x15)
+        p += _hi_f32(t1) * _hi_f32(x15) + _lo_f32(t2) * _lo_f32(x26) + _hi_f32(t2) * _hi_f32(x26)
+        p += _lo_f32(t3) * _lo_f32(x37) + _hi_f32(t3) * _hi_f32(x37)
+        out = acc + p * s
+    return out
+
+
+@triton.jit
+def _load_small(ptrs, mask, USE_ASM: tl.constexpr):
+    """tl.load(ptrs, mask, other=0) for the per-column scale and zero vectors. On CUDA through PTX: a
+    Triton load would be a layout anchor with one column per thread and pull the whole tile into it."""
+    if USE_ASM:
+        if ptrs.dtype.element_ty == tl.float16:
+            v = tl.inline_asm_elementwise(_LD16_PTX, "=h,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.float16,
+                                          is_pure=True, pack=1)  # fmt: skip
+        else:
+            v = tl.inline_asm_elementwise(_LD32_PTX, "=r,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.int32,
+                                          is_pure=True, pack=1)  # fmt: skip
+    else:
+        v = tl.load(ptrs, mask=mask, other=0)
+    return v
+
+
+@triton.jit
+def _zero4(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, USE_ASM: tl.constexpr):
+    """Stored 4-bit zero points of group g for columns offs_n, as int32 (8 per word along N)."""
+    word = _load_small(qz_ptr + g * stride_zg + (offs_n // 8) * stride_zn, mask_n, USE_ASM)
+    return (word >> ((offs_n % 8) * 4)) & 0xF
+
+
+@triton.jit
+def _tile(acc, w, kt, k_ok, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n, offs_r,
+          stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+          GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
+          USE_ASM: tl.constexpr):  # fmt: skip
+    """acc + the products of one [BLOCK_K, BLOCK_N] weight tile (words w, rows from kt) with BLOCK_M rows of x."""
+    k0 = tl.where(k_ok, kt, 0)
+    g = k0 // GROUP
+    s = _load_small(sc_ptr + g * stride_sg + offs_n * stride_sn, mask_n, USE_ASM).to(tl.float32)
+    # zero constants as half2 bit patterns: fp16(-(4 + z/256)) = 0xC400 + z, fp16(-(0.25 + z/256)) = 0xB400 + 16 z
+    if SYM:
+        z = tl.full(offs_n.shape, 8, tl.int32)
+    else:
+        z = _zero4(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, USE_ASM) + ZERO_OFFSET
+    c0 = z * 0x10001 + (0xC400C400 - 2**32)
+    c1 = z * 0x100010 + (0xB400B400 - 2**32)
+    kr = k0 + offs_r * 8  # [1, R, 1]
+    x04, x15, x26, x37 = _x_words(x_ptr, perm_ptr, offs_m, m_ok, kr, k_ok, stride_xm, HAS_PERM, USE_ASM)
+    t0, t1, t2, t3 = _dequant(w, c0, c1, USE_ASM)  # [1, R, BN], shared by the BLOCK_M rows
+    return _dot(t0, t1, t2, t3, x04, x15, x26, x37, s, acc, USE_ASM)
+
+
+@triton.jit
+def _hgemv_kernel(
+    x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
+    M, N, K, ZW, ITERS, SPLIT_K,
+    stride_xm, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr, USE_ASM: tl.constexpr,
+    SINGLE: tl.constexpr, PIPE: tl.constexpr, STAGES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    R: tl.constexpr = BLOCK_K // 8
+    # everything is 3D [BLOCK_M, R, BLOCK_N] (size-1 axes broadcast) so all values share the word load's layout
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, None, :]  # [1, 1, BN]
+    mask_n = offs_n < N
+    offs_r = tl.arange(0, R)[None, :, None]  # [1, R, 1]
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None, None]  # [BM, 1, 1]
+    m_ok = offs_m < M
+    k_first = pid_k * (ITERS * BLOCK_K)
+    w_ptrs = qw_ptr + (k_first // 8 + offs_r) * stride_qk + offs_n * stride_qn  # [1, R, BN]
+    w_step = R * stride_qk
+    nxt = tl.load(w_ptrs, mask=mask_n & (k_first < K), other=0)
+    # zeros derived from the load, so the accumulator takes the load's (coalesced) register layout
+    acc = tl.zeros((BLOCK_M, R, BLOCK_N), dtype=tl.float32) + (nxt & 0).to(tl.float32)
+    if SINGLE:  # one K tile per program: no second buffer (fewer registers, more programs per SM)
+        acc = _tile(acc, nxt, k_first, k_first < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                    offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+                    GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+    elif PIPE:  # Triton's software pipeliner keeps num_stages - 1 tiles in flight (cp.async into shared memory)
+        for it in tl.range(0, ITERS, num_stages=STAGES):
+            kt = k_first + it * BLOCK_K
+            w = tl.load(w_ptrs + it * w_step, mask=mask_n & (kt < K), other=0)
+            acc = _tile(acc, w, kt, kt < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                        offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+                        GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+    else:
+        for it in range(0, ITERS):
+            kt = k_first + it * BLOCK_K
+            w = nxt  # the next tile's words are in flight while this one is computed (register double buffer)
+            w_ptrs += w_step
+            nxt = tl.load(w_ptrs, mask=mask_n & (kt + BLOCK_K < K) & (it + 1 < ITERS), other=0)
+            acc = _tile(acc, w, kt, kt < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                        offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+                        GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+
+    out = tl.sum(acc, axis=1, keep_dims=True) * 256.0  # [BM, 1, BN]; the products carried a 1/256
+    mask = m_ok & mask_n
+    y_ptrs = y_ptr + offs_m * stride_ym + offs_n * stride_yn
+    ws_ptrs = ws_ptr + offs_m * N + offs_n
+    tile = pid_m * tl.num_programs(0) + pid_n
+    store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT, FENCE)
+
+
+def use_asm() -> bool:
+    """PTX on CUDA; Triton ops under the interpreter (which cannot run inline assembly)."""
+    return os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+
+def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
+                 num_warps: int, num_stages: int, y: torch.Tensor) -> None:  # fmt: skip
+    """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x; each program serves block_m rows of x.
+
+    num_stages 1: the next K tile's words wait in registers (a double buffer); >= 2: Triton's pipeliner
+    copies num_stages - 1 tiles ahead into shared memory (cp.async), so more bytes are in flight per SM."""
+    if w.bits != 4 or x2.dtype != torch.float16:
+        raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
+    if block_k % 8 or w.group_size % block_k or w.in_features % block_k:
+        raise ValueError(f"block_k={block_k} must divide the group ({w.group_size}) and K")
+    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows are read 16 bytes at a time
+        x2 = x2.clone(memory_format=torch.contiguous_format)
+    m, k = x2.shape
+    n = w.out_features
+    iters, split = split_iters(k // block_k, split_k)
+    grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
+    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
+    perm = w.perm if w.perm is not None else w.qweight
+    _hgemv_kernel[grid](
+        x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
+        m, n, k, w.qzeros.shape[1], iters, split,
+        x2.stride(0), w.qweight.stride(0), w.qweight.stride(1),
+        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
+        y.stride(0), y.stride(1),
+        GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, FENCE=fence_flag(), USE_ASM=use_asm(), SINGLE=iters == 1,
+        PIPE=iters > 1 and num_stages > 1, STAGES=max(num_stages, 1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
