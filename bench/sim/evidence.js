@@ -26,6 +26,10 @@ const tag = flags.get('tag');
 const setName = flags.get('set') ?? 'default';
 const ABLATION = [
   ['inlaid (full)', { policy: 'inlaid' }],
+  ['-triage', { policy: 'inlaid', inlaid: { triage: false } }],
+  ['-batch room rule', { policy: 'inlaid', inlaid: { batchedAdmission: { needRoom: false } } }],
+  ['+fixed prefill in step budget', { policy: 'inlaid', inlaid: { budgetFixedPrefill: true } }],
+  ['v3 policy (triage, room rule off)', { policy: 'inlaid', inlaid: { triage: false, batchedAdmission: { needRoom: false } } }],
   ['-grouping', { policy: 'inlaid', inlaid: { grouping: false } }],
   ['-prediction (no predictor)', { policy: 'inlaid', predictor: 'none' }],
   ['-prediction (per-task mean)', { policy: 'inlaid', predictor: 'mean' }],
@@ -34,7 +38,7 @@ const ABLATION = [
   ['-lenient starvation (strict pause)', { policy: 'inlaid', inlaid: { lenientStarvation: false } }],
   ['-batched admission', { policy: 'inlaid', inlaid: { batchedAdmission: { mode: 'off' } } }],
   ['reserve the median (q 0.5)', { policy: 'inlaid', inlaid: { reserveQuantile: 0.5 } }],
-  ['first version (step budget, lenient starvation, batching off; median)', { policy: 'inlaid', inlaid: { stepBudget: false, lenientStarvation: false, reserveQuantile: 0.5, batchedAdmission: { mode: 'off' } } }],
+  ['first version (budget, lenient starvation, batching, triage off; median)', { policy: 'inlaid', inlaid: { stepBudget: false, lenientStarvation: false, reserveQuantile: 0.5, triage: false, batchedAdmission: { mode: 'off' } } }],
   ['fifo (reference)', { policy: 'fifo' }],
 ];
 const SCENARIOS = scenarioSet(setName, flags.get('model'));
@@ -80,6 +84,9 @@ for (const sc of SCENARIOS) {
     const sat = saturatedRate(sc, model);
     sc.rates = [...new Set(AUTO_LOADS.map((l) => round2(l * sat.rate)))];
     sc.resolved.auto_rates = { ...sat, loads: AUTO_LOADS };
+    // Nominal load of each rate (the first load that rounds to it), for the high-load definition of the goal check.
+    sc.resolved.rate_loads = {};
+    for (const l of AUTO_LOADS) sc.resolved.rate_loads[round2(l * sat.rate)] ??= l;
     process.stderr.write(`${sc.id}: saturated at ${sat.rate.toFixed(2)} req/s (${sat.saturated_tok_s.toFixed(0)} tok/s); rates ${sc.rates.join(', ')}\n`);
   }
   if (sc.ablation.rate === undefined) {

@@ -51,6 +51,40 @@ describe('batched prefill admission (inlaid)', () => {
     expect(admitted(s.schedule(3.0, 'w0').decisions).sort()).toEqual(['new', 'old']);
   });
 
+  it('needRoom: the hold rule waits for rows (or KV) for the waiting arrivals; the spacing rule still releases', () => {
+    const run = (needRoom: boolean, rows: number, kvBlocks: number): string[][] => {
+      const s = new Scheduler({ policy: 'inlaid', defaultSlo: SLO, inlaid: { batchedAdmission: { needRoom, fixedShare: 0.25, holdFraction: 0.05 } } });
+      s.onWorkerState(worker({ stepCost: COST, maxBatchRows: rows, kvBlocksTotal: kvBlocks }));
+      s.enqueue(request('a', 't1', 32, 0));
+      s.schedule(0, 'w0');
+      s.enqueue(request('b', 't1', 32, 0.01));
+      s.enqueue(request('c', 't1', 32, 0.01));
+      // t = 0.12: b and c have waited 0.11 s > hold 0.1 s; the spacing gap (0.16 s) has not passed.
+      return [0.12, 0.16].map((t) => admitted(s.schedule(t, 'w0').decisions));
+    };
+    expect(run(false, 2, 1000)).toEqual([['b'], []]);
+    expect(run(true, 2, 1000)).toEqual([[], ['b']]); // one free row for two arrivals: wait for the spacing rule
+    expect(run(true, 3, 1000)).toEqual([['b', 'c'], []]);
+    expect(run(true, 3, 8)).toEqual([[], ['b']]); // a: 3 blocks; b and c need 3 each, 8 in all
+  });
+
+  it('budgetFixedPrefill: the step budget also leaves room for the fixed prefill cost', () => {
+    // Decode step = 5 ms + 1 ms per row; budget 0.9 x 50 ms x (1 - prefill share). One prefill step (40 ms fixed)
+    // at t = 0 and a decode-only plan at t = 0.05 make the fixed share 0.8 (capped) when it counts, else 0.
+    const admittedAt = (budgetFixedPrefill: boolean): number => {
+      const cost: StepCost = { baseS: 0.005, decodeRowS: 0.001, adapterS: 0, kvTokenS: 0, prefillTokenS: 0, prefillStepS: 0.04 };
+      const s = new Scheduler({ policy: 'inlaid', defaultSlo: SLO, inlaid: { budgetFixedPrefill } });
+      s.onWorkerState(worker({ stepCost: cost }));
+      s.enqueue(request('a', 't1', 32, 0));
+      s.schedule(0, 'w0');
+      s.schedule(0.05, 'w0');
+      for (let i = 0; i < 30; i++) s.enqueue(request(`r${i}`, 't1', 32, 0.1));
+      return admitted(s.schedule(0.1, 'w0').decisions).length;
+    };
+    expect(admittedAt(false)).toBe(30);
+    expect(admittedAt(true)).toBeLessThan(5);
+  });
+
   it('admits at once when nothing is decoding', () => {
     const s = new Scheduler({ policy: 'inlaid', defaultSlo: SLO, inlaid: { batchedAdmission: { fixedShare: 0.01 } } });
     s.onWorkerState(worker({ stepCost: COST }));

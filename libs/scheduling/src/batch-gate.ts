@@ -6,13 +6,17 @@
  *   - nothing is decoding (holding would only idle the worker);
  *   - the oldest saveable arrival (still within its TTFT SLO) has waited `holdFraction` of its TTFT SLO;
  *   - `groupRequests` saveable arrivals are waiting (enough to share one prefill step);
+ *     with `needRoom` (default) these two rules release only when the worker has the free rows and KV to take the
+ *     waiting saveable arrivals (up to groupRequests): in an overload the batch is full, and releasing for the
+ *     one row that just freed paid the fixed cost on almost every step (measured: bench/results/sim-evidence-*-v4.md);
  *   - the worker's last prefill step began at least prefillStepS / `fixedShare` ago, so the fixed cost takes at
  *     most about `fixedShare` of the worker's time (this rule needs prefillStepS > 0; with 'on' and no fixed
  *     cost only the three rules above release).
  * Preempted requests (already past their first token) wait for a release like any other request.
  */
+import { blocksFor } from './kv';
 import { pastTtft } from './step-budget';
-import { TrackedRequest } from './tracked';
+import { contextTokens, TrackedRequest } from './tracked';
 import type { WorkerSlot } from './worker-slot';
 
 /** 'auto' = on for workers whose step cost has a fixed prefill-step cost > 0. */
@@ -26,6 +30,8 @@ export interface BatchedAdmissionOptions {
   readonly groupRequests: number;
   /** Most share of the worker's time the fixed prefill-step cost may take (0..1]. */
   readonly fixedShare: number;
+  /** Hold and group rules release only when free rows and KV can take the waiting saveable arrivals (up to groupRequests). */
+  readonly needRoom: boolean;
 }
 
 export class BatchGate {
@@ -51,12 +57,27 @@ export class BatchGate {
     if (o === undefined || !this.active(slot) || slot.running.size === 0) return true;
     this.arrivals = this.arrivals.filter((r) => r.phase === 'waiting' && !pastTtft(r, now));
     const oldest = this.arrivals[0];
-    if (oldest !== undefined && now - oldest.spec.arrivalS >= o.holdFraction * oldest.slo.ttftS) return true;
-    if (this.arrivals.length >= o.groupRequests) return true;
+    const roomy = !o.needRoom || roomFor(slot, this.arrivals, Math.min(this.arrivals.length, o.groupRequests));
+    if (roomy && oldest !== undefined && now - oldest.spec.arrivalS >= o.holdFraction * oldest.slo.ttftS) return true;
+    if (roomy && this.arrivals.length >= o.groupRequests) return true;
     const fixed = slot.state.stepCost?.prefillStepS ?? 0;
     if (fixed <= 0) return false;
     return slot.lastPrefillS === undefined || now - slot.lastPrefillS >= fixed / o.fixedShare;
   }
+}
+
+/**
+ * Whether `slot` has the rows and KV blocks to take in the first `n` waiting saveable arrivals. The hold and
+ * group rules pay off only then: with the batch full of rows or of KV they would pay a fixed prefill step nearly
+ * every step for the one or two requests that fit, so only the spacing rule releases.
+ */
+function roomFor(slot: WorkerSlot, arrivals: readonly TrackedRequest[], n: number): boolean {
+  if (slot.state.maxBatchRows - slot.running.size < n) return false;
+  let used = 0;
+  for (const r of slot.running.values()) used += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
+  let need = 0;
+  for (let i = 0; i < n; i++) need += blocksFor(contextTokens(arrivals[i]) + 1, slot.state.blockSize);
+  return used + need <= slot.state.kvBlocksTotal;
 }
 
 export function validateBatchedAdmission(o: BatchedAdmissionOptions): void {

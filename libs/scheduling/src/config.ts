@@ -50,6 +50,17 @@ export interface InlaidOptions {
    */
   readonly lenientStarvation: boolean;
   /**
+   * SLO triage (triage.ts): a waiting request past its TTFT SLO without a first token is ordered after every
+   * request that can still meet its SLO (it still runs when there is room; nothing is dropped).
+   */
+  readonly triage: boolean;
+  /**
+   * With batched admission active, the step budget's prefill share counts the fixed cost of each prefill step
+   * too: a request's TPOT is the mean of all steps of its life, prefill steps included, so the decode budget
+   * must leave room for the fixed cost the batch gate lets through (up to its fixedShare of the time).
+   */
+  readonly budgetFixedPrefill: boolean;
+  /**
    * Batched prefill admission (batch-gate.ts): hold waiting requests while the worker decodes and admit them
    * together, so fewer steps pay a fixed prefill-step cost. Mode 'auto' (default) = on only for workers whose
    * stepCost has prefillStepS > 0.
@@ -88,8 +99,8 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.9, lenientStarvation: true,
-    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 16, fixedShare: 0.25 } },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.9, lenientStarvation: true, triage: true, budgetFixedPrefill: false,
+    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 16, fixedShare: 0.25, needRoom: true } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,

@@ -7,7 +7,9 @@
  * policy, if it cannot be admitted yet, admissions pause until it can (so nothing starves); under inlaid it
  * must fit like any other request (see `Policy.starvingPausesAdmission`), and continuous aging keeps it first.
  * Inlaid's admissions also pass the SLO-aware step budget of step-budget.ts and, on workers with a fixed
- * prefill-step cost, the batched-admission gate of batch-gate.ts.
+ * prefill-step cost, the batched-admission gate of batch-gate.ts. Under a policy with `triage` (triage.ts), waiting
+ * requests past their TTFT SLO are re-keyed behind the saveable ones before each plan, and the policy decides
+ * (`promotesStarving`) whether a starving request is promoted.
  */
 import { BatchGate } from './batch-gate';
 import { resolveConfig, SchedulerConfig, SchedulerConfigInput } from './config';
@@ -20,6 +22,7 @@ import { LengthPredictor, Prediction } from './predictor/types';
 import { meetsSlo, SloTable, tpotOf } from './slo';
 import { pastTtft, StepGate } from './step-budget';
 import { contextTokens, TrackedRequest } from './tracked';
+import { TtftDeadlines } from './triage';
 import { Decision, RequestOutcome, RequestSpec, StepPlan, WorkerState } from './types';
 import { QueueEntry, WaitingQueues } from './waiting-queues';
 import { validateWorkerState, WorkerSlot } from './worker-slot';
@@ -43,6 +46,7 @@ export class Scheduler {
   private readonly workers = new Map<string, WorkerSlot>();
   private newest: TrackedRequest | undefined;
   private readonly batching: BatchGate;
+  private readonly deadlines = new TtftDeadlines();
 
   constructor(config: SchedulerConfigInput = {}, predictor?: LengthPredictor) {
     this.config = resolveConfig(config);
@@ -79,6 +83,7 @@ export class Scheduler {
       generated: 0,
       firstTokenS: undefined,
       preemptions: 0,
+      hopeless: false,
       version: 0,
       level: 0,
       levelTokens: 0,
@@ -87,6 +92,7 @@ export class Scheduler {
     if (this.newest === undefined || spec.arrivalS >= this.newest.spec.arrivalS) this.newest = r;
     this.policy.onArrive(r);
     this.batching.onArrive(r);
+    if (this.policy.triage) this.deadlines.add(r);
     this.waiting.push(r, this.policy.waitingKey(r));
   }
 
@@ -119,13 +125,15 @@ export class Scheduler {
     const slot = this.slot(workerId);
     const decisions: Decision[] = [];
     if (this.config.abortHopeless) this.abortHopeless(now, decisions);
+    if (this.policy.triage) for (const r of this.deadlines.expire(now)) this.waiting.rekey(r, this.policy.waitingKey(r));
     this.relieveMemory(slot, now, decisions);
     this.admit(slot, now, accepts, decisions);
     let prefill = 0;
     for (const d of decisions) if (d.kind === 'admit') prefill += d.prefillTokens;
     // Only prefill work that grows with what is admitted counts: a fixed per-prefill-step cost (prefillStepS)
     // is not reduced by admitting less (trickled admissions pay it more often), so the budget ignores it.
-    slot.prefill.record(now, prefill * (slot.state.stepCost?.prefillTokenS ?? 0));
+    const fixed = prefill > 0 && this.policy.budgetCountsFixedPrefill && this.batching.active(slot) ? (slot.state.stepCost?.prefillStepS ?? 0) : 0;
+    slot.prefill.record(now, prefill * (slot.state.stepCost?.prefillTokenS ?? 0) + fixed);
     if (prefill > 0) slot.lastPrefillS = now;
     return { workerId, decisions, batch: [...slot.running.keys()] };
   }
@@ -235,7 +243,7 @@ export class Scheduler {
     // step budget as the rest, and one that does not fit leaves the rest to the policy's order.
     // The oldest one belonging to another worker ends this phase here (that worker pauses for it).
     const strict = this.policy.starvingPausesAdmission;
-    for (let r = this.waiting.oldest(); r !== undefined && this.starving(r, now); r = this.waiting.oldest()) {
+    for (let r = this.waiting.oldest(); r !== undefined && this.starving(r, now) && this.policy.promotesStarving(r); r = this.waiting.oldest()) {
       if (!accepts(r.spec.task)) break;
       const joinable = this.policy.canJoin(r.spec.task, slot) || this.policy.canFill(r.spec.task, slot);
       if (!joinable || (!strict && !gate.join(r, b.usedBlocks))) {

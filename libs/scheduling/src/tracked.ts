@@ -15,6 +15,11 @@ export interface TrackedRequest {
   preemptions: number;
   /** Bumped each time the request (re-)enters the waiting queues; stale queue entries are skipped. */
   version: number;
+  /**
+   * Set once a waiting request that never produced a token has passed its TTFT SLO (only under a policy with
+   * `triage`): it can no longer meet its SLO and is ordered after every request that still can.
+   */
+  hopeless: boolean;
   /** MLFQ level (0 = highest) and tokens spent in it; unused by other policies. */
   level: number;
   levelTokens: number;

@@ -32,6 +32,17 @@ export class WaitingQueues {
   push(r: TrackedRequest, key: number[]): void {
     r.phase = 'waiting';
     r.workerId = undefined;
+    this.insert(r, key);
+    this.waiting += 1;
+  }
+
+  /** Gives a waiting request a new key (its old entries go stale); the count is unchanged. */
+  rekey(r: TrackedRequest, key: number[]): void {
+    if (r.phase !== 'waiting') throw new Error(`rekey of request "${r.spec.id}" that is ${r.phase}`);
+    this.insert(r, key);
+  }
+
+  private insert(r: TrackedRequest, key: number[]): void {
     r.version += 1;
     const e: QueueEntry = { r, version: r.version, key };
     let h = this.tasks.get(r.spec.task);
@@ -41,7 +52,6 @@ export class WaitingQueues {
     }
     h.push(e);
     this.arrivals.push(e);
-    this.waiting += 1;
   }
 
   /** Call when a waiting request leaves the queues (admitted, aborted, cancelled). */

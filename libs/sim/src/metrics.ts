@@ -9,6 +9,8 @@ export interface RequestResult {
   readonly ttftS?: number;
   readonly tpotS?: number;
   readonly metSlo: boolean;
+  /** Times the request was preempted (KV dropped, recomputed later); 0 when never admitted. */
+  readonly preemptions?: number;
 }
 
 export interface SimReport {

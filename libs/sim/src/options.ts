@@ -5,8 +5,8 @@ import { Flags, numberFlag } from '@inlaid/workload';
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
-  'step-budget', 'budget-safety', 'lenient-starvation', 'reserve-quantile',
-  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share',
+  'step-budget', 'budget-safety', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
+  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room',
 ] as const;
 
 export function boolFlag(flags: Flags, name: string, fallback: boolean): boolean {
@@ -36,6 +36,8 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       memoryAware: boolFlag(flags, 'memory-aware', true),
       stepBudget: boolFlag(flags, 'step-budget', true),
       lenientStarvation: boolFlag(flags, 'lenient-starvation', true),
+      ...(flags.has('triage') ? { triage: boolFlag(flags, 'triage', true) } : {}),
+      ...(flags.has('budget-fixed-prefill') ? { budgetFixedPrefill: boolFlag(flags, 'budget-fixed-prefill', false) } : {}),
       ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
       ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
       batchedAdmission: batchedAdmissionFromFlags(flags),
@@ -53,5 +55,6 @@ function batchedAdmissionFromFlags(flags: Flags): Partial<BatchedAdmissionOption
     ...(flags.has('batch-hold-fraction') ? { holdFraction: numberFlag(flags, 'batch-hold-fraction') } : {}),
     ...(flags.has('batch-group') ? { groupRequests: numberFlag(flags, 'batch-group') } : {}),
     ...(flags.has('batch-fixed-share') ? { fixedShare: numberFlag(flags, 'batch-fixed-share') } : {}),
+    ...(flags.has('batch-need-room') ? { needRoom: boolFlag(flags, 'batch-need-room', true) } : {}),
   };
 }

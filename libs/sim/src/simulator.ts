@@ -41,7 +41,7 @@ interface WorkerRun {
   batch: readonly string[];
 }
 
-export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report: SimReport; stats: SimStats } {
+export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report: SimReport; stats: SimStats; results: RequestResult[] } {
   if (!Number.isInteger(o.workers) || o.workers < 1) throw new Error(`workers must be a positive integer, got ${o.workers}`);
   const m = o.costModel;
   const sched = new Scheduler({ ...o.scheduler, defaultSlo: o.scheduler.defaultSlo ?? { ttftS: m.suggested_slo.ttft_s, tpotS: m.suggested_slo.tpot_s } });
@@ -64,7 +64,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
       l.generated += 1;
       if (l.generated >= l.rec.output_tokens) {
         const out = sched.onFinish(id, now);
-        l.result = { task: l.rec.task, arrivalS: l.rec.arrival_s, outputTokens: out.outputTokens, finishS: now, ttftS: out.ttftS, tpotS: out.tpotS, metSlo: out.metSlo };
+        l.result = { task: l.rec.task, arrivalS: l.rec.arrival_s, outputTokens: out.outputTokens, finishS: now, ttftS: out.ttftS, tpotS: out.tpotS, metSlo: out.metSlo, preemptions: out.preemptions };
         live.delete(id);
       }
     }
@@ -123,6 +123,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
   );
   const endS = results.reduce((a, r) => Math.max(a, r.finishS ?? 0), now);
   return {
+    results,
     report: summarize(results, aborted, endS),
     stats: {
       steps: acc.steps,

@@ -10,6 +10,8 @@ import { BatchView, Policy } from './policy';
 export class FifoPolicy implements Policy {
   readonly headOfLineBlocking = true;
   readonly budgetSafety = undefined;
+  readonly triage = false;
+  readonly budgetCountsFixedPrefill = false;
   readonly starvingPausesAdmission = true;
 
   constructor(
@@ -18,6 +20,9 @@ export class FifoPolicy implements Policy {
   ) {}
 
   onArrive(): void {}
+  promotesStarving(): boolean {
+    return true;
+  }
   waitingKey(r: TrackedRequest): number[] {
     return [r.spec.arrivalS];
   }

@@ -6,8 +6,9 @@
  * length (a low quantile of it); an SLO-aware step budget (step-budget.ts) that admits a candidate only
  * while the projected decode step stays within the TPOT SLO net of prefill time, so the batch's TPOT
  * holds and a new task's adapter is paid for only when it fits; batched prefill admission (batch-gate.ts) when
- * steps that prefill pay a fixed cost. Each ingredient can be switched off for
- * the ablation.
+ * steps that prefill pay a fixed cost; SLO triage (triage.ts): requests that can no longer meet their SLO go behind
+ * all that still can, reserve no KV for their output, are preempted first and are not promoted as starving.
+ * Each ingredient can be switched off for the ablation.
  */
 import { BatchedAdmissionOptions } from '../batch-gate';
 import { InlaidOptions } from '../config';
@@ -22,8 +23,12 @@ export class InlaidPolicy implements Policy {
   readonly budgetSafety: number | undefined;
   readonly starvingPausesAdmission: boolean;
   readonly batchedAdmission: BatchedAdmissionOptions;
+  readonly triage: boolean;
+  readonly budgetCountsFixedPrefill: boolean;
 
   constructor(private readonly opts: InlaidOptions) {
+    this.triage = opts.triage;
+    this.budgetCountsFixedPrefill = opts.budgetFixedPrefill;
     this.budgetSafety = opts.stepBudget ? opts.budgetSafety : undefined;
     this.batchedAdmission = opts.batchedAdmission;
     this.starvingPausesAdmission = !opts.lenientStarvation;
@@ -31,19 +36,33 @@ export class InlaidPolicy implements Policy {
 
   onArrive(): void {}
 
-  waitingKey(r: TrackedRequest): number[] {
-    if (!this.opts.srtf) return [r.spec.arrivalS];
-    // remaining - aging * (now - arrival) orders the same as remaining + aging * arrival, so the key is static.
-    return [predictedRemaining(r.prediction, r.generated) + this.opts.agingTokensPerS * r.spec.arrivalS];
+  promotesStarving(r: TrackedRequest): boolean {
+    return !(this.triage && lost(r));
   }
 
+  /** With triage, requests that can still meet their SLO come first: [hopeless, order]. */
+  waitingKey(r: TrackedRequest): number[] {
+    const order = this.order(r);
+    return this.triage ? [r.hopeless ? 1 : 0, order] : [order];
+  }
+
+  private order(r: TrackedRequest): number {
+    if (!this.opts.srtf) return r.spec.arrivalS;
+    // remaining - aging * (now - arrival) orders the same as remaining + aging * arrival, so the key is static.
+    return predictedRemaining(r.prediction, r.generated) + this.opts.agingTokensPerS * r.spec.arrivalS;
+  }
+
+  /** Tasks in the batch first; with triage, within the saveable and then the hopeless requests. */
   headKey(r: TrackedRequest, key: number[], batch: BatchView): number[] {
     if (!this.opts.grouping) return key;
-    return [batch.taskRows.has(r.spec.task) ? 0 : 1, ...key];
+    const group = batch.taskRows.has(r.spec.task) ? 0 : 1;
+    return this.triage ? [key[0], group, ...key.slice(1)] : [group, ...key];
   }
 
+  /** Longest predicted remaining first (latest arrival without SRTF); with triage, requests already lost first. */
   evictionKey(r: TrackedRequest): number[] {
-    return this.opts.srtf ? [predictedRemaining(r.prediction, r.generated)] : [r.spec.arrivalS];
+    const key = this.opts.srtf ? [predictedRemaining(r.prediction, r.generated)] : [r.spec.arrivalS];
+    return this.triage ? [lost(r) ? 1 : 0, ...key] : key;
   }
 
   canJoin(task: string, batch: BatchView): boolean {
@@ -55,11 +74,21 @@ export class InlaidPolicy implements Policy {
     return this.opts.workConserving && (batch.taskRows.has(task) || batch.taskRows.size < this.opts.fillMaxTasks);
   }
 
+  /**
+   * Memory-aware: the context plus a low quantile of the predicted remaining output. With triage, a request
+   * that has already lost its SLO reserves only its context: reserving KV protects the SLO of the rows, and
+   * for lost work the reservation would only idle KV (preemption picks lost rows first when KV runs short).
+   */
   reservedTokens(r: TrackedRequest): number {
     const now = contextTokens(r) + 1;
-    if (!this.opts.memoryAware) return now;
+    if (!this.opts.memoryAware || (this.triage && lost(r))) return now;
     return Math.max(now, contextTokens(r) + predictedRemaining(r.prediction, r.generated, this.opts.reserveQuantile));
   }
 
   onToken(): void {}
+}
+
+/** Whether `r` can no longer meet its SLO because its first token is (or would be) late: marked hopeless while waiting, or started late. */
+export function lost(r: TrackedRequest): boolean {
+  return r.hopeless || (r.firstTokenS !== undefined && r.firstTokenS - r.spec.arrivalS > r.slo.ttftS);
 }

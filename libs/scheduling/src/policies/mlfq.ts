@@ -13,6 +13,8 @@ export class MlfqPolicy implements Policy {
   readonly name = 'mlfq' as const;
   readonly headOfLineBlocking = true;
   readonly budgetSafety = undefined;
+  readonly triage = false;
+  readonly budgetCountsFixedPrefill = false;
   readonly starvingPausesAdmission = true;
 
   constructor(private readonly opts: MlfqOptions) {}
@@ -27,6 +29,9 @@ export class MlfqPolicy implements Policy {
     while (level < this.opts.levels - 1 && this.quantum(level) < units) level++;
     r.level = level;
     r.levelTokens = 0;
+  }
+  promotesStarving(): boolean {
+    return true;
   }
   waitingKey(r: TrackedRequest): number[] {
     return [r.level, r.spec.arrivalS];

@@ -23,6 +23,19 @@ export interface Policy {
    * rules as the rest (false: a stalled batch would make requests that can still meet their SLO miss it).
    */
   readonly starvingPausesAdmission: boolean;
+  /**
+   * SLO triage (triage.ts): the Scheduler marks waiting requests past their TTFT SLO as `hopeless` and asks
+   * for their waiting key again; the policy's keys must then order them after every saveable request.
+   */
+  readonly triage: boolean;
+  /** With batched admission active, the step budget's prefill share also counts each prefill step's fixed cost. */
+  readonly budgetCountsFixedPrefill: boolean;
+  /**
+   * Whether a starving request (waiting > starvationS) goes ahead of everything else. Under triage a request
+   * that has already lost its SLO is not promoted: it keeps its place behind the saveable ones (its aging key
+   * still orders it among the lost), so a long overload cannot turn the worker over to lost work.
+   */
+  promotesStarving(r: TrackedRequest): boolean;
   /** Called when a request first arrives (before its first waitingKey). */
   onArrive(r: TrackedRequest): void;
   /** Order within the waiting queues; must not change while the request waits. */

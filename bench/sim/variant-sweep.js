@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+/**
+ * Inlaid variants against the baselines on several seeds, at loads relative to each scenario's saturated rate.
+ * For each (scenario, tasks, load, seed) trace: SLO attainment and throughput of fifo, fcfs-maxloras and each
+ * inlaid variant; per variant the goal count (>= 2x both baselines' SLO, throughput >= 99% of the better) and
+ * the mean SLO. Baseline runs are cached in --cache (JSON) so adding a variant re-runs only that variant.
+ * Usage: npx tsc -b libs/sim && nice node bench/sim/variant-sweep.js --variants 'name={"triage":true};...'
+ *        [--scenarios full,scarce] [--tasks 10,100,1000] [--loads 1,1.25,1.5,1.75,2] [--seeds 1,2,3]
+ *        [--duration 300] [--cache /tmp/variant-sweep-cache.json] [--out rows.json]
+ * A variant is name=JSON of inlaid options (an optional "top" object sets top-level scheduler options).
+ */
+'use strict';
+const fs = require('node:fs');
+const { generateTrace, syntheticProfiles, parseFlags, numberFlag, DEFAULT_PROFILE_OPTIONS } = require('../../libs/workload/dist');
+const { simulate } = require('../../libs/sim/dist');
+const { loadModel } = require('./common');
+const { SCARCE_KV_BLOCKS, CPU_PROFILES } = require('./evidence-scenarios');
+
+/** Saturated rates (fifo, 100 tasks) as the evidence sweep measures them (sim-evidence-2026-11-29-h200.md). */
+const SCENARIOS = {
+  full: { model: 'h200-measured.json', kvBlocks: undefined, satRate: 28.23 },
+  scarce: { model: 'h200-measured.json', kvBlocks: SCARCE_KV_BLOCKS, satRate: 20.77 },
+  cpu: { model: 'cpu-tiny-measured.json', kvBlocks: undefined, satRate: 5, profiles: CPU_PROFILES, slo: { ttftS: 1.5, tpotS: 0.1 } },
+};
+const BASELINES = { fifo: { policy: 'fifo' }, 'fcfs-maxloras': { policy: 'fcfs-maxloras', maxLoras: 4 } };
+
+const flags = parseFlags(process.argv.slice(2), []);
+const list = (name, dflt) => (flags.get(name) ?? dflt).split(',');
+const scenarios = list('scenarios', 'full,scarce');
+const tasksList = list('tasks', '10,100,1000').map(Number);
+const loads = list('loads', '1,1.25,1.5,1.75,2').map(Number);
+const seeds = list('seeds', '1,2,3').map(Number);
+const duration = numberFlag(flags, 'duration', 300);
+const cachePath = flags.get('cache') ?? '/tmp/variant-sweep-cache.json';
+const variants = (flags.get('variants') ?? 'inlaid={}').split(';').map((v) => {
+  const i = v.indexOf('=');
+  const o = JSON.parse(v.slice(i + 1));
+  const { top, ...inlaid } = o;
+  return { name: v.slice(0, i), scheduler: { policy: 'inlaid', ...(top ?? {}), inlaid } };
+});
+const cache = fs.existsSync(cachePath) ? JSON.parse(fs.readFileSync(cachePath, 'utf8')) : {};
+
+function run(scName, trace, scheduler) {
+  const sc = SCENARIOS[scName];
+  const model = loadModel(sc.model);
+  const sched = sc.slo === undefined ? scheduler : { ...scheduler, defaultSlo: sc.slo };
+  const { report } = simulate(trace, { scheduler: sched, costModel: model, workers: 1, kvBlocks: sc.kvBlocks, drainS: 600 });
+  return { slo: report.slo_attainment, tok: report.throughput_tok_s };
+}
+
+const rows = [];
+const summary = new Map(variants.map((v) => [v.name, { met: 0, n: 0, slo: 0, worstTok: Infinity }]));
+for (const scName of scenarios) {
+  for (const tasks of tasksList) {
+    for (const load of loads) {
+      const rate = Number((load * SCENARIOS[scName].satRate).toPrecision(3));
+      const line = [`${scName} t${tasks} x${load}`];
+      const acc = new Map(variants.map((v) => [v.name, { slo: 0, met: 0 }]));
+      let base = { fifo: 0, fcfs: 0 };
+      for (const seed of seeds) {
+        const trace = generateTrace(syntheticProfiles(tasks, 1, SCENARIOS[scName].profiles ?? DEFAULT_PROFILE_OPTIONS), { rate, cv: 2, alpha: 1, durationS: duration, seed });
+        const b = {};
+        for (const [name, s] of Object.entries(BASELINES)) {
+          const key = `${scName}|${tasks}|${rate}|${seed}|${duration}|${name}`;
+          cache[key] ??= run(scName, trace, s);
+          b[name] = cache[key];
+        }
+        base = { fifo: base.fifo + b.fifo.slo / seeds.length, fcfs: base.fcfs + b['fcfs-maxloras'].slo / seeds.length };
+        const bestTok = Math.max(b.fifo.tok, b['fcfs-maxloras'].tok);
+        for (const v of variants) {
+          const r = run(scName, trace, v.scheduler);
+          const met = r.slo >= 2 * b.fifo.slo && r.slo >= 2 * b['fcfs-maxloras'].slo && r.tok >= 0.99 * bestTok;
+          rows.push({ scenario: scName, tasks, load, rate, seed, variant: v.name, ...r, fifo: b.fifo, fcfs: b['fcfs-maxloras'], met });
+          const a = acc.get(v.name);
+          a.slo += r.slo / seeds.length;
+          a.met += met ? 1 : 0;
+          const s = summary.get(v.name);
+          s.n += 1;
+          s.met += met ? 1 : 0;
+          s.slo += r.slo;
+          s.worstTok = Math.min(s.worstTok, r.tok / bestTok);
+        }
+      }
+      line.push(`fifo ${base.fifo.toFixed(2)} fcfs ${base.fcfs.toFixed(2)}`);
+      for (const v of variants) line.push(`${v.name} ${acc.get(v.name).slo.toFixed(2)} (${acc.get(v.name).met}/${seeds.length})`);
+      console.log(line.join(' | '));
+      fs.writeFileSync(cachePath, JSON.stringify(cache));
+    }
+  }
+}
+for (const [name, s] of summary) console.log(`${name}: goal met ${s.met}/${s.n}, mean SLO ${(s.slo / s.n).toFixed(3)}, worst throughput ${(100 * s.worstTok).toFixed(1)}% of the better baseline`);
+if (flags.has('out')) fs.writeFileSync(flags.get('out'), JSON.stringify(rows, null, 1));
