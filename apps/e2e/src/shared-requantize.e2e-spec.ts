@@ -5,9 +5,11 @@
  * Checked: one quantizer run in all (the workers' counters and the store's staging runs), both workers end
  * at the same version with bit-identical weights (WeightsDigest), and a request sent straight to either
  * worker is served with the new task, token for token the same. Then the quantizer is killed in the middle
- * of the next run: the other worker, which was following, takes the run over once the dead one's lease in the
- * store runs out (INLAID_STAGING_LEASE_S, shortened here), the task goes active, and the first worker,
- * restarted, serves that version with the same weights.
+ * of the next run, right after it staged its first layer (its quantizer is paced to half of the wall time,
+ * INLAID_QUANTIZER_MAX_SHARE, so it pauses there): the other worker, which was following, takes the run over
+ * once the dead one's lease in the store runs out (INLAID_STAGING_LEASE_S, shortened here) and resumes it,
+ * reusing the layers the dead one staged (its manifest names the dead run and the reused layers), the task
+ * goes active, and the first worker, restarted, serves that version with the same weights.
  */
 import { credentials, Metadata, ServiceError } from '@grpc/grpc-js';
 import { worker } from '@inlaid/proto';
@@ -28,11 +30,22 @@ let a: WorkerProcess;
 let b: WorkerProcess;
 let h: Harness;
 
-const startA = () => startWorker(fx, portA, 120_000, ['--checkpoint', fx.checkpoint]);
 const store = () => join(fx.root, 'ckpt-versions'); // the default store of --checkpoint <root>/ckpt
 
 const LEASE_ENV = 'INLAID_STAGING_LEASE_S';
-const leaseBefore = process.env[LEASE_ENV];
+const SHARE_ENV = 'INLAID_QUANTIZER_MAX_SHARE';
+const envBefore = { [LEASE_ENV]: process.env[LEASE_ENV], [SHARE_ENV]: process.env[SHARE_ENV] };
+
+/** Worker A: after each layer its quantizer rests as long as it worked, so the kill below lands between two layers. */
+function startA(): Promise<WorkerProcess> {
+  process.env[SHARE_ENV] = '0.5'; // read when the worker process is spawned (synchronously, below)
+  try {
+    return startWorker(fx, portA, 120_000, ['--checkpoint', fx.checkpoint]);
+  } finally {
+    if (envBefore[SHARE_ENV] === undefined) delete process.env[SHARE_ENV];
+    else process.env[SHARE_ENV] = envBefore[SHARE_ENV];
+  }
+}
 
 beforeAll(async () => {
   process.env[LEASE_ENV] = '4'; // read by the workers started below
@@ -50,8 +63,10 @@ afterAll(async () => {
   await Promise.all([a?.kill(), b?.kill()]);
   await h?.close();
   if (fx !== undefined) rmSync(fx.root, { recursive: true, force: true });
-  if (leaseBefore === undefined) delete process.env[LEASE_ENV];
-  else process.env[LEASE_ENV] = leaseBefore;
+  for (const [k, v] of Object.entries(envBefore)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
 });
 
 async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
@@ -121,10 +136,25 @@ async function completeOn(addr: string, model: string): Promise<number[]> {
   }
 }
 
-function stagedRuns(): Array<{ version: number; run_id: string; owner: string; status: string; layers: Record<string, unknown> }> {
+interface StagedRun {
+  version: number;
+  run_id: string;
+  owner: string;
+  status: string;
+  layers: Record<string, unknown>;
+  resumed_from: string;
+  reused: number[];
+}
+
+function stagedRuns(): StagedRun[] {
   return readdirSync(store())
     .filter((d) => d.endsWith('.staging'))
     .map((d) => JSON.parse(readFileSync(join(store(), d, 'manifest.json'), 'utf8')));
+}
+
+function stagedRun(version: number): StagedRun | undefined {
+  const path = join(store(), `v${String(version).padStart(4, '0')}.staging`, 'manifest.json');
+  return existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : undefined;
 }
 
 it('re-quantizes once for both workers; both end at the new version, bit-identical, serving the task', async () => {
@@ -161,20 +191,32 @@ it('re-quantizes once for both workers; both end at the new version, bit-identic
   expect(onB).toEqual(onA);
 });
 
-it('fails over mid-run: the follower takes the run over, the task goes active, the restarted quantizer serves it', async () => {
+it('fails over mid-run: the follower resumes the run from the staged layers, the task goes active, the restarted quantizer serves it', async () => {
   const post = await api('POST', '/v1/tasks', { name: 'second', adapter: { path: 'second' }, calibration: CALIBRATION });
   expect(post.status).toBe(202);
-  await waitFor(async () => {
-    const t = (await api('GET', '/v1/tasks/second')).json;
-    return t?.progress?.quantizer === a.addr && t.progress.workers?.[a.addr]?.stage !== 'done' ? true : undefined;
-  }, 30_000, 'A quantizing second');
+  const layerStaged = () => {
+    const m = stagedRun(2);
+    return m !== undefined && Object.keys(m.layers).length > 0 ? m : undefined;
+  };
+  await waitFor(async () => layerStaged(), 60_000, 'A staging a layer of v2');
   await a.kill(); // mid-run (its quantizer child stops at the broken pipe); B, following, takes over after the lease
+  const dead = stagedRun(2) as StagedRun; // what A left behind
+  expect(dead.status).toBe('running');
+  const deadLayers = Object.keys(dead.layers).map(Number).sort();
+  expect(deadLayers.length).toBeGreaterThan(0);
+
   const active = await untilActive('second');
   expect(active.checkpoint_version).toBe(2);
   expect(active.progress.quantizer).toBe(b.addr);
   const cb = await checkpointOf(b.addr);
   expect([cb.version, cb.quantizerRuns]).toEqual([2, 1]);
   expect(stagedRuns().map((r) => [r.version, r.status]).sort()).toEqual([[1, 'done'], [2, 'done']]);
+  const resumed = stagedRun(2) as StagedRun; // B resumed A's run: A's staged layers kept (same files), not re-quantized
+  expect(resumed.owner).not.toBe(dead.owner);
+  expect(resumed.resumed_from).toBe(dead.run_id);
+  expect(resumed.reused).toEqual(deadLayers);
+  for (const l of deadLayers) expect(resumed.layers[String(l)]).toEqual(dead.layers[String(l)]);
+  expect(Object.keys(resumed.layers).sort()).toEqual(['0', '1']);
   expect((await complete('second')).usage.completion_tokens).toBe(4);
 
   a = await startA();

@@ -9,7 +9,7 @@ oversubscribed dev VM the child's start-up starved for ~80 s) and optionally pac
 time (after a layer that took t seconds of work it sleeps t * (1 / max_share - 1)). The child's torch threads
 default to a quarter of the cores the worker may use (1 on the 2-core dev VM, 4 on a 16-core GPU host;
 `INLAID_QUANTIZER_THREADS` overrides): its host-side work (Hessian folding, triangle unpacking, writes)
-uses them while the rest stay with the serving loop.
+uses them while the rest stay with the serving loop. `INLAID_QUANTIZER_MAX_SHARE` sets `max_share` (default 1).
 
 With CUDA decode graphs (the triton backend on a GPU), a finished layer is copied into the serving tensors in
 place (layer_swap), so a job triggers no graph capture. Process mode is the safe one there: the worker then
@@ -28,6 +28,7 @@ from typing import Literal
 
 Mode = Literal["thread", "process"]
 THREADS_ENV = "INLAID_QUANTIZER_THREADS"
+MAX_SHARE_ENV = "INLAID_QUANTIZER_MAX_SHARE"
 
 
 def default_threads() -> int:
@@ -40,12 +41,21 @@ def default_threads() -> int:
     return max(1, min(8, cores // 4))
 
 
+def default_max_share() -> float:
+    raw = os.environ.get(MAX_SHARE_ENV, "").strip()
+    try:
+        return float(raw) if raw else 1.0
+    except ValueError:
+        raise ValueError(f"{MAX_SHARE_ENV} must be a number in (0, 1], got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class BackgroundLimits:
     mode: Mode = "process"
     nice: int = 0  # niceness added to the quantizer process (0..19; 10 starved it on a busy host); thread: ignored
     threads: int = field(default_factory=default_threads)  # torch intra-op threads of the quantizer process
-    max_share: float = 1.0  # fraction of wall time the quantizer may spend working, paced between layers
+    # fraction of wall time the quantizer may spend working, paced between layers
+    max_share: float = field(default_factory=default_max_share)
 
     def __post_init__(self) -> None:
         if self.mode not in ("thread", "process"):

@@ -9,7 +9,14 @@ in), the store's id, and how many runs this process quantized.
 
 A worker is either the quantizer of one run or a follower of one, never both. A worker asked to quantize
 while another live owner holds the store's run, or while it serves an older version than the store's
-latest, answers busy (the gateway retries; a lagging worker first catches up from the store).
+latest, answers busy (the gateway retries; a lagging worker first catches up from the store). A follower
+asked to quantize the run it follows after that run's owner died (lease expired) or failed stops following
+(its previous weights are put back) and takes the run over.
+
+Resume: a quantizer starting version N where an earlier run of N from the same inputs (run_inputs.py) left
+staged layers keeps those whose sha256 still matches (LayerStore.reusable), lists them in its first manifest
+and skips their GPTQ; it still swaps them into its own model. Counted in `layers_reused` next to
+`layers_quantized`.
 """
 
 from __future__ import annotations
@@ -18,17 +25,20 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from inlaid_worker.quant import LayerResult
+from inlaid_worker.quant import LayerResult, TaskData
+from inlaid_worker.quant.layerwise import ReuseFn
 
 from .checkpoint_weights import packing_of
 from .follow import Follower
 from .job import RequantizeJob
-from .layer_store import LEASE_S, LayerStore, Manifest, StagingWriter
-from .manager import AddRequest, OnboardManager, RequantizeBusy
+from .layer_store import LEASE_S, LayerStore, Manifest, StagedLayers, StagingWriter
+from .manager import SWAP_TIMEOUT_S, AddRequest, OnboardManager, RequantizeBusy
+from .run_inputs import run_inputs
 from .versions import Version
 
 log = logging.getLogger(__name__)
@@ -55,9 +65,11 @@ class Distributor:
         # the version install_checkpoint loaded at start (default: the store's current one)
         self.served_version = manager.versions.current().number if served_version is None else served_version
         self.quantizer_runs = 0
+        self.layers_quantized = self.layers_reused = 0  # as the quantizer: GPTQ run here / taken over from a staged run
         self.follower = follower or Follower(manager, self.store, lambda: self.served_version)
         self._lock = threading.Lock()
         self._follow: tuple[tuple[str, ...], RequantizeJob] | None = None
+        self._stop_follow = threading.Event()
         self._writer: StagingWriter | None = None
         manager.layer_sink = self
 
@@ -70,6 +82,9 @@ class Distributor:
         """Run (or attach to) the store's re-quantization on this worker, as its quantizer."""
         with self._lock:
             following = self._following()
+            if following is not None and self._owner_gone(following[0]):
+                self._hand_over(following[1])
+                following = self._following()
             if following is not None:
                 raise RequantizeBusy(f"this worker is following v{self._target(following)} from the store; retry")
             current = self.manager.versions.current()
@@ -99,9 +114,26 @@ class Distributor:
     def _start_follow(self, tasks: tuple[str, ...]) -> RequantizeJob:
         job = RequantizeJob((), ())
         self._follow = (tasks, job)
-        threading.Thread(target=self.follower.run, args=(job, tasks, self._followed), name="follow",
+        self._stop_follow = stop = threading.Event()
+        threading.Thread(target=self.follower.run, args=(job, tasks, self._followed, stop), name="follow",
                          daemon=True).start()
         return job
+
+    def _owner_gone(self, tasks: tuple[str, ...]) -> bool:
+        """The followed run (the store's latest, for `tasks`, newer than what this worker serves) is another
+        owner's, and that owner failed or died (its lease ran out)."""
+        m = self.store.active()
+        return (m is not None and m.tasks == tasks and m.version > self.served_version and m.owner != self.owner
+                and (m.status == "failed" or (m.status == "running" and self.store.lease_age(m.version) >= LEASE_S)))
+
+    def _hand_over(self, job: RequantizeJob) -> None:
+        """Stop following a run whose owner is gone, so this worker can take it over (the follow puts the
+        previous weights back first; the staged layers are reused by this worker's run, swapped in again)."""
+        log.info("the quantizer of the followed run is gone; stopping the follow to take the run over")
+        self._stop_follow.set()
+        deadline = time.monotonic() + SWAP_TIMEOUT_S
+        while not job.finished and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _followed(self, version: int) -> None:
         self.served_version = max(self.served_version, version)
@@ -116,19 +148,38 @@ class Distributor:
         return events[0].checkpoint_version if events else 0
 
     # ---- LayerSink: this worker is the quantizer -------------------------------------------------------------
-    def begin(self, job: RequantizeJob, number: int, base: Version) -> None:
+    def begin(
+        self, job: RequantizeJob, number: int, base: Version, add: Sequence[TaskData], remove: Sequence[str],
+        device: str,
+    ) -> ReuseFn | None:
         planned = next((e.tasks for e in job.events if e.stage == "planned"), ())
         group_size, sym = packing_of(base.path)
+        inputs = run_inputs(base.number, base.path, self.manager.model_dir, add, remove, device)
         manifest = Manifest(number, uuid.uuid4().hex, self.owner, base.number, tuple(sorted(planned)), job.added,
-                            job.removed, group_size, sym)
+                            job.removed, group_size, sym, inputs=inputs)
+        kept = self.store.reusable(manifest)
+        if kept:
+            old = self.store.manifest(number)
+            manifest = replace(manifest, layers=kept, reused=tuple(sorted(kept)),
+                               num_layers=old.num_layers if old is not None else 0,
+                               resumed_from=old.run_id if old is not None else "")
         self._writer = StagingWriter(self.store, manifest)
         self._writer.begin()
         self.quantizer_runs += 1
+        if kept:
+            log.info("quantizer for v%d (tasks %s): resuming run %s, %d staged layer(s) reused %s", number,
+                     list(manifest.tasks), manifest.resumed_from, len(kept), sorted(kept))
+            return StagedLayers(self._writer.dir, tuple(sorted(kept.items())))
         log.info("quantizer for v%d (tasks %s): staging layers in %s", number, list(manifest.tasks), self._writer.dir)
+        return None
 
     def layer(self, job: RequantizeJob, res: LayerResult) -> None:
+        if res.reused:
+            self.layers_reused += 1
+        else:
+            self.layers_quantized += 1
         if self._writer is not None:
-            self._writer.add_layer(res.layer, res.num_layers, res.packed)
+            self._writer.add_layer(res.layer, res.num_layers, res.packed, reused=res.reused)
 
     def end(self, job: RequantizeJob, number: int, error: BaseException | None) -> None:
         writer, self._writer = self._writer, None

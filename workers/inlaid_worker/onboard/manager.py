@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from inlaid_worker.quant import LayerResult, TaskData, plan_update, update_checkpoint
 from inlaid_worker.quant.adapter import load_task_adapter
 from inlaid_worker.quant.calib import load_calibration
+from inlaid_worker.quant.layerwise import ReuseFn
 
 from .background import BackgroundLimits, Pacer
 from .checkpoint_weights import layer_from_packed, matrices_to, packing_of
@@ -41,9 +42,11 @@ class RequantizeBusy(RuntimeError):
 
 
 class LayerSink(Protocol):
-    """Sees a run from this worker's quantizer (distribute.py stages each layer for the other workers)."""
+    """Sees a run from this worker's quantizer (distribute.py stages each layer for the other workers). begin()
+    may return the layers an interrupted identical run already quantized (their GPTQ is skipped)."""
 
-    def begin(self, job: RequantizeJob, number: int, base: Version) -> None: ...
+    def begin(self, job: RequantizeJob, number: int, base: Version, add: Sequence[TaskData], remove: Sequence[str],
+              device: str) -> ReuseFn | None: ...
 
     def layer(self, job: RequantizeJob, res: LayerResult) -> None: ...
 
@@ -121,9 +124,10 @@ class OnboardManager:
         try:
             current = self.versions.current()
             number, out = self.versions.next_dir()
+            reuse = None
             if self.layer_sink is not None:
-                self.layer_sink.begin(job, number, current)
-            self._requantize(job, current.path, out, tasks, removes, original)
+                reuse = self.layer_sink.begin(job, number, current, tasks, removes, self._device)
+            self._requantize(job, current.path, out, tasks, removes, original, reuse)
             version = self.versions.publish(number, out)
             self._sink_end(job, number, None)
             self._undo = {}  # the new version serves: nothing to put back
@@ -142,7 +146,7 @@ class OnboardManager:
 
     def _requantize(
         self, job: RequantizeJob, ckpt: Path, out: Path, tasks: list[TaskData], removes: list[str],
-        original: Sequence[Any],
+        original: Sequence[Any], reuse: ReuseFn | None = None,
     ) -> None:
         """Write the new checkpoint at `out`, swapping each finished layer in (thread or child process)."""
         limits = self.background
@@ -156,9 +160,9 @@ class OnboardManager:
                 pacer.pause()
 
             update_checkpoint(ckpt, self.model_dir, out, add=tasks, remove=removes, device=self._device,
-                              on_layer=on_layer)
+                              on_layer=on_layer, reuse=reuse)
             return
-        proc = QuantizerProcess(ckpt, self.model_dir, out, tasks, removes, self._device, limits)
+        proc = QuantizerProcess(ckpt, self.model_dir, out, tasks, removes, self._device, limits, reuse)
         try:
             for res in proc.layers():
                 self._sink_layer(job, res)

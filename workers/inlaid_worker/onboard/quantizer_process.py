@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inlaid_worker.quant import LayerResult, TaskData
+from inlaid_worker.quant.layerwise import ReuseFn
 
 from .background import BackgroundLimits, Pacer
 
@@ -36,12 +37,12 @@ def _child(conn: Connection, payload: bytes) -> None:
     pacer = Pacer(limits.max_share)
 
     def on_layer(res: LayerResult) -> None:
-        conn.send_bytes(pickle.dumps(("layer", res.layer, res.num_layers, res.packed, res.seconds)))
+        conn.send_bytes(pickle.dumps(("layer", res.layer, res.num_layers, res.packed, res.seconds, res.reused)))
         pacer.pause()
 
     try:
         update_checkpoint(args["ckpt"], args["model_dir"], args["out"], add=args["add"], remove=args["remove"],
-                          device=args["device"], on_layer=on_layer)
+                          device=args["device"], on_layer=on_layer, reuse=args["reuse"])
         conn.send_bytes(pickle.dumps(("done", pacer.slept)))
     except Exception as exc:  # reported to the parent, which restores the serving weights
         conn.send_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}")))
@@ -52,12 +53,13 @@ def _child(conn: Connection, payload: bytes) -> None:
 class QuantizerProcess:
     def __init__(
         self, ckpt: Path, model_dir: Path, out: Path, add: Sequence[TaskData], remove: Sequence[str],
-        device: str, limits: BackgroundLimits,
+        device: str, limits: BackgroundLimits, reuse: ReuseFn | None = None,
     ) -> None:
         ctx = mp.get_context("spawn")  # never fork a process with gRPC and engine threads
         self._conn, child_conn = ctx.Pipe(duplex=False)
         payload = pickle.dumps({"ckpt": ckpt, "model_dir": model_dir, "out": out, "add": list(add),
-                                "remove": list(remove), "device": device, "limits": limits})
+                                "remove": list(remove), "device": device, "limits": limits,
+                                "reuse": reuse})  # a picklable reuse (layer_store.StagedLayers) or None
         self._proc = ctx.Process(target=_child, args=(child_conn, payload), name="inlaid-requantize", daemon=True)
         self._proc.start()
         child_conn.close()
@@ -72,8 +74,8 @@ class QuantizerProcess:
                 self._proc.join(JOIN_TIMEOUT_S)
                 raise RuntimeError(f"the quantizer process died (exit code {self._proc.exitcode})") from None
             if msg[0] == "layer":
-                _, layer, num_layers, packed, seconds = msg
-                yield LayerResult(layer, num_layers, packed, {}, None, {}, seconds)
+                _, layer, num_layers, packed, seconds, reused = msg
+                yield LayerResult(layer, num_layers, packed, {}, None, {}, seconds, reused=reused)
             elif msg[0] == "done":
                 self.slept = float(msg[1])
                 self._proc.join(JOIN_TIMEOUT_S)

@@ -23,7 +23,7 @@ from torch import nn
 from .checkpoint import CheckpointWriter, read_quantization_config
 from .hessian_store import HessianIndex, HessianStore
 from .layer_hessians import LayerHessians, fold_layer
-from .layerwise import LayerResult, quantize_layers
+from .layerwise import LayerResult, ReuseFn, quantize_layers
 from .quantize import (
     OnLayer,
     QuantSummary,
@@ -83,9 +83,10 @@ def plan_update(ckpt_dir: str | Path, add: Sequence[TaskData] = (), remove: Sequ
 
 def requantize_layers(
     model: nn.Module, model_dir: str | Path, ckpt_dir: str | Path, plan: UpdatePlan,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", reuse: ReuseFn | None = None,
 ) -> Iterator[LayerResult]:
-    """Yield each re-quantized layer of the updated task set, in order (fresh = the added tasks only)."""
+    """Yield each re-quantized layer of the updated task set, in order (fresh = the added tasks only); `reuse`
+    hands over layers an interrupted identical run already quantized (layerwise.quantize_layers)."""
     dev = torch.device(device)
     adapters = load_task_adapters(model_dir, plan.added)
     streams = open_streams(model, plan.added, adapters, plan.index.adapters_active, dev)
@@ -107,7 +108,7 @@ def requantize_layers(
                 states = {g: fold(s, t, tris[g], tokens[t]) for g, s in states.items()}
         return fold_layer(states, fresh, tokens, links, {"read_s": time.perf_counter() - t0})
 
-    return quantize_layers(model, streams, hessians_for, plan.spec, plan.checkpoint_format, dev)
+    return quantize_layers(model, streams, hessians_for, plan.spec, plan.checkpoint_format, dev, reuse)
 
 
 def update_checkpoint(
@@ -121,14 +122,16 @@ def update_checkpoint(
     dtype: torch.dtype = torch.float16,
     load_dtype: torch.dtype = torch.float32,
     on_layer: OnLayer | None = None,
+    reuse: ReuseFn | None = None,
 ) -> QuantSummary:
-    """Write a new checkpoint at `out_dir` for the old task set + `add` - `remove`; `on_layer` sees each layer."""
+    """Write a new checkpoint at `out_dir` for the old task set + `add` - `remove`; `on_layer` sees each layer;
+    `reuse` skips GPTQ for the layers it returns (their packed weights from an interrupted identical run)."""
     plan = plan_update(ckpt_dir, add, remove)
     qc = read_quantization_config(ckpt_dir)
     tokens = plan.tokens
     qc["meta"] = {**(qc.get("meta") or {}), "tasks": sorted(tokens)}
     model = load_fp_model(model_dir, load_dtype)
-    results = requantize_layers(model, model_dir, ckpt_dir, plan, device)
+    results = requantize_layers(model, model_dir, ckpt_dir, plan, device, reuse)
     with CheckpointWriter(out_dir, model_dir, qc, dtype) as writer:
         store = HessianStore(writer.tmp / "hessians")
         seconds, damps = write_layers(model, results, plan.spec.percdamp, writer, store, on_layer)

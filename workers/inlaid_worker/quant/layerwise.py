@@ -3,6 +3,9 @@
 For each decoder layer: move it to the device (the only layer there), advance every calibration stream
 through it (fresh per-task Hessians), ask `hessians_for` for the Hessian of each input group, quantize the
 seven linears from their full-precision weights, pack them, move the layer back and yield the result.
+`reuse` may hand over a layer's packed weights from an earlier identical run (a resumed re-quantization,
+onboard/layer_store.py): the streams and Hessians still advance through that layer (the Hessian store and the
+next layers need them), only its GPTQ is skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from .spec import QuantSpec
 LINEAR_MODULES = tuple(MODULE_GROUP)
 # (layer index, fresh {task: {group: H}}) -> the Hessians to quantize with and store, or None for RTN
 HessianFn = Callable[[int, dict[str, dict[str, torch.Tensor]]], LayerHessians | None]
+# layer index -> that layer's packed linears from an earlier run with the same inputs, or None to quantize it
+ReuseFn = Callable[[int], dict[str, PackedLinear] | None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class LayerResult:
     percdamp: dict[str, float]  # group -> damping GPTQ ended up using
     seconds: float
     stored: StoredLayer | None = None  # what this layer adds to the Hessian store (None for RTN)
+    reused: bool = False  # packed came from `reuse` (no GPTQ ran for this layer)
 
 
 def quantize_layers(
@@ -45,6 +51,7 @@ def quantize_layers(
     spec: QuantSpec,
     checkpoint_format: str,
     device: torch.device,
+    reuse: ReuseFn | None = None,
 ) -> Iterator[LayerResult]:
     layers = decoder_layers(model)
     for idx, layer in enumerate(layers):
@@ -54,13 +61,15 @@ def quantize_layers(
             fresh = {s.name: step_layer(layer, idx, s) for s in streams}
             hs = hessians_for(idx, fresh)
             agg = hs.aggregated if hs is not None else None
-            packed, damp = _quantize_layer(layer, agg, spec, checkpoint_format)
+            kept = reuse(idx) if reuse is not None else None
+            packed, damp = (kept, {}) if kept is not None else _quantize_layer(layer, agg, spec, checkpoint_format)
         finally:
             layer.to("cpu")
         fresh_cpu = {t: {g: h.cpu() for g, h in by_group.items()} for t, by_group in fresh.items()}
         agg_cpu = {g: h.cpu() for g, h in agg.items()} if agg is not None else None
         stored = hs.stored if hs is not None else None
-        yield LayerResult(idx, len(layers), packed, fresh_cpu, agg_cpu, damp, time.perf_counter() - t0, stored)
+        yield LayerResult(idx, len(layers), packed, fresh_cpu, agg_cpu, damp, time.perf_counter() - t0, stored,
+                          kept is not None)
 
 
 def _quantize_layer(

@@ -40,3 +40,14 @@ def test_quantizer_threads_default_to_a_quarter_of_the_cores_or_the_env(monkeypa
     monkeypatch.setenv("INLAID_QUANTIZER_THREADS", "0")
     with pytest.raises(ValueError, match="INLAID_QUANTIZER_THREADS"):
         BackgroundLimits()
+
+
+def test_quantizer_max_share_comes_from_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INLAID_QUANTIZER_MAX_SHARE", raising=False)
+    assert BackgroundLimits().max_share == 1.0
+    monkeypatch.setenv("INLAID_QUANTIZER_MAX_SHARE", "0.5")
+    assert BackgroundLimits().max_share == 0.5
+    for bad in ("0", "1.5", "half"):
+        monkeypatch.setenv("INLAID_QUANTIZER_MAX_SHARE", bad)
+        with pytest.raises(ValueError, match="max_share|INLAID_QUANTIZER_MAX_SHARE"):
+            BackgroundLimits()

@@ -171,11 +171,11 @@ def test_one_quantizer_and_a_follower_end_bit_identical(fx: Fx, tmp_path: Path) 
         f.loop.stop()
 
 
-def _stage(fx: Fx, store: Path, layers: int, run_id: str = "r1") -> StagingWriter:
+def _stage(fx: Fx, store: Path, layers: int, run_id: str = "r1", source: Path | None = None) -> StagingWriter:
     w = StagingWriter(LayerStore(store), Manifest(1, run_id, "q@elsewhere", 0, ("a", "b", "c"), ("c",), (), 32, True))
     w.begin()
     for i in range(layers):
-        w.add_layer(i, LAYERS, _by_layer(fx.updated)[i])
+        w.add_layer(i, LAYERS, _by_layer(source or fx.updated)[i])
     return w
 
 
@@ -205,7 +205,7 @@ def test_a_failed_run_restores_the_follower(fx: Fx, tmp_path: Path) -> None:
 
 def test_a_dead_quantizer_restores_the_follower(fx: Fx, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    f = _worker(fx, store, "f", {"lease_s": 0.5})
+    f = _worker(fx, store, "f", {"lease_s": 0.5, "takeover_s": 0.5})
     try:
         before = f.digest()
         w = _stage(fx, store, 1)
@@ -223,7 +223,8 @@ def test_a_restarted_run_is_followed_from_its_first_layer(fx: Fx, tmp_path: Path
     store = tmp_path / "store"
     f = _worker(fx, store, "f")
     try:
-        _stage(fx, store, 1, "first").end("running")  # abandoned after layer 0 (failover)
+        # abandoned after layer 0 (failover); made from other inputs (its layer 0 is not the new run's)
+        _stage(fx, store, 1, "first", source=fx.ckpt).end("running")
         job = f.dist.follow(["a", "b", "c"])
         while not [e for e in job.events if e.stage == "layer"]:
             time.sleep(0.02)
