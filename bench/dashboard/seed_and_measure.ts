@@ -18,6 +18,7 @@ import { readJobs } from '../../apps/gateway/src/dashboard/task-jobs';
 import { chartStep, parseRange, planQuery } from '../../apps/gateway/src/dashboard/time-range';
 import { readTargets } from '../../apps/gateway/src/metrics/slo-targets';
 import type { WorkersService } from '../../apps/gateway/src/workers/workers.service';
+import type { RollupRetentionService } from '../../apps/gateway/src/dashboard/rollup-retention.service';
 import { seed, Seeded, SPAN_MS, timed, writeCost } from './seed';
 
 const args = process.argv.slice(2);
@@ -50,11 +51,13 @@ interface Row {
 
 const RANGES = ['15m', '1h', '6h', '24h', '7d', '30d'];
 const ONE_TASK = 'task-0003';
+/** The seeded records span 90 days: keep every minute rollup, as INLAID_ROLLUP_MINUTE_DAYS=0 would. */
+const KEEP_ALL = { floor: () => null } as unknown as RollupRetentionService;
 
 async function measure(db: DataSource, now: Date): Promise<Row[]> {
   const q = new DashboardQueries(db);
   const workers = { snapshots: () => [] } as unknown as WorkersService;
-  const service = new DashboardService(db, workers);
+  const service = new DashboardService(db, workers, KEEP_ALL);
   const rows: Row[] = [];
   for (const range of RANGES) {
     const r = parseRange({ range }, now);
@@ -98,7 +101,7 @@ async function explain(db: DataSource, now: Date): Promise<string[]> {
     return [];
   } } as unknown as DataSource;
   const q = new DashboardQueries(explaining);
-  const service = new DashboardService(db, { snapshots: () => [] } as unknown as WorkersService);
+  const service = new DashboardService(db, { snapshots: () => [] } as unknown as WorkersService, KEEP_ALL);
   for (const range of ['1h', '7d']) {
     const r = parseRange({ range }, now);
     const plan = planQuery(r);

@@ -110,6 +110,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         dtype=ns.dtype,
         worker_id=ns.worker_id,
         max_model_len=ns.max_model_len,
+        metrics_port=ns.metrics_port,
         checkpoint=ns.checkpoint,
         checkpoint_store=ns.checkpoint_store,
         tls_cert=ns.tls_cert,

@@ -11,6 +11,12 @@ def test_flags_override_env_defaults() -> None:
     assert load_config(["--port", "7"], env).port == 7
 
 
+def test_metrics_port_flag_and_env_reach_the_config() -> None:
+    assert load_config(["--metrics-port", "9100"], {}).metrics_port == 9100
+    assert load_config([], {"INLAID_WORKER_METRICS_PORT": "9101"}).metrics_port == 9101
+    assert load_config([], {}).metrics_port is None
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

@@ -38,6 +38,7 @@ export async function makeTinyFixture(): Promise<TinyFixture> {
 export interface WorkerProcess {
   readonly addr: string;
   readonly ready: Record<string, unknown>;
+  readonly pid: number;
   kill(): Promise<void>;
 }
 
@@ -72,7 +73,7 @@ export function startWorker(fixture: TinyFixture, port: number, timeoutMs = 120_
         const event = JSON.parse(line) as Record<string, unknown>;
         if (event['event'] !== 'ready') continue;
         clearTimeout(timer);
-        resolvePromise({ addr: `127.0.0.1:${port}`, ready: event, kill });
+        resolvePromise({ addr: `127.0.0.1:${port}`, ready: event, pid: child.pid ?? 0, kill });
       }
     });
     child.once('exit', (code) => {

@@ -1,4 +1,10 @@
-/** Upserts the adapters a worker reports (GetInfo) into the tasks table, marking them `serving`. */
+/**
+ * Upserts the adapters a worker reports (GetInfo) into the tasks table, marking them `serving`. Only adapters
+ * that are new since that worker's previous report are written: a report comes after every load and unload,
+ * and writing all of them each time made registering N adapters cost O(N^2) rows (1,000 adapters: a load took
+ * 56 ms for the first hundred and 309 ms for the last). A failed write forgets the worker, so the next report
+ * writes everything again.
+ */
 import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { Task } from '@inlaid/db';
 import { worker } from '@inlaid/proto';
@@ -8,6 +14,8 @@ import { WorkersService } from '../workers/workers.service';
 @Injectable()
 export class TaskSyncService implements OnModuleInit {
   private readonly logger = new Logger('TaskSync');
+  /** addr -> adapter names of its last report that were written. */
+  private readonly synced = new Map<string, Set<string>>();
 
   constructor(
     @Inject(DataSource) private readonly dataSource: DataSource,
@@ -19,13 +27,17 @@ export class TaskSyncService implements OnModuleInit {
   }
 
   async sync(addr: string, info: worker.WorkerInfo): Promise<void> {
-    const tasks = info.models
-      .filter((m) => m.parent !== '')
+    const adapters = info.models.filter((m) => m.parent !== '');
+    const before = this.synced.get(addr);
+    this.synced.set(addr, new Set(adapters.map((m) => m.id)));
+    const tasks = adapters
+      .filter((m) => before === undefined || !before.has(m.id))
       .map((m) => ({ name: m.id, rank: m.rank, targetModules: m.targetModules, status: 'serving' as const }));
     if (tasks.length === 0) return;
     try {
       await this.dataSource.getRepository(Task).upsert(tasks, { conflictPaths: ['name'] });
     } catch (err) {
+      this.synced.delete(addr);
       this.logger.error(`could not sync tasks from ${addr}: ${(err as Error).message}`);
     }
   }

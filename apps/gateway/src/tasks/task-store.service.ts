@@ -38,6 +38,11 @@ export class TaskStore {
     return this.jobs.save({ ...fields, progress: { stages: {}, layers: [] }, history: [{ at: now(), status: j.status, message }], error: null, checkpointVersion: null });
   }
 
+  /** Drops a row that never became a task (its flow could not be enqueued). */
+  async remove(id: string): Promise<void> {
+    await this.jobs.delete({ id });
+  }
+
   get(id: string): Promise<TaskJob | null> {
     return this.jobs.findOneBy({ id });
   }

@@ -1,11 +1,14 @@
-/** HTTP: POST/GET/DELETE /v1/tasks, POST /v1/files (calibration uploads), vLLM's load/unload_lora_adapter. */
+/**
+ * HTTP: POST/GET/DELETE /v1/tasks, POST /v1/files (calibration uploads), vLLM's load/unload_lora_adapter.
+ * Upload limits (INLAID_MAX_UPLOAD_BYTES) come from the multer module options of tasks.module.ts.
+ */
 import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Post, Req, Res, UploadedFile as File, UploadedFiles as Files, UseInterceptors } from '@nestjs/common';
 import { FileFieldsInterceptor, FileInterceptor } from '@nestjs/platform-express';
 import type { Request, Response } from 'express';
 import { TasksService } from './tasks.service';
+import { UploadTooLargeInterceptor } from './upload-limits';
 import type { UploadedFile, UploadedFiles } from './uploads';
 
-const MAX_UPLOAD = { limits: { fileSize: 512 * 1024 * 1024, files: 3 } };
 const TASK_FILES = [{ name: 'adapter_config', maxCount: 1 }, { name: 'adapter_model', maxCount: 1 }, { name: 'calibration_file', maxCount: 1 }];
 
 /** Multipart fields arrive as strings; `adapter` and `slo` may be JSON. */
@@ -31,7 +34,7 @@ export class TasksController {
 
   @Post('tasks')
   @HttpCode(202)
-  @UseInterceptors(FileFieldsInterceptor(TASK_FILES, MAX_UPLOAD))
+  @UseInterceptors(UploadTooLargeInterceptor, FileFieldsInterceptor(TASK_FILES))
   create(@Req() req: Request, @Files() files: UploadedFiles | undefined) {
     return this.tasks.create(multipartBody(req), files ?? {});
   }
@@ -52,7 +55,8 @@ export class TasksController {
   }
 
   @Post('files')
-  @UseInterceptors(FileInterceptor('file', MAX_UPLOAD))
+  @HttpCode(200)
+  @UseInterceptors(UploadTooLargeInterceptor, FileInterceptor('file'))
   upload(@File() file: UploadedFile | undefined) {
     return this.tasks.uploadFile(file);
   }

@@ -8,7 +8,7 @@ import type { GatewayConfig } from '@inlaid/config';
 import type { TaskJob } from '@inlaid/db';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
@@ -20,7 +20,7 @@ import { OnboardQueues } from './onboard-queues.service';
 import { checkTaskName, CreateTaskInput, parseCreateTask } from './task-input';
 import { NewTaskJob, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
-import { newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
+import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
 import { WorkerAdminService } from './worker-admin.service';
 
 const LIVE = new Set(['queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving']);
@@ -35,45 +35,63 @@ export class TasksService {
     @Inject(OnboardQueues) private readonly queues: OnboardQueues,
   ) {}
 
+  /**
+   * Onboards a task (202). A refusal leaves nothing behind: no file under INLAID_DATA_DIR/tasks and no
+   * row, except that a refused adapter (not safetensors, wrong shapes/rank/base, outside the roots) is kept
+   * as a `failed` task_jobs row on purpose, so GET /v1/tasks/{name} shows why; the name stays reusable.
+   * Order: request shape, duplicate name and calibration (nothing written yet), then the adapter.
+   */
   async create(body: unknown, files: UploadedFiles = {}): Promise<{ job_id: string; task: TaskViewJson }> {
-    const uploadedAdapter = pickAdapterFiles(files);
+    const upload = pickAdapterFiles(files);
     const calibrationFile = files['calibration_file']?.[0];
-    const input = parseCreateTask(body, { adapter: uploadedAdapter !== null, calibration: calibrationFile !== undefined });
+    const input = parseCreateTask(body, { adapter: upload !== null, calibration: calibrationFile !== undefined });
     await this.refuseDuplicate(input.name);
+    const calibration = await this.readCalibration(input, calibrationFile);
     const id = randomUUID();
     const dir = join(this.config.tasks.dataDir, 'tasks', `${input.name}-${id}`);
     let fields: Omit<NewTaskJob, 'status' | 'message'> = { id, task: input.name, kind: 'onboard', adapterPath: null, calibrationPath: null, slo: input.slo, waitForQuantization: input.waitForQuantization };
     try {
-      const adapterPath = uploadedAdapter !== null ? await writeAdapter(join(dir, 'adapter'), uploadedAdapter) : await resolveAdapterPath(input.adapterPath ?? '', this.config.tasks.adapterRoots);
+      const adapterPath = upload !== null ? await writeAdapter(join(dir, 'adapter'), checkAdapterFiles(upload)) : await resolveAdapterPath(input.adapterPath ?? '', this.config.tasks.adapterRoots);
       fields = { ...fields, adapterPath };
-      fields = { ...fields, calibrationPath: await this.storeCalibration(input, calibrationFile, join(dir, 'calibration.jsonl')) };
       if (this.workers.readyConnections().length > 0) await this.admin.validate(input.name, adapterPath);
+      fields = { ...fields, calibrationPath: 'text' in calibration ? await writeText(join(dir, 'calibration.jsonl'), calibration.text) : calibration.path };
     } catch (err) {
-      // A refused adapter is recorded: GET /v1/tasks/{name} shows the task failed with the reason.
-      if (err instanceof InlaidError && err.status === status.INVALID_ARGUMENT) {
-        await this.store.create({ ...fields, status: 'failed', message: `validate: ${err.message}` });
-        await this.store.update(id, (j) => (j.error = `validate: ${err.message}`));
-      }
+      await rm(dir, { recursive: true, force: true });
+      if (err instanceof InlaidError && err.status === status.INVALID_ARGUMENT) await this.recordRefusal(fields, upload !== null, err.message);
       throw err;
     }
     const job = await this.store.create({ ...fields, status: 'queued', message: 'accepted' });
-    await this.queues.enqueue(id, input.name, input.waitForQuantization);
+    try {
+      await this.queues.enqueue(id, input.name, input.waitForQuantization);
+    } catch (err) {
+      await this.store.remove(id);
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
     return { job_id: id, task: taskView(job) };
   }
 
-  private async storeCalibration(input: CreateTaskInput, upload: UploadedFile | undefined, path: string): Promise<string> {
+  /** The kept record of a refused adapter; an uploaded adapter's files are gone, so it names no path. */
+  private async recordRefusal(fields: Omit<NewTaskJob, 'status' | 'message'>, uploaded: boolean, reason: string): Promise<void> {
+    const message = `validate: ${reason}`;
+    await this.store.create({ ...fields, adapterPath: uploaded ? null : fields.adapterPath, calibrationPath: null, status: 'failed', message });
+    await this.store.update(fields.id, (j) => (j.error = message));
+  }
+
+  /** Checks the calibration data before anything is written: the text to store, or an uploaded file's path. */
+  private async readCalibration(input: CreateTaskInput, upload: UploadedFile | undefined): Promise<{ text: string } | { path: string }> {
     if (upload !== undefined) {
       const text = upload.buffer.toString('utf8');
       checkCalibration(text, 'calibration_file');
-      return writeText(path, text);
+      return { text };
     }
     const src = input.calibration;
     if (src === null) throw InlaidError.invalid('`calibration` is required', 'calibration');
-    if (src.kind === 'inline') return writeText(path, src.jsonl);
+    if (src.kind === 'inline') return { text: src.jsonl };
     const stored = join(this.config.tasks.dataDir, 'files', `${src.fileId}.jsonl`);
     if (!existsSync(stored)) throw InlaidError.invalid(`\`calibration.file_id\` ${src.fileId} was not uploaded`, 'calibration.file_id');
     checkCalibration(await readFile(stored, 'utf8'), 'calibration.file_id');
-    return stored;
+    return { path: stored };
   }
 
   async uploadFile(file: UploadedFile | undefined): Promise<{ id: string; object: 'file'; bytes: number; filename: string; purpose: string }> {

@@ -22,23 +22,34 @@ export function checkSafetensors(buf: Buffer, param: string): void {
   }
 }
 
-export function pickAdapterFiles(files: UploadedFiles): { config: UploadedFile; model: UploadedFile } | null {
+export interface AdapterUpload {
+  readonly config: UploadedFile;
+  readonly model: UploadedFile;
+}
+
+/** Both adapter files, or none (null); only one of them is a malformed request. */
+export function pickAdapterFiles(files: UploadedFiles): AdapterUpload | null {
   const config = files['adapter_config']?.[0];
   const model = files['adapter_model']?.[0];
   if (config === undefined && model === undefined) return null;
   if (config === undefined || model === undefined) {
     throw InlaidError.invalid('upload both `adapter_config` (adapter_config.json) and `adapter_model` (adapter_model.safetensors)', config === undefined ? 'adapter_config' : 'adapter_model');
   }
-  try {
-    JSON.parse(config.buffer.toString('utf8'));
-  } catch {
-    throw InlaidError.invalid('`adapter_config` is not JSON', 'adapter_config');
-  }
-  checkSafetensors(model.buffer, 'adapter_model');
   return { config, model };
 }
 
-export async function writeAdapter(dir: string, files: { config: UploadedFile; model: UploadedFile }): Promise<string> {
+/** What the gateway can check of an uploaded adapter itself: the config is JSON, the weights safetensors. */
+export function checkAdapterFiles(upload: AdapterUpload): AdapterUpload {
+  try {
+    JSON.parse(upload.config.buffer.toString('utf8'));
+  } catch {
+    throw InlaidError.invalid('`adapter_config` is not JSON', 'adapter_config');
+  }
+  checkSafetensors(upload.model.buffer, 'adapter_model');
+  return upload;
+}
+
+export async function writeAdapter(dir: string, files: AdapterUpload): Promise<string> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'adapter_config.json'), files.config.buffer);
   await writeFile(join(dir, 'adapter_model.safetensors'), files.model.buffer);
