@@ -3,9 +3,12 @@
 #   bench/sim/real_vs_sim.sh FIXTURE OUTDIR [RATE=4] [DURATION_S=45] [SLO_TTFT_S=1.5] [SLO_TPOT_S=0.1]
 # FIXTURE: made by bench/sim/calibrate_cpu.py (model/ + adapters/t0..t3), whose fit is
 # libs/sim/calibration/cpu-tiny-measured.json. Needs Postgres, Redis and `npx tsc -b tsconfig.build.json`.
+# Env: POLICIES (default "inlaid fifo"), SIM_COST_MODEL (the simulator's cost model, default
+# libs/sim/calibration/cpu-tiny-measured.json); INLAID_* settings (e.g. INLAID_COST_MODEL) reach the gateway.
 set -euo pipefail
 FIX=$1; OUT=$2; RATE=${3:-4}; DUR=${4:-45}; TTFT=${5:-1.5}; TPOT=${6:-0.1}
 REPO=$(cd "$(dirname "$0")/../.." && pwd); cd "$REPO"; mkdir -p "$OUT"
+POLICIES=${POLICIES:-inlaid fifo}; SIM_COST_MODEL=${SIM_COST_MODEL:-libs/sim/calibration/cpu-tiny-measured.json}
 WPORT=50171; HPORT=8191; GPORT=50191
 export OMP_NUM_THREADS=1
 
@@ -38,7 +41,7 @@ WPID=$!
 trap 'kill $WPID 2>/dev/null || true' EXIT
 for _ in $(seq 120); do grep -q '"event": *"ready"' "$OUT/worker.log" && break; sleep 1; done
 
-for POLICY in inlaid fifo; do
+for POLICY in $POLICIES; do
   DB="inlaid_bench_sched_${POLICY}_$$"
   PORT=$HPORT GRPC_PORT=$GPORT WORKER_ADDRS=127.0.0.1:$WPORT DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB \
     INLAID_POLICY=$POLICY INLAID_SLO_TTFT_MS=$(python3 -c "print($TTFT*1000)") INLAID_SLO_TPOT_MS=$(python3 -c "print($TPOT*1000)") \
@@ -50,7 +53,7 @@ for POLICY in inlaid fifo; do
     --slo-ttft "$TTFT" --slo-tpot "$TPOT" > "$OUT/real-$POLICY.summary.json"
   kill $GWPID; wait $GWPID 2>/dev/null || true
   psql -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" > /dev/null 2>&1 || true
-  node libs/sim/dist/cli.js --trace "$OUT/trace-sim.jsonl" --policy $POLICY --cost-model libs/sim/calibration/cpu-tiny-measured.json \
+  node libs/sim/dist/cli.js --trace "$OUT/trace-sim.jsonl" --policy $POLICY --cost-model "$SIM_COST_MODEL" \
     --slo-ttft "$TTFT" --slo-tpot "$TPOT" --json > "$OUT/sim-$POLICY.json"
 done
 echo "done: $OUT"

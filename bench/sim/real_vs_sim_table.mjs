@@ -1,13 +1,13 @@
 // Prints the real-vs-simulated table (markdown) from the files bench/sim/real_vs_sim.sh wrote to OUTDIR.
 //   node bench/sim/real_vs_sim_table.mjs OUTDIR
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 const dir = process.argv[2];
 const read = (f) => JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
 const s = (x) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
 const err = (sim, real) => (real > 0 ? `${sim >= real ? '+' : ''}${(100 * (sim - real) / real).toFixed(0)}%` : 'n/a');
 const rows = [['metric', 'policy', 'real (gateway+worker)', 'simulated', 'sim error']];
-for (const p of ['inlaid', 'fifo']) {
+for (const p of ['inlaid', 'fifo', 'fcfs-maxloras', 'mlfq'].filter((q) => existsSync(`${dir}/real-${q}.json`))) {
   const r = read(`real-${p}.json`).report;
   const m = read(`sim-${p}.json`);
   const pairs = [

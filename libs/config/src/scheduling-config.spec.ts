@@ -4,6 +4,7 @@ describe('parseSchedulingConfig', () => {
   it('applies the documented defaults', () => {
     expect(parseSchedulingConfig({})).toEqual({
       policy: 'inlaid', beta: 10, predictor: 'quantile', sloTtftMs: 5000, sloTpotMs: 200, maxLoras: 4, abortHopeless: false,
+      triage: true, batchNeedRoom: true, budgetFixedPrefill: false,
       workerRows: 72, workerPrefillTokens: 2048, tickMs: 50, trainRecords: 5000, costModelPath: null,
     });
   });
@@ -13,11 +14,22 @@ describe('parseSchedulingConfig', () => {
       INLAID_POLICY: 'fcfs-maxloras', INLAID_BETA: '3', INLAID_PREDICTOR: 'prompt', INLAID_SLO_TTFT_MS: '1500.5',
       INLAID_SLO_TPOT_MS: '80', INLAID_MAX_LORAS: '1', INLAID_ABORT_HOPELESS: 'TRUE', INLAID_SCHED_MAX_ROWS: '9',
       INLAID_SCHED_MAX_PREFILL_TOKENS: '512', INLAID_SCHED_TICK_MS: '20', INLAID_PREDICTOR_TRAIN_RECORDS: '0',
-      INLAID_COST_MODEL: ' /etc/inlaid/h200.json ',
+      INLAID_COST_MODEL: ' /etc/inlaid/h200.json ', INLAID_TRIAGE: 'false', INLAID_BATCH_NEED_ROOM: 'False',
+      INLAID_BUDGET_FIXED_PREFILL: ' true ',
     });
     expect(c).toMatchObject({ policy: 'fcfs-maxloras', beta: 3, predictor: 'prompt', sloTtftMs: 1500.5, sloTpotMs: 80, maxLoras: 1 });
     expect(c).toMatchObject({ abortHopeless: true, workerRows: 9, workerPrefillTokens: 512, tickMs: 20, trainRecords: 0 });
     expect(c.costModelPath).toBe('/etc/inlaid/h200.json');
+    expect(c).toMatchObject({ triage: false, batchNeedRoom: false, budgetFixedPrefill: true });
+  });
+
+  it('treats an empty policy switch as its default', () => {
+    const c = parseSchedulingConfig({ INLAID_TRIAGE: '', INLAID_BATCH_NEED_ROOM: ' ', INLAID_BUDGET_FIXED_PREFILL: '' });
+    expect(c).toMatchObject({ triage: true, batchNeedRoom: true, budgetFixedPrefill: false });
+  });
+
+  it('explains a bad policy switch with the variable and the accepted values', () => {
+    expect(() => parseSchedulingConfig({ INLAID_TRIAGE: '1' })).toThrow('INLAID_TRIAGE: expected true or false, got "1"');
   });
 
   it.each([
@@ -30,6 +42,9 @@ describe('parseSchedulingConfig', () => {
     [{ INLAID_MAX_LORAS: 'many' }, 'INLAID_MAX_LORAS'],
     [{ INLAID_ABORT_HOPELESS: 'yes' }, 'INLAID_ABORT_HOPELESS'],
     [{ INLAID_SCHED_MAX_ROWS: '0' }, 'INLAID_SCHED_MAX_ROWS'],
+    [{ INLAID_TRIAGE: 'on' }, 'INLAID_TRIAGE'],
+    [{ INLAID_BATCH_NEED_ROOM: 'no' }, 'INLAID_BATCH_NEED_ROOM'],
+    [{ INLAID_BUDGET_FIXED_PREFILL: '0' }, 'INLAID_BUDGET_FIXED_PREFILL'],
   ])('rejects %j naming %s', (env, variable) => {
     expect(() => parseSchedulingConfig(env)).toThrow(SchedulingConfigError);
     expect(() => parseSchedulingConfig(env)).toThrow(variable);

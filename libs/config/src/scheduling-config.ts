@@ -23,6 +23,21 @@ export interface SchedulingConfig {
   readonly maxLoras: number;
   /** INLAID_ABORT_HOPELESS=true: refuse queued requests whose TTFT SLO already passed (default false). */
   readonly abortHopeless: boolean;
+  /**
+   * INLAID_TRIAGE (default true): `inlaid` orders a waiting request past its TTFT SLO after every request that
+   * can still meet its SLO (deferred, not dropped; @inlaid/scheduling triage.ts).
+   */
+  readonly triage: boolean;
+  /**
+   * INLAID_BATCH_NEED_ROOM (default true): `inlaid`'s batched prefill admission releases a held group only
+   * when the worker has the free rows and KV for it (the room rule of batch-gate.ts).
+   */
+  readonly batchNeedRoom: boolean;
+  /**
+   * INLAID_BUDGET_FIXED_PREFILL (default false): `inlaid`'s step budget counts a prefill step's fixed cost in
+   * its prefill share (measured, not the default: see bench/results/sim-evidence-2026-11-29-v4.md).
+   */
+  readonly budgetFixedPrefill: boolean;
   /** INLAID_SCHED_MAX_ROWS: requests admitted to one worker at once (its --max-num-seqs plus a small buffer). */
   readonly workerRows: number;
   /** INLAID_SCHED_MAX_PREFILL_TOKENS: prompt tokens admitted to one worker per scheduling pass. */
@@ -71,8 +86,8 @@ function positiveMs(env: Env, name: string, fallback: number): number {
   return n;
 }
 
-function bool(env: Env, name: string): boolean {
-  const v = raw(env, name, 'false').toLowerCase();
+function bool(env: Env, name: string, fallback = false): boolean {
+  const v = raw(env, name, String(fallback)).toLowerCase();
   if (v !== 'true' && v !== 'false') throw new SchedulingConfigError(name, `expected true or false, got "${v}"`);
   return v === 'true';
 }
@@ -86,6 +101,9 @@ export function parseSchedulingConfig(env: Env): SchedulingConfig {
     sloTpotMs: positiveMs(env, 'INLAID_SLO_TPOT_MS', 200),
     maxLoras: int(env, 'INLAID_MAX_LORAS', 4, 1),
     abortHopeless: bool(env, 'INLAID_ABORT_HOPELESS'),
+    triage: bool(env, 'INLAID_TRIAGE', true),
+    batchNeedRoom: bool(env, 'INLAID_BATCH_NEED_ROOM', true),
+    budgetFixedPrefill: bool(env, 'INLAID_BUDGET_FIXED_PREFILL'),
     workerRows: int(env, 'INLAID_SCHED_MAX_ROWS', 72, 1),
     workerPrefillTokens: int(env, 'INLAID_SCHED_MAX_PREFILL_TOKENS', 2048, 1),
     tickMs: int(env, 'INLAID_SCHED_TICK_MS', 50, 1),

@@ -73,7 +73,7 @@ describe('batched prefill admission (inlaid)', () => {
     // at t = 0 and a decode-only plan at t = 0.05 make the fixed share 0.8 (capped) when it counts, else 0.
     const admittedAt = (budgetFixedPrefill: boolean): number => {
       const cost: StepCost = { baseS: 0.005, decodeRowS: 0.001, adapterS: 0, kvTokenS: 0, prefillTokenS: 0, prefillStepS: 0.04 };
-      const s = new Scheduler({ policy: 'inlaid', defaultSlo: SLO, inlaid: { budgetFixedPrefill } });
+      const s = new Scheduler({ policy: 'inlaid', defaultSlo: SLO, inlaid: { budgetFixedPrefill, budgetSafety: 0.9, batchedAdmission: { groupRequests: 16 } } });
       s.onWorkerState(worker({ stepCost: cost }));
       s.enqueue(request('a', 't1', 32, 0));
       s.schedule(0, 'w0');
@@ -110,6 +110,11 @@ describe('batched prefill admission (inlaid)', () => {
     s.enqueue(request('b', 't1', 32, 0.01));
     expect(admitted(s.schedule(0.2, 'w0').decisions)).toEqual([]);
     expect(admitted(s.schedule(0.51, 'w0').decisions)).toEqual(['b']);
+  });
+
+  it('defaults to groups of 32 and a step budget of 0.95 x the TPOT SLO (bench/results/sched-real-v4-2026-11-29.md)', () => {
+    const c = new Scheduler({}).config.inlaid;
+    expect([c.batchedAdmission.groupRequests, c.budgetSafety]).toEqual([32, 0.95]);
   });
 
   it('rejects invalid options', () => {

@@ -99,8 +99,8 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.9, lenientStarvation: true, triage: true, budgetFixedPrefill: false,
-    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 16, fixedShare: 0.25, needRoom: true } },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lenientStarvation: true, triage: true, budgetFixedPrefill: false,
+    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.25, needRoom: true } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,

@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { LENGTH_PREDICTORS, parseSchedulingConfig, SCHEDULING_POLICIES } from '@inlaid/config';
 import { common, worker } from '@inlaid/proto';
-import { POLICY_NAMES, PREDICTOR_NAMES, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
+import { POLICY_NAMES, PREDICTOR_NAMES, resolveConfig, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
 import { InlaidError } from '../common/inlaid-error';
 import { AsyncQueue } from '../workers/async-queue';
 import { Dispatcher } from './dispatcher';
@@ -202,5 +202,18 @@ describe('scheduler options', () => {
     expect(s.config.policy).toBe('mlfq');
     expect(s.config.inlaid.beta).toBe(3);
     expect(s.config.defaultSlo).toEqual({ ttftS: 1.5, tpotS: 0.05 });
+  });
+
+  it('keeps the library defaults for triage, the room rule and the fixed prefill budget', () => {
+    const s = new Scheduler(schedulerOptions(parseSchedulingConfig({})));
+    expect(s.config.inlaid).toMatchObject({ triage: true, budgetFixedPrefill: false });
+    expect(s.config.inlaid.batchedAdmission).toEqual(resolveConfig().inlaid.batchedAdmission);
+  });
+
+  it('passes INLAID_TRIAGE, INLAID_BATCH_NEED_ROOM and INLAID_BUDGET_FIXED_PREFILL to the inlaid policy', () => {
+    const cfg = parseSchedulingConfig({ INLAID_TRIAGE: 'false', INLAID_BATCH_NEED_ROOM: 'false', INLAID_BUDGET_FIXED_PREFILL: 'true' });
+    const s = new Scheduler(schedulerOptions(cfg));
+    expect(s.config.inlaid).toMatchObject({ triage: false, budgetFixedPrefill: true });
+    expect(s.config.inlaid.batchedAdmission).toEqual({ ...resolveConfig().inlaid.batchedAdmission, needRoom: false });
   });
 });
