@@ -131,9 +131,12 @@ export class OnboardSteps {
     return 'active';
   }
 
-  /** Marks the task failed with the reason and stops serving its adapter (best effort). */
+  /**
+   * Stops serving the task's adapter (best effort), then marks the task failed with the reason: a client that
+   * reads `failed` never races a request against the unload.
+   */
   async failAndUnload(job: TaskJob, stage: string, reason: string): Promise<void> {
-    await this.store.fail(job.id, stage, reason);
     await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
+    await this.store.fail(job.id, stage, reason);
   }
 }
