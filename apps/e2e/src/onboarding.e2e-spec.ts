@@ -12,6 +12,7 @@ import { Harness, startHarness, waitFor } from './support/gateway-harness';
 import { CALIBRATION, makeOnboardFixture, OnboardFixture } from './support/onboard-fixture';
 import { freePort } from './support/ports';
 import { startWorker, WorkerProcess } from './support/python-worker';
+import { HttpResult, jsonCall } from './support/task-http';
 
 jest.setTimeout(180_000);
 
@@ -35,20 +36,8 @@ afterAll(async () => {
   if (fx !== undefined) rmSync(fx.root, { recursive: true, force: true });
 });
 
-async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
-  const res = await fetch(`${h.gateway.httpUrl}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: any = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* plain text (vLLM endpoints) */
-  }
-  return { status: res.status, json, text };
+function api(method: string, path: string, body?: unknown): Promise<HttpResult> {
+  return jsonCall(h.gateway.httpUrl, method, path, body);
 }
 
 async function complete(model: string, maxTokens = 8): Promise<{ status: number; json: any }> {

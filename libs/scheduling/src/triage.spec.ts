@@ -12,7 +12,7 @@ function tracked(id: string, arrivalS: number): TrackedRequest {
   return {
     spec: request(id, 't', 16, arrivalS),
     slo: SLO,
-    prediction: { points: [{ q: 0, value: 1 }, { q: 1, value: 10 }] },
+    prediction: { p50: 5, lo: 1, hi: 10, support: 1, points: [{ q: 0, value: 1 }, { q: 1, value: 10 }] },
     phase: 'waiting',
     workerId: undefined,
     generated: 0,

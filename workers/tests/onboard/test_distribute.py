@@ -5,7 +5,6 @@ missed the run catches up from the published version."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import make_random_adapter, make_tiny_llama
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.onboard.background import BackgroundLimits
 from inlaid_worker.onboard.digest import weights_digest
@@ -27,49 +25,20 @@ from inlaid_worker.onboard.versions import CheckpointVersions
 from inlaid_worker.quant import (
     PackedLinear,
     QuantSpec,
-    TaskData,
-    quantize_checkpoint,
     read_checkpoint,
-    update_checkpoint,
 )
-from inlaid_worker.quant.calib import load_calibration
 from inlaid_worker.server.app import build_engine
 from inlaid_worker.server.engine_loop import EngineLoop
+from onboard_store_fixture import StoreFx as Fx
+from onboard_store_fixture import build_store
 
 SPEC = QuantSpec(bits=4, group_size=32)
-TARGETS = ["q_proj", "v_proj", "down_proj"]
 LAYERS = 2
-
-
-@dataclass(frozen=True)
-class Fx:
-    base: Path
-    adapters: dict[str, Path]
-    calib: dict[str, Path]
-    ckpt: Path
-    updated: Path  # offline update_checkpoint(ckpt, +c)
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> Fx:
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("distribute")
-    base = make_tiny_llama(root / "base", layers=LAYERS, max_positions=256)
-    adapters = {n: make_random_adapter(root / f"adapter_{n}", base, rank=4, alpha=8, targets=TARGETS, seed=i)
-                for i, n in enumerate("abc")}
-    calib = {}
-    for n in "abc":
-        calib[n] = root / f"calib_{n}.jsonl"
-        calib[n].write_text("\n".join(json.dumps({"text": f"Task {n} sample {j}: 2 + {j} = {2 + j}."}) for j in range(3)))
-    quantize_checkpoint(base, root / "ckpt", "mlgptq", SPEC, [_task(base, adapters, calib, n) for n in "ab"])
-    update_checkpoint(root / "ckpt", base, root / "updated", add=[_task(base, adapters, calib, "c")])
-    return Fx(base, adapters, calib, root / "ckpt", root / "updated")
-
-
-def _task(base: Path, adapters: dict[str, Path], calib: dict[str, Path], name: str) -> TaskData:
-    from transformers import AutoTokenizer
-
-    return TaskData(name, adapters[name], load_calibration(calib[name], AutoTokenizer.from_pretrained(base), 256))
+    return build_store(tmp_path_factory.mktemp("distribute"), LAYERS, SPEC, "abc")
 
 
 @dataclass

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-from factories import make_random_adapter, make_tiny_llama
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.onboard import distribute
 from inlaid_worker.onboard.background import BackgroundLimits
@@ -31,55 +30,25 @@ from inlaid_worker.onboard.setup import versions_of
 from inlaid_worker.quant import (
     PackedLinear,
     QuantSpec,
-    TaskData,
     layerwise,
-    quantize_checkpoint,
     read_checkpoint,
-    update_checkpoint,
 )
-from inlaid_worker.quant.calib import load_calibration
 from inlaid_worker.server.app import build_engine
 from inlaid_worker.server.engine_loop import EngineLoop
+from onboard_store_fixture import StoreFx as Fx
+from onboard_store_fixture import build_store, task_data
 from safetensors import safe_open
 
 SPEC = QuantSpec(bits=4, group_size=32, act_order=True, static_groups=True)
-TARGETS = ["q_proj", "v_proj", "down_proj"]
 N = 4  # decoder layers
 K = 2  # layers the first owner stages before it dies
 LEASE = 0.4  # seconds (the store's lease, shortened for the tests)
 TASKS = ("a", "b", "c")
 
 
-@dataclass(frozen=True)
-class Fx:
-    base: Path
-    adapters: dict[str, Path]
-    calib: dict[str, Path]
-    ckpt: Path  # tasks a, b
-    updated: Path  # uninterrupted offline update_checkpoint(ckpt, +c)
-
-
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> Fx:
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("resume")
-    base = make_tiny_llama(root / "base", layers=N, max_positions=256)
-    adapters = {n: make_random_adapter(root / f"adapter_{n}", base, rank=4, alpha=8, targets=TARGETS, seed=i)
-                for i, n in enumerate("abc")}
-    calib = {}
-    for n in "abcx":  # x: task c's name with other calibration data
-        calib[n] = root / f"calib_{n}.jsonl"
-        calib[n].write_text("\n".join(json.dumps({"text": f"Task {n} sample {j}: 3 + {j} = {3 + j}."}) for j in range(3)))
-    quantize_checkpoint(base, root / "ckpt", "mlgptq", SPEC, [_task(base, adapters, calib, n) for n in "ab"])
-    update_checkpoint(root / "ckpt", base, root / "updated", add=[_task(base, adapters, calib, "c")])
-    return Fx(base, adapters, calib, root / "ckpt", root / "updated")
-
-
-def _task(base: Path, adapters: dict[str, Path], calib: dict[str, Path], name: str, data: str | None = None) -> TaskData:
-    from transformers import AutoTokenizer
-
-    seqs = load_calibration(calib[data or name], AutoTokenizer.from_pretrained(base), 256)
-    return TaskData(name, adapters[name], seqs)
+    return build_store(tmp_path_factory.mktemp("resume"), N, SPEC, "abcx")
 
 
 @pytest.fixture(autouse=True)
@@ -288,7 +257,7 @@ def test_a_failed_run_is_resumed_by_its_own_worker_in_the_quantizer_process(fx: 
 def _manifest_for(fx: Fx, run_id: str, tasks: tuple[str, ...] = TASKS, added: tuple[str, ...] = ("c",),
                   calib: str = "c") -> Manifest:
     """What a quantizer of +c on v0 writes (the same fingerprint as Distributor.begin computes)."""
-    inputs = run_inputs(0, fx.ckpt, fx.base, [_task(fx.base, fx.adapters, fx.calib, added[0], calib)], [], "cpu")
+    inputs = run_inputs(0, fx.ckpt, fx.base, [task_data(fx, added[0], calib)], [], "cpu")
     return Manifest(1, run_id, "dead@elsewhere", 0, tasks, added, (), SPEC.group_size, SPEC.sym, inputs=inputs)
 
 
