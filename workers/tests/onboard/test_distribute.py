@@ -7,30 +7,23 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from inlaid_worker.config import WorkerConfig
 from inlaid_worker.onboard.background import BackgroundLimits
-from inlaid_worker.onboard.digest import weights_digest
-from inlaid_worker.onboard.distribute import Distributor
-from inlaid_worker.onboard.follow import Follower
 from inlaid_worker.onboard.job import RequantizeJob
 from inlaid_worker.onboard.layer_store import LayerStore, Manifest, StagingWriter, pack_layer, unpack_layer
-from inlaid_worker.onboard.manager import AddRequest, OnboardManager, RequantizeBusy
-from inlaid_worker.onboard.setup import versions_of
+from inlaid_worker.onboard.manager import AddRequest, RequantizeBusy
 from inlaid_worker.onboard.versions import CheckpointVersions
 from inlaid_worker.quant import (
     PackedLinear,
     QuantSpec,
     read_checkpoint,
 )
-from inlaid_worker.server.app import build_engine
-from inlaid_worker.server.engine_loop import EngineLoop
 from onboard_store_fixture import StoreFx as Fx
-from onboard_store_fixture import build_store
+from onboard_store_fixture import Worker, build_store, start_worker
 
 SPEC = QuantSpec(bits=4, group_size=32)
 LAYERS = 2
@@ -41,28 +34,8 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> Fx:
     return build_store(tmp_path_factory.mktemp("distribute"), LAYERS, SPEC, "abc")
 
 
-@dataclass
-class Worker:
-    loop: EngineLoop
-    manager: OnboardManager
-    dist: Distributor
-
-    def digest(self) -> str:
-        return weights_digest(self.loop.engine.runner.weights.layers)[0]
-
-
 def _worker(fx: Fx, store: Path, name: str, follower_opts: dict[str, float] | None = None) -> Worker:
-    cfg = WorkerConfig(model=str(fx.base), port=0, kv_cache_bytes=2 << 20, checkpoint=str(fx.ckpt),
-                       checkpoint_store=str(store))
-    engine = build_engine(cfg, fx.base)
-    loop = EngineLoop(engine)
-    loop.start()
-    manager = OnboardManager(loop.call, engine.runner, versions_of(cfg), fx.base, engine.tokenizer.hf,
-                             background=BackgroundLimits(mode="thread"))
-    dist = Distributor(manager, name)
-    if follower_opts:
-        dist.follower = Follower(manager, dist.store, lambda: dist.served_version, **follower_opts)
-    return Worker(loop, manager, dist)
+    return start_worker(fx, store, name, BackgroundLimits(mode="thread"), **(follower_opts or {}))
 
 
 def _by_layer(ckpt: Path) -> dict[int, dict[str, PackedLinear]]:

@@ -10,33 +10,26 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from inlaid_worker.config import WorkerConfig
 from inlaid_worker.onboard import distribute
 from inlaid_worker.onboard.background import BackgroundLimits
-from inlaid_worker.onboard.digest import weights_digest
-from inlaid_worker.onboard.distribute import Distributor
-from inlaid_worker.onboard.follow import Follower
 from inlaid_worker.onboard.job import RequantizeJob
 from inlaid_worker.onboard.layer_store import LayerStore, Manifest, StagingWriter, pack_layer
-from inlaid_worker.onboard.manager import AddRequest, OnboardManager
+from inlaid_worker.onboard.manager import AddRequest
 from inlaid_worker.onboard.run_inputs import run_inputs
-from inlaid_worker.onboard.setup import versions_of
 from inlaid_worker.quant import (
     PackedLinear,
     QuantSpec,
     layerwise,
     read_checkpoint,
 )
-from inlaid_worker.server.app import build_engine
-from inlaid_worker.server.engine_loop import EngineLoop
 from onboard_store_fixture import StoreFx as Fx
-from onboard_store_fixture import build_store, task_data
+from onboard_store_fixture import Worker, build_store, start_worker, task_data
 from safetensors import safe_open
 
 SPEC = QuantSpec(bits=4, group_size=32, act_order=True, static_groups=True)
@@ -70,28 +63,8 @@ def gptq_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
-@dataclass
-class Worker:
-    loop: EngineLoop
-    manager: OnboardManager
-    dist: Distributor
-
-    def digest(self) -> str:
-        return weights_digest(self.loop.engine.runner.weights.layers)[0]
-
-
 def _worker(fx: Fx, store: Path, name: str, mode: str = "thread", **follow: float) -> Worker:
-    cfg = WorkerConfig(model=str(fx.base), port=0, kv_cache_bytes=2 << 20, checkpoint=str(fx.ckpt),
-                       checkpoint_store=str(store))
-    engine = build_engine(cfg, fx.base)
-    loop = EngineLoop(engine)
-    loop.start()
-    manager = OnboardManager(loop.call, engine.runner, versions_of(cfg), fx.base, engine.tokenizer.hf,
-                             background=BackgroundLimits(mode=mode, threads=1))  # type: ignore[arg-type]
-    dist = Distributor(manager, name)
-    if follow:
-        dist.follower = Follower(manager, dist.store, lambda: dist.served_version, **follow)
-    return Worker(loop, manager, dist)
+    return start_worker(fx, store, name, BackgroundLimits(mode=mode, threads=1), **follow)  # type: ignore[arg-type]
 
 
 def _add_c(fx: Fx) -> list[AddRequest]:
