@@ -7,8 +7,6 @@ field into an exact fp32 value, with no I2F (a quarter-rate instruction) and no 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -57,29 +55,17 @@ def group_zero(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW,
 # in v3 it loaded the workspace and then stored zeros, and where Triton gave the load and the store different
 # register layouts (the tensor-core kernels: the accumulator's MMA layout vs a coalesced load), one thread
 # could clear an element before another thread had read it; the lost partials showed as the intermittent
-# int4 M=4 error (rel err 4e-2..8e-2, H200 only; bench/kernels/NOTES.md v4). EPILOGUE_FENCE adds a
-# fence.acq_rel.gpu in every thread after its partial atomics (PTX; off by default: the elected thread's
-# acq_rel counter atomic after the CTA barrier already orders them); kept for that diagnosis.
-EPILOGUE_FENCE = [False]
+# int4 M=4 error (rel err 4e-2..8e-2, H200 only; bench/kernels/NOTES.md v4).
 
 
 @triton.jit
-def _fence_gpu(v):
-    """fence.acq_rel.gpu in every thread that holds v (v is passed through)."""
-    return tl.inline_asm_elementwise("fence.acq_rel.gpu; mov.b32 $0, $1;", "=r,r", [v], dtype=tl.int32,
-                                     is_pure=False, pack=1)  # fmt: skip
-
-
-@triton.jit
-def store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr = False):
+def store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT: tl.constexpr):
     """Store an fp32 tile; with split-K the partials meet in a workspace and the last program stores.
 
     The workspace and the arrival counter are left zeroed again (self-cleaning), so no memset launch.
     """
     if USE_SPLIT:
         tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        if FENCE:
-            _fence_gpu(tl.zeros((1,), tl.int32))
         tl.debug_barrier()
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == SPLIT_K - 1:
@@ -105,11 +91,6 @@ def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tenso
         cnt = torch.zeros(ntiles, dtype=torch.int32, device=device)
         _WORKSPACES[device] = (ws, cnt)
     return ws, cnt
-
-
-def fence_flag() -> bool:
-    """The FENCE constexpr for a launch: on unless switched off, and never under the interpreter."""
-    return EPILOGUE_FENCE[0] and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
 
 def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import fence_flag, field_f32, group_zero, int_f32, split_iters, store_tile, workspace
+from .quant_common import field_f32, group_zero, int_f32, split_iters, store_tile, workspace
 
 
 @triton.jit
@@ -44,7 +44,7 @@ def _gemv_kernel(
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn,
     stride_ym, stride_yn,
     BITS: tl.constexpr, GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
-    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
@@ -122,7 +122,7 @@ def _gemv_kernel(
     tile = pid_m * tl.num_programs(0) + pid_n
     y_ptrs = y_ptr + pid_m * stride_ym + offs_n * stride_yn
     ws_ptrs = ws_ptr + pid_m * N + offs_n
-    store_tile(out, y_ptrs, ws_ptrs, mask_n, cnt_ptr, tile, SPLIT_K, USE_SPLIT, FENCE)
+    store_tile(out, y_ptrs, ws_ptrs, mask_n, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
 
 
 def launch_gemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
@@ -141,6 +141,6 @@ def launch_gemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, blo
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
         BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, FENCE=fence_flag(),
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1,
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import fence_flag, split_iters, store_tile, workspace
+from .quant_common import split_iters, store_tile, workspace
 
 _DEQ_PTX = tl.constexpr("""
 {
@@ -248,7 +248,7 @@ def _hgemv_kernel(
     M, N, K, ZW, ITERS, SPLIT_K,
     stride_xm, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
-    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr, USE_ASM: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     SINGLE: tl.constexpr, PIPE: tl.constexpr, STAGES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
@@ -293,7 +293,7 @@ def _hgemv_kernel(
     y_ptrs = y_ptr + offs_m * stride_ym + offs_n * stride_yn
     ws_ptrs = ws_ptr + offs_m * N + offs_n
     tile = pid_m * tl.num_programs(0) + pid_n
-    store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT, FENCE)
+    store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
 
 
 def use_asm() -> bool:
@@ -326,6 +326,6 @@ def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, bl
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
         GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, FENCE=fence_flag(), USE_ASM=use_asm(), SINGLE=iters == 1,
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, USE_ASM=use_asm(), SINGLE=iters == 1,
         PIPE=iters > 1 and num_stages > 1, STAGES=max(num_stages, 1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip

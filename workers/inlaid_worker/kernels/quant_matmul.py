@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight, unpack_bitstream
-from .quant_common import fence_flag, group_zero, split_iters, store_tile, workspace
+from .quant_common import group_zero, split_iters, store_tile, workspace
 from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
@@ -60,7 +60,7 @@ def _qmm_kernel(
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn,
     stride_ym, stride_yn,
     BITS: tl.constexpr, GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
-    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr, IS_BF16: tl.constexpr, USE_DOT: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, IS_BF16: tl.constexpr, USE_DOT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -106,7 +106,7 @@ def _qmm_kernel(
     mask = mask_m[:, None] & mask_n[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, pid, SPLIT_K, USE_SPLIT, FENCE)
+    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, pid, SPLIT_K, USE_SPLIT)
 
 
 def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
@@ -126,7 +126,7 @@ def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tenso
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
         BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, FENCE=fence_flag(), IS_BF16=x2.dtype == torch.bfloat16,
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
         USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=stages,
     )  # fmt: skip

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import fence_flag, field_f32, group_zero, int_f32, split_iters, store_tile, workspace
+from .quant_common import field_f32, group_zero, int_f32, split_iters, store_tile, workspace
 
 
 @triton.jit
@@ -25,7 +25,7 @@ def _mma_kernel(
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn,
     stride_ym, stride_yn,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
-    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, FENCE: tl.constexpr, IS_BF16: tl.constexpr, FULL_DEQUANT: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, IS_BF16: tl.constexpr, FULL_DEQUANT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
@@ -75,7 +75,7 @@ def _mma_kernel(
     mask = mask_n[:, None] & mask_m[None, :]
     y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None] * stride_yn
     ws_ptrs = ws_ptr + offs_m[None, :] * N + offs_n[:, None]
-    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT, FENCE)
+    store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
 
 
 def launch_mma(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
@@ -96,7 +96,7 @@ def launch_mma(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, bloc
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
         GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, FENCE=fence_flag(), IS_BF16=x2.dtype == torch.bfloat16,
+        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
         FULL_DEQUANT=block_m >= 64, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
 
