@@ -80,13 +80,13 @@ export class DashboardQueries {
 
   /**
    * Latency bucket counts (HIST_BOUNDS_MS) of completed requests for all tasks together (task ALL_TASKS)
-   * and for each of `tasks`. All tasks and hour-precision plans read request_latency_rollups (key: task,
+   * and for each of `tasks`. All tasks and hour- or day-precision plans read request_latency_rollups (key: task,
    * resolution, start, ...: index-only range scans); per-task minute-precision plans (at most 3 h) count
    * the tasks' own records in the range (arrival or (task, arrival) index), with the trigger's expressions
    * and bounds.
    */
   async latencyHistograms(plan: QueryPlan, tasks: readonly string[], allTasks = true): Promise<HistRow[]> {
-    const fromRollups = [...(allTasks ? [ALL_TASKS] : []), ...(plan.precision === 'hour' ? tasks : [])];
+    const fromRollups = [...(allTasks ? [ALL_TASKS] : []), ...(plan.precision !== 'minute' ? tasks : [])];
     const fromRecords = plan.precision === 'minute' ? tasks : [];
     const parts: Array<Promise<RawHist[]>> = [];
     if (fromRollups.length > 0) {

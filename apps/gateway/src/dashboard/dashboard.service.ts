@@ -8,13 +8,16 @@ import { ALL_TASKS, DashboardQueries, ErrorRow } from './dashboard.queries';
 import { JobsView, readJobs } from './task-jobs';
 import { emptyHistograms, histogramsByTask, sumRows, TaskStats, toTaskStats, worstFirst } from './task-stats';
 import { RollupRetentionService } from './rollup-retention.service';
-import { chartStep, planQuery, stepStarts, TimeRange } from './time-range';
+import { chartStep, planQuery, Precision, stepStarts, TimeRange } from './time-range';
 import { toWorkerView, WorkerView } from './worker-view';
 
 export interface Overview {
-  /** The range answered: up to 3 h to the minute (within minute-rollup retention), others widened to whole hours. */
+  /**
+   * The range answered: up to 3 h to the minute (within minute-rollup and record retention), others widened
+   * to whole hours, or to whole days where they start before the hour rollups' retention.
+   */
   readonly range: { readonly from: string; readonly to: string };
-  readonly precision: 'minute' | 'hour';
+  readonly precision: Precision;
   readonly defaults: { readonly ttftMs: number; readonly tpotMs: number };
   readonly overall: TaskStats;
   readonly taskCount: number;
@@ -55,7 +58,7 @@ export class DashboardService {
    * then read for the `limit` tasks shown only (percentiles do not take part in the ranking).
    */
   async overview(range: TimeRange, limit: number): Promise<Overview> {
-    const plan = planQuery(range, this.retention.floor());
+    const plan = planQuery(range, this.retention.floors());
     const [sums, targets, overallHist] = await Promise.all([
       this.queries.taskSums(plan),
       readTargets(this.db),
@@ -85,7 +88,7 @@ export class DashboardService {
   }
 
   async series(range: TimeRange, task: string | undefined): Promise<Series> {
-    const { stepS, resolutionS } = chartStep(range, 120, this.retention.floor());
+    const { stepS, resolutionS } = chartStep(range, 120, this.retention.floors());
     const rows = await this.queries.series(range, stepS, resolutionS, task);
     const byTime = new Map(rows.map((r) => [new Date(r.t).getTime(), r]));
     const points = stepStarts(range, stepS).map((t): SeriesPoint => {

@@ -1,18 +1,21 @@
 /**
- * Sweeps minute rollups past their retention (INLAID_ROLLUP_MINUTE_DAYS) at start-up and every
- * INLAID_ROLLUP_SWEEP_S, in batches so no statement holds locks for long. A failed sweep (Postgres down) is
- * logged and tried again at the next tick; it never affects serving.
+ * Sweeps minute rollups, hour rollups and request records past their retention (INLAID_ROLLUP_MINUTE_DAYS,
+ * INLAID_ROLLUP_HOUR_DAYS, INLAID_RECORD_DAYS) at start-up and every INLAID_ROLLUP_SWEEP_S, in batches so no
+ * statement holds locks for long. A failed sweep (Postgres down) is logged and tried again at the next tick;
+ * it never affects serving.
  */
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
 import { DataSource } from 'typeorm';
 import { GATEWAY_CONFIG } from '../config/config.module';
-import { minuteFloor, retentionStatements } from './rollup-retention';
+import { RetentionFloors, retentionFloors, retentionStatements } from './rollup-retention';
 
 const BATCH = 20_000;
 
 export interface SweepResult {
+  /** The minute rollups' floor (null: kept forever). */
   readonly floor: Date | null;
+  readonly floors: RetentionFloors;
   readonly deleted: Readonly<Record<string, number>>;
 }
 
@@ -27,13 +30,14 @@ export class RollupRetentionService implements OnApplicationBootstrap, OnApplica
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
   ) {}
 
-  /** The oldest time the dashboard may read minute rollups for (null: all are kept). */
-  floor(now = new Date()): Date | null {
-    return minuteFloor(now, this.config.dashboard.minuteRollupDays);
+  /** The oldest time the dashboard may read each kind of row for (null: all are kept). */
+  floors(now = new Date()): RetentionFloors {
+    return retentionFloors(now, this.config.dashboard);
   }
 
   onApplicationBootstrap(): void {
-    if (this.floor() === null) return;
+    const f = this.floors();
+    if (f.minute === null && f.hour === null && f.records === null) return;
     const tick = (): void => {
       this.running = this.sweep().catch((err: Error) => this.logger.warn(`rollup retention sweep failed: ${err.message}`));
     };
@@ -47,12 +51,12 @@ export class RollupRetentionService implements OnApplicationBootstrap, OnApplica
     await this.running;
   }
 
-  /** Deletes every minute rollup row older than the floor, batch by batch. */
+  /** Deletes every row older than its floor, batch by batch. */
   async sweep(now = new Date()): Promise<SweepResult> {
-    const floor = this.floor(now);
+    const floors = this.floors(now);
+    const floor = floors.minute;
     const deleted: Record<string, number> = {};
-    if (floor === null) return { floor, deleted };
-    for (const st of retentionStatements(floor, BATCH)) {
+    for (const st of retentionStatements(floors, BATCH)) {
       deleted[st.table] = 0;
       for (;;) {
         const res: unknown = await this.db.query(st.sql, [...st.params]);
@@ -62,7 +66,7 @@ export class RollupRetentionService implements OnApplicationBootstrap, OnApplica
       }
     }
     const total = Object.values(deleted).reduce((a, b) => a + b, 0);
-    if (total > 0) this.logger.log(`deleted ${total} minute rollup rows older than ${floor.toISOString()}`);
-    return { floor, deleted };
+    if (total > 0) this.logger.log(`retention deleted ${JSON.stringify(deleted)}`);
+    return { floor, floors, deleted };
   }
 }

@@ -1,14 +1,16 @@
 /**
- * Minute-rollup retention against real Postgres (trigger as in production): records 10 days and 1 day old;
- * a sweep with 7 days' retention deletes exactly the old minute rows (both rollup tables), keeps hour and day
- * rows and recent minute rows, and an old range is then answered at hour precision with the records' sums.
+ * Retention against real Postgres (trigger as in production): records 10 days and 1 day old; a sweep with 7
+ * days' retention deletes exactly the old minute rows (both rollup tables), keeps hour and day rows and recent
+ * minute rows, and an old range is then answered at hour precision with the records' sums. Then hour rollups
+ * and records kept 5 days: the old hour rows and records go, day rows and recent data stay, and the old range
+ * is answered from day rollups with the same sums.
  */
 import { randomBytes } from 'node:crypto';
 import type { GatewayConfig } from '@inlaid/config';
 import { dropDatabase, openDatabase, RequestRecord } from '@inlaid/db';
 import { DataSource } from 'typeorm';
 import { DashboardQueries } from './dashboard.queries';
-import { minuteFloor, retentionStatements } from './rollup-retention';
+import { minuteFloor, retentionFloors, retentionStatements } from './rollup-retention';
 import { RollupRetentionService } from './rollup-retention.service';
 import { chartStep, planQuery } from './time-range';
 
@@ -30,8 +32,8 @@ function records(prefix: string, start: Date, n: number): RequestRecord[] {
   });
 }
 
-function service(days: number): RollupRetentionService {
-  const config = { dashboard: { minuteRollupDays: days, sweepS: 3600 } } as unknown as GatewayConfig;
+function service(days: number, hourRollupDays = 0, recordDays = 0): RollupRetentionService {
+  const config = { dashboard: { minuteRollupDays: days, hourRollupDays, recordDays, sweepS: 3600 } } as unknown as GatewayConfig;
   return new RollupRetentionService(db, config);
 }
 
@@ -104,7 +106,54 @@ describe('minute rollup retention', () => {
     expect(raw.reduce((a, r) => a + r.n, 0)).toBe(200);
   });
 
-  it('does nothing when minute rollups are kept forever', async () => {
-    expect(await service(0).sweep(now)).toEqual({ floor: null, deleted: {} });
+  it('deletes old hour rollups and records, keeps day rollups, answers old ranges from day rollups', async () => {
+    const floors = retentionFloors(now, { minuteRollupDays: 7, hourRollupDays: 5, recordDays: 5 });
+    if (floors.hour === null || floors.records === null) throw new Error('floors expected');
+    expect(floors.hour.getTime() % DAY).toBe(0);
+    const count = async (sql: string, args: unknown[]): Promise<number> => ((await db.query(sql, args)) as Array<{ n: number }>)[0]?.n ?? -1;
+    const hourRows = (op: string): Promise<number> => count(
+      `SELECT count(*)::int AS n FROM request_rollups WHERE resolution_s = 3600 AND bucket_start ${op} $1`, [floors.hour]);
+    const dayRows = (): Promise<number> => count(`SELECT count(*)::int AS n FROM request_rollups WHERE resolution_s = 86400`, []);
+    const recordRows = (op: string): Promise<number> => count(
+      `SELECT count(*)::int AS n FROM request_records WHERE arrival ${op} $1`, [floors.records]);
+    const [oldHours, newHours, days, oldRecords, newRecords] = [await hourRows('<'), await hourRows('>='), await dayRows(),
+      await recordRows('<'), await recordRows('>=')];
+    expect(oldHours).toBeGreaterThan(0);
+    expect([oldRecords, newRecords]).toEqual([200, 200]);
+
+    const result = await service(7, 5, 5).sweep(now);
+    expect(result.deleted['request_rollups/hour']).toBe(oldHours);
+    expect(result.deleted['request_latency_rollups/hour']).toBeGreaterThan(0);
+    expect(result.deleted['request_records']).toBe(200);
+    expect([await hourRows('<'), await hourRows('>='), await dayRows()]).toEqual([0, newHours, days]);
+    expect([await recordRows('<'), await recordRows('>=')]).toEqual([0, 200]);
+
+    // The old 95-minute range now starts before the hour floor: whole days, from day rollups, same sums.
+    const range = { from: new Date(oldStart.getTime() + 7 * MINUTE), to: new Date(oldStart.getTime() + 102 * MINUTE) };
+    const plan = planQuery(range, floors);
+    expect(plan.precision).toBe('day');
+    expect(plan.segments.every((s) => s.resolutionS === 86400)).toBe(true);
+    const sums = await new DashboardQueries(db).taskSums(plan);
+    expect(sums.reduce((a, s) => a + s.requests, 0)).toBe(200);
+    const hist = await new DashboardQueries(db).latencyHistograms(plan, ['a', 'b']);
+    expect(hist.length).toBeGreaterThan(0);
+    expect(chartStep(range, 120, floors)).toEqual({ stepS: 86400, resolutionS: 86400 });
+    // The recent range stays at minute precision; records kept, minute rollups kept.
+    const recent = { from: newStart, to: new Date(newStart.getTime() + HOUR) };
+    expect(planQuery(recent, floors).precision).toBe('minute');
+  });
+
+  it('answers at hour precision where records are gone but minute rollups are kept', () => {
+    const floors = retentionFloors(now, { minuteRollupDays: 7, hourRollupDays: 0, recordDays: 2 });
+    const threeDaysAgo = new Date(Math.floor((now.getTime() - 3 * DAY) / HOUR) * HOUR);
+    const range = { from: threeDaysAgo, to: new Date(threeDaysAgo.getTime() + HOUR) };
+    expect(planQuery(range, floors).precision).toBe('hour');
+    expect(planQuery(range, { ...floors, records: null }).precision).toBe('minute');
+    expect(retentionStatements(floors, 10).map((st) => st.table)).toEqual(
+      ['request_rollups', 'request_latency_rollups', 'request_records']);
+  });
+
+  it('does nothing when everything is kept forever', async () => {
+    expect(await service(0).sweep(now)).toEqual({ floor: null, floors: { minute: null, hour: null, records: null }, deleted: {} });
   });
 });

@@ -1,8 +1,10 @@
 /**
  * Time ranges for the dashboard (pure): parsing the query (`range=1h` back from now, or `from`/`to` ISO
  * times, rounded out to whole minutes), splitting it into rollup segments (to the minute up to 3 h, widened to
- * whole hours beyond), and picking a chart step.
+ * whole hours beyond, to whole days before the hour rollups' retention), and picking a chart step.
  */
+import { KEEP_ALL, laterFloor, RetentionFloors } from './rollup-retention';
+
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const UNITS_MS: Record<string, number> = { m: MINUTE_MS, h: HOUR_MS, d: 24 * HOUR_MS };
@@ -35,8 +37,10 @@ export interface Segment {
  * the minute (whole hours in the middle, minutes at the ends); longer ones are widened to whole hours (whole
  * days in the middle, hours at the ends), which bounds the rows read per task to about 50 for any range.
  */
+export type Precision = 'minute' | 'hour' | 'day';
+
 export interface QueryPlan {
-  readonly precision: 'minute' | 'hour';
+  readonly precision: Precision;
   readonly range: TimeRange;
   readonly segments: readonly Segment[];
 }
@@ -72,20 +76,37 @@ export function parseRange(query: { range?: string; from?: string; to?: string }
   return { from: new Date(f), to: new Date(t) };
 }
 
+/** Floors as given: a Date is the minute rollups' floor alone, null keeps everything. */
+export function asFloors(floors: RetentionFloors | Date | null): RetentionFloors {
+  if (floors === null) return KEEP_ALL;
+  return floors instanceof Date ? { ...KEEP_ALL, minute: floors } : floors;
+}
+
+function widen(range: TimeRange, unitMs: number): TimeRange {
+  return {
+    from: new Date(Math.floor(range.from.getTime() / unitMs) * unitMs),
+    to: new Date(Math.ceil(range.to.getTime() / unitMs) * unitMs),
+  };
+}
+
+const before = (t: Date, floor: Date | null): boolean => floor !== null && t.getTime() < floor.getTime();
+
 /**
- * `minuteFloor`: the oldest time minute rollups are still kept for (rollup-retention.ts); a range that starts
- * before it is answered from hour rollups whatever its length.
+ * `floors`: what retention still keeps (rollup-retention.ts). Minute precision reads minute rollups and the
+ * tasks' records, so a range that starts before either floor is answered from hour rollups whatever its
+ * length; one that starts before the hour rollups' floor is widened to whole days and read from day rollups.
  */
-export function planQuery(range: TimeRange, minuteFloor: Date | null = null): QueryPlan {
-  const minutesKept = minuteFloor === null || range.from.getTime() >= minuteFloor.getTime();
+export function planQuery(range: TimeRange, floors: RetentionFloors | Date | null = null): QueryPlan {
+  const f = asFloors(floors);
   // + a minute: rounding out to whole minutes makes a relative `3h` one minute longer.
-  if (minutesKept && range.to.getTime() - range.from.getTime() <= MINUTE_PRECISION_MAX_MS + MINUTE_MS) {
+  const short = range.to.getTime() - range.from.getTime() <= MINUTE_PRECISION_MAX_MS + MINUTE_MS;
+  if (short && !before(range.from, laterFloor(f.minute, f.records))) {
     return { precision: 'minute', range, segments: planSegments(range, 60) };
   }
-  const f = Math.floor(range.from.getTime() / HOUR_MS) * HOUR_MS;
-  const t = Math.ceil(range.to.getTime() / HOUR_MS) * HOUR_MS;
-  const widened = { from: new Date(f), to: new Date(t) };
-  return { precision: 'hour', range: widened, segments: planSegments(widened, 3600) };
+  const hours = widen(range, HOUR_MS);
+  if (!before(hours.from, f.hour)) return { precision: 'hour', range: hours, segments: planSegments(hours, 3600) };
+  const days = widen(range, 24 * HOUR_MS);
+  return { precision: 'day', range: days, segments: planSegments(days, 86400) };
 }
 
 /**
@@ -113,11 +134,14 @@ export function planSegments(range: TimeRange, finestS: Resolution = 3600): Segm
 
 /**
  * The smallest step (s) that keeps a chart at or under maxPoints points, and the rollup it reads from; whole
- * hours at least when the range starts before `minuteFloor` (minute rollups no longer kept there).
+ * hours at least when the range starts before the minute rollups' floor, whole days before the hour rollups'.
  */
-export function chartStep(range: TimeRange, maxPoints = 120, minuteFloor: Date | null = null): { stepS: number; resolutionS: Resolution } {
+export function chartStep(
+  range: TimeRange, maxPoints = 120, floors: RetentionFloors | Date | null = null,
+): { stepS: number; resolutionS: Resolution } {
+  const f = asFloors(floors);
   const spanS = (range.to.getTime() - range.from.getTime()) / 1000;
-  const minStepS = minuteFloor !== null && range.from.getTime() < minuteFloor.getTime() ? 3600 : 60;
+  const minStepS = before(range.from, f.hour) ? 86400 : before(range.from, f.minute) ? 3600 : 60;
   const steps = STEPS_S.filter((s) => s >= minStepS);
   const stepS = steps.find((s) => spanS / s <= maxPoints) ?? steps[steps.length - 1] ?? 86400;
   return { stepS, resolutionS: stepS % 86400 === 0 ? 86400 : stepS % 3600 === 0 ? 3600 : 60 };
