@@ -5,10 +5,15 @@
  * - batching: tasks B and C created while task A's re-quantization runs go into ONE next re-quantization
  *   (the worker's quantizer run counter says 2 in all; B and C end active on the same version). The worker's
  *   quantizer is paced (INLAID_QUANTIZER_MAX_SHARE) so A's run outlasts B's and C's validate + load steps;
- * - a re-quantization that fails in the worker's quantizer: an adapter that passes validation but has NaN in
- *   layer 0's down_proj lora_B, so layer 0 re-quantizes (and is swapped in) and layer 1's Hessian is NaN and
+ * - adapters with NaN or infinite weights are refused (INVALID_ARGUMENT naming the tensor) by CreateTask and
+ *   LoadLoraAdapter;
+ * - a re-quantization that fails in the worker's quantizer: an adapter whose weights are all finite, so it
+ *   passes validation, but huge (1e30 in layer 0's down_proj lora_A and lora_B): its delta overflows float32
+ *   in the calibration forward, so layer 0 re-quantizes (and is swapped in) and layer 1's Hessian is NaN and
  *   GPTQ refuses it. The task ends failed with the reason and unloaded; the worker restores the previous
  *   weights bit for bit (WeightsDigest) and another task is served token for token as before;
+ * - DeleteTask of a failed task removes its upload directory at once; of a task in the served checkpoint
+ *   version, only with the re-quantization that drops it (onboarding-http.e2e-spec.ts sees that happen);
  * - many adapters: 200 (INLAID_E2E_MANY_ADAPTERS; bench/onboard/many_adapters.sh runs 1,000) registered with
  *   POST /v1/load_lora_adapter while GET /v1/tasks and /healthz are timed, the worker's RSS growth per adapter,
  *   and its device residency (metrics port) at most its slots after requests to more adapters than slots.
@@ -16,9 +21,9 @@
 import { Metadata, ServiceError } from '@grpc/grpc-js';
 import { inference, tasks, worker } from '@inlaid/proto';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { copyAdapter, nanAdapter } from './support/adapter-files';
+import { copyAdapter, filledAdapter } from './support/adapter-files';
 import { generate, getInfo, inferenceClient, workerClient } from './support/grpc-clients';
 import { Harness, startHarness, waitFor } from './support/gateway-harness';
 import { CALIBRATION, makeOnboardFixture, OnboardFixture } from './support/onboard-fixture';
@@ -30,6 +35,10 @@ import { codeName, codeOf, CreateTask, errorOf, TasksApi, viewJson } from './sup
 jest.setTimeout(120_000);
 
 const SHARE_ENV = 'INLAID_QUANTIZER_MAX_SHARE';
+const NAN_TENSOR = 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight';
+const INF_TENSOR = 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight';
+/** The worker's refusal of a tensor holding NaN or infinite values, naming it. */
+const nonFinite = (tensor: string) => new RegExp(`tensor '${tensor.replace(/\./g, '\\.')}' holds non-finite values`);
 const shareBefore = process.env[SHARE_ENV];
 
 let fx: OnboardFixture;
@@ -42,7 +51,10 @@ let metricsPort: number;
 
 beforeAll(async () => {
   fx = await makeOnboardFixture();
-  nanAdapter(join(fx.adapterRoot, 'third'), join(fx.adapterRoot, 'nanlayer0'), /layers\.0\.mlp\.down_proj\.lora_B/);
+  const third = join(fx.adapterRoot, 'third');
+  expect(filledAdapter(third, join(fx.adapterRoot, 'huge0'), /layers\.0\.mlp\.down_proj\.lora_[AB]\./, 1e30)).toHaveLength(2);
+  expect(filledAdapter(third, join(fx.adapterRoot, 'nanweights'), /layers\.1\.self_attn\.v_proj\.lora_B\./, Number.NaN)).toEqual([NAN_TENSOR]);
+  expect(filledAdapter(third, join(fx.adapterRoot, 'infweights'), /layers\.0\.self_attn\.q_proj\.lora_A\./, -Infinity)).toEqual([INF_TENSOR]);
   process.env[SHARE_ENV] = '0.5'; // read by the worker spawned below: it rests as long as it worked after each layer
   try {
     metricsPort = await freePort();
@@ -71,6 +83,8 @@ afterAll(async () => {
 });
 
 const create = (req: CreateTask) => t.create(req);
+/** The upload directory of a task job (calibration sent inline is stored there). */
+const uploadDir = (view: { name: string; job_id: string }) => join(fx.dataDir, 'tasks', `${view.name}-${view.job_id}`);
 const createError = (req: CreateTask) => errorOf(t.create(req));
 const getTask = (name: string) => t.get(name);
 
@@ -117,6 +131,8 @@ describe('inlaid.v1.Tasks over gRPC', () => {
       [{ name: 'nofile', adapterPath: 'newtask', calibrationFile: 'file-0123456789abcdef' }, 'INVALID_ARGUMENT', /was not uploaded/],
       [{ name: 'pk', adapterPath: 'pickled', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', /pickle/],
       [{ name: 'ws', adapterPath: 'wrongshape', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', /shape/],
+      [{ name: 'nanw', adapterPath: 'nanweights', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', nonFinite(NAN_TENSOR)],
+      [{ name: 'infw', adapterPath: 'infweights', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', nonFinite(INF_TENSOR)],
       [{ name: 'esc', adapterPath: '../model', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', /outside the allowed adapter roots/],
       [{ name: 'sql', adapterPath: 'newtask', calibrationJsonl: CALIBRATION }, 'ALREADY_EXISTS', /already exists/], // served by the worker
     ];
@@ -129,6 +145,8 @@ describe('inlaid.v1.Tasks over gRPC', () => {
     expect(named.metadata.get('x-inlaid-param')).toEqual(['calibration']);
     // a refused adapter is recorded as failed (GetTask says why); a refused request body leaves nothing
     expect(viewJson(await getTask('pk')).error).toMatch(/pickle/);
+    expect(viewJson(await getTask('nanw')).error).toMatch(nonFinite(NAN_TENSOR));
+    expect(await generateCode('nanw')).toBe('NOT_FOUND');
     expect(await codeOf(t.get('nocal'))).toBe('NOT_FOUND');
     expect(await codeOf(t.get('bad name'))).toBe('INVALID_ARGUMENT');
     expect(await codeOf(t.delete('nope'))).toBe('NOT_FOUND');
@@ -168,21 +186,21 @@ describe('inlaid.v1.Tasks over gRPC', () => {
     expect([byName.get('ta'), byName.get('tb'), byName.get('tc'), byName.get('pk')]).toEqual(['active', 'active', 'active', 'failed']);
   });
 
-  it('a re-quantization failing in the quantizer: task failed with the reason, unloaded; the previous weights keep serving', async () => {
+  it('a re-quantization failing in the quantizer (finite weights that overflow): task failed with the reason, unloaded; the previous weights keep serving', async () => {
     const before = await checkpoint();
     const weights = await digest();
     const tokens = await tokensOf('tb');
     expect(tokens).toHaveLength(6);
-    const created = await create({ name: 'tnan', adapterPath: 'nanlayer0', calibrationJsonl: CALIBRATION });
+    const created = await create({ name: 'tbig', adapterPath: 'huge0', calibrationJsonl: CALIBRATION });
     expect(created.task?.status).toBe('queued'); // it passed validation
-    const failed = await untilGrpcStatus('tnan', 'failed');
+    const failed = await untilGrpcStatus('tbig', 'failed');
     expect(failed.error).toMatch(/^requantize: .*Hessian not positive definite/);
     expect(failed.progress.stages.requantize.status).toBe('failed');
     expect(failed.progress.stages.load.status).toBe('done'); // it was served on the current base meanwhile
     expect(failed.checkpoint_version).toBeNull();
     expect(failed.history[0].events.map((e: any) => e.status)).toEqual(['queued', 'loading', 'quantizing', 'failed']);
-    expect(await generateCode('tnan')).toBe('NOT_FOUND'); // unloaded
-    expect((await getInfo(wc)).models.map((m) => m.id)).not.toContain('tnan');
+    expect(await generateCode('tbig')).toBe('NOT_FOUND'); // unloaded
+    expect((await getInfo(wc)).models.map((m) => m.id)).not.toContain('tbig');
 
     const now = await checkpoint();
     expect([now.version, now.quantizerRuns, now.quantizing]).toEqual([before.version, before.quantizerRuns + 1, false]);
@@ -206,9 +224,12 @@ describe('inlaid.v1.Tasks over gRPC', () => {
       [{ loraName: 'vx', loraPath: '' }, 'INVALID_ARGUMENT'],
       [{ loraName: 'vx', loraPath: 'pickled' }, 'INVALID_ARGUMENT'],
       [{ loraName: 'vx', loraPath: 'wrongshape' }, 'INVALID_ARGUMENT'],
+      [{ loraName: 'vx', loraPath: 'nanweights' }, 'INVALID_ARGUMENT'],
+      [{ loraName: 'vx', loraPath: 'infweights' }, 'INVALID_ARGUMENT'],
       [{ loraName: '', loraPath: 'third' }, 'INVALID_ARGUMENT'],
     ];
     for (const [req, code] of bad) expect([req, await codeOf(t.loadLora(req.loraName, req.loraPath))]).toEqual([req, code]);
+    expect((await errorOf(t.loadLora('vx', 'infweights'))).details).toMatch(nonFinite(INF_TENSOR));
     expect(await generateCode('vx')).toBe('NOT_FOUND');
 
     expect(await t.unloadLora('vl')).toEqual({});
@@ -219,6 +240,8 @@ describe('inlaid.v1.Tasks over gRPC', () => {
   });
 
   it('DeleteTask stops serving a task and queues its removal; a second delete is NOT_FOUND', async () => {
+    const tcDir = uploadDir(viewJson(await getTask('tc')));
+    expect(existsSync(join(tcDir, 'calibration.jsonl'))).toBe(true);
     const deleted = await t.delete('tc');
     expect(deleted.status).toBe('deleted');
     const history = viewJson(deleted).history as Array<{ kind: string; status: string }>;
@@ -226,6 +249,19 @@ describe('inlaid.v1.Tasks over gRPC', () => {
     expect(await generateCode('tc')).toBe('NOT_FOUND');
     expect(await generateCode('tb')).toBe('OK');
     expect(await codeOf(t.delete('tc'))).toBe('NOT_FOUND');
+    expect(existsSync(join(tcDir, 'calibration.jsonl'))).toBe(true); // its Hessians are in the served version: kept until dropped
+  });
+
+  it('DeleteTask of a failed task removes its upload directory at once (no re-quantization needs it)', async () => {
+    const tbig = viewJson(await getTask('tbig'));
+    expect(tbig.status).toBe('failed');
+    const dir = uploadDir(tbig);
+    expect(existsSync(join(dir, 'calibration.jsonl'))).toBe(true);
+    const deleted = viewJson(await t.delete('tbig'));
+    expect(deleted.history.map((j: any) => `${j.kind} ${j.status}`)).toEqual(['onboard deleted']);
+    expect(existsSync(dir)).toBe(false);
+    expect(existsSync(join(fx.adapterRoot, 'huge0', 'adapter_model.safetensors'))).toBe(true); // the client's adapter is not ours to remove
+    expect(await generateCode('tb')).toBe('OK');
   });
 });
 

@@ -2,12 +2,15 @@
  * The HTTP side of task onboarding (issue 6) against a real gateway + worker (tiny model, MLGPTQ checkpoint),
  * Postgres and Redis: multipart adapter uploads, calibration uploads (POST /v1/files + file_id), size limits
  * (INLAID_MAX_UPLOAD_BYTES set small, the calibration record cap), refusals that leave nothing behind on disk
- * or in task_jobs (except the kept `failed` record of a refused adapter), wait_for_quantization, and DELETE
- * followed by a re-quantization that drops the deleted task from the next checkpoint version.
+ * or in task_jobs (except the kept `failed` record of a refused adapter; among them uploaded adapters with NaN
+ * or infinite weights), wait_for_quantization, and DELETE (of an active task, and of one during its own
+ * re-quantization) followed by a re-quantization that drops the deleted tasks from the next checkpoint
+ * version and only then removes their upload directories, while requests to another task keep succeeding.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { fillTensors } from './support/adapter-files';
 import { Harness, startHarness, waitFor } from './support/gateway-harness';
 import { CALIBRATION, makeOnboardFixture, OnboardFixture } from './support/onboard-fixture';
 import { freePort } from './support/ports';
@@ -48,6 +51,32 @@ const complete = (model: string) => api('POST', '/v1/completions', { model, prom
 const adapterFile = (dir: string, file: string) => readFileSync(join(fx.adapterRoot, dir, file));
 const config = (change: Record<string, unknown> = {}) => Buffer.from(JSON.stringify({ ...JSON.parse(adapterFile('newtask', 'adapter_config.json').toString()), ...change }));
 const weights = () => adapterFile('newtask', 'adapter_model.safetensors');
+const NAN_TENSOR = 'base_model.model.model.layers.1.mlp.down_proj.lora_B.weight';
+const INF_TENSOR = 'base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight';
+/** The adapter's weights with one tensor set to `value`. */
+function poisoned(tensor: string, value: number): Buffer {
+  const { bytes, names } = fillTensors(weights(), new RegExp(`^${tensor.replace(/\./g, '\\.')}$`), value);
+  if (names.length !== 1) throw new Error(`no F32 tensor ${tensor}`);
+  return bytes;
+}
+const nonFinite = (tensor: string, what: string) => new RegExp(`tensor '${tensor.replace(/\./g, '\\.')}' holds non-finite values \\(${what}`);
+/** Where an accepted task's uploads live. */
+const uploadDir = (name: string, jobId: string) => join(fx.dataDir, 'tasks', `${name}-${jobId}`);
+
+/** Sends completions to `model` one after another until stopped; resolves with every status that was not 200. */
+function keepCompleting(model: string): { stop(): Promise<{ sent: number; failed: string[] }> } {
+  let running = true;
+  const failed: string[] = [];
+  let sent = 0;
+  const loop = (async () => {
+    while (running) {
+      const r = await complete(model);
+      sent++;
+      if (r.status !== 200) failed.push(`${r.status} ${r.text}`);
+    }
+  })();
+  return { stop: async () => ((running = false), await loop, { sent, failed }) };
+}
 
 function untilStatus(name: string, want: string, timeoutMs = 40_000): Promise<any> {
   return waitFor(async () => {
@@ -102,6 +131,8 @@ describe('onboarding through the HTTP API', () => {
     ['uploaded pickle', () => upload('/v1/tasks', { name: 'r-pickle', ...good(), adapter_model: adapterFile('pickled', 'adapter_model.bin') }), 400, /pickle/, true],
     ['pickle by path', () => api('POST', '/v1/tasks', { name: 'r-pickle2', adapter: { path: 'pickled' }, calibration: CALIBRATION }), 400, /pickle/, true],
     ['wrong rank', () => upload('/v1/tasks', { name: 'r-rank', ...good(), adapter_config: config({ r: 8 }) }), 400, /shape/, true],
+    ['uploaded adapter with a NaN weight', () => upload('/v1/tasks', { name: 'r-nan', ...good(), adapter_model: poisoned(NAN_TENSOR, Number.NaN) }), 400, nonFinite(NAN_TENSOR, '\\d+ NaN, 0 infinite'), true],
+    ['uploaded adapter with an infinite weight', () => upload('/v1/tasks', { name: 'r-inf', ...good(), adapter_model: poisoned(INF_TENSOR, Infinity) }), 400, nonFinite(INF_TENSOR, '0 NaN, \\d+ infinite'), true],
     ['wrong base', () => upload('/v1/tasks', { name: 'r-base', ...good(), adapter_config: config({ base_model_name_or_path: 'meta-llama/Llama-2-7b-hf' }) }), 400, /trained on/, true],
     ['wrong shapes by path', () => api('POST', '/v1/tasks', { name: 'r-shape', adapter: { path: 'wrongshape' }, calibration: CALIBRATION }), 400, /shape/, true],
     ['path outside the root', () => api('POST', '/v1/tasks', { name: 'r-escape', adapter: { path: '../model' }, calibration: CALIBRATION }), 400, /outside the allowed adapter roots/, true],
@@ -157,24 +188,53 @@ describe('onboarding through the HTTP API', () => {
     expect(publishedTasks().tasks).toContain('r-rank');
   });
 
-  it('DELETE, then a re-quantization: the next checkpoint version no longer holds the deleted task', async () => {
+  it('DELETE of an active task and of one in its own re-quantization: the next version drops both, and only then their upload directories go; requests to another task never fail', async () => {
     const before = publishedTasks();
     expect(before.tasks).toContain('up1');
+    const up1Dir = uploadDir('up1', (await api('GET', '/v1/tasks/up1')).json.job_id);
+    expect(existsSync(join(up1Dir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
+    const traffic = keepCompleting('byfile');
+
+    const mid = await upload('/v1/tasks', { name: 'mid', ...good() });
+    expect(mid.status).toBe(202);
+    const midDir = uploadDir('mid', mid.json.job_id);
+    // deleted while its re-quantization runs (a layer of it is done), or just after (then it is active)
+    await waitFor(async () => {
+      const v = (await api('GET', '/v1/tasks/mid')).json;
+      if (v.status === 'failed') throw new Error(v.error);
+      return v.progress.layers_done > 0 || v.status === 'active' ? true : undefined;
+    }, 40_000, 'mid re-quantizing');
+    const delMid = await api('DELETE', '/v1/tasks/mid');
+    expect(delMid.status).toBe(200);
+    expect(delMid.json.history.map((j: any) => `${j.kind} ${j.status}`)).toEqual(['onboard deleted', 'delete queued']);
+    expect(existsSync(join(midDir, 'adapter', 'adapter_model.safetensors'))).toBe(true); // the run may still read it
+    // the run it was in ends and publishes a version holding it: its files stay until a version drops it
+    await waitFor(async () => ((await api('GET', '/v1/tasks/mid')).json.progress.stages.requantize?.status === 'done' ? true : undefined), 40_000, 'the run of mid done');
+    expect(publishedTasks().tasks).toContain('mid');
+    expect(existsSync(join(midDir, 'calibration.jsonl'))).toBe(true);
+
     const del = await api('DELETE', '/v1/tasks/up1');
     expect(del.status).toBe(200);
     expect((await complete('up1')).status).toBe(404);
     expect(del.json.history.map((j: any) => `${j.kind} ${j.status}`)).toEqual(['onboard deleted', 'delete queued']);
+    expect(existsSync(join(up1Dir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
     expect((await api('POST', '/v1/tasks', { name: 'after', adapter: { path: 'newtask' }, calibration: CALIBRATION })).status).toBe(202);
     const active = await untilStatus('after', 'active');
     const after = publishedTasks();
     expect(after.version).toBe(active.checkpoint_version);
     expect(after.version).toBeGreaterThan(before.version);
     expect(after.tasks).toEqual([...before.tasks.filter((t) => t !== 'up1'), 'after'].sort());
-    const up1 = (await api('GET', '/v1/tasks/up1')).json;
-    const removal = up1.history.find((j: any) => j.kind === 'delete');
-    expect(removal.status).toBe('completed');
-    expect(removal.events.at(-1).message).toBe(`dropped from checkpoint v${after.version}`);
+    for (const name of ['up1', 'mid']) {
+      const view = (await api('GET', `/v1/tasks/${name}`)).json;
+      const removal = view.history.find((j: any) => j.kind === 'delete');
+      expect([name, removal.status, removal.events.at(-1).message]).toEqual([name, 'completed', `dropped from checkpoint v${after.version}`]);
+    }
+    expect([existsSync(up1Dir), existsSync(midDir)]).toEqual([false, false]);
+    expect(existsSync(join(fx.adapterRoot, 'newtask', 'adapter_model.safetensors'))).toBe(true); // a client's adapter is not ours to remove
     const list = (await api('GET', '/v1/tasks')).json.data.map((t: any) => `${t.name} ${t.status}`);
-    expect(list).toEqual(expect.arrayContaining(['up1 deleted', 'after active', 'byfile active', 'r-rank active']));
+    expect(list).toEqual(expect.arrayContaining(['up1 deleted', 'mid deleted', 'after active', 'byfile active', 'r-rank active']));
+    const served = await traffic.stop();
+    expect(served.failed).toEqual([]);
+    expect(served.sent).toBeGreaterThan(0);
   });
 });

@@ -3,7 +3,9 @@
 Supported: plain LoRA on any subset of q/k/v/o/gate/up/down_proj, one rank, `lora_alpha` scaling
 (alpha / r, or alpha / sqrt(r) with use_rslora), optional `layers_to_transform` as a list of layer indices.
 Refused with `AdapterError`: pickle weights, DoRA, biases, modules_to_save, rank/alpha patterns, regex
-target_modules, other PEFT types, and any tensor whose name or shape does not fit the base model.
+target_modules, other PEFT types, any tensor whose name or shape does not fit the base model, and any tensor
+holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
+at re-quantization, as a Hessian that is not positive definite).
 """
 
 from __future__ import annotations
@@ -162,6 +164,19 @@ def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
         return {name: f.get_tensor(name) for name in f.keys()}
 
 
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Refuse a tensor holding NaN or +-inf (checked in its stored dtype, before any conversion)."""
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    bad = tensor[~finite]
+    nan, inf = int(torch.isnan(bad).sum()), int(torch.isinf(bad).sum())
+    raise AdapterError(
+        f"tensor {name!r} holds non-finite values ({nan} NaN, {inf} infinite of {tensor.numel()}); "
+        "LoRA weights must be finite"
+    )
+
+
 def _pair_tensors(
     tensors: dict[str, torch.Tensor],
     base: ModelConfig,
@@ -190,6 +205,7 @@ def _pair_tensors(
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {expected} "
                 f"(r={rank}, base {module} is {out_f}x{in_f})"
             )
+        _check_finite(name, tensor)
         found[(layer, module, which)] = tensor.to(torch.float32)
     weights = {}
     for layer in layers:

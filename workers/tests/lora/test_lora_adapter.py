@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -69,6 +70,43 @@ def test_refuses_wrong_shape(base, tmp_path):
         r"expected \(32, 4\)",
     ):
         load_adapter(d, config)
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "counts"),
+    [
+        (float("nan"), torch.float32, r"\(1 NaN, 0 infinite of 256\)"),
+        (float("inf"), torch.float32, r"\(0 NaN, 1 infinite of 256\)"),
+        (float("-inf"), torch.bfloat16, r"\(0 NaN, 1 infinite of 256\)"),
+        (float("nan"), torch.float16, r"\(1 NaN, 0 infinite of 256\)"),
+    ],
+)
+def test_refuses_non_finite_weights(base, tmp_path, value, dtype, counts):
+    """One NaN or +-inf anywhere in one tensor refuses the adapter, naming the tensor (in its stored dtype)."""
+    _, adapter_dir, config = base
+    d = copy_adapter(adapter_dir, tmp_path / "a")
+    tensors = load_file(str(d / "adapter_model.safetensors"))
+    name = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"
+    t = tensors[name].to(dtype)
+    assert t.numel() == 256
+    t[17, 2] = value
+    tensors[name] = t
+    save_file(tensors, str(d / "adapter_model.safetensors"))
+    with pytest.raises(AdapterError, match=rf"tensor '{re.escape(name)}' holds non-finite values {counts}"):
+        load_adapter(d, config)
+
+
+def test_accepts_huge_finite_weights(base, tmp_path):
+    """Finiteness is the rule, not magnitude: float32's largest values load (the onboarding e2e test relies on
+    such an adapter passing validation and then overflowing in the quantizer)."""
+    _, adapter_dir, config = base
+    d = copy_adapter(adapter_dir, tmp_path / "a")
+    tensors = load_file(str(d / "adapter_model.safetensors"))
+    name = "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"
+    tensors[name] = torch.full_like(tensors[name], torch.finfo(torch.float32).max)
+    save_file(tensors, str(d / "adapter_model.safetensors"))
+    lora_a, lora_b = load_adapter(d, config).weights[(0, "down_proj")]
+    assert bool(torch.isfinite(lora_b).all()) and lora_b.max() == torch.finfo(torch.float32).max
 
 
 def test_refuses_wrong_rank(base, tmp_path):

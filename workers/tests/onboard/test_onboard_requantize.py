@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import queue
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from inlaid_worker.quant import (
 from inlaid_worker.quant.calib import load_calibration
 from inlaid_worker.server.app import build_engine
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
+from safetensors.torch import load_file, save_file
 
 SPEC = QuantSpec(bits=4, group_size=32, act_order=True, static_groups=True)
 TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
@@ -220,6 +223,13 @@ def test_bad_requests_are_refused_before_starting(fx: Fixture, tmp_path: Path) -
             s.manager.submit([AddRequest("c", str(tmp_path / "nope"), str(fx.calib["c"]))], [])
         with pytest.raises(ValueError, match="no task would remain"):
             s.manager.submit([], ["a", "b"])
+        nan = shutil.copytree(fx.adapters["c"], tmp_path / "nan_c")
+        tensors = load_file(str(nan / "adapter_model.safetensors"))
+        name = "base_model.model.model.layers.2.mlp.up_proj.lora_A.weight"
+        tensors[name][0, 0] = float("nan")
+        save_file(tensors, str(nan / "adapter_model.safetensors"))
+        with pytest.raises(ValueError, match=rf"task 'c': tensor '{re.escape(name)}' holds non-finite values"):
+            s.manager.submit([AddRequest("c", str(nan), str(fx.calib["c"]))], [])
         assert s.manager.running is None
     finally:
         s.loop.stop()
@@ -227,8 +237,6 @@ def test_bad_requests_are_refused_before_starting(fx: Fixture, tmp_path: Path) -
 
 def test_quantizer_process_failure_restores_previous_weights(fx: Fixture, tmp_path: Path) -> None:
     """The child process fails mid-job (a stored Hessian is gone): the parent reports it and restores."""
-    import shutil
-
     ckpt = tmp_path / "ckpt"
     shutil.copytree(fx.ckpt, ckpt)
     (ckpt / "hessians" / "tasks" / "b" / "layer-00001.safetensors").unlink()
@@ -242,6 +250,30 @@ def test_quantizer_process_failure_restores_previous_weights(fx: Fixture, tmp_pa
         assert events[-1].stage == "failed" and "layer-00001" in events[-1].message
         assert s.loop.engine.runner.weights.layers is original
         assert _equal(_values(original), values)  # the swapped layers' tensors were copied back
+        assert s.manager.versions.current().number == 0
+    finally:
+        s.loop.stop()
+
+
+def test_finite_adapter_that_overflows_fails_in_the_quantizer_and_restores(fx: Fixture, tmp_path: Path) -> None:
+    """Finite but huge weights (1e30 in layer 0's down_proj A and B) pass validation; their delta overflows
+    float32 in the calibration forward, so layer 1's Hessian is NaN and GPTQ refuses it (the onboarding e2e
+    test's failing re-quantization): layer 0 was swapped in, and the previous weights serve again."""
+    huge = shutil.copytree(fx.adapters["c"], tmp_path / "huge_c")
+    tensors = load_file(str(huge / "adapter_model.safetensors"))
+    for which in "AB":
+        name = f"base_model.model.model.layers.0.mlp.down_proj.lora_{which}.weight"
+        tensors[name] = torch.full_like(tensors[name], 1e30)
+    save_file(tensors, str(huge / "adapter_model.safetensors"))
+    s = _serve(fx, tmp_path / "store")
+    try:
+        original = s.loop.engine.runner.weights.layers
+        values = _values(original)
+        events = list(s.manager.submit([AddRequest("c", str(huge), str(fx.calib["c"]))], []).follow())
+        assert [e.layer for e in events if e.stage == "layer"] == [0]
+        assert events[-1].stage == "failed" and "Hessian not positive definite" in events[-1].message
+        assert s.loop.engine.runner.weights.layers is original
+        assert _equal(_values(original), values)
         assert s.manager.versions.current().number == 0
     finally:
         s.loop.stop()

@@ -8,8 +8,12 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { TaskJob } from '@inlaid/db';
 import type { OnboardStep } from '@inlaid/jobs';
 import { worker } from '@inlaid/proto';
+import type { GatewayConfig } from '@inlaid/config';
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { InlaidError } from '../common/inlaid-error';
+import { GATEWAY_CONFIG } from '../config/config.module';
+import { completedRemovals, freedOnboardings, taskUploadDir } from './task-files';
 import { workerQuantProgress } from './worker-quant-progress';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService, WorkerRole } from './worker-admin.service';
@@ -28,6 +32,7 @@ export class OnboardSteps {
   private readonly logger = new Logger('Onboard');
 
   constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(TaskStore) private readonly store: TaskStore,
     @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
   ) {}
@@ -106,6 +111,11 @@ export class OnboardSteps {
         return 'skipped: no quantized checkpoint on the workers';
       }
       if (err instanceof InlaidError && (err.status === status.INTERNAL || err.status === status.INVALID_ARGUMENT)) {
+        const deleted = await this.deletedMeanwhile(batch);
+        if (deleted.length > 0) {
+          // its files may be gone (tasks.service.ts deletes them with the task): the others are not at fault
+          throw new InlaidError(status.ABORTED, `re-quantization failed after [${deleted.join(', ')}] was deleted; retrying without it (${err.message})`);
+        }
         for (const b of batch) if (b.id !== job.id) await this.failAndUnload(b, 'requantize', err.message);
         throw new StepFailed(err.message);
       }
@@ -115,10 +125,26 @@ export class OnboardSteps {
       await this.store.update(b.id, (j) => (j.checkpointVersion = done.checkpointVersion));
       await this.store.stageFinished(b.id, 'requantize', 'done');
     }
-    for (const r of removals) await this.store.transition(r.id, 'completed', `dropped from checkpoint v${done.checkpointVersion}`);
+    for (const r of completedRemovals(removals, done.tasks)) {
+      await this.store.transition(r.id, 'completed', `dropped from checkpoint v${done.checkpointVersion}`);
+      await this.freeFiles(r);
+    }
     this.logger.log(`checkpoint v${done.checkpointVersion} serving; added [${names.join(', ')}]`);
     await ctx.report({ checkpointVersion: done.checkpointVersion, batch: names });
     return `checkpoint v${done.checkpointVersion}`;
+  }
+
+  /** Tasks of a batch deleted since the batch was read. */
+  private async deletedMeanwhile(batch: readonly TaskJob[]): Promise<string[]> {
+    const now = await Promise.all(batch.map(async (b) => ({ task: b.task, row: await this.store.get(b.id) })));
+    return now.filter(({ row }) => row === null || row.status === 'deleted').map(({ task }) => task);
+  }
+
+  /** A removal done: the upload directories of the task's deleted onboardings go (task-files.ts says why now). */
+  private async freeFiles(removal: TaskJob): Promise<void> {
+    for (const j of freedOnboardings(await this.store.history(removal.task), removal)) {
+      await rm(taskUploadDir(this.config.tasks.dataDir, j.task, j.id), { recursive: true, force: true }).catch((err: unknown) => this.logger.warn(`remove the files of ${j.task} (${j.id}): ${String(err)}`));
+    }
   }
 
   private async activate(job: TaskJob): Promise<string> {

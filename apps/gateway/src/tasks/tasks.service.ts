@@ -3,7 +3,7 @@
  * the vLLM-style load/unload that serve an adapter at once without calibration data.
  */
 import { status } from '@grpc/grpc-js';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
 import type { TaskJob } from '@inlaid/db';
 import { randomUUID } from 'node:crypto';
@@ -18,6 +18,7 @@ import { resolveAdapterPath } from './adapter-location';
 import { checkCalibration } from './calibration';
 import { OnboardQueues } from './onboard-queues.service';
 import { checkTaskName, CreateTaskInput, parseCreateTask } from './task-input';
+import { dropsAtNextVersion, JobState, taskUploadDir } from './task-files';
 import { NewTaskJob, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
 import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
@@ -27,6 +28,8 @@ const LIVE = new Set(['queued', 'validating', 'loading', 'quantizing', 'activati
 
 @Injectable()
 export class TasksService {
+  private readonly logger = new Logger('Tasks');
+
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(TaskStore) private readonly store: TaskStore,
@@ -48,7 +51,7 @@ export class TasksService {
     await this.refuseDuplicate(input.name);
     const calibration = await this.readCalibration(input, calibrationFile);
     const id = randomUUID();
-    const dir = join(this.config.tasks.dataDir, 'tasks', `${input.name}-${id}`);
+    const dir = taskUploadDir(this.config.tasks.dataDir, input.name, id);
     let fields: Omit<NewTaskJob, 'status' | 'message'> = { id, task: input.name, kind: 'onboard', adapterPath: null, calibrationPath: null, slo: input.slo, waitForQuantization: input.waitForQuantization };
     try {
       const adapterPath = upload !== null ? await writeAdapter(join(dir, 'adapter'), checkAdapterFiles(upload)) : await resolveAdapterPath(input.adapterPath ?? '', this.config.tasks.adapterRoots);
@@ -130,11 +133,17 @@ export class TasksService {
     const latest = await this.found(name);
     if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
     await this.unload(name);
-    const wasQuantized = latest.checkpointVersion !== null || latest.status === 'quantizing';
-    const job = await this.store.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded');
+    let before: JobState = latest;
+    const job = await this.store.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded', (j) => {
+      before = { status: j.status, checkpointVersion: j.checkpointVersion }; // as written, not as read above
+    });
     await this.store.tasks.update({ name }, { status: 'unloaded' });
-    if (wasQuantized) {
+    if (dropsAtNextVersion(before)) {
+      // its files go with the re-quantization that drops it (onboard-steps.ts), not before: a run may read them
       await this.store.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
+    } else if (job.kind === 'onboard') {
+      const dir = taskUploadDir(this.config.tasks.dataDir, name, job.id); // no re-quantization reads it
+      await rm(dir, { recursive: true, force: true }).catch((err: unknown) => this.logger.warn(`remove ${dir}: ${String(err)}`));
     }
     return taskView(job, await this.store.history(name));
   }
