@@ -12,6 +12,12 @@ H200, the 2026-11-29 run (one device call, the two commands back to back):
       --ranks 8,16,64 --distinct 8,32 --peft 32:8 --peft-reps 1 --reps 6 --warmup 2
   PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants fp16 --tag fp16 --batches 1,32 \
       --ranks 16 --targets qkvo --distinct 8,32 --peft '' --cost-points 0 --reps 6 --warmup 2
+--fusions none,merge,rope runs the decode grid once per decode fusion (llama_fast.DECODE_FUSIONS) on the same
+runner (switching drops its graphs), so before/after land in one run; with --profile, per fusion. H200, the
+2026-11-29 fusion run (bench/results/decode-2026-11-29-fusion.md; bench_attention.py ran after it):
+  PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag fusion --batches 1,16,32 \
+      --fusions none,rope,merge --ranks 16 --targets qkvo --distinct 64 --lora-batch 32 --per-batch-lora 0 \
+      --peft '' --cost-points 0 --reps 6 --warmup 2 --prefill-seqs 2 --prompt 256 --profile
 CPU smoke test: TRITON_INTERPRET=1 PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --tiny
 (add --backend triton to run the fused forward under the interpreter; slow: minutes)
 """
@@ -33,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost_points import measure_cost_points  # noqa: E402
 from peft_baseline import peft_point  # noqa: E402
-from profile_step import profile_step  # noqa: E402
+from profile_step import kernel_times, profile_step  # noqa: E402
 from random_model import LLAMA2_7B, TARGETS, TINY, adapter_bytes, kv_bytes, make_runner, weight_bytes  # noqa: E402
 from report import to_markdown  # noqa: E402
 from steps import BLOCK, load_adapters, make_step, sync, timed  # noqa: E402
@@ -88,24 +94,37 @@ def bench_quant(args: argparse.Namespace, quant: str, meta: dict, log) -> None: 
     runner, pool = new_runner(args, quant)
     meta.setdefault("kv_pool_blocks", {})[quant] = pool
     c = runner.config
-    if args.profile:
-        for name, b, d in (("b1-base", 1, 0), ("b32-32lora", 32, 32)):
-            slots = load_adapters(runner, 16, TARGETS["qkvo"], d, "prof") if d else []
-            ids = [slots[i % d] if d else -1 for i in range(b)]
-            print(profile_step(runner, make_step(b, 1, args.context, ids, c.vocab_size, pool), f"{quant}-{name}",
-                               args.out), flush=True)  # fmt: skip
-    loaded, slots = None, []
-    for rank, targets, batch, distinct in decode_plan(args):
-        if distinct and loaded != (rank, targets):
-            slots, loaded = load_adapters(runner, rank, TARGETS[targets], max(args.distinct), targets), (rank, targets)
-        ids = [slots[i % distinct] if distinct else -1 for i in range(batch)]
-        step = make_step(batch, 1, args.context, ids, c.vocab_size, pool)
-        t = timed(lambda: runner.execute(step), dev, args.warmup, args.reps)
-        nbytes = weight_bytes(runner.weights, batch) + kv_bytes(c, batch * args.context, el)
-        nbytes += distinct * adapter_bytes(c, rank, TARGETS.get(targets, ()), el)
-        log(dict(kind="decode", quant=quant, backend=runner.backend, rank=rank, targets=targets, batch=batch,
-                 distinct=distinct, step_ms=t * 1e3, roofline_ms=nbytes / meta["copy_GBps"] / 1e6,
-                 bytes=nbytes, tokens_per_s=batch / t))  # fmt: skip
+    fusions = args.fusions or [runner.decode_fusion]
+    meta["default_fusion"] = runner.decode_fusion
+    for fusion in fusions:
+        if fusion is not None:
+            runner.decode_fusion = fusion  # drops the graphs of the previous fusion
+        tag = f"-{fusion}" if args.fusions else ""
+        if args.profile:
+            last = ("b32-base", 32, 0) if args.fusions else ("b32-32lora", 32, 32)
+            points = (("b1-base", 1, 0), last)
+            for name, b, d in points:
+                slots = load_adapters(runner, 16, TARGETS["qkvo"], d, "prof") if d else []
+                ids = [slots[i % d] if d else -1 for i in range(b)]
+                step = make_step(b, 1, args.context, ids, c.vocab_size, pool)
+                prof, text = profile_step(runner, step, f"{quant}-{name}{tag}", args.out)
+                meta.setdefault("profiles", {})[f"{quant}-{name}{tag}"] = kernel_times(prof, 3)
+                print(text, flush=True)
+        loaded, slots = None, []
+        for rank, targets, batch, distinct in decode_plan(args):
+            if distinct and loaded != (rank, targets):
+                slots = load_adapters(runner, rank, TARGETS[targets], max(args.distinct), targets)
+                loaded = (rank, targets)
+            ids = [slots[i % distinct] if distinct else -1 for i in range(batch)]
+            step = make_step(batch, 1, args.context, ids, c.vocab_size, pool)
+            t = timed(lambda: runner.execute(step), dev, args.warmup, args.reps)
+            nbytes = weight_bytes(runner.weights, batch) + kv_bytes(c, batch * args.context, el)
+            nbytes += distinct * adapter_bytes(c, rank, TARGETS.get(targets, ()), el)
+            log(dict(kind="decode", quant=quant, backend=runner.backend, rank=rank, targets=targets, batch=batch,
+                     distinct=distinct, step_ms=t * 1e3, roofline_ms=nbytes / meta["copy_GBps"] / 1e6,
+                     bytes=nbytes, tokens_per_s=batch / t, fusion=runner.decode_fusion or "eager"))  # fmt: skip
+    if args.fusions and meta["default_fusion"] is not None:
+        runner.decode_fusion = meta["default_fusion"]
     for rank, distinct in ((0, 0), (16, min(8, args.prefill_seqs, max(args.distinct)))):
         if distinct:
             slots = load_adapters(runner, rank, TARGETS["qkvo"], distinct, "prefill")
@@ -144,6 +163,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--no-graphs", action="store_true", help="eager decode steps (no CUDA graphs)")
     ap.add_argument("--cost-points", type=int, default=1, help="1: time the simulator's cost grid (first quant)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of two decode steps")
+    ap.add_argument("--fusions", default="", help="decode fusions to compare, e.g. none,merge,rope ('' = default)")
     ap.add_argument("--per-batch-lora", type=int, default=1, help="1: rank-16 q/k/v/o adapters at every batch too")
     ap.add_argument("--peft-reps", type=int, default=0, help="timed generate() calls per PEFT point (0: reps // 3)")
     ap.add_argument("--warmup", type=int, default=3)
@@ -155,6 +175,7 @@ def parse_args() -> argparse.Namespace:
     args.device_ = torch.device(args.device)
     args.dtype_ = torch.float16 if args.device_.type == "cuda" else torch.float32
     args.targets = args.targets.split(",")
+    args.fusions = [f for f in args.fusions.split(",") if f]
     args.shape = TINY if args.tiny else LLAMA2_7B
     needs_triton = "int4" in args.quants or (args.backend or ("triton" if args.device_.type == "cuda" else "")) == "triton"
     if args.device_.type == "cpu" and needs_triton and os.environ.get("TRITON_INTERPRET") != "1":

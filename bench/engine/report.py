@@ -11,16 +11,60 @@ def _find(rows: list[dict], **want: object) -> dict | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in want.items())), None)
 
 
+def _default(rows: list[dict], meta: dict | None) -> dict:
+    """Filter for the rows of the engine's default decode fusion (runs comparing several fusions)."""
+    fused = meta is not None and meta.get("default_fusion") and any("fusion" in r for r in rows)
+    return dict(fusion=meta["default_fusion"]) if fused else {}  # type: ignore[index]
+
+
 def decode_table(rows: list[dict]) -> list[str]:
-    out = ["| weights | backend | targets | rank | batch | adapters | step ms | roofline ms | x roofline | "
-           "vs base step | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = ["| weights | backend | fusion | targets | rank | batch | adapters | step ms | roofline ms | x roofline | "
+           "vs base step | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in (r for r in rows if r["kind"] == "decode"):
-        base = _find(rows, kind="decode", quant=r["quant"], batch=r["batch"], distinct=0)
+        fusion = {"fusion": r["fusion"]} if "fusion" in r else {}
+        base = _find(rows, kind="decode", quant=r["quant"], batch=r["batch"], distinct=0, **fusion)
         vs = r["step_ms"] / base["step_ms"] if base else None
-        out.append(f"| {r['quant']} | {r['backend']} | {r['targets']} | {r['rank']} | {r['batch']} | {r['distinct']} "
-                   f"| {_f(r['step_ms'])} | {_f(r['roofline_ms'], 3)} | {_f(r['step_ms'] / r['roofline_ms'], 1)} "
-                   f"| {_f(vs)} | {r['tokens_per_s']:.0f} |")  # fmt: skip
+        out.append(f"| {r['quant']} | {r['backend']} | {r.get('fusion', '-')} | {r['targets']} | {r['rank']} "
+                   f"| {r['batch']} | {r['distinct']} | {_f(r['step_ms'])} | {_f(r['roofline_ms'], 3)} "
+                   f"| {_f(r['step_ms'] / r['roofline_ms'], 1)} | {_f(vs)} | {r['tokens_per_s']:.0f} |")  # fmt: skip
     return out
+
+
+def fusion_table(rows: list[dict]) -> list[str]:
+    """Step ms per (weights, batch, adapters) and decode fusion, and each fusion's speed-up over "none"."""
+    fusions = list(dict.fromkeys(r["fusion"] for r in rows if r["kind"] == "decode" and "fusion" in r))
+    if len(fusions) < 2:
+        return []
+    out = ["| weights | batch | adapters | " + " | ".join(f"{f} ms" for f in fusions) + " | "
+           + " | ".join(f"{f} vs none" for f in fusions if f != "none") + " |",
+           "|---" * (3 + 2 * len(fusions) - ("none" in fusions)) + "|"]  # fmt: skip
+    points = dict.fromkeys((r["quant"], r["batch"], r["distinct"], r["rank"], r["targets"]) for r in rows
+                           if r["kind"] == "decode" and "fusion" in r)  # fmt: skip
+    for quant, batch, distinct, rank, targets in points:
+        got = {f: _find(rows, kind="decode", quant=quant, batch=batch, distinct=distinct, rank=rank, targets=targets,
+                        fusion=f) for f in fusions}  # fmt: skip
+        ms = {f: r["step_ms"] if r else None for f, r in got.items()}
+        none = ms.get("none")
+        speed = [_f(none / ms[f]) + "x" if none and ms[f] else "n/a" for f in fusions if f != "none"]
+        out.append(f"| {quant} | {batch} | {distinct} | " + " | ".join(_f(ms[f]) for f in fusions) + " | "
+                   + " | ".join(speed) + " |")  # fmt: skip
+    return ["## Decode fusions (same runner, same run)", *out, ""]
+
+
+def profile_lines(meta: dict) -> list[str]:
+    """Per-kernel GPU time per step of each profiled point (torch.profiler over CUDA-graph replays)."""
+    profiles = meta.get("profiles") or {}
+    if not profiles:
+        return []
+    out = ["## Per-kernel GPU time per step (torch.profiler, 3 graph replays)",
+           "| point | kernel | us/step | calls/step | us/call |", "|---|---|---|---|---|"]  # fmt: skip
+    for point, kernels in profiles.items():
+        total = sum(k["us_per_step"] for k in kernels.values())
+        for name, k in kernels.items():
+            cells = f"{k['us_per_step']:.1f} | {k['calls_per_step']:.0f} | {k['us_per_call']:.2f}"
+            out.append(f"| {point} | {name} | {cells} |")
+        out.append(f"| {point} | (sum) | {total:.1f} | | |")
+    return [*out, ""]
 
 
 def prefill_table(rows: list[dict]) -> list[str]:
@@ -48,9 +92,11 @@ def peft_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def goals(rows: list[dict]) -> list[str]:
-    """The issue's decode goals (Llama-2-7B shape, int4 g128), each met / not met / not measured."""
+def goals(rows: list[dict], meta: dict | None = None) -> list[str]:
+    """The issue's decode goals (Llama-2-7B shape, int4 g128), each met / not met / not measured (rows of the
+    default decode fusion when a run compares several)."""
     out = []
+    rows = [r for r in rows if r["kind"] != "decode" or all(r.get(k) == v for k, v in _default(rows, meta).items())]
     b1 = _find(rows, kind="decode", quant="int4", batch=1, distinct=0)
     if b1:
         ratio = b1["step_ms"] / b1["roofline_ms"]
@@ -108,7 +154,10 @@ def to_markdown(meta: dict, rows: list[dict], cost: list[dict] | None = None) ->
             ""]  # fmt: skip
     if meta.get("wall_s") is not None:
         head.insert(6, f"- wall time {meta['wall_s']:.0f} s")
-    return "\n".join(head + ["## Goals", *goals(rows), "", "## Decode steps", *decode_table(rows), "",
+    if meta.get("default_fusion"):
+        head.insert(-1, f"- engine default decode fusion: {meta['default_fusion']} (goals use its rows)")
+    return "\n".join(head + ["## Goals", *goals(rows, meta), "", *fusion_table(rows), "## Decode steps",
+                             *decode_table(rows), "", *profile_lines(meta),
                              "## Prefill", *prefill_table(rows), "", "## vs transformers + PEFT (decode)",
                              *peft_table(rows), "", "## Cost points (scheduling simulator)",
                              *cost_table(cost or []), ""])  # fmt: skip

@@ -30,12 +30,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inlaid_worker.kernels.decode_fused import choose_fused_parts
 from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.kernels.paged_decode import choose_num_parts
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.kernel_lora import KernelLoraContext
-from inlaid_worker.model.llama_fast import DecodeLayout, forward_fast
+from inlaid_worker.model.llama_fast import (
+    DECODE_FUSIONS,
+    DEFAULT_DECODE_FUSION,
+    ROPE_FUSIONS,
+    DecodeLayout,
+    forward_fast,
+)
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
@@ -72,12 +79,14 @@ def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput) -> None:
     buf[_FIELDS * b :].reshape(b, width)[:s, :w] = step.block_tables.numpy()
 
 
-KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"))  # module, dict of device buffers
+# module, dict of device buffers
+KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"))
 
 
 def _workspaces() -> tuple[object, ...]:
     """The kernels' reused device buffers a captured graph may point at: split-K partial sums and counters
-    (quant_common.workspace) and the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul).
+    (quant_common.workspace), the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul) and
+    the fused decode attention's arrival counters (decode_fused.counters).
     Each is replaced by a bigger one when a larger call needs it; the graph keeps the captured one alive.
     A rename fails loudly here (and in the tests) instead of silently keeping nothing."""
     found: list[object] = []
@@ -103,6 +112,7 @@ class DecodeGraphs:
     def __init__(
         self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
         max_blocks: int, pools: LoraPools | None, buckets: tuple[int, ...] = BUCKETS,
+        fusion: str = DEFAULT_DECODE_FUSION,
     ) -> None:  # fmt: skip
         self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
         self._w, self._pools, self._buckets = max_blocks, pools, buckets
@@ -112,6 +122,22 @@ class DecodeGraphs:
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
         self.captures = 0  # how many graphs were captured (tests, benchmarks)
+        self._fusion = ""
+        self.fusion = fusion
+
+    @property
+    def fusion(self) -> str:
+        """The decode fusion the graphs run (llama_fast.DECODE_FUSIONS); setting another drops every graph."""
+        return self._fusion
+
+    @fusion.setter
+    def fusion(self, value: str) -> None:
+        if value not in DECODE_FUSIONS:
+            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {value!r}")
+        if value != self._fusion and self._graphs:
+            self._graphs.clear()
+            self._mempool = torch.cuda.graph_pool_handle()  # a pool whose graphs all died: start a fresh one
+        self._fusion = value
 
     def can_run(self, step: StepInput) -> bool:
         return (is_pure_decode(step) and bucket_for(step.num_seqs, self._buckets) is not None
@@ -162,16 +188,23 @@ class DecodeGraphs:
         f = g.dev[: _FIELDS * b].view(_FIELDS, b)
         tables = g.dev[_FIELDS * b :].view(b, self._w)
         arange = torch.arange(b, dtype=torch.int32, device=self._device)
-        parts = choose_num_parts(b, self._c.num_kv_heads, self._device)
+        choose = choose_num_parts if self._fusion == "none" else choose_fused_parts
+        parts = choose(b, self._c.num_kv_heads, self._device)
         lora = None
         if with_lora and self._pools is not None:
             batch = LoraBatch(arange, f[4], arange, f[5], 1, b, self._pools.r_max)
             lora = KernelLoraContext(batch, self._pools)
 
+        fusion = self._fusion
+
         def body() -> torch.Tensor:
-            cos, sin = cos_sin(self._inv_freq, f[1], self._dtype)
-            layout = DecodeLayout(tables, f[3], parts)
-            hidden = forward_fast(weights, self._c, f[0], cos[:, 0], sin[:, 0], f[2], self._kv, layout, lora)
+            if fusion in ROPE_FUSIONS:  # cos/sin inside the attention kernel
+                layout = DecodeLayout(tables, f[3], parts, fusion, f[1], self._inv_freq)
+                hidden = forward_fast(weights, self._c, f[0], None, None, f[2], self._kv, layout, lora)
+            else:
+                cos, sin = cos_sin(self._inv_freq, f[1], self._dtype)
+                layout = DecodeLayout(tables, f[3], parts, fusion)
+                hidden = forward_fast(weights, self._c, f[0], cos[:, 0], sin[:, 0], f[2], self._kv, layout, lora)
             return F.linear(hidden, weights.lm_head).float()
 
         return body, (arange, lora)

@@ -7,6 +7,13 @@ sharing an input (q/k/v, gate/up) in one shrink and one expand (kernels.lora_fus
 (no host reads of device values) so a decode step can be captured in a CUDA graph (model.decode_graphs). A
 captured step reads every weight tensor at its address of capture time, so `w` must not be rebuilt under a
 graph: re-quantized layers are copied into these tensors in place (onboard.layer_swap).
+
+Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decode_fusion`):
+    "none":  rope_cache, then paged_decode (and its merge kernel when the context is split);
+    "merge": rope_cache, then decode_fused.decode_attention (the split merge inside the attention kernel);
+    "rope":  decode_fused.rope_decode_attention: rotary (cos/sin computed in the kernel), the KV write,
+             attention and the merge in one launch per layer (no cos/sin tensors at all);
+    "rope-vec": "rope" with CUDA-core scores for one query head per KV head (decode_fused's vec_mha).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.fused_norm import add_rms_norm
 from inlaid_worker.kernels.paged_decode import paged_decode
 from inlaid_worker.kernels.rope_cache import rope_and_cache
@@ -27,6 +35,13 @@ from inlaid_worker.model.linear import linear
 from inlaid_worker.model.llama import LoraDelta
 from inlaid_worker.model.weights import LlamaWeights
 
+DECODE_FUSIONS = ("none", "merge", "rope", "rope-vec")
+ROPE_FUSIONS = ("rope", "rope-vec")
+# H200 2026-11-29 (bench/results/decode-2026-11-29-fusion.md): neither fusion won in the engine at batch 1 or 32
+# (rope 2.87 vs none 2.45 ms at batch 1; the fused kernel ran 13.6 us a layer at 32 partitions); their
+# partition count has been lowered since (decode_fused.fused_parts_for), not yet measured in the engine
+DEFAULT_DECODE_FUSION = "none"
+
 
 @dataclass(frozen=True)
 class DecodeLayout:
@@ -35,6 +50,15 @@ class DecodeLayout:
     block_tables: torch.Tensor  # [S, W] int
     context_lens: torch.Tensor  # [S] int
     num_parts: int  # flash-decoding partitions (static per graph bucket)
+    fusion: str = "none"  # one of DECODE_FUSIONS (module docstring)
+    positions: torch.Tensor | None = None  # [S]: "rope" rotates inside the attention kernel from these
+    inv_freq: torch.Tensor | None = None  # [head_dim // 2] float32 (model.rope.inv_frequencies)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in DECODE_FUSIONS:
+            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {self.fusion!r}")
+        if self.fusion in ROPE_FUSIONS and (self.positions is None or self.inv_freq is None):
+            raise ValueError("the rope decode fusion needs positions and inv_freq")
 
 
 @dataclass(frozen=True)
@@ -51,7 +75,8 @@ def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layou
             scale: float) -> torch.Tensor:  # fmt: skip
     """q [T, heads, D] -> [T, heads, D]."""
     if isinstance(layout, DecodeLayout):
-        return paged_decode(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale, layout.num_parts)
+        attend = decode_attention if layout.fusion == "merge" else paged_decode
+        return attend(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale, layout.num_parts)
     out = torch.empty_like(q)
     if layout.decode_rows.numel():
         qd = q[layout.decode_rows]
@@ -75,8 +100,8 @@ def forward_fast(
     w: LlamaWeights,
     c: ModelConfig,
     token_ids: torch.Tensor,  # [T]
-    cos: torch.Tensor,  # [T, head_dim]
-    sin: torch.Tensor,  # [T, head_dim]
+    cos: torch.Tensor | None,  # [T, head_dim]; None with the "rope" decode fusion (computed in the kernel)
+    sin: torch.Tensor | None,  # [T, head_dim]
     slot_mapping: torch.Tensor,  # [T] (-1 = do not write)
     kv_cache: torch.Tensor,  # [layers, 2, num_blocks, block_size, kv_heads, head_dim]
     layout: DecodeLayout | MixedLayout,
@@ -95,8 +120,16 @@ def forward_fast(
             lora.add(qkv[:, :q_end], x, i, "q_proj")
             lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
             lora.add(qkv[:, k_end:], x, i, "v_proj")
-        q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
-        attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
+        if isinstance(layout, DecodeLayout) and layout.fusion in ROPE_FUSIONS:
+            attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
+                                         kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
+                                         c.num_heads, layout.num_parts, vec_mha=layout.fusion == "rope-vec",
+                                         ).reshape(t, -1)  # type: ignore[arg-type]  # fmt: skip
+        else:
+            if cos is None or sin is None:
+                raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
+            q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
+            attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
         o = linear(attn, layer.o)
         if lora is not None:
             lora.add(o, attn, i, "o_proj")

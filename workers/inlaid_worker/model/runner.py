@@ -3,7 +3,9 @@
 Interface (what the engine uses):
     runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16,
                          max_adapters=64, backend=None,   # backend: "torch" | "triton" (None: by device)
-                         cuda_graphs=True)                # triton on CUDA: decode steps replay CUDA graphs
+                         cuda_graphs=True,                # triton on CUDA: decode steps replay CUDA graphs
+                         decode_fusion=None)              # those graphs' llama_fast.DECODE_FUSIONS (None: default)
+    runner.decode_fusion = "none"       # switch it (drops the captured graphs; benchmarks compare fusions)
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
@@ -40,7 +42,7 @@ from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.model.config import ModelConfig, load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs
 from inlaid_worker.model.llama import forward
-from inlaid_worker.model.llama_fast import forward_fast, mixed_layout
+from inlaid_worker.model.llama_fast import DEFAULT_DECODE_FUSION, forward_fast, mixed_layout
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
 from inlaid_worker.model.step_input import StepInput
@@ -75,6 +77,7 @@ class ModelRunner:
         backend: str | None = None,
         weights: LlamaWeights | None = None,
         cuda_graphs: bool = True,
+        decode_fusion: str | None = None,
     ) -> None:
         """`weights`: use these (e.g. random ones for benchmarks) instead of loading model_dir's tensors."""
         if num_kv_blocks <= 0 or block_size <= 0:
@@ -113,7 +116,18 @@ class ModelRunner:
         self._graphs: DecodeGraphs | None = None
         if cuda_graphs and self.backend == "triton" and self.device.type == "cuda":
             width = min(num_kv_blocks, -(-c.max_position_embeddings // block_size))
-            self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, width, self._adapters.pools)
+            self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, width, self._adapters.pools,
+                                        fusion=decode_fusion or DEFAULT_DECODE_FUSION)  # fmt: skip
+
+    @property
+    def decode_fusion(self) -> str | None:
+        """The graphed decode steps' fusion (llama_fast.DECODE_FUSIONS); None when decode steps run eagerly."""
+        return None if self._graphs is None else self._graphs.fusion
+
+    @decode_fusion.setter
+    def decode_fusion(self, value: str) -> None:
+        if self._graphs is not None:
+            self._graphs.fusion = value
 
     @property
     def adapter_slots(self) -> dict[str, int]:

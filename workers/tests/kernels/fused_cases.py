@@ -18,6 +18,17 @@ FUSED_CASES: dict[str, dict[str, Any]] = {
     "decode-gqa-fp32-4parts": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
     "decode-mha-fp16-2parts": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
     "decode-d24-fp32": dict(kind="decode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=2),
+    "fdecode-gqa-fp32-4parts": dict(kind="fdecode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
+    "fdecode-mha-fp16-2parts": dict(kind="fdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
+    "fdecode-d24-fp32-1part": dict(kind="fdecode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=1),
+    "rdecode-gqa-fp32-4parts": dict(kind="rdecode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
+    "rdecode-mha-fp16-2parts": dict(kind="rdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
+    "rdecode-d24-fp32-1part": dict(kind="rdecode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=1),
+    "rdecode-gqa-fp16-8parts": dict(kind="rdecode", dtype="fp16", heads=4, kv_heads=2, d=16, parts=8),
+    "fdecode-mha-fp16-vec-4parts": dict(kind="fdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=4, vec=True),
+    "rdecode-mha-fp32-vec-2parts": dict(kind="rdecode", dtype="fp32", heads=3, kv_heads=3, d=24, parts=2, vec=True),
+    "rdecode-mha-fp16-vec-1part": dict(kind="rdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=1, vec=True),
+    "rdecode-gqa-fp16-vec-ignored": dict(kind="rdecode", dtype="fp16", heads=4, kv_heads=2, d=16, parts=2, vec=True),
     "norm-residual-fp16": dict(kind="norm", dtype="fp16", residual=True, n=96),
     "norm-plain-fp32": dict(kind="norm", dtype="fp32", residual=False, n=64),
     "rope-cache-fp32": dict(kind="rope", dtype="fp32", heads=4, kv_heads=2, d=16),
@@ -48,6 +59,58 @@ def run_decode(p: dict[str, Any], dev: str) -> dict[str, Any]:
     out = paged_decode(q, k_cache, v_cache, tables, lens, scale, num_parts=p["parts"])
     ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
     return dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()))
+
+
+def _decode_inputs(p: dict[str, Any], dev: str) -> tuple[torch.Tensor, ...]:
+    """Caches, disjoint block tables (a new token's slot is in no other row's context) and context lens: rows of
+    9, 0 (padding), 1, 23 and 4 tokens."""
+    dtype, bs, blocks = DTYPES[p["dtype"]], 4, 32
+    k_cache = torch.randn(blocks, bs, p["kv_heads"], p["d"], device=dev).to(dtype)
+    v_cache = torch.randn(blocks, bs, p["kv_heads"], p["d"], device=dev).to(dtype)
+    lens = torch.tensor([9, 0, 1, 23, 4], dtype=torch.int32, device=dev)
+    tables = torch.randperm(blocks)[:30].reshape(5, 6).to(dev, torch.int32)
+    return k_cache, v_cache, tables, lens
+
+
+def run_fdecode(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    """decode_fused.decode_attention (merge inside the kernel) against paged_decode's reference."""
+    from inlaid_worker.kernels import decode_fused
+    from inlaid_worker.kernels.paged_decode import paged_decode_reference
+
+    k_cache, v_cache, tables, lens = _decode_inputs(p, dev)
+    q = torch.randn(len(lens), p["heads"], p["d"], device=dev).to(k_cache.dtype)
+    scale = p["d"] ** -0.5
+    kw = dict(num_parts=p["parts"], tune=False, vec_mha=p.get("vec", False))
+    out = decode_fused.decode_attention(q, k_cache, v_cache, tables, lens, scale, **kw)
+    ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
+    again = decode_fused.decode_attention(q, k_cache, v_cache, tables, lens, scale, **kw)
+    return dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()), rerun_same=bool(torch.equal(out, again)),
+                counters_clean=bool((decode_fused._COUNTERS[torch.device(dev)] == 0).all()))  # fmt: skip
+
+
+def run_rdecode(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    """decode_fused.rope_decode_attention (rotary + KV write + attention + merge) against the reference chain;
+    row 2 has slot -1 (its last position is read from the cache, nothing written)."""
+    from inlaid_worker.kernels import decode_fused
+
+    k_cache, v_cache, tables, lens = _decode_inputs(p, dev)
+    h, kvh, d, bs = p["heads"], p["kv_heads"], p["d"], k_cache.shape[1]
+    qkv = torch.randn(len(lens), (h + 2 * kvh) * d, device=dev).to(k_cache.dtype)
+    last = (lens - 1).clamp_min(0).long()
+    slots = (tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs).to(torch.int32)
+    slots[1] = slots[2] = -1  # padding row; a row that writes nothing
+    positions = last + 1000 * torch.arange(len(lens), device=dev)  # large angles too
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, device=dev, dtype=torch.float32) / d))
+    caches = [k_cache.clone(), v_cache.clone()]
+    scale = d**-0.5
+    out = decode_fused.rope_decode_attention(qkv, positions, inv_freq, slots, k_cache, v_cache, tables, lens, scale,
+                                             h, p["parts"], tune=False, vec_mha=p.get("vec", False))  # fmt: skip
+    ref = decode_fused.rope_decode_reference(qkv, positions, inv_freq, slots, caches[0], caches[1], tables, lens,
+                                             scale, h)  # fmt: skip
+    return dict(err=_rel(out, ref), k_err=_rel(k_cache, caches[0]), v_err=_rel(v_cache, caches[1]),
+                new_k_err=_rel(k_cache.view(-1, kvh, d)[slots[[0, 3]].long()], caches[0].view(-1, kvh, d)[slots[[0, 3]].long()]),
+                pad_row_zero=bool((out[1] == 0).all()),
+                counters_clean=bool((decode_fused._COUNTERS[torch.device(dev)] == 0).all()))  # fmt: skip
 
 
 def run_norm(p: dict[str, Any], dev: str) -> dict[str, Any]:
@@ -112,7 +175,9 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
     torch.manual_seed(zlib.crc32(case_id.encode()))
     p = FUSED_CASES[case_id]
     try:
-        return {"decode": run_decode, "norm": run_norm, "rope": run_rope, "silu": run_silu, "lora3": run_lora3}[p["kind"]](p, device)
+        runners = dict(decode=run_decode, fdecode=run_fdecode, rdecode=run_rdecode, norm=run_norm, rope=run_rope,
+                       silu=run_silu, lora3=run_lora3)  # fmt: skip
+        return runners[p["kind"]](p, device)
     except Exception as exc:  # reported per case by the test that owns it
         return dict(error=repr(exc))
 

@@ -1,5 +1,5 @@
-"""The decode-path kernels (paged decode attention, add+RMSNorm, rotary+KV write, SwiGLU) match their torch
-references: in-process on CUDA, else all cases in one subprocess under Triton's interpreter (fused_cases.py)."""
+"""The decode-path kernels (paged decode attention, its fused forms in decode_fused, add+RMSNorm, rotary+KV
+write, SwiGLU) match their torch references: in-process on CUDA, else all cases in one subprocess under Triton's interpreter (fused_cases.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,19 @@ def test_paged_decode_matches_reference(case_id: str, fused_case: Callable[[str]
     assert res["pad_row_zero"], "a sequence with context 0 (graph padding) must get zeros"
 
 
-@pytest.mark.parametrize("case_id", [c for c, p in FUSED_CASES.items() if p["kind"] != "decode"])
+@pytest.mark.parametrize("case_id", [c for c, p in FUSED_CASES.items() if p["kind"] in ("fdecode", "rdecode")])
+def test_fused_decode_matches_reference(case_id: str, fused_case: Callable[[str], dict]) -> None:
+    """Merge inside the kernel (fdecode), and rotary + KV write + attention + merge in one launch (rdecode)."""
+    res = fused_case(case_id)
+    assert "error" not in res, res.get("error")
+    assert all(v < _tol(case_id) for k, v in res.items() if k.endswith("err")), res
+    assert res["pad_row_zero"], "a sequence with context 0 (graph padding) must get zeros"
+    assert res["counters_clean"], "the arrival counters must be left at 0 for the next launch (graph replays)"
+    assert res.get("rerun_same", True), "a second launch over the same inputs must give the same output"
+
+
+@pytest.mark.parametrize("case_id", [c for c, p in FUSED_CASES.items()
+                                     if p["kind"] not in ("decode", "fdecode", "rdecode")])  # fmt: skip
 def test_fused_elementwise_kernels_match_reference(case_id: str, fused_case: Callable[[str], dict]) -> None:
     res = fused_case(case_id)
     assert "error" not in res, res.get("error")
@@ -55,6 +67,7 @@ def test_fused_elementwise_kernels_match_reference(case_id: str, fused_case: Cal
 
 
 def test_validation_errors() -> None:
+    from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
     from inlaid_worker.kernels.fused_norm import add_rms_norm
     from inlaid_worker.kernels.paged_decode import paged_decode
     from inlaid_worker.kernels.silu_mul import silu_mul
@@ -66,7 +79,23 @@ def test_validation_errors() -> None:
     with pytest.raises(ValueError, match="power of two"):
         paged_decode(torch.zeros(1, 2, 16), cache, cache, torch.zeros(1, 2, dtype=torch.int32),
                      torch.ones(1, dtype=torch.int32), 1.0, num_parts=3)  # fmt: skip
+    ones = torch.ones(1, dtype=torch.int32)
+    with pytest.raises(ValueError, match="power of two"):
+        decode_attention(torch.zeros(1, 2, 16), cache, cache, torch.zeros(1, 2, dtype=torch.int32), ones, 1.0,
+                         num_parts=3)  # fmt: skip
+    with pytest.raises(ValueError, match="does not hold"):
+        rope_decode_attention(torch.zeros(1, 5 * 16), ones, torch.ones(8), ones, cache, cache,
+                              torch.zeros(1, 2, dtype=torch.int32), ones, 1.0, heads=2)  # fmt: skip
     with pytest.raises(ValueError, match="weight"):
         add_rms_norm(torch.zeros(2, 8), torch.ones(4), 1e-5)
     with pytest.raises(ValueError, match="2 \\* I"):
         silu_mul(torch.zeros(2, 7))
+
+
+def test_fused_partition_rule() -> None:
+    """About two programs per SM (H200: 132 SMs), a power of two, 1..32; 1 on the CPU."""
+    from inlaid_worker.kernels.decode_fused import choose_fused_parts, fused_parts_for
+
+    assert [fused_parts_for(s, 32, 132) for s in (1, 2, 4, 8, 16, 32, 256)] == [8, 4, 2, 1, 1, 1, 1]
+    assert fused_parts_for(1, 8, 132) == 32 and fused_parts_for(1, 1, 132) == 32  # capped
+    assert choose_fused_parts(1, 32, torch.device("cpu")) == 1
