@@ -1,12 +1,14 @@
-"""Small-M (1..16) int4 GEMV on one CUDA GPU: the v3 kernels vs the half2 GEMV (quant_hgemv) vs bf16 cuBLAS
-and torch's tinygemm, plus a correctness guard sweep. Random weights (speed does not depend on values).
+"""Small-M (1..16) int4 GEMV on one CUDA GPU: the v3 kernels vs the v4 half2 GEMV (quant_hgemv, kind "hgemv") vs
+its v5 look-ahead variant (kind "hgemvp") vs bf16 cuBLAS and torch's tinygemm, plus a correctness guard sweep.
+Random weights (speed does not depend on values).
 
 Subcommands (bench/kernels/gemv_h200.sh runs them in one device call):
   guard --shard i --shards n   correctness only (parallel processes; also warms Triton's cache): for each case
-                               (7B shape, M, bits, sym) the autotuned quant_matmul's pick and every candidate's
+                               (7B shape, M in GEMV_GUARD_MS (default 1,2,4,8,16), bits, sym) the autotuned quant_matmul's pick and every candidate's
                                relative error against an fp32 product of the dequantized weight; plus the
-                               int4 M=4 4096x11008 diagnosis (MMA kernel, split-K epilogue with/without the fence).
-  bench                        timing, alone on the GPU: CUDA graphs over rotating weight copies (> 3x L2).
+                               int4 M=4 4096x11008 diagnosis of v4 (MMA kernel's split-K epilogue) with GEMV_M4_DIAG=1.
+  bench                        timing, alone on the GPU: CUDA graphs over rotating weight copies (> 3x L2);
+                               batch sizes GEMV_BENCH_MS (default 1,2,4), shapes GEMV_BENCH_SHAPES (default all).
   report                       JSON + markdown from the two.
 Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/gemv_h200.py {guard,bench,report} --out DIR
 """
@@ -27,14 +29,21 @@ import triton
 from bench_kernels import copies, copy_bandwidth, gptq_bytes, time_rotated, tinygemm_fns
 from inlaid_worker.kernels import quant_common, quant_matmul_config
 from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
+from inlaid_worker.kernels.quant_hgemv import launch_hgemv
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq, launch_quant_matmul, quant_matmul
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig, candidate_configs
 
-SHAPES = {"7B qkvo 4096x4096": (4096, 4096), "7B up 4096x11008": (4096, 11008), "7B down 11008x4096": (11008, 4096)}
+# the goal shapes first: a timing phase cut short by its timeout still reports them
+SHAPES = {"7B up 4096x11008": (4096, 11008), "7B down 11008x4096": (11008, 4096), "7B qkvo 4096x4096": (4096, 4096)}
 if os.environ.get("GEMV_TINY"):  # a CPU dry run of the guard under TRITON_INTERPRET (catches typos, not speed)
     SHAPES = {"tiny 256x72": (256, 72)}
 DEVICE = os.environ.get("GEMV_DEVICE", "cuda")
 MS = (1, 2, 4, 8, 16) if not os.environ.get("GEMV_TINY") else (1, 4, 16)
+BENCH_MS = tuple(int(m) for m in os.environ.get("GEMV_BENCH_MS", "1,2,4").split(","))
+GUARD_MS = tuple(int(m) for m in os.environ["GEMV_GUARD_MS"].split(",")) if os.environ.get("GEMV_GUARD_MS") else MS
+# columns of the timing table: the best candidate of each kernel generation by the tuner's own timing
+GENERATIONS = (("v3", lambda c: "kind='hgemv" not in c), ("v4", lambda c: "kind='hgemv'" in c),
+               ("v5", lambda c: "kind='hgemvp'" in c))  # fmt: skip
 TOL = 1e-2  # the tuner's guard (quant_matmul_config.agrees)
 
 
@@ -64,6 +73,14 @@ def run_cfg(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> torch.Tensor:
     return y
 
 
+def run_evict_first(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> torch.Tensor:
+    """A look-ahead (hgemvp) config run with the words' evict_first hint (launch_hgemv's ablation knob)."""
+    y = torch.empty(x.shape[0], w.out_features, dtype=x.dtype, device=x.device)
+    launch_hgemv(x, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, 1, y, ahead=cfg.num_stages,
+                 word_policy="evict_first")  # fmt: skip
+    return y
+
+
 def guard_case(name: str, k: int, n: int, m: int, bits: int, sym: bool) -> dict:
     torch.manual_seed(zlib.crc32(f"{name}/{m}/{bits}/{sym}".encode()))
     w = make_weight(k, n, bits, sym)
@@ -90,7 +107,7 @@ def m4_diagnosis() -> list[dict]:
     """The int4 M=4 4096x11008 MMA error: each MMA candidate's split-K epilogue (v4 run 2 also tried a
     fence.acq_rel.gpu after the partial atomics: no difference; the fix is the read-and-clear exchange)."""
     rows = []
-    k, n = list(SHAPES.values())[-2] if len(SHAPES) > 1 else list(SHAPES.values())[0]
+    k, n = SHAPES.get("7B up 4096x11008", next(iter(SHAPES.values())))
     for seed in range(3):
         torch.manual_seed(seed)
         w = make_weight(k, n, 4, False)
@@ -106,11 +123,11 @@ def m4_diagnosis() -> list[dict]:
 
 def guard(out: Path, shard: int, shards: int) -> None:
     # a shard takes whole (bits, sym, M) groups: the three shapes of a group share compiled kernels
-    groups = [(bits, sym, m) for bits in (4, 3) for sym in (False, True) for m in MS]
+    groups = [(bits, sym, m) for bits in (4, 3) for sym in (False, True) for m in GUARD_MS]
     mine = [(name, k, n, m, bits, sym) for bits, sym, m in groups[shard::shards] for name, (k, n) in SHAPES.items()]
     path = out / f"guard-{shard}.jsonl"
     with path.open("w") as f:
-        if shard == 0:
+        if shard == 0 and os.environ.get("GEMV_M4_DIAG"):
             t0 = time.time()
             f.write(json.dumps(dict(m4_diagnosis=m4_diagnosis())) + "\n")
             f.flush()
@@ -134,12 +151,15 @@ def bench(out: Path) -> None:
                 triton=triton.__version__, copy_GBps=copy_bandwidth() / 1e9)  # fmt: skip
     print(f"copy bandwidth {meta['copy_GBps']:.0f} GB/s", flush=True)
     rows = []
+    only = os.environ.get("GEMV_BENCH_SHAPES", "")  # e.g. "up,down": substrings of the shape names
     for name, (k, n) in SHAPES.items():
+        if only and not any(part in name for part in only.split(",")):
+            continue
         w_bf16 = [torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16) for _ in range(copies(k * n * 2))]
         tg = tinygemm_fns(k, n, copies(k * n / 2))
         ws = [make_weight(k, n, 4, False) for _ in range(copies(k * n / 2))]
         nbytes = gptq_bytes(ws[0])
-        for m in MS:
+        for m in BENCH_MS:
             t0 = time.time()
             x16 = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
             xb = x16.to(torch.bfloat16)
@@ -155,7 +175,7 @@ def bench(out: Path) -> None:
             row["pick"] = str(pick)
             row["pick_err"] = rel(y, ref)
             row["pick_us"] = time_rotated([lambda w=w: quant_matmul(x16, w) for w in ws])
-            for label, pred in (("old", lambda c: "kind='hgemv'" not in c), ("new", lambda c: "kind='hgemv'" in c)):
+            for label, pred in GENERATIONS:
                 best = _best(log, pred)
                 if best is None:
                     continue
@@ -163,7 +183,11 @@ def bench(out: Path) -> None:
                 row[f"{label}_cfg"] = best[0]
                 row[f"{label}_err"] = rel(run_cfg(x16, ws[0], cfg), ref)
                 row[f"{label}_us"] = time_rotated([lambda w=w, c=cfg: quant_matmul(x16, w, c) for w in ws])
-            for key in ("pick", "old", "new"):
+            if "v5_cfg" in row:  # ablation: the v5 pick with an evict_first hint on the streamed words
+                c5 = eval(row["v5_cfg"], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
+                row["v5ef_err"] = rel(run_evict_first(x16, ws[0], c5), ref)
+                row["v5ef_us"] = time_rotated([lambda w=w, c=c5: run_evict_first(x16, w, c) for w in ws])
+            for key in ("pick", *(label for label, _ in GENERATIONS), "v5ef"):
                 if f"{key}_us" in row:
                     row[f"{key}_pct_copy"] = 100 * nbytes / (row[f"{key}_us"] * 1e-6) / (meta["copy_GBps"] * 1e9)
                     row[f"{key}_vs_bf16"] = row["bf16_us"] / row[f"{key}_us"]
@@ -185,7 +209,7 @@ def _short(cfg: str | None) -> str:
     c = eval(cfg, {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
     if c is None:
         return "untuned default"
-    return f"{c.kind} m{c.block_m} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps}"
+    return f"{c.kind} m{c.block_m} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} st{c.num_stages}"
 
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
@@ -200,23 +224,26 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
                 guard_rows.append(d)
     meta = dict(b["meta"], command=command)
     bw = meta.get("copy_GBps", 0)
-    md = [f"# Small-M int4 GEMV: v3 kernels vs half2 GEMV (quant_hgemv), {meta.get('date', '')}", "",
+    md = [f"# Small-M int4 GEMV: v3 kernels vs v4 half2 GEMV vs v5 look-ahead half2 GEMV, {meta.get('date', '')}", "",
           f"- command: `{command}`", f"- device: {meta.get('device')}; torch {meta.get('torch')}, triton {meta.get('triton')}",
           f"- measured copy bandwidth {bw:.0f} GB/s", "",
           "Kernel times in us (CUDA graph over rotating weight copies, > 3x L2; events). % copy = packed weight + scale + "
-          "zero bytes / time / copy bandwidth. old = best v3 kernel (gemv/mma/tile/dequant) by the tuner's own timing, "
-          "new = best half2 GEMV config, pick = what the autotuned quant_matmul chose (guard on). fp16 x, g128, asymmetric.",
-          "", "| shape | M | bf16 cuBLAS | tinygemm | old | old %copy | old vs bf16 | new | new %copy | new vs bf16 | "
-          "pick (kind) | pick vs bf16 | pick rel err | new config |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "zero bytes / time / copy bandwidth; x bf16 = bf16 cuBLAS time / kernel time. v3 = best of gemv/mma/tile/dequant, "
+          "v4 = best half2 GEMV (kind hgemv), v5 = best look-ahead half2 GEMV (kind hgemvp), each chosen by the tuner's "
+          "own (cold-L2) timing and re-timed here; v5 evict_first = the v5 config with an evict_first hint on the weight "
+          "words (ablation); pick = what the autotuned quant_matmul chose (guard on). fp16 x, g128, "
+          "asymmetric.", "",
+          "| shape | M | bf16 cuBLAS | tinygemm | v3 | v4 | v4 %copy | v4 x bf16 | v5 | v5 %copy | v5 x bf16 | "
+          "v5 evict_first (err) | pick (kind) | pick %copy | pick x bf16 | pick rel err | v5 config |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in b["rows"]:
         def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
             return fmt.format(r[key]) if r.get(key) is not None else "-"
 
-        md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('old_us')} | {f('old_pct_copy', '{:.0f}%')} | "
-                  f"{f('old_vs_bf16', '{:.2f}x')} | {f('new_us')} | {f('new_pct_copy', '{:.0f}%')} | {f('new_vs_bf16', '{:.2f}x')} | "
-                  f"{f('pick_us')} ({_kind(r.get('pick'))}) | {f('pick_vs_bf16', '{:.2f}x')} | {f('pick_err', '{:.1e}')} | "
-                  f"{_short(r.get('new_cfg'))} |")  # fmt: skip
+        md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('v3_us')} | {f('v4_us')} | "
+                  f"{f('v4_pct_copy', '{:.0f}%')} | {f('v4_vs_bf16', '{:.2f}x')} | {f('v5_us')} | {f('v5_pct_copy', '{:.0f}%')} | "
+                  f"{f('v5_vs_bf16', '{:.2f}x')} | {f('v5ef_us')} ({f('v5ef_err', '{:.0e}')}) | {f('pick_us')} ({_kind(r.get('pick'))}) | {f('pick_pct_copy', '{:.0f}%')} | "
+                  f"{f('pick_vs_bf16', '{:.2f}x')} | {f('pick_err', '{:.1e}')} | {_short(r.get('v5_cfg'))} |")  # fmt: skip
     md += ["", f"## Guard sweep (autotuned quant_matmul vs fp32 dequantized reference; tolerance {TOL})", "",
            "| shape | M | bits | sym | pick | pick rel err | max candidate err | candidates > tol | pick among them | ws clean |",
            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -253,7 +280,7 @@ def main() -> None:
     ap.add_argument("--shard", type=int, default=0)
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--command", default="bash bench/kernels/gemv_h200.sh")
-    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-v4")
+    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-v5")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "guard":

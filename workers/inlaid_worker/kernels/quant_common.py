@@ -7,9 +7,14 @@ field into an exact fp32 value, with no I2F (a quarter-rate instruction) and no 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import triton
 import triton.language as tl
+
+if TYPE_CHECKING:
+    from .gptq_packing import GPTQWeight
 
 
 @triton.jit
@@ -98,3 +103,24 @@ def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:
     split = max(1, min(split_k, k_tiles))
     iters = triton.cdiv(k_tiles, split)
     return iters, triton.cdiv(k_tiles, iters)
+
+
+def split_launch(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, block_m: int, block_n: int, block_k: int,
+                 split_k: int) -> tuple[tuple[int, int, int], tuple, dict]:  # fmt: skip
+    """Grid, positional arguments and common constexprs of a split-K weight-only kernel (gemv, hgemv, mma).
+
+    The kernels share one argument list: x, qweight, scales, qzeros, perm, y, workspace, counters, M, N, K, ZW,
+    ITERS, SPLIT_K, then the strides of x (m, k), qweight, scales, qzeros and y; the grid is (N tiles, K splits,
+    M tiles). Each launch shell adds its own constexprs (tile sizes, kernel-specific switches)."""
+    m, k = x2.shape
+    n = w.out_features
+    iters, split = split_iters(k // block_k, split_k)
+    grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
+    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
+    perm = w.perm if w.perm is not None else w.qweight
+    args = (x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt, m, n, k, w.qzeros.shape[1], iters, split,
+            x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0),
+            w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1), y.stride(0), y.stride(1))  # fmt: skip
+    consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None,
+                  USE_SPLIT=split > 1)  # fmt: skip
+    return grid, args, consts

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import field_f32, group_zero, int_f32, split_iters, store_tile, workspace
+from .quant_common import field_f32, group_zero, int_f32, split_launch, store_tile
 
 
 @triton.jit
@@ -128,19 +128,6 @@ def _gemv_kernel(
 def launch_gemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                 num_warps: int, num_stages: int, y: torch.Tensor) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W on CUDA cores, one program row per row of x (block_m is ignored)."""
-    m, k = x2.shape
-    n = w.out_features
-    iters, split = split_iters(k // block_k, split_k)
-    grid = (triton.cdiv(n, block_n), split, m)
-    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
-    perm = w.perm if w.perm is not None else w.qweight
-    _gemv_kernel[grid](
-        x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
-        m, n, k, w.qzeros.shape[1], iters, split,
-        x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1),
-        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
-        y.stride(0), y.stride(1),
-        BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1,
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
-    )  # fmt: skip
+    grid, args, consts = split_launch(x2, w, y, 1, block_n, block_k, split_k)
+    _gemv_kernel[grid](*args, **consts, BITS=w.bits, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
+                       num_stages=num_stages)  # fmt: skip

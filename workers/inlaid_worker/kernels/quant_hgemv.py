@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import split_iters, store_tile, workspace
+from .quant_common import split_launch, store_tile
 
 _DEQ_PTX = tl.constexpr("""
 {
@@ -221,11 +221,11 @@ def _zero4(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, USE_ASM: tl.constexp
 
 
 @triton.jit
-def _tile(acc, w, kt, k_ok, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n, offs_r,
-          stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
-          GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
-          USE_ASM: tl.constexpr):  # fmt: skip
-    """acc + the products of one [BLOCK_K, BLOCK_N] weight tile (words w, rows from kt) with BLOCK_M rows of x."""
+def _fetch(kt, k_ok, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n, offs_r,
+           stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+           GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
+           USE_ASM: tl.constexpr):  # fmt: skip
+    """The small operands of the K tile at row kt: scales, the two zero constants, x's half2 pairs."""
     k0 = tl.where(k_ok, kt, 0)
     g = k0 // GROUP
     s = _load_small(sc_ptr + g * stride_sg + offs_n * stride_sn, mask_n, USE_ASM).to(tl.float32)
@@ -238,18 +238,37 @@ def _tile(acc, w, kt, k_ok, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_
     c1 = z * 0x100010 + (0xB400B400 - 2**32)
     kr = k0 + offs_r * 8  # [1, R, 1]
     x04, x15, x26, x37 = _x_words(x_ptr, perm_ptr, offs_m, m_ok, kr, k_ok, stride_xm, HAS_PERM, USE_ASM)
+    return s, c0, c1, x04, x15, x26, x37
+
+
+@triton.jit
+def _use(acc, w, s, c0, c1, x04, x15, x26, x37, USE_ASM: tl.constexpr):
+    """acc + the products of one weight tile (words w) with BLOCK_M rows of x (operands from _fetch)."""
     t0, t1, t2, t3 = _dequant(w, c0, c1, USE_ASM)  # [1, R, BN], shared by the BLOCK_M rows
     return _dot(t0, t1, t2, t3, x04, x15, x26, x37, s, acc, USE_ASM)
+
+
+@triton.jit
+def _tile(acc, w, kt, k_ok, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n, offs_r,
+          stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+          GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
+          USE_ASM: tl.constexpr):  # fmt: skip
+    """acc + the products of one [BLOCK_K, BLOCK_N] weight tile (words w, rows from kt) with BLOCK_M rows of x."""
+    s, c0, c1, x04, x15, x26, x37 = _fetch(kt, k_ok, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                                           offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
+                                           GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+    return _use(acc, w, s, c0, c1, x04, x15, x26, x37, USE_ASM)
 
 
 @triton.jit
 def _hgemv_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ZW, ITERS, SPLIT_K,
-    stride_xm, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
-    SINGLE: tl.constexpr, PIPE: tl.constexpr, STAGES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SINGLE: tl.constexpr, PIPE: tl.constexpr, STAGES: tl.constexpr, AHEAD: tl.constexpr, WORD_POLICY: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -278,6 +297,32 @@ def _hgemv_kernel(
             acc = _tile(acc, w, kt, kt < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
                         offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
                         GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+    elif AHEAD > 0:  # v5: the words AND x, scales, zeros of the next AHEAD tiles wait in registers
+        # the loop runs this program's own tiles only (no K masks); look-ahead past them re-reads its last tile
+        last = k_first + (tl.minimum(ITERS, K // BLOCK_K - pid_k * ITERS) - 1) * BLOCK_K
+        w_base = w_ptrs - (k_first // 8) * stride_qk
+        wa = nxt
+        sa, c0a, c1a, x0a, x1a, x2a, x3a = _fetch(k_first, k_first < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok,
+                                                  offs_n, mask_n, offs_r, stride_xm, stride_sg, stride_sn, stride_zg,
+                                                  stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+        if AHEAD == 2:
+            kb = tl.minimum(k_first + BLOCK_K, last)
+            wb = tl.load(w_base + (kb // 8) * stride_qk, mask=mask_n, other=0, eviction_policy=WORD_POLICY)
+            sb, c0b, c1b, x0b, x1b, x2b, x3b = _fetch(kb, kb < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n,
+                                                      mask_n, offs_r, stride_xm, stride_sg, stride_sn, stride_zg,
+                                                      stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+        for it in range(k_first, last + 1, BLOCK_K):
+            kn = tl.minimum(it + AHEAD * BLOCK_K, last)
+            wn = tl.load(w_base + (kn // 8) * stride_qk, mask=mask_n, other=0, eviction_policy=WORD_POLICY)
+            sn, c0n, c1n, x0n, x1n, x2n, x3n = _fetch(kn, kn < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n,
+                                                      mask_n, offs_r, stride_xm, stride_sg, stride_sn, stride_zg,
+                                                      stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+            acc = _use(acc, wa, sa, c0a, c1a, x0a, x1a, x2a, x3a, USE_ASM)
+            if AHEAD == 2:
+                wa, sa, c0a, c1a, x0a, x1a, x2a, x3a = wb, sb, c0b, c1b, x0b, x1b, x2b, x3b
+                wb, sb, c0b, c1b, x0b, x1b, x2b, x3b = wn, sn, c0n, c1n, x0n, x1n, x2n, x3n
+            else:
+                wa, sa, c0a, c1a, x0a, x1a, x2a, x3a = wn, sn, c0n, c1n, x0n, x1n, x2n, x3n
     else:
         for it in range(0, ITERS):
             kt = k_first + it * BLOCK_K
@@ -302,30 +347,27 @@ def use_asm() -> bool:
 
 
 def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
-                 num_warps: int, num_stages: int, y: torch.Tensor) -> None:  # fmt: skip
+                 num_warps: int, num_stages: int, y: torch.Tensor, ahead: int = 0, word_policy: str = "") -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x; each program serves block_m rows of x.
 
-    num_stages 1: the next K tile's words wait in registers (a double buffer); >= 2: Triton's pipeliner
-    copies num_stages - 1 tiles ahead into shared memory (cp.async), so more bytes are in flight per SM."""
+    ahead 0 (v4): num_stages 1 keeps the next K tile's words in registers (a double buffer), >= 2 lets
+    Triton's pipeliner copy num_stages - 1 tiles ahead into shared memory (cp.async). ahead 1 or 2 (v5):
+    the words and x, scales, zeros of the next `ahead` tiles are loaded into registers a step early.
+    word_policy: the look-ahead loop's cache eviction hint for the streamed words ("" or "evict_first"; an
+    ablation of bench/kernels/gemv_h200.py, not a tuning candidate)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k % 8 or w.group_size % block_k or w.in_features % block_k:
         raise ValueError(f"block_k={block_k} must divide the group ({w.group_size}) and K")
+    if ahead not in (0, 1, 2) or word_policy not in ("", "evict_first"):
+        raise ValueError(f"ahead must be 0, 1 or 2 (got {ahead}), word_policy '' or 'evict_first' (got {word_policy!r})")
     if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows are read 16 bytes at a time
         x2 = x2.clone(memory_format=torch.contiguous_format)
-    m, k = x2.shape
-    n = w.out_features
-    iters, split = split_iters(k // block_k, split_k)
-    grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
-    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
-    perm = w.perm if w.perm is not None else w.qweight
+    grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
+    iters = args[12]
+    stages = 1 if ahead else num_stages  # the look-ahead loop is software-pipelined by hand
     _hgemv_kernel[grid](
-        x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
-        m, n, k, w.qzeros.shape[1], iters, split,
-        x2.stride(0), w.qweight.stride(0), w.qweight.stride(1),
-        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
-        y.stride(0), y.stride(1),
-        GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, USE_ASM=use_asm(), SINGLE=iters == 1,
-        PIPE=iters > 1 and num_stages > 1, STAGES=max(num_stages, 1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
+        *args, **consts, USE_ASM=use_asm(), SINGLE=iters == 1, PIPE=iters > 1 and stages > 1 and not ahead,
+        STAGES=max(stages, 1), AHEAD=ahead, WORD_POLICY=word_policy, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=num_warps, num_stages=stages,
     )  # fmt: skip

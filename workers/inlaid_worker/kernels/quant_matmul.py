@@ -3,8 +3,10 @@
 Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "gemv" (quant_gemv): CUDA-core FMAs with exact magic-number unpacking, for M <= 4, 4- and 3-bit;
 - "hgemv" (quant_hgemv): half2 dequantize + dot in inline PTX, 4-bit, fp16 x, M <= 16 (weights read once per
-  BLOCK_M rows);
+  BLOCK_M rows); "hgemvp": the same kernel with x, scales, zeros and words loaded 1-2 K tiles ahead (M <= 4);
 - "mma" (quant_mma): tensor cores with the weight as the A operand (y^T = W^T x^T), 4-bit, any M;
+- "tc", "tc2", "tcf2" (quant_tcg, Gluon; quant_tc under the interpreter): tensor cores, words loaded straight
+  into the wgmma operand registers, 4-bit, M >= 8 (the winner at M = 8..64 on the H200);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit at M > 4.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -24,6 +26,7 @@ from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
+from .quant_tc import launch_tensor_core
 
 
 @triton.jit
@@ -139,9 +142,13 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_gemv(x2, w, *args)
     elif cfg.kind == "hgemv":
         launch_hgemv(x2, w, *args)
+    elif cfg.kind == "hgemvp":  # the v5 look-ahead variant: num_stages is the look-ahead depth
+        launch_hgemv(x2, w, *args[:5], 1, y, ahead=cfg.num_stages)
 
     elif cfg.kind == "mma":
         launch_mma(x2, w, *args)
+    elif cfg.kind in ("tc", "tcf", "tc2", "tcf2"):  # quant_tcg (Gluon) on CUDA; see quant_tc.launch_tensor_core
+        launch_tensor_core(x2, w, *args, kind=cfg.kind)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
     elif cfg.kind == "tile":

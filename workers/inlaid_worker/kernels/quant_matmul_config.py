@@ -26,7 +26,7 @@ class QMMConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
-    kind: str = "tile"  # "gemv" | "hgemv" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
+    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
 
 
 def m_bucket(m: int) -> int:
@@ -63,6 +63,41 @@ def _hgemv(mb: int, k: int, group: int) -> list[QMMConfig]:
     return out
 
 
+# v5 look-ahead half2 GEMV (kind "hgemvp": num_stages is the look-ahead depth in K tiles, 1 or 2).
+# (block_n, block_k, warps, deepest look-ahead): no spills in the sm_90 build (bench/kernels/sass_hgemv.py);
+# M = 4 with 128-row tiles spills at look-ahead 2 (144-byte stack), so it stops at 1
+HGEMVP_SHAPES = {1: ((256, 128, 8, 2), (128, 128, 4, 2), (64, 128, 2, 2), (128, 64, 4, 2)),
+                 4: ((64, 64, 2, 2), (128, 64, 4, 2), (64, 128, 2, 1))}  # fmt: skip
+HGEMVP_PLANS = ((2, 1), (4, 1), (6, 1), (8, 1), (4, 2), (8, 2), (16, 2))  # (K tiles per program, look-ahead)
+
+
+def _hgemvp(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """Look-ahead half2 GEMV candidates for M <= 4 (block_m = the batch bucket)."""
+    out = []
+    for bn, want_k, warps, deepest in HGEMVP_SHAPES[1 if mb <= 2 else 4]:
+        bk = _block_k(k, group, want_k)
+        out += [QMMConfig(mb, bn, bk, triton.cdiv(k // bk, it), warps, ahead, False, "hgemvp")
+                for it, ahead in HGEMVP_PLANS if ahead <= deepest]  # fmt: skip
+    return out
+
+
+def _tc(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """Tensor-core kernel (quant_tc / quant_tcg) for M >= 8. Kinds: "tc" scales each K tile's product in fp32,
+    "tcf" puts (q - z) * s in the operand (one accumulator); a trailing "2" builds the operand in two K=64 halves
+    (half the registers). num_stages: 1-2 = words prefetched that many tiles ahead in registers, >= 3 = a
+    cp.async ring of that many tiles in shared memory."""
+    if k % 128 or group % 128:
+        return []
+    bm = max(8, min(mb, 64))
+    plans = ((64, 1, "tc", (2, 4, 8)), (64, 4, "tc2", (2, 4, 8)), (64, 6, "tc2", (2, 4, 8)), (128, 4, "tc", (2, 4)),
+             (128, 4, "tc2", (2, 4)))  # (block_n, stages, kind, splits)  # fmt: skip
+    if mb >= 32:
+        plans = ((64, 1, "tc", (2, 4)), (64, 4, "tc2", (2, 4)), (64, 6, "tc2", (2, 4)))
+    if mb >= 128:  # 64-row x tiles: larger ones spill in the sm_90 build
+        return [QMMConfig(64, 64, 128, s, 4, 4, True, kind) for kind, s in (("tc2", 2), ("tc2", 4), ("tcf2", 1))]
+    return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in plans for s in splits]
+
+
 def _mma(bm: int, k: int, group: int, shapes: tuple, splits: tuple[int, ...]) -> list[QMMConfig]:
     if k % 128 or group % 128:  # each nibble's operand needs K >= 16 rows, i.e. 128-row tiles
         return []
@@ -93,6 +128,8 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     """Ordered candidates (the first is the untuned default) for an [m, k] x [k, n] product."""
     mb = m_bucket(m)
     extra = _hgemv(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 16 else []
+    extra += _hgemvp(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 4 else []
+    extra += _tc(mb, k, group) if bits == 4 and mb >= 8 else []
     return _base_candidates(m, n, k, group, bits) + extra
 
 

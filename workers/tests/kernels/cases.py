@@ -64,6 +64,23 @@ for _case, _p in {  # the half2 GEMV (4-bit, fp16 x): PTX on CUDA, the same bit 
     "pipelined-m2": dict(sym=False, act=True, m=2, k=1024, stages=3, split=2),
 }.items():
     QMM_CASES[f"qmm-b4-hgemv-{_case}"] = dict(bits=4, kind="hgemv", **_p)
+for _case, _p in {  # tensor-core kernel, M >= 8 (Gluon on CUDA; its plain-Triton twin under the interpreter)
+    "tc-asym-m8": dict(sym=False, act=False, m=8),
+    "tc-sym-act-m13": dict(sym=True, act=True, m=13),
+    "tc-asym-act-m16-nosplit": dict(sym=False, act=True, m=16, split=1),
+    "tc-v2-m9-depth2": dict(sym=False, act=False, m=9, fmt="gptq_v2", stages=2, k=512, n=72),
+    "tc-k640-split2-m8": dict(sym=False, act=True, m=8, k=640, n=136, split=2),  # 5 tiles: one split runs past K
+    "tc-perchannel-m8": dict(sym=True, act=False, m=8, g=-1, k=384),
+    "tc-bf16-m16": dict(sym=False, act=True, m=16, dtype="bf16"),
+    "tc2-act-m40": dict(sym=False, act=True, m=40, n=72, kind="tc2"),
+    "tcf2-m130-split2": dict(sym=True, act=False, m=130, n=72, kind="tcf2", split=2),  # 3 x tiles of 64 rows
+    "tcf2-bf16-act-m129": dict(sym=False, act=True, m=129, kind="tcf2", dtype="bf16"),
+    "tc2-bf16-m33": dict(sym=False, act=False, m=33, kind="tc2", dtype="bf16"),
+    "tc2-ring6-act-m16": dict(sym=False, act=True, m=16, k=1024, kind="tc2", stages=6, split=2),
+    "tc-ring4-k640-split2-m8": dict(sym=False, act=False, m=8, k=640, n=136, stages=4, split=2),
+    "tc-ring3-sym-m12": dict(sym=True, act=False, m=12, k=512, n=200, stages=3, split=1),
+}.items():
+    QMM_CASES[f"qmm-b4-{_case}"] = dict(bits=4, **{"kind": "tc", **_p})
 LORA_CASES: dict[str, dict[str, Any]] = {
     "lora-bgmv-decode": dict(t=9, block_m=1),
     "lora-sgmv-prefill": dict(t=50, block_m=16),

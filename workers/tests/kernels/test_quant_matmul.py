@@ -148,3 +148,33 @@ def test_half2_gemv_is_offered_only_for_4bit_fp16_small_m() -> None:
     assert "hgemv" not in kinds(32, 4, torch.float16)
     first = candidate_configs(1, 11008, 4096, 128, 4)[0]
     assert first.kind == "gemv", "the untuned default (CPU, graph capture) stays the v3 GEMV"
+
+
+def test_tensor_core_operand_order_matches_the_pair_unpacking() -> None:
+    """quant_tcg's operand column idx = 32wi + 8s + 2t + e is nibble s + 4e of word 4t + wi, i.e. tile row
+    operand_rows()[idx]; the kernel's pair step (w >> 4s) & 0x000f000f yields exactly nibbles (s, s + 4)."""
+    from inlaid_worker.kernels.quant_tcg import operand_rows
+
+    rows = operand_rows()
+    assert sorted(rows.tolist()) == list(range(128)), "a permutation of the tile's 128 rows"
+    q = torch.randint(0, 16, (128, 3), dtype=torch.int32)  # one K tile, 3 columns
+    words = pack_bitstream(q, 4, 0).to(torch.int64) & 0xFFFFFFFF  # [16 words, 3]
+    operand = torch.empty(128, 3, dtype=torch.int64)
+    for idx in range(128):
+        wi, s, t, e = idx // 32, (idx // 8) % 4, (idx // 2) % 4, idx % 2
+        pair = (words[4 * t + wi] >> (4 * s)) & 0x000F000F
+        operand[idx] = (pair >> (16 * e)) & 0xF
+    assert torch.equal(operand, q[rows].to(torch.int64))
+
+
+def test_tensor_core_kernel_is_offered_for_4bit_m8_and_up() -> None:
+    from inlaid_worker.kernels.quant_matmul_config import candidate_configs
+
+    def kinds(m: int, bits: int = 4, k: int = 4096, group: int = 128) -> set[str]:
+        return {c.kind for c in candidate_configs(m, 11008, k, group, bits)}
+
+    tc = {"tc", "tc2", "tcf2"}
+    assert kinds(8) & tc and kinds(16) & tc and kinds(64) & tc and kinds(256) & tc
+    assert not kinds(4) & tc and not kinds(1) & tc
+    assert not kinds(16, bits=3) & tc
+    assert not kinds(16, k=4096 + 64, group=64) & tc, "K tiles of 128 must fit the group"

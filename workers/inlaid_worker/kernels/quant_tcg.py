@@ -1,0 +1,377 @@
+"""Gluon (explicit-layout Triton) tensor-core GEMM for 4-bit GPTQ weights, M >= 8, standard GPTQ layout.
+
+Why Gluon: plain Triton (quant_tc) builds the K=128 operand with a reshape that its layout inference cannot
+see through, so the dequantized tile goes registers -> shared memory -> registers (SASS/TTGIR checked
+offline). Here every layout is written down, so the words are loaded from global memory straight into the
+registers of the wgmma A operand and dequantized in place, Marlin-style, but with NO repacking of the
+checkpoint: the operand's K order is chosen to fit the MMA fragment and x is loaded in that same order.
+
+Fragment (wgmma A from registers, 16-bit): lane 4g + t holds rows g, g+8 and, per K-step of 16, the
+columns {2t, 2t+1, 2t+8, 2t+9}; over one K=128 tile that is 32 values per row = 4 packed words. So thread t
+takes words 4t..4t+3 (wi = 0..3) of the tile and an operand column idx = 32 wi + 8 s + 2 t + e holds nibble
+s + 4e of word 4t + wi, i.e. tile row kk(idx) = 32 t + 8 wi + 4 e + s. Each 32-bit register pair (e = 0, 1)
+is one LOP3 away from a word: (w >> 4s) & 0x000f000f | 0x64006400 = (MAGIC + q[s], MAGIC + q[s+4]) as two
+16-bit floats, then (pair - (MAGIC + z)) * s in f16x2/bf16x2 (exact subtraction, one rounding: the same
+value as the dequantize + cuBLAS path). The reshape into the [BLOCK_N, 128] operand only relabels registers
+(convert_layout(assert_trivial=True) fails the compile otherwise). x^T goes to shared memory (the B operand).
+
+Orientation: y^T = W^T x^T, acc [BLOCK_N, BLOCK_M] (BLOCK_N >= 64 weight columns fill wgmma's M side).
+Words: DEPTH (1-2) tiles ahead in registers, or a STAGES-deep cp.async ring in shared memory read back in the
+operand's layout (fewer registers, more bytes in flight: the winner at M = 8 on the H200). NSUB = 2 builds
+and multiplies the operand in two K=64 halves (half its registers). FULL_DEQUANT = False: the exact (q - z)
+operand, the tile's product scaled in fp32 (small M); True: (q - z) * s in the operand, one accumulator.
+x, scales and zeros are loaded one tile ahead. Split-K partials: the same self-cleaning read-and-clear
+epilogue as quant_common.store_tile. CUDA sm_90 only; quant_tc is the interpretable twin (same operand order).
+Measured: bench/kernels/NOTES.md ("tc"), bench/results/kernels-2026-11-29-tc.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+
+from .gptq_packing import GPTQWeight
+from .quant_common import split_iters, workspace
+
+BLOCK_K = 128  # one operand tile: 4 words per lane-quad column t, 16 words per column
+
+_DEQ_F16 = (
+    "{ .reg .b32 t; lop3.b32 t, $1, 0x000f000f, 0x64006400, 0xea; sub.rn.f16x2 t, t, $2; mul.rn.f16x2 $0, t, $3; }"
+)
+_SUB_F16 = "{ .reg .b32 t; lop3.b32 t, $1, 0x000f000f, 0x64006400, 0xea; sub.rn.f16x2 $0, t, $2; }"
+_SUB_BF16 = "{ .reg .b32 t; lop3.b32 t, $1, 0x000f000f, 0x43004300, 0xea; sub.rn.bf16x2 $0, t, $2; }"
+_DEQ_BF16 = (
+    "{ .reg .b32 t; lop3.b32 t, $1, 0x000f000f, 0x43004300, 0xea; sub.rn.bf16x2 t, t, $2; mul.rn.bf16x2 $0, t, $3; }"
+)
+
+
+def operand_rows() -> torch.Tensor:
+    """kk[idx]: the tile row (0..127) held by operand column idx (int64 [128]); the x order of the kernel."""
+    idx = torch.arange(BLOCK_K)
+    wi, s, t, e = idx // 32, (idx // 8) % 4, (idx // 2) % 4, idx % 2
+    return 32 * t + 8 * wi + 4 * e + s
+
+
+def _pow2_bases(start: int, stop: int, dim: int, rank: int) -> list[list[int]]:
+    out = []
+    v = start
+    while v < stop:
+        b = [0] * rank
+        b[dim] = v
+        out.append(b)
+        v *= 2
+    return out
+
+
+def tcg_layouts(block_n: int, block_m: int, warps: int) -> dict:
+    """Layouts of one config: the MMA, its A operand, the 5D pair view of the operand, x's load and smem."""
+    if block_n % (16 * warps) or block_m % 8 or block_m > 256:
+        raise ValueError(f"BLOCK_N={block_n} must be a multiple of 16*warps={16 * warps}, BLOCK_M a multiple of 8")
+    mma = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_m, 16])
+    dot = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    # [BLOCK_N, wi, s, t, e]; register / lane / warp bases mirror the dot operand's (see module docstring)
+    reg = [[0, 0, 0, 0, 1], [8, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 2, 0, 0], [0, 1, 0, 0, 0], [0, 2, 0, 0, 0]]
+    reg += _pow2_bases(16 * warps, block_n, 0, 5)
+    lane = [[0, 0, 0, 1, 0], [0, 0, 0, 2, 0], [1, 0, 0, 0, 0], [2, 0, 0, 0, 0], [4, 0, 0, 0, 0]]
+    warp = _pow2_bases(16, 16 * warps, 0, 5)
+    l5 = gl.DistributedLinearLayout(reg, lane, warp, [], [block_n, 4, 4, 4, 2])
+    reg_h = [b for b in reg if b != [0, 2, 0, 0, 0]]  # one K=64 half: words wi % 2 only
+    l5h = gl.DistributedLinearLayout(reg_h, lane, warp, [], [block_n, 2, 4, 4, 2])
+    # x5 [BLOCK_M, t, wi, e, s]: 8 contiguous rows of K per thread (one 16-byte load)
+    xl = gl.BlockedLayout(
+        size_per_thread=[1, 1, 1, 2, 4],
+        threads_per_warp=[2, 4, 4, 1, 1],
+        warps_per_cta=[warps, 1, 1, 1, 1],
+        order=[4, 3, 2, 1, 0],
+    )
+    smem = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    # word ring (cp.async): [16 rows, BLOCK_N] per stage, 16-byte copies along N; read back in D2, which is the
+    # words' operand layout [BLOCK_N, wi, t] seen as [row = 4t + wi, n]
+    tpw_n = min(32, block_n // 4)
+    cpl = gl.BlockedLayout(
+        size_per_thread=[1, 4], threads_per_warp=[32 // tpw_n, tpw_n], warps_per_cta=[warps, 1], order=[1, 0]
+    )
+    ws = gl.SwizzledSharedLayout(vec=4, per_phase=1, max_phase=8, order=[1, 0])
+    d2_reg = [[0, 8], [1, 0], [2, 0]] + [[0, b[0]] for b in _pow2_bases(16 * warps, block_n, 0, 1)]
+    d2 = gl.DistributedLinearLayout(
+        d2_reg,
+        [[4, 0], [8, 0], [0, 1], [0, 2], [0, 4]],
+        [[0, b[0]] for b in _pow2_bases(16, 16 * warps, 0, 1)],
+        [],
+        [16, block_n],
+    )
+    return dict(MMA=mma, DOT=dot, L5=l5, L5H=l5h, L4=gl.SliceLayout(4, l5), XL=xl, XS=smem, CPL=cpl, WS=ws, D2=d2)
+
+
+@gluon.jit
+def _word_offsets(offs_n, stride_qk, stride_qn, PL: gl.constexpr):
+    """Offsets of words 4t + wi of a tile (from its first word row) for columns offs_n: [BLOCK_N, 4 (wi), 4 (t)]."""
+    wi = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, PL)))
+    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, PL)))
+    return offs_n[:, None, None] * stride_qn + (4 * t[None, None, :] + wi[None, :, None]) * stride_qk
+
+
+@gluon.jit
+def _x_offsets(offs_m, stride_xm, XL: gl.constexpr):
+    """(m * stride_xm, kk) of one tile's x5 [BLOCK_M, 4 (t), 4 (wi), 2 (e), 4 (s)], kk = 32t + 8wi + 4e + s
+    (tile rows in memory order: 8 contiguous per thread)."""
+    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
+    wi = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
+    e = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, XL)))))
+    s = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL)))))
+    m5 = offs_m[:, None, None, None, None]
+    t5 = t[None, :, None, None, None]
+    w5 = wi[None, None, :, None, None]
+    e5 = e[None, None, None, :, None]
+    s5 = s[None, None, None, None, :]
+    return m5 * stride_xm, 32 * t5 + 8 * w5 + 4 * e5 + s5
+
+
+@gluon.jit
+def _group_params(sc_ptr, qz_ptr, g, offs_n, mask_n, stride_sg, stride_sn, stride_zg, stride_zn,
+                  SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr):  # fmt: skip
+    """MAGIC + z of group g as a 16-bit pair packed in int32 [BLOCK_N] (both halves equal), and s (16-bit)."""
+    s = gl.load(sc_ptr + g * stride_sg + offs_n * stride_sn, mask=mask_n, other=0.0)
+    if IS_BF16:
+        s = s.to(gl.bfloat16)
+        magic = 0x4300
+    else:
+        magic = 0x6400
+    if SYM:
+        z = gl.full(offs_n.shape, 8, gl.int32, layout=offs_n.type.layout)
+    else:
+        zw = gl.load(qz_ptr + g * stride_zg + (offs_n // 8) * stride_zn, mask=mask_n, other=0)
+        z = ((zw >> (4 * (offs_n % 8))) & 0xF) + ZERO_OFFSET
+    zm = magic + z
+    return zm | (zm << 16), s
+
+
+@gluon.jit
+def _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, kt, valid, K, x_row, x_kk, x_off, mask_mx, offs_nz, N, stride_xk,
+                stride_sg, stride_sn, stride_zg, stride_zn, GROUP: gl.constexpr, SYM: gl.constexpr,
+                ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, HAS_PERM: gl.constexpr):  # fmt: skip
+    """x5 (zero where not valid), MAGIC + z pairs and scales of the K tile at kt."""
+    k0 = gl.where(kt < K, kt, 0)
+    if HAS_PERM:
+        xk = gl.load(perm_ptr + k0 + x_kk)
+        xr = gl.load(x_ptr + x_row + xk * stride_xk, mask=mask_mx & valid, other=0.0)
+    else:
+        xr = gl.load(x_ptr + k0 * stride_xk + x_off, mask=mask_mx & valid, other=0.0)
+    zm2, s = _group_params(sc_ptr, qz_ptr, k0 // GROUP, offs_nz, offs_nz < N, stride_sg, stride_sn, stride_zg,
+                           stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+    return xr, zm2, s
+
+
+@gluon.jit
+def _operand(pw, zm2, s, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr, FULL_DEQUANT: gl.constexpr,
+             IS_BF16: gl.constexpr):  # fmt: skip
+    """A operand [BLOCK_N, 32 * nw] from words pw [BLOCK_N, nw, 4 (t)]: (MAGIC + q) - (MAGIC + z) per 16-bit
+    pair, times s with FULL_DEQUANT; the pair view L5X [BLOCK_N, nw, 4 (s), 4 (t), 2 (e)] is the operand's."""
+    L4X: gl.constexpr = gl.SliceLayout(4, L5X)
+    ZX: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4X)))
+    sh = 4 * gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, L4X))))
+    words = gl.convert_layout(pw, gl.SliceLayout(2, L4X), assert_trivial=True)[:, :, None, :] >> sh[None, None, :, None]
+    zb = gl.broadcast(gl.convert_layout(zm2, ZX)[:, None, None, None], words)[0]
+    if FULL_DEQUANT:
+        sb16 = gl.convert_layout(s, ZX).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        sb = gl.broadcast((sb16 | (sb16 << 16))[:, None, None, None], words)[0]
+        if IS_BF16:
+            pairs = gl.inline_asm_elementwise(_DEQ_BF16_C, "=r,r,r,r", [words, zb, sb], gl.int32, True, 1)
+        else:
+            pairs = gl.inline_asm_elementwise(_DEQ_F16_C, "=r,r,r,r", [words, zb, sb], gl.int32, True, 1)
+    else:
+        if IS_BF16:
+            pairs = gl.inline_asm_elementwise(_SUB_BF16_C, "=r,r,r", [words, zb], gl.int32, True, 1)
+        else:
+            pairs = gl.inline_asm_elementwise(_SUB_F16_C, "=r,r,r", [words, zb], gl.int32, True, 1)
+    w5 = gl.join(pairs.to(gl.int16), (pairs >> 16).to(gl.int16))  # [BLOCK_N, nw, s, t, e]
+    w5 = gl.convert_layout(w5, L5X, assert_trivial=True)
+    a = gl.reshape(w5, [w5.shape[0], 32 * w5.shape[1]]).to(dt, bitcast=True)
+    return gl.convert_layout(a, DOT, assert_trivial=True)
+
+
+@gluon.jit
+def _tcg_kernel(
+    x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
+    M, N, K, ITERS, SPLIT_K,
+    stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn,
+    stride_ym, stride_yn,
+    GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr,
+    USE_SPLIT: gl.constexpr, IS_BF16: gl.constexpr, FULL_DEQUANT: gl.constexpr, DEPTH: gl.constexpr,
+    NSUB: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+    MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L5H: gl.constexpr, L4: gl.constexpr, XL: gl.constexpr,
+    XS: gl.constexpr, CPL: gl.constexpr, WS: gl.constexpr, D2: gl.constexpr,
+):  # fmt: skip
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    pid_m = gl.program_id(2)
+    dt: gl.constexpr = x_ptr.dtype.element_ty
+    PL: gl.constexpr = gl.SliceLayout(2, L4)  # words [BLOCK_N, wi, t]
+    NL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, PL))  # columns [BLOCK_N], for [:, None, None]
+    ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # for [:, None, None, None]
+    # columns past N read column N-1 (clamped, never stored): the word loads need no mask
+    offs_n = gl.minimum(pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=NL), N - 1)
+    w_off = _word_offsets(offs_n, stride_qk, stride_qn, PL)
+    offs_nz = gl.minimum(pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=ZL), N - 1)
+    XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
+    offs_mx = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=XM)
+    mask_mx = (offs_mx < M)[:, None, None, None, None]
+    x_row, x_kk = _x_offsets(offs_mx, stride_xm, XL)
+    x_off = x_row + x_kk * stride_xk
+    x_smem = gl.allocate_shared_memory(dt, [2, BLOCK_M, BLOCK_K], XS)
+    acc = gl.zeros((BLOCK_N, BLOCK_M), gl.float32, layout=MMA)
+    zero = gl.zeros((BLOCK_N, BLOCK_M), gl.float32, layout=MMA)
+    k_begin = pid_k * (ITERS * BLOCK_K)
+    k_tiles = K // BLOCK_K
+    # words: DEPTH tiles ahead in registers, or STAGES-deep cp.async ring in shared memory; tiles past K re-read the
+    # last tile (no mask) and are zeroed through x
+    if STAGES == 0:
+        p0 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K, k_tiles - 1) * (BLOCK_K // 8) * stride_qk + w_off)
+        if DEPTH == 2:
+            p1 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K + 1, k_tiles - 1) * (BLOCK_K // 8) * stride_qk + w_off)
+    else:
+        w_smem = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N], WS)
+        rr = gl.arange(0, BLOCK_K // 8, layout=gl.SliceLayout(1, CPL))
+        cc = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, CPL))
+        cp_off = rr[:, None] * stride_qk + cc[None, :] * stride_qn
+        cp_mask = (rr[:, None] >= 0) & (cc < N)[None, :]  # columns past N: zero-filled, never stored
+        for i in gl.static_range(STAGES - 1):
+            tile = gl.minimum(k_begin // BLOCK_K + i, k_tiles - 1)
+            async_copy.async_copy_global_to_shared(w_smem.index(i), qw_ptr + tile * (BLOCK_K // 8) * stride_qk + cp_off,
+                                                   mask=cp_mask)  # fmt: skip
+            async_copy.commit_group()
+    # x, scales and zeros one tile ahead (L2 hits, but their latency is the loop's otherwise)
+    xr, zm2, s = _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, k_begin, k_begin < K, K, x_row, x_kk, x_off, mask_mx,
+                             offs_nz, N, stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM,
+                             ZERO_OFFSET, IS_BF16, HAS_PERM)  # fmt: skip
+    for it in range(0, ITERS):
+        kt = k_begin + it * BLOCK_K
+        if STAGES == 0:
+            tn = gl.minimum(kt // BLOCK_K + DEPTH, k_tiles - 1)
+            p_new = gl.load(qw_ptr + tn * (BLOCK_K // 8) * stride_qk + w_off)
+        else:
+            async_copy.wait_group(STAGES - 2)  # this thread's copies of tile `it` have landed
+            gl.thread_barrier()  # everyone's have, and everyone is done reading the slot refilled next
+            tn = gl.minimum(kt // BLOCK_K + STAGES - 1, k_tiles - 1)
+            async_copy.async_copy_global_to_shared(w_smem.index((it + STAGES - 1) % STAGES),
+                                                   qw_ptr + tn * (BLOCK_K // 8) * stride_qk + cp_off, mask=cp_mask)  # fmt: skip
+            async_copy.commit_group()
+            p2 = w_smem.index(it % STAGES).load(D2)  # [16 rows, BLOCK_N], row = 4t + wi
+            p0 = gl.permute(gl.reshape(p2, [4, 4, BLOCK_N]), [2, 1, 0])
+            p0 = gl.convert_layout(p0, gl.SliceLayout(2, L4), assert_trivial=True)
+        kx = kt + BLOCK_K
+        xr_n, zm2_n, s_n = _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, kx, (kx < K) & (it + 1 < ITERS), K, x_row,
+                                       x_kk, x_off, mask_mx, offs_nz, N, stride_xk, stride_sg, stride_sn, stride_zg,
+                                       stride_zn, GROUP, SYM, ZERO_OFFSET, IS_BF16, HAS_PERM)  # fmt: skip
+        buf = x_smem.index(it % 2)
+        xo = gl.reshape(gl.permute(xr, [0, 2, 4, 1, 3]), [BLOCK_M, BLOCK_K])  # operand column order
+        buf.store(xo)
+        hopper.fence_async_shared()
+        gl.thread_barrier()
+        if NSUB == 1:
+            a = _operand(p0, zm2, s, L5, DOT, dt, FULL_DEQUANT, IS_BF16)
+            if FULL_DEQUANT:
+                tok = hopper.warpgroup_mma(a, buf.permute((1, 0)), acc, is_async=True)
+                acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+            else:
+                tok = hopper.warpgroup_mma(a, buf.permute((1, 0)), zero, use_acc=False, is_async=True)
+                d = hopper.warpgroup_mma_wait(0, deps=[tok])
+        else:  # two K=64 halves (words wi = 0, 1 | 2, 3), one at a time: half the operand's registers
+            p4 = gl.permute(gl.reshape(p0, [BLOCK_N, 2, 2, 4]), [0, 2, 3, 1])  # [BLOCK_N, wi % 2, t, wi // 2]
+            pa, pb = gl.split(p4)
+            a = _operand(pa, zm2, s, L5H, DOT, dt, FULL_DEQUANT, IS_BF16)
+            if FULL_DEQUANT:
+                tok = hopper.warpgroup_mma(a, buf.slice(0, BLOCK_K // 2, dim=1).permute((1, 0)), acc, is_async=True)
+                acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+            else:
+                tok = hopper.warpgroup_mma(a, buf.slice(0, BLOCK_K // 2, dim=1).permute((1, 0)), zero, use_acc=False,
+                                           is_async=True)  # fmt: skip
+                d = hopper.warpgroup_mma_wait(0, deps=[tok])
+            a = _operand(pb, zm2, s, L5H, DOT, dt, FULL_DEQUANT, IS_BF16)
+            if FULL_DEQUANT:
+                tok = hopper.warpgroup_mma(a, buf.slice(BLOCK_K // 2, BLOCK_K // 2, dim=1).permute((1, 0)), acc,
+                                           is_async=True)  # fmt: skip
+                acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+            else:
+                tok = hopper.warpgroup_mma(a, buf.slice(BLOCK_K // 2, BLOCK_K // 2, dim=1).permute((1, 0)), d,
+                                           is_async=True)  # fmt: skip
+                d = hopper.warpgroup_mma_wait(0, deps=[tok])
+        if not FULL_DEQUANT:
+            sf = gl.convert_layout(s.to(gl.float32), gl.SliceLayout(1, MMA))
+            acc += d * sf[:, None]
+        xr, zm2, s = xr_n, zm2_n, s_n
+        if STAGES == 0:
+            if DEPTH == 2:
+                p0 = p1
+                p1 = p_new
+            else:
+                p0 = p_new
+
+    offs_n2 = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
+    offs_m2 = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
+    mask = (offs_n2 < N)[:, None] & (offs_m2 < M)[None, :]
+    y_ptrs = y_ptr + offs_m2[None, :] * stride_ym + offs_n2[:, None] * stride_yn
+    if USE_SPLIT:
+        ws_ptrs = ws_ptr + offs_m2[None, :] * N + offs_n2[:, None]
+        tile = pid_m * gl.num_programs(0) + pid_n
+        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        gl.thread_barrier()
+        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            bits = gl.atomic_xchg(ws_ptrs.to(gl.pointer_type(gl.int32)), gl.zeros(acc.shape, gl.int32, layout=MMA),
+                                  mask=mask, sem="relaxed")  # fmt: skip
+            tot = bits.to(gl.float32, bitcast=True)
+            gl.store(y_ptrs, tot.to(y_ptr.dtype.element_ty), mask=mask)
+            gl.store(cnt_ptr + tile, 0)
+    else:
+        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+_DEQ_F16_C = gl.constexpr(_DEQ_F16)
+_DEQ_BF16_C = gl.constexpr(_DEQ_BF16)
+_SUB_F16_C = gl.constexpr(_SUB_F16)
+_SUB_BF16_C = gl.constexpr(_SUB_BF16)
+
+
+def tcg_supported(w: GPTQWeight, k: int) -> bool:
+    return w.bits == 4 and k % BLOCK_K == 0 and w.group_size % BLOCK_K == 0
+
+
+def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, warps: int, depth: int,
+             full: bool, nsub: int, y: torch.Tensor) -> tuple[tuple, tuple, dict]:  # fmt: skip
+    """(grid, positional args, constexpr kwargs) of one launch; shared with the offline SASS inspection."""
+    m, k = x2.shape
+    if not tcg_supported(w, k):
+        raise ValueError(f"the Gluon tensor-core kernel needs 4-bit weights and K, group multiples of {BLOCK_K}")
+    n = w.out_features
+    iters, split = split_iters(k // BLOCK_K, split_k)
+    grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
+    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
+    perm = w.perm if w.perm is not None else w.qweight
+    args = (
+        x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
+        m, n, k, iters, split,
+        x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1),
+        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
+        y.stride(0), y.stride(1),
+    )  # fmt: skip
+    consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None,
+                  USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16, FULL_DEQUANT=full, DEPTH=depth if depth <= 2 else 0,
+                  NSUB=nsub, STAGES=depth if depth > 2 else 0,
+                  BLOCK_M=block_m,
+                  BLOCK_N=block_n, BLOCK_K=BLOCK_K, **tcg_layouts(block_n, block_m, warps))  # fmt: skip
+    return grid, args, consts
+
+
+def launch_tcg(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
+               depth: int, full: bool, nsub: int, y: torch.Tensor) -> None:  # fmt: skip
+    """y[M, N] = x2[M, K] @ W (CUDA, sm_90)."""
+    grid, args, consts = tcg_args(x2, w, block_m, block_n, split_k, num_warps, depth, full, nsub, y)
+    _tcg_kernel[grid](*args, **consts, num_warps=num_warps)
+
+
+__all__ = ["launch_tcg", "operand_rows", "tcg_layouts", "tcg_supported"]
