@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/gemv-out}
 WORK=/tmp/gemv-work
 STEM=${STEM:-kernels-$(date -u +%F)-v5}
 mkdir -p "$OUT" "$WORK"
-export PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export INLAID_QMM_TUNED=0 PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SHARDS=${SHARDS:-8}
 {
   date -u

@@ -7,7 +7,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/tc-out}
 WORK=/tmp/tc-work
 mkdir -p "$OUT" "$WORK"
-export PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export INLAID_QMM_TUNED=0 PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SHARDS=${SHARDS:-8}
 {
   date -u

@@ -228,6 +228,11 @@ def pick_config(
         return cands[0]
     if torch.cuda.is_current_stream_capturing():  # an untuned shape met inside someone's graph capture
         return cands[0]
+    shipped = _shipped(x2, w, key[2], cands, verify)
+    if shipped is not None:
+        _TUNED[key] = shipped
+        LAST_PICK[0] = shipped
+        return shipped
     times = []
     for c in cands:
         try:
@@ -248,4 +253,24 @@ def pick_config(
     return best
 
 
+def _shipped(x2: torch.Tensor, w: GPTQWeight, mb: int, cands: list[QMMConfig],
+             verify: Callable[[QMMConfig], bool] | None) -> QMMConfig | None:  # fmt: skip
+    """A pick shipped for this device (qmm_tuned), if still a candidate and accepted by the guard."""
+    from .qmm_tuned import shipped_pick  # late: qmm_tuned imports QMMConfig from here
+
+    c = shipped_pick(x2.device, x2.dtype, mb, w.out_features, x2.shape[1], w.bits, w.group_size)
+    if c is None or c not in cands:
+        return None
+    try:
+        if verify is not None and not verify(c):
+            print(f"quant_matmul: shipped pick {c} disagrees with the dequantized reference; tuning instead"[:300])
+            return None
+    except Exception as exc:  # noqa: BLE001 - a shipped pick that no longer compiles here: tune instead
+        print(f"quant_matmul: shipped pick {c} failed: {exc!r}; tuning instead"[:300])
+        return None
+    SHIPPED_USED.append(str(c))
+    return c
+
+
+SHIPPED_USED: list[str] = []  # shipped picks taken (benchmark reporting)
 LAST_PICK: list[QMMConfig | None] = [None]  # what the last tuned call chose (benchmark reporting)

@@ -1,0 +1,76 @@
+"""Writes the worker's shipped tuner picks (workers/inlaid_worker/kernels/tuned/<device>.json) from the kernel
+benchmarks' JSON (bench/results/kernels-*.json: `bench` rows with N, K, M and the tuner's `pick`).
+
+    python3 bench/kernels/tuned_table.py bench/results/kernels-2026-11-29-v5.json \
+        bench/results/kernels-2026-11-29-tc.json [--dtype float16 --bits 4 --group 128]
+
+Later files override earlier ones for the same (dtype, m bucket, n, k, bits, group). All files must come from
+the same device. The benchmarks time asymmetric fp16 weights; the picks are used for any zero-point and
+act-order setting (the kernels take both; the tuner's guard still checks a shipped pick before using it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "workers"))
+
+from inlaid_worker.kernels.qmm_tuned import TUNED_DIR, config_to_dict, device_slug  # noqa: E402
+from inlaid_worker.kernels.quant_matmul_config import QMMConfig, m_bucket  # noqa: E402
+
+_PICK = re.compile(r"QMMConfig\((.*)\)")
+
+
+def parse_pick(text: str) -> QMMConfig:
+    """QMMConfig's repr back into a QMMConfig."""
+    m = _PICK.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a QMMConfig repr: {text!r}")
+    fields: dict[str, object] = {}
+    for part in m.group(1).split(", "):
+        name, raw = part.split("=", 1)
+        fields[name] = raw.strip("'") if raw.startswith("'") else raw == "True" if raw in ("True", "False") else int(raw)
+    return QMMConfig(**fields)  # type: ignore[arg-type]
+
+
+def build(files: list[Path], dtype: str, bits: int, group: int) -> dict:
+    entries: dict[tuple, dict] = {}
+    devices = set()
+    for f in files:
+        doc = json.loads(f.read_text())
+        devices.add(doc["meta"]["device"])
+        for row in doc["bench"]:
+            key = (dtype, m_bucket(int(row["M"])), int(row["N"]), int(row["K"]), bits, group)
+            entries[key] = {
+                "dtype": dtype, "m_bucket": key[1], "n": key[2], "k": key[3], "bits": bits, "group": group,
+                "config": config_to_dict(parse_pick(row["pick"])), "us": round(float(row["pick_us"]), 2),
+                "from": f.name, "shape": row.get("shape", ""),
+            }
+    if len(devices) != 1:
+        raise SystemExit(f"files come from {len(devices)} devices: {sorted(devices)}")
+    return {"device": devices.pop(), "sources": [f.name for f in files],
+            "entries": [entries[k] for k in sorted(entries)]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", type=Path, nargs="+")
+    ap.add_argument("--dtype", default="float16")
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--group", type=int, default=128)
+    ap.add_argument("--dest", type=Path, default=TUNED_DIR)
+    a = ap.parse_args()
+    table = build(a.files, a.dtype, a.bits, a.group)
+    a.dest.mkdir(parents=True, exist_ok=True)
+    out = a.dest / f"{device_slug(table['device'])}.json"
+    out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"{out}: {len(table['entries'])} picks from {', '.join(table['sources'])}")
+
+
+if __name__ == "__main__":
+    main()
