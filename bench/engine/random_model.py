@@ -8,7 +8,6 @@ byte counts the roofline needs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,24 +17,11 @@ from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.quant_weights import QuantMatrix
 from inlaid_worker.model.runner import ModelRunner
 from inlaid_worker.model.weights import LayerWeights, LlamaWeights
+from llama_shapes import LLAMA2_7B, TINY, Shape  # noqa: F401  (LLAMA2_7B, TINY re-exported to the benchmarks)
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL = ATTN + ("gate_proj", "up_proj", "down_proj")
 TARGETS = {"qkvo": ATTN, "all": ALL}
-
-
-@dataclass(frozen=True)
-class Shape:
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    vocab: int
-
-
-LLAMA2_7B = Shape(4096, 11008, 32, 32, 32, 32000)
-TINY = Shape(128, 256, 2, 4, 2, 512)
 
 
 def write_config(shape: Shape, out_dir: Path) -> Path:

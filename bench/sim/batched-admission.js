@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { generateTrace, syntheticProfiles, DEFAULT_PROFILE_OPTIONS, parseFlags, numberFlag } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
-const { root, loadModel } = require('./common');
+const { root, loadModel, provenance, writeResult } = require('./common');
 
 const flags = parseFlags(process.argv.slice(2), []);
 const duration = numberFlag(flags, 'duration', 300);
@@ -65,7 +65,5 @@ for (const sc of [...new Set(rows.map((r) => r.scenario))]) {
   }
 }
 console.log(out.join('\n'));
-const date = new Date().toISOString();
-const file = path.join(root, 'bench', 'results', `sim-batched-admission-${date.slice(0, 10)}.json`);
-fs.writeFileSync(file, JSON.stringify({ command: `node bench/sim/batched-admission.js ${process.argv.slice(2).join(' ')}`.trim(), date, duration, tasks: TASKS, rows }, null, 1));
-process.stderr.write(`${file}\n`);
+const { command, date, machine } = provenance('batched-admission.js');
+process.stderr.write(`${writeResult(`sim-batched-admission-${date.slice(0, 10)}.json`, { command, date, machine, duration, tasks: TASKS, rows })}\n`);

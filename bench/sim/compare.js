@@ -7,12 +7,9 @@
  * Uses the compiled libraries (libs/workload/dist, libs/sim/dist); single-threaded.
  */
 'use strict';
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 const { generateTrace, syntheticProfiles, parseFlags, numberFlag } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
-const { root, loadModel, POLICIES } = require('./common');
+const { loadModel, POLICIES, provenance, writeResult } = require('./common');
 
 const flags = parseFlags(process.argv.slice(2), ['quick']);
 const duration = numberFlag(flags, 'duration', 300);
@@ -61,14 +58,13 @@ for (const sc of SCENARIOS) {
 }
 
 const fmt = (v) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 3 : 1)) : String(v));
-const date = new Date().toISOString().slice(0, 10);
-const command = `node bench/sim/compare.js ${process.argv.slice(2).join(' ')}`.trim();
-const machine = `${os.cpus()[0]?.model ?? 'unknown cpu'} x${os.cpus().length}, ${os.platform()} ${os.release()}, node ${process.version}`;
+const { command, date: isoDate, machine } = provenance('compare.js');
+const date = isoDate.slice(0, 10);
 const lines = [
   `# Simulated scheduling comparison (${date})`,
   '',
   `- command: \`${command}\``,
-  `- date: ${new Date().toISOString()}`,
+  `- date: ${isoDate}`,
   `- machine (simulation host, not the GPU being modelled): ${machine}`,
   `- traces: Gamma arrivals cv=2, power-law alpha=1, ${duration} s, seed 1, synthetic task profiles (libs/workload), 1 worker`,
   '- SLO: the cost model\'s suggested_slo; unfinished 600 s after the last arrival = missed',
@@ -82,9 +78,6 @@ for (const sc of SCENARIOS) {
   }
   lines.push('');
 }
-const outDir = path.join(root, 'bench', 'results');
-fs.mkdirSync(outDir, { recursive: true });
 const stem = tag === undefined ? `sim-${date}` : `sim-${date}-${tag}`;
-fs.writeFileSync(path.join(outDir, `${stem}.md`), lines.join('\n'));
-fs.writeFileSync(path.join(outDir, `${stem}.json`), JSON.stringify({ command, date: new Date().toISOString(), machine, duration, rows }, null, 1));
-console.log(path.join(outDir, `${stem}.md`));
+writeResult(`${stem}.json`, { command, date: isoDate, machine, duration, rows });
+console.log(writeResult(`${stem}.md`, lines.join('\n')));

@@ -8,9 +8,9 @@
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
+const { root } = require('./common');
 const { linePanels, groupedBars } = require('./svg-chart');
 
-const root = path.join(__dirname, '..', '..');
 const resultsDir = path.join(root, 'bench', 'results');
 const input = process.argv[2] ?? path.join(resultsDir, fs.readdirSync(resultsDir).filter((f) => /^sim-evidence-.*\.json$/.test(f)).sort().pop() ?? '');
 if (!fs.existsSync(input) || !fs.statSync(input).isFile()) throw new Error(`no evidence JSON found (${input}); run bench/sim/evidence.js first`);

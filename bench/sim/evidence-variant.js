@@ -10,7 +10,7 @@
 const fs = require('node:fs');
 const { generateTrace, syntheticProfiles, parseFlags } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
-const { loadModel } = require('./common');
+const { loadModel, provenance } = require('./common');
 const { goalCheck } = require('./evidence-report');
 const { scenarioSet } = require('./evidence-scenarios');
 
@@ -37,7 +37,7 @@ for (const sc of sweep.scenarios) {
 const others = sweep.rows.filter((r) => r.policy !== 'inlaid');
 const goal = goalCheck([...rows, ...others], sweep.scenarios);
 const out = file.replace(/\.json$/, `-${label}.json`);
-fs.writeFileSync(out, JSON.stringify({ command: `node bench/sim/evidence-variant.js ${process.argv.slice(2).join(' ')}`, label, inlaid, from: file, goal, rows }, null, 1));
+fs.writeFileSync(out, JSON.stringify({ ...provenance('evidence-variant.js'), label, inlaid, from: file, goal, rows }, null, 1));
 const lines = [`| scenario | tasks | high-load rates | verdict ${label} | verdict ${sweep.tag ?? 'sweep'} |`, '|---|---|---|---|---|'];
 for (const g of goal) {
   const now = sweep.goal.find((x) => x.scenario === g.scenario && x.tasks === g.tasks);

@@ -10,12 +10,9 @@
  * Single-threaded; uses the compiled libraries (libs/workload/dist, libs/sim/dist).
  */
 'use strict';
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 const { generateTrace, syntheticProfiles, parseFlags, numberFlag } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
-const { root, loadModel, POLICIES } = require('./common');
+const { loadModel, POLICIES, provenance, writeResult } = require('./common');
 const { renderMarkdown, goalCheck } = require('./evidence-report');
 const { scenarioSet, AUTO_LOADS, round2 } = require('./evidence-scenarios');
 
@@ -29,6 +26,8 @@ const ABLATION = [
   ['-triage', { policy: 'inlaid', inlaid: { triage: false } }],
   ['-batch room rule', { policy: 'inlaid', inlaid: { batchedAdmission: { needRoom: false } } }],
   ['+fixed prefill in step budget', { policy: 'inlaid', inlaid: { budgetFixedPrefill: true } }],
+  ['v5 batch spacing (fixedShare 0.25)', { policy: 'inlaid', inlaid: { batchedAdmission: { fixedShare: 0.25 } } }],
+  ['+lost work uses banked slack (lostSlack, off)', { policy: 'inlaid', inlaid: { lostSlack: true } }],
   ['v3 policy (triage, room rule off)', { policy: 'inlaid', inlaid: { triage: false, batchedAdmission: { needRoom: false } } }],
   ['-grouping', { policy: 'inlaid', inlaid: { grouping: false } }],
   ['-prediction (no predictor)', { policy: 'inlaid', predictor: 'none' }],
@@ -114,16 +113,11 @@ for (const sc of SCENARIOS) {
   }
 }
 
-const date = new Date().toISOString().slice(0, 10);
-const command = `node bench/sim/evidence.js ${process.argv.slice(2).join(' ')}`.trim();
-const machine = `${os.cpus()[0]?.model ?? 'unknown cpu'} x${os.cpus().length}, ${os.platform()} ${os.release()}, node ${process.version}`;
+const { command, date, machine } = provenance('evidence.js');
 const scenarios = SCENARIOS.map(({ id, name, model, rates, ablation: ab, resolved }) => ({ id, name, model, rates, ablation: ab, ...resolved }));
 const models = Object.fromEntries([...new Set(SCENARIOS.map((sc) => sc.model))].map((f) => [f, ((m) => ({ label: m.label, placeholder: m.placeholder, source: m.source, fit_error: m.fit_error }))(loadModel(f))]));
 const goal = goalCheck(rows, scenarios);
-const meta = { command, date: new Date().toISOString(), machine, duration, tasks: TASKS, set: setName, tag, scenarios, models };
-const outDir = path.join(root, 'bench', 'results');
-fs.mkdirSync(outDir, { recursive: true });
-const stem = tag === undefined ? `sim-evidence-${date}` : `sim-evidence-${date}-${tag}`;
-fs.writeFileSync(path.join(outDir, `${stem}.md`), renderMarkdown(meta, rows, ablation, goal));
-fs.writeFileSync(path.join(outDir, `${stem}.json`), JSON.stringify({ ...meta, goal, rows, ablation }, null, 1));
-console.log(path.join(outDir, `${stem}.md`));
+const meta = { command, date, machine, duration, tasks: TASKS, set: setName, tag, scenarios, models };
+const stem = tag === undefined ? `sim-evidence-${date.slice(0, 10)}` : `sim-evidence-${date.slice(0, 10)}-${tag}`;
+writeResult(`${stem}.json`, { ...meta, goal, rows, ablation });
+console.log(writeResult(`${stem}.md`, renderMarkdown(meta, rows, ablation, goal)));

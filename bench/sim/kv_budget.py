@@ -7,30 +7,24 @@ gpu_memory_utilization default (0.90: CUDA context, cuBLAS/Triton workspaces, al
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from llama_shapes import LLAMA2_7B, Shape  # noqa: E402
+
+ModelShape = Shape  # the name this module used before the shape moved to bench/engine/llama_shapes.py
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    vocab: int
-
-
-LLAMA2_7B = ModelShape(4096, 11008, 32, 32, 32, 32000)
-
-
-def linear_shapes(s: ModelShape) -> list[tuple[int, int]]:
+def linear_shapes(s: Shape) -> list[tuple[int, int]]:
     """(in, out) of every quantized linear of one layer: fused qkv, o, fused gate_up, down."""
     head = s.hidden // s.heads
     return [(s.hidden, s.hidden + 2 * s.kv_heads * head), (s.hidden, s.hidden), (s.hidden, 2 * s.intermediate),
             (s.intermediate, s.hidden)]  # fmt: skip
 
 
-def weight_bytes(s: ModelShape, bits: int = 4, group: int = 128) -> int:
+def weight_bytes(s: Shape, bits: int = 4, group: int = 128) -> int:
     """Packed GPTQ linears (bits per weight, fp16 scale and packed zero per group) + fp16 embeddings, LM head, norms."""
     per_layer = 0
     for k, n in linear_shapes(s):
@@ -39,12 +33,12 @@ def weight_bytes(s: ModelShape, bits: int = 4, group: int = 128) -> int:
     return s.layers * per_layer + fp16
 
 
-def kv_bytes_per_token(s: ModelShape, element: int = 2) -> int:
+def kv_bytes_per_token(s: Shape, element: int = 2) -> int:
     """K and V of one token over all layers."""
     return 2 * s.layers * s.kv_heads * (s.hidden // s.heads) * element
 
 
-def adapter_bytes(s: ModelShape, rank: int, element: int = 2) -> int:
+def adapter_bytes(s: Shape, rank: int, element: int = 2) -> int:
     """A and B of one adapter on q, k, v, o over all layers."""
     head = s.hidden // s.heads
     kv = s.kv_heads * head
@@ -70,7 +64,7 @@ class KvBudget:
 
 
 def kv_budget(
-    device_bytes: int, shape: ModelShape = LLAMA2_7B, *, utilization: float = 0.90, bits: int = 4, group: int = 128,
+    device_bytes: int, shape: Shape = LLAMA2_7B, *, utilization: float = 0.90, bits: int = 4, group: int = 128,
     adapter_slots: int = 32, adapter_rank: int = 16, activation_bytes: int = 1 << 30, block_size: int = 16,
 ) -> KvBudget:  # fmt: skip
     if not 0 < utilization <= 1:

@@ -8,11 +8,10 @@
  */
 'use strict';
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { evaluatePredictor, QuantilePredictor, MeanPredictor, PromptPredictor } = require('../../libs/scheduling/dist');
+const { root, hostMachine } = require('./common');
 
-const root = path.join(__dirname, '..', '..');
 const tasksDir = path.join(root, 'assets', 'tasks');
 const tokens = (s) => Math.max(1, Math.ceil(s.length / 4));
 
@@ -51,7 +50,7 @@ const fmt = (v) => v.toFixed(3);
 const lines = [
   `# Output-length predictors, offline (${new Date().toISOString().slice(0, 10)})`,
   '',
-  `- command: \`node bench/sim/predictor.js\`; machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}`,
+  `- command: \`node bench/sim/predictor.js\`; machine: ${hostMachine()}`,
   `- data: assets/tasks/*/train.jsonl (${train.length} records) for training, test.jsonl (${test.length}) held out; tasks: ${tasks.join(', ')}`,
   '- target: reference answer (`target`) length in characters / 4, rounded up (a token-count proxy; no tokenizer here);',
   '  prompt tokens likewise chars / 4. Every predictor sees the same records; each is trained on train and predicts test (p50).',

@@ -11,17 +11,9 @@
  */
 'use strict';
 const fs = require('node:fs');
-const { generateTrace, syntheticProfiles, parseFlags, numberFlag, DEFAULT_PROFILE_OPTIONS } = require('../../libs/workload/dist');
+const { generateTrace, syntheticProfiles, parseFlags, numberFlag } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
-const { loadModel } = require('./common');
-const { SCARCE_KV_BLOCKS, CPU_PROFILES } = require('./evidence-scenarios');
-
-/** Saturated rates (fifo, 100 tasks) as the evidence sweep measures them (sim-evidence-2026-11-29-h200.md). */
-const SCENARIOS = {
-  full: { model: 'h200-measured.json', kvBlocks: undefined, satRate: 28.23 },
-  scarce: { model: 'h200-measured.json', kvBlocks: SCARCE_KV_BLOCKS, satRate: 20.77 },
-  cpu: { model: 'cpu-tiny-measured.json', kvBlocks: undefined, satRate: 5, profiles: CPU_PROFILES, slo: { ttftS: 1.5, tpotS: 0.1 } },
-};
+const { loadModel, LOAD_SCENARIOS: SCENARIOS, inlaidVariant } = require('./common');
 const BASELINES = { fifo: { policy: 'fifo' }, 'fcfs-maxloras': { policy: 'fcfs-maxloras', maxLoras: 4 } };
 
 const flags = parseFlags(process.argv.slice(2), []);
@@ -34,9 +26,7 @@ const duration = numberFlag(flags, 'duration', 300);
 const cachePath = flags.get('cache') ?? '/tmp/variant-sweep-cache.json';
 const variants = (flags.get('variants') ?? 'inlaid={}').split(';').map((v) => {
   const i = v.indexOf('=');
-  const o = JSON.parse(v.slice(i + 1));
-  const { top, ...inlaid } = o;
-  return { name: v.slice(0, i), scheduler: { policy: 'inlaid', ...(top ?? {}), inlaid } };
+  return { name: v.slice(0, i), scheduler: inlaidVariant(v.slice(i + 1)) };
 });
 const cache = fs.existsSync(cachePath) ? JSON.parse(fs.readFileSync(cachePath, 'utf8')) : {};
 
@@ -58,7 +48,7 @@ for (const scName of scenarios) {
       const acc = new Map(variants.map((v) => [v.name, { slo: 0, met: 0 }]));
       let base = { fifo: 0, fcfs: 0 };
       for (const seed of seeds) {
-        const trace = generateTrace(syntheticProfiles(tasks, 1, SCENARIOS[scName].profiles ?? DEFAULT_PROFILE_OPTIONS), { rate, cv: 2, alpha: 1, durationS: duration, seed });
+        const trace = generateTrace(syntheticProfiles(tasks, 1, SCENARIOS[scName].profiles), { rate, cv: 2, alpha: 1, durationS: duration, seed });
         const b = {};
         for (const [name, s] of Object.entries(BASELINES)) {
           const key = `${scName}|${tasks}|${rate}|${seed}|${duration}|${name}`;

@@ -26,6 +26,14 @@ describe('batched prefill admission (inlaid)', () => {
     expect(admitted(s.schedule(0.16, 'w0').decisions).sort()).toEqual(['b', 'c']);
   });
 
+  it('by default (v6) lets the fixed cost take at most a fifth of the time: gap = prefillStepS / 0.2', () => {
+    const s = decoding(); // gap = 0.04 / 0.2 = 0.2 s (0.16 s under the v5 default of 0.25)
+    s.enqueue(request('b', 't1', 32, 0.01));
+    expect(admitted(s.schedule(0.16, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.199, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.2, 'w0').decisions)).toEqual(['b']);
+  });
+
   it('releases when the oldest saveable arrival has used holdFraction of its TTFT SLO', () => {
     const s = decoding({ fixedShare: 0.01, holdFraction: 0.25 }); // gap 4 s; hold 0.5 s
     s.enqueue(request('b', 't1', 32, 0.1));

@@ -28,7 +28,11 @@ export interface BatchedAdmissionOptions {
   readonly holdFraction: number;
   /** Saveable arrivals waiting that release at once (>= 1). */
   readonly groupRequests: number;
-  /** Most share of the worker's time the fixed prefill-step cost may take (0..1]. */
+  /**
+   * Most share of the worker's time the fixed prefill-step cost may take (0..1]. Default 0.2 since v6 (0.25 before):
+   * each prefill step also stretches the TPOT of every decoding row, and on three seeds 0.2 met the goal at more
+   * full-KV points with no throughput loss (bench/results/sim-evidence-2026-11-29-v6-seeds.md).
+   */
   readonly fixedShare: number;
   /** Hold and group rules release only when free rows and KV can take the waiting saveable arrivals (up to groupRequests). */
   readonly needRoom: boolean;

@@ -45,6 +45,12 @@ export interface InlaidOptions {
   /** Fraction of the TPOT SLO the projected decode step may use (0 < x <= 1). */
   readonly budgetSafety: number;
   /**
+   * With the step budget: while no request that could still meet its SLO is arriving, a lost candidate (past its
+   * TTFT) may use the slack the saveable rows have banked against their TPOT SLO (step-budget.ts), so the lost
+   * backlog drains while the last saveable rows finish. Off: it did not help on three seeds (sim-evidence-*-v6-seeds.md).
+   */
+  readonly lostSlack: boolean;
+  /**
    * A starving request goes first wherever it fits (memory projection and step budget included) instead of
    * stopping every admission until it fits. Liveness then rests on continuous aging and this first claim.
    */
@@ -99,8 +105,8 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lenientStarvation: true, triage: true, budgetFixedPrefill: false,
-    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.25, needRoom: true } },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lostSlack: false, lenientStarvation: true, triage: true, budgetFixedPrefill: false,
+    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.2, needRoom: true } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,

@@ -6,6 +6,15 @@
  * (decayed sums of prefill seconds over elapsed seconds; a fixed per-prefill-step cost is left out, since
  * admitting less does not reduce it). The projected step counts the batch's rows, distinct adapters and
  * the KV it will hold halfway through the candidate's predicted output (each row's KV grows while it decodes).
+ *
+ * Banked slack (inlaid's `lostSlack` option): a row that has decoded faster than its TPOT SLO has time to spare,
+ *   slack = TPOT SLO * (generated - 1) - (now - first token),
+ * and meets its SLO as long as its remaining n steps average at most TPOT SLO + slack / n. When no request that
+ * could still meet its SLO is arriving, a lost candidate (past its TTFT) may use that: its limit is the lowest,
+ * over the saveable rows, of the budget plus safety * slack / n, with n a high quantile (`SLACK_QUANTILE`) of the
+ * row's predicted remaining output (a longer n spreads the slack thinner), so the lost backlog can start draining
+ * while the last saveable rows finish. Off by default: on three seeds it met the goal at one point fewer (120 of 135
+ * against 121) and lowered the CPU model's mean SLO attainment by 0.002 (bench/results/sim-evidence-2026-11-29-v6-seeds.md).
  */
 import { blocksFor } from './kv';
 import { predictedRemaining } from './predictor/remaining';
@@ -17,22 +26,31 @@ import type { WorkerSlot } from './worker-slot';
  * One admission round's step-time gate for one worker. With a policy budget (`safety` defined) every
  * candidate must fit the SLO-aware budget, except the first row of an empty batch, and a hopeless
  * candidate (past its TTFT) while nothing could still be saved: no row of the batch can meet its SLO and
- * no request that could is arriving (`saveableArriving`: the newest arrival is within its TTFT). Hopeless
+ * no request that could is arriving (`saveableArriving`: the newest arrival is younger than its TTFT SLO). Hopeless
  * work then runs at full batch size (capping it would cost throughput and save nobody; the drain after a
  * burst runs at full speed). Without a budget, only the fill is bounded, by the plain TPOT with the current
  * KV. Always open without the worker's `stepCost`.
  */
 export class StepGate {
+  private slot!: WorkerSlot;
+  private now = 0;
+  private safety: number | undefined;
   private protect = false;
   /** Budget for the batch as it was when the round began (a later, tighter SLO only lowers the real one). */
-  private readonly batchBudgetS: number;
+  private batchBudgetS = Number.POSITIVE_INFINITY;
+  /** Lost candidates may use the saveable rows' banked slack this round (see the file comment). */
+  private lostUseSlack = false;
+  /** Limit for a lost candidate when the round began (rows admitted later only lower it): for `closed`. */
+  private lostLimitS = Number.NEGATIVE_INFINITY;
 
-  constructor(
-    private readonly slot: WorkerSlot,
-    private readonly now: number,
-    private readonly safety: number | undefined,
-    saveableArriving = false,
-  ) {
+  /**
+   * Starts a round for `slot` at `now` and returns this gate. One gate serves every round of a scheduler (a round
+   * is planned synchronously, one at a time), so the per-step planning allocates no gate.
+   */
+  begin(slot: WorkerSlot, now: number, safety: number | undefined, saveableArriving = false, useSlack = false): this {
+    this.slot = slot;
+    this.now = now;
+    this.safety = safety;
     this.protect = saveableArriving;
     let tpot = Number.POSITIVE_INFINITY;
     for (const x of slot.running.values()) {
@@ -40,6 +58,9 @@ export class StepGate {
       tpot = Math.min(tpot, x.slo.tpotS);
     }
     this.batchBudgetS = stepBudgetS(tpot, safety ?? 1, slot.prefill.share());
+    this.lostUseSlack = useSlack && safety !== undefined && !saveableArriving;
+    this.lostLimitS = this.lostUseSlack ? slackLimitS(slot, now, safety ?? 1) : Number.NEGATIVE_INFINITY;
+    return this;
   }
 
   /** For candidates the policy lets join; `usedBlocks` = KV blocks of the batch so far. */
@@ -55,7 +76,7 @@ export class StepGate {
     const c = this.slot.state.stepCost;
     if (this.safety === undefined || c === undefined || this.slot.running.size === 0 || !this.protect) return false;
     const cheapest = { rows: this.slot.running.size + 1, adapters: this.slot.taskRows.size, kvTokens: usedBlocks * this.slot.state.blockSize + 1 };
-    return decodeStepS(c, cheapest) > this.batchBudgetS;
+    return decodeStepS(c, cheapest) > Math.max(this.batchBudgetS, this.lostLimitS);
   }
 
   /** For the work-conserving fill. */
@@ -73,7 +94,8 @@ export class StepGate {
     const saveable = !pastTtft(r, this.now);
     if (!this.protect && !saveable) return true;
     const kvTokens = usedBlocks * this.slot.state.blockSize + midLifeKvTokens(r, this.slot.state.blockSize);
-    const ok = decodeStepS(c, this.shapeWith(r, kvTokens)) <= stepBudgetS(tightestTpot(this.slot, r), safety, this.slot.prefill.share());
+    const limit = this.lostUseSlack && !saveable ? slackLimitS(this.slot, this.now, safety) : stepBudgetS(tightestTpot(this.slot, r), safety, this.slot.prefill.share());
+    const ok = decodeStepS(c, this.shapeWith(r, kvTokens)) <= limit;
     if (ok && saveable) this.protect = true;
     return ok;
   }
@@ -82,6 +104,29 @@ export class StepGate {
     const adapters = this.slot.taskRows.size + (this.slot.taskRows.has(r.spec.task) ? 0 : 1);
     return { rows: this.slot.running.size + 1, adapters, kvTokens };
   }
+}
+
+/** Quantile of a row's predicted remaining output that its banked slack is spread over. */
+export const SLACK_QUANTILE = 0.9;
+
+/**
+ * Decode-step limit that keeps every saveable row of `slot` (not past its TTFT) within its TPOT SLO, using the
+ * slack it has banked (file comment); +Infinity when no row is saveable.
+ */
+export function slackLimitS(slot: WorkerSlot, now: number, safety: number): number {
+  const share = slot.prefill.share();
+  let limit = Number.POSITIVE_INFINITY;
+  for (const x of slot.running.values()) {
+    if (pastTtft(x, now)) continue;
+    limit = Math.min(limit, stepBudgetS(x.slo.tpotS, safety, share) + safety * bankedSlackS(x, now) / predictedRemaining(x.prediction, x.generated, SLACK_QUANTILE));
+  }
+  return limit;
+}
+
+/** Time `r` has saved against its TPOT SLO so far (>= 0; 0 before its first token). */
+export function bankedSlackS(r: TrackedRequest, now: number): number {
+  if (r.firstTokenS === undefined) return 0;
+  return Math.max(0, r.slo.tpotS * (r.generated - 1) - (now - r.firstTokenS));
 }
 
 /** Whether `r` has missed (or, still waiting at `now`, can no longer meet) its TTFT SLO. */

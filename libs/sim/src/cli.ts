@@ -3,6 +3,7 @@
  * `npm run sim -- --trace trace.jsonl --policy inlaid [--workers 1] [--kv-blocks N] [--cost-model f.json]
  * [--beta 10] [--work-conserving on|off] [--fill-max-tasks N] [--max-loras 4] [--predictor quantile|mean|none] [--grouping on|off] [--srtf on|off]
  * [--memory-aware on|off] [--step-cost-hint on|off] [--slo-ttft S --slo-tpot S] [--abort-hopeless on] [--json]`
+ * (inlaid knobs: SIM_FLAGS in options.ts, e.g. --budget-safety 0.95 --lost-slack on --batch-fixed-share 0.2)
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

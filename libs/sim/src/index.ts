@@ -3,3 +3,4 @@ export * from './cost-model';
 export * from './metrics';
 export * from './simulator';
 export * from './options';
+export * from './step-terms';

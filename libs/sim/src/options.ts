@@ -5,7 +5,7 @@ import { Flags, numberFlag } from '@inlaid/workload';
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
-  'step-budget', 'budget-safety', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
+  'step-budget', 'budget-safety', 'lost-slack', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
   'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room',
 ] as const;
 
@@ -40,6 +40,7 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       ...(flags.has('budget-fixed-prefill') ? { budgetFixedPrefill: boolFlag(flags, 'budget-fixed-prefill', false) } : {}),
       ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
       ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
+      ...(flags.has('lost-slack') ? { lostSlack: boolFlag(flags, 'lost-slack', false) } : {}),
       batchedAdmission: batchedAdmissionFromFlags(flags),
     },
     ...(ttft !== undefined ? { defaultSlo: { ttftS: numberFlag(flags, 'slo-ttft'), tpotS: numberFlag(flags, 'slo-tpot') } } : {}),

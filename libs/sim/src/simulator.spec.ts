@@ -1,8 +1,10 @@
 import { POLICY_NAMES } from '@inlaid/scheduling';
-import { generateTrace, syntheticProfiles } from '@inlaid/workload';
+import { generateTrace, parseFlags, syntheticProfiles } from '@inlaid/workload';
 import { CostModel, parseCostModel, stepTime } from './cost-model';
 import { percentile } from './metrics';
+import { schedulerConfigFromFlags } from './options';
 import { simulate } from './simulator';
+import { addStepTerms, termsTotal, zeroTerms } from './step-terms';
 
 const model: CostModel = parseCostModel({
   label: 'test',
@@ -62,5 +64,34 @@ describe('cost model', () => {
 
   it('percentile interpolates', () => {
     expect(percentile([1, 2, 3, 4], 50)).toBeCloseTo(2.5);
+  });
+});
+
+describe('step-time terms', () => {
+  const withFixed = parseCostModel({ ...model, kv_token_s: 1e-6, prefill_step_s: 0.01 }, 'terms');
+
+  it('add up to stepTime for any step shape', () => {
+    for (const s of [{ prefillTokens: 100, decodeRows: 3, adapters: 2, kvTokens: 500 }, { prefillTokens: 0, decodeRows: 7, adapters: 1, kvTokens: 40 }]) {
+      const t = zeroTerms();
+      addStepTerms(t, withFixed, s);
+      expect(termsTotal(t)).toBeCloseTo(stepTime(withFixed, s), 12);
+    }
+  });
+
+  it('count every simulated step once: base = steps x base_s, and one worker is busy no longer than the run', () => {
+    const { stats } = simulate(trace, { scheduler: { policy: 'inlaid' }, costModel: withFixed, workers: 1, drainS: 10_000 });
+    expect(stats.time.baseS).toBeCloseTo(stats.steps * withFixed.base_s, 9);
+    expect(stats.time.prefillS).toBeGreaterThan(0);
+    expect(termsTotal(stats.time)).toBeLessThanOrEqual(stats.endS + 1e-9);
+    expect(termsTotal(stats.time)).toBeGreaterThan(0.5 * stats.endS); // overloaded: 10 req/s on one worker
+  });
+});
+
+describe('sim flags', () => {
+  it('--lost-slack sets inlaid.lostSlack; left out, the library default stands', () => {
+    expect(schedulerConfigFromFlags(parseFlags(['--lost-slack', 'on'], [])).inlaid?.lostSlack).toBe(true);
+    expect(schedulerConfigFromFlags(parseFlags(['--lost-slack', 'off'], [])).inlaid?.lostSlack).toBe(false);
+    expect(schedulerConfigFromFlags(parseFlags([], [])).inlaid).not.toHaveProperty('lostSlack');
+    expect(() => schedulerConfigFromFlags(parseFlags(['--lost-slack', 'maybe'], []))).toThrow(/on or off/);
   });
 });

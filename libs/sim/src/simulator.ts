@@ -8,6 +8,7 @@ import { Scheduler, SchedulerConfigInput, StepPlan } from '@inlaid/scheduling';
 import { TraceRecord } from '@inlaid/workload';
 import { CostModel, stepCostOf, stepTime } from './cost-model';
 import { RequestResult, SimReport, summarize } from './metrics';
+import { addStepTerms, StepTimeTerms, zeroTerms } from './step-terms';
 
 export interface SimOptions {
   readonly scheduler: SchedulerConfigInput;
@@ -27,6 +28,8 @@ export interface SimStats {
   readonly meanBatchRows: number;
   readonly meanAdaptersPerStep: number;
   readonly endS: number;
+  /** Busy time of all workers by step-time term (step-terms.ts). */
+  readonly time: StepTimeTerms;
 }
 
 interface Live {
@@ -56,6 +59,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
   let now = 0;
   let aborted = 0;
   const acc = { steps: 0, preemptions: 0, rows: 0, adapters: 0 };
+  const time = zeroTerms();
 
   const finishStep = (w: WorkerRun): void => {
     for (const id of w.batch) {
@@ -93,7 +97,9 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
       tasks.add(l.rec.task);
       kv += l.rec.prompt_tokens + l.generated;
     }
-    const dt = stepTime(m, { prefillTokens: prefill, decodeRows: plan.batch.length - newRows, adapters: tasks.size, kvTokens: kv });
+    const shape = { prefillTokens: prefill, decodeRows: plan.batch.length - newRows, adapters: tasks.size, kvTokens: kv };
+    const dt = stepTime(m, shape);
+    addStepTerms(time, m, shape);
     w.batch = plan.batch;
     w.busyUntil = now + dt;
     acc.steps += 1;
@@ -131,6 +137,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
       meanBatchRows: acc.steps > 0 ? acc.rows / acc.steps : 0,
       meanAdaptersPerStep: acc.steps > 0 ? acc.adapters / acc.steps : 0,
       endS,
+      time,
     },
   };
 }

@@ -25,11 +25,13 @@ export class InlaidPolicy implements Policy {
   readonly batchedAdmission: BatchedAdmissionOptions;
   readonly triage: boolean;
   readonly budgetCountsFixedPrefill: boolean;
+  readonly lostWorkUsesSlack: boolean;
 
   constructor(private readonly opts: InlaidOptions) {
     this.triage = opts.triage;
     this.budgetCountsFixedPrefill = opts.budgetFixedPrefill;
     this.budgetSafety = opts.stepBudget ? opts.budgetSafety : undefined;
+    this.lostWorkUsesSlack = opts.lostSlack;
     this.batchedAdmission = opts.batchedAdmission;
     this.starvingPausesAdmission = !opts.lenientStarvation;
   }

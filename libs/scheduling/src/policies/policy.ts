@@ -57,6 +57,11 @@ export interface Policy {
    * candidates, and the fill (if any) is bounded by the plain TPOT.
    */
   readonly budgetSafety: number | undefined;
+  /**
+   * With a budget: while no request that could still meet its SLO is arriving, a candidate past its TTFT may use
+   * the slack the saveable rows have banked against their TPOT SLO (step-budget.ts). Absent = no.
+   */
+  readonly lostWorkUsesSlack?: boolean;
   /** Batched prefill admission (batch-gate.ts); undefined = admit whenever there is room (the baselines). */
   readonly batchedAdmission?: BatchedAdmissionOptions;
   /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */

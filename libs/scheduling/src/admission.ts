@@ -1,0 +1,153 @@
+/**
+ * Admission: which waiting requests join one worker's next step. Starving requests first (oldest first), then the
+ * task-queue heads in the policy's head order while the policy lets their task join, then (work-conserving) the
+ * heads it refused, into rows that would otherwise sit idle. Every admission must fit the worker's rows, its
+ * prefill-token cap and its KV; with a memory-aware policy the KV reserved for the predicted output too (not for a
+ * starving request under a strict policy, nor for the first row of an empty batch). Inlaid's admissions also pass
+ * the SLO-aware step budget of step-budget.ts and, on workers with a fixed prefill-step cost, the batched-admission
+ * gate of batch-gate.ts. The Scheduler owns the queues and the request records; this module only moves requests
+ * from the queues into a worker's running set and says so in the step's decisions.
+ */
+import { BatchGate } from './batch-gate';
+import { compareKeys, Heap } from './heap';
+import { blocksFor } from './kv';
+import { Policy } from './policies/policy';
+import { StepGate } from './step-budget';
+import { contextTokens, TrackedRequest } from './tracked';
+import { Decision } from './types';
+import { QueueEntry, WaitingQueues } from './waiting-queues';
+import { WorkerSlot } from './worker-slot';
+
+type AdmitResult = 'ok' | 'full' | 'nofit';
+
+/** What one admission round may still use on the worker. */
+interface Budget {
+  rows: number;
+  usedBlocks: number;
+  committedBlocks: number;
+  prefillTokens: number;
+}
+
+/** The Scheduler's state and operations admission works with. */
+export interface AdmissionDeps {
+  readonly policy: Policy;
+  readonly waiting: WaitingQueues;
+  readonly batching: BatchGate;
+  /** Whether `r` has waited longer than the starvation limit at `now`. */
+  starving(r: TrackedRequest, now: number): boolean;
+  /** Forgets `r` (it can never fit this worker's KV) and records the abort. */
+  dropExceedsKv(r: TrackedRequest, out: Decision[]): void;
+}
+
+export class Admission {
+  /** Reused by every round (one round runs at a time; `begin` resets it). */
+  private readonly gate = new StepGate();
+
+  constructor(private readonly d: AdmissionDeps) {}
+
+  /**
+   * Admits into `slot` at `now` the waiting requests of tasks that `accepts` takes, appending the decisions to
+   * `out`. `saveableArriving`: a request that can still meet its SLO may be arriving (for the step budget).
+   */
+  admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[]): void {
+    const { policy, waiting, batching } = this.d;
+    const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
+    if (b.rows <= 0 || waiting.size === 0 || !batching.release(slot, now)) return;
+    for (const r of slot.running.values()) {
+      b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
+      b.committedBlocks += blocksFor(policy.reservedTokens(r), slot.state.blockSize);
+    }
+    const gate = this.gate.begin(slot, now, policy.budgetSafety, saveableArriving, policy.lostWorkUsesSlack === true);
+    // Starving requests first, oldest first. Strict policies: if one cannot go in, admit nothing else until
+    // it can. Lenient ones (inlaid): it goes first wherever it fits under the same memory projection and
+    // step budget as the rest, and one that does not fit leaves the rest to the policy's order.
+    // The oldest one belonging to another worker ends this phase here (that worker pauses for it).
+    const strict = policy.starvingPausesAdmission;
+    for (let r = waiting.oldest(); r !== undefined && this.d.starving(r, now) && policy.promotesStarving(r); r = waiting.oldest()) {
+      if (!accepts(r.spec.task)) break;
+      const joinable = policy.canJoin(r.spec.task, slot) || policy.canFill(r.spec.task, slot);
+      if (!joinable || (!strict && !gate.join(r, b.usedBlocks))) {
+        if (strict) return;
+        break;
+      }
+      const res = this.tryAdmit(slot, r, b, strict, out);
+      if (res !== 'ok' && r.phase !== 'aborted') {
+        if (strict) return;
+        break;
+      }
+    }
+    const closed = (): boolean => gate.closed(b.usedBlocks);
+    if (closed()) return;
+    const heads = waiting.heads().filter((e) => accepts(e.r.spec.task));
+    const refused = this.admitHeads(slot, heads, b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed);
+    // Work-conserving fill: rows still free after every joinable candidate go to the refused ones.
+    if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
+      this.admitHeads(slot, refused, b, (r) => policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed);
+    }
+  }
+
+  /**
+   * Admits task-queue heads in the policy's head order while `allowed` says their task may join.
+   * Returns 'full' when admission must stop (no rows left, or a head-of-line block), else the heads
+   * refused by `allowed`.
+   */
+  private admitHeads(
+    slot: WorkerSlot,
+    heads: readonly QueueEntry[],
+    b: Budget,
+    allowed: (r: TrackedRequest) => boolean,
+    out: Decision[],
+    closed: () => boolean,
+  ): QueueEntry[] | 'full' {
+    const { policy, waiting } = this.d;
+    type Head = { e: QueueEntry; key: number[] };
+    const heap = new Heap<Head>((x, y) => compareKeys(x.key, y.key) || x.e.r.spec.arrivalS - y.e.r.spec.arrivalS);
+    const pushHead = (e: QueueEntry | undefined): void => {
+      if (e !== undefined) heap.push({ e, key: policy.headKey(e.r, e.key, slot) });
+    };
+    const refused: QueueEntry[] = [];
+    for (const e of heads) pushHead(e);
+    for (let h = heap.pop(); h !== undefined; h = heap.pop()) {
+      if (closed()) return 'full';
+      const r = h.e.r;
+      if (!allowed(r)) {
+        refused.push(h.e);
+        continue;
+      }
+      const res = this.tryAdmit(slot, r, b, false, out);
+      if (res === 'full') return 'full';
+      if (res === 'nofit') {
+        if (policy.headOfLineBlocking && r.phase !== 'aborted') return 'full';
+        if (r.phase === 'aborted') pushHead(waiting.head(r.spec.task));
+        continue;
+      }
+      pushHead(waiting.head(r.spec.task));
+    }
+    return refused;
+  }
+
+  private tryAdmit(slot: WorkerSlot, r: TrackedRequest, b: Budget, force: boolean, out: Decision[]): AdmitResult {
+    const { policy } = this.d;
+    const { kvBlocksTotal, blockSize, maxPrefillTokens } = slot.state;
+    if (b.rows <= 0) return 'full';
+    const prefill = contextTokens(r);
+    if (b.prefillTokens > 0 && b.prefillTokens + prefill > maxPrefillTokens) return policy.headOfLineBlocking || force ? 'full' : 'nofit';
+    const need = blocksFor(prefill + 1, blockSize);
+    if (need > kvBlocksTotal) {
+      this.d.dropExceedsKv(r, out);
+      return 'nofit';
+    }
+    const reserve = Math.max(need, blocksFor(policy.reservedTokens(r), blockSize));
+    if (b.usedBlocks + need > kvBlocksTotal) return 'nofit';
+    // Memory-aware projection; skipped for starving requests and for an empty batch (it must progress).
+    if (!force && slot.running.size > 0 && b.committedBlocks + reserve > kvBlocksTotal) return 'nofit';
+    this.d.waiting.noteRemoved();
+    slot.add(r);
+    b.rows -= 1;
+    b.usedBlocks += need;
+    b.committedBlocks += reserve;
+    b.prefillTokens += prefill;
+    out.push({ kind: 'admit', requestId: r.spec.id, workerId: slot.state.id, prefillTokens: prefill });
+    return 'ok';
+  }
+}
