@@ -1,5 +1,9 @@
 """Small-M (1..16) int4 GEMV on one CUDA GPU: the v3 kernels vs the v4 half2 GEMV (quant_hgemv, kind "hgemv") vs
-its v5 look-ahead variant (kind "hgemvp") vs bf16 cuBLAS and torch's tinygemm, plus a correctness guard sweep.
+its v5 look-ahead variant (kind "hgemvp") vs its v6 burst variant (kind "hgemvb") vs bf16 cuBLAS and torch's
+tinygemm, plus a correctness guard sweep. v5g / v6g: every hgemvp / hgemvb config timed in the graph harness
+(the tuner picks by cold-L2 do_bench timing, which can rank them differently; hgemvb left the tuner's
+candidates after the v6 run, so from v6 on its column comes from v6g only). GEMV_EVICT=1: the v5 evict_first
+ablation too.
 Random weights (speed does not depend on values).
 
 Subcommands (bench/kernels/gemv_h200.sh runs them in one device call):
@@ -43,7 +47,8 @@ BENCH_MS = tuple(int(m) for m in os.environ.get("GEMV_BENCH_MS", "1,2,4").split(
 GUARD_MS = tuple(int(m) for m in os.environ["GEMV_GUARD_MS"].split(",")) if os.environ.get("GEMV_GUARD_MS") else MS
 # columns of the timing table: the best candidate of each kernel generation by the tuner's own timing
 GENERATIONS = (("v3", lambda c: "kind='hgemv" not in c), ("v4", lambda c: "kind='hgemv'" in c),
-               ("v5", lambda c: "kind='hgemvp'" in c))  # fmt: skip
+               ("v5", lambda c: "kind='hgemvp'" in c), ("v6", lambda c: "kind='hgemvb'" in c))  # fmt: skip
+GRAPH_KINDS = (("v5g", "hgemvp"), ("v6g", "hgemvb"))  # every candidate of the kind re-timed in the graph
 TOL = 1e-2  # the tuner's guard (quant_matmul_config.agrees)
 
 
@@ -183,11 +188,21 @@ def bench(out: Path) -> None:
                 row[f"{label}_cfg"] = best[0]
                 row[f"{label}_err"] = rel(run_cfg(x16, ws[0], cfg), ref)
                 row[f"{label}_us"] = time_rotated([lambda w=w, c=cfg: quant_matmul(x16, w, c) for w in ws])
-            if "v5_cfg" in row:  # ablation: the v5 pick with an evict_first hint on the streamed words
+            for label, kind in GRAPH_KINDS:
+                cands = [c for c in candidate_configs(m, n, k, 128, 4, x16.dtype) if c.kind == kind]
+                if kind == "hgemvb":  # not a tuner candidate since v6: timed here from its own list
+                    cands = quant_matmul_config._hgemvb(quant_matmul_config.m_bucket(m), k, 128)
+                times = {str(c): time_rotated([lambda w=w, c=c: quant_matmul(x16, w, c) for w in ws]) for c in cands}
+                if times:
+                    best = min(times, key=times.__getitem__)
+                    cfg = eval(best, {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
+                    row.update({f"{label}_cfg": best, f"{label}_us": times[best], f"{label}_all": times,
+                                f"{label}_err": rel(run_cfg(x16, ws[0], cfg), ref)})  # fmt: skip
+            if "v5_cfg" in row and os.environ.get("GEMV_EVICT"):  # ablation: the v5 pick with an evict_first hint on the streamed words
                 c5 = eval(row["v5_cfg"], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
                 row["v5ef_err"] = rel(run_evict_first(x16, ws[0], c5), ref)
                 row["v5ef_us"] = time_rotated([lambda w=w, c=c5: run_evict_first(x16, w, c) for w in ws])
-            for key in ("pick", *(label for label, _ in GENERATIONS), "v5ef"):
+            for key in ("pick", *(label for label, _ in GENERATIONS), *(label for label, _ in GRAPH_KINDS), "v5ef"):
                 if f"{key}_us" in row:
                     row[f"{key}_pct_copy"] = 100 * nbytes / (row[f"{key}_us"] * 1e-6) / (meta["copy_GBps"] * 1e9)
                     row[f"{key}_vs_bf16"] = row["bf16_us"] / row[f"{key}_us"]
@@ -224,26 +239,30 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
                 guard_rows.append(d)
     meta = dict(b["meta"], command=command)
     bw = meta.get("copy_GBps", 0)
-    md = [f"# Small-M int4 GEMV: v3 kernels vs v4 half2 GEMV vs v5 look-ahead half2 GEMV, {meta.get('date', '')}", "",
+    md = [f"# Small-M int4 GEMV: v3 kernels vs v4 half2 GEMV vs v5 look-ahead vs v6 burst half2 GEMV, {meta.get('date', '')}", "",
           f"- command: `{command}`", f"- device: {meta.get('device')}; torch {meta.get('torch')}, triton {meta.get('triton')}",
           f"- measured copy bandwidth {bw:.0f} GB/s", "",
           "Kernel times in us (CUDA graph over rotating weight copies, > 3x L2; events). % copy = packed weight + scale + "
           "zero bytes / time / copy bandwidth; x bf16 = bf16 cuBLAS time / kernel time. v3 = best of gemv/mma/tile/dequant, "
           "v4 = best half2 GEMV (kind hgemv), v5 = best look-ahead half2 GEMV (kind hgemvp), each chosen by the tuner's "
-          "own (cold-L2) timing and re-timed here; v5 evict_first = the v5 config with an evict_first hint on the weight "
+          "own (cold-L2) timing and re-timed here; v6 = best burst half2 GEMV (kind hgemvb), same rule; v5g / v6g = the "
+          "fastest hgemvp / hgemvb candidate in this table's own timing (every candidate timed); v5 evict_first = the v5 config with an evict_first hint on the weight "
           "words (ablation); pick = what the autotuned quant_matmul chose (guard on). fp16 x, g128, "
           "asymmetric.", "",
-          "| shape | M | bf16 cuBLAS | tinygemm | v3 | v4 | v4 %copy | v4 x bf16 | v5 | v5 %copy | v5 x bf16 | "
-          "v5 evict_first (err) | pick (kind) | pick %copy | pick x bf16 | pick rel err | v5 config |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "| shape | M | bf16 cuBLAS | tinygemm | v3 | v4 | v5 | v5 %copy | v5 x bf16 | v6 | v6 %copy | v6 x bf16 | "
+          "v5g | v5g %copy | v6g | v6g %copy | v6g x bf16 | v6g err | v5 evict_first (err) | pick (kind) | pick %copy | "
+          "pick x bf16 | pick rel err | v5g config | v6g config |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in b["rows"]:
         def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
             return fmt.format(r[key]) if r.get(key) is not None else "-"
 
         md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('v3_us')} | {f('v4_us')} | "
-                  f"{f('v4_pct_copy', '{:.0f}%')} | {f('v4_vs_bf16', '{:.2f}x')} | {f('v5_us')} | {f('v5_pct_copy', '{:.0f}%')} | "
-                  f"{f('v5_vs_bf16', '{:.2f}x')} | {f('v5ef_us')} ({f('v5ef_err', '{:.0e}')}) | {f('pick_us')} ({_kind(r.get('pick'))}) | {f('pick_pct_copy', '{:.0f}%')} | "
-                  f"{f('pick_vs_bf16', '{:.2f}x')} | {f('pick_err', '{:.1e}')} | {_short(r.get('v5_cfg'))} |")  # fmt: skip
+                  f"{f('v5_us')} | {f('v5_pct_copy', '{:.0f}%')} | {f('v5_vs_bf16', '{:.2f}x')} | {f('v6_us')} | "
+                  f"{f('v6_pct_copy', '{:.0f}%')} | {f('v6_vs_bf16', '{:.2f}x')} | {f('v5g_us')} | {f('v5g_pct_copy', '{:.0f}%')} | "
+                  f"{f('v6g_us')} | {f('v6g_pct_copy', '{:.0f}%')} | {f('v6g_vs_bf16', '{:.2f}x')} | {f('v6g_err', '{:.1e}')} | "
+                  f"{f('v5ef_us')} ({f('v5ef_err', '{:.0e}')}) | {f('pick_us')} ({_kind(r.get('pick'))}) | {f('pick_pct_copy', '{:.0f}%')} | "
+                  f"{f('pick_vs_bf16', '{:.2f}x')} | {f('pick_err', '{:.1e}')} | {_short(r.get('v5g_cfg'))} | {_short(r.get('v6g_cfg'))} |")  # fmt: skip
     md += ["", f"## Guard sweep (autotuned quant_matmul vs fp32 dequantized reference; tolerance {TOL})", "",
            "| shape | M | bits | sym | pick | pick rel err | max candidate err | candidates > tol | pick among them | ws clean |",
            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -280,7 +299,7 @@ def main() -> None:
     ap.add_argument("--shard", type=int, default=0)
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--command", default="bash bench/kernels/gemv_h200.sh")
-    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-v5")
+    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-v6")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "guard":

@@ -6,7 +6,7 @@
 set -o pipefail
 OUT=${OUT:-/tmp/gemv-out}
 WORK=/tmp/gemv-work
-STEM=${STEM:-kernels-$(date -u +%F)-v5}
+STEM=${STEM:-kernels-$(date -u +%F)-v6}
 mkdir -p "$OUT" "$WORK"
 export INLAID_QMM_TUNED=0 PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SHARDS=${SHARDS:-8}
@@ -17,7 +17,7 @@ SHARDS=${SHARDS:-8}
   t0=$(date +%s)
   # the tensor-core cases (qmm-b4-tc*) belong to bench/kernels/tc_h200.sh
   timeout "${TEST_S:-160}" python3 -m pytest workers/tests/kernels/test_quant_matmul.py \
-    workers/tests/kernels/test_quant_hgemv_ahead.py -q -n 4 -p no:cacheprovider -k "not qmm-b4-tc" \
+    workers/tests/kernels/test_quant_hgemv_ahead.py workers/tests/kernels/test_quant_hgemv_burst.py -q -n 4 -p no:cacheprovider -k "not qmm-b4-tc" \
     >"$OUT/tests.log" 2>&1 &
   for i in $(seq 0 $((SHARDS - 1))); do
     timeout "${GUARD_S:-170}" python3 bench/kernels/gemv_h200.py guard --out "$WORK" --shard "$i" --shards "$SHARDS" &

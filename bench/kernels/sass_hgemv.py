@@ -3,7 +3,8 @@ and the instruction mix of the K loop, from the cuobjdump in Triton's wheel. Use
 configs out of the tuner's candidates (quant_matmul_config.HGEMVP_SHAPES).
 
 Usage: PYTHONPATH=workers python3 bench/kernels/sass_hgemv.py "BM,BN,BK,WARPS,STAGES,ITERS,AHEAD[,POLICY]" ...
-  e.g. "1,256,128,8,1,8,2" (STAGES > 1 with AHEAD 0: Triton's cp.async pipeline, as in v4)
+  e.g. "1,256,128,8,1,8,2" (STAGES > 1 with AHEAD 0: Triton's cp.async pipeline, as in v4);
+  AHEAD -1: the v6 burst variant (kind hgemvb: all ITERS <= 4 tiles loaded at once), e.g. "1,64,128,2,1,3,-1"
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ ALIGNED = ("stride_xm", "stride_qk", "stride_sg", "stride_zg", "stride_ym", "N",
 def build(bm: int, bn: int, bk: int, warps: int, stages: int, iters: int, ahead: int, policy: str = "") -> bytes:
     """cubin of _hgemv_kernel for sm_90 as launch_hgemv would specialise it (asym g128, no act-order, split-K)."""
     fn = quant_hgemv._hgemv_kernel
-    consts = dict(GROUP=128, SYM=False, ZERO_OFFSET=1, HAS_PERM=False, USE_SPLIT=True, USE_ASM=True,
-                  SINGLE=iters == 1, PIPE=iters > 1 and stages > 1 and not ahead, STAGES=max(stages, 1), AHEAD=ahead, WORD_POLICY=policy,
+    burst = iters if ahead < 0 else 0
+    ahead = max(ahead, 0)
+    consts = dict(BURST=burst, GROUP=128, SYM=False, ZERO_OFFSET=1, HAS_PERM=False, USE_SPLIT=True, USE_ASM=True,
+                  SINGLE=iters == 1, PIPE=iters > 1 and stages > 1 and not ahead and not burst, STAGES=max(stages, 1), AHEAD=ahead, WORD_POLICY=policy,
                   BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **{name: 1 for name in ONES})  # fmt: skip
     sig = {a: "constexpr" if a in consts else PTRS.get(a, "i32") for a in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in PTRS or a in ALIGNED}
     src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
-    opts = dict(num_warps=warps, num_stages=1 if ahead else stages)
+    opts = dict(num_warps=warps, num_stages=1 if ahead or burst else stages)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"]
 
 

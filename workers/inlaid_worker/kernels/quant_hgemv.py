@@ -268,7 +268,7 @@ def _hgemv_kernel(
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     SINGLE: tl.constexpr, PIPE: tl.constexpr, STAGES: tl.constexpr, AHEAD: tl.constexpr, WORD_POLICY: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BURST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -290,6 +290,37 @@ def _hgemv_kernel(
         acc = _tile(acc, nxt, k_first, k_first < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
                     offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
                     GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+    elif BURST > 0:  # v6: all of a program's K tiles (2..4) in flight at once: every word tile is loaded, then
+        # every tile's scales, zeros and x, and only then is anything used (the v6 read sweep's fastest pattern:
+        # many small programs, each with all its loads issued up front; bench/kernels/NOTES.md v6)
+        k1 = k_first + BLOCK_K
+        w1 = tl.load(w_ptrs + w_step, mask=mask_n & (k1 < K) & (1 < ITERS), other=0)
+        if BURST >= 3:
+            k2 = k_first + 2 * BLOCK_K
+            w2 = tl.load(w_ptrs + 2 * w_step, mask=mask_n & (k2 < K) & (2 < ITERS), other=0)
+        if BURST >= 4:
+            k3 = k_first + 3 * BLOCK_K
+            w3 = tl.load(w_ptrs + 3 * w_step, mask=mask_n & (k3 < K) & (3 < ITERS), other=0)
+        f0 = _fetch(k_first, k_first < K, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n, offs_r,
+                    stride_xm, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
+        f1 = _fetch(k1, (k1 < K) & (1 < ITERS), x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                    offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM,
+                    USE_ASM)  # fmt: skip
+        if BURST >= 3:
+            f2 = _fetch(k2, (k2 < K) & (2 < ITERS), x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                        offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET,
+                        HAS_PERM, USE_ASM)  # fmt: skip
+        if BURST >= 4:
+            f3 = _fetch(k3, (k3 < K) & (3 < ITERS), x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, m_ok, offs_n, mask_n,
+                        offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET,
+                        HAS_PERM, USE_ASM)  # fmt: skip
+        # a tile past K or past this program's ITERS has x = 0 (masked), so it adds exactly 0
+        acc = _use(acc, nxt, f0[0], f0[1], f0[2], f0[3], f0[4], f0[5], f0[6], USE_ASM)
+        acc = _use(acc, w1, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6], USE_ASM)
+        if BURST >= 3:
+            acc = _use(acc, w2, f2[0], f2[1], f2[2], f2[3], f2[4], f2[5], f2[6], USE_ASM)
+        if BURST >= 4:
+            acc = _use(acc, w3, f3[0], f3[1], f3[2], f3[3], f3[4], f3[5], f3[6], USE_ASM)
     elif PIPE:  # Triton's software pipeliner keeps num_stages - 1 tiles in flight (cp.async into shared memory)
         for it in tl.range(0, ITERS, num_stages=STAGES):
             kt = k_first + it * BLOCK_K
@@ -347,14 +378,16 @@ def use_asm() -> bool:
 
 
 def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
-                 num_warps: int, num_stages: int, y: torch.Tensor, ahead: int = 0, word_policy: str = "") -> None:  # fmt: skip
+                 num_warps: int, num_stages: int, y: torch.Tensor, ahead: int = 0, word_policy: str = "",
+                 burst: bool = False) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x; each program serves block_m rows of x.
 
     ahead 0 (v4): num_stages 1 keeps the next K tile's words in registers (a double buffer), >= 2 lets
     Triton's pipeliner copy num_stages - 1 tiles ahead into shared memory (cp.async). ahead 1 or 2 (v5):
     the words and x, scales, zeros of the next `ahead` tiles are loaded into registers a step early.
     word_policy: the look-ahead loop's cache eviction hint for the streamed words ("" or "evict_first"; an
-    ablation of bench/kernels/gemv_h200.py, not a tuning candidate)."""
+    ablation of bench/kernels/gemv_h200.py, not a tuning candidate). burst (v6): each program's K tiles (2..4,
+    i.e. split_k >= K tiles / 4) are all loaded before any is used; ahead and num_stages are ignored."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k % 8 or w.group_size % block_k or w.in_features % block_k:
@@ -365,9 +398,13 @@ def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, bl
         x2 = x2.clone(memory_format=torch.contiguous_format)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     iters = args[12]
-    stages = 1 if ahead else num_stages  # the look-ahead loop is software-pipelined by hand
+    if burst and iters > 4:
+        raise ValueError(f"burst takes at most 4 K tiles per program (got {iters}: raise split_k)")
+    burst_n = iters if burst and iters > 1 else 0
+    ahead = 0 if burst_n else ahead
+    stages = 1 if ahead or burst_n else num_stages  # the look-ahead loop is software-pipelined by hand
     _hgemv_kernel[grid](
-        *args, **consts, USE_ASM=use_asm(), SINGLE=iters == 1, PIPE=iters > 1 and stages > 1 and not ahead,
-        STAGES=max(stages, 1), AHEAD=ahead, WORD_POLICY=word_policy, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps, num_stages=stages,
+        *args, **consts, USE_ASM=use_asm(), SINGLE=iters == 1, PIPE=iters > 1 and stages > 1 and not ahead and not burst_n,
+        STAGES=max(stages, 1), AHEAD=ahead, WORD_POLICY=word_policy, BURST=burst_n, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_K=block_k, num_warps=num_warps, num_stages=stages,
     )  # fmt: skip

@@ -144,6 +144,8 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_hgemv(x2, w, *args)
     elif cfg.kind == "hgemvp":  # the v5 look-ahead variant: num_stages is the look-ahead depth
         launch_hgemv(x2, w, *args[:5], 1, y, ahead=cfg.num_stages)
+    elif cfg.kind == "hgemvb":  # v6: all of a program's 2-4 K tiles loaded before any is used
+        launch_hgemv(x2, w, *args[:5], 1, y, burst=True)
 
     elif cfg.kind == "mma":
         launch_mma(x2, w, *args)

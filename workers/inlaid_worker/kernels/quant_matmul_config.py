@@ -26,7 +26,7 @@ class QMMConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
-    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
+    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "hgemvb" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
 
 
 def m_bucket(m: int) -> int:
@@ -78,6 +78,24 @@ def _hgemvp(mb: int, k: int, group: int) -> list[QMMConfig]:
         bk = _block_k(k, group, want_k)
         out += [QMMConfig(mb, bn, bk, triton.cdiv(k // bk, it), warps, ahead, False, "hgemvp")
                 for it, ahead in HGEMVP_PLANS if ahead <= deepest]  # fmt: skip
+    return out
+
+
+# v6 burst half2 GEMV (kind "hgemvb"): small tiles, many programs, each loading all its 2-4 K tiles at once
+# (the fastest read pattern of the v6 sweep). NOT among candidate_configs: on the H200 it lost to hgemvp at every
+# M = 1..4 on both 7B MLP shapes (bench/kernels/NOTES.md v6); bench/kernels/gemv_h200.py times these directly.
+# (block_n, block_k, warps), K tiles per program
+HGEMVB_SHAPES = ((64, 128, 2), (128, 128, 4))
+HGEMVB_TILES = {1: (2, 3, 4), 4: (2, 3)}
+
+
+def _hgemvb(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """Burst half2 GEMV configs for M <= 4 (block_m = the batch bucket); benches only (see above)."""
+    out = []
+    for bn, want_k, warps in HGEMVB_SHAPES:
+        bk = _block_k(k, group, want_k)
+        out += [QMMConfig(mb, bn, bk, triton.cdiv(k // bk, it), warps, 1, False, "hgemvb")
+                for it in HGEMVB_TILES[1 if mb <= 2 else 4] if k // bk > it]  # fmt: skip
     return out
 
 
