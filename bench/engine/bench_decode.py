@@ -183,6 +183,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def tuned_picks() -> list[dict]:
+    """The quant_matmul tuner's pick per (m bucket, N, K) of this run (bench/kernels/tuned_table.py reads these)."""
+    from inlaid_worker.kernels import quant_matmul_config as qmc
+
+    return [dict(dtype=str(key[1]).removeprefix("torch."), M=key[2], N=key[3], K=key[4], bits=key[5], group=key[6],
+                 sym=key[7], act=key[8], pick=str(cfg)) for key, cfg in qmc._TUNED.items()]  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
@@ -238,6 +246,7 @@ def main() -> None:
             del runner
             release(dev)
     meta["wall_s"] = time.time() - t0
+    meta["tuned"] = tuned_picks()
     save()
     print(to_markdown(meta, rows, cost))
 

@@ -1,8 +1,9 @@
 """Writes the worker's shipped tuner picks (workers/inlaid_worker/kernels/tuned/<device>.json) from the kernel
-benchmarks' JSON (bench/results/kernels-*.json: `bench` rows with N, K, M and the tuner's `pick`).
+benchmarks' JSON (bench/results/kernels-*.json: `bench` rows with N, K, M and the tuner's `pick`) or from a decode
+benchmark's JSON (bench/results/decode-*.json: `meta.tuned`, the picks its runner made).
 
     python3 bench/kernels/tuned_table.py bench/results/kernels-2026-11-29-v5.json \
-        bench/results/kernels-2026-11-29-tc.json [--dtype float16 --bits 4 --group 128]
+        bench/results/kernels-2026-11-29-tc.json [--dtype float16 --bits 4 --group 128] [--skip-m 4]
 
 Later files override earlier ones for the same (dtype, m bucket, n, k, bits, group). All files must come from
 the same device. The benchmarks time asymmetric fp16 weights; the picks are used for any zero-point and
@@ -38,17 +39,22 @@ def parse_pick(text: str) -> QMMConfig:
     return QMMConfig(**fields)  # type: ignore[arg-type]
 
 
-def build(files: list[Path], dtype: str, bits: int, group: int) -> dict:
+def build(files: list[Path], dtype: str, bits: int, group: int, skip_m: tuple[int, ...] = ()) -> dict:
     entries: dict[tuple, dict] = {}
     devices = set()
     for f in files:
         doc = json.loads(f.read_text())
         devices.add(doc["meta"]["device"])
-        for row in doc["bench"]:
+        for row in doc.get("bench") or doc["meta"].get("tuned", []):
+            if (row.get("dtype", dtype), row.get("bits", bits), row.get("group", group)) != (dtype, bits, group):
+                continue
             key = (dtype, m_bucket(int(row["M"])), int(row["N"]), int(row["K"]), bits, group)
+            if key[1] in skip_m:
+                continue
+            us = row.get("pick_us")
             entries[key] = {
                 "dtype": dtype, "m_bucket": key[1], "n": key[2], "k": key[3], "bits": bits, "group": group,
-                "config": config_to_dict(parse_pick(row["pick"])), "us": round(float(row["pick_us"]), 2),
+                "config": config_to_dict(parse_pick(row["pick"])), "us": None if us is None else round(float(us), 2),
                 "from": f.name, "shape": row.get("shape", ""),
             }
     if len(devices) != 1:
@@ -64,8 +70,9 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--dest", type=Path, default=TUNED_DIR)
+    ap.add_argument("--skip-m", type=int, nargs="*", default=[], help="batch buckets to leave to the tuner")
     a = ap.parse_args()
-    table = build(a.files, a.dtype, a.bits, a.group)
+    table = build(a.files, a.dtype, a.bits, a.group, tuple(a.skip_m))
     a.dest.mkdir(parents=True, exist_ok=True)
     out = a.dest / f"{device_slug(table['device'])}.json"
     out.write_text(json.dumps(table, indent=1) + "\n")

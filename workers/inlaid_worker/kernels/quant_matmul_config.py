@@ -100,7 +100,7 @@ def _hgemvb(mb: int, k: int, group: int) -> list[QMMConfig]:
 
 
 def _tc(mb: int, k: int, group: int) -> list[QMMConfig]:
-    """Tensor-core kernel (quant_tc / quant_tcg) for M >= 8. Kinds: "tc" scales each K tile's product in fp32,
+    """Tensor-core kernel (quant_tc / quant_tcg) for M >= 3 (8-row tiles at least; rows past M masked). Kinds: "tc" scales each K tile's product in fp32,
     "tcf" puts (q - z) * s in the operand (one accumulator); a trailing "2" builds the operand in two K=64 halves
     (half the registers). num_stages: 1-2 = words prefetched that many tiles ahead in registers, >= 3 = a
     cp.async ring of that many tiles in shared memory."""
@@ -147,7 +147,7 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     mb = m_bucket(m)
     extra = _hgemv(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 16 else []
     extra += _hgemvp(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 4 else []
-    extra += _tc(mb, k, group) if bits == 4 and mb >= 8 else []
+    extra += _tc(mb, k, group) if bits == 4 and mb >= 4 else []  # M = 3-4 in an 8-row tile (masked rows)
     return _base_candidates(m, n, k, group, bits) + extra
 
 

@@ -66,6 +66,8 @@ for _case, _p in {  # the half2 GEMV (4-bit, fp16 x): PTX on CUDA, the same bit 
     QMM_CASES[f"qmm-b4-hgemv-{_case}"] = dict(bits=4, kind="hgemv", **_p)
 for _case, _p in {  # tensor-core kernel, M >= 8 (Gluon on CUDA; its plain-Triton twin under the interpreter)
     "tc-asym-m8": dict(sym=False, act=False, m=8),
+    "tc-asym-m4": dict(sym=False, act=False, m=4),  # M = 3-4 run in an 8-row tile
+    "tc-sym-act-m3": dict(sym=True, act=True, m=3, kind="tc2"),
     "tc-sym-act-m13": dict(sym=True, act=True, m=13),
     "tc-asym-act-m16-nosplit": dict(sym=False, act=True, m=16, split=1),
     "tc-v2-m9-depth2": dict(sym=False, act=False, m=9, fmt="gptq_v2", stages=2, k=512, n=72),
