@@ -2,6 +2,13 @@
  * What each onboarding step does (called by the BullMQ processors in onboard-queues.service.ts). Every step
  * first reads its task_jobs row: a step already done, or a task deleted/failed meanwhile, is a no-op, so a
  * step re-run after a gateway restart resumes instead of repeating work.
+ *
+ * A DELETE may land while a step runs. What loads the adapter on the workers, and every status write of a
+ * step, happens under the task's lock (TaskStore.locked), which DELETE takes too (tasks.service.ts), after
+ * re-reading the row there: a step either finishes before the DELETE (which then unloads what it loaded) or
+ * finds the task deleted and loads and writes nothing. Workers know an adapter by its task name only, so
+ * nothing unloads a name outside that lock either (failAndUnload): a late unload could hit a new task that
+ * took the name.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -13,7 +20,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
-import { completedRemovals, freedOnboardings, taskUploadDir } from './task-files';
+import { completedRemovals, freedOnboardings, removalsFirst, taskUploadDir } from './task-files';
 import { workerQuantProgress } from './worker-quant-progress';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService, WorkerRole } from './worker-admin.service';
@@ -60,19 +67,37 @@ export class OnboardSteps {
 
   private async validate(job: TaskJob): Promise<string> {
     const card = await this.admin.validate(job.task, job.adapterPath ?? '');
-    if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
-    await this.store.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered');
-    await this.store.stageFinished(job.id, 'validate', 'done');
-    await this.store.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
-    return 'valid';
+    return this.whileLive(job, async (tx) => {
+      // checked here: a DELETE during the validation removes the files of the task it deletes (tasks.service.ts)
+      if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
+      await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered');
+      await tx.stageFinished(job.id, 'validate', 'done');
+      await tx.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
+      return 'valid';
+    });
   }
 
-  private async load(job: TaskJob): Promise<string> {
-    await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
-    await this.store.tasks.update({ name: job.task }, { status: 'serving' });
-    await this.store.stageFinished(job.id, 'load', 'done');
-    await this.store.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
-    return 'loaded';
+  private load(job: TaskJob): Promise<string> {
+    return this.whileLive(job, async (tx) => {
+      await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
+      await tx.tasks.update({ name: job.task }, { status: 'serving' });
+      await tx.stageFinished(job.id, 'load', 'done');
+      await tx.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
+      return 'loaded';
+    });
+  }
+
+  /**
+   * Runs `fn` under the task's lock if the task is still live there (not deleted or failed since the step
+   * read it); `fn` writes through the store it is given. A deleted task's step loads and writes nothing.
+   */
+  private whileLive(job: TaskJob, fn: (tx: TaskStore) => Promise<string>, failedThrows = false): Promise<string> {
+    return this.store.locked(job.task, async (tx) => {
+      const row = await tx.get(job.id);
+      if (row === null) return 'task job gone';
+      if (failedThrows && row.status === 'failed') throw new StepFailed(row.error ?? 'failed');
+      return FINAL.has(row.status) ? `skipped: task ${row.status} meanwhile` : fn(tx);
+    });
   }
 
   private async requantize(job: TaskJob, ctx: StepContext): Promise<string> {
@@ -81,8 +106,8 @@ export class OnboardSteps {
       return 'already in a published checkpoint';
     }
     const batch = (await this.store.pendingQuantization()).filter((j) => j.calibrationPath !== null && j.adapterPath !== null);
-    const removals = await this.store.pendingRemovals();
     const names = batch.map((j) => j.task);
+    const removals = removalsFirst(await this.store.pendingRemovals(), names);
     for (const b of batch) await this.store.stageStarted(b.id, 'requantize');
     const add = batch.map((j) => ({ name: j.task, adapterPath: j.adapterPath as string, calibrationPath: j.calibrationPath as string }));
     let done: worker.RequantizeProgress;
@@ -98,7 +123,8 @@ export class OnboardSteps {
       await ctx.report({ layersDone: p.layer + 1, numLayers: p.numLayers, batch: names });
     };
     try {
-      done = await this.admin.requantize(add, removals.map((r) => r.task), (p, addr, role) => {
+      if (removals.first.length > 0) await this.completeRemovals(removals.first, await this.admin.requantize([], removals.first.map((r) => r.task), async () => undefined));
+      done = await this.admin.requantize(add, removals.rest.map((r) => r.task), (p, addr, role) => {
         const next = writes.then(() => record(p, addr, role));
         writes = next.catch(() => undefined);
         return next;
@@ -125,13 +151,18 @@ export class OnboardSteps {
       await this.store.update(b.id, (j) => (j.checkpointVersion = done.checkpointVersion));
       await this.store.stageFinished(b.id, 'requantize', 'done');
     }
+    await this.completeRemovals(removals.rest, done);
+    this.logger.log(`checkpoint v${done.checkpointVersion} serving; added [${names.join(', ')}]`);
+    await ctx.report({ checkpointVersion: done.checkpointVersion, batch: names });
+    return `checkpoint v${done.checkpointVersion}`;
+  }
+
+  /** The removals a published version completes (task-files.ts), and the files they free. */
+  private async completeRemovals(removals: readonly TaskJob[], done: worker.RequantizeProgress): Promise<void> {
     for (const r of completedRemovals(removals, done.tasks)) {
       await this.store.transition(r.id, 'completed', `dropped from checkpoint v${done.checkpointVersion}`);
       await this.freeFiles(r);
     }
-    this.logger.log(`checkpoint v${done.checkpointVersion} serving; added [${names.join(', ')}]`);
-    await ctx.report({ checkpointVersion: done.checkpointVersion, batch: names });
-    return `checkpoint v${done.checkpointVersion}`;
   }
 
   /** Tasks of a batch deleted since the batch was read. */
@@ -147,22 +178,29 @@ export class OnboardSteps {
     }
   }
 
-  private async activate(job: TaskJob): Promise<string> {
-    if (job.waitForQuantization) await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
-    await this.store.tasks.update({ name: job.task }, { status: 'serving' });
-    await this.store.stageFinished(job.id, 'activate', 'done');
-    const fresh = await this.store.get(job.id);
-    const version = fresh?.checkpointVersion ?? null;
-    await this.store.transition(job.id, 'active', version === null ? 'active on the current base' : `active on checkpoint v${version}`);
-    return 'active';
+  private activate(job: TaskJob): Promise<string> {
+    return this.whileLive(job, async (tx) => {
+      if (job.waitForQuantization) await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
+      await tx.tasks.update({ name: job.task }, { status: 'serving' });
+      await tx.stageFinished(job.id, 'activate', 'done');
+      const fresh = await tx.get(job.id);
+      const version = fresh?.checkpointVersion ?? null;
+      await tx.transition(job.id, 'active', version === null ? 'active on the current base' : `active on checkpoint v${version}`);
+      return 'active';
+    }, true);
   }
 
   /**
    * Stops serving the task's adapter (best effort), then marks the task failed with the reason: a client that
-   * reads `failed` never races a request against the unload.
+   * reads `failed` never races a request against the unload. Under the task's lock, and only if the task is
+   * still live there: a task deleted meanwhile was unloaded by its DELETE, and its name may be a new task's.
    */
   async failAndUnload(job: TaskJob, stage: string, reason: string): Promise<void> {
-    await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
-    await this.store.fail(job.id, stage, reason);
+    await this.store.locked(job.task, async (tx) => {
+      const row = await tx.get(job.id);
+      if (row === null || FINAL.has(row.status)) return;
+      await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
+      await tx.fail(job.id, stage, reason);
+    });
   }
 }

@@ -1,4 +1,4 @@
-import { completedRemovals, dropsAtNextVersion, freedOnboardings, taskUploadDir } from './task-files';
+import { completedRemovals, dropsAtNextVersion, freedOnboardings, removalsFirst, taskUploadDir } from './task-files';
 
 const at = (s: number) => new Date(Date.UTC(2026, 10, 29, 22, 0, s));
 
@@ -13,6 +13,13 @@ describe('task files', () => {
     for (const status of ['queued', 'validating', 'loading', 'failed', 'active', 'serving']) {
       expect([status, dropsAtNextVersion({ status, checkpointVersion: null })]).toEqual([status, false]);
     }
+  });
+
+  it('runs first, alone, the removals of names the re-quantization adds again', () => {
+    const removals = [{ id: 'd1', task: 'a', createdAt: at(1) }, { id: 'd2', task: 'b', createdAt: at(2) }];
+    const split = removalsFirst(removals, ['b', 'c']);
+    expect({ first: split.first.map((r) => r.id), rest: split.rest.map((r) => r.id) }).toEqual({ first: ['d2'], rest: ['d1'] });
+    expect(removalsFirst(removals, []).first).toEqual([]);
   });
 
   it('completes only the removals of tasks the published version no longer holds', () => {

@@ -39,6 +39,17 @@ export function completedRemovals<R extends Removal>(removals: readonly R[], pub
   return removals.filter((r) => !held.has(r.task));
 }
 
+/**
+ * The removals to run before a re-quantization that adds `adding`: those of names it adds again (a task
+ * deleted and then created anew). In one run the worker would keep the old Hessians under such a name (it
+ * skips adding a task it holds), then drop the name: the new task would be in no version. Alone first, the
+ * removal drops the old Hessians and the run after it adds the new task's.
+ */
+export function removalsFirst<R extends Removal>(removals: readonly R[], adding: readonly string[]): { first: R[]; rest: R[] } {
+  const again = new Set(adding);
+  return { first: removals.filter((r) => again.has(r.task)), rest: removals.filter((r) => !again.has(r.task)) };
+}
+
 interface JobRow {
   readonly id: string;
   readonly task: string;

@@ -2,10 +2,15 @@
  * Postgres side of onboarding: task_jobs rows (status, stage progress, layers, errors, history) and the
  * tasks table. Every write is a small read-modify-write of one row; steps are re-runnable, so writes are
  * idempotent (a stage marked done twice stays done).
+ *
+ * `locked(name, fn)` serializes what changes a task's adapter on the workers (load, unload) together with the
+ * status write that goes with it, across gateways: DELETE, and the onboarding steps that load the adapter or
+ * move the task's status (onboard-steps.ts), each re-read the row under the lock.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { LayerProgress, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
-import { DataSource, In, IsNull, Repository } from 'typeorm';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DataSource, EntityManager, In, IsNull, Repository } from 'typeorm';
 
 export interface NewTaskJob {
   id: string;
@@ -21,16 +26,51 @@ export interface NewTaskJob {
 
 const now = () => new Date().toISOString();
 
+/** First key of the task locks (Postgres advisory locks; the second key is hashtext(task name)). */
+const TASK_LOCK_SPACE = 0x1a1d;
+const LOCK_RETRY_MS = { first: 5, max: 100 };
+
 @Injectable()
 export class TaskStore {
+  private tx: EntityManager | null = null;
+
   constructor(@Inject(DataSource) private readonly ds: DataSource) {}
 
+  /** This store's reads and writes inside `em`'s transaction (a locked section's). */
+  private static within(ds: DataSource, em: EntityManager): TaskStore {
+    const store = new TaskStore(ds);
+    store.tx = em;
+    return store;
+  }
+
+  private get db(): DataSource | EntityManager {
+    return this.tx ?? this.ds;
+  }
+
   private get jobs(): Repository<TaskJob> {
-    return this.ds.getRepository(TaskJob);
+    return this.db.getRepository(TaskJob);
   }
 
   get tasks(): Repository<Task> {
-    return this.ds.getRepository(Task);
+    return this.db.getRepository(Task);
+  }
+
+  /**
+   * Runs `fn` holding the lock of the task name (a transaction-scoped advisory lock: a gateway that dies lets
+   * go of it). `fn` reads and writes through the store it is given, in the lock's transaction: its writes
+   * commit when the lock is released, or not at all if it throws. Waiting polls without holding a pooled
+   * connection, so waiters cannot starve the holder of the one it uses.
+   */
+  async locked<T>(task: string, fn: (store: TaskStore) => Promise<T>): Promise<T> {
+    if (this.tx !== null) throw new Error(`the lock of ${task} is taken inside another locked section`);
+    for (let pause = LOCK_RETRY_MS.first; ; pause = Math.min(2 * pause, LOCK_RETRY_MS.max)) {
+      const out = await this.ds.transaction(async (em) => {
+        const [row] = (await em.query('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken', [TASK_LOCK_SPACE, task])) as Array<{ taken: boolean }>;
+        return row?.taken === true ? { value: await fn(TaskStore.within(this.ds, em)) } : null;
+      });
+      if (out !== null) return out.value;
+      await sleep(pause);
+    }
   }
 
   async create(j: NewTaskJob): Promise<TaskJob> {
@@ -72,10 +112,19 @@ export class TaskStore {
     return this.jobs.find({ where: { kind: 'delete', status: 'queued' }, order: { createdAt: 'ASC' } });
   }
 
+  /**
+   * Read-modify-write of one row with the row locked (SELECT ... FOR UPDATE) until the write commits: two
+   * writers never start from the same state, so neither undoes the other (a progress write during a DELETE
+   * would otherwise put back the status the DELETE replaced; save() writes every column that differs).
+   */
   async update(id: string, change: (j: TaskJob) => void): Promise<TaskJob> {
-    const j = await this.jobs.findOneByOrFail({ id });
-    change(j);
-    return this.jobs.save(j);
+    const write = async (em: EntityManager): Promise<TaskJob> => {
+      const jobs = em.getRepository(TaskJob);
+      const j = await jobs.findOneOrFail({ where: { id }, lock: { mode: 'pessimistic_write' } });
+      change(j);
+      return jobs.save(j);
+    };
+    return this.tx !== null ? write(this.tx) : this.ds.transaction(write);
   }
 
   transition(id: string, status: TaskJobStatus, message: string, extra: (j: TaskJob) => void = () => undefined): Promise<TaskJob> {

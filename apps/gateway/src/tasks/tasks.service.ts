@@ -123,29 +123,39 @@ export class TasksService {
     return taskView(latest, await this.store.history(name));
   }
 
-  private async found(name: string): Promise<TaskJob> {
-    const latest = await this.store.latest(checkTaskName(name));
+  private async found(name: string, store: TaskStore = this.store): Promise<TaskJob> {
+    const latest = await store.latest(checkTaskName(name));
     if (latest === null) throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` does not exist.`, { param: 'name', code: 'task_not_found' });
     return latest;
   }
 
+  /**
+   * Unloads the task everywhere and marks it deleted, under the task's lock (TaskStore.locked): an onboarding
+   * step that loads the adapter either finished before (and the unload here removes what it loaded) or runs
+   * after, finds the task deleted and loads nothing (onboard-steps.ts). So once DELETE answers, no worker
+   * serves the task and requests for it get 404.
+   */
   async delete(name: string): Promise<TaskViewJson> {
-    const latest = await this.found(name);
-    if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
-    await this.unload(name);
-    let before: JobState = latest;
-    const job = await this.store.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded', (j) => {
-      before = { status: j.status, checkpointVersion: j.checkpointVersion }; // as written, not as read above
+    const { job, before, history } = await this.store.locked(checkTaskName(name), async (tx) => {
+      const latest = await this.found(name, tx);
+      if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
+      await this.unload(name);
+      let before: JobState = latest;
+      const job = await tx.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded', (j) => {
+        before = { status: j.status, checkpointVersion: j.checkpointVersion }; // as written, not as read above
+      });
+      await tx.tasks.update({ name }, { status: 'unloaded' });
+      if (dropsAtNextVersion(before)) {
+        // its files go with the re-quantization that drops it (onboard-steps.ts), not before: a run may read them
+        await tx.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
+      }
+      return { job, before, history: await tx.history(name) };
     });
-    await this.store.tasks.update({ name }, { status: 'unloaded' });
-    if (dropsAtNextVersion(before)) {
-      // its files go with the re-quantization that drops it (onboard-steps.ts), not before: a run may read them
-      await this.store.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
-    } else if (job.kind === 'onboard') {
+    if (!dropsAtNextVersion(before) && job.kind === 'onboard') {
       const dir = taskUploadDir(this.config.tasks.dataDir, name, job.id); // no re-quantization reads it
       await rm(dir, { recursive: true, force: true }).catch((err: unknown) => this.logger.warn(`remove ${dir}: ${String(err)}`));
     }
-    return taskView(job, await this.store.history(name));
+    return taskView(job, history);
   }
 
   private async unload(name: string): Promise<void> {
@@ -167,10 +177,12 @@ export class TasksService {
     await this.refuseDuplicate(name);
     const path = await resolveAdapterPath(b['lora_path'], this.config.tasks.adapterRoots, 'lora_path');
     const card = await this.admin.validate(name, path, 'lora_path');
-    await this.admin.loadEverywhere(name, path, 'lora_path');
-    await this.store.upsertTask(name, path, card.rank, card.targetModules, 'serving');
-    const job = await this.store.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
-    void job;
+    await this.store.locked(name, async (tx) => {
+      // with its row, so that a DELETE (same lock) sees the task it unloads
+      await this.admin.loadEverywhere(name, path, 'lora_path');
+      await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving');
+      await tx.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
+    });
     return { message: `Success: LoRA adapter '${name}' added successfully.`, card: { ...card, id: name } };
   }
 
@@ -178,13 +190,16 @@ export class TasksService {
   async unloadLora(body: unknown): Promise<string> {
     const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
     const name = checkTaskName(b['lora_name'], 'lora_name');
-    if (!this.workers.readyConnections().some((c) => c.serves(name))) {
-      throw new InlaidError(status.NOT_FOUND, `The LoRA adapter \`${name}\` is not loaded.`, { param: 'lora_name', code: 'model_not_found' });
-    }
-    await this.unload(name);
-    const latest = await this.store.latest(name);
-    if (latest !== null && latest.status !== 'deleted') await this.store.transition(latest.id, 'deleted', 'unloaded (vLLM API)');
-    await this.store.tasks.update({ name }, { status: 'unloaded' });
+    await this.store.locked(name, async (tx) => {
+      // as DELETE: under the task's lock, so no onboarding step loads the adapter back behind the unload
+      if (!this.workers.readyConnections().some((c) => c.serves(name))) {
+        throw new InlaidError(status.NOT_FOUND, `The LoRA adapter \`${name}\` is not loaded.`, { param: 'lora_name', code: 'model_not_found' });
+      }
+      await this.unload(name);
+      const latest = await tx.latest(name);
+      if (latest !== null && latest.status !== 'deleted') await tx.transition(latest.id, 'deleted', 'unloaded (vLLM API)');
+      await tx.tasks.update({ name }, { status: 'unloaded' });
+    });
     return `Success: LoRA adapter '${name}' removed successfully.`;
   }
 }

@@ -1,0 +1,95 @@
+/**
+ * TaskStore against real Postgres: the task lock (TaskStore.locked) excludes sections of the same name and only
+ * those, a section's writes commit with it (or not at all when it throws), and row writes are atomic
+ * read-modify-writes (concurrent appends to one row's history all survive).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { dropDatabase, openDatabase } from '@inlaid/db';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DataSource } from 'typeorm';
+import { TaskStore } from './task-store.service';
+
+const url = `postgres://postgres@127.0.0.1:5432/inlaid_taskstore_${randomBytes(4).toString('hex')}`;
+let db: DataSource;
+let store: TaskStore;
+
+beforeAll(async () => {
+  db = await openDatabase(url);
+  store = new TaskStore(db);
+});
+
+afterAll(async () => {
+  await db?.destroy();
+  await dropDatabase(url);
+});
+
+async function newJob(task: string): Promise<string> {
+  const id = randomUUID();
+  await store.create({ id, task, kind: 'onboard', status: 'loading', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'test' });
+  return id;
+}
+
+/** A promise and its resolve function. */
+function gate(): { open: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const open = new Promise<void>((r) => (release = r));
+  return { open, release };
+}
+
+describe('TaskStore.locked', () => {
+  it('runs sections of one task name one after another, and of other names alongside', async () => {
+    const events: string[] = [];
+    const first = gate();
+    const entered = gate();
+    const a = store.locked('lk', async () => {
+      events.push('a in');
+      entered.release();
+      await first.open;
+      events.push('a out');
+    });
+    await entered.open;
+    const b = store.locked('lk', async () => void events.push('b in'));
+    const other = store.locked('lk-other', async () => void events.push('other in'));
+    await other; // not held up by `a`
+    await sleep(300);
+    expect(events).toEqual(['a in', 'other in']); // `b` is still waiting
+    first.release();
+    await Promise.all([a, b]);
+    expect(events).toEqual(['a in', 'other in', 'a out', 'b in']);
+  });
+
+  it("commits a section's writes when it ends, and none of them when it throws", async () => {
+    const id = await newJob('lw');
+    const written = gate();
+    const finish = gate();
+    const section = store.locked('lw', async (tx) => {
+      await tx.transition(id, 'quantizing', 'in the section');
+      written.release();
+      await finish.open;
+    });
+    await written.open;
+    expect((await store.get(id))?.status).toBe('loading'); // not visible before the section ends
+    finish.release();
+    await section;
+    expect((await store.get(id))?.status).toBe('quantizing');
+    await expect(store.locked('lw', async (tx) => {
+      await tx.transition(id, 'deleted', 'rolled back');
+      throw new Error('boom');
+    })).rejects.toThrow('boom');
+    expect((await store.get(id))?.status).toBe('quantizing');
+  });
+
+  it('refuses to nest (a section writes through the store it is given)', async () => {
+    await expect(store.locked('ln', (tx) => tx.locked('ln2', async () => 1))).rejects.toThrow(/inside another locked section/);
+  });
+});
+
+describe('TaskStore.update', () => {
+  it('loses no concurrent write to the same row', async () => {
+    const id = await newJob('up');
+    const n = 24;
+    await Promise.all(Array.from({ length: n }, (_, i) => store.update(id, (j) => (j.history = [...j.history, { at: new Date().toISOString(), status: 'loading', message: `w${i}` }]))));
+    const j = await store.get(id);
+    expect(j?.history.map((e) => e.message).filter((m) => m.startsWith('w')).sort()).toEqual(Array.from({ length: n }, (_, i) => `w${i}`).sort());
+  });
+});
