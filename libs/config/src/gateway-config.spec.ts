@@ -11,6 +11,7 @@ describe('parseConfig', () => {
       host: '127.0.0.1',
       grpcPort: 50051,
       databaseUrl: 'postgres://postgres@127.0.0.1:5432/inlaid',
+      databasePool: 10,
       redisUrl: 'redis://127.0.0.1:6379',
       workerAddrs: ['127.0.0.1:50061'],
       apiKeys: [],
@@ -40,7 +41,9 @@ describe('parseConfig', () => {
       WORKER_ADDRS: 'a:1, b:2,',
       INLAID_API_KEYS: 'k1,k2',
       DATABASE_URL: 'postgresql://u@h/db',
+      INLAID_DB_POOL: '24',
     });
+    expect(config.databasePool).toBe(24);
     expect(config.port).toBe(9000);
     expect(config.grpcPort).toBe(0);
     expect(config.workerAddrs).toEqual(['a:1', 'b:2']);
@@ -56,6 +59,8 @@ describe('parseConfig', () => {
     [{ REDIS_URL: 'not a url' }, 'REDIS_URL'],
     [{ WORKER_ADDRS: 'nohostport' }, 'WORKER_ADDRS'],
     [{ WORKER_ADDRS: ' , ' }, 'WORKER_ADDRS'],
+    [{ INLAID_DB_POOL: '1' }, 'INLAID_DB_POOL'],
+    [{ INLAID_DB_POOL: 'many' }, 'INLAID_DB_POOL'],
   ])('rejects %j naming %s', (env, variable) => {
     expect(() => parseConfig(env)).toThrow(ConfigError);
     try {

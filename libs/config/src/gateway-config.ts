@@ -11,6 +11,11 @@ export interface GatewayConfig {
   readonly host: string;
   readonly grpcPort: number;
   readonly databaseUrl: string;
+  /**
+   * INLAID_DB_POOL: Postgres connections the gateway may hold (default 10). Onboarding steps and DELETE hold one
+   * each for the length of a worker call (task-store.service.ts `locked`), beside request records and the dashboard.
+   */
+  readonly databasePool: number;
   readonly redisUrl: string;
   /** host:port of every worker the gateway keeps a Session with. */
   readonly workerAddrs: readonly string[];
@@ -127,6 +132,14 @@ function parseWorkerTls(env: Env): WorkerTlsFiles | null {
   return { caPath, certPath, keyPath };
 }
 
+function parsePool(env: Env): number {
+  const raw = opt(env, 'INLAID_DB_POOL') ?? '10';
+  if (!/^\d+$/.test(raw) || Number(raw) < 2 || Number(raw) > 1000) {
+    throw new ConfigError('INLAID_DB_POOL', `expected an integer from 2 to 1000, got "${raw}"`);
+  }
+  return Number(raw);
+}
+
 function parseAuthMode(env: Env): boolean {
   const mode = opt(env, 'INLAID_AUTH') ?? 'auto';
   if (mode !== 'auto' && mode !== 'required') throw new ConfigError('INLAID_AUTH', `expected auto or required, got "${mode}"`);
@@ -139,6 +152,7 @@ export function parseConfig(env: Env): GatewayConfig {
     host: read(env, 'HOST'),
     grpcPort: parsePort('GRPC_PORT', read(env, 'GRPC_PORT')),
     databaseUrl: parseUrl('DATABASE_URL', read(env, 'DATABASE_URL'), ['postgres:', 'postgresql:']),
+    databasePool: parsePool(env),
     redisUrl: parseUrl('REDIS_URL', read(env, 'REDIS_URL'), ['redis:', 'rediss:']),
     workerAddrs: Object.freeze(parseWorkerAddrs(read(env, 'WORKER_ADDRS'))),
     apiKeys: Object.freeze(splitList(env['INLAID_API_KEYS'])),

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { MIGRATIONS, openDatabase } from './data-source';
+import { dataSourceOptions, MIGRATIONS, openDatabase } from './data-source';
 import { TaskJob } from './entities/task-job.entity';
 import { RequestRecord } from './entities/request-record.entity';
 import { Task } from './entities/task.entity';
@@ -8,6 +8,26 @@ import { databaseName, dropDatabase, ensureDatabase } from './ensure-database';
 const url = `postgres://postgres@127.0.0.1:5432/inlaid_dbspec_${randomBytes(4).toString('hex')}`;
 
 describe('openDatabase (real Postgres)', () => {
+  it('opens at most poolSize connections at once (default 10)', async () => {
+    expect((dataSourceOptions(url).extra as { max: number }).max).toBe(10);
+    const ds = await openDatabase(url, 3);
+    try {
+      const held = await Promise.all(Array.from({ length: 3 }, async () => {
+        const runner = ds.createQueryRunner();
+        await runner.connect();
+        return runner;
+      }));
+      const fourth = ds.query('SELECT 1').then(() => 'ran', () => 'failed');
+      const raced = await Promise.race([fourth, new Promise((r) => setTimeout(() => r('waiting'), 300))]);
+      expect(raced).toBe('waiting');
+      await held[0]?.release();
+      expect(await fourth).toBe('ran');
+      await Promise.all(held.slice(1).map((r) => r.release()));
+    } finally {
+      await ds.destroy();
+    }
+  });
+
   afterAll(async () => {
     await dropDatabase(url);
   });

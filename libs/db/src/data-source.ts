@@ -19,7 +19,8 @@ export const ENTITIES = [Task, RequestRecord, ApiKey, TaskJob];
 export const MIGRATIONS = [Init1735000000000, ApiKeys1736000000000, DashboardRollups1738000000000, TaskJobs1764400000000,
   DashboardFineRollups1764500000000];
 
-export function dataSourceOptions(databaseUrl: string): DataSourceOptions {
+/** `poolSize`: connections the pool may open (the gateway's INLAID_DB_POOL). */
+export function dataSourceOptions(databaseUrl: string, poolSize = 10): DataSourceOptions {
   return {
     type: 'postgres',
     url: databaseUrl,
@@ -29,18 +30,18 @@ export function dataSourceOptions(databaseUrl: string): DataSourceOptions {
     synchronize: false,
     migrationsRun: false,
     logging: ['error'],
-    extra: { max: 5, connectionTimeoutMillis: 5000 },
+    extra: { max: poolSize, connectionTimeoutMillis: 5000 },
   };
 }
 
-export function createDataSource(databaseUrl: string): DataSource {
-  return new DataSource(dataSourceOptions(databaseUrl));
+export function createDataSource(databaseUrl: string, poolSize = 10): DataSource {
+  return new DataSource(dataSourceOptions(databaseUrl, poolSize));
 }
 
 /** Creates the database if missing, connects and applies pending migrations. */
-export async function openDatabase(databaseUrl: string): Promise<DataSource> {
+export async function openDatabase(databaseUrl: string, poolSize = 10): Promise<DataSource> {
   await ensureDatabase(databaseUrl);
-  const dataSource = createDataSource(databaseUrl);
+  const dataSource = createDataSource(databaseUrl, poolSize);
   await dataSource.initialize();
   await dataSource.runMigrations({ transaction: 'each' });
   return dataSource;

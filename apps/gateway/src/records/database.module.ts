@@ -20,7 +20,7 @@ class DatabaseCloser implements OnApplicationShutdown {
     {
       provide: DataSource,
       inject: [GATEWAY_CONFIG],
-      useFactory: (config: GatewayConfig) => openDatabase(config.databaseUrl),
+      useFactory: (config: GatewayConfig) => openDatabase(config.databaseUrl, config.databasePool),
     },
     DatabaseCloser,
   ],
