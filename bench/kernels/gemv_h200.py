@@ -29,12 +29,24 @@ import zlib
 from pathlib import Path
 
 import torch
-import triton
-from bench_kernels import copies, copy_bandwidth, gptq_bytes, time_rotated, tinygemm_fns
+from bench_kernels import time_rotated
+from device_common import (
+    add_ratios,
+    bench_meta,
+    load_bench,
+    print_row,
+    rel,
+    report_head,
+    run_cfg,
+    shape_weights,
+    short_cfg,
+    time_best,
+    tuned_row,
+)
 from inlaid_worker.kernels import quant_common, quant_matmul_config
 from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
 from inlaid_worker.kernels.quant_hgemv import launch_hgemv
-from inlaid_worker.kernels.quant_matmul import dequantize_gptq, launch_quant_matmul, quant_matmul
+from inlaid_worker.kernels.quant_matmul import dequantize_gptq, quant_matmul
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig, candidate_configs
 
 # the goal shapes first: a timing phase cut short by its timeout still reports them
@@ -65,17 +77,6 @@ def make_weight(k: int, n: int, bits: int, sym: bool) -> GPTQWeight:
 def reference(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
     groups = (torch.arange(w.in_features, device=x.device) // w.group_size).int()
     return x.float() @ dequantize_gptq(w.qweight, w.qzeros, w.scales, groups, w.bits, w.zero_offset)
-
-
-def rel(y: torch.Tensor, ref: torch.Tensor) -> float:
-    e = float((y.float() - ref).norm() / ref.norm())
-    return e if e == e else float("inf")
-
-
-def run_cfg(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> torch.Tensor:
-    y = torch.empty(x.shape[0], w.out_features, dtype=x.dtype, device=x.device)
-    launch_quant_matmul(x, w, cfg, y)
-    return y
 
 
 def run_evict_first(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> torch.Tensor:
@@ -146,48 +147,22 @@ def guard(out: Path, shard: int, shards: int) -> None:
                   f"bad={len(row['bad_candidates'])} {time.time() - t0:.1f}s", flush=True)  # fmt: skip
 
 
-def _best(log: list, pred) -> tuple[str, float] | None:
-    cands = [(c, t) for c, t in log if t > 0 and pred(c)]
-    return min(cands, key=lambda ct: ct[1]) if cands else None
-
-
 def bench(out: Path) -> None:
-    meta = dict(date=dt.date.today().isoformat(), device=torch.cuda.get_device_name(), torch=torch.__version__,
-                triton=triton.__version__, copy_GBps=copy_bandwidth() / 1e9)  # fmt: skip
-    print(f"copy bandwidth {meta['copy_GBps']:.0f} GB/s", flush=True)
+    meta = bench_meta()
     rows = []
     only = os.environ.get("GEMV_BENCH_SHAPES", "")  # e.g. "up,down": substrings of the shape names
     for name, (k, n) in SHAPES.items():
         if only and not any(part in name for part in only.split(",")):
             continue
-        w_bf16 = [torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16) for _ in range(copies(k * n * 2))]
-        tg = tinygemm_fns(k, n, copies(k * n / 2))
-        ws = [make_weight(k, n, 4, False) for _ in range(copies(k * n / 2))]
-        nbytes = gptq_bytes(ws[0])
+        weights = shape_weights(k, n, DEVICE, make_weight)
+        ws, nbytes = weights[2], weights[3]
         for m in BENCH_MS:
             t0 = time.time()
             x16 = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
-            xb = x16.to(torch.bfloat16)
             ref = reference(x16, ws[0])
-            row: dict = dict(shape=name, K=k, N=n, M=m, MB=nbytes / 1e6)
-            row["bf16_us"] = time_rotated([lambda w=w: xb @ w for w in w_bf16])
-            row["tinygemm_us"] = time_rotated([lambda f=f: f(xb) for f in tg]) if tg else None
-            quant_matmul_config._TUNED.clear()
-            y = quant_matmul(x16, ws[0])  # tunes: every candidate timed (cold L2, graph) and checked
-            pick = quant_matmul_config.LAST_PICK[0]
-            log = quant_matmul_config.TUNE_LOG.get(str(quant_matmul_config._key(x16, ws[0])[2:]), [])
-            row["tune_log"] = log
-            row["pick"] = str(pick)
-            row["pick_err"] = rel(y, ref)
-            row["pick_us"] = time_rotated([lambda w=w: quant_matmul(x16, w) for w in ws])
+            row, log = tuned_row(name, k, n, x16, ref, weights)
             for label, pred in GENERATIONS:
-                best = _best(log, pred)
-                if best is None:
-                    continue
-                cfg = eval(best[0], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
-                row[f"{label}_cfg"] = best[0]
-                row[f"{label}_err"] = rel(run_cfg(x16, ws[0], cfg), ref)
-                row[f"{label}_us"] = time_rotated([lambda w=w, c=cfg: quant_matmul(x16, w, c) for w in ws])
+                time_best(row, label, log, pred, x16, ws, ref)
             for label, kind in GRAPH_KINDS:
                 cands = [c for c in candidate_configs(m, n, k, 128, 4, x16.dtype) if c.kind == kind]
                 if kind == "hgemvb":  # not a tuner candidate since v6: timed here from its own list
@@ -202,15 +177,12 @@ def bench(out: Path) -> None:
                 c5 = eval(row["v5_cfg"], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
                 row["v5ef_err"] = rel(run_evict_first(x16, ws[0], c5), ref)
                 row["v5ef_us"] = time_rotated([lambda w=w, c=c5: run_evict_first(x16, w, c) for w in ws])
-            for key in ("pick", *(label for label, _ in GENERATIONS), *(label for label, _ in GRAPH_KINDS), "v5ef"):
-                if f"{key}_us" in row:
-                    row[f"{key}_pct_copy"] = 100 * nbytes / (row[f"{key}_us"] * 1e-6) / (meta["copy_GBps"] * 1e9)
-                    row[f"{key}_vs_bf16"] = row["bf16_us"] / row[f"{key}_us"]
+            keys = ("pick", *(label for label, _ in GENERATIONS), *(label for label, _ in GRAPH_KINDS), "v5ef")
+            add_ratios(row, keys, nbytes, meta["copy_GBps"])
             rows.append(row)
-            print(json.dumps({a: (round(v, 3) if isinstance(v, float) else v) for a, v in row.items() if a != "tune_log"}),
-                  f"{time.time() - t0:.1f}s", flush=True)  # fmt: skip
+            print_row(row, t0)
             (out / "bench.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-        del w_bf16, tg, ws
+        del weights, ws
         torch.cuda.empty_cache()
 
 
@@ -218,17 +190,11 @@ def _kind(cfg: str | None) -> str:
     return cfg.split("kind='")[1].split("'")[0] if cfg and "kind='" in cfg else "-"
 
 
-def _short(cfg: str | None) -> str:
-    if not cfg:
-        return "-"
-    c = eval(cfg, {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
-    if c is None:
-        return "untuned default"
-    return f"{c.kind} m{c.block_m} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} st{c.num_stages}"
+_short = short_cfg
 
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
-    b = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else dict(meta={}, rows=[])
+    b = load_bench(out)
     guard_rows, diag = [], []
     for p in sorted(out.glob("guard-*.jsonl")):
         for line in p.read_text().splitlines():
@@ -238,10 +204,8 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
             else:
                 guard_rows.append(d)
     meta = dict(b["meta"], command=command)
-    bw = meta.get("copy_GBps", 0)
     md = [f"# Small-M int4 GEMV: v3 kernels vs v4 half2 GEMV vs v5 look-ahead vs v6 burst half2 GEMV, {meta.get('date', '')}", "",
-          f"- command: `{command}`", f"- device: {meta.get('device')}; torch {meta.get('torch')}, triton {meta.get('triton')}",
-          f"- measured copy bandwidth {bw:.0f} GB/s", "",
+          *report_head(meta, command), "",
           "Kernel times in us (CUDA graph over rotating weight copies, > 3x L2; events). % copy = packed weight + scale + "
           "zero bytes / time / copy bandwidth; x bf16 = bf16 cuBLAS time / kernel time. v3 = best of gemv/mma/tile/dequant, "
           "v4 = best half2 GEMV (kind hgemv), v5 = best look-ahead half2 GEMV (kind hgemvp), each chosen by the tuner's "

@@ -8,12 +8,9 @@ OUT=${OUT:-/tmp/gemv-out}
 WORK=/tmp/gemv-work
 STEM=${STEM:-kernels-$(date -u +%F)-v6}
 mkdir -p "$OUT" "$WORK"
-export INLAID_QMM_TUNED=0 PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-SHARDS=${SHARDS:-8}
+source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"  # exports, SHARDS (default 8), device_header
 {
-  date -u
-  nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  device_header
   t0=$(date +%s)
   # the tensor-core cases (qmm-b4-tc*) belong to bench/kernels/tc_h200.sh
   timeout "${TEST_S:-160}" python3 -m pytest workers/tests/kernels/test_quant_matmul.py \

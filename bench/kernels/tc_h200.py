@@ -23,12 +23,22 @@ import zlib
 from pathlib import Path
 
 import torch
-import triton
-from bench_kernels import copies, copy_bandwidth, gptq_bytes, time_rotated, tinygemm_fns
-from gemv_h200 import make_weight, reference, rel, run_cfg
+from device_common import (
+    add_ratios,
+    bench_meta,
+    load_bench,
+    print_row,
+    rel,
+    report_head,
+    run_cfg,
+    shape_weights,
+    short_cfg,
+    time_best,
+    tuned_row,
+)
+from gemv_h200 import make_weight, reference
 from inlaid_worker.kernels import quant_common, quant_matmul_config
 from inlaid_worker.kernels.quant_matmul import quant_matmul
-from inlaid_worker.kernels.quant_matmul_config import QMMConfig
 
 SHAPES = {
     "7B qkvo 4096x4096": (4096, 4096),
@@ -106,75 +116,39 @@ def guard(out: Path, shard: int, shards: int) -> None:
                   f"{time.time() - t0:.1f}s", flush=True)  # fmt: skip
 
 
-def _best(log: list, pred) -> tuple[str, float] | None:
-    cands = [(c, t) for c, t in log if t > 0 and pred(c)]
-    return min(cands, key=lambda ct: ct[1]) if cands else None
-
-
 def bench(out: Path, shapes: list[str]) -> None:
-    meta = dict(date=dt.date.today().isoformat(), device=torch.cuda.get_device_name(), torch=torch.__version__,
-                triton=triton.__version__, copy_GBps=copy_bandwidth() / 1e9)  # fmt: skip
-    print(f"copy bandwidth {meta['copy_GBps']:.0f} GB/s", flush=True)
+    meta = bench_meta()
     path = out / "bench.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     for name in shapes:
         k, n = SHAPES[name]
-        w_bf16 = [torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for _ in range(copies(k * n * 2))]
-        tg = tinygemm_fns(k, n, copies(k * n / 2))
-        ws = [make_weight(k, n, 4, False) for _ in range(copies(k * n / 2))]
-        nbytes = gptq_bytes(ws[0])
+        weights = shape_weights(k, n, "cuda", make_weight)
+        ws, nbytes = weights[2], weights[3]
         for m in MS:
             t0 = time.time()
             x16 = torch.randn(m, k, device="cuda", dtype=torch.float16)
-            xb = x16.to(torch.bfloat16)
             ref = reference(x16, ws[0])
-            row: dict = dict(shape=name, K=k, N=n, M=m, MB=nbytes / 1e6)
-            row["bf16_us"] = time_rotated([lambda w=w: xb @ w for w in w_bf16])
-            row["tinygemm_us"] = time_rotated([lambda f=f: f(xb) for f in tg]) if tg else None
-            quant_matmul_config._TUNED.clear()
-            y = quant_matmul(x16, ws[0])  # tunes: every candidate timed (cold L2, graph) and checked
-            pick = quant_matmul_config.LAST_PICK[0]
-            log = quant_matmul_config.TUNE_LOG.get(str(quant_matmul_config._key(x16, ws[0])[2:]), [])
-            row["tune_log"] = log
-            row["pick"] = str(pick)
-            row["pick_err"] = rel(y, ref)
-            row["pick_us"] = time_rotated([lambda w=w: quant_matmul(x16, w) for w in ws])
+            row, log = tuned_row(name, k, n, x16, ref, weights)
             for label, pred in (("old", lambda c: not is_new(c)), ("new", is_new)):
-                best = _best(log, pred)
-                if best is None:
-                    continue
-                cfg = eval(best[0], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
-                row[f"{label}_cfg"] = best[0]
-                row[f"{label}_err"] = rel(run_cfg(x16, ws[0], cfg), ref)
-                row[f"{label}_us"] = time_rotated([lambda w=w, c=cfg: quant_matmul(x16, w, c) for w in ws])
-            for key in ("pick", "old", "new", "tinygemm"):
-                if row.get(f"{key}_us"):
-                    row[f"{key}_pct_copy"] = 100 * nbytes / (row[f"{key}_us"] * 1e-6) / (meta["copy_GBps"] * 1e9)
-                    row[f"{key}_vs_bf16"] = row["bf16_us"] / row[f"{key}_us"]
+                time_best(row, label, log, pred, x16, ws, ref)
+            add_ratios(row, ("pick", "old", "new", "tinygemm"), nbytes, meta["copy_GBps"])
             rows.append(row)
-            print(json.dumps({a: (round(v, 3) if isinstance(v, float) else v) for a, v in row.items() if a != "tune_log"}),
-                  f"{time.time() - t0:.1f}s", flush=True)  # fmt: skip
+            print_row(row, t0)
             path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-        del w_bf16, tg, ws
+        del weights, ws
         torch.cuda.empty_cache()
 
 
 def _short(cfg: str | None) -> str:
-    if not cfg:
-        return "-"
-    c = eval(cfg, {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
-    if c is None:
-        return "untuned default"
-    return f"{c.kind} m{c.block_m} n{c.block_n} s{c.split_k} w{c.num_warps} st{c.num_stages}"
+    return short_cfg(cfg, with_block_k=False)  # the tensor-core kinds always use K tiles of 128
 
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
-    b = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else dict(meta={}, rows=[])
+    b = load_bench(out)
     guard_rows = [json.loads(line) for p in sorted(out.glob("guard-*.jsonl")) for line in p.read_text().splitlines()]
     meta = dict(b["meta"], command=command)
     md = [f"# int4 g128 tensor-core kernel (quant_tcg) at M = 8..256, {meta.get('date', '')}", "",
-          f"- command: `{command}`", f"- device: {meta.get('device')}; torch {meta.get('torch')}, triton {meta.get('triton')}",
-          f"- measured copy bandwidth {meta.get('copy_GBps', 0):.0f} GB/s", "",
+          *report_head(meta, command), "",
           "Kernel times in us (CUDA graph over rotating weight copies, > 3x L2; events). % copy = packed weight + scale + "
           "zero bytes / time / copy bandwidth. old = best older kernel (mma / dequant+cuBLAS / half2 GEMV) by the tuner's "
           "timing, new = best tensor-core config (tc/tc2/tcf2), pick = what the autotuned quant_matmul chose (this run's "

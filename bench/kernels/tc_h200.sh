@@ -7,12 +7,9 @@ set -o pipefail
 OUT=${OUT:-/tmp/tc-out}
 WORK=/tmp/tc-work
 mkdir -p "$OUT" "$WORK"
-export INLAID_QMM_TUNED=0 PYTHONPATH=workers:bench/kernels NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-SHARDS=${SHARDS:-8}
+source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"  # exports, SHARDS (default 8), device_header
 {
-  date -u
-  nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  device_header
   t0=$(date +%s)
   timeout "${TEST_S:-90}" python3 -m pytest workers/tests/kernels/test_quant_matmul.py -q -p no:cacheprovider \
     -k "b4-tc or tuner" >"$OUT/tests.log" 2>&1 &

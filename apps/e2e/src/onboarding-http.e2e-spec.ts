@@ -7,42 +7,28 @@
  * re-quantization) followed by a re-quantization that drops the deleted tasks from the next checkpoint
  * version and only then removes their upload directories, while requests to another task keep succeeding.
  */
-import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fillTensors } from './support/adapter-files';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
-import { CALIBRATION, makeOnboardFixture, OnboardFixture } from './support/onboard-fixture';
-import { freePort } from './support/ports';
-import { startWorker, WorkerProcess } from './support/python-worker';
+import { Harness, waitFor } from './support/gateway-harness';
+import { CALIBRATION, OnboardFixture } from './support/onboard-fixture';
+import { OnboardStack, startOnboardStack, stopOnboardStack, untilTaskStatus } from './support/onboard-stack';
 import { HttpResult, jsonCall, listTree, multipartCall } from './support/task-http';
 
 jest.setTimeout(120_000);
 
 const MAX_UPLOAD = 2 * 1024 * 1024;
 
+let stack: OnboardStack | undefined;
 let fx: OnboardFixture;
-let worker: WorkerProcess;
 let h: Harness;
 
 beforeAll(async () => {
-  fx = await makeOnboardFixture();
-  worker = await startWorker(fx, await freePort(), 120_000, ['--checkpoint', fx.checkpoint]);
-  h = await startHarness({
-    WORKER_ADDRS: worker.addr,
-    INLAID_ADAPTER_ROOT: fx.adapterRoot,
-    INLAID_DATA_DIR: fx.dataDir,
-    INLAID_QUEUE_PREFIX: `e2e${randomBytes(4).toString('hex')}`,
-    INLAID_MAX_UPLOAD_BYTES: String(MAX_UPLOAD),
-  });
-  await waitFor(async () => ((await fetch(`${h.gateway.httpUrl}/readyz`)).ok ? true : undefined), 10_000, 'readyz');
+  stack = await startOnboardStack({ INLAID_MAX_UPLOAD_BYTES: String(MAX_UPLOAD) });
+  ({ fx, h } = stack);
 });
 
-afterAll(async () => {
-  await worker?.kill();
-  await h?.close();
-  if (fx !== undefined) rmSync(fx.root, { recursive: true, force: true });
-});
+afterAll(() => stopOnboardStack(stack));
 
 const api = (method: string, path: string, body?: unknown) => jsonCall(h.gateway.httpUrl, method, path, body);
 const upload = (path: string, parts: Record<string, string | Buffer>) => multipartCall(h.gateway.httpUrl, path, parts);
@@ -78,13 +64,7 @@ function keepCompleting(model: string): { stop(): Promise<{ sent: number; failed
   return { stop: async () => ((running = false), await loop, { sent, failed }) };
 }
 
-function untilStatus(name: string, want: string, timeoutMs = 40_000): Promise<any> {
-  return waitFor(async () => {
-    const r = await api('GET', `/v1/tasks/${name}`);
-    if (r.json?.status === 'failed' && want !== 'failed') throw new Error(`task ${name} failed: ${r.json.error}`);
-    return r.json?.status === want ? r.json : undefined;
-  }, timeoutMs, `task ${name} ${want}`);
-}
+const untilStatus = (name: string, want: string, timeoutMs = 40_000) => untilTaskStatus(h.gateway.httpUrl, name, want, timeoutMs);
 
 /** task_jobs rows by id as "task kind status" (other tasks' rows change status meanwhile; ids do not). */
 async function rows(): Promise<Map<string, string>> {

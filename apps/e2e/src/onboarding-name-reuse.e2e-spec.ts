@@ -6,44 +6,30 @@
  * Also for a task deleted during its load step (the DELETE waits for the load, so the task it deletes is
  * waiting for re-quantization and its removal is queued although no version holds it).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
-import { CALIBRATION, makeOnboardFixture, OnboardFixture } from './support/onboard-fixture';
-import { freePort } from './support/ports';
-import { startWorker, WorkerProcess } from './support/python-worker';
+import { Harness } from './support/gateway-harness';
+import { CALIBRATION, OnboardFixture } from './support/onboard-fixture';
+import { OnboardStack, startOnboardStack, stopOnboardStack, untilTaskStatus } from './support/onboard-stack';
 import { holdAdminCall } from './support/step-hooks';
 import { jsonCall } from './support/task-http';
 
 jest.setTimeout(180_000);
 
+let stack: OnboardStack | undefined;
 let fx: OnboardFixture;
-let worker: WorkerProcess;
 let h: Harness;
 
 beforeAll(async () => {
-  fx = await makeOnboardFixture();
-  worker = await startWorker(fx, await freePort(), 120_000, ['--checkpoint', fx.checkpoint]);
-  h = await startHarness({ WORKER_ADDRS: worker.addr, INLAID_ADAPTER_ROOT: fx.adapterRoot, INLAID_DATA_DIR: fx.dataDir, INLAID_QUEUE_PREFIX: `e2e${randomBytes(4).toString('hex')}` });
-  await waitFor(async () => ((await fetch(`${h.gateway.httpUrl}/readyz`)).ok ? true : undefined), 10_000, 'readyz');
+  stack = await startOnboardStack();
+  ({ fx, h } = stack);
 });
 
-afterAll(async () => {
-  await worker?.kill();
-  await h?.close();
-  if (fx !== undefined) rmSync(fx.root, { recursive: true, force: true });
-});
+afterAll(() => stopOnboardStack(stack));
 
 const api = (method: string, path: string, body?: unknown) => jsonCall(h.gateway.httpUrl, method, path, body);
-
-function untilStatus(name: string, want: string, timeoutMs = 90_000): Promise<any> {
-  return waitFor(async () => {
-    const r = await api('GET', `/v1/tasks/${name}`);
-    if (r.json?.status === 'failed' && want !== 'failed') throw new Error(`task ${name} failed: ${r.json.error}`);
-    return r.json?.status === want ? r.json : undefined;
-  }, timeoutMs, `task ${name} ${want}`);
-}
+const untilStatus = (name: string, want: string, timeoutMs = 90_000) => untilTaskStatus(h.gateway.httpUrl, name, want, timeoutMs);
 
 /** The served version: its number, its tasks, and a digest of each task's stored Hessians (all layers). */
 function published(): { version: number; tasks: string[]; hessians: (task: string) => string } {

@@ -107,7 +107,7 @@ def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:
 
 def split_launch(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, block_m: int, block_n: int, block_k: int,
                  split_k: int) -> tuple[tuple[int, int, int], tuple, dict]:  # fmt: skip
-    """Grid, positional arguments and common constexprs of a split-K weight-only kernel (gemv, hgemv, mma).
+    """Grid, positional arguments and common constexprs of a split-K weight-only kernel (gemv, hgemv, mma, tc).
 
     The kernels share one argument list: x, qweight, scales, qzeros, perm, y, workspace, counters, M, N, K, ZW,
     ITERS, SPLIT_K, then the strides of x (m, k), qweight, scales, qzeros and y; the grid is (N tiles, K splits,

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import field_f32, group_zero, int_f32, split_iters, store_tile, workspace
+from .quant_common import field_f32, group_zero, int_f32, split_launch, store_tile
 
 
 @triton.jit
@@ -83,22 +83,10 @@ def launch_mma(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, bloc
     """y[M, N] = x2[M, K] @ W on tensor cores (4-bit only)."""
     if w.bits != 4:
         raise ValueError("the MMA kernel takes 4-bit weights")
-    m, k = x2.shape
-    n = w.out_features
-    iters, split = split_iters(k // block_k, split_k)
-    grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
-    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
-    perm = w.perm if w.perm is not None else w.qweight
-    _mma_kernel[grid](
-        x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
-        m, n, k, w.qzeros.shape[1], iters, split,
-        x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1),
-        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
-        y.stride(0), y.stride(1),
-        GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
-        FULL_DEQUANT=block_m >= 64, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
-    )  # fmt: skip
+    grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
+    _mma_kernel[grid](*args, **consts, IS_BF16=x2.dtype == torch.bfloat16, FULL_DEQUANT=block_m >= 64,
+                      BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
+                      num_stages=num_stages)  # fmt: skip
 
 
 @triton.jit

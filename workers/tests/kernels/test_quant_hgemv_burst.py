@@ -8,18 +8,12 @@ two row blocks.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from hgemv_variants import case_runner, check_result, compare, main, make_case
 
-HERE = Path(__file__).resolve().parent
 # (K, N, M, group, sym, act-order, checkpoint format, block_k, block_m, split_k) -> K tiles per program
 BURST_CASES: dict[str, tuple] = {
     "b3-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2),  # 5 tiles: programs of 3 and 2
@@ -37,39 +31,23 @@ def per_program(case_id: str) -> int:
 
 def run_case(case_id: str, device: str) -> dict[str, Any]:
     """Relative error vs the reference, the v4 loop's output difference, and a repeat (workspace clean)."""
-    from cases import _rel_err, make_gptq  # type: ignore[import-not-found]
-    from inlaid_worker.kernels.gptq_packing import CHECKPOINT_FORMATS, prepare_gptq_weight
-    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference
+    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
 
     k, n, m, g, sym, act, fmt, bk, bm, split = BURST_CASES[case_id]
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    raw = {name: t.to(device) for name, t in make_gptq(k, n, 4, g, sym, act, CHECKPOINT_FORMATS[fmt]).items()}
-    w = prepare_gptq_weight(**raw, bits=4, group_size=g, sym=sym, checkpoint_format=fmt)
-    x = torch.randn(m, k, device=device).half()
+    raw, w, x = make_case(case_id, k, n, m, g, sym, act, fmt, device)
 
     def run(kind: str) -> torch.Tensor:
         y = torch.empty(m, n, dtype=torch.float16, device=device)
         launch_quant_matmul(x, w, QMMConfig(bm, 64, bk, split, 2, 1, False, kind), y)
         return y
 
-    y, y2, v4 = run("hgemvb"), run("hgemvb"), run("hgemv")
-    ref = quant_matmul_reference(x, raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, w.zero_offset)
-    return dict(err=_rel_err(y, ref), repeat_diff=float((y.float() - y2.float()).abs().max()),
-                v4_diff=float((y.float() - v4.float()).abs().max()), shape=list(y.shape))  # fmt: skip
+    return compare(run("hgemvb"), run("hgemvb"), run("hgemv"), x, raw, w)
 
 
 @pytest.fixture(scope="module")
 def burst_case() -> Any:
-    if torch.cuda.is_available():
-        sys.path.insert(0, str(HERE))
-        return lambda case_id: run_case(case_id, "cuda")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{HERE.parents[1]}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"interpreted burst cases failed:\n{proc.stderr[-4000:]}")
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    return lambda case_id: results[case_id]
+    return case_runner(__file__, run_case, "burst", 600)
 
 
 def test_cases_cover_two_three_and_four_tiles_per_program() -> None:
@@ -78,13 +56,7 @@ def test_cases_cover_two_three_and_four_tiles_per_program() -> None:
 
 @pytest.mark.parametrize("case_id", list(BURST_CASES))
 def test_burst_gemv_matches_reference_and_v4(case_id: str, burst_case: Any) -> None:
-    res = burst_case(case_id)
-    assert "error" not in res, res.get("error")
-    assert res["shape"] == [BURST_CASES[case_id][2], BURST_CASES[case_id][1]]
-    assert res["err"] < 2e-3, res
-    assert res["repeat_diff"] < 1e-3, "split-K workspace was not left clean"
-    # the same products in the same order per element: only the split-K atomics' order may differ (CUDA)
-    assert res["v4_diff"] < (1e-3 if torch.cuda.is_available() else 1e-6), res
+    check_result(burst_case(case_id), BURST_CASES[case_id][2], BURST_CASES[case_id][1])
 
 
 def test_burst_configs_have_2_to_4_tiles_and_stay_out_of_the_tuner() -> None:
@@ -113,16 +85,4 @@ def test_launch_rejects_more_than_four_tiles_per_program() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
-    from cases import _patch_interpreter_for_numpy  # type: ignore[import-not-found]
-
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        _patch_interpreter_for_numpy()
-    torch.set_num_threads(1)
-    out = {}
-    for cid in sys.argv[1:] or BURST_CASES:
-        try:
-            out[cid] = run_case(cid, "cpu")
-        except Exception as exc:  # reported per case by the test that owns it
-            out[cid] = dict(error=repr(exc))
-    print(json.dumps(out))
+    main(list(BURST_CASES), run_case)
