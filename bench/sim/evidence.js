@@ -28,6 +28,8 @@ const ABLATION = [
   ['+fixed prefill in step budget', { policy: 'inlaid', inlaid: { budgetFixedPrefill: true } }],
   ['v5 batch spacing (fixedShare 0.25)', { policy: 'inlaid', inlaid: { batchedAdmission: { fixedShare: 0.25 } } }],
   ['+lost work uses banked slack (lostSlack, off)', { policy: 'inlaid', inlaid: { lostSlack: true } }],
+  ['v7 profile (budgetSafety 1, beta 3, lost-row KV reserve 0.1)', { policy: 'inlaid', inlaid: { budgetSafety: 1, beta: 3, lostReserveQuantile: 0.1 } }],
+  ['+lost-row KV reserve (lostReserveQuantile 0.1)', { policy: 'inlaid', inlaid: { lostReserveQuantile: 0.1 } }],
   ['v3 policy (triage, room rule off)', { policy: 'inlaid', inlaid: { triage: false, batchedAdmission: { needRoom: false } } }],
   ['-grouping', { policy: 'inlaid', inlaid: { grouping: false } }],
   ['-prediction (no predictor)', { policy: 'inlaid', predictor: 'none' }],

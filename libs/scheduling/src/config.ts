@@ -9,7 +9,11 @@ export type PolicyName = 'inlaid' | 'fifo' | 'fcfs-maxloras' | 'mlfq';
 export const POLICY_NAMES: readonly PolicyName[] = ['inlaid', 'fifo', 'fcfs-maxloras', 'mlfq'];
 
 export interface InlaidOptions {
-  /** Most distinct tasks in one batch (grouping coefficient). */
+  /**
+   * Most distinct tasks in one batch (grouping coefficient), default 10. The v7 profile (beta 3, budgetSafety 1,
+   * lostReserveQuantile 0.1) meets the no-throughput-loss rule at more simulated points at a lower mean SLO
+   * attainment (bench/results/sim-evidence-2026-11-29-v7-seeds.md).
+   */
   readonly beta: number;
   /** Beta cap and preference for tasks already in the batch. */
   readonly grouping: boolean;
@@ -42,7 +46,10 @@ export interface InlaidOptions {
    * worker's `stepCost`. Off = only the fill is bounded, by the plain TPOT with the current KV.
    */
   readonly stepBudget: boolean;
-  /** Fraction of the TPOT SLO the projected decode step may use (0 < x <= 1). */
+  /**
+   * Fraction of the TPOT SLO the projected decode step may use (0 < x <= 1), default 0.95. 1 (the v7 profile) gives
+   * the CPU model more throughput and less SLO attainment; above 1 (tried 1.05) SLO attainment collapses.
+   */
   readonly budgetSafety: number;
   /**
    * With the step budget: while no request that could still meet its SLO is arriving, a lost candidate (past its
@@ -60,6 +67,13 @@ export interface InlaidOptions {
    * request that can still meet its SLO (it still runs when there is room; nothing is dropped).
    */
   readonly triage: boolean;
+  /**
+   * With triage, KV reserved for a lost row's output (quantile of its predicted remaining output, as
+   * `reserveQuantile`); null = none (a lost row reserves only its context). Reserving keeps lost work that fills the
+   * batch from outgrowing a small KV and being preempted and recomputed (the CPU model's 512 blocks). Default null;
+   * 0.1 in the v7 profile.
+   */
+  readonly lostReserveQuantile: number | null;
   /**
    * With batched admission active, the step budget's prefill share counts the fixed cost of each prefill step
    * too: a request's TPOT is the mean of all steps of its life, prefill steps included, so the decode budget
@@ -105,7 +119,7 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lostSlack: false, lenientStarvation: true, triage: true, budgetFixedPrefill: false,
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lostSlack: false, lenientStarvation: true, triage: true, lostReserveQuantile: null, budgetFixedPrefill: false,
     batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.2, needRoom: true } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
@@ -139,6 +153,8 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
   if (!(cfg.inlaid.reserveQuantile >= 0 && cfg.inlaid.reserveQuantile <= 1)) {
     throw new Error('inlaid.reserveQuantile must be in [0, 1]');
   }
+  const lrq = cfg.inlaid.lostReserveQuantile;
+  if (lrq !== null && !(lrq >= 0 && lrq <= 1)) throw new Error('inlaid.lostReserveQuantile must be null or in [0, 1]');
   if (!(cfg.inlaid.agingTokensPerS >= 0)) throw new Error('inlaid.agingTokensPerS must be >= 0');
   if (!(cfg.inlaid.budgetSafety > 0 && cfg.inlaid.budgetSafety <= 1)) throw new Error('inlaid.budgetSafety must be in (0, 1]');
   validateBatchedAdmission(cfg.inlaid.batchedAdmission);

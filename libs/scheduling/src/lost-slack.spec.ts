@@ -17,7 +17,7 @@ function fixedLength(length: number): LengthPredictor {
 }
 
 function scheduler(inlaid = {}, length = 135): Scheduler {
-  const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 10, ...inlaid }, defaultSlo: SLO }, fixedLength(length));
+  const s = new Scheduler({ policy: 'inlaid', inlaid: { beta: 10, budgetSafety: 0.95, lostReserveQuantile: null, ...inlaid }, defaultSlo: SLO }, fixedLength(length));
   s.onWorkerState(worker({ stepCost: ADAPTER_HEAVY }));
   return s;
 }

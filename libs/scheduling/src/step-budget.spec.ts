@@ -17,7 +17,7 @@ function sevenTasks(s: Scheduler, arrivalS = 0): void {
 }
 
 function scheduler(policy: PolicyName, inlaid = {}, cost: StepCost = ADAPTER_HEAVY): Scheduler {
-  const s = new Scheduler({ policy, inlaid: { beta: 10, ...inlaid }, defaultSlo: SLO });
+  const s = new Scheduler({ policy, inlaid: { beta: 10, budgetSafety: 0.95, lostReserveQuantile: null, ...inlaid }, defaultSlo: SLO });
   s.onWorkerState(worker({ stepCost: cost }));
   return s;
 }

@@ -96,10 +96,16 @@ describe('inlaid SLO triage', () => {
     return s;
   }
 
-  it('reserves only the context of a running request that has lost its SLO', () => {
+  it('reserves only the context of a running request that has lost its SLO (lostReserveQuantile off)', () => {
     // "late" predicts 200 tokens (13 blocks reserved when saveable); 6 blocks in all.
+    expect(admitted(lateThenFresh({ triage: true, lostReserveQuantile: null }, 'u').schedule(3.1, 'w0').decisions)).toEqual(['fresh']);
+    expect(admitted(lateThenFresh({ triage: false, lostReserveQuantile: null }, 'u').schedule(3.1, 'w0').decisions)).toEqual([]);
+  });
+
+  it('with lostReserveQuantile (0.1 in the v7 profile) a lost running request keeps a reservation for its output', () => {
     expect(admitted(lateThenFresh({ triage: true }, 'u').schedule(3.1, 'w0').decisions)).toEqual(['fresh']);
-    expect(admitted(lateThenFresh({ triage: false }, 'u').schedule(3.1, 'w0').decisions)).toEqual([]);
+    expect(admitted(lateThenFresh({ triage: true, lostReserveQuantile: 0.1 }, 'u').schedule(3.1, 'w0').decisions)).toEqual([]);
+    expect(admitted(lateThenFresh({ triage: true, lostReserveQuantile: 0 }, 'u').schedule(3.1, 'w0').decisions)).toEqual([]);
   });
 
   it('evicts a running request that has lost its SLO before a saveable one', () => {

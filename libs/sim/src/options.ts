@@ -5,7 +5,7 @@ import { Flags, numberFlag } from '@inlaid/workload';
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
-  'step-budget', 'budget-safety', 'lost-slack', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
+  'step-budget', 'budget-safety', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
   'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room',
 ] as const;
 
@@ -28,7 +28,7 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
     starvationS: numberFlag(flags, 'starvation-s', 60),
     abortHopeless: boolFlag(flags, 'abort-hopeless', false),
     inlaid: {
-      beta: numberFlag(flags, 'beta', 10),
+      ...(flags.has('beta') ? { beta: numberFlag(flags, 'beta') } : {}),
       grouping: boolFlag(flags, 'grouping', true),
       workConserving: boolFlag(flags, 'work-conserving', true),
       ...(flags.has('fill-max-tasks') ? { fillMaxTasks: numberFlag(flags, 'fill-max-tasks') } : {}),
@@ -41,10 +41,19 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
       ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
       ...(flags.has('lost-slack') ? { lostSlack: boolFlag(flags, 'lost-slack', false) } : {}),
+      ...(flags.has('lost-reserve-quantile') ? { lostReserveQuantile: lostReserveFlag(flags.get('lost-reserve-quantile')) } : {}),
       batchedAdmission: batchedAdmissionFromFlags(flags),
     },
     ...(ttft !== undefined ? { defaultSlo: { ttftS: numberFlag(flags, 'slo-ttft'), tpotS: numberFlag(flags, 'slo-tpot') } } : {}),
   };
+}
+
+/** --lost-reserve-quantile Q (0..1) or off (null: a lost row reserves no KV for its output). */
+function lostReserveFlag(v: string | undefined): number | null {
+  if (v === 'off') return null;
+  const q = Number(v);
+  if (v === undefined || v.trim() === '' || !(q >= 0 && q <= 1)) throw new Error(`--lost-reserve-quantile must be off or in [0, 1], got "${v}"`);
+  return q;
 }
 
 /** --batched-admission auto|on|off and its tuning flags (unset ones keep the library defaults). */

@@ -2,7 +2,7 @@ import { POLICY_NAMES } from '@inlaid/scheduling';
 import { generateTrace, parseFlags, syntheticProfiles } from '@inlaid/workload';
 import { CostModel, parseCostModel, stepTime } from './cost-model';
 import { percentile } from './metrics';
-import { schedulerConfigFromFlags } from './options';
+import { schedulerConfigFromFlags, SIM_FLAGS } from './options';
 import { simulate } from './simulator';
 import { addStepTerms, termsTotal, zeroTerms } from './step-terms';
 
@@ -93,5 +93,13 @@ describe('sim flags', () => {
     expect(schedulerConfigFromFlags(parseFlags(['--lost-slack', 'off'], [])).inlaid?.lostSlack).toBe(false);
     expect(schedulerConfigFromFlags(parseFlags([], [])).inlaid).not.toHaveProperty('lostSlack');
     expect(() => schedulerConfigFromFlags(parseFlags(['--lost-slack', 'maybe'], []))).toThrow(/on or off/);
+  });
+
+  it('--lost-reserve-quantile sets inlaid.lostReserveQuantile (off = null); left out, the library default stands', () => {
+    expect(schedulerConfigFromFlags(parseFlags(['--lost-reserve-quantile', '0.1'], [])).inlaid?.lostReserveQuantile).toBe(0.1);
+    expect(schedulerConfigFromFlags(parseFlags(['--lost-reserve-quantile', 'off'], [])).inlaid?.lostReserveQuantile).toBeNull();
+    expect(schedulerConfigFromFlags(parseFlags([], [])).inlaid).not.toHaveProperty('lostReserveQuantile');
+    expect(() => schedulerConfigFromFlags(parseFlags(['--lost-reserve-quantile', '2'], []))).toThrow(/off or in \[0, 1\]/);
+    expect(SIM_FLAGS).toContain('lost-reserve-quantile'); // else the CLI rejects it as unknown
   });
 });

@@ -7,7 +7,7 @@
  * while the projected decode step stays within the TPOT SLO net of prefill time, so the batch's TPOT
  * holds and a new task's adapter is paid for only when it fits; batched prefill admission (batch-gate.ts) when
  * steps that prefill pay a fixed cost; SLO triage (triage.ts): requests that can no longer meet their SLO go behind
- * all that still can, reserve no KV for their output, are preempted first and are not promoted as starving.
+ * all that still can, reserve no KV for their output (unless `lostReserveQuantile`), are preempted first and are not promoted as starving.
  * Each ingredient can be switched off for the ablation.
  */
 import { BatchedAdmissionOptions } from '../batch-gate';
@@ -83,8 +83,11 @@ export class InlaidPolicy implements Policy {
    */
   reservedTokens(r: TrackedRequest): number {
     const now = contextTokens(r) + 1;
-    if (!this.opts.memoryAware || (this.triage && lost(r))) return now;
-    return Math.max(now, contextTokens(r) + predictedRemaining(r.prediction, r.generated, this.opts.reserveQuantile));
+    if (!this.opts.memoryAware) return now;
+    const lostRow = this.triage && lost(r);
+    const q = lostRow ? this.opts.lostReserveQuantile : this.opts.reserveQuantile;
+    if (q === null) return now;
+    return Math.max(now, contextTokens(r) + predictedRemaining(r.prediction, r.generated, q));
   }
 
   onToken(): void {}
