@@ -42,7 +42,7 @@ trap 'kill $WPID 2>/dev/null || true' EXIT
 for _ in $(seq 120); do grep -q '"event": *"ready"' "$OUT/worker.log" && break; sleep 1; done
 
 for POLICY in $POLICIES; do
-  DB="inlaid_bench_sched_${POLICY}_$$"
+  DB="inlaid_bench_sched_${POLICY//-/_}_$$"
   PORT=$HPORT GRPC_PORT=$GPORT WORKER_ADDRS=127.0.0.1:$WPORT DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB \
     INLAID_POLICY=$POLICY INLAID_SLO_TTFT_MS=$(python3 -c "print($TTFT*1000)") INLAID_SLO_TPOT_MS=$(python3 -c "print($TPOT*1000)") \
     INLAID_SCHED_MAX_ROWS=64 node apps/gateway/dist/main.js > "$OUT/gateway-$POLICY.log" 2>&1 &

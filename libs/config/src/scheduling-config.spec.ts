@@ -6,6 +6,8 @@ describe('parseSchedulingConfig', () => {
       policy: 'inlaid', beta: 10, predictor: 'quantile', sloTtftMs: 5000, sloTpotMs: 200, maxLoras: 4, abortHopeless: false,
       triage: true, batchNeedRoom: true, budgetFixedPrefill: false,
       workerRows: 72, workerPrefillTokens: 2048, tickMs: 50, trainRecords: 5000, costModelPath: null,
+      costFit: 'off', costFitWindow: 2000, costFitMinSteps: 200, costFitExport: null,
+      costFitTerms: ['base_s', 'prefill_token_s', 'decode_row_s', 'adapter_s', 'kv_token_s', 'prefill_step_s'], costFitPlanQuantile: null,
     });
   });
 
@@ -21,6 +23,11 @@ describe('parseSchedulingConfig', () => {
     expect(c).toMatchObject({ abortHopeless: true, workerRows: 9, workerPrefillTokens: 512, tickMs: 20, trainRecords: 0 });
     expect(c.costModelPath).toBe('/etc/inlaid/h200.json');
     expect(c).toMatchObject({ triage: false, batchNeedRoom: false, budgetFixedPrefill: true });
+  });
+
+  it('reads the online cost fit settings', () => {
+    const c = parseSchedulingConfig({ INLAID_COST_FIT: 'online', INLAID_COST_FIT_WINDOW: '500', INLAID_COST_FIT_MIN_STEPS: '50', INLAID_COST_FIT_EXPORT: '/tmp/fit.json', INLAID_COST_FIT_TERMS: ' base_s, kv_token_s ,base_s', INLAID_COST_FIT_PLAN_QUANTILE: '0.9' });
+    expect(c).toMatchObject({ costFit: 'online', costFitWindow: 500, costFitMinSteps: 50, costFitExport: '/tmp/fit.json', costFitTerms: ['base_s', 'kv_token_s'], costFitPlanQuantile: 0.9 });
   });
 
   it('treats an empty policy switch as its default', () => {
@@ -45,6 +52,12 @@ describe('parseSchedulingConfig', () => {
     [{ INLAID_TRIAGE: 'on' }, 'INLAID_TRIAGE'],
     [{ INLAID_BATCH_NEED_ROOM: 'no' }, 'INLAID_BATCH_NEED_ROOM'],
     [{ INLAID_BUDGET_FIXED_PREFILL: '0' }, 'INLAID_BUDGET_FIXED_PREFILL'],
+    [{ INLAID_COST_FIT: 'on' }, 'INLAID_COST_FIT'],
+    [{ INLAID_COST_FIT_WINDOW: '5' }, 'INLAID_COST_FIT_WINDOW'],
+    [{ INLAID_COST_FIT_MIN_STEPS: '300', INLAID_COST_FIT_WINDOW: '200' }, 'INLAID_COST_FIT_MIN_STEPS'],
+    [{ INLAID_COST_FIT_TERMS: 'base_s,rows' }, 'INLAID_COST_FIT_TERMS'],
+    [{ INLAID_COST_FIT_PLAN_QUANTILE: '1.5' }, 'INLAID_COST_FIT_PLAN_QUANTILE'],
+    [{ INLAID_COST_FIT_PLAN_QUANTILE: '0' }, 'INLAID_COST_FIT_PLAN_QUANTILE'],
   ])('rejects %j naming %s', (env, variable) => {
     expect(() => parseSchedulingConfig(env)).toThrow(SchedulingConfigError);
     expect(() => parseSchedulingConfig(env)).toThrow(variable);

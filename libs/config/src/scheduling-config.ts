@@ -5,6 +5,9 @@
  */
 export const SCHEDULING_POLICIES = ['inlaid', 'fifo', 'fcfs-maxloras', 'mlfq'] as const;
 export const LENGTH_PREDICTORS = ['quantile', 'mean', 'none', 'prompt'] as const;
+export const COST_FIT_MODES = ['off', 'measure', 'online'] as const;
+/** The step-cost terms (@inlaid/scheduling COST_TERM_NAMES). */
+export const COST_FIT_TERMS = ['base_s', 'prefill_token_s', 'decode_row_s', 'adapter_s', 'kv_token_s', 'prefill_step_s'] as const;
 
 export type SchedulingPolicy = (typeof SCHEDULING_POLICIES)[number];
 export type LengthPredictorName = (typeof LENGTH_PREDICTORS)[number];
@@ -51,6 +54,21 @@ export interface SchedulingConfig {
    * libs/sim/calibration/*.json), loaded and validated at start-up; null (default) = no step cost.
    */
   readonly costModelPath: string | null;
+  /**
+   * INLAID_COST_FIT (default off): `measure` times the steps the gateway serves and fits the step cost online
+   * (exported at GET /dashboard/api/cost-model); `online` also plans with that fit once it has
+   * INLAID_COST_FIT_MIN_STEPS steps (INLAID_COST_MODEL, if set, until then). INLAID_COST_FIT_WINDOW: steps in
+   * the fit's window (default 2000). INLAID_COST_FIT_EXPORT: a file the fit is written to every 10 s.
+   * INLAID_COST_FIT_TERMS: comma list of the terms fitted (default all six; the others are 0).
+   * INLAID_COST_FIT_PLAN_QUANTILE (optional, in (0, 1]): with `online`, plan with the fit scaled by this
+   * quantile of served / predicted step time (an upper bound for that share of steps); unset = the mean fit.
+   */
+  readonly costFit: (typeof COST_FIT_MODES)[number];
+  readonly costFitWindow: number;
+  readonly costFitMinSteps: number;
+  readonly costFitExport: string | null;
+  readonly costFitTerms: readonly (typeof COST_FIT_TERMS)[number][];
+  readonly costFitPlanQuantile: number | null;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -86,6 +104,22 @@ function positiveMs(env: Env, name: string, fallback: number): number {
   return n;
 }
 
+function termList(env: Env): (typeof COST_FIT_TERMS)[number][] {
+  const v = raw(env, 'INLAID_COST_FIT_TERMS', COST_FIT_TERMS.join(','));
+  const names = [...new Set(v.split(',').map((t) => t.trim()).filter((t) => t !== ''))];
+  const bad = names.filter((t) => !(COST_FIT_TERMS as readonly string[]).includes(t));
+  if (names.length === 0 || bad.length > 0) throw new SchedulingConfigError('INLAID_COST_FIT_TERMS', `expected a comma list of ${COST_FIT_TERMS.join(', ')}, got "${v}"`);
+  return names as (typeof COST_FIT_TERMS)[number][];
+}
+
+function fraction(env: Env, name: string): number | null {
+  const v = raw(env, name, '');
+  if (v === '') return null;
+  const n = Number(v);
+  if (!/^\d*\.?\d+$/.test(v) || !(n > 0 && n <= 1)) throw new SchedulingConfigError(name, `expected a number in (0, 1], got "${v}"`);
+  return n;
+}
+
 function bool(env: Env, name: string, fallback = false): boolean {
   const v = raw(env, name, String(fallback)).toLowerCase();
   if (v !== 'true' && v !== 'false') throw new SchedulingConfigError(name, `expected true or false, got "${v}"`);
@@ -93,6 +127,8 @@ function bool(env: Env, name: string, fallback = false): boolean {
 }
 
 export function parseSchedulingConfig(env: Env): SchedulingConfig {
+  const window = int(env, 'INLAID_COST_FIT_WINDOW', 2000, 20);
+  if (int(env, 'INLAID_COST_FIT_MIN_STEPS', 200, 10) > window) throw new SchedulingConfigError('INLAID_COST_FIT_MIN_STEPS', `must not exceed INLAID_COST_FIT_WINDOW (${window})`);
   return Object.freeze({
     policy: oneOf(env, 'INLAID_POLICY', SCHEDULING_POLICIES, 'inlaid'),
     beta: int(env, 'INLAID_BETA', 10, 1),
@@ -109,5 +145,11 @@ export function parseSchedulingConfig(env: Env): SchedulingConfig {
     tickMs: int(env, 'INLAID_SCHED_TICK_MS', 50, 1),
     trainRecords: int(env, 'INLAID_PREDICTOR_TRAIN_RECORDS', 5000, 0),
     costModelPath: raw(env, 'INLAID_COST_MODEL', '') || null,
+    costFit: oneOf(env, 'INLAID_COST_FIT', COST_FIT_MODES, 'off'),
+    costFitWindow: window,
+    costFitMinSteps: int(env, 'INLAID_COST_FIT_MIN_STEPS', 200, 10),
+    costFitExport: raw(env, 'INLAID_COST_FIT_EXPORT', '') || null,
+    costFitTerms: termList(env),
+    costFitPlanQuantile: fraction(env, 'INLAID_COST_FIT_PLAN_QUANTILE'),
   });
 }

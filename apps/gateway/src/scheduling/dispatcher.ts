@@ -19,6 +19,7 @@ import { AsyncQueue } from '../workers/async-queue';
 import { abortError } from './errors';
 import { DEFAULT_PLACEMENT, Placement, PlacementOptions } from './placement';
 import { admitFor, PreparedRequest, rebaseDelta } from './resume';
+import type { StepObserver } from './served-cost';
 import { Ticket, WorkerLink } from './ticket';
 
 export interface DispatcherLogger {
@@ -29,6 +30,8 @@ export class Dispatcher {
   private readonly links = new Map<string, WorkerLink>();
   private readonly tickets = new Map<string, Ticket>();
   readonly placement: Placement;
+  /** Told about every run and delta, per worker (INLAID_COST_FIT: served-step timing). */
+  private observer: StepObserver | null = null;
 
   constructor(
     readonly scheduler: Scheduler,
@@ -39,6 +42,10 @@ export class Dispatcher {
     placement: PlacementOptions = DEFAULT_PLACEMENT,
   ) {
     this.placement = new Placement(order, placement);
+  }
+
+  observe(o: StepObserver): void {
+    this.observer = o;
   }
 
   /** Requests known to the gateway (waiting or running). */
@@ -71,6 +78,7 @@ export class Dispatcher {
     }
     this.scheduler.removeWorker(addr); // the rest wait again, with no output lost
     this.links.delete(addr);
+    this.observer?.workerGone(addr);
     this.placement.removeWorker(addr); // their tasks get a new home
     if (this.links.size === 0) {
       for (const t of [...this.tickets.values()]) this.finishWith(t, InlaidError.unavailable('No inference worker is ready; retry shortly.'));
@@ -140,6 +148,7 @@ export class Dispatcher {
       return;
     }
     const run = { link, requestId: admit.requestId, base: t.generated.length };
+    this.observer?.admitted(link.addr, admit.requestId, this.clock());
     t.run = run;
     t.runs += 1;
     t.started(link.addr);
@@ -149,18 +158,27 @@ export class Dispatcher {
   private stopRun(t: Ticket): void {
     const run = t.run;
     t.run = null;
-    run?.link.abort(run.requestId);
+    if (run === null || run === undefined) return;
+    this.observer?.ended(run.link.addr, run.requestId);
+    run.link.abort(run.requestId);
   }
 
   private async consume(t: Ticket, run: NonNullable<Ticket['run']>, queue: AsyncQueue<worker.TokenDelta>): Promise<void> {
     try {
       for await (const d of queue) {
         if (t.run !== run) return;
+        this.observeDelta(t, run, d);
         this.onDelta(t, run.base, d);
       }
     } catch (err) {
       if (t.run === run) this.finishWith(t, err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  private observeDelta(t: Ticket, run: NonNullable<Ticket['run']>, d: worker.TokenDelta): void {
+    if (this.observer === null) return;
+    const finished = d.finishReason !== common.FinishReason.FINISH_REASON_UNSPECIFIED;
+    this.observer.delta(run.link.addr, this.clock(), { id: run.requestId, task: t.task, promptTokens: d.promptTokens, completionTokens: d.completionTokens, tokens: d.tokenIds.length, finished }, this.scheduler.waitingCount);
   }
 
   private onDelta(t: Ticket, base: number, d: worker.TokenDelta): void {

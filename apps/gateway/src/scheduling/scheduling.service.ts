@@ -3,11 +3,13 @@
  * Dispatcher, fed by the worker links. A pass runs on every arrival, finish and WorkerState, and on a
  * short timer. The length predictor is trained at start-up from recent request records and then learns
  * from every finished request. With INLAID_COST_MODEL the workers' step cost (loaded and validated here, at
- * start-up) goes with every worker's capacity, which turns on the step budget and batched admission.
+ * start-up) goes with every worker's capacity, which turns on the step budget and batched admission. With
+ * INLAID_COST_FIT the steps served are timed and fitted (served-cost.ts); `online` plans with that fit.
  */
+import { writeFileSync } from 'node:fs';
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
-import { Scheduler, StepCost } from '@inlaid/scheduling';
+import { FittedCostModelFile, Scheduler, StepCost } from '@inlaid/scheduling';
 import { DataSource } from 'typeorm';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { WorkerConnection } from '../workers/worker-connection';
@@ -17,25 +19,40 @@ import { Dispatcher } from './dispatcher';
 import { recentLengthRecords, trainPredictor } from './predictor-training';
 import { PreparedRequest } from './resume';
 import { schedulerOptions, workerCapacity } from './scheduler-options';
+import { ServedCost } from './served-cost';
 import { Ticket } from './ticket';
+
+const EXPORT_EVERY_MS = 10_000;
 
 @Injectable()
 export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('Scheduling');
   readonly dispatcher: Dispatcher;
   private timer: NodeJS.Timeout | null = null;
+  private exportTimer: NodeJS.Timeout | null = null;
   private readonly t0 = performance.now();
   private readonly stepCost: StepCost | undefined;
+  /** Served-step timing and fit (INLAID_COST_FIT measure/online); null when off. */
+  readonly served: ServedCost | null;
+  private readonly onlineFrom = new Set<string>();
+  private readonly conns = new Map<string, WorkerConnection>();
+  private readonly planned = new Map<string, StepCost | undefined>();
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(WorkersService) workers: WorkersService,
     @Inject(DataSource) private readonly db: DataSource,
   ) {
-    this.stepCost = loadStepCost(config.scheduling.costModelPath);
-    if (this.stepCost !== undefined) this.logger.log(`worker step cost from ${config.scheduling.costModelPath}`);
-    const scheduler = new Scheduler(schedulerOptions(config.scheduling));
+    const s = config.scheduling;
+    this.stepCost = loadStepCost(s.costModelPath);
+    if (this.stepCost !== undefined) this.logger.log(`worker step cost from ${s.costModelPath}`);
+    const scheduler = new Scheduler(schedulerOptions(s));
     this.dispatcher = new Dispatcher(scheduler, () => (performance.now() - this.t0) / 1000, this.logger, config.workerAddrs);
+    this.served = s.costFit === 'off' ? null : new ServedCost({ window: s.costFitWindow, minSteps: s.costFitMinSteps, terms: s.costFitTerms }, s.costFitPlanQuantile ?? undefined);
+    if (this.served !== null) {
+      this.dispatcher.observe(this.served);
+      this.logger.log(`served-step cost fit: ${s.costFit} (window ${s.costFitWindow} steps, from ${s.costFitMinSteps}; terms ${s.costFitTerms.join(', ')}${s.costFitPlanQuantile === null ? '' : `; plans with the p${100 * s.costFitPlanQuantile} step time`})`);
+    }
     workers.onLink((conn, event) => (event === 'down' ? this.dispatcher.workerDown(conn.addr) : this.refresh(conn)));
   }
 
@@ -43,6 +60,10 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     const s = this.config.scheduling;
     this.timer = setInterval(() => this.dispatcher.pass(), s.tickMs);
     this.timer.unref();
+    if (this.served !== null && s.costFitExport !== null) {
+      this.exportTimer = setInterval(() => this.writeExport(), EXPORT_EVERY_MS);
+      this.exportTimer.unref();
+    }
     try {
       const records = await recentLengthRecords(this.db, s.trainRecords);
       trainPredictor(this.dispatcher.scheduler.predictor, records);
@@ -54,6 +75,10 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
 
   onApplicationShutdown(): void {
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.exportTimer !== null) {
+      clearInterval(this.exportTimer);
+      this.writeExport();
+    }
   }
 
   submit(req: PreparedRequest, task: string, prompt: string | undefined): Ticket {
@@ -64,8 +89,57 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     this.dispatcher.cancel(id);
   }
 
+  /** The served-step fit of worker `addr` (default: the first measured) as a calibration file. */
+  costModelFile(addr?: string, withPoints = false): FittedCostModelFile | undefined {
+    const served = this.served;
+    if (served === null) return undefined;
+    const a = addr ?? served.addrs()[0];
+    if (a === undefined) return undefined;
+    const s = this.config.scheduling;
+    const state = this.conns.get(a)?.latestState ?? null;
+    const cap = {
+      kv_blocks: Math.max(1, state?.totalKvBlocks ?? 1),
+      block_size: Math.max(1, state?.blockSize ?? 1),
+      max_batch_rows: s.workerRows,
+      max_prefill_tokens: s.workerPrefillTokens,
+    };
+    const context = `INLAID_COST_FIT=${s.costFit}, policy ${s.policy}${s.costModelPath === null ? '' : `, prior ${s.costModelPath}`}`;
+    return served.exportFile(a, cap, { ttft_s: s.sloTtftMs / 1000, tpot_s: s.sloTpotMs / 1000 }, context, new Date(), withPoints);
+  }
+
+  private writeExport(): void {
+    const path = this.config.scheduling.costFitExport;
+    const file = this.costModelFile(undefined, true);
+    if (path === null || file === undefined) return;
+    try {
+      writeFileSync(path, JSON.stringify(file, null, 1) + '\n');
+    } catch (err) {
+      this.logger.warn(`INLAID_COST_FIT_EXPORT: cannot write "${path}": ${(err as Error).message}`);
+    }
+  }
+
+  /** The step cost the scheduler plans `addr` with: the online fit once it has enough steps, else the file's. */
+  private stepCostFor(addr: string): StepCost | undefined {
+    if (this.config.scheduling.costFit !== 'online' || this.served === null) return this.stepCost;
+    const fitted = this.served.stepCost(addr);
+    if (fitted === undefined) return this.stepCost;
+    if (!this.onlineFrom.has(addr)) {
+      this.onlineFrom.add(addr);
+      this.logger.log(`worker ${addr}: planning with the served-step fit from now on (${this.served.stepsSeen(addr)} steps)`);
+    }
+    return fitted;
+  }
+
+  /** The step cost the scheduler last got for worker `addr` (undefined: none). */
+  plannedStepCost(addr: string): StepCost | undefined {
+    return this.planned.get(addr);
+  }
+
   private refresh(conn: WorkerConnection): void {
-    const capacity = workerCapacity(conn.addr, conn.latestState, this.config.scheduling, this.stepCost);
+    this.conns.set(conn.addr, conn);
+    const stepCost = this.stepCostFor(conn.addr);
+    this.planned.set(conn.addr, stepCost);
+    const capacity = workerCapacity(conn.addr, conn.latestState, this.config.scheduling, stepCost);
     if (capacity === null || !conn.ready) return;
     const tasks = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
     this.dispatcher.workerUp(conn, capacity, tasks);
