@@ -18,7 +18,14 @@ from inlaid_worker.onboard.distribute import Distributor
 from inlaid_worker.onboard.follow import Follower
 from inlaid_worker.onboard.manager import OnboardManager
 from inlaid_worker.onboard.setup import versions_of
-from inlaid_worker.quant import QuantSpec, TaskData, quantize_checkpoint, update_checkpoint
+from inlaid_worker.quant import (
+    PackedLinear,
+    QuantSpec,
+    TaskData,
+    quantize_checkpoint,
+    read_checkpoint,
+    update_checkpoint,
+)
 from inlaid_worker.quant.calib import load_calibration
 from inlaid_worker.server.app import build_engine
 from inlaid_worker.server.engine_loop import EngineLoop
@@ -33,6 +40,15 @@ class StoreFx:
     calib: dict[str, Path]
     ckpt: Path  # tasks a, b
     updated: Path  # uninterrupted offline update_checkpoint(ckpt, +c)
+
+
+def by_layer(ckpt: Path) -> dict[int, dict[str, PackedLinear]]:
+    """A checkpoint's packed linears, by layer index and module path."""
+    out: dict[int, dict[str, PackedLinear]] = {}
+    for name, p in read_checkpoint(ckpt)[0].items():
+        _, _, idx, path = name.split(".", 3)
+        out.setdefault(int(idx), {})[path] = p
+    return out
 
 
 def task_data(fx: StoreFx, name: str, data: str | None = None) -> TaskData:

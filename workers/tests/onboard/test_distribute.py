@@ -20,10 +20,9 @@ from inlaid_worker.onboard.versions import CheckpointVersions
 from inlaid_worker.quant import (
     PackedLinear,
     QuantSpec,
-    read_checkpoint,
 )
 from onboard_store_fixture import StoreFx as Fx
-from onboard_store_fixture import Worker, build_store, start_worker
+from onboard_store_fixture import Worker, build_store, by_layer, start_worker
 
 SPEC = QuantSpec(bits=4, group_size=32)
 LAYERS = 2
@@ -36,14 +35,6 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> Fx:
 
 def _worker(fx: Fx, store: Path, name: str, follower_opts: dict[str, float] | None = None) -> Worker:
     return start_worker(fx, store, name, BackgroundLimits(mode="thread"), **(follower_opts or {}))
-
-
-def _by_layer(ckpt: Path) -> dict[int, dict[str, PackedLinear]]:
-    out: dict[int, dict[str, PackedLinear]] = {}
-    for name, p in read_checkpoint(ckpt)[0].items():
-        _, _, idx, path = name.split(".", 3)
-        out.setdefault(int(idx), {})[path] = p
-    return out
 
 
 def _same(a: dict[str, PackedLinear], b: dict[str, PackedLinear]) -> bool:
@@ -59,7 +50,7 @@ def _wait(job: RequantizeJob, timeout: float = 60) -> None:
 
 
 def test_layer_files_round_trip_and_are_checked(fx: Fx, tmp_path: Path) -> None:
-    layer0 = _by_layer(fx.updated)[0]
+    layer0 = by_layer(fx.updated)[0]
     assert _same(unpack_layer(pack_layer(layer0)), layer0)
     store = LayerStore(tmp_path / "store")
     assert store.store_id() == LayerStore(tmp_path / "store").store_id()  # created once, then read
@@ -70,7 +61,7 @@ def test_layer_files_round_trip_and_are_checked(fx: Fx, tmp_path: Path) -> None:
     assert m is not None and m.version == 1 and list(m.layers) == [0] and m.num_layers == LAYERS
     assert _same(store.read_layer(m, 0), layer0)
     assert not list(w.dir.glob(".*.tmp")) and not list(store.root.glob(".*.tmp"))  # every write renamed
-    (w.dir / m.layers[0].file).write_bytes(pack_layer(_by_layer(fx.ckpt)[0]))  # not what the manifest lists
+    (w.dir / m.layers[0].file).write_bytes(pack_layer(by_layer(fx.ckpt)[0]))  # not what the manifest lists
     with pytest.raises(ValueError, match="corrupt"):
         store.read_layer(m, 0)
     w.end("failed", "boom")
@@ -100,7 +91,7 @@ def test_one_quantizer_and_a_follower_end_bit_identical(fx: Fx, tmp_path: Path) 
         staged = LayerStore(store)
         m = staged.active()
         assert m is not None and m.status == "done" and m.tasks == ("a", "b", "c")
-        published, offline = _by_layer(store / "v0001"), _by_layer(fx.updated)
+        published, offline = by_layer(store / "v0001"), by_layer(fx.updated)
         for i in range(LAYERS):  # staged = published = offline update, bit for bit
             assert _same(staged.read_layer(m, i), published[i]) and _same(published[i], offline[i])
         late = _worker(fx, tmp_path / "other", "late")  # same weights as a fresh worker on v1 would have
@@ -117,7 +108,7 @@ def _stage(fx: Fx, store: Path, layers: int, run_id: str = "r1", source: Path | 
     w = StagingWriter(LayerStore(store), Manifest(1, run_id, "q@elsewhere", 0, ("a", "b", "c"), ("c",), (), 32, True))
     w.begin()
     for i in range(layers):
-        w.add_layer(i, LAYERS, _by_layer(source or fx.updated)[i])
+        w.add_layer(i, LAYERS, by_layer(source or fx.updated)[i])
     return w
 
 

@@ -23,13 +23,11 @@ from inlaid_worker.onboard.layer_store import LayerStore, Manifest, StagingWrite
 from inlaid_worker.onboard.manager import AddRequest
 from inlaid_worker.onboard.run_inputs import run_inputs
 from inlaid_worker.quant import (
-    PackedLinear,
     QuantSpec,
     layerwise,
-    read_checkpoint,
 )
 from onboard_store_fixture import StoreFx as Fx
-from onboard_store_fixture import Worker, build_store, start_worker, task_data
+from onboard_store_fixture import Worker, build_store, by_layer, start_worker, task_data
 from safetensors import safe_open
 
 SPEC = QuantSpec(bits=4, group_size=32, act_order=True, static_groups=True)
@@ -71,17 +69,9 @@ def _add_c(fx: Fx) -> list[AddRequest]:
     return [AddRequest("c", str(fx.adapters["c"]), str(fx.calib["c"]))]
 
 
-def _by_layer(ckpt: Path) -> dict[int, dict[str, PackedLinear]]:
-    out: dict[int, dict[str, PackedLinear]] = {}
-    for name, p in read_checkpoint(ckpt)[0].items():
-        _, _, idx, path = name.split(".", 3)
-        out.setdefault(int(idx), {})[path] = p
-    return out
-
-
 def _assert_same_checkpoint(published: Path, reference: Path) -> None:
     """Packed weights equal tensor for tensor, and the Hessian store file for file (tensors, metadata)."""
-    got, want = _by_layer(published), _by_layer(reference)
+    got, want = by_layer(published), by_layer(reference)
     assert got.keys() == want.keys() == set(range(N))
     for i in range(N):
         assert got[i].keys() == want[i].keys()
@@ -238,7 +228,7 @@ def _stage(fx: Fx, store: Path, m: Manifest, layers: int) -> StagingWriter:
     w = StagingWriter(LayerStore(store), m)
     w.begin()
     for i in range(layers):
-        w.add_layer(i, N, _by_layer(fx.updated)[i])
+        w.add_layer(i, N, by_layer(fx.updated)[i])
     w._stop.set()  # dead owner
     return w
 
@@ -252,7 +242,7 @@ def test_only_valid_staged_layers_are_reused(fx: Fx, tmp_path: Path) -> None:
     assert store.reusable(replace(want, run_id="old")) == {}  # a run never "resumes" itself
 
     bad = w.dir / w.manifest.layers[1].file  # other bytes: the sha256 no longer matches
-    bad.write_bytes(pack_layer(_by_layer(fx.ckpt)[1]))
+    bad.write_bytes(pack_layer(by_layer(fx.ckpt)[1]))
     assert sorted(store.reusable(want)) == [0, 2]
 
     # a different task set, other calibration data for the same task name, another base, another packing,
@@ -270,7 +260,7 @@ def test_only_valid_staged_layers_are_reused(fx: Fx, tmp_path: Path) -> None:
 def test_a_corrupt_staged_layer_is_quantized_again(fx: Fx, tmp_path: Path, gptq_calls: list[int]) -> None:
     store = tmp_path / "store"
     w = _stage(fx, store, _manifest_for(fx, "old"), K)
-    (w.dir / w.manifest.layers[0].file).write_bytes(pack_layer(_by_layer(fx.ckpt)[0]))
+    (w.dir / w.manifest.layers[0].file).write_bytes(pack_layer(by_layer(fx.ckpt)[0]))
     _until(lambda: LayerStore(store).lease_age(1) > LEASE, what="the lease to run out")
     b = _worker(fx, store, "b")
     try:
