@@ -23,17 +23,7 @@ PY
 node libs/workload/dist/cli.js --task-lengths "$OUT/lengths.json" --rate "$RATE" --cv 1 --alpha 1 --duration "$DUR" --seed 7 --out "$OUT/trace.jsonl"
 
 # The simulator's trace: prompt lengths as the worker tokenizes loadgen's synthetic prompts.
-.venv/bin/python - "$FIX/model" "$OUT/trace.jsonl" "$OUT/trace-sim.jsonl" <<'PY'
-import json, sys
-sys.path.insert(0, "workers")
-from inlaid_worker.engine.tokenizer import PromptTokenizer
-tok = PromptTokenizer.from_model_dir(sys.argv[1])
-with open(sys.argv[2]) as f, open(sys.argv[3], "w") as g:
-    for line in f:
-        r = json.loads(line)
-        r["prompt_tokens"] = len(tok.encode_prompt("hello" + " hello" * (r["prompt_tokens"] - 1)))
-        g.write(json.dumps(r) + "\n")
-PY
+.venv/bin/python bench/sim/sim_trace.py "$FIX/model" "$OUT/trace.jsonl" "$OUT/trace-sim.jsonl"
 
 .venv/bin/python -m inlaid_worker.server --model "$FIX/model" --adapters-dir "$FIX/adapters" --port $WPORT \
   --kv-cache-bytes $((32 << 20)) --max-num-seqs 64 --max-num-batched-tokens 2048 --worker-id bench > "$OUT/worker.log" 2>&1 &

@@ -41,17 +41,7 @@ json.dump(lengths, open(sys.argv[1], "w"))
 PY
 mk_trace() { # NAME RATE SEED DUR
   node libs/workload/dist/cli.js --task-lengths "$OUT/lengths.json" --rate "$2" --cv 1 --alpha 1 --duration "$4" --seed "$3" --out "$OUT/$1.jsonl"
-  .venv/bin/python - "$FIX/model" "$OUT/$1.jsonl" "$OUT/$1-sim.jsonl" <<'PY'
-import json, sys
-sys.path.insert(0, "workers")
-from inlaid_worker.engine.tokenizer import PromptTokenizer
-tok = PromptTokenizer.from_model_dir(sys.argv[1])
-with open(sys.argv[2]) as f, open(sys.argv[3], "w") as g:
-    for line in f:
-        r = json.loads(line)
-        r["prompt_tokens"] = len(tok.encode_prompt("hello" + " hello" * (r["prompt_tokens"] - 1)))
-        g.write(json.dumps(r) + "\n")
-PY
+  .venv/bin/python bench/sim/sim_trace.py "$FIX/model" "$OUT/$1.jsonl" "$OUT/$1-sim.jsonl"
 }
 mk_trace trace-A "$FIT_RATE" "$FIT_SEED" "$FIT_DUR"
 for R in $RATES; do mk_trace "trace-B$R" "$R" 7 "$DUR"; done
