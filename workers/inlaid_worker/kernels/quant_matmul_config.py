@@ -286,9 +286,7 @@ def _shipped(x2: torch.Tensor, w: GPTQWeight, mb: int, cands: list[QMMConfig],
     except Exception as exc:  # noqa: BLE001 - a shipped pick that no longer compiles here: tune instead
         print(f"quant_matmul: shipped pick {c} failed: {exc!r}; tuning instead"[:300])
         return None
-    SHIPPED_USED.append(str(c))
     return c
 
 
-SHIPPED_USED: list[str] = []  # shipped picks taken (benchmark reporting)
 LAST_PICK: list[QMMConfig | None] = [None]  # what the last tuned call chose (benchmark reporting)
