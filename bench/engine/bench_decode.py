@@ -1,12 +1,19 @@
-"""Engine decode/prefill benchmark on random weights: the runner's step (4-bit g128 via quant_matmul, or fp16)
+"""Engine decode/prefill benchmark on random weights: the runner's step (4-/3-bit g128 via quant_matmul, or fp16)
 with multi-LoRA adapters of several ranks on q/k/v/o or all linears, against the roofline (bytes a step must
-read: weights + active adapters + KV cache, over the measured copy bandwidth) and transformers + PEFT.
+read: weights as stored (packed words, zeros, scales) + active adapters + KV cache, over the measured copy
+bandwidth) and transformers + PEFT, for one or more Llama shapes (--shapes 7b,13b) and weight kinds
+(--quants int4,int3,fp16).
 
 A decode step = B sequences, each with `--context` cached tokens, one new token each (KV contents are
 whatever the cache holds: speed does not depend on values); time = median wall time of runner.execute
 (which includes its CPU work and the logits' copy to the host; on CUDA the triton backend replays a CUDA graph
-per batch bucket). The first quant also times the scheduling simulator's grid (cost_points.py) into the JSON's
-`cost_points`; --profile writes torch.profiler tables of two decode steps. Writes decode-<date>[-tag].{json,md}.
+per batch bucket). Order (plan.py): for every shape x quant, the base-only batches, the rank-16 q/k/v/o points at
+--lora-batch (32 adapters first) and prefill; then PEFT (--peft points, on --peft-shapes only); then the rest
+of the grid per shape x quant; then the scheduling simulator's grid (cost_points.py, first shape and quant) into
+the JSON's `cost_points`. --max-seconds S starts no measurement after S s (rows so far are saved after each
+row; the markdown says how many were skipped). --profile writes torch.profiler tables of two decode steps.
+Writes decode-<date>[-tag].{json,md}; each row carries its shape and `t_s` (seconds since the start).
+Packed shapes missing from the shipped tuner table (kernels/tuned/; 7B int4 only) are tuned on first use.
 H200, the 2026-11-29 run (one device call, the two commands back to back):
   PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag int4 --per-batch-lora 0 \
       --ranks 8,16,64 --distinct 8,32 --peft 32:8 --peft-reps 1 --reps 6 --warmup 2
@@ -19,6 +26,7 @@ runner (switching drops its graphs), so before/after land in one run; with --pro
       --fusions none,rope,merge --ranks 16 --targets qkvo --distinct 64 --lora-batch 32 --per-batch-lora 0 \
       --peft '' --cost-points 0 --reps 6 --warmup 2 --prefill-seqs 2 --prompt 256 --profile
 CPU smoke test: TRITON_INTERPRET=1 PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --tiny
+(--shapes tiny,tiny-mha --quants int4,int3,fp16 for both shapes and every weight kind; test_bench_decode.py)
 (add --backend triton to run the fused forward under the interpreter; slow: minutes)
 """
 
@@ -39,8 +47,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost_points import measure_cost_points  # noqa: E402
 from peft_baseline import peft_point  # noqa: E402
+from plan import Budget, Point, decode_points, phases  # noqa: E402
 from profile_step import kernel_times, profile_step  # noqa: E402
-from random_model import LLAMA2_7B, TARGETS, TINY, adapter_bytes, kv_bytes, make_runner, weight_bytes  # noqa: E402
+from random_model import QUANT_BITS, SHAPES, TARGETS, adapter_bytes, kv_bytes, make_runner, weight_bytes, write_config  # noqa: E402
 from report import to_markdown  # noqa: E402
 from steps import BLOCK, load_adapters, make_step, sync, timed  # noqa: E402
 
@@ -59,26 +68,15 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * n * 4 / sorted(times[3:])[5]
 
 
-def decode_plan(args: argparse.Namespace) -> list[tuple[int, str, int, int]]:
-    """(rank, targets, batch, distinct); rank 0 = base only. Grouped by adapter config (loaded once each)."""
-    plan = [(0, "-", b, 0) for b in args.batches]
-    for rank in args.ranks:
-        for targets in args.targets:
-            plan += [(rank, targets, args.lora_batch, d) for d in args.distinct if d <= args.lora_batch]
-    if args.per_batch_lora:
-        plan += [(16, "qkvo", b, d) for b in args.batches for d in args.distinct if d <= b and b != args.lora_batch]
-    return sorted(set(plan), key=lambda p: (p[0], p[1], p[2], p[3]))
-
-
-def new_runner(args: argparse.Namespace, quant: str):  # type: ignore[no-untyped-def]
-    """A random-weight runner and its KV pool size (blocks; block tables wrap around it)."""
+def new_runner(args: argparse.Namespace, shape: str, quant: str):  # type: ignore[no-untyped-def]
+    """A random-weight runner of `shape` and its KV pool size (blocks; block tables wrap around it)."""
     max_b = max(args.batches + [args.lora_batch, args.prefill_seqs])
     ctx = max(args.context, args.prompt)
-    c0, el = args.shape, torch.empty((), dtype=args.dtype_).element_size()
+    c0, el = SHAPES[shape], torch.empty((), dtype=args.dtype_).element_size()
     per_block = c0.layers * 2 * BLOCK * c0.kv_heads * (c0.hidden // c0.heads) * el
     pool = int(min(max_b * -(-ctx // BLOCK) * 4, max(64, args.kv_gb * 2**30 // per_block)))
-    runner = make_runner(args.config_dir, quant, args.device_, args.dtype_, pool, BLOCK, max(args.distinct + [32]),
-                         args.backend, not args.no_graphs)  # fmt: skip
+    runner = make_runner(args.config_dirs[shape], quant, args.device_, args.dtype_, pool, BLOCK,
+                         max(args.distinct + [32]), args.backend, not args.no_graphs)  # fmt: skip
     return runner, pool
 
 
@@ -88,98 +86,127 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def bench_quant(args: argparse.Namespace, quant: str, meta: dict, log) -> None:  # type: ignore[no-untyped-def]
-    dev, dtype = args.device_, args.dtype_
-    el = torch.empty((), dtype=dtype).element_size()
-    runner, pool = new_runner(args, quant)
-    meta.setdefault("kv_pool_blocks", {})[quant] = pool
-    c = runner.config
-    fusions = args.fusions or [runner.decode_fusion]
-    meta["default_fusion"] = runner.decode_fusion
-    for fusion in fusions:
+def profile_points(args: argparse.Namespace, runner, pool: int, name: str, meta: dict) -> None:  # type: ignore[no-untyped-def]
+    """torch.profiler tables of two decode steps (batch 1 base, and batch 32 base or with 32 adapters)."""
+    last = ("b32-base", 32, 0) if args.fusions else ("b32-32lora", 32, 32)
+    for point, b, d in (("b1-base", 1, 0), last):
+        slots = load_adapters(runner, 16, TARGETS["qkvo"], d, "prof") if d else []
+        ids = [slots[i % d] if d else -1 for i in range(b)]
+        step = make_step(b, 1, args.context, ids, runner.config.vocab_size, pool)
+        prof, text = profile_step(runner, step, f"{name}-{point}", args.out)
+        meta.setdefault("profiles", {})[f"{name}-{point}"] = kernel_times(prof, 3)
+        print(text, flush=True)
+
+
+def decode_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: str, points: list[Point],
+                meta: dict, log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    c, el = runner.config, torch.empty((), dtype=args.dtype_).element_size()
+    loaded, slots = None, []
+    for rank, targets, batch, distinct in points:
+        if not budget.allows():
+            continue
+        if distinct and loaded != (rank, targets):  # as many adapters as this config's points use
+            count = max(p[3] for p in points if p[:2] == (rank, targets))
+            slots = load_adapters(runner, rank, TARGETS[targets], count, targets)
+            loaded = (rank, targets)
+        ids = [slots[i % distinct] if distinct else -1 for i in range(batch)]
+        step = make_step(batch, 1, args.context, ids, c.vocab_size, pool)
+        t = timed(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
+        nbytes = weight_bytes(runner.weights, batch) + kv_bytes(c, batch * args.context, el)
+        nbytes += distinct * adapter_bytes(c, rank, TARGETS.get(targets, ()), el)
+        log(dict(kind="decode", shape=shape, quant=quant, backend=runner.backend, rank=rank, targets=targets,
+                 batch=batch, distinct=distinct, step_ms=t * 1e3, roofline_ms=nbytes / meta["copy_GBps"] / 1e6,
+                 bytes=nbytes, tokens_per_s=batch / t, fusion=runner.decode_fusion or "eager",
+                 t_s=budget.elapsed()))  # fmt: skip
+
+
+def prefill_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: str, log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    """Prefill tokens/s: `--prefill-seqs` prompts of `--prompt` tokens, base only and with rank-16 adapters."""
+    for rank, distinct in ((0, 0), (16, min(8, args.prefill_seqs, max(args.distinct)))):
+        if not budget.allows():
+            continue
+        slots = load_adapters(runner, rank, TARGETS["qkvo"], distinct, "prefill") if distinct else []
+        ids = [slots[i % distinct] if distinct else -1 for i in range(args.prefill_seqs)]
+        step = make_step(args.prefill_seqs, args.prompt, args.prompt, ids, runner.config.vocab_size, pool)
+        t = timed(lambda: runner.execute(step), args.device_, min(1, args.warmup), max(1, args.reps // 2))
+        tokens = args.prefill_seqs * args.prompt
+        log(dict(kind="prefill", shape=shape, quant=quant, backend=runner.backend, rank=rank,
+                 targets="qkvo" if rank else "-", batch=args.prefill_seqs, distinct=distinct, tokens=tokens,
+                 step_ms=t * 1e3, tokens_per_s=tokens / t, t_s=budget.elapsed()))  # fmt: skip
+
+
+def bench_runner(args: argparse.Namespace, shape: str, quant: str, points: list[Point], first: bool, meta: dict,
+                 log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    """One runner of (shape, quant): `points` per decode fusion; in phase 1 (`first`) also profiles and prefill."""
+    if not budget.allows(len(points) * max(1, len(args.fusions)) + 2 * first):
+        return
+    runner, pool = new_runner(args, shape, quant)
+    name = f"{shape}-{quant}"
+    meta.setdefault("kv_pool_blocks", {})[name] = pool
+    meta["default_fusion"] = default = runner.decode_fusion
+    for fusion in args.fusions or [default]:
         if fusion is not None:
             runner.decode_fusion = fusion  # drops the graphs of the previous fusion
-        tag = f"-{fusion}" if args.fusions else ""
-        if args.profile:
-            last = ("b32-base", 32, 0) if args.fusions else ("b32-32lora", 32, 32)
-            points = (("b1-base", 1, 0), last)
-            for name, b, d in points:
-                slots = load_adapters(runner, 16, TARGETS["qkvo"], d, "prof") if d else []
-                ids = [slots[i % d] if d else -1 for i in range(b)]
-                step = make_step(b, 1, args.context, ids, c.vocab_size, pool)
-                prof, text = profile_step(runner, step, f"{quant}-{name}{tag}", args.out)
-                meta.setdefault("profiles", {})[f"{quant}-{name}{tag}"] = kernel_times(prof, 3)
-                print(text, flush=True)
-        loaded, slots = None, []
-        for rank, targets, batch, distinct in decode_plan(args):
-            if distinct and loaded != (rank, targets):
-                slots = load_adapters(runner, rank, TARGETS[targets], max(args.distinct), targets)
-                loaded = (rank, targets)
-            ids = [slots[i % distinct] if distinct else -1 for i in range(batch)]
-            step = make_step(batch, 1, args.context, ids, c.vocab_size, pool)
-            t = timed(lambda: runner.execute(step), dev, args.warmup, args.reps)
-            nbytes = weight_bytes(runner.weights, batch) + kv_bytes(c, batch * args.context, el)
-            nbytes += distinct * adapter_bytes(c, rank, TARGETS.get(targets, ()), el)
-            log(dict(kind="decode", quant=quant, backend=runner.backend, rank=rank, targets=targets, batch=batch,
-                     distinct=distinct, step_ms=t * 1e3, roofline_ms=nbytes / meta["copy_GBps"] / 1e6,
-                     bytes=nbytes, tokens_per_s=batch / t, fusion=runner.decode_fusion or "eager"))  # fmt: skip
-    if args.fusions and meta["default_fusion"] is not None:
-        runner.decode_fusion = meta["default_fusion"]
-    for rank, distinct in ((0, 0), (16, min(8, args.prefill_seqs, max(args.distinct)))):
-        if distinct:
-            slots = load_adapters(runner, rank, TARGETS["qkvo"], distinct, "prefill")
-        ids = [slots[i % distinct] if distinct else -1 for i in range(args.prefill_seqs)]
-        step = make_step(args.prefill_seqs, args.prompt, args.prompt, ids, c.vocab_size, pool)
-        t = timed(lambda: runner.execute(step), dev, 1, max(1, args.reps // 2))
-        tokens = args.prefill_seqs * args.prompt
-        log(dict(kind="prefill", quant=quant, backend=runner.backend, rank=rank, targets="qkvo" if rank else "-",
-                 batch=args.prefill_seqs, distinct=distinct, tokens=tokens, step_ms=t * 1e3,
-                 tokens_per_s=tokens / t))  # fmt: skip
-    meta.setdefault("graph_captures", {})[quant] = runner.graph_captures
+        if args.profile and first:
+            profile_points(args, runner, pool, name + (f"-{fusion}" if args.fusions else ""), meta)
+        decode_rows(args, runner, pool, shape, quant, points, meta, log, budget)
+    if args.fusions and default is not None:
+        runner.decode_fusion = default
+    if first:
+        prefill_rows(args, runner, pool, shape, quant, log, budget)
+    captures = meta.setdefault("graph_captures", {})
+    captures[name] = captures.get(name, 0) + runner.graph_captures
     del runner
-    release(dev)
+    release(args.device_)
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    names = lambda s: [v for v in s.split(",") if v]  # noqa: E731
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", action="store_true", help="tiny random Llama shape and a small grid (CPU check)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backend", default=None, help="runner backend: torch | triton (default: by device)")
-    ap.add_argument("--quants", default="int4,fp16")
+    ap.add_argument("--shapes", type=names, default=["7b"], help=f"comma list of {', '.join(SHAPES)}")
+    ap.add_argument("--quants", type=names, default=["int4", "fp16"], help="comma list of int4, int3, fp16")
     ap.add_argument("--batches", type=ints, default=[1, 4, 16, 32, 64, 128, 256])
     ap.add_argument("--distinct", type=ints, default=[1, 8, 32, 64])
     ap.add_argument("--ranks", type=ints, default=[8, 16, 32, 64])
-    ap.add_argument("--targets", default="qkvo,all")
+    ap.add_argument("--targets", type=names, default=["qkvo", "all"])
     ap.add_argument("--lora-batch", type=int, default=32, help="batch of the rank x targets sweep")
     ap.add_argument("--context", type=int, default=512, help="cached tokens per sequence at decode")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--prefill-seqs", type=int, default=4)
-    ap.add_argument("--peft", default="1:0,1:1,32:0,32:8", help="batch:distinct points for transformers+PEFT ('' = none)")
+    ap.add_argument("--peft", default="", help="batch:distinct points for transformers+PEFT, e.g. 32:8 ('' = none)")
+    ap.add_argument("--peft-shapes", type=names, default=[], help="PEFT's shapes (default: the first of --shapes)")
     ap.add_argument("--peft-new-tokens", type=int, default=16)
     ap.add_argument("--tag", default="", help="suffix of the output files (decode-<date>[-tag].{json,md})")
     ap.add_argument("--kv-gb", type=float, default=40.0, help="KV pool size; block tables wrap around it")
     ap.add_argument("--no-graphs", action="store_true", help="eager decode steps (no CUDA graphs)")
-    ap.add_argument("--cost-points", type=int, default=1, help="1: time the simulator's cost grid (first quant)")
+    ap.add_argument("--cost-points", type=int, default=1, help="1: time the simulator's cost grid (first shape, quant)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of two decode steps")
-    ap.add_argument("--fusions", default="", help="decode fusions to compare, e.g. none,merge,rope ('' = default)")
+    ap.add_argument("--fusions", type=names, default=[], help="decode fusions to compare, e.g. none,merge,rope")
     ap.add_argument("--per-batch-lora", type=int, default=1, help="1: rank-16 q/k/v/o adapters at every batch too")
     ap.add_argument("--peft-reps", type=int, default=0, help="timed generate() calls per PEFT point (0: reps // 3)")
+    ap.add_argument("--max-seconds", type=float, default=0.0, help="no new measurement after S seconds (0 = no limit)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
     if "--tiny" in sys.argv:  # a small grid; flags given explicitly still win
-        ap.set_defaults(batches=[1, 4, 8], distinct=[1, 2, 4], ranks=[4, 8], lora_batch=8, context=32, prompt=32,
-                        prefill_seqs=2, peft="1:0,4:2", peft_new_tokens=4, warmup=1, reps=3)  # fmt: skip
+        ap.set_defaults(shapes=["tiny"], batches=[1, 4, 8], distinct=[1, 2, 4], ranks=[4, 8], lora_batch=8, context=32,
+                        prompt=32, prefill_seqs=2, peft_new_tokens=4, warmup=1, reps=3)  # fmt: skip
     args = ap.parse_args()
+    for value, known, flag in ((args.shapes, SHAPES, "--shapes"), (args.quants, ("fp16", *QUANT_BITS), "--quants"),
+                               (args.targets, TARGETS, "--targets"), (args.peft_shapes, SHAPES, "--peft-shapes")):  # fmt: skip
+        if not set(value) <= set(known):
+            ap.error(f"{flag}: unknown {sorted(set(value) - set(known))}; known: {', '.join(known)}")
+    args.peft_shapes = args.peft_shapes or args.shapes[:1]
     args.device_ = torch.device(args.device)
     args.dtype_ = torch.float16 if args.device_.type == "cuda" else torch.float32
-    args.targets = args.targets.split(",")
-    args.fusions = [f for f in args.fusions.split(",") if f]
-    args.shape = TINY if args.tiny else LLAMA2_7B
-    needs_triton = "int4" in args.quants or (args.backend or ("triton" if args.device_.type == "cuda" else "")) == "triton"
+    packed = any(q in QUANT_BITS for q in args.quants)
+    needs_triton = packed or (args.backend or ("triton" if args.device_.type == "cuda" else "")) == "triton"
     if args.device_.type == "cpu" and needs_triton and os.environ.get("TRITON_INTERPRET") != "1":
-        ap.error("on the CPU, int4 weights and the triton backend need TRITON_INTERPRET=1")
+        ap.error("on the CPU, int4/int3 weights and the triton backend need TRITON_INTERPRET=1")
     return args
 
 
@@ -206,8 +233,9 @@ def main() -> None:
     date = dt.date.today().isoformat()
     meta = dict(date=date, command="PYTHONPATH=workers python3 " + " ".join(sys.argv),
                 device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
-                torch=torch.__version__, shape=vars(args.shape), dtype=str(args.dtype_), context=args.context,
-                interpreted=os.environ.get("TRITON_INTERPRET") == "1")  # fmt: skip
+                torch=torch.__version__, shapes={s: vars(SHAPES[s]) for s in args.shapes}, dtype=str(args.dtype_),
+                context=args.context, interpreted=os.environ.get("TRITON_INTERPRET") == "1",
+                max_seconds=args.max_seconds)  # fmt: skip
     meta["copy_GBps"] = copy_bandwidth(dev) / 1e9
     meta["cuda_graphs"] = dev.type == "cuda" and not args.no_graphs and (args.backend or "triton") == "triton"
     rows: list[dict] = []
@@ -224,28 +252,32 @@ def main() -> None:
         print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         save()
 
-    t0 = time.time()
+    budget = Budget(args.max_seconds)
+    first, rest = phases(decode_points(args.batches, args.ranks, args.targets, args.distinct, args.lora_batch,
+                                       bool(args.per_batch_lora)), args.lora_batch)  # fmt: skip
+    runs = [(shape, quant) for shape in args.shapes for quant in args.quants]
     with tempfile.TemporaryDirectory() as tmp:
-        from random_model import write_config
-
-        args.config_dir = write_config(args.shape, Path(tmp) / "config")
-        for quant in args.quants.split(","):
-            bench_quant(args, quant, meta, log)
-    for point in filter(None, args.peft.split(",")):
-        batch, distinct = (int(v) for v in point.split(":"))
-        log(peft_point(args.shape, batch, distinct, 16, "qkvo", args.context, args.peft_new_tokens, dev,
-                       args.dtype_, args.peft_reps or max(1, args.reps // 3)))  # fmt: skip
-    if args.cost_points:  # last: the goal rows and PEFT come first should the call run out of time
-        with tempfile.TemporaryDirectory() as tmp:
-            from random_model import write_config
-
-            args.config_dir = write_config(args.shape, Path(tmp) / "config")
-            runner, pool = new_runner(args, args.quants.split(",")[0])
-            cost += measure_cost_points(runner, pool, dev, 2, max(3, args.reps // 2), args.tiny, lambda r: log(r, False))
-            meta["cost_points_quant"] = args.quants.split(",")[0]
+        args.config_dirs = {s: write_config(SHAPES[s], Path(tmp) / s) for s in args.shapes}
+        for shape, quant in runs:  # phase 1: base batches, the key LoRA points, prefill
+            bench_runner(args, shape, quant, first, True, meta, log, budget)
+        for shape in (s for s in args.shapes if s in args.peft_shapes):
+            for point in filter(None, args.peft.split(",")):
+                if budget.allows():
+                    batch, distinct = (int(v) for v in point.split(":"))
+                    row = peft_point(SHAPES[shape], batch, distinct, 16, "qkvo", args.context, args.peft_new_tokens,
+                                     dev, args.dtype_, args.peft_reps or max(1, args.reps // 3))  # fmt: skip
+                    log(dict(row, shape=shape, t_s=budget.elapsed()))
+        for shape, quant in runs if rest else []:  # phase 2: the rest of the grid
+            bench_runner(args, shape, quant, rest, False, meta, log, budget)
+        if args.cost_points and budget.allows():  # last: the goal rows and PEFT come first
+            runner, pool = new_runner(args, args.shapes[0], args.quants[0])
+            reps = max(3, args.reps // 2)
+            cost += measure_cost_points(runner, pool, dev, 2, reps, args.tiny, lambda r: log(r, False))
+            meta["cost_points_run"] = f"{args.shapes[0]}-{args.quants[0]}"
             del runner
             release(dev)
-    meta["wall_s"] = time.time() - t0
+    meta["wall_s"] = budget.elapsed()
+    meta["skipped"] = budget.skipped
     meta["tuned"] = tuned_picks()
     save()
     print(to_markdown(meta, rows, cost))

@@ -17,4 +17,8 @@ class Shape:
 
 
 LLAMA2_7B = Shape(4096, 11008, 32, 32, 32, 32000)
+LLAMA2_13B = Shape(5120, 13824, 40, 40, 40, 32000)
 TINY = Shape(128, 256, 2, 4, 2, 512)
+TINY_MHA = Shape(128, 384, 1, 2, 2, 256)  # a second CPU-check shape: other sizes, heads == KV heads
+
+SHAPES = {"7b": LLAMA2_7B, "13b": LLAMA2_13B, "tiny": TINY, "tiny-mha": TINY_MHA}  # names of --shapes

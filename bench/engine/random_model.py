@@ -1,6 +1,7 @@
 """Random-weight Llama runners for the decode benchmark (speed does not depend on the values).
 
-Builds LlamaWeights directly on the device (fp16 dense, or 4-bit g128 packed QuantMatrix), random LoRA
+Builds LlamaWeights directly on the device (fp16 dense, or 4-/3-bit g128 packed QuantMatrix in the standard GPTQ
+layout: qweight [K*bits/32, N], qzeros [K/128, ceil(N*bits/32)], fp16 scales [K/128, N]), random LoRA
 adapters sharing one set of tensors per (rank, targets) (their pools still hold one copy per slot), and the
 byte counts the roofline needs.
 """
@@ -17,11 +18,12 @@ from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.quant_weights import QuantMatrix
 from inlaid_worker.model.runner import ModelRunner
 from inlaid_worker.model.weights import LayerWeights, LlamaWeights
-from llama_shapes import LLAMA2_7B, TINY, Shape  # noqa: F401  (LLAMA2_7B, TINY re-exported to the benchmarks)
+from llama_shapes import LLAMA2_7B, SHAPES, TINY, Shape  # noqa: F401  (re-exported to the benchmarks)
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL = ATTN + ("gate_proj", "up_proj", "down_proj")
 TARGETS = {"qkvo": ATTN, "all": ALL}
+QUANT_BITS = {"int4": 4, "int3": 3}  # --quants names of packed weights; "fp16" = dense
 
 
 def write_config(shape: Shape, out_dir: Path) -> Path:
@@ -36,22 +38,27 @@ def write_config(shape: Shape, out_dir: Path) -> Path:
     return out_dir
 
 
-def random_int4(k: int, n: int, device: torch.device, group: int = 128) -> QuantMatrix:
+def random_gptq(k: int, n: int, bits: int, device: torch.device, group: int = 128) -> QuantMatrix:
+    """Random packed weights (random words: every bit pattern is a valid code), asymmetric, no act-order."""
     g = min(group, k)
-    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device=device)
-    qz = torch.randint(-(2**31), 2**31 - 1, (k // g, -(-n // 8)), dtype=torch.int32, device=device)
+    if (k * bits) % 32 or k % g:
+        raise ValueError(f"K={k} does not pack into 32-bit words at {bits} bits with groups of {g}")
+    words = lambda rows, cols: torch.randint(-(2**31), 2**31 - 1, (rows, cols), dtype=torch.int32, device=device)  # noqa: E731
+    qw, qz = words(k * bits // 32, n), words(k // g, -(-n * bits // 32))
     sc = (torch.rand(k // g, n, device=device) * 0.01 + 0.001).half()
-    return QuantMatrix((GPTQWeight(qw, qz, sc, None, 4, g, False, 1, k, n),))
+    return QuantMatrix((GPTQWeight(qw, qz, sc, None, bits, g, False, 1, k, n),))
 
 
 def random_weights(c: ModelConfig, quant: str, device: torch.device, dtype: torch.dtype) -> LlamaWeights:
-    """quant: "int4" (packed g128, run by quant_matmul) or "fp16" (dense in `dtype`)."""
+    """quant: "int4" / "int3" (packed g128, run by quant_matmul) or "fp16" (dense in `dtype`)."""
+    if quant != "fp16" and quant not in QUANT_BITS:
+        raise ValueError(f"unknown quant {quant!r}: one of fp16, {', '.join(QUANT_BITS)}")
 
     def dense(n: int, k: int) -> torch.Tensor:
         return (torch.randn(n, k, device=device, dtype=torch.float32) * 0.02).to(dtype)
 
     def mat(n: int, k: int) -> torch.Tensor | QuantMatrix:
-        return random_int4(k, n, device) if quant == "int4" else dense(n, k)
+        return random_gptq(k, n, QUANT_BITS[quant], device) if quant in QUANT_BITS else dense(n, k)
 
     h, inter = c.hidden_size, c.intermediate_size
     ones = torch.ones(h, device=device, dtype=dtype)
@@ -86,8 +93,8 @@ def random_adapter(c: ModelConfig, rank: int, targets: tuple[str, ...], seed: in
 
 
 def weight_bytes(w: LlamaWeights, batch_rows: int) -> int:
-    """Bytes a decode step must read from the weights: every layer's linears, norms, the LM head, and one
-    embedding row per token."""
+    """Bytes a decode step must read from the weights: every layer's linears (packed: the words, zeros and
+    scales as stored, so 3-bit counts K*3/32 word rows), norms, the LM head, and one embedding row per token."""
     total = w.lm_head.nbytes + w.norm.nbytes + batch_rows * w.embed[0].nbytes
     for layer in w.layers:
         total += layer.input_norm.nbytes + layer.post_norm.nbytes

@@ -17,14 +17,19 @@ def _default(rows: list[dict], meta: dict | None) -> dict:
     return dict(fusion=meta["default_fusion"]) if fused else {}  # type: ignore[index]
 
 
+def _shape(r: dict) -> str:
+    return r.get("shape", "-")  # rows of runs before --shapes have none
+
+
 def decode_table(rows: list[dict]) -> list[str]:
-    out = ["| weights | backend | fusion | targets | rank | batch | adapters | step ms | roofline ms | x roofline | "
-           "vs base step | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = ["| shape | weights | backend | fusion | targets | rank | batch | adapters | step ms | roofline ms | "
+           "x roofline | vs base step | tokens/s |", "|---" * 13 + "|"]  # fmt: skip
     for r in (r for r in rows if r["kind"] == "decode"):
         fusion = {"fusion": r["fusion"]} if "fusion" in r else {}
-        base = _find(rows, kind="decode", quant=r["quant"], batch=r["batch"], distinct=0, **fusion)
+        base = _find(rows, kind="decode", quant=r["quant"], batch=r["batch"], distinct=0, **fusion,
+                     **({"shape": r["shape"]} if "shape" in r else {}))  # fmt: skip
         vs = r["step_ms"] / base["step_ms"] if base else None
-        out.append(f"| {r['quant']} | {r['backend']} | {r.get('fusion', '-')} | {r['targets']} | {r['rank']} "
+        out.append(f"| {_shape(r)} | {r['quant']} | {r['backend']} | {r.get('fusion', '-')} | {r['targets']} | {r['rank']} "
                    f"| {r['batch']} | {r['distinct']} | {_f(r['step_ms'])} | {_f(r['roofline_ms'], 3)} "
                    f"| {_f(r['step_ms'] / r['roofline_ms'], 1)} | {_f(vs)} | {r['tokens_per_s']:.0f} |")  # fmt: skip
     return out
@@ -35,18 +40,18 @@ def fusion_table(rows: list[dict]) -> list[str]:
     fusions = list(dict.fromkeys(r["fusion"] for r in rows if r["kind"] == "decode" and "fusion" in r))
     if len(fusions) < 2:
         return []
-    out = ["| weights | batch | adapters | " + " | ".join(f"{f} ms" for f in fusions) + " | "
+    out = ["| shape | weights | batch | adapters | " + " | ".join(f"{f} ms" for f in fusions) + " | "
            + " | ".join(f"{f} vs none" for f in fusions if f != "none") + " |",
-           "|---" * (3 + 2 * len(fusions) - ("none" in fusions)) + "|"]  # fmt: skip
-    points = dict.fromkeys((r["quant"], r["batch"], r["distinct"], r["rank"], r["targets"]) for r in rows
+           "|---" * (4 + 2 * len(fusions) - ("none" in fusions)) + "|"]  # fmt: skip
+    points = dict.fromkeys((_shape(r), r["quant"], r["batch"], r["distinct"], r["rank"], r["targets"]) for r in rows
                            if r["kind"] == "decode" and "fusion" in r)  # fmt: skip
-    for quant, batch, distinct, rank, targets in points:
-        got = {f: _find(rows, kind="decode", quant=quant, batch=batch, distinct=distinct, rank=rank, targets=targets,
-                        fusion=f) for f in fusions}  # fmt: skip
+    for shape, quant, batch, distinct, rank, targets in points:
+        got = {f: _find([r for r in rows if _shape(r) == shape], kind="decode", quant=quant, batch=batch,
+                        distinct=distinct, rank=rank, targets=targets, fusion=f) for f in fusions}  # fmt: skip
         ms = {f: r["step_ms"] if r else None for f, r in got.items()}
         none = ms.get("none")
         speed = [_f(none / ms[f]) + "x" if none and ms[f] else "n/a" for f in fusions if f != "none"]
-        out.append(f"| {quant} | {batch} | {distinct} | " + " | ".join(_f(ms[f]) for f in fusions) + " | "
+        out.append(f"| {shape} | {quant} | {batch} | {distinct} | " + " | ".join(_f(ms[f]) for f in fusions) + " | "
                    + " | ".join(speed) + " |")  # fmt: skip
     return ["## Decode fusions (same runner, same run)", *out, ""]
 
@@ -68,33 +73,44 @@ def profile_lines(meta: dict) -> list[str]:
 
 
 def prefill_table(rows: list[dict]) -> list[str]:
-    out = ["| system | weights | adapters (rank) | tokens | tokens/s |", "|---|---|---|---|---|"]
+    out = ["| shape | system | weights | adapters (rank) | tokens | tokens/s |", "|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] == "prefill":
-            out.append(f"| engine | {r['quant']} | {r['distinct']} ({r['rank']}) | {r['tokens']} | {r['tokens_per_s']:.0f} |")
+            out.append(f"| {_shape(r)} | engine | {r['quant']} | {r['distinct']} ({r['rank']}) | {r['tokens']} "
+                       f"| {r['tokens_per_s']:.0f} |")  # fmt: skip
         elif r["kind"] == "peft":
-            out.append(f"| transformers+PEFT | fp16 | {r['distinct']} ({r['rank']}) | {r['batch'] * r['prompt']} "
-                       f"| {r['prefill_tokens_per_s']:.0f} |")  # fmt: skip
+            out.append(f"| {_shape(r)} | transformers+PEFT | fp16 | {r['distinct']} ({r['rank']}) "
+                       f"| {r['batch'] * r['prompt']} | {r['prefill_tokens_per_s']:.0f} |")  # fmt: skip
     return out
 
 
 def peft_table(rows: list[dict]) -> list[str]:
-    out = ["| batch | adapters (rank 16, q/k/v/o) | PEFT step ms | PEFT tokens/s | engine int4 tokens/s | "
-           "engine fp16 tokens/s | int4 speedup |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = ["| shape | batch | adapters (rank 16, q/k/v/o) | PEFT step ms | PEFT tokens/s | engine int4 tokens/s | "
+           "engine int3 tokens/s | engine fp16 tokens/s | int4 speedup |", "|---" * 9 + "|"]  # fmt: skip
     for r in (r for r in rows if r["kind"] == "peft"):
-        want = dict(kind="decode", batch=r["batch"], distinct=r["distinct"])
+        want = dict(kind="decode", batch=r["batch"], distinct=r["distinct"], **({"shape": r["shape"]} if "shape" in r else {}))
         if r["distinct"]:
             want.update(rank=16, targets="qkvo")
-        e4, e16 = _find(rows, quant="int4", **want), _find(rows, quant="fp16", **want)
+        e4, e3, e16 = (_find(rows, quant=q, **want) for q in ("int4", "int3", "fp16"))
         speed = e4["tokens_per_s"] / r["tokens_per_s"] if e4 else None
-        out.append(f"| {r['batch']} | {r['distinct']} | {_f(r['step_ms'])} | {r['tokens_per_s']:.0f} "
-                   f"| {_f(e4 and e4['tokens_per_s'], 0)} | {_f(e16 and e16['tokens_per_s'], 0)} | {_f(speed, 1) + 'x' if speed else 'n/a'} |")  # fmt: skip
+        engine = " | ".join(_f(e and e["tokens_per_s"], 0) for e in (e4, e3, e16))
+        out.append(f"| {_shape(r)} | {r['batch']} | {r['distinct']} | {_f(r['step_ms'])} | {r['tokens_per_s']:.0f} "
+                   f"| {engine} | {_f(speed, 1) + 'x' if speed else 'n/a'} |")  # fmt: skip
     return out
 
 
 def goals(rows: list[dict], meta: dict | None = None) -> list[str]:
-    """The issue's decode goals (Llama-2-7B shape, int4 g128), each met / not met / not measured (rows of the
-    default decode fusion when a run compares several)."""
+    """The issue's decode goals (int4 g128) per shape in the run, each met / not met / not measured (rows of the
+    default decode fusion when a run compares several); lines carry the shape when the run has several."""
+    shapes = list(dict.fromkeys(_shape(r) for r in rows))
+    out = []
+    for shape in shapes:
+        mine = [r for r in rows if _shape(r) == shape]
+        out += [f"- {shape}: {g[2:]}" if len(shapes) > 1 else g for g in _goals(mine, meta)]
+    return out or ["- (no goal point measured in this run)"]
+
+
+def _goals(rows: list[dict], meta: dict | None) -> list[str]:
     out = []
     rows = [r for r in rows if r["kind"] != "decode" or all(r.get(k) == v for k, v in _default(rows, meta).items())]
     b1 = _find(rows, kind="decode", quant="int4", batch=1, distinct=0)
@@ -113,7 +129,7 @@ def goals(rows: list[dict], meta: dict | None = None) -> list[str]:
         ratio = eng["tokens_per_s"] / peft["tokens_per_s"]
         out.append(f"- batch 32, 8 adapters: {ratio:.1f}x transformers+PEFT tokens/s (goal >= 25x): "
                    f"{'met' if ratio >= 25 else 'NOT met'}")  # fmt: skip
-    return out or ["- (no goal point measured in this run)"]
+    return out
 
 
 def cost_table(cost: list[dict]) -> list[str]:
@@ -146,14 +162,18 @@ def to_markdown(meta: dict, rows: list[dict], cost: list[dict] | None = None) ->
     head = [f"# Engine decode benchmark {meta['date']}", "", f"- command: `{meta['command']}`",
             f"- device: {meta['device']}; torch {meta['torch']}; dtype {meta['dtype']}"
             + ("; Triton INTERPRETED (functional check only, times meaningless)" if meta.get("interpreted") else ""),
-            f"- shape: {meta['shape']}; decode context {meta['context']} tokens per sequence",
-            f"- measured copy bandwidth {meta['copy_GBps']:.0f} GB/s; roofline = bytes of weights (packed for "
-            "int4) + active adapters + KV cache read per step / copy bandwidth",
+            f"- shapes: {meta.get('shapes') or meta.get('shape')}; decode context {meta['context']} tokens per sequence",
+            f"- measured copy bandwidth {meta['copy_GBps']:.0f} GB/s; roofline = bytes of weights (as stored: int4/int3 "
+            "packed words (K*bits/32 rows) + g128 zeros and fp16 scales) + active adapters + KV cache read per step "
+            "/ copy bandwidth",
             "- step time = median wall time of ModelRunner.execute (CPU work and the logits' copy to the host "
             "included; " + ("decode steps replay CUDA graphs)" if meta.get("cuda_graphs") else "no CUDA graphs)"),
             ""]  # fmt: skip
     if meta.get("wall_s") is not None:
         head.insert(6, f"- wall time {meta['wall_s']:.0f} s")
+    if meta.get("max_seconds"):
+        head.insert(-1, f"- time budget {meta['max_seconds']:.0f} s (--max-seconds): "
+                        f"{meta.get('skipped', 'n/a')} measurements skipped")  # fmt: skip
     if meta.get("default_fusion"):
         head.insert(-1, f"- engine default decode fusion: {meta['default_fusion']} (goals use its rows)")
     return "\n".join(head + ["## Goals", *goals(rows, meta), "", *fusion_table(rows), "## Decode steps",
