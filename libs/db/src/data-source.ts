@@ -13,11 +13,12 @@ import { TaskJobs1764400000000 } from './migrations/1764400000000-task-jobs';
 import { ApiKeys1736000000000 } from './migrations/1736000000000-api-keys';
 import { DashboardRollups1738000000000 } from './migrations/1738000000000-dashboard-rollups';
 import { DashboardFineRollups1764500000000 } from './migrations/1764500000000-dashboard-fine-rollups';
+import { TaskJobsLiveName1764600000000 } from './migrations/1764600000000-task-jobs-live-name';
 import { ensureDatabase } from './ensure-database';
 
 export const ENTITIES = [Task, RequestRecord, ApiKey, TaskJob];
 export const MIGRATIONS = [Init1735000000000, ApiKeys1736000000000, DashboardRollups1738000000000, TaskJobs1764400000000,
-  DashboardFineRollups1764500000000];
+  DashboardFineRollups1764500000000, TaskJobsLiveName1764600000000];
 
 /** `poolSize`: connections the pool may open (the gateway's INLAID_DB_POOL). */
 export function dataSourceOptions(databaseUrl: string, poolSize = 10): DataSourceOptions {

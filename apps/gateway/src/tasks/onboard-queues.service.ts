@@ -2,16 +2,19 @@
  * The BullMQ side of onboarding: a FlowProducer that enqueues one task's flow, and the processors of the two
  * queues (steps; re-quantization with concurrency 1 so tasks arriving meanwhile batch into the next run).
  * Locks are short so that after a gateway crash another gateway (or the restarted one) picks the stalled
- * step up within seconds; the step is idempotent (onboard-steps.ts).
+ * step up within seconds; the step is idempotent (onboard-steps.ts). A step BullMQ fails on its own (stalled
+ * too often) marks its task failed too, and at start the gateway recovers what a dead one left half-way
+ * (onboard-recovery.ts): a row whose flow was never enqueued, a flow that failed with nobody to record it.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
-import { buildOnboardFlow, ONBOARD_QUEUE, onboardSteps, REQUANTIZE_QUEUE, StepPayload } from '@inlaid/jobs';
-import { FlowProducer, Job, UnrecoverableError, Worker } from 'bullmq';
+import { buildOnboardFlow, ONBOARD_QUEUE, OnboardStep, onboardSteps, queueOf, REQUANTIZE_QUEUE, StepPayload, stepJobId } from '@inlaid/jobs';
+import { FlowProducer, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
+import { flowState } from './onboard-recovery';
 import { OnboardSteps, StepFailed } from './onboard-steps';
 import { TaskStore } from './task-store.service';
 
@@ -25,6 +28,7 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly connection: IORedis;
   private readonly flows: FlowProducer;
   private readonly workers: Worker[] = [];
+  private readonly queues: Map<string, Queue>;
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -36,6 +40,8 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
     this.flows = new FlowProducer({ connection: this.connection, prefix: config.tasks.queuePrefix });
     // Without a listener an ioredis 'error' (e.g. Redis restarting) is an unhandled event that kills the process.
     this.flows.on('error', (err: Error) => this.logger.warn(`flow producer: ${err.message}`));
+    this.queues = new Map([ONBOARD_QUEUE, REQUANTIZE_QUEUE].map((q) => [q, new Queue(q, { connection: this.connection, prefix: config.tasks.queuePrefix })]));
+    for (const q of this.queues.values()) q.on('error', (err: Error) => this.logger.warn(`queue: ${err.message}`));
   }
 
   async enqueue(taskJobId: string, task: string, waitForQuantization: boolean): Promise<void> {
@@ -47,12 +53,46 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
     const process = (job: Job<StepPayload>) => this.process(job);
     this.workers.push(new Worker<StepPayload>(ONBOARD_QUEUE, process, { ...opts, concurrency: 4 }));
     this.workers.push(new Worker<StepPayload>(REQUANTIZE_QUEUE, process, { ...opts, concurrency: 1 }));
-    for (const w of this.workers) w.on('error', (err) => this.logger.warn(`queue worker: ${err.message}`));
+    for (const w of this.workers) {
+      w.on('error', (err) => this.logger.warn(`queue worker: ${err.message}`));
+      // finished: failed for good (not retried). process() has recorded its own failures; this records BullMQ's.
+      w.on('failed', (job: Job<StepPayload> | undefined, err: Error) => {
+        if (job?.finishedOn === undefined) return;
+        this.recordFailure(job.data.taskJobId, job.data.step, err.message).catch((e: unknown) => this.logger.warn(`recording the failure of task job ${job.data.taskJobId}: ${String(e)}`));
+      });
+    }
+    void this.recover().catch((err: unknown) => this.logger.warn(`recovering onboardings: ${String(err)}`));
+  }
+
+  /** Onboardings a dead gateway left with no flow, or with a flow that failed unrecorded (onboard-recovery.ts). */
+  async recover(): Promise<void> {
+    const lookup = async (step: OnboardStep, taskJobId: string) => {
+      const job = await Job.fromId<StepPayload>(this.queues.get(queueOf(step)) as Queue, stepJobId(taskJobId, step));
+      return job === undefined ? null : { state: await job.getState(), failedReason: job.failedReason };
+    };
+    for (const j of await this.store.unfinishedOnboardings()) {
+      const s = await flowState(j, lookup);
+      if (s.kind === 'missing') {
+        this.logger.warn(`task ${j.task}: its flow was never enqueued (a gateway died); enqueuing it`);
+        await this.enqueue(j.id, j.task, j.waitForQuantization);
+      } else if (s.kind === 'failed') {
+        await this.recordFailure(j.id, s.step, s.reason);
+      }
+    }
+  }
+
+  /** Marks the task job failed at `step` (and unloads it) unless it has ended already. */
+  private async recordFailure(taskJobId: string, step: string, reason: string): Promise<void> {
+    const tj = await this.store.get(taskJobId);
+    if (tj === null || tj.status === 'failed' || tj.status === 'deleted') return;
+    await this.steps.failAndUnload(tj, step, reason);
+    this.logger.warn(`task ${tj.task} failed at ${step}: ${reason}`);
   }
 
   async onModuleDestroy(): Promise<void> {
     // force: do not wait for a running step; its lock expires and the next gateway resumes it.
     await Promise.all(this.workers.map((w) => w.close(true)));
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
     await this.flows.close();
     this.connection.disconnect();
   }
@@ -66,9 +106,7 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
       const attempts = job.opts.attempts ?? 1;
       if (retryable && job.attemptsMade + 1 < attempts) throw err;
       const reason = err instanceof Error ? err.message : String(err);
-      const tj = await this.store.get(taskJobId);
-      if (tj !== null && tj.status !== 'failed' && tj.status !== 'deleted') await this.steps.failAndUnload(tj, step, reason);
-      this.logger.warn(`task ${job.data.task} failed at ${step}: ${reason}`);
+      await this.recordFailure(taskJobId, step, reason);
       throw err instanceof StepFailed ? new UnrecoverableError(reason) : new UnrecoverableError(reason);
     }
   }

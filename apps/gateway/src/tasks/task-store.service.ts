@@ -11,6 +11,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { LayerProgress, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DataSource, EntityManager, In, IsNull, Repository } from 'typeorm';
+import { UNFINISHED } from './onboard-recovery';
 
 export interface NewTaskJob {
   id: string;
@@ -25,6 +26,13 @@ export interface NewTaskJob {
 }
 
 const now = () => new Date().toISOString();
+
+/** create() of a live onboard/load job under a name that already has one (the partial unique index of task_jobs). */
+export class TaskNameTaken extends Error {
+  constructor(readonly task: string) {
+    super(`task ${task} already has a live job`);
+  }
+}
 
 /** First key of the task locks (Postgres advisory locks; the second key is hashtext(task name)). */
 const TASK_LOCK_SPACE = 0x1a1d;
@@ -73,9 +81,17 @@ export class TaskStore {
     }
   }
 
+  /**
+   * Inserts a job, or throws TaskNameTaken when it would be a second live onboard/load job of its task: the
+   * insert skips a row that conflicts with the partial unique index of task_jobs (migration 1764600000000),
+   * waiting for a concurrent insert of the name to commit or roll back first.
+   */
   async create(j: NewTaskJob): Promise<TaskJob> {
     const { message, ...fields } = j;
-    return this.jobs.save({ ...fields, progress: { stages: {}, layers: [] }, history: [{ at: now(), status: j.status, message }], error: null, checkpointVersion: null });
+    const row = this.jobs.create({ ...fields, progress: { stages: {}, layers: [] }, history: [{ at: now(), status: j.status, message }], error: null, checkpointVersion: null });
+    const out = await this.jobs.createQueryBuilder().insert().values(row).orIgnore().execute();
+    if (out.identifiers.length === 0 || out.raw.length === 0) throw new TaskNameTaken(j.task);
+    return this.jobs.findOneByOrFail({ id: j.id });
   }
 
   /** Drops a row that never became a task (its flow could not be enqueued). */
@@ -106,6 +122,11 @@ export class TaskStore {
   /** Onboardings waiting for (or in) a re-quantization that has not published them yet: the next batch. */
   pendingQuantization(): Promise<TaskJob[]> {
     return this.jobs.find({ where: { kind: 'onboard', status: 'quantizing', checkpointVersion: IsNull() }, order: { createdAt: 'ASC' } });
+  }
+
+  /** Onboardings not ended yet (their flows have steps left), oldest first. */
+  unfinishedOnboardings(): Promise<TaskJob[]> {
+    return this.jobs.find({ where: { kind: 'onboard', status: In([...UNFINISHED]) }, order: { createdAt: 'ASC' } });
   }
 
   pendingRemovals(): Promise<TaskJob[]> {

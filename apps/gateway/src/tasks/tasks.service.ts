@@ -19,12 +19,15 @@ import { checkCalibration } from './calibration';
 import { OnboardQueues } from './onboard-queues.service';
 import { checkTaskName, CreateTaskInput, parseCreateTask } from './task-input';
 import { dropsAtNextVersion, JobState, taskUploadDir } from './task-files';
-import { NewTaskJob, TaskStore } from './task-store.service';
+import { NewTaskJob, TaskNameTaken, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
 import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
 import { WorkerAdminService } from './worker-admin.service';
 
+/** The statuses of a job whose task holds its name (also frozen in the task_jobs migration 1764600000000). */
 const LIVE = new Set(['queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving']);
+
+const taskExists = (name: string) => new InlaidError(status.ALREADY_EXISTS, `A task named \`${name}\` already exists.`, { param: 'name', code: 'task_exists' });
 
 @Injectable()
 export class TasksService {
@@ -42,7 +45,9 @@ export class TasksService {
    * Onboards a task (202). A refusal leaves nothing behind: no file under INLAID_DATA_DIR/tasks and no
    * row, except that a refused adapter (not safetensors, wrong shapes/rank/base, outside the roots) is kept
    * as a `failed` task_jobs row on purpose, so GET /v1/tasks/{name} shows why; the name stays reusable.
-   * Order: request shape, duplicate name and calibration (nothing written yet), then the adapter.
+   * Order: request shape, duplicate name and calibration (nothing written yet), then the adapter. Concurrent
+   * creations of one new name can all pass the duplicate check; the row insert lets one through (a partial
+   * unique index of task_jobs) and the others are refused the same way, their files removed.
    */
   async create(body: unknown, files: UploadedFiles = {}): Promise<{ job_id: string; task: TaskViewJson }> {
     const upload = pickAdapterFiles(files);
@@ -63,7 +68,14 @@ export class TasksService {
       if (err instanceof InlaidError && err.status === status.INVALID_ARGUMENT) await this.recordRefusal(fields, upload !== null, err.message);
       throw err;
     }
-    const job = await this.store.create({ ...fields, status: 'queued', message: 'accepted' });
+    let job: TaskJob;
+    try {
+      job = await this.store.create({ ...fields, status: 'queued', message: 'accepted' });
+    } catch (err) {
+      // a concurrent creation of the same name got its row in first (the check above ran before both inserts)
+      await rm(dir, { recursive: true, force: true });
+      throw err instanceof TaskNameTaken ? taskExists(input.name) : err;
+    }
     try {
       await this.queues.enqueue(id, input.name, input.waitForQuantization);
     } catch (err) {
@@ -109,9 +121,7 @@ export class TasksService {
   private async refuseDuplicate(name: string): Promise<void> {
     const latest = await this.store.latest(name);
     const servedByWorker = this.workers.readyConnections().some((c) => c.serves(name));
-    if ((latest !== null && LIVE.has(latest.status)) || servedByWorker) {
-      throw new InlaidError(status.ALREADY_EXISTS, `A task named \`${name}\` already exists.`, { param: 'name', code: 'task_exists' });
-    }
+    if ((latest !== null && LIVE.has(latest.status)) || servedByWorker) throw taskExists(name);
   }
 
   async list(): Promise<{ object: 'list'; data: TaskViewJson[] }> {
@@ -178,10 +188,13 @@ export class TasksService {
     const path = await resolveAdapterPath(b['lora_path'], this.config.tasks.adapterRoots, 'lora_path');
     const card = await this.admin.validate(name, path, 'lora_path');
     await this.store.locked(name, async (tx) => {
-      // with its row, so that a DELETE (same lock) sees the task it unloads
+      // with its row, so that a DELETE (same lock) sees the task it unloads; the row first, so that a concurrent
+      // creation of the name is refused before anything is loaded (the insert waits for its transaction)
+      await tx.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
       await this.admin.loadEverywhere(name, path, 'lora_path');
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving');
-      await tx.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
+    }).catch((err: unknown) => {
+      throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });
     return { message: `Success: LoRA adapter '${name}' added successfully.`, card: { ...card, id: name } };
   }

@@ -55,6 +55,11 @@ export interface TaskJobEvent {
 
 @Entity({ name: 'task_jobs' })
 @Index('idx_task_jobs_task', ['task', 'createdAt'])
+// one live onboard/load job per task name (migration 1764600000000)
+@Index('idx_task_jobs_live_task', ['task'], {
+  unique: true,
+  where: `"kind" IN ('onboard', 'load') AND "status" IN ('queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving')`,
+})
 export class TaskJob {
   @PrimaryColumn({ type: 'text' })
   id!: string;
