@@ -59,7 +59,8 @@ BENCH_MS = tuple(int(m) for m in os.environ.get("GEMV_BENCH_MS", "1,2,4").split(
 GUARD_MS = tuple(int(m) for m in os.environ["GEMV_GUARD_MS"].split(",")) if os.environ.get("GEMV_GUARD_MS") else MS
 # columns of the timing table: the best candidate of each kernel generation by the tuner's own timing
 GENERATIONS = (("v3", lambda c: "kind='hgemv" not in c), ("v4", lambda c: "kind='hgemv'" in c),
-               ("v5", lambda c: "kind='hgemvp'" in c), ("v6", lambda c: "kind='hgemvb'" in c))  # fmt: skip
+               ("v5", lambda c: "kind='hgemvp'" in c), ("v6", lambda c: "kind='hgemvb'" in c),
+               ("v7", lambda c: "kind='hgemvr" in c))  # fmt: skip
 GRAPH_KINDS = (("v5g", "hgemvp"), ("v6g", "hgemvb"))  # every candidate of the kind re-timed in the graph
 TOL = 1e-2  # the tuner's guard (quant_matmul_config.agrees)
 
@@ -209,21 +210,23 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "Kernel times in us (CUDA graph over rotating weight copies, > 3x L2; events). % copy = packed weight + scale + "
           "zero bytes / time / copy bandwidth; x bf16 = bf16 cuBLAS time / kernel time. v3 = best of gemv/mma/tile/dequant, "
           "v4 = best half2 GEMV (kind hgemv), v5 = best look-ahead half2 GEMV (kind hgemvp), each chosen by the tuner's "
-          "own (cold-L2) timing and re-timed here; v6 = best burst half2 GEMV (kind hgemvb), same rule; v5g / v6g = the "
+          "own (cold-L2) timing and re-timed here; v6 = best burst half2 GEMV (kind hgemvb), same rule; v7 = best row-accumulating half2 GEMV (kinds hgemvr / hgemvrq / hgemvrb), same rule; v5g / v6g = the "
           "fastest hgemvp / hgemvb candidate in this table's own timing (every candidate timed); v5 evict_first = the v5 config with an evict_first hint on the weight "
           "words (ablation); pick = what the autotuned quant_matmul chose (guard on). fp16 x, g128, "
           "asymmetric.", "",
           "| shape | M | bf16 cuBLAS | tinygemm | v3 | v4 | v5 | v5 %copy | v5 x bf16 | v6 | v6 %copy | v6 x bf16 | "
+          "v7 | v7 %copy | v7 x bf16 | "
           "v5g | v5g %copy | v6g | v6g %copy | v6g x bf16 | v6g err | v5 evict_first (err) | pick (kind) | pick %copy | "
           "pick x bf16 | pick rel err | v5g config | v6g config |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in b["rows"]:
         def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
             return fmt.format(r[key]) if r.get(key) is not None else "-"
 
         md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('v3_us')} | {f('v4_us')} | "
                   f"{f('v5_us')} | {f('v5_pct_copy', '{:.0f}%')} | {f('v5_vs_bf16', '{:.2f}x')} | {f('v6_us')} | "
-                  f"{f('v6_pct_copy', '{:.0f}%')} | {f('v6_vs_bf16', '{:.2f}x')} | {f('v5g_us')} | {f('v5g_pct_copy', '{:.0f}%')} | "
+                  f"{f('v6_pct_copy', '{:.0f}%')} | {f('v6_vs_bf16', '{:.2f}x')} | {f('v7_us')} | "
+                  f"{f('v7_pct_copy', '{:.0f}%')} | {f('v7_vs_bf16', '{:.2f}x')} | {f('v5g_us')} | {f('v5g_pct_copy', '{:.0f}%')} | "
                   f"{f('v6g_us')} | {f('v6g_pct_copy', '{:.0f}%')} | {f('v6g_vs_bf16', '{:.2f}x')} | {f('v6g_err', '{:.1e}')} | "
                   f"{f('v5ef_us')} ({f('v5ef_err', '{:.0e}')}) | {f('pick_us')} ({_kind(r.get('pick'))}) | {f('pick_pct_copy', '{:.0f}%')} | "
                   f"{f('pick_vs_bf16', '{:.2f}x')} | {f('pick_err', '{:.1e}')} | {_short(r.get('v5g_cfg'))} | {_short(r.get('v6g_cfg'))} |")  # fmt: skip

@@ -24,6 +24,8 @@ from .gptq_packing import GPTQWeight, unpack_bitstream
 from .quant_common import group_zero, split_iters, store_tile, workspace
 from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
+from .quant_hgemv3 import launch_hgemv3
+from .quant_hgemvr import launch_hgemvr
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
 from .quant_tc import launch_tensor_core
@@ -146,10 +148,14 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_hgemv(x2, w, *args[:5], 1, y, ahead=cfg.num_stages)
     elif cfg.kind == "hgemvb":  # v6: all of a program's 2-4 K tiles loaded before any is used
         launch_hgemv(x2, w, *args[:5], 1, y, burst=True)
+    elif cfg.kind in ("hgemvr", "hgemvrq", "hgemvrb"):  # v7 row-accumulating half2 GEMV (quant_hgemvr)
+        launch_hgemvr(x2, w, *args[:5], y, burst=cfg.kind == "hgemvrb", const_stride=True, pin=cfg.kind == "hgemvrq")
 
+    elif cfg.kind == "hgemv3":  # 3-bit half2 GEMV (quant_hgemv3)
+        launch_hgemv3(x2, w, *args)
     elif cfg.kind == "mma":
         launch_mma(x2, w, *args)
-    elif cfg.kind in ("tc", "tcf", "tc2", "tcf2"):  # quant_tcg (Gluon) on CUDA; see quant_tc.launch_tensor_core
+    elif cfg.kind in ("tc", "tcf", "tc2", "tcf2", "tcl", "tclp", "tcls"):  # quant_tcg, quant_tcl (Gluon); see quant_tc
         launch_tensor_core(x2, w, *args, kind=cfg.kind)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)

@@ -26,7 +26,7 @@ class QMMConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
-    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "hgemvb" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
+    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "hgemvb" | "hgemvr[q|b]" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
 
 
 def m_bucket(m: int) -> int:
@@ -81,6 +81,21 @@ def _hgemvp(mb: int, k: int, group: int) -> list[QMMConfig]:
     return out
 
 
+# v7 row-accumulating half2 GEMV (quant_hgemvr, M <= 4): kinds "hgemvr" (look-ahead loop), "hgemvrq" (the same, the
+# next tile's loads pinned before the arithmetic by a value-returning barrier), "hgemvrb" (burst); block_n 64, 2 warps,
+# block_k 128; (kind, K tiles per program): the plans that won a row on the H200 (kernels-2026-11-30-v7.md)
+HGEMVR_PLANS = {1: (("hgemvr", 4), ("hgemvr", 6), ("hgemvr", 8), ("hgemvrq", 6), ("hgemvrb", 3)),
+                4: (("hgemvr", 6), ("hgemvr", 8), ("hgemvrb", 3))}  # fmt: skip
+
+
+def _hgemvr(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """Row-accumulating half2 GEMV candidates for M <= 4 (block_m = the batch bucket); K tiles of 128 in one group."""
+    if k % 128 or group % 128:
+        return []
+    return [QMMConfig(mb, 64, 128, triton.cdiv(k // 128, it), 2, 1, False, kind)
+            for kind, it in HGEMVR_PLANS[1 if mb <= 2 else 4]]  # fmt: skip
+
+
 # v6 burst half2 GEMV (kind "hgemvb"): small tiles, many programs, each loading all its 2-4 K tiles at once
 # (the fastest read pattern of the v6 sweep). NOT among candidate_configs: on the H200 it lost to hgemvp at every
 # M = 1..4 on both 7B MLP shapes (bench/kernels/NOTES.md v6); bench/kernels/gemv_h200.py times these directly.
@@ -99,6 +114,22 @@ def _hgemvb(mb: int, k: int, group: int) -> list[QMMConfig]:
     return out
 
 
+# 3-bit half2 GEMV (quant_hgemv3, kind "hgemv3", M <= 4): (block_n, block_k, warps) and (K tiles per program,
+# words' look-ahead in tiles = num_stages); offline sm_90 build (bench/kernels/sass_hgemv3.py): no spills except a
+# 16-byte stack at M = 4 with (64, 128, 2), which was still the fastest at M = 4 on the H200 (kernels-2026-11-30-int3.md)
+HGEMV3_SHAPES = ((128, 128, 4), (64, 128, 2), (256, 128, 8), (128, 64, 4), (64, 64, 2))
+HGEMV3_PLANS = ((1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (8, 2))
+
+
+def _hgemv3(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """3-bit half2 GEMV candidates for M <= 4 (block_m = the batch bucket)."""
+    out = []
+    for bn, want_k, warps in HGEMV3_SHAPES:
+        bk = _block_k(k, group, want_k)
+        out += [QMMConfig(mb, bn, bk, triton.cdiv(k // bk, it), warps, ahead, False, "hgemv3") for it, ahead in HGEMV3_PLANS]
+    return out
+
+
 def _tc(mb: int, k: int, group: int) -> list[QMMConfig]:
     """Tensor-core kernel (quant_tc / quant_tcg) for M >= 3 (8-row tiles at least; rows past M masked). Kinds: "tc" scales each K tile's product in fp32,
     "tcf" puts (q - z) * s in the operand (one accumulator); a trailing "2" builds the operand in two K=64 halves
@@ -114,6 +145,26 @@ def _tc(mb: int, k: int, group: int) -> list[QMMConfig]:
     if mb >= 128:  # 64-row x tiles: larger ones spill in the sm_90 build
         return [QMMConfig(64, 64, 128, s, 4, 4, True, kind) for kind, s in (("tc2", 2), ("tc2", 4), ("tcf2", 1))]
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in plans for s in splits]
+
+
+# quant_tcl (kinds "tcl" / "tcls", M >= 64): (block_m, block_n, stages, kind, splits) per M bucket; block_n / 16 warps
+# (one warpgroup per 64 weight columns); no spills in the K loop of the offline sm_90 build (bench/kernels/sass_tcl.py);
+# block_n 64 with 2-3 stages lets 2-3 programs share an SM. "tclp" lost everywhere, "tcls" nearly everywhere, and
+# so did block_n 128 with block_m 128-256 at M >= 128 (kernels-2026-11-30-tcl-run1.md, -run2.md).
+TCL_PLANS = {
+    64: ((64, 128, 4, "tcl", (2,)), (64, 64, 4, "tcl", (1, 2, 4)), (64, 128, 4, "tcls", (1, 4))),
+    128: ((128, 64, 2, "tcl", (1, 2, 4)), (128, 64, 3, "tcl", (1, 2)), (128, 128, 4, "tcls", (4,))),
+    256: ((128, 64, 2, "tcl", (1, 2, 3)), (128, 64, 3, "tcl", (1, 2)), (128, 128, 4, "tcls", (2,))),
+    512: ((128, 64, 2, "tcl", (1, 2)), (128, 64, 3, "tcl", (1,)), (256, 128, 3, "tcl", (1,))),
+}
+
+
+def _tcl(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """Large-M tile kernel (quant_tcl): the weight dequantized once per program for up to 256 rows of x."""
+    if k % 128 or group % 128 or mb < 64:
+        return []
+    plans = TCL_PLANS[mb]
+    return [QMMConfig(bm, bn, 128, s, bn // 16, st, True, kind) for bm, bn, st, kind, splits in plans for s in splits]
 
 
 def _mma(bm: int, k: int, group: int, shapes: tuple, splits: tuple[int, ...]) -> list[QMMConfig]:
@@ -147,7 +198,10 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     mb = m_bucket(m)
     extra = _hgemv(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 16 else []
     extra += _hgemvp(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 4 else []
+    extra += _hgemvr(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 4 else []
     extra += _tc(mb, k, group) if bits == 4 and mb >= 4 else []  # M = 3-4 in an 8-row tile (masked rows)
+    extra += _hgemv3(mb, k, group) if bits == 3 and dtype == torch.float16 and mb <= 4 else []
+    extra += _tcl(mb, k, group) if bits == 4 else []
     return _base_candidates(m, n, k, group, bits) + extra
 
 

@@ -100,8 +100,9 @@ def _capability(index: int) -> int:
 def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                        num_warps: int, num_stages: int, y: torch.Tensor, kind: str) -> None:  # fmt: skip
     """Kinds "tc", "tcf" (FULL_DEQUANT), "tc2", "tcf2" (the operand built in two K=64 halves): the Gluon kernel on
-    CUDA (num_stages = its word prefetch depth in K tiles), this file's twin under the interpreter; block_k = 128."""
-    full = kind.startswith("tcf")
+    CUDA (num_stages = its word prefetch depth in K tiles), this file's twin under the interpreter; block_k = 128.
+    "tcl", "tclp", "tcls": the large-M tile kernel (quant_tcl; num_stages = its cp.async ring depth); its twin is "tcf"."""
+    full = kind.startswith("tcf") or kind.startswith("tcl")
     if block_k != 128:
         raise ValueError("the tensor-core kernels use K tiles of 128")
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
@@ -110,6 +111,11 @@ def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: i
         if _capability(x2.device.index or 0) < 9:
             raise ValueError("the Gluon tensor-core kernel needs sm_90 (wgmma)")
 
-        launch_tcg(x2, w, block_m, block_n, split_k, num_warps, num_stages, full, 2 if kind.endswith("2") else 1, y)
+        if kind.startswith("tcl"):
+            from .quant_tcl import launch_tcl
+
+            launch_tcl(x2, w, block_m, block_n, split_k, num_warps, num_stages, ("tcl", "tclp", "tcls").index(kind), y)
+        else:
+            launch_tcg(x2, w, block_m, block_n, split_k, num_warps, num_stages, full, 2 if kind.endswith("2") else 1, y)
     else:
         launch_tc(x2, w, block_m, block_n, split_k, full, y)

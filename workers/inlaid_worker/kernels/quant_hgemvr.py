@@ -1,0 +1,340 @@
+"""Row-accumulating half2 GEMV for 4-bit GPTQ weights (v7, kind "hgemvr"), M = 1..4 rows, fp16 x.
+
+quant_hgemv's arithmetic with fewer instructions per packed word (v6: ~23.5 SASS instructions per word at M=1 no
+longer hide behind a fast read). Each K tile (one group) is loaded as RI = 4 row chunks [BLOCK_M, RO, BLOCK_N]
+(RO = BLOCK_K / 32 word rows; at n64 w2 k128 one 16-byte load per thread per chunk), and a thread's products of
+the four chunks are summed in ONE half2 register per column before anything goes to fp32:
+
+    t = dequant(w)                             # as quant_hgemv: 4 LOP3 + SHF + 4 HFMA2, (q - z) / 1024 exact
+    p = t0*x04 + t1*x15 + t2*x26 + t3*x37 + p  # 4 HFMA2, chained over the 4 chunks (16 products per lane)
+    acc += float(p.lo) * s + float(p.hi) * s   # once per tile: 2 cvt + 2 FFMA per 4 words (v4: 3 per word)
+
+The pre-scale is 2^-10 (quant_hgemv: 2^-8), so no fp16 x can overflow the longer sum: |q - z| <= 16, so
+|p| <= 16 * 16 / 1024 * max|x| = max|x| / 4. The fp32 accumulator holds 4 rows per thread instead of 16.
+Loop shapes: look-ahead 1 (as quant_hgemv's "hgemvp": the next tile's words, x, scales and zeros are loaded a step
+early) or burst (all of a program's 2..4 tiles loaded before any is used, as "hgemvb"). In the sm_90 SASS ptxas
+sinks those early loads below the current tile's arithmetic (fewer registers, but one tile in flight per warp);
+PIN forbids that with a barrier the arithmetic depends on (_DEP_PTX).
+Under TRITON_INTERPRET the same bit-level steps run as Triton integer/float ops (fp32, rounded to fp16 per op).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .gptq_packing import GPTQWeight
+from .quant_common import split_launch, store_tile
+from .quant_hgemv import _hi_f32, _lo_f32, _x_words, use_asm
+
+_DEQ10_PTX = tl.constexpr("""
+{
+.reg .b32 w2, m0, m1, k0, k1;
+mov.b32 m0, 0x000f000f;
+mov.b32 m1, 0x00f000f0;
+lop3.b32 $0, $4, m0, 0x64006400, 0xea;
+lop3.b32 $1, $4, m1, 0x64006400, 0xea;
+shr.u32 w2, $4, 8;
+lop3.b32 $2, w2, m0, 0x64006400, 0xea;
+lop3.b32 $3, w2, m1, 0x64006400, 0xea;
+mov.b32 k0, 0x14001400;
+mov.b32 k1, 0x04000400;
+fma.rn.f16x2 $0, $0, k0, $5;
+fma.rn.f16x2 $1, $1, k1, $6;
+fma.rn.f16x2 $2, $2, k0, $5;
+fma.rn.f16x2 $3, $3, k1, $6;
+}
+""")
+
+_HDOT_PTX = tl.constexpr("""
+{
+.reg .b32 q;
+fma.rn.f16x2 q, $1, $5, $9;
+fma.rn.f16x2 q, $2, $6, q;
+fma.rn.f16x2 q, $3, $7, q;
+fma.rn.f16x2 $0, $4, $8, q;
+}
+""")
+
+_HFIN_PTX = tl.constexpr("""
+{
+.reg .f16 h0, h1;
+.reg .f32 f0, f1;
+mov.b32 {h0, h1}, $1;
+cvt.f32.f16 f0, h0;
+cvt.f32.f16 f1, h1;
+fma.rn.f32 f0, f0, $2, $3;
+fma.rn.f32 $0, f1, $2, f0;
+}
+""")
+
+
+def _xload4_ptx(chunk_bytes: int) -> str:
+    """x pairs (x[k], x[k+4]) .. (x[k+3], x[k+7]) of 4 word rows chunk_bytes apart, one 16-byte load each, unmasked."""
+    loads = "".join(f"ld.global.v4.b32 {{a{4 * i}, a{4 * i + 1}, a{4 * i + 2}, a{4 * i + 3}}}, [$16+{i * chunk_bytes}];\n"
+                    for i in range(4))  # fmt: skip
+    prmt = "".join(f"prmt.b32 ${4 * i}, a{4 * i}, a{4 * i + 2}, 0x5410;\nprmt.b32 ${4 * i + 1}, a{4 * i}, a{4 * i + 2}, 0x7632;\n"
+                   f"prmt.b32 ${4 * i + 2}, a{4 * i + 1}, a{4 * i + 3}, 0x5410;\nprmt.b32 ${4 * i + 3}, a{4 * i + 1}, a{4 * i + 3}, 0x7632;\n"
+                   for i in range(4))  # fmt: skip
+    return "{\n.reg .b32 a<16>;\n" + loads + prmt + "}"
+
+
+_XLOAD4_RO4 = tl.constexpr(_xload4_ptx(64))  # BLOCK_K 128: chunks of 4 word rows = 32 x values = 64 bytes
+_XLOAD4_RO2 = tl.constexpr(_xload4_ptx(32))  # BLOCK_K 64
+# PIN: a CTA barrier that returns a value (bar.red.popc: the number of threads, < 2^16, so r >> 16 == 0, which
+# ptxas cannot know) added to the zero constants: the tile's arithmetic depends on the barrier, and no global load
+# crosses a barrier, so loads issued before it (the next tile's) are in flight during the arithmetic
+_DEP_PTX = tl.constexpr("""
+{
+.reg .pred p;
+.reg .b32 r;
+setp.ne.b32 p, $8, 0;
+bar.red.popc.u32 r, 0, p;
+shr.u32 r, r, 16;
+add.u32 $0, $8, r;
+add.u32 $1, $9, r;
+add.u32 $2, $10, r;
+add.u32 $3, $11, r;
+add.u32 $4, $12, r;
+add.u32 $5, $13, r;
+add.u32 $6, $14, r;
+add.u32 $7, $15, r;
+}
+""")
+_LD32_PLAIN = tl.constexpr("ld.global.b32 $0, [$1];")
+_LD16_PLAIN = tl.constexpr("ld.global.b16 $0, [$1];")
+
+
+@triton.jit
+def _hfma2(a, b, c):
+    """half2 a * b + c of three half2 words, one rounding per lane (the interpreter's fma.rn.f16x2)."""
+    lo = (_lo_f32(a) * _lo_f32(b) + _lo_f32(c)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    hi = (_hi_f32(a) * _hi_f32(b) + _hi_f32(c)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return lo | (hi << 16)
+
+
+@triton.jit
+def _dequant10(w, c0, c1, USE_ASM: tl.constexpr):
+    """(q - z) / 1024 of the 8 fields of each word as 4 half2 words: fields (0,4), (1,5), (2,6), (3,7)."""
+    if USE_ASM:
+        t0, t1, t2, t3 = tl.inline_asm_elementwise(_DEQ10_PTX, "=&r,=&r,=&r,=&r,r,r,r", [w, c0, c1],
+                                                   dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True,
+                                                   pack=1)  # fmt: skip
+    else:
+        w2 = (w >> 8) & 0x00FFFFFF
+        k0 = 0x14001400
+        k1 = 0x04000400
+        t0 = _hfma2((w & 0x000F000F) | 0x64006400, k0, c0)
+        t1 = _hfma2((w & 0x00F000F0) | 0x64006400, k1, c1)
+        t2 = _hfma2((w2 & 0x000F000F) | 0x64006400, k0, c0)
+        t3 = _hfma2((w2 & 0x00F000F0) | 0x64006400, k1, c1)
+    return t0, t1, t2, t3
+
+
+@triton.jit
+def _hdot(t, xs, p, USE_ASM: tl.constexpr):
+    """p + t . x in half2 (4 chained HFMA2): two fp16 running sums per column."""
+    if USE_ASM:
+        out = tl.inline_asm_elementwise(_HDOT_PTX, "=r,r,r,r,r,r,r,r,r,r",
+                                        [t[0], t[1], t[2], t[3], xs[0], xs[1], xs[2], xs[3], p], dtype=tl.int32,
+                                        is_pure=True, pack=1)  # fmt: skip
+    else:
+        out = _hfma2(t[3], xs[3], _hfma2(t[2], xs[2], _hfma2(t[1], xs[1], _hfma2(t[0], xs[0], p))))
+    return out
+
+
+@triton.jit
+def _hfin(p, s, acc, USE_ASM: tl.constexpr):
+    """acc + float(p.lo) * s + float(p.hi) * s (fp32)."""
+    if USE_ASM:
+        out = tl.inline_asm_elementwise(_HFIN_PTX, "=f,r,f,f", [p, s, acc], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        out = acc + _lo_f32(p) * s
+        out = out + _hi_f32(p) * s
+    return out
+
+
+@triton.jit
+def _ld_col(ptrs, USE_ASM: tl.constexpr):
+    """Unmasked per-column load (pointers clamped in range). On CUDA through PTX, so that it is no layout anchor."""
+    if USE_ASM:
+        if ptrs.dtype.element_ty == tl.float16:
+            v = tl.inline_asm_elementwise(_LD16_PLAIN, "=h,l", [ptrs], dtype=tl.float16, is_pure=True, pack=1)
+        else:
+            v = tl.inline_asm_elementwise(_LD32_PLAIN, "=r,l", [ptrs], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        v = tl.load(ptrs)
+    return v
+
+
+@triton.jit
+def _x_chunks(x_ptr, perm_ptr, offs_m, kr, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
+              RO: tl.constexpr):  # fmt: skip
+    """x pairs of the 4 row chunks of the tile whose chunk-0 rows start at K index kr ([1, RO, 1]); offs_m in range."""
+    if USE_ASM and not HAS_PERM:  # one asm: 4 unmasked 16-byte loads at immediate offsets, re-paired with prmt
+        x32 = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m * (stride_xm // 2) + kr // 2
+        if RO == 4:
+            v = tl.inline_asm_elementwise(_XLOAD4_RO4, "=r," * 16 + "l", [x32], dtype=(tl.int32,) * 16,
+                                          is_pure=True, pack=1)  # fmt: skip
+        else:
+            v = tl.inline_asm_elementwise(_XLOAD4_RO2, "=r," * 16 + "l", [x32], dtype=(tl.int32,) * 16,
+                                          is_pure=True, pack=1)  # fmt: skip
+        xs = ((v[0], v[1], v[2], v[3]), (v[4], v[5], v[6], v[7]), (v[8], v[9], v[10], v[11]),
+              (v[12], v[13], v[14], v[15]))  # fmt: skip
+    else:
+        ok = offs_m >= 0
+        xs = (_x_words(x_ptr, perm_ptr, offs_m, ok, kr, ok, stride_xm, HAS_PERM, USE_ASM),
+              _x_words(x_ptr, perm_ptr, offs_m, ok, kr + RO * 8, ok, stride_xm, HAS_PERM, USE_ASM),
+              _x_words(x_ptr, perm_ptr, offs_m, ok, kr + 2 * RO * 8, ok, stride_xm, HAS_PERM, USE_ASM),
+              _x_words(x_ptr, perm_ptr, offs_m, ok, kr + 3 * RO * 8, ok, stride_xm, HAS_PERM, USE_ASM))  # fmt: skip
+    return xs
+
+
+@triton.jit
+def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
+             stride_sg, stride_sn, stride_zg, stride_zn,
+             GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
+             USE_ASM: tl.constexpr, RO: tl.constexpr):  # fmt: skip
+    """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
+    unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
+    wp = w_rows + (kt // 8) * sqk  # [1, RO, BN]: chunk 0 = word rows kt/8 .. kt/8 + RO - 1
+    w0 = tl.load(wp)
+    w1 = tl.load(wp + RO * sqk)
+    w2 = tl.load(wp + 2 * RO * sqk)
+    w3 = tl.load(wp + 3 * RO * sqk)
+    g = kt // GROUP
+    s = _ld_col(sc_ptr + g * stride_sg + offs_n * stride_sn, USE_ASM).to(tl.float32)
+    s = tl.where(ok, s, 0.0)
+    # fp16(-(1 + z/1024)) = 0xBC00 + z, fp16(-(1/16 + z/1024)) = 0xAC00 + 16 z
+    if SYM:
+        z = tl.full(offs_n.shape, 8, tl.int32)
+    else:
+        word = _ld_col(qz_ptr + g * stride_zg + (offs_n // 8) * stride_zn, USE_ASM)
+        z = ((word >> ((offs_n % 8) * 4)) & 0xF) + ZERO_OFFSET
+    c0 = z * 0x10001 + (0xBC00BC00 - 2**32)
+    c1 = z * 0x100010 + (0xAC00AC00 - 2**32)
+    xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
+    return (w0, w1, w2, w3), s, c0, c1, xs
+
+
+@triton.jit
+def _after_barrier(tile, USE_ASM: tl.constexpr):
+    """The tile with its zero constants made to depend on a CTA barrier (PIN; values unchanged)."""
+    if USE_ASM:
+        c0, c1 = tl.inline_asm_elementwise(_DEP_PTX, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r,r", [tile[2], tile[3]],
+                                           dtype=(tl.int32, tl.int32), is_pure=False, pack=4)  # fmt: skip
+    else:
+        c0, c1 = tile[2], tile[3]
+    return tile[0], tile[1], c0, c1, tile[4]
+
+
+@triton.jit
+def _use_r(acc, tile, USE_ASM: tl.constexpr):
+    """acc + s * (the tile's products), the 4 chunks summed in half2 first."""
+    ws, s, c0, c1, xs = tile
+    p = _hdot(_dequant10(ws[0], c0, c1, USE_ASM), xs[0], ws[0] & 0, USE_ASM)
+    p = _hdot(_dequant10(ws[1], c0, c1, USE_ASM), xs[1], p, USE_ASM)
+    p = _hdot(_dequant10(ws[2], c0, c1, USE_ASM), xs[2], p, USE_ASM)
+    p = _hdot(_dequant10(ws[3], c0, c1, USE_ASM), xs[3], p, USE_ASM)
+    return _hfin(p, s, acc, USE_ASM)
+
+
+@triton.jit
+def _hgemvr_kernel(
+    x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
+    M, N, K, ZW, ITERS, SPLIT_K,
+    stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
+    HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
+    BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
+    PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    RO: tl.constexpr = BLOCK_K // 32
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, None, :]  # [1, 1, BN]
+    mask_n = offs_n < N
+    if EVEN_N:  # loads are unmasked: N % BLOCK_N == 0, or columns past N re-read column N - 1
+        offs_nl = offs_n
+    else:  # (clamping loses the 16-byte vector loads, so only where N needs it)
+        offs_nl = tl.minimum(offs_n, N - 1)
+    offs_ro = tl.arange(0, RO)[None, :, None]  # [1, RO, 1]
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None, None]  # [BM, 1, 1]
+    m_ok = offs_m < M
+    offs_ml = tl.minimum(offs_m, M - 1)
+    if QK_CONST > 0:  # the word row stride as a compile-time constant: chunk offsets become immediates
+        sqk = QK_CONST
+    else:
+        sqk = stride_qk
+    w_rows = qw_ptr + offs_ro * sqk + offs_nl * stride_qn  # [1, RO, BN]
+    k_first = pid_k * (ITERS * BLOCK_K)
+    mine = tl.minimum(ITERS, K // BLOCK_K - pid_k * ITERS)  # this program's tiles (>= 1)
+    last = k_first + (mine - 1) * BLOCK_K
+    args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
+            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO)  # fmt: skip
+    cur = _tile_in(k_first, True, w_rows, *args)
+    # zeros derived from a load, so the accumulator takes the load's (coalesced) register layout
+    acc = tl.zeros((BLOCK_M, RO, BLOCK_N), dtype=tl.float32) + (cur[0][0] & 0).to(tl.float32)
+    if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
+        t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args)
+        if BURST >= 3:
+            t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args)
+        if BURST >= 4:
+            t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args)
+        if PIN:  # every load issued before the barriers; each tile's arithmetic depends on one
+            cur = _after_barrier(cur, USE_ASM)
+            t1 = _after_barrier(t1, USE_ASM)
+            if BURST >= 3:
+                t2 = _after_barrier(t2, USE_ASM)
+            if BURST >= 4:
+                t3 = _after_barrier(t3, USE_ASM)
+        acc = _use_r(acc, cur, USE_ASM)
+        acc = _use_r(acc, t1, USE_ASM)
+        if BURST >= 3:
+            acc = _use_r(acc, t2, USE_ASM)
+        if BURST >= 4:
+            acc = _use_r(acc, t3, USE_ASM)
+    else:  # look-ahead 1: the next tile's words and small operands wait in registers (past the last: re-read it)
+        for it in range(k_first, last + 1, BLOCK_K):
+            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args)
+            if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
+                acc = _use_r(acc, _after_barrier(cur, USE_ASM), USE_ASM)
+            else:
+                acc = _use_r(acc, cur, USE_ASM)
+            cur = nxt
+
+    out = tl.sum(acc, axis=1, keep_dims=True) * 1024.0  # [BM, 1, BN]; the products carried a 1/1024
+    mask = m_ok & mask_n
+    y_ptrs = y_ptr + offs_m * stride_ym + offs_n * stride_yn
+    ws_ptrs = ws_ptr + offs_m * N + offs_n
+    tile = pid_m * tl.num_programs(0) + pid_n
+    store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
+
+
+def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
+                  num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
+                  pin: bool = False) -> None:  # fmt: skip
+    """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
+    burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
+    otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
+    build per weight width). pin: the next tile's (burst: all tiles') loads stay issued before this tile's
+    arithmetic, whose zero constants pass through a barrier that returns a value (bar.red); without it ptxas sinks
+    the loads below the arithmetic, into the same registers, and each tile's load latency is exposed (NOTES.md v7)."""
+    if w.bits != 4 or x2.dtype != torch.float16:
+        raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
+    if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
+        raise ValueError(f"block_k={block_k} must be 64 or 128 and divide the group ({w.group_size}) and K")
+    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows are read 16 bytes at a time
+        x2 = x2.clone(memory_format=torch.contiguous_format)
+    grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
+    iters = args[12]
+    if burst and iters > 4:
+        raise ValueError(f"burst takes at most 4 K tiles per program (got {iters}: raise split_k)")
+    _hgemvr_kernel[grid](*args, **consts, USE_ASM=use_asm(), BURST=iters if burst else 0,
+                         QK_CONST=w.qweight.stride(0) if const_stride else 0,
+                         EVEN_N=w.out_features % block_n == 0, PIN=pin,
+                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
+                         num_stages=1)  # fmt: skip

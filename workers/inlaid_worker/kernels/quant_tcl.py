@@ -1,0 +1,246 @@
+"""Gluon int4 g128 tensor-core GEMM for large M (64..512): kinds "tcl", "tclp", "tcls" (issue 4).
+
+quant_tcg's kernels (small M) load x through registers and permute it into the operand's K order every tile,
+one warpgroup per program, one synchronous wgmma per tile: at M >= 128 that dataflow is latency-bound (0.34-0.64x
+bf16). Here the tile is a real GEMM tile: acc [BLOCK_N weight columns, BLOCK_M rows of x] (y^T = W^T x^T, wgmma
+N = BLOCK_M up to 256), BLOCK_N / 16 warps (one warpgroup per 64 weight columns), so every weight word is loaded
+and dequantized once per program and reused across all BLOCK_M rows. The weight stays quant_tcg's register A
+operand ((q - z) * s in the operand: quant_tcg._operand with FULL_DEQUANT), x^T is the shared-memory B operand.
+
+x is permuted ONCE per call into the operand's K order (permute_x; x_order: column j of xp is x[:, base(j)],
+base = 128-tile start + quant_tcg.operand_rows, act-order composed in), so x and the words both stream through
+one STAGES-deep cp.async ring (16-byte copies straight into the 128B-swizzled NVMMA layout, no per-tile permute).
+"tcl" builds each tile's operand right before its wgmma (PIPE 0); "tclp" builds the next one while the current
+wgmma runs (PIPE 1: ptxas then serializes the 8 wgmmas of a tile, C7513); "tcls" (PIPE 2) builds the next one
+under the current wgmma too, but stores it to shared memory (two buffers) so that the wgmma reads no registers.
+Measured on the H200: "tcl" with 128x64 tiles and a 2-stage ring (168 registers, 72 KB: 3 programs per SM, which
+overlap one another's dequantization and MMAs) wins at M >= 128; tclp / tcls lose (bench/kernels/NOTES.md "tcl").
+Split-K partials: quant_tcg's self-cleaning read-and-clear epilogue. CUDA sm_90 only; under the interpreter the
+plain-Triton twin quant_tc (kind "tcf") computes the same product.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+
+from .gptq_packing import GPTQWeight
+from .quant_common import split_iters, workspace
+from .quant_tcg import BLOCK_K, _group_params, _operand, operand_rows, tcg_layouts, tcg_supported
+
+_BASE: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def x_order(k: int, perm: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """int64 [K]: the x column read by column j of the permuted x (operand order per 128-row tile, then perm)."""
+    key = (k, str(device))
+    base = _BASE.get(key)
+    if base is None:
+        if k % BLOCK_K:
+            raise ValueError(f"K={k} is not a multiple of {BLOCK_K}")
+        tiles = torch.arange(k // BLOCK_K).repeat_interleave(BLOCK_K) * BLOCK_K
+        base = (tiles + operand_rows().repeat(k // BLOCK_K)).to(device)
+        _BASE[key] = base
+    return base if perm is None else perm.long()[base]
+
+
+@triton.jit
+def _permute_x_kernel(x_ptr, idx_ptr, xp_ptr, M, stride_xm, stride_xk, stride_pm,
+                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+    """xp[m, j] = x[m, idx[j]] for one [BLOCK_M, BLOCK_K] block (plain Triton: one launch, 16-byte stores)."""
+    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    src = tl.load(idx_ptr + offs_k)
+    mask = offs_m[:, None] < M
+    v = tl.load(x_ptr + offs_m[:, None] * stride_xm + src[None, :] * stride_xk, mask=mask)
+    tl.store(xp_ptr + offs_m[:, None] * stride_pm + offs_k[None, :], v, mask=mask)
+
+
+@triton.jit
+def _permute_tiles_kernel(x_ptr, xp_ptr, M, stride_xm, stride_xk, stride_pm, BLOCK_M: tl.constexpr):
+    """xp = x in operand order without act-order: each [BLOCK_M, 128] tile loaded whole (16-byte loads) and its
+    columns kk = 32t + 8wi + 4e + s moved to idx = 32wi + 8s + 2t + e in registers (quant_tcg's x reshape)."""
+    offs_k = tl.program_id(0) * 128 + tl.arange(0, 128)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask = offs_m[:, None] < M
+    v = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk, mask=mask)
+    v = tl.reshape(tl.permute(tl.reshape(v, [BLOCK_M, 4, 4, 2, 4]), [0, 2, 4, 1, 3]), [BLOCK_M, 128])
+    tl.store(xp_ptr + offs_m[:, None] * stride_pm + offs_k[None, :], v, mask=mask)
+
+
+def permute_x(x2: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """x2[:, idx] (idx = x_order(K, perm)) as a new contiguous tensor, K a multiple of 128: one small kernel, the
+    register permute when idx is None (no act-order), a gather otherwise."""
+    m, k = x2.shape
+    xp = torch.empty(m, k, dtype=x2.dtype, device=x2.device)
+    grid = (k // BLOCK_K, triton.cdiv(m, 32))
+    if idx is None:
+        _permute_tiles_kernel[grid](x2, xp, m, x2.stride(0), x2.stride(1), xp.stride(0), BLOCK_M=32, num_warps=4)
+    else:
+        _permute_x_kernel[grid](x2, idx, xp, m, x2.stride(0), x2.stride(1), xp.stride(0), BLOCK_M=32,
+                                BLOCK_K=BLOCK_K, num_warps=4)  # fmt: skip
+    return xp
+
+
+def tcl_layouts(block_n: int, block_m: int, warps: int) -> dict:
+    """quant_tcg's layouts plus XCP: x's cp.async copies, 8 contiguous K values (16 bytes) per thread."""
+    lay = tcg_layouts(block_n, block_m, warps)
+    xcp = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[warps, 1], order=[1, 0])
+    return dict(MMA=lay["MMA"], DOT=lay["DOT"], L5=lay["L5"], L4=lay["L4"], XS=lay["XS"], CPL=lay["CPL"],
+                WS=lay["WS"], D2=lay["D2"], XCP=xcp)  # fmt: skip
+
+
+@gluon.jit
+def _issue(x_smem, w_smem, slot, tile, x_ptr, qw_ptr, x_off, cp_off, cp_mask, stride_qk, BLOCK_K: gl.constexpr):
+    """cp.async of K tile `tile` (x columns and weight words) into ring slot `slot`, one commit group."""
+    async_copy.async_copy_global_to_shared(w_smem.index(slot), qw_ptr + tile * (BLOCK_K // 8) * stride_qk + cp_off,
+                                           mask=cp_mask)  # fmt: skip
+    async_copy.async_copy_global_to_shared(x_smem.index(slot), x_ptr + tile * BLOCK_K + x_off)
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _words(w_smem, slot, BLOCK_N: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr):
+    """One tile's words [BLOCK_N, wi, t] from the ring, in the A operand's layout."""
+    p2 = w_smem.index(slot).load(D2)  # [16 rows, BLOCK_N], row = 4t + wi
+    p0 = gl.permute(gl.reshape(p2, [4, 4, BLOCK_N]), [2, 1, 0])
+    return gl.convert_layout(p0, gl.SliceLayout(2, L4), assert_trivial=True)
+
+
+@gluon.jit
+def _tcl_kernel(
+    x_ptr, qw_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
+    M, N, K, ITERS, SPLIT_K,
+    stride_xm, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, USE_SPLIT: gl.constexpr,
+    IS_BF16: gl.constexpr, PIPE: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
+    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+    MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, XS: gl.constexpr, CPL: gl.constexpr,
+    WS: gl.constexpr, D2: gl.constexpr, XCP: gl.constexpr,
+):  # fmt: skip
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    pid_m = gl.program_id(2)
+    dt: gl.constexpr = x_ptr.dtype.element_ty
+    ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # for [:, None, None, None]
+    offs_nz = gl.minimum(pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=ZL), N - 1)
+    # x rows past M read row M-1 (never stored); columns past N: zero-filled words, never stored
+    xm = gl.minimum(pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, XCP)), M - 1)
+    xk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, XCP))
+    x_off = xm[:, None] * stride_xm + xk[None, :]
+    rr = gl.arange(0, BLOCK_K // 8, layout=gl.SliceLayout(1, CPL))
+    cc = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, CPL))
+    cp_off = rr[:, None] * stride_qk + cc[None, :] * stride_qn
+    cp_mask = (rr[:, None] >= 0) & (cc < N)[None, :]
+    x_smem = gl.allocate_shared_memory(dt, [STAGES, BLOCK_M, BLOCK_K], XS)
+    w_smem = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N], WS)
+    k_tiles = K // BLOCK_K
+    t0 = pid_k * ITERS
+    n_it = gl.minimum(ITERS, k_tiles - t0)  # the last split may hold fewer tiles
+    for i in gl.static_range(STAGES - 1):
+        _issue(x_smem, w_smem, i, gl.minimum(t0 + i, k_tiles - 1), x_ptr, qw_ptr, x_off, cp_off, cp_mask, stride_qk,
+               BLOCK_K)  # fmt: skip
+    acc = gl.zeros((BLOCK_N, BLOCK_M), gl.float32, layout=MMA)
+    zm2, s = _group_params(sc_ptr, qz_ptr, (t0 * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg, stride_sn,
+                           stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+    if PIPE == 2:  # the operand goes through shared memory (two buffers): wgmma reads no register operand
+        a_smem = gl.allocate_shared_memory(dt, [2, BLOCK_N, BLOCK_K], XS)
+    if PIPE > 0:  # operand of tile 0 before the loop; each iteration builds the next one under its wgmma
+        async_copy.wait_group(STAGES - 2)
+        gl.thread_barrier()
+        a = _operand(_words(w_smem, 0, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+        if PIPE == 2:
+            a_smem.index(0).store(a)
+    for it in range(0, n_it):
+        if PIPE > 0:
+            async_copy.wait_group(STAGES - 3)  # tiles it and it + 1 have landed (this thread's copies)
+        else:
+            async_copy.wait_group(STAGES - 2)  # tile it has landed
+        hopper.fence_async_shared()
+        gl.thread_barrier()  # everyone's copies are visible; everyone's wgmma of tile it - 1 is done
+        _issue(x_smem, w_smem, (it + STAGES - 1) % STAGES, gl.minimum(t0 + it + STAGES - 1, k_tiles - 1), x_ptr,
+               qw_ptr, x_off, cp_off, cp_mask, stride_qk, BLOCK_K)  # fmt: skip
+        tn = gl.minimum(t0 + it + 1, k_tiles - 1)
+        if PIPE == 2:
+            tok = hopper.warpgroup_mma(a_smem.index(it % 2), x_smem.index(it % STAGES).permute((1, 0)), acc,
+                                       is_async=True)  # fmt: skip
+            zm2, s = _group_params(sc_ptr, qz_ptr, (tn * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg,
+                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+            a = _operand(_words(w_smem, (it + 1) % STAGES, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+            a_smem.index((it + 1) % 2).store(a)  # its last reader, the wgmma of tile it - 1, is done
+            acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+        elif PIPE == 1:
+            tok = hopper.warpgroup_mma(a, x_smem.index(it % STAGES).permute((1, 0)), acc, is_async=True)
+            zm2, s = _group_params(sc_ptr, qz_ptr, (tn * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg,
+                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+            a_n = _operand(_words(w_smem, (it + 1) % STAGES, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+            acc, a = hopper.warpgroup_mma_wait(0, deps=[tok, a])  # a stays live until the wgmma is done
+            a = a_n
+        else:
+            a = _operand(_words(w_smem, it % STAGES, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+            tok = hopper.warpgroup_mma(a, x_smem.index(it % STAGES).permute((1, 0)), acc, is_async=True)
+            zm2, s = _group_params(sc_ptr, qz_ptr, (tn * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg,
+                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+            acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+    async_copy.wait_group(0)
+
+    offs_n2 = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
+    offs_m2 = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
+    mask = (offs_n2 < N)[:, None] & (offs_m2 < M)[None, :]
+    y_ptrs = y_ptr + offs_m2[None, :] * stride_ym + offs_n2[:, None] * stride_yn
+    if USE_SPLIT:
+        ws_ptrs = ws_ptr + offs_m2[None, :] * N + offs_n2[:, None]
+        tile = pid_m * gl.num_programs(0) + pid_n
+        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        gl.thread_barrier()
+        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            bits = gl.atomic_xchg(ws_ptrs.to(gl.pointer_type(gl.int32)), gl.zeros(acc.shape, gl.int32, layout=MMA),
+                                  mask=mask, sem="relaxed")  # fmt: skip
+            tot = bits.to(gl.float32, bitcast=True)
+            gl.store(y_ptrs, tot.to(y_ptr.dtype.element_ty), mask=mask)
+            gl.store(cnt_ptr + tile, 0)
+    else:
+        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, warps: int, stages: int,
+             pipe: int, y: torch.Tensor) -> tuple[tuple, tuple, dict]:  # fmt: skip
+    """(grid, positional args, constexpr kwargs) of one launch on the already permuted xp; shared with the
+    offline sm_90 build (bench/kernels/sass_tcl.py)."""
+    m, k = xp.shape
+    if not tcg_supported(w, k):
+        raise ValueError(f"the large-M tensor-core kernel needs 4-bit weights and K, group multiples of {BLOCK_K}")
+    if stages < (3 if pipe else 2):
+        raise ValueError(f"stages={stages} is too shallow (tcl needs 2, tclp and tcls 3)")
+    n = w.out_features
+    iters, split = split_iters(k // BLOCK_K, split_k)
+    grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
+    ws, cnt = workspace(xp.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
+    args = (
+        xp, w.qweight, w.scales, w.qzeros, y, ws, cnt,
+        m, n, k, iters, split,
+        xp.stride(0), w.qweight.stride(0), w.qweight.stride(1),
+        w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
+        y.stride(0), y.stride(1),
+    )  # fmt: skip
+    consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, USE_SPLIT=split > 1,
+                  IS_BF16=xp.dtype == torch.bfloat16, PIPE=pipe, STAGES=stages, BLOCK_M=block_m, BLOCK_N=block_n,
+                  BLOCK_K=BLOCK_K, **tcl_layouts(block_n, block_m, warps))  # fmt: skip
+    return grid, args, consts
+
+
+def launch_tcl(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
+               stages: int, pipe: int, y: torch.Tensor) -> None:  # fmt: skip
+    """y[M, N] = x2[M, K] @ W (CUDA, sm_90): x permuted once into the operand order, then the tile kernel."""
+    xp = permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)
+    grid, args, consts = tcl_args(xp, w, block_m, block_n, split_k, num_warps, stages, pipe, y)
+    _tcl_kernel[grid](*args, **consts, num_warps=num_warps)
+
+
+__all__ = ["launch_tcl", "permute_x", "tcl_args", "tcl_layouts", "x_order"]
