@@ -30,6 +30,8 @@ node libs/workload/dist/cli.js --task-lengths "$OUT/lengths.json" --rate "$RATE"
 WPID=$!
 trap 'kill $WPID 2>/dev/null || true' EXIT
 for _ in $(seq 120); do grep -q '"event": *"ready"' "$OUT/worker.log" && break; sleep 1; done
+# the worker's context limit, which the simulator applies too (over-long prompts refused, outputs cut at it)
+MAXLEN=$(python3 -c 'import json,sys; print(next(json.loads(l)["max_model_len"] for l in open(sys.argv[1]) if l.startswith("{") and "\"ready\"" in l))' "$OUT/worker.log")
 
 for POLICY in $POLICIES; do
   DB="inlaid_bench_sched_${POLICY//-/_}_$$"
@@ -44,6 +46,6 @@ for POLICY in $POLICIES; do
   kill $GWPID; wait $GWPID 2>/dev/null || true
   psql -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" > /dev/null 2>&1 || true
   node libs/sim/dist/cli.js --trace "$OUT/trace-sim.jsonl" --policy $POLICY --cost-model "$SIM_COST_MODEL" \
-    --slo-ttft "$TTFT" --slo-tpot "$TPOT" --json > "$OUT/sim-$POLICY.json"
+    --slo-ttft "$TTFT" --slo-tpot "$TPOT" --max-model-len "$MAXLEN" --requests-out "$OUT/sim-$POLICY.requests.jsonl" --json > "$OUT/sim-$POLICY.json"
 done
 echo "done: $OUT"

@@ -12,19 +12,24 @@
 #    policy (sim-POLICY-fit-A-same-policy.json), with the gateway's own fit
 #    of that run (sim-POLICY-own.json: in-sample, separates drift of the machine from model error) and with
 #    EXTRA_MODELS (sim-POLICY-LABEL.json). /proc/loadavg is recorded before and after every real run (load-*.txt).
+#    Every simulation applies the worker's context limit (--max-model-len, read from the worker's ready line): the
+#    prompts the worker refuses are refused, outputs stop at the limit. sim-POLICY-no-context-limit.json is fit A
+#    without it (the simulator before sched-real-v6). Each simulation also writes its per-request lines
+#    (sim-*.requests.jsonl; bench/sim/real_vs_sim_requests.mjs compares them with the load client's real-POLICY.json).
 # 4. STATIC_MODELS (optional): for each rate, inlaid is served once more per file, planning with that file
 #    (INLAID_COST_FIT=measure), to compare the online fit with a fixed cost model (real-inlaid+static-LABEL.*);
 #    PLAN_QUANTILES (optional): once more per quantile Q, online with INLAID_COST_FIT_PLAN_QUANTILE=Q.
 # OUTDIR/summary.json collects everything (bench/sim/real_vs_sim_fit.mjs collect).
 # FIXTURE: made by bench/sim/calibrate_cpu.py. Needs Postgres and `npx tsc -b tsconfig.build.json`.
+# Ports: WPORT, HPORT, GPORT, MPORT (defaults below) so that two copies can run side by side.
 set -euo pipefail
 FIX=$1; OUT=$2
 REPO=$(cd "$(dirname "$0")/../.." && pwd); cd "$REPO"; mkdir -p "$OUT"
 FIT_RATE=${FIT_RATE:-15}; FIT_SEED=${FIT_SEED:-11}; FIT_DUR=${FIT_DUR:-30}; FIT_POLICIES=${FIT_POLICIES:-inlaid fifo fcfs-maxloras}
 RATES=${RATES:-10 20}; DUR=${DUR:-30}; POLICIES=${POLICIES:-inlaid fifo fcfs-maxloras}
 TTFT=${TTFT:-1.5}; TPOT=${TPOT:-0.1}; GW_COST_FIT=${GW_COST_FIT:-online}
-EXTRA_MODELS=${EXTRA_MODELS:-libs/sim/calibration/cpu-tiny-quiet.json libs/sim/calibration/cpu-tiny-measured.json}
-WPORT=50171; HPORT=8191; GPORT=50191; MPORT=9171
+EXTRA_MODELS=${EXTRA_MODELS-libs/sim/calibration/cpu-tiny-quiet.json libs/sim/calibration/cpu-tiny-measured.json}
+WPORT=${WPORT:-50171}; HPORT=${HPORT:-8191}; GPORT=${GPORT:-50191}; MPORT=${MPORT:-9171}
 export OMP_NUM_THREADS=1
 load() { echo "$(cat /proc/loadavg) ($(date -u +%H:%M:%S))"; }
 # the worker's own counters (Prometheus /metrics): engine steps, engine step seconds, preemptions
@@ -51,6 +56,9 @@ for R in $RATES; do mk_trace "trace-B$R" "$R" 7 "$DUR"; done
 WPID=$!
 trap 'kill $WPID 2>/dev/null || true' EXIT
 for _ in $(seq 120); do grep -q '"event": *"ready"' "$OUT/worker.log" && break; sleep 1; done
+# the worker's context limit (prompt + output tokens), which the simulator applies too
+MAXLEN=$(python3 -c 'import json,sys; print(next(json.loads(l)["max_model_len"] for l in open(sys.argv[1]) if l.startswith("{") and "\"ready\"" in l))' "$OUT/worker.log")
+echo "worker max_model_len $MAXLEN" > "$OUT/max-model-len.txt"
 
 serve() { # TRACE POLICY TAG COST_FIT [COST_MODEL]
   local DB; DB=$(echo "inlaid_bench_fit_${3//[^a-zA-Z0-9]/_}_$$" | tr A-Z a-z)
@@ -80,8 +88,10 @@ A_FITS=()
 for P in $FIT_POLICIES; do serve trace-A "$P" "A-$P" measure; A_FITS+=("$OUT/fit-A-$P.json"); done
 node bench/sim/real_vs_sim_fit.mjs pool "$OUT/fit-A.json" "${A_FITS[@]}"
 
-sim() { # TRACE POLICY MODEL OUTFILE
-  node libs/sim/dist/cli.js --trace "$OUT/$1-sim.jsonl" --policy "$2" --cost-model "$3" --slo-ttft "$TTFT" --slo-tpot "$TPOT" --json > "$4"
+sim() { # TRACE POLICY MODEL OUTFILE [no-limit]
+  local LIMIT=(--max-model-len "$MAXLEN"); [ -n "${5:-}" ] && LIMIT=()
+  node libs/sim/dist/cli.js --trace "$OUT/$1-sim.jsonl" --policy "$2" --cost-model "$3" --slo-ttft "$TTFT" --slo-tpot "$TPOT" \
+    "${LIMIT[@]}" --requests-out "${4%.json}.requests.jsonl" --json > "$4"
 }
 settle() { # RATE TAG: moves a B run's files into OUT/B<rate>/
   for f in real-B$1-$2.json real-B$1-$2.summary.json fit-B$1-$2.json load-before-B$1-$2.txt load-after-B$1-$2.txt gateway-B$1-$2.log cpu-B$1-$2.txt worker-B$1-$2.txt; do
@@ -94,6 +104,7 @@ for R in $RATES; do
     serve "trace-B$R" "$P" "B$R-$P" "$GW_COST_FIT" "$OUT/fit-A.json"
     settle "$R" "$P"
     sim "trace-B$R" "$P" "$OUT/fit-A.json" "$OUT/B$R/sim-$P.json"
+    sim "trace-B$R" "$P" "$OUT/fit-A.json" "$OUT/B$R/sim-$P-no-context-limit.json" no-limit
     if [ -s "$OUT/B$R/fit-$P.json" ]; then sim "trace-B$R" "$P" "$OUT/B$R/fit-$P.json" "$OUT/B$R/sim-$P-own.json"; fi
     if [ -s "$OUT/fit-A-$P.json" ]; then sim "trace-B$R" "$P" "$OUT/fit-A-$P.json" "$OUT/B$R/sim-$P-fit-A-same-policy.json"; fi
     for M in $EXTRA_MODELS; do sim "trace-B$R" "$P" "$M" "$OUT/B$R/sim-$P-$(basename "$M" .json).json"; done

@@ -3,7 +3,10 @@
 export interface RequestResult {
   readonly task: string;
   readonly arrivalS: number;
+  readonly promptTokens?: number;
   readonly outputTokens: number;
+  /** When the scheduler first admitted it (undefined: never admitted). */
+  readonly admitS?: number;
   /** undefined when the request never finished (aborted or still running at the horizon). */
   readonly finishS?: number;
   readonly ttftS?: number;
@@ -11,12 +14,16 @@ export interface RequestResult {
   readonly metSlo: boolean;
   /** Times the request was preempted (KV dropped, recomputed later); 0 when never admitted. */
   readonly preemptions?: number;
+  /** Refused on arrival: the prompt does not fit the worker's context (SimOptions.maxModelLen). */
+  readonly rejected?: boolean;
 }
 
 export interface SimReport {
   readonly requests: number;
   readonly finished: number;
   readonly aborted: number;
+  /** Refused on arrival (prompt over the context limit); they count as SLO misses, like the real stack's 400s. */
+  readonly rejected: number;
   readonly unfinished: number;
   readonly slo_attainment: number;
   readonly throughput_tok_s: number;
@@ -49,14 +56,16 @@ export function summarize(results: readonly RequestResult[], aborted: number, en
   for (const r of results) {
     const t = tasks.get(r.task) ?? { first: r.arrivalS, last: r.arrivalS };
     t.first = Math.min(t.first, r.arrivalS);
-    t.last = Math.max(t.last, r.finishS ?? endS);
+    t.last = Math.max(t.last, r.finishS ?? (r.rejected === true ? r.arrivalS : endS));
     tasks.set(r.task, t);
   }
+  const rejected = results.filter((r) => r.rejected === true).length;
   return {
     requests: results.length,
     finished: done.length,
     aborted,
-    unfinished: results.length - done.length - aborted,
+    rejected,
+    unfinished: results.length - done.length - aborted - rejected,
     slo_attainment: results.length === 0 ? 0 : results.filter((r) => r.metSlo).length / results.length,
     throughput_tok_s: done.reduce((a, r) => a + r.outputTokens, 0) / span,
     throughput_req_s: done.length / span,

@@ -7,6 +7,7 @@ export const SIM_FLAGS = [
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
   'step-budget', 'budget-safety', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
   'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room',
+  'max-model-len', 'requests-out',
 ] as const;
 
 export function boolFlag(flags: Flags, name: string, fallback: boolean): boolean {

@@ -3,9 +3,12 @@
  * Events are arrivals and step completions; an idle worker asks the scheduler for a plan, the plan's
  * batch runs for stepTime(cost model) seconds, and every request in it gets one token at the end.
  * Preempted requests keep their generated tokens and are re-prefilled (recompute) when re-admitted.
+ * With `maxModelLen`, the worker's context limit applies (context-limit.ts): over-long prompts are refused on
+ * arrival and outputs stop at the limit.
  */
 import { Scheduler, SchedulerConfigInput, StepPlan } from '@inlaid/scheduling';
 import { TraceRecord } from '@inlaid/workload';
+import { checkMaxModelLen, fitContext } from './context-limit';
 import { CostModel, stepCostOf, stepTime } from './cost-model';
 import { RequestResult, SimReport, summarize } from './metrics';
 import { addStepTerms, StepTimeTerms, zeroTerms } from './step-terms';
@@ -20,6 +23,8 @@ export interface SimOptions {
   readonly drainS: number;
   /** Tell the scheduler the cost model's decode-step cost (default true; false for the ablation). */
   readonly stepCostHint?: boolean;
+  /** The worker's context limit in tokens (prompt + output); undefined = none. */
+  readonly maxModelLen?: number;
 }
 
 export interface SimStats {
@@ -35,6 +40,11 @@ export interface SimStats {
 interface Live {
   readonly rec: TraceRecord;
   generated: number;
+  /** Output tokens the worker will generate (the trace's, cut at the context limit). */
+  target: number;
+  /** When the scheduler first admitted it. */
+  admitS?: number;
+  rejected?: boolean;
   result?: RequestResult;
 }
 
@@ -46,6 +56,7 @@ interface WorkerRun {
 
 export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report: SimReport; stats: SimStats; results: RequestResult[] } {
   if (!Number.isInteger(o.workers) || o.workers < 1) throw new Error(`workers must be a positive integer, got ${o.workers}`);
+  checkMaxModelLen(o.maxModelLen);
   const m = o.costModel;
   const sched = new Scheduler({ ...o.scheduler, defaultSlo: o.scheduler.defaultSlo ?? { ttftS: m.suggested_slo.ttft_s, tpotS: m.suggested_slo.tpot_s } });
   const workers: WorkerRun[] = Array.from({ length: o.workers }, (_, i) => ({ id: `w${i}`, busyUntil: Number.NaN, batch: [] }));
@@ -53,7 +64,7 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
     sched.onWorkerState({ id: w.id, kvBlocksTotal: o.kvBlocks ?? m.kv_blocks, blockSize: m.block_size, maxBatchRows: m.max_batch_rows, maxPrefillTokens: m.max_prefill_tokens, ...(o.stepCostHint === false ? {} : { stepCost: stepCostOf(m) }) });
   }
   const live = new Map<string, Live>();
-  const all: Live[] = trace.map((rec) => ({ rec, generated: 0 }));
+  const all: Live[] = trace.map((rec) => ({ rec, generated: 0, target: rec.output_tokens }));
   const horizon = (trace.length > 0 ? trace[trace.length - 1].arrival_s : 0) + o.drainS;
   let next = 0;
   let now = 0;
@@ -66,9 +77,9 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
       const l = live.get(id) as Live;
       sched.onToken(id, now);
       l.generated += 1;
-      if (l.generated >= l.rec.output_tokens) {
+      if (l.generated >= l.target) {
         const out = sched.onFinish(id, now);
-        l.result = { task: l.rec.task, arrivalS: l.rec.arrival_s, outputTokens: out.outputTokens, finishS: now, ttftS: out.ttftS, tpotS: out.tpotS, metSlo: out.metSlo, preemptions: out.preemptions };
+        l.result = { task: l.rec.task, arrivalS: l.rec.arrival_s, promptTokens: l.rec.prompt_tokens, outputTokens: out.outputTokens, admitS: l.admitS, finishS: now, ttftS: out.ttftS, tpotS: out.tpotS, metSlo: out.metSlo, preemptions: out.preemptions };
         live.delete(id);
       }
     }
@@ -83,6 +94,8 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
       if (d.kind === 'admit') {
         prefill += d.prefillTokens;
         newRows += 1;
+        const l = live.get(d.requestId) as Live;
+        l.admitS ??= now;
       } else if (d.kind === 'preempt') acc.preemptions += 1;
       else {
         aborted += 1;
@@ -112,6 +125,12 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
     while (next < all.length && all[next].rec.arrival_s <= now) {
       const l = all[next];
       const id = `r${next++}`;
+      const fit = fitContext(l.rec, o.maxModelLen);
+      if (fit.rejected) {
+        l.rejected = true; // refused before the scheduler sees it, as the worker's Prepare does
+        continue;
+      }
+      l.target = fit.outputTokens;
       live.set(id, l);
       sched.enqueue({ id, task: l.rec.task, promptTokens: l.rec.prompt_tokens, arrivalS: l.rec.arrival_s, prompt: l.rec.prompt });
     }
@@ -125,7 +144,16 @@ export function simulate(trace: readonly TraceRecord[], o: SimOptions): { report
   }
 
   const results: RequestResult[] = all.map(
-    (l) => l.result ?? { task: l.rec.task, arrivalS: l.rec.arrival_s, outputTokens: l.generated, metSlo: false },
+    (l) =>
+      l.result ?? {
+        task: l.rec.task,
+        arrivalS: l.rec.arrival_s,
+        promptTokens: l.rec.prompt_tokens,
+        outputTokens: l.generated,
+        admitS: l.admitS,
+        metSlo: false,
+        ...(l.rejected === true ? { rejected: true } : {}),
+      },
   );
   const endS = results.reduce((a, r) => Math.max(a, r.finishS ?? 0), now);
   return {
