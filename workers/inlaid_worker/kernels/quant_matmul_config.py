@@ -8,6 +8,7 @@ subtracted), so the CPU's launch cost, which exceeds these kernels' run time, do
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -167,6 +168,28 @@ def _tcl(mb: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, bn, 128, s, bn // 16, st, True, kind) for bm, bn, st, kind, splits in plans for s in splits]
 
 
+# 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit
+# operand is built whole: no "2" kinds) for M = 8..256 and quant_tcl's plans for M >= 64. Offline sm_90 build
+# (bench/kernels/sass_tc3.py, bench/results/kernels-2026-11-30-k4-tc3-sass.md): no spills in any of these (the
+# 256x128 tcl tile spills 256 bytes outside its K loop, as its int4 twin does). Not yet timed on the H200.
+TC3_PLANS = ((64, 1, "tc", (2, 4, 8)), (64, 4, "tc", (2, 4, 8)), (64, 6, "tc", (2, 4)), (128, 4, "tc", (2, 4)),
+             (64, 1, "tcf", (2, 4)))  # (block_n, stages, kind, splits)  # fmt: skip
+TC3_PLANS_32 = ((64, 1, "tc", (2, 4)), (64, 4, "tc", (2, 4)), (64, 4, "tcf", (1, 2, 4)))
+
+
+def _tc3(mb: int, k: int, group: int) -> list[QMMConfig]:
+    """3-bit tensor-core candidates for M >= 8 (fp16): quant_tcg tiles up to 64 rows, quant_tcl above
+    (INLAID_QMM_TC3=0 withdraws them)."""
+    if k % 128 or group % 128 or mb < 8 or os.environ.get("INLAID_QMM_TC3") == "0":
+        return []
+    if mb >= 128:
+        out = [QMMConfig(64, 64, 128, s, 4, 4, True, "tcf") for s in (1, 2, 4)]
+    else:
+        plans = TC3_PLANS_32 if mb >= 32 else TC3_PLANS
+        out = [QMMConfig(max(8, mb), bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in plans for s in splits]
+    return out + _tcl(mb, k, group)
+
+
 def _mma(bm: int, k: int, group: int, shapes: tuple, splits: tuple[int, ...]) -> list[QMMConfig]:
     if k % 128 or group % 128:  # each nibble's operand needs K >= 16 rows, i.e. 128-row tiles
         return []
@@ -202,6 +225,7 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     extra += _tc(mb, k, group) if bits == 4 and mb >= 4 else []  # M = 3-4 in an 8-row tile (masked rows)
     extra += _hgemv3(mb, k, group) if bits == 3 and dtype == torch.float16 and mb <= 4 else []
     extra += _tcl(mb, k, group) if bits == 4 else []
+    extra += _tc3(mb, k, group) if bits == 3 and dtype == torch.float16 else []
     return _base_candidates(m, n, k, group, bits) + extra
 
 

@@ -5,6 +5,8 @@ Operand column idx = 32 wi + 8 s + 2 t + e of a K=128 tile holds nibble s + 4e o
 kk = 32 t + 8 wi + 4 e + s (quant_tcg's docstring says why: it is the wgmma A fragment of the words as they
 are loaded); x is loaded in the same order. Per element: (MAGIC + q) - (MAGIC + z) exactly in 16 bits, then
 either times s in 16 bits (FULL_DEQUANT, one accumulator) or the tile's product times s in fp32.
+3-bit weights (BITS = 3, fp16): quant_tc3.operand3, the same bit steps as the Gluon operand PTX, with x read
+through quant_tc3.x_index3 (the 3-bit operand order, act-order composed in).
 On CUDA this kernel is correct but slow (its reshape sends the operand through shared memory); production
 uses quant_tcg there.
 """
@@ -20,6 +22,7 @@ import triton.language as tl
 
 from .gptq_packing import GPTQWeight
 from .quant_common import group_zero, split_launch, store_tile
+from .quant_tc3 import operand3, x_index3
 
 
 @triton.jit
@@ -30,7 +33,7 @@ def _tc_kernel(
     stride_ym, stride_yn,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, IS_BF16: tl.constexpr, FULL_DEQUANT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BITS: tl.constexpr = 4,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -57,17 +60,22 @@ def _tc_kernel(
             xk = tl.load(perm_ptr + xk)
         xt = tl.load(x_ptr + offs_m[None, :] * stride_xm + xk[:, None] * stride_xk,
                      mask=mask_m[None, :] & k_ok, other=0.0)  # [BK, BM]  # fmt: skip
-        row = k0 // 8 + 4 * t[None, None, :] + wi[None, :, None]
-        p = tl.load(qw_ptr + offs_n[:, None, None] * stride_qn + row * stride_qk, mask=mask_n[:, None, None], other=0)
         g = k0 // GROUP
         s = tl.load(sc_ptr + g * stride_sg + offs_n * stride_sn, mask=mask_n, other=0.0).to(dt)
-        z = (group_zero(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, 4, SYM, ZERO_OFFSET, BLOCK_N)
-             .to(tl.int32) + MAGIC)  # fmt: skip
-        pairs = ((p[:, :, None, :] >> sh[None, None, :, None]) & 0x000F000F) | MAGIC2  # [BN, wi, s, t]
-        lo = (pairs & 0xFFFF).to(tl.int16).to(dt, bitcast=True)
-        hi = ((pairs >> 16) & 0xFFFF).to(tl.int16).to(dt, bitcast=True)
-        zf = z.to(tl.int16).to(dt, bitcast=True)[:, None, None, None]
-        w5 = tl.join(lo - zf, hi - zf)  # [BN, wi, s, t, e]: exact in 16 bits
+        if BITS == 3:
+            z3 = group_zero(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, 3, SYM, ZERO_OFFSET, BLOCK_N)
+            w5 = operand3(qw_ptr, offs_n, mask_n, k0, stride_qk, stride_qn, z3.to(tl.int32), BLOCK_N)
+        else:
+            row = k0 // 8 + 4 * t[None, None, :] + wi[None, :, None]
+            p = tl.load(qw_ptr + offs_n[:, None, None] * stride_qn + row * stride_qk, mask=mask_n[:, None, None],
+                        other=0)  # fmt: skip
+            z = (group_zero(qz_ptr, g, offs_n, mask_n, stride_zg, stride_zn, ZW, 4, SYM, ZERO_OFFSET, BLOCK_N)
+                 .to(tl.int32) + MAGIC)  # fmt: skip
+            pairs = ((p[:, :, None, :] >> sh[None, None, :, None]) & 0x000F000F) | MAGIC2  # [BN, wi, s, t]
+            lo = (pairs & 0xFFFF).to(tl.int16).to(dt, bitcast=True)
+            hi = ((pairs >> 16) & 0xFFFF).to(tl.int16).to(dt, bitcast=True)
+            zf = z.to(tl.int16).to(dt, bitcast=True)[:, None, None, None]
+            w5 = tl.join(lo - zf, hi - zf)  # [BN, wi, s, t, e]: exact in 16 bits
         w = tl.reshape(w5, (BLOCK_N, BLOCK_K))
         if FULL_DEQUANT:
             acc = tl.dot(w * s[:, None], xt, acc)
@@ -83,13 +91,18 @@ def _tc_kernel(
 
 def launch_tc(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, full: bool,
               y: torch.Tensor) -> None:  # fmt: skip
-    """y[M, N] = x2[M, K] @ W, K tiles of 128 (4-bit, K and group multiples of 128)."""
+    """y[M, N] = x2[M, K] @ W, K tiles of 128 (4-bit, or 3-bit fp16; K and group multiples of 128)."""
     block_k = 128
-    if w.bits != 4 or w.group_size % block_k or x2.shape[1] % block_k:
-        raise ValueError("the tensor-core kernel takes 4-bit weights with K and group multiples of 128")
+    if w.bits not in (3, 4) or w.group_size % block_k or x2.shape[1] % block_k:
+        raise ValueError("the tensor-core kernel takes 3- or 4-bit weights with K and group multiples of 128")
+    if w.bits == 3 and x2.dtype != torch.float16:
+        raise ValueError("the 3-bit tensor-core operand is fp16 only")
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
+    if w.bits == 3:  # x read through the index of the 3-bit operand order (act-order composed in)
+        args = (*args[:4], x_index3(x2.shape[1], w.perm, x2.device), *args[5:])
+        consts["HAS_PERM"] = True
     _tc_kernel[grid](*args, **consts, IS_BF16=x2.dtype == torch.bfloat16, FULL_DEQUANT=full, BLOCK_M=block_m,
-                     BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4)  # fmt: skip
+                     BLOCK_N=block_n, BLOCK_K=block_k, BITS=w.bits, num_warps=4)  # fmt: skip
 
 
 @functools.cache

@@ -22,7 +22,9 @@ and multiplies the operand in two K=64 halves (half its registers). FULL_DEQUANT
 operand, the tile's product scaled in fp32 (small M); True: (q - z) * s in the operand, one accumulator.
 x, scales and zeros are loaded one tile ahead. Split-K partials: the same self-cleaning read-and-clear
 epilogue as quant_common.store_tile. CUDA sm_90 only; quant_tc is the interpretable twin (same operand order).
-Measured: bench/kernels/NOTES.md ("tc"), bench/results/kernels-2026-11-29-tc.md.
+3-bit weights (BITS = 3, fp16, NSUB = 1): the same dataflow with words 3t + wi (wi < 3) of each triple in the
+word slots (the ring keeps 16 rows, row 4t + 3 unused) and quant_tc3's operand (_operand3); x goes through the
+act-order path with quant_tc3.x_index3. Measured: bench/kernels/NOTES.md ("tc"), bench/results/kernels-2026-11-29-tc.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from .gptq_packing import GPTQWeight
 from .quant_common import split_iters, workspace
+from .quant_tc3 import c_base, c_mul, dequant3_ptx, x_index3
 
 BLOCK_K = 128  # one operand tile: 4 words per lane-quad column t, 16 words per column
 
@@ -108,11 +111,16 @@ def tcg_layouts(block_n: int, block_m: int, warps: int) -> dict:
 
 
 @gluon.jit
-def _word_offsets(offs_n, stride_qk, stride_qn, PL: gl.constexpr):
-    """Offsets of words 4t + wi of a tile (from its first word row) for columns offs_n: [BLOCK_N, 4 (wi), 4 (t)]."""
+def _word_offsets(offs_n, stride_qk, stride_qn, PL: gl.constexpr, BITS: gl.constexpr):
+    """Offsets of words 4t + wi of a tile (from its first word row) for columns offs_n: [BLOCK_N, 4 (wi), 4 (t)];
+    3-bit: word 3t + wi of triple t (wi = 3 repeats word 3t + 2, unused)."""
     wi = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, PL)))
     t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, PL)))
-    return offs_n[:, None, None] * stride_qn + (4 * t[None, None, :] + wi[None, :, None]) * stride_qk
+    if BITS == 3:
+        row = 3 * t[None, None, :] + gl.minimum(wi, 2)[None, :, None]
+    else:
+        row = 4 * t[None, None, :] + wi[None, :, None]
+    return offs_n[:, None, None] * stride_qn + row * stride_qk
 
 
 @gluon.jit
@@ -133,9 +141,21 @@ def _x_offsets(offs_m, stride_xm, XL: gl.constexpr):
 
 @gluon.jit
 def _group_params(sc_ptr, qz_ptr, g, offs_n, mask_n, stride_sg, stride_sn, stride_zg, stride_zn,
-                  SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr):  # fmt: skip
-    """MAGIC + z of group g as a 16-bit pair packed in int32 [BLOCK_N] (both halves equal), and s (16-bit)."""
+                  SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, BITS: gl.constexpr = 4):  # fmt: skip
+    """MAGIC + z of group g as a 16-bit pair packed in int32 [BLOCK_N] (both halves equal), and s (16-bit);
+    3-bit: z itself (int32; the operand builds its per-kind constants from it)."""
     s = gl.load(sc_ptr + g * stride_sg + offs_n * stride_sn, mask=mask_n, other=0.0)
+    if BITS == 3:
+        if SYM:
+            z3 = gl.full(offs_n.shape, 4, gl.int32, layout=offs_n.type.layout)
+        else:  # value n of the bit stream along N: bits 3n..3n+2, across a word boundary for n % 32 in (10, 21)
+            bit = 3 * offs_n
+            sh = (bit % 32).to(gl.uint32)
+            zp = qz_ptr + g * stride_zg + (bit // 32) * stride_zn
+            lo = gl.load(zp, mask=mask_n, other=0).to(gl.uint32, bitcast=True)
+            hi = gl.load(zp + stride_zn, mask=mask_n & (sh > 29), other=0).to(gl.uint32, bitcast=True)
+            z3 = (((lo >> sh) | (hi << ((32 - sh) & 31))) & 7).to(gl.int32) + ZERO_OFFSET
+        return z3, s
     if IS_BF16:
         s = s.to(gl.bfloat16)
         magic = 0x4300
@@ -153,8 +173,8 @@ def _group_params(sc_ptr, qz_ptr, g, offs_n, mask_n, stride_sg, stride_sn, strid
 @gluon.jit
 def _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, kt, valid, K, x_row, x_kk, x_off, mask_mx, offs_nz, N, stride_xk,
                 stride_sg, stride_sn, stride_zg, stride_zn, GROUP: gl.constexpr, SYM: gl.constexpr,
-                ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, HAS_PERM: gl.constexpr):  # fmt: skip
-    """x5 (zero where not valid), MAGIC + z pairs and scales of the K tile at kt."""
+                ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, HAS_PERM: gl.constexpr, BITS: gl.constexpr):  # fmt: skip
+    """x5 (zero where not valid), MAGIC + z pairs (3-bit: z) and scales of the K tile at kt."""
     k0 = gl.where(kt < K, kt, 0)
     if HAS_PERM:
         xk = gl.load(perm_ptr + k0 + x_kk)
@@ -162,7 +182,7 @@ def _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, kt, valid, K, x_row, x_kk, x_of
     else:
         xr = gl.load(x_ptr + k0 * stride_xk + x_off, mask=mask_mx & valid, other=0.0)
     zm2, s = _group_params(sc_ptr, qz_ptr, k0 // GROUP, offs_nz, offs_nz < N, stride_sg, stride_sn, stride_zg,
-                           stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+                           stride_zn, SYM, ZERO_OFFSET, IS_BF16, BITS)  # fmt: skip
     return xr, zm2, s
 
 
@@ -195,6 +215,48 @@ def _operand(pw, zm2, s, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr,
 
 
 @gluon.jit
+def _join_tree(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15):
+    """[..., 2, 2, 2, 2] with v_i at the index bits (b0, b1, b2, b3) of i (b0 first)."""
+    a0 = gl.join(gl.join(gl.join(v0, v1), gl.join(v2, v3)), gl.join(gl.join(v4, v5), gl.join(v6, v7)))
+    a1 = gl.join(gl.join(gl.join(v8, v9), gl.join(v10, v11)), gl.join(gl.join(v12, v13), gl.join(v14, v15)))
+    return gl.join(a0, a1)
+
+
+@gluon.jit
+def _operand3(pw, z, s, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr, FULL_DEQUANT: gl.constexpr):
+    """3-bit A operand [BLOCK_N, 128] from the word triples pw [BLOCK_N, 4 (word 3t + wi, wi < 3), 4 (t)] and the
+    zeros z [BLOCK_N] (quant_tc3): 16 half2 pairs per triple, pair i = 4 wi + s of the operand (fp16 only)."""
+    L4X: gl.constexpr = gl.SliceLayout(4, L5X)
+    BN: gl.constexpr = pw.shape[0]
+    pw = gl.convert_layout(pw, gl.SliceLayout(2, L4X), assert_trivial=True)
+    p = gl.reshape(gl.permute(pw, [0, 2, 1]), [BN, 4, 2, 2])  # [BLOCK_N, t, wi // 2, wi % 2]
+    pe, po = gl.split(p)
+    w0, w2 = gl.split(pe)
+    w1, w3 = gl.split(po)
+    ZX: gl.constexpr = gl.SliceLayout(1, w0.type.layout)
+    zz = gl.convert_layout(z, ZX)
+    c0 = gl.broadcast((zz * _CM0 + _CB0)[:, None], w0)[0]
+    c1 = gl.broadcast((zz * _CM1 + _CB1)[:, None], w0)[0]
+    c2 = gl.broadcast((zz * _CM2 + _CB2)[:, None], w0)[0]
+    c3 = gl.broadcast((zz * _CM3 + _CB3)[:, None], w0)[0]
+    c4 = gl.broadcast((zz * _CM4 + _CB4)[:, None], w0)[0]
+    if FULL_DEQUANT:
+        sb16 = gl.convert_layout(s, ZX).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        sb = gl.broadcast((sb16 | (sb16 << 16))[:, None], w0)[0]
+        o = gl.inline_asm_elementwise(_DEQ3_FULL_C, _CONS3_FULL_C, [w0, w1, w2, c0, c1, c2, c3, c4, sb],
+                                      [gl.int32] * 16, True, 1)  # fmt: skip
+    else:
+        o = gl.inline_asm_elementwise(_DEQ3_C, _CONS3_C, [w0, w1, w2, c0, c1, c2, c3, c4], [gl.int32] * 16, True, 1)
+    tree = _join_tree(o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13], o[14],
+                      o[15])  # fmt: skip
+    pairs = gl.reshape(gl.permute(tree, [0, 5, 4, 3, 2, 1]), [BN, 4, 4, 4])  # [BLOCK_N, wi, s, t]
+    w5 = gl.join(pairs.to(gl.int16), (pairs >> 16).to(gl.int16))  # [BLOCK_N, wi, s, t, e]
+    w5 = gl.convert_layout(w5, L5X)  # a register renaming within each thread
+    a = gl.reshape(w5, [BN, 128]).to(dt, bitcast=True)
+    return gl.convert_layout(a, DOT, assert_trivial=True)
+
+
+@gluon.jit
 def _tcg_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ITERS, SPLIT_K,
@@ -203,7 +265,7 @@ def _tcg_kernel(
     GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr,
     USE_SPLIT: gl.constexpr, IS_BF16: gl.constexpr, FULL_DEQUANT: gl.constexpr, DEPTH: gl.constexpr,
     NSUB: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-    MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L5H: gl.constexpr, L4: gl.constexpr, XL: gl.constexpr,
+    BITS: gl.constexpr, MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L5H: gl.constexpr, L4: gl.constexpr, XL: gl.constexpr,
     XS: gl.constexpr, CPL: gl.constexpr, WS: gl.constexpr, D2: gl.constexpr,
 ):  # fmt: skip
     pid_n = gl.program_id(0)
@@ -215,7 +277,8 @@ def _tcg_kernel(
     ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # for [:, None, None, None]
     # columns past N read column N-1 (clamped, never stored): the word loads need no mask
     offs_n = gl.minimum(pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=NL), N - 1)
-    w_off = _word_offsets(offs_n, stride_qk, stride_qn, PL)
+    w_off = _word_offsets(offs_n, stride_qk, stride_qn, PL, BITS)
+    TW: gl.constexpr = BLOCK_K * BITS // 32  # word rows per K tile
     offs_nz = gl.minimum(pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=ZL), N - 1)
     XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
     offs_mx = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=XM)
@@ -230,35 +293,39 @@ def _tcg_kernel(
     # words: DEPTH tiles ahead in registers, or STAGES-deep cp.async ring in shared memory; tiles past K re-read the
     # last tile (no mask) and are zeroed through x
     if STAGES == 0:
-        p0 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K, k_tiles - 1) * (BLOCK_K // 8) * stride_qk + w_off)
+        p0 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K, k_tiles - 1) * TW * stride_qk + w_off)
         if DEPTH == 2:
-            p1 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K + 1, k_tiles - 1) * (BLOCK_K // 8) * stride_qk + w_off)
+            p1 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K + 1, k_tiles - 1) * TW * stride_qk + w_off)
     else:
         w_smem = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N], WS)
         rr = gl.arange(0, BLOCK_K // 8, layout=gl.SliceLayout(1, CPL))
         cc = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, CPL))
-        cp_off = rr[:, None] * stride_qk + cc[None, :] * stride_qn
-        cp_mask = (rr[:, None] >= 0) & (cc < N)[None, :]  # columns past N: zero-filled, never stored
+        if BITS == 3:  # ring row 4t + wi <- word 3t + wi; row 4t + 3 stays unused (zero-filled)
+            cp_off = (3 * (rr // 4) + rr % 4)[:, None] * stride_qk + cc[None, :] * stride_qn
+            cp_mask = (rr % 4 < 3)[:, None] & (cc < N)[None, :]
+        else:
+            cp_off = rr[:, None] * stride_qk + cc[None, :] * stride_qn
+            cp_mask = (rr[:, None] >= 0) & (cc < N)[None, :]  # columns past N: zero-filled, never stored
         for i in gl.static_range(STAGES - 1):
             tile = gl.minimum(k_begin // BLOCK_K + i, k_tiles - 1)
-            async_copy.async_copy_global_to_shared(w_smem.index(i), qw_ptr + tile * (BLOCK_K // 8) * stride_qk + cp_off,
+            async_copy.async_copy_global_to_shared(w_smem.index(i), qw_ptr + tile * TW * stride_qk + cp_off,
                                                    mask=cp_mask)  # fmt: skip
             async_copy.commit_group()
     # x, scales and zeros one tile ahead (L2 hits, but their latency is the loop's otherwise)
     xr, zm2, s = _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, k_begin, k_begin < K, K, x_row, x_kk, x_off, mask_mx,
                              offs_nz, N, stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM,
-                             ZERO_OFFSET, IS_BF16, HAS_PERM)  # fmt: skip
+                             ZERO_OFFSET, IS_BF16, HAS_PERM, BITS)  # fmt: skip
     for it in range(0, ITERS):
         kt = k_begin + it * BLOCK_K
         if STAGES == 0:
             tn = gl.minimum(kt // BLOCK_K + DEPTH, k_tiles - 1)
-            p_new = gl.load(qw_ptr + tn * (BLOCK_K // 8) * stride_qk + w_off)
+            p_new = gl.load(qw_ptr + tn * TW * stride_qk + w_off)
         else:
             async_copy.wait_group(STAGES - 2)  # this thread's copies of tile `it` have landed
             gl.thread_barrier()  # everyone's have, and everyone is done reading the slot refilled next
             tn = gl.minimum(kt // BLOCK_K + STAGES - 1, k_tiles - 1)
             async_copy.async_copy_global_to_shared(w_smem.index((it + STAGES - 1) % STAGES),
-                                                   qw_ptr + tn * (BLOCK_K // 8) * stride_qk + cp_off, mask=cp_mask)  # fmt: skip
+                                                   qw_ptr + tn * TW * stride_qk + cp_off, mask=cp_mask)  # fmt: skip
             async_copy.commit_group()
             p2 = w_smem.index(it % STAGES).load(D2)  # [16 rows, BLOCK_N], row = 4t + wi
             p0 = gl.permute(gl.reshape(p2, [4, 4, BLOCK_N]), [2, 1, 0])
@@ -266,14 +333,17 @@ def _tcg_kernel(
         kx = kt + BLOCK_K
         xr_n, zm2_n, s_n = _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, kx, (kx < K) & (it + 1 < ITERS), K, x_row,
                                        x_kk, x_off, mask_mx, offs_nz, N, stride_xk, stride_sg, stride_sn, stride_zg,
-                                       stride_zn, GROUP, SYM, ZERO_OFFSET, IS_BF16, HAS_PERM)  # fmt: skip
+                                       stride_zn, GROUP, SYM, ZERO_OFFSET, IS_BF16, HAS_PERM, BITS)  # fmt: skip
         buf = x_smem.index(it % 2)
         xo = gl.reshape(gl.permute(xr, [0, 2, 4, 1, 3]), [BLOCK_M, BLOCK_K])  # operand column order
         buf.store(xo)
         hopper.fence_async_shared()
         gl.thread_barrier()
         if NSUB == 1:
-            a = _operand(p0, zm2, s, L5, DOT, dt, FULL_DEQUANT, IS_BF16)
+            if BITS == 3:
+                a = _operand3(p0, zm2, s, L5, DOT, dt, FULL_DEQUANT)
+            else:
+                a = _operand(p0, zm2, s, L5, DOT, dt, FULL_DEQUANT, IS_BF16)
             if FULL_DEQUANT:
                 tok = hopper.warpgroup_mma(a, buf.permute((1, 0)), acc, is_async=True)
                 acc = hopper.warpgroup_mma_wait(0, deps=[tok])
@@ -335,23 +405,36 @@ _DEQ_F16_C = gl.constexpr(_DEQ_F16)
 _DEQ_BF16_C = gl.constexpr(_DEQ_BF16)
 _SUB_F16_C = gl.constexpr(_SUB_F16)
 _SUB_BF16_C = gl.constexpr(_SUB_BF16)
+_DEQ3_C = gl.constexpr(dequant3_ptx(False))
+_DEQ3_FULL_C = gl.constexpr(dequant3_ptx(True))
+_CONS3_C = gl.constexpr(",".join(["=r"] * 16 + ["r"] * 8))
+_CONS3_FULL_C = gl.constexpr(",".join(["=r"] * 16 + ["r"] * 9))
+_CM0, _CM1, _CM2, _CM3, _CM4 = (gl.constexpr(c_mul(k)) for k in range(5))
+_CB0, _CB1, _CB2, _CB3, _CB4 = (gl.constexpr(c_base(k)) for k in range(5))
 
 
-def tcg_supported(w: GPTQWeight, k: int) -> bool:
-    return w.bits == 4 and k % BLOCK_K == 0 and w.group_size % BLOCK_K == 0
+def tcg_supported(w: GPTQWeight, k: int, dtype: torch.dtype = torch.float16) -> bool:
+    """4-bit (fp16/bf16) or 3-bit (fp16) weights, K and group multiples of 128."""
+    bits_ok = w.bits == 4 or (w.bits == 3 and dtype == torch.float16)
+    return bits_ok and k % BLOCK_K == 0 and w.group_size % BLOCK_K == 0
 
 
 def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, warps: int, depth: int,
              full: bool, nsub: int, y: torch.Tensor) -> tuple[tuple, tuple, dict]:  # fmt: skip
     """(grid, positional args, constexpr kwargs) of one launch; shared with the offline SASS inspection."""
     m, k = x2.shape
-    if not tcg_supported(w, k):
-        raise ValueError(f"the Gluon tensor-core kernel needs 4-bit weights and K, group multiples of {BLOCK_K}")
+    if not tcg_supported(w, k, x2.dtype):
+        raise ValueError(f"the Gluon tensor-core kernel needs 4-bit (or fp16 3-bit) weights, K and group multiples "
+                         f"of {BLOCK_K}")  # fmt: skip
+    if w.bits == 3 and nsub != 1:
+        raise ValueError("the 3-bit operand is built whole (nsub = 1)")
     n = w.out_features
     iters, split = split_iters(k // BLOCK_K, split_k)
     grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
     ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
+    if w.bits == 3:  # x read through the index of the 3-bit operand order (act-order composed in)
+        perm = x_index3(k, w.perm, x2.device)
     args = (
         x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
         m, n, k, iters, split,
@@ -359,11 +442,11 @@ def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
     )  # fmt: skip
-    consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None,
+    consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None or w.bits == 3,
                   USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16, FULL_DEQUANT=full, DEPTH=depth if depth <= 2 else 0,
                   NSUB=nsub, STAGES=depth if depth > 2 else 0,
                   BLOCK_M=block_m,
-                  BLOCK_N=block_n, BLOCK_K=BLOCK_K, **tcg_layouts(block_n, block_m, warps))  # fmt: skip
+                  BLOCK_N=block_n, BLOCK_K=BLOCK_K, BITS=w.bits, **tcg_layouts(block_n, block_m, warps))  # fmt: skip
     return grid, args, consts
 
 

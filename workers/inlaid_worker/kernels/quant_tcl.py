@@ -15,6 +15,7 @@ wgmma runs (PIPE 1: ptxas then serializes the 8 wgmmas of a tile, C7513); "tcls"
 under the current wgmma too, but stores it to shared memory (two buffers) so that the wgmma reads no registers.
 Measured on the H200: "tcl" with 128x64 tiles and a 2-stage ring (168 registers, 72 KB: 3 programs per SM, which
 overlap one another's dequantization and MMAs) wins at M >= 128; tclp / tcls lose (bench/kernels/NOTES.md "tcl").
+3-bit weights (BITS = 3, fp16): quant_tcg._operand3 and x_order(..., bits=3) (always a gather).
 Split-K partials: quant_tcg's self-cleaning read-and-clear epilogue. CUDA sm_90 only; under the interpreter the
 plain-Triton twin quant_tc (kind "tcf") computes the same product.
 """
@@ -31,20 +32,23 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from .gptq_packing import GPTQWeight
 from .quant_common import split_iters, workspace
-from .quant_tcg import BLOCK_K, _group_params, _operand, operand_rows, tcg_layouts, tcg_supported
+from .quant_tc3 import operand_rows3
+from .quant_tcg import BLOCK_K, _group_params, _operand, _operand3, operand_rows, tcg_layouts, tcg_supported
 
-_BASE: dict[tuple[int, str], torch.Tensor] = {}
+_BASE: dict[tuple[int, str, int], torch.Tensor] = {}
 
 
-def x_order(k: int, perm: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """int64 [K]: the x column read by column j of the permuted x (operand order per 128-row tile, then perm)."""
-    key = (k, str(device))
+def x_order(k: int, perm: torch.Tensor | None, device: torch.device, bits: int = 4) -> torch.Tensor:
+    """int64 [K]: the x column read by column j of the permuted x (operand order per 128-row tile, then perm);
+    bits = 3: the 3-bit operand's order (quant_tc3.operand_rows3)."""
+    key = (k, str(device), bits)
     base = _BASE.get(key)
     if base is None:
         if k % BLOCK_K:
             raise ValueError(f"K={k} is not a multiple of {BLOCK_K}")
         tiles = torch.arange(k // BLOCK_K).repeat_interleave(BLOCK_K) * BLOCK_K
-        base = (tiles + operand_rows().repeat(k // BLOCK_K)).to(device)
+        rows = operand_rows3() if bits == 3 else operand_rows()
+        base = (tiles + rows.repeat(k // BLOCK_K)).to(device)
         _BASE[key] = base
     return base if perm is None else perm.long()[base]
 
@@ -96,9 +100,10 @@ def tcl_layouts(block_n: int, block_m: int, warps: int) -> dict:
 
 
 @gluon.jit
-def _issue(x_smem, w_smem, slot, tile, x_ptr, qw_ptr, x_off, cp_off, cp_mask, stride_qk, BLOCK_K: gl.constexpr):
+def _issue(x_smem, w_smem, slot, tile, x_ptr, qw_ptr, x_off, cp_off, cp_mask, stride_qk, BLOCK_K: gl.constexpr,
+           BITS: gl.constexpr):  # fmt: skip
     """cp.async of K tile `tile` (x columns and weight words) into ring slot `slot`, one commit group."""
-    async_copy.async_copy_global_to_shared(w_smem.index(slot), qw_ptr + tile * (BLOCK_K // 8) * stride_qk + cp_off,
+    async_copy.async_copy_global_to_shared(w_smem.index(slot), qw_ptr + tile * (BLOCK_K * BITS // 32) * stride_qk + cp_off,
                                            mask=cp_mask)  # fmt: skip
     async_copy.async_copy_global_to_shared(x_smem.index(slot), x_ptr + tile * BLOCK_K + x_off)
     async_copy.commit_group()
@@ -113,13 +118,24 @@ def _words(w_smem, slot, BLOCK_N: gl.constexpr, L4: gl.constexpr, D2: gl.constex
 
 
 @gluon.jit
+def _build(w_smem, slot, zm2, s, BLOCK_N: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, L5: gl.constexpr,
+           DOT: gl.constexpr, dt: gl.constexpr, IS_BF16: gl.constexpr, BITS: gl.constexpr):  # fmt: skip
+    """The (q - z) * s operand of the tile in ring slot `slot` (4-bit: quant_tcg._operand; 3-bit: _operand3)."""
+    if BITS == 3:
+        a = _operand3(_words(w_smem, slot, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True)
+    else:
+        a = _operand(_words(w_smem, slot, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+    return a
+
+
+@gluon.jit
 def _tcl_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ITERS, SPLIT_K,
     stride_xm, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
     GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, USE_SPLIT: gl.constexpr,
     IS_BF16: gl.constexpr, PIPE: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
-    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, BITS: gl.constexpr,
     MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, XS: gl.constexpr, CPL: gl.constexpr,
     WS: gl.constexpr, D2: gl.constexpr, XCP: gl.constexpr,
 ):  # fmt: skip
@@ -135,8 +151,12 @@ def _tcl_kernel(
     x_off = xm[:, None] * stride_xm + xk[None, :]
     rr = gl.arange(0, BLOCK_K // 8, layout=gl.SliceLayout(1, CPL))
     cc = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, CPL))
-    cp_off = rr[:, None] * stride_qk + cc[None, :] * stride_qn
-    cp_mask = (rr[:, None] >= 0) & (cc < N)[None, :]
+    if BITS == 3:  # ring row 4t + wi <- word 3t + wi of the tile; row 4t + 3 unused (zero-filled)
+        cp_off = (3 * (rr // 4) + rr % 4)[:, None] * stride_qk + cc[None, :] * stride_qn
+        cp_mask = (rr % 4 < 3)[:, None] & (cc < N)[None, :]
+    else:
+        cp_off = rr[:, None] * stride_qk + cc[None, :] * stride_qn
+        cp_mask = (rr[:, None] >= 0) & (cc < N)[None, :]
     x_smem = gl.allocate_shared_memory(dt, [STAGES, BLOCK_M, BLOCK_K], XS)
     w_smem = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N], WS)
     k_tiles = K // BLOCK_K
@@ -144,16 +164,16 @@ def _tcl_kernel(
     n_it = gl.minimum(ITERS, k_tiles - t0)  # the last split may hold fewer tiles
     for i in gl.static_range(STAGES - 1):
         _issue(x_smem, w_smem, i, gl.minimum(t0 + i, k_tiles - 1), x_ptr, qw_ptr, x_off, cp_off, cp_mask, stride_qk,
-               BLOCK_K)  # fmt: skip
+               BLOCK_K, BITS)  # fmt: skip
     acc = gl.zeros((BLOCK_N, BLOCK_M), gl.float32, layout=MMA)
     zm2, s = _group_params(sc_ptr, qz_ptr, (t0 * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg, stride_sn,
-                           stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+                           stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16, BITS)  # fmt: skip
     if PIPE == 2:  # the operand goes through shared memory (two buffers): wgmma reads no register operand
         a_smem = gl.allocate_shared_memory(dt, [2, BLOCK_N, BLOCK_K], XS)
     if PIPE > 0:  # operand of tile 0 before the loop; each iteration builds the next one under its wgmma
         async_copy.wait_group(STAGES - 2)
         gl.thread_barrier()
-        a = _operand(_words(w_smem, 0, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+        a = _build(w_smem, 0, zm2, s, BLOCK_N, L4, D2, L5, DOT, dt, IS_BF16, BITS)
         if PIPE == 2:
             a_smem.index(0).store(a)
     for it in range(0, n_it):
@@ -164,28 +184,28 @@ def _tcl_kernel(
         hopper.fence_async_shared()
         gl.thread_barrier()  # everyone's copies are visible; everyone's wgmma of tile it - 1 is done
         _issue(x_smem, w_smem, (it + STAGES - 1) % STAGES, gl.minimum(t0 + it + STAGES - 1, k_tiles - 1), x_ptr,
-               qw_ptr, x_off, cp_off, cp_mask, stride_qk, BLOCK_K)  # fmt: skip
+               qw_ptr, x_off, cp_off, cp_mask, stride_qk, BLOCK_K, BITS)  # fmt: skip
         tn = gl.minimum(t0 + it + 1, k_tiles - 1)
         if PIPE == 2:
             tok = hopper.warpgroup_mma(a_smem.index(it % 2), x_smem.index(it % STAGES).permute((1, 0)), acc,
                                        is_async=True)  # fmt: skip
             zm2, s = _group_params(sc_ptr, qz_ptr, (tn * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg,
-                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
-            a = _operand(_words(w_smem, (it + 1) % STAGES, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16, BITS)  # fmt: skip
+            a = _build(w_smem, (it + 1) % STAGES, zm2, s, BLOCK_N, L4, D2, L5, DOT, dt, IS_BF16, BITS)
             a_smem.index((it + 1) % 2).store(a)  # its last reader, the wgmma of tile it - 1, is done
             acc = hopper.warpgroup_mma_wait(0, deps=[tok])
         elif PIPE == 1:
             tok = hopper.warpgroup_mma(a, x_smem.index(it % STAGES).permute((1, 0)), acc, is_async=True)
             zm2, s = _group_params(sc_ptr, qz_ptr, (tn * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg,
-                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
-            a_n = _operand(_words(w_smem, (it + 1) % STAGES, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16, BITS)  # fmt: skip
+            a_n = _build(w_smem, (it + 1) % STAGES, zm2, s, BLOCK_N, L4, D2, L5, DOT, dt, IS_BF16, BITS)
             acc, a = hopper.warpgroup_mma_wait(0, deps=[tok, a])  # a stays live until the wgmma is done
             a = a_n
         else:
-            a = _operand(_words(w_smem, it % STAGES, BLOCK_N, L4, D2), zm2, s, L5, DOT, dt, True, IS_BF16)
+            a = _build(w_smem, it % STAGES, zm2, s, BLOCK_N, L4, D2, L5, DOT, dt, IS_BF16, BITS)
             tok = hopper.warpgroup_mma(a, x_smem.index(it % STAGES).permute((1, 0)), acc, is_async=True)
             zm2, s = _group_params(sc_ptr, qz_ptr, (tn * BLOCK_K) // GROUP, offs_nz, offs_nz < N, stride_sg,
-                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16)  # fmt: skip
+                                   stride_sn, stride_zg, stride_zn, SYM, ZERO_OFFSET, IS_BF16, BITS)  # fmt: skip
             acc = hopper.warpgroup_mma_wait(0, deps=[tok])
     async_copy.wait_group(0)
 
@@ -214,8 +234,9 @@ def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
     """(grid, positional args, constexpr kwargs) of one launch on the already permuted xp; shared with the
     offline sm_90 build (bench/kernels/sass_tcl.py)."""
     m, k = xp.shape
-    if not tcg_supported(w, k):
-        raise ValueError(f"the large-M tensor-core kernel needs 4-bit weights and K, group multiples of {BLOCK_K}")
+    if not tcg_supported(w, k, xp.dtype):
+        raise ValueError(f"the large-M tensor-core kernel needs 4-bit (or fp16 3-bit) weights, K and group multiples "
+                         f"of {BLOCK_K}")  # fmt: skip
     if stages < (3 if pipe else 2):
         raise ValueError(f"stages={stages} is too shallow (tcl needs 2, tclp and tcls 3)")
     n = w.out_features
@@ -231,14 +252,17 @@ def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
     )  # fmt: skip
     consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, USE_SPLIT=split > 1,
                   IS_BF16=xp.dtype == torch.bfloat16, PIPE=pipe, STAGES=stages, BLOCK_M=block_m, BLOCK_N=block_n,
-                  BLOCK_K=BLOCK_K, **tcl_layouts(block_n, block_m, warps))  # fmt: skip
+                  BLOCK_K=BLOCK_K, BITS=w.bits, **tcl_layouts(block_n, block_m, warps))  # fmt: skip
     return grid, args, consts
 
 
 def launch_tcl(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
                stages: int, pipe: int, y: torch.Tensor) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W (CUDA, sm_90): x permuted once into the operand order, then the tile kernel."""
-    xp = permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)
+    if w.bits == 3:  # the 3-bit operand order is a gather (act-order composed in)
+        xp = permute_x(x2, x_order(x2.shape[1], w.perm, x2.device, 3))
+    else:
+        xp = permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)
     grid, args, consts = tcl_args(xp, w, block_m, block_n, split_k, num_warps, stages, pipe, y)
     _tcl_kernel[grid](*args, **consts, num_warps=num_warps)
 

@@ -177,5 +177,5 @@ def test_tensor_core_kernel_is_offered_for_4bit_m3_and_up() -> None:
     assert kinds(8) & tc and kinds(16) & tc and kinds(64) & tc and kinds(256) & tc
     assert kinds(4) & tc and kinds(3) & tc, "M = 3-4 may run in an 8-row tile"
     assert not kinds(2) & tc and not kinds(1) & tc
-    assert not kinds(16, bits=3) & tc
+    assert not kinds(16, bits=3) & {"tc2", "tcf2"}, "3-bit tiles build the operand whole (quant_tc3)"
     assert not kinds(16, k=4096 + 64, group=64) & tc, "K tiles of 128 must fit the group"

@@ -91,7 +91,7 @@ def test_tcl_not_offered_where_it_cannot_run() -> None:
         return {c.kind for c in candidate_configs(m, 4096, k, group, bits, torch.float16)}
 
     assert not kinds(32) & TCL and not kinds(8) & TCL, "small M stays with tc / tc2 / tcf2"
-    assert not kinds(256, bits=3) & TCL
+    assert not {c.kind for c in candidate_configs(256, 4096, 4096, 128, 3, torch.bfloat16)} & TCL, "3-bit: fp16 only"
     assert not kinds(256, k=4096 + 64, group=64) & TCL
 
 
