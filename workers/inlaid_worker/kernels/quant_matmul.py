@@ -4,9 +4,14 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "gemv" (quant_gemv): CUDA-core FMAs with exact magic-number unpacking, for M <= 4, 4- and 3-bit;
 - "hgemv" (quant_hgemv): half2 dequantize + dot in inline PTX, 4-bit, fp16 x, M <= 16 (weights read once per
   BLOCK_M rows); "hgemvp": the same kernel with x, scales, zeros and words loaded 1-2 K tiles ahead (M <= 4);
+- "hgemvr", "hgemvrq", "hgemvrb" (quant_hgemvr, v7): half2 GEMV summing a thread's row chunks of a K tile in
+  half2, one fp32 conversion per tile; "q" pins the next tile's loads, "b" loads all of a program's tiles at once;
+- "hgemv3" (quant_hgemv3): the half2 GEMV for 3-bit weights (a word triple -> 16 half2 pairs), M <= 4;
 - "mma" (quant_mma): tensor cores with the weight as the A operand (y^T = W^T x^T), 4-bit, any M;
 - "tc", "tc2", "tcf2" (quant_tcg, Gluon; quant_tc under the interpreter): tensor cores, words loaded straight
-  into the wgmma operand registers, 4-bit, M >= 8 (the winner at M = 8..64 on the H200);
+  into the wgmma operand registers, 4- and 3-bit (quant_tc3), M >= 3 (the winner at M = 8..32 on the H200);
+- "tcl", "tclp", "tcls" (quant_tcl, Gluon): the large-M tile GEMM (each word dequantized once per 64-128 rows of
+  x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit at M > 4.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -15,6 +20,8 @@ All keep K tiles inside one quantization group and share the self-cleaning split
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import triton
@@ -165,6 +172,33 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         raise ValueError(f"unknown kernel kind {cfg.kind!r}")
 
 
+def tuning_input(x2: torch.Tensor) -> torch.Tensor:
+    """What the tuner times and checks candidates on: unit-normal values of x2's shape, dtype and device, from
+    a private generator (the global RNG is left alone). Kernel time does not depend on the values, and live
+    activations may hold inf or NaN (seen with random-weight benchmark models), which would make the guard reject
+    every candidate, the reference included."""
+    gen = torch.Generator(device=x2.device).manual_seed(0)
+    return torch.randn(x2.shape, generator=gen, device=x2.device, dtype=torch.float32).to(x2.dtype)
+
+
+def tuning_calls(x2: torch.Tensor, w: GPTQWeight) -> tuple[Callable[[QMMConfig], None], Callable[[QMMConfig], bool]]:
+    """pick_config's run and verify callbacks on tuning_input(x2), made on first use only (a tuned shape's calls
+    never build it)."""
+    box: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+        if not box:
+            xt = tuning_input(x2)
+            box.append((xt, torch.empty(xt.shape[0], w.out_features, dtype=xt.dtype, device=xt.device)))
+        return box[0]
+
+    def run(c: QMMConfig) -> None:
+        xt, yt = inputs()
+        launch_quant_matmul(xt, w, c, yt)
+
+    return run, lambda c: _verify(inputs()[0], w, c)
+
+
 def _verify(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
     """Does cfg's kernel agree with dequantize + cuBLAS on this input? (run once per tuned shape)"""
     ref = torch.empty(x2.shape[0], w.out_features, dtype=x2.dtype, device=x2.device)
@@ -185,7 +219,7 @@ def quant_matmul(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -
     if x2.shape[0] == 0:
         return y.reshape(*x.shape[:-1], w.out_features)
     if cfg is None:
-        cfg = pick_config(x2, w, lambda c: launch_quant_matmul(x2, w, c, y), lambda c: _verify(x2, w, c))
+        cfg = pick_config(x2, w, *tuning_calls(x2, w))
     launch_quant_matmul(x2, w, cfg, y)
     return y.reshape(*x.shape[:-1], w.out_features)
 

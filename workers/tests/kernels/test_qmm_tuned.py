@@ -66,3 +66,35 @@ def test_shipped_pick_needs_candidate_and_guard(monkeypatch: pytest.MonkeyPatch)
     assert qmc._shipped(x2, w, 1, cands, lambda c: True) is None  # no longer a candidate
     pick[0] = None
     assert qmc._shipped(x2, w, 1, cands, None) is None
+
+
+def test_the_tuner_checks_candidates_on_a_finite_input_even_when_x_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live activations holding NaN/inf made the guard reject every candidate, the reference included, and the
+    tuner fell back to dequantize + cuBLAS (13B random-weight decode, 2026-11-30). It now times and checks
+    candidates on tuning_input(x), built once, leaving the global RNG alone."""
+    from inlaid_worker.kernels import quant_matmul as qm
+
+    seen: list[torch.Tensor] = []
+
+    def product(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor) -> None:  # a torch stand-in for the kernels
+        seen.append(x2)
+        y.copy_(x2.float().sum(1, keepdim=True).expand_as(y))
+
+    monkeypatch.setattr(qm, "dequant_matmul", product)
+    monkeypatch.setattr(qm, "launch_quant_matmul", lambda x2, w, c, y: product(x2, w, y))
+    w = _weight()
+    x = torch.randn(3, 256).half()
+    x[1, 7] = float("nan")
+    x[2, 0] = float("inf")
+    state = torch.get_rng_state()
+    xt = qm.tuning_input(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert xt.shape == x.shape and xt.dtype == x.dtype and bool(torch.isfinite(xt).all())
+    assert torch.equal(xt, qm.tuning_input(x.clone()))  # deterministic
+    assert not qm._verify(x, w, qmc.DEQUANT)  # on x itself the reference disagrees with itself (NaN)
+    seen.clear()
+    run, verify = qm.tuning_calls(x, w)
+    assert not seen  # nothing is built or run before the tuner asks
+    assert verify(qmc.DEQUANT)
+    run(qmc.DEQUANT)
+    assert len(seen) == 3 and all(torch.equal(t, xt) for t in seen) and seen[0] is seen[2]
