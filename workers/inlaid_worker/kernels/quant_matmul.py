@@ -13,7 +13,7 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "tcl", "tclp", "tcls" (quant_tcl, Gluon): the large-M tile GEMM (each word dequantized once per 64-128 rows of
   x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
-- "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit at M > 4.
+- "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
 (quant_common.store_tile). The "tile" kernel removes zero and magic per group with the row sums of x:
     sum_k x[k] * (q[k] - z) * s  ==  s * (dot(x, magic + q) - (magic + z) * sum_k x[k]).
