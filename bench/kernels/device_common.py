@@ -1,10 +1,12 @@
-"""Shared timing steps of the one-GPU kernel benches (gemv_h200.py, tc_h200.py): per shape the rotating weight
-copies, per (shape, M) the bf16 / tinygemm baselines and the autotuned pick, the best config of a kernel family
-re-timed from the tuner's log, and the %copy / x bf16 ratios. Device-only (CUDA graphs); no CPU entry point.
+"""Shared steps of the one-GPU kernel benches (gemv_h200.py, gemv_v7.py, int3_h200.py, tc_h200.py, tcl_h200.py):
+per shape the rotating weight copies, per (shape, M) the bf16 / tinygemm baselines and the autotuned pick, the best
+config of a kernel family re-timed from the tuner's log, the %copy / x bf16 ratios; and the phases' command line
+and the report's reading and writing. The timing needs CUDA (graphs); the report steps also run on a CPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import time
@@ -115,3 +117,68 @@ def report_head(meta: dict, command: str) -> list[str]:
     """The report's command, device / versions and copy bandwidth lines."""
     return [f"- command: `{command}`", f"- device: {meta.get('device')}; torch {meta.get('torch')}, triton {meta.get('triton')}",
             f"- measured copy bandwidth {meta.get('copy_GBps', 0):.0f} GB/s"]  # fmt: skip
+
+
+def guard_shard(out: Path, shard: int, cases: list[tuple], case_fn: Callable[..., dict],
+                line: Callable[[dict], str]) -> None:  # fmt: skip
+    """Run the guard cases of one shard into out/guard-<shard>.jsonl, a JSON row each as it finishes, and a progress
+    line "[guard shard] case[:6] line(row) seconds". A case (shape, K, N, M, sym, act, ...) that raises becomes
+    its error row, so the other cases still run."""
+    with (out / f"guard-{shard}.jsonl").open("w") as f:
+        for case in cases:
+            t0 = time.time()
+            try:
+                row = case_fn(*case)
+            except Exception as exc:  # noqa: BLE001 - reported
+                row = dict(shape=case[0], M=case[3], sym=case[4], act=case[5], error=repr(exc)[:500])
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            print(f"[guard {shard}] {case[:6]} {line(row)} {time.time() - t0:.1f}s", flush=True)
+
+
+def guard_lines(out: Path) -> list[dict]:
+    """Every JSON line of the guard phase's shards (guard-*.jsonl) in the work folder, shard by shard."""
+    return [json.loads(line) for p in sorted(out.glob("guard-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def cells(r: dict) -> Callable[..., str]:
+    """f(key, fmt="{:.1f}"): row r's value at key formatted for a table cell, "-" where it is absent or None."""
+
+    def f(key: str, fmt: str = "{:.1f}") -> str:
+        return fmt.format(r[key]) if r.get(key) is not None else "-"
+
+    return f
+
+
+def write_report(dest: Path, stem: str, md: list[str], payload: dict) -> None:
+    """dest/stem.md (the markdown lines) and dest/stem.json (payload), then the markdown on stdout."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
+    (dest / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    print("\n".join(md))
+
+
+def device_parser(phases: tuple[str, ...], command: str, stem: str) -> argparse.ArgumentParser:
+    """A bench's command line: the phase (phases, then "report"), the work folder, the report's destination,
+    command line and file stem; with a "guard" phase its --shard / --shards. A script adds its own options."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=[*phases, "report"])
+    ap.add_argument("--out", type=Path, required=True, help="work folder (phase shards, bench.json)")
+    ap.add_argument("--dest", type=Path, default=None, help="report: where the JSON and markdown go (default --out)")
+    if "guard" in phases:
+        ap.add_argument("--shard", type=int, default=0)
+        ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--command", default=command)
+    ap.add_argument("--stem", default=stem)
+    return ap
+
+
+def run_phase(ap: argparse.ArgumentParser, phases: dict[str, Callable[[argparse.Namespace], None]],
+              report: Callable[[Path, Path, str, str], None]) -> None:  # fmt: skip
+    """Parse the command line and run the chosen phase (report: report(out, dest or out, command, stem))."""
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "report":
+        report(args.out, args.dest or args.out, args.command, args.stem)
+    else:
+        phases[args.what](args)

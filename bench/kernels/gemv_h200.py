@@ -19,7 +19,6 @@ Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/gemv_h200.py {guar
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -33,15 +32,20 @@ from bench_kernels import time_rotated
 from device_common import (
     add_ratios,
     bench_meta,
+    cells,
+    device_parser,
+    guard_lines,
     load_bench,
     print_row,
     rel,
     report_head,
     run_cfg,
+    run_phase,
     shape_weights,
     short_cfg,
     time_best,
     tuned_row,
+    write_report,
 )
 from inlaid_worker.kernels import quant_common, quant_matmul_config
 from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
@@ -197,13 +201,11 @@ _short = short_cfg
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
     b = load_bench(out)
     guard_rows, diag = [], []
-    for p in sorted(out.glob("guard-*.jsonl")):
-        for line in p.read_text().splitlines():
-            d = json.loads(line)
-            if "m4_diagnosis" in d:
-                diag = d["m4_diagnosis"]
-            else:
-                guard_rows.append(d)
+    for d in guard_lines(out):
+        if "m4_diagnosis" in d:
+            diag = d["m4_diagnosis"]
+        else:
+            guard_rows.append(d)
     meta = dict(b["meta"], command=command)
     md = [f"# Small-M int4 GEMV: v3 kernels vs v4 half2 GEMV vs v5 look-ahead vs v6 burst half2 GEMV, {meta.get('date', '')}", "",
           *report_head(meta, command), "",
@@ -220,9 +222,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "pick x bf16 | pick rel err | v5g config | v6g config |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in b["rows"]:
-        def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
-            return fmt.format(r[key]) if r.get(key) is not None else "-"
-
+        f = cells(r)
         md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('v3_us')} | {f('v4_us')} | "
                   f"{f('v5_us')} | {f('v5_pct_copy', '{:.0f}%')} | {f('v5_vs_bf16', '{:.2f}x')} | {f('v6_us')} | "
                   f"{f('v6_pct_copy', '{:.0f}%')} | {f('v6_vs_bf16', '{:.2f}x')} | {f('v7_us')} | "
@@ -251,30 +251,13 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
             agg[key] = max(agg.get(key, 0.0), *d["errs"])
         for (cfg, fence), e in sorted(agg.items()):
             md.append(f"| {_short(cfg)} | {fence} | {e:.1e} |")
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
-    (dest / f"{stem}.json").write_text(json.dumps(dict(meta=meta, bench=b["rows"], guard=guard_rows, m4_diagnosis=diag),
-                                                 indent=1))  # fmt: skip
-    print("\n".join(md))
+    write_report(dest, stem, md, dict(meta=meta, bench=b["rows"], guard=guard_rows, m4_diagnosis=diag))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["guard", "bench", "report"])
-    ap.add_argument("--out", type=Path, required=True, help="work folder (guard shards, bench.json)")
-    ap.add_argument("--dest", type=Path, default=None, help="report: where the JSON and markdown go (default --out)")
-    ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
-    ap.add_argument("--command", default="bash bench/kernels/gemv_h200.sh")
-    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-v6")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "guard":
-        guard(args.out, args.shard, args.shards)
-    elif args.what == "bench":
-        bench(args.out)
-    else:
-        report(args.out, args.dest or args.out, args.command, args.stem)
+    stem = f"kernels-{dt.date.today().isoformat()}-v6"
+    ap = device_parser(("guard", "bench"), "bash bench/kernels/gemv_h200.sh", stem)
+    run_phase(ap, dict(guard=lambda a: guard(a.out, a.shard, a.shards), bench=lambda a: bench(a.out)), report)
 
 
 if __name__ == "__main__":

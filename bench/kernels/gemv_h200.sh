@@ -16,15 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"  # exports, SHARDS (defaul
   timeout "${TEST_S:-160}" python3 -m pytest workers/tests/kernels/test_quant_matmul.py \
     workers/tests/kernels/test_quant_hgemv_ahead.py workers/tests/kernels/test_quant_hgemv_burst.py -q -n 4 -p no:cacheprovider -k "not qmm-b4-tc" \
     >"$OUT/tests.log" 2>&1 &
-  for i in $(seq 0 $((SHARDS - 1))); do
-    timeout "${GUARD_S:-170}" python3 bench/kernels/gemv_h200.py guard --out "$WORK" --shard "$i" --shards "$SHARDS" &
-  done
-  wait
-  echo "phase 1 (tests + guard) $(( $(date +%s) - t0 )) s"; tail -n 5 "$OUT/tests.log"
-  t1=$(date +%s)
-  timeout "${BENCH_S:-150}" python3 bench/kernels/gemv_h200.py bench --out "$WORK"
-  echo "phase 2 (timing) $(( $(date +%s) - t1 )) s"
-  python3 bench/kernels/gemv_h200.py report --out "$WORK" --dest "$OUT" --command "bash bench/kernels/gemv_h200.sh" \
-    --stem "$STEM"
+  guard_shards gemv_h200 "${GUARD_S:-170}"
+  phase1_done "tests + guard" 5
+  timing_phase gemv_h200 "${BENCH_S:-150}"
+  report_phase gemv_h200 --stem "$STEM"
   date -u
 } 2>&1 | tee "$OUT/log.txt"

@@ -11,7 +11,6 @@ Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/gemv_v7.py {check,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,7 +19,16 @@ from pathlib import Path
 
 import torch
 from bench_kernels import time_rotated
-from device_common import bench_meta, rel, report_head, shape_weights
+from device_common import (
+    bench_meta,
+    device_parser,
+    load_bench,
+    rel,
+    report_head,
+    run_phase,
+    shape_weights,
+    write_report,
+)
 from gemv_h200 import DEVICE, make_weight, reference
 from inlaid_worker.kernels import quant_common
 from inlaid_worker.kernels.quant_hgemv import launch_hgemv
@@ -124,7 +132,7 @@ def bench(out: Path) -> None:
 
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
-    b = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else dict(meta={}, rows=[])
+    b = load_bench(out)
     checks = [r for p in sorted(out.glob("check-*.json")) for r in json.loads(p.read_text())]
     meta = dict(b["meta"], command=command)
     gbps = meta.get("copy_GBps", 0.0)
@@ -156,29 +164,15 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
     clean = [r["ws_clean"] for r in checks if "ws_clean" in r]
     md += ["", f"Worst relative error: hgemvp {worst['p ']}, hgemvr {worst['r']} over {len(checks) - len(clean)} "
            f"checks; split-K workspace clean after every M: {all(clean) and bool(clean)}."]  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
-    (dest / f"{stem}.json").write_text(json.dumps(dict(meta=meta, bench=b["rows"], checks=checks), indent=1))
-    print("\n".join(md))
+    write_report(dest, stem, md, dict(meta=meta, bench=b["rows"], checks=checks))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["check", "bench", "report"])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dest", type=Path, default=None)
+    ap = device_parser(("check", "bench"), "bash bench/kernels/gemv_v7.sh", "kernels-2026-11-30-v7")
     ap.add_argument("--shape", type=int, default=0)
     ap.add_argument("--ms", default="1,2,4")
-    ap.add_argument("--command", default="bash bench/kernels/gemv_v7.sh")
-    ap.add_argument("--stem", default="kernels-2026-11-30-v7")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "check":
-        check(args.out, args.shape, tuple(int(m) for m in args.ms.split(",")))
-    elif args.what == "bench":
-        bench(args.out)
-    else:
-        report(args.out, args.dest or args.out, args.command, args.stem)
+    run_phase(ap, dict(check=lambda a: check(a.out, a.shape, tuple(int(m) for m in a.ms.split(","))),
+                       bench=lambda a: bench(a.out)), report)  # fmt: skip
 
 
 if __name__ == "__main__":

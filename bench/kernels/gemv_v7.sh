@@ -14,11 +14,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
   for i in 0 1; do for m in 1 2 4; do
     timeout "${CHECK_S:-75}" python3 bench/kernels/gemv_v7.py check --out "$WORK" --shape "$i" --ms "$m" &
   done; done
-  wait
-  echo "phase 1 (tests + checks) $(( $(date +%s) - t0 )) s"; tail -n 3 "$OUT/tests.log"
-  t1=$(date +%s)
-  timeout "${BENCH_S:-70}" python3 bench/kernels/gemv_v7.py bench --out "$WORK"
-  echo "phase 2 (timing) $(( $(date +%s) - t1 )) s"
-  python3 bench/kernels/gemv_v7.py report --out "$WORK" --dest "$OUT" --command "bash bench/kernels/gemv_v7.sh"
+  phase1_done "tests + checks" 3
+  timing_phase gemv_v7 "${BENCH_S:-70}"
+  report_phase gemv_v7
   date -u
 } 2>&1 | tee "$OUT/log.txt"

@@ -12,7 +12,6 @@ Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/int3_h200.py {guar
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,7 +20,21 @@ from pathlib import Path
 
 import torch
 from bench_kernels import copies, gptq_bytes
-from device_common import add_ratios, bench_meta, load_bench, print_row, report_head, short_cfg, time_best, tuned_row
+from device_common import (
+    add_ratios,
+    bench_meta,
+    cells,
+    device_parser,
+    guard_lines,
+    load_bench,
+    print_row,
+    report_head,
+    run_phase,
+    short_cfg,
+    time_best,
+    tuned_row,
+    write_report,
+)
 from gemv_h200 import guard_case, make_weight, reference
 
 SHAPES = {"7B up 4096x11008": (4096, 11008), "7B down 11008x4096": (11008, 4096)}
@@ -68,7 +81,7 @@ def bench(out: Path) -> None:
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
     b = load_bench(out)
-    guard_rows = [json.loads(line) for p in sorted(out.glob("guard-*.jsonl")) for line in p.read_text().splitlines()]
+    guard_rows = guard_lines(out)
     meta = dict(b["meta"], command=command)
     md = [f"# int3 small-M GEMV: v3 kernels vs the 3-bit half2 GEMV (hgemv3), {meta.get('date', '')}", "",
           *report_head(meta, command), "",
@@ -80,10 +93,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "h3 rel err | pick | pick %copy | pick x bf16 | pick rel err | h3 config |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in b["rows"]:
-
-        def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
-            return fmt.format(r[key]) if r.get(key) is not None else "-"
-
+        f = cells(r)
         md.append(f"| {r['shape']} | {r['M']} | {f('MB', '{:.2f}')} | {f('bf16_us')} | {f('v3_us')} | "
                   f"{f('v3_pct_copy', '{:.0f}%')} | {f('v3_vs_bf16', '{:.2f}x')} | {f('h3_us')} | {f('h3_pct_copy', '{:.0f}%')} | "
                   f"{f('h3_vs_bf16', '{:.2f}x')} | {f('h3_vs_v3', '{:.2f}x')} | {f('h3_err', '{:.1e}')} | {f('pick_us')} "
@@ -100,29 +110,12 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
     if guard_rows:
         md += ["", f"Worst picked error over {len(guard_rows)} cases: {max(g['pick_err'] for g in guard_rows):.1e}; "
                f"candidates above tolerance: {sum(len(g['bad_candidates']) for g in guard_rows)}."]  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
-    (dest / f"{stem}.json").write_text(json.dumps(dict(meta=meta, bench=b["rows"], guard=guard_rows), indent=1))
-    print("\n".join(md))
+    write_report(dest, stem, md, dict(meta=meta, bench=b["rows"], guard=guard_rows))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["guard", "bench", "report"])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dest", type=Path, default=None)
-    ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
-    ap.add_argument("--command", default="bash bench/kernels/int3_h200.sh")
-    ap.add_argument("--stem", default="kernels-2026-11-30-int3")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "guard":
-        guard(args.out, args.shard, args.shards)
-    elif args.what == "bench":
-        bench(args.out)
-    else:
-        report(args.out, args.dest or args.out, args.command, args.stem)
+    ap = device_parser(("guard", "bench"), "bash bench/kernels/int3_h200.sh", "kernels-2026-11-30-int3")
+    run_phase(ap, dict(guard=lambda a: guard(a.out, a.shard, a.shards), bench=lambda a: bench(a.out)), report)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"  # exports, SHARDS (defaul
   t0=$(date +%s)
   timeout "${TEST_S:-80}" python3 -m pytest workers/tests/kernels/test_quant_hgemv3.py -q -p no:cacheprovider \
     >"$OUT/tests.log" 2>&1 &
-  for i in $(seq 0 $((SHARDS - 1))); do
-    timeout "${GUARD_S:-85}" python3 bench/kernels/int3_h200.py guard --out "$WORK" --shard "$i" --shards "$SHARDS" &
-  done
-  wait
-  echo "phase 1 (tests + guard) $(( $(date +%s) - t0 )) s"; tail -n 5 "$OUT/tests.log"
-  t1=$(date +%s)
-  timeout "${BENCH_S:-90}" python3 bench/kernels/int3_h200.py bench --out "$WORK"
-  echo "phase 2 (timing) $(( $(date +%s) - t1 )) s"
-  python3 bench/kernels/int3_h200.py report --out "$WORK" --dest "$OUT" --command "bash bench/kernels/int3_h200.sh"
+  guard_shards int3_h200 "${GUARD_S:-85}"
+  phase1_done "tests + guard" 5
+  timing_phase int3_h200 "${BENCH_S:-90}"
+  report_phase int3_h200
   date -u
 } 2>&1 | tee "$OUT/log.txt"

@@ -13,7 +13,6 @@ Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/tc_h200.py {guard,
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -26,15 +25,21 @@ import torch
 from device_common import (
     add_ratios,
     bench_meta,
+    cells,
+    device_parser,
+    guard_lines,
+    guard_shard,
     load_bench,
     print_row,
     rel,
     report_head,
     run_cfg,
+    run_phase,
     shape_weights,
     short_cfg,
     time_best,
     tuned_row,
+    write_report,
 )
 from gemv_h200 import make_weight, reference
 from inlaid_worker.kernels import quant_common, quant_matmul_config
@@ -101,19 +106,9 @@ def guard(out: Path, shard: int, shards: int) -> None:
     cases = [(nm, k, n, m, sym, act, torch.float16) for m in GUARD_MS for sym, act in ((False, False), (True, True))
              for nm, (k, n) in SHAPES.items()]  # fmt: skip
     cases += [(nm, k, n, 16, False, True, torch.bfloat16) for nm, (k, n) in list(SHAPES.items())[:3]]
-    mine = cases[shard::shards]
-    with (out / f"guard-{shard}.jsonl").open("w") as f:
-        for case in mine:
-            t0 = time.time()
-            try:
-                row = guard_case(*case)
-            except Exception as exc:  # noqa: BLE001 - reported
-                row = dict(shape=case[0], M=case[3], sym=case[4], act=case[5], error=repr(exc)[:500])
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            print(f"[guard {shard}] {case[:6]} pick={str(row.get('pick', '')).split('kind=')[-1]} "
-                  f"err={row.get('pick_err')} tc_max={row.get('max_tc_err')} bad={len(row.get('tc_bad', []))} "
-                  f"{time.time() - t0:.1f}s", flush=True)  # fmt: skip
+    guard_shard(out, shard, cases[shard::shards], guard_case,
+                lambda row: f"pick={str(row.get('pick', '')).split('kind=')[-1]} err={row.get('pick_err')} "
+                f"tc_max={row.get('max_tc_err')} bad={len(row.get('tc_bad', []))}")  # fmt: skip
 
 
 def bench(out: Path, shapes: list[str]) -> None:
@@ -145,7 +140,7 @@ def _short(cfg: str | None) -> str:
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
     b = load_bench(out)
-    guard_rows = [json.loads(line) for p in sorted(out.glob("guard-*.jsonl")) for line in p.read_text().splitlines()]
+    guard_rows = guard_lines(out)
     meta = dict(b["meta"], command=command)
     md = [f"# int4 g128 tensor-core kernel (quant_tcg) at M = 8..256, {meta.get('date', '')}", "",
           *report_head(meta, command), "",
@@ -158,10 +153,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "pick (kind) | pick vs bf16 | new rel err | new config |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in b["rows"]:
-
-        def f(key: str, fmt: str = "{:.1f}", r: dict = r) -> str:
-            return fmt.format(r[key]) if r.get(key) is not None else "-"
-
+        f = cells(r)
         vs_old = f"{r['old_us'] / r['new_us']:.2f}x" if r.get("old_us") and r.get("new_us") else "-"
         kind = r["pick"].split("kind='")[1].split("'")[0] if "kind='" in r.get("pick", "") else "-"
         md.append(f"| {r['shape']} | {r['M']} | {f('bf16_us')} | {f('tinygemm_us')} | {f('old_us')} | "
@@ -183,30 +175,15 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
         md += ["", f"Guard: {len(ok)} cases ({len(guard_rows) - len(ok)} errors), worst pick error "
                f"{max(g['pick_err'] for g in ok):.1e}, tensor-core candidates above tolerance or failing: "
                f"{sum(len(g['tc_bad']) for g in ok)}."]  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
-    (dest / f"{stem}.json").write_text(json.dumps(dict(meta=meta, bench=b["rows"], guard=guard_rows), indent=1))
-    print("\n".join(md))
+    write_report(dest, stem, md, dict(meta=meta, bench=b["rows"], guard=guard_rows))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["guard", "bench", "report"])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dest", type=Path, default=None)
-    ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
+    stem = f"kernels-{dt.date.today().isoformat()}-tc"
+    ap = device_parser(("guard", "bench"), "bash bench/kernels/tc_h200.sh", stem)
     ap.add_argument("--shapes", default=",".join(SHAPES), help="bench: comma-separated shape names")
-    ap.add_argument("--command", default="bash bench/kernels/tc_h200.sh")
-    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-tc")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "guard":
-        guard(args.out, args.shard, args.shards)
-    elif args.what == "bench":
-        bench(args.out, args.shapes.split(","))
-    else:
-        report(args.out, args.dest or args.out, args.command, args.stem)
+    run_phase(ap, dict(guard=lambda a: guard(a.out, a.shard, a.shards), bench=lambda a: bench(a.out, a.shapes.split(","))),
+              report)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,15 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"  # exports, SHARDS (defaul
   t0=$(date +%s)
   timeout "${TEST_S:-90}" python3 -m pytest workers/tests/kernels/test_quant_matmul.py -q -p no:cacheprovider \
     -k "b4-tc or tuner" >"$OUT/tests.log" 2>&1 &
-  for i in $(seq 0 $((SHARDS - 1))); do
-    [ -n "$SKIP_GUARD" ] && break
-    timeout "${GUARD_S:-100}" python3 bench/kernels/tc_h200.py guard --out "$WORK" --shard "$i" --shards "$SHARDS" &
-  done
-  wait
-  echo "phase 1 (tests + guard) $(( $(date +%s) - t0 )) s"; tail -n 5 "$OUT/tests.log"
-  t1=$(date +%s)
-  timeout "${BENCH_S:-140}" python3 bench/kernels/tc_h200.py bench --out "$WORK" ${SHAPES:+--shapes "$SHAPES"}
-  echo "phase 2 (timing) $(( $(date +%s) - t1 )) s"
-  python3 bench/kernels/tc_h200.py report --out "$WORK" --dest "$OUT" --command "bash bench/kernels/tc_h200.sh"
+  [ -n "$SKIP_GUARD" ] || guard_shards tc_h200 "${GUARD_S:-100}"
+  phase1_done "tests + guard" 5
+  timing_phase tc_h200 "${BENCH_S:-140}" ${SHAPES:+--shapes "$SHAPES"}
+  report_phase tc_h200
   date -u
 } 2>&1 | tee "$OUT/log.txt"

@@ -12,7 +12,6 @@ Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/tcl_h200.py {guard
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -23,7 +22,19 @@ from pathlib import Path
 
 import torch
 from bench_kernels import time_rotated
-from device_common import bench_meta, rel, report_head, run_cfg, shape_weights
+from device_common import (
+    bench_meta,
+    device_parser,
+    guard_lines,
+    guard_shard,
+    load_bench,
+    rel,
+    report_head,
+    run_cfg,
+    run_phase,
+    shape_weights,
+    write_report,
+)
 from gemv_h200 import make_weight, reference
 from inlaid_worker.kernels import quant_common
 from inlaid_worker.kernels.quant_matmul import quant_matmul
@@ -76,17 +87,8 @@ def guard(out: Path, shard: int, shards: int) -> None:
     cases = [(nm, k, n, m, False, False, torch.float16) for m in MS for nm, (k, n) in SHAPES.items()]
     cases += [(nm, k, n, 256, True, True, torch.float16) for nm, (k, n) in SHAPES.items()]
     cases += [(nm, k, n, 200, False, True, torch.bfloat16) for nm, (k, n) in list(SHAPES.items())[:2]]
-    with (out / f"guard-{shard}.jsonl").open("w") as f:
-        for case in cases[shard::shards]:
-            t0 = time.time()
-            try:
-                row = guard_case(*case)
-            except Exception as exc:  # noqa: BLE001 - reported
-                row = dict(shape=case[0], M=case[3], sym=case[4], act=case[5], error=repr(exc)[:500])
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            print(f"[guard {shard}] {case[:6]} tcl_max={row.get('max_tcl_err')} bad={row.get('bad')} "
-                  f"{time.time() - t0:.1f}s", flush=True)  # fmt: skip
+    guard_shard(out, shard, cases[shard::shards], guard_case,
+                lambda row: f"tcl_max={row.get('max_tcl_err')} bad={row.get('bad')}")  # fmt: skip
 
 
 def _time_cfgs(cfgs: list[QMMConfig], x: torch.Tensor, ws: list, ref: torch.Tensor) -> dict[str, tuple[float, float]]:
@@ -153,9 +155,8 @@ def _fmt(v: float | None, fmt: str = "{:.1f}") -> str:
 
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
-    path = out / "bench.json"
-    b = json.loads(path.read_text()) if path.exists() else dict(meta={}, rows=[])
-    guard_rows = [json.loads(line) for p in sorted(out.glob("guard-*.jsonl")) for line in p.read_text().splitlines()]
+    b = load_bench(out)
+    guard_rows = guard_lines(out)
     meta = dict(b["meta"], command=command)
     md = [f"# int4 g128 large-M tensor-core kernel (quant_tcl) at M = 64..512, {meta.get('date', '')}", "",
           *report_head(meta, command), "",
@@ -194,30 +195,15 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
     ok = [g for g in guard_rows if "error" not in g]
     md += ["", f"Guard: {len(guard_rows)} cases ({len(guard_rows) - len(ok)} errors); configs above tolerance or "
            f"failing: {sum(len(g['bad']) for g in ok)}."]  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{stem}.md").write_text("\n".join(md) + "\n")
-    (dest / f"{stem}.json").write_text(json.dumps(dict(meta=meta, bench=b["rows"], guard=guard_rows), indent=1))
-    print("\n".join(md))
+    write_report(dest, stem, md, dict(meta=meta, bench=b["rows"], guard=guard_rows))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["guard", "bench", "report"])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dest", type=Path, default=None)
-    ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
+    stem = f"kernels-{dt.date.today().isoformat()}-tcl"
+    ap = device_parser(("guard", "bench"), "bash bench/kernels/tcl_h200.sh", stem)
     ap.add_argument("--shapes", default=",".join(SHAPES), help="bench: comma-separated shape names")
-    ap.add_argument("--command", default="bash bench/kernels/tcl_h200.sh")
-    ap.add_argument("--stem", default=f"kernels-{dt.date.today().isoformat()}-tcl")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "guard":
-        guard(args.out, args.shard, args.shards)
-    elif args.what == "bench":
-        bench(args.out, args.shapes.split(","))
-    else:
-        report(args.out, args.dest or args.out, args.command, args.stem)
+    run_phase(ap, dict(guard=lambda a: guard(a.out, a.shard, a.shards), bench=lambda a: bench(a.out, a.shapes.split(","))),
+              report)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,14 +11,14 @@ import { ONBOARD_QUEUE, REQUANTIZE_QUEUE, StepPayload } from '@inlaid/jobs';
 import { Queue } from 'bullmq';
 import IORedis from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GATEWAY_CONFIG } from '../../gateway/src/config/config.module';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
+import { BaseOnlyStack, startBaseOnlyStack, stopBaseOnlyStack } from './support/base-only-stack';
+import { Harness } from './support/gateway-harness';
 import { CALIBRATION } from './support/onboard-fixture';
 import { untilTaskStatus } from './support/onboard-stack';
-import { freePort } from './support/ports';
-import { makeTinyFixture, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
+import { TinyFixture } from './support/python-worker';
 import { jsonCall, listTree, multipartCall } from './support/task-http';
 import { codeName, TasksApi } from './support/tasks-grpc';
 
@@ -27,28 +27,21 @@ jest.setTimeout(120_000);
 const N = 5;
 const PREFIX = `e2e${randomBytes(4).toString('hex')}`;
 
+let stack: BaseOnlyStack | undefined;
 let fx: TinyFixture;
-let worker: WorkerProcess;
 let h: Harness;
 let grpc: TasksApi;
 let dataDir: string;
 
 beforeAll(async () => {
-  fx = await makeTinyFixture();
-  const noAdapters = join(fx.root, 'no-adapters'); // the worker starts serving the base only
-  mkdirSync(noAdapters);
-  dataDir = join(fx.root, 'data');
-  worker = await startWorker({ ...fx, adaptersDir: noAdapters }, await freePort());
-  h = await startHarness({ WORKER_ADDRS: worker.addr, INLAID_ADAPTER_ROOT: fx.adaptersDir, INLAID_DATA_DIR: dataDir, INLAID_QUEUE_PREFIX: PREFIX });
-  await waitFor(async () => ((await fetch(`${h.gateway.httpUrl}/readyz`)).ok ? true : undefined), 10_000, 'readyz');
+  stack = await startBaseOnlyStack(PREFIX);
+  ({ fx, h, dataDir } = stack);
   grpc = new TasksApi(h.gateway.grpcAddr);
 });
 
 afterAll(async () => {
   grpc?.close();
-  await worker?.kill();
-  await h?.close();
-  if (fx !== undefined) rmSync(fx.root, { recursive: true, force: true });
+  await stopBaseOnlyStack(stack);
 });
 
 const api = (method: string, path: string, body?: unknown) => jsonCall(h.gateway.httpUrl, method, path, body);

@@ -7,42 +7,34 @@
  */
 import { ServiceError } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { getInfo, workerClient } from './support/grpc-clients';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
+import { BaseOnlyStack, startBaseOnlyStack, stopBaseOnlyStack } from './support/base-only-stack';
+import { Harness } from './support/gateway-harness';
+import { servedAdapters } from './support/grpc-clients';
 import { CALIBRATION } from './support/onboard-fixture';
-import { freePort } from './support/ports';
-import { makeTinyFixture, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
+import { WorkerProcess } from './support/python-worker';
 import { holdAdminCall, StepLog, watchSteps } from './support/step-hooks';
 import { HttpResult, jsonCall, multipartCall } from './support/task-http';
 import { codeName, TasksApi, viewJson } from './support/tasks-grpc';
 
 jest.setTimeout(120_000);
 
-let fx: TinyFixture;
+let stack: BaseOnlyStack | undefined;
 let worker: WorkerProcess;
 let h: Harness;
 let steps: StepLog;
 let grpc: TasksApi;
 
 beforeAll(async () => {
-  fx = await makeTinyFixture();
-  const noAdapters = join(fx.root, 'no-adapters'); // the worker starts serving the base only
-  mkdirSync(noAdapters);
-  worker = await startWorker({ ...fx, adaptersDir: noAdapters }, await freePort());
-  h = await startHarness({ WORKER_ADDRS: worker.addr, INLAID_ADAPTER_ROOT: fx.adaptersDir, INLAID_DATA_DIR: join(fx.root, 'data'), INLAID_QUEUE_PREFIX: `e2e${randomBytes(4).toString('hex')}` });
-  await waitFor(async () => ((await fetch(`${h.gateway.httpUrl}/readyz`)).ok ? true : undefined), 10_000, 'readyz');
+  stack = await startBaseOnlyStack(`e2e${randomBytes(4).toString('hex')}`);
+  ({ worker, h } = stack);
   steps = watchSteps(h.gateway.app);
   grpc = new TasksApi(h.gateway.grpcAddr);
 });
 
 afterAll(async () => {
   grpc?.close();
-  await worker?.kill();
-  await h?.close();
-  if (fx !== undefined) rmSync(fx.root, { recursive: true, force: true });
+  await stopBaseOnlyStack(stack);
 });
 
 const api = (method: string, path: string, body?: unknown) => jsonCall(h.gateway.httpUrl, method, path, body);
@@ -50,14 +42,7 @@ const complete = (model: string) => api('POST', '/v1/completions', { model, prom
 const create = (name: string, adapter: string, waitForQuantization = false) => api('POST', '/v1/tasks', { name, adapter: { path: adapter }, calibration: CALIBRATION, wait_for_quantization: waitForQuantization });
 
 /** The adapters the worker process itself serves (asked directly, not through the gateway). */
-async function workerAdapters(): Promise<string[]> {
-  const c = workerClient(worker.addr);
-  try {
-    return (await getInfo(c)).models.filter((m) => m.parent !== '').map((m) => m.id).sort();
-  } finally {
-    c.close();
-  }
-}
+const workerAdapters = () => servedAdapters(worker.addr);
 
 /** Whether `p` settled within `ms` (it keeps running either way). */
 async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {

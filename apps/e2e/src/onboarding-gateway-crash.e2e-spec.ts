@@ -23,7 +23,7 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { waitFor } from './support/gateway-harness';
-import { getInfo, workerClient } from './support/grpc-clients';
+import { servedAdapters } from './support/grpc-clients';
 import { buildGateway, GatewayProcess, startGatewayProcess } from './support/gateway-process';
 import { CALIBRATION } from './support/onboard-fixture';
 import { untilTaskStatus } from './support/onboard-stack';
@@ -101,14 +101,7 @@ async function taskLockHeld(task: string): Promise<boolean> {
 }
 
 /** The adapters the worker process itself serves (asked directly, not through the gateway). */
-async function workerAdapters(): Promise<string[]> {
-  const c = workerClient(worker.addr);
-  try {
-    return (await getInfo(c)).models.filter((m) => m.parent !== '').map((m) => m.id).sort();
-  } finally {
-    c.close();
-  }
-}
+const workerAdapters = () => servedAdapters(worker.addr);
 
 /** The task's upload directories (INLAID_DATA_DIR/tasks/<name>-<job id>). */
 const uploadDirs = (task: string) => readdirSync(join(dataDir, 'tasks')).filter((d) => d.startsWith(`${task}-`)).sort();

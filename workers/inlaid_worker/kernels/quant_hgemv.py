@@ -35,8 +35,12 @@ import triton.language as tl
 from .gptq_packing import GPTQWeight
 from .quant_common import split_launch, store_tile
 
-_DEQ_PTX = tl.constexpr("""
-{
+
+def deq_half2_ptx(k0: int, k1: int) -> str:
+    """PTX of the 4-bit dequant: 4 LOP3 + SHF make the fp16 pairs (1024 + q) of fields (0,4), (2,6) and (1024 + 16 q)
+    of (1,5), (3,7); one HFMA2 each scales them by the half2 constants k0 / k1 and adds the zero words $5 / $6."""
+    return f"""
+{{
 .reg .b32 w2, m0, m1, k0, k1;
 mov.b32 m0, 0x000f000f;
 mov.b32 m1, 0x00f000f0;
@@ -45,30 +49,37 @@ lop3.b32 $1, $4, m1, 0x64006400, 0xea;
 shr.u32 w2, $4, 8;
 lop3.b32 $2, w2, m0, 0x64006400, 0xea;
 lop3.b32 $3, w2, m1, 0x64006400, 0xea;
-mov.b32 k0, 0x1c001c00;
-mov.b32 k1, 0x0c000c00;
+mov.b32 k0, {k0:#010x};
+mov.b32 k1, {k1:#010x};
 fma.rn.f16x2 $0, $0, k0, $5;
 fma.rn.f16x2 $1, $1, k1, $6;
 fma.rn.f16x2 $2, $2, k0, $5;
 fma.rn.f16x2 $3, $3, k1, $6;
-}
-""")
+}}
+"""
 
-_DOT_PTX = tl.constexpr("""
-{
+
+def dot_half2_ptx(n: int) -> str:
+    """PTX of acc + s * (t . x) over n half2 pairs ($1..$n times $n+1..$2n): an fp16 chain of n HFMA2, the two
+    halves added in fp16, then one FFMA into fp32 ($2n+1 = s, $2n+2 = acc)."""
+    chain = "".join(f"fma.rn.f16x2 p, ${i}, ${n + i}, p;\n" for i in range(2, n + 1))
+    return f"""
+{{
 .reg .b32 p;
 .reg .f16 h0, h1;
 .reg .f32 f;
-mul.rn.f16x2 p, $1, $5;
-fma.rn.f16x2 p, $2, $6, p;
-fma.rn.f16x2 p, $3, $7, p;
-fma.rn.f16x2 p, $4, $8, p;
-mov.b32 {h0, h1}, p;
+mul.rn.f16x2 p, $1, ${n + 1};
+{chain}mov.b32 {{h0, h1}}, p;
 add.rn.f16 h0, h0, h1;
 cvt.f32.f16 f, h0;
-fma.rn.f32 $0, f, $9, $10;
-}
-""")
+fma.rn.f32 $0, f, ${2 * n + 1}, ${2 * n + 2};
+}}
+"""
+
+
+_DEQ_PTX = tl.constexpr(deq_half2_ptx(0x1C001C00, 0x0C000C00))  # (q - z) / 256: scales 2^-8, 2^-12
+_DOT_PTX = tl.constexpr(dot_half2_ptx(4))
+
 
 _LD32_PTX = tl.constexpr("""
 {
@@ -166,18 +177,18 @@ def _dequant(w, c0, c1, USE_ASM: tl.constexpr):
                                                    pack=1)  # fmt: skip
     else:  # the same bit-level steps; each half2 is returned as two fp32 values packed back to fp16 bits
         w2 = (w >> 8) & 0x00FFFFFF
-        t0 = _fma_half2((w & 0x000F000F) | 0x64006400, 0.00390625, c0)
-        t1 = _fma_half2((w & 0x00F000F0) | 0x64006400, 0.000244140625, c1)
-        t2 = _fma_half2((w2 & 0x000F000F) | 0x64006400, 0.00390625, c0)
-        t3 = _fma_half2((w2 & 0x00F000F0) | 0x64006400, 0.000244140625, c1)
+        t0 = _fma_half2((w & 0x000F000F) | 0x64006400, 0.00390625, 0.00390625, c0)
+        t1 = _fma_half2((w & 0x00F000F0) | 0x64006400, 0.000244140625, 0.000244140625, c1)
+        t2 = _fma_half2((w2 & 0x000F000F) | 0x64006400, 0.00390625, 0.00390625, c0)
+        t3 = _fma_half2((w2 & 0x00F000F0) | 0x64006400, 0.000244140625, 0.000244140625, c1)
     return t0, t1, t2, t3
 
 
 @triton.jit
-def _fma_half2(a, k, c):
-    """half2 a * k + c (c: half2 word), exact here; result as a half2 word."""
-    lo = _lo_f32(a) * k + _lo_f32(c)
-    hi = _hi_f32(a) * k + _hi_f32(c)
+def _fma_half2(a, k_lo, k_hi, c):
+    """half2 a * (k_lo, k_hi) + c (c: half2 word) as fp32 steps, exact here; result as a half2 word."""
+    lo = _lo_f32(a) * k_lo + _lo_f32(c)
+    hi = _hi_f32(a) * k_hi + _hi_f32(c)
     lo16 = lo.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     hi16 = hi.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     return lo16 | (hi16 << 16)
@@ -364,12 +375,28 @@ def _hgemv_kernel(
                         offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
                         GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
 
-    out = tl.sum(acc, axis=1, keep_dims=True) * 256.0  # [BM, 1, BN]; the products carried a 1/256
+    store_rows(acc, 256.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
+               SPLIT_K, USE_SPLIT)  # fmt: skip
+
+
+@triton.jit
+def store_rows(acc, SCALE: tl.constexpr, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr,
+               pid_m, pid_n, SPLIT_K, USE_SPLIT: tl.constexpr):  # fmt: skip
+    """End of the half2 GEMVs: acc [BM, R, BN] summed over its rows R and times SCALE (the products carried a
+    1/SCALE) into y[offs_m, offs_n], through the shared self-cleaning split-K epilogue (quant_common.store_tile)."""
+    out = tl.sum(acc, axis=1, keep_dims=True) * SCALE  # [BM, 1, BN]
     mask = m_ok & mask_n
     y_ptrs = y_ptr + offs_m * stride_ym + offs_n * stride_yn
     ws_ptrs = ws_ptr + offs_m * N + offs_n
     tile = pid_m * tl.num_programs(0) + pid_n
     store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
+
+
+def rows16(x2: torch.Tensor) -> torch.Tensor:
+    """x2 itself, or a contiguous copy where its rows cannot be read 16 bytes at a time (the GEMVs' x loads)."""
+    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
+        x2 = x2.clone(memory_format=torch.contiguous_format)
+    return x2
 
 
 def use_asm() -> bool:
@@ -394,8 +421,7 @@ def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, bl
         raise ValueError(f"block_k={block_k} must divide the group ({w.group_size}) and K")
     if ahead not in (0, 1, 2) or word_policy not in ("", "evict_first"):
         raise ValueError(f"ahead must be 0, 1 or 2 (got {ahead}), word_policy '' or 'evict_first' (got {word_policy!r})")
-    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows are read 16 bytes at a time
-        x2 = x2.clone(memory_format=torch.contiguous_format)
+    x2 = rows16(x2)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     iters = args[12]
     if burst and iters > 4:

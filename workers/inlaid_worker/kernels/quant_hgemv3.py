@@ -35,8 +35,8 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import split_launch, store_tile
-from .quant_hgemv import _hi_f32, _lo_f32, _load_small, use_asm
+from .quant_common import split_launch
+from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _load_small, dot_half2_ptx, rows16, store_rows, use_asm
 
 # (source, kind, low value, high value) in the order of the 16 dequantized half2 words
 PAIRS = (("u8", 0, 3, 8), ("u8", 1, 4, 9), ("u8", 2, 5, 10), ("w1", 0, 11, 16), ("w1", 1, 12, 17), ("w1", 2, 13, 18),
@@ -89,25 +89,7 @@ def _xload_ptx() -> str:
 
 _DEQ3_PTX = tl.constexpr(_dequant_ptx())
 _X3_PTX = tl.constexpr(_xload_ptx())
-_DOT8_PTX = tl.constexpr("""
-{
-.reg .b32 p;
-.reg .f16 h0, h1;
-.reg .f32 f;
-mul.rn.f16x2 p, $1, $9;
-fma.rn.f16x2 p, $2, $10, p;
-fma.rn.f16x2 p, $3, $11, p;
-fma.rn.f16x2 p, $4, $12, p;
-fma.rn.f16x2 p, $5, $13, p;
-fma.rn.f16x2 p, $6, $14, p;
-fma.rn.f16x2 p, $7, $15, p;
-fma.rn.f16x2 p, $8, $16, p;
-mov.b32 {h0, h1}, p;
-add.rn.f16 h0, h0, h1;
-cvt.f32.f16 f, h0;
-fma.rn.f32 $0, f, $17, $18;
-}
-""")
+_DOT8_PTX = tl.constexpr(dot_half2_ptx(8))
 
 # kind constants for the interpreter path (Triton ops): LOP3 masks, per-half scales 2^-(s+8), c = z * MUL + BASE
 _M0, _M1, _M2, _M3, _M4 = (tl.constexpr(_mask(k)) for k in range(5))
@@ -118,18 +100,8 @@ _B0, _B1, _B2, _B3, _B4 = (tl.constexpr(v) for v in _BASE)
 
 
 @triton.jit
-def _hfma2(a, k_lo: tl.constexpr, k_hi: tl.constexpr, c):
-    """half2 a * (k_lo, k_hi) + c as fp32 steps (exact here); result as a half2 word."""
-    lo = _lo_f32(a) * k_lo + _lo_f32(c)
-    hi = _hi_f32(a) * k_hi + _hi_f32(c)
-    lo16 = lo.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    hi16 = hi.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    return lo16 | (hi16 << 16)
-
-
-@triton.jit
 def _deq_pair(u, MASK: tl.constexpr, S_LO: tl.constexpr, S_HI: tl.constexpr, c):
-    return _hfma2((u & MASK) | 0x64006400, 1.0 / (1 << (S_LO + 8)), 1.0 / (1 << (S_HI + 8)), c)
+    return _fma_half2((u & MASK) | 0x64006400, 1.0 / (1 << (S_LO + 8)), 1.0 / (1 << (S_HI + 8)), c)
 
 
 @triton.jit
@@ -292,12 +264,8 @@ def _hgemv3_kernel(
                      offs_n, mask_n, offs_r, ZW, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
                      GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
 
-    out = tl.sum(acc, axis=1, keep_dims=True) * 256.0  # [BM, 1, BN]; the products carried a 1/256
-    mask = m_ok & mask_n
-    y_ptrs = y_ptr + offs_m * stride_ym + offs_n * stride_yn
-    ws_ptrs = ws_ptr + offs_m * N + offs_n
-    tile = pid_m * tl.num_programs(0) + pid_n
-    store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
+    store_rows(acc, 256.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
+               SPLIT_K, USE_SPLIT)  # fmt: skip
 
 
 def launch_hgemv3(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
@@ -310,8 +278,7 @@ def launch_hgemv3(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         raise ValueError("the 3-bit half2 GEMV takes 3-bit weights and fp16 activations")
     if block_k % 32 or w.group_size % block_k or w.in_features % block_k:
         raise ValueError(f"block_k={block_k} must be a multiple of 32 dividing the group ({w.group_size}) and K")
-    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows are read 16 bytes at a time
-        x2 = x2.clone(memory_format=torch.contiguous_format)
+    x2 = rows16(x2)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     _hgemv3_kernel[grid](*args, **consts, USE_ASM=use_asm(), AHEAD=num_stages, BLOCK_M=block_m, BLOCK_N=block_n,
                          BLOCK_K=block_k, num_warps=num_warps, num_stages=1)  # fmt: skip

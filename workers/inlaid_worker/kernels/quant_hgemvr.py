@@ -25,27 +25,10 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
-from .quant_common import split_launch, store_tile
-from .quant_hgemv import _hi_f32, _lo_f32, _x_words, use_asm
+from .quant_common import split_launch
+from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
 
-_DEQ10_PTX = tl.constexpr("""
-{
-.reg .b32 w2, m0, m1, k0, k1;
-mov.b32 m0, 0x000f000f;
-mov.b32 m1, 0x00f000f0;
-lop3.b32 $0, $4, m0, 0x64006400, 0xea;
-lop3.b32 $1, $4, m1, 0x64006400, 0xea;
-shr.u32 w2, $4, 8;
-lop3.b32 $2, w2, m0, 0x64006400, 0xea;
-lop3.b32 $3, w2, m1, 0x64006400, 0xea;
-mov.b32 k0, 0x14001400;
-mov.b32 k1, 0x04000400;
-fma.rn.f16x2 $0, $0, k0, $5;
-fma.rn.f16x2 $1, $1, k1, $6;
-fma.rn.f16x2 $2, $2, k0, $5;
-fma.rn.f16x2 $3, $3, k1, $6;
-}
-""")
+_DEQ10_PTX = tl.constexpr(deq_half2_ptx(0x14001400, 0x04000400))  # (q - z) / 1024: 2^-10, 2^-14
 
 _HDOT_PTX = tl.constexpr("""
 {
@@ -109,9 +92,7 @@ _LD16_PLAIN = tl.constexpr("ld.global.b16 $0, [$1];")
 @triton.jit
 def _hfma2(a, b, c):
     """half2 a * b + c of three half2 words, one rounding per lane (the interpreter's fma.rn.f16x2)."""
-    lo = (_lo_f32(a) * _lo_f32(b) + _lo_f32(c)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    hi = (_hi_f32(a) * _hi_f32(b) + _hi_f32(c)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    return lo | (hi << 16)
+    return _fma_half2(a, _lo_f32(b), _hi_f32(b), c)
 
 
 @triton.jit
@@ -306,12 +287,8 @@ def _hgemvr_kernel(
                 acc = _use_r(acc, cur, USE_ASM)
             cur = nxt
 
-    out = tl.sum(acc, axis=1, keep_dims=True) * 1024.0  # [BM, 1, BN]; the products carried a 1/1024
-    mask = m_ok & mask_n
-    y_ptrs = y_ptr + offs_m * stride_ym + offs_n * stride_yn
-    ws_ptrs = ws_ptr + offs_m * N + offs_n
-    tile = pid_m * tl.num_programs(0) + pid_n
-    store_tile(out, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, SPLIT_K, USE_SPLIT)
+    store_rows(acc, 1024.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
+               SPLIT_K, USE_SPLIT)  # fmt: skip
 
 
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
@@ -327,8 +304,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
         raise ValueError(f"block_k={block_k} must be 64 or 128 and divide the group ({w.group_size}) and K")
-    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows are read 16 bytes at a time
-        x2 = x2.clone(memory_format=torch.contiguous_format)
+    x2 = rows16(x2)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     iters = args[12]
     if burst and iters > 4:

@@ -257,6 +257,31 @@ def _operand3(pw, z, s, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr, 
 
 
 @gluon.jit
+def store_acc(acc, pid_m, pid_n, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, SPLIT_K, USE_SPLIT: gl.constexpr,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, MMA: gl.constexpr):  # fmt: skip
+    """Store the fp32 accumulator acc [BLOCK_N, BLOCK_M] (layout MMA: y transposed) of tile (pid_m, pid_n) into y;
+    with split-K the partials meet in the workspace and the last program to arrive stores and leaves it zeroed."""
+    offs_n2 = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
+    offs_m2 = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
+    mask = (offs_n2 < N)[:, None] & (offs_m2 < M)[None, :]
+    y_ptrs = y_ptr + offs_m2[None, :] * stride_ym + offs_n2[:, None] * stride_yn
+    if USE_SPLIT:
+        ws_ptrs = ws_ptr + offs_m2[None, :] * N + offs_n2[:, None]
+        tile = pid_m * gl.num_programs(0) + pid_n
+        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        gl.thread_barrier()
+        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            bits = gl.atomic_xchg(ws_ptrs.to(gl.pointer_type(gl.int32)), gl.zeros(acc.shape, gl.int32, layout=MMA),
+                                  mask=mask, sem="relaxed")  # fmt: skip
+            tot = bits.to(gl.float32, bitcast=True)
+            gl.store(y_ptrs, tot.to(y_ptr.dtype.element_ty), mask=mask)
+            gl.store(cnt_ptr + tile, 0)
+    else:
+        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@gluon.jit
 def _tcg_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ITERS, SPLIT_K,
@@ -381,24 +406,8 @@ def _tcg_kernel(
             else:
                 p0 = p_new
 
-    offs_n2 = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
-    offs_m2 = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
-    mask = (offs_n2 < N)[:, None] & (offs_m2 < M)[None, :]
-    y_ptrs = y_ptr + offs_m2[None, :] * stride_ym + offs_n2[:, None] * stride_yn
-    if USE_SPLIT:
-        ws_ptrs = ws_ptr + offs_m2[None, :] * N + offs_n2[:, None]
-        tile = pid_m * gl.num_programs(0) + pid_n
-        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        gl.thread_barrier()
-        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            bits = gl.atomic_xchg(ws_ptrs.to(gl.pointer_type(gl.int32)), gl.zeros(acc.shape, gl.int32, layout=MMA),
-                                  mask=mask, sem="relaxed")  # fmt: skip
-            tot = bits.to(gl.float32, bitcast=True)
-            gl.store(y_ptrs, tot.to(y_ptr.dtype.element_ty), mask=mask)
-            gl.store(cnt_ptr + tile, 0)
-    else:
-        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+    store_acc(acc, pid_m, pid_n, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, SPLIT_K, USE_SPLIT, BLOCK_M,
+              BLOCK_N, MMA)  # fmt: skip
 
 
 _DEQ_F16_C = gl.constexpr(_DEQ_F16)

@@ -33,7 +33,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from .gptq_packing import GPTQWeight
 from .quant_common import split_iters, workspace
 from .quant_tc3 import operand_rows3
-from .quant_tcg import BLOCK_K, _group_params, _operand, _operand3, operand_rows, tcg_layouts, tcg_supported
+from .quant_tcg import BLOCK_K, _group_params, _operand, _operand3, operand_rows, store_acc, tcg_layouts, tcg_supported
 
 _BASE: dict[tuple[int, str, int], torch.Tensor] = {}
 
@@ -209,24 +209,8 @@ def _tcl_kernel(
             acc = hopper.warpgroup_mma_wait(0, deps=[tok])
     async_copy.wait_group(0)
 
-    offs_n2 = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
-    offs_m2 = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
-    mask = (offs_n2 < N)[:, None] & (offs_m2 < M)[None, :]
-    y_ptrs = y_ptr + offs_m2[None, :] * stride_ym + offs_n2[:, None] * stride_yn
-    if USE_SPLIT:
-        ws_ptrs = ws_ptr + offs_m2[None, :] * N + offs_n2[:, None]
-        tile = pid_m * gl.num_programs(0) + pid_n
-        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        gl.thread_barrier()
-        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            bits = gl.atomic_xchg(ws_ptrs.to(gl.pointer_type(gl.int32)), gl.zeros(acc.shape, gl.int32, layout=MMA),
-                                  mask=mask, sem="relaxed")  # fmt: skip
-            tot = bits.to(gl.float32, bitcast=True)
-            gl.store(y_ptrs, tot.to(y_ptr.dtype.element_ty), mask=mask)
-            gl.store(cnt_ptr + tile, 0)
-    else:
-        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+    store_acc(acc, pid_m, pid_n, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, SPLIT_K, USE_SPLIT, BLOCK_M,
+              BLOCK_N, MMA)  # fmt: skip
 
 
 def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, warps: int, stages: int,

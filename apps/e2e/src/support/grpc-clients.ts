@@ -35,3 +35,13 @@ export function generate(
     call.on('end', () => resolve(out));
   });
 }
+
+/** The adapters the worker at `addr` itself serves (asked directly, not through a gateway), sorted. */
+export async function servedAdapters(addr: string): Promise<string[]> {
+  const c = workerClient(addr);
+  try {
+    return (await getInfo(c)).models.filter((m) => m.parent !== '').map((m) => m.id).sort();
+  } finally {
+    c.close();
+  }
+}
