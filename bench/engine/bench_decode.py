@@ -25,6 +25,8 @@ runner (switching drops its graphs), so before/after land in one run; with --pro
   PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag fusion --batches 1,16,32 \
       --fusions none,rope,merge --ranks 16 --targets qkvo --distinct 64 --lora-batch 32 --per-batch-lora 0 \
       --peft '' --cost-points 0 --reps 6 --warmup 2 --prefill-seqs 2 --prompt 256 --profile
+--prefill-graphs 0,1 times steps with prefill rows with the runner's prefill CUDA graphs off, then on (a lone
+128/512-token chunk and 32 decode rows + a 128-token chunk, base and rank-16; prefill_graph_rows.py).
 CPU smoke test: TRITON_INTERPRET=1 PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --tiny
 (--shapes tiny,tiny-mha --quants int4,int3,fp16 for both shapes and every weight kind; test_bench_decode.py)
 (add --backend triton to run the fused forward under the interpreter; slow: minutes)
@@ -48,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost_points import measure_cost_points  # noqa: E402
 from peft_baseline import peft_point  # noqa: E402
 from plan import Budget, Point, decode_points, phases  # noqa: E402
+from prefill_graph_rows import cases, prefill_graph_rows  # noqa: E402
 from profile_step import kernel_times, profile_step  # noqa: E402
 from random_model import QUANT_BITS, SHAPES, TARGETS, adapter_bytes, kv_bytes, make_runner, weight_bytes, write_config  # noqa: E402
 from report import to_markdown  # noqa: E402
@@ -121,7 +124,10 @@ def decode_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: 
 
 
 def prefill_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: str, log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
-    """Prefill tokens/s: `--prefill-seqs` prompts of `--prompt` tokens, base only and with rank-16 adapters."""
+    """Prefill tokens/s: `--prefill-seqs` prompts of `--prompt` tokens, base only and with rank-16 adapters
+    (none with --prefill-seqs 0)."""
+    if args.prefill_seqs <= 0:
+        return
     for rank, distinct in ((0, 0), (16, min(8, args.prefill_seqs, max(args.distinct)))):
         if not budget.allows():
             continue
@@ -154,6 +160,12 @@ def bench_runner(args: argparse.Namespace, shape: str, quant: str, points: list[
         runner.decode_fusion = default
     if first:
         prefill_rows(args, runner, pool, shape, quant, log, budget)
+    if first and args.prefill_graphs and runner.backend == "triton":
+        slots = load_adapters(runner, 16, TARGETS["qkvo"], min(8, max(args.distinct)), "pg")
+        steps = cases(args.prefill_graph_chunks, args.prefill_graph_decode, args.context, slots,
+                      runner.config.vocab_size, pool)  # fmt: skip
+        prefill_graph_rows(runner, steps, args.prefill_graphs, args.device_, args.warmup, args.reps,
+                           lambda r: log(dict(r, t_s=budget.elapsed())), budget.allows, dict(shape=shape, quant=quant))  # fmt: skip
     captures = meta.setdefault("graph_captures", {})
     captures[name] = captures.get(name, 0) + runner.graph_captures
     del runner
@@ -190,6 +202,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--per-batch-lora", type=int, default=1, help="1: rank-16 q/k/v/o adapters at every batch too")
     ap.add_argument("--peft-reps", type=int, default=0, help="timed generate() calls per PEFT point (0: reps // 3)")
     ap.add_argument("--max-seconds", type=float, default=0.0, help="no new measurement after S seconds (0 = no limit)")
+    ap.add_argument("--prefill-graphs", type=ints, default=[], help="0,1: prefill/mixed steps, graphs off then on")
+    ap.add_argument("--prefill-graph-chunks", type=ints, default=[128, 512], help="chunk sizes of --prefill-graphs")
+    ap.add_argument("--prefill-graph-decode", type=int, default=32, help="decode rows of its mixed step")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
     if "--tiny" in sys.argv:  # a small grid; flags given explicitly still win

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.fused_norm import add_rms_norm
 from inlaid_worker.kernels.paged_decode import paged_decode
+from inlaid_worker.kernels.paged_prefill import paged_prefill
 from inlaid_worker.kernels.rope_cache import rope_and_cache
 from inlaid_worker.kernels.silu_mul import silu_mul
 from inlaid_worker.model.attention import PrefillChunk, context_slots
@@ -71,9 +72,22 @@ class MixedLayout:
     decode_lens: torch.Tensor  # [D]
 
 
-def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layout: DecodeLayout | MixedLayout,
+@dataclass(frozen=True)
+class TiledLayout:
+    """Any step, every row through kernels.paged_prefill's static tile table (prefill CUDA graphs)."""
+
+    block_tables: torch.Tensor  # [S, W] int
+    tiles: torch.Tensor  # [4, NT] int32 (kernels.paged_prefill)
+
+
+Layout = DecodeLayout | MixedLayout | TiledLayout
+
+
+def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layout: Layout,
             scale: float) -> torch.Tensor:  # fmt: skip
     """q [T, heads, D] -> [T, heads, D]."""
+    if isinstance(layout, TiledLayout):
+        return paged_prefill(q, k_cache, v_cache, layout.block_tables, layout.tiles, scale)
     if isinstance(layout, DecodeLayout):
         attend = decode_attention if layout.fusion == "merge" else paged_decode
         return attend(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale, layout.num_parts)
@@ -104,7 +118,7 @@ def forward_fast(
     sin: torch.Tensor | None,  # [T, head_dim]
     slot_mapping: torch.Tensor,  # [T] (-1 = do not write)
     kv_cache: torch.Tensor,  # [layers, 2, num_blocks, block_size, kv_heads, head_dim]
-    layout: DecodeLayout | MixedLayout,
+    layout: Layout,
     lora: LoraDelta | None,
 ) -> torch.Tensor:
     """Returns the final-normed hidden states [T, hidden]."""

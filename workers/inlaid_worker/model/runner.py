@@ -4,8 +4,12 @@ Interface (what the engine uses):
     runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16,
                          max_adapters=64, backend=None,   # backend: "torch" | "triton" (None: by device)
                          cuda_graphs=True,                # triton on CUDA: decode steps replay CUDA graphs
-                         decode_fusion=None)              # those graphs' llama_fast.DECODE_FUSIONS (None: default)
+                         decode_fusion=None,              # those graphs' llama_fast.DECODE_FUSIONS (None: default)
+                         prefill_graphs=None)             # triton: prefill/mixed steps in bucketed CUDA graphs
+                                                          # (None: env INLAID_PREFILL_GRAPHS=1; off by default;
+                                                          # without CUDA the padded step runs eagerly, for tests)
     runner.decode_fusion = "none"       # switch it (drops the captured graphs; benchmarks compare fusions)
+    runner.prefill_graphs = False       # switch them (off drops the captured prefill graphs)
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
@@ -22,13 +26,15 @@ The KV cache is one tensor [layers, 2, num_kv_blocks, block_size, kv_heads, head
 in StepInput.block_tables and slot_mapping index into it; the engine's block manager owns which ids are free.
 A GPTQ checkpoint directory is served dequantized by the torch backend and packed (quant_matmul) by triton.
 The torch backend runs model.llama.forward (the reference); triton runs model.llama_fast.forward_fast (fused
-kernels), and on CUDA its pure decode steps replay per-bucket CUDA graphs (model.decode_graphs).
+kernels), and on CUDA its pure decode steps replay per-bucket CUDA graphs (model.decode_graphs); with
+prefill_graphs, steps with prefill rows replay per-(tokens, sequences, LoRA) bucket graphs (model.prefill_graphs).
 Each call writes the new tokens' K/V at slot_mapping, then attends each new token to its sequence's first
 context_lens[s] cached tokens (causally). Inputs may live on the CPU; they are moved to the device here.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,6 +49,7 @@ from inlaid_worker.model.config import ModelConfig, load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs
 from inlaid_worker.model.llama import forward
 from inlaid_worker.model.llama_fast import DEFAULT_DECODE_FUSION, forward_fast, mixed_layout
+from inlaid_worker.model.prefill_graphs import PrefillGraphs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
 from inlaid_worker.model.step_input import StepInput
@@ -78,6 +85,7 @@ class ModelRunner:
         weights: LlamaWeights | None = None,
         cuda_graphs: bool = True,
         decode_fusion: str | None = None,
+        prefill_graphs: bool | None = None,
     ) -> None:
         """`weights`: use these (e.g. random ones for benchmarks) instead of loading model_dir's tensors."""
         if num_kv_blocks <= 0 or block_size <= 0:
@@ -114,10 +122,27 @@ class ModelRunner:
         self.max_adapters = max_adapters
         self._adapters = AdapterTier(self.config, self.device, dtype, max_adapters, self.backend)
         self._graphs: DecodeGraphs | None = None
+        self._width = min(num_kv_blocks, -(-c.max_position_embeddings // block_size))  # graphs' block-table columns
         if cuda_graphs and self.backend == "triton" and self.device.type == "cuda":
-            width = min(num_kv_blocks, -(-c.max_position_embeddings // block_size))
-            self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, width, self._adapters.pools,
+            self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, self._width, self._adapters.pools,
                                         fusion=decode_fusion or DEFAULT_DECODE_FUSION)  # fmt: skip
+        self._prefill: PrefillGraphs | None = None
+        if prefill_graphs is None:
+            prefill_graphs = os.environ.get("INLAID_PREFILL_GRAPHS", "0").strip().lower() in ("1", "true", "yes")
+        self.prefill_graphs = prefill_graphs
+
+    @property
+    def prefill_graphs(self) -> bool:
+        """Whether steps with prefill rows run in bucketed CUDA graphs (model.prefill_graphs; triton only)."""
+        return self._prefill is not None
+
+    @prefill_graphs.setter
+    def prefill_graphs(self, on: bool) -> None:
+        if not on or self.backend != "triton":
+            self._prefill = None
+        elif self._prefill is None:
+            self._prefill = PrefillGraphs(self.config, self.kv_cache, self._inv_freq, self.dtype, self._width,
+                                          self._adapters.pools, capture=self.device.type == "cuda")  # fmt: skip
 
     @property
     def decode_fusion(self) -> str | None:
@@ -172,6 +197,9 @@ class ModelRunner:
         if self._graphs is not None and self._graphs.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
             return self._graphs.run(self.weights, step)
+        if self._prefill is not None and self._prefill.can_run(step):
+            self._adapters.check_slots(step.adapter_ids)
+            return self._prefill.run(self.weights, step)
         dev = self.device
         lora = self._adapters.context(step.adapter_ids)
         tables = step.block_tables.to(dev)
@@ -186,6 +214,14 @@ class ModelRunner:
     def graph_captures(self) -> int:
         """CUDA graphs captured so far (0 when graphs are off)."""
         return 0 if self._graphs is None else self._graphs.captures
+
+    @property
+    def prefill_graph_stats(self) -> dict[str, float]:
+        """Prefill graphs: captures, padded steps run, host microseconds of the last replayed step (up to the
+        replay call's return); zeros when they are off."""
+        p = self._prefill
+        return {"captures": p.captures if p else 0, "runs": p.runs if p else 0,
+                "last_host_us": p.last_host_s * 1e6 if p else 0.0}  # fmt: skip
 
     def _check(self, step: StepInput) -> None:
         t = step.num_tokens

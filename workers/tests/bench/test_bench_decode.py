@@ -109,3 +109,14 @@ def test_tiny_run_two_shapes_int3_fp16_on_the_interpreter(tmp_path: Path) -> Non
     assert doc["meta"]["skipped"] == 0 and set(doc["meta"]["shapes"]) == {"tiny", "tiny-mha"}
     md = next(tmp_path.glob("decode-*-t.md")).read_text()
     assert "| tiny-mha | int3 | torch |" in md and "| tiny-mha | engine | int3 | 1 (16) | 2 |" in md
+
+
+def test_no_prefill_rows_with_zero_prefill_seqs() -> None:
+    """`--prefill-seqs 0` used to crash the run after its decode rows (2026-11-30, H200)."""
+    import argparse
+
+    bench = _load("bench_decode")
+    logged: list[dict] = []
+    args = argparse.Namespace(prefill_seqs=0, prompt=512, distinct=[8], warmup=1, reps=2)
+    bench.prefill_rows(args, None, 0, "7b", "int4", logged.append, None)  # runner and budget are never touched
+    assert logged == []

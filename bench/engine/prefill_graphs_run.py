@@ -1,0 +1,126 @@
+"""Prefill CUDA graphs off vs on for one shape (default 7B int4) without the rest of bench_decode's grid: the rows
+of prefill_graph_rows.py, plus the host time of each case's eager step (its launches queued behind a GPU sleep, so
+the clock stops when the last launch returns). Writes prefill-graphs-<date>[-tag].{json,md} under --out after
+every row. H200, 2026-11-30 (bench/results/prefill-graphs-2026-11-30.md):
+  PYTHONPATH=workers python3 bench/engine/prefill_graphs_run.py --out DIR --reps 3 --max-seconds 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_shapes import SHAPES  # noqa: E402
+from prefill_graph_rows import cases, prefill_graph_rows  # noqa: E402
+from random_model import TARGETS, make_runner, write_config  # noqa: E402
+from steps import load_adapters  # noqa: E402
+
+
+def eager_host_ms(runner, step) -> float:  # type: ignore[no-untyped-def]
+    """Host time of the runner's eager fast path (ModelRunner._execute_fast) without the logits' copy back: its
+    metadata (whose small host-to-device copies synchronise, on an idle GPU), then the forward's launches while
+    the GPU sleeps (~0.15 s), so that the clock stops when the last launch returns. Returns -1 when the launches
+    took >= 120 ms (something waited for the device: the number would be void)."""
+    from inlaid_worker.model.llama_fast import forward_fast, mixed_layout
+    from inlaid_worker.model.rope import cos_sin
+
+    dev = runner.device
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    lora = runner._adapters.context(step.adapter_ids)
+    tables = step.block_tables.to(dev)
+    layout = mixed_layout(step.query_start_loc.tolist(), step.context_lens.tolist(), tables, runner.block_size)
+    cos, sin = cos_sin(runner._inv_freq, step.positions.to(dev), runner.dtype)
+    tokens, slots, rows = (t.to(dev) for t in (step.token_ids, step.slot_mapping, step.logits_indices))
+    t_meta = time.perf_counter() - t0
+    torch.cuda._sleep(300_000_000)
+    t1 = time.perf_counter()
+    hidden = forward_fast(runner.weights, runner.config, tokens, cos[:, 0], sin[:, 0], slots, runner.kv_cache,
+                          layout, lora)  # fmt: skip
+    F.linear(hidden[rows], runner.weights.lm_head).float()
+    t_launch = time.perf_counter() - t1
+    torch.cuda.synchronize()
+    return -1.0 if t_launch >= 0.12 else (t_meta + t_launch) * 1e3
+
+
+def to_markdown(meta: dict, rows: list[dict]) -> str:
+    out = [f"# Prefill CUDA graphs off vs on ({meta['date']})", "", f"- command: `{meta['command']}`",
+           f"- device: {meta['device']}; torch {meta['torch']}; shape {meta['shape']} {meta['quant']}; "
+           f"decode context {meta['context']}; wall {meta.get('wall_s', 0):.0f} s", "",
+           "| case | tokens | seqs | eager ms | eager host ms | graph ms | graph host us | graph vs eager max rel err |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for case in dict.fromkeys(r["case"] for r in rows):
+        e = next((r for r in rows if r["case"] == case and r["prefill_graphs"] == 0), {})
+        g = next((r for r in rows if r["case"] == case and r["prefill_graphs"] == 1), {})
+        fmt = lambda r, k, f: format(r[k], f) if k in r else "-"  # noqa: E731
+        first = e or g
+        out.append(f"| {case} | {first['tokens']} | {first['seqs']} | {fmt(e, 'step_ms', '.2f')} "
+                   f"| {fmt(e, 'host_ms', '.1f')} | {fmt(g, 'step_ms', '.2f')} | {fmt(g, 'host_us', '.0f')} "
+                   f"| {fmt(g, 'max_rel_err', '.1e')} |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--shape", default="7b")
+    ap.add_argument("--quant", default="int4")
+    ap.add_argument("--chunks", default="128,512")
+    ap.add_argument("--decode", type=int, default=32)
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--adapters", type=int, default=8, help="rank-16 q/k/v/o adapters of the LoRA cases (0: none)")
+    ap.add_argument("--kv-blocks", type=int, default=1200)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--max-seconds", type=float, default=0.0)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    dev = torch.device("cuda")
+    date = dt.date.today().isoformat()
+    meta = dict(date=date, command="PYTHONPATH=workers python3 " + " ".join(sys.argv), device=torch.cuda.get_device_name(dev),
+                torch=torch.__version__, shape=args.shape, quant=args.quant, context=args.context)  # fmt: skip
+    rows: list[dict] = []
+    stem = args.out / f"prefill-graphs-{date}{'-' + args.tag if args.tag else ''}"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(row: dict) -> None:
+        rows.append(dict(row, t_s=time.perf_counter() - t_start))
+        meta["wall_s"] = time.perf_counter() - t_start
+        stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        stem.with_suffix(".md").write_text(to_markdown(meta, rows))
+        print(json.dumps(rows[-1]), flush=True)
+
+    allows = lambda: not args.max_seconds or time.perf_counter() - t_start < args.max_seconds  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        config_dir = write_config(SHAPES[args.shape], Path(tmp) / args.shape)
+        runner = make_runner(
+            config_dir, args.quant, dev, torch.float16, args.kv_blocks, 16, max(8, args.adapters), "triton"
+        )
+        slots = load_adapters(runner, 16, TARGETS["qkvo"], args.adapters, "pg") if args.adapters else []
+        steps = cases([int(v) for v in args.chunks.split(",")], args.decode, args.context, slots,
+                      runner.config.vocab_size, args.kv_blocks)  # fmt: skip
+
+        def log_row(row: dict) -> None:
+            if row["prefill_graphs"] == 0:
+                step = dict(steps)[row["case"]]
+                row["host_ms"] = eager_host_ms(runner, step)
+            log(row)
+
+        prefill_graph_rows(runner, steps, [0, 1], dev, args.warmup, args.reps, log_row, allows, {})
+    meta["wall_s"] = time.perf_counter() - t_start
+    stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    print(to_markdown(meta, rows))
+
+
+if __name__ == "__main__":
+    main()

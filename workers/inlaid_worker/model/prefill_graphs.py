@@ -1,0 +1,175 @@
+"""CUDA graphs for prefill and mixed steps (triton backend on CUDA): one per (TB, SB, LoRA on/off) bucket.
+
+A step with prefill rows (pure prefill chunks, or decode rows plus chunks) of T rows over S sequences runs in
+the bucket of model.prefill_layout: its whole forward reads one static int32 device buffer (token ids,
+positions, KV slots, logits rows, attention tiles, LoRA row blocks, the block table), so the step's CPU cost is
+a numpy fill of a pinned buffer, one asynchronous copy, one replay and the logits' copy back. Attention goes
+through kernels.paged_prefill over the bucket's tile table and LoRA through SGMV blocks of
+prefill_layout.LORA_BLOCK_M rows over a bucket-sized block list, so every grid is the bucket's, whatever the
+step's chunk layout; padding rows write no KV (slot -1), belong to no tile or block, and are never read back.
+
+Graphs are captured lazily (first use of a bucket, after one eager warm-up run that also tunes quant_matmul for
+the bucket's row count) and at most `max_graphs` of them live: a step of another bucket then runs eagerly.
+Invalidation as model.decode_graphs: a new weights object drops every graph, a LoRA pool layout change (pools
+version) drops the LoRA ones; in-place layer swaps keep addresses; `keep` holds what only a graph reads.
+
+Without CUDA (capture=False) the same padded static-buffer step runs eagerly: the graph-less twin the CPU tests
+compare with the runner's eager step under Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from inlaid_worker.kernels.lora_batch import LoraBatch
+from inlaid_worker.lora.pools import LoraPools
+from inlaid_worker.model.config import ModelConfig
+from inlaid_worker.model.decode_graphs import _workspaces, is_pure_decode
+from inlaid_worker.model.kernel_lora import KernelLoraContext
+from inlaid_worker.model.llama_fast import TiledLayout, forward_fast
+from inlaid_worker.model.prefill_layout import LORA_BLOCK_M, PrefillDims, fits, prefill_bucket, stage_prefill
+from inlaid_worker.model.rope import cos_sin
+from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.weights import LlamaWeights
+
+MAX_GRAPHS = 12  # live captured buckets; each holds only its buffers and pinned logits (activations share a pool)
+
+Key = tuple[int, int, bool]  # TB, SB, LoRA on
+
+
+@dataclass
+class _Bucket:
+    dims: PrefillDims
+    host: torch.Tensor  # int32 staging buffer (pinned on CUDA)
+    dev: torch.Tensor  # what the forward reads (the host tensor itself without capture)
+    body: Callable[[], torch.Tensor]  # the padded step's forward -> logits [SB, vocab] fp32
+    keep: tuple[object, ...]  # what the graph reads that nothing else holds
+    graph: torch.cuda.CUDAGraph | None = None
+    logits: torch.Tensor | None = None  # the captured output
+    host_logits: torch.Tensor | None = None  # pinned: what run() returns a view of
+
+
+class PrefillGraphs:
+    def __init__(
+        self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
+        max_blocks: int, pools: LoraPools | None, capture: bool = True, max_graphs: int = MAX_GRAPHS,
+    ) -> None:  # fmt: skip
+        self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
+        self._w, self._pools, self._capture, self.max_graphs = max_blocks, pools, capture, max_graphs
+        self._device = kv_cache.device
+        self._buckets: dict[Key, _Bucket] = {}
+        self._mempool = torch.cuda.graph_pool_handle() if capture else None
+        self._weights: LlamaWeights | None = None
+        self._pools_version = -1
+        self.captures = 0
+        self.runs = 0  # padded steps run (replays with capture, eager twin runs without)
+        self.last_host_s = 0.0  # host time of the last replayed step up to the replay call's return (benchmarks)
+
+    def _key(self, step: StepInput) -> Key | None:
+        b = prefill_bucket(step.num_tokens, step.num_seqs)
+        if b is None:
+            return None
+        with_lora = self._pools is not None and bool((step.adapter_ids >= 0).any())
+        return (b[0], b[1], with_lora)
+
+    def can_run(self, step: StepInput) -> bool:
+        """A step with prefill rows whose bucket is live or may still be captured, and that fits it."""
+        if step.num_seqs == 0 or is_pure_decode(step):
+            return False
+        key = self._key(step)
+        if key is None or (key not in self._buckets and len(self._buckets) >= self.max_graphs):
+            return False
+        return fits(PrefillDims(key[0], key[1], self._w), step)
+
+    def run(self, weights: LlamaWeights, step: StepInput) -> torch.Tensor:
+        """Logits [S, vocab] float32 on the CPU of a step that can_run (with capture: a view of the bucket's
+        pinned buffer, valid until the next step of that bucket)."""
+        t0 = time.perf_counter()
+        self._drop_stale(weights)
+        key = self._key(step)  # the caller checked can_run (a step that does not fit fails in stage_prefill)
+        if key is None or is_pure_decode(step):
+            raise ValueError("PrefillGraphs.run: not a step with prefill rows of a prefill bucket")
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._new(weights, key)
+        stage_prefill(b.host.numpy(), b.dims, step)
+        s = step.num_seqs
+        self.runs += 1
+        if not self._capture:
+            self._buckets[key] = b
+            return b.body()[:s].cpu()
+        b.dev.copy_(b.host, non_blocking=True)
+        if b.graph is None:
+            self._record(b)
+            self._buckets[key] = b
+        assert b.graph is not None and b.logits is not None and b.host_logits is not None
+        b.graph.replay()
+        self.last_host_s = time.perf_counter() - t0
+        out = b.host_logits[:s]
+        out.copy_(b.logits[:s], non_blocking=True)
+        torch.cuda.current_stream(self._device).synchronize()
+        return out
+
+    def _drop_stale(self, weights: LlamaWeights) -> None:
+        version = self._pools.version if self._pools is not None else 0
+        if weights is self._weights and version == self._pools_version:
+            return
+        stale = [k for k in self._buckets if weights is not self._weights or k[2]]
+        for key in stale:
+            del self._buckets[key]
+        if stale and self._capture:  # a pool whose graphs all died may not be captured into again
+            self._mempool = torch.cuda.graph_pool_handle()
+        self._weights, self._pools_version = weights, version
+
+    def _new(self, weights: LlamaWeights, key: Key) -> _Bucket:
+        dims = PrefillDims(key[0], key[1], self._w)
+        host = torch.zeros(dims.size, dtype=torch.int32, pin_memory=self._capture)
+        dev = torch.zeros(dims.size, dtype=torch.int32, device=self._device) if self._capture else host
+        body, keep = self._body(weights, dims, dev, key[2])
+        return _Bucket(dims, host, dev, body, keep)
+
+    def _body(self, weights: LlamaWeights, dims: PrefillDims, buf: torch.Tensor, with_lora: bool
+              ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
+        off = dims.offsets()
+
+        def part(name: str) -> torch.Tensor:
+            start, n = off[name]
+            return buf[start : start + n]
+
+        tb = dims.tokens
+        tok = part("tokens").view(3, tb)
+        rows = part("logits")
+        layout = TiledLayout(part("tables").view(dims.seqs, dims.width), part("tiles").view(4, dims.tiles))
+        lora = None
+        if with_lora and self._pools is not None:
+            lp = part("lora")
+            blk = lp[tb:].view(3, dims.blocks)
+            batch = LoraBatch(lp[:tb], blk[0], blk[1], blk[2], LORA_BLOCK_M, tb, self._pools.r_max)
+            lora = KernelLoraContext(batch, self._pools)
+        c, kv, inv_freq, dtype = self._c, self._kv, self._inv_freq, self._dtype
+
+        def body() -> torch.Tensor:
+            cos, sin = cos_sin(inv_freq, tok[1], dtype)
+            hidden = forward_fast(weights, c, tok[0], cos[:, 0], sin[:, 0], tok[2], kv, layout, lora)
+            return F.linear(hidden.index_select(0, rows), weights.lm_head).float()
+
+        return body, (layout, lora)
+
+    def _record(self, b: _Bucket) -> None:
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(side):  # warm-up: compiles kernels, tunes quant_matmul, sizes its workspaces
+            b.body()
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._mempool):
+            logits = b.body()
+        self.captures += 1
+        b.graph, b.logits = graph, logits
+        b.host_logits = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+        b.keep = b.keep + _workspaces()
