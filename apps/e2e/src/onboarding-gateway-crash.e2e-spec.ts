@@ -159,7 +159,9 @@ describe('a gateway killed with SIGKILL during onboardings, then restarted', () 
     expect(post.status).toBe(202);
     const jobId = post.json.job_id as string;
     await waitFor(async () => ((await row(jobId)).stages['validate']?.status === 'running' ? true : undefined), 10_000, 'validate running');
-    await new Promise((r) => setTimeout(r, 1000)); // its worker call done, the step waits for the lock
+    // its worker call done, the step waits for the lock (TaskStore.locked polls a try-lock, so no waiting lock
+    // shows in pg_locks to wait on; the validate call takes well under a second, 3 s leaves room on a busy CI)
+    await new Promise((r) => setTimeout(r, 3000));
     process.kill(worker.pid, 'SIGSTOP'); // the load request will wait in the worker's socket
     try {
       await unlock();

@@ -127,6 +127,7 @@ class ModelRunner:
             self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, self._width, self._adapters.pools,
                                         fusion=decode_fusion or DEFAULT_DECODE_FUSION)  # fmt: skip
         self._prefill: PrefillGraphs | None = None
+        self._capture = cuda_graphs and self.device.type == "cuda"  # cuda_graphs=False: the padded steps run eagerly
         if prefill_graphs is None:
             prefill_graphs = os.environ.get("INLAID_PREFILL_GRAPHS", "0").strip().lower() in ("1", "true", "yes")
         self.prefill_graphs = prefill_graphs
@@ -142,7 +143,7 @@ class ModelRunner:
             self._prefill = None
         elif self._prefill is None:
             self._prefill = PrefillGraphs(self.config, self.kv_cache, self._inv_freq, self.dtype, self._width,
-                                          self._adapters.pools, capture=self.device.type == "cuda")  # fmt: skip
+                                          self._adapters.pools, capture=self._capture)  # fmt: skip
 
     @property
     def decode_fusion(self) -> str | None:

@@ -8,7 +8,7 @@
  * move the task's status (onboard-steps.ts), each re-read the row under the lock.
  */
 import { Inject, Injectable } from '@nestjs/common';
-import { LayerProgress, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
+import { LayerProgress, LIVE_JOB_PREDICATE, LIVE_JOB_STATUSES, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DataSource, EntityManager, In, IsNull, Repository } from 'typeorm';
 import { UNFINISHED } from './onboard-recovery';
@@ -89,8 +89,14 @@ export class TaskStore {
   async create(j: NewTaskJob): Promise<TaskJob> {
     const { message, ...fields } = j;
     const row = this.jobs.create({ ...fields, progress: { stages: {}, layers: [] }, history: [{ at: now(), status: j.status, message }], error: null, checkpointVersion: null });
-    const out = await this.jobs.createQueryBuilder().insert().values(row).orIgnore().execute();
-    if (out.identifiers.length === 0 || out.raw.length === 0) throw new TaskNameTaken(j.task);
+    const out = await this.jobs
+      .createQueryBuilder()
+      .insert()
+      .values(row)
+      .onConflict(`("task") WHERE ${LIVE_JOB_PREDICATE} DO NOTHING`) // only this index's conflict is a taken name
+      .returning('id')
+      .execute();
+    if ((out.raw as unknown[]).length === 0) throw new TaskNameTaken(j.task);
     return this.jobs.findOneByOrFail({ id: j.id });
   }
 
@@ -103,9 +109,14 @@ export class TaskStore {
     return this.jobs.findOneBy({ id });
   }
 
-  /** The task's most recent onboard/load job (deletes are bookkeeping rows). */
-  latest(task: string): Promise<TaskJob | null> {
-    return this.jobs.findOne({ where: { task, kind: In(['onboard', 'load']) }, order: { createdAt: 'DESC' } });
+  /**
+   * The task's live onboard/load job if it has one, else its most recent one (deletes are bookkeeping rows). A
+   * refusal recorded while a concurrent creation of the name went live is newer but must not hide the live job.
+   */
+  async latest(task: string): Promise<TaskJob | null> {
+    const kind = In(['onboard', 'load']);
+    const live = await this.jobs.findOne({ where: { task, kind, status: In([...LIVE_JOB_STATUSES]) }, order: { createdAt: 'DESC' } });
+    return live ?? this.jobs.findOne({ where: { task, kind }, order: { createdAt: 'DESC' } });
   }
 
   history(task: string): Promise<TaskJob[]> {
@@ -115,7 +126,8 @@ export class TaskStore {
   async listLatest(): Promise<TaskJob[]> {
     const rows = await this.jobs.find({ where: { kind: In(['onboard', 'load']) }, order: { createdAt: 'ASC' } });
     const byTask = new Map<string, TaskJob>();
-    for (const r of rows) byTask.set(r.task, r);
+    const live = (r: TaskJob | undefined): boolean => r !== undefined && LIVE_JOB_STATUSES.includes(r.status);
+    for (const r of rows) if (live(r) || !live(byTask.get(r.task))) byTask.set(r.task, r); // as latest(): live first
     return [...byTask.values()].sort((a, b) => a.task.localeCompare(b.task));
   }
 

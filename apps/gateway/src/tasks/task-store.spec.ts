@@ -93,3 +93,18 @@ describe('TaskStore.update', () => {
     expect(j?.history.map((e) => e.message).filter((m) => m.startsWith('w')).sort()).toEqual(Array.from({ length: n }, (_, i) => `w${i}`).sort());
   });
 });
+
+describe('TaskStore.create and latest with the one-live-job-per-name index', () => {
+  it('refuses a second live job of a name, and a newer refusal record does not hide the live job', async () => {
+    const fields = { kind: 'onboard' as const, adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'test' };
+    const live = randomUUID();
+    await store.create({ ...fields, id: live, task: 'race', status: 'queued' });
+    await expect(store.create({ ...fields, id: randomUUID(), task: 'race', status: 'queued' })).rejects.toThrow(/already has a live job/);
+    await sleep(5); // the refusal is strictly newer
+    const refused = randomUUID();
+    await store.create({ ...fields, id: refused, task: 'race', status: 'failed' }); // a concurrent bad upload's record
+    expect((await store.latest('race'))?.id).toBe(live);
+    expect((await store.listLatest()).find((j) => j.task === 'race')?.id).toBe(live);
+    await expect(store.create({ ...fields, id: live, task: 'other', status: 'failed' })).rejects.toThrow(/duplicate key/); // not a taken name
+  });
+});

@@ -5,7 +5,7 @@
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
-import type { TaskJob } from '@inlaid/db';
+import { LIVE_JOB_STATUSES, type TaskJob } from '@inlaid/db';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
@@ -25,7 +25,7 @@ import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedF
 import { WorkerAdminService } from './worker-admin.service';
 
 /** The statuses of a job whose task holds its name (also frozen in the task_jobs migration 1764600000000). */
-const LIVE = new Set(['queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving']);
+const LIVE = new Set<string>(LIVE_JOB_STATUSES);
 
 const taskExists = (name: string) => new InlaidError(status.ALREADY_EXISTS, `A task named \`${name}\` already exists.`, { param: 'name', code: 'task_exists' });
 

@@ -53,13 +53,15 @@ export interface TaskJobEvent {
   message: string;
 }
 
+/** Statuses of a job whose task still holds its name. */
+export const LIVE_JOB_STATUSES: readonly TaskJobStatus[] = ['queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving'];
+
+/** The predicate of idx_task_jobs_live_task: at most one live onboard/load job per task name (migration 1764600000000). */
+export const LIVE_JOB_PREDICATE = `"kind" IN ('onboard', 'load') AND "status" IN (${LIVE_JOB_STATUSES.map((s) => `'${s}'`).join(', ')})`;
+
 @Entity({ name: 'task_jobs' })
 @Index('idx_task_jobs_task', ['task', 'createdAt'])
-// one live onboard/load job per task name (migration 1764600000000)
-@Index('idx_task_jobs_live_task', ['task'], {
-  unique: true,
-  where: `"kind" IN ('onboard', 'load') AND "status" IN ('queued', 'validating', 'loading', 'quantizing', 'activating', 'active', 'serving')`,
-})
+@Index('idx_task_jobs_live_task', ['task'], { unique: true, where: LIVE_JOB_PREDICATE })
 export class TaskJob {
   @PrimaryColumn({ type: 'text' })
   id!: string;
