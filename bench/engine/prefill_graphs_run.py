@@ -1,7 +1,7 @@
 """Prefill CUDA graphs off vs on for one shape (default 7B int4) without the rest of bench_decode's grid: the rows
 of prefill_graph_rows.py, plus the host time of each case's eager step (its launches queued behind a GPU sleep, so
 the clock stops when the last launch returns). Writes prefill-graphs-<date>[-tag].{json,md} under --out after
-every row. H200, 2026-11-30 (bench/results/prefill-graphs-2026-11-30.md):
+every row. Not run on a GPU yet (the device time of 2026-11-30 ran out); to run it on the H200:
   PYTHONPATH=workers python3 bench/engine/prefill_graphs_run.py --out DIR --reps 3 --max-seconds 50
 """
 
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_shapes import SHAPES  # noqa: E402
@@ -26,27 +25,17 @@ from steps import load_adapters  # noqa: E402
 
 
 def eager_host_ms(runner, step) -> float:  # type: ignore[no-untyped-def]
-    """Host time of the runner's eager fast path (ModelRunner._execute_fast) without the logits' copy back: its
-    metadata (whose small host-to-device copies synchronise, on an idle GPU), then the forward's launches while
-    the GPU sleeps (~0.15 s), so that the clock stops when the last launch returns. Returns -1 when the launches
-    took >= 120 ms (something waited for the device: the number would be void)."""
-    from inlaid_worker.model.llama_fast import forward_fast, mixed_layout
-    from inlaid_worker.model.rope import cos_sin
-
-    dev = runner.device
+    """Host time of the runner's eager fast path without the logits' copy back: its metadata
+    (ModelRunner.eager_inputs, whose small host-to-device copies synchronise, on an idle GPU), then its launches
+    (eager_logits) while the GPU sleeps (~0.15 s), so that the clock stops when the last launch returns. Returns -1
+    when the launches took >= 120 ms (something waited for the device: the number would be void)."""
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    lora = runner._adapters.context(step.adapter_ids)
-    tables = step.block_tables.to(dev)
-    layout = mixed_layout(step.query_start_loc.tolist(), step.context_lens.tolist(), tables, runner.block_size)
-    cos, sin = cos_sin(runner._inv_freq, step.positions.to(dev), runner.dtype)
-    tokens, slots, rows = (t.to(dev) for t in (step.token_ids, step.slot_mapping, step.logits_indices))
+    inputs = runner.eager_inputs(step)
     t_meta = time.perf_counter() - t0
     torch.cuda._sleep(300_000_000)
     t1 = time.perf_counter()
-    hidden = forward_fast(runner.weights, runner.config, tokens, cos[:, 0], sin[:, 0], slots, runner.kv_cache,
-                          layout, lora)  # fmt: skip
-    F.linear(hidden[rows], runner.weights.lm_head).float()
+    runner.eager_logits(inputs)
     t_launch = time.perf_counter() - t1
     torch.cuda.synchronize()
     return -1.0 if t_launch >= 0.12 else (t_meta + t_launch) * 1e3

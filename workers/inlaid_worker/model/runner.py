@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -47,8 +48,8 @@ from inlaid_worker.model.attention import AttentionMetadata
 from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.model.config import ModelConfig, load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs
-from inlaid_worker.model.llama import forward
-from inlaid_worker.model.llama_fast import DEFAULT_DECODE_FUSION, forward_fast, mixed_layout
+from inlaid_worker.model.llama import LoraDelta, forward
+from inlaid_worker.model.llama_fast import DEFAULT_DECODE_FUSION, MixedLayout, forward_fast, mixed_layout
 from inlaid_worker.model.prefill_graphs import PrefillGraphs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
@@ -70,6 +71,18 @@ def num_kv_blocks_for_budget(
     if blocks < 1:
         raise ValueError(f"KV budget {budget_bytes} bytes is below one block ({per_block} bytes)")
     return int(blocks)
+
+
+class EagerInputs(NamedTuple):
+    """ModelRunner.eager_inputs: what forward_fast reads besides the weights and the KV cache."""
+
+    token_ids: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    slot_mapping: torch.Tensor
+    layout: MixedLayout
+    lora: LoraDelta | None
+    logits_rows: torch.Tensor
 
 
 class ModelRunner:
@@ -201,15 +214,23 @@ class ModelRunner:
         if self._prefill is not None and self._prefill.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
             return self._prefill.run(self.weights, step)
+        return self.eager_logits(self.eager_inputs(step)).cpu()
+
+    def eager_inputs(self, step: StepInput) -> EagerInputs:
+        """The device-side metadata of an eager fast-path step (its small host-to-device copies included)."""
         dev = self.device
         lora = self._adapters.context(step.adapter_ids)
         tables = step.block_tables.to(dev)
         layout = mixed_layout(step.query_start_loc.tolist(), step.context_lens.tolist(), tables, self.block_size)
         cos, sin = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
-        hidden = forward_fast(self.weights, self.config, step.token_ids.to(dev), cos[:, 0], sin[:, 0],
-                              step.slot_mapping.to(dev), self.kv_cache, layout, lora)  # fmt: skip
-        picked = hidden[step.logits_indices.to(dev)]
-        return torch.nn.functional.linear(picked, self.weights.lm_head).float().cpu()
+        return EagerInputs(step.token_ids.to(dev), cos[:, 0], sin[:, 0], step.slot_mapping.to(dev), layout, lora,
+                           step.logits_indices.to(dev))  # fmt: skip
+
+    def eager_logits(self, x: EagerInputs) -> torch.Tensor:
+        """The forward's launches of an eager fast-path step: fp32 logits of its logits rows, on the device."""
+        hidden = forward_fast(self.weights, self.config, x.token_ids, x.cos, x.sin, x.slot_mapping, self.kv_cache,
+                              x.layout, x.lora)  # fmt: skip
+        return torch.nn.functional.linear(hidden[x.logits_rows], self.weights.lm_head).float()
 
     @property
     def graph_captures(self) -> int:
