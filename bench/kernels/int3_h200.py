@@ -26,6 +26,7 @@ from device_common import (
     cells,
     device_parser,
     guard_lines,
+    guard_shard,
     load_bench,
     print_row,
     report_head,
@@ -44,15 +45,10 @@ TOL = 1e-2
 
 
 def guard(out: Path, shard: int, shards: int) -> None:
-    cases = [(name, k, n, m, 3, sym) for sym in (False, True) for m in MS for name, (k, n) in SHAPES.items()]
-    with (out / f"guard-{shard}.jsonl").open("w") as f:
-        for case in cases[shard::shards]:
-            t0 = time.time()
-            row = guard_case(*case)
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            print(f"[guard {shard}] {case} pick={row['pick'].split('kind=')[-1]} err={row['pick_err']:.1e} "
-                  f"bad={len(row['bad_candidates'])} {time.time() - t0:.1f}s", flush=True)  # fmt: skip
+    cases = [(name, k, n, m, sym, False) for sym in (False, True) for m in MS for name, (k, n) in SHAPES.items()]
+    guard_shard(out, shard, cases[shard::shards], lambda name, k, n, m, sym, act: guard_case(name, k, n, m, 3, sym),
+                lambda row: f"pick={row['pick'].split('kind=')[-1]} err={row['pick_err']:.1e} "
+                            f"bad={len(row['bad_candidates'])}")  # fmt: skip
 
 
 def bench(out: Path) -> None:
