@@ -98,3 +98,60 @@ class IncrementalDetokenizer:
         delta = self._text[self._emitted : upto]
         self._emitted = max(self._emitted, upto)
         return delta
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode, inverted: the characters byte-level BPE pieces are spelled in -> bytes."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+_BYTE_LEVEL = _byte_level_decoder()
+
+
+class TokenTexts:
+    """Text and bytes of single tokens, for logprobs (cached; safe to share between threads).
+
+    text: decode([id]) with special tokens kept (as vLLM shows logprob tokens); a token that is only part of
+    a UTF-8 character decodes to U+FFFD. bytes: the token's exact bytes when it is part of a character and
+    the tokenizer spells bytes (byte-level BPE pieces, or SentencePiece byte-fallback pieces <0xNN>);
+    otherwise the UTF-8 of its text.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._cache: dict[int, tuple[str, bytes]] = {}
+
+    def get(self, token_id: int) -> tuple[str, bytes]:
+        hit = self._cache.get(token_id)
+        if hit is None:
+            hit = self._cache[token_id] = self._compute(token_id)
+        return hit
+
+    def _compute(self, token_id: int) -> tuple[str, bytes]:
+        text = self._tokenizer.decode(
+            [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        if REPLACEMENT_CHAR not in text:
+            return text, text.encode("utf-8")
+        piece = None
+        to_piece = getattr(self._tokenizer, "convert_ids_to_tokens", None)
+        if to_piece is not None:
+            piece = to_piece(token_id)
+        if isinstance(piece, str):
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                try:
+                    return text, bytes([int(piece[3:5], 16)])
+                except ValueError:
+                    pass
+            if piece and all(c in _BYTE_LEVEL for c in piece):
+                return text, bytes(_BYTE_LEVEL[c] for c in piece)
+        return text, text.encode("utf-8")

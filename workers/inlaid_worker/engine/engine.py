@@ -14,7 +14,7 @@ import torch
 from inlaid_worker.engine.adapters import AdapterRegistry, ModelCard
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
-from inlaid_worker.engine.sampler import make_generator, sample
+from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import FinishReason, Sequence
@@ -52,6 +52,7 @@ class RequestOutput:
     finish_reason: FinishReason | None
     prompt_tokens: int
     completion_tokens: int
+    logprobs: tuple[TokenLogprobs, ...] | None = None  # one per token of token_ids, when the request asked
 
 
 @dataclass(frozen=True)
@@ -93,19 +94,33 @@ class LLMEngine:
 
     # ---- requests -------------------------------------------------------------------------------------
     def add_request(
-        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams, model: str = ""
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: SamplingParams,
+        model: str = "",
+        resumed_output_tokens: int = 0,
     ) -> None:
-        """Queues a request. Raises UnknownModelError or RequestError (nothing is queued then)."""
+        """Queues a request. Raises UnknownModelError or RequestError (nothing is queued then).
+
+        resumed_output_tokens: the last N prompt tokens are this request's own output from an earlier run
+        (a gateway-side resume); presence / frequency penalties count them as output.
+        """
         entry = self.adapters.resolve(model)
         if request_id in self._seqs:
             raise RequestError(f"request id {request_id!r} is already in flight")
         self.check_prompt(prompt_token_ids)
+        if not 0 <= resumed_output_tokens < len(prompt_token_ids):
+            raise RequestError(
+                f"resumed_output_tokens must be in [0, {len(prompt_token_ids)}), got {resumed_output_tokens}"
+            )
         seq = Sequence(
             request_id,
             prompt_token_ids,
             sampling,
             adapter=None if entry is None else entry.card.id,
             adapter_slot=-1 if entry is None else entry.slot,
+            resumed_output_tokens=resumed_output_tokens,
         )
         if not sampling.greedy:
             seq.generator = make_generator(sampling.seed)  # sampling runs on the CPU
@@ -201,10 +216,17 @@ class LLMEngine:
         if not rows:
             return []
         seqs = [scheduled.chunks[i].seq for i in rows]
-        tokens = sample(logits[rows], [s.sampling for s in seqs], [s.generator for s in seqs])
-        return [self._append_token(seq, token) for seq, token in zip(seqs, tokens, strict=False)]
+        params = [s.sampling for s in seqs]
+        histories = [s.penalty_history() if s.sampling.has_penalties else None for s in seqs]
+        out = sample_rows(logits[rows], params, [s.generator for s in seqs], histories)
+        return [
+            self._append_token(seq, token, lp)
+            for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)
+        ]
 
-    def _append_token(self, seq: Sequence, token: int) -> RequestOutput:
+    def _append_token(
+        self, seq: Sequence, token: int, logprobs: TokenLogprobs | None = None
+    ) -> RequestOutput:
         seq.output_token_ids.append(token)
         p = seq.sampling
         detok = seq.detokenizer
@@ -223,12 +245,20 @@ class LLMEngine:
         if reason is not None:
             self.scheduler.finish(seq, reason)
             del self._seqs[seq.request_id]
-        return self._output(seq, text, [token], reason)
+        return self._output(seq, text, [token], reason, None if logprobs is None else (logprobs,))
 
     @staticmethod
-    def _output(seq: Sequence, text: str, tokens: list[int], reason: FinishReason | None) -> RequestOutput:
+    def _output(
+        seq: Sequence,
+        text: str,
+        tokens: list[int],
+        reason: FinishReason | None,
+        logprobs: tuple[TokenLogprobs, ...] | None = None,
+    ) -> RequestOutput:
+        if logprobs is None and seq.sampling.logprobs is not None:
+            logprobs = ()  # asked for: an empty list for a delta without tokens (an abort)
         return RequestOutput(
-            seq.request_id, text, tokens, reason, seq.num_prompt_tokens, len(seq.output_token_ids)
+            seq.request_id, text, tokens, reason, seq.num_prompt_tokens, len(seq.output_token_ids), logprobs
         )
 
     # ---- adapters -------------------------------------------------------------------------------------

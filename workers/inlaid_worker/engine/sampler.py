@@ -1,17 +1,46 @@
-"""Next-token sampling: greedy, temperature, top-k, top-p, and per-request seeds.
+"""Next-token sampling: penalties, greedy, temperature, top-k, top-p, per-request seeds, and logprobs.
 
 Each row is sampled with its own torch.Generator (seeded from the request's seed, or from a fresh random
 seed), so a request's tokens depend only on its own logits and seed, never on its batch-mates.
+
+Per row, in order (as vLLM): repetition penalty, frequency penalty, presence penalty (rows that set none are
+left untouched, and a batch where no row sets one does no penalty work at all), then greedy argmax or
+temperature / top-k / top-p sampling. Logprobs, for rows that ask, are of the raw model distribution:
+log_softmax of the logits before penalties, temperature, top-k and top-p (vLLM's default "raw_logprobs").
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 
 import torch
 
 from inlaid_worker.engine.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class TokenHistory:
+    """The tokens penalties look at: prompt (repetition only) and output (all three penalties)."""
+
+    prompt: Seq[int]
+    output: Seq[int]
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """Logprob of the sampled token and the top-N alternatives (token id, logprob), highest first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class SamplerOutput:
+    tokens: list[int]
+    logprobs: list[TokenLogprobs | None]  # None for rows that did not ask
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -41,22 +70,127 @@ def restrict_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p:
     return x
 
 
-def sample(
-    logits: torch.Tensor, params: Seq[SamplingParams], generators: Seq[torch.Generator | None]
-) -> list[int]:
-    """One token per row. logits: [S, V] float32; params and generators: one per row."""
+def penalize_row(
+    logits: torch.Tensor,
+    history: TokenHistory,
+    presence: float = 0.0,
+    frequency: float = 0.0,
+    repetition: float = 1.0,
+) -> torch.Tensor:
+    """A new [V] row with vLLM's penalties applied (the input is not modified).
+
+    repetition (tokens in the prompt or the output): x / r where x > 0, else x * r;
+    then x -= frequency * count_in_output and x -= presence * (count_in_output > 0).
+    """
+    vocab = logits.shape[-1]
+    x = logits.clone()
+    out = torch.as_tensor(list(history.output), dtype=torch.long)
+    out = out[(out >= 0) & (out < vocab)]
+    counts = torch.bincount(out, minlength=vocab)
+    if repetition != 1.0:
+        seen = counts > 0
+        prompt = torch.as_tensor(list(history.prompt), dtype=torch.long)
+        seen[prompt[(prompt >= 0) & (prompt < vocab)]] = True
+        x = torch.where(seen, torch.where(x > 0, x / repetition, x * repetition), x)
+    if frequency != 0.0:
+        x = x - frequency * counts.to(x.dtype)
+    if presence != 0.0:
+        x = x - presence * (counts > 0).to(x.dtype)
+    return x
+
+
+def penalized_rows(
+    logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[TokenHistory | None] | None
+) -> dict[int, torch.Tensor]:
+    """The penalized [V] row of each row that sets a penalty (row index -> new tensor); {} when none does."""
+    rows = [i for i, p in enumerate(params) if p.has_penalties]
+    if not rows:
+        return {}
+    if histories is None:
+        raise ValueError("penalties need the rows' token histories")
+    out: dict[int, torch.Tensor] = {}
+    for i in rows:
+        history, p = histories[i], params[i]
+        if history is None:
+            raise ValueError(f"row {i} sets penalties but has no token history")
+        out[i] = penalize_row(
+            logits[i], history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty
+        )
+    return out
+
+
+def apply_penalties(
+    logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[TokenHistory | None] | None
+) -> torch.Tensor:
+    """logits [S, V] with each penalized row replaced; the same tensor when no row sets a penalty."""
+    rows = penalized_rows(logits, params, histories)
+    if not rows:
+        return logits
+    out = logits.clone()
+    for i, row in rows.items():
+        out[i] = row
+    return out
+
+
+def compute_logprobs(
+    raw: torch.Tensor, params: Seq[SamplingParams], tokens: Seq[int]
+) -> list[TokenLogprobs | None]:
+    """For rows with params.logprobs set: log_softmax(raw) at the sampled token, and the top-N."""
+    result: list[TokenLogprobs | None] = [None] * len(params)
+    rows = [i for i, p in enumerate(params) if p.logprobs is not None]
+    if not rows:
+        return result
+    lp = torch.log_softmax(raw[rows].float(), dim=-1)  # [R, V]
+    chosen = lp[torch.arange(len(rows)), torch.as_tensor([tokens[i] for i in rows])].tolist()
+    k = min(max(int(params[i].logprobs or 0) for i in rows), lp.shape[-1])
+    top_v: list[list[float]] = [[] for _ in rows]
+    top_i: list[list[int]] = [[] for _ in rows]
+    if k > 0:
+        values, indices = torch.topk(lp, k, dim=-1, sorted=True)
+        top_v, top_i = values.tolist(), indices.tolist()
+    for j, i in enumerate(rows):
+        n = int(params[i].logprobs or 0)
+        top = tuple(zip(top_i[j][:n], top_v[j][:n], strict=True))
+        result[i] = TokenLogprobs(int(tokens[i]), float(chosen[j]), top)
+    return result
+
+
+def sample_rows(
+    logits: torch.Tensor,
+    params: Seq[SamplingParams],
+    generators: Seq[torch.Generator | None],
+    histories: Seq[TokenHistory | None] | None = None,
+) -> SamplerOutput:
+    """One token per row, with logprobs for the rows that ask.
+
+    logits: [S, V] float32; params, generators and histories (needed for rows with penalties): one per row.
+    """
     if logits.dim() != 2 or logits.shape[0] != len(params) or len(params) != len(generators):
         raise ValueError(
             f"logits {tuple(logits.shape)} do not match {len(params)} params / {len(generators)} generators"
         )
-    logits = logits.float().cpu()  # the generators live on the CPU
+    if histories is not None and len(histories) != len(params):
+        raise ValueError(f"{len(histories)} histories for {len(params)} rows")
+    raw = logits.float().cpu()  # the generators live on the CPU
+    penalized = penalized_rows(raw, params, histories)  # only the rows that set penalties; raw is untouched
     tokens: list[int] = []
-    greedy = logits.argmax(dim=-1).tolist()  # [S]
+    greedy = raw.argmax(dim=-1).tolist()  # [S]
     for row, (p, g) in enumerate(zip(params, generators, strict=False)):
+        x = penalized.get(row)
         if p.greedy:
-            tokens.append(int(greedy[row]))
+            tokens.append(int(greedy[row]) if x is None else int(x.argmax()))
             continue
-        x = restrict_logits(logits[row], p.temperature, p.top_k, p.top_p)
-        probs = torch.softmax(x, dim=-1)
+        restricted = restrict_logits(raw[row] if x is None else x, p.temperature, p.top_k, p.top_p)
+        probs = torch.softmax(restricted, dim=-1)
         tokens.append(int(torch.multinomial(probs, 1, generator=g).item()))
-    return tokens
+    return SamplerOutput(tokens, compute_logprobs(raw, params, tokens))
+
+
+def sample(
+    logits: torch.Tensor,
+    params: Seq[SamplingParams],
+    generators: Seq[torch.Generator | None],
+    histories: Seq[TokenHistory | None] | None = None,
+) -> list[int]:
+    """One token per row (sample_rows without the logprobs)."""
+    return sample_rows(logits, params, generators, histories).tokens

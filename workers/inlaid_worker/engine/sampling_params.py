@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_LOGPROBS = 20  # top alternatives per token, as vLLM's default max_logprobs
+MAX_REPETITION_PENALTY = 100.0  # vLLM has no upper bound; this keeps the value sane and finite
+
 
 class SamplingError(ValueError):
     """A sampling parameter is out of range; the message names the parameter and its range."""
@@ -19,6 +22,10 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    presence_penalty: float = 0.0  # [-2, 2]; 0 = off
+    frequency_penalty: float = 0.0  # [-2, 2]; 0 = off
+    repetition_penalty: float = 1.0  # (0, MAX_REPETITION_PENALTY]; 1 = off
+    logprobs: int | None = None  # None = off; N = the sampled token's logprob plus the top N alternatives
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -35,7 +42,21 @@ class SamplingParams:
             raise SamplingError(f"at most 16 stop strings, got {len(self.stop)}")
         if any(t < 0 for t in self.stop_token_ids):
             raise SamplingError("stop_token_ids must be non-negative")
+        for name in ("presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            if not -2.0 <= v <= 2.0:  # NaN fails too
+                raise SamplingError(f"{name} must be in [-2, 2], got {v}")
+        if not 0.0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise SamplingError(
+                f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY:g}], got {self.repetition_penalty}"
+            )
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise SamplingError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0

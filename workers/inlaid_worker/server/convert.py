@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from inlaid_worker.engine.adapters import ModelCard
 from inlaid_worker.engine.engine import EngineState, RequestOutput
+from inlaid_worker.engine.sampler import TokenLogprobs
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
@@ -29,6 +32,26 @@ def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int) -> Sampli
         stop=tuple(p.stop),
         stop_token_ids=tuple(p.stop_token_ids),
         ignore_eos=p.ignore_eos,
+        presence_penalty=p.presence_penalty if p.HasField("presence_penalty") else 0.0,
+        frequency_penalty=p.frequency_penalty if p.HasField("frequency_penalty") else 0.0,
+        repetition_penalty=p.repetition_penalty if p.HasField("repetition_penalty") else 1.0,
+        logprobs=p.logprobs if p.HasField("logprobs") else None,
+    )
+
+
+TokenText = Callable[[int], tuple[str, bytes]]  # token id -> (text, bytes); detokenizer.TokenTexts.get
+
+
+def logprobs_to_proto(logprobs: tuple[TokenLogprobs, ...], token_text: TokenText) -> common_pb2.Logprobs:
+    def entry(token_id: int, logprob: float) -> common_pb2.LogprobEntry:
+        text, raw = token_text(token_id)
+        return common_pb2.LogprobEntry(token_id=token_id, token=text, token_bytes=raw, logprob=logprob)
+
+    return common_pb2.Logprobs(
+        tokens=[
+            common_pb2.TokenLogprob(sampled=entry(t.token_id, t.logprob), top=[entry(i, v) for i, v in t.top])
+            for t in logprobs
+        ]
     )
 
 
@@ -56,18 +79,24 @@ def state_to_proto(event: StateEvent, worker_id: str) -> worker_pb2.WorkerState:
     )
 
 
-def event_to_proto(event: Event, worker_id: str) -> worker_pb2.WorkerEvent:
+def event_to_proto(
+    event: Event, worker_id: str, token_text: TokenText | None = None
+) -> worker_pb2.WorkerEvent:
+    """token_text: needed for outputs that carry logprobs (their tokens' text and bytes)."""
     if isinstance(event, RequestOutput):
-        return worker_pb2.WorkerEvent(
-            delta=worker_pb2.TokenDelta(
-                request_id=event.request_id,
-                text=event.text,
-                token_ids=event.token_ids,
-                finish_reason=_FINISH[event.finish_reason],
-                prompt_tokens=event.prompt_tokens,
-                completion_tokens=event.completion_tokens,
-            )
+        delta = worker_pb2.TokenDelta(
+            request_id=event.request_id,
+            text=event.text,
+            token_ids=event.token_ids,
+            finish_reason=_FINISH[event.finish_reason],
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
         )
+        if event.logprobs is not None:
+            if token_text is None:
+                raise ValueError("an output with logprobs needs token_text")
+            delta.logprobs.CopyFrom(logprobs_to_proto(event.logprobs, token_text))
+        return worker_pb2.WorkerEvent(delta=delta)
     if isinstance(event, AdmitError):
         return worker_pb2.WorkerEvent(
             error=worker_pb2.RequestError(request_id=event.request_id, message=event.message)

@@ -85,9 +85,15 @@ class EngineLoop:
         self._inbox.put(lambda: self._close(sid, abort))
 
     def admit(
-        self, sid: int, request_id: str, prompt: list[int], sampling: SamplingParams, model: str
+        self,
+        sid: int,
+        request_id: str,
+        prompt: list[int],
+        sampling: SamplingParams,
+        model: str,
+        resumed_output_tokens: int = 0,
     ) -> None:
-        self._inbox.put(lambda: self._admit(sid, request_id, prompt, sampling, model))
+        self._inbox.put(lambda: self._admit(sid, request_id, prompt, sampling, model, resumed_output_tokens))
 
     def abort(self, sid: int, request_id: str) -> None:
         self._inbox.put(lambda: self._abort(sid, request_id))
@@ -157,7 +163,9 @@ class EngineLoop:
         session.draining = True
         self._maybe_finish_session(sid, session)
 
-    def _admit(self, sid: int, rid: str, prompt: list[int], sampling: SamplingParams, model: str) -> None:
+    def _admit(
+        self, sid: int, rid: str, prompt: list[int], sampling: SamplingParams, model: str, resumed: int = 0
+    ) -> None:
         session = self._sessions.get(sid)
         if session is None or session.draining:
             return
@@ -168,7 +176,7 @@ class EngineLoop:
             clamped = replace(
                 sampling, max_tokens=self.engine.max_new_tokens(len(prompt), sampling.max_tokens)
             )
-            self.engine.add_request(rid, prompt, clamped, model)
+            self.engine.add_request(rid, prompt, clamped, model, resumed)
         except (UnknownModelError, RequestError, ValueError) as exc:
             session.outbox.put(AdmitError(rid, str(exc)))
             return

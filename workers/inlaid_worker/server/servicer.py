@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from inlaid_worker.engine.adapters import UnknownModelError
+from inlaid_worker.engine.detokenizer import TokenTexts
 from inlaid_worker.engine.engine import LLMEngine, RequestError
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
@@ -38,6 +39,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._load_adapter = load_adapter
         self._adapter_error = adapter_error
         self.worker_id = worker_id
+        # The text and bytes of logprobs' tokens, decoded on the session threads (never on the engine's).
+        self._token_texts = TokenTexts(self.engine.tokenizer.hf)
 
     # ---- Prepare ------------------------------------------------------------------------------------------
     def Prepare(self, request: worker_pb2.PrepareRequest, context: grpc.ServicerContext) -> Any:
@@ -82,7 +85,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             event = outbox.get()
             if event is None:
                 return
-            yield event_to_proto(event, self.worker_id)
+            yield event_to_proto(event, self.worker_id, self._token_texts.get)
 
     def _control(self, sid: int, msg: worker_pb2.ControlMessage, outbox: Any) -> None:
         kind = msg.WhichOneof("kind")
@@ -100,10 +103,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             sampling = sampling_from_proto(
                 a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
             )
+            resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
+            if resumed >= len(ids):
+                raise RequestError(f"resumed_output_tokens must be below the prompt length ({len(ids)})")
         except (RequestError, SamplingError) as exc:
             outbox.put(AdmitError(a.request_id, str(exc)))
             return
-        self.loop.admit(sid, a.request_id, ids, sampling, a.model)
+        self.loop.admit(sid, a.request_id, ids, sampling, a.model, resumed)
 
     # ---- info and adapters --------------------------------------------------------------------------------
     def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:

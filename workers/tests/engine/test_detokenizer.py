@@ -72,3 +72,25 @@ def test_stop_prefix_len() -> None:
     assert stop_prefix_len("abc", ("cde",)) == 1
     assert stop_prefix_len("abcd", ("bcdx", "d")) == 3
     assert stop_prefix_len("abc", ("xyz",)) == 0
+
+
+def test_token_texts_give_each_tokens_exact_bytes() -> None:
+    from inlaid_worker.engine.detokenizer import TokenTexts
+
+    tok = tokenizer()
+    texts = TokenTexts(tok)
+    partial = 0
+    for text in TEXTS:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        pieces = [texts.get(i) for i in ids]
+        # the tokens' bytes spell the text exactly, also where a token holds only part of a character
+        assert b"".join(raw for _, raw in pieces) == text.encode("utf-8")
+        for i, (token, raw) in zip(ids, pieces, strict=True):
+            assert token == tok.decode([i])
+            partial += REPLACEMENT_CHAR in token
+            if REPLACEMENT_CHAR not in token:
+                assert raw == token.encode("utf-8")
+    assert partial > 0  # the texts do split characters across tokens
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    assert texts.get(eos) == ("<|im_end|>", b"<|im_end|>")  # special tokens keep their text
+    assert texts.get(eos) is texts.get(eos)  # cached

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections.abc import Iterator
@@ -200,3 +201,111 @@ def test_load_and_unload_adapters(worker: Any) -> None:
     with pytest.raises(grpc.RpcError) as err:
         prepare(stub, "extra", "hi")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def run_one(stub: Any, rid: str, prompt: list[int], max_tokens: int, **sampling: Any) -> list[Any]:
+    """Admits one request on its own stream; its deltas until the finish."""
+    s = Stream(stub)
+    s.admit(rid, "task-a", prompt, max_tokens, **sampling)
+    deltas = []
+    while True:
+        d = s.next_event("delta")
+        deltas.append(d)
+        if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
+            break
+    s.half_close()
+    return deltas
+
+
+def test_logprobs_come_back_for_every_token(worker: Any) -> None:
+    stub, running, _ = worker
+    prompt = list(prepare(stub, "task-a", "Unicode: café, naïve").prompt_token_ids)
+    deltas = run_one(stub, "lp", prompt, 8, temperature=0, logprobs=3)
+    hf = running.loop.engine.tokenizer.hf
+    ids = [t for d in deltas for t in d.token_ids]
+    assert len(ids) == 8
+    for d in deltas:
+        assert d.HasField("logprobs") and len(d.logprobs.tokens) == len(d.token_ids)
+        for token_id, lp in zip(d.token_ids, d.logprobs.tokens, strict=True):
+            assert lp.sampled.token_id == token_id and lp.sampled.logprob <= 0.0
+            assert lp.sampled.token == hf.decode([token_id], skip_special_tokens=False)
+            assert len(lp.sampled.token_bytes) > 0
+            assert [t.logprob for t in lp.top] == sorted((t.logprob for t in lp.top), reverse=True)
+            assert len(lp.top) == 3 and len({t.token_id for t in lp.top}) == 3
+            # greedy: the sampled token is the most likely one, with the very same logprob
+            assert lp.top[0].token_id == token_id and lp.top[0].logprob == lp.sampled.logprob
+            assert sum(math.exp(t.logprob) for t in lp.top) <= 1.0 + 1e-5
+    plain = run_one(stub, "nolp", prompt, 8, temperature=0)
+    assert [t for d in plain for t in d.token_ids] == ids  # logprobs do not change the tokens
+    assert not any(d.HasField("logprobs") for d in plain)
+    wait_idle(stub)
+
+
+def test_penalties_change_greedy_output_and_are_validated(worker: Any) -> None:
+    stub, _, _ = worker
+    prompt = list(prepare(stub, "task-a", "Numbers: 0 1 2 3").prompt_token_ids)
+
+    def greedy(rid: str, **penalties: Any) -> list[int]:
+        return [t for d in run_one(stub, rid, prompt, 16, temperature=0, **penalties) for t in d.token_ids]
+
+    plain = greedy("p0")
+    # frequency / presence look at the generated tokens only; repetition at the prompt too
+    for rid, penalties in [
+        ("pf", {"frequency_penalty": 2.0}),
+        ("pp", {"presence_penalty": 2.0}),
+        ("pr", {"repetition_penalty": 1.5}),
+    ]:
+        pen = greedy(rid, **penalties)
+        assert len(pen) == 16 and pen != plain, penalties
+        assert len(set(pen)) >= len(set(plain)), penalties
+    for sampling, name in [
+        (common_pb2.SamplingParams(presence_penalty=2.5), "presence_penalty"),
+        (common_pb2.SamplingParams(frequency_penalty=-3), "frequency_penalty"),
+        (common_pb2.SamplingParams(repetition_penalty=0), "repetition_penalty"),
+        (common_pb2.SamplingParams(logprobs=21), "logprobs"),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            prepare(stub, "task-a", "x", sampling=sampling)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and name in err.value.details()
+    s = Stream(stub)
+    s.admit("bad", "task-a", [5, 6], 4, presence_penalty=9)
+    assert "presence_penalty" in s.next_event("error").message
+    bad = worker_pb2.Admit(
+        request_id="res",
+        model="task-a",
+        prompt_token_ids=[5, 6],
+        resumed_output_tokens=2,
+        sampling=common_pb2.SamplingParams(max_tokens=2),
+    )
+    s._out.put(worker_pb2.ControlMessage(admit=bad))
+    assert "resumed_output_tokens" in s.next_event("error").message
+    s.half_close()
+    wait_idle(stub)
+
+
+def test_resumed_output_tokens_count_as_output_for_frequency_penalty(worker: Any) -> None:
+    stub, _, _ = worker
+    prompt = list(prepare(stub, "task-a", "Numbers: 0 1 2 3").prompt_token_ids)
+    prompt += [t for d in run_one(stub, "gen", prompt, 6, temperature=0) for t in d.token_ids]
+
+    def resumed(rid: str, k: int) -> list[int]:
+        s = Stream(stub)
+        params = common_pb2.SamplingParams(
+            max_tokens=8, ignore_eos=True, temperature=0, frequency_penalty=2.0
+        )
+        admit = worker_pb2.Admit(
+            request_id=rid, model="task-a", prompt_token_ids=prompt, sampling=params, resumed_output_tokens=k
+        )
+        s._out.put(worker_pb2.ControlMessage(admit=admit))
+        out: list[int] = []
+        while True:
+            d = s.next_event("delta")
+            out.extend(d.token_ids)
+            if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
+                break
+        s.half_close()
+        return out
+
+    # the same prompt: its last 6 tokens are penalized only when they count as this request's output
+    assert resumed("r0", 0) != resumed("r6", 6)
+    wait_idle(stub)

@@ -39,5 +39,6 @@ export function toGenerationDelta(d: worker.TokenDelta, promptTokens: number): G
     finishReason: finishReasonOf(d.finishReason),
     promptTokens: d.promptTokens > 0 ? d.promptTokens : promptTokens,
     completionTokens: d.completionTokens,
+    ...(d.logprobs !== undefined ? { logprobs: d.logprobs.tokens } : {}),
   };
 }

@@ -22,7 +22,7 @@ import type { Generation, GenerationDelta, GenerationInput } from './generation.
 import { RequestTimeline } from './request-timeline';
 
 const PREPARE_TIMEOUT_MS = 15_000;
-const ID_PREFIX = { completions: 'cmpl', 'chat.completions': 'chatcmpl', grpc: 'gen' } as const;
+export const ID_PREFIX = { completions: 'cmpl', 'chat.completions': 'chatcmpl', grpc: 'gen' } as const;
 
 function isWorkerLoss(err: unknown): boolean {
   const code = err instanceof InlaidError ? err.status : (err as { code?: unknown } | null)?.code;

@@ -24,6 +24,8 @@ export interface GenerationDelta {
   readonly finishReason: FinishReason | null;
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** One per token of tokenIds when the request asked for logprobs (sampling.logprobs set); else absent. */
+  readonly logprobs?: readonly common.TokenLogprob[];
 }
 
 /** A running generation: iterate `deltas` once; call `abort` if the consumer goes away. */

@@ -1,7 +1,8 @@
 import { InlaidError } from '../common/inlaid-error';
-import { toGenerationInput } from './generate-request';
+import { choiceCount, toGenerationInput } from './generate-request';
 
 const base = { model: 'sql', prompt: 'hi', messages: [], sampling: undefined, requestId: '' };
+const plain = { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false };
 
 describe('toGenerationInput', () => {
   it('fills default sampling and leaves the id to the server', () => {
@@ -17,6 +18,12 @@ describe('toGenerationInput', () => {
     [{ ...base, messages: [{ role: 'user', content: 'x' }] }, 'prompt'],
     [{ ...base, requestId: 'has space' }, 'request_id'],
     [{ ...base, sampling: { maxTokens: 1, temperature: 5, stop: [], stopTokenIds: [], ignoreEos: false } }, 'sampling.temperature'],
+    [{ ...base, sampling: { ...plain, presencePenalty: 2.5 } }, 'sampling.presence_penalty'],
+    [{ ...base, sampling: { ...plain, frequencyPenalty: -3 } }, 'sampling.frequency_penalty'],
+    [{ ...base, sampling: { ...plain, frequencyPenalty: NaN } }, 'sampling.frequency_penalty'],
+    [{ ...base, sampling: { ...plain, repetitionPenalty: 0 } }, 'sampling.repetition_penalty'],
+    [{ ...base, sampling: { ...plain, repetitionPenalty: 1000 } }, 'sampling.repetition_penalty'],
+    [{ ...base, sampling: { ...plain, logprobs: 21 } }, 'sampling.logprobs'],
   ])('rejects %j naming %s', (req, param) => {
     try {
       toGenerationInput(req);
@@ -25,5 +32,19 @@ describe('toGenerationInput', () => {
       expect(err).toBeInstanceOf(InlaidError);
       expect((err as InlaidError).details.param).toBe(param);
     }
+  });
+});
+
+describe('choiceCount', () => {
+  it('reads n: unset or 0 is one choice, at most 16', () => {
+    expect(choiceCount(base)).toBe(1);
+    expect(choiceCount({ ...base, n: 0 })).toBe(1);
+    expect(choiceCount({ ...base, n: 16 })).toBe(16);
+    expect(() => choiceCount({ ...base, n: 17 })).toThrow(expect.objectContaining({ details: expect.objectContaining({ param: 'n' }) }));
+  });
+
+  it('accepts penalties and logprobs in range', () => {
+    const s = { ...plain, presencePenalty: -2, frequencyPenalty: 2, repetitionPenalty: 1.3, logprobs: 20 };
+    expect(toGenerationInput({ ...base, sampling: s }).sampling).toEqual(s);
   });
 });

@@ -1,8 +1,10 @@
 /** Validates a client gRPC GenerateRequest into a GenerationInput (pure; INVALID_ARGUMENT naming the field). */
 import type { common, inference } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
+import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { MAX_LOGPROBS, MAX_REPETITION_PENALTY } from '../openai/request-validation';
 
 const MAX_REQUEST_ID = 128;
 
@@ -24,7 +26,23 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   if (p.topK !== undefined && (p.topK < 0 || p.topK > BOUNDS.topK)) {
     throw InlaidError.invalid(`sampling.top_k must be between 0 and ${BOUNDS.topK}.`, 'sampling.top_k');
   }
+  checkRange('presence_penalty', p.presencePenalty, -2, 2);
+  checkRange('frequency_penalty', p.frequencyPenalty, -2, 2);
+  if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty > 0 && p.repetitionPenalty <= MAX_REPETITION_PENALTY)) {
+    throw InlaidError.invalid(
+      `sampling.repetition_penalty must be greater than 0 and at most ${MAX_REPETITION_PENALTY}, got ${p.repetitionPenalty}.`,
+      'sampling.repetition_penalty',
+    );
+  }
+  checkRange('logprobs', p.logprobs, 0, MAX_LOGPROBS);
   return p;
+}
+
+/** Choices the request asks for: `n` unset or 0 means 1; at most MAX_CHOICES. */
+export function choiceCount(req: inference.GenerateRequest): number {
+  const n = req.n ?? 0;
+  if (!Number.isInteger(n) || n < 0 || n > MAX_CHOICES) throw InlaidError.invalid(`n must be between 0 and ${MAX_CHOICES}, got ${n}.`, 'n');
+  return Math.max(1, n);
 }
 
 export function toGenerationInput(req: inference.GenerateRequest): GenerationInput {

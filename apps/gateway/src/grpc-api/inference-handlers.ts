@@ -4,9 +4,10 @@ import { inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
 import { InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
+import { mergeChoices, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
 import { WorkersService } from '../workers/workers.service';
-import { toGenerationInput } from './generate-request';
+import { choiceCount, toGenerationInput } from './generate-request';
 import { checkDecoded } from './malformed';
 
 export function toServiceError(err: unknown): Partial<ServiceError> {
@@ -47,18 +48,21 @@ export function inferenceHandlers(
           release = await gate.admit(bearerOf(call.metadata), 'inference');
           const left = new AbortController();
           call.on('cancelled', () => left.abort());
-          const gen = await generation.start(toGenerationInput(call.request), left.signal);
-          if (call.cancelled) gen.abort('client cancelled');
-          call.on('cancelled', () => gen.abort('client cancelled'));
-          for await (const d of gen.deltas) {
+          const input = toGenerationInput(call.request);
+          const choices = await startChoices(generation, input, choiceCount(call.request), left.signal);
+          if (call.cancelled) choices.abort('client cancelled');
+          call.on('cancelled', () => choices.abort('client cancelled'));
+          for await (const { index, delta: d } of mergeChoices(choices)) {
             if (call.cancelled) break;
             call.write({
-              requestId: gen.id,
+              requestId: choices.id,
               text: d.text,
               tokenIds: [...d.tokenIds],
               finishReason: protoFinishReason(d.finishReason),
               promptTokens: d.promptTokens,
               completionTokens: d.completionTokens,
+              logprobs: d.logprobs !== undefined ? { tokens: [...d.logprobs] } : undefined,
+              index,
             });
           }
           call.end();

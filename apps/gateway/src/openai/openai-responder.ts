@@ -1,17 +1,29 @@
 /**
  * Serves one validated OpenAI request over HTTP: a JSON body, or an SSE stream. A client that disconnects
  * mid-stream gets its request aborted on the worker. Errors before the first byte go to the error filter;
- * errors after it are sent as a final SSE error event.
+ * errors after it are sent as a final SSE error event. `n` > 1 runs n generations (generation/fan-out.ts)
+ * whose choices are merged by index; a failing choice ends the response and aborts the others.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Response } from 'express';
 import { InlaidError } from '../common/inlaid-error';
 import { toOpenAIError } from '../common/http-mapping';
+import type { common } from '@inlaid/proto';
+import { Choices, mergeChoices, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
-import type { FinishReason, Generation } from '../generation/generation.types';
+import type { FinishReason } from '../generation/generation.types';
 import type { OpenAIRequest } from './request-validation';
-import { chatResponse, completionResponse, ResponseMeta, usageOf } from './response-shapes';
+import {
+  chatChoice,
+  chatLogprobs,
+  chatResponse,
+  completionChoice,
+  completionLogprobs,
+  completionResponse,
+  ResponseMeta,
+  usageOf,
+} from './response-shapes';
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
 
@@ -29,55 +41,69 @@ export class OpenAIResponder {
       if (!res.writableFinished) left.abort();
     };
     res.on('close', onEarlyClose);
-    const gen = await this.generation.start(req.input, left.signal).finally(() => res.off('close', onEarlyClose));
+    const choices = await startChoices(this.generation, req.input, req.n, left.signal).finally(() => res.off('close', onEarlyClose));
     if (res.destroyed) {
-      gen.abort('client disconnected before the first token');
+      choices.abort('client disconnected before the first token');
       return;
     }
     const onClose = () => {
-      if (!res.writableFinished) gen.abort('client disconnected');
+      if (!res.writableFinished) choices.abort('client disconnected');
     };
     res.on('close', onClose);
+    const logprobs = req.input.sampling.logprobs !== undefined;
     try {
-      if (req.stream) await this.stream(kind, gen, req.includeUsage, res);
-      else res.json(await this.collect(kind, gen));
+      if (req.stream) await this.stream(kind, choices, req.includeUsage, logprobs, res);
+      else res.json(await this.collect(kind, choices, logprobs));
     } finally {
       res.off('close', onClose);
     }
   }
 
-  private meta(gen: Generation): ResponseMeta {
-    return { id: gen.id, created: gen.created, model: gen.model };
+  private meta(choices: Choices): ResponseMeta {
+    return { id: choices.id, created: choices.created, model: choices.model };
   }
 
-  private async collect(kind: Kind, gen: Generation) {
-    let text = '';
-    let finish: FinishReason | null = null;
-    let completionTokens = 0;
-    for await (const d of gen.deltas) {
-      text += d.text;
-      completionTokens = d.completionTokens;
-      finish = d.finishReason ?? finish;
+  private async collect(kind: Kind, choices: Choices, logprobs: boolean) {
+    const acc = choices.generations.map(() => ({
+      text: '',
+      finish: null as FinishReason | null,
+      completionTokens: 0,
+      logprobs: [] as common.TokenLogprob[],
+    }));
+    for await (const { index, delta: d } of mergeChoices(choices)) {
+      const a = acc[index];
+      if (a === undefined) continue;
+      a.text += d.text;
+      a.completionTokens = d.completionTokens;
+      a.finish = d.finishReason ?? a.finish;
+      if (d.logprobs !== undefined) a.logprobs.push(...d.logprobs);
     }
-    const usage = usageOf(gen.promptTokens, completionTokens);
-    const meta = this.meta(gen);
-    return kind === 'completions' ? completionResponse(meta, text, finish, usage) : chatResponse(meta, text, finish, usage);
+    const usage = usageOf(choices.promptTokens, acc.reduce((n, a) => n + a.completionTokens, 0));
+    const meta = this.meta(choices);
+    if (kind === 'completions') {
+      return completionResponse(
+        meta,
+        acc.map((a, i) => completionChoice(i, a.text, a.finish, logprobs ? completionLogprobs(a.logprobs, 0).logprobs : null)),
+        usage,
+      );
+    }
+    return chatResponse(meta, acc.map((a, i) => chatChoice(i, a.text, a.finish, logprobs ? chatLogprobs(a.logprobs) : null)), usage);
   }
 
-  private async stream(kind: Kind, gen: Generation, includeUsage: boolean, res: Response): Promise<void> {
-    const encoder = new StreamEncoder(kind, this.meta(gen), includeUsage);
+  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, logprobs: boolean, res: Response): Promise<void> {
+    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, { choices: choices.generations.length, logprobs });
     res.status(200).set(SSE_HEADERS);
     res.flushHeaders();
     const write = (events: string[]) => events.forEach((e) => res.write(e));
     write(encoder.open());
     try {
-      for await (const d of gen.deltas) {
+      for await (const { index, delta } of mergeChoices(choices)) {
         if (res.destroyed) break;
-        write(encoder.delta(d));
+        write(encoder.delta(delta, index));
       }
     } catch (err) {
       const error = err instanceof InlaidError ? err : new InlaidError(status.INTERNAL, String(err));
-      this.logger.warn(`stream ${gen.id} failed: ${error.message}`);
+      this.logger.warn(`stream ${choices.id} failed: ${error.message}`);
       if (!res.destroyed) res.write(sseEvent(toOpenAIError(error).body));
     }
     res.end();

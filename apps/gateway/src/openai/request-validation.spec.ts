@@ -40,7 +40,11 @@ describe('parseCompletionRequest', () => {
     [{ prompt: 'x' }, 'model'],
     [{ model: 'm' }, 'prompt'],
     [{ model: 'm', prompt: ['a', 'b'] }, 'prompt'],
-    [{ model: 'm', prompt: 'x', n: 2 }, 'n'],
+    [{ model: 'm', prompt: 'x', n: 17 }, 'n'],
+    [{ model: 'm', prompt: 'x', n: 0 }, 'n'],
+    [{ model: 'm', prompt: 'x', n: 1.5 }, 'n'],
+    [{ model: 'm', prompt: 'x', n: 2, best_of: 3 }, 'best_of'],
+    [{ model: 'm', prompt: 'x', echo: true }, 'echo'],
     [{ model: 'm', prompt: 'x', max_tokens: 0 }, 'max_tokens'],
     [{ model: 'm', prompt: 'x', max_tokens: 1.5 }, 'max_tokens'],
     [{ model: 'm', prompt: 'x', temperature: 3 }, 'temperature'],
@@ -51,9 +55,33 @@ describe('parseCompletionRequest', () => {
     [{ model: 'm', prompt: 'x', stop: [''] }, 'stop'],
     [{ model: 'm', prompt: 'x', stream: 'yes' }, 'stream'],
     [{ model: 'm', prompt: 'x', stream_options: { include_usage: true } }, 'stream_options'],
-    [{ model: 'm', prompt: 'x', logprobs: 3 }, 'logprobs'],
+    [{ model: 'm', prompt: 'x', logprobs: 21 }, 'logprobs'],
+    [{ model: 'm', prompt: 'x', logprobs: -1 }, 'logprobs'],
+    [{ model: 'm', prompt: 'x', logprobs: true }, 'logprobs'],
+    [{ model: 'm', prompt: 'x', logprobs: 2.5 }, 'logprobs'],
+    [{ model: 'm', prompt: 'x', presence_penalty: 2.5 }, 'presence_penalty'],
+    [{ model: 'm', prompt: 'x', presence_penalty: '1' }, 'presence_penalty'],
+    [{ model: 'm', prompt: 'x', frequency_penalty: -2.01 }, 'frequency_penalty'],
+    [{ model: 'm', prompt: 'x', repetition_penalty: 0 }, 'repetition_penalty'],
+    [{ model: 'm', prompt: 'x', repetition_penalty: -1 }, 'repetition_penalty'],
+    [{ model: 'm', prompt: 'x', repetition_penalty: 101 }, 'repetition_penalty'],
   ])('rejects %j naming %s', (body, param) => {
     expect(paramOf(() => parseCompletionRequest(body))).toBe(param);
+  });
+
+  it('maps logprobs, penalties and n', () => {
+    const req = parseCompletionRequest({
+      model: 'm', prompt: 'x', logprobs: 5, n: 3, best_of: 3, presence_penalty: 0.5, frequency_penalty: -1, repetition_penalty: 1.2,
+    });
+    expect(req.n).toBe(3);
+    expect(req.input.sampling).toMatchObject({ logprobs: 5, presencePenalty: 0.5, frequencyPenalty: -1, repetitionPenalty: 1.2 });
+    const zero = parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 0, presence_penalty: 0, repetition_penalty: 1 });
+    expect(zero.n).toBe(1);
+    expect(zero.input.sampling.logprobs).toBe(0); // the sampled token's logprob, no alternatives
+    expect(zero.input.sampling.presencePenalty).toBeUndefined(); // 0 and 1 are "off": the field stays unset
+    expect(zero.input.sampling.repetitionPenalty).toBeUndefined();
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: null }).input.sampling.logprobs).toBeUndefined();
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: false }).input.sampling.logprobs).toBeUndefined();
   });
 
   it('rejects a non-object body', () => {
@@ -77,8 +105,21 @@ describe('parseChatRequest', () => {
     [{ model: 'm', messages: [] }, 'messages'],
     [{ model: 'm', messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role'],
     [{ model: 'm', messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }, 'messages[0].content'],
-    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], n: 3 }, 'n'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], n: 17 }, 'n'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], logprobs: 3 }, 'logprobs'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], top_logprobs: 2 }, 'top_logprobs'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], logprobs: false, top_logprobs: 2 }, 'top_logprobs'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }], frequency_penalty: 3 }, 'frequency_penalty'],
   ])('rejects %j naming %s', (body, param) => {
     expect(paramOf(() => parseChatRequest(body))).toBe(param);
+  });
+
+  it('maps logprobs: true and top_logprobs onto sampling.logprobs', () => {
+    const messages = [{ role: 'user', content: 'x' }];
+    expect(parseChatRequest({ model: 'm', messages, logprobs: true, top_logprobs: 4 }).input.sampling.logprobs).toBe(4);
+    expect(parseChatRequest({ model: 'm', messages, logprobs: true }).input.sampling.logprobs).toBe(0);
+    expect(parseChatRequest({ model: 'm', messages, logprobs: false }).input.sampling.logprobs).toBeUndefined();
+    expect(parseChatRequest({ model: 'm', messages, n: 2 }).n).toBe(2);
   });
 });

@@ -5,13 +5,21 @@
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
+import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 
 export interface OpenAIRequest {
   readonly input: GenerationInput;
   readonly stream: boolean;
   readonly includeUsage: boolean;
+  /** Choices to generate (1..MAX_CHOICES); each runs as its own request (generation/fan-out.ts). */
+  readonly n: number;
 }
+
+/** Top alternatives per token, as vLLM's default max_logprobs (completions' `logprobs`, chat's `top_logprobs`). */
+export const MAX_LOGPROBS = 20;
+/** vLLM has no upper bound on repetition_penalty; this one keeps it finite and sane. */
+export const MAX_REPETITION_PENALTY = 100;
 
 type Body = Record<string, unknown>;
 const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
@@ -72,17 +80,47 @@ function parseStopTokenIds(body: Body): number[] {
   return ids as number[];
 }
 
-function rejectUnsupported(body: Body): void {
-  const n = optNumber(body, 'n', 1, 128, true);
-  if (n !== undefined && n !== 1) throw InlaidError.invalid("Only 'n' = 1 is supported.", 'n');
-  const bestOf = optNumber(body, 'best_of', 1, 128, true);
-  if (bestOf !== undefined && bestOf !== 1) throw InlaidError.invalid("Only 'best_of' = 1 is supported.", 'best_of');
+/** `n` (1..MAX_CHOICES); `best_of`, if given, must equal it (no server-side ranking). `echo` is not supported. */
+function parseChoices(body: Body): number {
+  const n = optNumber(body, 'n', 1, MAX_CHOICES, true) ?? 1;
+  const bestOf = optNumber(body, 'best_of', 1, MAX_CHOICES, true);
+  if (bestOf !== undefined && bestOf !== n) {
+    throw InlaidError.invalid(`Only 'best_of' equal to 'n' (${n}) is supported.`, 'best_of');
+  }
   if (body['echo'] === true) throw InlaidError.invalid("'echo' is not supported.", 'echo');
-  const logprobs = body['logprobs'];
-  if (isPresent(logprobs) && logprobs !== false) throw InlaidError.invalid("'logprobs' is not supported.", 'logprobs');
+  return n;
 }
 
-function parseSampling(body: Body, maxTokensParam: string): common.SamplingParams {
+/** Completions: `logprobs` is an integer 0..MAX_LOGPROBS (null or false = off). */
+function parseCompletionLogprobs(body: Body): number | undefined {
+  if (body['logprobs'] === false) return undefined;
+  return optNumber(body, 'logprobs', 0, MAX_LOGPROBS, true);
+}
+
+/** Chat: `logprobs` is a boolean; `top_logprobs` (0..MAX_LOGPROBS) needs it true. */
+function parseChatLogprobs(body: Body): number | undefined {
+  const on = optBoolean(body, 'logprobs') ?? false;
+  const top = optNumber(body, 'top_logprobs', 0, MAX_LOGPROBS, true);
+  if (top !== undefined && !on) throw InlaidError.invalid("'top_logprobs' needs 'logprobs' set to true.", 'top_logprobs');
+  return on ? (top ?? 0) : undefined;
+}
+
+/** Penalties; a value that turns a penalty off (0, or 1 for repetition) leaves the field unset. */
+function parsePenalties(body: Body): Pick<common.SamplingParams, 'presencePenalty' | 'frequencyPenalty' | 'repetitionPenalty'> {
+  const presence = optNumber(body, 'presence_penalty', -2, 2);
+  const frequency = optNumber(body, 'frequency_penalty', -2, 2);
+  const repetition = optNumber(body, 'repetition_penalty', 0, MAX_REPETITION_PENALTY);
+  if (repetition === 0) {
+    throw InlaidError.invalid(`'repetition_penalty' must be greater than 0 and at most ${MAX_REPETITION_PENALTY}, got 0.`, 'repetition_penalty');
+  }
+  return {
+    presencePenalty: presence === 0 ? undefined : presence,
+    frequencyPenalty: frequency === 0 ? undefined : frequency,
+    repetitionPenalty: repetition === 1 ? undefined : repetition,
+  };
+}
+
+function parseSampling(body: Body, maxTokensParam: string, logprobs: number | undefined): common.SamplingParams {
   const maxTokens =
     optNumber(body, maxTokensParam, 1, BOUNDS.maxTokens, true) ?? optNumber(body, 'max_tokens', 1, BOUNDS.maxTokens, true);
   const seed = optNumber(body, 'seed', 0, Number.MAX_SAFE_INTEGER, true);
@@ -96,6 +134,8 @@ function parseSampling(body: Body, maxTokensParam: string): common.SamplingParam
     stop: parseStop(body),
     stopTokenIds: parseStopTokenIds(body),
     ignoreEos: optBoolean(body, 'ignore_eos') ?? false,
+    ...parsePenalties(body),
+    logprobs,
   };
 }
 
@@ -154,19 +194,26 @@ function parseMessages(body: Body): common.ChatMessage[] {
   return parsed;
 }
 
-function build(body: Body, api: Api, prompt: string, messages: common.ChatMessage[], maxParam: string): OpenAIRequest {
+function build(
+  body: Body,
+  api: Api,
+  prompt: string,
+  messages: common.ChatMessage[],
+  maxParam: string,
+  parseLogprobs: (body: Body) => number | undefined,
+): OpenAIRequest {
   const model = parseModel(body);
-  rejectUnsupported(body);
-  const sampling = parseSampling(body, maxParam);
-  return { input: { model, prompt, messages, sampling, api }, ...parseStreaming(body) };
+  const n = parseChoices(body);
+  const sampling = parseSampling(body, maxParam, parseLogprobs(body));
+  return { input: { model, prompt, messages, sampling, api }, ...parseStreaming(body), n };
 }
 
 export function parseCompletionRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
-  return build(body, 'completions', parsePrompt(body), [], 'max_tokens');
+  return build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs);
 }
 
 export function parseChatRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
-  return build(body, 'chat.completions', '', parseMessages(body), 'max_completion_tokens');
+  return build(body, 'chat.completions', '', parseMessages(body), 'max_completion_tokens', parseChatLogprobs);
 }

@@ -1,6 +1,8 @@
 /**
- * Pure builders of OpenAI's exact response and stream-chunk shapes for completions and chat completions.
+ * Pure builders of OpenAI's exact response and stream-chunk shapes for completions and chat completions,
+ * including their logprobs objects.
  */
+import type { common } from '@inlaid/proto';
 import type { FinishReason } from '../generation/generation.types';
 
 export interface Usage {
@@ -28,24 +30,111 @@ export function openAIFinish(reason: FinishReason | null): OpenAIFinish {
   return reason === 'length' ? 'length' : 'stop';
 }
 
-export function completionResponse(meta: ResponseMeta, text: string, finish: FinishReason | null, usage: Usage) {
+/** JSON has no -Infinity: like vLLM, a logprob below this (or -inf) is sent as this value. */
+export const MIN_JSON_LOGPROB = -9999;
+
+/** Stands in for a TokenLogprob without its (always set) sampled entry. */
+const NO_ENTRY: common.LogprobEntry = { tokenId: 0, token: '', tokenBytes: Buffer.alloc(0), logprob: MIN_JSON_LOGPROB };
+
+function jsonLogprob(v: number): number {
+  return v > MIN_JSON_LOGPROB ? v : MIN_JSON_LOGPROB;
+}
+
+/** Code points, as Python's len() counts them (vLLM's text_offset). */
+function charCount(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
+
+/** OpenAI's completions logprobs object for a run of tokens. */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Array<Record<string, number>>;
+  text_offset: number[];
+}
+
+/**
+ * Completions logprobs of `tokens`, the first of which starts at character `offset` of the completion.
+ * text_offset accumulates the tokens' own text lengths (as vLLM does). Each top_logprobs dict holds the
+ * top-N alternatives and the sampled token (so up to N + 1 entries, as OpenAI documents).
+ */
+export function completionLogprobs(tokens: readonly common.TokenLogprob[], offset: number): { logprobs: CompletionLogprobs; end: number } {
+  const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let at = offset;
+  for (const t of tokens) {
+    const sampled = t.sampled ?? NO_ENTRY;
+    out.tokens.push(sampled.token);
+    out.token_logprobs.push(jsonLogprob(sampled.logprob));
+    const top = new Map<string, number>();
+    for (const e of [...t.top, sampled]) if (!top.has(e.token)) top.set(e.token, jsonLogprob(e.logprob));
+    out.top_logprobs.push(Object.fromEntries(top));
+    out.text_offset.push(at);
+    at += charCount(sampled.token);
+  }
+  return { logprobs: out, end: at };
+}
+
+export interface ChatTopLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+export interface ChatTokenLogprob extends ChatTopLogprob {
+  top_logprobs: ChatTopLogprob[];
+}
+
+/** OpenAI's chat logprobs object: one content entry per token, with exactly the top-N alternatives. */
+export interface ChatLogprobs {
+  content: ChatTokenLogprob[];
+  refusal: null;
+}
+
+function chatEntry(e: common.LogprobEntry): ChatTopLogprob {
+  return { token: e.token, logprob: jsonLogprob(e.logprob), bytes: Array.from(e.tokenBytes) };
+}
+
+export function chatLogprobs(tokens: readonly common.TokenLogprob[]): ChatLogprobs {
+  return {
+    content: tokens.map((t) => {
+      const sampled = t.sampled ?? NO_ENTRY;
+      return { ...chatEntry(sampled), top_logprobs: t.top.map(chatEntry) };
+    }),
+    refusal: null,
+  };
+}
+
+export interface CompletionChoice {
+  text: string;
+  index: number;
+  logprobs: CompletionLogprobs | null;
+  finish_reason: OpenAIFinish;
+}
+
+export function completionChoice(index: number, text: string, finish: FinishReason | null, logprobs: CompletionLogprobs | null = null): CompletionChoice {
+  return { text, index, logprobs, finish_reason: openAIFinish(finish) };
+}
+
+export function completionResponse(meta: ResponseMeta, choices: CompletionChoice[], usage: Usage) {
   return {
     id: meta.id,
     object: 'text_completion' as const,
     created: meta.created,
     model: meta.model,
-    choices: [{ text, index: 0, logprobs: null, finish_reason: openAIFinish(finish) }],
+    choices,
     usage,
   };
 }
 
-export function completionChunk(meta: ResponseMeta, text: string, finish: FinishReason | null, withUsage: boolean) {
+export function completionChunk(meta: ResponseMeta, choice: CompletionChoice, withUsage: boolean) {
   return {
     id: meta.id,
     object: 'text_completion' as const,
     created: meta.created,
     model: meta.model,
-    choices: [{ text, index: 0, logprobs: null, finish_reason: openAIFinish(finish) }],
+    choices: [choice],
     ...(withUsage ? { usage: null } : {}),
   };
 }
@@ -54,33 +143,44 @@ export function completionUsageChunk(meta: ResponseMeta, usage: Usage) {
   return { id: meta.id, object: 'text_completion' as const, created: meta.created, model: meta.model, choices: [], usage };
 }
 
-export function chatResponse(meta: ResponseMeta, content: string, finish: FinishReason | null, usage: Usage) {
+export interface ChatChoice {
+  index: number;
+  message: { role: 'assistant'; content: string; refusal: null };
+  logprobs: ChatLogprobs | null;
+  finish_reason: OpenAIFinish;
+}
+
+export function chatChoice(index: number, content: string, finish: FinishReason | null, logprobs: ChatLogprobs | null = null): ChatChoice {
+  return { index, message: { role: 'assistant', content, refusal: null }, logprobs, finish_reason: openAIFinish(finish) };
+}
+
+export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: Usage) {
   return {
     id: meta.id,
     object: 'chat.completion' as const,
     created: meta.created,
     model: meta.model,
-    choices: [
-      {
-        index: 0,
-        message: { role: 'assistant' as const, content, refusal: null },
-        logprobs: null,
-        finish_reason: openAIFinish(finish),
-      },
-    ],
+    choices,
     usage,
   };
 }
 
 export type ChatDelta = { role?: 'assistant'; content?: string };
 
-export function chatChunk(meta: ResponseMeta, delta: ChatDelta, finish: FinishReason | null, withUsage: boolean) {
+export function chatChunk(
+  meta: ResponseMeta,
+  delta: ChatDelta,
+  finish: FinishReason | null,
+  withUsage: boolean,
+  index = 0,
+  logprobs: ChatLogprobs | null = null,
+) {
   return {
     id: meta.id,
     object: 'chat.completion.chunk' as const,
     created: meta.created,
     model: meta.model,
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: openAIFinish(finish) }],
+    choices: [{ index, delta, logprobs, finish_reason: openAIFinish(finish) }],
     ...(withUsage ? { usage: null } : {}),
   };
 }

@@ -1,14 +1,23 @@
 /**
  * Turns generation deltas into the SSE events of an OpenAI stream (pure). Chat streams open with a role
- * chunk and close with an empty-delta chunk carrying finish_reason; completion streams carry
- * finish_reason on their last text chunk. With include_usage, every chunk has `usage: null` and a final
- * chunk with empty choices carries the usage.
+ * chunk per choice and close each choice with an empty-delta chunk carrying finish_reason; completion
+ * streams carry finish_reason on a choice's last text chunk. With include_usage, every chunk has
+ * `usage: null` and a final chunk with empty choices carries the usage (prompt tokens once, completion
+ * tokens summed over the choices). The stream ends ([DONE]) once every choice has finished.
+ *
+ * Logprobs: a chunk carries the logprobs of the tokens since the choice's previous chunk. A delta whose text
+ * is held back by the worker (part of a character, a possible stop string) sends no chunk; its tokens'
+ * logprobs go with the next chunk of that choice.
  */
+import type { common } from '@inlaid/proto';
 import type { GenerationDelta } from '../generation/generation.types';
 import {
   chatChunk,
+  chatLogprobs,
   chatUsageChunk,
+  completionChoice,
   completionChunk,
+  completionLogprobs,
   completionUsageChunk,
   ResponseMeta,
   usageOf,
@@ -17,43 +26,87 @@ import { SSE_DONE, sseEvent } from './sse';
 
 export type StreamKind = 'completions' | 'chat.completions';
 
+export interface StreamOptions {
+  /** Number of choices (n). */
+  readonly choices?: number;
+  /** The request asked for logprobs: chunks carry a logprobs object for their tokens. */
+  readonly logprobs?: boolean;
+}
+
+interface ChoiceState {
+  completionTokens: number;
+  finished: boolean;
+  pending: common.TokenLogprob[];
+  textOffset: number;
+}
+
 export class StreamEncoder {
   private promptTokens = 0;
-  private completionTokens = 0;
+  private readonly choices: ChoiceState[];
+  private readonly logprobs: boolean;
+  private closed = false;
 
   constructor(
     private readonly kind: StreamKind,
     private readonly meta: ResponseMeta,
     private readonly includeUsage: boolean,
-  ) {}
+    options: StreamOptions = {},
+  ) {
+    const n = Math.max(1, options.choices ?? 1);
+    this.choices = Array.from({ length: n }, () => ({ completionTokens: 0, finished: false, pending: [], textOffset: 0 }));
+    this.logprobs = options.logprobs ?? false;
+  }
 
   /** Events sent before the first token. */
   open(): string[] {
     if (this.kind !== 'chat.completions') return [];
-    return [sseEvent(chatChunk(this.meta, { role: 'assistant', content: '' }, null, this.includeUsage))];
+    return this.choices.map((_, i) => sseEvent(chatChunk(this.meta, { role: 'assistant', content: '' }, null, this.includeUsage, i)));
   }
 
-  /** Events for one delta; the final delta (finishReason set) also ends the stream. */
-  delta(d: GenerationDelta): string[] {
+  /** Events for one delta of choice `index`; once every choice has finished, the stream's closing events too. */
+  delta(d: GenerationDelta, index = 0): string[] {
+    const c = this.choices[index];
+    if (c === undefined || c.finished || this.closed) return [];
     this.promptTokens = Math.max(this.promptTokens, d.promptTokens);
-    this.completionTokens = Math.max(this.completionTokens, d.completionTokens);
+    c.completionTokens = Math.max(c.completionTokens, d.completionTokens);
+    if (this.logprobs && d.logprobs !== undefined) c.pending.push(...d.logprobs);
     const out: string[] = [];
     if (this.kind === 'completions') {
       if (d.text !== '' || d.finishReason !== null) {
-        out.push(sseEvent(completionChunk(this.meta, d.text, d.finishReason, this.includeUsage)));
+        out.push(sseEvent(completionChunk(this.meta, completionChoice(index, d.text, d.finishReason, this.takeCompletionLogprobs(c)), this.includeUsage)));
       }
     } else {
-      if (d.text !== '') out.push(sseEvent(chatChunk(this.meta, { content: d.text }, null, this.includeUsage)));
-      if (d.finishReason !== null) out.push(sseEvent(chatChunk(this.meta, {}, d.finishReason, this.includeUsage)));
+      if (d.text !== '') out.push(sseEvent(chatChunk(this.meta, { content: d.text }, null, this.includeUsage, index, this.takeChatLogprobs(c))));
+      if (d.finishReason !== null) out.push(sseEvent(chatChunk(this.meta, {}, d.finishReason, this.includeUsage, index, this.takeChatLogprobs(c))));
     }
-    if (d.finishReason !== null) out.push(...this.close());
+    if (d.finishReason !== null) {
+      c.finished = true;
+      if (this.choices.every((x) => x.finished)) out.push(...this.close());
+    }
     return out;
   }
 
+  private takeCompletionLogprobs(c: ChoiceState) {
+    if (!this.logprobs) return null;
+    const { logprobs, end } = completionLogprobs(c.pending, c.textOffset);
+    c.textOffset = end;
+    c.pending = [];
+    return logprobs;
+  }
+
+  private takeChatLogprobs(c: ChoiceState) {
+    if (!this.logprobs || c.pending.length === 0) return null;
+    const logprobs = chatLogprobs(c.pending);
+    c.pending = [];
+    return logprobs;
+  }
+
   private close(): string[] {
+    this.closed = true;
     const out: string[] = [];
     if (this.includeUsage) {
-      const usage = usageOf(this.promptTokens, this.completionTokens);
+      const completion = this.choices.reduce((n, c) => n + c.completionTokens, 0);
+      const usage = usageOf(this.promptTokens, completion);
       out.push(sseEvent(this.kind === 'completions' ? completionUsageChunk(this.meta, usage) : chatUsageChunk(this.meta, usage)));
     }
     out.push(SSE_DONE);

@@ -113,6 +113,7 @@ describe('Dispatcher', () => {
     const again = a.admits.find((x) => x.requestId === 'r2~r1') as worker.Admit;
     expect(again.promptTokenIds).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18]);
     expect(again.sampling?.maxTokens).toBe(12);
+    expect(again.resumedOutputTokens).toBe(8); // its 8 streamed tokens count as output for penalties
     a.emit('r2~r1', [19], 1, common.FinishReason.FINISH_REASON_LENGTH);
     await reading;
     const last = seen[seen.length - 1];

@@ -27,6 +27,8 @@ export function admitFor(req: PreparedRequest, generated: readonly number[], run
     model: req.model,
     promptTokenIds: [...req.promptTokenIds, ...generated],
     sampling: { ...req.sampling, maxTokens: max > 0 ? Math.max(1, max - generated.length) : 0 },
+    // The generated tokens now end the prompt; they still count as output for presence/frequency penalties.
+    ...(generated.length > 0 ? { resumedOutputTokens: generated.length } : {}),
   };
 }
 

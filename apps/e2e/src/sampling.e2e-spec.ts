@@ -1,0 +1,206 @@
+/**
+ * Sampling features end to end (real gateway + real worker on the shared base-only stack): logprobs in
+ * OpenAI's completions and chat shapes, streamed and not; n > 1 choices (HTTP and gRPC Generate); presence /
+ * frequency / repetition penalties; and the 400s / INVALID_ARGUMENT for out-of-range values.
+ */
+import { ServiceError, status } from '@grpc/grpc-js';
+import { randomBytes } from 'node:crypto';
+import { BaseOnlyStack, startBaseOnlyStack, stopBaseOnlyStack } from './support/base-only-stack';
+import { generate, inferenceClient } from './support/grpc-clients';
+
+jest.setTimeout(120_000);
+
+const PREFIX = `e2e${randomBytes(4).toString('hex')}`;
+let stack: BaseOnlyStack | undefined;
+let url: string;
+let base: string;
+
+beforeAll(async () => {
+  stack = await startBaseOnlyStack(PREFIX);
+  url = stack.h.gateway.httpUrl;
+  const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string; parent: string | null }> };
+  base = (models.data.find((m) => m.parent === null) as { id: string }).id;
+});
+
+afterAll(async () => {
+  await stopBaseOnlyStack(stack);
+});
+
+type Json = Record<string, any>;
+
+async function post(path: string, body: object): Promise<{ status: number; json: Json }> {
+  const res = await fetch(`${url}/v1/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: res.status, json: (await res.json()) as Json };
+}
+
+/** The JSON chunks of an SSE stream and whether it ended with exactly one [DONE]. */
+async function stream(path: string, body: object): Promise<{ chunks: Json[]; dones: number }> {
+  const res = await fetch(`${url}/v1/${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true }),
+  });
+  expect(res.status).toBe(200);
+  const events = (await res.text()).split('\n\n').filter((e) => e !== '');
+  const data = events.map((e) => e.replace(/^data: /, ''));
+  return { chunks: data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d) as Json), dones: data.filter((d) => d === '[DONE]').length };
+}
+
+const GREEDY = { temperature: 0, max_tokens: 8, ignore_eos: true };
+
+describe('logprobs', () => {
+  it('completions: OpenAI shape, a greedy token is the max of its top_logprobs, streamed = not streamed', async () => {
+    const body = { model: base, prompt: 'The capital of France is', logprobs: 3, ...GREEDY };
+    const { status: code, json } = await post('completions', body);
+    expect(code).toBe(200);
+    const choice = json['choices'][0];
+    const lp = choice.logprobs as { tokens: string[]; token_logprobs: number[]; top_logprobs: Array<Record<string, number>>; text_offset: number[] };
+    expect(Object.keys(lp).sort()).toEqual(['text_offset', 'token_logprobs', 'tokens', 'top_logprobs']);
+    expect(lp.tokens).toHaveLength(8);
+    expect(lp.token_logprobs).toHaveLength(8);
+    expect(lp.text_offset).toHaveLength(8);
+    expect(lp.text_offset[0]).toBe(0);
+    for (let i = 0; i < 8; i++) {
+      const top = lp.top_logprobs[i] as Record<string, number>;
+      const values = Object.values(top);
+      expect(values.length).toBeGreaterThanOrEqual(1);
+      expect(values.length).toBeLessThanOrEqual(4); // top 3, plus the sampled token when it is not among them
+      expect(lp.token_logprobs[i]).toBeLessThanOrEqual(0);
+      expect(lp.token_logprobs[i]).toBe(Math.max(...values)); // greedy: the sampled token is the most likely
+      expect(top[lp.tokens[i] as string]).toBe(lp.token_logprobs[i]);
+      if (i > 0) expect(lp.text_offset[i]).toBe((lp.text_offset[i - 1] as number) + [...(lp.tokens[i - 1] as string)].length);
+    }
+    // whole-character tokens spell the completion (a token that is part of a character shows as U+FFFD, and a
+    // special token shows its name, which the text leaves out)
+    if (!lp.tokens.some((t) => t.includes('\ufffd') || /^<\|.*\|>$/.test(t))) expect(lp.tokens.join('')).toBe(choice.text);
+
+    const streamed = await stream('completions', body);
+    expect(streamed.dones).toBe(1);
+    const withTokens = streamed.chunks.filter((c) => c['choices'].length > 0);
+    const tokens = withTokens.flatMap((c) => c['choices'][0].logprobs?.tokens ?? []);
+    const values = withTokens.flatMap((c) => c['choices'][0].logprobs?.token_logprobs ?? []);
+    const offsets = withTokens.flatMap((c) => c['choices'][0].logprobs?.text_offset ?? []);
+    expect(tokens).toEqual(lp.tokens);
+    expect(values).toEqual(lp.token_logprobs);
+    expect(offsets).toEqual(lp.text_offset);
+  });
+
+  it('chat: logprobs true + top_logprobs in OpenAI chat shape, streamed chunks carry their own tokens', async () => {
+    const body = { model: base, messages: [{ role: 'user', content: 'Hello!' }], logprobs: true, top_logprobs: 2, ...GREEDY };
+    const { status: code, json } = await post('chat/completions', body);
+    expect(code).toBe(200);
+    const choice = json['choices'][0];
+    const content = choice.logprobs.content as Array<{ token: string; logprob: number; bytes: number[]; top_logprobs: Array<{ token: string; logprob: number; bytes: number[] }> }>;
+    expect(choice.logprobs.refusal).toBeNull();
+    expect(content).toHaveLength(json['usage'].completion_tokens);
+    for (const c of content) {
+      expect(Object.keys(c).sort()).toEqual(['bytes', 'logprob', 'token', 'top_logprobs']);
+      expect(c.top_logprobs).toHaveLength(2);
+      expect(c.top_logprobs[0]!.logprob).toBeGreaterThanOrEqual(c.top_logprobs[1]!.logprob);
+      expect(c.logprob).toBe(Math.max(...c.top_logprobs.map((t) => t.logprob)));
+      expect(c.top_logprobs[0]!.token).toBe(c.token);
+      expect(c.bytes.every((b) => Number.isInteger(b) && b >= 0 && b < 256)).toBe(true);
+      if (!c.token.includes('\ufffd')) expect(Buffer.from(c.bytes).toString('utf8')).toBe(c.token);
+    }
+    const streamed = await stream('chat/completions', body);
+    expect(streamed.dones).toBe(1);
+    const perChunk = streamed.chunks.filter((c) => c['choices'].length > 0).map((c) => c['choices'][0]);
+    expect(perChunk[0].logprobs).toBeNull(); // the role chunk has no tokens
+    expect(perChunk.flatMap((c) => c.logprobs?.content ?? []).map((c: { token: string }) => c.token)).toEqual(content.map((c) => c.token));
+  });
+
+  it('no logprobs asked: logprobs null', async () => {
+    const { json } = await post('completions', { model: base, prompt: 'Hi', ...GREEDY });
+    expect(json['choices'][0].logprobs).toBeNull();
+  });
+});
+
+describe('n > 1', () => {
+  it('completions: n choices with index, usage sums completion tokens, prompt counted once', async () => {
+    const body = { model: base, prompt: 'Once upon a time', n: 2, temperature: 1, seed: 7, max_tokens: 6, ignore_eos: true, logprobs: 1 };
+    const { status: code, json } = await post('completions', body);
+    expect(code).toBe(200);
+    expect(json['choices'].map((c: Json) => c['index'])).toEqual([0, 1]);
+    expect(json['choices'].every((c: Json) => c['logprobs'].tokens.length === 6)).toBe(true);
+    expect(json['usage'].completion_tokens).toBe(12);
+    const one = await post('completions', { ...body, n: 1 });
+    expect(json['usage'].prompt_tokens).toBe(one.json['usage'].prompt_tokens);
+    expect(json['choices'][0].text).toBe(one.json['choices'][0].text); // choice 0 keeps the seed
+    const again = await post('completions', body);
+    expect(again.json['choices'].map((c: Json) => c['text'])).toEqual(json['choices'].map((c: Json) => c['text'])); // seeded: reproducible
+  });
+
+  it('chat stream: role chunk and finish per choice, one [DONE], usage summed', async () => {
+    const body = { model: base, messages: [{ role: 'user', content: 'Hi' }], n: 2, max_tokens: 5, ignore_eos: true, stream_options: { include_usage: true } };
+    const { chunks, dones } = await stream('chat/completions', body);
+    expect(dones).toBe(1);
+    const choices = chunks.filter((c) => c['choices'].length > 0).map((c) => c['choices'][0]);
+    expect(choices.filter((c) => c.delta.role === 'assistant').map((c) => c.index).sort()).toEqual([0, 1]);
+    expect(choices.filter((c) => c.finish_reason !== null).map((c) => c.index).sort()).toEqual([0, 1]);
+    expect(chunks.every((c) => new Set([chunks[0]!['id']]).has(c['id']))).toBe(true);
+    const usage = chunks[chunks.length - 1]!['usage'];
+    expect(usage.completion_tokens).toBe(10);
+  });
+
+  it('gRPC Generate: n choices with index and per-token logprobs', async () => {
+    const client = inferenceClient((stack as BaseOnlyStack).h.gateway.grpcAddr);
+    try {
+      const out = await generate(client, {
+        model: base,
+        prompt: 'The capital of',
+        n: 2,
+        sampling: { maxTokens: 4, temperature: 0, ignoreEos: true, stop: [], stopTokenIds: [], logprobs: 2 },
+      });
+      expect(new Set(out.map((m) => m.index))).toEqual(new Set([0, 1]));
+      expect(new Set(out.map((m) => m.requestId)).size).toBe(1);
+      for (const m of out) {
+        expect(m.logprobs?.tokens).toHaveLength(m.tokenIds.length);
+        m.logprobs?.tokens.forEach((t, i) => {
+          expect(t.sampled?.tokenId).toBe(m.tokenIds[i]);
+          expect(t.top).toHaveLength(2);
+          expect(t.sampled?.logprob).toBe(t.top[0]?.logprob); // greedy
+        });
+      }
+      const byIndex = [0, 1].map((i) => out.filter((m) => m.index === i).flatMap((m) => m.tokenIds));
+      expect(byIndex[0]).toHaveLength(4);
+      expect(byIndex[0]).toEqual(byIndex[1]); // greedy choices agree
+      const bad = await generate(client, { model: base, prompt: 'x', n: 17 }).catch((e: ServiceError) => e);
+      expect((bad as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+      const badLp = await generate(client, { model: base, prompt: 'x', sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: 21 } }).catch(
+        (e: ServiceError) => e,
+      );
+      expect((badLp as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+      expect((badLp as ServiceError).details).toContain('logprobs');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('penalties', () => {
+  it('change greedy output on a repetitive model and are accepted together', async () => {
+    const body = { model: base, prompt: 'a a a a a a', temperature: 0, max_tokens: 24, ignore_eos: true };
+    const plain = await post('completions', body);
+    const penalized = await post('completions', { ...body, presence_penalty: 2, frequency_penalty: 2, repetition_penalty: 1.5 });
+    expect(penalized.status).toBe(200);
+    expect(penalized.json['usage'].completion_tokens).toBe(24);
+    expect(penalized.json['choices'][0].text).not.toBe(plain.json['choices'][0].text);
+  });
+
+  it.each([
+    ['completions', { logprobs: 21 }, 'logprobs'],
+    ['completions', { n: 17 }, 'n'],
+    ['completions', { presence_penalty: 2.5 }, 'presence_penalty'],
+    ['completions', { frequency_penalty: -3 }, 'frequency_penalty'],
+    ['completions', { repetition_penalty: 0 }, 'repetition_penalty'],
+    ['chat/completions', { top_logprobs: 3 }, 'top_logprobs'],
+    ['chat/completions', { logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
+  ])('%s %j: 400 naming %s', async (path, extra, param) => {
+    const body = path === 'completions' ? { model: base, prompt: 'x' } : { model: base, messages: [{ role: 'user', content: 'x' }] };
+    const { status: code, json } = await post(path, { ...body, ...extra });
+    expect(code).toBe(400);
+    expect(json['error'].param).toBe(param);
+    expect(json['error'].type).toBe('invalid_request_error');
+    expect(json['error'].message).toContain(param);
+  });
+});

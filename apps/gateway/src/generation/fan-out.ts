@@ -1,0 +1,111 @@
+/**
+ * `n` choices for one prompt: the gateway runs n independent generations (each prepared, scheduled and
+ * recorded as a request of its own, id `<id>-<i>`) and merges their deltas, tagged with the choice index.
+ * Choice 0 keeps the request's seed; choice i > 0 gets a seed derived from it (distinct, deterministic), so
+ * a seeded request is reproducible and its choices differ. Without a seed each choice draws its own.
+ * With n = 1 the request runs exactly as before (its own id, its own seed).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { ID_PREFIX } from './generation.service';
+import type { Generation, GenerationDelta, GenerationInput } from './generation.types';
+
+/** Most choices one request may ask for. */
+export const MAX_CHOICES = 16;
+
+/** The seed of choice `index`: the request's own for choice 0, a 48-bit hash of (seed, index) for the others. */
+export function choiceSeed(seed: number | undefined, index: number): number | undefined {
+  if (seed === undefined || index === 0) return seed;
+  return createHash('sha256').update(`inlaid-choice:${seed}:${index}`).digest().readUIntBE(0, 6);
+}
+
+/** The inputs of the n choices of one request (n = 1: the input itself). */
+export function choiceInputs(input: GenerationInput, n: number): { id: string | undefined; inputs: GenerationInput[] } {
+  if (n <= 1) return { id: input.requestId, inputs: [input] };
+  const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
+  const inputs = Array.from({ length: n }, (_, i) => ({
+    ...input,
+    requestId: `${id}-${i}`,
+    sampling: { ...input.sampling, seed: choiceSeed(input.sampling.seed, i) },
+  }));
+  return { id, inputs };
+}
+
+/** The running choices of one request. */
+export interface Choices {
+  /** The response id (the single generation's id when n = 1). */
+  readonly id: string;
+  readonly model: string;
+  readonly created: number;
+  readonly promptTokens: number;
+  readonly generations: readonly Generation[];
+  /** Aborts every choice still running (idempotent). */
+  abort(reason: string): void;
+}
+
+export interface ChoiceDelta {
+  readonly index: number;
+  readonly delta: GenerationDelta;
+}
+
+interface Starter {
+  start(input: GenerationInput, signal?: AbortSignal): Promise<Generation>;
+}
+
+/** Starts all n choices; if one cannot start, the others are aborted and its error is thrown. */
+export async function startChoices(generation: Starter, input: GenerationInput, n: number, signal?: AbortSignal): Promise<Choices> {
+  const { id, inputs } = choiceInputs(input, n);
+  const settled = await Promise.allSettled(inputs.map((i) => generation.start(i, signal)));
+  const started = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed !== undefined) {
+    started.forEach((g) => g.abort('another choice of the request failed to start'));
+    throw failed.reason;
+  }
+  const first = started[0];
+  if (first === undefined) throw new Error('n must be at least 1');
+  return {
+    id: n <= 1 ? first.id : (id as string),
+    model: first.model,
+    created: first.created,
+    promptTokens: first.promptTokens,
+    generations: started,
+    abort: (reason: string) => started.forEach((g) => g.abort(reason)),
+  };
+}
+
+type Step = { index: number; result?: IteratorResult<GenerationDelta>; error?: unknown };
+
+/**
+ * The deltas of all choices as they arrive, each tagged with its choice index. The first error of any choice
+ * ends the merge with that error; ending early (error, break) aborts the choices still running.
+ */
+export async function* mergeChoices(choices: Choices): AsyncGenerator<ChoiceDelta> {
+  const its = choices.generations.map((g) => g.deltas[Symbol.asyncIterator]());
+  const pull = (index: number): Promise<Step> =>
+    (its[index] as AsyncIterator<GenerationDelta>).next().then(
+      (result) => ({ index, result }),
+      (error: unknown) => ({ index, error }),
+    );
+  const pending = new Map<number, Promise<Step>>(its.map((_, i) => [i, pull(i)]));
+  let reason = 'consumer stopped reading';
+  try {
+    while (pending.size > 0) {
+      const step = await Promise.race(pending.values());
+      if (step.error !== undefined) {
+        reason = 'another choice of the request failed';
+        throw step.error;
+      }
+      if (step.result === undefined || step.result.done === true) {
+        pending.delete(step.index);
+        continue;
+      }
+      pending.set(step.index, pull(step.index));
+      yield { index: step.index, delta: step.result.value };
+    }
+  } finally {
+    for (const index of pending.keys()) {
+      choices.generations[index]?.abort(reason);
+      void its[index]?.return?.(undefined)?.catch(() => undefined);
+    }
+  }
+}
