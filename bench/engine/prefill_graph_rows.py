@@ -2,17 +2,20 @@
 runner, back to back: a mixed step (--prefill-graph-decode decode rows at --context plus one 128-token chunk)
 and a lone chunk of each --prefill-graph-chunks size (128, 512 tokens), base only, then with rank-16 q/k/v/o
 adapters (`slots` cycled over the decode rows; the chunk takes the last). Rows of kind "prefill-graphs": step_ms (median wall time of
-runner.execute), and with graphs on: host_us (host time of a replayed step up to the replay call's return) and
-max_rel_err (the graph step's logits vs the eager step's, same inputs). The first graphed call of a bucket
-captures it (untimed warm-up)."""
+runner.execute) and nonfinite (logits rows with an inf or NaN: a random model whose activations overflow fp16
+makes every comparison void), and with graphs on: capture_ms (the bucket's first call: warm-up run, capture and
+replay, untimed otherwise), host_us (host time of a replayed step up to the replay call's return) and
+max_rel_err (the graph step's logits vs the eager step's, same inputs, over the rows finite in both; NaN when
+none is)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
 from inlaid_worker.model.step_input import StepInput
-from steps import make_seqs_step, timed
+from steps import make_seqs_step, sync, timed
 
 
 def cases(chunks: list[int], decode: int, context: int, slots: list[int], vocab: int, pool: int
@@ -28,6 +31,19 @@ def cases(chunks: list[int], decode: int, context: int, slots: list[int], vocab:
     return out
 
 
+def nonfinite_rows(logits: torch.Tensor) -> int:
+    return int((~torch.isfinite(logits).all(dim=-1)).sum())
+
+
+def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Largest per-row relative error of out vs ref over the rows finite in both (NaN when none is)."""
+    ok = torch.isfinite(out).all(dim=-1) & torch.isfinite(ref).all(dim=-1)
+    if not bool(ok.any()):
+        return float("nan")
+    a, b = out[ok].double(), ref[ok].double()
+    return float(((a - b).norm(dim=-1) / b.norm(dim=-1).clamp_min(1e-30)).max())
+
+
 def prefill_graph_rows(runner, steps: list[tuple[str, StepInput]], modes: list[int], device: torch.device,
                        warmup: int, reps: int, log: Callable[[dict], None], allows: Callable[[], bool],
                        extra: dict) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
@@ -37,15 +53,23 @@ def prefill_graph_rows(runner, steps: list[tuple[str, StepInput]], modes: list[i
             if not allows():
                 return
             runner.prefill_graphs = bool(mode)
+            first_ms = None
+            if mode:  # the bucket's first call captures it
+                sync(device)
+                t0 = time.perf_counter()
+                runner.execute(step)
+                sync(device)
+                first_ms = (time.perf_counter() - t0) * 1e3
             t = timed(lambda: runner.execute(step), device, max(1, warmup), reps)
             out = runner.execute(step).clone()
             row = dict(kind="prefill-graphs", case=name, prefill_graphs=mode, tokens=step.num_tokens,
-                       seqs=step.num_seqs, step_ms=t * 1e3, **extra)  # fmt: skip
+                       seqs=step.num_seqs, step_ms=t * 1e3, nonfinite=nonfinite_rows(out), **extra)  # fmt: skip
             if mode:
                 stats = runner.prefill_graph_stats  # runs: padded steps so far (0: this step fell back to eager)
-                row.update(host_us=stats["last_host_us"], captures=stats["captures"], padded_runs=stats["runs"])
+                row.update(capture_ms=first_ms, host_us=stats["last_host_us"], captures=stats["captures"],
+                           padded_runs=stats["runs"])  # fmt: skip
             if eager_out is not None and mode:
-                row["max_rel_err"] = float(((out - eager_out).norm(dim=-1) / eager_out.norm(dim=-1)).max())
+                row["max_rel_err"] = max_rel_err(out, eager_out)
             if not mode:
                 eager_out = out
             log(row)
