@@ -25,6 +25,11 @@ runner (switching drops its graphs), so before/after land in one run; with --pro
   PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag fusion --batches 1,16,32 \
       --fusions none,rope,merge --ranks 16 --targets qkvo --distinct 64 --lora-batch 32 --per-batch-lora 0 \
       --peft '' --cost-points 0 --reps 6 --warmup 2 --prefill-seqs 2 --prompt 256 --profile
+--pdl 0,1,2 times every decode point with the decode graphs' Programmatic Dependent Launch mode (kernels.pdl) off,
+on (dependents launch at kernel start) and 2 (after the main loop), alternating the modes round by round on the
+same runner (the graphs are keyed by mode, so both stay captured); rows carry `pdl`; with --profile, batch 1 per mode.
+Only buckets inside model.decode_graphs' PDL policy get PDL (batch <= 2, no LoRA; env INLAID_PDL_MAX_BUCKET and
+INLAID_PDL_LORA=1 widen it). H200 runs of 2026-11-30 (bench/results/decode-2026-11-30-pdl.md): bench/engine/pdl_h200.sh.
 --prefill-graphs 0,1 times steps with prefill rows with the runner's prefill CUDA graphs off, then on (a lone
 128/512-token chunk and 32 decode rows + a 128-token chunk, base and rank-16; prefill_graph_rows.py).
 CPU smoke test: TRITON_INTERPRET=1 PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --tiny
@@ -90,9 +95,15 @@ def release(device: torch.device) -> None:
 
 
 def profile_points(args: argparse.Namespace, runner, pool: int, name: str, meta: dict) -> None:  # type: ignore[no-untyped-def]
-    """torch.profiler tables of two decode steps (batch 1 base, and batch 32 base or with 32 adapters)."""
+    """torch.profiler tables of two decode steps (batch 1 base, and batch 32 base or with 32 adapters); with --pdl,
+    batch 1 per PDL mode."""
     last = ("b32-base", 32, 0) if args.fusions else ("b32-32lora", 32, 32)
-    for point, b, d in (("b1-base", 1, 0), last):
+    plan = (("b1-base", 1, 0), last)
+    if args.pdl:
+        plan = tuple((f"b1-base-pdl{m}", 1, 0, m) for m in args.pdl)  # type: ignore[assignment]
+    for point, b, d, *mode in plan:
+        if mode:
+            runner.decode_pdl = mode[0]
         slots = load_adapters(runner, 16, TARGETS["qkvo"], d, "prof") if d else []
         ids = [slots[i % d] if d else -1 for i in range(b)]
         step = make_step(b, 1, args.context, ids, runner.config.vocab_size, pool)
@@ -114,13 +125,46 @@ def decode_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: 
             loaded = (rank, targets)
         ids = [slots[i % distinct] if distinct else -1 for i in range(batch)]
         step = make_step(batch, 1, args.context, ids, c.vocab_size, pool)
-        t = timed(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
         nbytes = weight_bytes(runner.weights, batch) + kv_bytes(c, batch * args.context, el)
         nbytes += distinct * adapter_bytes(c, rank, TARGETS.get(targets, ()), el)
-        log(dict(kind="decode", shape=shape, quant=quant, backend=runner.backend, rank=rank, targets=targets,
-                 batch=batch, distinct=distinct, step_ms=t * 1e3, roofline_ms=nbytes / meta["copy_GBps"] / 1e6,
-                 bytes=nbytes, tokens_per_s=batch / t, fusion=runner.decode_fusion or "eager",
-                 t_s=budget.elapsed()))  # fmt: skip
+        row = dict(kind="decode", shape=shape, quant=quant, backend=runner.backend, rank=rank, targets=targets,
+                   batch=batch, distinct=distinct, roofline_ms=nbytes / meta["copy_GBps"] / 1e6, bytes=nbytes,
+                   fusion=runner.decode_fusion or "eager")  # fmt: skip
+        if not args.pdl:
+            t = timed(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
+            log(dict(row, step_ms=t * 1e3, tokens_per_s=batch / t, t_s=budget.elapsed()))
+            continue
+        for mode, t, spread in pdl_times(runner, step, args):
+            log(dict(row, pdl=mode, step_ms=t * 1e3, tokens_per_s=batch / t, round_ms=spread, t_s=budget.elapsed()))
+
+
+def pdl_times(runner, step, args: argparse.Namespace) -> list[tuple[int, float, list[float]]]:  # type: ignore[no-untyped-def]
+    """(mode, median s, per-round medians in ms) of one step per PDL mode in args.pdl, the modes alternating over
+    --pdl-rounds rounds of --reps timed steps (after --warmup untimed ones per mode and round; the first round
+    also captures each mode's graph)."""
+    per: dict[int, list[float]] = {m: [] for m in args.pdl}
+    rounds: dict[int, list[float]] = {m: [] for m in args.pdl}
+    for _ in range(args.pdl_rounds):
+        for mode in args.pdl:
+            runner.decode_pdl = mode
+            times = timed_all(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
+            per[mode] += times
+            rounds[mode].append(round(sorted(times)[len(times) // 2] * 1e3, 4))
+    return [(m, sorted(per[m])[len(per[m]) // 2], rounds[m]) for m in args.pdl]
+
+
+def timed_all(fn, device: torch.device, warmup: int, reps: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Wall times of `reps` synchronised calls of fn after `warmup` untimed ones (steps.timed, every time kept)."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def prefill_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: str, log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
@@ -202,6 +246,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--per-batch-lora", type=int, default=1, help="1: rank-16 q/k/v/o adapters at every batch too")
     ap.add_argument("--peft-reps", type=int, default=0, help="timed generate() calls per PEFT point (0: reps // 3)")
     ap.add_argument("--max-seconds", type=float, default=0.0, help="no new measurement after S seconds (0 = no limit)")
+    ap.add_argument("--pdl", type=ints, default=[], help="PDL modes to compare (kernels.pdl), e.g. 0,1 or 0,1,2")
+    ap.add_argument("--pdl-rounds", type=int, default=3, help="alternating rounds of the --pdl modes per point")
     ap.add_argument("--prefill-graphs", type=ints, default=[], help="0,1: prefill/mixed steps, graphs off then on")
     ap.add_argument("--prefill-graph-chunks", type=ints, default=[128, 512], help="chunk sizes of --prefill-graphs")
     ap.add_argument("--prefill-graph-decode", type=int, default=32, help="decode rows of its mixed step")

@@ -26,10 +26,12 @@ def decode_table(rows: list[dict]) -> list[str]:
            "x roofline | vs base step | tokens/s |", "|---" * 13 + "|"]  # fmt: skip
     for r in (r for r in rows if r["kind"] == "decode"):
         fusion = {"fusion": r["fusion"]} if "fusion" in r else {}
+        fusion.update({"pdl": r["pdl"]} if "pdl" in r else {})
         base = _find(rows, kind="decode", quant=r["quant"], batch=r["batch"], distinct=0, **fusion,
                      **({"shape": r["shape"]} if "shape" in r else {}))  # fmt: skip
         vs = r["step_ms"] / base["step_ms"] if base else None
-        out.append(f"| {_shape(r)} | {r['quant']} | {r['backend']} | {r.get('fusion', '-')} | {r['targets']} | {r['rank']} "
+        label = r.get("fusion", "-") + (f" pdl{r['pdl']}" if "pdl" in r else "")
+        out.append(f"| {_shape(r)} | {r['quant']} | {r['backend']} | {label} | {r['targets']} | {r['rank']} "
                    f"| {r['batch']} | {r['distinct']} | {_f(r['step_ms'])} | {_f(r['roofline_ms'], 3)} "
                    f"| {_f(r['step_ms'] / r['roofline_ms'], 1)} | {_f(vs)} | {r['tokens_per_s']:.0f} |")  # fmt: skip
     return out
@@ -54,6 +56,28 @@ def fusion_table(rows: list[dict]) -> list[str]:
         out.append(f"| {shape} | {quant} | {batch} | {distinct} | " + " | ".join(_f(ms[f]) for f in fusions) + " | "
                    + " | ".join(speed) + " |")  # fmt: skip
     return ["## Decode fusions (same runner, same run)", *out, ""]
+
+
+def pdl_table(rows: list[dict]) -> list[str]:
+    """Step ms and x roofline per decode point and PDL mode (kernels.pdl), and each mode's speed-up over off."""
+    modes = sorted({r["pdl"] for r in rows if r["kind"] == "decode" and "pdl" in r})
+    if len(modes) < 2:
+        return []
+    on = [m for m in modes if m]
+    out = ["| shape | weights | batch | adapters | " + " | ".join(f"pdl{m} ms (x roofline)" for m in modes) + " | "
+           + " | ".join(f"pdl{m} vs off" for m in on) + " | rounds (ms) |", "|---" * (5 + len(modes) + len(on)) + "|"]  # fmt: skip
+    points = dict.fromkeys((_shape(r), r["quant"], r["batch"], r["distinct"], r["rank"], r["targets"], r.get("fusion"))
+                           for r in rows if r["kind"] == "decode" and "pdl" in r)  # fmt: skip
+    for shape, quant, batch, distinct, rank, targets, fusion in points:
+        got = {m: _find([r for r in rows if _shape(r) == shape], kind="decode", quant=quant, batch=batch, pdl=m,
+                        distinct=distinct, rank=rank, targets=targets, fusion=fusion) for m in modes}  # fmt: skip
+        cells = [f"{r['step_ms']:.3f} ({r['step_ms'] / r['roofline_ms']:.2f}x)" if r else "n/a" for r in got.values()]
+        off = got.get(0)
+        speed = [_f(off["step_ms"] / got[m]["step_ms"], 3) + "x" if off and got[m] else "n/a" for m in on]
+        spread = "; ".join(f"pdl{m}: " + ", ".join(f"{v:.3f}" for v in r.get("round_ms", [])) for m, r in got.items() if r)
+        out.append(f"| {shape} | {quant} | {batch} | {distinct} | " + " | ".join(cells) + " | " + " | ".join(speed)
+                   + f" | {spread} |")  # fmt: skip
+    return ["## Programmatic Dependent Launch (same runner, modes alternating; kernels.pdl)", *out, ""]
 
 
 def profile_lines(meta: dict) -> list[str]:
@@ -113,10 +137,14 @@ def goals(rows: list[dict], meta: dict | None = None) -> list[str]:
 def _goals(rows: list[dict], meta: dict | None) -> list[str]:
     out = []
     rows = [r for r in rows if r["kind"] != "decode" or all(r.get(k) == v for k, v in _default(rows, meta).items())]
-    b1 = _find(rows, kind="decode", quant="int4", batch=1, distinct=0)
-    if b1:
-        ratio = b1["step_ms"] / b1["roofline_ms"]
-        out.append(f"- decode at batch 1: {ratio:.2f}x the roofline (goal <= 1.5x): {'met' if ratio <= 1.5 else 'NOT met'}")
+    modes = list(dict.fromkeys(r.get("pdl") for r in rows if r["kind"] == "decode"))  # [None] unless --pdl
+    for mode in modes:
+        b1 = _find(rows, kind="decode", quant="int4", batch=1, distinct=0, **({} if mode is None else {"pdl": mode}))
+        if b1:
+            ratio = b1["step_ms"] / b1["roofline_ms"]
+            what = "" if mode is None else f" (PDL mode {mode})"
+            out.append(f"- decode at batch 1{what}: {ratio:.2f}x the roofline (goal <= 1.5x): "
+                       f"{'met' if ratio <= 1.5 else 'NOT met'}")  # fmt: skip
     lo = _find(rows, kind="decode", quant="int4", batch=32, distinct=32, rank=16, targets="qkvo")
     base = _find(rows, kind="decode", quant="int4", batch=32, distinct=0)
     if lo and base:
@@ -176,7 +204,8 @@ def to_markdown(meta: dict, rows: list[dict], cost: list[dict] | None = None) ->
                         f"{meta.get('skipped', 'n/a')} measurements skipped")  # fmt: skip
     if meta.get("default_fusion"):
         head.insert(-1, f"- engine default decode fusion: {meta['default_fusion']} (goals use its rows)")
-    return "\n".join(head + ["## Goals", *goals(rows, meta), "", *fusion_table(rows), "## Decode steps",
+    return "\n".join(head + ["## Goals", *goals(rows, meta), "", *fusion_table(rows), *pdl_table(rows),
+                             "## Decode steps",
                              *decode_table(rows), "", *profile_lines(meta),
                              "## Prefill", *prefill_table(rows), "", "## vs transformers + PEFT (decode)",
                              *peft_table(rows), "", "## Cost points (scheduling simulator)",

@@ -12,15 +12,20 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import gdc_late, gdc_start, gdc_wait, launch_kw
+
 
 @triton.jit
 def _add_rms_norm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o,
-    HAS_RES: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < n
+    gdc_start(USE_GDC)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # a weight: before the PDL wait (kernels.pdl)
+    gdc_wait(USE_GDC)
     x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0)
     if HAS_RES:
         h = (tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32) + x.to(tl.float32))
@@ -31,7 +36,7 @@ def _add_rms_norm_kernel(
     h32 = h.to(tl.float32)
     inv = 1.0 / tl.sqrt(tl.sum(h32 * h32, axis=0) / n + eps)
     normed = (h32 * inv).to(x.dtype).to(tl.float32)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    gdc_late(USE_GDC)
     tl.store(out_ptr + row * stride_o + offs, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -51,7 +56,7 @@ def add_rms_norm(
     block = triton.next_power_of_2(n)
     _add_rms_norm_kernel[(t,)](
         x, res, weight, out, n, eps, x.stride(0), res.stride(0), out.stride(0),
-        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4,
+        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **launch_kw(),
     )  # fmt: skip
     return out
 

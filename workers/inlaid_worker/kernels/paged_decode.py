@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import gdc_enter, gdc_late, launch_kw
+
 
 @triton.jit
 def _decode_kernel(
@@ -25,7 +27,9 @@ def _decode_kernel(
     stride_ot, stride_oh,
     REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
     S_BUCKET, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    gdc_enter(USE_GDC)  # q, the cache, tables and lengths come from earlier kernels (kernels.pdl)
     s = tl.program_id(0)
     kvh = tl.program_id(1)
     part = tl.program_id(2)
@@ -68,6 +72,7 @@ def _decode_kernel(
             pv = tl.dot(p.to(v.dtype), v)
         acc = acc * alpha[:, None] + pv
         m_i = m_new
+    gdc_late(USE_GDC)
     if NUM_PARTS == 1:
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         tl.store(out_ptr + s * stride_ot + heads[:, None] * stride_oh + d[None, :],
@@ -92,8 +97,9 @@ _decode_tuned = triton.autotune(_TUNE, key=["S_BUCKET", "REP", "HEAD_DIM", "NUM_
 @triton.jit
 def _merge_kernel(
     pm_ptr, pl_ptr, pacc_ptr, out_ptr, stride_ot, stride_oh,
-    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr, USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    gdc_enter(USE_GDC)  # kernels.pdl
     s = tl.program_id(0)
     h = tl.program_id(1)
     row = (s * tl.num_programs(1) + h) * NUM_PARTS + tl.arange(0, NUM_PARTS)
@@ -105,6 +111,7 @@ def _merge_kernel(
     total = tl.sum(tl.load(pl_ptr + row) * w, axis=0)
     acc = tl.sum(tl.load(pacc_ptr + row[:, None] * D_PAD + d[None, :]) * w[:, None], axis=0)
     out = acc / tl.where(total > 0, total, 1.0)
+    gdc_late(USE_GDC)
     tl.store(out_ptr + s * stride_ot + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
 
 
@@ -150,14 +157,14 @@ def paged_decode(
             out.stride(0), out.stride(1))  # fmt: skip
     meta = dict(REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)), HEAD_DIM=hd, D_PAD=d_pad,
                 S_BUCKET=triton.next_power_of_2(s), BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts,
-                IEEE=q.dtype == torch.float32)  # fmt: skip
+                IEEE=q.dtype == torch.float32, **launch_kw())  # fmt: skip
     if q.is_cuda and tune:
         _decode_tuned[(s, kv_heads, parts)](*args, **meta)
     else:
         _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=64, num_warps=4, num_stages=2)
     if parts > 1:
         _merge_kernel[(s, heads)](pm, pl, pacc, out, out.stride(0), out.stride(1),
-                                  HEAD_DIM=hd, D_PAD=d_pad, NUM_PARTS=parts, num_warps=1)  # fmt: skip
+                                  HEAD_DIM=hd, D_PAD=d_pad, NUM_PARTS=parts, num_warps=1, **launch_kw())  # fmt: skip
     return out
 
 

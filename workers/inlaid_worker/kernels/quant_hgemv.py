@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
+from .pdl import gdc_late, gdc_start, gdc_wait_first, gdc_wait_prefetched, launch_kw
 from .quant_common import split_launch, store_tile
 
 
@@ -280,7 +281,10 @@ def _hgemv_kernel(
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     SINGLE: tl.constexpr, PIPE: tl.constexpr, STAGES: tl.constexpr, AHEAD: tl.constexpr, WORD_POLICY: tl.constexpr,
     BURST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    gdc_start(USE_GDC)  # PDL (kernels.pdl): dependents may launch; the first words load before the wait below
+    gdc_wait_first(USE_GDC)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -295,6 +299,7 @@ def _hgemv_kernel(
     w_ptrs = qw_ptr + (k_first // 8 + offs_r) * stride_qk + offs_n * stride_qn  # [1, R, BN]
     w_step = R * stride_qk
     nxt = tl.load(w_ptrs, mask=mask_n & (k_first < K), other=0)
+    gdc_wait_prefetched(USE_GDC)
     # zeros derived from the load, so the accumulator takes the load's (coalesced) register layout
     acc = tl.zeros((BLOCK_M, R, BLOCK_N), dtype=tl.float32) + (nxt & 0).to(tl.float32)
     if SINGLE:  # one K tile per program: no second buffer (fewer registers, more programs per SM)
@@ -375,6 +380,7 @@ def _hgemv_kernel(
                         offs_r, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
                         GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
 
+    gdc_late(USE_GDC)
     store_rows(acc, 256.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
                SPLIT_K, USE_SPLIT)  # fmt: skip
 
@@ -432,5 +438,5 @@ def launch_hgemv(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, bl
     _hgemv_kernel[grid](
         *args, **consts, USE_ASM=use_asm(), SINGLE=iters == 1, PIPE=iters > 1 and stages > 1 and not ahead and not burst_n,
         STAGES=max(stages, 1), AHEAD=ahead, WORD_POLICY=word_policy, BURST=burst_n, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_K=block_k, num_warps=num_warps, num_stages=stages,
+        BLOCK_K=block_k, num_warps=num_warps, num_stages=stages, **launch_kw(),
     )  # fmt: skip

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
+from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
 from .quant_common import split_launch
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
 
@@ -173,12 +174,11 @@ def _x_chunks(x_ptr, perm_ptr, offs_m, kr, stride_xm, HAS_PERM: tl.constexpr, US
 
 
 @triton.jit
-def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
-             stride_sg, stride_sn, stride_zg, stride_zn,
-             GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
-             USE_ASM: tl.constexpr, RO: tl.constexpr):  # fmt: skip
-    """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
-    unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
+def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
+            GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, USE_ASM: tl.constexpr,
+            RO: tl.constexpr):  # fmt: skip
+    """The weight part of the K tile at row kt (its 4 word chunks, scale, zero constants): no kernel writes these,
+    so a PDL-launched GEMV loads its first tiles' before it waits for the previous kernel (kernels.pdl)."""
     wp = w_rows + (kt // 8) * sqk  # [1, RO, BN]: chunk 0 = word rows kt/8 .. kt/8 + RO - 1
     w0 = tl.load(wp)
     w1 = tl.load(wp + RO * sqk)
@@ -195,8 +195,27 @@ def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, of
         z = ((word >> ((offs_n % 8) * 4)) & 0xF) + ZERO_OFFSET
     c0 = z * 0x10001 + (0xBC00BC00 - 2**32)
     c1 = z * 0x100010 + (0xAC00AC00 - 2**32)
+    return (w0, w1, w2, w3), s, c0, c1
+
+
+@triton.jit
+def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
+            RO: tl.constexpr):  # fmt: skip
+    """A tile from _tile_w completed with its x pairs (the tile _tile_in returns)."""
     xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
-    return (w0, w1, w2, w3), s, c0, c1, xs
+    return tw[0], tw[1], tw[2], tw[3], xs
+
+
+@triton.jit
+def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
+             stride_sg, stride_sn, stride_zg, stride_zn,
+             GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
+             USE_ASM: tl.constexpr, RO: tl.constexpr):  # fmt: skip
+    """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
+    unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
+    tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
+                 GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
+    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO)
 
 
 @triton.jit
@@ -230,7 +249,7 @@ def _hgemvr_kernel(
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -256,15 +275,41 @@ def _hgemvr_kernel(
     last = k_first + (mine - 1) * BLOCK_K
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
             stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO)  # fmt: skip
-    cur = _tile_in(k_first, True, w_rows, *args)
+    gdc_start(USE_GDC)
+    gdc_wait_first(USE_GDC)  # mode 3 (ablation): no prefetch
+    if USE_GDC == 1 or USE_GDC == 2:  # PDL (kernels.pdl): the first tiles' weights load before the wait
+        wargs = (sc_ptr, qz_ptr, offs_nl, sqk, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET,
+                 USE_ASM, RO)  # fmt: skip
+        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO)
+        k1 = tl.minimum(k_first + BLOCK_K, last)
+        k2 = tl.minimum(k_first + 2 * BLOCK_K, last)
+        k3 = tl.minimum(k_first + 3 * BLOCK_K, last)
+        cur = _tile_w(k_first, True, w_rows, *wargs)
+        if BURST > 1:
+            t1 = _tile_w(k1, 1 < mine, w_rows, *wargs)
+            if BURST >= 3:
+                t2 = _tile_w(k2, 2 < mine, w_rows, *wargs)
+            if BURST >= 4:
+                t3 = _tile_w(k3, 3 < mine, w_rows, *wargs)
+        gdc_wait(USE_GDC)
+        cur = _with_x(cur, k_first, *xargs)
+        if BURST > 1:
+            t1 = _with_x(t1, k1, *xargs)
+            if BURST >= 3:
+                t2 = _with_x(t2, k2, *xargs)
+            if BURST >= 4:
+                t3 = _with_x(t3, k3, *xargs)
+    else:
+        cur = _tile_in(k_first, True, w_rows, *args)
+        if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
+            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args)
+            if BURST >= 3:
+                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args)
+            if BURST >= 4:
+                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args)
     # zeros derived from a load, so the accumulator takes the load's (coalesced) register layout
     acc = tl.zeros((BLOCK_M, RO, BLOCK_N), dtype=tl.float32) + (cur[0][0] & 0).to(tl.float32)
-    if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
-        t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args)
-        if BURST >= 3:
-            t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args)
-        if BURST >= 4:
-            t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args)
+    if BURST > 1:
         if PIN:  # every load issued before the barriers; each tile's arithmetic depends on one
             cur = _after_barrier(cur, USE_ASM)
             t1 = _after_barrier(t1, USE_ASM)
@@ -287,6 +332,7 @@ def _hgemvr_kernel(
                 acc = _use_r(acc, cur, USE_ASM)
             cur = nxt
 
+    gdc_late(USE_GDC)
     store_rows(acc, 1024.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
                SPLIT_K, USE_SPLIT)  # fmt: skip
 
@@ -313,4 +359,4 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
-                         num_stages=1)  # fmt: skip
+                         num_stages=1, **launch_kw())  # fmt: skip

@@ -12,15 +12,19 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import gdc_enter, gdc_late, launch_kw
+
 
 @triton.jit
 def _rope_cache_kernel(
     qkv_ptr, cos_ptr, sin_ptr, slot_ptr, q_ptr, k_ptr, v_ptr,
     stride_t, stride_cs, stride_qt, stride_qh, stride_slot, stride_kh, stride_vslot, stride_vh,
     HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, KV_SIZE: tl.constexpr,
+    USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
+    gdc_enter(USE_GDC)  # everything here was written by earlier kernels (kernels.pdl)
     half: tl.constexpr = HEAD_DIM // 2
     i = tl.arange(0, HALF_PAD)
     mask = i < half
@@ -35,6 +39,7 @@ def _rope_cache_kernel(
     # rounding as the torch reference: each product in the activation dtype, then their sum
     o1 = ((x1.to(tl.float32) * c1).to(dt).to(tl.float32) + (-x2.to(tl.float32) * s1).to(dt).to(tl.float32)).to(dt)
     o2 = ((x2.to(tl.float32) * c2).to(dt).to(tl.float32) + (x1.to(tl.float32) * s2).to(dt).to(tl.float32)).to(dt)
+    gdc_late(USE_GDC)
     if h < HEADS:
         dst = q_ptr + t * stride_qt + h * stride_qh
         tl.store(dst + i, o1, mask=mask)
@@ -74,6 +79,7 @@ def rope_and_cache(
         qkv, cos, sin, slot_mapping, q, k_cache, v_cache,
         qkv.stride(0), cos.stride(0), q.stride(0), q.stride(1), slot_stride, d, slot_stride, d,
         HEADS=heads, HEAD_DIM=d, HALF_PAD=triton.next_power_of_2(d // 2), KV_SIZE=kv_heads * d, num_warps=1,
+        **launch_kw(),
     )  # fmt: skip
     return q
 

@@ -7,15 +7,19 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import gdc_enter, gdc_late, launch_kw
+
 
 @triton.jit
-def _silu_mul_kernel(gu_ptr, out_ptr, inter, stride_g, stride_o, BLOCK: tl.constexpr):
+def _silu_mul_kernel(gu_ptr, out_ptr, inter, stride_g, stride_o, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0):
+    gdc_enter(USE_GDC)  # kernels.pdl
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < inter
     g = tl.load(gu_ptr + row * stride_g + offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(gu_ptr + row * stride_g + inter + offs, mask=mask, other=0.0).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty).to(tl.float32)  # silu rounded like F.silu
+    gdc_late(USE_GDC)
     tl.store(out_ptr + row * stride_o + offs, (act * u).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -29,7 +33,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
         return out
     block = min(1024, triton.next_power_of_2(inter))
     _silu_mul_kernel[(t, triton.cdiv(inter, block))](gate_up, out, inter, gate_up.stride(0), out.stride(0),
-                                                     BLOCK=block, num_warps=4)  # fmt: skip
+                                                     BLOCK=block, num_warps=4, **launch_kw())  # fmt: skip
     return out
 
 

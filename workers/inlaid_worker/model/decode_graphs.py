@@ -7,6 +7,15 @@ row's LoRA slot and row count (BGMV, one row per program) and the block table [B
 that buffer, sends it with one asynchronous copy and replays; the only host sync is the logits' copy back, into
 a pinned buffer whose view is returned (valid until the next decode step of that bucket).
 
+With `pdl` (kernels.pdl.MODES; default env INLAID_PDL, on) the Triton kernels that support it are captured with
+Programmatic Dependent Launch, so each may start (and load its weights) while the previous one finishes. Only
+where the whole chain is PDL-aware: buckets up to PDL_MAX_BUCKET (whose GEMVs are the half2 Triton GEMVs) and no
+LoRA; elsewhere the tensor-core GEMVs (Gluon) or the LoRA kernels launch plainly between the PDL kernels, which
+measured no gain or a loss (7B int4 on the H200, bench/results/decode-2026-11-30-pdl.md: batch 4-32 0.92-1.0x;
+batch 1 with one rank-16 q/k/v/o adapter gained 1.07x, but no GPU test covers LoRA with PDL yet). Env
+INLAID_PDL_MAX_BUCKET and INLAID_PDL_LORA=1 widen that (benchmarks). The applied mode is part of a graph's
+key: switching back and forth keeps both sets of graphs (benchmarks alternate).
+
 Graphs are captured on first use of a (bucket, LoRA) pair after one eager warm-up run (which also lets
 quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout changes.
 Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
@@ -22,6 +31,7 @@ A graph replays raw device addresses, so everything it reads must stay allocated
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inlaid_worker.kernels import pdl
 from inlaid_worker.kernels.decode_fused import choose_fused_parts
 from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.kernels.paged_decode import choose_num_parts
@@ -48,6 +59,7 @@ from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
+PDL_MAX_BUCKET = 2  # the 7B / 13B int4 tuner picks are half2 Triton GEMVs (PDL-aware) at M <= 2 only
 _FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
 
 
@@ -112,18 +124,39 @@ class DecodeGraphs:
     def __init__(
         self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
         max_blocks: int, pools: LoraPools | None, buckets: tuple[int, ...] = BUCKETS,
-        fusion: str = DEFAULT_DECODE_FUSION,
+        fusion: str = DEFAULT_DECODE_FUSION, pdl_mode: int | None = None,
     ) -> None:  # fmt: skip
         self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
         self._w, self._pools, self._buckets = max_blocks, pools, buckets
         self._device = kv_cache.device
-        self._graphs: dict[tuple[int, bool], _Graph] = {}
+        self._graphs: dict[tuple[int, bool, int], _Graph] = {}  # (bucket, LoRA, PDL mode)
         self._mempool = torch.cuda.graph_pool_handle()
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
         self.captures = 0  # how many graphs were captured (tests, benchmarks)
         self._fusion = ""
         self.fusion = fusion
+        self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
+        self.pdl_max_bucket = int(os.environ.get("INLAID_PDL_MAX_BUCKET", PDL_MAX_BUCKET))
+        self.pdl_lora = os.environ.get("INLAID_PDL_LORA", "0").strip().lower() in ("1", "true", "yes")
+
+    @property
+    def pdl(self) -> int:
+        """The PDL mode steps replay with (kernels.pdl.MODES; 0 = off)."""
+        return self._pdl
+
+    @pdl.setter
+    def pdl(self, value: int) -> None:
+        self._pdl = pdl.check_mode(value)  # graphs are keyed by it: the other mode's stay for a switch back
+
+    def pdl_for(self, bucket: int, with_lora: bool) -> int:
+        """The PDL mode a graph of this bucket is captured with (0 outside the policy in the module docstring)."""
+        return self._pdl if bucket <= self.pdl_max_bucket and (self.pdl_lora or not with_lora) else 0
+
+    def _drop_all(self) -> None:
+        if self._graphs:
+            self._graphs.clear()
+            self._mempool = torch.cuda.graph_pool_handle()  # a pool whose graphs all died: start a fresh one
 
     @property
     def fusion(self) -> str:
@@ -134,9 +167,8 @@ class DecodeGraphs:
     def fusion(self, value: str) -> None:
         if value not in DECODE_FUSIONS:
             raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {value!r}")
-        if value != self._fusion and self._graphs:
-            self._graphs.clear()
-            self._mempool = torch.cuda.graph_pool_handle()  # a pool whose graphs all died: start a fresh one
+        if value != self._fusion:
+            self._drop_all()
         self._fusion = value
 
     def can_run(self, step: StepInput) -> bool:
@@ -160,7 +192,8 @@ class DecodeGraphs:
             raise ValueError(f"DecodeGraphs.run: not a decode step of at most {self._buckets[-1]} sequences")
         ids = step.adapter_ids
         with_lora = self._pools is not None and bool((ids >= 0).any())
-        g = self._graphs.get((b, with_lora))
+        key = (b, with_lora, self.pdl_for(b, with_lora))
+        g = self._graphs.get(key)
         fresh = g is None
         if g is None:
             g = self._new(b)
@@ -168,7 +201,7 @@ class DecodeGraphs:
         g.dev.copy_(g.host, non_blocking=True)
         if fresh:
             g = self._capture(weights, g, b, with_lora)
-            self._graphs[(b, with_lora)] = g
+            self._graphs[key] = g
         g.graph.replay()
         out = g.host_logits[:s]
         out.copy_(g.logits[:s], non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
@@ -211,13 +244,14 @@ class DecodeGraphs:
 
     def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool) -> _Graph:
         body, owned = self._body(weights, g, b, with_lora)
+        mode = self.pdl_for(b, with_lora)
         side = torch.cuda.Stream(self._device)
         side.wait_stream(torch.cuda.current_stream(self._device))
-        with torch.cuda.stream(side):  # warm-up: compiles kernels, tunes quant_matmul, sizes its workspace
+        with torch.cuda.stream(side), pdl.scope(mode):  # warm-up: compiles, tunes quant_matmul, sizes workspaces
             body()
         torch.cuda.current_stream(self._device).wait_stream(side)
         keep = owned + _workspaces()  # quant_matmul may replace its workspaces: keep the captured ones alive
-        with torch.cuda.graph(g.graph, pool=self._mempool):
+        with torch.cuda.graph(g.graph, pool=self._mempool), pdl.scope(mode):
             logits = body()
         self.captures += 1
         host_logits = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)

@@ -9,6 +9,8 @@ Interface (what the engine uses):
                                                           # (None: env INLAID_PREFILL_GRAPHS=1; off by default;
                                                           # without CUDA the padded step runs eagerly, for tests)
     runner.decode_fusion = "none"       # switch it (drops the captured graphs; benchmarks compare fusions)
+    runner.decode_pdl = 0               # decode graphs' Programmatic Dependent Launch mode (kernels.pdl; 0 = off;
+                                        # default env INLAID_PDL, on; batch <= 2 without LoRA; graphs are kept per mode)
     runner.prefill_graphs = False       # switch them (off drops the captured prefill graphs)
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
@@ -167,6 +169,16 @@ class ModelRunner:
     def decode_fusion(self, value: str) -> None:
         if self._graphs is not None:
             self._graphs.fusion = value
+
+    @property
+    def decode_pdl(self) -> int:
+        """The decode graphs' PDL mode (kernels.pdl.MODES; 0 = off, also when decode steps run eagerly)."""
+        return 0 if self._graphs is None else self._graphs.pdl
+
+    @decode_pdl.setter
+    def decode_pdl(self, value: int) -> None:
+        if self._graphs is not None:
+            self._graphs.pdl = value
 
     @property
     def adapter_slots(self) -> dict[str, int]:
