@@ -54,7 +54,8 @@ def make_fixture(root: Path) -> None:
 
 
 def build(root: Path):  # type: ignore[no-untyped-def]
-    opts = EngineOptions(kv_cache_bytes=KV_BYTES, block_size=BLOCK, max_num_seqs=MAX_ROWS, max_num_batched_tokens=MAX_PREFILL)
+    opts = EngineOptions(kv_cache_bytes=KV_BYTES, block_size=BLOCK, max_num_seqs=MAX_ROWS, max_num_batched_tokens=MAX_PREFILL,
+                         enable_prefix_caching=False)  # the cost fit times every prefill in full
     engine = create_engine(root / "model", opts)
     for name, path in adapter_dirs(str(root / "adapters")).items():
         a = read_adapter(path, engine.runner.config, root / "model")

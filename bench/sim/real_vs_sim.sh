@@ -26,7 +26,7 @@ node libs/workload/dist/cli.js --task-lengths "$OUT/lengths.json" --rate "$RATE"
 .venv/bin/python bench/sim/sim_trace.py "$FIX/model" "$OUT/trace.jsonl" "$OUT/trace-sim.jsonl"
 
 .venv/bin/python -m inlaid_worker.server --model "$FIX/model" --adapters-dir "$FIX/adapters" --port $WPORT \
-  --kv-cache-bytes $((32 << 20)) --max-num-seqs 64 --max-num-batched-tokens 2048 --worker-id bench > "$OUT/worker.log" 2>&1 &
+  --kv-cache-bytes $((32 << 20)) --max-num-seqs 64 --max-num-batched-tokens 2048 --prefix-caching off --worker-id bench > "$OUT/worker.log" 2>&1 &
 WPID=$!
 trap 'kill $WPID 2>/dev/null || true' EXIT
 for _ in $(seq 120); do grep -q '"event": *"ready"' "$OUT/worker.log" && break; sleep 1; done

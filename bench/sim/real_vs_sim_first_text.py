@@ -27,7 +27,8 @@ from inlaid_worker.engine.sampling_params import SamplingParams  # noqa: E402
 
 def main(fixture: str, trace: str, out: str) -> None:
     root = Path(fixture)
-    opts = EngineOptions(kv_cache_bytes=32 << 20, block_size=16, max_num_seqs=64, max_num_batched_tokens=2048)
+    opts = EngineOptions(kv_cache_bytes=32 << 20, block_size=16, max_num_seqs=64, max_num_batched_tokens=2048,
+                         enable_prefix_caching=False)  # as the real worker of real_vs_sim.sh
     engine = create_engine(root / "model", opts)
     for name, path in adapter_dirs(str(root / "adapters")).items():
         a = read_adapter(path, engine.runner.config, root / "model")

@@ -38,6 +38,7 @@ class WorkerConfig:
         None  # GPTQ checkpoint (with stored Hessians) of --model to serve and re-quantize
     )
     checkpoint_store: str | None = None  # where re-quantized versions go (default <checkpoint>-versions)
+    prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes already computed (engine/prefix_cache.py)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -91,6 +92,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=default("TLS_CERT", None))
     p.add_argument("--tls-key", default=default("TLS_KEY", None))
     p.add_argument("--tls-client-ca", default=default("TLS_CLIENT_CA", None))
+    p.add_argument("--prefix-caching", metavar="on|off", default=default("PREFIX_CACHING", "on"),
+                   help="reuse the KV of shared prompt prefixes (default on)")
     return p
 
 
@@ -116,4 +119,14 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca,
+        prefix_caching=_on_off("--prefix-caching", ns.prefix_caching),
     )
+
+
+def _on_off(flag: str, value: str) -> bool:
+    v = str(value).strip().lower()
+    if v in ("on", "1", "true", "yes"):
+        return True
+    if v in ("off", "0", "false", "no"):
+        return False
+    raise ConfigError(f"{flag} must be on or off, got {value!r}")

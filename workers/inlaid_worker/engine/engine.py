@@ -5,15 +5,17 @@ Not thread-safe: one thread owns the engine (the server's step loop); other thre
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from inlaid_worker.engine.adapters import AdapterRegistry, ModelCard
+from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCard
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
+from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
@@ -42,6 +44,7 @@ class EngineLimits:
     max_num_batched_tokens: int
     max_model_len: int  # prompt + output tokens of one request; <= num_kv_blocks * block_size
     max_loras: int = 0  # distinct adapters among running sequences; 0 = the runner's max_adapters (if any)
+    enable_prefix_caching: bool = True  # reuse the KV of cached full prompt blocks (prefix_cache.py)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class EngineState:
     waiting: int
     resident_adapters: tuple[str, ...]
     adapter_cache: Any = None  # lora.adapter_cache.AdapterCacheStats of the runner (None if it has none)
+    prefix_cache: PrefixCacheStats | None = None  # KV prefix cache counters (hit / queried tokens, blocks)
 
 
 class LLMEngine:
@@ -81,13 +85,18 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.limits = limits
         self.eos_token_ids = tokenizer.eos_token_ids if eos_token_ids is None else set(eos_token_ids)
-        self.block_manager = BlockManager(limits.num_kv_blocks, limits.block_size)
+        self.block_manager = BlockManager(
+            limits.num_kv_blocks, limits.block_size, enable_caching=limits.enable_prefix_caching
+        )
         max_loras = limits.max_loras or int(getattr(runner, "max_adapters", 0))  # never more than fit
         self.scheduler = Scheduler(
             self.block_manager, limits.max_num_seqs, limits.max_num_batched_tokens, max_loras
         )
         self.adapters = AdapterRegistry(base_model_id, limits.max_model_len)
         self._seqs: dict[str, Sequence] = {}
+        # adapter name -> (its registry entry, its prefix-cache key): a new key for every load of a name
+        self._adapter_cache_keys: dict[str, tuple[AdapterEntry, int]] = {}
+        self._next_cache_key = itertools.count(1)  # 0 = the base model
         self._pending: list[RequestOutput] = []  # outputs produced outside step() (aborts)
         self.num_steps = 0
         self.num_preemptions = 0
@@ -121,12 +130,24 @@ class LLMEngine:
             adapter=None if entry is None else entry.card.id,
             adapter_slot=-1 if entry is None else entry.slot,
             resumed_output_tokens=resumed_output_tokens,
+            cache_key=self._cache_key(entry),
         )
         if not sampling.greedy:
             seq.generator = make_generator(sampling.seed)  # sampling runs on the CPU
         seq.detokenizer = IncrementalDetokenizer(self.tokenizer.hf, sampling.stop)
         self._seqs[request_id] = seq
         self.scheduler.add(seq)
+
+    def _cache_key(self, entry: AdapterEntry | None) -> int:
+        """The prefix-cache key of a model: 0 for the base, else unique to this load of the adapter (a
+        registry entry is created per load, so a name loaded again with other weights gets a new key)."""
+        if entry is None:
+            return 0
+        known = self._adapter_cache_keys.get(entry.card.id)
+        if known is None or known[0] is not entry:
+            known = (entry, next(self._next_cache_key))
+            self._adapter_cache_keys[entry.card.id] = known
+        return known[1]
 
     def check_prompt(self, prompt_token_ids: list[int]) -> None:
         n, limit = len(prompt_token_ids), self.limits.max_model_len
@@ -176,7 +197,17 @@ class LLMEngine:
             self.num_waiting,
             tuple(self.adapters.names),
             self.adapter_stats(),
+            self.block_manager.cache_stats(),
         )
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        return self.block_manager.cache_stats()
+
+    def base_weights_changed(self) -> None:
+        """The base model's weights changed (a re-quantized layer was swapped in, or the previous weights were
+        put back): no KV computed before may be reused. Flushes the prefix cache and bumps the base generation
+        that every chain's root covers; sequences in flight keep their blocks but never register them."""
+        self.block_manager.reset_cache()
 
     def adapter_stats(self) -> Any:
         """The runner's adapter residency and hit-rate counters (lora.adapter_cache.AdapterCacheStats)."""
@@ -277,4 +308,5 @@ class LLMEngine:
         if in_flight:
             raise ValueError(f"adapter {name!r} has {len(in_flight)} requests in flight")
         self.adapters.remove(name)
+        self._adapter_cache_keys.pop(name, None)  # its cached blocks are never matched again (LRU-evicted)
         self.runner.remove_adapter(name)

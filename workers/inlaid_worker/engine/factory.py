@@ -30,6 +30,7 @@ class EngineOptions:
     max_model_len: int = 0  # 0 = the model's max_position_embeddings, capped by the KV cache
     max_gpu_adapters: int = 64  # adapters resident on the device at once; more may be registered (host memory)
     backend: str = ""  # "torch" | "triton"; "" = triton on CUDA, torch elsewhere
+    enable_prefix_caching: bool = True  # reuse the KV of shared prompt prefixes (engine/prefix_cache.py)
 
 
 def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
@@ -48,7 +49,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
         max_len = min(max_len, options.max_model_len)
     limits = EngineLimits(
         options.block_size, num_blocks, options.max_num_seqs, options.max_num_batched_tokens, max_len,
-        options.max_gpu_adapters,
+        options.max_gpu_adapters, options.enable_prefix_caching,
     )
     tokenizer = PromptTokenizer.from_model_dir(model_dir)
     eos = set(config.eos_token_ids) | tokenizer.eos_token_ids | _generation_eos(model_dir)

@@ -7,6 +7,13 @@ recompute: their blocks are freed and they go back to the front of the waiting q
 requests share the batch. With `max_loras` (the device's adapter slots; 0 = no limit) the running sequences
 never use more distinct adapters than that: a waiting request whose adapter would exceed it is passed over
 (it keeps its place in the queue) so that every running sequence's adapter stays resident.
+
+Prefix caching (when the block manager has it on, see prefix_cache.py): a sequence being admitted takes the
+longest chain of its full blocks that is cached (never its last token) by reference, starts with those tokens
+computed, and prefills only the rest. Full blocks are registered in the cache at commit, once their KV is
+computed. A waiting sequence whose next uncached block is being computed right now by a running sequence (the
+same prompt prefix admitted a step earlier: `n` > 1 choices, a shared system prompt) is passed over, keeping
+its place, until that block is cached, so that the prefix is computed once.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from inlaid_worker.engine.block_manager import BlockManager
+from inlaid_worker.engine.prefix_cache import extend_chain, max_cached_blocks, root_hash
 from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 
@@ -55,6 +63,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_loras = max_loras
         self.waiting: deque[Sequence] = deque()
+        self.wait_for_shared_prefix = True  # prefix caching: pass over a sequence whose prefix is being computed
         self.running: list[Sequence] = []  # oldest first
 
     @property
@@ -92,7 +101,11 @@ class Scheduler:
         return budget
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        bm = self.block_manager
         adapters = {s.adapter for s in self.running if s.adapter is not None}
+        pending: set[bytes] = set()
+        if bm.enable_caching and self.wait_for_shared_prefix and self.waiting:
+            pending = self._pending_hashes()
         passed_over: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
@@ -100,11 +113,24 @@ class Scheduler:
                 if len(adapters) >= self.max_loras:
                     passed_over.append(self.waiting.popleft())
                     continue
-            n = min(seq.num_uncomputed_tokens, budget)
-            if not self.block_manager.can_allocate(seq.block_table, seq.num_computed_tokens + n):
+            cached = self._match_prefix(seq)
+            if pending and self._next_block_pending(seq, len(cached), pending):
+                passed_over.append(self.waiting.popleft())  # its prefix is being computed: take it next step
+                continue
+            hit = len(cached) * bm.block_size
+            n = min(seq.num_tokens - hit, budget)
+            need = bm.blocks_for(hit + n) - len(cached) + bm.num_taken_from_free(cached)
+            if need > bm.num_free_blocks:
                 break
             self.waiting.popleft()
-            self.block_manager.allocate(seq.block_table, seq.num_computed_tokens + n)
+            if bm.enable_caching:
+                bm.record_lookup(seq.num_tokens, hit)
+                bm.acquire(seq.block_table, cached)
+                seq.num_computed_tokens = seq.num_cached_tokens = hit
+                seq.num_registered_blocks = len(cached)
+                if self.wait_for_shared_prefix:
+                    pending.update(seq.block_hashes[len(cached):])
+            bm.allocate(seq.block_table, hit + n)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             out.chunks.append(self._chunk(seq, n))
@@ -113,22 +139,68 @@ class Scheduler:
                 adapters.add(seq.adapter)
         self.waiting.extendleft(reversed(passed_over))
 
+    # ---- prefix cache ------------------------------------------------------------------------------------
+    def _chain(self, seq: Sequence, num_blocks: int) -> list[bytes]:
+        """The hashes of seq's first `num_blocks` full blocks under the current base generation."""
+        bm = self.block_manager
+        if seq.hash_generation != bm.generation:  # new, or the base changed since its hashes were made
+            seq.block_hashes = []
+            seq.hash_generation = bm.generation
+        if len(seq.block_hashes) < num_blocks:
+            root = root_hash(seq.cache_key, bm.generation, bm.block_size)
+            extend_chain(seq.block_hashes, root, seq.token_ids, bm.block_size, num_blocks)
+        return seq.block_hashes[:num_blocks]
+
+    def _match_prefix(self, seq: Sequence) -> list[int]:
+        """The cached blocks a waiting sequence (nothing computed, no blocks) may start with."""
+        bm = self.block_manager
+        if not bm.enable_caching or seq.num_computed_tokens or seq.block_table:
+            return []
+        return bm.match(self._chain(seq, max_cached_blocks(seq.num_tokens, bm.block_size)))
+
+    def _pending_hashes(self) -> set[bytes]:
+        """Hashes of blocks that running sequences hold but have not computed (and registered) yet."""
+        gen = self.block_manager.generation
+        return {
+            h for s in self.running if s.hash_generation == gen for h in s.block_hashes[s.num_registered_blocks:]
+        }
+
+    def _next_block_pending(self, seq: Sequence, num_cached: int, pending: set[bytes]) -> bool:
+        limit = max_cached_blocks(seq.num_tokens, self.block_manager.block_size)
+        return num_cached < limit and seq.block_hashes[num_cached] in pending
+
+    def _register(self, seq: Sequence) -> None:
+        """Registers seq's newly completed full blocks (KV computed) in the prefix cache."""
+        bm = self.block_manager
+        full = seq.num_computed_tokens // bm.block_size
+        if full <= seq.num_registered_blocks or seq.hash_generation != bm.generation:
+            return  # nothing new, or its KV was (partly) computed by an older base: never cached
+        hashes = self._chain(seq, full)
+        for i in range(seq.num_registered_blocks, full):
+            bm.register(seq.block_table[i], hashes[i])
+        seq.num_registered_blocks = full
+
     @staticmethod
     def _chunk(seq: Sequence, n: int) -> ScheduledChunk:
         return ScheduledChunk(seq, seq.num_computed_tokens, n, seq.num_computed_tokens + n == seq.num_tokens)
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self.block_manager.free(seq.block_table)
+        self.block_manager.free(seq.block_table)  # its registered blocks stay cached (evictable)
         seq.num_computed_tokens = 0
+        seq.num_registered_blocks = 0
         seq.num_preemptions += 1
         seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
 
     def commit(self, out: SchedulerOutput) -> None:
-        """Marks the scheduled chunks as computed (their KV is now in the cache)."""
+        """Marks the scheduled chunks as computed (their KV is now in the cache) and registers the full blocks
+        they completed in the prefix cache."""
+        caching = self.block_manager.enable_caching
         for chunk in out.chunks:
             chunk.seq.num_computed_tokens = chunk.end
+            if caching:
+                self._register(chunk.seq)
 
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
         """Removes a sequence wherever it is and frees its blocks."""

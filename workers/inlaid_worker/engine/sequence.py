@@ -2,7 +2,8 @@
 
 Invariant: the KV cache holds the first `num_computed_tokens` of `token_ids`; the next step computes the
 tokens `token_ids[num_computed_tokens:]` (a prompt chunk, the whole prompt plus outputs after a preemption,
-or one token at decode). A preempted sequence keeps its tokens and recomputes its KV from scratch.
+or one token at decode). A preempted sequence keeps its tokens and recomputes its KV from scratch (less
+whatever full blocks of it are still in the prefix cache).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Sequence:
         adapter: str | None = None,
         adapter_slot: int = -1,
         resumed_output_tokens: int = 0,
+        cache_key: int = 0,
     ) -> None:
         if not prompt_token_ids:
             raise ValueError("a prompt needs at least one token")
@@ -60,6 +62,14 @@ class Sequence:
         self.sampling = sampling
         self.adapter = adapter  # None = the base model
         self.adapter_slot = adapter_slot  # -1 = the base model
+        # Prefix cache (prefix_cache.py): the adapter's load generation (0 = the base model), the chain of
+        # hashes of this sequence's full blocks (under the base generation `hash_generation`), how many of its
+        # blocks are registered in the cache, and the prompt tokens its last admission took from the cache.
+        self.cache_key = cache_key
+        self.block_hashes: list[bytes] = []
+        self.hash_generation = -1
+        self.num_registered_blocks = 0
+        self.num_cached_tokens = 0
         self.status = SequenceStatus.WAITING
         self.num_computed_tokens = 0
         self.block_table: list[int] = []

@@ -200,7 +200,8 @@ class OnboardManager:
         untouched original object back."""
         undo, self._undo = self._undo, {}
 
-        def back(_engine: Any) -> None:
+        def back(engine: Any) -> None:
+            engine.base_weights_changed()  # no KV computed on the swapped layers may be reused (prefix cache)
             w = self._runner.weights
             layers = list(w.layers)
             for i, layer in enumerate(original):
@@ -233,7 +234,8 @@ class OnboardManager:
         (layer_swap.copy_layer_into), so CUDA decode graphs keep valid addresses and nothing is recaptured, after
         a host copy of the old ones is kept for restore_layers. A layer whose layout differs replaces the layer
         object instead (the graphs then drop themselves and recapture)."""
-        def swap(_engine: Any) -> None:
+        def swap(engine: Any) -> None:
+            engine.base_weights_changed()  # no KV computed on the old layer may be reused (prefix cache)
             w = self._runner.weights
             if i not in self._undo:
                 self._undo[i] = host_copy(w.layers[i])
@@ -248,7 +250,8 @@ class OnboardManager:
 
     def _set_layers(self, update: Callable[[tuple[Any, ...]], Any]) -> None:
         """Replace the runner's layer tuple on the engine thread, i.e. between two steps."""
-        def swap(_engine: Any) -> None:
+        def swap(engine: Any) -> None:
+            engine.base_weights_changed()
             w = self._runner.weights
             self._runner.weights = replace(w, layers=tuple(update(w.layers)))
 

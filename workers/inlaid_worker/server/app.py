@@ -44,6 +44,7 @@ def build_engine(cfg: WorkerConfig, model_dir: Path) -> LLMEngine:
         max_num_seqs=cfg.max_num_seqs,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
         max_model_len=cfg.max_model_len,
+        enable_prefix_caching=cfg.prefix_caching,
     )
     engine = create_engine(model_dir, options)
     if cfg.adapters_dir:

@@ -86,6 +86,22 @@ class WorkerMetrics:
                 ("inlaid_worker_adapter_misses_total", "counter", "Step adapters loaded on demand.", cache.misses),
                 ("inlaid_worker_adapter_evictions_total", "counter", "Adapters evicted (LRU).", cache.evictions),
             ]
+        prefix = getattr(state, "prefix_cache", None)  # engine.prefix_cache.PrefixCacheStats
+        if prefix is not None and prefix.enabled:
+            g += [
+                ("inlaid_worker_prefix_cache_queried_tokens_total", "counter",
+                 "Tokens of sequences admitted with a prefix-cache lookup.", prefix.queried_tokens),
+                ("inlaid_worker_prefix_cache_hit_tokens_total", "counter",
+                 "Admitted tokens whose KV came from the prefix cache.", prefix.hit_tokens),
+                ("inlaid_worker_prefix_cache_blocks", "gauge", "KV blocks registered in the prefix cache.",
+                 prefix.cached_blocks),
+                ("inlaid_worker_prefix_cache_evictable_blocks", "gauge",
+                 "Cached KV blocks no request holds (counted as free).", prefix.evictable_blocks),
+                ("inlaid_worker_prefix_cache_evictions_total", "counter", "Cached KV blocks evicted (LRU).",
+                 prefix.evictions),
+                ("inlaid_worker_prefix_cache_flushes_total", "counter",
+                 "Prefix cache flushes (base weights swapped).", prefix.generation),
+            ]
         lines: list[str] = []
         for name, kind, help_, value in g:
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
@@ -113,8 +129,10 @@ class EngineObserver:
     def attach(self) -> None:
         add, step, schedule = self.engine.add_request, self.engine.step, self.engine.scheduler.schedule
 
-        def add_request(request_id: str, prompt_token_ids: list[int], sampling: Any, model: str = "") -> None:
-            add(request_id, prompt_token_ids, sampling, model)
+        def add_request(
+            request_id: str, prompt_token_ids: list[int], sampling: Any, model: str = "", resumed_output_tokens: int = 0
+        ) -> None:
+            add(request_id, prompt_token_ids, sampling, model, resumed_output_tokens)
             self._admitted(request_id, model, len(prompt_token_ids))
 
         def observed_schedule() -> Any:
