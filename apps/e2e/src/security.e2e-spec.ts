@@ -123,7 +123,7 @@ describe('bounded input', () => {
     [{ model: 'sql', prompt: 'x'.repeat(300_000) }, 'prompt'],
     [{ model: 'sql', prompt: 'x', max_tokens: 10_000_000 }, 'max_tokens'],
     [{ model: 'sql', prompt: 'x', max_tokens: -1 }, 'max_tokens'],
-    [{ model: 'sql', prompt: 'x', n: 3 }, 'n'],
+    [{ model: 'sql', prompt: 'x', n: 17 }, 'n'],
     [{ model: 'sql', prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] }, 'stop'],
     [{ model: 'sql', prompt: 'x', stop: ['y'.repeat(1000)] }, 'stop'],
     [{ model: 'sql', prompt: 'x', stop_token_ids: new Array(100).fill(1) }, 'stop_token_ids'],

@@ -84,9 +84,18 @@ describe('with the worker down', () => {
   });
 
   it('rejects bad parameters before looking for a worker', async () => {
-    const err = await client.completions.create({ model: 'sql', prompt: 'x', n: 2 }).catch((e: unknown) => e);
+    const err = await client.completions.create({ model: 'sql', prompt: 'x', n: 17 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('n');
+  });
+
+  it('answers n > 1 with 503 like a single choice, streamed or not', async () => {
+    for (const stream of [false, true]) {
+      const [err, ms] = await timed(() => client.completions.create({ model: 'sql', prompt: 'x', n: 2, stream }));
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
+      expect(ms).toBeLessThan(1000);
+    }
   });
 
   it('records the refused requests in Postgres', async () => {
