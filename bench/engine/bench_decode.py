@@ -28,8 +28,9 @@ runner (switching drops its graphs), so before/after land in one run; with --pro
 --pdl 0,1,2 times every decode point with the decode graphs' Programmatic Dependent Launch mode (kernels.pdl) off,
 on (dependents launch at kernel start) and 2 (after the main loop), alternating the modes round by round on the
 same runner (the graphs are keyed by mode, so both stay captured); rows carry `pdl`; with --profile, batch 1 per mode.
-Only buckets inside model.decode_graphs' PDL policy get PDL (batch <= 2, no LoRA; env INLAID_PDL_MAX_BUCKET and
-INLAID_PDL_LORA=1 widen it). H200 runs of 2026-11-30 (bench/results/decode-2026-11-30-pdl.md): bench/engine/pdl_h200.sh.
+Only buckets inside model.decode_graphs' PDL policy get PDL (env INLAID_PDL_MAX_BUCKET and INLAID_PDL_LORA=0/1
+override it). H200 runs of 2026-11-30 (bench/results/decode-2026-11-30-pdl.md, -pdl2.md): bench/engine/pdl_h200.sh,
+pdl2_h200.sh. --lora-at-batches D adds rank-16 q/k/v/o points with min(batch, D) adapters at every --batches.
 --prefill-graphs 0,1 times steps with prefill rows with the runner's prefill CUDA graphs off, then on (a lone
 128/512-token chunk and 32 decode rows + a 128-token chunk, base and rank-16; prefill_graph_rows.py).
 CPU smoke test: TRITON_INTERPRET=1 PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --tiny
@@ -248,6 +249,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-seconds", type=float, default=0.0, help="no new measurement after S seconds (0 = no limit)")
     ap.add_argument("--pdl", type=ints, default=[], help="PDL modes to compare (kernels.pdl), e.g. 0,1 or 0,1,2")
     ap.add_argument("--pdl-rounds", type=int, default=3, help="alternating rounds of the --pdl modes per point")
+    ap.add_argument("--lora-at-batches", type=int, default=0,
+                    help="D > 0: rank-16 q/k/v/o points at every --batches with min(batch, D) adapters (phase 1)")
     ap.add_argument("--prefill-graphs", type=ints, default=[], help="0,1: prefill/mixed steps, graphs off then on")
     ap.add_argument("--prefill-graph-chunks", type=ints, default=[128, 512], help="chunk sizes of --prefill-graphs")
     ap.add_argument("--prefill-graph-decode", type=int, default=32, help="decode rows of its mixed step")
@@ -316,6 +319,10 @@ def main() -> None:
     budget = Budget(args.max_seconds)
     first, rest = phases(decode_points(args.batches, args.ranks, args.targets, args.distinct, args.lora_batch,
                                        bool(args.per_batch_lora)), args.lora_batch)  # fmt: skip
+    if args.lora_at_batches > 0:  # after the base batches, in phase 1, adapters loaded once (the largest count)
+        extra = [(16, "qkvo", b, min(b, args.lora_at_batches)) for b in args.batches]
+        first += [p for p in extra if p not in first]
+        rest = [p for p in rest if p not in extra]
     runs = [(shape, quant) for shape in args.shapes for quant in args.quants]
     with tempfile.TemporaryDirectory() as tmp:
         args.config_dirs = {s: write_config(SHAPES[s], Path(tmp) / s) for s in args.shapes}

@@ -6,6 +6,8 @@ Segments are the projections that have a pool (q, k, v in output order; up to 3)
     v[t, off_s : off_s + r]  = x[t] @ A_s[a]^T                 (fp32; r = ranks_s[a], a = row t's adapter)
     y[t, col_s + n]         += scaling_s[a] * v[t, off_s : off_s + r] @ B_s[a][:r, n]
 Rows of adapter -1 are untouched. Same row-block metadata as kernels.lora_sgmv (kernels.lora_batch.LoraBatch).
+PDL (kernels.pdl, inside decode graphs): the row metadata and the first A / B tile load before griddepcontrol.wait
+(modes 1, 2; mode 3 waits first), x, v, y and every store after it; the loops then keep one A / B tile ahead.
 """
 
 from __future__ import annotations
@@ -18,27 +20,48 @@ import triton.language as tl
 
 from .lora_batch import LoraBatch, LoraPool
 from .lora_sgmv import lora_reference
+from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
 
 
 @triton.jit
 def _shrink_tile(x_ptr, a_ptr, rank_ptr, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS,
                  stride_xt, stride_al, stride_ar, stride_vt, v_off,
-                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, USE_ATOMIC: tl.constexpr):  # fmt: skip
+                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, USE_ATOMIC: tl.constexpr,
+                 USE_GDC: tl.constexpr = 0):  # fmt: skip
     rank = tl.load(rank_ptr + adapter)
     offs_r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     mask_r = offs_r < rank
     acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
-    for i in range(0, ITERS):
-        offs_k = k_base + i * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        x = tl.load(x_ptr + toks[:, None] * stride_xt + offs_k[None, :], mask=mask_t[:, None] & mask_k[None, :],
-                    other=0.0)  # fmt: skip
-        a = tl.load(a_ptr + adapter * stride_al + offs_r[:, None] * stride_ar + offs_k[None, :],
-                    mask=mask_r[:, None] & mask_k[None, :], other=0.0)  # fmt: skip
-        if BLOCK_M >= 16:
-            acc += tl.dot(x, tl.trans(a))
-        else:
-            acc += tl.sum(x[:, None, :].to(tl.float32) * a[None, :, :].to(tl.float32), axis=2)
+    a_rows = a_ptr + adapter * stride_al + offs_r[:, None] * stride_ar
+    if USE_GDC == 1 or USE_GDC == 2:  # PDL (kernels.pdl): the first A tile loads before the wait, then one ahead
+        offs_k = k_base + tl.arange(0, BLOCK_K)
+        a_next = tl.load(a_rows + offs_k[None, :], mask=mask_r[:, None] & (offs_k < K)[None, :], other=0.0)
+        gdc_wait(USE_GDC)
+        for i in range(0, ITERS):
+            offs_k = k_base + i * BLOCK_K + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < K
+            a = a_next
+            offs_kn = offs_k + BLOCK_K
+            a_next = tl.load(a_rows + offs_kn[None, :], mask=mask_r[:, None] & ((offs_kn < K) & (i + 1 < ITERS))[None, :],
+                             other=0.0)  # fmt: skip
+            x = tl.load(x_ptr + toks[:, None] * stride_xt + offs_k[None, :], mask=mask_t[:, None] & mask_k[None, :],
+                        other=0.0)  # fmt: skip
+            if BLOCK_M >= 16:
+                acc += tl.dot(x, tl.trans(a))
+            else:
+                acc += tl.sum(x[:, None, :].to(tl.float32) * a[None, :, :].to(tl.float32), axis=2)
+    else:
+        for i in range(0, ITERS):
+            offs_k = k_base + i * BLOCK_K + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < K
+            x = tl.load(x_ptr + toks[:, None] * stride_xt + offs_k[None, :], mask=mask_t[:, None] & mask_k[None, :],
+                        other=0.0)  # fmt: skip
+            a = tl.load(a_rows + offs_k[None, :], mask=mask_r[:, None] & mask_k[None, :], other=0.0)
+            if BLOCK_M >= 16:
+                acc += tl.dot(x, tl.trans(a))
+            else:
+                acc += tl.sum(x[:, None, :].to(tl.float32) * a[None, :, :].to(tl.float32), axis=2)
+    gdc_late(USE_GDC)
     v_ptrs = v_ptr + toks[:, None] * stride_vt + v_off + offs_r[None, :]
     mask = mask_t[:, None] & mask_r[None, :]
     if USE_ATOMIC:
@@ -52,7 +75,12 @@ def _shrink3_kernel(
     x_ptr, a0, a1, a2, r0, r1, r2, v_ptr, tok_ptr, badp_ptr, bstart_ptr, blen_ptr,
     K, ITERS, RB, stride_xt, sal0, sar0, sal1, sar1, sal2, sar2, stride_vt, off1, off2,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, USE_ATOMIC: tl.constexpr,
+    USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    # PDL (kernels.pdl): the row metadata (the step's staged buffer) and the pools are written before the graph
+    # replays, never by a kernel of the step: they (and the first A tile) may load before the wait in _shrink_tile
+    gdc_start(USE_GDC)
+    gdc_wait_first(USE_GDC)  # mode 3 (ablation): no prefetch
     blk = tl.program_id(0)
     seg = tl.program_id(1) // RB
     rb = tl.program_id(1) % RB
@@ -64,38 +92,57 @@ def _shrink3_kernel(
     k_base = tl.program_id(2) * ITERS * BLOCK_K
     if seg == 0:
         _shrink_tile(x_ptr, a0, r0, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS, stride_xt, sal0, sar0,
-                     stride_vt, 0, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC)  # fmt: skip
+                     stride_vt, 0, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC, USE_GDC)  # fmt: skip
     elif seg == 1:
         _shrink_tile(x_ptr, a1, r1, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS, stride_xt, sal1, sar1,
-                     stride_vt, off1, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC)  # fmt: skip
+                     stride_vt, off1, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC, USE_GDC)  # fmt: skip
     else:
         _shrink_tile(x_ptr, a2, r2, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS, stride_xt, sal2, sar2,
-                     stride_vt, off2, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC)  # fmt: skip
+                     stride_vt, off2, BLOCK_M, BLOCK_R, BLOCK_K, USE_ATOMIC, USE_GDC)  # fmt: skip
 
 
 @triton.jit
 def _expand_tile(v_ptr, b_ptr, rank_ptr, scale_ptr, y_ptr, toks, mask_t, adapter, n0, N, v_off, col,
                  stride_vt, stride_bl, stride_br, stride_yt,
-                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, USE_GDC: tl.constexpr = 0):  # fmt: skip
     rank = tl.load(rank_ptr + adapter)
     scale = tl.load(scale_ptr + adapter)
     offs_n = n0 + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for r0 in range(0, rank, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        mask_r = offs_r < rank
-        v = tl.load(v_ptr + toks[:, None] * stride_vt + v_off + offs_r[None, :], mask=mask_t[:, None] & mask_r[None, :],
-                    other=0.0)  # fmt: skip
-        b = tl.load(b_ptr + adapter * stride_bl + offs_r[:, None] * stride_br + offs_n[None, :],
-                    mask=mask_r[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
-        if BLOCK_M >= 16:
-            acc += tl.dot(v.to(b.dtype), b)
-        else:
-            acc += tl.sum(v[:, :, None] * b[None, :, :].to(tl.float32), axis=1)
+    b_cols = b_ptr + adapter * stride_bl + offs_n[None, :]
+    if USE_GDC == 1 or USE_GDC == 2:  # PDL (kernels.pdl): B's first rank block loads before the wait, then one ahead
+        offs_r = tl.arange(0, BLOCK_R)
+        b_next = tl.load(b_cols + offs_r[:, None] * stride_br, mask=(offs_r < rank)[:, None] & mask_n[None, :],
+                         other=0.0)  # fmt: skip
+        gdc_wait(USE_GDC)
+        for r0 in range(0, rank, BLOCK_R):
+            offs_r = r0 + tl.arange(0, BLOCK_R)
+            mask_r = offs_r < rank
+            b = b_next
+            b_next = tl.load(b_cols + (offs_r + BLOCK_R)[:, None] * stride_br,
+                             mask=(offs_r + BLOCK_R < rank)[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
+            v = tl.load(v_ptr + toks[:, None] * stride_vt + v_off + offs_r[None, :],
+                        mask=mask_t[:, None] & mask_r[None, :], other=0.0)  # fmt: skip
+            if BLOCK_M >= 16:
+                acc += tl.dot(v.to(b.dtype), b)
+            else:
+                acc += tl.sum(v[:, :, None] * b[None, :, :].to(tl.float32), axis=1)
+    else:
+        for r0 in range(0, rank, BLOCK_R):
+            offs_r = r0 + tl.arange(0, BLOCK_R)
+            mask_r = offs_r < rank
+            v = tl.load(v_ptr + toks[:, None] * stride_vt + v_off + offs_r[None, :],
+                        mask=mask_t[:, None] & mask_r[None, :], other=0.0)  # fmt: skip
+            b = tl.load(b_cols + offs_r[:, None] * stride_br, mask=mask_r[:, None] & mask_n[None, :], other=0.0)
+            if BLOCK_M >= 16:
+                acc += tl.dot(v.to(b.dtype), b)
+            else:
+                acc += tl.sum(v[:, :, None] * b[None, :, :].to(tl.float32), axis=1)
     y_ptrs = y_ptr + toks[:, None] * stride_yt + col + offs_n[None, :]
     mask = mask_t[:, None] & mask_n[None, :]
     y = tl.load(y_ptrs, mask=mask, other=0.0).to(tl.float32)
+    gdc_late(USE_GDC)
     tl.store(y_ptrs, (y + scale * acc).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -103,8 +150,10 @@ def _expand_tile(v_ptr, b_ptr, rank_ptr, scale_ptr, y_ptr, toks, mask_t, adapter
 def _expand3_kernel(
     v_ptr, b0, b1, b2, r0, r1, r2, s0, s1, s2, y_ptr, tok_ptr, badp_ptr, bstart_ptr, blen_ptr,
     N0, N1, N2, T0, T1, off1, off2, col0, col1, col2, stride_vt, sbl0, sbr0, sbl1, sbr1, sbl2, sbr2, stride_yt,
-    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    gdc_start(USE_GDC)  # PDL (kernels.pdl): metadata and B before the wait (see _shrink3_kernel), v and y after
+    gdc_wait_first(USE_GDC)  # mode 3 (ablation): no prefetch
     blk = tl.program_id(0)
     tile = tl.program_id(1)  # N tiles of segment 0, then 1, then 2 (T0, T1: tiles of the first two)
     n_rows = tl.load(blen_ptr + blk)
@@ -114,13 +163,13 @@ def _expand3_kernel(
     toks = tl.load(tok_ptr + tl.load(bstart_ptr + blk) + rows, mask=mask_t, other=0)
     if tile < T0:
         _expand_tile(v_ptr, b0, r0, s0, y_ptr, toks, mask_t, adapter, tile * BLOCK_N, N0, 0, col0,
-                     stride_vt, sbl0, sbr0, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N)  # fmt: skip
+                     stride_vt, sbl0, sbr0, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N, USE_GDC)  # fmt: skip
     elif tile < T0 + T1:
         _expand_tile(v_ptr, b1, r1, s1, y_ptr, toks, mask_t, adapter, (tile - T0) * BLOCK_N, N1, off1, col1,
-                     stride_vt, sbl1, sbr1, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N)  # fmt: skip
+                     stride_vt, sbl1, sbr1, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N, USE_GDC)  # fmt: skip
     else:
         _expand_tile(v_ptr, b2, r2, s2, y_ptr, toks, mask_t, adapter, (tile - T0 - T1) * BLOCK_N, N2, off2,
-                     col2, stride_vt, sbl2, sbr2, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N)  # fmt: skip
+                     col2, stride_vt, sbl2, sbr2, stride_yt, BLOCK_M, BLOCK_R, BLOCK_N, USE_GDC)  # fmt: skip
 
 
 def _pad3(items: list) -> list:  # type: ignore[type-arg]
@@ -162,7 +211,7 @@ def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool]
         batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len,
         k, iters, rb, x.stride(0), p3[0].a.stride(0), p3[0].a.stride(1), p3[1].a.stride(0), p3[1].a.stride(1),
         p3[2].a.stride(0), p3[2].a.stride(1), v.stride(0), offs[1], offs[2],
-        BLOCK_M=batch.block_m, BLOCK_R=block_r, BLOCK_K=block_k, USE_ATOMIC=split > 1, num_warps=4,
+        BLOCK_M=batch.block_m, BLOCK_R=block_r, BLOCK_K=block_k, USE_ATOMIC=split > 1, num_warps=4, **launch_kw(),
     )  # fmt: skip
     block_n = 256 if batch.block_m == 1 else 128
     tiles = [triton.cdiv(w, block_n) for w in widths]
@@ -174,7 +223,7 @@ def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool]
         n3[0], n3[1], n3[2], t3[0], t3[1] if len(pools) > 1 else 0, offs[1], offs[2], c3[0], c3[1], c3[2],
         v.stride(0), p3[0].b.stride(0), p3[0].b.stride(1), p3[1].b.stride(0), p3[1].b.stride(1),
         p3[2].b.stride(0), p3[2].b.stride(1), y.stride(0),
-        BLOCK_M=batch.block_m, BLOCK_R=16, BLOCK_N=block_n, num_warps=4,
+        BLOCK_M=batch.block_m, BLOCK_R=16, BLOCK_N=block_n, num_warps=4, **launch_kw(),
     )  # fmt: skip
     return y
 

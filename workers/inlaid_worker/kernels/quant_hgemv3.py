@@ -26,6 +26,8 @@ Exactness: the dequantized (q - z)/256 is exact; the 8 half2 products of a chunk
 |q - z| <= 8 so no overflow: |sum| <= 16 * 8/256 * max|x|) and then go to fp32 with the scale. Under
 TRITON_INTERPRET the same bit steps run as Triton integer/float ops (fp32), so the CPU tests check the plumbing
 and the pair table. Split-K partials meet in the shared self-cleaning epilogue (quant_common.store_tile).
+PDL (kernels.pdl, inside decode graphs): the first AHEAD tiles' words load before griddepcontrol.wait (modes 1,
+2; 3 waits first), x and every store after it, as in quant_hgemvr.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
+from .pdl import gdc_late, gdc_start, gdc_wait_first, gdc_wait_prefetched, launch_kw
 from .quant_common import split_launch
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _load_small, dot_half2_ptx, rows16, store_rows, use_asm
 
@@ -219,8 +222,10 @@ def _hgemv3_kernel(
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr, AHEAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    gdc_start(USE_GDC)  # PDL (kernels.pdl): dependents may launch; the first words load before the wait below
+    gdc_wait_first(USE_GDC)  # mode 3 (ablation): no prefetch
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -245,6 +250,7 @@ def _hgemv3_kernel(
         m0 = tl.load(w_ptrs, mask=ok, other=0)
         m1 = tl.load(w_ptrs + stride_qk, mask=ok, other=0)
         m2 = tl.load(w_ptrs + 2 * stride_qk, mask=ok, other=0)
+    gdc_wait_prefetched(USE_GDC)  # x, the split-K workspace and y only after it (scales and zeros are weights)
     for it in range(0, ITERS):
         kt = k_first + it * BLOCK_K
         w0, w1, w2 = n0, n1, n2  # the next AHEAD tiles' words are in flight while this one is computed
@@ -264,6 +270,7 @@ def _hgemv3_kernel(
                      offs_n, mask_n, offs_r, ZW, stride_xm, stride_sg, stride_sn, stride_zg, stride_zn,
                      GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM)  # fmt: skip
 
+    gdc_late(USE_GDC)
     store_rows(acc, 256.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
                SPLIT_K, USE_SPLIT)  # fmt: skip
 
@@ -281,4 +288,4 @@ def launch_hgemv3(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     x2 = rows16(x2)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     _hgemv3_kernel[grid](*args, **consts, USE_ASM=use_asm(), AHEAD=num_stages, BLOCK_M=block_m, BLOCK_N=block_n,
-                         BLOCK_K=block_k, num_warps=num_warps, num_stages=1)  # fmt: skip
+                         BLOCK_K=block_k, num_warps=num_warps, num_stages=1, **launch_kw())  # fmt: skip

@@ -25,9 +25,14 @@ epilogue as quant_common.store_tile. CUDA sm_90 only; quant_tc is the interpreta
 3-bit weights (BITS = 3, fp16, NSUB = 1): the same dataflow with words 3t + wi (wi < 3) of each triple in the
 word slots (the ring keeps 16 rows, row 4t + 3 unused) and quant_tc3's operand (_operand3); x goes through the
 act-order path with quant_tc3.x_index3. Measured: bench/kernels/NOTES.md ("tc"), bench/results/kernels-2026-11-29-tc.md.
+PDL (kernels.pdl, inside decode graphs): USE_GDC as there; the first word tiles (registers or the cp.async ring)
+load before griddepcontrol.wait, x, scales, zeros and every store after it (PTX order checked offline in
+workers/tests/kernels/test_pdl_lora.py); env INLAID_PDL_TCG=0 launches these kernels plainly (an ablation).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -37,6 +42,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from .gptq_packing import GPTQWeight
+from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_common import split_iters, workspace
 from .quant_tc3 import c_base, c_mul, dequant3_ptx, x_index3
 
@@ -291,8 +297,13 @@ def _tcg_kernel(
     USE_SPLIT: gl.constexpr, IS_BF16: gl.constexpr, FULL_DEQUANT: gl.constexpr, DEPTH: gl.constexpr,
     NSUB: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
     BITS: gl.constexpr, MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L5H: gl.constexpr, L4: gl.constexpr, XL: gl.constexpr,
-    XS: gl.constexpr, CPL: gl.constexpr, WS: gl.constexpr, D2: gl.constexpr,
+    XS: gl.constexpr, CPL: gl.constexpr, WS: gl.constexpr, D2: gl.constexpr, USE_GDC: gl.constexpr = 0,
 ):  # fmt: skip
+    # PDL (kernels.pdl): dependents may launch at the start (modes 1, 3) or after the K loop (2); the first word
+    # tiles (registers or the cp.async ring) load before the wait (modes 1, 2; 3 waits first), x, scales, zeros
+    # and every store after it
+    ggdc_start(USE_GDC)
+    ggdc_wait_first(USE_GDC)
     pid_n = gl.program_id(0)
     pid_k = gl.program_id(1)
     pid_m = gl.program_id(2)
@@ -336,6 +347,7 @@ def _tcg_kernel(
             async_copy.async_copy_global_to_shared(w_smem.index(i), qw_ptr + tile * TW * stride_qk + cp_off,
                                                    mask=cp_mask)  # fmt: skip
             async_copy.commit_group()
+    ggdc_wait_prefetched(USE_GDC)
     # x, scales and zeros one tile ahead (L2 hits, but their latency is the loop's otherwise)
     xr, zm2, s = _side_loads(x_ptr, perm_ptr, sc_ptr, qz_ptr, k_begin, k_begin < K, K, x_row, x_kk, x_off, mask_mx,
                              offs_nz, N, stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM,
@@ -406,6 +418,7 @@ def _tcg_kernel(
             else:
                 p0 = p_new
 
+    ggdc_late(USE_GDC)
     store_acc(acc, pid_m, pid_n, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, SPLIT_K, USE_SPLIT, BLOCK_M,
               BLOCK_N, MMA)  # fmt: skip
 
@@ -459,11 +472,16 @@ def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
     return grid, args, consts
 
 
+# env INLAID_PDL_TCG=0: launch these kernels plainly even inside a PDL scope (as before they were PDL-aware: the
+# benchmark's ablation of the 2026-11-30 batch-8 loss)
+_PDL = os.environ.get("INLAID_PDL_TCG", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 def launch_tcg(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
                depth: int, full: bool, nsub: int, y: torch.Tensor) -> None:  # fmt: skip
-    """y[M, N] = x2[M, K] @ W (CUDA, sm_90)."""
+    """y[M, N] = x2[M, K] @ W (CUDA, sm_90); with PDL inside kernels.pdl's scope (launch_kw)."""
     grid, args, consts = tcg_args(x2, w, block_m, block_n, split_k, num_warps, depth, full, nsub, y)
-    _tcg_kernel[grid](*args, **consts, num_warps=num_warps)
+    _tcg_kernel[grid](*args, **consts, num_warps=num_warps, **(launch_kw(tensor_core=True) if _PDL else {"USE_GDC": 0}))
 
 
 __all__ = ["launch_tcg", "operand_rows", "tcg_layouts", "tcg_supported"]

@@ -8,13 +8,15 @@ that buffer, sends it with one asynchronous copy and replays; the only host sync
 a pinned buffer whose view is returned (valid until the next decode step of that bucket).
 
 With `pdl` (kernels.pdl.MODES; default env INLAID_PDL, on) the Triton kernels that support it are captured with
-Programmatic Dependent Launch, so each may start (and load its weights) while the previous one finishes. Only
-where the whole chain is PDL-aware: buckets up to PDL_MAX_BUCKET (whose GEMVs are the half2 Triton GEMVs) and no
-LoRA; elsewhere the tensor-core GEMVs (Gluon) or the LoRA kernels launch plainly between the PDL kernels, which
-measured no gain or a loss (7B int4 on the H200, bench/results/decode-2026-11-30-pdl.md: batch 4-32 0.92-1.0x;
-batch 1 with one rank-16 q/k/v/o adapter gained 1.07x, but no GPU test covers LoRA with PDL yet). Env
-INLAID_PDL_MAX_BUCKET and INLAID_PDL_LORA=1 widen that (benchmarks). The applied mode is part of a graph's
-key: switching back and forth keeps both sets of graphs (benchmarks alternate).
+Programmatic Dependent Launch, so each may start (and load its weights) while the previous one finishes: the
+half2 and 3-bit GEMVs and the Gluon tensor-core GEMVs (the tuner's 7B / 13B picks up to M = 32), the LoRA shrink /
+expand, norm, rope, attention, merge and SwiGLU (plain launches in between, e.g. torch ops, cuBLAS, quant_tcl's
+large-M GEMM, are safe: they wait for everything before them). Policy, by measurement (7B int4 / int3 on the H200,
+bench/results/decode-2026-11-30-pdl2.md, modes alternating on one runner): PDL at buckets up to PDL_MAX_BUCKET
+(16), with and without LoRA: mode 1 gained 1.01-1.13x there in both runs (batch 1 2.14 -> 1.91 ms, with a rank-16
+q/k/v/o adapter 2.54 -> 2.25 ms; int3 1.05-1.10x); at batch 32 it measured 0.99-1.01x (neutral), so buckets from
+24 up stay plain. Env INLAID_PDL_MAX_BUCKET and INLAID_PDL_LORA=0/1 override it (benchmarks). The applied mode is
+part of a graph's key: switching back and forth keeps both sets of graphs (benchmarks alternate).
 
 Graphs are captured on first use of a (bucket, LoRA) pair after one eager warm-up run (which also lets
 quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout changes.
@@ -59,8 +61,15 @@ from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
-PDL_MAX_BUCKET = 2  # the 7B / 13B int4 tuner picks are half2 Triton GEMVs (PDL-aware) at M <= 2 only
+PDL_MAX_BUCKET = 16  # PDL measured >= 1.01x up to batch 16 and 0.99-1.01x at 32 (module docstring)
 _FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
+
+
+def pdl_policy_env() -> tuple[int, bool]:
+    """(largest bucket captured with PDL, PDL in LoRA graphs too): PDL_MAX_BUCKET and on, unless env
+    INLAID_PDL_MAX_BUCKET / INLAID_PDL_LORA (0/false/no/off) say otherwise."""
+    lora = os.environ.get("INLAID_PDL_LORA", "1").strip().lower() not in ("0", "false", "no", "off")
+    return int(os.environ.get("INLAID_PDL_MAX_BUCKET", PDL_MAX_BUCKET)), lora
 
 
 def bucket_for(num_seqs: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
@@ -137,8 +146,7 @@ class DecodeGraphs:
         self._fusion = ""
         self.fusion = fusion
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
-        self.pdl_max_bucket = int(os.environ.get("INLAID_PDL_MAX_BUCKET", PDL_MAX_BUCKET))
-        self.pdl_lora = os.environ.get("INLAID_PDL_LORA", "0").strip().lower() in ("1", "true", "yes")
+        self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
 
     @property
     def pdl(self) -> int:

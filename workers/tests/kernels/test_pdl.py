@@ -7,7 +7,8 @@ wait, x after it; 3, the no-prefetch ablation) gives exactly what USE_GDC 0 give
 chain of split-K GEMVs of the decode kinds sharing one workspace, with the norm / SwiGLU kernels between them,
 captured in CUDA graphs with PDL modes 0-3 and replayed 5 times each; and decode steps of a 2-layer
 Llama-7B-shaped int4 runner (the tuner's 7B picks) through the decode graphs in every PDL mode, switching back and
-forth, at buckets 1, 2 and 4 (3 rows; bucket 4 is outside decode_graphs' PDL policy).
+forth, at buckets 1, 2 and 4 (3 rows; the tensor-core GEMVs at bucket 4; LoRA and bucket 8: test_pdl_lora.py;
+mode 4 only combines the kernels' modes 1 and 2: its launch_kw mapping is checked here).
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def test_switch_is_off_without_cuda_or_under_the_interpreter(monkeypatch: pytest
 def test_env_mode_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     from inlaid_worker.kernels import pdl
 
-    for raw, want in (("", 1), ("0", 0), ("off", 0), ("1", 1), ("on", 1), ("true", 1), ("2", 2), ("end", 2), ("3", 3)):
+    for raw, want in (("", 1), ("0", 0), ("off", 0), ("1", 1), ("on", 1), ("true", 1), ("2", 2), ("end", 2), ("3", 3),
+                      ("4", 4), ("mixed", 4)):  # fmt: skip
         monkeypatch.setenv("INLAID_PDL", raw)
         assert pdl.env_mode() == want, raw
     monkeypatch.delenv("INLAID_PDL")
-    assert pdl.env_mode() == 1  # on by default (decode graphs at batch <= 2 only: decode_graphs' policy)
-    for bad in ("4", "fast"):
+    assert pdl.env_mode() == 1  # on by default (decode graphs at buckets <= 16: decode_graphs' policy)
+    for bad in ("5", "fast"):
         monkeypatch.setenv("INLAID_PDL", bad)
         with pytest.raises(ValueError, match="INLAID_PDL"):
             pdl.env_mode()
@@ -82,13 +84,46 @@ def test_decode_graphs_apply_pdl_where_the_whole_chain_is_pdl_aware() -> None:
 
     from inlaid_worker.model.decode_graphs import PDL_MAX_BUCKET, DecodeGraphs
 
-    g = SimpleNamespace(_pdl=1, pdl_max_bucket=PDL_MAX_BUCKET, pdl_lora=False)
-    assert [DecodeGraphs.pdl_for(g, b, False) for b in (1, 2, 4, 32)] == [1, 1, 0, 0]  # type: ignore[arg-type]
+    assert PDL_MAX_BUCKET == 16  # measured (decode_graphs' docstring): >= 1.01x up to 16, neutral at 32
+    g = SimpleNamespace(_pdl=1, pdl_max_bucket=PDL_MAX_BUCKET, pdl_lora=True)
+    assert [DecodeGraphs.pdl_for(g, b, False) for b in (1, 2, 4, 16, 24, 32)] == [1, 1, 1, 1, 0, 0]  # type: ignore[arg-type]
+    assert DecodeGraphs.pdl_for(g, 1, True) == 1 == DecodeGraphs.pdl_for(g, 16, True)  # type: ignore[arg-type]
+    g.pdl_lora = False  # INLAID_PDL_LORA=0
     assert DecodeGraphs.pdl_for(g, 1, True) == 0  # type: ignore[arg-type]
     g.pdl_lora, g.pdl_max_bucket, g._pdl = True, 256, 2
     assert DecodeGraphs.pdl_for(g, 1, True) == 2 == DecodeGraphs.pdl_for(g, 256, False)  # type: ignore[arg-type]
     g._pdl = 0
     assert DecodeGraphs.pdl_for(g, 1, False) == 0  # type: ignore[arg-type]
+
+
+def test_decode_graphs_policy_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inlaid_worker.model.decode_graphs import PDL_MAX_BUCKET, pdl_policy_env
+
+    monkeypatch.delenv("INLAID_PDL_MAX_BUCKET", raising=False)
+    monkeypatch.delenv("INLAID_PDL_LORA", raising=False)
+    assert pdl_policy_env() == (PDL_MAX_BUCKET, True)  # LoRA graphs get PDL by default (test_pdl_lora.py on GPU)
+    monkeypatch.setenv("INLAID_PDL_MAX_BUCKET", "2")
+    monkeypatch.setenv("INLAID_PDL_LORA", "0")
+    assert pdl_policy_env() == (2, False)
+    monkeypatch.setenv("INLAID_PDL_LORA", "1")
+    assert pdl_policy_env() == (2, True)
+
+
+def test_launch_kw_mode4_late_only_for_the_tensor_core_gemvs() -> None:
+    from inlaid_worker.kernels import pdl
+
+    prev = pdl._MODE[0]
+    try:
+        pdl._MODE[0] = 4
+        assert pdl.launch_kw() == {"USE_GDC": 1, "launch_pdl": True}
+        assert pdl.launch_kw(tensor_core=True) == {"USE_GDC": 2, "launch_pdl": True}
+        for m in (1, 2, 3):
+            pdl._MODE[0] = m
+            assert pdl.launch_kw() == pdl.launch_kw(tensor_core=True) == {"USE_GDC": m, "launch_pdl": True}
+        pdl._MODE[0] = 0
+        assert pdl.launch_kw(tensor_core=True) == {"USE_GDC": 0}
+    finally:
+        pdl._MODE[0] = prev
 
 
 def test_bench_report_has_a_pdl_table_and_a_goal_line_per_mode() -> None:
@@ -314,8 +349,8 @@ def test_decode_graph_steps_with_pdl_match_plain(tmp_path: Path) -> None:
                 rel = float((logits - base).norm() / base.norm())
                 assert rel < 1e-2, (batch, mode, rel)
                 assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (batch, mode)
-    # buckets 1 and 2 x 4 modes, kept across switches; bucket 4 is outside the PDL policy: one graph for every mode
-    assert runner.decode_pdl == 1 and runner.graph_captures == 9
+    # buckets 1, 2 and 4 x 4 modes, kept across switches (all inside decode_graphs' PDL policy, buckets <= 16)
+    assert runner.decode_pdl == 1 and runner.graph_captures == 12
 
 
 def main() -> None:
