@@ -123,7 +123,8 @@ class TokenTexts:
     text: decode([id]) with special tokens kept (as vLLM shows logprob tokens); a token that is only part of
     a UTF-8 character decodes to U+FFFD. bytes: the token's exact bytes when it is part of a character and
     the tokenizer spells bytes (byte-level BPE pieces, or SentencePiece byte-fallback pieces <0xNN>);
-    otherwise the UTF-8 of its text.
+    otherwise the UTF-8 of its text. A SentencePiece "▁word" piece keeps its leading space (Llama-2's decoder
+    strips the first space of a decode, which would drop it for a token decoded alone).
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -140,18 +141,26 @@ class TokenTexts:
         text = self._tokenizer.decode(
             [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False
         )
-        if REPLACEMENT_CHAR not in text:
-            return text, text.encode("utf-8")
         piece = None
         to_piece = getattr(self._tokenizer, "convert_ids_to_tokens", None)
         if to_piece is not None:
             piece = to_piece(token_id)
         if isinstance(piece, str):
-            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):  # byte fallback
                 try:
-                    return text, bytes([int(piece[3:5], 16)])
+                    b = int(piece[3:5], 16)
                 except ValueError:
                     pass
-            if piece and all(c in _BYTE_LEVEL for c in piece):
-                return text, bytes(_BYTE_LEVEL[c] for c in piece)
+                else:  # an ASCII byte is its own text (decode alone strips a space byte to "")
+                    return (chr(b) if b < 0x80 else text), bytes([b])
+            if piece.startswith("▁"):
+                # SentencePiece (Llama-2): the decoder strips the first space of every decode, so a "▁word"
+                # piece decoded alone loses the space it has inside a text; give it back.
+                spelled = piece.replace("▁", " ")
+                if text == spelled[1:]:
+                    text = spelled
+        if REPLACEMENT_CHAR not in text:
+            return text, text.encode("utf-8")
+        if isinstance(piece, str) and piece and all(c in _BYTE_LEVEL for c in piece):
+            return text, bytes(_BYTE_LEVEL[c] for c in piece)
         return text, text.encode("utf-8")

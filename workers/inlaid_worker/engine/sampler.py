@@ -24,8 +24,8 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 class TokenHistory:
     """The tokens penalties look at: prompt (repetition only) and output (all three penalties)."""
 
-    prompt: Seq[int]
-    output: Seq[int]
+    prompt: Seq[int] | torch.Tensor
+    output: Seq[int] | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def restrict_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p:
 
     logits: [V] float32. The nucleus is the smallest set of most likely tokens whose mass reaches top_p.
     """
-    x = logits.float() / temperature
+    x = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
     vocab = x.shape[-1]
     if 0 < top_k < vocab:
         kth = torch.topk(x, top_k).values[-1]
@@ -81,22 +81,29 @@ def penalize_row(
 
     repetition (tokens in the prompt or the output): x / r where x > 0, else x * r;
     then x -= frequency * count_in_output and x -= presence * (count_in_output > 0).
+    Only the seen tokens are touched (work proportional to the history, not the vocabulary); a prompt given
+    as a tensor is used as is (Sequence.penalty_history keeps one per sequence).
     """
     vocab = logits.shape[-1]
     x = logits.clone()
-    out = torch.as_tensor(list(history.output), dtype=torch.long)
-    out = out[(out >= 0) & (out < vocab)]
-    counts = torch.bincount(out, minlength=vocab)
+    out = _ids(history.output)
+    out_ids, counts = torch.unique(out[(out >= 0) & (out < vocab)], return_counts=True)
     if repetition != 1.0:
-        seen = counts > 0
-        prompt = torch.as_tensor(list(history.prompt), dtype=torch.long)
-        seen[prompt[(prompt >= 0) & (prompt < vocab)]] = True
-        x = torch.where(seen, torch.where(x > 0, x / repetition, x * repetition), x)
+        prompt = _ids(history.prompt)
+        seen = torch.cat([out_ids, prompt[(prompt >= 0) & (prompt < vocab)]])
+        v = x[seen]
+        x[seen] = torch.where(v > 0, v / repetition, v * repetition)
     if frequency != 0.0:
-        x = x - frequency * counts.to(x.dtype)
+        x[out_ids] = x[out_ids] - frequency * counts.to(x.dtype)
     if presence != 0.0:
-        x = x - presence * (counts > 0).to(x.dtype)
+        x[out_ids] = x[out_ids] - presence
     return x
+
+
+def _ids(tokens: Seq[int] | torch.Tensor) -> torch.Tensor:
+    if isinstance(tokens, torch.Tensor):
+        return tokens.to(torch.long)
+    return torch.as_tensor(list(tokens), dtype=torch.long)
 
 
 def penalized_rows(
@@ -155,6 +162,26 @@ def compute_logprobs(
     return result
 
 
+def _limit_of_inf(x: torch.Tensor) -> torch.Tensor:
+    """x itself, or, when logits are +inf (in the model's own output), uniform over those tokens: softmax would
+    give NaN and torch.multinomial raise, failing the whole step."""
+    top = torch.isposinf(x)
+    if not bool(top.any()):
+        return x
+    return torch.zeros_like(x).masked_fill(~top, float("-inf"))
+
+
+def _wide_row(
+    raw: torch.Tensor, p: SamplingParams, histories: Seq[TokenHistory | None] | None, row: int
+) -> torch.Tensor:
+    """The row in float64, penalized when it has a history (rows whose float32 values overflowed)."""
+    wide = raw.double()
+    history = None if histories is None else histories[row]
+    if history is None or not p.has_penalties:
+        return wide
+    return penalize_row(wide, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty)
+
+
 def sample_rows(
     logits: torch.Tensor,
     params: Seq[SamplingParams],
@@ -178,10 +205,17 @@ def sample_rows(
     for row, (p, g) in enumerate(zip(params, generators, strict=False)):
         x = penalized.get(row)
         if p.greedy:
+            if x is not None and bool(torch.isposinf(x).any()):
+                x = _wide_row(raw[row], p, histories, row)  # ties among overflowed logits: compare in float64
             tokens.append(int(greedy[row]) if x is None else int(x.argmax()))
             continue
         restricted = restrict_logits(raw[row] if x is None else x, p.temperature, p.top_k, p.top_p)
-        probs = torch.softmax(restricted, dim=-1)
+        if bool(torch.isposinf(restricted).any()):
+            # float32 overflowed (a tiny temperature or repetition penalty): redo the row in float64, where
+            # any float32 logit divided by two float32 positives stays finite
+            wide = _wide_row(raw[row], p, histories if x is not None else None, row)
+            restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p)
+        probs = torch.softmax(_limit_of_inf(restricted), dim=-1)
         tokens.append(int(torch.multinomial(probs, 1, generator=g).item()))
     return SamplerOutput(tokens, compute_logprobs(raw, params, tokens))
 

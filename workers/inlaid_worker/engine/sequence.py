@@ -12,6 +12,8 @@ import enum
 import itertools
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from inlaid_worker.engine.sampler import TokenHistory
 from inlaid_worker.engine.sampling_params import SamplingParams
 
@@ -77,6 +79,7 @@ class Sequence:
         self.num_preemptions = 0
         self.generator: Any = None  # torch.Generator when sampling with a seed
         self.detokenizer: IncrementalDetokenizer | None = None
+        self._penalty_prompt: torch.Tensor | None = None  # penalty_history's prompt part, as a tensor
 
     @property
     def token_ids(self) -> list[int]:
@@ -101,10 +104,12 @@ class Sequence:
     def penalty_history(self) -> TokenHistory:
         """Prompt and output tokens as the penalties see them (resumed outputs count as output)."""
         k = self.resumed_output_tokens
-        if k == 0:
-            return TokenHistory(self.prompt_token_ids, self.output_token_ids)
         n = len(self.prompt_token_ids) - k
-        return TokenHistory(self.prompt_token_ids[:n], self.prompt_token_ids[n:] + self.output_token_ids)
+        if self._penalty_prompt is None:  # built once: the prompt never changes (decode steps stay O(output))
+            self._penalty_prompt = torch.tensor(self.prompt_token_ids[:n], dtype=torch.long)
+        if k == 0:
+            return TokenHistory(self._penalty_prompt, self.output_token_ids)
+        return TokenHistory(self._penalty_prompt, self.prompt_token_ids[n:] + self.output_token_ids)
 
     def token_slice(self, start: int, end: int) -> list[int]:
         n_prompt = len(self.prompt_token_ids)

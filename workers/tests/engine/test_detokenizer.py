@@ -94,3 +94,39 @@ def test_token_texts_give_each_tokens_exact_bytes() -> None:
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     assert texts.get(eos) == ("<|im_end|>", b"<|im_end|>")  # special tokens keep their text
     assert texts.get(eos) is texts.get(eos)  # cached
+
+
+@lru_cache(maxsize=1)
+def sentencepiece_tokenizer() -> Any:
+    """A Llama-2-style fast tokenizer: Metaspace pieces ("▁word"), byte fallback (<0xNN>) and Llama's decoder,
+    which strips the leading space of a decode (so decode([id]) of "▁world" alone is "world")."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += ["▁", "▁Hello", "▁world", "Hello", "!", "▁caf", "é"]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_token_texts_keep_the_leading_space_of_sentencepiece_tokens() -> None:
+    # Llama-2's decoder strips the first space of every decode: a token decoded alone loses its "▁" space, so
+    # logprob tokens would not add up to the text (completions' text_offset drifts by one per word) and chat
+    # logprobs' bytes would miss the 0x20. Each token's text must be its text inside a longer decode.
+    from inlaid_worker.engine.detokenizer import TokenTexts
+
+    tok = sentencepiece_tokenizer()
+    texts = TokenTexts(tok)
+    ids = [tok.convert_tokens_to_ids(p) for p in ["▁Hello", "▁world", "!", "▁", "<0x0A>", "▁caf", "<0xC3>", "<0xA9>"]]
+    full = tok.decode([1] + ids, skip_special_tokens=True)  # after BOS: the first space is stripped
+    assert full == "Hello world! \n caf\u00e9"
+    got = [texts.get(i) for i in ids]
+    assert [t for t, _ in got[:6]] == [" Hello", " world", "!", " ", "\n", " caf"]
+    assert b"".join(raw for _, raw in got) == b" Hello world! \n caf\xc3\xa9"
+    assert texts.get(tok.convert_tokens_to_ids("Hello")) == ("Hello", b"Hello")  # no "▁": no space
+    assert texts.get(tok.convert_tokens_to_ids("<0x20>")) == (" ", b" ")  # a byte token for a space

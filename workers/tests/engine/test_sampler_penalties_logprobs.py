@@ -173,3 +173,60 @@ def test_a_resumed_sequence_counts_its_earlier_output_as_output() -> None:
     assert list(fresh.prompt) == [1, 2, 3, 4] and list(fresh.output) == []
     with pytest.raises(ValueError, match="resumed_output_tokens"):
         Sequence("bad", [1, 2], SamplingParams(), resumed_output_tokens=2)
+
+
+def test_a_tiny_repetition_penalty_that_overflows_a_logit_to_inf_still_samples() -> None:
+    # 30 / 1e-38 overflows float32 to +inf: softmax would give NaN and torch.multinomial would raise, which
+    # fails the whole engine step (every request in flight). The limit distribution is the +inf tokens.
+    logits = torch.tensor([[30.0, 1.0, 2.0, -3.0], [30.0, 1.0, 2.0, -3.0]])
+    tiny = SamplingParams(temperature=1.0, max_tokens=4, repetition_penalty=1e-38)
+    hot = SamplingParams(temperature=1e-30, max_tokens=4)  # 30 / 1e-30 is finite, 2 / 1e-30 too: no overflow
+    history = TokenHistory(prompt=[0], output=[])
+    out = sample_rows(logits, [tiny, hot], [make_generator(1), make_generator(2)], [history, None])
+    assert out.tokens == [0, 0]
+    big = SamplingParams(temperature=0.01, max_tokens=4, repetition_penalty=1e-37, top_k=2, top_p=0.5)
+    assert sample_rows(logits[:1], [big], [make_generator(3)], [history]).tokens == [0]
+    # several logits overflow: the limit is still the largest of them (never uniform over the overflowed ones)
+    close = torch.tensor([[29.0, 1.0, 30.0, -3.0]])
+    both = TokenHistory(prompt=[0, 2], output=[])
+    cold = SamplingParams(temperature=1e-38, max_tokens=4)
+    for seed in range(8):
+        assert sample_rows(close, [tiny], [make_generator(seed)], [both]).tokens == [2]
+        assert sample_rows(close, [cold], [make_generator(seed)]).tokens == [2]
+    greedy = SamplingParams(temperature=0, max_tokens=4, repetition_penalty=1e-38)
+    assert sample_rows(close, [greedy], [None], [both]).tokens == [2]
+
+
+def _dense_reference(x: torch.Tensor, prompt: list[int], output: list[int], p: float, f: float, r: float) -> torch.Tensor:
+    counts = torch.bincount(torch.tensor(output, dtype=torch.long), minlength=x.shape[-1])
+    seen = counts > 0
+    seen[torch.tensor(prompt, dtype=torch.long)] = True
+    x = torch.where(seen, torch.where(x > 0, x / r, x * r), x)
+    return x - f * counts.to(x.dtype) - p * (counts > 0).to(x.dtype)
+
+
+def test_penalties_touch_only_seen_tokens_and_match_the_dense_formulas() -> None:
+    g = torch.Generator().manual_seed(5)
+    vocab = 1000
+    x = torch.randn(vocab, generator=g) * 4
+    prompt = torch.randint(0, vocab, (300,), generator=g).tolist()
+    output = torch.randint(0, vocab, (80,), generator=g).tolist()
+    for p, f, r in [(0.5, 0.0, 1.0), (0.0, -1.25, 1.0), (0.0, 0.0, 1.3), (1.5, 0.75, 0.6)]:
+        want = _dense_reference(x, prompt, output, p, f, r)
+        for prompt_as in (prompt, torch.tensor(prompt)):
+            got = penalize_row(x, TokenHistory(prompt_as, output), p, f, r)
+            assert torch.equal(got, want), (p, f, r)
+
+
+def test_a_sequence_builds_its_prompt_history_once_not_every_step() -> None:
+    # Repetition penalty looks at every prompt token: turning a long prompt into a tensor on every decode step
+    # (per row) is Python work proportional to the prompt; the sequence keeps it.
+    seq = Sequence("r", list(range(5000)), SamplingParams(repetition_penalty=1.1))
+    first = seq.penalty_history()
+    seq.output_token_ids.append(7)
+    second = seq.penalty_history()
+    assert isinstance(first.prompt, torch.Tensor) and second.prompt is first.prompt
+    assert list(second.output) == [7]
+    resumed = Sequence("s", [1, 2, 3, 4], SamplingParams(repetition_penalty=1.1), resumed_output_tokens=1)
+    assert resumed.penalty_history().prompt is resumed.penalty_history().prompt
+    assert resumed.penalty_history().prompt.tolist() == [1, 2, 3]

@@ -133,6 +133,44 @@ describe('startChoices / mergeChoices', () => {
     expect(s.started.every((g) => g.aborted !== null)).toBe(true);
   });
 
+  it('when one choice cannot start, cancels the others still queued at once and throws that error', async () => {
+    // Choice 0 waits in the queue until its signal aborts (as GenerationService.start does: the request is
+    // dropped from the scheduler and start rejects); choice 1 is refused at once (e.g. the queue is full).
+    const cancelled: string[] = [];
+    const s = {
+      start(i: GenerationInput, signal?: AbortSignal): Promise<Generation> {
+        if (i.requestId?.endsWith('-1')) return Promise.reject(InlaidError.unavailable('queue full'));
+        return new Promise((_, reject) => {
+          const cancel = () => {
+            cancelled.push(i.requestId as string);
+            reject(InlaidError.unavailable('cancelled while queued'));
+          };
+          if (signal?.aborted) cancel();
+          else signal?.addEventListener('abort', cancel, { once: true });
+        });
+      },
+    };
+    const started = startChoices(s, input, 3);
+    const outcome = await Promise.race([started.then(() => 'started', (e: Error) => e.message), tick().then(() => 'still waiting')]);
+    expect(outcome).toBe('queue full');
+    expect(cancelled.sort()).toEqual([expect.stringMatching(/-0$/), expect.stringMatching(/-2$/)]);
+  });
+
+  it('a client that goes away while the choices are queued cancels them all', async () => {
+    const left = new AbortController();
+    const seen: Array<AbortSignal | undefined> = [];
+    const s = {
+      start(_i: GenerationInput, signal?: AbortSignal): Promise<Generation> {
+        seen.push(signal);
+        return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(new Error('dropped')), { once: true }));
+      },
+    };
+    const started = startChoices(s, input, 2, left.signal);
+    left.abort();
+    await expect(started).rejects.toThrow('dropped');
+    expect(seen.every((sig) => sig?.aborted === true)).toBe(true);
+  });
+
   it('ends with the first error of any choice and aborts the others', async () => {
     const s = starter();
     const choices = await startChoices(s, input, 2);

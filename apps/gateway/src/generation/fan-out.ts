@@ -51,12 +51,33 @@ interface Starter {
   start(input: GenerationInput, signal?: AbortSignal): Promise<Generation>;
 }
 
-/** Starts all n choices; if one cannot start, the others are aborted and its error is thrown. */
+/**
+ * Starts all n choices; if one cannot start, the others still queued are cancelled at once (they would
+ * otherwise wait for a worker only to be aborted), the started ones are aborted, and its error is thrown.
+ */
 export async function startChoices(generation: Starter, input: GenerationInput, n: number, signal?: AbortSignal): Promise<Choices> {
   const { id, inputs } = choiceInputs(input, n);
-  const settled = await Promise.allSettled(inputs.map((i) => generation.start(i, signal)));
+  let settled: PromiseSettledResult<Generation>[];
+  let failed: { reason: unknown } | undefined;
+  if (n <= 1) {
+    settled = await Promise.allSettled(inputs.map((i) => generation.start(i, signal)));
+  } else {
+    const queued = new AbortController(); // the client's signal, or the first choice that fails to start
+    const cancel = (): void => queued.abort();
+    if (signal?.aborted) cancel();
+    else signal?.addEventListener('abort', cancel, { once: true });
+    settled = await Promise.allSettled(
+      inputs.map((i) =>
+        generation.start(i, queued.signal).catch((err: unknown) => {
+          failed ??= { reason: err };
+          cancel();
+          throw err;
+        }),
+      ),
+    ).finally(() => signal?.removeEventListener('abort', cancel));
+  }
   const started = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  failed ??= settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed !== undefined) {
     started.forEach((g) => g.abort('another choice of the request failed to start'));
     throw failed.reason;
