@@ -4,9 +4,10 @@ and a lone chunk of each --prefill-graph-chunks size (128, 512 tokens), base onl
 adapters (`slots` cycled over the decode rows; the chunk takes the last). Rows of kind "prefill-graphs": step_ms (median wall time of
 runner.execute) and nonfinite (logits rows with an inf or NaN: a random model whose activations overflow fp16
 makes every comparison void), and with graphs on: capture_ms (the bucket's first call: warm-up run, capture and
-replay, untimed otherwise), host_us (host time of a replayed step up to the replay call's return) and
+replay, untimed otherwise), host_us (host time of a replayed step up to the replay call's return),
 max_rel_err (the graph step's logits vs the eager step's, same inputs, over the rows finite in both; NaN when
-none is)."""
+none is) and graphed (false: the runner's policy ran the step eagerly, e.g. a bucket over
+INLAID_PREFILL_GRAPH_MAX_TOKENS). The runner's prefill-graph setting is restored at the end."""
 
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def prefill_graph_rows(runner, steps: list[tuple[str, StepInput]], modes: list[int], device: torch.device,
                        warmup: int, reps: int, log: Callable[[dict], None], allows: Callable[[], bool],
                        extra: dict) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    before = runner.prefill_graphs
     for name, step in steps:
         eager_out = None
         for mode in modes:
             if not allows():
+                runner.prefill_graphs = before
                 return
             runner.prefill_graphs = bool(mode)
             first_ms = None
@@ -61,16 +64,17 @@ def prefill_graph_rows(runner, steps: list[tuple[str, StepInput]], modes: list[i
                 sync(device)
                 first_ms = (time.perf_counter() - t0) * 1e3
             t = timed(lambda: runner.execute(step), device, max(1, warmup), reps)
+            runs = runner.prefill_graph_stats["runs"]
             out = runner.execute(step).clone()
             row = dict(kind="prefill-graphs", case=name, prefill_graphs=mode, tokens=step.num_tokens,
                        seqs=step.num_seqs, step_ms=t * 1e3, nonfinite=nonfinite_rows(out), **extra)  # fmt: skip
             if mode:
                 stats = runner.prefill_graph_stats  # runs: padded steps so far (0: this step fell back to eager)
                 row.update(capture_ms=first_ms, host_us=stats["last_host_us"], captures=stats["captures"],
-                           padded_runs=stats["runs"])  # fmt: skip
+                           padded_runs=stats["runs"], graphed=stats["runs"] > runs)  # fmt: skip
             if eager_out is not None and mode:
                 row["max_rel_err"] = max_rel_err(out, eager_out)
             if not mode:
                 eager_out = out
             log(row)
-    runner.prefill_graphs = False
+    runner.prefill_graphs = before

@@ -3,10 +3,12 @@ of prefill_graph_rows.py, plus the host time of each case's eager step (its laun
 the clock stops when the last launch returns). Writes prefill-graphs-<date>[-tag].{json,md} under --out after
 every row.
 
-The random weights of random_model.py overflow fp16 at the 7B shape (a first layer's down projection already
-reaches ~6e4 on the CPU in fp32, the next ones ~1e5: every logit is inf or NaN, eager or not), which voids the
-graph-vs-eager comparison; --weight-scale (default 1/8) multiplies every linear's scales (dense: the matrix) before
-the first step, which keeps the activations finite and leaves the kernels, shapes and times as they were.
+random_model.py's weights keep every linear's input scale (zero-mean codes, scales ~1/sqrt(K)), so the random
+7B / 13B model stays finite in fp16 (before 2026-11-30 it overflowed: every logit inf or NaN, which voided the
+graph-vs-eager comparison); --weight-scale (default 1: none) still multiplies every linear's scales (dense: the
+matrix) on top of that before the first step. Steps whose padded bucket exceeds the runner's cap
+(INLAID_PREFILL_GRAPH_MAX_TOKENS, default 1024) run eagerly with graphs on too (row field "graphed"; "(eager)"
+after the graph time in the table); set it to 2048 to time 2048-token chunks in graphs.
 On the H200:
   PYTHONPATH=workers python3 bench/engine/prefill_graphs_run.py --out DIR --reps 3 --max-seconds 65
 A CPU smoke run of the script itself (no timings worth reading: the padded step runs eagerly under Triton's
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inlaid_worker.model.prefill_graphs import env_max_tokens  # noqa: E402
 from llama_shapes import SHAPES  # noqa: E402
 from prefill_graph_rows import cases, prefill_graph_rows  # noqa: E402
 from random_model import TARGETS, make_runner, write_config  # noqa: E402
@@ -69,11 +72,12 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
     out = [f"# Prefill CUDA graphs off vs on ({meta['date']})", "", f"- command: `{meta['command']}`",
            f"- device: {meta['device']}; torch {meta['torch']}; shape {meta['shape']} {meta['quant']}; "
            f"decode context {meta['context']}; linears' weight scale x{meta.get('weight_scale', 1)}; "
-           f"wall {meta.get('wall_s', 0):.0f} s", "",
+           f"graphed buckets up to {meta.get('graph_max_tokens', '-')} tokens; wall {meta.get('wall_s', 0):.0f} s", "",
            "step ms: median wall time of ModelRunner.execute (logits' copy back included); tok/s: the step's new "
            "tokens (prefill and decode rows) per second; eager host ms: the eager step's metadata and launches; "
            "graph host us: a replayed step's staging, copy and replay call; capture ms: a bucket's first call "
-           "(warm-up run, capture, replay); non-finite: logits rows with inf/NaN, eager / graph", "",
+           "(warm-up run, capture, replay); non-finite: logits rows with inf/NaN, eager / graph; '(eager)' after a graph "
+           "time: the runner's policy ran that step eagerly (its bucket is over the token cap)", "",
            "| case | tokens | seqs | eager ms | graph ms | graph speedup | eager tok/s | graph tok/s | eager host ms "
            "| graph host us | capture ms | graph vs eager max rel err | non-finite |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -84,8 +88,9 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
         first = e or g
         speedup = f"{e['step_ms'] / g['step_ms']:.2f}x" if e and g else "-"
         tps = lambda r: f"{tokens_per_s(r):.0f}" if r else "-"  # noqa: E731
+        eager_mark = " (eager)" if g.get("graphed") is False else ""
         out.append(f"| {case} | {first['tokens']} | {first['seqs']} | {fmt(e, 'step_ms', '.2f')} "
-                   f"| {fmt(g, 'step_ms', '.2f')} | {speedup} | {tps(e)} | {tps(g)} | {fmt(e, 'host_ms', '.1f')} "
+                   f"| {fmt(g, 'step_ms', '.2f')}{eager_mark} | {speedup} | {tps(e)} | {tps(g)} | {fmt(e, 'host_ms', '.1f')} "
                    f"| {fmt(g, 'host_us', '.0f')} | {fmt(g, 'capture_ms', '.0f')} | {fmt(g, 'max_rel_err', '.1e')} "
                    f"| {fmt(e, 'nonfinite', 'd')} / {fmt(g, 'nonfinite', 'd')} |")  # fmt: skip
     return "\n".join(out) + "\n"
@@ -104,8 +109,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--max-seconds", type=float, default=0.0)
-    ap.add_argument("--weight-scale", type=float, default=0.125,
-                    help="multiply the random linears' scales (1: as random_model makes them; overflows fp16 at 7B)")  # fmt: skip
+    ap.add_argument("--weight-scale", type=float, default=1.0,
+                    help="multiply the random linears' scales on top of random_model's own scaling (1: none)")  # fmt: skip
     ap.add_argument("--tag", default="")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script (TRITON_INTERPRET=1, fp32)")
     args = ap.parse_args()
@@ -118,7 +123,7 @@ def main() -> None:
     meta = dict(date=date, command="PYTHONPATH=workers python3 " + " ".join(sys.argv),
                 device=torch.cuda.get_device_name(dev) if cuda else "cpu (smoke run, Triton interpreter)",
                 torch=torch.__version__, shape=args.shape, quant=args.quant, context=args.context,
-                weight_scale=args.weight_scale)  # fmt: skip
+                weight_scale=args.weight_scale, graph_max_tokens=env_max_tokens())  # fmt: skip
     rows: list[dict] = []
     stem = args.out / f"prefill-graphs-{date}{'-' + args.tag if args.tag else ''}"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,14 @@ Builds LlamaWeights directly on the device (fp16 dense, or 4-/3-bit g128 packed 
 layout: qweight [K*bits/32, N], qzeros [K/128, ceil(N*bits/32)], fp16 scales [K/128, N]), random LoRA
 adapters sharing one set of tensors per (rank, targets) (their pools still hold one copy per slot), and the
 byte counts the roofline needs.
+
+Every layer linear keeps its input's scale (LINEAR_GAIN: output rms ~ input rms for zero-mean inputs) and has
+zero-mean weights, so a random 7B / 13B model stays finite in fp16 through all its layers. Before 2026-11-30 the
+packed weights had random zero points (mean code - zero = -1, up to +-8 per group) and scales of 0.001-0.011:
+each linear multiplied its input's mean by ~sqrt(K) and its rms by 3-5, and the 7B shape's first down
+projection already reached 7e4 (fp32 on the CPU: bench/engine/activation_peaks.py), so every logit of the fp16
+engine was inf/NaN. Kernels, shapes and bytes are as before: only the values of the zeros and scales changed
+(codes are still random words: every bit pattern is valid).
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import json
 from pathlib import Path
 
 import torch
-from inlaid_worker.kernels.gptq_packing import GPTQWeight
+from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
 from inlaid_worker.lora.adapter import LoraAdapter
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.quant_weights import QuantMatrix
@@ -24,6 +32,7 @@ ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL = ATTN + ("gate_proj", "up_proj", "down_proj")
 TARGETS = {"qkvo": ATTN, "all": ALL}
 QUANT_BITS = {"int4": 4, "int3": 3}  # --quants names of packed weights; "fp16" = dense
+LINEAR_GAIN = 1.0  # each random layer linear's output rms over its input's (zero-mean inputs)
 
 
 def write_config(shape: Shape, out_dir: Path) -> Path:
@@ -38,14 +47,22 @@ def write_config(shape: Shape, out_dir: Path) -> Path:
     return out_dir
 
 
-def random_gptq(k: int, n: int, bits: int, device: torch.device, group: int = 128) -> QuantMatrix:
-    """Random packed weights (random words: every bit pattern is a valid code), asymmetric, no act-order."""
+def random_gptq(k: int, n: int, bits: int, device: torch.device, group: int = 128,
+                gain: float = LINEAR_GAIN) -> QuantMatrix:  # fmt: skip
+    """Random packed weights, asymmetric (v1 zeros: stored + 1), no act-order. Codes q are random words (every
+    bit pattern is a valid code, mean 2^(b-1) - 1/2); each group's zero (stored + 1) is 2^(b-1) - 1 or 2^(b-1) at
+    random, so q - z has mean 0; scales are U(0.5, 1.5) times gain / (rms(q - z) sqrt(K)), so y = x W keeps x's
+    rms (times gain) and x's mean does not leak into y (module docstring)."""
     g = min(group, k)
     if (k * bits) % 32 or k % g:
         raise ValueError(f"K={k} does not pack into 32-bit words at {bits} bits with groups of {g}")
-    words = lambda rows, cols: torch.randint(-(2**31), 2**31 - 1, (rows, cols), dtype=torch.int32, device=device)  # noqa: E731
-    qw, qz = words(k * bits // 32, n), words(k // g, -(-n * bits // 32))
-    sc = (torch.rand(k // g, n, device=device) * 0.01 + 0.001).half()
+    qw = torch.randint(-(2**31), 2**31 - 1, (k * bits // 32, n), dtype=torch.int32, device=device)
+    half = 2 ** (bits - 1)
+    stored = torch.randint(half - 2, half, (k // g, n), device=device)  # + zero_offset 1: half - 1 or half
+    qz = pack_bitstream(stored, bits, dim=1)
+    code_rms = ((4**bits - 1) / 12 + 0.25) ** 0.5  # rms of q - z: q uniform over 2^b codes, z = mean -+ 1/2
+    base = gain / (code_rms * k**0.5 * (13 / 12) ** 0.5)  # (13/12)^0.5: rms of U(0.5, 1.5)
+    sc = ((torch.rand(k // g, n, device=device) + 0.5) * base).half()
     return QuantMatrix((GPTQWeight(qw, qz, sc, None, bits, g, False, 1, k, n),))
 
 
@@ -54,20 +71,27 @@ def random_weights(c: ModelConfig, quant: str, device: torch.device, dtype: torc
     if quant != "fp16" and quant not in QUANT_BITS:
         raise ValueError(f"unknown quant {quant!r}: one of fp16, {', '.join(QUANT_BITS)}")
 
-    def dense(n: int, k: int) -> torch.Tensor:
-        return (torch.randn(n, k, device=device, dtype=torch.float32) * 0.02).to(dtype)
+    h = c.hidden_size
+    layers = tuple(random_layer(c, quant, device, dtype) for _ in range(c.num_layers))
+    embed = (torch.randn(c.vocab_size, h, device=device, dtype=torch.float32) * 0.02).to(dtype)
+    lm_head = (torch.randn(c.vocab_size, h, device=device, dtype=torch.float32) * 0.02).to(dtype)
+    return LlamaWeights(embed, layers, torch.ones(h, device=device, dtype=dtype), lm_head)
+
+
+def random_layer(c: ModelConfig, quant: str, device: torch.device, dtype: torch.dtype) -> LayerWeights:
+    """One layer: norms of ones, linears packed (random_gptq) or dense randn * LINEAR_GAIN / sqrt(K)."""
+    if quant != "fp16" and quant not in QUANT_BITS:
+        raise ValueError(f"unknown quant {quant!r}: one of fp16, {', '.join(QUANT_BITS)}")
 
     def mat(n: int, k: int) -> torch.Tensor | QuantMatrix:
-        return random_gptq(k, n, QUANT_BITS[quant], device) if quant in QUANT_BITS else dense(n, k)
+        if quant in QUANT_BITS:
+            return random_gptq(k, n, QUANT_BITS[quant], device)
+        return (torch.randn(n, k, device=device, dtype=torch.float32) * (LINEAR_GAIN / k**0.5)).to(dtype)
 
     h, inter = c.hidden_size, c.intermediate_size
     ones = torch.ones(h, device=device, dtype=dtype)
-    layers = tuple(
-        LayerWeights(ones, mat(c.q_size + 2 * c.kv_size, h), mat(h, c.q_size), ones, mat(2 * inter, h),
-                     mat(h, inter))  # type: ignore[arg-type]  # fmt: skip
-        for _ in range(c.num_layers)
-    )
-    return LlamaWeights(dense(c.vocab_size, h), layers, ones, dense(c.vocab_size, h))
+    return LayerWeights(ones, mat(c.q_size + 2 * c.kv_size, h), mat(h, c.q_size), ones, mat(2 * inter, h),
+                        mat(h, inter))  # type: ignore[arg-type]  # fmt: skip
 
 
 def make_runner(

@@ -32,6 +32,7 @@ workers/tests/kernels/test_pdl_lora.py); env INLAID_PDL_TCG=0 launches these ker
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -77,7 +78,14 @@ def _pow2_bases(start: int, stop: int, dim: int, rank: int) -> list[list[int]]:
 
 
 def tcg_layouts(block_n: int, block_m: int, warps: int) -> dict:
-    """Layouts of one config: the MMA, its A operand, the 5D pair view of the operand, x's load and smem."""
+    """Layouts of one config: the MMA, its A operand, the 5D pair view of the operand, x's load and smem.
+    Built once per (block_n, block_m, warps) (~0.1 ms of host time each, which every launch paid before) and
+    returned as a fresh dict of the same immutable layout objects."""
+    return dict(_tcg_layouts(block_n, block_m, warps))
+
+
+@functools.cache
+def _tcg_layouts(block_n: int, block_m: int, warps: int) -> dict:
     if block_n % (16 * warps) or block_m % 8 or block_m > 256:
         raise ValueError(f"BLOCK_N={block_n} must be a multiple of 16*warps={16 * warps}, BLOCK_M a multiple of 8")
     mma = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_m, 16])

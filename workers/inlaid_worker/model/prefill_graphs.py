@@ -8,8 +8,14 @@ through kernels.paged_prefill over the bucket's tile table and LoRA through SGMV
 prefill_layout.LORA_BLOCK_M rows over a bucket-sized block list, so every grid is the bucket's, whatever the
 step's chunk layout; padding rows write no KV (slot -1), belong to no tile or block, and are never read back.
 
-Graphs are captured lazily (first use of a bucket, after one eager warm-up run that also tunes quant_matmul for
-the bucket's row count) and at most `max_graphs` of them live: a step of another bucket then runs eagerly.
+Policy (can_run): a step runs eagerly when its padded token bucket TB exceeds `max_tokens` (env
+INLAID_PREFILL_GRAPH_MAX_TOKENS, default MAX_TOKENS = 1024: on the H200, 7B int4, a lone 2048-token chunk replayed
+at 0.90x / 1.05x (base / 8 LoRA) of the eager step, whose flash attention beats kernels.paged_prefill's tiles
+there, while steps up to 512 tokens gained 1.6-15.6x; bench/results/prefill-graphs-2026-11-30.md). Graphs are
+captured lazily (first use of a bucket, after one eager warm-up run that also tunes quant_matmul for the bucket's
+row count) and at most `max_graphs` of them live, least recently used first out: when they are all taken, a new
+bucket runs eagerly on its first request and is captured on its next one (evicting the least recently replayed
+bucket), so a one-off step shape never costs a capture nor evicts a bucket in use.
 Invalidation as model.decode_graphs: a new weights object drops every graph, a LoRA pool layout change (pools
 version) drops the LoRA ones; in-place layer swaps keep addresses; `keep` holds what only a graph reads.
 
@@ -19,7 +25,9 @@ compare with the runner's eager step under Triton's interpreter.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +46,15 @@ from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
 
 MAX_GRAPHS = 12  # live captured buckets; each holds only its buffers and pinned logits (activations share a pool)
+MAX_TOKENS = 1024  # the largest padded token bucket that runs in a graph (env INLAID_PREFILL_GRAPH_MAX_TOKENS)
+ASKED = 64  # buckets refused for lack of room that are remembered (the next request of one captures it)
+
+
+def env_max_tokens() -> int:
+    """INLAID_PREFILL_GRAPH_MAX_TOKENS (default MAX_TOKENS; 0 runs every prefill step eagerly)."""
+    raw = os.environ.get("INLAID_PREFILL_GRAPH_MAX_TOKENS", "").strip()
+    return int(raw) if raw else MAX_TOKENS
+
 
 Key = tuple[int, int, bool]  # TB, SB, LoRA on
 
@@ -58,15 +75,19 @@ class PrefillGraphs:
     def __init__(
         self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
         max_blocks: int, pools: LoraPools | None, capture: bool = True, max_graphs: int = MAX_GRAPHS,
+        max_tokens: int | None = None,
     ) -> None:  # fmt: skip
         self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
         self._w, self._pools, self._capture, self.max_graphs = max_blocks, pools, capture, max_graphs
+        self.max_tokens = env_max_tokens() if max_tokens is None else max_tokens
         self._device = kv_cache.device
-        self._buckets: dict[Key, _Bucket] = {}
+        self._buckets: OrderedDict[Key, _Bucket] = OrderedDict()  # least recently run first
+        self._asked: OrderedDict[Key, None] = OrderedDict()  # buckets refused for lack of room, oldest first
         self._mempool = torch.cuda.graph_pool_handle() if capture else None
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
         self.captures = 0
+        self.evictions = 0  # live buckets dropped to make room for another
         self.runs = 0  # padded steps run (replays with capture, eager twin runs without)
         self.last_host_s = 0.0  # host time of the last replayed step up to the replay call's return (benchmarks)
 
@@ -78,13 +99,24 @@ class PrefillGraphs:
         return (b[0], b[1], with_lora)
 
     def can_run(self, step: StepInput) -> bool:
-        """A step with prefill rows whose bucket is live or may still be captured, and that fits it."""
+        """A step with prefill rows whose bucket is at most max_tokens rows, that fits it, and whose bucket is live,
+        has room, or was refused for lack of room before (run() then evicts the least recently run bucket). A
+        refusal for lack of room is remembered (the one side effect: the runner asks once per step)."""
         if step.num_seqs == 0 or is_pure_decode(step):
             return False
         key = self._key(step)
-        if key is None or (key not in self._buckets and len(self._buckets) >= self.max_graphs):
+        if key is None or key[0] > self.max_tokens or not fits(PrefillDims(key[0], key[1], self._w), step):
             return False
-        return fits(PrefillDims(key[0], key[1], self._w), step)
+        if key in self._buckets or len(self._buckets) < self.max_graphs:
+            return True
+        if self.max_graphs <= 0:
+            return False
+        if key in self._asked:
+            return True
+        self._asked[key] = None
+        while len(self._asked) > ASKED:
+            self._asked.popitem(last=False)
+        return False
 
     def run(self, weights: LlamaWeights, step: StepInput) -> torch.Tensor:
         """Logits [S, vocab] float32 on the CPU of a step that can_run (with capture: a view of the bucket's
@@ -96,7 +128,11 @@ class PrefillGraphs:
             raise ValueError("PrefillGraphs.run: not a step with prefill rows of a prefill bucket")
         b = self._buckets.get(key)
         if b is None:
+            self._make_room()
+            self._asked.pop(key, None)
             b = self._new(weights, key)
+        else:
+            self._buckets.move_to_end(key)
         stage_prefill(b.host.numpy(), b.dims, step)
         s = step.num_seqs
         self.runs += 1
@@ -114,6 +150,17 @@ class PrefillGraphs:
         out.copy_(b.logits[:s], non_blocking=True)
         torch.cuda.current_stream(self._device).synchronize()
         return out
+
+    def _make_room(self) -> None:
+        """Drop least recently run buckets until one more fits (their memory returns to the shared pool, which
+        the live graphs keep alive; a pool whose graphs all died is replaced, as in _drop_stale)."""
+        evicted = False
+        while self._buckets and len(self._buckets) >= max(self.max_graphs, 1):
+            self._buckets.popitem(last=False)
+            self.evictions += 1
+            evicted = True
+        if evicted and not self._buckets and self._capture:
+            self._mempool = torch.cuda.graph_pool_handle()
 
     def _drop_stale(self, weights: LlamaWeights) -> None:
         version = self._pools.version if self._pools is not None else 0

@@ -6,11 +6,15 @@ Interface (what the engine uses):
                          cuda_graphs=True,                # triton on CUDA: decode steps replay CUDA graphs
                          decode_fusion=None,              # those graphs' llama_fast.DECODE_FUSIONS (None: default)
                          prefill_graphs=None)             # triton: prefill/mixed steps in bucketed CUDA graphs
-                                                          # (None: env INLAID_PREFILL_GRAPHS=1; off by default;
-                                                          # without CUDA the padded step runs eagerly, for tests)
+                                                          # (None: on where decode steps replay graphs, i.e.
+                                                          # triton on CUDA with cuda_graphs, unless env
+                                                          # INLAID_PREFILL_GRAPHS=0; True without CUDA or with
+                                                          # cuda_graphs=False: the padded step runs eagerly, for
+                                                          # tests; steps over INLAID_PREFILL_GRAPH_MAX_TOKENS
+                                                          # (1024) padded rows run eagerly: model.prefill_graphs)
     runner.decode_fusion = "none"       # switch it (drops the captured graphs; benchmarks compare fusions)
     runner.decode_pdl = 0               # decode graphs' Programmatic Dependent Launch mode (kernels.pdl; 0 = off;
-                                        # default env INLAID_PDL, on; batch <= 2 without LoRA; graphs are kept per mode)
+                                        # default env INLAID_PDL, on at buckets <= 16, with or without LoRA; graphs kept per mode)
     runner.prefill_graphs = False       # switch them (off drops the captured prefill graphs)
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
@@ -143,8 +147,9 @@ class ModelRunner:
                                         fusion=decode_fusion or DEFAULT_DECODE_FUSION)  # fmt: skip
         self._prefill: PrefillGraphs | None = None
         self._capture = cuda_graphs and self.device.type == "cuda"  # cuda_graphs=False: the padded steps run eagerly
-        if prefill_graphs is None:
-            prefill_graphs = os.environ.get("INLAID_PREFILL_GRAPHS", "0").strip().lower() in ("1", "true", "yes")
+        if prefill_graphs is None:  # on by default where they are real CUDA graphs
+            off = os.environ.get("INLAID_PREFILL_GRAPHS", "1").strip().lower() in ("0", "false", "no", "off")
+            prefill_graphs = self._capture and not off
         self.prefill_graphs = prefill_graphs
 
     @property

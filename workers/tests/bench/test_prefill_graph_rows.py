@@ -60,7 +60,11 @@ def test_weight_scale_and_markdown_of_the_prefill_graphs_run() -> None:
     rows = [dict(case="p", prefill_graphs=0, tokens=128, seqs=1, step_ms=8.0, host_ms=7.0, nonfinite=0),
             dict(case="p", prefill_graphs=1, tokens=128, seqs=1, step_ms=4.0, host_us=200.0, capture_ms=300.0,
                  max_rel_err=1e-3, nonfinite=0),
-            dict(case="q", prefill_graphs=0, tokens=512, seqs=1, step_ms=20.0, host_ms=9.0, nonfinite=2)]  # fmt: skip
+            dict(case="q", prefill_graphs=0, tokens=512, seqs=1, step_ms=20.0, host_ms=9.0, nonfinite=2),
+            dict(case="r", prefill_graphs=0, tokens=2048, seqs=1, step_ms=40.0, host_ms=9.0, nonfinite=0),
+            dict(case="r", prefill_graphs=1, tokens=2048, seqs=1, step_ms=40.0, host_us=0.0, capture_ms=40.0,
+                 max_rel_err=0.0, nonfinite=0, graphed=False)]  # fmt: skip
     md = to_markdown(meta, rows)
+    assert "| r | 2048 | 1 | 40.00 | 40.00 (eager) | 1.00x |" in md  # over the runner's token cap
     assert "| p | 128 | 1 | 8.00 | 4.00 | 2.00x | 16000 | 32000 | 7.0 | 200 | 300 | 1.0e-03 | 0 / 0 |" in md
     assert "| q | 512 | 1 | 20.00 | - | - | 25600 | - | 9.0 | - | - | - | 2 / - |" in md
