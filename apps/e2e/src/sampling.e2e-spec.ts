@@ -1,7 +1,8 @@
 /**
  * Sampling features end to end (real gateway + real worker on the shared base-only stack): logprobs in
  * OpenAI's completions and chat shapes, streamed and not; n > 1 choices (HTTP and gRPC Generate); presence /
- * frequency / repetition penalties; and the 400s / INVALID_ARGUMENT for out-of-range values.
+ * frequency / repetition penalties; usage.prompt_tokens_details.cached_tokens from the worker's prefix cache;
+ * and the 400s / INVALID_ARGUMENT for out-of-range values (values that would round to 0 as a float included).
  */
 import { ServiceError, status } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
@@ -171,6 +172,55 @@ describe('n > 1', () => {
       );
       expect((badLp as ServiceError).code).toBe(status.INVALID_ARGUMENT);
       expect((badLp as ServiceError).details).toContain('logprobs');
+      const tiny = { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false, temperature: Math.fround(1e-40) }; // a denormal float
+      const badT = await generate(client, { model: base, prompt: 'x', sampling: tiny }).catch((e: ServiceError) => e);
+      expect((badT as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+      expect((badT as ServiceError).details).toContain('temperature');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('cached prompt tokens', () => {
+  // a prompt of several 16-token blocks, new to the worker's prefix cache (random words first)
+  const longPrompt = () => `${randomBytes(6).toString('hex')} ${'the quick brown fox jumps over the lazy dog and '.repeat(6)}`;
+
+  it('a repeated long prompt reports cached_tokens > 0, non-streamed and streamed', async () => {
+    const body = { model: base, prompt: longPrompt(), ...GREEDY, max_tokens: 2 };
+    const first = await post('completions', body);
+    expect(first.status).toBe(200);
+    const usage = first.json['usage'];
+    expect(usage.prompt_tokens).toBeGreaterThan(32);
+    expect(usage.prompt_tokens_details).toEqual({ cached_tokens: 0 });
+    const again = await post('completions', body);
+    const cached = again.json['usage'].prompt_tokens_details.cached_tokens as number;
+    expect(cached).toBeGreaterThan(0);
+    expect(cached).toBeLessThan(usage.prompt_tokens);
+    expect(again.json['choices'][0].text).toBe(first.json['choices'][0].text);
+    const { chunks } = await stream('completions', { ...body, stream_options: { include_usage: true } });
+    expect(chunks[chunks.length - 1]!['usage'].prompt_tokens_details).toEqual({ cached_tokens: cached });
+  });
+
+  it('n > 1: the prompt counts once, so cached_tokens is at most prompt_tokens', async () => {
+    const body = { model: base, messages: [{ role: 'user', content: longPrompt() }], ...GREEDY, max_tokens: 2 };
+    await post('chat/completions', body); // warm the cache
+    const { status: code, json } = await post('chat/completions', { ...body, n: 3 });
+    expect(code).toBe(200);
+    const usage = json['usage'];
+    expect(usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
+    expect(usage.prompt_tokens_details.cached_tokens).toBeLessThan(usage.prompt_tokens);
+  });
+
+  it('gRPC Generate carries each choice\'s cached_tokens', async () => {
+    const client = inferenceClient((stack as BaseOnlyStack).h.gateway.grpcAddr);
+    try {
+      const req = { model: base, prompt: longPrompt(), sampling: { maxTokens: 2, temperature: 0, ignoreEos: true, stop: [], stopTokenIds: [] } };
+      const cold = await generate(client, req);
+      expect(cold.every((m) => m.cachedTokens === 0)).toBe(true);
+      const warm = await generate(client, req);
+      expect(warm[0]?.cachedTokens).toBeGreaterThan(0);
+      expect(warm[0]?.cachedTokens).toBeLessThan(warm[0]?.promptTokens ?? 0);
     } finally {
       client.close();
     }
@@ -193,6 +243,10 @@ describe('penalties', () => {
     ['completions', { presence_penalty: 2.5 }, 'presence_penalty'],
     ['completions', { frequency_penalty: -3 }, 'frequency_penalty'],
     ['completions', { repetition_penalty: 0 }, 'repetition_penalty'],
+    ['completions', { repetition_penalty: 1e-50 }, 'repetition_penalty'], // 0 as a float: the worker refused it
+    ['completions', { temperature: 1e-50 }, 'temperature'], // 0 as a float: silently greedy
+    ['chat/completions', { temperature: 1e-40 }, 'temperature'], // a denormal float
+    ['completions', { top_p: 0 }, 'top_p'],
     ['chat/completions', { top_logprobs: 3 }, 'top_logprobs'],
     ['chat/completions', { logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
   ])('%s %j: 400 naming %s', async (path, extra, param) => {

@@ -56,6 +56,7 @@ class RequestOutput:
     prompt_tokens: int
     completion_tokens: int
     logprobs: tuple[TokenLogprobs, ...] | None = None  # one per token of token_ids, when the request asked
+    cached_tokens: int = 0  # prompt tokens the request's first admission took from the prefix cache
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,14 @@ class LLMEngine:
         if logprobs is None and seq.sampling.logprobs is not None:
             logprobs = ()  # asked for: an empty list for a delta without tokens (an abort)
         return RequestOutput(
-            seq.request_id, text, tokens, reason, seq.num_prompt_tokens, len(seq.output_token_ids), logprobs
+            seq.request_id,
+            text,
+            tokens,
+            reason,
+            seq.num_prompt_tokens,
+            len(seq.output_token_ids),
+            logprobs,
+            seq.prompt_cached_tokens or 0,
         )
 
     # ---- adapters -------------------------------------------------------------------------------------

@@ -123,6 +123,8 @@ class Scheduler:
             if need > bm.num_free_blocks:
                 break
             self.waiting.popleft()
+            if seq.prompt_cached_tokens is None:  # a resumed run's generated tail is not prompt
+                seq.prompt_cached_tokens = min(hit, seq.num_prompt_tokens - seq.resumed_output_tokens)
             if bm.enable_caching:
                 bm.record_lookup(seq.num_tokens, hit)
                 bm.acquire(seq.block_table, cached)

@@ -72,6 +72,9 @@ class Sequence:
         self.hash_generation = -1
         self.num_registered_blocks = 0
         self.num_cached_tokens = 0
+        # Prompt tokens the first admission took from the cache (vLLM's num_cached_tokens, the usage's
+        # cached_tokens); None until admitted. A readmission after preemption does not change it.
+        self.prompt_cached_tokens: int | None = None
         self.status = SequenceStatus.WAITING
         self.num_computed_tokens = 0
         self.block_table: list[int] = []

@@ -91,6 +91,7 @@ def event_to_proto(
             finish_reason=_FINISH[event.finish_reason],
             prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
+            cached_tokens=event.cached_tokens,
         )
         if event.logprobs is not None:
             if token_text is None:

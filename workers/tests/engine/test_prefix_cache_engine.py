@@ -93,6 +93,20 @@ def test_n_copies_admitted_together_compute_the_prompt_once(tiny: tuple[Path, di
     assert got["n0"] == run(make(tiny, False), [("x", prompt, "")])["x"]
 
 
+def test_outputs_report_the_prompt_tokens_taken_from_the_cache(tiny: tuple[Path, dict[str, Path]]) -> None:
+    on, off = make(tiny, True, max_num_batched_tokens=32), make(tiny, False, max_num_batched_tokens=32)
+    prompt = SYSTEM + SUFFIXES[2]  # 65 tokens: 4 full blocks
+    for engine in (on, off):
+        for i in range(3):
+            engine.add_request(f"n{i}", prompt, GREEDY, "")
+    cached = {rid: {o.cached_tokens for o in outs} for rid, outs in drain(on).items()}
+    assert cached == {"n0": {0}, "n1": {64}, "n2": {64}}  # the first computes the prompt, the others reuse it
+    assert all(o.cached_tokens == 0 for outs in drain(off).values() for o in outs)
+    # a resumed run's generated tail (the last 20 "prompt" tokens) is not prompt: only the first 45 count
+    on.add_request("resumed", prompt, GREEDY, "", resumed_output_tokens=20)
+    assert {o.cached_tokens for o in drain(on)["resumed"]} == {45}
+
+
 def test_adapters_never_share_kv_with_the_base_or_each_other(tiny: tuple[Path, dict[str, Path]]) -> None:
     on, off = make(tiny, True), make(tiny, False)
     prompt = SYSTEM + SUFFIXES[0]

@@ -309,3 +309,20 @@ def test_resumed_output_tokens_count_as_output_for_frequency_penalty(worker: Any
     # the same prompt: its last 6 tokens are penalized only when they count as this request's output
     assert resumed("r0", 0) != resumed("r6", 6)
     wait_idle(stub)
+
+
+def test_a_repeated_prompt_reports_its_cached_tokens(worker: Any) -> None:
+    stub, running, _ = worker
+    block = running.loop.engine.block_manager.block_size
+    prompt = list(prepare(stub, "task-a", "cached tokens: " + "the same long prompt, " * 20).prompt_token_ids)
+    assert len(prompt) > 3 * block
+    first = run_one(stub, "cache-1", prompt, 3, temperature=0)
+    assert all(d.cached_tokens == 0 for d in first)  # nothing cached yet
+    second = run_one(stub, "cache-2", prompt, 3, temperature=0)
+    cached = {d.cached_tokens for d in second}
+    assert len(cached) == 1  # every delta carries the admission's count
+    (n,) = cached
+    # every full block but the one holding the last prompt token comes from the cache
+    assert n == (len(prompt) - 1) // block * block and 0 < n < len(prompt)
+    assert [t for d in second for t in d.token_ids] == [t for d in first for t in d.token_ids]
+    wait_idle(stub)

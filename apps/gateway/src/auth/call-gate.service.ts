@@ -1,6 +1,7 @@
 /**
  * The one admission check shared by HTTP and gRPC: authenticate the key, check the route's scope, take the
- * key's rate-limit token and concurrency slot. Resolves to the function that frees the slot.
+ * key's rate-limit tokens and concurrency slots: `cost` of each (a generation request's `n`, 1 otherwise).
+ * Resolves to the function that frees the slots.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import type { ApiKeyScope } from '@inlaid/db';
@@ -16,9 +17,9 @@ export class CallGate {
   ) {}
 
   /** `scope` null: any valid key will do. */
-  async admit(authorization: string | undefined, scope: ApiKeyScope | null): Promise<Release> {
+  async admit(authorization: string | undefined, scope: ApiKeyScope | null, cost = 1): Promise<Release> {
     const principal = await this.auth.authenticate(authorization);
     if (scope !== null) requireScope(principal, scope);
-    return this.limiter.admit(principal);
+    return this.limiter.admit(principal, cost);
   }
 }

@@ -39,6 +39,7 @@ export function toGenerationDelta(d: worker.TokenDelta, promptTokens: number): G
     finishReason: finishReasonOf(d.finishReason),
     promptTokens: d.promptTokens > 0 ? d.promptTokens : promptTokens,
     completionTokens: d.completionTokens,
+    cachedTokens: d.cachedTokens,
     ...(d.logprobs !== undefined ? { logprobs: d.logprobs.tokens } : {}),
   };
 }

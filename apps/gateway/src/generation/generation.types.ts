@@ -24,6 +24,8 @@ export interface GenerationDelta {
   readonly finishReason: FinishReason | null;
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Of promptTokens, those the worker took from its prefix cache (the same on every delta); absent = 0. */
+  readonly cachedTokens?: number;
   /** One per token of tokenIds when the request asked for logprobs (sampling.logprobs set); else absent. */
   readonly logprobs?: readonly common.TokenLogprob[];
 }

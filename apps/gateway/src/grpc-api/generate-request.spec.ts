@@ -24,6 +24,13 @@ describe('toGenerationInput', () => {
     [{ ...base, sampling: { ...plain, repetitionPenalty: 0 } }, 'sampling.repetition_penalty'],
     [{ ...base, sampling: { ...plain, repetitionPenalty: 1000 } }, 'sampling.repetition_penalty'],
     [{ ...base, sampling: { ...plain, logprobs: 21 } }, 'sampling.logprobs'],
+    // float32 values too small for the worker: a denormal, or what rounds to 0 (refused there, or greedy)
+    [{ ...base, sampling: { ...plain, temperature: Math.fround(1e-40) } }, 'sampling.temperature'],
+    [{ ...base, sampling: { ...plain, temperature: Math.fround(5e-7) } }, 'sampling.temperature'],
+    [{ ...base, sampling: { ...plain, repetitionPenalty: Math.fround(1e-40) } }, 'sampling.repetition_penalty'],
+    [{ ...base, sampling: { ...plain, repetitionPenalty: Math.fround(5e-7) } }, 'sampling.repetition_penalty'],
+    [{ ...base, sampling: { ...plain, topP: 0 } }, 'sampling.top_p'],
+    [{ ...base, sampling: { ...plain, topP: Math.fround(1e-40) } }, 'sampling.top_p'],
   ])('rejects %j naming %s', (req, param) => {
     try {
       toGenerationInput(req);
@@ -41,6 +48,14 @@ describe('choiceCount', () => {
     expect(choiceCount({ ...base, n: 0 })).toBe(1);
     expect(choiceCount({ ...base, n: 16 })).toBe(16);
     expect(() => choiceCount({ ...base, n: 17 })).toThrow(expect.objectContaining({ details: expect.objectContaining({ param: 'n' }) }));
+  });
+
+  it('accepts the least positive temperature, top_p and repetition_penalty as the float32 1e-6 they arrive as', () => {
+    const least = Math.fround(1e-6);
+    expect(least).toBeLessThan(1e-6);
+    const s = { ...plain, temperature: least, topP: least, repetitionPenalty: least };
+    expect(toGenerationInput({ ...base, sampling: s }).sampling).toEqual(s);
+    expect(toGenerationInput({ ...base, sampling: { ...plain, temperature: 0 } }).sampling.temperature).toBe(0);
   });
 
   it('accepts penalties and logprobs in range', () => {

@@ -4,20 +4,27 @@ import { InlaidError } from '../common/inlaid-error';
 import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
-import { MAX_LOGPROBS, MAX_REPETITION_PENALTY } from '../openai/request-validation';
+import { MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 
 const MAX_REQUEST_ID = 128;
 
-function checkRange(name: string, v: number | undefined, min: number, max: number): void {
+/** `shown`: the bound as the message names it (MIN_POSITIVE for its float32 MIN_POSITIVE_F32). */
+function checkRange(name: string, v: number | undefined, min: number, max: number, shown = min): void {
   if (v !== undefined && !(Number.isFinite(v) && v >= min && v <= max)) {
-    throw InlaidError.invalid(`sampling.${name} must be between ${min} and ${max}, got ${v}.`, `sampling.${name}`);
+    throw InlaidError.invalid(`sampling.${name} must be between ${shown} and ${max}, got ${v}.`, `sampling.${name}`);
   }
 }
+
+/** MIN_POSITIVE as the float32 the field arrives as (1e-6 itself decodes to 9.99999997e-7). */
+const MIN_POSITIVE_F32 = Math.fround(MIN_POSITIVE);
 
 function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   const p: common.SamplingParams = s ?? { maxTokens: 0, stop: [], stopTokenIds: [], ignoreEos: false };
   checkRange('temperature', p.temperature, 0, 2);
-  checkRange('top_p', p.topP, 0, 1);
+  if (p.temperature !== undefined && p.temperature > 0 && p.temperature < MIN_POSITIVE_F32) {
+    throw InlaidError.invalid(`sampling.temperature must be 0 or between ${MIN_POSITIVE} and 2, got ${p.temperature}.`, 'sampling.temperature');
+  }
+  checkRange('top_p', p.topP, MIN_POSITIVE_F32, 1, MIN_POSITIVE);
   if (p.stop.some((x) => x === '')) throw InlaidError.invalid('sampling.stop must not contain empty strings.', 'sampling.stop');
   checkStops(p.stop, p.stopTokenIds, 'sampling.stop');
   if (!Number.isInteger(p.maxTokens) || p.maxTokens < 0 || p.maxTokens > BOUNDS.maxTokens) {
@@ -28,9 +35,9 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   }
   checkRange('presence_penalty', p.presencePenalty, -2, 2);
   checkRange('frequency_penalty', p.frequencyPenalty, -2, 2);
-  if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty > 0 && p.repetitionPenalty <= MAX_REPETITION_PENALTY)) {
+  if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty >= MIN_POSITIVE_F32 && p.repetitionPenalty <= MAX_REPETITION_PENALTY)) {
     throw InlaidError.invalid(
-      `sampling.repetition_penalty must be greater than 0 and at most ${MAX_REPETITION_PENALTY}, got ${p.repetitionPenalty}.`,
+      `sampling.repetition_penalty must be between ${MIN_POSITIVE} and ${MAX_REPETITION_PENALTY}, got ${p.repetitionPenalty}.`,
       'sampling.repetition_penalty',
     );
   }

@@ -18,6 +18,15 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   return { code: e.status, details: e.message, message: e.message, metadata };
 }
 
+/** What the request counts for the key's limits: its n choices (1 for an invalid n, refused after admission). */
+function choiceCost(req: inference.GenerateRequest): number {
+  try {
+    return choiceCount(req);
+  } catch {
+    return 1;
+  }
+}
+
 function bearerOf(metadata: Metadata): string | undefined {
   const v = metadata.get('authorization')[0];
   return v === undefined ? undefined : String(v);
@@ -45,7 +54,7 @@ export function inferenceHandlers(
         let release = (): void => undefined;
         try {
           checkDecoded(call.request);
-          release = await gate.admit(bearerOf(call.metadata), 'inference');
+          release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
           const left = new AbortController();
           call.on('cancelled', () => left.abort());
           const input = toGenerationInput(call.request);
@@ -61,6 +70,7 @@ export function inferenceHandlers(
               finishReason: protoFinishReason(d.finishReason),
               promptTokens: d.promptTokens,
               completionTokens: d.completionTokens,
+              cachedTokens: d.cachedTokens ?? 0,
               logprobs: d.logprobs !== undefined ? { tokens: [...d.logprobs] } : undefined,
               index,
             });

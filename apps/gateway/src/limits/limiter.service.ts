@@ -2,6 +2,7 @@
  * Per-key rate limits (token bucket: bursts up to `rpm`, refilled at rpm per minute) and concurrency limits
  * (leases in a sorted set), both in Redis through atomic Lua scripts. Redis unreachable -> fail open: the
  * request is served unlimited and a warning is logged at most every 10 s (availability over quota).
+ * A request with `n` choices runs n generations, so it counts n times: n tokens and n slots, all or none.
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -23,6 +24,28 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
+function counted(cost: number): string {
+  return cost > 1 ? `; this request counts ${cost} times, once per choice (n)` : '';
+}
+
+/** A request whose n is above the key's limit itself can never be admitted: say so, without touching Redis. */
+function checkCost(p: Principal, cost: number): void {
+  if (!Number.isInteger(cost) || cost < 1) throw new Error(`a request costs a positive integer, got ${cost}`);
+  if (p.rateLimitRpm !== null && cost > p.rateLimitRpm) {
+    throw InlaidError.rateLimited(
+      `This request's n (${cost}) is more than this API key's rate limit of ${p.rateLimitRpm} requests per minute; each choice counts as a request.`,
+      60,
+    );
+  }
+  if (p.concurrencyLimit !== null && cost > p.concurrencyLimit) {
+    throw InlaidError.rateLimited(
+      `This request's n (${cost}) is more than this API key's limit of ${p.concurrencyLimit} concurrent requests; each choice counts as a request.`,
+      1,
+      'concurrency_limit_exceeded',
+    );
+  }
+}
+
 @Injectable()
 export class LimiterService {
   private readonly logger = new Logger('Limits');
@@ -30,12 +53,19 @@ export class LimiterService {
 
   constructor(@Inject(RedisService) private readonly redis: RedisService) {}
 
-  /** Takes one request from the key's budget and a concurrency slot; throws RESOURCE_EXHAUSTED when over. */
-  async admit(p: Principal): Promise<Release> {
+  /**
+   * Takes `cost` requests (a request's `n`) from the key's budget and as many concurrency slots, released
+   * together by the returned function; throws RESOURCE_EXHAUSTED (with a retry-after) when the key has fewer
+   * left, taking nothing. Slots come first: they can be handed back when the rate limit refuses (tokens cannot),
+   * so a request refused for concurrency does not spend n of the key's requests per minute.
+   */
+  async admit(p: Principal, cost = 1): Promise<Release> {
     if (p.rateLimitRpm === null && p.concurrencyLimit === null) return NOTHING;
+    checkCost(p, cost);
     try {
-      if (p.rateLimitRpm !== null) await this.takeToken(p.id, p.rateLimitRpm);
-      return p.concurrencyLimit === null ? NOTHING : await this.acquireSlot(p.id, p.concurrencyLimit);
+      const release = p.concurrencyLimit === null ? NOTHING : await this.acquireSlots(p.id, p.concurrencyLimit, cost);
+      if (p.rateLimitRpm !== null) await this.takeTokens(p.id, p.rateLimitRpm, cost).catch((err: unknown) => (release(), Promise.reject(err)));
+      return release;
     } catch (err) {
       if (err instanceof InlaidError) throw err;
       this.failOpen(err);
@@ -43,25 +73,30 @@ export class LimiterService {
     }
   }
 
-  private async takeToken(id: string, rpm: number): Promise<void> {
-    const res = (await this.eval(TOKEN_BUCKET, `inlaid:rl:${id}`, [rpm, rpm / 60_000])) as [number, number];
+  private async takeTokens(id: string, rpm: number, cost: number): Promise<void> {
+    const res = (await this.eval(TOKEN_BUCKET, `inlaid:rl:${id}`, [rpm, rpm / 60_000, cost])) as [number, number];
     if (res[0] !== 1) {
-      throw InlaidError.rateLimited(`Rate limit reached for this API key (${rpm} requests per minute).`, res[1] / 1000);
+      throw InlaidError.rateLimited(`Rate limit reached for this API key (${rpm} requests per minute${counted(cost)}).`, res[1] / 1000);
     }
   }
 
-  private async acquireSlot(id: string, limit: number): Promise<Release> {
+  private async acquireSlots(id: string, limit: number, cost: number): Promise<Release> {
     const lease = randomUUID();
     const key = `inlaid:cc:${id}`;
-    const ok = (await this.eval(ACQUIRE_SLOT, key, [limit, lease, LEASE_TTL_MS])) as number;
+    const ok = (await this.eval(ACQUIRE_SLOT, key, [limit, lease, LEASE_TTL_MS, cost])) as number;
     if (ok !== 1) {
-      throw InlaidError.rateLimited(`Too many concurrent requests for this API key (limit ${limit}).`, 1, 'concurrency_limit_exceeded');
+      throw InlaidError.rateLimited(
+        `Too many concurrent requests for this API key (limit ${limit}${counted(cost)}).`,
+        1,
+        'concurrency_limit_exceeded',
+      );
     }
+    const leases = Array.from({ length: cost }, (_, i) => `${lease}:${i + 1}`);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.redis.client.zrem(key, lease).catch(() => undefined); // else the lease expires after its ttl
+      this.redis.client.zrem(key, ...leases).catch(() => undefined); // else the leases expire after their ttl
     };
   }
 

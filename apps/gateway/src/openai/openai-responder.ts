@@ -21,6 +21,7 @@ import {
   completionChoice,
   completionLogprobs,
   completionResponse,
+  cachedTokensOf,
   ResponseMeta,
   usageOf,
 } from './response-shapes';
@@ -68,6 +69,7 @@ export class OpenAIResponder {
       text: '',
       finish: null as FinishReason | null,
       completionTokens: 0,
+      cachedTokens: 0,
       logprobs: [] as common.TokenLogprob[],
     }));
     for await (const { index, delta: d } of mergeChoices(choices)) {
@@ -75,10 +77,15 @@ export class OpenAIResponder {
       if (a === undefined) continue;
       a.text += d.text;
       a.completionTokens = d.completionTokens;
+      a.cachedTokens = Math.max(a.cachedTokens, d.cachedTokens ?? 0);
       a.finish = d.finishReason ?? a.finish;
       if (d.logprobs !== undefined) a.logprobs.push(...d.logprobs);
     }
-    const usage = usageOf(choices.promptTokens, acc.reduce((n, a) => n + a.completionTokens, 0));
+    const usage = usageOf(
+      choices.promptTokens,
+      acc.reduce((n, a) => n + a.completionTokens, 0),
+      cachedTokensOf(acc.map((a) => a.cachedTokens), choices.promptTokens),
+    );
     const meta = this.meta(choices);
     if (kind === 'completions') {
       return completionResponse(

@@ -65,8 +65,23 @@ describe('parseCompletionRequest', () => {
     [{ model: 'm', prompt: 'x', repetition_penalty: 0 }, 'repetition_penalty'],
     [{ model: 'm', prompt: 'x', repetition_penalty: -1 }, 'repetition_penalty'],
     [{ model: 'm', prompt: 'x', repetition_penalty: 101 }, 'repetition_penalty'],
+    // positive values that round to 0 (or a denormal) as the worker's protobuf float
+    [{ model: 'm', prompt: 'x', temperature: 1e-50 }, 'temperature'],
+    [{ model: 'm', prompt: 'x', temperature: 1e-40 }, 'temperature'],
+    [{ model: 'm', prompt: 'x', temperature: 9e-7 }, 'temperature'],
+    [{ model: 'm', prompt: 'x', repetition_penalty: 1e-50 }, 'repetition_penalty'],
+    [{ model: 'm', prompt: 'x', repetition_penalty: 9e-7 }, 'repetition_penalty'],
+    [{ model: 'm', prompt: 'x', top_p: 0 }, 'top_p'],
+    [{ model: 'm', prompt: 'x', top_p: 1e-50 }, 'top_p'],
   ])('rejects %j naming %s', (body, param) => {
     expect(paramOf(() => parseCompletionRequest(body))).toBe(param);
+  });
+
+  it('accepts temperature 0 and the least positive temperature, top_p and repetition_penalty (1e-6)', () => {
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', temperature: 0 }).input.sampling.temperature).toBe(0);
+    const least = parseCompletionRequest({ model: 'm', prompt: 'x', temperature: 1e-6, top_p: 1e-6, repetition_penalty: 1e-6 });
+    expect(least.input.sampling).toMatchObject({ temperature: 1e-6, topP: 1e-6, repetitionPenalty: 1e-6 });
+    expect(Math.fround(1e-6)).toBeGreaterThan(1.2e-38); // a normal float32 on its way to the worker
   });
 
   it('maps logprobs, penalties and n', () => {

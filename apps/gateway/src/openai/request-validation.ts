@@ -20,6 +20,13 @@ export interface OpenAIRequest {
 export const MAX_LOGPROBS = 20;
 /** vLLM has no upper bound on repetition_penalty; this one keeps it finite and sane. */
 export const MAX_REPETITION_PENALTY = 100;
+/**
+ * Least positive temperature, top_p and repetition_penalty. The worker gets them as protobuf floats, where a
+ * smaller value can round to 0 (or a denormal) and be refused there (top_p, repetition_penalty: (0, ...]) or
+ * silently turn greedy (temperature). vLLM refuses repetition_penalty <= 0 and top_p <= 0 and raises a
+ * temperature under 0.01 to 0.01; the gateway refuses, naming the parameter, instead of changing the value.
+ */
+export const MIN_POSITIVE = 1e-6;
 
 type Body = Record<string, unknown>;
 const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
@@ -105,14 +112,20 @@ function parseChatLogprobs(body: Body): number | undefined {
   return on ? (top ?? 0) : undefined;
 }
 
+/** temperature: 0 (greedy) or MIN_POSITIVE..2. */
+function parseTemperature(body: Body): number | undefined {
+  const t = optNumber(body, 'temperature', 0, 2);
+  if (t !== undefined && t > 0 && t < MIN_POSITIVE) {
+    throw InlaidError.invalid(`'temperature' must be 0 or between ${MIN_POSITIVE} and 2, got ${t}.`, 'temperature');
+  }
+  return t;
+}
+
 /** Penalties; a value that turns a penalty off (0, or 1 for repetition) leaves the field unset. */
 function parsePenalties(body: Body): Pick<common.SamplingParams, 'presencePenalty' | 'frequencyPenalty' | 'repetitionPenalty'> {
   const presence = optNumber(body, 'presence_penalty', -2, 2);
   const frequency = optNumber(body, 'frequency_penalty', -2, 2);
-  const repetition = optNumber(body, 'repetition_penalty', 0, MAX_REPETITION_PENALTY);
-  if (repetition === 0) {
-    throw InlaidError.invalid(`'repetition_penalty' must be greater than 0 and at most ${MAX_REPETITION_PENALTY}, got 0.`, 'repetition_penalty');
-  }
+  const repetition = optNumber(body, 'repetition_penalty', MIN_POSITIVE, MAX_REPETITION_PENALTY);
   return {
     presencePenalty: presence === 0 ? undefined : presence,
     frequencyPenalty: frequency === 0 ? undefined : frequency,
@@ -127,8 +140,8 @@ function parseSampling(body: Body, maxTokensParam: string, logprobs: number | un
   const topK = optNumber(body, 'top_k', -1, BOUNDS.topK, true);
   return {
     maxTokens: maxTokens ?? 0,
-    temperature: optNumber(body, 'temperature', 0, 2),
-    topP: optNumber(body, 'top_p', 0, 1),
+    temperature: parseTemperature(body),
+    topP: optNumber(body, 'top_p', MIN_POSITIVE, 1),
     topK: topK !== undefined && topK > 0 ? topK : undefined,
     seed,
     stop: parseStop(body),

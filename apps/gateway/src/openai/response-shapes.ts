@@ -9,6 +9,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** cached_tokens: of prompt_tokens, those served from the worker's prefix cache (as vLLM reports them). */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 /** Identity of one response, repeated in every chunk. */
@@ -20,8 +22,22 @@ export interface ResponseMeta {
 
 type OpenAIFinish = 'stop' | 'length' | null;
 
-export function usageOf(promptTokens: number, completionTokens: number): Usage {
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+export function usageOf(promptTokens: number, completionTokens: number, cachedTokens = 0): Usage {
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: cachedTokens },
+  };
+}
+
+/**
+ * A request's cached prompt tokens from its choices' counts. prompt_tokens counts the prompt once whatever
+ * `n`, so the cached count is of that one prompt too: the fewest any choice took from the cache (a sum would
+ * exceed prompt_tokens; the largest would credit choices that reuse the prompt their sibling just computed).
+ */
+export function cachedTokensOf(perChoice: readonly number[], promptTokens: number): number {
+  return perChoice.length === 0 ? 0 : Math.min(promptTokens, ...perChoice);
 }
 
 /** OpenAI only knows stop and length; an aborted or failed request never reaches a finished response. */

@@ -49,7 +49,7 @@ describe('StreamEncoder', () => {
     ]);
     expect(chunks[0]!['object']).toBe('chat.completion.chunk');
     expect(chunks[0]!['usage']).toBeNull();
-    expect(chunks[3]!['usage']).toEqual({ prompt_tokens: 4, completion_tokens: 3, total_tokens: 7 });
+    expect(chunks[3]!['usage']).toEqual({ prompt_tokens: 4, completion_tokens: 3, total_tokens: 7, prompt_tokens_details: { cached_tokens: 0 } });
   });
 
   it('omits the usage key entirely without include_usage', () => {
@@ -71,9 +71,24 @@ describe('StreamEncoder', () => {
       { text: 'b', index: 0, logprobs: null, finish_reason: 'length' },
       { text: 'c', index: 1, logprobs: null, finish_reason: 'stop' },
     ]);
-    expect(events[3]!['usage']).toEqual({ prompt_tokens: 4, completion_tokens: 5, total_tokens: 9 });
+    expect(events[3]!['usage']).toEqual({ prompt_tokens: 4, completion_tokens: 5, total_tokens: 9, prompt_tokens_details: { cached_tokens: 0 } });
     expect(events[4]).toBe('[DONE]');
     expect(events).toHaveLength(5); // no [DONE] after the first choice finished
+  });
+
+  it("reports the prompt's cached tokens in the usage chunk: the fewest any choice took from the cache", () => {
+    const cached = (d: GenerationDelta, cachedTokens: number): GenerationDelta => ({ ...d, promptTokens: 40, cachedTokens });
+    const one = new StreamEncoder('chat.completions', meta, true);
+    const single = parse([...one.delta(cached(delta('a'), 32)), ...one.delta(cached(delta('', 'stop', 2), 32))]);
+    expect((single[2] as Record<string, unknown>)['usage']).toEqual({
+      prompt_tokens: 40, completion_tokens: 2, total_tokens: 42, prompt_tokens_details: { cached_tokens: 32 },
+    });
+    const two = new StreamEncoder('completions', meta, true, { choices: 2 });
+    const events = parse([
+      ...two.delta(cached(delta('a', 'stop', 1), 0), 0), // computed the prompt
+      ...two.delta(cached(delta('b', 'stop', 1), 32), 1), // reused it
+    ]) as Array<Record<string, unknown>>;
+    expect(events[2]!['usage']).toEqual({ prompt_tokens: 40, completion_tokens: 2, total_tokens: 42, prompt_tokens_details: { cached_tokens: 0 } });
   });
 
   it('opens a chat stream with a role chunk per choice', () => {

@@ -3,7 +3,7 @@
  * chunk per choice and close each choice with an empty-delta chunk carrying finish_reason; completion
  * streams carry finish_reason on a choice's last text chunk. With include_usage, every chunk has
  * `usage: null` and a final chunk with empty choices carries the usage (prompt tokens once, completion
- * tokens summed over the choices). The stream ends ([DONE]) once every choice has finished.
+ * tokens summed over the choices, prompt_tokens_details.cached_tokens as response-shapes' cachedTokensOf). The stream ends ([DONE]) once every choice has finished.
  *
  * Logprobs: a chunk carries the logprobs of the tokens since the choice's previous chunk. A delta whose text
  * is held back by the worker (part of a character, a possible stop string) sends no chunk; its tokens'
@@ -18,6 +18,7 @@ import {
   completionChoice,
   completionChunk,
   completionLogprobs,
+  cachedTokensOf,
   completionUsageChunk,
   ResponseMeta,
   usageOf,
@@ -35,6 +36,7 @@ export interface StreamOptions {
 
 interface ChoiceState {
   completionTokens: number;
+  cachedTokens: number;
   finished: boolean;
   pending: common.TokenLogprob[];
   textOffset: number;
@@ -53,7 +55,7 @@ export class StreamEncoder {
     options: StreamOptions = {},
   ) {
     const n = Math.max(1, options.choices ?? 1);
-    this.choices = Array.from({ length: n }, () => ({ completionTokens: 0, finished: false, pending: [], textOffset: 0 }));
+    this.choices = Array.from({ length: n }, () => ({ completionTokens: 0, cachedTokens: 0, finished: false, pending: [], textOffset: 0 }));
     this.logprobs = options.logprobs ?? false;
   }
 
@@ -69,6 +71,7 @@ export class StreamEncoder {
     if (c === undefined || c.finished || this.closed) return [];
     this.promptTokens = Math.max(this.promptTokens, d.promptTokens);
     c.completionTokens = Math.max(c.completionTokens, d.completionTokens);
+    c.cachedTokens = Math.max(c.cachedTokens, d.cachedTokens ?? 0);
     if (this.logprobs && d.logprobs !== undefined) c.pending.push(...d.logprobs);
     const out: string[] = [];
     if (this.kind === 'completions') {
@@ -106,7 +109,8 @@ export class StreamEncoder {
     const out: string[] = [];
     if (this.includeUsage) {
       const completion = this.choices.reduce((n, c) => n + c.completionTokens, 0);
-      const usage = usageOf(this.promptTokens, completion);
+      const cached = cachedTokensOf(this.choices.map((c) => c.cachedTokens), this.promptTokens);
+      const usage = usageOf(this.promptTokens, completion, cached);
       out.push(sseEvent(this.kind === 'completions' ? completionUsageChunk(this.meta, usage) : chatUsageChunk(this.meta, usage)));
     }
     out.push(SSE_DONE);

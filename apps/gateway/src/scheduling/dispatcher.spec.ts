@@ -26,7 +26,7 @@ class FakeLink implements WorkerLink {
   }
   /** Emits a delta with `ids` for a run (the stream ends with `finish` if given). */
   emit(runId: string, ids: number[], completion: number, finish = common.FinishReason.FINISH_REASON_UNSPECIFIED): void {
-    this.queues.get(runId)?.push({ requestId: runId, text: ids.map(String).join(' '), tokenIds: ids, finishReason: finish, promptTokens: 0, completionTokens: completion });
+    this.queues.get(runId)?.push({ requestId: runId, text: ids.map(String).join(' '), tokenIds: ids, finishReason: finish, promptTokens: 0, completionTokens: completion, cachedTokens: 0 });
     if (finish !== common.FinishReason.FINISH_REASON_UNSPECIFIED) this.queues.get(runId)?.end();
   }
 }

@@ -26,7 +26,7 @@ class FakeWorker implements WorkerLink {
     for (const [id, r] of [...this.queues]) {
       r.done += 1;
       const fin = r.done >= r.max;
-      r.q.push({ requestId: id, text: 'x', tokenIds: [7], finishReason: fin ? common.FinishReason.FINISH_REASON_LENGTH : common.FinishReason.FINISH_REASON_UNSPECIFIED, promptTokens: r.prompt, completionTokens: r.done });
+      r.q.push({ requestId: id, text: 'x', tokenIds: [7], finishReason: fin ? common.FinishReason.FINISH_REASON_LENGTH : common.FinishReason.FINISH_REASON_UNSPECIFIED, promptTokens: r.prompt, completionTokens: r.done, cachedTokens: 0 });
       if (fin) {
         r.q.end();
         this.queues.delete(id);
