@@ -47,7 +47,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -60,20 +59,14 @@ from prefill_graph_rows import cases, prefill_graph_rows  # noqa: E402
 from profile_step import kernel_times, profile_step  # noqa: E402
 from random_model import QUANT_BITS, SHAPES, TARGETS, adapter_bytes, kv_bytes, make_runner, weight_bytes, write_config  # noqa: E402
 from report import to_markdown  # noqa: E402
-from steps import BLOCK, load_adapters, make_step, sync, timed  # noqa: E402
+from steps import BLOCK, load_adapters, make_step, timed, timed_all  # noqa: E402
 
 
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes/s of a large device-to-device copy (bytes read + written), median of 10."""
     n = 2**28 if device.type == "cuda" else 2**24
     src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
-    times = []
-    for _ in range(13):
-        sync(device)
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    times = timed_all(lambda: dst.copy_(src), device, 0, 13)
     return 2 * n * 4 / sorted(times[3:])[5]
 
 
@@ -152,20 +145,6 @@ def pdl_times(runner, step, args: argparse.Namespace) -> list[tuple[int, float, 
             per[mode] += times
             rounds[mode].append(round(sorted(times)[len(times) // 2] * 1e3, 4))
     return [(m, sorted(per[m])[len(per[m]) // 2], rounds[m]) for m in args.pdl]
-
-
-def timed_all(fn, device: torch.device, warmup: int, reps: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """Wall times of `reps` synchronised calls of fn after `warmup` untimed ones (steps.timed, every time kept)."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def prefill_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: str, log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # noqa: E501

@@ -21,19 +21,7 @@ BUDGET=${2:-300}
 T0=$(date +%s)
 W=/tmp/pdl2work
 mkdir -p "$W"
-left() { echo $((BUDGET - ($(date +%s) - T0))); }
-step() {  # step NAME MAX_S CMD...: runs CMD with min(MAX_S, time left) seconds, logs its time
-  local name=$1 max=$2
-  shift 2
-  local lim
-  lim=$(left)
-  [ "$lim" -gt "$max" ] && lim=$max
-  if [ "$lim" -lt 15 ]; then echo "== $name: skipped (budget)"; return; fi
-  local t=$(date +%s)
-  echo "== $name (limit $lim s)"
-  timeout "$lim" "$@"
-  echo "== $name: rc $? in $(( $(date +%s) - t )) s"
-}
+source bench/engine/budget_steps.sh  # left, step
 COMMON=(--lora-batch 0 --distinct 1 --ranks 16 --targets qkvo --per-batch-lora 0 --prefill-seqs 0 --cost-points 0
         --pdl-rounds 3 --reps 10 --warmup 2)
 run1() {

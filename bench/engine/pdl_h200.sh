@@ -19,19 +19,7 @@ BUDGET=${2:-400}
 T0=$(date +%s)
 W=/tmp/pdlwork
 mkdir -p "$W"
-left() { echo $((BUDGET - ($(date +%s) - T0))); }
-step() {  # step NAME MAX_S CMD...: runs CMD with min(MAX_S, time left) seconds, logs its time
-  local name=$1 max=$2
-  shift 2
-  local lim
-  lim=$(left)
-  [ "$lim" -gt "$max" ] && lim=$max
-  if [ "$lim" -lt 15 ]; then echo "== $name: skipped (budget)"; return; fi
-  local t=$(date +%s)
-  echo "== $name (limit $lim s)"
-  timeout "$lim" "$@"
-  echo "== $name: rc $? in $(( $(date +%s) - t )) s"
-}
+source bench/engine/budget_steps.sh  # left, step
 run1() {
   device_header
   step check 60 python3 bench/engine/pdl_check.py --out "$W"

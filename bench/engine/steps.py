@@ -21,8 +21,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: torch.device, warmup: int, reps: int) -> float:
-    """Median wall time of fn() (synchronised), after `warmup` untimed calls."""
+def timed_all(fn: Callable[[], object], device: torch.device, warmup: int, reps: int) -> list[float]:
+    """Wall times of `reps` synchronised calls of fn(), after `warmup` untimed ones (every time kept)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -32,6 +32,12 @@ def timed(fn: Callable[[], object], device: torch.device, warmup: int, reps: int
         fn()
         sync(device)
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def timed(fn: Callable[[], object], device: torch.device, warmup: int, reps: int) -> float:
+    """Median wall time of fn() (synchronised), after `warmup` untimed calls."""
+    times = timed_all(fn, device, warmup, reps)
     return sorted(times)[len(times) // 2]
 
 

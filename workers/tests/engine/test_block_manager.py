@@ -4,16 +4,7 @@ import random
 
 import pytest
 from inlaid_worker.engine.block_manager import BlockManager
-
-
-def check_invariants(bm: BlockManager, tables: list[list[int]]) -> None:
-    held: dict[int, int] = {}
-    for t in tables:
-        for b in t:
-            held[b] = held.get(b, 0) + 1
-    for b in range(bm.num_blocks):
-        assert bm.ref_count(b) == held.get(b, 0)
-    assert bm.num_free_blocks == bm.num_blocks - len(held)
+from scheduler_helpers import check_ref_counts
 
 
 def test_allocate_grows_tables_to_hold_tokens() -> None:
@@ -45,7 +36,7 @@ def test_share_and_free_keep_blocks_until_last_reference() -> None:
     assert all(bm.ref_count(x) == 2 for x in a)
     bm.free(a)
     assert a == [] and bm.num_free_blocks == 2
-    check_invariants(bm, [b])
+    check_ref_counts(bm, [b])
     bm.free(b)
     assert bm.num_free_blocks == 4
     with pytest.raises(RuntimeError, match="freed twice"):
@@ -68,5 +59,5 @@ def test_random_workload_keeps_invariants() -> None:
         elif tables:
             t = tables.pop(rng.randrange(len(tables)))
             bm.free(t)
-        check_invariants(bm, tables)
+        check_ref_counts(bm, tables)
         assert len(set(bm._free)) == bm.num_free_blocks  # no block twice on the free list

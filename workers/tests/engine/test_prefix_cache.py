@@ -10,24 +10,13 @@ from inlaid_worker.engine.prefix_cache import block_hash, chain, extend_chain, m
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import FinishReason, Sequence
+from scheduler_helpers import check_ref_counts, run_step
 
 BS = 4
 
 
 def seq(rid: str, tokens: list[int], max_tokens: int = 3, cache_key: int = 0) -> Sequence:
     return Sequence(rid, tokens, SamplingParams(max_tokens=max_tokens, temperature=0), cache_key=cache_key)
-
-
-def run_step(s: Scheduler) -> SchedulerOutput:
-    """Schedules, 'computes' and appends a token to sampling sequences (finishing them at max_tokens)."""
-    out = s.schedule()
-    s.commit(out)
-    for c in out.chunks:
-        if c.samples:
-            c.seq.output_token_ids.append(sum(c.seq.token_ids) % 97)
-            if len(c.seq.output_token_ids) >= c.seq.sampling.max_tokens:
-                s.finish(c.seq, FinishReason.LENGTH)
-    return out
 
 
 def drain(s: Scheduler) -> list[SchedulerOutput]:
@@ -39,13 +28,8 @@ def drain(s: Scheduler) -> list[SchedulerOutput]:
 
 
 def check_invariants(bm: BlockManager, tables: list[list[int]]) -> None:
-    held: dict[int, int] = {}
-    for t in tables:
-        for b in t:
-            held[b] = held.get(b, 0) + 1
-    for b in range(bm.num_blocks):
-        assert bm.ref_count(b) == held.get(b, 0)
-    assert bm.num_free_blocks == bm.num_blocks - len(held)
+    check_ref_counts(bm, tables)
+    held = {b for t in tables for b in t}
     free = list(bm._free) + list(bm._evictable)
     assert len(set(free)) == len(free) == bm.num_free_blocks and not set(free) & set(held)
     assert set(bm._evictable) <= set(bm._hash_of)  # evictable = cached and unreferenced

@@ -2,24 +2,13 @@
 
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.sampling_params import SamplingParams
-from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
+from inlaid_worker.engine.scheduler import Scheduler
 from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
+from scheduler_helpers import run_step
 
 
 def make_seq(rid: str, prompt_len: int, max_tokens: int = 4) -> Sequence:
     return Sequence(rid, list(range(1, prompt_len + 1)), SamplingParams(max_tokens=max_tokens, temperature=0))
-
-
-def run_step(s: Scheduler) -> SchedulerOutput:
-    """Schedules, 'computes' and appends a token (a function of the tokens so far) to sampling sequences."""
-    out = s.schedule()
-    s.commit(out)
-    for c in out.chunks:
-        if c.samples:
-            c.seq.output_token_ids.append(sum(c.seq.token_ids) % 97)
-            if len(c.seq.output_token_ids) >= c.seq.sampling.max_tokens:
-                s.finish(c.seq, FinishReason.LENGTH)
-    return out
 
 
 def test_decode_and_chunked_prefill_share_a_step_under_the_token_budget() -> None:

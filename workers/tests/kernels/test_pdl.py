@@ -13,21 +13,14 @@ mode 4 only combines the kernels' modes 1 and 2: its launch_kw mapping is checke
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
+import pdl_helpers as ph
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
-WORKERS = HERE.parents[1]
-ROOT = WORKERS.parent
 CUDA = torch.cuda.is_available()
 
 # direct kernel cases: (kind, K, N, M, split, extra); run with USE_GDC 0, 1, 2
@@ -127,7 +120,7 @@ def test_launch_kw_mode4_late_only_for_the_tensor_core_gemvs() -> None:
 
 
 def test_bench_report_has_a_pdl_table_and_a_goal_line_per_mode() -> None:
-    report = _engine_module("report")
+    report = ph.engine_module("report")
     rows = [dict(kind="decode", shape="7b", quant="int4", backend="triton", rank=0, targets="-", batch=1, distinct=0,
                  fusion="none", pdl=m, step_ms=ms, roofline_ms=1.0, tokens_per_s=1e3 / ms, round_ms=[ms, ms])
             for m, ms in ((0, 2.0), (1, 1.6))]  # fmt: skip
@@ -136,15 +129,6 @@ def test_bench_report_has_a_pdl_table_and_a_goal_line_per_mode() -> None:
     assert "| 7b | int4 | 1 | 0 | 2.000 (2.00x) | 1.600 (1.60x) | 1.250x |" in text, text
     assert "batch 1 (PDL mode 0): 2.00x" in text and "batch 1 (PDL mode 1): 1.60x" in text, text
     assert "none pdl1" in text
-
-
-def _weight(case_id: str, k: int, n: int, device: str) -> tuple[dict, Any]:
-    from cases import make_gptq  # type: ignore[import-not-found]
-    from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
-
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    raw = {name: t.to(device) for name, t in make_gptq(k, n, 4, 128, False, False, 1).items()}
-    return raw, prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)
 
 
 def _gemv_cfg(kind: str, k: int, m: int, split: int):  # type: ignore[no-untyped-def]
@@ -191,53 +175,38 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
     """Outputs with USE_GDC 1 and 2 (forced through kernels.pdl's mode) vs USE_GDC 0: max |diff|, and the GEMVs'
     error vs the reference. On the CPU the interpreter skips the griddepcontrol instructions; on CUDA the launches
     are plain stream launches with the PDL attribute (in-order: results must not change)."""
-    from inlaid_worker.kernels import pdl
+    ref: list[float] = []  # the GEMVs' error vs the reference, in mode 0 (the first run)
 
-    outs: dict[int, list[torch.Tensor]] = {}
-    ref = None
-    for mode in (0, 1, 2, 3):
-        prev = pdl._MODE[0]
-        pdl._MODE[0] = mode  # what scope(mode) sets where PDL is supported
-        try:
-            if case_id in GEMV_CASES:
-                from cases import _rel_err  # type: ignore[import-not-found]
-                from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference
+    def run() -> list[torch.Tensor]:
+        if case_id not in GEMV_CASES:
+            return _run_other(case_id, device)
+        from cases import _rel_err  # type: ignore[import-not-found]
+        from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference
 
-                kind, k, n, m, split = GEMV_CASES[case_id]
-                raw, w = _weight(case_id, k, n, device)
-                x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).half().to(device)
-                y = torch.empty(m, n, dtype=torch.float16, device=device)
-                launch_quant_matmul(x, w, _gemv_cfg(kind, k, m, split), y)
-                outs[mode] = [y]
-                if ref is None:
-                    r = quant_matmul_reference(x, raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, 1)
-                    ref = _rel_err(y, r)
-            else:
-                outs[mode] = _run_other(case_id, device)
-        finally:
-            pdl._MODE[0] = prev
-    diff = {m: max(float((a.float() - b.float()).abs().max()) for a, b in zip(outs[m], outs[0], strict=True))
-            for m in (1, 2, 3)}  # fmt: skip
-    return dict(diff1=diff[1], diff2=diff[2], diff3=diff[3], err=ref, finite=all(bool(torch.isfinite(t).all()) for t in outs[0]))
+        kind, k, n, m, split = GEMV_CASES[case_id]
+        raw, w = ph.gptq_weight(case_id, k, n, 4, device)
+        x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).half().to(device)
+        y = torch.empty(m, n, dtype=torch.float16, device=device)
+        launch_quant_matmul(x, w, _gemv_cfg(kind, k, m, split), y)
+        if not ref:
+            r = quant_matmul_reference(x, raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, 1)
+            ref.append(_rel_err(y, r))
+        return [y]
+
+    _, res = ph.run_modes(run)
+    return dict(res, err=ref[0] if ref else None)
 
 
 @pytest.fixture(scope="module")
 def pdl_case() -> Any:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{WORKERS}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"interpreted PDL cases failed:\n{proc.stderr[-4000:]}")
-    results: dict[str, dict] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return lambda case_id: results[case_id]
+    return ph.interpreted_cases(__file__)
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter check of the code paths; on CUDA the graph tests below cover them")
 @pytest.mark.parametrize("case_id", [*GEMV_CASES, *OTHER_CASES])
 def test_pdl_code_paths_match_the_plain_kernels(case_id: str, pdl_case: Any) -> None:
     res = pdl_case(case_id)
-    assert "error" not in res, res.get("error")
-    assert res["finite"], res
-    assert res["diff1"] == res["diff2"] == res["diff3"] == 0.0, res  # the same operations per element
+    ph.assert_same_as_mode0(res)
     if case_id in GEMV_CASES:
         assert res["err"] < 2e-3, res
 
@@ -276,39 +245,11 @@ def test_graph_gemv_chain_with_pdl_matches_plain(m: int) -> None:
              ("hgemvrb", k, 2 * k, 16), ("hgemv", k, k, 4)]  # (kind, N, K, split): N = 4K feeds silu_mul
     ws_list = []
     for i, (kind, n, kk, split) in enumerate(kinds):
-        _, w = _weight(f"chain{i}", kk, n, "cuda")
+        _, w = ph.gptq_weight(f"chain{i}", kk, n, 4, "cuda")
         ws_list.append((w, _gemv_cfg(kind, kk, m, split)))
     x = torch.randn(m, k, device="cuda").half()
     norm_w = torch.rand(k, device="cuda").half() + 0.5
-    outs = {}
-    for mode in (0, 1, 2, 3):
-        with pdl.scope(mode):
-            _chain(ws_list, x, norm_w)  # compile outside the capture
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                out = _chain(ws_list, x, norm_w)
-        results = []
-        for _ in range(5):
-            g.replay()
-            torch.cuda.synchronize()
-            results.append(out.clone())
-        outs[mode] = results
-    base = outs[0][0].float()
-    for mode, results in outs.items():
-        for r in results:
-            rel = float((r.float() - base).norm() / base.norm())
-            assert torch.isfinite(r).all() and rel < 5e-3, (mode, rel)
-
-
-def _engine_module(name: str) -> Any:
-    sys.path.insert(0, str(ROOT / "bench" / "engine"))
-    spec = importlib.util.spec_from_file_location(f"bench_engine_{name}", ROOT / "bench" / "engine" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    ph.graph_replays_match_mode0(lambda: _chain(ws_list, x, norm_w))
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs with PDL need a GPU")
@@ -316,55 +257,21 @@ def test_decode_graph_steps_with_pdl_match_plain(tmp_path: Path) -> None:
     """A 2-layer Llama-7B-shaped int4 runner (the decode kernels the tuner picks for 7B): decode steps through the
     decode graphs with PDL off, on and late give the same logits and KV cache, over several steps and buckets."""
     from inlaid_worker.kernels import pdl
-    from inlaid_worker.model.runner import ModelRunner
 
     if not pdl.supported():
         pytest.skip("PDL needs compute capability >= 9")
-    rm = _engine_module("random_model")
-    steps_mod = _engine_module("steps")
-    shape = rm.Shape(4096, 11008, 2, 32, 32, 32000)
-    cfg_dir = rm.write_config(shape, tmp_path / "cfg")
-    torch.manual_seed(0)
-    from inlaid_worker.model.config import load_model_config
-
-    weights = rm.random_weights(load_model_config(cfg_dir), "int4", torch.device("cuda"), torch.float16)
-    for layer in weights.layers:  # the benchmark's random scales overflow fp16 in the second layer's down_proj
-        for mat in (layer.qkv, layer.o, layer.gate_up, layer.down):
-            for part in mat.parts:
-                part.scales.mul_(1 / 16)
-    runner = ModelRunner(cfg_dir, "cuda", torch.float16, 256, 16, 4, "triton", weights, True)
+    steps_mod = ph.engine_module("steps")
+    runner, _, shape = ph.random_7b_runner(tmp_path, 4)
     kv0 = torch.randn_like(runner.kv_cache) * 0.3
     for batch in (1, 2, 3):
         step = steps_mod.make_step(batch, 1, 100, [-1] * batch, shape.vocab, 256)
-        got = {}
-        for mode in (0, 1, 2, 3, 0, 1):
-            runner.decode_pdl = mode
-            runner.kv_cache.copy_(kv0)
-            logits = runner.execute(step).clone()
-            got.setdefault(mode, []).append((logits, runner.kv_cache.clone()))
-        base, kv_base = got[0][0]
-        assert torch.isfinite(base).all()
-        for mode, pairs in got.items():
-            for logits, kv in pairs:
-                rel = float((logits - base).norm() / base.norm())
-                assert rel < 1e-2, (batch, mode, rel)
-                assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (batch, mode)
+        ph.decode_steps_match_mode0(runner, step, kv0, (batch,))
     # buckets 1, 2 and 4 x 4 modes, kept across switches (all inside decode_graphs' PDL policy, buckets <= 16)
     assert runner.decode_pdl == 1 and runner.graph_captures == 12
 
 
 def main() -> None:
-    from cases import _patch_interpreter_for_numpy  # type: ignore[import-not-found]
-
-    _patch_interpreter_for_numpy()
-    torch.set_num_threads(1)
-    out = {}
-    for case_id in [*GEMV_CASES, *OTHER_CASES]:
-        try:
-            out[case_id] = run_case(case_id, "cpu")
-        except Exception as exc:  # noqa: BLE001 - reported per case
-            out[case_id] = {"error": repr(exc)[:2000]}
-    print(json.dumps(out))
+    ph.print_case_results([*GEMV_CASES, *OTHER_CASES], run_case)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,15 @@ switching back and forth: logits and KV cache as in mode 0.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
+import pdl_helpers as ph
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
-WORKERS = HERE.parents[1]
-ROOT = WORKERS.parent
 CUDA = torch.cuda.is_available()
 
 # LoRA cases: (rows' adapter slots, K, output widths (q, k, v), rank, block_m, decode-graph staging)
@@ -91,15 +85,11 @@ def _lora_case(case_id: str, device: str) -> list[torch.Tensor]:
 
 
 def _hgemv3_case(case_id: str, device: str) -> list[torch.Tensor]:
-    from cases import make_gptq  # type: ignore[import-not-found]
-    from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
 
     k, n, m, split, ahead = HGEMV3_CASES[case_id]
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    raw = {name: t.to(device) for name, t in make_gptq(k, n, 3, 128, False, False, 1).items()}
-    w = prepare_gptq_weight(**raw, bits=3, group_size=128, sym=False)
+    _, w = ph.gptq_weight(case_id, k, n, 3, device)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).half().to(device)
     y = torch.empty(m, n, dtype=torch.float16, device=device)
     launch_quant_matmul(x, w, QMMConfig(m if m <= 2 else 4, 32, 128, split, 1, ahead, False, "hgemv3"), y)
@@ -108,40 +98,20 @@ def _hgemv3_case(case_id: str, device: str) -> list[torch.Tensor]:
 
 def run_case(case_id: str, device: str) -> dict[str, Any]:
     """Outputs with USE_GDC 1, 2, 3 (forced through kernels.pdl's mode) vs USE_GDC 0: max |diff|."""
-    from inlaid_worker.kernels import pdl
-
-    outs: dict[int, list[torch.Tensor]] = {}
-    for mode in (0, 1, 2, 3):
-        prev = pdl._MODE[0]
-        pdl._MODE[0] = mode  # what scope(mode) sets where PDL is supported
-        try:
-            outs[mode] = (_lora_case if case_id in LORA_CASES else _hgemv3_case)(case_id, device)
-        finally:
-            pdl._MODE[0] = prev
-    diff = {m: max(float((a.float() - b.float()).abs().max()) for a, b in zip(outs[m], outs[0], strict=True))
-            for m in (1, 2, 3)}  # fmt: skip
-    err = float(outs[0][-1].max()) if case_id in LORA_CASES else 0.0
-    return dict(diff1=diff[1], diff2=diff[2], diff3=diff[3], err=err,
-                finite=all(bool(torch.isfinite(t).all()) for t in outs[0]))
+    outs, res = ph.run_modes(lambda: (_lora_case if case_id in LORA_CASES else _hgemv3_case)(case_id, device))
+    return dict(res, err=float(outs[0][-1].max()) if case_id in LORA_CASES else 0.0)
 
 
 @pytest.fixture(scope="module")
 def pdl_case() -> Any:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{WORKERS}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"interpreted PDL cases failed:\n{proc.stderr[-4000:]}")
-    results: dict[str, dict] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return lambda case_id: results[case_id]
+    return ph.interpreted_cases(__file__)
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter check of the code paths; on CUDA the graph tests below cover them")
 @pytest.mark.parametrize("case_id", [*LORA_CASES, *HGEMV3_CASES])
 def test_pdl_code_paths_match_the_plain_kernels(case_id: str, pdl_case: Any) -> None:
     res = pdl_case(case_id)
-    assert "error" not in res, res.get("error")
-    assert res["finite"], res
-    assert res["diff1"] == res["diff2"] == res["diff3"] == 0.0, res  # the same operations per element
+    ph.assert_same_as_mode0(res)
     assert res["err"] < 1e-3, res  # LoRA: mode 0 vs lora_fused_reference (fp32 on the CPU)
 
 
@@ -201,15 +171,6 @@ def test_tcg_griddepcontrol_placement(depth: int, nsub: int, bits: int) -> None:
 # ---------------------------------------------------------------------------------------------- CUDA graphs
 
 
-def _weight(case_id: str, k: int, n: int, bits: int, device: str) -> Any:
-    from cases import make_gptq  # type: ignore[import-not-found]
-    from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
-
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    raw = {name: t.to(device) for name, t in make_gptq(k, n, bits, 128, False, False, 1).items()}
-    return prepare_gptq_weight(**raw, bits=bits, group_size=128, sym=False)
-
-
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs with PDL need a GPU")
 @pytest.mark.parametrize("m,bits", [(8, 4), (16, 4), (8, 3), (1, 3)])
 def test_graph_tensor_core_chain_with_pdl_matches_plain(m: int, bits: int) -> None:
@@ -232,7 +193,7 @@ def test_graph_tensor_core_chain_with_pdl_matches_plain(m: int, bits: int) -> No
     ws_list = []
     for i, (kind, n, kk, split, depth) in enumerate(kinds):
         bm = 1 if kind == "hgemv3" else m
-        ws_list.append((_weight(f"tc{i}-{bits}", kk, n, bits, "cuda"),
+        ws_list.append((ph.gptq_weight(f"tc{i}-{bits}", kk, n, bits, "cuda")[1],
                         QMMConfig(bm, 64, 128, split, 2 if kind == "hgemv3" else 4, depth, False, kind)))  # fmt: skip
     x = torch.randn(m, k, device="cuda").half()
     norm_w = torch.rand(k, device="cuda").half() + 0.5
@@ -245,26 +206,7 @@ def test_graph_tensor_core_chain_with_pdl_matches_plain(m: int, bits: int) -> No
             cur = silu_mul(y) if w.out_features == 4 * k else add_rms_norm(y, norm_w, 1e-5, residual=h)
         return cur
 
-    outs = {}
-    for mode in (0, 1, 2, 3):
-        with pdl.scope(mode):
-            chain()  # compile outside the capture
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                out = chain()
-        results = []
-        for _ in range(5):
-            g.replay()
-            torch.cuda.synchronize()
-            results.append(out.clone())
-        outs[mode] = results
-    base = outs[0][0].float()
-    assert torch.isfinite(base).all()
-    for mode, results in outs.items():
-        for r in results:
-            rel = float((r.float() - base).norm() / base.norm())
-            assert torch.isfinite(r).all() and rel < 5e-3, (mode, rel)
+    ph.graph_replays_match_mode0(chain)
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs with PDL need a GPU")
@@ -272,59 +214,24 @@ def test_decode_graph_steps_with_lora_and_pdl_match_plain(tmp_path: Path, monkey
     """A 2-layer Llama-7B-shaped int4 runner with 4 rank-16 q/k/v/o adapters: decode steps (with and without
     adapters) through the decode graphs in every PDL mode give mode 0's logits and KV cache."""
     from inlaid_worker.kernels import pdl
-    from inlaid_worker.model.config import load_model_config
-    from inlaid_worker.model.runner import ModelRunner
 
     if not pdl.supported():
         pytest.skip("PDL needs compute capability >= 9")
     monkeypatch.setenv("INLAID_PDL_MAX_BUCKET", "256")  # every bucket and LoRA with PDL (the policy may be narrower)
     monkeypatch.setenv("INLAID_PDL_LORA", "1")
-    sys.path.insert(0, str(ROOT / "bench" / "engine"))
-    import random_model as rm  # type: ignore[import-not-found]
-    import steps as steps_mod  # type: ignore[import-not-found]
-
-    shape = rm.Shape(4096, 11008, 2, 32, 32, 32000)
-    cfg_dir = rm.write_config(shape, tmp_path / "cfg")
-    torch.manual_seed(0)
-    weights = rm.random_weights(load_model_config(cfg_dir), "int4", torch.device("cuda"), torch.float16)
-    for layer in weights.layers:  # the benchmark's random scales overflow fp16 in the second layer's down_proj
-        for mat in (layer.qkv, layer.o, layer.gate_up, layer.down):
-            for part in mat.parts:
-                part.scales.mul_(1 / 16)
-    runner = ModelRunner(cfg_dir, "cuda", torch.float16, 256, 16, 8, "triton", weights, True)
+    steps_mod = ph.engine_module("steps")
+    runner, rm, shape = ph.random_7b_runner(tmp_path, 8)
     slots = steps_mod.load_adapters(runner, 16, rm.TARGETS["qkvo"], 4, "pdl")
     kv0 = torch.randn_like(runner.kv_cache) * 0.3
     for batch, lora in ((1, True), (2, True), (3, True), (8, True), (8, False)):
         ids = [slots[i % 4] if lora and i != 1 else -1 for i in range(batch)]  # row 1: base model
         step = steps_mod.make_step(batch, 1, 100, ids, shape.vocab, 256)
-        got = {}
-        for mode in (0, 1, 2, 3, 0, 1):
-            runner.decode_pdl = mode
-            runner.kv_cache.copy_(kv0)
-            logits = runner.execute(step).clone()
-            got.setdefault(mode, []).append((logits, runner.kv_cache.clone()))
-        base, kv_base = got[0][0]
-        assert torch.isfinite(base).all()
-        for mode, pairs in got.items():
-            for logits, kv in pairs:
-                rel = float((logits - base).norm() / base.norm())
-                assert rel < 1e-2, (batch, lora, mode, rel)
-                assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (batch, lora, mode)
+        ph.decode_steps_match_mode0(runner, step, kv0, (batch, lora))
     assert runner.decode_pdl == 1 and runner.graph_captures == 5 * 4
 
 
 def main() -> None:
-    from cases import _patch_interpreter_for_numpy  # type: ignore[import-not-found]
-
-    _patch_interpreter_for_numpy()
-    torch.set_num_threads(1)
-    out = {}
-    for case_id in [*LORA_CASES, *HGEMV3_CASES]:
-        try:
-            out[case_id] = run_case(case_id, "cpu")
-        except Exception as exc:  # noqa: BLE001 - reported per case
-            out[case_id] = {"error": repr(exc)[:2000]}
-    print(json.dumps(out))
+    ph.print_case_results([*LORA_CASES, *HGEMV3_CASES], run_case)
 
 
 if __name__ == "__main__":
