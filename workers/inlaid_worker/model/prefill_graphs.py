@@ -13,9 +13,12 @@ INLAID_PREFILL_GRAPH_MAX_TOKENS, default MAX_TOKENS = 1024: on the H200, 7B int4
 at 0.90x / 1.05x (base / 8 LoRA) of the eager step, whose flash attention beats kernels.paged_prefill's tiles
 there, while steps up to 512 tokens gained 1.6-15.6x; bench/results/prefill-graphs-2026-11-30.md). Graphs are
 captured lazily (first use of a bucket, after one eager warm-up run that also tunes quant_matmul for the bucket's
-row count) and at most `max_graphs` of them live, least recently used first out: when they are all taken, a new
-bucket runs eagerly on its first request and is captured on its next one (evicting the least recently replayed
-bucket), so a one-off step shape never costs a capture nor evicts a bucket in use.
+row count) and at most `max_graphs` of them live. Once they are all taken, a new bucket runs eagerly until it has
+been asked for at least twice and more often than the least used live bucket (by a count halved every DECAY_EVERY
+eligible steps, times ADMIT_MARGIN); only then is it captured in that bucket's place (ties: least recently run).
+So a one-off step shape never costs a capture, and more hot shapes than max_graphs do not make the set churn (a
+capture costs 0.05-1.2 s against an eager step of 25-100 ms): with LRU alone, 16 shapes used in turn re-captured on
+21% of the steps (stubbed forward, 600 steps); with the counts the set settles after the first 12 captures.
 Invalidation as model.decode_graphs: a new weights object drops every graph, a LoRA pool layout change (pools
 version) drops the LoRA ones; in-place layer swaps keep addresses; `keep` holds what only a graph reads.
 
@@ -47,7 +50,9 @@ from inlaid_worker.model.weights import LlamaWeights
 
 MAX_GRAPHS = 12  # live captured buckets; each holds only its buffers and pinned logits (activations share a pool)
 MAX_TOKENS = 1024  # the largest padded token bucket that runs in a graph (env INLAID_PREFILL_GRAPH_MAX_TOKENS)
-ASKED = 64  # buckets refused for lack of room that are remembered (the next request of one captures it)
+USES = 64  # request counts kept for buckets that are not live (the least used are forgotten first)
+DECAY_EVERY = 256  # eligible steps between halvings of every bucket's request count
+ADMIT_MARGIN = 1.25  # a new bucket replaces a live one only when asked for more than this times as often
 
 
 def env_max_tokens() -> int:
@@ -82,7 +87,8 @@ class PrefillGraphs:
         self.max_tokens = env_max_tokens() if max_tokens is None else max_tokens
         self._device = kv_cache.device
         self._buckets: OrderedDict[Key, _Bucket] = OrderedDict()  # least recently run first
-        self._asked: OrderedDict[Key, None] = OrderedDict()  # buckets refused for lack of room, oldest first
+        self._uses: dict[Key, float] = {}  # decayed request counts of eligible steps' buckets (can_run)
+        self._eligible = 0  # eligible steps since the last halving
         self._mempool = torch.cuda.graph_pool_handle() if capture else None
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
@@ -100,23 +106,40 @@ class PrefillGraphs:
 
     def can_run(self, step: StepInput) -> bool:
         """A step with prefill rows whose bucket is at most max_tokens rows, that fits it, and whose bucket is live,
-        has room, or was refused for lack of room before (run() then evicts the least recently run bucket). A
-        refusal for lack of room is remembered (the one side effect: the runner asks once per step)."""
+        has room, or is asked for often enough to replace the least used live one (run() then evicts that one; see
+        the module docstring). Counts the request (the one side effect: the runner asks once per step)."""
         if step.num_seqs == 0 or is_pure_decode(step):
             return False
         key = self._key(step)
         if key is None or key[0] > self.max_tokens or not fits(PrefillDims(key[0], key[1], self._w), step):
             return False
+        uses = self._count(key)
         if key in self._buckets or len(self._buckets) < self.max_graphs:
             return True
-        if self.max_graphs <= 0:
+        if self.max_graphs <= 0 or uses < 2:
             return False
-        if key in self._asked:
-            return True
-        self._asked[key] = None
-        while len(self._asked) > ASKED:
-            self._asked.popitem(last=False)
-        return False
+        return uses > ADMIT_MARGIN * self._uses.get(self._victim(), 0.0)
+
+    def _count(self, key: Key) -> float:
+        """One more request of `key`; every DECAY_EVERY of them all counts halve; the counts of at most USES
+        buckets that are not live are kept (the least used go first)."""
+        self._eligible += 1
+        if self._eligible >= DECAY_EVERY:
+            self._eligible = 0
+            self._uses = {k: v / 2 for k, v in self._uses.items()}
+        self._uses[key] = self._uses.get(key, 0.0) + 1.0
+        idle = [k for k in self._uses if k not in self._buckets]
+        if len(idle) > USES:
+            for k in sorted(idle, key=self._uses.__getitem__)[: len(idle) - USES]:
+                del self._uses[k]
+        return self._uses[key]
+
+    def _victim(self) -> Key:
+        """The live bucket a new one would replace: the least used, the least recently run among equals."""
+        return min(self._buckets, key=self._uses_or_zero)  # min keeps the first (least recently run) of equals
+
+    def _uses_or_zero(self, key: Key) -> float:
+        return self._uses.get(key, 0.0)
 
     def run(self, weights: LlamaWeights, step: StepInput) -> torch.Tensor:
         """Logits [S, vocab] float32 on the CPU of a step that can_run (with capture: a view of the bucket's
@@ -129,7 +152,6 @@ class PrefillGraphs:
         b = self._buckets.get(key)
         if b is None:
             self._make_room()
-            self._asked.pop(key, None)
             b = self._new(weights, key)
         else:
             self._buckets.move_to_end(key)
@@ -152,11 +174,12 @@ class PrefillGraphs:
         return out
 
     def _make_room(self) -> None:
-        """Drop least recently run buckets until one more fits (their memory returns to the shared pool, which
-        the live graphs keep alive; a pool whose graphs all died is replaced, as in _drop_stale)."""
+        """Drop the least used buckets (least recently run among equals) until one more fits (their memory
+        returns to the shared pool, which the live graphs keep alive; a pool whose graphs all died is replaced, as
+        in _drop_stale)."""
         evicted = False
         while self._buckets and len(self._buckets) >= max(self.max_graphs, 1):
-            self._buckets.popitem(last=False)
+            del self._buckets[self._victim()]
             self.evictions += 1
             evicted = True
         if evicted and not self._buckets and self._capture:

@@ -1,7 +1,7 @@
 """Which steps model.prefill_graphs takes (the rest run eagerly): the padded token cap (default 1024, env
-INLAID_PREFILL_GRAPH_MAX_TOKENS), the least-recently-used set of live buckets with capture on a bucket's second
-request once it is full, and the runner's default (on only where decode steps replay CUDA graphs; env
-INLAID_PREFILL_GRAPHS=0 turns it off). The forward is stubbed: no kernel runs."""
+INLAID_PREFILL_GRAPH_MAX_TOKENS), the live set once it is full (a new bucket is captured only when asked for
+twice and more often than the least used live one: no churn with more hot shapes than room), and the runner's
+default (on only where decode steps replay CUDA graphs; env INLAID_PREFILL_GRAPHS=0 turns it off). The forward is stubbed: no kernel runs."""
 
 from __future__ import annotations
 
@@ -64,6 +64,23 @@ def test_live_buckets_are_least_recently_used_and_captured_on_a_second_request(t
     assert run(a) == 16.0 and g.evictions == 1  # still live: no capture, no eviction
     assert not g.can_run(b) and run(b) == 128.0 and list(g._buckets) == [(16, 1, False), (128, 1, False)]
     assert g.evictions == 2 and g.runs == 6
+
+
+def test_more_hot_buckets_than_room_do_not_churn_and_a_shift_is_followed(tmp_path) -> None:
+    g = _graphs(tmp_path, max_graphs=4)
+    shapes = [_chunk(16), _chunk(40), _chunk(100), _chunk(200), _chunk(300), _chunk(500)]  # 6 buckets, room for 4
+    for i in range(300):  # used in turn: with LRU alone every step past the first 4 would re-capture
+        step = shapes[i % 6]
+        if g.can_run(step):
+            g.run(None, step)  # type: ignore[arg-type]
+    assert g.evictions == 0 and len(g._buckets) == 4
+    late = [_chunk(600), _chunk(900)]  # the traffic moves to two new shapes: they replace the idle ones
+    for i in range(200):
+        step = late[i % 2]
+        if g.can_run(step):
+            g.run(None, step)  # type: ignore[arg-type]
+    assert {(768, 1, False), (1024, 1, False)} <= set(g._buckets)
+    assert g.evictions == 2
 
 
 def test_full_cache_and_zero_room(tmp_path) -> None:
