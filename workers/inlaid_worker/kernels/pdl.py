@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -61,7 +62,16 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 MODES = (0, 1, 2, 3, 4)
-_MODE = [0]  # the active mode (set by scope)
+
+
+class _Mode(threading.local):
+    """The active mode (set by scope), per thread: a kernel another thread launches meanwhile (e.g. an onboarding
+    re-quantization in thread mode) never inherits a decode graph's PDL."""
+
+    value = 0
+
+
+_MODE = _Mode()
 # under TRITON_INTERPRET the griddepcontrol instructions are skipped (the interpreter cannot run them), so CPU tests
 # may launch a kernel with USE_GDC 1-3 directly and check its PDL code path (the loads reordered around the wait)
 _INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
@@ -97,18 +107,18 @@ def check_mode(mode: int) -> int:
 
 def mode() -> int:
     """The mode launches use now: scope's, or 0 where PDL is not supported."""
-    return _MODE[0]
+    return _MODE.value
 
 
 @contextlib.contextmanager
 def scope(requested: int) -> Iterator[int]:
     """Within: the kernels that support it launch with PDL in `requested` mode (0 where unsupported)."""
-    prev = _MODE[0]
-    _MODE[0] = check_mode(requested) if supported() else 0
+    prev = _MODE.value
+    _MODE.value = check_mode(requested) if supported() else 0
     try:
-        yield _MODE[0]
+        yield _MODE.value
     finally:
-        _MODE[0] = prev
+        _MODE.value = prev
 
 
 _OFF = {"USE_GDC": 0}
@@ -118,7 +128,7 @@ _ON = ({"USE_GDC": 0}, *({"USE_GDC": m, "launch_pdl": True} for m in (1, 2, 3)))
 def launch_kw(tensor_core: bool = False) -> dict:
     """Keyword arguments for a PDL-aware kernel launch: USE_GDC (the kernels know 0-3), and launch_pdl when on.
     Mode 4 is mode 1 for every kernel but the tensor-core GEMVs (`tensor_core`: quant_tcg), which get mode 2."""
-    m = _MODE[0]
+    m = _MODE.value
     if m == 4:
         return _ON[2] if tensor_core else _ON[1]
     return _ON[m] if m else _OFF

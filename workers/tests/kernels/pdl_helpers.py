@@ -44,12 +44,12 @@ def run_modes(run: Callable[[], list[torch.Tensor]]) -> tuple[dict[int, list[tor
 
     outs: dict[int, list[torch.Tensor]] = {}
     for mode in MODES:
-        prev = pdl._MODE[0]
-        pdl._MODE[0] = mode  # what scope(mode) sets where PDL is supported
+        prev = pdl._MODE.value
+        pdl._MODE.value = mode  # what scope(mode) sets where PDL is supported
         try:
             outs[mode] = run()
         finally:
-            pdl._MODE[0] = prev
+            pdl._MODE.value = prev
     diff = {m: max(float((a.float() - b.float()).abs().max()) for a, b in zip(outs[m], outs[0], strict=True))
             for m in (1, 2, 3)}  # fmt: skip
     return outs, dict(diff1=diff[1], diff2=diff[2], diff3=diff[3],

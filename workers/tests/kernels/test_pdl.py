@@ -105,18 +105,18 @@ def test_decode_graphs_policy_env_overrides(monkeypatch: pytest.MonkeyPatch) -> 
 def test_launch_kw_mode4_late_only_for_the_tensor_core_gemvs() -> None:
     from inlaid_worker.kernels import pdl
 
-    prev = pdl._MODE[0]
+    prev = pdl._MODE.value
     try:
-        pdl._MODE[0] = 4
+        pdl._MODE.value = 4
         assert pdl.launch_kw() == {"USE_GDC": 1, "launch_pdl": True}
         assert pdl.launch_kw(tensor_core=True) == {"USE_GDC": 2, "launch_pdl": True}
         for m in (1, 2, 3):
-            pdl._MODE[0] = m
+            pdl._MODE.value = m
             assert pdl.launch_kw() == pdl.launch_kw(tensor_core=True) == {"USE_GDC": m, "launch_pdl": True}
-        pdl._MODE[0] = 0
+        pdl._MODE.value = 0
         assert pdl.launch_kw(tensor_core=True) == {"USE_GDC": 0}
     finally:
-        pdl._MODE[0] = prev
+        pdl._MODE.value = prev
 
 
 def test_bench_report_has_a_pdl_table_and_a_goal_line_per_mode() -> None:

@@ -38,7 +38,7 @@ def _record(monkeypatch: pytest.MonkeyPatch, launch: Any) -> list[tuple[Any, tup
 
     seen: list[tuple[Any, tuple, dict]] = []
     monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **kw: seen.append((self, a, dict(kw))))
-    monkeypatch.setattr(pdl, "_MODE", [1])
+    monkeypatch.setattr(pdl._MODE, "value", 1)
     try:
         launch()
     except Exception:  # noqa: BLE001, S110 - nothing ran, so later host code may trip over the outputs
@@ -232,3 +232,20 @@ def test_tensor_core_gemv_reads_only_words_before_the_wait(monkeypatch: pytest.M
     # the compile took quant_tcg's cached layout objects (tcg_layouts: built once per config) and left them as built
     cached, fresh = quant_tcg._tcg_layouts(n, m, 4), quant_tcg._tcg_layouts.__wrapped__(n, m, 4)
     assert seen[0][2]["L5"] is cached["L5"] and all(cached[key] == fresh[key] for key in fresh)
+
+
+def test_the_pdl_mode_is_per_thread() -> None:
+    """A decode graph's scope sets the mode of its own thread only: a kernel another thread launches meanwhile
+    (an onboarding re-quantization in thread mode) gets no PDL."""
+    import threading
+
+    from inlaid_worker.kernels import pdl
+
+    seen: list[int] = []
+    with pdl.scope(0):
+        pdl._MODE.value = 1  # what scope(1) sets where PDL is supported (the CPU reports it unsupported)
+        t = threading.Thread(target=lambda: seen.append(pdl.mode()))
+        t.start()
+        t.join()
+        assert pdl.mode() == 1 and pdl.launch_kw()["USE_GDC"] == 1
+    assert seen == [0] and pdl.mode() == 0
