@@ -21,6 +21,7 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import FinishReason, Sequence
 from inlaid_worker.engine.step_builder import build_step_input
+from inlaid_worker.engine.structured import GrammarCache, GrammarState
 from inlaid_worker.engine.tokenizer import PromptTokenizer
 from inlaid_worker.model.step_input import StepInput
 
@@ -86,6 +87,8 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.limits = limits
         self.eos_token_ids = tokenizer.eos_token_ids if eos_token_ids is None else set(eos_token_ids)
+        # Structured outputs: compiled grammars (xgrammar is imported on the first request that asks)
+        self.grammars = GrammarCache(tokenizer.hf, self.eos_token_ids)
         self.block_manager = BlockManager(
             limits.num_kv_blocks, limits.block_size, enable_caching=limits.enable_prefix_caching
         )
@@ -136,6 +139,10 @@ class LLMEngine:
         if not sampling.greedy:
             seq.generator = make_generator(sampling.seed)  # sampling runs on the CPU
         seq.detokenizer = IncrementalDetokenizer(self.tokenizer.hf, sampling.stop)
+        if sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays
+            compiled = self.grammars.compile(sampling.structured)
+            replay = prompt_token_ids[len(prompt_token_ids) - resumed_output_tokens :] if resumed_output_tokens else []
+            seq.grammar = GrammarState(compiled, replay)
         self._seqs[request_id] = seq
         self.scheduler.add(seq)
 
@@ -250,7 +257,8 @@ class LLMEngine:
         seqs = [scheduled.chunks[i].seq for i in rows]
         params = [s.sampling for s in seqs]
         histories = [s.penalty_history() if s.sampling.has_penalties else None for s in seqs]
-        out = sample_rows(logits[rows], params, [s.generator for s in seqs], histories)
+        grammars = [s.grammar for s in seqs] if any(s.grammar is not None for s in seqs) else None
+        out = sample_rows(logits[rows], params, [s.generator for s in seqs], histories, grammars)
         return [
             self._append_token(seq, token, lp)
             for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)
@@ -265,7 +273,9 @@ class LLMEngine:
         if detok is None:
             raise RuntimeError(f"{seq.request_id} has no detokenizer")
         reason: FinishReason | None = None
-        if token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids):
+        # a grammar ends with EOS (the mask allows it only where the grammar can end), ignore_eos or not
+        ended = seq.grammar is not None and self._grammar_ended(seq, token)
+        if ended or token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids):
             reason, text = FinishReason.STOP, detok.flush()  # a stop token's text is never emitted
         else:
             text = detok.add([token])
@@ -278,6 +288,14 @@ class LLMEngine:
             self.scheduler.finish(seq, reason)
             del self._seqs[seq.request_id]
         return self._output(seq, text, [token], reason, None if logprobs is None else (logprobs,))
+
+    @staticmethod
+    def _grammar_ended(seq: Sequence, token: int) -> bool:
+        """Feeds the sampled token to the sequence's matcher; True once the grammar has terminated. A token the
+        matcher refuses (the mask forbids that) ends the request too rather than failing the engine step."""
+        grammar = seq.grammar
+        assert grammar is not None
+        return not grammar.accept(token) or grammar.terminated
 
     @staticmethod
     def _output(

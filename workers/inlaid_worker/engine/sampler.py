@@ -5,7 +5,8 @@ seed), so a request's tokens depend only on its own logits and seed, never on it
 
 Per row, in order (as vLLM): repetition penalty, frequency penalty, presence penalty (rows that set none are
 left untouched, and a batch where no row sets one does no penalty work at all), then greedy argmax or
-temperature / top-k / top-p sampling. Logprobs, for rows that ask, are of the raw model distribution:
+temperature / top-k / top-p sampling. Rows with a grammar (structured outputs, structured.py) have the tokens it
+disallows masked to -inf first, on a copy of the row; rows without one are untouched. Logprobs, for rows that ask, are of the raw model distribution:
 log_softmax of the logits before penalties, temperature, top-k and top-p (vLLM's default "raw_logprobs").
 """
 
@@ -14,10 +15,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from inlaid_worker.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from inlaid_worker.engine.structured import GrammarState
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,13 @@ def _ids(tokens: Seq[int] | torch.Tensor) -> torch.Tensor:
 
 
 def penalized_rows(
-    logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[TokenHistory | None] | None
+    logits: torch.Tensor,
+    params: Seq[SamplingParams],
+    histories: Seq[TokenHistory | None] | None,
+    base: dict[int, torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
-    """The penalized [V] row of each row that sets a penalty (row index -> new tensor); {} when none does."""
+    """The penalized [V] row of each row that sets a penalty (row index -> new tensor); {} when none does.
+    base: rows to use instead of logits' own (grammar-masked rows)."""
     rows = [i for i, p in enumerate(params) if p.has_penalties]
     if not rows:
         return {}
@@ -120,8 +129,9 @@ def penalized_rows(
         history, p = histories[i], params[i]
         if history is None:
             raise ValueError(f"row {i} sets penalties but has no token history")
+        row = logits[i] if base is None or i not in base else base[i]
         out[i] = penalize_row(
-            logits[i], history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty
+            row, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty
         )
     return out
 
@@ -187,10 +197,12 @@ def sample_rows(
     params: Seq[SamplingParams],
     generators: Seq[torch.Generator | None],
     histories: Seq[TokenHistory | None] | None = None,
+    grammars: Seq[GrammarState | None] | None = None,
 ) -> SamplerOutput:
     """One token per row, with logprobs for the rows that ask.
 
-    logits: [S, V] float32; params, generators and histories (needed for rows with penalties): one per row.
+    logits: [S, V] float32; params, generators, histories (needed for rows with penalties) and grammars (None
+    or None entries: unconstrained): one per row.
     """
     if logits.dim() != 2 or logits.shape[0] != len(params) or len(params) != len(generators):
         raise ValueError(
@@ -198,22 +210,35 @@ def sample_rows(
         )
     if histories is not None and len(histories) != len(params):
         raise ValueError(f"{len(histories)} histories for {len(params)} rows")
+    if grammars is not None and len(grammars) != len(params):
+        raise ValueError(f"{len(grammars)} grammars for {len(params)} rows")
     raw = logits.float().cpu()  # the generators live on the CPU
-    penalized = penalized_rows(raw, params, histories)  # only the rows that set penalties; raw is untouched
+    masked: dict[int, torch.Tensor] = {}
+    if grammars is not None and any(s is not None for s in grammars):
+        from inlaid_worker.engine.structured import constrained_rows  # xgrammar only when asked for
+
+        masked = constrained_rows(raw, grammars)  # copies of the grammar rows; raw is untouched
+    # only the rows that set penalties; raw is untouched
+    penalized = penalized_rows(raw, params, histories, masked or None)
     tokens: list[int] = []
     greedy = raw.argmax(dim=-1).tolist()  # [S]
     for row, (p, g) in enumerate(zip(params, generators, strict=False)):
+        base = masked.get(row)
+        if base is None:
+            base = raw[row]
         x = penalized.get(row)
         if p.greedy:
             if x is not None and bool(torch.isposinf(x).any()):
-                x = _wide_row(raw[row], p, histories, row)  # ties among overflowed logits: compare in float64
+                x = _wide_row(base, p, histories, row)  # ties among overflowed logits: compare in float64
+            if x is None and row in masked:
+                x = base
             tokens.append(int(greedy[row]) if x is None else int(x.argmax()))
             continue
-        restricted = restrict_logits(raw[row] if x is None else x, p.temperature, p.top_k, p.top_p)
+        restricted = restrict_logits(base if x is None else x, p.temperature, p.top_k, p.top_p)
         if bool(torch.isposinf(restricted).any()):
             # float32 overflowed (a tiny temperature or repetition penalty): redo the row in float64, where
             # any float32 logit divided by two float32 positives stays finite
-            wide = _wide_row(raw[row], p, histories if x is not None else None, row)
+            wide = _wide_row(base, p, histories if x is not None else None, row)
             restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p)
         probs = torch.softmax(_limit_of_inf(restricted), dim=-1)
         tokens.append(int(torch.multinomial(probs, 1, generator=g).item()))
@@ -225,6 +250,7 @@ def sample(
     params: Seq[SamplingParams],
     generators: Seq[torch.Generator | None],
     histories: Seq[TokenHistory | None] | None = None,
+    grammars: Seq[GrammarState | None] | None = None,
 ) -> list[int]:
     """One token per row (sample_rows without the logprobs)."""
-    return sample_rows(logits, params, generators, histories).tokens
+    return sample_rows(logits, params, generators, histories, grammars).tokens

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inlaid_worker.engine.structured import StructuredOutput
 
 MAX_LOGPROBS = 20  # top alternatives per token, as vLLM's default max_logprobs
 MAX_REPETITION_PENALTY = 100.0  # vLLM has no upper bound; this keeps the value sane and finite
@@ -26,6 +30,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0  # [-2, 2]; 0 = off
     repetition_penalty: float = 1.0  # (0, MAX_REPETITION_PENALTY]; 1 = off
     logprobs: int | None = None  # None = off; N = the sampled token's logprob plus the top N alternatives
+    structured: StructuredOutput | None = None  # None = free text; else a grammar constrains the output
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

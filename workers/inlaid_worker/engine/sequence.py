@@ -19,6 +19,7 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
+    from inlaid_worker.engine.structured import GrammarState
 
 
 class SequenceStatus(enum.Enum):
@@ -83,6 +84,7 @@ class Sequence:
         self.generator: Any = None  # torch.Generator when sampling with a seed
         self.detokenizer: IncrementalDetokenizer | None = None
         self._penalty_prompt: torch.Tensor | None = None  # penalty_history's prompt part, as a tensor
+        self.grammar: GrammarState | None = None  # structured outputs: the matcher of sampling.structured
 
     @property
     def token_ids(self) -> list[int]:

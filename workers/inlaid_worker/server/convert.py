@@ -9,6 +9,7 @@ from inlaid_worker.engine.engine import EngineState, RequestOutput
 from inlaid_worker.engine.sampler import TokenLogprobs
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
+from inlaid_worker.engine.structured import StructuredOutput
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from inlaid_worker.server.engine_loop import AdmitError, Event, StateEvent
 
@@ -36,7 +37,22 @@ def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int) -> Sampli
         frequency_penalty=p.frequency_penalty if p.HasField("frequency_penalty") else 0.0,
         repetition_penalty=p.repetition_penalty if p.HasField("repetition_penalty") else 1.0,
         logprobs=p.logprobs if p.HasField("logprobs") else None,
+        structured=structured_from_proto(p),
     )
+
+
+def structured_from_proto(p: common_pb2.SamplingParams) -> StructuredOutput | None:
+    """The response_format oneof (unset = free text); raises StructuredOutputError (a SamplingError)."""
+    kind = p.WhichOneof("response_format")
+    if kind is None:
+        return None
+    if kind == "json_schema":
+        return StructuredOutput("json_schema", p.json_schema)
+    if kind == "json_object":
+        return StructuredOutput("json_object") if p.json_object else None
+    if kind == "regex":
+        return StructuredOutput("regex", p.regex)
+    return StructuredOutput("choice", choices=tuple(p.choice.values))
 
 
 TokenText = Callable[[int], tuple[str, bytes]]  # token id -> (text, bytes); detokenizer.TokenTexts.get

@@ -52,7 +52,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             ids = self._encode(request)
             self.engine.check_prompt(ids)
             max_tokens = self.engine.max_new_tokens(len(ids), request.sampling.max_tokens)
-            sampling_from_proto(request.sampling, max_tokens)
+            # a response_format is compiled here (cached for the Admit), so a bad one is refused up front
+            self.engine.grammars.bind(sampling_from_proto(request.sampling, max_tokens))
         except (PromptError, RequestError, SamplingError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
@@ -103,6 +104,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             sampling = sampling_from_proto(
                 a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
             )
+            sampling = self.engine.grammars.bind(sampling)  # compiled on this thread, never the engine's
             resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
             if resumed >= len(ids):
                 raise RequestError(f"resumed_output_tokens must be below the prompt length ({len(ids)})")

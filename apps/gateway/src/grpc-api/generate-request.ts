@@ -5,6 +5,7 @@ import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
+import { checkResponseFormat } from '../openai/response-format';
 
 const MAX_REQUEST_ID = 128;
 
@@ -42,6 +43,7 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
     );
   }
   checkRange('logprobs', p.logprobs, 0, MAX_LOGPROBS);
+  checkResponseFormat(p.responseFormat);
   return p;
 }
 

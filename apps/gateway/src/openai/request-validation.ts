@@ -7,6 +7,7 @@ import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { parseResponseFormat } from './response-format';
 
 export interface OpenAIRequest {
   readonly input: GenerationInput;
@@ -149,6 +150,7 @@ function parseSampling(body: Body, maxTokensParam: string, logprobs: number | un
     ignoreEos: optBoolean(body, 'ignore_eos') ?? false,
     ...parsePenalties(body),
     logprobs,
+    responseFormat: parseResponseFormat(body),
   };
 }
 

@@ -1,0 +1,294 @@
+"""Structured outputs (xgrammar): every sampled output of a random tiny model matches its JSON schema / regex /
+choice (the mask forces it), greedy or sampled, batched with free rows that stay bit-identical, with stop
+strings, logprobs of the raw distribution, worker preemption and a gateway resume; bad specs are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from engine_helpers import drain, engine_for, text, tokens
+from factories import make_tiny_llama
+from inlaid_worker.engine.engine import LLMEngine
+from inlaid_worker.engine.sampler import TokenHistory, make_generator, sample_rows
+from inlaid_worker.engine.sampling_params import SamplingError, SamplingParams
+from inlaid_worker.engine.sequence import FinishReason
+from inlaid_worker.engine.structured import (
+    MAX_SPEC_CHARS,
+    GrammarCache,
+    GrammarState,
+    StructuredOutput,
+    StructuredOutputError,
+    constrained_rows,
+)
+
+pytest.importorskip("xgrammar")
+
+# Bounded everywhere, so a random model ends well within MAX_TOKENS. (A string bounded by maxLength is not
+# used: xgrammar 0.2.9 lets such strings hold raw control characters, which strict JSON parsers refuse.)
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": "[A-Za-z ]{1,12}"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3},
+    },
+    "required": ["name", "age", "role", "tags"],
+    "additionalProperties": False,
+}
+JSON_SCHEMA = StructuredOutput("json_schema", json.dumps(SCHEMA))
+REGEX = r"[a-z]{3,8}@[a-z]{2,5}\.(com|org)"
+CHOICES = ("yes", "no", 'say "hi"\n', "日本")
+MAX_TOKENS = 400
+PROMPT = "Hello, world! How are"
+
+
+def matches_schema(out: str) -> bool:
+    value = json.loads(out)  # strict: no raw control characters
+    return (
+        set(value) == {"name", "age", "role", "tags"}
+        and re.fullmatch("[A-Za-z ]{1,12}", value["name"]) is not None
+        and type(value["age"]) is int
+        and 0 <= value["age"] <= 150
+        and value["role"] in ("admin", "user", "guest")
+        and isinstance(value["tags"], list)
+        and len(value["tags"]) <= 3
+        and all(type(t) is bool for t in value["tags"])
+    )
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("structured") / "model")
+
+
+@pytest.fixture(scope="module")
+def engine(model: Path) -> LLMEngine:
+    return engine_for(model, kv_cache_bytes=1 << 20)
+
+
+def run(engine: LLMEngine, requests: dict[str, SamplingParams], prompt: str = PROMPT) -> dict[str, Any]:
+    ids = engine.tokenizer.encode_prompt(prompt)
+    for rid, params in requests.items():
+        engine.add_request(rid, ids, params)
+    return drain(engine)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_every_output_matches_its_spec_even_for_a_random_model(engine: LLMEngine, greedy: bool) -> None:
+    temperature = 0.0 if greedy else 1.0
+    specs = {
+        "schema": JSON_SCHEMA,
+        "object": StructuredOutput("json_object"),
+        "regex": StructuredOutput("regex", REGEX),
+        "choice": StructuredOutput("choice", choices=CHOICES),
+    }
+    seeds = [0] if greedy else list(range(6))
+    requests = {
+        f"{kind}-{seed}": SamplingParams(max_tokens=MAX_TOKENS, temperature=temperature, seed=seed, structured=so)
+        for kind, so in specs.items()
+        for seed in seeds
+    }
+    # json_object is unbounded: a random model may not close it within max_tokens; those that end are objects
+    outs = run(engine, requests)
+    for rid, o in outs.items():
+        out, reason = text(o), o[-1].finish_reason
+        kind = rid.split("-")[0]
+        if kind == "object" and reason is FinishReason.LENGTH:
+            continue
+        assert reason is FinishReason.STOP, (rid, out)
+        assert o[-1].token_ids[-1] in engine.eos_token_ids  # the grammar ended with EOS, not cut short
+        if kind == "schema":
+            assert matches_schema(out), out
+        elif kind == "object":
+            assert isinstance(json.loads(out), dict), out
+        elif kind == "regex":
+            assert re.fullmatch(REGEX, out), out
+        else:
+            assert out in CHOICES, out
+    finished_objects = [r for r in outs if r.startswith("object") and outs[r][-1].finish_reason is FinishReason.STOP]
+    assert finished_objects or greedy  # at least one sampled json_object ran to its end
+
+
+def test_free_rows_are_bit_identical_next_to_grammar_rows(engine: LLMEngine) -> None:
+    # sampler level: a batch where rows 1 and 3 have grammars; rows 0 and 2 give the same tokens and logprobs
+    # as without any grammar, and raw logits are untouched
+    cache = engine.grammars
+    compiled = cache.compile(JSON_SCHEMA)
+    logits = torch.randn(4, 320, generator=torch.Generator().manual_seed(0))
+    before = logits.clone()
+    params = [SamplingParams(temperature=0.7, seed=3, logprobs=5, presence_penalty=0.5)] * 4
+    histories = [TokenHistory([5, 6], [7, 7])] * 4
+    free = sample_rows(logits, params, [make_generator(3) for _ in range(4)], histories)
+    grammars = [None, GrammarState(compiled), None, GrammarState(compiled)]
+    mixed = sample_rows(logits, params, [make_generator(3) for _ in range(4)], histories, grammars)
+    assert torch.equal(logits, before)
+    for row in (0, 2):
+        assert mixed.tokens[row] == free.tokens[row]
+        assert mixed.logprobs[row] == free.logprobs[row]
+    assert all(compiled.tokenizer_info.decoded_vocab[mixed.tokens[r]].startswith(b"{") for r in (1, 3))
+    # engine level: a free seeded request alongside structured ones samples what it samples alone
+    free_params = SamplingParams(temperature=1.0, seed=11, max_tokens=20, ignore_eos=True)
+    alone = tokens(run(engine, {"free": free_params})["free"])
+    outs = run(
+        engine,
+        {
+            "s1": SamplingParams(max_tokens=MAX_TOKENS, seed=1, structured=JSON_SCHEMA),
+            "free": free_params,
+            "s2": SamplingParams(max_tokens=MAX_TOKENS, temperature=0, structured=StructuredOutput("regex", REGEX)),
+        },
+    )
+    assert tokens(outs["free"]) == alone
+    assert matches_schema(text(outs["s1"]))
+
+
+def test_logprobs_are_of_the_raw_distribution(engine: LLMEngine) -> None:
+    compiled = engine.grammars.compile(StructuredOutput("choice", choices=CHOICES))
+    logits = torch.randn(1, 320, generator=torch.Generator().manual_seed(5))
+    p = SamplingParams(temperature=1.0, seed=1, logprobs=3)
+    out = sample_rows(logits, [p], [make_generator(1)], None, [GrammarState(compiled)])
+    lp = torch.log_softmax(logits[0], dim=-1)
+    got = out.logprobs[0]
+    assert got is not None
+    assert got.logprob == pytest.approx(float(lp[out.tokens[0]]))
+    assert [i for i, _ in got.top] == torch.topk(lp, 3).indices.tolist()  # top alternatives ignore the mask
+    # the engine returns one raw logprob per token of a structured request
+    outs = run(engine, {"lp": SamplingParams(max_tokens=MAX_TOKENS, seed=2, logprobs=2, structured=JSON_SCHEMA)})
+    o = outs["lp"]
+    assert sum(len(x.logprobs or ()) for x in o) == len(tokens(o))
+
+
+def test_n_choices_share_one_compile_and_the_cache_is_bounded(model: Path) -> None:
+    engine = engine_for(model, kv_cache_bytes=1 << 20)
+    engine.grammars.max_entries = 2
+    outs = run(
+        engine, {f"c{i}": SamplingParams(max_tokens=MAX_TOKENS, seed=i, structured=JSON_SCHEMA) for i in range(4)}
+    )
+    assert all(matches_schema(text(o)) for o in outs.values())
+    assert engine.grammars.misses == 1
+    for pattern in ("a+", "b+", "c+"):
+        engine.grammars.compile(StructuredOutput("regex", pattern))
+    assert len(engine.grammars) == 2
+
+
+def test_stop_strings_and_max_tokens_still_end_a_structured_request(engine: LLMEngine) -> None:
+    outs = run(
+        engine,
+        {
+            "stop": SamplingParams(max_tokens=MAX_TOKENS, seed=1, stop=('"age"',), structured=JSON_SCHEMA),
+            "short": SamplingParams(max_tokens=3, seed=1, structured=JSON_SCHEMA),
+        },
+    )
+    assert outs["stop"][-1].finish_reason is FinishReason.STOP
+    assert text(outs["stop"]).startswith('{"name": "') and '"age"' not in text(outs["stop"])
+    assert outs["short"][-1].finish_reason is FinishReason.LENGTH and len(tokens(outs["short"])) == 3
+
+
+def test_ignore_eos_still_finishes_when_the_grammar_ends(engine: LLMEngine) -> None:
+    so = StructuredOutput("choice", choices=("yes", "no"))
+    outs = run(engine, {"x": SamplingParams(max_tokens=50, seed=4, ignore_eos=True, structured=so)})
+    assert outs["x"][-1].finish_reason is FinishReason.STOP and text(outs["x"]) in ("yes", "no")
+
+
+def test_preemption_keeps_the_matcher(model: Path) -> None:
+    per_block = engine_for(model, kv_cache_bytes=1 << 20).runner.kv_bytes_per_block  # type: ignore[attr-defined]
+    engine = engine_for(model, kv_cache_bytes=6 * per_block, max_num_batched_tokens=8)
+    reqs = {f"p{i}": SamplingParams(max_tokens=80, temperature=0, structured=JSON_SCHEMA) for i in range(3)}
+    prompts = ["Hello, world! How are", "The capital of France is", "def add(a, b):\n"]
+    for (rid, p), prompt in zip(reqs.items(), prompts, strict=True):
+        engine.add_request(rid, engine.tokenizer.encode_prompt(prompt), p)
+    outs = drain(engine)
+    assert engine.num_preemptions > 0
+    calm = engine_for(model, kv_cache_bytes=1 << 20)
+    for (rid, p), prompt in zip(reqs.items(), prompts, strict=True):
+        assert matches_schema(text(outs[rid]))
+        assert tokens(outs[rid]) == tokens(run(calm, {rid: p}, prompt)[rid])  # greedy: the same as unpreempted
+
+
+def test_a_resumed_request_rebuilds_its_matcher_from_its_earlier_tokens(engine: LLMEngine) -> None:
+    ids = engine.tokenizer.encode_prompt(PROMPT)
+    greedy = SamplingParams(max_tokens=MAX_TOKENS, temperature=0, structured=JSON_SCHEMA)
+    full = tokens(run(engine, {"full": greedy})["full"])
+    for k in (1, 5, len(full) // 2):
+        done = full[:k]  # what the first run had produced when the gateway moved it
+        rest = SamplingParams(max_tokens=MAX_TOKENS - k, temperature=0, structured=JSON_SCHEMA)
+        engine.add_request("resumed", ids + done, rest, resumed_output_tokens=k)
+        tail = tokens(drain(engine)["resumed"])
+        assert done + tail == full  # greedy: the resumed run continues exactly where the first one stopped
+        assert matches_schema(engine.tokenizer.decode(done + tail[:-1]))
+    # sampled: whatever the continuation, the whole output matches
+    for seed in range(3):
+        rest = SamplingParams(max_tokens=MAX_TOKENS, seed=seed, structured=JSON_SCHEMA)
+        engine.add_request("resumed", ids + full[:6], rest, resumed_output_tokens=6)
+        tail = tokens(drain(engine)["resumed"])
+        assert matches_schema(engine.tokenizer.decode(full[:6] + tail[:-1]))
+    # earlier tokens the grammar cannot have produced are refused (nothing is queued)
+    bad = engine.tokenizer.encode_prompt("nope")
+    with pytest.raises(SamplingError, match="response_format"):
+        engine.add_request("bad", ids + bad, greedy, resumed_output_tokens=len(bad))
+    assert not engine.has_work
+
+
+@pytest.mark.parametrize(
+    ("so", "message"),
+    [
+        (lambda: StructuredOutput("json_schema", "{not json"), "not valid JSON"),
+        (lambda: StructuredOutput("json_schema", "[1, 2]"), "must be a JSON object"),
+        (lambda: StructuredOutput("json_schema", '{"type": "frobnicate"}'), "invalid json_schema"),
+        (lambda: StructuredOutput("regex", "(unclosed"), "invalid regex"),
+        (lambda: StructuredOutput("regex", ""), "must not be empty"),
+        (lambda: StructuredOutput("choice", choices=()), "choice needs"),
+        (lambda: StructuredOutput("choice", choices=("a", "")), "must not be empty"),
+        (lambda: StructuredOutput("grammar", "root ::= 'a'"), "unknown type"),
+        (lambda: StructuredOutput("regex", "a" * (MAX_SPEC_CHARS + 1)), "at most"),
+    ],
+)
+def test_bad_specs_are_refused_naming_response_format(engine: LLMEngine, so: Any, message: str) -> None:
+    with pytest.raises(StructuredOutputError, match=f"response_format.*{message}"):
+        engine.grammars.compile(so())
+    assert issubclass(StructuredOutputError, SamplingError)  # the servicer's INVALID_ARGUMENT path
+
+
+def test_a_slow_compile_is_refused_after_the_timeout(engine: LLMEngine) -> None:
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.0)
+    props = {f"p{i}": {"type": "string", "pattern": f"[a-z]{{1,{i % 40 + 1}}}"} for i in range(200)}
+    with pytest.raises(StructuredOutputError, match="longer than 0 s to compile"):
+        cache.compile(StructuredOutput("json_schema", json.dumps({"type": "object", "properties": props})))
+
+
+def test_padded_logits_columns_past_the_vocabulary_are_masked(engine: LLMEngine) -> None:
+    compiled = engine.grammars.compile(StructuredOutput("json_object"))
+    logits = torch.zeros(2, 320 + 64)
+    logits[:, 320:] = 100.0  # a padded model's extra columns: never sampled under a grammar
+    rows = constrained_rows(logits, [GrammarState(compiled), None])
+    assert set(rows) == {0}
+    assert torch.isneginf(rows[0][320:]).all()
+    allowed = (~torch.isneginf(rows[0])).nonzero().flatten().tolist()
+    assert allowed and all(compiled.tokenizer_info.decoded_vocab[t].startswith(b"{") for t in allowed)
+    # every allowed logit at -inf: the row becomes uniform over the allowed tokens instead of NaN
+    dead = torch.full((1, 320), float("-inf"))
+    row = constrained_rows(dead, [GrammarState(compiled)])[0]
+    assert ((~torch.isneginf(row)).nonzero().flatten().tolist()) == allowed
+
+
+def test_without_xgrammar_only_structured_requests_fail(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xgrammar(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "xgrammar":
+            raise ImportError("no xgrammar")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_xgrammar)
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids)
+    with pytest.raises(StructuredOutputError, match="xgrammar"):
+        cache.compile(StructuredOutput("regex", "a+"))
+    outs = run(engine, {"plain": SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)})
+    assert len(tokens(outs["plain"])) == 4
