@@ -129,10 +129,11 @@ describe('invalid specs', () => {
     [{ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'frobnicate' } } } }],
     [{ guided_regex: '(unclosed' }],
     [{ response_format: { type: 'yaml' } }],
-  ])('%j gets 400 naming response_format or the field', async (extra) => {
+  ])('%j gets 400 naming response_format', async (extra) => {
     const { status: code, json } = await post('chat/completions', { model: base, messages: MESSAGES, max_tokens: 5, ...extra });
     expect(code).toBe(400);
     expect(json['error'].message).toMatch(/response_format/);
+    expect(json['error'].param).toBe('response_format');
   });
 });
 

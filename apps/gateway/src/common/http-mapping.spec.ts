@@ -51,6 +51,13 @@ describe('fromWorkerError', () => {
     const err = fromWorkerError(grpcErr(status.INVALID_ARGUMENT, 'prompt has 900 tokens, limit is 512'), 'm');
     expect(err.status).toBe(status.INVALID_ARGUMENT);
     expect(err.message).toBe('prompt has 900 tokens, limit is 512');
+    expect(err.details.param).toBeUndefined();
+  });
+
+  it('names response_format when the worker refuses a grammar', () => {
+    const err = fromWorkerError(grpcErr(status.INVALID_ARGUMENT, 'response_format: invalid regex: unbalanced ('), 'm');
+    expect(err.details.param).toBe('response_format');
+    expect(toOpenAIError(err).body.error.param).toBe('response_format');
   });
 
   it('maps NOT_FOUND to model_not_found and transport errors to UNAVAILABLE', () => {

@@ -80,11 +80,19 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
       });
     case status.INVALID_ARGUMENT:
     case status.OUT_OF_RANGE:
-      return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request' });
+      return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param: workerParam(message) });
     case status.CANCELLED:
     case status.UNAVAILABLE:
       return InlaidError.unavailable(`Worker unavailable: ${message}`);
     default:
       return new InlaidError(err.code as status, message);
   }
+}
+
+/** Request parameters a worker's INVALID_ARGUMENT message may start with (`response_format: invalid regex: …`). */
+const WORKER_PARAMS = ['response_format'] as const;
+
+/** The parameter a worker's refusal names at its start, if it is one the gateway forwards as such. */
+function workerParam(message: string): string | undefined {
+  return WORKER_PARAMS.find((p) => message.startsWith(`${p}:`));
 }
