@@ -129,8 +129,9 @@ class PrefillGraphs:
             self._uses = {k: v / 2 for k, v in self._uses.items()}
         self._uses[key] = self._uses.get(key, 0.0) + 1.0
         idle = [k for k in self._uses if k not in self._buckets]
-        if len(idle) > USES:
-            for k in sorted(idle, key=self._uses.__getitem__)[: len(idle) - USES]:
+        if len(idle) > USES:  # never the key being counted (its count is returned)
+            others = [k for k in idle if k != key]
+            for k in sorted(others, key=self._uses.__getitem__)[: len(idle) - USES]:
                 del self._uses[k]
         return self._uses[key]
 

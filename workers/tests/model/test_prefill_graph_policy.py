@@ -109,3 +109,20 @@ def test_runner_default_is_on_only_with_cuda_graphs(tmp_path, monkeypatch: pytes
         assert not ModelRunner(model, "cuda", cuda_graphs=False, **cuda).prefill_graphs
         monkeypatch.setenv("INLAID_PREFILL_GRAPHS", "0")
         assert not ModelRunner(model, "cuda", **cuda).prefill_graphs
+
+
+def test_a_new_bucket_less_used_than_every_remembered_one_does_not_fail_the_step(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    """Review: with USES idle counts all above a new bucket's 1, trimming the idle counts dropped the new key itself
+    and can_run raised KeyError (an engine step failure: every in-flight request aborted)."""
+    import inlaid_worker.model.prefill_graphs as pg
+
+    monkeypatch.setattr(pg, "USES", 2)
+    g = _graphs(tmp_path, max_graphs=1)
+    for _ in range(10):
+        assert g.can_run(_chunk(16))
+        g.run(None, _chunk(16))  # type: ignore[arg-type]
+    for rows in (40, 100):  # two idle buckets asked for twice (not enough to replace the live one)
+        assert not g.can_run(_chunk(rows)) and not g.can_run(_chunk(rows))
+    assert not g.can_run(_chunk(300)), "a third idle bucket's first request runs eagerly"
+    assert len([k for k in g._uses if k not in g._buckets]) <= 2
+    assert g._uses[(384, 1, False)] == 1.0

@@ -20,6 +20,11 @@ describe('requestCost', () => {
     expect(requestCost({ method: 'GET', path: '/v1/models', body: { n: 4 } })).toBe(1);
     expect(requestCost(post('/v1/tasks', { n: 4 }))).toBe(1);
   });
+
+  it('counts n on the paths Express also routes there (trailing slash, any case)', () => {
+    expect(requestCost(post('/v1/completions/', { n: 16 }))).toBe(16);
+    expect(requestCost(post('/V1/Chat/Completions', { n: 8 }))).toBe(8);
+  });
 });
 
 describe('ApiKeyGuard', () => {
@@ -45,5 +50,25 @@ describe('ApiKeyGuard', () => {
     const req = { ...post('/v1/chat/completions', { n: 16 }), headers: {} };
     await expect(new ApiKeyGuard({ admit } as unknown as CallGate).canActivate(context(req, new EventEmitter()))).rejects.toBe(refusal);
     expect(admit).toHaveBeenCalledWith(undefined, 'inference', 16);
+  });
+
+  it('needs the inference scope on a path in another case (Express routes it to the same handler)', async () => {
+    const admit = jest.fn().mockResolvedValue(jest.fn());
+    const req = { ...post('/V1/COMPLETIONS', { n: 2 }), headers: { authorization: 'Bearer k' } };
+    await new ApiKeyGuard({ admit } as unknown as CallGate).canActivate(context(req, new EventEmitter()));
+    expect(admit).toHaveBeenCalledWith('Bearer k', 'inference', 2);
+  });
+
+  it('frees the slots at once when the client left while the key was being checked', async () => {
+    const release = jest.fn();
+    const res = Object.assign(new EventEmitter(), { closed: false });
+    const admit = jest.fn().mockImplementation(async () => {
+      res.closed = true; // the client disconnects during authentication / the Redis round trip
+      res.emit('close');
+      return release;
+    });
+    const req = { ...post('/v1/completions', { n: 4 }), headers: { authorization: 'Bearer k' } };
+    await new ApiKeyGuard({ admit } as unknown as CallGate).canActivate(context(req, res));
+    expect(release).toHaveBeenCalledTimes(1);
   });
 });

@@ -11,12 +11,18 @@ import { routeAccess } from './scopes';
 
 const GENERATION_PATHS = new Set(['/v1/completions', '/v1/chat/completions']);
 
+/** The path as Express routes it (case-insensitive, a trailing slash optional), so access and cost see the route. */
+export function routedPath(path: string): string {
+  const p = path.toLowerCase().replace(/\/+$/, '');
+  return p === '' ? '/' : p;
+}
+
 /**
  * What a request counts for the key's limits: a generation request's `n` when it is a valid one, else 1 (an
  * invalid `n` is refused by validation after the guard, as a 400).
  */
 export function requestCost(req: Pick<Request, 'method' | 'path' | 'body'>): number {
-  if (req.method !== 'POST' || !GENERATION_PATHS.has(req.path)) return 1;
+  if (req.method !== 'POST' || !GENERATION_PATHS.has(routedPath(req.path))) return 1;
   const body: unknown = req.body;
   const n = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>)['n'] : undefined;
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= MAX_CHOICES ? n : 1;
@@ -29,10 +35,12 @@ export class ApiKeyGuard implements CanActivate {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const http = context.switchToHttp();
     const req = http.getRequest<Request>();
-    const access = routeAccess(req.path);
+    const access = routeAccess(routedPath(req.path));
     if (access.kind === 'public') return true;
     const release = await this.gate.admit(req.headers.authorization, access.kind === 'scope' ? access.scope : null, requestCost(req));
-    http.getResponse<Response>().once('close', release);
+    const res = http.getResponse<Response>();
+    if (res.closed) release(); // the client left while the key was checked: 'close' has fired already
+    else res.once('close', release);
     return true;
   }
 }
