@@ -284,6 +284,9 @@ class LLMEngine:
             elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.limits.max_model_len:
                 reason = FinishReason.LENGTH
                 text += detok.flush()
+            elif seq.grammar is not None and seq.grammar.too_slow:  # its mask would slow every row of the worker
+                reason = FinishReason.ERROR
+                text += detok.flush()
         if reason is not None:
             self.scheduler.finish(seq, reason)
             del self._seqs[seq.request_id]

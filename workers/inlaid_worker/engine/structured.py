@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from collections.abc import Sequence as Seq
@@ -206,21 +207,43 @@ class GrammarCache:
         return len(self._cache)
 
 
+MAX_ROW_STEP_S = 0.02  # a row whose mask + accept take longer in one step ends with an error (see GrammarState)
+
+
 class GrammarState:
-    """One sequence's matcher. `replay`: tokens this request already produced (a resumed run)."""
+    """One sequence's matcher. `replay`: tokens this request already produced (a resumed run).
+
+    `step_s` is the time this row's grammar took in the current step (mask fill + accept). Some patterns make
+    xgrammar's per-token work grow with the output (e.g. the regex `(a*)*b`: ~10 ms per step after 200 tokens, 75 ms
+    after 400, on the engine thread, so every request of the worker would slow down); `too_slow` turns true once a
+    step took more than MAX_ROW_STEP_S, and the engine then ends that request with an error."""
 
     def __init__(self, compiled: Any, replay: Seq[int] = ()) -> None:
         xgr = _xgr()
         self.matcher = xgr.GrammarMatcher(compiled)
         self.vocab_size = int(compiled.tokenizer_info.vocab_size)
+        self.step_s = 0.0
         for i, token in enumerate(replay):
             if not self.matcher.accept_token(int(token)):
                 raise StructuredOutputError(
                     f"response_format: the resumed output's token {i} ({int(token)}) does not match the grammar"
                 )
 
+    def fill(self, bitmask: Any, index: int) -> None:
+        """This row's mask into row `index` of `bitmask`; starts the step's time."""
+        t0 = time.perf_counter()
+        self.matcher.fill_next_token_bitmask(bitmask, index)
+        self.step_s = time.perf_counter() - t0
+
     def accept(self, token: int) -> bool:
-        return bool(self.matcher.accept_token(int(token)))
+        t0 = time.perf_counter()
+        ok = bool(self.matcher.accept_token(int(token)))
+        self.step_s += time.perf_counter() - t0
+        return ok
+
+    @property
+    def too_slow(self) -> bool:
+        return self.step_s > MAX_ROW_STEP_S
 
     @property
     def terminated(self) -> bool:
@@ -240,7 +263,7 @@ def constrained_rows(raw: torch.Tensor, states: Seq[GrammarState | None] | None)
     vocab = states[rows[0]].vocab_size  # type: ignore[union-attr]
     bitmask = xgr.allocate_token_bitmask(len(rows), vocab)
     for j, i in enumerate(rows):
-        states[i].matcher.fill_next_token_bitmask(bitmask, j)  # type: ignore[union-attr]
+        states[i].fill(bitmask, j)  # type: ignore[union-attr]
     sub = raw[rows].float()  # a copy: raw (the logprobs' source) is untouched
     xgr.apply_token_bitmask_inplace(sub, bitmask, vocab_size=min(width, vocab))
     if width > vocab:
