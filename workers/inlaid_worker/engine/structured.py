@@ -207,22 +207,25 @@ class GrammarCache:
         return len(self._cache)
 
 
-MAX_ROW_STEP_S = 0.02  # a row whose mask + accept take longer in one step ends with an error (see GrammarState)
+MAX_ROW_STEP_S = 0.02  # a row whose mask + accept take longer (CPU time) in SLOW_STEPS steps in a row ends with an error
+SLOW_STEPS = 3
 
 
 class GrammarState:
     """One sequence's matcher. `replay`: tokens this request already produced (a resumed run).
 
-    `step_s` is the time this row's grammar took in the current step (mask fill + accept). Some patterns make
-    xgrammar's per-token work grow with the output (e.g. the regex `(a*)*b`: ~10 ms per step after 200 tokens, 75 ms
-    after 400, on the engine thread, so every request of the worker would slow down); `too_slow` turns true once a
-    step took more than MAX_ROW_STEP_S, and the engine then ends that request with an error."""
+    `step_s` is the CPU time this row's grammar took in the current step (mask fill + accept; the thread's CPU time,
+    so waiting for the GIL or the processor does not count). Some patterns make xgrammar's per-token work grow with the
+    output (e.g. the regex `(a*)*b`: ~10 ms per step after 200 tokens, 75 ms after 400, on the engine thread, so every
+    request of the worker would slow down); `too_slow` turns true once SLOW_STEPS steps in a row took more than
+    MAX_ROW_STEP_S each, and the engine then ends that request with an error."""
 
     def __init__(self, compiled: Any, replay: Seq[int] = ()) -> None:
         xgr = _xgr()
         self.matcher = xgr.GrammarMatcher(compiled)
         self.vocab_size = int(compiled.tokenizer_info.vocab_size)
         self.step_s = 0.0
+        self.slow_steps = 0  # steps in a row over MAX_ROW_STEP_S, counted at accept
         for i, token in enumerate(replay):
             if not self.matcher.accept_token(int(token)):
                 raise StructuredOutputError(
@@ -231,19 +234,20 @@ class GrammarState:
 
     def fill(self, bitmask: Any, index: int) -> None:
         """This row's mask into row `index` of `bitmask`; starts the step's time."""
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         self.matcher.fill_next_token_bitmask(bitmask, index)
-        self.step_s = time.perf_counter() - t0
+        self.step_s = time.thread_time() - t0
 
     def accept(self, token: int) -> bool:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         ok = bool(self.matcher.accept_token(int(token)))
-        self.step_s += time.perf_counter() - t0
+        self.step_s += time.thread_time() - t0
+        self.slow_steps = self.slow_steps + 1 if self.step_s > MAX_ROW_STEP_S else 0
         return ok
 
     @property
     def too_slow(self) -> bool:
-        return self.step_s > MAX_ROW_STEP_S
+        return self.slow_steps >= SLOW_STEPS
 
     @property
     def terminated(self) -> bool:
