@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from inlaid_worker.engine.sampler import make_generator, restrict_logits, sample
+from inlaid_worker.engine.sampler import draw, make_generator, restrict_logits, sample
 from inlaid_worker.engine.sampling_params import SamplingError, SamplingParams
 
 
@@ -53,3 +53,32 @@ def test_sampling_params_validation_names_the_parameter() -> None:
         SamplingParams(temperature=-1)
     with pytest.raises(SamplingError, match="max_tokens"):
         SamplingParams(max_tokens=0)
+
+
+def _sorted_nucleus(x: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The reference: a full sort (what restrict_logits did before it looked at the top tokens first)."""
+    sorted_x, order = torch.sort(x, descending=True)
+    probs = torch.softmax(sorted_x, dim=-1)
+    drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+    return x.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf"))
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 4.0, 12.0])  # flat (nucleus past the first 256) to peaked
+def test_top_p_from_the_top_tokens_equals_a_full_sort(scale: float) -> None:
+    gen = torch.Generator().manual_seed(int(scale * 10))
+    for top_p in (0.05, 0.5, 0.9, 0.999):
+        x = torch.randn(5000, generator=gen) * scale
+        assert torch.equal(restrict_logits(x, 1.0, 0, top_p), _sorted_nucleus(x, top_p))
+
+
+def test_draw_follows_the_probabilities_and_never_draws_a_zero() -> None:
+    probs = torch.tensor([0.5, 0.0, 0.2, 0.0, 0.3, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(6)
+    for _ in range(20000):
+        counts[draw(probs, gen)] += 1
+    assert counts[1] == counts[3] == counts[5] == 0
+    assert torch.allclose(counts / counts.sum(), probs, atol=0.015)  # ~5 standard deviations at n = 20000
+    assert draw(torch.tensor([0.0, 0.0, 1.0]), gen) == 2 and draw(torch.tensor([1.0, 0.0]), None) == 0
+    same = [draw(probs, torch.Generator().manual_seed(7)) for _ in range(3)]
+    assert len(set(same)) == 1  # one seed, one draw
