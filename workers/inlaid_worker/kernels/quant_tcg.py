@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import torch
 import triton
@@ -77,15 +78,21 @@ def _pow2_bases(start: int, stop: int, dim: int, rank: int) -> list[list[int]]:
     return out
 
 
+def layout_cache(build: Callable[..., dict]) -> Callable[..., dict]:
+    """`build` runs once per arguments (~0.1 ms of host time each, which every launch paid before); each call returns
+    a fresh dict of the same immutable layout objects. `__wrapped__` is the uncached build."""
+    cached = functools.cache(build)
+
+    @functools.wraps(build)
+    def layouts(*args: int) -> dict:
+        return dict(cached(*args))
+
+    return layouts
+
+
+@layout_cache
 def tcg_layouts(block_n: int, block_m: int, warps: int) -> dict:
-    """Layouts of one config: the MMA, its A operand, the 5D pair view of the operand, x's load and smem.
-    Built once per (block_n, block_m, warps) (~0.1 ms of host time each, which every launch paid before) and
-    returned as a fresh dict of the same immutable layout objects."""
-    return dict(_tcg_layouts(block_n, block_m, warps))
-
-
-@functools.cache
-def _tcg_layouts(block_n: int, block_m: int, warps: int) -> dict:
+    """Layouts of one config: the MMA, its A operand, the 5D pair view of the operand, x's load and smem."""
     if block_n % (16 * warps) or block_m % 8 or block_m > 256:
         raise ValueError(f"BLOCK_N={block_n} must be a multiple of 16*warps={16 * warps}, BLOCK_M a multiple of 8")
     mma = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_m, 16])

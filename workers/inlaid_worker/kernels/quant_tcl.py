@@ -22,8 +22,6 @@ plain-Triton twin quant_tc (kind "tcf") computes the same product.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
@@ -35,7 +33,17 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from .gptq_packing import GPTQWeight
 from .quant_common import split_iters, workspace
 from .quant_tc3 import operand_rows3
-from .quant_tcg import BLOCK_K, _group_params, _operand, _operand3, operand_rows, store_acc, tcg_layouts, tcg_supported
+from .quant_tcg import (
+    BLOCK_K,
+    _group_params,
+    _operand,
+    _operand3,
+    layout_cache,
+    operand_rows,
+    store_acc,
+    tcg_layouts,
+    tcg_supported,
+)
 
 _BASE: dict[tuple[int, str, int], torch.Tensor] = {}
 
@@ -93,15 +101,9 @@ def permute_x(x2: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return xp
 
 
+@layout_cache
 def tcl_layouts(block_n: int, block_m: int, warps: int) -> dict:
-    """quant_tcg's layouts plus XCP: x's cp.async copies, 8 contiguous K values (16 bytes) per thread.
-    Built once per (block_n, block_m, warps) (~0.1 ms of host time each, which every launch paid before) and
-    returned as a fresh dict of the same immutable layout objects."""
-    return dict(_tcl_layouts(block_n, block_m, warps))
-
-
-@functools.cache
-def _tcl_layouts(block_n: int, block_m: int, warps: int) -> dict:
+    """quant_tcg's layouts plus XCP: x's cp.async copies, 8 contiguous K values (16 bytes) per thread."""
     lay = tcg_layouts(block_n, block_m, warps)
     xcp = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[warps, 1], order=[1, 0])
     return dict(MMA=lay["MMA"], DOT=lay["DOT"], L5=lay["L5"], L4=lay["L4"], XS=lay["XS"], CPL=lay["CPL"],

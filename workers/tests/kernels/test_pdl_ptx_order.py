@@ -230,7 +230,7 @@ def test_tensor_core_gemv_reads_only_words_before_the_wait(monkeypatch: pytest.M
     seen = _record(monkeypatch, lambda: quant_tcg.launch_tcg(x, w, m, n, 2, 4, depth, False, nsub, y))
     assert _check(seen, {"_tcg_kernel": {"qw_ptr", "perm_ptr"}}, variants=False) == 1
     # the compile took quant_tcg's cached layout objects (tcg_layouts: built once per config) and left them as built
-    cached, fresh = quant_tcg._tcg_layouts(n, m, 4), quant_tcg._tcg_layouts.__wrapped__(n, m, 4)
+    cached, fresh = quant_tcg.tcg_layouts(n, m, 4), quant_tcg.tcg_layouts.__wrapped__(n, m, 4)
     assert seen[0][2]["L5"] is cached["L5"] and all(cached[key] == fresh[key] for key in fresh)
 
 

@@ -26,6 +26,6 @@ def test_tcg_layouts_are_cached_too_and_equal_to_an_uncached_build() -> None:
 
     a, b = quant_tcg.tcg_layouts(64, 16, 4), quant_tcg.tcg_layouts(64, 16, 4)
     assert a is not b and all(a[k] is b[k] for k in a)
-    fresh = quant_tcg._tcg_layouts.__wrapped__(64, 16, 4)  # a build that bypasses the cache
+    fresh = quant_tcg.tcg_layouts.__wrapped__(64, 16, 4)  # a build that bypasses the cache
     assert fresh.keys() == a.keys() and all(fresh[k] == a[k] and fresh[k] is not a[k] for k in a)
     assert quant_tcg.tcg_layouts(64, 32, 4)["MMA"] != a["MMA"]
