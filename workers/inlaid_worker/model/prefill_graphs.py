@@ -118,7 +118,7 @@ class PrefillGraphs:
             return True
         if self.max_graphs <= 0 or uses < 2:
             return False
-        return uses > ADMIT_MARGIN * self._uses.get(self._victim(), 0.0)
+        return uses > ADMIT_MARGIN * self._uses_or_zero(self._victim())
 
     def _count(self, key: Key) -> float:
         """One more request of `key`; every DECAY_EVERY of them all counts halve; the counts of at most USES
@@ -128,10 +128,10 @@ class PrefillGraphs:
             self._eligible = 0
             self._uses = {k: v / 2 for k, v in self._uses.items()}
         self._uses[key] = self._uses.get(key, 0.0) + 1.0
-        idle = [k for k in self._uses if k not in self._buckets]
-        if len(idle) > USES:  # never the key being counted (its count is returned)
-            others = [k for k in idle if k != key]
-            for k in sorted(others, key=self._uses.__getitem__)[: len(idle) - USES]:
+        if len(self._uses) > USES:  # at most USES idle ones; the list is built only when there may be more
+            idle = [k for k in self._uses if k not in self._buckets and k != key]  # never the key being counted
+            excess = len(idle) + (key not in self._buckets) - USES
+            for k in sorted(idle, key=self._uses.__getitem__)[: max(excess, 0)]:
                 del self._uses[k]
         return self._uses[key]
 
