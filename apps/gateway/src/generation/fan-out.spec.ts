@@ -78,7 +78,7 @@ describe('choiceSeed / choiceInputs', () => {
     expect(choiceSeed(undefined, 3)).toBeUndefined();
     const seeds = Array.from({ length: 16 }, (_, i) => choiceSeed(42, i));
     expect(new Set(seeds).size).toBe(16);
-    expect(seeds).toEqual(Array.from({ length: 16 }, (_, i) => choiceSeed(42, i)));
+    expect(seeds.slice(0, 3)).toEqual([42, 154552222084976, 27307993903217]); // pinned: the same across versions
     expect(seeds.every((s) => Number.isSafeInteger(s) && (s as number) >= 0)).toBe(true);
     expect(choiceSeed(43, 1)).not.toBe(choiceSeed(42, 1));
   });

@@ -36,12 +36,7 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   }
   checkRange('presence_penalty', p.presencePenalty, -2, 2);
   checkRange('frequency_penalty', p.frequencyPenalty, -2, 2);
-  if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty >= MIN_POSITIVE_F32 && p.repetitionPenalty <= MAX_REPETITION_PENALTY)) {
-    throw InlaidError.invalid(
-      `sampling.repetition_penalty must be between ${MIN_POSITIVE} and ${MAX_REPETITION_PENALTY}, got ${p.repetitionPenalty}.`,
-      'sampling.repetition_penalty',
-    );
-  }
+  checkRange('repetition_penalty', p.repetitionPenalty, MIN_POSITIVE_F32, MAX_REPETITION_PENALTY, MIN_POSITIVE);
   checkRange('logprobs', p.logprobs, 0, MAX_LOGPROBS);
   checkResponseFormat(p.responseFormat);
   return p;

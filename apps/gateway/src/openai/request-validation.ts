@@ -7,7 +7,7 @@ import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
-import { parseResponseFormat } from './response-format';
+import { isObject, isPresent, parseResponseFormat } from './response-format';
 
 export interface OpenAIRequest {
   readonly input: GenerationInput;
@@ -32,15 +32,9 @@ export const MIN_POSITIVE = 1e-6;
 type Body = Record<string, unknown>;
 const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
 
-function isPresent(v: unknown): boolean {
-  return v !== undefined && v !== null;
-}
-
 function asObject(body: unknown): Body {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw InlaidError.invalid('The request body must be a JSON object.');
-  }
-  return body as Body;
+  if (!isObject(body)) throw InlaidError.invalid('The request body must be a JSON object.');
+  return body;
 }
 
 function optNumber(body: Body, name: string, min: number, max: number, integer = false): number | undefined {

@@ -16,11 +16,13 @@ export type ResponseFormat = common.SamplingParams['responseFormat'];
 
 type Body = Record<string, unknown>;
 
-function isPresent(v: unknown): boolean {
+/** Set: neither undefined nor JSON null. */
+export function isPresent(v: unknown): boolean {
   return v !== undefined && v !== null;
 }
 
-function isObject(v: unknown): v is Body {
+/** A JSON object (not null, not an array). */
+export function isObject(v: unknown): v is Body {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 

@@ -46,7 +46,6 @@ export class StreamEncoder {
   private promptTokens = 0;
   private readonly choices: ChoiceState[];
   private readonly logprobs: boolean;
-  private closed = false;
 
   constructor(
     private readonly kind: StreamKind,
@@ -68,7 +67,7 @@ export class StreamEncoder {
   /** Events for one delta of choice `index`; once every choice has finished, the stream's closing events too. */
   delta(d: GenerationDelta, index = 0): string[] {
     const c = this.choices[index];
-    if (c === undefined || c.finished || this.closed) return [];
+    if (c === undefined || c.finished) return [];
     this.promptTokens = Math.max(this.promptTokens, d.promptTokens);
     c.completionTokens = Math.max(c.completionTokens, d.completionTokens);
     c.cachedTokens = Math.max(c.cachedTokens, d.cachedTokens ?? 0);
@@ -105,7 +104,6 @@ export class StreamEncoder {
   }
 
   private close(): string[] {
-    this.closed = true;
     const out: string[] = [];
     if (this.includeUsage) {
       const completion = this.choices.reduce((n, c) => n + c.completionTokens, 0);
