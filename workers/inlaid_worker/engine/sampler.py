@@ -257,7 +257,7 @@ def sample_rows(
         if bool(torch.isposinf(restricted).any()):
             # float32 overflowed (a tiny temperature or repetition penalty): redo the row in float64, where
             # any float32 logit divided by two float32 positives stays finite
-            wide = _wide_row(base, p, histories if x is not None else None, row)
+            wide = _wide_row(base, p, histories, row)  # penalized only when the row sets penalties
             restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p)
         probs = torch.softmax(_limit_of_inf(restricted), dim=-1)
         tokens.append(draw(probs, g))

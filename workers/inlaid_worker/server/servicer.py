@@ -105,9 +105,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
             )
             sampling = self.engine.grammars.bind(sampling)  # compiled on this thread, never the engine's
+            # checked by engine.add_request (an AdmitError on this session's outbox, as here)
             resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
-            if resumed >= len(ids):
-                raise RequestError(f"resumed_output_tokens must be below the prompt length ({len(ids)})")
         except (RequestError, SamplingError) as exc:
             outbox.put(AdmitError(a.request_id, str(exc)))
             return
