@@ -6,8 +6,10 @@ import { InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
+import { toolsRefusal } from '../openai/tool-schema';
 import { WorkersService } from '../workers/workers.service';
 import { choiceCount, toGenerationInput } from './generate-request';
+import { GrpcToolStream, withGrpcTools } from './generate-tools';
 import { checkDecoded } from './malformed';
 
 export function toServiceError(err: unknown): Partial<ServiceError> {
@@ -57,17 +59,23 @@ export function inferenceHandlers(
           release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
           const left = new AbortController();
           call.on('cancelled', () => left.abort());
-          const input = toGenerationInput(call.request);
-          const choices = await startChoices(generation, input, choiceCount(call.request), left.signal);
+          const { input, plan } = withGrpcTools(call.request, toGenerationInput(call.request));
+          const n = choiceCount(call.request);
+          const choices = await startChoices(generation, input, n, left.signal).catch((err: unknown) => {
+            throw plan === undefined ? err : toolsRefusal(err, plan);
+          });
+          const tools = plan === undefined ? undefined : Array.from({ length: n }, () => new GrpcToolStream(plan));
           if (call.cancelled) choices.abort('client cancelled');
           call.on('cancelled', () => choices.abort('client cancelled'));
           for await (const { index, delta: d } of mergeChoices(choices)) {
             if (call.cancelled) break;
+            const t = tools?.[index]?.fields(d);
             call.write({
               requestId: choices.id,
-              text: d.text,
+              text: t?.text ?? d.text,
+              toolCalls: t?.toolCalls ?? [],
               tokenIds: [...d.tokenIds],
-              finishReason: protoFinishReason(d.finishReason),
+              finishReason: t?.finishReason ?? protoFinishReason(d.finishReason),
               promptTokens: d.promptTokens,
               completionTokens: d.completionTokens,
               cachedTokens: d.cachedTokens ?? 0,

@@ -27,6 +27,9 @@ import {
 } from './response-shapes';
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
+import { assembleToolOutput, toolCallParser } from './tool-calls';
+import { toolsRefusal } from './tool-schema';
+import type { ToolPlan } from './tools';
 
 type Kind = 'completions' | 'chat.completions';
 
@@ -42,7 +45,12 @@ export class OpenAIResponder {
       if (!res.writableFinished) left.abort();
     };
     res.on('close', onEarlyClose);
-    const choices = await startChoices(this.generation, req.input, req.n, left.signal).finally(() => res.off('close', onEarlyClose));
+    const tools = req.tools;
+    const choices = await startChoices(this.generation, req.input, req.n, left.signal)
+      .catch((err: unknown) => {
+        throw tools === undefined ? err : toolsRefusal(err, tools);
+      })
+      .finally(() => res.off('close', onEarlyClose));
     if (res.destroyed) {
       choices.abort('client disconnected before the first token');
       return;
@@ -53,8 +61,8 @@ export class OpenAIResponder {
     res.on('close', onClose);
     const logprobs = req.input.sampling.logprobs !== undefined;
     try {
-      if (req.stream) await this.stream(kind, choices, req.includeUsage, logprobs, res);
-      else res.json(await this.collect(kind, choices, logprobs));
+      if (req.stream) await this.stream(kind, choices, req.includeUsage, logprobs, res, req.tools);
+      else res.json(await this.collect(kind, choices, logprobs, req.tools));
     } finally {
       res.off('close', onClose);
     }
@@ -64,7 +72,7 @@ export class OpenAIResponder {
     return { id: choices.id, created: choices.created, model: choices.model };
   }
 
-  private async collect(kind: Kind, choices: Choices, logprobs: boolean) {
+  private async collect(kind: Kind, choices: Choices, logprobs: boolean, tools: ToolPlan | undefined) {
     const acc = choices.generations.map(() => ({
       text: '',
       finish: null as FinishReason | null,
@@ -94,11 +102,20 @@ export class OpenAIResponder {
         usage,
       );
     }
-    return chatResponse(meta, acc.map((a, i) => chatChoice(i, a.text, a.finish, logprobs ? chatLogprobs(a.logprobs) : null)), usage);
+    return chatResponse(
+      meta,
+      acc.map((a, i) => {
+        const lp = logprobs ? chatLogprobs(a.logprobs) : null;
+        if (tools === undefined) return chatChoice(i, a.text, a.finish, lp);
+        const out = assembleToolOutput(toolCallParser(tools), a.text);
+        return chatChoice(i, out.content, a.finish, lp, out.toolCalls);
+      }),
+      usage,
+    );
   }
 
-  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, logprobs: boolean, res: Response): Promise<void> {
-    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, { choices: choices.generations.length, logprobs });
+  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, logprobs: boolean, res: Response, tools?: ToolPlan): Promise<void> {
+    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, { choices: choices.generations.length, logprobs, tools });
     res.status(200).set(SSE_HEADERS);
     res.flushHeaders();
     const write = (events: string[]) => events.forEach((e) => res.write(e));

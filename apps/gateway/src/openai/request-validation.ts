@@ -8,6 +8,10 @@ import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { isObject, isPresent, parseResponseFormat } from './response-format';
+import { parseTurnTools } from './tool-history';
+import { renderChat, type ChatTurn } from './tool-prompt';
+import { toolResponseFormat } from './tool-schema';
+import { parseToolPlan, type ToolPlan } from './tools';
 
 export interface OpenAIRequest {
   readonly input: GenerationInput;
@@ -15,6 +19,8 @@ export interface OpenAIRequest {
   readonly includeUsage: boolean;
   /** Choices to generate (1..MAX_CHOICES); each runs as its own request (generation/fan-out.ts). */
   readonly n: number;
+  /** Chat with tools offered (tools.ts): the output is parsed for tool calls. */
+  readonly tools?: ToolPlan;
 }
 
 /** Top alternatives per token, as vLLM's default max_logprobs (completions' `logprobs`, chat's `top_logprobs`). */
@@ -185,22 +191,41 @@ function messageContent(content: unknown, index: number): string {
   throw InlaidError.invalid(`messages[${index}].content must be a string or a list of text parts.`, `messages[${index}].content`);
 }
 
-function parseMessages(body: Body): common.ChatMessage[] {
+function parseMessages(body: Body): ChatTurn[] {
   const messages = body['messages'];
   if (!Array.isArray(messages) || messages.length === 0) {
     throw InlaidError.invalid("'messages' must be a non-empty list.", 'messages');
   }
   if (messages.length > BOUNDS.messages) throw InlaidError.invalid(`'messages' accepts at most ${BOUNDS.messages} messages.`, 'messages');
-  const parsed = messages.map((m: unknown, i) => {
+  const callIds = new Set<string>();
+  return messages.map((m: unknown, i) => {
     const msg = asObject(m);
     const role = msg['role'];
     if (typeof role !== 'string' || !CHAT_ROLES.has(role)) {
       throw InlaidError.invalid(`messages[${i}].role must be one of ${[...CHAT_ROLES].join(', ')}.`, `messages[${i}].role`);
     }
-    return { role: role === 'developer' ? 'system' : role, content: messageContent(msg['content'], i) };
+    return { role: role === 'developer' ? 'system' : role, content: messageContent(msg['content'], i), ...parseTurnTools(msg, i, role, callIds) };
   });
-  checkPromptChars(parsed.reduce((n, m) => n + m.content.length, 0), 'messages');
-  return parsed;
+}
+
+/** The messages the worker gets: tools offered per `plan` and the tool-call history rendered (tool-prompt.ts). */
+function chatMessages(body: Body, plan: ToolPlan | undefined): common.ChatMessage[] {
+  const messages = renderChat(parseMessages(body), plan);
+  checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0), 'messages');
+  return messages;
+}
+
+/** `required` / a named function: the output is constrained to a call; response_format cannot be used too. */
+function withTools(req: OpenAIRequest, plan: ToolPlan): OpenAIRequest {
+  const format = toolResponseFormat(plan);
+  if (format === undefined) return { ...req, tools: plan };
+  if (req.input.sampling.responseFormat !== undefined) {
+    throw InlaidError.invalid(
+      "'tool_choice' \"required\" or a named function cannot be combined with response_format or guided_* (both constrain the output).",
+      'tool_choice',
+    );
+  }
+  return { ...req, input: { ...req.input, sampling: { ...req.input.sampling, responseFormat: format } }, tools: plan };
 }
 
 function build(
@@ -224,5 +249,7 @@ export function parseCompletionRequest(raw: unknown): OpenAIRequest {
 
 export function parseChatRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
-  return build(body, 'chat.completions', '', parseMessages(body), 'max_completion_tokens', parseChatLogprobs);
+  const plan = parseToolPlan(body);
+  const req = build(body, 'chat.completions', '', chatMessages(body, plan), 'max_completion_tokens', parseChatLogprobs);
+  return plan === undefined ? req : withTools(req, plan);
 }

@@ -4,6 +4,8 @@
  */
 import type { common } from '@inlaid/proto';
 import type { FinishReason } from '../generation/generation.types';
+import type { ToolCall } from './tool-calls';
+import type { ToolCallDelta } from './tool-events';
 
 export interface Usage {
   prompt_tokens: number;
@@ -20,7 +22,7 @@ export interface ResponseMeta {
   readonly model: string;
 }
 
-type OpenAIFinish = 'stop' | 'length' | null;
+type OpenAIFinish = 'stop' | 'length' | 'tool_calls' | null;
 
 export function usageOf(promptTokens: number, completionTokens: number, cachedTokens = 0): Usage {
   return {
@@ -40,10 +42,14 @@ export function cachedTokensOf(perChoice: readonly number[], promptTokens: numbe
   return perChoice.length === 0 ? 0 : Math.min(promptTokens, ...perChoice);
 }
 
-/** OpenAI only knows stop and length; an aborted or failed request never reaches a finished response. */
-export function openAIFinish(reason: FinishReason | null): OpenAIFinish {
+/**
+ * OpenAI's stop, length, or tool_calls (a choice that made tool calls and stopped by itself); an aborted or
+ * failed request never reaches a finished response.
+ */
+export function openAIFinish(reason: FinishReason | null, toolCalls = false): OpenAIFinish {
   if (reason === null) return null;
-  return reason === 'length' ? 'length' : 'stop';
+  if (reason === 'length') return 'length';
+  return toolCalls ? 'tool_calls' : 'stop';
 }
 
 /** JSON has no -Infinity: like vLLM, a logprob below this (or -inf) is sent as this value. */
@@ -159,15 +165,31 @@ export function completionUsageChunk(meta: ResponseMeta, usage: Usage) {
   return { id: meta.id, object: 'text_completion' as const, created: meta.created, model: meta.model, choices: [], usage };
 }
 
+export interface ChatMessageOut {
+  role: 'assistant';
+  /** null when the message is only tool calls. */
+  content: string | null;
+  refusal: null;
+  /** Present when the model called tools. */
+  tool_calls?: ToolCall[];
+}
+
 export interface ChatChoice {
   index: number;
-  message: { role: 'assistant'; content: string; refusal: null };
+  message: ChatMessageOut;
   logprobs: ChatLogprobs | null;
   finish_reason: OpenAIFinish;
 }
 
-export function chatChoice(index: number, content: string, finish: FinishReason | null, logprobs: ChatLogprobs | null = null): ChatChoice {
-  return { index, message: { role: 'assistant', content, refusal: null }, logprobs, finish_reason: openAIFinish(finish) };
+export function chatChoice(
+  index: number,
+  content: string | null,
+  finish: FinishReason | null,
+  logprobs: ChatLogprobs | null = null,
+  toolCalls: ToolCall[] = [],
+): ChatChoice {
+  const message: ChatMessageOut = { role: 'assistant', content, refusal: null, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) };
+  return { index, message, logprobs, finish_reason: openAIFinish(finish, toolCalls.length > 0) };
 }
 
 export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: Usage) {
@@ -181,7 +203,7 @@ export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: U
   };
 }
 
-export type ChatDelta = { role?: 'assistant'; content?: string };
+export type ChatDelta = { role?: 'assistant'; content?: string; tool_calls?: ToolCallDelta[] };
 
 export function chatChunk(
   meta: ResponseMeta,
@@ -190,13 +212,14 @@ export function chatChunk(
   withUsage: boolean,
   index = 0,
   logprobs: ChatLogprobs | null = null,
+  toolCalls = false,
 ) {
   return {
     id: meta.id,
     object: 'chat.completion.chunk' as const,
     created: meta.created,
     model: meta.model,
-    choices: [{ index, delta, logprobs, finish_reason: openAIFinish(finish) }],
+    choices: [{ index, delta, logprobs, finish_reason: openAIFinish(finish, toolCalls) }],
     ...(withUsage ? { usage: null } : {}),
   };
 }

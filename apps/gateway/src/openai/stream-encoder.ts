@@ -8,6 +8,10 @@
  * Logprobs: a chunk carries the logprobs of the tokens since the choice's previous chunk. A delta whose text
  * is held back by the worker (part of a character, a possible stop string) sends no chunk; its tokens'
  * logprobs go with the next chunk of that choice.
+ *
+ * Tools (chat with `tools` offered): a choice's text goes through its ToolCallParser (tool-calls.ts); content
+ * events go out as `delta.content`, calls as `delta.tool_calls` (an opening delta with index, id, type and name,
+ * then argument fragments), and a choice that made calls and stopped by itself finishes with `tool_calls`.
  */
 import type { common } from '@inlaid/proto';
 import type { GenerationDelta } from '../generation/generation.types';
@@ -24,6 +28,9 @@ import {
   usageOf,
 } from './response-shapes';
 import { SSE_DONE, sseEvent } from './sse';
+import { toolCallParser } from './tool-calls';
+import type { ToolCallParser, ToolEvent } from './tool-events';
+import type { ToolPlan } from './tools';
 
 export type StreamKind = 'completions' | 'chat.completions';
 
@@ -32,6 +39,8 @@ export interface StreamOptions {
   readonly choices?: number;
   /** The request asked for logprobs: chunks carry a logprobs object for their tokens. */
   readonly logprobs?: boolean;
+  /** Chat with tools offered: each choice's text is parsed for tool calls. */
+  readonly tools?: ToolPlan;
 }
 
 interface ChoiceState {
@@ -40,6 +49,7 @@ interface ChoiceState {
   finished: boolean;
   pending: common.TokenLogprob[];
   textOffset: number;
+  tools?: ToolCallParser;
 }
 
 export class StreamEncoder {
@@ -54,7 +64,15 @@ export class StreamEncoder {
     options: StreamOptions = {},
   ) {
     const n = Math.max(1, options.choices ?? 1);
-    this.choices = Array.from({ length: n }, () => ({ completionTokens: 0, cachedTokens: 0, finished: false, pending: [], textOffset: 0 }));
+    const tools = options.tools;
+    this.choices = Array.from({ length: n }, () => ({
+      completionTokens: 0,
+      cachedTokens: 0,
+      finished: false,
+      pending: [],
+      textOffset: 0,
+      ...(tools !== undefined && kind === 'chat.completions' ? { tools: toolCallParser(tools) } : {}),
+    }));
     this.logprobs = options.logprobs ?? false;
   }
 
@@ -77,6 +95,8 @@ export class StreamEncoder {
       if (d.text !== '' || d.finishReason !== null) {
         out.push(sseEvent(completionChunk(this.meta, completionChoice(index, d.text, d.finishReason, this.takeCompletionLogprobs(c)), this.includeUsage)));
       }
+    } else if (c.tools !== undefined) {
+      out.push(...this.toolChunks(c, c.tools, d, index));
     } else {
       if (d.text !== '') out.push(sseEvent(chatChunk(this.meta, { content: d.text }, null, this.includeUsage, index, this.takeChatLogprobs(c))));
       if (d.finishReason !== null) out.push(sseEvent(chatChunk(this.meta, {}, d.finishReason, this.includeUsage, index, this.takeChatLogprobs(c))));
@@ -84,6 +104,18 @@ export class StreamEncoder {
     if (d.finishReason !== null) {
       c.finished = true;
       if (this.choices.every((x) => x.finished)) out.push(...this.close());
+    }
+    return out;
+  }
+
+  private toolChunks(c: ChoiceState, parser: ToolCallParser, d: GenerationDelta, index: number): string[] {
+    const events: ToolEvent[] = d.text !== '' ? parser.push(d.text) : [];
+    if (d.finishReason !== null) events.push(...parser.finish());
+    const out = events.map((e) =>
+      sseEvent(chatChunk(this.meta, 'content' in e ? { content: e.content } : { tool_calls: [e.call] }, null, this.includeUsage, index, this.takeChatLogprobs(c))),
+    );
+    if (d.finishReason !== null) {
+      out.push(sseEvent(chatChunk(this.meta, {}, d.finishReason, this.includeUsage, index, this.takeChatLogprobs(c), parser.calls > 0)));
     }
     return out;
   }

@@ -1,0 +1,58 @@
+/**
+ * The JSON schema that constrains the output of `tool_choice: "required"` or a named function (pure): the
+ * structured-outputs path (response-format.ts, the worker's xgrammar) then guarantees a valid call. A call is
+ * the Hermes call object the prompt shows the model (tool-prompt.ts), `{"name": <const>, "arguments": <the
+ * tool's parameters schema>}`; a named function gets that one object, "required" a list of one or more calls
+ * (exactly one when `parallel_tool_calls` is false), each any of the tools.
+ */
+import { status } from '@grpc/grpc-js';
+import { InlaidError } from '../common/inlaid-error';
+import { MAX_RESPONSE_FORMAT_CHARS, type ResponseFormat } from './response-format';
+import type { ToolFunction, ToolPlan } from './tools';
+
+export function callSchema(tool: ToolFunction): Record<string, unknown> {
+  return {
+    type: 'object',
+    properties: { name: { type: 'string', const: tool.name }, arguments: tool.parameters },
+    required: ['name', 'arguments'],
+    additionalProperties: false,
+  };
+}
+
+/** The schema of the output, or undefined for `auto` (free text, parsed afterwards). */
+export function toolSchema(plan: ToolPlan): Record<string, unknown> | undefined {
+  if (plan.mode === 'auto') return undefined;
+  if (plan.mode === 'named') {
+    const tool = plan.tools.find((t) => t.name === plan.named);
+    if (tool === undefined) throw InlaidError.invalid(`'tool_choice' names the function '${plan.named}', which is not in 'tools'.`, 'tool_choice');
+    return callSchema(tool);
+  }
+  const calls = plan.tools.map(callSchema);
+  return {
+    type: 'array',
+    items: calls.length === 1 ? calls[0] : { anyOf: calls },
+    minItems: 1,
+    ...(plan.parallel ? {} : { maxItems: 1 }),
+  };
+}
+
+/** The plan's constraint as SamplingParams.responseFormat (a JSON schema the worker compiles), if any. */
+export function toolResponseFormat(plan: ToolPlan): ResponseFormat {
+  const schema = toolSchema(plan);
+  if (schema === undefined) return undefined;
+  const text = JSON.stringify(schema);
+  if (text.length > MAX_RESPONSE_FORMAT_CHARS) {
+    throw InlaidError.invalid(`The tools' call schema has ${text.length} characters; at most ${MAX_RESPONSE_FORMAT_CHARS} are accepted.`, 'tools');
+  }
+  return { $case: 'jsonSchema', value: text };
+}
+
+/**
+ * The worker refuses a schema it cannot compile naming response_format; for a call schema the client wrote
+ * `tools`, so the refusal names that instead. Other errors pass through.
+ */
+export function toolsRefusal(err: unknown, plan: ToolPlan): unknown {
+  if (plan.mode === 'auto' || !(err instanceof InlaidError) || err.status !== status.INVALID_ARGUMENT || err.details.param !== 'response_format') return err;
+  const why = err.message.replace(/^response_format:\s*/, '');
+  return InlaidError.invalid(`The call schema built from 'tools' (their parameters) was refused: ${why}`, 'tools');
+}

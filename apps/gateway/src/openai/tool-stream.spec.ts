@@ -1,0 +1,86 @@
+/** Tool calls through the chat stream encoder and the response shapes (OpenAI's chunk and message shapes). */
+import type { FinishReason, GenerationDelta } from '../generation/generation.types';
+import { chatChoice } from './response-shapes';
+import { StreamEncoder } from './stream-encoder';
+import type { ToolPlan } from './tools';
+
+const META = { id: 'chatcmpl-1', created: 1, model: 'base' };
+const TOOLS = [{ name: 'get_weather', parameters: { type: 'object' } }];
+const NAMED: ToolPlan = { tools: TOOLS, mode: 'named', named: 'get_weather', parallel: true };
+const AUTO: ToolPlan = { tools: TOOLS, mode: 'auto', parallel: true };
+
+type Json = Record<string, any>;
+
+function delta(text: string, finishReason: FinishReason | null = null): GenerationDelta {
+  return { text, tokenIds: [1], finishReason, promptTokens: 5, completionTokens: 1 };
+}
+
+function chunks(events: string[]): Json[] {
+  return events.filter((e) => e !== 'data: [DONE]\n\n').map((e) => JSON.parse(e.slice('data: '.length)) as Json);
+}
+
+function encode(plan: ToolPlan, pieces: string[], finish: FinishReason = 'stop'): { out: Json[]; raw: string[] } {
+  const enc = new StreamEncoder('chat.completions', META, false, { tools: plan });
+  const raw = [...enc.open(), ...pieces.flatMap((p, i) => enc.delta(delta(p, i === pieces.length - 1 ? finish : null)))];
+  return { out: chunks(raw), raw };
+}
+
+describe('StreamEncoder with tools', () => {
+  it('named: delta.tool_calls opening chunk, argument fragments, then finish_reason tool_calls and [DONE]', () => {
+    const { out, raw } = encode(NAMED, ['{"name": "get_', 'weather", "argu', 'ments": {"city"', ': "Paris"}}', '']);
+    expect(raw[raw.length - 1]).toBe('data: [DONE]\n\n');
+    expect(out[0]['choices'][0].delta).toEqual({ role: 'assistant', content: '' });
+    const deltas = out.slice(1, -1).map((c) => c['choices'][0].delta as Json);
+    expect(deltas.every((d) => d['content'] === undefined && d['tool_calls'].length === 1)).toBe(true);
+    const first = deltas[0]['tool_calls'][0] as Json;
+    expect(first).toEqual({ index: 0, id: expect.stringMatching(/^call_[0-9a-f]{24}$/), type: 'function', function: { name: 'get_weather', arguments: '' } });
+    expect(deltas.slice(1).map((d) => d['tool_calls'][0].function.arguments).join('')).toBe('{"city": "Paris"}');
+    expect(deltas.length).toBeGreaterThan(2);
+    const last = out[out.length - 1]['choices'][0];
+    expect(last).toEqual({ index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' });
+  });
+
+  it('auto without calls streams content and finishes with stop', () => {
+    const { out } = encode(AUTO, ['It is ', 'sunny.']);
+    expect(out.slice(1, -1).map((c) => c['choices'][0].delta.content).join('')).toBe('It is sunny.');
+    expect(out[out.length - 1]['choices'][0].finish_reason).toBe('stop');
+  });
+
+  it('auto: content, then the call, finish tool_calls; cut by max_tokens finishes with length', () => {
+    const { out } = encode(AUTO, ['Checking <tool', '_call>{"name": "get_weather", "arguments": {}}</tool_call>']);
+    const deltas = out.slice(1, -1).map((c) => c['choices'][0].delta as Json);
+    expect(deltas[0]).toEqual({ content: 'Checking ' });
+    expect(deltas[1]['tool_calls'][0].function.name).toBe('get_weather');
+    expect(deltas[2]['tool_calls'][0].function.arguments).toBe('{}');
+    expect(out[out.length - 1]['choices'][0].finish_reason).toBe('tool_calls');
+    const cut = encode(NAMED, ['{"name": "get_weather", "arguments": {"ci'], 'length').out;
+    expect(cut[cut.length - 1]['choices'][0].finish_reason).toBe('length');
+  });
+});
+
+describe('StreamEncoder with tools and logprobs', () => {
+  it("tokens that produce no chunk yet send their logprobs with the call's next chunk", () => {
+    const entry = (token: string) => ({ sampled: { tokenId: 1, token, tokenBytes: Buffer.from(token), logprob: -0.5 }, top: [] });
+    const enc = new StreamEncoder('chat.completions', META, false, { tools: NAMED, logprobs: true });
+    const d = (text: string, finishReason: FinishReason | null = null): GenerationDelta => ({ ...delta(text, finishReason), logprobs: [entry(text)] });
+    expect(enc.delta(d('{"name": "get_'))).toEqual([]);
+    const opened = chunks(enc.delta(d('weather", "arguments": {')));
+    expect(opened[0]['choices'][0].delta.tool_calls[0].function.name).toBe('get_weather');
+    expect(opened[0]['choices'][0].logprobs.content.map((t: Json) => t.token)).toEqual(['{"name": "get_', 'weather", "arguments": {']);
+    expect(opened[1]['choices'][0].logprobs).toBeNull();
+  });
+});
+
+describe('chatChoice with tool calls', () => {
+  it('content null, tool_calls, finish_reason tool_calls; without calls unchanged', () => {
+    const call = { id: 'call_1', type: 'function' as const, function: { name: 'f', arguments: '{}' } };
+    expect(chatChoice(0, null, 'stop', null, [call])).toEqual({
+      index: 0,
+      message: { role: 'assistant', content: null, refusal: null, tool_calls: [call] },
+      logprobs: null,
+      finish_reason: 'tool_calls',
+    });
+    expect(chatChoice(0, 'hi', 'stop')).toEqual({ index: 0, message: { role: 'assistant', content: 'hi', refusal: null }, logprobs: null, finish_reason: 'stop' });
+    expect(chatChoice(0, null, 'length', null, [call]).finish_reason).toBe('length');
+  });
+});
