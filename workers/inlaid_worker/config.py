@@ -34,11 +34,10 @@ class WorkerConfig:
     tls_cert: str | None = None  # PEM server certificate: serve TLS instead of plaintext
     tls_key: str | None = None
     tls_client_ca: str | None = None  # PEM CA: require client certificates it signed (mTLS)
-    checkpoint: str | None = (
-        None  # GPTQ checkpoint (with stored Hessians) of --model to serve and re-quantize
-    )
+    checkpoint: str | None = None  # GPTQ checkpoint (with stored Hessians) of --model to serve and re-quantize
     checkpoint_store: str | None = None  # where re-quantized versions go (default <checkpoint>-versions)
     prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes already computed (engine/prefix_cache.py)
+    grammar_cache_bytes: int = 256 << 20  # structured outputs: compiled grammars kept (LRU by their memory size)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -49,7 +48,7 @@ class WorkerConfig:
             raise ConfigError(f"--device must be cpu or cuda[:N], got {self.device!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be in 0..65535, got {self.port}")
-        for name in ("kv_cache_bytes", "block_size", "max_num_seqs", "max_num_batched_tokens"):
+        for name in ("kv_cache_bytes", "block_size", "max_num_seqs", "max_num_batched_tokens", "grammar_cache_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -78,9 +77,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--kv-cache-bytes", type=int, default=int(default("KV_CACHE_BYTES", str(256 << 20)) or 0))
     p.add_argument("--block-size", type=int, default=int(default("BLOCK_SIZE", "16") or 16))
     p.add_argument("--max-num-seqs", type=int, default=int(default("MAX_NUM_SEQS", "64") or 64))
-    p.add_argument(
-        "--max-num-batched-tokens", type=int, default=int(default("MAX_NUM_BATCHED_TOKENS", "2048") or 2048)
-    )
+    p.add_argument("--max-num-batched-tokens", type=int, default=int(default("MAX_NUM_BATCHED_TOKENS", "2048") or 2048))
     p.add_argument("--max-model-len", type=int, default=int(default("MAX_MODEL_LEN", "0") or 0))
     p.add_argument("--device", default=default("DEVICE", "cpu"))
     p.add_argument("--dtype", default=default("DTYPE", "float32"))
@@ -92,8 +89,18 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=default("TLS_CERT", None))
     p.add_argument("--tls-key", default=default("TLS_KEY", None))
     p.add_argument("--tls-client-ca", default=default("TLS_CLIENT_CA", None))
-    p.add_argument("--prefix-caching", metavar="on|off", default=default("PREFIX_CACHING", "on"),
-                   help="reuse the KV of shared prompt prefixes (default on)")
+    p.add_argument(
+        "--prefix-caching",
+        metavar="on|off",
+        default=default("PREFIX_CACHING", "on"),
+        help="reuse the KV of shared prompt prefixes (default on)",
+    )
+    p.add_argument(
+        "--grammar-cache-bytes",
+        type=int,
+        default=int(default("GRAMMAR_CACHE_BYTES", str(256 << 20)) or 0),
+        help="bytes of compiled grammars (structured outputs) kept, least recently used dropped first",
+    )
     return p
 
 
@@ -120,6 +127,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca,
         prefix_caching=_on_off("--prefix-caching", ns.prefix_caching),
+        grammar_cache_bytes=ns.grammar_cache_bytes,
     )
 
 

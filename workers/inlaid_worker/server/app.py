@@ -29,9 +29,7 @@ def resolve_model_dir(model: str) -> Path:
         return ensure_smollm2()
     path = Path(model)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"--model {model!r}: no config.json there (give a Hugging Face dir or 'smollm2')"
-        )
+        raise FileNotFoundError(f"--model {model!r}: no config.json there (give a Hugging Face dir or 'smollm2')")
     return path
 
 
@@ -47,6 +45,7 @@ def build_engine(cfg: WorkerConfig, model_dir: Path) -> LLMEngine:
         enable_prefix_caching=cfg.prefix_caching,
     )
     engine = create_engine(model_dir, options)
+    engine.grammars.max_bytes = cfg.grammar_cache_bytes
     if cfg.adapters_dir:
         for name, path in adapter_dirs(cfg.adapters_dir).items():
             try:

@@ -5,6 +5,10 @@ on the engine); the loop drains the inbox between steps and pushes events onto p
 (unbounded queues, so a slow reader never stalls a step). When the engine is idle the loop blocks on the
 inbox. A session that is cancelled has all its requests aborted (their KV blocks freed); a session whose
 client only stopped sending is drained: its requests finish, then its outbox is closed.
+
+A request whose grammar (structured outputs) still compiles is admitted by `admit_when_ready`: it belongs to its
+session at once (an abort or the session's end cancels its wait; a half-closed session waits for it) and enters the
+engine when the compile is done, or gets an AdmitError with the compile's error. Nothing blocks meanwhile.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.engine import EngineState, LLMEngine, RequestError, RequestOutput
 from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.engine.sequence import FinishReason
+from inlaid_worker.engine.structured import bound
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +48,18 @@ class StateEvent:
 Event = RequestOutput | AdmitError | StateEvent | None  # None closes the outbox
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    grammar: Future[Any]  # GrammarCache.compile_async of the request's structured output
+    prompt_tokens: int
+
+
 @dataclass
 class _Session:
     outbox: queue.Queue[Event]
-    requests: set[str] = field(default_factory=set)
+    requests: set[str] = field(default_factory=set)  # admitted or waiting for their grammar
     draining: bool = False
+    waiting: dict[str, _Waiting] = field(default_factory=dict)  # request id -> its grammar's compile
 
 
 class EngineLoop:
@@ -95,8 +108,34 @@ class EngineLoop:
     ) -> None:
         self._inbox.put(lambda: self._admit(sid, request_id, prompt, sampling, model, resumed_output_tokens))
 
+    def admit_when_ready(
+        self,
+        sid: int,
+        request_id: str,
+        prompt: list[int],
+        sampling: SamplingParams,
+        model: str,
+        resumed_output_tokens: int,
+        grammar: Future[Any],
+    ) -> None:
+        """Like admit, once `grammar` (the compile of sampling.structured) is done: with the compiled grammar, or an
+        AdmitError carrying the compile's error. Until then other commands go on; an abort or the session's
+        cancellation cancels the wait (the future)."""
+        self._inbox.put(lambda: self._wait(sid, request_id, len(prompt), grammar))
+        # registered after the _wait command is queued, so _ready always runs after it
+        grammar.add_done_callback(
+            lambda f: self._inbox.put(
+                lambda: self._ready(sid, request_id, prompt, sampling, model, resumed_output_tokens, f)
+            )
+        )
+
     def abort(self, sid: int, request_id: str) -> None:
         self._inbox.put(lambda: self._abort(sid, request_id))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests the sessions hold (in the engine or waiting for their grammar); read from any thread."""
+        return len(self._owner)
 
     def call(self, fn: Callable[[LLMEngine], Any]) -> Future[Any]:
         """Runs fn(engine) on the loop thread between steps."""
@@ -129,7 +168,7 @@ class EngineLoop:
             return self.engine.step()
         except Exception:  # a failing step must not kill the worker: fail what was in flight
             log.exception("engine step failed; aborting all in-flight requests")
-            for rid in list(self._owner):
+            for rid in [r for r in self._owner if not self._is_waiting(r)]:
                 self.engine.abort_request(rid)
                 self._emit(rid, AdmitError(rid, "the worker failed while running this request"))
             self.engine.step()  # collect (and drop) the abort outputs
@@ -157,7 +196,11 @@ class EngineLoop:
             return
         if abort:
             for rid in list(session.requests):
-                self.engine.abort_request(rid)
+                waiting = session.waiting.pop(rid, None)
+                if waiting is not None:
+                    waiting.grammar.cancel()  # the grammar cache forgets this waiter
+                else:
+                    self.engine.abort_request(rid)
                 self._owner.pop(rid, None)
             session.requests.clear()
         session.draining = True
@@ -172,18 +215,71 @@ class EngineLoop:
         if rid in self._owner:
             session.outbox.put(AdmitError(rid, f"request id {rid!r} is already in flight"))
             return
-        try:
-            clamped = replace(
-                sampling, max_tokens=self.engine.max_new_tokens(len(prompt), sampling.max_tokens)
-            )
-            self.engine.add_request(rid, prompt, clamped, model, resumed)
-        except (UnknownModelError, RequestError, ValueError) as exc:
-            session.outbox.put(AdmitError(rid, str(exc)))
+        error = self._start(rid, prompt, sampling, model, resumed)
+        if error is not None:
+            session.outbox.put(error)
             return
         session.requests.add(rid)
         self._owner[rid] = sid
 
+    def _start(
+        self, rid: str, prompt: list[int], sampling: SamplingParams, model: str, resumed: int
+    ) -> AdmitError | None:
+        try:
+            clamped = replace(sampling, max_tokens=self.engine.max_new_tokens(len(prompt), sampling.max_tokens))
+            self.engine.add_request(rid, prompt, clamped, model, resumed)
+        except (UnknownModelError, RequestError, ValueError) as exc:
+            return AdmitError(rid, str(exc))
+        return None
+
+    def _wait(self, sid: int, rid: str, prompt_tokens: int, grammar: Future[Any]) -> None:
+        session = self._sessions.get(sid)
+        if session is None or session.draining:
+            grammar.cancel()
+            return
+        if rid in self._owner:
+            grammar.cancel()
+            session.outbox.put(AdmitError(rid, f"request id {rid!r} is already in flight"))
+            return
+        session.waiting[rid] = _Waiting(grammar, prompt_tokens)
+        session.requests.add(rid)
+        self._owner[rid] = sid
+
+    def _ready(
+        self,
+        sid: int,
+        rid: str,
+        prompt: list[int],
+        sampling: SamplingParams,
+        model: str,
+        resumed: int,
+        grammar: Future[Any],
+    ) -> None:
+        session = self._sessions.get(sid)
+        waiting = session.waiting.get(rid) if session is not None else None
+        if session is None or waiting is None or waiting.grammar is not grammar:
+            return  # aborted, or its session ended, while the grammar compiled
+        del session.waiting[rid]
+        exc = CancelledError("the grammar's compile was cancelled") if grammar.cancelled() else grammar.exception()
+        error = (
+            AdmitError(rid, str(exc))
+            if exc is not None
+            else self._start(rid, prompt, bound(sampling, grammar.result()), model, resumed)
+        )
+        if error is not None:
+            self._emit(rid, error)
+
+    def _is_waiting(self, rid: str) -> bool:
+        session = self._sessions.get(self._owner.get(rid, -1))
+        return session is not None and rid in session.waiting
+
     def _abort(self, sid: int, rid: str) -> None:
+        session = self._sessions.get(sid)
+        waiting = session.waiting.pop(rid, None) if session is not None else None
+        if waiting is not None:  # still compiling: stop waiting, and answer as the engine does
+            waiting.grammar.cancel()
+            self._emit(rid, RequestOutput(rid, "", [], FinishReason.ABORT, waiting.prompt_tokens, 0))
+            return
         if self._owner.get(rid) == sid:
             self.engine.abort_request(rid)  # its ABORT output is routed after the next step
 
@@ -212,9 +308,7 @@ class EngineLoop:
         self.latest_state = StateEvent(state, self._steps_per_s)
         key = (state.running, state.waiting, state.resident_adapters)
         now = time.monotonic()
-        if key == self._last_state and (
-            not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S
-        ):
+        if key == self._last_state and (not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S):
             return
         self._last_state, self._last_state_at = key, now
         for session in self._sessions.values():

@@ -1,6 +1,7 @@
 """gRPC servicer for inlaid.v1.Worker: a thin shell over the engine loop.
 
-Session semantics: each Admit is validated on the stream's reader thread and queued to the engine loop; the
+Session semantics: each Admit is validated on the stream's reader thread and queued to the engine loop (an Admit
+whose grammar is not compiled yet waits for it in the engine loop, so the reader goes on to the next message); the
 response stream carries TokenDeltas (the last one has a finish reason), RequestErrors and WorkerStates. If
 the call is cancelled (client gone, deadline), every request admitted on it is aborted and its KV blocks are
 freed. If the client only half-closes (stops sending), its requests run to the end, then the stream ends.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import grpc
@@ -19,6 +21,7 @@ from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.detokenizer import TokenTexts
 from inlaid_worker.engine.engine import LLMEngine, RequestError
 from inlaid_worker.engine.sampling_params import SamplingError
+from inlaid_worker.engine.structured import bound
 from inlaid_worker.engine.tokenizer import PromptError
 from inlaid_worker.gen.inlaid.v1 import worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
@@ -101,16 +104,21 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 raise RequestError("request_id is required")
             ids = list(a.prompt_token_ids)
             self.engine.check_prompt(ids)
-            sampling = sampling_from_proto(
-                a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
-            )
-            sampling = self.engine.grammars.bind(sampling)  # compiled on this thread, never the engine's
+            sampling = sampling_from_proto(a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens))
             # checked by engine.add_request (an AdmitError on this session's outbox, as here)
             resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
+            grammar: Future[Any] | None = None
+            if sampling.structured is not None:  # compiled off this thread and the engine's (Prepare cached it)
+                grammar = self.engine.grammars.compile_async(sampling.structured)
+                if grammar.done():
+                    sampling, grammar = bound(sampling, grammar.result()), None
         except (RequestError, SamplingError) as exc:
             outbox.put(AdmitError(a.request_id, str(exc)))
             return
-        self.loop.admit(sid, a.request_id, ids, sampling, a.model, resumed)
+        if grammar is None:
+            self.loop.admit(sid, a.request_id, ids, sampling, a.model, resumed)
+        else:  # not compiled yet: the next messages go on meanwhile
+            self.loop.admit_when_ready(sid, a.request_id, ids, sampling, a.model, resumed, grammar)
 
     # ---- info and adapters --------------------------------------------------------------------------------
     def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:
@@ -132,9 +140,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             adapter = self._load_adapter(request.path)  # disk I/O here, off the engine thread
         except self._adapter_error as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {name!r} refused: {exc}")
-        fut = self.loop.call(
-            lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)))
-        )
+        fut = self.loop.call(lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets))))
         try:
             card = fut.result(timeout=ADAPTER_CALL_TIMEOUT_S)
         except ValueError as exc:

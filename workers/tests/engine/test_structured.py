@@ -28,8 +28,8 @@ from inlaid_worker.engine.structured import (
 
 pytest.importorskip("xgrammar")
 
-# Bounded everywhere, so a random model ends well within MAX_TOKENS. (A string bounded by maxLength is not
-# used: xgrammar 0.2.9 lets such strings hold raw control characters, which strict JSON parsers refuse.)
+# Bounded everywhere, so a random model ends well within MAX_TOKENS. (Strings bounded by maxLength, which
+# xgrammar 0.2.9 alone lets hold raw control characters, are in test_structured_compile.py.)
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -163,17 +163,29 @@ def test_logprobs_are_of_the_raw_distribution(engine: LLMEngine) -> None:
     assert sum(len(x.logprobs or ()) for x in o) == len(tokens(o))
 
 
-def test_n_choices_share_one_compile_and_the_cache_is_bounded(model: Path) -> None:
+def test_n_choices_share_one_compile_and_the_cache_is_bounded_by_bytes(model: Path) -> None:
     engine = engine_for(model, kv_cache_bytes=1 << 20)
-    engine.grammars.max_entries = 2
     outs = run(
         engine, {f"c{i}": SamplingParams(max_tokens=MAX_TOKENS, seed=i, structured=JSON_SCHEMA) for i in range(4)}
     )
     assert all(matches_schema(text(o)) for o in outs.values())
     assert engine.grammars.misses == 1
-    for pattern in ("a+", "b+", "c+"):
-        engine.grammars.compile(StructuredOutput("regex", pattern))
-    assert len(engine.grammars) == 2
+    cache = engine.grammars
+    a, b, c = (StructuredOutput("regex", p) for p in ("a+", "b+", "c+"))
+    schema_size = cache.compile(JSON_SCHEMA).memory_size_bytes + len(JSON_SCHEMA.spec)  # LRU: schema, a, b, c
+    size = {so: cache.compile(so).memory_size_bytes + len(so.spec) for so in (a, b, c)}
+    assert cache.nbytes == schema_size + sum(size.values())  # each entry counts its CompiledGrammar's bytes
+    cache.max_bytes = size[b] + max(size[a], size[c])  # fits two of the regexes, not three
+    assert cache.nbytes <= cache.max_bytes and JSON_SCHEMA not in cache and a not in cache  # the least recent
+    assert b in cache and c in cache
+    cache.compile(b)  # a hit: b becomes the most recent
+    misses = cache.misses
+    cache.compile(a)
+    assert cache.misses == misses + 1 and a in cache and b in cache and c not in cache
+    assert cache.nbytes == size[a] + size[b] <= cache.max_bytes
+    assert schema_size > cache.max_bytes
+    assert cache.compile(JSON_SCHEMA) is not None and JSON_SCHEMA not in cache  # larger than the cap: used, not kept
+    assert a in cache and b in cache
 
 
 def test_stop_strings_and_max_tokens_still_end_a_structured_request(engine: LLMEngine) -> None:

@@ -1,0 +1,167 @@
+"""Threads for grammar compiles that a compile which never ends cannot use up, and one timer thread for deadlines.
+
+A running compile (xgrammar's C++, GIL released) cannot be interrupted. `CompilePool` keeps `threads` workers
+that are not stuck: once a worker's job has run for `stuck_after_s`, the worker counts as stuck and a replacement
+starts, up to `max_threads` threads in all. A stuck worker whose job ends after all goes back to work if the pool
+is short of live workers and exits otherwise. So hung compiles take one thread each (never the whole pool) until
+`max_threads - threads` of them hang at once; past that the pool runs on whatever live workers are left.
+Jobs that are still queued can be cancelled (`Future.cancel()`); running ones cannot.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Timers:
+    """`call_later(delay, fn)` runs fn on one daemon thread after `delay` seconds unless cancelled first."""
+
+    def __init__(self, name: str = "timers") -> None:
+        self._name = name
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> Timer:
+        timer = Timer(fn)
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + max(delay_s, 0.0), next(self._seq), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return timer
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                when, _, timer = self._heap[0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not timer.cancelled:
+                try:
+                    timer.fn()
+                except Exception:  # a failing callback must not stop the other timers
+                    log.exception("timer callback failed")
+
+
+class Timer:
+    __slots__ = ("cancelled", "fn")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(eq=False)
+class _Worker:
+    job: _Job | None = None
+    stuck: bool = False
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[[], Any]
+    future: Future[Any]
+
+
+class CompilePool:
+    def __init__(
+        self, threads: int, max_threads: int, stuck_after_s: float, timers: Timers, name: str = "grammar"
+    ) -> None:
+        if not 1 <= threads <= max_threads:
+            raise ValueError(f"need 1 <= threads ({threads}) <= max_threads ({max_threads})")
+        self.threads = threads
+        self.max_threads = max_threads
+        self.stuck_after_s = stuck_after_s
+        self._timers = timers
+        self._name = name
+        self._cv = threading.Condition()
+        self._queue: deque[_Job] = deque()
+        self._workers: set[_Worker] = set()
+        self._ids = itertools.count()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        job = _Job(fn, Future())
+        with self._cv:
+            self._queue.append(job)
+            if self.live < self.threads and len(self._workers) < self.max_threads:
+                self._spawn()
+            self._cv.notify()
+        return job.future
+
+    @property
+    def live(self) -> int:
+        """Workers not stuck (idle or running a job for less than stuck_after_s)."""
+        with self._cv:  # an RLock: also read under it
+            return sum(1 for w in self._workers if not w.stuck)
+
+    @property
+    def stuck(self) -> int:
+        """Workers whose job has run for stuck_after_s or longer."""
+        with self._cv:
+            return sum(1 for w in self._workers if w.stuck)
+
+    @property
+    def size(self) -> int:
+        """Threads in all (live and stuck); at most max_threads."""
+        with self._cv:
+            return len(self._workers)
+
+    def _spawn(self) -> None:  # under _cv
+        worker = _Worker()
+        self._workers.add(worker)
+        name = f"{self._name}-{next(self._ids)}"
+        threading.Thread(target=self._work, args=(worker,), name=name, daemon=True).start()
+
+    def _work(self, worker: _Worker) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                job = self._queue.popleft()
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # cancelled while queued
+                worker.job = job
+            timer = self._timers.call_later(self.stuck_after_s, lambda w=worker, j=job: self._check(w, j))
+            try:
+                job.future.set_result(job.fn())
+            except BaseException as exc:  # handed to whoever waits on the future
+                job.future.set_exception(exc)
+            timer.cancel()
+            with self._cv:
+                worker.job = None
+                if worker.stuck:
+                    worker.stuck = False
+                    if self.live > self.threads:  # a replacement took this worker's place
+                        self._workers.discard(worker)
+                        return
+
+    def _check(self, worker: _Worker, job: _Job) -> None:
+        """The job has run for stuck_after_s: count its worker as stuck and start a replacement (within the cap)."""
+        with self._cv:
+            if worker.job is not job or worker.stuck:
+                return
+            worker.stuck = True
+            if self.live < self.threads and len(self._workers) < self.max_threads:
+                self._spawn()

@@ -1,0 +1,199 @@
+"""A Session Admit whose grammar compiles slowly (a compile held in the test) delays only its own request: the
+session's other Admits run meanwhile; the slow one runs when its grammar is ready, fails with the compile's error
+(naming response_format) on timeout, and is dropped without a trace when aborted or when its client leaves."""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from factories import make_tiny_llama
+from inlaid_worker.config import WorkerConfig
+from inlaid_worker.engine.engine import LLMEngine
+from inlaid_worker.engine.structured import StructuredOutput
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from inlaid_worker.server.app import RunningWorker, build_engine, serve
+
+pytest.importorskip("xgrammar")
+
+FINISH = common_pb2.FinishReason
+SLOW = "slow[0-9]{2}"  # the held compile's regex
+
+
+@dataclass
+class Worker:
+    stub: Any
+    engine: LLMEngine
+    running: RunningWorker
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    model = make_tiny_llama(tmp_path_factory.mktemp("grammar-wait") / "model", max_positions=1024)
+    cfg = WorkerConfig(model=str(model), port=0, kv_cache_bytes=4 << 20, grammar_cache_bytes=32 << 20)
+    engine = build_engine(cfg, model)
+    assert engine.grammars.max_bytes == 32 << 20  # the setting reaches the cache
+    running = serve(cfg, engine, model)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    yield Worker(worker_pb2_grpc.WorkerStub(channel), engine, running)
+    channel.close()
+    running.stop(grace=1)
+
+
+@pytest.fixture
+def gate(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Compiles of a regex starting with "slow" wait for the gate (opened at teardown), as a slow compile would."""
+    cache = worker.engine.grammars
+    real = cache._compile_now
+    event = threading.Event()
+
+    def compile_now(so: StructuredOutput) -> Any:
+        if so.kind == "regex" and so.spec.startswith("slow"):
+            event.wait()
+        return real(so)
+
+    monkeypatch.setattr(cache, "_compile_now", compile_now)
+    yield event
+    event.set()
+
+
+class Live:
+    """One Session: messages are sent as the test goes; events are read on a thread."""
+
+    def __init__(self, stub: Any) -> None:
+        self.sent: queue.Queue[Any] = queue.Queue()
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.text: dict[str, str] = {}  # request id -> its output so far
+        self.call = stub.Session(iter(self.sent.get, None))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for ev in self.call:
+                if ev.WhichOneof("kind") != "state":
+                    self.events.put(ev)
+        except grpc.RpcError:
+            pass
+        self.events.put(None)
+
+    def admit(self, rid: str, prompt: list[int], **sampling: Any) -> None:
+        admit = worker_pb2.Admit(
+            request_id=rid, prompt_token_ids=prompt, sampling=common_pb2.SamplingParams(**sampling)
+        )
+        self.sent.put(worker_pb2.ControlMessage(admit=admit))
+
+    def abort(self, rid: str) -> None:
+        self.sent.put(worker_pb2.ControlMessage(abort=worker_pb2.Abort(request_id=rid)))
+
+    def finished(self, timeout_s: float) -> tuple[str, Any] | None:
+        """The next request to finish (its final delta or its error); None when the stream ends or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ev = self.events.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                return None
+            if ev is None:
+                return None
+            if ev.WhichOneof("kind") == "error":
+                return ev.error.request_id, ev.error
+            self.text[ev.delta.request_id] = self.text.get(ev.delta.request_id, "") + ev.delta.text
+            if ev.delta.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
+                return ev.delta.request_id, ev.delta
+
+
+def prompt(worker: Worker) -> list[int]:
+    return list(worker.stub.Prepare(worker_pb2.PrepareRequest(model="", prompt="Hello")).prompt_token_ids)
+
+
+def until(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_other_admits_go_on_while_a_grammar_compiles(worker: Worker, gate: threading.Event) -> None:
+    ids = prompt(worker)
+    choice = common_pb2.StringChoices(values=["left", "right"])
+    worker.stub.Prepare(
+        worker_pb2.PrepareRequest(model="", prompt="Hello", sampling=common_pb2.SamplingParams(choice=choice))
+    )
+    live = Live(worker.stub)
+    live.admit("slow", ids, max_tokens=20, regex=SLOW)
+    live.admit("plain", ids, max_tokens=5, ignore_eos=True)
+    live.admit("cached", ids, max_tokens=20, temperature=0, choice=choice)
+    live.admit("fresh", ids, max_tokens=20, regex="[a-c]{3}")  # another compile, not held
+    done = dict(d for d in (live.finished(8.0) for _ in range(3)) if d is not None)  # the hold would time out at 10 s
+    assert set(done) == {"plain", "cached", "fresh"}, done
+    assert done["plain"].finish_reason == FINISH.FINISH_REASON_LENGTH
+    assert done["cached"].finish_reason == done["fresh"].finish_reason == FINISH.FINISH_REASON_STOP
+    assert live.text["cached"] in ("left", "right") and re.fullmatch("[a-c]{3}", live.text["fresh"])
+    assert "slow" not in live.text  # still compiling: nothing of it yet
+    gate.set()
+    rid, last = live.finished(8.0) or ("", None)
+    assert rid == "slow" and last.finish_reason == FINISH.FINISH_REASON_STOP
+    assert re.fullmatch(SLOW, live.text["slow"])
+    live.sent.put(None)  # half-close: the stream ends
+    assert live.finished(5.0) is None
+
+
+def test_a_compile_past_the_timeout_fails_only_its_request(
+    worker: Worker, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker.engine.grammars, "timeout_s", 0.5)
+    ids = prompt(worker)
+    live = Live(worker.stub)
+    live.admit("slow", ids, max_tokens=20, regex=SLOW + "x")
+    live.admit("plain", ids, max_tokens=5, ignore_eos=True)
+    done = dict(d for d in (live.finished(5.0) for _ in range(2)) if d is not None)
+    assert set(done) == {"plain", "slow"} and done["plain"].finish_reason == FINISH.FINISH_REASON_LENGTH
+    assert isinstance(done["slow"], worker_pb2.RequestError)
+    assert done["slow"].message == "response_format: the regex took longer than 0.5 s to compile"
+    live.call.cancel()
+
+
+def test_an_abort_or_a_client_leaving_frees_a_request_waiting_for_its_grammar(
+    worker: Worker, gate: threading.Event
+) -> None:
+    cache, loop = worker.engine.grammars, worker.running.loop
+    ids = prompt(worker)
+    aborted, left = StructuredOutput("regex", SLOW + "a"), StructuredOutput("regex", SLOW + "b")
+    live = Live(worker.stub)
+    live.admit("aborted", ids, max_tokens=20, regex=aborted.spec)
+    assert until(lambda: cache.waiting(aborted) == 1 and loop.in_flight == 1)
+    live.abort("aborted")
+    rid, last = live.finished(5.0) or ("", None)
+    assert rid == "aborted" and last.finish_reason == FINISH.FINISH_REASON_ABORT and last.completion_tokens == 0
+    assert until(lambda: cache.waiting(aborted) == 0 and loop.in_flight == 0)
+    live.admit("left", ids, max_tokens=20, regex=left.spec)
+    assert until(lambda: cache.waiting(left) == 1 and loop.in_flight == 1)
+    live.call.cancel()  # the client leaves
+    assert until(lambda: cache.waiting(left) == 0 and loop.in_flight == 0)
+    gate.set()  # the compiles end (and are cached); neither request ever reaches the engine
+    assert until(lambda: aborted in cache and left in cache)
+    time.sleep(0.2)
+    state = worker.engine.state()
+    assert state.running == 0 and state.waiting == 0 and loop.in_flight == 0
+
+
+def test_a_half_closed_session_waits_for_a_compiling_request(worker: Worker, gate: threading.Event) -> None:
+    ids = prompt(worker)
+    live = Live(worker.stub)
+    live.admit("late", ids, max_tokens=20, regex=SLOW + "c")
+    live.sent.put(None)  # the client stops sending; its request must still run
+    assert live.finished(0.5) is None and live.events.empty()
+    gate.set()
+    rid, last = live.finished(8.0) or ("", None)
+    assert rid == "late" and last.finish_reason == FINISH.FINISH_REASON_STOP
+    assert re.fullmatch(SLOW + "c", live.text["late"])
+    assert live.finished(5.0) is None  # then the stream ends
