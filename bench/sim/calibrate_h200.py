@@ -8,6 +8,13 @@ not measured: it is the arithmetic of bench/sim/kv_budget.py for the device memo
 
   .venv/bin/python bench/sim/calibrate_h200.py --points bench/results/decode-2026-11-29-int4.json \
       --out libs/sim/calibration/h200-measured.json
+
+--source-kind served: the points are served steps of the worker's engine (bench/engine/served_steps.py) rather than
+the runner's timed grid (the calibration's text says which). --compare OLD.json adds the error of another
+calibration file's constants on these points (all, and per step kind), e.g. the stale fit on today's steps:
+  .venv/bin/python bench/sim/calibrate_h200.py --points bench/results/h200-served-2026-11-30.json \
+      --source-kind served --label h200-served --compare libs/sim/calibration/h200-measured.json \
+      --out libs/sim/calibration/h200-served.json
 """
 
 from __future__ import annotations
@@ -19,8 +26,35 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cost_fit import SIM_TERMS, by_kind, choose_and_fit, parse_points  # noqa: E402
+from cost_fit import SIM_TERMS, by_kind, choose_and_fit, parse_points, predict, rel_errors, summary  # noqa: E402
 from kv_budget import kv_budget  # noqa: E402
+
+SOURCE_KINDS = {
+    "runner": "Runner steps only (no engine loop / gRPC / sampling on the host).",
+    "served": (
+        "Served steps: engine.step() of the worker's LLMEngine serving a trace (scheduler, adapter residency and "
+        "loads, step building, runner, greedy sampling and detokenizing on the host; no gRPC / gateway), steps "
+        "that compiled a kernel or captured a CUDA graph left out."
+    ),
+}
+
+
+def compare(path: Path, points: list) -> dict:
+    """Error of another calibration file's constants on these points (all, and per step kind), and its predicted
+    over the measured step time."""
+    old = json.loads(path.read_text())
+    coef = {k: float(old.get(k) or 0.0) for k in SIM_TERMS}
+
+    def judge(pts: list) -> dict:
+        ratio = float(predict(coef, pts, "sim", 16).sum()) / sum(p.step_s for p in pts)
+        return summary(rel_errors(coef, pts, "sim", 16)) | {"predicted_over_measured_time": ratio}
+
+    out = {"file": str(path), "label": old.get("label"), "constants": coef, "all": judge(points)}
+    for kind in ("decode", "prefill", "mixed"):
+        pts = [p for p in points if p.kind == kind]
+        if pts:
+            out[kind] = judge(pts)
+    return out
 
 
 def load(path: Path) -> tuple[list, dict]:
@@ -54,7 +88,7 @@ def build(points_raw: list, meta: dict, args: argparse.Namespace, src: str) -> d
             f"rank {args.ref_rank}) of {len(points)} timed engine steps from {src} on {device} (Llama-2-7B shape, "
             f"4-bit g128, random weights; {kinds['decode']} decode, {kinds['prefill']} prefill, {kinds['mixed']} mixed). "
             f"Held-out error (every {args.holdout_every}th point, fit on the rest): {pct(res['heldout'])}. "
-            f"Runner steps only (no engine loop / gRPC / sampling on the host). KV capacity is ARITHMETIC, not measured: "
+            f"{SOURCE_KINDS[args.source_kind]} KV capacity is ARITHMETIC, not measured: "
             f"{kv.kv_tokens} tokens = {args.utilization} x {args.device_bytes / 1e9:.0f} GB - weights "
             f"{kv.weight_bytes / 1e9:.2f} GB - {args.adapter_slots} rank-{args.ref_rank} adapter slots "
             f"{kv.adapter_pool_bytes / 1e9:.2f} GB - activations {kv.activation_bytes / 1e9:.2f} GB, at "
@@ -88,7 +122,9 @@ def build(points_raw: list, meta: dict, args: argparse.Namespace, src: str) -> d
             "bench_meta": {k: meta[k] for k in ("date", "command", "device", "torch") if k in meta},
             "fitted_utc": now.isoformat(timespec="seconds"),
             "command": cmd,
+            "source_kind": args.source_kind,
         },  # fmt: skip
+        **({"compare": compare(args.compare, points)} if args.compare else {}),
     }
 
 
@@ -97,6 +133,8 @@ def main() -> None:
     p.add_argument("--points", type=Path, required=True, help="JSON with 'cost_points' (or a bare list)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--label", default="h200-measured")
+    p.add_argument("--source-kind", choices=sorted(SOURCE_KINDS), default="runner", help="what the points time")
+    p.add_argument("--compare", type=Path, help="another calibration file: its error on these points")
     p.add_argument("--ref-rank", type=int, default=16, help="LoRA rank the simulated adapters have")
     p.add_argument("--holdout-every", type=int, default=5)
     p.add_argument("--device-bytes", type=float, default=141e9, help="device memory (H200: 141 GB)")
@@ -117,7 +155,7 @@ def main() -> None:
     print(
         json.dumps(
             {k: out[k] for k in (*SIM_TERMS, "kv_blocks")}
-            | {"fit_error": out["fit_error"], "model": out["fit"]["model"]},
+            | {"fit_error": out["fit_error"], "model": out["fit"]["model"], "compare": out.get("compare")},
             indent=1,
         )
     )
