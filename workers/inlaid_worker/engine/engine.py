@@ -15,6 +15,7 @@ import torch
 from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCard
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
+from inlaid_worker.engine.device_sampler import sample_batch
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
@@ -28,6 +29,7 @@ from inlaid_worker.model.step_input import StepInput
 
 class Runner(Protocol):
     def execute(self, step: StepInput) -> torch.Tensor: ...  # logits [S, vocab] float32
+    # optional: execute_device(step), the same logits left on the runner's device (the engine samples there)
     def add_adapter(self, name: str, adapter: Any) -> int: ...
     def remove_adapter(self, name: str) -> None: ...
     def prepare_adapters(self, names: Iterable[str], keep: Iterable[str]) -> dict[str, int]: ...
@@ -137,7 +139,7 @@ class LLMEngine:
             cache_key=self._cache_key(entry),
         )
         if not sampling.greedy:
-            seq.generator = make_generator(sampling.seed)  # sampling runs on the CPU
+            seq.generator = make_generator(sampling.seed)  # on the CPU: one uniform per step (device_sampler)
         seq.detokenizer = IncrementalDetokenizer(self.tokenizer.hf, sampling.stop)
         if sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays
             compiled = self.grammars.compile(sampling.structured)
@@ -234,7 +236,8 @@ class LLMEngine:
             return outputs
         self._assign_adapter_slots(scheduled)
         step = build_step_input(scheduled.chunks, self.limits.block_size, "cpu")  # the runner moves it
-        logits = self.runner.execute(step)  # [S, vocab] float32
+        execute = getattr(self.runner, "execute_device", None) or self.runner.execute
+        logits = execute(step)  # [S, vocab] float32, on the device where the runner offers that
         self.scheduler.commit(scheduled)
         self.num_steps += 1
         return outputs + self._postprocess(scheduled, logits)
@@ -258,7 +261,11 @@ class LLMEngine:
         params = [s.sampling for s in seqs]
         histories = [s.penalty_history() if s.sampling.has_penalties else None for s in seqs]
         grammars = [s.grammar for s in seqs] if any(s.grammar is not None for s in seqs) else None
-        out = sample_rows(logits[rows], params, [s.generator for s in seqs], histories, grammars)
+        picked = logits if len(rows) == logits.shape[0] else logits[rows]
+        # on the GPU one batch (device_sampler); on the CPU the per-row loop, which measured as fast or slightly
+        # faster there (bench/results/sampling-2026-11-30-cpu.md) and picks the same tokens
+        sample = sample_batch if picked.device.type != "cpu" else sample_rows
+        out = sample(picked, params, [s.generator for s in seqs], histories, grammars)
         return [
             self._append_token(seq, token, lp)
             for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)

@@ -61,7 +61,9 @@ TOP_P_FIRST_K = 256  # top-p looks at this many most likely tokens first (more o
 def restrict_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """Scaled logits of one row with tokens outside top-k / the top-p nucleus set to -inf.
 
-    logits: [V] float32. The nucleus is the smallest set of most likely tokens whose mass reaches top_p.
+    logits: [V] float32. The nucleus is the smallest set of most likely tokens whose mass reaches top_p, and every
+    token as likely as its least likely one: so it does not depend on how a sort orders ties (fp16 / bf16 logits
+    tie often), and the device sampler, whose sort orders them otherwise, keeps the same set.
     """
     x = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
     vocab = x.shape[-1]
@@ -75,23 +77,30 @@ def restrict_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p:
         probs = torch.softmax(x, dim=-1)
         k = min(vocab, TOP_P_FIRST_K)
         while True:
-            vals, order = torch.topk(probs, k)
+            vals = torch.topk(probs, k).values
             mass = torch.cumsum(vals, dim=-1)
             if k == vocab or float(mass[-1]) >= top_p:
                 break
             k = vocab  # a flat distribution: sort it all
-        keep = order[(mass - vals) < top_p]  # the first token is always kept (no mass before it)
-        x = torch.full_like(x, float("-inf")).index_copy(0, keep, x[keep])
+        inside = int(((mass - vals) < top_p).sum())  # a prefix; the first token is always in (no mass before it)
+        x = x.masked_fill(probs < vals[inside - 1], float("-inf"))  # ties with the edge token stay
     return x
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+def uniform(generator: torch.Generator | None) -> float:
+    """The one uniform number in [0, 1) a sampled row draws per step from its generator."""
+    return float(torch.rand(1, generator=generator, dtype=torch.float64))
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None, u: float | None = None) -> int:
     """One token from `probs` [V] (non-negative, positive sum) by the inverse CDF of one uniform draw: the law of
     torch.multinomial(probs, 1), which draws a random number per vocabulary entry (~0.9 ms a row at 49k on the CPU).
-    A token of probability 0 is never drawn (the CDF does not rise there)."""
+    A token of probability 0 is never drawn (the CDF does not rise there). u: that row's uniform, drawn already
+    (the device sampler draws it before it knows a row needs this path); None: draw it from `generator`."""
     cdf = torch.cumsum(probs, dim=0, dtype=torch.float64)
-    u = torch.rand(1, generator=generator, dtype=torch.float64) * cdf[-1]
-    return min(int(torch.searchsorted(cdf, u, right=True)), probs.shape[0] - 1)
+    drawn = uniform(generator) if u is None else u
+    x = torch.tensor([drawn], dtype=torch.float64) * cdf[-1]
+    return min(int(torch.searchsorted(cdf, x, right=True)), probs.shape[0] - 1)
 
 
 def penalize_row(
@@ -149,9 +158,7 @@ def penalized_rows(
         if history is None:
             raise ValueError(f"row {i} sets penalties but has no token history")
         row = logits[i] if base is None or i not in base else base[i]
-        out[i] = penalize_row(
-            row, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty
-        )
+        out[i] = penalize_row(row, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty)
     return out
 
 
@@ -168,9 +175,7 @@ def apply_penalties(
     return out
 
 
-def compute_logprobs(
-    raw: torch.Tensor, params: Seq[SamplingParams], tokens: Seq[int]
-) -> list[TokenLogprobs | None]:
+def compute_logprobs(raw: torch.Tensor, params: Seq[SamplingParams], tokens: Seq[int]) -> list[TokenLogprobs | None]:
     """For rows with params.logprobs set: log_softmax(raw) at the sampled token, and the top-N."""
     result: list[TokenLogprobs | None] = [None] * len(params)
     rows = [i for i, p in enumerate(params) if p.logprobs is not None]
@@ -211,18 +216,14 @@ def _wide_row(
     return penalize_row(wide, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty)
 
 
-def sample_rows(
+def check_rows(
     logits: torch.Tensor,
     params: Seq[SamplingParams],
     generators: Seq[torch.Generator | None],
-    histories: Seq[TokenHistory | None] | None = None,
-    grammars: Seq[GrammarState | None] | None = None,
-) -> SamplerOutput:
-    """One token per row, with logprobs for the rows that ask.
-
-    logits: [S, V] float32; params, generators, histories (needed for rows with penalties) and grammars (None
-    or None entries: unconstrained): one per row.
-    """
+    histories: Seq[TokenHistory | None] | None,
+    grammars: Seq[GrammarState | None] | None,
+) -> None:
+    """Raises ValueError unless logits are [S, V] with one params / generator (/ history / grammar) per row."""
     if logits.dim() != 2 or logits.shape[0] != len(params) or len(params) != len(generators):
         raise ValueError(
             f"logits {tuple(logits.shape)} do not match {len(params)} params / {len(generators)} generators"
@@ -231,6 +232,25 @@ def sample_rows(
         raise ValueError(f"{len(histories)} histories for {len(params)} rows")
     if grammars is not None and len(grammars) != len(params):
         raise ValueError(f"{len(grammars)} grammars for {len(params)} rows")
+
+
+def sample_rows(
+    logits: torch.Tensor,
+    params: Seq[SamplingParams],
+    generators: Seq[torch.Generator | None],
+    histories: Seq[TokenHistory | None] | None = None,
+    grammars: Seq[GrammarState | None] | None = None,
+    uniforms: Seq[float | None] | None = None,
+) -> SamplerOutput:
+    """One token per row, with logprobs for the rows that ask (the per-row reference; device_sampler batches it).
+
+    logits: [S, V] float32; params, generators, histories (needed for rows with penalties) and grammars (None
+    or None entries: unconstrained): one per row. uniforms: each sampled row's uniform, drawn already from its
+    generator (None, or a None entry: draw it here).
+    """
+    check_rows(logits, params, generators, histories, grammars)
+    if uniforms is not None and len(uniforms) != len(params):
+        raise ValueError(f"{len(uniforms)} uniforms for {len(params)} rows")
     raw = logits.float().cpu()  # the generators live on the CPU
     masked: dict[int, torch.Tensor] = {}
     if grammars is not None and any(s is not None for s in grammars):
@@ -260,7 +280,7 @@ def sample_rows(
             wide = _wide_row(base, p, histories, row)  # penalized only when the row sets penalties
             restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p)
         probs = torch.softmax(_limit_of_inf(restricted), dim=-1)
-        tokens.append(draw(probs, g))
+        tokens.append(draw(probs, g, None if uniforms is None else uniforms[row]))
     return SamplerOutput(tokens, compute_logprobs(raw, params, tokens))
 
 

@@ -1,0 +1,150 @@
+"""Random sampling batches for the device sampler's tests: rows flat, normal and peaked; greedy and sampled rows
+with temperatures, top-k, top-p, penalties, logprobs and seeds; and rows that overflow float32."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from inlaid_worker.engine.device_sampler import sample_batch
+from inlaid_worker.engine.sampler import SamplerOutput, TokenHistory, make_generator, sample_rows
+from inlaid_worker.engine.sampling_params import SamplingParams
+
+
+@dataclass
+class Case:
+    logits: torch.Tensor  # [S, V] float32 on the CPU
+    params: list[SamplingParams]
+    histories: list[TokenHistory | None]
+    seeds: list[int]
+
+
+def random_row(rng: random.Random, vocab: int, gen: torch.Generator) -> torch.Tensor:
+    kind = rng.choice(("flat", "normal", "peaked", "spiky"))
+    scale = {"flat": 0.05, "normal": 2.0, "peaked": 8.0, "spiky": 1.0}[kind]
+    row = torch.randn(vocab, generator=gen) * scale
+    if kind == "spiky":  # a few very likely tokens over a flat tail
+        row[torch.randint(0, vocab, (3,), generator=gen)] += 12.0
+    return row
+
+
+def random_params(rng: random.Random, vocab: int, seed: int) -> SamplingParams:
+    greedy = rng.random() < 0.3
+    penal = rng.random() < 0.35
+    return SamplingParams(
+        temperature=0.0 if greedy else rng.choice((0.3, 0.8, 1.0, 1.7)),
+        top_k=rng.choice((0, 0, 1, 5, 50, vocab - 1, vocab + 3)),
+        top_p=rng.choice((1.0, 1.0, 0.95, 0.5, 0.1, 0.999)),
+        seed=seed,
+        presence_penalty=rng.choice((0.0, 0.5, -1.0)) if penal else 0.0,
+        frequency_penalty=rng.choice((0.0, 0.3, 1.5)) if penal else 0.0,
+        repetition_penalty=rng.choice((1.0, 1.2, 0.8, 3.0)) if penal else 1.0,
+        logprobs=rng.choice((None, None, 0, 3, 20)),
+    )
+
+
+def random_history(rng: random.Random, vocab: int) -> TokenHistory:
+    prompt = [rng.randrange(vocab) for _ in range(rng.randrange(0, 40))]
+    output = [rng.randrange(min(vocab, 60)) for _ in range(rng.randrange(0, 30))]  # repeats: counts > 1
+    if rng.random() < 0.2:
+        output.append(vocab + 7)  # outside the vocabulary: ignored by the penalties
+    return TokenHistory(torch.tensor(prompt, dtype=torch.long) if rng.random() < 0.5 else prompt, output)
+
+
+def random_case(seed: int, rows: int, vocab: int) -> Case:
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.stack([random_row(rng, vocab, gen) for _ in range(rows)])
+    if rng.random() < 0.5:  # fp16 values, as a half-precision LM head gives: many exact ties
+        logits = logits.half().float()
+    params = [random_params(rng, vocab, rng.randrange(2**63)) for _ in range(rows)]
+    histories = [random_history(rng, vocab) if p.has_penalties else None for p in params]
+    return Case(logits, params, histories, [p.seed or 0 for p in params])
+
+
+def overflow_case() -> Case:
+    """Rows whose float32 values overflow (+inf logits, a tiny temperature or repetition penalty) among plain ones."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 64, generator=gen) * 3
+    logits[0, 5] = 30.0
+    logits[1, 9] = float("inf")
+    logits[1, 11] = float("inf")
+    logits[3, 7] = 31.0
+    logits[4, 5] = 30.0
+    history = TokenHistory([5, 7, 9], [7])
+    params = [
+        SamplingParams(temperature=1.0, repetition_penalty=1e-38, seed=1, logprobs=2),  # 30 / 1e-38 = inf
+        SamplingParams(temperature=0.9, seed=2, top_p=0.9, logprobs=1),  # +inf logits
+        SamplingParams(temperature=0.8, seed=3, top_k=4),  # plain
+        SamplingParams(temperature=1e-38, seed=4),  # 31 / 1e-38 = inf
+        SamplingParams(temperature=0.0, repetition_penalty=1e-38),  # greedy over an overflowed row
+        SamplingParams(temperature=0.0, logprobs=3),  # plain greedy
+    ]
+    histories: list[TokenHistory | None] = [history, None, None, None, history, None]
+    return Case(logits, params, histories, [1, 2, 3, 4, 0, 0])
+
+
+def generators(case: Case) -> list[torch.Generator | None]:
+    return [None if p.greedy else make_generator(s) for p, s in zip(case.params, case.seeds, strict=True)]
+
+
+def both(case: Case, device: str, nucleus: str | None = None) -> tuple[SamplerOutput, SamplerOutput, bool]:
+    """(the per-row reference on the CPU, the batch on `device`, whether both left every generator in the same
+    state: one uniform drawn per sampled row)."""
+    g_ref, g_dev = generators(case), generators(case)
+    ref = sample_rows(case.logits, case.params, g_ref, case.histories)
+    got = sample_batch(case.logits.to(device), case.params, g_dev, case.histories, nucleus=nucleus)
+    same_state = all(
+        a is None or torch.equal(a.get_state(), b.get_state())  # type: ignore[union-attr]
+        for a, b in zip(g_ref, g_dev, strict=True)
+    )
+    return ref, got, same_state
+
+
+def logprobs_close(ref: SamplerOutput, got: SamplerOutput, tol: float) -> bool:
+    for a, b in zip(ref.logprobs, got.logprobs, strict=True):
+        if (a is None) != (b is None):
+            return False
+        if a is None or b is None:
+            continue
+        if a.token_id != b.token_id or abs(a.logprob - b.logprob) > tol or len(a.top) != len(b.top):
+            return False
+        if any(abs(x[1] - y[1]) > tol for x, y in zip(a.top, b.top, strict=True)):
+            return False
+        # ids: equal, except among alternatives whose logprobs tie within the tolerance
+        if any(x[0] != y[0] and abs(x[1] - y[1]) > tol for x, y in zip(a.top, b.top, strict=True)):
+            return False
+    return True
+
+
+def near_a_rounding_edge(case: Case, row: int, tol: float = 1e-4) -> bool:
+    """Whether float rounding may change row's token (a GPU's sums and exponentials round otherwise than the CPU's):
+    greedy, the top two logits within tol; sampled, (in float64) the nucleus edge or the uniform's CDF target within
+    tol of a step."""
+    from inlaid_worker.engine.sampler import penalize_row, uniform
+
+    p, x = case.params[row], case.logits[row].double()
+    history = case.histories[row]
+    if p.has_penalties and history is not None:
+        x = penalize_row(x, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty)
+    if p.greedy:
+        top2 = torch.topk(x, 2).values
+        return float(top2[0] - top2[1]) < tol
+    x = x / p.temperature
+    if 0 < p.top_k < x.shape[0]:
+        x = x.masked_fill(x < torch.topk(x, p.top_k).values[-1], float("-inf"))
+    if p.top_p < 1.0:
+        vals = torch.sort(torch.softmax(x, -1), descending=True).values
+        before = torch.cumsum(vals, -1) - vals
+        if float((before - p.top_p).abs().min()) < tol:
+            return True
+        edge = vals[int((before < p.top_p).sum()) - 1]
+        x = x.masked_fill(torch.softmax(x, -1) < edge, float("-inf"))
+    cdf = torch.cumsum(torch.softmax(x, -1), -1)
+    target = uniform(make_generator(case.seeds[row])) * float(cdf[-1])
+    return float((cdf - target).abs().min()) < tol
+
+
+def subset(out: SamplerOutput, rows: list[int]) -> SamplerOutput:
+    return SamplerOutput([out.tokens[i] for i in rows], [out.logprobs[i] for i in rows])
