@@ -25,6 +25,7 @@ runner (switching drops its graphs), so before/after land in one run; with --pro
   PYTHONPATH=workers python3 bench/engine/bench_decode.py --out DIR --quants int4 --tag fusion --batches 1,16,32 \
       --fusions none,rope,merge --ranks 16 --targets qkvo --distinct 64 --lora-batch 32 --per-batch-lora 0 \
       --peft '' --cost-points 0 --reps 6 --warmup 2 --prefill-seqs 2 --prompt 256 --profile
+--fusion-rounds R alternates the --fusions round by round at every point instead (rows carry `round_ms`).
 --pdl 0,1,2 times every decode point with the decode graphs' Programmatic Dependent Launch mode (kernels.pdl) off,
 on (dependents launch at kernel start) and 2 (after the main loop), alternating the modes round by round on the
 same runner (the graphs are keyed by mode, so both stay captured); rows carry `pdl`; with --profile, batch 1 per mode.
@@ -124,27 +125,39 @@ def decode_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: 
         row = dict(kind="decode", shape=shape, quant=quant, backend=runner.backend, rank=rank, targets=targets,
                    batch=batch, distinct=distinct, roofline_ms=nbytes / meta["copy_GBps"] / 1e6, bytes=nbytes,
                    fusion=runner.decode_fusion or "eager")  # fmt: skip
+        if alternate_fusions(args):
+            for fusion, t, spread in alternating_times(runner, step, args, "decode_fusion", args.fusions,
+                                                       args.fusion_rounds):  # fmt: skip
+                log(dict(row, fusion=fusion, step_ms=t * 1e3, tokens_per_s=batch / t, round_ms=spread,
+                         t_s=budget.elapsed()))  # fmt: skip
+            continue
         if not args.pdl:
             t = timed(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
             log(dict(row, step_ms=t * 1e3, tokens_per_s=batch / t, t_s=budget.elapsed()))
             continue
-        for mode, t, spread in pdl_times(runner, step, args):
+        for mode, t, spread in alternating_times(runner, step, args, "decode_pdl", args.pdl, args.pdl_rounds):
             log(dict(row, pdl=mode, step_ms=t * 1e3, tokens_per_s=batch / t, round_ms=spread, t_s=budget.elapsed()))
 
 
-def pdl_times(runner, step, args: argparse.Namespace) -> list[tuple[int, float, list[float]]]:  # type: ignore[no-untyped-def]
-    """(mode, median s, per-round medians in ms) of one step per PDL mode in args.pdl, the modes alternating over
-    --pdl-rounds rounds of --reps timed steps (after --warmup untimed ones per mode and round; the first round
-    also captures each mode's graph)."""
-    per: dict[int, list[float]] = {m: [] for m in args.pdl}
-    rounds: dict[int, list[float]] = {m: [] for m in args.pdl}
-    for _ in range(args.pdl_rounds):
-        for mode in args.pdl:
-            runner.decode_pdl = mode
+def alternate_fusions(args: argparse.Namespace) -> bool:
+    """--fusion-rounds R > 0 with several --fusions: the fusions alternate round by round at every decode point."""
+    return args.fusion_rounds > 0 and len(args.fusions) > 1
+
+
+def alternating_times(runner, step, args: argparse.Namespace, attr: str, values: list, rounds: int) -> list[tuple]:  # type: ignore[no-untyped-def]  # noqa: E501
+    """(value, median s, per-round medians in ms) of one step per value of the runner's `attr` (decode_pdl: PDL
+    modes; decode_fusion: fusions), the values alternating over `rounds` rounds of --reps timed steps (after
+    --warmup untimed ones per value and round; the first round also captures each value's graph: the decode graphs
+    are keyed by both)."""
+    per: dict = {v: [] for v in values}
+    medians: dict = {v: [] for v in values}
+    for _ in range(rounds):
+        for v in values:
+            setattr(runner, attr, v)
             times = timed_all(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
-            per[mode] += times
-            rounds[mode].append(round(sorted(times)[len(times) // 2] * 1e3, 4))
-    return [(m, sorted(per[m])[len(per[m]) // 2], rounds[m]) for m in args.pdl]
+            per[v] += times
+            medians[v].append(round(sorted(times)[len(times) // 2] * 1e3, 4))
+    return [(v, sorted(per[v])[len(per[v]) // 2], medians[v]) for v in values]
 
 
 def prefill_rows(args: argparse.Namespace, runner, pool: int, shape: str, quant: str, log, budget: Budget) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
@@ -173,11 +186,13 @@ def bench_runner(args: argparse.Namespace, shape: str, quant: str, points: list[
     runner, pool = new_runner(args, shape, quant)
     name = f"{shape}-{quant}"
     meta.setdefault("kv_pool_blocks", {})[name] = pool
-    meta["default_fusion"] = default = runner.decode_fusion
-    for fusion in args.fusions or [default]:
+    default = runner.decode_fusion
+    # the goals' rows: the default's, or "none"'s when a fusion comparison leaves the default ("auto") out
+    meta["default_fusion"] = default if not args.fusions or default in args.fusions else "none"
+    for fusion in [None] if alternate_fusions(args) else args.fusions or [default]:
         if fusion is not None:
-            runner.decode_fusion = fusion  # drops the graphs of the previous fusion
-        if args.profile and first:
+            runner.decode_fusion = fusion  # the graphs are keyed by fusion
+        if args.profile and first and fusion is not None:
             profile_points(args, runner, pool, name + (f"-{fusion}" if args.fusions else ""), meta)
         decode_rows(args, runner, pool, shape, quant, points, meta, log, budget)
     if args.fusions and default is not None:
@@ -223,6 +238,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cost-points", type=int, default=1, help="1: time the simulator's cost grid (first shape, quant)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of two decode steps")
     ap.add_argument("--fusions", type=names, default=[], help="decode fusions to compare, e.g. none,merge,rope")
+    ap.add_argument("--fusion-rounds", type=int, default=0,
+                    help="R > 0: the --fusions alternate over R rounds at every decode point (else one pass each)")  # fmt: skip
     ap.add_argument("--per-batch-lora", type=int, default=1, help="1: rank-16 q/k/v/o adapters at every batch too")
     ap.add_argument("--peft-reps", type=int, default=0, help="timed generate() calls per PEFT point (0: reps // 3)")
     ap.add_argument("--max-seconds", type=float, default=0.0, help="no new measurement after S seconds (0 = no limit)")

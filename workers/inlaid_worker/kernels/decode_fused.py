@@ -18,6 +18,9 @@ rope_decode_attention(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, 
     of position context_lens[s]-1 through block_tables[s]; a row with slot -1 writes nothing and reads that
     position from the cache. A row with context 0 (CUDA-graph padding) gets zeros.
 
+PDL (kernels.pdl): the kernel waits (griddepcontrol.wait) before its first load, as everything it reads comes from
+earlier kernels or the step's metadata; dependents may launch at its start (mode 1).
+
 vec_mha (both): with one query head per KV head (Llama-2-7B), score and P.V as CUDA-core products over one
 query row instead of tensor-core tiles padded to 16 rows (the padded tiles take 160-255 registers a thread and
 spill at BLOCK_N >= 64, ptxas for sm_90; see bench/results/decode-2026-11-29-fusion.md). Grouped heads
@@ -29,6 +32,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from .pdl import gdc_enter, launch_kw
 
 
 @triton.jit
@@ -49,8 +54,9 @@ def _fused_decode_kernel(
     stride_ot, stride_oh,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, S_BUCKET, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr,
-    ROPE: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROPE: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr, USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
+    gdc_enter(USE_GDC)  # q/qkv, the cache, tables, lengths, positions, slots come from earlier kernels (kernels.pdl)
     s = tl.program_id(0)
     kvh = tl.program_id(1)
     part = tl.program_id(2)
@@ -233,7 +239,8 @@ def _launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block
             out.stride(0), out.stride(1))  # fmt: skip
     meta = dict(HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)) if dot else 1,
                 HEAD_DIM=hd, D_PAD=d_pad, S_BUCKET=triton.next_power_of_2(s), BLOCK_SIZE=k_cache.shape[1],
-                NUM_PARTS=parts, ROPE=rope is not None, DOT=dot, IEEE=q.dtype == torch.float32)  # fmt: skip
+                NUM_PARTS=parts, ROPE=rope is not None, DOT=dot, IEEE=q.dtype == torch.float32,
+                **launch_kw())  # fmt: skip
     if q.is_cuda and tune:
         (_fused_tuned if dot else _vec_tuned)[(s, kv_heads, parts)](*args, **meta)
     else:

@@ -16,6 +16,8 @@ early) or burst (all of a program's 2..4 tiles loaded before any is used, as "hg
 sinks those early loads below the current tile's arithmetic (fewer registers, but one tile in flight per warp);
 PIN forbids that with a barrier the arithmetic depends on (_DEP_PTX).
 Under TRITON_INTERPRET the same bit-level steps run as Triton integer/float ops (fp32, rounded to fp16 per op).
+SWIGLU (launch_hgemvr's `swiglu`): the weight is a gate/up pair and the epilogue writes silu(gate) * up instead of
+y (swiglu_epilogue; the "swiglu" decode fusion).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import triton.language as tl
 
 from .gptq_packing import GPTQWeight
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
-from .quant_common import split_launch
+from .quant_common import split_launch, workspace
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
+from .swiglu_epilogue import store_swiglu
 
 _DEQ10_PTX = tl.constexpr(deq_half2_ptx(0x14001400, 0x04000400))  # (q - z) / 1024: 2^-10, 2^-14
 
@@ -245,17 +248,23 @@ def _hgemvr_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ZW, ITERS, SPLIT_K,
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    act_ptr, INTER, stride_am,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0,
+    BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
     RO: tl.constexpr = BLOCK_K // 32
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, None, :]  # [1, 1, BN]
+    if SWIGLU:  # gate (even pid_k) or up (odd) tile pid_n of K split pid_k // 2 (swiglu_epilogue)
+        col0 = (pid_k % 2) * INTER + pid_n * BLOCK_N
+        pid_k = pid_k // 2
+    else:
+        col0 = pid_n * BLOCK_N
+    offs_n = col0 + tl.arange(0, BLOCK_N)[None, None, :]  # [1, 1, BN]
     mask_n = offs_n < N
     if EVEN_N:  # loads are unmasked: N % BLOCK_N == 0, or columns past N re-read column N - 1
         offs_nl = offs_n
@@ -333,19 +342,25 @@ def _hgemvr_kernel(
             cur = nxt
 
     gdc_late(USE_GDC)
-    store_rows(acc, 1024.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m, pid_n,
-               SPLIT_K, USE_SPLIT)  # fmt: skip
+    if SWIGLU:  # act = silu(gate) * up instead of y (swiglu_epilogue)
+        store_swiglu(acc, 1024.0, offs_m, m_ok, offs_n, ws_ptr, N, cnt_ptr, pid_m, pid_n, SPLIT_K, act_ptr, stride_am,
+                     INTER, BLOCK_N)  # fmt: skip
+    else:
+        store_rows(acc, 1024.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m,
+                   pid_n, SPLIT_K, USE_SPLIT)  # fmt: skip
 
 
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                   num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
-                  pin: bool = False) -> None:  # fmt: skip
+                  pin: bool = False, swiglu: torch.Tensor | None = None) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
     build per weight width). pin: the next tile's (burst: all tiles') loads stay issued before this tile's
     arithmetic, whose zero constants pass through a barrier that returns a value (bar.red); without it ptxas sinks
-    the loads below the arithmetic, into the same registers, and each tile's load latency is exposed (NOTES.md v7)."""
+    the loads below the arithmetic, into the same registers, and each tile's load latency is exposed (NOTES.md v7).
+    swiglu (act [M, N / 2]; needs N / 2 % block_n == 0): W is a gate/up weight and act = silu(gate) * up is written
+    instead of y (swiglu_epilogue; y is not touched)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
@@ -355,7 +370,16 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     iters = args[12]
     if burst and iters > 4:
         raise ValueError(f"burst takes at most 4 K tiles per program (got {iters}: raise split_k)")
-    _hgemvr_kernel[grid](*args, **consts, USE_ASM=use_asm(), BURST=iters if burst else 0,
+    act = y if swiglu is None else swiglu
+    if swiglu is not None:  # programs per (tile pair, 2 x split): one reduction of 2 x split arrivals per pair
+        if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
+            raise ValueError(f"swiglu: act {tuple(act.shape)} for N = {w.out_features} in tiles of {block_n}")
+        grid = (grid[0] // 2, 2 * grid[1], grid[2])
+        ws, cnt = workspace(x2.device, x2.shape[0] * w.out_features, grid[0] * grid[2])
+        args = (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
+        consts["USE_SPLIT"] = True
+    _hgemvr_kernel[grid](*args, act, w.out_features // 2, act.stride(0), **consts, USE_ASM=use_asm(),
+                         BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,

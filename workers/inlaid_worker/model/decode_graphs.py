@@ -10,16 +10,22 @@ a pinned buffer whose view is returned (valid until the next decode step of that
 With `pdl` (kernels.pdl.MODES; default env INLAID_PDL, on) the Triton kernels that support it are captured with
 Programmatic Dependent Launch, so each may start (and load its weights) while the previous one finishes: the
 half2 and 3-bit GEMVs and the Gluon tensor-core GEMVs (the tuner's 7B / 13B picks up to M = 32), the LoRA shrink /
-expand, norm, rope, attention, merge and SwiGLU (plain launches in between, e.g. torch ops, cuBLAS, quant_tcl's
-large-M GEMM, are safe: they wait for everything before them). Policy, by measurement (7B int4 / int3 on the H200,
-bench/results/decode-2026-11-30-pdl2.md, modes alternating on one runner): PDL at buckets up to PDL_MAX_BUCKET
+expand, norm, rope, attention, merge, the fused decode attention (decode_fused) and SwiGLU (plain launches in
+between, e.g. torch ops, cuBLAS, quant_tcl's large-M GEMM, are safe: they wait for everything before them).
+Policy, by measurement (7B int4 / int3 on the H200, bench/results/decode-2026-11-30-pdl2.md, modes alternating on
+one runner): PDL at buckets up to PDL_MAX_BUCKET
 (16), with and without LoRA: mode 1 gained 1.01-1.13x there in both runs (batch 1 2.14 -> 1.91 ms, with a rank-16
 q/k/v/o adapter 2.54 -> 2.25 ms; int3 1.05-1.10x); at batch 32 it measured 0.99-1.01x (neutral), so buckets from
 24 up stay plain. Env INLAID_PDL_MAX_BUCKET and INLAID_PDL_LORA=0/1 override it (benchmarks). The applied mode is
 part of a graph's key: switching back and forth keeps both sets of graphs (benchmarks alternate).
 
-Graphs are captured on first use of a (bucket, LoRA) pair after one eager warm-up run (which also lets
-quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout changes.
+Decode fusions (llama_fast.DECODE_FUSIONS): the setting `fusion` is "auto" (default; env INLAID_DECODE_FUSION
+overrides it), which picks one per bucket from FUSION_POLICY, or one fusion for every bucket (benchmarks, tests).
+The fusion is part of a graph's key too, so switching keeps the other fusions' graphs.
+
+Graphs are captured on first use of a (bucket, LoRA, PDL mode, fusion) key after one eager warm-up run (which
+also lets quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout
+changes.
 Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
 
 A graph replays raw device addresses, so everything it reads must stay allocated while it lives:
@@ -49,13 +55,7 @@ from inlaid_worker.kernels.paged_decode import choose_num_parts
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.kernel_lora import KernelLoraContext
-from inlaid_worker.model.llama_fast import (
-    DECODE_FUSIONS,
-    DEFAULT_DECODE_FUSION,
-    ROPE_FUSIONS,
-    DecodeLayout,
-    forward_fast,
-)
+from inlaid_worker.model.llama_fast import DECODE_FUSIONS, ROPE_FUSIONS, DecodeLayout, attention_fusion, forward_fast
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
@@ -63,6 +63,33 @@ from inlaid_worker.model.weights import LlamaWeights
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
 PDL_MAX_BUCKET = 16  # PDL measured >= 1.01x up to batch 16 and 0.99-1.01x at 32 (module docstring)
 _FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
+
+
+AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
+# (largest bucket, fusion) in ascending order; buckets past the last entry use "none". By measurement (7B int4,
+# H200, PDL on, the fusions alternating round by round on one runner, two runs: bench/results/
+# decode-2026-11-30-s7-fusions.md, -s7-final.md): "merge" at buckets 9-16 (batch 16: 1.06x and 1.03x, every round
+# faster than "none"'s); elsewhere no fusion beat "none" beyond the rounds' spread (batch 1: rope 1.00x, merge
+# 0.99x, swiglu 0.98x with its own graph re-timed as "auto" at 1.01x, rope+swiglu 1.03x in one run), so "none".
+FUSION_POLICY: tuple[tuple[int, str], ...] = ((8, "none"), (16, "merge"))
+
+
+def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:
+    """The decode fusion of `bucket` under the AUTO setting (FUSION_POLICY)."""
+    return next((f for top, f in policy if bucket <= top), "none")
+
+
+def fusion_env() -> str:
+    """The decode graphs' fusion setting: env INLAID_DECODE_FUSION (a llama_fast.DECODE_FUSIONS name, or "auto",
+    the default: FUSION_POLICY per bucket)."""
+    value = os.environ.get("INLAID_DECODE_FUSION", AUTO).strip().lower() or AUTO
+    return check_fusion(value)
+
+
+def check_fusion(value: str) -> str:
+    if value != AUTO and value not in DECODE_FUSIONS:
+        raise ValueError(f"decode fusion must be {AUTO!r} or one of {DECODE_FUSIONS}, got {value!r}")
+    return value
 
 
 def pdl_policy_env() -> tuple[int, bool]:
@@ -133,18 +160,17 @@ class DecodeGraphs:
     def __init__(
         self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
         max_blocks: int, pools: LoraPools | None, buckets: tuple[int, ...] = BUCKETS,
-        fusion: str = DEFAULT_DECODE_FUSION, pdl_mode: int | None = None,
+        fusion: str | None = None, pdl_mode: int | None = None,
     ) -> None:  # fmt: skip
         self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
         self._w, self._pools, self._buckets = max_blocks, pools, buckets
         self._device = kv_cache.device
-        self._graphs: dict[tuple[int, bool, int], _Graph] = {}  # (bucket, LoRA, PDL mode)
+        self._graphs: dict[tuple[int, bool, int, str], _Graph] = {}  # (bucket, LoRA, PDL mode, fusion)
         self._mempool = torch.cuda.graph_pool_handle()
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
         self.captures = 0  # how many graphs were captured (tests, benchmarks)
-        self._fusion = ""
-        self.fusion = fusion
+        self._fusion = fusion_env() if fusion is None else check_fusion(fusion)
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
         self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
 
@@ -161,31 +187,28 @@ class DecodeGraphs:
         """The PDL mode a graph of this bucket is captured with (0 outside the policy in the module docstring)."""
         return self._pdl if bucket <= self.pdl_max_bucket and (self.pdl_lora or not with_lora) else 0
 
-    def _drop_all(self) -> None:
-        if self._graphs:
-            self._graphs.clear()
-            self._mempool = torch.cuda.graph_pool_handle()  # a pool whose graphs all died: start a fresh one
-
     @property
     def fusion(self) -> str:
-        """The decode fusion the graphs run (llama_fast.DECODE_FUSIONS); setting another drops every graph."""
+        """The decode fusion setting: AUTO (FUSION_POLICY per bucket) or one of llama_fast.DECODE_FUSIONS for every
+        bucket. Graphs are keyed by the fusion they run: switching keeps the others' for a switch back."""
         return self._fusion
 
     @fusion.setter
     def fusion(self, value: str) -> None:
-        if value not in DECODE_FUSIONS:
-            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {value!r}")
-        if value != self._fusion:
-            self._drop_all()
-        self._fusion = value
+        self._fusion = check_fusion(value)
+
+    def fusion_for(self, bucket: int) -> str:
+        """The fusion a graph of this bucket runs."""
+        return policy_fusion(bucket) if self._fusion == AUTO else self._fusion
 
     def can_run(self, step: StepInput) -> bool:
         return (is_pure_decode(step) and bucket_for(step.num_seqs, self._buckets) is not None
                 and step.block_tables.shape[1] <= self._w)  # fmt: skip
 
-    def run(self, weights: LlamaWeights, step: StepInput) -> torch.Tensor:
+    def run(self, weights: LlamaWeights, step: StepInput, host: bool = True) -> torch.Tensor:
         """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of this bucket's pinned buffer,
-        valid until the next run (the engine samples from it at once; copy it to keep it)."""
+        valid until the next run (the engine samples from it at once; copy it to keep it). host=False: a view of
+        the graph's device output instead (no copy, no sync; valid until the next replay of that graph)."""
         version = self._pools.version if self._pools is not None else 0
         if weights is not self._weights or version != self._pools_version:
             stale = [k for k in self._graphs if weights is not self._weights or k[1]]  # LoRA graphs: pools moved
@@ -200,7 +223,7 @@ class DecodeGraphs:
             raise ValueError(f"DecodeGraphs.run: not a decode step of at most {self._buckets[-1]} sequences")
         ids = step.adapter_ids
         with_lora = self._pools is not None and bool((ids >= 0).any())
-        key = (b, with_lora, self.pdl_for(b, with_lora))
+        key = (b, with_lora, self.pdl_for(b, with_lora), self.fusion_for(b))
         g = self._graphs.get(key)
         fresh = g is None
         if g is None:
@@ -208,9 +231,11 @@ class DecodeGraphs:
         stage_step(g.host, b, self._w, step)
         g.dev.copy_(g.host, non_blocking=True)
         if fresh:
-            g = self._capture(weights, g, b, with_lora)
+            g = self._capture(weights, g, b, with_lora, key[3])
             self._graphs[key] = g
         g.graph.replay()
+        if not host:
+            return g.logits[:s]
         out = g.host_logits[:s]
         out.copy_(g.logits[:s], non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
         torch.cuda.current_stream(self._device).synchronize()
@@ -222,24 +247,22 @@ class DecodeGraphs:
         dev = torch.zeros(n, dtype=torch.int32, device=self._device)
         return _Graph(torch.cuda.CUDAGraph(), host, dev, torch.empty(0), torch.empty(0), ())
 
-    def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool
+    def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
         """The step's forward over the static buffers, and what it reads that only it holds (keep it alive:
         a graph replays raw device addresses)."""
         f = g.dev[: _FIELDS * b].view(_FIELDS, b)
         tables = g.dev[_FIELDS * b :].view(b, self._w)
         arange = torch.arange(b, dtype=torch.int32, device=self._device)
-        choose = choose_num_parts if self._fusion == "none" else choose_fused_parts
+        choose = choose_num_parts if attention_fusion(fusion) == "none" else choose_fused_parts
         parts = choose(b, self._c.num_kv_heads, self._device)
         lora = None
         if with_lora and self._pools is not None:
             batch = LoraBatch(arange, f[4], arange, f[5], 1, b, self._pools.r_max)
             lora = KernelLoraContext(batch, self._pools)
 
-        fusion = self._fusion
-
         def body() -> torch.Tensor:
-            if fusion in ROPE_FUSIONS:  # cos/sin inside the attention kernel
+            if attention_fusion(fusion) in ROPE_FUSIONS:  # cos/sin inside the attention kernel
                 layout = DecodeLayout(tables, f[3], parts, fusion, f[1], self._inv_freq)
                 hidden = forward_fast(weights, self._c, f[0], None, None, f[2], self._kv, layout, lora)
             else:
@@ -250,8 +273,8 @@ class DecodeGraphs:
 
         return body, (arange, lora)
 
-    def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool) -> _Graph:
-        body, owned = self._body(weights, g, b, with_lora)
+    def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str) -> _Graph:
+        body, owned = self._body(weights, g, b, with_lora, fusion)
         mode = self.pdl_for(b, with_lora)
         side = torch.cuda.Stream(self._device)
         side.wait_stream(torch.cuda.current_stream(self._device))

@@ -14,6 +14,8 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     "rope":  decode_fused.rope_decode_attention: rotary (cos/sin computed in the kernel), the KV write,
              attention and the merge in one launch per layer (no cos/sin tensors at all);
     "rope-vec": "rope" with CUDA-core scores for one query head per KV head (decode_fused's vec_mha).
+"+swiglu" (alone: "swiglu" = "none+swiglu"): the gate/up GEMV writes silu(gate) * up itself where its kernel
+    can (kernels.quant_swiglu: packed 4-bit weights, the half2 row GEMV, no LoRA), removing the silu_mul launch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_att
 from inlaid_worker.kernels.fused_norm import add_rms_norm
 from inlaid_worker.kernels.paged_decode import paged_decode
 from inlaid_worker.kernels.paged_prefill import paged_prefill
+from inlaid_worker.kernels.quant_swiglu import gemv_swiglu
 from inlaid_worker.kernels.rope_cache import rope_and_cache
 from inlaid_worker.kernels.silu_mul import silu_mul
 from inlaid_worker.model.attention import PrefillChunk, context_slots
@@ -34,13 +37,26 @@ from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.kernel_lora import KernelLoraContext
 from inlaid_worker.model.linear import linear
 from inlaid_worker.model.llama import LoraDelta
+from inlaid_worker.model.quant_weights import QuantMatrix
 from inlaid_worker.model.weights import LlamaWeights
 
-DECODE_FUSIONS = ("none", "merge", "rope", "rope-vec")
+ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec")
+DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu")
 ROPE_FUSIONS = ("rope", "rope-vec")
-# H200 2026-11-29 (bench/results/decode-2026-11-29-fusion.md): neither fusion won in the engine at batch 1 or 32
-# (rope 2.87 vs none 2.45 ms at batch 1; the fused kernel ran 13.6 us a layer at 32 partitions); their
-# partition count has been lowered since (decode_fused.fused_parts_for), not yet measured in the engine
+
+
+def attention_fusion(fusion: str) -> str:
+    """The attention part of a decode fusion name ("merge+swiglu" -> "merge", "swiglu" -> "none")."""
+    head = fusion.split("+")[0]
+    return "none" if head == "swiglu" else head
+
+
+def swiglu_fused(fusion: str) -> bool:
+    """Does the decode fusion fold SwiGLU into the gate/up GEMV?"""
+    return fusion.split("+")[-1] == "swiglu"
+
+
+# the fusion of DecodeLayout's default; the decode graphs choose per bucket (model.decode_graphs.FUSION_POLICY)
 DEFAULT_DECODE_FUSION = "none"
 
 
@@ -58,8 +74,16 @@ class DecodeLayout:
     def __post_init__(self) -> None:
         if self.fusion not in DECODE_FUSIONS:
             raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {self.fusion!r}")
-        if self.fusion in ROPE_FUSIONS and (self.positions is None or self.inv_freq is None):
+        if self.attention in ROPE_FUSIONS and (self.positions is None or self.inv_freq is None):
             raise ValueError("the rope decode fusion needs positions and inv_freq")
+
+    @property
+    def attention(self) -> str:
+        return attention_fusion(self.fusion)
+
+    @property
+    def swiglu(self) -> bool:
+        return swiglu_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,7 @@ def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layou
     if isinstance(layout, TiledLayout):
         return paged_prefill(q, k_cache, v_cache, layout.block_tables, layout.tiles, scale)
     if isinstance(layout, DecodeLayout):
-        attend = decode_attention if layout.fusion == "merge" else paged_decode
+        attend = decode_attention if layout.attention == "merge" else paged_decode
         return attend(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale, layout.num_parts)
     out = torch.empty_like(q)
     if layout.decode_rows.numel():
@@ -126,6 +150,8 @@ def forward_fast(
     t, eps, scale = h.shape[0], c.rms_norm_eps, c.head_dim**-0.5
     q_end, k_end, inter = c.q_size, c.q_size + c.kv_size, c.intermediate_size
     x = add_rms_norm(h, w.layers[0].input_norm, eps) if w.layers else h
+    # SwiGLU in the gate/up GEMV: decode layouts that ask for it, without LoRA (its delta lands between the two)
+    swiglu = isinstance(layout, DecodeLayout) and layout.swiglu and lora is None and h.dtype == torch.float16
     for i, layer in enumerate(w.layers):
         qkv = linear(x, layer.qkv)
         if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
@@ -134,10 +160,10 @@ def forward_fast(
             lora.add(qkv[:, :q_end], x, i, "q_proj")
             lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
             lora.add(qkv[:, k_end:], x, i, "v_proj")
-        if isinstance(layout, DecodeLayout) and layout.fusion in ROPE_FUSIONS:
+        if isinstance(layout, DecodeLayout) and layout.attention in ROPE_FUSIONS:
             attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
                                          kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
-                                         c.num_heads, layout.num_parts, vec_mha=layout.fusion == "rope-vec",
+                                         c.num_heads, layout.num_parts, vec_mha=layout.attention == "rope-vec",
                                          ).reshape(t, -1)  # type: ignore[arg-type]  # fmt: skip
         else:
             if cos is None or sin is None:
@@ -148,13 +174,16 @@ def forward_fast(
         if lora is not None:
             lora.add(o, attn, i, "o_proj")
         x = add_rms_norm(o, layer.post_norm, eps, residual=h)
-        gate_up = linear(x, layer.gate_up)
-        if isinstance(lora, KernelLoraContext):
-            lora.add_fused(gate_up, x, i, (("gate_proj", 0), ("up_proj", inter)))
-        elif lora is not None:
-            lora.add(gate_up[:, :inter], x, i, "gate_proj")
-            lora.add(gate_up[:, inter:], x, i, "up_proj")
-        act = silu_mul(gate_up)
+        if swiglu and isinstance(layer.gate_up, QuantMatrix) and len(layer.gate_up.parts) == 1:
+            act = gemv_swiglu(x, layer.gate_up.parts[0])  # one launch where the kernel allows (quant_swiglu)
+        else:
+            gate_up = linear(x, layer.gate_up)
+            if isinstance(lora, KernelLoraContext):
+                lora.add_fused(gate_up, x, i, (("gate_proj", 0), ("up_proj", inter)))
+            elif lora is not None:
+                lora.add(gate_up[:, :inter], x, i, "gate_proj")
+                lora.add(gate_up[:, inter:], x, i, "up_proj")
+            act = silu_mul(gate_up)
         down = linear(act, layer.down)
         if lora is not None:
             lora.add(down, act, i, "down_proj")

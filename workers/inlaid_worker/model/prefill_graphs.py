@@ -142,9 +142,10 @@ class PrefillGraphs:
     def _uses_or_zero(self, key: Key) -> float:
         return self._uses.get(key, 0.0)
 
-    def run(self, weights: LlamaWeights, step: StepInput) -> torch.Tensor:
+    def run(self, weights: LlamaWeights, step: StepInput, host: bool = True) -> torch.Tensor:
         """Logits [S, vocab] float32 on the CPU of a step that can_run (with capture: a view of the bucket's
-        pinned buffer, valid until the next step of that bucket)."""
+        pinned buffer, valid until the next step of that bucket). host=False: on the device, no copy (with
+        capture: a view of the graph's output, valid until the bucket's next replay)."""
         t0 = time.perf_counter()
         self._drop_stale(weights)
         key = self._key(step)  # the caller checked can_run (a step that does not fit fails in stage_prefill)
@@ -161,7 +162,8 @@ class PrefillGraphs:
         self.runs += 1
         if not self._capture:
             self._buckets[key] = b
-            return b.body()[:s].cpu()
+            logits = b.body()[:s]
+            return logits.cpu() if host else logits
         b.dev.copy_(b.host, non_blocking=True)
         if b.graph is None:
             self._record(b)
@@ -169,6 +171,8 @@ class PrefillGraphs:
         assert b.graph is not None and b.logits is not None and b.host_logits is not None
         b.graph.replay()
         self.last_host_s = time.perf_counter() - t0
+        if not host:
+            return b.logits[:s]
         out = b.host_logits[:s]
         out.copy_(b.logits[:s], non_blocking=True)
         torch.cuda.current_stream(self._device).synchronize()

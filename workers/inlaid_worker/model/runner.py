@@ -4,7 +4,9 @@ Interface (what the engine uses):
     runner = ModelRunner(model_dir, device="cpu", dtype=torch.float32, num_kv_blocks=N, block_size=16,
                          max_adapters=64, backend=None,   # backend: "torch" | "triton" (None: by device)
                          cuda_graphs=True,                # triton on CUDA: decode steps replay CUDA graphs
-                         decode_fusion=None,              # those graphs' llama_fast.DECODE_FUSIONS (None: default)
+                         decode_fusion=None,              # those graphs' llama_fast.DECODE_FUSIONS or "auto" (per
+                                                          # bucket, decode_graphs.FUSION_POLICY); None: env
+                                                          # INLAID_DECODE_FUSION, default "auto"
                          prefill_graphs=None)             # triton: prefill/mixed steps in bucketed CUDA graphs
                                                           # (None: on where decode steps replay graphs, i.e.
                                                           # triton on CUDA with cuda_graphs, unless env
@@ -12,7 +14,7 @@ Interface (what the engine uses):
                                                           # cuda_graphs=False: the padded step runs eagerly, for
                                                           # tests; steps over INLAID_PREFILL_GRAPH_MAX_TOKENS
                                                           # (1024) padded rows run eagerly: model.prefill_graphs)
-    runner.decode_fusion = "none"       # switch it (drops the captured graphs; benchmarks compare fusions)
+    runner.decode_fusion = "none"       # switch it (graphs are keyed by fusion: benchmarks alternate fusions)
     runner.decode_pdl = 0               # decode graphs' Programmatic Dependent Launch mode (kernels.pdl; 0 = off;
                                         # default env INLAID_PDL, on at buckets <= 16, with or without LoRA; graphs kept per mode)
     runner.prefill_graphs = False       # switch them (off drops the captured prefill graphs)
@@ -20,6 +22,7 @@ Interface (what the engine uses):
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
                                         # (a graph-replayed step returns a pinned buffer reused by later steps)
+    runner.execute_device(step)         # the same logits on the runner's device (what the engine samples from)
     runner.add_adapter(name, adapter)   # LoraAdapter or directory -> registered in host memory; its device slot
                                         # (the id for adapter_ids) when one was free, else -1
     runner.prepare_adapters(names, keep)  # {name: slot}: loads names on demand, LRU-evicting outside names+keep
@@ -55,7 +58,7 @@ from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.model.config import ModelConfig, load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs
 from inlaid_worker.model.llama import LoraDelta, forward
-from inlaid_worker.model.llama_fast import DEFAULT_DECODE_FUSION, MixedLayout, forward_fast, mixed_layout
+from inlaid_worker.model.llama_fast import MixedLayout, forward_fast, mixed_layout
 from inlaid_worker.model.prefill_graphs import PrefillGraphs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
@@ -144,7 +147,7 @@ class ModelRunner:
         self._width = min(num_kv_blocks, -(-c.max_position_embeddings // block_size))  # graphs' block-table columns
         if cuda_graphs and self.backend == "triton" and self.device.type == "cuda":
             self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, self._width, self._adapters.pools,
-                                        fusion=decode_fusion or DEFAULT_DECODE_FUSION)  # fmt: skip
+                                        fusion=decode_fusion)  # fmt: skip
         self._prefill: PrefillGraphs | None = None
         self._capture = cuda_graphs and self.device.type == "cuda"  # cuda_graphs=False: the padded steps run eagerly
         if prefill_graphs is None:  # on by default where they are real CUDA graphs
@@ -167,7 +170,8 @@ class ModelRunner:
 
     @property
     def decode_fusion(self) -> str | None:
-        """The graphed decode steps' fusion (llama_fast.DECODE_FUSIONS); None when decode steps run eagerly."""
+        """The graphed decode steps' fusion setting ("auto" or one of llama_fast.DECODE_FUSIONS); None when decode
+        steps run eagerly."""
         return None if self._graphs is None else self._graphs.fusion
 
     @decode_fusion.setter
@@ -206,9 +210,18 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, step: StepInput) -> torch.Tensor:
         """Run one step; returns logits [len(logits_indices), vocab] float32 on the CPU."""
+        return self._execute(step, host=True)
+
+    @torch.inference_mode()
+    def execute_device(self, step: StepInput) -> torch.Tensor:
+        """execute's logits left on the runner's device (the engine samples there: engine.device_sampler). A
+        graph-replayed step returns a view of the graph's output, valid until the next step; never write it."""
+        return self._execute(step, host=False)
+
+    def _execute(self, step: StepInput, host: bool) -> torch.Tensor:
         self._check(step)
         if self.backend == "triton":
-            return self._execute_fast(step)
+            return self._execute_fast(step, host)
         dev = self.device
         token_ids = step.token_ids.to(dev)
         meta = AttentionMetadata.build(
@@ -222,16 +235,18 @@ class ModelRunner:
         rope = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
         hidden = forward(self.weights, self.config, token_ids, rope, self.kv_cache, meta, lora)
         picked = hidden[step.logits_indices.to(dev)]  # [S, hidden]
-        return torch.nn.functional.linear(picked, self.weights.lm_head).float().cpu()
+        logits = torch.nn.functional.linear(picked, self.weights.lm_head).float()
+        return logits.cpu() if host else logits
 
-    def _execute_fast(self, step: StepInput) -> torch.Tensor:
+    def _execute_fast(self, step: StepInput, host: bool) -> torch.Tensor:
         if self._graphs is not None and self._graphs.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
-            return self._graphs.run(self.weights, step)
+            return self._graphs.run(self.weights, step, host)
         if self._prefill is not None and self._prefill.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
-            return self._prefill.run(self.weights, step)
-        return self.eager_logits(self.eager_inputs(step)).cpu()
+            return self._prefill.run(self.weights, step, host)
+        logits = self.eager_logits(self.eager_inputs(step))
+        return logits.cpu() if host else logits
 
     def eager_inputs(self, step: StepInput) -> EagerInputs:
         """The device-side metadata of an eager fast-path step (its small host-to-device copies included)."""

@@ -152,6 +152,21 @@ def test_half2_gemvs_load_only_weights_before_the_wait(monkeypatch: pytest.Monke
     assert _check(seen, dict.fromkeys(names, GEMV_OK)) >= 2
 
 
+@pytest.mark.parametrize("kind,m,split", [("hgemvr", 1, 2), ("hgemvrb", 2, 3), ("hgemvrq", 1, 1)])
+def test_gate_up_swiglu_gemv_loads_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, kind: str, m: int,
+                                                                 split: int) -> None:  # fmt: skip
+    """The "swiglu" decode fusion's GEMV (quant_swiglu: gate and up tiles in one split-K reduction, act written)."""
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+    from inlaid_worker.kernels.quant_swiglu import gemv_swiglu
+
+    k, n = 768, 256
+    w = weight(k, n, 4)
+    x = torch.zeros(m, k, dtype=torch.float16)
+    seen = _record(monkeypatch, lambda: gemv_swiglu(x, w, QMMConfig(m, 64, 128, split, 2, 1, False, kind)))
+    assert [kw.get("SWIGLU") for _, _, kw in seen] == [True]
+    assert _check(seen, {"_hgemvr_kernel": GEMV_OK}) == 2
+
+
 @pytest.mark.parametrize("m,split,ahead", [(1, 2, 1), (3, 2, 2), (2, 1, 2)])
 def test_3bit_gemv_loads_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, m: int, split: int,
                                                       ahead: int) -> None:  # fmt: skip
@@ -190,6 +205,31 @@ def test_norm_rope_attention_swiglu_wait_before_any_activation(monkeypatch: pyte
         seen += _record(monkeypatch, step)
     assert {fn.__name__ for fn, _, _ in seen} == set(allowed)
     assert _check(seen, allowed) == 7
+
+
+@pytest.mark.parametrize("rope,kv_heads", [(False, 2), (True, 2), (True, 4)])
+def test_fused_decode_attention_waits_before_any_load(monkeypatch: pytest.MonkeyPatch, rope: bool,
+                                                      kv_heads: int) -> None:  # fmt: skip
+    """decode_fused (the "merge" / "rope" decode fusions; kv_heads 4 = one query head per KV head, vec_mha): every
+    input is an activation, the cache or step metadata, so nothing may load before the wait."""
+    from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
+
+    h = lambda *s: torch.zeros(*s, dtype=torch.float16)  # noqa: E731
+    heads, d, bs = 4, 32, 4
+    kc, vc = h(16, bs, kv_heads, d), h(16, bs, kv_heads, d)
+    tables = torch.arange(15, dtype=torch.int32).reshape(3, 5)
+    lens = torch.tensor([17, 3, 0], dtype=torch.int32)
+    if rope:
+        qkv = h(3, (heads + 2 * kv_heads) * d)
+        pos, slots, inv = torch.tensor([16, 2, 0]), torch.tensor([16, 22, -1]), torch.ones(d // 2)
+        seen = _record(monkeypatch, lambda: rope_decode_attention(qkv, pos, inv, slots, kc, vc, tables, lens,
+                                                                  d**-0.5, heads, 4, tune=False,
+                                                                  vec_mha=kv_heads == heads))  # fmt: skip
+    else:
+        seen = _record(monkeypatch, lambda: decode_attention(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4,
+                                                             tune=False))  # fmt: skip
+    assert [fn.__name__ for fn, _, _ in seen] == ["_fused_decode_kernel"]
+    assert _check(seen, {"_fused_decode_kernel": set()}) == 1
 
 
 @pytest.mark.parametrize("block_m", [1, 16])

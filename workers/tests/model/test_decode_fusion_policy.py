@@ -1,0 +1,47 @@
+"""The decode graphs' per-bucket fusion choice (model.decode_graphs.FUSION_POLICY, the "auto" setting) and its
+env override, and the fusion names (llama_fast: attention part + optional "+swiglu"). CPU only: nothing runs."""
+
+from __future__ import annotations
+
+import pytest
+from inlaid_worker.model import decode_graphs as dg
+from inlaid_worker.model.llama_fast import ATTENTION_FUSIONS, DECODE_FUSIONS, attention_fusion, swiglu_fused
+
+
+def test_policy_picks_per_bucket_from_ascending_entries() -> None:
+    policy = ((2, "swiglu"), (8, "none"), (16, "merge"))
+    assert [dg.policy_fusion(b, policy) for b in (1, 2, 4, 8, 16, 24, 256)] == [
+        "swiglu", "swiglu", "none", "none", "merge", "none", "none"]  # fmt: skip
+    assert dg.policy_fusion(1, ()) == "none"
+
+
+def test_shipped_policy_is_valid_and_ascending() -> None:
+    tops = [top for top, _ in dg.FUSION_POLICY]
+    assert tops == sorted(set(tops)) and all(top in dg.BUCKETS for top in tops)
+    assert all(f in DECODE_FUSIONS for _, f in dg.FUSION_POLICY)
+    assert all(dg.policy_fusion(b) in DECODE_FUSIONS for b in dg.BUCKETS)
+    assert dg.policy_fusion(dg.BUCKETS[-1]) == "none"  # large batches: measured no gain from any fusion
+
+
+def test_shipped_choice_is_the_measured_one() -> None:
+    """merge at batch 9-16 (1.06x / 1.03x in the two H200 runs), none elsewhere (decode_graphs.FUSION_POLICY)."""
+    assert {b: dg.policy_fusion(b) for b in dg.BUCKETS if b <= 32} == {
+        1: "none", 2: "none", 4: "none", 8: "none", 16: "merge", 24: "none", 32: "none"}  # fmt: skip
+
+
+def test_fusion_env_default_auto_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INLAID_DECODE_FUSION", raising=False)
+    assert dg.fusion_env() == dg.AUTO
+    monkeypatch.setenv("INLAID_DECODE_FUSION", "Merge+SwiGLU")
+    assert dg.fusion_env() == "merge+swiglu"
+    monkeypatch.setenv("INLAID_DECODE_FUSION", "rotary")
+    with pytest.raises(ValueError, match="decode fusion must be"):
+        dg.fusion_env()
+
+
+def test_fusion_names_split_into_attention_and_swiglu() -> None:
+    assert set(ATTENTION_FUSIONS) <= set(DECODE_FUSIONS)
+    assert {f: (attention_fusion(f), swiglu_fused(f)) for f in DECODE_FUSIONS} == {
+        "none": ("none", False), "merge": ("merge", False), "rope": ("rope", False),
+        "rope-vec": ("rope-vec", False), "swiglu": ("none", True), "merge+swiglu": ("merge", True),
+        "rope+swiglu": ("rope", True)}  # fmt: skip
