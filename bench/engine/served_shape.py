@@ -52,14 +52,16 @@ class Counters:
     prefill_captures: int
     prefill_runs: int  # padded prefill/mixed steps (graph replays, or their eager twin without CUDA)
     adapter_loads: int  # adapter cache misses (host -> device loads)
+    tunes: int = 0  # autotuned keys (Triton autotune caches, quant_matmul's tuned shapes): a new one = a tuning run
 
     def since(self, before: Counters) -> dict[str, int]:
         return {k: getattr(self, k) - getattr(before, k) for k in self.__dataclass_fields__}
 
 
 def one_off(delta: Mapping[str, int]) -> bool:
-    """A step that compiled a kernel or captured a graph: a start-up cost, not a step cost."""
-    return delta["compiles"] > 0 or delta["decode_captures"] > 0 or delta["prefill_captures"] > 0
+    """A step that compiled a kernel, tuned one or captured a graph: a start-up cost, not a step cost."""
+    return (delta["compiles"] > 0 or delta["decode_captures"] > 0 or delta["prefill_captures"] > 0
+            or delta.get("tunes", 0) > 0)  # fmt: skip
 
 
 def step_path(shape: Mapping[str, int], delta: Mapping[str, int]) -> str:

@@ -82,11 +82,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
 
 
+def tune_count() -> int:
+    """Autotuned keys so far (served_probe.tune_count; 0 where the Triton kernels are not importable)."""
+    try:
+        from served_probe import tune_count as count
+    except ImportError:
+        return 0
+    return count()
+
+
 def counters(runner) -> Counters:  # type: ignore[no-untyped-def]
     folder = cache_dir()
     pg = runner.prefill_graph_stats
     return Counters(len(os.listdir(folder)) if folder.is_dir() else 0, runner.graph_captures, int(pg["captures"]),
-                    int(pg["runs"]), runner.adapter_stats().misses)  # fmt: skip
+                    int(pg["runs"]), runner.adapter_stats().misses, tune_count())  # fmt: skip
 
 
 def sync(device: torch.device) -> None:
@@ -103,11 +112,18 @@ class Served:
         self.requests: dict[str, dict] = {}
         self._last: dict = {}
         self.phase = "warmup"
+        self.probe = None
+        if args.probe_at or args.probe_keep:  # phase timers, profiles and replays of eager steps
+            from served_probe import EagerProbe
+
+            self.probe = EagerProbe(engine.runner, args.out, args.probe_at, args.probe_keep, args.probe_min_tokens)
         schedule = engine.scheduler.schedule
 
         def observed():  # type: ignore[no-untyped-def]  # the step's composition, before it runs
             out = schedule()
             self._last = dict(step_shape(out.chunks, args.rank), preempted=len(out.preempted))
+            if self.probe is not None:
+                self.probe.before_step(self._last["rows"], self._last["prefill_tokens"] + self._last["decode_seqs"])
             return out
 
         engine.scheduler.schedule = observed  # type: ignore[method-assign]
@@ -129,6 +145,7 @@ class Served:
         outputs = self.engine.step()
         sync(dev)
         step_s = time.perf_counter() - t0
+        probed = self.probe.after_step(step_s) if self.probe is not None and self._last else {}
         for o in outputs:
             req = self.requests.get(o.request_id)
             if req is not None and o.token_ids:
@@ -138,10 +155,10 @@ class Served:
         if not self._last or self._last["rows"] == 0:
             return 0.0, False
         delta = counters(runner).since(before)
-        once = one_off(delta) or warmup
+        once = one_off(delta) or warmup or bool(probed.get("profiled"))  # a profiled step is not a cost point
         self.steps.append(dict(self._last, step_s=step_s, t_s=round(now, 6), path=step_path(self._last, delta),
                                one_off=once, warmup=warmup, phase=self.phase, running=self.engine.num_running,
-                               waiting=self.engine.num_waiting, **delta))  # fmt: skip
+                               waiting=self.engine.num_waiting, **delta, **probed))  # fmt: skip
         return step_s, once
 
 
@@ -157,6 +174,8 @@ def run_trace(served: Served, trace: list[dict], args: argparse.Namespace, save)
     """Arrivals on the wall clock, which stops while a step compiles or captures (a fresh worker's one-off work
     would otherwise pile the light-load part of the trace into one overload) and jumps over idle gaps."""
     served.phase = "trace"
+    if served.probe is not None:
+        served.probe.armed = True
     pending = deque(trace)
     t0, skipped, paused, n, stop = time.perf_counter(), 0.0, 0.0, 0, "trace done"
     while True:
@@ -234,6 +253,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-len", type=int, default=4096, help="context limit (prompt + output)")
     ap.add_argument("--kv-gb", type=float, default=100.0, help="KV cache size")
     ap.add_argument("--max-seconds", type=float, default=0.0, help="stop the trace after S s of wall time (0 = none)")
+    ap.add_argument("--probe-at", type=lambda v: {int(x) for x in v.split(",") if x}, default=set(),
+                    help="profile these likely-eager trace steps (1 = the first; served_probe.py)")  # fmt: skip
+    ap.add_argument("--probe-keep", type=int, default=0, help="keep the last K eager trace steps' inputs, replay them")
+    ap.add_argument("--probe-min-tokens", type=int, default=1024, help="profile steps of more tokens (eager)")
+    ap.add_argument("--replay-seconds", type=float, default=30.0, help="time budget of the replays")
     ap.add_argument("--warmup-prompts", default="48,300,900,1800", help="prompt lengths of the warm-up requests")
     if "--tiny" in sys.argv:
         ap.set_defaults(shape="tiny", quant="fp16", backend="torch", device="cpu", kv_gb=0.01, max_len=512,
@@ -291,6 +315,10 @@ def main() -> None:
         meta["grid"] = run_grid(served, args.grid, tasks, args, save)
     if trace:
         meta["run"] = run_trace(served, trace, args, save)
+    if served.probe is not None:
+        save()
+        meta["replay"] = served.probe.replay(args.replay_seconds)
+        (args.out / "eager-profile.txt").write_text("\n\n".join(served.probe.tables) + "\n")
     meta["wall_s"] = time.perf_counter() - t_start
     save()
     md = to_markdown(meta, served.steps, served.requests)

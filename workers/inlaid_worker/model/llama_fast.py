@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -106,6 +107,13 @@ class TiledLayout:
 
 Layout = DecodeLayout | MixedLayout | TiledLayout
 
+# SDPA backends of the eager prefill chunks: cuDNN's attention is left out. It builds a graph for every new (query,
+# context) length pair, and nearly every chunk of a served step is a new pair: 38-49 ms of host time per chunk on the
+# H200 (torch 2.11), once per step (layer 0; the other layers reuse it), which made served eager steps take 73-1,261 ms
+# (bench/results/h200-served-2026-11-30-v2.md). Flash (whole prompts, is_causal) and the memory-efficient kernel
+# (masked chunks) have no per-shape set-up.
+EAGER_SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+
 
 def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layout: Layout,
             scale: float) -> torch.Tensor:  # fmt: skip
@@ -122,15 +130,18 @@ def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layou
     rep = q.shape[1] // k_cache.shape[2]
     k_flat = k_cache.view(-1, *k_cache.shape[2:])
     v_flat = v_cache.view(-1, *v_cache.shape[2:])
-    for chunk in layout.prefills:
-        qc = q[chunk.rows].transpose(0, 1)[None]  # [1, heads, qlen, D]
-        kc = k_flat[chunk.kv_slots].repeat_interleave(rep, dim=1).transpose(0, 1)[None]
-        vc = v_flat[chunk.kv_slots].repeat_interleave(rep, dim=1).transpose(0, 1)[None]
-        if qc.shape[2] == kc.shape[2]:  # a whole prompt: plain causal attention (flash kernels)
-            oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=scale)
-        else:
-            oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk.mask, scale=scale)
-        out[chunk.rows] = oc[0].transpose(0, 1)
+    if not layout.prefills:
+        return out
+    with sdpa_kernel(list(EAGER_SDPA_BACKENDS)):
+        for chunk in layout.prefills:
+            qc = q[chunk.rows].transpose(0, 1)[None]  # [1, heads, qlen, D]
+            kc = k_flat[chunk.kv_slots].repeat_interleave(rep, dim=1).transpose(0, 1)[None]
+            vc = v_flat[chunk.kv_slots].repeat_interleave(rep, dim=1).transpose(0, 1)[None]
+            if qc.shape[2] == kc.shape[2]:  # a whole prompt: plain causal attention (flash kernels)
+                oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=scale)
+            else:
+                oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk.mask, scale=scale)
+            out[chunk.rows] = oc[0].transpose(0, 1)
     return out
 
 

@@ -55,9 +55,10 @@ def test_step_shape_counts_decode_rows_prefill_chunks_and_recomputes() -> None:
 def test_one_off_steps_and_paths() -> None:
     before = Counters(10, 1, 0, 3, 2)
     quiet = Counters(10, 1, 0, 4, 5).since(before)
-    assert quiet == dict(compiles=0, decode_captures=0, prefill_captures=0, prefill_runs=1, adapter_loads=3)
+    assert quiet == dict(compiles=0, decode_captures=0, prefill_captures=0, prefill_runs=1, adapter_loads=3, tunes=0)
     assert not one_off(quiet)  # adapter loads are a serving cost, not a start-up one
     assert one_off(Counters(11, 1, 0, 3, 2).since(before)) and one_off(Counters(10, 2, 0, 3, 2).since(before))
+    assert one_off(Counters(10, 1, 0, 3, 2, tunes=1).since(before))  # an autotune run (new key) is start-up work
     assert step_path(dict(prefill_tokens=0), quiet) == "decode"
     assert step_path(dict(prefill_tokens=64), quiet) == "prefill-padded"
     assert step_path(dict(prefill_tokens=64), dict(quiet, prefill_runs=0)) == "prefill-eager"
