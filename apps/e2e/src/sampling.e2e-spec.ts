@@ -1,8 +1,9 @@
 /**
  * Sampling features end to end (real gateway + real worker on the shared base-only stack): logprobs in
  * OpenAI's completions and chat shapes, streamed and not; n > 1 choices (HTTP and gRPC Generate); presence /
- * frequency / repetition penalties; usage.prompt_tokens_details.cached_tokens from the worker's prefix cache;
- * and the 400s / INVALID_ARGUMENT for out-of-range values (values that would round to 0 as a float included).
+ * frequency / repetition penalties; logit_bias, min_p and min_tokens; usage.prompt_tokens_details.cached_tokens
+ * from the worker's prefix cache; and the 400s / INVALID_ARGUMENT for out-of-range values (values that would round
+ * to 0 as a float included).
  */
 import { ServiceError, status } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
@@ -256,5 +257,55 @@ describe('penalties', () => {
     expect(json['error'].param).toBe(param);
     expect(json['error'].type).toBe('invalid_request_error');
     expect(json['error'].message).toContain(param);
+  });
+});
+
+describe('logit_bias, min_p and min_tokens', () => {
+  const FORCED = 100; // a token id of the tiny model's 320
+  const sampling = { stop: [], stopTokenIds: [], ignoreEos: true, temperature: 0 };
+
+  it('logit_bias +100 repeats one token (HTTP and gRPC); an id outside the vocabulary is refused naming logit_bias', async () => {
+    const bias = { [String(FORCED)]: 100 };
+    const { status: code, json } = await post('completions', { model: base, prompt: 'The capital of', ...GREEDY, max_tokens: 4, logprobs: 0, logit_bias: bias });
+    expect(code).toBe(200);
+    const tokens = json['choices'][0].logprobs.tokens as string[];
+    expect(tokens).toHaveLength(4);
+    expect(new Set(tokens).size).toBe(1);
+    const chat = await post('chat/completions', { model: base, messages: [{ role: 'user', content: 'Hi' }], ...GREEDY, max_tokens: 4, logprobs: true, logit_bias: bias });
+    expect(chat.json['choices'][0].logprobs.content.map((c: { token: string }) => c.token)).toEqual(tokens);
+    const bad = await post('completions', { model: base, prompt: 'x', logit_bias: { '1000000': 5 } }); // the worker's vocabulary check
+    expect(bad.status).toBe(400);
+    expect(bad.json['error'].param).toBe('logit_bias');
+    expect(bad.json['error'].message).toContain('outside the vocabulary');
+    const client = inferenceClient((stack as BaseOnlyStack).h.gateway.grpcAddr);
+    try {
+      const out = await generate(client, { model: base, prompt: 'The capital of', sampling: { ...sampling, maxTokens: 4, logitBias: { bias: { [FORCED]: 100 } } } });
+      expect(out.flatMap((m) => m.tokenIds)).toEqual([FORCED, FORCED, FORCED, FORCED]);
+      const refused = await generate(client, { model: base, prompt: 'x', sampling: { ...sampling, maxTokens: 1, logitBias: { bias: { 1000000: 5 } } } }).catch((e: ServiceError) => e);
+      expect((refused as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+      expect((refused as ServiceError).details).toContain('logit_bias');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('min_tokens holds back a stop token id; min_p 1 leaves only the greedy token', async () => {
+    const client = inferenceClient((stack as BaseOnlyStack).h.gateway.grpcAddr);
+    try {
+      const req = { model: base, prompt: 'Once upon a time' };
+      const plain = (await generate(client, { ...req, sampling: { ...sampling, maxTokens: 6 } })).flatMap((m) => m.tokenIds);
+      const stopAt = { ...sampling, maxTokens: 6, stopTokenIds: [plain[0] as number] };
+      expect((await generate(client, { ...req, sampling: stopAt })).flatMap((m) => m.tokenIds)).toEqual([plain[0]]);
+      const held = (await generate(client, { ...req, sampling: { ...stopAt, minTokens: 3 } })).flatMap((m) => m.tokenIds);
+      expect(held.slice(0, 3)).not.toContain(plain[0]);
+      expect(held.length).toBeGreaterThanOrEqual(4);
+      const minP = (await generate(client, { ...req, sampling: { ...sampling, maxTokens: 6, temperature: 1.5, seed: 3, minP: 1 } })).flatMap((m) => m.tokenIds);
+      expect(minP).toEqual(plain);
+    } finally {
+      client.close();
+    }
+    const tooMany = await post('completions', { model: base, prompt: 'x', max_tokens: 2, min_tokens: 3 });
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.json['error'].param).toBe('min_tokens');
   });
 });

@@ -11,6 +11,8 @@ the first stop string.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 
@@ -24,6 +26,32 @@ REPLACEMENT_CHAR = "\ufffd"
 def decode(tokenizer: Decoder, token_ids: list[int]) -> str:
     """The one decode used everywhere, so incremental and full decodes agree."""
     return tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def decoder_for(tokenizer: Decoder) -> Callable[[list[int]], str]:
+    """decode(tokenizer, ids) as one callable. For a transformers fast tokenizer whose class overrides neither
+    decode nor _decode, that is the Rust backend's decode(ids, skip_special_tokens=True) (what transformers ends
+    in with these arguments: clean-up is off), called directly: ~3x less host time per call, two calls a token."""
+    backend = _plain_backend(tokenizer)
+    if backend is None:
+        return partial(decode, tokenizer)
+    return partial(backend.decode, skip_special_tokens=True)
+
+
+def _plain_backend(tokenizer: Any) -> Any:
+    try:
+        from tokenizers import Tokenizer
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    cls = type(tokenizer)
+    if not isinstance(tokenizer, TokenizersBackend) or cls.decode is not PreTrainedTokenizerBase.decode:
+        return None
+    if cls._decode is not TokenizersBackend._decode:
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    return backend if isinstance(backend, Tokenizer) else None
 
 
 def find_stop(text: str, stops: tuple[str, ...], start: int) -> int:
@@ -44,10 +72,14 @@ def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Decoder, stop: tuple[str, ...] = ()) -> None:
+    def __init__(self, tokenizer: Decoder, stop: tuple[str, ...] = (), min_tokens: int = 0) -> None:
         self._tokenizer = tokenizer
+        self._decode = decoder_for(tokenizer)
         self._stop = stop
         self._max_stop = max((len(s) for s in stop), default=0)
+        # min_tokens: stop strings end nothing until more tokens than this came; the text before is never cut
+        self._min_tokens = min_tokens
+        self._stop_from = 0  # stop strings are looked for from this character of _text on
         self._ids: list[int] = []
         self._prefix_offset = 0  # window start: tokens before it are fully emitted as text
         self._read_offset = 0  # tokens before it have been turned into text
@@ -64,8 +96,8 @@ class IncrementalDetokenizer:
         if self.stopped:
             return ""
         self._ids.extend(token_ids)
-        prefix = decode(self._tokenizer, self._ids[self._prefix_offset : self._read_offset])
-        window = decode(self._tokenizer, self._ids[self._prefix_offset :])
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        window = self._decode(self._ids[self._prefix_offset :])
         if len(window) > len(prefix) and not window.endswith(REPLACEMENT_CHAR):
             self._text += window[len(prefix) :]
             self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
@@ -76,15 +108,18 @@ class IncrementalDetokenizer:
         if self.stopped:
             return ""
         if self._read_offset < len(self._ids):
-            prefix = decode(self._tokenizer, self._ids[self._prefix_offset : self._read_offset])
-            window = decode(self._tokenizer, self._ids[self._prefix_offset :])
+            prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+            window = self._decode(self._ids[self._prefix_offset :])
             self._text += window[len(prefix) :]
             self._prefix_offset = self._read_offset = len(self._ids)
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
+        if self._stop and len(self._ids) <= self._min_tokens:
+            self._stop_from = len(self._text)
+            return self._take(len(self._text))
         if self._stop:
-            hit = find_stop(self._text, self._stop, max(0, self._emitted - self._max_stop + 1))
+            hit = find_stop(self._text, self._stop, max(self._stop_from, self._emitted - self._max_stop + 1))
             if hit >= 0:
                 self._text = self._text[:hit]
                 self.stopped = True
@@ -138,9 +173,7 @@ class TokenTexts:
         return hit
 
     def _compute(self, token_id: int) -> tuple[str, bytes]:
-        text = self._tokenizer.decode(
-            [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False
-        )
+        text = self._tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
         piece = None
         to_piece = getattr(self._tokenizer, "convert_ids_to_tokens", None)
         if to_piece is not None:

@@ -2,12 +2,13 @@
 
 The logits stay where the runner left them (the GPU); only the sampled token ids, one overflow flag per row, and
 the logprobs that rows ask for (the chosen token's and the top N) come to the host, in one copy each. Per batch:
-penalties from the rows' token histories (a count matrix built by one scatter), then one argmax for the greedy
-rows, and for the sampled rows temperature, top-k, the top-p nucleus (restrict_logits: the smallest set of most
-likely tokens whose mass reaches top_p, the first token always kept, with every token tied with its least likely
-one, so the set does not depend on how the sort orders ties), softmax and the inverse-CDF draw. Each
-sampled row's one uniform number comes from its own CPU generator, as sampler.draw takes it, so a request's
-tokens depend only on its own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on
+the rows' logit biases and min_tokens bans (one scatter each, on copies of those rows only), penalties from the
+rows' token histories (a count matrix built by one scatter), then one argmax for the greedy rows, and for the
+sampled rows temperature, min-p (restrict_logits: x - max(x) < ln(min_p)), top-k, the top-p nucleus
+(restrict_logits: the smallest set of most likely tokens whose mass reaches top_p, the first token always kept,
+with every token tied with its least likely one, so the set does not depend on how the sort orders ties), softmax
+and the inverse-CDF draw. Each sampled row's one uniform number comes from its own CPU generator, as sampler.draw
+takes it, so a request's tokens depend only on its own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on
 the GPU the same up to float rounding (a draw within rounding of a CDF step, or a nucleus edge). The engine uses
 it for GPU logits; for CPU logits it keeps sample_rows, as fast or faster there (bench/results/sampling-2026-11-30-*).
 
@@ -19,6 +20,7 @@ only after the batch ran, so they reuse the uniform the batch drew for them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,17 +58,18 @@ def sample_batch(
     histories: Seq[TokenHistory | None] | None = None,
     grammars: Seq[GrammarState | None] | None = None,
     nucleus: str | None = None,
+    banned: Seq[Seq[int] | None] | None = None,
 ) -> SamplerOutput:
     """One token per row, with logprobs for the rows that ask: sample_rows's result, batched on logits.device.
 
     logits: [S, V] (any float dtype, any device; never modified); the other arguments as sample_rows's.
     nucleus: "sort" | "topk" (nucleus_strategy), None: by device.
     """
-    check_rows(logits, params, generators, histories, grammars)
+    check_rows(logits, params, generators, histories, grammars, banned)
     n = len(params)
     host = [i for i in range(n) if grammars is not None and grammars[i] is not None]
     if len(host) == n:
-        return _on_host(logits, host, params, generators, histories, grammars, None)
+        return _on_host(logits, host, params, generators, histories, grammars, None, banned)
     skip = set(host)
     batch = [i for i in range(n) if i not in skip]
     tokens: list[int] = [0] * n
@@ -74,17 +77,18 @@ def sample_batch(
     sub = logits if len(batch) == n else logits[batch]
     b_params = [params[i] for i in batch]
     b_hist = None if histories is None else [histories[i] for i in batch]
-    out = _Batch(sub, b_params, [generators[i] for i in batch], b_hist, nucleus).run()
+    b_ban = None if banned is None else [banned[i] for i in batch]
+    out = _Batch(sub, b_params, [generators[i] for i in batch], b_hist, nucleus, b_ban).run()
     for j, i in enumerate(batch):
         tokens[i], logprobs[i] = out.tokens[j], out.logprobs[j]
     if out.overflowed:  # redo those rows on the host in float64, with the uniforms the batch drew for them
         rows = [batch[j] for j in out.overflowed]
         u = [out.uniforms.get(j) for j in out.overflowed]
-        redo = _on_host(logits, rows, params, generators, histories, None, u)
+        redo = _on_host(logits, rows, params, generators, histories, None, u, banned)
         for i in rows:
             tokens[i], logprobs[i] = redo.tokens[i], redo.logprobs[i]
     if host:
-        done = _on_host(logits, host, params, generators, histories, grammars, None)
+        done = _on_host(logits, host, params, generators, histories, grammars, None, banned)
         for i in host:
             tokens[i], logprobs[i] = done.tokens[i], done.logprobs[i]
     return SamplerOutput(tokens, logprobs)
@@ -98,6 +102,7 @@ def _on_host(
     histories: Seq[TokenHistory | None] | None,
     grammars: Seq[GrammarState | None] | None,
     uniforms: list[float | None] | None,
+    banned: Seq[Seq[int] | None] | None,
 ) -> SamplerOutput:
     """sample_rows on host copies of `rows`; the result is indexed like the whole batch (other rows: 0 / None)."""
     out = sample_rows(
@@ -107,6 +112,7 @@ def _on_host(
         None if histories is None else [histories[i] for i in rows],
         None if grammars is None else [grammars[i] for i in rows],
         uniforms,
+        None if banned is None else [banned[i] for i in rows],
     )
     tokens, logprobs = [0] * len(params), [None] * len(params)
     for j, i in enumerate(rows):
@@ -133,9 +139,11 @@ class _Batch:
         generators: list[torch.Generator | None],
         histories: list[TokenHistory | None] | None,
         nucleus: str | None,
+        banned: list[Seq[int] | None] | None = None,
     ) -> None:
         self.raw = logits.float()  # the logprobs' source; never written
         self.params, self.generators, self.histories = params, generators, histories
+        self.banned = banned
         self.dev = logits.device
         self.vocab = int(logits.shape[-1])
         self.nucleus = nucleus or nucleus_strategy(self.dev)
@@ -152,7 +160,7 @@ class _Batch:
         # one uniform per sampled row, from its own generator (sampler.draw), drawn first: every per-row number
         # then goes to the device in one copy
         uniforms = {j: uniform(self.generators[j]) for j in sampled}
-        x, pen_overflow = self._penalized(penalized)
+        x, pen_overflow = self._penalized(penalized, self._adjusted())
         if len(sampled) < r:  # the greedy rows' tokens (the sampled rows' are written below)
             tokens = x.argmax(dim=-1)
         else:
@@ -176,6 +184,9 @@ class _Batch:
                 overflow |= hot
             else:
                 overflow[idx] |= hot
+            if max(p.min_p for p in rows) > 0.0:  # ln(min_p) per row (-inf: off)
+                cut = self._tensor([math.log(p.min_p) if p.min_p > 0.0 else NEG_INF for p in rows], torch.float32)
+                scaled = scaled.masked_fill(scaled - scaled.amax(dim=-1, keepdim=True) < cut[:, None], NEG_INF)
             if min(ks) < self.vocab:
                 scaled = self._top_k(scaled, k, max(kk for kk in ks if kk < self.vocab))
             if min(p.top_p for p in rows) < 1.0:
@@ -191,11 +202,35 @@ class _Batch:
         overflowed = [j for j in range(r) if flags[j]]
         return _Result(token_list, self._logprobs(tokens, token_list), overflowed, uniforms)
 
-    def _penalized(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the logits with the penalized rows replaced, which of those rows hold +inf); vLLM's order as
-        sampler.penalize_row: repetition over prompt and output, then frequency, then presence."""
+    def _adjusted(self) -> torch.Tensor:
+        """The logits with the rows that set a logit_bias or have a min_tokens ban replaced (sampler.adjust_row:
+        the bias added, then the banned ids set to -inf unless that leaves the row no token); raw itself if none."""
+        v = self.vocab
+        biased = [(j, p.logit_bias) for j, p in enumerate(self.params) if p.logit_bias]
+        bans = [(j, b) for j, b in enumerate(self.banned or ()) if b]
+        if not biased and not bans:
+            return self.raw
+        rows = sorted({j for j, _ in biased} | {j for j, _ in bans})
+        pos = {j: k for k, j in enumerate(rows)}
+        idx = self._tensor(rows, torch.long)
+        x = self.raw[idx]  # a copy
+        if biased:
+            at = [(pos[j], t, b) for j, bias in biased for t, b in bias if t < v]
+            r, c = self._tensor([a[0] for a in at], torch.long), self._tensor([a[1] for a in at], torch.long)
+            x[r, c] = x[r, c] + self._tensor([a[2] for a in at], torch.float32)  # ids unique per row
+        if bans:
+            at2 = [(pos[j], t) for j, ban in bans for t in ban if 0 <= t < v]
+            r, c = self._tensor([a[0] for a in at2], torch.long), self._tensor([a[1] for a in at2], torch.long)
+            masked = x.index_put((r, c), torch.full((), NEG_INF, device=self.dev))
+            x = torch.where((masked > NEG_INF).any(dim=-1, keepdim=True), masked, x)
+        return self.raw.index_copy(0, idx, x)
+
+    def _penalized(self, rows: list[int], base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base, the logits after logit bias and bans, with the penalized rows replaced; which of those rows hold
+        +inf); vLLM's order as sampler.penalize_row: repetition over prompt and output, then frequency, then
+        presence."""
         if not rows:
-            return self.raw, torch.empty(0, dtype=torch.bool, device=self.dev)
+            return base, torch.empty(0, dtype=torch.bool, device=self.dev)
         if self.histories is None:
             raise ValueError("penalties need the rows' token histories")
         v = self.vocab
@@ -219,7 +254,7 @@ class _Batch:
         counts = counts[:, :v]
         in_output = counts > 0
         idx = self._tensor(rows, torch.long)
-        x = self.raw[idx]
+        x = base[idx]
         rep = [self.params[j].repetition_penalty for j in rows]
         if any(r != 1.0 for r in rep):
             seen = torch.zeros(p, v + 1, dtype=torch.bool, device=self.dev)
@@ -234,7 +269,7 @@ class _Batch:
         pres = [self.params[j].presence_penalty for j in rows]
         if any(q != 0.0 for q in pres):
             x = torch.where(in_output, x - self._tensor(pres, torch.float32)[:, None], x)
-        whole = self.raw.index_copy(0, idx, x)
+        whole = base.index_copy(0, idx, x)
         return whole, torch.isposinf(x).any(dim=-1)
 
     @staticmethod

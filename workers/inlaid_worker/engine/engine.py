@@ -17,7 +17,7 @@ from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
 from inlaid_worker.engine.device_sampler import sample_batch
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
-from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, sample_rows
+from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, min_tokens_ban, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import FinishReason, Sequence
@@ -140,7 +140,10 @@ class LLMEngine:
         )
         if not sampling.greedy:
             seq.generator = make_generator(sampling.seed)  # on the CPU: one uniform per step (device_sampler)
-        seq.detokenizer = IncrementalDetokenizer(self.tokenizer.hf, sampling.stop)
+        # min_tokens counts a resumed run's earlier output (as the penalties do): stop strings wait for the rest
+        seq.detokenizer = IncrementalDetokenizer(
+            self.tokenizer.hf, sampling.stop, max(0, sampling.min_tokens - resumed_output_tokens)
+        )
         if sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays
             compiled = self.grammars.compile(sampling.structured)
             replay = prompt_token_ids[len(prompt_token_ids) - resumed_output_tokens :] if resumed_output_tokens else []
@@ -265,7 +268,11 @@ class LLMEngine:
         # on the GPU one batch (device_sampler); on the CPU the per-row loop, which measured as fast or slightly
         # faster there (bench/results/sampling-2026-11-30-cpu.md) and picks the same tokens
         sample = sample_batch if picked.device.type != "cpu" else sample_rows
-        out = sample(picked, params, [s.generator for s in seqs], histories, grammars)
+        banned = None  # min_tokens: EOS and stop token ids masked until the output (resumed included) has that many
+        if any(p.min_tokens for p in params):
+            eos = self.eos_token_ids
+            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids), eos) for s in seqs]
+        out = sample(picked, params, [s.generator for s in seqs], histories, grammars, banned=banned)
         return [
             self._append_token(seq, token, lp)
             for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)

@@ -1,18 +1,22 @@
-"""Next-token sampling: penalties, greedy, temperature, top-k, top-p, per-request seeds, and logprobs.
+"""Next-token sampling: logit bias, min_tokens, penalties, greedy, temperature, min-p, top-k, top-p, per-request
+seeds, and logprobs.
 
 Each row is sampled with its own torch.Generator (seeded from the request's seed, or from a fresh random
 seed), so a request's tokens depend only on its own logits and seed, never on its batch-mates.
 
-Per row, in order (as vLLM): repetition penalty, frequency penalty, presence penalty (rows that set none are
-left untouched, and a batch where no row sets one does no penalty work at all), then greedy argmax or
-temperature / top-k / top-p sampling. Rows with a grammar (structured outputs, structured.py) have the tokens it
-disallows masked to -inf first, on a copy of the row; rows without one are untouched. Logprobs, for rows that ask, are of the raw model distribution:
-log_softmax of the logits before penalties, temperature, top-k and top-p (vLLM's default "raw_logprobs").
+Per row, in order (as vLLM): the grammar mask (structured outputs, structured.py: the tokens it disallows set to
+-inf), logit_bias added, the tokens min_tokens bans this step (EOS and stop token ids) set to -inf, all on a copy
+of the row (rows that set none are untouched); then repetition penalty, frequency penalty, presence penalty (rows
+that set none are left untouched, and a batch where no row sets one does no penalty work at all), then greedy
+argmax or temperature / min-p / top-k / top-p sampling. Logprobs, for rows that ask, are of the raw model
+distribution: log_softmax of the logits before all of that (vLLM's default "raw_logprobs").
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -58,15 +62,21 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
 TOP_P_FIRST_K = 256  # top-p looks at this many most likely tokens first (more only when their mass is short)
 
 
-def restrict_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Scaled logits of one row with tokens outside top-k / the top-p nucleus set to -inf.
+def restrict_logits(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, min_p: float = 0.0
+) -> torch.Tensor:
+    """Scaled logits of one row with tokens below min-p, outside top-k or outside the top-p nucleus set to -inf
+    (vLLM's order: min-p, top-k, then top-p over what is left).
 
-    logits: [V] float32. The nucleus is the smallest set of most likely tokens whose mass reaches top_p, and every
+    logits: [V] float32. Min-p drops the tokens whose probability is below min_p times the most likely token's,
+    compared as logits (x - max(x) < ln(min_p), one exact subtraction, so the device sampler's batch agrees). The nucleus is the smallest set of most likely tokens whose mass reaches top_p, and every
     token as likely as its least likely one: so it does not depend on how a sort orders ties (fp16 / bf16 logits
     tie often), and the device sampler, whose sort orders them otherwise, keeps the same set.
     """
     x = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
     vocab = x.shape[-1]
+    if min_p > 0.0:
+        x = x.masked_fill(x - x.max() < min_p_threshold(min_p, x.dtype), float("-inf"))
     if 0 < top_k < vocab:
         kth = torch.topk(x, top_k).values[-1]
         x = x.masked_fill(x < kth, float("-inf"))
@@ -84,6 +94,44 @@ def restrict_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p:
             k = vocab  # a flat distribution: sort it all
         inside = int(((mass - vals) < top_p).sum())  # a prefix; the first token is always in (no mass before it)
         x = x.masked_fill(probs < vals[inside - 1], float("-inf"))  # ties with the edge token stay
+    return x
+
+
+def min_p_threshold(min_p: float, dtype: torch.dtype) -> torch.Tensor:
+    """ln(min_p) in `dtype` (-inf for 0): tokens whose scaled logit is this far below the top one are dropped."""
+    return torch.tensor(math.log(min_p) if min_p > 0.0 else float("-inf"), dtype=dtype)
+
+
+def min_tokens_ban(p: SamplingParams, num_output: int, eos_token_ids: Iterable[int]) -> tuple[int, ...] | None:
+    """The token ids min_tokens masks for a row that has generated num_output tokens (None: none): its stop token
+    ids, and EOS unless ignore_eos (a grammar ends with EOS even then, so its rows ban EOS regardless)."""
+    if num_output >= p.min_tokens:
+        return None
+    ids = set(p.stop_token_ids)
+    if not p.ignore_eos or p.structured is not None:
+        ids.update(eos_token_ids)
+    return tuple(sorted(ids)) or None
+
+
+def adjust_row(row: torch.Tensor, p: SamplingParams, banned: Seq[int] | None) -> torch.Tensor | None:
+    """A new [V] row with p.logit_bias added and the `banned` ids set to -inf, or None when neither applies.
+
+    Ids outside the row are ignored. The ban is dropped when it would leave no token (a grammar that can only end
+    with EOS while min_tokens bans it): the row keeps its EOS.
+    """
+    vocab = row.shape[-1]
+    bias = [(t, b) for t, b in p.logit_bias if t < vocab]
+    ban = [t for t in banned or () if 0 <= t < vocab]
+    if not bias and not ban:
+        return None
+    x = row.clone()
+    if bias:
+        ids = torch.tensor([t for t, _ in bias], dtype=torch.long)
+        x[ids] = x[ids] + torch.tensor([b for _, b in bias], dtype=x.dtype)
+    if ban:
+        masked = x.index_fill(0, torch.tensor(ban, dtype=torch.long), float("-inf"))
+        if bool((masked > float("-inf")).any()):
+            x = masked
     return x
 
 
@@ -146,7 +194,7 @@ def penalized_rows(
     base: dict[int, torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
     """The penalized [V] row of each row that sets a penalty (row index -> new tensor); {} when none does.
-    base: rows to use instead of logits' own (grammar-masked rows)."""
+    base: rows to use instead of logits' own (rows masked by a grammar, biased or banned)."""
     rows = [i for i, p in enumerate(params) if p.has_penalties]
     if not rows:
         return {}
@@ -222,8 +270,9 @@ def check_rows(
     generators: Seq[torch.Generator | None],
     histories: Seq[TokenHistory | None] | None,
     grammars: Seq[GrammarState | None] | None,
+    banned: Seq[Seq[int] | None] | None = None,
 ) -> None:
-    """Raises ValueError unless logits are [S, V] with one params / generator (/ history / grammar) per row."""
+    """Raises ValueError unless logits are [S, V] with one params / generator (/ history / grammar / ban) per row."""
     if logits.dim() != 2 or logits.shape[0] != len(params) or len(params) != len(generators):
         raise ValueError(
             f"logits {tuple(logits.shape)} do not match {len(params)} params / {len(generators)} generators"
@@ -232,6 +281,8 @@ def check_rows(
         raise ValueError(f"{len(histories)} histories for {len(params)} rows")
     if grammars is not None and len(grammars) != len(params):
         raise ValueError(f"{len(grammars)} grammars for {len(params)} rows")
+    if banned is not None and len(banned) != len(params):
+        raise ValueError(f"{len(banned)} bans for {len(params)} rows")
 
 
 def sample_rows(
@@ -241,44 +292,52 @@ def sample_rows(
     histories: Seq[TokenHistory | None] | None = None,
     grammars: Seq[GrammarState | None] | None = None,
     uniforms: Seq[float | None] | None = None,
+    banned: Seq[Seq[int] | None] | None = None,
 ) -> SamplerOutput:
     """One token per row, with logprobs for the rows that ask (the per-row reference; device_sampler batches it).
 
     logits: [S, V] float32; params, generators, histories (needed for rows with penalties) and grammars (None
     or None entries: unconstrained): one per row. uniforms: each sampled row's uniform, drawn already from its
-    generator (None, or a None entry: draw it here).
+    generator (None, or a None entry: draw it here). banned: the token ids each row may not pick this step
+    (min_tokens_ban; None, or a None entry: none).
     """
-    check_rows(logits, params, generators, histories, grammars)
+    check_rows(logits, params, generators, histories, grammars, banned)
     if uniforms is not None and len(uniforms) != len(params):
         raise ValueError(f"{len(uniforms)} uniforms for {len(params)} rows")
     raw = logits.float().cpu()  # the generators live on the CPU
-    masked: dict[int, torch.Tensor] = {}
+    adjusted: dict[int, torch.Tensor] = {}  # rows changed before the penalties: copies; raw is untouched
     if grammars is not None and any(s is not None for s in grammars):
         from inlaid_worker.engine.structured import constrained_rows  # xgrammar only when asked for
 
-        masked = constrained_rows(raw, grammars)  # copies of the grammar rows; raw is untouched
+        adjusted = dict(constrained_rows(raw, grammars))  # the grammar rows, masked
+    for row, p in enumerate(params):  # logit bias and min_tokens' bans
+        ban = None if banned is None else banned[row]
+        if p.logit_bias or ban:
+            new = adjust_row(adjusted[row] if row in adjusted else raw[row], p, ban)
+            if new is not None:
+                adjusted[row] = new
     # only the rows that set penalties; raw is untouched
-    penalized = penalized_rows(raw, params, histories, masked or None)
+    penalized = penalized_rows(raw, params, histories, adjusted or None)
     tokens: list[int] = []
     greedy = raw.argmax(dim=-1).tolist()  # [S]
     for row, (p, g) in enumerate(zip(params, generators, strict=False)):
-        base = masked.get(row)
+        base = adjusted.get(row)
         if base is None:
             base = raw[row]
         x = penalized.get(row)
         if p.greedy:
             if x is not None and bool(torch.isposinf(x).any()):
                 x = _wide_row(base, p, histories, row)  # ties among overflowed logits: compare in float64
-            if x is None and row in masked:
+            if x is None and row in adjusted:
                 x = base
             tokens.append(int(greedy[row]) if x is None else int(x.argmax()))
             continue
-        restricted = restrict_logits(base if x is None else x, p.temperature, p.top_k, p.top_p)
+        restricted = restrict_logits(base if x is None else x, p.temperature, p.top_k, p.top_p, p.min_p)
         if bool(torch.isposinf(restricted).any()):
             # float32 overflowed (a tiny temperature or repetition penalty): redo the row in float64, where
             # any float32 logit divided by two float32 positives stays finite
             wide = _wide_row(base, p, histories, row)  # penalized only when the row sets penalties
-            restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p)
+            restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p, p.min_p)
         probs = torch.softmax(_limit_of_inf(restricted), dim=-1)
         tokens.append(draw(probs, g, None if uniforms is None else uniforms[row]))
     return SamplerOutput(tokens, compute_logprobs(raw, params, tokens))

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 MAX_LOGPROBS = 20  # top alternatives per token, as vLLM's default max_logprobs
 MAX_REPETITION_PENALTY = 100.0  # vLLM has no upper bound; this keeps the value sane and finite
+MAX_LOGIT_BIAS_ENTRIES = 300  # OpenAI's limit
+MAX_LOGIT_BIAS = 100.0  # |bias| <= 100, as OpenAI: -100 effectively bans a token, +100 effectively forces it
 
 
 class SamplingError(ValueError):
@@ -31,6 +33,10 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # (0, MAX_REPETITION_PENALTY]; 1 = off
     logprobs: int | None = None  # None = off; N = the sampled token's logprob plus the top N alternatives
     structured: StructuredOutput | None = None  # None = free text; else a grammar constrains the output
+    # (token id, bias) pairs, ids ascending and unique: added to the logits before everything else (OpenAI)
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_p: float = 0.0  # [0, 1]; 0 = off: drop tokens less likely than min_p x the most likely one (vLLM)
+    min_tokens: int = 0  # EOS and stop token ids are masked, and stop strings ignored, until this many outputs
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -57,6 +63,32 @@ class SamplingParams:
             )
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
             raise SamplingError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
+        if not 0.0 <= self.min_p <= 1.0:  # NaN fails too
+            raise SamplingError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.min_tokens < 0:
+            raise SamplingError(f"min_tokens must be non-negative, got {self.min_tokens}")
+        self._check_logit_bias()
+
+    def _check_logit_bias(self) -> None:
+        bias = self.logit_bias
+        if len(bias) > MAX_LOGIT_BIAS_ENTRIES:
+            raise SamplingError(f"logit_bias: at most {MAX_LOGIT_BIAS_ENTRIES} entries, got {len(bias)}")
+        ids = [t for t, _ in bias]
+        if any(t < 0 for t in ids):
+            raise SamplingError("logit_bias: token ids must be non-negative")
+        if ids != sorted(set(ids)):
+            raise SamplingError("logit_bias: token ids must be unique and ascending")
+        bad = [b for _, b in bias if not -MAX_LOGIT_BIAS <= b <= MAX_LOGIT_BIAS]  # NaN too
+        if bad:
+            raise SamplingError(
+                f"logit_bias: biases must be in [-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}], got {bad[0]}"
+            )
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """Raises SamplingError when a logit_bias token id is outside the model's vocabulary."""
+        bad = [t for t, _ in self.logit_bias if t >= vocab_size]
+        if bad:
+            raise SamplingError(f"logit_bias: token id {bad[0]} is outside the vocabulary (size {vocab_size})")
 
     @property
     def greedy(self) -> bool:

@@ -6,7 +6,8 @@ token budget and the KV block budget. When blocks run out, the newest running se
 recompute: their blocks are freed and they go back to the front of the waiting queue. Base-model and adapter
 requests share the batch. With `max_loras` (the device's adapter slots; 0 = no limit) the running sequences
 never use more distinct adapters than that: a waiting request whose adapter would exceed it is passed over
-(it keeps its place in the queue) so that every running sequence's adapter stays resident.
+(it keeps its place in the queue) so that every running sequence's adapter stays resident. The waiting queue
+(waiting_queue.py) is indexed by adapter: passing over a long queue of other adapters' requests is not a scan.
 
 Prefix caching (when the block manager has it on, see prefix_cache.py): a sequence being admitted takes the
 longest chain of its full blocks that is cached (never its last token) by reference, starts with those tokens
@@ -18,12 +19,12 @@ its place, until that block is cached, so that the prefix is computed once.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.prefix_cache import extend_chain, max_cached_blocks, root_hash
 from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
+from inlaid_worker.engine.waiting_queue import WaitingQueue
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_loras = max_loras
-        self.waiting: deque[Sequence] = deque()
+        self.waiting = WaitingQueue()  # arrival order, preempted sequences at the front
         self.wait_for_shared_prefix = True  # prefix caching: pass over a sequence whose prefix is being computed
         self.running: list[Sequence] = []  # oldest first
 
@@ -82,47 +83,55 @@ class Scheduler:
         return out
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
+        bm = self.block_manager
+        room = bm.block_size
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             n = min(seq.num_uncomputed_tokens, budget)
-            while not self.block_manager.can_allocate(seq.block_table, seq.num_computed_tokens + n):
-                victim = self.running[-1]
-                self._preempt(victim)
-                out.preempted.append(victim)
-                if victim is seq:
-                    break
-            if seq.status is not SequenceStatus.RUNNING:
-                break  # seq preempted itself: nothing newer is left running
-            self.block_manager.allocate(seq.block_table, seq.num_computed_tokens + n)
+            reach = seq.num_computed_tokens + n
+            if len(seq.block_table) * room < reach:  # needs new blocks (most decode steps do not)
+                while not bm.can_allocate(seq.block_table, reach):
+                    victim = self.running[-1]
+                    self._preempt(victim)
+                    out.preempted.append(victim)
+                    if victim is seq:
+                        break
+                if seq.status is not SequenceStatus.RUNNING:
+                    break  # seq preempted itself: nothing newer is left running
+                bm.allocate(seq.block_table, reach)
             out.chunks.append(self._chunk(seq, n))
             budget -= n
             i += 1
         return budget
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        if not self.waiting or budget <= 0 or len(self.running) >= self.max_num_seqs:
+            return
         bm = self.block_manager
         adapters = {s.adapter for s in self.running if s.adapter is not None}
         pending: set[bytes] = set()
-        if bm.enable_caching and self.wait_for_shared_prefix and self.waiting:
+        if bm.enable_caching and self.wait_for_shared_prefix:
             pending = self._pending_hashes()
-        passed_over: list[Sequence] = []
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+        scan = self.waiting.scan()  # front to back; passed-over sequences keep their place
+        while budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = scan.peek()
+            if seq is None:
+                break
             if self.max_loras and seq.adapter is not None and seq.adapter not in adapters:
-                if len(adapters) >= self.max_loras:
-                    passed_over.append(self.waiting.popleft())
+                if len(adapters) >= self.max_loras:  # and so for every other adapter for the rest of the step
+                    scan.restrict(adapters)
                     continue
             cached = self._match_prefix(seq)
             if pending and self._next_block_pending(seq, len(cached), pending):
-                passed_over.append(self.waiting.popleft())  # its prefix is being computed: take it next step
+                scan.skip()  # its prefix is being computed: take it next step
                 continue
             hit = len(cached) * bm.block_size
             n = min(seq.num_tokens - hit, budget)
             need = bm.blocks_for(hit + n) - len(cached) + bm.num_taken_from_free(cached)
             if need > bm.num_free_blocks:
                 break
-            self.waiting.popleft()
+            scan.take()
             if seq.prompt_cached_tokens is None:  # a resumed run's generated tail is not prompt
                 seq.prompt_cached_tokens = min(hit, seq.num_prompt_tokens - seq.resumed_output_tokens)
             if bm.enable_caching:
@@ -131,7 +140,7 @@ class Scheduler:
                 seq.num_computed_tokens = seq.num_cached_tokens = hit
                 seq.num_registered_blocks = len(cached)
                 if self.wait_for_shared_prefix:
-                    pending.update(seq.block_hashes[len(cached):])
+                    pending.update(seq.block_hashes[len(cached) :])
             bm.allocate(seq.block_table, hit + n)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
@@ -139,7 +148,6 @@ class Scheduler:
             budget -= n
             if seq.adapter is not None:
                 adapters.add(seq.adapter)
-        self.waiting.extendleft(reversed(passed_over))
 
     # ---- prefix cache ------------------------------------------------------------------------------------
     def _chain(self, seq: Sequence, num_blocks: int) -> list[bytes]:
@@ -163,9 +171,7 @@ class Scheduler:
     def _pending_hashes(self) -> set[bytes]:
         """Hashes of blocks that running sequences hold but have not computed (and registered) yet."""
         gen = self.block_manager.generation
-        return {
-            h for s in self.running if s.hash_generation == gen for h in s.block_hashes[s.num_registered_blocks:]
-        }
+        return {h for s in self.running if s.hash_generation == gen for h in s.block_hashes[s.num_registered_blocks :]}
 
     def _next_block_pending(self, seq: Sequence, num_cached: int, pending: set[bytes]) -> bool:
         limit = max_cached_blocks(seq.num_tokens, self.block_manager.block_size)

@@ -117,10 +117,18 @@ class Sequence:
         return TokenHistory(self._penalty_prompt, self.prompt_token_ids[n:] + self.output_token_ids)
 
     def token_slice(self, start: int, end: int) -> list[int]:
+        """token_ids[start:end] for 0 <= start <= end <= num_tokens, without copying the whole sequence."""
         n_prompt = len(self.prompt_token_ids)
         if end <= n_prompt:
             return self.prompt_token_ids[start:end]
-        return self.token_ids[start:end]
+        if start >= n_prompt:
+            return self.output_token_ids[start - n_prompt : end - n_prompt]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - n_prompt]
+
+    def token_at(self, i: int) -> int:
+        """token_ids[i] for 0 <= i < num_tokens, without copying the sequence."""
+        n_prompt = len(self.prompt_token_ids)
+        return self.prompt_token_ids[i] if i < n_prompt else self.output_token_ids[i - n_prompt]
 
     def __repr__(self) -> str:
         return (

@@ -22,9 +22,10 @@ _FINISH = {
 }
 
 
-def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int) -> SamplingParams:
-    """Raises SamplingError naming the bad parameter; `max_tokens` is the effective (clamped) limit."""
-    return SamplingParams(
+def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int, vocab_size: int | None = None) -> SamplingParams:
+    """Raises SamplingError naming the bad parameter; `max_tokens` is the effective (clamped) limit; `vocab_size`:
+    the model's, which logit_bias ids must be below (None: not checked)."""
+    params = SamplingParams(
         max_tokens=max_tokens,
         temperature=p.temperature if p.HasField("temperature") else 1.0,
         top_p=p.top_p if p.HasField("top_p") else 1.0,
@@ -38,7 +39,13 @@ def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int) -> Sampli
         repetition_penalty=p.repetition_penalty if p.HasField("repetition_penalty") else 1.0,
         logprobs=p.logprobs if p.HasField("logprobs") else None,
         structured=structured_from_proto(p),
+        logit_bias=tuple(sorted((int(t), float(b)) for t, b in p.logit_bias.bias.items())),
+        min_p=p.min_p if p.HasField("min_p") else 0.0,
+        min_tokens=p.min_tokens if p.HasField("min_tokens") else 0,
     )
+    if vocab_size is not None:
+        params.check_vocab(vocab_size)
+    return params
 
 
 def structured_from_proto(p: common_pb2.SamplingParams) -> StructuredOutput | None:

@@ -56,7 +56,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             self.engine.check_prompt(ids)
             max_tokens = self.engine.max_new_tokens(len(ids), request.sampling.max_tokens)
             # a response_format is compiled here (cached for the Admit), so a bad one is refused up front
-            self.engine.grammars.bind(sampling_from_proto(request.sampling, max_tokens))
+            sampling = sampling_from_proto(request.sampling, max_tokens, self.engine.tokenizer.vocab_size)
+            self.engine.grammars.bind(sampling)
         except (PromptError, RequestError, SamplingError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
@@ -104,7 +105,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 raise RequestError("request_id is required")
             ids = list(a.prompt_token_ids)
             self.engine.check_prompt(ids)
-            sampling = sampling_from_proto(a.sampling, self.engine.max_new_tokens(len(ids), a.sampling.max_tokens))
+            max_tokens = self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
+            sampling = sampling_from_proto(a.sampling, max_tokens, self.engine.tokenizer.vocab_size)
             # checked by engine.add_request (an AdmitError on this session's outbox, as here)
             resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
             grammar: Future[Any] | None = None

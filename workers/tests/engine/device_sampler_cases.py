@@ -1,8 +1,10 @@
 """Random sampling batches for the device sampler's tests: rows flat, normal and peaked; greedy and sampled rows
-with temperatures, top-k, top-p, penalties, logprobs and seeds; and rows that overflow float32."""
+with temperatures, min-p, top-k, top-p, penalties, logit biases, min_tokens bans, logprobs and seeds; and rows that
+overflow float32."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ class Case:
     params: list[SamplingParams]
     histories: list[TokenHistory | None]
     seeds: list[int]
+    banned: list[tuple[int, ...] | None] | None = None  # min_tokens' bans this step (sampler.min_tokens_ban)
 
 
 def random_row(rng: random.Random, vocab: int, gen: torch.Generator) -> torch.Tensor:
@@ -29,7 +32,27 @@ def random_row(rng: random.Random, vocab: int, gen: torch.Generator) -> torch.Te
     return row
 
 
-def random_params(rng: random.Random, vocab: int, seed: int) -> SamplingParams:
+def random_bias(rng: random.Random, vocab: int, row: torch.Tensor) -> tuple[tuple[int, float], ...]:
+    """0-5 biased tokens, often the row's most likely ones (so a -100 bias moves the greedy pick), or ()."""
+    if rng.random() < 0.65:
+        return ()
+    top = torch.topk(row, min(3, vocab)).indices.tolist()
+    ids = {rng.choice(top) if rng.random() < 0.5 else rng.randrange(vocab) for _ in range(rng.randrange(1, 6))}
+    if rng.random() < 0.1:
+        ids.add(vocab + 2)  # outside the logits: ignored
+    return tuple((t, rng.choice((-100.0, -3.5, 0.7, 4.0, 100.0))) for t in sorted(ids))
+
+
+def random_ban(rng: random.Random, vocab: int, row: torch.Tensor) -> tuple[int, ...] | None:
+    """min_tokens' ban of a row: 1-3 ids, often its most likely token, or None."""
+    if rng.random() < 0.7:
+        return None
+    ids = {int(row.argmax())} if rng.random() < 0.6 else set()
+    ids.update(rng.randrange(vocab) for _ in range(rng.randrange(1, 3)))
+    return tuple(sorted(ids))
+
+
+def random_params(rng: random.Random, vocab: int, seed: int, row: torch.Tensor) -> SamplingParams:
     greedy = rng.random() < 0.3
     penal = rng.random() < 0.35
     return SamplingParams(
@@ -41,6 +64,8 @@ def random_params(rng: random.Random, vocab: int, seed: int) -> SamplingParams:
         frequency_penalty=rng.choice((0.0, 0.3, 1.5)) if penal else 0.0,
         repetition_penalty=rng.choice((1.0, 1.2, 0.8, 3.0)) if penal else 1.0,
         logprobs=rng.choice((None, None, 0, 3, 20)),
+        min_p=rng.choice((0.0, 0.0, 0.0, 0.02, 0.1, 0.3, 1.0)),
+        logit_bias=random_bias(rng, vocab, row),
     )
 
 
@@ -58,20 +83,23 @@ def random_case(seed: int, rows: int, vocab: int) -> Case:
     logits = torch.stack([random_row(rng, vocab, gen) for _ in range(rows)])
     if rng.random() < 0.5:  # fp16 values, as a half-precision LM head gives: many exact ties
         logits = logits.half().float()
-    params = [random_params(rng, vocab, rng.randrange(2**63)) for _ in range(rows)]
+    params = [random_params(rng, vocab, rng.randrange(2**63), logits[i]) for i in range(rows)]
     histories = [random_history(rng, vocab) if p.has_penalties else None for p in params]
-    return Case(logits, params, histories, [p.seed or 0 for p in params])
+    banned = [random_ban(rng, vocab, logits[i]) for i in range(rows)]
+    return Case(logits, params, histories, [p.seed or 0 for p in params], banned)
 
 
 def overflow_case() -> Case:
-    """Rows whose float32 values overflow (+inf logits, a tiny temperature or repetition penalty) among plain ones."""
+    """Rows whose float32 values overflow (+inf logits, a tiny temperature or repetition penalty) among plain ones;
+    two of them (6, 7) with a min_tokens ban and a logit bias, which their float64 redo must keep."""
     gen = torch.Generator().manual_seed(3)
-    logits = torch.randn(6, 64, generator=gen) * 3
+    logits = torch.randn(8, 64, generator=gen) * 3
     logits[0, 5] = 30.0
     logits[1, 9] = float("inf")
     logits[1, 11] = float("inf")
     logits[3, 7] = 31.0
     logits[4, 5] = 30.0
+    logits[6, 7], logits[6, 2] = 31.0, 29.0
     history = TokenHistory([5, 7, 9], [7])
     params = [
         SamplingParams(temperature=1.0, repetition_penalty=1e-38, seed=1, logprobs=2),  # 30 / 1e-38 = inf
@@ -80,9 +108,12 @@ def overflow_case() -> Case:
         SamplingParams(temperature=1e-38, seed=4),  # 31 / 1e-38 = inf
         SamplingParams(temperature=0.0, repetition_penalty=1e-38),  # greedy over an overflowed row
         SamplingParams(temperature=0.0, logprobs=3),  # plain greedy
+        SamplingParams(temperature=1e-38, seed=5, min_tokens=3),  # 31 / 1e-38 = inf, but 7 is banned: 2
+        SamplingParams(temperature=1e-38, seed=6, logit_bias=((3, 100.0),), logprobs=1),  # 3 is forced
     ]
-    histories: list[TokenHistory | None] = [history, None, None, None, history, None]
-    return Case(logits, params, histories, [1, 2, 3, 4, 0, 0])
+    histories: list[TokenHistory | None] = [history, None, None, None, history, None, None, None]
+    banned: list[tuple[int, ...] | None] = [None] * 6 + [(7,), None]
+    return Case(logits, params, histories, [1, 2, 3, 4, 0, 0, 5, 6], banned)
 
 
 def generators(case: Case) -> list[torch.Generator | None]:
@@ -93,8 +124,8 @@ def both(case: Case, device: str, nucleus: str | None = None) -> tuple[SamplerOu
     """(the per-row reference on the CPU, the batch on `device`, whether both left every generator in the same
     state: one uniform drawn per sampled row)."""
     g_ref, g_dev = generators(case), generators(case)
-    ref = sample_rows(case.logits, case.params, g_ref, case.histories)
-    got = sample_batch(case.logits.to(device), case.params, g_dev, case.histories, nucleus=nucleus)
+    ref = sample_rows(case.logits, case.params, g_ref, case.histories, banned=case.banned)
+    got = sample_batch(case.logits.to(device), case.params, g_dev, case.histories, nucleus=nucleus, banned=case.banned)
     same_state = all(
         a is None or torch.equal(a.get_state(), b.get_state())  # type: ignore[union-attr]
         for a, b in zip(g_ref, g_dev, strict=True)
@@ -122,9 +153,11 @@ def near_a_rounding_edge(case: Case, row: int, tol: float = 1e-4) -> bool:
     """Whether float rounding may change row's token (a GPU's sums and exponentials round otherwise than the CPU's):
     greedy, the top two logits within tol; sampled, (in float64) the nucleus edge or the uniform's CDF target within
     tol of a step."""
-    from inlaid_worker.engine.sampler import penalize_row, uniform
+    from inlaid_worker.engine.sampler import adjust_row, penalize_row, uniform
 
     p, x = case.params[row], case.logits[row].double()
+    adjusted = adjust_row(x, p, None if case.banned is None else case.banned[row])
+    x = x if adjusted is None else adjusted
     history = case.histories[row]
     if p.has_penalties and history is not None:
         x = penalize_row(x, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty)
@@ -132,6 +165,11 @@ def near_a_rounding_edge(case: Case, row: int, tol: float = 1e-4) -> bool:
         top2 = torch.topk(x, 2).values
         return float(top2[0] - top2[1]) < tol
     x = x / p.temperature
+    if p.min_p > 0.0:
+        gap = x - x.max() - math.log(p.min_p)
+        if float(gap[gap.isfinite()].abs().min()) < tol:
+            return True
+        x = x.masked_fill(gap < 0, float("-inf"))
     if 0 < p.top_k < x.shape[0]:
         x = x.masked_fill(x < torch.topk(x, p.top_k).values[-1], float("-inf"))
     if p.top_p < 1.0:

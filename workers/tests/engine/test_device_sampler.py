@@ -35,7 +35,8 @@ SHAPES = (
 @pytest.mark.parametrize("nucleus", ["topk", "sort"])
 def test_the_batch_picks_the_reference_tokens_on_random_cases(device: str, nucleus: str) -> None:
     mismatched = total = 0
-    kinds = {"greedy": 0, "sampled": 0, "top_p": 0, "top_k": 0, "penalized": 0, "logprobs": 0}
+    kinds = {"greedy": 0, "sampled": 0, "top_p": 0, "top_k": 0, "penalized": 0, "logprobs": 0, "min_p": 0}
+    kinds |= {"logit_bias": 0, "banned": 0}
     for seed, rows, vocab in SHAPES:
         case = random_case(seed, rows, vocab)
         ref, got, same_state = both(case, device, nucleus)
@@ -56,6 +57,9 @@ def test_the_batch_picks_the_reference_tokens_on_random_cases(device: str, nucle
             kinds["top_k"] += not p.greedy and 0 < p.top_k
             kinds["penalized"] += p.has_penalties
             kinds["logprobs"] += p.logprobs is not None
+            kinds["min_p"] += not p.greedy and p.min_p > 0
+            kinds["logit_bias"] += bool(p.logit_bias)
+        kinds["banned"] += sum(b is not None for b in case.banned or ())
     assert min(kinds.values()) >= 20, kinds  # every feature is exercised many times
     assert mismatched <= total // 50, f"{mismatched} of {total} rows differ"
 
@@ -66,6 +70,7 @@ def test_overflowing_rows_take_the_float64_path_with_the_uniform_drawn_for_them(
     ref, got, same_state = both(case, device)
     assert got.tokens == ref.tokens
     assert got.tokens[0] == 5 and got.tokens[1] in (9, 11) and got.tokens[3] == 7 and got.tokens[4] == 5
+    assert got.tokens[6] == 2 and got.tokens[7] == 3  # the redo keeps the ban and the bias
     assert same_state
     assert logprobs_close(ref, got, 0.0 if device == "cpu" else 1e-4)
 

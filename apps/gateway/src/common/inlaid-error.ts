@@ -90,7 +90,7 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
 }
 
 /** Request parameters a worker's INVALID_ARGUMENT message may start with (`response_format: invalid regex: …`). */
-const WORKER_PARAMS = ['response_format'] as const;
+const WORKER_PARAMS = ['response_format', 'logit_bias'] as const;
 
 /** The parameter a worker's refusal names at its start, if it is one the gateway forwards as such. */
 function workerParam(message: string): string | undefined {

@@ -6,6 +6,7 @@ import type { GenerationInput } from '../generation/generation.types';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
+import { checkTokenControls } from '../openai/token-controls';
 
 const MAX_REQUEST_ID = 128;
 
@@ -39,6 +40,7 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   checkRange('repetition_penalty', p.repetitionPenalty, MIN_POSITIVE_F32, MAX_REPETITION_PENALTY, MIN_POSITIVE);
   checkRange('logprobs', p.logprobs, 0, MAX_LOGPROBS);
   checkResponseFormat(p.responseFormat);
+  checkTokenControls(p);
   return p;
 }
 

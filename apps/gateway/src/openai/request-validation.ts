@@ -9,6 +9,7 @@ import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { isObject, isPresent, parseResponseFormat } from './response-format';
 import { parseTurnTools } from './tool-history';
+import { parseTokenControls } from './token-controls';
 import { renderChat, type ChatTurn } from './tool-prompt';
 import { toolResponseFormat } from './tool-schema';
 import { parseToolPlan, type ToolPlan } from './tools';
@@ -139,6 +140,7 @@ function parseSampling(body: Body, maxTokensParam: string, logprobs: number | un
     optNumber(body, maxTokensParam, 1, BOUNDS.maxTokens, true) ?? optNumber(body, 'max_tokens', 1, BOUNDS.maxTokens, true);
   const seed = optNumber(body, 'seed', 0, Number.MAX_SAFE_INTEGER, true);
   const topK = optNumber(body, 'top_k', -1, BOUNDS.topK, true);
+  const maxName = isPresent(body[maxTokensParam]) ? maxTokensParam : 'max_tokens';
   return {
     maxTokens: maxTokens ?? 0,
     temperature: parseTemperature(body),
@@ -151,6 +153,7 @@ function parseSampling(body: Body, maxTokensParam: string, logprobs: number | un
     ...parsePenalties(body),
     logprobs,
     responseFormat: parseResponseFormat(body),
+    ...parseTokenControls(body, maxTokens ?? 0, maxName),
   };
 }
 
