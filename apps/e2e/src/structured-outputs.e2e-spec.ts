@@ -6,39 +6,23 @@
  */
 import { ServiceError, status } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
 import { generate, inferenceClient } from './support/grpc-clients';
-import { freePort } from './support/ports';
-import { startWorker, WorkerProcess } from './support/python-worker';
+import { SmolStack, startSmolStack, stopSmolStack } from './support/smollm2-stack';
 
 jest.setTimeout(240_000);
 
 const PREFIX = `e2e${randomBytes(4).toString('hex')}`;
-let root: string | undefined;
-let worker: WorkerProcess | undefined;
-let h: Harness | undefined;
+let stack: SmolStack | undefined;
 let url: string;
 let base: string;
 
 beforeAll(async () => {
-  root = mkdtempSync(join(tmpdir(), 'inlaid-e2e-structured-'));
-  const adaptersDir = join(root, 'no-adapters');
-  mkdirSync(adaptersDir);
-  worker = await startWorker({ root, modelDir: 'smollm2', adaptersDir, adapters: [] }, await freePort(), 180_000);
-  h = await startHarness({ WORKER_ADDRS: worker.addr, INLAID_ADAPTER_ROOT: adaptersDir, INLAID_DATA_DIR: join(root, 'data'), INLAID_QUEUE_PREFIX: PREFIX });
-  url = h.gateway.httpUrl;
-  await waitFor(async () => ((await fetch(`${url}/readyz`)).ok ? true : undefined), 30_000, 'readyz');
-  const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string; parent: string | null }> };
-  base = (models.data.find((m) => m.parent === null) as { id: string }).id;
+  stack = await startSmolStack('structured', PREFIX);
+  ({ url, base } = stack);
 });
 
 afterAll(async () => {
-  await worker?.kill();
-  await h?.close();
-  if (root !== undefined) rmSync(root, { recursive: true, force: true });
+  await stopSmolStack(stack);
 });
 
 type Json = Record<string, any>;
@@ -139,7 +123,7 @@ describe('invalid specs', () => {
 
 describe('gRPC Generate', () => {
   it('sampling.json_schema constrains the output; an invalid one gets INVALID_ARGUMENT', async () => {
-    const client = inferenceClient((h as Harness).gateway.grpcAddr);
+    const client = inferenceClient((stack as SmolStack).h.gateway.grpcAddr);
     try {
       const sampling = { maxTokens: 100, temperature: 0, stop: [], stopTokenIds: [], ignoreEos: false };
       const out = await generate(client, {

@@ -74,6 +74,15 @@ class EngineState:
     prefix_cache: PrefixCacheStats | None = None  # KV prefix cache counters (hit / queried tokens, blocks)
 
 
+def settle(logits: torch.Tensor) -> None:
+    """Waits for the work queued on the logits' CUDA device (a no-op elsewhere). A step whose rows all sample syncs
+    when its tokens come to the host; one that samples nothing (only non-final prompt chunks) must wait too, or the
+    runner restages its pinned graph inputs for the next step before the GPU has copied this step's
+    (model.prefill_graphs: the copy is non-blocking and nothing else syncs with execute_device)."""
+    if logits.device.type == "cuda":
+        torch.cuda.current_stream(logits.device).synchronize()
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -95,9 +104,7 @@ class LLMEngine:
             limits.num_kv_blocks, limits.block_size, enable_caching=limits.enable_prefix_caching
         )
         max_loras = limits.max_loras or int(getattr(runner, "max_adapters", 0))  # never more than fit
-        self.scheduler = Scheduler(
-            self.block_manager, limits.max_num_seqs, limits.max_num_batched_tokens, max_loras
-        )
+        self.scheduler = Scheduler(self.block_manager, limits.max_num_seqs, limits.max_num_batched_tokens, max_loras)
         self.adapters = AdapterRegistry(base_model_id, limits.max_model_len)
         self._seqs: dict[str, Sequence] = {}
         # adapter name -> (its registry entry, its prefix-cache key): a new key for every load of a name
@@ -259,6 +266,7 @@ class LLMEngine:
     def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor) -> list[RequestOutput]:
         rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
         if not rows:
+            settle(logits)
             return []
         seqs = [scheduled.chunks[i].seq for i in rows]
         params = [s.sampling for s in seqs]
@@ -274,13 +282,10 @@ class LLMEngine:
             banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids), eos) for s in seqs]
         out = sample(picked, params, [s.generator for s in seqs], histories, grammars, banned=banned)
         return [
-            self._append_token(seq, token, lp)
-            for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)
+            self._append_token(seq, token, lp) for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)
         ]
 
-    def _append_token(
-        self, seq: Sequence, token: int, logprobs: TokenLogprobs | None = None
-    ) -> RequestOutput:
+    def _append_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None = None) -> RequestOutput:
         seq.output_token_ids.append(token)
         p = seq.sampling
         detok = seq.detokenizer

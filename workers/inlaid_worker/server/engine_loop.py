@@ -52,6 +52,7 @@ Event = RequestOutput | AdmitError | StateEvent | None  # None closes the outbox
 class _Waiting:
     grammar: Future[Any]  # GrammarCache.compile_async of the request's structured output
     prompt_tokens: int
+    logprobs_asked: bool  # an abort answers with an empty logprobs list then, as the engine's does
 
 
 @dataclass
@@ -121,7 +122,7 @@ class EngineLoop:
         """Like admit, once `grammar` (the compile of sampling.structured) is done: with the compiled grammar, or an
         AdmitError carrying the compile's error. Until then other commands go on; an abort or the session's
         cancellation cancels the wait (the future)."""
-        self._inbox.put(lambda: self._wait(sid, request_id, len(prompt), grammar))
+        self._inbox.put(lambda: self._wait(sid, request_id, len(prompt), sampling.logprobs is not None, grammar))
         # registered after the _wait command is queued, so _ready always runs after it
         grammar.add_done_callback(
             lambda f: self._inbox.put(
@@ -232,7 +233,7 @@ class EngineLoop:
             return AdmitError(rid, str(exc))
         return None
 
-    def _wait(self, sid: int, rid: str, prompt_tokens: int, grammar: Future[Any]) -> None:
+    def _wait(self, sid: int, rid: str, prompt_tokens: int, logprobs_asked: bool, grammar: Future[Any]) -> None:
         session = self._sessions.get(sid)
         if session is None or session.draining:
             grammar.cancel()
@@ -241,7 +242,7 @@ class EngineLoop:
             grammar.cancel()
             session.outbox.put(AdmitError(rid, f"request id {rid!r} is already in flight"))
             return
-        session.waiting[rid] = _Waiting(grammar, prompt_tokens)
+        session.waiting[rid] = _Waiting(grammar, prompt_tokens, logprobs_asked)
         session.requests.add(rid)
         self._owner[rid] = sid
 
@@ -278,7 +279,8 @@ class EngineLoop:
         waiting = session.waiting.pop(rid, None) if session is not None else None
         if waiting is not None:  # still compiling: stop waiting, and answer as the engine does
             waiting.grammar.cancel()
-            self._emit(rid, RequestOutput(rid, "", [], FinishReason.ABORT, waiting.prompt_tokens, 0))
+            lp = () if waiting.logprobs_asked else None
+            self._emit(rid, RequestOutput(rid, "", [], FinishReason.ABORT, waiting.prompt_tokens, 0, logprobs=lp))
             return
         if self._owner.get(rid) == sid:
             self.engine.abort_request(rid)  # its ABORT output is routed after the next step

@@ -20,6 +20,7 @@ from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
 from inlaid_worker.engine.structured import GrammarCache, StructuredOutput, StructuredOutputError
+from waiting import until
 
 xgr = pytest.importorskip("xgrammar")
 
@@ -62,15 +63,6 @@ def hold(cache: GrammarCache, gate: threading.Event, held: Callable[[StructuredO
 
 def regex(pattern: str) -> StructuredOutput:
     return StructuredOutput("regex", pattern)
-
-
-def until(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_compiles_that_never_end_do_not_use_up_the_compile_threads(engine: LLMEngine, gate: threading.Event) -> None:

@@ -8,7 +8,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.structured import StructuredOutput
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.app import RunningWorker, build_engine, serve
+from waiting import until
 
 pytest.importorskip("xgrammar")
 
@@ -113,15 +114,6 @@ def prompt(worker: Worker) -> list[int]:
     return list(worker.stub.Prepare(worker_pb2.PrepareRequest(model="", prompt="Hello")).prompt_token_ids)
 
 
-def until(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_other_admits_go_on_while_a_grammar_compiles(worker: Worker, gate: threading.Event) -> None:
     ids = prompt(worker)
     choice = common_pb2.StringChoices(values=["left", "right"])
@@ -169,11 +161,12 @@ def test_an_abort_or_a_client_leaving_frees_a_request_waiting_for_its_grammar(
     ids = prompt(worker)
     aborted, left = StructuredOutput("regex", SLOW + "a"), StructuredOutput("regex", SLOW + "b")
     live = Live(worker.stub)
-    live.admit("aborted", ids, max_tokens=20, regex=aborted.spec)
+    live.admit("aborted", ids, max_tokens=20, regex=aborted.spec, logprobs=2)
     assert until(lambda: cache.waiting(aborted) == 1 and loop.in_flight == 1)
     live.abort("aborted")
     rid, last = live.finished(5.0) or ("", None)
     assert rid == "aborted" and last.finish_reason == FINISH.FINISH_REASON_ABORT and last.completion_tokens == 0
+    assert last.HasField("logprobs") and len(last.logprobs.tokens) == 0  # asked for: empty, as the engine answers
     assert until(lambda: cache.waiting(aborted) == 0 and loop.in_flight == 0)
     live.admit("left", ids, max_tokens=20, regex=left.spec)
     assert until(lambda: cache.waiting(left) == 1 and loop.in_flight == 1)
