@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inlaid_worker.engine.structured import GrammarCache, StructuredOutput, strict_json_schema_grammar
+from inlaid_worker.engine.grammar_cache import GrammarCache
+from inlaid_worker.engine.strict_json import strict_json_schema_grammar
+from inlaid_worker.engine.structured import StructuredOutput
 from inlaid_worker.model.smollm2 import ensure_smollm2
 from transformers import AutoTokenizer
 

@@ -16,9 +16,10 @@ import statistics
 import time
 
 import torch
+from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.sampler import make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
-from inlaid_worker.engine.structured import GrammarCache, GrammarState, StructuredOutput, constrained_rows
+from inlaid_worker.engine.structured import GrammarState, StructuredOutput, constrained_rows
 
 SCHEMA = {
     "type": "object",

@@ -16,13 +16,14 @@ from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCa
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
 from inlaid_worker.engine.device_sampler import sample_batch
+from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, min_tokens_ban, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import FinishReason, Sequence
 from inlaid_worker.engine.step_builder import build_step_input
-from inlaid_worker.engine.structured import GrammarCache, GrammarState
+from inlaid_worker.engine.structured import GrammarState
 from inlaid_worker.engine.tokenizer import PromptTokenizer
 from inlaid_worker.model.step_input import StepInput
 

@@ -68,7 +68,7 @@ class DecodeLayout:
     block_tables: torch.Tensor  # [S, W] int
     context_lens: torch.Tensor  # [S] int
     num_parts: int  # flash-decoding partitions (static per graph bucket)
-    fusion: str = "none"  # one of DECODE_FUSIONS (module docstring)
+    fusion: str = DEFAULT_DECODE_FUSION  # one of DECODE_FUSIONS (module docstring)
     positions: torch.Tensor | None = None  # [S]: "rope" rotates inside the attention kernel from these
     inv_freq: torch.Tensor | None = None  # [head_dim // 2] float32 (model.rope.inv_frequencies)
 

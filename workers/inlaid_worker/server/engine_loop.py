@@ -24,9 +24,9 @@ from typing import Any
 
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.engine import EngineState, LLMEngine, RequestError, RequestOutput
+from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
-from inlaid_worker.engine.structured import bound
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,8 @@ class EngineLoop:
         if session is None or waiting is None or waiting.grammar is not grammar:
             return  # aborted, or its session ended, while the grammar compiled
         del session.waiting[rid]
+        # not cancelled in practice (_abort and _close remove a waiter from session.waiting before cancelling it, _wait
+        # cancels only waiters it never adds); kept so a future change cannot raise CancelledError on the loop thread
         exc = CancelledError("the grammar's compile was cancelled") if grammar.cancelled() else grammar.exception()
         error = (
             AdmitError(rid, str(exc))

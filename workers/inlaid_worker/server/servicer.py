@@ -20,8 +20,8 @@ import grpc
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.detokenizer import TokenTexts
 from inlaid_worker.engine.engine import LLMEngine, RequestError
+from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingError
-from inlaid_worker.engine.structured import bound
 from inlaid_worker.engine.tokenizer import PromptError
 from inlaid_worker.gen.inlaid.v1 import worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto

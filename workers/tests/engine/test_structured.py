@@ -14,12 +14,12 @@ import torch
 from engine_helpers import drain, engine_for, text, tokens
 from factories import make_tiny_llama
 from inlaid_worker.engine.engine import LLMEngine
+from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.sampler import TokenHistory, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingError, SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
 from inlaid_worker.engine.structured import (
     MAX_SPEC_CHARS,
-    GrammarCache,
     GrammarState,
     StructuredOutput,
     StructuredOutputError,

@@ -17,9 +17,10 @@ from factories import make_tiny_llama
 from inlaid_worker.config import load_config
 from inlaid_worker.engine.compile_pool import CompilePool, Timers
 from inlaid_worker.engine.engine import LLMEngine
+from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
-from inlaid_worker.engine.structured import GrammarCache, StructuredOutput, StructuredOutputError
+from inlaid_worker.engine.structured import StructuredOutput, StructuredOutputError
 from waiting import until
 
 xgr = pytest.importorskip("xgrammar")

@@ -1,0 +1,259 @@
+"""Compiled grammars of structured outputs, cached per tokenizer; compiles run off the engine thread.
+
+`GrammarCache` compiles a StructuredOutput once per (kind, spec) against the model's tokenizer (an LRU of compiled
+grammars bounded by bytes; compiles run on a CompilePool whose stuck threads are replaced, and each caller waits at
+most COMPILE_TIMEOUT_S; never on the engine thread: the servicer compiles in Prepare and, from the cache, on Admit,
+where a compile still under way delays only its own request). `bound` gives a request's SamplingParams their
+compiled grammar.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from inlaid_worker.engine.compile_pool import CompilePool, Timers
+from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.engine.strict_json import strict_json_schema_grammar
+from inlaid_worker.engine.structured import StructuredOutput, StructuredOutputError, require_xgrammar
+
+COMPILE_TIMEOUT_S = 10.0
+CACHE_BYTES = 256 << 20  # compiled grammars kept (LRU by memory_size_bytes); --grammar-cache-bytes
+COMPILE_THREADS = 2
+MAX_COMPILE_THREADS = 8  # COMPILE_THREADS plus replacements for compiles stuck past COMPILE_TIMEOUT_S
+
+_XGR_NOISE = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*|Check failed: \(.*?\) is false:\s*")
+
+
+def _clean(message: str) -> str:
+    text = " ".join(_XGR_NOISE.sub("", line).strip() for line in str(message).splitlines() if line.strip())
+    return text[:500]
+
+
+Key = tuple[str, str, tuple[str, ...]]
+
+
+def choice_ebnf(choices: Iterable[str]) -> str:
+    """An EBNF grammar whose language is exactly the given strings (JSON escapes inside the literals)."""
+    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    compiled: Any
+    nbytes: int  # the CompiledGrammar's memory_size_bytes plus the key's characters
+
+
+@dataclass(eq=False)
+class _Inflight:
+    """One compile of one spec under way, and the callers waiting for it."""
+
+    waiters: set[Future[Any]] = field(default_factory=set)
+    job: Future[Any] | None = None
+
+
+class GrammarCache:
+    """Compiles StructuredOutputs for one tokenizer; thread-safe. Nothing of xgrammar is built until the first
+    structured request. `vocab_size`: the model's vocabulary (at least the tokenizer's; a padded model's
+    larger logits width is masked off by constrained_rows).
+
+    Compiled grammars are kept in an LRU bounded by bytes (`max_bytes`: each entry's memory_size_bytes plus its
+    spec's length; a grammar larger than the cap is used but not kept). Compiles run on a CompilePool (COMPILE_THREADS,
+    a stuck compile replaced up to MAX_COMPILE_THREADS); each caller waits at most `timeout_s` for its grammar."""
+
+    def __init__(
+        self,
+        hf_tokenizer: Any,
+        stop_token_ids: Iterable[int],
+        vocab_size: int | None = None,
+        max_bytes: int = CACHE_BYTES,
+        timeout_s: float = COMPILE_TIMEOUT_S,
+        threads: int = COMPILE_THREADS,
+        max_threads: int = MAX_COMPILE_THREADS,
+    ) -> None:
+        self._hf = hf_tokenizer
+        self._stop = sorted(int(t) for t in stop_token_ids)
+        self._vocab = vocab_size
+        self._max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self._threads = threads
+        self._max_threads = max_threads
+        self._lock = threading.RLock()  # a job cancelled under the lock runs _done inside it
+        self._compiler: Any = None
+        self._pool: CompilePool | None = None
+        self._timers = Timers("grammar-deadlines")
+        self._cache: OrderedDict[Key, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._inflight: dict[Key, _Inflight] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        with self._lock:
+            self._max_bytes = value
+            self._trim()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cached grammars hold (as counted against max_bytes)."""
+        return self._bytes
+
+    @property
+    def pool(self) -> CompilePool:
+        return self._ensure()
+
+    def _ensure(self) -> CompilePool:
+        xgr = require_xgrammar()
+        with self._lock:
+            if self._compiler is None:
+                vocab = max(self._vocab or 0, len(self._hf))
+                info = xgr.TokenizerInfo.from_huggingface(self._hf, vocab_size=vocab, stop_token_ids=self._stop)
+                # our own LRU bounds the memory; the compiler's cache would grow unbounded
+                self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+                self._pool = CompilePool(self._threads, self._max_threads, self.timeout_s, self._timers)
+            assert self._pool is not None
+            return self._pool
+
+    def _compile_now(self, so: StructuredOutput) -> Any:
+        c = self._compiler
+        if so.kind == "json_schema":
+            return c.compile_grammar(strict_json_schema_grammar(so.spec))
+        if so.kind == "json_object":
+            return c.compile_json_schema('{"type": "object"}', any_whitespace=False)
+        if so.kind == "regex":
+            return c.compile_regex(so.spec)
+        return c.compile_grammar(choice_ebnf(so.choices))
+
+    def compile(self, so: StructuredOutput) -> Any:
+        """The CompiledGrammar of `so` (cached), waiting for it. Raises StructuredOutputError naming response_format."""
+        return self.compile_async(so).result()
+
+    def compile_async(self, so: StructuredOutput) -> Future[Any]:
+        """A future of `so`'s CompiledGrammar, done at once on a cache hit. It fails with StructuredOutputError
+        (naming response_format) when the spec is invalid or its compile has not ended `timeout_s` from now.
+        Callers of one spec share one compile. Cancelling the future (the client left) stops the waiting; a compile
+        that nobody waits for any more is dropped if it has not started (one that runs ends and is cached)."""
+        waiter: Future[Any] = Future()
+        if so.compiled is not None:
+            waiter.set_result(so.compiled)
+            return waiter
+        try:
+            pool = self._ensure()
+        except StructuredOutputError as exc:
+            waiter.set_exception(exc)
+            return waiter
+        key = so.key
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                waiter.set_result(hit.compiled)
+                return waiter
+            inflight = self._inflight.get(key)
+            if inflight is None:  # one compile per spec at a time; later askers wait on the same one
+                self.misses += 1
+                inflight = self._inflight[key] = _Inflight({waiter})
+                inflight.job = pool.submit(lambda: self._compile_now(so))
+                inflight.job.add_done_callback(lambda job: self._done(key, so.kind, job))
+            else:
+                inflight.waiters.add(waiter)
+        if not waiter.done():
+            timer = self._timers.call_later(self.timeout_s, lambda: self._expire(waiter, so.kind))
+            waiter.add_done_callback(lambda w: (timer.cancel(), self._leave(key, w)))
+        return waiter
+
+    def _expire(self, waiter: Future[Any], kind: str) -> None:
+        # the compile goes on (or is dropped if it never started, see _leave); this caller is refused
+        _settle(
+            waiter,
+            StructuredOutputError(f"response_format: the {kind} took longer than {self.timeout_s:g} s to compile"),
+        )
+
+    def _leave(self, key: Key, waiter: Future[Any]) -> None:
+        with self._lock:
+            inflight = self._inflight.get(key)
+            if inflight is None:
+                return
+            inflight.waiters.discard(waiter)
+            if not inflight.waiters and inflight.job is not None:
+                inflight.job.cancel()  # only if still queued; then _done drops the entry
+
+    def _done(self, key: Key, kind: str, job: Future[Any]) -> None:
+        with self._lock:
+            inflight = self._inflight.pop(key, None)
+            waiters = list(inflight.waiters) if inflight is not None else []
+            if job.cancelled():
+                return
+            exc = job.exception()
+            if exc is None:
+                self._store(key, job.result())
+        if exc is None:
+            for w in waiters:
+                _settle(w, result=job.result())
+            return
+        if not isinstance(exc, StructuredOutputError):  # xgrammar raises RuntimeError / ValueError / InvalidJSONError
+            exc = StructuredOutputError(f"response_format: invalid {kind}: {_clean(str(exc))}")
+        for w in waiters:
+            _settle(w, exc)
+
+    def _store(self, key: Key, compiled: Any) -> None:  # under _lock
+        nbytes = int(compiled.memory_size_bytes) + len(key[1]) + sum(len(c) for c in key[2])
+        if nbytes > self._max_bytes:
+            return
+        self._cache[key] = _Entry(compiled, nbytes)
+        self._bytes += nbytes
+        self._trim()
+
+    def _trim(self) -> None:  # under _lock
+        while self._bytes > self._max_bytes and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._bytes -= old.nbytes
+
+    def bind(self, sampling: SamplingParams) -> SamplingParams:
+        """`sampling` with its grammar compiled (the same object when it asks for no structure)."""
+        so = sampling.structured
+        if so is None or so.compiled is not None:
+            return sampling
+        return bound(sampling, self.compile(so))
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __contains__(self, so: StructuredOutput) -> bool:
+        """Whether `so`'s grammar is cached (without touching its place in the LRU)."""
+        return so.key in self._cache
+
+    def waiting(self, so: StructuredOutput) -> int | None:
+        """Callers waiting for `so`'s compile; None when none is under way."""
+        with self._lock:
+            inflight = self._inflight.get(so.key)
+            return None if inflight is None else len(inflight.waiters)
+
+
+def bound(sampling: SamplingParams, compiled: Any) -> SamplingParams:
+    """`sampling` whose structured output carries `compiled`."""
+    assert sampling.structured is not None
+    return replace(sampling, structured=replace(sampling.structured, compiled=compiled))
+
+
+def _settle(waiter: Future[Any], exc: BaseException | None = None, result: Any = None) -> None:
+    """Completes `waiter` unless it is done already (expired, cancelled or settled by another path)."""
+    try:
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(result)
+    except InvalidStateError:
+        pass
