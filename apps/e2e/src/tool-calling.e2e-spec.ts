@@ -1,47 +1,32 @@
 /**
  * Tool (function) calling end to end with the real default model (SmolLM2-135M-Instruct, `--model smollm2`)
  * behind the real gateway: a named tool_choice and "required" return calls whose arguments validate against the
- * tool's parameters schema (guided decoding), a streamed call reassembles to the non-streamed one, a follow-up
- * turn with the assistant's tool_calls and the tool result is accepted, and a tool_choice naming an unknown
- * function or a parameters schema the worker cannot compile gets 400; gRPC Generate's `tools` with a named
+ * tool's parameters schema (guided decoding), a streamed call reassembles to the non-streamed one, a call cut by a
+ * stop string finishes with stop, a follow-up turn with the assistant's tool_calls and the tool result is rendered
+ * into the prompt and answered, and a tool_choice naming an unknown function, a parameters schema the worker
+ * cannot compile or one nested 10,000 levels deep gets 400; gRPC Generate's `tools` with a named
  * function streams the same call. Few, short, greedy requests: this spec runs in CI.
  */
 import { common } from '@inlaid/proto';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Harness, startHarness, waitFor } from './support/gateway-harness';
 import { generate, inferenceClient } from './support/grpc-clients';
-import { freePort } from './support/ports';
-import { startWorker, WorkerProcess } from './support/python-worker';
+import { SmolStack, startSmolStack, stopSmolStack } from './support/smollm2-stack';
 
 jest.setTimeout(240_000);
 
 const PREFIX = `e2e${randomBytes(4).toString('hex')}`;
-let root: string | undefined;
-let worker: WorkerProcess | undefined;
-let h: Harness | undefined;
+let stack: SmolStack | undefined;
 let url: string;
 let base: string;
 
 beforeAll(async () => {
-  root = mkdtempSync(join(tmpdir(), 'inlaid-e2e-tools-'));
-  const adaptersDir = join(root, 'no-adapters');
-  mkdirSync(adaptersDir);
   // The tools in the system message make prompts of about 300 tokens: a KV cache of 32 MiB holds 728 (fp32).
-  worker = await startWorker({ root, modelDir: 'smollm2', adaptersDir, adapters: [] }, await freePort(), 180_000, ['--kv-cache-bytes', String(32 << 20)]);
-  h = await startHarness({ WORKER_ADDRS: worker.addr, INLAID_ADAPTER_ROOT: adaptersDir, INLAID_DATA_DIR: join(root, 'data'), INLAID_QUEUE_PREFIX: PREFIX });
-  url = h.gateway.httpUrl;
-  await waitFor(async () => ((await fetch(`${url}/readyz`)).ok ? true : undefined), 30_000, 'readyz');
-  const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string; parent: string | null }> };
-  base = (models.data.find((m) => m.parent === null) as { id: string }).id;
+  stack = await startSmolStack('tools', PREFIX, ['--kv-cache-bytes', String(32 << 20)]);
+  ({ url, base } = stack);
 });
 
 afterAll(async () => {
-  await worker?.kill();
-  await h?.close();
-  if (root !== undefined) rmSync(root, { recursive: true, force: true });
+  await stopSmolStack(stack);
 });
 
 type Json = Record<string, any>;
@@ -90,16 +75,16 @@ async function stream(body: object): Promise<Json[]> {
 }
 
 describe('tool calling on chat completions', () => {
-  let call: Json | undefined;
+  const NAMED_REQUEST = { messages: MESSAGES, tools: TOOLS, tool_choice: NAMED, temperature: 0, max_tokens: 60 };
 
   it('named tool_choice: one call of that function, arguments valid for its schema, content null, finish tool_calls', async () => {
-    const { status, json } = await post({ model: base, messages: MESSAGES, tools: TOOLS, tool_choice: NAMED, temperature: 0, max_tokens: 60 });
+    const { status, json } = await post({ model: base, ...NAMED_REQUEST });
     expect(status).toBe(200);
     const choice = json['choices'][0] as Json;
     expect(choice.finish_reason).toBe('tool_calls');
     expect(choice.message.content).toBeNull();
     expect(choice.message.tool_calls).toHaveLength(1);
-    call = choice.message.tool_calls[0] as Json;
+    const call = choice.message.tool_calls[0] as Json;
     expect(call.id).toMatch(/^call_[0-9a-f]{24}$/);
     expect(call.type).toBe('function');
     expect(call.function.name).toBe('get_weather');
@@ -107,15 +92,29 @@ describe('tool calling on chat completions', () => {
   });
 
   it('streamed, the delta.tool_calls reassemble to the same call and the stream finishes with tool_calls', async () => {
-    const chunks = await stream({ model: base, messages: MESSAGES, tools: TOOLS, tool_choice: NAMED, temperature: 0, max_tokens: 60 });
+    const whole = await post({ model: base, ...NAMED_REQUEST });
+    expect(whole.status).toBe(200);
+    const call = whole.json['choices'][0].message.tool_calls[0] as Json;
+    const chunks = await stream({ model: base, ...NAMED_REQUEST });
     const choices = chunks.flatMap((c) => c['choices'] as Json[]);
     const deltas = choices.flatMap((c) => (c.delta?.tool_calls ?? []) as Json[]);
     expect(deltas[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather', arguments: '' } });
     expect(deltas[0].id).toMatch(/^call_[0-9a-f]{24}$/);
     expect(deltas.every((d) => d.index === 0)).toBe(true);
-    expect(deltas.map((d) => d.function.arguments).join('')).toBe(call?.function.arguments);
+    expect(deltas.map((d) => d.function.arguments).join('')).toBe(call.function.arguments);
     expect(choices.map((c) => c.delta?.content ?? '').join('')).toBe('');
     expect(choices[choices.length - 1].finish_reason).toBe('tool_calls');
+  });
+
+  it('a named call cut by a stop string finishes with stop (not tool_calls), its arguments incomplete', async () => {
+    // "unit" is a required key of get_weather's arguments, so the guided output always reaches it.
+    const { status, json } = await post({ model: base, ...NAMED_REQUEST, stop: ['"unit"'] });
+    expect(status).toBe(200);
+    const choice = json['choices'][0] as Json;
+    expect(choice.finish_reason).toBe('stop');
+    expect(choice.message.tool_calls).toHaveLength(1);
+    expect(choice.message.tool_calls[0].function.name).toBe('get_weather');
+    expect(() => JSON.parse(choice.message.tool_calls[0].function.arguments as string)).toThrow();
   });
 
   it('required without parallel calls: exactly one call of an offered function with valid arguments', async () => {
@@ -129,7 +128,7 @@ describe('tool calling on chat completions', () => {
     expect(validArguments(c.function.name, c.function.arguments)).toBe(true);
   });
 
-  it('a follow-up turn with the assistant tool_calls and the tool result is answered', async () => {
+  it('a follow-up turn with the assistant tool_calls and the tool result is answered, both rendered into the prompt', async () => {
     const made = { id: 'call_0123', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris", "unit": "celsius"}' } };
     const messages = [
       ...MESSAGES,
@@ -139,8 +138,12 @@ describe('tool calling on chat completions', () => {
     const { status, json } = await post({ model: base, messages, tools: TOOLS, temperature: 0, max_tokens: 16 });
     expect(status).toBe(200);
     const choice = json['choices'][0] as Json;
-    expect(['stop', 'length', 'tool_calls']).toContain(choice.finish_reason);
-    expect(json['usage'].prompt_tokens).toBeGreaterThan(50);
+    // 16 tokens cannot hold a whole <tool_call> block of these tools, so no tool_calls finish.
+    expect(['stop', 'length']).toContain(choice.finish_reason);
+    // The same request without the call and its result: the rendered <tool_call> and <tool_response> are the difference.
+    const first = await post({ model: base, messages: MESSAGES, tools: TOOLS, temperature: 0, max_tokens: 1 });
+    expect(first.status).toBe(200);
+    expect(json['usage'].prompt_tokens - first.json['usage'].prompt_tokens).toBeGreaterThanOrEqual(15);
   });
 
   it('tool_choice naming a function that is not offered, or a schema the worker cannot compile, gets 400', async () => {
@@ -153,11 +156,20 @@ describe('tool calling on chat completions', () => {
     expect(bad.status).toBe(400);
     expect(bad.json['error'].param).toBe('tools');
   });
+
+  it('10,000 levels of nested JSON in a parameters schema get 400 naming it, not a 500', async () => {
+    // JSON.stringify itself overflows at that depth: the body is written as text.
+    const tools = [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object', default: 'DEEP' } } }];
+    const body = JSON.stringify({ model: base, messages: MESSAGES, tools, max_tokens: 5 }).replace('"DEEP"', '['.repeat(10_000) + ']'.repeat(10_000));
+    const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as Json)['error'].param).toBe('tools[0].function.parameters');
+  });
 });
 
 describe('gRPC Generate', () => {
   it('tools with a named function: tool_calls deltas reassemble to a valid call, FINISH_REASON_TOOL_CALLS', async () => {
-    const client = inferenceClient((h as Harness).gateway.grpcAddr);
+    const client = inferenceClient((stack as SmolStack).h.gateway.grpcAddr);
     try {
       const functions = TOOLS.map((t) => ({ name: t.function.name, description: t.function.description, parameters: JSON.stringify(t.function.parameters) }));
       const out = await generate(client, {

@@ -7,6 +7,7 @@ import { GrpcToolStream, withGrpcTools } from './generate-tools';
 
 const PARAMS = JSON.stringify({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'] });
 const WEATHER: inference.ToolFunction = { name: 'get_weather', description: 'Weather', parameters: PARAMS };
+const DEEP = '['.repeat(10_000) + ']'.repeat(10_000);
 const USER: common.ChatMessage[] = [{ role: 'user', content: 'Weather in Paris?' }];
 
 function request(tools: Partial<inference.Tools> | undefined, messages: common.ChatMessage[] = USER): inference.GenerateRequest {
@@ -72,9 +73,28 @@ describe('withGrpcTools', () => {
     [request(undefined, [{ role: 'tool', content: 'x', toolCallId: 'nope' }]), 'messages[0].tool_call_id'],
     [request(undefined, [{ role: 'assistant', content: '', toolCalls: { calls: [{ id: 'c', name: '', arguments: '{}' }] } }]), 'messages[0].tool_calls.calls[0].name'],
     [{ ...request({}), messages: [], prompt: 'x' }, 'tools'],
+    [request({ functions: [{ ...WEATHER, parameters: `{"type": "object", "default": ${DEEP}}` }] }), 'tools.functions[0].parameters'],
+    [request(undefined, [{ role: 'assistant', content: '', toolCalls: { calls: [{ id: 'c', name: 'f', arguments: DEEP }] } }]), 'messages[0].tool_calls.calls[0].arguments'],
     [{ ...request({ choice: 'required' }), sampling: { maxTokens: 0, stop: [], stopTokenIds: [], ignoreEos: false, responseFormat: { $case: 'jsonObject', value: true } } }, 'tools.function'],
   ])('%#: INVALID_ARGUMENT naming %s', (req, param) => {
     expect(paramOf(req as inference.GenerateRequest)).toBe(param);
+  });
+});
+
+describe('tools errors name proto fields', () => {
+  it("the call schema's size bound names tools.functions", () => {
+    // Small enough as tools, too large once wrapped into the call schema of "required".
+    const parameters = JSON.stringify({ type: 'object', description: 'x'.repeat(65_536 - 150) });
+    const err = (() => {
+      try {
+        apply(request({ functions: [{ ...WEATHER, parameters }], choice: 'required' }));
+      } catch (e) {
+        return e as InlaidError;
+      }
+      throw new Error('expected INVALID_ARGUMENT');
+    })();
+    expect(err.message).toContain('call schema');
+    expect(err.details.param).toBe('tools.functions');
   });
 });
 
@@ -91,6 +111,15 @@ describe('GrpcToolStream', () => {
     const last = s.fields(delta('ty": "Paris"}}', 'stop'));
     expect([...first.toolCalls, ...last.toolCalls].map((c) => c.arguments).join('')).toBe('{"city": "Paris"}');
     expect(last.finishReason).toBe(common.FinishReason.FINISH_REASON_TOOL_CALLS);
+  });
+
+  it('a named call cut by a stop string keeps its deltas but not FINISH_REASON_TOOL_CALLS', () => {
+    const { plan } = apply(request({ function: 'get_weather' }));
+    const s = new GrpcToolStream(plan as NonNullable<typeof plan>);
+    s.fields(delta('{"name": "get_weather", "arguments": {"ci'));
+    const last = s.fields(delta('ty": "Pa', 'stop'));
+    expect(last.toolCalls.map((c) => c.arguments)).toEqual(['ty": "Pa']);
+    expect(last.finishReason).toBeUndefined();
   });
 
   it('auto without calls passes the text and leaves the finish reason alone', () => {

@@ -10,14 +10,14 @@ import { InlaidError } from '../common/inlaid-error';
 import type { GenerationDelta, GenerationInput } from '../generation/generation.types';
 import { checkPromptChars } from '../limits/input-bounds';
 import { toolCallParser } from '../openai/tool-calls';
-import type { ToolCallParser } from '../openai/tool-events';
+import { finishesWithToolCalls, type ToolCallParser } from '../openai/tool-events';
 import { parseTurnTools } from '../openai/tool-history';
 import { renderChat, type ChatTurn } from '../openai/tool-prompt';
 import { toolResponseFormat } from '../openai/tool-schema';
 import { parseToolPlan, type ToolPlan } from '../openai/tools';
 
 /** OpenAI parameter names (as the shared validators name them) to GenerateRequest's fields. */
-function protoParam(param: string | undefined): string | undefined {
+export function protoParam(param: string | undefined): string | undefined {
   if (param === undefined) return undefined;
   if (param === 'tool_choice') return 'tools.function';
   if (param === 'parallel_tool_calls') return 'tools.parallel_tool_calls';
@@ -83,7 +83,7 @@ export function withGrpcTools(req: inference.GenerateRequest, input: GenerationI
   const plan = req.tools === undefined ? undefined : planOf(req.tools);
   const messages = renderChat(turnsOf(req.messages), plan);
   checkPromptChars(messages.reduce((n, m) => n + m.content.length + m.role.length, 0), 'prompt');
-  const format = plan === undefined ? undefined : toolResponseFormat(plan);
+  const format = plan === undefined ? undefined : renamed(() => toolResponseFormat(plan));
   if (format !== undefined && input.sampling.responseFormat !== undefined) {
     throw InlaidError.invalid('"required" or a named tools.function cannot be combined with sampling.response_format.', 'tools.function');
   }
@@ -95,7 +95,7 @@ export function withGrpcTools(req: inference.GenerateRequest, input: GenerationI
 export interface ToolFields {
   text: string;
   toolCalls: inference.ToolCallDelta[];
-  /** Set on the last delta: FINISH_REASON_TOOL_CALLS when the choice made calls and stopped by itself. */
+  /** Set on the last delta: FINISH_REASON_TOOL_CALLS per finishesWithToolCalls (openai/tool-events.ts). */
   finishReason?: common.FinishReason;
 }
 
@@ -115,7 +115,7 @@ export class GrpcToolStream {
       if ('content' in e) out.text += e.content;
       else out.toolCalls.push({ index: e.call.index, id: e.call.id ?? '', name: e.call.function.name ?? '', arguments: e.call.function.arguments });
     }
-    if (d.finishReason === 'stop' && this.parser.calls > 0) out.finishReason = common.FinishReason.FINISH_REASON_TOOL_CALLS;
+    if (finishesWithToolCalls(this.parser, d.finishReason)) out.finishReason = common.FinishReason.FINISH_REASON_TOOL_CALLS;
     return out;
   }
 }

@@ -73,3 +73,35 @@ describe('inference Generate admission', () => {
     expect(admit).toHaveBeenCalledWith('Bearer k', 'inference', 1);
   });
 });
+
+describe('inference Generate refusals name proto fields', () => {
+  function refusing(err: InlaidError): GenerationService {
+    return { start: () => Promise.reject(err) } as unknown as GenerationService;
+  }
+
+  async function paramOf(err: InlaidError, req: inference.GenerateRequest): Promise<string[]> {
+    const admit = jest.fn().mockResolvedValue(() => undefined);
+    const handlers = inferenceHandlers(refusing(err), {} as WorkersService, { admit } as unknown as CallGate);
+    const { c, done } = call(req);
+    handlers.generate(stream(c));
+    const e = await done;
+    expect(e?.code).toBe(status.INVALID_ARGUMENT);
+    return e?.metadata.get('x-inlaid-param') as string[];
+  }
+
+  const worker = (param: string) => new InlaidError(status.INVALID_ARGUMENT, `${param}: refused`, { param });
+  const chat = (tools?: inference.Tools): inference.GenerateRequest => ({
+    ...request(1), prompt: '', messages: [{ role: 'user', content: 'hi' }], ...(tools !== undefined ? { tools } : {}),
+  });
+  const TOOLS: inference.Tools = { functions: [{ name: 'f', description: '', parameters: '' }], choice: 'required', function: '', parallelToolCalls: true };
+
+  it("a worker's refusal of the call schema names tools.functions", async () => {
+    expect(await paramOf(worker('response_format'), chat(TOOLS))).toEqual(['tools.functions']);
+  });
+
+  it("a worker's logit_bias or response_format refusal names the sampling field", async () => {
+    expect(await paramOf(worker('logit_bias'), request(1))).toEqual(['sampling.logit_bias']);
+    expect(await paramOf(worker('response_format'), request(1))).toEqual(['sampling.response_format']);
+    expect(await paramOf(worker('model'), request(1))).toEqual(['model']);
+  });
+});

@@ -7,9 +7,10 @@ import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
 import { toolsRefusal } from '../openai/tool-schema';
+import type { ToolPlan } from '../openai/tools';
 import { WorkersService } from '../workers/workers.service';
 import { choiceCount, toGenerationInput } from './generate-request';
-import { GrpcToolStream, withGrpcTools } from './generate-tools';
+import { GrpcToolStream, protoParam, withGrpcTools } from './generate-tools';
 import { checkDecoded } from './malformed';
 
 export function toServiceError(err: unknown): Partial<ServiceError> {
@@ -18,6 +19,21 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   if (e.details.param !== undefined) metadata.set('x-inlaid-param', e.details.param);
   if (e.details.retryAfterS !== undefined) metadata.set('retry-after', String(e.details.retryAfterS));
   return { code: e.status, details: e.message, message: e.message, metadata };
+}
+
+/** Parameters a worker's refusal names (common/inlaid-error.ts) to the client request's proto fields. */
+const WORKER_PARAMS = new Map([
+  ['logit_bias', 'sampling.logit_bias'],
+  ['response_format', 'sampling.response_format'],
+]);
+
+/** A refusal from starting the choices, naming the GenerateRequest field at fault (a call schema's: tools.functions). */
+export function grpcRefusal(err: unknown, plan: ToolPlan | undefined): unknown {
+  const e = plan === undefined ? err : toolsRefusal(err, plan);
+  if (!(e instanceof InlaidError) || e.details.param === undefined) return e;
+  const param = e.details.param;
+  const proto = WORKER_PARAMS.get(param) ?? protoParam(param);
+  return proto === param ? e : new InlaidError(e.status, e.message, { ...e.details, param: proto });
 }
 
 /** What the request counts for the key's limits: its n choices (1 for an invalid n, refused after admission). */
@@ -62,7 +78,7 @@ export function inferenceHandlers(
           const { input, plan } = withGrpcTools(call.request, toGenerationInput(call.request));
           const n = choiceCount(call.request);
           const choices = await startChoices(generation, input, n, left.signal).catch((err: unknown) => {
-            throw plan === undefined ? err : toolsRefusal(err, plan);
+            throw grpcRefusal(err, plan);
           });
           const tools = plan === undefined ? undefined : Array.from({ length: n }, () => new GrpcToolStream(plan));
           if (call.cancelled) choices.abort('client cancelled');

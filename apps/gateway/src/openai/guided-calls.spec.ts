@@ -67,6 +67,24 @@ describe('GuidedCallParser', () => {
     expect(p.calls).toBe(0);
   });
 
+  it('truncated while the JSON is unclosed (depth above 0 or inside a string), not once it closes', () => {
+    const p = parser('array');
+    expect(p.truncated).toBe(false);
+    p.push('[{"name": "get_weather", "arguments": {"city": "Pa');
+    expect(p.truncated).toBe(true);
+    p.push('ris"}}');
+    expect([p.calls, p.truncated]).toEqual([1, true]);
+    p.push(', {"name": "x", "arguments": {"a": "]}"');
+    expect(p.truncated).toBe(true);
+    p.push('}}] ');
+    expect([p.calls, p.truncated]).toEqual([2, false]);
+    const named = parser('object');
+    named.push('{"name": "get_weather", "arguments": {}');
+    expect(named.truncated).toBe(true);
+    named.push('}');
+    expect(named.truncated).toBe(false);
+  });
+
   it('output cut inside the arguments keeps the call with the arguments so far', () => {
     const { events } = run('object', '{"name": "get_weather", "arguments": {"city": "Pa', 3);
     expect(calls(events)).toEqual([{ id: 'call_0', name: 'get_weather', arguments: '{"city": "Pa' }]);

@@ -51,6 +51,10 @@ export class GuidedCallParser implements ToolCallParser {
     return this.opened;
   }
 
+  get truncated(): boolean {
+    return this.depth > 0 || this.inString;
+  }
+
   push(text: string): ToolEvent[] {
     const out: ToolEvent[] = [];
     this.text += text;

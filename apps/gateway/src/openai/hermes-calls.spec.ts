@@ -44,16 +44,46 @@ describe('HermesCallParser', () => {
       { call: { index: 1, id: 'call_1', type: 'function', function: { name: 'get_time', arguments: '' } } },
       { call: { index: 1, function: { arguments: '{}' } } },
     ]);
-    expect(contentOf(events)).toBe('Let me check.\n\n');
+    // The newlines next to the calls are dropped, as the non-streamed message's content has them (tool-calls.ts).
+    expect(contentOf(events)).toBe('Let me check.');
   });
 
-  it('text without calls passes through unchanged, a partial tag only held back until it is not one', () => {
+  it('text without calls passes through unchanged; a partial tag and trailing whitespace held back until text follows', () => {
     const p = parser();
-    expect(p.push('a <tool')).toEqual([{ content: 'a ' }]);
-    expect(p.push('s> b')).toEqual([{ content: '<tools> b' }]);
-    expect(p.push(' <')).toEqual([{ content: ' ' }]);
-    expect(p.finish()).toEqual([{ content: '<' }]);
+    expect(p.push('a <tool')).toEqual([{ content: 'a' }]);
+    expect(p.push('s> b')).toEqual([{ content: ' <tools> b' }]);
+    expect(p.push(' <')).toEqual([]);
+    expect(p.push('\n')).toEqual([{ content: ' <' }]);
+    expect(p.finish()).toEqual([{ content: '\n' }]);
     expect(p.calls).toBe(0);
+  });
+
+  it('whitespace next to a call is dropped; whitespace before later text is passed on with it', () => {
+    const p = parser();
+    expect(p.push('Sure.\n')).toEqual([{ content: 'Sure.' }]);
+    expect(p.push('<tool_call>{"name": "get_time"}</tool_call>\n')).toHaveLength(2);
+    expect(p.push('\n')).toEqual([]);
+    expect(p.push('Done.')).toEqual([{ content: '\n\nDone.' }]);
+    expect(p.push(' \n')).toEqual([]);
+    expect(p.finish()).toEqual([]);
+  });
+
+  it('a long block in one-character deltas is parsed when it closes, in linear time', () => {
+    const args = JSON.stringify({ q: 'x'.repeat(200_000) });
+    const text = `<tool_call>{"name": "get_weather", "arguments": ${args}}</tool_call> ok`;
+    const p = parser();
+    const events: ToolEvent[] = [];
+    const started = performance.now();
+    for (const c of text) events.push(...p.push(c));
+    const ms = performance.now() - started;
+    events.push(...p.finish());
+    expect(events.filter((e) => 'call' in e)).toEqual([
+      { call: { index: 0, id: 'call_0', type: 'function', function: { name: 'get_weather', arguments: '' } } },
+      { call: { index: 0, function: { arguments: args } } },
+    ]);
+    expect(contentOf(events)).toBe(' ok');
+    // Rescanning the whole block on every push took seconds here (quadratic); one pass takes well under 1 s.
+    expect(ms).toBeLessThan(1_500);
   });
 
   it('a block left open at the end still counts; a broken block stays content', () => {

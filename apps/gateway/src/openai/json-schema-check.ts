@@ -5,6 +5,7 @@
  * compile (xgrammar) still has the last word for `required` and named calls.
  */
 import { InlaidError } from '../common/inlaid-error';
+import { isObject } from './body-fields';
 
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
 /** Keywords whose value is one subschema. */
@@ -13,12 +14,8 @@ const ONE = ['additionalProperties', 'items', 'not', 'if', 'then', 'else', 'cont
 const LIST = ['anyOf', 'oneOf', 'allOf', 'prefixItems', 'items'];
 /** Keywords whose value maps names to subschemas. */
 const MAP = ['properties', 'patternProperties', '$defs', 'definitions', 'dependentSchemas'];
-/** Nesting bound: a deeper schema is refused rather than walked. */
+/** Nesting bound: a deeper schema is refused rather than walked (the JSON as a whole is bounded first: json-depth.ts). */
 export const MAX_SCHEMA_DEPTH = 64;
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function fail(param: string, path: string, why: string): never {
   throw InlaidError.invalid(`'${param}' is not a valid JSON Schema: ${path} ${why}.`, param);

@@ -5,6 +5,7 @@ import type { GenerationService } from '../generation/generation.service';
 import type { Generation, GenerationDelta, GenerationInput } from '../generation/generation.types';
 import { OpenAIResponder } from './openai-responder';
 import type { OpenAIRequest } from './request-validation';
+import type { ToolPlan } from './tools';
 
 const input: GenerationInput = {
   model: 'sql',
@@ -50,5 +51,54 @@ describe('OpenAIResponder usage', () => {
     expect(chat['usage']).toEqual({ prompt_tokens: 40, completion_tokens: 6, total_tokens: 46, prompt_tokens_details: { cached_tokens: 32 } });
     const cold = await body('completions', 2, [0, 32]);
     expect((cold['usage'] as Record<string, unknown>)['prompt_tokens_details']).toEqual({ cached_tokens: 0 });
+  });
+});
+
+describe('OpenAIResponder.collect with tools and n > 1', () => {
+  /** Choice i's output arrives as outputs[i].pieces, the last with outputs[i].finish. */
+  function scripted(outputs: Array<{ pieces: string[]; finish: GenerationDelta['finishReason'] }>): GenerationService {
+    let next = 0;
+    const start = (): Promise<Generation> => {
+      const { pieces, finish } = outputs[next++];
+      async function* deltas(): AsyncGenerator<GenerationDelta> {
+        for (const [i, text] of pieces.entries()) {
+          yield { text, tokenIds: [1], finishReason: i === pieces.length - 1 ? finish : null, promptTokens: 40, completionTokens: i + 1 };
+        }
+      }
+      return Promise.resolve({ id: 'chatcmpl-1', model: 'sql', promptTokens: 40, created: 1, deltas: deltas(), abort: () => undefined });
+    };
+    return { start } as unknown as GenerationService;
+  }
+
+  const TOOLS = [{ name: 'get_weather', parameters: { type: 'object' } }];
+
+  async function choices(tools: ToolPlan, outputs: Array<{ pieces: string[]; finish: GenerationDelta['finishReason'] }>) {
+    const res = Object.assign(new EventEmitter(), { destroyed: false, writableFinished: false, json: jest.fn() });
+    const req: OpenAIRequest = { input: { ...input, api: 'chat.completions' }, stream: false, includeUsage: false, n: outputs.length, tools };
+    await new OpenAIResponder(scripted(outputs)).respond('chat.completions', req, res as unknown as Response);
+    return (res.json.mock.calls[0][0] as { choices: Array<Record<string, any>> }).choices;
+  }
+
+  it('auto: each choice parsed on its own, by index', async () => {
+    const out = await choices({ tools: TOOLS, mode: 'auto', parallel: true }, [
+      { pieces: ['Sure.\n<tool_call>{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}</tool_call>'], finish: 'stop' },
+      { pieces: ['It is ', 'sunny.'], finish: 'stop' },
+    ]);
+    expect(out.map((c) => c['index'])).toEqual([0, 1]);
+    expect(out[0]['message']).toMatchObject({ content: 'Sure.', tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }] });
+    expect(out[0]['finish_reason']).toBe('tool_calls');
+    expect(out[1]).toMatchObject({ message: { content: 'It is sunny.' }, finish_reason: 'stop' });
+    expect(out[1]['message']['tool_calls']).toBeUndefined();
+  });
+
+  it('named: a choice cut by a stop string keeps its partial call but finishes with stop; max_tokens with length', async () => {
+    const out = await choices({ tools: TOOLS, mode: 'named', named: 'get_weather', parallel: true }, [
+      { pieces: ['{"name": "get_weather", ', '"arguments": {"city": "Rome"}}'], finish: 'stop' },
+      { pieces: ['{"name": "get_weather", ', '"arguments": {"ci'], finish: 'stop' },
+      { pieces: ['{"name": "get_weather", ', '"arguments": {"city": "Ro'], finish: 'length' },
+    ]);
+    expect(out.map((c) => c['finish_reason'])).toEqual(['tool_calls', 'stop', 'length']);
+    expect(out.map((c) => c['message']['tool_calls'][0].function.arguments)).toEqual(['{"city": "Rome"}', '{"ci', '{"city": "Ro']);
+    expect(new Set(out.map((c) => c['message']['tool_calls'][0].id)).size).toBe(3);
   });
 });

@@ -107,8 +107,8 @@ export class OpenAIResponder {
       acc.map((a, i) => {
         const lp = logprobs ? chatLogprobs(a.logprobs) : null;
         if (tools === undefined) return chatChoice(i, a.text, a.finish, lp);
-        const out = assembleToolOutput(toolCallParser(tools), a.text);
-        return chatChoice(i, out.content, a.finish, lp, out.toolCalls);
+        const out = assembleToolOutput(toolCallParser(tools), a.text, a.finish);
+        return chatChoice(i, out.content, a.finish, lp, out.toolCalls, out.toolCallsFinish);
       }),
       usage,
     );

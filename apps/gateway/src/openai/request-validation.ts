@@ -7,7 +7,8 @@ import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
-import { isObject, isPresent, parseResponseFormat } from './response-format';
+import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
+import { parseResponseFormat } from './response-format';
 import { parseTurnTools } from './tool-history';
 import { parseTokenControls } from './token-controls';
 import { renderChat, type ChatTurn } from './tool-prompt';
@@ -42,23 +43,6 @@ const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool'])
 function asObject(body: unknown): Body {
   if (!isObject(body)) throw InlaidError.invalid('The request body must be a JSON object.');
   return body;
-}
-
-function optNumber(body: Body, name: string, min: number, max: number, integer = false): number | undefined {
-  const v = body[name];
-  if (!isPresent(v)) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || (integer && !Number.isInteger(v))) {
-    throw InlaidError.invalid(`'${name}' must be ${integer ? 'an integer' : 'a number'}.`, name);
-  }
-  if (v < min || v > max) throw InlaidError.invalid(`'${name}' must be between ${min} and ${max}, got ${v}.`, name);
-  return v;
-}
-
-function optBoolean(body: Body, name: string): boolean | undefined {
-  const v = body[name];
-  if (!isPresent(v)) return undefined;
-  if (typeof v !== 'boolean') throw InlaidError.invalid(`'${name}' must be a boolean.`, name);
-  return v;
 }
 
 function parseModel(body: Body): string {

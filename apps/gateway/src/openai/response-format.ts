@@ -6,6 +6,8 @@
  */
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
+import { isObject, isPresent } from './body-fields';
+import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
 
 /** A schema (as JSON text), a regex, or all choices together; the worker has the same bound (MAX_SPEC_CHARS). */
 export const MAX_RESPONSE_FORMAT_CHARS = 65536;
@@ -15,16 +17,6 @@ export const MAX_GUIDED_CHOICES = 1024;
 export type ResponseFormat = common.SamplingParams['responseFormat'];
 
 type Body = Record<string, unknown>;
-
-/** Set: neither undefined nor JSON null. */
-export function isPresent(v: unknown): boolean {
-  return v !== undefined && v !== null;
-}
-
-/** A JSON object (not null, not an array). */
-export function isObject(v: unknown): v is Body {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function checkSize(chars: number, param: string): void {
   if (chars > MAX_RESPONSE_FORMAT_CHARS) {
@@ -42,6 +34,7 @@ function schemaText(schema: unknown, param: string): string {
     }
   }
   if (!isObject(value)) throw InlaidError.invalid(`'${param}' must be a JSON Schema object.`, param);
+  if (deeperThan(value, MAX_JSON_DEPTH)) throw InlaidError.invalid(`'${param}' nests deeper than ${MAX_JSON_DEPTH} levels.`, param);
   const text = JSON.stringify(value);
   checkSize(text.length, param);
   return text;

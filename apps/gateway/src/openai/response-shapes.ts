@@ -43,13 +43,13 @@ export function cachedTokensOf(perChoice: readonly number[], promptTokens: numbe
 }
 
 /**
- * OpenAI's stop, length, or tool_calls (a choice that made tool calls and stopped by itself); an aborted or
- * failed request never reaches a finished response.
+ * OpenAI's stop, length, or tool_calls when `toolCalls` (tool-events.ts finishesWithToolCalls decides it); an
+ * aborted or failed request never reaches a finished response.
  */
 export function openAIFinish(reason: FinishReason | null, toolCalls = false): OpenAIFinish {
   if (reason === null) return null;
-  if (reason === 'length') return 'length';
-  return toolCalls ? 'tool_calls' : 'stop';
+  if (toolCalls) return 'tool_calls';
+  return reason === 'length' ? 'length' : 'stop';
 }
 
 /** JSON has no -Infinity: like vLLM, a logprob below this (or -inf) is sent as this value. */
@@ -187,9 +187,10 @@ export function chatChoice(
   finish: FinishReason | null,
   logprobs: ChatLogprobs | null = null,
   toolCalls: ToolCall[] = [],
+  toolCallsFinish = false,
 ): ChatChoice {
   const message: ChatMessageOut = { role: 'assistant', content, refusal: null, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) };
-  return { index, message, logprobs, finish_reason: openAIFinish(finish, toolCalls.length > 0) };
+  return { index, message, logprobs, finish_reason: openAIFinish(finish, toolCallsFinish) };
 }
 
 export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: Usage) {

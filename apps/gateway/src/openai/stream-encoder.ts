@@ -11,7 +11,7 @@
  *
  * Tools (chat with `tools` offered): a choice's text goes through its ToolCallParser (tool-calls.ts); content
  * events go out as `delta.content`, calls as `delta.tool_calls` (an opening delta with index, id, type and name,
- * then argument fragments), and a choice that made calls and stopped by itself finishes with `tool_calls`.
+ * then argument fragments), and a choice finishes with `tool_calls` per finishesWithToolCalls (tool-events.ts).
  */
 import type { common } from '@inlaid/proto';
 import type { GenerationDelta } from '../generation/generation.types';
@@ -29,7 +29,7 @@ import {
 } from './response-shapes';
 import { SSE_DONE, sseEvent } from './sse';
 import { toolCallParser } from './tool-calls';
-import type { ToolCallParser, ToolEvent } from './tool-events';
+import { finishesWithToolCalls, type ToolCallParser, type ToolEvent } from './tool-events';
 import type { ToolPlan } from './tools';
 
 export type StreamKind = 'completions' | 'chat.completions';
@@ -115,7 +115,7 @@ export class StreamEncoder {
       sseEvent(chatChunk(this.meta, 'content' in e ? { content: e.content } : { tool_calls: [e.call] }, null, this.includeUsage, index, this.takeChatLogprobs(c))),
     );
     if (d.finishReason !== null) {
-      out.push(sseEvent(chatChunk(this.meta, {}, d.finishReason, this.includeUsage, index, this.takeChatLogprobs(c), parser.calls > 0)));
+      out.push(sseEvent(chatChunk(this.meta, {}, d.finishReason, this.includeUsage, index, this.takeChatLogprobs(c), finishesWithToolCalls(parser, d.finishReason))));
     }
     return out;
   }

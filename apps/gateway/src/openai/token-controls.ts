@@ -6,7 +6,7 @@
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { BOUNDS } from '../limits/input-bounds';
-import { isPresent } from './response-format';
+import { isPresent, optNumber } from './body-fields';
 
 /** OpenAI's limits: at most 300 entries, each bias in [-100, 100]. */
 export const MAX_LOGIT_BIAS_ENTRIES = 300;
@@ -49,22 +49,13 @@ function parseLogitBias(raw: unknown): common.LogitBias | undefined {
   return { bias };
 }
 
-function optNumber(body: Record<string, unknown>, name: string, max: number, integer: boolean): number | undefined {
-  const v = body[name];
-  if (!isPresent(v)) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < 0 || v > max) {
-    throw InlaidError.invalid(`'${name}' must be ${integer ? 'an integer' : 'a number'} between 0 and ${max}, got ${JSON.stringify(v)}.`, name);
-  }
-  return v;
-}
-
 /**
  * The three fields of an HTTP body; `maxTokens` is the request's max_tokens (0 = unset), which min_tokens may
  * not exceed. A value that turns a control off (min_p 0, min_tokens 0, an empty logit_bias) leaves it unset.
  */
 export function parseTokenControls(body: Record<string, unknown>, maxTokens: number, maxParam: string): TokenControls {
-  const minP = optNumber(body, 'min_p', 1, false);
-  const minTokens = optNumber(body, 'min_tokens', BOUNDS.maxTokens, true);
+  const minP = optNumber(body, 'min_p', 0, 1);
+  const minTokens = optNumber(body, 'min_tokens', 0, BOUNDS.maxTokens, true);
   if (minTokens !== undefined && maxTokens > 0 && minTokens > maxTokens) {
     throw InlaidError.invalid(`'min_tokens' (${minTokens}) must not exceed '${maxParam}' (${maxTokens}).`, 'min_tokens');
   }

@@ -9,7 +9,8 @@
 import { randomBytes } from 'node:crypto';
 import { GuidedCallParser } from './guided-calls';
 import { HermesCallParser } from './hermes-calls';
-import type { ToolCallParser } from './tool-events';
+import type { FinishReason } from '../generation/generation.types';
+import { finishesWithToolCalls, type ToolCallParser } from './tool-events';
 import type { ToolPlan } from './tools';
 
 /** A tool call of a response message, as OpenAI returns it. */
@@ -29,11 +30,19 @@ export function toolCallParser(plan: ToolPlan, newId: () => string = newCallId):
   return new GuidedCallParser(plan.mode === 'named' ? 'object' : 'array', newId);
 }
 
+/** A whole output's message, and whether it finishes with `tool_calls` (finishesWithToolCalls). */
+export interface ToolOutput {
+  content: string | null;
+  toolCalls: ToolCall[];
+  toolCallsFinish: boolean;
+}
+
 /**
- * A whole output's message: content and tool_calls from the parser's events. Without calls the content is
- * the text as the parser passed it; with calls, the text around them trimmed, or null when there is none.
+ * A whole output's message from the parser's events, exactly what its stream reassembles to: the content is
+ * the content events joined (the parser drops whitespace next to calls), null when there are calls and no
+ * content.
  */
-export function assembleToolOutput(parser: ToolCallParser, text: string): { content: string | null; toolCalls: ToolCall[] } {
+export function assembleToolOutput(parser: ToolCallParser, text: string, finish: FinishReason | null): ToolOutput {
   let content = '';
   const calls: ToolCall[] = [];
   for (const e of [...parser.push(text), ...parser.finish()]) {
@@ -45,7 +54,6 @@ export function assembleToolOutput(parser: ToolCallParser, text: string): { cont
     const call = calls[d.index] ?? (calls[d.index] = { id: d.id ?? '', type: 'function', function: { name: d.function.name ?? '', arguments: '' } });
     call.function.arguments += d.function.arguments;
   }
-  if (calls.length === 0) return { content, toolCalls: [] };
-  const trimmed = content.trim();
-  return { content: trimmed === '' ? null : trimmed, toolCalls: calls };
+  const toolCallsFinish = finishesWithToolCalls(parser, finish);
+  return { content: calls.length > 0 && content === '' ? null : content, toolCalls: calls, toolCallsFinish };
 }

@@ -3,6 +3,7 @@
  * content text, or a tool-call delta. Each call opens with a delta carrying its index, id, type and function
  * name (arguments ""), then deltas of argument fragments.
  */
+import type { FinishReason } from '../generation/generation.types';
 
 export interface ToolCallDelta {
   index: number;
@@ -19,6 +20,19 @@ export interface ToolCallParser {
   finish(): ToolEvent[];
   /** Calls opened so far. */
   readonly calls: number;
+  /**
+   * The output so far ends inside a call: guided JSON not yet closed (cut there by a stop string, a stop token
+   * or max_tokens, its arguments unparseable). A Hermes block left open still counts as a call (as in vLLM).
+   */
+  readonly truncated: boolean;
+}
+
+/**
+ * The one rule for finish_reason `tool_calls` (HTTP) / FINISH_REASON_TOOL_CALLS (gRPC): the choice made calls,
+ * none of them cut short, and it stopped by itself. Otherwise the worker's reason stands (stop or length).
+ */
+export function finishesWithToolCalls(parser: Pick<ToolCallParser, 'calls' | 'truncated'>, reason: FinishReason | null): boolean {
+  return reason === 'stop' && parser.calls > 0 && !parser.truncated;
 }
 
 /** The opening delta of call `index` and, when there are any, its arguments. */

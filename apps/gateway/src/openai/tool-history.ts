@@ -5,7 +5,8 @@
  * field, e.g. `messages[2].tool_call_id`.
  */
 import { InlaidError } from '../common/inlaid-error';
-import { isObject, isPresent } from './response-format';
+import { isObject, isPresent } from './body-fields';
+import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
 import type { HistoryCall } from './tool-prompt';
 
 type Body = Record<string, unknown>;
@@ -22,7 +23,19 @@ function parseCall(raw: unknown, param: string): HistoryCall {
   if (typeof fn['arguments'] !== 'string') {
     throw InlaidError.invalid(`'${param}.function.arguments' must be a string (the arguments as JSON).`, `${param}.function.arguments`);
   }
+  if (tooDeep(fn['arguments'])) {
+    throw InlaidError.invalid(`'${param}.function.arguments' nests deeper than ${MAX_JSON_DEPTH} levels.`, `${param}.function.arguments`);
+  }
   return { id: raw['id'], name: fn['name'], arguments: fn['arguments'] };
+}
+
+/** Arguments JSON nested deeper than MAX_JSON_DEPTH (the prompt re-serializes them recursively, tool-prompt.ts). */
+function tooDeep(text: string): boolean {
+  try {
+    return deeperThan(JSON.parse(text), MAX_JSON_DEPTH);
+  } catch {
+    return false; // not JSON: rendered as the text it is
+  }
 }
 
 /** Tool fields of message `i` (role already validated). `callIds` holds the ids of earlier calls; this adds its own. */

@@ -32,7 +32,11 @@ export interface ChatTurn {
   readonly toolCallId?: string;
 }
 
-/** JSON as Python's json.dumps writes it by default: ", " between items, ": " after keys, non-ASCII kept. */
+/**
+ * JSON as Python's json.dumps writes it by default: ", " between items, ": " after keys, non-ASCII kept.
+ * Recursive: its inputs (tool parameters, history arguments) are bounded by MAX_JSON_DEPTH at validation
+ * (tools.ts, tool-history.ts; json-depth.ts).
+ */
 export function pyJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(pyJson).join(', ')}]`;
   if (typeof value === 'object' && value !== null) {

@@ -22,11 +22,8 @@ export function callSchema(tool: ToolFunction): Record<string, unknown> {
 /** The schema of the output, or undefined for `auto` (free text, parsed afterwards). */
 export function toolSchema(plan: ToolPlan): Record<string, unknown> | undefined {
   if (plan.mode === 'auto') return undefined;
-  if (plan.mode === 'named') {
-    const tool = plan.tools.find((t) => t.name === plan.named);
-    if (tool === undefined) throw InlaidError.invalid(`'tool_choice' names the function '${plan.named}', which is not in 'tools'.`, 'tool_choice');
-    return callSchema(tool);
-  }
+  // parseToolPlan (tools.ts) refuses a tool_choice naming a function that is not in tools.
+  if (plan.mode === 'named') return callSchema(plan.tools.find((t) => t.name === plan.named) as ToolFunction);
   const calls = plan.tools.map(callSchema);
   return {
     type: 'array',

@@ -13,6 +13,7 @@ const WEATHER = {
 };
 const TIME = { type: 'function', function: { name: 'get_time' } };
 const USER = [{ role: 'user', content: 'Weather in Paris?' }];
+const tool = (parameters: Record<string, unknown>, name = 'f') => ({ type: 'function', function: { name, parameters } });
 
 function paramOf(fn: () => unknown): string {
   try {
@@ -49,6 +50,16 @@ describe('parseToolPlan', () => {
       mode: 'named',
       named: 'get_time',
     });
+  });
+
+  it('parameters without "type" get "type": "object" (other keywords kept), so arguments are always an object', () => {
+    const plan = parseToolPlan({ tools: [tool({}), tool({ properties: { a: { type: 'string' } }, required: ['a'] }, 'g')] });
+    expect(plan?.tools.map((t) => t.parameters)).toEqual([
+      { type: 'object' },
+      { type: 'object', properties: { a: { type: 'string' } }, required: ['a'] },
+    ]);
+    const named = parseChatRequest({ model: 'm', messages: USER, tools: [tool({})], tool_choice: { type: 'function', function: { name: 'f' } } });
+    expect(JSON.parse(named.input.sampling.responseFormat?.value as string).properties.arguments).toEqual({ type: 'object' });
   });
 
   it.each([

@@ -8,8 +8,10 @@
  * constrain the output with a JSON schema built from the tools (tool-schema.ts), so the output is always a call.
  */
 import { InlaidError } from '../common/inlaid-error';
+import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
 import { checkJsonSchema } from './json-schema-check';
-import { isObject, isPresent, MAX_RESPONSE_FORMAT_CHARS } from './response-format';
+import { isObject, isPresent } from './body-fields';
+import { MAX_RESPONSE_FORMAT_CHARS } from './response-format';
 
 /** OpenAI's limit on the tools of one request. */
 export const MAX_TOOLS = 128;
@@ -19,7 +21,11 @@ export const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 export interface ToolFunction {
   readonly name: string;
   readonly description?: string;
-  /** The parameters' JSON Schema (an object schema with no properties when the tool has none). */
+  /**
+   * The parameters' JSON Schema: always `"type": "object"` (added when the client left `type` out, so the
+   * guided arguments of a required / named call are an object, not any JSON value); an object schema with no
+   * properties when the tool has none.
+   */
   readonly parameters: Record<string, unknown>;
 }
 
@@ -38,6 +44,17 @@ export interface ToolPlan {
 type Body = Record<string, unknown>;
 
 const NO_PARAMETERS: Record<string, unknown> = { type: 'object', properties: {} };
+
+/** JSON nested deeper than MAX_JSON_DEPTH (json-depth.ts): refused before anything walks or serializes it. */
+function tooDeep(param: string): never {
+  throw InlaidError.invalid(`'${param}' nests deeper than ${MAX_JSON_DEPTH} levels.`, param);
+}
+
+/** The validated parameters (or none) as an object schema: `"type": "object"` first when it was left out. */
+function objectSchema(parameters: unknown): Record<string, unknown> {
+  if (!isObject(parameters)) return NO_PARAMETERS;
+  return parameters['type'] === 'object' ? parameters : Object.assign({ type: 'object' }, parameters, { type: 'object' });
+}
 
 function parseTool(raw: unknown, i: number): ToolFunction {
   const param = `tools[${i}]`;
@@ -59,6 +76,8 @@ function parseTool(raw: unknown, i: number): ToolFunction {
   if (isObject(parameters) && isPresent(parameters['type']) && parameters['type'] !== 'object') {
     throw InlaidError.invalid(`'${param}.function.parameters' must describe an object ("type": "object").`, `${param}.function.parameters`);
   }
+  if (deeperThan(parameters, MAX_JSON_DEPTH)) tooDeep(`${param}.function.parameters`);
+  if (deeperThan(raw, MAX_JSON_DEPTH + 2)) tooDeep(param);
   if (isObject(parameters)) checkJsonSchema(parameters, `${param}.function.parameters`);
   if (isPresent(fn['strict']) && typeof fn['strict'] !== 'boolean') {
     throw InlaidError.invalid(`'${param}.function.strict' must be a boolean.`, `${param}.function.strict`);
@@ -66,7 +85,7 @@ function parseTool(raw: unknown, i: number): ToolFunction {
   return {
     name,
     ...(typeof description === 'string' ? { description } : {}),
-    parameters: isObject(parameters) ? parameters : NO_PARAMETERS,
+    parameters: objectSchema(parameters),
   };
 }
 
