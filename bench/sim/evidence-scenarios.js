@@ -74,6 +74,10 @@ const SETS = {
     },
     { ...cpuMeasured, rates: 'auto', ablation: { tasks: 100, load: 1.25 } },
   ],
+  /** The CPU scenario of the h200 set alone, with a chosen CPU calibration (e.g. a refit): --set cpu --model FILE. */
+  cpu: (model = cpuMeasured.model) => [
+    { ...cpuMeasured, model, name: `CPU cost model, MEASURED (${model}), the real worker's 512 KV blocks`, rates: 'auto', ablation: { tasks: 100, load: 1.25 } },
+  ],
 };
 
 function scenarioSet(name, model) {

@@ -6,7 +6,8 @@
  * high-load point per scenario. Writes bench/results/sim-evidence-<date>[-tag].{md,json}; figures come from
  * bench/sim/evidence-figures.js.
  * Usage: npx tsc -b libs/sim && node bench/sim/evidence.js [--duration 300] [--quick] [--tag name]
- *        [--set default|h200] [--model h200-measured.json]   (scenario sets: bench/sim/evidence-scenarios.js)
+ *        [--set default|h200|cpu] [--model FILE]   (scenario sets: bench/sim/evidence-scenarios.js; --model: the
+ *        H200 calibration of --set h200, the CPU calibration of --set cpu)
  * Single-threaded; uses the compiled libraries (libs/workload/dist, libs/sim/dist).
  */
 'use strict';

@@ -6,6 +6,7 @@
  * decode rows, adapters, KV; libs/sim/src/step-terms.ts), which shows why a policy's throughput differs. Several seeds.
  * Usage: npx tsc -b libs/sim && node bench/sim/loss-analysis.js --scenario full|scarce|cpu --tasks 100 --load 1.5
  *        [--seeds 1,2,3] [--duration 300] [--variants 'inlaid;fifo;fcfs-maxloras'] [--json]
+ *        [--model cpu-tiny-measured-s7.json --sat-rate R]   (the scenario with another calibration and its saturated rate)
  * Variants: the four policies, or inlaid:<json of inlaid options>, e.g. 'inlaid:{"srtf":false}'.
  */
 'use strict';
@@ -14,8 +15,9 @@ const { simulate } = require('../../libs/sim/dist');
 const { loadModel, LOAD_SCENARIOS: SCENARIOS, inlaidVariant } = require('./common');
 
 const flags = parseFlags(process.argv.slice(2), ['json']);
-const sc = SCENARIOS[flags.get('scenario') ?? 'full'];
-if (sc === undefined) throw new Error(`--scenario must be one of ${Object.keys(SCENARIOS).join(', ')}`);
+const sc0 = SCENARIOS[flags.get('scenario') ?? 'full'];
+if (sc0 === undefined) throw new Error(`--scenario must be one of ${Object.keys(SCENARIOS).join(', ')}`);
+const sc = flags.has('model') ? { ...sc0, model: flags.get('model'), satRate: numberFlag(flags, 'sat-rate') } : sc0;
 const tasks = numberFlag(flags, 'tasks', 100);
 const load = numberFlag(flags, 'load', 1.5);
 const duration = numberFlag(flags, 'duration', 300);

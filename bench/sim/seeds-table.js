@@ -3,7 +3,7 @@
  * Summarizes variant-sweep.js rows (from one or more JSON files, e.g. an earlier study and a new one on the same
  * traces) as Markdown: per variant and scenario the goal count and mean SLO, the worst throughput against the better
  * baseline, and the points each variant misses. No simulation.
- * Usage: node bench/sim/seeds-table.js rows.json [more.json ...] [--variants a,b,c] [--misses b]
+ * Usage: node bench/sim/seeds-table.js rows.json [more.json ...] [--variants a,b,c] [--misses b] [--scenarios cpu]
  * A file is a variant-sweep --out array, or an object with a `rows` array (the committed sim-evidence-*-seeds.json).
  */
 'use strict';
@@ -16,9 +16,10 @@ const opt = (name) => {
 };
 const wanted = opt('variants')?.split(',');
 const missesOf = opt('misses')?.split(',') ?? [];
+const onlyScenarios = opt('scenarios')?.split(',');
 const rows = args.flatMap((f) => {
   const d = JSON.parse(fs.readFileSync(f, 'utf8'));
-  return Array.isArray(d) ? d : d.rows;
+  return (Array.isArray(d) ? d : d.rows).filter((r) => onlyScenarios === undefined || onlyScenarios.includes(r.scenario));
 });
 const variants = wanted ?? [...new Set(rows.map((r) => r.variant))];
 const scenarios = [...new Set(rows.map((r) => r.scenario))];

@@ -7,13 +7,15 @@
  * Usage: npx tsc -b libs/sim && nice node bench/sim/variant-sweep.js --variants 'name={"triage":true};...'
  *        [--scenarios full,scarce] [--tasks 10,100,1000] [--loads 1,1.25,1.5,1.75,2] [--seeds 1,2,3]
  *        [--duration 300] [--cache /tmp/variant-sweep-cache.json] [--out rows.json]
+ *        [--cpu-model cpu-tiny-measured-s7.json --cpu-sat-rate R]   (the cpu scenario with another calibration and
+ *        its saturated rate; the cache keys of such runs carry the model's name)
  * A variant is name=JSON of inlaid options (an optional "top" object sets top-level scheduler options).
  */
 'use strict';
 const fs = require('node:fs');
 const { generateTrace, syntheticProfiles, parseFlags, numberFlag } = require('../../libs/workload/dist');
 const { simulate } = require('../../libs/sim/dist');
-const { loadModel, LOAD_SCENARIOS: SCENARIOS, inlaidVariant } = require('./common');
+const { loadModel, LOAD_SCENARIOS, inlaidVariant } = require('./common');
 const BASELINES = { fifo: { policy: 'fifo' }, 'fcfs-maxloras': { policy: 'fcfs-maxloras', maxLoras: 4 } };
 
 const flags = parseFlags(process.argv.slice(2), []);
@@ -23,6 +25,10 @@ const tasksList = list('tasks', '10,100,1000').map(Number);
 const loads = list('loads', '1,1.25,1.5,1.75,2').map(Number);
 const seeds = list('seeds', '1,2,3').map(Number);
 const duration = numberFlag(flags, 'duration', 300);
+const cpuModel = flags.get('cpu-model');
+const SCENARIOS = cpuModel === undefined ? LOAD_SCENARIOS : { ...LOAD_SCENARIOS, cpu: { ...LOAD_SCENARIOS.cpu, model: cpuModel, satRate: numberFlag(flags, 'cpu-sat-rate', NaN) } };
+if (Number.isNaN(SCENARIOS.cpu.satRate)) throw new Error('--cpu-model needs --cpu-sat-rate (the saturated rate of fifo, 100 tasks, on that model)');
+const cacheTag = (scName) => (scName === 'cpu' && cpuModel !== undefined ? `${scName}@${cpuModel}` : scName);
 const cachePath = flags.get('cache') ?? '/tmp/variant-sweep-cache.json';
 const variants = (flags.get('variants') ?? 'inlaid={}').split(';').map((v) => {
   const i = v.indexOf('=');
@@ -51,7 +57,7 @@ for (const scName of scenarios) {
         const trace = generateTrace(syntheticProfiles(tasks, 1, SCENARIOS[scName].profiles), { rate, cv: 2, alpha: 1, durationS: duration, seed });
         const b = {};
         for (const [name, s] of Object.entries(BASELINES)) {
-          const key = `${scName}|${tasks}|${rate}|${seed}|${duration}|${name}`;
+          const key = `${cacheTag(scName)}|${tasks}|${rate}|${seed}|${duration}|${name}`;
           cache[key] ??= run(scName, trace, s);
           b[name] = cache[key];
         }
