@@ -9,6 +9,7 @@ import { ServiceError, status } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { BaseOnlyStack, startBaseOnlyStack, stopBaseOnlyStack } from './support/base-only-stack';
 import { generate, inferenceClient } from './support/grpc-clients';
+import { postSse } from './support/sse';
 
 jest.setTimeout(120_000);
 
@@ -35,17 +36,11 @@ async function post(path: string, body: object): Promise<{ status: number; json:
   return { status: res.status, json: (await res.json()) as Json };
 }
 
-/** The JSON chunks of an SSE stream and whether it ended with exactly one [DONE]. */
+/** The JSON chunks of an SSE stream and how many [DONE] events it held. */
 async function stream(path: string, body: object): Promise<{ chunks: Json[]; dones: number }> {
-  const res = await fetch(`${url}/v1/${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
-  });
-  expect(res.status).toBe(200);
-  const events = (await res.text()).split('\n\n').filter((e) => e !== '');
-  const data = events.map((e) => e.replace(/^data: /, ''));
-  return { chunks: data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d) as Json), dones: data.filter((d) => d === '[DONE]').length };
+  const answer = await postSse(url, path, body);
+  expect(answer.status).toBe(200);
+  return answer;
 }
 
 const GREEDY = { temperature: 0, max_tokens: 8, ignore_eos: true };

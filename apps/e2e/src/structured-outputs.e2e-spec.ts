@@ -8,6 +8,7 @@ import { ServiceError, status } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { generate, inferenceClient } from './support/grpc-clients';
 import { SmolStack, startSmolStack, stopSmolStack } from './support/smollm2-stack';
+import { postSse } from './support/sse';
 
 jest.setTimeout(240_000);
 
@@ -47,18 +48,10 @@ async function post(path: string, body: object): Promise<{ status: number; json:
 }
 
 async function stream(path: string, body: object): Promise<Json[]> {
-  const res = await fetch(`${url}/v1/${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
-  });
-  expect(res.status).toBe(200);
-  const data = (await res.text())
-    .split('\n\n')
-    .filter((e) => e !== '')
-    .map((e) => e.replace(/^data: /, ''));
-  expect(data[data.length - 1]).toBe('[DONE]');
-  return data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d) as Json);
+  const answer = await postSse(url, path, body);
+  expect(answer.status).toBe(200);
+  expect(answer.endsWithDone).toBe(true);
+  return answer.chunks;
 }
 
 describe('response_format on chat completions', () => {

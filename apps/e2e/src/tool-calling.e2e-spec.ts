@@ -11,6 +11,7 @@ import { common } from '@inlaid/proto';
 import { randomBytes } from 'node:crypto';
 import { generate, inferenceClient } from './support/grpc-clients';
 import { SmolStack, startSmolStack, stopSmolStack } from './support/smollm2-stack';
+import { postSse } from './support/sse';
 
 jest.setTimeout(240_000);
 
@@ -60,18 +61,10 @@ async function post(body: object): Promise<{ status: number; json: Json }> {
 }
 
 async function stream(body: object): Promise<Json[]> {
-  const res = await fetch(`${url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
-  });
-  expect(res.status).toBe(200);
-  const data = (await res.text())
-    .split('\n\n')
-    .filter((e) => e !== '')
-    .map((e) => e.replace(/^data: /, ''));
-  expect(data[data.length - 1]).toBe('[DONE]');
-  return data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d) as Json);
+  const answer = await postSse(url, 'chat/completions', body);
+  expect(answer.status).toBe(200);
+  expect(answer.endsWithDone).toBe(true);
+  return answer.chunks;
 }
 
 describe('tool calling on chat completions', () => {

@@ -2,30 +2,18 @@
  * Deeply nested JSON (10,000 levels, ~20 KB) at every entry point that walks or re-serializes a client's JSON:
  * a 400 naming the field, never V8's RangeError (an HTTP 500). JSON.parse itself takes any depth.
  */
-import { status } from '@grpc/grpc-js';
 import type { inference } from '@inlaid/proto';
-import { InlaidError } from '../common/inlaid-error';
 import { toGenerationInput } from '../grpc-api/generate-request';
 import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
 import { parseHermesCall } from './hermes-calls';
 import { parseChatRequest, parseCompletionRequest } from './request-validation';
 import { parseToolPlan } from './tools';
+import { paramOf } from '../testing/invalid-param';
 
 const LEVELS = 10_000;
 const DEEP_TEXT = '['.repeat(LEVELS) + ']'.repeat(LEVELS);
 const DEEP = JSON.parse(DEEP_TEXT) as unknown;
 const USER = [{ role: 'user', content: 'hi' }];
-
-function paramOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(InlaidError);
-    expect((err as InlaidError).status).toBe(status.INVALID_ARGUMENT);
-    return (err as InlaidError).details.param ?? '<none>';
-  }
-  throw new Error('expected a validation error');
-}
 
 const tool = (fn: Record<string, unknown>) => ({ type: 'function', function: { name: 'f', ...fn } });
 

@@ -1,17 +1,5 @@
-import { status } from '@grpc/grpc-js';
-import { InlaidError } from '../common/inlaid-error';
 import { parseChatRequest, parseCompletionRequest } from './request-validation';
-
-function paramOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(InlaidError);
-    expect((err as InlaidError).status).toBe(status.INVALID_ARGUMENT);
-    return (err as InlaidError).details.param ?? '<none>';
-  }
-  throw new Error('expected a validation error');
-}
+import { paramOf } from '../testing/invalid-param';
 
 describe('parseCompletionRequest', () => {
   it('maps OpenAI fields onto sampling params', () => {

@@ -1,7 +1,6 @@
-import { status } from '@grpc/grpc-js';
-import { InlaidError } from '../common/inlaid-error';
 import { parseChatRequest } from './request-validation';
 import { parseToolPlan } from './tools';
+import { paramOf } from '../testing/invalid-param';
 
 const WEATHER = {
   type: 'function',
@@ -14,17 +13,6 @@ const WEATHER = {
 const TIME = { type: 'function', function: { name: 'get_time' } };
 const USER = [{ role: 'user', content: 'Weather in Paris?' }];
 const tool = (parameters: Record<string, unknown>, name = 'f') => ({ type: 'function', function: { name, parameters } });
-
-function paramOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(InlaidError);
-    expect((err as InlaidError).status).toBe(status.INVALID_ARGUMENT);
-    return (err as InlaidError).details.param ?? '<none>';
-  }
-  throw new Error('expected a validation error');
-}
 
 describe('parseToolPlan', () => {
   it('defaults to auto with parallel calls when tools are given', () => {
