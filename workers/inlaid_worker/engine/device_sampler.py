@@ -7,7 +7,9 @@ rows' token histories (a count matrix built by one scatter), then one argmax for
 sampled rows temperature, min-p (restrict_logits: x - max(x) < ln(min_p)), top-k, the top-p nucleus
 (restrict_logits: the smallest set of most likely tokens whose mass reaches top_p, the first token always kept,
 with every token tied with its least likely one, so the set does not depend on how the sort orders ties), softmax
-and the inverse-CDF draw. Each sampled row's one uniform number comes from its own CPU generator, as sampler.draw
+and the inverse-CDF draw; the sampled rows in chunks of rows_per_chunk(vocab) (their full-vocabulary temporaries
+stay under SCRATCH_BYTES whatever the batch), top-k on the rows that set one and the nucleus (a sort) on the rows
+with top_p < 1 only. Each sampled row's one uniform number comes from its own CPU generator, as sampler.draw
 takes it, so a request's tokens depend only on its own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on
 the GPU the same up to float rounding (a draw within rounding of a CDF step, or a nucleus edge). The engine uses
 it for GPU logits; for CPU logits it keeps sample_rows, as fast or faster there (bench/results/sampling-2026-11-30-*).
@@ -21,6 +23,7 @@ only after the batch ran, so they reuse the uniform the batch drew for them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +45,16 @@ if TYPE_CHECKING:
     from inlaid_worker.engine.structured import GrammarState
 
 NEG_INF = float("-inf")
+# the sampled rows' full-vocabulary temporaries (scaled logits, masks, probabilities, the top-p sort's values and
+# ids, the float64 CDF) are made for at most this many bytes' worth of rows at a time: peak scratch does not grow
+# with the batch (about 1.5 MB a row at a 32k vocabulary: 43 rows a chunk; 10 at 128k)
+SCRATCH_BYTES = 64 << 20
+SCRATCH_BYTES_PER_TOKEN = 48  # an upper bound of the above, alive at once, per row and vocabulary entry
+
+
+def rows_per_chunk(vocab: int) -> int:
+    """How many sampled rows one chunk of the batch's sampling takes (>= 1)."""
+    return max(1, SCRATCH_BYTES // (SCRATCH_BYTES_PER_TOKEN * max(1, vocab)))
 
 
 def nucleus_strategy(device: torch.device) -> str:
@@ -169,38 +182,65 @@ class _Batch:
         if penalized:
             overflow[self._tensor(penalized, torch.long)] = pen_overflow
         if sampled:
-            every = len(sampled) == r
-            rows = [self.params[j] for j in sampled]
-            ks = [p.top_k if 0 < p.top_k < self.vocab else self.vocab for p in rows]
-            per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
-                                   + [uniforms[j] for j in sampled] + ([] if every else sampled), torch.float64)  # fmt: skip
-            n = len(sampled)
-            temperature, top_p = per_row[:n, None].float(), per_row[n : 2 * n, None].float()
-            k, u = per_row[2 * n : 3 * n].long(), per_row[3 * n : 4 * n]
-            idx = None if every else per_row[4 * n :].long()
+            tokens = self._sampled(x, sampled, uniforms, tokens, overflow)
+        packed = torch.stack([tokens, overflow.long()]).cpu()  # one copy (and the step's one sync)
+        token_list, flags = packed[0].tolist(), packed[1].tolist()
+        overflowed = [j for j in range(r) if flags[j]]
+        return _Result(token_list, self._logprobs(tokens, token_list), overflowed, uniforms)
+
+    def _sampled(
+        self, x: torch.Tensor, sampled: list[int], uniforms: dict[int, float], tokens: torch.Tensor,
+        overflow: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """tokens with the sampled rows' draws written in (overflow updated in place), in chunks of at most
+        rows_per_chunk(vocab) rows, so the full-vocabulary scratch stays under SCRATCH_BYTES whatever the batch."""
+        r, n, v = int(tokens.shape[0]), len(sampled), self.vocab
+        rows = [self.params[j] for j in sampled]
+        ks = [p.top_k if 0 < p.top_k < v else v for p in rows]
+        # every per-row number in one copy: temperature, top_p, k, the uniform, the row's index in the batch
+        per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
+                               + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
+        step = rows_per_chunk(v)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            c = rows[a:b]
+            temperature, top_p = per_row[a:b, None].float(), per_row[n + a : n + b, None].float()
+            k, u = per_row[2 * n + a : 2 * n + b].long(), per_row[3 * n + a : 3 * n + b]
+            whole = b - a == r  # every row of the batch, in one chunk
+            idx = None if whole else per_row[4 * n + a : 4 * n + b].long()
             scaled = (x if idx is None else x[idx]) / temperature
             hot = torch.isposinf(scaled).any(dim=-1)
             if idx is None:
                 overflow |= hot
             else:
                 overflow[idx] |= hot
-            if max(p.min_p for p in rows) > 0.0:  # ln(min_p) per row (-inf: off)
-                cut = self._tensor([math.log(p.min_p) if p.min_p > 0.0 else NEG_INF for p in rows], torch.float32)
+            if max(p.min_p for p in c) > 0.0:  # ln(min_p) per row (-inf: off)
+                cut = self._tensor([math.log(p.min_p) if p.min_p > 0.0 else NEG_INF for p in c], torch.float32)
                 scaled = scaled.masked_fill(scaled - scaled.amax(dim=-1, keepdim=True) < cut[:, None], NEG_INF)
-            if min(ks) < self.vocab:
-                scaled = self._top_k(scaled, k, max(kk for kk in ks if kk < self.vocab))
-            if min(p.top_p for p in rows) < 1.0:
-                scaled = self._top_p(scaled, top_p)
+            some = [m for m in range(b - a) if ks[a + m] < v]  # top-k rows of the chunk
+            if some:
+                scaled = self._rows(scaled, some, lambda y, s: self._top_k(y, k[s], max(ks[a + m] for m in some)))
+            some = [m for m in range(b - a) if c[m].top_p < 1.0]  # top-p rows: only they are sorted
+            if some:
+                scaled = self._rows(scaled, some, lambda y, s: self._top_p(y, top_p[s]))
             cdf = torch.softmax(scaled, dim=-1).double().cumsum(dim=-1)  # = cumsum(dtype=float64), 4x faster on CPU
-            drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(self.vocab - 1)
+            del scaled
+            drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(v - 1)
+            del cdf
             if idx is None:
                 tokens = drawn
             else:
                 tokens[idx] = drawn
-        packed = torch.stack([tokens, overflow.long()]).cpu()  # one copy (and the step's one sync)
-        token_list, flags = packed[0].tolist(), packed[1].tolist()
-        overflowed = [j for j in range(r) if flags[j]]
-        return _Result(token_list, self._logprobs(tokens, token_list), overflowed, uniforms)
+        return tokens
+
+    def _rows(
+        self, x: torch.Tensor, some: list[int], fn: Callable[[torch.Tensor, torch.Tensor | slice], torch.Tensor]
+    ) -> torch.Tensor:
+        """fn applied to rows `some` of x only (fn(rows, their selector)); x itself when `some` is every row."""
+        if len(some) == x.shape[0]:
+            return fn(x, slice(None))
+        s = self._tensor(some, torch.long)
+        return x.index_copy(0, s, fn(x[s], s))
 
     def _adjusted(self) -> torch.Tensor:
         """The logits with the rows that set a logit_bias or have a min_tokens ban replaced (sampler.adjust_row:
@@ -282,8 +322,8 @@ class _Batch:
         return x.masked_fill(x < kth, NEG_INF)
 
     def _top_p(self, x: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-        """restrict_logits's nucleus for every row (top_p 1: all tokens): the most likely tokens until their mass
-        reaches top_p, and the tokens tied with the last of them."""
+        """restrict_logits's nucleus for each row of x (top_p 1: all tokens; _sampled passes only rows with top_p < 1):
+        the most likely tokens until their mass reaches top_p, and the tokens tied with the last of them."""
         probs = torch.softmax(x, dim=-1)
         if self.nucleus == "sort":
             vals = torch.sort(probs, dim=-1, descending=True).values

@@ -186,3 +186,24 @@ def near_a_rounding_edge(case: Case, row: int, tol: float = 1e-4) -> bool:
 
 def subset(out: SamplerOutput, rows: list[int]) -> SamplerOutput:
     return SamplerOutput([out.tokens[i] for i in rows], [out.logprobs[i] for i in rows])
+
+
+def mixed_case(seed: int, rows: int, vocab: int) -> Case:
+    """Sampled rows in a fixed cycle: top_p < 1, top_p 1, top_k, top_k and top_p, min-p, greedy (every sixth), with
+    logprobs on some; logits normal or spiky, fp16 values."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.stack([random_row(rng, vocab, gen) for _ in range(rows)]).half().float()
+    cycle = [
+        {"top_p": 0.9},
+        {"top_p": 1.0},
+        {"top_k": 40},
+        {"top_k": 200, "top_p": 0.5},
+        {"min_p": 0.05, "logprobs": 2},
+        {"temperature": 0.0, "logprobs": 1},
+    ]
+    params = []
+    for i in range(rows):
+        kw: dict = {"temperature": 0.8, "seed": seed * 1000 + i} | cycle[i % len(cycle)]
+        params.append(SamplingParams(**kw))
+    return Case(logits, params, [None] * rows, [p.seed or 0 for p in params])
