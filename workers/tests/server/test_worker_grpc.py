@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import pytest
 from factories import make_random_adapter, make_tiny_llama
-from inlaid_worker.config import WorkerConfig
-from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from inlaid_worker.server.app import RunningWorker, build_engine, serve
+from grpc_worker import serving
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
+from inlaid_worker.server.app import RunningWorker
 
 FINISH = common_pb2.FinishReason
 
@@ -29,12 +29,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Runn
     make_random_adapter(root / "extra", model, rank=2, alpha=2, targets=["k_proj"], seed=3)
     other = make_tiny_llama(root / "other" / "model", hidden=32, seed=5)  # same base name, other shapes
     make_random_adapter(root / "misfit", other, rank=2, alpha=2, targets=["q_proj"], seed=4)
-    cfg = WorkerConfig(model=str(model), adapters_dir=str(adapters), port=0, kv_cache_bytes=4 << 20)
-    running = serve(cfg, build_engine(cfg, model), model)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    yield worker_pb2_grpc.WorkerStub(channel), running, root
-    channel.close()
-    running.stop(grace=1)
+    with serving(model, adapters_dir=str(adapters), kv_cache_bytes=4 << 20) as (stub, running):
+        yield stub, running, root
 
 
 class Stream:
@@ -124,9 +120,7 @@ def test_session_streams_two_adapters_at_once(worker: Any) -> None:
         if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
             finished[d.request_id] = d
     assert len(got["a"]) == len(got["b"]) == 12 and got["a"] != got["b"]
-    assert (
-        finished["a"].finish_reason == FINISH.FINISH_REASON_LENGTH and finished["a"].completion_tokens == 12
-    )
+    assert finished["a"].finish_reason == FINISH.FINISH_REASON_LENGTH and finished["a"].completion_tokens == 12
     assert finished["a"].prompt_tokens == len(prompt)
     first = {r: order.index(r) for r in "ab"}
     last = {r: len(order) - 1 - order[::-1].index(r) for r in "ab"}
@@ -290,9 +284,7 @@ def test_resumed_output_tokens_count_as_output_for_frequency_penalty(worker: Any
 
     def resumed(rid: str, k: int) -> list[int]:
         s = Stream(stub)
-        params = common_pb2.SamplingParams(
-            max_tokens=8, ignore_eos=True, temperature=0, frequency_penalty=2.0
-        )
+        params = common_pb2.SamplingParams(max_tokens=8, ignore_eos=True, temperature=0, frequency_penalty=2.0)
         admit = worker_pb2.Admit(
             request_id=rid, model="task-a", prompt_token_ids=prompt, sampling=params, resumed_output_tokens=k
         )

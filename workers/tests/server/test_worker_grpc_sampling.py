@@ -10,10 +10,9 @@ from typing import Any
 import grpc
 import pytest
 from factories import make_tiny_llama
-from inlaid_worker.config import WorkerConfig
+from grpc_worker import serving
 from inlaid_worker.engine.sampling_params import SamplingError
-from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from inlaid_worker.server.app import build_engine, serve
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from inlaid_worker.server.convert import sampling_from_proto
 
 FINISH = common_pb2.FinishReason
@@ -23,12 +22,8 @@ VOCAB = 320
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     model = make_tiny_llama(tmp_path_factory.mktemp("grpc-sampling") / "model", vocab=VOCAB)
-    cfg = WorkerConfig(model=str(model), port=0, kv_cache_bytes=1 << 20)
-    running = serve(cfg, build_engine(cfg, model), model)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    yield worker_pb2_grpc.WorkerStub(channel)
-    channel.close()
-    running.stop(grace=1)
+    with serving(model, kv_cache_bytes=1 << 20) as (stub, _):
+        yield stub
 
 
 def sampling(**kw: Any) -> common_pb2.SamplingParams:

@@ -12,9 +12,8 @@ from typing import Any
 import grpc
 import pytest
 from factories import make_tiny_llama
-from inlaid_worker.config import WorkerConfig
-from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from inlaid_worker.server.app import build_engine, serve
+from grpc_worker import serving
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 
 pytest.importorskip("xgrammar")
 
@@ -35,12 +34,8 @@ SCHEMA = json.dumps(
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     model = make_tiny_llama(tmp_path_factory.mktemp("grpc-structured") / "model", max_positions=1024)
-    cfg = WorkerConfig(model=str(model), port=0, kv_cache_bytes=4 << 20)
-    running = serve(cfg, build_engine(cfg, model), model)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    yield worker_pb2_grpc.WorkerStub(channel)
-    channel.close()
-    running.stop(grace=1)
+    with serving(model, kv_cache_bytes=4 << 20) as (stub, _):
+        yield stub
 
 
 def session(stub: Any, admits: list[worker_pb2.Admit]) -> dict[str, list[Any]]:
