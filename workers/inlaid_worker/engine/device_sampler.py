@@ -236,11 +236,12 @@ class _Batch:
     def _rows(
         self, x: torch.Tensor, some: list[int], fn: Callable[[torch.Tensor, torch.Tensor | slice], torch.Tensor]
     ) -> torch.Tensor:
-        """fn applied to rows `some` of x only (fn(rows, their selector)); x itself when `some` is every row."""
+        """fn applied to rows `some` of x only (fn(rows, their selector)), written into x (a chunk's own scratch, never
+        the caller's logits); fn's result when `some` is every row."""
         if len(some) == x.shape[0]:
             return fn(x, slice(None))
         s = self._tensor(some, torch.long)
-        return x.index_copy(0, s, fn(x[s], s))
+        return x.index_copy_(0, s, fn(x[s], s))
 
     def _adjusted(self) -> torch.Tensor:
         """The logits with the rows that set a logit_bias or have a min_tokens ban replaced (sampler.adjust_row:
