@@ -120,11 +120,13 @@ export class HermesCallParser implements ToolCallParser {
   }
 
   private content(out: ToolEvent[], text: string): void {
-    if (text === '') return;
-    const all = this.space + text;
-    const kept = all.trimEnd();
-    this.space = all.slice(kept.length);
-    if (kept !== '') out.push({ content: kept });
+    const kept = text.trimEnd();
+    if (kept === '') {
+      this.space += text; // held: scanning only the new text keeps a long whitespace run linear
+      return;
+    }
+    out.push({ content: this.space + kept });
+    this.space = text.slice(kept.length);
   }
 
   private emitBlock(out: ToolEvent[], body: string, raw: string): void {
