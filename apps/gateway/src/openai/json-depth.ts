@@ -2,8 +2,9 @@
  * The nesting depth of a client's JSON (pure). JSON.parse takes any depth, but JSON.stringify and every
  * recursive walk (tool-prompt.ts pyJson, json-schema-check.ts) overflow V8's stack at a few thousand levels
  * (~10 KB of `[[[...]]]`): a RangeError, an HTTP 500. Entry points check values with deeperThan first and
- * refuse deeper ones as 400 naming the field.
+ * refuse deeper ones as 400 naming the field (checkDepth).
  */
+import { InlaidError } from '../common/inlaid-error';
 
 /**
  * Levels of arrays / objects a request's JSON value may nest. A schema within json-schema-check's 64 schema
@@ -27,4 +28,10 @@ export function deeperThan(value: unknown, limit: number): boolean {
     }
   }
   return false;
+}
+
+/** Refuses `value` (400 / INVALID_ARGUMENT naming `param`) when it nests more than `limit` levels; `shown` is the
+ * limit the message states (a value holding a checked field may be allowed that field's levels plus its own). */
+export function checkDepth(value: unknown, param: string, limit = MAX_JSON_DEPTH, shown = limit): void {
+  if (deeperThan(value, limit)) throw InlaidError.invalid(`'${param}' nests deeper than ${shown} levels.`, param);
 }

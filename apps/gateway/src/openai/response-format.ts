@@ -7,7 +7,7 @@
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { isObject, isPresent } from './body-fields';
-import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
+import { checkDepth } from './json-depth';
 
 /** A schema (as JSON text), a regex, or all choices together; the worker has the same bound (MAX_SPEC_CHARS). */
 export const MAX_RESPONSE_FORMAT_CHARS = 65536;
@@ -34,7 +34,7 @@ function schemaText(schema: unknown, param: string): string {
     }
   }
   if (!isObject(value)) throw InlaidError.invalid(`'${param}' must be a JSON Schema object.`, param);
-  if (deeperThan(value, MAX_JSON_DEPTH)) throw InlaidError.invalid(`'${param}' nests deeper than ${MAX_JSON_DEPTH} levels.`, param);
+  checkDepth(value, param);
   const text = JSON.stringify(value);
   checkSize(text.length, param);
   return text;

@@ -6,7 +6,7 @@
  */
 import { InlaidError } from '../common/inlaid-error';
 import { isObject, isPresent } from './body-fields';
-import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
+import { checkDepth } from './json-depth';
 import type { HistoryCall } from './tool-prompt';
 
 type Body = Record<string, unknown>;
@@ -23,18 +23,17 @@ function parseCall(raw: unknown, param: string): HistoryCall {
   if (typeof fn['arguments'] !== 'string') {
     throw InlaidError.invalid(`'${param}.function.arguments' must be a string (the arguments as JSON).`, `${param}.function.arguments`);
   }
-  if (tooDeep(fn['arguments'])) {
-    throw InlaidError.invalid(`'${param}.function.arguments' nests deeper than ${MAX_JSON_DEPTH} levels.`, `${param}.function.arguments`);
-  }
+  checkDepth(parsedOrText(fn['arguments']), `${param}.function.arguments`);
   return { id: raw['id'], name: fn['name'], arguments: fn['arguments'] };
 }
 
-/** Arguments JSON nested deeper than MAX_JSON_DEPTH (the prompt re-serializes them recursively, tool-prompt.ts). */
-function tooDeep(text: string): boolean {
+/** The arguments as JSON (the prompt re-serializes them recursively, tool-prompt.ts), or the text when they are
+ * not JSON (rendered as the text it is). */
+function parsedOrText(text: string): unknown {
   try {
-    return deeperThan(JSON.parse(text), MAX_JSON_DEPTH);
+    return JSON.parse(text);
   } catch {
-    return false; // not JSON: rendered as the text it is
+    return text;
   }
 }
 

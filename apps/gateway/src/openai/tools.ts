@@ -8,7 +8,7 @@
  * constrain the output with a JSON schema built from the tools (tool-schema.ts), so the output is always a call.
  */
 import { InlaidError } from '../common/inlaid-error';
-import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
+import { checkDepth, MAX_JSON_DEPTH } from './json-depth';
 import { checkJsonSchema } from './json-schema-check';
 import { isObject, isPresent } from './body-fields';
 import { MAX_RESPONSE_FORMAT_CHARS } from './response-format';
@@ -45,10 +45,6 @@ type Body = Record<string, unknown>;
 
 const NO_PARAMETERS: Record<string, unknown> = { type: 'object', properties: {} };
 
-/** JSON nested deeper than MAX_JSON_DEPTH (json-depth.ts): refused before anything walks or serializes it. */
-function tooDeep(param: string): never {
-  throw InlaidError.invalid(`'${param}' nests deeper than ${MAX_JSON_DEPTH} levels.`, param);
-}
 
 /** The validated parameters (or none) as an object schema: `"type": "object"` first when it was left out. */
 function objectSchema(parameters: unknown): Record<string, unknown> {
@@ -76,8 +72,8 @@ function parseTool(raw: unknown, i: number): ToolFunction {
   if (isObject(parameters) && isPresent(parameters['type']) && parameters['type'] !== 'object') {
     throw InlaidError.invalid(`'${param}.function.parameters' must describe an object ("type": "object").`, `${param}.function.parameters`);
   }
-  if (deeperThan(parameters, MAX_JSON_DEPTH)) tooDeep(`${param}.function.parameters`);
-  if (deeperThan(raw, MAX_JSON_DEPTH + 2)) tooDeep(param);
+  checkDepth(parameters, `${param}.function.parameters`); // before anything walks or serializes it
+  checkDepth(raw, param, MAX_JSON_DEPTH + 2, MAX_JSON_DEPTH); // its other fields (raw holds parameters 2 levels down)
   if (isObject(parameters)) checkJsonSchema(parameters, `${param}.function.parameters`);
   if (isPresent(fn['strict']) && typeof fn['strict'] !== 'boolean') {
     throw InlaidError.invalid(`'${param}.function.strict' must be a boolean.`, `${param}.function.strict`);
