@@ -20,9 +20,7 @@ let base: string;
 
 beforeAll(async () => {
   stack = await startBaseOnlyStack(PREFIX);
-  url = stack.h.gateway.httpUrl;
-  const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string; parent: string | null }> };
-  base = (models.data.find((m) => m.parent === null) as { id: string }).id;
+  ({ url, base } = stack);
 });
 
 afterAll(async () => {

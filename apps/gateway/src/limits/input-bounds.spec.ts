@@ -1,14 +1,5 @@
-import { InlaidError } from '../common/inlaid-error';
+import { paramOf } from '../testing/invalid-param';
 import { BOUNDS, checkModelId, checkStops, validateTaskName } from './input-bounds';
-
-function paramOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return (err as InlaidError).details.param;
-  }
-  return 'accepted';
-}
 
 describe('input bounds', () => {
   it.each(['sql', 'poet-2', 'a_b', '0x'])('accepts task name %p', (name) => {
@@ -20,14 +11,14 @@ describe('input bounds', () => {
   });
 
   it('bounds model ids', () => {
-    expect(paramOf(() => checkModelId('HuggingFaceTB/SmolLM2-135M-Instruct'))).toBe('accepted');
+    expect(() => checkModelId('HuggingFaceTB/SmolLM2-135M-Instruct')).not.toThrow();
     expect(paramOf(() => checkModelId('x'.repeat(BOUNDS.modelChars + 1)))).toBe('model');
     expect(paramOf(() => checkModelId('a b'))).toBe('model');
     expect(paramOf(() => checkModelId('\u0000'))).toBe('model');
   });
 
   it('bounds stop lists and stop token ids', () => {
-    expect(paramOf(() => checkStops(['a', 'b'], [1, 2], 'stop'))).toBe('accepted');
+    expect(() => checkStops(['a', 'b'], [1, 2], 'stop')).not.toThrow();
     expect(paramOf(() => checkStops(['a', 'b', 'c', 'd', 'e'], [], 'stop'))).toBe('stop');
     expect(paramOf(() => checkStops(['x'.repeat(BOUNDS.stopChars + 1)], [], 'stop'))).toBe('stop');
     expect(paramOf(() => checkStops([], new Array(BOUNDS.stopTokenIds + 1).fill(1), 'stop'))).toBe('stop_token_ids');

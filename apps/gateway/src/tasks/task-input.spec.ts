@@ -1,21 +1,12 @@
 import { mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InlaidError } from '../common/inlaid-error';
+import { paramOf } from '../testing/invalid-param';
 import { isUnder, resolveAdapterPath } from './adapter-location';
 import { checkCalibration } from './calibration';
 import { parseCreateTask } from './task-input';
 
 const JSON_BODY = { adapter: false, calibration: false };
-
-function paramOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return (err as InlaidError).details.param;
-  }
-  return 'no error';
-}
 
 describe('parseCreateTask', () => {
   it('accepts a full request', () => {
