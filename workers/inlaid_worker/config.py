@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
+TOOL_CALL_PARSERS = ("auto", "hermes", "llama3_json", "mistral")  # engine/tool_template.py PARSERS, and auto
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,7 @@ class WorkerConfig:
     checkpoint_store: str | None = None  # where re-quantized versions go (default <checkpoint>-versions)
     prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes already computed (engine/prefix_cache.py)
     grammar_cache_bytes: int = 256 << 20  # structured outputs: compiled grammars kept (LRU by their memory size)
+    tool_call_parser: str = "auto"  # tool calls: auto (from the chat template) or hermes / llama3_json / mistral
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -61,6 +63,10 @@ class WorkerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.tool_call_parser not in TOOL_CALL_PARSERS:
+            raise ConfigError(
+                f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSERS)}, got {self.tool_call_parser!r}"
+            )
         if self.adapters_dir is not None and not os.path.isdir(self.adapters_dir):
             raise ConfigError(f"--adapters-dir {self.adapters_dir!r} is not a directory")
 
@@ -101,6 +107,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(default("GRAMMAR_CACHE_BYTES", str(256 << 20)) or 0),
         help="bytes of compiled grammars (structured outputs) kept, least recently used dropped first",
     )
+    p.add_argument(
+        "--tool-call-parser",
+        choices=TOOL_CALL_PARSERS,
+        default=default("TOOL_CALL_PARSER", "auto"),
+        help="format of the model's tool calls; auto: read from the chat template (hermes when it has no tool support)",
+    )
     return p
 
 
@@ -128,6 +140,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         tls_client_ca=ns.tls_client_ca,
         prefix_caching=_on_off("--prefix-caching", ns.prefix_caching),
         grammar_cache_bytes=ns.grammar_cache_bytes,
+        tool_call_parser=ns.tool_call_parser,
     )
 
 

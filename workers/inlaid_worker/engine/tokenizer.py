@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from inlaid_worker.engine.detokenizer import decode
+from inlaid_worker.engine.tool_template import HERMES_FALLBACK, ToolSupport, detect_tool_support
 
 
 class PromptError(ValueError):
@@ -20,6 +21,15 @@ class PromptTokenizer:
         self._lock = (
             threading.Lock()
         )  # encoding may touch the Rust tokenizer's settings; gRPC threads share it
+        # Tool calling (engine/tool_template.py): detected from the chat template; the server applies
+        # --tool-call-parser over it at start-up.
+        self.tool_support: ToolSupport = self._detect_tools()
+
+    def _detect_tools(self) -> ToolSupport:
+        try:
+            return detect_tool_support(self.hf)
+        except Exception:  # an odd tokenizer (or a test double): the gateway's Hermes rendering
+            return HERMES_FALLBACK
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> PromptTokenizer:
@@ -34,13 +44,26 @@ class PromptTokenizer:
             raise PromptError("the prompt is empty")
         return ids
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def encode_chat(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """`tools` and messages with tool_calls / tool_call_id go to the template only when it renders them itself."""
         if not messages:
             raise PromptError("messages must not be empty")
         if not getattr(self.hf, "chat_template", None):
             raise PromptError("this model's tokenizer has no chat template")
+        tool_fields = tools is not None or any("tool_calls" in m or "tool_call_id" in m for m in messages)
+        if tool_fields and not self.tool_support.native:
+            raise PromptError("this model's chat template does not render tools (the gateway renders them as text)")
         with self._lock:
-            text = self.hf.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            try:
+                text = self.hf.apply_chat_template(
+                    list(messages), tools=tools, add_generation_prompt=True, tokenize=False
+                )
+            except Exception as exc:
+                if not tool_fields:
+                    raise
+                # e.g. a template's raise_exception on a conversation it does not accept (Llama 3.1: one call
+                # per assistant message; Mistral: 9-character call ids)
+                raise PromptError(f"the chat template refused the tool-call conversation: {exc}") from exc
             # The template already holds every special token; don't let the tokenizer add a BOS again.
             return list(self.hf(text, add_special_tokens=False)["input_ids"])
 

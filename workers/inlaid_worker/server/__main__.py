@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"inlaid worker: {exc}", file=sys.stderr)
         return 2
-    engine = build_engine(cfg, model_dir)
+    try:
+        engine = build_engine(cfg, model_dir)
+    except ConfigError as exc:  # e.g. a --tool-call-parser the chat template cannot serve
+        print(f"inlaid worker: {exc}", file=sys.stderr)
+        return 2
     # the model, tokenizer and adapters live as long as the process: keep them out of every later collection
     # (a full collection over them paused steps for 1.1-1.8 ms, 0.1-0.2 ms after a freeze: host-overhead-2026-11-30.md)
     gc.collect()

@@ -13,6 +13,7 @@ import grpc
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.factory import EngineOptions, adapter_dirs, create_engine, read_adapter
+from inlaid_worker.engine.tool_template import detect_tool_support
 from inlaid_worker.gen.inlaid.v1 import worker_pb2_grpc
 from inlaid_worker.lora.adapter import AdapterError
 from inlaid_worker.onboard.setup import onboarding_servicer
@@ -46,6 +47,9 @@ def build_engine(cfg: WorkerConfig, model_dir: Path) -> LLMEngine:
     )
     engine = create_engine(model_dir, options)
     engine.grammars.max_bytes = cfg.grammar_cache_bytes
+    engine.tokenizer.tool_support = detect_tool_support(engine.tokenizer.hf, cfg.tool_call_parser)
+    tools = engine.tokenizer.tool_support
+    log.info("tool calls: %s parser, %s", tools.parser, "chat template" if tools.native else "Hermes prompt (gateway)")
     if cfg.adapters_dir:
         for name, path in adapter_dirs(cfg.adapters_dir).items():
             try:

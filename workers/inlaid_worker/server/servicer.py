@@ -23,6 +23,7 @@ from inlaid_worker.engine.engine import LLMEngine, RequestError
 from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
+from inlaid_worker.engine.tool_template import chat_messages, parse_tools
 from inlaid_worker.gen.inlaid.v1 import worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
@@ -67,6 +68,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         if request.messages and request.prompt:
             raise PromptError("give either prompt or messages, not both")
         if request.messages:
+            if request.tools or tok.tool_support.native:
+                try:
+                    tools = parse_tools(request.tools)
+                except ValueError as exc:
+                    raise PromptError(str(exc)) from exc
+                mistral = tok.tool_support.parser == "mistral"
+                return tok.encode_chat(chat_messages(request.messages, short_ids=mistral), tools)
             return tok.encode_chat([{"role": m.role, "content": m.content} for m in request.messages])
         if not request.prompt:
             raise PromptError("prompt or messages is required")
@@ -130,6 +138,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             models=[card_to_proto(c) for c in self.engine.adapters.cards],
             max_model_len=self.engine.limits.max_model_len,
             state=state_to_proto(self.loop.latest_state, self.worker_id),
+            tool_call_parser=self.engine.tokenizer.tool_support.parser,
+            native_tools=self.engine.tokenizer.tool_support.native,
         )
 
     def LoadAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:

@@ -76,7 +76,7 @@ export class GenerationService {
       tried.add(conn.addr);
       try {
         return await conn.prepare(
-          { model: input.model, prompt: input.prompt, messages: [...input.messages], sampling: input.sampling },
+          { model: input.model, prompt: input.prompt, messages: [...input.messages], sampling: input.sampling, tools: input.tools ?? '' },
           PREPARE_TIMEOUT_MS,
         );
       } catch (err) {

@@ -9,6 +9,8 @@ export interface GenerationInput {
   readonly prompt: string;
   /** Chat messages (the worker applies the tokenizer's chat template). */
   readonly messages: readonly common.ChatMessage[];
+  /** Tools the model's chat template renders itself: PrepareRequest.tools (openai/tool-prompt.ts nativeTools). */
+  readonly tools?: string;
   readonly sampling: common.SamplingParams;
   readonly api: Api;
   /** Caller-chosen id (gRPC); generated when absent. */

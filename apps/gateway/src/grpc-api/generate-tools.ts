@@ -12,7 +12,8 @@ import { checkPromptChars } from '../limits/input-bounds';
 import { toolCallParser } from '../openai/tool-calls';
 import { finishesWithToolCalls, type ToolCallParser } from '../openai/tool-events';
 import { parseTurnTools } from '../openai/tool-history';
-import { renderChat, type ChatTurn } from '../openai/tool-prompt';
+import { HERMES_FALLBACK, type ToolSupport } from '../openai/tool-format';
+import { nativeTools, renderChat, type ChatTurn } from '../openai/tool-prompt';
 import { toolResponseFormat } from '../openai/tool-schema';
 import { parseToolPlan, type ToolPlan } from '../openai/tools';
 
@@ -55,13 +56,13 @@ function toolChoice(tools: inference.Tools): unknown {
   return tools.choice;
 }
 
-function planOf(tools: inference.Tools): ToolPlan | undefined {
+function planOf(tools: inference.Tools, support: ToolSupport): ToolPlan | undefined {
   const body = {
     tools: tools.functions.map((f, i) => ({ type: 'function', function: { name: f.name, description: f.description || undefined, parameters: parameters(f, i) } })),
     tool_choice: toolChoice(tools),
     parallel_tool_calls: tools.parallelToolCalls,
   };
-  return renamed(() => parseToolPlan(body));
+  return renamed(() => parseToolPlan(body, support));
 }
 
 function turnsOf(messages: readonly common.ChatMessage[]): ChatTurn[] {
@@ -75,20 +76,30 @@ function turnsOf(messages: readonly common.ChatMessage[]): ChatTurn[] {
   });
 }
 
-/** The request with its tools applied, and the plan its output is parsed with (undefined: plain text). */
-export function withGrpcTools(req: inference.GenerateRequest, input: GenerationInput): { input: GenerationInput; plan?: ToolPlan } {
+/**
+ * The request with its tools applied, and the plan its output is parsed with (undefined: plain text).
+ * `supportOf`: the served model's tool support (openai/tool-format.ts), asked only when tools are involved.
+ */
+export function withGrpcTools(
+  req: inference.GenerateRequest,
+  input: GenerationInput,
+  supportOf: () => ToolSupport = () => HERMES_FALLBACK,
+): { input: GenerationInput; plan?: ToolPlan } {
   const history = req.messages.some((m) => m.toolCalls !== undefined || m.toolCallId !== undefined);
   if (req.tools === undefined && !history) return { input };
   if (req.messages.length === 0) throw InlaidError.invalid('tools need messages (chat), not a prompt.', 'tools');
-  const plan = req.tools === undefined ? undefined : planOf(req.tools);
-  const messages = renderChat(turnsOf(req.messages), plan);
-  checkPromptChars(messages.reduce((n, m) => n + m.content.length + m.role.length, 0), 'prompt');
+  const support = supportOf();
+  const plan = req.tools === undefined ? undefined : planOf(req.tools, support);
+  const messages = renderChat(turnsOf(req.messages), plan, support);
+  const tools = nativeTools(plan, support);
+  const calls = messages.reduce((n, m) => n + (m.toolCalls?.calls.reduce((k, c) => k + c.name.length + c.arguments.length, 0) ?? 0), 0);
+  checkPromptChars(messages.reduce((n, m) => n + m.content.length + m.role.length, 0) + calls + tools.length, 'prompt');
   const format = plan === undefined ? undefined : renamed(() => toolResponseFormat(plan));
   if (format !== undefined && input.sampling.responseFormat !== undefined) {
     throw InlaidError.invalid('"required" or a named tools.function cannot be combined with sampling.response_format.', 'tools.function');
   }
   const sampling = format === undefined ? input.sampling : { ...input.sampling, responseFormat: format };
-  return { input: { ...input, messages, sampling }, ...(plan !== undefined ? { plan } : {}) };
+  return { input: { ...input, messages, sampling, ...(tools !== '' ? { tools } : {}) }, ...(plan !== undefined ? { plan } : {}) };
 }
 
 /** The fields of a GenerateResponse that tool calling changes. */

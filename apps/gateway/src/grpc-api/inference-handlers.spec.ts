@@ -8,6 +8,7 @@ import { InlaidError } from '../common/inlaid-error';
 import type { GenerationService } from '../generation/generation.service';
 import type { Generation, GenerationDelta } from '../generation/generation.types';
 import type { WorkersService } from '../workers/workers.service';
+import { HERMES_FALLBACK } from '../openai/tool-format';
 import { inferenceHandlers } from './inference-handlers';
 
 const request = (n: number): inference.GenerateRequest => ({
@@ -81,7 +82,8 @@ describe('inference Generate refusals name proto fields', () => {
 
   async function paramOf(err: InlaidError, req: inference.GenerateRequest): Promise<string[]> {
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers(refusing(err), {} as WorkersService, { admit } as unknown as CallGate);
+    const workers = { toolSupport: () => HERMES_FALLBACK } as unknown as WorkersService;
+    const handlers = inferenceHandlers(refusing(err), workers, { admit } as unknown as CallGate);
     const { c, done } = call(req);
     handlers.generate(stream(c));
     const e = await done;

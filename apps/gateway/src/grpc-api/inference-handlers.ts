@@ -75,7 +75,7 @@ export function inferenceHandlers(
           release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
           const left = new AbortController();
           call.on('cancelled', () => left.abort());
-          const { input, plan } = withGrpcTools(call.request, toGenerationInput(call.request));
+          const { input, plan } = withGrpcTools(call.request, toGenerationInput(call.request), () => workers.toolSupport(call.request.model));
           const n = choiceCount(call.request);
           const choices = await startChoices(generation, input, n, left.signal).catch((err: unknown) => {
             throw grpcRefusal(err, plan);

@@ -3,10 +3,14 @@ import { Body, Controller, HttpCode, Inject, Post, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { OpenAIResponder } from './openai-responder';
 import { parseChatRequest, parseCompletionRequest } from './request-validation';
+import { WorkersService } from '../workers/workers.service';
 
 @Controller('v1')
 export class CompletionsController {
-  constructor(@Inject(OpenAIResponder) private readonly responder: OpenAIResponder) {}
+  constructor(
+    @Inject(OpenAIResponder) private readonly responder: OpenAIResponder,
+    @Inject(WorkersService) private readonly workers: WorkersService,
+  ) {}
 
   @Post('completions')
   @HttpCode(200)
@@ -17,6 +21,6 @@ export class CompletionsController {
   @Post('chat/completions')
   @HttpCode(200)
   async chat(@Body() body: unknown, @Res() res: Response): Promise<void> {
-    await this.responder.respond('chat.completions', parseChatRequest(body), res);
+    await this.responder.respond('chat.completions', parseChatRequest(body, (model) => this.workers.toolSupport(model)), res);
   }
 }

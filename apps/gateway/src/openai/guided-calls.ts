@@ -1,6 +1,7 @@
 /**
  * `tool_choice: "required"` or a named function: the output is JSON the worker's grammar constrained to one call
- * object `{"name": ..., "arguments": {...}}` (named) or a list of them (required), tool-schema.ts. This scans it
+ * object `{"name": ..., "arguments": {...}}` (named) or a list of them (required), tool-schema.ts; the arguments'
+ * key is "parameters" in the llama3_json format. This scans it
  * character by character as it streams: a call's opening delta goes out once its name is complete, then its
  * arguments text (the raw JSON, whatever the key order) in fragments as they arrive. Should the output hold
  * no call at all (cut short by max_tokens before a name), it is passed on as content when it ends.
@@ -43,6 +44,8 @@ export class GuidedCallParser implements ToolCallParser {
   constructor(
     shape: 'object' | 'array',
     private readonly newId: () => string,
+    /** The key of the call's arguments: "parameters" in the llama3_json format (tool-format.ts). */
+    private readonly argsKey: 'arguments' | 'parameters' = 'arguments',
   ) {
     this.callDepth = shape === 'object' ? 1 : 2;
   }
@@ -116,7 +119,7 @@ export class GuidedCallParser implements ToolCallParser {
   }
 
   private startValue(call: CallScan, c: string): void {
-    const key = call.key === 'name' || call.key === 'arguments' ? call.key : 'other';
+    const key = call.key === 'name' ? 'name' : call.key === this.argsKey ? 'arguments' : 'other';
     call.value = { key, container: c === '{' || c === '[', string: c === '"', raw: '' };
     call.expect = 'comma';
     this.extend(call, call.value, c);

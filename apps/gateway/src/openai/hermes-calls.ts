@@ -30,6 +30,14 @@ export function parseHermesCall(block: string, names: ReadonlySet<string>): { na
   } catch {
     return undefined;
   }
+  return callOf(value, names);
+}
+
+/**
+ * A parsed JSON value as a call: `{"name": <an offered tool>, "arguments" (or "parameters", Llama 3.1's key):
+ * <object, or JSON text of one>}`; undefined when it is not one. Arguments come back as compact JSON text.
+ */
+export function callOf(value: unknown, names: ReadonlySet<string>): { name: string; arguments: string } | undefined {
   if (!isObject(value) || typeof value['name'] !== 'string' || !names.has(value['name'])) return undefined;
   let args = value['arguments'] ?? value['parameters'] ?? {};
   if (typeof args === 'string') {

@@ -11,7 +11,8 @@ import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
 import { parseResponseFormat } from './response-format';
 import { parseTurnTools } from './tool-history';
 import { parseTokenControls } from './token-controls';
-import { renderChat, type ChatTurn } from './tool-prompt';
+import { HERMES_FALLBACK, type ToolSupport } from './tool-format';
+import { nativeTools, renderChat, type ChatTurn } from './tool-prompt';
 import { toolResponseFormat } from './tool-schema';
 import { parseToolPlan, type ToolPlan } from './tools';
 
@@ -195,11 +196,16 @@ function parseMessages(body: Body): ChatTurn[] {
   });
 }
 
-/** The messages the worker gets: tools offered per `plan` and the tool-call history rendered (tool-prompt.ts). */
-function chatMessages(body: Body, plan: ToolPlan | undefined): common.ChatMessage[] {
-  const messages = renderChat(parseMessages(body), plan);
-  checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0), 'messages');
-  return messages;
+/**
+ * The messages the worker gets: tools offered per `plan` and the tool-call history rendered (tool-prompt.ts),
+ * or, when the model's template renders them itself, the messages with their tool fields and the tools apart.
+ */
+function chatMessages(body: Body, plan: ToolPlan | undefined, support: ToolSupport): { messages: common.ChatMessage[]; tools: string } {
+  const messages = renderChat(parseMessages(body), plan, support);
+  const tools = nativeTools(plan, support);
+  const calls = messages.reduce((n, m) => n + (m.toolCalls?.calls.reduce((k, c) => k + c.name.length + c.arguments.length, 0) ?? 0), 0);
+  checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0) + calls + tools.length, 'messages');
+  return { messages, tools };
 }
 
 /** `required` / a named function: the output is constrained to a call; response_format cannot be used too. */
@@ -234,9 +240,16 @@ export function parseCompletionRequest(raw: unknown): OpenAIRequest {
   return build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs);
 }
 
-export function parseChatRequest(raw: unknown): OpenAIRequest {
+/**
+ * `supportOf`: the served model's tool support (tool-format.ts; the workers report it), by the body's `model`;
+ * without it, the Hermes fallback.
+ */
+export function parseChatRequest(raw: unknown, supportOf?: (model: string) => ToolSupport): OpenAIRequest {
   const body = asObject(raw);
-  const plan = parseToolPlan(body);
-  const req = build(body, 'chat.completions', '', chatMessages(body, plan), 'max_completion_tokens', parseChatLogprobs);
-  return plan === undefined ? req : withTools(req, plan);
+  const support = (supportOf !== undefined && typeof body['model'] === 'string' ? supportOf(body['model']) : undefined) ?? HERMES_FALLBACK;
+  const plan = parseToolPlan(body, support);
+  const chat = chatMessages(body, plan, support);
+  const req = build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs);
+  const withNative = chat.tools === '' ? req : { ...req, input: { ...req.input, tools: chat.tools } };
+  return plan === undefined ? withNative : withTools(withNative, plan);
 }

@@ -3,12 +3,15 @@
  * yields content and `delta.tool_calls` events; a non-streamed response assembles the same events
  * (assembleToolOutput), so a stream reassembles to the same message.
  *
- * `auto` output is parsed for Hermes `<tool_call>` blocks (hermes-calls.ts); the guided output of `required`
+ * `auto` output is parsed in the served model's format (tool-format.ts): Hermes `<tool_call>` blocks
+ * (hermes-calls.ts) or bare JSON calls, llama3_json / mistral (json-calls.ts); the guided output of `required`
  * and a named function is a JSON call (or list of calls) scanned as it arrives (guided-calls.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { GuidedCallParser } from './guided-calls';
 import { HermesCallParser } from './hermes-calls';
+import { JsonCallParser, LLAMA3_JSON, MISTRAL } from './json-calls';
+import { argumentsKey } from './tool-format';
 import type { FinishReason } from '../generation/generation.types';
 import { finishesWithToolCalls, type ToolCallParser } from './tool-events';
 import type { ToolPlan } from './tools';
@@ -25,9 +28,18 @@ export function newCallId(): string {
   return `call_${randomBytes(12).toString('hex')}`;
 }
 
+/** The parser of the plan's output: the format's (tool-format.ts) for `auto`, the guided call's otherwise. */
 export function toolCallParser(plan: ToolPlan, newId: () => string = newCallId): ToolCallParser {
-  if (plan.mode === 'auto') return new HermesCallParser(new Set(plan.tools.map((t) => t.name)), newId);
-  return new GuidedCallParser(plan.mode === 'named' ? 'object' : 'array', newId);
+  if (plan.mode !== 'auto') return new GuidedCallParser(plan.mode === 'named' ? 'object' : 'array', newId, argumentsKey(plan.support));
+  const names = new Set(plan.tools.map((t) => t.name));
+  switch (plan.support?.parser ?? 'hermes') {
+    case 'llama3_json':
+      return new JsonCallParser(LLAMA3_JSON, names, newId);
+    case 'mistral':
+      return new JsonCallParser(MISTRAL, names, newId);
+    case 'hermes':
+      return new HermesCallParser(names, newId);
+  }
 }
 
 /** A whole output's message, and whether it finishes with `tool_calls` (finishesWithToolCalls). */

@@ -1,7 +1,8 @@
 /**
- * Tools and tool-call history in the chat prompt (pure). The worker applies the model's chat template to plain
- * role / content messages; SmolLM2-135M-Instruct's template (ChatML) has no tool support, so the gateway renders
- * tools the Hermes way (NousResearch Hermes 2 Pro, Qwen2.5), which any template with system / user / assistant
+ * Tools and tool-call history in the chat prompt (pure). When the model's chat template renders tools itself
+ * (tool-format.ts), the worker passes them to it (renderChat keeps the messages' tool fields, nativeTools gives
+ * the tools). Otherwise the worker applies the template to plain role / content messages; SmolLM2-135M-Instruct's
+ * template (ChatML) has no tool support, so the gateway renders tools the Hermes way (NousResearch Hermes 2 Pro, Qwen2.5), which any template with system / user / assistant
  * roles can carry:
  *
  * - the offered tools go at the end of the system message (one is added first when the request has none):
@@ -15,6 +16,7 @@
  * structured outputs do.
  */
 import type { common } from '@inlaid/proto';
+import { HERMES_FALLBACK, type ToolSupport } from './tool-format';
 import type { ToolFunction, ToolPlan } from './tools';
 
 /** A call of an assistant message in the history. `arguments` is the JSON text the client sent. */
@@ -84,8 +86,13 @@ function assistantContent(turn: ChatTurn): string {
   return [turn.content, ...blocks].filter((s) => s !== '').join('\n');
 }
 
-/** The messages the worker's chat template gets: tools offered per `plan` (undefined = none), history rendered. */
-export function renderChat(turns: readonly ChatTurn[], plan: ToolPlan | undefined): common.ChatMessage[] {
+/**
+ * The messages the worker's chat template gets: tools offered per `plan` (undefined = none), history rendered.
+ * When the template renders tools itself (`support.native`, tool-format.ts), the messages keep their tool_calls /
+ * tool_call_id as they are and the tools go separately (nativeTools).
+ */
+export function renderChat(turns: readonly ChatTurn[], plan: ToolPlan | undefined, support: ToolSupport = HERMES_FALLBACK): common.ChatMessage[] {
+  if (support.native) return turns.map(nativeMessage);
   const out: common.ChatMessage[] = [];
   let toolResults: string[] = [];
   const flushResults = () => {
@@ -108,4 +115,23 @@ export function renderChat(turns: readonly ChatTurn[], plan: ToolPlan | undefine
     return [{ role: 'system', content: first.content === '' ? tools : `${first.content}\n\n${tools}` }, ...out.slice(1)];
   }
   return [{ role: 'system', content: tools }, ...out];
+}
+
+function nativeMessage(turn: ChatTurn): common.ChatMessage {
+  return {
+    role: turn.role,
+    content: turn.content,
+    ...(turn.toolCalls !== undefined ? { toolCalls: { calls: turn.toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.arguments })) } } : {}),
+    ...(turn.toolCallId !== undefined ? { toolCallId: turn.toolCallId } : {}),
+  };
+}
+
+/**
+ * PrepareRequest.tools for a template that renders tools itself: the offered tools as the OpenAI list
+ * (`[{"type": "function", "function": {name, description, parameters}}]`, JSON text); "" when none are offered
+ * or the gateway renders them (Hermes fallback).
+ */
+export function nativeTools(plan: ToolPlan | undefined, support: ToolSupport = HERMES_FALLBACK): string {
+  if (plan === undefined || !support.native) return '';
+  return JSON.stringify(plan.tools.map((t) => ({ type: 'function', function: { name: t.name, description: t.description, parameters: t.parameters } })));
 }

@@ -1,20 +1,24 @@
 /**
  * The JSON schema that constrains the output of `tool_choice: "required"` or a named function (pure): the
  * structured-outputs path (response-format.ts, the worker's xgrammar) then guarantees a valid call. A call is
- * the Hermes call object the prompt shows the model (tool-prompt.ts), `{"name": <const>, "arguments": <the
- * tool's parameters schema>}`; a named function gets that one object, "required" a list of one or more calls
- * (exactly one when `parallel_tool_calls` is false), each any of the tools.
+ * the call object of the served model's format (tool-format.ts), `{"name": <const>, "arguments": <the tool's
+ * parameters schema>}` (Hermes, Mistral; llama3_json's key is "parameters", as Llama 3.1 writes and its template
+ * renders past calls); a named function gets that one object, "required" a list of one or more calls (exactly
+ * one when `parallel_tool_calls` is false; Mistral's own call list), each any of the tools. The format's
+ * wrapper (`<tool_call>` tags, the `[TOOL_CALLS]` / `<|python_tag|>` special tokens) is not generated: the
+ * guided output is the bare JSON, read by guided-calls.ts.
  */
 import { status } from '@grpc/grpc-js';
 import { InlaidError } from '../common/inlaid-error';
 import { MAX_RESPONSE_FORMAT_CHARS, type ResponseFormat } from './response-format';
+import { argumentsKey } from './tool-format';
 import type { ToolFunction, ToolPlan } from './tools';
 
-export function callSchema(tool: ToolFunction): Record<string, unknown> {
+export function callSchema(tool: ToolFunction, argsKey: 'arguments' | 'parameters' = 'arguments'): Record<string, unknown> {
   return {
     type: 'object',
-    properties: { name: { type: 'string', const: tool.name }, arguments: tool.parameters },
-    required: ['name', 'arguments'],
+    properties: { name: { type: 'string', const: tool.name }, [argsKey]: tool.parameters },
+    required: ['name', argsKey],
     additionalProperties: false,
   };
 }
@@ -23,8 +27,9 @@ export function callSchema(tool: ToolFunction): Record<string, unknown> {
 export function toolSchema(plan: ToolPlan): Record<string, unknown> | undefined {
   if (plan.mode === 'auto') return undefined;
   // parseToolPlan (tools.ts) refuses a tool_choice naming a function that is not in tools.
-  if (plan.mode === 'named') return callSchema(plan.tools.find((t) => t.name === plan.named) as ToolFunction);
-  const calls = plan.tools.map(callSchema);
+  const key = argumentsKey(plan.support);
+  if (plan.mode === 'named') return callSchema(plan.tools.find((t) => t.name === plan.named) as ToolFunction, key);
+  const calls = plan.tools.map((t) => callSchema(t, key));
   return {
     type: 'array',
     items: calls.length === 1 ? calls[0] : { anyOf: calls },

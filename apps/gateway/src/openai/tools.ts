@@ -4,14 +4,16 @@
  * parameter, as OpenAI does (e.g. `tool_choice` naming a function that is not in `tools`).
  *
  * How a plan is served: `none` (or no tools) offers no tools and returns text; `auto` offers them in the prompt
- * and parses the model's `<tool_call>` blocks (tool-calls.ts); `required` and a named function offer them and
- * constrain the output with a JSON schema built from the tools (tool-schema.ts), so the output is always a call.
+ * and parses the model's calls in its format (tool-format.ts, tool-calls.ts); `required` and a named function
+ * offer them and constrain the output with a JSON schema built from the tools in that format's call shape
+ * (tool-schema.ts), so the output is always a call.
  */
 import { InlaidError } from '../common/inlaid-error';
 import { checkDepth, MAX_JSON_DEPTH } from './json-depth';
 import { checkJsonSchema } from './json-schema-check';
 import { isObject, isPresent } from './body-fields';
 import { MAX_RESPONSE_FORMAT_CHARS } from './response-format';
+import type { ToolSupport } from './tool-format';
 
 /** OpenAI's limit on the tools of one request. */
 export const MAX_TOOLS = 128;
@@ -39,6 +41,8 @@ export interface ToolPlan {
   readonly named?: string;
   /** `parallel_tool_calls` (default true): more than one call per response allowed. */
   readonly parallel: boolean;
+  /** How the served model takes tools and writes calls (tool-format.ts); absent: the Hermes fallback. */
+  readonly support?: ToolSupport;
 }
 
 type Body = Record<string, unknown>;
@@ -124,8 +128,11 @@ function parseChoice(body: Body, tools: readonly ToolFunction[] | undefined): Ch
   );
 }
 
-/** `tools`, `tool_choice` and `parallel_tool_calls` of a chat request; undefined when no tools are offered. */
-export function parseToolPlan(body: Body): ToolPlan | undefined {
+/**
+ * `tools`, `tool_choice` and `parallel_tool_calls` of a chat request; undefined when no tools are offered.
+ * `support`: the served model's (tool-format.ts), kept in the plan.
+ */
+export function parseToolPlan(body: Body, support?: ToolSupport): ToolPlan | undefined {
   const tools = parseTools(body);
   const choice = parseChoice(body, tools);
   const parallel = body['parallel_tool_calls'];
@@ -133,5 +140,11 @@ export function parseToolPlan(body: Body): ToolPlan | undefined {
     throw InlaidError.invalid("'parallel_tool_calls' must be a boolean.", 'parallel_tool_calls');
   }
   if (tools === undefined || choice.mode === 'none') return undefined;
-  return { tools, mode: choice.mode, ...(choice.named !== undefined ? { named: choice.named } : {}), parallel: parallel !== false };
+  return {
+    tools,
+    mode: choice.mode,
+    ...(choice.named !== undefined ? { named: choice.named } : {}),
+    parallel: parallel !== false,
+    ...(support !== undefined ? { support } : {}),
+  };
 }

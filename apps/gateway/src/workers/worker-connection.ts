@@ -71,6 +71,11 @@ export class WorkerConnection {
     return this.ready ? (this.info?.models ?? []) : [];
   }
 
+  /** What GetInfo said of the model's tool calling (openai/tool-format.ts); null before it answered. */
+  toolInfo(): Pick<worker.WorkerInfo, 'toolCallParser' | 'nativeTools'> | null {
+    return this.info === null ? null : { toolCallParser: this.info.toolCallParser, nativeTools: this.info.nativeTools };
+  }
+
   serves(model: string): boolean {
     return this.models().some((m) => m.id === model);
   }

@@ -8,6 +8,7 @@ import { LinkListener, WorkerConnection, WorkerSnapshot } from './worker-connect
 import { pickWorker } from './worker-routing';
 import { DEFAULT_BACKOFF } from './backoff';
 import { workerChannelCredentials } from '../tls/tls-credentials';
+import { toolSupportOf, type ToolSupport } from '../openai/tool-format';
 
 export type WorkerInfoListener = (addr: string, info: worker.WorkerInfo) => void;
 
@@ -57,6 +58,14 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
   /** The worker for a request, skipping `exclude` (workers already tried for it). */
   pick(model: string, exclude: ReadonlySet<string> = new Set()): WorkerConnection {
     return pickWorker(this.connections.filter((c) => !exclude.has(c.addr)), model);
+  }
+
+  /**
+   * The tool support of the workers serving `model` (the first ready one's report: they serve one base model);
+   * the Hermes fallback when none is ready (the request then gets 503 anyway).
+   */
+  toolSupport(model: string): ToolSupport {
+    return toolSupportOf(this.connections.find((c) => c.ready && c.serves(model))?.toolInfo());
   }
 
   /** Whether a ready worker outside `exclude` exists (a failed request can be retried there). */
