@@ -40,6 +40,30 @@ def by_kind_table(steps: list[dict]) -> list[str]:
     return lines
 
 
+def host_table(steps: list[dict]) -> list[str]:
+    """Decode and mixed steps by rows: step time, the forward's GPU span (CUDA events), the host share (1 - GPU span
+    / step time, median of the steps') and the host phases (served_steps.HostPhases). [] without phase fields."""
+    timed = [s for s in steps if "pre_ms" in s and kind(s) != "prefill"]
+    if not timed:
+        return []
+    gpu = any("fwd_gpu_ms" in s for s in timed)
+    lines = ["| kind | rows | steps | step ms p10 / median / p90 | forward GPU ms median | host share median | "
+             "pre / launch / post ms median |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for k in ("decode", "mixed"):
+        for lo, hi in ROW_BINS:
+            g = [s for s in timed if kind(s) == k and lo <= s["rows"] <= hi]
+            if not g:
+                continue
+            ms = [1e3 * s["step_s"] for s in g]
+            fwd = f"{statistics.median(s['fwd_gpu_ms'] for s in g):.2f}" if gpu else "-"
+            share = f"{statistics.median(1 - s['fwd_gpu_ms'] / (1e3 * s['step_s']) for s in g):.0%}" if gpu else "-"
+            ph = " / ".join(f"{statistics.median(s[f] for s in g):.2f}" for f in ("pre_ms", "launch_ms", "post_ms"))
+            label = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            lines.append(f"| {k} | {label} | {len(g)} | {quantile(ms, 0.1):.2f} / {statistics.median(ms):.2f} / "
+                         f"{quantile(ms, 0.9):.2f} | {fwd} | {share} | {ph} |")  # fmt: skip
+    return lines
+
+
 def coverage(steps: list[dict], field: str, bins: tuple[tuple[int, int], ...]) -> str:
     parts = []
     for lo, hi in bins:
@@ -94,4 +118,8 @@ def to_markdown(meta: dict, steps: list[dict], requests: dict[str, dict]) -> str
         f"- steps with adapter loads: {sum(1 for s in kept if s['adapter_loads'])} (median step "
         f"{1e3 * statistics.median([s['step_s'] for s in kept if s['adapter_loads']] or [float('nan')]):.2f} ms)",
     ]
+    host = host_table(kept)
+    if host:
+        out += ["", "Decode and mixed cost points by rows: where the step's time went (host share = 1 - the forward's "
+                "GPU span / step time):", "", *host]  # fmt: skip
     return "\n".join(out) + "\n"

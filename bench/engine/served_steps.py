@@ -12,7 +12,12 @@ on the wall clock; while the engine is idle the clock jumps to the next arrival 
 A step that compiled a kernel (a new entry in the Triton cache folder) or captured a CUDA graph is kept in `steps`
 with one_off=true and left out of `cost_points`; the trace clock stops during such steps (on a fresh machine they
 take 2-7 s each, ~55 s in all: the first H200 run, without the pause, served its light-load segments as one
-overload). --grid rows:adapters:prompt,... first serves batches of chosen shapes to the end (run_grid). Stops at
+overload). Each step also records where its wall time went (HostPhases): `pre_ms` (engine.step up to the runner:
+scheduling, adapter slots, building the StepInput), `launch_ms` (the runner's execute_device call: staging, graph
+replay or eager launches), `post_ms` (the rest: device sampling, the tokens' wait, detokenizing) and, on CUDA,
+`fwd_gpu_ms` (CUDA events around the runner's call: the forward's GPU span), so 1 - fwd_gpu_ms / step ms is the part
+of the step the forward does not cover (the host share; served_report.host_table).
+--grid rows:adapters:prompt,... first serves batches of chosen shapes to the end (run_grid). Stops at
 the end of the trace or after --max-seconds (of the grid, then of the trace).
 Writes served-<date>[-tag].{json,md} under --out (the JSON after every 500 steps too).
 
@@ -103,6 +108,44 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+class HostPhases:
+    """Wraps the runner's execute_device (an instance attribute: engine.step looks it up every step) to time the
+    step's phases: host time before the runner and inside its call, and the forward's GPU span (two CUDA events
+    around the call; read after the step's sync)."""
+
+    def __init__(self, runner, device: torch.device) -> None:  # type: ignore[no-untyped-def]
+        self.t0 = 0.0
+        self.pre_s = self.launch_s = -1.0
+        cuda = device.type == "cuda"
+        self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if cuda else None
+        real = runner.execute_device
+
+        def timed(step):  # type: ignore[no-untyped-def]
+            t_in = time.perf_counter()
+            if self._events is not None:
+                self._events[0].record()
+            out = real(step)
+            if self._events is not None:
+                self._events[1].record()
+            self.pre_s, self.launch_s = t_in - self.t0, time.perf_counter() - t_in
+            return out
+
+        runner.execute_device = timed
+
+    def start(self, t0: float) -> None:
+        self.t0, self.pre_s, self.launch_s = t0, -1.0, -1.0
+
+    def fields(self, step_s: float) -> dict:
+        """The step's phases in ms (after its sync); {} when the runner was not called."""
+        if self.pre_s < 0:
+            return {}
+        out = dict(pre_ms=1e3 * self.pre_s, launch_ms=1e3 * self.launch_s,
+                   post_ms=1e3 * (step_s - self.pre_s - self.launch_s))  # fmt: skip
+        if self._events is not None:
+            out["fwd_gpu_ms"] = self._events[0].elapsed_time(self._events[1])
+        return out
+
+
 class Served:
     """Steps an engine through a trace on the wall clock and records every step."""
 
@@ -112,6 +155,7 @@ class Served:
         self.requests: dict[str, dict] = {}
         self._last: dict = {}
         self.phase = "warmup"
+        self.phases = HostPhases(engine.runner, args.device_) if hasattr(engine.runner, "execute_device") else None
         self.probe = None
         if args.probe_at or args.probe_keep:  # phase timers, profiles and replays of eager steps
             from served_probe import EagerProbe
@@ -142,9 +186,12 @@ class Served:
         before = counters(runner)
         self._last = {}
         t0 = time.perf_counter()
+        if self.phases is not None:
+            self.phases.start(t0)
         outputs = self.engine.step()
         sync(dev)
         step_s = time.perf_counter() - t0
+        timed = self.phases.fields(step_s) if self.phases is not None else {}
         probed = self.probe.after_step(step_s) if self.probe is not None and self._last else {}
         for o in outputs:
             req = self.requests.get(o.request_id)
@@ -158,7 +205,7 @@ class Served:
         once = one_off(delta) or warmup or bool(probed.get("profiled"))  # a profiled step is not a cost point
         self.steps.append(dict(self._last, step_s=step_s, t_s=round(now, 6), path=step_path(self._last, delta),
                                one_off=once, warmup=warmup, phase=self.phase, running=self.engine.num_running,
-                               waiting=self.engine.num_waiting, **delta, **probed))  # fmt: skip
+                               waiting=self.engine.num_waiting, **delta, **timed, **probed))  # fmt: skip
         return step_s, once
 
 

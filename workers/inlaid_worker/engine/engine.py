@@ -75,15 +75,6 @@ class EngineState:
     prefix_cache: PrefixCacheStats | None = None  # KV prefix cache counters (hit / queried tokens, blocks)
 
 
-def settle(logits: torch.Tensor) -> None:
-    """Waits for the work queued on the logits' CUDA device (a no-op elsewhere). A step whose rows all sample syncs
-    when its tokens come to the host; one that samples nothing (only non-final prompt chunks) must wait too, or the
-    runner restages its pinned graph inputs for the next step before the GPU has copied this step's
-    (model.prefill_graphs: the copy is non-blocking and nothing else syncs with execute_device)."""
-    if logits.device.type == "cuda":
-        torch.cuda.current_stream(logits.device).synchronize()
-
-
 class LLMEngine:
     def __init__(
         self,
@@ -266,8 +257,7 @@ class LLMEngine:
 
     def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor) -> list[RequestOutput]:
         rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
-        if not rows:
-            settle(logits)
+        if not rows:  # nothing to wait for: the runner's graphs guard their own pinned inputs (decode_graphs.Staging)
             return []
         seqs = [scheduled.chunks[i].seq for i in rows]
         params = [s.sampling for s in seqs]

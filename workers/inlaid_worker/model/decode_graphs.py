@@ -4,8 +4,14 @@ A pure decode step (every sequence adds one token) of S sequences runs in the gr
 B >= S. Each graph reads one static int32 device buffer: token ids, positions, KV slots, context lens, each
 row's LoRA slot and row count (BGMV, one row per program) and the block table [B, W]; rows past S are padding
 (slot -1: nothing written; context 0: zero attention output; no LoRA rows). A step fills a pinned host copy of
-that buffer, sends it with one asynchronous copy and replays; the only host sync is the logits' copy back, into
-a pinned buffer whose view is returned (valid until the next decode step of that bucket).
+that buffer, sends it with one asynchronous copy and replays (Staging). The pinned copy is reused by the bucket's
+next step, so an event recorded after each copy is waited on just before the buffer is filled again: without it a
+step that nothing syncs with (the engine samples on the device, and a non-final prompt chunk samples nothing) could
+let the next step of the bucket overwrite the buffer while the GPU, still busy with earlier work, has not copied it
+yet (the earlier step then reads the later one's slots: silent KV corruption). The wait covers the stream up to
+that copy, not the replay after it. With host logits (execute), the logits come back through a pinned buffer
+allocated on the first such step of the graph (execute_device never allocates it) whose view is returned (valid
+until the next decode step of that bucket).
 
 With `pdl` (kernels.pdl.MODES; default env INLAID_PDL, on) the Triton kernels that support it are captured with
 Programmatic Dependent Launch, so each may start (and load its weights) while the previous one finishes: the
@@ -43,6 +49,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +134,46 @@ def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput) -> None:
     buf[_FIELDS * b :].reshape(b, width)[:s, :w] = step.block_tables.numpy()
 
 
+new_event: Callable[[], Any] = torch.cuda.Event  # what Staging records (tests swap in a fake that logs the order)
+
+
+class Staging:
+    """A graph's int32 staging buffer on the host (pinned on CUDA) and its device twin, which the graph reads.
+
+    send(fill) waits for the previous copy out of `host` (an event recorded right after it on the stream; only that
+    copy and the work queued before it, not the replay queued after), fills `host`, copies it to `dev`
+    asynchronously and records the event again. Where host is dev (graph-less twins on the CPU) it only fills."""
+
+    def __init__(self, host: torch.Tensor, dev: torch.Tensor) -> None:
+        self.host, self.dev = host, dev
+        self.sent: Any = None  # the event recorded after the last copy (None before the first one)
+
+    def wait(self) -> None:
+        """Block until the GPU has read the last copy's source (a no-op before the first copy)."""
+        if self.sent is not None:
+            self.sent.synchronize()
+
+    def send(self, fill: Callable[[torch.Tensor], None]) -> None:
+        self.wait()
+        fill(self.host)
+        if self.dev is self.host:
+            return
+        self.dev.copy_(self.host, non_blocking=True)
+        if self.sent is None:
+            self.sent = new_event()
+        self.sent.record(torch.cuda.current_stream(self.dev.device) if self.dev.is_cuda else None)
+
+
+def pinned_like(t: torch.Tensor) -> torch.Tensor:
+    """An empty host tensor of t's shape and dtype, pinned where t is on CUDA (the logits' copy back)."""
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+
+
+def sync_stream(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+
+
 # module, dict of device buffers
 KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"))
 
@@ -149,11 +196,15 @@ def _workspaces() -> tuple[object, ...]:
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    host: torch.Tensor  # pinned int32 staging buffer
-    dev: torch.Tensor  # its device twin (what the graph reads)
+    staging: Staging  # pinned int32 staging buffer and its device twin (what the graph reads)
     logits: torch.Tensor  # [B, vocab] fp32, written by every replay
-    host_logits: torch.Tensor  # [B, vocab] fp32 pinned: what run() returns a view of
     keep: tuple[object, ...]  # what the graph reads that nothing else holds (index tensors, workspaces)
+    host_logits: torch.Tensor | None = None  # [B, vocab] fp32 pinned, what run(host=True) returns a view of: made
+    # by the first such run (execute_device never reads it: 64-128 MiB a graph at 256 rows and a 32k-125k vocab)
+
+    @property
+    def dev(self) -> torch.Tensor:
+        return self.staging.dev
 
 
 class DecodeGraphs:
@@ -228,24 +279,25 @@ class DecodeGraphs:
         fresh = g is None
         if g is None:
             g = self._new(b)
-        stage_step(g.host, b, self._w, step)
-        g.dev.copy_(g.host, non_blocking=True)
+        g.staging.send(lambda buf: stage_step(buf, b, self._w, step))  # waits for this bucket's last copy
         if fresh:
             g = self._capture(weights, g, b, with_lora, key[3])
             self._graphs[key] = g
         g.graph.replay()
         if not host:
             return g.logits[:s]
+        if g.host_logits is None:
+            g.host_logits = pinned_like(g.logits)
         out = g.host_logits[:s]
         out.copy_(g.logits[:s], non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
-        torch.cuda.current_stream(self._device).synchronize()
+        sync_stream(self._device)
         return out
 
     def _new(self, b: int) -> _Graph:
         n = b * (_FIELDS + self._w)
-        host = torch.zeros(n, dtype=torch.int32, pin_memory=True)
+        host = torch.zeros(n, dtype=torch.int32, pin_memory=self._device.type == "cuda")
         dev = torch.zeros(n, dtype=torch.int32, device=self._device)
-        return _Graph(torch.cuda.CUDAGraph(), host, dev, torch.empty(0), torch.empty(0), ())
+        return _Graph(torch.cuda.CUDAGraph(), Staging(host, dev), torch.empty(0), ())
 
     def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
@@ -285,5 +337,4 @@ class DecodeGraphs:
         with torch.cuda.graph(g.graph, pool=self._mempool), pdl.scope(mode):
             logits = body()
         self.captures += 1
-        host_logits = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
-        return _Graph(g.graph, g.host, g.dev, logits, host_logits, keep)
+        return _Graph(g.graph, g.staging, logits, keep)

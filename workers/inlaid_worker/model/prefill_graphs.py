@@ -3,7 +3,10 @@
 A step with prefill rows (pure prefill chunks, or decode rows plus chunks) of T rows over S sequences runs in
 the bucket of model.prefill_layout: its whole forward reads one static int32 device buffer (token ids,
 positions, KV slots, logits rows, attention tiles, LoRA row blocks, the block table), so the step's CPU cost is
-a numpy fill of a pinned buffer, one asynchronous copy, one replay and the logits' copy back. Attention goes
+a numpy fill of a pinned buffer, one asynchronous copy and one replay (and, for execute's host logits, the copy back
+into a pinned buffer made on the bucket's first such step). The pinned buffer is filled again only after the event
+recorded behind its last copy (decode_graphs.Staging): a step nothing syncs with (a non-final prompt chunk samples
+nothing) must not let the bucket's next step overwrite it before the GPU has read it. Attention goes
 through kernels.paged_prefill over the bucket's tile table and LoRA through SGMV blocks of
 prefill_layout.LORA_BLOCK_M rows over a bucket-sized block list, so every grid is the bucket's, whatever the
 step's chunk layout; padding rows write no KV (slot -1), belong to no tile or block, and are never read back.
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
-from inlaid_worker.model.decode_graphs import _workspaces, is_pure_decode
+from inlaid_worker.model.decode_graphs import Staging, _workspaces, is_pure_decode, pinned_like, sync_stream
 from inlaid_worker.model.kernel_lora import KernelLoraContext
 from inlaid_worker.model.llama_fast import TiledLayout, forward_fast
 from inlaid_worker.model.prefill_layout import LORA_BLOCK_M, PrefillDims, fits, prefill_bucket, stage_prefill
@@ -48,7 +51,7 @@ from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
 
-MAX_GRAPHS = 12  # live captured buckets; each holds only its buffers and pinned logits (activations share a pool)
+MAX_GRAPHS = 12  # live captured buckets; each holds its buffers (pinned logits once read; activations: a shared pool)
 MAX_TOKENS = 1024  # the largest padded token bucket that runs in a graph (env INLAID_PREFILL_GRAPH_MAX_TOKENS)
 USES = 64  # request counts kept for buckets that are not live (the least used are forgotten first)
 DECAY_EVERY = 256  # eligible steps between halvings of every bucket's request count
@@ -67,13 +70,12 @@ Key = tuple[int, int, bool]  # TB, SB, LoRA on
 @dataclass
 class _Bucket:
     dims: PrefillDims
-    host: torch.Tensor  # int32 staging buffer (pinned on CUDA)
-    dev: torch.Tensor  # what the forward reads (the host tensor itself without capture)
+    staging: Staging  # int32 staging buffer (pinned on CUDA) and what the forward reads (the host one without capture)
     body: Callable[[], torch.Tensor]  # the padded step's forward -> logits [SB, vocab] fp32
     keep: tuple[object, ...]  # what the graph reads that nothing else holds
     graph: torch.cuda.CUDAGraph | None = None
     logits: torch.Tensor | None = None  # the captured output
-    host_logits: torch.Tensor | None = None  # pinned: what run() returns a view of
+    host_logits: torch.Tensor | None = None  # pinned: what run(host=True) returns a view of (made by the first one)
 
 
 class PrefillGraphs:
@@ -157,25 +159,26 @@ class PrefillGraphs:
             b = self._new(weights, key)
         else:
             self._buckets.move_to_end(key)
-        stage_prefill(b.host.numpy(), b.dims, step)
+        b.staging.send(lambda buf: stage_prefill(buf.numpy(), b.dims, step))  # waits for the bucket's last copy
         s = step.num_seqs
         self.runs += 1
         if not self._capture:
             self._buckets[key] = b
             logits = b.body()[:s]
             return logits.cpu() if host else logits
-        b.dev.copy_(b.host, non_blocking=True)
         if b.graph is None:
             self._record(b)
             self._buckets[key] = b
-        assert b.graph is not None and b.logits is not None and b.host_logits is not None
+        assert b.graph is not None and b.logits is not None
         b.graph.replay()
         self.last_host_s = time.perf_counter() - t0
         if not host:
             return b.logits[:s]
+        if b.host_logits is None:
+            b.host_logits = pinned_like(b.logits)
         out = b.host_logits[:s]
         out.copy_(b.logits[:s], non_blocking=True)
-        torch.cuda.current_stream(self._device).synchronize()
+        sync_stream(self._device)
         return out
 
     def _make_room(self) -> None:
@@ -203,10 +206,10 @@ class PrefillGraphs:
 
     def _new(self, weights: LlamaWeights, key: Key) -> _Bucket:
         dims = PrefillDims(key[0], key[1], self._w)
-        host = torch.zeros(dims.size, dtype=torch.int32, pin_memory=self._capture)
+        host = torch.zeros(dims.size, dtype=torch.int32, pin_memory=self._capture and self._device.type == "cuda")
         dev = torch.zeros(dims.size, dtype=torch.int32, device=self._device) if self._capture else host
         body, keep = self._body(weights, dims, dev, key[2])
-        return _Bucket(dims, host, dev, body, keep)
+        return _Bucket(dims, Staging(host, dev), body, keep)
 
     def _body(self, weights: LlamaWeights, dims: PrefillDims, buf: torch.Tensor, with_lora: bool
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
@@ -246,5 +249,4 @@ class PrefillGraphs:
             logits = b.body()
         self.captures += 1
         b.graph, b.logits = graph, logits
-        b.host_logits = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
         b.keep = b.keep + _workspaces()

@@ -101,7 +101,13 @@ def test_tiny_cpu_run_records_every_step_and_calibrates(tmp_path: Path) -> None:
     # decode tokens in the recorded steps = tokens the requests generated after their first
     generated = sum(r["generated"] - 1 for k, r in doc["requests"].items())
     assert sum(s["decode_seqs"] for s in steps) == generated
-    assert "| trace | decode | decode |" in (tmp_path / "out" / doc_path.name.replace(".json", ".md")).read_text()
+    md = (tmp_path / "out" / doc_path.name.replace(".json", ".md")).read_text()
+    assert "| trace | decode | decode |" in md
+    for s in steps:  # the host phases add up to the step (served_steps.HostPhases); no CUDA events on the CPU
+        assert min(s["pre_ms"], s["launch_ms"], s["post_ms"]) >= 0 and "fwd_gpu_ms" not in s
+        assert abs(s["pre_ms"] + s["launch_ms"] + s["post_ms"] - 1e3 * s["step_s"]) < 1e-6
+        assert s["launch_ms"] > s["pre_ms"]  # the tiny model's forward takes longer than scheduling it
+    assert "| decode | 8 |" not in md and "| decode | 5-16 |" in md  # the rows table bins grid decode's 8 rows
 
     out = tmp_path / "fit.json"
     subprocess.run([sys.executable, str(ROOT / "bench/sim/calibrate_h200.py"), "--points", str(doc_path), "--out",
