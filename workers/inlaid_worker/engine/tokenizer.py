@@ -37,15 +37,21 @@ class PromptTokenizer:
 
         return cls(AutoTokenizer.from_pretrained(str(model_dir)))
 
-    def encode_prompt(self, prompt: str) -> list[int]:
+    def encode_prompt(self, prompt: str, add_special_tokens: bool = True) -> list[int]:
         with self._lock:
-            ids = list(self.hf(prompt)["input_ids"])
+            ids = list(self.hf(prompt, add_special_tokens=add_special_tokens)["input_ids"])
         if not ids:
             raise PromptError("the prompt is empty")
         return ids
 
-    def encode_chat(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
-        """`tools` and messages with tool_calls / tool_call_id go to the template only when it renders them itself."""
+    def encode_chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> list[int]:
+        """`tools` and messages with tool_calls / tool_call_id go to the template only when it renders them itself.
+        `add_generation_prompt` False is for /tokenize only (generation always opens the assistant turn)."""
         if not messages:
             raise PromptError("messages must not be empty")
         if not getattr(self.hf, "chat_template", None):
@@ -56,7 +62,7 @@ class PromptTokenizer:
         with self._lock:
             try:
                 text = self.hf.apply_chat_template(
-                    list(messages), tools=tools, add_generation_prompt=True, tokenize=False
+                    list(messages), tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
                 )
             except Exception as exc:
                 if not tool_fields:

@@ -24,7 +24,7 @@ from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
 from inlaid_worker.engine.tool_template import chat_messages, parse_tools
-from inlaid_worker.gen.inlaid.v1 import worker_pb2, worker_pb2_grpc
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
 
@@ -63,7 +63,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
 
-    def _encode(self, request: worker_pb2.PrepareRequest) -> list[int]:
+    def _encode(self, request: Any, add_generation_prompt: bool = True, add_special_tokens: bool = True) -> list[int]:
+        """Prepare's (and Tokenize's) prompt ids; `request` has model, prompt, messages and tools."""
         tok = self.engine.tokenizer
         if request.messages and request.prompt:
             raise PromptError("give either prompt or messages, not both")
@@ -74,11 +75,46 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 except ValueError as exc:
                     raise PromptError(str(exc)) from exc
                 mistral = tok.tool_support.parser == "mistral"
-                return tok.encode_chat(chat_messages(request.messages, short_ids=mistral), tools)
-            return tok.encode_chat([{"role": m.role, "content": m.content} for m in request.messages])
+                return tok.encode_chat(chat_messages(request.messages, short_ids=mistral), tools, add_generation_prompt)
+            plain = [{"role": m.role, "content": m.content} for m in request.messages]
+            return tok.encode_chat(plain, add_generation_prompt=add_generation_prompt)
         if not request.prompt:
             raise PromptError("prompt or messages is required")
-        return tok.encode_prompt(request.prompt)
+        return tok.encode_prompt(request.prompt, add_special_tokens)
+
+    # ---- Tokenize / Detokenize (vLLM's /tokenize and /detokenize) -----------------------------------------
+    def Tokenize(self, request: worker_pb2.TokenizeRequest, context: grpc.ServicerContext) -> Any:
+        """The ids Prepare would give the same prompt or messages; no context-length check (count vs max_model_len)."""
+        self._resolve(request.model, context)
+        gen = request.add_generation_prompt if request.HasField("add_generation_prompt") else True
+        special = request.add_special_tokens if request.HasField("add_special_tokens") else True
+        try:
+            ids = self._encode(request, add_generation_prompt=gen, add_special_tokens=special)
+        except PromptError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        strs = list(self.engine.tokenizer.hf.convert_ids_to_tokens(ids)) if request.return_token_strs else []
+        return common_pb2.TokenizeResponse(
+            token_ids=ids, max_model_len=self.engine.limits.max_model_len, token_strs=strs
+        )
+
+    def Detokenize(self, request: common_pb2.DetokenizeRequest, context: grpc.ServicerContext) -> Any:
+        """The text of the ids, special tokens kept (as vLLM's /detokenize), so a tokenized chat round-trips."""
+        self._resolve(request.model, context)
+        vocab = self.engine.tokenizer.vocab_size
+        bad = next((i for i in request.token_ids if i >= vocab), None)
+        if bad is not None:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"tokens: token id {bad} is outside the vocabulary (0..{vocab - 1})"
+            )
+        hf = self.engine.tokenizer.hf
+        text = hf.decode(list(request.token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return common_pb2.DetokenizeResponse(prompt=text)
+
+    def _resolve(self, model: str, context: grpc.ServicerContext) -> None:
+        try:
+            self.engine.adapters.resolve(model)
+        except UnknownModelError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
 
     # ---- Session ------------------------------------------------------------------------------------------
     def Session(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:

@@ -21,6 +21,13 @@ describe('requestCost', () => {
     expect(requestCost(post('/v1/tasks', { n: 4 }))).toBe(1);
   });
 
+  it('counts best_of candidates when more than n (an invalid best_of counts 1)', () => {
+    expect(requestCost(post('/v1/completions', { model: 'm', prompt: 'x', n: 2, best_of: 5 }))).toBe(5);
+    expect(requestCost(post('/v1/completions', { model: 'm', prompt: 'x', best_of: 3 }))).toBe(3);
+    expect(requestCost(post('/v1/completions', { model: 'm', prompt: 'x', n: 4, best_of: 2 }))).toBe(4);
+    expect(requestCost(post('/v1/completions', { model: 'm', prompt: 'x', n: 2, best_of: 99 }))).toBe(2);
+  });
+
   it('counts n on the paths Express also routes there (trailing slash, any case)', () => {
     expect(requestCost(post('/v1/completions/', { n: 16 }))).toBe(16);
     expect(requestCost(post('/V1/Chat/Completions', { n: 8 }))).toBe(8);

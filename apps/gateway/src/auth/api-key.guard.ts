@@ -1,6 +1,6 @@
 /**
  * Global HTTP guard: the route's scope (scopes.ts) decides what key a request needs; limits apply. A completion
- * request with `n` choices counts n times against the key's limits; its slots are freed when the response
+ * request with `n` choices (or `best_of` candidates, if more) counts that many times against the key's limits; its slots are freed when the response
  * closes. (The JSON body is parsed before guards run.)
  */
 import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/common';
@@ -24,8 +24,12 @@ export function routedPath(path: string): string {
 export function requestCost(req: Pick<Request, 'method' | 'path' | 'body'>): number {
   if (req.method !== 'POST' || !GENERATION_PATHS.has(routedPath(req.path))) return 1;
   const body: unknown = req.body;
-  const n = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>)['n'] : undefined;
-  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= MAX_CHOICES ? n : 1;
+  const field = (name: string): number => {
+    const v = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>)[name] : undefined;
+    return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= MAX_CHOICES ? v : 1;
+  };
+  // completions' best_of generates that many candidates: it counts as best_of requests
+  return Math.max(field('n'), field('best_of'));
 }
 
 @Injectable()

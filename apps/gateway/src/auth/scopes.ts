@@ -13,7 +13,7 @@ function under(path: string, root: string): boolean {
 
 export function routeAccess(path: string): RouteAccess {
   if (PUBLIC_PATHS.has(path)) return { kind: 'public' };
-  if (under(path, '/v1/completions') || under(path, '/v1/chat/completions') || under(path, '/v1/models')) {
+  if (under(path, '/v1/completions') || under(path, '/v1/chat/completions') || under(path, '/v1/models') || path === '/tokenize' || path === '/detokenize') {
     return { kind: 'scope', scope: 'inference' };
   }
   if (under(path, '/v1/tasks')) return { kind: 'scope', scope: 'tasks:admin' };

@@ -1,17 +1,19 @@
 /** Implements the client-facing inlaid.v1.Inference service on top of GenerationService. */
 import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceError, status } from '@grpc/grpc-js';
-import { inference } from '@inlaid/proto';
+import { common, inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
 import { InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
+import { TokenizerCalls } from '../openai/tokenizer-calls';
 import { toolsRefusal } from '../openai/tool-schema';
 import type { ToolPlan } from '../openai/tools';
 import { WorkersService } from '../workers/workers.service';
 import { choiceCount, toGenerationInput } from './generate-request';
 import { GrpcToolStream, protoParam, withGrpcTools } from './generate-tools';
 import { checkDecoded } from './malformed';
+import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
 
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const e = err instanceof InlaidError ? err : new InlaidError(status.INTERNAL, String(err));
@@ -55,7 +57,28 @@ export function inferenceHandlers(
   workers: WorkersService,
   gate: CallGate,
 ): inference.InferenceServer {
+  const tokenizer = new TokenizerCalls(workers);
+  /** A unary call admitted for the key (cost 1), its refusals mapped to gRPC statuses. */
+  const unary = <Req, Res>(call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>, run: (req: Req) => Promise<Res>): void => {
+    Promise.resolve()
+      .then(() => checkDecoded(call.request))
+      .then(() => gate.admit(bearerOf(call.metadata), 'inference'))
+      .then((release) => run(call.request).finally(release))
+      .then((res) => cb(null, res))
+      .catch((err: unknown) => cb(toServiceError(grpcTokenizeRefusal(err))));
+  };
   return {
+    tokenize(call: ServerUnaryCall<inference.TokenizeTextRequest, common.TokenizeResponse>, cb: sendUnaryData<common.TokenizeResponse>) {
+      unary(call, cb, async (req) => {
+        const model = tokenizer.modelOrBase(req.model);
+        return tokenizer.tokenize(workerTokenizeRequest(req, model, () => workers.toolSupport(model)));
+      });
+    },
+
+    detokenize(call: ServerUnaryCall<common.DetokenizeRequest, common.DetokenizeResponse>, cb: sendUnaryData<common.DetokenizeResponse>) {
+      unary(call, cb, (req) => tokenizer.detokenize(checkDetokenizeRequest(req)));
+    },
+
     listModels(call: ServerUnaryCall<inference.ListModelsRequest, inference.ListModelsResponse>, cb: sendUnaryData<inference.ListModelsResponse>) {
       Promise.resolve()
         .then(() => checkDecoded(call.request))

@@ -2,7 +2,9 @@
  * Serves one validated OpenAI request over HTTP: a JSON body, or an SSE stream. A client that disconnects
  * mid-stream gets its request aborted on the worker. Errors before the first byte go to the error filter;
  * errors after it are sent as a final SSE error event. `n` > 1 runs n generations (generation/fan-out.ts)
- * whose choices are merged by index; a failing choice ends the response and aborts the others.
+ * whose choices are merged by index; a failing choice ends the response and aborts the others. Completions'
+ * `best_of` > n generates best_of candidates with logprobs and returns the n best (best-of.ts), never streamed;
+ * `echo` puts the prompt before each choice's text (streamed: in each choice's first chunk).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -27,6 +29,7 @@ import {
 } from './response-shapes';
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
+import { bestCandidates } from './best-of';
 import { assembleToolOutput, toolCallParser } from './tool-calls';
 import { toolsRefusal } from './tool-schema';
 import type { ToolPlan } from './tools';
@@ -46,7 +49,10 @@ export class OpenAIResponder {
     };
     res.on('close', onEarlyClose);
     const tools = req.tools;
-    const choices = await startChoices(this.generation, req.input, req.n, left.signal)
+    const candidates = Math.max(req.n, req.bestOf ?? req.n);
+    // ranking best_of candidates needs their sampled tokens' logprobs, asked for or not
+    const input = candidates > req.n ? { ...req.input, sampling: { ...req.input.sampling, logprobs: req.input.sampling.logprobs ?? 0 } } : req.input;
+    const choices = await startChoices(this.generation, input, candidates, left.signal)
       .catch((err: unknown) => {
         throw tools === undefined ? err : toolsRefusal(err, tools);
       })
@@ -61,8 +67,8 @@ export class OpenAIResponder {
     res.on('close', onClose);
     const logprobs = req.input.sampling.logprobs !== undefined;
     try {
-      if (req.stream) await this.stream(kind, choices, req.includeUsage, logprobs, res, req.tools);
-      else res.json(await this.collect(kind, choices, logprobs, req.tools));
+      if (req.stream) await this.stream(kind, choices, req.includeUsage, logprobs, res, req.tools, req.echo);
+      else res.json(await this.collect(kind, choices, logprobs, req.tools, req.n, req.echo ?? ''));
     } finally {
       res.off('close', onClose);
     }
@@ -72,7 +78,8 @@ export class OpenAIResponder {
     return { id: choices.id, created: choices.created, model: choices.model };
   }
 
-  private async collect(kind: Kind, choices: Choices, logprobs: boolean, tools: ToolPlan | undefined) {
+  /** `n` of the choices are returned: all of them, or the n best of best_of candidates. `echo` goes before each text. */
+  private async collect(kind: Kind, choices: Choices, logprobs: boolean, tools: ToolPlan | undefined, n: number, echo: string) {
     const acc = choices.generations.map(() => ({
       text: '',
       finish: null as FinishReason | null,
@@ -96,9 +103,10 @@ export class OpenAIResponder {
     );
     const meta = this.meta(choices);
     if (kind === 'completions') {
+      const kept = acc.length > n ? bestCandidates(acc.map((a) => a.logprobs), n).map((k) => acc[k] as (typeof acc)[number]) : acc;
       return completionResponse(
         meta,
-        acc.map((a, i) => completionChoice(i, a.text, a.finish, logprobs ? completionLogprobs(a.logprobs, 0).logprobs : null)),
+        kept.map((a, i) => completionChoice(i, echo + a.text, a.finish, logprobs ? completionLogprobs(a.logprobs, 0).logprobs : null)),
         usage,
       );
     }
@@ -114,8 +122,8 @@ export class OpenAIResponder {
     );
   }
 
-  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, logprobs: boolean, res: Response, tools?: ToolPlan): Promise<void> {
-    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, { choices: choices.generations.length, logprobs, tools });
+  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, logprobs: boolean, res: Response, tools?: ToolPlan, echo?: string): Promise<void> {
+    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, { choices: choices.generations.length, logprobs, tools, echo });
     res.status(200).set(SSE_HEADERS);
     res.flushHeaders();
     const write = (events: string[]) => events.forEach((e) => res.write(e));

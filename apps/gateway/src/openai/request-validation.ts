@@ -24,6 +24,13 @@ export interface OpenAIRequest {
   readonly n: number;
   /** Chat with tools offered (tools.ts): the output is parsed for tool calls. */
   readonly tools?: ToolPlan;
+  /**
+   * Completions' `best_of` when above `n`: that many candidates are generated (with logprobs) and the n with the
+   * highest mean token logprob are returned (openai/best-of.ts). Never with `stream`.
+   */
+  readonly bestOf?: number;
+  /** Completions' `echo`: this text (the prompt) goes before each choice's text. */
+  readonly echo?: string;
 }
 
 /** Top alternatives per token, as vLLM's default max_logprobs (completions' `logprobs`, chat's `top_logprobs`). */
@@ -74,15 +81,35 @@ function parseStopTokenIds(body: Body): number[] {
   return ids as number[];
 }
 
-/** `n` (1..MAX_CHOICES); `best_of`, if given, must equal it (no server-side ranking). `echo` is not supported. */
-function parseChoices(body: Body): number {
+/**
+ * `n` (1..MAX_CHOICES) and `best_of` (n..MAX_CHOICES; completions only, chat only takes it equal to n). best_of
+ * above n ranks candidates server-side, which OpenAI does not stream either.
+ */
+function parseChoices(body: Body, api: Api, stream: boolean): { n: number; bestOf?: number } {
   const n = optNumber(body, 'n', 1, MAX_CHOICES, true) ?? 1;
   const bestOf = optNumber(body, 'best_of', 1, MAX_CHOICES, true);
-  if (bestOf !== undefined && bestOf !== n) {
-    throw InlaidError.invalid(`Only 'best_of' equal to 'n' (${n}) is supported.`, 'best_of');
+  if (bestOf === undefined || bestOf === n) return { n };
+  if (api !== 'completions') throw InlaidError.invalid(`Only 'best_of' equal to 'n' (${n}) is supported on chat completions.`, 'best_of');
+  if (bestOf < n) throw InlaidError.invalid(`'best_of' (${bestOf}) must be at least 'n' (${n}).`, 'best_of');
+  if (stream) throw InlaidError.invalid("'best_of' greater than 'n' cannot be used with 'stream' (the candidates are ranked once all are done).", 'best_of');
+  return { n, bestOf };
+}
+
+/**
+ * Completions' `echo`: the prompt goes before each choice's text. Not with logprobs: they would need the prompt
+ * tokens' logprobs, which the worker does not compute (the model runner scores only the last prompt position).
+ */
+function parseEcho(body: Body, api: Api, prompt: string, logprobs: number | undefined): string | undefined {
+  const echo = optBoolean(body, 'echo') ?? false;
+  if (!echo) return undefined;
+  if (api !== 'completions') throw InlaidError.invalid("'echo' is only supported on /v1/completions.", 'echo');
+  if (logprobs !== undefined) {
+    throw InlaidError.invalid(
+      "'echo' with 'logprobs' is not supported: the worker does not compute the prompt tokens' logprobs. Use 'echo' without 'logprobs'.",
+      'echo',
+    );
   }
-  if (body['echo'] === true) throw InlaidError.invalid("'echo' is not supported.", 'echo');
-  return n;
+  return prompt;
 }
 
 /** Completions: `logprobs` is an integer 0..MAX_LOGPROBS (null or false = off). */
@@ -230,14 +257,32 @@ function build(
   parseLogprobs: (body: Body) => number | undefined,
 ): OpenAIRequest {
   const model = parseModel(body);
-  const n = parseChoices(body);
-  const sampling = parseSampling(body, maxParam, parseLogprobs(body));
-  return { input: { model, prompt, messages, sampling, api }, ...parseStreaming(body), n };
+  const streaming = parseStreaming(body);
+  const { n, bestOf } = parseChoices(body, api, streaming.stream);
+  const logprobs = parseLogprobs(body);
+  const echo = parseEcho(body, api, prompt, logprobs);
+  const sampling = parseSampling(body, maxParam, logprobs);
+  return {
+    input: { model, prompt, messages, sampling, api },
+    ...streaming,
+    n,
+    ...(bestOf === undefined ? {} : { bestOf }),
+    ...(echo === undefined ? {} : { echo }),
+  };
 }
 
 export function parseCompletionRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
   return build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs);
+}
+
+/**
+ * The chat prompt of a body with `messages` (and `tools` / `tool_choice`) exactly as chat completions renders it
+ * for the worker: /tokenize uses it so its ids are those generation would use.
+ */
+export function parseChatPrompt(raw: unknown, support: ToolSupport): { messages: common.ChatMessage[]; tools: string } {
+  const body = asObject(raw);
+  return chatMessages(body, parseToolPlan(body, support), support);
 }
 
 /**

@@ -12,6 +12,8 @@
  * Tools (chat with `tools` offered): a choice's text goes through its ToolCallParser (tool-calls.ts); content
  * events go out as `delta.content`, calls as `delta.tool_calls` (an opening delta with index, id, type and name,
  * then argument fragments), and a choice finishes with `tool_calls` per finishesWithToolCalls (tool-events.ts).
+ *
+ * Echo (completions): each choice's first chunk, sent at once, carries the prompt as its text.
  */
 import type { common } from '@inlaid/proto';
 import type { GenerationDelta } from '../generation/generation.types';
@@ -41,6 +43,8 @@ export interface StreamOptions {
   readonly logprobs?: boolean;
   /** Chat with tools offered: each choice's text is parsed for tool calls. */
   readonly tools?: ToolPlan;
+  /** Completions' `echo`: the prompt, sent as each choice's first chunk. */
+  readonly echo?: string;
 }
 
 interface ChoiceState {
@@ -56,6 +60,7 @@ export class StreamEncoder {
   private promptTokens = 0;
   private readonly choices: ChoiceState[];
   private readonly logprobs: boolean;
+  private readonly echo: string;
 
   constructor(
     private readonly kind: StreamKind,
@@ -74,11 +79,15 @@ export class StreamEncoder {
       ...(tools !== undefined && kind === 'chat.completions' ? { tools: toolCallParser(tools) } : {}),
     }));
     this.logprobs = options.logprobs ?? false;
+    this.echo = kind === 'completions' ? (options.echo ?? '') : '';
   }
 
   /** Events sent before the first token. */
   open(): string[] {
-    if (this.kind !== 'chat.completions') return [];
+    if (this.kind !== 'chat.completions') {
+      if (this.echo === '') return [];
+      return this.choices.map((_, i) => sseEvent(completionChunk(this.meta, completionChoice(i, this.echo, null, null), this.includeUsage)));
+    }
     return this.choices.map((_, i) => sseEvent(chatChunk(this.meta, { role: 'assistant', content: '' }, null, this.includeUsage, i)));
   }
 

@@ -1,0 +1,48 @@
+/** gRPC Inference Tokenize / Detokenize into the worker's requests (tokenize-request.ts). */
+import { status } from '@grpc/grpc-js';
+import type { inference } from '@inlaid/proto';
+import { InlaidError } from '../common/inlaid-error';
+import { parseTokenizeRequest } from '../openai/tokenize-request';
+import { HERMES_FALLBACK } from '../openai/tool-format';
+import { paramOf } from '../testing/invalid-param';
+import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
+
+const hermes = () => HERMES_FALLBACK;
+const req = (r: Partial<inference.TokenizeTextRequest>): inference.TokenizeTextRequest => ({ model: '', prompt: '', messages: [], returnTokenStrs: false, ...r });
+
+describe('workerTokenizeRequest', () => {
+  it('a prompt passes with its options and the resolved model', () => {
+    expect(workerTokenizeRequest(req({ prompt: 'hi', addSpecialTokens: false, returnTokenStrs: true }), 'base', hermes)).toEqual({
+      model: 'base', prompt: 'hi', messages: [], tools: '', addGenerationPrompt: undefined, addSpecialTokens: false, returnTokenStrs: true,
+    });
+  });
+
+  it('renders tools into the messages as HTTP /tokenize does (Hermes)', () => {
+    const messages = [{ role: 'user', content: 'Weather?' }];
+    const params = { type: 'object', properties: { city: { type: 'string' } } };
+    const tools = { functions: [{ name: 'get_weather', description: 'd', parameters: JSON.stringify(params) }], choice: '', function: '' };
+    const grpc = workerTokenizeRequest(req({ messages, tools, addGenerationPrompt: false }), 'base', hermes);
+    const http = parseTokenizeRequest({ model: 'base', messages, tools: [{ type: 'function', function: { name: 'get_weather', description: 'd', parameters: params } }] }, hermes);
+    expect(grpc.messages).toEqual(http.messages);
+    expect(grpc.messages[0]?.content).toContain('get_weather');
+    expect(grpc.addGenerationPrompt).toBe(false);
+  });
+
+  it('refuses neither or both of prompt and messages, and tools on a prompt', () => {
+    expect(paramOf(() => workerTokenizeRequest(req({}), 'base', hermes))).toBe('prompt');
+    expect(paramOf(() => workerTokenizeRequest(req({ prompt: 'x', messages: [{ role: 'user', content: 'y' }] }), 'base', hermes))).toBe('prompt');
+    const tools = { functions: [{ name: 'f', description: '', parameters: '' }], choice: '', function: '' };
+    expect(paramOf(() => workerTokenizeRequest(req({ prompt: 'x', tools }), 'base', hermes))).toBe('tools');
+  });
+});
+
+describe('Detokenize', () => {
+  it('bounds the ids and names token_ids in the worker refusal', () => {
+    expect(checkDetokenizeRequest({ model: '', tokenIds: [1, 2] })).toEqual({ model: '', tokenIds: [1, 2] });
+    expect(paramOf(() => checkDetokenizeRequest({ model: '', tokenIds: new Array<number>(256 * 1024 + 1).fill(0) }))).toBe('token_ids');
+    const mapped = grpcTokenizeRefusal(new InlaidError(status.INVALID_ARGUMENT, 'tokens: token id 9 is outside', { param: 'tokens' })) as InlaidError;
+    expect(mapped.details.param).toBe('token_ids');
+    const other = new InlaidError(status.NOT_FOUND, 'x', { param: 'model' });
+    expect(grpcTokenizeRefusal(other)).toBe(other);
+  });
+});
