@@ -5,19 +5,45 @@ head_dim]; sequence s reads its first context_lens[s] tokens through block_table
 block_tables[s, j // block_size], offset j % block_size). Grouped-query attention: query head h reads KV head
 h // (heads // kv_heads); one program handles all query heads of one KV head, so each K/V tile is read once.
 
-Each sequence's context is cut into `num_parts` equal partitions (sized at run time from its context_len, so
-every program has work whatever the length); partitions write (max, sum, unnormalised output) and a second
-kernel merges them. With num_parts == 1 the first kernel writes the output directly. A sequence with
-context_len 0 (a padding row of a CUDA-graph bucket) gets zeros.
+Two kernels (`impl`; default_impl(): env INLAID_DECODE_ATTN, else DEFAULT_IMPL = "tiles"):
+
+"tiles" (the shipped one): each sequence's context is cut into `num_parts` equal partitions (sized at run time from
+its context_len, so every program has work whatever the length), each walked in tensor-core tiles (query heads
+padded to 16 rows) with the tile and pipeline depth autotuned per batch bucket.
+
+"split": partition p of `num_parts` takes the tiles p, p + num_parts, ... of BLOCK_N tokens (interleaved), so the
+first tile's block-table entries are known before the context length is: a program issues the length, its table
+entries and its first K/V tile at once; scores and P.V are CUDA-core products in fp32 (no 16-row padding); later
+tiles keep the next tile's K/V and the block entries of the one after in flight (lookahead). Under PDL
+(kernels.pdl) it loads the step metadata (lengths, block table: the decode graph's staged buffer) and its first
+tile's cache rows BEFORE griddepcontrol.wait, except the row of position context_len - 1, which it loads after the
+wait: that row is this step's token, written by the kernel just before (rope_cache); every older row was written
+by earlier steps. Precondition, as in every engine decode step (and decode_fused's rope form): nothing else a
+step writes lies in a decode row's context. An exception to kernels.pdl's rule list (the KV cache read after the
+wait); the GPU test test_split_prefetch_reads_the_new_token_after_the_pdl_wait clobbers the new slots before a
+PDL replay and checks both this kernel and a control that loads the new row early (which must fail).
+Measured on the H200 (bench/results/attention-2026-11-30-s8-notes.md): at batch 1-4 and context 512 it saves
+0.9-1.4 us a layer in a PDL chain of rope_cache + attention + merge, but it is 1.2-1.4x slower than "tiles" at
+context 4096 from batch 2 up and its kernel alone is no faster at batch 1 (7.2 vs 6.2 us); the 7B int4 step moved
+by -3% to +4% (noise: +-0.05 ms). So "tiles" stays the default; "split" is selectable (fusion "split",
+INLAID_DECODE_ATTN=split, options INLAID_DECODE_SPLIT).
+
+Both: with num_parts > 1 partitions write (max, sum, unnormalised output) and a second kernel merges them (split's
+MERGE 2: the last program of a (sequence, KV head) to arrive merges, as decode_fused); with num_parts == 1 the
+first kernel writes the output directly. A sequence with context_len 0 (a padding row of a CUDA-graph bucket)
+gets zeros.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .pdl import gdc_enter, gdc_late, launch_kw
+from .decode_fused import counters
+from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
 
 
 @triton.jit
@@ -115,22 +141,206 @@ def _merge_kernel(
     tl.store(out_ptr + s * stride_ot + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
 
 
-def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:
-    """Partitions per sequence so that about four waves of programs cover the GPU (1 on the CPU)."""
-    if device.type != "cuda":
-        return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+@triton.jit
+def _split_tile(q, k, v, valid, m_i, l_i, acc):
+    """One tile of impl "split": online softmax over its valid tokens (q pre-scaled, fp32; k, v [BLOCK_N, D])."""
+    scores = tl.sum(q[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)  # [REP_PAD, BLOCK_N]
+    scores = tl.where(valid[None, :], scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid token so far: p = 0
+    alpha = tl.exp(m_i - m_safe)
+    p = tl.exp(scores - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _split_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, scale, table_w,
+    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
+    stride_ot, stride_oh,
+    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr,
+    MERGE: tl.constexpr, PREFETCH: tl.constexpr, LOOKAHEAD: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_GDC: tl.constexpr = 0,
+):  # fmt: skip
+    """impl "split" (module docstring): program (part, kv head, sequence) takes the tiles part, part + NUM_PARTS,
+    ... of BLOCK_N tokens; scores and P.V as CUDA-core products (fp32)."""
+    part = tl.program_id(0)
+    kvh = tl.program_id(1)
+    s = tl.program_id(2)
+    r = tl.arange(0, REP_PAD)
+    d = tl.arange(0, D_PAD)
+    mask_h = r < REP
+    mask_d = d < HEAD_DIM
+    heads = kvh * REP + r
+    q_mask = mask_h[:, None] & mask_d[None, :]
+    # the first tile's block-table entries do not depend on the context length: issued together with it
+    offs = part * BLOCK_N + tl.arange(0, BLOCK_N)
+    bt_row = bt_ptr + s * stride_bt
+    bi = offs // BLOCK_SIZE
+    within = offs % BLOCK_SIZE
+    k_off = kvh * stride_kh + d[None, :]
+    v_off = kvh * stride_vh + d[None, :]
+    if PREFETCH:  # before the PDL wait: step metadata and the cache rows of earlier steps (module docstring)
+        gdc_start(USE_GDC)
+        blk = tl.load(bt_row + bi, mask=bi < table_w, other=0).to(tl.int64)
+        ctx = tl.load(ctx_ptr + s)
+        if PREFETCH == 1:  # the new token (position ctx - 1) is loaded after the wait
+            old = (offs < ctx - 1)[:, None] & mask_d[None, :]
+        else:  # 2: the new token too (unsafe: the tests' control)
+            old = (offs < ctx)[:, None] & mask_d[None, :]
+        k = tl.load(k_ptr + (blk * stride_kb + within * stride_ks)[:, None] + k_off, mask=old, other=0.0)
+        v = tl.load(v_ptr + (blk * stride_vb + within * stride_vs)[:, None] + v_off, mask=old, other=0.0)
+        gdc_wait(USE_GDC)
+        if PREFETCH == 1:  # this step's token, written by the kernel before (rope_cache)
+            new = (offs == ctx - 1)[:, None] & mask_d[None, :]
+            k = tl.where(new, tl.load(k_ptr + (blk * stride_kb + within * stride_ks)[:, None] + k_off, mask=new,
+                                      other=0.0), k)  # fmt: skip
+            v = tl.where(new, tl.load(v_ptr + (blk * stride_vb + within * stride_vs)[:, None] + v_off, mask=new,
+                                      other=0.0), v)  # fmt: skip
+    else:
+        gdc_enter(USE_GDC)
+        blk = tl.load(bt_row + bi, mask=bi < table_w, other=0).to(tl.int64)
+        ctx = tl.load(ctx_ptr + s)
+        kv_mask = (offs < ctx)[:, None] & mask_d[None, :]
+        k = tl.load(k_ptr + (blk * stride_kb + within * stride_ks)[:, None] + k_off, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + (blk * stride_vb + within * stride_vs)[:, None] + v_off, mask=kv_mask, other=0.0)
+    k_first = k
+    v_first = v
+    q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :], mask=q_mask, other=0.0)
+    q = q.to(tl.float32) * scale
+    m_i = tl.full((REP_PAD,), float("-inf"), tl.float32)
+    l_i = tl.zeros((REP_PAD,), tl.float32)
+    acc = tl.zeros((REP_PAD, D_PAD), tl.float32)
+    valid = offs < ctx
+    n_tiles = tl.cdiv(ctx, BLOCK_N)
+    ar = tl.arange(0, BLOCK_N)
+    if LOOKAHEAD:  # longer contexts: the K/V of the next tile and the block entries of the one after are in flight
+        t1 = part + NUM_PARTS
+        offs = t1 * BLOCK_N + ar
+        blk = tl.load(bt_row + offs // BLOCK_SIZE, mask=offs < ctx, other=0).to(tl.int64)
+        kv_mask = (offs < ctx)[:, None] & mask_d[None, :]
+        within = offs % BLOCK_SIZE
+        k = tl.load(k_ptr + (blk * stride_kb + within * stride_ks)[:, None] + k_off, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + (blk * stride_vb + within * stride_vs)[:, None] + v_off, mask=kv_mask, other=0.0)
+        offs = (t1 + NUM_PARTS) * BLOCK_N + ar
+        blk_next = tl.load(bt_row + offs // BLOCK_SIZE, mask=offs < ctx, other=0).to(tl.int64)
+        m_i, l_i, acc = _split_tile(q, k_first, v_first, valid, m_i, l_i, acc)  # the first tile, meanwhile
+        for t in range(t1, n_tiles, NUM_PARTS):
+            offs = (t + 2 * NUM_PARTS) * BLOCK_N + ar  # block entries two tiles ahead
+            blk_after = tl.load(bt_row + offs // BLOCK_SIZE, mask=offs < ctx, other=0).to(tl.int64)
+            offs = (t + NUM_PARTS) * BLOCK_N + ar  # K/V one tile ahead
+            kv_mask = (offs < ctx)[:, None] & mask_d[None, :]
+            within = offs % BLOCK_SIZE
+            k_next = tl.load(k_ptr + (blk_next * stride_kb + within * stride_ks)[:, None] + k_off, mask=kv_mask,
+                             other=0.0)  # fmt: skip
+            v_next = tl.load(v_ptr + (blk_next * stride_vb + within * stride_vs)[:, None] + v_off, mask=kv_mask,
+                             other=0.0)  # fmt: skip
+            m_i, l_i, acc = _split_tile(q, k, v, (t * BLOCK_N + ar) < ctx, m_i, l_i, acc)
+            k = k_next
+            v = v_next
+            blk_next = blk_after
+    else:
+        m_i, l_i, acc = _split_tile(q, k_first, v_first, valid, m_i, l_i, acc)
+        for t in range(part + NUM_PARTS, n_tiles, NUM_PARTS):
+            offs = t * BLOCK_N + ar
+            valid = offs < ctx
+            blk = tl.load(bt_row + offs // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+            within = offs % BLOCK_SIZE
+            kv_mask = valid[:, None] & mask_d[None, :]
+            k = tl.load(k_ptr + (blk * stride_kb + within * stride_ks)[:, None] + k_off, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptr + (blk * stride_vb + within * stride_vs)[:, None] + v_off, mask=kv_mask, other=0.0)
+            m_i, l_i, acc = _split_tile(q, k, v, valid, m_i, l_i, acc)
+    gdc_late(USE_GDC)
+    if NUM_PARTS == 1:
+        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(out_ptr + s * stride_ot + heads[:, None] * stride_oh + d[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=q_mask)  # fmt: skip
+    else:
+        row = (s * HEADS + heads) * NUM_PARTS + part  # [S, heads, parts] flat, as _merge_kernel reads it
+        tl.store(pm_ptr + row, m_i, mask=mask_h)
+        tl.store(pl_ptr + row, l_i, mask=mask_h)
+        tl.store(pacc_ptr + row[:, None] * D_PAD + d[None, :], acc, mask=mask_h[:, None])
+        if MERGE == 2:  # the last program of (sequence, KV head) to arrive merges (as decode_fused)
+            tl.debug_barrier()
+            arrived = tl.atomic_add(cnt_ptr + s * KV_HEADS + kvh, 1, sem="acq_rel")
+            if arrived == NUM_PARTS - 1:
+                parts = tl.arange(0, NUM_PARTS)
+                for rr in tl.static_range(REP):
+                    h = kvh * REP + rr
+                    rows = (s * HEADS + h) * NUM_PARTS + parts
+                    m = tl.load(pm_ptr + rows, volatile=True)
+                    m_max = tl.max(m, axis=0)
+                    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+                    w = tl.exp(m - m_max)
+                    total = tl.sum(tl.load(pl_ptr + rows, volatile=True) * w, axis=0)
+                    part_acc = tl.load(pacc_ptr + rows[:, None] * D_PAD + d[None, :], volatile=True)
+                    o = tl.sum(part_acc * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+                    tl.store(out_ptr + s * stride_ot + h * stride_oh + d, o.to(out_ptr.dtype.element_ty),
+                             mask=mask_d)  # fmt: skip
+                tl.store(cnt_ptr + s * KV_HEADS + kvh, 0)  # self-cleaning for the next launch
+
+
+IMPLS = ("tiles", "split")
+# the kernel paged_decode runs when the caller names none: env INLAID_DECODE_ATTN, else this (module docstring)
+DEFAULT_IMPL = "tiles"
+
+
+def default_impl() -> str:
+    """INLAID_DECODE_ATTN ("tiles" or "split"), else DEFAULT_IMPL; read when a call (or a graph capture) runs."""
+    impl = os.environ.get("INLAID_DECODE_ATTN", "").strip().lower() or DEFAULT_IMPL
+    if impl not in IMPLS:
+        raise ValueError(f"INLAID_DECODE_ATTN must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+def parts_for(num_seqs: int, kv_heads: int, sms: int) -> int:
+    """Partitions per (sequence, KV head): the power of two that gives about four programs per SM (rounded up),
+    1..32 (H200, 32 KV heads: 32 / 16 / 8 / 4 / 2 / 1 at batch 1 / 2 / 4 / 8 / 16 / 32)."""
     want = -(-4 * sms // max(1, num_seqs * kv_heads))
     return int(min(32, triton.next_power_of_2(want)))
+
+
+def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:
+    """parts_for on this device (1 on the CPU): both kernels use it."""
+    if device.type != "cuda":
+        return 1
+    return parts_for(num_seqs, kv_heads, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+# impl "split": tokens per tile and warps per program, and how partitions meet (MERGE 1: the merge kernel; 2: the
+# last program to arrive merges) and whether the first tile is loaded before the PDL wait (prefetch) and the next
+# tiles ahead (lookahead). One warp: the batch-1 pick of bench/results/attention-2026-11-30-s8b.json (least PDL
+# chain time summed over contexts 512 / 2048 / 4096: 8.2 / 15.8 / 25.5 us against tiles' 8.7 / 16.0 / 27.2)
+SPLIT_DEFAULTS = dict(block_n=16, num_warps=1, merge=1, prefetch=1, lookahead=1)
+SPLIT_KEYS = (*SPLIT_DEFAULTS, "parts_scale", "parts_div")
+LAST_SPLIT: list = [None]  # the compiled kernel of the last "split" launch (benchmarks read its registers)
+
+
+def split_env() -> dict[str, int]:
+    """INLAID_DECODE_SPLIT, e.g. "num_warps=2,merge=2,parts_div=2": overrides of SPLIT_DEFAULTS (parts_scale /
+    parts_div multiply / divide the partition count); read when a call (or a graph capture) runs. For benchmarks."""
+    raw = os.environ.get("INLAID_DECODE_SPLIT", "").strip()
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        key, _, value = item.partition("=")
+        if key not in SPLIT_KEYS or not value.strip().isdigit():
+            raise ValueError(f"INLAID_DECODE_SPLIT: {item!r} is not one of {SPLIT_KEYS} = integer")
+        out[key] = int(value)
+    return out
 
 
 def paged_decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     context_lens: torch.Tensor, scale: float, num_parts: int | None = None, out: torch.Tensor | None = None,
-    tune: bool = True,
+    tune: bool = True, impl: str | None = None, **split: int,
 ) -> torch.Tensor:  # fmt: skip
     """q [S, heads, head_dim] (one token per sequence) -> [S, heads, head_dim]; see the module docstring.
-    tune: on CUDA, pick the tile by timing the first call of each batch bucket (never inside a graph capture)."""
+    tune (impl "tiles"): on CUDA, pick the tile by timing the first call of each batch bucket (never inside a
+    graph capture). impl: "tiles" or "split" (default: default_impl() for one query head per KV head, "tiles"
+    for grouped heads). split: overrides of SPLIT_DEFAULTS (benchmarks)."""
     s, heads, hd = q.shape
     kv_heads = k_cache.shape[2]
     if heads % kv_heads or k_cache.shape[3] != hd or block_tables.shape[0] != s or context_lens.shape != (s,):
@@ -138,31 +348,50 @@ def paged_decode(
                          f"tables {tuple(block_tables.shape)}, lens {tuple(context_lens.shape)} do not match")  # fmt: skip
     if q.stride(2) != 1 or k_cache.stride(3) != 1 or v_cache.stride(3) != 1 or block_tables.stride(1) != 1:
         raise ValueError("paged_decode needs the head_dim (and block-table column) stride to be 1")
+    rep = heads // kv_heads
+    impl = impl or (default_impl() if rep == 1 else "tiles")
+    if impl not in IMPLS or (split and impl != "split"):
+        raise ValueError(f"paged_decode: impl must be one of {IMPLS} (options only for split), got {impl!r}")
     out = torch.empty_like(q) if out is None else out
     if s == 0:
         return out
-    parts = num_parts or choose_num_parts(s, kv_heads, q.device)
+    opt = {**SPLIT_DEFAULTS, **split_env(), **split} if impl == "split" else {}
+    parts = num_parts or max(1, choose_num_parts(s, kv_heads, q.device) * opt.get("parts_scale", 1)
+                             // opt.get("parts_div", 1))  # fmt: skip
     if parts & (parts - 1):
         raise ValueError(f"num_parts must be a power of two, got {parts}")
-    rep, d_pad = heads // kv_heads, max(16, triton.next_power_of_2(hd))
+    d_pad = max(16, triton.next_power_of_2(hd))
     if parts > 1:
         pm = torch.empty(s * heads * parts, dtype=torch.float32, device=q.device)
         pl = torch.empty_like(pm)
         pacc = torch.empty(s * heads * parts, d_pad, dtype=torch.float32, device=q.device)
     else:
         pm = pl = pacc = out
-    args = (q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, scale,
-            q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
-            out.stride(0), out.stride(1))  # fmt: skip
-    meta = dict(REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)), HEAD_DIM=hd, D_PAD=d_pad,
-                S_BUCKET=triton.next_power_of_2(s), BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts,
-                IEEE=q.dtype == torch.float32, **launch_kw())  # fmt: skip
-    if q.is_cuda and tune:
-        _decode_tuned[(s, kv_heads, parts)](*args, **meta)
+    strides = (q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+               v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
+               out.stride(0), out.stride(1))  # fmt: skip
+    merge = 1
+    if impl == "split":
+        merge = int(opt["merge"]) if parts > 1 else 0
+        if merge not in (0, 1, 2):
+            raise ValueError(f"paged_decode: merge must be 1 or 2, got {merge}")
+        cnt = counters(q.device, s * kv_heads) if merge == 2 else pm
+        LAST_SPLIT[0] = _split_kernel[(parts, kv_heads, s)](
+            q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, cnt, scale, block_tables.shape[1],
+            *strides, HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd,
+            D_PAD=d_pad, BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts, MERGE=merge, PREFETCH=int(opt["prefetch"]),
+            LOOKAHEAD=bool(opt["lookahead"]), BLOCK_N=int(opt["block_n"]), num_warps=int(opt["num_warps"]),
+            num_stages=1, **launch_kw())  # fmt: skip
     else:
-        _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=64, num_warps=4, num_stages=2)
-    if parts > 1:
+        args = (q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, scale, *strides)
+        meta = dict(REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)), HEAD_DIM=hd, D_PAD=d_pad,
+                    S_BUCKET=triton.next_power_of_2(s), BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts,
+                    IEEE=q.dtype == torch.float32, **launch_kw())  # fmt: skip
+        if q.is_cuda and tune:
+            _decode_tuned[(s, kv_heads, parts)](*args, **meta)
+        else:
+            _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=64, num_warps=4, num_stages=2)
+    if parts > 1 and merge == 1:
         _merge_kernel[(s, heads)](pm, pl, pacc, out, out.stride(0), out.stride(1),
                                   HEAD_DIM=hd, D_PAD=d_pad, NUM_PARTS=parts, num_warps=1, **launch_kw())  # fmt: skip
     return out

@@ -14,6 +14,8 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     "rope":  decode_fused.rope_decode_attention: rotary (cos/sin computed in the kernel), the KV write,
              attention and the merge in one launch per layer (no cos/sin tensors at all);
     "rope-vec": "rope" with CUDA-core scores for one query head per KV head (decode_fused's vec_mha).
+    "tiles" / "split": "none" with paged_decode's kernel named (impl "tiles" or "split"; "none" runs its default,
+             paged_decode.default_impl) and paged_decode's own partition count: for same-run comparisons.
 "+swiglu" (alone: "swiglu" = "none+swiglu"): the gate/up GEMV writes silu(gate) * up itself where its kernel
     can (kernels.quant_swiglu: packed 4-bit weights, the half2 row GEMV, no LoRA), removing the silu_mul launch.
 """
@@ -41,7 +43,7 @@ from inlaid_worker.model.llama import LoraDelta
 from inlaid_worker.model.quant_weights import QuantMatrix
 from inlaid_worker.model.weights import LlamaWeights
 
-ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec")
+ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu")
 ROPE_FUSIONS = ("rope", "rope-vec")
 
@@ -121,6 +123,9 @@ def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layou
     if isinstance(layout, TiledLayout):
         return paged_prefill(q, k_cache, v_cache, layout.block_tables, layout.tiles, scale)
     if isinstance(layout, DecodeLayout):
+        if layout.attention in ("tiles", "split"):  # paged_decode's kernel named, its own partition count
+            return paged_decode(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale,
+                                impl=layout.attention)  # fmt: skip
         attend = decode_attention if layout.attention == "merge" else paged_decode
         return attend(q, k_cache, v_cache, layout.block_tables, layout.context_lens, scale, layout.num_parts)
     out = torch.empty_like(q)

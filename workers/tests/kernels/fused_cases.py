@@ -18,6 +18,20 @@ FUSED_CASES: dict[str, dict[str, Any]] = {
     "decode-gqa-fp32-4parts": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
     "decode-mha-fp16-2parts": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
     "decode-d24-fp32": dict(kind="decode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=2),
+    # impl "split" (interleaved tiles, CUDA-core products): tiles of 2 / 4 / 8 tokens over blocks of 4, partitions
+    # looping over several tiles, both merges, the first tile loaded before or after the PDL wait
+    "split-mha-fp16-4parts": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=4, impl="split",
+                                  split=dict(block_n=4)),
+    "split-mha-fp32-2parts-tile2": dict(kind="decode", dtype="fp32", heads=3, kv_heads=3, d=24, parts=2,
+                                        impl="split", split=dict(block_n=2)),
+    "split-gqa-fp32-4parts-merge2": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4,
+                                         impl="split", split=dict(block_n=4, merge=2)),
+    "split-mha-fp16-8parts-merge2-noprefetch": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=8,
+                                                    impl="split", split=dict(block_n=2, merge=2, prefetch=False)),
+    "split-gqa-fp16-1part-tile8": dict(kind="decode", dtype="fp16", heads=4, kv_heads=1, d=16, parts=1,
+                                       impl="split", split=dict(block_n=8)),
+    "split-gqa-fp16-2parts-noahead": dict(kind="decode", dtype="fp16", heads=4, kv_heads=2, d=16, parts=2,
+                                          impl="split", split=dict(block_n=2, lookahead=0, num_warps=2)),
     "fdecode-gqa-fp32-4parts": dict(kind="fdecode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
     "fdecode-mha-fp16-2parts": dict(kind="fdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
     "fdecode-d24-fp32-1part": dict(kind="fdecode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=1),
@@ -56,9 +70,17 @@ def run_decode(p: dict[str, Any], dev: str) -> dict[str, Any]:
     tables = torch.stack([torch.randperm(blocks)[:6] for _ in lens]).to(dev, torch.int32)
     q = torch.randn(len(lens), p["heads"], p["d"], device=dev).to(dtype)
     scale = p["d"] ** -0.5
-    out = paged_decode(q, k_cache, v_cache, tables, lens, scale, num_parts=p["parts"])
+    kw = dict(num_parts=p["parts"], impl=p.get("impl", "tiles"), **p.get("split", {}))
+    out = paged_decode(q, k_cache, v_cache, tables, lens, scale, **kw)
     ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
-    return dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()))
+    res = dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()))
+    if p.get("split", {}).get("merge") == 2:  # the arrival counters are left at 0; a rerun gives the same output
+        from inlaid_worker.kernels import decode_fused
+
+        again = paged_decode(q, k_cache, v_cache, tables, lens, scale, **kw)
+        res.update(rerun_same=bool(torch.equal(out, again)),
+                   counters_clean=bool((decode_fused._COUNTERS[k_cache.device] == 0).all()))  # fmt: skip
+    return res
 
 
 def _decode_inputs(p: dict[str, Any], dev: str) -> tuple[torch.Tensor, ...]:
@@ -85,7 +107,7 @@ def run_fdecode(p: dict[str, Any], dev: str) -> dict[str, Any]:
     ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
     again = decode_fused.decode_attention(q, k_cache, v_cache, tables, lens, scale, **kw)
     return dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()), rerun_same=bool(torch.equal(out, again)),
-                counters_clean=bool((decode_fused._COUNTERS[torch.device(dev)] == 0).all()))  # fmt: skip
+                counters_clean=bool((decode_fused._COUNTERS[k_cache.device] == 0).all()))  # fmt: skip
 
 
 def run_rdecode(p: dict[str, Any], dev: str) -> dict[str, Any]:
@@ -110,7 +132,7 @@ def run_rdecode(p: dict[str, Any], dev: str) -> dict[str, Any]:
     return dict(err=_rel(out, ref), k_err=_rel(k_cache, caches[0]), v_err=_rel(v_cache, caches[1]),
                 new_k_err=_rel(k_cache.view(-1, kvh, d)[slots[[0, 3]].long()], caches[0].view(-1, kvh, d)[slots[[0, 3]].long()]),
                 pad_row_zero=bool((out[1] == 0).all()),
-                counters_clean=bool((decode_fused._COUNTERS[torch.device(dev)] == 0).all()))  # fmt: skip
+                counters_clean=bool((decode_fused._COUNTERS[k_cache.device] == 0).all()))  # fmt: skip
 
 
 def run_norm(p: dict[str, Any], dev: str) -> dict[str, Any]:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from fused_cases import FUSED_CASES
+from inlaid_worker.kernels.pdl import gdc_enter
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE.parents[1]
@@ -43,6 +46,8 @@ def test_paged_decode_matches_reference(case_id: str, fused_case: Callable[[str]
     assert "error" not in res, res.get("error")
     assert res["err"] < _tol(case_id), res
     assert res["pad_row_zero"], "a sequence with context 0 (graph padding) must get zeros"
+    assert res.get("counters_clean", True), "the split kernel's in-kernel merge must leave its counters at 0"
+    assert res.get("rerun_same", True), "a second launch over the same inputs must give the same output"
 
 
 @pytest.mark.parametrize("case_id", [c for c, p in FUSED_CASES.items() if p["kind"] in ("fdecode", "rdecode")])
@@ -99,3 +104,63 @@ def test_fused_partition_rule() -> None:
     assert [fused_parts_for(s, 32, 132) for s in (1, 2, 4, 8, 16, 32, 256)] == [8, 4, 2, 1, 1, 1, 1]
     assert fused_parts_for(1, 8, 132) == 32 and fused_parts_for(1, 1, 132) == 32  # capped
     assert choose_fused_parts(1, 32, torch.device("cpu")) == 1
+
+
+@triton.jit
+def _spin(x_ptr, n, USE_GDC: tl.constexpr):
+    """One program that runs for a while (n dependent FMAs) after its PDL wait: the kernel before rope_cache."""
+    gdc_enter(USE_GDC)
+    acc = tl.load(x_ptr)
+    for _ in range(n):
+        acc = acc * 0.999 + 1.0
+    tl.store(x_ptr, acc)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="PDL needs a GPU of compute capability 9+")  # fmt: skip
+def test_split_prefetch_reads_the_new_token_after_the_pdl_wait() -> None:
+    """impl "split" loads its first tile before the PDL wait but the new token's K/V only after it. In a PDL graph
+    (a one-program spin kernel, then rope_cache writing the new K/V, then the attention), the new slots are
+    clobbered before the replay: the shipped kernel must match the reference; the control (PREFETCH 2, which also
+    loads the new token early) must not, which shows the attention really started before rope_cache wrote."""
+    from inlaid_worker.kernels import pdl
+    from inlaid_worker.kernels.paged_decode import paged_decode, paged_decode_reference
+    from inlaid_worker.kernels.rope_cache import rope_and_cache
+    from inlaid_worker.model.rope import cos_sin
+
+    torch.manual_seed(0)
+    dev, h, d, bs = "cuda", 8, 128, 16
+    lens = torch.tensor([5, 16, 17, 100, 0, 33], dtype=torch.int32, device=dev)
+    k_cache = torch.randn(48, bs, h, d, device=dev).half()
+    v_cache = torch.randn(48, bs, h, d, device=dev).half()
+    tables = torch.randperm(48, device=dev)[:42].reshape(6, 7).to(torch.int32)
+    last = (lens - 1).clamp_min(0).long()
+    slots = (tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs).to(torch.int32)
+    slots[4] = -1
+    qkv = torch.randn(6, 3 * h * d, device=dev).half()
+    cos, sin = cos_sin(1.0 / (10000 ** (torch.arange(0, d, 2, device=dev) / d)), last, torch.float16)
+    x = torch.zeros(1, device=dev)
+    errs = {}
+    for prefetch, merge in ((1, 1), (1, 2), (2, 1)):
+        def fn() -> tuple[torch.Tensor, torch.Tensor]:
+            _spin[(1,)](x, 20000, **pdl.launch_kw())
+            q = rope_and_cache(qkv, cos[:, 0], sin[:, 0], slots, k_cache, v_cache, h)
+            return q, paged_decode(q, k_cache, v_cache, tables, lens, d**-0.5, num_parts=4, impl="split",
+                                   prefetch=prefetch, merge=merge)  # noqa: B023  # fmt: skip
+
+        with pdl.scope(1) as mode:
+            assert mode == 1
+            fn()
+            torch.cuda.synchronize()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                q, out = fn()
+        live = slots[slots >= 0].long()
+        k_cache.view(-1, h, d)[live] = 30.0
+        v_cache.view(-1, h, d)[live] = 30.0
+        g.replay()
+        torch.cuda.synchronize()
+        ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, d**-0.5).float()
+        errs[(prefetch, merge)] = float((out.float() - ref).norm() / ref.norm())
+    assert errs[(1, 1)] < 2e-3 and errs[(1, 2)] < 2e-3, errs
+    assert errs[(2, 1)] > 0.05, f"control: the early load of the new token went unnoticed {errs}"

@@ -44,4 +44,4 @@ def test_fusion_names_split_into_attention_and_swiglu() -> None:
     assert {f: (attention_fusion(f), swiglu_fused(f)) for f in DECODE_FUSIONS} == {
         "none": ("none", False), "merge": ("merge", False), "rope": ("rope", False),
         "rope-vec": ("rope-vec", False), "swiglu": ("none", True), "merge+swiglu": ("merge", True),
-        "rope+swiglu": ("rope", True)}  # fmt: skip
+        "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False)}  # fmt: skip
