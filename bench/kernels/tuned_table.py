@@ -6,7 +6,9 @@ benchmark's JSON (bench/results/decode-*.json: `meta.tuned`, the picks its runne
         bench/results/kernels-2026-11-29-tc.json [--dtype float16 --bits 4 --group 128] [--skip-m 4]
     python3 bench/kernels/tuned_table.py bench/results/decode-2026-11-30-final.json --bits 3 --add
 
-(--add keeps the existing table's entries of other dtypes, bits or groups: one table holds int4 and int3.)
+(--add keeps the existing table's entries of other dtypes, bits or groups: one table holds int4 and int3;
+--merge keeps every existing entry the files do not replace, e.g. a retune of some shapes:
+    python3 bench/kernels/tuned_table.py bench/results/kernels-2026-11-30-s8-gemv.json --merge)
 
 Later files override earlier ones for the same (dtype, m bucket, n, k, bits, group). All files must come from
 the same device. The benchmarks time asymmetric fp16 weights; the picks are used for any zero-point and
@@ -52,7 +54,7 @@ def build(files: list[Path], dtype: str, bits: int, group: int, skip_m: tuple[in
             if (row.get("dtype", dtype), row.get("bits", bits), row.get("group", group)) != (dtype, bits, group):
                 continue
             key = (dtype, m_bucket(int(row["M"])), int(row["N"]), int(row["K"]), bits, group)
-            if key[1] in skip_m:
+            if key[1] in skip_m or not row.get("pick"):
                 continue
             us = row.get("pick_us")
             entries[key] = {
@@ -76,6 +78,18 @@ def merged(old: dict, new: dict, replaced: tuple[str, int, int]) -> dict:
             "entries": sorted(kept + new["entries"], key=order)}
 
 
+def merged_keep(old: dict, new: dict) -> dict:
+    """`new` plus every entry of `old` (same device) that `new` does not replace (same dtype, m bucket, n, k, bits,
+    group)."""
+    if old["device"] != new["device"]:
+        raise SystemExit(f"the existing table is for {old['device']}, these files for {new['device']}")
+    key = lambda e: (e["dtype"], e["m_bucket"], e["n"], e["k"], e["bits"], e["group"])  # noqa: E731
+    fresh = {key(e) for e in new["entries"]}
+    kept = [e for e in old["entries"] if key(e) not in fresh]
+    return {"device": new["device"], "sources": old["sources"] + [f for f in new["sources"] if f not in old["sources"]],
+            "entries": sorted(kept + new["entries"], key=key)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", type=Path, nargs="+")
@@ -85,11 +99,14 @@ def main() -> None:
     ap.add_argument("--dest", type=Path, default=TUNED_DIR)
     ap.add_argument("--skip-m", type=int, nargs="*", default=[], help="batch buckets to leave to the tuner")
     ap.add_argument("--add", action="store_true", help="keep the existing table's entries of other dtype/bits/group")
+    ap.add_argument("--merge", action="store_true", help="keep every existing entry the files do not replace")
     a = ap.parse_args()
     table = build(a.files, a.dtype, a.bits, a.group, tuple(a.skip_m))
     a.dest.mkdir(parents=True, exist_ok=True)
     out = a.dest / f"{device_slug(table['device'])}.json"
-    if a.add and out.exists():
+    if a.merge and out.exists():
+        table = merged_keep(json.loads(out.read_text()), table)
+    elif a.add and out.exists():
         table = merged(json.loads(out.read_text()), table, (a.dtype, a.bits, a.group))
     out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"{out}: {len(table['entries'])} picks from {', '.join(table['sources'])}")

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .gptq_packing import GPTQWeight
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
-from .quant_common import split_launch, workspace
+from .quant_common import finish_rows, red_tile, split_launch, workspace
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
 from .swiglu_epilogue import store_swiglu
 
@@ -253,7 +253,7 @@ def _hgemvr_kernel(
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0,
+    BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0, FINISH: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -345,6 +345,8 @@ def _hgemvr_kernel(
     if SWIGLU:  # act = silu(gate) * up instead of y (swiglu_epilogue)
         store_swiglu(acc, 1024.0, offs_m, m_ok, offs_n, ws_ptr, N, cnt_ptr, pid_m, pid_n, SPLIT_K, act_ptr, stride_am,
                      INTER, BLOCK_N)  # fmt: skip
+    elif FINISH:  # split-K partials only, fire-and-forget; quant_common.finish_rows then stores y and clears them
+        red_tile(tl.sum(acc, axis=1, keep_dims=True) * 1024.0, ws_ptr + offs_m * N + offs_n, m_ok & mask_n)
     else:
         store_rows(acc, 1024.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N, cnt_ptr, pid_m,
                    pid_n, SPLIT_K, USE_SPLIT)  # fmt: skip
@@ -352,7 +354,7 @@ def _hgemvr_kernel(
 
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                   num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
-                  pin: bool = False, swiglu: torch.Tensor | None = None) -> None:  # fmt: skip
+                  pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -360,7 +362,9 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     arithmetic, whose zero constants pass through a barrier that returns a value (bar.red); without it ptxas sinks
     the loads below the arithmetic, into the same registers, and each tile's load latency is exposed (NOTES.md v7).
     swiglu (act [M, N / 2]; needs N / 2 % block_n == 0): W is a gate/up weight and act = silu(gate) * up is written
-    instead of y (swiglu_epilogue; y is not touched)."""
+    instead of y (swiglu_epilogue; y is not touched). finish (split-K only; not with swiglu): the programs only add
+    their partial sums into the workspace (no arrival counter, no last program) and a second kernel
+    (quant_common.finish_rows, PDL-aware) writes y and clears the workspace: kinds ending in "f"."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
@@ -371,6 +375,9 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     if burst and iters > 4:
         raise ValueError(f"burst takes at most 4 K tiles per program (got {iters}: raise split_k)")
     act = y if swiglu is None else swiglu
+    if finish and swiglu is not None:
+        raise ValueError("finish and swiglu are separate epilogues")
+    fin = finish and grid[1] > 1  # without split-K the programs store y themselves
     if swiglu is not None:  # programs per (tile pair, 2 x split): one reduction of 2 x split arrivals per pair
         if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
             raise ValueError(f"swiglu: act {tuple(act.shape)} for N = {w.out_features} in tiles of {block_n}")
@@ -381,6 +388,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     _hgemvr_kernel[grid](*args, act, w.out_features // 2, act.stride(0), **consts, USE_ASM=use_asm(),
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
-                         EVEN_N=w.out_features % block_n == 0, PIN=pin,
+                         EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                          num_stages=1, **launch_kw())  # fmt: skip
+    if fin:
+        finish_rows(args[6], y)

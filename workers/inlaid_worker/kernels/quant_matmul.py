@@ -6,6 +6,8 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   BLOCK_M rows); "hgemvp": the same kernel with x, scales, zeros and words loaded 1-2 K tiles ahead (M <= 4);
 - "hgemvr", "hgemvrq", "hgemvrb" (quant_hgemvr, v7): half2 GEMV summing a thread's row chunks of a K tile in
   half2, one fp32 conversion per tile; "q" pins the next tile's loads, "b" loads all of a program's tiles at once;
+  "hgemvrf", "hgemvrqf", "hgemvrbf": the same with the finish epilogue (red-only partials, then
+  quant_common.finish_rows writes y and clears the workspace: no arrival counter, one more small kernel);
 - "hgemv3" (quant_hgemv3): the half2 GEMV for 3-bit weights (a word triple -> 16 half2 pairs), M <= 4;
 - "mma" (quant_mma): tensor cores with the weight as the A operand (y^T = W^T x^T), 4-bit, any M;
 - "tc", "tc2", "tcf2" (quant_tcg, Gluon; quant_tc under the interpreter): tensor cores, words loaded straight
@@ -36,6 +38,8 @@ from .quant_hgemvr import launch_hgemvr
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
 from .quant_tc import launch_tensor_core
+
+HGEMVR_KINDS = ("hgemvr", "hgemvrq", "hgemvrb", "hgemvrf", "hgemvrqf", "hgemvrbf")
 
 
 @triton.jit
@@ -155,8 +159,10 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_hgemv(x2, w, *args[:5], 1, y, ahead=cfg.num_stages)
     elif cfg.kind == "hgemvb":  # v6: all of a program's 2-4 K tiles loaded before any is used
         launch_hgemv(x2, w, *args[:5], 1, y, burst=True)
-    elif cfg.kind in ("hgemvr", "hgemvrq", "hgemvrb"):  # v7 row-accumulating half2 GEMV (quant_hgemvr)
-        launch_hgemvr(x2, w, *args[:5], y, burst=cfg.kind == "hgemvrb", const_stride=True, pin=cfg.kind == "hgemvrq")
+    elif cfg.kind in HGEMVR_KINDS:  # v7 row-accumulating half2 GEMV (quant_hgemvr); "f": finish-kernel epilogue
+        base = cfg.kind.removesuffix("f")
+        launch_hgemvr(x2, w, *args[:5], y, burst=base == "hgemvrb", const_stride=True, pin=base == "hgemvrq",
+                      finish=base != cfg.kind)  # fmt: skip
 
     elif cfg.kind == "hgemv3":  # 3-bit half2 GEMV (quant_hgemv3)
         launch_hgemv3(x2, w, *args)

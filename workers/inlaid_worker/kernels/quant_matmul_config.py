@@ -27,7 +27,7 @@ class QMMConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
-    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "hgemvb" | "hgemvr[q|b]" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
+    kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "hgemvb" | "hgemvr[q|b][f]" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
 
 
 def m_bucket(m: int) -> int:
@@ -84,9 +84,15 @@ def _hgemvp(mb: int, k: int, group: int) -> list[QMMConfig]:
 
 # v7 row-accumulating half2 GEMV (quant_hgemvr, M <= 4): kinds "hgemvr" (look-ahead loop), "hgemvrq" (the same, the
 # next tile's loads pinned before the arithmetic by a value-returning barrier), "hgemvrb" (burst); block_n 64, 2 warps,
-# block_k 128; (kind, K tiles per program): the plans that won a row on the H200 (kernels-2026-11-30-v7.md)
-HGEMVR_PLANS = {1: (("hgemvr", 4), ("hgemvr", 6), ("hgemvr", 8), ("hgemvrq", 6), ("hgemvrb", 3)),
-                4: (("hgemvr", 6), ("hgemvr", 8), ("hgemvrb", 3))}  # fmt: skip
+# block_k 128; (kind, K tiles per program): the plans that won a row on the H200 (kernels-2026-11-30-v7.md), and
+# (session 8) shorter programs (2-3 tiles: picked for 4096x4096 and 4096x11008 at M = 1-2) and burst 2 / 4. The
+# finish-epilogue kinds ("hgemvrf", "hgemvrqf", "hgemvrbf": red-only partials + quant_common.finish_rows) are NOT
+# candidates: on the H200 they were slower than their store_tile twins in 70 of 100 same-plan pairs under PDL
+# (median +0.49 us, up to +5.3 at M = 2) and 65 of 100 launched plainly (median +0.38 us) (kernels-2026-11-30-s8-gemv.md;
+# bench/kernels/s8_gemv.py times them).
+HGEMVR_PLANS = {1: (("hgemvr", 2), ("hgemvr", 3), ("hgemvr", 4), ("hgemvr", 6), ("hgemvr", 8), ("hgemvrq", 6),
+                    ("hgemvrb", 2), ("hgemvrb", 3), ("hgemvrb", 4)),
+                4: (("hgemvr", 4), ("hgemvr", 6), ("hgemvr", 8), ("hgemvrb", 3))}  # fmt: skip
 
 
 def _hgemvr(mb: int, k: int, group: int) -> list[QMMConfig]:

@@ -105,8 +105,11 @@ def test_row_gemv_is_offered_for_4bit_fp16_up_to_m4_only() -> None:
     def cands(m: int, bits: int = 4, dtype: torch.dtype = torch.float16, k: int = 4096, group: int = 128) -> list:
         return [c for c in candidate_configs(m, 11008, k, group, bits, dtype) if c.kind.startswith("hgemvr")]
 
+    # the finish-epilogue kinds ("...f") are benches only (slower on the H200, quant_matmul_config.HGEMVR_PLANS)
     assert {c.kind for c in cands(1)} == {"hgemvr", "hgemvrq", "hgemvrb"} == {c.kind for c in cands(2)}
     assert {c.kind for c in cands(4)} == {"hgemvr", "hgemvrb"} and {c.block_m for c in cands(3)} == {4}
+    assert {c.split_k for c in cands(1) if c.kind == "hgemvr"} == {16, 11, 8, 6, 4}, "K = 4096: 2, 3, 4, 6, 8 tiles"
+    assert len(cands(1)) == len(set(cands(1))), "duplicate candidates"
     assert not cands(8) and not cands(1, bits=3) and not cands(1, dtype=torch.bfloat16)
     assert not cands(1, k=4096 + 64, group=64), "K tiles of 128 inside one group"
     for m in (1, 2, 4):
