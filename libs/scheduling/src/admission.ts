@@ -50,6 +50,19 @@ export class Admission {
    * `out`. `saveableArriving`: a request that can still meet its SLO may be arriving (for the step budget).
    */
   admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[]): void {
+    const eps = this.d.policy.throughputGuard ?? null;
+    const base = slot.state.stepCost?.baseS ?? 0;
+    if (eps === null || this.d.policy.budgetSafety === undefined || base <= 0) {
+      this.round(slot, now, accepts, saveableArriving, out, this.d.policy.budgetSafety);
+      return;
+    }
+    const on = slot.guard.budgetOn(now, eps);
+    this.gate.refused = false;
+    this.round(slot, now, accepts, saveableArriving, out, on ? this.d.policy.budgetSafety : undefined, !on);
+    if (on && this.gate.refused) slot.guard.record(base, slot.running.size, Math.min(slot.state.maxBatchRows, slot.running.size + this.d.waiting.size));
+  }
+
+  private round(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[], safety: number | undefined, unbounded = false): void {
     const { policy, waiting, batching } = this.d;
     const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
     if (b.rows <= 0 || waiting.size === 0 || !batching.release(slot, now)) return;
@@ -57,7 +70,7 @@ export class Admission {
       b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
       b.committedBlocks += blocksFor(policy.reservedTokens(r), slot.state.blockSize);
     }
-    const gate = this.gate.begin(slot, now, policy.budgetSafety, saveableArriving, policy.lostWorkUsesSlack === true);
+    const gate = this.gate.begin(slot, now, safety, saveableArriving, policy.lostWorkUsesSlack === true, unbounded);
     // Starving requests first, oldest first. Strict policies: if one cannot go in, admit nothing else until
     // it can. Lenient ones (inlaid): it goes first wherever it fits under the same memory projection and
     // step budget as the rest, and one that does not fit leaves the rest to the policy's order.

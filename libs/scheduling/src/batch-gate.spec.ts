@@ -34,6 +34,28 @@ describe('batched prefill admission (inlaid)', () => {
     expect(admitted(s.schedule(0.2, 'w0').decisions)).toEqual(['b']);
   });
 
+  it('waits spacingSteps (default 8) decode steps of the running batch when they last longer than prefillStepS / fixedShare', () => {
+    // One decoding row at 20 + 12 ms: 8 steps = 0.256 s > 0.04 / 0.2 = 0.2 s (two rows, 44 ms, fit the step budget).
+    const slow: StepCost = { ...COST, baseS: 0.02, decodeRowS: 0.012 };
+    const s = decoding({}, slow);
+    s.enqueue(request('b', 't1', 32, 0.01));
+    expect(admitted(s.schedule(0.2, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.255, 'w0').decisions)).toEqual([]);
+    expect(admitted(s.schedule(0.257, 'w0').decisions)).toEqual(['b']);
+    // Off (null), the fixedShare rule alone releases at 0.2 s; 2 steps (0.064 s) are shorter than it, so it decides.
+    for (const [spacingSteps, at] of [[null, 0.2], [2, 0.2]] as const) {
+      const t = decoding({ spacingSteps }, slow);
+      t.enqueue(request('b', 't1', 32, 0.01));
+      expect(admitted(t.schedule(at - 0.001, 'w0').decisions)).toEqual([]);
+      expect(admitted(t.schedule(at, 'w0').decisions)).toEqual(['b']);
+    }
+  });
+
+  it('rejects a spacingSteps outside (0, 100]', () => {
+    expect(() => new Scheduler({ policy: 'inlaid', inlaid: { batchedAdmission: { spacingSteps: 0 } } })).toThrow(/spacingSteps/);
+    expect(() => new Scheduler({ policy: 'inlaid', inlaid: { batchedAdmission: { spacingSteps: 101 } } })).toThrow(/spacingSteps/);
+  });
+
   it('releases when the oldest saveable arrival has used holdFraction of its TTFT SLO', () => {
     const s = decoding({ fixedShare: 0.01, holdFraction: 0.25 }); // gap 4 s; hold 0.5 s
     s.enqueue(request('b', 't1', 32, 0.1));

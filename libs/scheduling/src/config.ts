@@ -58,6 +58,12 @@ export interface InlaidOptions {
    */
   readonly lostSlack: boolean;
   /**
+   * Throughput guard (throughput-guard.ts): null (default) = off; epsilon in (0, 0.5] = the step budget is switched off
+   * while the fixed step cost it has cost (estimated) exceeds epsilon of the elapsed time, and back on with a hold of
+   * a few seconds. Trades SLO attainment for throughput on saturated workers whose budgeted steps are too short.
+   */
+  readonly throughputGuard: number | null;
+  /**
    * A starving request goes first wherever it fits (memory projection and step budget included) instead of
    * stopping every admission until it fits. Liveness then rests on continuous aging and this first claim.
    */
@@ -119,8 +125,8 @@ export type SchedulerConfigInput = Partial<Omit<SchedulerConfig, 'inlaid' | 'mlf
 export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
-  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lostSlack: false, lenientStarvation: true, triage: true, lostReserveQuantile: null, budgetFixedPrefill: false,
-    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.2, needRoom: true } },
+  inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lostSlack: false, throughputGuard: null, lenientStarvation: true, triage: true, lostReserveQuantile: null, budgetFixedPrefill: false,
+    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.2, needRoom: true, spacingSteps: 8 } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,
@@ -157,6 +163,8 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
   if (lrq !== null && !(lrq >= 0 && lrq <= 1)) throw new Error('inlaid.lostReserveQuantile must be null or in [0, 1]');
   if (!(cfg.inlaid.agingTokensPerS >= 0)) throw new Error('inlaid.agingTokensPerS must be >= 0');
   if (!(cfg.inlaid.budgetSafety > 0 && cfg.inlaid.budgetSafety <= 1)) throw new Error('inlaid.budgetSafety must be in (0, 1]');
+  const tg = cfg.inlaid.throughputGuard;
+  if (tg !== null && !(tg > 0 && tg <= 0.5)) throw new Error('inlaid.throughputGuard must be null or in (0, 0.5]');
   validateBatchedAdmission(cfg.inlaid.batchedAdmission);
   if (!(cfg.starvationS > 0)) throw new Error('starvationS must be > 0');
   validateSlo('default', cfg.defaultSlo);

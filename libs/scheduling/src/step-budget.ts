@@ -42,16 +42,22 @@ export class StepGate {
   private lostUseSlack = false;
   /** Limit for a lost candidate when the round began (rows admitted later only lower it): for `closed`. */
   private lostLimitS = Number.NEGATIVE_INFINITY;
+  /** No step-time bound at all this round, not even the fill's plain TPOT (the throughput guard's off state). */
+  private unbounded = false;
+  /** Whether the budget turned a candidate away this round (for the throughput guard). */
+  refused = false;
 
   /**
    * Starts a round for `slot` at `now` and returns this gate. One gate serves every round of a scheduler (a round
    * is planned synchronously, one at a time), so the per-step planning allocates no gate.
    */
-  begin(slot: WorkerSlot, now: number, safety: number | undefined, saveableArriving = false, useSlack = false): this {
+  begin(slot: WorkerSlot, now: number, safety: number | undefined, saveableArriving = false, useSlack = false, unbounded = false): this {
     this.slot = slot;
+    this.unbounded = unbounded;
     this.now = now;
     this.safety = safety;
     this.protect = saveableArriving;
+    this.refused = false;
     let tpot = Number.POSITIVE_INFINITY;
     for (const x of slot.running.values()) {
       if (!pastTtft(x, now)) this.protect = true;
@@ -76,11 +82,14 @@ export class StepGate {
     const c = this.slot.state.stepCost;
     if (this.safety === undefined || c === undefined || this.slot.running.size === 0 || !this.protect) return false;
     const cheapest = { rows: this.slot.running.size + 1, adapters: this.slot.taskRows.size, kvTokens: usedBlocks * this.slot.state.blockSize + 1 };
-    return decodeStepS(c, cheapest) > Math.max(this.batchBudgetS, this.lostLimitS);
+    const shut = decodeStepS(c, cheapest) > Math.max(this.batchBudgetS, this.lostLimitS);
+    if (shut) this.refused = true;
+    return shut;
   }
 
   /** For the work-conserving fill. */
   fill(r: TrackedRequest, usedBlocks: number): boolean {
+    if (this.unbounded) return true;
     if (this.safety !== undefined) return this.budgeted(r, usedBlocks, this.safety);
     const c = this.slot.state.stepCost;
     if (c === undefined) return true;
@@ -97,6 +106,7 @@ export class StepGate {
     const limit = this.lostUseSlack && !saveable ? slackLimitS(this.slot, this.now, safety) : stepBudgetS(tightestTpot(this.slot, r), safety, this.slot.prefill.share());
     const ok = decodeStepS(c, this.shapeWith(r, kvTokens)) <= limit;
     if (ok && saveable) this.protect = true;
+    if (!ok) this.refused = true;
     return ok;
   }
 

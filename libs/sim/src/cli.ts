@@ -7,16 +7,17 @@
  * --max-model-len: the worker's context limit (its ready line's max_model_len): prompts of N tokens or more are
  * refused (counted in `rejected`, SLO misses), outputs stop at N. --requests-out: one JSON line per request.
  * (inlaid knobs: SIM_FLAGS in options.ts, e.g. --budget-safety 0.95 --lost-slack on --batch-fixed-share 0.2)
+ * Without --cost-model: calibration/cpu-tiny-served-s7.json (the served CPU fit; default-cost-model.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { numberFlag, parseFlags, readTrace, rejectUnknown } from '@inlaid/workload';
 import { parseCostModel } from './cost-model';
+import { DEFAULT_COST_MODEL } from './default-cost-model';
 import { boolFlag, schedulerConfigFromFlags, SIM_FLAGS } from './options';
 import { requestLines } from './request-dump';
 import { simulate } from './simulator';
 
-export const DEFAULT_COST_MODEL = join(__dirname, '..', 'calibration', 'cpu-tiny-measured.json');
+export { DEFAULT_COST_MODEL } from './default-cost-model';
 
 function main(argv: readonly string[]): void {
   const flags = parseFlags(argv, ['json']);

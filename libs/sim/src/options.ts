@@ -5,8 +5,8 @@ import { Flags, numberFlag } from '@inlaid/workload';
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
-  'step-budget', 'budget-safety', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
-  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room',
+  'step-budget', 'budget-safety', 'throughput-guard', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
+  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room', 'batch-spacing-steps',
   'max-model-len', 'requests-out',
 ] as const;
 
@@ -42,6 +42,7 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
       ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
       ...(flags.has('lost-slack') ? { lostSlack: boolFlag(flags, 'lost-slack', false) } : {}),
+      ...(flags.has('throughput-guard') ? { throughputGuard: flags.get('throughput-guard') === 'off' ? null : numberFlag(flags, 'throughput-guard') } : {}),
       ...(flags.has('lost-reserve-quantile') ? { lostReserveQuantile: lostReserveFlag(flags.get('lost-reserve-quantile')) } : {}),
       batchedAdmission: batchedAdmissionFromFlags(flags),
     },
@@ -66,6 +67,7 @@ function batchedAdmissionFromFlags(flags: Flags): Partial<BatchedAdmissionOption
     ...(flags.has('batch-hold-fraction') ? { holdFraction: numberFlag(flags, 'batch-hold-fraction') } : {}),
     ...(flags.has('batch-group') ? { groupRequests: numberFlag(flags, 'batch-group') } : {}),
     ...(flags.has('batch-fixed-share') ? { fixedShare: numberFlag(flags, 'batch-fixed-share') } : {}),
+    ...(flags.has('batch-spacing-steps') ? { spacingSteps: flags.get('batch-spacing-steps') === 'off' ? null : numberFlag(flags, 'batch-spacing-steps') } : {}),
     ...(flags.has('batch-need-room') ? { needRoom: boolFlag(flags, 'batch-need-room', true) } : {}),
   };
 }

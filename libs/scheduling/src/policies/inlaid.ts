@@ -26,12 +26,14 @@ export class InlaidPolicy implements Policy {
   readonly triage: boolean;
   readonly budgetCountsFixedPrefill: boolean;
   readonly lostWorkUsesSlack: boolean;
+  readonly throughputGuard: number | null;
 
   constructor(private readonly opts: InlaidOptions) {
     this.triage = opts.triage;
     this.budgetCountsFixedPrefill = opts.budgetFixedPrefill;
     this.budgetSafety = opts.stepBudget ? opts.budgetSafety : undefined;
     this.lostWorkUsesSlack = opts.lostSlack;
+    this.throughputGuard = opts.stepBudget ? opts.throughputGuard : null;
     this.batchedAdmission = opts.batchedAdmission;
     this.starvingPausesAdmission = !opts.lenientStarvation;
   }

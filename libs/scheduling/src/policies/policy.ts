@@ -62,6 +62,8 @@ export interface Policy {
    * the slack the saveable rows have banked against their TPOT SLO (step-budget.ts). Absent = no.
    */
   readonly lostWorkUsesSlack?: boolean;
+  /** Inlaid's throughput guard (throughput-guard.ts): loss allowance, or null/undefined when off. */
+  readonly throughputGuard?: number | null;
   /** Batched prefill admission (batch-gate.ts); undefined = admit whenever there is room (the baselines). */
   readonly batchedAdmission?: BatchedAdmissionOptions;
   /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */
