@@ -3,12 +3,13 @@
  * (SmolLM2-135M-Instruct, `--model smollm2`) behind the real gateway: a tokenize / detokenize round trip, chat
  * messages (with tools) counted as many tokens as generation's prompt_tokens, the 400 / 404s; best_of returns the
  * candidate with the highest mean token logprob (the candidates seen through n = best_of with the same seed) and
- * counts every candidate's tokens; echo puts the prompt before the text (streamed: in the first chunk).
+ * counts every candidate's tokens; echo puts the prompt before the text (streamed: in the first chunk), with logprobs
+ * the prompt tokens' logprobs first, equal to vLLM's prompt_logprobs (also on chat and gRPC), and they add up.
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import type { common, inference } from '@inlaid/proto';
 import { randomBytes } from 'node:crypto';
-import { inferenceClient } from './support/grpc-clients';
+import { generate, inferenceClient } from './support/grpc-clients';
 import { SmolStack, startSmolStack, stopSmolStack } from './support/smollm2-stack';
 import { postSse } from './support/sse';
 
@@ -164,9 +165,82 @@ describe('echo', () => {
     expect(texts.join('')).toBe(BODY.prompt + plain.json['choices'][0].text);
   });
 
-  it('with logprobs is a 400 that says why', async () => {
-    const res = await post('v1/completions', { model: base, ...BODY, echo: true, logprobs: 1 });
-    expect([res.status, res.json['error'].param]).toEqual([400, 'echo']);
-    expect(res.json['error'].message).toContain("prompt tokens' logprobs");
+  it('with logprobs covers the prompt tokens (first null), equal to prompt_logprobs; the logprobs add up', async () => {
+    const tok = await post('tokenize', { model: base, prompt: BODY.prompt });
+    const ids = tok.json['tokens'] as number[];
+    const p = ids.length;
+    const plain = await post('v1/completions', { model: base, ...BODY, logprobs: 2 });
+    const res = await post('v1/completions', { model: base, ...BODY, echo: true, logprobs: 2, prompt_logprobs: 2 });
+    expect(res.status).toBe(200);
+    const choice = res.json['choices'][0] as Json;
+    const lp = choice['logprobs'] as Json;
+    const generated = plain.json['choices'][0].logprobs as Json;
+    expect(choice['text']).toBe(BODY.prompt + plain.json['choices'][0].text);
+    expect(lp['tokens']).toHaveLength(p + generated['tokens'].length);
+    expect([lp['token_logprobs'][0], lp['top_logprobs'][0], lp['text_offset'][0]]).toEqual([null, null, 0]);
+    // vLLM's prompt_logprobs: null, then {id: {logprob, rank, decoded_token}} with the prompt token and the top 2
+    const prompt = choice['prompt_logprobs'] as Array<Record<string, Json> | null>;
+    expect(prompt).toHaveLength(p);
+    expect(prompt[0]).toBeNull();
+    for (let i = 1; i < p; i++) {
+      const entry = prompt[i] as Record<string, Json>;
+      const own = entry[String(ids[i])] as Json;
+      expect(own['decoded_token']).toBe(lp['tokens'][i]);
+      expect(own['logprob']).toBeCloseTo(lp['token_logprobs'][i], 5);
+      expect(own['rank']).toBeGreaterThanOrEqual(1);
+      const ranked = Object.values(entry).filter((e) => e !== own || own['rank'] <= 2).sort((a, b) => a['rank'] - b['rank']);
+      expect(ranked.slice(0, 2).map((e) => e['rank'])).toEqual([1, 2]);
+      for (const e of Object.values(entry)) expect(lp['top_logprobs'][i][e['decoded_token']]).toBeCloseTo(e['logprob'], 5);
+      expect(own['rank'] === 1).toBe(own['logprob'] >= Math.max(...Object.values(entry).map((e) => e['logprob'] as number)) - 1e-6);
+    }
+    // the generated part is the plain request's, its offsets from the end of the echoed prompt
+    lp['token_logprobs'].slice(p).forEach((v: number, i: number) => expect(v).toBeCloseTo(generated['token_logprobs'][i], 3));
+    expect(lp['text_offset'][p]).toBe(BODY.prompt.length);
+    lp['tokens'].forEach((t: string, i: number) => expect((choice['text'] as string).slice(lp['text_offset'][i], lp['text_offset'][i] + t.length)).toBe(t));
+    // the sums: echo's logprobs = the prompt's (prompt_logprobs) + the completion's; and scoring prompt + completion
+    // as one prompt gives the same total (the chain rule), when it tokenizes to the same ids
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    const promptSum = sum(prompt.slice(1).map((e, i) => (e as Record<string, Json>)[String(ids[i + 1])]?.['logprob'] as number));
+    const echoSum = sum(lp['token_logprobs'].slice(1) as number[]);
+    expect(echoSum).toBeCloseTo(promptSum + sum(generated['token_logprobs'] as number[]), 3);
+    const whole = await post('tokenize', { model: base, prompt: choice['text'] });
+    expect(whole.json['count']).toBe(lp['tokens'].length); // the completion re-tokenizes to its own tokens
+    const scored = await post('v1/completions', { model: base, prompt: choice['text'], max_tokens: 1, prompt_logprobs: 0 });
+    const scoredSum = sum((scored.json['choices'][0].prompt_logprobs as Array<Record<string, Json> | null>).slice(1).map((e, i) => (e as Record<string, Json>)[String(whole.json['tokens'][i + 1])]?.['logprob'] as number));
+    expect(scoredSum).toBeCloseTo(echoSum, 2);
+  });
+
+  it('with logprobs streamed: the first chunk is the prompt with its logprobs, as the unstreamed ones', async () => {
+    const whole = await post('v1/completions', { model: base, ...BODY, echo: true, logprobs: 1 });
+    const streamed = await postSse(url, 'completions', { model: base, ...BODY, echo: true, logprobs: 1, stream: true });
+    expect(streamed.status).toBe(200);
+    const choices = streamed.chunks.map((c) => c['choices'][0] as Json);
+    expect(choices[0]?.['text']).toBe(BODY.prompt);
+    expect(choices[0]?.['logprobs'].token_logprobs[0]).toBeNull();
+    const lp = whole.json['choices'][0].logprobs as Json;
+    const joined = choices.flatMap((c) => c['logprobs'].token_logprobs as Array<number | null>);
+    expect(joined).toHaveLength(lp['token_logprobs'].length);
+    joined.forEach((v, i) => (v === null ? expect(lp['token_logprobs'][i]).toBeNull() : expect(v).toBeCloseTo(lp['token_logprobs'][i], 3)));
+    expect(choices.flatMap((c) => c['logprobs'].text_offset)).toEqual(lp['text_offset']);
+  });
+
+  it('prompt_logprobs on chat (on the response), refused with stream; gRPC sends them on the first message', async () => {
+    const chat = await post('v1/chat/completions', { model: base, messages: MESSAGES, max_tokens: 1, prompt_logprobs: 1 });
+    expect(chat.status).toBe(200);
+    expect(chat.json['prompt_logprobs']).toHaveLength(chat.json['usage'].prompt_tokens);
+    expect(chat.json['prompt_logprobs'][0]).toBeNull();
+    const streamed = await post('v1/chat/completions', { model: base, messages: MESSAGES, prompt_logprobs: 1, stream: true });
+    expect([streamed.status, streamed.json['error'].param]).toEqual([400, 'prompt_logprobs']);
+    const client = inferenceClient((stack as SmolStack).h.gateway.grpcAddr);
+    try {
+      const out = await generate(client, { model: base, prompt: BODY.prompt, sampling: { maxTokens: 2, temperature: 0, ignoreEos: true, stop: [], stopTokenIds: [], promptLogprobs: 1 } });
+      const first = out[0]?.promptLogprobs?.tokens ?? [];
+      expect(first).toHaveLength(out[0]?.promptTokens ?? -1);
+      expect(first[0]?.sampled?.rank).toBeUndefined();
+      expect(first.slice(1).every((t) => (t.sampled?.rank ?? 0) >= 1 && t.top.length === 1)).toBe(true);
+      expect(out.slice(1).every((m) => (m.promptLogprobs?.tokens.length ?? 0) === 0)).toBe(true);
+    } finally {
+      client.close();
+    }
   });
 });

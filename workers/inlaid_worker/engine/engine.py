@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -31,6 +31,7 @@ from inlaid_worker.model.step_input import StepInput
 class Runner(Protocol):
     def execute(self, step: StepInput) -> torch.Tensor: ...  # logits [S, vocab] float32
     # optional: execute_device(step), the same logits left on the runner's device (the engine samples there)
+    # with prompt logprobs: take_prompt_logprobs(), after a step with StepInput.prompt_rows (model.prompt_logprobs)
     def add_adapter(self, name: str, adapter: Any) -> int: ...
     def remove_adapter(self, name: str) -> None: ...
     def prepare_adapters(self, names: Iterable[str], keep: Iterable[str]) -> dict[str, int]: ...
@@ -61,6 +62,9 @@ class RequestOutput:
     completion_tokens: int
     logprobs: tuple[TokenLogprobs, ...] | None = None  # one per token of token_ids, when the request asked
     cached_tokens: int = 0  # prompt tokens the request's first admission took from the prefix cache
+    # sampling.prompt_logprobs: on the first output with a token, one per prompt token (the first: logprob 0, rank
+    # None, no top; then each token's logprob and rank given the tokens before it, and the top N there)
+    prompt_logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,8 @@ class LLMEngine:
         step = build_step_input(scheduled.chunks, self.limits.block_size, "cpu")  # the runner moves it
         execute = getattr(self.runner, "execute_device", None) or self.runner.execute
         logits = execute(step)  # [S, vocab] float32, on the device where the runner offers that
+        if step.prompt_rows is not None:
+            self._collect_prompt_logprobs(scheduled, self.runner.take_prompt_logprobs())  # type: ignore[attr-defined]
         self.scheduler.commit(scheduled)
         self.num_steps += 1
         return outputs + self._postprocess(scheduled, logits)
@@ -276,6 +282,38 @@ class LLMEngine:
             self._append_token(seq, token, lp) for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)
         ]
 
+    @staticmethod
+    def _collect_prompt_logprobs(scheduled: SchedulerOutput, scored: Any) -> None:
+        """Hands the step's prompt logprobs (model.prompt_logprobs.PromptLogprobs, rows in chunk order) to their
+        sequences."""
+        if scored is None:
+            raise RuntimeError("the runner returned no prompt logprobs for a step that asked")
+        lps, ranks = scored.logprobs.tolist(), scored.ranks.tolist()
+        top_ids, top_vals = scored.top_ids.tolist(), scored.top_logprobs.tolist()
+        j = 0
+        for chunk in scheduled.chunks:
+            seq = chunk.seq
+            a, b = seq.prompt_span(chunk.start, chunk.end)
+            if a >= b:
+                continue
+            n = int(seq.sampling.prompt_logprobs or 0)
+            targets = seq.prompt_token_ids[a + 1 : b + 1]
+            for t, r in enumerate(range(j, j + b - a)):
+                top = tuple(zip(top_ids[r][:n], top_vals[r][:n], strict=True))
+                seq.prompt_logprobs_pending.append(TokenLogprobs(targets[t], lps[r], top, int(ranks[r])))
+            j += b - a
+            seq.prompt_logprobs_done = b
+
+    @staticmethod
+    def _take_prompt_logprobs(seq: Sequence) -> tuple[TokenLogprobs, ...] | None:
+        """The prompt logprobs to send with seq's first output (None: not asked, or sent already)."""
+        if seq.sampling.prompt_logprobs is None or seq.prompt_logprobs_sent:
+            return None
+        seq.prompt_logprobs_sent = True
+        entries = (TokenLogprobs(seq.prompt_token_ids[0], 0.0, ()), *seq.prompt_logprobs_pending)
+        seq.prompt_logprobs_pending = []
+        return entries
+
     def _append_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None = None) -> RequestOutput:
         seq.output_token_ids.append(token)
         p = seq.sampling
@@ -300,7 +338,9 @@ class LLMEngine:
         if reason is not None:
             self.scheduler.finish(seq, reason)
             del self._seqs[seq.request_id]
-        return self._output(seq, text, [token], reason, None if logprobs is None else (logprobs,))
+        out = self._output(seq, text, [token], reason, None if logprobs is None else (logprobs,))
+        prompt = self._take_prompt_logprobs(seq)
+        return out if prompt is None else replace(out, prompt_logprobs=prompt)
 
     @staticmethod
     def _grammar_ended(seq: Sequence, token: int) -> bool:

@@ -44,6 +44,7 @@ class TokenLogprobs:
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...]
+    rank: int | None = None  # prompt logprobs: the token's rank (1 = most likely); None elsewhere
 
 
 @dataclass(frozen=True)

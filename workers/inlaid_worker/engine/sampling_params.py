@@ -37,6 +37,8 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     min_p: float = 0.0  # [0, 1]; 0 = off: drop tokens less likely than min_p x the most likely one (vLLM)
     min_tokens: int = 0  # EOS and stop token ids are masked, and stop strings ignored, until this many outputs
+    # vLLM's prompt_logprobs: None = off; N = each prompt token's logprob and rank plus the top N (model.prompt_logprobs)
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -63,6 +65,8 @@ class SamplingParams:
             )
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
             raise SamplingError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
+        if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= MAX_LOGPROBS:
+            raise SamplingError(f"prompt_logprobs must be in [0, {MAX_LOGPROBS}], got {self.prompt_logprobs}")
         if not 0.0 <= self.min_p <= 1.0:  # NaN fails too
             raise SamplingError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.min_tokens < 0:

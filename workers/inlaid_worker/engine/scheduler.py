@@ -15,6 +15,10 @@ computed, and prefills only the rest. Full blocks are registered in the cache at
 computed. A waiting sequence whose next uncached block is being computed right now by a running sequence (the
 same prompt prefix admitted a step earlier: `n` > 1 choices, a shared system prompt) is passed over, keeping
 its place, until that block is cached, so that the prefix is computed once.
+
+Prompt logprobs: a sequence that asks for them takes from the cache only the blocks whose positions it has scored
+already (none on its first admission; after a preemption, what it scored before), so it computes every prompt
+position itself once; it never waits for a pending shared prefix either.
 """
 
 from __future__ import annotations
@@ -166,7 +170,13 @@ class Scheduler:
         bm = self.block_manager
         if not bm.enable_caching or seq.num_computed_tokens or seq.block_table:
             return []
-        return bm.match(self._chain(seq, max_cached_blocks(seq.num_tokens, bm.block_size)))
+        return bm.match(self._chain(seq, self._cache_limit(seq)))
+
+    def _cache_limit(self, seq: Sequence) -> int:
+        """Full blocks seq may take from the cache (prompt logprobs: only positions it has scored)."""
+        bs = self.block_manager.block_size
+        limit = max_cached_blocks(seq.num_tokens, bs)
+        return min(limit, seq.prompt_logprobs_done // bs) if seq.prompt_logprobs_missing else limit
 
     def _pending_hashes(self) -> set[bytes]:
         """Hashes of blocks that running sequences hold but have not computed (and registered) yet."""
@@ -174,6 +184,8 @@ class Scheduler:
         return {h for s in self.running if s.hash_generation == gen for h in s.block_hashes[s.num_registered_blocks :]}
 
     def _next_block_pending(self, seq: Sequence, num_cached: int, pending: set[bytes]) -> bool:
+        if seq.prompt_logprobs_missing:  # it computes its prompt itself
+            return False
         limit = max_cached_blocks(seq.num_tokens, self.block_manager.block_size)
         return num_cached < limit and seq.block_hashes[num_cached] in pending
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from inlaid_worker.engine.sampler import TokenHistory
+from inlaid_worker.engine.sampler import TokenHistory, TokenLogprobs
 from inlaid_worker.engine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -85,6 +85,11 @@ class Sequence:
         self.detokenizer: IncrementalDetokenizer | None = None
         self._penalty_prompt: torch.Tensor | None = None  # penalty_history's prompt part, as a tensor
         self.grammar: GrammarState | None = None  # structured outputs: the matcher of sampling.structured
+        # Prompt logprobs (sampling.prompt_logprobs): positions 0 .. prompt_logprobs_done - 1 are scored (position
+        # p's entry is token p + 1's logprob); the entries wait in prompt_logprobs_pending until the first output.
+        self.prompt_logprobs_done = 0
+        self.prompt_logprobs_pending: list[TokenLogprobs] = []
+        self.prompt_logprobs_sent = False
 
     @property
     def token_ids(self) -> list[int]:
@@ -101,6 +106,17 @@ class Sequence:
     @property
     def num_uncomputed_tokens(self) -> int:
         return self.num_tokens - self.num_computed_tokens
+
+    def prompt_span(self, start: int, end: int) -> tuple[int, int]:
+        """The positions [a, b) of a chunk [start, end) whose prompt logprobs are still to score (a >= b: none)."""
+        if self.sampling.prompt_logprobs is None:
+            return 0, 0
+        return max(start, self.prompt_logprobs_done), min(end, len(self.prompt_token_ids) - 1)
+
+    @property
+    def prompt_logprobs_missing(self) -> bool:
+        """Asks for prompt logprobs and not every prompt position is scored yet (the prefix cache is capped)."""
+        return self.sampling.prompt_logprobs is not None and self.prompt_logprobs_done < len(self.prompt_token_ids) - 1
 
     @property
     def is_finished(self) -> bool:

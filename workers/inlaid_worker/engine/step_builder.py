@@ -24,6 +24,9 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
     max_blocks = max(len(c.seq.block_table) for c in chunks)
     padding = [0] * max_blocks
     flat_tables: list[int] = []
+    prompt_rows: array | None = None  # prompt logprobs: rows scored, their targets (the next prompt tokens)
+    prompt_targets = array("q")
+    prompt_top_k = 0
     total = 0
     for chunk in chunks:
         seq = chunk.seq
@@ -43,6 +46,13 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
             positions.extend(span)
             adapter_ids.extend([seq.adapter_slot] * n)
             slot_mapping.extend([table[p // block_size] * block_size + p % block_size for p in span])
+        if seq.sampling.prompt_logprobs is not None:
+            a, b = seq.prompt_span(start, end)
+            if a < b:
+                prompt_rows = array("q") if prompt_rows is None else prompt_rows
+                prompt_rows.extend(range(total + a - start, total + b - start))
+                prompt_targets.extend(seq.prompt_token_ids[a + 1 : b + 1])
+                prompt_top_k = max(prompt_top_k, seq.sampling.prompt_logprobs)
         total += n
         query_start_loc.append(total)
         context_lens.append(end)
@@ -63,4 +73,7 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
         context_lens=t(context_lens),  # [S]
         block_tables=t(array("q", flat_tables)).view(len(chunks), max_blocks),  # [S, max_blocks]
         logits_indices=t(logits_indices),  # [S]
+        prompt_rows=None if prompt_rows is None else t(prompt_rows),  # [R]
+        prompt_targets=None if prompt_rows is None else t(prompt_targets),  # [R]
+        prompt_top_k=prompt_top_k,
     )

@@ -23,6 +23,9 @@ Interface (what the engine uses):
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
                                         # (a graph-replayed step returns a pinned buffer reused by later steps)
     runner.execute_device(step)         # the same logits on the runner's device (what the engine samples from)
+    runner.take_prompt_logprobs()       # after a step with StepInput.prompt_rows: its model.prompt_logprobs
+                                        # .PromptLogprobs (host tensors), else None. Such steps run eagerly (no
+                                        # decode or prefill graph: they score rows besides the logits rows)
     runner.add_adapter(name, adapter)   # LoraAdapter or directory -> registered in host memory; its device slot
                                         # (the id for adapter_ids) when one was free, else -1
     runner.prepare_adapters(names, keep)  # {name: slot}: loads names on demand, LRU-evicting outside names+keep
@@ -60,6 +63,7 @@ from inlaid_worker.model.decode_graphs import DecodeGraphs
 from inlaid_worker.model.llama import LoraDelta, forward
 from inlaid_worker.model.llama_fast import MixedLayout, forward_fast, mixed_layout
 from inlaid_worker.model.prefill_graphs import PrefillGraphs
+from inlaid_worker.model.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
 from inlaid_worker.model.step_input import StepInput
@@ -154,6 +158,7 @@ class ModelRunner:
             off = os.environ.get("INLAID_PREFILL_GRAPHS", "1").strip().lower() in ("0", "false", "no", "off")
             prefill_graphs = self._capture and not off
         self.prefill_graphs = prefill_graphs
+        self._prompt_logprobs: PromptLogprobs | None = None
 
     @property
     def prefill_graphs(self) -> bool:
@@ -218,8 +223,21 @@ class ModelRunner:
         graph-replayed step returns a view of the graph's output, valid until the next step; never write it."""
         return self._execute(step, host=False)
 
+    def take_prompt_logprobs(self) -> PromptLogprobs | None:
+        """The prompt logprobs of the last step's StepInput.prompt_rows (None when it had none); once."""
+        out, self._prompt_logprobs = self._prompt_logprobs, None
+        return out
+
+    def _score_prompt(self, hidden: torch.Tensor, step: StepInput) -> None:
+        if step.prompt_rows is None or step.prompt_targets is None:
+            return
+        dev = self.device
+        self._prompt_logprobs = prompt_logprobs(hidden, self.weights.lm_head, step.prompt_rows.to(dev),
+                                                step.prompt_targets.to(dev), step.prompt_top_k)  # fmt: skip
+
     def _execute(self, step: StepInput, host: bool) -> torch.Tensor:
         self._check(step)
+        self._prompt_logprobs = None
         if self.backend == "triton":
             return self._execute_fast(step, host)
         dev = self.device
@@ -234,11 +252,19 @@ class ModelRunner:
         lora = self._adapters.context(step.adapter_ids)
         rope = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
         hidden = forward(self.weights, self.config, token_ids, rope, self.kv_cache, meta, lora)
+        self._score_prompt(hidden, step)
         picked = hidden[step.logits_indices.to(dev)]  # [S, hidden]
         logits = torch.nn.functional.linear(picked, self.weights.lm_head).float()
         return logits.cpu() if host else logits
 
     def _execute_fast(self, step: StepInput, host: bool) -> torch.Tensor:
+        if step.prompt_rows is not None:  # graphs carry the logits rows only: such steps run eagerly
+            x = self.eager_inputs(step)
+            hidden = forward_fast(self.weights, self.config, x.token_ids, x.cos, x.sin, x.slot_mapping, self.kv_cache,
+                                  x.layout, x.lora)  # fmt: skip
+            self._score_prompt(hidden, step)
+            logits = torch.nn.functional.linear(hidden[x.logits_rows], self.weights.lm_head).float()
+            return logits.cpu() if host else logits
         if self._graphs is not None and self._graphs.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
             return self._graphs.run(self.weights, step, host)

@@ -21,6 +21,12 @@ class StepInput:
     context_lens: torch.Tensor  # [S] int64: tokens in the KV cache for each sequence after this step
     block_tables: torch.Tensor  # [S, max_blocks] int64: KV block ids of each sequence, padded with 0
     logits_indices: torch.Tensor  # [S] int64: row whose logits are wanted (last row of each chunk)
+    # Prompt logprobs (model.prompt_logprobs): rows whose next prompt token is scored ([R] int64, ascending), that
+    # token ([R] int64), and how many of the most likely tokens to return per row (the most any row asked for).
+    # None: no row asks (the usual step; graphs run only such steps).
+    prompt_rows: torch.Tensor | None = None
+    prompt_targets: torch.Tensor | None = None
+    prompt_top_k: int = 0
 
     @property
     def num_tokens(self) -> int:

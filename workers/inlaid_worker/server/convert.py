@@ -42,6 +42,7 @@ def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int, vocab_siz
         logit_bias=tuple(sorted((int(t), float(b)) for t, b in p.logit_bias.bias.items())),
         min_p=p.min_p if p.HasField("min_p") else 0.0,
         min_tokens=p.min_tokens if p.HasField("min_tokens") else 0,
+        prompt_logprobs=p.prompt_logprobs if p.HasField("prompt_logprobs") else None,
     )
     if vocab_size is not None:
         params.check_vocab(vocab_size)
@@ -66,13 +67,18 @@ TokenText = Callable[[int], tuple[str, bytes]]  # token id -> (text, bytes); det
 
 
 def logprobs_to_proto(logprobs: tuple[TokenLogprobs, ...], token_text: TokenText) -> common_pb2.Logprobs:
-    def entry(token_id: int, logprob: float) -> common_pb2.LogprobEntry:
+    """Also prompt logprobs: their `sampled` entries carry the rank (TokenLogprobs.rank)."""
+
+    def entry(token_id: int, logprob: float, rank: int | None = None) -> common_pb2.LogprobEntry:
         text, raw = token_text(token_id)
-        return common_pb2.LogprobEntry(token_id=token_id, token=text, token_bytes=raw, logprob=logprob)
+        e = common_pb2.LogprobEntry(token_id=token_id, token=text, token_bytes=raw, logprob=logprob)
+        if rank is not None:
+            e.rank = rank
+        return e
 
     return common_pb2.Logprobs(
         tokens=[
-            common_pb2.TokenLogprob(sampled=entry(t.token_id, t.logprob), top=[entry(i, v) for i, v in t.top])
+            common_pb2.TokenLogprob(sampled=entry(t.token_id, t.logprob, t.rank), top=[entry(i, v) for i, v in t.top])
             for t in logprobs
         ]
     )
@@ -120,6 +126,10 @@ def event_to_proto(
             if token_text is None:
                 raise ValueError("an output with logprobs needs token_text")
             delta.logprobs.CopyFrom(logprobs_to_proto(event.logprobs, token_text))
+        if event.prompt_logprobs is not None:
+            if token_text is None:
+                raise ValueError("an output with prompt logprobs needs token_text")
+            delta.prompt_logprobs.CopyFrom(logprobs_to_proto(event.prompt_logprobs, token_text))
         return worker_pb2.WorkerEvent(delta=delta)
     if isinstance(event, AdmitError):
         return worker_pb2.WorkerEvent(

@@ -41,5 +41,6 @@ export function toGenerationDelta(d: worker.TokenDelta, promptTokens: number): G
     completionTokens: d.completionTokens,
     cachedTokens: d.cachedTokens,
     ...(d.logprobs !== undefined ? { logprobs: d.logprobs.tokens } : {}),
+    ...(d.promptLogprobs !== undefined && d.promptLogprobs.tokens.length > 0 ? { promptLogprobs: d.promptLogprobs.tokens } : {}),
   };
 }

@@ -30,6 +30,8 @@ export interface GenerationDelta {
   readonly cachedTokens?: number;
   /** One per token of tokenIds when the request asked for logprobs (sampling.logprobs set); else absent. */
   readonly logprobs?: readonly common.TokenLogprob[];
+  /** sampling.promptLogprobs set: on the first delta with tokens, one per prompt token (the first has no rank). */
+  readonly promptLogprobs?: readonly common.TokenLogprob[];
 }
 
 /** A running generation: iterate `deltas` once; call `abort` if the consumer goes away. */

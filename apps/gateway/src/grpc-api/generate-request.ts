@@ -39,6 +39,7 @@ function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
   checkRange('frequency_penalty', p.frequencyPenalty, -2, 2);
   checkRange('repetition_penalty', p.repetitionPenalty, MIN_POSITIVE_F32, MAX_REPETITION_PENALTY, MIN_POSITIVE);
   checkRange('logprobs', p.logprobs, 0, MAX_LOGPROBS);
+  checkRange('prompt_logprobs', p.promptLogprobs, 0, MAX_LOGPROBS);
   checkResponseFormat(p.responseFormat);
   checkTokenControls(p);
   return p;

@@ -119,6 +119,7 @@ export function inferenceHandlers(
               completionTokens: d.completionTokens,
               cachedTokens: d.cachedTokens ?? 0,
               logprobs: d.logprobs !== undefined ? { tokens: [...d.logprobs] } : undefined,
+              promptLogprobs: d.promptLogprobs !== undefined ? { tokens: [...d.promptLogprobs] } : undefined,
               index,
             });
           }

@@ -30,12 +30,13 @@ describe('best_of and echo validation', () => {
     expect(paramOf(() => parseChatRequest({ ...chat, echo: true }))).toBe('echo');
   });
 
-  it('echo carries the prompt; false or null is off; with logprobs it is refused with the reason', () => {
+  it('echo carries the prompt; false or null is off; with logprobs the worker scores the prompt', () => {
     expect(parseCompletionRequest({ model: 'm', prompt: 'Once upon', echo: true }).echo).toBe('Once upon');
     expect(parseCompletionRequest({ model: 'm', prompt: 'x', echo: false }).echo).toBeUndefined();
     expect(parseCompletionRequest({ model: 'm', prompt: 'x', echo: null, logprobs: 2 }).echo).toBeUndefined();
     expect(parseCompletionRequest({ model: 'm', prompt: 'x', echo: true, logprobs: false }).echo).toBe('x');
-    expect(() => parseCompletionRequest({ model: 'm', prompt: 'x', echo: true, logprobs: 1 })).toThrow(/prompt tokens' logprobs/);
+    const scored = parseCompletionRequest({ model: 'm', prompt: 'x', echo: true, logprobs: 1 });
+    expect([scored.echo, scored.input.sampling.promptLogprobs]).toEqual(['x', 1]);
   });
 });
 

@@ -4,7 +4,9 @@
  * errors after it are sent as a final SSE error event. `n` > 1 runs n generations (generation/fan-out.ts)
  * whose choices are merged by index; a failing choice ends the response and aborts the others. Completions'
  * `best_of` > n generates best_of candidates with logprobs and returns the n best (best-of.ts), never streamed;
- * `echo` puts the prompt before each choice's text (streamed: in each choice's first chunk).
+ * `echo` puts the prompt before each choice's text (streamed: in each choice's first chunk), with `logprobs` the
+ * prompt tokens' logprobs before the generated ones'; vLLM's `prompt_logprobs` go on each completions choice and on
+ * the chat response (never streamed).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -30,6 +32,7 @@ import {
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
 import { bestCandidates } from './best-of';
+import { charCount, concatLogprobs, echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
 import { assembleToolOutput, toolCallParser } from './tool-calls';
 import { toolsRefusal } from './tool-schema';
 import type { ToolPlan } from './tools';
@@ -65,10 +68,9 @@ export class OpenAIResponder {
       if (!res.writableFinished) choices.abort('client disconnected');
     };
     res.on('close', onClose);
-    const logprobs = req.input.sampling.logprobs !== undefined;
     try {
-      if (req.stream) await this.stream(kind, choices, req.includeUsage, logprobs, res, req.tools, req.echo);
-      else res.json(await this.collect(kind, choices, logprobs, req.tools, req.n, req.echo ?? ''));
+      if (req.stream) await this.stream(kind, choices, req.includeUsage, req.input.sampling.logprobs, res, req.tools, req.echo);
+      else res.json(await this.collect(kind, choices, req.input.sampling.logprobs, req.tools, req.n, req.echo ?? '', req.promptLogprobs));
     } finally {
       res.off('close', onClose);
     }
@@ -79,13 +81,15 @@ export class OpenAIResponder {
   }
 
   /** `n` of the choices are returned: all of them, or the n best of best_of candidates. `echo` goes before each text. */
-  private async collect(kind: Kind, choices: Choices, logprobs: boolean, tools: ToolPlan | undefined, n: number, echo: string) {
+  private async collect(kind: Kind, choices: Choices, topN: number | undefined, tools: ToolPlan | undefined, n: number, echo: string, promptTop?: number) {
+    const logprobs = topN !== undefined;
     const acc = choices.generations.map(() => ({
       text: '',
       finish: null as FinishReason | null,
       completionTokens: 0,
       cachedTokens: 0,
       logprobs: [] as common.TokenLogprob[],
+      prompt: undefined as readonly common.TokenLogprob[] | undefined,
     }));
     for await (const { index, delta: d } of mergeChoices(choices)) {
       const a = acc[index];
@@ -95,7 +99,15 @@ export class OpenAIResponder {
       a.cachedTokens = Math.max(a.cachedTokens, d.cachedTokens ?? 0);
       a.finish = d.finishReason ?? a.finish;
       if (d.logprobs !== undefined) a.logprobs.push(...d.logprobs);
+      if (d.promptLogprobs !== undefined && a.prompt === undefined) a.prompt = d.promptLogprobs;
     }
+    const vllm = (a: (typeof acc)[number]) => (promptTop === undefined ? undefined : vllmPromptLogprobs(a.prompt ?? [], promptTop));
+    // echo with logprobs: the prompt's logprobs, then the generated tokens' from the end of the echoed prompt
+    const completionLp = (a: (typeof acc)[number]) => {
+      if (!logprobs) return null;
+      if (echo === '') return completionLogprobs(a.logprobs, 0).logprobs;
+      return concatLogprobs(echoPromptLogprobs(a.prompt ?? [], topN ?? 0), completionLogprobs(a.logprobs, charCount(echo)).logprobs);
+    };
     const usage = usageOf(
       choices.promptTokens,
       acc.reduce((n, a) => n + a.completionTokens, 0),
@@ -106,7 +118,7 @@ export class OpenAIResponder {
       const kept = acc.length > n ? bestCandidates(acc.map((a) => a.logprobs), n).map((k) => acc[k] as (typeof acc)[number]) : acc;
       return completionResponse(
         meta,
-        kept.map((a, i) => completionChoice(i, echo + a.text, a.finish, logprobs ? completionLogprobs(a.logprobs, 0).logprobs : null)),
+        kept.map((a, i) => completionChoice(i, echo + a.text, a.finish, completionLp(a), vllm(a))),
         usage,
       );
     }
@@ -119,11 +131,18 @@ export class OpenAIResponder {
         return chatChoice(i, out.content, a.finish, lp, out.toolCalls, out.toolCallsFinish);
       }),
       usage,
+      acc[0] === undefined ? undefined : vllm(acc[0]), // the prompt is the same for every choice
     );
   }
 
-  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, logprobs: boolean, res: Response, tools?: ToolPlan, echo?: string): Promise<void> {
-    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, { choices: choices.generations.length, logprobs, tools, echo });
+  private async stream(kind: Kind, choices: Choices, includeUsage: boolean, topN: number | undefined, res: Response, tools?: ToolPlan, echo?: string): Promise<void> {
+    const encoder = new StreamEncoder(kind, this.meta(choices), includeUsage, {
+      choices: choices.generations.length,
+      logprobs: topN !== undefined,
+      topLogprobs: topN,
+      tools,
+      echo,
+    });
     res.status(200).set(SSE_HEADERS);
     res.flushHeaders();
     const write = (events: string[]) => events.forEach((e) => res.write(e));

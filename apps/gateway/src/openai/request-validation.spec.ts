@@ -34,7 +34,6 @@ describe('parseCompletionRequest', () => {
     [{ model: 'm', prompt: 'x', n: 3, best_of: 2 }, 'best_of'],
     [{ model: 'm', prompt: 'x', best_of: 17 }, 'best_of'],
     [{ model: 'm', prompt: 'x', n: 2, best_of: 3, stream: true }, 'best_of'],
-    [{ model: 'm', prompt: 'x', echo: true, logprobs: 0 }, 'echo'],
     [{ model: 'm', prompt: 'x', echo: 'yes' }, 'echo'],
     [{ model: 'm', prompt: 'x', max_tokens: 0 }, 'max_tokens'],
     [{ model: 'm', prompt: 'x', max_tokens: 1.5 }, 'max_tokens'],

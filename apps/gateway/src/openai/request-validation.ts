@@ -8,6 +8,7 @@ import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
+import { parsePromptLogprobs, workerPromptLogprobs } from './prompt-logprobs';
 import { parseResponseFormat } from './response-format';
 import { parseTurnTools } from './tool-history';
 import { parseTokenControls } from './token-controls';
@@ -29,8 +30,10 @@ export interface OpenAIRequest {
    * highest mean token logprob are returned (openai/best-of.ts). Never with `stream`.
    */
   readonly bestOf?: number;
-  /** Completions' `echo`: this text (the prompt) goes before each choice's text. */
+  /** Completions' `echo`: this text (the prompt) goes before each choice's text (with `logprobs`: its logprobs too). */
   readonly echo?: string;
+  /** vLLM's `prompt_logprobs` (0..20): completions' choices / the chat response carry `prompt_logprobs`. */
+  readonly promptLogprobs?: number;
 }
 
 /** Top alternatives per token, as vLLM's default max_logprobs (completions' `logprobs`, chat's `top_logprobs`). */
@@ -96,19 +99,13 @@ function parseChoices(body: Body, api: Api, stream: boolean): { n: number; bestO
 }
 
 /**
- * Completions' `echo`: the prompt goes before each choice's text. Not with logprobs: they would need the prompt
- * tokens' logprobs, which the worker does not compute (the model runner scores only the last prompt position).
+ * Completions' `echo`: the prompt goes before each choice's text. With `logprobs`, the worker scores the prompt
+ * tokens too (sampling.promptLogprobs) and the logprobs object starts with them (openai/prompt-logprobs.ts).
  */
-function parseEcho(body: Body, api: Api, prompt: string, logprobs: number | undefined): string | undefined {
+function parseEcho(body: Body, api: Api, prompt: string): string | undefined {
   const echo = optBoolean(body, 'echo') ?? false;
   if (!echo) return undefined;
   if (api !== 'completions') throw InlaidError.invalid("'echo' is only supported on /v1/completions.", 'echo');
-  if (logprobs !== undefined) {
-    throw InlaidError.invalid(
-      "'echo' with 'logprobs' is not supported: the worker does not compute the prompt tokens' logprobs. Use 'echo' without 'logprobs'.",
-      'echo',
-    );
-  }
   return prompt;
 }
 
@@ -260,14 +257,17 @@ function build(
   const streaming = parseStreaming(body);
   const { n, bestOf } = parseChoices(body, api, streaming.stream);
   const logprobs = parseLogprobs(body);
-  const echo = parseEcho(body, api, prompt, logprobs);
-  const sampling = parseSampling(body, maxParam, logprobs);
+  const echo = parseEcho(body, api, prompt);
+  const promptLogprobs = parsePromptLogprobs(body, streaming.stream);
+  const scored = workerPromptLogprobs(promptLogprobs, echo === undefined ? undefined : logprobs);
+  const sampling = { ...parseSampling(body, maxParam, logprobs), ...(scored === undefined ? {} : { promptLogprobs: scored }) };
   return {
     input: { model, prompt, messages, sampling, api },
     ...streaming,
     n,
     ...(bestOf === undefined ? {} : { bestOf }),
     ...(echo === undefined ? {} : { echo }),
+    ...(promptLogprobs === undefined ? {} : { promptLogprobs }),
   };
 }
 

@@ -6,6 +6,7 @@ import type { common } from '@inlaid/proto';
 import type { FinishReason } from '../generation/generation.types';
 import type { ToolCall } from './tool-calls';
 import type { ToolCallDelta } from './tool-events';
+import type { VllmPromptLogprobs } from './prompt-logprobs';
 
 export interface Usage {
   prompt_tokens: number;
@@ -72,8 +73,9 @@ function charCount(s: string): number {
 /** OpenAI's completions logprobs object for a run of tokens. */
 export interface CompletionLogprobs {
   tokens: string[];
-  token_logprobs: number[];
-  top_logprobs: Array<Record<string, number>>;
+  /** null only for the first token of an echoed prompt (openai/prompt-logprobs.ts). */
+  token_logprobs: Array<number | null>;
+  top_logprobs: Array<Record<string, number> | null>;
   text_offset: number[];
 }
 
@@ -133,10 +135,18 @@ export interface CompletionChoice {
   index: number;
   logprobs: CompletionLogprobs | null;
   finish_reason: OpenAIFinish;
+  /** vLLM's, when the request set prompt_logprobs (openai/prompt-logprobs.ts). */
+  prompt_logprobs?: VllmPromptLogprobs;
 }
 
-export function completionChoice(index: number, text: string, finish: FinishReason | null, logprobs: CompletionLogprobs | null = null): CompletionChoice {
-  return { text, index, logprobs, finish_reason: openAIFinish(finish) };
+export function completionChoice(
+  index: number,
+  text: string,
+  finish: FinishReason | null,
+  logprobs: CompletionLogprobs | null = null,
+  promptLogprobs?: VllmPromptLogprobs,
+): CompletionChoice {
+  return { text, index, logprobs, finish_reason: openAIFinish(finish), ...(promptLogprobs === undefined ? {} : { prompt_logprobs: promptLogprobs }) };
 }
 
 export function completionResponse(meta: ResponseMeta, choices: CompletionChoice[], usage: Usage) {
@@ -193,7 +203,8 @@ export function chatChoice(
   return { index, message, logprobs, finish_reason: openAIFinish(finish, toolCallsFinish) };
 }
 
-export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: Usage) {
+/** `promptLogprobs`: vLLM's top-level prompt_logprobs, when the request set it. */
+export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: Usage, promptLogprobs?: VllmPromptLogprobs) {
   return {
     id: meta.id,
     object: 'chat.completion' as const,
@@ -201,6 +212,7 @@ export function chatResponse(meta: ResponseMeta, choices: ChatChoice[], usage: U
     model: meta.model,
     choices,
     usage,
+    ...(promptLogprobs === undefined ? {} : { prompt_logprobs: promptLogprobs }),
   };
 }
 

@@ -13,7 +13,10 @@
  * events go out as `delta.content`, calls as `delta.tool_calls` (an opening delta with index, id, type and name,
  * then argument fragments), and a choice finishes with `tool_calls` per finishesWithToolCalls (tool-events.ts).
  *
- * Echo (completions): each choice's first chunk, sent at once, carries the prompt as its text.
+ * Echo (completions): each choice's first chunk, sent at once, carries the prompt as its text. With logprobs it
+ * waits for the choice's first delta, which brings the prompt tokens' logprobs (openai/prompt-logprobs.ts): that
+ * chunk carries them (the first token's logprob null), and the generated tokens' text_offset starts at the
+ * prompt's length.
  */
 import type { common } from '@inlaid/proto';
 import type { GenerationDelta } from '../generation/generation.types';
@@ -29,6 +32,7 @@ import {
   ResponseMeta,
   usageOf,
 } from './response-shapes';
+import { charCount, echoPromptLogprobs } from './prompt-logprobs';
 import { SSE_DONE, sseEvent } from './sse';
 import { toolCallParser } from './tool-calls';
 import { finishesWithToolCalls, type ToolCallParser, type ToolEvent } from './tool-events';
@@ -45,6 +49,8 @@ export interface StreamOptions {
   readonly tools?: ToolPlan;
   /** Completions' `echo`: the prompt, sent as each choice's first chunk. */
   readonly echo?: string;
+  /** The request's top N (completions' `logprobs`): with `echo`, the prompt tokens' top N in the first chunk. */
+  readonly topLogprobs?: number;
 }
 
 interface ChoiceState {
@@ -54,6 +60,8 @@ interface ChoiceState {
   pending: common.TokenLogprob[];
   textOffset: number;
   tools?: ToolCallParser;
+  /** echo with logprobs: the prompt chunk waits for the choice's first delta (it brings the prompt's logprobs). */
+  echoPending: boolean;
 }
 
 export class StreamEncoder {
@@ -61,6 +69,7 @@ export class StreamEncoder {
   private readonly choices: ChoiceState[];
   private readonly logprobs: boolean;
   private readonly echo: string;
+  private readonly topLogprobs: number;
 
   constructor(
     private readonly kind: StreamKind,
@@ -76,16 +85,19 @@ export class StreamEncoder {
       finished: false,
       pending: [],
       textOffset: 0,
+      echoPending: false,
       ...(tools !== undefined && kind === 'chat.completions' ? { tools: toolCallParser(tools) } : {}),
     }));
     this.logprobs = options.logprobs ?? false;
     this.echo = kind === 'completions' ? (options.echo ?? '') : '';
+    this.topLogprobs = options.topLogprobs ?? 0;
+    if (this.echo !== '' && this.logprobs) for (const c of this.choices) c.echoPending = true;
   }
 
   /** Events sent before the first token. */
   open(): string[] {
     if (this.kind !== 'chat.completions') {
-      if (this.echo === '') return [];
+      if (this.echo === '' || this.logprobs) return []; // with logprobs: in delta(), once the prompt's logprobs are in
       return this.choices.map((_, i) => sseEvent(completionChunk(this.meta, completionChoice(i, this.echo, null, null), this.includeUsage)));
     }
     return this.choices.map((_, i) => sseEvent(chatChunk(this.meta, { role: 'assistant', content: '' }, null, this.includeUsage, i)));
@@ -100,6 +112,12 @@ export class StreamEncoder {
     c.cachedTokens = Math.max(c.cachedTokens, d.cachedTokens ?? 0);
     if (this.logprobs && d.logprobs !== undefined) c.pending.push(...d.logprobs);
     const out: string[] = [];
+    if (c.echoPending) {
+      c.echoPending = false;
+      const lp = echoPromptLogprobs(d.promptLogprobs ?? [], this.topLogprobs);
+      out.push(sseEvent(completionChunk(this.meta, completionChoice(index, this.echo, null, lp), this.includeUsage)));
+      c.textOffset = charCount(this.echo);
+    }
     if (this.kind === 'completions') {
       if (d.text !== '' || d.finishReason !== null) {
         out.push(sseEvent(completionChunk(this.meta, completionChoice(index, d.text, d.finishReason, this.takeCompletionLogprobs(c)), this.includeUsage)));

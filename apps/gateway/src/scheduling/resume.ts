@@ -26,7 +26,12 @@ export function admitFor(req: PreparedRequest, generated: readonly number[], run
     requestId: runRequestId(req.id, run),
     model: req.model,
     promptTokenIds: [...req.promptTokenIds, ...generated],
-    sampling: { ...req.sampling, maxTokens: max > 0 ? Math.max(1, max - generated.length) : 0 },
+    // prompt logprobs came with the first tokens: a run after some were generated does not ask again
+    sampling: {
+      ...req.sampling,
+      maxTokens: max > 0 ? Math.max(1, max - generated.length) : 0,
+      ...(generated.length > 0 ? { promptLogprobs: undefined } : {}),
+    },
     // The generated tokens now end the prompt; they still count as output for presence/frequency penalties.
     ...(generated.length > 0 ? { resumedOutputTokens: generated.length } : {}),
   };

@@ -1,0 +1,77 @@
+"""Prompt logprobs through the worker's gRPC API (a tiny random Llama): sampling.prompt_logprobs is parsed and
+range-checked (INVALID_ARGUMENT naming prompt_logprobs), and the first delta carries TokenDelta.prompt_logprobs: one
+entry per prompt token (the first without rank), each prompt token with its rank and the top N, with text."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from factories import make_tiny_llama
+from grpc_worker import serving
+from inlaid_worker.engine.sampling_params import SamplingError
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
+from inlaid_worker.server.convert import sampling_from_proto
+
+FINISH = common_pb2.FinishReason
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    model = make_tiny_llama(tmp_path_factory.mktemp("grpc-prompt-lp") / "model")
+    with serving(model, kv_cache_bytes=1 << 20) as (stub, _):
+        yield stub
+
+
+def deltas(stub: Any, prompt: list[int], params: common_pb2.SamplingParams) -> list[Any]:
+    out: queue.Queue[Any] = queue.Queue()
+    call = stub.Session(iter(out.get, None))
+    out.put(worker_pb2.ControlMessage(admit=worker_pb2.Admit(request_id="r", prompt_token_ids=prompt, sampling=params)))
+    got: list[Any] = []
+    try:
+        for ev in call:
+            if ev.WhichOneof("kind") == "error":
+                raise AssertionError(ev.error.message)
+            if ev.WhichOneof("kind") == "delta":
+                got.append(ev.delta)
+                if ev.delta.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
+                    return got
+    finally:
+        out.put(None)
+    raise AssertionError("the stream ended early")
+
+
+def test_the_field_reaches_the_sampling_params_and_is_range_checked(stub: Any) -> None:
+    assert sampling_from_proto(common_pb2.SamplingParams(prompt_logprobs=3), 4).prompt_logprobs == 3
+    assert sampling_from_proto(common_pb2.SamplingParams(), 4).prompt_logprobs is None
+    with pytest.raises(SamplingError, match="prompt_logprobs must be in"):
+        sampling_from_proto(common_pb2.SamplingParams(prompt_logprobs=21), 4)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Prepare(worker_pb2.PrepareRequest(prompt="hi", sampling=common_pb2.SamplingParams(prompt_logprobs=21)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt_logprobs" in err.value.details()
+
+
+def test_the_first_delta_carries_the_prompt_logprobs(stub: Any) -> None:
+    prompt = list(stub.Prepare(worker_pb2.PrepareRequest(prompt="Numbers: 0 1 2 3 4 5")).prompt_token_ids)
+    params = common_pb2.SamplingParams(max_tokens=3, temperature=0, ignore_eos=True, prompt_logprobs=2, logprobs=1)
+    ds = deltas(stub, prompt, params)
+    assert [len(d.prompt_logprobs.tokens) for d in ds] == [len(prompt)] + [0] * (len(ds) - 1)
+    entries = ds[0].prompt_logprobs.tokens
+    assert [e.sampled.token_id for e in entries] == prompt
+    assert not entries[0].sampled.HasField("rank") and not entries[0].top
+    assert "".join(e.sampled.token for e in entries) == "Numbers: 0 1 2 3 4 5"
+    for e in entries[1:]:
+        assert e.sampled.rank >= 1 and len(e.top) == 2 and e.sampled.logprob <= 0
+        assert e.top[0].logprob >= e.top[1].logprob
+        if e.sampled.rank <= 2:  # it is one of the top 2 (at its rank, up to ties)
+            assert e.sampled.logprob == pytest.approx(e.top[e.sampled.rank - 1].logprob, abs=1e-6)
+        else:
+            assert e.sampled.logprob < e.top[1].logprob
+    # generated tokens' logprobs are unchanged and carry no rank
+    assert all(not t.sampled.HasField("rank") for d in ds for t in d.logprobs.tokens)
+    plain = deltas(stub, prompt, common_pb2.SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    assert [t for d in plain for t in d.token_ids] == [t for d in ds for t in d.token_ids]
+    assert all(len(d.prompt_logprobs.tokens) == 0 for d in plain)
