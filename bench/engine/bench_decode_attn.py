@@ -7,7 +7,7 @@ spill the 50 MB L2), so the times are DRAM reads. Per variant (impl, partitions,
   attn_off: `layers` x attention alone, PDL off (per layer: the kernel(s) plus launch gaps)
   step_off: `layers` x (rope_cache.rope_and_cache + attention), PDL off
   step_on:  the same under kernels.pdl.scope(1) (the decode graphs' mode at buckets <= 16)
-and, with --profile, the kernels' own durations (torch.profiler over attn_off replays: what the step profiles
+(--attn-on: attn_on, attention alone under scope(1)) and, with --profile, the kernels' own durations (torch.profiler over attn_off replays: what the step profiles
 list, e.g. _decode_kernel 6.07 us at batch 1 / 512 in bench/results/decode-2026-11-30-pdl-profile.txt).
 Checks: every variant's output against paged_decode_reference (fp32 torch), and in the step_on graph the new
 token's K/V slot is clobbered before a replay, so a kernel that read it before rope_cache wrote it would fail
@@ -35,12 +35,14 @@ from inlaid_worker.kernels.rope_cache import rope_and_cache
 from inlaid_worker.model.rope import cos_sin
 
 HEADS, KV_HEADS, D, BLOCK = 32, 32, 128, 16
+ATTN_ON = False  # --attn-on
 
 
 def variants(b: int, dev: torch.device, full: bool) -> list[tuple[str, dict]]:
     """(name, paged_decode keyword arguments); the engine's partition count unless named."""
     p = choose_num_parts(b, KV_HEADS, dev)
-    out = [("tiles", dict(impl="tiles")), ("split", dict(impl="split")), ("split-w2", dict(impl="split", num_warps=2))]
+    out = [("tiles", dict(impl="tiles")), ("split", dict(impl="split")), ("split-w2", dict(impl="split", num_warps=2)),
+           ("tiles-nopre", dict(impl="tiles", tiles_prefetch=0)), ("tiles-pre", dict(impl="tiles", tiles_prefetch=1))]
     if full:
         out += [("split-w1", dict(impl="split", num_warps=1)),
                 ("split-noahead", dict(impl="split", lookahead=0)),
@@ -50,7 +52,11 @@ def variants(b: int, dev: torch.device, full: bool) -> list[tuple[str, dict]]:
                 ("split-merge2-w2", dict(impl="split", merge=2, num_warps=2))]  # fmt: skip
     elif b <= 4:
         out += [(f"split-p{p // 2}-w2", dict(impl="split", num_parts=max(1, p // 2), num_warps=2))]
-    return out
+    keep = [v for v in VARIANTS_KEEP if v]
+    return [v for v in out if not keep or v[0] in keep]
+
+
+VARIANTS_KEEP: list[str] = []  # --variants (empty: all)
 
 
 def graph_us(fn: Callable[[], list[torch.Tensor]], layers: int, mode: int,
@@ -149,12 +155,14 @@ def point(b: int, ctx: int, layers: int, full: bool, profile: bool, dev: torch.d
             ref = paged_decode_reference(q0, kv[0, 0], kv[0, 1], tables, lens, scale).float()
             row["rel_err"] = float((out.float() - ref).norm() / ref.norm())
             row["attn_off_us"], _ = graph_us(attn, layers, 0)
+            if ATTN_ON:
+                row["attn_on_us"], _ = graph_us(attn, layers, 1)
             row["step_off_us"], _ = graph_us(step, layers, 0)
             row["step_on_us"], outs = graph_us(step, layers, 1, clobber)
             last = layers - 1
             ref = paged_decode_reference(qs[last], kv[last, 0], kv[last, 1], tables, lens, scale).float()
             row["pdl_err"] = float((outs[last].float() - ref).norm() / ref.norm())
-            if profile and name in ("tiles", "split"):
+            if profile and name in ("tiles", "split", "tiles-nopre", "tiles-pre"):
                 row["kernel_us"] = kernel_us(attn, layers)
                 row["kernel_sum_us"] = sum(row["kernel_us"].values())
                 row["GBps"] = kv_bytes / row["kernel_sum_us"] / 1e3
@@ -178,7 +186,12 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--max-seconds", type=float, default=240.0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--variants", default="", help="comma list of variant names to run (default: all)")
+    ap.add_argument("--attn-on", action="store_true", help="also time attention alone under PDL (attn_on)")
     args = ap.parse_args()
+    global ATTN_ON
+    VARIANTS_KEEP[:] = args.variants.split(",")
+    ATTN_ON = args.attn_on
     dev = torch.device("cuda")
     t_start = time.time()
     date = dt.date.today().isoformat()

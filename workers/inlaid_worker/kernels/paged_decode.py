@@ -28,6 +28,14 @@ context 4096 from batch 2 up and its kernel alone is no faster at batch 1 (7.2 v
 by -3% to +4% (noise: +-0.05 ms). So "tiles" stays the default; "split" is selectable (fusion "split",
 INLAID_DECODE_ATTN=split, options INLAID_DECODE_SPLIT).
 
+"tiles" under PDL can do the same (PREFETCH 1: lengths, its partition's first block-table entries and first K/V
+tile before the wait, the new token's row after it; `tiles_prefetch`, env INLAID_DECODE_TILES_PREFETCH=1,
+TILES_PREFETCH), but it is OFF: measured on the H200 (bench/results/pdl-2026-11-30-s8-notes.md) the peeled first
+tile costs more than the early load saves (rope + attention under PDL at context 512: 9.72 vs 8.68 us a layer at
+batch 1, 11.12 vs 10.82 at 2, 16.93 vs 16.13 at 4, 28.00 vs 24.69 at 8; the 7B int4 step at batch 8 3.08 vs
+2.94 ms). The peeled first tile itself is the cost: with PDL off the same kernel takes 9.01 vs 7.73 us a layer
+(batch 1 / 512), presumably because that tile now runs outside the loop's software pipeline.
+
 Both: with num_parts > 1 partitions write (max, sum, unnormalised output) and a second kernel merges them (split's
 MERGE 2: the last program of a (sequence, KV head) to arrive merges, as decode_fused); with num_parts == 1 the
 first kernel writes the output directly. A sequence with context_len 0 (a padding row of a CUDA-graph bucket)
@@ -47,33 +55,89 @@ from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
 
 
 @triton.jit
+def _tile_scores(q, k, valid, m_i, l_i, scale, IEEE: tl.constexpr):
+    """impl "tiles", one tile's scores against k [BLOCK_N, D] (tensor cores): (new max, rescale, p, new sum)."""
+    if IEEE:
+        scores = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        scores = tl.dot(q, tl.trans(k))
+    scores = tl.where(valid[None, :], scores * scale, float("-inf"))  # [REP_PAD, BLOCK_N]
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(scores - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    return m_new, alpha, p, l_i
+
+
+@triton.jit
+def _tile_pv(p, v, alpha, acc, IEEE: tl.constexpr):
+    """impl "tiles", the tile's P.V into acc."""
+    if IEEE:
+        pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    return acc * alpha[:, None] + pv
+
+
+@triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, scale,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
     stride_ot, stride_oh,
     REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
     S_BUCKET, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr,
-    USE_GDC: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0, PREFETCH: tl.constexpr = 0,
 ):  # fmt: skip
-    gdc_enter(USE_GDC)  # q, the cache, tables and lengths come from earlier kernels (kernels.pdl)
     s = tl.program_id(0)
     kvh = tl.program_id(1)
     part = tl.program_id(2)
-    ctx = tl.load(ctx_ptr + s)
-    chunk = tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N
-    start = part * chunk
-    end = tl.minimum(start + chunk, ctx)
     r = tl.arange(0, REP_PAD)
     d = tl.arange(0, D_PAD)
     mask_h = r < REP
     mask_d = d < HEAD_DIM
     heads = kvh * REP + r
-    q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :],
-                mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # fmt: skip
     m_i = tl.full((REP_PAD,), float("-inf"), tl.float32)
     l_i = tl.zeros((REP_PAD,), tl.float32)
     acc = tl.zeros((REP_PAD, D_PAD), tl.float32)
-    for j0 in range(start, end, BLOCK_N):
+    if PREFETCH:  # under PDL: lengths, table entries and the first tile's older rows before the wait (docstring)
+        gdc_start(USE_GDC)
+        ctx = tl.load(ctx_ptr + s)
+        chunk = tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N
+        start = part * chunk
+        end = tl.minimum(start + chunk, ctx)
+        offs = start + tl.arange(0, BLOCK_N)
+        valid = offs < end
+        blk = tl.load(bt_ptr + s * stride_bt + offs // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+        within = offs % BLOCK_SIZE
+        k_row = (blk * stride_kb + within * stride_ks + kvh * stride_kh)[:, None] + d[None, :]
+        v_row = (blk * stride_vb + within * stride_vs + kvh * stride_vh)[:, None] + d[None, :]
+        if PREFETCH == 1:  # the new token (position ctx - 1, written by rope_cache just before) after the wait
+            old = (valid & (offs < ctx - 1))[:, None] & mask_d[None, :]
+        else:  # 2: the new token too (unsafe: the tests' control)
+            old = valid[:, None] & mask_d[None, :]
+        k = tl.load(k_ptr + k_row, mask=old, other=0.0)
+        v = tl.load(v_ptr + v_row, mask=old, other=0.0)
+        gdc_wait(USE_GDC)
+        if PREFETCH == 1:
+            new = (valid & (offs == ctx - 1))[:, None] & mask_d[None, :]
+            k = tl.where(new, tl.load(k_ptr + k_row, mask=new, other=0.0), k)
+            v = tl.where(new, tl.load(v_ptr + v_row, mask=new, other=0.0), v)
+        q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :],
+                    mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # fmt: skip
+        if start < end:  # the first tile, then the loop from the second
+            m_i, alpha, p, l_i = _tile_scores(q, k, valid, m_i, l_i, scale, IEEE)
+            acc = _tile_pv(p, v, alpha, acc, IEEE)
+        first = start + BLOCK_N
+    else:
+        gdc_enter(USE_GDC)  # q, the cache, tables and lengths come from earlier kernels (kernels.pdl)
+        ctx = tl.load(ctx_ptr + s)
+        chunk = tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N
+        start = part * chunk
+        end = tl.minimum(start + chunk, ctx)
+        q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :],
+                    mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # fmt: skip
+        first = start
+    for j0 in range(first, end, BLOCK_N):
         offs = j0 + tl.arange(0, BLOCK_N)
         valid = offs < end
         blk = tl.load(bt_ptr + s * stride_bt + offs // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
@@ -81,23 +145,10 @@ def _decode_kernel(
         kv_mask = valid[:, None] & mask_d[None, :]
         k = tl.load(k_ptr + (blk * stride_kb + within * stride_ks + kvh * stride_kh)[:, None] + d[None, :],
                     mask=kv_mask, other=0.0)  # fmt: skip
-        if IEEE:
-            scores = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            scores = tl.dot(q, tl.trans(k))
-        scores = tl.where(valid[None, :], scores * scale, float("-inf"))  # [REP_PAD, BLOCK_N]
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(scores - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        m_i, alpha, p, l_i = _tile_scores(q, k, valid, m_i, l_i, scale, IEEE)
         v = tl.load(v_ptr + (blk * stride_vb + within * stride_vs + kvh * stride_vh)[:, None] + d[None, :],
                     mask=kv_mask, other=0.0)  # fmt: skip
-        if IEEE:
-            pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+        acc = _tile_pv(p, v, alpha, acc, IEEE)
     gdc_late(USE_GDC)
     if NUM_PARTS == 1:
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
@@ -296,6 +347,20 @@ def default_impl() -> str:
     return impl
 
 
+# impl "tiles" under PDL (modes 1 and 2): load the lengths, the first tile's block-table entries and its K/V rows
+# of earlier steps before griddepcontrol.wait, as "split" does (PREFETCH 1; the new token's row after the wait).
+# Env INLAID_DECODE_TILES_PREFETCH (1 = on); read when a call (or a graph capture) runs.
+# bench/results/pdl-2026-11-30-s8-*.
+TILES_PREFETCH = 0
+
+
+def tiles_prefetch_for(use_gdc: int) -> int:
+    """The tiles kernel's PREFETCH for a launch in PDL mode use_gdc (0 without PDL and in mode 3)."""
+    raw = os.environ.get("INLAID_DECODE_TILES_PREFETCH", "").strip().lower()
+    on = TILES_PREFETCH if not raw else raw not in ("0", "off", "false", "no")
+    return 1 if on and use_gdc in (1, 2) else 0
+
+
 def parts_for(num_seqs: int, kv_heads: int, sms: int) -> int:
     """Partitions per (sequence, KV head): the power of two that gives about four programs per SM (rounded up),
     1..32 (H200, 32 KV heads: 32 / 16 / 8 / 4 / 2 / 1 at batch 1 / 2 / 4 / 8 / 16 / 32)."""
@@ -335,12 +400,14 @@ def split_env() -> dict[str, int]:
 def paged_decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     context_lens: torch.Tensor, scale: float, num_parts: int | None = None, out: torch.Tensor | None = None,
-    tune: bool = True, impl: str | None = None, **split: int,
+    tune: bool = True, impl: str | None = None, tiles_prefetch: int | None = None, tiles_block_n: int = 64,
+    **split: int,
 ) -> torch.Tensor:  # fmt: skip
     """q [S, heads, head_dim] (one token per sequence) -> [S, heads, head_dim]; see the module docstring.
     tune (impl "tiles"): on CUDA, pick the tile by timing the first call of each batch bucket (never inside a
     graph capture). impl: "tiles" or "split" (default: default_impl() for one query head per KV head, "tiles"
-    for grouped heads). split: overrides of SPLIT_DEFAULTS (benchmarks)."""
+    for grouped heads). split: overrides of SPLIT_DEFAULTS (benchmarks). tiles_prefetch (impl "tiles"): 0 / 1 / 2
+    (the tests' unsafe control), default tiles_prefetch_for() of the PDL mode; tiles_block_n: the untuned tile."""
     s, heads, hd = q.shape
     kv_heads = k_cache.shape[2]
     if heads % kv_heads or k_cache.shape[3] != hd or block_tables.shape[0] != s or context_lens.shape != (s,):
@@ -384,13 +451,17 @@ def paged_decode(
             num_stages=1, **launch_kw())  # fmt: skip
     else:
         args = (q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, scale, *strides)
+        kw = launch_kw()
+        pre = tiles_prefetch_for(kw["USE_GDC"]) if tiles_prefetch is None else int(tiles_prefetch)
+        if pre not in (0, 1, 2):
+            raise ValueError(f"paged_decode: tiles_prefetch must be 0, 1 or 2, got {pre}")
         meta = dict(REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)), HEAD_DIM=hd, D_PAD=d_pad,
                     S_BUCKET=triton.next_power_of_2(s), BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts,
-                    IEEE=q.dtype == torch.float32, **launch_kw())  # fmt: skip
+                    IEEE=q.dtype == torch.float32, **kw, **({"PREFETCH": pre} if pre else {}))  # fmt: skip
         if q.is_cuda and tune:
             _decode_tuned[(s, kv_heads, parts)](*args, **meta)
         else:
-            _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=64, num_warps=4, num_stages=2)
+            _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=tiles_block_n, num_warps=4, num_stages=2)
     if parts > 1 and merge == 1:
         _merge_kernel[(s, heads)](pm, pl, pacc, out, out.stride(0), out.stride(1),
                                   HEAD_DIM=hd, D_PAD=d_pad, NUM_PARTS=parts, num_warps=1, **launch_kw())  # fmt: skip

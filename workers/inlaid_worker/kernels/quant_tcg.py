@@ -28,6 +28,8 @@ act-order path with quant_tc3.x_index3. Measured: bench/kernels/NOTES.md ("tc"),
 PDL (kernels.pdl, inside decode graphs): USE_GDC as there; the first word tiles (registers or the cp.async ring)
 load before griddepcontrol.wait, x, scales, zeros and every store after it (PTX order checked offline in
 workers/tests/kernels/test_pdl_lora.py); env INLAID_PDL_TCG=0 launches these kernels plainly (an ablation).
+Under PDL a one-wave ring grid whose config fits more programs on an SM than its even share is padded (BALANCE,
+balance_ring: unused ring slots), or early-launched programs pile onto the SMs freed first (launch_tcg's comment).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
+from triton.runtime.errors import OutOfResources
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
@@ -313,6 +316,7 @@ def _tcg_kernel(
     NSUB: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
     BITS: gl.constexpr, MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L5H: gl.constexpr, L4: gl.constexpr, XL: gl.constexpr,
     XS: gl.constexpr, CPL: gl.constexpr, WS: gl.constexpr, D2: gl.constexpr, USE_GDC: gl.constexpr = 0,
+    RING: gl.constexpr = 0,
 ):  # fmt: skip
     # PDL (kernels.pdl): dependents may launch at the start (modes 1, 3) or after the K loop (2); the first word
     # tiles (registers or the cp.async ring) load before the wait (modes 1, 2; 3 waits first), x, scales, zeros
@@ -348,7 +352,9 @@ def _tcg_kernel(
         if DEPTH == 2:
             p1 = gl.load(qw_ptr + gl.minimum(k_begin // BLOCK_K + 1, k_tiles - 1) * TW * stride_qk + w_off)
     else:
-        w_smem = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N], WS)
+        # RING > STAGES: slots allocated but never used (balance_ring: caps the programs per SM under PDL)
+        SLOTS: gl.constexpr = RING if RING > STAGES else STAGES
+        w_smem = gl.allocate_shared_memory(gl.int32, [SLOTS, BLOCK_K // 8, BLOCK_N], WS)
         rr = gl.arange(0, BLOCK_K // 8, layout=gl.SliceLayout(1, CPL))
         cc = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, CPL))
         if BITS == 3:  # ring row 4t + wi <- word 3t + wi; row 4t + 3 stays unused (zero-filled)
@@ -492,11 +498,83 @@ def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
 _PDL = os.environ.get("INLAID_PDL_TCG", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
+# Under PDL a kernel's programs launch while the previous kernel still holds the SMs, so they land wherever slots free
+# up first instead of being spread evenly as in a plain launch. A ring kernel of few registers (tc2 m8 n64 st4: 71
+# registers, 20 KB of shared memory, 7 programs an SM) with a one-wave grid of 512 programs (7B down at M = 4 / 8,
+# ~3.9 an SM) then ends up with up to 7 on some SMs, and its time is the fullest SM's: 14.2 us plain, 18.2-18.6 under
+# PDL (the weight prefetch is not the cause: PDL without it, mode 3, 19.0 us). BALANCE (env INLAID_TCG_BALANCE,
+# 1 = on): under PDL, when a config's own occupancy (from its compiled registers and shared memory, learnt at its
+# first launch) exceeds ceil(programs / SMs), unused ring slots pad its shared memory until no more fit on an SM
+# (balance_ring): 12.4-12.9 us. Configs already limited to that many (the n128 picks: 166-168 registers, 3 an SM)
+# and multi-wave grids are left alone (padding those only took shared memory from the next kernels' early programs:
+# the 7B step at batch 16 was 2% slower). bench/results/pdl-2026-11-30-s8-notes.md.
+BALANCE = os.environ.get("INLAID_TCG_BALANCE", "1").strip().lower() not in ("0", "off", "false", "no")
+_SMEM_RESERVED = 1024  # bytes the driver reserves per program (sm_90)
+_NATURAL: dict[tuple, int] = {}  # config -> programs an SM fits (registers, shared memory, threads), unpadded
+
+
+@functools.cache
+def _sm_budget(index: int) -> tuple[int, int, int]:
+    """(SMs, shared memory per SM, most shared memory per program) of CUDA device `index` (H200 defaults)."""
+    p = torch.cuda.get_device_properties(index)
+    return (p.multi_processor_count, int(getattr(p, "shared_memory_per_multiprocessor", 233472)),
+            int(getattr(p, "shared_memory_per_block_optin", 232448)))  # fmt: skip
+
+
+def occupancy(regs: int, shared: int, num_warps: int, smem_sm: int = 233472) -> int:
+    """Programs of `num_warps` warps, `regs` registers a thread and `shared` bytes that fit on one sm_90 SM."""
+    threads = 32 * num_warps
+    by_regs = 65536 // (-(-max(regs, 1) // 8) * 8 * threads)
+    return int(min(by_regs, smem_sm // (shared + _SMEM_RESERVED), 2048 // threads, 32))
+
+
+def balance_ring(programs: int, stages: int, block_n: int, block_m: int, sms: int, natural: int | None = None,
+                 smem_sm: int = 233472, smem_block: int = 232448) -> int:  # fmt: skip
+    """Ring slots to allocate (0: as many as STAGES) so that at most ceil(programs / sms) programs fit on an SM by
+    shared memory; 0 where padding is not needed (natural: the config's own occupancy, at most that already) or
+    cannot reach it (multi-wave grids, register-path kernels)."""
+    if stages < 3 or programs <= 0:
+        return 0
+    cap = -(-programs // sms)
+    if natural is not None and natural <= cap:
+        return 0
+    slot = 16 * block_n * 4  # one ring slot: 16 word rows x BLOCK_N int32
+    other = 2 * block_m * BLOCK_K * 2  # x's double buffer (16-bit)
+    budget = min(smem_sm // cap - _SMEM_RESERVED, smem_block) - other - 1024  # 1 KB of slack for the compiler
+    ring = budget // slot
+    if ring <= stages or (cap + 1) * (ring * slot + other + _SMEM_RESERVED) <= smem_sm:
+        return 0
+    return int(ring)
+
+
 def launch_tcg(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
                depth: int, full: bool, nsub: int, y: torch.Tensor) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W (CUDA, sm_90); with PDL inside kernels.pdl's scope (launch_kw)."""
     grid, args, consts = tcg_args(x2, w, block_m, block_n, split_k, num_warps, depth, full, nsub, y)
-    _tcg_kernel[grid](*args, **consts, num_warps=num_warps, **(launch_kw(tensor_core=True) if _PDL else {"USE_GDC": 0}))
+    kw = launch_kw(tensor_core=True) if _PDL else {"USE_GDC": 0}
+    if not (BALANCE and consts["STAGES"] and x2.is_cuda):
+        _tcg_kernel[grid](*args, **consts, num_warps=num_warps, **kw)
+        return
+    key = (*(consts[c] for c in _KEY), num_warps)
+    sms, smem_sm, smem_block = _sm_budget(x2.device.index if x2.device.index is not None else 0)
+    natural = _NATURAL.get(key)
+    ring = 0
+    if kw["USE_GDC"] and natural is not None:
+        ring = balance_ring(grid[0] * grid[1] * grid[2], consts["STAGES"], block_n, block_m, sms, natural, smem_sm,
+                            smem_block)  # fmt: skip
+    if ring and (ring, block_n, block_m) not in _RING_TOO_BIG:
+        try:
+            _tcg_kernel[grid](*args, **consts, num_warps=num_warps, **kw, RING=ring)
+            return
+        except OutOfResources:  # the compiler's own shared memory on top: launch unpadded from now on
+            _RING_TOO_BIG.add((ring, block_n, block_m))
+    kernel = _tcg_kernel[grid](*args, **consts, num_warps=num_warps, **kw)
+    if natural is None and kernel is not None:
+        _NATURAL[key] = occupancy(kernel.n_regs, kernel.metadata.shared, num_warps, smem_sm)
 
 
-__all__ = ["launch_tcg", "operand_rows", "tcg_layouts", "tcg_supported"]
+_KEY = ("STAGES", "NSUB", "BLOCK_M", "BLOCK_N", "BITS", "FULL_DEQUANT", "IS_BF16", "HAS_PERM", "USE_SPLIT", "SYM")
+_RING_TOO_BIG: set[tuple[int, int, int]] = set()
+
+
+__all__ = ["balance_ring", "launch_tcg", "occupancy", "operand_rows", "tcg_layouts", "tcg_supported"]

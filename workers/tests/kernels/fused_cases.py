@@ -32,6 +32,16 @@ FUSED_CASES: dict[str, dict[str, Any]] = {
                                        impl="split", split=dict(block_n=8)),
     "split-gqa-fp16-2parts-noahead": dict(kind="decode", dtype="fp16", heads=4, kv_heads=2, d=16, parts=2,
                                           impl="split", split=dict(block_n=2, lookahead=0, num_warps=2)),
+    # impl "tiles" with its first tile loaded before the PDL wait (tiles_prefetch 1; 2: the new row early too),
+    # tiles of 16 tokens so partitions loop over a second tile or are empty
+    "tiles-mha-fp16-1part-prefetch": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=1,
+                                          tiles=dict(tiles_prefetch=1, tiles_block_n=16)),
+    "tiles-gqa-fp32-4parts-prefetch": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4,
+                                           tiles=dict(tiles_prefetch=1, tiles_block_n=16)),
+    "tiles-d24-fp32-2parts-prefetch2": dict(kind="decode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=2,
+                                            tiles=dict(tiles_prefetch=2, tiles_block_n=16)),
+    "tiles-mha-fp16-2parts-tile16": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2,
+                                         tiles=dict(tiles_prefetch=0, tiles_block_n=16)),
     "fdecode-gqa-fp32-4parts": dict(kind="fdecode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
     "fdecode-mha-fp16-2parts": dict(kind="fdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
     "fdecode-d24-fp32-1part": dict(kind="fdecode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=1),
@@ -70,7 +80,9 @@ def run_decode(p: dict[str, Any], dev: str) -> dict[str, Any]:
     tables = torch.stack([torch.randperm(blocks)[:6] for _ in lens]).to(dev, torch.int32)
     q = torch.randn(len(lens), p["heads"], p["d"], device=dev).to(dtype)
     scale = p["d"] ** -0.5
-    kw = dict(num_parts=p["parts"], impl=p.get("impl", "tiles"), **p.get("split", {}))
+    kw = dict(num_parts=p["parts"], impl=p.get("impl", "tiles"), **p.get("split", {}), **p.get("tiles", {}))
+    if "tiles" in p:
+        kw["tune"] = False  # the tile of the case, also on CUDA
     out = paged_decode(q, k_cache, v_cache, tables, lens, scale, **kw)
     ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
     res = dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()))
