@@ -57,8 +57,10 @@ def test_sampling_params_validation_names_the_parameter() -> None:
 
 def _sorted_nucleus(x: torch.Tensor, top_p: float) -> torch.Tensor:
     """The reference: a full sort (what restrict_logits did before it looked at the top tokens first)."""
-    sorted_x, order = torch.sort(x, descending=True)
-    probs = torch.softmax(sorted_x, dim=-1)
+    order = torch.sort(x, descending=True).indices
+    # the probabilities of the unsorted row, as the sampler takes them: a softmax over the sorted row sums in another
+    # order, and which SIMD width the CPU has moves its last bits (the 0.999 boundary then differed on some machines)
+    probs = torch.softmax(x, dim=-1)[order]
     drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
     return x.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf"))
 
