@@ -9,6 +9,8 @@
  *        [--duration 300] [--cache /tmp/variant-sweep-cache.json] [--out rows.json]
  *        [--cpu-model cpu-tiny-measured-s7.json --cpu-sat-rate R]   (the cpu scenario with another calibration and
  *        its saturated rate; the cache keys of such runs carry the model's name)
+ *        [--h200-model h200-served-s8.json --full-sat-rate R --scarce-sat-rate R]   (the same for the full and scarce
+ *        KV scenarios: another H200 calibration and fifo's saturated rates on it, 100 tasks)
  * A variant is name=JSON of inlaid options (an optional "top" object sets top-level scheduler options).
  */
 'use strict';
@@ -26,9 +28,21 @@ const loads = list('loads', '1,1.25,1.5,1.75,2').map(Number);
 const seeds = list('seeds', '1,2,3').map(Number);
 const duration = numberFlag(flags, 'duration', 300);
 const cpuModel = flags.get('cpu-model');
-const SCENARIOS = cpuModel === undefined ? LOAD_SCENARIOS : { ...LOAD_SCENARIOS, cpu: { ...LOAD_SCENARIOS.cpu, model: cpuModel, satRate: numberFlag(flags, 'cpu-sat-rate', NaN) } };
+const SCENARIOS = cpuModel === undefined ? { ...LOAD_SCENARIOS } : { ...LOAD_SCENARIOS, cpu: { ...LOAD_SCENARIOS.cpu, model: cpuModel, satRate: numberFlag(flags, 'cpu-sat-rate', NaN) } };
 if (Number.isNaN(SCENARIOS.cpu.satRate)) throw new Error('--cpu-model needs --cpu-sat-rate (the saturated rate of fifo, 100 tasks, on that model)');
-const cacheTag = (scName) => (scName === 'cpu' && cpuModel !== undefined ? `${scName}@${cpuModel}` : scName);
+const h200Model = flags.get('h200-model');
+if (h200Model !== undefined) {
+  SCENARIOS.full = { ...SCENARIOS.full, model: h200Model, satRate: numberFlag(flags, 'full-sat-rate', NaN) };
+  SCENARIOS.scarce = { ...SCENARIOS.scarce, model: h200Model, satRate: numberFlag(flags, 'scarce-sat-rate', NaN) };
+  if (Number.isNaN(SCENARIOS.full.satRate) || Number.isNaN(SCENARIOS.scarce.satRate)) {
+    throw new Error('--h200-model needs --full-sat-rate and --scarce-sat-rate (saturated rates of fifo, 100 tasks, on that model)');
+  }
+}
+const cacheTag = (scName) => {
+  if (scName === 'cpu' && cpuModel !== undefined) return `${scName}@${cpuModel}`;
+  if (scName !== 'cpu' && h200Model !== undefined) return `${scName}@${h200Model}`;
+  return scName;
+};
 const cachePath = flags.get('cache') ?? '/tmp/variant-sweep-cache.json';
 const variants = (flags.get('variants') ?? 'inlaid={}').split(';').map((v) => {
   const i = v.indexOf('=');

@@ -50,19 +50,6 @@ export class Admission {
    * `out`. `saveableArriving`: a request that can still meet its SLO may be arriving (for the step budget).
    */
   admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[]): void {
-    const eps = this.d.policy.throughputGuard ?? null;
-    const base = slot.state.stepCost?.baseS ?? 0;
-    if (eps === null || this.d.policy.budgetSafety === undefined || base <= 0) {
-      this.round(slot, now, accepts, saveableArriving, out, this.d.policy.budgetSafety);
-      return;
-    }
-    const on = slot.guard.budgetOn(now, eps);
-    this.gate.refused = false;
-    this.round(slot, now, accepts, saveableArriving, out, on ? this.d.policy.budgetSafety : undefined, !on);
-    if (on && this.gate.refused) slot.guard.record(base, slot.running.size, Math.min(slot.state.maxBatchRows, slot.running.size + this.d.waiting.size));
-  }
-
-  private round(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[], safety: number | undefined, unbounded = false): void {
     const { policy, waiting, batching } = this.d;
     const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
     if (b.rows <= 0 || waiting.size === 0 || !batching.release(slot, now)) return;
@@ -70,7 +57,7 @@ export class Admission {
       b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
       b.committedBlocks += blocksFor(policy.reservedTokens(r), slot.state.blockSize);
     }
-    const gate = this.gate.begin(slot, now, safety, saveableArriving, policy.lostWorkUsesSlack === true, unbounded);
+    const gate = this.gate.begin(slot, now, policy.budgetSafety, saveableArriving, policy.lostWorkUsesSlack === true);
     // Starving requests first, oldest first. Strict policies: if one cannot go in, admit nothing else until
     // it can. Lenient ones (inlaid): it goes first wherever it fits under the same memory projection and
     // step budget as the rest, and one that does not fit leaves the rest to the policy's order.
@@ -91,18 +78,25 @@ export class Admission {
     }
     const closed = (): boolean => gate.closed(b.usedBlocks);
     if (closed()) return;
-    const heads = waiting.heads().filter((e) => accepts(e.r.spec.task));
-    const refused = this.admitHeads(slot, heads, b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed);
+    const closedToNew = (): boolean => gate.closedToNewTasks(b.usedBlocks);
+    // Already closed to new tasks: only the heads of tasks in the batch can be admitted (admitHeads would drop the
+    // others at its first pop), so only those are looked up; with 1000 tasks waiting this is most of the saving.
+    const all = closedToNew() ? waiting.headsOf(slot.taskRows.keys()) : waiting.heads();
+    const heads = all.filter((e) => accepts(e.r.spec.task));
+    const refused = this.admitHeads(slot, heads, b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed, closedToNew);
     // Work-conserving fill: rows still free after every joinable candidate go to the refused ones.
     if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
-      this.admitHeads(slot, refused, b, (r) => policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed);
+      this.admitHeads(slot, refused, b, (r) => policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed, closedToNew);
     }
   }
 
   /**
    * Admits task-queue heads in the policy's head order while `allowed` says their task may join.
    * Returns 'full' when admission must stop (no rows left, or a head-of-line block), else the heads
-   * refused by `allowed`.
+   * refused by `allowed`. Once `closedToNew` holds (the step budget refuses any task not in the batch, for the rest
+   * of the round: StepGate.closedToNewTasks), the heads of other tasks are dropped unevaluated: both `allowed`
+   * predicates (join and fill) would refuse them, so the decisions are the same, and a worker with 1000 tasks waiting
+   * no longer checks and re-heaps every task's head on every step.
    */
   private admitHeads(
     slot: WorkerSlot,
@@ -111,6 +105,7 @@ export class Admission {
     allowed: (r: TrackedRequest) => boolean,
     out: Decision[],
     closed: () => boolean,
+    closedToNew: () => boolean,
   ): QueueEntry[] | 'full' {
     const { policy, waiting } = this.d;
     type Head = { e: QueueEntry; key: number[] };
@@ -120,9 +115,16 @@ export class Admission {
     };
     const refused: QueueEntry[] = [];
     for (const e of heads) pushHead(e);
+    const inBatch = (x: Head): boolean => slot.taskRows.has(x.e.r.spec.task);
+    let pruned = false;
     for (let h = heap.pop(); h !== undefined; h = heap.pop()) {
       if (closed()) return 'full';
       const r = h.e.r;
+      if (!pruned && closedToNew()) {
+        pruned = true;
+        heap.retain(inBatch);
+      }
+      if (pruned && !inBatch(h)) continue;
       if (!allowed(r)) {
         refused.push(h.e);
         continue;

@@ -24,6 +24,15 @@ export class Heap<T> {
     }
   }
 
+  /** Keeps only the items `keep` accepts: O(n). */
+  retain(keep: (item: T) => boolean): void {
+    const xs = this.items;
+    let n = 0;
+    for (const x of xs) if (keep(x)) xs[n++] = x;
+    xs.length = n;
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.siftDown(i);
+  }
+
   pop(): T | undefined {
     const xs = this.items;
     if (xs.length === 0) return undefined;
@@ -31,19 +40,24 @@ export class Heap<T> {
     const last = xs.pop() as T;
     if (xs.length > 0) {
       xs[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < xs.length && this.before(xs[l], xs[m]) < 0) m = l;
-        if (r < xs.length && this.before(xs[r], xs[m]) < 0) m = r;
-        if (m === i) break;
-        [xs[i], xs[m]] = [xs[m], xs[i]];
-        i = m;
-      }
+      this.siftDown(0);
     }
     return top;
+  }
+
+  private siftDown(start: number): void {
+    const xs = this.items;
+    let i = start;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < xs.length && this.before(xs[l], xs[m]) < 0) m = l;
+      if (r < xs.length && this.before(xs[r], xs[m]) < 0) m = r;
+      if (m === i) break;
+      [xs[i], xs[m]] = [xs[m], xs[i]];
+      i = m;
+    }
   }
 }
 

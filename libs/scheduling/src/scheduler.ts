@@ -129,9 +129,12 @@ export class Scheduler {
     this.admission.admit(slot, now, accepts, arriving, decisions);
     let prefill = 0;
     for (const d of decisions) if (d.kind === 'admit') prefill += d.prefillTokens;
-    // Only prefill work that grows with what is admitted counts: a fixed per-prefill-step cost (prefillStepS)
-    // is not reduced by admitting less (trickled admissions pay it more often), so the budget ignores it.
-    const fixed = prefill > 0 && this.policy.budgetCountsFixedPrefill && this.batching.active(slot) ? (slot.state.stepCost?.prefillStepS ?? 0) : 0;
+    // Prefill work that grows with what is admitted always counts. A fixed per-prefill-step cost (prefillStepS) is
+    // not reduced by admitting less, but it stretches every decoding row's TPOT: it counts where the policy says so
+    // (inlaid's budgetFixedPrefill; 'auto' = when it is small against the TPOT SLO of the rows it stretches).
+    const fixedS = slot.state.stepCost?.prefillStepS ?? 0;
+    const counts = prefill > 0 && fixedS > 0 && this.policy.countsFixedPrefill !== undefined && this.batching.active(slot);
+    const fixed = counts && this.policy.countsFixedPrefill?.(fixedS, tightestRunningTpot(slot)) === true ? fixedS : 0;
     slot.prefill.record(now, prefill * (slot.state.stepCost?.prefillTokenS ?? 0) + fixed);
     if (prefill > 0) slot.lastPrefillS = now;
     return { workerId, decisions, batch: [...slot.running.keys()] };
@@ -210,4 +213,11 @@ export class Scheduler {
     if (s === undefined) throw new Error(`unknown worker "${workerId}"; call onWorkerState first`);
     return s;
   }
+}
+
+/** Tightest TPOT SLO among `slot`'s running rows (+Infinity when none). */
+function tightestRunningTpot(slot: WorkerSlot): number {
+  let t = Number.POSITIVE_INFINITY;
+  for (const r of slot.running.values()) t = Math.min(t, r.slo.tpotS);
+  return t;
 }

@@ -1,7 +1,6 @@
 /** One worker's running set with per-task row counts (the batch view the policies see). */
 import { BatchView } from './policies/policy';
 import { PrefillShare } from './step-budget';
-import { ThroughputGuard } from './throughput-guard';
 import { TrackedRequest } from './tracked';
 import { WorkerState } from './types';
 
@@ -12,8 +11,6 @@ export class WorkerSlot implements BatchView {
   readonly prefill = new PrefillShare();
   /** When this worker's last step that prefilled anything was planned (batched admission). */
   lastPrefillS: number | undefined;
-  /** Inlaid's throughput guard state (used only with the `throughputGuard` option). */
-  readonly guard = new ThroughputGuard();
 
   constructor(public state: WorkerState) {}
 

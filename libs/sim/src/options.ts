@@ -5,7 +5,7 @@ import { Flags, numberFlag } from '@inlaid/workload';
 export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
-  'step-budget', 'budget-safety', 'throughput-guard', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill',
+  'step-budget', 'budget-safety', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill', 'budget-fixed-prefill-max-tpot',
   'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room', 'batch-spacing-steps',
   'max-model-len', 'requests-out',
 ] as const;
@@ -38,11 +38,11 @@ export function schedulerConfigFromFlags(flags: Flags): SchedulerConfigInput {
       stepBudget: boolFlag(flags, 'step-budget', true),
       lenientStarvation: boolFlag(flags, 'lenient-starvation', true),
       ...(flags.has('triage') ? { triage: boolFlag(flags, 'triage', true) } : {}),
-      ...(flags.has('budget-fixed-prefill') ? { budgetFixedPrefill: boolFlag(flags, 'budget-fixed-prefill', false) } : {}),
+      ...(flags.has('budget-fixed-prefill') ? { budgetFixedPrefill: flags.get('budget-fixed-prefill') === 'auto' ? ('auto' as const) : boolFlag(flags, 'budget-fixed-prefill', false) } : {}),
+      ...(flags.has('budget-fixed-prefill-max-tpot') ? { budgetFixedPrefillMaxTpot: numberFlag(flags, 'budget-fixed-prefill-max-tpot') } : {}),
       ...(flags.has('reserve-quantile') ? { reserveQuantile: numberFlag(flags, 'reserve-quantile') } : {}),
       ...(flags.has('budget-safety') ? { budgetSafety: numberFlag(flags, 'budget-safety') } : {}),
       ...(flags.has('lost-slack') ? { lostSlack: boolFlag(flags, 'lost-slack', false) } : {}),
-      ...(flags.has('throughput-guard') ? { throughputGuard: flags.get('throughput-guard') === 'off' ? null : numberFlag(flags, 'throughput-guard') } : {}),
       ...(flags.has('lost-reserve-quantile') ? { lostReserveQuantile: lostReserveFlag(flags.get('lost-reserve-quantile')) } : {}),
       batchedAdmission: batchedAdmissionFromFlags(flags),
     },

@@ -11,7 +11,6 @@ export class FifoPolicy implements Policy {
   readonly headOfLineBlocking = true;
   readonly budgetSafety = undefined;
   readonly triage = false;
-  readonly budgetCountsFixedPrefill = false;
   readonly starvingPausesAdmission = true;
 
   constructor(

@@ -24,21 +24,23 @@ export class InlaidPolicy implements Policy {
   readonly starvingPausesAdmission: boolean;
   readonly batchedAdmission: BatchedAdmissionOptions;
   readonly triage: boolean;
-  readonly budgetCountsFixedPrefill: boolean;
   readonly lostWorkUsesSlack: boolean;
-  readonly throughputGuard: number | null;
 
   constructor(private readonly opts: InlaidOptions) {
     this.triage = opts.triage;
-    this.budgetCountsFixedPrefill = opts.budgetFixedPrefill;
     this.budgetSafety = opts.stepBudget ? opts.budgetSafety : undefined;
     this.lostWorkUsesSlack = opts.lostSlack;
-    this.throughputGuard = opts.stepBudget ? opts.throughputGuard : null;
     this.batchedAdmission = opts.batchedAdmission;
     this.starvingPausesAdmission = !opts.lenientStarvation;
   }
 
   onArrive(): void {}
+
+  /** `budgetFixedPrefill`: true / false, or 'auto' = when one prefill step costs at most `budgetFixedPrefillMaxTpot` x TPOT SLO. */
+  countsFixedPrefill(prefillStepS: number, tpotS: number): boolean {
+    const b = this.opts.budgetFixedPrefill;
+    return b === 'auto' ? prefillStepS <= this.opts.budgetFixedPrefillMaxTpot * tpotS : b;
+  }
 
   promotesStarving(r: TrackedRequest): boolean {
     return !(this.triage && lost(r));

@@ -14,7 +14,6 @@ export class MlfqPolicy implements Policy {
   readonly headOfLineBlocking = true;
   readonly budgetSafety = undefined;
   readonly triage = false;
-  readonly budgetCountsFixedPrefill = false;
   readonly starvingPausesAdmission = true;
 
   constructor(private readonly opts: MlfqOptions) {}

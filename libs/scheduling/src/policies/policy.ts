@@ -28,8 +28,11 @@ export interface Policy {
    * for their waiting key again; the policy's keys must then order them after every saveable request.
    */
   readonly triage: boolean;
-  /** With batched admission active, the step budget's prefill share also counts each prefill step's fixed cost. */
-  readonly budgetCountsFixedPrefill: boolean;
+  /**
+   * With batched admission active, whether the step budget's prefill share also counts each prefill step's fixed
+   * cost `prefillStepS`, given the tightest TPOT SLO of the rows it stretches. Absent = never.
+   */
+  countsFixedPrefill?(prefillStepS: number, tpotS: number): boolean;
   /**
    * Whether a starving request (waiting > starvationS) goes ahead of everything else. Under triage a request
    * that has already lost its SLO is not promoted: it keeps its place behind the saveable ones (its aging key
@@ -62,8 +65,6 @@ export interface Policy {
    * the slack the saveable rows have banked against their TPOT SLO (step-budget.ts). Absent = no.
    */
   readonly lostWorkUsesSlack?: boolean;
-  /** Inlaid's throughput guard (throughput-guard.ts): loss allowance, or null/undefined when off. */
-  readonly throughputGuard?: number | null;
   /** Batched prefill admission (batch-gate.ts); undefined = admit whenever there is room (the baselines). */
   readonly batchedAdmission?: BatchedAdmissionOptions;
   /** KV context tokens to reserve when admitting or keeping `r` (>= its context + 1). */
