@@ -222,6 +222,18 @@ describe('echo', () => {
     expect(joined).toHaveLength(lp['token_logprobs'].length);
     joined.forEach((v, i) => (v === null ? expect(lp['token_logprobs'][i]).toBeNull() : expect(v).toBeCloseTo(lp['token_logprobs'][i], 3)));
     expect(choices.flatMap((c) => c['logprobs'].text_offset)).toEqual(lp['text_offset']);
+    // n = 2 (and best_of = 3): one choice scores the prompt, every choice's first chunk / body carries the same logprobs
+    const promptLp = (lp['token_logprobs'] as Array<number | null>).slice(0, (choices[0]?.['logprobs'].tokens as string[]).length);
+    const two = await postSse(url, 'completions', { model: base, ...BODY, echo: true, logprobs: 1, stream: true, n: 2 });
+    for (const i of [0, 1]) {
+      const first = two.chunks.map((c) => c['choices'][0] as Json).find((c) => c['index'] === i) as Json;
+      expect(first['text']).toBe(BODY.prompt);
+      (first['logprobs'].token_logprobs as Array<number | null>).forEach((v, k) => (v === null ? expect(promptLp[k]).toBeNull() : expect(v).toBeCloseTo(promptLp[k] as number, 3)));
+    }
+    const best = await post('v1/completions', { model: base, ...BODY, echo: true, logprobs: 1, best_of: 3, n: 2 });
+    for (const c of best.json['choices'] as Json[]) {
+      (c['logprobs'].token_logprobs as Array<number | null>).slice(0, promptLp.length).forEach((v, k) => (v === null ? expect(promptLp[k]).toBeNull() : expect(v).toBeCloseTo(promptLp[k] as number, 3)));
+    }
   });
 
   it('prompt_logprobs on chat (on the response), refused with stream; gRPC sends them on the first message', async () => {

@@ -1,5 +1,5 @@
 import { InlaidError } from '../common/inlaid-error';
-import { choiceInputs, choiceSeed, mergeChoices, startChoices } from './fan-out';
+import { choiceInputs, choiceSeed, mergeChoices, sharePromptLogprobs, startChoices, type ChoiceDelta } from './fan-out';
 import type { Generation, GenerationDelta, GenerationInput } from './generation.types';
 
 const input: GenerationInput = {
@@ -93,6 +93,13 @@ describe('choiceSeed / choiceInputs', () => {
     const generated = choiceInputs(input, 2);
     expect(generated.id).toMatch(/^cmpl-[0-9a-f]{32}$/);
     expect(generated.inputs[1]!.requestId).toBe(`${generated.id}-1`);
+  });
+
+  it('asks only choice 0 to score the prompt (prompt logprobs)', () => {
+    const scored = choiceInputs({ ...input, sampling: { ...input.sampling, promptLogprobs: 2 } }, 3).inputs;
+    expect(scored.map((i) => i.sampling.promptLogprobs)).toEqual([2, undefined, undefined]);
+    expect(scored.every((i) => i.sampling.maxTokens === 4)).toBe(true);
+    expect(choiceInputs(input, 2).inputs.every((i) => !('promptLogprobs' in i.sampling))).toBe(true);
   });
 });
 
@@ -191,5 +198,33 @@ describe('startChoices / mergeChoices', () => {
     for await (const _ of mergeChoices(choices)) break;
     expect(g0.aborted).toBe('consumer stopped reading');
     expect(g1.aborted).toBe('consumer stopped reading');
+  });
+});
+
+describe('sharePromptLogprobs', () => {
+  const P = [{ top: [] }] as unknown as NonNullable<GenerationDelta['promptLogprobs']>;
+  async function run(steps: ChoiceDelta[], asked = true): Promise<string[]> {
+    async function* merged(): AsyncGenerator<ChoiceDelta> {
+      yield* steps;
+    }
+    const out: string[] = [];
+    for await (const { index, delta: d } of sharePromptLogprobs(merged(), asked)) out.push(`${index}:${d.text}${d.promptLogprobs === P ? '+P' : ''}`);
+    return out;
+  }
+
+  it("holds every choice until choice 0's prompt logprobs arrive, then puts them on each choice's first delta", async () => {
+    const out = await run([
+      { index: 1, delta: delta('b') },
+      { index: 1, delta: delta('B', 'stop') }, // choice 1 finishes before choice 0 is scored
+      { index: 0, delta: { ...delta('a'), promptLogprobs: P } },
+      { index: 2, delta: delta('c', 'stop') },
+      { index: 0, delta: delta('A', 'stop') },
+    ]);
+    expect(out).toEqual(['1:b+P', '1:B', '0:a+P', '2:c+P', '0:A']);
+  });
+
+  it('releases them when choice 0 ends without prompt logprobs; passes all through when none were asked', async () => {
+    expect(await run([{ index: 1, delta: delta('b') }, { index: 0, delta: delta('a', 'stop') }, { index: 1, delta: delta('B', 'stop') }])).toEqual(['1:b', '0:a', '1:B']);
+    expect(await run([{ index: 1, delta: { ...delta('b'), promptLogprobs: P } }], false)).toEqual(['1:b+P']);
   });
 });

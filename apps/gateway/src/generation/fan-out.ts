@@ -3,7 +3,8 @@
  * recorded as a request of its own, id `<id>-<i>`) and merges their deltas, tagged with the choice index.
  * Choice 0 keeps the request's seed; choice i > 0 gets a seed derived from it (distinct, deterministic), so
  * a seeded request is reproducible and its choices differ. Without a seed each choice draws its own.
- * With n = 1 the request runs exactly as before (its own id, its own seed).
+ * With n = 1 the request runs exactly as before (its own id, its own seed). Prompt logprobs (sampling.promptLogprobs)
+ * are asked of choice 0 only: the prompt is the same for every choice, and the callers reuse choice 0's for the others.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { ID_PREFIX } from './generation.service';
@@ -22,10 +23,12 @@ export function choiceSeed(seed: number | undefined, index: number): number | un
 export function choiceInputs(input: GenerationInput, n: number): { id: string | undefined; inputs: GenerationInput[] } {
   if (n <= 1) return { id: input.requestId, inputs: [input] };
   const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
+  const { promptLogprobs, ...rest } = input.sampling;
   const inputs = Array.from({ length: n }, (_, i) => ({
     ...input,
     requestId: `${id}-${i}`,
-    sampling: { ...input.sampling, seed: choiceSeed(input.sampling.seed, i) },
+    // the prompt is the same for every choice: only choice 0 scores it (scoring bypasses the prefix cache)
+    sampling: { ...rest, ...(i === 0 && promptLogprobs !== undefined ? { promptLogprobs } : {}), seed: choiceSeed(input.sampling.seed, i) },
   }));
   return { id, inputs };
 }
@@ -129,4 +132,38 @@ export async function* mergeChoices(choices: Choices): AsyncGenerator<ChoiceDelt
       void its[index]?.return?.(undefined)?.catch(() => undefined);
     }
   }
+}
+
+/**
+ * Prompt logprobs asked (`asked`), only choice 0 scores the prompt (choiceInputs): the merged deltas with choice 0's
+ * prompt logprobs on every choice's first delta. Until they arrive (or choice 0 ends without them), every choice's
+ * deltas are held, so a choice that runs ahead of choice 0 still gets them first; then they go out in arrival order.
+ */
+export async function* sharePromptLogprobs(merged: AsyncIterable<ChoiceDelta>, asked: boolean): AsyncGenerator<ChoiceDelta> {
+  if (!asked) {
+    yield* merged;
+    return;
+  }
+  let prompt: GenerationDelta['promptLogprobs'];
+  let released = false;
+  const held: ChoiceDelta[] = [];
+  const first = new Set<number>();
+  const withPrompt = ({ index, delta }: ChoiceDelta): ChoiceDelta => {
+    const isFirst = !first.has(index);
+    first.add(index);
+    const promptLogprobs = isFirst ? prompt : undefined;
+    return promptLogprobs === delta.promptLogprobs ? { index, delta } : { index, delta: { ...delta, promptLogprobs } };
+  };
+  for await (const cd of merged) {
+    if (released) {
+      yield withPrompt(cd);
+      continue;
+    }
+    held.push(cd);
+    if (cd.delta.promptLogprobs === undefined && !(cd.index === 0 && cd.delta.finishReason !== null)) continue;
+    released = true;
+    prompt = cd.delta.promptLogprobs;
+    for (const h of held.splice(0)) yield withPrompt(h);
+  }
+  for (const h of held.splice(0)) yield withPrompt(h); // the merge ended without them (an aborted choice 0)
 }

@@ -13,7 +13,7 @@ import { toolCallParser } from '../openai/tool-calls';
 import { finishesWithToolCalls, type ToolCallParser } from '../openai/tool-events';
 import { parseTurnTools } from '../openai/tool-history';
 import { HERMES_FALLBACK, type ToolSupport } from '../openai/tool-format';
-import { nativeTools, renderChat, type ChatTurn } from '../openai/tool-prompt';
+import { nativeTools, renderChat, toolCallChars, type ChatTurn } from '../openai/tool-prompt';
 import { toolResponseFormat } from '../openai/tool-schema';
 import { parseToolPlan, type ToolPlan } from '../openai/tools';
 
@@ -92,8 +92,7 @@ export function withGrpcTools(
   const plan = req.tools === undefined ? undefined : planOf(req.tools, support);
   const messages = renderChat(turnsOf(req.messages), plan, support);
   const tools = nativeTools(plan, support);
-  const calls = messages.reduce((n, m) => n + (m.toolCalls?.calls.reduce((k, c) => k + c.name.length + c.arguments.length, 0) ?? 0), 0);
-  checkPromptChars(messages.reduce((n, m) => n + m.content.length + m.role.length, 0) + calls + tools.length, 'prompt');
+  checkPromptChars(messages.reduce((n, m) => n + m.content.length + m.role.length, 0) + toolCallChars(messages) + tools.length, 'prompt');
   const format = plan === undefined ? undefined : renamed(() => toolResponseFormat(plan));
   if (format !== undefined && input.sampling.responseFormat !== undefined) {
     throw InlaidError.invalid('"required" or a named tools.function cannot be combined with sampling.response_format.', 'tools.function');

@@ -4,7 +4,7 @@ import { common, inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
 import { InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
-import { mergeChoices, startChoices } from '../generation/fan-out';
+import { mergeChoices, sharePromptLogprobs, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
 import { TokenizerCalls } from '../openai/tokenizer-calls';
 import { toolsRefusal } from '../openai/tool-schema';
@@ -106,7 +106,8 @@ export function inferenceHandlers(
           const tools = plan === undefined ? undefined : Array.from({ length: n }, () => new GrpcToolStream(plan));
           if (call.cancelled) choices.abort('client cancelled');
           call.on('cancelled', () => choices.abort('client cancelled'));
-          for await (const { index, delta: d } of mergeChoices(choices)) {
+          // only choice 0 scores the prompt (fan-out.ts): its prompt logprobs go on every choice's first message
+          for await (const { index, delta: d } of sharePromptLogprobs(mergeChoices(choices), n > 1 && input.sampling.promptLogprobs !== undefined)) {
             if (call.cancelled) break;
             const t = tools?.[index]?.fields(d);
             call.write({

@@ -56,7 +56,7 @@ describe('LimiterService on Redis', () => {
     const err = await refusal(p, 3); // 2 left
     expect(err.status).toBe(status.RESOURCE_EXHAUSTED);
     expect(err.details.code).toBe('rate_limit_exceeded');
-    expect(err.message).toContain('counts 3 times');
+    expect(err.message).toContain('counts 3 times, once per generation (n / best_of)');
     expect(err.details.retryAfterS).toBeGreaterThanOrEqual(11); // one more token at 5 per minute: 12 s
     expect(err.details.retryAfterS).toBeLessThanOrEqual(12);
     await limiter.admit(p, 2); // the refusal took nothing
@@ -96,7 +96,8 @@ describe('LimiterService on Redis', () => {
     const rate = principal(4, 8);
     const over = await refusal(rate, 5);
     expect(over.details.code).toBe('rate_limit_exceeded');
-    expect(over.message).toContain('n (5)');
+    expect(over.message).toContain('n / best_of (5)');
+    expect(over.message).not.toContain("request's n (");
     expect(over.details.retryAfterS).toBe(60);
     const slots = principal(100, 2);
     const many = await refusal(slots, 3);

@@ -2,7 +2,8 @@
  * Per-key rate limits (token bucket: bursts up to `rpm`, refilled at rpm per minute) and concurrency limits
  * (leases in a sorted set), both in Redis through atomic Lua scripts. Redis unreachable -> fail open: the
  * request is served unlimited and a warning is logged at most every 10 s (availability over quota).
- * A request with `n` choices runs n generations, so it counts n times: n tokens and n slots, all or none.
+ * A request running several generations (`n` choices, or completions' `best_of` candidates when best_of > n)
+ * counts once per generation: that many tokens and slots, all or none.
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -25,21 +26,21 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 function counted(cost: number): string {
-  return cost > 1 ? `; this request counts ${cost} times, once per choice (n)` : '';
+  return cost > 1 ? `; this request counts ${cost} times, once per generation (n / best_of)` : '';
 }
 
-/** A request whose n is above the key's limit itself can never be admitted: say so, without touching Redis. */
+/** A request whose n / best_of is above the key's limit itself can never be admitted: say so, without touching Redis. */
 function checkCost(p: Principal, cost: number): void {
   if (!Number.isInteger(cost) || cost < 1) throw new Error(`a request costs a positive integer, got ${cost}`);
   if (p.rateLimitRpm !== null && cost > p.rateLimitRpm) {
     throw InlaidError.rateLimited(
-      `This request's n (${cost}) is more than this API key's rate limit of ${p.rateLimitRpm} requests per minute; each choice counts as a request.`,
+      `This request's n / best_of (${cost}) is more than this API key's rate limit of ${p.rateLimitRpm} requests per minute; each generation (choice or best_of candidate) counts as a request.`,
       60,
     );
   }
   if (p.concurrencyLimit !== null && cost > p.concurrencyLimit) {
     throw InlaidError.rateLimited(
-      `This request's n (${cost}) is more than this API key's limit of ${p.concurrencyLimit} concurrent requests; each choice counts as a request.`,
+      `This request's n / best_of (${cost}) is more than this API key's limit of ${p.concurrencyLimit} concurrent requests; each generation (choice or best_of candidate) counts as a request.`,
       1,
       'concurrency_limit_exceeded',
     );

@@ -6,7 +6,8 @@
  * `best_of` > n generates best_of candidates with logprobs and returns the n best (best-of.ts), never streamed;
  * `echo` puts the prompt before each choice's text (streamed: in each choice's first chunk), with `logprobs` the
  * prompt tokens' logprobs before the generated ones'; vLLM's `prompt_logprobs` go on each completions choice and on
- * the chat response (never streamed).
+ * the chat response (never streamed). The prompt is scored once, by choice 0 (the first candidate), whatever n /
+ * best_of (fan-out.ts): its prompt logprobs go on every choice.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -26,13 +27,14 @@ import {
   completionLogprobs,
   completionResponse,
   cachedTokensOf,
+  charCount,
   ResponseMeta,
   usageOf,
 } from './response-shapes';
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
 import { bestCandidates } from './best-of';
-import { charCount, concatLogprobs, echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
+import { concatLogprobs, echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
 import { assembleToolOutput, toolCallParser } from './tool-calls';
 import { toolsRefusal } from './tool-schema';
 import type { ToolPlan } from './tools';
@@ -101,12 +103,15 @@ export class OpenAIResponder {
       if (d.logprobs !== undefined) a.logprobs.push(...d.logprobs);
       if (d.promptLogprobs !== undefined && a.prompt === undefined) a.prompt = d.promptLogprobs;
     }
-    const vllm = (a: (typeof acc)[number]) => (promptTop === undefined ? undefined : vllmPromptLogprobs(a.prompt ?? [], promptTop));
+    // only choice 0 (the first candidate) scores the prompt (fan-out.ts): its logprobs serve every choice
+    const prompt = acc.find((a) => a.prompt !== undefined)?.prompt ?? [];
+    const promptLp = promptTop === undefined ? undefined : vllmPromptLogprobs(prompt, promptTop);
+    const echoLp = logprobs && echo !== '' ? echoPromptLogprobs(prompt, topN ?? 0) : undefined;
     // echo with logprobs: the prompt's logprobs, then the generated tokens' from the end of the echoed prompt
     const completionLp = (a: (typeof acc)[number]) => {
       if (!logprobs) return null;
-      if (echo === '') return completionLogprobs(a.logprobs, 0).logprobs;
-      return concatLogprobs(echoPromptLogprobs(a.prompt ?? [], topN ?? 0), completionLogprobs(a.logprobs, charCount(echo)).logprobs);
+      if (echoLp === undefined) return completionLogprobs(a.logprobs, 0).logprobs;
+      return concatLogprobs(echoLp, completionLogprobs(a.logprobs, charCount(echo)).logprobs);
     };
     const usage = usageOf(
       choices.promptTokens,
@@ -118,7 +123,7 @@ export class OpenAIResponder {
       const kept = acc.length > n ? bestCandidates(acc.map((a) => a.logprobs), n).map((k) => acc[k] as (typeof acc)[number]) : acc;
       return completionResponse(
         meta,
-        kept.map((a, i) => completionChoice(i, echo + a.text, a.finish, completionLp(a), vllm(a))),
+        kept.map((a, i) => completionChoice(i, echo + a.text, a.finish, completionLp(a), promptLp)),
         usage,
       );
     }
@@ -131,7 +136,7 @@ export class OpenAIResponder {
         return chatChoice(i, out.content, a.finish, lp, out.toolCalls, out.toolCallsFinish);
       }),
       usage,
-      acc[0] === undefined ? undefined : vllm(acc[0]), // the prompt is the same for every choice
+      promptLp,
     );
   }
 

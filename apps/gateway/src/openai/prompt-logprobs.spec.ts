@@ -108,8 +108,11 @@ describe('prompt logprobs shapes', () => {
 
 describe('OpenAIResponder with prompt logprobs', () => {
   /** Each generation yields ' a' then ' b' (logprobs -0.25, -0.75), the first delta with the prompt's logprobs. */
+  let asked: string[] = [];
   function service(): GenerationService {
+    asked = [];
     const start = (i: GenerationInput): Promise<Generation> => {
+      if (i.sampling.promptLogprobs !== undefined) asked.push(i.requestId ?? '');
       async function* deltas(): AsyncGenerator<GenerationDelta> {
         const lp = i.sampling.logprobs !== undefined;
         const prompt = i.sampling.promptLogprobs !== undefined ? { promptLogprobs: PROMPT } : {};
@@ -146,15 +149,55 @@ describe('OpenAIResponder with prompt logprobs', () => {
   it("prompt_logprobs go on each completions choice (vLLM), and on the chat response", async () => {
     const completion = await respond('completions', parseCompletionRequest({ model: 'm', prompt: 'Hi there', prompt_logprobs: 1, n: 2 }));
     expect(completion['choices'].map((c: Record<string, unknown>) => c['prompt_logprobs'])).toEqual([vllmPromptLogprobs(PROMPT, 1), vllmPromptLogprobs(PROMPT, 1)]);
+    expect(asked).toHaveLength(1); // only choice 0 scores the prompt
+    expect(asked[0]).toMatch(/-0$/);
     expect(completion['choices'][0]['logprobs']).toBeNull();
     const chat = await respond('chat.completions', parseChatRequest({ model: 'm', messages: [{ role: 'user', content: 'x' }], prompt_logprobs: 0 }));
     expect(chat['prompt_logprobs']).toEqual(vllmPromptLogprobs(PROMPT, 0));
+    const chatN = await respond('chat.completions', parseChatRequest({ model: 'm', messages: [{ role: 'user', content: 'x' }], prompt_logprobs: 0, n: 3 }));
+    expect([asked.length, chatN['prompt_logprobs']]).toEqual([1, vllmPromptLogprobs(PROMPT, 0)]);
     const plain = await respond('completions', parseCompletionRequest({ model: 'm', prompt: 'Hi there' }));
     expect('prompt_logprobs' in plain['choices'][0]).toBe(false);
+  });
+
+  it('best_of with echo + logprobs: one candidate scores the prompt, every kept choice carries it', async () => {
+    const body = await respond('completions', parseCompletionRequest({ model: 'm', prompt: 'Hi there', echo: true, logprobs: 0, best_of: 3, n: 2, prompt_logprobs: 1 }));
+    expect(asked).toHaveLength(1);
+    expect(body['choices']).toHaveLength(2);
+    for (const c of body['choices']) {
+      expect(c['logprobs'].tokens.slice(0, 2)).toEqual(['Hi', ' there']);
+      expect(c['logprobs'].token_logprobs.slice(0, 2)).toEqual([null, -2.5]);
+      expect(c['prompt_logprobs']).toEqual(vllmPromptLogprobs(PROMPT, 1));
+    }
   });
 });
 
 describe('StreamEncoder echo with logprobs', () => {
+  const parseAll = (events: string[]) => events.filter((e) => !e.includes('[DONE]')).map((e) => JSON.parse(e.slice('data: '.length)).choices[0]);
+
+  it('keeps the echo pending until a delta brings the prompt logprobs (or the choice ends)', () => {
+    const enc = new StreamEncoder('completions', { id: 'c', created: 1, model: 'm' }, false, { choices: 1, echo: 'Hi there', logprobs: true, topLogprobs: 0 });
+    expect(enc.delta({ text: '', tokenIds: [], finishReason: null, promptTokens: 2, completionTokens: 0 })).toEqual([]);
+    const out = parseAll(enc.delta({ text: ' a', tokenIds: [30], finishReason: null, promptTokens: 2, completionTokens: 1, logprobs: [GEN(' a', -0.25)], promptLogprobs: PROMPT }));
+    expect(out.map((c) => [c.text, c.logprobs.token_logprobs])).toEqual([['Hi there', [null, -2.5]], [' a', [-0.25]]]);
+    const bare = new StreamEncoder('completions', { id: 'c', created: 1, model: 'm' }, false, { choices: 1, echo: 'Hi', logprobs: true });
+    expect(bare.delta({ text: 'x', tokenIds: [1], finishReason: null, promptTokens: 1, completionTokens: 1 })).toEqual([]);
+    const ended = parseAll(bare.delta({ text: '', tokenIds: [], finishReason: 'stop', promptTokens: 1, completionTokens: 1 }));
+    expect(ended.map((c) => c.text)).toEqual(['Hi', 'x', '']);
+  });
+
+  it("gives choice 0's prompt logprobs to a choice that finishes first, its echo chunk before its text", () => {
+    const enc = new StreamEncoder('completions', { id: 'c', created: 1, model: 'm' }, false, { choices: 2, echo: 'Hi there', logprobs: true, topLogprobs: 0 });
+    expect(enc.delta({ text: ' z', tokenIds: [31], finishReason: 'stop', promptTokens: 2, completionTokens: 1, logprobs: [GEN(' z', -1)] }, 1)).toEqual([]);
+    const out = parseAll(enc.delta({ text: ' a', tokenIds: [30], finishReason: null, promptTokens: 2, completionTokens: 1, logprobs: [GEN(' a', -0.25)], promptLogprobs: PROMPT }, 0));
+    expect(out.map((c) => [c.index, c.text, c.logprobs.token_logprobs, c.finish_reason])).toEqual([
+      [0, 'Hi there', [null, -2.5], null],
+      [0, ' a', [-0.25], null],
+      [1, 'Hi there', [null, -2.5], null],
+      [1, ' z', [-1], 'stop'],
+    ]);
+  });
+
   it("sends the prompt with its logprobs as the choice's first chunk, then offsets after it", () => {
     const enc = new StreamEncoder('completions', { id: 'c', created: 1, model: 'm' }, false, { choices: 1, echo: 'Hi there', logprobs: true, topLogprobs: 0 });
     expect(enc.open()).toEqual([]); // the prompt's logprobs come with the first delta
@@ -191,5 +234,34 @@ describe('gRPC Generate with prompt logprobs', () => {
     await done;
     const sent = c.write.mock.calls.map((w) => (w[0] as inference.GenerateResponse).promptLogprobs);
     expect(sent).toEqual([{ tokens: PROMPT }, undefined]);
+  });
+
+  it("with n = 2 asks only choice 0 and puts its entries on each choice's first message", async () => {
+    const asked: boolean[] = [];
+    const start = (i: GenerationInput): Promise<Generation> => {
+      const scored = i.sampling.promptLogprobs !== undefined;
+      asked.push(scored);
+      async function* deltas(): AsyncGenerator<GenerationDelta> {
+        if (scored) await new Promise((r) => setTimeout(r, 20)); // choice 1 runs ahead
+        yield { text: ' a', tokenIds: [30], finishReason: null, promptTokens: 2, completionTokens: 1, ...(scored ? { promptLogprobs: PROMPT } : {}) };
+        yield { text: ' b', tokenIds: [31], finishReason: 'length', promptTokens: 2, completionTokens: 2 };
+      }
+      return Promise.resolve({ id: 'g', model: 'm', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
+    };
+    const admit = jest.fn().mockResolvedValue(() => undefined);
+    const handlers = inferenceHandlers({ start } as unknown as GenerationService, {} as WorkersService, { admit } as unknown as CallGate);
+    const metadata = new Metadata();
+    metadata.set('authorization', 'Bearer k');
+    const request: inference.GenerateRequest = {
+      model: 'm', prompt: 'Hi there', messages: [], requestId: '', n: 2,
+      sampling: { maxTokens: 2, stop: [], stopTokenIds: [], ignoreEos: false, promptLogprobs: 3 },
+    };
+    const c = Object.assign(new EventEmitter(), { request, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
+    const done = new Promise<void>((resolve) => c.end.mockImplementation(() => resolve()));
+    handlers.generate(c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>);
+    await done;
+    expect(asked.filter(Boolean)).toHaveLength(1);
+    const sent = c.write.mock.calls.map((w) => w[0] as inference.GenerateResponse);
+    expect(sent.map((m) => [m.index, m.promptLogprobs?.tokens.length ?? 0])).toEqual([[1, 2], [1, 0], [0, 2], [0, 0]]);
   });
 });

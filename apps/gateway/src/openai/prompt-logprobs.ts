@@ -7,7 +7,7 @@
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { optNumber } from './body-fields';
-import { MIN_JSON_LOGPROB, type CompletionLogprobs } from './response-shapes';
+import { charCount, jsonLogprob, type CompletionLogprobs } from './response-shapes';
 
 /** As completions' logprobs and vLLM's max_logprobs. */
 export const MAX_PROMPT_LOGPROBS = 20;
@@ -39,10 +39,6 @@ export function workerPromptLogprobs(promptLogprobs: number | undefined, echoLog
   return echoLogprobs === undefined ? promptLogprobs : Math.max(promptLogprobs, echoLogprobs);
 }
 
-function jsonLogprob(v: number): number {
-  return v > MIN_JSON_LOGPROB ? v : MIN_JSON_LOGPROB;
-}
-
 /**
  * vLLM's `prompt_logprobs`: null for the first prompt token, then per token a dict of the prompt token (its rank)
  * and the top `k` (ranks 1..k), keyed by token id.
@@ -60,13 +56,6 @@ export function vllmPromptLogprobs(entries: readonly common.TokenLogprob[], k: n
     });
     return out;
   });
-}
-
-/** Code points, as Python's len() counts them (vLLM's text_offset). */
-function charCount(s: string): number {
-  let n = 0;
-  for (const _ of s) n++;
-  return n;
 }
 
 /**
@@ -105,5 +94,3 @@ export function concatLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): Co
     text_offset: [...a.text_offset, ...b.text_offset],
   };
 }
-
-export { charCount };

@@ -13,7 +13,7 @@ import { parseResponseFormat } from './response-format';
 import { parseTurnTools } from './tool-history';
 import { parseTokenControls } from './token-controls';
 import { HERMES_FALLBACK, type ToolSupport } from './tool-format';
-import { nativeTools, renderChat, type ChatTurn } from './tool-prompt';
+import { nativeTools, renderChat, toolCallChars, type ChatTurn } from './tool-prompt';
 import { toolResponseFormat } from './tool-schema';
 import { parseToolPlan, type ToolPlan } from './tools';
 
@@ -227,8 +227,7 @@ function parseMessages(body: Body): ChatTurn[] {
 function chatMessages(body: Body, plan: ToolPlan | undefined, support: ToolSupport): { messages: common.ChatMessage[]; tools: string } {
   const messages = renderChat(parseMessages(body), plan, support);
   const tools = nativeTools(plan, support);
-  const calls = messages.reduce((n, m) => n + (m.toolCalls?.calls.reduce((k, c) => k + c.name.length + c.arguments.length, 0) ?? 0), 0);
-  checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0) + calls + tools.length, 'messages');
+  checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0) + toolCallChars(messages) + tools.length, 'messages');
   return { messages, tools };
 }
 

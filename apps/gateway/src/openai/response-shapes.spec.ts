@@ -1,4 +1,4 @@
-import { cachedTokensOf, chatResponse, completionResponse, usageOf } from './response-shapes';
+import { cachedTokensOf, charCount, chatResponse, completionResponse, jsonLogprob, MIN_JSON_LOGPROB, usageOf } from './response-shapes';
 
 const meta = { id: 'x-1', created: 1700000000, model: 'sql' };
 
@@ -16,5 +16,13 @@ describe('usage', () => {
     expect(cachedTokensOf([32, 48], 60)).toBe(32);
     expect(cachedTokensOf([64, 64], 40)).toBe(40);
     expect(cachedTokensOf([], 40)).toBe(0);
+  });
+});
+
+describe('charCount / jsonLogprob (shared with prompt-logprobs.ts)', () => {
+  it('counts code points and clamps logprobs JSON cannot carry', () => {
+    expect(charCount('a\u{1F600}é')).toBe(3);
+    expect(jsonLogprob(-Infinity)).toBe(MIN_JSON_LOGPROB);
+    expect(jsonLogprob(-0.5)).toBe(-0.5);
   });
 });

@@ -59,12 +59,13 @@ export const MIN_JSON_LOGPROB = -9999;
 /** Stands in for a TokenLogprob without its (always set) sampled entry. */
 const NO_ENTRY: common.LogprobEntry = { tokenId: 0, token: '', tokenBytes: Buffer.alloc(0), logprob: MIN_JSON_LOGPROB };
 
-function jsonLogprob(v: number): number {
+/** A logprob as JSON can carry it (MIN_JSON_LOGPROB at least). */
+export function jsonLogprob(v: number): number {
   return v > MIN_JSON_LOGPROB ? v : MIN_JSON_LOGPROB;
 }
 
 /** Code points, as Python's len() counts them (vLLM's text_offset). */
-function charCount(s: string): number {
+export function charCount(s: string): number {
   let n = 0;
   for (const _ of s) n++;
   return n;

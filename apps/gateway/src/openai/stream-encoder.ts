@@ -14,8 +14,10 @@
  * then argument fragments), and a choice finishes with `tool_calls` per finishesWithToolCalls (tool-events.ts).
  *
  * Echo (completions): each choice's first chunk, sent at once, carries the prompt as its text. With logprobs it
- * waits for the choice's first delta, which brings the prompt tokens' logprobs (openai/prompt-logprobs.ts): that
- * chunk carries them (the first token's logprob null), and the generated tokens' text_offset starts at the
+ * waits for the prompt tokens' logprobs (openai/prompt-logprobs.ts), which only choice 0 is asked for (fan-out.ts):
+ * every choice's deltas are held until a delta bringing them arrives (or choice 0 finishes without them), then each
+ * choice's echo chunk carries them (the first token's logprob null) before its held deltas, so a choice that
+ * finishes before choice 0 is scored still gets them first. The generated tokens' text_offset starts at the
  * prompt's length.
  */
 import type { common } from '@inlaid/proto';
@@ -28,11 +30,12 @@ import {
   completionChunk,
   completionLogprobs,
   cachedTokensOf,
+  charCount,
   completionUsageChunk,
   ResponseMeta,
   usageOf,
 } from './response-shapes';
-import { charCount, echoPromptLogprobs } from './prompt-logprobs';
+import { echoPromptLogprobs } from './prompt-logprobs';
 import { SSE_DONE, sseEvent } from './sse';
 import { toolCallParser } from './tool-calls';
 import { finishesWithToolCalls, type ToolCallParser, type ToolEvent } from './tool-events';
@@ -60,8 +63,10 @@ interface ChoiceState {
   pending: common.TokenLogprob[];
   textOffset: number;
   tools?: ToolCallParser;
-  /** echo with logprobs: the prompt chunk waits for the choice's first delta (it brings the prompt's logprobs). */
+  /** echo with logprobs: the choice's prompt chunk is not sent yet. */
   echoPending: boolean;
+  /** The choice's deltas that arrived before the prompt's logprobs (echo with logprobs). */
+  held: GenerationDelta[];
 }
 
 export class StreamEncoder {
@@ -70,6 +75,10 @@ export class StreamEncoder {
   private readonly logprobs: boolean;
   private readonly echo: string;
   private readonly topLogprobs: number;
+  /** echo with logprobs: the prompt's logprobs (choice 0's), undefined until they arrive. */
+  private prompt: readonly common.TokenLogprob[] | undefined;
+  /** echo with logprobs, before the prompt's logprobs arrive: every choice's deltas are held. */
+  private holding: boolean;
 
   constructor(
     private readonly kind: StreamKind,
@@ -86,12 +95,14 @@ export class StreamEncoder {
       pending: [],
       textOffset: 0,
       echoPending: false,
+      held: [],
       ...(tools !== undefined && kind === 'chat.completions' ? { tools: toolCallParser(tools) } : {}),
     }));
     this.logprobs = options.logprobs ?? false;
     this.echo = kind === 'completions' ? (options.echo ?? '') : '';
     this.topLogprobs = options.topLogprobs ?? 0;
-    if (this.echo !== '' && this.logprobs) for (const c of this.choices) c.echoPending = true;
+    this.holding = this.echo !== '' && this.logprobs;
+    if (this.holding) for (const c of this.choices) c.echoPending = true;
   }
 
   /** Events sent before the first token. */
@@ -107,6 +118,22 @@ export class StreamEncoder {
   delta(d: GenerationDelta, index = 0): string[] {
     const c = this.choices[index];
     if (c === undefined || c.finished) return [];
+    if (!this.holding) return this.encode(c, d, index);
+    c.held.push(d);
+    // only choice 0 scores the prompt: a delta with its logprobs, or choice 0's end without them, releases them all
+    if (d.promptLogprobs === undefined && !(index === 0 && d.finishReason !== null)) return [];
+    this.holding = false;
+    this.prompt = d.promptLogprobs ?? [];
+    const out: string[] = [];
+    this.choices.forEach((x, i) => {
+      const held = x.held;
+      x.held = [];
+      for (const h of held) out.push(...this.encode(x, h, i));
+    });
+    return out;
+  }
+
+  private encode(c: ChoiceState, d: GenerationDelta, index: number): string[] {
     this.promptTokens = Math.max(this.promptTokens, d.promptTokens);
     c.completionTokens = Math.max(c.completionTokens, d.completionTokens);
     c.cachedTokens = Math.max(c.cachedTokens, d.cachedTokens ?? 0);
@@ -114,7 +141,7 @@ export class StreamEncoder {
     const out: string[] = [];
     if (c.echoPending) {
       c.echoPending = false;
-      const lp = echoPromptLogprobs(d.promptLogprobs ?? [], this.topLogprobs);
+      const lp = echoPromptLogprobs(this.prompt ?? [], this.topLogprobs);
       out.push(sseEvent(completionChunk(this.meta, completionChoice(index, this.echo, null, lp), this.includeUsage)));
       c.textOffset = charCount(this.echo);
     }

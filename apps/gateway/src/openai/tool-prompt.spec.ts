@@ -1,4 +1,5 @@
-import { pyJson, renderChat, toolsSystemText } from './tool-prompt';
+import type { common } from '@inlaid/proto';
+import { pyJson, renderChat, toolCallChars, toolsSystemText } from './tool-prompt';
 import type { ToolPlan } from './tools';
 
 const PLAN: ToolPlan = {
@@ -66,5 +67,17 @@ describe('renderChat', () => {
       { role: 'user', content: '<tool_response>\n18C\n</tool_response>\n<tool_response>\n21C\n</tool_response>' },
       { role: 'assistant', content: 'Paris 18C, Rome 21C.' },
     ]);
+  });
+});
+
+describe('toolCallChars', () => {
+  it('counts the names and arguments of every call in the history, once', () => {
+    const messages = [
+      { role: 'user', content: 'hi' },
+      { role: 'assistant', content: '', toolCalls: { calls: [{ id: 'a', name: 'get', arguments: '{"x":1}' }, { id: 'b', name: 'put', arguments: '{}' }] } },
+      { role: 'tool', content: 'ok', toolCallId: 'a' },
+    ] as unknown as common.ChatMessage[];
+    expect(toolCallChars(messages)).toBe(3 + 7 + 3 + 2);
+    expect(toolCallChars([])).toBe(0);
   });
 });

@@ -131,6 +131,11 @@ function nativeMessage(turn: ChatTurn): common.ChatMessage {
  * (`[{"type": "function", "function": {name, description, parameters}}]`, JSON text); "" when none are offered
  * or the gateway renders them (Hermes fallback).
  */
+/** Characters of the tool calls in `messages` (their names and arguments), counted toward the prompt's bound. */
+export function toolCallChars(messages: readonly common.ChatMessage[]): number {
+  return messages.reduce((n, m) => n + (m.toolCalls?.calls.reduce((k, c) => k + c.name.length + c.arguments.length, 0) ?? 0), 0);
+}
+
 export function nativeTools(plan: ToolPlan | undefined, support: ToolSupport = HERMES_FALLBACK): string {
   if (plan === undefined || !support.native) return '';
   return JSON.stringify(plan.tools.map((t) => ({ type: 'function', function: { name: t.name, description: t.description, parameters: t.parameters } })));
