@@ -11,6 +11,14 @@ from inlaid_worker.engine.detokenizer import decode
 from inlaid_worker.engine.tool_template import HERMES_FALLBACK, ToolSupport, detect_tool_support
 
 
+def _is_template_error(exc: Exception) -> bool:
+    try:
+        from jinja2 import TemplateError
+    except ImportError:  # pragma: no cover - transformers' chat templates need jinja2
+        return False
+    return isinstance(exc, TemplateError)
+
+
 class PromptError(ValueError):
     """A prompt cannot be encoded (e.g. no chat template, or empty)."""
 
@@ -65,11 +73,14 @@ class PromptTokenizer:
                     list(messages), tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
                 )
             except Exception as exc:
-                if not tool_fields:
-                    raise
-                # e.g. a template's raise_exception on a conversation it does not accept (Llama 3.1: one call
-                # per assistant message; Mistral: 9-character call ids)
-                raise PromptError(f"the chat template refused the tool-call conversation: {exc}") from exc
+                # a template's raise_exception (jinja2 TemplateError) on a conversation it does not accept: Llama
+                # 3.1, one call per assistant message; Mistral, 9-character call ids; Gemma, no system role;
+                # Llama 2 / Mistral, alternating roles. Bad input either way, never a server fault.
+                if tool_fields:
+                    raise PromptError(f"the chat template refused the tool-call conversation: {exc}") from exc
+                if _is_template_error(exc):
+                    raise PromptError(f"the chat template refused the conversation: {exc}") from exc
+                raise
             # The template already holds every special token; don't let the tokenizer add a BOS again.
             return list(self.hf(text, add_special_tokens=False)["input_ids"])
 

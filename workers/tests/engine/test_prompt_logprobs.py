@@ -8,9 +8,12 @@ from pathlib import Path
 
 import torch
 from engine_helpers import drain
+from inlaid_worker.engine.factory import num_kv_blocks_for_budget
+from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import ScheduledChunk
 from inlaid_worker.engine.sequence import Sequence
 from inlaid_worker.engine.step_builder import build_step_input
+from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.prompt_logprobs import prompt_logprobs
 from prompt_logprobs_case import PROMPT, TOP, check_against, engine, model_dir, params, prompt_entries, reference, run
 
@@ -90,3 +93,20 @@ def test_a_readmission_takes_cached_blocks_up_to_the_positions_it_scored(tmp_pat
     ref = reference(model, PROMPT)
     for p, e in enumerate(entries[1:], start=16):
         assert e.token_id == PROMPT[p + 1] and abs(e.logprob - float(ref[p, PROMPT[p + 1]])) < 1e-4
+
+
+def test_real_preemptions_mid_prompt_keep_every_position_once(tmp_path: Path) -> None:
+    """KV pressure preempts the scoring request mid-prompt, again and again (5 KV blocks, 8-token chunks, an older
+    request growing by a block): it resumes scoring where it stopped, each position once, and matches the reference
+    (the readmission test above only sets prompt_logprobs_done by hand). Without the prefix cache it passed too (RV1)."""
+    model = model_dir(tmp_path)
+    per_block = (1 << 20) // num_kv_blocks_for_budget(load_model_config(model), 16, torch.float32, 1 << 20)
+    eng = engine(model, max_num_batched_tokens=8, kv_cache_bytes=per_block * 5, max_model_len=80)
+    assert eng.limits.num_kv_blocks == 5
+    eng.add_request("older", (PROMPT * 2)[:47], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    eng.step()
+    eng.add_request("scored", PROMPT, params())
+    seq = eng._seqs["scored"]
+    outs = drain(eng)
+    assert seq.num_preemptions >= 1
+    check_against(prompt_entries(outs["scored"]), reference(model, PROMPT), PROMPT, TOP, atol=1e-4)

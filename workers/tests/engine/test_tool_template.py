@@ -155,3 +155,21 @@ def test_mistral_ids_are_nine_alphanumerics_and_match_between_call_and_result() 
     assert len(short) == 9 and short.isalnum() and msgs[1]["tool_call_id"] == short
     assert mistral_id("a1b2c3d4e") == "a1b2c3d4e"
     assert chat_messages(protos)[1]["tool_call_id"] == call.id  # other formats keep the ids
+
+
+# a template that refuses a conversation with jinja's raise_exception, as Gemma's (system role) and Mistral's /
+# Llama 2's (roles must alternate) do
+_REFUSING_TEMPLATE = (
+    "{%- for m in messages %}{%- if m.role == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{%- endif %}{{ m.role + ': ' + m.content + '\\n' }}{%- endfor %}"
+)
+
+
+@pytest.mark.slow
+def test_a_template_refusing_a_plain_conversation_is_a_prompt_error(smollm2_hf: Any) -> None:
+    """Bad input, not a server fault: Prepare and Tokenize answer PromptError with INVALID_ARGUMENT (RV1: it was
+    re-raised as the template's TemplateError, gRPC UNKNOWN)."""
+    tok = PromptTokenizer(with_template(smollm2_hf, _REFUSING_TEMPLATE))
+    assert tok.encode_chat([{"role": "user", "content": "hi"}])
+    with pytest.raises(PromptError, match="chat template refused the conversation: System role not supported"):
+        tok.encode_chat([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
