@@ -79,6 +79,23 @@ class EngineState:
     prefix_cache: PrefixCacheStats | None = None  # KV prefix cache counters (hit / queried tokens, blocks)
 
 
+# Prompt logprobs go back to the gateway in one message per choice (~25 bytes an entry); the gateway's channel takes
+# at most 64 MiB a message, and one too large would end the worker's whole session with every request on it.
+MAX_PROMPT_LOGPROB_ENTRIES = 1_000_000
+
+
+def check_prompt_logprobs_size(prompt_tokens: int, prompt_logprobs: int | None) -> None:
+    """RequestError when prompt_tokens x (prompt_logprobs + 1) entries exceed MAX_PROMPT_LOGPROB_ENTRIES."""
+    if prompt_logprobs is None:
+        return
+    entries = prompt_tokens * (prompt_logprobs + 1)
+    if entries > MAX_PROMPT_LOGPROB_ENTRIES:
+        raise RequestError(
+            f"prompt_logprobs {prompt_logprobs} on a {prompt_tokens}-token prompt is {entries} entries, more than "
+            f"{MAX_PROMPT_LOGPROB_ENTRIES}: ask for fewer top logprobs or a shorter prompt"
+        )
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -128,6 +145,7 @@ class LLMEngine:
         if request_id in self._seqs:
             raise RequestError(f"request id {request_id!r} is already in flight")
         self.check_prompt(prompt_token_ids)
+        check_prompt_logprobs_size(len(prompt_token_ids), sampling.prompt_logprobs)
         if not 0 <= resumed_output_tokens < len(prompt_token_ids):
             raise RequestError(
                 f"resumed_output_tokens must be in [0, {len(prompt_token_ids)}), got {resumed_output_tokens}"

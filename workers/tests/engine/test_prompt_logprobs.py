@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from engine_helpers import drain
+from inlaid_worker.engine.engine import MAX_PROMPT_LOGPROB_ENTRIES, RequestError, check_prompt_logprobs_size
 from inlaid_worker.engine.factory import num_kv_blocks_for_budget
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import ScheduledChunk
@@ -110,3 +112,10 @@ def test_real_preemptions_mid_prompt_keep_every_position_once(tmp_path: Path) ->
     outs = drain(eng)
     assert seq.num_preemptions >= 1
     check_against(prompt_entries(outs["scored"]), reference(model, PROMPT), PROMPT, TOP, atol=1e-4)
+
+
+def test_too_many_prompt_logprob_entries_is_a_request_error() -> None:
+    check_prompt_logprobs_size(10**9, None)  # not asked: any length
+    check_prompt_logprobs_size(MAX_PROMPT_LOGPROB_ENTRIES // 21, 20)  # at the bound
+    with pytest.raises(RequestError, match="prompt_logprobs 20 on a 50000-token prompt"):
+        check_prompt_logprobs_size(50_000, 20)  # ~26 MB in one message: refused before it is queued
