@@ -321,6 +321,8 @@ class LLMEngine:
                 seq.prompt_logprobs_pending.append(TokenLogprobs(targets[t], lps[r], top, int(ranks[r])))
             j += b - a
             seq.prompt_logprobs_done = b
+        if j != len(lps):  # the step builder chose the rows (prompt_span too): a drift would misplace every entry
+            raise RuntimeError(f"the runner scored {len(lps)} prompt rows, the step's chunks need {j}")
 
     @staticmethod
     def _take_prompt_logprobs(seq: Sequence) -> tuple[TokenLogprobs, ...] | None:

@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 from engine_helpers import drain
-from inlaid_worker.engine.engine import MAX_PROMPT_LOGPROB_ENTRIES, RequestError, check_prompt_logprobs_size
+from inlaid_worker.engine.engine import (
+    MAX_PROMPT_LOGPROB_ENTRIES,
+    LLMEngine,
+    RequestError,
+    check_prompt_logprobs_size,
+)
 from inlaid_worker.engine.factory import num_kv_blocks_for_budget
 from inlaid_worker.engine.sampling_params import SamplingParams
-from inlaid_worker.engine.scheduler import ScheduledChunk
+from inlaid_worker.engine.scheduler import ScheduledChunk, SchedulerOutput
 from inlaid_worker.engine.sequence import Sequence
 from inlaid_worker.engine.step_builder import build_step_input
 from inlaid_worker.model.config import load_model_config
-from inlaid_worker.model.prompt_logprobs import prompt_logprobs
+from inlaid_worker.model.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from prompt_logprobs_case import PROMPT, TOP, check_against, engine, model_dir, params, prompt_entries, reference, run
 
 
@@ -119,3 +124,16 @@ def test_too_many_prompt_logprob_entries_is_a_request_error() -> None:
     check_prompt_logprobs_size(MAX_PROMPT_LOGPROB_ENTRIES // 21, 20)  # at the bound
     with pytest.raises(RequestError, match="prompt_logprobs 20 on a 50000-token prompt"):
         check_prompt_logprobs_size(50_000, 20)  # ~26 MB in one message: refused before it is queued
+
+
+def test_collect_refuses_a_row_count_the_chunks_do_not_need() -> None:
+    def scored(rows: int) -> PromptLogprobs:
+        return PromptLogprobs(torch.zeros(rows), torch.ones(rows, dtype=torch.int64),
+                              torch.zeros(rows, 1, dtype=torch.int64), torch.zeros(rows, 1))  # fmt: skip
+
+    seq = Sequence("s", list(range(10, 20)), params())  # 10 prompt tokens: a chunk 0..6 scores positions 0..5
+    LLMEngine._collect_prompt_logprobs(SchedulerOutput([ScheduledChunk(seq, 0, 6, False)]), scored(6))
+    assert len(seq.prompt_logprobs_pending) == 6 and seq.prompt_logprobs_done == 6
+    seq2 = Sequence("t", list(range(10, 20)), params())
+    with pytest.raises(RuntimeError, match="scored 7 prompt rows, the step's chunks need 6"):
+        LLMEngine._collect_prompt_logprobs(SchedulerOutput([ScheduledChunk(seq2, 0, 6, False)]), scored(7))
