@@ -4,7 +4,7 @@ describe('parseSchedulingConfig', () => {
   it('applies the documented defaults', () => {
     expect(parseSchedulingConfig({})).toEqual({
       policy: 'inlaid', beta: 10, predictor: 'quantile', sloTtftMs: 5000, sloTpotMs: 200, maxLoras: 4, abortHopeless: false,
-      triage: true, batchNeedRoom: true, budgetFixedPrefill: false,
+      triage: true, batchNeedRoom: true, budgetFixedPrefill: 'auto',
       workerRows: 72, workerPrefillTokens: 2048, tickMs: 50, trainRecords: 5000, costModelPath: null,
       costFit: 'off', costFitWindow: 2000, costFitMinSteps: 200, costFitExport: null,
       costFitTerms: ['base_s', 'prefill_token_s', 'decode_row_s', 'adapter_s', 'kv_token_s', 'prefill_step_s'], costFitPlanQuantile: null,
@@ -32,7 +32,21 @@ describe('parseSchedulingConfig', () => {
 
   it('treats an empty policy switch as its default', () => {
     const c = parseSchedulingConfig({ INLAID_TRIAGE: '', INLAID_BATCH_NEED_ROOM: ' ', INLAID_BUDGET_FIXED_PREFILL: '' });
-    expect(c).toMatchObject({ triage: true, batchNeedRoom: true, budgetFixedPrefill: false });
+    expect(c).toMatchObject({ triage: true, batchNeedRoom: true, budgetFixedPrefill: 'auto' });
+  });
+
+  it.each([
+    ['on', true], ['ON', true], [' true ', true], ['True', true],
+    ['off', false], ['Off', false], ['false', false], ['FALSE', false],
+    ['auto', 'auto'], [' Auto ', 'auto'],
+  ])('reads INLAID_BUDGET_FIXED_PREFILL=%j as %j', (v, want) => {
+    expect(parseSchedulingConfig({ INLAID_BUDGET_FIXED_PREFILL: v }).budgetFixedPrefill).toBe(want);
+  });
+
+  it('explains a bad INLAID_BUDGET_FIXED_PREFILL with the accepted values', () => {
+    expect(() => parseSchedulingConfig({ INLAID_BUDGET_FIXED_PREFILL: 'yes' })).toThrow(
+      'INLAID_BUDGET_FIXED_PREFILL: expected on, off or auto (or true / false), got "yes"',
+    );
   });
 
   it('explains a bad policy switch with the variable and the accepted values', () => {
@@ -52,6 +66,7 @@ describe('parseSchedulingConfig', () => {
     [{ INLAID_TRIAGE: 'on' }, 'INLAID_TRIAGE'],
     [{ INLAID_BATCH_NEED_ROOM: 'no' }, 'INLAID_BATCH_NEED_ROOM'],
     [{ INLAID_BUDGET_FIXED_PREFILL: '0' }, 'INLAID_BUDGET_FIXED_PREFILL'],
+    [{ INLAID_BUDGET_FIXED_PREFILL: 'automatic' }, 'INLAID_BUDGET_FIXED_PREFILL'],
     [{ INLAID_COST_FIT: 'on' }, 'INLAID_COST_FIT'],
     [{ INLAID_COST_FIT_WINDOW: '5' }, 'INLAID_COST_FIT_WINDOW'],
     [{ INLAID_COST_FIT_MIN_STEPS: '300', INLAID_COST_FIT_WINDOW: '200' }, 'INLAID_COST_FIT_MIN_STEPS'],

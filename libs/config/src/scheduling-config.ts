@@ -11,6 +11,8 @@ export const COST_FIT_TERMS = ['base_s', 'prefill_token_s', 'decode_row_s', 'ada
 
 export type SchedulingPolicy = (typeof SCHEDULING_POLICIES)[number];
 export type LengthPredictorName = (typeof LENGTH_PREDICTORS)[number];
+/** INLAID_BUDGET_FIXED_PREFILL's values, as @inlaid/scheduling's `inlaid.budgetFixedPrefill` takes them. */
+export type BudgetFixedPrefill = boolean | 'auto';
 
 export interface SchedulingConfig {
   /** INLAID_POLICY (default inlaid). */
@@ -37,10 +39,12 @@ export interface SchedulingConfig {
    */
   readonly batchNeedRoom: boolean;
   /**
-   * INLAID_BUDGET_FIXED_PREFILL (default false): `inlaid`'s step budget counts a prefill step's fixed cost in
-   * its prefill share (measured, not the default: see bench/results/sim-evidence-2026-11-29-v4.md).
+   * INLAID_BUDGET_FIXED_PREFILL (default auto): whether `inlaid`'s step budget counts a prefill step's fixed cost
+   * in its prefill share: `on`, `off`, or `auto` = per worker, when that cost is at most 0.4 x the tightest TPOT
+   * SLO of the rows it stretches (@inlaid/scheduling's default; bench/results/sim-evidence-2026-11-30-s8-notes.md,
+   * session 8b). `true` and `false` are accepted as aliases of `on` and `off` (case-insensitive).
    */
-  readonly budgetFixedPrefill: boolean;
+  readonly budgetFixedPrefill: BudgetFixedPrefill;
   /** INLAID_SCHED_MAX_ROWS: requests admitted to one worker at once (its --max-num-seqs plus a small buffer). */
   readonly workerRows: number;
   /** INLAID_SCHED_MAX_PREFILL_TOKENS: prompt tokens admitted to one worker per scheduling pass. */
@@ -126,6 +130,15 @@ function bool(env: Env, name: string, fallback = false): boolean {
   return v === 'true';
 }
 
+/** on | off | auto, with true / false as aliases of on / off (case-insensitive); unset or empty = auto. */
+function onOffAuto(env: Env, name: string): BudgetFixedPrefill {
+  const v = raw(env, name, 'auto').toLowerCase();
+  if (v === 'on' || v === 'true') return true;
+  if (v === 'off' || v === 'false') return false;
+  if (v === 'auto') return 'auto';
+  throw new SchedulingConfigError(name, `expected on, off or auto (or true / false), got "${v}"`);
+}
+
 export function parseSchedulingConfig(env: Env): SchedulingConfig {
   const window = int(env, 'INLAID_COST_FIT_WINDOW', 2000, 20);
   if (int(env, 'INLAID_COST_FIT_MIN_STEPS', 200, 10) > window) throw new SchedulingConfigError('INLAID_COST_FIT_MIN_STEPS', `must not exceed INLAID_COST_FIT_WINDOW (${window})`);
@@ -139,7 +152,7 @@ export function parseSchedulingConfig(env: Env): SchedulingConfig {
     abortHopeless: bool(env, 'INLAID_ABORT_HOPELESS'),
     triage: bool(env, 'INLAID_TRIAGE', true),
     batchNeedRoom: bool(env, 'INLAID_BATCH_NEED_ROOM', true),
-    budgetFixedPrefill: bool(env, 'INLAID_BUDGET_FIXED_PREFILL'),
+    budgetFixedPrefill: onOffAuto(env, 'INLAID_BUDGET_FIXED_PREFILL'),
     workerRows: int(env, 'INLAID_SCHED_MAX_ROWS', 72, 1),
     workerPrefillTokens: int(env, 'INLAID_SCHED_MAX_PREFILL_TOKENS', 2048, 1),
     tickMs: int(env, 'INLAID_SCHED_TICK_MS', 50, 1),

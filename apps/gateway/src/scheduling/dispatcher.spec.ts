@@ -207,8 +207,16 @@ describe('scheduler options', () => {
 
   it('keeps the library defaults for triage, the room rule and the fixed prefill budget', () => {
     const s = new Scheduler(schedulerOptions(parseSchedulingConfig({})));
-    expect(s.config.inlaid).toMatchObject({ triage: true, budgetFixedPrefill: false });
+    expect(s.config.inlaid).toMatchObject({ triage: true, budgetFixedPrefill: 'auto' });
+    expect(s.config.inlaid.budgetFixedPrefill).toBe(resolveConfig().inlaid.budgetFixedPrefill);
     expect(s.config.inlaid.batchedAdmission).toEqual(resolveConfig().inlaid.batchedAdmission);
+  });
+
+  it.each([
+    ['on', true], ['off', false], ['auto', 'auto'], ['false', false],
+  ])('passes INLAID_BUDGET_FIXED_PREFILL=%s to the inlaid policy as %j', (v, want) => {
+    const s = new Scheduler(schedulerOptions(parseSchedulingConfig({ INLAID_BUDGET_FIXED_PREFILL: v })));
+    expect(s.config.inlaid.budgetFixedPrefill).toBe(want);
   });
 
   it('passes INLAID_TRIAGE, INLAID_BATCH_NEED_ROOM and INLAID_BUDGET_FIXED_PREFILL to the inlaid policy', () => {
