@@ -6,6 +6,7 @@
  * arguments text (the raw JSON, whatever the key order) in fragments as they arrive. Should the output hold
  * no call at all (cut short by max_tokens before a name), it is passed on as content when it ends.
  */
+import { JsonScan } from './json-scan';
 import { callEvents, type ToolCallParser, type ToolEvent } from './tool-events';
 
 interface Value {
@@ -34,9 +35,7 @@ const SPACE = /\s/;
 
 export class GuidedCallParser implements ToolCallParser {
   private readonly callDepth: number;
-  private depth = 0;
-  private inString = false;
-  private escaped = false;
+  private readonly scan = new JsonScan();
   private call: CallScan | null = null;
   private opened = 0;
   private text = '';
@@ -55,7 +54,7 @@ export class GuidedCallParser implements ToolCallParser {
   }
 
   get truncated(): boolean {
-    return this.depth > 0 || this.inString;
+    return this.scan.depth > 0 || this.scan.inString;
   }
 
   push(text: string): ToolEvent[] {
@@ -76,15 +75,9 @@ export class GuidedCallParser implements ToolCallParser {
   }
 
   private feed(c: string, out: ToolEvent[]): void {
-    const wasInString = this.inString;
-    const depthBefore = this.depth;
-    if (this.inString) {
-      if (this.escaped) this.escaped = false;
-      else if (c === '\\') this.escaped = true;
-      else if (c === '"') this.inString = false;
-    } else if (c === '"') this.inString = true;
-    else if (c === '{' || c === '[') this.depth++;
-    else if (c === '}' || c === ']') this.depth--;
+    const wasInString = this.scan.inString;
+    const depthBefore = this.scan.depth;
+    this.scan.step(c);
 
     const call = this.call;
     if (call === null) {
@@ -96,14 +89,14 @@ export class GuidedCallParser implements ToolCallParser {
       const literalEnds = !v.container && !v.string && !wasInString && (c === ',' || c === '}') && depthBefore === this.callDepth;
       if (!literalEnds) {
         this.extend(call, v, c);
-        if ((v.container && !this.inString && this.depth === this.callDepth) || (v.string && !this.inString)) this.endValue(call, out);
+        if ((v.container && !this.scan.inString && this.scan.depth === this.callDepth) || (v.string && !this.scan.inString)) this.endValue(call, out);
         return;
       }
       this.endValue(call, out);
     }
     if (call.keyRaw !== null) {
       call.keyRaw += c;
-      if (!this.inString) {
+      if (!this.scan.inString) {
         call.key = JSON.parse(call.keyRaw) as string;
         call.keyRaw = null;
         call.expect = 'colon';

@@ -15,6 +15,7 @@
  * (and `;`) next to calls is dropped, as the Hermes parser does; so a stream reassembles to the whole message.
  */
 import { deeperThan, MAX_JSON_DEPTH } from './json-depth';
+import { JsonScan } from './json-scan';
 import { callOf } from './hermes-calls';
 import { callEvents, type ToolCallParser, type ToolEvent } from './tool-events';
 
@@ -63,9 +64,7 @@ export class JsonCallParser implements ToolCallParser {
   private held = '';
   private pending = '';
   private raw = '';
-  private depth = 0;
-  private inString = false;
-  private escaped = false;
+  private readonly scan = new JsonScan();
   /** Trailing whitespace of the content so far: passed on when more content follows, dropped next to a call. */
   private space = '';
   private opened = 0;
@@ -128,8 +127,7 @@ export class JsonCallParser implements ToolCallParser {
     if (c === '{' || c === '[') {
       this.mode = 'json';
       this.raw = '';
-      this.depth = 0;
-      this.inString = this.escaped = false;
+      this.scan.reset();
       return rest;
     }
     this.mode = 'content';
@@ -167,16 +165,9 @@ export class JsonCallParser implements ToolCallParser {
     let i = 0;
     for (; i < input.length; i++) {
       const c = input[i];
-      if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (c === '\\') this.escaped = true;
-        else if (c === '"') this.inString = false;
-      } else if (c === '"') this.inString = true;
-      else if (c === '{' || c === '[') this.depth++;
-      else if (c === '}' || c === ']') {
-        this.depth--;
-        if (this.depth === 0) break;
-      }
+      const wasInString = this.scan.inString;
+      this.scan.step(c);
+      if (!wasInString && (c === '}' || c === ']') && this.scan.depth === 0) break;
     }
     if (i === input.length) {
       this.raw += input;
