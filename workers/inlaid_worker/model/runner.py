@@ -260,8 +260,7 @@ class ModelRunner:
     def _execute_fast(self, step: StepInput, host: bool) -> torch.Tensor:
         if step.prompt_rows is not None:  # graphs carry the logits rows only: such steps run eagerly
             x = self.eager_inputs(step)
-            hidden = forward_fast(self.weights, self.config, x.token_ids, x.cos, x.sin, x.slot_mapping, self.kv_cache,
-                                  x.layout, x.lora)  # fmt: skip
+            hidden = self.eager_hidden(x)
             self._score_prompt(hidden, step)
             logits = torch.nn.functional.linear(hidden[x.logits_rows], self.weights.lm_head).float()
             return logits.cpu() if host else logits
@@ -284,11 +283,14 @@ class ModelRunner:
         return EagerInputs(step.token_ids.to(dev), cos[:, 0], sin[:, 0], step.slot_mapping.to(dev), layout, lora,
                            step.logits_indices.to(dev))  # fmt: skip
 
+    def eager_hidden(self, x: EagerInputs) -> torch.Tensor:
+        """The forward's launches of an eager fast-path step: the final hidden states of every token row."""
+        return forward_fast(self.weights, self.config, x.token_ids, x.cos, x.sin, x.slot_mapping, self.kv_cache,
+                            x.layout, x.lora)  # fmt: skip
+
     def eager_logits(self, x: EagerInputs) -> torch.Tensor:
         """The forward's launches of an eager fast-path step: fp32 logits of its logits rows, on the device."""
-        hidden = forward_fast(self.weights, self.config, x.token_ids, x.cos, x.sin, x.slot_mapping, self.kv_cache,
-                              x.layout, x.lora)  # fmt: skip
-        return torch.nn.functional.linear(hidden[x.logits_rows], self.weights.lm_head).float()
+        return torch.nn.functional.linear(self.eager_hidden(x)[x.logits_rows], self.weights.lm_head).float()
 
     @property
     def graph_captures(self) -> int:
