@@ -47,7 +47,8 @@ def build_engine(cfg: WorkerConfig, model_dir: Path) -> LLMEngine:
     )
     engine = create_engine(model_dir, options)
     engine.grammars.max_bytes = cfg.grammar_cache_bytes
-    engine.tokenizer.tool_support = detect_tool_support(engine.tokenizer.hf, cfg.tool_call_parser)
+    if cfg.tool_call_parser != "auto":  # the tokenizer detected the template's own format when it was built
+        engine.tokenizer.tool_support = detect_tool_support(engine.tokenizer.hf, cfg.tool_call_parser)
     tools = engine.tokenizer.tool_support
     log.info("tool calls: %s parser, %s", tools.parser, "chat template" if tools.native else "Hermes prompt (gateway)")
     if cfg.adapters_dir:
