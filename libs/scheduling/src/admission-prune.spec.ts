@@ -4,7 +4,7 @@ import { InlaidPolicy } from './policies/inlaid';
 import { Scheduler } from './scheduler';
 import { StepGate } from './step-budget';
 import { request, worker } from './testing';
-import { TrackedRequest } from './tracked';
+import { newTracked, TrackedRequest } from './tracked';
 import { Decision, StepCost } from './types';
 import { WaitingQueues } from './waiting-queues';
 import { WorkerSlot } from './worker-slot';
@@ -15,20 +15,9 @@ const ADAPTER_HEAVY: StepCost = { baseS: 0.01, decodeRowS: 0, adapterS: 0.01, kv
 const SLO = { ttftS: 2, tpotS: 0.05 };
 
 function tracked(id: string, task: string): TrackedRequest {
-  return {
-    spec: request(id, task, 32, 0),
-    slo: SLO,
-    prediction: { p50: 10, lo: 10, hi: 10, points: [{ q: 0, value: 10 }, { q: 1, value: 10 }], support: 0 },
-    phase: 'waiting',
-    workerId: undefined,
-    generated: 0,
-    firstTokenS: undefined,
-    preemptions: 0,
-    hopeless: false,
-    version: 0,
-    level: 0,
-    levelTokens: 0,
-  };
+  return newTracked(request(id, task, 32, 0), SLO, {
+    p50: 10, lo: 10, hi: 10, points: [{ q: 0, value: 10 }, { q: 1, value: 10 }], support: 0,
+  });
 }
 
 describe('Heap.retain', () => {

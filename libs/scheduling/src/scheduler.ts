@@ -18,7 +18,7 @@ import { PreemptionDeps, relieveMemory } from './preemption';
 import { createPredictor } from './predictor/factory';
 import { LengthPredictor, Prediction } from './predictor/types';
 import { meetsSlo, SloTable, tpotOf } from './slo';
-import { TrackedRequest } from './tracked';
+import { newTracked, TrackedRequest } from './tracked';
 import { TtftDeadlines } from './triage';
 import { Decision, RequestOutcome, RequestSpec, StepPlan, WorkerState } from './types';
 import { WaitingQueues } from './waiting-queues';
@@ -70,20 +70,7 @@ export class Scheduler {
       throw new Error(`request "${spec.id}": promptTokens must be a positive integer`);
     }
     if (!Number.isFinite(spec.arrivalS)) throw new Error(`request "${spec.id}": arrivalS must be finite`);
-    const r: TrackedRequest = {
-      spec,
-      slo: this.slos.of(spec.task),
-      prediction: this.predictor.predict(spec.task, spec.promptTokens, spec.prompt),
-      phase: 'waiting',
-      workerId: undefined,
-      generated: 0,
-      firstTokenS: undefined,
-      preemptions: 0,
-      hopeless: false,
-      version: 0,
-      level: 0,
-      levelTokens: 0,
-    };
+    const r = newTracked(spec, this.slos.of(spec.task), this.predictor.predict(spec.task, spec.promptTokens, spec.prompt));
     this.requests.set(spec.id, r);
     if (this.newest === undefined || spec.arrivalS >= this.newest.spec.arrivalS) this.newest = r;
     this.policy.onArrive(r);

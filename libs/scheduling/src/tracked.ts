@@ -25,6 +25,24 @@ export interface TrackedRequest {
   levelTokens: number;
 }
 
+/** A request as it first enters the waiting queues: no worker, no output, level 0. */
+export function newTracked(spec: RequestSpec, slo: Slo, prediction: Prediction): TrackedRequest {
+  return {
+    spec,
+    slo,
+    prediction,
+    phase: 'waiting',
+    workerId: undefined,
+    generated: 0,
+    firstTokenS: undefined,
+    preemptions: 0,
+    hopeless: false,
+    version: 0,
+    level: 0,
+    levelTokens: 0,
+  };
+}
+
 /** Context tokens resident in KV (prompt plus generated output). */
 export function contextTokens(r: TrackedRequest): number {
   return r.spec.promptTokens + r.generated;

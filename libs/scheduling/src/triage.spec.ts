@@ -1,6 +1,6 @@
 import { Scheduler } from './scheduler';
 import { DriveRequest, driveFixedStep, request, seededRandom, worker } from './testing';
-import { TrackedRequest } from './tracked';
+import { newTracked, TrackedRequest } from './tracked';
 import { TtftDeadlines } from './triage';
 import { Decision } from './types';
 import { WaitingQueues } from './waiting-queues';
@@ -9,20 +9,9 @@ const admitted = (ds: readonly Decision[]): string[] => ds.filter((d) => d.kind 
 const SLO = { ttftS: 2, tpotS: 0.1 };
 
 function tracked(id: string, arrivalS: number): TrackedRequest {
-  return {
-    spec: request(id, 't', 16, arrivalS),
-    slo: SLO,
-    prediction: { p50: 5, lo: 1, hi: 10, support: 1, points: [{ q: 0, value: 1 }, { q: 1, value: 10 }] },
-    phase: 'waiting',
-    workerId: undefined,
-    generated: 0,
-    firstTokenS: undefined,
-    preemptions: 0,
-    hopeless: false,
-    version: 0,
-    level: 0,
-    levelTokens: 0,
-  };
+  return newTracked(request(id, 't', 16, arrivalS), SLO, {
+    p50: 5, lo: 1, hi: 10, support: 1, points: [{ q: 0, value: 1 }, { q: 1, value: 10 }],
+  });
 }
 
 describe('TtftDeadlines', () => {
