@@ -394,6 +394,8 @@ def split_env() -> dict[str, int]:
         if key not in SPLIT_KEYS or not value.strip().isdigit():
             raise ValueError(f"INLAID_DECODE_SPLIT: {item!r} is not one of {SPLIT_KEYS} = integer")
         out[key] = int(value)
+        if key in ("parts_scale", "parts_div") and out[key] < 1:
+            raise ValueError(f"INLAID_DECODE_SPLIT: {key} must be at least 1, got {out[key]}")
     return out
 
 

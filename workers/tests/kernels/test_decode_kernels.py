@@ -74,10 +74,14 @@ def test_fused_elementwise_kernels_match_reference(case_id: str, fused_case: Cal
 def test_validation_errors() -> None:
     from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
     from inlaid_worker.kernels.fused_norm import add_rms_norm
-    from inlaid_worker.kernels.paged_decode import paged_decode
+    from inlaid_worker.kernels.paged_decode import paged_decode, split_env
     from inlaid_worker.kernels.silu_mul import silu_mul
 
     cache = torch.zeros(2, 4, 2, 16)
+    with pytest.MonkeyPatch.context() as mp:  # a partition divisor of 0 is refused, not a ZeroDivisionError
+        mp.setenv("INLAID_DECODE_SPLIT", "parts_div=0")
+        with pytest.raises(ValueError, match="parts_div must be at least 1"):
+            split_env()
     with pytest.raises(ValueError, match="do not match"):
         paged_decode(torch.zeros(3, 3, 16), cache, cache, torch.zeros(3, 2, dtype=torch.int32),
                      torch.zeros(3, dtype=torch.int32), 1.0)  # fmt: skip
