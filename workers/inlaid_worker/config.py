@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
-TOOL_CALL_PARSERS = ("auto", "hermes", "llama3_json", "mistral")  # engine/tool_template.py PARSERS, and auto
+TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral")
+"""Tool-call parsers the gateway has (apps/gateway/src/openai/tool-calls.ts), by vLLM's --tool-call-parser names.
+--tool-call-parser takes one of them or "auto" (engine/tool_template.py reads the format from the chat template)."""
+TOOL_CALL_PARSER_CHOICES = ("auto", *TOOL_CALL_PARSERS)
 
 
 class ConfigError(ValueError):
@@ -63,9 +66,9 @@ class WorkerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        if self.tool_call_parser not in TOOL_CALL_PARSERS:
+        if self.tool_call_parser not in TOOL_CALL_PARSER_CHOICES:
             raise ConfigError(
-                f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSERS)}, got {self.tool_call_parser!r}"
+                f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSER_CHOICES)}, got {self.tool_call_parser!r}"
             )
         if self.adapters_dir is not None and not os.path.isdir(self.adapters_dir):
             raise ConfigError(f"--adapters-dir {self.adapters_dir!r} is not a directory")
@@ -109,7 +112,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tool-call-parser",
-        choices=TOOL_CALL_PARSERS,
+        choices=TOOL_CALL_PARSER_CHOICES,
         default=default("TOOL_CALL_PARSER", "auto"),
         help="format of the model's tool calls; auto: read from the chat template (hermes when it has no tool support)",
     )

@@ -3,8 +3,9 @@
  * (SmolLM2-135M-Instruct, `--model smollm2`) behind the real gateway: a tokenize / detokenize round trip, chat
  * messages (with tools) counted as many tokens as generation's prompt_tokens, the 400 / 404s; best_of returns the
  * candidate with the highest mean token logprob (the candidates seen through n = best_of with the same seed) and
- * counts every candidate's tokens; echo puts the prompt before the text (streamed: in the first chunk), with logprobs
- * the prompt tokens' logprobs first, equal to vLLM's prompt_logprobs (also on chat and gRPC), and they add up.
+ * counts every candidate's tokens, and gRPC Generate's best_of returns the same choices; echo puts the prompt before
+ * the text (streamed: in the first chunk), with logprobs the prompt tokens' logprobs first, equal to vLLM's
+ * prompt_logprobs (also on chat and gRPC), and they add up.
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import type { common, inference } from '@inlaid/proto';
@@ -82,6 +83,21 @@ describe('/tokenize and /detokenize', () => {
     const bad = await post('tokenize', { model: base, prompt: 'x', messages: MESSAGES });
     expect([bad.status, bad.json['error'].param]).toEqual([400, 'prompt']);
   });
+
+  it('tools need messages; tools: [] is refused as chat completions refuses it; add_special_tokens on messages', async () => {
+    const withTools = await post('tokenize', { model: base, prompt: 'x', tools: TOOLS });
+    expect([withTools.status, withTools.json['error'].param]).toEqual([400, 'tools']);
+    const empty = await post('tokenize', { model: base, messages: MESSAGES, tools: [] });
+    const chat = await post('v1/chat/completions', { model: base, messages: MESSAGES, tools: [], max_tokens: 1 });
+    expect([empty.status, empty.json['error'].param]).toEqual([chat.status, chat.json['error'].param]);
+    expect(empty.status).toBe(400);
+    // vLLM's default for messages adds no special tokens on top of the template; SmolLM2's tokenizer adds none anyway
+    const plain = await post('tokenize', { model: base, messages: MESSAGES });
+    for (const add of [false, true]) {
+      const res = await post('tokenize', { model: base, messages: MESSAGES, add_special_tokens: add });
+      expect([res.status, res.json['tokens']]).toEqual([200, plain.json['tokens']]);
+    }
+  });
 });
 
 describe('gRPC Inference Tokenize / Detokenize', () => {
@@ -108,6 +124,9 @@ describe('gRPC Inference Tokenize / Detokenize', () => {
       expect(err.metadata.get('x-inlaid-param')).toEqual(['token_ids']);
       const unknown = (await tokenize({ model: 'no-such-model', prompt: 'x' }).catch((e: unknown) => e)) as ServiceError;
       expect(unknown.code).toBe(status.NOT_FOUND);
+      expect((await tokenize({ messages: MESSAGES, addSpecialTokens: true })).tokenIds).toEqual((await tokenize({ messages: MESSAGES })).tokenIds);
+      const empty = (await tokenize({ messages: MESSAGES, tools: { functions: [], choice: '', function: '' } }).catch((e: unknown) => e)) as ServiceError;
+      expect([empty.code, empty.metadata.get('x-inlaid-param')]).toEqual([status.INVALID_ARGUMENT, ['tools.functions']]);
     } finally {
       client.close();
     }
@@ -145,6 +164,42 @@ describe('best_of', () => {
     const streamed = await post('v1/completions', { model: base, prompt: 'x', best_of: 2, stream: true });
     expect([streamed.status, streamed.json['error'].param]).toEqual([400, 'best_of']);
     expect((await post('v1/completions', { model: base, prompt: 'x', n: 3, best_of: 2 })).status).toBe(400);
+  });
+
+  it('on gRPC Generate: the n best candidates, best first, the same choices as HTTP; refusals name best_of', async () => {
+    const client = inferenceClient((stack as SmolStack).h.gateway.grpcAddr);
+    const sampling = { maxTokens: BODY.max_tokens, temperature: BODY.temperature, seed: BODY.seed, stop: [], stopTokenIds: [], ignoreEos: false };
+    const byChoice = (out: inference.GenerateResponse[]) => {
+      const choices = new Map<number, { text: string; lp: number[]; order: number[] }>();
+      out.forEach((m, k) => {
+        const c = choices.get(m.index) ?? { text: '', lp: [], order: [] };
+        choices.set(m.index, { text: c.text + m.text, lp: [...c.lp, ...(m.logprobs?.tokens.map((t) => t.sampled?.logprob ?? NaN) ?? [])], order: [...c.order, k] });
+      });
+      return [...choices.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
+    };
+    try {
+      const all = byChoice(await generate(client, { model: base, prompt: BODY.prompt, n: 4, sampling: { ...sampling, logprobs: 0 } }));
+      expect(all).toHaveLength(4);
+      const ranked = all.map((c) => mean(c.lp)).sort((a, b) => b - a);
+      const out = await generate(client, { model: base, prompt: BODY.prompt, n: 2, bestOf: 4, sampling: { ...sampling, logprobs: 0 } });
+      const two = byChoice(out);
+      expect(two).toHaveLength(2);
+      expect(mean(two[0]?.lp ?? [])).toBeCloseTo(ranked[0] as number, 3);
+      expect(mean(two[1]?.lp ?? [])).toBeCloseTo(ranked[1] as number, 3);
+      expect(two[1]?.order[0]).toBeGreaterThan(two[0]?.order.at(-1) ?? Infinity); // each kept choice's messages together
+      const http = await post('v1/completions', { model: base, ...BODY, n: 2, best_of: 4 });
+      expect(two.map((c) => c.text)).toEqual((http.json['choices'] as Json[]).map((c) => c['text']));
+      // without sampling.logprobs the ranking still works and no logprobs go out
+      const bare = await generate(client, { model: base, prompt: BODY.prompt, bestOf: 4, sampling });
+      expect(bare.every((m) => m.index === 0 && m.logprobs === undefined)).toBe(true);
+      expect(bare.map((m) => m.text).join('')).toBe(two[0]?.text);
+      for (const req of [{ n: 3, bestOf: 2, prompt: 'x' }, { bestOf: 2, messages: MESSAGES }, { bestOf: 17, prompt: 'x' }]) {
+        const err = (await generate(client, { model: base, sampling, ...req }).catch((e: unknown) => e)) as ServiceError;
+        expect([err.code, err.metadata.get('x-inlaid-param')]).toEqual([status.INVALID_ARGUMENT, ['best_of']]);
+      }
+    } finally {
+      client.close();
+    }
   });
 });
 

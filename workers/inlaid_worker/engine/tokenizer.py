@@ -57,9 +57,11 @@ class PromptTokenizer:
         messages: Sequence[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
+        add_special_tokens: bool = False,
     ) -> list[int]:
         """`tools` and messages with tool_calls / tool_call_id go to the template only when it renders them itself.
-        `add_generation_prompt` False is for /tokenize only (generation always opens the assistant turn)."""
+        `add_generation_prompt` False and `add_special_tokens` True are for /tokenize only (generation always opens
+        the assistant turn, and adds no special tokens on top of the template's: vLLM's defaults for chat)."""
         if not messages:
             raise PromptError("messages must not be empty")
         if not getattr(self.hf, "chat_template", None):
@@ -81,8 +83,8 @@ class PromptTokenizer:
                 if _is_template_error(exc):
                     raise PromptError(f"the chat template refused the conversation: {exc}") from exc
                 raise
-            # The template already holds every special token; don't let the tokenizer add a BOS again.
-            return list(self.hf(text, add_special_tokens=False)["input_ids"])
+            # The template already holds every special token: by default the tokenizer adds no BOS again.
+            return list(self.hf(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def decode(self, token_ids: list[int]) -> str:
         return decode(self.hf, token_ids)

@@ -26,12 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from inlaid_worker.config import ConfigError
+from inlaid_worker.config import TOOL_CALL_PARSER_CHOICES, TOOL_CALL_PARSERS, ConfigError
 
 log = logging.getLogger(__name__)
-
-PARSERS = ("hermes", "llama3_json", "mistral")
-"""Tool-call parsers the gateway has (apps/gateway/src/openai/tool-calls.ts); vLLM's --tool-call-parser names."""
 
 PROBE_NAME = "inlaid_probe_fn"
 PROBE_TOOL: dict[str, Any] = {
@@ -64,7 +61,7 @@ class ToolConfigError(ConfigError):
 
 @dataclass(frozen=True)
 class ToolSupport:
-    parser: str  # one of PARSERS
+    parser: str  # one of config.TOOL_CALL_PARSERS
     native: bool  # the chat template renders tools and tool-call history itself
 
 
@@ -109,8 +106,10 @@ def detect_format(tokenizer: Any) -> str | None:
 
 def detect_tool_support(tokenizer: Any, override: str = "auto") -> ToolSupport:
     """The tool support of the tokenizer's template; `override` ("auto" or a parser name) is --tool-call-parser."""
-    if override not in ("auto", *PARSERS):
-        raise ToolConfigError(f"--tool-call-parser must be auto or one of {', '.join(PARSERS)}, got {override!r}")
+    if override not in TOOL_CALL_PARSER_CHOICES:
+        raise ToolConfigError(
+            f"--tool-call-parser must be auto or one of {', '.join(TOOL_CALL_PARSERS)}, got {override!r}"
+        )
     fmt = detect_format(tokenizer)
     if override == "auto":
         if fmt is None:
@@ -171,7 +170,8 @@ def chat_messages(messages: Iterable[Any], short_ids: bool = False) -> list[dict
 
 
 def parse_tools(text: str) -> list[dict[str, Any]] | None:
-    """PrepareRequest.tools (JSON text of the OpenAI tools list) as apply_chat_template's `tools`; None if empty."""
+    """PrepareRequest.tools (JSON text of the OpenAI tools list) as apply_chat_template's `tools`; None if empty
+    or an empty list (no tools offered, as templates read `tools: []`; so a template without tool support takes it)."""
     if not text:
         return None
     try:
@@ -180,4 +180,4 @@ def parse_tools(text: str) -> list[dict[str, Any]] | None:
         raise ValueError(f"tools is not JSON: {exc}") from exc
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise ValueError("tools must be a JSON list of tool objects")
-    return tools
+    return tools or None

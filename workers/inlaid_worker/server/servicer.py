@@ -63,8 +63,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
 
-    def _encode(self, request: Any, add_generation_prompt: bool = True, add_special_tokens: bool = True) -> list[int]:
-        """Prepare's (and Tokenize's) prompt ids; `request` has model, prompt, messages and tools."""
+    def _encode(
+        self, request: Any, add_generation_prompt: bool = True, add_special_tokens: bool | None = None
+    ) -> list[int]:
+        """Prepare's (and Tokenize's) prompt ids; `request` has model, prompt, messages and tools.
+        `add_special_tokens` None is vLLM's default: True for a prompt, False for messages (the template has them)."""
         tok = self.engine.tokenizer
         if request.messages and request.prompt:
             raise PromptError("give either prompt or messages, not both")
@@ -75,19 +78,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 except ValueError as exc:
                     raise PromptError(str(exc)) from exc
                 mistral = tok.tool_support.parser == "mistral"
-                return tok.encode_chat(chat_messages(request.messages, short_ids=mistral), tools, add_generation_prompt)
+                messages = chat_messages(request.messages, short_ids=mistral)
+                return tok.encode_chat(messages, tools, add_generation_prompt, add_special_tokens is True)
             plain = [{"role": m.role, "content": m.content} for m in request.messages]
-            return tok.encode_chat(plain, add_generation_prompt=add_generation_prompt)
+            return tok.encode_chat(plain, None, add_generation_prompt, add_special_tokens is True)
         if not request.prompt:
             raise PromptError("prompt or messages is required")
-        return tok.encode_prompt(request.prompt, add_special_tokens)
+        return tok.encode_prompt(request.prompt, add_special_tokens is not False)
 
     # ---- Tokenize / Detokenize (vLLM's /tokenize and /detokenize) -----------------------------------------
     def Tokenize(self, request: worker_pb2.TokenizeRequest, context: grpc.ServicerContext) -> Any:
         """The ids Prepare would give the same prompt or messages; no context-length check (count vs max_model_len)."""
         self._resolve(request.model, context)
         gen = request.add_generation_prompt if request.HasField("add_generation_prompt") else True
-        special = request.add_special_tokens if request.HasField("add_special_tokens") else True
+        special = request.add_special_tokens if request.HasField("add_special_tokens") else None
         try:
             ids = self._encode(request, add_generation_prompt=gen, add_special_tokens=special)
         except PromptError as exc:

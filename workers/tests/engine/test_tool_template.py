@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import pytest
-from inlaid_worker.config import ConfigError, load_config
+from inlaid_worker.config import TOOL_CALL_PARSER_CHOICES, TOOL_CALL_PARSERS, ConfigError, load_config
+from inlaid_worker.engine import tool_template
 from inlaid_worker.engine.tokenizer import PromptError, PromptTokenizer
 from inlaid_worker.engine.tool_template import (
     HERMES_FALLBACK,
@@ -86,6 +92,53 @@ def test_config_flag_and_env() -> None:
         load_config(["--tool-call-parser", "nope"], env={})
 
 
+def test_one_parser_list_for_the_flag_the_detector_and_the_gateway() -> None:
+    """config.TOOL_CALL_PARSERS is the only list: --tool-call-parser and detect_tool_support take its names (and
+    auto), and it names exactly the gateway's parsers (apps/gateway/src/openai/tool-format.ts)."""
+    assert TOOL_CALL_PARSER_CHOICES == ("auto", *TOOL_CALL_PARSERS)
+    assert not hasattr(tool_template, "PARSERS")
+    for name in TOOL_CALL_PARSER_CHOICES:
+        assert load_config(["--tool-call-parser", name], env={}).tool_call_parser == name
+    no_tools = _FakeTokenizer()  # every name passes the detector's own check; only hermes serves a plain template
+    for name in TOOL_CALL_PARSERS:
+        expected = nullcontext() if name == "hermes" else pytest.raises(ConfigError, match="does not render tools")
+        with expected:
+            detect_tool_support(no_tools, name)
+    source = (Path(__file__).parents[3] / "apps/gateway/src/openai/tool-format.ts").read_text()
+    found = re.search(r"TOOL_CALL_PARSERS = \[([^\]]*)\]", source)
+    assert found is not None
+    assert tuple(re.findall(r"'([^']+)'", found.group(1))) == TOOL_CALL_PARSERS
+
+
+def test_config_imports_no_tool_template() -> None:
+    """The list lives in config, which tool_template imports (ConfigError): config must not import it back."""
+    code = "import sys, inlaid_worker.config; assert 'inlaid_worker.engine.tool_template' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _FakeTokenizer:
+    """A chat template's tokenizer without transformers: one id per character, BOS (1) when special tokens are added;
+    the template writes `<s>` (id 2) itself, as Llama's templates write their BOS."""
+
+    def __init__(self, template: str = "x") -> None:
+        self.chat_template = template
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], **_: Any) -> str:
+        return "\x02" + "".join(m["content"] for m in messages)
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": ([1] if add_special_tokens else []) + [ord(c) for c in text]}
+
+
+def test_encode_chat_adds_special_tokens_only_when_asked() -> None:
+    """vLLM's chat default: the template holds the special tokens, the tokenizer adds none; True adds them on top."""
+    tok = PromptTokenizer(_FakeTokenizer())
+    messages = [{"role": "user", "content": "hi"}]
+    assert tok.encode_chat(messages) == [2, ord("h"), ord("i")]
+    assert tok.encode_chat(messages, add_special_tokens=True) == [1, 2, ord("h"), ord("i")]
+    assert tok.encode_prompt("hi") == [1, ord("h"), ord("i")]
+
+
 def test_chat_messages_carry_calls_as_objects_and_name_the_tool_result() -> None:
     msgs = chat_messages(history_protos())
     assert msgs[0] == {"role": "user", "content": "Weather in Paris?"}
@@ -94,6 +147,7 @@ def test_chat_messages_carry_calls_as_objects_and_name_the_tool_result() -> None
     ]
     assert msgs[2] == {"role": "tool", "content": "18C", "tool_call_id": "a1b2c3d4e", "name": "get_weather"}
     assert parse_tools("") is None
+    assert parse_tools("[]") is None  # no tools offered: a template without tool support takes it
     assert parse_tools(json.dumps([WEATHER])) == [WEATHER]
     with pytest.raises(ValueError, match="JSON list"):
         parse_tools('{"a": 1}')

@@ -21,8 +21,13 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from transformers import AutoTokenizer
 
     model = make_tiny_llama(tmp_path_factory.mktemp("tokenize") / "model", max_positions=1024)
+    from tokenizers import processors
+
     tok = AutoTokenizer.from_pretrained(str(model))
     tok.chat_template = LLAMA31_TEMPLATE
+    # a BOS when special tokens are added (as Llama's tokenizers do; the template writes none of its own)
+    bos = (tok.bos_token, tok.bos_token_id)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos[0]} $A", special_tokens=[bos])
     tok.save_pretrained(str(model))
     with serving(model, kv_cache_bytes=2 << 20) as (s, _running):
         yield s
@@ -62,6 +67,36 @@ def test_tokenize_renders_chat_and_tools_as_prepare_does(stub: Any) -> None:
     )
     assert 0 < len(without.token_ids) < len(res.token_ids)
     assert list(res.token_ids)[: len(without.token_ids)] == list(without.token_ids)
+
+
+def test_add_special_tokens_follows_vllms_defaults(stub: Any) -> None:
+    """Unset: true for a prompt, false for messages (the chat template holds the special tokens); true on messages
+    adds the tokenizer's BOS on top of the template's text, as vLLM's /tokenize does. Messages' default is Prepare's."""
+    model = _base(stub)
+    messages = [common_pb2.ChatMessage(role="user", content="hi there")]
+    prepared = list(stub.Prepare(worker_pb2.PrepareRequest(model=model, messages=messages)).prompt_token_ids)
+    default = list(stub.Tokenize(worker_pb2.TokenizeRequest(model=model, messages=messages)).token_ids)
+    off = stub.Tokenize(worker_pb2.TokenizeRequest(model=model, messages=messages, add_special_tokens=False))
+    on = list(
+        stub.Tokenize(worker_pb2.TokenizeRequest(model=model, messages=messages, add_special_tokens=True)).token_ids
+    )
+    assert default == prepared == list(off.token_ids)
+    bos = on[0]
+    assert on[1:] == default and default[0] != bos
+    prompt = list(stub.Tokenize(worker_pb2.TokenizeRequest(model=model, prompt="hi there")).token_ids)
+    bare = list(
+        stub.Tokenize(worker_pb2.TokenizeRequest(model=model, prompt="hi there", add_special_tokens=False)).token_ids
+    )
+    assert prompt == [bos, *bare]
+
+
+def test_empty_tools_list_is_no_tools(stub: Any) -> None:
+    model = _base(stub)
+    messages = [common_pb2.ChatMessage(role="user", content="hi")]
+    plain = stub.Tokenize(worker_pb2.TokenizeRequest(model=model, messages=messages)).token_ids
+    empty = stub.Tokenize(worker_pb2.TokenizeRequest(model=model, messages=messages, tools="[]")).token_ids
+    prepared = stub.Prepare(worker_pb2.PrepareRequest(model=model, messages=messages, tools="[]")).prompt_token_ids
+    assert list(empty) == list(plain) == list(prepared)
 
 
 def test_detokenize_round_trips_and_refuses_ids_outside_the_vocabulary(stub: Any) -> None:

@@ -1,5 +1,7 @@
 import { InlaidError } from '../common/inlaid-error';
-import { choiceCount, toGenerationInput } from './generate-request';
+import { parseCompletionRequest } from '../openai/request-validation';
+import { paramOf } from '../testing/invalid-param';
+import { choiceCount, choicePlan, toGenerationInput } from './generate-request';
 
 const base = { model: 'sql', prompt: 'hi', messages: [], sampling: undefined, requestId: '' };
 const plain = { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false };
@@ -61,5 +63,31 @@ describe('choiceCount', () => {
   it('accepts penalties and logprobs in range', () => {
     const s = { ...plain, presencePenalty: -2, frequencyPenalty: 2, repetitionPenalty: 1.3, logprobs: 20 };
     expect(toGenerationInput({ ...base, sampling: s }).sampling).toEqual(s);
+  });
+});
+
+describe('choicePlan (best_of)', () => {
+  it('unset, 0 or equal to n is plain n; above n ranks candidates, as HTTP completions', () => {
+    expect(choicePlan(base)).toEqual({ n: 1 });
+    expect(choicePlan({ ...base, bestOf: 0, n: 2 })).toEqual({ n: 2 });
+    expect(choicePlan({ ...base, bestOf: 3, n: 3 })).toEqual({ n: 3 });
+    expect(choicePlan({ ...base, bestOf: 4, n: 2 })).toEqual({ n: 2, bestOf: 4 });
+    expect(choicePlan({ ...base, bestOf: 16 })).toEqual({ n: 1, bestOf: 16 });
+    // the same request over HTTP gets the same plan
+    const http = parseCompletionRequest({ model: 'sql', prompt: 'hi', n: 2, best_of: 4 });
+    expect({ n: http.n, bestOf: http.bestOf }).toEqual(choicePlan({ ...base, bestOf: 4, n: 2 }));
+  });
+
+  it.each([
+    [{ ...base, n: 3, bestOf: 2 }, 'best_of'],
+    [{ ...base, bestOf: 17 }, 'best_of'],
+    [{ ...base, prompt: '', messages: [{ role: 'user', content: 'x' }], bestOf: 2 }, 'best_of'],
+    [{ ...base, n: 17, bestOf: 17 }, 'n'],
+  ])('refuses %j naming %s (INVALID_ARGUMENT)', (req, param) => {
+    expect(paramOf(() => choicePlan(req))).toBe(param);
+  });
+
+  it('chat takes best_of equal to n', () => {
+    expect(choicePlan({ ...base, prompt: '', messages: [{ role: 'user', content: 'x' }], n: 2, bestOf: 2 })).toEqual({ n: 2 });
   });
 });

@@ -4,6 +4,7 @@ import { InlaidError } from '../common/inlaid-error';
 import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { checkBestOf } from '../openai/best-of';
 import { MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
 import { checkTokenControls } from '../openai/token-controls';
@@ -50,6 +51,21 @@ export function choiceCount(req: inference.GenerateRequest): number {
   const n = req.n ?? 0;
   if (!Number.isInteger(n) || n < 0 || n > MAX_CHOICES) throw InlaidError.invalid(`n must be between 0 and ${MAX_CHOICES}, got ${n}.`, 'n');
   return Math.max(1, n);
+}
+
+/**
+ * The choices returned (`n`) and, when above n, the best_of candidates generated and ranked down to them: best_of
+ * unset or 0 is n; otherwise HTTP completions' rules (openai/best-of.ts checkBestOf), a prompt only. A gRPC stream
+ * is not refused: its messages wait for the ranking.
+ */
+export function choicePlan(req: inference.GenerateRequest): { n: number; bestOf?: number } {
+  const n = choiceCount(req);
+  const raw = req.bestOf ?? 0;
+  if (!Number.isInteger(raw) || raw < 0 || raw > MAX_CHOICES) {
+    throw InlaidError.invalid(`best_of must be between 0 and ${MAX_CHOICES}, got ${raw}.`, 'best_of');
+  }
+  const bestOf = checkBestOf(n, raw === 0 ? undefined : raw, { chat: req.messages.length > 0, stream: false });
+  return bestOf === undefined ? { n } : { n, bestOf };
 }
 
 export function toGenerationInput(req: inference.GenerateRequest): GenerationInput {

@@ -1,12 +1,15 @@
-/** The gRPC Generate handler's admission: a request with n choices counts n times against the key's limits. */
+/**
+ * The gRPC Generate handler's admission (a request with n choices, or best_of candidates, counts that many times
+ * against the key's limits), best_of's ranked responses, and refusals naming proto fields.
+ */
 import { Metadata, status } from '@grpc/grpc-js';
 import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
-import type { inference } from '@inlaid/proto';
+import { common, type inference } from '@inlaid/proto';
 import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
 import { InlaidError } from '../common/inlaid-error';
 import type { GenerationService } from '../generation/generation.service';
-import type { Generation, GenerationDelta } from '../generation/generation.types';
+import type { Generation, GenerationDelta, GenerationInput } from '../generation/generation.types';
 import type { WorkersService } from '../workers/workers.service';
 import { HERMES_FALLBACK } from '../openai/tool-format';
 import { inferenceHandlers } from './inference-handlers';
@@ -72,6 +75,61 @@ describe('inference Generate admission', () => {
     handlers.generate(stream(c));
     expect((await done)?.code).toBe(status.INVALID_ARGUMENT);
     expect(admit).toHaveBeenCalledWith('Bearer k', 'inference', 1);
+  });
+});
+
+describe('inference Generate best_of', () => {
+  /** Candidate k (by request id suffix) yields two tokens with logprob means[k] each. */
+  function candidates(means: number[], seen: GenerationInput[]): GenerationService {
+    const start = (input: GenerationInput): Promise<Generation> => {
+      seen.push(input);
+      const k = Number(input.requestId?.split('-').pop());
+      const lp = (t: number) => ({ sampled: { tokenId: t, token: 't', tokenBytes: Buffer.from('t'), logprob: means[k] as number }, top: [] });
+      async function* deltas(): AsyncGenerator<GenerationDelta> {
+        const logprobs = input.sampling.logprobs !== undefined;
+        yield { text: `c${k}a`, tokenIds: [k], finishReason: null, promptTokens: 4, completionTokens: 1, ...(logprobs ? { logprobs: [lp(k)] } : {}) };
+        yield { text: `c${k}b`, tokenIds: [k], finishReason: 'length', promptTokens: 4, completionTokens: 2, ...(logprobs ? { logprobs: [lp(k)] } : {}) };
+      }
+      return Promise.resolve({ id: input.requestId as string, model: 'sql', promptTokens: 4, created: 1, deltas: deltas(), abort: () => undefined });
+    };
+    return { start } as unknown as GenerationService;
+  }
+
+  async function run(req: inference.GenerateRequest, means: number[]) {
+    const seen: GenerationInput[] = [];
+    const admit = jest.fn().mockResolvedValue(() => undefined);
+    const handlers = inferenceHandlers(candidates(means, seen), {} as WorkersService, { admit } as unknown as CallGate);
+    const { c, done } = call(req);
+    handlers.generate(stream(c));
+    const err = await done;
+    return { err, admit, seen, out: c.write.mock.calls.map((w) => w[0] as inference.GenerateResponse) };
+  }
+
+  it('runs best_of candidates, counts best_of against the key, sends the n best renumbered best first', async () => {
+    const { err, admit, seen, out } = await run({ ...request(2), bestOf: 4 }, [-2, -0.5, -3, -1]);
+    expect(err).toBeNull();
+    expect(admit).toHaveBeenCalledWith('Bearer k', 'inference', 4);
+    expect(seen).toHaveLength(4);
+    expect(seen.every((i) => i.sampling.logprobs === 0)).toBe(true);
+    expect(out.map((m) => [m.index, m.text])).toEqual([[0, 'c1a'], [0, 'c1b'], [1, 'c3a'], [1, 'c3b']]);
+    expect(out.every((m) => m.logprobs === undefined)).toBe(true); // the client did not ask for them
+    expect(out[1]?.finishReason).toBe(common.FinishReason.FINISH_REASON_LENGTH);
+  });
+
+  it('keeps the logprobs the client asked for', async () => {
+    const req = { ...request(1), bestOf: 2, sampling: { maxTokens: 2, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: 2 } };
+    const { out, seen } = await run(req, [-1, -0.1]);
+    expect(seen.every((i) => i.sampling.logprobs === 2)).toBe(true);
+    expect(out.map((m) => [m.index, m.text, m.logprobs?.tokens[0]?.sampled?.logprob])).toEqual([[0, 'c1a', -0.1], [0, 'c1b', -0.1]]);
+  });
+
+  it('refuses best_of below n, or above n on chat, as INVALID_ARGUMENT naming best_of', async () => {
+    for (const req of [{ ...request(3), bestOf: 2 }, { ...request(1), prompt: '', messages: [{ role: 'user', content: 'x' }], bestOf: 2 }]) {
+      const { err, seen } = await run(req, [-1, -1, -1]);
+      expect(err?.code).toBe(status.INVALID_ARGUMENT);
+      expect(err?.metadata.get('x-inlaid-param')).toEqual(['best_of']);
+      expect(seen).toHaveLength(0);
+    }
   });
 });
 

@@ -6,12 +6,14 @@ import { InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, sharePromptLogprobs, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
+import type { GenerationDelta } from '../generation/generation.types';
+import { candidatesOf, rankedChoices } from '../openai/best-of';
 import { TokenizerCalls } from '../openai/tokenizer-calls';
 import { toolsRefusal } from '../openai/tool-schema';
 import type { ToolPlan } from '../openai/tools';
 import { WorkersService } from '../workers/workers.service';
-import { choiceCount, toGenerationInput } from './generate-request';
-import { GrpcToolStream, protoParam, withGrpcTools } from './generate-tools';
+import { choicePlan, toGenerationInput } from './generate-request';
+import { GrpcToolStream, protoParam, withGrpcTools, type ToolFields } from './generate-tools';
 import { checkDecoded } from './malformed';
 import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
 
@@ -38,13 +40,34 @@ export function grpcRefusal(err: unknown, plan: ToolPlan | undefined): unknown {
   return proto === param ? e : new InlaidError(e.status, e.message, { ...e.details, param: proto });
 }
 
-/** What the request counts for the key's limits: its n choices (1 for an invalid n, refused after admission). */
+/**
+ * What the request counts for the key's limits: its n choices, or its best_of candidates when more (1 for an invalid
+ * n or best_of, refused after admission).
+ */
 function choiceCost(req: inference.GenerateRequest): number {
   try {
-    return choiceCount(req);
+    const { n, bestOf } = choicePlan(req);
+    return bestOf ?? n;
   } catch {
     return 1;
   }
+}
+
+/** One GenerateResponse; `logprobs`: the client asked for them (best_of candidates carry them regardless). */
+function responseOf(id: string, index: number, d: GenerationDelta, t: ToolFields | undefined, logprobs: boolean): inference.GenerateResponse {
+  return {
+    requestId: id,
+    text: t?.text ?? d.text,
+    toolCalls: t?.toolCalls ?? [],
+    tokenIds: [...d.tokenIds],
+    finishReason: t?.finishReason ?? protoFinishReason(d.finishReason),
+    promptTokens: d.promptTokens,
+    completionTokens: d.completionTokens,
+    cachedTokens: d.cachedTokens ?? 0,
+    logprobs: logprobs && d.logprobs !== undefined ? { tokens: [...d.logprobs] } : undefined,
+    promptLogprobs: d.promptLogprobs !== undefined ? { tokens: [...d.promptLogprobs] } : undefined,
+    index,
+  };
 }
 
 function bearerOf(metadata: Metadata): string | undefined {
@@ -98,31 +121,20 @@ export function inferenceHandlers(
           release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
           const left = new AbortController();
           call.on('cancelled', () => left.abort());
-          const { input, plan } = withGrpcTools(call.request, toGenerationInput(call.request), () => workers.toolSupport(call.request.model));
-          const n = choiceCount(call.request);
-          const choices = await startChoices(generation, input, n, left.signal).catch((err: unknown) => {
+          const { input: asked, plan } = withGrpcTools(call.request, toGenerationInput(call.request), () => workers.toolSupport(call.request.model));
+          const { n, bestOf } = choicePlan(call.request);
+          const { input, count } = candidatesOf(asked, n, bestOf); // best_of: `count` candidates ranked down to n
+          const choices = await startChoices(generation, input, count, left.signal).catch((err: unknown) => {
             throw grpcRefusal(err, plan);
           });
           const tools = plan === undefined ? undefined : Array.from({ length: n }, () => new GrpcToolStream(plan));
           if (call.cancelled) choices.abort('client cancelled');
           call.on('cancelled', () => choices.abort('client cancelled'));
           // only choice 0 scores the prompt (fan-out.ts): its prompt logprobs go on every choice's first message
-          for await (const { index, delta: d } of sharePromptLogprobs(mergeChoices(choices), n > 1 && input.sampling.promptLogprobs !== undefined)) {
+          const merged = sharePromptLogprobs(mergeChoices(choices), count > 1 && input.sampling.promptLogprobs !== undefined);
+          for await (const { index, delta: d } of bestOf === undefined ? merged : rankedChoices(merged, count, n)) {
             if (call.cancelled) break;
-            const t = tools?.[index]?.fields(d);
-            call.write({
-              requestId: choices.id,
-              text: t?.text ?? d.text,
-              toolCalls: t?.toolCalls ?? [],
-              tokenIds: [...d.tokenIds],
-              finishReason: t?.finishReason ?? protoFinishReason(d.finishReason),
-              promptTokens: d.promptTokens,
-              completionTokens: d.completionTokens,
-              cachedTokens: d.cachedTokens ?? 0,
-              logprobs: d.logprobs !== undefined ? { tokens: [...d.logprobs] } : undefined,
-              promptLogprobs: d.promptLogprobs !== undefined ? { tokens: [...d.promptLogprobs] } : undefined,
-              index,
-            });
+            call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), asked.sampling.logprobs !== undefined));
           }
           call.end();
         } catch (err) {

@@ -5,6 +5,8 @@ import { InlaidError } from '../common/inlaid-error';
 import { parseTokenizeRequest } from '../openai/tokenize-request';
 import { HERMES_FALLBACK } from '../openai/tool-format';
 import { paramOf } from '../testing/invalid-param';
+import { toGenerationInput } from './generate-request';
+import { withGrpcTools } from './generate-tools';
 import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
 
 const hermes = () => HERMES_FALLBACK;
@@ -26,6 +28,29 @@ describe('workerTokenizeRequest', () => {
     expect(grpc.messages).toEqual(http.messages);
     expect(grpc.messages[0]?.content).toContain('get_weather');
     expect(grpc.addGenerationPrompt).toBe(false);
+  });
+
+  it('passes add_special_tokens for messages too (unset: the worker applies vLLM\'s default, false there)', () => {
+    const messages = [{ role: 'user', content: 'hi' }];
+    expect(workerTokenizeRequest(req({ messages, addSpecialTokens: true }), 'base', hermes).addSpecialTokens).toBe(true);
+    expect(workerTokenizeRequest(req({ messages }), 'base', hermes).addSpecialTokens).toBeUndefined();
+  });
+
+  it('tools with no functions, or a choice without tools, are refused as Generate refuses them (either template)', () => {
+    const messages = [{ role: 'user', content: 'hi' }];
+    const cases: inference.Tools[] = [
+      { functions: [], choice: '', function: '' },
+      { functions: [], choice: 'auto', function: '' },
+      { functions: [{ name: 'f', description: '', parameters: '' }], choice: '', function: 'g' },
+    ];
+    for (const support of [hermes, () => ({ parser: 'hermes' as const, native: true })]) {
+      for (const tools of cases) {
+        const generate: inference.GenerateRequest = { model: 'base', prompt: '', messages, requestId: '', tools };
+        const viaGenerate = paramOf(() => withGrpcTools(generate, toGenerationInput(generate), support));
+        expect(paramOf(() => workerTokenizeRequest(req({ messages, tools }), 'base', support))).toBe(viaGenerate);
+        expect(viaGenerate).toMatch(/^tools\./);
+      }
+    }
   });
 
   it('refuses neither or both of prompt and messages, and tools on a prompt', () => {

@@ -8,7 +8,8 @@ import type { common } from '@inlaid/proto';
 import type { GenerationService } from '../generation/generation.service';
 import type { Generation, GenerationDelta, GenerationInput } from '../generation/generation.types';
 import { paramOf } from '../testing/invalid-param';
-import { bestCandidates, meanLogprob } from './best-of';
+import type { ChoiceDelta } from '../generation/fan-out';
+import { bestCandidates, candidatesOf, checkBestOf, meanLogprob, rankedChoices } from './best-of';
 import { OpenAIResponder } from './openai-responder';
 import { parseChatRequest, parseCompletionRequest, type OpenAIRequest } from './request-validation';
 import { StreamEncoder } from './stream-encoder';
@@ -37,6 +38,60 @@ describe('best_of and echo validation', () => {
     expect(parseCompletionRequest({ model: 'm', prompt: 'x', echo: true, logprobs: false }).echo).toBe('x');
     const scored = parseCompletionRequest({ model: 'm', prompt: 'x', echo: true, logprobs: 1 });
     expect([scored.echo, scored.input.sampling.promptLogprobs]).toEqual(['x', 1]);
+  });
+});
+
+describe('best_of rules and candidates (shared by HTTP and gRPC)', () => {
+  const input: GenerationInput = { model: 'm', prompt: 'x', messages: [], sampling: { maxTokens: 4, stop: [], stopTokenIds: [], ignoreEos: false }, api: 'grpc' };
+
+  it('is plain n when left out or equal to n; above n only on a prompt and unstreamed; never below n', () => {
+    const prompt = { chat: false, stream: false };
+    expect(checkBestOf(2, undefined, prompt)).toBeUndefined();
+    expect(checkBestOf(2, 2, { chat: true, stream: true })).toBeUndefined();
+    expect(checkBestOf(2, 5, prompt)).toBe(5);
+    expect(paramOf(() => checkBestOf(3, 2, prompt))).toBe('best_of');
+    expect(paramOf(() => checkBestOf(1, 2, { chat: true, stream: false }))).toBe('best_of');
+    expect(paramOf(() => checkBestOf(1, 2, { chat: false, stream: true }))).toBe('best_of');
+  });
+
+  it('runs best_of candidates with sampled logprobs (the client may not have asked); plain n runs as asked', () => {
+    expect(candidatesOf(input, 2, undefined)).toEqual({ input, count: 2 });
+    const ranked = candidatesOf(input, 2, 4);
+    expect([ranked.count, ranked.input.sampling.logprobs]).toEqual([4, 0]);
+    expect(input.sampling.logprobs).toBeUndefined(); // the client's input is left as it was
+    const withTop = { ...input, sampling: { ...input.sampling, logprobs: 3 } };
+    expect(candidatesOf(withTop, 1, 3).input.sampling.logprobs).toBe(3);
+  });
+
+  it('rankedChoices holds every delta, then sends the n best candidates renumbered best first, each in order', async () => {
+    const d = (text: string, logprob: number): ChoiceDelta['delta'] => ({
+      text, tokenIds: [1], finishReason: null, promptTokens: 3, completionTokens: 1, logprobs: [tok(logprob)],
+    });
+    // candidate 0: mean -2; candidate 1: mean -0.5; candidate 2: mean -1; deltas interleaved as they arrive
+    const arrivals: ChoiceDelta[] = [
+      { index: 1, delta: d('b1', -0.5) }, { index: 0, delta: d('a1', -2) }, { index: 2, delta: d('c1', -1.5) },
+      { index: 1, delta: d('b2', -0.5) }, { index: 2, delta: d('c2', -0.5) }, { index: 0, delta: d('a2', -2) },
+    ];
+    let done = false;
+    async function* merged(): AsyncGenerator<ChoiceDelta> {
+      yield* arrivals;
+      done = true;
+    }
+    const out: Array<[number, string, boolean]> = [];
+    for await (const { index, delta } of rankedChoices(merged(), 3, 2)) out.push([index, delta.text, done]);
+    expect(out).toEqual([[0, 'b1', true], [0, 'b2', true], [1, 'c1', true], [1, 'c2', true]]);
+  });
+
+  it('rankedChoices sends nothing when a candidate fails', async () => {
+    async function* failing(): AsyncGenerator<ChoiceDelta> {
+      yield { index: 0, delta: { text: 'a', tokenIds: [1], finishReason: null, promptTokens: 1, completionTokens: 1, logprobs: [tok(-1)] } };
+      throw new Error('choice 1 failed');
+    }
+    const seen: string[] = [];
+    await expect((async () => {
+      for await (const { delta } of rankedChoices(failing(), 2, 1)) seen.push(delta.text);
+    })()).rejects.toThrow('choice 1 failed');
+    expect(seen).toEqual([]);
   });
 });
 

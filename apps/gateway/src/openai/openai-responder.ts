@@ -33,7 +33,7 @@ import {
 } from './response-shapes';
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
-import { bestCandidates } from './best-of';
+import { bestCandidates, candidatesOf } from './best-of';
 import { concatLogprobs, echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
 import { assembleToolOutput, toolCallParser } from './tool-calls';
 import { toolsRefusal } from './tool-schema';
@@ -54,10 +54,8 @@ export class OpenAIResponder {
     };
     res.on('close', onEarlyClose);
     const tools = req.tools;
-    const candidates = Math.max(req.n, req.bestOf ?? req.n);
-    // ranking best_of candidates needs their sampled tokens' logprobs, asked for or not
-    const input = candidates > req.n ? { ...req.input, sampling: { ...req.input.sampling, logprobs: req.input.sampling.logprobs ?? 0 } } : req.input;
-    const choices = await startChoices(this.generation, input, candidates, left.signal)
+    const { input, count } = candidatesOf(req.input, req.n, req.bestOf);
+    const choices = await startChoices(this.generation, input, count, left.signal)
       .catch((err: unknown) => {
         throw tools === undefined ? err : toolsRefusal(err, tools);
       })

@@ -7,6 +7,7 @@ import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { checkBestOf } from './best-of';
 import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
 import { parsePromptLogprobs, workerPromptLogprobs } from './prompt-logprobs';
 import { parseResponseFormat } from './response-format';
@@ -85,17 +86,13 @@ function parseStopTokenIds(body: Body): number[] {
 }
 
 /**
- * `n` (1..MAX_CHOICES) and `best_of` (n..MAX_CHOICES; completions only, chat only takes it equal to n). best_of
- * above n ranks candidates server-side, which OpenAI does not stream either.
+ * `n` (1..MAX_CHOICES) and `best_of` (n..MAX_CHOICES; completions only, chat only takes it equal to n; best-of.ts
+ * checkBestOf, shared with gRPC). best_of above n ranks candidates server-side, which OpenAI does not stream either.
  */
 function parseChoices(body: Body, api: Api, stream: boolean): { n: number; bestOf?: number } {
   const n = optNumber(body, 'n', 1, MAX_CHOICES, true) ?? 1;
-  const bestOf = optNumber(body, 'best_of', 1, MAX_CHOICES, true);
-  if (bestOf === undefined || bestOf === n) return { n };
-  if (api !== 'completions') throw InlaidError.invalid(`Only 'best_of' equal to 'n' (${n}) is supported on chat completions.`, 'best_of');
-  if (bestOf < n) throw InlaidError.invalid(`'best_of' (${bestOf}) must be at least 'n' (${n}).`, 'best_of');
-  if (stream) throw InlaidError.invalid("'best_of' greater than 'n' cannot be used with 'stream' (the candidates are ranked once all are done).", 'best_of');
-  return { n, bestOf };
+  const bestOf = checkBestOf(n, optNumber(body, 'best_of', 1, MAX_CHOICES, true), { chat: api !== 'completions', stream });
+  return bestOf === undefined ? { n } : { n, bestOf };
 }
 
 /**

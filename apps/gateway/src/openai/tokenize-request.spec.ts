@@ -34,6 +34,33 @@ describe('parseTokenizeRequest', () => {
     expect(parseTokenizeRequest({ model: 'm', messages: USER, tools: TOOLS }, native).tools).toContain('get_weather');
   });
 
+  it("add_special_tokens goes to the worker for messages too (left out: vLLM's default there, false)", () => {
+    expect(parseTokenizeRequest({ model: 'm', messages: USER, add_special_tokens: true }, hermes).addSpecialTokens).toBe(true);
+    expect(parseTokenizeRequest({ model: 'm', messages: USER, add_special_tokens: false }, native).addSpecialTokens).toBe(false);
+    expect(parseTokenizeRequest({ model: 'm', messages: USER }, hermes).addSpecialTokens).toBeUndefined();
+  });
+
+  it.each([
+    ['tools: []', { tools: [] }],
+    ['tools not a list', { tools: 'get_weather' }],
+    ['tool_choice without tools', { tool_choice: 'auto' }],
+    ['tool_choice naming another function', { tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }],
+    ['a bad parameters schema', { tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string' } } }] }],
+  ])('%s: refused exactly as chat completions refuses it, on either kind of template', (_name, extra) => {
+    for (const support of [hermes, native]) {
+      const body = { model: 'm', messages: USER, ...extra };
+      expect(paramOf(() => parseTokenizeRequest(body, support))).toBe(paramOf(() => parseChatRequest(body, support)));
+    }
+  });
+
+  it('tool_choice none with tools offers none, as chat completions', () => {
+    for (const support of [hermes, native]) {
+      const body = { model: 'm', messages: USER, tools: TOOLS, tool_choice: 'none' };
+      const req = parseTokenizeRequest(body, support);
+      expect([req.messages, req.tools]).toEqual([parseChatRequest(body, support).input.messages, '']);
+    }
+  });
+
   it.each([
     [{ model: 'm' }, 'prompt'],
     [{ model: 'm', prompt: 'x', messages: USER }, 'prompt'],
@@ -50,6 +77,10 @@ describe('parseTokenizeRequest', () => {
     [{ model: 'm', messages: USER, continue_final_message: true }, 'continue_final_message'],
     [{ model: 'm', messages: USER, chat_template: '{{ x }}' }, 'chat_template'],
     [{ model: 'm', messages: USER, tool_choice: 'required' }, 'tool_choice'],
+    [{ model: 'm', prompt: 'x', tools: TOOLS }, 'tools'],
+    [{ model: 'm', prompt: 'x', tools: [] }, 'tools'],
+    [{ model: 'm', prompt: 'x', tool_choice: 'none' }, 'tool_choice'],
+    [{ model: 'm', messages: USER, add_special_tokens: 'yes' }, 'add_special_tokens'],
   ])('refuses %j naming %s', (body, param) => {
     expect(paramOf(() => parseTokenizeRequest(body, hermes))).toBe(param);
   });

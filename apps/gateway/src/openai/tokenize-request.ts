@@ -1,9 +1,12 @@
 /**
  * vLLM's POST /tokenize and POST /detokenize bodies (pure). Tokenize takes `{model, prompt, add_special_tokens,
- * return_token_strs}` or `{model, messages, add_generation_prompt, tools, tool_choice, return_token_strs}`; the
- * messages are rendered exactly as chat completions renders them (request-validation.ts parseChatPrompt: the
- * Hermes tool prompt, or the tools for a template that renders them itself), so the ids are those generation
- * uses. `model` may be left out (the base model). Every rejection is a 400 naming the field.
+ * return_token_strs}` or `{model, messages, add_generation_prompt, add_special_tokens, tools, tool_choice,
+ * return_token_strs}`; the messages are rendered exactly as chat completions renders them (request-validation.ts
+ * parseChatPrompt: the Hermes tool prompt, or the tools for a template that renders them itself, with chat
+ * completions' refusals), so the ids are those generation uses. `add_special_tokens` left out is vLLM's default,
+ * applied by the worker: true for a prompt, false for messages (the template holds them; true adds them on top).
+ * Tools need messages: a prompt with `tools` or `tool_choice` is refused (as gRPC Tokenize and Generate refuse it).
+ * `model` may be left out (the base model). Every rejection is a 400 naming the field.
  */
 import type { common, worker } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
@@ -43,18 +46,21 @@ export function parseTokenizeRequest(raw: unknown, supportOf: (model: string) =>
   const returnTokenStrs = optBoolean(body, 'return_token_strs') ?? false;
   const hasMessages = isPresent(body['messages']);
   if (hasMessages === isPresent(body['prompt'])) throw InlaidError.invalid("Give either 'prompt' or 'messages'.", 'prompt');
+  const addSpecialTokens = optBoolean(body, 'add_special_tokens');
   if (!hasMessages) {
     const prompt = body['prompt'];
     if (typeof prompt !== 'string' || prompt === '') throw InlaidError.invalid("'prompt' must be a non-empty string.", 'prompt');
     checkPromptChars(prompt.length, 'prompt');
-    return { model, prompt, messages: [], tools: '', addSpecialTokens: optBoolean(body, 'add_special_tokens'), returnTokenStrs };
+    for (const name of ['tools', 'tool_choice']) {
+      if (isPresent(body[name])) throw InlaidError.invalid(`'${name}' needs 'messages' (chat), not a 'prompt'.`, name);
+    }
+    return { model, prompt, messages: [], tools: '', addSpecialTokens, returnTokenStrs };
   }
   refuseTrue(body, 'continue_final_message', 'the prompt always ends with a whole message.');
   if (isPresent(body['chat_template'])) throw InlaidError.invalid("'chat_template' is not supported: the model's own template is used.", 'chat_template');
   const addGenerationPrompt = optBoolean(body, 'add_generation_prompt');
-  optBoolean(body, 'add_special_tokens'); // the template holds the special tokens: accepted and ignored, as generation does
   const chat = parseChatPrompt(body, supportOf(model));
-  return { model, prompt: '', messages: chat.messages, tools: chat.tools, addGenerationPrompt, returnTokenStrs };
+  return { model, prompt: '', messages: chat.messages, tools: chat.tools, addGenerationPrompt, addSpecialTokens, returnTokenStrs };
 }
 
 /** The worker's DetokenizeRequest for a /detokenize body (ids past the vocabulary are the worker's 400). */
