@@ -361,11 +361,21 @@ def tiles_prefetch_for(use_gdc: int) -> int:
     return 1 if on and use_gdc in (1, 2) else 0
 
 
-def parts_for(num_seqs: int, kv_heads: int, sms: int) -> int:
+# (largest batch, divisor) in ascending order: parts_for divides its four-programs-per-SM count by this (a power of
+# two; 1 past the last entry). By measurement (7B int4 step, CUDA graph + PDL, every count of a batch taking turns
+# on one runner, contexts 512 / 2048 / 4096; bench/results/decode-2026-11-30-s9-b1-profile.md): batch 3-4 with 4
+# instead of 8 partitions is 2.2-3.2% faster at every context; at batch 1 and 2 the rule's count (32 / 16) is the
+# fastest (batch 1: 8 parts +1.3% at 512 tokens, +5% at 4096).
+FEWER_PARTS: tuple[tuple[int, int], ...] = ((2, 1), (4, 2))
+
+
+def parts_for(num_seqs: int, kv_heads: int, sms: int, fewer: tuple[tuple[int, int], ...] | None = None) -> int:
     """Partitions per (sequence, KV head): the power of two that gives about four programs per SM (rounded up),
-    1..32 (H200, 32 KV heads: 32 / 16 / 8 / 4 / 2 / 1 at batch 1 / 2 / 4 / 8 / 16 / 32)."""
+    1..32 (H200, 32 KV heads: 32 / 16 / 8 / 4 / 2 / 1 at batch 1 / 2 / 4 / 8 / 16 / 32), divided by FEWER_PARTS'
+    divisor at the smallest batches (H200, 32 KV heads: batch 4 -> 4)."""
     want = -(-4 * sms // max(1, num_seqs * kv_heads))
-    return int(min(32, triton.next_power_of_2(want)))
+    div = next((d for top, d in (FEWER_PARTS if fewer is None else fewer) if num_seqs <= top), 1)
+    return int(max(1, min(32, triton.next_power_of_2(want)) // div))
 
 
 def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:

@@ -1,6 +1,8 @@
 """The runner's triton backend (multi-LoRA kernels over stacked pools, quant_matmul on a GPTQ checkpoint)
-gives the torch backend's logits, on a dense and on a 4-bit checkpoint of the tiny model. On the CPU both
-run in one subprocess under Triton's interpreter (TRITON_INTERPRET must be set before triton is imported)."""
+gives the torch backend's logits, on a dense and on a 4-bit checkpoint of the tiny model. Both run on the CPU in
+one subprocess under Triton's interpreter (TRITON_INTERPRET must be set before triton is imported), on a GPU host
+too: the case builds CPU tensors, so the subprocess is given no GPU (CUDA_VISIBLE_DEVICES="") and the interpreter
+always (before, a GPU host left the interpreter off and the triton kernels failed on the CPU tensors)."""
 
 from __future__ import annotations
 
@@ -27,9 +29,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     gptq = root / "gptq"
     quantize_checkpoint(model, gptq, "rtn", QuantSpec(bits=4, group_size=32), dtype=torch.float16)
     path = os.pathsep.join([str(TESTS.parent), str(TESTS), str(TESTS / "kernels"), str(HERE)])
-    env = dict(os.environ, PYTHONPATH=path)
-    if not torch.cuda.is_available():
-        env["TRITON_INTERPRET"] = "1"
+    env = dict(os.environ, PYTHONPATH=path, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(
         [sys.executable, str(HERE / "triton_backend_case.py"), "dense", str(model), "gptq", str(gptq)],
         env=env, capture_output=True, text=True, timeout=600,
