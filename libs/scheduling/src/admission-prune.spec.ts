@@ -17,7 +17,7 @@ const SLO = { ttftS: 2, tpotS: 0.05 };
 function tracked(id: string, task: string): TrackedRequest {
   return newTracked(request(id, task, 32, 0), SLO, {
     p50: 10, lo: 10, hi: 10, points: [{ q: 0, value: 10 }, { q: 1, value: 10 }], support: 0,
-  });
+  }, 0);
 }
 
 describe('Heap.retain', () => {

@@ -9,8 +9,9 @@
  * from the queues into a worker's running set and says so in the step's decisions.
  */
 import { BatchGate } from './batch-gate';
-import { compareKeys, Heap } from './heap';
+import { Heap } from './heap';
 import { blocksFor } from './kv';
+import { byHead, Head, OtherHeads } from './other-heads';
 import { Policy } from './policies/policy';
 import { StepGate } from './step-budget';
 import { contextTokens, TrackedRequest } from './tracked';
@@ -40,8 +41,9 @@ export interface AdmissionDeps {
 }
 
 export class Admission {
-  /** Reused by every round (one round runs at a time; `begin` resets it). */
+  /** Both reused by every round (one round runs at a time; `begin` resets them). */
   private readonly gate = new StepGate();
+  private readonly others = new OtherHeads();
 
   constructor(private readonly d: AdmissionDeps) {}
 
@@ -79,28 +81,36 @@ export class Admission {
     const closed = (): boolean => gate.closed(b.usedBlocks);
     if (closed()) return;
     const closedToNew = (): boolean => gate.closedToNewTasks(b.usedBlocks);
-    // Already closed to new tasks: only the heads of tasks in the batch can be admitted (admitHeads would drop the
-    // others at its first pop), so only those are looked up; with 1000 tasks waiting this is most of the saving.
-    const all = closedToNew() ? waiting.headsOf(slot.taskRows.keys()) : waiting.heads();
-    const heads = all.filter((e) => accepts(e.r.spec.task));
-    const refused = this.admitHeads(slot, heads, b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed, closedToNew);
-    // Work-conserving fill: rows still free after every joinable candidate go to the refused ones.
-    if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
-      this.admitHeads(slot, refused, b, (r) => policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed, closedToNew);
+    // The batch's tasks' heads go into admitHeads' heap; every other task's head is read in the waiting order from the
+    // head index (other-heads.ts). Already closed to new tasks: only the former can be admitted, so none are read.
+    const others = this.others.begin(waiting, accepts, (e) => policy.headKey(e.r, e.key, slot), !closedToNew());
+    const heads: QueueEntry[] = [];
+    for (const task of slot.taskRows.keys()) {
+      const e = accepts(task) ? waiting.head(task) : undefined;
+      if (e !== undefined) heads.push(e);
+    }
+    const refused = this.admitHeads(slot, heads, others, 'join', b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed, closedToNew);
+    // Work-conserving fill: rows still free after every joinable candidate go to the refused ones (those held, and
+    // the other tasks' heads the join phase left unread because the policy refused every new task).
+    if (refused !== 'full' && (refused.length > 0 || others.peek() !== undefined) && b.rows > 0) {
+      this.admitHeads(slot, refused, others, 'fill', b, (r) => policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed, closedToNew);
     }
   }
 
   /**
-   * Admits task-queue heads in the policy's head order while `allowed` says their task may join.
-   * Returns 'full' when admission must stop (no rows left, or a head-of-line block), else the heads
-   * refused by `allowed`. Once `closedToNew` holds (the step budget refuses any task not in the batch, for the rest
-   * of the round: StepGate.closedToNewTasks), the heads of other tasks are dropped unevaluated: both `allowed`
-   * predicates (join and fill) would refuse them, so the decisions are the same, and a worker with 1000 tasks waiting
-   * no longer checks and re-heaps every task's head on every step.
+   * Admits task-queue heads in the policy's head order while `allowed` says their task may join: the merge of
+   * `heads` (plus each admitted task's next head) and the untaken `others`. The others are not read while the policy
+   * refuses every task outside the batch in this `phase` (Policy.refusesNewTasks): each would be refused, and they
+   * stay unread for the fill. Returns 'full' when admission must stop (no rows left, or a head-of-line block), else
+   * the held heads refused by `allowed`. Once `closedToNew` holds (the step budget refuses any task not in the batch,
+   * for the rest of the round: StepGate.closedToNewTasks), the heads of other tasks are dropped unevaluated: both
+   * `allowed` predicates (join and fill) would refuse them, so the decisions are the same.
    */
   private admitHeads(
     slot: WorkerSlot,
     heads: readonly QueueEntry[],
+    others: OtherHeads,
+    phase: 'join' | 'fill',
     b: Budget,
     allowed: (r: TrackedRequest) => boolean,
     out: Decision[],
@@ -108,21 +118,27 @@ export class Admission {
     closedToNew: () => boolean,
   ): QueueEntry[] | 'full' {
     const { policy, waiting } = this.d;
-    type Head = { e: QueueEntry; key: number[] };
-    const heap = new Heap<Head>((x, y) => compareKeys(x.key, y.key) || x.e.r.spec.arrivalS - y.e.r.spec.arrivalS);
+    const heap = new Heap<Head>(byHead);
     const pushHead = (e: QueueEntry | undefined): void => {
-      if (e !== undefined) heap.push({ e, key: policy.headKey(e.r, e.key, slot) });
+      if (e === undefined) return;
+      others.take(e.r.spec.task);
+      heap.push({ e, key: policy.headKey(e.r, e.key, slot) });
     };
     const refused: QueueEntry[] = [];
     for (const e of heads) pushHead(e);
     const inBatch = (x: Head): boolean => slot.taskRows.has(x.e.r.spec.task);
     let pruned = false;
-    for (let h = heap.pop(); h !== undefined; h = heap.pop()) {
+    for (;;) {
+      const held = heap.peek();
+      const other = policy.refusesNewTasks?.(phase, slot) === true ? undefined : others.peek();
+      const h = other !== undefined && (held === undefined || byHead(other, held) < 0) ? others.pop() : heap.pop();
+      if (h === undefined) break;
       if (closed()) return 'full';
       const r = h.e.r;
       if (!pruned && closedToNew()) {
         pruned = true;
         heap.retain(inBatch);
+        others.drop();
       }
       if (pruned && !inBatch(h)) continue;
       if (!allowed(r)) {

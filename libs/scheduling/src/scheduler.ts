@@ -33,6 +33,8 @@ export class Scheduler {
   private readonly waiting = new WaitingQueues();
   private readonly workers = new Map<string, WorkerSlot>();
   private newest: TrackedRequest | undefined;
+  /** Requests enqueued so far: the next one's sequence number (the waiting orders' last tie-break). */
+  private enqueued = 0;
   private readonly batching: BatchGate;
   private readonly deadlines = new TtftDeadlines();
   private readonly admission: Admission;
@@ -70,7 +72,7 @@ export class Scheduler {
       throw new Error(`request "${spec.id}": promptTokens must be a positive integer`);
     }
     if (!Number.isFinite(spec.arrivalS)) throw new Error(`request "${spec.id}": arrivalS must be finite`);
-    const r = newTracked(spec, this.slos.of(spec.task), this.predictor.predict(spec.task, spec.promptTokens, spec.prompt));
+    const r = newTracked(spec, this.slos.of(spec.task), this.predictor.predict(spec.task, spec.promptTokens, spec.prompt), this.enqueued++);
     this.requests.set(spec.id, r);
     if (this.newest === undefined || spec.arrivalS >= this.newest.spec.arrivalS) this.newest = r;
     this.policy.onArrive(r);

@@ -8,6 +8,8 @@ export interface TrackedRequest {
   readonly spec: RequestSpec;
   readonly slo: Slo;
   readonly prediction: Prediction;
+  /** Enqueue order in its scheduler (0, 1, ...): the last tie-break of every waiting order (request-order.ts). */
+  readonly seq: number;
   phase: RequestPhase;
   workerId: string | undefined;
   generated: number;
@@ -25,12 +27,13 @@ export interface TrackedRequest {
   levelTokens: number;
 }
 
-/** A request as it first enters the waiting queues: no worker, no output, level 0. */
-export function newTracked(spec: RequestSpec, slo: Slo, prediction: Prediction): TrackedRequest {
+/** A request as it first enters the waiting queues (the `seq`-th in its scheduler): no worker, no output, level 0. */
+export function newTracked(spec: RequestSpec, slo: Slo, prediction: Prediction, seq: number): TrackedRequest {
   return {
     spec,
     slo,
     prediction,
+    seq,
     phase: 'waiting',
     workerId: undefined,
     generated: 0,

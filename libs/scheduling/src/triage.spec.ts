@@ -11,7 +11,7 @@ const SLO = { ttftS: 2, tpotS: 0.1 };
 function tracked(id: string, arrivalS: number): TrackedRequest {
   return newTracked(request(id, 't', 16, arrivalS), SLO, {
     p50: 5, lo: 1, hi: 10, support: 1, points: [{ q: 0, value: 1 }, { q: 1, value: 10 }],
-  });
+  }, 0);
 }
 
 describe('TtftDeadlines', () => {

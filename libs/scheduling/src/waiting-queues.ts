@@ -1,9 +1,12 @@
 /**
- * Per-task prefill queues, each a heap ordered by the policy's static waiting key, plus one
- * arrival-ordered heap over all of them (for starvation promotion and early abort). Entries are
- * removed lazily: an entry is live only while its request is waiting with the same version.
+ * Per-task prefill queues, each a heap ordered by the policy's static waiting key (request-order.ts), the queues'
+ * heads in that order across steps (head-index.ts, for admission), plus one arrival-ordered heap over all of them
+ * (for starvation promotion and early abort). Entries are removed lazily: an entry is live only while its request
+ * is waiting with the same version.
  */
-import { compareKeys, Heap } from './heap';
+import { HeadCursor, HeadIndex } from './head-index';
+import { Heap } from './heap';
+import { compareArrivals, compareRequests } from './request-order';
 import { TrackedRequest } from './tracked';
 
 export interface QueueEntry {
@@ -12,16 +15,18 @@ export interface QueueEntry {
   readonly key: number[];
 }
 
-function live(e: QueueEntry): boolean {
+export function live(e: QueueEntry): boolean {
   return e.r.phase === 'waiting' && e.r.version === e.version;
 }
 
-const byKey = (a: QueueEntry, b: QueueEntry): number => compareKeys(a.key, b.key) || a.r.spec.arrivalS - b.r.spec.arrivalS;
-const byArrival = (a: QueueEntry, b: QueueEntry): number => a.r.spec.arrivalS - b.r.spec.arrivalS;
+const byKey = (a: QueueEntry, b: QueueEntry): number => compareRequests(a.key, a.r, b.key, b.r);
+const byArrival = (a: QueueEntry, b: QueueEntry): number => compareArrivals(a.r, b.r);
 
 export class WaitingQueues {
   private readonly tasks = new Map<string, Heap<QueueEntry>>();
   private readonly arrivals = new Heap<QueueEntry>(byArrival);
+  /** Per task, an entry no later than any of its live ones (its head, or a stale one that was). */
+  private readonly index = new HeadIndex(byKey);
   private waiting = 0;
 
   /** Number of waiting requests. */
@@ -52,6 +57,8 @@ export class WaitingQueues {
     }
     h.push(e);
     this.arrivals.push(e);
+    const cur = this.index.get(r.spec.task);
+    if (cur === undefined || byKey(e, cur) < 0) this.index.set(e);
   }
 
   /** Call when a waiting request leaves the queues (admitted, aborted, cancelled). */
@@ -59,29 +66,39 @@ export class WaitingQueues {
     this.waiting -= 1;
   }
 
-  /** The first live entry of a task queue, or undefined (drops the task when empty). */
+  /** The first live entry of a task queue, or undefined (drops the task when empty); updates the head index. */
   head(task: string): QueueEntry | undefined {
     const h = this.tasks.get(task);
-    if (h === undefined) return undefined;
+    if (h === undefined) {
+      this.index.delete(task);
+      return undefined;
+    }
     for (let e = h.peek(); e !== undefined; e = h.peek()) {
-      if (live(e)) return e;
+      if (live(e)) {
+        this.index.set(e);
+        return e;
+      }
       h.pop();
     }
     this.tasks.delete(task);
+    this.index.delete(task);
     return undefined;
   }
 
-  /** Live heads of every task queue. */
-  heads(): QueueEntry[] {
-    const out: QueueEntry[] = [];
-    for (const task of [...this.tasks.keys()]) {
-      const e = this.head(task);
-      if (e !== undefined) out.push(e);
-    }
-    return out;
+  /**
+   * Reads the task queues' heads in the waiting order: `peek` gives an entry of the index, which may be stale (then
+   * `head(task)` of its task replaces it further on, and the cursor reads on from where it was).
+   */
+  cursor(): HeadCursor {
+    return new HeadCursor(this.index);
   }
 
-  /** Live heads of the given tasks' queues (tasks without waiting requests are skipped). */
+  /** Entries of the head index in order, live or stale (for tests). */
+  indexed(): readonly QueueEntry[] {
+    return this.index.entries();
+  }
+
+  /** Live heads of the given tasks' queues (tasks without waiting requests are skipped); admission's test oracle uses it. */
   headsOf(tasks: Iterable<string>): QueueEntry[] {
     const out: QueueEntry[] = [];
     for (const task of [...tasks]) {

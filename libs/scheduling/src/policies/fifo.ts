@@ -34,6 +34,10 @@ export class FifoPolicy implements Policy {
   canJoin(task: string, batch: BatchView): boolean {
     return batch.taskRows.has(task) || batch.taskRows.size < this.maxLoras;
   }
+  /** Joins stop at max_loras distinct tasks; nothing fills. */
+  refusesNewTasks(phase: 'join' | 'fill', batch: BatchView): boolean {
+    return phase === 'fill' || batch.taskRows.size >= this.maxLoras;
+  }
   /** max_loras is a hard limit (vLLM), so nothing fills past it. */
   canFill(): boolean {
     return false;

@@ -75,6 +75,12 @@ export class InlaidPolicy implements Policy {
     return !this.opts.grouping || batch.taskRows.has(task) || batch.taskRows.size < this.opts.beta;
   }
 
+  /** Once the batch holds beta tasks (join) or fillMaxTasks (fill; or no fill at all), no other task gets in this round. */
+  refusesNewTasks(phase: 'join' | 'fill', batch: BatchView): boolean {
+    if (phase === 'join') return this.opts.grouping && batch.taskRows.size >= this.opts.beta;
+    return !this.opts.workConserving || batch.taskRows.size >= this.opts.fillMaxTasks;
+  }
+
   /** Beta steers the choice among candidates; it never leaves rows idle when `workConserving`. */
   canFill(task: string, batch: BatchView): boolean {
     return this.opts.workConserving && (batch.taskRows.has(task) || batch.taskRows.size < this.opts.fillMaxTasks);

@@ -47,6 +47,10 @@ export class MlfqPolicy implements Policy {
   canFill(): boolean {
     return false;
   }
+  /** Any task joins; nothing fills. */
+  refusesNewTasks(phase: 'join' | 'fill'): boolean {
+    return phase === 'fill';
+  }
   reservedTokens(r: TrackedRequest): number {
     return contextTokens(r) + 1;
   }

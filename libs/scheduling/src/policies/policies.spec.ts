@@ -1,4 +1,6 @@
+import { resolveConfig, SchedulerConfigInput } from '../config';
 import { Scheduler } from '../scheduler';
+import { createPolicy } from './factory';
 import { request, worker } from '../testing';
 import { Decision } from '../types';
 
@@ -208,5 +210,33 @@ describe('preemption', () => {
       { kind: 'abort', requestId: 'huge', reason: 'exceeds-kv' },
       { kind: 'admit', requestId: 'ok', workerId: 'w0', prefillTokens: 8 },
     ]);
+  });
+});
+
+describe('Policy.refusesNewTasks (admission shortcut)', () => {
+  const configs: SchedulerConfigInput[] = [
+    { policy: 'inlaid' },
+    { policy: 'inlaid', inlaid: { beta: 3, fillMaxTasks: 5 } },
+    { policy: 'inlaid', inlaid: { grouping: false } },
+    { policy: 'inlaid', inlaid: { workConserving: false } },
+    { policy: 'fifo' },
+    { policy: 'fcfs-maxloras', maxLoras: 4 },
+    { policy: 'mlfq' },
+  ];
+  it.each(configs)('%j: when it says so, canJoin / canFill refuse a new task, and it stays so as the batch grows', (cfg) => {
+    const p = createPolicy(resolveConfig(cfg));
+    for (const phase of ['join', 'fill'] as const) {
+      const ask = phase === 'join' ? p.canJoin.bind(p) : p.canFill.bind(p);
+      let refused = false;
+      const taskRows = new Map<string, number>();
+      for (let n = 0; n <= 12; n++) {
+        const batch = { taskRows };
+        const says = p.refusesNewTasks?.(phase, batch) === true;
+        if (refused) expect(says).toBe(true); // monotone in the batch's tasks
+        if (says) expect(ask('new-task', batch)).toBe(false);
+        refused = says;
+        taskRows.set(`t${n}`, 1);
+      }
+    }
   });
 });

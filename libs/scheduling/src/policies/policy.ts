@@ -43,7 +43,10 @@ export interface Policy {
   onArrive(r: TrackedRequest): void;
   /** Order within the waiting queues; must not change while the request waits. */
   waitingKey(r: TrackedRequest): number[];
-  /** Order among task-queue heads for one worker's batch (defaults to the waiting key). */
+  /**
+   * Order among task-queue heads for one worker's batch (defaults to the waiting key). Among tasks that are all
+   * outside the batch it must order as the waiting key does (admission reads those heads in the waiting order).
+   */
   headKey(r: TrackedRequest, waitingKey: number[], batch: BatchView): number[];
   /** Memory-pressure victim order among running requests: the largest key is evicted first. */
   evictionKey(r: TrackedRequest): number[];
@@ -54,6 +57,12 @@ export interface Policy {
    * sit idle this step (work-conserving fill, asked only after every joinable candidate was tried).
    */
   canFill(task: string, batch: BatchView): boolean;
+  /**
+   * Optional shortcut for admission: true when `canJoin` ('join') or `canFill` ('fill') refuses every task that is
+   * not in `batch`, and will while the batch only gains rows and tasks. Admission then does not read those tasks'
+   * heads in that phase. Absent = admission asks about each head.
+   */
+  refusesNewTasks?(phase: 'join' | 'fill', batch: BatchView): boolean;
   /**
    * When defined, every admission must keep the worker's projected decode step within this fraction of
    * the TPOT SLO, net of the prefill share (see step-budget.ts); undefined = no budget on joinable
