@@ -22,6 +22,8 @@ from .lora_batch import LoraBatch, LoraPool
 from .lora_sgmv import lora_reference
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
 
+SPLIT_PROGRAMS = 2048  # the shrink's split-K target (programs); a module constant so tests can reach the K walk small
+
 
 @triton.jit
 def _shrink_tile(x_ptr, a_ptr, rank_ptr, v_ptr, toks, mask_t, adapter, rb, k_base, K, ITERS,
@@ -201,7 +203,7 @@ def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool]
     rb = triton.cdiv(max(max(r_max), 1), block_r)
     k_tiles = triton.cdiv(k, block_k)
     # decode rows are latency-bound chains of K tiles: split K until ~2048 programs run (partials meet by atomics)
-    split = max(1, min(k_tiles, 2048 // max(1, nb * rb * len(pools))))
+    split = max(1, min(k_tiles, SPLIT_PROGRAMS // max(1, nb * rb * len(pools))))
     iters = triton.cdiv(k_tiles, split)
     split = triton.cdiv(k_tiles, iters)
     v = (torch.zeros if split > 1 else torch.empty)(t, sum(r_max), dtype=torch.float32, device=x.device)

@@ -106,7 +106,9 @@ def test_tiny_cpu_run_records_every_step_and_calibrates(tmp_path: Path) -> None:
     for s in steps:  # the host phases add up to the step (served_steps.HostPhases); no CUDA events on the CPU
         assert min(s["pre_ms"], s["launch_ms"], s["post_ms"]) >= 0 and "fwd_gpu_ms" not in s
         assert abs(s["pre_ms"] + s["launch_ms"] + s["post_ms"] - 1e3 * s["step_s"]) < 1e-6
-        assert s["launch_ms"] > s["pre_ms"]  # the tiny model's forward takes longer than scheduling it
+    # the tiny model's forward takes longer than scheduling it: over the run (one step's scheduling can be caught by
+    # a busy machine: 5.9 ms against a 1.4 ms launch under pytest-xdist next to jest)
+    assert sum(s["launch_ms"] for s in steps) > sum(s["pre_ms"] for s in steps)
     assert "| decode | 8 |" not in md and "| decode | 5-16 |" in md  # the rows table bins grid decode's 8 rows
 
     out = tmp_path / "fit.json"

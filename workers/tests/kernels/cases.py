@@ -14,7 +14,8 @@ import torch
 
 
 def _patch_interpreter_for_numpy() -> None:
-    """Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4."""
+    """Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4; and it re-patches
+    triton.language on every call of a @triton.jit helper inside a kernel (a third of the hgemvr cases' time)."""
     from triton.runtime import interpreter
 
     original = interpreter._patch_lang_tensor
@@ -24,6 +25,42 @@ def _patch_interpreter_for_numpy() -> None:
         scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
 
     interpreter._patch_lang_tensor = patched
+    _patch_language_once_per_launch(interpreter)
+
+
+def _patch_language_once_per_launch(interpreter: Any) -> None:
+    """interpreter._patch_lang(fn) for a helper called inside a running kernel is a no-op when the kernel's launch
+    already patched the same language modules (the patches are the same wrappers; the helper's own call never
+    restores them, the launch's restore does): skip it then. The launch's own call and its restore are unchanged."""
+    import inspect
+
+    import triton.language as tl
+
+    original = interpreter._patch_lang
+    active: list[set[int]] = []  # the language modules patched by the running launch (at most one entry)
+
+    def langs(fn: Any) -> set[int]:
+        return {id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core)}
+
+    def patch_lang(fn: Any) -> Any:
+        mods = langs(fn)
+        if active and mods <= active[0]:
+            return None  # a helper's call: its return value is dropped
+        scope = original(fn)
+        if active:  # a helper seeing another language module: patched as before, and remembered
+            active[0] |= mods
+            return scope
+        active.append(mods)
+        restore = scope.restore
+
+        def restore_and_end() -> None:
+            active.clear()
+            restore()
+
+        scope.restore = restore_and_end
+        return scope
+
+    interpreter._patch_lang = patch_lang
 
 
 QMM_CASES: dict[str, dict[str, Any]] = {}

@@ -110,6 +110,21 @@ def test_fused_partition_rule() -> None:
     assert choose_fused_parts(1, 32, torch.device("cpu")) == 1
 
 
+def test_partition_rule_takes_fewer_at_the_smallest_batches() -> None:
+    """parts_for: about four programs per SM (a power of two, 1..32), divided by FEWER_PARTS' divisor at the
+    smallest batches (never below 1); 1 on the CPU."""
+    from inlaid_worker.kernels.paged_decode import FEWER_PARTS, choose_num_parts, parts_for
+
+    assert [parts_for(s, 32, 132, fewer=()) for s in (1, 2, 4, 8, 16, 32, 256)] == [32, 16, 8, 4, 2, 1, 1]
+    div = dict(FEWER_PARTS)
+    assert [parts_for(s, 32, 132) for s in (1, 2, 4)] == [max(1, p // div.get(s, 1)) for s in (1, 2, 4)
+                                                          for p in [parts_for(s, 32, 132, fewer=())]]  # fmt: skip
+    assert [parts_for(s, 32, 132, fewer=((1, 4), (4, 2))) for s in (1, 2, 3, 4, 8)] == [8, 8, 4, 4, 4]
+    assert parts_for(1, 32, 132, fewer=((1, 64),)) == 1
+    assert parts_for(16, 32, 132) == 2  # larger batches keep the four-programs rule
+    assert choose_num_parts(1, 32, torch.device("cpu")) == 1
+
+
 @triton.jit
 def _spin(x_ptr, n, USE_GDC: tl.constexpr):
     """One program that runs for a while (n dependent FMAs) after its PDL wait: the kernel before rope_cache."""

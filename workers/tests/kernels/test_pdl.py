@@ -26,7 +26,7 @@ CUDA = torch.cuda.is_available()
 # direct kernel cases: (kind, K, N, M, split, extra); run with USE_GDC 0, 1, 2
 GEMV_CASES: dict[str, tuple] = {
     "hgemvr-loop-ragged-m1": ("hgemvr", 640, 40, 1, 2),
-    "hgemvr-loop-m2": ("hgemvr", 768, 128, 2, 2),
+    "hgemvr-loop-m2": ("hgemvr", 768, 64, 2, 2),
     "hgemvrb-burst3-m1": ("hgemvrb", 768, 64, 1, 2),  # 6 tiles, 2 splits: 3 tiles per program
     "hgemvrb-burst-ragged-m3": ("hgemvrb", 640, 40, 3, 2),  # programs of 3 + 2 tiles
     "hgemvrq-pin-m1": ("hgemvrq", 768, 64, 1, 2),

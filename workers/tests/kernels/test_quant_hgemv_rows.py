@@ -23,13 +23,13 @@ ROW_CASES: dict[str, tuple] = {
     "r-burst-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, True, False, "randn"),
     "r-act-bk64-m3": (512, 40, 3, 128, False, True, "gptq", 64, 4, 2, False, False, "randn"),
     "r-sym-even-nosplit-m2": (384, 128, 2, 128, True, False, "gptq", 128, 2, 1, False, True, "randn"),
-    "r-burst-v2-g64-m5": (1024, 40, 5, 64, False, False, "gptq_v2", 64, 4, 4, True, False, "randn"),
+    "r-burst-v2-g64-m5": (512, 40, 5, 64, False, False, "gptq_v2", 64, 4, 2, True, False, "randn"),  # 4 tiles each
     "r-outliers-m2": (1024, 64, 2, 128, False, False, "gptq", 128, 2, 3, False, True, "outliers"),
     "r-burst-outliers-m1": (768, 64, 1, 128, False, False, "gptq", 128, 1, 2, True, False, "outliers"),
     "r-onehot-exact-m2": (512, 64, 2, 128, False, False, "gptq", 128, 2, 1, False, False, "onehot"),
     "r-pin-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, False, True, "randn", True),
     "r-pin-burst-act-m3": (896, 40, 3, 128, False, True, "gptq", 128, 4, 2, True, False, "outliers", True),
-    "r-pin-burst-g64-m5": (1024, 40, 5, 64, False, False, "gptq_v2", 64, 4, 4, True, True, "outliers", True),
+    "r-pin-burst-g64-m5": (512, 40, 5, 64, False, False, "gptq_v2", 64, 4, 2, True, True, "outliers", True),
     "r-pin-onehot-exact-m2": (512, 64, 2, 128, False, False, "gptq", 128, 2, 2, False, True, "onehot", True),
     "r-pin-outliers-m4": (1024, 128, 4, 128, False, False, "gptq", 128, 4, 2, False, True, "outliers", True),
     # through quant_matmul's dispatch (the tuner's kinds); burst / const stride / pin come from the kind
