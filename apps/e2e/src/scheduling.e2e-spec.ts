@@ -6,16 +6,14 @@
  * request timelines recorded in Postgres); the same check fails for inlaid, so it can tell the policies apart.
  */
 import { RequestRecord } from '@inlaid/db';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import OpenAI from 'openai';
 import { SchedulingService } from '../../gateway/src/scheduling/scheduling.service';
 import { Harness, startHarness, waitFor } from './support/gateway-harness';
 import { freePort } from './support/ports';
-import { PYTHON, REPO, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
+import { runPython, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
 
 jest.setTimeout(240_000);
 
@@ -36,7 +34,7 @@ let worker: WorkerProcess;
 
 beforeAll(async () => {
   const root = mkdtempSync(join(tmpdir(), 'inlaid-sched-'));
-  await promisify(execFile)(PYTHON, ['-c', MAKE, root], { cwd: REPO, timeout: 120_000 });
+  await runPython(MAKE, [root], 120_000);
   fixture = { root, modelDir: join(root, 'model'), adaptersDir: join(root, 'adapters'), adapters: [...ADAPTERS] };
   worker = await startWorker(fixture, await freePort());
 });

@@ -1,13 +1,11 @@
 /**
- * Fixture for the onboarding e2e test: the tiny model, an MLGPTQ checkpoint of it for the tasks sql + poet
+ * Fixture for the onboarding e2e tests: the tiny model, an MLGPTQ checkpoint of it for the tasks sql + poet
  * (with stored Hessians), and an adapter root holding a new task's adapter plus bad ones (pickle, wrong shapes).
+ * Built once per run, each suite gets a copy (fixture-cache.ts).
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { PYTHON, REPO, TinyFixture } from './python-worker';
+import { cachedFixture } from './fixture-cache';
+import { runPython, TinyFixture } from './python-worker';
 
 export interface OnboardFixture extends TinyFixture {
   readonly checkpoint: string;
@@ -46,8 +44,7 @@ quantize_checkpoint(base, root / 'ckpt', 'mlgptq', QuantSpec(bits=4, group_size=
 `;
 
 export async function makeOnboardFixture(): Promise<OnboardFixture> {
-  const root = mkdtempSync(join(tmpdir(), 'inlaid-onboard-e2e-'));
-  await promisify(execFile)(PYTHON, ['-c', MAKE, root, CALIBRATION], { cwd: REPO, timeout: 180_000 });
+  const root = await cachedFixture('onboard', 'inlaid-onboard-e2e-', (dir) => runPython(MAKE, [dir, CALIBRATION]));
   return {
     root,
     modelDir: join(root, 'model'),

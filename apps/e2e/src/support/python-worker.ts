@@ -2,11 +2,9 @@
  * Test fixtures on the Python side: a tiny random Llama with two random LoRA adapters (made by
  * workers/tests/factories.py), and a real worker process serving them.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { cachedFixture } from './fixture-cache';
+import { launchPython } from './py-process';
 
 export const REPO = resolve(__dirname, '../../../..');
 export const PYTHON = join(REPO, '.venv/bin/python');
@@ -29,10 +27,21 @@ make_random_adapter(root + '/adapters/sql', base, rank=8, alpha=16, targets=['q_
 make_random_adapter(root + '/adapters/poet', base, rank=4, alpha=8, targets=['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed=2)
 `;
 
+/** The fixture in a fresh temp dir (built once per run, fixture-cache.ts). */
 export async function makeTinyFixture(): Promise<TinyFixture> {
-  const root = mkdtempSync(join(tmpdir(), 'inlaid-e2e-'));
-  await promisify(execFile)(PYTHON, ['-c', MAKE_FIXTURE, root], { cwd: REPO, timeout: 120_000 });
+  const root = await cachedFixture('tiny', 'inlaid-e2e-', (dir) => runPython(MAKE_FIXTURE, [dir]));
   return { root, modelDir: join(root, 'model'), adaptersDir: join(root, 'adapters'), adapters: ['poet', 'sql'] };
+}
+
+/** Runs a fixture script (`python -c code args`, py-process.ts) in the repository root; rejects with its output if it fails. */
+export async function runPython(code: string, args: readonly string[], timeoutMs = 180_000): Promise<void> {
+  const p = await launchPython({ python: PYTHON, code, args, cwd: REPO, env: process.env });
+  let log = '';
+  p.onStdout((b) => (log += b.toString()));
+  p.onStderr((b) => (log += b.toString()));
+  const timer = setTimeout(() => p.alive() && process.kill(p.pid, 'SIGKILL'), timeoutMs);
+  const exit = await p.exited.finally(() => clearTimeout(timer));
+  if (exit !== 0) throw new Error(`python -c exited with ${exit}:\n${log}`);
 }
 
 export interface WorkerProcess {
@@ -42,29 +51,30 @@ export interface WorkerProcess {
   kill(): Promise<void>;
 }
 
-/** Starts `python -m inlaid_worker.server` and resolves once it prints its `{"event":"ready"}` line. */
-export function startWorker(fixture: TinyFixture, port: number, timeoutMs = 120_000, extraArgs: readonly string[] = []): Promise<WorkerProcess> {
-  const args = ['-m', 'inlaid_worker.server', '--model', fixture.modelDir, '--adapters-dir', fixture.adaptersDir,
+/** Starts `python -m inlaid_worker.server` (py-process.ts) and resolves once it prints its `{"event":"ready"}` line. */
+export async function startWorker(fixture: TinyFixture, port: number, timeoutMs = 120_000, extraArgs: readonly string[] = []): Promise<WorkerProcess> {
+  const args = ['--model', fixture.modelDir, '--adapters-dir', fixture.adaptersDir,
     '--port', String(port), '--kv-cache-bytes', String(8 << 20), '--worker-id', 'e2e-worker', ...extraArgs];
-  const child: ChildProcess = spawn(PYTHON, args, {
+  const child = await launchPython({
+    python: PYTHON,
+    module: 'inlaid_worker.server',
+    args,
     cwd: REPO,
     env: { ...process.env, OMP_NUM_THREADS: '1', PYTHONUNBUFFERED: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
   const kill = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
+    if (child.alive()) process.kill(child.pid, 'SIGKILL');
+    await child.exited;
   };
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => {
       void kill();
       reject(new Error(`worker not ready after ${timeoutMs} ms:\n${log}`));
     }, timeoutMs);
-    child.stderr?.on('data', (b: Buffer) => (log += b.toString()));
+    child.onStderr((b: Buffer) => (log += b.toString()));
     let pendingLine = '';
-    child.stdout?.on('data', (b: Buffer) => {
+    child.onStdout((b: Buffer) => {
       log += b.toString();
       const lines = (pendingLine + b.toString()).split('\n');
       pendingLine = lines.pop() ?? '';
@@ -73,10 +83,10 @@ export function startWorker(fixture: TinyFixture, port: number, timeoutMs = 120_
         const event = JSON.parse(line) as Record<string, unknown>;
         if (event['event'] !== 'ready') continue;
         clearTimeout(timer);
-        resolvePromise({ addr: `127.0.0.1:${port}`, ready: event, pid: child.pid ?? 0, kill });
+        resolvePromise({ addr: `127.0.0.1:${port}`, ready: event, pid: child.pid, kill });
       }
     });
-    child.once('exit', (code) => {
+    void child.exited.then((code) => {
       clearTimeout(timer);
       reject(new Error(`worker exited with ${code} before ready:\n${log}`));
     });

@@ -1,0 +1,56 @@
+/**
+ * Fixtures built once per jest run and copied for each suite. The Python fixture scripts are seeded, so a copy
+ * is what a fresh build would make in its place: the build dir's absolute path, written into the adapters'
+ * adapter_config.json (base_model_name_or_path) and README.md, is rewritten to the copy's. Builds go under
+ * $INLAID_E2E_RUN_DIR (e2e-global-setup.ts), which lives as long as the run; without it every call builds.
+ */
+import { cpSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const TEXT = /\.(json|md|jsonl|txt)$/;
+
+/** A fresh directory (prefix `prefix` under the OS temp dir) holding what `build(dir)` makes, built once per `key` and run. */
+export async function cachedFixture(key: string, prefix: string, build: (dir: string) => Promise<void>): Promise<string> {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const runDir = process.env['INLAID_E2E_RUN_DIR'];
+  if (runDir === undefined) {
+    await build(root);
+    return root;
+  }
+  const built = join(runDir, `fixture-${key}`);
+  if (!isDir(built)) {
+    const tmp = mkdtempSync(join(runDir, `.building-${key}-`));
+    try {
+      await build(tmp);
+      rewritePaths(tmp, tmp, built);
+      renameSync(tmp, built);
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      if (!isDir(built)) throw err; // otherwise another test worker finished it first
+    }
+  }
+  cpSync(built, root, { recursive: true });
+  rewritePaths(root, built, root);
+  return root;
+}
+
+function isDir(path: string): boolean {
+  try {
+    return readdirSync(path) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** Replaces `from` with `to` in every text file under `dir`. */
+function rewritePaths(dir: string, from: string, to: string): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) rewritePaths(p, from, to);
+    else if (TEXT.test(e.name)) {
+      const text = readFileSync(p, 'utf8');
+      if (text.includes(from)) writeFileSync(p, text.split(from).join(to));
+    }
+  }
+}
