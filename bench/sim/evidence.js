@@ -26,6 +26,7 @@ const ABLATION = [
   ['inlaid (full)', { policy: 'inlaid' }],
   ['-triage', { policy: 'inlaid', inlaid: { triage: false } }],
   ['-batch room rule', { policy: 'inlaid', inlaid: { batchedAdmission: { needRoom: false } } }],
+  ['-budget in the batch room rule (budgetRoom off, before s9b)', { policy: 'inlaid', inlaid: { batchedAdmission: { budgetRoom: false } } }],
   ['fixed prefill in step budget: on (default auto = on when prefillStepS <= 0.4 x TPOT)', { policy: 'inlaid', inlaid: { budgetFixedPrefill: true } }],
   ['fixed prefill in step budget: off', { policy: 'inlaid', inlaid: { budgetFixedPrefill: false } }],
   ['v5 batch spacing (fixedShare 0.25)', { policy: 'inlaid', inlaid: { batchedAdmission: { fixedShare: 0.25 } } }],

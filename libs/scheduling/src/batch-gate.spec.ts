@@ -63,6 +63,21 @@ describe('batched prefill admission (inlaid)', () => {
     expect(admitted(s.schedule(0.6, 'w0').decisions)).toEqual(['b']);
   });
 
+  it('with budgetRoom, the hold rule needs the step budget to take the waiting arrivals; the spacing rule still releases', () => {
+    // Rows cost 20 ms: budget 0.95 x 50 ms = 47.5 ms takes two rows ("a" and one more), not three. Gap 0.04 / 0.04 = 1 s.
+    const tight: StepCost = { ...COST, decodeRowS: 0.02 };
+    for (const [budgetRoom, at, want] of [[false, 0.6, ['b']], [true, 0.6, []], [true, 0.99, []], [true, 1, ['b']]] as const) {
+      const s = decoding({ fixedShare: 0.04, holdFraction: 0.25, budgetRoom }, tight);
+      s.enqueue(request('b', 't1', 32, 0.1));
+      s.enqueue(request('c', 't1', 32, 0.1));
+      expect(admitted(s.schedule(at, 'w0').decisions)).toEqual(want);
+    }
+    // One arrival fits the budget next to "a": the hold rule releases at 0.6 s as without budgetRoom.
+    const one = decoding({ fixedShare: 0.04, holdFraction: 0.25, budgetRoom: true }, tight);
+    one.enqueue(request('b', 't1', 32, 0.1));
+    expect(admitted(one.schedule(0.6, 'w0').decisions)).toEqual(['b']);
+  });
+
   it('releases at once when groupRequests saveable arrivals are waiting', () => {
     const s = decoding({ fixedShare: 0.01, groupRequests: 3 });
     s.enqueue(request('b', 't1', 32, 0.01));
@@ -142,9 +157,9 @@ describe('batched prefill admission (inlaid)', () => {
     expect(admitted(s.schedule(0.51, 'w0').decisions)).toEqual(['b']);
   });
 
-  it('defaults to groups of 32 and a step budget of 0.95 x the TPOT SLO (the v7 profile uses 1.0)', () => {
+  it('defaults to groups of 32, a step budget of 0.95 x the TPOT SLO (the v7 profile uses 1.0) and budgetRoom on', () => {
     const c = new Scheduler({}).config.inlaid;
-    expect([c.batchedAdmission.groupRequests, c.budgetSafety]).toEqual([32, 0.95]);
+    expect([c.batchedAdmission.groupRequests, c.budgetSafety, c.batchedAdmission.budgetRoom]).toEqual([32, 0.95, true]);
   });
 
   it('rejects invalid options', () => {
@@ -152,5 +167,6 @@ describe('batched prefill admission (inlaid)', () => {
     expect(() => new Scheduler({ inlaid: { batchedAdmission: { groupRequests: 1.5 } } })).toThrow(/groupRequests/);
     expect(() => new Scheduler({ inlaid: { batchedAdmission: { fixedShare: 2 } } })).toThrow(/fixedShare/);
     expect(() => new Scheduler({ inlaid: { batchedAdmission: { mode: 'maybe' as 'on' } } })).toThrow(/mode/);
+    expect(() => new Scheduler({ inlaid: { batchedAdmission: { budgetRoom: 1 as unknown as boolean } } })).toThrow(/budgetRoom/);
   });
 });

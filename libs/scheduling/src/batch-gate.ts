@@ -9,6 +9,8 @@
  *     with `needRoom` (default) these two rules release only when the worker has the free rows and KV to take the
  *     waiting saveable arrivals (up to groupRequests): in an overload the batch is full, and releasing for the
  *     one row that just freed paid the fixed cost on almost every step (measured: bench/results/sim-evidence-*-v4.md);
+ *     with `budgetRoom` (default since session 9b) that room also counts the SLO step budget, which is what binds
+ *     when KV is plentiful (bench/results/sim-evidence-2026-11-30-s9b-seeds.md);
  *   - the worker's last prefill step began at least prefillStepS / `fixedShare` ago, so the fixed cost takes at
  *     most about `fixedShare` of the worker's time, and (`spacingSteps`, default 8) at least that many decode steps
  *     of the running batch ago (this rule needs prefillStepS > 0; with 'on' and no fixed cost only the three rules
@@ -16,7 +18,7 @@
  * Preempted requests (already past their first token) wait for a release like any other request.
  */
 import { blocksFor } from './kv';
-import { decodeStepS, pastTtft } from './step-budget';
+import { decodeStepS, pastTtft, stepBudgetS } from './step-budget';
 import { contextTokens, TrackedRequest } from './tracked';
 import type { WorkerSlot } from './worker-slot';
 
@@ -47,13 +49,27 @@ export interface BatchedAdmissionOptions {
    * where the plain rule lost 1-2% of the throughput, and on the measured H200 model it raised SLO attainment.
    */
   readonly spacingSteps?: number | null;
+  /**
+   * With `needRoom`, the room the hold and group rules need also counts the SLO step budget (inlaid's budgetSafety x
+   * the tightest TPOT SLO x (1 - prefill share)): the running batch plus the waiting saveable arrivals (up to
+   * groupRequests) must fit it as one decode step. Default true since session 9b (bench/results/sim-evidence-2026-11-30-s9b-*.md):
+   * where the budget, not rows or KV, binds (the H200 served fit, full KV), the hold rule released on almost every
+   * step and admitted the 2-3 rows that finishing rows had freed, paying the fixed prefill-step cost each time; with
+   * the budget counted only the spacing rule releases then. Needs a budget (no effect without budgetSafety). Absent =
+   * off (the library default sets it).
+   */
+  readonly budgetRoom?: boolean;
 }
 
 export class BatchGate {
   /** Arrivals in arrival order that may still be waiting and saveable (pruned lazily). */
   private arrivals: TrackedRequest[] = [];
 
-  constructor(private readonly opts: BatchedAdmissionOptions | undefined) {}
+  /** `budgetSafety`: the policy's step-budget safety (undefined = no step budget), for `budgetRoom`. */
+  constructor(
+    private readonly opts: BatchedAdmissionOptions | undefined,
+    private readonly budgetSafety?: number,
+  ) {}
 
   onArrive(r: TrackedRequest): void {
     if (this.opts !== undefined && this.opts.mode !== 'off') this.arrivals.push(r);
@@ -72,7 +88,9 @@ export class BatchGate {
     if (o === undefined || !this.active(slot) || slot.running.size === 0) return true;
     this.arrivals = this.arrivals.filter((r) => r.phase === 'waiting' && !pastTtft(r, now));
     const oldest = this.arrivals[0];
-    const roomy = !o.needRoom || roomFor(slot, this.arrivals, Math.min(this.arrivals.length, o.groupRequests));
+    const n = Math.min(this.arrivals.length, o.groupRequests);
+    const budget = o.budgetRoom === true ? this.budgetSafety : undefined;
+    const roomy = !o.needRoom || (roomFor(slot, this.arrivals, n) && (budget === undefined || budgetRoomFor(slot, this.arrivals, n, budget)));
     if (roomy && oldest !== undefined && now - oldest.spec.arrivalS >= o.holdFraction * oldest.slo.ttftS) return true;
     if (roomy && this.arrivals.length >= o.groupRequests) return true;
     const fixed = slot.state.stepCost?.prefillStepS ?? 0;
@@ -98,6 +116,31 @@ function roomFor(slot: WorkerSlot, arrivals: readonly TrackedRequest[], n: numbe
   return used + need <= slot.state.kvBlocksTotal;
 }
 
+/**
+ * Whether the first `n` waiting saveable arrivals fit `slot`'s SLO step budget (`safety` x the tightest TPOT SLO of
+ * the rows and the arrivals x (1 - the prefill share)) as one decode step with the running batch (rows, distinct
+ * adapters, KV at their current context). True without a step cost.
+ */
+export function budgetRoomFor(slot: WorkerSlot, arrivals: readonly TrackedRequest[], n: number, safety: number): boolean {
+  const c = slot.state.stepCost;
+  if (c === undefined) return true;
+  let kv = 0;
+  let tpot = Number.POSITIVE_INFINITY;
+  for (const r of slot.running.values()) {
+    kv += contextTokens(r);
+    tpot = Math.min(tpot, r.slo.tpotS);
+  }
+  const fresh = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const r = arrivals[i];
+    kv += contextTokens(r) + 1;
+    tpot = Math.min(tpot, r.slo.tpotS);
+    if (!slot.taskRows.has(r.spec.task)) fresh.add(r.spec.task);
+  }
+  const step = decodeStepS(c, { rows: slot.running.size + n, adapters: slot.taskRows.size + fresh.size, kvTokens: kv });
+  return step <= stepBudgetS(tpot, safety, slot.prefill.share());
+}
+
 /** Decode-step time of `slot`'s running batch under its step cost (0 without one). */
 export function runningDecodeStepS(slot: WorkerSlot): number {
   const c = slot.state.stepCost;
@@ -114,4 +157,5 @@ export function validateBatchedAdmission(o: BatchedAdmissionOptions): void {
   if (!(o.fixedShare > 0 && o.fixedShare <= 1)) throw new Error('inlaid.batchedAdmission.fixedShare must be in (0, 1]');
   const k = o.spacingSteps ?? null;
   if (k !== null && !(k > 0 && k <= 100)) throw new Error('inlaid.batchedAdmission.spacingSteps must be null or in (0, 100]');
+  if (o.budgetRoom !== undefined && typeof o.budgetRoom !== 'boolean') throw new Error('inlaid.batchedAdmission.budgetRoom must be true or false');
 }

@@ -130,7 +130,7 @@ export const DEFAULT_CONFIG: SchedulerConfig = {
   policy: 'inlaid',
   predictor: 'quantile',
   inlaid: { beta: 10, grouping: true, workConserving: true, fillMaxTasks: Number.POSITIVE_INFINITY, srtf: true, memoryAware: true, reserveQuantile: 0.1, agingTokensPerS: 20, stepBudget: true, budgetSafety: 0.95, lostSlack: false, lenientStarvation: true, triage: true, lostReserveQuantile: null, budgetFixedPrefill: 'auto', budgetFixedPrefillMaxTpot: 0.4,
-    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.2, needRoom: true, spacingSteps: 8 } },
+    batchedAdmission: { mode: 'auto', holdFraction: 0.25, groupRequests: 32, fixedShare: 0.2, needRoom: true, spacingSteps: 8, budgetRoom: true } },
   maxLoras: 4,
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,

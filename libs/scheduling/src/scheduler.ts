@@ -45,7 +45,7 @@ export class Scheduler {
     this.policy = createPolicy(this.config);
     this.predictor = predictor ?? createPredictor(this.config.predictor);
     this.slos = new SloTable(this.config.defaultSlo, this.config.taskSlos);
-    this.batching = new BatchGate(this.policy.batchedAdmission);
+    this.batching = new BatchGate(this.policy.batchedAdmission, this.policy.budgetSafety);
     // What admission.ts and preemption.ts may do to the scheduler's state (bound once, not per step).
     const starving = (r: TrackedRequest, now: number): boolean => now - r.spec.arrivalS > this.config.starvationS;
     const dropExceedsKv = (r: TrackedRequest, out: Decision[]): void => this.drop(r, 'exceeds-kv', out);

@@ -6,7 +6,7 @@ export const SIM_FLAGS = [
   'trace', 'policy', 'workers', 'kv-blocks', 'cost-model', 'json', 'beta', 'max-loras', 'predictor',
   'grouping', 'work-conserving', 'fill-max-tasks', 'srtf', 'memory-aware', 'slo-ttft', 'slo-tpot', 'abort-hopeless', 'drain-s', 'starvation-s', 'step-cost-hint',
   'step-budget', 'budget-safety', 'lost-slack', 'lost-reserve-quantile', 'lenient-starvation', 'reserve-quantile', 'triage', 'budget-fixed-prefill', 'budget-fixed-prefill-max-tpot',
-  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room', 'batch-spacing-steps',
+  'batched-admission', 'batch-hold-fraction', 'batch-group', 'batch-fixed-share', 'batch-need-room', 'batch-spacing-steps', 'batch-budget-room',
   'max-model-len', 'requests-out',
 ] as const;
 
@@ -69,5 +69,6 @@ function batchedAdmissionFromFlags(flags: Flags): Partial<BatchedAdmissionOption
     ...(flags.has('batch-fixed-share') ? { fixedShare: numberFlag(flags, 'batch-fixed-share') } : {}),
     ...(flags.has('batch-spacing-steps') ? { spacingSteps: flags.get('batch-spacing-steps') === 'off' ? null : numberFlag(flags, 'batch-spacing-steps') } : {}),
     ...(flags.has('batch-need-room') ? { needRoom: boolFlag(flags, 'batch-need-room', true) } : {}),
+    ...(flags.has('batch-budget-room') ? { budgetRoom: boolFlag(flags, 'batch-budget-room', true) } : {}),
   };
 }
