@@ -4,9 +4,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 status=0
-echo "[test] lint (ruff, eslint)"
+echo "[test] lint (ruff, eslint) and type-check the e2e specs (ts-jest compiles them with isolatedModules: no type check)"
 .venv/bin/ruff check . || status=1
 npx eslint . || status=1
+npx tsc -p apps/e2e --noEmit || status=1
 echo "[test] python"
 .venv/bin/python -m pytest -q workers/tests "$@" || status=1
 echo "[test] typescript"

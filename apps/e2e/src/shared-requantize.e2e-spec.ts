@@ -116,7 +116,7 @@ async function completeOn(addr: string, model: string): Promise<number[]> {
   try {
     const sampling = { maxTokens: 8, temperature: 0, stop: [], stopTokenIds: [], ignoreEos: true };
     const prepared = await new Promise<worker.PrepareResponse>((res, rej) =>
-      c.prepare({ model, prompt: 'The capital of', messages: [], sampling }, (e: ServiceError | null, r: worker.PrepareResponse) => (e ? rej(e) : res(r))));
+      c.prepare({ model, prompt: 'The capital of', messages: [], sampling, tools: '' }, (e: ServiceError | null, r: worker.PrepareResponse) => (e ? rej(e) : res(r))));
     const session = c.session();
     const tokens: number[] = [];
     await new Promise<void>((res, rej) => {

@@ -1,6 +1,15 @@
-"""`update_checkpoint` in a spawned child process (see background.py for why): the child writes the new
-checkpoint to `out` and sends each finished layer's packed weights back over a pipe; the parent iterates
-over them (`layers()`), swaps them in, and publishes the version once the child reports done.
+"""`update_checkpoint` in a child process (see background.py for why): the child writes the new checkpoint to
+`out` and sends each finished layer's packed weights back over a pipe; the parent iterates over them
+(`layers()`), swaps them in, and publishes the version once the child reports done.
+
+How the child starts (`INLAID_QUANTIZER_START`): `forkserver` (default) forks it from a fork server, a fresh
+interpreter the worker starts on its first re-quantization that has imported `PRELOAD` (torch, safetensors,
+transformers' model-independent core, inlaid_worker.quant: what every child needs whatever the model family,
+most of a spawned child's 11-13 s start-up on the loaded 2-core dev VM, now paid once per worker). It never
+initialises CUDA (importing these modules does not; the child does, after the fork) and is not a fork of the
+worker (no gRPC or engine threads). It keeps the environment the worker had when it started (the worker does
+not change its environment; what inlaid_worker modules read at import time is the worker's too). `spawn`
+starts a fresh interpreter per child as before (every import paid by every child).
 
 Messages are pickled with the plain pickle protocol (tensors copied, no shared-memory handles) so nothing
 outlives the child. A child that dies without a word (killed, out of memory) is reported with its exit code.
@@ -22,6 +31,26 @@ from inlaid_worker.quant.layerwise import ReuseFn
 from .background import BackgroundLimits, Pacer
 
 JOIN_TIMEOUT_S = 10.0
+START_ENV = "INLAID_QUANTIZER_START"
+START_METHODS = ("forkserver", "spawn")
+# imported once by the fork server: model-family independent (no transformers.models.<family> module)
+PRELOAD = ("torch", "safetensors.torch", "transformers", "transformers.modeling_utils", "inlaid_worker.quant")
+
+
+def start_method() -> str:
+    """How re-quantization children start: INLAID_QUANTIZER_START, `forkserver` unless set."""
+    raw = os.environ.get(START_ENV, "").strip().lower() or "forkserver"
+    if raw not in START_METHODS:
+        raise ValueError(f"{START_ENV} must be one of {', '.join(START_METHODS)}, got {raw!r}")
+    return raw
+
+
+def child_context(method: str | None = None) -> Any:
+    """The multiprocessing context children start from (never `fork`: the worker has gRPC and engine threads)."""
+    ctx = mp.get_context(method or start_method())
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(list(PRELOAD))  # takes effect when this process starts its fork server
+    return ctx
 
 
 def _child(conn: Connection, payload: bytes) -> None:
@@ -55,7 +84,7 @@ class QuantizerProcess:
         self, ckpt: Path, model_dir: Path, out: Path, add: Sequence[TaskData], remove: Sequence[str],
         device: str, limits: BackgroundLimits, reuse: ReuseFn | None = None,
     ) -> None:
-        ctx = mp.get_context("spawn")  # never fork a process with gRPC and engine threads
+        ctx = child_context()
         self._conn, child_conn = ctx.Pipe(duplex=False)
         payload = pickle.dumps({"ckpt": ckpt, "model_dir": model_dir, "out": out, "add": list(add),
                                 "remove": list(remove), "device": device, "limits": limits,

@@ -9,12 +9,12 @@
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
-import { buildOnboardFlow, ONBOARD_QUEUE, OnboardStep, onboardSteps, queueOf, REQUANTIZE_QUEUE, StepPayload, stepJobId } from '@inlaid/jobs';
+import { buildOnboardFlow, ONBOARD_QUEUE, onboardSteps, queueOf, REQUANTIZE_QUEUE, StepPayload, stepJobId } from '@inlaid/jobs';
 import { FlowProducer, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
-import { flowState } from './onboard-recovery';
+import { flowState, rootFailure, StepJobLookup } from './onboard-recovery';
 import { OnboardSteps, StepFailed } from './onboard-steps';
 import { TaskStore } from './task-store.service';
 
@@ -55,10 +55,11 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
     this.workers.push(new Worker<StepPayload>(REQUANTIZE_QUEUE, process, { ...opts, concurrency: 1 }));
     for (const w of this.workers) {
       w.on('error', (err) => this.logger.warn(`queue worker: ${err.message}`));
-      // finished: failed for good (not retried). process() has recorded its own failures; this records BullMQ's.
+      // finished: failed for good (not retried). process() has recorded its own failures; this records BullMQ's
+      // (a step that stalled too often, or a parent step failed by its failed child: the child's failure is recorded).
       w.on('failed', (job: Job<StepPayload> | undefined, err: Error) => {
         if (job?.finishedOn === undefined) return;
-        this.recordFailure(job.data.taskJobId, job.data.step, err.message).catch((e: unknown) => this.logger.warn(`recording the failure of task job ${job.data.taskJobId}: ${String(e)}`));
+        this.recordStepFailure(job.data, err.message).catch((e: unknown) => this.logger.warn(`recording the failure of task job ${job.data.taskJobId}: ${String(e)}`));
       });
     }
     void this.recover().catch((err: unknown) => this.logger.warn(`recovering onboardings: ${String(err)}`));
@@ -66,12 +67,8 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
 
   /** Onboardings a dead gateway left with no flow, or with a flow that failed unrecorded (onboard-recovery.ts). */
   async recover(): Promise<void> {
-    const lookup = async (step: OnboardStep, taskJobId: string) => {
-      const job = await Job.fromId<StepPayload>(this.queues.get(queueOf(step)) as Queue, stepJobId(taskJobId, step));
-      return job === undefined ? null : { state: await job.getState(), failedReason: job.failedReason };
-    };
     for (const j of await this.store.unfinishedOnboardings()) {
-      const s = await flowState(j, lookup);
+      const s = await flowState(j, this.lookup);
       if (s.kind === 'missing') {
         this.logger.warn(`task ${j.task}: its flow was never enqueued (a gateway died); enqueuing it`);
         await this.enqueue(j.id, j.task, j.waitForQuantization);
@@ -79,6 +76,20 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
         await this.recordFailure(j.id, s.step, s.reason);
       }
     }
+  }
+
+  /** A step job's state and failure reason in Redis (onboard-recovery.ts). */
+  private readonly lookup: StepJobLookup = async (step, taskJobId) => {
+    const job = await Job.fromId<StepPayload>(this.queues.get(queueOf(step)) as Queue, stepJobId(taskJobId, step));
+    return job === undefined ? null : { state: await job.getState(), failedReason: job.failedReason };
+  };
+
+  /** Records a step BullMQ failed as the failure of the flow's first failed step (rootFailure, onboard-recovery.ts). */
+  private async recordStepFailure(data: StepPayload, reason: string): Promise<void> {
+    const tj = await this.store.get(data.taskJobId);
+    if (tj === null || tj.status === 'failed' || tj.status === 'deleted') return;
+    const cause = await rootFailure(tj, { step: data.step, reason }, this.lookup);
+    await this.recordFailure(tj.id, cause.step, cause.reason);
   }
 
   /** Marks the task job failed at `step` (and unloads it) unless it has ended already. */

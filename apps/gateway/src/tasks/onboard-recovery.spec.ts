@@ -1,5 +1,5 @@
 import type { OnboardStep } from '@inlaid/jobs';
-import { flowState, StepJobLookup } from './onboard-recovery';
+import { flowState, rootFailure, StepJobLookup } from './onboard-recovery';
 
 /** A lookup over step jobs given as step -> [state, failedReason]; absent steps are not in Redis. */
 function jobs(held: Partial<Record<OnboardStep, [string, string?]>>): StepJobLookup {
@@ -31,5 +31,25 @@ describe('flowState (what a dead gateway left of an onboarding flow)', () => {
     const wait = { id: 'j2', waitForQuantization: true };
     expect(await flowState(wait, jobs({ activate: ['failed', 'x'], load: ['failed', 'not its step'], requantize: ['failed', 'busy'] }))).toEqual({ kind: 'failed', step: 'requantize', reason: 'busy' });
     expect(await flowState(wait, jobs({ activate: ['failed', 'root reason'] }))).toEqual({ kind: 'failed', step: 'activate', reason: 'root reason' });
+  });
+});
+
+describe('rootFailure (which failure a task records when BullMQ fails a step)', () => {
+  const job = { id: 'j1', waitForQuantization: false };
+  const stalled = 'job stalled more than allowable limit';
+
+  it('names the earlier step whose failure failed this parent step, whichever failure is reported first', async () => {
+    const held = jobs({ validate: ['failed', stalled], load: ['failed', 'child e2e:inlaid-onboard:j1.validate failed'], activate: ['waiting-children'] });
+    expect(await rootFailure(job, { step: 'load', reason: 'child e2e:inlaid-onboard:j1.validate failed' }, held)).toEqual({ step: 'validate', reason: stalled });
+    expect(await rootFailure(job, { step: 'activate', reason: 'child e2e:inlaid-requantize:j1.requantize failed' }, held)).toEqual({ step: 'validate', reason: stalled });
+    expect(await rootFailure(job, { step: 'validate', reason: stalled }, held)).toEqual({ step: 'validate', reason: stalled });
+  });
+
+  it('keeps the reported failure when no earlier step failed (or its job is gone), and looks only at earlier steps', async () => {
+    const held = jobs({ validate: ['completed'], load: ['failed', stalled], requantize: ['failed', 'later'] });
+    expect(await rootFailure(job, { step: 'load', reason: stalled }, held)).toEqual({ step: 'load', reason: stalled });
+    expect(await rootFailure(job, { step: 'load', reason: stalled }, jobs({}))).toEqual({ step: 'load', reason: stalled });
+    const wait = { id: 'j2', waitForQuantization: true };
+    expect(await rootFailure(wait, { step: 'activate', reason: 'child x failed' }, jobs({ load: ['failed', 'not its step'], requantize: ['failed', 'busy'] }))).toEqual({ step: 'requantize', reason: 'busy' });
   });
 });

@@ -1,0 +1,87 @@
+"""How re-quantization children start (quantizer_process.py): from a fork server that preloaded the heavy
+model-independent modules without initialising CUDA, or spawned (INLAID_QUANTIZER_START=spawn); a child
+killed before it says a word is reported with its exit code either way.
+
+This module imports only the standard library and pytest at the top: the probe below runs in a child forked
+from the fork server, which imports this module to find it, so what the probe sees loaded came from there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _probe(conn: Connection) -> None:
+    """In the child: what it inherited from the fork server (its parent)."""
+    preloaded = {m: m in sys.modules for m in ("torch", "transformers", "inlaid_worker.quant")}
+    maps = Path(f"/proc/{os.getppid()}/maps").read_text()
+    import torch
+
+    torch.set_num_threads(2)
+    x = torch.ones(256, 256)
+    conn.send({
+        "preloaded": preloaded,
+        "server_maps_libtorch": "libtorch" in maps,
+        "server_maps_libcuda": "libcuda.so" in maps,
+        "cuda_initialized": torch.cuda.is_initialized(),
+        "bad_fork": torch.cuda._is_in_bad_fork(),
+        "matmul": float((x @ x)[0, 0]),  # an intra-op parallel op runs (no thread pool inherited mid-state)
+    })
+    conn.close()
+
+
+def test_the_start_method_is_forkserver_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inlaid_worker.onboard.quantizer_process import START_ENV, child_context, start_method
+
+    monkeypatch.delenv(START_ENV, raising=False)
+    assert start_method() == "forkserver"
+    monkeypatch.setenv(START_ENV, " Spawn ")
+    assert start_method() == "spawn"
+    assert child_context().get_start_method() == "spawn"
+    monkeypatch.setenv(START_ENV, "fork")
+    with pytest.raises(ValueError, match=START_ENV):
+        start_method()
+
+
+def test_the_fork_server_preloads_torch_and_the_quantizer_without_initialising_cuda() -> None:
+    from inlaid_worker.onboard.quantizer_process import child_context
+
+    ctx = child_context("forkserver")
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_probe, args=(send,), daemon=True)
+    p.start()
+    send.close()
+    try:
+        got: dict[str, Any] = recv.recv()
+    finally:
+        p.join(30)
+    assert p.exitcode == 0
+    assert got == {
+        "preloaded": {"torch": True, "transformers": True, "inlaid_worker.quant": True},
+        "server_maps_libtorch": True, "server_maps_libcuda": False,
+        "cuda_initialized": False, "bad_fork": False, "matmul": 256.0,
+    }
+
+
+def test_a_child_killed_before_its_first_word_is_reported_with_its_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inlaid_worker.onboard.background import BackgroundLimits
+    from inlaid_worker.onboard.quantizer_process import START_ENV, QuantizerProcess
+
+    monkeypatch.delenv(START_ENV, raising=False)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    os.mkfifo(ckpt / "config.json")  # the child's first read (plan_update) blocks here: it is alive and silent
+    q = QuantizerProcess(ckpt, tmp_path / "model", tmp_path / "out", [], [], "cpu", BackgroundLimits(threads=1))
+    try:
+        assert type(q._proc).__name__ == "ForkServerProcess"
+        os.kill(q._proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match=r"the quantizer process died \(exit code -9\)"):
+            next(q.layers())
+    finally:
+        q.close()
