@@ -1,31 +1,24 @@
 /**
  * Test oracle for admission.ts: the admission algorithm as it was before the head index (session 8), with the
  * fixed tie-break: every round collects the live head of every task queue from scratch and pops them from one heap
- * in the policy's head order. Same starving phase, join and fill phases, pruning and tryAdmit. Exported for
+ * in the policy's head order. Same starving phase, join and fill phases and pruning; the fit of one request
+ * (admission-fit.ts) is shared, as it is not what the head index changed. Exported for
  * admission-order.spec.ts, which checks that the real Admission makes exactly the same decisions; the test here only
  * checks the oracle's own order on a small case.
  */
 import { AdmissionDeps } from './admission';
+import { Budget, openBudget, tryAdmit } from './admission-fit';
 import { BatchGate } from './batch-gate';
 import { resolveConfig } from './config';
 import { Heap } from './heap';
 import { createPolicy } from './policies/factory';
-import { blocksFor } from './kv';
 import { compareRequests } from './request-order';
 import { StepGate } from './step-budget';
 import { request, worker } from './testing';
-import { contextTokens, newTracked, TrackedRequest } from './tracked';
+import { newTracked, TrackedRequest } from './tracked';
 import { Decision } from './types';
 import { QueueEntry, WaitingQueues } from './waiting-queues';
 import { WorkerSlot } from './worker-slot';
-
-type AdmitResult = 'ok' | 'full' | 'nofit';
-interface Budget {
-  rows: number;
-  usedBlocks: number;
-  committedBlocks: number;
-  prefillTokens: number;
-}
 
 export class ReferenceAdmission {
   private readonly gate = new StepGate();
@@ -38,12 +31,8 @@ export class ReferenceAdmission {
 
   admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[]): void {
     const { policy, waiting, batching } = this.d;
-    const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
-    if (b.rows <= 0 || waiting.size === 0 || !batching.release(slot, now)) return;
-    for (const r of slot.running.values()) {
-      b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
-      b.committedBlocks += blocksFor(policy.reservedTokens(r), slot.state.blockSize);
-    }
+    if (slot.running.size >= slot.state.maxBatchRows || waiting.size === 0 || !batching.release(slot, now)) return;
+    const b = openBudget(slot, policy);
     const gate = this.gate.begin(slot, now, policy.budgetSafety, saveableArriving, policy.lostWorkUsesSlack === true);
     const strict = policy.starvingPausesAdmission;
     for (let r = waiting.oldest(); r !== undefined && this.d.starving(r, now) && policy.promotesStarving(r); r = waiting.oldest()) {
@@ -53,7 +42,7 @@ export class ReferenceAdmission {
         if (strict) return;
         break;
       }
-      const res = this.tryAdmit(slot, r, b, strict, out);
+      const res = tryAdmit(this.d, slot, r, b, strict, out);
       if (res !== 'ok' && r.phase !== 'aborted') {
         if (strict) return;
         break;
@@ -101,7 +90,7 @@ export class ReferenceAdmission {
         refused.push(h.e);
         continue;
       }
-      const res = this.tryAdmit(slot, r, b, false, out);
+      const res = tryAdmit(this.d, slot, r, b, false, out);
       if (res === 'full') return 'full';
       if (res === 'nofit') {
         if (policy.headOfLineBlocking && r.phase !== 'aborted') return 'full';
@@ -111,30 +100,6 @@ export class ReferenceAdmission {
       pushHead(waiting.head(r.spec.task));
     }
     return refused;
-  }
-
-  private tryAdmit(slot: WorkerSlot, r: TrackedRequest, b: Budget, force: boolean, out: Decision[]): AdmitResult {
-    const { policy } = this.d;
-    const { kvBlocksTotal, blockSize, maxPrefillTokens } = slot.state;
-    if (b.rows <= 0) return 'full';
-    const prefill = contextTokens(r);
-    if (b.prefillTokens > 0 && b.prefillTokens + prefill > maxPrefillTokens) return policy.headOfLineBlocking || force ? 'full' : 'nofit';
-    const need = blocksFor(prefill + 1, blockSize);
-    if (need > kvBlocksTotal) {
-      this.d.dropExceedsKv(r, out);
-      return 'nofit';
-    }
-    const reserve = Math.max(need, blocksFor(policy.reservedTokens(r), blockSize));
-    if (b.usedBlocks + need > kvBlocksTotal) return 'nofit';
-    if (!force && slot.running.size > 0 && b.committedBlocks + reserve > kvBlocksTotal) return 'nofit';
-    this.d.waiting.noteRemoved();
-    slot.add(r);
-    b.rows -= 1;
-    b.usedBlocks += need;
-    b.committedBlocks += reserve;
-    b.prefillTokens += prefill;
-    out.push({ kind: 'admit', requestId: r.spec.id, workerId: slot.state.id, prefillTokens: prefill });
-    return 'ok';
   }
 }
 

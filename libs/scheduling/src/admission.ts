@@ -8,26 +8,16 @@
  * gate of batch-gate.ts. The Scheduler owns the queues and the request records; this module only moves requests
  * from the queues into a worker's running set and says so in the step's decisions.
  */
+import { openBudget, tryAdmit, type Budget } from './admission-fit';
 import { BatchGate } from './batch-gate';
 import { Heap } from './heap';
-import { blocksFor } from './kv';
 import { byHead, Head, OtherHeads } from './other-heads';
 import { Policy } from './policies/policy';
 import { StepGate } from './step-budget';
-import { contextTokens, TrackedRequest } from './tracked';
+import { TrackedRequest } from './tracked';
 import { Decision } from './types';
 import { QueueEntry, WaitingQueues } from './waiting-queues';
 import { WorkerSlot } from './worker-slot';
-
-type AdmitResult = 'ok' | 'full' | 'nofit';
-
-/** What one admission round may still use on the worker. */
-interface Budget {
-  rows: number;
-  usedBlocks: number;
-  committedBlocks: number;
-  prefillTokens: number;
-}
 
 /** The Scheduler's state and operations admission works with. */
 export interface AdmissionDeps {
@@ -53,12 +43,8 @@ export class Admission {
    */
   admit(slot: WorkerSlot, now: number, accepts: (task: string) => boolean, saveableArriving: boolean, out: Decision[]): void {
     const { policy, waiting, batching } = this.d;
-    const b: Budget = { rows: slot.state.maxBatchRows - slot.running.size, usedBlocks: 0, committedBlocks: 0, prefillTokens: 0 };
-    if (b.rows <= 0 || waiting.size === 0 || !batching.release(slot, now)) return;
-    for (const r of slot.running.values()) {
-      b.usedBlocks += blocksFor(contextTokens(r) + 1, slot.state.blockSize);
-      b.committedBlocks += blocksFor(policy.reservedTokens(r), slot.state.blockSize);
-    }
+    if (slot.running.size >= slot.state.maxBatchRows || waiting.size === 0 || !batching.release(slot, now)) return;
+    const b = openBudget(slot, policy);
     const gate = this.gate.begin(slot, now, policy.budgetSafety, saveableArriving, policy.lostWorkUsesSlack === true);
     // Starving requests first, oldest first. Strict policies: if one cannot go in, admit nothing else until
     // it can. Lenient ones (inlaid): it goes first wherever it fits under the same memory projection and
@@ -72,7 +58,7 @@ export class Admission {
         if (strict) return;
         break;
       }
-      const res = this.tryAdmit(slot, r, b, strict, out);
+      const res = tryAdmit(this.d, slot, r, b, strict, out);
       if (res !== 'ok' && r.phase !== 'aborted') {
         if (strict) return;
         break;
@@ -145,7 +131,7 @@ export class Admission {
         refused.push(h.e);
         continue;
       }
-      const res = this.tryAdmit(slot, r, b, false, out);
+      const res = tryAdmit(this.d, slot, r, b, false, out);
       if (res === 'full') return 'full';
       if (res === 'nofit') {
         if (policy.headOfLineBlocking && r.phase !== 'aborted') return 'full';
@@ -155,30 +141,5 @@ export class Admission {
       pushHead(waiting.head(r.spec.task));
     }
     return refused;
-  }
-
-  private tryAdmit(slot: WorkerSlot, r: TrackedRequest, b: Budget, force: boolean, out: Decision[]): AdmitResult {
-    const { policy } = this.d;
-    const { kvBlocksTotal, blockSize, maxPrefillTokens } = slot.state;
-    if (b.rows <= 0) return 'full';
-    const prefill = contextTokens(r);
-    if (b.prefillTokens > 0 && b.prefillTokens + prefill > maxPrefillTokens) return policy.headOfLineBlocking || force ? 'full' : 'nofit';
-    const need = blocksFor(prefill + 1, blockSize);
-    if (need > kvBlocksTotal) {
-      this.d.dropExceedsKv(r, out);
-      return 'nofit';
-    }
-    const reserve = Math.max(need, blocksFor(policy.reservedTokens(r), blockSize));
-    if (b.usedBlocks + need > kvBlocksTotal) return 'nofit';
-    // Memory-aware projection; skipped for starving requests and for an empty batch (it must progress).
-    if (!force && slot.running.size > 0 && b.committedBlocks + reserve > kvBlocksTotal) return 'nofit';
-    this.d.waiting.noteRemoved();
-    slot.add(r);
-    b.rows -= 1;
-    b.usedBlocks += need;
-    b.committedBlocks += reserve;
-    b.prefillTokens += prefill;
-    out.push({ kind: 'admit', requestId: r.spec.id, workerId: slot.state.id, prefillTokens: prefill });
-    return 'ok';
   }
 }

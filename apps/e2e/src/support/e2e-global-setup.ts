@@ -6,7 +6,7 @@
  * worker instead.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PYTHON, REPO } from './python-worker';
@@ -31,13 +31,17 @@ export default function globalSetup(): void {
       stdio: ['ignore', log, log],
     });
     closeSync(log);
-    zygote.once('exit', () => {
+    const exited = (why = ''): void => {
       try {
+        if (why !== '') appendFileSync(`${sock}.log`, why);
         writeFileSync(`${sock}.exited`, ''); // py-process.ts stops waiting for it
       } catch {
         /* the run directory is gone: the run is over */
       }
-    });
+    };
+    zygote.once('exit', () => exited());
+    // it did not start (no interpreter): without a listener the 'error' would crash jest, and 'exit' may never come
+    zygote.once('error', (err) => exited(`spawning ${PYTHON}: ${err.message}\n`));
     zygote.unref();
     process.env['INLAID_E2E_ZYGOTE'] = sock;
     run.zygotePid = zygote.pid;

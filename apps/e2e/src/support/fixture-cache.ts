@@ -12,9 +12,9 @@ const TEXT = /\.(json|md|jsonl|txt)$/;
 
 /** A fresh directory (prefix `prefix` under the OS temp dir) holding what `build(dir)` makes, built once per `key` and run. */
 export async function cachedFixture(key: string, prefix: string, build: (dir: string) => Promise<void>): Promise<string> {
-  const root = mkdtempSync(join(tmpdir(), prefix));
   const runDir = process.env['INLAID_E2E_RUN_DIR'];
   if (runDir === undefined) {
+    const root = mkdtempSync(join(tmpdir(), prefix));
     await build(root);
     return root;
   }
@@ -30,6 +30,7 @@ export async function cachedFixture(key: string, prefix: string, build: (dir: st
       if (!isDir(built)) throw err; // otherwise another test worker finished it first
     }
   }
+  const root = mkdtempSync(join(tmpdir(), prefix)); // made only now: a failed build leaves no empty copy behind
   cpSync(built, root, { recursive: true });
   rewritePaths(root, built, root);
   return root;

@@ -15,6 +15,8 @@ export interface PyProcess {
   /** Resolves with the exit code (negative: the signal that killed it) once the process has exited. */
   readonly exited: Promise<number>;
   alive(): boolean;
+  /** Sends `signal` to the process unless it has exited (an exit not yet reported is not an error). */
+  kill(signal: NodeJS.Signals): void;
   onStdout(cb: (b: Buffer) => void): void;
   onStderr(cb: (b: Buffer) => void): void;
 }
@@ -39,16 +41,26 @@ export function spawnPython(l: PyLaunch): PyProcess {
   const head = l.code !== undefined ? ['-c', l.code] : ['-m', l.module ?? ''];
   const child = spawn(l.python, [...head, ...l.args], { cwd: l.cwd, env: l.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let done = false;
-  const exited = new Promise<number>((resolve) =>
+  const exited = new Promise<number>((resolve) => {
     child.once('exit', (code, signal) => {
       done = true;
       resolve(code ?? -(signal === null ? 0 : constants.signals[signal]));
-    }),
-  );
+    });
+    // it did not start (no interpreter): 'exit' may never come, and an 'error' with no listener would crash the test run
+    child.once('error', (err) => {
+      process.stderr.write(`spawning ${l.python}: ${err.message}\n`);
+      done = true;
+      resolve(-1);
+    });
+  });
+  const alive = (): boolean => !done && child.exitCode === null && child.signalCode === null;
   return {
     pid: child.pid ?? 0,
     exited,
-    alive: () => !done && child.exitCode === null && child.signalCode === null,
+    alive,
+    kill: (signal) => {
+      if (alive()) child.kill(signal);
+    },
     onStdout: (cb) => child.stdout?.on('data', cb),
     onStderr: (cb) => child.stderr?.on('data', cb),
   };
@@ -91,9 +103,21 @@ async function forkFromZygote(sock: string, l: PyLaunch): Promise<PyProcess> {
     pid: forked,
     exited,
     alive: () => !done,
+    kill: (signal) => {
+      if (!done) signalPid(forked, signal);
+    },
     onStdout: streams.out.on,
     onStderr: streams.err.on,
   };
+}
+
+/** `process.kill`, except that a process the zygote has already reaped (its exit still on the way) is no error. */
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
 }
 
 /** Chunks go to every listener; those that came before the first listener are replayed to it. */

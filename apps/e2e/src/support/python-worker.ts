@@ -39,7 +39,7 @@ export async function runPython(code: string, args: readonly string[], timeoutMs
   let log = '';
   p.onStdout((b) => (log += b.toString()));
   p.onStderr((b) => (log += b.toString()));
-  const timer = setTimeout(() => p.alive() && process.kill(p.pid, 'SIGKILL'), timeoutMs);
+  const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
   const exit = await p.exited.finally(() => clearTimeout(timer));
   if (exit !== 0) throw new Error(`python -c exited with ${exit}:\n${log}`);
 }
@@ -64,7 +64,7 @@ export async function startWorker(fixture: TinyFixture, port: number, timeoutMs 
   });
   let log = '';
   const kill = async () => {
-    if (child.alive()) process.kill(child.pid, 'SIGKILL');
+    child.kill('SIGKILL');
     await child.exited;
   };
   return new Promise((resolvePromise, reject) => {

@@ -15,7 +15,7 @@ import IORedis from 'ioredis';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { flowState, rootFailure, StepJobLookup } from './onboard-recovery';
-import { OnboardSteps, StepFailed } from './onboard-steps';
+import { OnboardSteps } from './onboard-steps';
 import { TaskStore } from './task-store.service';
 
 const LOCK_MS = 5000;
@@ -118,7 +118,7 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
       if (retryable && job.attemptsMade + 1 < attempts) throw err;
       const reason = err instanceof Error ? err.message : String(err);
       await this.recordFailure(taskJobId, step, reason);
-      throw err instanceof StepFailed ? new UnrecoverableError(reason) : new UnrecoverableError(reason);
+      throw new UnrecoverableError(reason); // recorded: BullMQ must not retry it
     }
   }
 }
