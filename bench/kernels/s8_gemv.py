@@ -25,6 +25,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -183,16 +184,18 @@ def _chain_weights(names: list[str]) -> tuple[list, list]:
     return q, b
 
 
-def chains(out: Path, doc: dict, rows: list[dict]) -> None:
-    """32-layer chains under PDL: up/down with the new picks (and their today's-epilogue twin), the decode layer with
-    the old and the new picks; bf16 cuBLAS in the same chains."""
+CHAINS = (("up/down", ["7B up 4096x11008", "7B down 11008x4096"]),
+          ("layer", ["7B qkv 4096x12288", "7B o 4096x4096", "7B gate/up 4096x22016", "7B down 11008x4096"]))
+"""The decode-like chains (label, shapes of one layer), each LAYERS layers of distinct weights."""
+
+
+def time_chains(out: Path, doc: dict, variants_of: Callable[[str, int, list[str]], dict[str, list]]) -> None:
+    """Each chain at each M: bf16 cuBLAS, then each variant `variants_of(label, M, shapes)` gives (name -> one config
+    repr per shape; a variant with a missing config is left out), under PDL and plainly; into doc["chains"]."""
     from bench_kernels import gptq_bytes
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
 
-    pick = {(r["shape"], r["M"]): r for r in rows}
-    for label, names in (("up/down", ["7B up 4096x11008", "7B down 11008x4096"]),
-                         ("layer", ["7B qkv 4096x12288", "7B o 4096x4096", "7B gate/up 4096x22016",
-                                    "7B down 11008x4096"])):  # fmt: skip
+    for label, names in CHAINS:
         q, b = _chain_weights(names)
         nbytes = sum(gptq_bytes(w) for w in q[0])
         for m in MS:
@@ -201,13 +204,9 @@ def chains(out: Path, doc: dict, rows: list[dict]) -> None:
             xb = {s: v.bfloat16() for s, v in xs.items()}
             rec: dict = dict(chain=label, M=m, layers=LAYERS, MB_per_layer=nbytes / 1e6)
             rec["bf16_us"] = _timed([lambda w=w, s=s: xb[s] @ w for layer in b for s, w in zip(names, layer)], False)
-            variants = {"new": [pick[(s, m)].get("pick") for s in names],
-                        "old": [pick[(s, m)].get("before") for s in names]}  # fmt: skip
-            if label == "up/down":  # the new picks with today's epilogue where they use the finish kernel
-                variants["new-store_tile"] = [_twin(pick[(s, m)]) for s in names]
-            for var, cfgs in variants.items():
-                if any(c in (None, "None") for c in cfgs) or (var == "new-store_tile" and cfgs == variants["new"]):
-                    continue  # ("old" is timed even where it equals "new": the pair shows the run's noise)
+            for var, cfgs in variants_of(label, m, names).items():
+                if any(c in (None, "None") for c in cfgs):
+                    continue
                 cs = [eval(c, {"QMMConfig": QMMConfig}) for c in cfgs]  # noqa: S307 - our own repr
                 calls = [lambda w=w, s=s, c=c: launch_quant_matmul(xs[s], w, c, ys[s])
                          for layer in q for s, w, c in zip(names, layer, cs)]  # fmt: skip
@@ -221,14 +220,85 @@ def chains(out: Path, doc: dict, rows: list[dict]) -> None:
         torch.cuda.empty_cache()
 
 
+def chains(out: Path, doc: dict, rows: list[dict]) -> None:
+    """32-layer chains under PDL: up/down with the new picks (and their today's-epilogue twin), the decode layer with
+    the old and the new picks; bf16 cuBLAS in the same chains."""
+    pick = {(r["shape"], r["M"]): r for r in rows}
+
+    def variants(label: str, m: int, names: list[str]) -> dict[str, list]:
+        vs = {"new": [pick[(s, m)].get("pick") for s in names],
+              "old": [pick[(s, m)].get("before") for s in names]}  # fmt: skip
+        # ("old" is timed even where it equals "new": the pair shows the run's noise)
+        if label == "up/down":  # the new picks with today's epilogue where they use the finish kernel
+            twins = [_twin(pick[(s, m)]) for s in names]
+            if twins != vs["new"]:
+                vs["new-store_tile"] = twins
+        return vs
+
+    time_chains(out, doc, variants)
+
+
 def _twin(row: dict) -> str | None:
     """The fastest (PDL) candidate of the row with today's store_tile epilogue (not a finish kind)."""
     keep = [t for t in row.get("cands", []) if "kind='hgemvr" not in t[0] or not t[0].endswith("f')")]
     return min(keep, key=lambda t: t[2])[0] if keep else None
 
 
-def _f(v: float | None, fmt: str = "{:.2f}") -> str:
+def show(v: float | None, fmt: str = "{:.2f}") -> str:
+    """A report cell: v formatted, "-" when missing."""
     return "-" if v is None else fmt.format(v)
+
+
+def copy_pct(meta: dict) -> Callable[[float, float | None], str]:
+    """(packed MB, us) -> that traffic's share of the machine's copy bandwidth ("-" when untimed)."""
+    copy = meta["copy_GBps"] * 1e9
+
+    def pct(mb: float, us: float | None) -> str:
+        return "-" if not us else f"{100 * mb * 1e6 / (us * 1e-6) / copy:.0f}%"
+
+    return pct
+
+
+def retune_row(r: dict, pct: Callable[[float, float | None], str], kept: str = "") -> str:
+    """One row of the report's retune table (`kept`: a note after the new pick)."""
+    return (f"| {r['shape']} | {r['M']} | {show(r['bf16_us'])} | {short_cfg(r['before'], False)} | "
+            f"{show(r.get('before_iso_us'))} / {show(r.get('before_us'))} | {short_cfg(r.get('pick'), False)}{kept} | "
+            f"{show(r.get('pick_iso_us'))} / {show(r.get('pick_us'))} | {pct(r['MB'], r.get('pick_iso_us'))} / "
+            f"{pct(r['MB'], r.get('pick_us'))} | "
+            f"{show(r['bf16_us'] / r['pick_iso_us'] if r.get('pick_iso_us') else None)} / "
+            f"{show(r['bf16_us'] / r['pick_us'] if r.get('pick_us') else None)} | "
+            f"{short_cfg(r.get('pdl_pick'), False)} ({show(r.get('pdl_pick_iso_us'))} / {show(r.get('pdl_pick_us'))}) |")  # fmt: skip
+
+
+def chain_table(
+    chs: list[dict], variants: tuple[str, ...], pct: Callable[[float, float | None], str], note: str = ""
+) -> list[str]:
+    """The report's chains section: each chain's variants (those it has), per GEMV; `note` ends the heading."""
+    md = ["", f"## Chains under PDL ({LAYERS} layers of distinct weights in one graph; us per GEMV = chain time / "
+          f"GEMVs; % copy = the chain's packed bytes / chain time / copy bandwidth{note})", "",
+          "| chain | M | bf16 per GEMV | variant | int4 per GEMV pdl (iso) | % copy pdl (iso) | x bf16 pdl (iso) | configs |",
+          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for c in chs:
+        g = 2 if c["chain"] == "up/down" else 4
+        for var in variants:
+            if f"{var}_pdl_us" not in c:
+                continue
+            p, i = c[f"{var}_pdl_us"], c[f"{var}_iso_us"]
+            mb = c["MB_per_layer"] / g
+            cf = ", ".join(short_cfg(x, False) for x in c[f"{var}_cfgs"])
+            md.append(f"| {c['chain']} | {c['M']} | {c['bf16_us']:.2f} | {var} | {p:.2f} ({i:.2f}) | {pct(mb, p)} ({pct(mb, i)}) | "
+                      f"{c['bf16_us'] / p:.2f} ({c['bf16_us'] / i:.2f}) | {cf} |")  # fmt: skip
+    return md
+
+
+def read_checks(out: Path) -> list[dict]:
+    """The check phase's records (check-*.jsonl), in shard order."""
+    return [json.loads(line) for p in sorted(out.glob("check-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def worst_err(checks: list[dict]) -> float:
+    """The largest relative error (PDL off or on) of the checks that ran; nan if none did."""
+    return max((max(c["err"], c["err_pdl"]) for c in checks), default=float("nan"))
 
 
 def ship(row: dict) -> dict:
@@ -247,10 +317,7 @@ def ship(row: dict) -> dict:
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
     doc = json.loads((out / "bench.json").read_text())
     meta, rows, chs = doc["meta"], [ship(r) for r in doc["bench"]], doc["chains"]
-    copy = meta["copy_GBps"] * 1e9
-
-    def pct(mb: float, us: float | None) -> str:
-        return "-" if not us else f"{100 * mb * 1e6 / (us * 1e-6) / copy:.0f}%"
+    pct = copy_pct(meta)
 
     md = [f"# Session 8 GEMV retune, finish epilogue, decode-like chains (helper GV), {meta.get('date', '')}", "",
           *report_head(meta, command),
@@ -265,14 +332,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "## Retune (per shape and M)", "",
           "| shape | M | bf16 | before | before iso / pdl | new pick | new iso / pdl | % copy (iso / pdl) | x bf16 (iso / pdl) | fastest pdl (iso / pdl) |",
           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        md.append(f"| {r['shape']} | {r['M']} | {_f(r['bf16_us'])} | {short_cfg(r['before'], False)} | "
-                  f"{_f(r.get('before_iso_us'))} / {_f(r.get('before_us'))} | {short_cfg(r.get('pick'), False)} | "
-                  f"{_f(r.get('pick_iso_us'))} / {_f(r.get('pick_us'))} | {pct(r['MB'], r.get('pick_iso_us'))} / "
-                  f"{pct(r['MB'], r.get('pick_us'))} | "
-                  f"{_f(r['bf16_us'] / r['pick_iso_us'] if r.get('pick_iso_us') else None)} / "
-                  f"{_f(r['bf16_us'] / r['pick_us'] if r.get('pick_us') else None)} | "
-                  f"{short_cfg(r.get('pdl_pick'), False)} ({_f(r.get('pdl_pick_iso_us'))} / {_f(r.get('pdl_pick_us'))}) |")  # fmt: skip
+    md += [retune_row(r, pct) for r in rows]
     md += ["", "## Finish epilogue vs store_tile (same plan, M <= 4; iso / pdl us)", "",
            "| shape | M | plan | store_tile iso / pdl | finish iso / pdl | finish - store_tile (pdl) |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -281,33 +341,17 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
                  and c[:-2] + "f')" in by][:3]  # the three fastest store_tile plans (pdl) that have a finish twin
         for c in plans:
             i, p = by[c]
-            twin = c[:-2] + "f')"
-            if True:
-                fi, fp = by[twin]
-                md.append(f"| {r['shape']} | {r['M']} | {short_cfg(c, False)} | {i:.2f} / {p:.2f} | {fi:.2f} / {fp:.2f} | "
-                          f"{fp - p:+.2f} |")  # fmt: skip
-    md += ["", f"## Chains under PDL ({LAYERS} layers of distinct weights in one graph; us per GEMV = chain time / "
-           "GEMVs; % copy = the chain's packed bytes / chain time / copy bandwidth)", "",
-           "| chain | M | bf16 per GEMV | variant | int4 per GEMV pdl (iso) | % copy pdl (iso) | x bf16 pdl (iso) | configs |",
-           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for c in chs:
-        g = 2 if c["chain"] == "up/down" else 4
-        for var in ("old", "new", "new-store_tile"):
-            if f"{var}_pdl_us" not in c:
-                continue
-            p, i = c[f"{var}_pdl_us"], c[f"{var}_iso_us"]
-            mb = c["MB_per_layer"] / g
-            cf = ", ".join(short_cfg(x, False) for x in c[f"{var}_cfgs"])
-            md.append(f"| {c['chain']} | {c['M']} | {c['bf16_us']:.2f} | {var} | {p:.2f} ({i:.2f}) | {pct(mb, p)} ({pct(mb, i)}) | "
-                      f"{c['bf16_us'] / p:.2f} ({c['bf16_us'] / i:.2f}) | {cf} |")  # fmt: skip
-    checks = [json.loads(line) for p in sorted(out.glob("check-*.jsonl")) for line in p.read_text().splitlines()]
+            fi, fp = by[c[:-2] + "f')"]  # its finish twin
+            md.append(f"| {r['shape']} | {r['M']} | {short_cfg(c, False)} | {i:.2f} / {p:.2f} | {fi:.2f} / {fp:.2f} | "
+                      f"{fp - p:+.2f} |")  # fmt: skip
+    md += chain_table(chs, ("old", "new", "new-store_tile"), pct)
+    checks = read_checks(out)
     if checks:
         ok = [c for c in checks if "error" not in c]
         fin = [c for c in ok if any(f"kind='{f}'" in c["cfg"] for f in FINISH_TWINS.values())]
-        worst = lambda cs: max((max(c["err"], c["err_pdl"]) for c in cs), default=float("nan"))  # noqa: E731
         md += ["", "## Check (every timed candidate, PDL off and on)", "",
                f"- {len(checks)} candidates, {len(checks) - len(ok)} raised; worst relative error vs the fp32 dequantized "
-               f"product {worst(ok):.2e} (finish kinds: {len(fin)}, worst {worst(fin):.2e}); workspace and counters clean "
+               f"product {worst_err(ok):.2e} (finish kinds: {len(fin)}, worst {worst_err(fin):.2e}); workspace and counters clean "
                f"after every run: {all(c['clean'] and c['clean_pdl'] for c in ok)}"]  # fmt: skip
     write_report(dest, stem, md, dict(meta=dict(meta, command=command), bench=rows, chains=chs))
 

@@ -7,13 +7,10 @@
 # the call is younger than DECODE_BY s). Each phase has a timeout; everything comes back in $OUT/s8-gemv.tgz.
 # Usage (device): OUT=... bash bench/kernels/s8_gemv.sh [BENCH_S] [DECODE_S]
 set -o pipefail
-OUT=${OUT:-/tmp/s8-out}
-WORK=/tmp/s8-gemv
-rm -rf "$WORK" && mkdir -p "$OUT" "$WORK"
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
+work_dirs /tmp/s8-out /tmp/s8-gemv
 BENCH_S=${1:-170}
 DECODE_S=${2:-45}
-TABLE=workers/inlaid_worker/kernels/tuned/nvidia-h200.json
 DEC=(--shapes 7b --quants int4 --lora-batch 0 --distinct 1 --ranks 16 --targets qkvo --per-batch-lora 0
      --prefill-seqs 0 --cost-points 0 --reps 10 --warmup 2 --batches 1,2,4,8,16 --max-seconds "$DECODE_S")
 {
@@ -22,9 +19,7 @@ DEC=(--shapes 7b --quants int4 --lora-batch 0 --distinct 1 --ranks 16 --targets 
   t0=$(date +%s)
   timeout 140 python3 -m pytest workers/tests/kernels/test_quant_hgemvr_finish.py \
     workers/tests/kernels/test_quant_hgemv_rows.py -q -p no:cacheprovider >"$OUT/tests.log" 2>&1 &
-  for i in $(seq 0 15); do
-    timeout 140 python3 bench/kernels/s8_gemv.py check --out "$WORK" --shard "$i" --shards 16 >"$WORK/check-$i.log" 2>&1 &
-  done
+  check_shards s8_gemv 140 16
   phase1_done "tests + checks" 3
   echo "checked candidates: $(cat "$WORK"/check-*.jsonl | wc -l)"
   grep -h '"error"' "$WORK"/check-*.jsonl | head -5
@@ -44,6 +39,4 @@ DEC=(--shapes 7b --quants int4 --lora-batch 0 --distinct 1 --ranks 16 --targets 
   cp "$WORK/new-table.json" "$TABLE"
   date -u
 } 2>&1 | tee "$WORK/log.txt"
-# one archive: the device returns only a few files per call
-mkdir -p "$WORK/out" && cp -r "$OUT"/. "$WORK/out"/ && tar czf /tmp/s8-gemv.tgz -C "$WORK" . \
-  && find "$OUT" -type f -delete && mv /tmp/s8-gemv.tgz "$OUT/"
+archive_work s8-gemv

@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 import bench_decode  # noqa: E402
+import pd_decode  # noqa: E402
 from inlaid_worker.kernels import qmm_tuned, quant_matmul_config  # noqa: E402
-from steps import timed_all  # noqa: E402
 
 
 def tables(spec: str) -> dict[str, dict]:
@@ -41,24 +41,11 @@ def use_table(name: str, caches: dict) -> None:
     quant_matmul_config._TUNED = caches.setdefault(name, {})
 
 
-def alternating_times(runner, step, args, attr: str, values: list, rounds: int) -> list[tuple]:  # type: ignore[no-untyped-def]  # noqa: E501
-    """bench_decode.alternating_times, the values being S9_TABLES names (picks and graph sets swapped per table)."""
-    if attr != "decode_fusion":
-        raise ValueError("s9_decode alternates its tables through --fusions")
-    dg = runner._graphs  # None without CUDA graphs (CPU): the tables' picks alone
-    sets = dg.__dict__.setdefault("_s9_sets", {}) if dg is not None else {}
-    caches = runner.__dict__.setdefault("_s9_tuned", {})
-    per: dict = {v: [] for v in values}
-    medians: dict = {v: [] for v in values}
-    for _ in range(rounds):
-        for v in values:
-            use_table(v, caches)
-            if dg is not None:
-                dg._graphs = sets.setdefault(v, {})
-            times = timed_all(lambda: runner.execute(step), args.device_, args.warmup, args.reps)
-            per[v] += times
-            medians[v].append(round(sorted(times)[len(times) // 2] * 1e3, 4))
-    return [(v, sorted(per[v])[len(per[v]) // 2], medians[v]) for v in values]
+def _use_runner_table(runner, name: str) -> None:  # type: ignore[no-untyped-def]
+    use_table(name, runner.__dict__.setdefault("_s9_tuned", {}))  # each table's pick cache kept on the runner
+
+
+alternating_times = pd_decode.variant_times("s9", "tables", _use_runner_table)  # over S9_TABLES names
 
 
 if __name__ == "__main__":

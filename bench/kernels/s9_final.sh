@@ -6,28 +6,13 @@
 # Everything comes back in $OUT/s9-final.tgz.
 # Usage (device): OUT=... bash bench/kernels/s9_final.sh [DECODE_S] [ROUNDS] [END_S]
 set -o pipefail
-OUT=${OUT:-/tmp/s9-out}
-WORK=/tmp/s9-final
-rm -rf "$WORK" && mkdir -p "$OUT" "$WORK"
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
+work_dirs /tmp/s9-out /tmp/s9-final
 DECODE_S=${1:-100}
 ROUNDS=${2:-8}
 END_S=${3:-560}
-TABLE=workers/inlaid_worker/kernels/tuned/nvidia-h200.json
-DEC=(--lora-batch 0 --distinct 1 --ranks 16 --targets qkvo --per-batch-lora 0 --prefill-seqs 0 --cost-points 0
-     --reps 10 --warmup 2 --batches 1,2,4,8,16 --fusion-rounds "$ROUNDS" --max-seconds "$DECODE_S")
-GPU_TESTS=(workers/tests/kernels workers/tests/model/test_decode_graphs.py workers/tests/model/test_decode_fusion.py
-  workers/tests/model/test_graph_staging_gpu.py workers/tests/model/test_prefill_graphs.py
-  workers/tests/model/test_prefill_graph_policy.py workers/tests/model/test_eager_sdpa_backends.py
-  workers/tests/engine/test_device_sampler.py workers/tests/engine/test_device_logits.py
-  workers/tests/engine/test_prompt_logprobs_gpu.py workers/tests/engine/test_prefix_cache_gpu.py)
-decode() {  # decode TAG SHAPE TABLES FUSIONS
-  local t=$(date +%s)
-  S9_TABLES="$3" INLAID_QMM_TUNED=1 PYTHONUNBUFFERED=1 PYTHONPATH=workers timeout $((DECODE_S + 60)) \
-    python3 bench/kernels/s9_decode.py --out "$OUT" --tag "$1" --shapes "$2" --quants int4 --fusions "$4" "${DEC[@]}" \
-    | grep -E '^\| (7b|13b) \| int4 \| [0-9]'
-  echo "== decode $1 rc $? in $(( $(date +%s) - t )) s"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/s9_env.sh"
+GPU_TESTS=("${GPU_MODEL_TESTS[@]}" "${GPU_ENGINE_TESTS[@]}")
 {
   device_header
   t0=$(date +%s)
@@ -47,5 +32,4 @@ decode() {  # decode TAG SHAPE TABLES FUSIONS
   fi
   echo "wall $(( $(date +%s) - t0 )) s"; date -u
 } 2>&1 | tee "$WORK/log.txt"
-mkdir -p "$WORK/out" && cp -r "$OUT"/. "$WORK/out"/ && tar czf /tmp/s9-final.tgz -C "$WORK" . \
-  && find "$OUT" -type f -delete && mv /tmp/s9-final.tgz "$OUT/"
+archive_work s9-final

@@ -70,48 +70,24 @@ def table_pick(row: dict) -> dict:
 def chains(out: Path, doc: dict, rows: list[dict]) -> None:
     """32-layer chains under PDL (s8_gemv's up/down and decode-layer chains): old (shipped at HEAD), new (table
     picks) and fastest-pdl picks where they differ from new; bf16 cuBLAS in the same chains."""
-    from bench_kernels import gptq_bytes
-    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
-
     pick = {(r["shape"], r["M"]): table_pick(r) for r in rows}
     if "7B down 11008x4096" not in s8.SHAPES:
         return  # the chains are the 7B ones
-    for label, names in (("up/down", ["7B up 4096x11008", "7B down 11008x4096"]),
-                         ("layer", ["7B qkv 4096x12288", "7B o 4096x4096", "7B gate/up 4096x22016",
-                                    "7B down 11008x4096"])):  # fmt: skip
-        q, b = s8._chain_weights(names)
-        nbytes = sum(gptq_bytes(w) for w in q[0])
-        for m in s8.MS:
-            xs = {s: torch.randn(m, s8.SHAPES[s][0], device="cuda").half() for s in names}
-            ys = {s: torch.empty(m, s8.SHAPES[s][1], device="cuda", dtype=torch.float16) for s in names}
-            xb = {s: v.bfloat16() for s, v in xs.items()}
-            rec: dict = dict(chain=label, M=m, layers=s8.LAYERS, MB_per_layer=nbytes / 1e6)
-            rec["bf16_us"] = s8._timed([lambda w=w, s=s: xb[s] @ w for layer in b for s, w in zip(names, layer)], False)
-            variants = {"old": [pick[(s, m)].get("before") for s in names],
-                        "new": [pick[(s, m)].get("pick") for s in names],
-                        "pdl": [pick[(s, m)].get("pdl_pick") for s in names]}  # fmt: skip
-            for var, cfgs in variants.items():
-                if any(c in (None, "None") for c in cfgs) or (var == "pdl" and cfgs == variants["new"]):
-                    continue  # ("old" is timed even where it equals "new": the pair shows the run's noise)
-                cs = [eval(c, {"QMMConfig": QMMConfig}) for c in cfgs]  # noqa: S307 - our own repr
-                calls = [lambda w=w, s=s, c=c: launch_quant_matmul(xs[s], w, c, ys[s])
-                         for layer in q for s, w, c in zip(names, layer, cs)]  # fmt: skip
-                rec[f"{var}_cfgs"] = cfgs
-                rec[f"{var}_pdl_us"] = s8._timed(calls, True)
-                rec[f"{var}_iso_us"] = s8._timed(calls, False)
-            doc["chains"].append(rec)
-            print(json.dumps(rec), flush=True)
-            (out / "bench.json").write_text(json.dumps(doc, indent=1))
-        del q, b
-        torch.cuda.empty_cache()
+
+    def variants(label: str, m: int, names: list[str]) -> dict[str, list]:
+        vs = {"old": [pick[(s, m)].get("before") for s in names],
+              "new": [pick[(s, m)].get("pick") for s in names]}  # fmt: skip
+        # ("old" is timed even where it equals "new": the pair shows the run's noise)
+        fastest = [pick[(s, m)].get("pdl_pick") for s in names]
+        if fastest != vs["new"]:
+            vs["pdl"] = fastest
+        return vs
+
+    s8.time_chains(out, doc, variants)
 
 
 s8.candidates = candidates  # s8_gemv's check and bench call these module globals
 s8.chains = chains
-
-
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
 
 
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
@@ -119,10 +95,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
 
     doc = json.loads((out / "bench.json").read_text())
     meta, rows, chs = doc["meta"], [table_pick(r) for r in doc["bench"]], doc["chains"]
-    copy = meta["copy_GBps"] * 1e9
-
-    def pct(mb: float, us: float | None) -> str:
-        return "-" if not us else f"{100 * mb * 1e6 / (us * 1e-6) / copy:.0f}%"
+    pct = s8.copy_pct(meta)
 
     shapes = ", ".join(sorted({r["shape"].split()[0] for r in rows}))
     md = [f"# Session 9 GEMV retune ({shapes}) with quant_tcg.BALANCE on, {meta.get('date', '')}", "",
@@ -141,33 +114,14 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "| shape | M | bf16 | before | before iso / pdl | new pick | new iso / pdl | % copy (iso / pdl) | x bf16 (iso / pdl) | fastest pdl (iso / pdl) |",
           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        kept = f" (kept; best {short_cfg(r['m1_rejected'], False)} {_f(r['m1_rejected_iso_us'])} / {_f(r['m1_rejected_us'])})" \
-            if r.get("m1_kept") else ""  # fmt: skip
-        md.append(f"| {r['shape']} | {r['M']} | {_f(r['bf16_us'])} | {short_cfg(r['before'], False)} | "
-                  f"{_f(r.get('before_iso_us'))} / {_f(r.get('before_us'))} | {short_cfg(r.get('pick'), False)}{kept} | "
-                  f"{_f(r.get('pick_iso_us'))} / {_f(r.get('pick_us'))} | {pct(r['MB'], r.get('pick_iso_us'))} / "
-                  f"{pct(r['MB'], r.get('pick_us'))} | "
-                  f"{_f(r['bf16_us'] / r['pick_iso_us'] if r.get('pick_iso_us') else None)} / "
-                  f"{_f(r['bf16_us'] / r['pick_us'] if r.get('pick_us') else None)} | "
-                  f"{short_cfg(r.get('pdl_pick'), False)} ({_f(r.get('pdl_pick_iso_us'))} / {_f(r.get('pdl_pick_us'))}) |")  # fmt: skip
-    md += ["", f"## Chains under PDL ({s8.LAYERS} layers of distinct weights in one graph; us per GEMV = chain time / "
-           "GEMVs; % copy = the chain's packed bytes / chain time / copy bandwidth; bf16 launched plainly)", "",
-           "| chain | M | bf16 per GEMV | variant | int4 per GEMV pdl (iso) | % copy pdl (iso) | x bf16 pdl (iso) | configs |",
-           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for c in chs:
-        g = 2 if c["chain"] == "up/down" else 4
-        for var in ("old", "new", "pdl"):
-            if f"{var}_pdl_us" not in c:
-                continue
-            p, i = c[f"{var}_pdl_us"], c[f"{var}_iso_us"]
-            mb = c["MB_per_layer"] / g
-            cf = ", ".join(short_cfg(x, False) for x in c[f"{var}_cfgs"])
-            md.append(f"| {c['chain']} | {c['M']} | {c['bf16_us']:.2f} | {var} | {p:.2f} ({i:.2f}) | {pct(mb, p)} ({pct(mb, i)}) | "
-                      f"{c['bf16_us'] / p:.2f} ({c['bf16_us'] / i:.2f}) | {cf} |")  # fmt: skip
-    checks = [json.loads(line) for p in sorted(out.glob("check-*.jsonl")) for line in p.read_text().splitlines()]
+        kept = f" (kept; best {short_cfg(r['m1_rejected'], False)} {s8.show(r['m1_rejected_iso_us'])} / " \
+            f"{s8.show(r['m1_rejected_us'])})" if r.get("m1_kept") else ""  # fmt: skip
+        md.append(s8.retune_row(r, pct, kept))
+    md += s8.chain_table(chs, ("old", "new", "pdl"), pct, "; bf16 launched plainly")
+    checks = s8.read_checks(out)
     if checks:
         ok = [c for c in checks if "error" not in c]
-        worst = max((max(c["err"], c["err_pdl"]) for c in ok), default=float("nan"))
+        worst = s8.worst_err(ok)
         md += ["", "## Check (every timed candidate, PDL off and on)", "",
                f"- {len(checks)} candidates, {len(checks) - len(ok)} raised; worst relative error vs the fp32 dequantized "
                f"product {worst:.2e}; workspace and counters clean after every run: "

@@ -7,30 +7,21 @@
 # that table in place (if the call has time left). Everything comes back in $OUT/s9-gemv.tgz (+ the reports).
 # Usage (device): OUT=... bash bench/kernels/s9_gemv.sh [BENCH_S] [DECODE_S] [ROUNDS] [END_S]
 set -o pipefail
-OUT=${OUT:-/tmp/s9-out}
-WORK=/tmp/s9-gemv
-rm -rf "$WORK" && mkdir -p "$OUT" "$WORK"
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
+work_dirs /tmp/s9-out /tmp/s9-gemv
 BENCH_S=${1:-200}
 DECODE_S=${2:-90}
 ROUNDS=${3:-8}
 END_S=${4:-570}  # the whole command stays inside this many seconds (the device's limit is 600)
-TABLE=workers/inlaid_worker/kernels/tuned/nvidia-h200.json
-GPU_TESTS=(workers/tests/kernels workers/tests/model/test_decode_graphs.py workers/tests/model/test_decode_fusion.py
-  workers/tests/model/test_graph_staging_gpu.py workers/tests/model/test_prefill_graphs.py
-  workers/tests/model/test_prefill_graph_policy.py workers/tests/model/test_eager_sdpa_backends.py
-  workers/tests/model/test_triton_backend.py workers/tests/engine/test_device_sampler.py
-  workers/tests/engine/test_device_logits.py workers/tests/engine/test_prompt_logprobs_gpu.py
-  workers/tests/engine/test_prefix_cache_gpu.py)
+source "$(dirname "${BASH_SOURCE[0]}")/s9_env.sh"
+GPU_TESTS=("${GPU_MODEL_TESTS[@]}" "$TRITON_BACKEND_TEST" "${GPU_ENGINE_TESTS[@]}")
 {
   device_header
   cp "$TABLE" "$WORK/old-table.json"
   t0=$(date +%s)
   timeout 140 python3 -m pytest workers/tests/kernels/test_tcg_balance.py workers/tests/kernels/test_qmm_tuned.py \
     -q -p no:cacheprovider >"$OUT/tests.log" 2>&1 &
-  for i in $(seq 0 15); do
-    timeout 150 python3 bench/kernels/s9_gemv.py check --out "$WORK" --shard "$i" --shards 16 >"$WORK/check-$i.log" 2>&1 &
-  done
+  check_shards s9_gemv 150 16
   phase1_done "tests + checks" 3
   echo "checked candidates: $(cat "$WORK"/check-*.jsonl | wc -l)"
   grep -h '"error"' "$WORK"/check-*.jsonl | head -5
@@ -59,6 +50,4 @@ GPU_TESTS=(workers/tests/kernels workers/tests/model/test_decode_graphs.py worke
   fi
   date -u
 } 2>&1 | tee "$WORK/log.txt"
-# one archive: the device returns only a few files per call
-mkdir -p "$WORK/out" && cp -r "$OUT"/. "$WORK/out"/ && tar czf /tmp/s9-gemv.tgz -C "$WORK" . \
-  && find "$OUT" -type f -delete && mv /tmp/s9-gemv.tgz "$OUT/"
+archive_work s9-gemv

@@ -7,23 +7,12 @@
 # Everything comes back in $OUT/s9-more.tgz.
 # Usage (device): OUT=... bash bench/kernels/s9_more.sh [DECODE_S] [ROUNDS] [BENCH_S]
 set -o pipefail
-OUT=${OUT:-/tmp/s9-out}
-WORK=/tmp/s9-more
-rm -rf "$WORK" && mkdir -p "$OUT" "$WORK"
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
+work_dirs /tmp/s9-out /tmp/s9-more
 DECODE_S=${1:-100}
 ROUNDS=${2:-8}
 BENCH_S=${3:-150}
-TABLE=workers/inlaid_worker/kernels/tuned/nvidia-h200.json
-DEC=(--lora-batch 0 --distinct 1 --ranks 16 --targets qkvo --per-batch-lora 0 --prefill-seqs 0 --cost-points 0
-     --reps 10 --warmup 2 --batches 1,2,4,8,16 --fusion-rounds "$ROUNDS" --max-seconds "$DECODE_S")
-decode() {  # decode TAG SHAPE TABLES FUSIONS
-  local t=$(date +%s)
-  S9_TABLES="$3" INLAID_QMM_TUNED=1 PYTHONUNBUFFERED=1 PYTHONPATH=workers timeout $((DECODE_S + 60)) \
-    python3 bench/kernels/s9_decode.py --out "$OUT" --tag "$1" --shapes "$2" --quants int4 --fusions "$4" "${DEC[@]}" \
-    | grep -E '^\| (7b|13b) \| int4 \| [0-9]'
-  echo "== decode $1 rc $? in $(( $(date +%s) - t )) s"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/s9_env.sh"
 {
   device_header
   t0=$(date +%s)
@@ -32,9 +21,7 @@ decode() {  # decode TAG SHAPE TABLES FUSIONS
     --old-table "$TABLE"
   decode s9-confirm 7b "final=$WORK/final-table.json,old=$WORK/old-table.json,m1pdl=$WORK/m1pdl-table.json" final,old,m1pdl
   export S9_SHAPES=13b
-  for i in $(seq 0 15); do
-    timeout 150 python3 bench/kernels/s9_gemv.py check --out "$WORK" --shard "$i" --shards 16 >"$WORK/check-$i.log" 2>&1 &
-  done
+  check_shards s9_gemv 150 16
   wait
   echo "13B checks: $(cat "$WORK"/check-*.jsonl | wc -l) candidates in $(( $(date +%s) - t0 )) s"
   grep -h '"error"' "$WORK"/check-*.jsonl | head -5
@@ -49,5 +36,4 @@ decode() {  # decode TAG SHAPE TABLES FUSIONS
     --old-table "$WORK/tree-table.json" --new-table "$WORK/new13-table.json" --dest-table "$WORK/final13-table.json"
   echo "wall $(( $(date +%s) - t0 )) s"; date -u
 } 2>&1 | tee "$WORK/log.txt"
-mkdir -p "$WORK/out" && cp -r "$OUT"/. "$WORK/out"/ && tar czf /tmp/s9-more.tgz -C "$WORK" . \
-  && find "$OUT" -type f -delete && mv /tmp/s9-more.tgz "$OUT/"
+archive_work s9-more

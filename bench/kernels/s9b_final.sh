@@ -9,12 +9,8 @@ mkdir -p "$OUT"
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
 export INLAID_QMM_TUNED=1 PYTHONUNBUFFERED=1
 END_S=${1:-400}
-GPU_TESTS=(workers/tests/kernels workers/tests/model/test_decode_graphs.py workers/tests/model/test_decode_fusion.py
-  workers/tests/model/test_graph_staging_gpu.py workers/tests/model/test_prefill_graphs.py
-  workers/tests/model/test_prefill_graph_policy.py workers/tests/model/test_eager_sdpa_backends.py
-  workers/tests/model/test_triton_backend.py
-  workers/tests/engine/test_device_sampler.py workers/tests/engine/test_device_logits.py
-  workers/tests/engine/test_prompt_logprobs_gpu.py workers/tests/engine/test_prefix_cache_gpu.py)
+source "$(dirname "${BASH_SOURCE[0]}")/s9_env.sh"
+GPU_TESTS=("${GPU_MODEL_TESTS[@]}" "$TRITON_BACKEND_TEST" "${GPU_ENGINE_TESTS[@]}")
 {
   device_header
   t0=$(date +%s)

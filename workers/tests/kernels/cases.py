@@ -45,7 +45,10 @@ def _patch_language_once_per_launch(interpreter: Any) -> None:
     def patch_lang(fn: Any) -> Any:
         mods = langs(fn)
         if active and mods <= active[0]:
-            return None  # a helper's call: its return value is dropped
+            # a helper's call (its return value is dropped); a launch lands here only after a jit function was called
+            # outside any launch (which never restores: `active` stays set and the language stays patched, as
+            # upstream leaves it), and gets an empty scope to restore rather than None
+            return interpreter._LangPatchScope()
         scope = original(fn)
         if active:  # a helper seeing another language module: patched as before, and remembered
             active[0] |= mods

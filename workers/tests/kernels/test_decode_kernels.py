@@ -116,9 +116,8 @@ def test_partition_rule_takes_fewer_at_the_smallest_batches() -> None:
     from inlaid_worker.kernels.paged_decode import FEWER_PARTS, choose_num_parts, parts_for
 
     assert [parts_for(s, 32, 132, fewer=()) for s in (1, 2, 4, 8, 16, 32, 256)] == [32, 16, 8, 4, 2, 1, 1]
-    div = dict(FEWER_PARTS)
-    assert [parts_for(s, 32, 132) for s in (1, 2, 4)] == [max(1, p // div.get(s, 1)) for s in (1, 2, 4)
-                                                          for p in [parts_for(s, 32, 132, fewer=())]]  # fmt: skip
+    assert FEWER_PARTS == ((2, 1), (4, 2))  # the measured rule (H200): the shipped counts below follow from it
+    assert [parts_for(s, 32, 132) for s in (1, 2, 3, 4, 5, 8)] == [32, 16, 4, 4, 4, 4]
     assert [parts_for(s, 32, 132, fewer=((1, 4), (4, 2))) for s in (1, 2, 3, 4, 8)] == [8, 8, 4, 4, 4]
     assert parts_for(1, 32, 132, fewer=((1, 64),)) == 1
     assert parts_for(16, 32, 132) == 2  # larger batches keep the four-programs rule

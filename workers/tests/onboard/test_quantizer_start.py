@@ -21,6 +21,8 @@ def _probe(conn: Connection) -> None:
     """In the child: what it inherited from the fork server (its parent)."""
     preloaded = {m: m in sys.modules for m in ("torch", "transformers", "inlaid_worker.quant")}
     maps = Path(f"/proc/{os.getppid()}/maps").read_text()
+    status = Path(f"/proc/{os.getppid()}/status").read_text()
+    server_threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
     import torch
 
     torch.set_num_threads(2)
@@ -29,6 +31,7 @@ def _probe(conn: Connection) -> None:
         "preloaded": preloaded,
         "server_maps_libtorch": "libtorch" in maps,
         "server_maps_libcuda": "libcuda.so" in maps,
+        "server_threads": server_threads,  # a fork copies only the forking thread: any other one's locks stay held
         "cuda_initialized": torch.cuda.is_initialized(),
         "bad_fork": torch.cuda._is_in_bad_fork(),
         "matmul": float((x @ x)[0, 0]),  # an intra-op parallel op runs (no thread pool inherited mid-state)
@@ -64,7 +67,7 @@ def test_the_fork_server_preloads_torch_and_the_quantizer_without_initialising_c
     assert p.exitcode == 0
     assert got == {
         "preloaded": {"torch": True, "transformers": True, "inlaid_worker.quant": True},
-        "server_maps_libtorch": True, "server_maps_libcuda": False,
+        "server_maps_libtorch": True, "server_maps_libcuda": False, "server_threads": 1,
         "cuda_initialized": False, "bad_fork": False, "matmul": 256.0,
     }
 

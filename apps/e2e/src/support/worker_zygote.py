@@ -59,6 +59,9 @@ def _run_child(req: dict, out_w: int, err_w: int) -> None:
         traceback.print_exc()
         code = 1
     finally:
+        import atexit
+
+        atexit._run_exitfuncs()  # as the interpreter's exit would (multiprocessing's children, logging, temp dirs)
         for f in (sys.stdout, sys.stderr):
             try:
                 f.flush()
