@@ -9,7 +9,8 @@ echo "[test] lint (ruff, eslint) and type-check the e2e specs (ts-jest compiles 
 npx eslint . || status=1
 npx tsc -p apps/e2e --noEmit || status=1
 echo "[test] python"
-.venv/bin/python -m pytest -q workers/tests "$@" || status=1
+# two processes, one test file each at a time (pytest-xdist): the suite is mostly single-threaded interpreter work
+.venv/bin/python -m pytest -q -n 2 --dist loadfile workers/tests "$@" || status=1
 echo "[test] typescript"
 npx jest --ci || status=1
 exit $status
