@@ -4,7 +4,7 @@ describe('parseSchedulingConfig', () => {
   it('applies the documented defaults', () => {
     expect(parseSchedulingConfig({})).toEqual({
       policy: 'inlaid', beta: 10, predictor: 'quantile', sloTtftMs: 5000, sloTpotMs: 200, maxLoras: 4, abortHopeless: false,
-      triage: true, batchNeedRoom: true, budgetFixedPrefill: 'auto',
+      triage: true, batchNeedRoom: true, batchBudgetRoom: true, budgetFixedPrefill: 'auto',
       workerRows: 72, workerPrefillTokens: 2048, tickMs: 50, trainRecords: 5000, costModelPath: null,
       costFit: 'off', costFitWindow: 2000, costFitMinSteps: 200, costFitExport: null,
       costFitTerms: ['base_s', 'prefill_token_s', 'decode_row_s', 'adapter_s', 'kv_token_s', 'prefill_step_s'], costFitPlanQuantile: null,
@@ -16,13 +16,13 @@ describe('parseSchedulingConfig', () => {
       INLAID_POLICY: 'fcfs-maxloras', INLAID_BETA: '3', INLAID_PREDICTOR: 'prompt', INLAID_SLO_TTFT_MS: '1500.5',
       INLAID_SLO_TPOT_MS: '80', INLAID_MAX_LORAS: '1', INLAID_ABORT_HOPELESS: 'TRUE', INLAID_SCHED_MAX_ROWS: '9',
       INLAID_SCHED_MAX_PREFILL_TOKENS: '512', INLAID_SCHED_TICK_MS: '20', INLAID_PREDICTOR_TRAIN_RECORDS: '0',
-      INLAID_COST_MODEL: ' /etc/inlaid/h200.json ', INLAID_TRIAGE: 'false', INLAID_BATCH_NEED_ROOM: 'False',
+      INLAID_COST_MODEL: ' /etc/inlaid/h200.json ', INLAID_TRIAGE: 'false', INLAID_BATCH_NEED_ROOM: 'False', INLAID_BATCH_BUDGET_ROOM: 'false',
       INLAID_BUDGET_FIXED_PREFILL: ' true ',
     });
     expect(c).toMatchObject({ policy: 'fcfs-maxloras', beta: 3, predictor: 'prompt', sloTtftMs: 1500.5, sloTpotMs: 80, maxLoras: 1 });
     expect(c).toMatchObject({ abortHopeless: true, workerRows: 9, workerPrefillTokens: 512, tickMs: 20, trainRecords: 0 });
     expect(c.costModelPath).toBe('/etc/inlaid/h200.json');
-    expect(c).toMatchObject({ triage: false, batchNeedRoom: false, budgetFixedPrefill: true });
+    expect(c).toMatchObject({ triage: false, batchNeedRoom: false, batchBudgetRoom: false, budgetFixedPrefill: true });
   });
 
   it('reads the online cost fit settings', () => {
@@ -65,6 +65,7 @@ describe('parseSchedulingConfig', () => {
     [{ INLAID_SCHED_MAX_ROWS: '0' }, 'INLAID_SCHED_MAX_ROWS'],
     [{ INLAID_TRIAGE: 'on' }, 'INLAID_TRIAGE'],
     [{ INLAID_BATCH_NEED_ROOM: 'no' }, 'INLAID_BATCH_NEED_ROOM'],
+    [{ INLAID_BATCH_BUDGET_ROOM: 'no' }, 'INLAID_BATCH_BUDGET_ROOM'],
     [{ INLAID_BUDGET_FIXED_PREFILL: '0' }, 'INLAID_BUDGET_FIXED_PREFILL'],
     [{ INLAID_BUDGET_FIXED_PREFILL: 'automatic' }, 'INLAID_BUDGET_FIXED_PREFILL'],
     [{ INLAID_COST_FIT: 'on' }, 'INLAID_COST_FIT'],

@@ -39,6 +39,12 @@ export interface SchedulingConfig {
    */
   readonly batchNeedRoom: boolean;
   /**
+   * INLAID_BATCH_BUDGET_ROOM (default true): the batch gate's hold and group rules also need the SLO step budget to
+   * take the running batch plus the waiting saveable arrivals as one decode step (batch-gate.ts `budgetRoom`;
+   * bench/results/sim-evidence-2026-11-30-s9b-seeds.md).
+   */
+  readonly batchBudgetRoom: boolean;
+  /**
    * INLAID_BUDGET_FIXED_PREFILL (default auto): whether `inlaid`'s step budget counts a prefill step's fixed cost
    * in its prefill share: `on`, `off`, or `auto` = per worker, when that cost is at most 0.4 x the tightest TPOT
    * SLO of the rows it stretches (@inlaid/scheduling's default; bench/results/sim-evidence-2026-11-30-s8-notes.md,
@@ -152,6 +158,7 @@ export function parseSchedulingConfig(env: Env): SchedulingConfig {
     abortHopeless: bool(env, 'INLAID_ABORT_HOPELESS'),
     triage: bool(env, 'INLAID_TRIAGE', true),
     batchNeedRoom: bool(env, 'INLAID_BATCH_NEED_ROOM', true),
+    batchBudgetRoom: bool(env, 'INLAID_BATCH_BUDGET_ROOM', true),
     budgetFixedPrefill: onOffAuto(env, 'INLAID_BUDGET_FIXED_PREFILL'),
     workerRows: int(env, 'INLAID_SCHED_MAX_ROWS', 72, 1),
     workerPrefillTokens: int(env, 'INLAID_SCHED_MAX_PREFILL_TOKENS', 2048, 1),

@@ -225,4 +225,11 @@ describe('scheduler options', () => {
     expect(s.config.inlaid).toMatchObject({ triage: false, budgetFixedPrefill: true });
     expect(s.config.inlaid.batchedAdmission).toEqual({ ...resolveConfig().inlaid.batchedAdmission, needRoom: false });
   });
+
+  it('passes INLAID_BATCH_BUDGET_ROOM to the batch gate (default on)', () => {
+    const off = new Scheduler(schedulerOptions(parseSchedulingConfig({ INLAID_BATCH_BUDGET_ROOM: 'false' })));
+    expect(off.config.inlaid.batchedAdmission).toEqual({ ...resolveConfig().inlaid.batchedAdmission, budgetRoom: false });
+    const on = new Scheduler(schedulerOptions(parseSchedulingConfig({})));
+    expect(on.config.inlaid.batchedAdmission.budgetRoom).toBe(true);
+  });
 });

@@ -10,7 +10,12 @@ export function schedulerOptions(c: SchedulingConfig): SchedulerConfigInput {
   return {
     policy: c.policy,
     predictor: c.predictor,
-    inlaid: { beta: c.beta, triage: c.triage, budgetFixedPrefill: c.budgetFixedPrefill, batchedAdmission: { needRoom: c.batchNeedRoom } },
+    inlaid: {
+      beta: c.beta,
+      triage: c.triage,
+      budgetFixedPrefill: c.budgetFixedPrefill,
+      batchedAdmission: { needRoom: c.batchNeedRoom, budgetRoom: c.batchBudgetRoom },
+    },
     maxLoras: c.maxLoras,
     defaultSlo: { ttftS: c.sloTtftMs / 1000, tpotS: c.sloTpotMs / 1000 },
     abortHopeless: c.abortHopeless,
