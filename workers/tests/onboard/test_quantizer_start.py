@@ -27,15 +27,19 @@ def _probe(conn: Connection) -> None:
 
     torch.set_num_threads(2)
     x = torch.ones(256, 256)
-    conn.send({
+    got = {
         "preloaded": preloaded,
         "server_maps_libtorch": "libtorch" in maps,
-        "server_maps_libcuda": "libcuda.so" in maps,
         "server_threads": server_threads,  # a fork copies only the forking thread: any other one's locks stay held
+        # a CUDA build of torch maps the driver library at import on a GPU host; what must not happen before the
+        # fork is CUDA's initialisation (a forked child could not use CUDA then)
         "cuda_initialized": torch.cuda.is_initialized(),
         "bad_fork": torch.cuda._is_in_bad_fork(),
         "matmul": float((x @ x)[0, 0]),  # an intra-op parallel op runs (no thread pool inherited mid-state)
-    })
+    }
+    # on a GPU host the child itself can use CUDA (as a re-quantization on the GPU does)
+    got["cuda_matmul"] = float((x.cuda() @ x.cuda())[0, 0]) if torch.cuda.is_available() else None
+    conn.send(got)
     conn.close()
 
 
@@ -65,10 +69,13 @@ def test_the_fork_server_preloads_torch_and_the_quantizer_without_initialising_c
     finally:
         p.join(30)
     assert p.exitcode == 0
+    import torch
+
     assert got == {
         "preloaded": {"torch": True, "transformers": True, "inlaid_worker.quant": True},
-        "server_maps_libtorch": True, "server_maps_libcuda": False, "server_threads": 1,
+        "server_maps_libtorch": True, "server_threads": 1,
         "cuda_initialized": False, "bad_fork": False, "matmul": 256.0,
+        "cuda_matmul": 256.0 if torch.cuda.is_available() else None,
     }
 
 
