@@ -53,7 +53,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         except UnknownModelError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         try:
-            ids = self._encode(request)
+            special = request.add_special_tokens if request.HasField("add_special_tokens") else None
+            ids = self._encode(request, add_special_tokens=special)
             self.engine.check_prompt(ids)
             max_tokens = self.engine.max_new_tokens(len(ids), request.sampling.max_tokens)
             # a response_format is compiled here (cached for the Admit), so a bad one is refused up front

@@ -90,6 +90,26 @@ def test_add_special_tokens_follows_vllms_defaults(stub: Any) -> None:
     assert prompt == [bos, *bare]
 
 
+def test_prepare_follows_add_special_tokens_for_messages(stub: Any) -> None:
+    """Chat completions' add_special_tokens reaches Prepare: true adds the tokenizer's BOS on top of the template's
+    text (the tool-aware template path too); false and unset do not (vLLM's chat default). Tokenize agrees."""
+    model = _base(stub)
+    messages = [common_pb2.ChatMessage(role="user", content="hi there")]
+
+    def prepare(**kw: Any) -> list[int]:
+        return list(stub.Prepare(worker_pb2.PrepareRequest(model=model, messages=messages, **kw)).prompt_token_ids)
+
+    unset, off, on = prepare(), prepare(add_special_tokens=False), prepare(add_special_tokens=True)
+    bos = list(stub.Tokenize(worker_pb2.TokenizeRequest(model=model, prompt="x")).token_ids)[0]
+    assert unset == off and off[0] != bos
+    assert on == [bos, *off]
+    tokenized = stub.Tokenize(worker_pb2.TokenizeRequest(model=model, messages=messages, add_special_tokens=True))
+    assert list(tokenized.token_ids) == on
+    tools = json.dumps([WEATHER])
+    with_tools = prepare(tools=tools)
+    assert prepare(tools=tools, add_special_tokens=True) == [bos, *with_tools] and with_tools[0] != bos
+
+
 def test_empty_tools_list_is_no_tools(stub: Any) -> None:
     model = _base(stub)
     messages = [common_pb2.ChatMessage(role="user", content="hi")]

@@ -75,10 +75,7 @@ export class GenerationService {
       const conn = this.workers.pick(input.model, tried);
       tried.add(conn.addr);
       try {
-        return await conn.prepare(
-          { model: input.model, prompt: input.prompt, messages: [...input.messages], sampling: input.sampling, tools: input.tools ?? '' },
-          PREPARE_TIMEOUT_MS,
-        );
+        return await conn.prepare(prepareRequest(input), PREPARE_TIMEOUT_MS);
       } catch (err) {
         if (!isWorkerLoss(err) || !this.workers.hasReadyOutside(tried)) throw err;
       }
@@ -142,4 +139,16 @@ export class GenerationService {
   private record(row: ReturnType<RequestTimeline['close']>): void {
     if (row !== null) this.records.add(row);
   }
+}
+
+/** The worker's PrepareRequest for a generation (pure). */
+export function prepareRequest(input: GenerationInput): worker.PrepareRequest {
+  return {
+    model: input.model,
+    prompt: input.prompt,
+    messages: [...input.messages],
+    sampling: input.sampling,
+    tools: input.tools ?? '',
+    ...(input.addSpecialTokens === undefined ? {} : { addSpecialTokens: input.addSpecialTokens }),
+  };
 }

@@ -11,6 +11,8 @@ export interface GenerationInput {
   readonly messages: readonly common.ChatMessage[];
   /** Tools the model's chat template renders itself: PrepareRequest.tools (openai/tool-prompt.ts nativeTools). */
   readonly tools?: string;
+  /** Chat completions' `add_special_tokens`: PrepareRequest.add_special_tokens (unset: the worker's default, false for messages). */
+  readonly addSpecialTokens?: boolean;
   readonly sampling: common.SamplingParams;
   readonly api: Api;
   /** Caller-chosen id (gRPC); generated when absent. */

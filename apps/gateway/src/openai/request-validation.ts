@@ -283,7 +283,8 @@ export function parseChatPrompt(raw: unknown, support: ToolSupport): { messages:
 
 /**
  * `supportOf`: the served model's tool support (tool-format.ts; the workers report it), by the body's `model`;
- * without it, the Hermes fallback.
+ * without it, the Hermes fallback. `add_special_tokens` (vLLM's; left out: false, the chat template holds the
+ * special tokens) goes to the worker's Prepare.
  */
 export function parseChatRequest(raw: unknown, supportOf?: (model: string) => ToolSupport): OpenAIRequest {
   const body = asObject(raw);
@@ -291,6 +292,8 @@ export function parseChatRequest(raw: unknown, supportOf?: (model: string) => To
   const plan = parseToolPlan(body, support);
   const chat = chatMessages(body, plan, support);
   const req = build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs);
-  const withNative = chat.tools === '' ? req : { ...req, input: { ...req.input, tools: chat.tools } };
+  const special = optBoolean(body, 'add_special_tokens');
+  const withSpecial = special === undefined ? req : { ...req, input: { ...req.input, addSpecialTokens: special } };
+  const withNative = chat.tools === '' ? withSpecial : { ...withSpecial, input: { ...withSpecial.input, tools: chat.tools } };
   return plan === undefined ? withNative : withTools(withNative, plan);
 }
