@@ -89,6 +89,7 @@ def decode(runner, picks: dict[int, int], args, dev, bw: float) -> list[dict]:  
         divs.pop()
     tables = {"old": (), "new": args.fewer_ if args.fewer_ is not None else tuple(divs)}
     print("FEWER_PARTS new:", tables["new"], flush=True)
+    name = torch.cuda.get_device_properties(dev).name
     dg = runner._graphs
     sets: dict = {"first": dg._graphs}  # keep the graphs captured so far alive; capture the tables' into a new pool
     dg._mempool = torch.cuda.graph_pool_handle()
@@ -100,7 +101,7 @@ def decode(runner, picks: dict[int, int], args, dev, bw: float) -> list[dict]:  
         meds: dict = {v: [] for v in tables}
         for _ in range(args.rounds):
             for v, fewer in tables.items():
-                pd.FEWER_PARTS = fewer
+                pd.FEWER_PARTS = {name: fewer}  # keyed by device name (choose_num_parts)
                 dg._graphs = sets.setdefault(v, {})
                 t = timed_all(lambda: runner.execute(step), dev, 2, args.reps)  # noqa: B023
                 per[v] += t
@@ -112,7 +113,7 @@ def decode(runner, picks: dict[int, int], args, dev, bw: float) -> list[dict]:  
         wins = sum(x < y for x, y in zip(meds["new"], meds["old"], strict=True))
         print(f"| 7b | int4 | {b} | old {o:.3f} | new {n:.3f} | {n / o:.3f} | new lower in {wins}/{args.rounds} rounds"
               f" | roofline {rows[-1]['roofline_ms']:.3f}", flush=True)  # fmt: skip
-    pd.FEWER_PARTS = tables["new"]
+    pd.FEWER_PARTS = {name: tables["new"]}
     return rows
 
 

@@ -14,6 +14,9 @@ TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral")
 """Tool-call parsers the gateway has (apps/gateway/src/openai/tool-calls.ts), by vLLM's --tool-call-parser names.
 --tool-call-parser takes one of them or "auto" (engine/tool_template.py reads the format from the chat template)."""
 TOOL_CALL_PARSER_CHOICES = ("auto", *TOOL_CALL_PARSERS)
+QUANTIZER_STARTS = ("forkserver", "spawn")
+"""How re-quantization children start (onboard/quantizer_process.py); never `fork` (gRPC and engine threads)."""
+QUANTIZER_START_ENV = "INLAID_QUANTIZER_START"  # the older name of INLAID_WORKER_QUANTIZER_START, still read
 
 
 class ConfigError(ValueError):
@@ -43,6 +46,7 @@ class WorkerConfig:
     prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes already computed (engine/prefix_cache.py)
     grammar_cache_bytes: int = 256 << 20  # structured outputs: compiled grammars kept (LRU by their memory size)
     tool_call_parser: str = "auto"  # tool calls: auto (from the chat template) or hermes / llama3_json / mistral
+    quantizer_start: str = "forkserver"  # how re-quantization children start: forkserver or spawn
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -69,6 +73,11 @@ class WorkerConfig:
         if self.tool_call_parser not in TOOL_CALL_PARSER_CHOICES:
             raise ConfigError(
                 f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSER_CHOICES)}, got {self.tool_call_parser!r}"
+            )
+        if self.quantizer_start not in QUANTIZER_STARTS:
+            raise ConfigError(
+                f"--quantizer-start ({QUANTIZER_START_ENV}) must be one of {', '.join(QUANTIZER_STARTS)}, "
+                f"got {self.quantizer_start!r}"
             )
         if self.adapters_dir is not None and not os.path.isdir(self.adapters_dir):
             raise ConfigError(f"--adapters-dir {self.adapters_dir!r} is not a directory")
@@ -116,6 +125,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=default("TOOL_CALL_PARSER", "auto"),
         help="format of the model's tool calls; auto: read from the chat template (hermes when it has no tool support)",
     )
+    p.add_argument(
+        "--quantizer-start",
+        choices=QUANTIZER_STARTS,
+        type=lambda v: v.strip().lower() or "forkserver",
+        default=default("QUANTIZER_START", env.get(QUANTIZER_START_ENV)) or "forkserver",
+        help="how re-quantization children start: forkserver (preloads torch once per worker) or spawn",
+    )
     return p
 
 
@@ -144,6 +160,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         prefix_caching=_on_off("--prefix-caching", ns.prefix_caching),
         grammar_cache_bytes=ns.grammar_cache_bytes,
         tool_call_parser=ns.tool_call_parser,
+        quantizer_start=ns.quantizer_start,
     )
 
 

@@ -361,28 +361,32 @@ def tiles_prefetch_for(use_gdc: int) -> int:
     return 1 if on and use_gdc in (1, 2) else 0
 
 
+Fewer = tuple[tuple[int, int], ...]
+# By device name (torch.cuda.get_device_properties(...).name), only where measured; other devices: no divisor.
 # (largest batch, divisor) in ascending order: parts_for divides its four-programs-per-SM count by this (a power of
-# two; 1 past the last entry). By measurement (7B int4 step, CUDA graph + PDL, every count of a batch taking turns
-# on one runner, contexts 512 / 2048 / 4096; bench/results/decode-2026-11-30-s9-b1-profile.md): batch 3-4 with 4
-# instead of 8 partitions is 2.2-3.2% faster at every context; at batch 1 and 2 the rule's count (32 / 16) is the
-# fastest (batch 1: 8 parts +1.3% at 512 tokens, +5% at 4096).
-FEWER_PARTS: tuple[tuple[int, int], ...] = ((2, 1), (4, 2))
+# two; 1 past the last entry). By measurement on the H200 (7B int4 step, CUDA graph + PDL, every count of a batch
+# taking turns on one runner, contexts 512 / 2048 / 4096; bench/results/decode-2026-11-30-s9-b1-profile.md): batch
+# 3-4 with 4 instead of 8 partitions is 2.2-3.2% faster at every context; at batch 1 and 2 the rule's count
+# (32 / 16) is the fastest (batch 1: 8 parts +1.3% at 512 tokens, +5% at 4096).
+FEWER_PARTS: dict[str, Fewer] = {"NVIDIA H200": ((2, 1), (4, 2))}
 
 
-def parts_for(num_seqs: int, kv_heads: int, sms: int, fewer: tuple[tuple[int, int], ...] | None = None) -> int:
+def parts_for(num_seqs: int, kv_heads: int, sms: int, fewer: Fewer = ()) -> int:
     """Partitions per (sequence, KV head): the power of two that gives about four programs per SM (rounded up),
-    1..32 (H200, 32 KV heads: 32 / 16 / 8 / 4 / 2 / 1 at batch 1 / 2 / 4 / 8 / 16 / 32), divided by FEWER_PARTS'
-    divisor at the smallest batches (H200, 32 KV heads: batch 4 -> 4)."""
+    1..32 (H200, 32 KV heads: 32 / 16 / 8 / 4 / 2 / 1 at batch 1 / 2 / 4 / 8 / 16 / 32), divided by `fewer`'s
+    divisor at the smallest batches (FEWER_PARTS["NVIDIA H200"], 32 KV heads: batch 4 -> 4)."""
     want = -(-4 * sms // max(1, num_seqs * kv_heads))
-    div = next((d for top, d in (FEWER_PARTS if fewer is None else fewer) if num_seqs <= top), 1)
+    div = next((d for top, d in fewer if num_seqs <= top), 1)
     return int(max(1, min(32, triton.next_power_of_2(want)) // div))
 
 
 def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:
-    """parts_for on this device (1 on the CPU): both kernels use it."""
+    """parts_for on this device (1 on the CPU), with FEWER_PARTS of its name (none if not measured): both kernels
+    use it."""
     if device.type != "cuda":
         return 1
-    return parts_for(num_seqs, kv_heads, torch.cuda.get_device_properties(device).multi_processor_count)
+    props = torch.cuda.get_device_properties(device)
+    return parts_for(num_seqs, kv_heads, props.multi_processor_count, FEWER_PARTS.get(props.name, ()))
 
 
 # impl "split": tokens per tile and warps per program, and how partitions meet (MERGE 1: the merge kernel; 2: the

@@ -64,10 +64,12 @@ class OnboardManager:
     def __init__(
         self, call: LoopCall, runner: Any, versions: CheckpointVersions, model_dir: str | Path, tokenizer: Any,
         *, device: str = "cpu", calib_max_len: int = 256, background: BackgroundLimits | None = None,
+        quantizer_start: str = "forkserver",
     ) -> None:
         self._call, self._runner, self.versions = call, runner, versions
         self.model_dir, self._tokenizer = Path(model_dir), tokenizer
         self._device, self._calib_max_len = device, calib_max_len
+        self._quantizer_start = quantizer_start  # WorkerConfig.quantizer_start: how the child process starts
         self.background = background or BackgroundLimits()
         self._lock = threading.Lock()
         self._job: RequantizeJob | None = None
@@ -162,7 +164,8 @@ class OnboardManager:
             update_checkpoint(ckpt, self.model_dir, out, add=tasks, remove=removes, device=self._device,
                               on_layer=on_layer, reuse=reuse)
             return
-        proc = QuantizerProcess(ckpt, self.model_dir, out, tasks, removes, self._device, limits, reuse)
+        proc = QuantizerProcess(ckpt, self.model_dir, out, tasks, removes, self._device, limits, reuse,
+                                start=self._quantizer_start)
         try:
             for res in proc.layers():
                 self._sink_layer(job, res)

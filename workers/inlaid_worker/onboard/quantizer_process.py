@@ -2,7 +2,8 @@
 `out` and sends each finished layer's packed weights back over a pipe; the parent iterates over them
 (`layers()`), swaps them in, and publishes the version once the child reports done.
 
-How the child starts (`INLAID_QUANTIZER_START`): `forkserver` (default) forks it from a fork server, a fresh
+How the child starts (`start`: WorkerConfig.quantizer_start, `--quantizer-start` / `INLAID_QUANTIZER_START`, read
+once at start-up): `forkserver` (default) forks it from a fork server, a fresh
 interpreter the worker starts on its first re-quantization that has imported `PRELOAD` (torch, safetensors,
 transformers' model-independent core, inlaid_worker.quant: what every child needs whatever the model family,
 most of a spawned child's 11-13 s start-up on the loaded 2-core dev VM, now paid once per worker). It never
@@ -25,29 +26,23 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from inlaid_worker.config import QUANTIZER_STARTS
 from inlaid_worker.quant import LayerResult, TaskData
 from inlaid_worker.quant.layerwise import ReuseFn
 
 from .background import BackgroundLimits, Pacer
 
 JOIN_TIMEOUT_S = 10.0
-START_ENV = "INLAID_QUANTIZER_START"
-START_METHODS = ("forkserver", "spawn")
 # imported once by the fork server: model-family independent (no transformers.models.<family> module)
 PRELOAD = ("torch", "safetensors.torch", "transformers", "transformers.modeling_utils", "inlaid_worker.quant")
 
 
-def start_method() -> str:
-    """How re-quantization children start: INLAID_QUANTIZER_START, `forkserver` unless set."""
-    raw = os.environ.get(START_ENV, "").strip().lower() or "forkserver"
-    if raw not in START_METHODS:
-        raise ValueError(f"{START_ENV} must be one of {', '.join(START_METHODS)}, got {raw!r}")
-    return raw
-
-
-def child_context(method: str | None = None) -> Any:
-    """The multiprocessing context children start from (never `fork`: the worker has gRPC and engine threads)."""
-    ctx = mp.get_context(method or start_method())
+def child_context(method: str = "forkserver") -> Any:
+    """The multiprocessing context children start from: one of QUANTIZER_STARTS (never `fork`: the worker has gRPC
+    and engine threads)."""
+    if method not in QUANTIZER_STARTS:
+        raise ValueError(f"the quantizer start method must be one of {', '.join(QUANTIZER_STARTS)}, got {method!r}")
+    ctx = mp.get_context(method)
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(list(PRELOAD))  # takes effect when this process starts its fork server
     return ctx
@@ -82,9 +77,9 @@ def _child(conn: Connection, payload: bytes) -> None:
 class QuantizerProcess:
     def __init__(
         self, ckpt: Path, model_dir: Path, out: Path, add: Sequence[TaskData], remove: Sequence[str],
-        device: str, limits: BackgroundLimits, reuse: ReuseFn | None = None,
+        device: str, limits: BackgroundLimits, reuse: ReuseFn | None = None, *, start: str = "forkserver",
     ) -> None:
-        ctx = child_context()
+        ctx = child_context(start)
         self._conn, child_conn = ctx.Pipe(duplex=False)
         payload = pickle.dumps({"ckpt": ckpt, "model_dir": model_dir, "out": out, "add": list(add),
                                 "remove": list(remove), "device": device, "limits": limits,

@@ -42,7 +42,7 @@ def onboarding_servicer(
     if cfg.checkpoint:
         engine = loop.engine
         manager = OnboardManager(loop.call, engine.runner, versions_of(cfg), model_dir, engine.tokenizer.hf,
-                                 device=cfg.device)
+                                 device=cfg.device, quantizer_start=cfg.quantizer_start)
         distributor = Distributor(manager, cfg.worker_id,  # one quantizer per checkpoint store (distribute.py)
                                   served_version=_INSTALLED.get(engine.runner))
     return OnboardingServicer(loop, load_adapter, adapter_error, cfg.worker_id, manager, distributor)

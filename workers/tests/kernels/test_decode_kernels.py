@@ -110,18 +110,33 @@ def test_fused_partition_rule() -> None:
     assert choose_fused_parts(1, 32, torch.device("cpu")) == 1
 
 
-def test_partition_rule_takes_fewer_at_the_smallest_batches() -> None:
-    """parts_for: about four programs per SM (a power of two, 1..32), divided by FEWER_PARTS' divisor at the
-    smallest batches (never below 1); 1 on the CPU."""
+def test_partition_rule_takes_fewer_at_the_smallest_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parts_for: about four programs per SM (a power of two, 1..32), divided by the device's FEWER_PARTS divisor
+    at the smallest batches (never below 1; only on the measured H200, no divisor elsewhere); 1 on the CPU."""
+    from inlaid_worker.kernels import paged_decode
     from inlaid_worker.kernels.paged_decode import FEWER_PARTS, choose_num_parts, parts_for
 
-    assert [parts_for(s, 32, 132, fewer=()) for s in (1, 2, 4, 8, 16, 32, 256)] == [32, 16, 8, 4, 2, 1, 1]
-    assert FEWER_PARTS == ((2, 1), (4, 2))  # the measured rule (H200): the shipped counts below follow from it
-    assert [parts_for(s, 32, 132) for s in (1, 2, 3, 4, 5, 8)] == [32, 16, 4, 4, 4, 4]
+    plain = [parts_for(s, 32, 132) for s in (1, 2, 4, 8, 16, 32, 256)]
+    assert plain == [32, 16, 8, 4, 2, 1, 1]  # no divisor by default
+    h200 = FEWER_PARTS["NVIDIA H200"]
+    assert h200 == ((2, 1), (4, 2))  # the measured rule (H200): the shipped counts below follow from it
+    assert [parts_for(s, 32, 132, h200) for s in (1, 2, 3, 4, 5, 8)] == [32, 16, 4, 4, 4, 4]
     assert [parts_for(s, 32, 132, fewer=((1, 4), (4, 2))) for s in (1, 2, 3, 4, 8)] == [8, 8, 4, 4, 4]
     assert parts_for(1, 32, 132, fewer=((1, 64),)) == 1
-    assert parts_for(16, 32, 132) == 2  # larger batches keep the four-programs rule
+    assert parts_for(16, 32, 132, h200) == 2  # larger batches keep the four-programs rule
     assert choose_num_parts(1, 32, torch.device("cpu")) == 1
+
+    # choose_num_parts keys the divisor by device name: the H200 gets its rule, any other CUDA device the plain one
+    class Props:
+        multi_processor_count = 132
+        name = ""
+
+    monkeypatch.setattr(paged_decode.torch.cuda, "get_device_properties", lambda device: Props)
+    cuda = torch.device("cuda", 0)
+    Props.name = "NVIDIA H200"
+    assert [choose_num_parts(s, 32, cuda) for s in (1, 2, 3, 4, 5, 8)] == [32, 16, 4, 4, 4, 4]
+    Props.name = "NVIDIA H100 80GB HBM3"
+    assert [choose_num_parts(s, 32, cuda) for s in (1, 2, 3, 4, 5, 8)] == [32, 16, 8, 8, 4, 4]
 
 
 @triton.jit

@@ -1,5 +1,5 @@
 """How re-quantization children start (quantizer_process.py): from a fork server that preloaded the heavy
-model-independent modules without initialising CUDA, or spawned (INLAID_QUANTIZER_START=spawn); a child
+model-independent modules without initialising CUDA, or spawned (--quantizer-start spawn); a child
 killed before it says a word is reported with its exit code either way.
 
 This module imports only the standard library and pytest at the top: the probe below runs in a child forked
@@ -43,17 +43,39 @@ def _probe(conn: Connection) -> None:
     conn.close()
 
 
-def test_the_start_method_is_forkserver_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from inlaid_worker.onboard.quantizer_process import START_ENV, child_context, start_method
+def test_the_start_method_is_forkserver_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The method comes from WorkerConfig.quantizer_start (read once at start-up), not from the environment."""
+    from inlaid_worker.onboard.quantizer_process import child_context
 
-    monkeypatch.delenv(START_ENV, raising=False)
-    assert start_method() == "forkserver"
-    monkeypatch.setenv(START_ENV, " Spawn ")
-    assert start_method() == "spawn"
-    assert child_context().get_start_method() == "spawn"
-    monkeypatch.setenv(START_ENV, "fork")
-    with pytest.raises(ValueError, match=START_ENV):
-        start_method()
+    monkeypatch.setenv("INLAID_QUANTIZER_START", "spawn")  # read by config.load_config only
+    assert child_context().get_start_method() == "forkserver"
+    assert child_context("spawn").get_start_method() == "spawn"
+    with pytest.raises(ValueError, match="must be one of forkserver, spawn, got 'fork'"):
+        child_context("fork")
+
+
+def test_the_worker_config_reaches_the_quantizer_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manager (given cfg.quantizer_start by onboard/setup.py) starts its QuantizerProcess with it."""
+    from inlaid_worker.onboard import manager as manager_mod
+
+    seen: list[str] = []
+
+    class FakeProcess:
+        def __init__(self, *args: Any, start: str = "forkserver") -> None:
+            seen.append(start)
+
+        def layers(self) -> Any:
+            return iter(())
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(manager_mod, "QuantizerProcess", FakeProcess)
+    monkeypatch.setattr(manager_mod, "packing_of", lambda ckpt: (128, True))
+    m = manager_mod.OnboardManager(lambda fn: None, None, None, "model", None,  # type: ignore[arg-type]
+                                   quantizer_start="spawn")
+    m._requantize(None, Path("ckpt"), Path("out"), [], [], [])  # type: ignore[arg-type]
+    assert seen == ["spawn"]
 
 
 def test_the_fork_server_preloads_torch_and_the_quantizer_without_initialising_cuda() -> None:
@@ -79,11 +101,10 @@ def test_the_fork_server_preloads_torch_and_the_quantizer_without_initialising_c
     }
 
 
-def test_a_child_killed_before_its_first_word_is_reported_with_its_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_child_killed_before_its_first_word_is_reported_with_its_exit_code(tmp_path: Path) -> None:
     from inlaid_worker.onboard.background import BackgroundLimits
-    from inlaid_worker.onboard.quantizer_process import START_ENV, QuantizerProcess
+    from inlaid_worker.onboard.quantizer_process import QuantizerProcess
 
-    monkeypatch.delenv(START_ENV, raising=False)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     os.mkfifo(ckpt / "config.json")  # the child's first read (plan_update) blocks here: it is alive and silent

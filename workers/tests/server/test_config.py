@@ -30,3 +30,20 @@ def test_metrics_port_flag_and_env_reach_the_config() -> None:
 def test_invalid_settings_are_refused_clearly(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(argv, {})
+
+
+def test_quantizer_start_is_forkserver_unless_set_and_read_once_from_flag_or_env() -> None:
+    assert load_config([], {}).quantizer_start == "forkserver"
+    assert load_config(["--quantizer-start", "spawn"], {}).quantizer_start == "spawn"
+    assert load_config([], {"INLAID_QUANTIZER_START": " Spawn "}).quantizer_start == "spawn"
+    assert load_config([], {"INLAID_QUANTIZER_START": ""}).quantizer_start == "forkserver"
+    assert load_config([], {"INLAID_WORKER_QUANTIZER_START": "spawn"}).quantizer_start == "spawn"
+    flag_wins = load_config(["--quantizer-start", "forkserver"], {"INLAID_QUANTIZER_START": "spawn"})
+    assert flag_wins.quantizer_start == "forkserver"
+
+
+def test_a_bad_quantizer_start_fails_at_start_up() -> None:
+    with pytest.raises(ConfigError, match=r"--quantizer-start \(INLAID_QUANTIZER_START\) must be one of forkserver, spawn"):
+        load_config([], {"INLAID_QUANTIZER_START": "fork"})
+    with pytest.raises(SystemExit):  # argparse refuses a bad flag value (exit code 2, usage on stderr)
+        load_config(["--quantizer-start", "fork"], {})
