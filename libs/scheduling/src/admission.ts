@@ -77,8 +77,10 @@ export class Admission {
     }
     const refused = this.admitHeads(slot, heads, others, 'join', b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed, closedToNew);
     // Work-conserving fill: rows still free after every joinable candidate go to the refused ones (those held, and
-    // the other tasks' heads the join phase left unread because the policy refused every new task).
-    if (refused !== 'full' && (refused.length > 0 || others.peek() !== undefined) && b.rows > 0) {
+    // the other tasks' heads the join phase left unread because the policy refused every new task; not looked for
+    // when the policy refuses every new task in the fill too, as fifo and mlfq always do).
+    const othersToFill = (): boolean => policy.refusesNewTasks?.('fill', slot) !== true && others.peek() !== undefined;
+    if (refused !== 'full' && (refused.length > 0 || othersToFill()) && b.rows > 0) {
       this.admitHeads(slot, refused, others, 'fill', b, (r) => policy.canFill(r.spec.task, slot) && gate.fill(r, b.usedBlocks), out, closed, closedToNew);
     }
   }
