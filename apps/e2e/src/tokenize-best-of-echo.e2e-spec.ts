@@ -5,7 +5,8 @@
  * candidate with the highest mean token logprob (the candidates seen through n = best_of with the same seed) and
  * counts every candidate's tokens, and gRPC Generate's best_of returns the same choices; echo puts the prompt before
  * the text (streamed: in the first chunk), with logprobs the prompt tokens' logprobs first, equal to vLLM's
- * prompt_logprobs (also on chat and gRPC), and they add up.
+ * prompt_logprobs (also on chat and gRPC), and they add up. gRPC Generate's add_special_tokens on messages counts the
+ * prompt as /tokenize does.
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import type { common, inference } from '@inlaid/proto';
@@ -84,9 +85,12 @@ describe('/tokenize and /detokenize', () => {
     expect([bad.status, bad.json['error'].param]).toEqual([400, 'prompt']);
   });
 
-  it('tools need messages; tools: [] is refused as chat completions refuses it; add_special_tokens on messages', async () => {
+  it('tools need messages (/tokenize and /v1/completions refuse them); tools: [] is refused as chat completions refuses it; add_special_tokens on messages', async () => {
     const withTools = await post('tokenize', { model: base, prompt: 'x', tools: TOOLS });
     expect([withTools.status, withTools.json['error'].param]).toEqual([400, 'tools']);
+    const completion = await post('v1/completions', { model: base, prompt: 'x', tools: TOOLS, tool_choice: 'auto', max_tokens: 1 });
+    expect([completion.status, completion.json['error'].param, completion.json['error'].type]).toEqual([400, 'tools', 'invalid_request_error']);
+    expect(completion.json['error'].message).toContain('/v1/chat/completions');
     const empty = await post('tokenize', { model: base, messages: MESSAGES, tools: [] });
     const chat = await post('v1/chat/completions', { model: base, messages: MESSAGES, tools: [], max_tokens: 1 });
     expect([empty.status, empty.json['error'].param]).toEqual([chat.status, chat.json['error'].param]);
@@ -127,6 +131,26 @@ describe('gRPC Inference Tokenize / Detokenize', () => {
       expect((await tokenize({ messages: MESSAGES, addSpecialTokens: true })).tokenIds).toEqual((await tokenize({ messages: MESSAGES })).tokenIds);
       const empty = (await tokenize({ messages: MESSAGES, tools: { functions: [], choice: '', function: '' } }).catch((e: unknown) => e)) as ServiceError;
       expect([empty.code, empty.metadata.get('x-inlaid-param')]).toEqual([status.INVALID_ARGUMENT, ['tools.functions']]);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('gRPC Generate with messages', () => {
+  it('takes add_special_tokens as HTTP chat completions does: prompt_tokens as /tokenize counts them', async () => {
+    const client = inferenceClient((stack as SmolStack).h.gateway.grpcAddr);
+    try {
+      const sampling = { maxTokens: 1, temperature: 0, stop: [], stopTokenIds: [], ignoreEos: true };
+      for (const add of [true, false, undefined]) {
+        const out = await generate(client, { model: base, messages: MESSAGES, sampling, ...(add === undefined ? {} : { addSpecialTokens: add }) });
+        const flag = add === undefined ? {} : { add_special_tokens: add };
+        const http = await post('v1/chat/completions', { model: base, messages: MESSAGES, max_tokens: 1, ...flag });
+        const tok = await post('tokenize', { model: base, messages: MESSAGES, ...flag });
+        expect([http.status, tok.status]).toEqual([200, 200]);
+        expect(out[0]?.promptTokens).toBe(http.json['usage'].prompt_tokens);
+        expect(out[0]?.promptTokens).toBe(tok.json['count']);
+      }
     } finally {
       client.close();
     }

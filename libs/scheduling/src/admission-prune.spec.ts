@@ -6,7 +6,6 @@ import { StepGate } from './step-budget';
 import { request, worker } from './testing';
 import { newTracked, TrackedRequest } from './tracked';
 import { Decision, StepCost } from './types';
-import { WaitingQueues } from './waiting-queues';
 import { WorkerSlot } from './worker-slot';
 
 const admitted = (ds: readonly Decision[]): string[] => ds.filter((d) => d.kind === 'admit').map((d) => d.requestId);
@@ -28,21 +27,6 @@ describe('Heap.retain', () => {
     const out: number[] = [];
     for (let x = h.pop(); x !== undefined; x = h.pop()) out.push(x);
     expect(out).toEqual([1, 2, 4, 5, 7, 8]);
-  });
-});
-
-describe('WaitingQueues.headsOf', () => {
-  it('returns the live heads of the named tasks only, skipping tasks with nothing waiting', () => {
-    const q = new WaitingQueues();
-    const a1 = tracked('a1', 'a');
-    const a2 = tracked('a2', 'a');
-    const b1 = tracked('b1', 'b');
-    q.push(a1, [2]);
-    q.push(a2, [1]);
-    q.push(b1, [0]);
-    expect(q.headsOf(['a', 'zzz']).map((e) => e.r.spec.id)).toEqual(['a2']);
-    a2.phase = 'running'; // admitted: its entry goes stale
-    expect(q.headsOf(['b', 'a']).map((e) => e.r.spec.id)).toEqual(['b1', 'a1']);
   });
 });
 

@@ -4,7 +4,8 @@
  * in the policy's head order. Same starving phase, join and fill phases and pruning; the fit of one request
  * (admission-fit.ts) is shared, as it is not what the head index changed. Exported for
  * admission-order.spec.ts, which checks that the real Admission makes exactly the same decisions; the test here only
- * checks the oracle's own order on a small case.
+ * checks the oracle's own order on a small case. `headsOf` (the live heads of named task queues, collected afresh)
+ * is the oracle's only: the real Admission reads the head index (WaitingQueues.cursor).
  */
 import { AdmissionDeps } from './admission';
 import { Budget, openBudget, tryAdmit } from './admission-fit';
@@ -19,6 +20,16 @@ import { newTracked, TrackedRequest } from './tracked';
 import { Decision } from './types';
 import { QueueEntry, WaitingQueues } from './waiting-queues';
 import { WorkerSlot } from './worker-slot';
+
+/** Live heads of the given tasks' queues, in the order given (tasks without waiting requests are skipped). */
+export function headsOf(waiting: WaitingQueues, tasks: Iterable<string>): QueueEntry[] {
+  const out: QueueEntry[] = [];
+  for (const task of [...tasks]) {
+    const e = waiting.head(task);
+    if (e !== undefined) out.push(e);
+  }
+  return out;
+}
 
 export class ReferenceAdmission {
   private readonly gate = new StepGate();
@@ -51,7 +62,7 @@ export class ReferenceAdmission {
     const closed = (): boolean => gate.closed(b.usedBlocks);
     if (closed()) return;
     const closedToNew = (): boolean => gate.closedToNewTasks(b.usedBlocks);
-    const all = waiting.headsOf(closedToNew() ? slot.taskRows.keys() : this.tasks());
+    const all = headsOf(waiting, closedToNew() ? slot.taskRows.keys() : this.tasks());
     const heads = all.filter((e) => accepts(e.r.spec.task));
     const refused = this.admitHeads(slot, heads, b, (r) => policy.canJoin(r.spec.task, slot) && gate.join(r, b.usedBlocks), out, closed, closedToNew);
     if (refused !== 'full' && refused.length > 0 && b.rows > 0) {
@@ -119,5 +130,23 @@ describe('ReferenceAdmission (the oracle of admission-order.spec)', () => {
     const out: Decision[] = [];
     new ReferenceAdmission(deps, () => ['a', 'b', 'c', 'd']).admit(slot, 2, () => true, false, out);
     expect(out.map((d) => (d.kind === 'admit' ? d.requestId : d.kind))).toEqual(['d1', 'c0', 'b0', 'a0']);
+  });
+});
+
+describe('headsOf (the oracle\'s heads)', () => {
+  const prediction = { p50: 10, lo: 10, hi: 10, points: [{ q: 0, value: 10 }, { q: 1, value: 10 }], support: 0 };
+  const tracked = (id: string, task: string): TrackedRequest => newTracked(request(id, task, 32, 0), { ttftS: 2, tpotS: 0.05 }, prediction, 0);
+
+  it('returns the live heads of the named tasks only, skipping tasks with nothing waiting', () => {
+    const q = new WaitingQueues();
+    const a1 = tracked('a1', 'a');
+    const a2 = tracked('a2', 'a');
+    const b1 = tracked('b1', 'b');
+    q.push(a1, [2]);
+    q.push(a2, [1]);
+    q.push(b1, [0]);
+    expect(headsOf(q, ['a', 'zzz']).map((e) => e.r.spec.id)).toEqual(['a2']);
+    a2.phase = 'running'; // admitted: its entry goes stale
+    expect(headsOf(q, ['b', 'a']).map((e) => e.r.spec.id)).toEqual(['b1', 'a1']);
   });
 });

@@ -18,7 +18,7 @@
  * Preempted requests (already past their first token) wait for a release like any other request.
  */
 import { blocksFor } from './kv';
-import { decodeStepS, pastTtft, stepBudgetS } from './step-budget';
+import { BatchShape, decodeStepS, pastTtft, stepBudgetS } from './step-budget';
 import { contextTokens, TrackedRequest } from './tracked';
 import type { WorkerSlot } from './worker-slot';
 
@@ -124,12 +124,10 @@ function roomFor(slot: WorkerSlot, arrivals: readonly TrackedRequest[], n: numbe
 export function budgetRoomFor(slot: WorkerSlot, arrivals: readonly TrackedRequest[], n: number, safety: number): boolean {
   const c = slot.state.stepCost;
   if (c === undefined) return true;
-  let kv = 0;
+  const running = runningShape(slot);
+  let kv = running.kvTokens;
   let tpot = Number.POSITIVE_INFINITY;
-  for (const r of slot.running.values()) {
-    kv += contextTokens(r);
-    tpot = Math.min(tpot, r.slo.tpotS);
-  }
+  for (const r of slot.running.values()) tpot = Math.min(tpot, r.slo.tpotS);
   const fresh = new Set<string>();
   for (let i = 0; i < n; i++) {
     const r = arrivals[i];
@@ -137,17 +135,21 @@ export function budgetRoomFor(slot: WorkerSlot, arrivals: readonly TrackedReques
     tpot = Math.min(tpot, r.slo.tpotS);
     if (!slot.taskRows.has(r.spec.task)) fresh.add(r.spec.task);
   }
-  const step = decodeStepS(c, { rows: slot.running.size + n, adapters: slot.taskRows.size + fresh.size, kvTokens: kv });
+  const step = decodeStepS(c, { rows: running.rows + n, adapters: running.adapters + fresh.size, kvTokens: kv });
   return step <= stepBudgetS(tpot, safety, slot.prefill.share());
 }
 
 /** Decode-step time of `slot`'s running batch under its step cost (0 without one). */
 export function runningDecodeStepS(slot: WorkerSlot): number {
   const c = slot.state.stepCost;
-  if (c === undefined) return 0;
+  return c === undefined ? 0 : decodeStepS(c, runningShape(slot));
+}
+
+/** The running batch as one decode step sees it: its rows, distinct adapters and KV at their current context. */
+function runningShape(slot: WorkerSlot): BatchShape {
   let kv = 0;
   for (const r of slot.running.values()) kv += contextTokens(r);
-  return decodeStepS(c, { rows: slot.running.size, adapters: slot.taskRows.size, kvTokens: kv });
+  return { rows: slot.running.size, adapters: slot.taskRows.size, kvTokens: kv };
 }
 
 export function validateBatchedAdmission(o: BatchedAdmissionOptions): void {

@@ -98,16 +98,6 @@ export class WaitingQueues {
     return this.index.entries();
   }
 
-  /** Live heads of the given tasks' queues (tasks without waiting requests are skipped); admission's test oracle uses it. */
-  headsOf(tasks: Iterable<string>): QueueEntry[] {
-    const out: QueueEntry[] = [];
-    for (const task of [...tasks]) {
-      const e = this.head(task);
-      if (e !== undefined) out.push(e);
-    }
-    return out;
-  }
-
   /** The oldest live waiting request. */
   oldest(): TrackedRequest | undefined {
     for (let e = this.arrivals.peek(); e !== undefined; e = this.arrivals.peek()) {

@@ -11,7 +11,7 @@ export interface GenerationInput {
   readonly messages: readonly common.ChatMessage[];
   /** Tools the model's chat template renders itself: PrepareRequest.tools (openai/tool-prompt.ts nativeTools). */
   readonly tools?: string;
-  /** Chat completions' `add_special_tokens`: PrepareRequest.add_special_tokens (unset: the worker's default, false for messages). */
+  /** Chat completions' and gRPC Generate's `add_special_tokens`: PrepareRequest.add_special_tokens (unset: the worker's default, vLLM's). */
   readonly addSpecialTokens?: boolean;
   readonly sampling: common.SamplingParams;
   readonly api: Api;

@@ -86,5 +86,7 @@ export function toGenerationInput(req: inference.GenerateRequest): GenerationInp
     sampling: sampling(req.sampling),
     api: 'grpc',
     requestId: req.requestId === '' ? undefined : req.requestId,
+    // unset: the worker's default (vLLM's: true for a prompt, false for messages), as HTTP chat completions leaves it
+    ...(req.addSpecialTokens === undefined ? {} : { addSpecialTokens: req.addSpecialTokens }),
   };
 }

@@ -267,9 +267,28 @@ function build(
   };
 }
 
+/**
+ * Tool calling is chat completions' only: a completion prompt has no tool turns to render the tools into and the
+ * completions response has no tool_calls. vLLM's /v1/completions ignores these fields (logged at debug level), so
+ * the model never sees the tools; OpenAI refuses unknown fields. Refused here (400 naming the field), null is left out.
+ */
+const CHAT_ONLY_FIELDS = ['tools', 'tool_choice', 'parallel_tool_calls'] as const;
+
+function refuseChatOnly(body: Body): void {
+  for (const name of CHAT_ONLY_FIELDS) {
+    if (isPresent(body[name])) {
+      throw InlaidError.invalid(`'${name}' is not supported on /v1/completions: tool calling needs chat messages; use /v1/chat/completions.`, name);
+    }
+  }
+}
+
 export function parseCompletionRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
-  return build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs);
+  refuseChatOnly(body);
+  const req = build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs);
+  // vLLM's add_special_tokens (left out: true for a prompt, the worker's default) goes to the worker's Prepare
+  const special = optBoolean(body, 'add_special_tokens');
+  return special === undefined ? req : { ...req, input: { ...req.input, addSpecialTokens: special } };
 }
 
 /**
