@@ -97,6 +97,11 @@ class AdapterTier:
         """Raise if a step row names a slot with no resident adapter."""
         self._check_slots(adapter_ids.tolist())
 
+    def check_slot_list(self, adapter_ids: list[int]) -> None:
+        """check_slots of the ids as a host list (a step of base-model rows only costs one max)."""
+        if adapter_ids and max(adapter_ids) >= 0:
+            self._check_slots(adapter_ids)
+
     def _check_slots(self, slots: Iterable[int]) -> None:
         live = set(self.cache.slots.values())
         unknown = sorted({s for s in slots if s >= 0 and s not in live})

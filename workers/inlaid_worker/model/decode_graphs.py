@@ -13,6 +13,13 @@ that copy, not the replay after it. With host logits (execute), the logits come 
 allocated on the first such step of the graph (execute_device never allocates it) whose view is returned (valid
 until the next decode step of that bucket).
 
+The host work before the replay is what the GPU waits for at small batches (issue 4), so it avoids torch ops on
+the step's CPU tensors (each costs microseconds of dispatch on a GPU host): the LoRA test reads the host list of
+adapter ids (ModelRunner passes the one it checked the slots with), the staging buffer's numpy views and the
+output's row views are made once per graph, the fields go in as host lists up to LIST_ROWS rows, and the torch
+Stream the event is recorded on is rebuilt only when the current stream changes (bench/results/
+decode-2026-11-30-s10-host.md: 0.22 -> 0.10 ms of host time a batch-1 step on the H200).
+
 With `pdl` (kernels.pdl.MODES; default env INLAID_PDL, on) the Triton kernels that support it are captured with
 Programmatic Dependent Launch, so each may start (and load its weights) while the previous one finishes: the
 half2 and 3-bit GEMVs and the Gluon tensor-core GEMVs (the tuner's 7B / 13B picks up to M = 32), the LoRA shrink /
@@ -48,7 +55,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,24 +121,44 @@ def is_pure_decode(step: StepInput) -> bool:
     return step.num_seqs > 0 and step.num_tokens == step.num_seqs
 
 
-def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput) -> None:
-    """Fill a bucket's int32 staging buffer [b * (6 + width)] from a decode step of S <= b sequences (numpy views:
-    microseconds). Layout: token, position, KV slot, context len, LoRA slot (>= 0), LoRA rows (0/1), each [b],
-    then the block table [b, width]; rows S..b-1 are padding (slot -1, everything else 0)."""
-    s, w = step.num_seqs, step.block_tables.shape[1]
+def stage_views(host: torch.Tensor, b: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy views of a bucket's int32 staging buffer [b * (6 + width)]: the fields [6, b] and the block table
+    [b, width] (made once per graph: DecodeGraphs keeps them)."""
     buf = host.numpy()
-    f = buf[: _FIELDS * b].reshape(_FIELDS, b)
-    ids = step.adapter_ids.numpy()
-    f[0, :s] = step.token_ids.numpy()
-    f[1, :s] = step.positions.numpy()
-    f[2, :s] = step.slot_mapping.numpy()
-    f[3, :s] = step.context_lens.numpy()
-    np.maximum(ids, 0, out=f[4, :s], casting="unsafe")
-    np.greater_equal(ids, 0, out=f[5, :s], casting="unsafe")
+    return buf[: _FIELDS * b].reshape(_FIELDS, b), buf[_FIELDS * b :].reshape(b, width)
+
+
+_PAD = np.array([[0], [0], [-1], [0], [0], [0]], dtype=np.int32)  # a padding row's fields: slot -1, the rest 0
+# Up to this many rows a step's six fields go into the staging buffer as one nested host list (tolist is no torch
+# op; one numpy assignment): the whole fill of a batch-1 step took 9.9 us on the H200's host against 21.5 through
+# the numpy views (16 rows: 21.6 against 22.6; bench/results/decode-2026-11-30-s10-host.md).
+LIST_ROWS = 16
+
+
+def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput,
+               views: tuple[np.ndarray, np.ndarray] | None = None, ids: list[int] | None = None) -> None:  # fmt: skip
+    """Fill a bucket's int32 staging buffer [b * (6 + width)] from a decode step of S <= b sequences (host lists or
+    numpy views: microseconds). Layout: token, position, KV slot, context len, LoRA slot (>= 0), LoRA rows (0/1),
+    each [b], then the block table [b, width]; rows S..b-1 are padding (slot -1, everything else 0).
+    views: stage_views(host, b, width), made once by the caller; ids: step.adapter_ids.tolist(), where the caller
+    has it."""
+    s, w = step.num_seqs, step.block_tables.shape[1]
+    f, tables = stage_views(host, b, width) if views is None else views
+    if s <= LIST_ROWS:
+        ids = step.adapter_ids.tolist() if ids is None else ids
+        f[:, :s] = [step.token_ids.tolist(), step.positions.tolist(), step.slot_mapping.tolist(),
+                    step.context_lens.tolist(), [max(i, 0) for i in ids], [int(i >= 0) for i in ids]]  # fmt: skip
+    else:
+        ida = step.adapter_ids.numpy()
+        f[0, :s] = step.token_ids.numpy()
+        f[1, :s] = step.positions.numpy()
+        f[2, :s] = step.slot_mapping.numpy()
+        f[3, :s] = step.context_lens.numpy()
+        np.maximum(ida, 0, out=f[4, :s], casting="unsafe")
+        np.greater_equal(ida, 0, out=f[5, :s], casting="unsafe")
     if s < b:
-        f[:, s:] = 0
-        f[2, s:] = -1
-    buf[_FIELDS * b :].reshape(b, width)[:s, :w] = step.block_tables.numpy()
+        f[:, s:] = _PAD
+    tables[:s, :w] = step.block_tables.numpy()
 
 
 new_event: Callable[[], Any] = torch.cuda.Event  # what Staging records (tests swap in a fake that logs the order)
@@ -147,6 +174,9 @@ class Staging:
     def __init__(self, host: torch.Tensor, dev: torch.Tensor) -> None:
         self.host, self.dev = host, dev
         self.sent: Any = None  # the event recorded after the last copy (None before the first one)
+        self._twin = dev is not host
+        self._cuda_index = dev.device.index if dev.is_cuda else None
+        self._stream: tuple[int, Any] = (-1, None)  # (raw handle, torch Stream) of the last current stream seen
 
     def wait(self) -> None:
         """Block until the GPU has read the last copy's source (a no-op before the first copy)."""
@@ -156,12 +186,23 @@ class Staging:
     def send(self, fill: Callable[[torch.Tensor], None]) -> None:
         self.wait()
         fill(self.host)
-        if self.dev is self.host:
+        if not self._twin:
             return
         self.dev.copy_(self.host, non_blocking=True)
         if self.sent is None:
             self.sent = new_event()
-        self.sent.record(torch.cuda.current_stream(self.dev.device) if self.dev.is_cuda else None)
+        self.sent.record(self._current_stream())
+
+    def _current_stream(self) -> Any:
+        """The device's current stream (what the copy was queued on; None off CUDA), as a torch Stream: the object is
+        made again only when the current stream's raw handle changes (torch.cuda.current_stream builds a new one on
+        every call, a measurable part of a decode step's host time)."""
+        if self._cuda_index is None:
+            return None
+        raw = torch._C._cuda_getCurrentRawStream(self._cuda_index)
+        if raw != self._stream[0]:
+            self._stream = (raw, torch.cuda.current_stream(self._cuda_index))
+        return self._stream[1]
 
 
 def pinned_like(t: torch.Tensor) -> torch.Tensor:
@@ -201,10 +242,20 @@ class _Graph:
     keep: tuple[object, ...]  # what the graph reads that nothing else holds (index tensors, workspaces)
     host_logits: torch.Tensor | None = None  # [B, vocab] fp32 pinned, what run(host=True) returns a view of: made
     # by the first such run (execute_device never reads it: 64-128 MiB a graph at 256 rows and a 32k-125k vocab)
+    views: tuple[np.ndarray, np.ndarray] | None = None  # stage_views of staging.host (set by DecodeGraphs._new)
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)  # S -> logits[:S], made once per S (a torch slice
+    # costs microseconds of host time every step)
 
     @property
     def dev(self) -> torch.Tensor:
         return self.staging.dev
+
+    def logits_rows(self, s: int) -> torch.Tensor:
+        """logits[:s] (the same view object for every step of s rows)."""
+        out = self.rows.get(s)
+        if out is None:
+            out = self.rows[s] = self.logits[:s]
+        return out
 
 
 class DecodeGraphs:
@@ -221,6 +272,7 @@ class DecodeGraphs:
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
         self.captures = 0  # how many graphs were captured (tests, benchmarks)
+        self._bucket_of = [bucket_for(n, buckets) for n in range(buckets[-1] + 1)]  # S -> its bucket (0: None)
         self._fusion = fusion_env() if fusion is None else check_fusion(fusion)
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
         self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
@@ -253,13 +305,16 @@ class DecodeGraphs:
         return policy_fusion(bucket) if self._fusion == AUTO else self._fusion
 
     def can_run(self, step: StepInput) -> bool:
-        return (is_pure_decode(step) and bucket_for(step.num_seqs, self._buckets) is not None
+        s = step.num_seqs
+        return (0 < s == step.num_tokens and s < len(self._bucket_of)
                 and step.block_tables.shape[1] <= self._w)  # fmt: skip
 
-    def run(self, weights: LlamaWeights, step: StepInput, host: bool = True) -> torch.Tensor:
+    def run(self, weights: LlamaWeights, step: StepInput, host: bool = True,
+            adapter_ids: list[int] | None = None) -> torch.Tensor:  # fmt: skip
         """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of this bucket's pinned buffer,
         valid until the next run (the engine samples from it at once; copy it to keep it). host=False: a view of
-        the graph's device output instead (no copy, no sync; valid until the next replay of that graph)."""
+        the graph's device output instead (no copy, no sync; valid until the next replay of that graph).
+        adapter_ids: step.adapter_ids.tolist() where the caller has it (the LoRA test reads this host list)."""
         version = self._pools.version if self._pools is not None else 0
         if weights is not self._weights or version != self._pools_version:
             stale = [k for k in self._graphs if weights is not self._weights or k[1]]  # LoRA graphs: pools moved
@@ -269,27 +324,29 @@ class DecodeGraphs:
                 self._mempool = torch.cuda.graph_pool_handle()
             self._weights, self._pools_version = weights, version
         s = step.num_seqs
-        b = bucket_for(s, self._buckets)
+        b = self._bucket_of[s] if s < len(self._bucket_of) else None
         if b is None or not is_pure_decode(step):
             raise ValueError(f"DecodeGraphs.run: not a decode step of at most {self._buckets[-1]} sequences")
-        ids = step.adapter_ids
-        with_lora = self._pools is not None and bool((ids >= 0).any())
+        ids = step.adapter_ids.tolist() if adapter_ids is None else adapter_ids
+        lora = max(ids) >= 0  # any row with an adapter (host data: no tensor op)
+        with_lora = lora and self._pools is not None
         key = (b, with_lora, self.pdl_for(b, with_lora), self.fusion_for(b))
         g = self._graphs.get(key)
         fresh = g is None
         if g is None:
             g = self._new(b)
-        g.staging.send(lambda buf: stage_step(buf, b, self._w, step))  # waits for this bucket's last copy
+        views = g.views
+        g.staging.send(lambda buf: stage_step(buf, b, self._w, step, views, ids))  # waits for this bucket's last copy
         if fresh:
             g = self._capture(weights, g, b, with_lora, key[3])
             self._graphs[key] = g
         g.graph.replay()
         if not host:
-            return g.logits[:s]
+            return g.logits_rows(s)
         if g.host_logits is None:
             g.host_logits = pinned_like(g.logits)
         out = g.host_logits[:s]
-        out.copy_(g.logits[:s], non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
+        out.copy_(g.logits_rows(s), non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
         sync_stream(self._device)
         return out
 
@@ -297,7 +354,8 @@ class DecodeGraphs:
         n = b * (_FIELDS + self._w)
         host = torch.zeros(n, dtype=torch.int32, pin_memory=self._device.type == "cuda")
         dev = torch.zeros(n, dtype=torch.int32, device=self._device)
-        return _Graph(torch.cuda.CUDAGraph(), Staging(host, dev), torch.empty(0), ())
+        views = stage_views(host, b, self._w)
+        return _Graph(torch.cuda.CUDAGraph(), Staging(host, dev), torch.empty(0), (), views=views)
 
     def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
@@ -337,4 +395,4 @@ class DecodeGraphs:
         with torch.cuda.graph(g.graph, pool=self._mempool), pdl.scope(mode):
             logits = body()
         self.captures += 1
-        return _Graph(g.graph, g.staging, logits, keep)
+        return _Graph(g.graph, g.staging, logits, keep, views=g.views)

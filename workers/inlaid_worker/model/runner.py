@@ -66,7 +66,7 @@ from inlaid_worker.model.prefill_graphs import PrefillGraphs
 from inlaid_worker.model.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
-from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.step_input import StepInput, last_int, max_int
 from inlaid_worker.model.weights import LlamaWeights, load_weights
 
 
@@ -265,8 +265,9 @@ class ModelRunner:
             logits = torch.nn.functional.linear(hidden[x.logits_rows], self.weights.lm_head).float()
             return logits.cpu() if host else logits
         if self._graphs is not None and self._graphs.can_run(step):
-            self._adapters.check_slots(step.adapter_ids)
-            return self._graphs.run(self.weights, step, host)
+            ids = step.adapter_ids.tolist()  # one host list: the slots' check and the graphs' LoRA test read it
+            self._adapters.check_slot_list(ids)
+            return self._graphs.run(self.weights, step, host, ids)
         if self._prefill is not None and self._prefill.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
             return self._prefill.run(self.weights, step, host)
@@ -315,7 +316,7 @@ class ModelRunner:
         s = step.num_seqs
         if step.query_start_loc.shape != (s + 1,) or step.block_tables.shape[0] != s:
             raise ValueError(f"StepInput: query_start_loc must be [{s + 1}] and block_tables [{s}, *]")
-        if s and int(step.query_start_loc[-1]) != t:
-            raise ValueError(f"StepInput.query_start_loc ends at {int(step.query_start_loc[-1])}, not {t}")
-        if t and int(step.slot_mapping.max()) >= self.num_kv_blocks * self.block_size:
+        if s and last_int(step.query_start_loc) != t:
+            raise ValueError(f"StepInput.query_start_loc ends at {last_int(step.query_start_loc)}, not {t}")
+        if t and max_int(step.slot_mapping) >= self.num_kv_blocks * self.block_size:
             raise ValueError("StepInput.slot_mapping points past the KV cache")

@@ -35,3 +35,23 @@ class StepInput:
     @property
     def num_seqs(self) -> int:
         return int(self.context_lens.shape[0])
+
+
+# Reading a StepInput's index tensors on the host: a torch op (t.max(), t[-1], then .item()) costs microseconds of
+# dispatch each, several on a GPU host's CUDA build (bench/results/decode-2026-11-30-s9-b1-profile.md); a short CPU
+# tensor is read as a Python list (tolist is no op), a longer one through its numpy view.
+SHORT = 64
+
+
+def max_int(t: torch.Tensor) -> int:
+    """The largest value of a non-empty 1-D integer tensor, as a Python int."""
+    if not t.is_cpu:
+        return int(t.max())
+    return max(t.tolist()) if t.shape[0] <= SHORT else int(t.numpy().max())
+
+
+def last_int(t: torch.Tensor) -> int:
+    """The last value of a non-empty 1-D integer tensor, as a Python int."""
+    if not t.is_cpu:
+        return int(t[-1])
+    return int(t.tolist()[-1]) if t.shape[0] <= SHORT else int(t.numpy()[-1])
