@@ -56,25 +56,56 @@ def _plain_backend(tokenizer: Any) -> Any:
 
 def find_stop(text: str, stops: tuple[str, ...], start: int) -> int:
     """Index of the earliest stop string occurrence in text[start:], or -1."""
-    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-    return min(hits) if hits else -1
+    best = -1
+    for s in stops:
+        i = text.find(s, start)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    return best
 
 
 def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string.
+
+    Such a suffix starts with its stop string's first character: only the places of that character in the last
+    len(s) - 1 characters are tried, leftmost (longest) first; most tokens have none (one str.find a stop)."""
     best = 0
     for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
+        k = min(len(s) - 1, len(text))
+        if k <= best:
+            continue
+        tail = text[len(text) - k :]
+        first = s[0]
+        i = tail.find(first)
+        while 0 <= i < k - best:  # a suffix starting at i has k - i characters: only longer ones than best count
+            if s.startswith(tail[i:]):
+                best = k - i
                 break
+            i = tail.find(first, i + 1)
     return best
+
+
+def decode_stream(tokenizer: Decoder) -> Any:
+    """A Rust DecodeStream (skip_special_tokens=True) for the tokenizers the fast path of decoder_for serves (its
+    step decodes as that path does), else None. Its step(backend, ids) runs the window / prefix test of
+    IncrementalDetokenizer.add in one call (one Python to Rust crossing a token instead of two decodes)."""
+    backend = _plain_backend(tokenizer)
+    if backend is None:
+        return None
+    try:
+        from tokenizers.decoders import DecodeStream
+    except ImportError:
+        return None
+    return backend, DecodeStream(skip_special_tokens=True)
 
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer: Decoder, stop: tuple[str, ...] = (), min_tokens: int = 0) -> None:
         self._tokenizer = tokenizer
         self._decode = decoder_for(tokenizer)
+        # (backend, DecodeStream) or None; its state mirrors _prefix_offset / _read_offset until it is dropped (a
+        # window that does not start with its prefix, which the stream refuses; flush), then add() decodes here
+        self._stream = decode_stream(tokenizer)
         self._stop = stop
         self._max_stop = max((len(s) for s in stop), default=0)
         # min_tokens: stop strings end nothing until more tokens than this came; the text before is never cut
@@ -83,48 +114,83 @@ class IncrementalDetokenizer:
         self._ids: list[int] = []
         self._prefix_offset = 0  # window start: tokens before it are fully emitted as text
         self._read_offset = 0  # tokens before it have been turned into text
-        self._text = ""  # all complete text decoded so far (up to a stop string, if one matched)
+        self._text = ""  # with stop strings: all complete text decoded so far (up to a stop string, if one matched)
+        self._parts: list[str] = []  # without stop strings: the text, piece by piece (all of it emitted)
         self._emitted = 0  # characters of _text already returned
         self.stopped = False
 
     @property
     def text(self) -> str:
-        return self._text[: self._emitted]
+        return self._text[: self._emitted] if self._stop else "".join(self._parts)
 
     def add(self, token_ids: list[int]) -> str:
         """Feeds new output tokens; returns the text that became final (possibly empty)."""
         if self.stopped:
             return ""
         self._ids.extend(token_ids)
+        piece = self._next_piece(token_ids)
+        if not self._stop:  # everything decoded is final: no _text, no _release
+            if piece:
+                self._parts.append(piece)
+                return piece
+            return ""
+        if piece:
+            self._text += piece
+        return self._release(final=False)
+
+    def _next_piece(self, token_ids: list[int]) -> str | None:
+        """The text the tokens completed (None: held back, a partial character or nothing new), offsets advanced.
+
+        The stream's text, when it gives one, is what the decodes below give (its window starts with its prefix
+        and is longer). When it gives none, the decodes below decide (they differ only where the window does not
+        start with the prefix: the stream compares lengths in bytes); if they do give text, the stream is
+        dropped. Either way the deltas are those of the decodes alone."""
+        stream = self._stream
+        if stream is not None:
+            try:
+                piece = stream[1].step(stream[0], token_ids)
+            except Exception:  # the window does not extend its prefix: decode here from now on (same state)
+                self._stream = None
+            else:
+                if piece is not None:
+                    self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+                    return piece
         prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
         window = self._decode(self._ids[self._prefix_offset :])
         if len(window) > len(prefix) and not window.endswith(REPLACEMENT_CHAR):
-            self._text += window[len(prefix) :]
+            self._stream = None  # the stream held this back: its state no longer mirrors the offsets
             self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-        return self._release(final=False)
+            return window[len(prefix) :]
+        return None
 
     def flush(self) -> str:
         """At the end of the request: everything still held back (a partial character or stop prefix)."""
         if self.stopped:
             return ""
+        self._stream = None  # its state would miss the tail decoded here
+        piece = ""
         if self._read_offset < len(self._ids):
             prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
             window = self._decode(self._ids[self._prefix_offset :])
-            self._text += window[len(prefix) :]
+            piece = window[len(prefix) :]
             self._prefix_offset = self._read_offset = len(self._ids)
+        if not self._stop:
+            if piece:
+                self._parts.append(piece)
+            return piece
+        self._text += piece
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
-        if self._stop and len(self._ids) <= self._min_tokens:
+        if len(self._ids) <= self._min_tokens:
             self._stop_from = len(self._text)
             return self._take(len(self._text))
-        if self._stop:
-            hit = find_stop(self._text, self._stop, max(self._stop_from, self._emitted - self._max_stop + 1))
-            if hit >= 0:
-                self._text = self._text[:hit]
-                self.stopped = True
-                return self._take(len(self._text))
-        if final or not self._stop:
+        hit = find_stop(self._text, self._stop, max(self._stop_from, self._emitted - self._max_stop + 1))
+        if hit >= 0:
+            self._text = self._text[:hit]
+            self.stopped = True
+            return self._take(len(self._text))
+        if final:
             return self._take(len(self._text))
         hold = min(stop_prefix_len(self._text, self._stop), len(self._text) - self._emitted)
         return self._take(len(self._text) - hold)

@@ -66,6 +66,34 @@ class RequestOutput:
     # None, no top; then each token's logprob and rank given the tokens before it, and the top N there)
     prompt_logprobs: tuple[TokenLogprobs, ...] | None = None
 
+    @classmethod
+    def token_delta(
+        cls,
+        request_id: str,
+        text: str,
+        token_ids: list[int],
+        finish_reason: FinishReason | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        logprobs: tuple[TokenLogprobs, ...] | None,
+        cached_tokens: int,
+    ) -> RequestOutput:
+        """RequestOutput(...) with no prompt logprobs, the same object made without the frozen __init__ (which sets
+        each field through object.__setattr__: 0.76 -> 0.22 us on the CPU). Every decode step makes one for each
+        running sequence. A test checks that its fields are the dataclass's."""
+        out = object.__new__(cls)
+        d = out.__dict__
+        d["request_id"] = request_id
+        d["text"] = text
+        d["token_ids"] = token_ids
+        d["finish_reason"] = finish_reason
+        d["prompt_tokens"] = prompt_tokens
+        d["completion_tokens"] = completion_tokens
+        d["logprobs"] = logprobs
+        d["cached_tokens"] = cached_tokens
+        d["prompt_logprobs"] = None
+        return out
+
 
 @dataclass(frozen=True)
 class EngineState:
@@ -335,30 +363,51 @@ class LLMEngine:
         return entries
 
     def _append_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None = None) -> RequestOutput:
-        seq.output_token_ids.append(token)
+        # every decode step runs this once a sequence: _output and _take_prompt_logprobs are inlined (same fields)
+        output_ids = seq.output_token_ids
+        output_ids.append(token)
         p = seq.sampling
         detok = seq.detokenizer
         if detok is None:
             raise RuntimeError(f"{seq.request_id} has no detokenizer")
         reason: FinishReason | None = None
+        grammar = seq.grammar
         # a grammar ends with EOS (the mask allows it only where the grammar can end), ignore_eos or not
-        ended = seq.grammar is not None and self._grammar_ended(seq, token)
+        ended = grammar is not None and self._grammar_ended(seq, token)
         if ended or token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids):
             reason, text = FinishReason.STOP, detok.flush()  # a stop token's text is never emitted
         else:
             text = detok.add([token])
             if detok.stopped:
                 reason = FinishReason.STOP
-            elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.limits.max_model_len:
+            elif (
+                len(output_ids) >= p.max_tokens
+                or len(seq.prompt_token_ids) + len(output_ids) >= self.limits.max_model_len  # seq.num_tokens
+            ):
                 reason = FinishReason.LENGTH
                 text += detok.flush()
-            elif seq.grammar is not None and seq.grammar.too_slow:  # its mask would slow every row of the worker
+            elif grammar is not None and grammar.too_slow:  # its mask would slow every row of the worker
                 reason = FinishReason.ERROR
                 text += detok.flush()
         if reason is not None:
             self.scheduler.finish(seq, reason)
             del self._seqs[seq.request_id]
-        out = self._output(seq, text, [token], reason, None if logprobs is None else (logprobs,))
+        if logprobs is not None:
+            lps: tuple[TokenLogprobs, ...] | None = (logprobs,)
+        else:
+            lps = None if p.logprobs is None else ()  # asked for: an empty list (as _output gives)
+        out = RequestOutput.token_delta(
+            seq.request_id,
+            text,
+            [token],
+            reason,
+            len(seq.prompt_token_ids),
+            len(output_ids),
+            lps,
+            seq.prompt_cached_tokens or 0,
+        )
+        if p.prompt_logprobs is None or seq.prompt_logprobs_sent:
+            return out
         prompt = self._take_prompt_logprobs(seq)
         return out if prompt is None else replace(out, prompt_logprobs=prompt)
 

@@ -92,8 +92,10 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            n = min(seq.num_uncomputed_tokens, budget)
-            reach = seq.num_computed_tokens + n
+            # seq.num_tokens etc. inlined: this runs for every running sequence, every step
+            computed, total = seq.num_computed_tokens, len(seq.prompt_token_ids) + len(seq.output_token_ids)
+            n = min(total - computed, budget)
+            reach = computed + n
             if len(seq.block_table) * room < reach:  # needs new blocks (most decode steps do not)
                 while not bm.can_allocate(seq.block_table, reach):
                     victim = self.running[-1]
@@ -104,7 +106,7 @@ class Scheduler:
                 if seq.status is not SequenceStatus.RUNNING:
                     break  # seq preempted itself: nothing newer is left running
                 bm.allocate(seq.block_table, reach)
-            out.chunks.append(self._chunk(seq, n))
+            out.chunks.append(ScheduledChunk(seq, computed, n, reach == total))  # self._chunk(seq, n)
             budget -= n
             i += 1
         return budget
@@ -217,10 +219,12 @@ class Scheduler:
         """Marks the scheduled chunks as computed (their KV is now in the cache) and registers the full blocks
         they completed in the prefix cache."""
         caching = self.block_manager.enable_caching
+        bs = self.block_manager.block_size
         for chunk in out.chunks:
-            chunk.seq.num_computed_tokens = chunk.end
-            if caching:
-                self._register(chunk.seq)
+            seq = chunk.seq
+            seq.num_computed_tokens = end = chunk.start + chunk.num_tokens
+            if caching and end // bs > seq.num_registered_blocks:  # _register's first test: a block completed
+                self._register(seq)
 
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
         """Removes a sequence wherever it is and frees its blocks."""

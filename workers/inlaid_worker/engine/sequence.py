@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from array import array
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -79,6 +80,8 @@ class Sequence:
         self.status = SequenceStatus.WAITING
         self.num_computed_tokens = 0
         self.block_table: list[int] = []
+        # block_table as array('q') with the num_preemptions it was made at (table_copy.py; the step builder's)
+        self.table_copy: tuple[int, array] | None = None
         self.finish_reason: FinishReason | None = None
         self.num_preemptions = 0
         self.generator: Any = None  # torch.Generator when sampling with a seed

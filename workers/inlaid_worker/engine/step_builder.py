@@ -2,7 +2,10 @@
 
 Host cost matters here (every step, every row): the columns are filled in one pass into array('q') buffers
 (C int64 appends, no per-element Python objects kept) and handed to torch without a copy (torch.frombuffer keeps
-each buffer alive); a decode row (one token) takes a short path without ranges or slices.
+each buffer alive); a decode row (one token) takes a short path without ranges or slices. Block tables come from
+each sequence's kept int64 copy (table_copy.py: only new blocks are converted). In a step where every chunk is one
+token (pure decode), query_start_loc and logits_indices are 0..S and 0..S-1: those two come from a cache of CPU
+tensors made once per S (no one writes into a StepInput's tensors: the runner reads them, copies them or moves them).
 """
 
 from __future__ import annotations
@@ -13,7 +16,18 @@ from collections.abc import Sequence as Seq
 import torch
 
 from inlaid_worker.engine.scheduler import ScheduledChunk
+from inlaid_worker.engine.table_copy import table_array
 from inlaid_worker.model.step_input import StepInput
+
+_ARANGE: dict[int, torch.Tensor] = {}  # n -> tensor([0, 1, ..., n - 1]) int64 on the CPU; never written to
+
+
+def arange(n: int) -> torch.Tensor:
+    """0..n-1 as a shared CPU int64 tensor (made on the first request for n)."""
+    t = _ARANGE.get(n)
+    if t is None:
+        t = _ARANGE[n] = torch.arange(n, dtype=torch.int64)
+    return t
 
 
 def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch.device | str) -> StepInput:
@@ -22,8 +36,8 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
     token_ids, positions, adapter_ids, slot_mapping = array("q"), array("q"), array("q"), array("q")
     query_start_loc, context_lens, logits_indices = array("q", [0]), array("q"), array("q")
     max_blocks = max(len(c.seq.block_table) for c in chunks)
-    padding = [0] * max_blocks
-    flat_tables: list[int] = []
+    padding = array("q", bytes(8 * max_blocks))  # zeros
+    flat_tables = array("q")
     prompt_rows: array | None = None  # prompt logprobs: rows scored, their targets (the next prompt tokens)
     prompt_targets = array("q")
     prompt_top_k = 0
@@ -36,7 +50,8 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
         if len(table) * block_size < end:
             raise RuntimeError(f"{seq.request_id}: {len(table)} blocks cannot hold {end} tokens")
         if n == 1:  # decode
-            token_ids.append(seq.token_at(start))
+            prompt = seq.prompt_token_ids  # seq.token_at(start), inlined
+            token_ids.append(prompt[start] if start < len(prompt) else seq.output_token_ids[start - len(prompt)])
             positions.append(start)
             adapter_ids.append(seq.adapter_slot)
             slot_mapping.append(table[start // block_size] * block_size + start % block_size)
@@ -57,8 +72,9 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
         query_start_loc.append(total)
         context_lens.append(end)
         logits_indices.append(total - 1)
-        flat_tables.extend(table)
-        flat_tables.extend(padding[len(table) :])
+        flat_tables.extend(table_array(seq))  # the sequence's kept int64 copy: no per-block conversion
+        if len(table) < max_blocks:
+            flat_tables.extend(padding[len(table) :])
 
     on_cpu = torch.device(device).type == "cpu"  # once: a torch.device costs ~0.5 us, eight columns a step
 
@@ -66,15 +82,17 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
         tensor = torch.frombuffer(values, dtype=torch.int64)
         return tensor if on_cpu else tensor.to(device)
 
+    s = len(chunks)
+    decode = total == s  # one token a chunk: query_start_loc is 0..S, logits_indices 0..S-1
     return StepInput(
         token_ids=t(token_ids),  # [T]
         positions=t(positions),  # [T]
         adapter_ids=t(adapter_ids),  # [T]
         slot_mapping=t(slot_mapping),  # [T]
-        query_start_loc=t(query_start_loc),  # [S+1]
+        query_start_loc=arange(s + 1) if decode and on_cpu else t(query_start_loc),  # [S+1]
         context_lens=t(context_lens),  # [S]
-        block_tables=t(array("q", flat_tables)).view(len(chunks), max_blocks),  # [S, max_blocks]
-        logits_indices=t(logits_indices),  # [S]
+        block_tables=t(flat_tables).view(s, max_blocks),  # [S, max_blocks]
+        logits_indices=arange(s) if decode and on_cpu else t(logits_indices),  # [S]
         prompt_rows=None if prompt_rows is None else t(prompt_rows),  # [R]
         prompt_targets=None if prompt_rows is None else t(prompt_targets),  # [R]
         prompt_top_k=prompt_top_k,

@@ -99,3 +99,22 @@ def test_token_slice_and_token_at_agree_with_token_ids() -> None:
         end = rng.randint(start, len(ids))
         assert seq.token_slice(start, end) == ids[start:end]
         assert [seq.token_at(i) for i in range(len(ids))] == ids
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_pure_decode_steps_match_the_reference_builder(seed: int) -> None:
+    # every chunk one token: query_start_loc and logits_indices come from the per-S cache of 0..n-1 tensors
+    rng = random.Random(100 + seed)
+    block_size = rng.choice([1, 4, 16])
+    for _ in range(3):  # several steps, sizes repeating: a cached tensor must come back unchanged
+        chunks = random_chunks(rng, block_size)
+        chunks = [ScheduledChunk(c.seq, c.seq.num_tokens - 1, 1, True) for c in chunks]
+        for c in chunks:  # the table must now reach the last token
+            need = -(-c.seq.num_tokens // block_size) - len(c.seq.block_table)
+            c.seq.block_table += [10**6 + rng.randrange(10**6) for _ in range(need)]
+        got, want = build_step_input(chunks, block_size, "cpu"), reference_build(chunks, block_size)
+        for name in FIELDS:
+            a, b = getattr(got, name), getattr(want, name)
+            assert a.dtype == torch.int64 and a.shape == b.shape and torch.equal(a, b), name
+    again = build_step_input(chunks, block_size, "cpu")
+    assert again.query_start_loc is got.query_start_loc and again.logits_indices is got.logits_indices
