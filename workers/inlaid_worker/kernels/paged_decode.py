@@ -36,6 +36,18 @@ batch 1, 11.12 vs 10.82 at 2, 16.93 vs 16.13 at 4, 28.00 vs 24.69 at 8; the 7B i
 2.94 ms). The peeled first tile itself is the cost: with PDL off the same kernel takes 9.01 vs 7.73 us a layer
 (batch 1 / 512), presumably because that tile now runs outside the loop's software pipeline.
 
+"tiles" with SKIP_EMPTY (skip_empty_for: on the H200 at batch buckets 1-2, SKIP_EMPTY_UPTO): the partitions are
+chunks of the context rounded up to whole tiles, so at short contexts most of them are empty (batch 1 / 512 tokens,
+32 partitions, the tuned 128-token tile: 28 of 32). Such a program reads its length (the decode graph's staged
+buffer, as "split" does) before griddepcontrol.wait and exits at once, neither waiting nor writing; partition 0
+always runs and waits, so the kernel still completes after its predecessor; the merge kernel (CHUNK_N) reads only
+the partitions that wrote. Another exception to kernels.pdl's rule list, pinned by
+test_pdl_ptx_order.test_tiles_skip_empty_reads_only_the_lengths_before_the_wait. Why the batch-1 kernel costs ~6 us
+at any context (bench/results/decode-2026-11-30-s10-attn.md, Nsight Compute): the tuned tile (128 tokens, 4 warps,
+152 registers, 74 KB of shared memory: 3 programs an SM, 2.6 waves of 1,024) leaves 128 busy programs, one per SM,
+each running ~1,700 dependent instructions a warp at ~1.4 active warps a scheduler (6.2 cycles an issued
+instruction); the 896 empty ones ran ~650 instructions each and held the SMs the merge and the o GEMV launch into.
+
 Both: with num_parts > 1 partitions write (max, sum, unnormalised output) and a second kernel merges them (split's
 MERGE 2: the last program of a (sequence, KV head) to arrive merges, as decode_fused); with num_parts == 1 the
 first kernel writes the output directly. A sequence with context_len 0 (a padding row of a CUDA-graph bucket)
@@ -86,11 +98,33 @@ def _decode_kernel(
     stride_ot, stride_oh,
     REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
     S_BUCKET, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr,
-    USE_GDC: tl.constexpr = 0, PREFETCH: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0, PREFETCH: tl.constexpr = 0, SKIP_EMPTY: tl.constexpr = 0,
 ):  # fmt: skip
     s = tl.program_id(0)
     kvh = tl.program_id(1)
     part = tl.program_id(2)
+    if SKIP_EMPTY:  # a partition past the context exits at once, before the PDL wait, writing nothing (docstring)
+        ctx = tl.load(ctx_ptr + s)
+        busy = (part * (tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N) < ctx) | (part == 0)
+    else:
+        busy = True
+    if busy:
+        _decode_body(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, scale, s, kvh, part,
+                     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+                     stride_bt, stride_ot, stride_oh, REP, REP_PAD, HEAD_DIM, D_PAD, BLOCK_SIZE, NUM_PARTS, IEEE,
+                     BLOCK_N, USE_GDC, PREFETCH)  # fmt: skip
+
+
+@triton.jit
+def _decode_body(
+    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, scale, s, kvh, part,
+    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
+    stride_ot, stride_oh,
+    REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, IEEE: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_GDC: tl.constexpr, PREFETCH: tl.constexpr,
+):  # fmt: skip
+    """One (sequence, KV head, partition) program of impl "tiles"."""
     r = tl.arange(0, REP_PAD)
     d = tl.arange(0, D_PAD)
     mask_h = r < REP
@@ -173,20 +207,30 @@ _decode_tuned = triton.autotune(_TUNE, key=["S_BUCKET", "REP", "HEAD_DIM", "NUM_
 
 @triton.jit
 def _merge_kernel(
-    pm_ptr, pl_ptr, pacc_ptr, out_ptr, stride_ot, stride_oh,
+    pm_ptr, pl_ptr, pacc_ptr, out_ptr, ctx_ptr, stride_ot, stride_oh,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr, USE_GDC: tl.constexpr = 0,
+    CHUNK_N: tl.constexpr = 0,
 ):  # fmt: skip
+    """CHUNK_N > 0 (the tiles kernel's SKIP_EMPTY with BLOCK_N = CHUNK_N): only the partitions that start inside
+    the context (and partition 0) wrote; the others' rows are not read."""
     gdc_enter(USE_GDC)  # kernels.pdl
     s = tl.program_id(0)
     h = tl.program_id(1)
-    row = (s * tl.num_programs(1) + h) * NUM_PARTS + tl.arange(0, NUM_PARTS)
+    parts = tl.arange(0, NUM_PARTS)
+    row = (s * tl.num_programs(1) + h) * NUM_PARTS + parts
     d = tl.arange(0, D_PAD)
-    m = tl.load(pm_ptr + row)
+    if CHUNK_N:
+        ctx = tl.load(ctx_ptr + s)
+        wrote = (parts * (tl.cdiv(tl.cdiv(ctx, NUM_PARTS), CHUNK_N) * CHUNK_N) < ctx) | (parts == 0)
+    else:
+        wrote = parts >= 0
+    m = tl.load(pm_ptr + row, mask=wrote, other=float("-inf"))
     m_max = tl.max(m, axis=0)
     m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
     w = tl.exp(m - m_max)  # 0 for empty partitions
-    total = tl.sum(tl.load(pl_ptr + row) * w, axis=0)
-    acc = tl.sum(tl.load(pacc_ptr + row[:, None] * D_PAD + d[None, :]) * w[:, None], axis=0)
+    total = tl.sum(tl.load(pl_ptr + row, mask=wrote, other=0.0) * w, axis=0)
+    acc = tl.sum(tl.load(pacc_ptr + row[:, None] * D_PAD + d[None, :], mask=wrote[:, None], other=0.0) * w[:, None],
+                 axis=0)  # fmt: skip
     out = acc / tl.where(total > 0, total, 1.0)
     gdc_late(USE_GDC)
     tl.store(out_ptr + s * stride_ot + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
@@ -361,6 +405,66 @@ def tiles_prefetch_for(use_gdc: int) -> int:
     return 1 if on and use_gdc in (1, 2) else 0
 
 
+# impl "tiles" with more than one partition, SKIP_EMPTY: a partition that starts past its sequence's context (the
+# context is cut into tiles of BLOCK_N, so at batch 1 / 512 tokens with the H200's tuned 128-token tile, 28 of 32)
+# reads the length before the PDL wait and exits at once, writing nothing; the merge kernel reads only the
+# partitions that wrote. Partition 0 always runs (and waits), so the kernel never completes before its predecessor.
+# Only where measured, by device name: the largest batch bucket with SKIP_EMPTY on. H200 (7B int4 step, same runner,
+# alternating; bench/results/decode-2026-11-30-s10-attn.md): device time batch 2 0.991x / 0.992x (8/8, 6/6 rounds
+# in two runs), batch 1 0.997x / 0.998x (7/8, 5/6), batch 4 1.002x / 1.001x (not taken).
+SKIP_EMPTY_UPTO: dict[str, int] = {"NVIDIA H200": 2}
+# None: SKIP_EMPTY_UPTO; 0 / 1: off / on at every bucket (benchmarks). Env INLAID_DECODE_SKIP_EMPTY (1 / 0) overrides
+# both; read when a call (or a graph capture) runs.
+SKIP_EMPTY: int | None = None
+
+
+def skip_empty_for(bucket: int, device: torch.device) -> int:
+    """The tiles kernel's SKIP_EMPTY for a launch of `bucket` rows (env INLAID_DECODE_SKIP_EMPTY, else SKIP_EMPTY,
+    else on CUDA for buckets up to SKIP_EMPTY_UPTO of the device's name)."""
+    raw = os.environ.get("INLAID_DECODE_SKIP_EMPTY", "").strip().lower()
+    if raw:
+        return int(raw not in ("0", "off", "false", "no"))
+    if SKIP_EMPTY is not None:
+        return int(SKIP_EMPTY)
+    if device.type != "cuda":
+        return 0
+    return int(bucket <= SKIP_EMPTY_UPTO.get(torch.cuda.get_device_properties(device).name, 0))
+
+
+# impl "tiles" on CUDA: (BLOCK_N, num_warps, num_stages) instead of the autotuner's pick, by device name
+# (torch.cuda.get_device_properties(...).name) and batch bucket (the next power of two of the rows), only where
+# measured; elsewhere the autotuner picks (keyed by bucket, partitions and head layout, timed at the first call's
+# context). Env INLAID_DECODE_TILES_CONFIG="64,4,2" sets one config for every bucket (benchmarks); read when a call
+# (or a graph capture) runs.
+TILES_FIXED: dict[str, dict[int, tuple[int, int, int]]] = {}
+
+
+def tiles_config(bucket: int, device: torch.device) -> tuple[int, int, int] | None:
+    """The fixed tiles config of a batch bucket on this device (env INLAID_DECODE_TILES_CONFIG, else TILES_FIXED),
+    or None (autotune)."""
+    raw = os.environ.get("INLAID_DECODE_TILES_CONFIG", "").strip()
+    if raw:
+        vals = tuple(int(v) for v in raw.split(","))
+        if len(vals) != 3 or any(v < 1 for v in vals):
+            raise ValueError(f"INLAID_DECODE_TILES_CONFIG must be 'BLOCK_N,num_warps,num_stages', got {raw!r}")
+        return vals  # type: ignore[return-value]
+    if not TILES_FIXED or device.type != "cuda":
+        return None
+    return TILES_FIXED.get(torch.cuda.get_device_properties(device).name, {}).get(bucket)
+
+
+# the autotuner's keys (batch bucket, query heads per KV head, head_dim, partitions, dtypes) already tuned: it is
+# keyed without SKIP_EMPTY, and SKIP_EMPTY was measured with the pick tuned with every partition running (empty ones
+# exit at once when it is on, which would change what the autotuner times), so a new key is tuned with it off first
+_TUNED_PLAIN: set[tuple] = set()
+
+
+def workspace(n: int, d_pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The partitions' (max, sum, unnormalised output) rows: uninitialised (a test seam: tests fill them with NaN)."""
+    pm = torch.empty(n, dtype=torch.float32, device=device)
+    return pm, torch.empty_like(pm), torch.empty(n, d_pad, dtype=torch.float32, device=device)
+
+
 Fewer = tuple[tuple[int, int], ...]
 # By device name (torch.cuda.get_device_properties(...).name), only where measured; other devices: no divisor.
 # (largest batch, divisor) in ascending order: parts_for divides its four-programs-per-SM count by this (a power of
@@ -417,13 +521,14 @@ def paged_decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     context_lens: torch.Tensor, scale: float, num_parts: int | None = None, out: torch.Tensor | None = None,
     tune: bool = True, impl: str | None = None, tiles_prefetch: int | None = None, tiles_block_n: int = 64,
-    **split: int,
+    skip_empty: int | None = None, **split: int,
 ) -> torch.Tensor:  # fmt: skip
     """q [S, heads, head_dim] (one token per sequence) -> [S, heads, head_dim]; see the module docstring.
     tune (impl "tiles"): on CUDA, pick the tile by timing the first call of each batch bucket (never inside a
     graph capture). impl: "tiles" or "split" (default: default_impl() for one query head per KV head, "tiles"
     for grouped heads). split: overrides of SPLIT_DEFAULTS (benchmarks). tiles_prefetch (impl "tiles"): 0 / 1 / 2
-    (the tests' unsafe control), default tiles_prefetch_for() of the PDL mode; tiles_block_n: the untuned tile."""
+    (the tests' unsafe control), default tiles_prefetch_for() of the PDL mode; tiles_block_n: the untuned tile;
+    skip_empty (impl "tiles"): empty partitions exit at once (default skip_empty_for() of the batch bucket)."""
     s, heads, hd = q.shape
     kv_heads = k_cache.shape[2]
     if heads % kv_heads or k_cache.shape[3] != hd or block_tables.shape[0] != s or context_lens.shape != (s,):
@@ -445,15 +550,14 @@ def paged_decode(
         raise ValueError(f"num_parts must be a power of two, got {parts}")
     d_pad = max(16, triton.next_power_of_2(hd))
     if parts > 1:
-        pm = torch.empty(s * heads * parts, dtype=torch.float32, device=q.device)
-        pl = torch.empty_like(pm)
-        pacc = torch.empty(s * heads * parts, d_pad, dtype=torch.float32, device=q.device)
+        pm, pl, pacc = workspace(s * heads * parts, d_pad, q.device)
     else:
         pm = pl = pacc = out
     strides = (q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
                v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
                out.stride(0), out.stride(1))  # fmt: skip
     merge = 1
+    chunk_n = 0  # impl "tiles" with SKIP_EMPTY: its BLOCK_N, which the merge needs to know who wrote
     if impl == "split":
         merge = int(opt["merge"]) if parts > 1 else 0
         if merge not in (0, 1, 2):
@@ -469,18 +573,30 @@ def paged_decode(
         args = (q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, scale, *strides)
         kw = launch_kw()
         pre = tiles_prefetch_for(kw["USE_GDC"]) if tiles_prefetch is None else int(tiles_prefetch)
+        bucket = triton.next_power_of_2(s)
         if pre not in (0, 1, 2):
             raise ValueError(f"paged_decode: tiles_prefetch must be 0, 1 or 2, got {pre}")
+        skip = (skip_empty_for(bucket, q.device) if skip_empty is None else int(skip_empty)) if parts > 1 else 0
         meta = dict(REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)), HEAD_DIM=hd, D_PAD=d_pad,
-                    S_BUCKET=triton.next_power_of_2(s), BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts,
-                    IEEE=q.dtype == torch.float32, **kw, **({"PREFETCH": pre} if pre else {}))  # fmt: skip
-        if q.is_cuda and tune:
+                    S_BUCKET=bucket, BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=parts,
+                    IEEE=q.dtype == torch.float32, **kw, **({"PREFETCH": pre} if pre else {}),
+                    **({"SKIP_EMPTY": 1} if skip else {}))  # fmt: skip
+        fixed = tiles_config(meta["S_BUCKET"], q.device) if q.is_cuda and tune else (tiles_block_n, 4, 2)
+        if fixed is None:
+            tune_key = (bucket, rep, hd, parts, q.dtype, k_cache.dtype)
+            if skip and tune_key not in _TUNED_PLAIN:  # tune with every partition running, as measured (_TUNED_PLAIN)
+                _decode_tuned[(s, kv_heads, parts)](*args, **{**meta, "SKIP_EMPTY": 0})
+            _TUNED_PLAIN.add(tune_key)
             _decode_tuned[(s, kv_heads, parts)](*args, **meta)
+            chunk_n = int(_decode_tuned.best_config.kwargs["BLOCK_N"]) if skip else 0
         else:
-            _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=tiles_block_n, num_warps=4, num_stages=2)
+            bn, warps, stages = fixed
+            _decode_kernel[(s, kv_heads, parts)](*args, **meta, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+            chunk_n = bn if skip else 0
     if parts > 1 and merge == 1:
-        _merge_kernel[(s, heads)](pm, pl, pacc, out, out.stride(0), out.stride(1),
-                                  HEAD_DIM=hd, D_PAD=d_pad, NUM_PARTS=parts, num_warps=1, **launch_kw())  # fmt: skip
+        _merge_kernel[(s, heads)](pm, pl, pacc, out, context_lens, out.stride(0), out.stride(1), HEAD_DIM=hd,
+                                  D_PAD=d_pad, NUM_PARTS=parts, num_warps=1, **launch_kw(),
+                                  **({"CHUNK_N": chunk_n} if chunk_n else {}))  # fmt: skip
     return out
 
 

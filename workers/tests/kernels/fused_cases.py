@@ -42,6 +42,14 @@ FUSED_CASES: dict[str, dict[str, Any]] = {
                                             tiles=dict(tiles_prefetch=2, tiles_block_n=16)),
     "tiles-mha-fp16-2parts-tile16": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2,
                                          tiles=dict(tiles_prefetch=0, tiles_block_n=16)),
+    # tiles with SKIP_EMPTY: partitions past the context exit before the PDL wait, the merge reads only the others
+    # (every case's partition workspace starts as NaN, so a row read but never written shows)
+    "tiles-mha-fp16-4parts-skip": dict(kind="decode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=4,
+                                       tiles=dict(tiles_prefetch=0, tiles_block_n=16, skip_empty=1)),
+    "tiles-gqa-fp32-8parts-skip-prefetch": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=8,
+                                                tiles=dict(tiles_prefetch=1, tiles_block_n=16, skip_empty=1)),
+    "tiles-d24-fp32-2parts-skip": dict(kind="decode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=2,
+                                       tiles=dict(tiles_prefetch=0, tiles_block_n=16, skip_empty=1)),
     "fdecode-gqa-fp32-4parts": dict(kind="fdecode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
     "fdecode-mha-fp16-2parts": dict(kind="fdecode", dtype="fp16", heads=2, kv_heads=2, d=32, parts=2),
     "fdecode-d24-fp32-1part": dict(kind="fdecode", dtype="fp32", heads=3, kv_heads=1, d=24, parts=1),
@@ -70,7 +78,14 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
 
 
+def _nan_workspace(n: int, d_pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """paged_decode's partition workspace filled with NaN: a row the merge reads but no partition wrote shows."""
+    pm = torch.full((n,), float("nan"), dtype=torch.float32, device=device)
+    return pm, pm.clone(), torch.full((n, d_pad), float("nan"), dtype=torch.float32, device=device)
+
+
 def run_decode(p: dict[str, Any], dev: str) -> dict[str, Any]:
+    from inlaid_worker.kernels import paged_decode as pd_mod
     from inlaid_worker.kernels.paged_decode import paged_decode, paged_decode_reference
 
     dtype, bs, blocks = DTYPES[p["dtype"]], 4, 24
@@ -83,7 +98,11 @@ def run_decode(p: dict[str, Any], dev: str) -> dict[str, Any]:
     kw = dict(num_parts=p["parts"], impl=p.get("impl", "tiles"), **p.get("split", {}), **p.get("tiles", {}))
     if "tiles" in p:
         kw["tune"] = False  # the tile of the case, also on CUDA
-    out = paged_decode(q, k_cache, v_cache, tables, lens, scale, **kw)
+    plain, pd_mod.workspace = pd_mod.workspace, _nan_workspace  # every case: unwritten rows must not be read
+    try:
+        out = paged_decode(q, k_cache, v_cache, tables, lens, scale, **kw)
+    finally:
+        pd_mod.workspace = plain
     ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, scale)
     res = dict(err=_rel(out, ref), pad_row_zero=bool((out[1] == 0).all()))
     if p.get("split", {}).get("merge") == 2:  # the arrival counters are left at 0; a rerun gives the same output

@@ -139,6 +139,30 @@ def test_partition_rule_takes_fewer_at_the_smallest_batches(monkeypatch: pytest.
     assert [choose_num_parts(s, 32, cuda) for s in (1, 2, 3, 4, 5, 8)] == [32, 16, 8, 8, 4, 4]
 
 
+def test_skip_empty_is_on_only_at_the_measured_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """skip_empty_for: SKIP_EMPTY at batch buckets up to SKIP_EMPTY_UPTO of the device's name (H200: 1-2), off on
+    other devices and on the CPU; SKIP_EMPTY and env INLAID_DECODE_SKIP_EMPTY override it for every bucket."""
+    from inlaid_worker.kernels import paged_decode
+    from inlaid_worker.kernels.paged_decode import SKIP_EMPTY_UPTO, skip_empty_for
+
+    assert SKIP_EMPTY_UPTO == {"NVIDIA H200": 2}  # the measured rule: batch 4 was not faster
+
+    class Props:
+        name = "NVIDIA H200"
+
+    monkeypatch.setattr(paged_decode.torch.cuda, "get_device_properties", lambda device: Props)
+    monkeypatch.delenv("INLAID_DECODE_SKIP_EMPTY", raising=False)
+    cuda = torch.device("cuda", 0)
+    assert [skip_empty_for(b, cuda) for b in (1, 2, 4, 8, 16)] == [1, 1, 0, 0, 0]
+    assert skip_empty_for(1, torch.device("cpu")) == 0
+    Props.name = "NVIDIA H100 80GB HBM3"
+    assert [skip_empty_for(b, cuda) for b in (1, 2, 4)] == [0, 0, 0]
+    monkeypatch.setattr(paged_decode, "SKIP_EMPTY", 1)
+    assert [skip_empty_for(b, cuda) for b in (1, 4, 16)] == [1, 1, 1]
+    monkeypatch.setenv("INLAID_DECODE_SKIP_EMPTY", "0")
+    assert skip_empty_for(1, cuda) == 0
+
+
 @triton.jit
 def _spin(x_ptr, n, USE_GDC: tl.constexpr):
     """One program that runs for a while (n dependent FMAs) after its PDL wait: the kernel before rope_cache."""
@@ -151,9 +175,10 @@ def _spin(x_ptr, n, USE_GDC: tl.constexpr):
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="PDL needs a GPU of compute capability 9+")  # fmt: skip
-@pytest.mark.parametrize("impl", ["split", "tiles"])
+@pytest.mark.parametrize("impl", ["split", "tiles", "tiles-skip"])
 def test_split_prefetch_reads_the_new_token_after_the_pdl_wait(impl: str) -> None:
-    """impl "split" (and "tiles" with tiles_prefetch 1) loads its first tile before the PDL wait but the new
+    """impl "split" (and "tiles" with tiles_prefetch 1; "tiles-skip": also SKIP_EMPTY, its empty partitions exit
+    before the wait) loads its first tile before the PDL wait but the new
     token's K/V only after it. In a PDL graph
     (a one-program spin kernel, then rope_cache writing the new K/V, then the attention), the new slots are
     clobbered before the replay: the shipped kernel must match the reference; the control (PREFETCH 2, which also
@@ -178,11 +203,13 @@ def test_split_prefetch_reads_the_new_token_after_the_pdl_wait(impl: str) -> Non
     errs = {}
     for prefetch, merge in ((1, 1), (1, 2), (2, 1)) if impl == "split" else ((1, 1), (2, 1)):
         opts = dict(prefetch=prefetch, merge=merge) if impl == "split" else dict(tiles_prefetch=prefetch, tune=False)
+        if impl == "tiles-skip":
+            opts.update(skip_empty=1, tiles_block_n=16)  # 4 partitions of 16-token chunks: some empty
 
         def fn() -> tuple[torch.Tensor, torch.Tensor]:
             _spin[(1,)](x, 20000, **pdl.launch_kw())
             q = rope_and_cache(qkv, cos[:, 0], sin[:, 0], slots, k_cache, v_cache, h)
-            return q, paged_decode(q, k_cache, v_cache, tables, lens, d**-0.5, num_parts=4, impl=impl,
+            return q, paged_decode(q, k_cache, v_cache, tables, lens, d**-0.5, num_parts=4, impl=impl[:5],
                                    **opts)  # noqa: B023  # fmt: skip
 
         with pdl.scope(1) as mode:

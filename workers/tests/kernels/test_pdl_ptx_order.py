@@ -207,6 +207,37 @@ def test_norm_rope_attention_swiglu_wait_before_any_activation(monkeypatch: pyte
     assert _check(seen, allowed) == 7
 
 
+def test_tiles_skip_empty_reads_only_the_lengths_before_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """paged_decode's SKIP_EMPTY (the documented exception, as impl "split"'s prefetch): a partition past its context
+    reads the staged length, nothing else, before griddepcontrol.wait and exits without waiting or writing; the
+    merge reads the lengths after its wait. Without SKIP_EMPTY every path waits (the control)."""
+    from inlaid_worker.kernels.paged_decode import paged_decode
+
+    h = lambda *s: torch.zeros(*s, dtype=torch.float16)  # noqa: E731
+    heads, kvh, d, bs = 4, 2, 32, 4
+    kc, vc = h(16, bs, kvh, d), h(16, bs, kvh, d)
+    tables = torch.arange(15, dtype=torch.int32).reshape(3, 5)
+    lens = torch.tensor([17, 3, 0], dtype=torch.int32)
+    reports = {}
+    for skip in (1, 0):
+        seen = _record(monkeypatch, lambda: paged_decode(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4,  # noqa: B023
+                                                         tune=False, skip_empty=skip))  # noqa: B023  # fmt: skip
+        assert [fn.__name__ for fn, _, _ in seen] == ["_decode_kernel", "_merge_kernel"]
+        assert seen[0][2].get("SKIP_EMPTY", 0) == skip and seen[1][2].get("CHUNK_N", 0) == 64 * skip  # untuned tile
+        for fn, args, kwargs in seen:
+            ptx, names = _ptx(fn, args, dict(kwargs))
+            rep = analyze(ptx)
+            early = {names[i] for _, src in rep.early_loads for i in src if i < len(names)}
+            reports[(fn.__name__, skip)] = (rep, early)
+    rep, early = reports[("_decode_kernel", 1)]
+    assert rep.waits >= 1 and not rep.early_writes and early == {"ctx_ptr"} and rep.ret_unwaited, (rep, early)
+    rep, early = reports[("_decode_kernel", 0)]
+    assert not rep.early_writes and not early and not rep.ret_unwaited, (rep, early)
+    for skip in (0, 1):
+        rep, early = reports[("_merge_kernel", skip)]
+        assert rep.waits >= 1 and not rep.early_writes and not early and not rep.ret_unwaited, (skip, rep, early)
+
+
 @pytest.mark.parametrize("rope,kv_heads", [(False, 2), (True, 2), (True, 4)])
 def test_fused_decode_attention_waits_before_any_load(monkeypatch: pytest.MonkeyPatch, rope: bool,
                                                       kv_heads: int) -> None:  # fmt: skip
