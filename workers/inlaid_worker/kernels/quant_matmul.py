@@ -14,6 +14,8 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   into the wgmma operand registers, 4- and 3-bit (quant_tc3), M >= 3 (the winner at M = 8..32 on the H200);
 - "tcl", "tclp", "tcls" (quant_tcl, Gluon): the large-M tile GEMM (each word dequantized once per 64-128 rows of
   x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
+- "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
+  warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -170,6 +172,10 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_mma(x2, w, *args)
     elif cfg.kind in ("tc", "tcf", "tc2", "tcf2", "tcl", "tclp", "tcls"):  # quant_tcg, quant_tcl (Gluon); see quant_tc
         launch_tensor_core(x2, w, *args, kind=cfg.kind)
+    elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
+        from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
+
+        launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
     elif cfg.kind == "tile":

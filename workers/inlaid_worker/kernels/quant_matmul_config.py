@@ -174,6 +174,23 @@ def _tcl(mb: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, bn, 128, s, bn // 16, st, True, kind) for bm, bn, st, kind, splits in plans for s in splits]
 
 
+# quant_tcw (kinds "tcw" = ping-pong consumers, "tcwn" = without; M >= 256, 4-bit): block_n 128 (two consumer
+# warpgroups) x block_m rows, one CTA per SM; num_warps 4 = the default partition. Winners of
+# kernels-2026-11-30-s10-tcw.md: ping-pong pays at block_m 256, costs 1.5-3% at 128; split-K only where the grid is
+# a small fraction of the SMs (7B down, M = 256: 32 column tiles).
+TCW_PLANS = {
+    256: (("tcw", 256, 3, (1,)), ("tcwn", 128, 4, (1,)), ("tcw", 128, 4, (2,))),
+    512: (("tcwn", 128, 4, (1,)), ("tcw", 256, 3, (1,))),
+}
+
+
+def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
+    """Warp-specialized large-M kernel (quant_tcw): TMA needs 16-byte word rows (N % 4 == 0)."""
+    if k % 128 or group % 128 or n % 4 or mb not in TCW_PLANS:
+        return []
+    return [QMMConfig(bm, 128, 128, s, 4, st, True, kind) for kind, bm, st, splits in TCW_PLANS[mb] for s in splits]
+
+
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit
 # operand is built whole: no "2" kinds) for M = 8..256 and quant_tcl's plans for M >= 64. Offline sm_90 build
 # (bench/kernels/sass_tc3.py, bench/results/kernels-2026-11-30-k4-tc3-sass.md): no spills in any of these (the
@@ -231,6 +248,7 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     extra += _tc(mb, k, group) if bits == 4 and mb >= 4 else []  # M = 3-4 in an 8-row tile (masked rows)
     extra += _hgemv3(mb, k, group) if bits == 3 and dtype == torch.float16 and mb <= 4 else []
     extra += _tcl(mb, k, group) if bits == 4 else []
+    extra += _tcw(mb, n, k, group) if bits == 4 else []
     extra += _tc3(mb, k, group) if bits == 3 and dtype == torch.float16 else []
     return _base_candidates(m, n, k, group, bits) + extra
 
