@@ -138,7 +138,7 @@ describe('gRPC Inference Tokenize / Detokenize', () => {
 });
 
 describe('gRPC Generate with messages', () => {
-  it('takes add_special_tokens as HTTP chat completions does: prompt_tokens as /tokenize counts them', async () => {
+  it('gRPC Generate with messages: prompt_tokens equal HTTP chat usage and /tokenize count for add_special_tokens true/false/unset (SmolLM2 adds none: agreement only; generate-special-tokens.spec checks the pass-through)', async () => {
     const client = inferenceClient((stack as SmolStack).h.gateway.grpcAddr);
     try {
       const sampling = { maxTokens: 1, temperature: 0, stop: [], stopTokenIds: [], ignoreEos: true };

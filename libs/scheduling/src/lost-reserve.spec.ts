@@ -19,6 +19,7 @@ function running(firstTokenS: number): TrackedRequest {
     version: 0,
     level: 0,
     levelTokens: 0,
+    seq: 0,
   };
 }
 

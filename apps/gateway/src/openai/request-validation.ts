@@ -1,6 +1,7 @@
 /**
  * Pure validation of OpenAI completion / chat-completion bodies into a GenerationInput. Every rejection is
- * an InlaidError(INVALID_ARGUMENT) naming the parameter. Unknown fields are ignored, as OpenAI does.
+ * an InlaidError(INVALID_ARGUMENT) naming the parameter. Unknown fields are ignored, as vLLM does (OpenAI refuses them);
+ * completions refuse the chat-only tool fields (refuseChatOnly).
  */
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
