@@ -4,10 +4,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 status=0
-echo "[test] lint (ruff, eslint) and type-check the e2e specs (ts-jest compiles them with isolatedModules: no type check)"
+echo "[test] lint (ruff, eslint) and type-check every spec (ts-jest compiles them with isolatedModules: no type check)"
 .venv/bin/ruff check . || status=1
 npx eslint . || status=1
-npx tsc -p apps/e2e --noEmit || status=1
+npx tsc -p tsconfig.specs.json || status=1  # libs/*/src and apps/*/src, specs included (noEmit)
 echo "[test] python"
 # two processes, one test file each at a time (pytest-xdist): the suite is mostly single-threaded interpreter work
 .venv/bin/python -m pytest -q -n 2 --dist loadfile workers/tests "$@" || status=1
