@@ -103,8 +103,10 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer: Decoder, stop: tuple[str, ...] = (), min_tokens: int = 0) -> None:
         self._tokenizer = tokenizer
         self._decode = decoder_for(tokenizer)
-        # (backend, DecodeStream) or None; its state mirrors _prefix_offset / _read_offset until it is dropped (a
-        # window that does not start with its prefix, which the stream refuses; flush), then add() decodes here
+        # (backend, DecodeStream) or None; its text is used while it gives valid UTF-8; it is dropped (add() then
+        # decodes here) when it refuses a window that does not start with its prefix, when its piece holds U+FFFD
+        # (its window start can drift from _prefix_offset there), when it held back text the decodes give, and at
+        # flush
         self._stream = decode_stream(tokenizer)
         self._stop = stop
         self._max_stop = max((len(s) for s in stop), default=0)
@@ -152,9 +154,14 @@ class IncrementalDetokenizer:
             except Exception:  # the window does not extend its prefix: decode here from now on (same state)
                 self._stream = None
             else:
-                if piece is not None:
+                if piece is not None and REPLACEMENT_CHAR not in piece:
                     self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
                     return piece
+                if piece is not None:
+                    # invalid UTF-8 in the piece: the stream's window may have drifted from the offsets (it moves its
+                    # own start past a prefix that decodes to "", e.g. a lone "▁" under Llama's Strip decoder), so the
+                    # decodes below give this piece (offsets not moved yet) and everything after it
+                    self._stream = None
         prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
         window = self._decode(self._ids[self._prefix_offset :])
         if len(window) > len(prefix) and not window.endswith(REPLACEMENT_CHAR):

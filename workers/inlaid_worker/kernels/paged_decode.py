@@ -583,7 +583,9 @@ def paged_decode(
                     **({"SKIP_EMPTY": 1} if skip else {}))  # fmt: skip
         fixed = tiles_config(meta["S_BUCKET"], q.device) if q.is_cuda and tune else (tiles_block_n, 4, 2)
         if fixed is None:
-            tune_key = (bucket, rep, hd, parts, q.dtype, k_cache.dtype)
+            # as Triton's autotuner keys it: the key values and every tensor argument's dtype (decode graphs pass
+            # int32 block tables, the eager mixed path int64: two tunings)
+            tune_key = (bucket, rep, hd, parts, *(a.dtype for a in args if isinstance(a, torch.Tensor)))
             if skip and tune_key not in _TUNED_PLAIN:  # tune with every partition running, as measured (_TUNED_PLAIN)
                 _decode_tuned[(s, kv_heads, parts)](*args, **{**meta, "SKIP_EMPTY": 0})
             _TUNED_PLAIN.add(tune_key)

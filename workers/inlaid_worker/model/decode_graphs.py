@@ -216,13 +216,15 @@ def sync_stream(device: torch.device) -> None:
 
 
 # module, dict of device buffers
-KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"))
+KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"),
+                  ("quant_tcw", "_SLOT_WS"))
 
 
 def _workspaces() -> tuple[object, ...]:
     """The kernels' reused device buffers a captured graph may point at: split-K partial sums and counters
-    (quant_common.workspace), the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul) and
-    the fused decode attention's arrival counters (decode_fused.counters).
+    (quant_common.workspace), the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul),
+    the fused decode attention's arrival counters (decode_fused.counters) and quant_tcw's split-K slots and
+    counters (quant_tcw.slot_workspace: the shipped H200 table runs tcw split 2 at the M = 256 bucket).
     Each is replaced by a bigger one when a larger call needs it; the graph keeps the captured one alive.
     A rename fails loudly here (and in the tests) instead of silently keeping nothing."""
     found: list[object] = []

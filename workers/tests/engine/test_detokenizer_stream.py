@@ -19,6 +19,7 @@ from inlaid_worker.engine.detokenizer import IncrementalDetokenizer, decode, fin
 from test_detokenizer import sentencepiece_tokenizer
 from test_detokenizer_fast_decode import Stub, word_tokenizer
 
+REPLACEMENT = "\ufffd"
 TEXTS = [
     "Unicode: café, naïve, 日本語, emoji 🙂 and more",
     "🙂🙂 日本 语言 — ünïcödé ✓ 👩‍👩‍👧 end",
@@ -102,6 +103,18 @@ def test_the_stream_path_alone_gives_the_reference_deltas() -> None:
         assert new._stream is not None
         assert got == [ref.add([t]) for t in ids]
         assert "".join(got) + new.flush() == decode(tok, ids)
+
+
+def test_invalid_utf8_after_a_stripped_prefix_equals_the_reference() -> None:
+    # Llama's Strip decoder turns a lone "▁" into "": the stream then moves its window start on its own, and a piece
+    # with an invalid byte decoded there held one U+FFFD too many (review, session 10)
+    tok = tokenizers()["sp"]
+    ids = tok.convert_tokens_to_ids(["\u2581", "<0x20>", "<0xC3>", "\u2581"])
+    assert tok.unk_token_id not in ids
+    new, ref = IncrementalDetokenizer(tok), ReferenceDetokenizer(tok)
+    got = [new.add([t]) for t in ids] + [new.flush()]
+    assert got == [ref.add([t]) for t in ids] + [ref.flush()]
+    assert "".join(got).count(REPLACEMENT) == 1
 
 
 def test_multibyte_and_special_tokens_stream_like_the_reference() -> None:

@@ -135,15 +135,19 @@ def test_host_copy_never_aliases_the_serving_tensors(ckpts: tuple[Path, Path]) -
 
 
 def test_graphs_keep_the_kernels_reused_buffers_alive() -> None:
-    """decode_graphs keeps what a larger call may replace: the split-K workspaces and the dequant scratch."""
-    from inlaid_worker.kernels import quant_common, quant_mma
+    """decode_graphs keeps what a larger call may replace: the split-K workspaces, the dequant scratch and
+    quant_tcw's split-K slots."""
+    from inlaid_worker.kernels import quant_common, quant_mma, quant_tcw
     from inlaid_worker.model.decode_graphs import _workspaces
 
-    ws, scratch = torch.zeros(3), torch.zeros(5)
+    ws, scratch, slots = torch.zeros(3), torch.zeros(5), torch.zeros(7)
     quant_common._WORKSPACES["sentinel"] = (ws, ws)  # type: ignore[index]
     quant_mma._SCRATCH["sentinel"] = scratch  # type: ignore[index]
+    quant_tcw._SLOT_WS["sentinel"] = (slots, slots)  # type: ignore[index]
     try:
         kept = _workspaces()
         assert any(k is scratch for k in kept) and any(isinstance(k, tuple) and k[0] is ws for k in kept)
+        assert any(isinstance(k, tuple) and k[0] is slots for k in kept)
     finally:
         del quant_common._WORKSPACES["sentinel"], quant_mma._SCRATCH["sentinel"]  # type: ignore[arg-type]
+        del quant_tcw._SLOT_WS["sentinel"]  # type: ignore[arg-type]
