@@ -16,6 +16,11 @@ separate process, and reused by both modes (--root keeps it for a rerun).
 
 `forkserver-freeze` (an experiment, not a worker setting): forkserver with gc_freeze_preload.py added to the fork
 server's preload, so the objects the preload made sit in the collector's permanent generation before any fork.
+
+A mode may name what is done to release memory (onboard/memory.py) as `<start>:<steps>`, steps `none` or
+`gc`, `trim`, `gc+trim`: the child runs them after each layer (quantizer_process.AFTER_LAYER) and, when they
+include `trim`, the worker trims once the job's host copies are dropped (manager.AFTER_JOB). A bare `<start>`
+runs the worker's defaults.
 """
 
 from __future__ import annotations
@@ -74,9 +79,11 @@ def sample(worker_pid: int, server_pids: set[int]) -> dict[str, dict[str, int]]:
         try:
             role = role_of(p, worker_pid, server_pids)
             m = p.memory_full_info()
+            cpu = p.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        row = {"pid": p.pid, "rss": m.rss, "uss": m.uss, "pss": m.pss, "hwm": vm_hwm(p.pid) or m.rss}
+        row = {"pid": p.pid, "rss": m.rss, "uss": m.uss, "pss": m.pss, "hwm": vm_hwm(p.pid) or m.rss,
+               "cpu_ms": int(1000 * (cpu.user + cpu.system)), "sys_ms": int(1000 * cpu.system)}
         if role not in out or row["rss"] > out[role]["rss"]:
             out[role] = row
     return out
@@ -99,7 +106,7 @@ def mib(s: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
 def measure_mode(mode: str, paths: dict[str, str], interval: float, idle_s: float) -> dict[str, Any]:
     args = [sys.executable, str(Path(__file__).resolve()), "worker", "--mode", mode, "--paths", json.dumps(paths)]
     env = dict(os.environ)
-    if mode == "forkserver-freeze":  # the fork server imports its preload from PYTHONPATH, not the worker's sys.path
+    if mode.startswith("forkserver-freeze"):  # the fork server imports its preload from PYTHONPATH, not the worker's sys.path
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
     worker = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert worker.stdin is not None and worker.stdout is not None
@@ -124,8 +131,13 @@ def measure_mode(mode: str, paths: dict[str, str], interval: float, idle_s: floa
     worker.stdin.flush()
     worker.wait(60)
     child_pids = {s["quantizer child"]["pid"] for s in during if "quantizer child" in s}
+    # the child's CPU seconds (user + system, and system alone) at its last sample: less sensitive than the job's
+    # wall time to other load on the machine (misses at most one sampling interval)
+    child_cpu = {k: max((s["quantizer child"][k] for s in during if "quantizer child" in s), default=0) / 1000
+                 for k in ("cpu_ms", "sys_ms")}
     return {
         "mode": mode, "job": done, "samples": len(during), "quantizer_child_pids": sorted(child_pids),
+        "child_cpu_s": child_cpu["cpu_ms"], "child_sys_s": child_cpu["sys_ms"],
         "idle": mib(idle), "peak_during": peaks(during), "after": mib(after),
     }
 
@@ -159,14 +171,21 @@ def worker(mode: str, paths: dict[str, str]) -> None:
     from inlaid_worker.server.engine_loop import EngineLoop
 
     root = Path(paths["root"])
-    start = mode
-    if mode == "forkserver-freeze":  # the experiment: gc.freeze() in the fork server after its preload
+    start, _, steps = mode.partition(":")
+    if steps:  # the release steps to measure instead of the defaults
+        from inlaid_worker.onboard import manager as manager_mod
+        from inlaid_worker.onboard import quantizer_process as qp_mod
+
+        qp_mod.AFTER_LAYER = () if steps == "none" else tuple(steps.split("+"))
+        manager_mod.AFTER_JOB = ("trim",) if "trim" in qp_mod.AFTER_LAYER else ()
+    if start == "forkserver-freeze":  # the experiment: gc.freeze() in the fork server after its preload
         from inlaid_worker.onboard import quantizer_process
 
         quantizer_process.PRELOAD = (*quantizer_process.PRELOAD, "gc_freeze_preload")  # on PYTHONPATH (measure_mode)
         start = "forkserver"
     cfg = WorkerConfig(model=paths["base"], port=0, kv_cache_bytes=64 << 20, checkpoint=paths["ckpt"],
-                       checkpoint_store=str(root / f"versions-{mode}-{time.time_ns()}"), quantizer_start=start)
+                       checkpoint_store=str(root / f"versions-{mode.replace(':', '-')}-{time.time_ns()}"),
+                       quantizer_start=start)
     engine = build_engine(cfg, Path(paths["base"]))
     loop = EngineLoop(engine)
     loop.start()
@@ -201,24 +220,32 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def summary(runs: list[dict[str, Any]]) -> str:
-    """Per mode and process over the repeats: median [min-max] of the peak RSS (VmHWM) and of the peak USS."""
+    """Per mode and process over the repeats: median [min-max] of the idle RSS, the peak RSS (VmHWM), the peak USS,
+    RSS / USS once the job is done and (worker row) the job's seconds."""
     import statistics
 
     def cell(xs: list[float]) -> str:
-        return f"{statistics.median(xs):.0f} [{min(xs):.0f}-{max(xs):.0f}]"
+        return f"{statistics.median(xs):.0f} [{min(xs):.0f}-{max(xs):.0f}]" if xs else "–"
 
-    lines = ["| mode | process | runs | peak RSS (VmHWM) | peak USS | RSS / USS once done |", "|---|---|---|---|---|---|"]
+    lines = ["| mode | process | runs | idle RSS | peak RSS (VmHWM) | peak USS | RSS / USS once done | job s (worker), "
+             "CPU s (child) |",
+             "|---|---|---|---|---|---|---|---|"]
     for mode in dict.fromkeys(r["mode"] for r in runs):
         of_mode = [r for r in runs if r["mode"] == mode]
         for role in ROLES[:3]:
             peak = [r["peak_during"][role] for r in of_mode if role in r["peak_during"]]
             if not peak:
                 continue
+            idle = [r["idle"][role]["rss_mib"] for r in of_mode if role in r["idle"]]
             after = [r["after"][role] for r in of_mode if role in r["after"]]
             done = cell([a["rss_mib"] for a in after]) + " / " + cell([a["uss_mib"] for a in after]) if after else "exited"
-            lines.append(f"| {mode} | {role} | {len(peak)} | {cell([p['hwm_mib'] for p in peak])} | "
-                         f"{cell([p['uss_mib'] for p in peak])} | {done} |")
-    return "\n".join(lines) + "\n\n(MiB; median [min-max] over the runs)"
+            secs = cell([r["job"]["seconds"] for r in of_mode]) if role == "worker" else ""
+            if role == "quantizer child" and all("child_cpu_s" in r for r in of_mode):
+                secs = "CPU " + cell([r["child_cpu_s"] for r in of_mode]) + ", sys " + cell(
+                    [r["child_sys_s"] for r in of_mode])
+            lines.append(f"| {mode} | {role} | {len(peak)} | {cell(idle)} | {cell([p['hwm_mib'] for p in peak])} | "
+                         f"{cell([p['uss_mib'] for p in peak])} | {done} | {secs} |")
+    return "\n".join(lines) + "\n\n(MiB; seconds; median [min-max] over the runs)"
 
 
 def main() -> None:

@@ -7,6 +7,11 @@ and on any failure restores the layers that were serving before the job started.
 Idempotence: tasks already in the current checkpoint are not added again and removals of absent tasks are
 skipped, so a retried request is a no-op (answered with the current version); a request covered by the
 running job attaches to it.
+
+Memory: once a job's host copies are dropped (commit_layers, restore_layers; also at the end of a follow) the
+worker runs `AFTER_JOB` (memory.py: "trim" gives the memory glibc holds free in its arenas back to the OS; the
+job's staged layers and host copies were freed but glibc kept the memory: 0.45-0.6 GB above the idle size on
+SmolLM2-135M, 1.05 GB RSS after a job with the trim, below idle; bench/results/quantizer-memory-2026-11-30-s10b.md).
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ from .background import BackgroundLimits, Pacer
 from .checkpoint_weights import layer_from_packed, matrices_to, packing_of
 from .job import Progress, RequantizeJob
 from .layer_swap import copy_layer_into, host_copy
+from .memory import release
 from .quantizer_process import QuantizerProcess
 from .versions import CheckpointVersions, Version
 
 log = logging.getLogger(__name__)
 LoopCall = Callable[[Callable[[Any], Any]], "Future[Any]"]  # EngineLoop.call: fn(engine) between steps
 SWAP_TIMEOUT_S = 120.0
+# memory.release steps once a job's host copies are dropped (bench/onboard/quantizer_memory.py sets it to measure)
+AFTER_JOB: tuple[str, ...] = ("trim",)
 
 
 class RequantizeBusy(RuntimeError):
@@ -132,7 +140,7 @@ class OnboardManager:
             self._requantize(job, current.path, out, tasks, removes, original, reuse)
             version = self.versions.publish(number, out)
             self._sink_end(job, number, None)
-            self._undo = {}  # the new version serves: nothing to put back
+            self.commit_layers()  # the new version serves: nothing to put back
             job.publish(Progress("done", checkpoint_version=number, tasks=tuple(version.tasks),
                                  added=job.added, removed=job.removed))
             log.info("checkpoint v%d serving (tasks %s)", number, version.tasks)
@@ -194,8 +202,10 @@ class OnboardManager:
         self._swap_in(job, res, original)
 
     def commit_layers(self) -> None:
-        """A follow (follow.py) ended with the new version serving: drop the host copies kept for restore_layers."""
+        """The new version serves (this worker's job, or a follow in follow.py): drop the host copies kept for
+        restore_layers and give the memory the job freed back to the OS."""
         self._undo = {}
+        release(AFTER_JOB)
 
     def restore_layers(self, original: Sequence[Any]) -> None:
         """Serve `original` again: layers swapped in place get their host copy copied back (the layer objects in
@@ -216,6 +226,8 @@ class OnboardManager:
                 self._runner.weights = replace(w, layers=tuple(layers))
 
         self._call(back).result(timeout=SWAP_TIMEOUT_S)
+        undo.clear()  # the host copies: copied back, no longer needed
+        release(AFTER_JOB)
 
     def _swap_in(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any]) -> None:
         t0 = time.perf_counter()

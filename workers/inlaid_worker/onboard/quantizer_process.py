@@ -12,6 +12,10 @@ worker (no gRPC or engine threads). It keeps the environment the worker had when
 not change its environment; what inlaid_worker modules read at import time is the worker's too). `spawn`
 starts a fresh interpreter per child as before (every import paid by every child).
 
+After each layer the child runs `AFTER_LAYER` (memory.py: "trim" hands the heap memory glibc holds free back to
+the OS; measured by bench/onboard/quantizer_memory.py, which also measures the other steps by setting it in the
+worker: the value travels in the payload, so it reaches a child of either start method).
+
 Messages are pickled with the plain pickle protocol (tensors copied, no shared-memory handles) so nothing
 outlives the child. A child that dies without a word (killed, out of memory) is reported with its exit code.
 """
@@ -31,10 +35,13 @@ from inlaid_worker.quant import LayerResult, TaskData
 from inlaid_worker.quant.layerwise import ReuseFn
 
 from .background import BackgroundLimits, Pacer
+from .memory import RELEASE_STEPS, release
 
 JOIN_TIMEOUT_S = 10.0
 # imported once by the fork server: model-family independent (no transformers.models.<family> module)
 PRELOAD = ("torch", "safetensors.torch", "transformers", "transformers.modeling_utils", "inlaid_worker.quant")
+# memory.release steps the child runs after each layer, read when a QuantizerProcess is made
+AFTER_LAYER: tuple[str, ...] = ("trim",)
 
 
 def child_context(method: str = "forkserver") -> Any:
@@ -55,6 +62,7 @@ def _child(conn: Connection, payload: bytes) -> None:
 
     args: dict[str, Any] = pickle.loads(payload)
     limits: BackgroundLimits = args.pop("limits")
+    after_layer: tuple[str, ...] = args.pop("after_layer")
     if limits.nice:
         os.nice(limits.nice)
     torch.set_num_threads(limits.threads)
@@ -62,6 +70,7 @@ def _child(conn: Connection, payload: bytes) -> None:
 
     def on_layer(res: LayerResult) -> None:
         conn.send_bytes(pickle.dumps(("layer", res.layer, res.num_layers, res.packed, res.seconds, res.reused)))
+        release(after_layer)
         pacer.pause()
 
     try:
@@ -80,10 +89,14 @@ class QuantizerProcess:
         device: str, limits: BackgroundLimits, reuse: ReuseFn | None = None, *, start: str = "forkserver",
     ) -> None:
         ctx = child_context(start)
+        unknown = [s for s in AFTER_LAYER if s not in RELEASE_STEPS]
+        if unknown:
+            raise ValueError(f"AFTER_LAYER steps must be among {', '.join(RELEASE_STEPS)}, got {unknown}")
         self._conn, child_conn = ctx.Pipe(duplex=False)
         payload = pickle.dumps({"ckpt": ckpt, "model_dir": model_dir, "out": out, "add": list(add),
                                 "remove": list(remove), "device": device, "limits": limits,
-                                "reuse": reuse})  # a picklable reuse (layer_store.StagedLayers) or None
+                                "reuse": reuse,  # a picklable reuse (layer_store.StagedLayers) or None
+                                "after_layer": AFTER_LAYER})
         self._proc = ctx.Process(target=_child, args=(child_conn, payload), name="inlaid-requantize", daemon=True)
         self._proc.start()
         child_conn.close()
