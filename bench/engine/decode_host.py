@@ -45,6 +45,7 @@ import decode_host_head as head  # noqa: E402
 from inlaid_worker.model import decode_graphs as dgm  # noqa: E402
 from inlaid_worker.model.step_input import StepInput  # noqa: E402
 from llama_shapes import LLAMA2_7B, Shape  # noqa: E402
+from phase_clock import phase_timer  # noqa: E402
 from random_model import make_runner, random_weights, write_config  # noqa: E402
 from steps import BLOCK, make_step  # noqa: E402
 
@@ -360,15 +361,7 @@ def engine_times(runner: Any, dev: torch.device, n: int, prompt_len: int,
     )
     acc = dict.fromkeys(ENGINE_PHASES, 0.0)
 
-    def wrap(phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*a: Any, **k: Any) -> Any:
-            t0 = clock()
-            try:
-                return fn(*a, **k)
-            finally:
-                acc[phase] += clock() - t0
-
-        return timed
+    wrap = phase_timer(acc, clock)
 
     sch = engine.scheduler
     sch.schedule = wrap("schedule", sch.schedule)  # type: ignore[method-assign]

@@ -29,7 +29,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "workers" / "tests"))
 
 from factories import make_tokenizer  # noqa: E402
+from phase_clock import phase_timer  # noqa: E402
 
 PHASES = ("schedule", "adapters", "build", "runner", "sample", "detok", "post", "commit", "other")
 TEXT = (
@@ -92,15 +93,7 @@ def run_batch(batch: int, steps: int, prompt_len: int, stop: tuple[str, ...]) ->
     engine = LLMEngine(runner, PromptTokenizer(hf), limits, base_model_id="base", eos_token_ids=set())
     acc = dict.fromkeys(PHASES, 0.0)
 
-    def wrap(phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*a: Any, **k: Any) -> Any:
-            t0 = clock()
-            try:
-                return fn(*a, **k)
-            finally:
-                acc[phase] += clock() - t0
-
-        return timed
+    wrap = phase_timer(acc, clock)
 
     sch = engine.scheduler
     sch.schedule = wrap("schedule", sch.schedule)  # type: ignore[method-assign]
