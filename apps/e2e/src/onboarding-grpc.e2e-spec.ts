@@ -5,13 +5,13 @@
  * - batching: tasks B and C created while task A's re-quantization runs go into ONE next re-quantization
  *   (the worker's quantizer run counter says 2 in all; B and C end active on the same version). The worker's
  *   quantizer is paced (INLAID_QUANTIZER_MAX_SHARE) so A's run outlasts B's and C's validate + load steps;
- * - adapters with NaN or infinite weights are refused (INVALID_ARGUMENT naming the tensor) by CreateTask and
+ * - adapters with NaN or infinite weights, or finite weights float16 cannot hold (1e30 in layer 0's down_proj
+ *   lora_A and lora_B; lora/magnitude.py), are refused (INVALID_ARGUMENT naming the tensor) by CreateTask and
  *   LoadLoraAdapter;
- * - a re-quantization that fails in the worker's quantizer: an adapter whose weights are all finite, so it
- *   passes validation, but huge (1e30 in layer 0's down_proj lora_A and lora_B): its delta overflows float32
- *   in the calibration forward, so layer 0 re-quantizes (and is swapped in) and layer 1's Hessian is NaN and
- *   GPTQ refuses it. The task ends failed with the reason and unloaded; the worker restores the previous
- *   weights bit for bit (WeightsDigest) and another task is served token for token as before;
+ * - a re-quantization that fails in the worker's quantizer: a valid adapter, with the served version's stored
+ *   layer-1 Hessians moved aside while it runs, so layer 0 re-quantizes (and is swapped in) and layer 1 cannot
+ *   be read. The task ends failed with the reason and unloaded; the worker restores the previous weights bit
+ *   for bit (WeightsDigest) and another task is served token for token as before;
  * - DeleteTask of a failed task removes its upload directory at once; of a task in the served checkpoint
  *   version, only with the re-quantization that drops it (onboarding-http.e2e-spec.ts sees that happen);
  * - many adapters: 200 (INLAID_E2E_MANY_ADAPTERS; bench/onboard/many_adapters.sh runs 1,000) registered with
@@ -21,7 +21,7 @@
 import { Metadata, ServiceError } from '@grpc/grpc-js';
 import { inference, tasks, worker } from '@inlaid/proto';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { copyAdapter, filledAdapter } from './support/adapter-files';
 import { generate, getInfo, inferenceClient, workerClient } from './support/grpc-clients';
@@ -39,6 +39,8 @@ const NAN_TENSOR = 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weig
 const INF_TENSOR = 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight';
 /** The worker's refusal of a tensor holding NaN or infinite values, naming it. */
 const nonFinite = (tensor: string) => new RegExp(`tensor '${tensor.replace(/\./g, '\\.')}' holds non-finite values`);
+/** The worker's refusal of huge0 (1e30 in layer 0's down_proj lora_A and lora_B), naming the first such tensor. */
+const TOO_LARGE = /tensor 'base_model\.model\.model\.layers\.0\.mlp\.down_proj\.lora_[AB]\.weight' holds values up to 1e\+30 in magnitude; LoRA weights above 65504 \(float16's largest value\)/;
 const shareBefore = process.env[SHARE_ENV];
 
 let fx: OnboardFixture;
@@ -102,6 +104,26 @@ async function checkpoint(): Promise<worker.CheckpointStatus> {
   return (await getInfo(wc)).checkpoint as worker.CheckpointStatus;
 }
 
+/**
+ * Moves the served checkpoint version's stored Hessian files of `layer` (the running aggregate's and each task's)
+ * aside, so a re-quantization fails when it reaches that layer; returns the function that puts them back.
+ */
+function hideStoredLayer(layer: number): () => void {
+  const current = JSON.parse(readFileSync(join(`${fx.checkpoint}-versions`, 'current.json'), 'utf8')) as { path: string };
+  const file = `layer-${String(layer).padStart(5, '0')}.safetensors`;
+  const found: string[] = [];
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(dir, e.name));
+      else if (e.name === file) found.push(join(dir, e.name));
+    }
+  };
+  walk(join(current.path, 'hessians'));
+  expect(found.length).toBeGreaterThan(0);
+  for (const f of found) renameSync(f, `${f}.hidden`);
+  return () => found.forEach((f) => renameSync(`${f}.hidden`, f));
+}
+
 async function digest(): Promise<worker.DigestResponse> {
   return new Promise((res, rej) => wc.weightsDigest({}, new Metadata(), (e: ServiceError | null, d: worker.DigestResponse) => (e ? rej(e) : res(d))));
 }
@@ -133,6 +155,7 @@ describe('inlaid.v1.Tasks over gRPC', () => {
       [{ name: 'ws', adapterPath: 'wrongshape', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', /shape/],
       [{ name: 'nanw', adapterPath: 'nanweights', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', nonFinite(NAN_TENSOR)],
       [{ name: 'infw', adapterPath: 'infweights', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', nonFinite(INF_TENSOR)],
+      [{ name: 'hugew', adapterPath: 'huge0', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', TOO_LARGE],
       [{ name: 'esc', adapterPath: '../model', calibrationJsonl: CALIBRATION }, 'INVALID_ARGUMENT', /outside the allowed adapter roots/],
       [{ name: 'sql', adapterPath: 'newtask', calibrationJsonl: CALIBRATION }, 'ALREADY_EXISTS', /already exists/], // served by the worker
     ];
@@ -146,6 +169,8 @@ describe('inlaid.v1.Tasks over gRPC', () => {
     // a refused adapter is recorded as failed (GetTask says why); a refused request body leaves nothing
     expect(viewJson(await getTask('pk')).error).toMatch(/pickle/);
     expect(viewJson(await getTask('nanw')).error).toMatch(nonFinite(NAN_TENSOR));
+    expect(viewJson(await getTask('hugew')).error).toMatch(TOO_LARGE);
+    expect(await generateCode('hugew')).toBe('NOT_FOUND');
     expect(await generateCode('nanw')).toBe('NOT_FOUND');
     expect(await codeOf(t.get('nocal'))).toBe('NOT_FOUND');
     expect(await codeOf(t.get('bad name'))).toBe('INVALID_ARGUMENT');
@@ -186,15 +211,21 @@ describe('inlaid.v1.Tasks over gRPC', () => {
     expect([byName.get('ta'), byName.get('tb'), byName.get('tc'), byName.get('pk')]).toEqual(['active', 'active', 'active', 'failed']);
   });
 
-  it('a re-quantization failing in the quantizer (finite weights that overflow): task failed with the reason, unloaded; the previous weights keep serving', async () => {
+  it('a re-quantization failing in the quantizer (layer 1 unreadable): task failed with the reason, unloaded; the previous weights keep serving', async () => {
     const before = await checkpoint();
     const weights = await digest();
     const tokens = await tokensOf('tb');
     expect(tokens).toHaveLength(6);
-    const created = await create({ name: 'tbig', adapterPath: 'huge0', calibrationJsonl: CALIBRATION });
-    expect(created.task?.status).toBe('queued'); // it passed validation
-    const failed = await untilGrpcStatus('tbig', 'failed');
-    expect(failed.error).toMatch(/^requantize: .*Hessian not positive definite/);
+    const restore = hideStoredLayer(1);
+    let failed: any;
+    try {
+      const created = await create({ name: 'tbig', adapterPath: 'third', calibrationJsonl: CALIBRATION });
+      expect(created.task?.status).toBe('queued'); // it passed validation
+      failed = await untilGrpcStatus('tbig', 'failed');
+    } finally {
+      restore();
+    }
+    expect(failed.error).toMatch(/^requantize: .*layer-00001/);
     expect(failed.progress.stages.requantize.status).toBe('failed');
     expect(failed.progress.stages.load.status).toBe('done'); // it was served on the current base meanwhile
     expect(failed.checkpoint_version).toBeNull();
@@ -226,10 +257,12 @@ describe('inlaid.v1.Tasks over gRPC', () => {
       [{ loraName: 'vx', loraPath: 'wrongshape' }, 'INVALID_ARGUMENT'],
       [{ loraName: 'vx', loraPath: 'nanweights' }, 'INVALID_ARGUMENT'],
       [{ loraName: 'vx', loraPath: 'infweights' }, 'INVALID_ARGUMENT'],
+      [{ loraName: 'vx', loraPath: 'huge0' }, 'INVALID_ARGUMENT'],
       [{ loraName: '', loraPath: 'third' }, 'INVALID_ARGUMENT'],
     ];
     for (const [req, code] of bad) expect([req, await codeOf(t.loadLora(req.loraName, req.loraPath))]).toEqual([req, code]);
     expect((await errorOf(t.loadLora('vx', 'infweights'))).details).toMatch(nonFinite(INF_TENSOR));
+    expect((await errorOf(t.loadLora('vx', 'huge0'))).details).toMatch(TOO_LARGE);
     expect(await generateCode('vx')).toBe('NOT_FOUND');
 
     expect(await t.unloadLora('vl')).toEqual({});
@@ -260,7 +293,7 @@ describe('inlaid.v1.Tasks over gRPC', () => {
     const deleted = viewJson(await t.delete('tbig'));
     expect(deleted.history.map((j: any) => `${j.kind} ${j.status}`)).toEqual(['onboard deleted']);
     expect(existsSync(dir)).toBe(false);
-    expect(existsSync(join(fx.adapterRoot, 'huge0', 'adapter_model.safetensors'))).toBe(true); // the client's adapter is not ours to remove
+    expect(existsSync(join(fx.adapterRoot, 'third', 'adapter_model.safetensors'))).toBe(true); // the client's adapter is not ours to remove
     expect(await generateCode('tb')).toBe('OK');
   });
 });

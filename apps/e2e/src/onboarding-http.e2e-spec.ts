@@ -2,8 +2,8 @@
  * The HTTP side of task onboarding (issue 6) against a real gateway + worker (tiny model, MLGPTQ checkpoint),
  * Postgres and Redis: multipart adapter uploads, calibration uploads (POST /v1/files + file_id), size limits
  * (INLAID_MAX_UPLOAD_BYTES set small, the calibration record cap), refusals that leave nothing behind on disk
- * or in task_jobs (except the kept `failed` record of a refused adapter; among them uploaded adapters with NaN
- * or infinite weights), wait_for_quantization, and DELETE (of an active task, and of one during its own
+ * or in task_jobs (except the kept `failed` record of a refused adapter; among them uploaded adapters with NaN,
+ * infinite or finite but huge weights), wait_for_quantization, and DELETE (of an active task, and of one during its own
  * re-quantization) followed by a re-quantization that drops the deleted tasks from the next checkpoint
  * version and only then removes their upload directories, while requests to another task keep succeeding.
  */
@@ -39,6 +39,7 @@ const config = (change: Record<string, unknown> = {}) => Buffer.from(JSON.string
 const weights = () => adapterFile('newtask', 'adapter_model.safetensors');
 const NAN_TENSOR = 'base_model.model.model.layers.1.mlp.down_proj.lora_B.weight';
 const INF_TENSOR = 'base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight';
+const HUGE_TENSOR = 'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight';
 /** The adapter's weights with one tensor set to `value`. */
 function poisoned(tensor: string, value: number): Buffer {
   const { bytes, names } = fillTensors(weights(), new RegExp(`^${tensor.replace(/\./g, '\\.')}$`), value);
@@ -46,6 +47,8 @@ function poisoned(tensor: string, value: number): Buffer {
   return bytes;
 }
 const nonFinite = (tensor: string, what: string) => new RegExp(`tensor '${tensor.replace(/\./g, '\\.')}' holds non-finite values \\(${what}`);
+/** The worker's refusal of a finite tensor that float16 cannot hold (lora/magnitude.py), naming it. */
+const tooLarge = (tensor: string) => new RegExp(`tensor '${tensor.replace(/\./g, '\\.')}' holds values up to 1e\\+30 in magnitude; LoRA weights above 65504`);
 /** Where an accepted task's uploads live. */
 const uploadDir = (name: string, jobId: string) => join(fx.dataDir, 'tasks', `${name}-${jobId}`);
 
@@ -113,6 +116,7 @@ describe('onboarding through the HTTP API', () => {
     ['wrong rank', () => upload('/v1/tasks', { name: 'r-rank', ...good(), adapter_config: config({ r: 8 }) }), 400, /shape/, true],
     ['uploaded adapter with a NaN weight', () => upload('/v1/tasks', { name: 'r-nan', ...good(), adapter_model: poisoned(NAN_TENSOR, Number.NaN) }), 400, nonFinite(NAN_TENSOR, '\\d+ NaN, 0 infinite'), true],
     ['uploaded adapter with an infinite weight', () => upload('/v1/tasks', { name: 'r-inf', ...good(), adapter_model: poisoned(INF_TENSOR, Infinity) }), 400, nonFinite(INF_TENSOR, '0 NaN, \\d+ infinite'), true],
+    ['uploaded adapter with finite weights too large for float16', () => upload('/v1/tasks', { name: 'r-huge', ...good(), adapter_model: poisoned(HUGE_TENSOR, 1e30) }), 400, tooLarge(HUGE_TENSOR), true],
     ['wrong base', () => upload('/v1/tasks', { name: 'r-base', ...good(), adapter_config: config({ base_model_name_or_path: 'meta-llama/Llama-2-7b-hf' }) }), 400, /trained on/, true],
     ['wrong shapes by path', () => api('POST', '/v1/tasks', { name: 'r-shape', adapter: { path: 'wrongshape' }, calibration: CALIBRATION }), 400, /shape/, true],
     ['path outside the root', () => api('POST', '/v1/tasks', { name: 'r-escape', adapter: { path: '../model' }, calibration: CALIBRATION }), 400, /outside the allowed adapter roots/, true],

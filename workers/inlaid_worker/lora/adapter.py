@@ -3,9 +3,10 @@
 Supported: plain LoRA on any subset of q/k/v/o/gate/up/down_proj, one rank, `lora_alpha` scaling
 (alpha / r, or alpha / sqrt(r) with use_rslora), optional `layers_to_transform` as a list of layer indices.
 Refused with `AdapterError`: pickle weights, DoRA, biases, modules_to_save, rank/alpha patterns, regex
-target_modules, other PEFT types, any tensor whose name or shape does not fit the base model, and any tensor
+target_modules, other PEFT types, any tensor whose name or shape does not fit the base model, any tensor
 holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
-at re-quantization, as a Hessian that is not positive definite).
+at re-quantization, as a Hessian that is not positive definite), and, by lora.magnitude's rule, any tensor or
+module delta (scaling * B @ A) that float16 cannot hold (above 65504 in magnitude; the error names the tensors).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from inlaid_worker.lora.magnitude import delta_problem, tensor_problem
 from inlaid_worker.model.config import ModelConfig
 
 SUPPORTED_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -78,8 +80,8 @@ def load_adapter(path: str | Path, base: ModelConfig, *, expected_base: str | No
     if expected_base is not None and base_name and _tail(base_name) != _tail(expected_base):
         raise AdapterError(f"adapter was trained on {base_name!r}, this worker serves {expected_base!r}")
     tensors = _read_tensors(root)
-    weights = _pair_tensors(tensors, base, rank, targets, layers)
     scale = alpha / math.sqrt(rank) if rslora else alpha / rank
+    weights = _pair_tensors(tensors, base, rank, targets, layers, scale)
     return LoraAdapter(rank, alpha, scale, targets, base_name, weights)
 
 
@@ -183,8 +185,9 @@ def _pair_tensors(
     rank: int,
     targets: frozenset[str],
     layers: tuple[int, ...],
+    scale: float,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-    found: dict[tuple[int, str, str], torch.Tensor] = {}
+    found: dict[tuple[int, str, str], tuple[str, torch.Tensor]] = {}
     for name, tensor in tensors.items():
         match = _KEY.match(name)
         if match is None:
@@ -206,13 +209,21 @@ def _pair_tensors(
                 f"(r={rank}, base {module} is {out_f}x{in_f})"
             )
         _check_finite(name, tensor)
-        found[(layer, module, which)] = tensor.to(torch.float32)
+        _raise_if(tensor_problem(name, tensor))
+        found[(layer, module, which)] = (name, tensor.to(torch.float32))
     weights = {}
     for layer in layers:
         for module in sorted(targets):
-            a, b = found.get((layer, module, "A")), found.get((layer, module, "B"))
-            if a is None or b is None:
-                missing = "lora_A" if a is None else "lora_B"
+            named_a, named_b = found.get((layer, module, "A")), found.get((layer, module, "B"))
+            if named_a is None or named_b is None:
+                missing = "lora_A" if named_a is None else "lora_B"
                 raise AdapterError(f"missing {missing} for layer {layer} {module}")
+            (name_a, a), (name_b, b) = named_a, named_b
+            _raise_if(delta_problem(name_a, name_b, a, b, scale))
             weights[(layer, module)] = (a, b)
     return weights
+
+
+def _raise_if(problem: str | None) -> None:
+    if problem is not None:
+        raise AdapterError(problem)

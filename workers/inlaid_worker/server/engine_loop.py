@@ -8,7 +8,9 @@ client only stopped sending is drained: its requests finish, then its outbox is 
 
 A request whose grammar (structured outputs) still compiles is admitted by `admit_when_ready`: it belongs to its
 session at once (an abort or the session's end cancels its wait; a half-closed session waits for it) and enters the
-engine when the compile is done, or gets an AdmitError with the compile's error. Nothing blocks meanwhile.
+engine when the compile is done, or gets an AdmitError with the compile's error. Nothing blocks meanwhile. Such
+requests count in the published state's `waiting` (WorkerState.waiting on the Session stream and in GetInfo, and the
+metrics' waiting gauge) with the engine's own waiting sequences: load the worker has taken on and not yet started.
 """
 
 from __future__ import annotations
@@ -307,8 +309,14 @@ class EngineLoop:
             session.outbox.put(None)
             del self._sessions[sid]
 
+    def _grammar_waiters(self) -> int:
+        return sum(len(session.waiting) for session in self._sessions.values())
+
     def _publish_state(self) -> None:
         state = self.engine.state()
+        compiling = self._grammar_waiters()
+        if compiling:
+            state = replace(state, waiting=state.waiting + compiling)
         self.latest_state = StateEvent(state, self._steps_per_s)
         key = (state.running, state.waiting, state.resident_adapters)
         now = time.monotonic()

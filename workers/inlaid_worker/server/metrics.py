@@ -71,7 +71,12 @@ class WorkerMetrics:
             ("inlaid_worker_steps_total", "counter", "Engine steps that ran the model.", self.steps),
             ("inlaid_worker_preemptions_total", "counter", "Sequences preempted for KV space.", preemptions),
             ("inlaid_worker_running", "gauge", "Sequences in the running batch.", state.running),
-            ("inlaid_worker_waiting", "gauge", "Sequences waiting to be scheduled.", state.waiting),
+            (
+                "inlaid_worker_waiting",
+                "gauge",
+                "Requests waiting to be scheduled (those waiting for their grammar included).",
+                state.waiting,
+            ),
             ("inlaid_worker_kv_blocks_total", "gauge", "KV cache blocks.", state.total_kv_blocks),
             ("inlaid_worker_kv_blocks_free", "gauge", "Free KV cache blocks.", state.free_kv_blocks),
             ("inlaid_worker_adapters_resident", "gauge", "Adapters resident.", len(state.resident_adapters)),

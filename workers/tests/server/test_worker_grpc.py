@@ -29,6 +29,9 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Runn
     make_random_adapter(root / "extra", model, rank=2, alpha=2, targets=["k_proj"], seed=3)
     other = make_tiny_llama(root / "other" / "model", hidden=32, seed=5)  # same base name, other shapes
     make_random_adapter(root / "misfit", other, rank=2, alpha=2, targets=["q_proj"], seed=4)
+    # finite, small weights, but alpha / r = 5e8: its delta scaling * B @ A cannot be held in float16 (lora.magnitude);
+    # in the adapters directory, so start-up refuses it as LoadAdapter does
+    make_random_adapter(adapters / "task-huge", model, rank=2, alpha=1e9, targets=["v_proj"], seed=6)
     with serving(model, adapters_dir=str(adapters), kv_cache_bytes=4 << 20) as (stub, running):
         yield stub, running, root
 
@@ -183,6 +186,8 @@ def test_load_and_unload_adapters(worker: Any) -> None:
         ("extra", root / "extra", grpc.StatusCode.ALREADY_EXISTS, "already loaded"),
         ("bad", root / "missing", grpc.StatusCode.INVALID_ARGUMENT, "does not exist"),
         ("misfit", root / "misfit", grpc.StatusCode.INVALID_ARGUMENT, "has shape"),
+        ("huge", root / "adapters" / "task-huge", grpc.StatusCode.INVALID_ARGUMENT, "v_proj.lora_A.weight' and "),
+        ("huge", root / "adapters" / "task-huge", grpc.StatusCode.INVALID_ARGUMENT, "(float16's largest value)"),
     ]
     for name, path, code, text in refusals:
         with pytest.raises(grpc.RpcError) as err:

@@ -1,6 +1,7 @@
 """A Session Admit whose grammar compiles slowly (a compile held in the test) delays only its own request: the
 session's other Admits run meanwhile; the slow one runs when its grammar is ready, fails with the compile's error
-(naming response_format) on timeout, and is dropped without a trace when aborted or when its client leaves."""
+(naming response_format) on timeout, and is dropped without a trace when aborted or when its client leaves. While
+it waits it counts in WorkerState.waiting (what the gateway's scheduler reads) and in the metrics' waiting gauge."""
 
 from __future__ import annotations
 
@@ -72,13 +73,16 @@ class Live:
         self.sent: queue.Queue[Any] = queue.Queue()
         self.events: queue.Queue[Any] = queue.Queue()
         self.text: dict[str, str] = {}  # request id -> its output so far
+        self.waiting: list[int] = []  # WorkerState.waiting of every state event, in order
         self.call = stub.Session(iter(self.sent.get, None))
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
             for ev in self.call:
-                if ev.WhichOneof("kind") != "state":
+                if ev.WhichOneof("kind") == "state":
+                    self.waiting.append(ev.state.waiting)
+                else:
                     self.events.put(ev)
         except grpc.RpcError:
             pass
@@ -190,3 +194,25 @@ def test_a_half_closed_session_waits_for_a_compiling_request(worker: Worker, gat
     assert rid == "late" and last.finish_reason == FINISH.FINISH_REASON_STOP
     assert re.fullmatch(SLOW + "c", live.text["late"])
     assert live.finished(5.0) is None  # then the stream ends
+
+
+def test_requests_waiting_for_their_grammar_count_in_worker_state_waiting(worker: Worker, gate: threading.Event) -> None:
+    loop = worker.running.loop
+    ids = prompt(worker)
+    live = Live(worker.stub)
+    assert until(lambda: live.waiting[:1] == [0])  # the state sent when the session opens
+    live.admit("w1", ids, max_tokens=20, regex=SLOW + "d")
+    live.admit("w2", ids, max_tokens=20, regex=SLOW + "e")
+    assert until(lambda: loop.in_flight == 2 and live.waiting[-1:] == [2])
+    assert worker.engine.state().waiting == 0  # the engine holds neither: the loop counts them
+    assert loop.latest_state.state.waiting == 2  # what the metrics port reads
+    assert worker.stub.GetInfo(worker_pb2.InfoRequest()).state.waiting == 2
+    live.abort("w2")
+    rid, _ = live.finished(5.0) or ("", None)
+    assert rid == "w2" and until(lambda: live.waiting[-1:] == [1])
+    gate.set()
+    rid, last = live.finished(8.0) or ("", None)
+    assert rid == "w1" and last.finish_reason == FINISH.FINISH_REASON_STOP
+    assert until(lambda: loop.latest_state.state.waiting == 0 and live.waiting[-1:] == [0])
+    live.sent.put(None)
+    assert live.finished(5.0) is None
