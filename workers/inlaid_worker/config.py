@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
-TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral")
+TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral", "pythonic")
 """Tool-call parsers the gateway has (apps/gateway/src/openai/tool-calls.ts), by vLLM's --tool-call-parser names.
 --tool-call-parser takes one of them or "auto" (engine/tool_template.py reads the format from the chat template)."""
 TOOL_CALL_PARSER_CHOICES = ("auto", *TOOL_CALL_PARSERS)
@@ -45,7 +45,7 @@ class WorkerConfig:
     checkpoint_store: str | None = None  # where re-quantized versions go (default <checkpoint>-versions)
     prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes already computed (engine/prefix_cache.py)
     grammar_cache_bytes: int = 256 << 20  # structured outputs: compiled grammars kept (LRU by their memory size)
-    tool_call_parser: str = "auto"  # tool calls: auto (from the chat template) or hermes / llama3_json / mistral
+    tool_call_parser: str = "auto"  # tool calls: auto (from the chat template) or one of TOOL_CALL_PARSERS
     quantizer_start: str = "forkserver"  # how re-quantization children start: forkserver or spawn
 
     def __post_init__(self) -> None:

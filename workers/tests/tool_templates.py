@@ -1,5 +1,6 @@
-"""Chat templates with tool support, written for the tests (minimal Qwen/Hermes-, Llama-3.1- and Mistral-style
-ones, and a decoy that mentions tools but renders none), and a tool to offer. No downloads."""
+"""Chat templates with tool support, written for the tests (minimal Qwen/Hermes-, Llama-3.1-, Mistral-style (older
+and newer) and pythonic (Llama 3.2 / 4) ones, and a decoy that mentions tools but renders none), and a tool to
+offer. No downloads."""
 
 from __future__ import annotations
 
@@ -69,6 +70,44 @@ MISTRAL_TEMPLATE = (
     "{{ tc.function.arguments | tojson }}}{% if not loop.last %}, {% endif %}{% endfor %}]{% else %}{{ m.content }}"
     "{% endif %}</s>{% elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]{% endif %}{% endfor %}"
 )
+
+# Newer Mistral templates (tokenizer v11+: Mistral Small 3.1+, Devstral): each call as [TOOL_CALLS]name[ARGS]{...}.
+MISTRAL_V11_TEMPLATE = (
+    "{% for m in messages %}{% if m.role == 'user' %}{% if loop.last and tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}"
+    "[/AVAILABLE_TOOLS]{% endif %}[INST]{{ m.content }}[/INST]{% elif m.role == 'assistant' %}{% if m.tool_calls %}"
+    "{% for tc in m.tool_calls %}[TOOL_CALLS]{{ tc.function.name }}[ARGS]{{ tc.function.arguments | tojson }}"
+    "{% endfor %}{% else %}{{ m.content }}{% endif %}</s>{% elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}"
+    "[/TOOL_RESULTS]{% endif %}{% endfor %}"
+)
+
+# Pythonic calls (vLLM's Llama 3.2 / 4 pythonic templates): a past call as [name(key=value, ...)], values as JSON
+# (Python literals for strings and numbers); Llama 3.2's pythonic template writes them with "%s" instead
+# (PYTHONIC_PLAIN_TEMPLATE: [name(key=Paris)]).
+PYTHONIC_TEMPLATE = """
+{%- if tools %}<|start_header_id|>system<|end_header_id|>
+
+Environment: ipython
+To call functions, respond with a python list of the calls: [func_name1(param=value), func_name2()]
+{% for t in tools %}{{ t | tojson }}
+{% endfor %}<|eot_id|>
+{%- endif %}
+{%- for m in messages %}
+{%- if m.role == 'assistant' and m.tool_calls %}<|start_header_id|>assistant<|end_header_id|>
+
+[{% for tc in m.tool_calls %}{{ tc.function.name }}({% for k, v in tc.function.arguments.items() %}{{ k }}={{ v | tojson }}
+{%- if not loop.last %}, {% endif %}{% endfor %}){% if not loop.last %}, {% endif %}{% endfor %}]<|eot_id|>
+{%- elif m.role == 'tool' %}<|start_header_id|>ipython<|end_header_id|>
+
+{{ m.content }}<|eot_id|>
+{%- else %}<|start_header_id|>{{ m.role }}<|end_header_id|>
+
+{{ m.content }}<|eot_id|>
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>
+
+{% endif %}"""
+PYTHONIC_PLAIN_TEMPLATE = PYTHONIC_TEMPLATE.replace("{{ v | tojson }}", '{{ "%s" | format(v) }}')
 
 # Mentions tools (a comment and a variable test) but renders nothing of them: no tool support.
 DECOY_TEMPLATE = (

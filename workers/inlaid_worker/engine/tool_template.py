@@ -6,10 +6,13 @@ in which call format, by rendering probe conversations (not by searching the tem
 - the template handles tools when a probe tool's name shows up in the rendering with `tools` and the rendering
   differs from the one without;
 - the call format is read from how the template renders an assistant message's probe call: `<tool_call>` ->
-  "hermes" (Hermes 2 Pro, Qwen2.5/3), `[TOOL_CALLS]` -> "mistral", `{"name": ..., "parameters": ...}` or
-  `<|python_tag|>` -> "llama3_json" (Llama 3.1+); a template whose history rendering raises is judged by the same
-  markers in its source. A template that handles tools in a format none of these parsers reads is treated as one
-  without tool support (the gateway's Hermes rendering), unless --tool-call-parser names the parser.
+  "hermes" (Hermes 2 Pro, Qwen2.5/3), `[TOOL_CALLS]` -> "mistral" (its JSON call list, or newer templates'
+  `[TOOL_CALLS]name[ARGS]{...}`: the gateway's mistral parser reads both), a Python call list `[name(x=...)]` ->
+  "pythonic" (Llama 3.2 / 4 pythonic templates), `{"name": ..., "parameters": ...}` or `<|python_tag|>` ->
+  "llama3_json" (Llama 3.1+); a template whose history rendering raises is judged by the same markers in its
+  source (the pythonic list, which only a rendering shows, aside). A template that handles tools in a format none
+  of these parsers reads is treated as one without tool support (the gateway's Hermes rendering), unless
+  --tool-call-parser names the parser.
 
 `chat_messages` turns the gateway's messages (role, content, tool_calls, tool_call_id) into the dicts the
 templates read: calls as `{"id", "type": "function", "function": {"name", "arguments": <object>}}`, a tool
@@ -77,6 +80,9 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str
 
 
 _LLAMA_CALL = re.compile(r'"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
+# the probe call as a Python call list: `[inlaid_probe_fn(x="y")]` (Llama 4), `[inlaid_probe_fn(x=y)]` (Llama 3.2's
+# template writes values with "%s")
+_PYTHONIC_CALL = re.compile(r"\[\s*" + PROBE_NAME + r"\(\s*x\s*=")
 
 
 def _format_of(text: str, source: bool = False) -> str | None:
@@ -85,6 +91,8 @@ def _format_of(text: str, source: bool = False) -> str | None:
         return "hermes"
     if "[TOOL_CALLS]" in text:
         return "mistral"
+    if _PYTHONIC_CALL.search(text):
+        return "pythonic"
     if "<|python_tag|>" in text or _LLAMA_CALL.search(text) or (source and '"parameters": ' in text):
         return "llama3_json"
     return None

@@ -27,7 +27,16 @@ from inlaid_worker.engine.tool_template import (
 )
 from inlaid_worker.gen.inlaid.v1 import common_pb2
 from inlaid_worker.model.smollm2 import ensure_smollm2
-from tool_templates import DECOY_TEMPLATE, HERMES_TEMPLATE, LLAMA31_TEMPLATE, MISTRAL_TEMPLATE, WEATHER
+from tool_templates import (
+    DECOY_TEMPLATE,
+    HERMES_TEMPLATE,
+    LLAMA31_TEMPLATE,
+    MISTRAL_TEMPLATE,
+    MISTRAL_V11_TEMPLATE,
+    PYTHONIC_PLAIN_TEMPLATE,
+    PYTHONIC_TEMPLATE,
+    WEATHER,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +68,13 @@ def history_protos() -> list[common_pb2.ChatMessage]:
         (HERMES_TEMPLATE, ToolSupport("hermes", native=True)),
         (LLAMA31_TEMPLATE, ToolSupport("llama3_json", native=True)),
         (MISTRAL_TEMPLATE, ToolSupport("mistral", native=True)),
+        (MISTRAL_V11_TEMPLATE, ToolSupport("mistral", native=True)),
+        (PYTHONIC_TEMPLATE, ToolSupport("pythonic", native=True)),
+        (PYTHONIC_PLAIN_TEMPLATE, ToolSupport("pythonic", native=True)),
         (DECOY_TEMPLATE, HERMES_FALLBACK),
         (None, HERMES_FALLBACK),
     ],
-    ids=["hermes", "llama3_json", "mistral", "decoy", "no-template"],
+    ids=["hermes", "llama3_json", "mistral", "mistral-v11", "pythonic", "pythonic-plain", "decoy", "no-template"],
 )
 def test_detects_tool_support_and_format(smollm2_hf: Any, template: str | None, expected: ToolSupport) -> None:
     assert detect_tool_support(with_template(smollm2_hf, template)) == expected
@@ -80,8 +92,13 @@ def test_override(smollm2_hf: Any) -> None:
     assert detect_tool_support(smollm2_hf, "hermes") == HERMES_FALLBACK
     with pytest.raises(ConfigError, match="does not render tools"):
         detect_tool_support(smollm2_hf, "mistral")
-    with pytest.raises(ConfigError, match="auto or one of"):
+    with pytest.raises(ConfigError, match="does not render tools"):
         detect_tool_support(smollm2_hf, "pythonic")
+    pythonic = with_template(smollm2_hf, PYTHONIC_TEMPLATE)
+    assert detect_tool_support(pythonic, "pythonic") == ToolSupport("pythonic", native=True)
+    assert detect_tool_support(pythonic, "hermes") == ToolSupport("hermes", native=True)
+    with pytest.raises(ConfigError, match="auto or one of"):
+        detect_tool_support(smollm2_hf, "granite")
 
 
 def test_config_flag_and_env() -> None:
@@ -196,6 +213,24 @@ def test_mistral_template_renders_the_call_list(smollm2_hf: Any) -> None:
         '[INST]Weather in Paris?[/INST][TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]</s>'
         "[TOOL_RESULTS]18C[/TOOL_RESULTS]"
     )
+
+
+@pytest.mark.slow
+def test_newer_mistral_template_renders_each_call_after_its_markers(smollm2_hf: Any) -> None:
+    tok = PromptTokenizer(with_template(smollm2_hf, MISTRAL_V11_TEMPLATE))
+    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    assert text == (
+        '[INST]Weather in Paris?[/INST][TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}</s>[TOOL_RESULTS]18C[/TOOL_RESULTS]'
+    )
+
+
+@pytest.mark.slow
+def test_pythonic_template_renders_the_call_list(smollm2_hf: Any) -> None:
+    tok = PromptTokenizer(with_template(smollm2_hf, PYTHONIC_TEMPLATE))
+    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    assert "respond with a python list of the calls" in text
+    assert '<|start_header_id|>assistant<|end_header_id|>\n\n[get_weather(city="Paris")]<|eot_id|>' in text
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
 def test_mistral_ids_are_nine_alphanumerics_and_match_between_call_and_result() -> None:

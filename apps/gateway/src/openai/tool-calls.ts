@@ -4,13 +4,14 @@
  * (assembleToolOutput), so a stream reassembles to the same message.
  *
  * `auto` output is parsed in the served model's format (tool-format.ts): Hermes `<tool_call>` blocks
- * (hermes-calls.ts) or bare JSON calls, llama3_json / mistral (json-calls.ts); the guided output of `required`
- * and a named function is a JSON call (or list of calls) scanned as it arrives (guided-calls.ts).
+ * (hermes-calls.ts) or calls where the output starts, llama3_json / mistral / pythonic (json-calls.ts); the guided
+ * output of `required` and a named function is a JSON call (or list of calls) in every format, scanned as it
+ * arrives (guided-calls.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { GuidedCallParser } from './guided-calls';
 import { HermesCallParser } from './hermes-calls';
-import { JsonCallParser, LLAMA3_JSON, MISTRAL } from './json-calls';
+import { JsonCallParser, LLAMA3_JSON, MISTRAL, PYTHONIC } from './json-calls';
 import { argumentsKey } from './tool-format';
 import type { FinishReason } from '../generation/generation.types';
 import { finishesWithToolCalls, type ToolCallParser } from './tool-events';
@@ -37,6 +38,8 @@ export function toolCallParser(plan: ToolPlan, newId: () => string = newCallId):
       return new JsonCallParser(LLAMA3_JSON, names, newId);
     case 'mistral':
       return new JsonCallParser(MISTRAL, names, newId);
+    case 'pythonic':
+      return new JsonCallParser(PYTHONIC, names, newId);
     case 'hermes':
       return new HermesCallParser(names, newId);
   }

@@ -9,11 +9,12 @@
  *   (tool-prompt.ts), and the parser is `hermes`;
  * - parser: how `auto` output is read (tool-calls.ts) and the shape of the guided call of `required` / a named
  *   function (tool-schema.ts): `hermes` (`<tool_call>` blocks), `llama3_json` (`{"name", "parameters"}`
- *   objects), `mistral` (`[TOOL_CALLS]` and a list of `{"name", "arguments"}`).
+ *   objects), `mistral` (`[TOOL_CALLS]` and a list of `{"name", "arguments"}`, or `[TOOL_CALLS]name[ARGS]{...}`),
+ *   `pythonic` (a Python list of calls, `[name(key=value)]`).
  */
 import type { worker } from '@inlaid/proto';
 
-export const TOOL_CALL_PARSERS = ['hermes', 'llama3_json', 'mistral'] as const;
+export const TOOL_CALL_PARSERS = ['hermes', 'llama3_json', 'mistral', 'pythonic'] as const;
 export type ToolCallFormat = (typeof TOOL_CALL_PARSERS)[number];
 
 export interface ToolSupport {

@@ -21,6 +21,7 @@ const TIME: ToolFunction = { name: 'get_time', parameters: { type: 'object', pro
 const LLAMA: ToolSupport = { parser: 'llama3_json', native: true };
 const MISTRAL_NATIVE: ToolSupport = { parser: 'mistral', native: true };
 const HERMES_NATIVE: ToolSupport = { parser: 'hermes', native: true };
+const PYTHONIC_NATIVE: ToolSupport = { parser: 'pythonic', native: true };
 
 function plan(mode: ToolPlan['mode'], support?: ToolSupport, extra: Partial<ToolPlan> = {}): ToolPlan {
   return { tools: [WEATHER, TIME], mode, parallel: true, ...(support !== undefined ? { support } : {}), ...extra };
@@ -142,7 +143,8 @@ describe('format per served model', () => {
     expect(toolSupportOf({ toolCallParser: 'llama3_json', nativeTools: true })).toEqual(LLAMA);
     expect(toolSupportOf({ toolCallParser: 'hermes', nativeTools: false })).toEqual(HERMES_FALLBACK);
     expect(toolSupportOf({ toolCallParser: '', nativeTools: false })).toEqual(HERMES_FALLBACK); // an older worker
-    expect(toolSupportOf({ toolCallParser: 'pythonic', nativeTools: true })).toEqual(HERMES_FALLBACK);
+    expect(toolSupportOf({ toolCallParser: 'pythonic', nativeTools: true })).toEqual(PYTHONIC_NATIVE);
+    expect(toolSupportOf({ toolCallParser: 'granite', nativeTools: true })).toEqual(HERMES_FALLBACK); // a parser this gateway lacks
     expect(toolSupportOf(null)).toEqual(HERMES_FALLBACK);
   });
 
@@ -150,6 +152,8 @@ describe('format per served model', () => {
     ['hermes', HERMES_NATIVE, 'Sure.\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>', 'Sure.'],
     ['llama3_json', LLAMA, '{"name": "get_time", "parameters": {}}', null],
     ['mistral', MISTRAL_NATIVE, '[TOOL_CALLS][{"name": "get_time", "arguments": {}}]', null],
+    ['mistral (newer templates)', MISTRAL_NATIVE, 'On it. [TOOL_CALLS]get_time[ARGS]{}', 'On it.'],
+    ['pythonic', PYTHONIC_NATIVE, '[get_time()]', null],
   ])('auto with %s: its own parser reads its calls', (_label, support, text, content) => {
     const out: ToolOutput = assembleToolOutput(toolCallParser(plan('auto', support), ids()), text, 'stop');
     expect(out).toMatchObject({ content, toolCallsFinish: true });
@@ -163,7 +167,7 @@ describe('format per served model', () => {
     expect(assembleToolOutput(toolCallParser(plan('auto'), ids()), json, 'stop')).toMatchObject({ content: json, toolCalls: [] });
   });
 
-  it('guided schema: llama3_json calls carry "parameters", hermes and mistral "arguments"', () => {
+  it('guided schema: llama3_json calls carry "parameters", hermes, mistral and pythonic "arguments"', () => {
     expect(toolSchema(plan('named', LLAMA, { named: 'get_weather' }))).toEqual({
       type: 'object',
       properties: { name: { type: 'string', const: 'get_weather' }, parameters: WEATHER.parameters },
@@ -172,6 +176,7 @@ describe('format per served model', () => {
     });
     expect(toolSchema(plan('required', MISTRAL_NATIVE))).toEqual({ type: 'array', items: { anyOf: [callSchema(WEATHER), callSchema(TIME)] }, minItems: 1 });
     expect(toolSchema(plan('named', HERMES_NATIVE, { named: 'get_time' }))).toEqual(callSchema(TIME));
+    expect(toolSchema(plan('named', PYTHONIC_NATIVE, { named: 'get_time' }))).toEqual(callSchema(TIME)); // bare JSON, not a list
   });
 
   it.each([

@@ -2,11 +2,11 @@
  * The JSON schema that constrains the output of `tool_choice: "required"` or a named function (pure): the
  * structured-outputs path (response-format.ts, the worker's xgrammar) then guarantees a valid call. A call is
  * the call object of the served model's format (tool-format.ts), `{"name": <const>, "arguments": <the tool's
- * parameters schema>}` (Hermes, Mistral; llama3_json's key is "parameters", as Llama 3.1 writes and its template
+ * parameters schema>}` (Hermes, Mistral, pythonic; llama3_json's key is "parameters", as Llama 3.1 writes and its template
  * renders past calls); a named function gets that one object, "required" a list of one or more calls (exactly
  * one when `parallel_tool_calls` is false; Mistral's own call list), each any of the tools. The format's
- * wrapper (`<tool_call>` tags, the `[TOOL_CALLS]` / `<|python_tag|>` special tokens) is not generated: the
- * guided output is the bare JSON, read by guided-calls.ts.
+ * wrapper (`<tool_call>` tags, the `[TOOL_CALLS]` / `<|python_tag|>` special tokens) is not generated, nor
+ * Mistral's `name[ARGS]{...}` or a pythonic list: the guided output is the bare JSON, read by guided-calls.ts.
  */
 import { status } from '@grpc/grpc-js';
 import { InlaidError } from '../common/inlaid-error';

@@ -1,0 +1,79 @@
+/**
+ * The `pythonic` format's value (pure), read by json-calls.ts: a Python list of calls where the output starts,
+ * `[get_weather(city="Paris"), get_time()]` (vLLM's `pythonic` parser; Llama 3.2 / 4 pythonic templates), parsed
+ * as literals only (python-literals.ts).
+ *
+ * The list is held until its bracket closes, Python's strings (' " ''' """, escapes) and nesting followed. It ends
+ * early as content on text that cannot be a call list: a closing bracket that does not match, a newline inside a
+ * one-line string, a comment, or between the calls anything but names, `(`, `,` and whitespace (so `[1, 2]` or
+ * `[Note: ...]` pass on at once).
+ */
+import type { Call, CallReader } from './call-reader';
+import { pythonicCalls } from './python-literals';
+
+const CLOSE: Record<string, string> = { ']': '[', ')': '(', '}': '{' };
+/** Between the calls, inside the list: names, their `(`, commas, the list's `]` and whitespace. */
+const BETWEEN_CALLS = /[A-Za-z0-9_\-,(\]\s]/;
+
+export class PythonListReader implements CallReader {
+  private text = '';
+  private at = 0;
+  private readonly open: string[] = [];
+  /** The quote of the string being read (one or three characters); null outside strings. */
+  private quote: string | null = null;
+
+  constructor(private readonly names: ReadonlySet<string>) {}
+
+  feed(text: string): number | undefined {
+    this.text += text;
+    while (this.at < this.text.length) {
+      const c = this.text[this.at] as string;
+      if (this.quote !== null) {
+        const step = this.inString(c);
+        if (step === 0) return undefined; // a quote's neighbours not here yet
+        if (step < 0) return this.at;
+        this.at += step;
+        continue;
+      }
+      if ((this.open.length === 1 && !BETWEEN_CALLS.test(c)) || c === '#') return this.at;
+      if (c === '"' || c === "'") {
+        if (this.text.length - this.at < 3) return undefined; // one quote or three?
+        this.quote = this.text.startsWith(c.repeat(3), this.at) ? c.repeat(3) : c;
+        this.at += this.quote.length;
+        continue;
+      }
+      const opener = CLOSE[c];
+      if (opener !== undefined) {
+        if (this.open.pop() !== opener) return this.at + 1;
+        if (this.open.length === 0) return this.at + 1;
+      } else if (c === '[' || c === '(' || c === '{') this.open.push(c);
+      this.at++;
+    }
+    return undefined;
+  }
+
+  calls(value: string): Call[] | undefined {
+    return this.open.length === 0 && this.quote === null ? pythonicCalls(value, this.names) : undefined;
+  }
+
+  /** Characters read inside a string at `c`; 0: wait for more text; -1: not Python (a newline in '...'). */
+  private inString(c: string): number {
+    const quote = this.quote as string;
+    if (c === '\\') return this.at + 1 < this.text.length ? 2 : 0;
+    if (c === '\n' && quote.length === 1) return -1;
+    if (c !== quote[0]) return 1;
+    if (quote.length === 1) {
+      this.quote = null;
+      return 1;
+    }
+    if (this.text.length - this.at < 3) return 0;
+    if (!this.text.startsWith(quote, this.at)) return 1;
+    this.quote = null;
+    return 3;
+  }
+}
+
+/** The reader of a value starting with `c`: a list. */
+export function pythonicReader(c: string, names: ReadonlySet<string>): CallReader | undefined {
+  return c === '[' ? new PythonListReader(names) : undefined;
+}
