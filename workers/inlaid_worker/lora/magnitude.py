@@ -46,8 +46,10 @@ def delta_bound(a: torch.Tensor, b: torch.Tensor, scale: float) -> float:
 
 
 def delta_problem(name_a: str, name_b: str, a: torch.Tensor, b: torch.Tensor, scale: float) -> str | None:
-    """Why a pair cannot be served: its delta scale * B @ A may hold a value above float16's largest; else None."""
-    bound = delta_bound(a, b, scale)
+    """Why a pair cannot be served: its delta scale * B @ A may hold a value above float16's largest; else None.
+    A scale below 1 counts as 1: the eager path (lora/apply.py) multiplies by the scale after B's product, in the
+    serving dtype, so B @ A itself must fit too."""
+    bound = delta_bound(a, b, max(abs(scale), 1.0))
     if bound > FP16_MAX:
         return (
             f"tensors {name_a!r} and {name_b!r}: their LoRA delta scaling * lora_B @ lora_A (scaling {scale:g}) "

@@ -77,6 +77,7 @@ class Follower:
             on_done(version)
             job.publish(Progress("done", checkpoint_version=version, tasks=tuple(sorted(tasks))))
             log.info("following: checkpoint v%d serving (tasks %s)", version, sorted(tasks))
+            self.manager.release_job_memory()
         except Exception as exc:  # put back what served before, report why
             log.warning("following failed (%s); restoring the previous weights", exc)
             try:
@@ -84,6 +85,7 @@ class Follower:
             except Exception:
                 log.exception("could not restore the previous weights")
             job.publish(Progress("failed", message=str(exc) or type(exc).__name__))
+            self.manager.release_job_memory()
 
     def _follow(
         self, job: RequantizeJob, tasks: tuple[str, ...], original: Sequence[Any], stop: threading.Event,

@@ -8,10 +8,14 @@ Idempotence: tasks already in the current checkpoint are not added again and rem
 skipped, so a retried request is a no-op (answered with the current version); a request covered by the
 running job attaches to it.
 
-Memory: once a job's host copies are dropped (commit_layers, restore_layers; also at the end of a follow) the
-worker runs `AFTER_JOB` (memory.py: "trim" gives the memory glibc holds free in its arenas back to the OS; the
-job's staged layers and host copies were freed but glibc kept the memory: 0.45-0.6 GB above the idle size on
+Memory: once a job has published its outcome (done or failed; also at the end of a follow) the worker runs
+`AFTER_JOB` (release_job_memory; memory.py: "trim" gives the memory glibc holds free in its arenas back to the OS:
+the job's staged layers and host copies were freed but glibc kept them, 0.45-0.6 GB above the idle size on
 SmolLM2-135M, 1.05 GB RSS after a job with the trim, below idle; bench/results/quantizer-memory-2026-11-30-s10b.md).
+Off by default (AFTER_JOB empty): the host copies live in the engine thread's malloc arena, and malloc_trim holds
+that arena's lock while it returns the pages (a thread allocating from the same arena waited 90-98 ms while 1 GiB
+was trimmed in a C test on this VM, review of session 10), so at a 7B's GBs of host copies one decode step could
+stall for a sizeable fraction of a second. The freed memory is reused by the next job.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ log = logging.getLogger(__name__)
 LoopCall = Callable[[Callable[[Any], Any]], "Future[Any]"]  # EngineLoop.call: fn(engine) between steps
 SWAP_TIMEOUT_S = 120.0
 # memory.release steps once a job's host copies are dropped (bench/onboard/quantizer_memory.py sets it to measure)
-AFTER_JOB: tuple[str, ...] = ("trim",)
+AFTER_JOB: tuple[str, ...] = ()  # module docstring: ("trim",) hands the job's freed memory back
 
 
 class RequantizeBusy(RuntimeError):
@@ -144,6 +148,7 @@ class OnboardManager:
             job.publish(Progress("done", checkpoint_version=number, tasks=tuple(version.tasks),
                                  added=job.added, removed=job.removed))
             log.info("checkpoint v%d serving (tasks %s)", number, version.tasks)
+            self.release_job_memory()
         except Exception as exc:  # anything: put the old weights back and report
             log.exception("re-quantization failed; restoring the previous weights")
             try:
@@ -153,6 +158,7 @@ class OnboardManager:
             self._sink_end(job, number, exc)
             job.publish(Progress("failed", message=str(exc) or type(exc).__name__, added=job.added,
                                  removed=job.removed))
+            self.release_job_memory()
 
     def _requantize(
         self, job: RequantizeJob, ckpt: Path, out: Path, tasks: list[TaskData], removes: list[str],
@@ -203,9 +209,21 @@ class OnboardManager:
 
     def commit_layers(self) -> None:
         """The new version serves (this worker's job, or a follow in follow.py): drop the host copies kept for
-        restore_layers and give the memory the job freed back to the OS."""
+        restore_layers."""
         self._undo = {}
-        release(AFTER_JOB)
+
+    def release_job_memory(self) -> None:
+        """After a job (or a follow) published its outcome: run AFTER_JOB (module docstring), logging its time; a
+        failure here is logged, never reported as the job's."""
+        if not AFTER_JOB:
+            return
+        t0 = time.perf_counter()
+        try:
+            release(AFTER_JOB)
+        except Exception:
+            log.exception("releasing the job's memory failed")
+            return
+        log.info("released the job's memory (%s) in %.3f s", "+".join(AFTER_JOB), time.perf_counter() - t0)
 
     def restore_layers(self, original: Sequence[Any]) -> None:
         """Serve `original` again: layers swapped in place get their host copy copied back (the layer objects in
@@ -227,7 +245,6 @@ class OnboardManager:
 
         self._call(back).result(timeout=SWAP_TIMEOUT_S)
         undo.clear()  # the host copies: copied back, no longer needed
-        release(AFTER_JOB)
 
     def _swap_in(self, job: RequantizeJob, res: LayerResult, original: Sequence[Any]) -> None:
         t0 = time.perf_counter()

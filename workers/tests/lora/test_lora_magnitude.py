@@ -10,7 +10,7 @@ import pytest
 import torch
 from factories import make_random_adapter, make_tiny_llama
 from inlaid_worker.lora.adapter import AdapterError, load_adapter
-from inlaid_worker.lora.magnitude import FP16_MAX, delta_bound
+from inlaid_worker.lora.magnitude import FP16_MAX, delta_bound, delta_problem
 from inlaid_worker.model.config import load_model_config
 from safetensors.torch import load_file, save_file
 
@@ -120,3 +120,11 @@ def test_delta_bound_is_an_upper_bound_reached_at_rank_one(seed):
 def test_huge_but_finite_float32_values_do_not_overflow_the_bound():
     big = float(torch.finfo(torch.float32).max)
     assert delta_bound(torch.full((2, 4), big), torch.full((3, 2), big), 1.0) == pytest.approx(2 * big * big)
+
+
+def test_a_scale_below_one_does_not_hide_an_unscaled_product_float16_cannot_hold() -> None:
+    # the eager path computes x A^T B^T in the serving dtype and scales afterwards: B @ A must fit on its own
+    a = torch.full((1, 4), 300.0)
+    b = torch.full((4, 1), 300.0)  # B @ A = 90,000 everywhere; scaled by 1/32: 2,812
+    assert delta_problem("a", "b", a, b, 1 / 32) is not None
+    assert delta_problem("a", "b", a / 2, b / 2, 1 / 32) is None  # 22,500: fits

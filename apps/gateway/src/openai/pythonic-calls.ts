@@ -16,7 +16,11 @@ const CLOSE: Record<string, string> = { ']': '[', ')': '(', '}': '{' };
 const BETWEEN_CALLS = /[A-Za-z0-9_\-,(\]\s]/;
 
 export class PythonListReader implements CallReader {
+  /** The value's text from `base` on (what is read is dropped after each feed: appending to a string and then
+   * indexing it flattens the whole string in V8, so keeping all of it made every feed O(length)). */
   private text = '';
+  private base = 0;
+  /** The next character to read, counted from the value's start. */
   private at = 0;
   private readonly open: string[] = [];
   /** The quote of the string being read (one or three characters); null outside strings. */
@@ -25,9 +29,10 @@ export class PythonListReader implements CallReader {
   constructor(private readonly names: ReadonlySet<string>) {}
 
   feed(text: string): number | undefined {
-    this.text += text;
-    while (this.at < this.text.length) {
-      const c = this.text[this.at] as string;
+    this.text = this.text.slice(this.at - this.base) + text;
+    this.base = this.at;
+    while (this.at < this.end()) {
+      const c = this.text[this.at - this.base] as string;
       if (this.quote !== null) {
         const step = this.inString(c);
         if (step === 0) return undefined; // a quote's neighbours not here yet
@@ -37,8 +42,8 @@ export class PythonListReader implements CallReader {
       }
       if ((this.open.length === 1 && !BETWEEN_CALLS.test(c)) || c === '#') return this.at;
       if (c === '"' || c === "'") {
-        if (this.text.length - this.at < 3) return undefined; // one quote or three?
-        this.quote = this.text.startsWith(c.repeat(3), this.at) ? c.repeat(3) : c;
+        if (this.end() - this.at < 3) return undefined; // one quote or three?
+        this.quote = this.text.startsWith(c.repeat(3), this.at - this.base) ? c.repeat(3) : c;
         this.at += this.quote.length;
         continue;
       }
@@ -52,6 +57,11 @@ export class PythonListReader implements CallReader {
     return undefined;
   }
 
+  /** The value's length so far. */
+  private end(): number {
+    return this.base + this.text.length;
+  }
+
   calls(value: string): Call[] | undefined {
     return this.open.length === 0 && this.quote === null ? pythonicCalls(value, this.names) : undefined;
   }
@@ -59,15 +69,15 @@ export class PythonListReader implements CallReader {
   /** Characters read inside a string at `c`; 0: wait for more text; -1: not Python (a newline in '...'). */
   private inString(c: string): number {
     const quote = this.quote as string;
-    if (c === '\\') return this.at + 1 < this.text.length ? 2 : 0;
+    if (c === '\\') return this.at + 1 < this.end() ? 2 : 0;
     if (c === '\n' && quote.length === 1) return -1;
     if (c !== quote[0]) return 1;
     if (quote.length === 1) {
       this.quote = null;
       return 1;
     }
-    if (this.text.length - this.at < 3) return 0;
-    if (!this.text.startsWith(quote, this.at)) return 1;
+    if (this.end() - this.at < 3) return 0;
+    if (!this.text.startsWith(quote, this.at - this.base)) return 1;
     this.quote = null;
     return 3;
   }
