@@ -7,6 +7,10 @@ Text is emitted only when it is final:
   appears, the text is cut right before it and the request stops.
 The concatenation of all deltas (with `flush()` at the end) equals the decode of all output tokens, cut at
 the first stop string.
+
+Special tokens are dropped from the text; a request that keeps its tool format's markers (`drop`: the special ids
+still dropped) decodes with them kept and the other special tokens left out of the ids it decodes, which is what
+skipping them gives (the backend's skip_special_tokens leaves out exactly the special ids before decoding).
 """
 
 from __future__ import annotations
@@ -23,19 +27,28 @@ class Decoder(Protocol):
 REPLACEMENT_CHAR = "\ufffd"
 
 
-def decode(tokenizer: Decoder, token_ids: list[int]) -> str:
+def decode(tokenizer: Decoder, token_ids: list[int], skip_special_tokens: bool = True) -> str:
     """The one decode used everywhere, so incremental and full decodes agree."""
-    return tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
 
 
-def decoder_for(tokenizer: Decoder) -> Callable[[list[int]], str]:
-    """decode(tokenizer, ids) as one callable. For a transformers fast tokenizer whose class overrides neither
-    decode nor _decode, that is the Rust backend's decode(ids, skip_special_tokens=True) (what transformers ends
+def special_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids decode(skip_special_tokens=True) leaves out: added tokens marked special, and the named special
+    tokens (a slow tokenizer skips those)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    ids = {int(i) for i, tok in added.items() if getattr(tok, "special", False)}
+    ids.update(int(i) for i in getattr(tokenizer, "all_special_ids", ()))
+    return frozenset(ids)
+
+
+def decoder_for(tokenizer: Decoder, skip_special_tokens: bool = True) -> Callable[[list[int]], str]:
+    """decode(tokenizer, ids, skip_special_tokens) as one callable. For a transformers fast tokenizer whose class
+    overrides neither decode nor _decode, that is the Rust backend's decode(ids, skip_special_tokens) (what transformers ends
     in with these arguments: clean-up is off), called directly: ~3x less host time per call, two calls a token."""
     backend = _plain_backend(tokenizer)
     if backend is None:
-        return partial(decode, tokenizer)
-    return partial(backend.decode, skip_special_tokens=True)
+        return partial(decode, tokenizer, skip_special_tokens=skip_special_tokens)
+    return partial(backend.decode, skip_special_tokens=skip_special_tokens)
 
 
 def _plain_backend(tokenizer: Any) -> Any:
@@ -85,8 +98,8 @@ def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
     return best
 
 
-def decode_stream(tokenizer: Decoder) -> Any:
-    """A Rust DecodeStream (skip_special_tokens=True) for the tokenizers the fast path of decoder_for serves (its
+def decode_stream(tokenizer: Decoder, skip_special_tokens: bool = True) -> Any:
+    """A Rust DecodeStream (skip_special_tokens as given) for the tokenizers the fast path of decoder_for serves (its
     step decodes as that path does), else None. Its step(backend, ids) runs the window / prefix test of
     IncrementalDetokenizer.add in one call (one Python to Rust crossing a token instead of two decodes)."""
     backend = _plain_backend(tokenizer)
@@ -96,18 +109,29 @@ def decode_stream(tokenizer: Decoder) -> Any:
         from tokenizers.decoders import DecodeStream
     except ImportError:
         return None
-    return backend, DecodeStream(skip_special_tokens=True)
+    return backend, DecodeStream(skip_special_tokens=skip_special_tokens)
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Decoder, stop: tuple[str, ...] = (), min_tokens: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer: Decoder,
+        stop: tuple[str, ...] = (),
+        min_tokens: int = 0,
+        drop: frozenset[int] | None = None,
+    ) -> None:
         self._tokenizer = tokenizer
-        self._decode = decoder_for(tokenizer)
+        # drop: None = every special token is skipped by the decodes; else special tokens are kept by the decodes
+        # and these ids (the special ones not kept) never reach them (still counted for min_tokens)
+        self._drop = drop
+        self._dropped = 0
+        skip = drop is None
+        self._decode = decoder_for(tokenizer, skip)
         # (backend, DecodeStream) or None; its text is used while it gives valid UTF-8; it is dropped (add() then
         # decodes here) when it refuses a window that does not start with its prefix, when its piece holds U+FFFD
         # (its window start can drift from _prefix_offset there), when it held back text the decodes give, and at
         # flush
-        self._stream = decode_stream(tokenizer)
+        self._stream = decode_stream(tokenizer, skip)
         self._stop = stop
         self._max_stop = max((len(s) for s in stop), default=0)
         # min_tokens: stop strings end nothing until more tokens than this came; the text before is never cut
@@ -129,6 +153,13 @@ class IncrementalDetokenizer:
         """Feeds new output tokens; returns the text that became final (possibly empty)."""
         if self.stopped:
             return ""
+        drop = self._drop
+        if drop is not None:
+            kept = [t for t in token_ids if t not in drop]
+            self._dropped += len(token_ids) - len(kept)
+            if not kept:  # nothing to decode; min_tokens may have been reached
+                return self._release(final=False) if self._stop else ""
+            token_ids = kept
         self._ids.extend(token_ids)
         piece = self._next_piece(token_ids)
         if not self._stop:  # everything decoded is final: no _text, no _release
@@ -189,7 +220,7 @@ class IncrementalDetokenizer:
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
-        if len(self._ids) <= self._min_tokens:
+        if len(self._ids) + self._dropped <= self._min_tokens:
             self._stop_from = len(self._text)
             return self._take(len(self._text))
         hit = find_stop(self._text, self._stop, max(self._stop_from, self._emitted - self._max_stop + 1))

@@ -191,7 +191,10 @@ class LLMEngine:
             seq.generator = make_generator(sampling.seed)  # on the CPU: one uniform per step (device_sampler)
         # min_tokens counts a resumed run's earlier output (as the penalties do): stop strings wait for the rest
         seq.detokenizer = IncrementalDetokenizer(
-            self.tokenizer.hf, sampling.stop, max(0, sampling.min_tokens - resumed_output_tokens)
+            self.tokenizer.hf,
+            sampling.stop,
+            max(0, sampling.min_tokens - resumed_output_tokens),
+            self.tokenizer.marker_drop() if sampling.keep_tool_markers else None,
         )
         if sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays
             compiled = self.grammars.compile(sampling.structured)

@@ -39,6 +39,9 @@ class SamplingParams:
     min_tokens: int = 0  # EOS and stop token ids are masked, and stop strings ignored, until this many outputs
     # vLLM's prompt_logprobs: None = off; N = each prompt token's logprob and rank plus the top N (model.prompt_logprobs)
     prompt_logprobs: int | None = None
+    # the text keeps the tool format's markers that are special tokens (tool_template.TOOL_MARKERS), other special
+    # tokens dropped; False: every special token dropped
+    keep_tool_markers: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

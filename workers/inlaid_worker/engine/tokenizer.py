@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inlaid_worker.engine.detokenizer import decode
-from inlaid_worker.engine.tool_template import HERMES_FALLBACK, ToolSupport, detect_tool_support
+from inlaid_worker.engine.detokenizer import decode, special_ids
+from inlaid_worker.engine.tool_template import HERMES_FALLBACK, TOOL_MARKERS, ToolSupport, detect_tool_support
 
 
 def _is_template_error(exc: Exception) -> bool:
@@ -32,6 +32,7 @@ class PromptTokenizer:
         # Tool calling (engine/tool_template.py): detected from the chat template; the server applies
         # --tool-call-parser over it at start-up.
         self.tool_support: ToolSupport = self._detect_tools()
+        self._marker_drops: dict[str, frozenset[int] | None] = {}  # parser -> marker_drop()
 
     def _detect_tools(self) -> ToolSupport:
         try:
@@ -85,6 +86,17 @@ class PromptTokenizer:
                 raise
             # The template already holds every special token: by default the tokenizer adds no BOS again.
             return list(self.hf(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def marker_drop(self) -> frozenset[int] | None:
+        """The special ids a request keeping its tool markers still drops (IncrementalDetokenizer's `drop`): all
+        but those of the tool format's markers; None when no marker is a special token here (decode as usual)."""
+        parser = self.tool_support.parser
+        if parser not in self._marker_drops:
+            special = special_ids(self.hf)
+            vocab = self.hf.get_added_vocab() if hasattr(self.hf, "get_added_vocab") else {}
+            keep = {vocab[m] for m in TOOL_MARKERS.get(parser, ()) if vocab.get(m) in special}
+            self._marker_drops[parser] = special - keep if keep else None
+        return self._marker_drops[parser]
 
     def decode(self, token_ids: list[int]) -> str:
         return decode(self.hf, token_ids)

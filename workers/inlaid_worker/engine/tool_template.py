@@ -70,6 +70,14 @@ class ToolSupport:
 
 HERMES_FALLBACK = ToolSupport("hermes", native=False)
 
+# The markers a request with SamplingParams.keep_tool_markers keeps in its text where they are special tokens (the
+# gateway's parsers find calls after them, also after prose: vLLM's mistral / pythonic parsers decode with
+# skip_special_tokens=False); none for the other formats.
+TOOL_MARKERS: dict[str, tuple[str, ...]] = {
+    "mistral": ("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"),
+    "pythonic": ("<|python_start|>", "<|python_end|>", "<|python_tag|>"),
+}
+
 
 def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str | None:
     try:

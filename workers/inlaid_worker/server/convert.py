@@ -43,6 +43,7 @@ def sampling_from_proto(p: common_pb2.SamplingParams, max_tokens: int, vocab_siz
         min_p=p.min_p if p.HasField("min_p") else 0.0,
         min_tokens=p.min_tokens if p.HasField("min_tokens") else 0,
         prompt_logprobs=p.prompt_logprobs if p.HasField("prompt_logprobs") else None,
+        keep_tool_markers=p.keep_tool_markers,
     )
     if vocab_size is not None:
         params.check_vocab(vocab_size)

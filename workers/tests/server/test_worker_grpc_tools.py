@@ -1,17 +1,19 @@
 """Tool calling through the worker's gRPC API when the model's chat template renders tools itself: GetInfo reports
 the parser and native_tools, and Prepare passes PrepareRequest.tools and the messages' tool_calls / tool_call_id
 to the template (a tiny random Llama whose tokenizer carries a minimal Llama-3.1-style template; the pythonic and
-newer Mistral formats on workers of their own)."""
+newer Mistral formats on workers of their own); SamplingParams.keep_tool_markers keeps the format's special markers
+in the text (a Mistral-template worker whose tokenizer has [TOOL_CALLS] and [ARGS] as special tokens)."""
 
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from factories import make_tiny_llama
+from factories import make_tiny_llama, make_tokenizer
 from grpc_worker import serving
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from tool_templates import LLAMA31_TEMPLATE, MISTRAL_V11_TEMPLATE, PYTHONIC_TEMPLATE, WEATHER
@@ -101,3 +103,44 @@ def test_other_formats_are_reported_and_rendered(tmp_path: Any, template: str, p
 
 def _base(stub: Any) -> str:
     return str(stub.GetInfo(worker_pb2.InfoRequest()).base_model)
+
+
+def _text(stub: Any, prompt: list[int], params: common_pb2.SamplingParams) -> str:
+    """The text of one request's deltas, through the worker's Session stream."""
+    out: queue.Queue[Any] = queue.Queue()
+    call = stub.Session(iter(out.get, None))
+    admit = worker_pb2.Admit(request_id="m", model="", prompt_token_ids=prompt, sampling=params)
+    out.put(worker_pb2.ControlMessage(admit=admit))
+    text = ""
+    try:
+        for ev in call:
+            assert ev.WhichOneof("kind") != "error", ev.error
+            if ev.WhichOneof("kind") == "delta":
+                text += ev.delta.text
+                if ev.delta.finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED:
+                    return text
+    finally:
+        out.put(None)
+    raise AssertionError("the stream ended early")
+
+
+def test_keep_tool_markers_keeps_the_markers_and_drops_other_special_tokens(tmp_path: Any) -> None:
+    model = make_tiny_llama(tmp_path / "model", vocab=320, max_positions=1024)
+    tok = make_tokenizer(318)  # + 2 special markers: the model's 320 ids
+    tok.add_special_tokens({"additional_special_tokens": ["[TOOL_CALLS]", "[ARGS]"]})
+    assert len(tok) == 320
+    tok.chat_template = MISTRAL_V11_TEMPLATE
+    tok.save_pretrained(str(model))
+    call, eos = int(tok.convert_tokens_to_ids("[TOOL_CALLS]")), int(tok.eos_token_id)
+    with serving(model, kv_cache_bytes=2 << 20) as (stub, _running):
+        assert stub.GetInfo(worker_pb2.InfoRequest()).tool_call_parser == "mistral"
+        prompt = list(stub.Prepare(worker_pb2.PrepareRequest(model="", prompt="Weather?")).prompt_token_ids)
+
+        def text(bias: int, keep: bool) -> str:
+            p = common_pb2.SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True, keep_tool_markers=keep)
+            p.logit_bias.bias[bias] = 100.0
+            return _text(stub, prompt, p)
+
+        assert text(call, keep=True) == "[TOOL_CALLS][TOOL_CALLS]"
+        assert text(call, keep=False) == ""
+        assert text(eos, keep=True) == ""  # EOS (ignored as a stop here) is a special token that is not a marker

@@ -14,7 +14,7 @@ import { finishesWithToolCalls, type ToolCallParser } from '../openai/tool-event
 import { parseTurnTools } from '../openai/tool-history';
 import { HERMES_FALLBACK, type ToolSupport } from '../openai/tool-format';
 import { nativeTools, renderChat, toolCallChars, type ChatTurn } from '../openai/tool-prompt';
-import { toolResponseFormat } from '../openai/tool-schema';
+import { keepsToolMarkers, toolResponseFormat } from '../openai/tool-schema';
 import { parseToolPlan, type ToolPlan } from '../openai/tools';
 
 /** OpenAI parameter names (as the shared validators name them) to GenerateRequest's fields. */
@@ -97,7 +97,8 @@ export function withGrpcTools(
   if (format !== undefined && input.sampling.responseFormat !== undefined) {
     throw InlaidError.invalid('"required" or a named tools.function cannot be combined with sampling.response_format.', 'tools.function');
   }
-  const sampling = format === undefined ? input.sampling : { ...input.sampling, responseFormat: format };
+  const markers = plan !== undefined && keepsToolMarkers(plan) ? { keepToolMarkers: true } : {};
+  const sampling = format === undefined ? { ...input.sampling, ...markers } : { ...input.sampling, responseFormat: format };
   return { input: { ...input, messages, sampling, ...(tools !== '' ? { tools } : {}) }, ...(plan !== undefined ? { plan } : {}) };
 }
 

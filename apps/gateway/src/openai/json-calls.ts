@@ -9,9 +9,11 @@
  * - `pythonic` (vLLM's `pythonic`; Llama 3.2 / 4 pythonic templates): a Python list of calls with literal keyword
  *   arguments, `[get_weather(city="Paris"), get_time()]` (pythonic-calls.ts).
  *
- * The worker decodes without special tokens, so the tags (`<|python_tag|>`, `[TOOL_CALLS]`, `[ARGS]`,
- * `<|python_start|>`) are usually absent from the text: calls are read where the output starts (after whitespace),
- * after a tag wherever it appears as text, and after a call (and, llama3_json, its `;`). The format's reader
+ * The worker decodes without special tokens, except that `auto` requests in the mistral and pythonic formats keep
+ * those formats' markers (`[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`, `<|python_start|>`, `<|python_end|>`,
+ * `<|python_tag|>`: SamplingParams.keepToolMarkers, tool-schema.ts); llama3_json's `<|python_tag|>` is dropped.
+ * Calls are read where the output starts (after whitespace), after a tag wherever it appears as text (so after prose
+ * where the markers are kept), and after a call (and, llama3_json, its `;`). The format's reader
  * (CallReader) takes the value from its first character and holds it until it ends; then it is one or more calls,
  * each naming an offered tool with object arguments, or else the text it came from (tag included) is content and the
  * rest of the output is read as content (calls then only after a tag). A value still open when the output ends is

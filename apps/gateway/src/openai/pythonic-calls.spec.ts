@@ -57,6 +57,7 @@ describe('pythonic parser', () => {
     ['spread over lines, trailing commas', '\n[\n  get_time(),\n  get_weather(city = "Paris",),\n]\n', [TIME_CALL, PARIS]],
     ['brackets and quotes inside strings', `[get_weather(city="a]b)c'd")]`, [{ name: 'get_weather', arguments: '{"city":"a]b)c\'d"}' }]],
     ['a triple-quoted string', `[get_weather(city="""Pa"r""is""")]`, [{ name: 'get_weather', arguments: '{"city":"Pa\\"r\\"\\"is"}' }]],
+    ['spaces before a call\'s parenthesis and around commas', '[ get_time () ,\tget_weather (city="Paris") ]', [TIME_CALL, PARIS]],
   ])('%s: calls, no content, at every cut', (_label, text, calls) => {
     expect(sameAtEveryCut(text)).toEqual({ content: '', calls });
   });
@@ -108,6 +109,13 @@ describe('pythonic parser', () => {
     ['mismatched brackets', '[get_time(]'],
     ['a call after prose', 'Sure: [get_time()]'],
     ['a partial marker', '<|python_sta'],
+    ['prose in brackets', '[see the appendix for details on this topic'],
+    ['prose in brackets, closed', '[see the appendix] for details'],
+    ['a name without a call', '[get_time]'],
+    ['two calls without a comma', '[get_time() get_time()]'],
+    ['a nested list', '[[get_time()]]'],
+    ['a comma before any call', '[, get_time()]'],
+    ['a string between the calls', '[get_time(), "x"]'],
   ])('%s: plain content, unchanged', (_label, text) => {
     expect(sameAtEveryCut(text)).toEqual({ content: text, calls: [] });
   });
@@ -124,6 +132,14 @@ describe('pythonic parser', () => {
   it('prose in brackets passes on at once; a list is held until it closes', () => {
     const p = new JsonCallParser(PYTHONIC, NAMES, ids());
     expect(message(p.push('[Note: the'))).toEqual({ content: '[Note: the', calls: [] });
+    const words = new JsonCallParser(PYTHONIC, NAMES, ids());
+    expect(message(words.push('[see t'))).toEqual({ content: '[see t', calls: [] });
+    const spaced = new JsonCallParser(PYTHONIC, NAMES, ids());
+    expect(spaced.push('[get_time ')).toEqual([]);
+    expect(message(spaced.push('x'))).toEqual({ content: '[get_time x', calls: [] });
+    const after = new JsonCallParser(PYTHONIC, NAMES, ids());
+    expect(after.push('[get_time() ')).toEqual([]);
+    expect(message(after.push('and'))).toEqual({ content: '[get_time() and', calls: [] });
     const q = new JsonCallParser(PYTHONIC, NAMES, ids());
     expect(q.push('[get_time(), get_weather(city="Pa')).toEqual([]);
     expect(q.push('ris")]')).toEqual([

@@ -5,15 +5,19 @@
  *
  * The list is held until its bracket closes, Python's strings (' " ''' """, escapes) and nesting followed. It ends
  * early as content on text that cannot be a call list: a closing bracket that does not match, a newline inside a
- * one-line string, a comment, or between the calls anything but names, `(`, `,` and whitespace (so `[1, 2]` or
- * `[Note: ...]` pass on at once).
+ * one-line string, a comment, or between the calls anything but `name (`, then after its `)` a `,` or the `]`,
+ * whitespace around them (so `[1, 2]`, `[Note: ...]` or `[see the appendix` pass on at once).
  */
 import type { Call, CallReader } from './call-reader';
 import { pythonicCalls } from './python-literals';
 
 const CLOSE: Record<string, string> = { ']': '[', ')': '(', '}': '{' };
-/** Between the calls, inside the list: names, their `(`, commas, the list's `]` and whitespace. */
-const BETWEEN_CALLS = /[A-Za-z0-9_\-,(\]\s]/;
+const NAME_CHAR = /[A-Za-z0-9_-]/;
+const SPACE = /\s/;
+
+/** Where the reader is between the calls, inside the list: before a call's name (after `[` or `,`), in the name,
+ * after the name (spaces before its `(`), after the call's `)`. */
+type Between = 'start' | 'name' | 'afterName' | 'afterCall';
 
 export class PythonListReader implements CallReader {
   /** The value's text from `base` on (what is read is dropped after each feed: appending to a string and then
@@ -25,6 +29,7 @@ export class PythonListReader implements CallReader {
   private readonly open: string[] = [];
   /** The quote of the string being read (one or three characters); null outside strings. */
   private quote: string | null = null;
+  private between: Between = 'start';
 
   constructor(private readonly names: ReadonlySet<string>) {}
 
@@ -40,7 +45,7 @@ export class PythonListReader implements CallReader {
         this.at += step;
         continue;
       }
-      if ((this.open.length === 1 && !BETWEEN_CALLS.test(c)) || c === '#') return this.at;
+      if ((this.open.length === 1 && !this.betweenCalls(c)) || c === '#') return this.at;
       if (c === '"' || c === "'") {
         if (this.end() - this.at < 3) return undefined; // one quote or three?
         this.quote = this.text.startsWith(c.repeat(3), this.at - this.base) ? c.repeat(3) : c;
@@ -55,6 +60,32 @@ export class PythonListReader implements CallReader {
       this.at++;
     }
     return undefined;
+  }
+
+  /** Whether `c`, read inside the list between the calls, may continue a call list (and the step it takes). */
+  private betweenCalls(c: string): boolean {
+    const space = SPACE.test(c);
+    switch (this.between) {
+      case 'start':
+        if (!NAME_CHAR.test(c)) return space || c === ']';
+        this.between = 'name';
+        return true;
+      case 'name':
+        if (NAME_CHAR.test(c)) return true;
+        return this.afterName(c, space);
+      case 'afterName':
+        return this.afterName(c, space);
+      case 'afterCall':
+        if (c === ',') this.between = 'start';
+        return space || c === ',' || c === ']';
+    }
+  }
+
+  /** After a call's name: spaces, then its `(`. */
+  private afterName(c: string, space: boolean): boolean {
+    if (c === '(') this.between = 'afterCall';
+    else if (space) this.between = 'afterName';
+    return space || c === '(';
   }
 
   /** The value's length so far. */

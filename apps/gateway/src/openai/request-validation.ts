@@ -16,7 +16,7 @@ import { parseTurnTools } from './tool-history';
 import { parseTokenControls } from './token-controls';
 import { HERMES_FALLBACK, type ToolSupport } from './tool-format';
 import { nativeTools, renderChat, toolCallChars, type ChatTurn } from './tool-prompt';
-import { toolResponseFormat } from './tool-schema';
+import { keepsToolMarkers, toolResponseFormat } from './tool-schema';
 import { parseToolPlan, type ToolPlan } from './tools';
 
 export interface OpenAIRequest {
@@ -229,10 +229,16 @@ function chatMessages(body: Body, plan: ToolPlan | undefined, support: ToolSuppo
   return { messages, tools };
 }
 
-/** `required` / a named function: the output is constrained to a call; response_format cannot be used too. */
+/**
+ * `required` / a named function: the output is constrained to a call; response_format cannot be used too. `auto`:
+ * free text, with the format's markers kept where the worker would drop them (tool-schema.ts keepsToolMarkers).
+ */
 function withTools(req: OpenAIRequest, plan: ToolPlan): OpenAIRequest {
   const format = toolResponseFormat(plan);
-  if (format === undefined) return { ...req, tools: plan };
+  if (format === undefined) {
+    const sampling = keepsToolMarkers(plan) ? { ...req.input.sampling, keepToolMarkers: true } : req.input.sampling;
+    return { ...req, input: { ...req.input, sampling }, tools: plan };
+  }
   if (req.input.sampling.responseFormat !== undefined) {
     throw InlaidError.invalid(
       "'tool_choice' \"required\" or a named function cannot be combined with response_format or guided_* (both constrain the output).",

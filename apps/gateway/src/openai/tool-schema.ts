@@ -50,6 +50,17 @@ export function toolResponseFormat(plan: ToolPlan): ResponseFormat {
 }
 
 /**
+ * SamplingParams.keepToolMarkers for the plan: `auto` with the mistral or pythonic format, whose markers
+ * (`[TOOL_CALLS]`, `[ARGS]`, `<|python_start|>`, ...) are special tokens the worker otherwise drops from the text
+ * (vLLM's parsers of these formats set skip_special_tokens=False). The worker keeps only those markers (every other
+ * special token is still dropped), so json-calls.ts finds calls after them, after prose too.
+ */
+export function keepsToolMarkers(plan: ToolPlan): boolean {
+  const parser = plan.support?.parser;
+  return plan.mode === 'auto' && (parser === 'mistral' || parser === 'pythonic');
+}
+
+/**
  * The worker refuses a schema it cannot compile naming response_format; for a call schema the client wrote
  * `tools`, so the refusal names that instead. Other errors pass through.
  */
