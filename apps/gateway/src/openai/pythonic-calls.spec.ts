@@ -9,6 +9,7 @@ import { assembleToolOutput, toolCallParser } from './tool-calls';
 import type { ToolEvent } from './tool-events';
 import type { ToolSupport } from './tool-format';
 import type { ToolPlan } from './tools';
+import { toolMessage as message } from '../testing/tool-message';
 
 const NAMES = new Set(['get_weather', 'get_time']);
 const PARIS = { name: 'get_weather', arguments: '{"city":"Paris"}' };
@@ -30,16 +31,6 @@ interface Message {
   calls: { name: string; arguments: string }[];
 }
 
-function message(events: ToolEvent[]): Message {
-  let content = '';
-  const calls: Message['calls'] = [];
-  for (const e of events) {
-    if ('content' in e) content += e.content;
-    else if (e.call.function.name !== undefined) calls[e.call.index] = { name: e.call.function.name, arguments: e.call.function.arguments };
-    else (calls[e.call.index] as { arguments: string }).arguments += e.call.function.arguments;
-  }
-  return { content, calls };
-}
 
 /** The whole text's message, checked equal to the one of every split in two and of single characters. */
 function sameAtEveryCut(text: string): Message {

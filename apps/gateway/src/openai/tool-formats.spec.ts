@@ -14,6 +14,7 @@ import { nativeTools, renderChat } from './tool-prompt';
 import { callSchema, toolSchema } from './tool-schema';
 import type { ToolFunction, ToolPlan } from './tools';
 import { withGrpcTools } from '../grpc-api/generate-tools';
+import { toolMessage as message } from '../testing/tool-message';
 
 const NAMES = new Set(['get_weather', 'get_time']);
 const WEATHER: ToolFunction = { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
@@ -40,17 +41,6 @@ function run(format: JsonCallsFormat, text: string, size: number): ToolEvent[] {
   return [...out, ...p.finish()];
 }
 
-/** The message the events reassemble to (as a stream's client does). */
-function message(events: ToolEvent[]): { content: string; calls: { name: string; arguments: string }[] } {
-  let content = '';
-  const calls: { name: string; arguments: string }[] = [];
-  for (const e of events) {
-    if ('content' in e) content += e.content;
-    else if (e.call.function.name !== undefined) calls[e.call.index] = { name: e.call.function.name, arguments: e.call.function.arguments };
-    else (calls[e.call.index] as { arguments: string }).arguments += e.call.function.arguments;
-  }
-  return { content, calls };
-}
 
 /** Every piece size gives the message the whole text gives; returns that message. */
 function sameAtAnySize(format: JsonCallsFormat, text: string): ReturnType<typeof message> {

@@ -9,6 +9,7 @@ import { JsonCallParser, MISTRAL, PYTHONIC, type JsonCallsFormat } from './json-
 import { parseChatRequest } from './request-validation';
 import type { ToolEvent } from './tool-events';
 import { HERMES_FALLBACK, type ToolSupport } from './tool-format';
+import { toolMessage as message } from '../testing/tool-message';
 
 const NAMES = new Set(['get_weather', 'get_time']);
 const PARIS = { name: 'get_weather', arguments: '{"city":"Paris"}' };
@@ -56,16 +57,6 @@ describe('keepToolMarkers', () => {
   });
 });
 
-function message(events: ToolEvent[]): { content: string; calls: { name: string; arguments: string }[] } {
-  let content = '';
-  const calls: { name: string; arguments: string }[] = [];
-  for (const e of events) {
-    if ('content' in e) content += e.content;
-    else if (e.call.function.name !== undefined) calls[e.call.index] = { name: e.call.function.name, arguments: e.call.function.arguments };
-    else (calls[e.call.index] as { arguments: string }).arguments += e.call.function.arguments;
-  }
-  return { content, calls };
-}
 
 function run(format: JsonCallsFormat, pieces: string[]): ToolEvent[] {
   let n = 0;
