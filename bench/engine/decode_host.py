@@ -232,7 +232,7 @@ def new_stages(runner: Any, step: StepInput) -> list[float]:
     dg.can_run(step)
     t.append(clock())
     ids = step.adapter_ids.tolist()
-    runner._adapters.check_slot_list(ids)
+    runner._adapters.check_slots(ids)
     t.append(clock())
     s = step.num_seqs
     b = dg._bucket_of[s]

@@ -78,9 +78,9 @@ class RequestOutput:
         logprobs: tuple[TokenLogprobs, ...] | None,
         cached_tokens: int,
     ) -> RequestOutput:
-        """RequestOutput(...) with no prompt logprobs, the same object made without the frozen __init__ (which sets
-        each field through object.__setattr__: 0.76 -> 0.22 us on the CPU). Every decode step makes one for each
-        running sequence. A test checks that its fields are the dataclass's."""
+        """RequestOutput(...) with no prompt logprobs (LLMEngine._output), the same object made without the frozen
+        __init__ (which sets each field through object.__setattr__: 0.76 -> 0.22 us on the CPU). Every decode step
+        makes one for each running sequence. A test checks that its fields are the dataclass's."""
         out = object.__new__(cls)
         d = out.__dict__
         d["request_id"] = request_id
@@ -366,7 +366,7 @@ class LLMEngine:
         return entries
 
     def _append_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None = None) -> RequestOutput:
-        # every decode step runs this once a sequence: _output and _take_prompt_logprobs are inlined (same fields)
+        # every decode step runs this once a sequence: seq.num_tokens and _take_prompt_logprobs's test are inlined
         output_ids = seq.output_token_ids
         output_ids.append(token)
         p = seq.sampling
@@ -395,20 +395,7 @@ class LLMEngine:
         if reason is not None:
             self.scheduler.finish(seq, reason)
             del self._seqs[seq.request_id]
-        if logprobs is not None:
-            lps: tuple[TokenLogprobs, ...] | None = (logprobs,)
-        else:
-            lps = None if p.logprobs is None else ()  # asked for: an empty list (as _output gives)
-        out = RequestOutput.token_delta(
-            seq.request_id,
-            text,
-            [token],
-            reason,
-            len(seq.prompt_token_ids),
-            len(output_ids),
-            lps,
-            seq.prompt_cached_tokens or 0,
-        )
+        out = self._output(seq, text, [token], reason, None if logprobs is None else (logprobs,))
         if p.prompt_logprobs is None or seq.prompt_logprobs_sent:
             return out
         prompt = self._take_prompt_logprobs(seq)
@@ -432,7 +419,7 @@ class LLMEngine:
     ) -> RequestOutput:
         if logprobs is None and seq.sampling.logprobs is not None:
             logprobs = ()  # asked for: an empty list for a delta without tokens (an abort)
-        return RequestOutput(
+        return RequestOutput.token_delta(
             seq.request_id,
             text,
             tokens,

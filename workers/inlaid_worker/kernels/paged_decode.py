@@ -92,6 +92,18 @@ def _tile_pv(p, v, alpha, acc, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _part_chunk(ctx, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Tokens per partition of impl "tiles": the context cut into NUM_PARTS chunks rounded up to whole tiles."""
+    return tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N
+
+
+@triton.jit
+def _part_busy(part, ctx, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Whether partition `part` runs (writes its row) under SKIP_EMPTY: it starts inside the context, or is 0."""
+    return (part * _part_chunk(ctx, NUM_PARTS, BLOCK_N) < ctx) | (part == 0)
+
+
+@triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, scale,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
@@ -105,7 +117,7 @@ def _decode_kernel(
     part = tl.program_id(2)
     if SKIP_EMPTY:  # a partition past the context exits at once, before the PDL wait, writing nothing (docstring)
         ctx = tl.load(ctx_ptr + s)
-        busy = (part * (tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N) < ctx) | (part == 0)
+        busy = _part_busy(part, ctx, NUM_PARTS, BLOCK_N)
     else:
         busy = True
     if busy:
@@ -136,7 +148,7 @@ def _decode_body(
     if PREFETCH:  # under PDL: lengths, table entries and the first tile's older rows before the wait (docstring)
         gdc_start(USE_GDC)
         ctx = tl.load(ctx_ptr + s)
-        chunk = tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N
+        chunk = _part_chunk(ctx, NUM_PARTS, BLOCK_N)
         start = part * chunk
         end = tl.minimum(start + chunk, ctx)
         offs = start + tl.arange(0, BLOCK_N)
@@ -165,7 +177,7 @@ def _decode_body(
     else:
         gdc_enter(USE_GDC)  # q, the cache, tables and lengths come from earlier kernels (kernels.pdl)
         ctx = tl.load(ctx_ptr + s)
-        chunk = tl.cdiv(tl.cdiv(ctx, NUM_PARTS), BLOCK_N) * BLOCK_N
+        chunk = _part_chunk(ctx, NUM_PARTS, BLOCK_N)
         start = part * chunk
         end = tl.minimum(start + chunk, ctx)
         q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :],
@@ -221,7 +233,7 @@ def _merge_kernel(
     d = tl.arange(0, D_PAD)
     if CHUNK_N:
         ctx = tl.load(ctx_ptr + s)
-        wrote = (parts * (tl.cdiv(tl.cdiv(ctx, NUM_PARTS), CHUNK_N) * CHUNK_N) < ctx) | (parts == 0)
+        wrote = _part_busy(parts, ctx, NUM_PARTS, CHUNK_N)
     else:
         wrote = parts >= 0
     m = tl.load(pm_ptr + row, mask=wrote, other=float("-inf"))

@@ -93,16 +93,13 @@ class AdapterTier:
         self._check_slots([slot for slot, _ in mapping.groups])
         return None if mapping.empty or self._registry is None else LoraContext(mapping, self._registry)
 
-    def check_slots(self, adapter_ids: torch.Tensor) -> None:
-        """Raise if a step row names a slot with no resident adapter."""
-        self._check_slots(adapter_ids.tolist())
+    def check_slots(self, adapter_ids: torch.Tensor | list[int]) -> None:
+        """Raise if a step row names a slot with no resident adapter (ids as a tensor or a host list)."""
+        self._check_slots(adapter_ids.tolist() if isinstance(adapter_ids, torch.Tensor) else adapter_ids)
 
-    def check_slot_list(self, adapter_ids: list[int]) -> None:
-        """check_slots of the ids as a host list (a step of base-model rows only costs one max)."""
-        if adapter_ids and max(adapter_ids) >= 0:
-            self._check_slots(adapter_ids)
-
-    def _check_slots(self, slots: Iterable[int]) -> None:
+    def _check_slots(self, slots: list[int]) -> None:
+        if not slots or max(slots) < 0:  # base-model rows only: one max (a decode step's usual case)
+            return
         live = set(self.cache.slots.values())
         unknown = sorted({s for s in slots if s >= 0 and s not in live})
         if unknown:

@@ -266,7 +266,7 @@ class ModelRunner:
             return logits.cpu() if host else logits
         if self._graphs is not None and self._graphs.can_run(step):
             ids = step.adapter_ids.tolist()  # one host list: the slots' check and the graphs' LoRA test read it
-            self._adapters.check_slot_list(ids)
+            self._adapters.check_slots(ids)
             return self._graphs.run(self.weights, step, host, ids)
         if self._prefill is not None and self._prefill.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
