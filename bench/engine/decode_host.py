@@ -45,7 +45,7 @@ import decode_host_head as head  # noqa: E402
 from inlaid_worker.model import decode_graphs as dgm  # noqa: E402
 from inlaid_worker.model.step_input import StepInput  # noqa: E402
 from llama_shapes import LLAMA2_7B, Shape  # noqa: E402
-from phase_clock import phase_timer  # noqa: E402
+from phase_clock import phase_timer, wrap_engine_phases  # noqa: E402
 from random_model import make_runner, random_weights, write_config  # noqa: E402
 from steps import BLOCK, make_step  # noqa: E402
 
@@ -363,11 +363,7 @@ def engine_times(runner: Any, dev: torch.device, n: int, prompt_len: int,
 
     wrap = phase_timer(acc, clock)
 
-    sch = engine.scheduler
-    sch.schedule = wrap("schedule", sch.schedule)  # type: ignore[method-assign]
-    sch.commit = wrap("commit", sch.commit)  # type: ignore[method-assign]
-    engine._assign_adapter_slots = wrap("adapters", engine._assign_adapter_slots)  # type: ignore[method-assign]
-    engine._postprocess = wrap("post", engine._postprocess)  # type: ignore[method-assign]
+    wrap_engine_phases(engine, wrap)
     runner.execute_device = wrap("runner", runner.execute_device)
     originals = (eng.build_step_input, eng.sample_batch, eng.sample_rows, IncrementalDetokenizer.add)
     eng.build_step_input = wrap("build", eng.build_step_input)  # type: ignore[attr-defined]

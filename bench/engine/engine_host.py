@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "workers" / "tests"))
 
 from factories import make_tokenizer  # noqa: E402
-from phase_clock import phase_timer  # noqa: E402
+from phase_clock import phase_timer, wrap_engine_phases  # noqa: E402
 
 PHASES = ("schedule", "adapters", "build", "runner", "sample", "detok", "post", "commit", "other")
 TEXT = (
@@ -95,11 +95,7 @@ def run_batch(batch: int, steps: int, prompt_len: int, stop: tuple[str, ...]) ->
 
     wrap = phase_timer(acc, clock)
 
-    sch = engine.scheduler
-    sch.schedule = wrap("schedule", sch.schedule)  # type: ignore[method-assign]
-    sch.commit = wrap("commit", sch.commit)  # type: ignore[method-assign]
-    engine._assign_adapter_slots = wrap("adapters", engine._assign_adapter_slots)  # type: ignore[method-assign]
-    engine._postprocess = wrap("post", engine._postprocess)  # type: ignore[method-assign]
+    wrap_engine_phases(engine, wrap)
     runner.execute = wrap("runner", runner.execute)  # type: ignore[method-assign]
     originals = (eng.build_step_input, eng.sample_rows, IncrementalDetokenizer.add, IncrementalDetokenizer.flush)
     eng.build_step_input = wrap("build", eng.build_step_input)  # type: ignore[attr-defined]

@@ -22,3 +22,13 @@ def phase_timer(acc: dict[str, float], clock: Callable[[], float] = time.perf_co
         return timed
 
     return wrap
+
+
+def wrap_engine_phases(engine: Any, wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Time an LLMEngine's own phases in place: schedule, commit, adapters, post (the caller wraps the runner,
+    the step builder, the sampler and the detokenizer, which differ between the benches)."""
+    sch = engine.scheduler
+    sch.schedule = wrap("schedule", sch.schedule)
+    sch.commit = wrap("commit", sch.commit)
+    engine._assign_adapter_slots = wrap("adapters", engine._assign_adapter_slots)
+    engine._postprocess = wrap("post", engine._postprocess)
