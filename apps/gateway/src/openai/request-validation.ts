@@ -289,13 +289,19 @@ function refuseChatOnly(body: Body): void {
   }
 }
 
+/**
+ * vLLM's `add_special_tokens` to the worker's Prepare when given; left out, the worker's default (true for a prompt,
+ * false for messages: the chat template holds the special tokens).
+ */
+function withSpecialTokens(req: OpenAIRequest, body: Body): OpenAIRequest {
+  const special = optBoolean(body, 'add_special_tokens');
+  return special === undefined ? req : { ...req, input: { ...req.input, addSpecialTokens: special } };
+}
+
 export function parseCompletionRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
   refuseChatOnly(body);
-  const req = build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs);
-  // vLLM's add_special_tokens (left out: true for a prompt, the worker's default) goes to the worker's Prepare
-  const special = optBoolean(body, 'add_special_tokens');
-  return special === undefined ? req : { ...req, input: { ...req.input, addSpecialTokens: special } };
+  return withSpecialTokens(build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs), body);
 }
 
 /**
@@ -317,9 +323,7 @@ export function parseChatRequest(raw: unknown, supportOf?: (model: string) => To
   const support = (supportOf !== undefined && typeof body['model'] === 'string' ? supportOf(body['model']) : undefined) ?? HERMES_FALLBACK;
   const plan = parseToolPlan(body, support);
   const chat = chatMessages(body, plan, support);
-  const req = build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs);
-  const special = optBoolean(body, 'add_special_tokens');
-  const withSpecial = special === undefined ? req : { ...req, input: { ...req.input, addSpecialTokens: special } };
+  const withSpecial = withSpecialTokens(build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs), body);
   const withNative = chat.tools === '' ? withSpecial : { ...withSpecial, input: { ...withSpecial.input, tools: chat.tools } };
   return plan === undefined ? withNative : withTools(withNative, plan);
 }
