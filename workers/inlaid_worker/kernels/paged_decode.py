@@ -5,7 +5,8 @@ head_dim]; sequence s reads its first context_lens[s] tokens through block_table
 block_tables[s, j // block_size], offset j % block_size). Grouped-query attention: query head h reads KV head
 h // (heads // kv_heads); one program handles all query heads of one KV head, so each K/V tile is read once.
 
-Two kernels (`impl`; default_impl(): env INLAID_DECODE_ATTN, else DEFAULT_IMPL = "tiles"):
+Three kernels (`impl`; default: env INLAID_DECODE_ATTN, else "row" where row_for() says so, else DEFAULT_IMPL =
+"tiles"):
 
 "tiles" (the shipped one): each sequence's context is cut into `num_parts` equal partitions (sized at run time from
 its context_len, so every program has work whatever the length), each walked in tensor-core tiles (query heads
@@ -48,10 +49,17 @@ at any context (bench/results/decode-2026-11-30-s10-attn.md, Nsight Compute): th
 each running ~1,700 dependent instructions a warp at ~1.4 active warps a scheduler (6.2 cycles an issued
 instruction); the 896 empty ones ran ~650 instructions each and held the SMs the merge and the o GEMV launch into.
 
-Both: with num_parts > 1 partitions write (max, sum, unnormalised output) and a second kernel merges them (split's
-MERGE 2: the last program of a (sequence, KV head) to arrive merges, as decode_fused); with num_parts == 1 the
-first kernel writes the output directly. A sequence with context_len 0 (a padding row of a CUDA-graph bucket)
-gets zeros.
+"row" (kernels.decode_row; the default at the batch buckets of ROW_TABLE: H200 buckets 1-2): a fixed partitioning
+of ~8 one-warp programs an SM (not cut by the context), 16-token tiles whose block-table entry is one scalar load,
+CUDA-core products for the query rows (no 16-row padding), the first tile's older K/V rows before the PDL wait and
+the next tile in flight in the loop, empty partitions exiting before the wait, and the merge done by the last busy
+partition to arrive (none when one partition covers the context). Its own partition count: a default "row" ignores
+num_parts (the graphs pass the tiles kernel's). Measured in bench/results/decode-2026-11-30-s11-attn.md.
+
+"tiles" and "split": with num_parts > 1 partitions write (max, sum, unnormalised output) and a second kernel merges
+them (split's MERGE 2: the last program of a (sequence, KV head) to arrive merges, as decode_fused); with
+num_parts == 1 the first kernel writes the output directly. Every kernel: a sequence with context_len 0 (a padding
+row of a CUDA-graph bucket) gets zeros.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ import triton
 import triton.language as tl
 
 from .decode_fused import counters
+from .decode_row import row_decode
 from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
 
 
@@ -390,13 +399,43 @@ def _split_kernel(
                 tl.store(cnt_ptr + s * KV_HEADS + kvh, 0)  # self-cleaning for the next launch
 
 
-IMPLS = ("tiles", "split")
-# the kernel paged_decode runs when the caller names none: env INLAID_DECODE_ATTN, else this (module docstring)
+IMPLS = ("tiles", "split", "row")
+# the kernel paged_decode runs when the caller names none: env INLAID_DECODE_ATTN, else "row" at the batch buckets of
+# ROW_TABLE (row_for), else this (module docstring)
 DEFAULT_IMPL = "tiles"
 
 
+# impl "row" (kernels.decode_row: small fixed tiles, CUDA-core products, fixed partitioning, merge by the last
+# partition to arrive) as the default, by device name and batch bucket (the next power of two of the rows), with its
+# options (decode_row.ROW_DEFAULTS overrides), only where the 7B int4 step measured faster in the same run
+# (bench/results/decode-2026-11-30-s11-attn.md); elsewhere "tiles".
+# H200 (7B int4 step, device time against "tiles", same runner, alternating, 6 rounds each; every round lower):
+# batch 1 0.967x at 512 tokens and 0.979x at 2048 (call 2), this table 0.990x at 512 (call 3); batch 2 0.974x (call 2)
+# and this table 0.973x (call 3) at 512. Batch 4: 0.941x at 512 (call 3) but not measured at long contexts, where
+# its 8 partitions walk many tiles one after another: not taken (INLAID_DECODE_ROW=1 selects it).
+ROW_TABLE: dict[str, dict[int, dict[str, int]]] = {
+    "NVIDIA H200": {1: dict(block_n=16, num_warps=1, lookahead=1), 2: dict(block_n=16, num_warps=1, lookahead=1)}}
+# None: ROW_TABLE; 0 / 1: off / on (decode_row's defaults) at every bucket (benchmarks). Env INLAID_DECODE_ROW (1 / 0)
+# overrides both; read when a call (or a graph capture) runs.
+ROW: int | None = None
+
+
+def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:
+    """impl "row"'s options when a launch of `bucket` rows takes it by default, else None: env INLAID_DECODE_ROW,
+    else ROW (both: decode_row's defaults), else on CUDA ROW_TABLE of the device's name."""
+    raw = os.environ.get("INLAID_DECODE_ROW", "").strip().lower()
+    if raw:
+        return {} if raw not in ("0", "off", "false", "no") else None
+    if ROW is not None:
+        return {} if ROW else None
+    if device.type != "cuda":
+        return None
+    return ROW_TABLE.get(torch.cuda.get_device_properties(device).name, {}).get(bucket)
+
+
 def default_impl() -> str:
-    """INLAID_DECODE_ATTN ("tiles" or "split"), else DEFAULT_IMPL; read when a call (or a graph capture) runs."""
+    """INLAID_DECODE_ATTN ("tiles", "split" or "row"), else DEFAULT_IMPL; read when a call (or a graph capture)
+    runs."""
     impl = os.environ.get("INLAID_DECODE_ATTN", "").strip().lower() or DEFAULT_IMPL
     if impl not in IMPLS:
         raise ValueError(f"INLAID_DECODE_ATTN must be one of {IMPLS}, got {impl!r}")
@@ -549,12 +588,21 @@ def paged_decode(
     if q.stride(2) != 1 or k_cache.stride(3) != 1 or v_cache.stride(3) != 1 or block_tables.stride(1) != 1:
         raise ValueError("paged_decode needs the head_dim (and block-table column) stride to be 1")
     rep = heads // kv_heads
+    named = impl is not None
+    row_base = None
+    if impl is None and not os.environ.get("INLAID_DECODE_ATTN", "").strip():
+        row_base = row_for(triton.next_power_of_2(s), q.device)
+        impl = "row" if row_base is not None else None
     impl = impl or (default_impl() if rep == 1 else "tiles")
-    if impl not in IMPLS or (split and impl != "split"):
-        raise ValueError(f"paged_decode: impl must be one of {IMPLS} (options only for split), got {impl!r}")
+    if impl not in IMPLS or (split and impl not in ("split", "row")):
+        raise ValueError(f"paged_decode: impl must be one of {IMPLS} (options only for split / row), "
+                         f"got {impl!r}")  # fmt: skip
     out = torch.empty_like(q) if out is None else out
     if s == 0:
         return out
+    if impl == "row":  # its own partition count unless named with the impl (the graphs pass the tiles' count)
+        return row_decode(q, k_cache, v_cache, block_tables, context_lens, scale, out,
+                          num_parts if named else None, base=row_base, **split)  # fmt: skip
     opt = {**SPLIT_DEFAULTS, **split_env(), **split} if impl == "split" else {}
     parts = num_parts or max(1, choose_num_parts(s, kv_heads, q.device) * opt.get("parts_scale", 1)
                              // opt.get("parts_div", 1))  # fmt: skip

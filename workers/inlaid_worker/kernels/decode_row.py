@@ -1,0 +1,304 @@
+"""Small-batch paged decode attention with a short per-warp chain (Triton): paged_decode's impl "row".
+
+Same contract as paged_decode.paged_decode (one query token per sequence, paged KV cache [num_blocks, block_size,
+kv_heads, head_dim], block tables, context lengths, grouped-query heads; a row with context 0 gets zeros).
+
+Why (bench/results/decode-2026-11-30-s10-attn.md): at batch 1 the tiles kernel's busy warps each run ~1,700
+dependent instructions (a 128-token tensor-core tile for one query row padded to 16) at ~1.4 warps a scheduler,
+so the attention costs ~6 us a layer whatever the context. Here:
+
+- a fixed, context-independent partitioning: program (part, KV head, sequence) takes the BLOCK_N-token tiles part,
+  part + NUM_PARTS, ... (NUM_PARTS from the batch, not the context: row_parts, ~8 programs an SM), so at any
+  context the busy tiles spread over all the SMs, each program walking few tiles;
+- a small tile (16 tokens, one warp by default) and CUDA-core products for the query rows (q . K as an elementwise
+  product + tl.sum, P.V likewise, fp32): no padding to 16 rows, a few hundred instructions a tile;
+- where a tile lies inside one cache block (BLOCK_SIZE % BLOCK_N == 0) its block-table entry is one scalar load;
+- under PDL (kernels.pdl) the lengths, the first tile's table entry and its K/V rows of earlier steps are loaded
+  BEFORE griddepcontrol.wait (PREFETCH 1, as impl "split"); the row of position context_len - 1 (this step's token,
+  written by rope_cache just before) is loaded after the wait by the one program whose first tile holds it. The
+  loop keeps the next tile's K/V in flight while it computes the current one;
+- a partition whose first tile starts past the context reads only the length (before the wait) and exits: no wait,
+  no write (partition 0 always runs and waits, so the kernel completes after its predecessor);
+- the partitions of a (sequence, KV head) meet inside the kernel: each busy one writes (max, sum, unnormalised
+  output) and bumps an arrival counter (decode_fused.counters, left at 0); the last of the n_busy =
+  min(NUM_PARTS, ceil(context / BLOCK_N)) to arrive merges. When one partition covers the context it writes the
+  output itself (no partials, no counter).
+
+Exceptions to kernels.pdl's rule list, as impl "split" and the tiles kernel's SKIP_EMPTY: the step metadata
+(lengths, the first tile's block-table entry: the decode graph's staged buffer) and, with PREFETCH, the KV cache rows
+of earlier steps are read before the wait (pinned by test_decode_row's offline PTX test; the GPU test
+test_row_reads_the_new_token_after_the_pdl_wait clobbers the new slots before a PDL replay, with a control). Precondition, as in every engine decode step: nothing else a step writes lies in a decode row's context.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .pdl import gdc_late, gdc_start, gdc_wait
+
+
+@triton.jit
+def _tile_addr(bt_row, t, ar, ctx, kvh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+               BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Row offsets [BLOCK_N] of tile t's K and V rows (head kvh) and which tokens lie in the context."""
+    offs = t * BLOCK_N + ar
+    valid = offs < ctx
+    if BLOCK_SIZE % BLOCK_N == 0:  # the tile lies in one cache block: one scalar table entry
+        blk = tl.load(bt_row + (t * BLOCK_N) // BLOCK_SIZE, mask=t * BLOCK_N < ctx, other=0).to(tl.int64)
+        within = (t * BLOCK_N) % BLOCK_SIZE + ar
+        k_row = blk * stride_kb + kvh * stride_kh + within * stride_ks
+        v_row = blk * stride_vb + kvh * stride_vh + within * stride_vs
+    else:
+        blk = tl.load(bt_row + offs // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+        within = offs % BLOCK_SIZE
+        k_row = blk * stride_kb + kvh * stride_kh + within * stride_ks
+        v_row = blk * stride_vb + kvh * stride_vh + within * stride_vs
+    return k_row, v_row, valid
+
+
+@triton.jit
+def _tile_1(q, k, v, valid, m_i, l_i, acc):
+    """One query row (q [D] fp32, pre-scaled): online softmax over the tile's valid tokens (k, v [BLOCK_N, D])."""
+    scores = tl.sum(k.to(tl.float32) * q[None, :], axis=1)  # [BLOCK_N]
+    scores = tl.where(valid, scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, axis=0))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no valid token so far: p = 0
+    alpha = tl.exp(m_i - m_safe)
+    p = tl.exp(scores - m_safe)
+    l_i = l_i * alpha + tl.sum(p, axis=0)
+    acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _tile_n(q, k, v, valid, m_i, l_i, acc):
+    """Grouped query rows (q [REP_PAD, D] fp32, pre-scaled): as _tile_1 per row."""
+    scores = tl.sum(q[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)  # [REP_PAD, BLOCK_N]
+    scores = tl.where(valid[None, :], scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp(m_i - m_safe)
+    p = tl.exp(scores - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD: tl.constexpr):
+    if REP_PAD == 1:
+        return _tile_1(q, k, v, valid, m_i, l_i, acc)
+    else:
+        return _tile_n(q, k, v, valid, m_i, l_i, acc)
+
+
+@triton.jit
+def _row_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, scale,
+    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
+    stride_ot, stride_oh,
+    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
+    MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, USE_GDC: tl.constexpr = 0,
+):  # fmt: skip
+    part = tl.program_id(0)
+    kvh = tl.program_id(1)
+    s = tl.program_id(2)
+    gdc_start(USE_GDC)
+    ctx = tl.load(ctx_ptr + s)  # the staged step metadata: read before the wait (module docstring)
+    n_tiles = tl.cdiv(ctx, BLOCK_N)
+    if (part < n_tiles) | (part == 0):  # a partition past the context exits here: no wait, no write
+        ar = tl.arange(0, BLOCK_N)
+        d = tl.arange(0, D_PAD)
+        mask_d = d < HEAD_DIM
+        bt_row = bt_ptr + s * stride_bt
+        k_row, v_row, valid = _tile_addr(bt_row, part, ar, ctx, kvh, stride_kb, stride_ks, stride_kh, stride_vb,
+                                         stride_vs, stride_vh, BLOCK_SIZE, BLOCK_N)  # fmt: skip
+        if PREFETCH:  # the first tile's rows of earlier steps before the wait; this step's token after it
+            if PREFETCH == 1:
+                old = (valid & (part * BLOCK_N + ar < ctx - 1))[:, None] & mask_d[None, :]
+            else:  # 2: the new token too (unsafe: the tests' control)
+                old = valid[:, None] & mask_d[None, :]
+            k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=old, other=0.0)
+            v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=old, other=0.0)
+            gdc_wait(USE_GDC)
+            if PREFETCH == 1:
+                if (part * BLOCK_N < ctx) & (ctx - 1 < part * BLOCK_N + BLOCK_N):  # the new token is in this tile
+                    new = (part * BLOCK_N + ar == ctx - 1)[:, None] & mask_d[None, :]
+                    k = tl.where(new, tl.load(k_ptr + k_row[:, None] + d[None, :], mask=new, other=0.0), k)
+                    v = tl.where(new, tl.load(v_ptr + v_row[:, None] + d[None, :], mask=new, other=0.0), v)
+        else:
+            gdc_wait(USE_GDC)
+            kv_mask = valid[:, None] & mask_d[None, :]
+            k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if REP_PAD == 1:
+            q = tl.load(q_ptr + s * stride_qt + kvh * stride_qh + d, mask=mask_d, other=0.0).to(tl.float32) * scale
+            m_i = tl.max(tl.full((1,), float("-inf"), tl.float32), axis=0)
+            l_i = tl.sum(tl.zeros((1,), tl.float32), axis=0)
+            acc = tl.zeros((D_PAD,), tl.float32)
+        else:
+            r = tl.arange(0, REP_PAD)
+            heads = kvh * REP + r
+            q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :],
+                        mask=(r < REP)[:, None] & mask_d[None, :], other=0.0).to(tl.float32) * scale  # fmt: skip
+            m_i = tl.full((REP_PAD,), float("-inf"), tl.float32)
+            l_i = tl.zeros((REP_PAD,), tl.float32)
+            acc = tl.zeros((REP_PAD, D_PAD), tl.float32)
+        if LOOKAHEAD:  # the next tile's K/V in flight while this one computes
+            for t in range(part + NUM_PARTS, n_tiles, NUM_PARTS):
+                k_row, v_row, valid_n = _tile_addr(bt_row, t, ar, ctx, kvh, stride_kb, stride_ks, stride_kh,
+                                                   stride_vb, stride_vs, stride_vh, BLOCK_SIZE, BLOCK_N)  # fmt: skip
+                kv_mask = valid_n[:, None] & mask_d[None, :]
+                k_n = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+                v_n = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+                m_i, l_i, acc = _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD)
+                k = k_n
+                v = v_n
+                valid = valid_n
+            m_i, l_i, acc = _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD)
+        else:  # fewer registers: each later tile loaded, then used
+            m_i, l_i, acc = _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD)
+            for t in range(part + NUM_PARTS, n_tiles, NUM_PARTS):
+                k_row, v_row, valid = _tile_addr(bt_row, t, ar, ctx, kvh, stride_kb, stride_ks, stride_kh,
+                                                 stride_vb, stride_vs, stride_vh, BLOCK_SIZE, BLOCK_N)  # fmt: skip
+                kv_mask = valid[:, None] & mask_d[None, :]
+                k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+                v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+                m_i, l_i, acc = _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD)
+        gdc_late(USE_GDC)
+        _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
+                tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
+                NUM_PARTS, MERGE_CHUNK)  # fmt: skip
+
+
+@triton.jit
+def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d, n_busy,
+            stride_ot, stride_oh, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr,
+            REP_PAD: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
+            MERGE_CHUNK: tl.constexpr):  # fmt: skip
+    """The output when one partition covers the context; else the partial, and the last busy one to arrive merges."""
+    if REP_PAD == 1:
+        rows = s * HEADS + kvh
+        o_ptrs = out_ptr + s * stride_ot + kvh * stride_oh + d
+        o_mask = mask_d
+        p_mask = True
+        part_rows = rows * NUM_PARTS + part
+        pacc_ptrs = pacc_ptr + part_rows * D_PAD + d
+        l_div = tl.where(l_i > 0, l_i, 1.0)
+    else:
+        r = tl.arange(0, REP_PAD)
+        heads = kvh * REP + r
+        rows = s * HEADS + heads
+        o_ptrs = out_ptr + s * stride_ot + heads[:, None] * stride_oh + d[None, :]
+        o_mask = (r < REP)[:, None] & mask_d[None, :]
+        p_mask = r < REP
+        part_rows = rows * NUM_PARTS + part
+        pacc_ptrs = pacc_ptr + part_rows[:, None] * D_PAD + d[None, :]
+        l_div = tl.where(l_i > 0, l_i, 1.0)[:, None]
+    if n_busy <= 1:  # one partition covers the context (or none: zeros)
+        tl.store(o_ptrs, (acc / l_div).to(out_ptr.dtype.element_ty), mask=o_mask)
+    else:
+        tl.store(pm_ptr + part_rows, m_i, mask=p_mask)
+        tl.store(pl_ptr + part_rows, l_i, mask=p_mask)
+        tl.store(pacc_ptrs, acc, mask=o_mask)
+        tl.debug_barrier()  # every thread's partial is stored before the (release) arrival below
+        arrived = tl.atomic_add(cnt_ptr + s * KV_HEADS + kvh, 1, sem="acq_rel")
+        if arrived == n_busy - 1:  # the last busy partition to arrive merges (volatile loads: straight from L2)
+            parts = tl.arange(0, NUM_PARTS)
+            pc = tl.arange(0, MERGE_CHUNK)
+            for rr in tl.static_range(REP):
+                h = kvh * REP + rr
+                base = (s * HEADS + h) * NUM_PARTS
+                m = tl.load(pm_ptr + base + parts, mask=parts < n_busy, other=float("-inf"), volatile=True)
+                m_max = tl.max(m, axis=0)
+                m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+                total = tl.zeros((1,), tl.float32)
+                o = tl.zeros((D_PAD,), tl.float32)
+                for c0 in tl.static_range(0, NUM_PARTS, MERGE_CHUNK):  # a few partitions at a time (registers)
+                    wrote = c0 + pc < n_busy
+                    mc = tl.load(pm_ptr + base + c0 + pc, mask=wrote, other=float("-inf"), volatile=True)
+                    w = tl.exp(mc - m_max)  # 0 for the partitions that did not write
+                    total += tl.sum(tl.load(pl_ptr + base + c0 + pc, mask=wrote, other=0.0, volatile=True) * w,
+                                    axis=0)  # fmt: skip
+                    pacc = tl.load(pacc_ptr + (base + c0 + pc)[:, None] * D_PAD + d[None, :], mask=wrote[:, None],
+                                   other=0.0, volatile=True)  # fmt: skip
+                    o += tl.sum(pacc * w[:, None], axis=0)
+                tot = tl.sum(total, axis=0)
+                o = o / tl.where(tot > 0, tot, 1.0)
+                tl.store(out_ptr + s * stride_ot + h * stride_oh + d, o.to(out_ptr.dtype.element_ty), mask=mask_d)
+            tl.store(cnt_ptr + s * KV_HEADS + kvh, 0)  # self-cleaning: the next launch finds 0
+
+
+# block_n: tokens a tile; num_warps a program; per_sm: programs an SM that row_parts aims at (the partition count,
+# a power of two); parts: a fixed partition count instead (0: row_parts); prefetch: the first tile before the PDL wait;
+# lookahead: the next tile's K/V in flight in the loop; maxnreg: a register cap a thread (0: none; ptxas's choice)
+ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0)
+
+
+def row_env() -> dict[str, int]:
+    """INLAID_DECODE_ROW_OPTS, e.g. "block_n=32,num_warps=2,per_sm=4": overrides of ROW_DEFAULTS (benchmarks); read
+    when a call (or a graph capture) runs."""
+    raw = os.environ.get("INLAID_DECODE_ROW_OPTS", "").strip()
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        key, _, value = item.partition("=")
+        if key not in ROW_DEFAULTS or not value.strip().isdigit():
+            raise ValueError(f"INLAID_DECODE_ROW_OPTS: {item!r} is not one of {tuple(ROW_DEFAULTS)} = integer")
+        out[key] = int(value)
+    return out
+
+
+def row_parts(num_seqs: int, kv_heads: int, sms: int, per_sm: int) -> int:
+    """Partitions per (sequence, KV head): the largest power of two with at most per_sm programs an SM, 1..64
+    (H200, 132 SMs, 32 KV heads, per_sm 8: 32 / 16 / 8 at batch 1 / 2 / 4)."""
+    fit = max(1, per_sm * sms // max(1, num_seqs * kv_heads))
+    return min(64, 1 << (fit.bit_length() - 1))
+
+
+def row_decode(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None = None,
+    base: dict[str, int] | None = None, **opts: int,
+) -> torch.Tensor:  # fmt: skip
+    """paged_decode's impl "row" (checked shapes come from paged_decode): q [S, heads, D] -> out. num_parts: a
+    power of two (default: row_parts on CUDA, 1 on the CPU). Options: ROW_DEFAULTS, then `base` (paged_decode's
+    ROW_TABLE entry), then the env INLAID_DECODE_ROW_OPTS, then `opts` (tests, benchmarks)."""
+    from .decode_fused import counters
+    from .paged_decode import workspace
+    from .pdl import launch_kw
+
+    s, heads, hd = q.shape
+    kv_heads = k_cache.shape[2]
+    rep = heads // kv_heads
+    if set(opts) - set(ROW_DEFAULTS):
+        raise ValueError(f"row_decode: unknown options {sorted(set(opts) - set(ROW_DEFAULTS))}")
+    opt = {**ROW_DEFAULTS, **(base or {}), **row_env(), **opts}
+    if num_parts is None:
+        num_parts = opt["parts"] or (
+            row_parts(s, kv_heads, torch.cuda.get_device_properties(q.device).multi_processor_count, opt["per_sm"])
+            if q.is_cuda else 1)  # fmt: skip
+    block_n = int(opt["block_n"])
+    if num_parts < 1 or num_parts & (num_parts - 1) or block_n < 1 or block_n & (block_n - 1):
+        raise ValueError(f"row_decode: num_parts {num_parts} and block_n {block_n} must be powers of two")
+    d_pad = triton.next_power_of_2(hd)
+    if num_parts > 1:
+        pm, pl, pacc = workspace(s * heads * num_parts, d_pad, q.device)
+    else:
+        pm = pl = pacc = out
+    cnt = counters(q.device, s * kv_heads)
+    _row_kernel[(num_parts, kv_heads, s)](
+        q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, cnt, scale,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
+        v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
+        HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
+        BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=min(num_parts, 8),
+        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]),
+        num_warps=int(opt["num_warps"]), num_stages=1, **({"maxnreg": int(opt["maxnreg"])} if opt["maxnreg"] else {}),
+        **launch_kw(),
+    )  # fmt: skip
+    return out
