@@ -12,6 +12,10 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "mma" (quant_mma): tensor cores with the weight as the A operand (y^T = W^T x^T), 4-bit, any M;
 - "tc", "tc2", "tcf2" (quant_tcg, Gluon; quant_tc under the interpreter): tensor cores, words loaded straight
   into the wgmma operand registers, 4- and 3-bit (quant_tc3), M >= 3 (the winner at M = 8..32 on the H200);
+- "tcv", "tcv2" (quant_tcv, Gluon; quant_tc under the interpreter): the small-M tensor-core GEMV with 8/16-byte
+  word loads straight into the operand (MMA rows mapped to adjacent columns), x, scales and zeros staged once per
+  program, one shift a word; 4-bit, M = 2..8 in the tuner, N a multiple of BLOCK_N (not faster than tc2 / hgemvr
+  on the H200 but at a few points: session 11);
 - "tcl", "tclp", "tcls" (quant_tcl, Gluon): the large-M tile GEMM (each word dequantized once per 64-128 rows of
   x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
 - "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
@@ -25,6 +29,7 @@ All keep K tiles inside one quantization group and share the self-cleaning split
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -172,6 +177,8 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_mma(x2, w, *args)
     elif cfg.kind in ("tc", "tcf", "tc2", "tcf2", "tcl", "tclp", "tcls"):  # quant_tcg, quant_tcl (Gluon); see quant_tc
         launch_tensor_core(x2, w, *args, kind=cfg.kind)
+    elif cfg.kind in ("tcv", "tcv2"):  # quant_tcv (Gluon, sm_90); the same product as "tc" under the interpreter
+        launch_tcv_kind(x2, w, cfg, y)
     elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
@@ -182,6 +189,19 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         _launch_tile(x2, w, cfg, y)
     else:
         raise ValueError(f"unknown kernel kind {cfg.kind!r}")
+
+
+def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """Kinds "tcv" / "tcv2" (operand in two K=64 halves): quant_tcv on CUDA (num_stages: 1-3 register sets of word
+    tiles, 4-8 slots of a per-thread cp.async ring), quant_tc's "tc" (the same exact (q - z) operand and fp32 tile
+    scaling) under the interpreter."""
+    if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        from .quant_tcv import launch_tcv  # late: Gluon's Hopper module, CUDA only
+
+        launch_tcv(x2, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps, cfg.num_stages,
+                   2 if cfg.kind == "tcv2" else 1, y)  # fmt: skip
+    else:
+        launch_tensor_core(x2, w, cfg.block_m, cfg.block_n, 128, cfg.split_k, cfg.num_warps, 1, y, kind="tc")
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,32 @@ def _tc(mb: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in plans for s in splits]
 
 
+# quant_tcv (kinds "tcv" / "tcv2", 4-bit, M = 2..8; session 11): (block_n, num_stages, kind) x splits, num_stages =
+# 1-3 word tiles in registers or 4-8 slots of a per-thread cp.async ring; 4 warps. Trimmed to the plans and splits that
+# won a (shape, M) point on the H200 (kernels-2026-11-30-s11-gemv.md: 7B down M = 2-4 under PDL, o M = 4 iso); it lost
+# every M = 16 point by 10-30%, so M = 16 is not offered. A split is offered only where the program's staged x, scales
+# and zeros fit quant_tcv.X_SMEM_MAX and N is a multiple of block_n.
+TCV_PLANS = ((128, 4, "tcv"), (128, 2, "tcv"), (64, 2, "tcv"))
+TCV_SPLITS = (4, 16)
+TCV_X_SMEM_MAX = 64 * 1024  # = quant_tcv.X_SMEM_MAX (that module imports Gluon's Hopper support: not here)
+
+
+def _tcv(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
+    """Small-M tensor-core GEMV (quant_tcv): 8-row x tiles at M = 2..8."""
+    if not 2 <= mb <= 8 or k % 128 or group % 128:
+        return []
+    bm = 8
+    out = []
+    for bn, depth, kind in TCV_PLANS:
+        for s in TCV_SPLITS:
+            iters = triton.cdiv(k // 128, max(1, min(s, k // 128)))  # = quant_common.split_iters
+            run = depth if depth <= 3 else 1
+            staged = triton.cdiv(iters, run) * run * (bm * 256 + bn * 6) + (depth * bn * 64 if depth > 3 else 0)
+            if n % bn == 0 and staged <= TCV_X_SMEM_MAX:
+                out.append(QMMConfig(bm, bn, 128, s, 4, depth, True, kind))
+    return out
+
+
 # quant_tcl (kinds "tcl" / "tcls", M >= 64): (block_m, block_n, stages, kind, splits) per M bucket; block_n / 16 warps
 # (one warpgroup per 64 weight columns); no spills in the K loop of the offline sm_90 build (bench/kernels/sass_tcl.py);
 # block_n 64 with 2-3 stages lets 2-3 programs share an SM. "tclp" lost everywhere, "tcls" nearly everywhere, and
@@ -247,6 +273,7 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     extra += _hgemvr(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 4 else []
     extra += _tc(mb, k, group) if bits == 4 and mb >= 4 else []  # M = 3-4 in an 8-row tile (masked rows)
     extra += _hgemv3(mb, k, group) if bits == 3 and dtype == torch.float16 and mb <= 4 else []
+    extra += _tcv(mb, n, k, group) if bits == 4 else []
     extra += _tcl(mb, k, group) if bits == 4 else []
     extra += _tcw(mb, n, k, group) if bits == 4 else []
     extra += _tc3(mb, k, group) if bits == 3 and dtype == torch.float16 else []
