@@ -107,6 +107,24 @@ def sample_batch(
     return SamplerOutput(tokens, logprobs)
 
 
+@torch.inference_mode()
+def launch_batch(
+    logits: torch.Tensor,
+    params: Seq[SamplingParams],
+    generators: Seq[torch.Generator | None],
+    banned: Seq[Seq[int] | None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sample_batch's batch for rows without grammars, penalties or logprobs, left on logits.device: (tokens [S]
+    int64, overflowed [S] bool), nothing read back. A row flagged overflowed holds no valid token (sample_batch
+    redoes such rows on the host; async scheduling admits only rows that cannot overflow on finite logits)."""
+    check_rows(logits, params, generators, None, None, banned)
+    if any(p.has_penalties or p.logprobs is not None for p in params):
+        raise ValueError("launch_batch takes no rows with penalties or logprobs")
+    tokens, overflow, _ = _Batch(logits, list(params), list(generators), None, None,
+                                 None if banned is None else list(banned)).launch()  # fmt: skip
+    return tokens, overflow
+
+
 def _on_host(
     logits: torch.Tensor,
     rows: list[int],
@@ -167,6 +185,16 @@ class _Batch:
         return torch.tensor(values, dtype=dtype).to(self.dev, non_blocking=True)
 
     def run(self) -> _Result:
+        tokens, overflow, uniforms = self.launch()
+        r = len(self.params)
+        packed = torch.stack([tokens, overflow.long()]).cpu()  # one copy (and the step's one sync)
+        token_list, flags = packed[0].tolist(), packed[1].tolist()
+        overflowed = [j for j in range(r) if flags[j]]
+        return _Result(token_list, self._logprobs(tokens, token_list), overflowed, uniforms)
+
+    def launch(self) -> tuple[torch.Tensor, torch.Tensor, dict[int, float]]:
+        """The rows' tokens and overflow flags as device tensors [R] (int64, bool), and the uniforms drawn: every
+        launch queued, nothing read back (no host sync: async scheduling reads them later, engine/async_step.py)."""
         r = len(self.params)
         sampled = [j for j, p in enumerate(self.params) if not p.greedy]
         penalized = [j for j, p in enumerate(self.params) if p.has_penalties]
@@ -183,10 +211,7 @@ class _Batch:
             overflow[self._tensor(penalized, torch.long)] = pen_overflow
         if sampled:
             tokens = self._sampled(x, sampled, uniforms, tokens, overflow)
-        packed = torch.stack([tokens, overflow.long()]).cpu()  # one copy (and the step's one sync)
-        token_list, flags = packed[0].tolist(), packed[1].tolist()
-        overflowed = [j for j in range(r) if flags[j]]
-        return _Result(token_list, self._logprobs(tokens, token_list), overflowed, uniforms)
+        return tokens, overflow, uniforms
 
     def _sampled(
         self, x: torch.Tensor, sampled: list[int], uniforms: dict[int, float], tokens: torch.Tensor,

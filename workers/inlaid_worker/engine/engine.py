@@ -1,5 +1,8 @@
 """LLMEngine: requests in, token deltas out. step() = schedule, run the model, sample, post-process.
 
+With async scheduling (engine/async_step.py; on by default where the runner takes token feeds) a decode step is launched before the previous step's
+sampled tokens are read, and step() returns the previous launch's outputs.
+
 Not thread-safe: one thread owns the engine (the server's step loop); other threads talk to it by queue.
 """
 
@@ -13,19 +16,21 @@ from typing import Any, Protocol
 import torch
 
 from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCard
+from inlaid_worker.engine.async_step import InFlight, TokenCopies, async_env, chain_rows, live, row_ok
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
-from inlaid_worker.engine.device_sampler import sample_batch
+from inlaid_worker.engine.device_sampler import launch_batch, sample_batch
 from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, min_tokens_ban, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
-from inlaid_worker.engine.sequence import FinishReason, Sequence
+from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
 from inlaid_worker.engine.step_builder import build_step_input
 from inlaid_worker.engine.structured import GrammarState
 from inlaid_worker.engine.tokenizer import PromptTokenizer
 from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.token_feed import make_feed
 
 
 class Runner(Protocol):
@@ -132,7 +137,10 @@ class LLMEngine:
         limits: EngineLimits,
         base_model_id: str,
         eos_token_ids: set[int] | None = None,
+        async_scheduling: bool | None = None,
     ) -> None:
+        """async_scheduling: launch the next decode step before reading this one's tokens (engine/async_step.py);
+        None: env INLAID_ASYNC_SCHEDULING (default on). Only with a runner that takes token feeds."""
         if limits.max_model_len > limits.num_kv_blocks * limits.block_size:
             raise ValueError("max_model_len must fit in the KV cache (num_kv_blocks * block_size)")
         self.runner = runner
@@ -154,6 +162,23 @@ class LLMEngine:
         self._pending: list[RequestOutput] = []  # outputs produced outside step() (aborts)
         self.num_steps = 0
         self.num_preemptions = 0
+        self._inflight: InFlight | None = None  # async scheduling: the launched step whose tokens are not read yet
+        self._copies = TokenCopies()
+        self.num_async_steps = 0  # steps launched ahead of reading the previous one's tokens
+        if async_scheduling is None:  # the env turns it on where the runner can take it
+            async_scheduling = async_env() and bool(getattr(runner, "supports_token_feed", False))
+        self.async_scheduling = async_scheduling
+
+    @property
+    def async_scheduling(self) -> bool:
+        return self._async
+
+    @async_scheduling.setter
+    def async_scheduling(self, on: bool) -> None:
+        """Switchable between steps (a step in flight is read by the next step either way)."""
+        if on and not getattr(self.runner, "supports_token_feed", False):
+            raise ValueError("async scheduling needs a runner that takes StepInput.token_feed")
+        self._async = bool(on)
 
     # ---- requests -------------------------------------------------------------------------------------
     def add_request(
@@ -234,6 +259,9 @@ class LLMEngine:
         return room if requested <= 0 else min(requested, room)
 
     def abort_request(self, request_id: str) -> bool:
+        flight = self._inflight
+        if flight is not None and self._seqs.get(request_id) in flight.row_of:
+            self._settle()  # its unread token first, as the synchronous engine emitted it (it may end it there)
         seq = self._seqs.pop(request_id, None)
         if seq is None:
             return False
@@ -243,7 +271,7 @@ class LLMEngine:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work or bool(self._pending)
+        return self.scheduler.has_work or bool(self._pending) or self._inflight is not None
 
     @property
     def num_running(self) -> int:
@@ -271,7 +299,9 @@ class LLMEngine:
     def base_weights_changed(self) -> None:
         """The base model's weights changed (a re-quantized layer was swapped in, or the previous weights were
         put back): no KV computed before may be reused. Flushes the prefix cache and bumps the base generation
-        that every chain's root covers; sequences in flight keep their blocks but never register them."""
+        that every chain's root covers; sequences in flight keep their blocks but never register them.
+        Callers change the runner's weights next: a step launched ahead is read first (the GPU is idle after)."""
+        self._settle()
         self.block_manager.reset_cache()
 
     def adapter_stats(self) -> Any:
@@ -285,6 +315,14 @@ class LLMEngine:
     # ---- the step -------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         outputs, self._pending = self._pending, []
+        flight, self._inflight = self._inflight, None
+        if flight is not None:  # async scheduling: launch the next step first where it can go ahead, then read
+            ahead = self._schedule_ahead(flight) if self._async else None
+            if ahead is not None:
+                self._inflight = self._launch_ahead(ahead, flight)
+            outputs += self._resolve(flight, ahead)
+            if ahead is not None:
+                return outputs
         scheduled = self.scheduler.schedule()
         self.num_preemptions += len(scheduled.preempted)
         if scheduled.is_empty:
@@ -297,7 +335,85 @@ class LLMEngine:
             self._collect_prompt_logprobs(scheduled, self.runner.take_prompt_logprobs())  # type: ignore[attr-defined]
         self.scheduler.commit(scheduled)
         self.num_steps += 1
+        if self._async and self._deferrable(scheduled):
+            self._inflight = self._launch_sampling(scheduled, logits, 0)
+            return outputs
         return outputs + self._postprocess(scheduled, logits)
+
+    # ---- async scheduling (engine/async_step.py) ----------------------------------------------------------
+    @staticmethod
+    def _deferrable(scheduled: SchedulerOutput) -> bool:
+        """Every sampling row of the step may leave its token on the device (and at least one samples)."""
+        rows = [c.seq for c in scheduled.chunks if c.samples]
+        return bool(rows) and all(row_ok(s) for s in rows)
+
+    def _schedule_ahead(self, flight: InFlight) -> SchedulerOutput | None:
+        """The decode step to launch before reading `flight`'s tokens, or None (read them, then step as usual)."""
+        sch = self.scheduler
+        if sch.waiting or not sch.running:
+            return None
+        rows = chain_rows(flight, sch.running, self.limits.max_model_len)
+        if not rows or len(rows) > sch.max_num_batched_tokens:
+            return None
+        return sch.schedule_ahead(rows)
+
+    def _launch_ahead(self, ahead: SchedulerOutput, flight: InFlight) -> InFlight:
+        """Runs `ahead` with its input tokens fed on the device from `flight` and leaves its tokens there too."""
+        self._assign_adapter_slots(ahead)
+        feed = make_feed(flight.tokens, [flight.row_of[c.seq] for c in ahead.chunks])
+        step = build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed)
+        execute = getattr(self.runner, "execute_device", None) or self.runner.execute
+        logits = execute(step)
+        for chunk in ahead.chunks:  # computed; commit() registers their blocks once the tokens are read (_resolve)
+            chunk.seq.num_computed_tokens = chunk.start + 1
+        self.num_steps += 1
+        self.num_async_steps += 1
+        return self._launch_sampling(ahead, logits, 1)
+
+    def _launch_sampling(self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: int) -> InFlight:
+        """Queues the sampling of the step's sampling rows (all row_ok) and the copy of their tokens to the host.
+        unread: tokens each row has sampled that are not in its output yet (min_tokens counts them)."""
+        rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
+        seqs = [scheduled.chunks[i].seq for i in rows]
+        params = [s.sampling for s in seqs]
+        banned = None
+        if any(p.min_tokens for p in params):
+            eos = self.eos_token_ids
+            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + unread, eos)
+                      for s in seqs]  # fmt: skip
+        picked = logits if len(rows) == logits.shape[0] else logits[rows]
+        tokens, overflow = launch_batch(picked, params, [s.generator for s in seqs], banned)
+        return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, self._copies.start(tokens, overflow))
+
+    def _resolve(self, flight: InFlight, ahead: SchedulerOutput | None) -> list[RequestOutput]:
+        """Reads `flight`'s tokens and post-processes them (sequences finished meanwhile: discarded); then commits
+        `ahead` (launched on those tokens) for the sequences still running."""
+        tokens, flags = flight.copy.read()
+        outputs = []
+        running = SequenceStatus.RUNNING
+        for j, seq in enumerate(flight.seqs):
+            if seq.status is not running:
+                continue
+            if flags[j]:  # overflowed: possible only with +inf logits (async_step's docstring)
+                outputs.append(self._fail(seq))
+                continue
+            outputs.append(self._append_token(seq, tokens[j]))
+        if ahead is not None:
+            self.scheduler.commit(live(ahead))
+        return outputs
+
+    def _settle(self) -> None:
+        """Reads the step in flight now (its outputs go out with the next step's)."""
+        flight, self._inflight = self._inflight, None
+        if flight is not None:
+            self._pending += self._resolve(flight, None)
+
+    def _fail(self, seq: Sequence) -> RequestOutput:
+        detok = seq.detokenizer
+        text = detok.flush() if detok is not None else ""
+        self.scheduler.finish(seq, FinishReason.ERROR)
+        self._seqs.pop(seq.request_id, None)
+        return self._output(seq, text, [], FinishReason.ERROR)
 
     def _assign_adapter_slots(self, scheduled: SchedulerOutput) -> None:
         """Loads the step's adapters into device slots (on demand; running sequences' adapters stay)."""
@@ -437,6 +553,7 @@ class LLMEngine:
             raise ValueError(f"an adapter cannot be named like the base model ({name!r})")
         if name in self.adapters:
             raise ValueError(f"an adapter named {name!r} is already loaded")
+        self._settle()  # the runner's slots change: no step may be running on them
         slot = self.runner.add_adapter(name, adapter)
         return self.adapters.add(name, slot, rank, target_modules)
 
@@ -445,6 +562,7 @@ class LLMEngine:
         in_flight = self.requests_for(name)
         if in_flight:
             raise ValueError(f"adapter {name!r} has {len(in_flight)} requests in flight")
+        self._settle()  # a step launched ahead may still run a finished request's row on this adapter
         self.adapters.remove(name)
         self._adapter_cache_keys.pop(name, None)  # its cached blocks are never matched again (LRU-evicted)
         self.runner.remove_adapter(name)

@@ -111,6 +111,28 @@ class Scheduler:
             i += 1
         return budget
 
+    def schedule_ahead(self, seqs: list[Sequence]) -> SchedulerOutput | None:
+        """Async scheduling (engine/async_step.py): a decode step for `seqs` (running, in running order, each with one
+        sampled token the host has not read yet) that computes that token: one chunk each at num_computed_tokens,
+        with a new block where the token starts one. None, with nothing changed, when the free blocks do not cover
+        them all (the engine then reads the tokens and calls schedule(), which may preempt). The caller marks the
+        chunks computed; their blocks are registered by commit() once the tokens are known."""
+        bm = self.block_manager
+        room = bm.block_size
+        need = 0
+        for seq in seqs:
+            if len(seq.block_table) * room <= seq.num_computed_tokens:
+                need += bm.num_missing(seq.block_table, seq.num_computed_tokens + 1)
+        if need > bm.num_free_blocks:
+            return None
+        out = SchedulerOutput()
+        for seq in seqs:
+            start = seq.num_computed_tokens
+            if len(seq.block_table) * room <= start:
+                bm.allocate(seq.block_table, start + 1)
+            out.chunks.append(ScheduledChunk(seq, start, 1, True))
+        return out
+
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
         if not self.waiting or budget <= 0 or len(self.running) >= self.max_num_seqs:
             return

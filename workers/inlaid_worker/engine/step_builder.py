@@ -18,6 +18,7 @@ import torch
 from inlaid_worker.engine.scheduler import ScheduledChunk
 from inlaid_worker.engine.table_copy import table_array
 from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.token_feed import TokenFeed
 
 _ARANGE: dict[int, torch.Tensor] = {}  # n -> tensor([0, 1, ..., n - 1]) int64 on the CPU; never written to
 
@@ -30,7 +31,11 @@ def arange(n: int) -> torch.Tensor:
     return t
 
 
-def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch.device | str) -> StepInput:
+def build_step_input(
+    chunks: Seq[ScheduledChunk], block_size: int, device: torch.device | str, token_feed: TokenFeed | None = None
+) -> StepInput:
+    """token_feed (async scheduling): a decode row whose token the host has not read yet (one past the sequence's
+    known tokens) gets the placeholder id 0; the feed, passed on in the StepInput, names its device value."""
     if not chunks:
         raise ValueError("a step needs at least one scheduled chunk")
     token_ids, positions, adapter_ids, slot_mapping = array("q"), array("q"), array("q"), array("q")
@@ -50,8 +55,9 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
         if len(table) * block_size < end:
             raise RuntimeError(f"{seq.request_id}: {len(table)} blocks cannot hold {end} tokens")
         if n == 1:  # decode
-            prompt = seq.prompt_token_ids  # seq.token_at(start), inlined
-            token_ids.append(prompt[start] if start < len(prompt) else seq.output_token_ids[start - len(prompt)])
+            prompt = seq.prompt_token_ids  # seq.token_at(start), inlined; past the known tokens: fed (token_feed)
+            k, out = start - len(prompt), seq.output_token_ids
+            token_ids.append(prompt[start] if k < 0 else out[k] if k < len(out) or token_feed is None else 0)
             positions.append(start)
             adapter_ids.append(seq.adapter_slot)
             slot_mapping.append(table[start // block_size] * block_size + start % block_size)
@@ -96,4 +102,5 @@ def build_step_input(chunks: Seq[ScheduledChunk], block_size: int, device: torch
         prompt_rows=None if prompt_rows is None else t(prompt_rows),  # [R]
         prompt_targets=None if prompt_rows is None else t(prompt_targets),  # [R]
         prompt_top_k=prompt_top_k,
+        token_feed=token_feed,
     )

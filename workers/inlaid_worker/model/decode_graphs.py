@@ -339,6 +339,8 @@ class DecodeGraphs:
             g = self._new(b)
         views = g.views
         g.staging.send(lambda buf: stage_step(buf, b, self._w, step, views, ids))  # waits for this bucket's last copy
+        if step.token_feed is not None:  # async scheduling: ids still on the device, after the staged copy
+            step.token_feed.write(g.dev[:s])
         if fresh:
             g = self._capture(weights, g, b, with_lora, key[3])
             self._graphs[key] = g

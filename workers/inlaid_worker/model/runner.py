@@ -86,6 +86,12 @@ def num_kv_blocks_for_budget(
     return int(blocks)
 
 
+def fed_ids(step: StepInput, dev: torch.device) -> torch.Tensor:
+    """step.token_ids on `dev`, with the rows of its token feed (async scheduling) written in."""
+    ids = step.token_ids.to(dev)
+    return ids if step.token_feed is None else step.token_feed.fed(ids)
+
+
 class EagerInputs(NamedTuple):
     """ModelRunner.eager_inputs: what forward_fast reads besides the weights and the KV cache."""
 
@@ -99,6 +105,8 @@ class EagerInputs(NamedTuple):
 
 
 class ModelRunner:
+    supports_token_feed = True  # StepInput.token_feed is honoured (the engine's async scheduling needs it)
+
     def __init__(
         self,
         model_dir: str | Path,
@@ -241,7 +249,7 @@ class ModelRunner:
         if self.backend == "triton":
             return self._execute_fast(step, host)
         dev = self.device
-        token_ids = step.token_ids.to(dev)
+        token_ids = fed_ids(step, dev)
         meta = AttentionMetadata.build(
             step.slot_mapping.to(dev),
             step.query_start_loc.tolist(),
@@ -268,7 +276,7 @@ class ModelRunner:
             ids = step.adapter_ids.tolist()  # one host list: the slots' check and the graphs' LoRA test read it
             self._adapters.check_slots(ids)
             return self._graphs.run(self.weights, step, host, ids)
-        if self._prefill is not None and self._prefill.can_run(step):
+        if self._prefill is not None and step.token_feed is None and self._prefill.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
             return self._prefill.run(self.weights, step, host)
         logits = self.eager_logits(self.eager_inputs(step))
@@ -281,7 +289,7 @@ class ModelRunner:
         tables = step.block_tables.to(dev)
         layout = mixed_layout(step.query_start_loc.tolist(), step.context_lens.tolist(), tables, self.block_size)
         cos, sin = cos_sin(self._inv_freq, step.positions.to(dev), self.dtype)
-        return EagerInputs(step.token_ids.to(dev), cos[:, 0], sin[:, 0], step.slot_mapping.to(dev), layout, lora,
+        return EagerInputs(fed_ids(step, dev), cos[:, 0], sin[:, 0], step.slot_mapping.to(dev), layout, lora,
                            step.logits_indices.to(dev))  # fmt: skip
 
     def eager_hidden(self, x: EagerInputs) -> torch.Tensor:

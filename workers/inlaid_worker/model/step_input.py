@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from inlaid_worker.model.token_feed import TokenFeed
+
 
 @dataclass(frozen=True)
 class StepInput:
@@ -27,6 +29,9 @@ class StepInput:
     prompt_rows: torch.Tensor | None = None
     prompt_targets: torch.Tensor | None = None
     prompt_top_k: int = 0
+    # Async scheduling (model.token_feed): the rows whose input token is still on the device (the previous step's
+    # sample; token_ids holds a placeholder there), written in by the runner before the forward. None: all on host.
+    token_feed: TokenFeed | None = None
 
     @property
     def num_tokens(self) -> int:

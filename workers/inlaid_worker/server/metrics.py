@@ -132,7 +132,8 @@ class EngineObserver:
         self._admitted_at: dict[str, float] = {}
 
     def attach(self) -> None:
-        add, step, schedule = self.engine.add_request, self.engine.step, self.engine.scheduler.schedule
+        add, step = self.engine.add_request, self.engine.step
+        schedule, ahead = self.engine.scheduler.schedule, self.engine.scheduler.schedule_ahead
 
         def add_request(
             request_id: str, prompt_token_ids: list[int], sampling: Any, model: str = "", resumed_output_tokens: int = 0
@@ -140,15 +141,20 @@ class EngineObserver:
             add(request_id, prompt_token_ids, sampling, model, resumed_output_tokens)
             self._admitted(request_id, model, len(prompt_token_ids))
 
-        def observed_schedule() -> Any:
-            out = schedule()
-            if out.chunks:
+        def observed(out: Any) -> Any:
+            if out is not None and out.chunks:
                 with self.metrics.lock:
                     self.metrics.batch_size.observe(len(out.chunks))
                     self.metrics.batch_tokens.observe(out.num_tokens)
                     adapters = {c.seq.adapter for c in out.chunks if c.seq.adapter is not None}
                     self.metrics.distinct_adapters.observe(len(adapters))
             return out
+
+        def observed_schedule() -> Any:
+            return observed(schedule())
+
+        def observed_ahead(seqs: Any) -> Any:  # async scheduling's decode step launched ahead (engine/async_step.py)
+            return observed(ahead(seqs))
 
         def observed_step() -> Any:
             t0 = time.perf_counter()
@@ -166,6 +172,7 @@ class EngineObserver:
 
         self.engine.add_request = add_request
         self.engine.scheduler.schedule = observed_schedule
+        self.engine.scheduler.schedule_ahead = observed_ahead
         self.engine.step = observed_step
 
     def _admitted(self, request_id: str, model: str, prompt_tokens: int) -> None:

@@ -52,6 +52,7 @@ def reference_step_input(chunks: Any, block_size: int, device: Any) -> Any:
 
 def make_engine(model: Path, reference: bool) -> LLMEngine:
     engine = engine_for(model, kv_cache_bytes=1 << 16, max_num_seqs=6)  # 8 blocks of 16: preemptions
+    engine.async_scheduling = False  # step by step against the synchronous code before (async: test_async_scheduling)
     if reference:
         engine._append_token = MethodType(ref._append_token, engine)  # type: ignore[method-assign]
         engine.scheduler._schedule_running = MethodType(ref._schedule_running, engine.scheduler)  # type: ignore[method-assign]

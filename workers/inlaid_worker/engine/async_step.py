@@ -1,0 +1,133 @@
+"""Async scheduling (issue 4: the CPU never sets the pace): the engine launches decode step N+1 before it reads
+step N's sampled tokens.
+
+The synchronous step waits for the GPU at the end of every step (the sampled ids come to the host), then does the
+host's work (detokenize, stop checks, outputs, the next schedule, the step's input) while the GPU sits idle. With
+async scheduling (LLMEngine(async_scheduling=True), env INLAID_ASYNC_SCHEDULING) a step whose sampled rows are all
+`row_ok` leaves its tokens on the device (device_sampler.launch_batch) with a non-blocking copy to pinned host memory
+and an event (TokenCopies); the next engine.step() then, when every running sequence is one of those rows and
+nothing waits, schedules step N+1 at once (Scheduler.schedule_ahead: one decode token each, at the position of the
+token not read yet), builds its input with placeholders that the runner replaces on the device with step N's ids
+(model.token_feed), launches it with its sampling, and only then waits for step N's tokens and post-processes them
+(the same _append_token as the synchronous step) while the GPU runs step N+1. A sequence that stopped at step N
+(EOS, stop token or string, max_tokens, an abort) has its step N+1 token discarded; its blocks are freed as usual
+(the discarded write lands in its own last, never cached block, before any later step can reuse it: one stream).
+A sequence that will end by length at step N is left out of step N+1.
+
+What is exact (the tokens, texts, finish reasons, logprobs and counts of each request equal the synchronous engine's
+on the same schedule):
+- rows admitted (row_ok): no grammar (xgrammar masks need the host's matcher state), no penalties (their histories
+  need the unread token), no logprobs (they are read on the host), greedy or temperature >= ASYNC_MIN_TEMPERATURE
+  (float32 logits / temperature cannot overflow then unless a logit is already +inf; sample_batch redoes overflowed
+  rows in float64 on the host from the step's logits, which an async step no longer holds: such a row, possible only
+  with +inf logits from the model, finishes with reason "error"); min_tokens and logit_bias are exact (the ban counts
+  the unread token); seeded rows draw their uniform from their own generator in the same order;
+- step N+1 is scheduled ahead only when nothing waits (admission would change the batch), every running sequence
+  sampled in step N, the token budget covers them and the free KV blocks cover their new blocks without preemption;
+  otherwise the engine reads step N's tokens first and takes the synchronous step (which may itself leave its tokens
+  on the device);
+- outputs come one engine.step() later (a step's return holds the previous launch's tokens); per request the stream
+  is unchanged: an abort of a request whose token is not read yet reads it first (its token, then the abort).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from inlaid_worker.engine.scheduler import SchedulerOutput
+from inlaid_worker.engine.sequence import Sequence
+
+ASYNC_MIN_TEMPERATURE = 0.01  # |logit| <= 65504 (fp16) + 100 (bias): / 0.01 stays far below float32's max
+
+
+def async_env() -> bool:
+    """Env INLAID_ASYNC_SCHEDULING: 0/false/no/off turns async scheduling off (default on)."""
+    import os
+
+    return os.environ.get("INLAID_ASYNC_SCHEDULING", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def row_ok(seq: Sequence) -> bool:
+    """Whether seq's sampled token may stay on the device until the next step has launched (module docstring)."""
+    p = seq.sampling
+    return (
+        seq.grammar is None
+        and p.logprobs is None
+        and not p.has_penalties
+        and (p.greedy or p.temperature >= ASYNC_MIN_TEMPERATURE)
+    )
+
+
+class PendingCopy:
+    """A step's sampled ids and overflow flags [2, R] on their way to the host (read() waits for them)."""
+
+    def __init__(self, host: torch.Tensor, event: Any) -> None:
+        self.host, self.event = host, event
+
+    def read(self) -> tuple[list[int], list[int]]:
+        if self.event is not None:
+            self.event.synchronize()
+        tokens, flags = self.host.tolist()
+        return tokens, flags
+
+
+class TokenCopies:
+    """Two pinned host buffers (and events) used in turn: a buffer is written again two launches later, after the
+    step it carried was read (the engine reads step N before it launches step N+2)."""
+
+    def __init__(self) -> None:
+        self._bufs: list[torch.Tensor | None] = [None, None]
+        self._events: list[Any] = [None, None]
+        self._turn = 0
+
+    @torch.inference_mode()
+    def start(self, tokens: torch.Tensor, overflow: torch.Tensor) -> PendingCopy:
+        packed = torch.stack([tokens, overflow.long()])  # [2, R] int64 on the device
+        if not packed.is_cuda:
+            return PendingCopy(packed, None)
+        r = int(packed.shape[1])
+        i, self._turn = self._turn, self._turn ^ 1
+        buf = self._bufs[i]
+        if buf is None or buf.numel() < 2 * r:
+            buf = self._bufs[i] = torch.empty(2 * max(r, 64), dtype=torch.int64, pin_memory=True)
+            self._events[i] = torch.cuda.Event()
+        host = buf[: 2 * r].view(2, r)
+        host.copy_(packed, non_blocking=True)
+        self._events[i].record()
+        return PendingCopy(host, self._events[i])
+
+
+@dataclass
+class InFlight:
+    """A launched step whose sampled tokens the host has not read: its sampling rows in order (row_of: a sequence's
+    row in `tokens`), the device tokens (the next step's feed) and their copy to the host."""
+
+    seqs: list[Sequence]
+    row_of: dict[Sequence, int]
+    tokens: torch.Tensor
+    copy: PendingCopy
+
+
+def chain_rows(flight: InFlight, running: list[Sequence], max_model_len: int) -> list[Sequence] | None:
+    """The sequences of the step to launch ahead of reading `flight`: every running one (each must be a row of the
+    flight) but those whose unread token ends them by length; None when some running sequence is not a row."""
+    row_of = flight.row_of
+    rows: list[Sequence] = []
+    for seq in running:
+        if seq not in row_of:
+            return None
+        n = len(seq.output_token_ids) + 1  # with the unread token
+        if n >= seq.sampling.max_tokens or len(seq.prompt_token_ids) + n >= max_model_len:
+            continue  # _append_token ends it at that token (LENGTH), if nothing earlier does
+        rows.append(seq)
+    return rows
+
+
+def live(out: SchedulerOutput) -> SchedulerOutput:
+    """out without the chunks of sequences that finished meanwhile (their blocks are freed: never register them)."""
+    from inlaid_worker.engine.sequence import SequenceStatus
+
+    return SchedulerOutput([c for c in out.chunks if c.seq.status is SequenceStatus.RUNNING])
