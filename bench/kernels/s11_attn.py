@@ -13,6 +13,9 @@ Stages (--stages picks):
           default)), alternating round by round on ONE runner, each with its own decode graphs; wall time and
           device time (back-to-back graph replays);
   sass:   offline sm_90 builds (no GPU): registers, shared memory, static SASS instructions of the row configs.
+A ROW_CFGS entry with rope=1 (row16w1-la-rope) is decode_row.row_rope_decode (rotary and the new token's K/V write
+inside "row"): in the matrix it replaces rope_cache + attention (attn_* and step_on time that one launch); in the step
+the runner takes it through llama_fast's dispatch (paged_decode.row_rope_for). s11_attn2.sh: the follow-up run.
 Usage (device): INLAID_QMM_TUNED=1 PYTHONPATH=workers:bench/kernels:bench/engine python3 bench/kernels/s11_attn.py
   --out DIR [--stages matrix,pick,step]
 """
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 import bench_decode_attn as bda  # noqa: E402
 from inlaid_worker.kernels import paged_decode as pd  # noqa: E402
+from inlaid_worker.kernels.decode_row import row_rope_decode  # noqa: E402
 from inlaid_worker.kernels.rope_cache import rope_and_cache  # noqa: E402
 
 # row configs (decode_row.ROW_DEFAULTS overrides)
@@ -46,10 +50,13 @@ ROW_CFGS: dict[str, dict[str, int]] = {  # lookahead pinned: what each name mean
     # calls 2-3: one warp a program
     "row16w1-la": dict(num_warps=1, lookahead=1), "row8w1": dict(block_n=8, num_warps=1, lookahead=0),
     "row8w1-la": dict(block_n=8, num_warps=1, lookahead=1),
-    "row8w1-s16": dict(block_n=8, num_warps=1, per_sm=16, lookahead=0)}  # fmt: skip
+    "row8w1-s16": dict(block_n=8, num_warps=1, per_sm=16, lookahead=0),
+    # s11-attn2: rotary and the new token's K/V write inside "row" (decode_row.row_rope_decode; in the step through
+    # llama_fast's dispatch, paged_decode.row_rope_for)
+    "row16w1-la-rope": dict(num_warps=1, lookahead=1, rope=1)}  # fmt: skip
 # the matrix at batch 2 and 4 (batch 1: every config of --matrix-variants)
 WIDE = ("old", "row16w1", "row16w1-la", "row8w1", "row8w1-la", "row8w1-s16", "row16w2", "row32w4-s4", "row16w4",
-        "row16w4-la", "row16w4-s4")  # fmt: skip
+        "row16w4-la", "row16w4-s4", "row16w1-la-rope")  # fmt: skip
 
 
 def variants(keep: list[str]) -> list[tuple[str, dict]]:
@@ -76,13 +83,25 @@ def point(b: int, ctx: int, layers: int, dev: torch.device, todo: list[tuple[str
     scale = bda.D**-0.5
     rows = []
     for name, kw in todo:
+        fused = bool(kw.get("rope"))  # rope_cache + "row" as one launch: attn = step = that launch
+        opts = {k: v for k, v in kw.items() if k != "impl"}
+        q_rot = rope_and_cache(qkv, cos[:, 0], sin[:, 0], slots, kv[0, 0], kv[0, 1], bda.HEADS) if fused else q0
+
+        def fused_layers() -> list[torch.Tensor]:
+            return [row_rope_decode(qkv, cos[:, 0], sin[:, 0], slots, kv[i, 0], kv[i, 1], tables, lens, scale,
+                                    bda.HEADS, **opts) for i in range(layers)]  # noqa: B023  # fmt: skip
 
         def attn() -> list[torch.Tensor]:
+            if fused:  # noqa: B023
+                return fused_layers()
             return [pd.paged_decode(q0, kv[i, 0], kv[i, 1], tables, lens, scale, **kw) for i in range(layers)]  # noqa: B023
 
         qs: list[torch.Tensor] = []
 
         def step() -> list[torch.Tensor]:
+            if fused:  # noqa: B023
+                qs[:] = [q_rot] * layers  # noqa: B023
+                return fused_layers()
             outs = []
             qs.clear()
             for i in range(layers):
@@ -98,7 +117,7 @@ def point(b: int, ctx: int, layers: int, dev: torch.device, todo: list[tuple[str
         try:
             t0 = time.time()
             out = attn()[0]
-            ref = pd.paged_decode_reference(q0, kv[0, 0], kv[0, 1], tables, lens, scale).float()
+            ref = pd.paged_decode_reference(q_rot, kv[0, 0], kv[0, 1], tables, lens, scale).float()
             row["rel_err"] = float((out.float() - ref).norm() / ref.norm())
             row["attn_off_us"], _ = bda.graph_us(attn, layers, 0)
             row["attn_on_us"], _ = bda.graph_us(attn, layers, 1)
@@ -231,7 +250,8 @@ def sass(args, res: dict, dev: torch.device | None) -> None:  # type: ignore[no-
 
     fn = decode_row._row_kernel
     ptrs = {a: "*fp16" for a in ("q_ptr", "k_ptr", "v_ptr", "out_ptr")}
-    ptrs.update(bt_ptr="*i32", ctx_ptr="*i32", pm_ptr="*fp32", pl_ptr="*fp32", pacc_ptr="*fp32", cnt_ptr="*i32")
+    ptrs.update(bt_ptr="*i32", ctx_ptr="*i32", pm_ptr="*fp32", pl_ptr="*fp32", pacc_ptr="*fp32", cnt_ptr="*i32",
+                cos_ptr="*fp16", sin_ptr="*fp16", slot_ptr="*i32")  # fmt: skip
     aligned = [a for a in fn.arg_names if a.startswith("stride_") and a != "stride_bt"]
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     out = {}
@@ -240,7 +260,7 @@ def sass(args, res: dict, dev: torch.device | None) -> None:  # type: ignore[no-
         parts = decode_row.row_parts(1, 32, 132, o["per_sm"])
         consts = dict(HEADS=32, KV_HEADS=32, REP=1, REP_PAD=1, HEAD_DIM=128, D_PAD=128, BLOCK_SIZE=16,
                       NUM_PARTS=parts, BLOCK_N=o["block_n"], MERGE_CHUNK=min(parts, 8), PREFETCH=o["prefetch"],
-                      LOOKAHEAD=o["lookahead"], USE_GDC=1)  # fmt: skip
+                      LOOKAHEAD=o["lookahead"], ROPE=o["rope"], USE_GDC=1)  # fmt: skip
         sig = {a: "constexpr" if a in consts else ptrs.get(a, "fp32" if a == "scale" else "i32") for a in fn.arg_names}
         attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs or a in aligned}
         ck = triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),

@@ -28,6 +28,18 @@ Exceptions to kernels.pdl's rule list, as impl "split" and the tiles kernel's SK
 (lengths, the first tile's block-table entry: the decode graph's staged buffer) and, with PREFETCH, the KV cache rows
 of earlier steps are read before the wait (pinned by test_decode_row's offline PTX test; the GPU test
 test_row_reads_the_new_token_after_the_pdl_wait clobbers the new slots before a PDL replay, with a control). Precondition, as in every engine decode step: nothing else a step writes lies in a decode row's context.
+
+Rotary inside (row_rope_decode, ROPE 1: rope_cache + this kernel in one launch; model.llama_fast takes it where the
+options say rope=1): the input is the fused projection output qkv (q | k | v) with cos / sin rows [S, D] (the
+activation dtype, model.rope.cos_sin). Every program rotates its query rows itself (rope_cache's formula: each
+product rounded to the activation dtype, then their sum; as in rope_cache, the sm_90 build FMA-contracts one product
+per pair, not always the same one as rope_cache's build: rope(q), rope(k) agree with rope_cache's to ~1 ulp, the
+attention output to ~3.5e-4 relative at 7B fp16 shapes). The cache is read only below position context_len - 1; the
+one partition whose tiles hold that position (the owner: tile (ctx - 1) // BLOCK_N modulo NUM_PARTS) rotates the new
+token's K from qkv, writes rope(k), v at slot_mapping[s] (-1: not written) and adds that token to its softmax from
+registers. Precondition: slot_mapping[s] is the cache slot of position context_len[s] - 1 through block_tables[s]
+(as in every engine decode step). Under PDL qkv, cos / sin and the slots are read after the wait, the cache write
+comes after it, and nothing in the launch reads the slot it writes (the next reader is the next step's graph).
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_fused import _rope_rows
 from .pdl import gdc_late, gdc_start, gdc_wait
 
 
@@ -97,13 +110,31 @@ def _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD: tl.constexpr):
 
 
 @triton.jit
+def _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD: tl.constexpr):
+    """ROPE: the new token (k_new, v_new [D] in the cache dtype, from registers) into the online softmax."""
+    if REP_PAD == 1:
+        s_new = tl.sum(q * k_new.to(tl.float32), axis=0)
+        m_new = tl.maximum(m_i, s_new)
+        p = tl.exp(s_new - m_new)
+        alpha = tl.exp(m_i - m_new)
+        return m_new, l_i * alpha + p, acc * alpha + p * v_new.to(tl.float32)
+    else:
+        s_new = tl.sum(q * k_new.to(tl.float32)[None, :], axis=1)  # [REP_PAD]
+        m_new = tl.maximum(m_i, s_new)
+        p = tl.exp(s_new - m_new)
+        alpha = tl.exp(m_i - m_new)
+        return m_new, l_i * alpha + p, acc * alpha[:, None] + p[:, None] * v_new.to(tl.float32)[None, :]
+
+
+@triton.jit
 def _row_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, scale,
-    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
-    stride_ot, stride_oh,
+    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, cos_ptr, sin_ptr, slot_ptr,
+    scale, stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
+    stride_ot, stride_oh, stride_cs,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
-    MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, USE_GDC: tl.constexpr = 0,
+    MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, ROPE: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
     part = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -116,7 +147,8 @@ def _row_kernel(
         d = tl.arange(0, D_PAD)
         mask_d = d < HEAD_DIM
         bt_row = bt_ptr + s * stride_bt
-        k_row, v_row, valid = _tile_addr(bt_row, part, ar, ctx, kvh, stride_kb, stride_ks, stride_kh, stride_vb,
+        kv_end = ctx - ROPE  # ROPE: the new token's K/V come from qkv (registers), its cache slot is never read
+        k_row, v_row, valid = _tile_addr(bt_row, part, ar, kv_end, kvh, stride_kb, stride_ks, stride_kh, stride_vb,
                                          stride_vs, stride_vh, BLOCK_SIZE, BLOCK_N)  # fmt: skip
         if PREFETCH:  # the first tile's rows of earlier steps before the wait; this step's token after it
             if PREFETCH == 1:
@@ -127,31 +159,58 @@ def _row_kernel(
             v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=old, other=0.0)
             gdc_wait(USE_GDC)
             if PREFETCH == 1:
-                if (part * BLOCK_N < ctx) & (ctx - 1 < part * BLOCK_N + BLOCK_N):  # the new token is in this tile
-                    new = (part * BLOCK_N + ar == ctx - 1)[:, None] & mask_d[None, :]
-                    k = tl.where(new, tl.load(k_ptr + k_row[:, None] + d[None, :], mask=new, other=0.0), k)
-                    v = tl.where(new, tl.load(v_ptr + v_row[:, None] + d[None, :], mask=new, other=0.0), v)
+                if ROPE == 0:  # (ROPE: the new token comes from registers)
+                    if (part * BLOCK_N < ctx) & (ctx - 1 < part * BLOCK_N + BLOCK_N):  # the new token is in this tile
+                        new = (part * BLOCK_N + ar == ctx - 1)[:, None] & mask_d[None, :]
+                        k = tl.where(new, tl.load(k_ptr + k_row[:, None] + d[None, :], mask=new, other=0.0), k)
+                        v = tl.where(new, tl.load(v_ptr + v_row[:, None] + d[None, :], mask=new, other=0.0), v)
         else:
             gdc_wait(USE_GDC)
             kv_mask = valid[:, None] & mask_d[None, :]
             k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if ROPE:  # q rotated here (rope_cache's formula); cos / sin rows [D] of this sequence
+            d_rot = tl.where(d < HEAD_DIM // 2, d + HEAD_DIM // 2, d - HEAD_DIM // 2)  # rotate_half's partner
+            cos = tl.load(cos_ptr + s * stride_cs + d, mask=mask_d, other=0.0).to(tl.float32)
+            sin = tl.load(sin_ptr + s * stride_cs + d, mask=mask_d, other=0.0).to(tl.float32)
+            # the partition whose tiles hold position ctx - 1 owns the new token: rope(k), v from qkv, the cache write
+            owner = (ctx > 0) & (part == ((ctx - 1) // BLOCK_N) % NUM_PARTS)
+            new_row = q_ptr + s * stride_qt + (HEADS + kvh) * HEAD_DIM  # this KV head's k columns of qkv
+            k_new = _rope_rows(new_row, d, d_rot, mask_d & owner, cos, sin).to(k_ptr.dtype.element_ty)
+            v_new = tl.load(new_row + KV_HEADS * HEAD_DIM + d, mask=mask_d & owner, other=0.0)
+            v_new = v_new.to(v_ptr.dtype.element_ty)
+            slot = tl.load(slot_ptr + s, mask=owner, other=-1).to(tl.int64)
+            if slot >= 0:  # the owner only (the others read -1)
+                blk_new = slot // BLOCK_SIZE
+                within_new = slot % BLOCK_SIZE
+                tl.store(k_ptr + blk_new * stride_kb + within_new * stride_ks + kvh * stride_kh + d, k_new, mask=mask_d)
+                tl.store(v_ptr + blk_new * stride_vb + within_new * stride_vs + kvh * stride_vh + d, v_new, mask=mask_d)
         if REP_PAD == 1:
-            q = tl.load(q_ptr + s * stride_qt + kvh * stride_qh + d, mask=mask_d, other=0.0).to(tl.float32) * scale
+            if ROPE:
+                q = _rope_rows(q_ptr + s * stride_qt + kvh * stride_qh, d, d_rot, mask_d, cos, sin)
+                q = q.to(tl.float32) * scale
+            else:
+                q = tl.load(q_ptr + s * stride_qt + kvh * stride_qh + d, mask=mask_d, other=0.0).to(tl.float32)
+                q = q * scale
             m_i = tl.max(tl.full((1,), float("-inf"), tl.float32), axis=0)
             l_i = tl.sum(tl.zeros((1,), tl.float32), axis=0)
             acc = tl.zeros((D_PAD,), tl.float32)
         else:
             r = tl.arange(0, REP_PAD)
             heads = kvh * REP + r
-            q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :],
-                        mask=(r < REP)[:, None] & mask_d[None, :], other=0.0).to(tl.float32) * scale  # fmt: skip
+            q_mask = (r < REP)[:, None] & mask_d[None, :]
+            if ROPE:
+                q = _rope_rows(q_ptr + s * stride_qt + heads[:, None] * stride_qh, d[None, :], d_rot[None, :], q_mask,
+                               cos[None, :], sin[None, :]).to(tl.float32) * scale  # fmt: skip
+            else:
+                q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :], mask=q_mask,
+                            other=0.0).to(tl.float32) * scale  # fmt: skip
             m_i = tl.full((REP_PAD,), float("-inf"), tl.float32)
             l_i = tl.zeros((REP_PAD,), tl.float32)
             acc = tl.zeros((REP_PAD, D_PAD), tl.float32)
         if LOOKAHEAD:  # the next tile's K/V in flight while this one computes
             for t in range(part + NUM_PARTS, n_tiles, NUM_PARTS):
-                k_row, v_row, valid_n = _tile_addr(bt_row, t, ar, ctx, kvh, stride_kb, stride_ks, stride_kh,
+                k_row, v_row, valid_n = _tile_addr(bt_row, t, ar, kv_end, kvh, stride_kb, stride_ks, stride_kh,
                                                    stride_vb, stride_vs, stride_vh, BLOCK_SIZE, BLOCK_N)  # fmt: skip
                 kv_mask = valid_n[:, None] & mask_d[None, :]
                 k_n = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
@@ -164,12 +223,15 @@ def _row_kernel(
         else:  # fewer registers: each later tile loaded, then used
             m_i, l_i, acc = _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD)
             for t in range(part + NUM_PARTS, n_tiles, NUM_PARTS):
-                k_row, v_row, valid = _tile_addr(bt_row, t, ar, ctx, kvh, stride_kb, stride_ks, stride_kh,
+                k_row, v_row, valid = _tile_addr(bt_row, t, ar, kv_end, kvh, stride_kb, stride_ks, stride_kh,
                                                  stride_vb, stride_vs, stride_vh, BLOCK_SIZE, BLOCK_N)  # fmt: skip
                 kv_mask = valid[:, None] & mask_d[None, :]
                 k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
                 v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
                 m_i, l_i, acc = _tile(q, k, v, valid, m_i, l_i, acc, REP_PAD)
+        if ROPE:
+            if owner:
+                m_i, l_i, acc = _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD)
         gdc_late(USE_GDC)
         _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
                 tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
@@ -236,8 +298,10 @@ def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, p
 
 # block_n: tokens a tile; num_warps a program; per_sm: programs an SM that row_parts aims at (the partition count,
 # a power of two); parts: a fixed partition count instead (0: row_parts); prefetch: the first tile before the PDL wait;
-# lookahead: the next tile's K/V in flight in the loop; maxnreg: a register cap a thread (0: none; ptxas's choice)
-ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0)
+# lookahead: the next tile's K/V in flight in the loop; maxnreg: a register cap a thread (0: none; ptxas's choice);
+# rope: model.llama_fast runs row_rope_decode (rotary and the new token's K/V write inside this kernel) instead of
+# rope_cache + paged_decode where "row" is paged_decode's default (paged_decode.row_rope_for; 0: the two launches)
+ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0)
 
 
 def row_env() -> dict[str, int]:
@@ -253,6 +317,14 @@ def row_env() -> dict[str, int]:
     return out
 
 
+def row_options(base: dict[str, int] | None = None, **opts: int) -> dict[str, int]:
+    """ROW_DEFAULTS, then `base` (paged_decode's ROW_TABLE entry), then the env INLAID_DECODE_ROW_OPTS, then `opts`
+    (tests, benchmarks)."""
+    if set(opts) - set(ROW_DEFAULTS):
+        raise ValueError(f"row_decode: unknown options {sorted(set(opts) - set(ROW_DEFAULTS))}")
+    return {**ROW_DEFAULTS, **(base or {}), **row_env(), **opts}
+
+
 def row_parts(num_seqs: int, kv_heads: int, sms: int, per_sm: int) -> int:
     """Partitions per (sequence, KV head): the largest power of two with at most per_sm programs an SM, 1..64
     (H200, 132 SMs, 32 KV heads, per_sm 8: 32 / 16 / 8 at batch 1 / 2 / 4)."""
@@ -260,24 +332,19 @@ def row_parts(num_seqs: int, kv_heads: int, sms: int, per_sm: int) -> int:
     return min(64, 1 << (fit.bit_length() - 1))
 
 
-def row_decode(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None = None,
-    base: dict[str, int] | None = None, **opts: int,
+def _launch(
+    q: torch.Tensor, stride_qt: int, stride_qh: int, heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None,
+    opt: dict[str, int], rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:  # fmt: skip
-    """paged_decode's impl "row" (checked shapes come from paged_decode): q [S, heads, D] -> out. num_parts: a
-    power of two (default: row_parts on CUDA, 1 on the CPU). Options: ROW_DEFAULTS, then `base` (paged_decode's
-    ROW_TABLE entry), then the env INLAID_DECODE_ROW_OPTS, then `opts` (tests, benchmarks)."""
+    """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out."""
     from .decode_fused import counters
     from .paged_decode import workspace
     from .pdl import launch_kw
 
-    s, heads, hd = q.shape
+    s, hd = out.shape[0], k_cache.shape[3]
     kv_heads = k_cache.shape[2]
     rep = heads // kv_heads
-    if set(opts) - set(ROW_DEFAULTS):
-        raise ValueError(f"row_decode: unknown options {sorted(set(opts) - set(ROW_DEFAULTS))}")
-    opt = {**ROW_DEFAULTS, **(base or {}), **row_env(), **opts}
     if num_parts is None:
         num_parts = opt["parts"] or (
             row_parts(s, kv_heads, torch.cuda.get_device_properties(q.device).multi_processor_count, opt["per_sm"])
@@ -291,14 +358,68 @@ def row_decode(
     else:
         pm = pl = pacc = out
     cnt = counters(q.device, s * kv_heads)
+    cos, sin, slots = rope if rope is not None else (cnt, cnt, cnt)
     _row_kernel[(num_parts, kv_heads, s)](
-        q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, cnt, scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
+        q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, cnt, cos, sin, slots, scale,
+        stride_qt, stride_qh, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
         v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
+        cos.stride(0) if rope is not None else 0,
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
         BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=min(num_parts, 8),
-        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]),
+        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None),
         num_warps=int(opt["num_warps"]), num_stages=1, **({"maxnreg": int(opt["maxnreg"])} if opt["maxnreg"] else {}),
         **launch_kw(),
     )  # fmt: skip
     return out
+
+
+def row_decode(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None = None,
+    base: dict[str, int] | None = None, **opts: int,
+) -> torch.Tensor:  # fmt: skip
+    """paged_decode's impl "row" (checked shapes come from paged_decode): q [S, heads, D] -> out. num_parts: a
+    power of two (default: row_parts on CUDA, 1 on the CPU). Options: row_options(base, **opts) (option rope is
+    the caller's: model.llama_fast)."""
+    opt = row_options(base, **opts)
+    return _launch(q, q.stride(0), q.stride(1), q.shape[1], k_cache, v_cache, block_tables, context_lens, scale, out,
+                   num_parts, opt, None)  # fmt: skip
+
+
+def row_rope_decode(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
+    v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, heads: int,
+    num_parts: int | None = None, base: dict[str, int] | None = None, **opts: int,
+) -> torch.Tensor:  # fmt: skip
+    """rope_cache.rope_and_cache + impl "row" in one launch (module docstring, "Rotary inside"): qkv [S, (heads +
+    2 * kv_heads) * D] (q | k | v), cos / sin [S, D] (model.rope.cos_sin, the activation dtype), slot_mapping [S];
+    returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written)."""
+    s = qkv.shape[0]
+    kv_heads, hd = k_cache.shape[2], k_cache.shape[3]
+    if (qkv.shape[1] != (heads + 2 * kv_heads) * hd or qkv.stride(1) != 1 or heads % kv_heads or hd % 2
+            or cos.shape != (s, hd) or sin.shape != (s, hd) or cos.stride(1) != 1 or sin.stride() != cos.stride()
+            or slot_mapping.shape != (s,) or block_tables.shape[0] != s or context_lens.shape != (s,)):  # fmt: skip
+        raise ValueError(f"row_rope_decode: qkv {tuple(qkv.shape)}, cos {tuple(cos.shape)}, slots "
+                         f"{tuple(slot_mapping.shape)}, tables {tuple(block_tables.shape)}, {heads} heads over cache "
+                         f"{tuple(k_cache.shape)} do not match")  # fmt: skip
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous() and block_tables.stride(1) == 1):
+        raise ValueError("row_rope_decode needs contiguous caches and block-table rows")
+    out = torch.empty(s, heads, hd, dtype=qkv.dtype, device=qkv.device)
+    if s == 0:
+        return out
+    return _launch(qkv, qkv.stride(0), hd, heads, k_cache, v_cache, block_tables, context_lens, scale, out,
+                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping))  # fmt: skip
+
+
+def row_rope_reference(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
+    v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, heads: int,
+) -> torch.Tensor:  # fmt: skip
+    """Pure torch, row_rope_decode's contract under its precondition (slot_mapping[s] is the slot of position
+    context_lens[s] - 1, or -1 on a row of context 0): rope_cache's reference (writes the caches), then paged
+    decode's reference."""
+    from .paged_decode import paged_decode_reference
+    from .rope_cache import rope_and_cache_reference
+
+    q = rope_and_cache_reference(qkv, cos, sin, slot_mapping, k_cache, v_cache, heads)
+    return paged_decode_reference(q, k_cache, v_cache, block_tables, context_lens, scale)

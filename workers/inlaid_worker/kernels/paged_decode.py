@@ -49,12 +49,14 @@ at any context (bench/results/decode-2026-11-30-s10-attn.md, Nsight Compute): th
 each running ~1,700 dependent instructions a warp at ~1.4 active warps a scheduler (6.2 cycles an issued
 instruction); the 896 empty ones ran ~650 instructions each and held the SMs the merge and the o GEMV launch into.
 
-"row" (kernels.decode_row; the default at the batch buckets of ROW_TABLE: H200 buckets 1-2): a fixed partitioning
-of ~8 one-warp programs an SM (not cut by the context), 16-token tiles whose block-table entry is one scalar load,
-CUDA-core products for the query rows (no 16-row padding), the first tile's older K/V rows before the PDL wait and
-the next tile in flight in the loop, empty partitions exiting before the wait, and the merge done by the last busy
-partition to arrive (none when one partition covers the context). Its own partition count: a default "row" ignores
-num_parts (the graphs pass the tiles kernel's). Measured in bench/results/decode-2026-11-30-s11-attn.md.
+"row" (kernels.decode_row; the default at the batch buckets of ROW_TABLE: H200 buckets 1, 2 and 4): a fixed
+partitioning of ~8 one-warp programs an SM (not cut by the context), 16-token tiles whose block-table entry is one
+scalar load, CUDA-core products for the query rows (no 16-row padding), the first tile's older K/V rows before the PDL
+wait and the next tile in flight in the loop, empty partitions exiting before the wait, and the merge done by the last
+busy partition to arrive (none when one partition covers the context). Its own partition count: a default "row"
+ignores num_parts (the graphs pass the tiles kernel's). Measured in bench/results/decode-2026-11-30-s11-attn.md and
+-s11-attn2.md. With its option rope=1 (row_rope_for; ROW_TABLE at H200 buckets 1-2), model.llama_fast folds rope_cache
+into it (decode_row.row_rope_decode: one launch).
 
 "tiles" and "split": with num_parts > 1 partitions write (max, sum, unnormalised output) and a second kernel merges
 them (split's MERGE 2: the last program of a (sequence, KV head) to arrive merges, as decode_fused); with
@@ -71,7 +73,7 @@ import triton
 import triton.language as tl
 
 from .decode_fused import counters
-from .decode_row import row_decode
+from .decode_row import row_decode, row_options
 from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
 
 
@@ -410,11 +412,15 @@ DEFAULT_IMPL = "tiles"
 # options (decode_row.ROW_DEFAULTS overrides), only where the 7B int4 step measured faster in the same run
 # (bench/results/decode-2026-11-30-s11-attn.md); elsewhere "tiles".
 # H200 (7B int4 step, device time against "tiles", same runner, alternating, 6 rounds each; every round lower):
-# batch 1 0.967x at 512 tokens and 0.979x at 2048 (call 2), this table 0.990x at 512 (call 3); batch 2 0.974x (call 2)
-# and this table 0.973x (call 3) at 512. Batch 4: 0.941x at 512 (call 3) but not measured at long contexts, where
-# its 8 partitions walk many tiles one after another: not taken (INLAID_DECODE_ROW=1 selects it).
+# batch 1 0.967x at 512 tokens and 0.979x at 2048 (s11-attn call 2), 0.990x / 0.970x at 512 (calls 3 / s11-attn2);
+# batch 2 0.974x / 0.973x / 0.974x at 512; batch 4 0.979x at 512 and 0.957x at 2048 (s11-attn2; 0.941x at 512 in
+# s11-attn call 3). Batch 8 is not taken: 0.981x at 512 but 1.007x at 2048 (0/6 rounds lower; 4 partitions walk 32
+# tiles each). rope=1 (rotary and the KV write inside "row", model.llama_fast) at buckets 1-2: against "row" with
+# rope_cache, device time 0.959x at batch 1 and 0.978x at batch 2 @ 512 (6/6 rounds lower, s11-attn2); not measured
+# at bucket 4.
+_ROW16 = dict(block_n=16, num_warps=1, lookahead=1)
 ROW_TABLE: dict[str, dict[int, dict[str, int]]] = {
-    "NVIDIA H200": {1: dict(block_n=16, num_warps=1, lookahead=1), 2: dict(block_n=16, num_warps=1, lookahead=1)}}
+    "NVIDIA H200": {1: dict(_ROW16, rope=1), 2: dict(_ROW16, rope=1), 4: dict(_ROW16)}}  # fmt: skip
 # None: ROW_TABLE; 0 / 1: off / on (decode_row's defaults) at every bucket (benchmarks). Env INLAID_DECODE_ROW (1 / 0)
 # overrides both; read when a call (or a graph capture) runs.
 ROW: int | None = None
@@ -431,6 +437,22 @@ def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:
     if device.type != "cuda":
         return None
     return ROW_TABLE.get(torch.cuda.get_device_properties(device).name, {}).get(bucket)
+
+
+def default_row(bucket: int, rep: int, device: torch.device) -> dict[str, int] | None:
+    """impl "row"'s options (ROW_TABLE entry; {}: decode_row's defaults) when paged_decode without a named impl runs
+    it for `bucket` rows with `rep` query heads a KV head, else None: env INLAID_DECODE_ATTN where set, else row_for."""
+    if os.environ.get("INLAID_DECODE_ATTN", "").strip():
+        return {} if rep == 1 and default_impl() == "row" else None
+    return row_for(bucket, device)
+
+
+def row_rope_for(rows: int, rep: int, device: torch.device) -> dict[str, int] | None:
+    """The ROW_TABLE entry (or {}) to pass decode_row.row_rope_decode as `base` when a decode step of `rows` rows
+    folds rotary and the KV write into impl "row" (model.llama_fast): "row" is paged_decode's default there and its
+    options (decode_row.row_options: the entry, env INLAID_DECODE_ROW_OPTS) say rope=1; else None."""
+    base = default_row(triton.next_power_of_2(max(rows, 1)), rep, device)
+    return base if base is not None and row_options(base)["rope"] else None
 
 
 def default_impl() -> str:
@@ -590,8 +612,8 @@ def paged_decode(
     rep = heads // kv_heads
     named = impl is not None
     row_base = None
-    if impl is None and not os.environ.get("INLAID_DECODE_ATTN", "").strip():
-        row_base = row_for(triton.next_power_of_2(s), q.device)
+    if impl is None:
+        row_base = default_row(triton.next_power_of_2(s), rep, q.device)
         impl = "row" if row_base is not None else None
     impl = impl or (default_impl() if rep == 1 else "tiles")
     if impl not in IMPLS or (split and impl not in ("split", "row")):

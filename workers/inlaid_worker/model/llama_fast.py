@@ -9,7 +9,9 @@ captured step reads every weight tensor at its address of capture time, so `w` m
 graph: re-quantized layers are copied into these tensors in place (onboard.layer_swap).
 
 Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decode_fusion`):
-    "none":  rope_cache, then paged_decode (and its merge kernel when the context is split);
+    "none":  rope_cache, then paged_decode (and its merge kernel when the context is split); where paged_decode's
+             default is impl "row" with option rope=1 (paged_decode.row_rope_for), one launch instead:
+             decode_row.row_rope_decode (rotary and the KV write inside "row", cos/sin as given);
     "merge": rope_cache, then decode_fused.decode_attention (the split merge inside the attention kernel);
     "rope":  decode_fused.rope_decode_attention: rotary (cos/sin computed in the kernel), the KV write,
              attention and the merge in one launch per layer (no cos/sin tensors at all);
@@ -29,8 +31,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
+from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
-from inlaid_worker.kernels.paged_decode import paged_decode
+from inlaid_worker.kernels.paged_decode import paged_decode, row_rope_for
 from inlaid_worker.kernels.paged_prefill import paged_prefill
 from inlaid_worker.kernels.quant_swiglu import gemv_swiglu
 from inlaid_worker.kernels.rope_cache import rope_and_cache
@@ -168,6 +171,9 @@ def forward_fast(
     x = add_rms_norm(h, w.layers[0].input_norm, eps) if w.layers else h
     # SwiGLU in the gate/up GEMV: decode layouts that ask for it, without LoRA (its delta lands between the two)
     swiglu = isinstance(layout, DecodeLayout) and layout.swiglu and lora is None and h.dtype == torch.float16
+    # rotary + KV write inside impl "row" (one launch) where that is the default with option rope=1
+    row_rope = row_rope_for(t, c.num_heads // c.num_kv_heads, h.device) if (
+        isinstance(layout, DecodeLayout) and layout.attention == "none") else None  # fmt: skip
     for i, layer in enumerate(w.layers):
         qkv = linear(x, layer.qkv)
         if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
@@ -184,8 +190,13 @@ def forward_fast(
         else:
             if cos is None or sin is None:
                 raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
-            q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
-            attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
+            if row_rope is not None and isinstance(layout, DecodeLayout):
+                attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
+                                       layout.block_tables, layout.context_lens, scale, c.num_heads,
+                                       base=row_rope).reshape(t, -1)  # fmt: skip
+            else:
+                q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
+                attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
         o = linear(attn, layer.o)
         if lora is not None:
             lora.add(o, attn, i, "o_proj")
