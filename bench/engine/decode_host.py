@@ -356,8 +356,9 @@ def engine_times(runner: Any, dev: torch.device, n: int, prompt_len: int,
 
     vocab = runner.config.vocab_size
     limits = EngineLimits(BLOCK, runner.num_kv_blocks, 8, 2048, 4096, 0, True)
-    engine = LLMEngine(
-        runner, PromptTokenizer(word_tokenizer(vocab)), limits, base_model_id="base", eos_token_ids=set()
+    engine = LLMEngine(  # the synchronous step's phases (async scheduling: bench/engine/s11_async.py)
+        runner, PromptTokenizer(word_tokenizer(vocab)), limits, base_model_id="base", eos_token_ids=set(),
+        async_scheduling=False,
     )
     acc = dict.fromkeys(ENGINE_PHASES, 0.0)
 

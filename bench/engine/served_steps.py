@@ -76,8 +76,9 @@ def build_engine(args: argparse.Namespace, config_dir: Path, tasks: list[str]) -
                          dev.type == "cuda")  # fmt: skip
     limits = EngineLimits(BLOCK, blocks, args.max_num_seqs, args.max_batched_tokens, min(args.max_len, blocks * BLOCK),
                           args.adapter_slots, True)  # fmt: skip
+    # async scheduling off: each step is timed to its end (a device sync) and recorded from schedule()'s composition
     engine = LLMEngine(runner, PromptTokenizer(word_tokenizer(shape.vocab)), limits, base_model_id="base",
-                       eos_token_ids=set())  # fmt: skip
+                       eos_token_ids=set(), async_scheduling=False)  # fmt: skip
     for i, task in enumerate(tasks):
         engine.add_adapter(task, random_adapter(runner.config, args.rank, ATTN, seed=1000 + i), args.rank, ATTN)
     return engine
