@@ -70,6 +70,7 @@ def make_engine(model_dir: Path, adapter: tuple[str, Path] | None, caching: bool
                 wait: bool = True) -> tuple[LLMEngine, Counter]:
     engine = create_engine(model_dir, EngineOptions(kv_cache_bytes=256 << 20, enable_prefix_caching=caching))
     engine.scheduler.wait_for_shared_prefix = wait
+    engine.async_scheduling = False  # Counter wraps schedule(): steps launched ahead (schedule_ahead) would go uncounted
     if adapter is not None:
         add_adapter_dir(engine, adapter[0], adapter[1], model_dir)
     return engine, Counter(engine)

@@ -1,33 +1,53 @@
-"""Async scheduling (issue 4: the CPU never sets the pace): the engine launches decode step N+1 before it reads
-step N's sampled tokens.
+"""Async scheduling (issue 4: the CPU never sets the pace): the engine launches step N+1 before it reads step N's
+sampled tokens.
 
 The synchronous step waits for the GPU at the end of every step (the sampled ids come to the host), then does the
 host's work (detokenize, stop checks, outputs, the next schedule, the step's input) while the GPU sits idle. With
 async scheduling (LLMEngine(async_scheduling=True), env INLAID_ASYNC_SCHEDULING) a step whose sampled rows are all
 `row_ok` leaves its tokens on the device (device_sampler.launch_batch) with a non-blocking copy to pinned host memory
-and an event (TokenCopies); the next engine.step() then, when every running sequence is one of those rows and
-nothing waits, schedules step N+1 at once (Scheduler.schedule_ahead: one decode token each, at the position of the
-token not read yet), builds its input with placeholders that the runner replaces on the device with step N's ids
-(model.token_feed), launches it with its sampling, and only then waits for step N's tokens and post-processes them
-(the same _append_token as the synchronous step) while the GPU runs step N+1. A sequence that stopped at step N
-(EOS, stop token or string, max_tokens, an abort) has its step N+1 token discarded; its blocks are freed as usual
-(the discarded write lands in its own last, never cached block, before any later step can reuse it: one stream).
-A sequence that will end by length at step N is left out of step N+1.
+and an event (TokenCopies); the next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds
+its input with placeholders that the runner replaces on the device with step N's ids (model.token_feed; the fed
+decode rows are the step's first rows), launches it, and only then waits for step N's tokens and post-processes them
+(the same _append_token as the synchronous step) while the GPU runs step N+1. Step N+1 holds:
+- a decode row for every running sequence that sampled in step N (its unread token, fed), but those that will end by
+  length at that token (left out; a sequence that stops otherwise at step N, by EOS, a stop token or string or an
+  abort, has its step N+1 token discarded: its KV write lands in its own last, never registered block, before any
+  later step can reuse it, one stream);
+- with async_admit (LLMEngine.async_admit, env INLAID_ASYNC_ADMIT, default on; session 11's first version had only
+  the decode rows, and only when nothing waited), after them, under the rest of the token budget: the next chunk of
+  every other running sequence (prefill continuations, tokens on the host) in running order, then admissions from the
+  waiting queue with the scheduler's normal rules (budget, free blocks, max_num_seqs, max_loras, prefix-cache reuse
+  and waiting for a shared prefix in computation). The sequences with an unread token stay counted (slots, blocks,
+  adapters) until it is read; the adapters of step N's rows (finished ones too: step N still runs them) count as
+  running for max_loras and are kept in their device slots (_assign_adapter_slots' held).
+Step N+1 is not scheduled ahead (step N's tokens are read first, then the synchronous schedule(), which may preempt)
+when the token budget does not cover the fed rows, or the free KV blocks do not cover the running sequences' chunks
+(preemption never happens ahead); admissions stop where blocks run out. Without async_admit also when anything waits
+or some running sequence did not sample in step N. Steps go ahead in a row: step N+1 may be launched ahead of step N
+whose own input was fed from step N-1.
 
 What is exact (the tokens, texts, finish reasons, logprobs and counts of each request equal the synchronous engine's
-on the same schedule):
-- rows admitted (row_ok): no grammar (xgrammar masks need the host's matcher state), no penalties (their histories
-  need the unread token), no logprobs (they are read on the host), greedy or temperature >= ASYNC_MIN_TEMPERATURE
-  (float32 logits / temperature cannot overflow then unless a logit is already +inf; sample_batch redoes overflowed
-  rows in float64 on the host from the step's logits, which an async step no longer holds: such a row, possible only
-  with +inf logits from the model, finishes with reason "error"); min_tokens and logit_bias are exact (the ban counts
-  the unread token); seeded rows draw their uniform from their own generator in the same order;
-- step N+1 is scheduled ahead only when nothing waits (admission would change the batch), every running sequence
-  sampled in step N, the token budget covers them and the free KV blocks cover their new blocks without preemption;
-  otherwise the engine reads step N's tokens first and takes the synchronous step (which may itself leave its tokens
-  on the device);
+on the same schedule; with admissions ahead the schedule differs, a request joining one step later and beside other
+rows, so only a batch-invariant model gives equal streams: the CPU tests' fp32 runner does for tokens, and its logprobs
+agree to ~1e-6; on the GPU a row that stopped at step N still runs in step N+1, so that step's batch can take another
+CUDA-graph bucket or kernel pick than the synchronous engine's, and fp16 rounding may then tip a near-tie):
+- rows that leave their token on the device (row_ok): no grammar (xgrammar masks need the host's matcher state), no
+  penalties (their histories need the unread token), no logprobs (they are read on the host), greedy or temperature
+  >= ASYNC_MIN_TEMPERATURE (float32 logits / temperature cannot overflow then unless a logit is already +inf;
+  sample_batch redoes overflowed rows in float64 on the host from the step's logits, which an async step no longer
+  holds: such a row, possible only with +inf logits from the model, finishes with reason "error"); min_tokens and
+  logit_bias are exact (the ban counts the unread token of a fed row); seeded rows draw their uniform from their own
+  generator in the same order;
+- a step launched ahead with a row that is not row_ok (an admission with a grammar, penalties, logprobs or prompt
+  logprobs) keeps its logits: the host samples it after step N's tokens are read (LLMEngine._finish_ahead), every row
+  with its tokens known then, rows of sequences that finished at step N left out;
+- prefix caching: a step's full blocks are registered at commit, after the tokens of its fed rows are read (never
+  those of sequences that finished meanwhile); a base-weight swap or an adapter change reads the step in flight first,
+  and blocks computed under older base weights are never registered (hash generation);
 - outputs come one engine.step() later (a step's return holds the previous launch's tokens); per request the stream
-  is unchanged: an abort of a request whose token is not read yet reads it first (its token, then the abort).
+  is unchanged: an abort of a request whose token is not read yet reads it first (its token, then the abort); a
+  request aborted mid-prefill while a step with its chunk runs frees its blocks at once (later steps are stream-ordered
+  after that step's KV writes).
 """
 
 from __future__ import annotations
@@ -48,6 +68,13 @@ def async_env() -> bool:
     import os
 
     return os.environ.get("INLAID_ASYNC_SCHEDULING", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def async_admit_env() -> bool:
+    """Env INLAID_ASYNC_ADMIT: 0/false/no/off keeps admissions and prefill chunks out of steps launched ahead."""
+    import os
+
+    return os.environ.get("INLAID_ASYNC_ADMIT", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def row_ok(seq: Sequence) -> bool:
@@ -111,19 +138,31 @@ class InFlight:
     copy: PendingCopy
 
 
-def chain_rows(flight: InFlight, running: list[Sequence], max_model_len: int) -> list[Sequence] | None:
-    """The sequences of the step to launch ahead of reading `flight`: every running one (each must be a row of the
-    flight) but those whose unread token ends them by length; None when some running sequence is not a row."""
+def chain_rows(
+    flight: InFlight, running: list[Sequence], max_model_len: int, strict: bool = True
+) -> list[Sequence] | None:
+    """The decode rows of the step to launch ahead of reading `flight`: every running row of the flight but those
+    whose unread token ends them by length. strict: None when some running sequence is not a row (else those are
+    left to the scheduler: prefill chunks)."""
     row_of = flight.row_of
     rows: list[Sequence] = []
     for seq in running:
         if seq not in row_of:
-            return None
+            if strict:
+                return None
+            continue
         n = len(seq.output_token_ids) + 1  # with the unread token
         if n >= seq.sampling.max_tokens or len(seq.prompt_token_ids) + n >= max_model_len:
             continue  # _append_token ends it at that token (LENGTH), if nothing earlier does
         rows.append(seq)
     return rows
+
+
+def live_rows(out: SchedulerOutput) -> list[int]:
+    """The rows (chunk indices) of out whose sequences still run."""
+    from inlaid_worker.engine.sequence import SequenceStatus
+
+    return [i for i, c in enumerate(out.chunks) if c.seq.status is SequenceStatus.RUNNING]
 
 
 def live(out: SchedulerOutput) -> SchedulerOutput:

@@ -1,7 +1,8 @@
 """LLMEngine: requests in, token deltas out. step() = schedule, run the model, sample, post-process.
 
-With async scheduling (engine/async_step.py; on by default where the runner takes token feeds) a decode step is launched before the previous step's
-sampled tokens are read, and step() returns the previous launch's outputs.
+With async scheduling (engine/async_step.py; on by default where the runner takes token feeds) a step (decode rows fed
+on the device, then prefill chunks and admissions) is launched before the previous step's sampled tokens are read,
+and step() returns the previous launch's outputs.
 
 Not thread-safe: one thread owns the engine (the server's step loop); other threads talk to it by queue.
 """
@@ -9,14 +10,23 @@ Not thread-safe: one thread owns the engine (the server's step loop); other thre
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
 from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCard
-from inlaid_worker.engine.async_step import InFlight, TokenCopies, async_env, chain_rows, live, row_ok
+from inlaid_worker.engine.async_step import (
+    InFlight,
+    TokenCopies,
+    async_admit_env,
+    async_env,
+    chain_rows,
+    live,
+    live_rows,
+    row_ok,
+)
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
 from inlaid_worker.engine.device_sampler import launch_batch, sample_batch
@@ -24,7 +34,7 @@ from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, min_tokens_ban, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
-from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
+from inlaid_worker.engine.scheduler import AheadPlan, Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
 from inlaid_worker.engine.step_builder import build_step_input
 from inlaid_worker.engine.structured import GrammarState
@@ -40,6 +50,15 @@ class Runner(Protocol):
     def add_adapter(self, name: str, adapter: Any) -> int: ...
     def remove_adapter(self, name: str) -> None: ...
     def prepare_adapters(self, names: Iterable[str], keep: Iterable[str]) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class LaunchedAhead:
+    """A step launched ahead: its in-flight sampling (None where the host samples it: logits, after the read)."""
+
+    flight: InFlight | None
+    logits: torch.Tensor | None
+    scored: Any  # its prompt logprobs (model.prompt_logprobs.PromptLogprobs), collected after the read
 
 
 class RequestError(ValueError):
@@ -165,6 +184,10 @@ class LLMEngine:
         self._inflight: InFlight | None = None  # async scheduling: the launched step whose tokens are not read yet
         self._copies = TokenCopies()
         self.num_async_steps = 0  # steps launched ahead of reading the previous one's tokens
+        self.num_async_admit_steps = 0  # of those, steps with prefill chunks (admissions or continuations)
+        # steps launched ahead may also admit waiting sequences and continue prefills (async_step.py); env
+        # INLAID_ASYNC_ADMIT
+        self.async_admit = async_admit_env()
         if async_scheduling is None:  # the env turns it on where the runner can take it
             async_scheduling = async_env() and bool(getattr(runner, "supports_token_feed", False))
         self.async_scheduling = async_scheduling
@@ -317,12 +340,18 @@ class LLMEngine:
         outputs, self._pending = self._pending, []
         flight, self._inflight = self._inflight, None
         if flight is not None:  # async scheduling: launch the next step first where it can go ahead, then read
-            ahead = self._schedule_ahead(flight) if self._async else None
-            if ahead is not None:
-                self._inflight = self._launch_ahead(ahead, flight)
-            outputs += self._resolve(flight, ahead)
-            if ahead is not None:
-                return outputs
+            try:
+                ahead = self._schedule_ahead(flight) if self._async else None
+                if ahead is None:
+                    outputs += self._resolve(flight, None)
+                else:
+                    launched = self._launch_ahead(ahead, flight)
+                    self._inflight = launched.flight
+                    outputs += self._resolve(flight, ahead)
+                    return outputs + self._finish_ahead(ahead, launched)
+            except BaseException:  # no step stays in flight after a failure (the caller aborts what was running)
+                self._inflight = None
+                raise
         scheduled = self.scheduler.schedule()
         self.num_preemptions += len(scheduled.preempted)
         if scheduled.is_empty:
@@ -336,7 +365,7 @@ class LLMEngine:
         self.scheduler.commit(scheduled)
         self.num_steps += 1
         if self._async and self._deferrable(scheduled):
-            self._inflight = self._launch_sampling(scheduled, logits, 0)
+            self._inflight = self._launch_sampling(scheduled, logits)
             return outputs
         return outputs + self._postprocess(scheduled, logits)
 
@@ -348,38 +377,67 @@ class LLMEngine:
         return bool(rows) and all(row_ok(s) for s in rows)
 
     def _schedule_ahead(self, flight: InFlight) -> SchedulerOutput | None:
-        """The decode step to launch before reading `flight`'s tokens, or None (read them, then step as usual)."""
+        """The step to launch before reading `flight`'s tokens, or None (read them, then step as usual): the decode
+        rows of `flight` that go on, fed; with async_admit also prefill chunks and admissions (async_step.py)."""
         sch = self.scheduler
-        if sch.waiting or not sch.running:
+        extend = self.async_admit
+        if not sch.running or (sch.waiting and not extend):
             return None
-        rows = chain_rows(flight, sch.running, self.limits.max_model_len)
-        if not rows or len(rows) > sch.max_num_batched_tokens:
+        rows = chain_rows(flight, sch.running, self.limits.max_model_len, strict=not extend)
+        if rows is None or not (rows or extend):
             return None
-        return sch.schedule_ahead(rows)
+        held = frozenset(s.adapter for s in flight.seqs if s.adapter is not None) if extend else frozenset()
+        return sch.schedule_ahead(AheadPlan(rows, flight.row_of, extend, held))
 
-    def _launch_ahead(self, ahead: SchedulerOutput, flight: InFlight) -> InFlight:
-        """Runs `ahead` with its input tokens fed on the device from `flight` and leaves its tokens there too."""
-        self._assign_adapter_slots(ahead)
-        feed = make_feed(flight.tokens, [flight.row_of[c.seq] for c in ahead.chunks])
+    def _launch_ahead(self, ahead: SchedulerOutput, flight: InFlight) -> LaunchedAhead:
+        """Runs `ahead` with its fed rows' input tokens taken on the device from `flight`; leaves its tokens there
+        too where every sampling row may (else its logits wait for _finish_ahead)."""
+        row_of = flight.row_of
+        fed: list[int] = []  # the fed rows come first (schedule_ahead): their rows in flight.tokens
+        for chunk in ahead.chunks:
+            if chunk.seq not in row_of:
+                break
+            fed.append(row_of[chunk.seq])
+        self._assign_adapter_slots(ahead, (s.adapter for s in flight.seqs if s.adapter is not None))
+        feed = make_feed(flight.tokens, fed) if fed else None
         step = build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed)
         execute = getattr(self.runner, "execute_device", None) or self.runner.execute
         logits = execute(step)
-        for chunk in ahead.chunks:  # computed; commit() registers their blocks once the tokens are read (_resolve)
-            chunk.seq.num_computed_tokens = chunk.start + 1
+        scored = None if step.prompt_rows is None else self.runner.take_prompt_logprobs()  # type: ignore[attr-defined]
+        for chunk in ahead.chunks:  # computed; commit() registers their blocks once the fed tokens are read (_resolve)
+            chunk.seq.num_computed_tokens = chunk.end
         self.num_steps += 1
         self.num_async_steps += 1
-        return self._launch_sampling(ahead, logits, 1)
+        if len(fed) < len(ahead.chunks):
+            self.num_async_admit_steps += 1
+        if scored is None and self._deferrable(ahead):
+            return LaunchedAhead(self._launch_sampling(ahead, logits, row_of), None, None)
+        return LaunchedAhead(None, logits, scored)
 
-    def _launch_sampling(self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: int) -> InFlight:
+    def _finish_ahead(self, ahead: SchedulerOutput, launched: LaunchedAhead) -> list[RequestOutput]:
+        """After `ahead`'s fed tokens were read: its prompt logprobs, then the synchronous sampling of a step that
+        could not leave its tokens on the device (a row with a grammar, penalties, logprobs...: the host samples it
+        now, with the fed tokens known), its rows of sequences that finished meanwhile left out."""
+        if launched.logits is None:
+            return []
+        if launched.scored is not None:
+            self._collect_prompt_logprobs(ahead, launched.scored)
+        rows = live_rows(ahead)
+        logits = launched.logits
+        return self._postprocess(live(ahead), logits if len(rows) == logits.shape[0] else logits[rows])
+
+    def _launch_sampling(
+        self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: Container[Sequence] = ()
+    ) -> InFlight:
         """Queues the sampling of the step's sampling rows (all row_ok) and the copy of their tokens to the host.
-        unread: tokens each row has sampled that are not in its output yet (min_tokens counts them)."""
+        unread: the rows whose output lacks one sampled token the host has not read yet (min_tokens counts it)."""
         rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
         seqs = [scheduled.chunks[i].seq for i in rows]
         params = [s.sampling for s in seqs]
         banned = None
         if any(p.min_tokens for p in params):
             eos = self.eos_token_ids
-            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + unread, eos)
+            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
                       for s in seqs]  # fmt: skip
         picked = logits if len(rows) == logits.shape[0] else logits[rows]
         tokens, overflow = launch_batch(picked, params, [s.generator for s in seqs], banned)
@@ -415,12 +473,14 @@ class LLMEngine:
         self._seqs.pop(seq.request_id, None)
         return self._output(seq, text, [], FinishReason.ERROR)
 
-    def _assign_adapter_slots(self, scheduled: SchedulerOutput) -> None:
-        """Loads the step's adapters into device slots (on demand; running sequences' adapters stay)."""
+    def _assign_adapter_slots(self, scheduled: SchedulerOutput, held: Iterable[str] = ()) -> None:
+        """Loads the step's adapters into device slots (on demand; running sequences' adapters stay, and `held`:
+        those of a step in flight, whose rows may have finished already)."""
         names = [c.seq.adapter for c in scheduled.chunks if c.seq.adapter is not None]
         if not names:
             return
         keep = [s.adapter for s in self.scheduler.running if s.adapter is not None]
+        keep += held
         slots = self.runner.prepare_adapters(names, keep)
         for chunk in scheduled.chunks:
             if chunk.seq.adapter is not None:

@@ -23,6 +23,7 @@ position itself once; it never waits for a pending shared prefix either.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from inlaid_worker.engine.block_manager import BlockManager
@@ -41,6 +42,16 @@ class ScheduledChunk:
     @property
     def end(self) -> int:
         return self.start + self.num_tokens
+
+
+@dataclass(frozen=True)
+class AheadPlan:
+    """What Scheduler.schedule_ahead schedules (async scheduling, engine/async_step.py)."""
+
+    fed: list[Sequence]  # running, in running order: a decode row each, its input token not read yet (fed)
+    unread: Collection[Sequence]  # running sequences with an unread token (fed, or left out: it ends them)
+    extend: bool = False  # also the other running sequences' next chunks and admissions
+    held_adapters: frozenset[str] = frozenset()  # adapters of the step in flight (count as running)
 
 
 @dataclass
@@ -111,33 +122,55 @@ class Scheduler:
             i += 1
         return budget
 
-    def schedule_ahead(self, seqs: list[Sequence]) -> SchedulerOutput | None:
-        """Async scheduling (engine/async_step.py): a decode step for `seqs` (running, in running order, each with one
-        sampled token the host has not read yet) that computes that token: one chunk each at num_computed_tokens,
-        with a new block where the token starts one. None, with nothing changed, when the free blocks do not cover
-        them all (the engine then reads the tokens and calls schedule(), which may preempt). The caller marks the
-        chunks computed; their blocks are registered by commit() once the tokens are known."""
+    def schedule_ahead(self, plan: AheadPlan) -> SchedulerOutput | None:
+        """Async scheduling (engine/async_step.py): the step launched before the host reads the previous step's
+        sampled tokens. First plan.fed (running, in running order, each with one sampled token the host has not read
+        yet): one chunk each at num_computed_tokens that computes that token, with a new block where the token starts
+        one. With plan.extend also, under the rest of the token budget, the next chunk of every other running
+        sequence that is not in plan.unread (prefill continuations; their tokens are on the host), in running order,
+        then admissions as schedule() makes them: sequences of plan.unread stay counted (max_num_seqs, blocks) and
+        the in-flight step's adapters (plan.held_adapters) count as running for max_loras. None, with nothing
+        changed, when the budget does not cover the fed rows or the free blocks do not cover the running chunks
+        (the engine then reads the tokens and calls schedule(), which may preempt); admissions stop where blocks
+        run out, never preempting. The caller marks the chunks computed; commit() registers their blocks once the
+        fed tokens are known."""
         bm = self.block_manager
-        room = bm.block_size
-        need = 0
-        for seq in seqs:
-            if len(seq.block_table) * room <= seq.num_computed_tokens:
-                need += bm.num_missing(seq.block_table, seq.num_computed_tokens + 1)
-        if need > bm.num_free_blocks:
+        budget = self.max_num_batched_tokens - len(plan.fed)
+        if budget < 0:
             return None
+        chunks = [(seq, 1) for seq in plan.fed]
+        if plan.extend:
+            unread = plan.unread
+            for seq in self.running:
+                if budget <= 0:
+                    break
+                if seq in unread:
+                    continue
+                n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+                if n > 0:
+                    chunks.append((seq, n))
+                    budget -= n
+        room = bm.block_size
+        grow = [(seq, n) for seq, n in chunks if len(seq.block_table) * room < seq.num_computed_tokens + n]
+        if sum(bm.num_missing(seq.block_table, seq.num_computed_tokens + n) for seq, n in grow) > bm.num_free_blocks:
+            return None
+        for seq, n in grow:
+            bm.allocate(seq.block_table, seq.num_computed_tokens + n)
         out = SchedulerOutput()
-        for seq in seqs:
+        num_fed = len(plan.fed)
+        for i, (seq, n) in enumerate(chunks):
             start = seq.num_computed_tokens
-            if len(seq.block_table) * room <= start:
-                bm.allocate(seq.block_table, start + 1)
-            out.chunks.append(ScheduledChunk(seq, start, 1, True))
-        return out
+            out.chunks.append(ScheduledChunk(seq, start, n, i < num_fed or start + n == seq.num_tokens))
+        if plan.extend:
+            self._admit_waiting(out, budget, plan.held_adapters)
+        return out if out.chunks else None
 
-    def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+    def _admit_waiting(self, out: SchedulerOutput, budget: int, held: frozenset[str] = frozenset()) -> None:
+        """held: adapters that count as running's (a step in flight still reads them: schedule_ahead)."""
         if not self.waiting or budget <= 0 or len(self.running) >= self.max_num_seqs:
             return
         bm = self.block_manager
-        adapters = {s.adapter for s in self.running if s.adapter is not None}
+        adapters = {s.adapter for s in self.running if s.adapter is not None} | held
         pending: set[bytes] = set()
         if bm.enable_caching and self.wait_for_shared_prefix:
             pending = self._pending_hashes()

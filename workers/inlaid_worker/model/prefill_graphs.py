@@ -160,6 +160,9 @@ class PrefillGraphs:
         else:
             self._buckets.move_to_end(key)
         b.staging.send(lambda buf: stage_prefill(buf.numpy(), b.dims, step))  # waits for the bucket's last copy
+        if step.token_feed is not None:  # async scheduling: fed ids still on the device, after the staged copy
+            at = b.dims.offsets()["tokens"][0]
+            step.token_feed.write(b.staging.dev[at : at + step.num_tokens])
         s = step.num_seqs
         self.runs += 1
         if not self._capture:

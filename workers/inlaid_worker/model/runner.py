@@ -166,6 +166,9 @@ class ModelRunner:
             off = os.environ.get("INLAID_PREFILL_GRAPHS", "1").strip().lower() in ("0", "false", "no", "off")
             prefill_graphs = self._capture and not off
         self.prefill_graphs = prefill_graphs
+        # steps with prefill rows and a token feed (async scheduling's admissions) replay prefill graphs too, the fed
+        # ids written into the bucket's device buffer; False runs them eagerly (benchmarks compare)
+        self.feed_prefill_graphs = True
         self._prompt_logprobs: PromptLogprobs | None = None
 
     @property
@@ -276,7 +279,8 @@ class ModelRunner:
             ids = step.adapter_ids.tolist()  # one host list: the slots' check and the graphs' LoRA test read it
             self._adapters.check_slots(ids)
             return self._graphs.run(self.weights, step, host, ids)
-        if self._prefill is not None and step.token_feed is None and self._prefill.can_run(step):
+        fed_ok = step.token_feed is None or self.feed_prefill_graphs
+        if self._prefill is not None and fed_ok and self._prefill.can_run(step):
             self._adapters.check_slots(step.adapter_ids)
             return self._prefill.run(self.weights, step, host)
         logits = self.eager_logits(self.eager_inputs(step))

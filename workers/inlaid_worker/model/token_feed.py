@@ -1,10 +1,12 @@
 """Token ids that stay on the device from one step to the next (async scheduling, engine/async_step.py).
 
-With async scheduling the engine launches decode step N+1 before the host has read step N's sampled tokens: the
-rows of step N+1 whose input token is step N's sample carry a placeholder in StepInput.token_ids, and the step's
-TokenFeed names, for each of its rows, the row of step N's device token tensor to take instead. The runner writes
-them into its device copy of the ids (the decode graphs' static buffer, or the eager path's ids) after the host
-ids arrive and before the forward reads them: one device copy (gather) in stream order, no host sync.
+With async scheduling the engine launches step N+1 before the host has read step N's sampled tokens: the decode
+rows of step N+1 whose input token is step N's sample come first (one token each, so token row i is step row i) and
+carry a placeholder in StepInput.token_ids; prefill chunks and admissions follow with their ids on the host. The
+step's TokenFeed names, for each fed row, the row of step N's device token tensor to take instead. The runner writes
+them into its device copy of the ids (the decode graphs' or the prefill graphs' static buffer, or the eager path's
+ids) after the host ids arrive and before the forward reads them: one device copy (gather) in stream order, no host
+sync.
 """
 
 from __future__ import annotations

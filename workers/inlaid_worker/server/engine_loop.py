@@ -172,9 +172,15 @@ class EngineLoop:
         except Exception:  # a failing step must not kill the worker: fail what was in flight
             log.exception("engine step failed; aborting all in-flight requests")
             for rid in [r for r in self._owner if not self._is_waiting(r)]:
-                self.engine.abort_request(rid)
+                try:  # an abort may read a step still in flight (async scheduling), which may fail again
+                    self.engine.abort_request(rid)
+                except Exception:
+                    log.exception("aborting %s after a failed step failed", rid)
                 self._emit(rid, AdmitError(rid, "the worker failed while running this request"))
-            self.engine.step()  # collect (and drop) the abort outputs
+            try:
+                self.engine.step()  # collect (and drop) the abort outputs
+            except Exception:
+                log.exception("the step after a failed step failed")
             return []
 
     def _drain(self, block: bool) -> None:

@@ -69,4 +69,8 @@ def test_async_outputs_on_the_gpu_equal_sync(tmp_path: Path) -> None:
     expected = run(sync_engine)
     got = run(async_engine)
     assert async_engine.num_async_steps >= 20 and async_engine.runner.graph_captures > 0
+    # the requests joining at call 5 were admitted by steps launched ahead (mixed steps with a token feed, through
+    # the prefill graphs: model.prefill_graphs writes the fed ids into the bucket's device buffer)
+    assert async_engine.num_async_admit_steps > 0
+    assert async_engine.runner.prefill_graph_stats["runs"] > 0
     assert got == expected

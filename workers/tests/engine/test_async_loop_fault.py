@@ -1,0 +1,71 @@
+"""A device fault first seen when an async step's tokens are read (the next step already launched ahead) must not kill
+the engine loop: every running request gets an AdmitError and the loop thread lives on, as with the synchronous
+engine (review of session 11's async scheduling)."""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import engine_for
+from factories import make_tiny_llama
+from inlaid_worker.engine import async_step
+from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.server.engine_loop import EngineLoop
+
+FAULT = "CUDA error: an illegal memory access was encountered (simulated)"
+
+
+@pytest.mark.parametrize("async_on", [False, True])
+def test_sticky_fault_fails_the_requests_and_the_loop_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, async_on: bool
+) -> None:
+    model = make_tiny_llama(tmp_path / "m")
+    engine = engine_for(model, kv_cache_bytes=1 << 20, max_num_seqs=4)
+    engine.async_scheduling = async_on
+    state = {"reads": 0, "execs": 0, "faulted": False}
+    real_read, real_exec = async_step.PendingCopy.read, engine.runner.execute
+
+    def read(self: Any) -> Any:  # the fault shows first at a token read (event.synchronize on CUDA)
+        state["reads"] += 1
+        if state["faulted"] or state["reads"] >= 6:
+            state["faulted"] = True
+            raise RuntimeError(FAULT)
+        return real_read(self)
+
+    def execute(step: Any) -> Any:  # ... and is sticky: every later device call fails too
+        state["execs"] += 1
+        if state["faulted"] or (not async_on and state["execs"] > 6):
+            state["faulted"] = True
+            raise RuntimeError(FAULT)
+        return real_exec(step)
+
+    monkeypatch.setattr(async_step.PendingCopy, "read", read)
+    monkeypatch.setattr(engine.runner, "execute", execute)
+    if hasattr(engine.runner, "execute_device"):
+        monkeypatch.setattr(engine.runner, "execute_device", execute)
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        sid, outbox = loop.open_session()
+        params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+        for rid in ("a", "b"):
+            loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
+        failed: set[str] = set()
+        deadline = time.monotonic() + 20
+        while failed != {"a", "b"} and time.monotonic() < deadline:
+            try:
+                ev = outbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if type(ev).__name__ == "AdmitError":
+                failed.add(ev.request_id)
+        assert state["faulted"]
+        assert failed == {"a", "b"}
+        time.sleep(0.3)
+        assert loop._thread.is_alive()  # noqa: SLF001
+    finally:
+        loop.stop(1.0)
