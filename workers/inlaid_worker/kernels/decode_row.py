@@ -45,6 +45,7 @@ comes after it, and nothing in the launch reads the slot it writes (the next rea
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import triton
@@ -304,15 +305,35 @@ def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, p
 ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0)
 
 
+def _pow2(v: int, lo: int, hi: int) -> bool:
+    return lo <= v <= hi and v & (v - 1) == 0
+
+
+# what INLAID_DECODE_ROW_OPTS may set (tests reach the other values, e.g. prefetch=2's PDL-order control, by keyword)
+ROW_ENV_CHECKS: dict[str, tuple[str, Callable[[int], bool]]] = {
+    "block_n": ("a power of two in 16..128", lambda v: _pow2(v, 16, 128)),
+    "num_warps": ("a power of two in 1..8", lambda v: _pow2(v, 1, 8)),
+    "per_sm": ("in 1..64", lambda v: 1 <= v <= 64),
+    "parts": ("0 or a power of two up to 64", lambda v: v == 0 or _pow2(v, 1, 64)),
+    "prefetch": ("0 or 1", lambda v: v in (0, 1)),
+    "lookahead": ("0 or 1", lambda v: v in (0, 1)),
+    "maxnreg": ("0 or 24..255", lambda v: v == 0 or 24 <= v <= 255),
+    "rope": ("0 or 1", lambda v: v in (0, 1)),
+}
+
+
 def row_env() -> dict[str, int]:
     """INLAID_DECODE_ROW_OPTS, e.g. "block_n=32,num_warps=2,per_sm=4": overrides of ROW_DEFAULTS (benchmarks); read
-    when a call (or a graph capture) runs."""
+    when a call (or a graph capture) runs. A key or value outside ROW_ENV_CHECKS is a ValueError naming it."""
     raw = os.environ.get("INLAID_DECODE_ROW_OPTS", "").strip()
     out: dict[str, int] = {}
     for item in filter(None, (x.strip() for x in raw.split(","))):
-        key, _, value = item.partition("=")
-        if key not in ROW_DEFAULTS or not value.strip().isdigit():
+        key, _, value = (p.strip() for p in item.partition("="))
+        if key not in ROW_DEFAULTS or not value.isdigit():
             raise ValueError(f"INLAID_DECODE_ROW_OPTS: {item!r} is not one of {tuple(ROW_DEFAULTS)} = integer")
+        what, ok = ROW_ENV_CHECKS[key]
+        if not ok(int(value)):
+            raise ValueError(f"INLAID_DECODE_ROW_OPTS: {key} must be {what}, got {value}")
         out[key] = int(value)
     return out
 

@@ -426,12 +426,25 @@ ROW_TABLE: dict[str, dict[int, dict[str, int]]] = {
 ROW: int | None = None
 
 
+def env_switch(name: str) -> bool | None:
+    """A 1/0 switch from the environment: None when unset or empty; 1/on/true/yes or 0/off/false/no; anything else is
+    a ValueError naming the variable (a typo must not pick a kernel silently)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be 1/on/true/yes or 0/off/false/no, got {raw!r}")
+
+
 def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:
     """impl "row"'s options when a launch of `bucket` rows takes it by default, else None: env INLAID_DECODE_ROW,
     else ROW (both: decode_row's defaults), else on CUDA ROW_TABLE of the device's name."""
-    raw = os.environ.get("INLAID_DECODE_ROW", "").strip().lower()
-    if raw:
-        return {} if raw not in ("0", "off", "false", "no") else None
+    env = env_switch("INLAID_DECODE_ROW")
+    if env is not None:
+        return {} if env else None
     if ROW is not None:
         return {} if ROW else None
     if device.type != "cuda":
@@ -473,8 +486,8 @@ TILES_PREFETCH = 0
 
 def tiles_prefetch_for(use_gdc: int) -> int:
     """The tiles kernel's PREFETCH for a launch in PDL mode use_gdc (0 without PDL and in mode 3)."""
-    raw = os.environ.get("INLAID_DECODE_TILES_PREFETCH", "").strip().lower()
-    on = TILES_PREFETCH if not raw else raw not in ("0", "off", "false", "no")
+    env = env_switch("INLAID_DECODE_TILES_PREFETCH")
+    on = TILES_PREFETCH if env is None else env
     return 1 if on and use_gdc in (1, 2) else 0
 
 
@@ -494,9 +507,9 @@ SKIP_EMPTY: int | None = None
 def skip_empty_for(bucket: int, device: torch.device) -> int:
     """The tiles kernel's SKIP_EMPTY for a launch of `bucket` rows (env INLAID_DECODE_SKIP_EMPTY, else SKIP_EMPTY,
     else on CUDA for buckets up to SKIP_EMPTY_UPTO of the device's name)."""
-    raw = os.environ.get("INLAID_DECODE_SKIP_EMPTY", "").strip().lower()
-    if raw:
-        return int(raw not in ("0", "off", "false", "no"))
+    env = env_switch("INLAID_DECODE_SKIP_EMPTY")
+    if env is not None:
+        return int(env)
     if SKIP_EMPTY is not None:
         return int(SKIP_EMPTY)
     if device.type != "cuda":

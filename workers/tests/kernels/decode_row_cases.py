@@ -17,10 +17,12 @@ import torch
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
 # block_n 4 / 2 / 1: a tile inside one cache block (scalar table entry); 8, 16: across blocks (a table entry a row);
-# lookahead 1 (the next tile in flight) and 0 (the default)
+# lookahead 1 (the default: the next tile in flight) and 0 (mha-fp32-2parts-tile8-d24)
 ROW_CASES: dict[str, dict[str, Any]] = {
     "mha-fp16-4parts-tile4": dict(dtype="fp16", heads=2, kv_heads=2, d=32, parts=4, opts=dict(block_n=4, lookahead=1)),
-    "mha-fp32-2parts-tile8-d24": dict(dtype="fp32", heads=3, kv_heads=3, d=24, parts=2, opts=dict(block_n=8)),
+    "mha-fp32-2parts-tile8-d24": dict(
+        dtype="fp32", heads=3, kv_heads=3, d=24, parts=2, opts=dict(block_n=8, lookahead=0)
+    ),
     "gqa-fp16-8parts-tile2": dict(
         dtype="fp16", heads=4, kv_heads=2, d=16, parts=8, opts=dict(block_n=2, lookahead=1, num_warps=1)
     ),  # fmt: skip

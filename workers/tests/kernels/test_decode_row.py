@@ -195,3 +195,29 @@ def test_row_reads_only_step_metadata_and_the_cache_before_the_wait(monkeypatch:
     early = {names[i] for _, src in rep.early_loads for i in src if i < len(names) and names[i].endswith("_ptr")}
     assert rep.waits >= 1 and not rep.early_writes and rep.ret_unwaited, rep
     assert early == ({"ctx_ptr", "bt_ptr", "k_ptr", "v_ptr"} if prefetch else {"ctx_ptr", "bt_ptr"}), early
+
+
+@pytest.mark.parametrize("value", ["garbage", "tiles", "2"])
+def test_row_switch_refuses_unknown_values(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """A typo in INLAID_DECODE_ROW must not turn "row" on at every bucket (review): a ValueError naming it."""
+    from inlaid_worker.kernels import paged_decode as pd
+
+    monkeypatch.setenv("INLAID_DECODE_ROW", value)
+    with pytest.raises(ValueError, match="INLAID_DECODE_ROW"):
+        pd.row_for(1, torch.device("cpu"))
+    monkeypatch.setenv("INLAID_DECODE_ROW", "off")
+    assert pd.row_for(1, torch.device("cpu")) is None
+    monkeypatch.setenv("INLAID_DECODE_ROW", "1")
+    assert pd.row_for(1, torch.device("cpu")) == {}
+
+
+@pytest.mark.parametrize("opts", ["prefetch=2", "lookahead=9", "rope=3", "block_n=24", "num_warps=3", "parts=3"])
+def test_row_env_options_are_range_checked(monkeypatch: pytest.MonkeyPatch, opts: str) -> None:
+    """prefetch=2 is the tests' PDL-order control (the new row before the wait): never reachable from the env."""
+    from inlaid_worker.kernels import decode_row
+
+    monkeypatch.setenv("INLAID_DECODE_ROW_OPTS", opts)
+    with pytest.raises(ValueError, match=opts.split("=")[0]):
+        decode_row.row_options()
+    monkeypatch.setenv("INLAID_DECODE_ROW_OPTS", "block_n=32,num_warps=2,prefetch=0,rope=1")
+    assert decode_row.row_options()["block_n"] == 32 and decode_row.row_options()["rope"] == 1
