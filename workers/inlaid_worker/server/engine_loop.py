@@ -171,17 +171,21 @@ class EngineLoop:
             return self.engine.step()
         except Exception:  # a failing step must not kill the worker: fail what was in flight
             log.exception("engine step failed; aborting all in-flight requests")
-            for rid in [r for r in self._owner if not self._is_waiting(r)]:
-                try:  # an abort may read a step still in flight (async scheduling), which may fail again
-                    self.engine.abort_request(rid)
-                except Exception:
-                    log.exception("aborting %s after a failed step failed", rid)
-                self._emit(rid, AdmitError(rid, "the worker failed while running this request"))
-            try:
-                self.engine.step()  # collect (and drop) the abort outputs
-            except Exception:
-                log.exception("the step after a failed step failed")
+            self._fail_running()
             return []
+
+    def _fail_running(self) -> None:
+        """Aborts every request the engine runs, each with an AdmitError (after a failed step or command)."""
+        for rid in [r for r in self._owner if not self._is_waiting(r)]:
+            try:  # an abort may read a step still in flight (async scheduling), which may fail again
+                self.engine.abort_request(rid)
+            except Exception:
+                log.exception("aborting %s after a failure failed", rid)
+            self._emit(rid, AdmitError(rid, "the worker failed while running this request"))
+        try:
+            self.engine.step()  # collect (and drop) the abort outputs
+        except Exception:
+            log.exception("the step after a failure failed")
 
     def _drain(self, block: bool) -> None:
         try:
@@ -189,7 +193,11 @@ class EngineLoop:
         except queue.Empty:
             return
         while True:
-            cmd()
+            try:
+                cmd()
+            except Exception:  # e.g. an abort that reads a step in flight (async scheduling) meets a device fault
+                log.exception("an engine command failed; aborting all in-flight requests")
+                self._fail_running()
             try:
                 cmd = self._inbox.get_nowait()
             except queue.Empty:

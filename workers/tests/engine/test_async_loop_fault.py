@@ -69,3 +69,58 @@ def test_sticky_fault_fails_the_requests_and_the_loop_lives(
         assert loop._thread.is_alive()  # noqa: SLF001
     finally:
         loop.stop(1.0)
+
+
+def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abort reads the step in flight first (async scheduling): when that read is where a device fault shows, the
+    loop must fail the other running requests (AdmitError) and live on, not die inside the command (review)."""
+    model = make_tiny_llama(tmp_path / "m")
+    engine = engine_for(model, kv_cache_bytes=1 << 20, max_num_seqs=4)
+    engine.async_scheduling = True
+    state = {"in_abort": False, "faulted": False}
+    real_read, real_abort = async_step.PendingCopy.read, engine.abort_request
+
+    def read(self: Any) -> Any:
+        if state["faulted"] or state["in_abort"]:
+            state["faulted"] = True
+            raise RuntimeError(FAULT)
+        return real_read(self)
+
+    def abort(rid: str) -> bool:
+        state["in_abort"] = True
+        try:
+            return real_abort(rid)
+        finally:
+            state["in_abort"] = False
+
+    monkeypatch.setattr(async_step.PendingCopy, "read", read)
+    monkeypatch.setattr(engine, "abort_request", abort)
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        sid, outbox = loop.open_session()
+        params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+        for rid in ("a", "b"):
+            loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
+        tokens = 0
+        while tokens < 6:  # a few tokens out: steps go ahead, one is in flight
+            ev = outbox.get(timeout=20)
+            tokens += getattr(ev, "token_ids", None) is not None
+        loop.abort(sid, "a")
+        failed: set[str] = set()
+        deadline = time.monotonic() + 20
+        while "b" not in failed and time.monotonic() < deadline:
+            try:
+                ev = outbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if type(ev).__name__ == "AdmitError":
+                failed.add(ev.request_id)
+        assert state["faulted"]
+        assert "b" in failed
+        time.sleep(0.3)
+        assert loop._thread.is_alive()  # noqa: SLF001
+    finally:
+        loop.stop(1.0)
