@@ -58,23 +58,9 @@ from typing import Any
 import torch
 
 from inlaid_worker.engine.scheduler import SchedulerOutput
-from inlaid_worker.engine.sequence import Sequence
+from inlaid_worker.engine.sequence import Sequence, SequenceStatus
 
 ASYNC_MIN_TEMPERATURE = 0.01  # |logit| <= 65504 (fp16) + 100 (bias): / 0.01 stays far below float32's max
-
-
-def async_env() -> bool:
-    """Env INLAID_ASYNC_SCHEDULING: 0/false/no/off turns async scheduling off (default on)."""
-    import os
-
-    return os.environ.get("INLAID_ASYNC_SCHEDULING", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def async_admit_env() -> bool:
-    """Env INLAID_ASYNC_ADMIT: 0/false/no/off keeps admissions and prefill chunks out of steps launched ahead."""
-    import os
-
-    return os.environ.get("INLAID_ASYNC_ADMIT", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def row_ok(seq: Sequence) -> bool:
@@ -160,13 +146,9 @@ def chain_rows(
 
 def live_rows(out: SchedulerOutput) -> list[int]:
     """The rows (chunk indices) of out whose sequences still run."""
-    from inlaid_worker.engine.sequence import SequenceStatus
-
     return [i for i, c in enumerate(out.chunks) if c.seq.status is SequenceStatus.RUNNING]
 
 
 def live(out: SchedulerOutput) -> SchedulerOutput:
     """out without the chunks of sequences that finished meanwhile (their blocks are freed: never register them)."""
-    from inlaid_worker.engine.sequence import SequenceStatus
-
-    return SchedulerOutput([c for c in out.chunks if c.seq.status is SequenceStatus.RUNNING])
+    return SchedulerOutput([out.chunks[i] for i in live_rows(out)])

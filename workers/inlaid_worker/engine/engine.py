@@ -20,8 +20,6 @@ from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCa
 from inlaid_worker.engine.async_step import (
     InFlight,
     TokenCopies,
-    async_admit_env,
-    async_env,
     chain_rows,
     live,
     live_rows,
@@ -39,6 +37,7 @@ from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
 from inlaid_worker.engine.step_builder import build_step_input
 from inlaid_worker.engine.structured import GrammarState
 from inlaid_worker.engine.tokenizer import PromptTokenizer
+from inlaid_worker.env_switch import env_switch
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.token_feed import make_feed
 
@@ -187,9 +186,10 @@ class LLMEngine:
         self.num_async_admit_steps = 0  # of those, steps with prefill chunks (admissions or continuations)
         # steps launched ahead may also admit waiting sequences and continue prefills (async_step.py); env
         # INLAID_ASYNC_ADMIT
-        self.async_admit = async_admit_env()
-        if async_scheduling is None:  # the env turns it on where the runner can take it
-            async_scheduling = async_env() and bool(getattr(runner, "supports_token_feed", False))
+        self.async_admit = env_switch("INLAID_ASYNC_ADMIT") is not False
+        if async_scheduling is None:  # on (unless the env says off) where the runner can take it
+            on = env_switch("INLAID_ASYNC_SCHEDULING") is not False
+            async_scheduling = on and bool(getattr(runner, "supports_token_feed", False))
         self.async_scheduling = async_scheduling
 
     @property

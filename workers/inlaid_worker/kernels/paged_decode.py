@@ -72,6 +72,8 @@ import torch
 import triton
 import triton.language as tl
 
+from inlaid_worker.env_switch import env_switch
+
 from .decode_fused import counters
 from .decode_row import row_decode, row_options
 from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
@@ -424,19 +426,6 @@ ROW_TABLE: dict[str, dict[int, dict[str, int]]] = {
 # None: ROW_TABLE; 0 / 1: off / on (decode_row's defaults) at every bucket (benchmarks). Env INLAID_DECODE_ROW (1 / 0)
 # overrides both; read when a call (or a graph capture) runs.
 ROW: int | None = None
-
-
-def env_switch(name: str) -> bool | None:
-    """A 1/0 switch from the environment: None when unset or empty; 1/on/true/yes or 0/off/false/no; anything else is
-    a ValueError naming the variable (a typo must not pick a kernel silently)."""
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return None
-    if raw in ("1", "on", "true", "yes"):
-        return True
-    if raw in ("0", "off", "false", "no"):
-        return False
-    raise ValueError(f"{name} must be 1/on/true/yes or 0/off/false/no, got {raw!r}")
 
 
 def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:

@@ -211,3 +211,15 @@ def test_min_tokens_ban_counts_the_unread_token(model: Path) -> None:
             assert (a[0], a[1]) == (sync[0], sync[1]), (stop, m)
             cases += 1
     assert cases >= 4
+
+
+def test_async_env_switches(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """INLAID_ASYNC_SCHEDULING / INLAID_ASYNC_ADMIT: on by default, off by 0/off, a typo is an error naming it."""
+    assert engine_for(model, kv_cache_bytes=1 << 20).async_scheduling
+    monkeypatch.setenv("INLAID_ASYNC_SCHEDULING", "off")
+    monkeypatch.setenv("INLAID_ASYNC_ADMIT", "0")
+    engine = engine_for(model, kv_cache_bytes=1 << 20)
+    assert not engine.async_scheduling and not engine.async_admit
+    monkeypatch.setenv("INLAID_ASYNC_SCHEDULING", "maybe")
+    with pytest.raises(ValueError, match="INLAID_ASYNC_SCHEDULING"):
+        engine_for(model, kv_cache_bytes=1 << 20)

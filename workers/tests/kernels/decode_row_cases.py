@@ -7,15 +7,15 @@ the same output."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import zlib
 from typing import Any
 
 import torch
+from fused_cases import _nan_workspace, _rel
+from hgemv_variants import main
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+
 # block_n 4 / 2 / 1: a tile inside one cache block (scalar table entry); 8, 16: across blocks (a table entry a row);
 # lookahead 1 (the default: the next tile in flight) and 0 (mha-fp32-2parts-tile8-d24)
 ROW_CASES: dict[str, dict[str, Any]] = {
@@ -30,17 +30,6 @@ ROW_CASES: dict[str, dict[str, Any]] = {
     "gqa-fp16-1part-2warps": dict(dtype="fp16", heads=4, kv_heads=1, d=16, parts=1, opts=dict(num_warps=2)),
     "mha-fp32-16parts-tile1": dict(dtype="fp32", heads=1, kv_heads=1, d=16, parts=16, opts=dict(block_n=1)),
 }
-
-
-def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
-    if not bool(torch.isfinite(out).all()):
-        return float("inf")
-    return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
-
-
-def _nan_workspace(n: int, d_pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    pm = torch.full((n,), float("nan"), dtype=torch.float32, device=device)
-    return pm, pm.clone(), torch.full((n, d_pad), float("nan"), dtype=torch.float32, device=device)
 
 
 def run_row(p: dict[str, Any], dev: str) -> dict[str, Any]:
@@ -76,14 +65,5 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
         return dict(error=repr(exc))
 
 
-def main() -> None:
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        from cases import _patch_interpreter_for_numpy
-
-        _patch_interpreter_for_numpy()
-    torch.set_num_threads(1)
-    print(json.dumps({case_id: run_case(case_id, "cpu") for case_id in sys.argv[1:] or ROW_CASES}))
-
-
 if __name__ == "__main__":
-    main()
+    main(list(ROW_CASES), run_case)

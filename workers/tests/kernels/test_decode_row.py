@@ -4,10 +4,6 @@ engine's partition counts and the PDL ordering (the new token read only after th
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +11,8 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from decode_row_cases import ROW_CASES
+from decode_row_cases import ROW_CASES, run_case
+from hgemv_variants import case_runner
 from inlaid_worker.kernels.pdl import gdc_enter
 
 HERE = Path(__file__).resolve().parent
@@ -27,17 +24,7 @@ _REAL = [(torch.float16, 32, 32, 1), (torch.bfloat16, 32, 8, 1), (torch.float16,
 
 @pytest.fixture(scope="module")
 def row_case() -> Callable[[str], dict]:
-    if _GPU:
-        import decode_row_cases
-
-        return lambda case_id: decode_row_cases.run_case(case_id, "cuda")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{WORKERS}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, str(HERE / "decode_row_cases.py")], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"interpreted decode_row cases failed:\n{proc.stderr[-4000:]}")
-    results: dict[str, dict] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return lambda case_id: results[case_id]
+    return case_runner(str(HERE / "decode_row_cases.py"), run_case, "decode_row", 300)
 
 
 @pytest.mark.parametrize("case_id", list(ROW_CASES))

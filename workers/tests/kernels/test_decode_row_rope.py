@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 import torch
+from decode_row_cases import DTYPES
+from fused_cases import _nan_workspace, _rel
+from hgemv_variants import case_runner, main
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE.parents[1]
 _GPU = torch.cuda.is_available()
-DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
 # tiles inside one block (4, 2, 1) and across blocks (8); 1-16 partitions; lookahead 0 / 1; prefetch 0 / 1; GQA
 ROPE_CASES: dict[str, dict[str, Any]] = {
     "mha-fp16-4parts-tile4": dict(dtype="fp16", heads=2, kv_heads=2, d=32, parts=4, opts=dict(block_n=4, lookahead=1)),
@@ -36,23 +38,12 @@ ROPE_CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
-    if not bool(torch.isfinite(out).all()):
-        return float("inf")
-    return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
-
-
 def _close(a: torch.Tensor, b: torch.Tensor, ulps: float = 2.0) -> bool:
     """Equal within `ulps` units of a's dtype at b's largest magnitude: the rotary products may be FMA-contracted
     (one product left unrounded) differently in each compiled kernel (ptxas / LLVM for sm_90 contract them in both
     rope_cache and here), so rope(k) agrees with rope_cache's and the torch reference's to about one ulp, not bits."""
     eps = torch.finfo(a.dtype).eps
     return bool(((a.double() - b.double()).abs().max() <= ulps * eps * b.double().abs().max()).item())
-
-
-def _nan_workspace(n: int, d_pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    pm = torch.full((n,), float("nan"), dtype=torch.float32, device=device)
-    return pm, pm.clone(), torch.full((n, d_pad), float("nan"), dtype=torch.float32, device=device)
 
 
 def step_inputs(lens: list[int], heads: int, kv_heads: int, d: int, bs: int, blocks: int, dtype: torch.dtype,
@@ -124,14 +115,7 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def rope_case() -> Callable[[str], dict]:
-    if _GPU:
-        return lambda case_id: run_case(case_id, "cuda")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{WORKERS}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, str(Path(__file__))], env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"interpreted row_rope cases failed:\n{proc.stderr[-4000:]}")
-    results: dict[str, dict] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return lambda case_id: results[case_id]
+    return case_runner(__file__, run_case, "row_rope", 300)
 
 
 @pytest.mark.parametrize("case_id", list(ROPE_CASES))
@@ -298,14 +282,5 @@ def test_row_rope_reads_only_step_metadata_and_older_rows_before_the_wait(monkey
     assert early == {"ctx_ptr", "bt_ptr", "k_ptr", "v_ptr"}, early
 
 
-def main() -> None:
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        from cases import _patch_interpreter_for_numpy
-
-        _patch_interpreter_for_numpy()
-    torch.set_num_threads(1)
-    print(json.dumps({case_id: run_case(case_id, "cpu") for case_id in sys.argv[1:] or ROPE_CASES}))
-
-
 if __name__ == "__main__":
-    main()
+    main(list(ROPE_CASES), run_case)
