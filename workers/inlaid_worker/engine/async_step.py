@@ -39,15 +39,19 @@ CUDA-graph bucket or kernel pick than the synchronous engine's, and fp16 roundin
   logit_bias are exact (the ban counts the unread token of a fed row); seeded rows draw their uniform from their own
   generator in the same order;
 - a step launched ahead with a row that is not row_ok (an admission with a grammar, penalties, logprobs or prompt
-  logprobs) keeps its logits: the host samples it after step N's tokens are read (LLMEngine._finish_ahead), every row
-  with its tokens known then, rows of sequences that finished at step N left out;
+  logprobs) keeps its logits: the host samples it after step N's tokens are read (at the next engine.step() call,
+  async_pipeline's _finish_ahead), every row with its tokens known then, rows of sequences that finished at step N
+  left out;
 - prefix caching: a step's full blocks are registered at commit, after the tokens of its fed rows are read (never
   those of sequences that finished meanwhile); a base-weight swap or an adapter change reads the step in flight first,
   and blocks computed under older base weights are never registered (hash generation);
-- outputs come one engine.step() later (a step's return holds the previous launch's tokens); per request the stream
-  is unchanged: an abort of a request whose token is not read yet reads it first (its token, then the abort); a
-  request aborted mid-prefill while a step with its chunk runs frees its blocks at once (later steps are stream-ordered
-  after that step's KV writes).
+- outputs come one engine.step() later, at every step (engine/async_pipeline.py): each call launches one step (when
+  there is work) and returns the outputs of the step the previous call launched, never waiting for the step it
+  launched itself; a step whose rows the host samples (not all row_ok, or prompt logprobs) keeps its logits and is
+  sampled at the start of the next call (so its predecessor's tokens never wait for it). Per request the stream is
+  unchanged: an abort of a request whose token is not read (or sampled) yet reads it first (its token, then the
+  abort); a request aborted mid-prefill while a step with its chunk runs frees its blocks at once (later steps are
+  stream-ordered after that step's KV writes).
 """
 
 from __future__ import annotations
@@ -122,6 +126,17 @@ class InFlight:
     row_of: dict[Sequence, int]
     tokens: torch.Tensor
     copy: PendingCopy
+
+
+@dataclass(frozen=True)
+class LaunchedAhead:
+    """A launched step whose sampling the host has not done: its in-flight sampling (the device samples it), or its
+    logits (None where the device samples) and prompt logprobs (model.prompt_logprobs.PromptLogprobs), which the host
+    samples and collects at the next engine.step() call (async_pipeline)."""
+
+    flight: InFlight | None
+    logits: torch.Tensor | None
+    scored: Any
 
 
 def chain_rows(

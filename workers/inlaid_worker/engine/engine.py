@@ -2,7 +2,7 @@
 
 With async scheduling (engine/async_step.py; on by default where the runner takes token feeds) a step (decode rows fed
 on the device, then prefill chunks and admissions) is launched before the previous step's sampled tokens are read,
-and step() returns the previous launch's outputs.
+and step() returns the previous launch's outputs (engine/async_pipeline.py: the methods, a mixin of LLMEngine).
 
 Not thread-safe: one thread owns the engine (the server's step loop); other threads talk to it by queue.
 """
@@ -10,36 +10,28 @@ Not thread-safe: one thread owns the engine (the server's step loop); other thre
 from __future__ import annotations
 
 import itertools
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
 from inlaid_worker.engine.adapters import AdapterEntry, AdapterRegistry, ModelCard
-from inlaid_worker.engine.async_step import (
-    InFlight,
-    TokenCopies,
-    chain_rows,
-    live,
-    live_rows,
-    row_ok,
-)
+from inlaid_worker.engine.async_pipeline import AsyncPipeline
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
-from inlaid_worker.engine.device_sampler import launch_batch, sample_batch
+from inlaid_worker.engine.device_sampler import sample_batch
 from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, min_tokens_ban, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
-from inlaid_worker.engine.scheduler import AheadPlan, Scheduler, SchedulerOutput
-from inlaid_worker.engine.sequence import FinishReason, Sequence, SequenceStatus
+from inlaid_worker.engine.scheduler import Scheduler, SchedulerOutput
+from inlaid_worker.engine.sequence import FinishReason, Sequence
 from inlaid_worker.engine.step_builder import build_step_input
 from inlaid_worker.engine.structured import GrammarState
 from inlaid_worker.engine.tokenizer import PromptTokenizer
 from inlaid_worker.env_switch import env_switch
 from inlaid_worker.model.step_input import StepInput
-from inlaid_worker.model.token_feed import make_feed
 
 
 class Runner(Protocol):
@@ -49,15 +41,6 @@ class Runner(Protocol):
     def add_adapter(self, name: str, adapter: Any) -> int: ...
     def remove_adapter(self, name: str) -> None: ...
     def prepare_adapters(self, names: Iterable[str], keep: Iterable[str]) -> dict[str, int]: ...
-
-
-@dataclass(frozen=True)
-class LaunchedAhead:
-    """A step launched ahead: its in-flight sampling (None where the host samples it: logits, after the read)."""
-
-    flight: InFlight | None
-    logits: torch.Tensor | None
-    scored: Any  # its prompt logprobs (model.prompt_logprobs.PromptLogprobs), collected after the read
 
 
 class RequestError(ValueError):
@@ -147,7 +130,7 @@ def check_prompt_logprobs_size(prompt_tokens: int, prompt_logprobs: int | None) 
         )
 
 
-class LLMEngine:
+class LLMEngine(AsyncPipeline):
     def __init__(
         self,
         runner: Runner,
@@ -177,13 +160,10 @@ class LLMEngine:
         # adapter name -> (its registry entry, its prefix-cache key): a new key for every load of a name
         self._adapter_cache_keys: dict[str, tuple[AdapterEntry, int]] = {}
         self._next_cache_key = itertools.count(1)  # 0 = the base model
-        self._pending: list[RequestOutput] = []  # outputs produced outside step() (aborts)
+        self._pending: list[RequestOutput] = []  # outputs produced outside step() (aborts, _settle)
         self.num_steps = 0
         self.num_preemptions = 0
-        self._inflight: InFlight | None = None  # async scheduling: the launched step whose tokens are not read yet
-        self._copies = TokenCopies()
-        self.num_async_steps = 0  # steps launched ahead of reading the previous one's tokens
-        self.num_async_admit_steps = 0  # of those, steps with prefill chunks (admissions or continuations)
+        self._init_async()  # async scheduling's state: what is in flight, the counters (async_pipeline.py)
         # steps launched ahead may also admit waiting sequences and continue prefills (async_step.py); env
         # INLAID_ASYNC_ADMIT
         self.async_admit = env_switch("INLAID_ASYNC_ADMIT") is not False
@@ -282,8 +262,8 @@ class LLMEngine:
         return room if requested <= 0 else min(requested, room)
 
     def abort_request(self, request_id: str) -> bool:
-        flight = self._inflight
-        if flight is not None and self._seqs.get(request_id) in flight.row_of:
+        seq = self._seqs.get(request_id)
+        if seq is not None and self._unread(seq):
             self._settle()  # its unread token first, as the synchronous engine emitted it (it may end it there)
         seq = self._seqs.pop(request_id, None)
         if seq is None:
@@ -294,7 +274,7 @@ class LLMEngine:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work or bool(self._pending) or self._inflight is not None
+        return self.scheduler.has_work or bool(self._pending) or self._launched
 
     @property
     def num_running(self) -> int:
@@ -323,7 +303,8 @@ class LLMEngine:
         """The base model's weights changed (a re-quantized layer was swapped in, or the previous weights were
         put back): no KV computed before may be reused. Flushes the prefix cache and bumps the base generation
         that every chain's root covers; sequences in flight keep their blocks but never register them.
-        Callers change the runner's weights next: a step launched ahead is read first (the GPU is idle after)."""
+        Callers change the runner's weights next: a step launched ahead is read first (the GPU is idle after; a
+        failed read ends the requests whose tokens it lost with an error and raises, nothing changed: _settle)."""
         self._settle()
         self.block_manager.reset_cache()
 
@@ -338,20 +319,8 @@ class LLMEngine:
     # ---- the step -------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         outputs, self._pending = self._pending, []
-        flight, self._inflight = self._inflight, None
-        if flight is not None:  # async scheduling: launch the next step first where it can go ahead, then read
-            try:
-                ahead = self._schedule_ahead(flight) if self._async else None
-                if ahead is None:
-                    outputs += self._resolve(flight, None)
-                else:
-                    launched = self._launch_ahead(ahead, flight)
-                    self._inflight = launched.flight
-                    outputs += self._resolve(flight, ahead)
-                    return outputs + self._finish_ahead(ahead, launched)
-            except BaseException:  # no step stays in flight after a failure (the caller aborts what was running)
-                self._inflight = None
-                raise
+        if self._launched and self._advance(outputs):  # async: the previous launch's outputs; True: launched ahead
+            return outputs
         scheduled = self.scheduler.schedule()
         self.num_preemptions += len(scheduled.preempted)
         if scheduled.is_empty:
@@ -360,111 +329,17 @@ class LLMEngine:
         step = build_step_input(scheduled.chunks, self.limits.block_size, "cpu")  # the runner moves it
         execute = getattr(self.runner, "execute_device", None) or self.runner.execute
         logits = execute(step)  # [S, vocab] float32, on the device where the runner offers that
+        scored = None if step.prompt_rows is None else self.runner.take_prompt_logprobs()  # type: ignore[attr-defined]
+        if self._async:  # sampled on the device, or by the host at the next call: never waited for here
+            self.scheduler.commit(scheduled)
+            self.num_steps += 1
+            self._defer(scheduled, logits, scored)
+            return outputs
         if step.prompt_rows is not None:
-            self._collect_prompt_logprobs(scheduled, self.runner.take_prompt_logprobs())  # type: ignore[attr-defined]
+            self._collect_prompt_logprobs(scheduled, scored)
         self.scheduler.commit(scheduled)
         self.num_steps += 1
-        if self._async and self._deferrable(scheduled):
-            self._inflight = self._launch_sampling(scheduled, logits)
-            return outputs
         return outputs + self._postprocess(scheduled, logits)
-
-    # ---- async scheduling (engine/async_step.py) ----------------------------------------------------------
-    @staticmethod
-    def _deferrable(scheduled: SchedulerOutput) -> bool:
-        """Every sampling row of the step may leave its token on the device (and at least one samples)."""
-        rows = [c.seq for c in scheduled.chunks if c.samples]
-        return bool(rows) and all(row_ok(s) for s in rows)
-
-    def _schedule_ahead(self, flight: InFlight) -> SchedulerOutput | None:
-        """The step to launch before reading `flight`'s tokens, or None (read them, then step as usual): the decode
-        rows of `flight` that go on, fed; with async_admit also prefill chunks and admissions (async_step.py)."""
-        sch = self.scheduler
-        extend = self.async_admit
-        if not sch.running or (sch.waiting and not extend):
-            return None
-        rows = chain_rows(flight, sch.running, self.limits.max_model_len, strict=not extend)
-        if rows is None or not (rows or extend):
-            return None
-        held = frozenset(s.adapter for s in flight.seqs if s.adapter is not None) if extend else frozenset()
-        return sch.schedule_ahead(AheadPlan(rows, flight.row_of, extend, held))
-
-    def _launch_ahead(self, ahead: SchedulerOutput, flight: InFlight) -> LaunchedAhead:
-        """Runs `ahead` with its fed rows' input tokens taken on the device from `flight`; leaves its tokens there
-        too where every sampling row may (else its logits wait for _finish_ahead)."""
-        row_of = flight.row_of
-        fed: list[int] = []  # the fed rows come first (schedule_ahead): their rows in flight.tokens
-        for chunk in ahead.chunks:
-            if chunk.seq not in row_of:
-                break
-            fed.append(row_of[chunk.seq])
-        self._assign_adapter_slots(ahead, (s.adapter for s in flight.seqs if s.adapter is not None))
-        feed = make_feed(flight.tokens, fed) if fed else None
-        step = build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed)
-        execute = getattr(self.runner, "execute_device", None) or self.runner.execute
-        logits = execute(step)
-        scored = None if step.prompt_rows is None else self.runner.take_prompt_logprobs()  # type: ignore[attr-defined]
-        for chunk in ahead.chunks:  # computed; commit() registers their blocks once the fed tokens are read (_resolve)
-            chunk.seq.num_computed_tokens = chunk.end
-        self.num_steps += 1
-        self.num_async_steps += 1
-        if len(fed) < len(ahead.chunks):
-            self.num_async_admit_steps += 1
-        if scored is None and self._deferrable(ahead):
-            return LaunchedAhead(self._launch_sampling(ahead, logits, row_of), None, None)
-        return LaunchedAhead(None, logits, scored)
-
-    def _finish_ahead(self, ahead: SchedulerOutput, launched: LaunchedAhead) -> list[RequestOutput]:
-        """After `ahead`'s fed tokens were read: its prompt logprobs, then the synchronous sampling of a step that
-        could not leave its tokens on the device (a row with a grammar, penalties, logprobs...: the host samples it
-        now, with the fed tokens known), its rows of sequences that finished meanwhile left out."""
-        if launched.logits is None:
-            return []
-        if launched.scored is not None:
-            self._collect_prompt_logprobs(ahead, launched.scored)
-        rows = live_rows(ahead)
-        logits = launched.logits
-        return self._postprocess(live(ahead), logits if len(rows) == logits.shape[0] else logits[rows])
-
-    def _launch_sampling(
-        self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: Container[Sequence] = ()
-    ) -> InFlight:
-        """Queues the sampling of the step's sampling rows (all row_ok) and the copy of their tokens to the host.
-        unread: the rows whose output lacks one sampled token the host has not read yet (min_tokens counts it)."""
-        rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
-        seqs = [scheduled.chunks[i].seq for i in rows]
-        params = [s.sampling for s in seqs]
-        banned = None
-        if any(p.min_tokens for p in params):
-            eos = self.eos_token_ids
-            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
-                      for s in seqs]  # fmt: skip
-        picked = logits if len(rows) == logits.shape[0] else logits[rows]
-        tokens, overflow = launch_batch(picked, params, [s.generator for s in seqs], banned)
-        return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, self._copies.start(tokens, overflow))
-
-    def _resolve(self, flight: InFlight, ahead: SchedulerOutput | None) -> list[RequestOutput]:
-        """Reads `flight`'s tokens and post-processes them (sequences finished meanwhile: discarded); then commits
-        `ahead` (launched on those tokens) for the sequences still running."""
-        tokens, flags = flight.copy.read()
-        outputs = []
-        running = SequenceStatus.RUNNING
-        for j, seq in enumerate(flight.seqs):
-            if seq.status is not running:
-                continue
-            if flags[j]:  # overflowed: possible only with +inf logits (async_step's docstring)
-                outputs.append(self._fail(seq))
-                continue
-            outputs.append(self._append_token(seq, tokens[j]))
-        if ahead is not None:
-            self.scheduler.commit(live(ahead))
-        return outputs
-
-    def _settle(self) -> None:
-        """Reads the step in flight now (its outputs go out with the next step's)."""
-        flight, self._inflight = self._inflight, None
-        if flight is not None:
-            self._pending += self._resolve(flight, None)
 
     def _fail(self, seq: Sequence) -> RequestOutput:
         detok = seq.detokenizer
