@@ -20,6 +20,8 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
 - "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
   warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
+- "tcs", "tcss" (quant_tcs, Gluon): small-M GEMV with quant_tcw's structure (a TMA producer warp keeps a deep ring of
+  word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program), M = 1..16;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -183,6 +185,8 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
+    elif cfg.kind in ("tcs", "tcss"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x consumer warpgroups)
+        launch_tcs_kind(x2, w, cfg, y)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
     elif cfg.kind == "tile":
@@ -202,6 +206,18 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
                    2 if cfg.kind == "tcv2" else 1, y)  # fmt: skip
     else:
         launch_tensor_core(x2, w, cfg.block_m, cfg.block_n, 128, cfg.split_k, cfg.num_warps, 1, y, kind="tc")
+
+
+def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """Kinds "tcs" / "tcss" (split-K in per-split slots): quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer
+    warpgroups, num_stages = the TMA ring's depth), quant_tc's "tcf" (the same (q - z) * s operand) under the
+    interpreter."""
+    if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA module, CUDA only
+
+        launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
+    else:
+        launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y, kind="tcf")
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

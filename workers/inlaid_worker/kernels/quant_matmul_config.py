@@ -217,6 +217,32 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, 128, 128, s, 4, st, True, kind) for kind, bm, st, splits in TCW_PLANS[mb] for s in splits]
 
 
+# quant_tcs (kinds "tcs" / "tcss", 4-bit, M = 1..16; session 12): the small-M GEMV with a TMA producer warp and a deep
+# word ring. Per M bucket: (block_n = 64 x consumer warpgroups, ring stages, kind, splits); block_m 8 up to M = 8,
+# 16 above. A split is offered only where the ring and the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
+# The plans that won a (shape, M) point of kernels-2026-11-30-s12-tcs.md: two consumer warpgroups (128 columns), a
+# 4-stage ring, one wave of programs on the H200 (7B up split 3, down split 8 / 4); deeper rings (6-8), one warpgroup
+# and M = 1 (0.76-0.80x the hgemvr GEMV) lost.
+_TCS_PLAN = ((128, 4, "tcs", (3, 4, 8)),)
+TCS_PLANS: dict[int, tuple] = {2: _TCS_PLAN, 4: _TCS_PLAN, 8: _TCS_PLAN, 16: _TCS_PLAN}
+TCS_SMEM_MAX = 200 * 1024  # = quant_tcs.SMEM_MAX (that module imports Gluon's Hopper support: not here)
+
+
+def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
+    """Small-M TMA-ring GEMV (quant_tcs): TMA needs 16-byte word rows (N % 4 == 0)."""
+    if k % 128 or group % 128 or n % 4 or mb not in TCS_PLANS:
+        return []
+    bm = 8 if mb <= 8 else 16
+    out = []
+    for bn, st, kind, splits in TCS_PLANS[mb]:
+        for s in splits:
+            iters = triton.cdiv(k // 128, max(1, min(s, k // 128)))  # = quant_common.split_iters
+            smem = st * 16 * bn * 4 + iters * bm * 256 + triton.next_power_of_2(iters) * bn * 6 + 1024
+            if smem <= TCS_SMEM_MAX:  # = quant_tcs.smem_bytes
+                out.append(QMMConfig(bm, bn, 128, s, 4, st, True, kind))
+    return out
+
+
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit
 # operand is built whole: no "2" kinds) for M = 8..256 and quant_tcl's plans for M >= 64. Offline sm_90 build
 # (bench/kernels/sass_tc3.py, bench/results/kernels-2026-11-30-k4-tc3-sass.md): no spills in any of these (the
@@ -276,6 +302,7 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     extra += _tcv(mb, n, k, group) if bits == 4 else []
     extra += _tcl(mb, k, group) if bits == 4 else []
     extra += _tcw(mb, n, k, group) if bits == 4 else []
+    extra += _tcs(mb, n, k, group) if bits == 4 else []
     extra += _tc3(mb, k, group) if bits == 3 and dtype == torch.float16 else []
     return _base_candidates(m, n, k, group, bits) + extra
 

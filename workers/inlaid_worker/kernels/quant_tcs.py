@@ -1,0 +1,340 @@
+"""Warp-specialized Gluon int4 g128 GEMV for small M (1..16) with a TMA word ring: kind "tcs" (issue 4, session 12).
+
+Nsight (bench/results/kernels-2026-11-30-s11-ncu.md) shows the small-M tensor-core GEMVs (quant_tcg "tc2",
+quant_tcv) waiting on their word loads: too few bytes in flight per SM, because ptxas sinks register look-ahead
+loads below the MMAs and Gluon's barrier pass puts CTA barriers into a thread-private cp.async ring. Here the loads
+belong to a producer warp that does nothing else (quant_tcw's structure, sized for decode):
+
+- a producer warp (24 registers) TMA-copies the words [16, BLOCK_N] of each K tile into a STAGES-deep ring
+  (`ready` expect-tx / `empty` mbarriers): up to STAGES tiles in flight per program, independent of the consumers'
+  registers, and issued before the PDL wait (weights only);
+- NWG consumer warpgroups (64 weight columns each, BLOCK_N = 64 * NWG) first stage x (operand K order, act-order
+  gather; rows past M zero), scales and zeros of the program's whole K range in shared memory (one round trip,
+  overlapped with the producer's first copies; with two warpgroups each stages half of the x tiles and they meet
+  on an mbarrier), then per K tile: wait `ready`, read the words (quant_tcg's D2 operand layout), release the slot
+  at once (`empty`), build the register-A operand ((q - z) * s, FULL_DEQUANT, quant_tcg._operand) and run one
+  wgmma 64 x BLOCK_M x 128 over the staged x tile (y^T = W^T x^T, BLOCK_M = 8 or 16).
+- split-K (ITERS tiles a program, the last split shorter): read-and-clear atomics (kind "tcs") or per-split fp32
+  slots summed by the last arriver ("tcss"), quant_tcw._tcw_store, counters per warpgroup tile.
+Numerics: quant_tcw's (operand (q - z) * s in the 16-bit type, fp32 accumulation); reference `tcs_reference`.
+Measured on the H200 (bench/results/kernels-2026-11-30-s12-tcs.md, NOTES.md row "tcs"): 4-11% faster than the tc2 picks
+at M = 4..16 on the 7B up / down shapes (best: two warpgroups, 4 stages, one wave of programs), 36-43% of copy
+bandwidth iso, 41-50% under PDL; the ring's stream alone reaches 56-60% / 69-76%, the consumers' per-tile chain is not
+hidden under it. Shipped for 7B up at M = 4 / 8 / 16. With one warpgroup no x barrier is allocated: Triton otherwise
+reuses the dead mbarrier's bytes as the epilogue's scratch (undefined on sm_90; it lost split-K arrivals).
+4-bit weights, K and group multiples of 128, N-contiguous qweight with 16-byte rows (TMA); CUDA sm_90 only (no
+interpreter twin; on the CPU quant_matmul runs quant_tc).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+
+from .gptq_packing import GPTQWeight
+from .pdl import ggdc_late, ggdc_start, ggdc_wait, launch_kw
+from .quant_common import split_iters, workspace
+from .quant_tcg import BLOCK_K, _operand, layout_cache, tcg_layouts
+from .quant_tcw import _tcw_store, slot_workspace
+
+BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
+WG_N = 64  # weight columns per consumer warpgroup
+SMEM_MAX = 200 * 1024  # bytes a program may use (ring + staged x, scales, zeros)
+KINDS = {"tcs": False, "tcss": True}  # kind -> split-K in per-split slots (else read-and-clear atomics)
+
+
+def smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
+    """Shared memory of one program: the word ring, the staged x (16-bit), scales (16-bit) and zeros (int32)."""
+    return (
+        stages * 16 * WG_N * nwg * 4
+        + iters * block_m * BLOCK_K * 2
+        + triton.next_power_of_2(iters) * WG_N * nwg * 6
+        + 1024
+    )
+
+
+def tcs_supported(w: GPTQWeight, k: int) -> bool:
+    """4-bit weights, K and group multiples of 128, qweight N-contiguous with 16-byte rows (TMA)."""
+    tma_ok = w.qweight.stride(1) == 1 and w.qweight.stride(0) % 4 == 0 and w.qweight.data_ptr() % 16 == 0
+    return w.bits == 4 and k % BLOCK_K == 0 and w.group_size % BLOCK_K == 0 and tma_ok
+
+
+def fits(k: int, block_m: int, split_k: int, stages: int, nwg: int) -> bool:
+    iters, _ = split_iters(k // BLOCK_K, split_k)
+    return smem_bytes(iters, stages, block_m, nwg) <= SMEM_MAX
+
+
+def tcs_reference(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
+    """Pure-torch model (fp32 [M, N]): per 128-row K tile, the operand (q - z) * s rounded to x's 16-bit type (as the
+    kernel builds it), times x (act-order: packed row k reads x[:, perm[k]]), accumulated in fp32. The K order inside a
+    tile changes only the fp32 summation order, so natural order is used."""
+    from .gptq_packing import unpack_bitstream
+
+    k, n = x.shape[1], w.out_features
+    q = unpack_bitstream(w.qweight, 4, k, 0).float()  # [K, N]
+    g = torch.arange(k, device=x.device) // w.group_size
+    if w.sym:
+        z = torch.full((k // w.group_size, n), 8.0, device=x.device)
+    else:
+        z = unpack_bitstream(w.qzeros, 4, n, 1).float() + w.zero_offset
+    a = ((q - z[g]) * w.scales.float()[g]).to(x.dtype).float()  # the 16-bit operand
+    xs = x.float() if w.perm is None else x.float()[:, w.perm.long()]
+    y = torch.zeros(x.shape[0], n, device=x.device)
+    for t in range(k // BLOCK_K):
+        sl = slice(t * BLOCK_K, (t + 1) * BLOCK_K)
+        y += xs[:, sl] @ a[sl]
+    return y
+
+
+@layout_cache
+def tcs_layouts(block_m: int) -> dict:
+    """One consumer warpgroup's layouts (quant_tcg's for a 64-column, 4-warp tile)."""
+    lay = tcg_layouts(WG_N, block_m, 4)
+    return dict(MMA=lay["MMA"], DOT=lay["DOT"], L5=lay["L5"], L4=lay["L4"], D2=lay["D2"], XL=lay["XL"], XS=lay["XS"])
+
+
+def word_smem_layout() -> gl.NVMMASharedLayout:
+    return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=2)
+
+
+@gluon.jit
+def _tcs_producer(w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
+    for it in range(n_it):
+        st = it % STAGES
+        mbarrier.wait(empty.index(st), ((it // STAGES) & 1) ^ 1)  # fresh barriers count as released
+        bar = ready.index(st)
+        mbarrier.expect(bar, w_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(w_desc, [(t0 + it) * 16, pid_n * BLOCK_N], bar, w_smem.index(st))
+
+
+@gluon.jit
+def _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, kx, K, stride_xk, HAS_PERM: gl.constexpr):
+    """x[rows, K tile at kx] in quant_tcv's load order (zero past K)."""
+    k0 = gl.where(kx < K, kx, 0)
+    ok = mask_mx & (kx < K)
+    if HAS_PERM:
+        xk = gl.load(perm_ptr + k0 + x_kk)
+        return gl.load(x_ptr + x_row + xk * stride_xk, mask=ok, other=0.0)
+    return gl.load(x_ptr + x_row + (k0 + x_kk) * stride_xk, mask=ok, other=0.0)
+
+
+@gluon.jit
+def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty,
+                  xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg,
+                  stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+                  WG: gl.constexpr, NWG: gl.constexpr, ITERS: gl.constexpr, GROUP: gl.constexpr, SYM: gl.constexpr,
+                  ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr, USE_SPLIT: gl.constexpr, SLOTS: gl.constexpr,
+                  IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, USE_GDC: gl.constexpr,
+                  MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr,
+                  XL: gl.constexpr, DIAG: gl.constexpr):  # fmt: skip
+    dt: gl.constexpr = x_smem.dtype
+    ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # operand rows (= columns)
+    ITERS_P2: gl.constexpr = triton.next_power_of_2(ITERS)
+    col0 = pid_n * (NWG * 64) + WG * 64
+    k_begin = t0 * BK
+    g_last = (K - 1) // GROUP
+    # scales and zeros of this warpgroup's columns for all the program's tiles, one 2D load each (one round trip;
+    # weights: before the PDL wait)
+    SZ: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [4, 1], [1, 0])
+    ti = gl.arange(0, ITERS_P2, layout=gl.SliceLayout(1, SZ))
+    cz = gl.minimum(col0 + gl.arange(0, 64, layout=gl.SliceLayout(0, SZ)), N - 1)
+    gz = gl.minimum((k_begin + ti * BK) // GROUP, g_last)
+    s2 = gl.load(sc_ptr + gz[:, None] * stride_sg + cz[None, :] * stride_sn)
+    if IS_BF16:
+        s2 = s2.to(gl.bfloat16)
+        magic = 0x4300
+    else:
+        magic = 0x6400
+    if SYM:
+        z2 = gl.full([ITERS_P2, 64], 8, gl.int32, layout=SZ)
+    else:
+        zw = gl.load(qz_ptr + gz[:, None] * stride_zg + (cz // 8)[None, :] * stride_zn)
+        z2 = ((zw >> (4 * (cz % 8))[None, :]) & 0xF) + ZERO_OFFSET
+    zm = magic + z2
+    if DIAG % 2 == 0:
+        s_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(s2.to(s_smem.dtype))
+        z_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(zm | (zm << 16))
+    ggdc_wait(USE_GDC)  # x (and the split-K workspace) may be written by the previous kernel
+    # x in the operand's K order (quant_tcv's staging): this warpgroup's share of the tiles, loads of XCH tiles issued
+    # before their shared-memory stores
+    XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
+    offs_mx = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=XM)
+    mask_mx = (offs_mx < M)[:, None, None, None, None]
+    tx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
+    wx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
+    ex = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, XL)))))
+    sx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL)))))
+    x_kk = (32 * tx[None, :, None, None, None] + 8 * wx[None, None, :, None, None] + 4 * ex[None, None, None, :, None]
+            + sx[None, None, None, None, :])  # fmt: skip
+    x_row = offs_mx[:, None, None, None, None] * stride_xm
+    for c in gl.static_range(WG, ITERS if DIAG % 2 == 0 else 0, 4 * NWG):
+        xa = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + c * BK, K, stride_xk, HAS_PERM)
+        if c + NWG < ITERS:
+            xb = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + NWG) * BK, K, stride_xk, HAS_PERM)
+        if c + 2 * NWG < ITERS:
+            xc = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + 2 * NWG) * BK, K, stride_xk, HAS_PERM)
+        if c + 3 * NWG < ITERS:
+            xd = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + 3 * NWG) * BK, K, stride_xk, HAS_PERM)
+        x_smem.index(c).store(gl.reshape(gl.permute(xa, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
+        if c + NWG < ITERS:
+            x_smem.index(c + NWG).store(gl.reshape(gl.permute(xb, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
+        if c + 2 * NWG < ITERS:
+            x_smem.index(c + 2 * NWG).store(gl.reshape(gl.permute(xc, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
+        if c + 3 * NWG < ITERS:
+            x_smem.index(c + 3 * NWG).store(gl.reshape(gl.permute(xd, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
+    hopper.fence_async_shared()
+    gl.thread_barrier()
+    if NWG > 1:
+        mbarrier.arrive(xbar.index(0), count=1)
+        mbarrier.wait(xbar.index(0), 0)
+    # the same row-major bytes seen through a rank-1 layout: one row (tile) at a time in the operand's column layout
+    FLAT: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0])
+    s_rows = s_smem._reinterpret(s_smem.dtype, s_smem.shape, FLAT)
+    z_rows = z_smem._reinterpret(gl.int32, z_smem.shape, FLAT)
+    acc = gl.zeros((64, BLOCK_M), gl.float32, layout=MMA)
+    for it in range(n_it):
+        st = it % STAGES
+        mbarrier.wait(ready.index(st), (it // STAGES) & 1)
+        if DIAG >= 2:  # diagnosis only: the ring's stream alone (no operand, no MMA; wrong result)
+            mbarrier.arrive(empty.index(st), count=1)
+        else:
+            p2 = w_smem.index(st).slice(WG * 64, 64, dim=1).load(D2)  # [16 rows, 64], row = 4t + wi
+            gl.thread_barrier()  # every warp of this warpgroup has read the slot
+            mbarrier.arrive(empty.index(st), count=1)
+            p0 = gl.convert_layout(gl.permute(gl.reshape(p2, [4, 4, 64]), [2, 1, 0]), gl.SliceLayout(2, L4),
+                                   assert_trivial=True)  # fmt: skip
+            zm2 = z_rows.index(WG * ITERS_P2 + it).load(ZL)
+            s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
+            a = _operand(p0, zm2, s, L5, DOT, dt, True, IS_BF16)
+            tok = hopper.warpgroup_mma(a, x_smem.index(it).permute((1, 0)), acc, is_async=True)
+            acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+    ggdc_late(USE_GDC)
+    tile = WG * tiles + pid_m * gl.num_programs(0) + pid_n
+    _tcw_store(acc, pid_m * BLOCK_M, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, tile, pid_k, SPLIT_K,
+               USE_SPLIT, SLOTS, BLOCK_M)  # fmt: skip
+
+
+@gluon.jit
+def _tcs_kernel(
+    w_desc, x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
+    M, N, K, SPLIT_K,
+    stride_xm, stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    ITERS: gl.constexpr, GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr,
+    USE_SPLIT: gl.constexpr, SLOTS: gl.constexpr, IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
+    NWG: gl.constexpr, CONS_REGS: gl.constexpr,
+    MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, XL: gl.constexpr,
+    XS: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0,
+):  # fmt: skip
+    ggdc_start(USE_GDC)
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    pid_m = gl.program_id(2)
+    tiles = gl.num_programs(0) * gl.num_programs(2)
+    BLOCK_N: gl.constexpr = NWG * 64
+    w_smem = gl.allocate_shared_memory(gl.int32, [STAGES, 16, BLOCK_N], w_desc.layout)
+    x_smem = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [ITERS, BLOCK_M, BK], XS)
+    ITERS_P2: gl.constexpr = triton.next_power_of_2(ITERS)
+    SF: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])  # row-major, unswizzled
+    s_smem = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NWG * ITERS_P2, 64], SF)
+    z_smem = gl.allocate_shared_memory(gl.int32, [NWG * ITERS_P2, 64], SF)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=NWG)  # one arrival per consumer warpgroup
+    if NWG > 1:
+        xbar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(xbar.index(0), count=NWG)
+    else:  # no x barrier: Triton reuses a dead mbarrier's bytes as epilogue scratch (undefined behaviour on sm_90)
+        xbar = ready
+    hopper.fence_async_shared()
+    k_tiles = K // BK
+    t0 = pid_k * ITERS
+    n_it = gl.minimum(ITERS, k_tiles - t0)  # the last split may hold fewer tiles
+    if NWG == 2:
+        gl.warp_specialize([
+            (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
+                             ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
+                             stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
+                             GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
+                             MMA, DOT, L5, L4, D2, XL, DIAG)),
+            (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
+                             ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
+                             stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 1, NWG, ITERS,
+                             GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
+                             MMA, DOT, L5, L4, D2, XL, DIAG)),
+            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N)),
+        ], [4, 1], [CONS_REGS, 24])  # fmt: skip
+    else:
+        gl.warp_specialize([
+            (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
+                             ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
+                             stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
+                             GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
+                             MMA, DOT, L5, L4, D2, XL, DIAG)),
+            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N)),
+        ], [1], [24])  # fmt: skip
+
+
+def plan_grid(m: int, n: int, k: int, block_m: int, split_k: int, nwg: int) -> tuple[tuple[int, int, int], int]:
+    """(grid, ITERS): column tiles of 64 * nwg, splits of ITERS K tiles (the last may be shorter), row blocks."""
+    iters, split = split_iters(k // BLOCK_K, split_k)
+    return (triton.cdiv(n, WG_N * nwg), split, triton.cdiv(m, block_m)), iters
+
+
+def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
+             slots: bool = False) -> tuple[tuple, tuple, dict]:  # fmt: skip
+    """(grid, positional args, constexpr kwargs) of one launch; shared with the offline build."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    m, k = x2.shape
+    n = w.out_features
+    if not tcs_supported(w, k):
+        raise ValueError(f"tcs needs 4-bit N-contiguous weights, K and group multiples of {BLOCK_K}")
+    if stages < 2 or block_m not in (8, 16) or nwg not in (1, 2):
+        raise ValueError(f"tcs: stages >= 2, block_m 8 / 16, 1-2 consumer warpgroups (got {stages}, {block_m}, {nwg})")
+    if not fits(k, block_m, split_k, stages, nwg):
+        raise ValueError(f"tcs: ring + staging over {SMEM_MAX} bytes of shared memory")
+    grid, iters = plan_grid(m, n, k, block_m, split_k, nwg)
+    split = grid[1]
+    counters = nwg * grid[0] * grid[2]
+    if split == 1:
+        ws, cnt = y, y
+    elif slots:
+        ws, cnt = slot_workspace(x2.device, split * m * n, counters)
+    else:
+        ws, cnt = workspace(x2.device, m * n, counters)
+    w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, WG_N * nwg], word_smem_layout())
+    perm = w.perm if w.perm is not None else w.qweight
+    args = (
+        w_desc, x2, perm, w.scales, w.qzeros, y, ws, cnt,
+        m, n, k, split,
+        x2.stride(0), x2.stride(1), w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
+        y.stride(0), y.stride(1),
+    )  # fmt: skip
+    consts = dict(ITERS=iters, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None,
+                  USE_SPLIT=split > 1, SLOTS=slots, IS_BF16=x2.dtype == torch.bfloat16, STAGES=stages, BLOCK_M=block_m,
+                  NWG=nwg, CONS_REGS=CONS_REGS, **tcs_layouts(block_m))  # fmt: skip
+    return grid, args, consts
+
+
+# launch register caps: 8 warps x 80 (one consumer warpgroup, which setmaxnreg raises to 136) = 3 programs an SM,
+# 12 x 80 (two: the worker warpgroup gets CONS_REGS, the default one the rest, 112) = 2 programs an SM
+CONS_REGS = 104
+LAUNCH_REGS = {1: 80, 2: 80}
+
+
+def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
+               kind: str = "tcs", diag: int = 0) -> None:  # fmt: skip
+    """y[M, N] = x2[M, K] @ W (CUDA, sm_90); with PDL inside kernels.pdl's scope (launch_kw). diag (benches only,
+    wrong results): 1 = no x / scale / zero staging, 2 = no operand or MMA, 3 = neither (the ring's stream alone)."""
+    grid, args, consts = tcs_args(x2, w, block_m, split_k, stages, nwg, y, KINDS[kind])
+    _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **launch_kw(tensor_core=True))
+
+
+__all__ = ["KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes", "tcs_args", "tcs_layouts", "tcs_reference",
+           "tcs_supported"]  # fmt: skip
