@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .gptq_packing import GPTQWeight
+from .norm_epilogue import norm_chunks, norm_scale, store_residual
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
 from .quant_common import finish_rows, red_tile, split_launch, workspace
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
@@ -203,22 +204,28 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
-            RO: tl.constexpr):  # fmt: skip
-    """A tile from _tile_w completed with its x pairs (the tile _tile_in returns)."""
+            RO: tl.constexpr, nw_ptr, r, NORM: tl.constexpr):  # fmt: skip
+    """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
+    and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
+    would wait for the loads before the previous tile's arithmetic)."""
     xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
-    return tw[0], tw[1], tw[2], tw[3], xs
+    if NORM:
+        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kt + offs_ro * 8, 0, HAS_PERM, USE_ASM, RO)
+    else:
+        gs = xs  # no registers: the same values, never read
+    return tw[0], tw[1], tw[2], tw[3], xs, gs
 
 
 @triton.jit
 def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
-             USE_ASM: tl.constexpr, RO: tl.constexpr):  # fmt: skip
+             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, r, NORM: tl.constexpr):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
-    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO)
+    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, r, NORM)
 
 
 @triton.jit
@@ -229,13 +236,15 @@ def _after_barrier(tile, USE_ASM: tl.constexpr):
                                            dtype=(tl.int32, tl.int32), is_pure=False, pack=4)  # fmt: skip
     else:
         c0, c1 = tile[2], tile[3]
-    return tile[0], tile[1], c0, c1, tile[4]
+    return tile[0], tile[1], c0, c1, tile[4], tile[5]
 
 
 @triton.jit
-def _use_r(acc, tile, USE_ASM: tl.constexpr):
-    """acc + s * (the tile's products), the 4 chunks summed in half2 first."""
-    ws, s, c0, c1, xs = tile
+def _use_r(acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr):
+    """acc + s * (the tile's products), the 4 chunks summed in half2 first; NORM: x normalised first (norm_epilogue)."""
+    ws, s, c0, c1, xs, gs = tile
+    if NORM:
+        xs = norm_chunks(xs, gs, r, NORM, USE_ASM)
     p = _hdot(_dequant10(ws[0], c0, c1, USE_ASM), xs[0], ws[0] & 0, USE_ASM)
     p = _hdot(_dequant10(ws[1], c0, c1, USE_ASM), xs[1], p, USE_ASM)
     p = _hdot(_dequant10(ws[2], c0, c1, USE_ASM), xs[2], p, USE_ASM)
@@ -248,12 +257,13 @@ def _hgemvr_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ZW, ITERS, SPLIT_K,
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
-    act_ptr, INTER, stride_am,
+    act_ptr, INTER, stride_am, nw_ptr, ssi_ptr, sso_ptr, eps,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0, FINISH: tl.constexpr = 0,
+    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -282,14 +292,11 @@ def _hgemvr_kernel(
     k_first = pid_k * (ITERS * BLOCK_K)
     mine = tl.minimum(ITERS, K // BLOCK_K - pid_k * ITERS)  # this program's tiles (>= 1)
     last = k_first + (mine - 1) * BLOCK_K
-    args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
-            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO)  # fmt: skip
     gdc_start(USE_GDC)
     gdc_wait_first(USE_GDC)  # mode 3 (ablation): no prefetch
     if USE_GDC == 1 or USE_GDC == 2:  # PDL (kernels.pdl): the first tiles' weights load before the wait
         wargs = (sc_ptr, qz_ptr, offs_nl, sqk, stride_sg, stride_sn, stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET,
                  USE_ASM, RO)  # fmt: skip
-        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO)
         k1 = tl.minimum(k_first + BLOCK_K, last)
         k2 = tl.minimum(k_first + 2 * BLOCK_K, last)
         k3 = tl.minimum(k_first + 3 * BLOCK_K, last)
@@ -301,6 +308,8 @@ def _hgemvr_kernel(
             if BURST >= 4:
                 t3 = _tile_w(k3, 3 < mine, w_rows, *wargs)
         gdc_wait(USE_GDC)
+        r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
+        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, r, NORM_IN)
         cur = _with_x(cur, k_first, *xargs)
         if BURST > 1:
             t1 = _with_x(t1, k1, *xargs)
@@ -309,6 +318,10 @@ def _hgemvr_kernel(
             if BURST >= 4:
                 t3 = _with_x(t3, k3, *xargs)
     else:
+        r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
+    args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
+            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, r, NORM_IN)  # fmt: skip
+    if USE_GDC != 1 and USE_GDC != 2:
         cur = _tile_in(k_first, True, w_rows, *args)
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
             t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args)
@@ -326,25 +339,28 @@ def _hgemvr_kernel(
                 t2 = _after_barrier(t2, USE_ASM)
             if BURST >= 4:
                 t3 = _after_barrier(t3, USE_ASM)
-        acc = _use_r(acc, cur, USE_ASM)
-        acc = _use_r(acc, t1, USE_ASM)
+        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN)
+        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN)
         if BURST >= 3:
-            acc = _use_r(acc, t2, USE_ASM)
+            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN)
         if BURST >= 4:
-            acc = _use_r(acc, t3, USE_ASM)
+            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN)
     else:  # look-ahead 1: the next tile's words and small operands wait in registers (past the last: re-read it)
         for it in range(k_first, last + 1, BLOCK_K):
             nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args)
             if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
-                acc = _use_r(acc, _after_barrier(cur, USE_ASM), USE_ASM)
+                acc = _use_r(acc, _after_barrier(cur, USE_ASM), USE_ASM, r, NORM_IN)
             else:
-                acc = _use_r(acc, cur, USE_ASM)
+                acc = _use_r(acc, cur, USE_ASM, r, NORM_IN)
             cur = nxt
 
     gdc_late(USE_GDC)
     if SWIGLU:  # act = silu(gate) * up instead of y (swiglu_epilogue)
         store_swiglu(acc, 1024.0, offs_m, m_ok, offs_n, ws_ptr, N, cnt_ptr, pid_m, pid_n, SPLIT_K, act_ptr, stride_am,
                      INTER, BLOCK_N)  # fmt: skip
+    elif RES_OUT:  # y = the residual stream: h += y in place, the rows' sums of squares into sso (norm_epilogue)
+        store_residual(acc, 1024.0, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, ws_ptr, N, cnt_ptr, pid_m, pid_n,
+                       SPLIT_K, sso_ptr, USE_SPLIT)  # fmt: skip
     elif FINISH:  # split-K partials only, fire-and-forget; quant_common.finish_rows then stores y and clears them
         red_tile(tl.sum(acc, axis=1, keep_dims=True) * 1024.0, ws_ptr + offs_m * N + offs_n, m_ok & mask_n)
     else:
@@ -354,7 +370,10 @@ def _hgemvr_kernel(
 
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                   num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
-                  pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False) -> None:  # fmt: skip
+                  pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False,
+                  norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+                  residual: torch.Tensor | None = None, norm_fast: bool = False,
+                  maxnreg: int | None = None) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -364,7 +383,13 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     swiglu (act [M, N / 2]; needs N / 2 % block_n == 0): W is a gate/up weight and act = silu(gate) * up is written
     instead of y (swiglu_epilogue; y is not touched). finish (split-K only; not with swiglu): the programs only add
     their partial sums into the workspace (no arrival counter, no last program) and a second kernel
-    (quant_common.finish_rows, PDL-aware) writes y and clears the workspace: kinds ending in "f"."""
+    (quant_common.finish_rows, PDL-aware) writes y and clears the workspace: kinds ending in "f".
+    norm (weight [K], sums of squares [>= M] fp32, eps): x2 is the residual stream h and the GEMV's x is
+    RMSNorm(h) (add_rms_norm's rounding), normalised on load from the rows' sums of squares (norm_epilogue);
+    norm_fast: r rounded to fp16 and two half2 multiplies per x pair (norm_epilogue.norm_pair's mode 2).
+    maxnreg: ptxas's register cap per thread (None: its own choice), e.g. to keep a grid in one wave.
+    residual (sums of squares [>= M] fp32, to add into; not with swiglu / finish): y is the residual stream and the
+    GEMV adds its output into it in place (h = fp16(h + fp16(x2 @ W))), adding each row's sum(h^2) into the slot."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
@@ -377,6 +402,16 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     act = y if swiglu is None else swiglu
     if finish and swiglu is not None:
         raise ValueError("finish and swiglu are separate epilogues")
+    if residual is not None and (finish or swiglu is not None):
+        raise ValueError("the residual epilogue replaces finish and swiglu")
+    for t in (norm[1] if norm is not None else None, residual):
+        if t is not None and (t.dtype != torch.float32 or t.numel() < x2.shape[0] or not t.is_contiguous()):
+            raise ValueError("a sum-of-squares slot is a contiguous fp32 vector of at least M values")
+    if norm is not None and (norm[0].shape != (w.in_features,) or norm[0].dtype != torch.float16
+                             or norm[0].stride(0) != 1 or norm[0].data_ptr() % 16):  # fmt: skip
+        raise ValueError("the norm weight is a contiguous, 16-byte aligned fp16 vector of K values")
+    if residual is not None and y.stride(1) != 1:
+        raise ValueError("the residual stream must be row-major")
     fin = finish and grid[1] > 1  # without split-K the programs store y themselves
     if swiglu is not None:  # programs per (tile pair, 2 x split): one reduction of 2 x split arrivals per pair
         if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
@@ -385,11 +420,14 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         ws, cnt = workspace(x2.device, x2.shape[0] * w.out_features, grid[0] * grid[2])
         args = (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
         consts["USE_SPLIT"] = True
-    _hgemvr_kernel[grid](*args, act, w.out_features // 2, act.stride(0), **consts, USE_ASM=use_asm(),
+    nw, ssi, eps = norm if norm is not None else (y, y, 0.0)
+    sso = residual if residual is not None else y
+    _hgemvr_kernel[grid](*args, act, w.out_features // 2, act.stride(0), nw, ssi, sso, eps, **consts, USE_ASM=use_asm(),
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
-                         EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin,
+                         EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin, NORM_IN=0 if norm is None else 2 if norm_fast else 1,
+                         RES_OUT=residual is not None,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
-                         num_stages=1, **launch_kw())  # fmt: skip
+                         num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
     if fin:
         finish_rows(args[6], y)

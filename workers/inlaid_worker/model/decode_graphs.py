@@ -62,6 +62,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inlaid_worker.env_switch import env_switch
 from inlaid_worker.kernels import pdl
 from inlaid_worker.kernels.decode_fused import choose_fused_parts
 from inlaid_worker.kernels.lora_batch import LoraBatch
@@ -85,12 +86,31 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # decode-2026-11-30-s7-fusions.md, -s7-final.md): "merge" at buckets 9-16 (batch 16: 1.06x and 1.03x, every round
 # faster than "none"'s); elsewhere no fusion beat "none" beyond the rounds' spread (batch 1: rope 1.00x, merge
 # 0.99x, swiglu 0.98x with its own graph re-timed as "auto" at 1.01x, rope+swiglu 1.03x in one run), so "none".
-FUSION_POLICY: tuple[tuple[int, str], ...] = ((8, "none"), (16, "merge"))
+# The "norm" fusion (residual add + RMSNorm inside the GEMVs, llama_fast) is in no bucket's policy: 7B int4 on the
+# H200, PDL on, alternating (bench/results/decode-2026-11-30-s12-fusednorm.md), it made the batch-1 step 1.04-1.08x
+# slower and batch 2 1.12x (without PDL batch 1 gained 0.3-2.7%: the removed norm launches were mostly hidden under
+# the next GEMV's PDL prefetch, which the fused consumer loses). Env INLAID_DECODE_NORM=1/0 adds it to / removes it
+# from the policy's fusion (NORM_ENV; where the bucket's kernels cannot fuse a norm it runs unfused).
+# Session 12 (same file, two runs of 10 rounds, with the row attention and its fused rotary now the default at
+# buckets 1-2): "swiglu" at batch 1 0.990x and 0.992x, faster in every round (batch 2: 0.999x, 7/10), so bucket 1
+# takes "swiglu".
+FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu"), (8, "none"), (16, "merge"))
+NORM_ENV = "INLAID_DECODE_NORM"
+_WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu"}  # the DECODE_FUSIONS names that add "norm" to a fusion
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:
     """The decode fusion of `bucket` under the AUTO setting (FUSION_POLICY)."""
     return next((f for top, f in policy if bucket <= top), "none")
+
+
+def with_norm(fusion: str, on: bool | None) -> str:
+    """`fusion` with the norm fusion added (on; only where DECODE_FUSIONS has that name) or removed (off);
+    None: unchanged."""
+    if on is None:
+        return fusion
+    base = "+".join(p for p in fusion.split("+") if p != "norm") or "none"
+    return _WITH_NORM.get(base, base) if on else base
 
 
 def fusion_env() -> str:
@@ -276,6 +296,7 @@ class DecodeGraphs:
         self.captures = 0  # how many graphs were captured (tests, benchmarks)
         self._bucket_of = [bucket_for(n, buckets) for n in range(buckets[-1] + 1)]  # S -> its bucket (0: None)
         self._fusion = fusion_env() if fusion is None else check_fusion(fusion)
+        self._norm = env_switch(NORM_ENV)  # the AUTO policy's norm fusion override (None: FUSION_POLICY's)
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
         self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
 
@@ -304,7 +325,7 @@ class DecodeGraphs:
 
     def fusion_for(self, bucket: int) -> str:
         """The fusion a graph of this bucket runs."""
-        return policy_fusion(bucket) if self._fusion == AUTO else self._fusion
+        return with_norm(policy_fusion(bucket), self._norm) if self._fusion == AUTO else self._fusion
 
     def can_run(self, step: StepInput) -> bool:
         s = step.num_seqs

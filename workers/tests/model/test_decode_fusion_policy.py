@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 from inlaid_worker.model import decode_graphs as dg
-from inlaid_worker.model.llama_fast import ATTENTION_FUSIONS, DECODE_FUSIONS, attention_fusion, swiglu_fused
+from inlaid_worker.model.llama_fast import (
+    ATTENTION_FUSIONS,
+    DECODE_FUSIONS,
+    attention_fusion,
+    norm_fused,
+    swiglu_fused,  # fmt: skip
+)
 
 
 def test_policy_picks_per_bucket_from_ascending_entries() -> None:
@@ -24,9 +30,10 @@ def test_shipped_policy_is_valid_and_ascending() -> None:
 
 
 def test_shipped_choice_is_the_measured_one() -> None:
-    """merge at batch 9-16 (1.06x / 1.03x in the two H200 runs), none elsewhere (decode_graphs.FUSION_POLICY)."""
+    """swiglu at batch 1 (0.990x / 0.992x, session 12), merge at batch 9-16 (1.06x / 1.03x in the two H200 runs),
+    none elsewhere (decode_graphs.FUSION_POLICY)."""
     assert {b: dg.policy_fusion(b) for b in dg.BUCKETS if b <= 32} == {
-        1: "none", 2: "none", 4: "none", 8: "none", 16: "merge", 24: "none", 32: "none"}  # fmt: skip
+        1: "swiglu", 2: "none", 4: "none", 8: "none", 16: "merge", 24: "none", 32: "none"}  # fmt: skip
 
 
 def test_fusion_env_default_auto_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,4 +51,19 @@ def test_fusion_names_split_into_attention_and_swiglu() -> None:
     assert {f: (attention_fusion(f), swiglu_fused(f)) for f in DECODE_FUSIONS} == {
         "none": ("none", False), "merge": ("merge", False), "rope": ("rope", False),
         "rope-vec": ("rope-vec", False), "swiglu": ("none", True), "merge+swiglu": ("merge", True),
-        "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False)}  # fmt: skip
+        "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False),
+        "norm": ("none", False), "norm+swiglu": ("none", True)}  # fmt: skip
+    assert [f for f in DECODE_FUSIONS if norm_fused(f)] == ["norm", "norm+swiglu"]
+
+
+def test_norm_env_adds_or_removes_the_norm_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """INLAID_DECODE_NORM (strict on/off) adds "norm" to the AUTO policy's fusion where a name has it, or removes it;
+    unset: the policy's fusion as it is."""
+    assert [dg.with_norm(f, True) for f in ("none", "swiglu", "merge", "norm")] == ["norm", "norm+swiglu", "merge",
+                                                                                    "norm"]  # fmt: skip
+    assert [dg.with_norm(f, False) for f in ("norm", "norm+swiglu", "none")] == ["none", "swiglu", "none"]
+    assert dg.with_norm("merge", None) == "merge"
+    assert all(dg.with_norm(f, on) in DECODE_FUSIONS for f in DECODE_FUSIONS for on in (True, False, None))
+    monkeypatch.setenv(dg.NORM_ENV, "maybe")
+    with pytest.raises(ValueError, match=dg.NORM_ENV):
+        dg.env_switch(dg.NORM_ENV)
