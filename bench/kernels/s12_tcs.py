@@ -15,6 +15,7 @@ Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s12_tcs.py {check,
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,13 +23,19 @@ import s8_gemv as s8
 from device_common import device_parser, report_head, run_phase, short_cfg, write_report
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig
 
-s8.MS = (1, 2, 4, 8, 16)
-s8.SHAPES = {k: v for k, v in s8.SHAPES.items() if k in ("7B up 4096x11008", "7B down 11008x4096")}
-s8.CHAINS = s8.CHAINS[:1]  # up/down only
+# S12_LAYER=1: the decode step's own shapes (qkv, o, gate/up, down) at M = 4..16 with the plan that won the goal
+# shapes, and the 32-layer "layer" chain (old vs new picks); default: the goal shapes (up, down) at M = 1..16
+LAYER = os.environ.get("S12_LAYER", "0") == "1"
+s8.MS = (4, 8, 16) if LAYER else (1, 2, 4, 8, 16)
+STEP_SHAPES = ("7B qkv 4096x12288", "7B o 4096x4096", "7B gate/up 4096x22016", "7B down 11008x4096")
+GOAL_SHAPES = ("7B up 4096x11008", "7B down 11008x4096")
+s8.SHAPES = {k: v for k, v in s8.SHAPES.items() if k in (STEP_SHAPES if LAYER else GOAL_SHAPES)}
+s8.CHAINS = s8.CHAINS[1:] if LAYER else s8.CHAINS[:1]  # the decode layer, or up/down
 
 # (block_n = 64 x consumer warpgroups, ring stages, kind) x splits; programs kept between 128 and ~1100
-PLANS = ((128, 6, "tcs"), (128, 4, "tcs"), (64, 8, "tcs"), (64, 4, "tcs"), (128, 6, "tcss"))
-SPLITS = (2, 3, 4, 6, 8, 11)
+PLANS = ((128, 4, "tcs"),) if LAYER else ((128, 6, "tcs"), (128, 4, "tcs"), (64, 8, "tcs"), (64, 4, "tcs"),
+                                          (128, 6, "tcss"))  # fmt: skip
+SPLITS = (2, 3, 4, 8) if LAYER else (2, 3, 4, 6, 8, 11)
 
 
 def candidates(k: int, n: int, m: int) -> list[QMMConfig]:
@@ -111,7 +118,8 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
     doc = json.loads((out / "bench.json").read_text())
     meta, rows, chs = doc["meta"], [s8.ship(r) for r in doc["bench"]], doc["chains"]
     pct = s8.copy_pct(meta)
-    md = [f"# Session 12: quant_tcs (TMA word ring) against the shipped picks, 7B up / down, M = 1..16, {meta.get('date', '')}", "",
+    what = "the decode step's shapes, M = 4..16" if LAYER else "7B up / down, M = 1..16"
+    md = [f"# Session 12: quant_tcs (TMA word ring) against the shipped picks, {what}, {meta.get('date', '')}", "",
           *report_head(meta, command),
           "- times: us per GEMV call, CUDA graph over rotating weight copies (> 3x L2), median of 10 replays; iso = "
           "launched plainly, pdl = the same graph captured with PDL; % of copy = packed bytes / time / copy bandwidth; "
