@@ -86,7 +86,7 @@ class AsyncPipeline:
         unfinished, self._unfinished = self._unfinished, None
         try:
             if unfinished is not None:
-                outputs += self._finish_ahead(*unfinished)
+                self._finish_ahead(*unfinished, outputs)
                 return False
             if flight is None:
                 return False
@@ -156,17 +156,18 @@ class AsyncPipeline:
             return LaunchedAhead(self._launch_sampling(ahead, logits, row_of), None, None)
         return LaunchedAhead(None, logits, scored)
 
-    def _finish_ahead(self, ahead: SchedulerOutput, launched: LaunchedAhead) -> list[RequestOutput]:
+    def _finish_ahead(self, ahead: SchedulerOutput, launched: LaunchedAhead, into: list[RequestOutput]) -> None:
         """After `ahead`'s fed tokens were read: its prompt logprobs, then the synchronous sampling of a step that
         could not leave its tokens on the device (a row with a grammar, penalties, logprobs...: the host samples it
-        now, with the fed tokens known), its rows of sequences that finished meanwhile left out."""
+        now, with the fed tokens known), its rows of sequences that finished meanwhile left out. The outputs are
+        appended to `into` one by one (kept when a later row fails)."""
         if launched.logits is None:
-            return []
+            return
         if launched.scored is not None:
             self._collect_prompt_logprobs(ahead, launched.scored)
         rows = live_rows(ahead)
         logits = launched.logits
-        return self._postprocess(live(ahead), logits if len(rows) == logits.shape[0] else logits[rows])
+        self._postprocess(live(ahead), logits if len(rows) == logits.shape[0] else logits[rows], into)
 
     def _launch_sampling(
         self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: Container[Sequence] = ()
@@ -212,7 +213,7 @@ class AsyncPipeline:
             if flight is not None:
                 self._resolve(flight, None, outputs)
             elif unfinished is not None:
-                outputs += self._finish_ahead(*unfinished)
+                self._finish_ahead(*unfinished, outputs)
         except Exception:
             if flight is not None:
                 rows = flight.seqs

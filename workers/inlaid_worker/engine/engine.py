@@ -361,10 +361,14 @@ class LLMEngine(AsyncPipeline):
             if chunk.seq.adapter is not None:
                 chunk.seq.adapter_slot = slots[chunk.seq.adapter]
 
-    def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor) -> list[RequestOutput]:
+    def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor,
+                     into: list[RequestOutput] | None = None) -> list[RequestOutput]:  # fmt: skip
+        """Samples the step's sampling rows and appends their tokens; the outputs go to `into` (returned) one by one,
+        so a failure part-way keeps the outputs of the rows already finished (async_pipeline's _settle)."""
+        outputs: list[RequestOutput] = [] if into is None else into
         rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
         if not rows:  # nothing to wait for: the runner's graphs guard their own pinned inputs (decode_graphs.Staging)
-            return []
+            return outputs
         seqs = [scheduled.chunks[i].seq for i in rows]
         params = [s.sampling for s in seqs]
         histories = [s.penalty_history() if s.sampling.has_penalties else None for s in seqs]
@@ -378,9 +382,9 @@ class LLMEngine(AsyncPipeline):
             eos = self.eos_token_ids
             banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids), eos) for s in seqs]
         out = sample(picked, params, [s.generator for s in seqs], histories, grammars, banned=banned)
-        return [
-            self._append_token(seq, token, lp) for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True)
-        ]
+        for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True):
+            outputs.append(self._append_token(seq, token, lp))
+        return outputs
 
     @staticmethod
     def _collect_prompt_logprobs(scheduled: SchedulerOutput, scored: Any) -> None:

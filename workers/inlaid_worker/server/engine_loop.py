@@ -211,17 +211,19 @@ class EngineLoop:
         session = self._sessions.get(sid)
         if session is None:
             return
-        if abort:
-            for rid in list(session.requests):
-                waiting = session.waiting.pop(rid, None)
-                if waiting is not None:
-                    waiting.grammar.cancel()  # the grammar cache forgets this waiter
-                else:
-                    self.engine.abort_request(rid)
-                self._owner.pop(rid, None)
-            session.requests.clear()
-        session.draining = True
-        self._maybe_finish_session(sid, session)
+        try:  # an abort can raise (a failed read of the step in flight): the session still drains and closes
+            if abort:
+                for rid in list(session.requests):
+                    waiting = session.waiting.pop(rid, None)
+                    if waiting is not None:
+                        waiting.grammar.cancel()  # the grammar cache forgets this waiter
+                    else:
+                        self.engine.abort_request(rid)
+                    self._owner.pop(rid, None)
+                    session.requests.discard(rid)  # the rest stay owned: the loop's _fail_running ends them
+        finally:
+            session.draining = True
+            self._maybe_finish_session(sid, session)
 
     def _admit(
         self, sid: int, rid: str, prompt: list[int], sampling: SamplingParams, model: str, resumed: int = 0

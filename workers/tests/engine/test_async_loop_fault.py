@@ -124,3 +124,54 @@ def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
         assert loop._thread.is_alive()  # noqa: SLF001
     finally:
         loop.stop(1.0)
+
+
+def test_a_fault_at_a_session_close_still_closes_the_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of session 12: closing a session with abort reads the step in flight; when that read faults, the session
+    must still drain and close (its outbox ends with None, the loop forgets it), not stay open forever."""
+    model = make_tiny_llama(tmp_path / "m")
+    engine = engine_for(model, kv_cache_bytes=1 << 20, max_num_seqs=4)
+    engine.async_scheduling = True
+    state = {"in_abort": False, "faulted": False}
+    real_read, real_abort = async_step.PendingCopy.read, engine.abort_request
+
+    def read(self: Any) -> Any:  # the fault shows first inside the close's abort, then stays
+        if state["faulted"] or state["in_abort"]:
+            state["faulted"] = True
+            raise RuntimeError(FAULT)
+        return real_read(self)
+
+    def abort(rid: str) -> bool:
+        state["in_abort"] = True
+        try:
+            return real_abort(rid)
+        finally:
+            state["in_abort"] = False
+
+    monkeypatch.setattr(async_step.PendingCopy, "read", read)
+    monkeypatch.setattr(engine, "abort_request", abort)
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        sid, outbox = loop.open_session()
+        params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+        for rid in ("a", "b"):
+            loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
+        tokens = 0
+        while tokens < 6:
+            ev = outbox.get(timeout=20)
+            tokens += getattr(ev, "token_ids", None) is not None
+        loop.close_session(sid, abort=True)
+        events: list[Any] = []
+        deadline = time.monotonic() + 20
+        while (not events or events[-1] is not None) and time.monotonic() < deadline:
+            try:
+                events.append(outbox.get(timeout=0.2))
+            except queue.Empty:
+                continue
+        assert state["faulted"]
+        assert events and events[-1] is None, events[-5:]  # the session closed
+        assert sid not in loop._sessions  # noqa: SLF001
+        assert loop._thread.is_alive()  # noqa: SLF001
+    finally:
+        loop.stop(1.0)

@@ -191,3 +191,26 @@ def test_through_the_loop_the_lost_requests_end_with_an_error(model: Path, monke
         assert loop._thread.is_alive()  # noqa: SLF001
     finally:
         loop.stop(1.0)
+
+
+def test_a_row_finished_before_a_partial_host_sampling_failure_keeps_its_final_output(model: Path) -> None:
+    """Review of session 12: a kept host-sampled step ends `a` (max_tokens) and then fails on `b`'s row at a settle
+    (base-weight swap): `a`'s final output must still come out (it left the engine), `b` ends with an error."""
+    engine = engine_for(model, kv_cache_bytes=1 << 20, max_num_seqs=4)
+    enc = engine.tokenizer.encode_prompt
+    for rid, text, most in (("a", "Hello", 3), ("b", "Hello there", 30)):
+        engine.add_request(rid, enc(text), SamplingParams(temperature=0, max_tokens=most, ignore_eos=True, logprobs=1))
+    outs = [o for _ in range(3) for o in engine.step()]  # a's last token: in the step launched by call 3, kept
+    assert engine._unfinished is not None
+
+    def boom(_tokens: Any) -> None:
+        raise RuntimeError("detokenizer failed (simulated)")
+
+    engine._seqs["b"].detokenizer.add = boom  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="simulated"):
+        engine.base_weights_changed()
+    outs += engine.step()
+    finals = {o.request_id: o.finish_reason for o in outs if o.finish_reason is not None}
+    assert "a" not in engine._seqs
+    assert finals == {"a": FinishReason.LENGTH, "b": FinishReason.ERROR}
+    assert sum(len(o.token_ids) for o in outs if o.request_id == "a") == 3
