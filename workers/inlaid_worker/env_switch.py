@@ -9,9 +9,14 @@ ON = ("1", "on", "true", "yes")
 OFF = ("0", "off", "false", "no")
 
 
+class EnvSwitchError(ValueError):
+    """A switch set to something other than on/off (a ValueError; the quant_matmul tuner, which skips a candidate that
+    fails, re-raises it: a kernel module that reads a switch at import fails loudly, not as skipped candidates)."""
+
+
 def env_switch(name: str) -> bool | None:
     """None when `name` is unset or empty; True for 1/on/true/yes, False for 0/off/false/no (any case); anything
-    else is a ValueError naming the variable."""
+    else is an EnvSwitchError (a ValueError) naming the variable."""
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
         return None
@@ -19,4 +24,4 @@ def env_switch(name: str) -> bool | None:
         return True
     if raw in OFF:
         return False
-    raise ValueError(f"{name} must be 1/on/true/yes or 0/off/false/no, got {raw!r}")
+    raise EnvSwitchError(f"{name} must be 1/on/true/yes or 0/off/false/no, got {raw!r}")

@@ -403,6 +403,34 @@ def _split_kernel(
                 tl.store(cnt_ptr + s * KV_HEADS + kvh, 0)  # self-cleaning for the next launch
 
 
+# The device tables below (ROW_TABLE, SKIP_EMPTY_UPTO, TILES_FIXED, FEWER_PARTS) are keyed by the name of the device
+# they were measured on, and apply to a device only through measured_device: that name, or a board variant of the
+# same chip (the name, a space and more: "NVIDIA H200 NVL", the PCIe / NVLink-bridge H200: by NVIDIA's spec sheets the
+# same GH100 die and 141 GB HBM3e at 4.8 TB/s, a lower power cap), with the SM count it was measured with. What the
+# tables pick (partitions per SM, tiles a program walks, empty partitions skipped, "row"'s ~8 programs an SM) follows
+# from the SM count and the memory system, which such a variant shares, so the measured picks plausibly transfer
+# (measured on the H200 SXM only: margins of 1-4% may shrink at its lower clocks). Not matched: a MIG slice (fewer
+# SMs), other chips (H100: 3.35 TB/s HBM3; GH200: another name), which keep the untuned defaults.
+MEASURED_SMS: dict[str, int] = {"NVIDIA H200": 132}
+
+
+def measured_device(name: str, sms: int | None) -> str | None:
+    """The MEASURED_SMS key whose device tables apply to a CUDA device of this name and SM count, or None (see above).
+    sms None (a properties stub without a count) decides by the name alone."""
+    if " MIG " in f"{name} ":
+        return None
+    for key, count in MEASURED_SMS.items():
+        if (name == key or name.startswith(key + " ")) and sms in (None, count):
+            return key
+    return None
+
+
+def _tables_key(device: torch.device) -> str | None:
+    """measured_device of a CUDA device's properties."""
+    props = torch.cuda.get_device_properties(device)
+    return measured_device(props.name, getattr(props, "multi_processor_count", None))
+
+
 IMPLS = ("tiles", "split", "row")
 # the kernel paged_decode runs when the caller names none: env INLAID_DECODE_ATTN, else "row" at the batch buckets of
 # ROW_TABLE (row_for), else this (module docstring)
@@ -410,9 +438,9 @@ DEFAULT_IMPL = "tiles"
 
 
 # impl "row" (kernels.decode_row: small fixed tiles, CUDA-core products, fixed partitioning, merge by the last
-# partition to arrive) as the default, by device name and batch bucket (the next power of two of the rows), with its
-# options (decode_row.ROW_DEFAULTS overrides), only where the 7B int4 step measured faster in the same run
-# (bench/results/decode-2026-11-30-s11-attn.md); elsewhere "tiles".
+# partition to arrive) as the default, by device (measured_device) and batch bucket (the next power of two of the
+# rows), with its options (decode_row.ROW_DEFAULTS overrides), only where the 7B int4 step measured faster in the
+# same run (bench/results/decode-2026-11-30-s11-attn.md); elsewhere "tiles".
 # H200 (7B int4 step, device time against "tiles", same runner, alternating, 6 rounds each; every round lower):
 # batch 1 0.967x at 512 tokens and 0.979x at 2048 (s11-attn call 2), 0.990x / 0.970x at 512 (calls 3 / s11-attn2);
 # batch 2 0.974x / 0.973x / 0.974x at 512; batch 4 0.979x at 512 and 0.957x at 2048 (s11-attn2; 0.941x at 512 in
@@ -430,7 +458,7 @@ ROW: int | None = None
 
 def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:
     """impl "row"'s options when a launch of `bucket` rows takes it by default, else None: env INLAID_DECODE_ROW,
-    else ROW (both: decode_row's defaults), else on CUDA ROW_TABLE of the device's name."""
+    else ROW (both: decode_row's defaults), else on CUDA ROW_TABLE of the device (measured_device)."""
     env = env_switch("INLAID_DECODE_ROW")
     if env is not None:
         return {} if env else None
@@ -438,7 +466,7 @@ def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:
         return {} if ROW else None
     if device.type != "cuda":
         return None
-    return ROW_TABLE.get(torch.cuda.get_device_properties(device).name, {}).get(bucket)
+    return ROW_TABLE.get(_tables_key(device) or "", {}).get(bucket)
 
 
 def default_row(bucket: int, rep: int, device: torch.device) -> dict[str, int] | None:
@@ -495,7 +523,7 @@ SKIP_EMPTY: int | None = None
 
 def skip_empty_for(bucket: int, device: torch.device) -> int:
     """The tiles kernel's SKIP_EMPTY for a launch of `bucket` rows (env INLAID_DECODE_SKIP_EMPTY, else SKIP_EMPTY,
-    else on CUDA for buckets up to SKIP_EMPTY_UPTO of the device's name)."""
+    else on CUDA for buckets up to SKIP_EMPTY_UPTO of the device (measured_device))."""
     env = env_switch("INLAID_DECODE_SKIP_EMPTY")
     if env is not None:
         return int(env)
@@ -503,11 +531,11 @@ def skip_empty_for(bucket: int, device: torch.device) -> int:
         return int(SKIP_EMPTY)
     if device.type != "cuda":
         return 0
-    return int(bucket <= SKIP_EMPTY_UPTO.get(torch.cuda.get_device_properties(device).name, 0))
+    return int(bucket <= SKIP_EMPTY_UPTO.get(_tables_key(device) or "", 0))
 
 
-# impl "tiles" on CUDA: (BLOCK_N, num_warps, num_stages) instead of the autotuner's pick, by device name
-# (torch.cuda.get_device_properties(...).name) and batch bucket (the next power of two of the rows), only where
+# impl "tiles" on CUDA: (BLOCK_N, num_warps, num_stages) instead of the autotuner's pick, by device (measured_device)
+# and batch bucket (the next power of two of the rows), only where
 # measured; elsewhere the autotuner picks (keyed by bucket, partitions and head layout, timed at the first call's
 # context). Env INLAID_DECODE_TILES_CONFIG="64,4,2" sets one config for every bucket (benchmarks); read when a call
 # (or a graph capture) runs.
@@ -525,7 +553,7 @@ def tiles_config(bucket: int, device: torch.device) -> tuple[int, int, int] | No
         return vals  # type: ignore[return-value]
     if not TILES_FIXED or device.type != "cuda":
         return None
-    return TILES_FIXED.get(torch.cuda.get_device_properties(device).name, {}).get(bucket)
+    return TILES_FIXED.get(_tables_key(device) or "", {}).get(bucket)
 
 
 # the autotuner's keys (batch bucket, query heads per KV head, head_dim, partitions, dtypes) already tuned: it is
@@ -541,7 +569,7 @@ def workspace(n: int, d_pad: int, device: torch.device) -> tuple[torch.Tensor, t
 
 
 Fewer = tuple[tuple[int, int], ...]
-# By device name (torch.cuda.get_device_properties(...).name), only where measured; other devices: no divisor.
+# By device (measured_device), only where measured; other devices: no divisor.
 # (largest batch, divisor) in ascending order: parts_for divides its four-programs-per-SM count by this (a power of
 # two; 1 past the last entry). By measurement on the H200 (7B int4 step, CUDA graph + PDL, every count of a batch
 # taking turns on one runner, contexts 512 / 2048 / 4096; bench/results/decode-2026-11-30-s9-b1-profile.md): batch
@@ -560,12 +588,13 @@ def parts_for(num_seqs: int, kv_heads: int, sms: int, fewer: Fewer = ()) -> int:
 
 
 def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:
-    """parts_for on this device (1 on the CPU), with FEWER_PARTS of its name (none if not measured): both kernels
-    use it."""
+    """parts_for on this device (1 on the CPU), with FEWER_PARTS of its measured_device (none if not measured): both
+    kernels use it."""
     if device.type != "cuda":
         return 1
     props = torch.cuda.get_device_properties(device)
-    return parts_for(num_seqs, kv_heads, props.multi_processor_count, FEWER_PARTS.get(props.name, ()))
+    key = measured_device(props.name, props.multi_processor_count)
+    return parts_for(num_seqs, kv_heads, props.multi_processor_count, FEWER_PARTS.get(key or "", ()))
 
 
 # impl "split": tokens per tile and warps per program, and how partitions meet (MERGE 1: the merge kernel; 2: the

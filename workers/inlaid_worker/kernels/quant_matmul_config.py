@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from inlaid_worker.env_switch import EnvSwitchError
+
 from .gptq_packing import GPTQWeight
 
 
@@ -290,9 +292,27 @@ def _tile(m: int, n: int, k: int, group: int) -> list[QMMConfig]:
 DEQUANT = QMMConfig(0, 0, 0, 1, 0, 0, False, "dequant")
 
 
+def hopper_only(kind: str) -> bool:
+    """Kinds whose CUDA kernels need sm_90: every "tc*" kind (quant_tcg, quant_tcv, quant_tcl, quant_tcw, quant_tcs and
+    the 3-bit quant_tc3 plans) is Gluon with Hopper's wgmma (tcw / tcs also TMA and mbarriers), which sm_80 / sm_89
+    (A100, L40S, RTX 4090) lack and sm_100 / sm_120 no longer have. The others (gemv, hgemv*, mma, tile, dequant) are
+    plain Triton or cuBLAS. Under the interpreter every "tc*" kind runs quant_tc's plain-Triton twin."""
+    return kind.startswith("tc")
+
+
+def hopper_device(device: torch.device) -> bool:
+    """Can `device` run the Hopper-only kinds? CUDA: compute capability 9.x. True off CUDA and under TRITON_INTERPRET
+    (there the twins run, so the CPU tests keep every candidate)."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return torch.cuda.get_device_capability(device)[0] == 9
+
+
 def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
-                      dtype: torch.dtype = torch.float16) -> list[QMMConfig]:  # fmt: skip
-    """Ordered candidates (the first is the untuned default) for an [m, k] x [k, n] product."""
+                      dtype: torch.dtype = torch.float16, hopper: bool = True) -> list[QMMConfig]:  # fmt: skip
+    """Ordered candidates (the first is the untuned default) for an [m, k] x [k, n] product. hopper=False (the tuner
+    passes hopper_device of the input's device) leaves out the Hopper-only kinds, which would only fail to compile:
+    the same list in the same order without them (the first candidate is never one)."""
     mb = m_bucket(m)
     extra = _hgemv(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 16 else []
     extra += _hgemvp(mb, k, group) if bits == 4 and dtype == torch.float16 and mb <= 4 else []
@@ -304,7 +324,8 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     extra += _tcw(mb, n, k, group) if bits == 4 else []
     extra += _tcs(mb, n, k, group) if bits == 4 else []
     extra += _tc3(mb, k, group) if bits == 3 and dtype == torch.float16 else []
-    return _base_candidates(m, n, k, group, bits) + extra
+    out = _base_candidates(m, n, k, group, bits) + extra
+    return out if hopper else [c for c in out if not hopper_only(c.kind)]
 
 
 def _base_candidates(m: int, n: int, k: int, group: int, bits: int) -> list[QMMConfig]:
@@ -397,7 +418,7 @@ def pick_config(
     if best is not None:  # the hot path: one dict lookup per call once a shape is tuned
         LAST_PICK[0] = best
         return best
-    cands = candidate_configs(m, w.out_features, k, w.group_size, w.bits, x2.dtype)
+    cands = candidate_configs(m, w.out_features, k, w.group_size, w.bits, x2.dtype, hopper=hopper_device(x2.device))
     if key is None or len(cands) == 1 or m * w.out_features * k < 2**22:  # tiny: tuning costs more
         return cands[0]
     if torch.cuda.is_current_stream_capturing():  # an untuned shape met inside someone's graph capture
@@ -416,6 +437,8 @@ def pick_config(
                 print(f"quant_matmul: rejected {c}: output disagrees with the dequantized reference"[:300])
                 continue
             times.append((t, c))
+        except EnvSwitchError:  # a mistyped switch read by a kernel module (at import): an error, not a skip
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. shared memory, or a kernel that refuses this weight
             TUNE_LOG.setdefault(str(key[2:]), []).append((str(c), -1.0))
             print(f"quant_matmul: skipped {c}: {exc!r}"[:300])
@@ -439,6 +462,8 @@ def _shipped(x2: torch.Tensor, w: GPTQWeight, mb: int, cands: list[QMMConfig],
         if verify is not None and not verify(c):
             print(f"quant_matmul: shipped pick {c} disagrees with the dequantized reference; tuning instead"[:300])
             return None
+    except EnvSwitchError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a shipped pick that no longer compiles here: tune instead
         print(f"quant_matmul: shipped pick {c} failed: {exc!r}; tuning instead"[:300])
         return None

@@ -121,7 +121,7 @@ def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: i
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcg import launch_tcg
 
-        if _capability(x2.device.index or 0) < 9:
+        if _capability(x2.device.index or 0) != 9:  # sm_100 / sm_120 have no wgmma either
             raise ValueError("the Gluon tensor-core kernel needs sm_90 (wgmma)")
 
         if kind.startswith("tcl"):

@@ -35,7 +35,6 @@ balance_ring: unused ring slots), or early-launched programs pile onto the SMs f
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 
 import torch
@@ -45,6 +44,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.runtime.errors import OutOfResources
+
+from inlaid_worker.env_switch import env_switch
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
@@ -495,7 +496,8 @@ def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
 
 # env INLAID_PDL_TCG=0: launch these kernels plainly even inside a PDL scope (as before they were PDL-aware: the
 # benchmark's ablation of the 2026-11-30 batch-8 loss)
-_PDL = os.environ.get("INLAID_PDL_TCG", "1").strip().lower() not in ("0", "off", "false", "no")
+# (1/on/true/yes or 0/off/false/no, default on; anything else is an error naming the variable: env_switch)
+_PDL = env_switch("INLAID_PDL_TCG") is not False
 
 
 # Under PDL a kernel's programs launch while the previous kernel still holds the SMs, so they land wherever slots free
@@ -508,7 +510,7 @@ _PDL = os.environ.get("INLAID_PDL_TCG", "1").strip().lower() not in ("0", "off",
 # (balance_ring): 12.4-12.9 us. Configs already limited to that many (the n128 picks: 166-168 registers, 3 an SM)
 # and multi-wave grids are left alone (padding those only took shared memory from the next kernels' early programs:
 # the 7B step at batch 16 was 2% slower). bench/results/pdl-2026-11-30-s8-notes.md.
-BALANCE = os.environ.get("INLAID_TCG_BALANCE", "1").strip().lower() not in ("0", "off", "false", "no")
+BALANCE = env_switch("INLAID_TCG_BALANCE") is not False  # default on; strict, as INLAID_PDL_TCG
 _SMEM_RESERVED = 1024  # bytes the driver reserves per program (sm_90)
 _NATURAL: dict[tuple, int] = {}  # config -> programs an SM fits (registers, shared memory, threads), unpadded
 

@@ -128,9 +128,15 @@ def check_fusion(value: str) -> str:
 
 def pdl_policy_env() -> tuple[int, bool]:
     """(largest bucket captured with PDL, PDL in LoRA graphs too): PDL_MAX_BUCKET and on, unless env
-    INLAID_PDL_MAX_BUCKET / INLAID_PDL_LORA (0/false/no/off) say otherwise."""
-    lora = os.environ.get("INLAID_PDL_LORA", "1").strip().lower() not in ("0", "false", "no", "off")
-    return int(os.environ.get("INLAID_PDL_MAX_BUCKET", PDL_MAX_BUCKET)), lora
+    INLAID_PDL_MAX_BUCKET (an integer) / INLAID_PDL_LORA (1/on/true/yes or 0/off/false/no) say otherwise; anything
+    else is an error naming the variable."""
+    lora = env_switch("INLAID_PDL_LORA") is not False
+    raw = os.environ.get("INLAID_PDL_MAX_BUCKET", "").strip()
+    try:
+        top = int(raw) if raw else PDL_MAX_BUCKET
+    except ValueError:
+        raise ValueError(f"INLAID_PDL_MAX_BUCKET must be an integer (a decode bucket), got {raw!r}") from None
+    return top, lora
 
 
 def bucket_for(num_seqs: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
