@@ -1,11 +1,12 @@
 """Session 12: repeat quant_tcs launches (PDL off / on) on the 7B up / down shapes and check after every launch the
 result against the fp32 dequantized product and that the split-K workspace and counters are zero again; on the first
-failure, say which buffer is dirty and where. Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s12_stress.py
-[REPS] > log"""
+failure, say which buffer is dirty and where. Usage: [S12_STRESS=tcs2] PYTHONPATH=workers:bench/kernels python3
+bench/kernels/s12_stress.py [REPS] > log"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -38,6 +39,13 @@ def dirty() -> dict | None:
                         cnt=bad_c[:8].tolist(), cnt_v=cnt[bad_c[:8]].tolist())  # fmt: skip
     return None
 
+
+# S12_STRESS=tcs2 (the kind "tcs2" whose check showed an unexplained 4.95e-3 on the decode shapes, session 12): the
+# timed tcs2 configs of kernels-2026-11-30-s12-tcs2.md, every launch's error recorded (worst per config and M) and
+# anything above TCS2_TOL counted as a failure
+TCS2_CASES = [(k, n, QMMConfig(bm, 128, 128, s, 4, 4, True, "tcs2")) for k, n in ((4096, 22016), (11008, 4096))
+              for bm in (8, 16) for s in (3, 4, 8)]  # fmt: skip
+TCS2_TOL = 2e-3  # every tcs / tc check on these shapes and inputs stayed <= 9e-4
 
 DIAG_CASES = [  # (K, N, M, block_m, split, stages, nwg)
     (4096, 11008, 4, 8, 3, 4, 2),
@@ -77,7 +85,10 @@ def main() -> None:
         diag()
         return
     t0 = time.time()
-    for k, n, c in CASES:
+    tcs2 = os.environ.get("S12_STRESS") == "tcs2"
+    tol = TCS2_TOL if tcs2 else 1e-2
+    for k, n, c in TCS2_CASES if tcs2 else CASES:
+        worst: dict[int, float] = {}
         torch.manual_seed(0)
         w = random_gptq(k, n, 4, False)
         fails = []
@@ -92,13 +103,14 @@ def main() -> None:
                         launch_quant_matmul(x, w, c, y)  # back to back: the second overlaps the first under PDL
                     runs += 1
                     err = rel_err(x, w, y)
+                    worst[m] = max(worst.get(m, 0.0), err)
                     d = dirty()
-                    if d is not None or not err < 1e-2:
+                    if d is not None or not err < tol:
                         fails.append(dict(M=m, pdl=mode, err=err, dirty=d))
                         quant_common._WORKSPACES.clear()  # start clean again
                         if len(fails) >= 5:
                             break
-        print(json.dumps(dict(K=k, N=n, cfg=str(c), runs=runs, fails=len(fails), first=fails[:3])),
+        print(json.dumps(dict(K=k, N=n, cfg=str(c), runs=runs, fails=len(fails), worst=worst, first=fails[:3])),
               f"{time.time() - t0:.0f}s", flush=True)  # fmt: skip
 
 

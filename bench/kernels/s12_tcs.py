@@ -36,6 +36,21 @@ s8.CHAINS = s8.CHAINS[1:] if LAYER else s8.CHAINS[:1]  # the decode layer, or up
 PLANS = ((128, 4, "tcs"),) if LAYER else ((128, 6, "tcs"), (128, 4, "tcs"), (64, 8, "tcs"), (64, 4, "tcs"),
                                           (128, 6, "tcss"))  # fmt: skip
 SPLITS = (2, 3, 4, 8) if LAYER else (2, 3, 4, 6, 8, 11)
+# overrides for short runs: S12_PLANS="128:4:tcs2,128:6:tcs2" (block_n:stages:kind), S12_SPLITS="3,8",
+# S12_SHAPES="7B down 11008x4096,..." (a subset of the shapes above), S12_CHAINS=0 (no chain timing), S12_KIND=tcs2
+# (the kind the "best" table and the ship rule compare with the shipped pick; default: every tcs* kind)
+if os.environ.get("S12_PLANS"):
+    PLANS = tuple((int(b), int(st), kd) for b, st, kd in (p.split(":") for p in os.environ["S12_PLANS"].split(",")))
+if os.environ.get("S12_SPLITS"):
+    SPLITS = tuple(int(v) for v in os.environ["S12_SPLITS"].split(","))
+if os.environ.get("S12_SHAPES"):
+    s8.SHAPES = {k: v for k, v in s8.SHAPES.items() if k in os.environ["S12_SHAPES"].split(",")}
+NEW_KIND = os.environ.get("S12_KIND", "")
+
+
+def is_new(cfg: str) -> bool:
+    """A candidate of the kind under test (S12_KIND exactly, else any tcs* kind)."""
+    return f"kind='{NEW_KIND}'" in cfg if NEW_KIND else "kind='tcs" in cfg
 
 
 def candidates(k: int, n: int, m: int) -> list[QMMConfig]:
@@ -58,6 +73,8 @@ def candidates(k: int, n: int, m: int) -> list[QMMConfig]:
 def chains(out: Path, doc: dict, rows: list[dict]) -> None:
     """The 32-layer up/down chain under PDL: old (shipped at HEAD) and new (least iso + pdl) picks, bf16 in the same
     chain."""
+    if os.environ.get("S12_CHAINS") == "0":
+        return
     pick = {(r["shape"], r["M"]): s8.ship(r) for r in rows}
 
     def variants(label: str, m: int, names: list[str]) -> dict[str, list]:
@@ -133,7 +150,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
     md += [s8.retune_row(r, pct) for r in rows]
     best = []
     for r in rows:
-        tc = [t for t in r.get("cands", []) if "kind='tcs" in t[0]]
+        tc = [t for t in r.get("cands", []) if is_new(t[0])]
         if tc:
             b = min(tc, key=lambda t: t[1] + t[2])
             bi = min(tc, key=lambda t: t[1])
@@ -155,6 +172,14 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
                f"product {s8.worst_err(ok):.2e}; workspace clean after every run: "
                f"{all(c['clean'] and c['clean_pdl'] for c in ok)}"]  # fmt: skip
         md += [f"- raised: {c['cfg']} {c['error'][:200]}" for c in checks if "error" in c][:8]
+        top = sorted(ok, key=lambda c: -max(c["err"], c["err_pdl"]))[:4]
+        md += [
+            "- largest errors (off / on): "
+            + "; ".join(
+                f"{c['shape']} M = {c['M']} {short_cfg(c['cfg'], False)} {c['err']:.2e} / {c['err_pdl']:.2e}"
+                for c in top
+            )
+        ]
     ship = ship_rows(rows)
     shipped = [f"- {r['shape']} M = {r['M']}: {short_cfg(r['pick'], False)} {r['pick_iso_us']:.2f} / {r['pick_us']:.2f} us "
                f"(was {r['before_iso_us']:.2f} / {r['before_us']:.2f})" for r in ship]  # fmt: skip
@@ -173,7 +198,7 @@ def ship_rows(rows: list[dict], margin: float = 1.03) -> list[dict]:
     pick both iso and under PDL in this run; pick = that candidate."""
     out = []
     for r in rows:
-        tc = [t for t in r.get("cands", []) if "kind='tcs" in t[0]]
+        tc = [t for t in r.get("cands", []) if is_new(t[0])]
         old_i, old_p = r.get("before_iso_us"), r.get("before_us")
         if not tc or not old_i or not old_p:
             continue

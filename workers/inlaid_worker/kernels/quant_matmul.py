@@ -185,7 +185,7 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
-    elif cfg.kind in ("tcs", "tcss"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x consumer warpgroups)
+    elif cfg.kind in ("tcs", "tcss", "tcs2"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
@@ -209,7 +209,8 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
 
 
 def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
-    """Kinds "tcs" / "tcss" (split-K in per-split slots): quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer
+    """Kinds "tcs" / "tcss" (split-K in per-split slots) / "tcs2" (quant_tcs PIPE: half-tile wgmmas under the next
+    half's dequantization): quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer
     warpgroups, num_stages = the TMA ring's depth), quant_tc's "tcf" (the same (q - z) * s operand) under the
     interpreter."""
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":

@@ -45,6 +45,8 @@ BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
 SMEM_MAX = 200 * 1024  # bytes a program may use (ring + staged x, scales, zeros)
 KINDS = {"tcs": False, "tcss": True}  # kind -> split-K in per-split slots (else read-and-clear atomics)
+PIPE_KINDS = ("tcs2",)  # kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1)
+KINDS["tcs2"] = False
 
 
 def smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
@@ -130,7 +132,8 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
                   ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr, USE_SPLIT: gl.constexpr, SLOTS: gl.constexpr,
                   IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, USE_GDC: gl.constexpr,
                   MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr,
-                  XL: gl.constexpr, DIAG: gl.constexpr):  # fmt: skip
+                  XL: gl.constexpr, DIAG: gl.constexpr, PIPE: gl.constexpr = 0,
+                  L5H: gl.constexpr = None):  # fmt: skip
     dt: gl.constexpr = x_smem.dtype
     ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # operand rows (= columns)
     ITERS_P2: gl.constexpr = triton.next_power_of_2(ITERS)
@@ -196,7 +199,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     s_rows = s_smem._reinterpret(s_smem.dtype, s_smem.shape, FLAT)
     z_rows = z_smem._reinterpret(gl.int32, z_smem.shape, FLAT)
     acc = gl.zeros((64, BLOCK_M), gl.float32, layout=MMA)
-    for it in range(n_it):
+    for it in range(n_it if PIPE == 0 else 0):
         st = it % STAGES
         mbarrier.wait(ready.index(st), (it // STAGES) & 1)
         if DIAG >= 2:  # diagnosis only: the ring's stream alone (no operand, no MMA; wrong result)
@@ -212,6 +215,32 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
             a = _operand(p0, zm2, s, L5, DOT, dt, True, IS_BF16)
             tok = hopper.warpgroup_mma(a, x_smem.index(it).permute((1, 0)), acc, is_async=True)
             acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+    # PIPE (kind "tcs2"): each K tile as two K = 64 halves (words wi = 0, 1 | 2, 3, quant_tcv's "tcv2" split), the
+    # second half's operand built while the first half's wgmma runs; no thread barrier of ours in the K loop. The slot
+    # of tile i-1 is released at the top of tile i, after wait(0) saw tile i-1's wgmmas complete: a wgmma starts only
+    # once all four warps issued it, and each warp's operand came from its own reads of the slot, so its completion
+    # means every warp of this warpgroup has read the slot (CUTLASS's consumer_release after warpgroup_wait: one
+    # arrival per warpgroup). Releasing just before the next `ready` wait lets one warpgroup barrier (which Triton's
+    # barrier pass puts between successive waits / arrivals on one mbarrier array) serve both.
+    if PIPE == 1:
+        HK: gl.constexpr = 64
+        for it in range(n_it):
+            st = it % STAGES
+            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), count=1, pred=it > 0)
+            mbarrier.wait(ready.index(st), (it // STAGES) & 1)
+            if DIAG < 2:  # DIAG >= 2 (diagnosis only): the ring's stream alone (no operand, no MMA; wrong result)
+                p2 = w_smem.index(st).slice(WG * 64, 64, dim=1).load(D2)  # [16 rows, 64], row = 4t + wi
+                p0 = gl.convert_layout(gl.permute(gl.reshape(p2, [4, 4, 64]), [2, 1, 0]), gl.SliceLayout(2, L4),
+                                       assert_trivial=True)  # fmt: skip
+                zm2 = z_rows.index(WG * ITERS_P2 + it).load(ZL)
+                s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
+                pa, pb = gl.split(gl.permute(gl.reshape(p0, [64, 2, 2, 4]), [0, 2, 3, 1]))  # [64, wi % 2, t] each
+                xt = x_smem.index(it)
+                a0 = _operand(pa, zm2, s, L5H, DOT, dt, True, IS_BF16)
+                tok = hopper.warpgroup_mma(a0, xt.slice(0, HK, dim=1).permute((1, 0)), acc, is_async=True)
+                a1 = _operand(pb, zm2, s, L5H, DOT, dt, True, IS_BF16)  # while half 0's wgmma runs
+                tok = hopper.warpgroup_mma(a1, xt.slice(HK, HK, dim=1).permute((1, 0)), tok, is_async=True)
+                acc, a0, a1 = hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1])
     ggdc_late(USE_GDC)
     tile = WG * tiles + pid_m * gl.num_programs(0) + pid_n
     _tcw_store(acc, pid_m * BLOCK_M, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, tile, pid_k, SPLIT_K,
@@ -227,7 +256,8 @@ def _tcs_kernel(
     USE_SPLIT: gl.constexpr, SLOTS: gl.constexpr, IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
     NWG: gl.constexpr, CONS_REGS: gl.constexpr,
     MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, XL: gl.constexpr,
-    XS: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0,
+    XS: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0, PIPE: gl.constexpr = 0,
+    L5H: gl.constexpr = None,
 ):  # fmt: skip
     ggdc_start(USE_GDC)
     pid_n = gl.program_id(0)
@@ -261,12 +291,12 @@ def _tcs_kernel(
                              ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG)),
+                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
             (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
                              ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 1, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG)),
+                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
             (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N)),
         ], [4, 1], [CONS_REGS, 24])  # fmt: skip
     else:
@@ -275,7 +305,7 @@ def _tcs_kernel(
                              ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG)),
+                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
             (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N)),
         ], [1], [24])  # fmt: skip
 
@@ -333,8 +363,10 @@ def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stag
     """y[M, N] = x2[M, K] @ W (CUDA, sm_90); with PDL inside kernels.pdl's scope (launch_kw). diag (benches only,
     wrong results): 1 = no x / scale / zero staging, 2 = no operand or MMA, 3 = neither (the ring's stream alone)."""
     grid, args, consts = tcs_args(x2, w, block_m, split_k, stages, nwg, y, KINDS[kind])
-    _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **launch_kw(tensor_core=True))
+    pipe = dict(PIPE=1, L5H=tcg_layouts(WG_N, block_m, 4)["L5H"]) if kind in PIPE_KINDS else {}
+    _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **pipe,
+                      **launch_kw(tensor_core=True))  # fmt: skip
 
 
-__all__ = ["KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes", "tcs_args", "tcs_layouts", "tcs_reference",
-           "tcs_supported"]  # fmt: skip
+__all__ = ["KINDS", "PIPE_KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes", "tcs_args", "tcs_layouts",
+           "tcs_reference", "tcs_supported"]  # fmt: skip

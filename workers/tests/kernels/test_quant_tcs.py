@@ -90,6 +90,33 @@ def test_tcs_builds_for_sm90_offline() -> None:
     assert res["spill_stores"] == 0 and res["smem"] <= 200 * 1024, res
 
 
+def test_tcs2_builds_without_wgmma_serialization() -> None:
+    """Kind tcs2 (PIPE): the half-tile wgmmas stay asynchronous (ptxas would otherwise serialize them, C7512, as it
+    did for a variant that carried a wgmma in flight across K tiles), no spills, no thread barrier of ours in the K
+    loop (bench/kernels/sass_tcs.py)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    from sass_tcl import BIN, analyse
+    from sass_tcs import build
+
+    asm = build(8, 4, 2, 11, 1, 0, 0, 0, 0, 0, 1)
+    ptx = asm["ptx"]
+    assert ptx.count("wgmma.mma_async") == 16 and ptx.count("wgmma.commit_group") == 4, "two K=64 halves a warpgroup"
+    with tempfile.NamedTemporaryFile(suffix=".ptx", mode="w") as f:
+        f.write(ptx)
+        f.flush()
+        info = subprocess.run([os.path.join(BIN, "ptxas"), "-arch=sm_90a", "-v", f.name, "-o", "/dev/null"],
+                              capture_output=True, text=True).stderr  # fmt: skip
+    assert "C7512" not in info, info
+    res = analyse(asm)
+    assert res["spill_stores"] == 0 and res["smem"] <= 200 * 1024, res
+
+
 def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
     """On the CPU the kinds run quant_tc's "tcf" (the same (q - z) * s operand): the dispatcher's path."""
     import os
@@ -109,7 +136,7 @@ def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
         "w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)\n"
         "x = torch.randn(3, 256).half()\n"
         "ref = quant_matmul_reference(x, raw['qweight'], raw['qzeros'], raw['scales'], raw['g_idx'], 4, 1).float()\n"
-        "for kind in ('tcs', 'tcss'):\n"
+        "for kind in ('tcs', 'tcss', 'tcs2'):\n"
         "    y = torch.empty(3, 64, dtype=torch.float16)\n"
         "    launch_quant_matmul(x, w, QMMConfig(8, 128, 128, 2, 4, 4, True, kind), y)\n"
         "    err = float((y.float() - ref).norm() / ref.norm())\n"
@@ -147,6 +174,13 @@ def test_tcs_candidates_fit() -> None:
         ("tcss", 16, 128, 6, 11, 3, False, False, torch.float16, 1280, 384, 1),
         ("tcss", 8, 64, 4, 2, 5, False, True, torch.float16, 1280, 328, 0),
         ("tcs", 16, 128, 6, 16, 8, False, False, torch.float16, 11008, 512, 1),  # 7B down's K, 11 tiles a split
+        # tcs2: the barrier-free K loop with half-tile wgmmas (PIPE)
+        ("tcs2", 8, 128, 6, 1, 3, False, False, torch.float16, 1280, 328, 0),
+        ("tcs2", 8, 64, 8, 5, 2, False, False, torch.float16, 640, 256, 1),
+        ("tcs2", 16, 128, 4, 16, 1, True, True, torch.float16, 1024, 384, 0),
+        ("tcs2", 16, 64, 4, 13, 4, False, True, torch.bfloat16, 1280, 328, 1),
+        ("tcs2", 8, 128, 2, 8, 4, True, False, torch.bfloat16, 1536, 512, 0),  # 2 stages: every slot reused
+        ("tcs2", 16, 128, 4, 16, 8, False, False, torch.float16, 11008, 512, 1),
     ],
 )
 def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool, act: bool,
@@ -175,8 +209,10 @@ def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int,
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
-@pytest.mark.parametrize(("bn", "split", "stages"), [(64, 3, 4), (128, 6, 4), (128, 3, 4)])
-def test_tcs_repeated_launches_leave_the_workspace_clean(bn: int, split: int, stages: int) -> None:
+@pytest.mark.parametrize(("bn", "split", "stages", "kind"),
+                         [(64, 3, 4, "tcs"), (128, 6, 4, "tcs"), (128, 3, 4, "tcs"), (128, 3, 4, "tcs2"),
+                          (64, 3, 4, "tcs2")])  # fmt: skip
+def test_tcs_repeated_launches_leave_the_workspace_clean(bn: int, split: int, stages: int, kind: str) -> None:
     """7B up (4096 x 11008) with more programs than one wave for the first two: back-to-back launches, PDL off and on,
     each result right and the read-and-clear workspace zero after every pair (one warpgroup, split 3, 4 stages failed
     this 12 times in 16 before the x barrier stopped sharing its bytes with the epilogue's scratch)."""
@@ -190,7 +226,7 @@ def test_tcs_repeated_launches_leave_the_workspace_clean(bn: int, split: int, st
     qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
     sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
     w = GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
-    cfg = QMMConfig(8, bn, 128, split, 4, stages, True, "tcs")
+    cfg = QMMConfig(8, bn, 128, split, 4, stages, True, kind)
     x = torch.randn(4, k, device="cuda").half()
     from inlaid_worker.kernels.quant_tcs import tcs_reference
 
