@@ -46,7 +46,7 @@ from .quant_hgemv3 import launch_hgemv3
 from .quant_hgemvr import launch_hgemvr
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
-from .quant_tc import launch_tensor_core
+from .quant_tc import _capability, launch_tensor_core
 
 HGEMVR_KINDS = ("hgemvr", "hgemvrq", "hgemvrb", "hgemvrf", "hgemvrqf", "hgemvrbf")
 
@@ -184,6 +184,7 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
     elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
+        _need_sm90(x2, cfg.kind)
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
     elif cfg.kind in ("tcs", "tcss", "tcs2"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
@@ -195,6 +196,13 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         raise ValueError(f"unknown kernel kind {cfg.kind!r}")
 
 
+def _need_sm90(x2: torch.Tensor, kind: str) -> None:
+    """The warp-specialized / wgmma Gluon kernels compile only for sm_90; elsewhere LLVM aborts the process (no
+    Python exception the tuner could catch), so refuse first with a ValueError."""
+    if _capability(x2.device.index or 0) != 9:
+        raise ValueError(f"kernel kind {kind!r} needs an sm_90 GPU (Hopper wgmma / TMA)")
+
+
 def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
     """Kinds "tcv" / "tcv2" (operand in two K=64 halves): quant_tcv on CUDA (num_stages: 1-3 register sets of word
     tiles, 4-8 slots of a per-thread cp.async ring), quant_tc's "tc" (the same exact (q - z) operand and fp32 tile
@@ -202,6 +210,7 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcv import launch_tcv  # late: Gluon's Hopper module, CUDA only
 
+        _need_sm90(x2, cfg.kind)
         launch_tcv(x2, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps, cfg.num_stages,
                    2 if cfg.kind == "tcv2" else 1, y)  # fmt: skip
     else:
@@ -216,6 +225,7 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA module, CUDA only
 
+        _need_sm90(x2, cfg.kind)
         launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
     else:
         launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y, kind="tcf")

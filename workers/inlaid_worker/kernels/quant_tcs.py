@@ -20,7 +20,8 @@ Numerics: quant_tcw's (operand (q - z) * s in the 16-bit type, fp32 accumulation
 Measured on the H200 (bench/results/kernels-2026-11-30-s12-tcs.md, NOTES.md row "tcs"): 4-11% faster than the tc2 picks
 at M = 4..16 on the 7B up / down shapes (best: two warpgroups, 4 stages, one wave of programs), 36-43% of copy
 bandwidth iso, 41-50% under PDL; the ring's stream alone reaches 56-60% / 69-76%, the consumers' per-tile chain is not
-hidden under it. Shipped for 7B up at M = 4 / 8 / 16. With one warpgroup no x barrier is allocated: Triton otherwise
+hidden under it. Shipped (tuned/nvidia-h200.json) for 7B up at M = 4 / 8 / 16, gate/up at M = 16 and down at
+M = 4 / 8 (kernels-2026-11-30-s12-tcs-layer.md). With one warpgroup no x barrier is allocated: Triton otherwise
 reuses the dead mbarrier's bytes as the epilogue's scratch (undefined on sm_90; it lost split-K arrivals).
 4-bit weights, K and group multiples of 128, N-contiguous qweight with 16-byte rows (TMA); CUDA sm_90 only (no
 interpreter twin; on the CPU quant_matmul runs quant_tc).
@@ -36,7 +37,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
-from .pdl import ggdc_late, ggdc_start, ggdc_wait, launch_kw
+from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_common import split_iters, workspace
 from .quant_tcg import BLOCK_K, _operand, layout_cache, tcg_layouts
 from .quant_tcw import _tcw_store, slot_workspace
@@ -104,7 +105,9 @@ def word_smem_layout() -> gl.NVMMASharedLayout:
 
 
 @gluon.jit
-def _tcs_producer(w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
+def _tcs_producer(w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
+                  USE_GDC: gl.constexpr):  # fmt: skip
+    ggdc_wait_first(USE_GDC)  # PDL mode 3 (no weight prefetch, an ablation): wait before the first copy
     for it in range(n_it):
         st = it % STAGES
         mbarrier.wait(empty.index(st), ((it // STAGES) & 1) ^ 1)  # fresh barriers count as released
@@ -142,6 +145,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     g_last = (K - 1) // GROUP
     # scales and zeros of this warpgroup's columns for all the program's tiles, one 2D load each (one round trip;
     # weights: before the PDL wait)
+    ggdc_wait_first(USE_GDC)  # PDL mode 3: nothing before the wait
     SZ: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [4, 1], [1, 0])
     ti = gl.arange(0, ITERS_P2, layout=gl.SliceLayout(1, SZ))
     cz = gl.minimum(col0 + gl.arange(0, 64, layout=gl.SliceLayout(0, SZ)), N - 1)
@@ -161,7 +165,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     if DIAG % 2 == 0:
         s_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(s2.to(s_smem.dtype))
         z_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(zm | (zm << 16))
-    ggdc_wait(USE_GDC)  # x (and the split-K workspace) may be written by the previous kernel
+    ggdc_wait_prefetched(USE_GDC)  # x (and the split-K workspace) may be written by the previous kernel
     # x in the operand's K order (quant_tcv's staging): this warpgroup's share of the tiles, loads of XCH tiles issued
     # before their shared-memory stores
     XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
@@ -297,7 +301,7 @@ def _tcs_kernel(
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 1, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
                              MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
-            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N)),
+            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC)),
         ], [4, 1], [CONS_REGS, 24])  # fmt: skip
     else:
         gl.warp_specialize([
@@ -306,7 +310,7 @@ def _tcs_kernel(
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
                              MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
-            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N)),
+            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC)),
         ], [1], [24])  # fmt: skip
 
 

@@ -169,3 +169,21 @@ def test_the_decode_defaults_follow_measured_device(monkeypatch: pytest.MonkeyPa
                                                                             for s in (1, 2, 3, 4)], name  # fmt: skip
     Props.name, Props.multi_processor_count = "NVIDIA H200 NVL", 132
     assert [pd.choose_num_parts(s, 32, cuda) for s in (1, 2, 3, 4)] == [32, 16, 4, 4]  # the H200's measured counts
+
+
+@pytest.mark.parametrize("kind", ["tcs", "tcs2", "tcv", "tcw"])
+def test_a_hopper_kind_refuses_other_gpus_before_compiling(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Compiling these Gluon kernels for sm_80 / sm_100 aborts the process in LLVM (review of session 12): a direct
+    launch on such a device must raise a ValueError first (here a fake CUDA input on a capability-8 device)."""
+    from inlaid_worker.kernels import quant_matmul as qm
+
+    monkeypatch.setattr(qm, "_capability", lambda index: 8)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+    class FakeCuda:  # only what the dispatch reads before the capability check
+        is_cuda = True
+        device = torch.device("cuda", 0)
+
+    cfg = qmc.QMMConfig(8, 128, 128, 4, 4, 4, True, kind)
+    with pytest.raises(ValueError, match="needs an sm_90"):
+        qm.launch_quant_matmul(FakeCuda(), None, cfg, None)  # type: ignore[arg-type]

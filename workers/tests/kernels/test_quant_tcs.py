@@ -162,6 +162,24 @@ def test_tcs_candidates_fit() -> None:
     assert not [c for c in candidate_configs(8, 11008, 4096, 128, 3, torch.float16) if c.kind.startswith("tcs")]
 
 
+def test_the_tuners_smem_estimate_is_quant_tcs_own() -> None:
+    """quant_matmul_config estimates quant_tcs's shared memory without importing it (Gluon's Hopper module): the two
+    must agree wherever a candidate is offered (review of session 12)."""
+    from inlaid_worker.kernels import quant_tcs
+    from inlaid_worker.kernels.quant_matmul_config import TCS_SMEM_MAX, _tcs
+
+    assert TCS_SMEM_MAX == quant_tcs.SMEM_MAX
+    for k in (128, 640, 1280, 4096, 5120, 11008, 13824, 20480):
+        for mb in (2, 4, 8, 16):
+            offered = {(c.block_m, c.block_n, c.split_k, c.num_stages) for c in _tcs(mb, 4096, k, 128)}
+            for bm, bn, split, st in offered:
+                assert quant_tcs.fits(k, bm, split, st, bn // 64), (k, mb, split)
+            bm = 8 if mb <= 8 else 16
+            for split in (3, 4, 8):
+                if quant_tcs.fits(k, bm, split, 4, 2):
+                    assert (bm, 128, split, 4) in offered, (k, mb, split)
+
+
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
 @pytest.mark.parametrize(
     ("kind", "bm", "bn", "stages", "m", "split", "sym", "act", "dtype", "k", "n", "use_pdl"),
