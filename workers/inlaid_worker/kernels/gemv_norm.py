@@ -32,7 +32,9 @@ NORM_FAST = False
 # ptxas's register cap for the consumer at block_m 1 (None: uncapped). The normalising x load holds the norm weight's
 # pairs of the next tile too: uncapped, 92 registers a thread at 7B batch 1 under PDL (the plain kernel: 79), so 10
 # instead of 12 programs of 64 threads fit an SM and the qkv / gate/up grids (1536 / 1376 programs) no longer run in
-# one wave (H200: qkv 10.7 -> 14.3 us, 11.8 us capped). At block_m 2 the cap spills (the batch-2 step 1.7x slower)
+# one wave (H200: qkv 10.7 -> 14.3 us, 11.8 us capped; capped, the 7B qkv consumer keeps 32 B of stack (24 B with
+# SwiGLU), spilled before the K loop only: offline sm_90a build). At block_m 2 the cap spills in the loop (the batch-2
+# step 1.7x slower)
 NORM_MAXNREG: int | None = 80
 
 

@@ -23,6 +23,7 @@ import torch
 from decode_row_cases import DTYPES
 from fused_cases import _nan_workspace, _rel
 from hgemv_variants import case_runner, main
+from inlaid_worker.model.llama_fast import attention_fusion
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE.parents[1]
@@ -189,7 +190,7 @@ def test_forward_fast_takes_the_fused_row_rope(tmp_path: Path) -> None:
         raise RuntimeError(f"interpreted forward failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
-    fused = [f for f in out["res"] if f.split("+")[0] in ("none", "swiglu")]  # the fusions whose attention is "none"
+    fused = [f for f in out["res"] if attention_fusion(f) == "none"]  # the fusions whose attention is "none"
     assert out["calls"] == layers * len(fused), out
     for fusion in fused:
         r = out["res"][fusion]

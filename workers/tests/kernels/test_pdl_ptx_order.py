@@ -167,6 +167,31 @@ def test_gate_up_swiglu_gemv_loads_only_weights_before_the_wait(monkeypatch: pyt
     assert _check(seen, {"_hgemvr_kernel": GEMV_OK}) == 2
 
 
+@pytest.mark.parametrize("kind,m,split,role", [("hgemvr", 1, 2, "prod"), ("hgemvrb", 2, 3, "cons"),
+                                               ("hgemvr", 1, 1, "cons16"), ("hgemvrq", 1, 1, "swiglu")])
+def test_norm_fusion_gemvs_load_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, kind: str, m: int,
+                                                             split: int, role: str) -> None:  # fmt: skip
+    """The "norm" decode fusion's GEMVs (kernels.gemv_norm): the producer (residual add + sum-of-squares slot) stores
+    and the consumer reads h, the slot and the norm weight only after the wait (review of session 12)."""
+    from inlaid_worker.kernels import gemv_norm
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+
+    k, n = 768, 256
+    w = weight(k, n, 4)
+    cfg = QMMConfig(m, 64, 128, split, 2, 1, False, kind)
+    if role == "prod":
+        x, h = torch.zeros(m, k, dtype=torch.float16), torch.zeros(m, n, dtype=torch.float16)
+        seen = _record(monkeypatch, lambda: gemv_norm.gemv_residual(x, w, h, torch.zeros(m), cfg))
+    else:
+        h, g = torch.zeros(m, k, dtype=torch.float16), torch.ones(k, dtype=torch.float16)
+        monkeypatch.setattr(gemv_norm, "NORM_FAST", role == "cons16")
+        seen = _record(monkeypatch, lambda: gemv_norm.gemv_normed(h, g, torch.zeros(m), 1e-5, w, cfg,
+                                                                  swiglu=role == "swiglu"))  # fmt: skip
+    kw = seen[0][2]
+    assert kw.get("RES_OUT") == (role == "prod") and bool(kw.get("NORM_IN")) == (role != "prod"), kw
+    assert _check(seen, {"_hgemvr_kernel": GEMV_OK}) == 2
+
+
 @pytest.mark.parametrize("m,split,ahead", [(1, 2, 1), (3, 2, 2), (2, 1, 2)])
 def test_3bit_gemv_loads_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, m: int, split: int,
                                                       ahead: int) -> None:  # fmt: skip
