@@ -15,7 +15,9 @@ import torch
 
 def _patch_interpreter_for_numpy() -> None:
     """Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4; and it re-patches
-    triton.language on every call of a @triton.jit helper inside a kernel (a third of the hgemvr cases' time)."""
+    triton.language on every call of a @triton.jit helper inside a kernel (a third of the hgemvr cases' time); and it
+    spends time on work whose result nobody reads (the three helpers below; results unchanged, 40-60% off the kernel
+    files' interpreted time)."""
     from triton.runtime import interpreter
 
     original = interpreter._patch_lang_tensor
@@ -26,6 +28,60 @@ def _patch_interpreter_for_numpy() -> None:
 
     interpreter._patch_lang_tensor = patched
     _patch_language_once_per_launch(interpreter)
+    _skip_dead_overflow_checks(interpreter)
+    _lazy_tuple_type_names()
+    _np_dtype_table(interpreter)
+
+
+def _skip_dead_overflow_checks(interpreter: Any) -> None:
+    """The interpreter's builder has sanitize_overflow on and debug off: every int32 +, -, * of a kernel then also
+    computes an int64 twin, two compares and an `and` for a device_assert that debug=False makes a no-op (semantic's
+    device_assert returns at once), about a third of a model step's interpreted time. With debug off nothing is
+    checked either way; with debug on (never, in Triton 3.6's interpreter) the checks stay."""
+    builder = interpreter.interpreter_builder
+    if not builder.options.debug and builder.options.sanitize_overflow:
+        builder.options = dataclasses.replace(builder.options, sanitize_overflow=False)
+
+
+def _np_dtype_table(interpreter: Any) -> None:
+    """interpreter._get_np_dtype builds its 18-entry dict on every call (once per op and value): the same answers
+    from one table built with it; types outside the table still go to it (its KeyError)."""
+    import numpy as np
+    import triton.language as tl
+
+    original = interpreter._get_np_dtype
+    keys = (tl.int1, tl.float16, tl.float32, tl.float64, tl.int8, tl.uint8, tl.int16, tl.uint16, tl.int32, tl.uint32,
+            tl.int64, tl.uint64, tl.bfloat16, tl.float8e5, tl.float8e5b16, tl.float8e4nv, tl.float8e4b8, tl.float8e4b15)  # fmt: skip
+    table = {t: original(t) for t in keys}
+    u64 = np.dtype(np.uint64)
+
+    def get_np_dtype(tt_dtype: Any) -> Any:
+        if isinstance(tt_dtype, tl.pointer_type):
+            return u64
+        if isinstance(tt_dtype, tl.block_type):
+            if isinstance(tt_dtype.element_ty, tl.pointer_type):
+                return u64
+            tt_dtype = tt_dtype.element_ty
+        found = table.get(tt_dtype)
+        return found if found is not None else original(tt_dtype)
+
+    interpreter._get_np_dtype = get_np_dtype
+
+
+def _lazy_tuple_type_names() -> None:
+    """Every tensor the interpreter makes carries its shape as a tl.tuple, whose tuple_type builds a name string from
+    its element types at once (a sixth of a GEMV case's time); the name is read only when printed (mangle, __eq__ and
+    the type checks use types and fields): build it when read. No subclass or other code assigns it."""
+    import triton.language.core as core
+
+    def init(self: Any, types: Any, fields: Any = None) -> None:
+        self.types = types
+        self.fields = fields or [""] * len(types)
+
+    core.tuple_type.__init__ = init
+    core.tuple_type.name = property(
+        lambda self: "[" + ",".join([f"{k}:{v}" for k, v in zip(self.fields, self.types, strict=False)]) + "]"
+    )
 
 
 def _patch_language_once_per_launch(interpreter: Any) -> None:
@@ -39,8 +95,12 @@ def _patch_language_once_per_launch(interpreter: Any) -> None:
     original = interpreter._patch_lang
     active: list[set[int]] = []  # the language modules patched by the running launch (at most one entry)
 
-    def langs(fn: Any) -> set[int]:
-        return {id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core)}
+    seen: dict[Any, frozenset[int]] = {}  # per function: a helper is called once per use per program
+
+    def langs(fn: Any) -> frozenset[int]:
+        if fn not in seen:
+            seen[fn] = frozenset(id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core))
+        return seen[fn]
 
     def patch_lang(fn: Any) -> Any:
         mods = langs(fn)
@@ -53,7 +113,7 @@ def _patch_language_once_per_launch(interpreter: Any) -> None:
         if active:  # a helper seeing another language module: patched as before, and remembered
             active[0] |= mods
             return scope
-        active.append(mods)
+        active.append(set(mods))
         restore = scope.restore
 
         def restore_and_end() -> None:

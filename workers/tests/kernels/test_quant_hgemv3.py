@@ -17,14 +17,14 @@ import pytest
 import torch
 from hgemv_variants import case_runner, main
 
-# (K, N, M, group, sym, act-order, checkpoint format, block_k, block_m, split_k[, words' look-ahead])
+# (K, N, M, group, sym, act-order, checkpoint format, block_k, block_m, split_k[, words' look-ahead]); N = 40 is a
+# whole and a ragged column block of 32
 CASES: dict[str, tuple] = {
     "ahead2-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, 2),  # programs of 3 and 2 tiles
-    "ahead2-act-bk64-m3": (512, 72, 3, 128, False, True, "gptq", 64, 4, 2, 2),
+    "ahead2-act-bk64-m3": (512, 40, 3, 128, False, True, "gptq", 64, 4, 2, 2),
     "ahead2-one-tile-per-program-m2": (256, 40, 2, 128, True, False, "gptq", 128, 2, 2, 2),
     "sym-m1": (256, 40, 1, 128, True, False, "gptq", 128, 1, 1),
-    "asym-m1-split2": (512, 40, 1, 128, False, False, "gptq", 128, 1, 2),
-    "asym-act-m3-past-k": (384, 72, 3, 128, False, True, "gptq", 128, 4, 2),  # 3 tiles: programs of 2 and 1 (+1 spare)
+    "asym-act-m3-past-k": (384, 40, 3, 128, False, True, "gptq", 128, 4, 2),  # 3 tiles: programs of 2 and 1 (+1 spare)
     "asym-oddN-bk64-m2": (256, 51, 2, 128, False, False, "gptq", 64, 2, 1),
     "v2-g64-act-m4": (512, 40, 4, 64, False, True, "gptq_v2", 64, 4, 3),
     "perchannel-m1": (384, 40, 1, -1, True, False, "gptq", 128, 1, 3),

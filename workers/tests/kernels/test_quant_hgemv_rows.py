@@ -29,9 +29,9 @@ ROW_CASES: dict[str, tuple] = {
     "r-onehot-exact-m2": (512, 64, 2, 128, False, False, "gptq", 128, 2, 1, False, False, "onehot"),
     "r-pin-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, False, True, "randn", True),
     "r-pin-burst-act-m3": (896, 40, 3, 128, False, True, "gptq", 128, 4, 2, True, False, "outliers", True),
-    "r-pin-burst-g64-m5": (512, 40, 5, 64, False, False, "gptq_v2", 64, 4, 2, True, True, "outliers", True),
     "r-pin-onehot-exact-m2": (512, 64, 2, 128, False, False, "gptq", 128, 2, 2, False, True, "onehot", True),
-    "r-pin-outliers-m4": (1024, 128, 4, 128, False, False, "gptq", 128, 4, 2, False, True, "outliers", True),
+    # no pin at block_m 4 (hgemvrq is offered at M <= 2 only) and one pin + burst case (no kind ships the pair):
+    # pin with outliers and N a multiple of the tile is q-hgemvrq-act-m2, burst with g64 r-burst-v2-g64-m5
     # through quant_matmul's dispatch (the tuner's kinds); burst / const stride / pin come from the kind
     "q-hgemvr-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, False, True, "randn"),
     "q-hgemvrq-act-m2": (768, 64, 2, 128, False, True, "gptq", 128, 2, 2, False, True, "outliers"),

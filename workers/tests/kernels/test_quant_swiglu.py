@@ -21,8 +21,8 @@ SWIGLU_CASES: dict[str, tuple] = {
     "s-hgemvr-split2-m1": (512, 128, 1, False, "hgemvr", 1, 2, True),  # I = 128: two gate/up tile pairs
     "s-hgemvrb-act-split3-m2": (768, 64, 2, True, "hgemvrb", 2, 3, True),
     "s-hgemvrq-nosplit-m1": (384, 64, 1, False, "hgemvrq", 1, 1, True),
-    "s-hgemvr-two-row-blocks-m3": (512, 64, 3, False, "hgemvr", 2, 2, True),
-    "s-fallback-tile-m1": (512, 96, 1, False, "hgemvr", 1, 2, False),  # I = 96: no whole 64-column tiles
+    "s-hgemvr-two-row-blocks-m3": (256, 64, 3, False, "hgemvr", 2, 2, True),  # one K tile per program
+    "s-fallback-tile-m1": (256, 96, 1, False, "hgemvr", 1, 2, False),  # I = 96: no whole 64-column tiles
     "s-fallback-kind-m2": (512, 128, 2, False, "hgemv", 2, 2, False),
 }
 
