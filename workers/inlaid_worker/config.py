@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from inlaid_worker.env_switch import EnvSwitchError, check_switches
+
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
 TOOL_CALL_PARSERS = ("hermes", "llama3_json", "mistral", "pythonic")
@@ -136,7 +138,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
-    """Parses the command line; `INLAID_WORKER_<NAME>` environment variables give the defaults."""
+    """Parses the command line; `INLAID_WORKER_<NAME>` environment variables give the defaults. The on/off switches
+    of env_switch.SWITCHES are checked here too (a typo: ConfigError naming the variable)."""
+    try:
+        check_switches(os.environ if env is None else env)
+    except EnvSwitchError as exc:
+        raise ConfigError(str(exc)) from exc
     ns = _parser(os.environ if env is None else env).parse_args(argv)
     return WorkerConfig(
         model=ns.model,

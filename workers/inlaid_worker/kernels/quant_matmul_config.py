@@ -8,6 +8,7 @@ subtracted), so the CPU's launch cost, which exceeds these kernels' run time, do
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -305,7 +306,12 @@ def hopper_device(device: torch.device) -> bool:
     (there the twins run, so the CPU tests keep every candidate)."""
     if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return True
-    return torch.cuda.get_device_capability(device)[0] == 9
+    return _major(device.index or 0) == 9
+
+
+@functools.cache
+def _major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
 
 
 def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,

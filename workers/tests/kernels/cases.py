@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 import torch
+import triton
 
 
 def _patch_interpreter_for_numpy() -> None:
@@ -28,9 +29,10 @@ def _patch_interpreter_for_numpy() -> None:
 
     interpreter._patch_lang_tensor = patched
     _patch_language_once_per_launch(interpreter)
-    _skip_dead_overflow_checks(interpreter)
-    _lazy_tuple_type_names()
-    _np_dtype_table(interpreter)
+    if triton.__version__ == "3.6.0":  # these three replace Triton 3.6 internals (checked against its source): on
+        _skip_dead_overflow_checks(interpreter)  # another version they could silently change behaviour, so they
+        _lazy_tuple_type_names()  # are left out there (slower, same results)
+        _np_dtype_table(interpreter)
 
 
 def _skip_dead_overflow_checks(interpreter: Any) -> None:

@@ -59,7 +59,9 @@ def test_hopper_only_matches_the_kernel_modules() -> None:
 def test_hopper_device_is_capability_9(monkeypatch: pytest.MonkeyPatch, cap: tuple[int, int], want: bool) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
+    qmc._major.cache_clear()  # the capability is cached per device index (read once, off the per-call path)
     assert qmc.hopper_device(torch.device("cuda", 0)) is want
+    qmc._major.cache_clear()
     assert qmc.hopper_device(torch.device("cpu")) is True  # the CPU tests keep every candidate (twins run there)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert qmc.hopper_device(torch.device("cuda", 0)) is True

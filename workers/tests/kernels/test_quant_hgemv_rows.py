@@ -30,7 +30,8 @@ ROW_CASES: dict[str, tuple] = {
     "r-pin-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, False, True, "randn", True),
     "r-pin-burst-act-m3": (896, 40, 3, 128, False, True, "gptq", 128, 4, 2, True, False, "outliers", True),
     "r-pin-onehot-exact-m2": (512, 64, 2, 128, False, False, "gptq", 128, 2, 2, False, True, "onehot", True),
-    # no pin at block_m 4 (hgemvrq is offered at M <= 2 only) and one pin + burst case (no kind ships the pair):
+    # no pin case at block_m 4 without burst (hgemvrq is offered at M <= 2 only) and one pin + burst case (no kind
+    # ships the pair):
     # pin with outliers and N a multiple of the tile is q-hgemvrq-act-m2, burst with g64 r-burst-v2-g64-m5
     # through quant_matmul's dispatch (the tuner's kinds); burst / const stride / pin come from the kind
     "q-hgemvr-ragged-m1": (640, 40, 1, 128, False, False, "gptq", 128, 1, 2, False, True, "randn"),

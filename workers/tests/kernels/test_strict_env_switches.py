@@ -121,3 +121,23 @@ def test_the_tuner_raises_a_bad_switch_instead_of_skipping_candidates(monkeypatc
     monkeypatch.setattr(qmc, "_TUNED", {})
     with pytest.raises(EnvSwitchError, match="INLAID_PDL_TCG"):
         qmc.pick_config(x2, w, run_bad, lambda c: True)  # type: ignore[arg-type]
+
+
+def test_the_worker_checks_every_switch_at_start() -> None:
+    """A mistyped switch stops the worker's start (config.load_config: ConfigError naming the variable, exit 2), not
+    the first step that happens to read it (review of session 12); SWITCHES lists every switch the package reads."""
+    import re
+    from pathlib import Path
+
+    import inlaid_worker
+    from inlaid_worker.config import ConfigError, load_config
+    from inlaid_worker.env_switch import SWITCHES
+    from inlaid_worker.model.decode_graphs import NORM_ENV
+
+    root = Path(inlaid_worker.__file__).parent
+    read = {m for p in root.rglob("*.py") for m in re.findall(r'env_switch\(\s*"([A-Z0-9_]+)"', p.read_text())}
+    assert read and read | {NORM_ENV} == set(SWITCHES)
+    for name in SWITCHES:
+        assert load_config([], {name: "Off"}).port > 0
+        with pytest.raises(ConfigError, match=name):
+            load_config([], {name: "of"})
