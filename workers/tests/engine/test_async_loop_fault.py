@@ -71,11 +71,9 @@ def test_sticky_fault_fails_the_requests_and_the_loop_lives(
         loop.stop(1.0)
 
 
-def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An abort reads the step in flight first (async scheduling): when that read is where a device fault shows, the
-    loop must fail the other running requests (AdmitError) and live on, not die inside the command (review)."""
+def _faulting_abort_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, bool]]:
+    """An async engine whose token reads fault first inside an abort (the read of the step in flight), then stay
+    faulty; state["faulted"] says whether it happened."""
     model = make_tiny_llama(tmp_path / "m")
     engine = engine_for(model, kv_cache_bytes=1 << 20, max_num_seqs=4)
     engine.async_scheduling = True
@@ -97,6 +95,15 @@ def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
 
     monkeypatch.setattr(async_step.PendingCopy, "read", read)
     monkeypatch.setattr(engine, "abort_request", abort)
+    return engine, state
+
+
+def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abort reads the step in flight first (async scheduling): when that read is where a device fault shows, the
+    loop must fail the other running requests (AdmitError) and live on, not die inside the command (review)."""
+    engine, state = _faulting_abort_engine(tmp_path, monkeypatch)
     loop = EngineLoop(engine)
     loop.start()
     try:
@@ -129,27 +136,7 @@ def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
 def test_a_fault_at_a_session_close_still_closes_the_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Review of session 12: closing a session with abort reads the step in flight; when that read faults, the session
     must still drain and close (its outbox ends with None, the loop forgets it), not stay open forever."""
-    model = make_tiny_llama(tmp_path / "m")
-    engine = engine_for(model, kv_cache_bytes=1 << 20, max_num_seqs=4)
-    engine.async_scheduling = True
-    state = {"in_abort": False, "faulted": False}
-    real_read, real_abort = async_step.PendingCopy.read, engine.abort_request
-
-    def read(self: Any) -> Any:  # the fault shows first inside the close's abort, then stays
-        if state["faulted"] or state["in_abort"]:
-            state["faulted"] = True
-            raise RuntimeError(FAULT)
-        return real_read(self)
-
-    def abort(rid: str) -> bool:
-        state["in_abort"] = True
-        try:
-            return real_abort(rid)
-        finally:
-            state["in_abort"] = False
-
-    monkeypatch.setattr(async_step.PendingCopy, "read", read)
-    monkeypatch.setattr(engine, "abort_request", abort)
+    engine, state = _faulting_abort_engine(tmp_path, monkeypatch)
     loop = EngineLoop(engine)
     loop.start()
     try:
