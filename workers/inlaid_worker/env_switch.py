@@ -20,7 +20,7 @@ class EnvSwitchError(ValueError):
 # happens to read it (some are read only when a kernel module is first imported or a kernel first launched)
 SWITCHES = ("INLAID_ASYNC_ADMIT", "INLAID_ASYNC_SCHEDULING", "INLAID_DECODE_NORM", "INLAID_DECODE_ROW",
             "INLAID_DECODE_SKIP_EMPTY", "INLAID_DECODE_TILES_PREFETCH", "INLAID_PDL_LORA", "INLAID_PDL_TCG",
-            "INLAID_TCG_BALANCE")  # fmt: skip
+            "INLAID_PREFILL_GRAPHS", "INLAID_QMM_TC3", "INLAID_QMM_TUNED", "INLAID_TCG_BALANCE")  # fmt: skip
 
 
 def env_switch(name: str, env: Mapping[str, str] | None = None) -> bool | None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
+
+from inlaid_worker.env_switch import env_switch
 
 from .quant_matmul_config import QMMConfig
 
@@ -60,7 +61,8 @@ def load_table(slug: str, directory: str = str(TUNED_DIR)) -> dict[TableKey, QMM
 
 
 def enabled() -> bool:
-    return os.environ.get("INLAID_QMM_TUNED", "1").strip() not in ("0", "false", "no")
+    """Env INLAID_QMM_TUNED (strict on/off, env_switch; default on)."""
+    return env_switch("INLAID_QMM_TUNED") is not False
 
 
 def shipped_pick(device: torch.device, dtype: torch.dtype, m_bucket: int, n: int, k: int, bits: int,

@@ -21,7 +21,10 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
   warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
 - "tcs", "tcss" (quant_tcs, Gluon): small-M GEMV with quant_tcw's structure (a TMA producer warp keeps a deep ring of
-  word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program), M = 1..16;
+  word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program), M = 2..16 in the tuner;
+  "tcs2" (PIPE: half-tile wgmmas under the next half's dequantization) is bench-only: not offered, not in the table
+  (an unexplained 4.95e-3 check error). Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other GPUs
+  never get them as candidates and their launchers refuse them (_need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue

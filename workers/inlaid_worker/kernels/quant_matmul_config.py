@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from inlaid_worker.env_switch import EnvSwitchError
+from inlaid_worker.env_switch import EnvSwitchError, env_switch
 
 from .gptq_packing import GPTQWeight
 
@@ -220,7 +220,7 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, 128, 128, s, 4, st, True, kind) for kind, bm, st, splits in TCW_PLANS[mb] for s in splits]
 
 
-# quant_tcs (kinds "tcs" / "tcss", 4-bit, M = 1..16; session 12): the small-M GEMV with a TMA producer warp and a deep
+# quant_tcs (kind "tcs" offered; "tcss" / "tcs2" bench-only; 4-bit, M = 2..16; session 12): the small-M GEMV with a TMA producer warp and a deep
 # word ring. Per M bucket: (block_n = 64 x consumer warpgroups, ring stages, kind, splits); block_m 8 up to M = 8,
 # 16 above. A split is offered only where the ring and the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
 # The plans that won a (shape, M) point of kernels-2026-11-30-s12-tcs.md: two consumer warpgroups (128 columns), a
@@ -258,7 +258,7 @@ TC3_PLANS_32 = ((64, 1, "tc", (2, 4)), (64, 4, "tc", (2, 4)), (64, 4, "tcf", (1,
 def _tc3(mb: int, k: int, group: int) -> list[QMMConfig]:
     """3-bit tensor-core candidates for M >= 8 (fp16): quant_tcg tiles up to 64 rows, quant_tcl above
     (INLAID_QMM_TC3=0 withdraws them)."""
-    if k % 128 or group % 128 or mb < 8 or os.environ.get("INLAID_QMM_TC3") == "0":
+    if k % 128 or group % 128 or mb < 8 or env_switch("INLAID_QMM_TC3") is False:
         return []
     if mb >= 128:
         out = [QMMConfig(64, 64, 128, s, 4, 4, True, "tcf") for s in (1, 2, 4)]

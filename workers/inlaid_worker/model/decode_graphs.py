@@ -85,10 +85,11 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # H200, PDL on, the fusions alternating round by round on one runner, two runs: bench/results/
 # decode-2026-11-30-s7-fusions.md, -s7-final.md): "merge" at buckets 9-16 (batch 16: 1.06x and 1.03x, every round
 # faster than "none"'s); elsewhere no fusion beat "none" beyond the rounds' spread (batch 1: rope 1.00x, merge
-# 0.99x, swiglu 0.98x with its own graph re-timed as "auto" at 1.01x, rope+swiglu 1.03x in one run), so "none".
+# 0.99x, swiglu 0.98x with its own graph re-timed as "auto" at 1.01x, rope+swiglu 1.03x in one run), so "none"
+# (until session 12: bucket 1 below).
 # The "norm" fusion (residual add + RMSNorm inside the GEMVs, llama_fast) is in no bucket's policy: 7B int4 on the
-# H200, PDL on, alternating (bench/results/decode-2026-11-30-s12-fusednorm.md), it made the batch-1 step 1.04-1.08x
-# slower and batch 2 1.12x (without PDL batch 1 gained 0.3-2.7%: the removed norm launches were mostly hidden under
+# H200, PDL on, alternating (bench/results/decode-2026-11-30-s12-fusednorm.md), it made the batch-1 step 1.03-1.09x
+# slower and batch 2 1.04-1.12x (without PDL batch 1 gained 0.4-2.7%: the removed norm launches were mostly hidden under
 # the next GEMV's PDL prefetch, which the fused consumer loses). Env INLAID_DECODE_NORM=1/0 adds it to / removes it
 # from the policy's fusion (NORM_ENV; where the bucket's kernels cannot fuse a norm it runs unfused).
 # Session 12 (same file, two runs of 10 rounds, with the row attention and its fused rotary now the default at

@@ -46,13 +46,13 @@ context_lens[s] cached tokens (causally). Inputs may live on the CPU; they are m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from inlaid_worker.env_switch import env_switch
 from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
 from inlaid_worker.lora.adapter_cache import AdapterCacheStats
 from inlaid_worker.model.adapter_tier import AdapterTier
@@ -163,7 +163,7 @@ class ModelRunner:
         self._prefill: PrefillGraphs | None = None
         self._capture = cuda_graphs and self.device.type == "cuda"  # cuda_graphs=False: the padded steps run eagerly
         if prefill_graphs is None:  # on by default where they are real CUDA graphs
-            off = os.environ.get("INLAID_PREFILL_GRAPHS", "1").strip().lower() in ("0", "false", "no", "off")
+            off = env_switch("INLAID_PREFILL_GRAPHS") is False
             prefill_graphs = self._capture and not off
         self.prefill_graphs = prefill_graphs
         # steps with prefill rows and a token feed (async scheduling's admissions) replay prefill graphs too, the fed
