@@ -178,3 +178,20 @@ def _on_off(flag: str, value: str) -> bool:
     if v in ("off", "0", "false", "no"):
         return False
     raise ConfigError(f"{flag} must be on or off, got {value!r}")
+
+
+def check_gpu_env() -> None:
+    """The worker's valued GPU settings (INLAID_PDL, INLAID_PDL_MAX_BUCKET, INLAID_DECODE_FUSION,
+    INLAID_PREFILL_GRAPH_MAX_TOKENS) parsed at start, as the on/off switches are in load_config: a bad value is a
+    ConfigError naming the variable (exit 2) instead of a traceback when the runner is built. Late imports: these
+    parsers live beside the kernels and graphs that read them."""
+    from inlaid_worker.kernels import pdl
+    from inlaid_worker.model import decode_graphs, prefill_graphs
+
+    try:
+        pdl.env_mode()
+        decode_graphs.pdl_policy_env()
+        decode_graphs.fusion_env()
+        prefill_graphs.env_max_tokens()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -118,7 +118,10 @@ def fusion_env() -> str:
     """The decode graphs' fusion setting: env INLAID_DECODE_FUSION (a llama_fast.DECODE_FUSIONS name, or "auto",
     the default: FUSION_POLICY per bucket)."""
     value = os.environ.get("INLAID_DECODE_FUSION", AUTO).strip().lower() or AUTO
-    return check_fusion(value)
+    try:
+        return check_fusion(value)
+    except ValueError as exc:
+        raise ValueError(f"INLAID_DECODE_FUSION: {exc}") from None
 
 
 def check_fusion(value: str) -> str:

@@ -61,7 +61,10 @@ ADMIT_MARGIN = 1.25  # a new bucket replaces a live one only when asked for more
 def env_max_tokens() -> int:
     """INLAID_PREFILL_GRAPH_MAX_TOKENS (default MAX_TOKENS; 0 runs every prefill step eagerly)."""
     raw = os.environ.get("INLAID_PREFILL_GRAPH_MAX_TOKENS", "").strip()
-    return int(raw) if raw else MAX_TOKENS
+    try:
+        return int(raw) if raw else MAX_TOKENS
+    except ValueError:
+        raise ValueError(f"INLAID_PREFILL_GRAPH_MAX_TOKENS must be an integer (tokens), got {raw!r}") from None
 
 
 Key = tuple[int, int, bool]  # TB, SB, LoRA on

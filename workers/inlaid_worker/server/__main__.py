@@ -12,7 +12,7 @@ import sys
 import threading
 from types import FrameType
 
-from inlaid_worker.config import ConfigError, load_config
+from inlaid_worker.config import ConfigError, check_gpu_env, load_config
 from inlaid_worker.onboard import memory
 from inlaid_worker.server.app import announce_ready, build_engine, resolve_model_dir, serve
 from inlaid_worker.server.json_log import configure_json_logging
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_json_logging()
     try:
         cfg = load_config(argv)
+        check_gpu_env()
         model_dir = resolve_model_dir(cfg.model)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"inlaid worker: {exc}", file=sys.stderr)

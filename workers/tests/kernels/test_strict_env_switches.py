@@ -141,3 +141,17 @@ def test_the_worker_checks_every_switch_at_start() -> None:
         assert load_config([], {name: "Off"}).port > 0
         with pytest.raises(ConfigError, match=name):
             load_config([], {name: "of"})
+
+
+@pytest.mark.parametrize("name,value", [("INLAID_PDL", "maybe"), ("INLAID_PDL_MAX_BUCKET", "sixteen"),
+                                        ("INLAID_DECODE_FUSION", "rotary"), ("INLAID_PREFILL_GRAPH_MAX_TOKENS", "1k"),
+                                        ("INLAID_QMM_TUNED", "of")])  # fmt: skip
+def test_a_bad_gpu_setting_stops_the_worker_at_start(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                      name: str, value: str) -> None:  # fmt: skip
+    """The worker's main exits with code 2 and the variable's name before it loads a model (final read, session
+    12): valued settings too, not only the on/off switches."""
+    from inlaid_worker.server.__main__ import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["--model", "/nonexistent-model-dir"]) == 2
+    assert name in capsys.readouterr().err
