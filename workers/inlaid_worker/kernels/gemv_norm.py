@@ -1,5 +1,8 @@
 """Residual add + RMSNorm folded into the GEMVs around it (the "norm" decode fusion), plus torch references.
 
+Experimental: measured slower on the H200, opt-in via INLAID_DECODE_NORM (or a decode fusion naming "norm"): no
+bucket of model.decode_graphs.FUSION_POLICY takes it (bench/results/decode-2026-11-30-s12-fusednorm.md).
+
 A layer's two norms each sit between a producer GEMV (o, down) and a consumer GEMV (gate/up, the next layer's qkv):
 
     h = h + x @ W_prod;  y = RMSNorm(h) @ W_cons        (add_rms_norm, then the consumer)
@@ -9,9 +12,10 @@ Fused, where the tuner picks the half2 row GEMV (quant_hgemvr) for both and the 
   per-norm fp32 slot (norm_epilogue.store_residual); its y is never written;
 - gemv_normed: the consumer reads h, takes r from the slot after its PDL wait and normalises x on load
   (norm_epilogue.norm_pair); optionally with the SwiGLU epilogue (swiglu_epilogue) for gate/up.
-The add_rms_norm launch between them is gone. Slots must be zero before the producer runs (the decode step zeroes
-all of its slots with one memset at its front, inside the CUDA graph). The result is add_rms_norm + GEMV's up to
-the order in which the atomics add the sums of squares and the split-K partials (the order the GEMVs already have).
+The add_rms_norm launch between them is gone. Slots must be zero before the producer runs (model.llama_fast zeroes
+all of a step's slots with one memset when its first pair fuses, inside the CUDA graph). The result is add_rms_norm +
+GEMV's up to the order in which the atomics add the sums of squares and the split-K partials (the order the GEMVs
+already have).
 `pair_ok` says whether a (producer, consumer) pair can be fused; otherwise the caller runs the unfused launches.
 """
 

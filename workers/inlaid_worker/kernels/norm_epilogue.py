@@ -1,5 +1,7 @@
 """Residual add + RMSNorm folded into the half2 row GEMVs around it (the "norm" decode fusion; kernels.gemv_norm).
 
+Experimental: measured slower on the H200, opt-in via INLAID_DECODE_NORM.
+
 Producer (the o and down GEMVs, launch_hgemvr's `residual`): the program that finishes an output tile (the split-K
 epilogue's last arriver, or every program without split-K) does not write y. It adds y to the residual stream in
 place, with fused_norm.add_rms_norm's rounding: o = fp16(sum); h = fp16(h_res + o); and adds sum(h32^2) of its

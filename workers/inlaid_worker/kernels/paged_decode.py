@@ -76,6 +76,7 @@ from inlaid_worker.env_switch import env_switch
 
 from .decode_fused import counters
 from .decode_row import row_decode, row_options
+from .device_caps import measured_key
 from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
 
 
@@ -404,32 +405,7 @@ def _split_kernel(
 
 
 # The device tables below (ROW_TABLE, SKIP_EMPTY_UPTO, TILES_FIXED, FEWER_PARTS) are keyed by the name of the device
-# they were measured on, and apply to a device only through measured_device: that name, or a board variant of the
-# same chip (the name, a space and more: "NVIDIA H200 NVL", the PCIe / NVLink-bridge H200: by NVIDIA's spec sheets the
-# same GH100 die and 141 GB HBM3e at 4.8 TB/s, a lower power cap), with the SM count it was measured with. What the
-# tables pick (partitions per SM, tiles a program walks, empty partitions skipped, "row"'s ~8 programs an SM) follows
-# from the SM count and the memory system, which such a variant shares, so the measured picks plausibly transfer
-# (measured on the H200 SXM only: margins of 1-4% may shrink at its lower clocks). Not matched: a MIG slice (fewer
-# SMs), other chips (H100: 3.35 TB/s HBM3; GH200: another name), which keep the untuned defaults.
-MEASURED_SMS: dict[str, int] = {"NVIDIA H200": 132}
-
-
-def measured_device(name: str, sms: int | None) -> str | None:
-    """The MEASURED_SMS key whose device tables apply to a CUDA device of this name and SM count, or None (see above).
-    sms None (a properties stub without a count) decides by the name alone."""
-    if " MIG " in f"{name} ":
-        return None
-    for key, count in MEASURED_SMS.items():
-        if (name == key or name.startswith(key + " ")) and sms in (None, count):
-            return key
-    return None
-
-
-def _tables_key(device: torch.device) -> str | None:
-    """measured_device of a CUDA device's properties."""
-    props = torch.cuda.get_device_properties(device)
-    return measured_device(props.name, getattr(props, "multi_processor_count", None))
-
+# they were measured on and apply through device_caps.measured_device (that device and its board variants only).
 
 IMPLS = ("tiles", "split", "row")
 # the kernel paged_decode runs when the caller names none: env INLAID_DECODE_ATTN, else "row" at the batch buckets of
@@ -466,7 +442,7 @@ def row_for(bucket: int, device: torch.device) -> dict[str, int] | None:
         return {} if ROW else None
     if device.type != "cuda":
         return None
-    return ROW_TABLE.get(_tables_key(device) or "", {}).get(bucket)
+    return ROW_TABLE.get(measured_key(device) or "", {}).get(bucket)
 
 
 def default_row(bucket: int, rep: int, device: torch.device) -> dict[str, int] | None:
@@ -531,7 +507,7 @@ def skip_empty_for(bucket: int, device: torch.device) -> int:
         return int(SKIP_EMPTY)
     if device.type != "cuda":
         return 0
-    return int(bucket <= SKIP_EMPTY_UPTO.get(_tables_key(device) or "", 0))
+    return int(bucket <= SKIP_EMPTY_UPTO.get(measured_key(device) or "", 0))
 
 
 # impl "tiles" on CUDA: (BLOCK_N, num_warps, num_stages) instead of the autotuner's pick, by device (measured_device)
@@ -553,7 +529,7 @@ def tiles_config(bucket: int, device: torch.device) -> tuple[int, int, int] | No
         return vals  # type: ignore[return-value]
     if not TILES_FIXED or device.type != "cuda":
         return None
-    return TILES_FIXED.get(_tables_key(device) or "", {}).get(bucket)
+    return TILES_FIXED.get(measured_key(device) or "", {}).get(bucket)
 
 
 # the autotuner's keys (batch bucket, query heads per KV head, head_dim, partitions, dtypes) already tuned: it is
@@ -592,9 +568,8 @@ def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:
     kernels use it."""
     if device.type != "cuda":
         return 1
-    props = torch.cuda.get_device_properties(device)
-    key = measured_device(props.name, props.multi_processor_count)
-    return parts_for(num_seqs, kv_heads, props.multi_processor_count, FEWER_PARTS.get(key or "", ()))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return parts_for(num_seqs, kv_heads, sms, FEWER_PARTS.get(measured_key(device) or "", ()))
 
 
 # impl "split": tokens per tile and warps per program, and how partitions meet (MERGE 1: the merge kernel; 2: the

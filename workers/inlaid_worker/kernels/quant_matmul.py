@@ -24,7 +24,7 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program), M = 2..16 in the tuner;
   "tcs2" (PIPE: half-tile wgmmas under the next half's dequantization) is bench-only: not offered, not in the table
   (an unexplained 4.95e-3 check error). Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other GPUs
-  never get them as candidates and their launchers refuse them (_need_sm90);
+  never get them as candidates and their launchers refuse them (device_caps.need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .device_caps import need_sm90
 from .gptq_packing import GPTQWeight, unpack_bitstream
 from .quant_common import group_zero, split_iters, store_tile, workspace
 from .quant_gemv import launch_gemv
@@ -49,7 +50,7 @@ from .quant_hgemv3 import launch_hgemv3
 from .quant_hgemvr import launch_hgemvr
 from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
 from .quant_mma import dequant_matmul, launch_mma
-from .quant_tc import _capability, launch_tensor_core
+from .quant_tc import launch_tensor_core
 
 HGEMVR_KINDS = ("hgemvr", "hgemvrq", "hgemvrb", "hgemvrf", "hgemvrqf", "hgemvrbf")
 
@@ -187,7 +188,7 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
     elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
-        _need_sm90(x2, cfg.kind)
+        need_sm90(x2.device, cfg.kind)
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
     elif cfg.kind in ("tcs", "tcss", "tcs2"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
@@ -199,13 +200,6 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         raise ValueError(f"unknown kernel kind {cfg.kind!r}")
 
 
-def _need_sm90(x2: torch.Tensor, kind: str) -> None:
-    """The warp-specialized / wgmma Gluon kernels compile only for sm_90; elsewhere LLVM aborts the process (no
-    Python exception the tuner could catch), so refuse first with a ValueError."""
-    if _capability(x2.device.index or 0) != 9:
-        raise ValueError(f"kernel kind {kind!r} needs an sm_90 GPU (Hopper wgmma / TMA)")
-
-
 def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
     """Kinds "tcv" / "tcv2" (operand in two K=64 halves): quant_tcv on CUDA (num_stages: 1-3 register sets of word
     tiles, 4-8 slots of a per-thread cp.async ring), quant_tc's "tc" (the same exact (q - z) operand and fp32 tile
@@ -213,7 +207,7 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcv import launch_tcv  # late: Gluon's Hopper module, CUDA only
 
-        _need_sm90(x2, cfg.kind)
+        need_sm90(x2.device, cfg.kind)
         launch_tcv(x2, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps, cfg.num_stages,
                    2 if cfg.kind == "tcv2" else 1, y)  # fmt: skip
     else:
@@ -228,7 +222,7 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA module, CUDA only
 
-        _need_sm90(x2, cfg.kind)
+        need_sm90(x2.device, cfg.kind)
         launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
     else:
         launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y, kind="tcf")

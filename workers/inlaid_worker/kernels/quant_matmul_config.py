@@ -8,8 +8,6 @@ subtracted), so the CPU's launch cost, which exceeds these kernels' run time, do
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +16,7 @@ import triton
 
 from inlaid_worker.env_switch import EnvSwitchError, env_switch
 
+from .device_caps import hopper_device
 from .gptq_packing import GPTQWeight
 
 
@@ -299,19 +298,6 @@ def hopper_only(kind: str) -> bool:
     (A100, L40S, RTX 4090) lack and sm_100 / sm_120 no longer have. The others (gemv, hgemv*, mma, tile, dequant) are
     plain Triton or cuBLAS. Under the interpreter every "tc*" kind runs quant_tc's plain-Triton twin."""
     return kind.startswith("tc")
-
-
-def hopper_device(device: torch.device) -> bool:
-    """Can `device` run the Hopper-only kinds? CUDA: compute capability 9.x. True off CUDA and under TRITON_INTERPRET
-    (there the twins run, so the CPU tests keep every candidate)."""
-    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
-        return True
-    return _major(device.index or 0) == 9
-
-
-@functools.cache
-def _major(index: int) -> int:
-    return torch.cuda.get_device_capability(index)[0]
 
 
 def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,

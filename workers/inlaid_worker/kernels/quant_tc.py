@@ -13,13 +13,13 @@ uses quant_tcg there.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
 
+from .device_caps import need_sm90
 from .gptq_packing import GPTQWeight
 from .quant_common import group_zero, split_launch, store_tile
 from .quant_tc3 import operand3, x_index3
@@ -105,11 +105,6 @@ def launch_tc(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split
                      BLOCK_N=block_n, BLOCK_K=block_k, BITS=w.bits, num_warps=4)  # fmt: skip
 
 
-@functools.cache
-def _capability(index: int) -> int:
-    return torch.cuda.get_device_capability(index)[0]
-
-
 def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                        num_warps: int, num_stages: int, y: torch.Tensor, kind: str) -> None:  # fmt: skip
     """Kinds "tc", "tcf" (FULL_DEQUANT), "tc2", "tcf2" (the operand built in two K=64 halves): the Gluon kernel on
@@ -119,10 +114,8 @@ def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: i
     if block_k != 128:
         raise ValueError("the tensor-core kernels use K tiles of 128")
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        need_sm90(x2.device, kind)
         from .quant_tcg import launch_tcg
-
-        if _capability(x2.device.index or 0) != 9:  # sm_100 / sm_120 have no wgmma either
-            raise ValueError("the Gluon tensor-core kernel needs sm_90 (wgmma)")
 
         if kind.startswith("tcl"):
             from .quant_tcl import launch_tcl

@@ -25,6 +25,9 @@ M = 4 / 8 (kernels-2026-11-30-s12-tcs-layer.md). With one warpgroup no x barrier
 reuses the dead mbarrier's bytes as the epilogue's scratch (undefined on sm_90; it lost split-K arrivals).
 4-bit weights, K and group multiples of 128, N-contiguous qweight with 16-byte rows (TMA); CUDA sm_90 only (no
 interpreter twin; on the CPU quant_matmul runs quant_tc).
+Bench-only parts (kept for measurements; the tuner never offers them and the shipped table has none): kind "tcs2"
+(PIPE = 1: half-tile wgmmas under the next half's dequantization; an unexplained 4.95e-3 check error) and
+launch_tcs's `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
 SMEM_MAX = 200 * 1024  # bytes a program may use (ring + staged x, scales, zeros)
 KINDS = {"tcs": False, "tcss": True}  # kind -> split-K in per-split slots (else read-and-clear atomics)
-PIPE_KINDS = ("tcs2",)  # kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1)
+PIPE_KINDS = ("tcs2",)  # bench-only: kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1)
 KINDS["tcs2"] = False
 
 

@@ -31,6 +31,7 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ from inlaid_worker.model.kernel_lora import KernelLoraContext
 from inlaid_worker.model.linear import linear
 from inlaid_worker.model.llama import LoraDelta
 from inlaid_worker.model.quant_weights import QuantMatrix
-from inlaid_worker.model.weights import LlamaWeights
+from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu")
@@ -185,24 +186,19 @@ def forward_fast(
     """Returns the final-normed hidden states [T, hidden]."""
     h = F.embedding(token_ids, w.embed)  # the residual stream, updated in place by add_rms_norm
     t, eps, scale = h.shape[0], c.rms_norm_eps, c.head_dim**-0.5
-    q_end, k_end, inter = c.q_size, c.q_size + c.kv_size, c.intermediate_size
+    q_end, k_end = c.q_size, c.q_size + c.kv_size
     x = add_rms_norm(h, w.layers[0].input_norm, eps) if w.layers else h
     # SwiGLU in the gate/up GEMV: decode layouts that ask for it, without LoRA (its delta lands between the two)
     swiglu = isinstance(layout, DecodeLayout) and layout.swiglu and lora is None and h.dtype == torch.float16
     # rotary + KV write inside impl "row" (one launch) where that is the default with option rope=1
     row_rope = row_rope_for(t, c.num_heads // c.num_kv_heads, h.device) if (
         isinstance(layout, DecodeLayout) and layout.attention == "none") else None  # fmt: skip
-    # residual add + RMSNorm inside the GEMVs around it (kernels.gemv_norm): one fp32 sum-of-squares slot per norm
-    # and row, zeroed here (inside the graph: every replay starts from zero); `pending` = (norm weight, slot) of the
-    # norm the next consumer GEMV applies to h on load (x is stale then)
+    # residual add + RMSNorm inside the GEMVs around it (kernels.gemv_norm); never with LoRA (its shrink needs x)
     norm = isinstance(layout, DecodeLayout) and layout.norm and lora is None and h.dtype == torch.float16 and t > 0
-    slots = torch.zeros(2 * len(w.layers), t, dtype=torch.float32, device=h.device) if norm else None
-    pending: tuple[torch.Tensor, torch.Tensor] | None = None
+    fuse = _NormFusion(norm, 2 * len(w.layers), t, h.device)
+    pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
-        if pending is not None:
-            qkv = gemv_normed(h, *pending, eps, _single(layer.qkv))  # type: ignore[arg-type]
-        else:
-            qkv = linear(x, layer.qkv)
+        qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
         if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
             lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
         elif lora is not None:
@@ -224,54 +220,87 @@ def forward_fast(
             else:
                 q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
                 attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
-        pending = _fused_residual(slots, 2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
+        pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
         if pending is None:
-            o = linear(attn, layer.o)
-            if lora is not None:
-                lora.add(o, attn, i, "o_proj")
-            x = add_rms_norm(o, layer.post_norm, eps, residual=h)
-        gu = _single(layer.gate_up)
-        if pending is not None and gu is not None:
-            if swiglu and swiglu_possible(h, gu):
-                act = gemv_normed(h, *pending, eps, gu, swiglu=True)
-            else:
-                act = silu_mul(gemv_normed(h, *pending, eps, gu))
-        elif swiglu and isinstance(layer.gate_up, QuantMatrix) and len(layer.gate_up.parts) == 1:
-            act = gemv_swiglu(x, layer.gate_up.parts[0])  # one launch where the kernel allows (quant_swiglu)
-        else:
-            gate_up = linear(x, layer.gate_up)
-            if isinstance(lora, KernelLoraContext):
-                lora.add_fused(gate_up, x, i, (("gate_proj", 0), ("up_proj", inter)))
-            elif lora is not None:
-                lora.add(gate_up[:, :inter], x, i, "gate_proj")
-                lora.add(gate_up[:, inter:], x, i, "up_proj")
-            act = silu_mul(gate_up)
-        nxt = w.layers[i + 1].input_norm if i + 1 < len(w.layers) else w.norm
-        pending = None  # the final norm stays a launch of its own
-        if i + 1 < len(w.layers):
-            pending = _fused_residual(slots, 2 * i + 1, act, layer.down, h, w.layers[i + 1].qkv, nxt)
-        if pending is None:
-            down = linear(act, layer.down)
-            if lora is not None:
-                lora.add(down, act, i, "down_proj")
-            x = add_rms_norm(down, nxt, eps, residual=h)
+            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj")
+        nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
+        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size)
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
-def _single(m: object) -> GPTQWeight | None:
+class _Pending(NamedTuple):
+    """A norm whose producer GEMV has run: its consumer GEMV normalises h on load (gemv)."""
+
+    norm_weight: torch.Tensor  # [hidden]
+    slot: torch.Tensor  # [T] fp32: the rows' sums of squares of h, written by the producer GEMV
+    consumer: GPTQWeight  # the consumer's packed weight (gemv_norm.pair_ok checked it)
+
+    def gemv(self, h: torch.Tensor, eps: float, swiglu: bool = False) -> torch.Tensor:
+        """RMSNorm(h) @ consumer [T, N] (swiglu: silu(gate) * up [T, N / 2])."""
+        return gemv_normed(h, self.norm_weight, self.slot, eps, self.consumer, swiglu=swiglu)
+
+
+class _NormFusion:
+    """The "norm" fusion in one forward (on: the layout asks for it and it may run) and its sum-of-squares slots: one
+    fp32 row per norm and token, allocated and zeroed when the first pair fuses (inside the graph: every replay
+    starts from zero)."""
+
+    def __init__(self, on: bool, norms: int, rows: int, device: torch.device) -> None:
+        self.on, self.shape, self.device = on, (norms, rows), device
+        self.slots: torch.Tensor | None = None
+
+    def residual(self, j: int, x: torch.Tensor, prod: QuantMatrix | torch.Tensor, h: torch.Tensor,
+                 cons: QuantMatrix | torch.Tensor, norm_weight: torch.Tensor) -> _Pending | None:  # fmt: skip
+        """h += x @ prod with the sum of squares into slot j, where the pair (prod, cons) can take the norm fusion
+        (gemv_norm.pair_ok): then the norm for cons to apply to h; None where it cannot or is off (nothing run)."""
+        wp, wc = _single(prod), _single(cons)
+        if not self.on or wp is None or wc is None or not pair_ok(x, wp, h, wc, norm_weight):
+            return None
+        if self.slots is None:
+            self.slots = torch.zeros(self.shape, dtype=torch.float32, device=self.device)
+        gemv_residual(x, wp, h, self.slots[j])
+        return _Pending(norm_weight, self.slots[j], wc)
+
+
+def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
     """The packed weight of a one-part QuantMatrix (what the GEMV fusions take), else None."""
     return m.parts[0] if isinstance(m, QuantMatrix) and len(m.parts) == 1 else None
 
 
-def _fused_residual(slots: torch.Tensor | None, j: int, x: torch.Tensor, prod: object, h: torch.Tensor,
-                    cons: object, norm_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
-    """h += x @ prod with the sum of squares into slot j, where the pair (prod, cons) can take the norm fusion
-    (gemv_norm.pair_ok): then (norm_weight, slot) for cons to normalise h with; None where it cannot (nothing run)."""
-    wp, wc = _single(prod), _single(cons)
-    if slots is None or wp is None or wc is None or not pair_ok(x, wp, h, wc, norm_weight):
-        return None
-    gemv_residual(x, wp, h, slots[j])
-    return norm_weight, slots[j]
+def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tensor, norm_weight: torch.Tensor,
+              eps: float, lora: LoraDelta | None, i: int, name: str) -> torch.Tensor:  # fmt: skip
+    """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x."""
+    y = linear(x, weight)
+    if lora is not None:
+        lora.add(y, x, i, name)
+    return add_rms_norm(y, norm_weight, eps, residual=h)
+
+
+def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
+         nxt: LayerWeights | None, final_norm: torch.Tensor, fuse: _NormFusion, swiglu: bool,
+         lora: LoraDelta | None, eps: float, inter: int) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
+    """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
+    last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
+    (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x."""
+    if pending is not None:
+        fused = swiglu and swiglu_possible(h, pending.consumer)
+        act = pending.gemv(h, eps, swiglu=True) if fused else silu_mul(pending.gemv(h, eps))
+    elif swiglu and (gu := _single(layer.gate_up)) is not None:
+        act = gemv_swiglu(x, gu)  # one launch where the kernel allows (quant_swiglu)
+    else:
+        gate_up = linear(x, layer.gate_up)
+        if isinstance(lora, KernelLoraContext):
+            lora.add_fused(gate_up, x, i, (("gate_proj", 0), ("up_proj", inter)))
+        elif lora is not None:
+            lora.add(gate_up[:, :inter], x, i, "gate_proj")
+            lora.add(gate_up[:, inter:], x, i, "up_proj")
+        act = silu_mul(gate_up)
+    if nxt is None:  # the final norm stays a launch of its own
+        return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj"), None
+    nxt_pending = fuse.residual(2 * i + 1, act, layer.down, h, nxt.qkv, nxt.input_norm)
+    if nxt_pending is None:
+        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj"), None
+    return x, nxt_pending
 
 
 def mixed_layout(query_start_loc: list[int], context_lens: list[int], block_tables: torch.Tensor,

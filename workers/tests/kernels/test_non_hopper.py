@@ -1,6 +1,6 @@
 """GPUs other than the H200 (A100 / L40S / RTX 4090: sm_80 / sm_89; Blackwell: sm_100 / sm_120): the tuner offers them
 no Hopper-only kernel kind (Gluon wgmma / TMA, which would only fail to compile there), a shipped H200 pick never
-reaches them, and paged_decode's measured H200 defaults apply to the H200's board variants only (measured_device)."""
+reaches them, and paged_decode's measured H200 defaults apply to the H200's board variants only (device_caps.measured_device)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from inlaid_worker.kernels import device_caps as caps
 from inlaid_worker.kernels import paged_decode as pd
 from inlaid_worker.kernels import qmm_tuned
 from inlaid_worker.kernels import quant_matmul_config as qmc
@@ -59,12 +60,13 @@ def test_hopper_only_matches_the_kernel_modules() -> None:
 def test_hopper_device_is_capability_9(monkeypatch: pytest.MonkeyPatch, cap: tuple[int, int], want: bool) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
-    qmc._major.cache_clear()  # the capability is cached per device index (read once, off the per-call path)
-    assert qmc.hopper_device(torch.device("cuda", 0)) is want
-    qmc._major.cache_clear()
-    assert qmc.hopper_device(torch.device("cpu")) is True  # the CPU tests keep every candidate (twins run there)
+    caps.sm_major.cache_clear()  # the capability is cached per device index (read once, off the per-call path)
+    assert caps.hopper_device(torch.device("cuda", 0)) is want
+    caps.sm_major.cache_clear()
+    assert caps.hopper_device(torch.device("cpu")) is True  # the CPU tests keep every candidate (twins run there)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert qmc.hopper_device(torch.device("cuda", 0)) is True
+    assert caps.hopper_device(torch.device("cuda", 0)) is True
+    assert qmc.hopper_device is caps.hopper_device  # the tuner asks the same question (pick_config)
 
 
 class _FakeCudaX:
@@ -139,7 +141,7 @@ def test_the_h200_table_is_keyed_by_its_exact_device_name(monkeypatch: pytest.Mo
     ("NVIDIA L40S", 142, None),
 ])  # fmt: skip
 def test_measured_device(name: str, sms: int | None, want: str | None) -> None:
-    assert pd.measured_device(name, sms) == want
+    assert caps.measured_device(name, sms) == want
 
 
 def test_the_decode_defaults_follow_measured_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,13 +175,13 @@ def test_the_decode_defaults_follow_measured_device(monkeypatch: pytest.MonkeyPa
     assert [pd.choose_num_parts(s, 32, cuda) for s in (1, 2, 3, 4)] == [32, 16, 4, 4]  # the H200's measured counts
 
 
-@pytest.mark.parametrize("kind", ["tcs", "tcs2", "tcv", "tcw"])
+@pytest.mark.parametrize("kind", ["tcs", "tcs2", "tcv", "tcw", "tc2", "tcl"])
 def test_a_hopper_kind_refuses_other_gpus_before_compiling(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """Compiling these Gluon kernels for sm_80 / sm_100 aborts the process in LLVM (review of session 12): a direct
     launch on such a device must raise a ValueError first (here a fake CUDA input on a capability-8 device)."""
     from inlaid_worker.kernels import quant_matmul as qm
 
-    monkeypatch.setattr(qm, "_capability", lambda index: 8)
+    monkeypatch.setattr(caps, "sm_major", lambda index: 8)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
 
     class FakeCuda:  # only what the dispatch reads before the capability check
