@@ -160,3 +160,20 @@ def decode_steps_match_mode0(runner: Any, step: Any, kv0: torch.Tensor, label: t
             rel = float((logits - base).norm() / base.norm())
             assert rel < 1e-2, (*label, mode, rel)
             assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (*label, mode)
+
+
+def tiny_decode_inputs(c: Any, device: str) -> dict[str, torch.Tensor]:
+    """A decode step of two sequences (6 and 11 tokens) for forward_fast on the model config c, fp16, block size 4:
+    kv [layers, 2, 8 blocks, 4, kv_heads, head_dim] random, block tables, lengths, the new tokens' slots, cos / sin
+    of their positions, token ids."""
+    from inlaid_worker.model.rope import cos_sin, inv_frequencies
+
+    bs = 4
+    kv = torch.randn(c.num_layers, 2, 8, bs, c.num_kv_heads, c.head_dim, device=device).half() * 0.5
+    tables = torch.arange(8, dtype=torch.int32, device=device).reshape(2, 4)
+    lens = torch.tensor([6, 11], dtype=torch.int32, device=device)
+    last = (lens - 1).long()
+    slots = tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs
+    cos, sin = cos_sin(inv_frequencies(c.rope, c.head_dim, device), last, torch.float16)
+    return dict(kv=kv, tables=tables, lens=lens, slots=slots, cos=cos[:, 0], sin=sin[:, 0],
+                tokens=torch.tensor([5, 77], device=device))  # fmt: skip

@@ -54,7 +54,6 @@ def run_forward(device: str) -> dict[str, Any]:
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
     from inlaid_worker.model.config import load_model_config
     from inlaid_worker.model.llama_fast import DecodeLayout, forward_fast
-    from inlaid_worker.model.rope import cos_sin, inv_frequencies
 
     rm = ph.engine_module("random_model")
     shape = rm.Shape(128, 256, 1, 4, 2, 512)  # rm.TINY with one layer: its post-attention norm is fused
@@ -63,14 +62,7 @@ def run_forward(device: str) -> dict[str, Any]:
     w = rm.random_weights(c, "int4", torch.device(device), torch.float16)
     for layer in w.layers:
         layer.input_norm.copy_(torch.rand(c.hidden_size) + 0.5)  # (random_weights' norms share one tensor)
-    bs = 4
-    kv = torch.randn(c.num_layers, 2, 8, bs, c.num_kv_heads, c.head_dim, device=device).half() * 0.5
-    tables = torch.arange(8, dtype=torch.int32, device=device).reshape(2, 4)
-    lens = torch.tensor([6, 11], dtype=torch.int32, device=device)
-    last = (lens - 1).long()
-    slots = tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs
-    cos, sin = cos_sin(inv_frequencies(c.rope, c.head_dim, device), last, torch.float16)
-    tokens = torch.tensor([5, 77], device=device)
+    d = ph.tiny_decode_inputs(c, device)
     real, pick = gemv_norm.launch_hgemvr, gemv_norm.config_for
     calls: list[str] = []
 
@@ -84,8 +76,8 @@ def run_forward(device: str) -> dict[str, Any]:
         for name, kind in (("fallback", "hgemv"), ("norm", "hgemvr")):
             gemv_norm.config_for = lambda x2, w, kind=kind: QMMConfig(2, 128, 128, 1, 4, 1, False, kind)
             calls.clear()
-            hidden = forward_fast(w, c, tokens, cos[:, 0], sin[:, 0], slots, kv.clone(),
-                                  DecodeLayout(tables, lens, 1, "norm"), None)  # fmt: skip
+            hidden = forward_fast(w, c, d["tokens"], d["cos"], d["sin"], d["slots"], d["kv"].clone(),
+                                  DecodeLayout(d["tables"], d["lens"], 1, "norm"), None)  # fmt: skip
             out[name] = (hidden.float(), list(calls))
     finally:
         gemv_norm.launch_hgemvr, gemv_norm.config_for = real, pick

@@ -36,7 +36,6 @@ def run_scenarios(device: str) -> dict[str, Any]:
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
     from inlaid_worker.model.config import load_model_config
     from inlaid_worker.model.llama_fast import DecodeLayout, forward_fast
-    from inlaid_worker.model.rope import cos_sin, inv_frequencies
 
     rm = ph.engine_module("random_model")
     shape = rm.Shape(128, 256, 2, 4, 2, 512)  # hidden 128, intermediate 256, 2 layers
@@ -49,14 +48,8 @@ def run_scenarios(device: str) -> dict[str, Any]:
 
     layers = tuple(dataclasses.replace(la, input_norm=norm(), post_norm=norm()) for la in w.layers)
     w = dataclasses.replace(w, layers=layers, norm=norm())
-    bs = 4
-    kv0 = torch.randn(c.num_layers, 2, 8, bs, c.num_kv_heads, c.head_dim, device=device).half() * 0.5
-    tables = torch.arange(8, dtype=torch.int32, device=device).reshape(2, 4)
-    lens = torch.tensor([6, 11], dtype=torch.int32, device=device)
-    last = (lens - 1).long()
-    slots = tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs
-    cos, sin = cos_sin(inv_frequencies(c.rope, c.head_dim, device), last, torch.float16)
-    tokens = torch.tensor([5, 77], device=device)
+    d = ph.tiny_decode_inputs(c, device)
+    kv0, slots = d["kv"], d["slots"]
     hid, inter = c.hidden_size, c.intermediate_size
     names = {(hid, c.q_size + 2 * c.kv_size): "qkv", (c.q_size, hid): "o", (hid, 2 * inter): "gate_up",
              (inter, hid): "down"}  # (in, out features) -> weight; each shape distinct here  # fmt: skip
@@ -73,8 +66,8 @@ def run_scenarios(device: str) -> dict[str, Any]:
             (wt.in_features, wt.out_features)] in rows else "hgemv")  # fmt: skip
         calls.clear()
         kv = kv0.clone()
-        hidden = forward_fast(w, c, tokens, cos[:, 0], sin[:, 0], slots, kv, DecodeLayout(tables, lens, 1, fusion),
-                              None)  # fmt: skip
+        hidden = forward_fast(w, c, d["tokens"], d["cos"], d["sin"], slots, kv,
+                              DecodeLayout(d["tables"], d["lens"], 1, fusion), None)  # fmt: skip
         return hidden.float(), kv.float(), list(calls)
 
     def written(kv: torch.Tensor) -> torch.Tensor:  # [layers, 2, rows, kv_heads, head_dim]: this step's K/V
