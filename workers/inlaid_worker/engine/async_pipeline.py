@@ -11,8 +11,9 @@ previous call launched, never waiting for the step it launched itself:
   for the next call: step N's outputs never wait for step N+1 (a streaming client gets each token at the call after
   its step, as from the synchronous engine one call later).
 Adapter loads and removals, base-weight swaps and aborts of a row with an unread token read what is in flight first
-(_settle); after async is switched off the next step() still reads it. A failed step() leaves nothing in flight (the caller fails what was running); a failed
-_settle, outside step(), ends the rows whose tokens it lost with reason "error" at once and raises.
+(_settle); after async is switched off the next step() still reads it. A failed step() leaves nothing in flight (the
+caller fails what was running); a failed _settle, outside step(), ends the rows whose tokens it lost with reason
+"error" at once and raises.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from inlaid_worker.model.token_feed import make_feed
 
 if TYPE_CHECKING:
     from inlaid_worker.engine.engine import EngineLimits, RequestOutput
+    from inlaid_worker.model.step_input import StepInput
 
 
 class AsyncPipeline:
@@ -54,7 +56,9 @@ class AsyncPipeline:
         _pending: list[RequestOutput]
 
         def _assign_adapter_slots(self, scheduled: SchedulerOutput, held: Iterable[str] = ()) -> None: ...
-        def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor) -> list[RequestOutput]: ...
+        def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor,
+                         into: list[RequestOutput] | None = None) -> list[RequestOutput]: ...  # fmt: skip
+        def _run_model(self, step: StepInput) -> tuple[torch.Tensor, Any]: ...
         def _collect_prompt_logprobs(self, scheduled: SchedulerOutput, scored: Any) -> None: ...
         def _append_token(self, seq: Sequence, token: int) -> RequestOutput: ...
         def _fail(self, seq: Sequence) -> RequestOutput: ...
@@ -142,10 +146,7 @@ class AsyncPipeline:
             fed.append(row_of[chunk.seq])
         self._assign_adapter_slots(ahead, (s.adapter for s in flight.seqs if s.adapter is not None))
         feed = make_feed(flight.tokens, fed) if fed else None
-        step = build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed)
-        execute = getattr(self.runner, "execute_device", None) or self.runner.execute
-        logits = execute(step)
-        scored = None if step.prompt_rows is None else self.runner.take_prompt_logprobs()
+        logits, scored = self._run_model(build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed))
         for chunk in ahead.chunks:  # computed; commit() registers their blocks once the fed tokens are read (_resolve)
             chunk.seq.num_computed_tokens = chunk.end
         self.num_steps += 1

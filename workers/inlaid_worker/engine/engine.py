@@ -327,9 +327,7 @@ class LLMEngine(AsyncPipeline):
             return outputs
         self._assign_adapter_slots(scheduled)
         step = build_step_input(scheduled.chunks, self.limits.block_size, "cpu")  # the runner moves it
-        execute = getattr(self.runner, "execute_device", None) or self.runner.execute
-        logits = execute(step)  # [S, vocab] float32, on the device where the runner offers that
-        scored = None if step.prompt_rows is None else self.runner.take_prompt_logprobs()  # type: ignore[attr-defined]
+        logits, scored = self._run_model(step)
         if self._async:  # sampled on the device, or by the host at the next call: never waited for here
             self.scheduler.commit(scheduled)
             self.num_steps += 1
@@ -340,6 +338,13 @@ class LLMEngine(AsyncPipeline):
         self.scheduler.commit(scheduled)
         self.num_steps += 1
         return outputs + self._postprocess(scheduled, logits)
+
+    def _run_model(self, step: StepInput) -> tuple[torch.Tensor, Any]:
+        """Runs the step: its logits [S, vocab] float32 (on the device where the runner offers that) and its prompt
+        logprobs (model.prompt_logprobs.PromptLogprobs; None unless the step asked)."""
+        execute = getattr(self.runner, "execute_device", None) or self.runner.execute
+        logits = execute(step)
+        return logits, None if step.prompt_rows is None else self.runner.take_prompt_logprobs()  # type: ignore[attr-defined]
 
     def _fail(self, seq: Sequence) -> RequestOutput:
         detok = seq.detokenizer

@@ -24,7 +24,7 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program), M = 2..16 in the tuner;
   "tcs2" (PIPE: half-tile wgmmas under the next half's dequantization) is bench-only: not offered, not in the table
   (an unexplained 4.95e-3 check error). Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other GPUs
-  never get them as candidates and their launchers refuse them (device_caps.need_sm90);
+  never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -48,7 +48,7 @@ from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
 from .quant_hgemv3 import launch_hgemv3
 from .quant_hgemvr import launch_hgemvr
-from .quant_matmul_config import QMMConfig, agrees, candidate_configs, pick_config
+from .quant_matmul_config import QMMConfig, agrees, candidate_configs, hopper_only, pick_config
 from .quant_mma import dequant_matmul, launch_mma
 from .quant_tc import launch_tensor_core
 
@@ -163,6 +163,8 @@ def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tenso
 
 def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
     """Run one kernel with an explicit config: y[M, N] = x2[M, K] @ W (cfg.kind picks the kernel)."""
+    if hopper_only(cfg.kind) and x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        need_sm90(x2.device, cfg.kind)  # the Gluon kinds: refused before compiling (LLVM aborts elsewhere)
     args = (cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, cfg.num_stages, y)
     if cfg.kind == "gemv":
         launch_gemv(x2, w, *args)
@@ -188,7 +190,6 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
     elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
-        need_sm90(x2.device, cfg.kind)
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
     elif cfg.kind in ("tcs", "tcss", "tcs2"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
@@ -207,7 +208,6 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcv import launch_tcv  # late: Gluon's Hopper module, CUDA only
 
-        need_sm90(x2.device, cfg.kind)
         launch_tcv(x2, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps, cfg.num_stages,
                    2 if cfg.kind == "tcv2" else 1, y)  # fmt: skip
     else:
@@ -222,7 +222,6 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA module, CUDA only
 
-        need_sm90(x2.device, cfg.kind)
         launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
     else:
         launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y, kind="tcf")

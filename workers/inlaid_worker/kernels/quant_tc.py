@@ -19,7 +19,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .device_caps import need_sm90
 from .gptq_packing import GPTQWeight
 from .quant_common import group_zero, split_launch, store_tile
 from .quant_tc3 import operand3, x_index3
@@ -109,12 +108,12 @@ def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: i
                        num_warps: int, num_stages: int, y: torch.Tensor, kind: str) -> None:  # fmt: skip
     """Kinds "tc", "tcf" (FULL_DEQUANT), "tc2", "tcf2" (the operand built in two K=64 halves): the Gluon kernel on
     CUDA (num_stages = its word prefetch depth in K tiles), this file's twin under the interpreter; block_k = 128.
-    "tcl", "tclp", "tcls": the large-M tile kernel (quant_tcl; num_stages = its cp.async ring depth); its twin is "tcf"."""
+    "tcl", "tclp", "tcls": the large-M tile kernel (quant_tcl; num_stages = its cp.async ring depth); its twin is "tcf".
+    sm_90 only on CUDA: launch_quant_matmul, the caller, refuses other GPUs first (device_caps.need_sm90)."""
     full = kind.startswith("tcf") or kind.startswith("tcl")
     if block_k != 128:
         raise ValueError("the tensor-core kernels use K tiles of 128")
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        need_sm90(x2.device, kind)
         from .quant_tcg import launch_tcg
 
         if kind.startswith("tcl"):
