@@ -25,11 +25,11 @@ import torch
 
 from .gptq_packing import GPTQWeight
 from .quant_hgemvr import launch_hgemvr
-from .quant_matmul import quant_matmul_reference, tuning_calls
-from .quant_matmul_config import QMMConfig, pick_config
+from .quant_matmul import hgemvr_flags, quant_matmul_reference, tuned_config
+from .quant_matmul_config import QMMConfig
+from .quant_swiglu import FUSED_KINDS  # the row GEMV without the "f" kinds (their finish kernel is a separate epilogue)
 from .quant_swiglu import fused_ok as swiglu_ok
 
-FUSED_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")  # not the "f" kinds: their finish kernel is a separate epilogue
 # the consumer's x: fp16(g * fp16(h * r)) per value in fp32 (False: add_rms_norm's rounding), or r rounded to fp16
 # and two half2 multiplies per x pair (True); read when a launch is made (so at a graph's capture)
 NORM_FAST = False
@@ -43,8 +43,8 @@ NORM_MAXNREG: int | None = 80
 
 
 def config_for(x2: torch.Tensor, w: GPTQWeight) -> QMMConfig:
-    """The tuner's pick for x2 @ w (what quant_matmul would run)."""
-    return pick_config(x2, w, *tuning_calls(x2, w))
+    """The tuner's pick for x2 @ w (what quant_matmul would run; tests replace this to force a kind)."""
+    return tuned_config(x2, w)
 
 
 def fused_ok(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
@@ -60,10 +60,6 @@ def pair_ok(x_prod: torch.Tensor, w_prod: GPTQWeight, h: torch.Tensor, w_cons: G
             and fused_ok(x_prod, w_prod, config_for(x_prod, w_prod)) and fused_ok(h, w_cons, config_for(h, w_cons)))  # fmt: skip
 
 
-def _kw(cfg: QMMConfig) -> dict:
-    return dict(burst=cfg.kind == "hgemvrb", const_stride=True, pin=cfg.kind == "hgemvrq")
-
-
 def gemv_residual(x: torch.Tensor, w: GPTQWeight, h: torch.Tensor, slot: torch.Tensor,
                   cfg: QMMConfig | None = None) -> None:  # fmt: skip
     """h [M, N] += x [M, K] @ W in place (fp16(h + fp16(y))), slot[:M] += sum over N of h^2 (fp32)."""
@@ -72,7 +68,7 @@ def gemv_residual(x: torch.Tensor, w: GPTQWeight, h: torch.Tensor, slot: torch.T
         raise ValueError(f"gemv_residual: {cfg.kind} of x {tuple(x.shape)} into h {tuple(h.shape)}")
     if x.shape[0]:
         launch_hgemvr(x, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, residual=slot,
-                      **_kw(cfg))  # fmt: skip
+                      **hgemvr_flags(cfg.kind))  # fmt: skip
 
 
 def gemv_normed(h: torch.Tensor, norm_weight: torch.Tensor, slot: torch.Tensor, eps: float, w: GPTQWeight,
@@ -90,7 +86,7 @@ def gemv_normed(h: torch.Tensor, norm_weight: torch.Tensor, slot: torch.Tensor, 
         launch_hgemvr(h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, y,
                       swiglu=y if swiglu else None, norm=(norm_weight, slot, eps), norm_fast=NORM_FAST,
                       maxnreg=NORM_MAXNREG if cfg.block_m == 1 else None,
-                      **_kw(cfg))  # fmt: skip
+                      **hgemvr_flags(cfg.kind))  # fmt: skip
     return y
 
 

@@ -175,9 +175,7 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
     elif cfg.kind == "hgemvb":  # v6: all of a program's 2-4 K tiles loaded before any is used
         launch_hgemv(x2, w, *args[:5], 1, y, burst=True)
     elif cfg.kind in HGEMVR_KINDS:  # v7 row-accumulating half2 GEMV (quant_hgemvr); "f": finish-kernel epilogue
-        base = cfg.kind.removesuffix("f")
-        launch_hgemvr(x2, w, *args[:5], y, burst=base == "hgemvrb", const_stride=True, pin=base == "hgemvrq",
-                      finish=base != cfg.kind)  # fmt: skip
+        launch_hgemvr(x2, w, *args[:5], y, finish=cfg.kind.endswith("f"), **hgemvr_flags(cfg.kind))
 
     elif cfg.kind == "hgemv3":  # 3-bit half2 GEMV (quant_hgemv3)
         launch_hgemv3(x2, w, *args)
@@ -236,6 +234,17 @@ def tuning_input(x2: torch.Tensor) -> torch.Tensor:
     return torch.randn(x2.shape, generator=gen, device=x2.device, dtype=torch.float32).to(x2.dtype)
 
 
+def hgemvr_flags(kind: str) -> dict[str, bool]:
+    """launch_hgemvr's variant flags of a row-GEMV kind (HGEMVR_KINDS; the "f" suffix, its finish kernel, aside)."""
+    base = kind.removesuffix("f")
+    return dict(burst=base == "hgemvrb", const_stride=True, pin=base == "hgemvrq")
+
+
+def tuned_config(x2: torch.Tensor, w: GPTQWeight) -> QMMConfig:
+    """The tuner's pick for x2 [M, K] @ w (tuning it on first use of the shape): what quant_matmul runs."""
+    return pick_config(x2, w, *tuning_calls(x2, w))
+
+
 def tuning_calls(x2: torch.Tensor, w: GPTQWeight) -> tuple[Callable[[QMMConfig], None], Callable[[QMMConfig], bool]]:
     """pick_config's run and verify callbacks on tuning_input(x2), made on first use only (a tuned shape's calls
     never build it)."""
@@ -273,9 +282,7 @@ def quant_matmul(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -
     y = torch.empty(x2.shape[0], w.out_features, dtype=x.dtype, device=x.device)
     if x2.shape[0] == 0:
         return y.reshape(*x.shape[:-1], w.out_features)
-    if cfg is None:
-        cfg = pick_config(x2, w, *tuning_calls(x2, w))
-    launch_quant_matmul(x2, w, cfg, y)
+    launch_quant_matmul(x2, w, tuned_config(x2, w) if cfg is None else cfg, y)
     return y.reshape(*x.shape[:-1], w.out_features)
 
 

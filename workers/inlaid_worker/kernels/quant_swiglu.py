@@ -13,8 +13,8 @@ import torch
 
 from .gptq_packing import GPTQWeight
 from .quant_hgemvr import launch_hgemvr
-from .quant_matmul import launch_quant_matmul, quant_matmul_reference, tuning_calls
-from .quant_matmul_config import QMMConfig, pick_config
+from .quant_matmul import hgemvr_flags, launch_quant_matmul, quant_matmul_reference, tuned_config
+from .quant_matmul_config import QMMConfig
 from .silu_mul import silu_mul, silu_mul_reference
 
 FUSED_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")
@@ -37,14 +37,14 @@ def gemv_swiglu(x: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) ->
     if m == 0:
         return torch.empty(0, n // 2, dtype=x.dtype, device=x.device)
     if cfg is None:
-        cfg = pick_config(x, w, *tuning_calls(x, w))
+        cfg = tuned_config(x, w)
     if not fused_ok(x, w, cfg):
         y = torch.empty(m, n, dtype=x.dtype, device=x.device)
         launch_quant_matmul(x, w, cfg, y)
         return silu_mul(y)
     act = torch.empty(m, n // 2, dtype=x.dtype, device=x.device)
-    launch_hgemvr(x, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, act,
-                  burst=cfg.kind == "hgemvrb", const_stride=True, pin=cfg.kind == "hgemvrq", swiglu=act)  # fmt: skip
+    launch_hgemvr(x, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, act, swiglu=act,
+                  **hgemvr_flags(cfg.kind))  # fmt: skip
     return act
 
 
