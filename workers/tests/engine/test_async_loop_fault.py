@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,23 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.server.engine_loop import EngineLoop
 
 FAULT = "CUDA error: an illegal memory access was encountered (simulated)"
+
+
+def _drain(outbox: queue.Queue, done: Callable[[list[Any]], bool], seconds: float = 20) -> list[Any]:
+    """The session's events, taken from its outbox until done(events so far) or `seconds` pass."""
+    events: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while not done(events) and time.monotonic() < deadline:
+        try:
+            events.append(outbox.get(timeout=0.2))
+        except queue.Empty:
+            continue
+    return events
+
+
+def _failed(events: list[Any]) -> set[str]:
+    """The request ids of the AdmitError events."""
+    return {ev.request_id for ev in events if type(ev).__name__ == "AdmitError"}
 
 
 @pytest.mark.parametrize("async_on", [False, True])
@@ -54,15 +72,7 @@ def test_sticky_fault_fails_the_requests_and_the_loop_lives(
         params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
         for rid in ("a", "b"):
             loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
-        failed: set[str] = set()
-        deadline = time.monotonic() + 20
-        while failed != {"a", "b"} and time.monotonic() < deadline:
-            try:
-                ev = outbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if type(ev).__name__ == "AdmitError":
-                failed.add(ev.request_id)
+        failed = _failed(_drain(outbox, lambda evs: _failed(evs) == {"a", "b"}))
         assert state["faulted"]
         assert failed == {"a", "b"}
         time.sleep(0.3)
@@ -116,15 +126,7 @@ def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
             ev = outbox.get(timeout=20)
             tokens += getattr(ev, "token_ids", None) is not None
         loop.abort(sid, "a")
-        failed: set[str] = set()
-        deadline = time.monotonic() + 20
-        while "b" not in failed and time.monotonic() < deadline:
-            try:
-                ev = outbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if type(ev).__name__ == "AdmitError":
-                failed.add(ev.request_id)
+        failed = _failed(_drain(outbox, lambda evs: "b" in _failed(evs)))
         assert state["faulted"]
         assert "b" in failed
         time.sleep(0.3)
@@ -149,13 +151,7 @@ def test_a_fault_at_a_session_close_still_closes_the_session(tmp_path: Path, mon
             ev = outbox.get(timeout=20)
             tokens += getattr(ev, "token_ids", None) is not None
         loop.close_session(sid, abort=True)
-        events: list[Any] = []
-        deadline = time.monotonic() + 20
-        while (not events or events[-1] is not None) and time.monotonic() < deadline:
-            try:
-                events.append(outbox.get(timeout=0.2))
-            except queue.Empty:
-                continue
+        events = _drain(outbox, lambda evs: bool(evs) and evs[-1] is None)
         assert state["faulted"]
         assert events and events[-1] is None, events[-5:]  # the session closed
         assert sid not in loop._sessions  # noqa: SLF001

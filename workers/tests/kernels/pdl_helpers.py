@@ -4,7 +4,8 @@ CPU: each test file runs its cases once under TRITON_INTERPRET=1 in a subprocess
 `print_case_results`), every case with kernels.pdl's mode forced to 0-3 (`run_modes`), and asserts per case on
 the results (`interpreted_cases`, `assert_same_as_mode0`). CUDA: graph chains captured and replayed per PDL mode
 (`graph_replays_match_mode0`), and decode steps of a 2-layer Llama-7B-shaped int4 runner
-(`random_7b_runner`) in every mode (`decode_steps_match_mode0`).
+(`random_7b_runner`) in every mode (`decode_steps_match_mode0`); the decode-fusion tests (test_gemv_norm,
+test_quant_swiglu) run theirs per fusion (`decode_fusion_runs`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,34 @@ def interpreted_cases(script: str) -> Callable[[str], dict]:
         raise RuntimeError(f"interpreted PDL cases failed:\n{proc.stderr[-4000:]}")
     results: dict[str, dict] = json.loads(proc.stdout.strip().splitlines()[-1])
     return lambda case_id: results[case_id]
+
+
+def interpreted_dispatch_matches_reference(kinds: tuple[str, ...], config: tuple[int, ...], act: bool) -> None:
+    """launch_quant_matmul with QMMConfig(*config, True, kind) for each of `kinds` on a random 3 x 256 fp16 x and a
+    256 x 64 4-bit GPTQ weight (act-order `act`), in a subprocess under TRITON_INTERPRET=1: each within 2e-3
+    (relative norm) of quant_matmul_reference (the quant_tcs / quant_tcv dispatch tests)."""
+    script = (
+        "import torch\n"
+        "from cases import _patch_interpreter_for_numpy, make_gptq\n"
+        "_patch_interpreter_for_numpy()\n"
+        "from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight\n"
+        "from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference\n"
+        "from inlaid_worker.kernels.quant_matmul_config import QMMConfig\n"
+        "torch.manual_seed(0)\n"
+        f"raw = make_gptq(256, 64, 4, 128, sym=False, act={act!r}, zero_offset=1)\n"
+        "w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)\n"
+        "x = torch.randn(3, 256).half()\n"
+        "ref = quant_matmul_reference(x, raw['qweight'], raw['qzeros'], raw['scales'], raw['g_idx'], 4, 1).float()\n"
+        f"for kind in {kinds!r}:\n"
+        "    y = torch.empty(3, 64, dtype=torch.float16)\n"
+        f"    launch_quant_matmul(x, w, QMMConfig(*{config!r}, True, kind), y)\n"
+        "    err = float((y.float() - ref).norm() / ref.norm())\n"
+        "    assert err < 2e-3, (kind, err)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{WORKERS}{os.pathsep}{HERE}")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
 
 
 def assert_same_as_mode0(res: dict) -> None:
@@ -160,6 +189,18 @@ def decode_steps_match_mode0(runner: Any, step: Any, kv0: torch.Tensor, label: t
             rel = float((logits - base).norm() / base.norm())
             assert rel < 1e-2, (*label, mode, rel)
             assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (*label, mode)
+
+
+def decode_fusion_runs(runner: Any, step: Any, kv0: torch.Tensor, fusions: Iterable[str]) -> dict[str, list]:
+    """`step` run from KV cache kv0 with runner.decode_fusion set to each of `fusions` in turn: fusion -> its runs'
+    (logits, KV cache), in order."""
+    got: dict[str, list] = {}
+    for fusion in fusions:
+        runner.decode_fusion = fusion
+        runner.kv_cache.copy_(kv0)
+        logits = runner.execute(step).clone()
+        got.setdefault(fusion, []).append((logits, runner.kv_cache.clone()))
+    return got
 
 
 def tiny_decode_inputs(c: Any, device: str) -> dict[str, torch.Tensor]:

@@ -222,12 +222,7 @@ def test_decode_graphs_with_the_norm_fusion_match_unfused(tmp_path: Any, monkeyp
     kv0 = torch.randn_like(runner.kv_cache) * 0.3
     for batch in (1, 2, 3):
         step = steps_mod.make_step(batch, 1, 100, [-1] * batch, shape.vocab, 256)
-        got: dict[str, list] = {}
-        for fusion in ("none", "norm", "norm+swiglu", "norm", "none", "norm"):
-            runner.decode_fusion = fusion
-            runner.kv_cache.copy_(kv0)
-            logits = runner.execute(step).clone()
-            got.setdefault(fusion, []).append((logits, runner.kv_cache.clone()))
+        got = ph.decode_fusion_runs(runner, step, kv0, ("none", "norm", "norm+swiglu", "norm", "none", "norm"))
         base, kv_base = got["none"][0]
         assert torch.isfinite(base).all()
         for fusion, runs in got.items():

@@ -119,34 +119,9 @@ def test_tcs2_builds_without_wgmma_serialization() -> None:
 
 def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
     """On the CPU the kinds run quant_tc's "tcf" (the same (q - z) * s operand): the dispatcher's path."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    import pdl_helpers as ph  # type: ignore[import-not-found]
 
-    script = (
-        "import torch\n"
-        "from cases import _patch_interpreter_for_numpy, make_gptq\n"
-        "_patch_interpreter_for_numpy()\n"
-        "from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight\n"
-        "from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference\n"
-        "from inlaid_worker.kernels.quant_matmul_config import QMMConfig\n"
-        "torch.manual_seed(0)\n"
-        "raw = make_gptq(256, 64, 4, 128, sym=False, act=True, zero_offset=1)\n"
-        "w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)\n"
-        "x = torch.randn(3, 256).half()\n"
-        "ref = quant_matmul_reference(x, raw['qweight'], raw['qzeros'], raw['scales'], raw['g_idx'], 4, 1).float()\n"
-        "for kind in ('tcs', 'tcss', 'tcs2'):\n"
-        "    y = torch.empty(3, 64, dtype=torch.float16)\n"
-        "    launch_quant_matmul(x, w, QMMConfig(8, 128, 128, 2, 4, 4, True, kind), y)\n"
-        "    err = float((y.float() - ref).norm() / ref.norm())\n"
-        "    assert err < 2e-3, (kind, err)\n"
-        "print('ok')\n"
-    )
-    here = Path(__file__).resolve().parent
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{here.parents[1]}{os.pathsep}{here}")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    ph.interpreted_dispatch_matches_reference(("tcs", "tcss", "tcs2"), (8, 128, 128, 2, 4, 4), act=True)
 
 
 def test_tcs_candidates_fit() -> None:

@@ -5,11 +5,6 @@ elsewhere: Gluon wgmma kernels do not run under the interpreter)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from cases import make_gptq
@@ -94,29 +89,9 @@ class _FakeW:
 
 def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
     """On the CPU the kinds run quant_tc's "tc" (the same exact-operand product): the dispatcher's path."""
-    script = (
-        "import torch\n"
-        "from cases import _patch_interpreter_for_numpy, make_gptq\n"
-        "_patch_interpreter_for_numpy()\n"
-        "from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight\n"
-        "from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference\n"
-        "from inlaid_worker.kernels.quant_matmul_config import QMMConfig\n"
-        "torch.manual_seed(0)\n"
-        "raw = make_gptq(256, 64, 4, 128, sym=False, act=False, zero_offset=1)\n"
-        "w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)\n"
-        "x = torch.randn(3, 256).half()\n"
-        "ref = quant_matmul_reference(x, raw['qweight'], raw['qzeros'], raw['scales'], raw['g_idx'], 4, 1).float()\n"
-        "for kind in ('tcv', 'tcv2'):\n"
-        "    y = torch.empty(3, 64, dtype=torch.float16)\n"
-        "    launch_quant_matmul(x, w, QMMConfig(8, 64, 128, 2, 4, 2, True, kind), y)\n"
-        "    err = float((y.float() - ref).norm() / ref.norm())\n"
-        "    assert err < 2e-3, (kind, err)\n"
-        "print('ok')\n"
-    )
-    here = Path(__file__).resolve().parent
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{here.parents[1]}{os.pathsep}{here}")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    import pdl_helpers as ph  # type: ignore[import-not-found]
+
+    ph.interpreted_dispatch_matches_reference(("tcv", "tcv2"), (8, 64, 128, 2, 4, 2), act=False)
 
 
 def _weight(k: int, n: int, sym: bool, act: bool):
