@@ -204,7 +204,7 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
-            RO: tl.constexpr, nw_ptr, r, NORM: tl.constexpr):  # fmt: skip
+            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr):  # fmt: skip
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
     would wait for the loads before the previous tile's arithmetic)."""
@@ -220,12 +220,12 @@ def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.co
 def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
-             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, r, NORM: tl.constexpr):  # fmt: skip
+             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
-    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, r, NORM)
+    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM)
 
 
 @triton.jit
@@ -309,7 +309,7 @@ def _hgemvr_kernel(
                 t3 = _tile_w(k3, 3 < mine, w_rows, *wargs)
         gdc_wait(USE_GDC)
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
-        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, r, NORM_IN)
+        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
         cur = _with_x(cur, k_first, *xargs)
         if BURST > 1:
             t1 = _with_x(t1, k1, *xargs)
@@ -320,7 +320,7 @@ def _hgemvr_kernel(
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
-            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, r, NORM_IN)  # fmt: skip
+            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)  # fmt: skip
     if USE_GDC != 1 and USE_GDC != 2:
         cur = _tile_in(k_first, True, w_rows, *args)
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
