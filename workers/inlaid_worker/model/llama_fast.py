@@ -253,8 +253,10 @@ class _NormFusion:
                  cons: QuantMatrix | torch.Tensor, norm_weight: torch.Tensor) -> _Pending | None:  # fmt: skip
         """h += x @ prod with the sum of squares into slot j, where the pair (prod, cons) can take the norm fusion
         (gemv_norm.pair_ok): then the norm for cons to apply to h; None where it cannot or is off (nothing run)."""
+        if not self.on:  # every layer of every step without the fusion: nothing more to look at
+            return None
         wp, wc = _single(prod), _single(cons)
-        if not self.on or wp is None or wc is None or not pair_ok(x, wp, h, wc, norm_weight):
+        if wp is None or wc is None or not pair_ok(x, wp, h, wc, norm_weight):
             return None
         if self.slots is None:
             self.slots = torch.zeros(self.shape, dtype=torch.float32, device=self.device)
