@@ -11,7 +11,7 @@ The delta is bounded without forming it (it is out x in per module):
     |scaling * (B @ A)[i, j]| <= |scaling| * sum_k max_i |B[i, k]| * max_j |A[k, j]|
 
 an upper bound that is reached when one row of B and one column of A hold each component's largest values (and
-their signs agree). Real adapters sit 4 to 6 orders of magnitude below both limits (README, "Adding a task while serving").
+their signs agree). Real adapters sit 4 to 6 orders of magnitude below both limits (docs/adding-tasks.md).
 The rule does not bound activations, which depend on the inputs: an adapter within it can still overflow in a
 forward pass, and would then fail at re-quantization with the previous weights serving.
 """

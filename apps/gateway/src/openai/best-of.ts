@@ -2,7 +2,7 @@
  * `best_of` (pure), shared by HTTP completions and gRPC Generate: its rules (checkBestOf), the candidates it runs
  * (candidatesOf) and their ranking. Of the best_of candidates generated for a prompt, the n returned are those with
  * the highest log probability per token (OpenAI's definition: the mean of the sampled tokens' logprobs, which are
- * the raw model distribution's, see README "Sampling"). Ties keep the lower candidate index; a candidate without
+ * the raw model distribution's, see docs/api.md, "Sampling"). Ties keep the lower candidate index; a candidate without
  * tokens ranks last.
  */
 import type { common } from '@inlaid/proto';
