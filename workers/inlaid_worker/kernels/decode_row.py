@@ -51,7 +51,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import l2_prefetch
 from .decode_fused import _rope_rows
 from .pdl import gdc_late, gdc_start, gdc_wait
 
@@ -132,20 +131,15 @@ def _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD: tl.constexpr):
 def _row_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, cos_ptr, sin_ptr, slot_ptr,
     scale, stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
-    stride_ot, stride_oh, stride_cs, pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d,
+    stride_ot, stride_oh, stride_cs,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
     MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, ROPE: tl.constexpr = 0,
-    USE_GDC: tl.constexpr = 0, PF_ND: tl.constexpr = 0, PF_METHOD: tl.constexpr = 0, PF_BLOCK: tl.constexpr = 32,
-    PF_END: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0,
 ):  # fmt: skip
     part = tl.program_id(0)
     kvh = tl.program_id(1)
     s = tl.program_id(2)
-    # L2 prefetch of the next GEMVs' weights (kernels.l2_prefetch): program pf_pid of pf_n, issued before the wait
-    # (PF_END 0) or after the program's KV loop (1)
-    pf_pid = part + NUM_PARTS * (kvh + KV_HEADS * s)
-    pf_n = NUM_PARTS * KV_HEADS * tl.num_programs(2)
     gdc_start(USE_GDC)
     ctx = tl.load(ctx_ptr + s)  # the staged step metadata: read before the wait (module docstring)
     n_tiles = tl.cdiv(ctx, BLOCK_N)
@@ -164,8 +158,6 @@ def _row_kernel(
                 old = valid[:, None] & mask_d[None, :]
             k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=old, other=0.0)
             v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=old, other=0.0)
-            if PF_END == 0:
-                l2_prefetch.prefetch(pf_pid, pf_n, pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d, PF_ND, PF_METHOD, PF_BLOCK)  # fmt: skip
             gdc_wait(USE_GDC)
             if PREFETCH == 1:
                 if ROPE == 0:  # (ROPE: the new token comes from registers)
@@ -174,8 +166,6 @@ def _row_kernel(
                         k = tl.where(new, tl.load(k_ptr + k_row[:, None] + d[None, :], mask=new, other=0.0), k)
                         v = tl.where(new, tl.load(v_ptr + v_row[:, None] + d[None, :], mask=new, other=0.0), v)
         else:
-            if PF_END == 0:
-                l2_prefetch.prefetch(pf_pid, pf_n, pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d, PF_ND, PF_METHOD, PF_BLOCK)  # fmt: skip
             gdc_wait(USE_GDC)
             kv_mask = valid[:, None] & mask_d[None, :]
             k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
@@ -243,14 +233,10 @@ def _row_kernel(
         if ROPE:
             if owner:
                 m_i, l_i, acc = _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD)
-        if PF_END:  # the prefetch after this program's own KV loads (they never queue behind it)
-            l2_prefetch.prefetch(pf_pid, pf_n, pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d, PF_ND, PF_METHOD, PF_BLOCK)  # fmt: skip
         gdc_late(USE_GDC)
         _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
                 tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
                 NUM_PARTS, MERGE_CHUNK)  # fmt: skip
-    else:  # (a partition past the context still issues its share of the prefetch)
-        l2_prefetch.prefetch(pf_pid, pf_n, pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d, PF_ND, PF_METHOD, PF_BLOCK)  # fmt: skip
 
 
 @triton.jit
@@ -371,10 +357,8 @@ def _launch(
     q: torch.Tensor, stride_qt: int, stride_qh: int, heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None,
     opt: dict[str, int], rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-    l2pf: tuple[list, int] | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out.
-    l2pf: (kernels.l2_prefetch descriptors, method): an L2 hint for the next GEMVs' weights (output unchanged)."""
+    """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out."""
     from .decode_fused import counters
     from .paged_decode import workspace
     from .pdl import launch_kw
@@ -401,8 +385,6 @@ def _launch(
         stride_qt, stride_qh, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
         v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
         cos.stride(0) if rope is not None else 0,
-        **(l2_prefetch.args(*l2pf[:2]) if l2pf is not None else l2_prefetch.OFF),
-        PF_BLOCK=32 * int(opt["num_warps"]), PF_END=int(l2pf[2]) if l2pf is not None and len(l2pf) > 2 else 0,
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
         BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=min(num_parts, 8),
         PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None),
@@ -428,14 +410,11 @@ def row_decode(
 def row_rope_decode(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
     v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, heads: int,
-    num_parts: int | None = None, base: dict[str, int] | None = None,
-    l2pf: tuple[list, int] | None = None, **opts: int,
+    num_parts: int | None = None, base: dict[str, int] | None = None, **opts: int,
 ) -> torch.Tensor:  # fmt: skip
     """rope_cache.rope_and_cache + impl "row" in one launch (module docstring, "Rotary inside"): qkv [S, (heads +
     2 * kv_heads) * D] (q | k | v), cos / sin [S, D] (model.rope.cos_sin, the activation dtype), slot_mapping [S];
-    returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written).
-    l2pf: (kernels.l2_prefetch descriptors, method[, at_end]), issued before the PDL wait, or with at_end after the
-    KV loop (output unchanged)."""
+    returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written)."""
     s = qkv.shape[0]
     kv_heads, hd = k_cache.shape[2], k_cache.shape[3]
     if (qkv.shape[1] != (heads + 2 * kv_heads) * hd or qkv.stride(1) != 1 or heads % kv_heads or hd % 2
@@ -450,7 +429,7 @@ def row_rope_decode(
     if s == 0:
         return out
     return _launch(qkv, qkv.stride(0), hd, heads, k_cache, v_cache, block_tables, context_lens, scale, out,
-                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping), l2pf)  # fmt: skip
+                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping))  # fmt: skip
 
 
 def row_rope_reference(

@@ -12,34 +12,15 @@ import torch
 import triton
 import triton.language as tl
 
-from . import l2_prefetch
 from .pdl import gdc_late, gdc_start, gdc_wait, launch_kw
 
 
 @triton.jit
 def _add_rms_norm_kernel(
-    x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o, n_rows,
-    pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d,
+    x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o,
     HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0,
-    PF_ND: tl.constexpr = 0, PF_METHOD: tl.constexpr = 0, PF_BLOCK: tl.constexpr = 32,
 ):  # fmt: skip
     row = tl.program_id(0)
-    if PF_METHOD == 0:  # no plan: the kernel as it was (every program a row, every program waits)
-        _norm_row(x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o, row, HAS_RES, BLOCK, USE_GDC)
-    elif row < n_rows:
-        _norm_row(x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o, row, HAS_RES, BLOCK, USE_GDC)
-    else:  # programs n_rows.. only prefetch the next GEMVs' weights into L2 (kernels.l2_prefetch; a hint, weights
-        # only, so no PDL wait: row 0's covers the kernel, kernels.pdl). The rows' programs leave it to them (their
-        # own path stays as it was); the launch adds these programs only with a plan (one SM cannot issue megabytes
-        # of prefetches quickly)
-        gdc_start(USE_GDC)
-        l2_prefetch.prefetch(row - n_rows, tl.num_programs(0) - n_rows, pf0a, pf0s, pf0c, pf0l, pf0e, pf0d, pf1a, pf1s, pf1c, pf1l, pf1e, pf1d, pf2a, pf2s, pf2c, pf2l, pf2e, pf2d, pf3a, pf3s, pf3c, pf3l, pf3e, pf3d, pf4a, pf4s, pf4c, pf4l, pf4e, pf4d, pf5a, pf5s, pf5c, pf5l, pf5e, pf5d,
-                             PF_ND, PF_METHOD, PF_BLOCK)  # fmt: skip
-
-
-@triton.jit
-def _norm_row(x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o, row, HAS_RES: tl.constexpr,
-              BLOCK: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
     offs = tl.arange(0, BLOCK)
     mask = offs < n
     gdc_start(USE_GDC)
@@ -60,12 +41,9 @@ def _norm_row(x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride
 
 
 def add_rms_norm(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
-    l2pf: tuple[list, int, int] | None = None,
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """x [T, n] -> RMSNorm(residual + x) [T, n]; residual (if given) is updated in place to residual + x.
-    l2pf: (kernels.l2_prefetch descriptors, method, extra programs that only prefetch), an L2 hint for the next
-    GEMVs' weights (outputs unchanged)."""
+    """x [T, n] -> RMSNorm(residual + x) [T, n]; residual (if given) is updated in place to residual + x."""
     if x.dim() != 2 or weight.shape != (x.shape[1],) or x.stride(1) != 1:
         raise ValueError(f"add_rms_norm: x {tuple(x.shape)} (row-major 2-D) and weight {tuple(weight.shape)}")
     if residual is not None and (residual.shape != x.shape or residual.stride(1) != 1):
@@ -76,13 +54,9 @@ def add_rms_norm(
         return out
     res = residual if residual is not None else x
     block = triton.next_power_of_2(n)
-    warps = 8 if block >= 2048 else 4
-    pf, extra = l2_prefetch.OFF, 0
-    if l2pf is not None and l2pf[1] and l2pf[0]:
-        pf, extra = l2_prefetch.args(l2pf[0], l2pf[1]), max(1, l2pf[2])
-    _add_rms_norm_kernel[(t + extra,)](
-        x, res, weight, out, n, eps, x.stride(0), res.stride(0), out.stride(0), t,
-        HAS_RES=residual is not None, BLOCK=block, num_warps=warps, PF_BLOCK=32 * warps, **pf, **launch_kw(),
+    _add_rms_norm_kernel[(t,)](
+        x, res, weight, out, n, eps, x.stride(0), res.stride(0), out.stride(0),
+        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **launch_kw(),
     )  # fmt: skip
     return out
 

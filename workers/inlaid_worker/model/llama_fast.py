@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from inlaid_worker.kernels import l2_prefetch
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -188,10 +187,7 @@ def forward_fast(
     h = F.embedding(token_ids, w.embed)  # the residual stream, updated in place by add_rms_norm
     t, eps, scale = h.shape[0], c.rms_norm_eps, c.head_dim**-0.5
     q_end, k_end = c.q_size, c.q_size + c.kv_size
-    pf = _L2Plan.make(layout, h)  # L2 prefetch of the next GEMVs' weights (kernels.l2_prefetch; None: off)
-    # (the first input norm prefetches layer 0's qkv)
-    x = add_rms_norm(h, w.layers[0].input_norm, eps, l2pf=pf.input_norm(w.layers[0]) if pf else None) if (
-        w.layers) else h  # fmt: skip
+    x = add_rms_norm(h, w.layers[0].input_norm, eps) if w.layers else h
     # SwiGLU in the gate/up GEMV: decode layouts that ask for it, without LoRA (its delta lands between the two)
     swiglu = isinstance(layout, DecodeLayout) and layout.swiglu and lora is None and h.dtype == torch.float16
     # rotary + KV write inside impl "row" (one launch) where that is the default with option rope=1
@@ -220,18 +216,15 @@ def forward_fast(
             if row_rope is not None and isinstance(layout, DecodeLayout):
                 attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
                                        layout.block_tables, layout.context_lens, scale, c.num_heads,
-                                       base=row_rope, l2pf=pf.attention(layer) if pf is not None else None,
-                                       ).reshape(t, -1)  # fmt: skip
+                                       base=row_rope).reshape(t, -1)  # fmt: skip
             else:
                 q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
                 attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
         pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
         if pending is None:
-            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj",
-                          pf.post_norm(layer) if pf is not None else None)  # fmt: skip
+            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj")
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
-        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size,
-                          pf.input_norm(nxt) if pf is not None and nxt is not None else None)  # fmt: skip
+        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size)
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
@@ -277,61 +270,17 @@ def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
 
 
 def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tensor, norm_weight: torch.Tensor,
-              eps: float, lora: LoraDelta | None, i: int, name: str,
-              l2pf: tuple[list, int, int] | None = None) -> torch.Tensor:  # fmt: skip
-    """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x (l2pf: the norm
-    kernel's L2 prefetch plan, kernels.l2_prefetch)."""
+              eps: float, lora: LoraDelta | None, i: int, name: str) -> torch.Tensor:  # fmt: skip
+    """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x."""
     y = linear(x, weight)
     if lora is not None:
         lora.add(y, x, i, name)
-    return add_rms_norm(y, norm_weight, eps, residual=h, l2pf=l2pf)
-
-
-class _L2Plan:
-    """The decode step's L2 prefetch plans (kernels.l2_prefetch.SETTING, read when the step runs: at a decode graph's
-    capture), per kernel: which tiles of which GEMV's weights it asks the L2 for. The split-K layout of each GEMV is
-    its tuner pick for this step's rows (quant_matmul.tuned_config on h: o, qkv and gate/up all take K = hidden)."""
-
-    def __init__(self, setting: l2_prefetch.Setting, h: torch.Tensor) -> None:
-        self.s, self.h = setting, h
-
-    @staticmethod
-    def make(layout: Layout, h: torch.Tensor) -> _L2Plan | None:
-        s = l2_prefetch.SETTING
-        if s is None or not s.on or not isinstance(layout, DecodeLayout) or not h.is_cuda or h.shape[0] == 0:
-            return None
-        return _L2Plan(s, h)
-
-    def gemv(self, m: QuantMatrix | torch.Tensor, lo: float, hi: float) -> list:
-        from inlaid_worker.kernels.quant_common import split_iters
-        from inlaid_worker.kernels.quant_matmul import tuned_config
-
-        wq = _single(m)
-        if wq is None or hi <= lo or wq.in_features != self.h.shape[1]:
-            return []
-        cfg = tuned_config(self.h, wq)
-        if cfg.block_k <= 0 or wq.in_features % cfg.block_k:
-            return []
-        iters, split = split_iters(wq.in_features // cfg.block_k, cfg.split_k)
-        return l2_prefetch.gemv_descs(wq, split, iters, cfg.block_k, lo, hi, self.s.chunk)
-
-    def attention(self, layer: LayerWeights) -> tuple[list, int, int]:
-        s = self.s
-        return (l2_prefetch.merge(self.gemv(layer.o, 0.0, s.attn_o), self.gemv(layer.gate_up, 0.0, s.attn_gu)),
-                s.method, s.attn_end)  # fmt: skip
-
-    def post_norm(self, layer: LayerWeights) -> tuple[list, int, int]:
-        s = self.s
-        return self.gemv(layer.gate_up, s.attn_gu, s.attn_gu + s.norm_gu), s.method, s.norm_progs
-
-    def input_norm(self, layer: LayerWeights) -> tuple[list, int, int]:
-        return self.gemv(layer.qkv, 0.0, self.s.norm_qkv), self.s.method, self.s.norm_progs
+    return add_rms_norm(y, norm_weight, eps, residual=h)
 
 
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
          nxt: LayerWeights | None, final_norm: torch.Tensor, fuse: _NormFusion, swiglu: bool,
-         lora: LoraDelta | None, eps: float, inter: int,
-         l2pf: tuple[list, int, int] | None = None) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
+         lora: LoraDelta | None, eps: float, inter: int) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
     """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
     last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
     (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x."""
@@ -351,8 +300,8 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
     if nxt is None:  # the final norm stays a launch of its own
         return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj"), None
     nxt_pending = fuse.residual(2 * i + 1, act, layer.down, h, nxt.qkv, nxt.input_norm)
-    if nxt_pending is None:  # (l2pf: the next layer's input norm prefetches its qkv)
-        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj", l2pf), None
+    if nxt_pending is None:
+        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj"), None
     return x, nxt_pending
 
 
