@@ -3,16 +3,19 @@
 The logits stay where the runner left them (the GPU); only the sampled token ids, one overflow flag per row, and
 the logprobs that rows ask for (the chosen token's and the top N) come to the host, in one copy each. Per batch:
 the rows' logit biases and min_tokens bans (one scatter each, on copies of those rows only), penalties from the
-rows' token histories (a count matrix built by one scatter), then one argmax for the greedy rows, and for the
+rows' token histories (a count matrix built by scatters), then one argmax for the greedy rows, and for the
 sampled rows temperature, min-p (restrict_logits: x - max(x) < ln(min_p)), top-k, the top-p nucleus
 (restrict_logits: the smallest set of most likely tokens whose mass reaches top_p, the first token always kept,
 with every token tied with its least likely one, so the set does not depend on how the sort orders ties), softmax
-and the inverse-CDF draw; the sampled rows in chunks of rows_per_chunk(vocab) (their full-vocabulary temporaries
-stay under SCRATCH_BYTES whatever the batch), top-k on the rows that set one and the nucleus (a sort) on the rows
-with top_p < 1 only. Each sampled row's one uniform number comes from its own CPU generator, as sampler.draw
-takes it, so a request's tokens depend only on its own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on
-the GPU the same up to float rounding (a draw within rounding of a CDF step, or a nucleus edge). The engine uses
-it for GPU logits; for CPU logits it keeps sample_rows, as fast or faster there (bench/results/sampling-2026-11-30-*).
+and the inverse-CDF draw. Every full-vocabulary temporary is made for one chunk of at most rows_per_chunk(vocab)
+rows at a time (the float32 copy of the chunk's logits, its bias, ban and penalty copies, the sampling's scratch, the
+logprobs' log-softmax), so one call's device scratch stays under sampler_scratch_bytes(vocab, rows) whatever the
+batch, and the engine counts that bound in its memory budget (engine/factory.py); top-k runs on the rows that set one
+and the nucleus (a sort) on the rows with top_p < 1 only. Each sampled row's one uniform number comes from its own
+CPU generator, as sampler.draw takes it, so a request's tokens depend only on its own logits and seed; on CPU
+tensors this path picks the same tokens as sample_rows, on the GPU the same up to float rounding (a draw within
+rounding of a CDF step, or a nucleus edge). The engine uses it for GPU logits; for CPU logits it keeps sample_rows,
+as fast or faster there (bench/results/sampling-2026-11-30-*).
 
 Rows the batch does not take go to sample_rows on host copies of those rows only: rows with a grammar
 (structured outputs: xgrammar fills their bitmasks on the host), and rows whose float32 values overflowed to +inf
@@ -45,16 +48,34 @@ if TYPE_CHECKING:
     from inlaid_worker.engine.structured import GrammarState
 
 NEG_INF = float("-inf")
-# the sampled rows' full-vocabulary temporaries (scaled logits, masks, probabilities, the top-p sort's values and
-# ids, the float64 CDF) are made for at most this many bytes' worth of rows at a time: peak scratch does not grow
-# with the batch (about 1.5 MB a row at a 32k vocabulary: 43 rows a chunk; 10 at 128k)
+# every full-vocabulary temporary (the chunk's float32 logits, bias/ban and penalty copies and counts, scaled logits,
+# masks, probabilities, the top-p sort's values and ids, the float64 CDF, the logprobs' log-softmax) is made for at
+# most this many bytes' worth of rows at a time: peak scratch does not grow with the batch (about 1.5 MB a row at a
+# 32k vocabulary: 43 rows a chunk; 10 at 128k)
 SCRATCH_BYTES = 64 << 20
 SCRATCH_BYTES_PER_TOKEN = 48  # an upper bound of the above, alive at once, per row and vocabulary entry
+# the rows' token histories go to the device (penalties: one int64 id per token) at most max(this, a byte per row
+# and vocabulary entry of the chunk / 8) ids at a time: inside the chunk's scratch, plus at most 8 KiB
+HISTORY_IDS_MIN_COPY = 1024
+# per row of the batch, whatever the vocabulary: its token, flags, per-row parameters and index tensors, and its
+# logprobs (<= 1 + 2 * MAX_LOGPROBS float64 values), generously
+SCRATCH_BYTES_PER_ROW = 1024
 
 
 def rows_per_chunk(vocab: int) -> int:
-    """How many sampled rows one chunk of the batch's sampling takes (>= 1)."""
+    """How many rows one chunk of the batch's full-vocabulary work takes (>= 1)."""
     return max(1, SCRATCH_BYTES // (SCRATCH_BYTES_PER_TOKEN * max(1, vocab)))
+
+
+def sampler_scratch_bytes(vocab: int, max_num_seqs: int) -> int:
+    """An upper bound of the device memory that one sample_batch or launch_batch call of at most max_num_seqs rows
+    allocates besides its logits (which the caller holds): one chunk's full-vocabulary scratch (<= SCRATCH_BYTES,
+    or one row's where a row alone exceeds it; it includes the copies of history ids but for HISTORY_IDS_MIN_COPY of
+    them), and a few bytes per row. Tensor bytes: the CUDA caching allocator's rounding of blocks comes on top."""
+    if vocab < 1 or max_num_seqs < 1:
+        raise ValueError(f"vocab and max_num_seqs must be positive, got {vocab} and {max_num_seqs}")
+    chunk = min(max_num_seqs, rows_per_chunk(vocab)) * SCRATCH_BYTES_PER_TOKEN * vocab
+    return chunk + HISTORY_IDS_MIN_COPY * 8 + max_num_seqs * SCRATCH_BYTES_PER_ROW
 
 
 def nucleus_strategy(device: torch.device) -> str:
@@ -87,11 +108,11 @@ def sample_batch(
     batch = [i for i in range(n) if i not in skip]
     tokens: list[int] = [0] * n
     logprobs: list[TokenLogprobs | None] = [None] * n
-    sub = logits if len(batch) == n else logits[batch]
     b_params = [params[i] for i in batch]
     b_hist = None if histories is None else [histories[i] for i in batch]
     b_ban = None if banned is None else [banned[i] for i in batch]
-    out = _Batch(sub, b_params, [generators[i] for i in batch], b_hist, nucleus, b_ban).run()
+    sel = None if len(batch) == n else batch  # the batch reads its rows of logits, no copy of them all
+    out = _Batch(logits, b_params, [generators[i] for i in batch], b_hist, nucleus, b_ban, sel).run()
     for j, i in enumerate(batch):
         tokens[i], logprobs[i] = out.tokens[j], out.logprobs[j]
     if out.overflowed:  # redo those rows on the host in float64, with the uniforms the batch drew for them
@@ -137,7 +158,7 @@ def _on_host(
 ) -> SamplerOutput:
     """sample_rows on host copies of `rows`; the result is indexed like the whole batch (other rows: 0 / None)."""
     out = sample_rows(
-        logits[rows].float().cpu(),
+        _host_rows(logits, rows),
         [params[i] for i in rows],
         [generators[i] for i in rows],
         None if histories is None else [histories[i] for i in rows],
@@ -152,6 +173,14 @@ def _on_host(
     return SamplerOutput(tokens, logprobs)  # type: ignore[arg-type]
 
 
+def _host_rows(logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """logits[rows] as float32 on the CPU, copied off the device rows_per_chunk rows at a time."""
+    if logits.device.type == "cpu":
+        return logits[rows].float()
+    step = rows_per_chunk(int(logits.shape[-1]))
+    return torch.cat([logits[rows[a : a + step]].float().cpu() for a in range(0, len(rows), step)])
+
+
 @dataclass(frozen=True)
 class _Result:
     tokens: list[int]
@@ -161,7 +190,8 @@ class _Result:
 
 
 class _Batch:
-    """One batch of rows without grammars, sampled on their device (sample_batch)."""
+    """One batch of rows without grammars, sampled on their device (sample_batch). Its rows are rows `sel` of logits
+    (None: every row); every full-vocabulary temporary is made for one chunk of rows_per_chunk(vocab) rows."""
 
     def __init__(
         self,
@@ -171,8 +201,10 @@ class _Batch:
         histories: list[TokenHistory | None] | None,
         nucleus: str | None,
         banned: list[Seq[int] | None] | None = None,
+        sel: list[int] | None = None,
     ) -> None:
-        self.raw = logits.float()  # the logprobs' source; never written
+        self.logits = logits  # never written
+        self.sel = sel
         self.params, self.generators, self.histories = params, generators, histories
         self.banned = banned
         self.dev = logits.device
@@ -184,6 +216,15 @@ class _Batch:
     def _tensor(self, values: list[float] | list[int], dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(self.dev, non_blocking=True)
 
+    def _raw(self, rows: list[int]) -> tuple[torch.Tensor, bool]:
+        """(the float32 logits of the batch's `rows` (sorted), whether that tensor is this call's own copy (False: it
+        is the caller's logits, never to be written))."""
+        if self.sel is None and len(rows) == len(self.params):
+            x = self.logits.float()
+            return x, x is not self.logits
+        glob = rows if self.sel is None else [self.sel[j] for j in rows]
+        return self.logits[self._tensor(glob, torch.long)].float(), True
+
     def run(self) -> _Result:
         tokens, overflow, uniforms = self.launch()
         r = len(self.params)
@@ -194,68 +235,93 @@ class _Batch:
 
     def launch(self) -> tuple[torch.Tensor, torch.Tensor, dict[int, float]]:
         """The rows' tokens and overflow flags as device tensors [R] (int64, bool), and the uniforms drawn: every
-        launch queued, nothing read back (no host sync: async scheduling reads them later, engine/async_step.py)."""
+        launch queued, nothing read back (no host sync: async scheduling reads them later, engine/async_step.py).
+        The rows that need full-vocabulary work (sampled, or with a bias, a ban or penalties) go in chunks of
+        rows_per_chunk(vocab); the other greedy rows take one argmax of the logits as they are."""
         r = len(self.params)
         sampled = [j for j, p in enumerate(self.params) if not p.greedy]
         penalized = [j for j, p in enumerate(self.params) if p.has_penalties]
         # one uniform per sampled row, from its own generator (sampler.draw), drawn first: every per-row number
         # then goes to the device in one copy
         uniforms = {j: uniform(self.generators[j]) for j in sampled}
-        x, pen_overflow = self._penalized(penalized, self._adjusted())
-        if len(sampled) < r:  # the greedy rows' tokens (the sampled rows' are written below)
-            tokens = x.argmax(dim=-1)
+        if penalized:
+            self._check_histories(penalized)
+        changed = set(penalized) | {j for j, p in enumerate(self.params) if p.logit_bias}
+        changed |= {j for j, b in enumerate(self.banned or ()) if b}
+        if any(p.greedy and j not in changed for j, p in enumerate(self.params)):  # the greedy rows' tokens
+            tokens = self.logits.argmax(dim=-1)  # = argmax of the float32 values (exact widening)
+            if self.sel is not None:
+                tokens = tokens[self._tensor(self.sel, torch.long)]
         else:
             tokens = torch.zeros(r, dtype=torch.long, device=self.dev)
         overflow = torch.zeros(r, dtype=torch.bool, device=self.dev)
-        if penalized:
-            overflow[self._tensor(penalized, torch.long)] = pen_overflow
-        if sampled:
-            tokens = self._sampled(x, sampled, uniforms, tokens, overflow)
+        work = sorted(set(sampled) | changed)
+        if not work:
+            return tokens, overflow, uniforms
+        rows = [self.params[j] for j in sampled]
+        v = self.vocab
+        # every sampled row's numbers in one copy: temperature, top_p, k, the uniform, the row's index in the batch
+        ks = [p.top_k if 0 < p.top_k < v else v for p in rows]
+        per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
+                               + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
+        at = {j: m for m, j in enumerate(sampled)}
+        step = rows_per_chunk(v)
+        for a in range(0, len(work), step):
+            chunk = work[a : a + step]
+            x, own = self._raw(chunk)
+            x, own = self._adjusted(x, own, chunk)
+            x = self._penalized(x, own, chunk, overflow)
+            local = [m for m, j in enumerate(chunk) if j in at]  # the chunk's sampled rows
+            if len(local) < len(chunk):  # its greedy rows (each one with a bias, a ban or penalties)
+                greedy = [m for m, j in enumerate(chunk) if j not in at]
+                where = self._tensor(greedy + [chunk[m] for m in greedy], torch.long)
+                tokens[where[len(greedy) :]] = x.argmax(dim=-1)[where[: len(greedy)]]
+            if local:  # x handed over in a box, so that its memory goes as soon as the sampling has scaled it
+                box = [x]
+                del x
+                tokens = self._sampled(box, chunk, local, at[chunk[local[0]]], per_row, ks, tokens, overflow)
         return tokens, overflow, uniforms
 
     def _sampled(
-        self, x: torch.Tensor, sampled: list[int], uniforms: dict[int, float], tokens: torch.Tensor,
-        overflow: torch.Tensor,
+        self, box: list[torch.Tensor], chunk: list[int], local: list[int], first: int, per_row: torch.Tensor,
+        ks: list[int], tokens: torch.Tensor, overflow: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
-        """tokens with the sampled rows' draws written in (overflow updated in place), in chunks of at most
-        rows_per_chunk(vocab) rows, so the full-vocabulary scratch stays under SCRATCH_BYTES whatever the batch."""
-        r, n, v = int(tokens.shape[0]), len(sampled), self.vocab
-        rows = [self.params[j] for j in sampled]
-        ks = [p.top_k if 0 < p.top_k < v else v for p in rows]
-        # every per-row number in one copy: temperature, top_p, k, the uniform, the row's index in the batch
-        per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
-                               + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
-        step = rows_per_chunk(v)
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            c = rows[a:b]
-            temperature, top_p = per_row[a:b, None].float(), per_row[n + a : n + b, None].float()
-            k, u = per_row[2 * n + a : 2 * n + b].long(), per_row[3 * n + a : 3 * n + b]
-            whole = b - a == r  # every row of the batch, in one chunk
-            idx = None if whole else per_row[4 * n + a : 4 * n + b].long()
-            scaled = (x if idx is None else x[idx]) / temperature
-            hot = torch.isposinf(scaled).any(dim=-1)
-            if idx is None:
-                overflow |= hot
-            else:
-                overflow[idx] |= hot
-            if max(p.min_p for p in c) > 0.0:  # ln(min_p) per row (-inf: off)
-                cut = self._tensor([math.log(p.min_p) if p.min_p > 0.0 else NEG_INF for p in c], torch.float32)
-                scaled = scaled.masked_fill(scaled - scaled.amax(dim=-1, keepdim=True) < cut[:, None], NEG_INF)
-            some = [m for m in range(b - a) if ks[a + m] < v]  # top-k rows of the chunk
-            if some:
-                scaled = self._rows(scaled, some, lambda y, s: self._top_k(y, k[s], max(ks[a + m] for m in some)))
-            some = [m for m in range(b - a) if c[m].top_p < 1.0]  # top-p rows: only they are sorted
-            if some:
-                scaled = self._rows(scaled, some, lambda y, s: self._top_p(y, top_p[s]))
-            cdf = torch.softmax(scaled, dim=-1).double().cumsum(dim=-1)  # = cumsum(dtype=float64), 4x faster on CPU
-            del scaled
-            drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(v - 1)
-            del cdf
-            if idx is None:
-                tokens = drawn
-            else:
-                tokens[idx] = drawn
+        """tokens with the draws of the chunk's sampled rows (rows `local` of x = box.pop(), the chunk's logits after
+        bias, bans and penalties; sampled[first:first + len(local)]) written in, overflow updated in place. x is not
+        written."""
+        x = box.pop()
+        r, n, v = int(tokens.shape[0]), int(per_row.shape[0]) // 5, self.vocab
+        a, b = first, first + len(local)
+        c = [self.params[chunk[m]] for m in local]
+        temperature, top_p = per_row[a:b, None].float(), per_row[n + a : n + b, None].float()
+        k, u = per_row[2 * n + a : 2 * n + b].long(), per_row[3 * n + a : 3 * n + b]
+        whole = b - a == r  # every row of the batch, in one chunk
+        idx = None if whole else per_row[4 * n + a : 4 * n + b].long()
+        if len(local) < x.shape[0]:
+            x = x[self._tensor(local, torch.long)]
+        scaled = x / temperature
+        del x
+        hot = torch.isposinf(scaled).any(dim=-1)
+        if idx is None:
+            overflow |= hot
+        else:
+            overflow[idx] |= hot
+        if max(p.min_p for p in c) > 0.0:  # ln(min_p) per row (-inf: off)
+            cut = self._tensor([math.log(p.min_p) if p.min_p > 0.0 else NEG_INF for p in c], torch.float32)
+            scaled = scaled.masked_fill(scaled - scaled.amax(dim=-1, keepdim=True) < cut[:, None], NEG_INF)
+        some = [m for m in range(b - a) if ks[a + m] < v]  # top-k rows of the chunk
+        if some:
+            scaled = self._rows(scaled, some, lambda y, s: self._top_k(y, k[s], max(ks[a + m] for m in some)))
+        some = [m for m in range(b - a) if c[m].top_p < 1.0]  # top-p rows: only they are sorted
+        if some:
+            scaled = self._rows(scaled, some, lambda y, s: self._top_p(y, top_p[s]))
+        cdf = torch.softmax(scaled, dim=-1).double().cumsum(dim=-1)  # = cumsum(dtype=float64), 4x faster on CPU
+        del scaled
+        drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(v - 1)
+        del cdf
+        if idx is None:
+            return drawn
+        tokens[idx] = drawn
         return tokens
 
     def _rows(
@@ -268,75 +334,91 @@ class _Batch:
         s = self._tensor(some, torch.long)
         return x.index_copy_(0, s, fn(x[s], s))
 
-    def _adjusted(self) -> torch.Tensor:
-        """The logits with the rows that set a logit_bias or have a min_tokens ban replaced (sampler.adjust_row:
-        the bias added, then the banned ids set to -inf unless that leaves the row no token); raw itself if none."""
+    def _adjusted(self, x: torch.Tensor, own: bool, chunk: list[int]) -> tuple[torch.Tensor, bool]:
+        """(x, the chunk's logits, with its rows that set a logit_bias or have a min_tokens ban replaced
+        (sampler.adjust_row: the bias added, then the banned ids set to -inf unless that leaves the row no token),
+        whether the result is this call's own tensor); x itself if no row of the chunk has either."""
         v = self.vocab
-        biased = [(j, p.logit_bias) for j, p in enumerate(self.params) if p.logit_bias]
-        bans = [(j, b) for j, b in enumerate(self.banned or ()) if b]
+        biased = [(m, self.params[j].logit_bias) for m, j in enumerate(chunk) if self.params[j].logit_bias]
+        bans = [(m, self.banned[j]) for m, j in enumerate(chunk) if self.banned is not None and self.banned[j]]
         if not biased and not bans:
-            return self.raw
-        rows = sorted({j for j, _ in biased} | {j for j, _ in bans})
-        pos = {j: k for k, j in enumerate(rows)}
+            return x, own
+        rows = sorted({m for m, _ in biased} | {m for m, _ in bans})
+        pos = {m: k for k, m in enumerate(rows)}
         idx = self._tensor(rows, torch.long)
-        x = self.raw[idx]  # a copy
+        y = x[idx]  # a copy
         if biased:
-            at = [(pos[j], t, b) for j, bias in biased for t, b in bias if t < v]
+            at = [(pos[m], t, b) for m, bias in biased for t, b in bias if t < v]
             r, c = self._tensor([a[0] for a in at], torch.long), self._tensor([a[1] for a in at], torch.long)
-            x[r, c] = x[r, c] + self._tensor([a[2] for a in at], torch.float32)  # ids unique per row
+            y[r, c] = y[r, c] + self._tensor([a[2] for a in at], torch.float32)  # ids unique per row
         if bans:
-            at2 = [(pos[j], t) for j, ban in bans for t in ban if 0 <= t < v]
+            at2 = [(pos[m], t) for m, ban in bans for t in ban if 0 <= t < v]  # type: ignore[union-attr]
             r, c = self._tensor([a[0] for a in at2], torch.long), self._tensor([a[1] for a in at2], torch.long)
-            masked = x.index_put((r, c), torch.full((), NEG_INF, device=self.dev))
-            x = torch.where((masked > NEG_INF).any(dim=-1, keepdim=True), masked, x)
-        return self.raw.index_copy(0, idx, x)
+            masked = y.index_put((r, c), torch.full((), NEG_INF, device=self.dev))
+            y = torch.where((masked > NEG_INF).any(dim=-1, keepdim=True), masked, y)
+            del masked
+        return (x.index_copy_(0, idx, y) if own else x.index_copy(0, idx, y)), True
 
-    def _penalized(self, rows: list[int], base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(base, the logits after logit bias and bans, with the penalized rows replaced; which of those rows hold
-        +inf); vLLM's order as sampler.penalize_row: repetition over prompt and output, then frequency, then
-        presence."""
-        if not rows:
-            return base, torch.empty(0, dtype=torch.bool, device=self.dev)
+    def _check_histories(self, rows: list[int]) -> None:
         if self.histories is None:
             raise ValueError("penalties need the rows' token histories")
-        v = self.vocab
-        out_rows, out_ids, seen_rows, seen_ids = [], [], [], []
-        for k, j in enumerate(rows):
-            history = self.histories[j]
-            if history is None:
+        for j in rows:
+            if self.histories[j] is None:
                 raise ValueError(f"row {j} sets penalties but has no token history")
-            out = _ids(history.output)
-            out_rows.append(torch.full_like(out, k))
-            out_ids.append(out)
-            if self.params[j].repetition_penalty != 1.0:
-                prompt = _ids(history.prompt)
-                seen_rows.append(torch.full_like(prompt, k))
-                seen_ids.append(prompt)
-        p = len(rows)
-        counts = torch.zeros(p, v + 1, dtype=torch.float32, device=self.dev)  # column v: ids outside the vocab
-        ones = torch.ones(1, dtype=torch.float32, device=self.dev).expand(sum(len(o) for o in out_ids))
-        counts.index_put_((_to(torch.cat(out_rows), self.dev), _to(_clip(torch.cat(out_ids), v), self.dev)), ones,
-                          accumulate=True)  # fmt: skip
+
+    def _penalized(self, x: torch.Tensor, own: bool, chunk: list[int], overflow: torch.Tensor) -> torch.Tensor:
+        """x (the chunk's logits after logit bias and bans) with the chunk's penalized rows replaced, and overflow set
+        for those rows (whether they hold +inf); vLLM's order as sampler.penalize_row: repetition over prompt and
+        output, then frequency, then presence. A copy where x is not this call's own."""
+        local = [m for m, j in enumerate(chunk) if self.params[j].has_penalties]
+        if not local:
+            return x
+        assert self.histories is not None  # launch checked
+        v = self.vocab
+        out_ids, seen_ids = [], []
+        for k, m in enumerate(local):  # flat ids into a [p, v + 1] matrix (column v: ids outside the vocab)
+            history = self.histories[chunk[m]]
+            assert history is not None
+            out_ids.append(_clip(_ids(history.output), v) + k * (v + 1))
+            if self.params[chunk[m]].repetition_penalty != 1.0:
+                seen_ids.append(_clip(_ids(history.prompt), v) + k * (v + 1))
+        p = len(local)
+        counts = torch.zeros(p, v + 1, dtype=torch.float32, device=self.dev)
+        per_copy = max(HISTORY_IDS_MIN_COPY, len(chunk) * v // 8)  # ids: at most a byte per chunk row and token
+        self._scatter(counts, torch.cat(out_ids), per_copy, accumulate=True)
         counts = counts[:, :v]
         in_output = counts > 0
-        idx = self._tensor(rows, torch.long)
-        x = base[idx]
-        rep = [self.params[j].repetition_penalty for j in rows]
+        params = [self.params[chunk[m]] for m in local]
+        idx = self._tensor(local + [chunk[m] for m in local], torch.long)
+        y = x[idx[:p]]
+        rep = [q.repetition_penalty for q in params]
         if any(r != 1.0 for r in rep):
             seen = torch.zeros(p, v + 1, dtype=torch.bool, device=self.dev)
             if seen_ids:
-                seen[_to(torch.cat(seen_rows), self.dev), _to(_clip(torch.cat(seen_ids), v), self.dev)] = True
+                self._scatter(seen, torch.cat(seen_ids), per_copy, accumulate=False)
             seen = seen[:, :v] | in_output
             r = self._tensor(rep, torch.float32)[:, None]
-            x = torch.where(seen, torch.where(x > 0, x / r, x * r), x)
-        freq = [self.params[j].frequency_penalty for j in rows]
+            y = torch.where(seen, torch.where(y > 0, y / r, y * r), y)
+            del seen
+        freq = [q.frequency_penalty for q in params]
         if any(f != 0.0 for f in freq):
-            x = x - self._tensor(freq, torch.float32)[:, None] * counts
-        pres = [self.params[j].presence_penalty for j in rows]
+            y = y - self._tensor(freq, torch.float32)[:, None] * counts
+        del counts
+        pres = [q.presence_penalty for q in params]
         if any(q != 0.0 for q in pres):
-            x = torch.where(in_output, x - self._tensor(pres, torch.float32)[:, None], x)
-        whole = base.index_copy(0, idx, x)
-        return whole, torch.isposinf(x).any(dim=-1)
+            y = torch.where(in_output, y - self._tensor(pres, torch.float32)[:, None], y)
+        del in_output
+        overflow[idx[p:]] = torch.isposinf(y).any(dim=-1)
+        return x.index_copy_(0, idx[:p], y) if own else x.index_copy(0, idx[:p], y)
+
+    def _scatter(self, into: torch.Tensor, flat: torch.Tensor, per_copy: int, accumulate: bool) -> None:
+        """into.view(-1)[flat] += 1 (accumulate) or = True, the host ids `flat` sent per_copy at a time (float32
+        counts of whole numbers: exact in any order)."""
+        dest = into.view(-1)
+        for a in range(0, int(flat.numel()), per_copy):
+            ids = _to(flat[a : a + per_copy], self.dev)
+            one = torch.ones(1, dtype=into.dtype, device=self.dev).expand(int(ids.numel()))
+            dest.index_put_((ids,), one, accumulate=accumulate)
 
     @staticmethod
     def _top_k(x: torch.Tensor, k: torch.Tensor, kmax: int) -> torch.Tensor:
@@ -381,14 +463,21 @@ class _Batch:
         rows = [j for j, p in enumerate(self.params) if p.logprobs is not None]
         if not rows:
             return result
-        idx = self._tensor(rows, torch.long)
-        lp = torch.log_softmax(self.raw[idx], dim=-1)
-        parts = [lp.gather(1, tokens[idx][:, None]).double()]
         k = min(max(int(self.params[j].logprobs or 0) for j in rows), self.vocab)
-        if k > 0:
-            top = torch.topk(lp, k, dim=-1, sorted=True)
-            parts += [top.values.double(), top.indices.double()]  # ids < 2^53: exact in float64
-        host = torch.cat(parts, dim=1).cpu().tolist()
+        step = rows_per_chunk(self.vocab)
+        chunks = []
+        for a in range(0, len(rows), step):  # the log-softmax for one chunk of rows at a time
+            chunk = rows[a : a + step]
+            x, _ = self._raw(chunk)
+            lp = torch.log_softmax(x, dim=-1)
+            del x
+            parts = [lp.gather(1, tokens[self._tensor(chunk, torch.long)][:, None]).double()]
+            if k > 0:
+                top = torch.topk(lp, k, dim=-1, sorted=True)
+                parts += [top.values.double(), top.indices.double()]  # ids < 2^53: exact in float64
+            del lp
+            chunks.append(torch.cat(parts, dim=1))
+        host = (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).cpu().tolist()  # one copy
         for m, j in enumerate(rows):
             n = int(self.params[j].logprobs or 0)
             row = host[m]

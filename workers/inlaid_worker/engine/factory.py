@@ -1,5 +1,6 @@
-"""Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget, loads the runner and the
-tokenizer, and loads PEFT adapter directories (validated by inlaid_worker.lora)."""
+"""Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget (on an accelerator, less what a
+step's logits and their sampling may take: kv_cache_budget), loads the runner and the tokenizer, and loads PEFT
+adapter directories (validated by inlaid_worker.lora)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from inlaid_worker.engine.adapters import ModelCard
+from inlaid_worker.engine.device_sampler import sampler_scratch_bytes
 from inlaid_worker.engine.engine import EngineLimits, LLMEngine
 from inlaid_worker.engine.tokenizer import PromptTokenizer
 from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
@@ -39,7 +41,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {options.dtype!r}")
     dtype = DTYPES[options.dtype]
     config = load_model_config(model_dir)
-    num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, options.kv_cache_bytes)
+    num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, kv_cache_budget(options, config, dtype))
     runner = ModelRunner(
         model_dir, options.device, dtype, num_blocks, options.block_size, options.max_gpu_adapters,
         options.backend or None,
@@ -54,6 +56,29 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     tokenizer = PromptTokenizer.from_model_dir(model_dir)
     eos = set(config.eos_token_ids) | tokenizer.eos_token_ids | _generation_eos(model_dir)
     return LLMEngine(runner, tokenizer, limits, base_model_id=model_dir.name, eos_token_ids=eos)
+
+
+def sampling_reserve_bytes(vocab: int, max_num_seqs: int, dtype: torch.dtype) -> int:
+    """Device memory a step's sampling may take besides the KV cache, for max_num_seqs rows: their logits (the LM
+    head's output in the model dtype, its float32 copy, and the engine's copy of the rows that sample) and the device
+    sampler's scratch bound (device_sampler.sampler_scratch_bytes: one chunk of rows, not the batch)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return max_num_seqs * vocab * (element + 4 + 4) + sampler_scratch_bytes(vocab, max_num_seqs)
+
+
+def kv_cache_budget(options: EngineOptions, config: ModelConfig, dtype: torch.dtype) -> int:
+    """The bytes the KV cache gets: options.kv_cache_bytes, less sampling_reserve_bytes where the engine samples on
+    the device (any device but the CPU, whose engine samples on the host: sampler.sample_rows), so that a full batch
+    does not run out of device memory at sampling time."""
+    if torch.device(options.device).type == "cpu":
+        return options.kv_cache_bytes
+    reserve = sampling_reserve_bytes(config.vocab_size, options.max_num_seqs, dtype)
+    if options.kv_cache_bytes <= reserve:
+        raise ValueError(
+            f"kv_cache_bytes {options.kv_cache_bytes} leaves nothing for the KV cache: sampling {options.max_num_seqs} "
+            f"rows of a {config.vocab_size}-token vocabulary reserves {reserve} bytes of it"
+        )
+    return options.kv_cache_bytes - reserve
 
 
 def _generation_eos(model_dir: Path) -> set[int]:

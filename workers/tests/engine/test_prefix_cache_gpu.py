@@ -28,7 +28,7 @@ def make(root: Path, caching: bool) -> LLMEngine:
         make_tiny_llama(model)
         make_random_adapter(root / "kv", model, rank=4, alpha=8, targets=["k_proj", "v_proj"], seed=11)
     return engine_for(model, {"kv": root / "kv"}, enable_prefix_caching=caching, device="cuda",  # type: ignore[arg-type]
-                      dtype="float32", kv_cache_bytes=1 << 20, max_num_batched_tokens=32)  # fmt: skip
+                      dtype="float32", kv_cache_bytes=2 << 20, max_num_batched_tokens=32)  # fmt: skip
 
 
 def run(engine: LLMEngine, requests: list[tuple[str, list[int], str]]) -> dict[str, list[int]]:

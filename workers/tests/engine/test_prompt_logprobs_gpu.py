@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("chunk", [2048, 7])
 def test_prompt_logprobs_on_the_gpu_equal_a_full_forward(tmp_path: Path, chunk: int) -> None:
     model = model_dir(tmp_path)
-    eng = engine(model, device="cuda", dtype="float32", kv_cache_bytes=1 << 20, max_num_batched_tokens=chunk)
+    eng = engine(model, device="cuda", dtype="float32", kv_cache_bytes=2 << 20, max_num_batched_tokens=chunk)
     assert eng.runner.backend == "triton" and eng.runner.prefill_graphs  # type: ignore[attr-defined]
     outs = run(eng, PROMPT, params())
     check_against(prompt_entries(outs), reference(model, PROMPT), PROMPT, TOP, atol=2e-3)

@@ -1,0 +1,256 @@
+"""The batched sampler's scratch is bounded whatever the batch (engine/device_sampler.py): every full-vocabulary
+temporary (bias, ban and penalty copies, the sampling's scratch, the logprobs' log-softmax) is made one chunk of
+rows_per_chunk(vocab) rows at a time, with the same tokens and logprobs as one chunk and as the per-row reference; a
+256-row batch never holds more than sampler_scratch_bytes(vocab, 256) at once (tensor bytes counted at every op
+through a dispatch mode, CPU tensors); and the engine's KV budget shrinks by that bound plus the logits of
+max_num_seqs rows on a device that samples on itself (engine/factory.py)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from device_sampler_cases import Case, generators, logprobs_close, random_case
+from inlaid_worker.engine import device_sampler, factory
+from inlaid_worker.engine.device_sampler import _Batch, rows_per_chunk, sample_batch, sampler_scratch_bytes
+from inlaid_worker.engine.sampler import SamplerOutput, TokenHistory, make_generator, sample_rows
+from inlaid_worker.engine.sampling_params import SamplingParams
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+
+class PeakBytes(TorchDispatchMode):
+    """The most tensor bytes allocated inside the mode and alive at once, checked after every op (storages that
+    existed before, such as the logits, and views of them are not counted; an op's internal buffers are not seen)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int, bool]] = {}  # data_ptr -> (ref, bytes, counted)
+        self.now = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        for key in [k for k, (ref, _, _) in self.live.items() if ref.expired()]:
+            _, size, counted = self.live.pop(key)
+            self.now -= size if counted else 0
+        self._see(tree_leaves((args, kwargs)), counted=False)
+        out = func(*args, **kwargs)
+        self._see(tree_leaves(out), counted=True)
+        self.peak = max(self.peak, self.now)
+        return out
+
+    def _see(self, leaves: list[Any], counted: bool) -> None:
+        for t in leaves:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                st = t.untyped_storage()
+                self.live[st.data_ptr()] = (StorageWeakRef(st), st.nbytes(), counted)
+                self.now += st.nbytes() if counted else 0
+
+
+def run(case: Case, nucleus: str | None = None, logits: torch.Tensor | None = None) -> SamplerOutput:
+    x = case.logits if logits is None else logits
+    return sample_batch(x, case.params, generators(case), case.histories, nucleus=nucleus, banned=case.banned)
+
+
+def worst_case(rows: int, vocab: int, seed: int = 0) -> Case:
+    """Every row sampled with every restriction, a bias, a ban, all three penalties and 20 logprobs."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, vocab, generator=gen) * 3
+    params = [SamplingParams(temperature=0.9, top_k=50 + i, top_p=0.9, min_p=0.01, seed=i, presence_penalty=0.5,
+                             frequency_penalty=0.3, repetition_penalty=1.2, logprobs=20,
+                             logit_bias=((1, 2.0), (5, -3.0))) for i in range(rows)]  # fmt: skip
+    histories: list[TokenHistory | None] = [TokenHistory(list(range(i % 7, 900, 3)), list(range(0, 300, 7)))
+                                            for i in range(rows)]  # fmt: skip
+    return Case(logits, params, histories, list(range(rows)), [(2, 3)] * rows)
+
+
+def mixed_batch(seed: int, rows: int, vocab: int) -> Case:
+    """random_case's rows (greedy and sampled, biased, banned, penalized, with logprobs) with some worst-case rows."""
+    case, worst = random_case(seed, rows, vocab), worst_case(rows, vocab, seed)
+    rng = random.Random(seed)
+    for i in rng.sample(range(rows), rows // 4):
+        case.params[i], case.histories[i], case.seeds[i] = worst.params[i], worst.histories[i], worst.seeds[i]
+        assert case.banned is not None
+        case.banned[i] = (2, 3)
+    return case
+
+
+@pytest.mark.parametrize("nucleus", ["sort", "topk"])
+def test_chunks_of_any_size_give_the_tokens_and_logprobs_of_one_chunk(
+    monkeypatch: pytest.MonkeyPatch, nucleus: str
+) -> None:
+    cases = [mixed_batch(s, 24, 300) for s in range(4)] + [mixed_batch(10 + s, 9, 4000) for s in range(2)]
+    assert all(rows_per_chunk(int(c.logits.shape[1])) >= 24 for c in cases)  # one chunk each, as they stand
+    kinds = {"bias": 0, "ban": 0, "penalties": 0, "logprobs": 0, "greedy": 0, "sampled": 0}
+    for c in cases:
+        assert c.banned is not None
+        kinds["bias"] += sum(bool(p.logit_bias) for p in c.params)
+        kinds["ban"] += sum(bool(b) for b in c.banned)
+        kinds["penalties"] += sum(p.has_penalties for p in c.params)
+        kinds["logprobs"] += sum(p.logprobs is not None for p in c.params)
+        kinds["greedy"] += sum(p.greedy for p in c.params)
+        kinds["sampled"] += sum(not p.greedy for p in c.params)
+    assert min(kinds.values()) >= 5, kinds  # every kind of row is in the mix
+    whole = [run(c, nucleus) for c in cases]
+    for c, one in zip(cases, whole, strict=True):
+        ref = sample_rows(c.logits, c.params, generators(c), c.histories, banned=c.banned)
+        assert one.tokens == ref.tokens and logprobs_close(ref, one, 0.0)
+    seen: list[int] = []
+    real_raw = _Batch._raw
+
+    def raw(self, rows):  # type: ignore[no-untyped-def]
+        seen.append(len(rows))
+        return real_raw(self, rows)
+
+    monkeypatch.setattr(_Batch, "_raw", raw)
+    for per_chunk in (1, 2, 5):
+        for c, one in zip(cases, whole, strict=True):
+            vocab = int(c.logits.shape[1])
+            monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", per_chunk * device_sampler.SCRATCH_BYTES_PER_TOKEN * vocab)
+            assert rows_per_chunk(vocab) == per_chunk
+            seen.clear()
+            chunked = run(c, nucleus)
+            assert chunked.tokens == one.tokens
+            assert chunked.logprobs == one.logprobs  # exactly: each row's arithmetic does not see its chunk
+            assert seen and max(seen) == per_chunk
+
+
+def test_half_precision_logits_and_a_row_selection_chunk_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = mixed_batch(3, 20, 500)
+    half = case.logits.half()
+    sel = [i for i in range(20) if i % 3 != 1]  # rows a grammar would have taken off (sample_batch's sel)
+    sub = SimpleNamespace(params=[case.params[i] for i in sel], histories=[case.histories[i] for i in sel],
+                          banned=[case.banned[i] for i in sel], seeds=[case.seeds[i] for i in sel])  # type: ignore[index]  # fmt: skip
+
+    def batch(logits: torch.Tensor, picked: list[int] | None) -> tuple[list[int], list[Any]]:
+        c = sub if picked is not None else case
+        b = _Batch(logits, list(c.params), generators(c), list(c.histories), "sort", list(c.banned), picked)  # type: ignore[arg-type]
+        out = b.run()
+        return out.tokens, out.logprobs
+
+    want_half = run(case, "sort", half)
+    copy = _Batch(case.logits[sel], list(sub.params), generators(sub), list(sub.histories), "sort",  # type: ignore[arg-type]
+                  list(sub.banned)).run()  # fmt: skip
+    monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", 2 * device_sampler.SCRATCH_BYTES_PER_TOKEN * 500)
+    assert rows_per_chunk(500) == 2
+    got_half = run(case, "sort", half)
+    assert got_half.tokens == want_half.tokens and got_half.logprobs == want_half.logprobs
+    assert batch(case.logits, sel) == (copy.tokens, copy.logprobs)
+
+
+@pytest.mark.parametrize(("vocab", "per_chunk"), [(2048, 8), (32000, 0)])
+def test_a_256_row_batch_never_holds_more_than_the_bound(
+    monkeypatch: pytest.MonkeyPatch, vocab: int, per_chunk: int
+) -> None:
+    if per_chunk:  # a small vocabulary with chunks of 8 rows (32 chunks); 0: the real budget (43 rows at 32k)
+        monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", per_chunk * device_sampler.SCRATCH_BYTES_PER_TOKEN * vocab)
+    make = (lambda n: mixed_batch(7, n, vocab)) if per_chunk else (lambda n: worst_case(n, vocab))
+    case = make(256)
+    rows = rows_per_chunk(vocab)
+    bound = sampler_scratch_bytes(vocab, 256)
+    one_copy = 256 * vocab * 4  # one float32 copy of the whole batch's logits
+    assert bound < one_copy or not per_chunk
+    with PeakBytes() as meter:
+        got = run(case, "sort")
+    assert 0 < meter.peak <= bound, (meter.peak, bound)
+    # op-boundary peak per chunk row and vocabulary entry: well under SCRATCH_BYTES_PER_TOKEN (the rest is headroom
+    # for what an op allocates inside, e.g. the CUDA sort's buffers)
+    assert meter.peak <= 30 * rows * vocab, meter.peak / (rows * vocab)
+    with PeakBytes() as one_chunk:  # the peak does not grow with the batch: one chunk's rows alone take as much
+        run(make(rows), "sort")
+    assert meter.peak <= one_chunk.peak + 256 * device_sampler.SCRATCH_BYTES_PER_ROW, (meter.peak, one_chunk.peak)
+    ref = sample_rows(case.logits, case.params, generators(case), case.histories, banned=case.banned)
+    assert got.tokens == ref.tokens and logprobs_close(ref, got, 0.0)
+    with PeakBytes() as check:  # the meter does see a whole-batch copy
+        _ = case.logits.clone() + 1
+    assert check.peak >= 2 * one_copy
+
+
+def test_the_bound_is_one_chunk_and_a_few_bytes_a_row() -> None:
+    per_token = device_sampler.SCRATCH_BYTES_PER_TOKEN
+    assert per_token == 48 and device_sampler.SCRATCH_BYTES == 64 << 20
+    assert rows_per_chunk(32000) == 43 and rows_per_chunk(128256) == 10
+    assert sampler_scratch_bytes(32000, 256) == 43 * per_token * 32000 + 8192 + 256 * 1024  # 63.0 MiB + 264 KiB
+    assert sampler_scratch_bytes(128256, 256) == 10 * per_token * 128256 + 8192 + 256 * 1024
+    assert sampler_scratch_bytes(32000, 4) == 4 * per_token * 32000 + 8192 + 4 * 1024  # a batch below one chunk
+    big = 2_000_000  # one row alone exceeds SCRATCH_BYTES: chunks of one row
+    assert rows_per_chunk(big) == 1 and sampler_scratch_bytes(big, 256) == per_token * big + 8192 + 256 * 1024
+    for vocab in (32000, 128256):  # constant in the batch (beyond one chunk of rows) but for the per-row bytes
+        assert sampler_scratch_bytes(vocab, 4096) - sampler_scratch_bytes(vocab, 1024) == 3072 * 1024
+    with pytest.raises(ValueError):
+        sampler_scratch_bytes(0, 8)
+
+
+def test_penalty_histories_go_to_the_device_in_bounded_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    vocab = 64
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, vocab, generator=gen)
+    long_prompt = [(7 * i) % vocab for i in range(5000)]
+    long_output = [(3 * i) % 40 for i in range(4000)]
+    params = [SamplingParams(temperature=0.7, seed=i, repetition_penalty=1.3, frequency_penalty=0.01,
+                             presence_penalty=0.2, logprobs=2) for i in range(3)]  # fmt: skip
+    histories = [TokenHistory(long_prompt, long_output) for _ in range(3)]
+    copies: list[int] = []
+    real = _Batch._scatter
+
+    def scatter(self, into, flat, per_copy, accumulate):  # type: ignore[no-untyped-def]
+        copies.append(per_copy)
+        return real(self, into, flat, per_copy, accumulate)
+
+    monkeypatch.setattr(_Batch, "_scatter", scatter)
+    ref = sample_rows(logits, params, [make_generator(i) for i in range(3)], histories)
+    got = sample_batch(logits, params, [make_generator(i) for i in range(3)], histories)
+    assert got.tokens == ref.tokens and logprobs_close(ref, got, 0.0)
+    assert copies == [device_sampler.HISTORY_IDS_MIN_COPY] * 2  # 3 rows x 64 tokens / 8 < the floor: 1024 ids a copy
+    assert 3 * 5000 > device_sampler.HISTORY_IDS_MIN_COPY  # so the 15,000 prompt ids went in several copies
+
+
+def _options(device: str, kv: int, seqs: int = 256) -> factory.EngineOptions:
+    return factory.EngineOptions(device=device, kv_cache_bytes=kv, max_num_seqs=seqs)
+
+
+def test_the_kv_budget_shrinks_by_the_sampling_reserve_on_a_device() -> None:
+    config = SimpleNamespace(vocab_size=32000)
+    kv = 8 << 30
+    for dtype, element in ((torch.float16, 2), (torch.float32, 4)):
+        reserve = factory.sampling_reserve_bytes(32000, 256, dtype)
+        assert reserve == 256 * 32000 * (element + 4 + 4) + sampler_scratch_bytes(32000, 256)
+        assert factory.kv_cache_budget(_options("cpu", kv), config, dtype) == kv  # type: ignore[arg-type]
+        for device in ("cuda", "cuda:1"):
+            assert factory.kv_cache_budget(_options(device, kv), config, dtype) == kv - reserve  # type: ignore[arg-type]
+    # 7B-like: vocab 32000, 256 rows, fp16: 78.1 MiB of logits and 63.2 MiB of sampler scratch
+    assert factory.sampling_reserve_bytes(32000, 256, torch.float16) == 81_920_000 + 66_318_336
+    with pytest.raises(ValueError, match="leaves nothing for the KV cache"):
+        factory.kv_cache_budget(_options("cuda", 100 << 20), config, torch.float16)  # type: ignore[arg-type]
+
+
+def test_create_engine_sizes_the_cache_from_the_shrunk_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from factories import make_tiny_llama
+    from inlaid_worker.model.config import load_model_config
+    from inlaid_worker.model.runner import kv_bytes_per_block
+
+    model = make_tiny_llama(tmp_path / "m")  # vocab 320
+    config = load_model_config(model)
+    built: dict[str, int] = {}
+
+    class Stop(Exception):
+        pass
+
+    def runner(model_dir, device, dtype, num_blocks, *args):  # type: ignore[no-untyped-def]
+        built[device] = num_blocks
+        raise Stop
+
+    monkeypatch.setattr(factory, "ModelRunner", runner)
+    kv = 8 << 20
+    for device in ("cpu", "cuda"):
+        with pytest.raises(Stop):
+            factory.create_engine(model, _options(device, kv, seqs=64))
+    per_block = kv_bytes_per_block(config, 16, torch.float32)
+    reserve = factory.sampling_reserve_bytes(320, 64, torch.float32)
+    assert built["cpu"] == kv // per_block
+    assert built["cuda"] == (kv - reserve) // per_block < built["cpu"]
