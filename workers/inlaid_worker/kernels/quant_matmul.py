@@ -20,10 +20,11 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
 - "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
   warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
-- "tcs", "tcss" (quant_tcs, Gluon): small-M GEMV with quant_tcw's structure (a TMA producer warp keeps a deep ring of
-  word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program), M = 2..16 in the tuner;
-  "tcs2" (PIPE: half-tile wgmmas under the next half's dequantization) is bench-only: not offered, not in the table
-  (an unexplained 4.95e-3 check error). Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other GPUs
+- "tcs", "tcss", "tcsa", "tcs2", "tcs2a" (quant_tcs, Gluon): small-M GEMV with quant_tcw's structure (a TMA producer
+  warp keeps a deep ring of word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program);
+  "2": PIPE (half-tile wgmmas under the next half's dequantization), "a": ACC_SCALE (exact (q - z) operand, fp32
+  group scale on each K tile's result). The tuner offers "tcs2a" at M = 2..16 (session 13: 5-17% faster than the
+  earlier picks); the rest are bench kinds. Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other GPUs
   never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
@@ -189,7 +190,7 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
-    elif cfg.kind in ("tcs", "tcss", "tcs2"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x warpgroups)
+    elif cfg.kind in ("tcs", "tcss", "tcs2", "tcsa", "tcs2a"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x WGs)
         launch_tcs_kind(x2, w, cfg, y)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
@@ -214,15 +215,17 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
 
 def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
     """Kinds "tcs" / "tcss" (split-K in per-split slots) / "tcs2" (quant_tcs PIPE: half-tile wgmmas under the next
-    half's dequantization): quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer
-    warpgroups, num_stages = the TMA ring's depth), quant_tc's "tcf" (the same (q - z) * s operand) under the
-    interpreter."""
+    half's dequantization) and "tcsa" / "tcs2a" (ACC_SCALE: the exact (q - z) operand, each K tile's fp32 result
+    scaled by its group's scale): quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer warpgroups, num_stages = the
+    TMA ring's depth); under the interpreter quant_tc's kind with the same operand ("tcf": (q - z) * s; "tc": the
+    exact (q - z) and fp32 tile scaling)."""
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
     else:
-        launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y, kind="tcf")
+        launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y,
+                           kind="tc" if cfg.kind in ("tcsa", "tcs2a") else "tcf")  # fmt: skip
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

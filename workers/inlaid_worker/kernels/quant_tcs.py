@@ -11,9 +11,9 @@ belong to a producer warp that does nothing else (quant_tcw's structure, sized f
 - NWG consumer warpgroups (64 weight columns each, BLOCK_N = 64 * NWG) first stage x (operand K order, act-order
   gather; rows past M zero), scales and zeros of the program's whole K range in shared memory (one round trip,
   overlapped with the producer's first copies; with two warpgroups each stages half of the x tiles and they meet
-  on an mbarrier), then per K tile: wait `ready`, read the words (quant_tcg's D2 operand layout), release the slot
-  at once (`empty`), build the register-A operand ((q - z) * s, FULL_DEQUANT, quant_tcg._operand) and run one
-  wgmma 64 x BLOCK_M x 128 over the staged x tile (y^T = W^T x^T, BLOCK_M = 8 or 16).
+  on an mbarrier), then per K tile: wait `ready`, read the words (quant_tcg's D2 operand layout), build the
+  register-A operand ((q - z) * s, FULL_DEQUANT, quant_tcg._operand), run one wgmma 64 x BLOCK_M x 128 over the
+  staged x tile (y^T = W^T x^T, BLOCK_M = 8 or 16), wait for it, then release the slot (`empty`).
 - split-K (ITERS tiles a program, the last split shorter): read-and-clear atomics (kind "tcs") or per-split fp32
   slots summed by the last arriver ("tcss"), quant_tcw._tcw_store, counters per warpgroup tile.
 Numerics: quant_tcw's (operand (q - z) * s in the 16-bit type, fp32 accumulation); reference `tcs_reference`.
@@ -25,9 +25,25 @@ M = 4 / 8 (kernels-2026-11-30-s12-tcs-layer.md). With one warpgroup no x barrier
 reuses the dead mbarrier's bytes as the epilogue's scratch (undefined on sm_90; it lost split-K arrivals).
 4-bit weights, K and group multiples of 128, N-contiguous qweight with 16-byte rows (TMA); CUDA sm_90 only (no
 interpreter twin; on the CPU quant_matmul runs quant_tc).
-Bench-only parts (kept for measurements; the tuner never offers them and the shipped table has none): kind "tcs2"
-(PIPE = 1: half-tile wgmmas under the next half's dequantization; an unexplained 4.95e-3 check error) and
-launch_tcs's `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
+Session 13 (bench/results/kernels-2026-11-30-s13-tcs-summary.md):
+- Slot release after use. Session 12 released a slot right after the warps' shared-memory reads and one warpgroup
+  barrier, before the wgmma that consumed the words. At block_m 16 on 7B gate/up (4096 x 22016, the shipped M = 16
+  plan n128 split 3, and split 4) that gave sporadically wrong results: 8-11 of 40 single launches, errors 1e-3 to
+  6e-3, one warp's 16 columns of a tile wrong in all rows (words of the next tile in that slot), split-K workspace
+  clean; a GPU-scope fence in the split-K epilogue did not change it; the PIPE = 1 kinds, which release after the
+  wgmma wait, never failed (s13_tcs_diag.py). Now every K loop releases a slot after the wgmma that used it completed
+  (CUTLASS's consumer_release after warpgroup_wait): 0 of 40 at those plans, and 2-7% faster per call at the six
+  shipped points. Session 12's "unexplained 4.95e-3" in the tcs2 check was this tcs pick (its exact inputs: the
+  shipped tcs m16 s3 failed 2 of 32, tcs2 0 of 288). Kind "tcs0" (bench-only) keeps the early release.
+- ACC_SCALE (kinds "tcsa", "tcs2a"; bench-only until quant_matmul's dispatcher knows them: s13_tcs_dispatch.py): the
+  operand is the exact q - z (_operand_qz: no scale multiply; fp16 keeps the odd nibbles in place and takes magic and
+  zero off with one fma by 1/16, one shift a word instead of three) and each tile's fp32 wgmma result is scaled by its
+  group's s on the accumulator (quant_tc "tc" numerics, tcs_reference(acc_scale=True)); 145 instead of 181 SASS
+  instructions a K tile (s13_tcs_sass.py); 5-15% faster than tcs at M = 4..16.
+Bench-only parts (kept for measurements; the tuner never offers them and the shipped table has none): kinds "tcs2"
+(PIPE = 1: half-tile wgmmas under the next half's dequantization), "tcsa" / "tcs2a" (above), "tcs0" (session 12's
+early release) and launch_tcs's `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone;
+wrong results).
 """
 
 from __future__ import annotations
@@ -49,8 +65,17 @@ BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
 SMEM_MAX = 200 * 1024  # bytes a program may use (ring + staged x, scales, zeros)
 KINDS = {"tcs": False, "tcss": True}  # kind -> split-K in per-split slots (else read-and-clear atomics)
-PIPE_KINDS = ("tcs2",)  # bench-only: kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1)
+PIPE_KINDS = ("tcs2", "tcs2a")  # bench-only: kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1)
 KINDS["tcs2"] = False
+# session 13: ACC_SCALE = 1, the exact (q - z) operand (no scale in the operand, fewer instructions a K tile) and the
+# tile's fp32 result scaled on the accumulator (quant_tc "tc" / quant_tcv numerics; a K tile is within one group)
+ACC_KINDS = ("tcsa", "tcs2a")
+KINDS["tcsa"] = False
+KINDS["tcs2a"] = False
+# bench-only "tcs0": session 12's tcs, which released a ring slot right after reading it (before the wgmma that
+# consumes the words): sporadically wrong results at block_m 16 (session 13, kernels-2026-11-30-s13-tcs-summary.md)
+EARLY_KINDS = ("tcs0",)
+KINDS["tcs0"] = False
 
 
 def smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
@@ -74,10 +99,11 @@ def fits(k: int, block_m: int, split_k: int, stages: int, nwg: int) -> bool:
     return smem_bytes(iters, stages, block_m, nwg) <= SMEM_MAX
 
 
-def tcs_reference(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
+def tcs_reference(x: torch.Tensor, w: GPTQWeight, acc_scale: bool = False) -> torch.Tensor:
     """Pure-torch model (fp32 [M, N]): per 128-row K tile, the operand (q - z) * s rounded to x's 16-bit type (as the
     kernel builds it), times x (act-order: packed row k reads x[:, perm[k]]), accumulated in fp32. The K order inside a
-    tile changes only the fp32 summation order, so natural order is used."""
+    tile changes only the fp32 summation order, so natural order is used. acc_scale (kinds ACC_KINDS): the operand is
+    the exact q - z and each tile's fp32 product is scaled by its group's s (no 16-bit rounding of the weights)."""
     from .gptq_packing import unpack_bitstream
 
     k, n = x.shape[1], w.out_features
@@ -87,12 +113,13 @@ def tcs_reference(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
         z = torch.full((k // w.group_size, n), 8.0, device=x.device)
     else:
         z = unpack_bitstream(w.qzeros, 4, n, 1).float() + w.zero_offset
-    a = ((q - z[g]) * w.scales.float()[g]).to(x.dtype).float()  # the 16-bit operand
+    sg = w.scales.float()[g]
+    a = (q - z[g]) if acc_scale else ((q - z[g]) * sg).to(x.dtype).float()  # the operand
     xs = x.float() if w.perm is None else x.float()[:, w.perm.long()]
     y = torch.zeros(x.shape[0], n, device=x.device)
     for t in range(k // BLOCK_K):
         sl = slice(t * BLOCK_K, (t + 1) * BLOCK_K)
-        y += xs[:, sl] @ a[sl]
+        y += (xs[:, sl] @ a[sl]) * sg[t * BLOCK_K] if acc_scale else xs[:, sl] @ a[sl]
     return y
 
 
@@ -105,6 +132,51 @@ def tcs_layouts(block_m: int) -> dict:
 
 def word_smem_layout() -> gl.NVMMASharedLayout:
     return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=2)
+
+
+# (q - z) pairs of one word, exact in the 16-bit type (no scale): four f16x2 / bf16x2 pairs, pair s = nibbles s and
+# s + 4. fp16: nibbles 1 and 3 of each half keep their place (lop3 mask 0x00f0: 1024 + 16 q) and one fma by 1/16 with
+# -(64 + z) takes off the magic and the zero (exact), so one shift a word instead of three and no scale multiply.
+_QZ_F16 = (
+    "{ .reg .b32 t0, t1, t2, t3, w8, c; lop3.b32 t0, $4, 0x000f000f, 0x64006400, 0xea; "
+    "lop3.b32 t1, $4, 0x00f000f0, 0x64006400, 0xea; shr.u32 w8, $4, 8; "
+    "lop3.b32 t2, w8, 0x000f000f, 0x64006400, 0xea; lop3.b32 t3, w8, 0x00f000f0, 0x64006400, 0xea; "
+    "mov.b32 c, 0x2c002c00; sub.rn.f16x2 $0, t0, $5; fma.rn.f16x2 $1, t1, c, $6; sub.rn.f16x2 $2, t2, $5; "
+    "fma.rn.f16x2 $3, t3, c, $6; }"
+)
+_QZ_BF16 = (  # bf16's 7-bit mantissa has no room for 16 q: a shift a pair
+    "{ .reg .b32 t0, t1, t2, t3, w; lop3.b32 t0, $4, 0x000f000f, 0x43004300, 0xea; shr.u32 w, $4, 4; "
+    "lop3.b32 t1, w, 0x000f000f, 0x43004300, 0xea; shr.u32 w, $4, 8; lop3.b32 t2, w, 0x000f000f, 0x43004300, 0xea; "
+    "shr.u32 w, $4, 12; lop3.b32 t3, w, 0x000f000f, 0x43004300, 0xea; sub.rn.bf16x2 $0, t0, $5; "
+    "sub.rn.bf16x2 $1, t1, $5; sub.rn.bf16x2 $2, t2, $5; sub.rn.bf16x2 $3, t3, $5; }"
+)
+_QZ_F16_C = gl.constexpr(_QZ_F16)
+_QZ_BF16_C = gl.constexpr(_QZ_BF16)
+
+
+@gluon.jit
+def _operand_qz(pw, zm2, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr, IS_BF16: gl.constexpr):
+    """A operand [64, 32 * nw] of (q - z) (exact small integers) from words pw [64, nw, 4 (t)] and the packed
+    (MAGIC + z) pairs zm2 [64] (ACC_SCALE; quant_tcg._operand's layouts, the scale left to the accumulator)."""
+    L4X: gl.constexpr = gl.SliceLayout(4, L5X)
+    PL: gl.constexpr = gl.SliceLayout(2, L4X)  # [64, nw, t]
+    BN: gl.constexpr = pw.shape[0]
+    NW: gl.constexpr = pw.shape[1]
+    words = gl.convert_layout(pw, PL, assert_trivial=True)
+    zl = gl.convert_layout(zm2, gl.SliceLayout(1, gl.SliceLayout(2, PL)))
+    zlb = gl.broadcast(zl[:, None, None], words)[0]
+    if IS_BF16:
+        o = gl.inline_asm_elementwise(_QZ_BF16_C, "=r,=r,=r,=r,r,r", [words, zlb], [gl.int32] * 4, True, 1)
+    else:
+        zh = ((zl & 0xFFFF) << 4) + (0xD400 - 0x64000)  # fp16 -(64 + z) from 0x6400 + z
+        zhb = gl.broadcast((zh | (zh << 16))[:, None, None], words)[0]
+        o = gl.inline_asm_elementwise(_QZ_F16_C, "=r,=r,=r,=r,r,r,r", [words, zlb, zhb], [gl.int32] * 4, True, 1)
+    p = gl.join(gl.join(o[0], o[2]), gl.join(o[1], o[3]))  # [64, nw, t, j, i]: pair s = 2 j + i
+    pairs = gl.permute(gl.reshape(p, [BN, NW, 4, 4]), [0, 1, 3, 2])  # [64, nw, s, t]
+    w5 = gl.join(pairs.to(gl.int16), (pairs >> 16).to(gl.int16))  # [64, nw, s, t, e]
+    w5 = gl.convert_layout(w5, L5X)  # a register renaming within each thread
+    a = gl.reshape(w5, [BN, 32 * NW]).to(dt, bitcast=True)
+    return gl.convert_layout(a, DOT, assert_trivial=True)
 
 
 @gluon.jit
@@ -139,8 +211,10 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
                   IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, USE_GDC: gl.constexpr,
                   MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr,
                   XL: gl.constexpr, DIAG: gl.constexpr, PIPE: gl.constexpr = 0,
-                  L5H: gl.constexpr = None):  # fmt: skip
+                  L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0,
+                  EARLY_RELEASE: gl.constexpr = 0):  # fmt: skip
     dt: gl.constexpr = x_smem.dtype
+    SA: gl.constexpr = gl.SliceLayout(1, MMA)  # the accumulator's rows (weight columns): ACC_SCALE's scales
     ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # operand rows (= columns)
     ITERS_P2: gl.constexpr = triton.next_power_of_2(ITERS)
     col0 = pid_n * (NWG * 64) + WG * 64
@@ -206,6 +280,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     s_rows = s_smem._reinterpret(s_smem.dtype, s_smem.shape, FLAT)
     z_rows = z_smem._reinterpret(gl.int32, z_smem.shape, FLAT)
     acc = gl.zeros((64, BLOCK_M), gl.float32, layout=MMA)
+    acc0 = gl.zeros((64, BLOCK_M), gl.float32, layout=MMA)  # ACC_SCALE: each tile's wgmma starts from zero
     for it in range(n_it if PIPE == 0 else 0):
         st = it % STAGES
         mbarrier.wait(ready.index(st), (it // STAGES) & 1)
@@ -213,15 +288,29 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
             mbarrier.arrive(empty.index(st), count=1)
         else:
             p2 = w_smem.index(st).slice(WG * 64, 64, dim=1).load(D2)  # [16 rows, 64], row = 4t + wi
-            gl.thread_barrier()  # every warp of this warpgroup has read the slot
-            mbarrier.arrive(empty.index(st), count=1)
+            if EARLY_RELEASE:  # bench-only kind "tcs0" (session 12's tcs): released before the words are used
+                gl.thread_barrier()  # (races: see the module docstring)
+                mbarrier.arrive(empty.index(st), count=1)
             p0 = gl.convert_layout(gl.permute(gl.reshape(p2, [4, 4, 64]), [2, 1, 0]), gl.SliceLayout(2, L4),
                                    assert_trivial=True)  # fmt: skip
             zm2 = z_rows.index(WG * ITERS_P2 + it).load(ZL)
-            s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
-            a = _operand(p0, zm2, s, L5, DOT, dt, True, IS_BF16)
-            tok = hopper.warpgroup_mma(a, x_smem.index(it).permute((1, 0)), acc, is_async=True)
-            acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+            if ACC_SCALE:  # the tile's (q - z) x product, then acc += s * it (fp32)
+                sv = s_rows.index(WG * ITERS_P2 + it).load(SA).to(gl.float32)
+                a = _operand_qz(p0, zm2, L5, DOT, dt, IS_BF16)
+                tok = hopper.warpgroup_mma(a, x_smem.index(it).permute((1, 0)), acc0, use_acc=False, is_async=True)
+                part = hopper.warpgroup_mma_wait(0, deps=[tok])
+                if not EARLY_RELEASE:
+                    mbarrier.arrive(empty.index(st), count=1)
+                acc = acc + part * sv[:, None]
+            else:
+                s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
+                a = _operand(p0, zm2, s, L5, DOT, dt, True, IS_BF16)
+                tok = hopper.warpgroup_mma(a, x_smem.index(it).permute((1, 0)), acc, is_async=True)
+                acc = hopper.warpgroup_mma_wait(0, deps=[tok])
+                # the slot goes back once the wgmma that consumed this tile's words completed (every warp's reads
+                # of the slot went into it: PIPE 1's argument, CUTLASS's consumer_release after warpgroup_wait)
+                if not EARLY_RELEASE:
+                    mbarrier.arrive(empty.index(st), count=1)
     # PIPE (kind "tcs2"): each K tile as two K = 64 halves (words wi = 0, 1 | 2, 3, quant_tcv's "tcv2" split), the
     # second half's operand built while the first half's wgmma runs; no thread barrier of ours in the K loop. The slot
     # of tile i-1 is released at the top of tile i, after wait(0) saw tile i-1's wgmmas complete: a wgmma starts only
@@ -240,14 +329,24 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
                 p0 = gl.convert_layout(gl.permute(gl.reshape(p2, [4, 4, 64]), [2, 1, 0]), gl.SliceLayout(2, L4),
                                        assert_trivial=True)  # fmt: skip
                 zm2 = z_rows.index(WG * ITERS_P2 + it).load(ZL)
-                s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
                 pa, pb = gl.split(gl.permute(gl.reshape(p0, [64, 2, 2, 4]), [0, 2, 3, 1]))  # [64, wi % 2, t] each
                 xt = x_smem.index(it)
-                a0 = _operand(pa, zm2, s, L5H, DOT, dt, True, IS_BF16)
-                tok = hopper.warpgroup_mma(a0, xt.slice(0, HK, dim=1).permute((1, 0)), acc, is_async=True)
-                a1 = _operand(pb, zm2, s, L5H, DOT, dt, True, IS_BF16)  # while half 0's wgmma runs
-                tok = hopper.warpgroup_mma(a1, xt.slice(HK, HK, dim=1).permute((1, 0)), tok, is_async=True)
-                acc, a0, a1 = hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1])
+                if ACC_SCALE:
+                    sv = s_rows.index(WG * ITERS_P2 + it).load(SA).to(gl.float32)
+                    a0 = _operand_qz(pa, zm2, L5H, DOT, dt, IS_BF16)
+                    tok = hopper.warpgroup_mma(a0, xt.slice(0, HK, dim=1).permute((1, 0)), acc0, use_acc=False,
+                                               is_async=True)  # fmt: skip
+                    a1 = _operand_qz(pb, zm2, L5H, DOT, dt, IS_BF16)  # while half 0's wgmma runs
+                    tok = hopper.warpgroup_mma(a1, xt.slice(HK, HK, dim=1).permute((1, 0)), tok, is_async=True)
+                    part, a0, a1 = hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1])
+                    acc = acc + part * sv[:, None]
+                else:
+                    s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
+                    a0 = _operand(pa, zm2, s, L5H, DOT, dt, True, IS_BF16)
+                    tok = hopper.warpgroup_mma(a0, xt.slice(0, HK, dim=1).permute((1, 0)), acc, is_async=True)
+                    a1 = _operand(pb, zm2, s, L5H, DOT, dt, True, IS_BF16)  # while half 0's wgmma runs
+                    tok = hopper.warpgroup_mma(a1, xt.slice(HK, HK, dim=1).permute((1, 0)), tok, is_async=True)
+                    acc, a0, a1 = hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1])
     ggdc_late(USE_GDC)
     tile = WG * tiles + pid_m * gl.num_programs(0) + pid_n
     _tcw_store(acc, pid_m * BLOCK_M, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, tile, pid_k, SPLIT_K,
@@ -264,7 +363,7 @@ def _tcs_kernel(
     NWG: gl.constexpr, CONS_REGS: gl.constexpr,
     MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, XL: gl.constexpr,
     XS: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0, PIPE: gl.constexpr = 0,
-    L5H: gl.constexpr = None,
+    L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0, EARLY_RELEASE: gl.constexpr = 0,
 ):  # fmt: skip
     ggdc_start(USE_GDC)
     pid_n = gl.program_id(0)
@@ -298,12 +397,14 @@ def _tcs_kernel(
                              ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
+                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE,
+                             EARLY_RELEASE)),
             (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
                              ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 1, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
+                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE,
+                             EARLY_RELEASE)),
             (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC)),
         ], [4, 1], [CONS_REGS, 24])  # fmt: skip
     else:
@@ -312,7 +413,8 @@ def _tcs_kernel(
                              ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
                              stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
                              GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H)),
+                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE,
+                             EARLY_RELEASE)),
             (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC)),
         ], [1], [24])  # fmt: skip
 
@@ -372,8 +474,9 @@ def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stag
     grid, args, consts = tcs_args(x2, w, block_m, split_k, stages, nwg, y, KINDS[kind])
     pipe = dict(PIPE=1, L5H=tcg_layouts(WG_N, block_m, 4)["L5H"]) if kind in PIPE_KINDS else {}
     _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **pipe,
+                      ACC_SCALE=int(kind in ACC_KINDS), EARLY_RELEASE=int(kind in EARLY_KINDS),
                       **launch_kw(tensor_core=True))  # fmt: skip
 
 
-__all__ = ["KINDS", "PIPE_KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes", "tcs_args", "tcs_layouts",
+__all__ = ["ACC_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes", "tcs_args", "tcs_layouts",
            "tcs_reference", "tcs_supported"]  # fmt: skip

@@ -39,14 +39,14 @@ def test_without_hopper_the_candidates_are_todays_minus_the_hopper_kinds() -> No
                     assert qmc.candidate_configs(m, n, k, group, bits, dtype, hopper=True) == full, where
                     dropped |= {c.kind for c in full} - {c.kind for c in port}
     # not vacuous: the Hopper kernels of every module are offered with hopper=True and withdrawn without
-    assert {"tc", "tc2", "tcf", "tcf2", "tcv", "tcl", "tcls", "tcw", "tcwn", "tcs"} <= dropped, dropped
+    assert {"tc", "tc2", "tcf", "tcf2", "tcv", "tcl", "tcls", "tcw", "tcwn", "tcs2a"} <= dropped, dropped
 
 
 def test_hopper_only_matches_the_kernel_modules() -> None:
     """hopper_only's rule ("tc*") against the code: the modules behind the "tc*" kinds use Hopper's wgmma, those
     behind the portable kinds do not (nor Gluon's Hopper module at all)."""
     assert all(qmc.hopper_only(k) for k in ("tc", "tcf", "tc2", "tcf2", "tcv", "tcv2", "tcl", "tclp", "tcls", "tcw",
-                                           "tcwn", "tcwx", "tcs", "tcss"))  # fmt: skip
+                                           "tcwn", "tcwx", "tcs", "tcss", "tcsa", "tcs2a"))  # fmt: skip
     assert not any(qmc.hopper_only(k) for k in PORTABLE)
     for name in ("quant_tcg", "quant_tcl", "quant_tcv", "quant_tcw", "quant_tcs"):
         assert "warpgroup_mma" in (KERNELS / f"{name}.py").read_text(), name

@@ -72,6 +72,46 @@ def test_tcs_reference_is_the_dequantized_product(sym: bool, act: bool) -> None:
     assert float((y - ref).norm() / ref.norm()) < 2e-3, "the 16-bit (q - z) * s operand: half-precision rounding only"
 
 
+def test_tcs_acc_scale_reference_is_closer_to_the_dequantized_product() -> None:
+    """Kinds tcsa / tcs2a (ACC_SCALE): the exact (q - z) operand with each K tile's product scaled in fp32 is the
+    dequantized product up to fp32 summation, closer than the 16-bit (q - z) * s operand of tcs."""
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    torch.manual_seed(0)
+    for sym, act in ((False, False), (True, True)):
+        w, ref_w = _weight(384, 96, sym, act)
+        x = torch.randn(5, 384).half()
+        ref = x.float() @ ref_w
+        err_acc = float((tcs_reference(x, w, acc_scale=True) - ref).norm() / ref.norm())
+        err_op = float((tcs_reference(x, w) - ref).norm() / ref.norm())
+        assert err_acc < 1e-5 < err_op, (err_acc, err_op)
+
+
+def test_tcs_acc_scale_builds_with_fewer_instructions_offline() -> None:
+    """ACC_SCALE (kinds tcsa / tcs2a, session 13): the consumer K loop drops the operand's 32 HMUL2 a tile (the scale
+    goes onto the fp32 accumulator, 4 FFMA for 8 rows) and, in fp16, 2 of every 3 shifts (the odd nibbles keep their
+    place and one fma by 1/16 removes magic and zero); no spills, no wgmma serialization, both dtypes, 1-2 warpgroups
+    (bench/kernels/s13_tcs_sass.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    from s13_tcs_sass import build, loop_mix
+    from sass_tcl import analyse
+
+    base = loop_mix(build(8, 4, 2, 11, 3, 0, 0, 0, 1))  # session 12's tcs (tcs0: early release)
+    for pipe, bf16, nwg, bm in ((0, 0, 2, 8), (1, 0, 2, 16), (0, 1, 1, 8)):
+        asm = build(bm, 4, nwg, 11, 3, pipe, 1, bf16)
+        res = analyse(asm)
+        assert res["spill_stores"] == 0 and not [w for w in res["warnings"] if "C7512" in w], res
+        mix = loop_mix(asm)
+        assert len(mix) == nwg + 1, mix  # one K loop a consumer warpgroup (+ the epilogue's loop)
+        loop = mix["kloop0"]
+        assert loop["mix"].get("HMUL2", 0) == 0 and loop["mix"].get("FFMA", 0) == bm // 2, loop
+        assert loop["mix"]["HGMMA"] == 8 and loop["n"] < base["kloop0"]["n"] - (25 if pipe == 0 else 10), loop
+    assert base["kloop0"]["mix"]["HMUL2"] == 32
+
+
 def test_tcs_builds_for_sm90_offline() -> None:
     """The sm_90 build (Triton's ptxas, no GPU): producer (24 registers) and two consumer warpgroups, TMA copies, one
     wgmma a K tile, no local memory (bench/kernels/sass_tcs.py)."""
@@ -79,8 +119,8 @@ def test_tcs_builds_for_sm90_offline() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    from s13_tcs_sass import build  # sass_tcs.build with ACC_SCALE = 0 set (else a runtime argument)
     from sass_tcl import analyse
-    from sass_tcs import build
 
     asm = build(16, 6, 2, 11, 1)
     ptx = asm["ptx"]
@@ -101,10 +141,10 @@ def test_tcs2_builds_without_wgmma_serialization() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    from s13_tcs_sass import build
     from sass_tcl import BIN, analyse
-    from sass_tcs import build
 
-    asm = build(8, 4, 2, 11, 1, 0, 0, 0, 0, 0, 1)
+    asm = build(8, 4, 2, 11, 1, 1)  # split-K on, PIPE = 1
     ptx = asm["ptx"]
     assert ptx.count("wgmma.mma_async") == 16 and ptx.count("wgmma.commit_group") == 4, "two K=64 halves a warpgroup"
     with tempfile.NamedTemporaryFile(suffix=".ptx", mode="w") as f:
@@ -199,6 +239,104 @@ def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int,
         assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
     for _, cnt in quant_tcw._SLOT_WS.values():
         assert bool((cnt == 0).all()), "slot counters left zeroed"
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize(
+    ("kind", "bm", "bn", "stages", "m", "split", "sym", "act", "dtype", "k", "n", "use_pdl"),
+    [
+        ("tcsa", 8, 128, 6, 1, 3, False, False, torch.float16, 1280, 328, 0),  # N past the tile, short last split
+        ("tcsa", 8, 64, 8, 5, 2, False, False, torch.float16, 640, 256, 1),  # rows past M, one warpgroup, PDL
+        ("tcsa", 16, 128, 4, 16, 1, True, True, torch.float16, 1024, 384, 0),  # sym + act-order, no split
+        ("tcsa", 16, 64, 4, 13, 4, False, True, torch.bfloat16, 1280, 328, 1),
+        ("tcsa", 8, 128, 2, 8, 4, True, False, torch.bfloat16, 1536, 512, 0),  # 2 stages: every slot reused
+        ("tcsa", 16, 128, 4, 16, 8, False, False, torch.float16, 11008, 512, 1),  # 7B down's K, 11 tiles a split
+        ("tcs2a", 8, 128, 6, 1, 3, False, False, torch.float16, 1280, 328, 0),
+        ("tcs2a", 16, 128, 4, 16, 1, True, True, torch.float16, 1024, 384, 1),
+        ("tcs2a", 16, 64, 4, 13, 4, False, True, torch.bfloat16, 1280, 328, 1),
+        ("tcs2a", 8, 128, 4, 8, 8, False, False, torch.float16, 11008, 512, 0),
+        ("tcsa", 16, 128, 4, 16, 4, False, False, torch.float16, 4096, 1408, 1),
+        ("tcsa", 8, 128, 4, 3, 1, False, False, torch.float16, 1280, 328, 0),  # no split: plain stores
+    ],
+)
+def test_tcs_acc_scale_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool,
+                                         act: bool, dtype: torch.dtype, k: int, n: int, use_pdl: int) -> None:  # fmt: skip
+    """Kinds tcsa / tcs2a (ACC_SCALE, session 13; quant_tcs.launch_tcs directly: not in quant_matmul's dispatch):
+    against the fp32 dequantized product (tighter than tcs: no 16-bit weight rounding) and the acc_scale model."""
+    from inlaid_worker.kernels import pdl, quant_common
+    from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
+
+    torch.manual_seed(0)
+    w, ref_w = _weight(k, n, sym, act, "cuda")
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    ref = x.float() @ ref_w
+    y = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+    with pdl.scope(use_pdl):
+        for _ in range(2):  # twice: the workspace and counters are reused by the second call
+            launch_tcs(x, w, bm, split, stages, bn // 64, y, kind)
+    torch.cuda.synchronize()
+    err = float((y.float() - ref).norm() / ref.norm())
+    assert err < (4e-3 if dtype == torch.bfloat16 else 5e-4), f"rel err {err:.2e}"
+    model = tcs_reference(x, w, acc_scale=True)
+    assert float((y.float() - model).norm() / model.norm()) < (4e-3 if dtype == torch.bfloat16 else 5e-4)
+    for ws, cnt in quant_common._WORKSPACES.values():
+        assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize("kind", ["tcsa", "tcs2a"])
+def test_tcs_acc_scale_repeated_launches(kind: str) -> None:
+    """7B up (4096 x 11008), n128 split 3 (the shipped tcs plan): 8 x 2 back-to-back launches, PDL off and on, each
+    result against the acc_scale model and the workspace zero after every pair."""
+    from inlaid_worker.kernels import pdl, quant_common
+    from inlaid_worker.kernels.gptq_packing import GPTQWeight
+    from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
+
+    torch.manual_seed(0)
+    k, n = 4096, 11008
+    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
+    qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
+    sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
+    w = GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
+    x = torch.randn(4, k, device="cuda").half()
+    ref = tcs_reference(x, w, acc_scale=True)
+    for mode in (0, 1):
+        for _ in range(8):
+            y = torch.full((4, n), float("nan"), device="cuda", dtype=torch.float16)
+            with pdl.scope(mode):
+                launch_tcs(x, w, 8, 3, 4, 2, y, kind)
+                launch_tcs(x, w, 8, 3, 4, 2, y, kind)
+            torch.cuda.synchronize()
+            assert float((y.float() - ref).norm() / ref.norm()) < 5e-4
+            for ws, cnt in quant_common._WORKSPACES.values():
+                assert bool((ws == 0).all()) and bool((cnt == 0).all()), f"workspace left dirty (PDL mode {mode})"
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize("kind", ["tcs", "tcsa", "tcs2a"])
+def test_tcs_block_m16_gate_up_launches_are_all_right(kind: str) -> None:
+    """The shipped 7B gate/up M = 16 plan (4096 x 22016, block_m 16, n128, split 3, 4 stages): 16 single launches, each
+    against the model. Session 12's tcs released a ring slot right after reading it, before the wgmma that used the
+    words, and got 11 of 40 such launches wrong (one warp's 16 columns of a tile, errors 1e-3 .. 6e-3; s13_tcs_diag.py);
+    the slot now goes back after that wgmma (all 0 of 40 with the release after the wait)."""
+    from inlaid_worker.kernels.gptq_packing import GPTQWeight
+    from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
+
+    torch.manual_seed(0)
+    k, n, m = 4096, 22016, 16
+    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
+    qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
+    sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
+    w = GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
+    x = torch.randn(m, k, device="cuda").half()
+    ref = tcs_reference(x, w, acc_scale=kind != "tcs")
+    errs = []
+    for _ in range(16):
+        y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
+        launch_tcs(x, w, 16, 3, 4, 2, y, kind)
+        torch.cuda.synchronize()
+        errs.append(float((y.float() - ref).norm() / ref.norm()))
+    assert max(errs) < 5e-4, errs
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
