@@ -3,8 +3,14 @@
  * queues (steps; re-quantization with concurrency 1 so tasks arriving meanwhile batch into the next run).
  * Locks are short so that after a gateway crash another gateway (or the restarted one) picks the stalled
  * step up within seconds; the step is idempotent (onboard-steps.ts). A step BullMQ fails on its own (stalled
- * too often) marks its task failed too, and at start the gateway recovers what a dead one left half-way
+ * too often) marks its task failed too, and every gateway reconciles what a dead one left half-way
  * (onboard-recovery.ts): a row whose flow was never enqueued, a flow that failed with nobody to record it.
+ * It does so at start and then every INLAID_ONBOARD_RECONCILE_MS (±20% jitter, so gateways started together
+ * drift apart), one gateway at a time (TaskStore.reconciling, a Postgres advisory lock; job ids derive from
+ * the row id besides, so even two enqueues of one flow add it once). A periodic pass only looks at rows
+ * older than INLAID_ONBOARD_RECONCILE_GRACE_MS: a live gateway writes the row and enqueues its flow right
+ * after (tasks.service.ts create()). The same pass removes the upload directories of failed tasks that had
+ * to keep them a while (task-files.ts), once no re-quantization step is running.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
@@ -20,7 +26,16 @@ import { TaskStore } from './task-store.service';
 
 const LOCK_MS = 5000;
 const STALLED_CHECK_MS = 2500;
+/** Each wait between reconciliation passes is the period times a factor in [1 - JITTER, 1 + JITTER]. */
+const JITTER = 0.2;
 const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.ABORTED, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED]);
+
+/** What one reconciliation pass did (task job ids). */
+export interface Reconciled {
+  enqueued: string[];
+  failed: string[];
+  filesRemoved: string[];
+}
 
 @Injectable()
 export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
@@ -29,6 +44,9 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly flows: FlowProducer;
   private readonly workers: Worker[] = [];
   private readonly queues: Map<string, Queue>;
+  private stopped = false;
+  private timer: NodeJS.Timeout | null = null;
+  private pass: Promise<unknown> = Promise.resolve();
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -62,20 +80,60 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
         this.recordStepFailure(job.data, err.message).catch((e: unknown) => this.logger.warn(`recording the failure of task job ${job.data.taskJobId}: ${String(e)}`));
       });
     }
-    void this.recover().catch((err: unknown) => this.logger.warn(`recovering onboardings: ${String(err)}`));
+    this.startReconciling();
   }
 
-  /** Onboardings a dead gateway left with no flow, or with a flow that failed unrecorded (onboard-recovery.ts). */
-  async recover(): Promise<void> {
-    for (const j of await this.store.unfinishedOnboardings()) {
-      const s = await flowState(j, this.lookup);
-      if (s.kind === 'missing') {
-        this.logger.warn(`task ${j.task}: its flow was never enqueued (a gateway died); enqueuing it`);
-        await this.enqueue(j.id, j.task, j.waitForQuantization);
-      } else if (s.kind === 'failed') {
-        await this.recordFailure(j.id, s.step, s.reason);
+  /**
+   * The start-up pass (no grace: as before, a restarted gateway enqueues at once what it or another left
+   * unenqueued; an enqueue that races a live gateway's adds the flow once), then a pass every period.
+   */
+  private startReconciling(): void {
+    const { reconcileIntervalMs: period, reconcileGraceMs: grace } = this.config.tasks;
+    const run = (graceMs: number): void => {
+      this.timer = null;
+      this.pass = this.reconcile(graceMs)
+        .catch((err: unknown) => this.logger.warn(`reconciling onboardings: ${String(err)}`))
+        .finally(() => {
+          if (this.stopped || period === 0) return;
+          this.timer = setTimeout(() => run(grace), period * (1 - JITTER + 2 * JITTER * Math.random()));
+          this.timer.unref();
+        });
+    };
+    run(0);
+  }
+
+  /** Resolves once the reconciliation pass under way (the start-up one, at first) has ended. */
+  async settled(): Promise<void> {
+    await this.pass;
+  }
+
+  /**
+   * One reconciliation pass, or null when another gateway is running one (TaskStore.reconciling). Onboardings
+   * created more than `graceMs` ago that a dead gateway left with no flow are enqueued, flows that failed
+   * unrecorded are recorded (onboard-recovery.ts); then, if no re-quantization step is running, the upload
+   * directories of failed tasks older than INLAID_FAILED_FILES_TTL_S go (task-files.ts).
+   */
+  async reconcile(graceMs: number = this.config.tasks.reconcileGraceMs): Promise<Reconciled | null> {
+    return this.store.reconciling(async () => {
+      const out: Reconciled = { enqueued: [], failed: [], filesRemoved: [] };
+      for (const j of await this.store.unfinishedOnboardings(graceMs)) {
+        const s = await flowState(j, this.lookup);
+        if (s.kind === 'missing') {
+          this.logger.warn(`task ${j.task}: its flow was never enqueued (a gateway died); enqueuing it`);
+          await this.enqueue(j.id, j.task, j.waitForQuantization);
+          out.enqueued.push(j.id);
+        } else if (s.kind === 'failed') {
+          await this.recordFailure(j.id, s.step, s.reason);
+          out.failed.push(j.id);
+        }
       }
-    }
+      if ((await (this.queues.get(REQUANTIZE_QUEUE) as Queue).getActiveCount()) === 0) {
+        for (const j of await this.store.failedWithFiles(this.config.tasks.failedFilesTtlMs)) {
+          if (await this.steps.freeFailedFiles(j)) out.filesRemoved.push(j.id);
+        }
+      }
+      return out;
+    });
   }
 
   /** A step job's state and failure reason in Redis (onboard-recovery.ts). */
@@ -101,6 +159,9 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   async onModuleDestroy(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    await this.pass; // a pass under way finishes before its connections close
     // force: do not wait for a running step; its lock expires and the next gateway resumes it.
     await Promise.all(this.workers.map((w) => w.close(true)));
     await Promise.all([...this.queues.values()].map((q) => q.close()));

@@ -17,10 +17,9 @@ import type { OnboardStep } from '@inlaid/jobs';
 import { worker } from '@inlaid/proto';
 import type { GatewayConfig } from '@inlaid/config';
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
-import { completedRemovals, freedOnboardings, removalsFirst, taskUploadDir } from './task-files';
+import { completedRemovals, freedOnboardings, freesAtFailure, removalsFirst, removeTaskUploadDir, UnsafeRemoval } from './task-files';
 import { workerQuantProgress } from './worker-quant-progress';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService, WorkerRole } from './worker-admin.service';
@@ -174,8 +173,26 @@ export class OnboardSteps {
   /** A removal done: the upload directories of the task's deleted onboardings go (task-files.ts says why now). */
   private async freeFiles(removal: TaskJob): Promise<void> {
     for (const j of freedOnboardings(await this.store.history(removal.task), removal)) {
-      await rm(taskUploadDir(this.config.tasks.dataDir, j.task, j.id), { recursive: true, force: true }).catch((err: unknown) => this.logger.warn(`remove the files of ${j.task} (${j.id}): ${String(err)}`));
+      await removeTaskUploadDir(this.config.tasks.dataDir, j.task, j.id).catch((err: unknown) => this.logger.warn(`remove the files of ${j.task} (${j.id}): ${String(err)}`));
     }
+  }
+
+  /**
+   * Removes a failed task's upload directory (task-files.ts says when) and records it on the row; the row
+   * keeps the reason and the paths. Idempotent. A refused removal (UnsafeRemoval) is recorded and never tried
+   * again; another failure (e.g. EACCES) is logged and left for the next reconciliation pass. Returns whether
+   * the directory is gone.
+   */
+  async freeFailedFiles(job: Pick<TaskJob, 'id' | 'task'>): Promise<boolean> {
+    try {
+      await removeTaskUploadDir(this.config.tasks.dataDir, job.task, job.id);
+    } catch (err) {
+      this.logger.warn(`remove the files of failed task ${job.task} (${job.id}): ${String(err)}`);
+      if (err instanceof UnsafeRemoval) await this.store.filesRemoved(job.id, err.message); // refused for good: not retried
+      return false;
+    }
+    await this.store.filesRemoved(job.id);
+    return true;
   }
 
   private activate(job: TaskJob): Promise<string> {
@@ -194,13 +211,17 @@ export class OnboardSteps {
    * Stops serving the task's adapter (best effort), then marks the task failed with the reason: a client that
    * reads `failed` never races a request against the unload. Under the task's lock, and only if the task is
    * still live there: a task deleted meanwhile was unloaded by its DELETE, and its name may be a new task's.
+   * Once the failure is written, a task that never got into a re-quantization loses its upload directory
+   * (freesAtFailure, task-files.ts); the others' go later (OnboardQueues' reconciliation, after the TTL).
    */
   async failAndUnload(job: TaskJob, stage: string, reason: string): Promise<void> {
-    await this.store.locked(job.task, async (tx) => {
+    const freeNow = await this.store.locked(job.task, async (tx) => {
       const row = await tx.get(job.id);
-      if (row === null || FINAL.has(row.status)) return;
+      if (row === null || FINAL.has(row.status)) return false;
       await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
       await tx.fail(job.id, stage, reason);
+      return freesAtFailure(row); // the state it failed in, read under the lock
     });
+    if (freeNow) await this.freeFailedFiles(job);
   }
 }

@@ -11,11 +11,44 @@
  *   until the re-quantization that drops it from the served version has finished (its `delete` job then
  *   completes). A published version that still holds the task (it was added by a run that was under way
  *   when the task was deleted) leaves the removal queued for the next re-quantization.
+ * When an onboarding fails (nothing retries a failed task: creating it again is a new job with its own
+ * directory), the same line is drawn: a task that failed before any re-quantization loses its directory at
+ * once; one that failed while quantizing or after (a run may still read its files: a run reads its batch
+ * when it starts, and a takeover re-reads it) keeps it for INLAID_FAILED_FILES_TTL_S, after which a
+ * reconciliation pass removes it once no re-quantization step is running (onboard-queues.service.ts).
+ * Removal is idempotent and never leaves INLAID_DATA_DIR/tasks (removeTaskUploadDir).
  */
-import { join } from 'node:path';
+import { lstat, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 
 export function taskUploadDir(dataDir: string, task: string, jobId: string): string {
   return join(dataDir, 'tasks', `${task}-${jobId}`);
+}
+
+/** A task upload directory the gateway refuses to remove (not one name directly under INLAID_DATA_DIR/tasks, or not a plain directory). */
+export class UnsafeRemoval extends Error {}
+
+/**
+ * Removes a task's upload directory, idempotently ('absent' when it is gone already), and only that: the
+ * path must be exactly one entry directly under `<dataDir>/tasks` (a name with a separator, `..` or a NUL is
+ * refused), and that entry must be a real directory, not a symbolic link (never followed: a link to a
+ * directory elsewhere is refused, not emptied). Inside it `rm` unlinks links without following them.
+ */
+export async function removeTaskUploadDir(dataDir: string, task: string, jobId: string): Promise<'removed' | 'absent'> {
+  const root = resolve(dataDir, 'tasks');
+  const name = `${task}-${jobId}`;
+  const dir = resolve(root, name);
+  if (name.includes('\0') || /[\\/]/.test(name) || dirname(dir) !== root || dir === root) throw new UnsafeRemoval(`refusing to remove ${JSON.stringify(name)}: not an entry of ${root}`);
+  let st;
+  try {
+    st = await lstat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw err;
+  }
+  if (st.isSymbolicLink() || !st.isDirectory()) throw new UnsafeRemoval(`refusing to remove ${dir}: not a directory (a link is never followed)`);
+  await rm(dir, { recursive: true, force: true });
+  return 'removed';
 }
 
 export interface JobState {
@@ -26,6 +59,11 @@ export interface JobState {
 /** A deleted task whose Hessians may be in a checkpoint version: dropped (and its files freed) at the next one. */
 export function dropsAtNextVersion(before: JobState): boolean {
   return before.checkpointVersion !== null || before.status === 'quantizing';
+}
+
+/** Whether a task that failed in state `before` may lose its upload directory at once (no re-quantization may read it). */
+export function freesAtFailure(before: JobState): boolean {
+  return !dropsAtNextVersion(before);
 }
 
 interface Removal {

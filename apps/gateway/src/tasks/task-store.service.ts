@@ -10,7 +10,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { LayerProgress, LIVE_JOB_PREDICATE, LIVE_JOB_STATUSES, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DataSource, EntityManager, In, IsNull, Repository } from 'typeorm';
+import { DataSource, EntityManager, In, IsNull, Raw, Repository } from 'typeorm';
 import { UNFINISHED } from './onboard-recovery';
 
 export interface NewTaskJob {
@@ -37,6 +37,11 @@ export class TaskNameTaken extends Error {
 /** First key of the task locks (Postgres advisory locks; the second key is hashtext(task name)). */
 const TASK_LOCK_SPACE = 0x1a1d;
 const LOCK_RETRY_MS = { first: 5, max: 100 };
+/** The lock of a gateway's reconciliation pass (its own first key: never a task lock). */
+const RECONCILE_LOCK = [0x1a1e, 1] as const;
+
+/** `column < now() - ms` in Postgres time (one clock for all gateways). */
+const olderThan = (ms: number) => Raw((column) => `${column} < now() - (:ms * interval '1 millisecond')`, { ms });
 
 @Injectable()
 export class TaskStore {
@@ -79,6 +84,19 @@ export class TaskStore {
       if (out !== null) return out.value;
       await sleep(pause);
     }
+  }
+
+  /**
+   * Runs `fn` holding the reconciliation lock (transaction-scoped advisory lock, released if the gateway dies),
+   * or returns null at once when another gateway holds it: one gateway reconciles at a time. `fn` uses the
+   * store normally (the lock's connection only holds the lock).
+   */
+  async reconciling<T>(fn: () => Promise<T>): Promise<T | null> {
+    if (this.tx !== null) throw new Error('reconciling inside a locked section');
+    return this.ds.transaction(async (em) => {
+      const [row] = (await em.query('SELECT pg_try_advisory_xact_lock($1, $2) AS taken', [...RECONCILE_LOCK])) as Array<{ taken: boolean }>;
+      return row?.taken === true ? fn() : null;
+    });
   }
 
   /**
@@ -136,9 +154,29 @@ export class TaskStore {
     return this.jobs.find({ where: { kind: 'onboard', status: 'quantizing', checkpointVersion: IsNull() }, order: { createdAt: 'ASC' } });
   }
 
-  /** Onboardings not ended yet (their flows have steps left), oldest first. */
-  unfinishedOnboardings(): Promise<TaskJob[]> {
-    return this.jobs.find({ where: { kind: 'onboard', status: In([...UNFINISHED]) }, order: { createdAt: 'ASC' } });
+  /** Onboardings not ended yet (their flows have steps left), oldest first; with `olderThanMs`, only rows created longer ago than that. */
+  unfinishedOnboardings(olderThanMs?: number): Promise<TaskJob[]> {
+    const createdAt = olderThanMs === undefined ? {} : { createdAt: olderThan(olderThanMs) };
+    return this.jobs.find({ where: { kind: 'onboard', status: In([...UNFINISHED]), ...createdAt }, order: { createdAt: 'ASC' } });
+  }
+
+  /** Failed onboardings last written longer than `olderThanMs` ago whose upload directory has not been removed (oldest first). */
+  failedWithFiles(olderThanMs: number, limit = 100): Promise<TaskJob[]> {
+    return this.jobs.find({
+      where: { kind: 'onboard', status: 'failed', updatedAt: olderThan(olderThanMs), progress: Raw((p) => `${p} ->> 'filesRemovedAt' IS NULL AND ${p} ->> 'filesRefused' IS NULL`) },
+      order: { updatedAt: 'ASC' },
+      take: limit,
+    });
+  }
+
+  /**
+   * Records that a failed task's upload directory is gone, or why it was refused (failedWithFiles skips the
+   * row from then on); a row no longer failed is left alone.
+   */
+  async filesRemoved(id: string, refused?: string): Promise<void> {
+    await this.update(id, (j) => {
+      if (j.status === 'failed') j.progress = { ...j.progress, ...(refused === undefined ? { filesRemovedAt: now() } : { filesRefused: refused }) };
+    });
   }
 
   pendingRemovals(): Promise<TaskJob[]> {

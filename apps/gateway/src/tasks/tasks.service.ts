@@ -18,7 +18,7 @@ import { resolveAdapterPath } from './adapter-location';
 import { checkCalibration } from './calibration';
 import { OnboardQueues } from './onboard-queues.service';
 import { checkTaskName, CreateTaskInput, parseCreateTask } from './task-input';
-import { dropsAtNextVersion, JobState, taskUploadDir } from './task-files';
+import { dropsAtNextVersion, JobState, removeTaskUploadDir, taskUploadDir } from './task-files';
 import { NewTaskJob, TaskNameTaken, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
 import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
@@ -162,8 +162,8 @@ export class TasksService {
       return { job, before, history: await tx.history(name) };
     });
     if (!dropsAtNextVersion(before) && job.kind === 'onboard') {
-      const dir = taskUploadDir(this.config.tasks.dataDir, name, job.id); // no re-quantization reads it
-      await rm(dir, { recursive: true, force: true }).catch((err: unknown) => this.logger.warn(`remove ${dir}: ${String(err)}`));
+      // no re-quantization reads it; gone already if it failed before one (onboard-steps.ts failAndUnload)
+      await removeTaskUploadDir(this.config.tasks.dataDir, name, job.id).catch((err: unknown) => this.logger.warn(`remove the files of ${name} (${job.id}): ${String(err)}`));
     }
     return taskView(job, history);
   }

@@ -45,6 +45,10 @@ export interface TaskJobProgress {
   quantizer?: string;
   /** Per worker address: where it is in the run (quantizer and followers). */
   workers?: Record<string, WorkerQuantProgress>;
+  /** When the gateway removed a failed task's upload directory (onboard-steps.ts freeFailedFiles). */
+  filesRemovedAt?: string;
+  /** Why the gateway refused to remove it (a path outside INLAID_DATA_DIR/tasks, a link): not tried again. */
+  filesRefused?: string;
 }
 
 export interface TaskJobEvent {
