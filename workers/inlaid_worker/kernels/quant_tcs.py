@@ -16,15 +16,20 @@ belong to a producer warp that does nothing else (quant_tcw's structure, sized f
   staged x tile (y^T = W^T x^T, BLOCK_M = 8 or 16), wait for it, then release the slot (`empty`).
 - split-K (ITERS tiles a program, the last split shorter): read-and-clear atomics (kind "tcs") or per-split fp32
   slots summed by the last arriver ("tcss"), quant_tcw._tcw_store, counters per warpgroup tile.
-Numerics: quant_tcw's (operand (q - z) * s in the 16-bit type, fp32 accumulation); reference `tcs_reference`.
-Measured on the H200 (bench/results/kernels-2026-11-30-s12-tcs.md, NOTES.md row "tcs"): 4-11% faster than the tc2 picks
-at M = 4..16 on the 7B up / down shapes (best: two warpgroups, 4 stages, one wave of programs), 36-43% of copy
-bandwidth iso, 41-50% under PDL; the ring's stream alone reaches 56-60% / 69-76%, the consumers' per-tile chain is not
-hidden under it. Shipped (tuned/nvidia-h200.json) for 7B up at M = 4 / 8 / 16, gate/up at M = 16 and down at
-M = 4 / 8 (kernels-2026-11-30-s12-tcs-layer.md). With one warpgroup no x barrier is allocated: Triton otherwise
-reuses the dead mbarrier's bytes as the epilogue's scratch (undefined on sm_90; it lost split-K arrivals).
-4-bit weights, K and group multiples of 128, N-contiguous qweight with 16-byte rows (TMA); CUDA sm_90 only (no
-interpreter twin; on the CPU quant_matmul runs quant_tc).
+Numerics (reference `tcs_reference`): kinds "tcs" / "tcss" / "tcs2" (and "tcs0") have quant_tcw's (operand (q - z) * s
+in the 16-bit type, fp32 accumulation); the ACC_SCALE kinds "tcsa" / "tcs2a" (session 13, below) have quant_tc "tc"'s
+(exact q - z operand, each K tile's fp32 product times its group's scale). Both first round the group scale to x's
+16-bit type (s2.to(bfloat16), scales staged in x's dtype): a no-op for fp16 scales with fp16 x, a bf16 rounding
+(relative error up to 2^-9) with bf16 x; tcs_reference and quant_tc (s.to(dt)) round the same way.
+Session 12 measured on the H200 (bench/results/kernels-2026-11-30-s12-tcs.md, NOTES.md row "tcs"): 4-11% faster than
+the tc2 picks at M = 4..16 on the 7B up / down shapes (best: two warpgroups, 4 stages, one wave of programs), 36-43% of
+copy bandwidth iso, 41-50% under PDL; the ring's stream alone reaches 56-60% / 69-76%, the consumers' per-tile chain is
+not hidden under it (kernels-2026-11-30-s12-tcs-layer.md had "tcs" shipped at six 7B points; session 13 replaced them).
+With one warpgroup no x barrier is allocated: Triton otherwise reuses the dead mbarrier's bytes as the epilogue's
+scratch (undefined on sm_90; it lost split-K arrivals).
+4-bit weights, K and group multiples of 128, N-contiguous qweight with 16-byte rows (TMA); CUDA sm_90 only (no Gluon
+interpreter twin: on the CPU quant_matmul.launch_tcs_kind runs quant_tc, kind "tcf" for the (q - z) * s kinds and "tc"
+for the ACC_SCALE kinds, the same operand numerics).
 Session 13 (bench/results/kernels-2026-11-30-s13-tcs-summary.md):
 - Slot release after use. Session 12 released a slot right after the warps' shared-memory reads and one warpgroup
   barrier, before the wgmma that consumed the words. At block_m 16 on 7B gate/up (4096 x 22016, the shipped M = 16
@@ -34,16 +39,19 @@ Session 13 (bench/results/kernels-2026-11-30-s13-tcs-summary.md):
   wgmma wait, never failed (s13_tcs_diag.py). Now every K loop releases a slot after the wgmma that used it completed
   (CUTLASS's consumer_release after warpgroup_wait): 0 of 40 at those plans, and 2-7% faster per call at the six
   shipped points. Session 12's "unexplained 4.95e-3" in the tcs2 check was this tcs pick (its exact inputs: the
-  shipped tcs m16 s3 failed 2 of 32, tcs2 0 of 288). Kind "tcs0" (bench-only) keeps the early release.
-- ACC_SCALE (kinds "tcsa", "tcs2a"; bench-only until quant_matmul's dispatcher knows them: s13_tcs_dispatch.py): the
+  shipped tcs m16 s3 failed 2 of 32, tcs2 0 of 288). Kind "tcs0" (bench-only) keeps the early release and reproduces
+  the race; test_quant_tcs.py checks the release order in the sm_90 PTX offline (tests/kernels/tcs_ptx_order.py).
+- ACC_SCALE (kinds "tcsa", "tcs2a"; quant_matmul.launch_tcs_kind dispatches them, s13_tcs_dispatch.py): the
   operand is the exact q - z (_operand_qz: no scale multiply; fp16 keeps the odd nibbles in place and takes magic and
   zero off with one fma by 1/16, one shift a word instead of three) and each tile's fp32 wgmma result is scaled by its
-  group's s on the accumulator (quant_tc "tc" numerics, tcs_reference(acc_scale=True)); 145 instead of 181 SASS
-  instructions a K tile (s13_tcs_sass.py); 5-15% faster than tcs at M = 4..16.
-Bench-only parts (kept for measurements; the tuner never offers them and the shipped table has none): kinds "tcs2"
-(PIPE = 1: half-tile wgmmas under the next half's dequantization), "tcsa" / "tcs2a" (above), "tcs0" (session 12's
-early release) and launch_tcs's `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone;
-wrong results).
+  group's s, rounded to x's 16-bit type, on the accumulator (quant_tc "tc" numerics, tcs_reference(acc_scale=True));
+  145 instead of 181 SASS instructions a K tile (s13_tcs_sass.py); 5-15% faster than tcs at M = 4..16.
+Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) at M = 2..16, and
+the shipped table (tuned/nvidia-h200.json) has "tcs2a" at nine 7B points (up / gate-up / down at M = 4 / 8 / 16,
+kernels-2026-11-30-s13-tcs-summary.md). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next half's
+dequantization) and "tcsa" are bench / candidate kinds: quant_matmul dispatches them, the tuner does not offer them.
+Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, reproduces the race) and launch_tcs's
+`diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
 SMEM_MAX = 200 * 1024  # bytes a program may use (ring + staged x, scales, zeros)
 KINDS = {"tcs": False, "tcss": True}  # kind -> split-K in per-split slots (else read-and-clear atomics)
-PIPE_KINDS = ("tcs2", "tcs2a")  # bench-only: kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1)
+PIPE_KINDS = ("tcs2", "tcs2a")  # kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1; "tcs2a" ships)
 KINDS["tcs2"] = False
 # session 13: ACC_SCALE = 1, the exact (q - z) operand (no scale in the operand, fewer instructions a K tile) and the
 # tile's fp32 result scaled on the accumulator (quant_tc "tc" / quant_tcv numerics; a K tile is within one group)
@@ -103,7 +111,9 @@ def tcs_reference(x: torch.Tensor, w: GPTQWeight, acc_scale: bool = False) -> to
     """Pure-torch model (fp32 [M, N]): per 128-row K tile, the operand (q - z) * s rounded to x's 16-bit type (as the
     kernel builds it), times x (act-order: packed row k reads x[:, perm[k]]), accumulated in fp32. The K order inside a
     tile changes only the fp32 summation order, so natural order is used. acc_scale (kinds ACC_KINDS): the operand is
-    the exact q - z and each tile's fp32 product is scaled by its group's s (no 16-bit rounding of the weights)."""
+    the exact q - z and each tile's fp32 product is scaled by its group's s. Either way s is first rounded to x's 16-bit
+    type, as the kernel stages it: a no-op for fp16 scales with fp16 x (so with acc_scale the weights see no 16-bit
+    rounding at all), a bf16 rounding (relative error up to 2^-9) with bf16 x."""
     from .gptq_packing import unpack_bitstream
 
     k, n = x.shape[1], w.out_features
@@ -113,7 +123,7 @@ def tcs_reference(x: torch.Tensor, w: GPTQWeight, acc_scale: bool = False) -> to
         z = torch.full((k // w.group_size, n), 8.0, device=x.device)
     else:
         z = unpack_bitstream(w.qzeros, 4, n, 1).float() + w.zero_offset
-    sg = w.scales.float()[g]
+    sg = w.scales.to(x.dtype).float()[g]  # the kernel stages the scales in x's 16-bit type
     a = (q - z[g]) if acc_scale else ((q - z[g]) * sg).to(x.dtype).float()  # the operand
     xs = x.float() if w.perm is None else x.float()[:, w.perm.long()]
     y = torch.zeros(x.shape[0], n, device=x.device)

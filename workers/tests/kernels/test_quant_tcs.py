@@ -1,6 +1,7 @@
-"""quant_tcs (small-M warp-specialized Gluon GEMV with a TMA word ring, kind tcs): host-side launch logic, the torch
-reference and the offline sm_90 build on the CPU; the kernel against the dequantized fp32 product on CUDA (sm_90;
-skipped elsewhere)."""
+"""quant_tcs (small-M warp-specialized Gluon GEMV with a TMA word ring, kinds tcs / tcss / tcs2 / tcsa / tcs2a):
+host-side launch logic, the torch reference, the offline sm_90 build (and its ring-slot release order in the PTX) and
+the dispatcher's interpreter twins on the CPU; the kernel against the dequantized fp32 product on CUDA (sm_90; skipped
+elsewhere)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,23 @@ def test_tcs_acc_scale_reference_is_closer_to_the_dequantized_product() -> None:
         assert err_acc < 1e-5 < err_op, (err_acc, err_op)
 
 
+def test_tcs_reference_rounds_the_scale_to_x_dtype() -> None:
+    """The kernel stages the group scales in x's 16-bit type (bf16 x: s2.to(bfloat16)) before the ACC_SCALE fp32
+    multiply (and the operand's), so the model does too: with bf16 x it equals the model of a weight whose fp16 scales
+    were rounded to bf16 beforehand (exact in fp16), and differs from the unrounded one; with fp16 x nothing rounds."""
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    torch.manual_seed(0)
+    w, _ = _weight(384, 96, False, True)
+    w_b = dataclasses.replace(w, scales=w.scales.bfloat16().half())  # bf16 values, exact in fp16
+    assert not torch.equal(w_b.scales, w.scales)
+    x = torch.randn(5, 384)
+    for acc in (True, False):
+        xb, xh = x.bfloat16(), x.half()
+        assert torch.equal(tcs_reference(xb, w, acc_scale=acc), tcs_reference(xb, w_b, acc_scale=acc)), acc
+        assert not torch.equal(tcs_reference(xh, w, acc_scale=acc), tcs_reference(xh, w_b, acc_scale=acc)), acc
+
+
 def test_tcs_acc_scale_builds_with_fewer_instructions_offline() -> None:
     """ACC_SCALE (kinds tcsa / tcs2a, session 13): the consumer K loop drops the operand's 32 HMUL2 a tile (the scale
     goes onto the fp32 accumulator, 4 FFMA for 8 rows) and, in fp16, 2 of every 3 shifts (the odd nibbles keep their
@@ -157,11 +175,85 @@ def test_tcs2_builds_without_wgmma_serialization() -> None:
     assert res["spill_stores"] == 0 and res["smem"] <= 200 * 1024, res
 
 
+def test_tcs_release_follows_the_wgmma_wait_in_the_ptx() -> None:
+    """The race fix, offline (sm_90 PTX built on the CPU, no GPU): in every consumer K loop no slot release
+    (mbarrier.arrive on `empty`) comes after the slot's ld.shared reads and before a wgmma.wait_group, for tcs, tcsa,
+    tcs2 and tcs2a with one and two warpgroups, block_m 8 / 16, fp16 / bf16; session 12's early release (bench kind
+    tcs0) has one a loop, so the check can fail (tcs_ptx_order.py; 8 builds, ~0.5-1 s each)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    from s13_tcs_sass import build  # (bm, stages, nwg, iters, split, pipe, acc, bf16, early)
+    from tcs_ptx_order import early_releases, k_loops
+
+    cases = {
+        "tcs 2wg": (16, 4, 2, 11, 3, 0, 0),
+        "tcs 1wg": (16, 4, 1, 11, 3, 0, 0),
+        "tcsa 2wg": (16, 4, 2, 11, 3, 0, 1),
+        "tcsa 1wg bf16": (8, 4, 1, 11, 3, 0, 1, 1),
+        "tcs2 2wg": (8, 4, 2, 11, 3, 1, 0),
+        "tcs2a 2wg": (16, 4, 2, 11, 3, 1, 1),
+        "tcs2a 1wg": (8, 4, 1, 11, 3, 1, 1),
+        "tcs0 2wg": (8, 4, 2, 11, 3, 0, 0, 0, 1),  # the same build as the ACC_SCALE test's baseline
+    }
+    for name, cfg in cases.items():
+        loops = k_loops(build(*cfg)["ptx"])
+        assert len(loops) == cfg[2], (name, len(loops))  # one K loop a consumer warpgroup
+        early = [early_releases(loop) for loop in loops]
+        assert early == ([1] * cfg[2] if name.startswith("tcs0") else [0] * cfg[2]), (name, early)
+
+
 def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
-    """On the CPU the kinds run quant_tc's "tcf" (the same (q - z) * s operand): the dispatcher's path."""
+    """On the CPU the kinds run quant_tc: "tcf" (the same (q - z) * s operand) for tcs / tcss / tcs2, "tc" (exact
+    q - z, fp32 tile scaling) for the ACC_SCALE kinds tcsa / tcs2a: the dispatcher's path."""
     import pdl_helpers as ph  # type: ignore[import-not-found]
 
-    ph.interpreted_dispatch_matches_reference(("tcs", "tcss", "tcs2"), (8, 128, 128, 2, 4, 4), act=True)
+    ph.interpreted_dispatch_matches_reference(("tcs", "tcss", "tcs2", "tcsa", "tcs2a"), (8, 128, 128, 2, 4, 4),
+                                              act=True)  # fmt: skip
+
+
+_TWIN_SCRIPT = """
+import json, torch
+from cases import _patch_interpreter_for_numpy, make_gptq
+_patch_interpreter_for_numpy()
+from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
+from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
+from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+from inlaid_worker.kernels.quant_tcs import tcs_reference
+torch.manual_seed(0)
+raw = make_gptq(384, 64, 4, 128, sym=False, act=True, zero_offset=1)
+w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)
+x = torch.randn(5, 384).half()
+models = [tcs_reference(x, w, acc_scale=a).half() for a in (False, True)]
+out = {}
+for kind in ("tcs", "tcss", "tcs2", "tcsa", "tcs2a"):
+    y = torch.empty(5, 64, dtype=torch.float16)
+    launch_quant_matmul(x, w, QMMConfig(8, 128, 128, 2, 4, 4, True, kind), y)
+    out[kind] = [float((y == m).float().mean()) for m in models]
+print(json.dumps(out))
+"""
+
+
+def test_dispatch_twins_have_each_kinds_numerics() -> None:
+    """The interpreter twin of each kind computes that kind's numerics, element by element in fp16: the ACC_SCALE
+    kinds (twin quant_tc "tc") equal tcs_reference(acc_scale=True), the others (twin "tcf") tcs_reference(); each
+    model agrees with the other kind's twin on only ~65% of the elements (the 16-bit (q - z) * s operand rounds), so a
+    twin of the wrong numerics fails (act-order, split-K 2, 3 K tiles; a subprocess under TRITON_INTERPRET=1)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{here.parents[1]}{os.pathsep}{here}")
+    proc = subprocess.run([sys.executable, "-c", _TWIN_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    same = json.loads(proc.stdout.strip().splitlines()[-1])  # kind -> [equal to the operand model, to the acc model]
+    for kind, (op, acc) in same.items():
+        own, other = (acc, op) if kind in ("tcsa", "tcs2a") else (op, acc)
+        assert own >= 0.97 and other < 0.9, (kind, same)
 
 
 def test_tcs_candidates_fit() -> None:
@@ -214,13 +306,17 @@ def test_the_tuners_smem_estimate_is_quant_tcs_own() -> None:
         ("tcs2", 16, 64, 4, 13, 4, False, True, torch.bfloat16, 1280, 328, 1),
         ("tcs2", 8, 128, 2, 8, 4, True, False, torch.bfloat16, 1536, 512, 0),  # 2 stages: every slot reused
         ("tcs2", 16, 128, 4, 16, 8, False, False, torch.float16, 11008, 512, 1),
+        # tcs2a (ACC_SCALE + PIPE, the shipped kind) through quant_matmul's dispatcher
+        ("tcs2a", 8, 128, 4, 4, 3, False, False, torch.float16, 4096, 512, 1),  # the shipped 7B up plan's split
+        ("tcs2a", 16, 128, 4, 13, 4, True, True, torch.float16, 1280, 328, 0),  # sym + act-order, N past the tile
+        ("tcs2a", 8, 64, 2, 8, 2, False, True, torch.bfloat16, 1536, 512, 1),  # one warpgroup, every slot reused
     ],
 )
 def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool, act: bool,
                                dtype: torch.dtype, k: int, n: int, use_pdl: int) -> None:  # fmt: skip
     from inlaid_worker.kernels import pdl, quant_common, quant_tcw
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
-    from inlaid_worker.kernels.quant_tcs import tcs_reference
+    from inlaid_worker.kernels.quant_tcs import ACC_KINDS, tcs_reference
 
     torch.manual_seed(0)
     w, ref_w = _weight(k, n, sym, act, "cuda")
@@ -233,7 +329,7 @@ def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int,
     torch.cuda.synchronize()
     err = float((y.float() - ref).norm() / ref.norm())
     assert err < (5e-3 if dtype == torch.bfloat16 else 1e-3), f"rel err {err:.2e}"
-    model = tcs_reference(x, w)
+    model = tcs_reference(x, w, acc_scale=kind in ACC_KINDS)
     assert float((y.float() - model).norm() / model.norm()) < (4e-3 if dtype == torch.bfloat16 else 5e-4)
     for ws, cnt in quant_common._WORKSPACES.values():
         assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
@@ -261,8 +357,9 @@ def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int,
 )
 def test_tcs_acc_scale_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool,
                                          act: bool, dtype: torch.dtype, k: int, n: int, use_pdl: int) -> None:  # fmt: skip
-    """Kinds tcsa / tcs2a (ACC_SCALE, session 13; quant_tcs.launch_tcs directly: not in quant_matmul's dispatch):
-    against the fp32 dequantized product (tighter than tcs: no 16-bit weight rounding) and the acc_scale model."""
+    """Kinds tcsa / tcs2a (ACC_SCALE, session 13; quant_tcs.launch_tcs directly, the dispatcher's path is in
+    test_tcs_matches_reference): against the fp32 dequantized product (tighter than tcs for fp16: no 16-bit rounding
+    of the weights; bf16 x rounds the scales to bf16) and the acc_scale model."""
     from inlaid_worker.kernels import pdl, quant_common
     from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
 
