@@ -47,8 +47,9 @@ Session 13 (bench/results/kernels-2026-11-30-s13-tcs-summary.md):
   group's s, rounded to x's 16-bit type, on the accumulator (quant_tc "tc" numerics, tcs_reference(acc_scale=True));
   145 instead of 181 SASS instructions a K tile (s13_tcs_sass.py); 5-15% faster than tcs at M = 4..16.
 Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) at M = 2..16, and
-the shipped table (tuned/nvidia-h200.json) has "tcs2a" at nine 7B points (up / gate-up / down at M = 4 / 8 / 16,
-kernels-2026-11-30-s13-tcs-summary.md). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next half's
+the shipped table (tuned/nvidia-h200.json) has "tcs2a" at eleven 7B points (up / gate-up / down at M = 4 / 8 / 16,
+kernels-2026-11-30-s13-tcs-summary.md; up / down at M = 2) and two 13B points (qkv, gate/up at M = 16;
+kernels-2026-11-30-s13-retune-summary.md). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next half's
 dequantization) and "tcsa" are bench / candidate kinds: quant_matmul dispatches them, the tuner does not offer them.
 Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, reproduces the race) and launch_tcs's
 `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
