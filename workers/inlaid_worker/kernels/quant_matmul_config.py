@@ -227,7 +227,7 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
 # The plans that won a (shape, M) point of kernels-2026-11-30-s12-tcs.md: two consumer warpgroups (128 columns), a
 # 4-stage ring, one wave of programs on the H200 (7B up split 3, down split 8 / 4); deeper rings (6-8), one warpgroup
 # and M = 1 (0.76-0.80x the hgemvr GEMV) lost.
-_TCS_PLAN = ((128, 4, "tcs2a", (3, 4, 8)),)
+_TCS_PLAN = ((128, 4, "tcs2a", (2, 3, 4, 8)),)  # split 2: 13B qkv M = 2..8 (kernels-2026-11-30-s13-retune-summary.md)
 TCS_PLANS: dict[int, tuple] = {2: _TCS_PLAN, 4: _TCS_PLAN, 8: _TCS_PLAN, 16: _TCS_PLAN}
 TCS_SMEM_MAX = 200 * 1024  # = quant_tcs.SMEM_MAX (that module imports Gluon's Hopper support: not here)
 
