@@ -20,7 +20,7 @@ TESTS=(workers/tests/kernels/test_quant_tcs.py workers/tests/kernels/test_qmm_tu
   "${GPU_ENGINE_TESTS[@]}" workers/tests/engine/test_device_sampler_scratch.py
   workers/tests/engine/test_async_scheduling_gpu.py workers/tests/engine/test_async_scheduling.py
   workers/tests/engine/test_async_emit_per_step.py workers/tests/engine/test_async_admit.py)
-for f in workers/tests/engine/test_device_sampler_gpu_memory.py; do [ -f "$f" ] && TESTS+=("$f"); done
+for f in workers/tests/engine/test_device_sampler_memory_gpu.py; do [ -f "$f" ] && TESTS+=("$f"); done
 {
   device_header
   t0=$(date +%s)

@@ -10,12 +10,13 @@ with every token tied with its least likely one, so the set does not depend on h
 and the inverse-CDF draw. Every full-vocabulary temporary is made for one chunk of at most rows_per_chunk(vocab)
 rows at a time (the float32 copy of the chunk's logits, its bias, ban and penalty copies, the sampling's scratch, the
 logprobs' log-softmax), so one call's device scratch stays under sampler_scratch_bytes(vocab, rows) whatever the
-batch, and the engine counts that bound in its memory budget (engine/factory.py); top-k runs on the rows that set one
-and the nucleus (a sort) on the rows with top_p < 1 only. Each sampled row's one uniform number comes from its own
-CPU generator, as sampler.draw takes it, so a request's tokens depend only on its own logits and seed; on CPU
-tensors this path picks the same tokens as sample_rows, on the GPU the same up to float rounding (a draw within
-rounding of a CDF step, or a nucleus edge). The engine uses it for GPU logits; for CPU logits it keeps sample_rows,
-as fast or faster there (bench/results/sampling-2026-11-30-*).
+batch (the engine's start-up check of free device memory counts that bound: engine/factory.py); top-k runs on the
+rows that set one and the nucleus (a sort) on the rows with top_p < 1 only; a batch whose rows set no bias, ban or
+penalty skips those steps, and the chunks' row indices go to the device in one copy per call. Each sampled row's one
+uniform number comes from its own CPU generator, as sampler.draw takes it, so a request's tokens depend only on its
+own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on the GPU the same up to float
+rounding (a draw within rounding of a CDF step, or a nucleus edge). The engine uses it for GPU logits; for CPU
+logits it keeps sample_rows, as fast or faster there (bench/results/sampling-2026-11-30-*).
 
 Rows the batch does not take go to sample_rows on host copies of those rows only: rows with a grammar
 (structured outputs: xgrammar fills their bitmasks on the host), and rows whose float32 values overflowed to +inf
@@ -50,10 +51,16 @@ if TYPE_CHECKING:
 NEG_INF = float("-inf")
 # every full-vocabulary temporary (the chunk's float32 logits, bias/ban and penalty copies and counts, scaled logits,
 # masks, probabilities, the top-p sort's values and ids, the float64 CDF, the logprobs' log-softmax) is made for at
-# most this many bytes' worth of rows at a time: peak scratch does not grow with the batch (about 1.5 MB a row at a
-# 32k vocabulary: 43 rows a chunk; 10 at 128k)
+# most this many bytes' worth of rows at a time: peak scratch does not grow with the batch (2.56 MB a row at a
+# 32k vocabulary: 26 rows a chunk; 6 at 128k)
 SCRATCH_BYTES = 64 << 20
-SCRATCH_BYTES_PER_TOKEN = 48  # an upper bound of the above, alive at once, per row and vocabulary entry
+# an upper bound of the above, alive at once, per row and vocabulary entry, including what the ops allocate inside
+# (measured on the GPU: workers/tests/engine/test_device_sampler_memory_gpu.py). The tensors alive between ops stay
+# under 30 B (test_device_sampler_scratch.py counts them); the sorts need more inside: the CUDA sort of the top-p
+# rows (a segmented radix sort below 128 rows) keeps about 32 B of its own buffers per element (keys and values
+# out, their alternates), about 52-56 B in all at its peak, and a top-k above ~4096 makes torch.topk sort the whole
+# row, about 70 B (its values and int64 ids besides the sort's buffers). 80 covers both with a margin.
+SCRATCH_BYTES_PER_TOKEN = 80
 # the rows' token histories go to the device (penalties: one int64 id per token) at most max(this, a byte per row
 # and vocabulary entry of the chunk / 8) ids at a time: inside the chunk's scratch, plus at most 8 KiB
 HISTORY_IDS_MIN_COPY = 1024
@@ -216,14 +223,20 @@ class _Batch:
     def _tensor(self, values: list[float] | list[int], dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(self.dev, non_blocking=True)
 
-    def _raw(self, rows: list[int]) -> tuple[torch.Tensor, bool]:
+    def _raw(self, rows: list[int], index: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
         """(the float32 logits of the batch's `rows` (sorted), whether that tensor is this call's own copy (False: it
-        is the caller's logits, never to be written))."""
+        is the caller's logits, never to be written)). index: those rows' rows of logits (_global) on the device
+        already (a slice of one upload per call), None: uploaded here."""
         if self.sel is None and len(rows) == len(self.params):
             x = self.logits.float()
             return x, x is not self.logits
-        glob = rows if self.sel is None else [self.sel[j] for j in rows]
-        return self.logits[self._tensor(glob, torch.long)].float(), True
+        if index is None:
+            index = self._tensor(self._global(rows), torch.long)
+        return self.logits[index].float(), True
+
+    def _global(self, rows: list[int]) -> list[int]:
+        """The batch's `rows` as rows of logits."""
+        return rows if self.sel is None else [self.sel[j] for j in rows]
 
     def run(self) -> _Result:
         tokens, overflow, uniforms = self.launch()
@@ -239,23 +252,38 @@ class _Batch:
         The rows that need full-vocabulary work (sampled, or with a bias, a ban or penalties) go in chunks of
         rows_per_chunk(vocab); the other greedy rows take one argmax of the logits as they are."""
         r = len(self.params)
-        sampled = [j for j, p in enumerate(self.params) if not p.greedy]
-        penalized = [j for j, p in enumerate(self.params) if p.has_penalties]
+        banned = self.banned
+        sampled: list[int] = []
+        penalized: list[int] = []
+        changed: list[int] = []  # rows with a logit bias, a ban or penalties
+        adjusted = False  # some row has a logit bias or a ban
+        plain_greedy = False  # a greedy row with none of those: its token is the logits' argmax
+        for j, p in enumerate(self.params):  # one pass over the rows
+            pen = p.has_penalties
+            if pen:
+                penalized.append(j)
+            moved = pen
+            if p.logit_bias or (banned is not None and banned[j]):
+                adjusted = moved = True
+            if moved:
+                changed.append(j)
+            if not p.greedy:
+                sampled.append(j)
+            elif not moved:
+                plain_greedy = True
         # one uniform per sampled row, from its own generator (sampler.draw), drawn first: every per-row number
         # then goes to the device in one copy
         uniforms = {j: uniform(self.generators[j]) for j in sampled}
         if penalized:
             self._check_histories(penalized)
-        changed = set(penalized) | {j for j, p in enumerate(self.params) if p.logit_bias}
-        changed |= {j for j, b in enumerate(self.banned or ()) if b}
-        if any(p.greedy and j not in changed for j, p in enumerate(self.params)):  # the greedy rows' tokens
+        if plain_greedy:  # the greedy rows' tokens
             tokens = self.logits.argmax(dim=-1)  # = argmax of the float32 values (exact widening)
             if self.sel is not None:
                 tokens = tokens[self._tensor(self.sel, torch.long)]
         else:
             tokens = torch.zeros(r, dtype=torch.long, device=self.dev)
         overflow = torch.zeros(r, dtype=torch.bool, device=self.dev)
-        work = sorted(set(sampled) | changed)
+        work = sorted(set(sampled).union(changed)) if changed else sampled
         if not work:
             return tokens, overflow, uniforms
         rows = [self.params[j] for j in sampled]
@@ -264,14 +292,23 @@ class _Batch:
         ks = [p.top_k if 0 < p.top_k < v else v for p in rows]
         per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
                                + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
-        at = {j: m for m, j in enumerate(sampled)}
+        at = {j: m for m, j in enumerate(sampled)} if changed else {}  # row -> its place in sampled
         step = rows_per_chunk(v)
+        # the work rows' rows of logits in one copy, sliced per chunk (none where one chunk reads the logits whole)
+        whole = self.sel is None and len(work) == r and step >= r
+        index = None if whole else self._tensor(self._global(work), torch.long)
         for a in range(0, len(work), step):
             chunk = work[a : a + step]
-            x, own = self._raw(chunk)
-            x, own = self._adjusted(x, own, chunk)
-            x = self._penalized(x, own, chunk, overflow)
-            local = [m for m, j in enumerate(chunk) if j in at]  # the chunk's sampled rows
+            x, own = self._raw(chunk, None if index is None else index[a : a + step])
+            if changed:
+                if adjusted:
+                    x, own = self._adjusted(x, own, chunk)
+                if penalized:
+                    x = self._penalized(x, own, chunk, overflow)
+                local = [m for m, j in enumerate(chunk) if j in at]  # the chunk's sampled rows
+                first = at[chunk[local[0]]] if local else 0
+            else:  # work is sampled: every row of the chunk samples, sampled[a:a + len(chunk)]
+                local, first = list(range(len(chunk))), a
             if len(local) < len(chunk):  # its greedy rows (each one with a bias, a ban or penalties)
                 greedy = [m for m, j in enumerate(chunk) if j not in at]
                 where = self._tensor(greedy + [chunk[m] for m in greedy], torch.long)
@@ -279,7 +316,7 @@ class _Batch:
             if local:  # x handed over in a box, so that its memory goes as soon as the sampling has scaled it
                 box = [x]
                 del x
-                tokens = self._sampled(box, chunk, local, at[chunk[local[0]]], per_row, ks, tokens, overflow)
+                tokens = self._sampled(box, chunk, local, first, per_row, ks, tokens, overflow)
         return tokens, overflow, uniforms
 
     def _sampled(
@@ -465,13 +502,16 @@ class _Batch:
             return result
         k = min(max(int(self.params[j].logprobs or 0) for j in rows), self.vocab)
         step = rows_per_chunk(self.vocab)
+        n = len(rows)  # the rows' places in the batch, then (with sel) in logits: one copy, sliced per chunk
+        ids = self._tensor(rows if self.sel is None else rows + self._global(rows), torch.long)
+        at, glob = ids[:n], ids if self.sel is None else ids[n:]
         chunks = []
-        for a in range(0, len(rows), step):  # the log-softmax for one chunk of rows at a time
+        for a in range(0, n, step):  # the log-softmax for one chunk of rows at a time
             chunk = rows[a : a + step]
-            x, _ = self._raw(chunk)
+            x, _ = self._raw(chunk, glob[a : a + step])
             lp = torch.log_softmax(x, dim=-1)
             del x
-            parts = [lp.gather(1, tokens[self._tensor(chunk, torch.long)][:, None]).double()]
+            parts = [lp.gather(1, tokens[at[a : a + step]][:, None]).double()]
             if k > 0:
                 top = torch.topk(lp, k, dim=-1, sorted=True)
                 parts += [top.values.double(), top.indices.double()]  # ids < 2^53: exact in float64
@@ -479,9 +519,10 @@ class _Batch:
             chunks.append(torch.cat(parts, dim=1))
         host = (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).cpu().tolist()  # one copy
         for m, j in enumerate(rows):
-            n = int(self.params[j].logprobs or 0)
+            top = min(int(self.params[j].logprobs or 0), k)  # k: at most the vocabulary
             row = host[m]
-            top_pairs = tuple((int(i), float(v)) for v, i in zip(row[1 : 1 + n], row[1 + k : 1 + k + n], strict=True))
+            pairs = zip(row[1 : 1 + top], row[1 + k : 1 + k + top], strict=True)  # top <= k: as many values as ids
+            top_pairs = tuple((int(i), float(v)) for v, i in pairs)
             result[j] = TokenLogprobs(token_list[j], float(row[0]), top_pairs)
         return result
 

@@ -1,10 +1,12 @@
-"""Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget (on an accelerator, less what a
-step's logits and their sampling may take: kv_cache_budget), loads the runner and the tokenizer, and loads PEFT
-adapter directories (validated by inlaid_worker.lora)."""
+"""Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget (--kv-cache-bytes: the KV cache
+alone), loads the runner and the tokenizer, and loads PEFT adapter directories (validated by inlaid_worker.lora). At
+start-up it logs the KV blocks and max_model_len, and on CUDA warns once when the free device memory left after the
+build is below what sampling a full batch may take (sampling_reserve_bytes; check_sampling_headroom)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
 from inlaid_worker.model.config import ModelConfig, load_model_config
 from inlaid_worker.model.runner import ModelRunner, num_kv_blocks_for_budget
 
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -41,7 +44,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {options.dtype!r}")
     dtype = DTYPES[options.dtype]
     config = load_model_config(model_dir)
-    num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, kv_cache_budget(options, config, dtype))
+    num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, options.kv_cache_bytes)
     runner = ModelRunner(
         model_dir, options.device, dtype, num_blocks, options.block_size, options.max_gpu_adapters,
         options.backend or None,
@@ -55,30 +58,59 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     )
     tokenizer = PromptTokenizer.from_model_dir(model_dir)
     eos = set(config.eos_token_ids) | tokenizer.eos_token_ids | _generation_eos(model_dir)
-    return LLMEngine(runner, tokenizer, limits, base_model_id=model_dir.name, eos_token_ids=eos)
+    engine = LLMEngine(runner, tokenizer, limits, base_model_id=model_dir.name, eos_token_ids=eos)
+    tokens = num_blocks * options.block_size
+    log.info("KV cache: %d blocks of %d tokens (%d tokens, --kv-cache-bytes %d), max_model_len %d, max_num_seqs %d",
+             num_blocks, options.block_size, tokens, options.kv_cache_bytes, max_len, options.max_num_seqs)  # fmt: skip
+    check_sampling_headroom(options, config.vocab_size, dtype)
+    return engine
 
 
 def sampling_reserve_bytes(vocab: int, max_num_seqs: int, dtype: torch.dtype) -> int:
-    """Device memory a step's sampling may take besides the KV cache, for max_num_seqs rows: their logits (the LM
-    head's output in the model dtype, its float32 copy, and the engine's copy of the rows that sample) and the device
-    sampler's scratch bound (device_sampler.sampler_scratch_bytes: one chunk of rows, not the batch)."""
+    """An estimate of the device memory one step's logits and their sampling take at their peak, for max_num_seqs
+    logits rows (one per scheduled sequence): the float32 logits [S, V] (a decode graph's output, or an eager step's
+    LM head output widened to float32), and on top of them the larger of: the LM head's output in the model dtype
+    while it is widened (none in float32: .float() is then the tensor itself), or the engine's copy of the rows that
+    sample when some do not (engine._postprocess: fewer than S of them) plus the device sampler's scratch bound
+    (device_sampler.sampler_scratch_bytes). Not counted: activations, prompt-logprobs blocks, the decode graphs'
+    per-bucket logits buffers beyond the one in use, the CUDA allocator's rounding and fragmentation."""
     element = torch.empty((), dtype=dtype).element_size()
-    return max_num_seqs * vocab * (element + 4 + 4) + sampler_scratch_bytes(vocab, max_num_seqs)
+    widen = 0 if dtype == torch.float32 else max_num_seqs * vocab * element
+    picked = (max_num_seqs - 1) * vocab * 4
+    return max_num_seqs * vocab * 4 + max(widen, picked + sampler_scratch_bytes(vocab, max_num_seqs))
 
 
-def kv_cache_budget(options: EngineOptions, config: ModelConfig, dtype: torch.dtype) -> int:
-    """The bytes the KV cache gets: options.kv_cache_bytes, less sampling_reserve_bytes where the engine samples on
-    the device (any device but the CPU, whose engine samples on the host: sampler.sample_rows), so that a full batch
-    does not run out of device memory at sampling time."""
-    if torch.device(options.device).type == "cpu":
-        return options.kv_cache_bytes
-    reserve = sampling_reserve_bytes(config.vocab_size, options.max_num_seqs, dtype)
-    if options.kv_cache_bytes <= reserve:
-        raise ValueError(
-            f"kv_cache_bytes {options.kv_cache_bytes} leaves nothing for the KV cache: sampling {options.max_num_seqs} "
-            f"rows of a {config.vocab_size}-token vocabulary reserves {reserve} bytes of it"
-        )
-    return options.kv_cache_bytes - reserve
+def headroom_warning(
+    free_bytes: int, reserve_bytes: int, kv_cache_bytes: int, max_num_seqs: int, vocab: int
+) -> str | None:
+    """The start-up warning when the device memory free after the engine was built (KV cache and weights allocated)
+    is below reserve_bytes (sampling_reserve_bytes); None when it is not."""
+    if free_bytes >= reserve_bytes:
+        return None
+    mib = 1 << 20
+    return (
+        f"only {free_bytes / mib:.1f} MiB of device memory is free after the KV cache ({kv_cache_bytes / mib:.1f} MiB, "
+        f"--kv-cache-bytes) and the weights were allocated, but sampling a full batch of {max_num_seqs} rows "
+        f"(--max-num-seqs) of a {vocab}-token vocabulary may take {reserve_bytes / mib:.1f} MiB (float32 logits and "
+        f"the sampler's scratch), besides activations and CUDA graphs: large batches may run out of device memory; "
+        f"lower --kv-cache-bytes or --max-num-seqs"
+    )
+
+
+def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dtype) -> str | None:
+    """On a CUDA device: logs headroom_warning once (a warning) when it has one, and returns it; elsewhere None."""
+    device = torch.device(options.device)
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    reserve = sampling_reserve_bytes(vocab, options.max_num_seqs, dtype)
+    message = headroom_warning(free, reserve, options.kv_cache_bytes, options.max_num_seqs, vocab)
+    if message is not None:
+        log.warning(message)
+    else:
+        log.info("device memory free after the build: %.1f MiB (sampling may take %.1f MiB)", free / 2**20,
+                 reserve / 2**20)  # fmt: skip
+    return message
 
 
 def _generation_eos(model_dir: Path) -> set[int]:

@@ -2,20 +2,21 @@
 temporary (bias, ban and penalty copies, the sampling's scratch, the logprobs' log-softmax) is made one chunk of
 rows_per_chunk(vocab) rows at a time, with the same tokens and logprobs as one chunk and as the per-row reference; a
 256-row batch never holds more than sampler_scratch_bytes(vocab, 256) at once (tensor bytes counted at every op
-through a dispatch mode, CPU tensors); and the engine's KV budget shrinks by that bound plus the logits of
-max_num_seqs rows on a device that samples on itself (engine/factory.py)."""
+through a dispatch mode, CPU tensors), and the bound is one chunk; the launch's host-side shortcuts (one pass over
+the rows, one upload of the row indices) give the same results; a row asking for more logprobs than the vocabulary
+has gets them all. The engine's start-up check that uses the bound: test_factory_sampling_headroom.py; the
+bound against the CUDA allocator's peak: test_device_sampler_memory_gpu.py."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from device_sampler_cases import Case, generators, logprobs_close, random_case
-from inlaid_worker.engine import device_sampler, factory
+from inlaid_worker.engine import device_sampler
 from inlaid_worker.engine.device_sampler import _Batch, rows_per_chunk, sample_batch, sampler_scratch_bytes
 from inlaid_worker.engine.sampler import SamplerOutput, TokenHistory, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
@@ -103,9 +104,10 @@ def test_chunks_of_any_size_give_the_tokens_and_logprobs_of_one_chunk(
     seen: list[int] = []
     real_raw = _Batch._raw
 
-    def raw(self, rows):  # type: ignore[no-untyped-def]
+    def raw(self, rows, index=None):  # type: ignore[no-untyped-def]
         seen.append(len(rows))
-        return real_raw(self, rows)
+        assert index is None or int(index.numel()) == len(rows)
+        return real_raw(self, rows, index)
 
     monkeypatch.setattr(_Batch, "_raw", raw)
     for per_chunk in (1, 2, 5):
@@ -173,10 +175,11 @@ def test_a_256_row_batch_never_holds_more_than_the_bound(
 
 def test_the_bound_is_one_chunk_and_a_few_bytes_a_row() -> None:
     per_token = device_sampler.SCRATCH_BYTES_PER_TOKEN
-    assert per_token == 48 and device_sampler.SCRATCH_BYTES == 64 << 20
-    assert rows_per_chunk(32000) == 43 and rows_per_chunk(128256) == 10
-    assert sampler_scratch_bytes(32000, 256) == 43 * per_token * 32000 + 8192 + 256 * 1024  # 63.0 MiB + 264 KiB
-    assert sampler_scratch_bytes(128256, 256) == 10 * per_token * 128256 + 8192 + 256 * 1024
+    # 80: what the CUDA sorts need inside (top-p's segmented sort, a full-row torch.topk) on top of the tensors
+    assert per_token == 80 and device_sampler.SCRATCH_BYTES == 64 << 20
+    assert rows_per_chunk(32000) == 26 and rows_per_chunk(128256) == 6
+    assert sampler_scratch_bytes(32000, 256) == 26 * per_token * 32000 + 8192 + 256 * 1024  # 63.5 MiB + 264 KiB
+    assert sampler_scratch_bytes(128256, 256) == 6 * per_token * 128256 + 8192 + 256 * 1024
     assert sampler_scratch_bytes(32000, 4) == 4 * per_token * 32000 + 8192 + 4 * 1024  # a batch below one chunk
     big = 2_000_000  # one row alone exceeds SCRATCH_BYTES: chunks of one row
     assert rows_per_chunk(big) == 1 and sampler_scratch_bytes(big, 256) == per_token * big + 8192 + 256 * 1024
@@ -210,47 +213,58 @@ def test_penalty_histories_go_to_the_device_in_bounded_copies(monkeypatch: pytes
     assert 3 * 5000 > device_sampler.HISTORY_IDS_MIN_COPY  # so the 15,000 prompt ids went in several copies
 
 
-def _options(device: str, kv: int, seqs: int = 256) -> factory.EngineOptions:
-    return factory.EngineOptions(device=device, kv_cache_bytes=kv, max_num_seqs=seqs)
+def test_a_row_asking_for_more_logprobs_than_the_vocabulary_gets_them_all() -> None:
+    vocab = 8
+    logits = torch.randn(3, vocab, generator=torch.Generator().manual_seed(4))
+    params = [SamplingParams(temperature=0.0, logprobs=20), SamplingParams(temperature=0.7, seed=1, logprobs=3),
+              SamplingParams(temperature=1.0, seed=2, logprobs=12)]  # fmt: skip
+    ref = sample_rows(logits, params, [make_generator(i) for i in range(3)])
+    got = sample_batch(logits, params, [make_generator(i) for i in range(3)])
+    assert got.tokens == ref.tokens and logprobs_close(ref, got, 0.0)
+    lengths = [len(lp.top) for lp in got.logprobs]  # type: ignore[union-attr]
+    assert lengths == [vocab, 3, vocab]
 
 
-def test_the_kv_budget_shrinks_by_the_sampling_reserve_on_a_device() -> None:
-    config = SimpleNamespace(vocab_size=32000)
-    kv = 8 << 30
-    for dtype, element in ((torch.float16, 2), (torch.float32, 4)):
-        reserve = factory.sampling_reserve_bytes(32000, 256, dtype)
-        assert reserve == 256 * 32000 * (element + 4 + 4) + sampler_scratch_bytes(32000, 256)
-        assert factory.kv_cache_budget(_options("cpu", kv), config, dtype) == kv  # type: ignore[arg-type]
-        for device in ("cuda", "cuda:1"):
-            assert factory.kv_cache_budget(_options(device, kv), config, dtype) == kv - reserve  # type: ignore[arg-type]
-    # 7B-like: vocab 32000, 256 rows, fp16: 78.1 MiB of logits and 63.2 MiB of sampler scratch
-    assert factory.sampling_reserve_bytes(32000, 256, torch.float16) == 81_920_000 + 66_318_336
-    with pytest.raises(ValueError, match="leaves nothing for the KV cache"):
-        factory.kv_cache_budget(_options("cuda", 100 << 20), config, torch.float16)  # type: ignore[arg-type]
+def test_the_launch_uploads_the_row_indices_once_and_skips_unused_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain sampled rows in several chunks: no _adjusted/_penalized call, one upload of the work rows' indices
+    (sliced per chunk), and the tokens of one chunk; rows with biases and penalties still take those steps."""
+    vocab, rows = 40, 12
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(2)) * 2
+    plain = [SamplingParams(temperature=0.8, top_p=0.9, top_k=7, seed=i) if i % 4 else
+             SamplingParams(temperature=0.0) for i in range(rows)]  # fmt: skip
+    sel = list(range(0, 2 * rows, 2))
+    wide = torch.stack([logits, logits], dim=1).reshape(2 * rows, vocab)  # its rows 2i and 2i + 1: row i
 
+    def launch(params: list[SamplingParams], picked: list[int] | None) -> tuple[list[int], list[bool]]:
+        x = logits if picked is None else wide
+        b = _Batch(x, params, [make_generator(i) for i in range(rows)], [TokenHistory([1, 2], [3])] * rows, "sort",
+                   None, picked)  # fmt: skip
+        tokens, overflow, _ = b.launch()
+        return tokens.tolist(), overflow.tolist()
 
-def test_create_engine_sizes_the_cache_from_the_shrunk_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from factories import make_tiny_llama
-    from inlaid_worker.model.config import load_model_config
-    from inlaid_worker.model.runner import kv_bytes_per_block
+    want = launch(plain, None)
+    calls: dict[str, int] = {"adjusted": 0, "penalized": 0, "tensor": 0}
+    for key in calls:
+        real = getattr(_Batch, f"_{key}")
 
-    model = make_tiny_llama(tmp_path / "m")  # vocab 320
-    config = load_model_config(model)
-    built: dict[str, int] = {}
+        def spy(self, *args, _real=real, _key=key, **kwargs):  # type: ignore[no-untyped-def]
+            calls[_key] += 1
+            return _real(self, *args, **kwargs)
 
-    class Stop(Exception):
-        pass
-
-    def runner(model_dir, device, dtype, num_blocks, *args):  # type: ignore[no-untyped-def]
-        built[device] = num_blocks
-        raise Stop
-
-    monkeypatch.setattr(factory, "ModelRunner", runner)
-    kv = 8 << 20
-    for device in ("cpu", "cuda"):
-        with pytest.raises(Stop):
-            factory.create_engine(model, _options(device, kv, seqs=64))
-    per_block = kv_bytes_per_block(config, 16, torch.float32)
-    reserve = factory.sampling_reserve_bytes(320, 64, torch.float32)
-    assert built["cpu"] == kv // per_block
-    assert built["cuda"] == (kv - reserve) // per_block < built["cpu"]
+        monkeypatch.setattr(_Batch, f"_{key}", spy)
+    monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", 2 * device_sampler.SCRATCH_BYTES_PER_TOKEN * vocab)
+    for picked in (None, sel):
+        calls.update(adjusted=0, penalized=0, tensor=0)
+        assert launch(plain, picked) == want  # 5 chunks of 2 rows (9 sampled rows)
+        assert calls["adjusted"] == calls["penalized"] == 0
+        # per_row, the work indices, and (with sel) the greedy rows' selection: none per chunk
+        assert calls["tensor"] == (2 if picked is None else 3), calls
+    mixed = [SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, seed=p.seed,
+                            logit_bias=((1, 3.0),) if i == 5 else (), presence_penalty=0.5 if i == 8 else 0.0)
+             for i, p in enumerate(plain)]  # fmt: skip
+    calls.update(adjusted=0, penalized=0)
+    gens = [make_generator(i) for i in range(rows)]
+    got = sample_batch(logits, mixed, gens, [TokenHistory([1, 2], [3])] * rows)
+    ref = sample_rows(logits, mixed, [make_generator(i) for i in range(rows)], [TokenHistory([1, 2], [3])] * rows)
+    assert got.tokens == ref.tokens
+    assert calls["adjusted"] == calls["penalized"] == 5  # every chunk of the 10 work rows (9 sampled, greedy row 8)

@@ -1,0 +1,114 @@
+"""--kv-cache-bytes sizes the KV cache alone, on every device (engine/factory.py); sampling_reserve_bytes estimates
+what a full batch's logits and their sampling take at their peak, and on CUDA the engine warns once at start-up when
+the device memory left free after the build is below it (headroom_warning: the pure decision; check_sampling_headroom:
+its shell around torch.cuda.mem_get_info, faked here)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from inlaid_worker.engine import factory
+from inlaid_worker.engine.device_sampler import sampler_scratch_bytes
+
+MIB = 1 << 20
+
+
+def _options(device: str, kv: int, seqs: int = 256) -> factory.EngineOptions:
+    return factory.EngineOptions(device=device, kv_cache_bytes=kv, max_num_seqs=seqs)
+
+
+def test_the_reserve_is_the_float32_logits_and_the_larger_of_widening_or_copy_plus_scratch() -> None:
+    v, s = 32000, 256
+    scratch = sampler_scratch_bytes(v, s)
+    logits, copy = s * v * 4, (s - 1) * v * 4
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):  # widening (2 B) < copy + scratch: the second wins
+        assert factory.sampling_reserve_bytes(v, s, dtype) == logits + copy + scratch
+    assert factory.sampling_reserve_bytes(v, 1, torch.float16) == 4 * v + sampler_scratch_bytes(v, 1)
+    # 7B-like: 32000 x 256 rows: 31.25 MiB of logits, 31.13 MiB for the copy, 63.7 MiB of sampler scratch
+    assert round(factory.sampling_reserve_bytes(v, s, torch.float16) / MIB, 1) == 126.1
+    # a 128k vocabulary at 256 rows: ~312 MiB, no longer taken out of the KV cache
+    assert 300 * MIB < factory.sampling_reserve_bytes(128256, 256, torch.bfloat16) < 320 * MIB
+
+
+def test_headroom_warning_names_the_flags_only_when_free_memory_is_short() -> None:
+    reserve = factory.sampling_reserve_bytes(32000, 256, torch.float16)
+    assert factory.headroom_warning(reserve, reserve, 8 << 30, 256, 32000) is None
+    assert factory.headroom_warning(80 << 30, reserve, 8 << 30, 256, 32000) is None
+    message = factory.headroom_warning(reserve - 1, reserve, 8 << 30, 256, 32000)
+    assert message is not None
+    assert "--kv-cache-bytes" in message and "--max-num-seqs" in message
+    assert "8192.0 MiB" in message and "256 rows" in message and "32000-token" in message
+    assert f"{reserve / MIB:.1f} MiB" in message
+
+
+def test_the_cuda_check_warns_once_and_skips_other_devices(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[object] = []
+    free = [1 << 40]
+
+    def mem_get_info(device: object) -> tuple[int, int]:
+        seen.append(device)
+        return free[0], 2 << 40
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    caplog.set_level(logging.INFO, logger=factory.__name__)
+    assert factory.check_sampling_headroom(_options("cpu", 1 << 30), 32000, torch.float16) is None
+    assert seen == []  # the CPU samples on the host: nothing to check
+    assert factory.check_sampling_headroom(_options("cuda", 1 << 30), 32000, torch.float16) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    free[0] = 64 * MIB
+    message = factory.check_sampling_headroom(_options("cuda:1", 1 << 30), 32000, torch.float16)
+    assert message is not None and seen[-1] == torch.device("cuda:1")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [message]
+    assert "64.0 MiB" in message
+
+
+def test_create_engine_sizes_the_cache_from_kv_cache_bytes_on_every_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from factories import make_tiny_llama
+    from inlaid_worker.model.config import load_model_config
+    from inlaid_worker.model.runner import kv_bytes_per_block
+
+    model = make_tiny_llama(tmp_path / "m")  # vocab 320
+    config = load_model_config(model)
+    built: dict[str, int] = {}
+
+    class Stop(Exception):
+        pass
+
+    def runner(model_dir, device, dtype, num_blocks, *args):  # type: ignore[no-untyped-def]
+        built[device] = num_blocks
+        raise Stop
+
+    monkeypatch.setattr(factory, "ModelRunner", runner)
+    kv = 8 << 20
+    for device in ("cpu", "cuda"):
+        with pytest.raises(Stop):
+            factory.create_engine(model, _options(device, kv, seqs=64))
+    assert built["cpu"] == built["cuda"] == kv // kv_bytes_per_block(config, 16, torch.float32)
+    assert not hasattr(factory, "kv_cache_budget")  # no budget carved out of --kv-cache-bytes any more
+
+
+def test_create_engine_logs_the_kv_cache_and_checks_the_headroom(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from factories import make_tiny_llama
+
+    model = make_tiny_llama(tmp_path / "m")
+    checked: list[tuple[str, int]] = []
+    monkeypatch.setattr(factory, "check_sampling_headroom",
+                        lambda options, vocab, dtype: checked.append((options.device, vocab)))  # fmt: skip
+    caplog.set_level(logging.INFO, logger=factory.__name__)
+    engine = factory.create_engine(model, factory.EngineOptions(kv_cache_bytes=1 << 20, max_num_seqs=4))
+    assert checked == [("cpu", 320)]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("KV cache:")]
+    assert lines == [
+        f"KV cache: {engine.limits.num_kv_blocks} blocks of 16 tokens ({engine.limits.num_kv_blocks * 16} tokens, "
+        f"--kv-cache-bytes {1 << 20}), max_model_len {engine.limits.max_model_len}, max_num_seqs 4"
+    ]
