@@ -10,7 +10,9 @@
  * the row id besides, so even two enqueues of one flow add it once). A periodic pass only looks at rows
  * older than INLAID_ONBOARD_RECONCILE_GRACE_MS: a live gateway writes the row and enqueues its flow right
  * after (tasks.service.ts create()). The same pass removes the upload directories of failed tasks that had
- * to keep them a while (task-files.ts), once no re-quantization step is running.
+ * to keep them a while (task-files.ts), once no re-quantization step is running or waiting and no run under
+ * way holds the task in its batch. A row that throws is logged and the pass goes on with the next; a gateway
+ * shutting down stops its pass between rows and waits for it at most SHUTDOWN_WAIT_MS.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
@@ -26,8 +28,17 @@ import { TaskStore } from './task-store.service';
 
 const LOCK_MS = 5000;
 const STALLED_CHECK_MS = 2500;
-/** Each wait between reconciliation passes is the period times a factor in [1 - JITTER, 1 + JITTER]. */
+/** Each wait between reconciliation passes is the period times a factor in [1 - JITTER, 1 + JITTER] (RECONCILE_JITTER of tasks-config.ts, which bounds the period by it). */
 const JITTER = 0.2;
+/** The longest timer Node keeps; a longer delay fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long a shutdown waits for a reconciliation pass under way before closing its connections. */
+const SHUTDOWN_WAIT_MS = 5000;
+
+/** The wait before the next pass: `period` jittered by `random` in [0, 1), within what a timer keeps. */
+export function reconcileDelay(period: number, random: number): number {
+  return Math.min(MAX_TIMER_MS, Math.max(1, Math.round(period * (1 - JITTER + 2 * JITTER * random))));
+}
 const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.ABORTED, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED]);
 
 /** What one reconciliation pass did (task job ids). */
@@ -46,7 +57,8 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly queues: Map<string, Queue>;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
-  private pass: Promise<unknown> = Promise.resolve();
+  /** Passes under way (the periodic one, and any reconcile() call). */
+  private readonly passes = new Set<Promise<unknown>>();
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -91,32 +103,47 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
     const { reconcileIntervalMs: period, reconcileGraceMs: grace } = this.config.tasks;
     const run = (graceMs: number): void => {
       this.timer = null;
-      this.pass = this.reconcile(graceMs)
+      if (this.stopped) return;
+      void this.reconcile(graceMs)
         .catch((err: unknown) => this.logger.warn(`reconciling onboardings: ${String(err)}`))
         .finally(() => {
           if (this.stopped || period === 0) return;
-          this.timer = setTimeout(() => run(grace), period * (1 - JITTER + 2 * JITTER * Math.random()));
+          this.timer = setTimeout(() => run(grace), reconcileDelay(period, Math.random()));
           this.timer.unref();
         });
     };
     run(0);
   }
 
-  /** Resolves once the reconciliation pass under way (the start-up one, at first) has ended. */
+  /** Resolves once the reconciliation passes under way (the start-up one, at first) have ended. */
   async settled(): Promise<void> {
-    await this.pass;
+    await Promise.allSettled([...this.passes]);
   }
 
   /**
-   * One reconciliation pass, or null when another gateway is running one (TaskStore.reconciling). Onboardings
-   * created more than `graceMs` ago that a dead gateway left with no flow are enqueued, flows that failed
-   * unrecorded are recorded (onboard-recovery.ts); then, if no re-quantization step is running, the upload
-   * directories of failed tasks older than INLAID_FAILED_FILES_TTL_S go (task-files.ts).
+   * One reconciliation pass, or null when another gateway is running one (TaskStore.reconciling) or this one
+   * is shutting down. Onboardings created more than `graceMs` ago that a dead gateway left with no flow are
+   * enqueued, flows that failed unrecorded are recorded (onboard-recovery.ts); then, if no re-quantization step
+   * is running or waiting (any gateway's: the queue is shared), the upload directories of failed tasks older
+   * than INLAID_FAILED_FILES_TTL_S go (task-files.ts), except those of tasks a run under way holds in its
+   * batch. A row that throws is logged and skipped; the pass stops between rows once the gateway stops.
    */
   async reconcile(graceMs: number = this.config.tasks.reconcileGraceMs): Promise<Reconciled | null> {
-    return this.store.reconciling(async () => {
-      const out: Reconciled = { enqueued: [], failed: [], filesRemoved: [] };
-      for (const j of await this.store.unfinishedOnboardings(graceMs)) {
+    if (this.stopped) return null;
+    const pass = this.store.reconciling(() => this.reconcilePass(graceMs));
+    this.passes.add(pass);
+    try {
+      return await pass;
+    } finally {
+      this.passes.delete(pass);
+    }
+  }
+
+  private async reconcilePass(graceMs: number): Promise<Reconciled> {
+    const out: Reconciled = { enqueued: [], failed: [], filesRemoved: [] };
+    for (const j of await this.store.unfinishedOnboardings(graceMs)) {
+      if (this.stopped) return out;
+      try {
         const s = await flowState(j, this.lookup);
         if (s.kind === 'missing') {
           this.logger.warn(`task ${j.task}: its flow was never enqueued (a gateway died); enqueuing it`);
@@ -126,14 +153,28 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
           await this.recordFailure(j.id, s.step, s.reason);
           out.failed.push(j.id);
         }
+      } catch (err) {
+        this.logger.warn(`reconciling task ${j.task} (${j.id}): ${String(err)}; going on with the next`);
       }
-      if ((await (this.queues.get(REQUANTIZE_QUEUE) as Queue).getActiveCount()) === 0) {
-        for (const j of await this.store.failedWithFiles(this.config.tasks.failedFilesTtlMs)) {
-          if (await this.steps.freeFailedFiles(j)) out.filesRemoved.push(j.id);
-        }
+    }
+    if (this.stopped || !(await this.requantizeIdle())) return out;
+    const inRuns = await this.store.namesInRunningBatches();
+    for (const j of await this.store.failedWithFiles(this.config.tasks.failedFilesTtlMs)) {
+      if (this.stopped) return out;
+      if (inRuns.has(j.task)) continue; // a run under way may read its files
+      try {
+        if (await this.steps.freeFailedFiles(j)) out.filesRemoved.push(j.id);
+      } catch (err) {
+        this.logger.warn(`removing the files of failed task ${j.task} (${j.id}): ${String(err)}; going on with the next`);
       }
-      return out;
-    });
+    }
+    return out;
+  }
+
+  /** No re-quantization step active, waiting, delayed or prioritized (on any gateway: the queue is shared). */
+  private async requantizeIdle(): Promise<boolean> {
+    const counts = await (this.queues.get(REQUANTIZE_QUEUE) as Queue).getJobCounts('active', 'wait', 'delayed', 'prioritized');
+    return Object.values(counts).every((n) => n === 0);
   }
 
   /** A step job's state and failure reason in Redis (onboard-recovery.ts). */
@@ -161,7 +202,15 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
   async onModuleDestroy(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
-    await this.pass; // a pass under way finishes before its connections close
+    // a pass under way stops after its current row and ends before its connections close; a row hung on Redis
+    // or Postgres does not hold the shutdown up for long (closing the connections fails it)
+    let limit: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      this.settled().then(() => true),
+      new Promise<false>((r) => (limit = setTimeout(() => r(false), SHUTDOWN_WAIT_MS))),
+    ]);
+    clearTimeout(limit);
+    if (!ended) this.logger.warn(`a reconciliation pass is still under way after ${SHUTDOWN_WAIT_MS} ms; closing its connections`);
     // force: do not wait for a running step; its lock expires and the next gateway resumes it.
     await Promise.all(this.workers.map((w) => w.close(true)));
     await Promise.all([...this.queues.values()].map((q) => q.close()));

@@ -4,9 +4,10 @@
  * OnboardQueues instances play two gateways sharing one database and one BullMQ prefix; their step
  * processor is a stub that records which step of which task ran (the workers are not part of this).
  */
-import { parseTasksConfig, type GatewayConfig } from '@inlaid/config';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { parseTasksConfig, type GatewayConfig, type TasksConfig } from '@inlaid/config';
 import { dropDatabase, openDatabase } from '@inlaid/db';
-import { ONBOARD_QUEUE, OnboardStep, stepJobId } from '@inlaid/jobs';
+import { ONBOARD_QUEUE, OnboardStep, REQUANTIZE_QUEUE, stepJobId } from '@inlaid/jobs';
 import { Job, Queue } from 'bullmq';
 import IORedis from 'ioredis';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -15,13 +16,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DataSource } from 'typeorm';
-import { OnboardQueues } from './onboard-queues.service';
-import { OnboardSteps } from './onboard-steps';
+import { InlaidError } from '../common/inlaid-error';
+import type { WorkersService } from '../workers/workers.service';
+import { OnboardQueues, reconcileDelay } from './onboard-queues.service';
+import { OnboardSteps, StepFailed } from './onboard-steps';
 import { taskUploadDir } from './task-files';
-import { TaskStore } from './task-store.service';
+import { FILES_REMOVE_TRIES, TaskStore } from './task-store.service';
+import { TasksService } from './tasks.service';
 import type { WorkerAdminService } from './worker-admin.service';
 
-jest.setTimeout(20_000);
+jest.setTimeout(30_000);
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const url = `postgres://postgres@127.0.0.1:5432/inlaid_reconcile_${randomBytes(4).toString('hex')}`;
@@ -56,8 +60,9 @@ afterAll(async () => {
 });
 
 /** A started gateway's onboarding side: its queue workers run the stub steps, its reconciliation runs as configured. */
-function gateway(env: Record<string, string>): { queues: OnboardQueues; steps: OnboardSteps } {
-  const tasks = parseTasksConfig({ INLAID_DATA_DIR: dataDir, INLAID_QUEUE_PREFIX: PREFIX, ...env });
+function gateway(env: Record<string, string>, override: Partial<TasksConfig> = {}): { queues: OnboardQueues; steps: OnboardSteps; config: GatewayConfig } {
+  // override: settings below what the parser accepts (a TTL of seconds), to keep the tests short
+  const tasks = { ...parseTasksConfig({ INLAID_DATA_DIR: dataDir, INLAID_QUEUE_PREFIX: PREFIX, ...env }), ...override };
   const config = { redisUrl: REDIS_URL, tasks } as unknown as GatewayConfig;
   const admin = { unloadEverywhere: async () => undefined } as unknown as WorkerAdminService;
   const steps = new OnboardSteps(config, store, admin);
@@ -69,7 +74,7 @@ function gateway(env: Record<string, string>): { queues: OnboardQueues; steps: O
   const queues = new OnboardQueues(config, steps, store);
   queues.onApplicationBootstrap();
   gateways.push(queues);
-  return { queues, steps };
+  return { queues, steps, config };
 }
 
 /** A task_jobs row as tasks.service.ts create() writes it, with its upload directory; its flow is not enqueued. */
@@ -86,7 +91,7 @@ async function accepted(task: string, status: 'queued' | 'validating' | 'quantiz
 const stepsRun = (id: string) => ran.filter((r) => r.startsWith(`${id}.`)).sort();
 const ALL_STEPS = (id: string) => ['activate', 'load', 'requantize', 'validate'].map((s) => `${id}.${s}`);
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -100,7 +105,7 @@ describe('periodic reconciliation by live gateways', () => {
   let enqueues: jest.SpyInstance[];
 
   beforeAll(async () => {
-    const env = { INLAID_ONBOARD_RECONCILE_MS: '200', INLAID_ONBOARD_RECONCILE_GRACE_MS: '1500' };
+    const env = { INLAID_ONBOARD_RECONCILE_MS: '200', INLAID_ONBOARD_RECONCILE_GRACE_MS: '3000' };
     a = gateway(env).queues;
     b = gateway(env).queues;
     enqueues = [jest.spyOn(a, 'enqueue'), jest.spyOn(b, 'enqueue')];
@@ -118,11 +123,11 @@ describe('periodic reconciliation by live gateways', () => {
   it('enqueues a row no gateway enqueued once it is older than the grace, exactly once with two gateways reconciling', async () => {
     const started = Date.now();
     const { id } = await accepted('orphan');
-    await sleep(900); // ~4 passes of each gateway, all within the grace: the row's own gateway may still enqueue it
+    await sleep(1500); // ~7 passes of each gateway, all well within the grace: the row's own gateway may still enqueue it
     expect(enqueued(id)).toBe(0);
     expect(stepsRun(id)).toEqual([]);
     await until('the orphan flow to run', () => stepsRun(id).length === 4);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
     await sleep(700); // more passes of both: the flow is live (its root completed), nothing is enqueued again
     expect(enqueued(id)).toBe(1);
     expect(stepsRun(id)).toEqual(ALL_STEPS(id));
@@ -170,12 +175,23 @@ describe('two gateways\' passes at once', () => {
 });
 
 describe('a failed task\'s upload directory', () => {
+  const TTL = 3000;
   let queues: OnboardQueues;
   let steps: OnboardSteps;
+  let config: GatewayConfig;
 
-  beforeAll(() => {
-    ({ queues, steps } = gateway({ INLAID_ONBOARD_RECONCILE_MS: '0', INLAID_FAILED_FILES_TTL_S: '1' })); // passes run by the test
+  beforeAll(async () => {
+    ({ queues, steps, config } = gateway({ INLAID_ONBOARD_RECONCILE_MS: '0' }, { failedFilesTtlMs: TTL })); // passes run by the test
+    await queues.settled(); // its start-up pass is over: the passes below are the test's
   });
+
+  /** A task that failed while quantizing (its files pending), last written longer ago than the TTL. */
+  async function failedLate(task: string): Promise<{ id: string; dir: string }> {
+    const t = await accepted(task, 'quantizing');
+    await steps.failAndUnload((await store.get(t.id))!, 'requantize', 'quantizer died');
+    return t;
+  }
+  const pastTtl = (id: string) => until(`${id} past the TTL`, async () => (await store.failedWithFiles(TTL)).some((r) => r.id === id));
 
   it('goes at once when the task failed before any re-quantization; the row keeps the reason and a client-named file stays', async () => {
     const { id, dir } = await accepted('early', 'validating');
@@ -187,32 +203,61 @@ describe('a failed task\'s upload directory', () => {
     expect(existsSync(dir)).toBe(false);
     expect(existsSync(named)).toBe(true);
     const row = await store.get(id);
-    expect({ status: row?.status, error: row?.error, removed: typeof row?.progress.filesRemovedAt }).toEqual({ status: 'failed', error: 'validate: lora_A has NaN', removed: 'string' });
+    expect({ status: row?.status, error: row?.error, removed: typeof row?.progress.filesRemovedAt, pending: row?.progress.filesPending }).toEqual({ status: 'failed', error: 'validate: lora_A has NaN', removed: 'string', pending: undefined });
     await steps.failAndUnload(job, 'validate', 'again'); // ended already: nothing changes, nothing throws
     expect(await steps.freeFailedFiles(job)).toBe(true); // idempotent
     expect((await store.get(id))?.error).toBe('validate: lora_A has NaN');
   });
 
-  it('stays while a re-quantization may read it, then goes after the TTL once no re-quantization step runs', async () => {
-    const { id, dir } = await accepted('late', 'quantizing');
-    await steps.failAndUnload((await store.get(id))!, 'requantize', 'quantizer died');
+  it('stays while a re-quantization step runs or waits, or a run holds the task in its batch; then goes after the TTL', async () => {
+    const { id, dir } = await failedLate('late');
+    expect((await store.get(id))?.progress.filesPending).toBe(true);
     expect(existsSync(join(dir, 'calibration.jsonl'))).toBe(true);
-    expect((await queues.reconcile())?.filesRemoved).toEqual([]); // failed under a second ago (TTL 1 s)
+    expect((await queues.reconcile())?.filesRemoved).toEqual([]); // failed just now (TTL 3 s)
+    expect(existsSync(dir)).toBe(true);
     let release!: () => void;
     holdRequantize = new Promise<void>((r) => (release = r));
     const other = await accepted('busy');
     await queues.enqueue(other.id, 'busy', false);
     await until('a re-quantization step to run', () => stepsRun(other.id).includes(`${other.id}.load`));
-    await sleep(1100); // past the TTL
+    await pastTtl(id);
     expect((await queues.reconcile())?.filesRemoved).toEqual([]); // a step is running: it may read the files
-    expect(existsSync(dir)).toBe(true);
     release();
     await until('the re-quantization step to finish', () => stepsRun(other.id).length === 4);
     holdRequantize = Promise.resolve();
-    await sleep(100);
+    // a step waiting (here: delayed, as a retry after a transient error is) may be a run that read the batch
+    const requantize = new Queue(REQUANTIZE_QUEUE, { connection: { url: REDIS_URL }, prefix: PREFIX });
+    try {
+      const waiting = await requantize.add('requantize', { taskJobId: randomUUID(), task: 'x', step: 'requantize' }, { delay: 60_000 });
+      expect((await queues.reconcile())?.filesRemoved).toEqual([]);
+      await waiting.remove();
+    } finally {
+      await requantize.close();
+    }
+    // a run under way whose batch holds the task (a quantizing row's progress.batch, without a checkpoint)
+    const runner = randomUUID();
+    await store.create({ id: runner, task: 'runner', kind: 'onboard', status: 'quantizing', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'in a run' });
+    await store.update(runner, (j) => (j.progress = { ...j.progress, batch: ['late', 'runner'] }));
+    expect((await queues.reconcile())?.filesRemoved).toEqual([]);
+    expect(existsSync(dir)).toBe(true);
+    await store.remove(runner);
     expect((await queues.reconcile())?.filesRemoved).toEqual([id]);
     expect(existsSync(dir)).toBe(false);
     expect((await queues.reconcile())?.filesRemoved).toEqual([]); // recorded: not looked at again
+  });
+
+  it('stays when a task that failed while quantizing is deleted: the reconciliation pass removes it, not DELETE', async () => {
+    const { id, dir } = await failedLate('gone');
+    const admin = { unloadEverywhere: async () => undefined } as unknown as WorkerAdminService;
+    const tasks = new TasksService(config, store, admin, {} as WorkersService, queues);
+    expect((await tasks.delete('gone')).status).toBe('deleted');
+    expect(existsSync(join(dir, 'calibration.jsonl'))).toBe(true); // a run may still read it
+    const row = await store.get(id);
+    expect({ status: row?.status, pending: row?.progress.filesPending }).toEqual({ status: 'deleted', pending: true });
+    await pastTtl(id);
+    expect((await queues.reconcile())?.filesRemoved).toEqual([id]);
+    expect(existsSync(dir)).toBe(false);
+    expect(typeof (await store.get(id))?.progress.filesRemovedAt).toBe('string');
   });
 
   it('is never followed out of INLAID_DATA_DIR/tasks: a link in its place is refused, recorded and left alone', async () => {
@@ -227,8 +272,110 @@ describe('a failed task\'s upload directory', () => {
     const row = await store.get(id);
     expect(row?.progress.filesRefused).toMatch(/not a directory/);
     expect(row?.progress.filesRemovedAt).toBeUndefined();
-    await sleep(1100);
+    expect((await store.failedWithFiles(0)).map((r) => r.id)).not.toContain(id); // never looked at again
     expect((await queues.reconcile())?.filesRemoved).toEqual([]);
     expect(existsSync(join(outside, 'precious.txt'))).toBe(true);
+  });
+
+  it('a row that throws does not stop the pass; a removal error is counted, moves the row back, and is given up after a few', async () => {
+    const stuck = await failedLate('stuck');
+    const after = await failedLate('after');
+    await pastTtl(after.id);
+    const order = (await store.failedWithFiles(TTL)).map((r) => r.id);
+    expect(order.indexOf(stuck.id)).toBeLessThan(order.indexOf(after.id));
+    // a store write that throws (the first row's): the pass goes on with the next
+    const free = steps.freeFailedFiles.bind(steps);
+    jest.spyOn(steps, 'freeFailedFiles').mockImplementation(async (j) => {
+      if (j.id === stuck.id) throw new Error('connection reset');
+      return free(j);
+    });
+    expect((await queues.reconcile())?.filesRemoved).toEqual([after.id]);
+    expect(existsSync(after.dir)).toBe(false);
+    jest.mocked(steps.freeFailedFiles).mockRestore();
+    // a removal failing other than by refusal (here ENAMETOOLONG, as EACCES or EBUSY would): counted on the
+    // row, which goes to the back, and given up after FILES_REMOVE_TRIES
+    const long = { id: randomUUID(), task: `stuck${'x'.repeat(300)}` };
+    await store.create({ ...long, kind: 'onboard', status: 'quantizing', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'accepted' });
+    await steps.failAndUnload((await store.get(long.id))!, 'requantize', 'quantizer died');
+    const last = await failedLate('last');
+    expect(await steps.freeFailedFiles(long)).toBe(false);
+    expect((await store.get(long.id))?.progress.filesRemoveError).toMatchObject({ tries: 1, last: expect.stringMatching(/ENAMETOOLONG/) });
+    const now = (await store.failedWithFiles(0)).map((r) => r.id);
+    expect(now.indexOf(last.id)).toBeLessThan(now.indexOf(long.id)); // written after 'last' now
+    for (let i = 1; i < FILES_REMOVE_TRIES; i++) expect(await steps.freeFailedFiles(long)).toBe(false);
+    expect((await store.get(long.id))?.progress.filesRemoveError?.tries).toBe(FILES_REMOVE_TRIES);
+    expect((await store.failedWithFiles(0)).map((r) => r.id)).not.toContain(long.id); // given up
+    expect((await store.failedWithFiles(0)).map((r) => r.id)).toContain(stuck.id); // the store write failed: tried again
+  });
+});
+
+describe('a re-quantization that fails after a task of its batch ended', () => {
+  it('retries without a task that failed meanwhile instead of failing the whole batch; the retry that fails again fails the rest', async () => {
+    const qa = await accepted('qa', 'quantizing');
+    const qb = await accepted('qb', 'quantizing');
+    let calls = 0;
+    const admin = {
+      unloadEverywhere: async () => undefined,
+      requantize: async () => {
+        calls += 1;
+        // the first run: qb fails meanwhile (e.g. its own flow's step), then the run fails on its files
+        if (calls === 1) await store.fail(qb.id, 'requantize', 'stalled too often', { filesPending: true });
+        throw new InlaidError(grpcStatus.INTERNAL, 'calibration unreadable');
+      },
+    } as unknown as WorkerAdminService;
+    const config = { redisUrl: REDIS_URL, tasks: parseTasksConfig({ INLAID_DATA_DIR: dataDir, INLAID_QUEUE_PREFIX: PREFIX }) } as unknown as GatewayConfig;
+    const steps = new OnboardSteps(config, store, admin);
+    const ctx = { report: async () => undefined };
+    try {
+      const first = await steps.run('requantize', qa.id, ctx).then(() => null, (e: unknown) => e);
+      expect(first).toBeInstanceOf(InlaidError);
+      expect((first as InlaidError).status).toBe(grpcStatus.ABORTED); // retried by BullMQ
+      expect((first as Error).message).toMatch(/\[qb\] was deleted or failed; retrying without it/);
+      expect((await store.get(qa.id))?.status).toBe('quantizing'); // not failed for qb's sake
+      await expect(steps.run('requantize', qa.id, ctx)).rejects.toBeInstanceOf(StepFailed); // qa alone fails again: its own fault
+      expect(calls).toBe(2);
+      expect((await store.get(qb.id))?.error).toBe('requantize: stalled too often');
+    } finally {
+      for (const id of [qa.id, qb.id]) await store.remove(id);
+    }
+  });
+});
+
+describe('shutdown', () => {
+  it('runs no pass after onModuleDestroy, and stops a pass under way between rows', async () => {
+    const { queues: g } = gateway({ INLAID_ONBOARD_RECONCILE_MS: '100' });
+    const passes = jest.spyOn(g, 'reconcile');
+    await until('a few periodic passes', () => passes.mock.calls.length >= 3);
+    gateways.splice(gateways.indexOf(g), 1);
+    await g.onModuleDestroy();
+    const n = passes.mock.calls.length;
+    await sleep(500);
+    expect(passes.mock.calls.length).toBe(n);
+    expect(await g.reconcile(0)).toBeNull();
+
+    const { queues: h } = gateway({ INLAID_ONBOARD_RECONCILE_MS: '0' });
+    await h.settled();
+    gateways.splice(gateways.indexOf(h), 1);
+    const rows = [await accepted('stop1'), await accepted('stop2'), await accepted('stop3')];
+    let stopping: Promise<void> | null = null;
+    jest.spyOn(h, 'enqueue').mockImplementation(async (...args: [string, string, boolean]) => {
+      stopping ??= h.onModuleDestroy(); // the gateway is told to stop while the pass handles its first row
+      return OnboardQueues.prototype.enqueue.apply(h, args);
+    });
+    try {
+      const pass = await h.reconcile(0);
+      expect(pass?.enqueued).toHaveLength(1);
+      expect(stopping).not.toBeNull();
+      await stopping;
+    } finally {
+      for (const r of rows) await store.remove(r.id);
+    }
+  });
+
+  it('waits between passes within what a timer keeps', () => {
+    expect(reconcileDelay(30_000, 0)).toBe(24_000);
+    expect(reconcileDelay(30_000, 0.999999)).toBeCloseTo(36_000, -1);
+    expect(reconcileDelay(1_789_569_705, 0.999999)).toBeLessThanOrEqual(2 ** 31 - 1);
+    expect(reconcileDelay(10 ** 12, 0.5)).toBe(2 ** 31 - 1); // never past it (Node would fire after 1 ms)
   });
 });

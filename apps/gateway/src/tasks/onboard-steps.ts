@@ -21,7 +21,7 @@ import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { completedRemovals, freedOnboardings, freesAtFailure, removalsFirst, removeTaskUploadDir, UnsafeRemoval } from './task-files';
 import { workerQuantProgress } from './worker-quant-progress';
-import { TaskStore } from './task-store.service';
+import { FILES_REMOVE_TRIES, TaskStore } from './task-store.service';
 import { WorkerAdminService, WorkerRole } from './worker-admin.service';
 
 export class StepFailed extends Error {}
@@ -136,10 +136,11 @@ export class OnboardSteps {
         return 'skipped: no quantized checkpoint on the workers';
       }
       if (err instanceof InlaidError && (err.status === status.INTERNAL || err.status === status.INVALID_ARGUMENT)) {
-        const deleted = await this.deletedMeanwhile(batch);
-        if (deleted.length > 0) {
-          // its files may be gone (tasks.service.ts deletes them with the task): the others are not at fault
-          throw new InlaidError(status.ABORTED, `re-quantization failed after [${deleted.join(', ')}] was deleted; retrying without it (${err.message})`);
+        const ended = await this.endedMeanwhile(batch);
+        if (ended.length > 0) {
+          // its files may be gone (a DELETE or the failure's clean-up removes them): the others are not at fault,
+          // and the retry reads the batch again without it (pendingQuantization)
+          throw new InlaidError(status.ABORTED, `re-quantization failed after [${ended.join(', ')}] was deleted or failed; retrying without it (${err.message})`);
         }
         for (const b of batch) if (b.id !== job.id) await this.failAndUnload(b, 'requantize', err.message);
         throw new StepFailed(err.message);
@@ -164,10 +165,15 @@ export class OnboardSteps {
     }
   }
 
-  /** Tasks of a batch deleted since the batch was read. */
-  private async deletedMeanwhile(batch: readonly TaskJob[]): Promise<string[]> {
+  /**
+   * Tasks of a batch deleted or failed since the batch was read (it held only quantizing rows). A row failed
+   * meanwhile (its own flow's step, or another gateway's run of an overlapping batch failing it) is no more at
+   * fault than a deleted one; if the failure was the run's own, the retry without it fails again and then
+   * fails the rest.
+   */
+  private async endedMeanwhile(batch: readonly TaskJob[]): Promise<string[]> {
     const now = await Promise.all(batch.map(async (b) => ({ task: b.task, row: await this.store.get(b.id) })));
-    return now.filter(({ row }) => row === null || row.status === 'deleted').map(({ task }) => task);
+    return now.filter(({ row }) => row === null || FINAL.has(row.status)).map(({ task }) => task);
   }
 
   /** A removal done: the upload directories of the task's deleted onboardings go (task-files.ts says why now). */
@@ -180,15 +186,18 @@ export class OnboardSteps {
   /**
    * Removes a failed task's upload directory (task-files.ts says when) and records it on the row; the row
    * keeps the reason and the paths. Idempotent. A refused removal (UnsafeRemoval) is recorded and never tried
-   * again; another failure (e.g. EACCES) is logged and left for the next reconciliation pass. Returns whether
-   * the directory is gone.
+   * again; another failure (e.g. EACCES, EBUSY) is counted on the row (progress.filesRemoveError) and left for
+   * a later reconciliation pass, which gives it up after FILES_REMOVE_TRIES (task-store.service.ts). Returns
+   * whether the directory is gone.
    */
   async freeFailedFiles(job: Pick<TaskJob, 'id' | 'task'>): Promise<boolean> {
     try {
       await removeTaskUploadDir(this.config.tasks.dataDir, job.task, job.id);
     } catch (err) {
       this.logger.warn(`remove the files of failed task ${job.task} (${job.id}): ${String(err)}`);
-      if (err instanceof UnsafeRemoval) await this.store.filesRemoved(job.id, err.message); // refused for good: not retried
+      const row = await this.store.filesRemoved(job.id, err instanceof UnsafeRemoval ? { refused: err.message } : { error: String(err) });
+      const tries = row.progress.filesRemoveError?.tries ?? 0;
+      if (tries >= FILES_REMOVE_TRIES) this.logger.error(`giving up removing the files of failed task ${job.task} (${job.id}) after ${tries} tries: ${row.progress.filesRemoveError?.last ?? ''}`);
       return false;
     }
     await this.store.filesRemoved(job.id);
@@ -212,15 +221,17 @@ export class OnboardSteps {
    * reads `failed` never races a request against the unload. Under the task's lock, and only if the task is
    * still live there: a task deleted meanwhile was unloaded by its DELETE, and its name may be a new task's.
    * Once the failure is written, a task that never got into a re-quantization loses its upload directory
-   * (freesAtFailure, task-files.ts); the others' go later (OnboardQueues' reconciliation, after the TTL).
+   * (freesAtFailure, task-files.ts); the others are marked filesPending and theirs go later (OnboardQueues'
+   * reconciliation, after the TTL), also if the task is deleted meanwhile (tasks.service.ts delete()).
    */
   async failAndUnload(job: TaskJob, stage: string, reason: string): Promise<void> {
     const freeNow = await this.store.locked(job.task, async (tx) => {
       const row = await tx.get(job.id);
       if (row === null || FINAL.has(row.status)) return false;
       await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
-      await tx.fail(job.id, stage, reason);
-      return freesAtFailure(row); // the state it failed in, read under the lock
+      const freeAtOnce = freesAtFailure(row); // the state it failed in, read under the lock
+      await tx.fail(job.id, stage, reason, { filesPending: !freeAtOnce });
+      return freeAtOnce;
     });
     if (freeNow) await this.freeFailedFiles(job);
   }

@@ -14,8 +14,9 @@
  * When an onboarding fails (nothing retries a failed task: creating it again is a new job with its own
  * directory), the same line is drawn: a task that failed before any re-quantization loses its directory at
  * once; one that failed while quantizing or after (a run may still read its files: a run reads its batch
- * when it starts, and a takeover re-reads it) keeps it for INLAID_FAILED_FILES_TTL_S, after which a
- * reconciliation pass removes it once no re-quantization step is running (onboard-queues.service.ts).
+ * when it starts, and a takeover re-reads it) is marked filesPending and keeps it for INLAID_FAILED_FILES_TTL_S,
+ * also if it is deleted meanwhile, after which a reconciliation pass removes it once no re-quantization step is
+ * running or waiting and no run under way holds the task in its batch (onboard-queues.service.ts).
  * Removal is idempotent and never leaves INLAID_DATA_DIR/tasks (removeTaskUploadDir).
  */
 import { lstat, rm } from 'node:fs/promises';

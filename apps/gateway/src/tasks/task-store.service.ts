@@ -27,6 +27,12 @@ export interface NewTaskJob {
 
 const now = () => new Date().toISOString();
 
+/** Removals of a failed task's upload directory that fail (EACCES, EBUSY) before the reconciliation pass gives it up. */
+export const FILES_REMOVE_TRIES = 5;
+
+/** What became of a failed task's upload directory (TaskStore.filesRemoved). */
+export type FilesOutcome = { removed: true } | { refused: string } | { error: string };
+
 /** create() of a live onboard/load job under a name that already has one (the partial unique index of task_jobs). */
 export class TaskNameTaken extends Error {
   constructor(readonly task: string) {
@@ -160,23 +166,48 @@ export class TaskStore {
     return this.jobs.find({ where: { kind: 'onboard', status: In([...UNFINISHED]), ...createdAt }, order: { createdAt: 'ASC' } });
   }
 
-  /** Failed onboardings last written longer than `olderThanMs` ago whose upload directory has not been removed (oldest first). */
+  /**
+   * Onboardings whose upload directory the reconciliation pass may remove, last written longer than
+   * `olderThanMs` ago (oldest first: a row whose removal failed was just written, so it goes to the back):
+   * failed ones, and deleted ones that failed while a re-quantization might read their files (filesPending,
+   * left by DELETE to this pass); not those removed, refused, or given up after FILES_REMOVE_TRIES errors.
+   */
   failedWithFiles(olderThanMs: number, limit = 100): Promise<TaskJob[]> {
+    const open = (p: string) => `${p} ->> 'filesRemovedAt' IS NULL AND ${p} ->> 'filesRefused' IS NULL AND COALESCE((${p} #>> '{filesRemoveError,tries}')::int, 0) < ${FILES_REMOVE_TRIES}`;
+    const base = { kind: 'onboard' as const, updatedAt: olderThan(olderThanMs) };
     return this.jobs.find({
-      where: { kind: 'onboard', status: 'failed', updatedAt: olderThan(olderThanMs), progress: Raw((p) => `${p} ->> 'filesRemovedAt' IS NULL AND ${p} ->> 'filesRefused' IS NULL`) },
+      where: [
+        { ...base, status: 'failed', progress: Raw(open) },
+        { ...base, status: 'deleted', progress: Raw((p) => `${open(p)} AND (${p} ->> 'filesPending') = 'true'`) },
+      ],
       order: { updatedAt: 'ASC' },
       take: limit,
     });
   }
 
   /**
-   * Records that a failed task's upload directory is gone, or why it was refused (failedWithFiles skips the
-   * row from then on); a row no longer failed is left alone.
+   * Records what became of a failed task's upload directory: removed, refused for good (failedWithFiles skips
+   * the row from then on), or an error (counted; the write moves the row to the back, and after
+   * FILES_REMOVE_TRIES errors it is given up). Only on a failed row, or a deleted one left to the reconciliation
+   * pass (filesPending): another row is left alone.
    */
-  async filesRemoved(id: string, refused?: string): Promise<void> {
-    await this.update(id, (j) => {
-      if (j.status === 'failed') j.progress = { ...j.progress, ...(refused === undefined ? { filesRemovedAt: now() } : { filesRefused: refused }) };
+  filesRemoved(id: string, outcome: FilesOutcome = { removed: true }): Promise<TaskJob> {
+    return this.update(id, (j) => {
+      if (j.status !== 'failed' && !(j.status === 'deleted' && j.progress.filesPending === true)) return;
+      if ('refused' in outcome) j.progress = { ...j.progress, filesRefused: outcome.refused };
+      else if ('error' in outcome) j.progress = { ...j.progress, filesRemoveError: { tries: (j.progress.filesRemoveError?.tries ?? 0) + 1, last: outcome.error, at: now() } };
+      else j.progress = { ...j.progress, filesRemovedAt: now() };
     });
+  }
+
+  /**
+   * Task names in the batch of a re-quantization that may be under way: the `progress.batch` of onboardings
+   * still quantizing without a checkpoint (layerDone writes it). Such a run may read these tasks' files.
+   */
+  async namesInRunningBatches(): Promise<Set<string>> {
+    const names = new Set<string>();
+    for (const j of await this.pendingQuantization()) for (const n of j.progress.batch ?? []) names.add(n);
+    return names;
   }
 
   pendingRemovals(): Promise<TaskJob[]> {
@@ -246,10 +277,12 @@ export class TaskStore {
     }
   }
 
-  async fail(id: string, stage: string, reason: string): Promise<TaskJob> {
+  /** Marks the job failed; `filesPending`: a re-quantization may read its files, the reconciliation pass removes them (task-files.ts). */
+  async fail(id: string, stage: string, reason: string, opts: { filesPending?: boolean } = {}): Promise<TaskJob> {
     await this.stageFinished(id, stage, 'failed', reason);
     const j = await this.transition(id, 'failed', `${stage}: ${reason}`, (row) => {
       row.error = `${stage}: ${reason}`;
+      if (opts.filesPending === true) row.progress = { ...row.progress, filesPending: true };
     });
     await this.tasks.update({ name: j.task }, { status: 'failed' });
     return j;

@@ -146,23 +146,27 @@ export class TasksService {
    * serves the task and requests for it get 404.
    */
   async delete(name: string): Promise<TaskViewJson> {
-    const { job, before, history } = await this.store.locked(checkTaskName(name), async (tx) => {
+    const { job, before, filesPending, history } = await this.store.locked(checkTaskName(name), async (tx) => {
       const latest = await this.found(name, tx);
       if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
       await this.unload(name);
       let before: JobState = latest;
+      let filesPending = false;
       const job = await tx.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded', (j) => {
         before = { status: j.status, checkpointVersion: j.checkpointVersion }; // as written, not as read above
+        filesPending = j.status === 'failed' && j.progress.filesPending === true;
       });
       await tx.tasks.update({ name }, { status: 'unloaded' });
       if (dropsAtNextVersion(before)) {
         // its files go with the re-quantization that drops it (onboard-steps.ts), not before: a run may read them
         await tx.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
       }
-      return { job, before, history: await tx.history(name) };
+      return { job, before, filesPending, history: await tx.history(name) };
     });
-    if (!dropsAtNextVersion(before) && job.kind === 'onboard') {
-      // no re-quantization reads it; gone already if it failed before one (onboard-steps.ts failAndUnload)
+    // A task that failed while a re-quantization might read its files (filesPending, onboard-steps.ts
+    // failAndUnload) keeps them for the reconciliation pass (after INLAID_FAILED_FILES_TTL_S, no run under way).
+    // Otherwise no re-quantization reads them: they go now (gone already if the task failed before one).
+    if (!dropsAtNextVersion(before) && !filesPending && job.kind === 'onboard') {
       await removeTaskUploadDir(this.config.tasks.dataDir, name, job.id).catch((err: unknown) => this.logger.warn(`remove the files of ${name} (${job.id}): ${String(err)}`));
     }
     return taskView(job, history);

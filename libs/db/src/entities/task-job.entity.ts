@@ -49,6 +49,14 @@ export interface TaskJobProgress {
   filesRemovedAt?: string;
   /** Why the gateway refused to remove it (a path outside INLAID_DATA_DIR/tasks, a link): not tried again. */
   filesRefused?: string;
+  /**
+   * Set when a task fails while it may be in a re-quantization (quantizing, or in a checkpoint): its upload
+   * directory is left to the reconciliation pass (after INLAID_FAILED_FILES_TTL_S, no run under way), also
+   * once the task is deleted (tasks.service.ts delete()).
+   */
+  filesPending?: boolean;
+  /** Removals that failed other than by refusal (EACCES, EBUSY): how many, the last error; given up after a few. */
+  filesRemoveError?: { tries: number; last: string; at: string };
 }
 
 export interface TaskJobEvent {
