@@ -10,24 +10,13 @@ and overflow flags agree.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
-from types import ModuleType
 
 import torch
+from _modules import load_module
 from inlaid_worker.engine import device_sampler
 from inlaid_worker.engine.sampler import make_generator
 from inlaid_worker.engine.sampling_params import SamplingParams
-
-
-def load(name: str, path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"ds_{name}", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main() -> None:
@@ -39,7 +28,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.6)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    mods = {name: load(name, path) for name, path in (m.split("=", 1) for m in args.module)}
+    mods = {name: load_module(f"ds_{name}", path) for name, path in (m.split("=", 1) for m in args.module)}
     mods["tree"] = device_sampler
     r = args.rows
     logits = torch.randn(r, args.vocab, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,7 @@
 """Peak scratch and time of one device_sampler.sample_batch call on CPU tensors (a stand-in for the GPU's scratch).
 
 Peak: the most tensor bytes allocated by the call and alive at once, checked after every op through a dispatch mode
-(tests/engine/test_device_sampler_scratch.PeakBytes; the logits themselves and an op's internal buffers are not
+(tests/engine/device_sampler_cases.PeakBytes; the logits themselves and an op's internal buffers are not
 counted). Time: median of --reps calls without the meter. --module loads another device_sampler.py (e.g. HEAD's, from
 `git show HEAD:workers/inlaid_worker/engine/device_sampler.py > /tmp/ds_head.py`) for a before/after comparison.
 
@@ -12,16 +12,14 @@ counted). Time: median of --reps calls without the meter. --module loads another
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
-import sys
 import time
 from types import ModuleType
 
 import torch
-from device_sampler_cases import generators, mixed_case
-from test_device_sampler_scratch import PeakBytes, mixed_batch, worst_case
+from _modules import load_module
+from device_sampler_cases import PeakBytes, generators, mixed_batch, mixed_case, worst_case
 
 
 def load(path: str | None) -> ModuleType:
@@ -29,12 +27,7 @@ def load(path: str | None) -> ModuleType:
         from inlaid_worker.engine import device_sampler
 
         return device_sampler
-    spec = importlib.util.spec_from_file_location("inlaid_worker.engine.device_sampler_other", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("inlaid_worker.engine.device_sampler_other", path)
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ then timed iso and under PDL over rotating weights, bf16 cuBLAS and copy bandwid
   - check tolerance 1e-3 (a candidate above it, PDL off or on, is flagged and not timed; the tuner's guard is 1e-2)
   - check shards and the timing ordered 7B first (a timeout cuts the 13B points, not the 7B ones)
   - ship rule (s12_tcs.ship_rows's, over the tcs2a configs the tuner offers: quant_matmul_config.candidate_configs,
-    splits 3 / 4 / 8 -- test_qmm_tuned requires every shipped pick to be a candidate; other splits are timed and
+    splits 3 / 4 / 8 at the time (the tuner offers split 2 too since the 13B split-2 picks: TCS_PLANS) --
+    test_qmm_tuned requires every shipped pick to be a candidate; other splits are timed and
     reported only): the least iso + pdl of them >= 3% faster than the table's pick both iso and under PDL in this
     run; written per model: <stem>-ship.json (7B: merged and checked in
     the decode step by s13_retune.sh) and <stem>-13b-ship.json (no decode check in this call: not merged)
@@ -247,6 +248,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "product PDL off and on (> 1e-3 or a dirty workspace: flagged, not timed)",
           "- best = least iso + pdl of that kind; speed-up = table's pick / best (iso / pdl); ship rule: best tcs2a "
           ">= 1.03 both", "",
+          # the splits as this script's ship rule had them (a record of the runs; the tuner offers split 2 too now)
           "- tcs2a (tuner) = the best of the tcs2a configs the tuner offers (splits 3 / 4 / 8: the ship rule's); "
           "tcs2a (any) = the best over every timed split (1 / 2 too), 'same' when it is the tuner's", "",
           "| shape | M | bf16 | table's pick | pick iso / pdl | pick % copy | tcs2a (tuner) | iso / pdl | "

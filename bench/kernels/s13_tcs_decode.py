@@ -1,5 +1,6 @@
 """Session 13: s9_decode.py (two tuner tables alternating round by round on one runner) with s13_tcs_dispatch's routing
-of the ACC_SCALE kinds (tcsa / tcs2a), which quant_matmul.py's dispatcher does not know yet.
+of the ACC_SCALE kinds (tcsa / tcs2a), which quant_matmul.py's dispatcher did not know yet (a record of what ran: it
+routes them itself now; s13_tcs_dispatch only adds the bench-only tcs0).
 Usage: as s9_decode.py (S9_TABLES=old=...,new=... INLAID_QMM_TUNED=1 PYTHONPATH=workers:bench/kernels ...)."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-import s13_tcs_dispatch  # noqa: F401 - routes tcsa / tcs2a
+import s13_tcs_dispatch  # noqa: F401 - routed tcsa / tcs2a then; now only tcs0 (quant_matmul routes the others)
 import torch
 from bench_kernels import random_gptq, rel_err
 from inlaid_worker.kernels import pdl, quant_common

@@ -9,12 +9,12 @@ from __future__ import annotations
 from inlaid_worker.kernels import quant_matmul as _qm
 from inlaid_worker.kernels import quant_swiglu as _qs
 
-ACC_KINDS = ("tcs0",)  # = quant_tcs.EARLY_KINDS (that module needs Gluon's Hopper support: imported late)
+EARLY_KINDS = ("tcs0",)  # = quant_tcs.EARLY_KINDS (that module needs Gluon's Hopper support: imported late)
 _orig = _qm.launch_quant_matmul
 
 
 def launch_quant_matmul(x2, w, cfg, y) -> None:  # noqa: ANN001 - quant_matmul's signature
-    if cfg.kind in ACC_KINDS:
+    if cfg.kind in EARLY_KINDS:
         if x2.is_cuda:
             from inlaid_worker.kernels.quant_tcs import launch_tcs
 

@@ -4,7 +4,7 @@ per config and M, failures = error above S13_TOL or a dirty workspace.
 
 Modes (env S13_STRESS):
   acc    (default) the ACC_SCALE kinds (S13_ACC_KINDS, default tcsa,tcs2a) at the plans the bench times (n128, 4
-         stages; splits 3 / 4 / 8)
+         stages; splits 3 / 4 / 8; the tuner offers split 2 too now)
   s12    tcs2's unexplained 4.95e-3 (kernels-2026-11-30-s12-tcs2.md): that check's 18 candidates with its exact inputs
          (weights: seed 0 per shape; x: seed M, fp16), REPS launches each PDL off and on, every error recorded
 Usage: [S13_STRESS=s12] PYTHONPATH=workers:bench/kernels python3 bench/kernels/s13_tcs_stress.py [REPS] > log
@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-import s13_tcs_dispatch  # noqa: F401 - routes tcsa / tcs2a
+import s13_tcs_dispatch  # noqa: F401 - routed tcsa / tcs2a then; now only tcs0 (quant_matmul routes the others)
 import torch
 from bench_kernels import random_gptq, rel_err
 from inlaid_worker.kernels import pdl, quant_common

@@ -1,18 +1,27 @@
 """Offline sm_90 build of the small-M TMA-ring GEMV (quant_tcs) on a machine without a GPU: registers, spills, shared
-memory, wgmma / TMA counts and ptxas warnings (sass_tcl.analyse).
+memory, wgmma / TMA counts and ptxas warnings (sass_tcl.analyse), and the consumer K loops' SASS instruction mix
+(loop_mix). build specialises every switch launch_tcs sets, ACC_SCALE and EARLY_RELEASE included (a switch left out
+would be a runtime argument, with both of its paths built); s13_tcs_sass.py is a CLI over it with session 13's
+argument order; tests/kernels/test_quant_tcs.py builds through it.
 
 Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/sass_tcs.py \
-    "BM,STAGES,NWG,ITERS[,SPLIT,SLOTS,PERM,SYM,GDC,DIAG,PIPE]" ...   (PIPE 1 = kind tcs2)
+    "BM,STAGES,NWG,ITERS[,SPLIT,SLOTS,PERM,SYM,GDC,DIAG,PIPE,ACC,BF16,EARLY]" ...
+    (PIPE 1 = kind tcs2, ACC 1 = tcsa, both = tcs2a; BF16 1 = bf16 x / scales / y; EARLY 1 = bench kind tcs0)
 """
 
 from __future__ import annotations
 
+import collections
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import torch
 import triton
 from inlaid_worker.kernels import quant_tcs
-from sass_tcl import analyse
+from sass_tcl import BIN, analyse
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -33,23 +42,53 @@ def pipe_layout(bm: int, pipe: int) -> dict:
 
 
 def build(bm: int, stages: int, nwg: int, iters: int, split: int = 1, slots: int = 0, perm: int = 0, sym: int = 0,
-          gdc: int = 0, diag: int = 0, pipe: int = 0) -> dict:  # fmt: skip
-    """Compiled _tcs_kernel for sm_90 as launch_tcs would specialise it (g128)."""
+          gdc: int = 0, diag: int = 0, pipe: int = 0, acc: int = 0, bf16: int = 0, early: int = 0) -> dict:  # fmt: skip
+    """Compiled _tcs_kernel for sm_90 as launch_tcs would specialise it (g128; split: its USE_SPLIT flag)."""
     fn = quant_tcs._tcs_kernel
     wd = TensorDescriptor.from_tensor(torch.empty(512, 11008, dtype=torch.int32), [16, 64 * nwg],
                                       quant_tcs.word_smem_layout())  # fmt: skip
     consts = dict(ITERS=iters, GROUP=128, SYM=bool(sym), ZERO_OFFSET=1, HAS_PERM=bool(perm), USE_SPLIT=bool(split),
-                  SLOTS=bool(slots), IS_BF16=False, STAGES=stages, BLOCK_M=bm, NWG=nwg,
-                  CONS_REGS=quant_tcs.CONS_REGS, USE_GDC=gdc, DIAG=diag, PIPE=pipe, **pipe_layout(bm, pipe),
-                  **quant_tcs.tcs_layouts(bm),
+                  SLOTS=bool(slots), IS_BF16=bool(bf16), STAGES=stages, BLOCK_M=bm, NWG=nwg,
+                  CONS_REGS=quant_tcs.CONS_REGS, USE_GDC=gdc, DIAG=diag, PIPE=pipe, ACC_SCALE=acc,
+                  EARLY_RELEASE=early, **pipe_layout(bm, pipe), **quant_tcs.tcs_layouts(bm),
                   **{name: 1 for name in ONES})  # fmt: skip
-    sig = {a: "constexpr" if a in consts else ("w_desc" == a and mangle_type(wd)) or PTRS.get(a, "i32")
+    ptrs = dict(PTRS, x_ptr="*bf16", sc_ptr="*bf16", y_ptr="*bf16") if bf16 else PTRS
+    sig = {a: "constexpr" if a in consts else ("w_desc" == a and mangle_type(wd)) or ptrs.get(a, "i32")
            for a in fn.arg_names}  # fmt: skip
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in PTRS or a in ALIGNED}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs or a in ALIGNED}
     src = GluonASTSource(fn, sig, constexprs=consts, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                         options=dict(num_warps=4, maxnreg=quant_tcs.LAUNCH_REGS[nwg]))  # fmt: skip
     return dict(ck.asm, shared_bytes=ck.metadata.shared)
+
+
+def loop_mix(asm: dict) -> dict:
+    """Opcode counts of the consumer K loops: the innermost backward-branch loops holding a wgmma (kloop0, ...)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(asm["cubin"])
+        f.flush()
+        sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+    code = [(int(m.group(1), 16), m.group(3))
+            for m in re.finditer(r"/\*([0-9a-f]{4})\*/\s+(@!?U?P\w+\s+)?([^;]+);", sass)]  # fmt: skip
+    back = [(int(m.group(1), 16), a) for a, ins in code if (m := re.search(r"BRA (0x[0-9a-f]+)", ins))]
+    loops = sorted((lo, hi) for lo, hi in back if lo < hi)
+
+    def body(lo: int, hi: int) -> list[str]:
+        return [ins.split()[0].split(".")[0] for a, ins in code if lo <= a <= hi]
+
+    # the innermost loops holding a wgmma: each consumer warpgroup's K loop
+    k_loops = [
+        r
+        for r in loops
+        if "HGMMA" in body(*r)
+        and not any(o != r and r[0] <= o[0] and o[1] <= r[1] and "HGMMA" in body(*o) for o in loops)
+    ]
+    out = {}
+    for i, r in enumerate(k_loops):
+        b = body(*r)
+        out[f"kloop{i}"] = dict(n=len(b), mix=dict(collections.Counter(b).most_common(16)))
+    return out
 
 
 def main() -> None:

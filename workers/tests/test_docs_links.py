@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -31,7 +32,7 @@ def _docs() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _prose_lines(text: str):
+def _prose_lines(text: str) -> Iterator[tuple[int, str]]:
     """Yields (line number, line) outside fenced code blocks, with inline code spans blanked."""
     fenced = False
     for n, line in enumerate(text.splitlines(), 1):
@@ -89,17 +90,17 @@ def _broken(path: Path, root: Path = ROOT) -> list[str]:
     return problems
 
 
-def test_there_are_docs_to_check():
+def test_there_are_docs_to_check() -> None:
     assert (ROOT / "README.md").is_file()
     assert len(_docs()) >= 2
 
 
 @pytest.mark.parametrize("doc", _docs(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_relative_links_resolve(doc: Path):
+def test_relative_links_resolve(doc: Path) -> None:
     assert _broken(doc) == []
 
 
-def test_checker_catches_a_broken_link(tmp_path):
+def test_checker_catches_a_broken_link(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# Top\n## Some `code` (x)\n", encoding="utf-8")
     doc = tmp_path / "b.md"
     doc.write_text(

@@ -182,10 +182,43 @@ def _on_host(
 
 def _host_rows(logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
     """logits[rows] as float32 on the CPU, copied off the device rows_per_chunk rows at a time."""
-    if logits.device.type == "cpu":
-        return logits[rows].float()
     step = rows_per_chunk(int(logits.shape[-1]))
+    if logits.device.type == "cpu" or len(rows) <= step:  # one copy (none on the CPU); also 0 rows: no cat([])
+        return logits[rows].float().cpu()
     return torch.cat([logits[rows[a : a + step]].float().cpu() for a in range(0, len(rows), step)])
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """How _Batch.launch treats a batch's rows (_classify)."""
+
+    sampled: list[int]  # rows that sample (not greedy)
+    penalized: list[int]  # rows with penalties
+    changed: list[int]  # rows with a logit bias, a ban or penalties
+    adjusted: bool  # some row has a logit bias or a ban
+    plain_greedy: bool  # some greedy row has none of those: its token is the logits' argmax
+
+
+def _classify(params: list[SamplingParams], banned: list[Seq[int] | None] | None) -> _RowPlan:
+    """The rows' _RowPlan, in one pass over them (rows in batch order in each list)."""
+    sampled: list[int] = []
+    penalized: list[int] = []
+    changed: list[int] = []
+    adjusted = plain_greedy = False
+    for j, p in enumerate(params):
+        pen = p.has_penalties
+        if pen:
+            penalized.append(j)
+        moved = pen
+        if p.logit_bias or (banned is not None and banned[j]):
+            adjusted = moved = True
+        if moved:
+            changed.append(j)
+        if not p.greedy:
+            sampled.append(j)
+        elif not moved:
+            plain_greedy = True
+    return _RowPlan(sampled, penalized, changed, adjusted, plain_greedy)
 
 
 @dataclass(frozen=True)
@@ -223,15 +256,14 @@ class _Batch:
     def _tensor(self, values: list[float] | list[int], dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(self.dev, non_blocking=True)
 
-    def _raw(self, rows: list[int], index: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    def _raw(self, rows: list[int], index: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
         """(the float32 logits of the batch's `rows` (sorted), whether that tensor is this call's own copy (False: it
         is the caller's logits, never to be written)). index: those rows' rows of logits (_global) on the device
-        already (a slice of one upload per call), None: uploaded here."""
+        already (a slice of one upload per call); None only where `rows` are every row of the logits."""
         if self.sel is None and len(rows) == len(self.params):
             x = self.logits.float()
             return x, x is not self.logits
-        if index is None:
-            index = self._tensor(self._global(rows), torch.long)
+        assert index is not None, "index is None only where the rows are every row of the logits"
         return self.logits[index].float(), True
 
     def _global(self, rows: list[int]) -> list[int]:
@@ -252,31 +284,14 @@ class _Batch:
         The rows that need full-vocabulary work (sampled, or with a bias, a ban or penalties) go in chunks of
         rows_per_chunk(vocab); the other greedy rows take one argmax of the logits as they are."""
         r = len(self.params)
-        banned = self.banned
-        sampled: list[int] = []
-        penalized: list[int] = []
-        changed: list[int] = []  # rows with a logit bias, a ban or penalties
-        adjusted = False  # some row has a logit bias or a ban
-        plain_greedy = False  # a greedy row with none of those: its token is the logits' argmax
-        for j, p in enumerate(self.params):  # one pass over the rows
-            pen = p.has_penalties
-            if pen:
-                penalized.append(j)
-            moved = pen
-            if p.logit_bias or (banned is not None and banned[j]):
-                adjusted = moved = True
-            if moved:
-                changed.append(j)
-            if not p.greedy:
-                sampled.append(j)
-            elif not moved:
-                plain_greedy = True
+        plan = _classify(self.params, self.banned)
+        sampled, penalized, changed, adjusted = plan.sampled, plan.penalized, plan.changed, plan.adjusted
         # one uniform per sampled row, from its own generator (sampler.draw), drawn first: every per-row number
         # then goes to the device in one copy
         uniforms = {j: uniform(self.generators[j]) for j in sampled}
         if penalized:
             self._check_histories(penalized)
-        if plain_greedy:  # the greedy rows' tokens
+        if plan.plain_greedy:  # the greedy rows' tokens
             tokens = self.logits.argmax(dim=-1)  # = argmax of the float32 values (exact widening)
             if self.sel is not None:
                 tokens = tokens[self._tensor(self.sel, torch.long)]
@@ -289,9 +304,12 @@ class _Batch:
         rows = [self.params[j] for j in sampled]
         v = self.vocab
         # every sampled row's numbers in one copy: temperature, top_p, k, the uniform, the row's index in the batch
+        # (none without sampled rows: the work is then greedy rows with a bias, a ban or penalties)
         ks = [p.top_k if 0 < p.top_k < v else v for p in rows]
-        per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
-                               + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
+        per_row = None
+        if sampled:
+            per_row = self._tensor([p.temperature for p in rows] + [p.top_p for p in rows] + ks
+                                   + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
         at = {j: m for m, j in enumerate(sampled)} if changed else {}  # row -> its place in sampled
         step = rows_per_chunk(v)
         # the work rows' rows of logits in one copy, sliced per chunk (none where one chunk reads the logits whole)
@@ -316,6 +334,7 @@ class _Batch:
             if local:  # x handed over in a box, so that its memory goes as soon as the sampling has scaled it
                 box = [x]
                 del x
+                assert per_row is not None  # local: some row of the chunk samples
                 tokens = self._sampled(box, chunk, local, first, per_row, ks, tokens, overflow)
         return tokens, overflow, uniforms
 

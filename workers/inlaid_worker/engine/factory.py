@@ -81,7 +81,7 @@ def sampling_reserve_bytes(vocab: int, max_num_seqs: int, dtype: torch.dtype) ->
 
 
 def headroom_warning(
-    free_bytes: int, reserve_bytes: int, kv_cache_bytes: int, max_num_seqs: int, vocab: int
+    *, free_bytes: int, reserve_bytes: int, kv_cache_bytes: int, max_num_seqs: int, vocab: int
 ) -> str | None:
     """The start-up warning when the device memory free after the engine was built (KV cache and weights allocated)
     is below reserve_bytes (sampling_reserve_bytes); None when it is not."""
@@ -98,13 +98,18 @@ def headroom_warning(
 
 
 def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dtype) -> str | None:
-    """On a CUDA device: logs headroom_warning once (a warning) when it has one, and returns it; elsewhere None."""
+    """On a CUDA device (free: mem_get_info's free bytes plus the caching allocator's reserved but unallocated
+    bytes): logs headroom_warning once (a warning) when it has one, and returns it; elsewhere None."""
     device = torch.device(options.device)
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
+    # the caching allocator's reserved-but-unused blocks are free to the engine's tensors too (mem_get_info counts
+    # them as used)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     reserve = sampling_reserve_bytes(vocab, options.max_num_seqs, dtype)
-    message = headroom_warning(free, reserve, options.kv_cache_bytes, options.max_num_seqs, vocab)
+    message = headroom_warning(free_bytes=free, reserve_bytes=reserve, kv_cache_bytes=options.kv_cache_bytes,
+                               max_num_seqs=options.max_num_seqs, vocab=vocab)  # fmt: skip
     if message is not None:
         log.warning(message)
     else:

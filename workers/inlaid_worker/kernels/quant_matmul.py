@@ -23,9 +23,9 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "tcs", "tcss", "tcsa", "tcs2", "tcs2a" (quant_tcs, Gluon): small-M GEMV with quant_tcw's structure (a TMA producer
   warp keeps a deep ring of word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program);
   "2": PIPE (half-tile wgmmas under the next half's dequantization), "a": ACC_SCALE (exact (q - z) operand, fp32
-  group scale on each K tile's result). The tuner offers "tcs2a" at M = 2..16 (session 13: 5-17% faster than the
-  earlier picks); the rest are bench kinds. Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other GPUs
-  never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
+  group scale on each K tile's result). The tuner offers "tcs2a" at M = 2..16 (session 13; speed-ups in
+  quant_tcs's docstring); the rest are bench kinds. Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only):
+  other GPUs never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -49,7 +49,15 @@ from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
 from .quant_hgemv3 import launch_hgemv3
 from .quant_hgemvr import launch_hgemvr
-from .quant_matmul_config import QMMConfig, agrees, candidate_configs, hopper_only, pick_config
+from .quant_matmul_config import (
+    TCS_ACC_KINDS,
+    TCS_KINDS,
+    QMMConfig,
+    agrees,
+    candidate_configs,
+    hopper_only,
+    pick_config,
+)
 from .quant_mma import dequant_matmul, launch_mma
 from .quant_tc import launch_tensor_core
 
@@ -190,7 +198,7 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
-    elif cfg.kind in ("tcs", "tcss", "tcs2", "tcsa", "tcs2a"):  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x WGs)
+    elif cfg.kind in TCS_KINDS:  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x consumer warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
@@ -225,7 +233,7 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
         launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
     else:
         launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y,
-                           kind="tc" if cfg.kind in ("tcsa", "tcs2a") else "tcf")  # fmt: skip
+                           kind="tc" if cfg.kind in TCS_ACC_KINDS else "tcf")  # fmt: skip
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

@@ -219,17 +219,20 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, 128, 128, s, 4, st, True, kind) for kind, bm, st, splits in TCW_PLANS[mb] for s in splits]
 
 
-# quant_tcs (kind "tcs2a" offered: session 13, 1.03-1.13x iso / 1.07-1.22x under PDL against the earlier picks at 7B
-# up / gate-up / down M = 4/8/16, kernels-2026-11-30-s13-tcs-summary.md; "tcs" / "tcss" / "tcs2" / "tcsa" and the
-# bench script's "tcs0" are bench kinds; 4-bit, M = 2..16; session 12): the small-M GEMV with a TMA
-# producer warp and a deep word ring. Per M bucket: (block_n = 64 x consumer warpgroups, ring stages, kind, splits); block_m 8 up to M = 8,
-# 16 above. A split is offered only where the ring and the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
+# quant_tcs (sessions 12-13; kind "tcs2a" offered at M = 2 / 4 / 8 / 16, speed-ups in quant_tcs's docstring; "tcs" /
+# "tcss" / "tcs2" / "tcsa" and the bench script's "tcs0" are bench kinds; 4-bit): the small-M GEMV with a TMA
+# producer warp and a deep word ring. Per M bucket: (block_n = 64 x consumer warpgroups, ring stages, kind, splits);
+# block_m 8 up to M = 8, 16 above. A split is offered only where the ring and the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
 # The plans that won a (shape, M) point of kernels-2026-11-30-s12-tcs.md: two consumer warpgroups (128 columns), a
 # 4-stage ring, one wave of programs on the H200 (7B up split 3, down split 8 / 4); deeper rings (6-8), one warpgroup
 # and M = 1 (0.76-0.80x the hgemvr GEMV) lost.
 _TCS_PLAN = ((128, 4, "tcs2a", (2, 3, 4, 8)),)  # split 2: 13B qkv M = 2..8 (kernels-2026-11-30-s13-retune-summary.md)
 TCS_PLANS: dict[int, tuple] = {2: _TCS_PLAN, 4: _TCS_PLAN, 8: _TCS_PLAN, 16: _TCS_PLAN}
 TCS_SMEM_MAX = 200 * 1024  # = quant_tcs.SMEM_MAX (that module imports Gluon's Hopper support: not here)
+# quant_tcs's kinds that quant_matmul dispatches (= quant_tcs.KINDS less the bench-only EARLY_KINDS, asserted there)
+# and those with ACC_SCALE (the exact (q - z) operand; quant_tc "tc" under the interpreter) (= quant_tcs.ACC_KINDS)
+TCS_KINDS = ("tcs", "tcss", "tcs2", "tcsa", "tcs2a")
+TCS_ACC_KINDS = ("tcsa", "tcs2a")
 
 
 def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:

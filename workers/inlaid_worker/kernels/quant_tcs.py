@@ -45,12 +45,15 @@ Session 13 (bench/results/kernels-2026-11-30-s13-tcs-summary.md):
   operand is the exact q - z (_operand_qz: no scale multiply; fp16 keeps the odd nibbles in place and takes magic and
   zero off with one fma by 1/16, one shift a word instead of three) and each tile's fp32 wgmma result is scaled by its
   group's s, rounded to x's 16-bit type, on the accumulator (quant_tc "tc" numerics, tcs_reference(acc_scale=True));
-  145 instead of 181 SASS instructions a K tile (s13_tcs_sass.py); 5-15% faster than tcs at M = 4..16.
-Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) at M = 2..16, and
-the shipped table (tuned/nvidia-h200.json) has "tcs2a" at eleven 7B points (up / gate-up / down at M = 4 / 8 / 16,
-kernels-2026-11-30-s13-tcs-summary.md; up / down at M = 2) and two 13B points (qkv, gate/up at M = 16;
-kernels-2026-11-30-s13-retune-summary.md). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next half's
-dequantization) and "tcsa" are bench / candidate kinds: quant_matmul dispatches them, the tuner does not offer them.
+  145 instead of 181 SASS instructions a K tile (s13_tcs_sass.py). Speed-ups (the figures quant_matmul and
+  quant_matmul_config refer to): 5-15% faster than tcs at M = 4..16; "tcs2a" against the table's earlier picks at
+  7B up / gate-up / down M = 4 / 8 / 16: 1.03-1.13x iso, 1.07-1.22x under PDL (kernels-2026-11-30-s13-tcs-summary.md).
+Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) at M = 2..16
+(splits 2 / 3 / 4 / 8), and the shipped table (tuned/nvidia-h200.json) has "tcs2a" at eleven 7B points (up /
+gate-up / down at M = 4 / 8 / 16, kernels-2026-11-30-s13-tcs-summary.md; up / down at M = 2) and five 13B points
+(qkv at M = 2 / 4 / 8 split 2 and M = 16 split 4, gate/up at M = 16 split 3; kernels-2026-11-30-s13-retune-summary.md).
+"tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next half's dequantization) and "tcsa" are bench /
+candidate kinds: quant_matmul dispatches them (quant_matmul_config.TCS_KINDS), the tuner does not offer them.
 Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, reproduces the race) and launch_tcs's
 `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
 """
@@ -67,6 +70,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_common import split_iters, workspace
+from .quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS
 from .quant_tcg import BLOCK_K, _operand, layout_cache, tcg_layouts
 from .quant_tcw import _tcw_store, slot_workspace
 
@@ -85,6 +89,8 @@ KINDS["tcs2a"] = False
 # consumes the words): sporadically wrong results at block_m 16 (session 13, kernels-2026-11-30-s13-tcs-summary.md)
 EARLY_KINDS = ("tcs0",)
 KINDS["tcs0"] = False
+# quant_matmul dispatches every kind but the bench-only EARLY_KINDS (quant_matmul_config's copies: no Gluon import)
+assert tuple(k for k in KINDS if k not in EARLY_KINDS) == TCS_KINDS and ACC_KINDS == TCS_ACC_KINDS
 
 
 def smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
@@ -310,8 +316,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
                 a = _operand_qz(p0, zm2, L5, DOT, dt, IS_BF16)
                 tok = hopper.warpgroup_mma(a, x_smem.index(it).permute((1, 0)), acc0, use_acc=False, is_async=True)
                 part = hopper.warpgroup_mma_wait(0, deps=[tok])
-                if not EARLY_RELEASE:
-                    mbarrier.arrive(empty.index(st), count=1)
+                mbarrier.arrive(empty.index(st), count=1)  # no ACC_SCALE kind releases early (EARLY_KINDS)
                 acc = acc + part * sv[:, None]
             else:
                 s = s_rows.index(WG * ITERS_P2 + it).load(ZL)
@@ -489,5 +494,5 @@ def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stag
                       **launch_kw(tensor_core=True))  # fmt: skip
 
 
-__all__ = ["ACC_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes", "tcs_args", "tcs_layouts",
-           "tcs_reference", "tcs_supported"]  # fmt: skip
+__all__ = ["ACC_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes",
+           "tcs_args", "tcs_layouts", "tcs_reference", "tcs_supported"]  # fmt: skip

@@ -1,17 +1,21 @@
 """Random sampling batches for the device sampler's tests: rows flat, normal and peaked; greedy and sampled rows
 with temperatures, min-p, top-k, top-p, penalties, logit biases, min_tokens bans, logprobs and seeds; and rows that
-overflow float32."""
+overflow float32; the worst-case rows and the scratch meter (PeakBytes) of the scratch tests and benches."""
 
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from inlaid_worker.engine.device_sampler import sample_batch
 from inlaid_worker.engine.sampler import SamplerOutput, TokenHistory, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 @dataclass
@@ -207,3 +211,61 @@ def mixed_case(seed: int, rows: int, vocab: int) -> Case:
         kw: dict = {"temperature": 0.8, "seed": seed * 1000 + i} | cycle[i % len(cycle)]
         params.append(SamplingParams(**kw))
     return Case(logits, params, [None] * rows, [p.seed or 0 for p in params])
+
+
+def worst_params(rows: int) -> list[SamplingParams]:
+    """Every row sampled with every restriction, a bias, all three penalties and 20 logprobs (worst_case's rows)."""
+    return [SamplingParams(temperature=0.9, top_k=50 + i, top_p=0.9, min_p=0.01, seed=i, presence_penalty=0.5,
+                           frequency_penalty=0.3, repetition_penalty=1.2, logprobs=20,
+                           logit_bias=((1, 2.0), (5, -3.0))) for i in range(rows)]  # fmt: skip
+
+
+def worst_histories(rows: int) -> list[TokenHistory | None]:
+    """worst_case's penalty histories: ~300 prompt and ~43 output tokens a row."""
+    return [TokenHistory(list(range(i % 7, 900, 3)), list(range(0, 300, 7))) for i in range(rows)]
+
+
+def worst_case(rows: int, vocab: int, seed: int = 0) -> Case:
+    """Every row sampled with every restriction, a bias, a ban, all three penalties and 20 logprobs."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, vocab, generator=gen) * 3
+    return Case(logits, worst_params(rows), worst_histories(rows), list(range(rows)), [(2, 3)] * rows)
+
+
+def mixed_batch(seed: int, rows: int, vocab: int) -> Case:
+    """random_case's rows (greedy and sampled, biased, banned, penalized, with logprobs) with some worst-case rows."""
+    case, worst = random_case(seed, rows, vocab), worst_case(rows, vocab, seed)
+    rng = random.Random(seed)
+    for i in rng.sample(range(rows), rows // 4):
+        case.params[i], case.histories[i], case.seeds[i] = worst.params[i], worst.histories[i], worst.seeds[i]
+        assert case.banned is not None
+        case.banned[i] = (2, 3)
+    return case
+
+
+class PeakBytes(TorchDispatchMode):
+    """The most tensor bytes allocated inside the mode and alive at once, checked after every op (storages that
+    existed before, such as the logits, and views of them are not counted; an op's internal buffers are not seen)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int, bool]] = {}  # data_ptr -> (ref, bytes, counted)
+        self.now = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        for key in [k for k, (ref, _, _) in self.live.items() if ref.expired()]:
+            _, size, counted = self.live.pop(key)
+            self.now -= size if counted else 0
+        self._see(tree_leaves((args, kwargs)), counted=False)
+        out = func(*args, **kwargs)
+        self._see(tree_leaves(out), counted=True)
+        self.peak = max(self.peak, self.now)
+        return out
+
+    def _see(self, leaves: list[Any], counted: bool) -> None:
+        for t in leaves:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                st = t.untyped_storage()
+                self.live[st.data_ptr()] = (StorageWeakRef(st), st.nbytes(), counted)
+                self.now += st.nbytes() if counted else 0

@@ -2,9 +2,9 @@
 SCRATCH_BYTES_PER_TOKEN): torch.cuda.max_memory_allocated over one sample_batch / launch_batch call of 256 rows stays
 under sampler_scratch_bytes(vocab, 256) plus 16 MiB of allocator slack, with every row in the nucleus (the CUDA sort:
 a segmented radix sort below 128 rows keeps ~32 B of its own buffers per element), one row with top_k 20000
-(torch.topk then sorts whole rows) or every row with it, and rows with every restriction, penalties and 20 logprobs. The logits are float32
-and the batch spans several chunks, so the call makes no copy of the whole batch's logits: the bound has nothing else
-to add. Skipped without CUDA; run with -s to see the measured bytes per chunk row and vocabulary entry."""
+(torch.topk then sorts whole rows) or every row with it, and rows with every restriction, penalties and 20 logprobs
+(device_sampler_cases.worst_params). The logits are float32 and the batch spans several chunks, so the call makes no
+copy of the whole batch's logits: the bound has nothing else to add. Skipped without CUDA; run with -s to see the measured bytes per chunk row and vocabulary entry."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from device_sampler_cases import worst_histories, worst_params
 from inlaid_worker.engine.device_sampler import (
     SCRATCH_BYTES_PER_TOKEN,
     launch_batch,
@@ -19,7 +20,7 @@ from inlaid_worker.engine.device_sampler import (
     sample_batch,
     sampler_scratch_bytes,
 )
-from inlaid_worker.engine.sampler import TokenHistory, make_generator
+from inlaid_worker.engine.sampler import make_generator
 from inlaid_worker.engine.sampling_params import SamplingParams
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -47,9 +48,7 @@ def _params(kind: str, vocab: int) -> list[SamplingParams]:
     if kind == "all_top_k_20000":  # every row sorted twice: torch.topk's full sort, then the nucleus
         return [SamplingParams(temperature=0.8, top_p=0.9, top_k=20000, seed=i) for i in range(ROWS)]
     assert kind == "everything"
-    return [SamplingParams(temperature=0.9, top_k=50 + i, top_p=0.9, min_p=0.01, seed=i, presence_penalty=0.5,
-                           frequency_penalty=0.3, repetition_penalty=1.2, logprobs=20,
-                           logit_bias=((1, 2.0), (5, -3.0))) for i in range(ROWS)]  # fmt: skip
+    return worst_params(ROWS)
 
 
 @pytest.mark.parametrize("vocab", [32000, 128256])
@@ -58,7 +57,7 @@ def test_one_call_allocates_at_most_the_scratch_bound(vocab: int, kind: str) -> 
     gen = torch.Generator(device="cuda").manual_seed(0)
     logits = torch.randn(ROWS, vocab, device="cuda", generator=gen) * 3
     params = _params(kind, vocab)
-    histories = [TokenHistory(list(range(i % 7, 900, 3)), list(range(0, 300, 7))) for i in range(ROWS)]
+    histories = worst_histories(ROWS)
     banned = [(2, 3)] * ROWS if kind == "everything" else None
     assert rows_per_chunk(vocab) < ROWS  # several chunks: no whole-batch copy of the logits
 

@@ -3,82 +3,28 @@ temporary (bias, ban and penalty copies, the sampling's scratch, the logprobs' l
 rows_per_chunk(vocab) rows at a time, with the same tokens and logprobs as one chunk and as the per-row reference; a
 256-row batch never holds more than sampler_scratch_bytes(vocab, 256) at once (tensor bytes counted at every op
 through a dispatch mode, CPU tensors), and the bound is one chunk; the launch's host-side shortcuts (one pass over
-the rows, one upload of the row indices) give the same results; a row asking for more logprobs than the vocabulary
-has gets them all. The engine's start-up check that uses the bound: test_factory_sampling_headroom.py; the
+the rows (_classify, tested directly), one upload of the row indices, no per-row upload without sampled rows) give
+the same results; a row asking for more logprobs than the vocabulary has gets them all; _host_rows copies any number
+of rows (none included) off a device. The engine's start-up check that uses the bound: test_factory_sampling_headroom.py; the
 bound against the CUDA allocator's peak: test_device_sampler_memory_gpu.py."""
 
 from __future__ import annotations
 
-import random
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
-from device_sampler_cases import Case, generators, logprobs_close, random_case
+from device_sampler_cases import Case, PeakBytes, generators, logprobs_close, mixed_batch, worst_case
 from inlaid_worker.engine import device_sampler
 from inlaid_worker.engine.device_sampler import _Batch, rows_per_chunk, sample_batch, sampler_scratch_bytes
 from inlaid_worker.engine.sampler import SamplerOutput, TokenHistory, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-
-
-class PeakBytes(TorchDispatchMode):
-    """The most tensor bytes allocated inside the mode and alive at once, checked after every op (storages that
-    existed before, such as the logits, and views of them are not counted; an op's internal buffers are not seen)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, tuple[StorageWeakRef, int, bool]] = {}  # data_ptr -> (ref, bytes, counted)
-        self.now = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        for key in [k for k, (ref, _, _) in self.live.items() if ref.expired()]:
-            _, size, counted = self.live.pop(key)
-            self.now -= size if counted else 0
-        self._see(tree_leaves((args, kwargs)), counted=False)
-        out = func(*args, **kwargs)
-        self._see(tree_leaves(out), counted=True)
-        self.peak = max(self.peak, self.now)
-        return out
-
-    def _see(self, leaves: list[Any], counted: bool) -> None:
-        for t in leaves:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
-                st = t.untyped_storage()
-                self.live[st.data_ptr()] = (StorageWeakRef(st), st.nbytes(), counted)
-                self.now += st.nbytes() if counted else 0
 
 
 def run(case: Case, nucleus: str | None = None, logits: torch.Tensor | None = None) -> SamplerOutput:
     x = case.logits if logits is None else logits
     return sample_batch(x, case.params, generators(case), case.histories, nucleus=nucleus, banned=case.banned)
-
-
-def worst_case(rows: int, vocab: int, seed: int = 0) -> Case:
-    """Every row sampled with every restriction, a bias, a ban, all three penalties and 20 logprobs."""
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(rows, vocab, generator=gen) * 3
-    params = [SamplingParams(temperature=0.9, top_k=50 + i, top_p=0.9, min_p=0.01, seed=i, presence_penalty=0.5,
-                             frequency_penalty=0.3, repetition_penalty=1.2, logprobs=20,
-                             logit_bias=((1, 2.0), (5, -3.0))) for i in range(rows)]  # fmt: skip
-    histories: list[TokenHistory | None] = [TokenHistory(list(range(i % 7, 900, 3)), list(range(0, 300, 7)))
-                                            for i in range(rows)]  # fmt: skip
-    return Case(logits, params, histories, list(range(rows)), [(2, 3)] * rows)
-
-
-def mixed_batch(seed: int, rows: int, vocab: int) -> Case:
-    """random_case's rows (greedy and sampled, biased, banned, penalized, with logprobs) with some worst-case rows."""
-    case, worst = random_case(seed, rows, vocab), worst_case(rows, vocab, seed)
-    rng = random.Random(seed)
-    for i in rng.sample(range(rows), rows // 4):
-        case.params[i], case.histories[i], case.seeds[i] = worst.params[i], worst.histories[i], worst.seeds[i]
-        assert case.banned is not None
-        case.banned[i] = (2, 3)
-    return case
 
 
 @pytest.mark.parametrize("nucleus", ["sort", "topk"])
@@ -104,7 +50,7 @@ def test_chunks_of_any_size_give_the_tokens_and_logprobs_of_one_chunk(
     seen: list[int] = []
     real_raw = _Batch._raw
 
-    def raw(self, rows, index=None):  # type: ignore[no-untyped-def]
+    def raw(self, rows, index):  # type: ignore[no-untyped-def]
         seen.append(len(rows))
         assert index is None or int(index.numel()) == len(rows)
         return real_raw(self, rows, index)
@@ -113,7 +59,8 @@ def test_chunks_of_any_size_give_the_tokens_and_logprobs_of_one_chunk(
     for per_chunk in (1, 2, 5):
         for c, one in zip(cases, whole, strict=True):
             vocab = int(c.logits.shape[1])
-            monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", per_chunk * device_sampler.SCRATCH_BYTES_PER_TOKEN * vocab)
+            per_token = device_sampler.SCRATCH_BYTES_PER_TOKEN
+            monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", per_chunk * per_token * vocab)
             assert rows_per_chunk(vocab) == per_chunk
             seen.clear()
             chunked = run(c, nucleus)
@@ -126,18 +73,20 @@ def test_half_precision_logits_and_a_row_selection_chunk_alike(monkeypatch: pyte
     case = mixed_batch(3, 20, 500)
     half = case.logits.half()
     sel = [i for i in range(20) if i % 3 != 1]  # rows a grammar would have taken off (sample_batch's sel)
+    assert case.banned is not None
     sub = SimpleNamespace(params=[case.params[i] for i in sel], histories=[case.histories[i] for i in sel],
-                          banned=[case.banned[i] for i in sel], seeds=[case.seeds[i] for i in sel])  # type: ignore[index]  # fmt: skip
+                          banned=[case.banned[i] for i in sel], seeds=[case.seeds[i] for i in sel])  # fmt: skip
 
     def batch(logits: torch.Tensor, picked: list[int] | None) -> tuple[list[int], list[Any]]:
         c = sub if picked is not None else case
-        b = _Batch(logits, list(c.params), generators(c), list(c.histories), "sort", list(c.banned), picked)  # type: ignore[arg-type]
+        b = _Batch(logits, list(c.params), generators(c), list(c.histories), "sort",  # type: ignore[arg-type]
+                   list(c.banned), picked)  # fmt: skip
         out = b.run()
         return out.tokens, out.logprobs
 
     want_half = run(case, "sort", half)
-    copy = _Batch(case.logits[sel], list(sub.params), generators(sub), list(sub.histories), "sort",  # type: ignore[arg-type]
-                  list(sub.banned)).run()  # fmt: skip
+    copy = _Batch(case.logits[sel], list(sub.params), generators(sub),  # type: ignore[arg-type]
+                  list(sub.histories), "sort", list(sub.banned)).run()  # fmt: skip
     monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", 2 * device_sampler.SCRATCH_BYTES_PER_TOKEN * 500)
     assert rows_per_chunk(500) == 2
     got_half = run(case, "sort", half)
@@ -149,7 +98,7 @@ def test_half_precision_logits_and_a_row_selection_chunk_alike(monkeypatch: pyte
 def test_a_256_row_batch_never_holds_more_than_the_bound(
     monkeypatch: pytest.MonkeyPatch, vocab: int, per_chunk: int
 ) -> None:
-    if per_chunk:  # a small vocabulary with chunks of 8 rows (32 chunks); 0: the real budget (43 rows at 32k)
+    if per_chunk:  # a small vocabulary with chunks of 8 rows (32 chunks); 0: the real budget (26 rows at 32k)
         monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", per_chunk * device_sampler.SCRATCH_BYTES_PER_TOKEN * vocab)
     make = (lambda n: mixed_batch(7, n, vocab)) if per_chunk else (lambda n: worst_case(n, vocab))
     case = make(256)
@@ -259,6 +208,22 @@ def test_the_launch_uploads_the_row_indices_once_and_skips_unused_steps(monkeypa
         assert calls["adjusted"] == calls["penalized"] == 0
         # per_row, the work indices, and (with sel) the greedy rows' selection: none per chunk
         assert calls["tensor"] == (2 if picked is None else 3), calls
+    # greedy rows with a bias only: no per_row upload (the one float64 copy; no sampled row), the tokens unchanged
+    biased = [SamplingParams(temperature=0.0, logit_bias=((1, 3.0),)) for _ in range(rows)]
+    want_biased = sample_rows(logits, biased, [None] * rows, None).tokens
+    dtypes: list[torch.dtype] = []
+    counted = _Batch._tensor
+
+    def tensor(self: _Batch, values: list[Any], dtype: torch.dtype) -> torch.Tensor:
+        dtypes.append(dtype)
+        return counted(self, values, dtype)
+
+    monkeypatch.setattr(_Batch, "_tensor", tensor)
+    assert _Batch(logits, plain, [make_generator(i) for i in range(rows)], None, "sort").launch()[0].tolist() == want[0]
+    assert dtypes.count(torch.float64) == 1  # the sampled rows' per_row
+    dtypes.clear()
+    assert _Batch(logits, biased, [None] * rows, None, "sort").launch()[0].tolist() == want_biased
+    assert dtypes and torch.float64 not in dtypes, dtypes
     mixed = [SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, seed=p.seed,
                             logit_bias=((1, 3.0),) if i == 5 else (), presence_penalty=0.5 if i == 8 else 0.0)
              for i, p in enumerate(plain)]  # fmt: skip
@@ -268,3 +233,41 @@ def test_the_launch_uploads_the_row_indices_once_and_skips_unused_steps(monkeypa
     ref = sample_rows(logits, mixed, [make_generator(i) for i in range(rows)], [TokenHistory([1, 2], [3])] * rows)
     assert got.tokens == ref.tokens
     assert calls["adjusted"] == calls["penalized"] == 5  # every chunk of the 10 work rows (9 sampled, greedy row 8)
+
+
+class _OffCpu:
+    """CPU logits that say they live on a GPU (device.type "cuda"): _host_rows' device path without a device."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.shape, self.device = x, x.shape, torch.device("cuda", 0)
+
+    def __getitem__(self, rows: list[int]) -> torch.Tensor:
+        return self.x[rows]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7])
+def test_host_rows_off_the_cpu_copies_any_number_of_rows(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    vocab = 50
+    x = torch.randn(8, vocab, generator=torch.Generator().manual_seed(n)).half()
+    monkeypatch.setattr(device_sampler, "SCRATCH_BYTES", 2 * device_sampler.SCRATCH_BYTES_PER_TOKEN * vocab)
+    rows = list(range(n))[::-1]  # 0 rows: one empty copy (no torch.cat of nothing); 3 and 7: chunks of 2
+    got = device_sampler._host_rows(_OffCpu(x), rows)  # type: ignore[arg-type]
+    assert got.dtype == torch.float32 and got.shape == (n, vocab)
+    assert torch.equal(got, x[rows].float())
+
+
+def test_classify_sorts_the_rows_for_the_launch() -> None:
+    """_classify: sampled rows, penalized rows, rows changed by a bias, a ban or penalties, whether some row has a bias
+    or a ban, and whether some greedy row is left as it is (its token is the logits' argmax)."""
+    from inlaid_worker.engine.device_sampler import _classify, _RowPlan
+
+    greedy, sampled = SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, seed=1)
+    biased = SamplingParams(temperature=0.0, logit_bias=((1, 2.0),))
+    penalized = SamplingParams(temperature=0.8, seed=2, presence_penalty=0.5)
+    params = [greedy, sampled, biased, penalized, greedy]
+    plan = _classify(params, [None, None, None, None, (3,)])  # row 4: greedy with a ban
+    assert plan == _RowPlan(sampled=[1, 3], penalized=[3], changed=[2, 3, 4], adjusted=True, plain_greedy=True)
+    assert _classify([sampled, penalized], None) == _RowPlan([0, 1], [1], [1], False, False)  # penalties: no adjust
+    assert _classify([biased, greedy], None) == _RowPlan([], [], [0], True, True)
+    assert _classify([biased], [()]) == _RowPlan([], [], [0], True, False)  # an empty ban is no ban
+    assert _classify([greedy], [(5,)]) == _RowPlan([], [], [0], True, False)

@@ -1,7 +1,7 @@
 """--kv-cache-bytes sizes the KV cache alone, on every device (engine/factory.py); sampling_reserve_bytes estimates
 what a full batch's logits and their sampling take at their peak, and on CUDA the engine warns once at start-up when
 the device memory left free after the build is below it (headroom_warning: the pure decision; check_sampling_headroom:
-its shell around torch.cuda.mem_get_info, faked here)."""
+its shell around torch.cuda.mem_get_info plus the caching allocator's reserved but unallocated bytes, faked here)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,12 @@ def test_the_reserve_is_the_float32_logits_and_the_larger_of_widening_or_copy_pl
 
 def test_headroom_warning_names_the_flags_only_when_free_memory_is_short() -> None:
     reserve = factory.sampling_reserve_bytes(32000, 256, torch.float16)
-    assert factory.headroom_warning(reserve, reserve, 8 << 30, 256, 32000) is None
-    assert factory.headroom_warning(80 << 30, reserve, 8 << 30, 256, 32000) is None
-    message = factory.headroom_warning(reserve - 1, reserve, 8 << 30, 256, 32000)
+    rest = {"reserve_bytes": reserve, "kv_cache_bytes": 8 << 30, "max_num_seqs": 256, "vocab": 32000}
+    assert factory.headroom_warning(free_bytes=reserve, **rest) is None
+    assert factory.headroom_warning(free_bytes=80 << 30, **rest) is None
+    with pytest.raises(TypeError):  # keyword-only: five ints in a row are easy to swap
+        factory.headroom_warning(reserve, reserve, 8 << 30, 256, 32000)  # type: ignore[misc]
+    message = factory.headroom_warning(free_bytes=reserve - 1, **rest)
     assert message is not None
     assert "--kv-cache-bytes" in message and "--max-num-seqs" in message
     assert "8192.0 MiB" in message and "256 rows" in message and "32000-token" in message
@@ -49,12 +52,15 @@ def test_the_cuda_check_warns_once_and_skips_other_devices(
 ) -> None:
     seen: list[object] = []
     free = [1 << 40]
+    cached = [0]  # the caching allocator's reserved but unallocated bytes
 
     def mem_get_info(device: object) -> tuple[int, int]:
         seen.append(device)
         return free[0], 2 << 40
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: (3 << 30) + cached[0])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 3 << 30)
     caplog.set_level(logging.INFO, logger=factory.__name__)
     assert factory.check_sampling_headroom(_options("cpu", 1 << 30), 32000, torch.float16) is None
     assert seen == []  # the CPU samples on the host: nothing to check
@@ -66,6 +72,12 @@ def test_the_cuda_check_warns_once_and_skips_other_devices(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == [message]
     assert "64.0 MiB" in message
+    cached[0] = 256 * MIB  # free to the engine's tensors although mem_get_info counts it as used: no warning
+    assert factory.check_sampling_headroom(_options("cuda:1", 1 << 30), 32000, torch.float16) is None
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    cached[0] = 8 * MIB  # 72 MiB in all: still short
+    message = factory.check_sampling_headroom(_options("cuda:1", 1 << 30), 32000, torch.float16)
+    assert message is not None and "72.0 MiB" in message
 
 
 def test_create_engine_sizes_the_cache_from_kv_cache_bytes_on_every_device(
@@ -92,7 +104,6 @@ def test_create_engine_sizes_the_cache_from_kv_cache_bytes_on_every_device(
         with pytest.raises(Stop):
             factory.create_engine(model, _options(device, kv, seqs=64))
     assert built["cpu"] == built["cuda"] == kv // kv_bytes_per_block(config, 16, torch.float32)
-    assert not hasattr(factory, "kv_cache_budget")  # no budget carved out of --kv-cache-bytes any more
 
 
 def test_create_engine_logs_the_kv_cache_and_checks_the_headroom(

@@ -10,6 +10,12 @@ bench kind "tcs0", got sporadically wrong results at block_m 16; session 13).
 backward branch) and `early_releases(loop)` walks one iteration from its ready wait (the body rotated so that it
 starts at the try_wait: the next iteration's top, where PIPE releases the previous slot, comes after this one's
 wait_group) and counts the empty-barrier arrivals that follow a slot read with no wgmma.wait_group in between.
+
+Known limits (the check is a walk over one iteration's text, not a data-flow analysis):
+- `waited` never resets: once a wgmma.wait_group has been seen, every later arrival of the iteration passes, even
+  one after a further slot read that no later wait covers (a loop read-wait-read-release would not be flagged);
+- SLOT_READ matches every ld.shared, the staged scale and zero reads included, not only the slot's words: an arrival
+  after such a read and before the wait counts as early (a false alarm, never a missed one).
 """
 
 from __future__ import annotations

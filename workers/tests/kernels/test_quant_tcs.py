@@ -6,15 +6,52 @@ elsewhere)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
 from cases import make_gptq
-from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
+from inlaid_worker.kernels.gptq_packing import GPTQWeight, prepare_gptq_weight
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
-from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+from inlaid_worker.kernels.quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS, QMMConfig
 
 ON_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+
+
+def _random_weight(k: int, n: int) -> GPTQWeight:
+    """A 4-bit g128 weight of random words and zeros (no act-order), fp16 scales in [0.001, 0.011), on CUDA."""
+    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
+    qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
+    sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
+    return GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
+
+
+def _launch_twice_and_check(launch: Callable[[torch.Tensor, GPTQWeight, torch.Tensor], None], m: int, k: int, n: int,
+                            sym: bool, act: bool, dtype: torch.dtype, use_pdl: int, ref_tol: float,
+                            acc_scale: bool) -> None:  # fmt: skip
+    """`launch(x, w, y)` twice (the workspace and counters are reused by the second call) under pdl.scope(use_pdl)
+    on seeded x [m, k] and weight: y against the fp32 dequantized product (relative error under ref_tol) and against
+    tcs_reference(acc_scale) (4e-3 bf16, 5e-4 fp16); the read-and-clear workspace and the slot counters left zero."""
+    from inlaid_worker.kernels import pdl, quant_common, quant_tcw
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    torch.manual_seed(0)
+    w, ref_w = _weight(k, n, sym, act, "cuda")
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    ref = x.float() @ ref_w
+    y = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+    with pdl.scope(use_pdl):
+        for _ in range(2):
+            launch(x, w, y)
+    torch.cuda.synchronize()
+    err = float((y.float() - ref).norm() / ref.norm())
+    assert err < ref_tol, f"rel err {err:.2e}"
+    model = tcs_reference(x, w, acc_scale=acc_scale)
+    assert float((y.float() - model).norm() / model.norm()) < (4e-3 if dtype == torch.bfloat16 else 5e-4)
+    for ws, cnt in quant_common._WORKSPACES.values():
+        assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
+    for _, cnt in quant_tcw._SLOT_WS.values():
+        assert bool((cnt == 0).all()), "slot counters left zeroed"
 
 
 def _weight(k: int, n: int, sym: bool, act: bool, device: str = "cpu"):
@@ -109,17 +146,17 @@ def test_tcs_acc_scale_builds_with_fewer_instructions_offline() -> None:
     """ACC_SCALE (kinds tcsa / tcs2a, session 13): the consumer K loop drops the operand's 32 HMUL2 a tile (the scale
     goes onto the fp32 accumulator, 4 FFMA for 8 rows) and, in fp16, 2 of every 3 shifts (the odd nibbles keep their
     place and one fma by 1/16 removes magic and zero); no spills, no wgmma serialization, both dtypes, 1-2 warpgroups
-    (bench/kernels/s13_tcs_sass.py)."""
+    (bench/kernels/sass_tcs.py; s13_tcs_sass.py is its CLI)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
-    from s13_tcs_sass import build, loop_mix
     from sass_tcl import analyse
+    from sass_tcs import build, loop_mix
 
-    base = loop_mix(build(8, 4, 2, 11, 3, 0, 0, 0, 1))  # session 12's tcs (tcs0: early release)
+    base = loop_mix(build(8, 4, 2, 11, 3, early=1))  # session 12's tcs (tcs0: early release)
     for pipe, bf16, nwg, bm in ((0, 0, 2, 8), (1, 0, 2, 16), (0, 1, 1, 8)):
-        asm = build(bm, 4, nwg, 11, 3, pipe, 1, bf16)
+        asm = build(bm, 4, nwg, 11, 3, pipe=pipe, acc=1, bf16=bf16)
         res = analyse(asm)
         assert res["spill_stores"] == 0 and not [w for w in res["warnings"] if "C7512" in w], res
         mix = loop_mix(asm)
@@ -137,8 +174,8 @@ def test_tcs_builds_for_sm90_offline() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
-    from s13_tcs_sass import build  # sass_tcs.build with ACC_SCALE = 0 set (else a runtime argument)
     from sass_tcl import analyse
+    from sass_tcs import build  # ACC_SCALE = EARLY_RELEASE = 0 specialised (else runtime arguments)
 
     asm = build(16, 6, 2, 11, 1)
     ptx = asm["ptx"]
@@ -159,10 +196,10 @@ def test_tcs2_builds_without_wgmma_serialization() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
-    from s13_tcs_sass import build
     from sass_tcl import BIN, analyse
+    from sass_tcs import build
 
-    asm = build(8, 4, 2, 11, 1, 1)  # split-K on, PIPE = 1
+    asm = build(8, 4, 2, 11, 1, pipe=1)  # split-K on, PIPE = 1
     ptx = asm["ptx"]
     assert ptx.count("wgmma.mma_async") == 16 and ptx.count("wgmma.commit_group") == 4, "two K=64 halves a warpgroup"
     with tempfile.NamedTemporaryFile(suffix=".ptx", mode="w") as f:
@@ -184,24 +221,25 @@ def test_tcs_release_follows_the_wgmma_wait_in_the_ptx() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
-    from s13_tcs_sass import build  # (bm, stages, nwg, iters, split, pipe, acc, bf16, early)
+    from sass_tcs import build
     from tcs_ptx_order import early_releases, k_loops
 
-    cases = {
-        "tcs 2wg": (16, 4, 2, 11, 3, 0, 0),
-        "tcs 1wg": (16, 4, 1, 11, 3, 0, 0),
-        "tcsa 2wg": (16, 4, 2, 11, 3, 0, 1),
-        "tcsa 1wg bf16": (8, 4, 1, 11, 3, 0, 1, 1),
-        "tcs2 2wg": (8, 4, 2, 11, 3, 1, 0),
-        "tcs2a 2wg": (16, 4, 2, 11, 3, 1, 1),
-        "tcs2a 1wg": (8, 4, 1, 11, 3, 1, 1),
-        "tcs0 2wg": (8, 4, 2, 11, 3, 0, 0, 0, 1),  # the same build as the ACC_SCALE test's baseline
+    cases: dict[str, tuple[tuple[int, ...], dict[str, int]]] = {  # (bm, stages, nwg, iters, split), switches
+        "tcs 2wg": ((16, 4, 2, 11, 3), {}),
+        "tcs 1wg": ((16, 4, 1, 11, 3), {}),
+        "tcsa 2wg": ((16, 4, 2, 11, 3), {"acc": 1}),
+        "tcsa 1wg bf16": ((8, 4, 1, 11, 3), {"acc": 1, "bf16": 1}),
+        "tcs2 2wg": ((8, 4, 2, 11, 3), {"pipe": 1}),
+        "tcs2a 2wg": ((16, 4, 2, 11, 3), {"pipe": 1, "acc": 1}),
+        "tcs2a 1wg": ((8, 4, 1, 11, 3), {"pipe": 1, "acc": 1}),
+        "tcs0 2wg": ((8, 4, 2, 11, 3), {"early": 1}),  # the same build as the ACC_SCALE test's baseline
     }
-    for name, cfg in cases.items():
-        loops = k_loops(build(*cfg)["ptx"])
-        assert len(loops) == cfg[2], (name, len(loops))  # one K loop a consumer warpgroup
+    for name, (cfg, switches) in cases.items():
+        loops = k_loops(build(*cfg, **switches)["ptx"])
+        nwg = cfg[2]
+        assert len(loops) == nwg, (name, len(loops))  # one K loop a consumer warpgroup
         early = [early_releases(loop) for loop in loops]
-        assert early == ([1] * cfg[2] if name.startswith("tcs0") else [0] * cfg[2]), (name, early)
+        assert early == ([1] * nwg if name.startswith("tcs0") else [0] * nwg), (name, early)
 
 
 def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
@@ -209,8 +247,7 @@ def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
     q - z, fp32 tile scaling) for the ACC_SCALE kinds tcsa / tcs2a: the dispatcher's path."""
     import pdl_helpers as ph  # type: ignore[import-not-found]
 
-    ph.interpreted_dispatch_matches_reference(("tcs", "tcss", "tcs2", "tcsa", "tcs2a"), (8, 128, 128, 2, 4, 4),
-                                              act=True)  # fmt: skip
+    ph.interpreted_dispatch_matches_reference(TCS_KINDS, (8, 128, 128, 2, 4, 4), act=True)
 
 
 _TWIN_SCRIPT = """
@@ -219,7 +256,7 @@ from cases import _patch_interpreter_for_numpy, make_gptq
 _patch_interpreter_for_numpy()
 from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
 from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
-from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+from inlaid_worker.kernels.quant_matmul_config import TCS_KINDS, QMMConfig
 from inlaid_worker.kernels.quant_tcs import tcs_reference
 torch.manual_seed(0)
 raw = make_gptq(384, 64, 4, 128, sym=False, act=True, zero_offset=1)
@@ -227,7 +264,7 @@ w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)
 x = torch.randn(5, 384).half()
 models = [tcs_reference(x, w, acc_scale=a).half() for a in (False, True)]
 out = {}
-for kind in ("tcs", "tcss", "tcs2", "tcsa", "tcs2a"):
+for kind in TCS_KINDS:
     y = torch.empty(5, 64, dtype=torch.float16)
     launch_quant_matmul(x, w, QMMConfig(8, 128, 128, 2, 4, 4, True, kind), y)
     out[kind] = [float((y == m).float().mean()) for m in models]
@@ -252,7 +289,7 @@ def test_dispatch_twins_have_each_kinds_numerics() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     same = json.loads(proc.stdout.strip().splitlines()[-1])  # kind -> [equal to the operand model, to the acc model]
     for kind, (op, acc) in same.items():
-        own, other = (acc, op) if kind in ("tcsa", "tcs2a") else (op, acc)
+        own, other = (acc, op) if kind in TCS_ACC_KINDS else (op, acc)
         assert own >= 0.97 and other < 0.9, (kind, same)
 
 
@@ -273,7 +310,7 @@ def test_the_tuners_smem_estimate_is_quant_tcs_own() -> None:
     """quant_matmul_config estimates quant_tcs's shared memory without importing it (Gluon's Hopper module): the two
     must agree wherever a candidate is offered (review of session 12)."""
     from inlaid_worker.kernels import quant_tcs
-    from inlaid_worker.kernels.quant_matmul_config import TCS_SMEM_MAX, _tcs
+    from inlaid_worker.kernels.quant_matmul_config import TCS_PLANS, TCS_SMEM_MAX, _tcs
 
     assert TCS_SMEM_MAX == quant_tcs.SMEM_MAX
     for k in (128, 640, 1280, 4096, 5120, 11008, 13824, 20480):
@@ -282,9 +319,10 @@ def test_the_tuners_smem_estimate_is_quant_tcs_own() -> None:
             for bm, bn, split, st in offered:
                 assert quant_tcs.fits(k, bm, split, st, bn // 64), (k, mb, split)
             bm = 8 if mb <= 8 else 16
-            for split in (3, 4, 8):
-                if quant_tcs.fits(k, bm, split, 4, 2):
-                    assert (bm, 128, split, 4) in offered, (k, mb, split)
+            for bn, st, _, splits in TCS_PLANS[mb]:  # every split the plans name (2 / 3 / 4 / 8)
+                for split in splits:
+                    if quant_tcs.fits(k, bm, split, st, bn // 64):
+                        assert (bm, bn, split, st) in offered, (k, mb, split)
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
@@ -314,27 +352,11 @@ def test_the_tuners_smem_estimate_is_quant_tcs_own() -> None:
 )
 def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool, act: bool,
                                dtype: torch.dtype, k: int, n: int, use_pdl: int) -> None:  # fmt: skip
-    from inlaid_worker.kernels import pdl, quant_common, quant_tcw
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
-    from inlaid_worker.kernels.quant_tcs import ACC_KINDS, tcs_reference
 
-    torch.manual_seed(0)
-    w, ref_w = _weight(k, n, sym, act, "cuda")
-    x = torch.randn(m, k, device="cuda", dtype=dtype)
-    ref = x.float() @ ref_w
-    y = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
-    with pdl.scope(use_pdl):
-        for _ in range(2):  # twice: the workspace and counters are reused by the second call
-            launch_quant_matmul(x, w, QMMConfig(bm, bn, 128, split, 4, stages, True, kind), y)
-    torch.cuda.synchronize()
-    err = float((y.float() - ref).norm() / ref.norm())
-    assert err < (5e-3 if dtype == torch.bfloat16 else 1e-3), f"rel err {err:.2e}"
-    model = tcs_reference(x, w, acc_scale=kind in ACC_KINDS)
-    assert float((y.float() - model).norm() / model.norm()) < (4e-3 if dtype == torch.bfloat16 else 5e-4)
-    for ws, cnt in quant_common._WORKSPACES.values():
-        assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
-    for _, cnt in quant_tcw._SLOT_WS.values():
-        assert bool((cnt == 0).all()), "slot counters left zeroed"
+    cfg = QMMConfig(bm, bn, 128, split, 4, stages, True, kind)
+    _launch_twice_and_check(lambda x, w, y: launch_quant_matmul(x, w, cfg, y), m, k, n, sym, act, dtype, use_pdl,
+                            5e-3 if dtype == torch.bfloat16 else 1e-3, kind in TCS_ACC_KINDS)  # fmt: skip
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
@@ -356,28 +378,15 @@ def test_tcs_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int,
     ],
 )
 def test_tcs_acc_scale_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool,
-                                         act: bool, dtype: torch.dtype, k: int, n: int, use_pdl: int) -> None:  # fmt: skip
+                                         act: bool, dtype: torch.dtype, k: int, n: int,
+                                         use_pdl: int) -> None:  # fmt: skip
     """Kinds tcsa / tcs2a (ACC_SCALE, session 13; quant_tcs.launch_tcs directly, the dispatcher's path is in
     test_tcs_matches_reference): against the fp32 dequantized product (tighter than tcs for fp16: no 16-bit rounding
     of the weights; bf16 x rounds the scales to bf16) and the acc_scale model."""
-    from inlaid_worker.kernels import pdl, quant_common
-    from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
+    from inlaid_worker.kernels.quant_tcs import launch_tcs
 
-    torch.manual_seed(0)
-    w, ref_w = _weight(k, n, sym, act, "cuda")
-    x = torch.randn(m, k, device="cuda", dtype=dtype)
-    ref = x.float() @ ref_w
-    y = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
-    with pdl.scope(use_pdl):
-        for _ in range(2):  # twice: the workspace and counters are reused by the second call
-            launch_tcs(x, w, bm, split, stages, bn // 64, y, kind)
-    torch.cuda.synchronize()
-    err = float((y.float() - ref).norm() / ref.norm())
-    assert err < (4e-3 if dtype == torch.bfloat16 else 5e-4), f"rel err {err:.2e}"
-    model = tcs_reference(x, w, acc_scale=True)
-    assert float((y.float() - model).norm() / model.norm()) < (4e-3 if dtype == torch.bfloat16 else 5e-4)
-    for ws, cnt in quant_common._WORKSPACES.values():
-        assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
+    _launch_twice_and_check(lambda x, w, y: launch_tcs(x, w, bm, split, stages, bn // 64, y, kind), m, k, n, sym, act,
+                            dtype, use_pdl, 4e-3 if dtype == torch.bfloat16 else 5e-4, True)  # fmt: skip
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
@@ -386,15 +395,11 @@ def test_tcs_acc_scale_repeated_launches(kind: str) -> None:
     """7B up (4096 x 11008), n128 split 3 (the shipped tcs plan): 8 x 2 back-to-back launches, PDL off and on, each
     result against the acc_scale model and the workspace zero after every pair."""
     from inlaid_worker.kernels import pdl, quant_common
-    from inlaid_worker.kernels.gptq_packing import GPTQWeight
     from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
 
     torch.manual_seed(0)
     k, n = 4096, 11008
-    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
-    qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
-    sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
-    w = GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
+    w = _random_weight(k, n)
     x = torch.randn(4, k, device="cuda").half()
     ref = tcs_reference(x, w, acc_scale=True)
     for mode in (0, 1):
@@ -416,15 +421,11 @@ def test_tcs_block_m16_gate_up_launches_are_all_right(kind: str) -> None:
     against the model. Session 12's tcs released a ring slot right after reading it, before the wgmma that used the
     words, and got 11 of 40 such launches wrong (one warp's 16 columns of a tile, errors 1e-3 .. 6e-3; s13_tcs_diag.py);
     the slot now goes back after that wgmma (all 0 of 40 with the release after the wait)."""
-    from inlaid_worker.kernels.gptq_packing import GPTQWeight
     from inlaid_worker.kernels.quant_tcs import launch_tcs, tcs_reference
 
     torch.manual_seed(0)
     k, n, m = 4096, 22016, 16
-    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
-    qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
-    sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
-    w = GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
+    w = _random_weight(k, n)
     x = torch.randn(m, k, device="cuda").half()
     ref = tcs_reference(x, w, acc_scale=kind != "tcs")
     errs = []
@@ -445,15 +446,11 @@ def test_tcs_repeated_launches_leave_the_workspace_clean(bn: int, split: int, st
     each result right and the read-and-clear workspace zero after every pair (one warpgroup, split 3, 4 stages failed
     this 12 times in 16 before the x barrier stopped sharing its bytes with the epilogue's scratch)."""
     from inlaid_worker.kernels import pdl, quant_common
-    from inlaid_worker.kernels.gptq_packing import GPTQWeight
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
 
     torch.manual_seed(0)
     k, n = 4096, 11008
-    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
-    qz = torch.randint(-(2**31), 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, device="cuda")
-    sc = (torch.rand(k // 128, n, device="cuda") * 0.01 + 0.001).half()
-    w = GPTQWeight(qw, qz, sc, None, 4, 128, False, 1, k, n)
+    w = _random_weight(k, n)
     cfg = QMMConfig(8, bn, 128, split, 4, stages, True, kind)
     x = torch.randn(4, k, device="cuda").half()
     from inlaid_worker.kernels.quant_tcs import tcs_reference
