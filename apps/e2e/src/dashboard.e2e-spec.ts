@@ -5,11 +5,13 @@
  * records, and saves docs/dashboard.png.
  */
 import { RequestRecord } from '@inlaid/db';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Browser, chromium, Page } from 'playwright-core';
 import { HIST_RELATIVE_ERROR } from '../../gateway/src/dashboard/log-buckets';
 import { RecordsService } from '../../gateway/src/records/records.service';
+import { OnboardQueues } from '../../gateway/src/tasks/onboard-queues.service';
 import { Harness, startHarness } from './support/gateway-harness';
 import { freePort } from './support/ports';
 import { REPO } from './support/python-worker';
@@ -42,11 +44,16 @@ const SEED = [...records('alpha', 40, 120, 20), ...records('beta', 30, 1500, 20)
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run scripts/setup.sh (it installs Debian's chromium)`);
-  h = await startHarness({ WORKER_ADDRS: `127.0.0.1:${await freePort()}` });
+  // the onboarding row below is unfinished and has no flow: no periodic reconciliation pass (which would enqueue
+  // one), the start-up pass over before it is written, and a queue prefix of its own (no other gateway's worker
+  // takes a step of it either)
+  h = await startHarness({ WORKER_ADDRS: `127.0.0.1:${await freePort()}`, INLAID_ONBOARD_RECONCILE_MS: '0', INLAID_QUEUE_PREFIX: `e2e${randomBytes(4).toString('hex')}` });
+  await h.gateway.app.get(OnboardQueues).settled();
   const recordsService = h.gateway.app.get(RecordsService);
   for (const r of SEED) recordsService.add(r);
   while (recordsService.buffered > 0) await recordsService.flush();
-  await h.db.query(`INSERT INTO task_jobs (id, task, kind, status, progress) VALUES ('job-1', 'delta', 'onboard', 'quantizing', $1)`, [
+  await h.db.query(`INSERT INTO task_jobs (id, task, kind, status, progress) VALUES ($1, 'delta', 'onboard', 'quantizing', $2)`, [
+    randomUUID(),
     JSON.stringify({ stages: { validate: { status: 'done', startedAt: '2026-11-29T10:00:00Z' }, hessians: { status: 'done', startedAt: '2026-11-29T10:01:00Z' }, quantize: { status: 'running', startedAt: '2026-11-29T10:02:00Z' } },
       layers: [0, 1, 2].map((layer) => ({ layer, numLayers: 30, hessianSeconds: 1, swapSeconds: 0.1, at: '2026-11-29T10:03:00Z' })) }),
   ]);

@@ -60,6 +60,7 @@ describe('parseConfig', () => {
     [{ WORKER_ADDRS: 'nohostport' }, 'WORKER_ADDRS'],
     [{ WORKER_ADDRS: ' , ' }, 'WORKER_ADDRS'],
     [{ INLAID_DB_POOL: '1' }, 'INLAID_DB_POOL'],
+    [{ INLAID_DB_POOL: '2' }, 'INLAID_DB_POOL'], // below MIN_DB_POOL: a pass's lock and a locked section would leave nothing
     [{ INLAID_DB_POOL: 'many' }, 'INLAID_DB_POOL'],
   ])('rejects %j naming %s', (env, variable) => {
     expect(() => parseConfig(env)).toThrow(ConfigError);

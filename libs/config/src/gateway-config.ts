@@ -12,8 +12,9 @@ export interface GatewayConfig {
   readonly grpcPort: number;
   readonly databaseUrl: string;
   /**
-   * INLAID_DB_POOL: Postgres connections the gateway may hold (default 10). Onboarding steps and DELETE hold one
-   * each for the length of a worker call (task-store.service.ts `locked`), beside request records and the dashboard.
+   * INLAID_DB_POOL: Postgres connections the gateway may hold (default 10, at least MIN_DB_POOL). Onboarding steps
+   * and DELETE hold one each for the length of a worker call (task-store.service.ts `locked`), and a reconciliation
+   * pass holds one for as long as it runs (its lock, `reconciling`), beside request records and the dashboard.
    */
   readonly databasePool: number;
   readonly redisUrl: string;
@@ -132,10 +133,17 @@ function parseWorkerTls(env: Env): WorkerTlsFiles | null {
   return { caPath, certPath, keyPath };
 }
 
+/**
+ * The smallest INLAID_DB_POOL: a reconciliation pass holds one connection while it runs (its lock), the failure
+ * it records holds a second across a worker unload (a locked section), and an onboarding step or DELETE needs a
+ * third meanwhile.
+ */
+export const MIN_DB_POOL = 3;
+
 function parsePool(env: Env): number {
   const raw = opt(env, 'INLAID_DB_POOL') ?? '10';
-  if (!/^\d+$/.test(raw) || Number(raw) < 2 || Number(raw) > 1000) {
-    throw new ConfigError('INLAID_DB_POOL', `expected an integer from 2 to 1000, got "${raw}"`);
+  if (!/^\d+$/.test(raw) || Number(raw) < MIN_DB_POOL || Number(raw) > 1000) {
+    throw new ConfigError('INLAID_DB_POOL', `expected an integer from ${MIN_DB_POOL} to 1000 (a reconciliation pass holds one connection while it runs, a locked section one more), got "${raw}"`);
   }
   return Number(raw);
 }

@@ -24,14 +24,14 @@ export interface TasksConfig {
   readonly reconcileGraceMs: number;
   /**
    * How long a failed task that may have been in a re-quantization keeps its upload directory
-   * (INLAID_FAILED_FILES_TTL_S, seconds, default 3600, 60 to 10 years; removed after that once no
-   * re-quantization step is running or waiting and no run under way holds the task in its batch). A
-   * task that failed before any re-quantization loses it at once (task-files.ts).
+   * (INLAID_FAILED_FILES_TTL_S, seconds, default 3600, 60 to 10 years; removed after that unless a run
+   * under way holds the task in its batch). A task that failed before any re-quantization loses it at once
+   * (task-files.ts).
    */
   readonly failedFilesTtlMs: number;
 }
 
-/** Each wait between reconciliation passes is the period times a factor in [1 - JITTER, 1 + JITTER]. */
+/** Each wait between reconciliation passes is the period times a factor in [1 - JITTER, 1 + JITTER] (onboard-queues.service.ts). */
 export const RECONCILE_JITTER = 0.2;
 /** The longest timer Node keeps (2^31 - 1 ms; a longer one fires after 1 ms). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -39,7 +39,10 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 export const MAX_RECONCILE_MS = Math.floor(MAX_TIMER_MS / (1 + RECONCILE_JITTER));
 /** 24 h: the grace is a few seconds' worth of a gateway writing a row and then enqueuing its flow. */
 export const MAX_RECONCILE_GRACE_MS = 24 * 3600 * 1000;
-/** A failed task's files stay at least a minute (the TTL, not only the running-steps check, guards a run reading them). */
+/**
+ * A failed task's files stay at least a minute: the TTL, not only the running-batches check, guards a run that
+ * read its batch (the task still quantizing) and has not yet written it on its rows (onboard-steps.ts).
+ */
 export const MIN_FAILED_FILES_TTL_S = 60;
 /** 10 years (Postgres takes `now() - ttl` far beyond that, but nothing needs more). */
 export const MAX_FAILED_FILES_TTL_S = 10 * 365 * 24 * 3600;

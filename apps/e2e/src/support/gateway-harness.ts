@@ -13,11 +13,17 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-/** `pgPort`: where the gateway reaches Postgres (a test proxy in front of 5432); cleanup always uses 5432. */
+/**
+ * `pgPort`: where the gateway reaches Postgres (a test proxy in front of 5432); cleanup always uses 5432. Unless
+ * `env` names one, the gateway gets a BullMQ prefix of its own (INLAID_QUEUE_PREFIX): its queue workers never
+ * take another gateway's onboarding steps (a developer's, or another spec's) from the shared default prefix.
+ * A spec whose gateways must share a queue passes the same prefix to each.
+ */
 export async function startHarness(env: Record<string, string>, pgPort = 5432): Promise<Harness> {
   const name = `inlaid_e2e_${randomBytes(4).toString('hex')}`;
   const databaseUrl = `postgres://postgres@127.0.0.1:${pgPort}/${name}`;
-  const config = parseConfig({ PORT: '0', GRPC_PORT: String(await freePort()), DATABASE_URL: databaseUrl, ...env });
+  const queuePrefix = env['INLAID_QUEUE_PREFIX'] ?? `e2e${randomBytes(4).toString('hex')}`;
+  const config = parseConfig({ PORT: '0', GRPC_PORT: String(await freePort()), DATABASE_URL: databaseUrl, ...env, INLAID_QUEUE_PREFIX: queuePrefix });
   const gateway = await startGateway(config, ['warn', 'error']);
   const db = gateway.app.get(DataSource);
   return {

@@ -10,13 +10,14 @@
  * the row id besides, so even two enqueues of one flow add it once). A periodic pass only looks at rows
  * older than INLAID_ONBOARD_RECONCILE_GRACE_MS: a live gateway writes the row and enqueues its flow right
  * after (tasks.service.ts create()). The same pass removes the upload directories of failed tasks that had
- * to keep them a while (task-files.ts), once no re-quantization step is running or waiting and no run under
- * way holds the task in its batch. A row that throws is logged and the pass goes on with the next; a gateway
+ * to keep them a while (task-files.ts), except those of tasks a run under way holds in its batch (a run writes
+ * its batch on its rows when it starts; a run that starts later reads only tasks still quantizing, never a
+ * failed one; the TTL covers a run between reading its batch and writing it). A row that throws is logged and the pass goes on with the next; a gateway
  * shutting down stops its pass between rows and waits for it at most SHUTDOWN_WAIT_MS.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
-import type { GatewayConfig } from '@inlaid/config';
+import { MAX_TIMER_MS, RECONCILE_JITTER as JITTER, type GatewayConfig } from '@inlaid/config';
 import { buildOnboardFlow, ONBOARD_QUEUE, onboardSteps, queueOf, REQUANTIZE_QUEUE, StepPayload, stepJobId } from '@inlaid/jobs';
 import { FlowProducer, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import IORedis from 'ioredis';
@@ -28,14 +29,10 @@ import { TaskStore } from './task-store.service';
 
 const LOCK_MS = 5000;
 const STALLED_CHECK_MS = 2500;
-/** Each wait between reconciliation passes is the period times a factor in [1 - JITTER, 1 + JITTER] (RECONCILE_JITTER of tasks-config.ts, which bounds the period by it). */
-const JITTER = 0.2;
-/** The longest timer Node keeps; a longer delay fires after 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a shutdown waits for a reconciliation pass under way before closing its connections. */
 const SHUTDOWN_WAIT_MS = 5000;
 
-/** The wait before the next pass: `period` jittered by `random` in [0, 1), within what a timer keeps. */
+/** The wait before the next pass: `period` jittered by `random` in [0, 1) by ±RECONCILE_JITTER (tasks-config.ts bounds the period by it), within what a timer keeps (MAX_TIMER_MS). */
 export function reconcileDelay(period: number, random: number): number {
   return Math.min(MAX_TIMER_MS, Math.max(1, Math.round(period * (1 - JITTER + 2 * JITTER * random))));
 }
@@ -123,10 +120,9 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
   /**
    * One reconciliation pass, or null when another gateway is running one (TaskStore.reconciling) or this one
    * is shutting down. Onboardings created more than `graceMs` ago that a dead gateway left with no flow are
-   * enqueued, flows that failed unrecorded are recorded (onboard-recovery.ts); then, if no re-quantization step
-   * is running or waiting (any gateway's: the queue is shared), the upload directories of failed tasks older
-   * than INLAID_FAILED_FILES_TTL_S go (task-files.ts), except those of tasks a run under way holds in its
-   * batch. A row that throws is logged and skipped; the pass stops between rows once the gateway stops.
+   * enqueued, flows that failed unrecorded are recorded (onboard-recovery.ts); then the upload directories of
+   * failed tasks older than INLAID_FAILED_FILES_TTL_S go (task-files.ts), except those of tasks a run under way
+   * (any gateway's) holds in its batch (TaskStore.namesInRunningBatches). A row that throws is logged and skipped; the pass stops between rows once the gateway stops.
    */
   async reconcile(graceMs: number = this.config.tasks.reconcileGraceMs): Promise<Reconciled | null> {
     if (this.stopped) return null;
@@ -157,7 +153,7 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
         this.logger.warn(`reconciling task ${j.task} (${j.id}): ${String(err)}; going on with the next`);
       }
     }
-    if (this.stopped || !(await this.requantizeIdle())) return out;
+    if (this.stopped) return out;
     const inRuns = await this.store.namesInRunningBatches();
     for (const j of await this.store.failedWithFiles(this.config.tasks.failedFilesTtlMs)) {
       if (this.stopped) return out;
@@ -169,12 +165,6 @@ export class OnboardQueues implements OnApplicationBootstrap, OnModuleDestroy {
       }
     }
     return out;
-  }
-
-  /** No re-quantization step active, waiting, delayed or prioritized (on any gateway: the queue is shared). */
-  private async requantizeIdle(): Promise<boolean> {
-    const counts = await (this.queues.get(REQUANTIZE_QUEUE) as Queue).getJobCounts('active', 'wait', 'delayed', 'prioritized');
-    return Object.values(counts).every((n) => n === 0);
   }
 
   /** A step job's state and failure reason in Redis (onboard-recovery.ts). */

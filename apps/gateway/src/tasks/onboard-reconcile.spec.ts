@@ -100,15 +100,23 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms =
 }
 
 describe('periodic reconciliation by live gateways', () => {
+  const GRACE = 1500;
   let a: OnboardQueues;
   let b: OnboardQueues;
   let enqueues: jest.SpyInstance[];
+  /** When each enqueue was called (task job id, Date.now()). */
+  const enqueuedAt: Array<[string, number]> = [];
 
   beforeAll(async () => {
-    const env = { INLAID_ONBOARD_RECONCILE_MS: '200', INLAID_ONBOARD_RECONCILE_GRACE_MS: '3000' };
+    const env = { INLAID_ONBOARD_RECONCILE_MS: '200', INLAID_ONBOARD_RECONCILE_GRACE_MS: String(GRACE) };
     a = gateway(env).queues;
     b = gateway(env).queues;
-    enqueues = [jest.spyOn(a, 'enqueue'), jest.spyOn(b, 'enqueue')];
+    enqueues = [a, b].map((g) =>
+      jest.spyOn(g, 'enqueue').mockImplementation(async (...args: [string, string, boolean]) => {
+        enqueuedAt.push([args[0], Date.now()]);
+        return OnboardQueues.prototype.enqueue.apply(g, args);
+      }),
+    );
     await Promise.all([a.settled(), b.settled()]); // the start-up passes (no grace) are over
   });
   afterAll(async () => {
@@ -121,14 +129,15 @@ describe('periodic reconciliation by live gateways', () => {
   const enqueued = (id: string) => enqueues.flatMap((s) => s.mock.calls).filter((c) => c[0] === id).length;
 
   it('enqueues a row no gateway enqueued once it is older than the grace, exactly once with two gateways reconciling', async () => {
-    const started = Date.now();
+    const started = Date.now(); // before the row's created_at (Postgres runs on this machine's clock)
     const { id } = await accepted('orphan');
-    await sleep(1500); // ~7 passes of each gateway, all well within the grace: the row's own gateway may still enqueue it
-    expect(enqueued(id)).toBe(0);
-    expect(stepsRun(id)).toEqual([]);
     await until('the orphan flow to run', () => stepsRun(id).length === 4);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
-    await sleep(700); // more passes of both: the flow is live (its root completed), nothing is enqueued again
+    // passes every ~200 ms of both gateways ran while the row was younger than the grace (its own gateway may
+    // still enqueue it then) and left it alone: the one enqueue came after the row's age passed the grace
+    const at = enqueuedAt.filter(([j]) => j === id).map(([, t]) => t);
+    expect(at).toHaveLength(1);
+    expect((at[0] as number) - started).toBeGreaterThanOrEqual(GRACE);
+    await sleep(500); // more passes of both: the flow is live (its root completed), nothing is enqueued again
     expect(enqueued(id)).toBe(1);
     expect(stepsRun(id)).toEqual(ALL_STEPS(id));
   });
@@ -137,7 +146,7 @@ describe('periodic reconciliation by live gateways', () => {
     const { id } = await accepted('twice');
     await Promise.all([a.enqueue(id, 'twice', false), b.enqueue(id, 'twice', false), a.enqueue(id, 'twice', false)]);
     await until('the flow to run', () => stepsRun(id).length === 4);
-    await sleep(300);
+    await sleep(200);
     expect(stepsRun(id)).toEqual(ALL_STEPS(id));
     const q = new Queue(ONBOARD_QUEUE, { connection: { url: REDIS_URL }, prefix: PREFIX });
     try {
@@ -175,7 +184,7 @@ describe('two gateways\' passes at once', () => {
 });
 
 describe('a failed task\'s upload directory', () => {
-  const TTL = 3000;
+  const TTL = 1500;
   let queues: OnboardQueues;
   let steps: OnboardSteps;
   let config: GatewayConfig;
@@ -209,41 +218,70 @@ describe('a failed task\'s upload directory', () => {
     expect((await store.get(id))?.error).toBe('validate: lora_A has NaN');
   });
 
-  it('stays while a re-quantization step runs or waits, or a run holds the task in its batch; then goes after the TTL', async () => {
+  it('stays for the TTL and while a run holds the task in its batch; a re-quantization step of other tasks does not keep it', async () => {
     const { id, dir } = await failedLate('late');
     expect((await store.get(id))?.progress.filesPending).toBe(true);
     expect(existsSync(join(dir, 'calibration.jsonl'))).toBe(true);
-    expect((await queues.reconcile())?.filesRemoved).toEqual([]); // failed just now (TTL 3 s)
+    expect((await queues.reconcile())?.filesRemoved).toEqual([]); // failed just now (within the TTL)
     expect(existsSync(dir)).toBe(true);
     let release!: () => void;
     holdRequantize = new Promise<void>((r) => (release = r));
-    const other = await accepted('busy');
-    await queues.enqueue(other.id, 'busy', false);
-    await until('a re-quantization step to run', () => stepsRun(other.id).includes(`${other.id}.load`));
-    await pastTtl(id);
-    expect((await queues.reconcile())?.filesRemoved).toEqual([]); // a step is running: it may read the files
-    release();
-    await until('the re-quantization step to finish', () => stepsRun(other.id).length === 4);
-    holdRequantize = Promise.resolve();
-    // a step waiting (here: delayed, as a retry after a transient error is) may be a run that read the batch
     const requantize = new Queue(REQUANTIZE_QUEUE, { connection: { url: REDIS_URL }, prefix: PREFIX });
     try {
-      const waiting = await requantize.add('requantize', { taskJobId: randomUUID(), task: 'x', step: 'requantize' }, { delay: 60_000 });
+      const other = await accepted('busy');
+      await queues.enqueue(other.id, 'busy', false);
+      await until('a re-quantization step to be active', async () => (await requantize.getJobCounts('active')).active > 0);
+      await pastTtl(id);
+      // a run under way whose batch holds the task (a quantizing row's progress.batch, without a checkpoint)
+      const runner = randomUUID();
+      await store.create({ id: runner, task: 'runner', kind: 'onboard', status: 'quantizing', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'in a run' });
+      await store.update(runner, (j) => (j.progress = { ...j.progress, batch: ['late', 'runner'] }));
       expect((await queues.reconcile())?.filesRemoved).toEqual([]);
-      await waiting.remove();
+      expect(existsSync(dir)).toBe(true);
+      await store.remove(runner);
+      // the held step is still active: a run it starts reads only tasks still quantizing, never a failed one
+      expect((await requantize.getJobCounts('active')).active).toBeGreaterThan(0);
+      expect((await queues.reconcile())?.filesRemoved).toEqual([id]);
+      expect(existsSync(dir)).toBe(false);
+      release();
+      await until('the re-quantization step to finish', () => stepsRun(other.id).length === 4);
     } finally {
+      release();
+      holdRequantize = Promise.resolve();
       await requantize.close();
     }
-    // a run under way whose batch holds the task (a quantizing row's progress.batch, without a checkpoint)
-    const runner = randomUUID();
-    await store.create({ id: runner, task: 'runner', kind: 'onboard', status: 'quantizing', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'in a run' });
-    await store.update(runner, (j) => (j.progress = { ...j.progress, batch: ['late', 'runner'] }));
-    expect((await queues.reconcile())?.filesRemoved).toEqual([]);
-    expect(existsSync(dir)).toBe(true);
-    await store.remove(runner);
-    expect((await queues.reconcile())?.filesRemoved).toEqual([id]);
-    expect(existsSync(dir)).toBe(false);
     expect((await queues.reconcile())?.filesRemoved).toEqual([]); // recorded: not looked at again
+  });
+
+  it('stays while the run that read the task in its batch goes on, also when the task fails meanwhile: a run writes its batch on its rows when it starts', async () => {
+    const ra = await accepted('ra', 'quantizing');
+    const rx = await accepted('rx', 'quantizing');
+    let during: string[] | undefined;
+    const admin = {
+      unloadEverywhere: async () => undefined,
+      requantize: async () => {
+        // rx fails while the run goes on, and (here at once) is past the TTL; the run may still read its files
+        await steps.failAndUnload((await store.get(rx.id))!, 'requantize', 'stalled too often');
+        await db.query(`UPDATE task_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [rx.id]);
+        during = (await queues.reconcile())?.filesRemoved;
+        return { checkpointVersion: 7, tasks: ['ra', 'rx'] };
+      },
+    } as unknown as WorkerAdminService;
+    const run = new OnboardSteps(config, store, admin);
+    try {
+      expect(await run.run('requantize', ra.id, { report: async () => undefined })).toBe('checkpoint v7');
+      expect(during).toEqual([]);
+      expect((await store.get(ra.id))?.progress.batch).toEqual(['ra', 'rx']);
+      expect((await store.get(rx.id))?.status).toBe('failed');
+      // the run is over (ra has its checkpoint): nothing holds rx's files any more once rx is past the TTL (the
+      // run's writes on its batch's rows restarted it; here it is past it at once)
+      await db.query(`UPDATE task_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [rx.id]);
+      expect((await queues.reconcile())?.filesRemoved).toEqual([rx.id]);
+      expect(existsSync(rx.dir)).toBe(false);
+      expect(existsSync(ra.dir)).toBe(true);
+    } finally {
+      for (const id of [ra.id, rx.id]) await store.remove(id);
+    }
   });
 
   it('stays when a task that failed while quantizing is deleted: the reconciliation pass removes it, not DELETE', async () => {
@@ -257,6 +295,24 @@ describe('a failed task\'s upload directory', () => {
     await pastTtl(id);
     expect((await queues.reconcile())?.filesRemoved).toEqual([id]);
     expect(existsSync(dir)).toBe(false);
+    expect(typeof (await store.get(id))?.progress.filesRemovedAt).toBe('string');
+  });
+
+  it('a failure whose removal cannot be recorded is still the failure recorded; a pass removes the files later', async () => {
+    const { id, dir } = await accepted('unrecorded', 'validating');
+    const filesRemoved = jest.spyOn(store, 'filesRemoved').mockRejectedValueOnce(new Error('connection reset'));
+    try {
+      await expect(steps.failAndUnload((await store.get(id))!, 'validate', 'lora_A has NaN')).resolves.toBeUndefined();
+    } finally {
+      filesRemoved.mockRestore();
+    }
+    const row = await store.get(id);
+    expect({ status: row?.status, error: row?.error, removed: row?.progress.filesRemovedAt }).toEqual({ status: 'failed', error: 'validate: lora_A has NaN', removed: undefined });
+    expect(existsSync(dir)).toBe(false); // removed; only the record is missing
+    expect((await store.failedWithFiles(0)).map((r) => r.id)).toContain(id); // so a pass records it
+    expect((await queues.reconcile())?.filesRemoved).not.toContain(id); // within the TTL
+    await db.query(`UPDATE task_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [id]); // past it
+    expect((await queues.reconcile())?.filesRemoved).toContain(id);
     expect(typeof (await store.get(id))?.progress.filesRemovedAt).toBe('string');
   });
 

@@ -107,7 +107,9 @@ export class OnboardSteps {
     const batch = (await this.store.pendingQuantization()).filter((j) => j.calibrationPath !== null && j.adapterPath !== null);
     const names = batch.map((j) => j.task);
     const removals = removalsFirst(await this.store.pendingRemovals(), names);
-    for (const b of batch) await this.store.stageStarted(b.id, 'requantize');
+    // the batch is on its rows before the run reads any file: the reconciliation pass keeps these tasks' files
+    // (namesInRunningBatches); a task failing after this read is failed too recently for the TTL to have passed
+    for (const b of batch) await this.store.stageStarted(b.id, 'requantize', names);
     const add = batch.map((j) => ({ name: j.task, adapterPath: j.adapterPath as string, calibrationPath: j.calibrationPath as string }));
     let done: worker.RequantizeProgress;
     const ids = batch.map((b) => b.id);
@@ -233,6 +235,8 @@ export class OnboardSteps {
       await tx.fail(job.id, stage, reason, { filesPending: !freeAtOnce });
       return freeAtOnce;
     });
-    if (freeNow) await this.freeFailedFiles(job);
+    // a store write that throws here must not replace the step's failure: the row has no filesRemovedAt, so a
+    // reconciliation pass tries again (failedWithFiles)
+    if (freeNow) await this.freeFailedFiles(job).catch((err: unknown) => this.logger.warn(`recording the removal of the files of failed task ${job.task} (${job.id}): ${String(err)}; a reconciliation pass retries it`));
   }
 }

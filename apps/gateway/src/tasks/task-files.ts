@@ -15,10 +15,12 @@
  * directory), the same line is drawn: a task that failed before any re-quantization loses its directory at
  * once; one that failed while quantizing or after (a run may still read its files: a run reads its batch
  * when it starts, and a takeover re-reads it) is marked filesPending and keeps it for INLAID_FAILED_FILES_TTL_S,
- * also if it is deleted meanwhile, after which a reconciliation pass removes it once no re-quantization step is
- * running or waiting and no run under way holds the task in its batch (onboard-queues.service.ts).
+ * also if it is deleted meanwhile, after which a reconciliation pass removes it unless a run under way holds the
+ * task in its batch (a run writes its batch on its rows when it starts; a run that starts later reads only
+ * tasks still quantizing, so never a failed one; onboard-queues.service.ts).
  * Removal is idempotent and never leaves INLAID_DATA_DIR/tasks (removeTaskUploadDir).
  */
+import type { Stats } from 'node:fs';
 import { lstat, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 
@@ -40,7 +42,7 @@ export async function removeTaskUploadDir(dataDir: string, task: string, jobId: 
   const name = `${task}-${jobId}`;
   const dir = resolve(root, name);
   if (name.includes('\0') || /[\\/]/.test(name) || dirname(dir) !== root || dir === root) throw new UnsafeRemoval(`refusing to remove ${JSON.stringify(name)}: not an entry of ${root}`);
-  let st;
+  let st: Stats;
   try {
     st = await lstat(dir);
   } catch (err) {

@@ -95,7 +95,9 @@ export class TaskStore {
   /**
    * Runs `fn` holding the reconciliation lock (transaction-scoped advisory lock, released if the gateway dies),
    * or returns null at once when another gateway holds it: one gateway reconciles at a time. `fn` uses the
-   * store normally (the lock's connection only holds the lock).
+   * store normally (the lock's connection only holds the lock), so a pass holds one pooled connection for as
+   * long as it runs, and a second while it records a failure (a locked section across a worker unload):
+   * INLAID_DB_POOL is at least 3 (MIN_DB_POOL, gateway-config.ts) so that a step or DELETE still gets one.
    */
   async reconciling<T>(fn: () => Promise<T>): Promise<T | null> {
     if (this.tx !== null) throw new Error('reconciling inside a locked section');
@@ -202,7 +204,8 @@ export class TaskStore {
 
   /**
    * Task names in the batch of a re-quantization that may be under way: the `progress.batch` of onboardings
-   * still quantizing without a checkpoint (layerDone writes it). Such a run may read these tasks' files.
+   * still quantizing without a checkpoint (a run writes it on its rows when it starts: stageStarted; layerDone
+   * again). Such a run may read these tasks' files (when it starts, and again on a takeover).
    */
   async namesInRunningBatches(): Promise<Set<string>> {
     const names = new Set<string>();
@@ -237,11 +240,12 @@ export class TaskStore {
     });
   }
 
-  stageStarted(id: string, stage: string): Promise<TaskJob> {
+  /** `batch`: the task names of the re-quantization run that starts (progress.batch, namesInRunningBatches). */
+  stageStarted(id: string, stage: string, batch?: string[]): Promise<TaskJob> {
     return this.update(id, (j) => {
       const s = j.progress.stages[stage];
       if (s?.status === 'done') return;
-      j.progress = { ...j.progress, stages: { ...j.progress.stages, [stage]: { status: 'running', startedAt: s?.startedAt ?? now() } } };
+      j.progress = { ...j.progress, stages: { ...j.progress.stages, [stage]: { status: 'running', startedAt: s?.startedAt ?? now() } }, ...(batch === undefined ? {} : { batch }) };
     });
   }
 
