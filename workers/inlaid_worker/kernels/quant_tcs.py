@@ -72,6 +72,7 @@ from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, l
 from .quant_common import split_iters, workspace
 from .quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS
 from .quant_tcg import BLOCK_K, _operand, layout_cache, tcg_layouts
+from .quant_tcv import _x_stage_offsets, _xtile
 from .quant_tcw import _tcw_store, slot_workspace
 
 BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
@@ -209,17 +210,6 @@ def _tcs_producer(w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES: gl.cons
 
 
 @gluon.jit
-def _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, kx, K, stride_xk, HAS_PERM: gl.constexpr):
-    """x[rows, K tile at kx] in quant_tcv's load order (zero past K)."""
-    k0 = gl.where(kx < K, kx, 0)
-    ok = mask_mx & (kx < K)
-    if HAS_PERM:
-        xk = gl.load(perm_ptr + k0 + x_kk)
-        return gl.load(x_ptr + x_row + xk * stride_xk, mask=ok, other=0.0)
-    return gl.load(x_ptr + x_row + (k0 + x_kk) * stride_xk, mask=ok, other=0.0)
-
-
-@gluon.jit
 def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty,
                   xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg,
                   stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
@@ -262,16 +252,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     ggdc_wait_prefetched(USE_GDC)  # x (and the split-K workspace) may be written by the previous kernel
     # x in the operand's K order (quant_tcv's staging): this warpgroup's share of the tiles, loads of XCH tiles issued
     # before their shared-memory stores
-    XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
-    offs_mx = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=XM)
-    mask_mx = (offs_mx < M)[:, None, None, None, None]
-    tx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
-    wx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
-    ex = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, XL)))))
-    sx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL)))))
-    x_kk = (32 * tx[None, :, None, None, None] + 8 * wx[None, None, :, None, None] + 4 * ex[None, None, None, :, None]
-            + sx[None, None, None, None, :])  # fmt: skip
-    x_row = offs_mx[:, None, None, None, None] * stride_xm
+    x_row, x_kk, mask_mx = _x_stage_offsets(pid_m, M, stride_xm, BLOCK_M, XL)
     for c in gl.static_range(WG, ITERS if DIAG % 2 == 0 else 0, 4 * NWG):
         xa = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + c * BK, K, stride_xk, HAS_PERM)
         if c + NWG < ITERS:
@@ -370,6 +351,23 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
 
 
 @gluon.jit
+def _tcs_wg(cargs, WG: gl.constexpr, cconst):
+    """Consumer warpgroup WG: _tcs_consumer(*cargs, WG, *cconst)."""
+    _tcs_consumer(*cargs, WG, *cconst)
+
+
+@gluon.jit
+def _tcs_partitions(cargs, cconst, pargs, NWG: gl.constexpr, CONS_REGS: gl.constexpr):
+    """The warp-specialized region: NWG consumer warpgroups (the default partition, then a 4-warp worker) on the
+    consumer arguments but WG (cargs: runtime values, cconst: constexprs) and a 1-warp producer on pargs."""
+    if NWG == 2:
+        gl.warp_specialize([(_tcs_wg, (cargs, 0, cconst)), (_tcs_wg, (cargs, 1, cconst)), (_tcs_producer, pargs)],
+                           [4, 1], [CONS_REGS, 24])  # fmt: skip
+    else:
+        gl.warp_specialize([(_tcs_wg, (cargs, 0, cconst)), (_tcs_producer, pargs)], [1], [24])
+
+
+@gluon.jit
 def _tcs_kernel(
     w_desc, x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, SPLIT_K,
@@ -407,32 +405,15 @@ def _tcs_kernel(
     k_tiles = K // BK
     t0 = pid_k * ITERS
     n_it = gl.minimum(ITERS, k_tiles - t0)  # the last split may hold fewer tiles
-    if NWG == 2:
-        gl.warp_specialize([
-            (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
-                             ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
-                             stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
-                             GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE,
-                             EARLY_RELEASE)),
-            (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
-                             ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
-                             stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 1, NWG, ITERS,
-                             GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE,
-                             EARLY_RELEASE)),
-            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC)),
-        ], [4, 1], [CONS_REGS, 24])  # fmt: skip
-    else:
-        gl.warp_specialize([
-            (_tcs_consumer, (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem,
-                             ready, empty, xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
-                             stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, 0, NWG, ITERS,
-                             GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC,
-                             MMA, DOT, L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE,
-                             EARLY_RELEASE)),
-            (_tcs_producer, (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC)),
-        ], [1], [24])  # fmt: skip
+    # the partitions' arguments, written once: consumers' runtime values, their constexprs, the producer's (passed as
+    # call arguments: a Gluon tuple assigned to a name or joined with `+` loses its constexprs, strides of 1 included)
+    _tcs_partitions(
+        (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty, xbar, M,
+         N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg, stride_sn, stride_zg,
+         stride_zn, stride_ym, stride_yn),
+        (NWG, ITERS, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT, L5,
+         L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE, EARLY_RELEASE),
+        (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC), NWG, CONS_REGS)  # fmt: skip
 
 
 def plan_grid(m: int, n: int, k: int, block_m: int, split_k: int, nwg: int) -> tuple[tuple[int, int, int], int]:

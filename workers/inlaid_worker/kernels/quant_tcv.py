@@ -260,6 +260,35 @@ def _step(p, i, t_next, t_last, qw_ptr, w_off, stride_qk, x_smem, s_smem, z_smem
 
 
 @gluon.jit
+def _x_stage_offsets(pid_m, M, stride_xm, BLOCK_M: gl.constexpr, XL: gl.constexpr):
+    """(x_row, x_kk, mask_mx) of x's staging loads (this kernel's and quant_tcs's) in layout XL [BLOCK_M, 4 (t),
+    4 (wi), 2 (e), 4 (s)]: row offsets m * stride_xm, the K offsets kk = 32t + 8wi + 4e + s of the operand's K order
+    within a tile, and the row mask m < M."""
+    XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
+    offs_mx = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=XM)
+    mask_mx = (offs_mx < M)[:, None, None, None, None]
+    tx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
+    wx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
+    ex = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, XL)))))
+    sx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL)))))
+    x_kk = (32 * tx[None, :, None, None, None] + 8 * wx[None, None, :, None, None] + 4 * ex[None, None, None, :, None]
+            + sx[None, None, None, None, :])  # fmt: skip
+    x_row = offs_mx[:, None, None, None, None] * stride_xm
+    return x_row, x_kk, mask_mx
+
+
+@gluon.jit
+def _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, kx, K, stride_xk, HAS_PERM: gl.constexpr):
+    """x[rows, K tile at kx] (x5, _x_stage_offsets' layout; act-order: gathered through perm; zero past K)."""
+    k0 = gl.where(kx < K, kx, 0)
+    ok = mask_mx & (kx < K)
+    if HAS_PERM:
+        xk = gl.load(perm_ptr + k0 + x_kk)
+        return gl.load(x_ptr + x_row + xk * stride_xk, mask=ok, other=0.0)
+    return gl.load(x_ptr + x_row + (k0 + x_kk) * stride_xk, mask=ok, other=0.0)
+
+
+@gluon.jit
 def _tcv_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, SPLIT_K,
@@ -306,16 +335,7 @@ def _tcv_kernel(
     ggdc_wait_prefetched(USE_GDC)
     # x (in the operand's K order), scales and zeros (in MMA row order) of all the program's tiles into shared memory
     # once: the loop's only global loads are the words
-    XM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL))))
-    offs_mx = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=XM)
-    mask_mx = (offs_mx < M)[:, None, None, None, None]
-    tx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
-    wx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, XL)))))
-    ex = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, XL)))))
-    sx = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL)))))
-    x_kk = (32 * tx[None, :, None, None, None] + 8 * wx[None, None, :, None, None] + 4 * ex[None, None, None, :, None]
-            + sx[None, None, None, None, :])  # fmt: skip
-    x_row = offs_mx[:, None, None, None, None] * stride_xm
+    x_row, x_kk, mask_mx = _x_stage_offsets(pid_m, M, stride_xm, BLOCK_M, XL)
     RUN: gl.constexpr = DEPTH if DEPTH <= 3 else 1  # tiles a loop step runs
     XT: gl.constexpr = (ITERS + RUN - 1) // RUN * RUN  # zero x tiles pad the last step
     x_smem = gl.allocate_shared_memory(dt, [XT, BLOCK_M, BLOCK_K], XS)
@@ -327,13 +347,7 @@ def _tcv_kernel(
     g_last = (K - 1) // GROUP
     for i in gl.static_range(XT):
         kx = k_begin + i * BLOCK_K
-        k0 = gl.where(kx < K, kx, 0)
-        ok = mask_mx & (kx < K) & (i < ITERS)
-        if HAS_PERM:
-            xk = gl.load(perm_ptr + k0 + x_kk)
-            xr = gl.load(x_ptr + x_row + xk * stride_xk, mask=ok, other=0.0)
-        else:
-            xr = gl.load(x_ptr + x_row + (k0 + x_kk) * stride_xk, mask=ok, other=0.0)
+        xr = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx & (i < ITERS), kx, K, stride_xk, HAS_PERM)  # pad: zeros
         x_smem.index(i).store(gl.reshape(gl.permute(xr, [0, 2, 4, 1, 3]), [BLOCK_M, BLOCK_K]))
         g = gl.minimum(kx // GROUP, g_last)
         s_smem.index(i).store(gl.load(sc_ptr + g * stride_sg + cols_s * stride_sn))
