@@ -108,6 +108,19 @@ def _faulting_abort_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t
     return engine, state
 
 
+def _two_running(loop: EngineLoop, engine: Any) -> tuple[int, queue.Queue[Any]]:
+    """A session with requests "a" and "b" admitted and a few tokens out: steps go ahead, one is in flight."""
+    sid, outbox = loop.open_session()
+    params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+    for rid in ("a", "b"):
+        loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
+    tokens = 0
+    while tokens < 6:
+        ev = outbox.get(timeout=20)
+        tokens += getattr(ev, "token_ids", None) is not None
+    return sid, outbox
+
+
 def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,14 +130,7 @@ def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
     loop = EngineLoop(engine)
     loop.start()
     try:
-        sid, outbox = loop.open_session()
-        params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
-        for rid in ("a", "b"):
-            loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
-        tokens = 0
-        while tokens < 6:  # a few tokens out: steps go ahead, one is in flight
-            ev = outbox.get(timeout=20)
-            tokens += getattr(ev, "token_ids", None) is not None
+        sid, outbox = _two_running(loop, engine)
         loop.abort(sid, "a")
         failed = _failed(_drain(outbox, lambda evs: "b" in _failed(evs)))
         assert state["faulted"]
@@ -142,14 +148,7 @@ def test_a_fault_at_a_session_close_still_closes_the_session(tmp_path: Path, mon
     loop = EngineLoop(engine)
     loop.start()
     try:
-        sid, outbox = loop.open_session()
-        params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
-        for rid in ("a", "b"):
-            loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
-        tokens = 0
-        while tokens < 6:
-            ev = outbox.get(timeout=20)
-            tokens += getattr(ev, "token_ids", None) is not None
+        sid, outbox = _two_running(loop, engine)
         loop.close_session(sid, abort=True)
         events = _drain(outbox, lambda evs: bool(evs) and evs[-1] is None)
         assert state["faulted"]
