@@ -203,6 +203,27 @@ def decode_fusion_runs(runner: Any, step: Any, kv0: torch.Tensor, fusions: Itera
     return got
 
 
+def fusions_match_unfused(runner: Any, vocab: int, fusions: Iterable[str], batches: Iterable[int] = (1, 2, 3)
+                          ) -> dict[int, dict[str, list]]:  # fmt: skip
+    """For each batch, one decode step (100 cached tokens a row) run from one random KV cache with runner.decode_fusion
+    set to each of `fusions` in turn (decode_fusion_runs; `fusions` must include "none"): every run's logits and KV
+    cache match the first "none" run's (1e-2 relative / absolute) and it is finite. Returns batch -> its runs."""
+    steps_mod = engine_module("steps")
+    kv0 = torch.randn_like(runner.kv_cache) * 0.3
+    out: dict[int, dict[str, list]] = {}
+    for batch in batches:
+        step = steps_mod.make_step(batch, 1, 100, [-1] * batch, vocab, 256)
+        got = decode_fusion_runs(runner, step, kv0, fusions)
+        base, kv_base = got["none"][0]
+        assert torch.isfinite(base).all()
+        for fusion, runs in got.items():
+            for logits, kv in runs:
+                assert float((logits - base).norm() / base.norm()) < 1e-2, (batch, fusion)
+                assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (batch, fusion)
+        out[batch] = got
+    return out
+
+
 def tiny_decode_inputs(c: Any, device: str) -> dict[str, torch.Tensor]:
     """A decode step of two sequences (6 and 11 tokens) for forward_fast on the model config c, fp16, block size 4:
     kv [layers, 2, 8 blocks, 4, kv_heads, head_dim] random, block tables, lengths, the new tokens' slots, cos / sin

@@ -217,18 +217,10 @@ def test_decode_graphs_with_the_norm_fusion_match_unfused(tmp_path: Any, monkeyp
         real(*args, **kw)
 
     monkeypatch.setattr(gemv_norm, "launch_hgemvr", spy)
-    steps_mod = ph.engine_module("steps")
     runner, _, shape = ph.random_7b_runner(tmp_path, 4)
-    kv0 = torch.randn_like(runner.kv_cache) * 0.3
-    for batch in (1, 2, 3):
-        step = steps_mod.make_step(batch, 1, 100, [-1] * batch, shape.vocab, 256)
-        got = ph.decode_fusion_runs(runner, step, kv0, ("none", "norm", "norm+swiglu", "norm", "none", "norm"))
-        base, kv_base = got["none"][0]
-        assert torch.isfinite(base).all()
-        for fusion, runs in got.items():
-            for logits, kv in runs:
-                assert float((logits - base).norm() / base.norm()) < 1e-2, (batch, fusion)
-                assert float((kv.float() - kv_base.float()).abs().max()) < 1e-2, (batch, fusion)
+    runs = ph.fusions_match_unfused(runner, shape.vocab, ("none", "norm", "norm+swiglu", "norm", "none", "norm"))
+    for batch, got in runs.items():
+        base = got["none"][0][0]
         again = got["norm"]
         assert all(torch.equal(again[0][0], r[0]) or float((again[0][0] - r[0]).norm() / base.norm()) < 2e-3
                    for r in again[1:]), batch  # fmt: skip
