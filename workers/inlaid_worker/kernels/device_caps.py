@@ -27,7 +27,7 @@ def need_sm90(device: torch.device, kind: str) -> None:
     """Refuse a Hopper-only kernel kind on a CUDA device without sm_90. The wgmma / TMA Gluon kernels compile only for
     sm_90 (sm_80 / sm_89 lack wgmma, sm_100 / sm_120 no longer have it); elsewhere LLVM aborts the process (no Python
     exception the tuner could catch), so refuse first with a ValueError."""
-    if sm_major(device.index or 0) != 9:
+    if not hopper_device(device):
         raise ValueError(f"kernel kind {kind!r} needs an sm_90 GPU (Hopper wgmma / TMA)")
 
 

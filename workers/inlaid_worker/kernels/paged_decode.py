@@ -76,7 +76,7 @@ from inlaid_worker.env_switch import env_switch
 
 from .decode_fused import counters
 from .decode_row import row_decode, row_options
-from .device_caps import measured_key
+from .device_caps import measured_device, measured_key
 from .pdl import gdc_enter, gdc_late, gdc_start, gdc_wait, launch_kw
 
 
@@ -568,8 +568,9 @@ def choose_num_parts(num_seqs: int, kv_heads: int, device: torch.device) -> int:
     kernels use it."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return parts_for(num_seqs, kv_heads, sms, FEWER_PARTS.get(measured_key(device) or "", ()))
+    props = torch.cuda.get_device_properties(device)
+    key = measured_device(props.name, props.multi_processor_count)
+    return parts_for(num_seqs, kv_heads, props.multi_processor_count, FEWER_PARTS.get(key or "", ()))
 
 
 # impl "split": tokens per tile and warps per program, and how partitions meet (MERGE 1: the merge kernel; 2: the

@@ -18,6 +18,7 @@ from inlaid_worker.env_switch import EnvSwitchError, env_switch
 
 from .device_caps import hopper_device
 from .gptq_packing import GPTQWeight
+from .quant_common import split_iters
 
 
 @dataclass(frozen=True)
@@ -235,19 +236,23 @@ TCS_KINDS = ("tcs", "tcss", "tcs2", "tcsa", "tcs2a")
 TCS_ACC_KINDS = ("tcsa", "tcs2a")
 
 
+def tcs_smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
+    """Shared memory of one quant_tcs program: the word ring, the staged x (16-bit), scales (16-bit) and zeros (int32)."""
+    return stages * 16 * 64 * nwg * 4 + iters * block_m * 128 * 2 + triton.next_power_of_2(iters) * 64 * nwg * 6 + 1024
+
+
+def tcs_fits(k: int, block_m: int, split_k: int, stages: int, nwg: int) -> bool:
+    iters, _ = split_iters(k // 128, split_k)
+    return tcs_smem_bytes(iters, stages, block_m, nwg) <= TCS_SMEM_MAX
+
+
 def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     """Small-M TMA-ring GEMV (quant_tcs): TMA needs 16-byte word rows (N % 4 == 0)."""
     if k % 128 or group % 128 or n % 4 or mb not in TCS_PLANS:
         return []
     bm = 8 if mb <= 8 else 16
-    out = []
-    for bn, st, kind, splits in TCS_PLANS[mb]:
-        for s in splits:
-            iters = triton.cdiv(k // 128, max(1, min(s, k // 128)))  # = quant_common.split_iters
-            smem = st * 16 * bn * 4 + iters * bm * 256 + triton.next_power_of_2(iters) * bn * 6 + 1024
-            if smem <= TCS_SMEM_MAX:  # = quant_tcs.smem_bytes
-                out.append(QMMConfig(bm, bn, 128, s, 4, st, True, kind))
-    return out
+    return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in TCS_PLANS[mb] for s in splits
+            if tcs_fits(k, bm, s, st, bn // 64)]
 
 
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit

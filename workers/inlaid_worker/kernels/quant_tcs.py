@@ -71,48 +71,32 @@ from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_common import split_iters, workspace
 from .quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS
+from .quant_matmul_config import TCS_SMEM_MAX as SMEM_MAX  # bytes a program may use (ring + staged x, scales, zeros)
+from .quant_matmul_config import tcs_fits as fits
+from .quant_matmul_config import tcs_smem_bytes as smem_bytes
 from .quant_tcg import BLOCK_K, _operand, layout_cache, tcg_layouts
 from .quant_tcv import _x_stage_offsets, _xtile
 from .quant_tcw import _tcw_store, slot_workspace
 
 BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
-SMEM_MAX = 200 * 1024  # bytes a program may use (ring + staged x, scales, zeros)
-KINDS = {"tcs": False, "tcss": True}  # kind -> split-K in per-split slots (else read-and-clear atomics)
+# kind -> split-K in per-split slots (else read-and-clear atomics)
+KINDS = {"tcs": False, "tcss": True, "tcs2": False, "tcsa": False, "tcs2a": False, "tcs0": False}
 PIPE_KINDS = ("tcs2", "tcs2a")  # kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1; "tcs2a" ships)
-KINDS["tcs2"] = False
 # session 13: ACC_SCALE = 1, the exact (q - z) operand (no scale in the operand, fewer instructions a K tile) and the
 # tile's fp32 result scaled on the accumulator (quant_tc "tc" / quant_tcv numerics; a K tile is within one group)
 ACC_KINDS = ("tcsa", "tcs2a")
-KINDS["tcsa"] = False
-KINDS["tcs2a"] = False
 # bench-only "tcs0": session 12's tcs, which released a ring slot right after reading it (before the wgmma that
 # consumes the words): sporadically wrong results at block_m 16 (session 13, kernels-2026-11-30-s13-tcs-summary.md)
 EARLY_KINDS = ("tcs0",)
-KINDS["tcs0"] = False
 # quant_matmul dispatches every kind but the bench-only EARLY_KINDS (quant_matmul_config's copies: no Gluon import)
 assert tuple(k for k in KINDS if k not in EARLY_KINDS) == TCS_KINDS and ACC_KINDS == TCS_ACC_KINDS
-
-
-def smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
-    """Shared memory of one program: the word ring, the staged x (16-bit), scales (16-bit) and zeros (int32)."""
-    return (
-        stages * 16 * WG_N * nwg * 4
-        + iters * block_m * BLOCK_K * 2
-        + triton.next_power_of_2(iters) * WG_N * nwg * 6
-        + 1024
-    )
 
 
 def tcs_supported(w: GPTQWeight, k: int) -> bool:
     """4-bit weights, K and group multiples of 128, qweight N-contiguous with 16-byte rows (TMA)."""
     tma_ok = w.qweight.stride(1) == 1 and w.qweight.stride(0) % 4 == 0 and w.qweight.data_ptr() % 16 == 0
     return w.bits == 4 and k % BLOCK_K == 0 and w.group_size % BLOCK_K == 0 and tma_ok
-
-
-def fits(k: int, block_m: int, split_k: int, stages: int, nwg: int) -> bool:
-    iters, _ = split_iters(k // BLOCK_K, split_k)
-    return smem_bytes(iters, stages, block_m, nwg) <= SMEM_MAX
 
 
 def tcs_reference(x: torch.Tensor, w: GPTQWeight, acc_scale: bool = False) -> torch.Tensor:

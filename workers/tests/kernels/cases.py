@@ -195,6 +195,11 @@ LORA_CASES: dict[str, dict[str, Any]] = {
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+# The Gluon wgmma / TMA kernels' GPU tests: an sm_90 GPU exactly (device_caps.need_sm90 refuses sm_100 / sm_120, where
+# LLVM would abort the process)
+ON_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
 def make_gptq(k: int, n: int, bits: int, g: int, sym: bool, act: bool, zero_offset: int) -> dict[str, Any]:
     """Random raw GPTQ tensors (standard packing) for a [k, n] weight."""
     from inlaid_worker.kernels.gptq_packing import pack_bitstream

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import ON_SM90
 from inlaid_worker.kernels.gptq_packing import pack_bitstream, unpack_bitstream
 from inlaid_worker.kernels.quant_hgemv3 import PAIRS
 from inlaid_worker.kernels.quant_matmul_config import candidate_configs
 from inlaid_worker.kernels.quant_tc3 import c_base, c_mul, dequant3_ptx, operand_rows3, x_index3
 
 HERE = Path(__file__).resolve().parent
-ON_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 TC = {"tc", "tcf", "tc2", "tcf2", "tcl", "tclp", "tcls"}
 
 

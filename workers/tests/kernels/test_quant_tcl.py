@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from cases import make_gptq
+from cases import ON_SM90, make_gptq
 from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig, candidate_configs
 from inlaid_worker.kernels.quant_tcg import operand_rows
 
-ON_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 TCL = {"tcl", "tclp", "tcls"}
 
 

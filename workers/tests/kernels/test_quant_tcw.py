@@ -7,12 +7,10 @@ import dataclasses
 
 import pytest
 import torch
-from cases import make_gptq
+from cases import ON_SM90, make_gptq
 from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig
-
-ON_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
 def _weight(k: int, n: int, sym: bool, act: bool, device: str = "cpu"):
