@@ -36,6 +36,16 @@ def env_switch(name: str, env: Mapping[str, str] | None = None) -> bool | None:
     raise EnvSwitchError(f"{name} must be 1/on/true/yes or 0/off/false/no, got {raw!r}")
 
 
+def env_int(name: str, default: int, what: str, env: Mapping[str, str] | None = None) -> int:
+    """The integer `name` holds (surrounding spaces ignored), `default` when it is unset or empty; anything else is a
+    ValueError naming the variable and what the integer counts (`what`, e.g. "tokens"). env: os.environ unless given."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be an integer ({what}), got {raw!r}") from None
+
+
 def check_switches(env: Mapping[str, str] | None = None) -> None:
     """Raises EnvSwitchError for the first of SWITCHES set to something other than on/off."""
     for name in SWITCHES:

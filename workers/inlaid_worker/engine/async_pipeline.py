@@ -162,13 +162,13 @@ class AsyncPipeline:
         could not leave its tokens on the device (a row with a grammar, penalties, logprobs...: the host samples it
         now, with the fed tokens known), its rows of sequences that finished meanwhile left out. The outputs are
         appended to `into` one by one (kept when a later row fails)."""
-        if launched.logits is None:
-            return
+        logits = launched.logits
+        assert logits is not None, "_unfinished always keeps its logits"
         if launched.scored is not None:
             self._collect_prompt_logprobs(ahead, launched.scored)
-        rows = live_rows(ahead)
-        logits = launched.logits
-        self._postprocess(live(ahead), logits if len(rows) == logits.shape[0] else logits[rows], into)
+        keep = live_rows(ahead)  # = live(ahead)'s chunks, in one pass
+        kept = SchedulerOutput([ahead.chunks[i] for i in keep])
+        self._postprocess(kept, logits if len(keep) == logits.shape[0] else logits[keep], into)
 
     def _launch_sampling(
         self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: Container[Sequence] = ()

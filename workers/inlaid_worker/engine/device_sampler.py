@@ -312,9 +312,17 @@ class _Batch:
                                    + [uniforms[j] for j in sampled] + sampled, torch.float64)  # fmt: skip
         at = {j: m for m, j in enumerate(sampled)} if changed else {}  # row -> its place in sampled
         step = rows_per_chunk(v)
-        # the work rows' rows of logits in one copy, sliced per chunk (none where one chunk reads the logits whole)
+        # the work rows' rows of logits in one copy, sliced per chunk (none where one chunk reads the logits whole).
+        # Without changed rows and sel the work rows are the sampled rows, already on the device as per_row's last
+        # segment (as _sampled reads its idx): no second upload
         whole = self.sel is None and len(work) == r and step >= r
-        index = None if whole else self._tensor(self._global(work), torch.long)
+        if whole:
+            index = None
+        elif not changed and self.sel is None:
+            assert per_row is not None  # work is sampled, not empty
+            index = per_row[4 * len(sampled) :].long()
+        else:
+            index = self._tensor(self._global(work), torch.long)
         for a in range(0, len(work), step):
             chunk = work[a : a + step]
             x, own = self._raw(chunk, None if index is None else index[a : a + step])

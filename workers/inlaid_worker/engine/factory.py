@@ -69,15 +69,15 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
 def sampling_reserve_bytes(vocab: int, max_num_seqs: int, dtype: torch.dtype) -> int:
     """An estimate of the device memory one step's logits and their sampling take at their peak, for max_num_seqs
     logits rows (one per scheduled sequence): the float32 logits [S, V] (a decode graph's output, or an eager step's
-    LM head output widened to float32), and on top of them the larger of: the LM head's output in the model dtype
-    while it is widened (none in float32: .float() is then the tensor itself), or the engine's copy of the rows that
-    sample when some do not (engine._postprocess: fewer than S of them) plus the device sampler's scratch bound
-    (device_sampler.sampler_scratch_bytes). Not counted: activations, prompt-logprobs blocks, the decode graphs'
-    per-bucket logits buffers beyond the one in use, the CUDA allocator's rounding and fragmentation."""
-    element = torch.empty((), dtype=dtype).element_size()
-    widen = 0 if dtype == torch.float32 else max_num_seqs * vocab * element
+    LM head output widened to float32), the engine's copy of the rows that sample when some do not
+    (engine._postprocess: fewer than S of them, (S - 1) V float32 entries at most) and the device sampler's scratch
+    bound (device_sampler.sampler_scratch_bytes). The LM head's output in the model dtype while it is widened (at most
+    2 B an entry, S V entries) is always below the copy plus the scratch (S >= 2: 2 S V <= 4 (S - 1) V; S = 1: the
+    scratch alone is >= 80 V), so it is not added; dtype (the model dtype) does not change the estimate. Not counted:
+    activations, prompt-logprobs blocks, the decode graphs' per-bucket logits buffers beyond the one in use, the CUDA
+    allocator's rounding and fragmentation."""
     picked = (max_num_seqs - 1) * vocab * 4
-    return max_num_seqs * vocab * 4 + max(widen, picked + sampler_scratch_bytes(vocab, max_num_seqs))
+    return max_num_seqs * vocab * 4 + picked + sampler_scratch_bytes(vocab, max_num_seqs)
 
 
 def headroom_warning(

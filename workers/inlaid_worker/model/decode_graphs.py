@@ -62,7 +62,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inlaid_worker.env_switch import env_switch
+from inlaid_worker.env_switch import env_int, env_switch
 from inlaid_worker.kernels import pdl
 from inlaid_worker.kernels.decode_fused import choose_fused_parts
 from inlaid_worker.kernels.lora_batch import LoraBatch
@@ -135,12 +135,7 @@ def pdl_policy_env() -> tuple[int, bool]:
     INLAID_PDL_MAX_BUCKET (an integer) / INLAID_PDL_LORA (1/on/true/yes or 0/off/false/no) say otherwise; anything
     else is an error naming the variable."""
     lora = env_switch("INLAID_PDL_LORA") is not False
-    raw = os.environ.get("INLAID_PDL_MAX_BUCKET", "").strip()
-    try:
-        top = int(raw) if raw else PDL_MAX_BUCKET
-    except ValueError:
-        raise ValueError(f"INLAID_PDL_MAX_BUCKET must be an integer (a decode bucket), got {raw!r}") from None
-    return top, lora
+    return env_int("INLAID_PDL_MAX_BUCKET", PDL_MAX_BUCKET, "a decode bucket"), lora
 
 
 def bucket_for(num_seqs: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:

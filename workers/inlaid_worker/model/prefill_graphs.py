@@ -31,7 +31,6 @@ compare with the runner's eager step under Triton's interpreter.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from inlaid_worker.env_switch import env_int
 from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
@@ -60,11 +60,7 @@ ADMIT_MARGIN = 1.25  # a new bucket replaces a live one only when asked for more
 
 def env_max_tokens() -> int:
     """INLAID_PREFILL_GRAPH_MAX_TOKENS (default MAX_TOKENS; 0 runs every prefill step eagerly)."""
-    raw = os.environ.get("INLAID_PREFILL_GRAPH_MAX_TOKENS", "").strip()
-    try:
-        return int(raw) if raw else MAX_TOKENS
-    except ValueError:
-        raise ValueError(f"INLAID_PREFILL_GRAPH_MAX_TOKENS must be an integer (tokens), got {raw!r}") from None
+    return env_int("INLAID_PREFILL_GRAPH_MAX_TOKENS", MAX_TOKENS, "tokens")
 
 
 Key = tuple[int, int, bool]  # TB, SB, LoRA on
