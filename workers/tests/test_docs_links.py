@@ -9,6 +9,7 @@ bare `#anchor`.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -32,8 +33,9 @@ def _docs() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _prose_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yields (line number, line) outside fenced code blocks, with inline code spans blanked."""
+def _prose_lines(text: str, spans: bool = False) -> Iterator[tuple[int, str]]:
+    """Yields (line number, line) outside fenced code blocks, with inline code spans blanked (kept with spans: a
+    heading's anchor keeps their text)."""
     fenced = False
     for n, line in enumerate(text.splitlines(), 1):
         if _FENCE.match(line):
@@ -41,7 +43,7 @@ def _prose_lines(text: str) -> Iterator[tuple[int, str]]:
             continue
         if fenced:
             continue
-        yield n, _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)
+        yield n, line if spans else _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)
 
 
 def _slug(heading: str) -> str:
@@ -55,22 +57,20 @@ def _slug(heading: str) -> str:
     return "".join(out)
 
 
-def _anchors(path: Path) -> set[str]:
+@functools.cache
+def _anchors(path: Path) -> frozenset[str]:
+    """The heading anchors of the markdown file `path` (read once per run: many links point at the same file)."""
     seen: dict[str, int] = {}
     anchors = set()
-    fenced = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if _FENCE.match(line):
-            fenced = not fenced
-            continue
-        m = None if fenced else _HEADING.match(line)
+    for _, line in _prose_lines(path.read_text(encoding="utf-8"), spans=True):
+        m = _HEADING.match(line)
         if not m:
             continue
         base = _slug(m.group(2))
         k = seen.get(base, 0)
         seen[base] = k + 1
         anchors.add(base if k == 0 else f"{base}-{k}")
-    return anchors
+    return frozenset(anchors)
 
 
 def _broken(path: Path, root: Path = ROOT) -> list[str]:

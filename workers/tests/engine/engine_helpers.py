@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
 from inlaid_worker.engine.factory import EngineOptions, create_engine
@@ -15,6 +19,30 @@ def engine_for(model_dir: Path, adapters: dict[str, Path] | None = None, **optio
     for name, path in (adapters or {}).items():
         add_adapter_dir(engine, name, path, model_dir)
     return engine
+
+
+# a device fault as torch raises it (simulated in the tests that inject one)
+FAULT = "CUDA error: an illegal memory access was encountered (simulated)"
+
+
+def drain_outbox(
+    outbox: queue.Queue,
+    done: Callable[[list[Any]], bool],
+    seconds: float = 20,
+    keep: Callable[[Any], bool] = lambda ev: True,
+) -> list[Any]:
+    """An engine-loop session's events, taken from its outbox until done(events kept so far) or `seconds` pass; keep:
+    which events go into the list (the others are taken and dropped)."""
+    events: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while not done(events) and time.monotonic() < deadline:
+        try:
+            ev = outbox.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if keep(ev):
+            events.append(ev)
+    return events
 
 
 def drain(

@@ -6,30 +6,31 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import engine_for
+from engine_helpers import FAULT, drain_outbox, engine_for
 from factories import make_tiny_llama
 from inlaid_worker.engine import async_step
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.server.engine_loop import EngineLoop
 
-FAULT = "CUDA error: an illegal memory access was encountered (simulated)"
 
-
-def _drain(outbox: queue.Queue, done: Callable[[list[Any]], bool], seconds: float = 20) -> list[Any]:
-    """The session's events, taken from its outbox until done(events so far) or `seconds` pass."""
-    events: list[Any] = []
-    deadline = time.monotonic() + seconds
-    while not done(events) and time.monotonic() < deadline:
-        try:
-            events.append(outbox.get(timeout=0.2))
-        except queue.Empty:
-            continue
-    return events
+@contextmanager
+def _live_loop(engine: Any) -> Iterator[EngineLoop]:
+    """A started engine loop on `engine`; when the block ends without an error, its thread must still live (checked
+    0.3 s later); stopped in every case."""
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        yield loop
+        time.sleep(0.3)
+        assert loop._thread.is_alive()  # noqa: SLF001
+    finally:
+        loop.stop(1.0)
 
 
 def _failed(events: list[Any]) -> set[str]:
@@ -65,20 +66,14 @@ def test_sticky_fault_fails_the_requests_and_the_loop_lives(
     monkeypatch.setattr(engine.runner, "execute", execute)
     if hasattr(engine.runner, "execute_device"):
         monkeypatch.setattr(engine.runner, "execute_device", execute)
-    loop = EngineLoop(engine)
-    loop.start()
-    try:
+    with _live_loop(engine) as loop:
         sid, outbox = loop.open_session()
         params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
         for rid in ("a", "b"):
             loop.admit(sid, rid, engine.tokenizer.encode_prompt("Hello there"), params, "")
-        failed = _failed(_drain(outbox, lambda evs: _failed(evs) == {"a", "b"}))
+        failed = _failed(drain_outbox(outbox, lambda evs: _failed(evs) == {"a", "b"}))
         assert state["faulted"]
         assert failed == {"a", "b"}
-        time.sleep(0.3)
-        assert loop._thread.is_alive()  # noqa: SLF001
-    finally:
-        loop.stop(1.0)
 
 
 def _faulting_abort_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, bool]]:
@@ -127,33 +122,22 @@ def test_fault_first_seen_by_an_abort_fails_the_others_and_the_loop_lives(
     """An abort reads the step in flight first (async scheduling): when that read is where a device fault shows, the
     loop must fail the other running requests (AdmitError) and live on, not die inside the command (review)."""
     engine, state = _faulting_abort_engine(tmp_path, monkeypatch)
-    loop = EngineLoop(engine)
-    loop.start()
-    try:
+    with _live_loop(engine) as loop:
         sid, outbox = _two_running(loop, engine)
         loop.abort(sid, "a")
-        failed = _failed(_drain(outbox, lambda evs: "b" in _failed(evs)))
+        failed = _failed(drain_outbox(outbox, lambda evs: "b" in _failed(evs)))
         assert state["faulted"]
         assert "b" in failed
-        time.sleep(0.3)
-        assert loop._thread.is_alive()  # noqa: SLF001
-    finally:
-        loop.stop(1.0)
 
 
 def test_a_fault_at_a_session_close_still_closes_the_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Review of session 12: closing a session with abort reads the step in flight; when that read faults, the session
     must still drain and close (its outbox ends with None, the loop forgets it), not stay open forever."""
     engine, state = _faulting_abort_engine(tmp_path, monkeypatch)
-    loop = EngineLoop(engine)
-    loop.start()
-    try:
+    with _live_loop(engine) as loop:  # its thread checked 0.3 s after the session closed (no wait before)
         sid, outbox = _two_running(loop, engine)
         loop.close_session(sid, abort=True)
-        events = _drain(outbox, lambda evs: bool(evs) and evs[-1] is None)
+        events = drain_outbox(outbox, lambda evs: bool(evs) and evs[-1] is None)
         assert state["faulted"]
         assert events and events[-1] is None, events[-5:]  # the session closed
         assert sid not in loop._sessions  # noqa: SLF001
-        assert loop._thread.is_alive()  # noqa: SLF001
-    finally:
-        loop.stop(1.0)

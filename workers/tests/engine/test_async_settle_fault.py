@@ -8,13 +8,11 @@ Session 11 left those rows running without their token until the next step faile
 
 from __future__ import annotations
 
-import queue
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import drain, engine_for, tokens
+from engine_helpers import FAULT, drain, drain_outbox, engine_for, tokens
 from factories import make_lora_adapter, make_tiny_llama
 from inlaid_worker.engine import async_step
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
@@ -22,7 +20,6 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
 from inlaid_worker.server.engine_loop import EngineLoop
 
-FAULT = "CUDA error: an illegal memory access was encountered (simulated)"
 TARGETS = ("q_proj", "v_proj")
 PROMPTS = {"a": "The capital of France is", "b": "Hello there", "c": "def add(a, b):"}
 
@@ -156,15 +153,14 @@ def test_through_the_loop_the_lost_requests_end_with_an_error(model: Path, monke
             loop.admit(sid, rid, enc(PROMPTS[rid]), params, "")
         events: dict[str, list[Any]] = {}
 
-        def collect(until: Any) -> None:
-            deadline = time.monotonic() + 20
-            while not until() and time.monotonic() < deadline:
-                try:
-                    ev = outbox.get(timeout=0.2)
-                except queue.Empty:
-                    continue
+        def collect(until: Any) -> None:  # the outputs and AdmitErrors, by request, until until()
+            def take(ev: Any) -> bool:
                 if isinstance(ev, RequestOutput) or type(ev).__name__ == "AdmitError":
                     events.setdefault(ev.request_id, []).append(ev)
+                    return True
+                return False
+
+            drain_outbox(outbox, lambda _: until(), keep=take)
 
         collect(lambda: len(events.get("a", [])) >= 3 and len(events.get("b", [])) >= 3)
 
