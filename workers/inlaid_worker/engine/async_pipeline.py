@@ -57,7 +57,8 @@ class AsyncPipeline:
 
         def _assign_adapter_slots(self, scheduled: SchedulerOutput, held: Iterable[str] = ()) -> None: ...
         def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor,
-                         into: list[RequestOutput] | None = None) -> list[RequestOutput]: ...  # fmt: skip
+                         into: list[RequestOutput] | None = None,
+                         logit_rows: list[int] | None = None) -> list[RequestOutput]: ...  # fmt: skip
         def _run_model(self, step: StepInput) -> tuple[torch.Tensor, Any]: ...
         def _collect_prompt_logprobs(self, scheduled: SchedulerOutput, scored: Any) -> None: ...
         def _append_token(self, seq: Sequence, token: int) -> RequestOutput: ...
@@ -168,7 +169,7 @@ class AsyncPipeline:
             self._collect_prompt_logprobs(ahead, launched.scored)
         keep = live_rows(ahead)  # = live(ahead)'s chunks, in one pass
         kept = SchedulerOutput([ahead.chunks[i] for i in keep])
-        self._postprocess(kept, logits if len(keep) == logits.shape[0] else logits[keep], into)
+        self._postprocess(kept, logits, into, None if len(keep) == logits.shape[0] else keep)  # read in place
 
     def _launch_sampling(
         self, scheduled: SchedulerOutput, logits: torch.Tensor, unread: Container[Sequence] = ()
@@ -183,8 +184,8 @@ class AsyncPipeline:
             eos = self.eos_token_ids
             banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
                       for s in seqs]  # fmt: skip
-        picked = logits if len(rows) == logits.shape[0] else logits[rows]
-        tokens, overflow = launch_batch(picked, params, [s.generator for s in seqs], banned)
+        picked = None if len(rows) == logits.shape[0] else rows  # read in place: no copy of the sampling rows
+        tokens, overflow = launch_batch(logits, params, [s.generator for s in seqs], banned, rows=picked)
         return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, self._copies.start(tokens, overflow))
 
     def _resolve(self, flight: InFlight, ahead: SchedulerOutput | None, outputs: list[RequestOutput]) -> None:

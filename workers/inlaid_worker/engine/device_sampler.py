@@ -12,7 +12,9 @@ rows at a time (the float32 copy of the chunk's logits, its bias, ban and penalt
 logprobs' log-softmax), so one call's device scratch stays under sampler_scratch_bytes(vocab, rows) whatever the
 batch (the engine's start-up check of free device memory counts that bound: engine/factory.py); top-k runs on the
 rows that set one and the nucleus (a sort) on the rows with top_p < 1 only; a batch whose rows set no bias, ban or
-penalty skips those steps, and the chunks' row indices go to the device in one copy per call. Each sampled row's one
+penalty skips those steps, and the chunks' row indices go to the device in one copy per call. The batch may be some
+rows of the logits (rows=: the sampling rows of a step whose other rows do not sample, as the engine passes them):
+each chunk gathers its rows from the logits in place, so no copy of the batch's rows is made. Each sampled row's one
 uniform number comes from its own CPU generator, as sampler.draw takes it, so a request's tokens depend only on its
 own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on the GPU the same up to float
 rounding (a draw within rounding of a CDF step, or a nucleus edge). The engine uses it for GPU logits; for CPU
@@ -100,17 +102,21 @@ def sample_batch(
     grammars: Seq[GrammarState | None] | None = None,
     nucleus: str | None = None,
     banned: Seq[Seq[int] | None] | None = None,
+    rows: Seq[int] | None = None,
 ) -> SamplerOutput:
     """One token per row, with logprobs for the rows that ask: sample_rows's result, batched on logits.device.
 
     logits: [S, V] (any float dtype, any device; never modified); the other arguments as sample_rows's.
     nucleus: "sort" | "topk" (nucleus_strategy), None: by device.
+    rows: the batch's rows of logits (row i is logits[rows[i]]: the sampling rows of a step where some rows do not
+    sample), read in place chunk by chunk, never copied all at once; None: every row of logits.
     """
-    check_rows(logits, params, generators, histories, grammars, banned)
+    check_rows(logits, params, generators, histories, grammars, banned, rows)
+    at = _selection(logits, rows)
     n = len(params)
     host = [i for i in range(n) if grammars is not None and grammars[i] is not None]
     if len(host) == n:
-        return _on_host(logits, host, params, generators, histories, grammars, None, banned)
+        return _on_host(logits, host, params, generators, histories, grammars, None, banned, at)
     skip = set(host)
     batch = [i for i in range(n) if i not in skip]
     tokens: list[int] = [0] * n
@@ -118,18 +124,21 @@ def sample_batch(
     b_params = [params[i] for i in batch]
     b_hist = None if histories is None else [histories[i] for i in batch]
     b_ban = None if banned is None else [banned[i] for i in batch]
-    sel = None if len(batch) == n else batch  # the batch reads its rows of logits, no copy of them all
+    if at is None:  # the batch reads its rows of logits, no copy of them all
+        sel = None if len(batch) == n else batch
+    else:
+        sel = [at[i] for i in batch]
     out = _Batch(logits, b_params, [generators[i] for i in batch], b_hist, nucleus, b_ban, sel).run()
     for j, i in enumerate(batch):
         tokens[i], logprobs[i] = out.tokens[j], out.logprobs[j]
     if out.overflowed:  # redo those rows on the host in float64, with the uniforms the batch drew for them
-        rows = [batch[j] for j in out.overflowed]
+        redone = [batch[j] for j in out.overflowed]
         u = [out.uniforms.get(j) for j in out.overflowed]
-        redo = _on_host(logits, rows, params, generators, histories, None, u, banned)
-        for i in rows:
+        redo = _on_host(logits, redone, params, generators, histories, None, u, banned, at)
+        for i in redone:
             tokens[i], logprobs[i] = redo.tokens[i], redo.logprobs[i]
     if host:
-        done = _on_host(logits, host, params, generators, histories, grammars, None, banned)
+        done = _on_host(logits, host, params, generators, histories, grammars, None, banned, at)
         for i in host:
             tokens[i], logprobs[i] = done.tokens[i], done.logprobs[i]
     return SamplerOutput(tokens, logprobs)
@@ -141,16 +150,25 @@ def launch_batch(
     params: Seq[SamplingParams],
     generators: Seq[torch.Generator | None],
     banned: Seq[Seq[int] | None] | None = None,
+    rows: Seq[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """sample_batch's batch for rows without grammars, penalties or logprobs, left on logits.device: (tokens [S]
-    int64, overflowed [S] bool), nothing read back. A row flagged overflowed holds no valid token (sample_batch
-    redoes such rows on the host; async scheduling admits only rows that cannot overflow on finite logits)."""
-    check_rows(logits, params, generators, None, None, banned)
+    """sample_batch's batch for rows without grammars, penalties or logprobs, left on logits.device: (tokens [R]
+    int64, overflowed [R] bool, one per params entry), nothing read back. A row flagged overflowed holds no valid
+    token (sample_batch redoes such rows on the host; async scheduling admits only rows that cannot overflow on finite
+    logits). rows: as sample_batch's (the batch's rows of logits, read in place; None: every row)."""
+    check_rows(logits, params, generators, None, None, banned, rows)
     if any(p.has_penalties or p.logprobs is not None for p in params):
         raise ValueError("launch_batch takes no rows with penalties or logprobs")
-    tokens, overflow, _ = _Batch(logits, list(params), list(generators), None, None,
-                                 None if banned is None else list(banned)).launch()  # fmt: skip
+    ban, sel = None if banned is None else list(banned), _selection(logits, rows)
+    tokens, overflow, _ = _Batch(logits, list(params), list(generators), None, None, ban, sel).launch()
     return tokens, overflow
+
+
+def _selection(logits: torch.Tensor, rows: Seq[int] | None) -> list[int] | None:
+    """rows as a list, or None where they are every row of logits in order (the batch then reads logits whole)."""
+    if rows is None or (len(rows) == logits.shape[0] and all(r == i for i, r in enumerate(rows))):
+        return None
+    return list(rows)
 
 
 def _on_host(
@@ -162,10 +180,12 @@ def _on_host(
     grammars: Seq[GrammarState | None] | None,
     uniforms: list[float | None] | None,
     banned: Seq[Seq[int] | None] | None,
+    at: list[int] | None = None,
 ) -> SamplerOutput:
-    """sample_rows on host copies of `rows`; the result is indexed like the whole batch (other rows: 0 / None)."""
+    """sample_rows on host copies of `rows`; the result is indexed like the whole batch (other rows: 0 / None).
+    at: batch row i's row of logits (None: row i)."""
     out = sample_rows(
-        _host_rows(logits, rows),
+        _host_rows(logits, rows if at is None else [at[i] for i in rows]),
         [params[i] for i in rows],
         [generators[i] for i in rows],
         None if histories is None else [histories[i] for i in rows],
@@ -245,6 +265,7 @@ class _Batch:
     ) -> None:
         self.logits = logits  # never written
         self.sel = sel
+        self._sel_dev: torch.Tensor | None = None  # sel on the device (_sel_index)
         self.params, self.generators, self.histories = params, generators, histories
         self.banned = banned
         self.dev = logits.device
@@ -265,6 +286,13 @@ class _Batch:
             return x, x is not self.logits
         assert index is not None, "index is None only where the rows are every row of the logits"
         return self.logits[index].float(), True
+
+    def _sel_index(self) -> torch.Tensor:
+        """sel on the device: one upload per call, on first use."""
+        if self._sel_dev is None:
+            assert self.sel is not None
+            self._sel_dev = self._tensor(self.sel, torch.long)
+        return self._sel_dev
 
     def _global(self, rows: list[int]) -> list[int]:
         """The batch's `rows` as rows of logits."""
@@ -294,7 +322,7 @@ class _Batch:
         if plan.plain_greedy:  # the greedy rows' tokens
             tokens = self.logits.argmax(dim=-1)  # = argmax of the float32 values (exact widening)
             if self.sel is not None:
-                tokens = tokens[self._tensor(self.sel, torch.long)]
+                tokens = tokens[self._sel_index()]
         else:
             tokens = torch.zeros(r, dtype=torch.long, device=self.dev)
         overflow = torch.zeros(r, dtype=torch.bool, device=self.dev)
@@ -313,14 +341,16 @@ class _Batch:
         at = {j: m for m, j in enumerate(sampled)} if changed else {}  # row -> its place in sampled
         step = rows_per_chunk(v)
         # the work rows' rows of logits in one copy, sliced per chunk (none where one chunk reads the logits whole).
-        # Without changed rows and sel the work rows are the sampled rows, already on the device as per_row's last
-        # segment (as _sampled reads its idx): no second upload
+        # Without changed rows the work rows are the sampled rows, already on the device as per_row's last segment
+        # (as _sampled reads its idx): no second upload (with sel, their rows of logits are sel's there)
         whole = self.sel is None and len(work) == r and step >= r
         if whole:
             index = None
-        elif not changed and self.sel is None:
+        elif not changed:
             assert per_row is not None  # work is sampled, not empty
             index = per_row[4 * len(sampled) :].long()
+            if self.sel is not None:
+                index = self._sel_index()[index]
         else:
             index = self._tensor(self._global(work), torch.long)
         for a in range(0, len(work), step):

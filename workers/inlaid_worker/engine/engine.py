@@ -366,10 +366,12 @@ class LLMEngine(AsyncPipeline):
             if chunk.seq.adapter is not None:
                 chunk.seq.adapter_slot = slots[chunk.seq.adapter]
 
-    def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor,
-                     into: list[RequestOutput] | None = None) -> list[RequestOutput]:  # fmt: skip
+    def _postprocess(self, scheduled: SchedulerOutput, logits: torch.Tensor, into: list[RequestOutput] | None = None,
+                     logit_rows: list[int] | None = None) -> list[RequestOutput]:  # fmt: skip
         """Samples the step's sampling rows and appends their tokens; the outputs go to `into` (returned) one by one,
-        so a failure part-way keeps the outputs of the rows already finished (async_pipeline's _settle)."""
+        so a failure part-way keeps the outputs of the rows already finished (async_pipeline's _settle).
+        logit_rows: chunk i's row of logits (None: row i). The sampler reads the sampling rows of logits in place
+        (a step where some rows do not sample copies none of them: sampling_reserve_bytes counts no copy)."""
         outputs: list[RequestOutput] = [] if into is None else into
         rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
         if not rows:  # nothing to wait for: the runner's graphs guard their own pinned inputs (decode_graphs.Staging)
@@ -378,15 +380,16 @@ class LLMEngine(AsyncPipeline):
         params = [s.sampling for s in seqs]
         histories = [s.penalty_history() if s.sampling.has_penalties else None for s in seqs]
         grammars = [s.grammar for s in seqs] if any(s.grammar is not None for s in seqs) else None
-        picked = logits if len(rows) == logits.shape[0] else logits[rows]
+        at = rows if logit_rows is None else [logit_rows[i] for i in rows]
+        picked = None if len(at) == logits.shape[0] else at  # rows in order: every row of logits
         # on the GPU one batch (device_sampler); on the CPU the per-row loop, which measured as fast or slightly
         # faster there (bench/results/sampling-2026-11-30-cpu.md) and picks the same tokens
-        sample = sample_batch if picked.device.type != "cpu" else sample_rows
+        sample = sample_batch if logits.device.type != "cpu" else sample_rows
         banned = None  # min_tokens: EOS and stop token ids masked until the output (resumed included) has that many
         if any(p.min_tokens for p in params):
             eos = self.eos_token_ids
             banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids), eos) for s in seqs]
-        out = sample(picked, params, [s.generator for s in seqs], histories, grammars, banned=banned)
+        out = sample(logits, params, [s.generator for s in seqs], histories, grammars, banned=banned, rows=picked)
         for seq, token, lp in zip(seqs, out.tokens, out.logprobs, strict=True):
             outputs.append(self._append_token(seq, token, lp))
         return outputs

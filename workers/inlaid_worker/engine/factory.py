@@ -1,7 +1,8 @@
 """Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget (--kv-cache-bytes: the KV cache
 alone), loads the runner and the tokenizer, and loads PEFT adapter directories (validated by inlaid_worker.lora). At
 start-up it logs the KV blocks and max_model_len, and on CUDA warns once when the free device memory left after the
-build is below what sampling a full batch may take (sampling_reserve_bytes; check_sampling_headroom)."""
+build is below what sampling a full batch may take (sampling_reserve_bytes) plus the logits buffers of the CUDA graphs
+that later steps capture (graph_reserve.graph_logits_bytes; check_sampling_headroom)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from inlaid_worker.engine.adapters import ModelCard
 from inlaid_worker.engine.device_sampler import sampler_scratch_bytes
 from inlaid_worker.engine.engine import EngineLimits, LLMEngine
+from inlaid_worker.engine.graph_reserve import graph_logits_bytes
 from inlaid_worker.engine.tokenizer import PromptTokenizer
 from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
 from inlaid_worker.model.config import ModelConfig, load_model_config
@@ -62,44 +64,53 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     tokens = num_blocks * options.block_size
     log.info("KV cache: %d blocks of %d tokens (%d tokens, --kv-cache-bytes %d), max_model_len %d, max_num_seqs %d",
              num_blocks, options.block_size, tokens, options.kv_cache_bytes, max_len, options.max_num_seqs)  # fmt: skip
-    check_sampling_headroom(options, config.vocab_size, dtype)
+    graphs = graph_logits_bytes(runner, config.vocab_size, options.max_num_seqs, options.max_num_batched_tokens)
+    check_sampling_headroom(options, config.vocab_size, dtype, graph_bytes=graphs)
     return engine
 
 
 def sampling_reserve_bytes(vocab: int, max_num_seqs: int, dtype: torch.dtype) -> int:
     """An estimate of the device memory one step's logits and their sampling take at their peak, for max_num_seqs
     logits rows (one per scheduled sequence): the float32 logits [S, V] (a decode graph's output, or an eager step's
-    LM head output widened to float32), the engine's copy of the rows that sample when some do not
-    (engine._postprocess: fewer than S of them, (S - 1) V float32 entries at most) and the device sampler's scratch
-    bound (device_sampler.sampler_scratch_bytes). The LM head's output in the model dtype while it is widened (at most
-    2 B an entry, S V entries) is always below the copy plus the scratch (S >= 2: 2 S V <= 4 (S - 1) V; S = 1: the
-    scratch alone is >= 80 V), so it is not added; dtype (the model dtype) does not change the estimate. Not counted:
-    activations, prompt-logprobs blocks, the decode graphs' per-bucket logits buffers beyond the one in use, the CUDA
-    allocator's rounding and fragmentation."""
-    picked = (max_num_seqs - 1) * vocab * 4
-    return max_num_seqs * vocab * 4 + picked + sampler_scratch_bytes(vocab, max_num_seqs)
+    LM head output widened to float32) and the larger of the LM head's output in the model dtype while it is widened
+    (S V entries of dtype's size; none for float32) and the device sampler's scratch bound
+    (device_sampler.sampler_scratch_bytes; the two are never alive at once). The sampler reads the rows that sample
+    in place when some rows do not (engine._postprocess passes their indices): no copy of them is made. Not counted
+    here: activations, prompt-logprobs blocks, the CUDA graphs' logits buffers beyond the one in use (those are
+    graph_reserve.graph_logits_bytes, which the start-up check adds), the CUDA allocator's rounding and
+    fragmentation."""
+    widen = 0 if dtype == torch.float32 else max_num_seqs * vocab * dtype.itemsize
+    return max_num_seqs * vocab * 4 + max(widen, sampler_scratch_bytes(vocab, max_num_seqs))
 
 
 def headroom_warning(
-    *, free_bytes: int, reserve_bytes: int, kv_cache_bytes: int, max_num_seqs: int, vocab: int
+    *, free_bytes: int, reserve_bytes: int, kv_cache_bytes: int, max_num_seqs: int, vocab: int, graph_bytes: int = 0
 ) -> str | None:
     """The start-up warning when the device memory free after the engine was built (KV cache and weights allocated)
-    is below reserve_bytes (sampling_reserve_bytes); None when it is not."""
-    if free_bytes >= reserve_bytes:
+    is below reserve_bytes (sampling_reserve_bytes) plus graph_bytes (graph_reserve.graph_logits_bytes: the CUDA
+    graphs that later steps capture); None when it is not."""
+    if free_bytes >= reserve_bytes + graph_bytes:
         return None
     mib = 1 << 20
+    graphs = (
+        f", and the CUDA graphs captured on the first step of each batch size may keep {graph_bytes / mib:.1f} MiB "
+        f"of logits buffers"
+        if graph_bytes
+        else ""
+    )
     return (
         f"only {free_bytes / mib:.1f} MiB of device memory is free after the KV cache ({kv_cache_bytes / mib:.1f} MiB, "
         f"--kv-cache-bytes) and the weights were allocated, but sampling a full batch of {max_num_seqs} rows "
         f"(--max-num-seqs) of a {vocab}-token vocabulary may take {reserve_bytes / mib:.1f} MiB (float32 logits and "
-        f"the sampler's scratch), besides activations and CUDA graphs: large batches may run out of device memory; "
+        f"the sampler's scratch){graphs}, besides activations: large batches may run out of device memory; "
         f"lower --kv-cache-bytes or --max-num-seqs"
     )
 
 
-def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dtype) -> str | None:
+def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dtype, graph_bytes: int = 0) -> str | None:
     """On a CUDA device (free: mem_get_info's free bytes plus the caching allocator's reserved but unallocated
-    bytes): logs headroom_warning once (a warning) when it has one, and returns it; elsewhere None."""
+    bytes): logs headroom_warning once (a warning) when it has one, and returns it; elsewhere None. graph_bytes: the
+    logits buffers of the CUDA graphs captured after start-up (graph_reserve.graph_logits_bytes)."""
     device = torch.device(options.device)
     if device.type != "cuda":
         return None
@@ -109,12 +120,12 @@ def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dty
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     reserve = sampling_reserve_bytes(vocab, options.max_num_seqs, dtype)
     message = headroom_warning(free_bytes=free, reserve_bytes=reserve, kv_cache_bytes=options.kv_cache_bytes,
-                               max_num_seqs=options.max_num_seqs, vocab=vocab)  # fmt: skip
+                               max_num_seqs=options.max_num_seqs, vocab=vocab, graph_bytes=graph_bytes)  # fmt: skip
     if message is not None:
         log.warning(message)
     else:
-        log.info("device memory free after the build: %.1f MiB (sampling may take %.1f MiB)", free / 2**20,
-                 reserve / 2**20)  # fmt: skip
+        log.info("device memory free after the build: %.1f MiB (sampling may take %.1f MiB, the CUDA graphs' logits "
+                 "buffers %.1f MiB)", free / 2**20, reserve / 2**20, graph_bytes / 2**20)  # fmt: skip
     return message
 
 

@@ -193,9 +193,11 @@ def penalized_rows(
     params: Seq[SamplingParams],
     histories: Seq[TokenHistory | None] | None,
     base: dict[int, torch.Tensor] | None = None,
+    at: Seq[int] | None = None,
 ) -> dict[int, torch.Tensor]:
     """The penalized [V] row of each row that sets a penalty (row index -> new tensor); {} when none does.
-    base: rows to use instead of logits' own (rows masked by a grammar, biased or banned)."""
+    base: rows to use instead of logits' own (rows masked by a grammar, biased or banned). at: row i's row of logits
+    (None: row i)."""
     rows = [i for i, p in enumerate(params) if p.has_penalties]
     if not rows:
         return {}
@@ -206,7 +208,7 @@ def penalized_rows(
         history, p = histories[i], params[i]
         if history is None:
             raise ValueError(f"row {i} sets penalties but has no token history")
-        row = logits[i] if base is None or i not in base else base[i]
+        row = logits[i if at is None else at[i]] if base is None or i not in base else base[i]
         out[i] = penalize_row(row, history, p.presence_penalty, p.frequency_penalty, p.repetition_penalty)
     return out
 
@@ -224,13 +226,16 @@ def apply_penalties(
     return out
 
 
-def compute_logprobs(raw: torch.Tensor, params: Seq[SamplingParams], tokens: Seq[int]) -> list[TokenLogprobs | None]:
-    """For rows with params.logprobs set: log_softmax(raw) at the sampled token, and the top-N."""
+def compute_logprobs(
+    raw: torch.Tensor, params: Seq[SamplingParams], tokens: Seq[int], at: Seq[int] | None = None
+) -> list[TokenLogprobs | None]:
+    """For rows with params.logprobs set: log_softmax(raw) at the sampled token, and the top-N. at: row i's row of
+    raw (None: row i)."""
     result: list[TokenLogprobs | None] = [None] * len(params)
     rows = [i for i, p in enumerate(params) if p.logprobs is not None]
     if not rows:
         return result
-    lp = torch.log_softmax(raw[rows].float(), dim=-1)  # [R, V]
+    lp = torch.log_softmax(raw[rows if at is None else [at[i] for i in rows]].float(), dim=-1)  # [R, V]
     chosen = lp[torch.arange(len(rows)), torch.as_tensor([tokens[i] for i in rows])].tolist()
     k = min(max(int(params[i].logprobs or 0) for i in rows), lp.shape[-1])
     top_v: list[list[float]] = [[] for _ in rows]
@@ -272,12 +277,18 @@ def check_rows(
     histories: Seq[TokenHistory | None] | None,
     grammars: Seq[GrammarState | None] | None,
     banned: Seq[Seq[int] | None] | None = None,
+    rows: Seq[int] | None = None,
 ) -> None:
-    """Raises ValueError unless logits are [S, V] with one params / generator (/ history / grammar / ban) per row."""
-    if logits.dim() != 2 or logits.shape[0] != len(params) or len(params) != len(generators):
+    """Raises ValueError unless logits are [S, V] with one params / generator (/ history / grammar / ban) per row,
+    or, with rows (the batch's rows of logits), one per entry of rows, each in [0, S)."""
+    n = int(logits.shape[0]) if rows is None else len(rows)
+    if logits.dim() != 2 or n != len(params) or len(params) != len(generators):
         raise ValueError(
             f"logits {tuple(logits.shape)} do not match {len(params)} params / {len(generators)} generators"
+            + ("" if rows is None else f" on {len(rows)} rows")
         )
+    if rows and not (min(rows) >= 0 and max(rows) < logits.shape[0]):  # a device gather would fault on them
+        raise ValueError(f"rows must be in [0, {logits.shape[0]}), got {min(rows)}..{max(rows)}")
     if histories is not None and len(histories) != len(params):
         raise ValueError(f"{len(histories)} histories for {len(params)} rows")
     if grammars is not None and len(grammars) != len(params):
@@ -294,44 +305,49 @@ def sample_rows(
     grammars: Seq[GrammarState | None] | None = None,
     uniforms: Seq[float | None] | None = None,
     banned: Seq[Seq[int] | None] | None = None,
+    rows: Seq[int] | None = None,
 ) -> SamplerOutput:
     """One token per row, with logprobs for the rows that ask (the per-row reference; device_sampler batches it).
 
     logits: [S, V] float32; params, generators, histories (needed for rows with penalties) and grammars (None
     or None entries: unconstrained): one per row. uniforms: each sampled row's uniform, drawn already from its
     generator (None, or a None entry: draw it here). banned: the token ids each row may not pick this step
-    (min_tokens_ban; None, or a None entry: none).
+    (min_tokens_ban; None, or a None entry: none). rows: the rows' rows of logits (row i is logits[rows[i]], read in
+    place on the CPU: no copy of the selected rows; off the CPU those rows alone come to the host); None: every row.
     """
-    check_rows(logits, params, generators, histories, grammars, banned)
+    check_rows(logits, params, generators, histories, grammars, banned, rows)
     if uniforms is not None and len(uniforms) != len(params):
         raise ValueError(f"{len(uniforms)} uniforms for {len(params)} rows")
+    if rows is not None and logits.device.type != "cpu":  # those rows alone come to the host
+        logits, rows = logits[list(rows)], None
     raw = logits.float().cpu()  # the generators live on the CPU
+    at = range(len(params)) if rows is None else rows  # row -> its row of raw
     adjusted: dict[int, torch.Tensor] = {}  # rows changed before the penalties: copies; raw is untouched
     if grammars is not None and any(s is not None for s in grammars):
         from inlaid_worker.engine.structured import constrained_rows  # xgrammar only when asked for
 
-        adjusted = dict(constrained_rows(raw, grammars))  # the grammar rows, masked
+        adjusted = dict(constrained_rows(raw, grammars, rows))  # the grammar rows, masked
     for row, p in enumerate(params):  # logit bias and min_tokens' bans
         ban = None if banned is None else banned[row]
         if p.logit_bias or ban:
-            new = adjust_row(adjusted[row] if row in adjusted else raw[row], p, ban)
+            new = adjust_row(adjusted[row] if row in adjusted else raw[at[row]], p, ban)
             if new is not None:
                 adjusted[row] = new
     # only the rows that set penalties; raw is untouched
-    penalized = penalized_rows(raw, params, histories, adjusted or None)
+    penalized = penalized_rows(raw, params, histories, adjusted or None, rows)
     tokens: list[int] = []
-    greedy = raw.argmax(dim=-1).tolist()  # [S]
+    greedy = raw.argmax(dim=-1).tolist()  # [S]: every row of logits (rows: a few more than the batch's at most)
     for row, (p, g) in enumerate(zip(params, generators, strict=False)):
         base = adjusted.get(row)
         if base is None:
-            base = raw[row]
+            base = raw[at[row]]
         x = penalized.get(row)
         if p.greedy:
             if x is not None and bool(torch.isposinf(x).any()):
                 x = _wide_row(base, p, histories, row)  # ties among overflowed logits: compare in float64
             if x is None and row in adjusted:
                 x = base
-            tokens.append(int(greedy[row]) if x is None else int(x.argmax()))
+            tokens.append(int(greedy[at[row]]) if x is None else int(x.argmax()))
             continue
         restricted = restrict_logits(base if x is None else x, p.temperature, p.top_k, p.top_p, p.min_p)
         if bool(torch.isposinf(restricted).any()):
@@ -341,7 +357,7 @@ def sample_rows(
             restricted = restrict_logits(wide, p.temperature, p.top_k, p.top_p, p.min_p)
         probs = torch.softmax(_limit_of_inf(restricted), dim=-1)
         tokens.append(draw(probs, g, None if uniforms is None else uniforms[row]))
-    return SamplerOutput(tokens, compute_logprobs(raw, params, tokens))
+    return SamplerOutput(tokens, compute_logprobs(raw, params, tokens, rows))
 
 
 def sample(

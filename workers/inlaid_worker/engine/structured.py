@@ -133,9 +133,12 @@ class GrammarState:
         return bool(self.matcher.is_terminated())
 
 
-def constrained_rows(raw: torch.Tensor, states: Seq[GrammarState | None] | None) -> dict[int, torch.Tensor]:
+def constrained_rows(
+    raw: torch.Tensor, states: Seq[GrammarState | None] | None, at: Seq[int] | None = None
+) -> dict[int, torch.Tensor]:
     """Masked copies of the rows of `raw` [S, W] that have a live grammar (row -> [W] tensor): tokens the grammar
-    disallows, and every column past the tokenizer's vocabulary, are -inf. {} when no row has a grammar."""
+    disallows, and every column past the tokenizer's vocabulary, are -inf. {} when no row has a grammar. at: row
+    i's row of raw (None: row i)."""
     if states is None:
         return {}
     rows = [i for i, s in enumerate(states) if s is not None and not s.terminated]
@@ -147,7 +150,7 @@ def constrained_rows(raw: torch.Tensor, states: Seq[GrammarState | None] | None)
     bitmask = xgr.allocate_token_bitmask(len(rows), vocab)
     for j, i in enumerate(rows):
         states[i].fill(bitmask, j)  # type: ignore[union-attr]
-    sub = raw[rows].float()  # a copy: raw (the logprobs' source) is untouched
+    sub = raw[rows if at is None else [at[i] for i in rows]].float()  # a copy: raw (the logprobs' source) is kept
     xgr.apply_token_bitmask_inplace(sub, bitmask, vocab_size=min(width, vocab))
     if width > vocab:
         sub[:, vocab:] = float("-inf")

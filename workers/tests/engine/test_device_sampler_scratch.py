@@ -206,9 +206,9 @@ def test_the_launch_uploads_the_row_indices_once_and_skips_unused_steps(monkeypa
         calls.update(adjusted=0, penalized=0, tensor=0)
         assert launch(plain, picked) == want  # 5 chunks of 2 rows (9 sampled rows)
         assert calls["adjusted"] == calls["penalized"] == 0
-        # per_row, the work indices, and (with sel) the greedy rows' selection: none per chunk. Without sel the work
-        # indices are per_row's last segment (the sampled rows, already on the device): per_row alone
-        assert calls["tensor"] == (1 if picked is None else 3), calls
+        # per_row and (with sel) sel itself: none per chunk. The work indices are per_row's last segment (the sampled
+        # rows, already on the device; with sel, sel's entries there), as the greedy rows' tokens are sel's: no upload
+        assert calls["tensor"] == (1 if picked is None else 2), calls
     # greedy rows with a bias only: no per_row upload (the one float64 copy; no sampled row), the tokens unchanged
     biased = [SamplingParams(temperature=0.0, logit_bias=((1, 3.0),)) for _ in range(rows)]
     want_biased = sample_rows(logits, biased, [None] * rows, None).tokens

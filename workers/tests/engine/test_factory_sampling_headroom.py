@@ -1,7 +1,9 @@
 """--kv-cache-bytes sizes the KV cache alone, on every device (engine/factory.py); sampling_reserve_bytes estimates
-what a full batch's logits and their sampling take at their peak, and on CUDA the engine warns once at start-up when
-the device memory left free after the build is below it (headroom_warning: the pure decision; check_sampling_headroom:
-its shell around torch.cuda.mem_get_info plus the caching allocator's reserved but unallocated bytes, faked here)."""
+what a full batch's logits and their sampling take at their peak (no copy of the sampling rows: the sampler reads them
+in place), and on CUDA the engine warns once at start-up when the device memory left free after the build is below it
+plus the CUDA graphs' logits buffers (graph_reserve: test_graph_reserve.py) (headroom_warning: the pure decision;
+check_sampling_headroom: its shell around torch.cuda.mem_get_info plus the caching allocator's reserved but
+unallocated bytes, faked here)."""
 
 from __future__ import annotations
 
@@ -20,17 +22,22 @@ def _options(device: str, kv: int, seqs: int = 256) -> factory.EngineOptions:
     return factory.EngineOptions(device=device, kv_cache_bytes=kv, max_num_seqs=seqs)
 
 
-def test_the_reserve_is_the_float32_logits_and_the_larger_of_widening_or_copy_plus_scratch() -> None:
+def test_the_reserve_is_the_float32_logits_and_the_larger_of_widening_or_scratch() -> None:
     v, s = 32000, 256
     scratch = sampler_scratch_bytes(v, s)
-    logits, copy = s * v * 4, (s - 1) * v * 4
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):  # widening (2 B) < copy + scratch: the second wins
-        assert factory.sampling_reserve_bytes(v, s, dtype) == logits + copy + scratch
+    logits = s * v * 4
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):  # widening (2 B an entry) < scratch at 32k
+        assert factory.sampling_reserve_bytes(v, s, dtype) == logits + scratch
     assert factory.sampling_reserve_bytes(v, 1, torch.float16) == 4 * v + sampler_scratch_bytes(v, 1)
-    # 7B-like: 32000 x 256 rows: 31.25 MiB of logits, 31.13 MiB for the copy, 63.7 MiB of sampler scratch
-    assert round(factory.sampling_reserve_bytes(v, s, torch.float16) / MIB, 1) == 126.1
-    # a 128k vocabulary at 256 rows: ~312 MiB, no longer taken out of the KV cache
-    assert 300 * MIB < factory.sampling_reserve_bytes(128256, 256, torch.bfloat16) < 320 * MIB
+    # 7B-like: 32000 x 256 rows: 31.25 MiB of logits, 63.7 MiB of sampler scratch (126.1 MiB with the engine's old
+    # copy of the sampling rows, 31.13 MiB, which it no longer makes)
+    assert round(factory.sampling_reserve_bytes(v, s, torch.float16) / MIB, 1) == 95.0
+    # a 128k vocabulary at 256 rows: the bf16 LM head output being widened (62.6 MiB) outgrows the scratch (59.0 MiB)
+    big = 128256
+    assert sampler_scratch_bytes(big, s) < s * big * 2
+    assert factory.sampling_reserve_bytes(big, s, torch.bfloat16) == s * big * 4 + s * big * 2
+    assert factory.sampling_reserve_bytes(big, s, torch.float32) == s * big * 4 + sampler_scratch_bytes(big, s)
+    assert round(factory.sampling_reserve_bytes(big, s, torch.bfloat16) / MIB, 1) == 187.9  # was 309.0 with the copy
 
 
 def test_headroom_warning_names_the_flags_only_when_free_memory_is_short() -> None:
@@ -44,7 +51,11 @@ def test_headroom_warning_names_the_flags_only_when_free_memory_is_short() -> No
     assert message is not None
     assert "--kv-cache-bytes" in message and "--max-num-seqs" in message
     assert "8192.0 MiB" in message and "256 rows" in message and "32000-token" in message
-    assert f"{reserve / MIB:.1f} MiB" in message
+    assert f"{reserve / MIB:.1f} MiB" in message and "CUDA graphs" not in message
+    graphs = 163 * MIB  # the CUDA graphs captured later: counted on top of the sampling reserve
+    assert factory.headroom_warning(free_bytes=reserve + graphs, graph_bytes=graphs, **rest) is None
+    message = factory.headroom_warning(free_bytes=reserve + graphs - 1, graph_bytes=graphs, **rest)
+    assert message is not None and "CUDA graphs" in message and "163.0 MiB of logits buffers" in message
 
 
 def test_the_cuda_check_warns_once_and_skips_other_devices(
@@ -112,12 +123,15 @@ def test_create_engine_logs_the_kv_cache_and_checks_the_headroom(
     from factories import make_tiny_llama
 
     model = make_tiny_llama(tmp_path / "m")
-    checked: list[tuple[str, int]] = []
-    monkeypatch.setattr(factory, "check_sampling_headroom",
-                        lambda options, vocab, dtype: checked.append((options.device, vocab)))  # fmt: skip
+    checked: list[tuple[str, int, int]] = []
+
+    def check(options: factory.EngineOptions, vocab: int, dtype: torch.dtype, graph_bytes: int) -> None:
+        checked.append((options.device, vocab, graph_bytes))
+
+    monkeypatch.setattr(factory, "check_sampling_headroom", check)
     caplog.set_level(logging.INFO, logger=factory.__name__)
     engine = factory.create_engine(model, factory.EngineOptions(kv_cache_bytes=1 << 20, max_num_seqs=4))
-    assert checked == [("cpu", 320)]
+    assert checked == [("cpu", 320, 0)]  # a CPU runner captures no CUDA graphs
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("KV cache:")]
     assert lines == [
         f"KV cache: {engine.limits.num_kv_blocks} blocks of 16 tokens ({engine.limits.num_kv_blocks * 16} tokens, "
