@@ -42,18 +42,25 @@ def pipe_layout(bm: int, pipe: int) -> dict:
 
 
 def build(bm: int, stages: int, nwg: int, iters: int, split: int = 1, slots: int = 0, perm: int = 0, sym: int = 0,
-          gdc: int = 0, diag: int = 0, pipe: int = 0, acc: int = 0, bf16: int = 0, early: int = 0) -> dict:  # fmt: skip
-    """Compiled _tcs_kernel for sm_90 as launch_tcs would specialise it (g128; split: its USE_SPLIT flag)."""
+          gdc: int = 0, diag: int = 0, pipe: int = 0, acc: int = 0, bf16: int = 0, early: int = 0,
+          sz: int = 0) -> dict:  # fmt: skip
+    """Compiled _tcs_kernel for sm_90 as launch_tcs would specialise it (g128; split: its USE_SPLIT flag; sz: SZ_MODE,
+    session 14: 2 = scale / zero rows by TMA, with their descriptors)."""
     fn = quant_tcs._tcs_kernel
     wd = TensorDescriptor.from_tensor(torch.empty(512, 11008, dtype=torch.int32), [16, 64 * nwg],
                                       quant_tcs.word_smem_layout())  # fmt: skip
     consts = dict(ITERS=iters, GROUP=128, SYM=bool(sym), ZERO_OFFSET=1, HAS_PERM=bool(perm), USE_SPLIT=bool(split),
                   SLOTS=bool(slots), IS_BF16=bool(bf16), STAGES=stages, BLOCK_M=bm, NWG=nwg,
                   CONS_REGS=quant_tcs.CONS_REGS, USE_GDC=gdc, DIAG=diag, PIPE=pipe, ACC_SCALE=acc,
-                  EARLY_RELEASE=early, **pipe_layout(bm, pipe), **quant_tcs.tcs_layouts(bm),
+                  EARLY_RELEASE=early, SZ_MODE=sz, **pipe_layout(bm, pipe), **quant_tcs.tcs_layouts(bm),
                   **{name: 1 for name in ONES})  # fmt: skip
     ptrs = dict(PTRS, x_ptr="*bf16", sc_ptr="*bf16", y_ptr="*bf16") if bf16 else PTRS
-    sig = {a: "constexpr" if a in consts else ("w_desc" == a and mangle_type(wd)) or ptrs.get(a, "i32")
+    descs = dict(w_desc=wd)
+    if sz == 2:  # SZ_MODE 2's scale / zero descriptors (7B up's 32 groups x 11008 columns)
+        sc = torch.empty(32, 11008, dtype=torch.bfloat16 if bf16 else torch.float16)
+        descs["s_desc"], descs["z_desc"] = quant_tcs.sz_descriptors(
+            sc, torch.empty(32, 11008 // 8, dtype=torch.int32), iters)
+    sig = {a: "constexpr" if a in consts else (a in descs and mangle_type(descs[a])) or ptrs.get(a, "i32")
            for a in fn.arg_names}  # fmt: skip
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs or a in ALIGNED}
     src = GluonASTSource(fn, sig, constexprs=consts, attrs=attrs)

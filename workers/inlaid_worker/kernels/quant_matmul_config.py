@@ -220,30 +220,41 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, 128, 128, s, 4, st, True, kind) for kind, bm, st, splits in TCW_PLANS[mb] for s in splits]
 
 
-# quant_tcs (sessions 12-13; kind "tcs2a" offered at M = 2 / 4 / 8 / 16, speed-ups in quant_tcs's docstring; "tcs" /
-# "tcss" / "tcs2" / "tcsa" and the bench script's "tcs0" are bench kinds; 4-bit): the small-M GEMV with a TMA
-# producer warp and a deep word ring. Per M bucket: (block_n = 64 x consumer warpgroups, ring stages, kind, splits);
-# block_m 8 up to M = 8, 16 above. A split is offered only where the ring and the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
+# quant_tcs (sessions 12-14; kinds "tcs2a" and "tcsat" offered at M = 2 / 4 / 8 / 16, speed-ups in quant_tcs's
+# docstring; "tcs" / "tcss" / "tcs2" / "tcsa" / "tcs2ao" / "tcs2at" and the bench script's "tcs0" are bench kinds;
+# 4-bit): the small-M GEMV with a TMA producer warp and a deep word ring. Per M bucket: (block_n = 64 x consumer
+# warpgroups, ring stages, kind, splits); block_m 8 up to M = 8, 16 above. A split is offered only where the ring and
+# the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
 # The plans that won a (shape, M) point of kernels-2026-11-30-s12-tcs.md: two consumer warpgroups (128 columns), a
 # 4-stage ring, one wave of programs on the H200 (7B up split 3, down split 8 / 4); deeper rings (6-8), one warpgroup
 # and M = 1 (0.76-0.80x the hgemvr GEMV) lost.
-_TCS_PLAN = ((128, 4, "tcs2a", (2, 3, 4, 8)),)  # split 2: 13B qkv M = 2..8 (kernels-2026-11-30-s13-retune-summary.md)
+# Session 14 (kernels-2026-12-01-s14-tcs-summary.md): "tcsat" (tcsa's loop, scale / zero rows by the producer's TMA:
+# g128 and N % 32 == 0 only) ~1-4% faster than tcs2a iso at the 7B points, -3..+4% under PDL; rings of 6 / 8 stages
+# 5-15% slower than 4 (26-34% at block_m 16).
+_TCS_PLAN = ((128, 4, "tcs2a", (2, 3, 4, 8)),  # split 2: 13B qkv M = 2..8 (kernels-2026-11-30-s13-retune-summary.md)
+             (128, 4, "tcsat", (2, 3, 4, 8)))
 TCS_PLANS: dict[int, tuple] = {2: _TCS_PLAN, 4: _TCS_PLAN, 8: _TCS_PLAN, 16: _TCS_PLAN}
 TCS_SMEM_MAX = 200 * 1024  # = quant_tcs.SMEM_MAX (that module imports Gluon's Hopper support: not here)
 # quant_tcs's kinds that quant_matmul dispatches (= quant_tcs.KINDS less the bench-only EARLY_KINDS, asserted there)
 # and those with ACC_SCALE (the exact (q - z) operand; quant_tc "tc" under the interpreter) (= quant_tcs.ACC_KINDS)
-TCS_KINDS = ("tcs", "tcss", "tcs2", "tcsa", "tcs2a")
-TCS_ACC_KINDS = ("tcsa", "tcs2a")
+TCS_KINDS = ("tcs", "tcss", "tcs2", "tcsa", "tcs2a", "tcs2ao", "tcs2at", "tcsat")
+TCS_ACC_KINDS = ("tcsa", "tcs2a", "tcs2ao", "tcs2at", "tcsat")
 
 
-def tcs_smem_bytes(iters: int, stages: int, block_m: int, nwg: int) -> int:
-    """Shared memory of one quant_tcs program: the word ring, the staged x (16-bit), scales (16-bit) and zeros (int32)."""
-    return stages * 16 * 64 * nwg * 4 + iters * block_m * 128 * 2 + triton.next_power_of_2(iters) * 64 * nwg * 6 + 1024
+TCS_SZ_TMA_KINDS = ("tcs2at", "tcsat")  # = the kinds of quant_tcs.SZ_MODES with SZ_MODE 2 (scale / zero rows by TMA)
 
 
-def tcs_fits(k: int, block_m: int, split_k: int, stages: int, nwg: int) -> bool:
+def tcs_smem_bytes(iters: int, stages: int, block_m: int, nwg: int, sz_tma: bool = False) -> int:
+    """Shared memory of one quant_tcs program: the word ring, the staged x (16-bit), scales (16-bit) and zeros (int32);
+    sz_tma (SZ_MODE 2): the TMA boxes of scales (16-bit) and zero words (one word per 8 columns) and their barrier."""
+    p2 = triton.next_power_of_2(iters)
+    sz = p2 * 64 * nwg * 2 + max(p2, 4) * 8 * nwg * 4 + 8 if sz_tma else 0
+    return stages * 16 * 64 * nwg * 4 + iters * block_m * 128 * 2 + p2 * 64 * nwg * 6 + 1024 + sz
+
+
+def tcs_fits(k: int, block_m: int, split_k: int, stages: int, nwg: int, sz_tma: bool = False) -> bool:
     iters, _ = split_iters(k // 128, split_k)
-    return tcs_smem_bytes(iters, stages, block_m, nwg) <= TCS_SMEM_MAX
+    return tcs_smem_bytes(iters, stages, block_m, nwg, sz_tma) <= TCS_SMEM_MAX
 
 
 def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
@@ -251,8 +262,10 @@ def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     if k % 128 or group % 128 or n % 4 or mb not in TCS_PLANS:
         return []
     bm = 8 if mb <= 8 else 16
+    tma_sz = group == 128 and n % 32 == 0  # SZ_MODE 2 (quant_tcs.sz_tma_supported's shape part)
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in TCS_PLANS[mb] for s in splits
-            if tcs_fits(k, bm, s, st, bn // 64)]
+            if tcs_fits(k, bm, s, st, bn // 64, kind in TCS_SZ_TMA_KINDS)
+            and (tma_sz or kind not in TCS_SZ_TMA_KINDS)]
 
 
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit

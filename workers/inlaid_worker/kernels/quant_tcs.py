@@ -48,12 +48,26 @@ Session 13 (bench/results/kernels-2026-11-30-s13-tcs-summary.md):
   145 instead of 181 SASS instructions a K tile (s13_tcs_sass.py). Speed-ups (the figures quant_matmul and
   quant_matmul_config refer to): 5-15% faster than tcs at M = 4..16; "tcs2a" against the table's earlier picks at
   7B up / gate-up / down M = 4 / 8 / 16: 1.03-1.13x iso, 1.07-1.22x under PDL (kernels-2026-11-30-s13-tcs-summary.md).
-Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) at M = 2..16
-(splits 2 / 3 / 4 / 8), and the shipped table (tuned/nvidia-h200.json) has "tcs2a" at eleven 7B points (up /
-gate-up / down at M = 4 / 8 / 16, kernels-2026-11-30-s13-tcs-summary.md; up / down at M = 2) and five 13B points
-(qkv at M = 2 / 4 / 8 split 2 and M = 16 split 4, gate/up at M = 16 split 3; kernels-2026-11-30-s13-retune-summary.md).
-"tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next half's dequantization) and "tcsa" are bench /
-candidate kinds: quant_matmul dispatches them (quant_matmul_config.TCS_KINDS), the tuner does not offer them.
+Session 14 (bench/results/kernels-2026-12-01-s14-tcs-summary.md), issue 4's levers a / b:
+- SZ_MODE (where the scales and zeros come from; the K loop is unchanged). Before, each consumer warpgroup loaded its
+  scales and zeros from global memory and staged them before it issued its x loads: two serial round trips before the
+  first K tile. SZ_MODE 1 (kind "tcs2ao") stages them after the x loads are issued (the round trips overlap);
+  SZ_MODE 2 (kinds "tcs2at", "tcsat" = tcs2a's / tcsa's loops) has the producer warp TMA-copy the program's scale rows
+  [ITERS_P2, 64] and zero-word rows [>= 4, 8] per warpgroup onto their own mbarrier before the first word tile
+  (scales are weights: before the PDL wait), and the consumers stage them from shared memory after issuing their x
+  loads (g128, N % 32 == 0, 16-byte rows: sz_tma_supported). Same numerics as tcsa / tcs2a. On the H200 (two runs,
+  same-run A/B): tcsat against tcs2a (both 4 stages, the shipped splits) 1.00-1.05x iso and 0.97-1.04x under PDL at
+  7B up / gate-up / down M = 2..16; tcs2ao 0.99-1.01x iso, 0.97-1.03x PDL. Shipped where >= 3% faster both ways in
+  both runs: 7B gate/up M = 16 (tcsat m16 n128 s3, 25.57 / 23.74 -> 24.36 / 22.86 us iso / pdl).
+- Deeper rings (lever b): 6 and 8 stages (tcs2a, tcs2at, tcsat) are 5-15% slower than 4 at M = 2..8 and 26-34% at
+  M = 16 (block_m 16, 8 stages: one program an SM), in both PDL modes.
+Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) and "tcsat"
+(ACC_SCALE + SZ_MODE 2) at M = 2..16 (splits 2 / 3 / 4 / 8), and the shipped table (tuned/nvidia-h200.json) has
+"tcs2a" at ten 7B points (up / down at M = 2 / 4 / 8 / 16, gate-up at M = 4 / 8, kernels-2026-11-30-s13-tcs-summary.md
+and -s13-retune-summary.md) and five 13B points (qkv at M = 2 / 4 / 8 split 2 and M = 16 split 4, gate/up at M = 16
+split 3), "tcsat" at 7B gate/up M = 16 (session 14). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next
+half's dequantization), "tcsa", "tcs2ao" and "tcs2at" are bench / candidate kinds: quant_matmul dispatches them
+(quant_matmul_config.TCS_KINDS), the tuner does not offer them.
 Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, reproduces the race) and launch_tcs's
 `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
 """
@@ -70,7 +84,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_common import split_iters, workspace
-from .quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS
+from .quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS, TCS_SZ_TMA_KINDS
 from .quant_matmul_config import TCS_SMEM_MAX as SMEM_MAX  # bytes a program may use (ring + staged x, scales, zeros)
 from .quant_matmul_config import tcs_fits as fits
 from .quant_matmul_config import tcs_smem_bytes as smem_bytes
@@ -81,16 +95,25 @@ from .quant_tcw import _tcw_store, slot_workspace
 BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
 # kind -> split-K in per-split slots (else read-and-clear atomics)
-KINDS = {"tcs": False, "tcss": True, "tcs2": False, "tcsa": False, "tcs2a": False, "tcs0": False}
-PIPE_KINDS = ("tcs2", "tcs2a")  # kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1; "tcs2a" ships)
+KINDS = {"tcs": False, "tcss": True, "tcs2": False, "tcsa": False, "tcs2a": False, "tcs2ao": False, "tcs2at": False,
+         "tcsat": False, "tcs0": False}
+# kinds with the barrier-free, MMA-overlapped K loop (PIPE = 1; "tcs2a" ships)
+PIPE_KINDS = ("tcs2", "tcs2a", "tcs2ao", "tcs2at")
 # session 13: ACC_SCALE = 1, the exact (q - z) operand (no scale in the operand, fewer instructions a K tile) and the
 # tile's fp32 result scaled on the accumulator (quant_tc "tc" / quant_tcv numerics; a K tile is within one group)
-ACC_KINDS = ("tcsa", "tcs2a")
+ACC_KINDS = ("tcsa", "tcs2a", "tcs2ao", "tcs2at", "tcsat")
+# session 14 (lever a): where the scales and zeros come from (SZ_MODE). 0: the consumers load them from global memory
+# before the PDL wait and stage them before they load x (two serial round trips before the first tile); 1 ("...o"):
+# the same loads, staged after the x loads were issued (the two round trips overlap); 2 ("...t"): the producer warp
+# TMA-copies the program's scale and zero rows (one box each per warpgroup, its own mbarrier) before the first word
+# tile, and the consumers stage them from shared memory after issuing their x loads (g128, N % 32 == 0)
+SZ_MODES = {"tcs2ao": 1, "tcs2at": 2, "tcsat": 2}
 # bench-only "tcs0": session 12's tcs, which released a ring slot right after reading it (before the wgmma that
 # consumes the words): sporadically wrong results at block_m 16 (session 13, kernels-2026-11-30-s13-tcs-summary.md)
 EARLY_KINDS = ("tcs0",)
 # quant_matmul dispatches every kind but the bench-only EARLY_KINDS (quant_matmul_config's copies: no Gluon import)
 assert tuple(k for k in KINDS if k not in EARLY_KINDS) == TCS_KINDS and ACC_KINDS == TCS_ACC_KINDS
+assert tuple(k for k, v in SZ_MODES.items() if v == 2) == TCS_SZ_TMA_KINDS
 
 
 def tcs_supported(w: GPTQWeight, k: int) -> bool:
@@ -182,9 +205,55 @@ def _operand_qz(pw, zm2, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr,
 
 
 @gluon.jit
+def _sz_store(s2, zw, cz, s_smem, z_smem, WG: gl.constexpr, ITERS_P2: gl.constexpr, SYM: gl.constexpr,
+              ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, SZ: gl.constexpr):  # fmt: skip
+    """Stage one warpgroup's scales (x's 16-bit type) and packed (MAGIC + z) pairs [ITERS_P2, 64]: zw holds each
+    column's qzeros word (column c: nibble c % 8), cz the columns."""
+    if IS_BF16:
+        s2 = s2.to(gl.bfloat16)
+        magic = 0x4300
+    else:
+        magic = 0x6400
+    if SYM:
+        z2 = gl.full([ITERS_P2, 64], 8, gl.int32, layout=SZ)
+    else:
+        z2 = ((zw >> (4 * (cz % 8))[None, :]) & 0xF) + ZERO_OFFSET
+    zm = magic + z2
+    s_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(s2.to(s_smem.dtype))
+    z_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(zm | (zm << 16))
+
+
+@gluon.jit
+def _sz_from_tma(s_tma, z_tma, szbar, cz, s_smem, z_smem, WG: gl.constexpr, ITERS_P2: gl.constexpr,
+                 SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, SZ: gl.constexpr,
+                 STAGE: gl.constexpr):  # fmt: skip
+    """SZ_MODE 2: wait for the producer's scale / zero boxes of this warpgroup ([ITERS_P2, 64] scales, [ITERS_P2, 8]
+    zero words) and stage them as _sz_store does (STAGE 0: diagnosis without staging, only the wait)."""
+    mbarrier.wait(szbar.index(0), 0)
+    if STAGE:
+        s2 = s_tma.index(WG).load(SZ)
+        Z3: gl.constexpr = gl.BlockedLayout([1, 1, 2], [1, 8, 4], [4, 1, 1], [2, 1, 0])  # [tile, word, nibble]
+        zw8 = z_tma.index(WG).slice(0, ITERS_P2, dim=0).load(gl.SliceLayout(2, Z3))  # (the box has >= 4 rows)
+        nib = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, Z3)))
+        zw3 = gl.broadcast(zw8[:, :, None], nib[None, None, :])[0]  # each word repeated for its 8 columns
+        zw = gl.convert_layout(gl.reshape(zw3, [ITERS_P2, 64]), SZ)
+        _sz_store(s2, zw, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ)
+
+
+@gluon.jit
 def _tcs_producer(w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
-                  USE_GDC: gl.constexpr):  # fmt: skip
+                  USE_GDC: gl.constexpr, s_desc, z_desc, s_tma, z_tma, szbar, SZ_MODE: gl.constexpr,
+                  SYM: gl.constexpr):  # fmt: skip
     ggdc_wait_first(USE_GDC)  # PDL mode 3 (no weight prefetch, an ablation): wait before the first copy
+    if SZ_MODE == 2:  # the program's scale and zero rows (g128: row = K tile), one box each per warpgroup, first
+        NWG: gl.constexpr = BLOCK_N // 64
+        NB: gl.constexpr = NWG * (s_desc.block_type.nbytes + (0 if SYM else z_desc.block_type.nbytes))
+        mbarrier.expect(szbar.index(0), NB)
+        for wg in gl.static_range(NWG):
+            tma.async_copy_global_to_shared(s_desc, [t0, pid_n * BLOCK_N + wg * 64], szbar.index(0), s_tma.index(wg))
+            if not SYM:
+                tma.async_copy_global_to_shared(z_desc, [t0, pid_n * (BLOCK_N // 8) + wg * 8], szbar.index(0),
+                                                z_tma.index(wg))  # fmt: skip
     for it in range(n_it):
         st = it % STAGES
         mbarrier.wait(empty.index(st), ((it // STAGES) & 1) ^ 1)  # fresh barriers count as released
@@ -195,15 +264,15 @@ def _tcs_producer(w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES: gl.cons
 
 @gluon.jit
 def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty,
-                  xbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg,
-                  stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+                  xbar, s_tma, z_tma, szbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm,
+                  stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
                   WG: gl.constexpr, NWG: gl.constexpr, ITERS: gl.constexpr, GROUP: gl.constexpr, SYM: gl.constexpr,
                   ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr, USE_SPLIT: gl.constexpr, SLOTS: gl.constexpr,
                   IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, USE_GDC: gl.constexpr,
                   MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr,
                   XL: gl.constexpr, DIAG: gl.constexpr, PIPE: gl.constexpr = 0,
                   L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0,
-                  EARLY_RELEASE: gl.constexpr = 0):  # fmt: skip
+                  EARLY_RELEASE: gl.constexpr = 0, SZ_MODE: gl.constexpr = 0):  # fmt: skip
     dt: gl.constexpr = x_smem.dtype
     SA: gl.constexpr = gl.SliceLayout(1, MMA)  # the accumulator's rows (weight columns): ACC_SCALE's scales
     ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # operand rows (= columns)
@@ -218,21 +287,14 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     ti = gl.arange(0, ITERS_P2, layout=gl.SliceLayout(1, SZ))
     cz = gl.minimum(col0 + gl.arange(0, 64, layout=gl.SliceLayout(0, SZ)), N - 1)
     gz = gl.minimum((k_begin + ti * BK) // GROUP, g_last)
-    s2 = gl.load(sc_ptr + gz[:, None] * stride_sg + cz[None, :] * stride_sn)
-    if IS_BF16:
-        s2 = s2.to(gl.bfloat16)
-        magic = 0x4300
-    else:
-        magic = 0x6400
-    if SYM:
-        z2 = gl.full([ITERS_P2, 64], 8, gl.int32, layout=SZ)
-    else:
-        zw = gl.load(qz_ptr + gz[:, None] * stride_zg + (cz // 8)[None, :] * stride_zn)
-        z2 = ((zw >> (4 * (cz % 8))[None, :]) & 0xF) + ZERO_OFFSET
-    zm = magic + z2
-    if DIAG % 2 == 0:
-        s_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(s2.to(s_smem.dtype))
-        z_smem.slice(WG * ITERS_P2, ITERS_P2, dim=0).store(zm | (zm << 16))
+    if SZ_MODE < 2:  # the consumers' own loads (SZ_MODE 0: staged here; 1: staged once x's first loads are issued)
+        s2 = gl.load(sc_ptr + gz[:, None] * stride_sg + cz[None, :] * stride_sn)
+        if SYM:
+            zw = s2  # unused
+        else:
+            zw = gl.load(qz_ptr + gz[:, None] * stride_zg + (cz // 8)[None, :] * stride_zn)
+        if SZ_MODE == 0 and DIAG % 2 == 0:
+            _sz_store(s2, zw, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ)
     ggdc_wait_prefetched(USE_GDC)  # x (and the split-K workspace) may be written by the previous kernel
     # x in the operand's K order (quant_tcv's staging): this warpgroup's share of the tiles, loads of XCH tiles issued
     # before their shared-memory stores
@@ -245,6 +307,11 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
             xc = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + 2 * NWG) * BK, K, stride_xk, HAS_PERM)
         if c + 3 * NWG < ITERS:
             xd = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + 3 * NWG) * BK, K, stride_xk, HAS_PERM)
+        if c == WG:  # SZ_MODE 1 / 2: scales and zeros staged while the first x loads are in flight
+            if SZ_MODE == 1:
+                _sz_store(s2, zw, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ)
+            if SZ_MODE == 2:
+                _sz_from_tma(s_tma, z_tma, szbar, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ, 1)
         x_smem.index(c).store(gl.reshape(gl.permute(xa, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
         if c + NWG < ITERS:
             x_smem.index(c + NWG).store(gl.reshape(gl.permute(xb, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
@@ -252,6 +319,12 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
             x_smem.index(c + 2 * NWG).store(gl.reshape(gl.permute(xc, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
         if c + 3 * NWG < ITERS:
             x_smem.index(c + 3 * NWG).store(gl.reshape(gl.permute(xd, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
+    if WG >= ITERS or DIAG % 2 == 1:  # no x tile of this warpgroup (or no staging): the loop above never ran
+        if SZ_MODE == 1 and DIAG % 2 == 0:
+            _sz_store(s2, zw, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ)
+        if SZ_MODE == 2:  # (the wait also under DIAG: no TMA copy outstanding at exit)
+            _sz_from_tma(s_tma, z_tma, szbar, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ,
+                         DIAG % 2 == 0)  # fmt: skip
     hopper.fence_async_shared()
     gl.thread_barrier()
     if NWG > 1:
@@ -355,13 +428,13 @@ def _tcs_partitions(cargs, cconst, pargs, NWG: gl.constexpr, CONS_REGS: gl.const
 def _tcs_kernel(
     w_desc, x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, SPLIT_K,
-    stride_xm, stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
+    stride_xm, stride_xk, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, s_desc, z_desc,
     ITERS: gl.constexpr, GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, HAS_PERM: gl.constexpr,
     USE_SPLIT: gl.constexpr, SLOTS: gl.constexpr, IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
     NWG: gl.constexpr, CONS_REGS: gl.constexpr,
     MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, XL: gl.constexpr,
     XS: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0, PIPE: gl.constexpr = 0,
-    L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0, EARLY_RELEASE: gl.constexpr = 0,
+    L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0, EARLY_RELEASE: gl.constexpr = 0, SZ_MODE: gl.constexpr = 0,
 ):  # fmt: skip
     ggdc_start(USE_GDC)
     pid_n = gl.program_id(0)
@@ -385,6 +458,14 @@ def _tcs_kernel(
         mbarrier.init(xbar.index(0), count=NWG)
     else:  # no x barrier: Triton reuses a dead mbarrier's bytes as epilogue scratch (undefined behaviour on sm_90)
         xbar = ready
+    if SZ_MODE == 2:  # the producer's scale / zero boxes (one each per warpgroup) and their barrier
+        s_tma = gl.allocate_shared_memory(s_desc.dtype, [NWG, ITERS_P2, 64], s_desc.layout)
+        ZP2: gl.constexpr = 4 if ITERS_P2 < 4 else ITERS_P2  # >= 128 bytes a box: TMA boxes are 128-byte aligned
+        z_tma = gl.allocate_shared_memory(gl.int32, [NWG, ZP2, 8], z_desc.layout)
+        szbar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(szbar.index(0), count=1)
+    else:
+        s_tma, z_tma, szbar = s_smem, z_smem, ready  # unused
     hopper.fence_async_shared()
     k_tiles = K // BK
     t0 = pid_k * ITERS
@@ -392,12 +473,13 @@ def _tcs_kernel(
     # the partitions' arguments, written once: consumers' runtime values, their constexprs, the producer's (passed as
     # call arguments: a Gluon tuple assigned to a name or joined with `+` loses its constexprs, strides of 1 included)
     _tcs_partitions(
-        (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty, xbar, M,
-         N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg, stride_sn, stride_zg,
-         stride_zn, stride_ym, stride_yn),
+        (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty, xbar,
+         s_tma, z_tma, szbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg,
+         stride_sn, stride_zg, stride_zn, stride_ym, stride_yn),
         (NWG, ITERS, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT, L5,
-         L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE, EARLY_RELEASE),
-        (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC), NWG, CONS_REGS)  # fmt: skip
+         L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE, EARLY_RELEASE, SZ_MODE),
+        (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC, s_desc, z_desc, s_tma, z_tma, szbar,
+         SZ_MODE, SYM), NWG, CONS_REGS)  # fmt: skip
 
 
 def plan_grid(m: int, n: int, k: int, block_m: int, split_k: int, nwg: int) -> tuple[tuple[int, int, int], int]:
@@ -406,9 +488,31 @@ def plan_grid(m: int, n: int, k: int, block_m: int, split_k: int, nwg: int) -> t
     return (triton.cdiv(n, WG_N * nwg), split, triton.cdiv(m, block_m)), iters
 
 
+def sz_tma_supported(w: GPTQWeight) -> bool:
+    """SZ_MODE 2 (the producer TMA-copies scale and zero rows): g128 (a scale row a K tile), N % 32 == 0 and
+    row-major scales / zeros with 16-byte rows (TMA)."""
+    tensors = (w.scales, w.qzeros)
+    rows_ok = all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
+                  for t in tensors)  # fmt: skip
+    return w.group_size == BLOCK_K and w.out_features % 32 == 0 and rows_ok
+
+
+def sz_descriptors(scales: torch.Tensor, qzeros: torch.Tensor, iters: int) -> tuple:
+    """SZ_MODE 2's TMA descriptors: scales [ITERS_P2, 64] and zero words [max(ITERS_P2, 4), 8] boxes (one per
+    warpgroup; each box's shared-memory destination must be 128-byte aligned: a 1-2 row zero box was misaligned)."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    p2 = triton.next_power_of_2(iters)
+    bits = scales.element_size() * 8
+    s_desc = TensorDescriptor.from_tensor(scales, [p2, WG_N], gl.NVMMASharedLayout(0, bits, 2))
+    z_desc = TensorDescriptor.from_tensor(qzeros, [max(p2, 4), WG_N // 8], gl.NVMMASharedLayout(0, 32, 2))
+    return s_desc, z_desc
+
+
 def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
-             slots: bool = False) -> tuple[tuple, tuple, dict]:  # fmt: skip
-    """(grid, positional args, constexpr kwargs) of one launch; shared with the offline build."""
+             slots: bool = False, sz_tma: bool = False) -> tuple[tuple, tuple, dict]:  # fmt: skip
+    """(grid, positional args, constexpr kwargs) of one launch; shared with the offline build. sz_tma: SZ_MODE 2's
+    scale / zero descriptors (else the word descriptor stands in, unused)."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     m, k = x2.shape
@@ -417,7 +521,7 @@ def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
         raise ValueError(f"tcs needs 4-bit N-contiguous weights, K and group multiples of {BLOCK_K}")
     if stages < 2 or block_m not in (8, 16) or nwg not in (1, 2):
         raise ValueError(f"tcs: stages >= 2, block_m 8 / 16, 1-2 consumer warpgroups (got {stages}, {block_m}, {nwg})")
-    if not fits(k, block_m, split_k, stages, nwg):
+    if not fits(k, block_m, split_k, stages, nwg, sz_tma):
         raise ValueError(f"tcs: ring + staging over {SMEM_MAX} bytes of shared memory")
     grid, iters = plan_grid(m, n, k, block_m, split_k, nwg)
     split = grid[1]
@@ -430,11 +534,14 @@ def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
         ws, cnt = workspace(x2.device, m * n, counters)
     w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, WG_N * nwg], word_smem_layout())
     perm = w.perm if w.perm is not None else w.qweight
+    if sz_tma and not sz_tma_supported(w):
+        raise ValueError("tcs SZ_MODE 2: g128, N % 32 == 0 and 16-byte scale / zero rows (TMA)")
+    sz = sz_descriptors(w.scales, w.qzeros, iters) if sz_tma else (w_desc, w_desc)
     args = (
         w_desc, x2, perm, w.scales, w.qzeros, y, ws, cnt,
         m, n, k, split,
         x2.stride(0), x2.stride(1), w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
-        y.stride(0), y.stride(1),
+        y.stride(0), y.stride(1), *sz,
     )  # fmt: skip
     consts = dict(ITERS=iters, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None,
                   USE_SPLIT=split > 1, SLOTS=slots, IS_BF16=x2.dtype == torch.bfloat16, STAGES=stages, BLOCK_M=block_m,
@@ -452,12 +559,14 @@ def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stag
                kind: str = "tcs", diag: int = 0) -> None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W (CUDA, sm_90); with PDL inside kernels.pdl's scope (launch_kw). diag (benches only,
     wrong results): 1 = no x / scale / zero staging, 2 = no operand or MMA, 3 = neither (the ring's stream alone)."""
-    grid, args, consts = tcs_args(x2, w, block_m, split_k, stages, nwg, y, KINDS[kind])
+    sz_mode = SZ_MODES.get(kind, 0)
+    grid, args, consts = tcs_args(x2, w, block_m, split_k, stages, nwg, y, KINDS[kind], sz_mode == 2)
     pipe = dict(PIPE=1, L5H=tcg_layouts(WG_N, block_m, 4)["L5H"]) if kind in PIPE_KINDS else {}
     _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **pipe,
-                      ACC_SCALE=int(kind in ACC_KINDS), EARLY_RELEASE=int(kind in EARLY_KINDS),
+                      ACC_SCALE=int(kind in ACC_KINDS), EARLY_RELEASE=int(kind in EARLY_KINDS), SZ_MODE=sz_mode,
                       **launch_kw(tensor_core=True))  # fmt: skip
 
 
-__all__ = ["ACC_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "fits", "launch_tcs", "plan_grid", "smem_bytes",
-           "tcs_args", "tcs_layouts", "tcs_reference", "tcs_supported"]  # fmt: skip
+__all__ = ["ACC_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "SZ_MODES", "fits", "launch_tcs", "plan_grid",
+           "smem_bytes", "sz_descriptors", "sz_tma_supported", "tcs_args", "tcs_layouts", "tcs_reference",
+           "tcs_supported"]  # fmt: skip

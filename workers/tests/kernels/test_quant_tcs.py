@@ -314,22 +314,35 @@ def test_the_tuner_offers_the_plans_that_fit_and_the_estimate_covers_the_build()
     from pathlib import Path
 
     from inlaid_worker.kernels import quant_tcs
-    from inlaid_worker.kernels.quant_matmul_config import TCS_PLANS, TCS_SMEM_MAX, _tcs, tcs_smem_bytes
+    from inlaid_worker.kernels.quant_matmul_config import (
+        TCS_PLANS,
+        TCS_SMEM_MAX,
+        TCS_SZ_TMA_KINDS,
+        _tcs,
+        tcs_smem_bytes,
+    )
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
     from sass_tcs import build
 
     assert build(8, 4, 2, 59, split=1, pipe=1, acc=1)["shared_bytes"] <= tcs_smem_bytes(59, 4, 8, 2) <= TCS_SMEM_MAX
+    # SZ_MODE 2 (tcsat) at its largest offered program (block_m 8, 43 K tiles: 7B down split 2) and a 1-tile one
+    for iters in (43, 1):
+        assert build(8, 4, 2, iters, split=1, acc=1, sz=2)["shared_bytes"] <= tcs_smem_bytes(iters, 4, 8, 2, True)
+    assert tcs_smem_bytes(43, 4, 8, 2, True) <= TCS_SMEM_MAX < tcs_smem_bytes(59, 4, 8, 2, True)
     for k in (128, 640, 1280, 4096, 5120, 11008, 13824, 20480):
         for mb in (2, 4, 8, 16):
-            offered = {(c.block_m, c.block_n, c.split_k, c.num_stages) for c in _tcs(mb, 4096, k, 128)}
-            for bm, bn, split, st in offered:
-                assert quant_tcs.fits(k, bm, split, st, bn // 64), (k, mb, split)
+            offered = {(c.block_m, c.block_n, c.split_k, c.num_stages, c.kind) for c in _tcs(mb, 4096, k, 128)}
+            for bm, bn, split, st, kind in offered:
+                assert quant_tcs.fits(k, bm, split, st, bn // 64, kind in TCS_SZ_TMA_KINDS), (k, mb, split, kind)
             bm = 8 if mb <= 8 else 16
-            for bn, st, _, splits in TCS_PLANS[mb]:  # every split the plans name (2 / 3 / 4 / 8)
+            for bn, st, kind, splits in TCS_PLANS[mb]:  # every split the plans name (2 / 3 / 4 / 8)
                 for split in splits:
-                    if quant_tcs.fits(k, bm, split, st, bn // 64):
-                        assert (bm, bn, split, st) in offered, (k, mb, split)
+                    if quant_tcs.fits(k, bm, split, st, bn // 64, kind in TCS_SZ_TMA_KINDS):
+                        assert (bm, bn, split, st, kind) in offered, (k, mb, split, kind)
+    assert {c.kind for c in _tcs(4, 4096, 4096, 128)} == {"tcs2a", "tcsat"}
+    assert {c.kind for c in _tcs(4, 4004, 4096, 128)} == {"tcs2a"}, "SZ_MODE 2 needs N % 32 == 0"
+    assert {c.kind for c in _tcs(4, 4096, 4096, 256)} == {"tcs2a"}, "SZ_MODE 2 needs g128"
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
@@ -422,7 +435,7 @@ def test_tcs_acc_scale_repeated_launches(kind: str) -> None:
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
-@pytest.mark.parametrize("kind", ["tcs", "tcsa", "tcs2a"])
+@pytest.mark.parametrize("kind", ["tcs", "tcsa", "tcs2a", "tcsat", "tcs2at"])
 def test_tcs_block_m16_gate_up_launches_are_all_right(kind: str) -> None:
     """The shipped 7B gate/up M = 16 plan (4096 x 22016, block_m 16, n128, split 3, 4 stages): 16 single launches, each
     against the model. Session 12's tcs released a ring slot right after reading it, before the wgmma that used the
@@ -473,3 +486,102 @@ def test_tcs_repeated_launches_leave_the_workspace_clean(bn: int, split: int, st
             assert float((y.float() - ref).norm() / ref.norm()) < 1e-3
             for ws, cnt in quant_common._WORKSPACES.values():
                 assert bool((ws == 0).all()) and bool((cnt == 0).all()), f"workspace left dirty (PDL mode {mode})"
+
+
+def test_tcs_sz_tma_args_and_refusals() -> None:
+    """SZ_MODE 2 (kinds tcs2at / tcsat, session 14): tcs_args appends the scale [ITERS_P2, 64] and zero-word
+    [ITERS_P2, 8] TMA descriptors (the word descriptor stands in otherwise); N % 32 != 0 or g != 128 is refused."""
+    from inlaid_worker.kernels.quant_tcs import sz_tma_supported, tcs_args
+
+    k, n, m = 1280, 384, 4
+    w, _ = _weight(k, n, False, False)
+    x = torch.zeros(m, k, dtype=torch.float16)
+    y = torch.empty(m, n, dtype=torch.float16)
+    _, args, consts = tcs_args(x, w, 8, 3, 4, 2, y, sz_tma=True)
+    s_desc, z_desc = args[20:22]
+    assert consts["ITERS"] == 4 and list(s_desc.block_shape) == [4, 64] and list(z_desc.block_shape) == [4, 8]
+    _, args1, _ = tcs_args(x, w, 8, 10, 4, 2, y, sz_tma=True)  # 1 tile a split: a 4-row zero box (128 bytes)
+    assert list(args1[20].block_shape) == [1, 64] and list(args1[21].block_shape) == [4, 8]
+    assert s_desc.base is w.scales and z_desc.base is w.qzeros
+    _, args0, _ = tcs_args(x, w, 8, 3, 4, 2, y)
+    assert args0[20] is args0[0] and args0[21] is args0[0], "no SZ descriptors: the word descriptor stands in"
+    w328, _ = _weight(k, 328, False, False)
+    assert sz_tma_supported(w) and not sz_tma_supported(w328)
+    assert not sz_tma_supported(dataclasses.replace(w, group_size=256))
+    with pytest.raises(ValueError, match="SZ_MODE 2"):
+        tcs_args(x, w328, 8, 3, 4, 2, torch.empty(m, 328, dtype=torch.float16), sz_tma=True)
+
+
+def test_tcs_sz_modes_build_and_order_offline() -> None:
+    """SZ_MODE 1 / 2 (session 14, offline sm_90 build under PDL): the consumers' first shared-memory store comes after
+    the PDL wait (ACQBULK) and the x loads, where SZ_MODE 0 stages scales and zeros before the wait; SZ_MODE 2 issues
+    one scale and one zero TMA box per warpgroup (none of zeros for sym weights), keeps the consumer K loop within a
+    few instructions of SZ_MODE 0's, no spills, and the shared-memory estimate covers the build."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    from inlaid_worker.kernels.quant_matmul_config import tcs_smem_bytes
+    from sass_tcl import BIN, analyse
+    from sass_tcs import build, loop_mix
+
+    def first_ops(asm: dict) -> list[str]:
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(asm["cubin"])
+            f.flush()
+            sass = subprocess.run([f"{BIN}/cuobjdump", "-sass", f.name], capture_output=True, text=True,
+                                  check=True).stdout  # fmt: skip
+        ops = [m.group(1).split()[0].split(".")[0]
+               for m in re.finditer(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([^;]+);", sass)]  # fmt: skip
+        return [o for o in ops if o in ("LDG", "STS", "STSM", "ACQBULK")]
+
+    tma = {}
+    for sz in (0, 1, 2):
+        asm = build(8, 4, 2, 11, 3, gdc=1, pipe=1, acc=1, sz=sz)
+        res = analyse(asm)
+        assert res["spill_stores"] == 0 and asm["shared_bytes"] <= tcs_smem_bytes(11, 4, 8, 2, sz == 2), (sz, res)
+        ops = first_ops(asm)
+        first_store = min(i for i, o in enumerate(ops) if o.startswith("STS"))
+        wait = ops.index("ACQBULK")
+        assert (first_store > wait and "LDG" in ops[wait:first_store]) == (sz > 0), (sz, ops[:40])
+        tma[sz] = asm["ptx"].count("cp.async.bulk.tensor")
+        if sz == 0:
+            base = loop_mix(asm)["kloop0"]["n"]
+        else:
+            assert abs(loop_mix(asm)["kloop0"]["n"] - base) <= 12, (sz, loop_mix(asm))
+    assert tma[1] == tma[0] and tma[2] == tma[0] + 4, tma  # 2 warpgroups x (scales, zeros)
+    assert build(8, 4, 2, 11, 3, sym=1, acc=1, sz=2)["ptx"].count("cp.async.bulk.tensor") == tma[0] + 2
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize(
+    ("kind", "bm", "bn", "stages", "m", "split", "sym", "act", "dtype", "k", "n", "use_pdl"),
+    [
+        ("tcs2ao", 8, 128, 4, 4, 3, False, False, torch.float16, 4096, 512, 1),
+        ("tcs2ao", 16, 128, 4, 13, 4, True, True, torch.float16, 1280, 328, 0),  # sym + act-order, N past the tile
+        ("tcs2ao", 8, 64, 2, 8, 2, False, True, torch.bfloat16, 1536, 512, 1),  # one warpgroup
+        ("tcs2ao", 8, 128, 4, 3, 10, False, False, torch.float16, 1280, 384, 1),  # 1 tile a split: WG 1 stages no x
+        ("tcs2at", 8, 128, 4, 4, 3, False, False, torch.float16, 4096, 512, 1),
+        ("tcs2at", 8, 128, 8, 8, 8, False, False, torch.float16, 11008, 512, 0),  # 7B down's K, deep ring
+        ("tcs2at", 16, 128, 4, 13, 4, True, True, torch.float16, 1280, 384, 0),  # sym (no zero box) + act-order
+        ("tcs2at", 8, 64, 2, 8, 2, False, True, torch.bfloat16, 1536, 512, 1),  # one warpgroup, bf16 x
+        ("tcs2at", 8, 128, 4, 3, 10, False, False, torch.float16, 1280, 384, 1),  # WG 1 stages no x, 1-row boxes
+        ("tcs2at", 8, 128, 4, 6, 5, False, True, torch.float16, 1280, 384, 0),  # 2 tiles a split (2-row boxes)
+        ("tcsat", 16, 128, 6, 16, 3, False, False, torch.float16, 4096, 1408, 1),  # last split shorter (OOB rows)
+        ("tcsat", 8, 128, 4, 5, 1, False, False, torch.float16, 1280, 384, 0),  # no split: plain stores
+        ("tcs2a", 8, 128, 8, 4, 3, False, False, torch.float16, 4096, 512, 1),  # lever b: the deep ring
+    ],
+)
+def test_tcs_sz_modes_match_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int, sym: bool,
+                                      act: bool, dtype: torch.dtype, k: int, n: int, use_pdl: int) -> None:  # fmt: skip
+    """Session 14's kinds (SZ_MODE 1 "tcs2ao": scales / zeros staged after the x loads; SZ_MODE 2 "tcs2at" / "tcsat":
+    scale and zero rows by the producer's TMA) through quant_matmul's dispatcher, against the dequantized product and
+    the acc_scale model (ACC_SCALE numerics, as tcsa / tcs2a)."""
+    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
+
+    cfg = QMMConfig(bm, bn, 128, split, 4, stages, True, kind)
+    _launch_twice_and_check(lambda x, w, y: launch_quant_matmul(x, w, cfg, y), m, k, n, sym, act, dtype, use_pdl,
+                            4e-3 if dtype == torch.bfloat16 else 5e-4, True)  # fmt: skip
