@@ -4,6 +4,11 @@
     out = weight * (h32 * rsqrt(mean(h32^2) + eps)).to(dtype)       (h32 = h in fp32)
 Without a residual, out = RMSNorm(x) and nothing is written back. Rounding follows model.llama.rms_norm:
 the add and the normalised value are each rounded to the activation dtype before the next operation.
+add_rms_norm_sums: the same with x given as a split-K GEMV's fp32 sums in its workspace (the "cfin" decode fusion,
+kernels.consumer_finish): x = fp16(sum) as the GEMV's own finish would store it; the sums are loaded, then zeroed after
+a CTA barrier (SUMS_MODE 2, the default: one program per row, so the barrier orders all of the row's reads before any
+zero store; without it a load and a zero store in different register layouts race, quant_common.store_tile's note),
+or read and cleared in one atomic exchange each (SUMS_MODE 1).
 """
 
 from __future__ import annotations
@@ -16,9 +21,25 @@ from .pdl import gdc_late, gdc_start, gdc_wait, launch_kw
 
 
 @triton.jit
+def _take_sums(ptrs, mask, MODE: tl.constexpr, BLOCK: tl.constexpr):
+    """fp32 sums at ptrs [BLOCK], left zeroed. MODE 1: one atomic exchange each (as int32: the interpreter's xchg is
+    int-only); 2: plain loads, a CTA barrier, zero stores (the row's only reader is this CTA: the barrier orders all
+    of its threads' loads before any thread's store)."""
+    if MODE == 1:
+        bits = tl.atomic_xchg(ptrs.to(tl.pointer_type(tl.int32)), tl.zeros((BLOCK,), tl.int32), mask=mask,
+                              sem="relaxed")  # fmt: skip
+        x = bits.to(tl.float32, bitcast=True)
+    else:
+        x = tl.load(ptrs, mask=mask, other=0.0)
+        tl.debug_barrier()
+        tl.store(ptrs, tl.zeros((BLOCK,), tl.float32), mask=mask)
+    return x
+
+
+@triton.jit
 def _add_rms_norm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o,
-    HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0,
+    HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0, FROM_SUMS: tl.constexpr = 0,
 ):  # fmt: skip
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
@@ -26,13 +47,19 @@ def _add_rms_norm_kernel(
     gdc_start(USE_GDC)
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # a weight: before the PDL wait (kernels.pdl)
     gdc_wait(USE_GDC)
-    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0)
-    if HAS_RES:
-        h = (tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32) + x.to(tl.float32))
-        h = h.to(x.dtype)
+    if FROM_SUMS:  # (always with a residual) its load in flight while the sums are taken
+        h_old = tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0)
+        x = _take_sums(x_ptr + row * stride_x + offs, mask, FROM_SUMS, BLOCK).to(h_old.dtype)
+        h = (h_old.to(tl.float32) + x.to(tl.float32)).to(x.dtype)
         tl.store(res_ptr + row * stride_r + offs, h, mask=mask)
     else:
-        h = x
+        x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0)
+        if HAS_RES:
+            h = (tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32) + x.to(tl.float32))
+            h = h.to(x.dtype)
+            tl.store(res_ptr + row * stride_r + offs, h, mask=mask)
+        else:
+            h = x
     h32 = h.to(tl.float32)
     inv = 1.0 / tl.sqrt(tl.sum(h32 * h32, axis=0) / n + eps)
     normed = (h32 * inv).to(x.dtype).to(tl.float32)
@@ -57,6 +84,34 @@ def add_rms_norm(
     _add_rms_norm_kernel[(t,)](
         x, res, weight, out, n, eps, x.stride(0), res.stride(0), out.stride(0),
         HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **launch_kw(),
+    )  # fmt: skip
+    return out
+
+
+# how add_rms_norm_sums reads and clears the sums (read at launch, so at a graph's capture): 2 = vector loads, a CTA
+# barrier, zero stores; 1 = one atomic exchange per value. 7B int4 batch-1 step on the H200 (bench/results/
+# decode-2026-12-01-s14-cfin.md): mode 2 0.965-0.967x the unfused step, mode 1 1.007-1.010x (4,096 exchanges from one
+# CTA: 16 one-word atomics a thread, against 4 vector loads)
+SUMS_MODE = 2
+
+
+def add_rms_norm_sums(sums: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor) -> torch.Tensor:
+    """add_rms_norm with x = fp16(sums) [T, n] where sums is the fp32 workspace of a split-K GEMV whose programs only
+    added their partial sums (quant_hgemvr's finish epilogue with defer): its first T * n values, row-major, which are
+    left zeroed. residual [T, n] (fp16 / bf16, row-major) is updated in place to residual + x."""
+    t, n = residual.shape
+    if residual.stride(1) != 1 or weight.shape != (n,) or sums.dtype != torch.float32 or sums.numel() < t * n:
+        raise ValueError(f"add_rms_norm_sums: residual {tuple(residual.shape)}, weight {tuple(weight.shape)}, "
+                         f"sums {sums.dtype} of {sums.numel()}")  # fmt: skip
+    if not sums.is_contiguous():
+        raise ValueError("add_rms_norm_sums: the workspace must be contiguous")
+    out = torch.empty_like(residual)
+    if t == 0:
+        return out
+    block = triton.next_power_of_2(n)
+    _add_rms_norm_kernel[(t,)](
+        sums, residual, weight, out, n, eps, n, residual.stride(0), out.stride(0),
+        HAS_RES=True, BLOCK=block, num_warps=8 if block >= 2048 else 4, FROM_SUMS=SUMS_MODE, **launch_kw(),
     )  # fmt: skip
     return out
 

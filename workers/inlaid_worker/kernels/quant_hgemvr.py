@@ -373,7 +373,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                   pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False,
                   norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                   residual: torch.Tensor | None = None, norm_fast: bool = False,
-                  maxnreg: int | None = None) -> None:  # fmt: skip
+                  maxnreg: int | None = None, defer: bool = False) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -389,7 +389,10 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     norm_fast: r rounded to fp16 and two half2 multiplies per x pair (norm_epilogue.norm_pair's mode 2).
     maxnreg: ptxas's register cap per thread (None: its own choice), e.g. to keep a grid in one wave.
     residual (sums of squares [>= M] fp32, to add into; not with swiglu / finish): y is the residual stream and the
-    GEMV adds its output into it in place (h = fp16(h + fp16(x2 @ W))), adding each row's sum(h^2) into the slot."""
+    GEMV adds its output into it in place (h = fp16(h + fp16(x2 @ W))), adding each row's sum(h^2) into the slot.
+    defer (with finish and split-K only): finish_rows is not launched and the workspace is returned: its first M * N
+    values (row-major) hold y's fp32 sums, which the caller's next kernel reads and clears (consumer_finish, the
+    "cfin" decode fusion); y is not written. Otherwise None."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
@@ -413,6 +416,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     if residual is not None and y.stride(1) != 1:
         raise ValueError("the residual stream must be row-major")
     fin = finish and grid[1] > 1  # without split-K the programs store y themselves
+    if defer and not fin:
+        raise ValueError("defer needs the finish epilogue with split-K (more than one K split)")
     if swiglu is not None:  # programs per (tile pair, 2 x split): one reduction of 2 x split arrivals per pair
         if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
             raise ValueError(f"swiglu: act {tuple(act.shape)} for N = {w.out_features} in tiles of {block_n}")
@@ -429,5 +434,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                          RES_OUT=residual is not None,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                          num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
+    if defer:
+        return args[6]
     if fin:
         finish_rows(args[6], y)
+    return None

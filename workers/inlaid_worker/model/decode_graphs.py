@@ -95,9 +95,15 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # Session 12 (same file, two runs of 10 rounds, with the row attention and its fused rotary now the default at
 # buckets 1-2): "swiglu" at batch 1 0.990x and 0.992x, faster in every round (batch 2: 0.999x, 7/10), so bucket 1
 # takes "swiglu".
-FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu"), (8, "none"), (16, "merge"))
+# Session 14 (bench/results/decode-2026-12-01-s14-cfin.md; s14_cfin.py = s12_norm's protocol, 8 rounds a run): "+cfin"
+# (the add + RMSNorm after o / down finishes their split-K sums, kernels.consumer_finish) with the sums loaded and
+# zeroed after a barrier: batch 1 "swiglu+cfin" 0.967x and 0.965x "swiglu" (device ms), batch 2 0.976x and 0.978x
+# "none", lower in every round of both runs (spreads <= 0.008 ms), so buckets 1-2 take "swiglu+cfin". (With one
+# atomic exchange per sum instead, 1.007-1.010x at batch 1: slower.)
+FUSION_POLICY: tuple[tuple[int, str], ...] = ((2, "swiglu+cfin"), (8, "none"), (16, "merge"))
 NORM_ENV = "INLAID_DECODE_NORM"
-_WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu"}  # the DECODE_FUSIONS names that add "norm" to a fusion
+# the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
+_WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu"}
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:

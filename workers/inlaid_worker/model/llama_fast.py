@@ -20,6 +20,10 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
              paged_decode.default_impl) and paged_decode's own partition count: for same-run comparisons.
 "+swiglu" (alone: "swiglu" = "none+swiglu"): the gate/up GEMV writes silu(gate) * up itself where its kernel
     can (kernels.quant_swiglu: packed 4-bit weights, the half2 row GEMV, no LoRA), removing the silu_mul launch.
+"+cfin" (alone: "cfin" = "none+cfin"; "swiglu+cfin"): the residual add + RMSNorm after the o and down GEMVs reads the
+    GEMV's split-K sums from its workspace and clears them (kernels.consumer_finish: the GEMV only adds its partial
+    sums, no arrival counter, no last program). Per GEMV, only where the pick is a split-K half2 row GEMV on 4-bit
+    weights with fp16 x, and never with LoRA: otherwise the GEMV and add_rms_norm as in "none".
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -37,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from inlaid_worker.kernels.consumer_finish import gemv_add_norm
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -56,9 +61,10 @@ from inlaid_worker.model.quant_weights import QuantMatrix
 from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
-DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu")
+DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
+                  "swiglu+cfin")
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu")  # the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin")  # the parts of a fusion name that are not its attention
 
 
 def attention_fusion(fusion: str) -> str:
@@ -75,6 +81,11 @@ def swiglu_fused(fusion: str) -> bool:
 def norm_fused(fusion: str) -> bool:
     """Does the decode fusion fold the residual add + RMSNorm into the GEMVs around it?"""
     return "norm" in fusion.split("+")
+
+
+def cfin_fused(fusion: str) -> bool:
+    """Does the decode fusion let the add + RMSNorm after the o and down GEMVs finish their split-K sums?"""
+    return "cfin" in fusion.split("+")
 
 
 # the fusion of DecodeLayout's default; the decode graphs choose per bucket (model.decode_graphs.FUSION_POLICY)
@@ -109,6 +120,10 @@ class DecodeLayout:
     @property
     def norm(self) -> bool:
         return norm_fused(self.fusion)
+
+    @property
+    def cfin(self) -> bool:
+        return cfin_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -196,6 +211,8 @@ def forward_fast(
     # residual add + RMSNorm inside the GEMVs around it (kernels.gemv_norm); never with LoRA (its shrink needs x)
     norm = isinstance(layout, DecodeLayout) and layout.norm and lora is None and h.dtype == torch.float16 and t > 0
     fuse = _NormFusion(norm, 2 * len(w.layers), t, h.device)
+    # the add + RMSNorm after o / down reads their split-K sums (kernels.consumer_finish); never with LoRA
+    cfin = isinstance(layout, DecodeLayout) and layout.cfin and lora is None
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
@@ -222,9 +239,9 @@ def forward_fast(
                 attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
         pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
         if pending is None:
-            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj")
+            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin)
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
-        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size)
+        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size, cfin)
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
@@ -270,8 +287,13 @@ def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
 
 
 def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tensor, norm_weight: torch.Tensor,
-              eps: float, lora: LoraDelta | None, i: int, name: str) -> torch.Tensor:  # fmt: skip
-    """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x."""
+              eps: float, lora: LoraDelta | None, i: int, name: str, cfin: bool = False) -> torch.Tensor:  # fmt: skip
+    """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x. cfin (no LoRA): the
+    norm reads the GEMV's split-K sums where the pick allows (consumer_finish.gemv_add_norm)."""
+    if cfin and lora is None and (wp := _single(weight)) is not None:
+        out = gemv_add_norm(x, wp, h, norm_weight, eps)
+        if out is not None:
+            return out
     y = linear(x, weight)
     if lora is not None:
         lora.add(y, x, i, name)
@@ -280,7 +302,8 @@ def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tens
 
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
          nxt: LayerWeights | None, final_norm: torch.Tensor, fuse: _NormFusion, swiglu: bool,
-         lora: LoraDelta | None, eps: float, inter: int) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
+         lora: LoraDelta | None, eps: float, inter: int,
+         cfin: bool = False) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
     """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
     last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
     (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x."""
@@ -298,10 +321,10 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
             lora.add(gate_up[:, inter:], x, i, "up_proj")
         act = silu_mul(gate_up)
     if nxt is None:  # the final norm stays a launch of its own
-        return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj"), None
+        return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj", cfin), None
     nxt_pending = fuse.residual(2 * i + 1, act, layer.down, h, nxt.qkv, nxt.input_norm)
     if nxt_pending is None:
-        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj"), None
+        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj", cfin), None
     return x, nxt_pending
 
 

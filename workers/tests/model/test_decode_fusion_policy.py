@@ -30,10 +30,10 @@ def test_shipped_policy_is_valid_and_ascending() -> None:
 
 
 def test_shipped_choice_is_the_measured_one() -> None:
-    """swiglu at batch 1 (0.990x / 0.992x, session 12), merge at batch 9-16 (1.06x / 1.03x in the two H200 runs),
-    none elsewhere (decode_graphs.FUSION_POLICY)."""
+    """swiglu+cfin at batches 1-2 (batch 1 0.967x / 0.965x swiglu, batch 2 0.976x / 0.978x none, session 14), merge at
+    batch 9-16 (1.06x / 1.03x in the two H200 runs), none elsewhere (decode_graphs.FUSION_POLICY)."""
     assert {b: dg.policy_fusion(b) for b in dg.BUCKETS if b <= 32} == {
-        1: "swiglu", 2: "none", 4: "none", 8: "none", 16: "merge", 24: "none", 32: "none"}  # fmt: skip
+        1: "swiglu+cfin", 2: "swiglu+cfin", 4: "none", 8: "none", 16: "merge", 24: "none", 32: "none"}  # fmt: skip
 
 
 def test_fusion_env_default_auto_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +52,8 @@ def test_fusion_names_split_into_attention_and_swiglu() -> None:
         "none": ("none", False), "merge": ("merge", False), "rope": ("rope", False),
         "rope-vec": ("rope-vec", False), "swiglu": ("none", True), "merge+swiglu": ("merge", True),
         "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False),
-        "norm": ("none", False), "norm+swiglu": ("none", True)}  # fmt: skip
+        "norm": ("none", False), "norm+swiglu": ("none", True), "cfin": ("none", False),
+        "swiglu+cfin": ("none", True)}  # fmt: skip
     assert [f for f in DECODE_FUSIONS if norm_fused(f)] == ["norm", "norm+swiglu"]
 
 
@@ -62,6 +63,8 @@ def test_norm_env_adds_or_removes_the_norm_fusion(monkeypatch: pytest.MonkeyPatc
     assert [dg.with_norm(f, True) for f in ("none", "swiglu", "merge", "norm")] == ["norm", "norm+swiglu", "merge",
                                                                                     "norm"]  # fmt: skip
     assert [dg.with_norm(f, False) for f in ("norm", "norm+swiglu", "none")] == ["none", "swiglu", "none"]
+    assert [dg.with_norm(f, True) for f in ("cfin", "swiglu+cfin")] == ["norm", "norm+swiglu"]  # norm replaces cfin
+    assert [dg.with_norm(f, False) for f in ("cfin", "swiglu+cfin")] == ["cfin", "swiglu+cfin"]
     assert dg.with_norm("merge", None) == "merge"
     assert all(dg.with_norm(f, on) in DECODE_FUSIONS for f in DECODE_FUSIONS for on in (True, False, None))
     monkeypatch.setenv(dg.NORM_ENV, "maybe")

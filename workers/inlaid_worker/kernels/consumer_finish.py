@@ -1,0 +1,57 @@
+"""The consumer finishes the split-K sum (the "cfin" decode fusion): GEMV + residual add + RMSNorm in two launches.
+
+Today's o and down GEMVs at small batch are split-K half2 row GEMVs (quant_hgemvr): every program adds its partial
+sums into the fp32 workspace, bumps an arrival counter, and the last one to arrive reads the sums back, clears them,
+writes y and resets the counter (quant_common.store_tile): two L2 round trips on the GEMV's critical path, after
+which fused_norm.add_rms_norm reads y again. Here the GEMV runs its finish epilogue with `defer` (only the
+fire-and-forget partial sums, no counter, no last program) and the add + RMSNorm that follows reads y's sums from the
+workspace itself (fused_norm.add_rms_norm_sums: x = fp16(sum), as the GEMV would have stored it; loaded, then zeroed
+after a CTA barrier), clearing them; no kernel is added (the "f" kinds' separate finish kernel made them slower:
+kernels-h200.md). 7B int4 on the H200 (bench/results/decode-2026-12-01-s14-cfin.md): the batch-1 step 0.965-0.967x
+(o GEMV 12.0 -> 9.7 us, its norm 9.9 -> 8.5 us under PDL), batch 2 0.976-0.978x (with "swiglu"; o only: down's
+pick there is a tensor-core kind).
+
+The workspace is zero again after the norm, so the next GEMV finds it as store_tile leaves it (eager or in a graph;
+PDL: the norm reads it only after its wait, and the next GEMV adds into it only after its own). Only where the
+tuner's pick is a row GEMV kind without the "f" suffix that splits K (`gemv_add_norm_ok`); the caller falls back to
+the GEMV + add_rms_norm otherwise (and with LoRA, whose delta is added to y between the two).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .fused_norm import add_rms_norm_sums
+from .gptq_packing import GPTQWeight
+from .quant_common import split_iters
+from .quant_hgemvr import launch_hgemvr
+from .quant_matmul import hgemvr_flags, tuned_config
+from .quant_matmul_config import QMMConfig
+
+ROW_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")  # the half2 row GEMV kinds with today's counter epilogue
+
+
+def config_for(x2: torch.Tensor, w: GPTQWeight) -> QMMConfig:
+    """The tuner's pick for x2 @ w (what quant_matmul would run; tests replace this to force a kind)."""
+    return tuned_config(x2, w)
+
+
+def gemv_add_norm_ok(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, cfg: QMMConfig) -> bool:
+    """Can x2 @ w (config cfg) leave its sums for add_rms_norm_sums into the residual stream h?"""
+    return (cfg.kind in ROW_KINDS and w.bits == 4 and x2.dtype == torch.float16 and x2.dim() == 2
+            and h.dtype == torch.float16 and h.shape == (x2.shape[0], w.out_features) and h.stride(1) == 1
+            and x2.shape[0] > 0 and split_iters(w.in_features // cfg.block_k, cfg.split_k)[1] > 1)  # fmt: skip
+
+
+def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
+                  cfg: QMMConfig | None = None) -> torch.Tensor | None:  # fmt: skip
+    """h += x2 @ W in place (fp16(h + fp16(y))) and RMSNorm(h) [M, N] returned, in two launches (module docstring);
+    None (nothing launched) where the pick cannot leave its sums: the caller runs the GEMV and add_rms_norm."""
+    cfg = config_for(x2, w) if cfg is None else cfg
+    if not gemv_add_norm_ok(x2, w, h, cfg):
+        return None
+    sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, finish=True,
+                         defer=True, **hgemvr_flags(cfg.kind))  # fmt: skip
+    if sums is None:  # (defer with split-K always returns the workspace)
+        raise RuntimeError("gemv_add_norm: the GEMV returned no workspace")
+    return add_rms_norm_sums(sums, norm_weight, eps, h)
