@@ -49,7 +49,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     num_blocks = num_kv_blocks_for_budget(config, options.block_size, dtype, options.kv_cache_bytes)
     runner = ModelRunner(
         model_dir, options.device, dtype, num_blocks, options.block_size, options.max_gpu_adapters,
-        options.backend or None,
+        options.backend or None, max_num_seqs=options.max_num_seqs,
     )
     max_len = min(config.max_position_embeddings, num_blocks * options.block_size)
     if options.max_model_len:
@@ -64,7 +64,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     tokens = num_blocks * options.block_size
     log.info("KV cache: %d blocks of %d tokens (%d tokens, --kv-cache-bytes %d), max_model_len %d, max_num_seqs %d",
              num_blocks, options.block_size, tokens, options.kv_cache_bytes, max_len, options.max_num_seqs)  # fmt: skip
-    graphs = graph_logits_bytes(runner, config.vocab_size, options.max_num_seqs, options.max_num_batched_tokens)
+    graphs = graph_logits_bytes(runner, config.vocab_size)
     check_sampling_headroom(options, config.vocab_size, dtype, graph_bytes=graphs)
     return engine
 

@@ -9,9 +9,13 @@ next step, so an event recorded after each copy is waited on just before the buf
 step that nothing syncs with (the engine samples on the device, and a non-final prompt chunk samples nothing) could
 let the next step of the bucket overwrite the buffer while the GPU, still busy with earlier work, has not copied it
 yet (the earlier step then reads the later one's slots: silent KV corruption). The wait covers the stream up to
-that copy, not the replay after it. With host logits (execute), the logits come back through a pinned buffer
-allocated on the first such step of the graph (execute_device never allocates it) whose view is returned (valid
-until the next decode step of that bucket).
+that copy, not the replay after it.
+
+Every graph writes its float32 logits into rows [:bucket] of the runner's one shared buffer (model.graph_logits:
+allocated outside the graphs' pool, the prefill graphs write it too), not into an output of its own: a step's
+device logits are valid until the next replay of any graph, decode or prefill. With host logits (execute) they come
+back through rows [:bucket] of the one shared pinned buffer (made by the first such step; execute_device never
+makes it), whose view is returned: valid until the next host step of any graph.
 
 The host work before the replay is what the GPU waits for at small batches (issue 4), so it avoids torch ops on
 the step's CPU tensors (each costs microseconds of dispatch on a GPU host): the LoRA test reads the host list of
@@ -60,7 +64,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from inlaid_worker.env_switch import env_int, env_switch
 from inlaid_worker.kernels import pdl
@@ -69,6 +72,7 @@ from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.kernels.paged_decode import choose_num_parts
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
+from inlaid_worker.model.graph_logits import GraphLogits, write_logits
 from inlaid_worker.model.kernel_lora import KernelLoraContext
 from inlaid_worker.model.llama_fast import DECODE_FUSIONS, ROPE_FUSIONS, DecodeLayout, attention_fusion, forward_fast
 from inlaid_worker.model.rope import cos_sin
@@ -248,7 +252,7 @@ def sync_stream(device: torch.device) -> None:
 
 # module, dict of device buffers
 KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"),
-                  ("quant_tcw", "_SLOT_WS"))
+                  ("quant_tcw", "_SLOT_WS"), ("quant_common", "_QKV_SUMS"))
 
 
 def _workspaces() -> tuple[object, ...]:
@@ -271,10 +275,10 @@ def _workspaces() -> tuple[object, ...]:
 class _Graph:
     graph: torch.cuda.CUDAGraph
     staging: Staging  # pinned int32 staging buffer and its device twin (what the graph reads)
-    logits: torch.Tensor  # [B, vocab] fp32, written by every replay
-    keep: tuple[object, ...]  # what the graph reads that nothing else holds (index tensors, workspaces)
-    host_logits: torch.Tensor | None = None  # [B, vocab] fp32 pinned, what run(host=True) returns a view of: made
-    # by the first such run (execute_device never reads it: 64-128 MiB a graph at 256 rows and a 32k-125k vocab)
+    logits: torch.Tensor  # [B, vocab] fp32, written by every replay: rows [:B] of the shared GraphLogits buffer
+    keep: tuple[object, ...]  # what the graph reads or writes that nothing else holds (index tensors, workspaces)
+    host_logits: torch.Tensor | None = None  # [B, vocab] fp32 pinned, what run(host=True) returns a view of: rows
+    # [:B] of the shared host buffer, taken by the graph's first such run (execute_device never makes that buffer)
     views: tuple[np.ndarray, np.ndarray] | None = None  # stage_views of staging.host (set by DecodeGraphs._new)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)  # S -> logits[:S], made once per S (a torch slice
     # costs microseconds of host time every step)
@@ -295,11 +299,15 @@ class DecodeGraphs:
     def __init__(
         self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
         max_blocks: int, pools: LoraPools | None, buckets: tuple[int, ...] = BUCKETS,
-        fusion: str | None = None, pdl_mode: int | None = None,
+        fusion: str | None = None, pdl_mode: int | None = None, logits: GraphLogits | None = None,
     ) -> None:  # fmt: skip
+        """logits: the runner's buffer shared with its prefill graphs (None: one of the largest bucket's rows)."""
         self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
         self._w, self._pools, self._buckets = max_blocks, pools, buckets
         self._device = kv_cache.device
+        self._logits = GraphLogits(self._device, buckets[-1]) if logits is None else logits
+        if self._logits.rows < buckets[-1]:
+            raise ValueError(f"DecodeGraphs: the logits buffer's {self._logits.rows} rows < bucket {buckets[-1]}")
         self._graphs: dict[tuple[int, bool, int, str], _Graph] = {}  # (bucket, LoRA, PDL mode, fusion)
         self._mempool = torch.cuda.graph_pool_handle()
         self._weights: LlamaWeights | None = None
@@ -345,9 +353,10 @@ class DecodeGraphs:
 
     def run(self, weights: LlamaWeights, step: StepInput, host: bool = True,
             adapter_ids: list[int] | None = None) -> torch.Tensor:  # fmt: skip
-        """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of this bucket's pinned buffer,
-        valid until the next run (the engine samples from it at once; copy it to keep it). host=False: a view of
-        the graph's device output instead (no copy, no sync; valid until the next replay of that graph).
+        """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of the shared pinned buffer, valid
+        until the next host step of any graph (the engine samples from it at once; copy it to keep it). host=False:
+        a view of the shared device buffer instead (no copy, no sync; valid until the next replay of any graph,
+        decode or prefill: read it, or queue the reads on the current stream, before the next step).
         adapter_ids: step.adapter_ids.tolist() where the caller has it (the LoRA test reads this host list)."""
         version = self._pools.version if self._pools is not None else 0
         if weights is not self._weights or version != self._pools_version:
@@ -380,7 +389,7 @@ class DecodeGraphs:
         if not host:
             return g.logits_rows(s)
         if g.host_logits is None:
-            g.host_logits = pinned_like(g.logits)
+            g.host_logits = self._logits.host(g.logits)
         out = g.host_logits[:s]
         out.copy_(g.logits_rows(s), non_blocking=True)  # pinned: a DMA at full PCIe speed, then one sync
         sync_stream(self._device)
@@ -395,8 +404,10 @@ class DecodeGraphs:
 
     def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
-        """The step's forward over the static buffers, and what it reads that only it holds (keep it alive:
-        a graph replays raw device addresses)."""
+        """The step's forward over the static buffers, writing its logits into rows [:b] of the shared buffer (made
+        here, outside the capture, by the first graph), and what it reads or writes that only it holds (keep it
+        alive: a graph replays raw device addresses)."""
+        out = self._logits.out(b, weights.lm_head.shape[0])
         f = g.dev[: _FIELDS * b].view(_FIELDS, b)
         tables = g.dev[_FIELDS * b :].view(b, self._w)
         arange = torch.arange(b, dtype=torch.int32, device=self._device)
@@ -415,9 +426,9 @@ class DecodeGraphs:
                 cos, sin = cos_sin(self._inv_freq, f[1], self._dtype)
                 layout = DecodeLayout(tables, f[3], parts, fusion)
                 hidden = forward_fast(weights, self._c, f[0], cos[:, 0], sin[:, 0], f[2], self._kv, layout, lora)
-            return F.linear(hidden, weights.lm_head).float()
+            return write_logits(out, hidden, weights.lm_head)
 
-        return body, (arange, lora)
+        return body, (arange, lora, out)
 
     def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str) -> _Graph:
         body, owned = self._body(weights, g, b, with_lora, fusion)

@@ -4,10 +4,12 @@ A step with prefill rows (pure prefill chunks, or decode rows plus chunks) of T 
 the bucket of model.prefill_layout: its whole forward reads one static int32 device buffer (token ids,
 positions, KV slots, logits rows, attention tiles, LoRA row blocks, the block table), so the step's CPU cost is
 a numpy fill of a pinned buffer, one asynchronous copy and one replay (and, for execute's host logits, the copy back
-into a pinned buffer made on the bucket's first such step). The pinned buffer is filled again only after the event
-recorded behind its last copy (decode_graphs.Staging): a step nothing syncs with (a non-final prompt chunk samples
-nothing) must not let the bucket's next step overwrite it before the GPU has read it. Attention goes
-through kernels.paged_prefill over the bucket's tile table and LoRA through SGMV blocks of
+into rows [:SB] of the runner's one pinned host buffer, made by the first such step). The logits go into rows [:SB] of
+the runner's one float32 device buffer, shared with the decode graphs (model.graph_logits; the graph-less twin
+writes it too): valid until the next step of any graph, decode or prefill. The pinned staging buffer is filled again
+only after the event recorded behind its last copy (decode_graphs.Staging): a step nothing syncs with (a non-final
+prompt chunk samples nothing) must not let the bucket's next step overwrite it before the GPU has read it. Attention
+goes through kernels.paged_prefill over the bucket's tile table and LoRA through SGMV blocks of
 prefill_layout.LORA_BLOCK_M rows over a bucket-sized block list, so every grid is the bucket's, whatever the
 step's chunk layout; padding rows write no KV (slot -1), belong to no tile or block, and are never read back.
 
@@ -37,21 +39,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from inlaid_worker.env_switch import env_int
 from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
-from inlaid_worker.model.decode_graphs import Staging, _workspaces, is_pure_decode, pinned_like, sync_stream
+from inlaid_worker.model.decode_graphs import Staging, _workspaces, is_pure_decode, sync_stream
+from inlaid_worker.model.graph_logits import GraphLogits, write_logits
 from inlaid_worker.model.kernel_lora import KernelLoraContext
 from inlaid_worker.model.llama_fast import TiledLayout, forward_fast
-from inlaid_worker.model.prefill_layout import LORA_BLOCK_M, PrefillDims, fits, prefill_bucket, stage_prefill
+from inlaid_worker.model.prefill_layout import LORA_BLOCK_M, S_BUCKETS, PrefillDims, fits, prefill_bucket, stage_prefill
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
 
-MAX_GRAPHS = 12  # live captured buckets; each holds its buffers (pinned logits once read; activations: a shared pool)
+MAX_GRAPHS = 12  # live captured buckets; each holds its staging buffers (logits: the shared GraphLogits; activations:
+# a shared pool)
 MAX_TOKENS = 1024  # the largest padded token bucket that runs in a graph (env INLAID_PREFILL_GRAPH_MAX_TOKENS)
 USES = 64  # request counts kept for buckets that are not live (the least used are forgotten first)
 DECAY_EVERY = 256  # eligible steps between halvings of every bucket's request count
@@ -70,23 +73,27 @@ Key = tuple[int, int, bool]  # TB, SB, LoRA on
 class _Bucket:
     dims: PrefillDims
     staging: Staging  # int32 staging buffer (pinned on CUDA) and what the forward reads (the host one without capture)
-    body: Callable[[], torch.Tensor]  # the padded step's forward -> logits [SB, vocab] fp32
-    keep: tuple[object, ...]  # what the graph reads that nothing else holds
+    body: Callable[[], torch.Tensor]  # the padded step's forward -> logits [SB, vocab] fp32 (rows of GraphLogits)
+    keep: tuple[object, ...]  # what the graph reads or writes that nothing else holds
     graph: torch.cuda.CUDAGraph | None = None
-    logits: torch.Tensor | None = None  # the captured output
-    host_logits: torch.Tensor | None = None  # pinned: what run(host=True) returns a view of (made by the first one)
+    logits: torch.Tensor | None = None  # the captured output: rows [:SB] of the shared GraphLogits buffer
+    host_logits: torch.Tensor | None = None  # pinned: what run(host=True) returns a view of (rows [:SB] of the
+    # shared host buffer, taken by the bucket's first such step)
 
 
 class PrefillGraphs:
     def __init__(
         self, config: ModelConfig, kv_cache: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
         max_blocks: int, pools: LoraPools | None, capture: bool = True, max_graphs: int = MAX_GRAPHS,
-        max_tokens: int | None = None,
+        max_tokens: int | None = None, logits: GraphLogits | None = None,
     ) -> None:  # fmt: skip
+        """logits: the runner's buffer shared with its decode graphs (None: one of the largest SB's rows); steps of
+        a larger SB than its rows run eagerly."""
         self._c, self._kv, self._inv_freq, self._dtype = config, kv_cache, inv_freq, dtype
         self._w, self._pools, self._capture, self.max_graphs = max_blocks, pools, capture, max_graphs
         self.max_tokens = env_max_tokens() if max_tokens is None else max_tokens
         self._device = kv_cache.device
+        self._logits = GraphLogits(self._device, S_BUCKETS[-1]) if logits is None else logits
         self._buckets: OrderedDict[Key, _Bucket] = OrderedDict()  # least recently run first
         self._uses: dict[Key, float] = {}  # decayed request counts of eligible steps' buckets (can_run)
         self._eligible = 0  # eligible steps since the last halving
@@ -106,13 +113,16 @@ class PrefillGraphs:
         return (b[0], b[1], with_lora)
 
     def can_run(self, step: StepInput) -> bool:
-        """A step with prefill rows whose bucket is at most max_tokens rows, that fits it, and whose bucket is live,
-        has room, or is asked for often enough to replace the least used live one (run() then evicts that one; see
-        the module docstring). Counts the request (the one side effect: the runner asks once per step)."""
+        """A step with prefill rows whose bucket is at most max_tokens rows and SB the logits buffer's rows, that fits
+        it, and whose bucket is live, has room, or is asked for often enough to replace the least used live one (run()
+        then evicts that one; see the module docstring). Counts the request (the one side effect: the runner asks once
+        per step)."""
         if step.num_seqs == 0 or is_pure_decode(step):
             return False
         key = self._key(step)
-        if key is None or key[0] > self.max_tokens or not fits(PrefillDims(key[0], key[1], self._w), step):
+        if key is None or key[0] > self.max_tokens or key[1] > self._logits.rows:
+            return False
+        if not fits(PrefillDims(key[0], key[1], self._w), step):
             return False
         uses = self._count(key)
         if key in self._buckets or len(self._buckets) < self.max_graphs:
@@ -144,9 +154,9 @@ class PrefillGraphs:
         return self._uses.get(key, 0.0)
 
     def run(self, weights: LlamaWeights, step: StepInput, host: bool = True) -> torch.Tensor:
-        """Logits [S, vocab] float32 on the CPU of a step that can_run (with capture: a view of the bucket's
-        pinned buffer, valid until the next step of that bucket). host=False: on the device, no copy (with
-        capture: a view of the graph's output, valid until the bucket's next replay)."""
+        """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of the shared pinned host buffer, valid
+        until the next host step of any graph (the graph-less twin: its device rows' .cpu(), on the CPU those rows). host=False: on the device, no copy: a view of the shared device buffer, valid until the next step
+        of any graph, decode or prefill (read it, or queue the reads on the current stream, before then)."""
         t0 = time.perf_counter()
         self._drop_stale(weights)
         key = self._key(step)  # the caller checked can_run (a step that does not fit fails in stage_prefill)
@@ -177,7 +187,7 @@ class PrefillGraphs:
         if not host:
             return b.logits[:s]
         if b.host_logits is None:
-            b.host_logits = pinned_like(b.logits)
+            b.host_logits = self._logits.host(b.logits)
         out = b.host_logits[:s]
         out.copy_(b.logits[:s], non_blocking=True)
         sync_stream(self._device)
@@ -232,13 +242,14 @@ class PrefillGraphs:
             batch = LoraBatch(lp[:tb], blk[0], blk[1], blk[2], LORA_BLOCK_M, tb, self._pools.r_max)
             lora = KernelLoraContext(batch, self._pools)
         c, kv, inv_freq, dtype = self._c, self._kv, self._inv_freq, self._dtype
+        out = self._logits.out(dims.seqs, weights.lm_head.shape[0])  # made here by the first graph: not in a capture
 
         def body() -> torch.Tensor:
             cos, sin = cos_sin(inv_freq, tok[1], dtype)
             hidden = forward_fast(weights, c, tok[0], cos[:, 0], sin[:, 0], tok[2], kv, layout, lora)
-            return F.linear(hidden.index_select(0, rows), weights.lm_head).float()
+            return write_logits(out, hidden.index_select(0, rows), weights.lm_head)
 
-        return body, (layout, lora)
+        return body, (layout, lora, out)
 
     def _record(self, b: _Bucket) -> None:
         side = torch.cuda.Stream(self._device)

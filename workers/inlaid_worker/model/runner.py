@@ -7,13 +7,16 @@ Interface (what the engine uses):
                          decode_fusion=None,              # those graphs' llama_fast.DECODE_FUSIONS or "auto" (per
                                                           # bucket, decode_graphs.FUSION_POLICY); None: env
                                                           # INLAID_DECODE_FUSION, default "auto"
-                         prefill_graphs=None)             # triton: prefill/mixed steps in bucketed CUDA graphs
+                         prefill_graphs=None,             # triton: prefill/mixed steps in bucketed CUDA graphs
                                                           # (None: on where decode steps replay graphs, i.e.
                                                           # triton on CUDA with cuda_graphs, unless env
                                                           # INLAID_PREFILL_GRAPHS=0; True without CUDA or with
                                                           # cuda_graphs=False: the padded step runs eagerly, for
                                                           # tests; steps over INLAID_PREFILL_GRAPH_MAX_TOKENS
                                                           # (1024) padded rows run eagerly: model.prefill_graphs)
+                         max_num_seqs=None)               # the most sequences a step has (the engine's limit): sizes
+                                                          # the graphs' one logits buffer (model.graph_logits; None:
+                                                          # 256 rows); steps of more sequences run eagerly
     runner.decode_fusion = "none"       # switch it (graphs are keyed by fusion: benchmarks alternate fusions)
     runner.decode_pdl = 0               # decode graphs' Programmatic Dependent Launch mode (kernels.pdl; 0 = off;
                                         # default env INLAID_PDL, on at buckets <= 16, with or without LoRA; graphs kept per mode)
@@ -21,7 +24,8 @@ Interface (what the engine uses):
     runner.config                       # ModelConfig (vocab_size, num_layers, eos_token_ids, ...)
     runner.kv_bytes_per_block           # bytes one KV block takes across all layers (K and V)
     runner.execute(step) -> logits      # StepInput -> [len(step.logits_indices), vocab] float32 on the CPU
-                                        # (a graph-replayed step returns a pinned buffer reused by later steps)
+                                        # (a graph-replayed step returns a view of the graphs' one pinned buffer,
+                                        # valid until the next such step: model.graph_logits)
     runner.execute_device(step)         # the same logits on the runner's device (what the engine samples from)
     runner.take_prompt_logprobs()       # after a step with StepInput.prompt_rows: its model.prompt_logprobs
                                         # .PromptLogprobs (host tensors), else None. Such steps run eagerly (no
@@ -59,10 +63,12 @@ from inlaid_worker.model.adapter_tier import AdapterTier
 from inlaid_worker.model.attention import AttentionMetadata
 from inlaid_worker.model.backend import resolve_backend
 from inlaid_worker.model.config import ModelConfig, load_model_config
-from inlaid_worker.model.decode_graphs import DecodeGraphs
+from inlaid_worker.model.decode_graphs import BUCKETS, DecodeGraphs
+from inlaid_worker.model.graph_logits import GraphLogits, graph_rows
 from inlaid_worker.model.llama import LoraDelta, forward
 from inlaid_worker.model.llama_fast import MixedLayout, forward_fast, mixed_layout
 from inlaid_worker.model.prefill_graphs import PrefillGraphs
+from inlaid_worker.model.prefill_layout import S_BUCKETS
 from inlaid_worker.model.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
@@ -120,6 +126,7 @@ class ModelRunner:
         cuda_graphs: bool = True,
         decode_fusion: str | None = None,
         prefill_graphs: bool | None = None,
+        max_num_seqs: int | None = None,
     ) -> None:
         """`weights`: use these (e.g. random ones for benchmarks) instead of loading model_dir's tensors."""
         if num_kv_blocks <= 0 or block_size <= 0:
@@ -157,9 +164,12 @@ class ModelRunner:
         self._adapters = AdapterTier(self.config, self.device, dtype, max_adapters, self.backend)
         self._graphs: DecodeGraphs | None = None
         self._width = min(num_kv_blocks, -(-c.max_position_embeddings // block_size))  # graphs' block-table columns
+        # the one float32 logits buffer all the graphs write (model.graph_logits; allocated by the first capture)
+        self._graph_logits = GraphLogits(self.device, graph_rows(max_num_seqs, (BUCKETS, S_BUCKETS)))
         if cuda_graphs and self.backend == "triton" and self.device.type == "cuda":
+            buckets = tuple(b for b in BUCKETS if b <= self._graph_logits.rows)
             self._graphs = DecodeGraphs(c, self.kv_cache, self._inv_freq, dtype, self._width, self._adapters.pools,
-                                        fusion=decode_fusion)  # fmt: skip
+                                        buckets, fusion=decode_fusion, logits=self._graph_logits)  # fmt: skip
         self._prefill: PrefillGraphs | None = None
         self._capture = cuda_graphs and self.device.type == "cuda"  # cuda_graphs=False: the padded steps run eagerly
         if prefill_graphs is None:  # on by default where they are real CUDA graphs
@@ -182,7 +192,8 @@ class ModelRunner:
             self._prefill = None
         elif self._prefill is None:
             self._prefill = PrefillGraphs(self.config, self.kv_cache, self._inv_freq, self.dtype, self._width,
-                                          self._adapters.pools, capture=self._capture)  # fmt: skip
+                                          self._adapters.pools, capture=self._capture,
+                                          logits=self._graph_logits)  # fmt: skip
 
     @property
     def decode_fusion(self) -> str | None:
@@ -231,7 +242,8 @@ class ModelRunner:
     @torch.inference_mode()
     def execute_device(self, step: StepInput) -> torch.Tensor:
         """execute's logits left on the runner's device (the engine samples there: engine.device_sampler). A
-        graph-replayed step returns a view of the graph's output, valid until the next step; never write it."""
+        graph-replayed step returns a view of the graphs' one shared buffer (model.graph_logits), valid until the next
+        step (read it, or queue the reads on the current stream, before then); never write it."""
         return self._execute(step, host=False)
 
     def take_prompt_logprobs(self) -> PromptLogprobs | None:
@@ -304,6 +316,11 @@ class ModelRunner:
     def eager_logits(self, x: EagerInputs) -> torch.Tensor:
         """The forward's launches of an eager fast-path step: fp32 logits of its logits rows, on the device."""
         return torch.nn.functional.linear(self.eager_hidden(x)[x.logits_rows], self.weights.lm_head).float()
+
+    @property
+    def graph_logits_rows(self) -> int:
+        """Rows of the float32 logits buffer that every graph writes (model.graph_logits; engine.graph_reserve)."""
+        return self._graph_logits.rows
 
     @property
     def graph_captures(self) -> int:

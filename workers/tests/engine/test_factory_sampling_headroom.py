@@ -105,7 +105,7 @@ def test_create_engine_sizes_the_cache_from_kv_cache_bytes_on_every_device(
     class Stop(Exception):
         pass
 
-    def runner(model_dir, device, dtype, num_blocks, *args):  # type: ignore[no-untyped-def]
+    def runner(model_dir, device, dtype, num_blocks, *args, **kw):  # type: ignore[no-untyped-def]
         built[device] = num_blocks
         raise Stop
 
