@@ -252,7 +252,7 @@ def sync_stream(device: torch.device) -> None:
 
 # module, dict of device buffers
 KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"),
-                  ("quant_tcw", "_SLOT_WS"), ("quant_common", "_QKV_SUMS"))
+                  ("quant_tcw", "_SLOT_WS"))
 
 
 def _workspaces() -> tuple[object, ...]:
