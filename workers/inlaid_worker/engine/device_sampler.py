@@ -12,8 +12,11 @@ rows at a time (the float32 copy of the chunk's logits, its bias, ban and penalt
 logprobs' log-softmax), so one call's device scratch stays under sampler_scratch_bytes(vocab, rows) whatever the
 batch (the engine's start-up check of free device memory counts that bound: engine/factory.py); top-k runs on the
 rows that set one and the nucleus (a sort) on the rows with top_p < 1 only; a batch whose rows set no bias, ban or
-penalty skips those steps, and the chunks' row indices go to the device in one copy per call. The batch may be some
-rows of the logits (rows=: the sampling rows of a step whose other rows do not sample, as the engine passes them):
+penalty skips those steps. Row indices go to the device in small copies per call and per chunk, never one per row:
+the work rows' once per call (riding in the sampled rows' per-row numbers when no row has a bias, a ban or
+penalties), those of rows= once (below), per chunk those of the rows a step touches (the biased, banned, penalized
+or greedy rows among them, a chunk's sampled subset), and once those of the logprobs rows. The batch may be some rows
+of the logits (rows=: the sampling rows of a step whose other rows do not sample, as the engine passes them):
 each chunk gathers its rows from the logits in place, so no copy of the batch's rows is made. Each sampled row's one
 uniform number comes from its own CPU generator, as sampler.draw takes it, so a request's tokens depend only on its
 own logits and seed; on CPU tensors this path picks the same tokens as sample_rows, on the GPU the same up to float

@@ -1,8 +1,8 @@
 """Builds an LLMEngine for a model directory: sizes the KV cache from a byte budget (--kv-cache-bytes: the KV cache
 alone), loads the runner and the tokenizer, and loads PEFT adapter directories (validated by inlaid_worker.lora). At
 start-up it logs the KV blocks and max_model_len, and on CUDA warns once when the free device memory left after the
-build is below what sampling a full batch may take (sampling_reserve_bytes) plus the logits buffers of the CUDA graphs
-that later steps capture (graph_reserve.graph_logits_bytes; check_sampling_headroom)."""
+build is below what sampling a full batch may take (sampling_reserve_bytes) plus the one logits buffer shared by the
+CUDA graphs that later steps capture (graph_reserve.graph_logits_bytes; check_sampling_headroom)."""
 
 from __future__ import annotations
 
@@ -71,12 +71,12 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
 
 def sampling_reserve_bytes(vocab: int, max_num_seqs: int, dtype: torch.dtype) -> int:
     """An estimate of the device memory one step's logits and their sampling take at their peak, for max_num_seqs
-    logits rows (one per scheduled sequence): the float32 logits [S, V] (a decode graph's output, or an eager step's
-    LM head output widened to float32) and the larger of the LM head's output in the model dtype while it is widened
-    (S V entries of dtype's size; none for float32) and the device sampler's scratch bound
-    (device_sampler.sampler_scratch_bytes; the two are never alive at once). The sampler reads the rows that sample
-    in place when some rows do not (engine._postprocess passes their indices): no copy of them is made. Not counted
-    here: activations, prompt-logprobs blocks, the CUDA graphs' logits buffers beyond the one in use (those are
+    logits rows (one per scheduled sequence): an eager step's float32 logits [S, V] (its LM head output widened to
+    float32) and the larger of the LM head's output in the model dtype while it is widened (S V entries of dtype's
+    size; none for float32) and the device sampler's scratch bound (device_sampler.sampler_scratch_bytes; the two are
+    never alive at once). The sampler reads the rows that sample in place when some rows do not (engine._postprocess
+    passes their indices): no copy of them is made. Not counted here: activations, prompt-logprobs blocks, the CUDA
+    graphs' one shared float32 logits buffer that graph steps write instead (model.graph_logits; that is
     graph_reserve.graph_logits_bytes, which the start-up check adds), the CUDA allocator's rounding and
     fragmentation."""
     widen = 0 if dtype == torch.float32 else max_num_seqs * vocab * dtype.itemsize
@@ -87,14 +87,13 @@ def headroom_warning(
     *, free_bytes: int, reserve_bytes: int, kv_cache_bytes: int, max_num_seqs: int, vocab: int, graph_bytes: int = 0
 ) -> str | None:
     """The start-up warning when the device memory free after the engine was built (KV cache and weights allocated)
-    is below reserve_bytes (sampling_reserve_bytes) plus graph_bytes (graph_reserve.graph_logits_bytes: the CUDA
-    graphs that later steps capture); None when it is not."""
+    is below reserve_bytes (sampling_reserve_bytes) plus graph_bytes (graph_reserve.graph_logits_bytes: the shared
+    logits buffer of the CUDA graphs that later steps capture); None when it is not."""
     if free_bytes >= reserve_bytes + graph_bytes:
         return None
     mib = 1 << 20
     graphs = (
-        f", and the CUDA graphs captured on the first step of each batch size may keep {graph_bytes / mib:.1f} MiB "
-        f"of logits buffers"
+        f", plus {graph_bytes / mib:.1f} MiB for the CUDA graphs' shared logits buffer (allocated by the first capture)"
         if graph_bytes
         else ""
     )
@@ -110,7 +109,7 @@ def headroom_warning(
 def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dtype, graph_bytes: int = 0) -> str | None:
     """On a CUDA device (free: mem_get_info's free bytes plus the caching allocator's reserved but unallocated
     bytes): logs headroom_warning once (a warning) when it has one, and returns it; elsewhere None. graph_bytes: the
-    logits buffers of the CUDA graphs captured after start-up (graph_reserve.graph_logits_bytes)."""
+    shared logits buffer of the CUDA graphs captured after start-up (graph_reserve.graph_logits_bytes)."""
     device = torch.device(options.device)
     if device.type != "cuda":
         return None
@@ -125,7 +124,7 @@ def check_sampling_headroom(options: EngineOptions, vocab: int, dtype: torch.dty
         log.warning(message)
     else:
         log.info("device memory free after the build: %.1f MiB (sampling may take %.1f MiB, the CUDA graphs' logits "
-                 "buffers %.1f MiB)", free / 2**20, reserve / 2**20, graph_bytes / 2**20)  # fmt: skip
+                 "buffer %.1f MiB)", free / 2**20, reserve / 2**20, graph_bytes / 2**20)  # fmt: skip
     return message
 
 

@@ -281,8 +281,10 @@ def check_rows(
 ) -> None:
     """Raises ValueError unless logits are [S, V] with one params / generator (/ history / grammar / ban) per row,
     or, with rows (the batch's rows of logits), one per entry of rows, each in [0, S)."""
+    if logits.dim() != 2:  # before reading shape[0] (a 0-d tensor has none)
+        raise ValueError(f"logits must be [S, V], got shape {tuple(logits.shape)}")
     n = int(logits.shape[0]) if rows is None else len(rows)
-    if logits.dim() != 2 or n != len(params) or len(params) != len(generators):
+    if n != len(params) or len(params) != len(generators):
         raise ValueError(
             f"logits {tuple(logits.shape)} do not match {len(params)} params / {len(generators)} generators"
             + ("" if rows is None else f" on {len(rows)} rows")
@@ -312,8 +314,11 @@ def sample_rows(
     logits: [S, V] float32; params, generators, histories (needed for rows with penalties) and grammars (None
     or None entries: unconstrained): one per row. uniforms: each sampled row's uniform, drawn already from its
     generator (None, or a None entry: draw it here). banned: the token ids each row may not pick this step
-    (min_tokens_ban; None, or a None entry: none). rows: the rows' rows of logits (row i is logits[rows[i]], read in
-    place on the CPU: no copy of the selected rows; off the CPU those rows alone come to the host); None: every row.
+    (min_tokens_ban; None, or a None entry: none). rows: the rows' rows of logits (row i is logits[rows[i]]); None:
+    every row. Read in place only where logits are float32 on the CPU (the engine's CPU path): no copy of the selected
+    rows. Otherwise this reference copies at once, unchunked: device logits' selected rows (logits[rows] on the
+    device, then to the host), and every row of CPU logits of another dtype (widened to float32); device logits go
+    through device_sampler.sample_batch, which gathers its rows rows_per_chunk at a time.
     """
     check_rows(logits, params, generators, histories, grammars, banned, rows)
     if uniforms is not None and len(uniforms) != len(params):

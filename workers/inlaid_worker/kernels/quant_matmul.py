@@ -20,12 +20,15 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
 - "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
   warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
-- "tcs", "tcss", "tcsa", "tcs2", "tcs2a" (quant_tcs, Gluon): small-M GEMV with quant_tcw's structure (a TMA producer
-  warp keeps a deep ring of word tiles in flight, 1-2 consumer warpgroups of 64 columns, x staged once per program);
-  "2": PIPE (half-tile wgmmas under the next half's dequantization), "a": ACC_SCALE (exact (q - z) operand, fp32
-  group scale on each K tile's result). The tuner offers "tcs2a" at M = 2..16 (session 13; speed-ups in
-  quant_tcs's docstring); the rest are bench kinds. Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only):
-  other GPUs never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
+- "tcs", "tcss", "tcsa", "tcs2", "tcs2a", "tcs2ao", "tcs2at", "tcsat" (quant_tcs, Gluon): small-M GEMV with
+  quant_tcw's structure (a TMA producer warp keeps a deep ring of word tiles in flight, 1-2 consumer warpgroups of
+  64 columns, x staged once per program); "2": PIPE (half-tile wgmmas under the next half's dequantization), "a":
+  ACC_SCALE (exact (q - z) operand, fp32 group scale on each K tile's result), "o" / "t": where the scales and zeros
+  come from (quant_tcs.SZ_MODES: "o" staged after the x loads, "t" rows TMA-copied by the producer; g128 and
+  N % 32 == 0 only). The tuner offers "tcs2a" (session 13) and "tcsat" (session 14) at M = 2..16, and the H200
+  table ships both (tcsat at 7B gate/up M = 16; speed-ups in quant_tcs's docstring); "tcs", "tcss", "tcs2", "tcsa",
+  "tcs2ao" and "tcs2at" are bench kinds. Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other
+  GPUs never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -223,10 +226,12 @@ def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
 
 def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
     """Kinds "tcs" / "tcss" (split-K in per-split slots) / "tcs2" (quant_tcs PIPE: half-tile wgmmas under the next
-    half's dequantization) and "tcsa" / "tcs2a" (ACC_SCALE: the exact (q - z) operand, each K tile's fp32 result
-    scaled by its group's scale): quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer warpgroups, num_stages = the
-    TMA ring's depth); under the interpreter quant_tc's kind with the same operand ("tcf": (q - z) * s; "tc": the
-    exact (q - z) and fp32 tile scaling)."""
+    half's dequantization), "tcsa" / "tcs2a" (ACC_SCALE: the exact (q - z) operand, each K tile's fp32 result
+    scaled by its group's scale) and ACC_SCALE's SZ_MODE variants "tcs2ao" (tcs2a, scales / zeros staged after the x
+    loads), "tcs2at" / "tcsat" (tcs2a / tcsa, scale and zero rows TMA-copied by the producer warp: g128, N % 32 == 0):
+    quant_tcs on CUDA (block_n 64 or 128 = 1 or 2 consumer warpgroups, num_stages = the TMA ring's depth); under the
+    interpreter quant_tc's kind with the same operand ("tcf": (q - z) * s; "tc": the exact (q - z) and fp32 tile
+    scaling, every ACC_SCALE kind)."""
     if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA module, CUDA only
 

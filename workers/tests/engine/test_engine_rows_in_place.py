@@ -4,7 +4,10 @@ sampling_reserve_bytes no longer counts): engine._postprocess (a step with prefi
 async_pipeline._launch_sampling (launch_batch) and _finish_ahead (rows of sequences that finished meanwhile). On a
 tiny model with chunked prompts, finished rows, greedy, seeded, top-k / top-p, penalties, logprobs, min_tokens and
 logit_bias rows, every request's stream equals the one the former copy gives, synchronous and async, through the
-per-row sampler (the CPU's) and the batched one (the GPU's, run on CPU tensors here)."""
+per-row sampler (the CPU's) and the batched one (the GPU's, run on CPU tensors here). The reference runs this engine
+with the sampler given the copy, so the tokens alone do not check the row mapping: each sampler call is checked to
+read, for its j-th sampled sequence, the runner's row of that sequence's chunk (a mapping that ignores
+_finish_ahead's rows, or shifts / reverses launch_batch's or _postprocess's, fails there)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from inlaid_worker.engine.engine import LLMEngine, RequestOutput
 from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampler import sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
+from inlaid_worker.engine.sequence import Sequence
+from inlaid_worker.engine.step_builder import build_step_input
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +46,32 @@ def prompt(i: int, n: int) -> list[int]:
 
 
 class Spy:
-    """Records the runner's logits and what the samplers were given; old: the engine before, which sampled a copy of
-    the sampling rows (logits[rows], then every row of that)."""
+    """Records the runner's logits with the sequence of each row's chunk (from the steps built), and what the samplers
+    were given; old: the sampler given a copy of the sampling rows (logits[rows], then every row of that), as the
+    engine did before."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, engine: LLMEngine, batched: bool, old: bool) -> None:
         self.outputs: list[torch.Tensor] = []
-        self.calls: list[tuple[str, torch.Tensor, list[int] | None]] = []
+        self.row_seqs: list[list[Sequence]] = []  # outputs[k]'s row i: row_seqs[k][i]'s chunk
+        self.calls: list[tuple[str, torch.Tensor, list[int] | None, list[SamplingParams]]] = []
         self.logit_rows = 0  # _postprocess calls with logit_rows (_finish_ahead without finished rows' logits)
         self.old = old
+        self._built: list[tuple[Any, list[Sequence]]] = []  # the steps built, with their chunks' sequences
         real_execute = engine.runner.execute_device  # type: ignore[attr-defined]
+
+        def build(chunks: Any, *args: Any, **kw: Any) -> Any:
+            step = build_step_input(chunks, *args, **kw)
+            self._built.append((step, [c.seq for c in chunks]))
+            return step
 
         def execute_device(step: Any) -> torch.Tensor:
             out = real_execute(step)
             self.outputs.append(out)
+            self.row_seqs.append(next(seqs for built, seqs in self._built if built is step))
             return out
 
+        monkeypatch.setattr(engine_module, "build_step_input", build)
+        monkeypatch.setattr(async_pipeline, "build_step_input", build)
         monkeypatch.setattr(engine.runner, "execute_device", execute_device)
         sample = self._wrap("sample", sample_batch if batched else sample_rows)
         monkeypatch.setattr(engine_module, "sample_rows", sample)
@@ -72,7 +88,7 @@ class Spy:
 
     def _wrap(self, name: str, real: Any) -> Any:
         def sampler(logits: torch.Tensor, *args: Any, rows: list[int] | None = None, **kw: Any) -> Any:
-            self.calls.append((name, logits, rows))
+            self.calls.append((name, logits, rows, list(args[0])))  # args[0]: params, one per sampled sequence
             if self.old and rows is not None:
                 logits, rows = logits[rows], None
             return real(logits, *args, **kw) if rows is None else real(logits, *args, rows=rows, **kw)
@@ -81,7 +97,21 @@ class Spy:
 
     def selected(self, name: str) -> int:
         """Calls of `name` that read some rows of the logits in place."""
-        return sum(n == name and rows is not None and len(rows) < x.shape[0] for n, x, rows in self.calls)
+        return sum(n == name and rows is not None and len(rows) < x.shape[0] for n, x, rows, _ in self.calls)
+
+    def check_row_identity(self) -> None:
+        """Every sampler call got a tensor the runner returned (no copy of it), and the row it reads for its j-th
+        sampled sequence (rows[j], or j without rows) is the runner's row of that sequence's chunk."""
+        assert self.calls
+        for name, x, rows, params in self.calls:
+            k = next((k for k, out in enumerate(self.outputs) if out is x), None)
+            assert k is not None, f"{name}: the sampler got logits the runner did not return"
+            seqs = self.row_seqs[k]
+            assert len(seqs) == x.shape[0]
+            at = list(range(x.shape[0])) if rows is None else rows
+            assert len(at) == len(params), (name, at, len(params))
+            for j, p in enumerate(params):
+                assert seqs[at[j]].sampling is p, f"{name}: sampled row {j} reads row {at[j]}, not its own chunk's"
 
 
 def workload(stop_token: int) -> Script:
@@ -146,8 +176,9 @@ def test_the_samplers_read_the_runners_logits_in_place(
     for rid in want:
         assert_same_stream(got[rid], want[rid], rid)
     assert want["r0"][-1].completion_tokens == 1  # stopped by its stop token
-    # every sampler call got a tensor the runner returned (no copy of it), some with a selection of its rows
-    assert spy.calls and all(any(x is out for out in spy.outputs) for _, x, _ in spy.calls)
+    # every sampler call got a tensor the runner returned (no copy of it), some with a selection of its rows, each
+    # sampled sequence's row of it being its own chunk's (the tokens alone could miss a wrong row mapping)
+    spy.check_row_identity()
     counts = (spy.selected("sample"), spy.selected("launch"), spy.logit_rows)
     if mode == "sync":  # steps with a prompt chunk that does not sample yet beside sampling rows
         assert counts[0] >= 2, counts

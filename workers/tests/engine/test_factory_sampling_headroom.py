@@ -1,7 +1,7 @@
 """--kv-cache-bytes sizes the KV cache alone, on every device (engine/factory.py); sampling_reserve_bytes estimates
 what a full batch's logits and their sampling take at their peak (no copy of the sampling rows: the sampler reads them
 in place), and on CUDA the engine warns once at start-up when the device memory left free after the build is below it
-plus the CUDA graphs' logits buffers (graph_reserve: test_graph_reserve.py) (headroom_warning: the pure decision;
+plus the CUDA graphs' shared logits buffer (graph_reserve: test_graph_reserve.py) (headroom_warning: the pure decision;
 check_sampling_headroom: its shell around torch.cuda.mem_get_info plus the caching allocator's reserved but
 unallocated bytes, faked here)."""
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 from inlaid_worker.engine import factory
 from inlaid_worker.engine.device_sampler import sampler_scratch_bytes
+from inlaid_worker.engine.graph_reserve import shared_logits_bytes
 
 MIB = 1 << 20
 
@@ -52,10 +53,11 @@ def test_headroom_warning_names_the_flags_only_when_free_memory_is_short() -> No
     assert "--kv-cache-bytes" in message and "--max-num-seqs" in message
     assert "8192.0 MiB" in message and "256 rows" in message and "32000-token" in message
     assert f"{reserve / MIB:.1f} MiB" in message and "CUDA graphs" not in message
-    graphs = 163 * MIB  # the CUDA graphs captured later: counted on top of the sampling reserve
+    graphs = shared_logits_bytes(32000, 256)  # the CUDA graphs' one logits buffer: counted on top of the reserve
+    assert graphs == 31.25 * MIB
     assert factory.headroom_warning(free_bytes=reserve + graphs, graph_bytes=graphs, **rest) is None
     message = factory.headroom_warning(free_bytes=reserve + graphs - 1, graph_bytes=graphs, **rest)
-    assert message is not None and "CUDA graphs" in message and "163.0 MiB of logits buffers" in message
+    assert message is not None and "plus 31.2 MiB for the CUDA graphs' shared logits buffer" in message
 
 
 def test_the_cuda_check_warns_once_and_skips_other_devices(

@@ -174,3 +174,8 @@ def test_rows_are_checked() -> None:
         launch_batch(x, p, g, rows=[0, 9])
     assert device_sampler._selection(x, [0, 1, 2, 3]) is None  # every row in order: read whole
     assert device_sampler._selection(x, [1, 0, 2, 3]) == [1, 0, 2, 3] and device_sampler._selection(x, None) is None
+    for bad in (torch.tensor(1.0), torch.zeros(2), torch.zeros(2, 2, 8)):  # not [S, V]: a ValueError, no IndexError
+        for rows in (None, [0, 1]):
+            for sample in (sample_batch, sample_rows, launch_batch):
+                with pytest.raises(ValueError, match=r"logits must be \[S, V\]"):
+                    sample(bad, p, g, rows=rows)

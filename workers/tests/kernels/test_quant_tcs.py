@@ -572,6 +572,9 @@ def test_tcs_sz_modes_build_and_order_offline() -> None:
         ("tcs2at", 8, 128, 4, 6, 5, False, True, torch.float16, 1280, 384, 0),  # 2 tiles a split (2-row boxes)
         ("tcsat", 16, 128, 6, 16, 3, False, False, torch.float16, 4096, 1408, 1),  # last split shorter (OOB rows)
         ("tcsat", 8, 128, 4, 5, 1, False, False, torch.float16, 1280, 384, 0),  # no split: plain stores
+        # N % 128 != 0 (N % 32 == 0, as SZ_MODE 2 needs): the last program's scale / zero boxes reach past N
+        ("tcsat", 8, 128, 4, 4, 3, False, False, torch.float16, 1280, 416, 1),  # WG 0's partly, WG 1's wholly
+        ("tcs2at", 16, 128, 4, 13, 4, False, True, torch.float16, 1280, 480, 0),  # WG 1's partly (act-order)
         ("tcs2a", 8, 128, 8, 4, 3, False, False, torch.float16, 4096, 512, 1),  # lever b: the deep ring
     ],
 )
