@@ -15,6 +15,16 @@ The workspace is zero again after the norm, so the next GEMV finds it as store_t
 PDL: the norm reads it only after its wait, and the next GEMV adds into it only after its own). Only where the
 tuner's pick is a row GEMV kind without the "f" suffix that splits K (`gemv_add_norm_ok`); the caller falls back to
 the GEMV + add_rms_norm otherwise (and with LoRA, whose delta is added to y between the two).
+
+gemv_sums (the "+q" decode fusion, model.llama_fast): the same deferral for the qkv GEMV, whose consumer is the row
+attention with fused rotary + KV write (decode_row.row_rope_decode with `sums`: fp16(sum) on every read of q, k, v).
+Every attention program reads its head's q, so no reader can clear them: the sums go to a region of their own
+(quant_common.qkv_sums, apart from the workspace the o / down / gate-up GEMVs share) and the add + RMSNorm after the
+o GEMV zeroes it (fused_norm's `clear`, after its PDL wait: the attention has completed by then), so it is zero again
+before the next layer's qkv GEMV (eager or in a graph; model.decode_graphs keeps the captured region). 7B int4 on the
+H200 (bench/results/decode-2026-12-01-s14-cfinq.md), "swiglu+cfin+q" against "swiglu+cfin": batch 2 0.972x (extra
+programs of the norm clear: fused_norm.CLEAR_MODE 2), batch 1 1.001x (the qkv GEMV 1 us shorter, the attention's fp32
+reads and the clearing give it back), so only decode bucket 2 takes it.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import torch
 
 from .fused_norm import add_rms_norm_sums
 from .gptq_packing import GPTQWeight
-from .quant_common import split_iters
+from .quant_common import qkv_sums, split_iters
 from .quant_hgemvr import launch_hgemvr
 from .quant_matmul import hgemvr_flags, tuned_config
 from .quant_matmul_config import QMMConfig
@@ -36,17 +46,23 @@ def config_for(x2: torch.Tensor, w: GPTQWeight) -> QMMConfig:
     return tuned_config(x2, w)
 
 
-def gemv_add_norm_ok(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, cfg: QMMConfig) -> bool:
-    """Can x2 @ w (config cfg) leave its sums for add_rms_norm_sums into the residual stream h?"""
+def defer_ok(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
+    """Can x2 @ w (config cfg) leave y's fp32 sums to its consumer (a split-K half2 row GEMV, 4-bit, fp16 x)?"""
     return (cfg.kind in ROW_KINDS and w.bits == 4 and x2.dtype == torch.float16 and x2.dim() == 2
-            and h.dtype == torch.float16 and h.shape == (x2.shape[0], w.out_features) and h.stride(1) == 1
             and x2.shape[0] > 0 and split_iters(w.in_features // cfg.block_k, cfg.split_k)[1] > 1)  # fmt: skip
 
 
+def gemv_add_norm_ok(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, cfg: QMMConfig) -> bool:
+    """Can x2 @ w (config cfg) leave its sums for add_rms_norm_sums into the residual stream h?"""
+    return (defer_ok(x2, w, cfg) and h.dtype == torch.float16 and h.shape == (x2.shape[0], w.out_features)
+            and h.stride(1) == 1)  # fmt: skip
+
+
 def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
-                  cfg: QMMConfig | None = None) -> torch.Tensor | None:  # fmt: skip
+                  cfg: QMMConfig | None = None, clear: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """h += x2 @ W in place (fp16(h + fp16(y))) and RMSNorm(h) [M, N] returned, in two launches (module docstring);
-    None (nothing launched) where the pick cannot leave its sums: the caller runs the GEMV and add_rms_norm."""
+    None (nothing launched) where the pick cannot leave its sums: the caller runs the GEMV and add_rms_norm.
+    clear: gemv_sums's region, which the norm zeroes (fused_norm's `clear`)."""
     cfg = config_for(x2, w) if cfg is None else cfg
     if not gemv_add_norm_ok(x2, w, h, cfg):
         return None
@@ -54,4 +70,21 @@ def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight:
                          defer=True, **hgemvr_flags(cfg.kind))  # fmt: skip
     if sums is None:  # (defer with split-K always returns the workspace)
         raise RuntimeError("gemv_add_norm: the GEMV returned no workspace")
-    return add_rms_norm_sums(sums, norm_weight, eps, h)
+    return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
+
+
+def gemv_sums(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor | None:
+    """x2 @ W [M, N] left as fp32 sums in the qkv region (quant_common.qkv_sums, zero before: module docstring), which
+    the caller's consumers read as fp16(sum) and a later kernel clears; None (nothing launched) where the pick cannot
+    defer: the caller runs the GEMV (quant_matmul) as today."""
+    cfg = config_for(x2, w) if cfg is None else cfg
+    if not defer_ok(x2, w, cfg):
+        return None
+    m, n = x2.shape[0], w.out_features
+    region = qkv_sums(x2.device, m * n)
+    y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)  # (not written: the launch's shapes and strides)
+    sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, y, finish=True,
+                         defer=True, sums=region, **hgemvr_flags(cfg.kind))  # fmt: skip
+    if sums is None:
+        raise RuntimeError("gemv_sums: the GEMV returned no sums")
+    return sums[: m * n].view(m, n)

@@ -40,6 +40,11 @@ token's K from qkv, writes rope(k), v at slot_mapping[s] (-1: not written) and a
 registers. Precondition: slot_mapping[s] is the cache slot of position context_len[s] - 1 through block_tables[s]
 (as in every engine decode step). Under PDL qkv, cos / sin and the slots are read after the wait, the cache write
 comes after it, and nothing in the launch reads the slot it writes (the next reader is the next step's graph).
+
+From the qkv GEMV's sums (row_rope_decode's `sums`, SUMS 1; the "+q" decode fusion, kernels.consumer_finish.gemv_sums):
+qkv is the split-K GEMV's fp32 sums (it only added its partials: no arrival counter, no last program) and every read
+of it rounds to the activation dtype first, fp16(sum), the value the GEMV's own finish would have stored. The sums are
+not cleared here (many programs read each head's q): a later kernel of the layer does (fused_norm's `clear`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,19 @@ import triton.language as tl
 
 from .decode_fused import _rope_rows
 from .pdl import gdc_late, gdc_start, gdc_wait
+
+
+@triton.jit
+def _rope_in(row_ptrs, d, d_rot, mask, cos, sin, dt_ptr, SUMS: tl.constexpr):
+    """decode_fused._rope_rows; SUMS: the row is fp32 sums, each value rounded to dt_ptr's dtype as it is loaded."""
+    if SUMS:
+        dt = dt_ptr.dtype.element_ty
+        x = tl.load(row_ptrs + d, mask=mask, other=0.0).to(dt)
+        partner = tl.load(row_ptrs + d_rot, mask=mask, other=0.0).to(dt).to(tl.float32)
+        rot = tl.where(d < d_rot, -partner, partner)
+        return ((x.to(tl.float32) * cos).to(dt).to(tl.float32) + (rot * sin).to(dt).to(tl.float32)).to(dt)
+    else:
+        return _rope_rows(row_ptrs, d, d_rot, mask, cos, sin)
 
 
 @triton.jit
@@ -135,7 +153,7 @@ def _row_kernel(
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
     MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, ROPE: tl.constexpr = 0,
-    USE_GDC: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0, SUMS: tl.constexpr = 0,
 ):  # fmt: skip
     part = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -177,8 +195,10 @@ def _row_kernel(
             # the partition whose tiles hold position ctx - 1 owns the new token: rope(k), v from qkv, the cache write
             owner = (ctx > 0) & (part == ((ctx - 1) // BLOCK_N) % NUM_PARTS)
             new_row = q_ptr + s * stride_qt + (HEADS + kvh) * HEAD_DIM  # this KV head's k columns of qkv
-            k_new = _rope_rows(new_row, d, d_rot, mask_d & owner, cos, sin).to(k_ptr.dtype.element_ty)
+            k_new = _rope_in(new_row, d, d_rot, mask_d & owner, cos, sin, out_ptr, SUMS).to(k_ptr.dtype.element_ty)
             v_new = tl.load(new_row + KV_HEADS * HEAD_DIM + d, mask=mask_d & owner, other=0.0)
+            if SUMS:
+                v_new = v_new.to(out_ptr.dtype.element_ty)
             v_new = v_new.to(v_ptr.dtype.element_ty)
             slot = tl.load(slot_ptr + s, mask=owner, other=-1).to(tl.int64)
             if slot >= 0:  # the owner only (the others read -1)
@@ -188,7 +208,7 @@ def _row_kernel(
                 tl.store(v_ptr + blk_new * stride_vb + within_new * stride_vs + kvh * stride_vh + d, v_new, mask=mask_d)
         if REP_PAD == 1:
             if ROPE:
-                q = _rope_rows(q_ptr + s * stride_qt + kvh * stride_qh, d, d_rot, mask_d, cos, sin)
+                q = _rope_in(q_ptr + s * stride_qt + kvh * stride_qh, d, d_rot, mask_d, cos, sin, out_ptr, SUMS)
                 q = q.to(tl.float32) * scale
             else:
                 q = tl.load(q_ptr + s * stride_qt + kvh * stride_qh + d, mask=mask_d, other=0.0).to(tl.float32)
@@ -201,8 +221,8 @@ def _row_kernel(
             heads = kvh * REP + r
             q_mask = (r < REP)[:, None] & mask_d[None, :]
             if ROPE:
-                q = _rope_rows(q_ptr + s * stride_qt + heads[:, None] * stride_qh, d[None, :], d_rot[None, :], q_mask,
-                               cos[None, :], sin[None, :]).to(tl.float32) * scale  # fmt: skip
+                q = _rope_in(q_ptr + s * stride_qt + heads[:, None] * stride_qh, d[None, :], d_rot[None, :], q_mask,
+                             cos[None, :], sin[None, :], out_ptr, SUMS).to(tl.float32) * scale  # fmt: skip
             else:
                 q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :], mask=q_mask,
                             other=0.0).to(tl.float32) * scale  # fmt: skip
@@ -356,7 +376,7 @@ def row_parts(num_seqs: int, kv_heads: int, sms: int, per_sm: int) -> int:
 def _launch(
     q: torch.Tensor, stride_qt: int, stride_qh: int, heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None,
-    opt: dict[str, int], rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    opt: dict[str, int], rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, sums: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out."""
     from .decode_fused import counters
@@ -387,7 +407,7 @@ def _launch(
         cos.stride(0) if rope is not None else 0,
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
         BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=min(num_parts, 8),
-        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None),
+        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None), SUMS=int(sums),
         num_warps=int(opt["num_warps"]), num_stages=1, **({"maxnreg": int(opt["maxnreg"])} if opt["maxnreg"] else {}),
         **launch_kw(),
     )  # fmt: skip
@@ -410,11 +430,12 @@ def row_decode(
 def row_rope_decode(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
     v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, heads: int,
-    num_parts: int | None = None, base: dict[str, int] | None = None, **opts: int,
+    num_parts: int | None = None, base: dict[str, int] | None = None, sums: bool = False, **opts: int,
 ) -> torch.Tensor:  # fmt: skip
     """rope_cache.rope_and_cache + impl "row" in one launch (module docstring, "Rotary inside"): qkv [S, (heads +
     2 * kv_heads) * D] (q | k | v), cos / sin [S, D] (model.rope.cos_sin, the activation dtype), slot_mapping [S];
-    returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written)."""
+    returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written).
+    sums: qkv is a GEMV's fp32 sums (row-major), read as fp16 / bf16(sum) of cos's dtype (module docstring)."""
     s = qkv.shape[0]
     kv_heads, hd = k_cache.shape[2], k_cache.shape[3]
     if (qkv.shape[1] != (heads + 2 * kv_heads) * hd or qkv.stride(1) != 1 or heads % kv_heads or hd % 2
@@ -425,11 +446,13 @@ def row_rope_decode(
                          f"{tuple(k_cache.shape)} do not match")  # fmt: skip
     if not (k_cache.is_contiguous() and v_cache.is_contiguous() and block_tables.stride(1) == 1):
         raise ValueError("row_rope_decode needs contiguous caches and block-table rows")
-    out = torch.empty(s, heads, hd, dtype=qkv.dtype, device=qkv.device)
+    if sums and (qkv.dtype != torch.float32 or cos.dtype not in (torch.float16, torch.bfloat16)):
+        raise ValueError(f"row_rope_decode: sums are fp32 read as fp16 / bf16, got {qkv.dtype} with cos {cos.dtype}")
+    out = torch.empty(s, heads, hd, dtype=cos.dtype if sums else qkv.dtype, device=qkv.device)
     if s == 0:
         return out
     return _launch(qkv, qkv.stride(0), hd, heads, k_cache, v_cache, block_tables, context_lens, scale, out,
-                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping))  # fmt: skip
+                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping), sums)  # fmt: skip
 
 
 def row_rope_reference(

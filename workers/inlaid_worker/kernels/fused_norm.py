@@ -9,6 +9,9 @@ kernels.consumer_finish): x = fp16(sum) as the GEMV's own finish would store it;
 a CTA barrier (SUMS_MODE 2, the default: one program per row, so the barrier orders all of the row's reads before any
 zero store; without it a load and a zero store in different register layouts race, quant_common.store_tile's note),
 or read and cleared in one atomic exchange each (SUMS_MODE 1).
+`clear` (add_rms_norm / add_rms_norm_sums; the "+q" decode fusion, kernels.consumer_finish.gemv_sums): each row's
+program also zeroes that row of another GEMV's deferred fp32 sums (the qkv GEMV's, read by the row attention before
+the o GEMV this norm follows), right after its PDL wait: every reader of those sums has completed by then.
 """
 
 from __future__ import annotations
@@ -40,13 +43,24 @@ def _take_sums(ptrs, mask, MODE: tl.constexpr, BLOCK: tl.constexpr):
 def _add_rms_norm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o,
     HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0, FROM_SUMS: tl.constexpr = 0,
+    clr_ptr=None, CLR_N: tl.constexpr = 0, CLR_MODE: tl.constexpr = 1, n_rows=0,
 ):  # fmt: skip
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < n
+    if CLR_N > 0:
+        if CLR_MODE == 2:  # programs n_rows.. only clear (everything else masked off)
+            mask = mask & (row < n_rows)
     gdc_start(USE_GDC)
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # a weight: before the PDL wait (kernels.pdl)
     gdc_wait(USE_GDC)
+    if CLR_N > 0:  # clear the other sums (fire-and-forget stores)
+        if CLR_MODE == 2:  # program n_rows + j: values [j * BLOCK, (j + 1) * BLOCK) of all rows'
+            co = (row - n_rows) * BLOCK + offs
+            tl.store(clr_ptr + co, tl.zeros((BLOCK,), tl.float32), mask=(row >= n_rows) & (co < n_rows * CLR_N))
+        else:  # each row's program its row
+            for c0 in tl.static_range(0, CLR_N, BLOCK):
+                tl.store(clr_ptr + row * CLR_N + c0 + offs, tl.zeros((BLOCK,), tl.float32), mask=c0 + offs < CLR_N)
     if FROM_SUMS:  # (always with a residual) its load in flight while the sums are taken
         h_old = tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0)
         x = _take_sums(x_ptr + row * stride_x + offs, mask, FROM_SUMS, BLOCK).to(h_old.dtype)
@@ -68,9 +82,11 @@ def _add_rms_norm_kernel(
 
 
 def add_rms_norm(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
+    clear: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x [T, n] -> RMSNorm(residual + x) [T, n]; residual (if given) is updated in place to residual + x."""
+    """x [T, n] -> RMSNorm(residual + x) [T, n]; residual (if given) is updated in place to residual + x. clear
+    (fp32 [T, C], row-major): zeroed (module docstring)."""
     if x.dim() != 2 or weight.shape != (x.shape[1],) or x.stride(1) != 1:
         raise ValueError(f"add_rms_norm: x {tuple(x.shape)} (row-major 2-D) and weight {tuple(weight.shape)}")
     if residual is not None and (residual.shape != x.shape or residual.stride(1) != 1):
@@ -81,9 +97,10 @@ def add_rms_norm(
         return out
     res = residual if residual is not None else x
     block = triton.next_power_of_2(n)
-    _add_rms_norm_kernel[(t,)](
+    extra, clr = _clear_kw(clear, t, block)
+    _add_rms_norm_kernel[(t + extra,)](
         x, res, weight, out, n, eps, x.stride(0), res.stride(0), out.stride(0),
-        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **launch_kw(),
+        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **clr, **launch_kw(),
     )  # fmt: skip
     return out
 
@@ -95,10 +112,28 @@ def add_rms_norm(
 SUMS_MODE = 2
 
 
-def add_rms_norm_sums(sums: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor) -> torch.Tensor:
+# how `clear` is zeroed (read at launch, so at a graph's capture): 1 = by each row's program after its wait; 2 = by
+# ceil(T * C / BLOCK) extra programs of the launch, one block each (the row programs do only the norm). 7B int4 step
+# with "swiglu+cfin+q" on the H200 (bench/results/decode-2026-12-01-s14-cfinq.md): mode 2 0.985x mode 1 at batches
+# 1 and 2 (lower in 8/8 rounds each; mode 1 puts 12,288 zero stores a row on the norm's one CTA)
+CLEAR_MODE = 2
+
+
+def _clear_kw(clear: torch.Tensor | None, t: int, block: int) -> tuple[int, dict[str, object]]:
+    """(extra programs, the kernel's clear arguments) for `clear` (fp32 [T, C], row-major) or none."""
+    if clear is None:
+        return 0, {}
+    if clear.dtype != torch.float32 or clear.dim() != 2 or clear.shape[0] != t or not clear.is_contiguous():
+        raise ValueError(f"clear: a row-major fp32 [{t}, C] region, got {clear.dtype} {tuple(clear.shape)}")
+    extra = triton.cdiv(clear.numel(), block) if CLEAR_MODE == 2 else 0
+    return extra, dict(clr_ptr=clear, CLR_N=clear.shape[1], CLR_MODE=CLEAR_MODE, n_rows=t)
+
+
+def add_rms_norm_sums(sums: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor,
+                      clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """add_rms_norm with x = fp16(sums) [T, n] where sums is the fp32 workspace of a split-K GEMV whose programs only
     added their partial sums (quant_hgemvr's finish epilogue with defer): its first T * n values, row-major, which are
-    left zeroed. residual [T, n] (fp16 / bf16, row-major) is updated in place to residual + x."""
+    left zeroed. residual [T, n] (fp16 / bf16, row-major) is updated in place to residual + x. clear: as add_rms_norm's."""
     t, n = residual.shape
     if residual.stride(1) != 1 or weight.shape != (n,) or sums.dtype != torch.float32 or sums.numel() < t * n:
         raise ValueError(f"add_rms_norm_sums: residual {tuple(residual.shape)}, weight {tuple(weight.shape)}, "
@@ -109,9 +144,10 @@ def add_rms_norm_sums(sums: torch.Tensor, weight: torch.Tensor, eps: float, resi
     if t == 0:
         return out
     block = triton.next_power_of_2(n)
-    _add_rms_norm_kernel[(t,)](
+    extra, clr = _clear_kw(clear, t, block)
+    _add_rms_norm_kernel[(t + extra,)](
         sums, residual, weight, out, n, eps, n, residual.stride(0), out.stride(0),
-        HAS_RES=True, BLOCK=block, num_warps=8 if block >= 2048 else 4, FROM_SUMS=SUMS_MODE, **launch_kw(),
+        HAS_RES=True, BLOCK=block, num_warps=8 if block >= 2048 else 4, FROM_SUMS=SUMS_MODE, **clr, **launch_kw(),
     )  # fmt: skip
     return out
 

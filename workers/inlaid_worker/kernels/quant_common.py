@@ -140,6 +140,22 @@ def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tenso
     return ws, cnt
 
 
+# The qkv GEMV's deferred sums (the "+q" decode fusion, kernels.consumer_finish.gemv_sums): a region of their own, apart
+# from the workspace above that the o / down / gate-up GEMVs share, since it is read by every program of the row
+# attention and can only be cleared a kernel later (the add + RMSNorm after o: fused_norm's `clear`).
+_QKV_SUMS: dict[torch.device, torch.Tensor] = {}
+
+
+def qkv_sums(device: torch.device, elems: int) -> torch.Tensor:
+    """Zeroed fp32 sums of at least elems values for the qkv GEMV; its readers' clearing kernel leaves them zeroed.
+    Replaced by a bigger one when a larger call needs it (model.decode_graphs keeps the captured one alive)."""
+    ws = _QKV_SUMS.get(device)
+    if ws is None or ws.numel() < elems:
+        ws = torch.zeros(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)
+        _QKV_SUMS[device] = ws
+    return ws
+
+
 def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:
     """(iterations per program, programs along K) for k_tiles tiles asked to split split_k ways."""
     split = max(1, min(split_k, k_tiles))

@@ -373,7 +373,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                   pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False,
                   norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                   residual: torch.Tensor | None = None, norm_fast: bool = False,
-                  maxnreg: int | None = None, defer: bool = False) -> torch.Tensor | None:  # fmt: skip
+                  maxnreg: int | None = None, defer: bool = False,
+                  sums: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -392,7 +393,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     GEMV adds its output into it in place (h = fp16(h + fp16(x2 @ W))), adding each row's sum(h^2) into the slot.
     defer (with finish and split-K only): finish_rows is not launched and the workspace is returned: its first M * N
     values (row-major) hold y's fp32 sums, which the caller's next kernel reads and clears (consumer_finish, the
-    "cfin" decode fusion); y is not written. Otherwise None."""
+    "cfin" decode fusion); y is not written. Otherwise None. sums (with defer; fp32, contiguous, >= M * N zeros):
+    the sums go there instead of the shared workspace, which is returned (quant_common.qkv_sums: the "+q" fusion)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
@@ -418,6 +420,11 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     fin = finish and grid[1] > 1  # without split-K the programs store y themselves
     if defer and not fin:
         raise ValueError("defer needs the finish epilogue with split-K (more than one K split)")
+    if sums is not None:
+        if (not defer or sums.dtype != torch.float32 or not sums.is_contiguous()
+                or sums.numel() < x2.shape[0] * w.out_features):  # fmt: skip
+            raise ValueError("sums: a contiguous fp32 region of at least M * N values, with defer")
+        args = (*args[:6], sums, *args[7:])
     if swiglu is not None:  # programs per (tile pair, 2 x split): one reduction of 2 x split arrivals per pair
         if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
             raise ValueError(f"swiglu: act {tuple(act.shape)} for N = {w.out_features} in tiles of {block_n}")

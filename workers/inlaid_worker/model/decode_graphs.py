@@ -104,10 +104,15 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # zeroed after a barrier: batch 1 "swiglu+cfin" 0.967x and 0.965x "swiglu" (device ms), batch 2 0.976x and 0.978x
 # "none", lower in every round of both runs (spreads <= 0.008 ms), so buckets 1-2 take "swiglu+cfin". (With one
 # atomic exchange per sum instead, 1.007-1.010x at batch 1: slower.)
-FUSION_POLICY: tuple[tuple[int, str], ...] = ((2, "swiglu+cfin"), (8, "none"), (16, "merge"))
+# Session 14, "+q" (bench/results/decode-2026-12-01-s14-cfinq.md: the row attention reads the qkv GEMV's split-K sums,
+# the norm after o clears them, kernels.consumer_finish.gemv_sums): batch 2 "swiglu+cfin+q" 0.972x "swiglu+cfin"
+# (extra programs clear; 0.984-0.988x in three runs with the norm's row program clearing), lower in every round;
+# batch 1 1.001x (1/8; 1.017x with the row program clearing), so only bucket 2 takes it.
+FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin"), (2, "swiglu+cfin+q"), (8, "none"), (16, "merge"))
 NORM_ENV = "INLAID_DECODE_NORM"
 # the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
-_WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu"}
+_WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",
+              "swiglu+cfin+q": "norm+swiglu"}
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:
@@ -252,7 +257,7 @@ def sync_stream(device: torch.device) -> None:
 
 # module, dict of device buffers
 KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"),
-                  ("quant_tcw", "_SLOT_WS"))
+                  ("quant_tcw", "_SLOT_WS"), ("quant_common", "_QKV_SUMS"))
 
 
 def _workspaces() -> tuple[object, ...]:

@@ -24,6 +24,10 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     GEMV's split-K sums from its workspace and clears them (kernels.consumer_finish: the GEMV only adds its partial
     sums, no arrival counter, no last program). Per GEMV, only where the pick is a split-K half2 row GEMV on 4-bit
     weights with fp16 x, and never with LoRA: otherwise the GEMV and add_rms_norm as in "none".
+"+q" ("cfin+q", "swiglu+cfin+q"): the same for the qkv GEMV into the row attention with fused rotary + KV write
+    (kernels.consumer_finish.gemv_sums: its sums in a region of their own, read as fp16(sum) by
+    decode_row.row_rope_decode, zeroed by the add + RMSNorm after the o GEMV). Only where that attention runs (the
+    attention part "none" with paged_decode's row rope default), the qkv pick can defer, and without LoRA or "norm".
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -41,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from inlaid_worker.kernels.consumer_finish import gemv_add_norm
+from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_sums
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -62,9 +66,9 @@ from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
-                  "swiglu+cfin")
+                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q")
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu", "cfin")  # the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q")  # the parts of a fusion name that are not its attention
 
 
 def attention_fusion(fusion: str) -> str:
@@ -86,6 +90,11 @@ def norm_fused(fusion: str) -> bool:
 def cfin_fused(fusion: str) -> bool:
     """Does the decode fusion let the add + RMSNorm after the o and down GEMVs finish their split-K sums?"""
     return "cfin" in fusion.split("+")
+
+
+def qsums_fused(fusion: str) -> bool:
+    """Does the decode fusion let the row attention read the qkv GEMV's split-K sums?"""
+    return "q" in fusion.split("+")
 
 
 # the fusion of DecodeLayout's default; the decode graphs choose per bucket (model.decode_graphs.FUSION_POLICY)
@@ -124,6 +133,10 @@ class DecodeLayout:
     @property
     def cfin(self) -> bool:
         return cfin_fused(self.fusion)
+
+    @property
+    def qsums(self) -> bool:
+        return qsums_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -213,9 +226,16 @@ def forward_fast(
     fuse = _NormFusion(norm, 2 * len(w.layers), t, h.device)
     # the add + RMSNorm after o / down reads their split-K sums (kernels.consumer_finish); never with LoRA
     cfin = isinstance(layout, DecodeLayout) and layout.cfin and lora is None
+    # the row attention reads the qkv GEMV's sums, the norm after o clears them (consumer_finish.gemv_sums)
+    qsums = isinstance(layout, DecodeLayout) and layout.qsums and lora is None and not norm and row_rope is not None
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
-        qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
+        wq = _single(layer.qkv) if qsums and pending is None else None
+        q_sums = gemv_sums(x, wq) if wq is not None else None  # fp32 [T, N]; None: today's GEMV
+        if q_sums is not None:
+            qkv = q_sums
+        else:
+            qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
         if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
             lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
         elif lora is not None:
@@ -233,13 +253,15 @@ def forward_fast(
             if row_rope is not None and isinstance(layout, DecodeLayout):
                 attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
                                        layout.block_tables, layout.context_lens, scale, c.num_heads,
-                                       base=row_rope).reshape(t, -1)  # fmt: skip
+                                       base=row_rope, sums=q_sums is not None).reshape(t, -1)  # fmt: skip
             else:
                 q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
                 attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
         pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
         if pending is None:
-            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin)
+            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
+        elif q_sums is not None:
+            raise RuntimeError("forward_fast: the qkv sums need the norm after o to clear them")
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
         x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size, cfin)
     return x if w.layers else add_rms_norm(h, w.norm, eps)
@@ -287,17 +309,19 @@ def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
 
 
 def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tensor, norm_weight: torch.Tensor,
-              eps: float, lora: LoraDelta | None, i: int, name: str, cfin: bool = False) -> torch.Tensor:  # fmt: skip
+              eps: float, lora: LoraDelta | None, i: int, name: str, cfin: bool = False,
+              clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x. cfin (no LoRA): the
-    norm reads the GEMV's split-K sums where the pick allows (consumer_finish.gemv_add_norm)."""
+    norm reads the GEMV's split-K sums where the pick allows (consumer_finish.gemv_add_norm). clear: the qkv GEMV's
+    sums (consumer_finish.gemv_sums), which the norm zeroes."""
     if cfin and lora is None and (wp := _single(weight)) is not None:
-        out = gemv_add_norm(x, wp, h, norm_weight, eps)
+        out = gemv_add_norm(x, wp, h, norm_weight, eps, clear=clear)
         if out is not None:
             return out
     y = linear(x, weight)
     if lora is not None:
         lora.add(y, x, i, name)
-    return add_rms_norm(y, norm_weight, eps, residual=h)
+    return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear)
 
 
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,

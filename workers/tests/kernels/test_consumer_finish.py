@@ -194,7 +194,7 @@ def test_fallback_picks_and_lora(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cf, "config_for", lambda x2, w: ok)
     monkeypatch.setattr(llama_fast, "gemv_add_norm", lambda *a, **k: seen.append("cfin"))
     monkeypatch.setattr(llama_fast, "linear", lambda x, weight: torch.zeros(1, 128, dtype=torch.float16))
-    monkeypatch.setattr(llama_fast, "add_rms_norm", lambda y, nw, eps, residual: y)
+    monkeypatch.setattr(llama_fast, "add_rms_norm", lambda y, nw, eps, residual, clear=None: y)
     lora = Lora()
     llama_fast._add_norm(x, QuantMatrix((w,)), h, g.half(), 1e-5, lora, 0, "o_proj", True)  # type: ignore[arg-type]
     assert lora.names == ["o_proj"] and seen == []
