@@ -100,7 +100,8 @@ def head_run(dg: Any, step: StepInput, host: bool) -> torch.Tensor:
     g.graph.replay()
     if not host:
         return g.logits[:s]
-    if g.host_logits is None:
+    if g.host_logits is None:  # the pre-session-14 layout: one pinned [bucket, vocab] buffer per graph (today's run
+        # takes rows of the runner's one shared host buffer, model.graph_logits; either reuses what the other made)
         g.host_logits = dgm.pinned_like(g.logits)
     out = g.host_logits[:s]
     out.copy_(g.logits[:s], non_blocking=True)

@@ -177,6 +177,7 @@ class EagerProbe:
                     _sync(self.dev)
                 times.append(1e3 * (time.perf_counter() - t0))
                 row.setdefault("tunes_cold", tune_count() - tunes0)
+            logits = logits.clone()  # a graph step's logits are a view of the shared buffer the next step overwrites
             row.update(cold_ms=times[0], warm_ms=min(times[1:]), inputs_ms=self._rec.get("eager_inputs_ms", 0.0),
                        launch_ms=self._rec.get("eager_launch_ms", 0.0))  # fmt: skip
             other = (lambda: sdpa_kernel(no_cudnn)) if variant == "default" and no_cudnn else _null  # noqa: E731

@@ -89,13 +89,14 @@ def runner_greedy(ckpt: Path, prompts: list[list[int]]) -> list[dict[str, torch.
     for ids in prompts:
         step = make_step([(ids, 0, table, -1)], 16)
         step = dataclasses.replace(step, logits_indices=torch.arange(len(ids)))  # every prompt row
-        rows, seq, gen = [runner.execute(step)], list(ids), []
+        rows, seq, gen = [runner.execute(step).clone()], list(ids), []  # clones: a graph step's host logits are one
+        # shared buffer's rows, overwritten by the next step (model.graph_logits; the torch backend returns fresh ones)
         for _ in range(NEW_TOKENS):
             tok = int(rows[-1][-1].argmax())
             gen.append(tok)
             seq.append(tok)
             if len(gen) < NEW_TOKENS:
-                rows.append(runner.execute(make_step([([tok], len(seq) - 1, table, -1)], 16)))
+                rows.append(runner.execute(make_step([([tok], len(seq) - 1, table, -1)], 16)).clone())
         out.append({"logits": torch.cat(rows), "tokens": torch.tensor(gen)})
     return out
 

@@ -64,7 +64,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions) -> LLMEngine:
     tokens = num_blocks * options.block_size
     log.info("KV cache: %d blocks of %d tokens (%d tokens, --kv-cache-bytes %d), max_model_len %d, max_num_seqs %d",
              num_blocks, options.block_size, tokens, options.kv_cache_bytes, max_len, options.max_num_seqs)  # fmt: skip
-    graphs = graph_logits_bytes(runner, config.vocab_size)
+    graphs = graph_logits_bytes(runner, int(runner.weights.lm_head.shape[0]))  # the buffer's columns: LM head rows
     check_sampling_headroom(options, config.vocab_size, dtype, graph_bytes=graphs)
     return engine
 

@@ -28,7 +28,8 @@ Invalidation as model.decode_graphs: a new weights object drops every graph, a L
 version) drops the LoRA ones; in-place layer swaps keep addresses; `keep` holds what only a graph reads.
 
 Without CUDA (capture=False) the same padded static-buffer step runs eagerly: the graph-less twin the CPU tests
-compare with the runner's eager step under Triton's interpreter.
+compare with the runner's eager step under Triton's interpreter. Its host logits (run(host=True)) are a fresh copy
+of the shared rows, on the CPU too, as an eager step's are: a later step does not overwrite them.
 """
 
 from __future__ import annotations
@@ -155,8 +156,10 @@ class PrefillGraphs:
 
     def run(self, weights: LlamaWeights, step: StepInput, host: bool = True) -> torch.Tensor:
         """Logits [S, vocab] float32 on the CPU of a step that can_run: a view of the shared pinned host buffer, valid
-        until the next host step of any graph (the graph-less twin: its device rows' .cpu(), on the CPU those rows). host=False: on the device, no copy: a view of the shared device buffer, valid until the next step
-        of any graph, decode or prefill (read it, or queue the reads on the current stream, before then)."""
+        until the next host step of any graph (the graph-less twin: a fresh CPU tensor, a copy even on the CPU, where
+        .cpu() would return the shared rows themselves). host=False: on the device, no copy: a view of the shared
+        device buffer, valid until the next step of any graph, decode or prefill (read it, or queue the reads on the
+        current stream, before then)."""
         t0 = time.perf_counter()
         self._drop_stale(weights)
         key = self._key(step)  # the caller checked can_run (a step that does not fit fails in stage_prefill)
@@ -177,7 +180,7 @@ class PrefillGraphs:
         if not self._capture:
             self._buckets[key] = b
             logits = b.body()[:s]
-            return logits.cpu() if host else logits
+            return logits.to("cpu", copy=True) if host else logits  # copy=True: a no-op .cpu() would alias the buffer
         if b.graph is None:
             self._record(b)
             self._buckets[key] = b

@@ -1,8 +1,10 @@
 """The one logits buffer all of a runner's graphs write (model.graph_logits), on the CPU: GraphLogits hands out rows of
 one device buffer and one host buffer, each made once; write_logits gives the LM head's float32 logits (what
 `.float()` gave) into it; the decode graphs' bodies of two buckets and the prefill graphs' padded steps all write
-that one storage (forward stubbed: no kernel runs), and their host views share one host buffer; a ModelRunner hands
-its decode and prefill graphs the same GraphLogits. On the GPU (real captures, memory): test_graph_logits_gpu.py."""
+that one storage (forward stubbed: no kernel runs), and their host views share one host buffer (the graph-less
+prefill twin's host logits are fresh copies instead: on the CPU .cpu() would hand out the shared rows, which the next
+step overwrites); a ModelRunner hands its decode and prefill graphs the same GraphLogits. On the GPU (real captures,
+memory): test_graph_logits_gpu.py."""
 
 from __future__ import annotations
 
@@ -144,6 +146,25 @@ def test_prefill_padded_steps_write_the_shared_buffer(tmp_path: Path, monkeypatc
     small = PrefillGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, 12, None, capture=False,
                           logits=GraphLogits(torch.device("cpu"), 1))  # fmt: skip
     assert small.can_run(one) and not small.can_run(two)  # SB 2 > the buffer's rows: eager
+
+
+def test_the_graph_less_twins_host_logits_outlive_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = _config(tmp_path)
+    kv = torch.zeros(c.num_layers, 2, 64, BS, c.num_kv_heads, c.head_dim)
+    shared = GraphLogits(torch.device("cpu"), 256)
+    pg = PrefillGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, 12, None, capture=False, logits=shared)
+    weights, table = _weights()
+    _stub_forward(monkeypatch, prefill_graphs, table)
+    first = pg.run(weights, make_step([([5, 6, 7], 0, [0], -1)], BS), host=True)  # type: ignore[arg-type]
+    second = pg.run(weights, make_step([([8, 9], 0, [1], -1)], BS), host=True)  # type: ignore[arg-type]  # same bucket
+    assert len(pg._buckets) == 1  # one bucket (16, 1): both steps wrote row 0 of the shared device buffer
+    assert torch.equal(first, F.linear(table[[7]], weights.lm_head).float())  # not overwritten by the second step
+    assert torch.equal(second, F.linear(table[[9]], weights.lm_head).float()) and not torch.equal(first, second)
+    dev = shared.out(1, VOCAB).untyped_storage().data_ptr()
+    assert len({first.untyped_storage().data_ptr(), second.untyped_storage().data_ptr(), dev}) == 3  # two copies
+    assert shared.host_bytes == 0  # the twin's host path takes no rows of the (pinned) host buffer
 
 
 def test_host_steps_of_decode_and_prefill_graphs_share_one_host_buffer(

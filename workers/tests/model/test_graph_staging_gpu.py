@@ -3,7 +3,8 @@ earlier work (a long sleep kernel queued first), write the same KV cache and log
 sync after each. Decode graphs (two decode steps of one bucket) and prefill graphs (two non-final chunks of one
 prompt in one bucket). The same steps with the staging wait switched off must differ (the second step's inputs
 overwrite the first's pinned buffer before the GPU copies it), so the check can fail.
-The device path (execute_device) allocates no pinned host logits; execute does, for its bucket only."""
+The device path (execute_device) allocates no pinned host logits; the first execute (host path) allocates the
+runner's one pinned host buffer [rows, vocab] (model.graph_logits), whose rows [:bucket] its graph then keeps."""
 
 from __future__ import annotations
 
@@ -82,9 +83,11 @@ def test_same_bucket_decode_steps_on_a_busy_stream(tmp_path: Path, monkeypatch: 
     assert runner.graph_captures >= 1
     _compare(runner, [decode(11), decode(12)], monkeypatch)
     assert all(h is None for h in _pinned_logits(runner)), "the device path allocated pinned host logits"
-    runner.execute(decode(13))  # the host path: bucket 4's pinned logits, made now
+    runner.execute(decode(13))  # the host path: the shared pinned buffer, made now; bucket 4 keeps its rows [:4]
     made = [h for h in _pinned_logits(runner) if h is not None]
     assert len(made) == 1 and made[0].is_pinned() and made[0].shape[0] == 4  # type: ignore[attr-defined]
+    whole = runner.graph_logits_rows * runner.weights.lm_head.shape[0] * 4  # [rows, vocab] float32, all of it
+    assert runner._graph_logits.host_bytes == whole
 
 
 def test_same_bucket_prefill_chunks_on_a_busy_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
