@@ -7,14 +7,16 @@ which fused_norm.add_rms_norm reads y again. Here the GEMV runs its finish epilo
 fire-and-forget partial sums, no counter, no last program) and the add + RMSNorm that follows reads y's sums from the
 workspace itself (fused_norm.add_rms_norm_sums: x = fp16(sum), as the GEMV would have stored it; loaded, then zeroed
 after a CTA barrier), clearing them; no kernel is added (the "f" kinds' separate finish kernel made them slower:
-kernels-h200.md). 7B int4 on the H200 (bench/results/decode-2026-12-01-s14-cfin.md): the batch-1 step 0.965-0.967x
-(o GEMV 12.0 -> 9.7 us, its norm 9.9 -> 8.5 us under PDL), batch 2 0.976-0.978x (with "swiglu"; o only: down's
-pick there is a tensor-core kind).
+kernels-h200.md). 7B int4 on the H200 (bench/results/decode-2026-12-01-s14-cfin.md, four runs, "swiglu+cfin" lower
+in every round of each): the batch-1 step 0.965-0.968x "swiglu" (o GEMV 12.0 -> 9.7 us, its norm 9.9 -> 8.5 us under
+PDL), the batch-2 step 0.973-0.978x "none" (o only: down's pick there is a tensor-core kind).
 
 The workspace is zero again after the norm, so the next GEMV finds it as store_tile leaves it (eager or in a graph;
-PDL: the norm reads it only after its wait, and the next GEMV adds into it only after its own). Only where the
-tuner's pick is a row GEMV kind without the "f" suffix that splits K (`gemv_add_norm_ok`); the caller falls back to
-the GEMV + add_rms_norm otherwise (and with LoRA, whose delta is added to y between the two).
+PDL: the norm reads it only after its wait, and the next GEMV adds into it only after its own; quant_common.workspace
+states the contract). The norm's arguments and modes are checked before the GEMV is launched, and if anything raises
+after it, the sums are zeroed before the exception propagates. Only where the tuner's pick is a row GEMV kind without
+the "f" suffix that splits K (`gemv_add_norm_ok`); the caller falls back to the GEMV + add_rms_norm otherwise (and
+with LoRA, whose delta is added to y between the two).
 
 gemv_sums (the "+q" decode fusion, model.llama_fast): the same deferral for the qkv GEMV, whose consumer is the row
 attention with fused rotary + KV write (decode_row.row_rope_decode with `sums`: fp16(sum) on every read of q, k, v).
@@ -22,16 +24,17 @@ Every attention program reads its head's q, so no reader can clear them: the sum
 (quant_common.qkv_sums, apart from the workspace the o / down / gate-up GEMVs share) and the add + RMSNorm after the
 o GEMV zeroes it (fused_norm's `clear`, after its PDL wait: the attention has completed by then), so it is zero again
 before the next layer's qkv GEMV (eager or in a graph; model.decode_graphs keeps the captured region). 7B int4 on the
-H200 (bench/results/decode-2026-12-01-s14-cfinq.md), "swiglu+cfin+q" against "swiglu+cfin": batch 2 0.972x (extra
-programs of the norm clear: fused_norm.CLEAR_MODE 2), batch 1 1.001x (the qkv GEMV 1 us shorter, the attention's fp32
-reads and the clearing give it back), so only decode bucket 2 takes it.
+H200 (bench/results/decode-2026-12-01-s14-cfinq.md, one run), "swiglu+cfin+q" against "swiglu+cfin": bucket 2
+0.972x (1.947 -> 1.891 ms, lower in 8/8 rounds; extra programs of the norm clear: fused_norm.CLEAR_MODE 2), batch 1
+1.001x (the qkv GEMV 1 us shorter, the attention's fp32 reads and the clearing give it back), so only decode bucket 2
+takes it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .fused_norm import add_rms_norm_sums
+from .fused_norm import add_rms_norm_sums, check_sums_norm
 from .gptq_packing import GPTQWeight
 from .quant_common import qkv_sums, split_iters
 from .quant_hgemvr import launch_hgemvr
@@ -62,15 +65,27 @@ def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight:
                   cfg: QMMConfig | None = None, clear: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """h += x2 @ W in place (fp16(h + fp16(y))) and RMSNorm(h) [M, N] returned, in two launches (module docstring);
     None (nothing launched) where the pick cannot leave its sums: the caller runs the GEMV and add_rms_norm.
-    clear: gemv_sums's region, which the norm zeroes (fused_norm's `clear`)."""
+    clear: gemv_sums's region, which the norm zeroes (fused_norm's `clear`).
+    The norm's arguments and modes are checked before the GEMV is launched (a ValueError launches nothing); whatever
+    raises, the GEMV's sums (if it ran) and `clear` are zeroed before the exception propagates, so the next GEMV into
+    either finds it zero (quant_common.workspace's contract)."""
     cfg = config_for(x2, w) if cfg is None else cfg
     if not gemv_add_norm_ok(x2, w, h, cfg):
         return None
-    sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, finish=True,
-                         defer=True, **hgemvr_flags(cfg.kind))  # fmt: skip
-    if sums is None:  # (defer with split-K always returns the workspace)
-        raise RuntimeError("gemv_add_norm: the GEMV returned no workspace")
-    return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
+    sums: torch.Tensor | None = None
+    try:
+        check_sums_norm(h, norm_weight, None, clear)
+        sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h,
+                             finish=True, defer=True, **hgemvr_flags(cfg.kind))  # fmt: skip
+        if sums is None:  # (defer with split-K always returns the workspace)
+            raise RuntimeError("gemv_add_norm: the GEMV returned no workspace")
+        return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
+    except BaseException:
+        if sums is not None:
+            sums[: h.numel()].zero_()
+        if clear is not None:
+            clear.zero_()
+        raise
 
 
 def gemv_sums(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor | None:

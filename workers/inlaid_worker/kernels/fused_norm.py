@@ -32,7 +32,7 @@ def _take_sums(ptrs, mask, MODE: tl.constexpr, BLOCK: tl.constexpr):
         bits = tl.atomic_xchg(ptrs.to(tl.pointer_type(tl.int32)), tl.zeros((BLOCK,), tl.int32), mask=mask,
                               sem="relaxed")  # fmt: skip
         x = bits.to(tl.float32, bitcast=True)
-    else:
+    elif MODE == 2:  # (the host checks the mode: _mode)
         x = tl.load(ptrs, mask=mask, other=0.0)
         tl.debug_barrier()
         tl.store(ptrs, tl.zeros((BLOCK,), tl.float32), mask=mask)
@@ -58,7 +58,7 @@ def _add_rms_norm_kernel(
         if CLR_MODE == 2:  # program n_rows + j: values [j * BLOCK, (j + 1) * BLOCK) of all rows'
             co = (row - n_rows) * BLOCK + offs
             tl.store(clr_ptr + co, tl.zeros((BLOCK,), tl.float32), mask=(row >= n_rows) & (co < n_rows * CLR_N))
-        else:  # each row's program its row
+        elif CLR_MODE == 1:  # each row's program its row (the host checks the mode: _mode)
             for c0 in tl.static_range(0, CLR_N, BLOCK):
                 tl.store(clr_ptr + row * CLR_N + c0 + offs, tl.zeros((BLOCK,), tl.float32), mask=c0 + offs < CLR_N)
     if FROM_SUMS:  # (always with a residual) its load in flight while the sums are taken
@@ -108,46 +108,80 @@ def add_rms_norm(
 # how add_rms_norm_sums reads and clears the sums (read at launch, so at a graph's capture): 2 = vector loads, a CTA
 # barrier, zero stores; 1 = one atomic exchange per value. 7B int4 batch-1 step on the H200 (bench/results/
 # decode-2026-12-01-s14-cfin.md): mode 2 0.965-0.967x the unfused step, mode 1 1.007-1.010x (4,096 exchanges from one
-# CTA: 16 one-word atomics a thread, against 4 vector loads)
+# CTA: 16 one-word atomics a thread, against 4 vector loads). Any other value raises ValueError at the next call.
 SUMS_MODE = 2
 
 
 # how `clear` is zeroed (read at launch, so at a graph's capture): 1 = by each row's program after its wait; 2 = by
 # ceil(T * C / BLOCK) extra programs of the launch, one block each (the row programs do only the norm). 7B int4 step
 # with "swiglu+cfin+q" on the H200 (bench/results/decode-2026-12-01-s14-cfinq.md): mode 2 0.985x mode 1 at batches
-# 1 and 2 (lower in 8/8 rounds each; mode 1 puts 12,288 zero stores a row on the norm's one CTA)
+# 1 and 2 (lower in 8/8 rounds each; mode 1 puts 12,288 zero stores a row on the norm's one CTA). Any other value
+# raises ValueError at the next call with `clear`.
 CLEAR_MODE = 2
+
+
+def _mode(name: str, value: int) -> int:
+    """A module switch's value, checked: 1 or 2 (anything else, 0 included, is not a mode the kernel has)."""
+    if type(value) is not int or value not in (1, 2):
+        raise ValueError(f"fused_norm.{name} must be 1 or 2, got {value!r}")
+    return value
+
+
+def _check_clear(clear: torch.Tensor, t: int) -> int:
+    """CLEAR_MODE, once `clear` is checked: fp32 [T, C], row-major."""
+    if clear.dtype != torch.float32 or clear.dim() != 2 or clear.shape[0] != t or not clear.is_contiguous():
+        raise ValueError(f"clear: a row-major fp32 [{t}, C] region, got {clear.dtype} {tuple(clear.shape)}")
+    return _mode("CLEAR_MODE", CLEAR_MODE)
 
 
 def _clear_kw(clear: torch.Tensor | None, t: int, block: int) -> tuple[int, dict[str, object]]:
     """(extra programs, the kernel's clear arguments) for `clear` (fp32 [T, C], row-major) or none."""
     if clear is None:
         return 0, {}
-    if clear.dtype != torch.float32 or clear.dim() != 2 or clear.shape[0] != t or not clear.is_contiguous():
-        raise ValueError(f"clear: a row-major fp32 [{t}, C] region, got {clear.dtype} {tuple(clear.shape)}")
-    extra = triton.cdiv(clear.numel(), block) if CLEAR_MODE == 2 else 0
-    return extra, dict(clr_ptr=clear, CLR_N=clear.shape[1], CLR_MODE=CLEAR_MODE, n_rows=t)
+    mode = _check_clear(clear, t)
+    extra = triton.cdiv(clear.numel(), block) if mode == 2 else 0
+    return extra, dict(clr_ptr=clear, CLR_N=clear.shape[1], CLR_MODE=mode, n_rows=t)
+
+
+def check_sums_norm(residual: torch.Tensor, weight: torch.Tensor, sums_numel: int | None = None,
+                    clear: torch.Tensor | None = None) -> None:  # fmt: skip
+    """Raise ValueError unless add_rms_norm_sums takes these arguments (sums_numel: the workspace's size; None: not
+    known yet) and the mode switches are valid. consumer_finish.gemv_add_norm calls it before its GEMV, which leaves
+    its sums in the shared workspace for the norm to clear: a norm refused after that launch would leave them there."""
+    if residual.dim() != 2 or residual.stride(1) != 1 or residual.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"add_rms_norm_sums: residual {residual.dtype} {tuple(residual.shape)} (row-major 2-D fp16 / "
+                         "bf16)")  # fmt: skip
+    t, n = residual.shape
+    if (weight.shape != (n,) or not weight.is_floating_point() or weight.stride(0) != 1
+            or weight.device != residual.device):  # fmt: skip
+        raise ValueError(f"add_rms_norm_sums: weight {weight.dtype} {tuple(weight.shape)} on {weight.device} (a "
+                         f"contiguous float vector of {n} on {residual.device})")  # fmt: skip
+    if sums_numel is not None and sums_numel < t * n:
+        raise ValueError(f"add_rms_norm_sums: sums of {sums_numel} values for [{t}, {n}]")
+    _mode("SUMS_MODE", SUMS_MODE)
+    if clear is not None:
+        _check_clear(clear, t)
 
 
 def add_rms_norm_sums(sums: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor,
                       clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """add_rms_norm with x = fp16(sums) [T, n] where sums is the fp32 workspace of a split-K GEMV whose programs only
     added their partial sums (quant_hgemvr's finish epilogue with defer): its first T * n values, row-major, which are
-    left zeroed. residual [T, n] (fp16 / bf16, row-major) is updated in place to residual + x. clear: as add_rms_norm's."""
+    left zeroed. residual [T, n] (fp16 / bf16, row-major) is updated in place to residual + x. clear: as add_rms_norm's.
+    Every argument is checked (check_sums_norm) before anything is launched."""
+    if sums.dtype != torch.float32 or not sums.is_contiguous() or sums.device != residual.device:
+        raise ValueError(f"add_rms_norm_sums: the workspace must be contiguous fp32 on {residual.device}, got "
+                         f"{sums.dtype} on {sums.device}")  # fmt: skip
+    check_sums_norm(residual, weight, sums.numel(), clear)
     t, n = residual.shape
-    if residual.stride(1) != 1 or weight.shape != (n,) or sums.dtype != torch.float32 or sums.numel() < t * n:
-        raise ValueError(f"add_rms_norm_sums: residual {tuple(residual.shape)}, weight {tuple(weight.shape)}, "
-                         f"sums {sums.dtype} of {sums.numel()}")  # fmt: skip
-    if not sums.is_contiguous():
-        raise ValueError("add_rms_norm_sums: the workspace must be contiguous")
     out = torch.empty_like(residual)
     if t == 0:
         return out
     block = triton.next_power_of_2(n)
     extra, clr = _clear_kw(clear, t, block)
     _add_rms_norm_kernel[(t + extra,)](
-        sums, residual, weight, out, n, eps, n, residual.stride(0), out.stride(0),
-        HAS_RES=True, BLOCK=block, num_warps=8 if block >= 2048 else 4, FROM_SUMS=SUMS_MODE, **clr, **launch_kw(),
+        sums, residual, weight, out, n, eps, n, residual.stride(0), out.stride(0), HAS_RES=True, BLOCK=block,
+        num_warps=8 if block >= 2048 else 4, FROM_SUMS=_mode("SUMS_MODE", SUMS_MODE), **clr, **launch_kw(),
     )  # fmt: skip
     return out
 

@@ -129,7 +129,14 @@ _WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zeroed fp32 partial sums and int32 arrival counters; the kernels leave them zeroed again."""
+    """Zeroed fp32 partial sums and int32 arrival counters, shared by every split-K GEMV on the device.
+
+    Contract: each GEMV finds them zero, and they are zero again once that GEMV and its consumer have run. A GEMV with
+    its own finish (the counter epilogue, store_tile; or finish_rows, the "f" kinds) zeroes them itself. A deferred
+    GEMV (quant_hgemvr's `defer`: the "cfin" decode fusion) leaves y's fp32 sums in the first M * N values until its
+    consumer, fused_norm.add_rms_norm_sums, reads and zeroes them: no other split-K GEMV may run in between, and
+    consumer_finish.gemv_add_norm checks the norm's arguments before launching the GEMV and zeroes the sums if anything
+    raises after it. The qkv GEMV's deferred sums (the "+q" fusion) go to qkv_sums's region instead, not here."""
     ws, cnt = _WORKSPACES.get(device, (None, None))
     if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
         size = max(elems, 0 if ws is None else ws.numel())
@@ -148,7 +155,12 @@ _QKV_SUMS: dict[torch.device, torch.Tensor] = {}
 
 def qkv_sums(device: torch.device, elems: int) -> torch.Tensor:
     """Zeroed fp32 sums of at least elems values for the qkv GEMV; its readers' clearing kernel leaves them zeroed.
-    Replaced by a bigger one when a larger call needs it (model.decode_graphs keeps the captured one alive)."""
+    Replaced by a bigger one when a larger call needs it (model.decode_graphs keeps the captured one alive).
+
+    Contract: zero whenever a qkv GEMV starts. The deferred qkv GEMV (consumer_finish.gemv_sums) leaves its sums here
+    through the row attention (which reads them) until the add + RMSNorm after the o GEMV zeroes them (fused_norm's
+    `clear`, via consumer_finish.gemv_add_norm or add_rms_norm), so every layer's qkv GEMV needs that norm before the
+    next layer's; gemv_add_norm zeroes the region if it raises."""
     ws = _QKV_SUMS.get(device)
     if ws is None or ws.numel() < elems:
         ws = torch.zeros(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)

@@ -226,8 +226,10 @@ def forward_fast(
     fuse = _NormFusion(norm, 2 * len(w.layers), t, h.device)
     # the add + RMSNorm after o / down reads their split-K sums (kernels.consumer_finish); never with LoRA
     cfin = isinstance(layout, DecodeLayout) and layout.cfin and lora is None
-    # the row attention reads the qkv GEMV's sums, the norm after o clears them (consumer_finish.gemv_sums)
-    qsums = isinstance(layout, DecodeLayout) and layout.qsums and lora is None and not norm and row_rope is not None
+    # the row attention reads the qkv GEMV's sums, the norm after o clears them (consumer_finish.gemv_sums); only where
+    # that attention will run (cos and sin given): an error between the GEMV and that norm would leave the sums set
+    qsums = (isinstance(layout, DecodeLayout) and layout.qsums and lora is None and not norm and row_rope is not None
+             and cos is not None and sin is not None)  # fmt: skip
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None

@@ -5,9 +5,12 @@ then add_rms_norm) and the torch references.
 
 Each case checks the residual stream h and the normed output against the unfused pair (bit-identical under the
 interpreter, whose atomics add in program order; within the atomics' order on CUDA), the error against the reference,
-a second call on fresh inputs (it finds the workspace zeroed again), and that the workspace and counters are all zero
-afterwards. The forward case runs a one-layer decode step through forward_fast with "cfin" (o and down fused) against
-"none". On CUDA in-process; on the CPU once in a subprocess under TRITON_INTERPRET=1 (this file as a script).
+a second call on fresh inputs (it finds the workspace zeroed again), that the workspace and counters are all zero right
+after each pair (before the unfused GEMV, which clears them itself, runs) and that the `clear` region it was given is
+zeroed, under every pair of SUMS_MODE / CLEAR_MODE, with the switches restored afterwards. The forward case runs a
+one-layer decode step through forward_fast with "cfin" (o and down fused) against "none", under the shipped modes; the
+bad-norm case checks that a refused or failing norm leaves the workspace and the qkv sums zero. On CUDA in-process; on
+the CPU once in a subprocess under TRITON_INTERPRET=1 (this file as a script).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ CASES: dict[str, tuple] = {
     "hgemvr-split2-m1": (256, 128, 1, False, False, "hgemvr", 1, 2),
     "hgemvrb-act-split2-m3": (256, 64, 3, True, False, "hgemvrb", 2, 2),  # two row blocks, one padded
     "hgemvrq-sym-split4-m2": (512, 64, 2, False, True, "hgemvrq", 2, 4),  # one tile per program
+    "hgemvr-split2-n320-m2": (256, 320, 2, False, False, "hgemvr", 1, 2),  # N not a power of two: the masked norm
 }
 # the 7B o / down shapes with the shipped H200 table's batch-1 / batch-2 picks (CUDA only)
 GPU_CASES: dict[str, tuple] = {
@@ -30,10 +34,17 @@ GPU_CASES: dict[str, tuple] = {
     "7b-down-hgemvr-m1": (11008, 4096, 1, False, False, "hgemvr", 1, 22),
     "7b-o-hgemvrb-m2": (4096, 4096, 2, False, False, "hgemvrb", 2, 16),
 }
-ALL_CASES = {**CASES, **GPU_CASES, "forward": ()}
+ALL_CASES = {**CASES, **GPU_CASES, "forward": (), "bad-norm": ()}
 EPS = 1e-5
 SUMS_MODES = (1, 2)  # fused_norm.SUMS_MODE: the sums exchanged, or loaded and zeroed after a barrier
-REPS = 2 * len(SUMS_MODES)
+REPS = 2 * len(SUMS_MODES)  # CLEAR_MODE 1, 2 alternate: every pair of the two switches once
+SHIPPED_MODES = (2, 2)  # fused_norm's (SUMS_MODE, CLEAR_MODE) defaults
+
+
+def modes() -> tuple[int, int]:
+    from inlaid_worker.kernels import fused_norm
+
+    return fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE
 
 
 def run_forward(device: str) -> dict[str, Any]:
@@ -69,7 +80,7 @@ def run_forward(device: str) -> dict[str, Any]:
                             DecodeLayout(d["tables"], d["lens"], 1, fusion), None).float()  # fmt: skip
 
     cf.launch_hgemvr = spy
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(modes=list(modes()))  # (the kernel cases ran before: they must restore the switches)
     try:
         base = run("none")
         for name, split in (("cfin", 2), ("fallback", 1)):
@@ -83,11 +94,62 @@ def run_forward(device: str) -> dict[str, Any]:
     return out
 
 
+def dirty_sums(device: torch.device) -> int:
+    """Nonzero values in the split-K workspace, its counters and the qkv sums region of `device` (after a sync)."""
+    from inlaid_worker.kernels import quant_common
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    ws, cnt = quant_common._WORKSPACES.get(device, (torch.zeros(1), torch.zeros(1)))
+    region = quant_common._QKV_SUMS.get(device, torch.zeros(1))
+    return int((ws != 0).sum()) + int((cnt != 0).sum()) + int((region != 0).sum())
+
+
+def run_bad_norm(device: str) -> dict[str, Any]:
+    """gemv_add_norm refused or failing with the qkv sums to clear (filled by gemv_sums, as in a "+q" step): a wrong
+    norm weight and an invalid SUMS_MODE raise ValueError before any launch (h untouched); an error after the GEMV
+    launch (the norm itself raising) still leaves the workspace and the region zero."""
+    from inlaid_worker.kernels import consumer_finish as cf
+    from inlaid_worker.kernels import fused_norm
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+
+    _, w, x = make_case("bad-norm", 256, 128, 1, 128, False, False, "gptq", device)
+    cfg = QMMConfig(1, 64, 128, 2, 2, 1, False, "hgemvr")
+    g = torch.ones(128, dtype=torch.float16, device=device)
+    out: dict[str, Any] = {}
+    real_norm, prev = cf.add_rms_norm_sums, fused_norm.SUMS_MODE
+
+    def failing_norm(*args: Any, **kw: Any) -> torch.Tensor:
+        raise RuntimeError("norm failed")
+
+    for name, weight, mode in (("weight", g[:127], prev), ("weight_fp32_2d", g.float()[None], prev), ("mode", g, 0),
+                               ("after_launch", g, prev)):  # fmt: skip
+        q = cf.gemv_sums(x, w, cfg)
+        assert q is not None
+        filled = int((q != 0).sum())
+        h0 = torch.randn(1, 128, device=device).half()
+        h = h0.clone()
+        fused_norm.SUMS_MODE = mode
+        if name == "after_launch":
+            cf.add_rms_norm_sums = failing_norm
+        try:
+            cf.gemv_add_norm(x, w, h, weight, EPS, cfg, clear=q)
+            raised = "nothing"
+        except (ValueError, RuntimeError) as exc:
+            raised = type(exc).__name__
+        finally:
+            fused_norm.SUMS_MODE, cf.add_rms_norm_sums = prev, real_norm
+        out[name] = dict(raised=raised, filled=filled, dirty=dirty_sums(x.device), h_same=bool(torch.equal(h, h0)))
+    return out
+
+
 def run_case(case_id: str, device: str) -> dict[str, Any]:
     if case_id == "forward":
         return run_forward(device)
+    if case_id == "bad-norm":
+        return run_bad_norm(device)
     from cases import _rel_err  # type: ignore[import-not-found]
-    from inlaid_worker.kernels import fused_norm, quant_common
+    from inlaid_worker.kernels import fused_norm
     from inlaid_worker.kernels.consumer_finish import gemv_add_norm
     from inlaid_worker.kernels.fused_norm import add_rms_norm, add_rms_norm_reference
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul, quant_matmul_reference
@@ -97,17 +159,22 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
     raw, w, x = make_case(case_id, k, n, m, 128, sym, act, "gptq", device)
     cfg = QMMConfig(bm, 64, 128, split, 2, 1, False, kind)
     g = (torch.rand(n, device=device) + 0.5).half()
-    out: dict[str, Any] = dict(diff_h=0.0, diff_out=0.0)
+    out: dict[str, Any] = dict(diff_h=0.0, diff_out=0.0, dirty_after=0, cleared=True)
+    prev = modes()
     for rep in range(REPS):  # each mode twice: the second call on fresh inputs finds the workspace the first cleared
         h0 = (torch.randn(m, n, device=device) * 3).half()
         h = h0.clone()
-        fused_norm.SUMS_MODE = SUMS_MODES[rep // 2]
+        clear = torch.rand(m, n + 40, device=device) + 1.0  # another GEMV's sums for the norm to zero (the "+q" use)
+        fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE = SUMS_MODES[rep // 2], 1 + rep % 2
         try:
-            got = gemv_add_norm(x * (rep + 1), w, h, g, EPS, cfg)
+            got = gemv_add_norm(x * (rep + 1), w, h, g, EPS, cfg, clear=clear)
         finally:
-            fused_norm.SUMS_MODE = 1
+            fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE = prev
         if got is None:
             return dict(error="gemv_add_norm fell back")
+        # right after the pair (before the unfused GEMV below, which would clear [0, M * N) itself)
+        out["dirty_after"] += dirty_sums(x.device)
+        out["cleared"] = out["cleared"] and not bool((clear != 0).any())
         y = torch.empty(m, n, dtype=torch.float16, device=device)
         launch_quant_matmul(x * (rep + 1), w, cfg, y)
         h_u = h0.clone()
@@ -122,8 +189,8 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
         ref = add_rms_norm_reference(y_ref, g, EPS, residual=h_ref)
         out[f"err_h{rep}"], out[f"err{rep}"] = _rel_err(h, h_ref), _rel_err(got, ref)
         out["shape"] = list(got.shape)
-    ws, cnt = quant_common._WORKSPACES[x.device]
-    out["dirty"] = int((ws != 0).sum()) + int((cnt != 0).sum())
+    out["dirty"] = dirty_sums(x.device)
+    out["modes"] = list(modes())
     return out
 
 
@@ -139,7 +206,10 @@ def test_norm_finishes_the_split_k_sum(case_id: str, cfin_case: Any) -> None:
     res = cfin_case(case_id)
     assert "error" not in res, res.get("error")
     assert res["shape"] == [m, n], res
+    assert res["dirty_after"] == 0, "split-K workspace, counters or qkv region not zero right after the pair"
     assert res["dirty"] == 0, "split-K workspace or counters not left at zero"
+    assert res["cleared"], "the norm did not zero `clear`"
+    assert res["modes"] == list(SHIPPED_MODES), res  # the switches restored after each call
     for rep in range(REPS):
         assert res[f"err_h{rep}"] < 2e-3 and res[f"err{rep}"] < 5e-3, res
     # the same partial sums, finished by the norm instead of the GEMV's last program: exact in the interpreter; on
@@ -152,6 +222,7 @@ def test_norm_finishes_the_split_k_sum(case_id: str, cfin_case: Any) -> None:
 def test_forward_fast_cfin_matches_none_and_falls_back(cfin_case: Any) -> None:
     res = cfin_case("forward")
     assert "error" not in res, res.get("error")
+    assert res["modes"] == list(SHIPPED_MODES), res  # the forward runs the shipped modes, not a kernel case's leftover
     fused, fallback = res["cfin"], res["fallback"]
     assert fused["finite"] and fused["err"] < 1e-2, res
     assert fused["calls"] == [128, 256], res  # o (K = hidden) then down (K = intermediate), both deferred
@@ -204,6 +275,55 @@ def test_fallback_picks_and_lora(monkeypatch: pytest.MonkeyPatch) -> None:
     assert llama_fast.attention_fusion("cfin") == "none" and llama_fast.attention_fusion("swiglu+cfin") == "none"
 
 
+def test_bad_norm_arguments_leave_the_sums_zero(cfin_case: Any) -> None:
+    """A norm refused (ValueError: wrong weight, invalid SUMS_MODE) launches nothing; one failing after the GEMV ran
+    re-raises; either way the split-K workspace and the qkv sums the norm was to clear are all zero afterwards."""
+    res = cfin_case("bad-norm")
+    assert "error" not in res, res.get("error")
+    for name, raised in (("weight", "ValueError"), ("weight_fp32_2d", "ValueError"), ("mode", "ValueError"),
+                         ("after_launch", "RuntimeError")):  # fmt: skip
+        r = res[name]
+        assert r["filled"] > 0 and r["raised"] == raised and r["dirty"] == 0, (name, res)
+        assert r["h_same"] or name == "after_launch", (name, res)  # (refused: not even h touched)
+
+
+def test_norm_checked_before_the_gemv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, no kernel runs: every refusal of the norm (weight shape, dtype, layout; residual; `clear`; an
+    invalid SUMS_MODE or CLEAR_MODE) comes before the GEMV launch."""
+    from cases import make_gptq  # type: ignore[import-not-found]
+    from inlaid_worker.kernels import consumer_finish as cf
+    from inlaid_worker.kernels import fused_norm
+    from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+
+    w = prepare_gptq_weight(**make_gptq(256, 128, 4, 128, False, False, 1), bits=4, group_size=128, sym=False)
+    x, h = torch.zeros(1, 256, dtype=torch.float16), torch.zeros(1, 128, dtype=torch.float16)
+    g, ok = torch.ones(128, dtype=torch.float16), QMMConfig(1, 64, 128, 2, 2, 1, False, "hgemvr")
+
+    def launch(*args: Any, **kw: Any) -> None:
+        raise AssertionError("the GEMV launched before the norm's arguments were checked")
+
+    monkeypatch.setattr(cf, "launch_hgemvr", launch)
+    bad: list[tuple[torch.Tensor, torch.Tensor | None]] = [
+        (g[:127], None), (torch.ones(128, 2, dtype=torch.float16)[:, 0], None),  # shape; a strided vector
+        (torch.ones(128, dtype=torch.int32), None), (g, torch.ones(1, 64, dtype=torch.float16)),  # dtype; clear's
+        (g, torch.ones(2, 64)), (g, torch.ones(64, 2).t()[:1]),  # clear's rows; a clear that is not row-major
+    ]  # fmt: skip
+    for weight, clr in bad:
+        with pytest.raises(ValueError):
+            cf.gemv_add_norm(x, w, h, weight, 1e-5, ok, clear=clr)
+    for name, value in (("SUMS_MODE", 0), ("SUMS_MODE", 3), ("CLEAR_MODE", 0)):
+        clear = torch.ones(1, 64)
+        with monkeypatch.context() as mp:
+            mp.setattr(fused_norm, name, value)
+            with pytest.raises(ValueError, match=name):
+                cf.gemv_add_norm(x, w, h, g, 1e-5, ok, clear=clear)
+        assert not bool(clear.any()), name  # the sums it was to clear are zeroed on the way out
+    with pytest.raises(ValueError, match="CLEAR_MODE"), monkeypatch.context() as mp:  # the unfused norm too
+        mp.setattr(fused_norm, "CLEAR_MODE", 0)
+        fused_norm.add_rms_norm(h, g, 1e-5, clear=torch.ones(1, 64))
+
+
 def test_defer_needs_split_k() -> None:
     from cases import make_gptq  # type: ignore[import-not-found]
     from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
@@ -253,11 +373,14 @@ def test_pdl_order_of_the_deferred_gemv_and_the_sums_norm(monkeypatch: pytest.Mo
 def test_decode_graphs_with_cfin_match_unfused(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 2-layer Llama-7B-shaped int4 runner (the shipped table's 7B picks: o and down split-K row GEMVs at bucket 1, o
     only at bucket 2, tensor-core GEMVs at 4): decode graphs with "cfin" / "swiglu+cfin" give "none"'s logits and KV
-    cache, switching back and forth, deferring exactly those GEMVs; AUTO at buckets 1-2 replays "swiglu+cfin"."""
+    cache, switching back and forth, deferring exactly those GEMVs (under the shipped SUMS_MODE / CLEAR_MODE); AUTO
+    captures only bucket 2's "swiglu+cfin+q" anew (bucket 1's "swiglu+cfin" graph is kept)."""
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
     from inlaid_worker.model.decode_graphs import AUTO, policy_fusion
 
+    assert modes() == SHIPPED_MODES  # the graphs capture the shipped read / clear modes (no earlier test's leftover)
+    assert policy_fusion(1) == "swiglu+cfin" and policy_fusion(2) == "swiglu+cfin+q"
     deferred: set[tuple[int, int]] = set()
     real = cf.launch_hgemvr
 
@@ -273,8 +396,8 @@ def test_decode_graphs_with_cfin_match_unfused(tmp_path: Any, monkeypatch: pytes
     runner.decode_fusion = AUTO
     for b in (1, 2):
         runner.execute(ph.engine_module("steps").make_step(b, 1, 100, [-1] * b, shape.vocab, 256))
-    assert runner.graph_captures == 9 + sum(policy_fusion(b) not in ("none", "swiglu+cfin", "cfin") for b in (1, 2))
+    assert runner.graph_captures == 10  # AUTO: bucket 1's "swiglu+cfin" graph kept, bucket 2's "swiglu+cfin+q" new
 
 
 if __name__ == "__main__":
-    main(list(ALL_CASES)[: len(CASES)] + ["forward"], run_case)
+    main(list(ALL_CASES)[: len(CASES)] + ["forward", "bad-norm"], run_case)

@@ -31,6 +31,7 @@ GPU_CASES: dict[str, tuple] = {
     "7b-qkv-hgemvrb-m2": (32, 32, 128, 2, "hgemvrb", 2, 8),
 }
 ALL_CASES = {**CASES, **GPU_CASES, "forward": ()}
+SHIPPED_MODES = (2, 2)  # fused_norm's (SUMS_MODE, CLEAR_MODE) defaults
 
 
 def _step(m: int, heads: int, kv_heads: int, d: int, dev: str) -> dict[str, Any]:
@@ -89,14 +90,15 @@ def run_kernel_case(case_id: str, device: str) -> dict[str, Any]:
         g = (torch.rand(k, device=device) + 0.5).half()
         att16 = caches["y"][0].reshape(m, k).half()
         h1, h2 = h0.clone(), h0.clone()
-        fused_norm.CLEAR_MODE = 1 + rep  # the row's program clears, then extra programs do
+        prev, fused_norm.CLEAR_MODE = fused_norm.CLEAR_MODE, 1 + rep  # the row's program clears, then extra programs
         try:
             normed = add_rms_norm(att16, g, 1e-5, residual=h1, clear=sums)
         finally:
-            fused_norm.CLEAR_MODE = 1
+            fused_norm.CLEAR_MODE = prev
         plain = add_rms_norm(att16, g, 1e-5, residual=h2)
         out["norm_same"] = bool(torch.equal(normed, plain) and torch.equal(h1, h2))
         out["dirty"] += int((region != 0).sum()) + int((ws != 0).sum()) + int((cnt != 0).sum())
+    out["modes"] = [fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE]
     return out
 
 
@@ -108,7 +110,7 @@ def run_forward(device: str) -> dict[str, Any]:
 
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
-    from inlaid_worker.kernels import quant_common
+    from inlaid_worker.kernels import fused_norm, quant_common
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
     from inlaid_worker.model import llama_fast
     from inlaid_worker.model.config import load_model_config
@@ -141,7 +143,7 @@ def run_forward(device: str) -> dict[str, Any]:
 
     cf.launch_hgemvr = spy
     llama_fast.row_rope_for = lambda rows, rep, dev: {}  # the row attention with rotary inside (CUDA's default)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(modes=[fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE])  # (after the kernel cases)
     try:
         base, kv_base = run("none")
         for name, split, fusion, lora in (("cfin", 2, "cfin", None), ("q", 2, "cfin+q", None),
@@ -184,6 +186,7 @@ def test_row_attention_reads_the_qkv_sums(case_id: str, q_case: Any) -> None:
     assert not res["shared"], "the qkv sums share the o / down / gate-up workspace"
     assert res["was_set"] and res["norm_same"], res
     assert res["dirty"] == 0, "qkv sums, split-K workspace or counters not left at zero"
+    assert res["modes"] == list(SHIPPED_MODES), res  # CLEAR_MODE restored after each call
     # exact in the interpreter; on CUDA the atomics' order may move a value by an fp16 ulp of the largest
     cuda = torch.cuda.is_available()
     assert res["diff_y"] <= (2e-3 if cuda else 0.0), res
@@ -193,6 +196,7 @@ def test_row_attention_reads_the_qkv_sums(case_id: str, q_case: Any) -> None:
 def test_forward_fast_qsums_match_and_fall_back(q_case: Any) -> None:
     res = q_case("forward")
     assert "error" not in res, res.get("error")
+    assert res["modes"] == list(SHIPPED_MODES), res  # the forward runs the shipped modes
     q = res["q"]
     assert q["finite"] and q["err"] < 1e-2 and q["kv"] < 1e-2, res
     assert q["calls"] == [256, -128, -256] * 2, res  # per layer: qkv into the region (N = 256), o and down deferred
@@ -286,8 +290,9 @@ def test_decode_graphs_with_qsums_match_unfused(tmp_path: Any, monkeypatch: pyte
     the region at buckets 1-2 and the region zero after every step."""
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
-    from inlaid_worker.kernels import quant_common
+    from inlaid_worker.kernels import fused_norm, quant_common
 
+    assert (fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE) == SHIPPED_MODES  # captured: the shipped modes, no leftover
     deferred: set[tuple[int, int]] = set()
     real = cf.launch_hgemvr
 

@@ -59,11 +59,11 @@ def _ptx(fn: Any, args: tuple, kwargs: dict, force: dict | None = None) -> tuple
     sig: dict[str, str] = {}
     consts: dict[str, Any] = {}
     for p, jp in zip(params, fn.params, strict=True):
-        if jp.is_constexpr:
-            consts[p.name] = (force or {}).get(p.name, bound.get(p.name, p.default))
+        v = bound.get(p.name, p.default)  # (a parameter left at its default: fused_norm's clr_ptr=None, n_rows=0)
+        if jp.is_constexpr or v is None:  # (None: Triton specialises it as a constexpr)
+            consts[p.name] = (force or {}).get(p.name, v)
             sig[p.name] = "constexpr"
             continue
-        v = bound[p.name]
         if isinstance(v, torch.Tensor):
             sig[p.name] = "*" + _DT[v.dtype]
         elif isinstance(v, bool):
@@ -79,7 +79,7 @@ def _ptx(fn: Any, args: tuple, kwargs: dict, force: dict | None = None) -> tuple
     else:
         source = ASTSource
     ck = triton.compile(source(fn, sig, constexprs=consts), target=GPUTarget("cuda", 90, 32), options=opts)
-    return ck.asm["ptx"], [p.name for p, jp in zip(params, fn.params, strict=True) if not jp.is_constexpr]
+    return ck.asm["ptx"], [p.name for p in params if sig[p.name] != "constexpr"]
 
 
 def _check(launches: list[tuple[Any, tuple, dict]], allowed: dict[str, set[str]], variants: bool = True) -> int:
