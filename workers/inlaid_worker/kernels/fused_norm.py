@@ -9,9 +9,10 @@ kernels.consumer_finish): x = fp16(sum) as the GEMV's own finish would store it;
 a CTA barrier (SUMS_MODE 2, the default: one program per row, so the barrier orders all of the row's reads before any
 zero store; without it a load and a zero store in different register layouts race, quant_common.store_tile's note),
 or read and cleared in one atomic exchange each (SUMS_MODE 1).
-`clear` (add_rms_norm / add_rms_norm_sums; the "+q" decode fusion, kernels.consumer_finish.gemv_sums): each row's
-program also zeroes that row of another GEMV's deferred fp32 sums (the qkv GEMV's, read by the row attention before
-the o GEMV this norm follows), right after its PDL wait: every reader of those sums has completed by then.
+`clear` (add_rms_norm / add_rms_norm_sums; the "+q" decode fusion, kernels.consumer_finish.gemv_sums): the launch
+also zeroes another GEMV's deferred fp32 sums (the qkv GEMV's, read by the row attention before the o GEMV this
+norm follows; CLEAR_MODE 2, the default: a few extra programs of the launch, one block each; CLEAR_MODE 1: each row's
+program zeroes its row), right after the PDL wait: every reader of those sums has completed by then.
 """
 
 from __future__ import annotations

@@ -394,7 +394,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     defer (with finish and split-K only): finish_rows is not launched and the workspace is returned: its first M * N
     values (row-major) hold y's fp32 sums, which the caller's next kernel reads and clears (consumer_finish, the
     "cfin" decode fusion); y is not written. Otherwise None. sums (with defer; fp32, contiguous, >= M * N zeros):
-    the sums go there instead of the shared workspace, which is returned (quant_common.qkv_sums: the "+q" fusion)."""
+    the sums go there instead of the shared workspace, and that region (not the workspace) is returned
+    (quant_common.qkv_sums: the "+q" fusion)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:

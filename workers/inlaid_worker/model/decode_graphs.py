@@ -264,7 +264,8 @@ def _workspaces() -> tuple[object, ...]:
     """The kernels' reused device buffers a captured graph may point at: split-K partial sums and counters
     (quant_common.workspace), the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul),
     the fused decode attention's arrival counters (decode_fused.counters) and quant_tcw's split-K slots and
-    counters (quant_tcw.slot_workspace: the shipped H200 table runs tcw split 2 at the M = 256 bucket).
+    counters (quant_tcw.slot_workspace: the shipped H200 table runs tcw split 2 at the M = 256 bucket) and the qkv
+    GEMV's deferred sums region of the "+q" decode fusion (quant_common.qkv_sums).
     Each is replaced by a bigger one when a larger call needs it; the graph keeps the captured one alive.
     A rename fails loudly here (and in the tests) instead of silently keeping nothing."""
     found: list[object] = []
