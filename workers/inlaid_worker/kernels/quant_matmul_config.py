@@ -19,6 +19,7 @@ from inlaid_worker.env_switch import EnvSwitchError, env_switch
 from .device_caps import hopper_device
 from .gptq_packing import GPTQWeight
 from .quant_common import split_iters
+from .side_stream import side_stream
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ _FLUSH: dict[torch.device, tuple[torch.Tensor, float]] = {}
 
 def _graph_ms(fn: Callable[[], object], flush: torch.Tensor | None, reps: int = 10) -> float:
     """Median ms of `reps` x (flush; fn) replayed as one CUDA graph, per repetition."""
-    side = torch.cuda.Stream()
+    side = side_stream()  # one per device: a new stream would keep a cuBLAS workspace each (side_stream.py)
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         fn()  # compiles and allocates outside the capture

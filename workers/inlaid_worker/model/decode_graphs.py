@@ -70,6 +70,7 @@ from inlaid_worker.kernels import pdl
 from inlaid_worker.kernels.decode_fused import choose_fused_parts
 from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.kernels.paged_decode import choose_num_parts
+from inlaid_worker.kernels.side_stream import side_stream
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.graph_logits import GraphLogits, write_logits
@@ -439,7 +440,7 @@ class DecodeGraphs:
     def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str) -> _Graph:
         body, owned = self._body(weights, g, b, with_lora, fusion)
         mode = self.pdl_for(b, with_lora)
-        side = torch.cuda.Stream(self._device)
+        side = side_stream(self._device)  # one per device: a new stream would keep a cuBLAS workspace each
         side.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(side), pdl.scope(mode):  # warm-up: compiles, tunes quant_matmul, sizes workspaces
             body()

@@ -43,6 +43,7 @@ import torch
 
 from inlaid_worker.env_switch import env_int
 from inlaid_worker.kernels.lora_batch import LoraBatch
+from inlaid_worker.kernels.side_stream import side_stream
 from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.decode_graphs import Staging, _workspaces, is_pure_decode, sync_stream
@@ -255,7 +256,7 @@ class PrefillGraphs:
         return body, (layout, lora, out)
 
     def _record(self, b: _Bucket) -> None:
-        side = torch.cuda.Stream(self._device)
+        side = side_stream(self._device)  # one per device: a new stream would keep a cuBLAS workspace each
         side.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(side):  # warm-up: compiles kernels, tunes quant_matmul, sizes its workspaces
             b.body()

@@ -1,9 +1,11 @@
 """On CUDA, the decode graphs captured on first use of each bucket and the prefill graphs all write one float32 logits
 buffer (model.graph_logits; engine/graph_reserve.py): after a decode step of every bucket and two prefill buckets on a
 triton runner (tiny model, 32000-token vocabulary, no adapter rows) every graph's logits lie in one storage of
-graph_logits_bytes (256 rows: 31.25 MiB), the allocated device memory grew by about that much (within SLACK: staging
-buffers, the cuBLAS workspace a capture takes in the graph pool, rounding), far below the 163 MiB that one buffer per
-decode bucket took before, and replays allocate nothing more; the allocated and reserved growth (the pool's
+graph_logits_bytes (256 rows: 31.25 MiB), the allocated device memory grew by that plus at most two cuBLAS
+workspaces (the warm-ups' one side stream, kernels/side_stream.py, and the capture stream; SLACK: staging buffers,
+rounding), far below the 163 MiB that one buffer per decode bucket took before (and the 32 MiB cuBLAS workspace that a
+new warm-up stream per graph left behind each time: +640 MiB here on the H200 before session 14's side_stream), and
+replays allocate nothing more; the allocated and reserved growth (the pool's
 activations beyond the buffer, which the start-up estimate does not count) is printed with -s. Skipped without
 CUDA."""
 
@@ -20,7 +22,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 BS = 4
 VOCAB = 32000
-SLACK = 64 << 20  # staging buffers, a cuBLAS workspace in the graph pool, the allocator's rounding
+CUBLAS_WS = 32 << 20  # PyTorch's default cuBLAS workspace per (handle, stream) on Hopper
+SLACK = 16 << 20  # staging buffers, the allocator's rounding
 
 
 def test_every_graph_writes_the_one_estimated_logits_buffer(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -55,7 +58,7 @@ def test_every_graph_writes_the_one_estimated_logits_buffer(tmp_path) -> None:  
           f"{want / 2**20:.2f} MiB; one buffer per decode bucket was {before / 2**20:.1f} MiB), reserved "
           f"+{pool / 2**20:.1f} MiB")  # fmt: skip
     assert want == 256 * VOCAB * 4 and len(storages) == 1 and sum(storages.values()) == want
-    assert want - SLACK <= grown <= want + SLACK, (grown, want)
+    assert want <= grown <= want + 2 * CUBLAS_WS + SLACK, (grown, want)  # one warm-up stream, one capture stream
     assert grown + SLACK < before, (grown, before)  # far less than one buffer per bucket
     for b in BUCKETS:  # replays: nothing more
         decode(b)
