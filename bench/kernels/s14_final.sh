@@ -43,7 +43,7 @@ done
   echo "== bench rc $? in $(( $(date +%s) - t2 )) s"
   t3=$(date +%s)
   timeout "${CFINQ_S:-45}" python3 bench/kernels/s14_cfinq.py --out "$OUT" --tag s14-cfinq-confirm --rounds 8 \
-    --batches 1,2 --fusions swiglu+cfin,swiglu+cfin+q --pairs swiglu+cfin:swiglu+cfin+q --profile "" 2>&1 \
+    --batches 1,2 --fusions none,swiglu+cfin,swiglu+cfin+q --pairs swiglu+cfin:swiglu+cfin+q --profile "" 2>&1 \
     | grep -v -e UserWarning -e _warn_once
   echo "== +q confirm rc $? in $(( $(date +%s) - t3 )) s"
   echo "wall $(( $(date +%s) - t0 )) s"; date -u
