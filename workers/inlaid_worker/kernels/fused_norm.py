@@ -32,7 +32,8 @@ def _take_sums(ptrs, mask, MODE: tl.constexpr, BLOCK: tl.constexpr):
     if MODE == 1:
         bits = tl.atomic_xchg(ptrs.to(tl.pointer_type(tl.int32)), tl.zeros((BLOCK,), tl.int32), mask=mask,
                               sem="relaxed")  # fmt: skip
-        x = bits.to(tl.float32, bitcast=True)
+        x = tl.where(mask, bits.to(tl.float32, bitcast=True), 0.0)  # masked lanes: 0 (the interpreter leaves them
+        # uninitialised, which put garbage in the sum of squares of an N that is not a power of two)
     elif MODE == 2:  # (the host checks the mode: _mode)
         x = tl.load(ptrs, mask=mask, other=0.0)
         tl.debug_barrier()

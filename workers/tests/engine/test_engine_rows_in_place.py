@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
+from engine_script import Script, run
 from factories import make_tiny_llama
 from inlaid_worker.engine import async_pipeline
 from inlaid_worker.engine import engine as engine_module
 from inlaid_worker.engine.device_sampler import launch_batch, sample_batch
-from inlaid_worker.engine.engine import LLMEngine, RequestOutput
+from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampler import sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
@@ -135,22 +136,6 @@ def workload(stop_token: int) -> Script:
     for i, (n, p, at) in enumerate(zip(lengths, params, calls, strict=True)):
         script.setdefault(at, []).append((f"r{i}", prompt(i, n), p))
     return script
-
-
-Script = dict[int, list[tuple[str, list[int], SamplingParams]]]  # call -> the requests added before it
-
-
-def run(engine: LLMEngine, script: Script) -> dict[str, list[RequestOutput]]:
-    outs: dict[str, list[RequestOutput]] = {}
-    calls = 0
-    while engine.has_work or calls <= max(script):
-        for rid, ids, params in script.get(calls, []):
-            engine.add_request(rid, ids, params, "")
-        for o in engine.step():
-            outs.setdefault(o.request_id, []).append(o)
-        calls += 1
-        assert calls < 500
-    return outs
 
 
 def stop_token(model: Path) -> int:

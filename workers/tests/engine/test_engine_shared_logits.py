@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
+from engine_script import Script, run
 from factories import make_tiny_llama
-from inlaid_worker.engine.engine import LLMEngine, RequestOutput
+from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 
@@ -67,9 +68,6 @@ def prompt(i: int, n: int) -> list[int]:
     return [3 + (11 * i + 7 * j) % 250 for j in range(n)]
 
 
-Script = dict[int, list[tuple[str, list[int], SamplingParams]]]  # call -> the requests added before it
-
-
 def workload() -> Script:
     base = {"max_tokens": 8, "ignore_eos": True}
     params = [
@@ -86,19 +84,6 @@ def workload() -> Script:
     for i, (n, p, at) in enumerate(zip(lengths, params, calls, strict=True)):
         script.setdefault(at, []).append((f"r{i}", prompt(i, n), p))
     return script
-
-
-def run(engine: LLMEngine, script: Script) -> dict[str, list[RequestOutput]]:
-    outs: dict[str, list[RequestOutput]] = {}
-    calls = 0
-    while engine.has_work or calls <= max(script):
-        for rid, ids, params in script.get(calls, []):
-            engine.add_request(rid, ids, params, "")
-        for o in engine.step():
-            outs.setdefault(o.request_id, []).append(o)
-        calls += 1
-        assert calls < 500
-    return outs
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "admit"])

@@ -239,3 +239,20 @@ def tiny_decode_inputs(c: Any, device: str) -> dict[str, torch.Tensor]:
     cos, sin = cos_sin(inv_frequencies(c.rope, c.head_dim, device), last, torch.float16)
     return dict(kv=kv, tables=tables, lens=lens, slots=slots, cos=cos[:, 0], sin=sin[:, 0],
                 tokens=torch.tensor([5, 77], device=device))  # fmt: skip
+
+
+def tiny_int4_decode(device: str, layers: int) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """A tiny random int4 Llama (hidden 128, intermediate 256, `layers` layers, 4 heads, 2 KV heads; post-attention
+    norm weights in [0.5, 1.5)) on `device`, seed 1: its config, weights and tiny_decode_inputs."""
+    import tempfile
+
+    from inlaid_worker.model.config import load_model_config
+
+    rm = engine_module("random_model")
+    shape = rm.Shape(128, 256, layers, 4, 2, 512)
+    c = load_model_config(rm.write_config(shape, Path(tempfile.mkdtemp()) / "tiny"))
+    torch.manual_seed(1)
+    w = rm.random_weights(c, "int4", torch.device(device), torch.float16)
+    for layer in w.layers:
+        layer.post_norm.copy_(torch.rand(c.hidden_size) + 0.5)
+    return c, w, tiny_decode_inputs(c, device)

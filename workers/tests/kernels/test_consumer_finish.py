@@ -51,23 +51,13 @@ def run_forward(device: str) -> dict[str, Any]:
     """One decode step (2 rows) of a one-layer tiny Llama through forward_fast: "cfin" with a split-K row GEMV forced
     for o and down (block_k 64: both split in two) against "none"; then "cfin" with a pick that cannot defer (split 1:
     every GEMV falls back)."""
-    import tempfile
-    from pathlib import Path
 
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
-    from inlaid_worker.model.config import load_model_config
     from inlaid_worker.model.llama_fast import DecodeLayout, forward_fast
 
-    rm = ph.engine_module("random_model")
-    shape = rm.Shape(128, 256, 1, 4, 2, 512)
-    c = load_model_config(rm.write_config(shape, Path(tempfile.mkdtemp()) / "tiny"))
-    torch.manual_seed(1)
-    w = rm.random_weights(c, "int4", torch.device(device), torch.float16)
-    for layer in w.layers:
-        layer.post_norm.copy_(torch.rand(c.hidden_size) + 0.5)
-    d = ph.tiny_decode_inputs(c, device)
+    c, w, d = ph.tiny_int4_decode(device, 1)
     real, pick = cf.launch_hgemvr, cf.config_for
     calls: list[int] = []
 

@@ -105,25 +105,15 @@ def run_kernel_case(case_id: str, device: str) -> dict[str, Any]:
 def run_forward(device: str) -> dict[str, Any]:
     """One decode step (2 rows) of a 2-layer tiny Llama through forward_fast with a split-K row GEMV forced for every
     deferrable GEMV (block_k 64: split in two): "cfin+q" against "cfin" and "none", then the fallbacks."""
-    import tempfile
-    from pathlib import Path
 
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
     from inlaid_worker.kernels import fused_norm, quant_common
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
     from inlaid_worker.model import llama_fast
-    from inlaid_worker.model.config import load_model_config
     from inlaid_worker.model.llama_fast import DecodeLayout, forward_fast
 
-    rm = ph.engine_module("random_model")
-    shape = rm.Shape(128, 256, 2, 4, 2, 512)
-    c = load_model_config(rm.write_config(shape, Path(tempfile.mkdtemp()) / "tiny"))
-    torch.manual_seed(1)
-    w = rm.random_weights(c, "int4", torch.device(device), torch.float16)
-    for layer in w.layers:
-        layer.post_norm.copy_(torch.rand(c.hidden_size) + 0.5)
-    d = ph.tiny_decode_inputs(c, device)
+    c, w, d = ph.tiny_int4_decode(device, 2)
     real, pick, rope_for = cf.launch_hgemvr, cf.config_for, llama_fast.row_rope_for
     calls: list[int] = []
 

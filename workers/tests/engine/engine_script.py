@@ -1,0 +1,23 @@
+"""Drives an engine through a script of requests added before given step() calls, collecting every request's
+outputs (the engine tests that compare whole streams between engine variants)."""
+
+from __future__ import annotations
+
+from inlaid_worker.engine.engine import LLMEngine, RequestOutput
+from inlaid_worker.engine.sampling_params import SamplingParams
+
+Script = dict[int, list[tuple[str, list[int], SamplingParams]]]  # call -> the requests added before it
+
+
+def run(engine: LLMEngine, script: Script) -> dict[str, list[RequestOutput]]:
+    """Steps the engine until it has no work and every scripted call is past; the outputs by request id."""
+    outs: dict[str, list[RequestOutput]] = {}
+    calls = 0
+    while engine.has_work or calls <= max(script):
+        for rid, ids, params in script.get(calls, []):
+            engine.add_request(rid, ids, params, "")
+        for o in engine.step():
+            outs.setdefault(o.request_id, []).append(o)
+        calls += 1
+        assert calls < 500
+    return outs
