@@ -341,7 +341,7 @@ def sample_rows(
     # only the rows that set penalties; raw is untouched
     penalized = penalized_rows(raw, params, histories, adjusted or None, rows)
     tokens: list[int] = []
-    greedy = raw.argmax(dim=-1).tolist()  # [S]: every row of logits (rows: a few more than the batch's at most)
+    greedy = raw.argmax(dim=-1).tolist()  # [S]: every row of logits, sampled or not
     for row, (p, g) in enumerate(zip(params, generators, strict=False)):
         base = adjusted.get(row)
         if base is None:

@@ -66,7 +66,7 @@ def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight:
     """h += x2 @ W in place (fp16(h + fp16(y))) and RMSNorm(h) [M, N] returned, in two launches (module docstring);
     None (nothing launched) where the pick cannot leave its sums: the caller runs the GEMV and add_rms_norm.
     clear: gemv_sums's region, which the norm zeroes (fused_norm's `clear`).
-    The norm's arguments and modes are checked before the GEMV is launched (a ValueError launches nothing); whatever
+    The norm's arguments and modes are checked before the GEMV is launched (a ValueError launches no GEMV); whatever
     raises, the GEMV's sums (if it ran) and `clear` are zeroed before the exception propagates, so the next GEMV into
     either finds it zero (quant_common.workspace's contract)."""
     cfg = config_for(x2, w) if cfg is None else cfg

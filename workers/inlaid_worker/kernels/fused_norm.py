@@ -109,7 +109,7 @@ def add_rms_norm(
 
 # how add_rms_norm_sums reads and clears the sums (read at launch, so at a graph's capture): 2 = vector loads, a CTA
 # barrier, zero stores; 1 = one atomic exchange per value. 7B int4 batch-1 step on the H200 (bench/results/
-# decode-2026-12-01-s14-cfin.md): mode 2 0.965-0.967x the unfused step, mode 1 1.007-1.010x (4,096 exchanges from one
+# decode-2026-12-01-s14-cfin.md): mode 2 0.965-0.968x the unfused step, mode 1 1.007-1.012x (4,096 exchanges from one
 # CTA: 16 one-word atomics a thread, against 4 vector loads). Any other value raises ValueError at the next call.
 SUMS_MODE = 2
 

@@ -368,27 +368,28 @@ def _base_candidates(m: int, n: int, k: int, group: int, bits: int) -> list[QMMC
 _FLUSH: dict[torch.device, tuple[torch.Tensor, float]] = {}
 
 
-def _graph_ms(fn: Callable[[], object], flush: torch.Tensor | None, reps: int = 10) -> float:
-    """Median ms of `reps` x (flush; fn) replayed as one CUDA graph, per repetition."""
-    side = side_stream()  # one per device: a new stream would keep a cuBLAS workspace each (side_stream.py)
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()  # compiles and allocates outside the capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            if flush is not None:
-                flush.zero_()
-            fn()
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps)
+def _graph_ms(fn: Callable[[], object], flush: torch.Tensor | None, device: torch.device, reps: int = 10) -> float:
+    """Median ms of `reps` x (flush; fn) replayed as one CUDA graph on `device`, per repetition."""
+    with torch.cuda.device(device):
+        side = side_stream(device)  # one per device: a new stream would keep a cuBLAS workspace (side_stream.py)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            fn()  # compiles and allocates outside the capture
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(reps):
+                if flush is not None:
+                    flush.zero_()
+                fn()
+        times = []
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / reps)
     return sorted(times)[2]
 
 
@@ -396,9 +397,9 @@ def time_cold_ms(fn: Callable[[], object], device: torch.device) -> float:
     """Kernel time of fn with a cold L2 and no CPU launch cost (graph replay, memset time subtracted)."""
     if device not in _FLUSH:
         buf = torch.empty(2**25, dtype=torch.float32, device=device)  # 128 MB, > 2x the H200's L2
-        _FLUSH[device] = (buf, _graph_ms(lambda: None, buf))
+        _FLUSH[device] = (buf, _graph_ms(lambda: None, buf, device))
     buf, base = _FLUSH[device]
-    return max(_graph_ms(fn, buf) - base, 1e-4)
+    return max(_graph_ms(fn, buf, device) - base, 1e-4)
 
 
 _TUNED: dict[tuple, QMMConfig] = {}

@@ -104,7 +104,7 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # (the add + RMSNorm after o / down finishes their split-K sums, kernels.consumer_finish) with the sums loaded and
 # zeroed after a barrier: batch 1 "swiglu+cfin" 0.967x and 0.965x "swiglu" (device ms), batch 2 0.976x and 0.978x
 # "none", lower in every round of both runs (spreads <= 0.008 ms), so buckets 1-2 take "swiglu+cfin". (With one
-# atomic exchange per sum instead, 1.007-1.010x at batch 1: slower.)
+# atomic exchange per sum instead, 1.007-1.012x at batch 1 in four runs: slower.)
 # Session 14, "+q" (bench/results/decode-2026-12-01-s14-cfinq.md: the row attention reads the qkv GEMV's split-K sums,
 # the norm after o clears them, kernels.consumer_finish.gemv_sums): batch 2 "swiglu+cfin+q" 0.972x "swiglu+cfin"
 # (extra programs clear; 0.984-0.988x in three runs with the norm's row program clearing), lower in every round;

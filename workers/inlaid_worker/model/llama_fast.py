@@ -227,43 +227,48 @@ def forward_fast(
     # the add + RMSNorm after o / down reads their split-K sums (kernels.consumer_finish); never with LoRA
     cfin = isinstance(layout, DecodeLayout) and layout.cfin and lora is None
     # the row attention reads the qkv GEMV's sums, the norm after o clears them (consumer_finish.gemv_sums); only where
-    # that attention will run (cos and sin given): an error between the GEMV and that norm would leave the sums set
+    # that attention will run (cos and sin given); an error between the GEMV and that norm zeroes the sums (below)
     qsums = (isinstance(layout, DecodeLayout) and layout.qsums and lora is None and not norm and row_rope is not None
              and cos is not None and sin is not None)  # fmt: skip
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None
         q_sums = gemv_sums(x, wq) if wq is not None else None  # fp32 [T, N]; None: today's GEMV
-        if q_sums is not None:
-            qkv = q_sums
-        else:
-            qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
-        if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
-            lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
-        elif lora is not None:
-            lora.add(qkv[:, :q_end], x, i, "q_proj")
-            lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
-            lora.add(qkv[:, k_end:], x, i, "v_proj")
-        if isinstance(layout, DecodeLayout) and layout.attention in ROPE_FUSIONS:
-            attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
-                                         kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
-                                         c.num_heads, layout.num_parts, vec_mha=layout.attention == "rope-vec",
-                                         ).reshape(t, -1)  # type: ignore[arg-type]  # fmt: skip
-        else:
-            if cos is None or sin is None:
-                raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
-            if row_rope is not None and isinstance(layout, DecodeLayout):
-                attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
-                                       layout.block_tables, layout.context_lens, scale, c.num_heads,
-                                       base=row_rope, sums=q_sums is not None).reshape(t, -1)  # fmt: skip
+        try:  # the qkv sums (if set) are only cleared by the norm after o: zero them if anything fails before
+            if q_sums is not None:
+                qkv = q_sums
             else:
-                q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
-                attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
-        pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
-        if pending is None:
-            x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
-        elif q_sums is not None:
-            raise RuntimeError("forward_fast: the qkv sums need the norm after o to clear them")
+                qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
+            if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
+                lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
+            elif lora is not None:
+                lora.add(qkv[:, :q_end], x, i, "q_proj")
+                lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
+                lora.add(qkv[:, k_end:], x, i, "v_proj")
+            if isinstance(layout, DecodeLayout) and layout.attention in ROPE_FUSIONS:
+                attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
+                                             kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
+                                             c.num_heads, layout.num_parts, vec_mha=layout.attention == "rope-vec",
+                                             ).reshape(t, -1)  # type: ignore[arg-type]  # fmt: skip
+            else:
+                if cos is None or sin is None:
+                    raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
+                if row_rope is not None and isinstance(layout, DecodeLayout):
+                    attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
+                                           layout.block_tables, layout.context_lens, scale, c.num_heads,
+                                           base=row_rope, sums=q_sums is not None).reshape(t, -1)  # fmt: skip
+                else:
+                    q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
+                    attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
+            pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
+            if pending is None:
+                x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
+            elif q_sums is not None:  # (qsums excludes the norm fusion: unreachable, guarded)
+                raise RuntimeError("forward_fast: the qkv sums need the norm after o to clear them")
+        except BaseException:
+            if q_sums is not None:
+                q_sums.zero_()
+            raise
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
         x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size, cfin)
     return x if w.layers else add_rms_norm(h, w.norm, eps)

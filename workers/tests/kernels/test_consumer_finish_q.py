@@ -151,9 +151,27 @@ def run_forward(device: str) -> dict[str, Any]:
                              dirty=0 if region is None else int((region != 0).sum()),
                              got=got)  # fmt: skip
         out["q_vs_cfin"] = float((out["q"]["got"] - out["cfin"]["got"]).abs().max())
+        # the row attention fails after the qkv GEMV filled the region: forward_fast zeroes it before re-raising
+        llama_fast.row_rope_for = lambda rows, rep, dev: {}
+        cf.config_for = lambda x2, w: QMMConfig(2, 64, 64, 2, 2, 1, False, "hgemvr")
+        real_rope, raised = llama_fast.row_rope_decode, "nothing"
+
+        def failing_rope(qkv: torch.Tensor, *args: Any, **kw: Any) -> torch.Tensor:
+            assert bool((qkv != 0).any()), "the qkv GEMV filled the region first"
+            raise ValueError("row attention refused")
+
+        llama_fast.row_rope_decode = failing_rope
+        try:
+            run("cfin+q")
+        except ValueError as exc:
+            raised = str(exc)
+        finally:
+            llama_fast.row_rope_decode = real_rope
+        region = quant_common._QKV_SUMS.get(base.device)
+        out["q_raises"] = dict(raised=raised, dirty=-1 if region is None else int((region != 0).sum()))
         for v in out.values():
             if isinstance(v, dict):
-                v.pop("got")
+                v.pop("got", None)
     finally:
         cf.launch_hgemvr, cf.config_for, llama_fast.row_rope_for = real, pick, rope_for
     return out
@@ -198,6 +216,7 @@ def test_forward_fast_qsums_match_and_fall_back(q_case: Any) -> None:
         assert fb["finite"] and fb["err"] < 1e-2 and fb["kv"] < 1e-2 and fb["dirty"] == 0, (name, res)
     assert res["q_fallback"]["calls"] == [] and res["q_lora"]["calls"] == [], res
     assert res["q_norope"]["calls"] == [-128, -256] * 2, res  # o and down still deferred ("cfin")
+    assert res["q_raises"] == dict(raised="row attention refused", dirty=0), res  # an error leaves the region zero
 
 
 def test_names_and_bad_arguments() -> None:

@@ -490,7 +490,7 @@ def test_tcs_repeated_launches_leave_the_workspace_clean(bn: int, split: int, st
 
 def test_tcs_sz_tma_args_and_refusals() -> None:
     """SZ_MODE 2 (kinds tcs2at / tcsat, session 14): tcs_args appends the scale [ITERS_P2, 64] and zero-word
-    [ITERS_P2, 8] TMA descriptors (the word descriptor stands in otherwise); N % 32 != 0 or g != 128 is refused."""
+    [max(ITERS_P2, 4), 8] TMA descriptors (the word descriptor stands in otherwise); N % 32 != 0 or g != 128 is refused."""
     from inlaid_worker.kernels.quant_tcs import sz_tma_supported, tcs_args
 
     k, n, m = 1280, 384, 4
@@ -568,7 +568,7 @@ def test_tcs_sz_modes_build_and_order_offline() -> None:
         ("tcs2at", 8, 128, 8, 8, 8, False, False, torch.float16, 11008, 512, 0),  # 7B down's K, deep ring
         ("tcs2at", 16, 128, 4, 13, 4, True, True, torch.float16, 1280, 384, 0),  # sym (no zero box) + act-order
         ("tcs2at", 8, 64, 2, 8, 2, False, True, torch.bfloat16, 1536, 512, 1),  # one warpgroup, bf16 x
-        ("tcs2at", 8, 128, 4, 3, 10, False, False, torch.float16, 1280, 384, 1),  # WG 1 stages no x, 1-row boxes
+        ("tcs2at", 8, 128, 4, 3, 10, False, False, torch.float16, 1280, 384, 1),  # WG 1 stages no x, 1-row scale boxes
         ("tcs2at", 8, 128, 4, 6, 5, False, True, torch.float16, 1280, 384, 0),  # 2 tiles a split (2-row boxes)
         ("tcsat", 16, 128, 6, 16, 3, False, False, torch.float16, 4096, 1408, 1),  # last split shorter (OOB rows)
         ("tcsat", 8, 128, 4, 5, 1, False, False, torch.float16, 1280, 384, 0),  # no split: plain stores
