@@ -3,10 +3,21 @@ outputs (the engine tests that compare whole streams between engine variants).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
+from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 
 Script = dict[int, list[tuple[str, list[int], SamplingParams]]]  # call -> the requests added before it
+
+
+def make_engine(model: Path, mode: str) -> LLMEngine:
+    """A small engine (4 sequences, 16 batched tokens) in mode sync, async or admit (async with admissions ahead)."""
+    engine = create_engine(model, EngineOptions(kv_cache_bytes=1 << 20, max_num_seqs=4, max_num_batched_tokens=16))
+    engine.async_scheduling = mode != "sync"
+    engine.async_admit = mode == "admit"
+    return engine
 
 
 def run(engine: LLMEngine, script: Script) -> dict[str, list[RequestOutput]]:

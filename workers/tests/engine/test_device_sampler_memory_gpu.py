@@ -8,11 +8,10 @@ copy of the whole batch's logits: the bound has nothing else to add. Skipped wit
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from device_sampler_cases import worst_histories, worst_params
+from gpu_peak import SLACK, peak_bytes
 from inlaid_worker.engine.device_sampler import (
     SCRATCH_BYTES_PER_TOKEN,
     launch_batch,
@@ -26,18 +25,6 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 ROWS = 256
-SLACK = 16 << 20  # the caching allocator rounds blocks (512 B small, 2 MiB large segments' splits)
-
-
-def _peak(fn: Callable[[], object]) -> int:
-    """Bytes allocated at the call's peak above what was allocated before it (after one warm-up call)."""
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
 
 
 def _params(kind: str, vocab: int) -> list[SamplingParams]:
@@ -67,7 +54,7 @@ def test_one_call_allocates_at_most_the_scratch_bound(vocab: int, kind: str) -> 
 
     out = run()
     assert all(0 <= t < vocab for t in out.tokens)  # type: ignore[attr-defined]
-    peak = _peak(run)
+    peak = peak_bytes(run)
     bound = sampler_scratch_bytes(vocab, ROWS)
     per_token = peak / (rows_per_chunk(vocab) * vocab)
     print(f"\n{kind} vocab {vocab}: peak {peak / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB, "
@@ -86,5 +73,5 @@ def test_the_async_launch_allocates_at_most_the_scratch_bound(vocab: int) -> Non
         tokens[:] = [launch_batch(logits, params, [make_generator(i) for i in range(ROWS)])[0]]
         return tokens
 
-    peak = _peak(run)
+    peak = peak_bytes(run)
     assert peak <= sampler_scratch_bytes(vocab, ROWS) + SLACK, peak

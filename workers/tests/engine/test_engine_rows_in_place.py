@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
-from engine_script import Script, run
+from engine_script import Script, make_engine, run
 from factories import make_tiny_llama
 from inlaid_worker.engine import async_pipeline
 from inlaid_worker.engine import engine as engine_module
 from inlaid_worker.engine.device_sampler import launch_batch, sample_batch
 from inlaid_worker.engine.engine import LLMEngine
-from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampler import sample_rows
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import Sequence
@@ -33,13 +32,6 @@ from inlaid_worker.engine.step_builder import build_step_input
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("rows") / "model")
-
-
-def make_engine(model: Path, mode: str) -> LLMEngine:
-    engine = create_engine(model, EngineOptions(kv_cache_bytes=1 << 20, max_num_seqs=4, max_num_batched_tokens=16))
-    engine.async_scheduling = mode != "sync"
-    engine.async_admit = mode == "admit"
-    return engine
 
 
 def prompt(i: int, n: int) -> list[int]:

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
-from engine_script import Script, run
+from engine_script import Script, make_engine, run
 from factories import make_tiny_llama
 from inlaid_worker.engine.engine import LLMEngine
-from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 
 ROWS = 256  # the graphs' buffer rows (ModelRunner.graph_logits_rows)
@@ -27,13 +26,6 @@ ROWS = 256  # the graphs' buffer rows (ModelRunner.graph_logits_rows)
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("shared") / "model")
-
-
-def make_engine(model: Path, mode: str) -> LLMEngine:
-    engine = create_engine(model, EngineOptions(kv_cache_bytes=1 << 20, max_num_seqs=4, max_num_batched_tokens=16))
-    engine.async_scheduling = mode != "sync"
-    engine.async_admit = mode == "admit"
-    return engine
 
 
 class SharedRunner:

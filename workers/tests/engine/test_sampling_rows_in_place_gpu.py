@@ -5,11 +5,10 @@ in the same chunks: the same kernels on the same inputs). Skipped without CUDA; 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from device_sampler_cases import worst_histories, worst_params
+from gpu_peak import SLACK, peak_bytes
 from inlaid_worker.engine.device_sampler import launch_batch, sample_batch, sampler_scratch_bytes
 from inlaid_worker.engine.sampler import make_generator
 from inlaid_worker.engine.sampling_params import SamplingParams
@@ -17,18 +16,6 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 ROWS = 256
-SLACK = 16 << 20  # the caching allocator's rounding (as test_device_sampler_memory_gpu.py)
-
-
-def _peak(fn: Callable[[], object]) -> int:
-    """Bytes allocated at the call's peak above what was allocated before it (after one warm-up call)."""
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
 
 
 @pytest.mark.parametrize("vocab", [32000, 128256])
@@ -49,9 +36,9 @@ def test_rows_in_place_allocate_no_copy_and_pick_the_copys_tokens(vocab: int) ->
     assert full(logits, at) == full(logits[at], None)
     assert launch(logits, at) == launch(logits[at], None)
     bound = sampler_scratch_bytes(vocab, ROWS)
-    in_place = _peak(lambda: full(logits, at))
-    launched = _peak(lambda: launch(logits, at))
-    copied = _peak(lambda: full(logits[at], None))  # the engine's former copy, then the batch
+    in_place = peak_bytes(lambda: full(logits, at))
+    launched = peak_bytes(lambda: launch(logits, at))
+    copied = peak_bytes(lambda: full(logits[at], None))  # the engine's former copy, then the batch
     mib = 2**20
     print(f"\nvocab {vocab}: in place {in_place / mib:.1f} MiB, launch {launched / mib:.1f} MiB, with the copy "
           f"{copied / mib:.1f} MiB, bound {bound / mib:.1f} MiB, a copy {ROWS * vocab * 4 / mib:.1f} MiB")  # fmt: skip
