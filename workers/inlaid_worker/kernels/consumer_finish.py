@@ -32,6 +32,8 @@ takes it.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .fused_norm import add_rms_norm_sums, check_sums_norm
@@ -42,6 +44,39 @@ from .quant_matmul import hgemvr_flags, tuned_config
 from .quant_matmul_config import QMMConfig
 
 ROW_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")  # the half2 row GEMV kinds with today's counter epilogue
+
+# Session 15, the tcs deferral (bench/results/decode-2026-12-01-s15-tcsfin.md): with TCS_DEFER on, gemv_add_norm also
+# defers the quant_tcs tensor-core GEMVs' read-and-clear split-K epilogue (quant_tcs.DEFER_KINDS: the shipped "tcs2a" /
+# "tcsat" picks of 7B down at M = 2..16) into the same norm: launch_tcs's `defer` (fp32 reds into the shared
+# workspace, no counter, no last arriver). CUDA only (under the interpreter the tcs kinds run quant_tc: never
+# deferred). Read at launch, so at a graph's capture: it changes what "cfin" defers at every bucket where a tcs kind
+# is the o / down pick (the policy's bucket 2 too). Off: "cfin" as in session 14 (row GEMVs only).
+TCS_DEFER = False
+# quant_tcs.DEFER_KINDS (kept here so that nothing imports Gluon's Hopper modules off CUDA; test_consumer_finish_tcs
+# checks the two agree)
+TCS_DEFER_KINDS = ("tcs", "tcs2", "tcsa", "tcs2a", "tcs2ao", "tcs2at", "tcsat")
+
+
+def tcs_defer_ok(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
+    """Can x2 @ w (config cfg) leave y's fp32 sums to its consumer through quant_tcs's `defer` (TCS_DEFER on, a
+    DEFER_KINDS pick that splits K, 4-bit, fp16 x on CUDA outside the interpreter)?"""
+    gluon = x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"  # (the interpreter runs quant_tc instead)
+    ok = (TCS_DEFER and gluon and cfg.kind in TCS_DEFER_KINDS and w.bits == 4 and x2.dtype == torch.float16
+          and x2.dim() == 2 and x2.shape[0] > 0)  # fmt: skip
+    if not ok:
+        return False
+    k = w.in_features
+    return k % 128 == 0 and w.group_size % 128 == 0 and split_iters(k // 128, cfg.split_k)[1] > 1
+
+
+def _launch_deferred(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, h: torch.Tensor) -> torch.Tensor | None:
+    """The deferred GEMV of gemv_add_norm: its workspace (y's sums in the first M * N values)."""
+    if cfg.kind in TCS_DEFER_KINDS:
+        from .quant_tcs import launch_tcs  # late: Gluon's Hopper TMA modules, CUDA only (quant_matmul's way)
+
+        return launch_tcs(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, h, cfg.kind, defer=True)
+    return launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, finish=True,
+                         defer=True, **hgemvr_flags(cfg.kind))  # fmt: skip
 
 
 def config_for(x2: torch.Tensor, w: GPTQWeight) -> QMMConfig:
@@ -57,8 +92,8 @@ def defer_ok(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
 
 def gemv_add_norm_ok(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, cfg: QMMConfig) -> bool:
     """Can x2 @ w (config cfg) leave its sums for add_rms_norm_sums into the residual stream h?"""
-    return (defer_ok(x2, w, cfg) and h.dtype == torch.float16 and h.shape == (x2.shape[0], w.out_features)
-            and h.stride(1) == 1)  # fmt: skip
+    return ((defer_ok(x2, w, cfg) or tcs_defer_ok(x2, w, cfg)) and h.dtype == torch.float16
+            and h.shape == (x2.shape[0], w.out_features) and h.stride(1) == 1)  # fmt: skip
 
 
 def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
@@ -75,8 +110,7 @@ def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight:
     sums: torch.Tensor | None = None
     try:
         check_sums_norm(h, norm_weight, None, clear)
-        sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h,
-                             finish=True, defer=True, **hgemvr_flags(cfg.kind))  # fmt: skip
+        sums = _launch_deferred(x2, w, cfg, h)
         if sums is None:  # (defer with split-K always returns the workspace)
             raise RuntimeError("gemv_add_norm: the GEMV returned no workspace")
         return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
@@ -103,3 +137,4 @@ def gemv_sums(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> 
     if sums is None:
         raise RuntimeError("gemv_sums: the GEMV returned no sums")
     return sums[: m * n].view(m, n)
+

@@ -70,6 +70,9 @@ half's dequantization), "tcsa", "tcs2ao" and "tcs2at" are bench / candidate kind
 (quant_matmul_config.TCS_KINDS), the tuner does not offer them.
 Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, reproduces the race) and launch_tcs's
 `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
+Session 15: launch_tcs's `defer` (DEFER_KINDS, split-K): the splits' fp32 adds only, no counter, no last arriver, y not
+written; the add + RMSNorm that follows reads and zeroes the sums (kernels.consumer_finish.TCS_DEFER, the "cfin"
+decode fusion; 7B down at M = 2..16: step 0.982-0.993x, bench/results/decode-2026-12-01-s15-tcsfin.md).
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ SZ_MODES = {"tcs2ao": 1, "tcs2at": 2, "tcsat": 2}
 # bench-only "tcs0": session 12's tcs, which released a ring slot right after reading it (before the wgmma that
 # consumes the words): sporadically wrong results at block_m 16 (session 13, kernels-2026-11-30-s13-tcs-summary.md)
 EARLY_KINDS = ("tcs0",)
+# session 15: the kinds whose split-K epilogue launch_tcs's `defer` can replace (the read-and-clear atomics; not the
+# per-split slots of "tcss", not the bench-only early release): the "cfin" decode fusion's tcs deferral
+DEFER_KINDS = tuple(k for k, slots in KINDS.items() if not slots and k not in EARLY_KINDS)
 # quant_matmul dispatches every kind but the bench-only EARLY_KINDS (quant_matmul_config's copies: no Gluon import)
 assert tuple(k for k in KINDS if k not in EARLY_KINDS) == TCS_KINDS and ACC_KINDS == TCS_ACC_KINDS
 assert tuple(k for k, v in SZ_MODES.items() if v == 2) == TCS_SZ_TMA_KINDS
@@ -272,7 +278,7 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
                   MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr,
                   XL: gl.constexpr, DIAG: gl.constexpr, PIPE: gl.constexpr = 0,
                   L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0,
-                  EARLY_RELEASE: gl.constexpr = 0, SZ_MODE: gl.constexpr = 0):  # fmt: skip
+                  EARLY_RELEASE: gl.constexpr = 0, SZ_MODE: gl.constexpr = 0, DEFER: gl.constexpr = 0):  # fmt: skip
     dt: gl.constexpr = x_smem.dtype
     SA: gl.constexpr = gl.SliceLayout(1, MMA)  # the accumulator's rows (weight columns): ACC_SCALE's scales
     ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))  # operand rows (= columns)
@@ -402,9 +408,25 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
                     tok = hopper.warpgroup_mma(a1, xt.slice(HK, HK, dim=1).permute((1, 0)), tok, is_async=True)
                     acc, a0, a1 = hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1])
     ggdc_late(USE_GDC)
-    tile = WG * tiles + pid_m * gl.num_programs(0) + pid_n
-    _tcw_store(acc, pid_m * BLOCK_M, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, tile, pid_k, SPLIT_K,
-               USE_SPLIT, SLOTS, BLOCK_M)  # fmt: skip
+    if DEFER:  # (split-K, read-and-clear kinds; launch_tcs checks) the consumer reads and clears the sums
+        _red_sums(acc, pid_m * BLOCK_M, col0, M, N, ws_ptr, BLOCK_M)
+    else:
+        tile = WG * tiles + pid_m * gl.num_programs(0) + pid_n
+        _tcw_store(acc, pid_m * BLOCK_M, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, tile, pid_k,
+                   SPLIT_K, USE_SPLIT, SLOTS, BLOCK_M)  # fmt: skip
+
+
+@gluon.jit
+def _red_sums(acc, row0, col0, M, N, ws_ptr, BLOCK_M: gl.constexpr):
+    """DEFER (session 15, the "cfin" decode fusion's tcs deferral, kernels.consumer_finish): a split's partial sums
+    acc [64, BLOCK_M] (y[row0:, col0:]^T) added into the workspace's row-major [M, N] sums with fire-and-forget fp32
+    atomics (the result unused: RED), as _tcw_store's read-and-clear path adds them, but no arrival counter and no last
+    program: the consumer (fused_norm.add_rms_norm_sums) reads and zeroes them after its PDL wait."""
+    LA: gl.constexpr = acc.type.layout
+    offs_n2 = col0 + gl.arange(0, 64, layout=gl.SliceLayout(1, LA))
+    offs_m2 = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, LA))
+    offs = offs_m2[None, :] * N + offs_n2[:, None]
+    gl.atomic_add(ws_ptr + offs, acc, mask=(offs_n2 < N)[:, None] & (offs_m2 < M)[None, :], sem="relaxed")
 
 
 @gluon.jit
@@ -435,6 +457,7 @@ def _tcs_kernel(
     MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, XL: gl.constexpr,
     XS: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0, PIPE: gl.constexpr = 0,
     L5H: gl.constexpr = None, ACC_SCALE: gl.constexpr = 0, EARLY_RELEASE: gl.constexpr = 0, SZ_MODE: gl.constexpr = 0,
+    DEFER: gl.constexpr = 0,
 ):  # fmt: skip
     ggdc_start(USE_GDC)
     pid_n = gl.program_id(0)
@@ -476,8 +499,8 @@ def _tcs_kernel(
         (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty, xbar,
          s_tma, z_tma, szbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg,
          stride_sn, stride_zg, stride_zn, stride_ym, stride_yn),
-        (NWG, ITERS, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT, L5,
-         L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE, EARLY_RELEASE, SZ_MODE),
+        (NWG, ITERS, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_SPLIT, SLOTS, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT,
+         L5, L4, D2, XL, DIAG, PIPE, L5H, ACC_SCALE, EARLY_RELEASE, SZ_MODE, DEFER),
         (w_desc, w_smem, ready, empty, t0, n_it, pid_n, STAGES, BLOCK_N, USE_GDC, s_desc, z_desc, s_tma, z_tma, szbar,
          SZ_MODE, SYM), NWG, CONS_REGS)  # fmt: skip
 
@@ -556,17 +579,25 @@ LAUNCH_REGS = {1: 80, 2: 80}
 
 
 def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
-               kind: str = "tcs", diag: int = 0) -> None:  # fmt: skip
+               kind: str = "tcs", diag: int = 0, defer: bool = False) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W (CUDA, sm_90); with PDL inside kernels.pdl's scope (launch_kw). diag (benches only,
-    wrong results): 1 = no x / scale / zero staging, 2 = no operand or MMA, 3 = neither (the ring's stream alone)."""
+    wrong results): 1 = no x / scale / zero staging, 2 = no operand or MMA, 3 = neither (the ring's stream alone).
+    defer (DEFER_KINDS with more than one K split, no diag; kernels.consumer_finish, session 15): the splits only add
+    their partial sums into the shared workspace (quant_common.workspace; no arrival counter, no last program, y not
+    written) and the workspace is returned: its first M * N values hold y's fp32 sums (row-major) until the consumer
+    reads and zeroes them (fused_norm.add_rms_norm_sums). Otherwise None."""
     sz_mode = SZ_MODES.get(kind, 0)
     grid, args, consts = tcs_args(x2, w, block_m, split_k, stages, nwg, y, KINDS[kind], sz_mode == 2)
+    if defer and (kind not in DEFER_KINDS or grid[1] < 2 or diag):
+        raise ValueError(f"tcs defer: a read-and-clear kind {DEFER_KINDS} with split-K (got {kind!r}, {grid[1]} "
+                         f"split(s), diag {diag})")  # fmt: skip
     pipe = dict(PIPE=1, L5H=tcg_layouts(WG_N, block_m, 4)["L5H"]) if kind in PIPE_KINDS else {}
     _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **pipe,
                       ACC_SCALE=int(kind in ACC_KINDS), EARLY_RELEASE=int(kind in EARLY_KINDS), SZ_MODE=sz_mode,
-                      **launch_kw(tensor_core=True))  # fmt: skip
+                      DEFER=int(defer), **launch_kw(tensor_core=True))  # fmt: skip
+    return args[6] if defer else None
 
 
-__all__ = ["ACC_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "SZ_MODES", "fits", "launch_tcs", "plan_grid",
-           "smem_bytes", "sz_descriptors", "sz_tma_supported", "tcs_args", "tcs_layouts", "tcs_reference",
+__all__ = ["ACC_KINDS", "DEFER_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "SZ_MODES", "fits", "launch_tcs",
+           "plan_grid", "smem_bytes", "sz_descriptors", "sz_tma_supported", "tcs_args", "tcs_layouts", "tcs_reference",
            "tcs_supported"]  # fmt: skip
