@@ -36,9 +36,9 @@ import os
 
 import torch
 
-from .fused_norm import add_rms_norm_sums, check_sums_norm
+from .fused_norm import add_rms_norm, add_rms_norm_sums, check_sums_norm
 from .gptq_packing import GPTQWeight
-from .quant_common import qkv_sums, split_iters
+from .quant_common import gate_up_sums, qkv_sums, split_iters
 from .quant_hgemvr import launch_hgemvr
 from .quant_matmul import hgemvr_flags, tuned_config
 from .quant_matmul_config import QMMConfig
@@ -138,3 +138,78 @@ def gemv_sums(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> 
         raise RuntimeError("gemv_sums: the GEMV returned no sums")
     return sums[: m * n].view(m, n)
 
+
+# --- the "+g" decode fusion (session 15): gate/up -> down ---------------------------------------------------------------
+# The gate/up GEMV (swiglu's weight [K, 2 I]) defers as gemv_sums does, into quant_common.gate_up_sums's region (the
+# fp32 gate sums in columns 0..I-1, up in I..2I-1 of each row); the down GEMV computes its x = silu(gate) * up from them
+# on load, with swiglu_epilogue's rounding (quant_hgemvr's x_sums); and the add + RMSNorm after down zeroes the region
+# (fused_norm's `clear`). So the SwiGLU epilogue's arrival counter and last program leave the gate/up GEMV, as the o
+# GEMV's did with "cfin". Only where both picks allow it (gu_pair_ok); the caller falls back to gemv_swiglu otherwise.
+# 7B int4 on the H200 (bench/results/decode-2026-12-01-s15-cfing.md, trial name "swiglu+cfin+g"): batch 1 0.9958x,
+# 0.9955x and 0.9953x "swiglu+cfin" (lower in 8/8 rounds, three runs; gate/up 22.05 -> 21.29 us, down unchanged at
+# 25.0 us); bucket 2 falls back (down's pick is tcs2a; a forced row down GEMV there: 1.024x).
+
+
+def gu_pair_ok(x2: torch.Tensor, gate_up: GPTQWeight, down: GPTQWeight, h: torch.Tensor,
+               cfg_gu: QMMConfig | None = None, cfg_down: QMMConfig | None = None) -> bool:  # fmt: skip
+    """Can gate/up defer its sums (defer_ok) and down (a half2 row GEMV without act-order, 4-bit) read them as x?"""
+    m, inter = x2.shape[0], down.in_features
+    if (gate_up.out_features != 2 * inter or down.bits != 4 or down.perm is not None or x2.dtype != torch.float16
+            or h.dtype != torch.float16 or h.shape != (m, down.out_features) or h.stride(1) != 1):  # fmt: skip
+        return False
+    cfg_gu = config_for(x2, gate_up) if cfg_gu is None else cfg_gu
+    if not defer_ok(x2, gate_up, cfg_gu):
+        return False
+    cfg_down = config_for(_down_x(x2, inter), down) if cfg_down is None else cfg_down
+    return cfg_down.kind in ROW_KINDS
+
+
+def _down_x(x2: torch.Tensor, inter: int) -> torch.Tensor:
+    """An fp16 [M, I] stand-in for down's x (its shape for the tuner's pick and the launch; never read)."""
+    return torch.empty(x2.shape[0], inter, dtype=torch.float16, device=x2.device)
+
+
+def gemv_gu_sums(x2: torch.Tensor, gate_up: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor | None:
+    """x2 @ gate_up [M, 2 I] left as fp32 sums in quant_common.gate_up_sums's region (zero before), which the down GEMV
+    reads (gu_down_add_norm) and the norm after it clears; None (nothing launched) where the pick cannot defer."""
+    cfg = config_for(x2, gate_up) if cfg is None else cfg
+    if not defer_ok(x2, gate_up, cfg):
+        return None
+    m, n = x2.shape[0], gate_up.out_features
+    region = gate_up_sums(x2.device, m * n)
+    y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)  # (not written: the launch's shapes and strides)
+    sums = launch_hgemvr(x2, gate_up, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, y,
+                         finish=True, defer=True, sums=region, **hgemvr_flags(cfg.kind))  # fmt: skip
+    if sums is None:
+        raise RuntimeError("gemv_gu_sums: the GEMV returned no sums")
+    return sums[: m * n].view(m, n)
+
+
+def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
+                     cfg: QMMConfig | None = None, cfin: bool = True) -> torch.Tensor:  # fmt: skip
+    """h += silu(gate) * up @ down in place and RMSNorm(h) returned, x from gemv_gu_sums's sums gu [M, 2 I], which the
+    norm zeroes. cfin: the down GEMV defers too where it splits K (the norm reads its sums, as gemv_add_norm); else it
+    writes y and add_rms_norm follows. Down's pick must be a row GEMV kind (gu_pair_ok). Whatever raises, gu (and the
+    down GEMV's sums, if deferred) are zeroed before the exception propagates."""
+    m, inter = gu.shape[0], down.in_features
+    x2 = _down_x(gu, inter)
+    sums: torch.Tensor | None = None
+    try:
+        cfg = config_for(x2, down) if cfg is None else cfg
+        if cfg.kind not in ROW_KINDS or gu.shape != (m, 2 * inter):
+            raise ValueError(f"gu_down_add_norm: down's pick {cfg.kind} / sums {tuple(gu.shape)} (gu_pair_ok)")
+        check_sums_norm(h, norm_weight, None, gu)
+        args = (x2, down, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
+        if cfin and defer_ok(x2, down, cfg):
+            sums = launch_hgemvr(*args, h, finish=True, defer=True, x_sums=gu, **hgemvr_flags(cfg.kind))
+            if sums is None:
+                raise RuntimeError("gu_down_add_norm: the GEMV returned no workspace")
+            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=gu)
+        y = torch.empty(m, down.out_features, dtype=h.dtype, device=h.device)
+        launch_hgemvr(*args, y, x_sums=gu, **hgemvr_flags(cfg.kind))
+        return add_rms_norm(y, norm_weight, eps, residual=h, clear=gu)
+    except BaseException:
+        if sums is not None:
+            sums[: h.numel()].zero_()
+        gu.zero_()
+        raise

@@ -168,6 +168,27 @@ def qkv_sums(device: torch.device, elems: int) -> torch.Tensor:
     return ws
 
 
+# The gate/up GEMV's deferred sums (the "+g" decode fusion, kernels.consumer_finish.gemv_gu_sums): a region of their
+# own as well, since the down GEMV (which adds its own sums into the workspace above) reads them as its x, and every down
+# program reads its K slice of them, so they can only be cleared a kernel later (the add + RMSNorm after down).
+_GU_SUMS: dict[torch.device, torch.Tensor] = {}
+
+
+def gate_up_sums(device: torch.device, elems: int) -> torch.Tensor:
+    """Zeroed fp32 sums of at least elems values for the gate/up GEMV; the clearing norm leaves them zeroed. Replaced by
+    a bigger one when a larger call needs it (model.decode_graphs keeps the captured one alive).
+
+    Contract: zero whenever a gate/up GEMV starts. The deferred gate/up GEMV (consumer_finish.gemv_gu_sums) leaves
+    its sums here; the down GEMV reads them (quant_hgemvr's x_sums) and the add + RMSNorm after it zeroes them
+    (fused_norm's `clear`, via consumer_finish.gu_down_add_norm), which zeroes the region if it raises; nothing runs
+    between the two GEMVs (model.llama_fast._mlp calls gu_down_add_norm right after gemv_gu_sums)."""
+    ws = _GU_SUMS.get(device)
+    if ws is None or ws.numel() < elems:
+        ws = torch.zeros(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)
+        _GU_SUMS[device] = ws
+    return ws
+
+
 def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:
     """(iterations per program, programs along K) for k_tiles tiles asked to split split_k ways."""
     split = max(1, min(split_k, k_tiles))

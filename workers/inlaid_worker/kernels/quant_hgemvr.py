@@ -18,6 +18,11 @@ PIN forbids that with a barrier the arithmetic depends on (_DEP_PTX).
 Under TRITON_INTERPRET the same bit-level steps run as Triton integer/float ops (fp32, rounded to fp16 per op).
 SWIGLU (launch_hgemvr's `swiglu`): the weight is a gate/up pair and the epilogue writes silu(gate) * up instead of
 y (swiglu_epilogue; the "swiglu" decode fusion).
+XSUMS (launch_hgemvr's `x_sums`): x = silu(gate) * up is computed on load from a deferred gate/up GEMV's fp32 sums
+(_x_sums_load / _x_act: once per value per CTA, then one shared-memory layout conversion to the word rows' threads;
+the "+g" decode fusion, consumer_finish.gemv_gu_sums). In the look-ahead loop a tile's x is computed before the next
+tile's loads are issued, so the conversion's CTA barriers do not pin those loads (79 registers at the 7B batch-1 down
+config, as without XSUMS; after them: 128, two waves).
 """
 
 from __future__ import annotations
@@ -178,6 +183,81 @@ def _x_chunks(x_ptr, perm_ptr, offs_m, kr, stride_xm, HAS_PERM: tl.constexpr, US
 
 
 @triton.jit
+def _split_last(t):
+    """The two halves of t's last dimension (size 2), that dimension dropped."""
+    a, b = tl.split(t)
+    return a, b
+
+
+@triton.jit
+def _x_sums_load(s_ptr, offs_m, kt, stride_sm, INTER, RO: tl.constexpr):
+    """The fp32 gate and up sums of the K tile at row kt, for _x_act (XSUMS, the "+g" decode fusion:
+    kernels.consumer_finish.gemv_gu_sums): gate k at s_ptr[m * stride_sm + k], up k at + INTER; as
+    [BM, 2, 2, RO, 2, 2, 2] (chunk c = 2 c1 + c0, word row, field h * 4 + i1 * 2 + i0), the tile's BLOCK_K values
+    spread over the CTA (each loaded once). Raw loads: a look-ahead tile carries them, _use_r converts them."""
+    c1 = tl.arange(0, 2)[None, :, None, None, None, None, None]
+    c0 = tl.arange(0, 2)[None, None, :, None, None, None, None]
+    ro = tl.arange(0, RO)[None, None, None, :, None, None, None]
+    hh = tl.arange(0, 2)[None, None, None, None, :, None, None]
+    i1 = tl.arange(0, 2)[None, None, None, None, None, :, None]
+    i0 = tl.arange(0, 2)[None, None, None, None, None, None, :]
+    k = kt + ((c1 * 2 + c0) * RO + ro) * 8 + hh * 4 + i1 * 2 + i0
+    ptrs = s_ptr + offs_m.reshape(offs_m.shape[0], 1, 1, 1, 1, 1, 1) * stride_sm + k
+    return tl.load(ptrs), tl.load(ptrs + INTER)
+
+
+@triton.jit
+def _x_act(g, u, USE_ASM: tl.constexpr):
+    """The x pairs of a tile (what _x_chunks returns) from _x_sums_load's sums: x = silu(gate) * up with
+    swiglu_epilogue.store_swiglu's rounding (each sum rounded to fp16; silu in fp32 rounded to fp16; the product in
+    fp32 rounded to fp16), computed once per value (the CTA's layout of the loads) and packed into the natural half2
+    words (x[2 j], x[2 j + 1]) where they are computed; the words go to their word row's threads (one layout
+    conversion through shared memory: 64 words of a BLOCK_K 128 tile, 16 a thread after it), which re-pair them as
+    _x_words's prmt does ((x[i], x[4 + i]) per word row) and split them into the per-chunk pair words [BM, RO, 1]."""
+    g = g.to(tl.float16).to(tl.float32)  # gate_up's rounding
+    u = u.to(tl.float16).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(tl.float16).to(tl.float32)  # silu rounded like F.silu (kernels.silu_mul)
+    bits = (act * u).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    lo, hi = _split_last(bits)  # [BM, c1, c0, RO, h, i1] each, field 4 h + 2 i1 + (0 / 1)
+    nat = lo | (hi << 16)  # the natural word j = 2 h + i1: (x[2 j], x[2 j + 1])
+    if USE_ASM:  # (an opaque copy: the layout conversion stays after the packing, 16 words a thread, not 32 halves)
+        nat = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [nat], dtype=tl.int32, is_pure=False, pack=1)
+    n_0, n_1 = _split_last(nat)  # i1 = 0, 1: [BM, c1, c0, RO, h]
+    w0, w2 = _split_last(n_0)  # j = 0, 2 (h = 0, 1)
+    w1, w3 = _split_last(n_1)  # j = 1, 3
+    ca = _split_last(tl.permute(w0, (0, 3, 1, 2)))  # [BM, RO, c1] for c0 = 0, 1
+    cb = _split_last(tl.permute(w1, (0, 3, 1, 2)))
+    cc = _split_last(tl.permute(w2, (0, 3, 1, 2)))
+    cd = _split_last(tl.permute(w3, (0, 3, 1, 2)))
+    a0, a2 = _split_last(ca[0])  # chunk 2 c1 + c0: (c0 0, c1 0) = 0, (c0 0, c1 1) = 2
+    a1, a3 = _split_last(ca[1])  # (c0 1, c1 0) = 1, (c0 1, c1 1) = 3
+    b0, b2 = _split_last(cb[0])
+    b1, b3 = _split_last(cb[1])
+    e0, e2 = _split_last(cc[0])
+    e1, e3 = _split_last(cc[1])
+    d0, d2 = _split_last(cd[0])
+    d1, d3 = _split_last(cd[1])
+    return (_repair(a0, b0, e0, d0), _repair(a1, b1, e1, d1), _repair(a2, b2, e2, d2), _repair(a3, b3, e3, d3))
+
+
+@triton.jit
+def _x_ready(tile, USE_ASM: tl.constexpr):
+    """A tile from _tile_in with XSUMS (its x as raw gate / up sums) with its x pairs computed (_x_act)."""
+    xs = _x_act(tile[4][0], tile[4][1], USE_ASM)
+    return tile[0], tile[1], tile[2], tile[3], xs, xs
+
+
+@triton.jit
+def _repair(n0, n1, n2, n3):
+    """The pair words (x[i], x[4 + i]), i = 0..3, [BM, RO, 1] of natural words (x[2 j], x[2 j + 1]) [BM, RO]."""
+    x04 = (n0 & 0xFFFF) | (n2 << 16)
+    x15 = ((n0 >> 16) & 0xFFFF) | (n2 & -65536)
+    x26 = (n1 & 0xFFFF) | (n3 << 16)
+    x37 = ((n1 >> 16) & 0xFFFF) | (n3 & -65536)
+    return x04[:, :, None], x15[:, :, None], x26[:, :, None], x37[:, :, None]
+
+
+@triton.jit
 def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
             GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, USE_ASM: tl.constexpr,
             RO: tl.constexpr):  # fmt: skip
@@ -204,15 +284,19 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
-            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr):  # fmt: skip
+            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0):  # fmt: skip
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
     would wait for the loads before the previous tile's arithmetic)."""
-    xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
-    if NORM:
-        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kt + offs_ro * 8, 0, HAS_PERM, USE_ASM, RO)
+    if XSUMS:  # x = silu(gate) * up from the gate/up GEMV's deferred sums (x_ptr: fp32): the raw sums (_use_r)
+        xs = _x_sums_load(x_ptr, offs_m, kt, stride_xm, INTER, XSUMS)
+        gs = xs  # (never with NORM)
     else:
-        gs = xs  # no registers: the same values, never read
+        xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
+        if NORM:
+            gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kt + offs_ro * 8, 0, HAS_PERM, USE_ASM, RO)
+        else:
+            gs = xs  # no registers: the same values, never read
     return tw[0], tw[1], tw[2], tw[3], xs, gs
 
 
@@ -220,12 +304,14 @@ def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.co
 def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
-             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr):  # fmt: skip
+             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0,
+             INTER=0):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
-    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM)
+    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM, XSUMS,
+                   INTER)  # fmt: skip
 
 
 @triton.jit
@@ -240,9 +326,12 @@ def _after_barrier(tile, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _use_r(acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr):
-    """acc + s * (the tile's products), the 4 chunks summed in half2 first; NORM: x normalised first (norm_epilogue)."""
+def _use_r(acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr, XSUMS: tl.constexpr = 0):
+    """acc + s * (the tile's products), the 4 chunks summed in half2 first; NORM: x normalised first (norm_epilogue);
+    XSUMS: x computed from the tile's gate / up sums first (_x_act)."""
     ws, s, c0, c1, xs, gs = tile
+    if XSUMS:
+        xs = _x_act(xs[0], xs[1], USE_ASM)
     if NORM:
         xs = norm_chunks(xs, gs, r, NORM, USE_ASM)
     p = _hdot(_dequant10(ws[0], c0, c1, USE_ASM), xs[0], ws[0] & 0, USE_ASM)
@@ -263,12 +352,13 @@ def _hgemvr_kernel(
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0, FINISH: tl.constexpr = 0,
-    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0,
+    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0, XSUMS: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
     RO: tl.constexpr = BLOCK_K // 32
+    XRO: tl.constexpr = RO if XSUMS else 0  # XSUMS for _with_x: RO as a constexpr (constexprs in a tuple are not)
     if SWIGLU:  # gate (even pid_k) or up (odd) tile pid_n of K split pid_k // 2 (swiglu_epilogue)
         col0 = (pid_k % 2) * INTER + pid_n * BLOCK_N
         pid_k = pid_k // 2
@@ -310,25 +400,25 @@ def _hgemvr_kernel(
         gdc_wait(USE_GDC)
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
         xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
-        cur = _with_x(cur, k_first, *xargs)
+        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER)
         if BURST > 1:
-            t1 = _with_x(t1, k1, *xargs)
+            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER)
             if BURST >= 3:
-                t2 = _with_x(t2, k2, *xargs)
+                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER)
             if BURST >= 4:
-                t3 = _with_x(t3, k3, *xargs)
+                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER)
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
             stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)  # fmt: skip
     if USE_GDC != 1 and USE_GDC != 2:
-        cur = _tile_in(k_first, True, w_rows, *args)
+        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER)
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
-            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args)
+            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
             if BURST >= 3:
-                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args)
+                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
             if BURST >= 4:
-                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args)
+                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
     # zeros derived from a load, so the accumulator takes the load's (coalesced) register layout
     acc = tl.zeros((BLOCK_M, RO, BLOCK_N), dtype=tl.float32) + (cur[0][0] & 0).to(tl.float32)
     if BURST > 1:
@@ -339,19 +429,23 @@ def _hgemvr_kernel(
                 t2 = _after_barrier(t2, USE_ASM)
             if BURST >= 4:
                 t3 = _after_barrier(t3, USE_ASM)
-        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN)
-        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN)
+        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN, XRO)
+        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN, XRO)
         if BURST >= 3:
-            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN)
+            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN, XRO)
         if BURST >= 4:
-            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN)
+            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN, XRO)
     else:  # look-ahead 1: the next tile's words and small operands wait in registers (past the last: re-read it)
         for it in range(k_first, last + 1, BLOCK_K):
-            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args)
-            if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
-                acc = _use_r(acc, _after_barrier(cur, USE_ASM), USE_ASM, r, NORM_IN)
+            if XRO:  # this tile's x from its sums BEFORE the next tile's loads: its CTA barriers would otherwise keep
+                use = _x_ready(cur, USE_ASM)  # them issued during the arithmetic (as PIN does: 128 registers, not 79)
             else:
-                acc = _use_r(acc, cur, USE_ASM, r, NORM_IN)
+                use = cur
+            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER)
+            if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
+                acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN)
+            else:
+                acc = _use_r(acc, use, USE_ASM, r, NORM_IN)
             cur = nxt
 
     gdc_late(USE_GDC)
@@ -374,7 +468,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                   norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                   residual: torch.Tensor | None = None, norm_fast: bool = False,
                   maxnreg: int | None = None, defer: bool = False,
-                  sums: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
+                  sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -395,9 +489,18 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     values (row-major) hold y's fp32 sums, which the caller's next kernel reads and clears (consumer_finish, the
     "cfin" decode fusion); y is not written. Otherwise None. sums (with defer; fp32, contiguous, >= M * N zeros):
     the sums go there instead of the shared workspace, and that region (not the workspace) is returned
-    (quant_common.qkv_sums: the "+q" fusion)."""
+    (quant_common.qkv_sums: the "+q" fusion).
+    x_sums (fp32 [M, 2 K], row-major; not with norm / swiglu; no act-order perm): the x the GEMV multiplies is
+    silu(gate) * up of a deferred gate/up GEMV's sums (gate k at column k, up at K + k), computed on load with
+    swiglu_epilogue's rounding (_x_from_sums; the "+g" decode fusion, consumer_finish.gemv_gu_sums); x2 gives only
+    the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
+    if x_sums is not None:
+        if (norm is not None or swiglu is not None or w.perm is not None or x_sums.dtype != torch.float32
+                or x_sums.dim() != 2 or x_sums.shape != (x2.shape[0], 2 * w.in_features) or x_sums.stride(1) != 1):  # fmt: skip
+            raise ValueError(f"x_sums: fp32 [{x2.shape[0]}, {2 * w.in_features}] row-major, without norm, swiglu "
+                             "or an act-order perm")  # fmt: skip
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
         raise ValueError(f"block_k={block_k} must be 64 or 128 and divide the group ({w.group_size}) and K")
     x2 = rows16(x2)
@@ -435,11 +538,15 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         consts["USE_SPLIT"] = True
     nw, ssi, eps = norm if norm is not None else (y, y, 0.0)
     sso = residual if residual is not None else y
-    _hgemvr_kernel[grid](*args, act, w.out_features // 2, act.stride(0), nw, ssi, sso, eps, **consts, USE_ASM=use_asm(),
+    inter = w.out_features // 2
+    if x_sums is not None:  # x is read from the sums: their pointer and row stride, up's offset K
+        args = (x_sums, *args[1:14], x_sums.stride(0), *args[15:])
+        inter = w.in_features
+    _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, **consts, USE_ASM=use_asm(),
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin, NORM_IN=0 if norm is None else 2 if norm_fast else 1,
-                         RES_OUT=residual is not None,
+                         RES_OUT=residual is not None, XSUMS=x_sums is not None,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                          num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
     if defer:

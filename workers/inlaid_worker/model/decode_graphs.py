@@ -75,7 +75,14 @@ from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.graph_logits import GraphLogits, write_logits
 from inlaid_worker.model.kernel_lora import KernelLoraContext
-from inlaid_worker.model.llama_fast import DECODE_FUSIONS, ROPE_FUSIONS, DecodeLayout, attention_fusion, forward_fast
+from inlaid_worker.model.llama_fast import (
+    DECODE_FUSIONS,
+    ROPE_FUSIONS,
+    TRIAL_FUSIONS,
+    DecodeLayout,
+    attention_fusion,
+    forward_fast,
+)
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
@@ -113,7 +120,7 @@ FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin"), (2, "swiglu+cf
 NORM_ENV = "INLAID_DECODE_NORM"
 # the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
 _WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",
-              "swiglu+cfin+q": "norm+swiglu"}
+              "swiglu+cfin+q": "norm+swiglu", "swiglu+cfin+g": "norm+swiglu", "swiglu+cfin+q+g": "norm+swiglu"}
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:
@@ -141,8 +148,8 @@ def fusion_env() -> str:
 
 
 def check_fusion(value: str) -> str:
-    if value != AUTO and value not in DECODE_FUSIONS:
-        raise ValueError(f"decode fusion must be {AUTO!r} or one of {DECODE_FUSIONS}, got {value!r}")
+    if value != AUTO and value not in DECODE_FUSIONS and value not in TRIAL_FUSIONS:
+        raise ValueError(f"decode fusion must be {AUTO!r} or one of {DECODE_FUSIONS + TRIAL_FUSIONS}, got {value!r}")
     return value
 
 
@@ -258,15 +265,16 @@ def sync_stream(device: torch.device) -> None:
 
 # module, dict of device buffers
 KERNEL_BUFFERS = (("quant_common", "_WORKSPACES"), ("quant_mma", "_SCRATCH"), ("decode_fused", "_COUNTERS"),
-                  ("quant_tcw", "_SLOT_WS"), ("quant_common", "_QKV_SUMS"))
+                  ("quant_tcw", "_SLOT_WS"), ("quant_common", "_QKV_SUMS"), ("quant_common", "_GU_SUMS"))
 
 
 def _workspaces() -> tuple[object, ...]:
     """The kernels' reused device buffers a captured graph may point at: split-K partial sums and counters
     (quant_common.workspace), the dense scratch of the dequantize + cuBLAS path (quant_mma.dequant_matmul),
     the fused decode attention's arrival counters (decode_fused.counters) and quant_tcw's split-K slots and
-    counters (quant_tcw.slot_workspace: the shipped H200 table runs tcw split 2 at the M = 256 bucket) and the qkv
-    GEMV's deferred sums region of the "+q" decode fusion (quant_common.qkv_sums).
+    counters (quant_tcw.slot_workspace: the shipped H200 table runs tcw split 2 at the M = 256 bucket), the qkv
+    GEMV's deferred sums region of the "+q" decode fusion (quant_common.qkv_sums) and the gate/up GEMV's of "+g"
+    (quant_common.gate_up_sums).
     Each is replaced by a bigger one when a larger call needs it; the graph keeps the captured one alive.
     A rename fails loudly here (and in the tests) instead of silently keeping nothing."""
     found: list[object] = []

@@ -28,6 +28,11 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     (kernels.consumer_finish.gemv_sums: its sums in a region of their own, read as fp16(sum) by
     decode_row.row_rope_decode, zeroed by the add + RMSNorm after the o GEMV). Only where that attention runs (the
     attention part "none" with paged_decode's row rope default), the qkv pick can defer, and without LoRA or "norm".
+"+g" ("swiglu+cfin+g", "swiglu+cfin+q+g": trial names, TRIAL_FUSIONS, in no policy): the gate/up GEMV leaves its
+    split-K sums in a region of their own and the down GEMV computes its x = silu(gate) * up from them on load; the
+    add + RMSNorm after down zeroes the region (kernels.consumer_finish.gemv_gu_sums / gu_down_add_norm). Only where
+    the gate/up pick can defer and down's is a half2 row GEMV (consumer_finish.gu_pair_ok), without LoRA or "norm";
+    otherwise the name without "+g".
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -45,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_sums
+from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair_ok
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -68,7 +73,9 @@ ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
                   "swiglu+cfin", "cfin+q", "swiglu+cfin+q")
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q")  # the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g")  # the parts of a fusion name that are not its attention
+# names DecodeLayout and the decode graphs accept besides DECODE_FUSIONS, for A/B runs: in no policy ("+g", docstring)
+TRIAL_FUSIONS = ("swiglu+cfin+g", "swiglu+cfin+q+g")
 
 
 def attention_fusion(fusion: str) -> str:
@@ -92,6 +99,11 @@ def cfin_fused(fusion: str) -> bool:
     return "cfin" in fusion.split("+")
 
 
+def gsums_fused(fusion: str) -> bool:
+    """Does the decode fusion let the down GEMV read the gate/up GEMV's split-K sums as its x?"""
+    return "g" in fusion.split("+")
+
+
 def qsums_fused(fusion: str) -> bool:
     """Does the decode fusion let the row attention read the qkv GEMV's split-K sums?"""
     return "q" in fusion.split("+")
@@ -113,8 +125,8 @@ class DecodeLayout:
     inv_freq: torch.Tensor | None = None  # [head_dim // 2] float32 (model.rope.inv_frequencies)
 
     def __post_init__(self) -> None:
-        if self.fusion not in DECODE_FUSIONS:
-            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {self.fusion!r}")
+        if self.fusion not in DECODE_FUSIONS and self.fusion not in TRIAL_FUSIONS:
+            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS + TRIAL_FUSIONS}, got {self.fusion!r}")
         if self.attention in ROPE_FUSIONS and (self.positions is None or self.inv_freq is None):
             raise ValueError("the rope decode fusion needs positions and inv_freq")
 
@@ -137,6 +149,10 @@ class DecodeLayout:
     @property
     def qsums(self) -> bool:
         return qsums_fused(self.fusion)
+
+    @property
+    def gsums(self) -> bool:
+        return gsums_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -230,6 +246,8 @@ def forward_fast(
     # that attention will run (cos and sin given); an error between the GEMV and that norm zeroes the sums (below)
     qsums = (isinstance(layout, DecodeLayout) and layout.qsums and lora is None and not norm and row_rope is not None
              and cos is not None and sin is not None)  # fmt: skip
+    # the down GEMV reads the gate/up GEMV's sums, the norm after down clears them (consumer_finish.gemv_gu_sums)
+    gsums = isinstance(layout, DecodeLayout) and layout.gsums and lora is None and not norm and h.dtype == torch.float16
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None
@@ -270,7 +288,8 @@ def forward_fast(
                 q_sums.zero_()
             raise
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
-        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size, cfin)
+        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size, cfin,
+                          gsums)  # fmt: skip
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
@@ -333,11 +352,17 @@ def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tens
 
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
          nxt: LayerWeights | None, final_norm: torch.Tensor, fuse: _NormFusion, swiglu: bool,
-         lora: LoraDelta | None, eps: float, inter: int,
-         cfin: bool = False) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
+         lora: LoraDelta | None, eps: float, inter: int, cfin: bool = False,
+         gsums: bool = False) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
     """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
     last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
-    (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x."""
+    (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x. gsums (no LoRA, no norm
+    fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair_ok)."""
+    if (gsums and pending is None and lora is None and (gu := _single(layer.gate_up)) is not None
+            and (wd := _single(layer.down)) is not None and gu_pair_ok(x, gu, wd, h)):  # fmt: skip
+        sums = gemv_gu_sums(x, gu)
+        if sums is not None:  # gu_down_add_norm zeroes them if it raises
+            return gu_down_add_norm(sums, wd, h, final_norm if nxt is None else nxt.input_norm, eps, cfin=cfin), None
     if pending is not None:
         fused = swiglu and swiglu_possible(h, pending.consumer)
         act = pending.gemv(h, eps, swiglu=True) if fused else silu_mul(pending.gemv(h, eps))
