@@ -50,8 +50,9 @@ ROW_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")  # the half2 row GEMV kinds with to
 # "tcsat" picks of 7B down at M = 2..16) into the same norm: launch_tcs's `defer` (fp32 reds into the shared
 # workspace, no counter, no last arriver). CUDA only (under the interpreter the tcs kinds run quant_tc: never
 # deferred). Read at launch, so at a graph's capture: it changes what "cfin" defers at every bucket where a tcs kind
-# is the o / down pick (the policy's bucket 2 too). Off: "cfin" as in session 14 (row GEMVs only).
-TCS_DEFER = False
+# is the o / down pick (the policy's bucket 2 too). On since session 15 (0.982x at bucket 2, 0.987x batch 4, 0.992x
+# batch 8-16 in that file's A/B); off: "cfin" as in session 14 (row GEMVs only).
+TCS_DEFER = True
 # quant_tcs.DEFER_KINDS (kept here so that nothing imports Gluon's Hopper modules off CUDA; test_consumer_finish_tcs
 # checks the two agree)
 TCS_DEFER_KINDS = ("tcs", "tcs2", "tcsa", "tcs2a", "tcs2ao", "tcs2at", "tcsat")

@@ -75,14 +75,7 @@ from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.graph_logits import GraphLogits, write_logits
 from inlaid_worker.model.kernel_lora import KernelLoraContext
-from inlaid_worker.model.llama_fast import (
-    DECODE_FUSIONS,
-    ROPE_FUSIONS,
-    TRIAL_FUSIONS,
-    DecodeLayout,
-    attention_fusion,
-    forward_fast,
-)
+from inlaid_worker.model.llama_fast import DECODE_FUSIONS, ROPE_FUSIONS, DecodeLayout, attention_fusion, forward_fast
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
@@ -116,7 +109,13 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # the norm after o clears them, kernels.consumer_finish.gemv_sums): batch 2 "swiglu+cfin+q" 0.972x "swiglu+cfin"
 # (extra programs clear; 0.984-0.988x in three runs with the norm's row program clearing), lower in every round;
 # batch 1 1.001x (1/8; 1.017x with the row program clearing), so only bucket 2 takes it.
-FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin"), (2, "swiglu+cfin+q"), (8, "none"), (16, "merge"))
+# Session 15 (bench/results/decode-2026-12-01-s15-{cfing,tcsfin}.md, the same protocol): "+g" (the down GEMV reads the
+# gate/up GEMV's split-K sums) at batch 1 0.9958x / 0.9955x / 0.9953x "swiglu+cfin", 8/8 rounds lower in three runs;
+# "cfin" with the tcs deferral (kernels.consumer_finish.TCS_DEFER, now on: down's tcs2a / tcsat picks at M = 2..16
+# defer too) at batch 2 0.982x (two runs), batch 4 "cfin" 0.987x "none" (two runs), batch 8 "merge+cfin" 0.978x /
+# 0.979x "none" ("merge" alone 0.987-0.988x "none" in three runs, against session 7's choice of "none" there),
+# batch 16 "merge+cfin" 0.992x / 0.993x "merge"; lower in every round of every run.
+FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (4, "cfin"), (16, "merge+cfin"))
 NORM_ENV = "INLAID_DECODE_NORM"
 # the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
 _WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",
@@ -148,8 +147,8 @@ def fusion_env() -> str:
 
 
 def check_fusion(value: str) -> str:
-    if value != AUTO and value not in DECODE_FUSIONS and value not in TRIAL_FUSIONS:
-        raise ValueError(f"decode fusion must be {AUTO!r} or one of {DECODE_FUSIONS + TRIAL_FUSIONS}, got {value!r}")
+    if value != AUTO and value not in DECODE_FUSIONS:
+        raise ValueError(f"decode fusion must be {AUTO!r} or one of {DECODE_FUSIONS}, got {value!r}")
     return value
 
 

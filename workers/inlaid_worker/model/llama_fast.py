@@ -28,7 +28,7 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     (kernels.consumer_finish.gemv_sums: its sums in a region of their own, read as fp16(sum) by
     decode_row.row_rope_decode, zeroed by the add + RMSNorm after the o GEMV). Only where that attention runs (the
     attention part "none" with paged_decode's row rope default), the qkv pick can defer, and without LoRA or "norm".
-"+g" ("swiglu+cfin+g", "swiglu+cfin+q+g": trial names, TRIAL_FUSIONS, in no policy): the gate/up GEMV leaves its
+"+g" ("swiglu+cfin+g", "swiglu+cfin+q+g"; session 15, bucket 1's policy): the gate/up GEMV leaves its
     split-K sums in a region of their own and the down GEMV computes its x = silu(gate) * up from them on load; the
     add + RMSNorm after down zeroes the region (kernels.consumer_finish.gemv_gu_sums / gu_down_add_norm). Only where
     the gate/up pick can defer and down's is a half2 row GEMV (consumer_finish.gu_pair_ok), without LoRA or "norm";
@@ -71,11 +71,9 @@ from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
-                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q")
+                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g")
 ROPE_FUSIONS = ("rope", "rope-vec")
 GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g")  # the parts of a fusion name that are not its attention
-# names DecodeLayout and the decode graphs accept besides DECODE_FUSIONS, for A/B runs: in no policy ("+g", docstring)
-TRIAL_FUSIONS = ("swiglu+cfin+g", "swiglu+cfin+q+g")
 
 
 def attention_fusion(fusion: str) -> str:
@@ -125,8 +123,8 @@ class DecodeLayout:
     inv_freq: torch.Tensor | None = None  # [head_dim // 2] float32 (model.rope.inv_frequencies)
 
     def __post_init__(self) -> None:
-        if self.fusion not in DECODE_FUSIONS and self.fusion not in TRIAL_FUSIONS:
-            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS + TRIAL_FUSIONS}, got {self.fusion!r}")
+        if self.fusion not in DECODE_FUSIONS:
+            raise ValueError(f"decode fusion must be one of {DECODE_FUSIONS}, got {self.fusion!r}")
         if self.attention in ROPE_FUSIONS and (self.positions is None or self.inv_freq is None):
             raise ValueError("the rope decode fusion needs positions and inv_freq")
 

@@ -61,7 +61,7 @@ def test_defer_kinds_agree_and_the_switch_is_off_by_default() -> None:
 
     assert cf.TCS_DEFER_KINDS == quant_tcs.DEFER_KINDS
     assert set(cf.TCS_DEFER_KINDS) == set(TCS_KINDS) - {"tcss"}, "every read-and-clear kind the dispatcher runs"
-    assert cf.TCS_DEFER is False, 'shipped: "cfin" defers the row GEMVs only'
+    assert cf.TCS_DEFER is True, 'shipped: "cfin" defers the tcs picks too (session 15)'
 
 
 def test_deferred_epilogue_builds_with_fp32_adds_only_offline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,11 +30,12 @@ def test_shipped_policy_is_valid_and_ascending() -> None:
 
 
 def test_shipped_choice_is_the_measured_one() -> None:
-    """swiglu+cfin at batch 1 (0.967x / 0.965x swiglu, session 14), swiglu+cfin+q at batch 2 (0.972x swiglu+cfin, which
-    was 0.976x / 0.978x none), merge at batch 9-16 (1.06x / 1.03x in the two H200 runs), none elsewhere
-    (decode_graphs.FUSION_POLICY)."""
+    """swiglu+cfin+g at batch 1 (0.995x swiglu+cfin, session 15; which was 0.967x / 0.965x swiglu, session 14),
+    swiglu+cfin+q at batch 2 (0.972x swiglu+cfin, session 14; 0.982x more with the tcs deferral), cfin at 3-4 (0.987x
+    none), merge+cfin at 5-16 (batch 8 0.978x none, batch 16 0.992x merge), none elsewhere (decode_graphs.FUSION_POLICY)."""
     assert {b: dg.policy_fusion(b) for b in dg.BUCKETS if b <= 32} == {
-        1: "swiglu+cfin", 2: "swiglu+cfin+q", 4: "none", 8: "none", 16: "merge", 24: "none", 32: "none"}  # fmt: skip
+        1: "swiglu+cfin+g", 2: "swiglu+cfin+q", 4: "cfin", 8: "merge+cfin", 16: "merge+cfin", 24: "none",
+        32: "none"}  # fmt: skip
 
 
 def test_fusion_env_default_auto_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +55,8 @@ def test_fusion_names_split_into_attention_and_swiglu() -> None:
         "rope-vec": ("rope-vec", False), "swiglu": ("none", True), "merge+swiglu": ("merge", True),
         "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False),
         "norm": ("none", False), "norm+swiglu": ("none", True), "cfin": ("none", False),
-        "swiglu+cfin": ("none", True), "cfin+q": ("none", False), "swiglu+cfin+q": ("none", True)}  # fmt: skip
+        "swiglu+cfin": ("none", True), "cfin+q": ("none", False), "swiglu+cfin+q": ("none", True),
+        "merge+cfin": ("merge", False), "swiglu+cfin+g": ("none", True), "swiglu+cfin+q+g": ("none", True)}  # fmt: skip
     assert [f for f in DECODE_FUSIONS if norm_fused(f)] == ["norm", "norm+swiglu"]
 
 
