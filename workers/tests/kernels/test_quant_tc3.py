@@ -140,13 +140,19 @@ def test_x_order3_composes_act_order() -> None:
     assert torch.allclose(x[:, idx] @ w[base], x[:, perm.long()] @ w)
 
 
-def test_twin_matches_the_dequantized_product_under_the_interpreter() -> None:
-    """quant_tc (plain Triton) with 3-bit weights: sym/asym, v1/v2 zeros, act-order, split-K, odd N, tc and tcf."""
+@pytest.fixture(scope="module")
+def interpreted() -> dict:
+    """tc3_cases.py's CPU cases and the CUDA test's configs, under TRITON_INTERPRET=1 in one subprocess ("all")."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{HERE.parents[1]}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, str(HERE / "tc3_cases.py")], env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    proc = subprocess.run([sys.executable, str(HERE / "tc3_cases.py"), "all"], env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    errs: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_twin_matches_the_dequantized_product_under_the_interpreter(interpreted: dict) -> None:
+    """quant_tc (plain Triton) with 3-bit weights: sym/asym, v1/v2 zeros, act-order, split-K, odd N, tc and tcf."""
+    errs: dict[str, float] = interpreted["cases"]
     assert len(errs) == 5
     for case_id, err in errs.items():
         assert err < 2e-3, f"{case_id}: rel err {err}"
@@ -190,13 +196,9 @@ def test_3bit_launch_rejects_bf16_and_split_operands() -> None:
         tcg_args(torch.zeros(8, 256, dtype=torch.float16), w, 8, 64, 1, 4, 1, False, 2, y)
 
 
-def test_cuda_test_configs_run_through_the_twin() -> None:
+def test_cuda_test_configs_run_through_the_twin(interpreted: dict) -> None:
     """The CUDA test's helper and configs (tcl kinds run as the twin's tcf here), small shapes, interpreter."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{HERE.parents[1]}{os.pathsep}{HERE}")
-    proc = subprocess.run([sys.executable, str(HERE / "tc3_cases.py"), "gpu-configs"], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    bad: dict[str, list[str]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad: dict[str, list[str]] = interpreted["gpu-configs"]
     assert sorted(bad) == ["16", "256", "64", "8"] and not any(bad.values()), bad
 
 
