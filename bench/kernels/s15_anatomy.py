@@ -69,7 +69,7 @@ from inlaid_worker.kernels.quant_hgemvr import launch_hgemvr  # noqa: E402
 from inlaid_worker.kernels.quant_matmul import hgemvr_flags, quant_matmul  # noqa: E402
 from inlaid_worker.model import llama_fast  # noqa: E402
 
-FUSION = "swiglu+cfin"  # decode_graphs.FUSION_POLICY at bucket 1
+FUSION = "swiglu+cfin"  # decode_graphs.FUSION_POLICY at bucket 1 when these runs were made (now "swiglu+cfin+g")
 CLASSES = ("qkv", "attn", "o", "norm", "gu", "down")
 GEMVS = ("qkv", "o", "gu", "down")
 MODES = {"qkv": ("real", "read", "empty", "none", "burst"), "attn": ("real", "empty", "none", "nomerge", "direct"),

@@ -15,8 +15,8 @@ The workspace is zero again after the norm, so the next GEMV finds it as store_t
 PDL: the norm reads it only after its wait, and the next GEMV adds into it only after its own; quant_common.workspace
 states the contract). The norm's arguments and modes are checked before the GEMV is launched, and if anything raises
 after it, the sums are zeroed before the exception propagates. Only where the tuner's pick is a row GEMV kind without
-the "f" suffix that splits K (`gemv_add_norm_ok`); the caller falls back to the GEMV + add_rms_norm otherwise (and
-with LoRA, whose delta is added to y between the two).
+the "f" suffix that splits K, or (TCS_DEFER, session 15) a tcs tensor-core kind that splits K (`gemv_add_norm_ok`);
+the caller falls back to the GEMV + add_rms_norm otherwise (and with LoRA, whose delta is added to y between the two).
 
 gemv_sums (the "+q" decode fusion, model.llama_fast): the same deferral for the qkv GEMV, whose consumer is the row
 attention with fused rotary + KV write (decode_row.row_rope_decode with `sums`: fp16(sum) on every read of q, k, v).
@@ -36,6 +36,7 @@ import os
 
 import torch
 
+from ..env_switch import env_switch
 from .fused_norm import add_rms_norm, add_rms_norm_sums, check_sums_norm
 from .gptq_packing import GPTQWeight
 from .quant_common import gate_up_sums, qkv_sums, split_iters
@@ -46,12 +47,13 @@ from .quant_matmul_config import QMMConfig
 ROW_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")  # the half2 row GEMV kinds with today's counter epilogue
 
 # Session 15, the tcs deferral (bench/results/decode-2026-12-01-s15-tcsfin.md): with TCS_DEFER on, gemv_add_norm also
-# defers the quant_tcs tensor-core GEMVs' read-and-clear split-K epilogue (quant_tcs.DEFER_KINDS: the shipped "tcs2a" /
-# "tcsat" picks of 7B down at M = 2..16) into the same norm: launch_tcs's `defer` (fp32 reds into the shared
-# workspace, no counter, no last arriver). CUDA only (under the interpreter the tcs kinds run quant_tc: never
-# deferred). Read at launch, so at a graph's capture: it changes what "cfin" defers at every bucket where a tcs kind
-# is the o / down pick (the policy's bucket 2 too). On since session 15 (0.982x at bucket 2, 0.987x batch 4, 0.992x
-# batch 8-16 in that file's A/B); off: "cfin" as in session 14 (row GEMVs only).
+# defers the quant_tcs tensor-core GEMVs' read-and-clear split-K epilogue (quant_tcs.DEFER_KINDS: with the shipped
+# H200 table, 7B down's tcs2a picks (split 8, block_m 8 / 16) at M = 2..16) into the same norm: launch_tcs's `defer`
+# (fp32 reds into the shared workspace, no counter, no last arriver). CUDA only (under the interpreter the tcs kinds
+# run quant_tc: never deferred). Read at launch, so at a graph's capture: it changes what "cfin" defers at every
+# bucket where a tcs kind is the o / down pick (the policy's bucket 2 too). On since session 15 (against the same step
+# without it: batch 2 0.982x, batch 4 0.987x, batch 8 0.990x, batch 16 0.992-0.998x); env INLAID_DECODE_TCS_DEFER=0
+# turns it off at run time (read at each launch, so at a graph's capture): "cfin" as in session 14 (row GEMVs only).
 TCS_DEFER = True
 # quant_tcs.DEFER_KINDS (kept here so that nothing imports Gluon's Hopper modules off CUDA; test_consumer_finish_tcs
 # checks the two agree)
@@ -63,7 +65,7 @@ def tcs_defer_ok(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig) -> bool:
     DEFER_KINDS pick that splits K, 4-bit, fp16 x on CUDA outside the interpreter)?"""
     gluon = x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"  # (the interpreter runs quant_tc instead)
     ok = (TCS_DEFER and gluon and cfg.kind in TCS_DEFER_KINDS and w.bits == 4 and x2.dtype == torch.float16
-          and x2.dim() == 2 and x2.shape[0] > 0)  # fmt: skip
+          and x2.dim() == 2 and x2.shape[0] > 0 and env_switch("INLAID_DECODE_TCS_DEFER") is not False)  # fmt: skip
     if not ok:
         return False
     k = w.in_features
@@ -193,9 +195,9 @@ def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_w
     writes y and add_rms_norm follows. Down's pick must be a row GEMV kind (gu_pair_ok). Whatever raises, gu (and the
     down GEMV's sums, if deferred) are zeroed before the exception propagates."""
     m, inter = gu.shape[0], down.in_features
-    x2 = _down_x(gu, inter)
     sums: torch.Tensor | None = None
     try:
+        x2 = _down_x(gu, inter)
         cfg = config_for(x2, down) if cfg is None else cfg
         if cfg.kind not in ROW_KINDS or gu.shape != (m, 2 * inter):
             raise ValueError(f"gu_down_add_norm: down's pick {cfg.kind} / sums {tuple(gu.shape)} (gu_pair_ok)")

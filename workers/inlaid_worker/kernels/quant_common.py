@@ -133,10 +133,11 @@ def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tenso
 
     Contract: each GEMV finds them zero, and they are zero again once that GEMV and its consumer have run. A GEMV with
     its own finish (the counter epilogue, store_tile; or finish_rows, the "f" kinds) zeroes them itself. A deferred
-    GEMV (quant_hgemvr's `defer`: the "cfin" decode fusion) leaves y's fp32 sums in the first M * N values until its
+    GEMV (quant_hgemvr's or quant_tcs's `defer`: the "cfin" decode fusion) leaves y's fp32 sums in the first M * N values until its
     consumer, fused_norm.add_rms_norm_sums, reads and zeroes them: no other split-K GEMV may run in between, and
     consumer_finish.gemv_add_norm checks the norm's arguments before launching the GEMV and zeroes the sums if anything
-    raises after it. The qkv GEMV's deferred sums (the "+q" fusion) go to qkv_sums's region instead, not here."""
+    raises after it. The qkv GEMV's deferred sums (the "+q" fusion) go to qkv_sums's region instead, not here, and
+    the gate/up GEMV's (the "+g" fusion) to gate_up_sums's."""
     ws, cnt = _WORKSPACES.get(device, (None, None))
     if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
         size = max(elems, 0 if ws is None else ws.numel())

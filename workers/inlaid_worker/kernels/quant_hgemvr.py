@@ -492,7 +492,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     (quant_common.qkv_sums: the "+q" fusion).
     x_sums (fp32 [M, 2 K], row-major; not with norm / swiglu; no act-order perm): the x the GEMV multiplies is
     silu(gate) * up of a deferred gate/up GEMV's sums (gate k at column k, up at K + k), computed on load with
-    swiglu_epilogue's rounding (_x_from_sums; the "+g" decode fusion, consumer_finish.gemv_gu_sums); x2 gives only
+    swiglu_epilogue's rounding (_x_sums_load / _x_act; the "+g" decode fusion, consumer_finish.gemv_gu_sums); x2 gives only
     the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")

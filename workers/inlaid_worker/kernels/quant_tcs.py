@@ -72,7 +72,7 @@ Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, r
 `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
 Session 15: launch_tcs's `defer` (DEFER_KINDS, split-K): the splits' fp32 adds only, no counter, no last arriver, y not
 written; the add + RMSNorm that follows reads and zeroes the sums (kernels.consumer_finish.TCS_DEFER, the "cfin"
-decode fusion; 7B down at M = 2..16: step 0.982-0.993x, bench/results/decode-2026-12-01-s15-tcsfin.md).
+decode fusion; 7B down at M = 2..16: step 0.982-0.998x, bench/results/decode-2026-12-01-s15-tcsfin.md).
 """
 
 from __future__ import annotations

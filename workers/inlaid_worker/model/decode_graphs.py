@@ -111,8 +111,9 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # batch 1 1.001x (1/8; 1.017x with the row program clearing), so only bucket 2 takes it.
 # Session 15 (bench/results/decode-2026-12-01-s15-{cfing,tcsfin}.md, the same protocol): "+g" (the down GEMV reads the
 # gate/up GEMV's split-K sums) at batch 1 0.9958x / 0.9955x / 0.9953x "swiglu+cfin", 8/8 rounds lower in three runs;
-# "cfin" with the tcs deferral (kernels.consumer_finish.TCS_DEFER, now on: down's tcs2a / tcsat picks at M = 2..16
-# defer too) at batch 2 0.982x (two runs), batch 4 "cfin" 0.987x "none" (two runs), batch 8 "merge+cfin" 0.978x /
+# "cfin" with the tcs deferral (kernels.consumer_finish.TCS_DEFER, now on: down's tcs2a picks at M = 2..16 defer too)
+# at batch 2 0.982x (two runs), batch 4 "cfin" 0.987x "none" (two runs; measured as "swiglu+cfin", the same kernels
+# at M = 4: the SwiGLU epilogue needs a row GEMV), batch 8 "merge+cfin" 0.978x /
 # 0.979x "none" ("merge" alone 0.987-0.988x "none" in three runs, against session 7's choice of "none" there),
 # batch 16 "merge+cfin" 0.992x / 0.993x "merge"; lower in every round of every run.
 FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (4, "cfin"), (16, "merge+cfin"))

@@ -22,8 +22,9 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     can (kernels.quant_swiglu: packed 4-bit weights, the half2 row GEMV, no LoRA), removing the silu_mul launch.
 "+cfin" (alone: "cfin" = "none+cfin"; "swiglu+cfin"): the residual add + RMSNorm after the o and down GEMVs reads the
     GEMV's split-K sums from its workspace and clears them (kernels.consumer_finish: the GEMV only adds its partial
-    sums, no arrival counter, no last program). Per GEMV, only where the pick is a split-K half2 row GEMV on 4-bit
-    weights with fp16 x, and never with LoRA: otherwise the GEMV and add_rms_norm as in "none".
+    sums, no arrival counter, no last program). Per GEMV, only where the pick is a split-K half2 row GEMV or (session
+    15, consumer_finish.TCS_DEFER) a split-K tcs tensor-core GEMV, on 4-bit weights with fp16 x, and never with LoRA:
+    otherwise the GEMV and add_rms_norm as in "none". "merge+cfin": the "merge" attention with "+cfin".
 "+q" ("cfin+q", "swiglu+cfin+q"): the same for the qkv GEMV into the row attention with fused rotary + KV write
     (kernels.consumer_finish.gemv_sums: its sums in a region of their own, read as fp16(sum) by
     decode_row.row_rope_decode, zeroed by the add + RMSNorm after the o GEMV). Only where that attention runs (the

@@ -363,31 +363,36 @@ def test_pdl_order_of_the_deferred_gemv_and_the_sums_norm(monkeypatch: pytest.Mo
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="decode graphs need a GPU")
 def test_decode_graphs_with_cfin_match_unfused(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 2-layer Llama-7B-shaped int4 runner (the shipped table's 7B picks: o and down split-K row GEMVs at bucket 1, o
-    only at bucket 2, tensor-core GEMVs at 4): decode graphs with "cfin" / "swiglu+cfin" give "none"'s logits and KV
-    cache, switching back and forth, deferring exactly those GEMVs (under the shipped SUMS_MODE / CLEAR_MODE); AUTO
-    captures only bucket 2's "swiglu+cfin+q" anew (bucket 1's "swiglu+cfin" graph is kept)."""
+    a row GEMV and down a tcs kind at bucket 2, down a tcs kind at 4, deferred with TCS_DEFER on): decode graphs with
+    "cfin" / "swiglu+cfin" give "none"'s logits and KV cache, switching back and forth, deferring exactly those GEMVs
+    (under the shipped SUMS_MODE / CLEAR_MODE) and leaving the workspace zero; AUTO
+    captures bucket 1's "swiglu+cfin+g" and bucket 2's "swiglu+cfin+q" anew (the policy since session 15)."""
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
+    from inlaid_worker.kernels import quant_common
     from inlaid_worker.model.decode_graphs import AUTO, policy_fusion
 
     assert modes() == SHIPPED_MODES  # the graphs capture the shipped read / clear modes (no earlier test's leftover)
-    assert policy_fusion(1) == "swiglu+cfin" and policy_fusion(2) == "swiglu+cfin+q"
-    deferred: set[tuple[int, int]] = set()
-    real = cf.launch_hgemvr
+    assert policy_fusion(1) == "swiglu+cfin+g" and policy_fusion(2) == "swiglu+cfin+q"
+    deferred: set[tuple[int, int, str]] = set()
+    real = cf._launch_deferred
 
-    def spy(*args: Any, **kw: Any) -> Any:
-        deferred.add((int(args[0].shape[0]), int(args[1].in_features)))
-        return real(*args, **kw)
+    def spy(x2: Any, w: Any, cfg: Any, h: Any) -> Any:
+        deferred.add((int(x2.shape[0]), int(w.in_features), cfg.kind))
+        return real(x2, w, cfg, h)
 
-    monkeypatch.setattr(cf, "launch_hgemvr", spy)
+    monkeypatch.setattr(cf, "_launch_deferred", spy)
     runner, _, shape = ph.random_7b_runner(tmp_path, 4)
     ph.fusions_match_unfused(runner, shape.vocab, ("none", "swiglu+cfin", "cfin", "none", "swiglu+cfin"))
-    assert deferred == {(1, 4096), (1, 11008), (2, 4096)}, deferred
+    assert {(m, k) for m, k, _ in deferred} == {(1, 4096), (1, 11008), (2, 4096), (2, 11008), (4, 11008)}, deferred
+    assert all((kind in cf.ROW_KINDS) == (m == 1 or k == 4096) for m, k, kind in deferred), deferred
+    assert all(kind in cf.TCS_DEFER_KINDS for m, k, kind in deferred if m > 1 and k == 11008), deferred
+    assert all(int((t != 0).sum()) == 0 for pair in quant_common._WORKSPACES.values() for t in pair), "dirty workspace"
     assert runner.graph_captures == 9  # 3 buckets x 3 fusions, kept across switches
     runner.decode_fusion = AUTO
     for b in (1, 2):
         runner.execute(ph.engine_module("steps").make_step(b, 1, 100, [-1] * b, shape.vocab, 256))
-    assert runner.graph_captures == 10  # AUTO: bucket 1's "swiglu+cfin" graph kept, bucket 2's "swiglu+cfin+q" new
+    assert runner.graph_captures == 11  # AUTO: bucket 1's "swiglu+cfin+g" and bucket 2's "swiglu+cfin+q" graphs new
 
 
 if __name__ == "__main__":

@@ -24,13 +24,19 @@ from hgemv_variants import case_runner, main, make_case
 # (K, I, N, M, gate/up (kind, block_m, block_k, split), down (kind, block_m, block_k, split), cfin)
 CASES: dict[str, tuple] = {
     "k128-i128-m1-cfin": (128, 128, 64, 1, ("hgemvr", 1, 64, 2), ("hgemvr", 1, 64, 2), True),
-    "k128-i128-m2-hgemvrb-y": (128, 128, 64, 2, ("hgemvrb", 2, 64, 2), ("hgemvrb", 2, 64, 2), False),
+    # burst with 2 K tiles a program on both GEMVs (down K 256 / block_k 64 / split 2), down writing y (no cfin)
+    "k128-i256-m2-hgemvrb-y": (128, 256, 64, 2, ("hgemvrb", 2, 64, 2), ("hgemvrb", 2, 64, 2), False),
+    # pin (hgemvrq) with block_k 128 (RO 4) and 3 rows in a block_m 4 program (rows clamped)
+    "k128-i512-m3-pin": (128, 512, 64, 3, ("hgemvr", 4, 64, 2), ("hgemvrq", 4, 128, 2), True),
     "k128-i128-m1-down-nosplit": (128, 128, 64, 1, ("hgemvr", 1, 64, 2), ("hgemvr", 1, 64, 1), True),
 }
 # the 7B MLP with the shipped H200 table's batch-1 picks (gate/up hgemvr split 4, down hgemvr split 22; CUDA only)
 GPU_CASES: dict[str, tuple] = {
     "7b-mlp-m1": (4096, 11008, 4096, 1, ("hgemvr", 1, 128, 4), ("hgemvr", 1, 128, 22), True),
     "7b-mlp-m2-hgemvr-down": (4096, 11008, 4096, 2, ("hgemvr", 2, 128, 6), ("hgemvr", 2, 128, 22), True),
+    # the down kinds a GPU without the shipped table may pick: burst (4 tiles a program), pin with block_k 64
+    "7b-mlp-m1-burst-down": (4096, 11008, 4096, 1, ("hgemvr", 1, 128, 4), ("hgemvrb", 1, 128, 22), True),
+    "7b-mlp-m1-pin-bk64-down": (4096, 11008, 4096, 1, ("hgemvr", 1, 128, 4), ("hgemvrq", 1, 64, 43), True),
 }
 ALL_CASES = {**CASES, **GPU_CASES, "forward": ()}
 
