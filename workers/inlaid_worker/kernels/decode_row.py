@@ -22,7 +22,11 @@ so the attention costs ~6 us a layer whatever the context. Here:
 - the partitions of a (sequence, KV head) meet inside the kernel: each busy one writes (max, sum, unnormalised
   output) and bumps an arrival counter (decode_fused.counters, left at 0); the last of the n_busy =
   min(NUM_PARTS, ceil(context / BLOCK_N)) to arrive merges. When one partition covers the context it writes the
-  output itself (no partials, no counter).
+  output itself (no partials, no counter). The merge (option merge 1, _merge_cg) loads every partial at once with
+  ld.global.cg after the arrival atomic's acquire: one L2 round trip on the step's critical path instead of merge 0's
+  chain of volatile loads (the maxima, then 8 partitions at a time). 7B int4 step, H200, alternating rounds
+  (bench/results/decode-2026-12-01-s15-merge.md): batch 1 1.518 -> 1.480 ms (-38 us, 8/8 rounds), batch 2 -12.5 us
+  (8/8); the kernel alone 7.87 -> 6.66 us (batch 1, 32 partitions).
 
 Exceptions to kernels.pdl's rule list, as impl "split" and the tiles kernel's SKIP_EMPTY: the step metadata
 (lengths, the first tile's block-table entry: the decode graph's staged buffer) and, with PREFETCH, the KV cache rows
@@ -153,7 +157,7 @@ def _row_kernel(
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
     MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, ROPE: tl.constexpr = 0,
-    USE_GDC: tl.constexpr = 0, SUMS: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0, SUMS: tl.constexpr = 0, MERGE: tl.constexpr = 0,
 ):  # fmt: skip
     part = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -254,17 +258,23 @@ def _row_kernel(
             if owner:
                 m_i, l_i, acc = _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD)
         gdc_late(USE_GDC)
-        _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
-                tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
-                NUM_PARTS, MERGE_CHUNK)  # fmt: skip
+        if MERGE:
+            _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
+                    tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
+                    NUM_PARTS, MERGE_CHUNK, MERGE)  # fmt: skip
+        else:  # (merge 0 keeps the older call: bench/kernels/s15_anatomy.py compiles this source with its own _finish)
+            _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
+                    tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
+                    NUM_PARTS, MERGE_CHUNK)  # fmt: skip
 
 
 @triton.jit
 def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d, n_busy,
             stride_ot, stride_oh, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr,
             REP_PAD: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
-            MERGE_CHUNK: tl.constexpr):  # fmt: skip
-    """The output when one partition covers the context; else the partial, and the last busy one to arrive merges."""
+            MERGE_CHUNK: tl.constexpr, MERGE: tl.constexpr = 0):  # fmt: skip
+    """The output when one partition covers the context; else the partial, and the last busy one to arrive merges
+    (MERGE 0: volatile loads, the maxima first, then MERGE_CHUNK partitions at a time; 1: _merge_cg)."""
     if REP_PAD == 1:
         rows = s * HEADS + kvh
         o_ptrs = out_ptr + s * stride_ot + kvh * stride_oh + d
@@ -291,7 +301,12 @@ def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, p
         tl.store(pacc_ptrs, acc, mask=o_mask)
         tl.debug_barrier()  # every thread's partial is stored before the (release) arrival below
         arrived = tl.atomic_add(cnt_ptr + s * KV_HEADS + kvh, 1, sem="acq_rel")
-        if arrived == n_busy - 1:  # the last busy partition to arrive merges (volatile loads: straight from L2)
+        if MERGE == 1:
+            if arrived == n_busy - 1:  # the last busy partition to arrive merges
+                _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stride_ot, stride_oh, HEADS,
+                          REP, D_PAD, NUM_PARTS, MERGE_CHUNK)  # fmt: skip
+                tl.store(cnt_ptr + s * KV_HEADS + kvh, 0)  # self-cleaning: the next launch finds 0
+        elif arrived == n_busy - 1:  # the last busy partition to arrive merges (volatile loads: straight from L2)
             parts = tl.arange(0, NUM_PARTS)
             pc = tl.arange(0, MERGE_CHUNK)
             for rr in tl.static_range(REP):
@@ -317,12 +332,55 @@ def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, p
             tl.store(cnt_ptr + s * KV_HEADS + kvh, 0)  # self-cleaning: the next launch finds 0
 
 
+@triton.jit
+def _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stride_ot, stride_oh,
+              HEADS: tl.constexpr, REP: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
+              MERGE_CHUNK: tl.constexpr):  # fmt: skip
+    """The last arriver's merge (MERGE 1) of the n_busy partials of each of its REP heads: ONE L2 round trip. The
+    maxima, sums and (MERGE_CHUNK == NUM_PARTS, the launch's pick when the partials fit ~128 registers a thread) all
+    the partial outputs are loaded together with non-volatile ld.global.cg (L2, never a stale L1 line), then combined.
+    Visibility: every busy partition stored its partial, passed a CTA barrier and then its gpu-scope release
+    (the acq_rel arrival atomic); this program's acquire (the same atomic, which returned n_busy - 1: every release is
+    before it in the counter's order) makes them visible to its later loads, and the loads sit behind the branch on
+    the atomic's result (they cannot issue before it returns). More chunks (registers): the later chunks' maxima are
+    reloaded (.cg) rather than sliced out of the first load. Same sums as MERGE 0 up to fp32 reassociation."""
+    parts = tl.arange(0, NUM_PARTS)
+    wrote = parts < n_busy
+    pc = tl.arange(0, MERGE_CHUNK)
+    for rr in tl.static_range(REP):
+        h = kvh * REP + rr
+        base = (s * HEADS + h) * NUM_PARTS
+        m = tl.load(pm_ptr + base + parts, mask=wrote, other=float("-inf"), cache_modifier=".cg")
+        lp = tl.load(pl_ptr + base + parts, mask=wrote, other=0.0, cache_modifier=".cg")
+        pacc = tl.load(pacc_ptr + (base + pc)[:, None] * D_PAD + d[None, :], mask=(pc < n_busy)[:, None], other=0.0,
+                       cache_modifier=".cg")  # fmt: skip
+        m_max = tl.max(m, axis=0)
+        m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+        w = tl.exp(m - m_max)  # 0 for the partitions that did not write
+        tot = tl.sum(lp * w, axis=0)
+        if MERGE_CHUNK == NUM_PARTS:
+            o = tl.sum(pacc * w[:, None], axis=0)
+        else:
+            o = tl.sum(pacc * tl.exp(tl.load(pm_ptr + base + pc, mask=pc < n_busy, other=float("-inf"),
+                                             cache_modifier=".cg") - m_max)[:, None], axis=0)  # fmt: skip
+            for c0 in tl.static_range(MERGE_CHUNK, NUM_PARTS, MERGE_CHUNK):
+                wc = c0 + pc < n_busy
+                mc = tl.load(pm_ptr + base + c0 + pc, mask=wc, other=float("-inf"), cache_modifier=".cg")
+                pc_acc = tl.load(pacc_ptr + (base + c0 + pc)[:, None] * D_PAD + d[None, :], mask=wc[:, None],
+                                 other=0.0, cache_modifier=".cg")  # fmt: skip
+                o += tl.sum(pc_acc * tl.exp(mc - m_max)[:, None], axis=0)
+        o = o / tl.where(tot > 0, tot, 1.0)
+        tl.store(out_ptr + s * stride_ot + h * stride_oh + d, o.to(out_ptr.dtype.element_ty), mask=mask_d)
+
+
 # block_n: tokens a tile; num_warps a program; per_sm: programs an SM that row_parts aims at (the partition count,
 # a power of two); parts: a fixed partition count instead (0: row_parts); prefetch: the first tile before the PDL wait;
 # lookahead: the next tile's K/V in flight in the loop; maxnreg: a register cap a thread (0: none; ptxas's choice);
 # rope: model.llama_fast runs row_rope_decode (rotary and the new token's K/V write inside this kernel) instead of
-# rope_cache + paged_decode where "row" is paged_decode's default (paged_decode.row_rope_for; 0: the two launches)
-ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0)
+# rope_cache + paged_decode where "row" is paged_decode's default (paged_decode.row_rope_for; 0: the two launches);
+# merge: the last arriver's merge of the partitions (1, measured faster: _merge_cg, one round trip of .cg loads; 0:
+# the earlier volatile loads, maxima first, 8 partitions a chunk: kept for A/B benchmarks)
+ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0, merge=1)
 
 
 def _pow2(v: int, lo: int, hi: int) -> bool:
@@ -339,6 +397,7 @@ ROW_ENV_CHECKS: dict[str, tuple[str, Callable[[int], bool]]] = {
     "lookahead": ("0 or 1", lambda v: v in (0, 1)),
     "maxnreg": ("0 or 24..255", lambda v: v == 0 or 24 <= v <= 255),
     "rope": ("0 or 1", lambda v: v in (0, 1)),
+    "merge": ("0 or 1", lambda v: v in (0, 1)),
 }
 
 
@@ -394,6 +453,9 @@ def _launch(
     if num_parts < 1 or num_parts & (num_parts - 1) or block_n < 1 or block_n & (block_n - 1):
         raise ValueError(f"row_decode: num_parts {num_parts} and block_n {block_n} must be powers of two")
     d_pad = triton.next_power_of_2(hd)
+    merge = int(opt["merge"])
+    # merge 1: all partials at once where they fit ~128 fp32 registers a thread (7B, one warp: 32 x 128), else chunks
+    chunk = min(num_parts, max(1, 4096 * int(opt["num_warps"]) // d_pad)) if merge else min(num_parts, 8)
     if num_parts > 1:
         pm, pl, pacc = workspace(s * heads * num_parts, d_pad, q.device)
     else:
@@ -406,8 +468,9 @@ def _launch(
         v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
         cos.stride(0) if rope is not None else 0,
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
-        BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=min(num_parts, 8),
+        BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=chunk,
         PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None), SUMS=int(sums),
+        MERGE=merge,
         num_warps=int(opt["num_warps"]), num_stages=1, **({"maxnreg": int(opt["maxnreg"])} if opt["maxnreg"] else {}),
         **launch_kw(),
     )  # fmt: skip
