@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--extra-names", default="", help="fusion names the decode graphs accept for this run only "
                                                       "(bench-only: e.g. merge+cfin)")  # fmt: skip
     ap.add_argument("--tag", default="s15-tcsfin")
+    ap.add_argument("--shape", default="7b", help="random_model.SHAPES key (7b, 13b)")
     args = ap.parse_args()
     extra = tuple(n for n in args.extra_names.split(",") if n)
     if extra:  # both checks read their module's global at call time
@@ -103,7 +104,7 @@ def main() -> None:
     pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
     dev = torch.device("cuda")
     t0 = time.time()
-    cfg_dir = write_config(SHAPES["7b"], Path(tempfile.mkdtemp()) / "7b")
+    cfg_dir = write_config(SHAPES[args.shape], Path(tempfile.mkdtemp()) / args.shape)
     runner = make_runner(cfg_dir, "int4", dev, torch.float16, 1024, BLOCK, 4, "triton", True)
     res: dict = dict(date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), device=torch.cuda.get_device_name(),
                      torch=torch.__version__, copy_GBps=copy_bandwidth(dev) / 1e9, argv=sys.argv, points=[],

@@ -115,8 +115,11 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # at batch 2 0.982x (two runs), batch 4 "cfin" 0.987x "none" (two runs; measured as "swiglu+cfin", the same kernels
 # at M = 4: the SwiGLU epilogue needs a row GEMV), batch 8 "merge+cfin" 0.978x /
 # 0.979x "none" ("merge" alone 0.987-0.988x "none" in three runs, against session 7's choice of "none" there),
-# batch 16 "merge+cfin" 0.992x / 0.993x "merge"; lower in every round of every run.
-FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (4, "cfin"), (16, "merge+cfin"))
+# batch 16 "merge+cfin" 0.992x / 0.993x "merge"; lower in every round of every run. But on the 13B (same protocol,
+# bench/results/decode-2026-12-01-s15-13b-policy.json, 6 rounds) "merge+cfin" at batch 8 is 1.014x "none" (0/6 lower;
+# "cfin" 0.9995x, 6/6, and 1.001x at batch 4: the 13B's o / down picks there are tc2, nothing to defer), so buckets
+# 3-8 take "cfin" (7B batch 8: 0.990-0.993x "none", three runs) and only 9-16 "merge+cfin".
+FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))
 NORM_ENV = "INLAID_DECODE_NORM"
 # the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
 _WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",
