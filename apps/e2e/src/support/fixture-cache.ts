@@ -4,14 +4,16 @@
  * adapter_config.json (base_model_name_or_path) and README.md, is rewritten to the copy's. Builds go under
  * $INLAID_E2E_RUN_DIR (e2e-global-setup.ts), which lives as long as the run; without it every call builds.
  * Test workers running in parallel build a key one at a time: the others wait for that build (a lock file holding
- * the builder's pid; a lock whose builder is gone is taken over) instead of building it again side by side.
+ * the builder's pid, made whole by a hard link; a lock whose builder is gone is taken over; a wait longer than
+ * LOCK_WAIT_MS is an error naming the holder) instead of building it again side by side.
  */
-import { cpSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, linkSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const TEXT = /\.(json|md|jsonl|txt)$/;
+const LOCK_WAIT_MS = 10 * 60_000; // longer than any fixture build (the slowest takes ~1 min on 2 cores)
 
 /** A fresh directory (prefix `prefix` under the OS temp dir) holding what `build(dir)` makes, built once per `key` and run. */
 export async function cachedFixture(key: string, prefix: string, build: (dir: string) => Promise<void>): Promise<string> {
@@ -23,13 +25,18 @@ export async function cachedFixture(key: string, prefix: string, build: (dir: st
   }
   const built = join(runDir, `fixture-${key}`);
   const lock = join(runDir, `.lock-${key}`);
+  const since = Date.now();
   while (!isDir(built)) {
     if (!takeLock(lock)) {
+      if (Date.now() - since > LOCK_WAIT_MS) {
+        throw new Error(`waited ${LOCK_WAIT_MS / 1000} s for fixture ${key}: ${lock} held by pid ${readFileSyncOrEmpty(lock)}`);
+      }
       await sleep(100); // another test worker builds it
       continue;
     }
-    const tmp = mkdtempSync(join(runDir, `.building-${key}-`));
+    let tmp: string | undefined;
     try {
+      tmp = mkdtempSync(join(runDir, `.building-${key}-`));
       if (!isDir(built)) {
         await build(tmp);
         rewritePaths(tmp, tmp, built);
@@ -38,7 +45,7 @@ export async function cachedFixture(key: string, prefix: string, build: (dir: st
     } catch (err) {
       if (!isDir(built)) throw err; // otherwise another test worker finished it first
     } finally {
-      rmSync(tmp, { recursive: true, force: true });
+      if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
       rmSync(lock, { force: true });
     }
   }
@@ -48,15 +55,23 @@ export async function cachedFixture(key: string, prefix: string, build: (dir: st
   return root;
 }
 
-/** Creates the lock file with this process's pid; false while a live process holds it (a dead holder's lock is removed). */
+/**
+ * Takes the lock: the pid goes into a file of this process's own, hard-linked to the lock's name (the link fails while
+ * the lock exists), so a lock file always holds its holder's pid. False while a live process holds it (a dead holder's
+ * lock is removed, for the next try to take).
+ */
 function takeLock(lock: string): boolean {
+  const mine = `${lock}.${process.pid}`;
+  writeFileSync(mine, String(process.pid));
   try {
-    writeFileSync(lock, String(process.pid), { flag: 'wx' });
+    linkSync(mine, lock);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    rmSync(mine, { force: true });
   }
-  const holder = Number(readFileSyncOrEmpty(lock)); // 0 while its creator has not written its pid yet: wait
+  const holder = Number(readFileSyncOrEmpty(lock)); // 0 if the lock went in between: try again
   if (holder > 0 && !alive(holder)) rmSync(lock, { force: true }); // died mid-build: the next try takes it over
   return false;
 }
