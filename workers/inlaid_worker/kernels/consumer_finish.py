@@ -33,6 +33,7 @@ takes it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -129,16 +130,23 @@ def gemv_sums(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None = None) -> 
     """x2 @ W [M, N] left as fp32 sums in the qkv region (quant_common.qkv_sums, zero before: module docstring), which
     the caller's consumers read as fp16(sum) and a later kernel clears; None (nothing launched) where the pick cannot
     defer: the caller runs the GEMV (quant_matmul) as today."""
+    return _sums_in(x2, w, cfg, qkv_sums, "gemv_sums")
+
+
+def _sums_in(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None,
+             region_of: Callable[[torch.device, int], torch.Tensor], name: str) -> torch.Tensor | None:  # fmt: skip
+    """x2 @ w left as fp32 sums [M, N] in the region region_of(device, M * N) gives (zero before); None (nothing
+    launched) where the pick cannot defer."""
     cfg = config_for(x2, w) if cfg is None else cfg
     if not defer_ok(x2, w, cfg):
         return None
     m, n = x2.shape[0], w.out_features
-    region = qkv_sums(x2.device, m * n)
+    region = region_of(x2.device, m * n)
     y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)  # (not written: the launch's shapes and strides)
     sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, y, finish=True,
                          defer=True, sums=region, **hgemvr_flags(cfg.kind))  # fmt: skip
     if sums is None:
-        raise RuntimeError("gemv_sums: the GEMV returned no sums")
+        raise RuntimeError(f"{name}: the GEMV returned no sums")
     return sums[: m * n].view(m, n)
 
 
@@ -175,17 +183,7 @@ def _down_x(x2: torch.Tensor, inter: int) -> torch.Tensor:
 def gemv_gu_sums(x2: torch.Tensor, gate_up: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor | None:
     """x2 @ gate_up [M, 2 I] left as fp32 sums in quant_common.gate_up_sums's region (zero before), which the down GEMV
     reads (gu_down_add_norm) and the norm after it clears; None (nothing launched) where the pick cannot defer."""
-    cfg = config_for(x2, gate_up) if cfg is None else cfg
-    if not defer_ok(x2, gate_up, cfg):
-        return None
-    m, n = x2.shape[0], gate_up.out_features
-    region = gate_up_sums(x2.device, m * n)
-    y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)  # (not written: the launch's shapes and strides)
-    sums = launch_hgemvr(x2, gate_up, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, y,
-                         finish=True, defer=True, sums=region, **hgemvr_flags(cfg.kind))  # fmt: skip
-    if sums is None:
-        raise RuntimeError("gemv_gu_sums: the GEMV returned no sums")
-    return sums[: m * n].view(m, n)
+    return _sums_in(x2, gate_up, cfg, gate_up_sums, "gemv_gu_sums")
 
 
 def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
