@@ -23,8 +23,10 @@ so the attention costs ~6 us a layer whatever the context. Here:
   output) and bumps an arrival counter (decode_fused.counters, left at 0); the last of the n_busy =
   min(NUM_PARTS, ceil(context / BLOCK_N)) to arrive merges. When one partition covers the context it writes the
   output itself (no partials, no counter). The merge (option merge 1, _merge_cg) loads every partial at once with
-  ld.global.cg after the arrival atomic's acquire: one L2 round trip on the step's critical path instead of merge 0's
-  chain of volatile loads (the maxima, then 8 partitions at a time). 7B int4 step, H200, alternating rounds
+  ld.global.cg after the arrival atomic's acquire, all issued before any arithmetic in the PTX, instead of merge 0's
+  chain of volatile loads (the maxima, then 8 partitions at a time). In the sm_90a build of the 7B batch-1 launch
+  ptxas still puts the maxima's warp reduction between their load and the others' (two round trips; at batch 2 all
+  loads go out first: one), found offline by review; not changed. 7B int4 step, H200, alternating rounds
   (bench/results/decode-2026-12-01-s15-merge.md): batch 1 1.518 -> 1.480 ms (-38 us, 8/8 rounds), batch 2 -12.5 us
   (8/8); the kernel alone 7.87 -> 6.66 us (batch 1, 32 partitions).
 
@@ -336,7 +338,7 @@ def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, p
 def _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stride_ot, stride_oh,
               HEADS: tl.constexpr, REP: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
               MERGE_CHUNK: tl.constexpr):  # fmt: skip
-    """The last arriver's merge (MERGE 1) of the n_busy partials of each of its REP heads: ONE L2 round trip. The
+    """The last arriver's merge (MERGE 1) of the n_busy partials of each of its REP heads: every load issued at once. The
     maxima, sums and (MERGE_CHUNK == NUM_PARTS, the launch's pick when the partials fit ~128 registers a thread) all
     the partial outputs are loaded together with non-volatile ld.global.cg (L2, never a stale L1 line), then combined.
     Visibility: every busy partition stored its partial, passed a CTA barrier and then its gpu-scope release
@@ -454,6 +456,8 @@ def _launch(
         raise ValueError(f"row_decode: num_parts {num_parts} and block_n {block_n} must be powers of two")
     d_pad = triton.next_power_of_2(hd)
     merge = int(opt["merge"])
+    if merge not in (0, 1):
+        raise ValueError(f"row_decode: merge must be 0 or 1, got {merge}")
     # merge 1: all partials at once where they fit ~128 fp32 registers a thread (7B, one warp: 32 x 128), else chunks
     chunk = min(num_parts, max(1, 4096 * int(opt["num_warps"]) // d_pad)) if merge else min(num_parts, 8)
     if num_parts > 1:
