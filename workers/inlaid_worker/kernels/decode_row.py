@@ -380,7 +380,7 @@ def _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stri
 # lookahead: the next tile's K/V in flight in the loop; maxnreg: a register cap a thread (0: none; ptxas's choice);
 # rope: model.llama_fast runs row_rope_decode (rotary and the new token's K/V write inside this kernel) instead of
 # rope_cache + paged_decode where "row" is paged_decode's default (paged_decode.row_rope_for; 0: the two launches);
-# merge: the last arriver's merge of the partitions (1, measured faster: _merge_cg, one round trip of .cg loads; 0:
+# merge: the last arriver's merge of the partitions (1, measured faster: _merge_cg, every partial loaded at once with .cg loads; 0:
 # the earlier volatile loads, maxima first, 8 partitions a chunk: kept for A/B benchmarks)
 ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0, merge=1)
 
