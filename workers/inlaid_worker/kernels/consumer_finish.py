@@ -53,8 +53,9 @@ ROW_KINDS = ("hgemvr", "hgemvrq", "hgemvrb")  # the half2 row GEMV kinds with to
 # (fp32 reds into the shared workspace, no counter, no last arriver). CUDA only (under the interpreter the tcs kinds
 # run quant_tc: never deferred). Read at launch, so at a graph's capture: it changes what "cfin" defers at every
 # bucket where a tcs kind is the o / down pick (the policy's bucket 2 too). On since session 15 (against the same step
-# without it: batch 2 0.982x, batch 4 0.987x, batch 8 0.990x, batch 16 0.992-0.998x); env INLAID_DECODE_TCS_DEFER=0
-# turns it off at run time (read at each launch, so at a graph's capture): "cfin" as in session 14 (row GEMVs only).
+# without it: batch 2 0.982x, batch 4 0.987x, batch 8 0.992-0.993x (0.990x "merge+cfin" against "merge"), batch 16
+# 0.992-0.998x); env INLAID_DECODE_TCS_DEFER=0 turns it off at run time (read at each launch, so at a graph's
+# capture): "cfin" as in session 14 (row GEMVs only).
 TCS_DEFER = True
 # quant_tcs.DEFER_KINDS (kept here so that nothing imports Gluon's Hopper modules off CUDA; test_consumer_finish_tcs
 # checks the two agree)
@@ -150,13 +151,14 @@ def _sums_in(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None,
     return sums[: m * n].view(m, n)
 
 
-# --- the "+g" decode fusion (session 15): gate/up -> down ---------------------------------------------------------------
+# --- the "+g" decode fusion (session 15): gate/up -> down -------------------------------------------------------------
 # The gate/up GEMV (swiglu's weight [K, 2 I]) defers as gemv_sums does, into quant_common.gate_up_sums's region (the
 # fp32 gate sums in columns 0..I-1, up in I..2I-1 of each row); the down GEMV computes its x = silu(gate) * up from them
 # on load, with swiglu_epilogue's rounding (quant_hgemvr's x_sums); and the add + RMSNorm after down zeroes the region
 # (fused_norm's `clear`). So the SwiGLU epilogue's arrival counter and last program leave the gate/up GEMV, as the o
 # GEMV's did with "cfin". Only where both picks allow it (gu_pair_ok); the caller falls back to gemv_swiglu otherwise.
-# 7B int4 on the H200 (bench/results/decode-2026-12-01-s15-cfing.md, trial name "swiglu+cfin+g"): batch 1 0.9958x,
+# 7B int4 on the H200 (bench/results/decode-2026-12-01-s15-cfing.md, measured as "swiglu+cfin+g", bucket 1's policy
+# since session 15): batch 1 0.9958x,
 # 0.9955x and 0.9953x "swiglu+cfin" (lower in 8/8 rounds, three runs; gate/up 22.05 -> 21.29 us, down unchanged at
 # 25.0 us); bucket 2 falls back (down's pick is tcs2a; a forced row down GEMV there: 1.024x).
 

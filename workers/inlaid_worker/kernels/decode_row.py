@@ -338,8 +338,8 @@ def _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, p
 def _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stride_ot, stride_oh,
               HEADS: tl.constexpr, REP: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
               MERGE_CHUNK: tl.constexpr):  # fmt: skip
-    """The last arriver's merge (MERGE 1) of the n_busy partials of each of its REP heads: every load issued at once. The
-    maxima, sums and (MERGE_CHUNK == NUM_PARTS, the launch's pick when the partials fit ~128 registers a thread) all
+    """The last arriver's merge (MERGE 1) of the n_busy partials of each of its REP heads: every load issued at once.
+    The maxima, sums and (MERGE_CHUNK == NUM_PARTS, the launch's pick when the partials fit ~128 registers a thread) all
     the partial outputs are loaded together with non-volatile ld.global.cg (L2, never a stale L1 line), then combined.
     Visibility: every busy partition stored its partial, passed a CTA barrier and then its gpu-scope release
     (the acq_rel arrival atomic); this program's acquire (the same atomic, which returned n_busy - 1: every release is
@@ -380,8 +380,8 @@ def _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stri
 # lookahead: the next tile's K/V in flight in the loop; maxnreg: a register cap a thread (0: none; ptxas's choice);
 # rope: model.llama_fast runs row_rope_decode (rotary and the new token's K/V write inside this kernel) instead of
 # rope_cache + paged_decode where "row" is paged_decode's default (paged_decode.row_rope_for; 0: the two launches);
-# merge: the last arriver's merge of the partitions (1, measured faster: _merge_cg, every partial loaded at once with .cg loads; 0:
-# the earlier volatile loads, maxima first, 8 partitions a chunk: kept for A/B benchmarks)
+# merge: the last arriver's merge of the partitions (1, measured faster: _merge_cg, every partial loaded at once with
+# .cg loads; 0: the earlier volatile loads, maxima first, 8 partitions a chunk: kept for A/B benchmarks)
 ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0, merge=1)
 
 

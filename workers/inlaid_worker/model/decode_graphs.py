@@ -118,8 +118,10 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # batch 16 "merge+cfin" 0.992x / 0.993x "merge"; lower in every round of every run. But on the 13B (same protocol,
 # bench/results/decode-2026-12-01-s15-13b-policy.json, 6 rounds) "merge+cfin" at batch 8 is 1.014x "none" (0/6 lower;
 # "cfin" 0.9995x, 6/6, and 1.001x at batch 4: the 13B's o / down picks there are tc2, nothing to defer), so buckets
-# 3-8 take "cfin" (7B batch 8: 0.990-0.993x "none", three runs) and only 9-16 "merge+cfin".
-FUSION_POLICY: tuple[tuple[int, str], ...] = ((1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))
+# 3-8 take "cfin" (7B batch 8: 0.992-0.993x "none", three runs; 1.004-1.006x plain "merge" there) and only 9-16
+# "merge+cfin".
+FUSION_POLICY: tuple[tuple[int, str], ...] = (
+    (1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))  # fmt: skip
 NORM_ENV = "INLAID_DECODE_NORM"
 # the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
 _WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",

@@ -3,7 +3,7 @@
 last arriver, y not written) and fused_norm.add_rms_norm_sums reads and zeroes them.
 
 CPU (no GPU): the two kind lists agree; the offline sm_90 build of the deferred epilogue holds only the fp32 adds (no
-counter, no exchange; REDs in the SASS); the gating (switch on by default since session 15, INLAID_DECODE_TCS_DEFER=0 turns it off; never off CUDA or under the interpreter,
+counter, no exchange; REDs in the SASS); the gating (switch on by default since session 15; never off CUDA or under the interpreter,
 where the tcs kinds run quant_tc); launch_tcs refuses `defer` where the kind has no read-and-clear epilogue or K does
 not split. CUDA (sm_90): the deferred GEMV + norm against the unfused pair with the same plan (launch_tcs with its
 counter epilogue, then add_rms_norm) at the 7B down shape with the shipped H200 plans (M = 4, 8, 16) and small shapes

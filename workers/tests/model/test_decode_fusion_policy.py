@@ -32,7 +32,7 @@ def test_shipped_policy_is_valid_and_ascending() -> None:
 def test_shipped_choice_is_the_measured_one() -> None:
     """swiglu+cfin+g at batch 1 (0.995x swiglu+cfin, session 15; which was 0.967x / 0.965x swiglu, session 14),
     swiglu+cfin+q at batch 2 (0.972x swiglu+cfin, session 14; 0.982x more with the tcs deferral), cfin at 3-4 (0.987x
-    none) and 5-8 (7B 0.990-0.993x none; merge+cfin, 0.978x on the 7B, was 1.014x on the 13B), merge+cfin at 9-16
+    none) and 5-8 (7B 0.992-0.993x none; merge+cfin, 0.978x on the 7B, was 1.014x on the 13B), merge+cfin at 9-16
     (batch 16 0.992x merge), none elsewhere (decode_graphs.FUSION_POLICY)."""
     assert {b: dg.policy_fusion(b) for b in dg.BUCKETS if b <= 32} == {
         1: "swiglu+cfin+g", 2: "swiglu+cfin+q", 4: "cfin", 8: "cfin", 16: "merge+cfin", 24: "none",
