@@ -295,6 +295,7 @@ def test_dispatch_twins_have_each_kinds_numerics(twin_results: dict) -> None:
     kinds (twin quant_tc "tc") equal tcs_reference(acc_scale=True), the others (twin "tcf") tcs_reference(); each
     model agrees with the other kind's twin on only ~65% of the elements (the 16-bit (q - z) * s operand rounds), so a
     twin of the wrong numerics fails (act-order, split-K 2, 3 K tiles; a subprocess under TRITON_INTERPRET=1)."""
+    assert set(twin_results) == set(TCS_KINDS), twin_results  # every kind checked (an empty result fails)
     for kind, res in twin_results.items():  # [equal to the operand model, to the acc model]
         op, acc = res["same"]
         own, other = (acc, op) if kind in TCS_ACC_KINDS else (op, acc)
