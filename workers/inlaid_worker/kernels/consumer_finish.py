@@ -38,6 +38,7 @@ from collections.abc import Callable
 import torch
 
 from ..env_switch import env_switch
+from .decode_row import RowPartials
 from .fused_norm import add_rms_norm, add_rms_norm_sums, check_sums_norm
 from .gptq_packing import GPTQWeight
 from .quant_common import gate_up_sums, qkv_sums, split_iters
@@ -215,4 +216,63 @@ def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_w
         if sums is not None:
             sums[: h.numel()].zero_()
         gu.zero_()
+        raise
+
+
+# --- the "+m" decode fusion (session 16, built, not yet measured): row attention -> o ---------------------------------
+# The row attention's busy partitions store their partials only (decode_row.row_rope_decode's `partials`: no arrival
+# counter, no merge, no output) and the o GEMV merges them on load, per K tile = one head (quant_hgemvr's x_parts,
+# merge 1's formula rounded to fp16 as the attention's output store); the add + RMSNorm after o follows as with "cfin"
+# (the o GEMV's sums deferred where it splits K). Cost: every o program of a head's K tile reads that head's partials
+# (7B batch 1: 32 x (128 + 2) fp32 = 16.6 KB; hgemvrb 64 x 11 has 64 N tiles, so ~35 MB of L2 reads a layer). Only
+# where parts_ok holds; the caller runs today's attention and o otherwise.
+
+
+def parts_ok(x2: torch.Tensor, o: GPTQWeight, h: torch.Tensor, heads: int, head_dim: int,
+             cfg: QMMConfig | None = None) -> bool:  # fmt: skip
+    """Can the o GEMV (x2 [M, heads * head_dim] fp16, a stand-in) take its x from the row attention's partials: a half2
+    row GEMV pick with block_k == head_dim (one head a K tile; 64 or 128), 4-bit, no act-order, fp16 x and h?"""
+    if (o.bits != 4 or o.perm is not None or x2.dtype != torch.float16 or h.dtype != torch.float16 or x2.dim() != 2
+            or x2.shape[0] == 0 or o.in_features != heads * head_dim or head_dim not in (64, 128)
+            or h.shape != (x2.shape[0], o.out_features) or h.stride(1) != 1):  # fmt: skip
+        return False
+    cfg = config_for(x2, o) if cfg is None else cfg
+    return cfg.kind in ROW_KINDS and cfg.block_k == head_dim
+
+
+def attn_x(parts: RowPartials) -> torch.Tensor:
+    """An fp16 [S, heads * head_dim] stand-in for o's x (its shape for the tuner's pick and the launch; never read)."""
+    s = parts.context_lens.shape[0]
+    return torch.empty(s, parts.heads * parts.d_pad, dtype=torch.float16, device=parts.pm.device)
+
+
+def attn_o_add_norm(parts: RowPartials, o: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
+                    cfg: QMMConfig | None = None, cfin: bool = True,
+                    clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """h += attention @ o in place and RMSNorm(h) returned, the attention output merged from the row attention's
+    partials on load (parts_ok must hold). cfin: the o GEMV defers its sums where it splits K (the norm reads them, as
+    gemv_add_norm); else it writes y and add_rms_norm follows. clear: gemv_sums's region, which the norm zeroes.
+    Whatever raises, the o GEMV's sums (if deferred) and `clear` are zeroed before the exception propagates (the
+    partials need nothing: nobody reads them after this launch)."""
+    sums: torch.Tensor | None = None
+    try:
+        x2 = attn_x(parts)
+        cfg = config_for(x2, o) if cfg is None else cfg
+        if not parts_ok(x2, o, h, parts.heads, parts.d_pad, cfg):
+            raise ValueError(f"attn_o_add_norm: o's pick {cfg.kind} (block_k {cfg.block_k}) cannot read the partials")
+        check_sums_norm(h, norm_weight, None, clear)
+        args = (x2, o, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
+        if cfin and defer_ok(x2, o, cfg):
+            sums = launch_hgemvr(*args, h, finish=True, defer=True, x_parts=parts, **hgemvr_flags(cfg.kind))
+            if sums is None:
+                raise RuntimeError("attn_o_add_norm: the GEMV returned no workspace")
+            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
+        y = torch.empty(x2.shape[0], o.out_features, dtype=h.dtype, device=h.device)
+        launch_hgemvr(*args, y, x_parts=parts, **hgemvr_flags(cfg.kind))
+        return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear)
+    except BaseException:
+        if sums is not None:
+            sums[: h.numel()].zero_()
+        if clear is not None:
+            clear.zero_()
         raise

@@ -125,7 +125,8 @@ FUSION_POLICY: tuple[tuple[int, str], ...] = (
 NORM_ENV = "INLAID_DECODE_NORM"
 # the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
 _WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",
-              "swiglu+cfin+q": "norm+swiglu", "swiglu+cfin+g": "norm+swiglu", "swiglu+cfin+q+g": "norm+swiglu"}
+              "swiglu+cfin+q": "norm+swiglu", "swiglu+cfin+g": "norm+swiglu", "swiglu+cfin+q+g": "norm+swiglu",
+              "swiglu+cfin+g+m": "norm+swiglu", "swiglu+cfin+q+m": "norm+swiglu"}
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:

@@ -34,6 +34,11 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     add + RMSNorm after down zeroes the region (kernels.consumer_finish.gemv_gu_sums / gu_down_add_norm). Only where
     the gate/up pick can defer and down's is a half2 row GEMV (consumer_finish.gu_pair_ok), without LoRA or "norm";
     otherwise the name without "+g".
+"+m" ("swiglu+cfin+g+m", "swiglu+cfin+q+m"; session 16, built, not yet measured, no policy uses it): the row
+    attention's busy partitions store their partials only (no arrival counter, no in-kernel merge, no output) and the
+    o GEMV merges them on load per K tile = one head (kernels.consumer_finish.attn_o_add_norm; quant_hgemvr's
+    x_parts). Only where the row attention with fused rotary runs (as "+q") and o's pick is a half2 row GEMV with
+    block_k == head_dim (consumer_finish.parts_ok), without LoRA or "norm"; otherwise the name without "+m".
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -51,7 +56,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair_ok
+from inlaid_worker.kernels.consumer_finish import (
+    attn_o_add_norm,
+    gemv_add_norm,
+    gemv_gu_sums,
+    gemv_sums,
+    gu_down_add_norm,
+    gu_pair_ok,
+    parts_ok,
+)
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -72,9 +85,10 @@ from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
-                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g")
+                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g",
+                  "swiglu+cfin+g+m", "swiglu+cfin+q+m")
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g")  # the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g", "m")  # the parts of a fusion name that are not its attention
 
 
 def attention_fusion(fusion: str) -> str:
@@ -101,6 +115,11 @@ def cfin_fused(fusion: str) -> bool:
 def gsums_fused(fusion: str) -> bool:
     """Does the decode fusion let the down GEMV read the gate/up GEMV's split-K sums as its x?"""
     return "g" in fusion.split("+")
+
+
+def msums_fused(fusion: str) -> bool:
+    """Does the decode fusion let the o GEMV merge the row attention's partials on load?"""
+    return "m" in fusion.split("+")
 
 
 def qsums_fused(fusion: str) -> bool:
@@ -152,6 +171,10 @@ class DecodeLayout:
     @property
     def gsums(self) -> bool:
         return gsums_fused(self.fusion)
+
+    @property
+    def msums(self) -> bool:
+        return msums_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -247,6 +270,11 @@ def forward_fast(
              and cos is not None and sin is not None)  # fmt: skip
     # the down GEMV reads the gate/up GEMV's sums, the norm after down clears them (consumer_finish.gemv_gu_sums)
     gsums = isinstance(layout, DecodeLayout) and layout.gsums and lora is None and not norm and h.dtype == torch.float16
+    # the o GEMV merges the row attention's partials on load (consumer_finish.attn_o_add_norm); only where that
+    # attention runs, per layer where o's pick allows (parts_ok)
+    msums = (isinstance(layout, DecodeLayout) and layout.msums and lora is None and not norm and row_rope is not None
+             and cos is not None and sin is not None and h.dtype == torch.float16 and t > 0
+             and layout.context_lens.dtype == torch.int32 and layout.context_lens.shape == (t,))  # fmt: skip
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None
@@ -262,6 +290,7 @@ def forward_fast(
                 lora.add(qkv[:, :q_end], x, i, "q_proj")
                 lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
                 lora.add(qkv[:, k_end:], x, i, "v_proj")
+            attn: torch.Tensor | None  # None: "+m", the o GEMV merges the attention's partials (parts)
             if isinstance(layout, DecodeLayout) and layout.attention in ROPE_FUSIONS:
                 attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
                                              kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
@@ -270,15 +299,24 @@ def forward_fast(
             else:
                 if cos is None or sin is None:
                     raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
-                if row_rope is not None and isinstance(layout, DecodeLayout):
+                wo = _single(layer.o) if msums else None
+                if (wo is not None and isinstance(layout, DecodeLayout)
+                        and parts_ok(_o_x(h, c), wo, h, c.num_heads, c.head_dim)):  # fmt: skip
+                    parts = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
+                                            layout.block_tables, layout.context_lens, scale, c.num_heads,
+                                            base=row_rope, sums=q_sums is not None, partials=True)  # fmt: skip
+                    attn = None
+                elif row_rope is not None and isinstance(layout, DecodeLayout):
                     attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
                                            layout.block_tables, layout.context_lens, scale, c.num_heads,
                                            base=row_rope, sums=q_sums is not None).reshape(t, -1)  # fmt: skip
                 else:
                     q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
                     attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
-            pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
-            if pending is None:
+            if attn is None:  # "+m": o merges the partials on load, the norm after it clears the qkv sums
+                x = attn_o_add_norm(parts, wo, h, layer.post_norm, eps, cfin=cfin, clear=q_sums)  # type: ignore[arg-type]
+                pending = None
+            elif (pending := fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)) is None:
                 x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
             elif q_sums is not None:  # (qsums excludes the norm fusion: unreachable, guarded)
                 raise RuntimeError("forward_fast: the qkv sums need the norm after o to clear them")
@@ -326,6 +364,11 @@ class _NormFusion:
             self.slots = torch.zeros(self.shape, dtype=torch.float32, device=self.device)
         gemv_residual(x, wp, h, self.slots[j])
         return _Pending(norm_weight, self.slots[j], wc)
+
+
+def _o_x(h: torch.Tensor, c: ModelConfig) -> torch.Tensor:
+    """An fp16 [T, heads * head_dim] stand-in for the o GEMV's x (parts_ok's tuner pick; never read)."""
+    return torch.empty(h.shape[0], c.num_heads * c.head_dim, dtype=torch.float16, device=h.device)
 
 
 def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
