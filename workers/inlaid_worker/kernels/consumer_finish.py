@@ -196,26 +196,38 @@ def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_w
     writes y and add_rms_norm follows. Down's pick must be a row GEMV kind (gu_pair_ok). Whatever raises, gu (and the
     down GEMV's sums, if deferred) are zeroed before the exception propagates."""
     m, inter = gu.shape[0], down.in_features
-    sums: torch.Tensor | None = None
     try:
         x2 = _down_x(gu, inter)
         cfg = config_for(x2, down) if cfg is None else cfg
         if cfg.kind not in ROW_KINDS or gu.shape != (m, 2 * inter):
             raise ValueError(f"gu_down_add_norm: down's pick {cfg.kind} / sums {tuple(gu.shape)} (gu_pair_ok)")
         check_sums_norm(h, norm_weight, None, gu)
-        args = (x2, down, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
-        if cfin and defer_ok(x2, down, cfg):
-            sums = launch_hgemvr(*args, h, finish=True, defer=True, x_sums=gu, **hgemvr_flags(cfg.kind))
+        return _row_gemv_norm(x2, down, cfg, h, norm_weight, eps, cfin, gu, "gu_down_add_norm", x_sums=gu)
+    except BaseException:
+        gu.zero_()
+        raise
+
+
+def _row_gemv_norm(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, h: torch.Tensor, norm_weight: torch.Tensor,
+                   eps: float, cfin: bool, clear: torch.Tensor | None, name: str,
+                   **x_from: torch.Tensor | RowPartials) -> torch.Tensor:  # fmt: skip
+    """The half2 row GEMV taking its x from another kernel's output on load (x_from: launch_hgemvr's x_sums= or
+    x_parts=) into h, then the norm that also zeroes `clear`: deferred where cfin and the pick splits K (the norm reads
+    the sums), else y and add_rms_norm. The deferred sums are zeroed if anything raises (the caller zeroes `clear`)."""
+    args = (x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
+    sums: torch.Tensor | None = None
+    try:
+        if cfin and defer_ok(x2, w, cfg):
+            sums = launch_hgemvr(*args, h, finish=True, defer=True, **x_from, **hgemvr_flags(cfg.kind))
             if sums is None:
-                raise RuntimeError("gu_down_add_norm: the GEMV returned no workspace")
-            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=gu)
-        y = torch.empty(m, down.out_features, dtype=h.dtype, device=h.device)
-        launch_hgemvr(*args, y, x_sums=gu, **hgemvr_flags(cfg.kind))
-        return add_rms_norm(y, norm_weight, eps, residual=h, clear=gu)
+                raise RuntimeError(f"{name}: the GEMV returned no workspace")
+            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
+        y = torch.empty(x2.shape[0], w.out_features, dtype=h.dtype, device=h.device)
+        launch_hgemvr(*args, y, **x_from, **hgemvr_flags(cfg.kind))
+        return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear)
     except BaseException:
         if sums is not None:
             sums[: h.numel()].zero_()
-        gu.zero_()
         raise
 
 
@@ -254,25 +266,14 @@ def attn_o_add_norm(parts: RowPartials, o: GPTQWeight, h: torch.Tensor, norm_wei
     gemv_add_norm); else it writes y and add_rms_norm follows. clear: gemv_sums's region, which the norm zeroes.
     Whatever raises, the o GEMV's sums (if deferred) and `clear` are zeroed before the exception propagates (the
     partials need nothing: nobody reads them after this launch)."""
-    sums: torch.Tensor | None = None
     try:
         x2 = attn_x(parts)
         cfg = config_for(x2, o) if cfg is None else cfg
         if not parts_ok(x2, o, h, parts.heads, parts.d_pad, cfg):
             raise ValueError(f"attn_o_add_norm: o's pick {cfg.kind} (block_k {cfg.block_k}) cannot read the partials")
         check_sums_norm(h, norm_weight, None, clear)
-        args = (x2, o, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
-        if cfin and defer_ok(x2, o, cfg):
-            sums = launch_hgemvr(*args, h, finish=True, defer=True, x_parts=parts, **hgemvr_flags(cfg.kind))
-            if sums is None:
-                raise RuntimeError("attn_o_add_norm: the GEMV returned no workspace")
-            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
-        y = torch.empty(x2.shape[0], o.out_features, dtype=h.dtype, device=h.device)
-        launch_hgemvr(*args, y, x_parts=parts, **hgemvr_flags(cfg.kind))
-        return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear)
+        return _row_gemv_norm(x2, o, cfg, h, norm_weight, eps, cfin, clear, "attn_o_add_norm", x_parts=parts)
     except BaseException:
-        if sums is not None:
-            sums[: h.numel()].zero_()
         if clear is not None:
             clear.zero_()
         raise
