@@ -162,7 +162,7 @@ def _read_kernel(qw_ptr, sc_ptr, qz_ptr, out_ptr, N, K_TILES, ITERS, stride_qk, 
 def _finish_nomerge(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d, n_busy,
                     stride_ot, stride_oh, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr,
                     REP_PAD: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
-                    MERGE_CHUNK: tl.constexpr):  # fmt: skip
+                    MERGE_CHUNK: tl.constexpr, MERGE: tl.constexpr = 0):  # fmt: skip
     """decode_row._finish without the merge: each busy partition stores its partial (max, sum, unnormalised output)
     and nothing else (no barrier, no arrival counter, no last-partition merge): what a consumer-side merge would leave
     the attention doing. The output is not written (timing only)."""
@@ -196,7 +196,7 @@ def _finish_nomerge(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s
 def _finish_direct(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d, n_busy,
                    stride_ot, stride_oh, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr,
                    REP_PAD: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr,
-                   MERGE_CHUNK: tl.constexpr):  # fmt: skip
+                   MERGE_CHUNK: tl.constexpr, MERGE: tl.constexpr = 0):  # fmt: skip
     """Every partition stores its own normalised partial straight into the output (racing, wrong: timing only): no
     partials, no counter, no merge (the floor of the attention's epilogue)."""
     if REP_PAD == 1:

@@ -174,13 +174,14 @@ def gu_pair_ok(x2: torch.Tensor, gate_up: GPTQWeight, down: GPTQWeight, h: torch
     cfg_gu = config_for(x2, gate_up) if cfg_gu is None else cfg_gu
     if not defer_ok(x2, gate_up, cfg_gu):
         return False
-    cfg_down = config_for(_down_x(x2, inter), down) if cfg_down is None else cfg_down
+    cfg_down = config_for(stand_in_x(m, inter, x2.device), down) if cfg_down is None else cfg_down
     return cfg_down.kind in ROW_KINDS
 
 
-def _down_x(x2: torch.Tensor, inter: int) -> torch.Tensor:
-    """An fp16 [M, I] stand-in for down's x (its shape for the tuner's pick and the launch; never read)."""
-    return torch.empty(x2.shape[0], inter, dtype=torch.float16, device=x2.device)
+def stand_in_x(rows: int, k: int, device: torch.device) -> torch.Tensor:
+    """An fp16 [rows, k] stand-in for the x of a GEMV that takes its x from another kernel's output on load (down from
+    the gate/up sums, o from the attention's partials): its shape for the tuner's pick and the launch; never read."""
+    return torch.empty(rows, k, dtype=torch.float16, device=device)
 
 
 def gemv_gu_sums(x2: torch.Tensor, gate_up: GPTQWeight, cfg: QMMConfig | None = None) -> torch.Tensor | None:
@@ -197,7 +198,7 @@ def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_w
     down GEMV's sums, if deferred) are zeroed before the exception propagates."""
     m, inter = gu.shape[0], down.in_features
     try:
-        x2 = _down_x(gu, inter)
+        x2 = stand_in_x(m, inter, gu.device)
         cfg = config_for(x2, down) if cfg is None else cfg
         if cfg.kind not in ROW_KINDS or gu.shape != (m, 2 * inter):
             raise ValueError(f"gu_down_add_norm: down's pick {cfg.kind} / sums {tuple(gu.shape)} (gu_pair_ok)")
@@ -253,9 +254,8 @@ def parts_ok(x2: torch.Tensor, o: GPTQWeight, h: torch.Tensor, heads: int, head_
 
 
 def attn_x(parts: RowPartials) -> torch.Tensor:
-    """An fp16 [S, heads * head_dim] stand-in for o's x (its shape for the tuner's pick and the launch; never read)."""
-    s = parts.context_lens.shape[0]
-    return torch.empty(s, parts.heads * parts.d_pad, dtype=torch.float16, device=parts.pm.device)
+    """stand_in_x for the o GEMV reading `parts`: [S, heads * head_dim]."""
+    return stand_in_x(parts.context_lens.shape[0], parts.heads * parts.d_pad, parts.pm.device)
 
 
 def attn_o_add_norm(parts: RowPartials, o: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,

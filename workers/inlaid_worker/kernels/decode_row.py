@@ -273,14 +273,10 @@ def _row_kernel(
         if PARTIALS:  # the "+m" fusion: the partial only, the o GEMV merges on load (_store_partial)
             _store_partial(pm_ptr, pl_ptr, pacc_ptr, m_i, l_i, acc, s, kvh, part, d, HEADS, REP, REP_PAD, D_PAD,
                            NUM_PARTS)  # fmt: skip
-        elif MERGE:
+        else:
             _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
                     tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
                     NUM_PARTS, MERGE_CHUNK, MERGE)  # fmt: skip
-        else:  # (merge 0 keeps the older call: bench/kernels/s15_anatomy.py compiles this source with its own _finish)
-            _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
-                    tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
-                    NUM_PARTS, MERGE_CHUNK)  # fmt: skip
 
 
 @triton.jit

@@ -133,10 +133,10 @@ def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tenso
 
     Contract: each GEMV finds them zero, and they are zero again once that GEMV and its consumer have run. A GEMV with
     its own finish (the counter epilogue, store_tile; or finish_rows, the "f" kinds) zeroes them itself. A deferred
-    GEMV (quant_hgemvr's or quant_tcs's `defer`: the "cfin" decode fusion) leaves y's fp32 sums in the first M * N values until its
-    consumer, fused_norm.add_rms_norm_sums, reads and zeroes them: no other split-K GEMV may run in between, and
-    consumer_finish.gemv_add_norm checks the norm's arguments before launching the GEMV and zeroes the sums if anything
-    raises after it. The qkv GEMV's deferred sums (the "+q" fusion) go to qkv_sums's region instead, not here, and
+    GEMV (quant_hgemvr's or quant_tcs's `defer`: the "cfin" decode fusion) leaves y's fp32 sums in the first M * N
+    values until its consumer, fused_norm.add_rms_norm_sums, reads and zeroes them: no other split-K GEMV may run in
+    between, and consumer_finish.gemv_add_norm checks the norm's arguments before launching the GEMV and zeroes the
+    sums if anything raises after it. The qkv GEMV's deferred sums (the "+q" fusion) go to qkv_sums's region instead, not here, and
     the gate/up GEMV's (the "+g" fusion) to gate_up_sums's."""
     ws, cnt = _WORKSPACES.get(device, (None, None))
     if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
@@ -162,16 +162,21 @@ def qkv_sums(device: torch.device, elems: int) -> torch.Tensor:
     through the row attention (which reads them) until the add + RMSNorm after the o GEMV zeroes them (fused_norm's
     `clear`, via consumer_finish.gemv_add_norm or add_rms_norm), so every layer's qkv GEMV needs that norm before the
     next layer's; gemv_add_norm zeroes the region if it raises."""
-    ws = _QKV_SUMS.get(device)
+    return _region(_QKV_SUMS, device, elems)
+
+
+def _region(regions: dict[torch.device, torch.Tensor], device: torch.device, elems: int) -> torch.Tensor:
+    """regions[device]: zeroed fp32 of at least elems values, replaced by a bigger zeroed one when elems outgrows it."""
+    ws = regions.get(device)
     if ws is None or ws.numel() < elems:
         ws = torch.zeros(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)
-        _QKV_SUMS[device] = ws
+        regions[device] = ws
     return ws
 
 
 # The gate/up GEMV's deferred sums (the "+g" decode fusion, kernels.consumer_finish.gemv_gu_sums): a region of their
-# own as well, since the down GEMV (which adds its own sums into the workspace above) reads them as its x, and every down
-# program reads its K slice of them, so they can only be cleared a kernel later (the add + RMSNorm after down).
+# own as well, since the down GEMV (which adds its own sums into the workspace above) reads them as its x, and every
+# down program reads its K slice of them, so they can only be cleared a kernel later (the add + RMSNorm after down).
 _GU_SUMS: dict[torch.device, torch.Tensor] = {}
 
 
@@ -183,11 +188,7 @@ def gate_up_sums(device: torch.device, elems: int) -> torch.Tensor:
     its sums here; the down GEMV reads them (quant_hgemvr's x_sums) and the add + RMSNorm after it zeroes them
     (fused_norm's `clear`, via consumer_finish.gu_down_add_norm), which zeroes the region if it raises; nothing runs
     between the two GEMVs (model.llama_fast._mlp calls gu_down_add_norm right after gemv_gu_sums)."""
-    ws = _GU_SUMS.get(device)
-    if ws is None or ws.numel() < elems:
-        ws = torch.zeros(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)
-        _GU_SUMS[device] = ws
-    return ws
+    return _region(_GU_SUMS, device, elems)
 
 
 def split_iters(k_tiles: int, split_k: int) -> tuple[int, int]:

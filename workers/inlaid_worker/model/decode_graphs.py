@@ -75,7 +75,14 @@ from inlaid_worker.lora.pools import LoraPools
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.graph_logits import GraphLogits, write_logits
 from inlaid_worker.model.kernel_lora import KernelLoraContext
-from inlaid_worker.model.llama_fast import DECODE_FUSIONS, ROPE_FUSIONS, DecodeLayout, attention_fusion, forward_fast
+from inlaid_worker.model.llama_fast import (
+    DECODE_FUSIONS,
+    ROPE_FUSIONS,
+    DecodeLayout,
+    attention_fusion,
+    forward_fast,
+    swiglu_fused,
+)
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
 from inlaid_worker.model.weights import LlamaWeights
@@ -123,10 +130,6 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 FUSION_POLICY: tuple[tuple[int, str], ...] = (
     (1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))  # fmt: skip
 NORM_ENV = "INLAID_DECODE_NORM"
-# the DECODE_FUSIONS names that add "norm" to a fusion ("norm" replaces "cfin": its producers write no y to finish)
-_WITH_NORM = {"none": "norm", "swiglu": "norm+swiglu", "cfin": "norm", "swiglu+cfin": "norm+swiglu", "cfin+q": "norm",
-              "swiglu+cfin+q": "norm+swiglu", "swiglu+cfin+g": "norm+swiglu", "swiglu+cfin+q+g": "norm+swiglu",
-              "swiglu+cfin+g+m": "norm+swiglu", "swiglu+cfin+q+m": "norm+swiglu"}
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:
@@ -135,12 +138,15 @@ def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLI
 
 
 def with_norm(fusion: str, on: bool | None) -> str:
-    """`fusion` with the norm fusion added (on; only where DECODE_FUSIONS has that name) or removed (off);
-    None: unchanged."""
+    """`fusion` with the norm fusion added (on) or removed (off); None: unchanged. Added only to a name whose attention
+    part is "none" (DECODE_FUSIONS has "norm" and "norm+swiglu" only): it keeps "swiglu" and replaces "cfin", "+q",
+    "+g" and "+m" (the norm's producers write no y to finish, its consumers read x); other names stay as they are."""
     if on is None:
         return fusion
     base = "+".join(p for p in fusion.split("+") if p != "norm") or "none"
-    return _WITH_NORM.get(base, base) if on else base
+    if not on or attention_fusion(base) != "none":
+        return base
+    return "norm+swiglu" if swiglu_fused(base) else "norm"
 
 
 def fusion_env() -> str:

@@ -64,6 +64,7 @@ from inlaid_worker.kernels.consumer_finish import (
     gu_down_add_norm,
     gu_pair_ok,
     parts_ok,
+    stand_in_x,
 )
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
@@ -301,7 +302,8 @@ def forward_fast(
                     raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
                 wo = _single(layer.o) if msums else None
                 if (wo is not None and isinstance(layout, DecodeLayout)
-                        and parts_ok(_o_x(h, c), wo, h, c.num_heads, c.head_dim)):  # fmt: skip
+                        and parts_ok(stand_in_x(h.shape[0], c.num_heads * c.head_dim, h.device), wo, h, c.num_heads,
+                                     c.head_dim)):  # fmt: skip
                     parts = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
                                             layout.block_tables, layout.context_lens, scale, c.num_heads,
                                             base=row_rope, sums=q_sums is not None, partials=True)  # fmt: skip
@@ -314,7 +316,8 @@ def forward_fast(
                     q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
                     attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
             if attn is None:  # "+m": o merges the partials on load, the norm after it clears the qkv sums
-                x = attn_o_add_norm(parts, wo, h, layer.post_norm, eps, cfin=cfin, clear=q_sums)  # type: ignore[arg-type]
+                x = attn_o_add_norm(parts, wo, h, layer.post_norm, eps, cfin=cfin,  # type: ignore[arg-type]
+                                    clear=q_sums)  # fmt: skip
                 pending = None
             elif (pending := fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)) is None:
                 x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
@@ -364,11 +367,6 @@ class _NormFusion:
             self.slots = torch.zeros(self.shape, dtype=torch.float32, device=self.device)
         gemv_residual(x, wp, h, self.slots[j])
         return _Pending(norm_weight, self.slots[j], wc)
-
-
-def _o_x(h: torch.Tensor, c: ModelConfig) -> torch.Tensor:
-    """An fp16 [T, heads * head_dim] stand-in for the o GEMV's x (parts_ok's tuner pick; never read)."""
-    return torch.empty(h.shape[0], c.num_heads * c.head_dim, dtype=torch.float16, device=h.device)
 
 
 def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
