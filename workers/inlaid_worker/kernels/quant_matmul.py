@@ -25,10 +25,11 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   64 columns, x staged once per program); "2": PIPE (half-tile wgmmas under the next half's dequantization), "a":
   ACC_SCALE (exact (q - z) operand, fp32 group scale on each K tile's result), "o" / "t": where the scales and zeros
   come from (quant_tcs.SZ_MODES: "o" staged after the x loads, "t" rows TMA-copied by the producer; g128 and
-  N % 32 == 0 only). The tuner offers "tcs2a" (session 13) and "tcsat" (session 14) at M = 2..16, and the H200
-  table ships both (tcsat at 7B gate/up M = 16; speed-ups in quant_tcs's docstring); "tcs", "tcss", "tcs2", "tcsa",
-  "tcs2ao" and "tcs2at" are bench kinds. Every "tc*" kind is sm_90 only (quant_matmul_config.hopper_only): other
-  GPUs never get them as candidates and launch_quant_matmul refuses them (device_caps.need_sm90);
+  N % 32 == 0 only). The tuner offers "tcs2a" (session 13) and "tcsat" (session 14) at M = 2..16 and (session
+  16, block_m 32 / 64) M = 17..64, and the H200 table ships both (speed-ups in quant_tcs's docstring); "tcs",
+  "tcss", "tcs2", "tcsa", "tcs2ao" and "tcs2at" are bench kinds. Every "tc*" kind is sm_90 only
+  (quant_matmul_config.hopper_only): other GPUs never get them as candidates and launch_quant_matmul refuses them
+  (device_caps.need_sm90);
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue

@@ -221,11 +221,11 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     return [QMMConfig(bm, 128, 128, s, 4, st, True, kind) for kind, bm, st, splits in TCW_PLANS[mb] for s in splits]
 
 
-# quant_tcs (sessions 12-14; kinds "tcs2a" and "tcsat" offered at M = 2 / 4 / 8 / 16, speed-ups in quant_tcs's
-# docstring; "tcs" / "tcss" / "tcs2" / "tcsa" / "tcs2ao" / "tcs2at" and the bench script's "tcs0" are bench kinds;
-# 4-bit): the small-M GEMV with a TMA producer warp and a deep word ring. Per M bucket: (block_n = 64 x consumer
-# warpgroups, ring stages, kind, splits); block_m 8 up to M = 8, 16 above. A split is offered only where the ring and
-# the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
+# quant_tcs (sessions 12-14, 16; kinds "tcs2a" and "tcsat" offered at M = 2 / 4 / 8 / 16 / 32 / 64, speed-ups in
+# quant_tcs's docstring; "tcs" / "tcss" / "tcs2" / "tcsa" / "tcs2ao" / "tcs2at" and the bench script's "tcs0" are
+# bench kinds; 4-bit): the small-M GEMV with a TMA producer warp and a deep word ring. Per M bucket: (block_n = 64 x
+# consumer warpgroups, ring stages, kind, splits); block_m 8 up to M = 8, the bucket above (16 / 32 / 64). A split is
+# offered only where the ring and the staged x, scales and zeros fit quant_tcs.SMEM_MAX.
 # The plans that won a (shape, M) point of kernels-2026-11-30-s12-tcs.md: two consumer warpgroups (128 columns), a
 # 4-stage ring, one wave of programs on the H200 (7B up split 3, down split 8 / 4); deeper rings (6-8), one warpgroup
 # and M = 1 (0.76-0.80x the hgemvr GEMV) lost.
@@ -234,7 +234,16 @@ def _tcw(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
 # 5-15% slower than 4 (26-34% at block_m 16).
 _TCS_PLAN = ((128, 4, "tcs2a", (2, 3, 4, 8)),  # split 2: 13B qkv M = 2..8 (kernels-2026-11-30-s13-retune-summary.md)
              (128, 4, "tcsat", (2, 3, 4, 8)))
-TCS_PLANS: dict[int, tuple] = {2: _TCS_PLAN, 4: _TCS_PLAN, 8: _TCS_PLAN, 16: _TCS_PLAN}
+# Session 16 (issue 4: M = 17..64, where the table had quant_tcg "tc" / quant_tcl "tcl" picks at ~1.8x / ~3.2x the
+# M = 16 time on the same weight bytes): the same two kinds with block_m = the bucket (the wgmma's N = 32 / 64 tokens;
+# x of the program's K range staged in shared memory: 8 KiB / 16 KiB a K tile, so block_m 64 needs splits of <= 8-10
+# tiles, one program an SM, quant_tcs.tcs_regs). On the H200 the best of them beat the old picks by 1.00-1.17x iso /
+# 1.09-1.44x PDL at M = 32 and at M = 64 on o / up (lost 0.63-0.89x to tcl on qkv / gate-up / 7B down); nine picks
+# shipped (bench/results/kernels-2026-12-01-s16-mid.md)
+_TCS_PLAN_32 = ((128, 4, "tcs2a", (2, 3, 4, 6, 8, 11)), (128, 4, "tcsat", (2, 3, 4, 6, 8, 11)))
+_TCS_PLAN_64 = ((128, 4, "tcs2a", (4, 6, 8, 11, 16)), (128, 4, "tcsat", (4, 6, 8, 11, 16)))
+TCS_PLANS: dict[int, tuple] = {2: _TCS_PLAN, 4: _TCS_PLAN, 8: _TCS_PLAN, 16: _TCS_PLAN, 32: _TCS_PLAN_32,
+                               64: _TCS_PLAN_64}  # fmt: skip
 TCS_SMEM_MAX = 200 * 1024  # = quant_tcs.SMEM_MAX (that module imports Gluon's Hopper support: not here)
 # quant_tcs's kinds that quant_matmul dispatches (= quant_tcs.KINDS less the bench-only EARLY_KINDS, asserted there)
 # and those with ACC_SCALE (the exact (q - z) operand; quant_tc "tc" under the interpreter) (= quant_tcs.ACC_KINDS)
@@ -262,7 +271,7 @@ def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     """Small-M TMA-ring GEMV (quant_tcs): TMA needs 16-byte word rows (N % 4 == 0)."""
     if k % 128 or group % 128 or n % 4 or mb not in TCS_PLANS:
         return []
-    bm = 8 if mb <= 8 else 16
+    bm = 8 if mb <= 8 else mb  # 16 / 32 / 64: the bucket (quant_tcs.BLOCK_MS)
     tma_sz = group == 128 and n % 32 == 0  # SZ_MODE 2 (quant_tcs.sz_tma_supported's shape part)
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bn, st, kind, splits in TCS_PLANS[mb] for s in splits
             if tcs_fits(k, bm, s, st, bn // 64, kind in TCS_SZ_TMA_KINDS)

@@ -1,4 +1,5 @@
-"""Warp-specialized Gluon int4 g128 GEMV for small M (1..16) with a TMA word ring: kind "tcs" (issue 4, session 12).
+"""Warp-specialized Gluon int4 g128 GEMV for small M (1..16; 17..64 since session 16) with a TMA word ring: kind "tcs"
+(issue 4, session 12).
 
 Nsight (bench/results/kernels-2026-11-30-s11-ncu.md) shows the small-M tensor-core GEMVs (quant_tcg "tc2",
 quant_tcv) waiting on their word loads: too few bytes in flight per SM, because ptxas sinks register look-ahead
@@ -13,7 +14,7 @@ belong to a producer warp that does nothing else (quant_tcw's structure, sized f
   overlapped with the producer's first copies; with two warpgroups each stages half of the x tiles and they meet
   on an mbarrier), then per K tile: wait `ready`, read the words (quant_tcg's D2 operand layout), build the
   register-A operand ((q - z) * s, FULL_DEQUANT, quant_tcg._operand), run one wgmma 64 x BLOCK_M x 128 over the
-  staged x tile (y^T = W^T x^T, BLOCK_M = 8 or 16), wait for it, then release the slot (`empty`).
+  staged x tile (y^T = W^T x^T, BLOCK_M = 8, 16, 32 or 64: BLOCK_MS), wait for it, then release the slot (`empty`).
 - split-K (ITERS tiles a program, the last split shorter): read-and-clear atomics (kind "tcs") or per-split fp32
   slots summed by the last arriver ("tcss"), quant_tcw._tcw_store, counters per warpgroup tile.
 Numerics (reference `tcs_reference`): kinds "tcs" / "tcss" / "tcs2" (and "tcs0") have quant_tcw's (operand (q - z) * s
@@ -62,14 +63,28 @@ Session 14 (bench/results/kernels-2026-12-01-s14-tcs-summary.md), issue 4's leve
 - Deeper rings (lever b): 6 and 8 stages (tcs2a, tcs2at, tcsat) are 5-15% slower than 4 at M = 2..8 and 26-34% at
   M = 16 (block_m 16, 8 stages: one program an SM), in both PDL modes.
 Which kinds run where: the tuner (quant_matmul_config.TCS_PLANS) offers "tcs2a" (PIPE + ACC_SCALE) and "tcsat"
-(ACC_SCALE + SZ_MODE 2) at M = 2..16 (splits 2 / 3 / 4 / 8), and the shipped table (tuned/nvidia-h200.json) has
-"tcs2a" at ten 7B points (up / down at M = 2 / 4 / 8 / 16, gate-up at M = 4 / 8, kernels-2026-11-30-s13-tcs-summary.md
-and -s13-retune-summary.md) and five 13B points (qkv at M = 2 / 4 / 8 split 2 and M = 16 split 4, gate/up at M = 16
-split 3), "tcsat" at 7B gate/up M = 16 (session 14). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas under the next
-half's dequantization), "tcsa", "tcs2ao" and "tcs2at" are bench / candidate kinds: quant_matmul dispatches them
-(quant_matmul_config.TCS_KINDS), the tuner does not offer them.
+(ACC_SCALE + SZ_MODE 2) at M = 2..16 (splits 2 / 3 / 4 / 8) and, since session 16, at M = 17..64 (block_m 32 / 64,
+splits 2-11 / 4-16 where they fit), and the shipped table (tuned/nvidia-h200.json) has "tcs2a" at ten 7B points (up /
+down at M = 2 / 4 / 8 / 16, gate-up at M = 4 / 8, kernels-2026-11-30-s13-tcs-summary.md and -s13-retune-summary.md)
+and five 13B points (qkv at M = 2 / 4 / 8 split 2 and M = 16 split 4, gate/up at M = 16 split 3), "tcsat" at 7B
+gate/up M = 16 (session 14); session 16 added nine M = 32 / 64 points ("tcsat" at 7B o / gate-up / down and 13B qkv /
+o / gate-up M = 32 and 13B o M = 64, "tcs2a" at 7B o / up M = 64). "tcs", "tcss", "tcs2" (PIPE = 1: half-tile wgmmas
+under the next half's dequantization), "tcsa", "tcs2ao" and "tcs2at" are bench / candidate kinds: quant_matmul
+dispatches them (quant_matmul_config.TCS_KINDS), the tuner does not offer them.
 Bench-only (launch_tcs, never dispatched): "tcs0" (session 12's early release, reproduces the race) and launch_tcs's
 `diag` (DIAG 1-3: staging, operand or MMA left out to time the ring's stream alone; wrong results).
+Session 16 (issue 4, M = 17..64; bench/results/kernels-2026-12-01-s16-mid.md): BLOCK_M 32 and 64 (the wgmma's N =
+the tuner's M buckets 32 / 64). The x staging keeps XCH = 4 / 2 / 1 tiles in flight per warpgroup at BLOCK_M <= 16 /
+32 / 64 (16-64 registers; BLOCK_M <= 16 builds the same PTX as before). BLOCK_M 64 spilled at the 80 / 104 register
+caps (32-44 spill stores: accumulator, each tile's product and the half operands are ~96 registers); its programs
+(x of 8 K tiles = 128 KiB) run one an SM anyway, so they launch at tcs_regs's WIDE_REGS (12 warps x 168, the worker
+warpgroup 232, the default 248): no spills offline. On the H200 (same run, iso / PDL) the best tcs candidate against
+the shipped quant_tcg "tc" / quant_tcl "tcl" picks: 1.00-1.17x / 1.09-1.44x at M = 32 (7B and 13B qkv / o / gate-up /
+up / down but 13B down, 0.96x), at M = 64 1.02-1.10x / 1.05-1.18x on o / up / 13B down but 0.63-0.89x on qkv /
+gate-up / 7B down (tcl wins there). Nine picks shipped (>= 3% both ways): decode step batch 32 0.952x (7B) and 0.972x
+(13B), batch 64 0.998x / 0.996x, every round lower in two runs. Still 1.5-3x the M = 16 time for the same weight bytes:
+each program stages x of its whole K range before its first tile (at M = 64, 86 column tiles re-read x: twice the
+7B up weight bytes from L2) and block_m 64 leaves one program an SM (2.6 waves at 7B up split 4).
 Session 15: launch_tcs's `defer` (DEFER_KINDS, split-K): the splits' fp32 adds only, no counter, no last arriver, y not
 written; the add + RMSNorm that follows reads and zeroes the sums (kernels.consumer_finish.TCS_DEFER, the "cfin"
 decode fusion; 7B down at M = 2..16: step 0.982-0.998x, bench/results/decode-2026-12-01-s15-tcsfin.md).
@@ -97,6 +112,7 @@ from .quant_tcw import _tcw_store, slot_workspace
 
 BK = gl.constexpr(BLOCK_K)  # the K tile as a kernel global
 WG_N = 64  # weight columns per consumer warpgroup
+BLOCK_MS = (8, 16, 32, 64)  # x rows a program (the wgmma's N); 32 / 64 since session 16 (M = 17..64)
 # kind -> split-K in per-split slots (else read-and-clear atomics)
 KINDS = {"tcs": False, "tcss": True, "tcs2": False, "tcsa": False, "tcs2a": False, "tcs2ao": False, "tcs2at": False,
          "tcsat": False, "tcs0": False}
@@ -304,14 +320,20 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
     ggdc_wait_prefetched(USE_GDC)  # x (and the split-K workspace) may be written by the previous kernel
     # x in the operand's K order (quant_tcv's staging): this warpgroup's share of the tiles, loads of XCH tiles issued
     # before their shared-memory stores
+    # (session 16: XCH = x tiles in flight per warpgroup, 4 at BLOCK_M <= 16, 2 at 32, 1 at 64: 16-64 registers;
+    # LB / LC / LD switch the 2nd-4th load of a round off where XCH leaves it out)
     x_row, x_kk, mask_mx = _x_stage_offsets(pid_m, M, stride_xm, BLOCK_M, XL)
-    for c in gl.static_range(WG, ITERS if DIAG % 2 == 0 else 0, 4 * NWG):
+    XCH: gl.constexpr = 4 if BLOCK_M <= 16 else (2 if BLOCK_M == 32 else 1)
+    LB: gl.constexpr = ITERS if XCH >= 2 else 0
+    LC: gl.constexpr = ITERS if XCH >= 3 else 0
+    LD: gl.constexpr = ITERS if XCH >= 4 else 0
+    for c in gl.static_range(WG, ITERS if DIAG % 2 == 0 else 0, XCH * NWG):
         xa = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + c * BK, K, stride_xk, HAS_PERM)
-        if c + NWG < ITERS:
+        if c + NWG < LB:
             xb = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + NWG) * BK, K, stride_xk, HAS_PERM)
-        if c + 2 * NWG < ITERS:
+        if c + 2 * NWG < LC:
             xc = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + 2 * NWG) * BK, K, stride_xk, HAS_PERM)
-        if c + 3 * NWG < ITERS:
+        if c + 3 * NWG < LD:
             xd = _xtile(x_ptr, perm_ptr, x_row, x_kk, mask_mx, k_begin + (c + 3 * NWG) * BK, K, stride_xk, HAS_PERM)
         if c == WG:  # SZ_MODE 1 / 2: scales and zeros staged while the first x loads are in flight
             if SZ_MODE == 1:
@@ -319,11 +341,11 @@ def _tcs_consumer(x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_sme
             if SZ_MODE == 2:
                 _sz_from_tma(s_tma, z_tma, szbar, cz, s_smem, z_smem, WG, ITERS_P2, SYM, ZERO_OFFSET, IS_BF16, SZ, 1)
         x_smem.index(c).store(gl.reshape(gl.permute(xa, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
-        if c + NWG < ITERS:
+        if c + NWG < LB:
             x_smem.index(c + NWG).store(gl.reshape(gl.permute(xb, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
-        if c + 2 * NWG < ITERS:
+        if c + 2 * NWG < LC:
             x_smem.index(c + 2 * NWG).store(gl.reshape(gl.permute(xc, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
-        if c + 3 * NWG < ITERS:
+        if c + 3 * NWG < LD:
             x_smem.index(c + 3 * NWG).store(gl.reshape(gl.permute(xd, [0, 2, 4, 1, 3]), [BLOCK_M, BK]))
     if WG >= ITERS or DIAG % 2 == 1:  # no x tile of this warpgroup (or no staging): the loop above never ran
         if SZ_MODE == 1 and DIAG % 2 == 0:
@@ -542,8 +564,9 @@ def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
     n = w.out_features
     if not tcs_supported(w, k):
         raise ValueError(f"tcs needs 4-bit N-contiguous weights, K and group multiples of {BLOCK_K}")
-    if stages < 2 or block_m not in (8, 16) or nwg not in (1, 2):
-        raise ValueError(f"tcs: stages >= 2, block_m 8 / 16, 1-2 consumer warpgroups (got {stages}, {block_m}, {nwg})")
+    if stages < 2 or block_m not in BLOCK_MS or nwg not in (1, 2):
+        raise ValueError(f"tcs: stages >= 2, block_m in {BLOCK_MS}, 1-2 consumer warpgroups (got {stages}, {block_m}, "
+                         f"{nwg})")  # fmt: skip
     if not fits(k, block_m, split_k, stages, nwg, sz_tma):
         raise ValueError(f"tcs: ring + staging over {SMEM_MAX} bytes of shared memory")
     grid, iters = plan_grid(m, n, k, block_m, split_k, nwg)
@@ -568,7 +591,7 @@ def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
     )  # fmt: skip
     consts = dict(ITERS=iters, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, HAS_PERM=w.perm is not None,
                   USE_SPLIT=split > 1, SLOTS=slots, IS_BF16=x2.dtype == torch.bfloat16, STAGES=stages, BLOCK_M=block_m,
-                  NWG=nwg, CONS_REGS=CONS_REGS, **tcs_layouts(block_m))  # fmt: skip
+                  NWG=nwg, CONS_REGS=tcs_regs(block_m, nwg)[1], **tcs_layouts(block_m))  # fmt: skip
     return grid, args, consts
 
 
@@ -576,6 +599,15 @@ def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
 # 12 x 80 (two: the worker warpgroup gets CONS_REGS, the default one the rest, 112) = 2 programs an SM
 CONS_REGS = 104
 LAUNCH_REGS = {1: 80, 2: 80}
+# session 16: block_m 64 (the x staging of 8 K tiles alone is 128 KiB: one program an SM) spills at 104 / 112 (the
+# accumulator, each tile's product and the two half operands are 96 registers a thread); it gets the SM's registers:
+# 12 warps x 168, the worker warpgroup 232, the default one 248 (3 x 168 - 232 - 24)
+WIDE_REGS = (168, 232)
+
+
+def tcs_regs(block_m: int, nwg: int) -> tuple[int, int]:
+    """(launch maxnreg, the worker consumer warpgroup's setmaxnreg) of a launch."""
+    return WIDE_REGS if block_m >= 64 else (LAUNCH_REGS[nwg], CONS_REGS)
 
 
 def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
@@ -592,12 +624,12 @@ def launch_tcs(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stag
         raise ValueError(f"tcs defer: a read-and-clear kind {DEFER_KINDS} with split-K (got {kind!r}, {grid[1]} "
                          f"split(s), diag {diag})")  # fmt: skip
     pipe = dict(PIPE=1, L5H=tcg_layouts(WG_N, block_m, 4)["L5H"]) if kind in PIPE_KINDS else {}
-    _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=LAUNCH_REGS[nwg], DIAG=diag, **pipe,
+    _tcs_kernel[grid](*args, **consts, num_warps=4, maxnreg=tcs_regs(block_m, nwg)[0], DIAG=diag, **pipe,
                       ACC_SCALE=int(kind in ACC_KINDS), EARLY_RELEASE=int(kind in EARLY_KINDS), SZ_MODE=sz_mode,
                       DEFER=int(defer), **launch_kw(tensor_core=True))  # fmt: skip
     return args[6] if defer else None
 
 
-__all__ = ["ACC_KINDS", "DEFER_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "SZ_MODES", "fits", "launch_tcs",
-           "plan_grid", "smem_bytes", "sz_descriptors", "sz_tma_supported", "tcs_args", "tcs_layouts", "tcs_reference",
-           "tcs_supported"]  # fmt: skip
+__all__ = ["ACC_KINDS", "BLOCK_MS", "DEFER_KINDS", "EARLY_KINDS", "KINDS", "PIPE_KINDS", "SZ_MODES", "fits",
+           "launch_tcs", "plan_grid", "smem_bytes", "sz_descriptors", "sz_tma_supported", "tcs_args", "tcs_layouts",
+           "tcs_reference", "tcs_regs", "tcs_supported"]  # fmt: skip

@@ -90,7 +90,7 @@ def test_tcs_refuses_what_it_cannot_run() -> None:
     assert not tcs_supported(kmajor, 256), "TMA needs N-contiguous words"
     x = torch.zeros(8, 256, dtype=torch.float16)
     y = torch.empty(8, 128, dtype=torch.float16)
-    for bad in ((32, 1, 4, 1), (8, 1, 1, 1), (8, 1, 4, 3)):  # block_m, split, stages, warpgroups
+    for bad in ((128, 1, 4, 1), (24, 1, 4, 1), (8, 1, 1, 1), (8, 1, 4, 3)):  # block_m, split, stages, warpgroups
         with pytest.raises(ValueError):
             tcs_args(x, w, *bad, y)
     assert fits(4096, 16, 3, 6, 2) and not fits(11008, 16, 1, 8, 2), "86 staged x tiles do not fit"
