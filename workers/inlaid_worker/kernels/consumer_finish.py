@@ -38,7 +38,6 @@ from collections.abc import Callable
 import torch
 
 from ..env_switch import env_switch
-from .decode_row import RowPartials
 from .fused_norm import add_rms_norm, add_rms_norm_sums, check_sums_norm
 from .gptq_packing import GPTQWeight
 from .quant_common import gate_up_sums, qkv_sums, split_iters
@@ -144,8 +143,9 @@ def _sums_in(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None,
         return None
     m, n = x2.shape[0], w.out_features
     region = region_of(x2.device, m * n)
-    y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)  # (not written: the launch's shapes and strides)
-    sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, y, finish=True,
+    # y = x2: a deferred GEMV neither writes nor reads y (launch_hgemvr's `defer`), so x2 lends the launch an fp16
+    # pointer and strides for its unused y arguments instead of an [M, N] allocation per call
+    sums = launch_hgemvr(x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, x2, finish=True,
                          defer=True, sums=region, **hgemvr_flags(cfg.kind))  # fmt: skip
     if sums is None:
         raise RuntimeError(f"{name}: the GEMV returned no sums")
@@ -157,30 +157,32 @@ def _sums_in(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig | None,
 # fp32 gate sums in columns 0..I-1, up in I..2I-1 of each row); the down GEMV computes its x = silu(gate) * up from them
 # on load, with swiglu_epilogue's rounding (quant_hgemvr's x_sums); and the add + RMSNorm after down zeroes the region
 # (fused_norm's `clear`). So the SwiGLU epilogue's arrival counter and last program leave the gate/up GEMV, as the o
-# GEMV's did with "cfin". Only where both picks allow it (gu_pair_ok); the caller falls back to gemv_swiglu otherwise.
+# GEMV's did with "cfin". Only where both picks allow it (gu_pair); the caller falls back to gemv_swiglu otherwise.
 # 7B int4 on the H200 (bench/results/decode-2026-12-01-s15-cfing.md, measured as "swiglu+cfin+g", bucket 1's policy
-# since session 15): batch 1 0.9958x,
-# 0.9955x and 0.9953x "swiglu+cfin" (lower in 8/8 rounds, three runs; gate/up 22.05 -> 21.29 us, down unchanged at
-# 25.0 us); bucket 2 falls back (down's pick is tcs2a; a forced row down GEMV there: 1.024x).
+# since session 15): batch 1 0.9958x, 0.9955x and 0.9953x "swiglu+cfin" (lower in 8/8 rounds, three runs; gate/up
+# 22.05 -> 21.29 us, down unchanged at 25.0 us); bucket 2 falls back (down's pick is tcs2a; a forced row down GEMV
+# there: 1.024x).
 
 
-def gu_pair_ok(x2: torch.Tensor, gate_up: GPTQWeight, down: GPTQWeight, h: torch.Tensor,
-               cfg_gu: QMMConfig | None = None, cfg_down: QMMConfig | None = None) -> bool:  # fmt: skip
-    """Can gate/up defer its sums (defer_ok) and down (a half2 row GEMV without act-order, 4-bit) read them as x?"""
+def gu_pair(x2: torch.Tensor, gate_up: GPTQWeight, down: GPTQWeight, h: torch.Tensor,
+            cfg_gu: QMMConfig | None = None,
+            cfg_down: QMMConfig | None = None) -> tuple[QMMConfig, QMMConfig] | None:  # fmt: skip
+    """The (gate/up, down) picks where gate/up can defer its sums (defer_ok) and down (a half2 row GEMV without
+    act-order, 4-bit) read them as x, else None: the caller passes them on to gemv_gu_sums and gu_down_add_norm."""
     m, inter = x2.shape[0], down.in_features
     if (gate_up.out_features != 2 * inter or down.bits != 4 or down.perm is not None or x2.dtype != torch.float16
             or h.dtype != torch.float16 or h.shape != (m, down.out_features) or h.stride(1) != 1):  # fmt: skip
-        return False
+        return None
     cfg_gu = config_for(x2, gate_up) if cfg_gu is None else cfg_gu
     if not defer_ok(x2, gate_up, cfg_gu):
-        return False
+        return None
     cfg_down = config_for(stand_in_x(m, inter, x2.device), down) if cfg_down is None else cfg_down
-    return cfg_down.kind in ROW_KINDS
+    return (cfg_gu, cfg_down) if cfg_down.kind in ROW_KINDS else None
 
 
 def stand_in_x(rows: int, k: int, device: torch.device) -> torch.Tensor:
-    """An fp16 [rows, k] stand-in for the x of a GEMV that takes its x from another kernel's output on load (down from
-    the gate/up sums, o from the attention's partials): its shape for the tuner's pick and the launch; never read."""
+    """An fp16 [rows, k] stand-in for the down GEMV's x when it reads the gate/up sums on load (gu_down_add_norm): its
+    shape for the tuner's pick and the launch; never read."""
     return torch.empty(rows, k, dtype=torch.float16, device=device)
 
 
@@ -194,86 +196,27 @@ def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_w
                      cfg: QMMConfig | None = None, cfin: bool = True) -> torch.Tensor:  # fmt: skip
     """h += silu(gate) * up @ down in place and RMSNorm(h) returned, x from gemv_gu_sums's sums gu [M, 2 I], which the
     norm zeroes. cfin: the down GEMV defers too where it splits K (the norm reads its sums, as gemv_add_norm); else it
-    writes y and add_rms_norm follows. Down's pick must be a row GEMV kind (gu_pair_ok). Whatever raises, gu (and the
+    writes y and add_rms_norm follows. Down's pick must be a row GEMV kind (gu_pair). Whatever raises, gu (and the
     down GEMV's sums, if deferred) are zeroed before the exception propagates."""
     m, inter = gu.shape[0], down.in_features
+    sums: torch.Tensor | None = None
     try:
         x2 = stand_in_x(m, inter, gu.device)
         cfg = config_for(x2, down) if cfg is None else cfg
         if cfg.kind not in ROW_KINDS or gu.shape != (m, 2 * inter):
-            raise ValueError(f"gu_down_add_norm: down's pick {cfg.kind} / sums {tuple(gu.shape)} (gu_pair_ok)")
+            raise ValueError(f"gu_down_add_norm: down's pick {cfg.kind} / sums {tuple(gu.shape)} (gu_pair)")
         check_sums_norm(h, norm_weight, None, gu)
-        return _row_gemv_norm(x2, down, cfg, h, norm_weight, eps, cfin, gu, "gu_down_add_norm", x_sums=gu)
-    except BaseException:
-        gu.zero_()
-        raise
-
-
-def _row_gemv_norm(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, h: torch.Tensor, norm_weight: torch.Tensor,
-                   eps: float, cfin: bool, clear: torch.Tensor | None, name: str,
-                   **x_from: torch.Tensor | RowPartials) -> torch.Tensor:  # fmt: skip
-    """The half2 row GEMV taking its x from another kernel's output on load (x_from: launch_hgemvr's x_sums= or
-    x_parts=) into h, then the norm that also zeroes `clear`: deferred where cfin and the pick splits K (the norm reads
-    the sums), else y and add_rms_norm. The deferred sums are zeroed if anything raises (the caller zeroes `clear`)."""
-    args = (x2, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
-    sums: torch.Tensor | None = None
-    try:
-        if cfin and defer_ok(x2, w, cfg):
-            sums = launch_hgemvr(*args, h, finish=True, defer=True, **x_from, **hgemvr_flags(cfg.kind))
+        args = (x2, down, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps)
+        if cfin and defer_ok(x2, down, cfg):
+            sums = launch_hgemvr(*args, h, finish=True, defer=True, x_sums=gu, **hgemvr_flags(cfg.kind))
             if sums is None:
-                raise RuntimeError(f"{name}: the GEMV returned no workspace")
-            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
-        y = torch.empty(x2.shape[0], w.out_features, dtype=h.dtype, device=h.device)
-        launch_hgemvr(*args, y, **x_from, **hgemvr_flags(cfg.kind))
-        return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear)
+                raise RuntimeError("gu_down_add_norm: the GEMV returned no workspace")
+            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=gu)
+        y = torch.empty(m, down.out_features, dtype=h.dtype, device=h.device)
+        launch_hgemvr(*args, y, x_sums=gu, **hgemvr_flags(cfg.kind))
+        return add_rms_norm(y, norm_weight, eps, residual=h, clear=gu)
     except BaseException:
         if sums is not None:
             sums[: h.numel()].zero_()
-        raise
-
-
-# --- the "+m" decode fusion (session 16, built, not yet measured): row attention -> o ---------------------------------
-# The row attention's busy partitions store their partials only (decode_row.row_rope_decode's `partials`: no arrival
-# counter, no merge, no output) and the o GEMV merges them on load, per K tile = one head (quant_hgemvr's x_parts,
-# merge 1's formula rounded to fp16 as the attention's output store); the add + RMSNorm after o follows as with "cfin"
-# (the o GEMV's sums deferred where it splits K). Cost: every o program of a head's K tile reads that head's partials
-# (7B batch 1: 32 x (128 + 2) fp32 = 16.6 KB; hgemvrb 64 x 11 has 64 N tiles, so ~35 MB of L2 reads a layer). Only
-# where parts_ok holds; the caller runs today's attention and o otherwise.
-
-
-def parts_ok(x2: torch.Tensor, o: GPTQWeight, h: torch.Tensor, heads: int, head_dim: int,
-             cfg: QMMConfig | None = None) -> bool:  # fmt: skip
-    """Can the o GEMV (x2 [M, heads * head_dim] fp16, a stand-in) take its x from the row attention's partials: a half2
-    row GEMV pick with block_k == head_dim (one head a K tile; 64 or 128), 4-bit, no act-order, fp16 x and h?"""
-    if (o.bits != 4 or o.perm is not None or x2.dtype != torch.float16 or h.dtype != torch.float16 or x2.dim() != 2
-            or x2.shape[0] == 0 or o.in_features != heads * head_dim or head_dim not in (64, 128)
-            or h.shape != (x2.shape[0], o.out_features) or h.stride(1) != 1):  # fmt: skip
-        return False
-    cfg = config_for(x2, o) if cfg is None else cfg
-    return cfg.kind in ROW_KINDS and cfg.block_k == head_dim
-
-
-def attn_x(parts: RowPartials) -> torch.Tensor:
-    """stand_in_x for the o GEMV reading `parts`: [S, heads * head_dim]."""
-    return stand_in_x(parts.context_lens.shape[0], parts.heads * parts.d_pad, parts.pm.device)
-
-
-def attn_o_add_norm(parts: RowPartials, o: GPTQWeight, h: torch.Tensor, norm_weight: torch.Tensor, eps: float,
-                    cfg: QMMConfig | None = None, cfin: bool = True,
-                    clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """h += attention @ o in place and RMSNorm(h) returned, the attention output merged from the row attention's
-    partials on load (parts_ok must hold). cfin: the o GEMV defers its sums where it splits K (the norm reads them, as
-    gemv_add_norm); else it writes y and add_rms_norm follows. clear: gemv_sums's region, which the norm zeroes.
-    Whatever raises, the o GEMV's sums (if deferred) and `clear` are zeroed before the exception propagates (the
-    partials need nothing: nobody reads them after this launch)."""
-    try:
-        x2 = attn_x(parts)
-        cfg = config_for(x2, o) if cfg is None else cfg
-        if not parts_ok(x2, o, h, parts.heads, parts.d_pad, cfg):
-            raise ValueError(f"attn_o_add_norm: o's pick {cfg.kind} (block_k {cfg.block_k}) cannot read the partials")
-        check_sums_norm(h, norm_weight, None, clear)
-        return _row_gemv_norm(x2, o, cfg, h, norm_weight, eps, cfin, clear, "attn_o_add_norm", x_parts=parts)
-    except BaseException:
-        if clear is not None:
-            clear.zero_()
+        gu.zero_()
         raise

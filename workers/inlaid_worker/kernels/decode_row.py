@@ -51,22 +51,12 @@ From the qkv GEMV's sums (row_rope_decode's `sums`, SUMS 1; the "+q" decode fusi
 qkv is the split-K GEMV's fp32 sums (it only added its partials: no arrival counter, no last program) and every read
 of it rounds to the activation dtype first, fp16(sum), the value the GEMV's own finish would have stored. The sums are
 not cleared here (many programs read each head's q): a later kernel of the layer does (fused_norm's `clear`).
-
-Partials only (`partials`, PARTIALS 1; the "+m" decode fusion, kernels.consumer_finish.attn_o_add_norm; built in
-session 16, not yet measured): every busy partition stores its (max, sum, unnormalised output) rows (_store_partial),
-also when it is the only one (n_busy 1) and partition 0 at a context of 0, and exits: no arrival counter, no merge, no
-output. The o GEMV merges them on load (quant_hgemvr's x_parts, after its PDL wait). The workspace is a fresh
-allocation a launch (paged_decode.workspace); once freed, the caching allocator may hand its memory to any later tensor
-of the step, whose kernel writes it only after its own PDL wait, so after the o GEMV has completed (every kernel of the
-chain waits before it writes; as for every other temporary of forward_fast). Default off: the
-default launch passes no PARTIALS and its sm_90 SASS is unchanged.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import triton
@@ -169,7 +159,7 @@ def _row_kernel(
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
     MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, ROPE: tl.constexpr = 0,
-    USE_GDC: tl.constexpr = 0, SUMS: tl.constexpr = 0, MERGE: tl.constexpr = 0, PARTIALS: tl.constexpr = 0,
+    USE_GDC: tl.constexpr = 0, SUMS: tl.constexpr = 0, MERGE: tl.constexpr = 0,
 ):  # fmt: skip
     part = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -270,34 +260,9 @@ def _row_kernel(
             if owner:
                 m_i, l_i, acc = _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD)
         gdc_late(USE_GDC)
-        if PARTIALS:  # the "+m" fusion: the partial only, the o GEMV merges on load (_store_partial)
-            _store_partial(pm_ptr, pl_ptr, pacc_ptr, m_i, l_i, acc, s, kvh, part, d, HEADS, REP, REP_PAD, D_PAD,
-                           NUM_PARTS)  # fmt: skip
-        else:
-            _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
-                    tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
-                    NUM_PARTS, MERGE_CHUNK, MERGE)  # fmt: skip
-
-
-@triton.jit
-def _store_partial(pm_ptr, pl_ptr, pacc_ptr, m_i, l_i, acc, s, kvh, part, d, HEADS: tl.constexpr, REP: tl.constexpr,
-                   REP_PAD: tl.constexpr, D_PAD: tl.constexpr, NUM_PARTS: tl.constexpr):  # fmt: skip
-    """PARTIALS (the "+m" decode fusion): this busy partition's (max, sum, unnormalised output) of each of its heads at
-    row (s * HEADS + head) * NUM_PARTS + part of the workspace, and nothing else: no counter, no merge, no output,
-    also when it is the only busy partition (n_busy 1) or the context is 0 (partition 0: max -inf, sum 0, output 0).
-    The o GEMV merges them on load (quant_hgemvr's x_parts, after its PDL wait); partitions past n_busy write nothing
-    and are masked there."""
-    if REP_PAD == 1:
-        part_rows = (s * HEADS + kvh) * NUM_PARTS + part
-        tl.store(pm_ptr + part_rows, m_i)
-        tl.store(pl_ptr + part_rows, l_i)
-        tl.store(pacc_ptr + part_rows * D_PAD + d, acc)
-    else:
-        r = tl.arange(0, REP_PAD)
-        part_rows = (s * HEADS + kvh * REP + r) * NUM_PARTS + part
-        tl.store(pm_ptr + part_rows, m_i, mask=r < REP)
-        tl.store(pl_ptr + part_rows, l_i, mask=r < REP)
-        tl.store(pacc_ptr + part_rows[:, None] * D_PAD + d[None, :], acc, mask=(r < REP)[:, None])
+        _finish(out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, m_i, l_i, acc, s, kvh, part, d, mask_d,
+                tl.minimum(n_tiles, NUM_PARTS), stride_ot, stride_oh, HEADS, KV_HEADS, REP, REP_PAD, D_PAD,
+                NUM_PARTS, MERGE_CHUNK, MERGE)  # fmt: skip
 
 
 @triton.jit
@@ -415,38 +380,6 @@ def _merge_cg(out_ptr, pm_ptr, pl_ptr, pacc_ptr, s, kvh, d, mask_d, n_busy, stri
 ROW_DEFAULTS = dict(block_n=16, num_warps=1, per_sm=8, parts=0, prefetch=1, lookahead=1, maxnreg=0, rope=0, merge=1)
 
 
-class RowPartials(NamedTuple):
-    """The partials of a PARTIALS launch (the "+m" decode fusion): row (s * heads + head) * num_parts + part of pm
-    (max), pl (sum) and pacc (unnormalised output, [rows, d_pad]) for the busy partitions part < n_busy =
-    min(num_parts, ceil(context_lens[s] / block_n)); the other rows are not written (garbage: mask them)."""
-
-    pm: torch.Tensor
-    pl: torch.Tensor
-    pacc: torch.Tensor
-    context_lens: torch.Tensor
-    num_parts: int
-    block_n: int
-    heads: int
-    d_pad: int
-
-
-def merge_reference(p: RowPartials, dtype: torch.dtype = torch.float16) -> torch.Tensor:
-    """Pure torch: the attention output [S, heads, d_pad] of a PARTIALS launch, merge 1's formula."""
-    s = p.context_lens.shape[0]
-    n_busy = torch.clamp((p.context_lens.long() + p.block_n - 1) // p.block_n, max=p.num_parts)
-    wrote = torch.arange(p.num_parts, device=p.pm.device)[None, :] < n_busy[:, None]  # [S, P]
-    wrote = wrote[:, None, :].expand(s, p.heads, p.num_parts)
-    m = torch.where(wrote, p.pm.view(s, p.heads, p.num_parts), float("-inf"))
-    lp = torch.where(wrote, p.pl.view(s, p.heads, p.num_parts), 0.0)
-    acc = torch.where(wrote[..., None], p.pacc.view(s, p.heads, p.num_parts, p.d_pad), 0.0)
-    mx = m.amax(dim=2, keepdim=True)
-    mx = torch.where(mx == float("-inf"), 0.0, mx)
-    w = torch.exp(m - mx)
-    tot = (lp * w).sum(dim=2)
-    o = (acc * w[..., None]).sum(dim=2) / torch.where(tot > 0, tot, 1.0)[..., None]
-    return o.to(dtype)
-
-
 def _pow2(v: int, lo: int, hi: int) -> bool:
     return lo <= v <= hi and v & (v - 1) == 0
 
@@ -500,10 +433,8 @@ def _launch(
     q: torch.Tensor, stride_qt: int, stride_qh: int, heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None,
     opt: dict[str, int], rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, sums: bool = False,
-    partials: bool = False,
-) -> torch.Tensor | RowPartials:  # fmt: skip
-    """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out.
-    partials: the busy partitions store their partials only (PARTIALS; out is not written) -> RowPartials."""
+) -> torch.Tensor:  # fmt: skip
+    """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out."""
     from .decode_fused import counters
     from .paged_decode import workspace
     from .pdl import launch_kw
@@ -524,7 +455,7 @@ def _launch(
         raise ValueError(f"row_decode: merge must be 0 or 1, got {merge}")
     # merge 1: all partials at once where they fit ~128 fp32 registers a thread (7B, one warp: 32 x 128), else chunks
     chunk = min(num_parts, max(1, 4096 * int(opt["num_warps"]) // d_pad)) if merge else min(num_parts, 8)
-    if num_parts > 1 or partials:
+    if num_parts > 1:
         pm, pl, pacc = workspace(s * heads * num_parts, d_pad, q.device)
     else:
         pm = pl = pacc = out
@@ -538,12 +469,10 @@ def _launch(
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
         BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=chunk,
         PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None), SUMS=int(sums),
-        MERGE=merge, **({"PARTIALS": 1} if partials else {}),  # (the default launch's constexprs as before)
+        MERGE=merge,
         num_warps=int(opt["num_warps"]), num_stages=1, **({"maxnreg": int(opt["maxnreg"])} if opt["maxnreg"] else {}),
         **launch_kw(),
     )  # fmt: skip
-    if partials:
-        return RowPartials(pm, pl, pacc, context_lens, num_parts, block_n, heads, d_pad)
     return out
 
 
@@ -563,15 +492,12 @@ def row_decode(
 def row_rope_decode(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
     v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, heads: int,
-    num_parts: int | None = None, base: dict[str, int] | None = None, sums: bool = False, partials: bool = False,
-    **opts: int,
-) -> torch.Tensor | RowPartials:  # fmt: skip
+    num_parts: int | None = None, base: dict[str, int] | None = None, sums: bool = False, **opts: int,
+) -> torch.Tensor:  # fmt: skip
     """rope_cache.rope_and_cache + impl "row" in one launch (module docstring, "Rotary inside"): qkv [S, (heads +
     2 * kv_heads) * D] (q | k | v), cos / sin [S, D] (model.rope.cos_sin, the activation dtype), slot_mapping [S];
     returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written).
-    sums: qkv is a GEMV's fp32 sums (row-major), read as fp16 / bf16(sum) of cos's dtype (module docstring).
-    partials (the "+m" decode fusion): no output; the busy partitions store their partials only and the RowPartials
-    are returned for the o GEMV to merge on load (quant_hgemvr's x_parts; _store_partial)."""
+    sums: qkv is a GEMV's fp32 sums (row-major), read as fp16 / bf16(sum) of cos's dtype (module docstring)."""
     s = qkv.shape[0]
     kv_heads, hd = k_cache.shape[2], k_cache.shape[3]
     if (qkv.shape[1] != (heads + 2 * kv_heads) * hd or qkv.stride(1) != 1 or heads % kv_heads or hd % 2
@@ -586,11 +512,9 @@ def row_rope_decode(
         raise ValueError(f"row_rope_decode: sums are fp32 read as fp16 / bf16, got {qkv.dtype} with cos {cos.dtype}")
     out = torch.empty(s, heads, hd, dtype=cos.dtype if sums else qkv.dtype, device=qkv.device)
     if s == 0:
-        if partials:
-            raise ValueError("row_rope_decode: partials need at least one row")
         return out
     return _launch(qkv, qkv.stride(0), hd, heads, k_cache, v_cache, block_tables, context_lens, scale, out,
-                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping), sums, partials)  # fmt: skip
+                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping), sums)  # fmt: skip
 
 
 def row_rope_reference(

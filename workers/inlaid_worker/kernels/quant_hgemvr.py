@@ -23,10 +23,6 @@ XSUMS (launch_hgemvr's `x_sums`): x = silu(gate) * up is computed on load from a
 the "+g" decode fusion, consumer_finish.gemv_gu_sums). In the look-ahead loop a tile's x is computed before the next
 tile's loads are issued, so the conversion's CTA barriers do not pin those loads (79 registers at the 7B batch-1 down
 config, as without XSUMS; after them: 128, two waves).
-XPARTS (launch_hgemvr's `x_parts`; the "+m" decode fusion, consumer_finish.attn_o_add_norm; session 16, built, not yet
-measured): x is the row attention's output merged on load from its partitions' partials (_x_parts, one head a K tile),
-after the PDL wait. Offline sm_90a (bench/results/decode-2026-12-01-s16-omerge-sass.txt): 254 registers at the 7B
-batch-1 o config hgemvrb 64 x 11 (138 reading x), i.e. 1.33 waves instead of 0.76; block_n 128 with 4 warps: 167.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .decode_row import RowPartials
 from .gptq_packing import GPTQWeight
 from .norm_epilogue import norm_chunks, norm_scale, store_residual
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
@@ -223,13 +218,6 @@ def _x_act(g, u, USE_ASM: tl.constexpr):
     u = u.to(tl.float16).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(tl.float16).to(tl.float32)  # silu rounded like F.silu (kernels.silu_mul)
     bits = (act * u).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    return _x_pairs(bits, USE_ASM)
-
-
-@triton.jit
-def _x_pairs(bits, USE_ASM: tl.constexpr):
-    """_x_act's packing: the fp16 bits (int32, high half 0) of a tile's x values [BM, 2, 2, RO, 2, 2, 2] (_x_sums_load's
-    layout: K index ((2 c1 + c0) RO + ro) 8 + 4 h + 2 i1 + i0) -> the per-chunk pair words (_x_chunks's result)."""
     lo, hi = _split_last(bits)  # [BM, c1, c0, RO, h, i1] each, field 4 h + 2 i1 + (0 / 1)
     nat = lo | (hi << 16)  # the natural word j = 2 h + i1: (x[2 j], x[2 j + 1])
     if USE_ASM:  # (an opaque copy: the layout conversion stays after the packing, 16 words a thread, not 32 halves)
@@ -250,35 +238,6 @@ def _x_pairs(bits, USE_ASM: tl.constexpr):
     d0, d2 = _split_last(cd[0])
     d1, d3 = _split_last(cd[1])
     return (_repair(a0, b0, e0, d0), _repair(a1, b1, e1, d1), _repair(a2, b2, e2, d2), _repair(a3, b3, e3, d3))
-
-
-@triton.jit
-def _x_parts(pacc_ptr, pm_ptr, pl_ptr, ctx_ptr, offs_m, kt, HEADS, USE_ASM: tl.constexpr, RO: tl.constexpr,
-             NUM_PARTS: tl.constexpr, PBN: tl.constexpr):  # fmt: skip
-    """XPARTS (the "+m" decode fusion): the x pairs of the K tile at kt (head kt // BLOCK_K, BLOCK_K == head_dim) merged
-    from the row attention's partials (decode_row.RowPartials: row (m * HEADS + head) * NUM_PARTS + part) of its
-    n_busy = min(NUM_PARTS, ceil(ctx[m] / PBN)) busy partitions (the others masked: never read), with decode_row merge
-    1's formula and the attention output's rounding: x = fp16(sum_p e_p acc_p / sum_p e_p l_p), e_p = exp(m_p - max m),
-    0 / 1 = 0 (context 0: zeros). ld.global.cg (L2): the partials of an earlier layer may sit at the same addresses."""
-    BK: tl.constexpr = 32 * RO
-    BM: tl.constexpr = offs_m.shape[0]
-    rows = offs_m.reshape(BM, 1)  # [BM, 1]
-    pp = tl.arange(0, NUM_PARTS)[None, :]  # [1, P]
-    ctx = tl.load(ctx_ptr + rows)
-    wrote = pp < tl.minimum((ctx + PBN - 1) // PBN, NUM_PARTS)  # [BM, P]
-    base = (rows * HEADS + kt // BK) * NUM_PARTS + pp
-    m = tl.load(pm_ptr + base, mask=wrote, other=float("-inf"), cache_modifier=".cg")
-    lp = tl.load(pl_ptr + base, mask=wrote, other=0.0, cache_modifier=".cg")
-    acc = tl.load(pacc_ptr + base[:, :, None] * BK + tl.arange(0, BK)[None, None, :], mask=wrote[:, :, None],
-                  other=0.0, cache_modifier=".cg")  # fmt: skip
-    mx = tl.max(m, axis=1)
-    mx = tl.where(mx == float("-inf"), 0.0, mx)
-    w = tl.exp(m - mx[:, None])  # 0 for the partitions that did not write
-    tot = tl.sum(lp * w, axis=1)
-    o = tl.sum(acc * w[:, :, None], axis=1)  # [BM, BK]
-    o = o / tl.where(tot > 0, tot, 1.0)[:, None]
-    bits = o.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    return _x_pairs(bits.reshape(BM, 2, 2, RO, 2, 2, 2), USE_ASM)
 
 
 @triton.jit
@@ -325,17 +284,11 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
-            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0,
-            XPARTS: tl.constexpr = 0, XPBN: tl.constexpr = 0, XPRO: tl.constexpr = 0, pl_ptr=None):  # fmt: skip
+            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0):  # fmt: skip
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
-    would wait for the loads before the previous tile's arithmetic). XPARTS: x merged from the row attention's
-    partials here (_x_parts: x_ptr the outputs, nw_ptr the maxima, pl_ptr the sums, perm_ptr the context lengths,
-    INTER the heads)."""
-    if XPARTS:
-        xs = _x_parts(x_ptr, nw_ptr, pl_ptr, perm_ptr, offs_m, kt, INTER, USE_ASM, XPRO, XPARTS, XPBN)
-        gs = xs  # (never with NORM)
-    elif XSUMS:  # x = silu(gate) * up from the gate/up GEMV's deferred sums (x_ptr: fp32): the raw sums (_use_r)
+    would wait for the loads before the previous tile's arithmetic)."""
+    if XSUMS:  # x = silu(gate) * up from the gate/up GEMV's deferred sums (x_ptr: fp32): the raw sums (_use_r)
         xs = _x_sums_load(x_ptr, offs_m, kt, stride_xm, INTER, XSUMS)
         gs = xs  # (never with NORM)
     else:
@@ -352,14 +305,13 @@ def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, of
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
              USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0,
-             INTER=0, XPARTS: tl.constexpr = 0, XPBN: tl.constexpr = 0, XPRO: tl.constexpr = 0,
-             pl_ptr=None):  # fmt: skip
+             INTER=0):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
     return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM, XSUMS,
-                   INTER, XPARTS, XPBN, XPRO, pl_ptr)  # fmt: skip
+                   INTER)  # fmt: skip
 
 
 @triton.jit
@@ -400,15 +352,13 @@ def _hgemvr_kernel(
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0, FINISH: tl.constexpr = 0,
-    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0, XSUMS: tl.constexpr = 0, XPARTS: tl.constexpr = 0,
-    XPBN: tl.constexpr = 0,
+    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0, XSUMS: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
     RO: tl.constexpr = BLOCK_K // 32
     XRO: tl.constexpr = RO if XSUMS else 0  # XSUMS for _with_x: RO as a constexpr (constexprs in a tuple are not)
-    XPRO: tl.constexpr = RO if XPARTS else 0  # (the same for XPARTS)
     if SWIGLU:  # gate (even pid_k) or up (odd) tile pid_n of K split pid_k // 2 (swiglu_epilogue)
         col0 = (pid_k % 2) * INTER + pid_n * BLOCK_N
         pid_k = pid_k // 2
@@ -450,31 +400,25 @@ def _hgemvr_kernel(
         gdc_wait(USE_GDC)
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
         xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
-        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER, XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)
+        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER)
         if BURST > 1:
-            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER, XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)
+            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER)
             if BURST >= 3:
-                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER,
-                    XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER)
             if BURST >= 4:
-                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER,
-                    XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER)
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
             stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)  # fmt: skip
     if USE_GDC != 1 and USE_GDC != 2:
-        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER,
-            XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER)
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
-            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
             if BURST >= 3:
-                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                    XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
             if BURST >= 4:
-                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                    XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
     # zeros derived from a load, so the accumulator takes the load's (coalesced) register layout
     acc = tl.zeros((BLOCK_M, RO, BLOCK_N), dtype=tl.float32) + (cur[0][0] & 0).to(tl.float32)
     if BURST > 1:
@@ -497,8 +441,7 @@ def _hgemvr_kernel(
                 use = _x_ready(cur, USE_ASM)  # them issued during the arithmetic (as PIN does: 128 registers, not 79)
             else:
                 use = cur
-            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                XPARTS=XPARTS, XPBN=XPBN, XPRO=XPRO, pl_ptr=ssi_ptr)  # fmt: skip
+            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER)
             if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
                 acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN)
             else:
@@ -525,8 +468,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                   norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                   residual: torch.Tensor | None = None, norm_fast: bool = False,
                   maxnreg: int | None = None, defer: bool = False,
-                  sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None,
-                  x_parts: RowPartials | None = None) -> torch.Tensor | None:  # fmt: skip
+                  sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -551,23 +493,9 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     x_sums (fp32 [M, 2 K], row-major; not with norm / swiglu; no act-order perm): the x the GEMV multiplies is
     silu(gate) * up of a deferred gate/up GEMV's sums (gate k at column k, up at K + k), computed on load with
     swiglu_epilogue's rounding (_x_sums_load / _x_act; the "+g" decode fusion, consumer_finish.gemv_gu_sums); x2 gives only
-    the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them).
-    x_parts (decode_row.RowPartials of a `partials` row attention; not with norm / swiglu / x_sums; no act-order perm;
-    block_k == the partials' d_pad == head_dim, K == heads * block_k): x is the attention output merged from its
-    partials on load (_x_parts: merge 1's formula, rounded to fp16 as the attention's output store; the "+m" decode
-    fusion, consumer_finish.attn_o_add_norm); x2 gives only the shapes (never read); the partials are not cleared
-    (any later writer of that memory waits for this GEMV transitively under PDL: decode_row's docstring)."""
+    the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
-    if x_parts is not None:
-        p = x_parts
-        if (norm is not None or swiglu is not None or x_sums is not None or w.perm is not None
-                or block_k != p.d_pad or w.in_features != p.heads * p.d_pad or x2.shape[1] != w.in_features
-                or p.context_lens.shape != (x2.shape[0],) or p.context_lens.dtype != torch.int32
-                or p.pacc.shape != (x2.shape[0] * p.heads * p.num_parts, p.d_pad) or not p.pacc.is_contiguous()):  # fmt: skip
-            raise ValueError(f"x_parts: block_k {block_k} must be the partials' head_dim {p.d_pad}, K "
-                             f"{w.in_features} = {p.heads} heads x it, {x2.shape[0]} rows, without norm, swiglu, "
-                             "x_sums or an act-order perm")  # fmt: skip
     if x_sums is not None:
         if (norm is not None or swiglu is not None or w.perm is not None or x_sums.dtype != torch.float32
                 or x_sums.dim() != 2 or x_sums.shape != (x2.shape[0], 2 * w.in_features) or x_sums.stride(1) != 1):  # fmt: skip
@@ -614,18 +542,13 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     if x_sums is not None:  # x is read from the sums: their pointer and row stride, up's offset K
         args = (x_sums, *args[1:14], x_sums.stride(0), *args[15:])
         inter = w.in_features
-    xp = {}
-    if x_parts is not None:  # x_ptr the outputs, perm_ptr the context lengths, nw_ptr the maxima, ssi_ptr the sums
-        args = (x_parts.pacc, *args[1:4], x_parts.context_lens, *args[5:])
-        nw, ssi, inter = x_parts.pm, x_parts.pl, x_parts.heads
-        xp = dict(XPARTS=x_parts.num_parts, XPBN=x_parts.block_n)  # (the default launch's constexprs as before)
     _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, **consts, USE_ASM=use_asm(),
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin, NORM_IN=0 if norm is None else 2 if norm_fast else 1,
                          RES_OUT=residual is not None, XSUMS=x_sums is not None,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
-                         num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}), **xp)  # fmt: skip
+                         num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
     if defer:
         return args[6]
     if fin:

@@ -139,8 +139,8 @@ def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLI
 
 def with_norm(fusion: str, on: bool | None) -> str:
     """`fusion` with the norm fusion added (on) or removed (off); None: unchanged. Added only to a name whose attention
-    part is "none" (DECODE_FUSIONS has "norm" and "norm+swiglu" only): it keeps "swiglu" and replaces "cfin", "+q",
-    "+g" and "+m" (the norm's producers write no y to finish, its consumers read x); other names stay as they are."""
+    part is "none" (DECODE_FUSIONS has "norm" and "norm+swiglu" only): it keeps "swiglu" and replaces "cfin", "+q"
+    and "+g" (the norm's producers write no y to finish, its consumers read x); other names stay as they are."""
     if on is None:
         return fusion
     base = "+".join(p for p in fusion.split("+") if p != "norm") or "none"

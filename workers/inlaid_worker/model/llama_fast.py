@@ -32,13 +32,8 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
 "+g" ("swiglu+cfin+g", "swiglu+cfin+q+g"; session 15, bucket 1's policy): the gate/up GEMV leaves its
     split-K sums in a region of their own and the down GEMV computes its x = silu(gate) * up from them on load; the
     add + RMSNorm after down zeroes the region (kernels.consumer_finish.gemv_gu_sums / gu_down_add_norm). Only where
-    the gate/up pick can defer and down's is a half2 row GEMV (consumer_finish.gu_pair_ok), without LoRA or "norm";
+    the gate/up pick can defer and down's is a half2 row GEMV (consumer_finish.gu_pair), without LoRA or "norm";
     otherwise the name without "+g".
-"+m" ("swiglu+cfin+g+m", "swiglu+cfin+q+m"; session 16, built, not yet measured, no policy uses it): the row
-    attention's busy partitions store their partials only (no arrival counter, no in-kernel merge, no output) and the
-    o GEMV merges them on load per K tile = one head (kernels.consumer_finish.attn_o_add_norm; quant_hgemvr's
-    x_parts). Only where the row attention with fused rotary runs (as "+q") and o's pick is a half2 row GEMV with
-    block_k == head_dim (consumer_finish.parts_ok), without LoRA or "norm"; otherwise the name without "+m".
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -56,16 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from inlaid_worker.kernels.consumer_finish import (
-    attn_o_add_norm,
-    gemv_add_norm,
-    gemv_gu_sums,
-    gemv_sums,
-    gu_down_add_norm,
-    gu_pair_ok,
-    parts_ok,
-    stand_in_x,
-)
+from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
 from inlaid_worker.kernels.fused_norm import add_rms_norm
@@ -86,10 +72,9 @@ from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
-                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g",
-                  "swiglu+cfin+g+m", "swiglu+cfin+q+m")
+                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g")
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g", "m")  # the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g")  # the parts of a fusion name that are not its attention
 
 
 def attention_fusion(fusion: str) -> str:
@@ -116,11 +101,6 @@ def cfin_fused(fusion: str) -> bool:
 def gsums_fused(fusion: str) -> bool:
     """Does the decode fusion let the down GEMV read the gate/up GEMV's split-K sums as its x?"""
     return "g" in fusion.split("+")
-
-
-def msums_fused(fusion: str) -> bool:
-    """Does the decode fusion let the o GEMV merge the row attention's partials on load?"""
-    return "m" in fusion.split("+")
 
 
 def qsums_fused(fusion: str) -> bool:
@@ -172,10 +152,6 @@ class DecodeLayout:
     @property
     def gsums(self) -> bool:
         return gsums_fused(self.fusion)
-
-    @property
-    def msums(self) -> bool:
-        return msums_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -271,11 +247,6 @@ def forward_fast(
              and cos is not None and sin is not None)  # fmt: skip
     # the down GEMV reads the gate/up GEMV's sums, the norm after down clears them (consumer_finish.gemv_gu_sums)
     gsums = isinstance(layout, DecodeLayout) and layout.gsums and lora is None and not norm and h.dtype == torch.float16
-    # the o GEMV merges the row attention's partials on load (consumer_finish.attn_o_add_norm); only where that
-    # attention runs, per layer where o's pick allows (parts_ok)
-    msums = (isinstance(layout, DecodeLayout) and layout.msums and lora is None and not norm and row_rope is not None
-             and cos is not None and sin is not None and h.dtype == torch.float16 and t > 0
-             and layout.context_lens.dtype == torch.int32 and layout.context_lens.shape == (t,))  # fmt: skip
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None
@@ -291,7 +262,6 @@ def forward_fast(
                 lora.add(qkv[:, :q_end], x, i, "q_proj")
                 lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
                 lora.add(qkv[:, k_end:], x, i, "v_proj")
-            attn: torch.Tensor | None  # None: "+m", the o GEMV merges the attention's partials (parts)
             if isinstance(layout, DecodeLayout) and layout.attention in ROPE_FUSIONS:
                 attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
                                              kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
@@ -300,26 +270,15 @@ def forward_fast(
             else:
                 if cos is None or sin is None:
                     raise ValueError("forward_fast: cos and sin are needed unless the layout fuses rotary")
-                wo = _single(layer.o) if msums else None
-                if (wo is not None and isinstance(layout, DecodeLayout)
-                        and parts_ok(stand_in_x(h.shape[0], c.num_heads * c.head_dim, h.device), wo, h, c.num_heads,
-                                     c.head_dim)):  # fmt: skip
-                    parts = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
-                                            layout.block_tables, layout.context_lens, scale, c.num_heads,
-                                            base=row_rope, sums=q_sums is not None, partials=True)  # fmt: skip
-                    attn = None
-                elif row_rope is not None and isinstance(layout, DecodeLayout):
+                if row_rope is not None and isinstance(layout, DecodeLayout):
                     attn = row_rope_decode(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
                                            layout.block_tables, layout.context_lens, scale, c.num_heads,
                                            base=row_rope, sums=q_sums is not None).reshape(t, -1)  # fmt: skip
                 else:
                     q = rope_and_cache(qkv, cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], c.num_heads)
                     attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
-            if attn is None:  # "+m": o merges the partials on load, the norm after it clears the qkv sums
-                x = attn_o_add_norm(parts, wo, h, layer.post_norm, eps, cfin=cfin,  # type: ignore[arg-type]
-                                    clear=q_sums)  # fmt: skip
-                pending = None
-            elif (pending := fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)) is None:
+            pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
+            if pending is None:
                 x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
             elif q_sums is not None:  # (qsums excludes the norm fusion: unreachable, guarded)
                 raise RuntimeError("forward_fast: the qkv sums need the norm after o to clear them")
@@ -397,12 +356,13 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
     """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
     last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
     (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x. gsums (no LoRA, no norm
-    fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair_ok)."""
+    fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair)."""
     if (gsums and pending is None and lora is None and (gu := _single(layer.gate_up)) is not None
-            and (wd := _single(layer.down)) is not None and gu_pair_ok(x, gu, wd, h)):  # fmt: skip
-        sums = gemv_gu_sums(x, gu)
+            and (wd := _single(layer.down)) is not None and (picks := gu_pair(x, gu, wd, h)) is not None):  # fmt: skip
+        sums = gemv_gu_sums(x, gu, picks[0])
         if sums is not None:  # gu_down_add_norm zeroes them if it raises
-            return gu_down_add_norm(sums, wd, h, final_norm if nxt is None else nxt.input_norm, eps, cfin=cfin), None
+            norm_weight = final_norm if nxt is None else nxt.input_norm
+            return gu_down_add_norm(sums, wd, h, norm_weight, eps, cfg=picks[1], cfin=cfin), None
     if pending is not None:
         fused = swiglu and swiglu_possible(h, pending.consumer)
         act = pending.gemv(h, eps, swiglu=True) if fused else silu_mul(pending.gemv(h, eps))

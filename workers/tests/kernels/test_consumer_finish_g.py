@@ -110,6 +110,7 @@ def run_forward(device: str) -> dict[str, Any]:
     c, w, d = ph.tiny_int4_decode(device, 2)
     real, pick, real_norm = cf.launch_hgemvr, cf.config_for, cf.add_rms_norm_sums
     calls: list[str] = []
+    picks: list[int] = []  # cf.config_for's calls (N of each)
 
     class Lora:  # LoRA on every module, delta 0: the unfused path with its adds
         def add(self, y: torch.Tensor, x: torch.Tensor, i: int, name: str) -> None:
@@ -124,8 +125,12 @@ def run_forward(device: str) -> dict[str, Any]:
                             DecodeLayout(d["tables"], d["lens"], 1, fusion), lora).float()  # fmt: skip
 
     def force(down_kind: str = "hgemvr", gu_split: int = 2) -> None:
-        cf.config_for = lambda x2, wt: QMMConfig(2, 64, 64, gu_split if wt.out_features == 512 else 2, 2, 1, False,
-                                                 down_kind if wt.in_features == 256 else "hgemvr")  # fmt: skip
+        def config_for(x2: torch.Tensor, wt: Any) -> QMMConfig:
+            picks.append(wt.out_features)
+            return QMMConfig(2, 64, 64, gu_split if wt.out_features == 512 else 2, 2, 1, False,
+                             down_kind if wt.in_features == 256 else "hgemvr")  # fmt: skip
+
+        cf.config_for = config_for
 
     cf.launch_hgemvr = spy
     out: dict[str, Any] = dict(modes=[fused_norm.SUMS_MODE, fused_norm.CLEAR_MODE])
@@ -138,15 +143,16 @@ def run_forward(device: str) -> dict[str, Any]:
         ):  # fmt: skip
             force(down_kind, gu_split)
             calls.clear()
+            picks.clear()
             got = run(fusion, lora) if down_kind == "hgemvr" else None
             if got is None:  # (a tensor-core down pick cannot run here: only the pair test is checked)
                 x2 = torch.zeros(2, 128, dtype=torch.float16, device=device)
                 h = torch.zeros(2, 128, dtype=torch.float16, device=device)
                 layer = w.layers[0]
-                out[name] = dict(ok=cf.gu_pair_ok(x2, layer.gate_up.parts[0], layer.down.parts[0], h))
+                out[name] = dict(ok=cf.gu_pair(x2, layer.gate_up.parts[0], layer.down.parts[0], h) is not None)
                 continue
             region = quant_common._GU_SUMS.get(got.device)
-            out[name] = dict(err=float((got - base).norm() / base.norm()), calls=list(calls),
+            out[name] = dict(err=float((got - base).norm() / base.norm()), calls=list(calls), picks=list(picks),
                              finite=bool(torch.isfinite(got).all()),
                              dirty=0 if region is None else int((region != 0).sum()))  # fmt: skip
         # the norm after down refuses after both GEMVs ran: the region (and down's workspace sums) are zeroed
@@ -205,6 +211,7 @@ def test_forward_fast_gsums_match_and_fall_back(g_case: Any) -> None:
     assert g["finite"] and g["err"] < 1e-2 and g["dirty"] == 0, res  # (the "swiglu+cfin" gate/up: its own pick)
     # per layer: gate/up into the region, down from it (deferred); o deferred ("cfin"): 2 layers
     assert g["calls"] == ["other", "gu", "down"] * 2, res
+    assert g["picks"] == [128, 512, 128] * 2, res  # one tuner pick a GEMV (o, gate/up, down): gu_pair's go on to both
     assert res["g_down_tc"] == dict(ok=False), res  # a down pick that is no row GEMV: no "+g"
     for name in ("g_gu_nosplit", "g_lora"):
         fb = res[name]
@@ -220,7 +227,7 @@ def test_names_and_bad_arguments() -> None:
     from inlaid_worker.model import llama_fast
 
     g_names = [f for f in llama_fast.DECODE_FUSIONS if llama_fast.gsums_fused(f)]
-    assert g_names == ["swiglu+cfin+g", "swiglu+cfin+q+g", "swiglu+cfin+g+m"]  # (+m: test_consumer_finish_m)
+    assert g_names == ["swiglu+cfin+g", "swiglu+cfin+q+g"]
     for name in g_names:
         assert llama_fast.attention_fusion(name) == "none"
         assert llama_fast.swiglu_fused(name) and llama_fast.cfin_fused(name)
