@@ -85,6 +85,13 @@ gate-up / 7B down (tcl wins there). Nine picks shipped (>= 3% both ways): decode
 (13B), batch 64 0.998x / 0.996x, every round lower in two runs. Still 1.5-3x the M = 16 time for the same weight bytes:
 each program stages x of its whole K range before its first tile (at M = 64, 86 column tiles re-read x: twice the
 7B up weight bytes from L2) and block_m 64 leaves one program an SM (2.6 waves at 7B up split 4).
+Session 16b (bench/results/kernels-2026-12-01-s16-big.md; the variant ran from that session's tree, not kept): 4 x
+tiles in flight at block_m 32 / 64 instead of 2 / 1 changed nothing (0.99-1.01x, decode step 1.000x): the x staging
+is not latency-bound. launch_tcs's diag modes at the session-16 configs (split 4) split the time into nearly additive
+parts, e.g. 7B gate/up M = 64: 69.5 us ~ the ring's stream alone 39.7 (28% of copy bandwidth: one program an SM, 4
+stages, the split-K epilogue) + staging 16.2 + operand / MMA 15.7 (sum 71.6); and each extra split costs ~3.5 ns per
+output element at M = 64 (split 4 -> 16: 69 -> 129 us at gate/up), so whole-range x staging, which forces split >= 4
+at M = 64, is the limit (next: x streamed per tile, splits 1-2, more than one program an SM).
 Session 15: launch_tcs's `defer` (DEFER_KINDS, split-K): the splits' fp32 adds only, no counter, no last arriver, y not
 written; the add + RMSNorm that follows reads and zeroes the sums (kernels.consumer_finish.TCS_DEFER, the "cfin"
 decode fusion; 7B down at M = 2..16: step 0.982-0.998x, bench/results/decode-2026-12-01-s15-tcsfin.md).
