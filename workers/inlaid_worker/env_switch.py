@@ -19,7 +19,8 @@ class EnvSwitchError(ValueError):
 # (config.load_config), so a typo stops it with the variable's name before it serves, not at the first step that
 # happens to read it (some are read only when a kernel module is first imported or a kernel first launched)
 SWITCHES = ("INLAID_ASYNC_ADMIT", "INLAID_ASYNC_SCHEDULING", "INLAID_DECODE_NORM", "INLAID_DECODE_ROW",
-            "INLAID_DECODE_SKIP_EMPTY", "INLAID_DECODE_TCS_DEFER", "INLAID_DECODE_TILES_PREFETCH", "INLAID_PDL_LORA",
+            "INLAID_DECODE_SKIP_EMPTY", "INLAID_DECODE_TCS_DEFER", "INLAID_DECODE_TILES_PREFETCH", "INLAID_GREEDY_KERNEL",
+            "INLAID_PDL_LORA",
             "INLAID_PDL_TCG", "INLAID_PREFILL_GRAPHS", "INLAID_QMM_TC3", "INLAID_QMM_TUNED",
             "INLAID_TCG_BALANCE")  # fmt: skip
 

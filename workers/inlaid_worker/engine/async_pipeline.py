@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from inlaid_worker.engine import async_step
 from inlaid_worker.engine.async_step import (
     InFlight,
     LaunchedAhead,
     TokenCopies,
     chain_rows,
+    greedy_only,
     live,
     live_rows,
     row_ok,
@@ -37,6 +39,7 @@ from inlaid_worker.engine.sampler import min_tokens_ban
 from inlaid_worker.engine.scheduler import AheadPlan, Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import Sequence, SequenceStatus
 from inlaid_worker.engine.step_builder import build_step_input
+from inlaid_worker.env_switch import env_switch
 from inlaid_worker.model.token_feed import make_feed
 
 if TYPE_CHECKING:
@@ -185,6 +188,10 @@ class AsyncPipeline:
             banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
                       for s in seqs]  # fmt: skip
         picked = None if len(rows) == logits.shape[0] else rows  # read in place: no copy of the sampling rows
+        mode = async_step.GREEDY_COPY if env_switch("INLAID_GREEDY_KERNEL") is not False else 0
+        if mode and logits.is_cuda and logits.dim() == 2 and logits.stride(1) == 1 and greedy_only(params, banned):
+            tokens, copy = self._copies.start_greedy(logits, picked, mode)  # one kernel (async_step.GREEDY_COPY)
+            return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, copy)
         tokens, overflow = launch_batch(logits, params, [s.generator for s in seqs], banned, rows=picked)
         return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, self._copies.start(tokens, overflow))
 

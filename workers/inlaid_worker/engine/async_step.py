@@ -91,6 +91,23 @@ class PendingCopy:
         return tokens, flags
 
 
+# How a step whose sampling rows are all plain greedy (greedy_only) gets its tokens (session 16, issue 4; benchmarks
+# switch it): 0, device_sampler.launch_batch (torch's argmax, a zero overflow tensor, its cast, a stack of the two)
+# and one copy of the stack to pinned host memory; 1, engine.greedy's one kernel for the device tokens, then one copy
+# of them (the host zeroes the flags row); 2, that kernel also stores [tokens; zeros] into the pinned buffer through
+# its unified address (no copy-engine transfer). Measured in bench/results/decode-2026-12-01-s16-b1.md.
+# INLAID_GREEDY_KERNEL=0 (env_switch, read at each launch) takes mode 0 whatever this says.
+GREEDY_COPY = 2
+
+
+def greedy_only(params: list[Any], banned: list[Any] | None) -> bool:
+    """Every row greedy with nothing that moves its logits or reads them on the host (no bias, ban, penalties or
+    logprobs): its token is the argmax of its logits and it cannot overflow."""
+    return all(p.greedy and not p.logit_bias and not p.has_penalties and p.logprobs is None for p in params) and (
+        banned is None or not any(banned)
+    )
+
+
 class TokenCopies:
     """Two pinned host buffers (and events) used in turn: a buffer is written again two launches later, after the
     step it carried was read (the engine reads step N before it launches step N+2)."""
@@ -100,21 +117,42 @@ class TokenCopies:
         self._events: list[Any] = [None, None]
         self._turn = 0
 
-    @torch.inference_mode()
-    def start(self, tokens: torch.Tensor, overflow: torch.Tensor) -> PendingCopy:
-        packed = torch.stack([tokens, overflow.long()])  # [2, R] int64 on the device
-        if not packed.is_cuda:
-            return PendingCopy(packed, None)
-        r = int(packed.shape[1])
+    def _next(self, r: int) -> tuple[torch.Tensor, Any]:
+        """The next buffer's [2, r] view (pinned int64) and its event."""
         i, self._turn = self._turn, self._turn ^ 1
         buf = self._bufs[i]
         if buf is None or buf.numel() < 2 * r:
             buf = self._bufs[i] = torch.empty(2 * max(r, 64), dtype=torch.int64, pin_memory=True)
             self._events[i] = torch.cuda.Event()
-        host = buf[: 2 * r].view(2, r)
+        return buf[: 2 * r].view(2, r), self._events[i]
+
+    @torch.inference_mode()
+    def start(self, tokens: torch.Tensor, overflow: torch.Tensor) -> PendingCopy:
+        packed = torch.stack([tokens, overflow.long()])  # [2, R] int64 on the device
+        if not packed.is_cuda:
+            return PendingCopy(packed, None)
+        host, event = self._next(int(packed.shape[1]))
         host.copy_(packed, non_blocking=True)
-        self._events[i].record()
-        return PendingCopy(host, self._events[i])
+        event.record()
+        return PendingCopy(host, event)
+
+    @torch.inference_mode()
+    def start_greedy(self, logits: torch.Tensor, rows: list[int] | None, mode: int) -> tuple[torch.Tensor, PendingCopy]:
+        """The argmax tokens of `rows` of CUDA logits (None: every row; rows that greedy_only holds for) on the device
+        and on their way to the host with zero overflow flags (GREEDY_COPY `mode` 1 or 2)."""
+        from inlaid_worker.engine.greedy import greedy_tokens
+
+        sel = None if rows is None else torch.tensor(rows, dtype=torch.int64).to(logits.device, non_blocking=True)
+        r = int(logits.shape[0]) if rows is None else len(rows)
+        host, event = self._next(r)
+        if mode == 2:
+            tokens = greedy_tokens(logits, sel, host=host.view(-1))
+        else:
+            tokens = greedy_tokens(logits, sel)
+            host[1].zero_()  # (the host's own write: this buffer's last copy was read before this launch)
+            host[0].copy_(tokens, non_blocking=True)
+        event.record()
+        return tokens, PendingCopy(host, event)
 
 
 @dataclass

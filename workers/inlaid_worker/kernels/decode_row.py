@@ -25,8 +25,11 @@ so the attention costs ~6 us a layer whatever the context. Here:
   output itself (no partials, no counter). The merge (option merge 1, _merge_cg) loads every partial at once with
   ld.global.cg after the arrival atomic's acquire, all issued before any arithmetic in the PTX, instead of merge 0's
   chain of volatile loads (the maxima, then 8 partitions at a time). In the sm_90a build of the 7B batch-1 launch
-  ptxas still puts the maxima's warp reduction between their load and the others' (two round trips; at batch 2 all
-  loads go out first: one), found offline by review; not changed. 7B int4 step, H200, alternating rounds
+  ptxas still puts the maxima's warp reduction between their load and the others' (two round trips; at batch 2 most
+  loads go out first). Session 16 issued every load first (volatile loads, which ptxas keeps in order, outputs and sums
+  before the maxima: bench/kernels/s16_b1_merge.py, no instruction between the loads in the SASS): the step did not
+  change (batch 1 1.0000x, 4/8 rounds lower; batch 2 1.0015x; the kernel alone -0.03 us at batch 1, +0.05 at batch 2;
+  bench/results/decode-2026-12-01-s16-b1.md), so merge 1 stays as it is. 7B int4 step, H200, alternating rounds
   (bench/results/decode-2026-12-01-s15-merge.md): batch 1 1.518 -> 1.480 ms (-38 us, 8/8 rounds), batch 2 -12.5 us
   (8/8); the kernel alone 7.87 -> 6.66 us (batch 1, 32 partitions).
 
