@@ -47,11 +47,12 @@ def build(bm: int, stages: int, nwg: int, iters: int, split: int = 1, slots: int
     """Compiled _tcs_kernel for sm_90 as launch_tcs would specialise it (g128; split: its USE_SPLIT flag; sz: SZ_MODE,
     session 14: 2 = scale / zero rows by TMA, with their descriptors)."""
     fn = quant_tcs._tcs_kernel
+    launch_regs, cons_regs = quant_tcs.tcs_regs(bm, nwg)  # (block_m 64: WIDE_REGS, as launch_tcs)
     wd = TensorDescriptor.from_tensor(torch.empty(512, 11008, dtype=torch.int32), [16, 64 * nwg],
                                       quant_tcs.word_smem_layout())  # fmt: skip
     consts = dict(ITERS=iters, GROUP=128, SYM=bool(sym), ZERO_OFFSET=1, HAS_PERM=bool(perm), USE_SPLIT=bool(split),
                   SLOTS=bool(slots), IS_BF16=bool(bf16), STAGES=stages, BLOCK_M=bm, NWG=nwg,
-                  CONS_REGS=quant_tcs.CONS_REGS, USE_GDC=gdc, DIAG=diag, PIPE=pipe, ACC_SCALE=acc,
+                  CONS_REGS=cons_regs, USE_GDC=gdc, DIAG=diag, PIPE=pipe, ACC_SCALE=acc,
                   EARLY_RELEASE=early, SZ_MODE=sz, **pipe_layout(bm, pipe), **quant_tcs.tcs_layouts(bm),
                   **{name: 1 for name in ONES})  # fmt: skip
     ptrs = dict(PTRS, x_ptr="*bf16", sc_ptr="*bf16", y_ptr="*bf16") if bf16 else PTRS
@@ -65,7 +66,7 @@ def build(bm: int, stages: int, nwg: int, iters: int, split: int = 1, slots: int
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs or a in ALIGNED}
     src = GluonASTSource(fn, sig, constexprs=consts, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                        options=dict(num_warps=4, maxnreg=quant_tcs.LAUNCH_REGS[nwg]))  # fmt: skip
+                        options=dict(num_warps=4, maxnreg=launch_regs))  # fmt: skip
     return dict(ck.asm, shared_bytes=ck.metadata.shared)
 
 

@@ -236,7 +236,7 @@ _TCS_PLAN = ((128, 4, "tcs2a", (2, 3, 4, 8)),  # split 2: 13B qkv M = 2..8 (kern
              (128, 4, "tcsat", (2, 3, 4, 8)))
 # Session 16 (issue 4: M = 17..64, where the table had quant_tcg "tc" / quant_tcl "tcl" picks at ~1.8x / ~3.2x the
 # M = 16 time on the same weight bytes): the same two kinds with block_m = the bucket (the wgmma's N = 32 / 64 tokens;
-# x of the program's K range staged in shared memory: 8 KiB / 16 KiB a K tile, so block_m 64 needs splits of <= 8-10
+# x of the program's K range staged in shared memory: 8 KiB / 16 KiB a K tile, so block_m 64 needs splits of <= 9
 # tiles, one program an SM, quant_tcs.tcs_regs). On the H200 the best of them beat the old picks by 1.00-1.17x iso /
 # 1.09-1.44x PDL at M = 32 and at M = 64 on o / up (lost 0.63-0.89x to tcl on qkv / gate-up / 7B down); nine picks
 # shipped (bench/results/kernels-2026-12-01-s16-mid.md)

@@ -90,7 +90,7 @@ tiles in flight at block_m 32 / 64 instead of 2 / 1 changed nothing (0.99-1.01x,
 is not latency-bound. launch_tcs's diag modes at the session-16 configs (split 4) split the time into nearly additive
 parts, e.g. 7B gate/up M = 64: 69.5 us ~ the ring's stream alone 39.7 (28% of copy bandwidth: one program an SM, 4
 stages, the split-K epilogue) + staging 16.2 + operand / MMA 15.7 (sum 71.6); and each extra split costs ~3.5 ns per
-output element at M = 64 (split 4 -> 16: 69 -> 129 us at gate/up), so whole-range x staging, which forces split >= 4
+output element at M = 64 (tcs2a split 4 -> 16: 69 -> 129 us at gate/up), so whole-range x staging, which forces split >= 4
 at M = 64, is the limit (next: x streamed per tile, splits 1-2, more than one program an SM).
 Session 15: launch_tcs's `defer` (DEFER_KINDS, split-K): the splits' fp32 adds only, no counter, no last arriver, y not
 written; the add + RMSNorm that follows reads and zeroes the sums (kernels.consumer_finish.TCS_DEFER, the "cfin"

@@ -73,9 +73,9 @@ def test_tcs_args_accept_block_m_32_64_with_their_register_caps() -> None:
         quant_tcs.tcs_args(x, w, 128, 2, 4, 2, y)
 
 
-@pytest.mark.parametrize(("bm", "iters", "pipe", "sz"), [(64, 8, 1, 0), (64, 8, 0, 2), (32, 11, 1, 0)])
+@pytest.mark.parametrize(("bm", "iters", "pipe", "sz"), [(64, 8, 1, 0), (64, 9, 0, 2), (32, 16, 1, 0)])
 def test_mid_builds_without_spills_within_the_smem_estimate_offline(bm: int, iters: int, pipe: int, sz: int) -> None:
-    """The largest offered programs (block_m 64: 8 K tiles, tcs2a and tcsat; block_m 32: 11) build for sm_90 with the
+    """The largest offered programs (block_m 64: 8 K tiles for tcs2a, 9 for tcsat (10 do not fit); block_m 32: 16, split 2 at K = 4096) build for sm_90 with the
     launch's register caps (quant_tcs.tcs_regs) without spills, inside tcs_smem_bytes <= TCS_SMEM_MAX (at block_m 64
     the default caps spill 32-44 stores: the reason for WIDE_REGS)."""
     sys.path.insert(0, str(BENCH))
@@ -85,7 +85,7 @@ def test_mid_builds_without_spills_within_the_smem_estimate_offline(bm: int, ite
     asm = build16(bm, 4, 2, iters, pipe, 1, sz)
     res = analyse(asm)
     assert res["spill_stores"] == 0 and res["loop_local"] == 0, res
-    assert res["loop_wgmma"] == 16 and not res["warnings"], res
+    assert res["loop_wgmma"] in (8, 16) and not res["warnings"], res  # 8 a K tile, the loop unrolled by 1 or 2
     assert asm["shared_bytes"] <= tcs_smem_bytes(iters, 4, bm, 2, sz == 2) <= TCS_SMEM_MAX
 
 
