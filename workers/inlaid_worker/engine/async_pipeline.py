@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from inlaid_worker.engine import async_step
 from inlaid_worker.engine.async_step import (
+    GREEDY_DTYPES,
     InFlight,
     LaunchedAhead,
     TokenCopies,
     chain_rows,
+    greedy_mode,
     greedy_only,
     live,
     live_rows,
@@ -39,7 +40,6 @@ from inlaid_worker.engine.sampler import min_tokens_ban
 from inlaid_worker.engine.scheduler import AheadPlan, Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import Sequence, SequenceStatus
 from inlaid_worker.engine.step_builder import build_step_input
-from inlaid_worker.env_switch import env_switch
 from inlaid_worker.model.token_feed import make_feed
 
 if TYPE_CHECKING:
@@ -188,8 +188,9 @@ class AsyncPipeline:
             banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
                       for s in seqs]  # fmt: skip
         picked = None if len(rows) == logits.shape[0] else rows  # read in place: no copy of the sampling rows
-        mode = async_step.GREEDY_COPY if env_switch("INLAID_GREEDY_KERNEL") is not False else 0
-        if mode and logits.is_cuda and logits.dim() == 2 and logits.stride(1) == 1 and greedy_only(params, banned):
+        mode = greedy_mode()
+        if mode and logits.is_cuda and logits.dtype in GREEDY_DTYPES and logits.dim() == 2 and logits.stride(1) == 1 \
+                and greedy_only(params, banned):  # fmt: skip
             tokens, copy = self._copies.start_greedy(logits, picked, mode)  # one kernel (async_step.GREEDY_COPY)
             return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, copy)
         tokens, overflow = launch_batch(logits, params, [s.generator for s in seqs], banned, rows=picked)

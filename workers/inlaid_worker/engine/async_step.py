@@ -4,8 +4,9 @@ sampled tokens.
 The synchronous step waits for the GPU at the end of every step (the sampled ids come to the host), then does the
 host's work (detokenize, stop checks, outputs, the next schedule, the step's input) while the GPU sits idle. With
 async scheduling (LLMEngine(async_scheduling=True), env INLAID_ASYNC_SCHEDULING) a step whose sampled rows are all
-`row_ok` leaves its tokens on the device (device_sampler.launch_batch) with a non-blocking copy to pinned host memory
-and an event (TokenCopies); the next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds
+`row_ok` leaves its tokens on the device (device_sampler.launch_batch, or for all-greedy steps engine.greedy's one
+kernel: GREEDY_COPY) with a non-blocking copy to pinned host memory (or the kernel's own store into it) and an event
+(TokenCopies); the next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds
 its input with placeholders that the runner replaces on the device with step N's ids (model.token_feed; the fed
 decode rows are the step's first rows), launches it, and only then waits for step N's tokens and post-processes them
 (the same _append_token as the synchronous step) while the GPU runs step N+1. Step N+1 holds:
@@ -56,6 +57,7 @@ CUDA-graph bucket or kernel pick than the synchronous engine's, and fp16 roundin
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,7 @@ import torch
 
 from inlaid_worker.engine.scheduler import SchedulerOutput
 from inlaid_worker.engine.sequence import Sequence, SequenceStatus
+from inlaid_worker.env_switch import env_switch
 
 ASYNC_MIN_TEMPERATURE = 0.01  # |logit| <= 65504 (fp16) + 100 (bias): / 0.01 stays far below float32's max
 
@@ -98,6 +101,17 @@ class PendingCopy:
 # its unified address (no copy-engine transfer). Measured in bench/results/decode-2026-12-01-s16-b1.md.
 # INLAID_GREEDY_KERNEL=0 (env_switch, read at each launch) takes mode 0 whatever this says.
 GREEDY_COPY = 2
+GREEDY_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # engine.greedy compares in float32: exact for these
+
+
+def greedy_mode(env: dict[str, str] | None = None) -> int:
+    """GREEDY_COPY as it applies now: 0 when INLAID_GREEDY_KERNEL=0; 1 instead of 2 when torch pins host memory with
+    cudaHostRegister (PYTORCH_CUDA_ALLOC_CONF pinned_use_cuda_host_register), whose device address need not equal the
+    host pointer on every platform (cudaDevAttrCanUseHostPointerForRegisteredMem); mode 2 stores through data_ptr()."""
+    if env_switch("INLAID_GREEDY_KERNEL", env) is False:
+        return 0
+    conf = (os.environ if env is None else env).get("PYTORCH_CUDA_ALLOC_CONF", "").replace(" ", "").lower()
+    return min(GREEDY_COPY, 1) if "pinned_use_cuda_host_register:true" in conf else GREEDY_COPY
 
 
 def greedy_only(params: list[Any], banned: list[Any] | None) -> bool:

@@ -1,12 +1,12 @@
 """The greedy rows' tokens of an async decode step in one kernel (issue 4: the engine's loop at batch 1).
 
 In the async decode loop (engine/async_step.py) a step whose sampling rows are all plain greedy (no bias, ban,
-penalties or logprobs: device_sampler's one argmax) used to queue, after the decode graph: torch's argmax (a 9.6 us
+penalties or logprobs: device_sampler's one argmax) used to queue, after the decode graph: torch's argmax (a ~10 us
 reduce at a 32,000 vocabulary, batch 1), a zero-filled overflow tensor, its cast, a stack of the two and their copy to
 pinned host memory (a copy-engine transfer between kernels), about 25 us of the step's GPU time with the gaps
 between them (bench/results/decode-2026-12-01-s16-b1.md). Here one Triton program a row computes the row's argmax
-with torch's semantics (the first NaN if any, else the first index of the maximum; any float dtype, compared in
-float32, an exact widening) and stores it as int64 into the device tokens (the next step's feed) and, where `host` is
+with torch's semantics (the first NaN if any, else the first index of the maximum; fp16 / bf16 / fp32 compared in
+float32, an exact widening; other dtypes are refused) and stores it as int64 into the device tokens (the next step's feed) and, where `host` is
 given, also into row 0 of that pinned [2, R] int64 buffer with a 0 overflow flag in row 1: a store through the
 buffer's unified address (pinned host memory is mapped into the device's address space under UVA), so no copy-engine
 transfer follows. The host reads the buffer after an event recorded behind the kernel (kernel completion makes its
@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from inlaid_worker.engine.async_step import GREEDY_DTYPES
 
 
 @triton.jit
@@ -60,6 +62,8 @@ def greedy_tokens(logits: torch.Tensor, sel: torch.Tensor | None = None, host: t
     row). host: a pinned int64 tensor of at least 2 * R elements (contiguous) that also receives [tokens; zeros] as
     [2, R] (CUDA only). out: the int64 [R] device tensor to write (default: a new one). block: columns a chunk at
     most (a power of two; the tests' small chunks)."""
+    if logits.dtype not in GREEDY_DTYPES:
+        raise ValueError(f"greedy_tokens: logits must be float16 / bfloat16 / float32, got {logits.dtype}")
     if logits.dim() != 2 or logits.stride(-1) != 1:
         raise ValueError(f"greedy_tokens: logits must be 2-D with unit column stride, got {tuple(logits.shape)}")
     r = int(sel.shape[0]) if sel is not None else int(logits.shape[0])

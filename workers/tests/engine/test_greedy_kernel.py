@@ -96,3 +96,24 @@ def test_the_one_kernel_path_is_shipped() -> None:
     from inlaid_worker.engine import async_step
 
     assert async_step.GREEDY_COPY == 2
+
+
+def test_greedy_mode_switch_and_host_register_fallback() -> None:
+    from inlaid_worker.engine import async_step
+
+    assert async_step.greedy_mode({}) == async_step.GREEDY_COPY == 2
+    assert async_step.greedy_mode({"INLAID_GREEDY_KERNEL": "0"}) == 0
+    assert async_step.greedy_mode({"INLAID_GREEDY_KERNEL": "1"}) == 2
+    # cudaHostRegister'd pinned memory: the kernel must not store through the host pointer (mode 1: kernel + copy)
+    conf = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True, pinned_use_cuda_host_register:True"}
+    assert async_step.greedy_mode(conf) == 1
+    with pytest.raises(ValueError, match="INLAID_GREEDY_KERNEL"):
+        async_step.greedy_mode({"INLAID_GREEDY_KERNEL": "maybe"})
+
+
+def test_float64_logits_are_refused() -> None:
+    """Compared in float32, float64 would narrow (1.0 vs 1.0 + 1e-12 tie): refused before any launch."""
+    from inlaid_worker.engine.greedy import greedy_tokens
+
+    with pytest.raises(ValueError, match="float16 / bfloat16 / float32"):
+        greedy_tokens(torch.zeros(1, 8, dtype=torch.float64))
