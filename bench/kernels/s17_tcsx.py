@@ -1,0 +1,334 @@
+"""Session 17 (issue 4): the first device run of quant_tcsx (bench-only kinds "tcsx" / "tcsx2": quant_tcs's ACC_SCALE
+K loop with x streamed through the word ring by TMA from an operand-ordered copy of x; built and checked offline only
+before this run) against the shipped picks and bf16 cuBLAS at M = 16 / 32 / 64 / 128 on the 7B and 13B decode shapes.
+One device call (s17_tcsx.sh):
+
+  check   one process per compiled tcsx variant (kind, block_m, block_n, stages: s17_tcsx.VARIANTS) and one per M and
+          model for the shipped picks (SHARDS; their kernels compile in parallel): every candidate at every (shape, M), PDL off and on: relative error against the fp32
+          dequantized product (the tuner's guard, <= 1e-2) and, for tcsx, against tcs_reference(acc_scale=True) (its
+          numerics, <= 5e-4 fp16); workspace clean; then STRESS more single launches against the model (a ring race
+          shows as some launches off, session 13); the compiled kernel's registers / spills / shared memory
+  bench   (alone) per shape and M: bf16 cuBLAS, the shipped pick, every tcsx candidate that passed its check, iso and
+          under PDL (s8_gemv's protocol: one CUDA graph over rotating weight copies > 3x L2, median of 10 replays), the
+          pre-pass (x into operand order, quant_tcl.permute_x) included in each tcsx call; then the best tcsx
+          candidate again with x permuted once outside the graph (kernel alone: what a producer of x writing the
+          operand order would give) and the pre-pass alone. 7B first; the 13B shapes while time is left.
+  report  markdown + JSON: per point shipped vs best tcsx (with / without the pre-pass), every candidate, the check.
+A tcsx kernel that fails to compile or is wrong is reported by its check rows and left out of the timing; the shipped
+picks and cuBLAS are timed regardless.
+
+Env: S17_SHAPES (comma list of SHAPES' names; default all, 7B first), S17_MS (default 64,32,128,16), S17_STRESS (8).
+Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s17_tcsx.py {check,bench,report} --out DIR ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+from device_common import device_parser, report_head, run_phase, short_cfg, write_report
+from inlaid_worker.kernels import pdl, qmm_tuned
+from inlaid_worker.kernels.quant_common import split_iters
+from inlaid_worker.kernels.quant_matmul_config import QMMConfig, m_bucket
+
+SHAPES = {
+    "7B gate/up 4096x22016": (4096, 22016),
+    "7B qkv 4096x12288": (4096, 12288),
+    "7B up 4096x11008": (4096, 11008),
+    "7B o 4096x4096": (4096, 4096),
+    "7B down 11008x4096": (11008, 4096),
+    "13B gate/up 5120x27648": (5120, 27648),
+    "13B qkv 5120x15360": (5120, 15360),
+    "13B o 5120x5120": (5120, 5120),
+    "13B down 13824x5120": (13824, 5120),
+}
+if os.environ.get("S17_SHAPES"):
+    SHAPES = {k: SHAPES[k] for k in os.environ["S17_SHAPES"].split(",")}
+MS = tuple(int(v) for v in os.environ.get("S17_MS", "64,32,128,16").split(","))
+STRESS = int(os.environ.get("S17_STRESS", "8"))
+KINDS = ("tcsx", "tcsx2")
+# per M: (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds); offline builds (s17_tcsx_sass.py): no
+# spills in any; block_m 64 / 128 with two warpgroups run one program an SM (168 registers), so a deeper ring is free
+# there (8 / 5 stages); block_m 64 with one warpgroup (136 registers, 82 KB) two an SM; block_m 32 at M = 64: two row
+# blocks, two programs an SM
+VARIANTS = {
+    16: ((16, 128, 4, KINDS),),
+    32: ((32, 128, 4, KINDS),),
+    64: ((64, 128, 4, KINDS), (64, 64, 4, KINDS), (64, 128, 8, ("tcsx2",)), (32, 128, 4, ("tcsx2",))),
+    128: ((128, 128, 4, KINDS), (128, 128, 5, ("tcsx2",))),
+}
+SPLITS = (1, 2, 4, 8, 16)
+GUARD, MODEL_TOL = 1e-2, 5e-4
+
+
+def splits_for(k: int, n: int, block_n: int = 128) -> list[int]:
+    """Up to three splits whose grid holds 66..700 programs (half a wave of the H200's 132 SMs up to ~5 waves)."""
+    tiles = triton.cdiv(n, block_n)
+    out = [s for s in SPLITS if s <= k // 128 and 66 <= tiles * split_iters(k // 128, s)[1] <= 700]
+    return out[:3] or [1]
+
+
+def tcsx_cands(k: int, n: int, m: int) -> list[QMMConfig]:
+    return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bm, bn, st, kinds in VARIANTS.get(m, ()) for kind in kinds
+            for s in splits_for(k, n, bn)]  # fmt: skip
+
+
+def _key(c: QMMConfig) -> tuple:
+    return ("tcsx", c.kind, c.block_m, c.block_n, c.num_stages)
+
+
+# check processes: one per compiled tcsx variant (kind, block_m, block_n, stages), one per M and model for the
+# shipped picks (their kernels compile in parallel: quant_tcs's ITERS is a constexpr, so most points compile their own)
+SHARDS = sorted({_key(c) for shape, (k, n) in SHAPES.items() for m in MS for c in tcsx_cands(k, n, m)})
+SHARDS += [("shipped", m, size) for m in MS for size in ("7B", "13B") if any(s.startswith(size) for s in SHAPES)]
+
+
+def shipped(k: int, n: int, m: int) -> QMMConfig | None:
+    return qmm_tuned.load_table("nvidia-h200").get(("float16", m_bucket(m), n, k, 4, 128))
+
+
+def is_tcsx(c: QMMConfig) -> bool:
+    return c.kind in KINDS
+
+
+def run(x: torch.Tensor, w, c: QMMConfig, y: torch.Tensor, xp: torch.Tensor | None = None):  # noqa: ANN001
+    """One launch of c: tcsx through quant_tcsx.launch_tcsx (xp: x already permuted, else the pre-pass runs), the
+    shipped kinds through quant_matmul. Returns the tcsx compiled kernel (or None)."""
+    if is_tcsx(c):
+        from inlaid_worker.kernels.quant_tcsx import launch_tcsx
+
+        return launch_tcsx(x, w, c.block_m, c.split_k, c.num_stages, c.block_n // 64, y, c.kind, xp=xp)
+    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
+
+    launch_quant_matmul(x, w, c, y)
+    return None
+
+
+def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.float() - ref).norm() / ref.norm())
+
+
+def check(out: Path, shard: int) -> None:
+    from bench_kernels import random_gptq, rel_err, workspace_clean
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    key = SHARDS[shard]
+    kind = key[0]
+    with (out / f"check-{shard}.jsonl").open("w") as f:
+        for shape, (k, n) in SHAPES.items():
+            w = None
+            for m in MS:
+                if kind == "shipped":
+                    c0 = shipped(k, n, m) if m == key[1] and shape.startswith(key[2] + " ") else None
+                    cands = [c0] if c0 is not None else []
+                else:
+                    cands = [c for c in tcsx_cands(k, n, m) if _key(c) == key]
+                if not cands:
+                    continue
+                if w is None:
+                    torch.manual_seed(0)
+                    w = random_gptq(k, n, 4, False)
+                torch.manual_seed(m)
+                x = torch.randn(m, k, device="cuda").half()
+                model = tcs_reference(x, w, acc_scale=True) if kind != "shipped" else None
+                for c in cands:
+                    t0 = time.time()
+                    row: dict = dict(shape=shape, M=m, cfg=str(c))
+                    try:
+                        y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
+                        ck = run(x, w, c, y)
+                        row["err"] = rel_err(x, w, y)
+                        row["clean"] = workspace_clean()
+                        if model is not None:
+                            row["model_err"] = _rel(y, model)
+                        with pdl.scope(1):
+                            y.fill_(float("nan"))
+                            run(x, w, c, y)
+                            row["err_pdl"] = rel_err(x, w, y)
+                            row["clean_pdl"] = workspace_clean()
+                            if model is not None:
+                                row["model_err_pdl"] = _rel(y, model)
+                        if model is not None:  # single launches against the model: a ring race shows as outliers
+                            errs = []
+                            for _ in range(STRESS):
+                                y.fill_(float("nan"))
+                                run(x, w, c, y)
+                                errs.append(_rel(y, model))
+                            row["stress_worst"] = max(errs)
+                            row["stress_bad"] = sum(not (e <= MODEL_TOL) for e in errs)
+                            row["clean_stress"] = workspace_clean()
+                        if ck is not None:
+                            row["n_regs"] = getattr(ck, "n_regs", None)
+                            row["n_spills"] = getattr(ck, "n_spills", None)
+                            row["shared"] = getattr(getattr(ck, "metadata", None), "shared", None)
+                    except Exception as exc:  # noqa: BLE001 - reported, and the candidate is not timed
+                        row["error"] = repr(exc)[:600]
+                    f.write(json.dumps(row) + "\n")
+                    f.flush()
+                    print(f"[check {shard}] {shape} M={m} {short_cfg(str(c))} "
+                          f"{row.get('model_err', row.get('err', row.get('error')))} {time.time() - t0:.1f}s",
+                          flush=True)  # fmt: skip
+
+
+def read_checks(out: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(out.glob("check-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def good(r: dict) -> bool:
+    if "error" in r or not (r["err"] <= GUARD and r["err_pdl"] <= GUARD and r["clean"] and r["clean_pdl"]):
+        return False
+    if "model_err" in r:
+        return (r["model_err"] <= MODEL_TOL and r["model_err_pdl"] <= MODEL_TOL and r.get("stress_bad", 1) == 0
+                and r.get("clean_stress", False))  # fmt: skip
+    return True
+
+
+def bench(out: Path) -> None:
+    from bench_kernels import copies, gptq_bytes, random_gptq, time_rotated
+    from device_common import bench_meta
+    from inlaid_worker.kernels.quant_tcsx import tcsx_permute
+
+    checks = read_checks(out)
+    ok = {(r["shape"], r["M"], r["cfg"]) for r in checks if good(r)}
+    failed = {(r["shape"], r["M"], r["cfg"]) for r in checks if not good(r)}
+    meta = bench_meta()
+    meta["pdl_supported"] = pdl.supported()
+    rows: list[dict] = []
+    doc = dict(meta=meta, bench=rows)
+    t0 = time.time()
+
+    def timed(calls: list, use_pdl: bool) -> float:
+        if use_pdl:
+            with pdl.scope(1):
+                return time_rotated(calls)
+        return time_rotated(calls)
+
+    for shape, (k, n) in SHAPES.items():
+        ws = [random_gptq(k, n, 4, False) for _ in range(copies(k * n / 2))]
+        wb = [torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for _ in range(copies(k * n * 2))]
+        nbytes = gptq_bytes(ws[0])
+        for m in MS:
+            x = torch.randn(m, k, device="cuda").half()
+            xb = x.bfloat16()
+            y = torch.empty(m, n, device="cuda", dtype=torch.float16)
+            row: dict = dict(shape=shape, K=k, N=n, M=m, MB=nbytes / 1e6)
+            row["bf16_us"] = timed([lambda w=w: xb @ w for w in wb], False)
+            old = shipped(k, n, m)
+            row["shipped"] = str(old)
+            if old is not None and (shape, m, str(old)) not in failed:
+                try:
+                    calls = [lambda w=w: run(x, w, old, y) for w in ws]
+                    row["shipped_iso_us"], row["shipped_pdl_us"] = timed(calls, False), timed(calls, True)
+                except Exception as exc:  # noqa: BLE001
+                    row["shipped_error"] = repr(exc)[:300]
+            cands = []
+            for c in tcsx_cands(k, n, m):
+                if (shape, m, str(c)) not in ok:
+                    continue
+                try:
+                    calls = [lambda w=w, c=c: run(x, w, c, y) for w in ws]
+                    cands.append((str(c), timed(calls, False), timed(calls, True)))
+                except Exception as exc:  # noqa: BLE001
+                    print(f"timing failed {c}: {exc!r}"[:300], flush=True)
+            row["cands"] = cands
+            if cands:
+                best = min(cands, key=lambda t: t[1] + t[2])
+                row["best"], row["best_iso_us"], row["best_pdl_us"] = best
+                c = eval(best[0], {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
+                xp = tcsx_permute(x, ws[0])
+                calls = [lambda w=w: run(x, w, c, y, xp) for w in ws]
+                row["kernel_iso_us"], row["kernel_pdl_us"] = timed(calls, False), timed(calls, True)
+                row["prepass_us"] = timed([lambda: tcsx_permute(x, ws[0]) for _ in ws], False)
+            rows.append(row)
+            print(json.dumps({a: v for a, v in row.items() if a != "cands"}), f"{time.time() - t0:.0f}s", flush=True)
+            (out / "bench.json").write_text(json.dumps(doc, indent=1))
+        del ws, wb
+        torch.cuda.empty_cache()
+
+
+def _f(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def report(out: Path, dest: Path, command: str, stem: str) -> None:
+    checks = read_checks(out)
+    path = out / "bench.json"
+    doc = json.loads(path.read_text()) if path.exists() else dict(meta={}, bench=[])
+    meta, rows = doc["meta"], doc["bench"]
+    copy = meta.get("copy_GBps", 0) * 1e9
+
+    def pct(mb: float, us: float | None) -> str:
+        return "-" if not us or not copy else f"{100 * mb * 1e6 / (us * 1e-6) / copy:.0f}%"
+
+    md = [f"# Session 17: quant_tcsx (x streamed through the word ring) vs the shipped picks, {meta.get('date', '')}",
+          "", *report_head(meta, command),
+          "- times: us per GEMM call, CUDA graph over rotating weight copies (> 3x L2), median of 10 replays; iso = "
+          "plain launches, pdl = the same graph under PDL (kernels.pdl mode 1); tcsx = pre-pass (x into operand "
+          "order) + kernel per call; kernel = the best tcsx candidate with x permuted once outside the graph",
+          "- candidates: s17_tcsx.VARIANTS (tcsx / tcsx2 at block_m = M's bucket, 4 stages, two "
+          "warpgroups; at M = 64 also one warpgroup (n64), 8 stages, block_m 32; at M = 128 5 stages) x the splits of "
+          "s17_tcsx.splits_for; timed only if the check passed (guard <= 1e-2 vs the fp32 "
+          "dequantized product, <= 5e-4 vs tcs_reference(acc_scale=True), PDL off and on, every stress launch, "
+          "workspace clean)", "",
+          "## Shipped pick vs best tcsx (least iso + pdl)", "",
+          "| shape | M | bf16 | shipped | shipped iso / pdl | best tcsx | tcsx iso / pdl | speed-up iso / pdl | "
+          "kernel alone iso / pdl | kernel-alone speed-up iso / pdl | pre-pass | tcsx % copy iso / pdl |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        si, sp = r.get("shipped_iso_us"), r.get("shipped_pdl_us")
+        bi, bp = r.get("best_iso_us"), r.get("best_pdl_us")
+        ki, kp = r.get("kernel_iso_us"), r.get("kernel_pdl_us")
+        sup = f"{si / bi:.3f} / {sp / bp:.3f}" if si and sp and bi and bp else "-"
+        ksup = f"{si / ki:.3f} / {sp / kp:.3f}" if si and sp and ki and kp else "-"
+        md.append(f"| {r['shape']} | {r['M']} | {_f(r['bf16_us'])} | {short_cfg(r['shipped'], False)} | {_f(si)} / "
+                  f"{_f(sp)} | {short_cfg(r.get('best'), False)} | {_f(bi)} / {_f(bp)} | {sup} | {_f(ki)} / {_f(kp)} "
+                  f"| {ksup} | {_f(r.get('prepass_us'))} | {pct(r['MB'], bi)} / {pct(r['MB'], bp)} |")  # fmt: skip
+    md += ["", "## Every timed tcsx candidate (iso / pdl us, pre-pass included)", "",
+           "| shape | M | candidate | iso | pdl |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        for c, i, p in sorted(r.get("cands", []), key=lambda t: t[1] + t[2]):
+            md.append(f"| {r['shape']} | {r['M']} | {short_cfg(c, False)} | {i:.2f} | {p:.2f} |")
+    tc = [c for c in checks if "model_err" in c or ("error" in c and "tcsx" in c["cfg"])]
+    bad = [c for c in tc if not good(c)]
+    md += ["", "## Check", "",
+           f"- tcsx candidates checked: {len(tc)}; failed: {len(bad)} (raised {sum('error' in c for c in tc)}); "
+           f"shipped picks checked: {len(checks) - len(tc)}, failed {sum(not good(c) for c in checks if c not in tc)}",
+           f"- worst tcsx error vs tcs_reference(acc_scale=True) (off / on / stress): "
+           f"{max((c.get('model_err', 0) for c in tc if 'error' not in c), default=float('nan')):.2e} / "
+           f"{max((c.get('model_err_pdl', 0) for c in tc if 'error' not in c), default=float('nan')):.2e} / "
+           f"{max((c.get('stress_worst', 0) for c in tc if 'error' not in c), default=float('nan')):.2e}; stress "
+           f"launches off: {sum(c.get('stress_bad', 0) for c in tc)} of {STRESS * len(tc)}"]  # fmt: skip
+
+    def variant(cfg: str) -> str:
+        c = eval(cfg, {"QMMConfig": QMMConfig})  # noqa: S307 - our own repr
+        return f"{c.kind} m{c.block_m} n{c.block_n} st{c.num_stages}"
+
+    regs = sorted({(variant(c["cfg"]), c.get("n_regs"), c.get("n_spills"), c.get("shared")) for c in tc
+                   if "n_regs" in c})  # fmt: skip
+    md += [f"- compiled (variant, registers, spills, shared bytes): {regs}"]
+    seen = {(c["shape"], c["M"], c["cfg"]) for c in checks}
+    missing = [f"{shape} M = {m} {short_cfg(str(c), False)}" for shape, (k, n) in SHAPES.items() for m in MS
+               for c in tcsx_cands(k, n, m) if (shape, m, str(c)) not in seen]  # fmt: skip
+    md += [
+        f"- never checked (a check process ran out of time or died): {len(missing)}"
+        + (f", e.g. {'; '.join(missing[:6])}" if missing else "")
+    ]
+    md += [f"- FAILED {c['shape']} M = {c['M']} {short_cfg(c['cfg'], False)}: "
+           + (c["error"][:300] if "error" in c else json.dumps({a: v for a, v in c.items() if a not in ("shape", "M", "cfg")}))
+           for c in bad[:12]]  # fmt: skip
+    write_report(dest, stem, md, dict(meta=dict(meta, command=command), bench=rows, checks=checks))
+
+
+def main() -> None:
+    ap = device_parser(("check", "bench"), "bash bench/kernels/s17_tcsx.sh", "kernels-s17-tcsx")
+    ap.add_argument("--shard", type=int, default=0)
+    run_phase(ap, dict(check=lambda a: check(a.out, a.shard), bench=lambda a: bench(a.out)), report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
