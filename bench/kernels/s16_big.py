@@ -1,4 +1,5 @@
-"""Session 16b (issue 4, int4 GEMM at M = 17..64): quant_tcs's x staging depth at block_m 32 / 64.
+"""[Record: needs bench/kernels/s16_big_xch.patch applied (X_CHUNK was not kept on main).]
+Session 16b (issue 4, int4 GEMM at M = 17..64): quant_tcs's x staging depth at block_m 32 / 64.
 
 Session 16 staged x with XCH = 2 (block_m 32) / 1 (block_m 64) tiles in flight per consumer warpgroup
 (quant_tcs.X_CHUNK_16): at 7B up split 4, block_m 64, each warpgroup waits 4 serial L2 round trips for its x tiles

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# [Record: needs bench/kernels/s16_big_xch.patch applied (X_CHUNK was not kept on main).]
 # Session 16b (issue 4: quant_tcs's x staging depth at block_m 32 / 64), one device call:
 #  (1) test_quant_tcs_big.py's GPU tests beside s16_big.py's checks (every wide-staging tcs candidate of buckets 32 / 64
 #      at the 7B and 13B shapes, PDL off and on, workspace clean; session 16's staging compiled for the timing)

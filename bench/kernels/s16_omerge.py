@@ -1,4 +1,6 @@
-"""Session 16 (issue 4), built offline, for the next session to run: the "+m" decode fusion (the row attention's busy
+"""[Record: runs only at b4fa76e..9814c79; the +m code was removed in e017bd5 after this measured it slower,
+bench/results/decode-2026-12-01-s16-omerge.md.]
+Session 16 (issue 4), built offline, for the next session to run: the "+m" decode fusion (the row attention's busy
 partitions store partials only, the o GEMV merges them on load: consumer_finish.attn_o_add_norm) against the shipped
 step, on the 7B int4 random model (bench/engine/random_model), 512 cached tokens, decode CUDA graphs with the runner's
 PDL default, the shipped tuner table (INLAID_QMM_TUNED=1). s15_tcsfin.py's protocol (s12_norm.point): per batch every

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# [Record: runs only at b4fa76e..9814c79; the +m code was removed in e017bd5.]
 # Session 16 (issue 4; built offline, not yet run): the "+m" decode fusion (the o GEMV merges the row attention's
 # partials on load) against the shipped step in the 7B int4 decode step at batch 1 ("swiglu+cfin+g" vs "+m", and o
 # with block_n 256 / 128) and batch 2 ("swiglu+cfin+q" vs "+m"), alternating rounds on one runner (s16_omerge.py,

@@ -1,4 +1,5 @@
-"""Offline sm_90a registers / spills of the "+m" decode fusion's launches at the 7B shapes (session 16; no GPU needed):
+"""[Record: runs only at b4fa76e..9814c79; the +m code was removed in e017bd5.]
+Offline sm_90a registers / spills of the "+m" decode fusion's launches at the 7B shapes (session 16; no GPU needed):
 the o GEMV (4096 x 4096 int4 g128) merging the row attention's partials on load (quant_hgemvr's x_parts, through
 consumer_finish.attn_o_add_norm, PDL mode 1 as the decode graphs launch it) against the same config reading x, and the
 row attention storing partials only (decode_row's `partials`) against its shipped launch (merge 1). Launches are

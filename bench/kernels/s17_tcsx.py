@@ -246,7 +246,9 @@ def bench(out: Path) -> None:
                 row["prepass_us"] = timed([lambda: tcsx_permute(x, ws[0]) for _ in ws], False)
             rows.append(row)
             print(json.dumps({a: v for a, v in row.items() if a != "cands"}), f"{time.time() - t0:.0f}s", flush=True)
-            (out / "bench.json").write_text(json.dumps(doc, indent=1))
+            tmp = out / "bench.json.tmp"  # the shell's timeout may stop this process mid-write: replace atomically
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, out / "bench.json")
         del ws, wb
         torch.cuda.empty_cache()
 

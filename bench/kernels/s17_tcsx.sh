@@ -9,13 +9,13 @@
 #      again with x permuted once, the pre-pass alone), whatever (1) found: failing candidates are only left out
 #  (3) the report (markdown + JSON), then everything (logs, check rows, bench.json) tar'd into one file
 # Usage (device): OUT=... bash bench/kernels/s17_tcsx.sh [CHECK_S] [BENCH_S]
-#   run tool: command "bash bench/kernels/s17_tcsx.sh", timeout_s 300 (phases 100 + 150 s, the rest ~20 s)
+#   run tool: command "bash bench/kernels/s17_tcsx.sh", timeout_s 300 (phases 100 + 140 s, the rest ~20-35 s)
 set -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
 OUT=${OUT:-/tmp/s17-out}
 WORK=/tmp/s17-tcsx
 rm -rf "$WORK" && mkdir -p "$OUT" "$WORK"
-CHECK_S=${1:-100} BENCH_S=${2:-150}
+CHECK_S=${1:-100} BENCH_S=${2:-140}
 STEM=${S17_STEM:-kernels-$(date -u +%F)-s17-tcsx}
 CMD="OUT=\$OUT bash bench/kernels/s17_tcsx.sh $*"
 {

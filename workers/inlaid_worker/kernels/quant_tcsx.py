@@ -287,6 +287,8 @@ def tcsx_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stage
     if stages < 2 or block_m not in BLOCK_MS or nwg not in (1, 2):
         raise ValueError(f"tcsx: stages >= 2, block_m in {BLOCK_MS}, 1-2 consumer warpgroups (got {stages}, "
                          f"{block_m}, {nwg})")  # fmt: skip
+    if block_m == 128 and nwg == 1:  # ONE_WG_REGS' 80-register launch: ptxas needs >= 94 there (C7602, offline)
+        raise ValueError("tcsx: block_m 128 needs two consumer warpgroups (one does not build at 80 registers)")
     if tcsx_smem_bytes(stages, block_m, nwg) > SMEM_MAX:
         raise ValueError(f"tcsx: {stages} stages at block_m {block_m}: over {SMEM_MAX} bytes of shared memory")
     if xp.stride(1) != 1 or (xp.stride(0) * xp.element_size()) % 16 or xp.data_ptr() % 16:

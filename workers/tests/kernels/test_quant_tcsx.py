@@ -68,6 +68,8 @@ def test_tcsx_plan_and_shared_memory() -> None:
         quant_tcsx.tcsx_args(x, w, 128, 1, 6, 2, y)
     with pytest.raises(ValueError):
         quant_tcsx.tcsx_args(x, w, 8, 1, 4, 2, y)  # block_m 8: not a tcsx size
+    with pytest.raises(ValueError, match="two consumer warpgroups"):
+        quant_tcsx.tcsx_args(x, w, 128, 1, 4, 1, y)  # one warpgroup at 80 registers: ptxas refuses block_m 128
     assert quant_tcsx.programs_per_sm(4, 32, 2) == 2 and quant_tcsx.programs_per_sm(4, 64, 2) == 1
     assert quant_tcsx.programs_per_sm(4, 64, 2, (80, 104)) == 2, "the ring alone would let two share an SM"
 
@@ -128,7 +130,6 @@ def test_tcsx_producer_copies_x_only_after_the_pdl_wait_offline() -> None:
     before = {d for i, d in copies if i < waits[0]}
     after = [d for i, d in copies if i > waits[0]]
     assert len(before) == 1 and after and after[0] not in before, (before, after[:3])
-    assert len({d for _, d in copies}) == 2, "two descriptors: words and x"
 
 
 # ----------------------------------------------------------------------------------------------------------- GPU
