@@ -16,7 +16,7 @@ export function routeAccess(path: string): RouteAccess {
   if (under(path, '/v1/completions') || under(path, '/v1/chat/completions') || under(path, '/v1/models') || path === '/tokenize' || path === '/detokenize') {
     return { kind: 'scope', scope: 'inference' };
   }
-  if (under(path, '/v1/tasks')) return { kind: 'scope', scope: 'tasks:admin' };
+  if (under(path, '/v1/tasks') || under(path, '/v1/files') || path === '/v1/load_lora_adapter' || path === '/v1/unload_lora_adapter') return { kind: 'scope', scope: 'tasks:admin' };
   if (under(path, '/dashboard') || under(path, '/metrics')) return { kind: 'scope', scope: 'dashboard:read' };
   return { kind: 'any' };
 }

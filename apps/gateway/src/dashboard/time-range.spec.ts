@@ -17,6 +17,8 @@ describe('time ranges', () => {
     [{ from: 'yesterday', to: '2026-01-01' }, /from: not a date/],
     [{ from: '2026-01-02', to: '2026-01-01' }, /empty/],
     [{ range: '400d' }, /longer than 90 days/],
+    [{ range: '200000000d' }, /longer than 90 days/], // before the earliest Date: NaN
+    [{ range: `${'9'.repeat(400)}m` }, /longer than 90 days/], // Infinity
   ])('refuses %j', (query, message) => {
     expect(() => parseRange(query, now)).toThrow(RangeError400);
     expect(() => parseRange(query, now)).toThrow(message);

@@ -4,6 +4,8 @@ import { InlaidError } from '../common/inlaid-error';
 
 /** Most records one task's calibration data may hold (the worker tokenizes every one of them). */
 export const MAX_CALIBRATION_LINES = 100_000;
+/** Most lines, blank ones included (room for a blank line after every record), so blank padding is bounded too. */
+export const MAX_CALIBRATION_TOTAL_LINES = 2 * MAX_CALIBRATION_LINES;
 
 function tooManyRecords(param: string): InlaidError {
   return new InlaidError(status.INVALID_ARGUMENT, `\`${param}\` has more than ${MAX_CALIBRATION_LINES} records; the limit is ${MAX_CALIBRATION_LINES}`, {
@@ -13,12 +15,24 @@ function tooManyRecords(param: string): InlaidError {
   });
 }
 
-/** Returns the number of records; a 400 naming `param` and the line otherwise (413 over the record cap). */
+function tooManyLines(param: string): InlaidError {
+  return new InlaidError(status.INVALID_ARGUMENT, `\`${param}\` has more than ${MAX_CALIBRATION_TOTAL_LINES} lines; the limit is ${MAX_CALIBRATION_TOTAL_LINES}`, {
+    param,
+    code: 'request_too_large',
+    httpStatus: 413,
+  });
+}
+
+/** Returns the number of records; a 400 naming `param` and the line otherwise (413 over the record or line cap). */
 export function checkCalibration(jsonl: string, param = 'calibration'): number {
   let records = 0;
-  const lines = jsonl.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]?.trim() ?? '';
+  // Line by line with indexOf: split('\n') on a large upload of blank lines builds an array V8 cannot hold.
+  for (let i = 0, start = 0; start <= jsonl.length; i++) {
+    const nl = jsonl.indexOf('\n', start);
+    const end = nl === -1 ? jsonl.length : nl;
+    if (i >= MAX_CALIBRATION_TOTAL_LINES && (nl !== -1 || end > start)) throw tooManyLines(param); // not the empty tail after a final \n
+    const line = jsonl.slice(start, end).trim();
+    start = end + 1;
     if (line === '') continue;
     let rec: unknown;
     try {

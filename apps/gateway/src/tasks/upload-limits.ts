@@ -10,9 +10,18 @@ import { catchError, Observable, throwError } from 'rxjs';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
 
-/** Multer options (module-wide for the task controller); 3 files at most: adapter config, weights, calibration. */
-export function uploadLimits(maxBytes: number): { limits: { fileSize: number; files: number } } {
-  return { limits: { fileSize: maxBytes, files: 3 } };
+/**
+ * Multer options (module-wide for the task controller); 3 files at most: adapter config, weights, calibration.
+ * Text fields are bounded too (busboy leaves their count unlimited): POST /v1/tasks has 5 (name, adapter, slo,
+ * calibration, wait_for_quantization), POST /v1/files 1 (purpose); a field holds at most 64 KiB (send larger
+ * calibration data as a file).
+ */
+export const MAX_UPLOAD_FIELDS = 16;
+export const MAX_UPLOAD_PARTS = 24;
+export const MAX_UPLOAD_FIELD_BYTES = 64 * 1024;
+
+export function uploadLimits(maxBytes: number): { limits: { fileSize: number; files: number; fields: number; parts: number; fieldSize: number } } {
+  return { limits: { fileSize: maxBytes, files: 3, fields: MAX_UPLOAD_FIELDS, parts: MAX_UPLOAD_PARTS, fieldSize: MAX_UPLOAD_FIELD_BYTES } };
 }
 
 export function uploadTooLarge(maxBytes: number): InlaidError {

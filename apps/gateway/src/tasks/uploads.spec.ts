@@ -1,6 +1,6 @@
 import { toOpenAIError } from '../common/http-mapping';
 import { InlaidError } from '../common/inlaid-error';
-import { checkCalibration, MAX_CALIBRATION_LINES } from './calibration';
+import { checkCalibration, MAX_CALIBRATION_LINES, MAX_CALIBRATION_TOTAL_LINES } from './calibration';
 import { uploadLimits, uploadTooLarge } from './upload-limits';
 import { checkAdapterFiles, checkSafetensors, pickAdapterFiles, UploadedFile } from './uploads';
 
@@ -44,7 +44,7 @@ describe('adapter uploads', () => {
 
 describe('size limits', () => {
   it('multer gets the configured per-file limit; going over it is a 413 naming INLAID_MAX_UPLOAD_BYTES', () => {
-    expect(uploadLimits(1234)).toEqual({ limits: { fileSize: 1234, files: 3 } });
+    expect(uploadLimits(1234)).toEqual({ limits: { fileSize: 1234, files: 3, fields: 16, parts: 24, fieldSize: 64 * 1024 } });
     const { httpStatus, body } = toOpenAIError(uploadTooLarge(1234));
     expect(httpStatus).toBe(413);
     expect(body.error).toMatchObject({ type: 'invalid_request_error', code: 'request_too_large' });
@@ -57,5 +57,17 @@ describe('size limits', () => {
     const err = errorOf(() => checkCalibration(`${records(MAX_CALIBRATION_LINES + 1)}not json`, 'file'));
     expect(err.message).toContain(`more than ${MAX_CALIBRATION_LINES} records`); // stops at the cap, before the bad line
     expect(toOpenAIError(err)).toMatchObject({ httpStatus: 413, body: { error: { param: 'file', code: 'request_too_large' } } });
+  });
+
+  it('blank lines count toward a line cap: a file of only newlines is a 413, not a giant array', () => {
+    const err = errorOf(() => checkCalibration('\n'.repeat(MAX_CALIBRATION_TOTAL_LINES + 1), 'calibration_file'));
+    expect(err.message).toContain(`more than ${MAX_CALIBRATION_TOTAL_LINES} lines`);
+    expect(toOpenAIError(err)).toMatchObject({ httpStatus: 413, body: { error: { param: 'calibration_file', code: 'request_too_large' } } });
+    // at the cap (a trailing newline included) it is still read: blank lines, then records, line numbers as before
+    const padded = `${'\n'.repeat(MAX_CALIBRATION_TOTAL_LINES - 1)}{"text":"a"}\n`;
+    expect(checkCalibration(padded)).toBe(1);
+    expect(checkCalibration(' \r\n{"text":"a"}\r\n\n{"messages":[]}')).toBe(2);
+    expect(errorOf(() => checkCalibration('{"text":"a"}\n\n  \n{"nope":1}')).message).toContain('line 4: expected');
+    expect(errorOf(() => checkCalibration('\n\n')).message).toContain('is empty');
   });
 });
