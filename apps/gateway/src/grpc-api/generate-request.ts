@@ -5,11 +5,13 @@ import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
 import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { checkBestOf } from '../openai/best-of';
-import { MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
+import { CHAT_ROLES, MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
 import { checkTokenControls } from '../openai/token-controls';
 
 const MAX_REQUEST_ID = 128;
+/** A client request_id is stored in Postgres and sent to workers: a plain token only (no NUL, controls, spaces). */
+const SAFE_REQUEST_ID = new RegExp(`^[A-Za-z0-9._:/-]{1,${MAX_REQUEST_ID}}$`);
 
 /** `shown`: the bound as the message names it (MIN_POSITIVE for its float32 MIN_POSITIVE_F32). */
 function checkRange(name: string, v: number | undefined, min: number, max: number, shown = min): void {
@@ -76,8 +78,13 @@ export function toGenerationInput(req: inference.GenerateRequest): GenerationInp
   const hasPrompt = req.prompt !== '';
   const hasMessages = req.messages.length > 0;
   if (hasPrompt === hasMessages) throw InlaidError.invalid('Set exactly one of prompt or messages.', 'prompt');
-  if (req.requestId.length > MAX_REQUEST_ID || /\s/.test(req.requestId)) {
-    throw InlaidError.invalid(`request_id must be at most ${MAX_REQUEST_ID} characters without spaces.`, 'request_id');
+  req.messages.forEach((m, i) => {
+    if (!CHAT_ROLES.has(m.role)) {
+      throw InlaidError.invalid(`messages[${i}].role must be one of ${[...CHAT_ROLES].join(', ')}.`, `messages[${i}].role`);
+    }
+  });
+  if (req.requestId !== '' && !SAFE_REQUEST_ID.test(req.requestId)) {
+    throw InlaidError.invalid(`request_id must be 1 to ${MAX_REQUEST_ID} characters of A-Z a-z 0-9 . _ : / -.`, 'request_id');
   }
   return {
     model: req.model,

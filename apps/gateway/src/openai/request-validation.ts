@@ -51,7 +51,7 @@ export const MAX_REPETITION_PENALTY = 100;
 export const MIN_POSITIVE = 1e-6;
 
 type Body = Record<string, unknown>;
-const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
+export const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
 
 function asObject(body: unknown): Body {
   if (!isObject(body)) throw InlaidError.invalid('The request body must be a JSON object.');

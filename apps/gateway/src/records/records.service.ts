@@ -3,7 +3,9 @@
  * by a timer. A failed batch (Postgres down) goes back into the buffer and is retried every second; the
  * buffer holds at most MAX_BUFFERED rows (about 100 MB at worst), beyond which the oldest are dropped and
  * logged. Inserts are idempotent (ON CONFLICT DO NOTHING on the request id), so a retried batch that had
- * in fact been written is harmless. Rows still buffered when the process dies are lost.
+ * in fact been written is harmless. A batch refused for its data (SQLSTATE class 22 or 23: a bad row would
+ * refuse it forever, and block every row behind it) is written row by row instead, and the rows Postgres
+ * refuses are dropped with a warning. Rows still buffered when the process dies are lost.
  */
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { RequestRecord } from '@inlaid/db';
@@ -18,6 +20,13 @@ const MAX_AGE_MS = 250;
 const TICK_MS = 50;
 const RETRY_MS = 1_000;
 export const MAX_BUFFERED = 100_000;
+
+/** A Postgres data exception (22xxx) or integrity violation (23xxx): retrying the same row cannot succeed. */
+function isDataError(err: unknown): boolean {
+  const e = err as { code?: unknown; driverError?: { code?: unknown } } | null;
+  const code = e?.code ?? e?.driverError?.code;
+  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code);
+}
 
 @Injectable()
 export class RecordsService implements OnModuleInit, OnApplicationShutdown {
@@ -77,17 +86,38 @@ export class RecordsService implements OnModuleInit, OnApplicationShutdown {
     return this.writing;
   }
 
+  private async write(rows: RecordRow[]): Promise<void> {
+    await this.dataSource.getRepository(RequestRecord).createQueryBuilder().insert().values(rows).orIgnore().execute();
+  }
+
+  private requeue(rows: RecordRow[], err: unknown): void {
+    const now = Date.now();
+    this.buffer.requeue(rows, now, now + RETRY_MS);
+    this.logger.warn(`postgres write failed, ${this.buffer.size} request records buffered: ${(err as Error).message}`);
+  }
+
   private async insert(rows: RecordRow[]): Promise<void> {
     try {
-      await this.dataSource.getRepository(RequestRecord).createQueryBuilder().insert().values(rows).orIgnore().execute();
+      await this.write(rows);
     } catch (err) {
-      const now = Date.now();
-      this.buffer.requeue(rows, now, now + RETRY_MS);
-      this.logger.warn(`postgres write failed, ${this.buffer.size} request records buffered: ${(err as Error).message}`);
+      if (isDataError(err)) await this.insertEach(rows);
+      else this.requeue(rows, err);
     }
     if (this.buffer.dropped > this.reportedDrops) {
       this.logger.error(`request record buffer full: ${this.buffer.dropped - this.reportedDrops} oldest records dropped`);
       this.reportedDrops = this.buffer.dropped;
+    }
+  }
+
+  /** After a data error: each row alone, dropping those refused for their data; a connection error requeues the rest. */
+  private async insertEach(rows: RecordRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i++) {
+      try {
+        await this.write([rows[i]]);
+      } catch (err) {
+        if (!isDataError(err)) return this.requeue(rows.slice(i), err);
+        this.logger.warn(`request record ${JSON.stringify(rows[i].id)} dropped, postgres refused it: ${(err as Error).message}`);
+      }
     }
   }
 }

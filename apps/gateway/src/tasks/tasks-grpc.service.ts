@@ -5,6 +5,7 @@ import { tasks } from '@inlaid/proto';
 import { CallGate } from '../auth/call-gate.service';
 import { GrpcServerService } from '../grpc-api/grpc-server.service';
 import { toServiceError } from '../grpc-api/inference-handlers';
+import { checkDecoded, withMalformedMarker } from '../grpc-api/malformed';
 import { TasksService } from './tasks.service';
 import type { TaskViewJson } from './task-view';
 
@@ -26,12 +27,13 @@ export class TasksGrpcService implements OnModuleInit {
   ) {}
 
   onModuleInit(): void {
-    this.server.addService(tasks.TasksService, this.handlers());
+    this.server.addService(withMalformedMarker(tasks.TasksService), this.handlers());
   }
 
   private unary<Req, Res>(fn: (req: Req) => Promise<Res>) {
     return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
       void (async () => {
+        checkDecoded(call.request); // truncated bytes: INVALID_ARGUMENT, as on Inference
         const release = await this.gate.admit(bearerOf(call.metadata), 'tasks:admin');
         try {
           cb(null, await fn(call.request));

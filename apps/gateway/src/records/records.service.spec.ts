@@ -1,0 +1,69 @@
+import { Logger } from '@nestjs/common';
+import type { DataSource } from 'typeorm';
+import { RecordRow, RecordsService } from './records.service';
+
+/** A repository whose insert refuses any batch holding a row with a NUL in its id, as Postgres does (22021). */
+function fakeDataSource(failWith: () => unknown = () => undefined) {
+  const written: string[] = [];
+  let batches = 0;
+  const ds = {
+    getRepository: () => ({
+      createQueryBuilder: () => ({
+        insert: () => ({
+          values: (rows: RecordRow[]) => ({
+            orIgnore: () => ({
+              execute: async () => {
+                batches++;
+                const down = failWith();
+                if (down !== undefined) throw down;
+                if (rows.some((r) => r.id.includes('\u0000'))) {
+                  throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
+                }
+                written.push(...rows.map((r) => r.id));
+              },
+            }),
+          }),
+        }),
+      }),
+    }),
+  };
+  return { ds: ds as unknown as DataSource, written, batches: () => batches };
+}
+
+const row = (id: string) => ({ id }) as RecordRow;
+
+describe('RecordsService.flush', () => {
+  let warn: jest.SpyInstance;
+  beforeEach(() => {
+    warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => warn.mockRestore());
+
+  it('writes the good rows of a batch Postgres refuses for one bad row, drops that row, and requeues nothing', async () => {
+    const { ds, written } = fakeDataSource();
+    const svc = new RecordsService(ds);
+    for (const id of ['a', 'evil\u0000id', 'b']) svc.add(row(id));
+    await svc.flush();
+    expect(written).toEqual(['a', 'b']);
+    expect(svc.buffered).toBe(0);
+    expect(warn.mock.calls.some(([m]) => String(m).includes('"evil\\u0000id" dropped'))).toBe(true);
+    // later records are no longer stuck behind it
+    svc.add(row('c'));
+    await svc.flush();
+    expect(written).toEqual(['a', 'b', 'c']);
+  });
+
+  it('keeps requeueing the whole batch when Postgres is unreachable', async () => {
+    let down = true;
+    const { ds, written } = fakeDataSource(() => (down ? Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) : undefined));
+    const svc = new RecordsService(ds);
+    for (const id of ['a', 'b']) svc.add(row(id));
+    await svc.flush();
+    expect(svc.buffered).toBe(2);
+    expect(written).toEqual([]);
+    down = false;
+    await svc.flush();
+    expect(written).toEqual(['a', 'b']);
+    expect(svc.buffered).toBe(0);
+  });
+});

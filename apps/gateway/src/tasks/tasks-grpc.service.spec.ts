@@ -1,0 +1,46 @@
+import { Client, credentials, Metadata, Server, ServerCredentials, ServiceError, status } from '@grpc/grpc-js';
+import type { CallGate } from '../auth/call-gate.service';
+import type { GrpcServerService } from '../grpc-api/grpc-server.service';
+import { TasksGrpcService } from './tasks-grpc.service';
+import type { TasksService } from './tasks.service';
+
+/** The Tasks service on a real grpc-js server (the gate and TasksService stubbed: they are not what is tested). */
+describe('TasksGrpcService on malformed messages', () => {
+  let server: Server;
+  let client: Client;
+  const admitted: string[] = [];
+
+  beforeAll(async () => {
+    server = new Server();
+    const host = { addService: (s, impl) => server.addService(s, impl) } as GrpcServerService;
+    const gate = { admit: async (auth: string | undefined) => (admitted.push(String(auth)), () => undefined) } as unknown as CallGate;
+    const tasks = { get: async (name: string) => ({ name, status: 'ready' }) } as unknown as TasksService;
+    new TasksGrpcService(host, tasks, gate).onModuleInit();
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+  });
+
+  afterAll(() => {
+    client?.close();
+    server?.forceShutdown();
+  });
+
+  const getTask = (bytes: Buffer) =>
+    new Promise<{ err: ServiceError | null; res?: Buffer }>((resolve) => {
+      const id = (b: Buffer) => b;
+      client.makeUnaryRequest('/inlaid.v1.Tasks/GetTask', id, id, bytes, new Metadata(), (err, res) => resolve({ err, res }));
+    });
+
+  it('answers truncated bytes with INVALID_ARGUMENT (not INTERNAL), and still serves a good message', async () => {
+    // field 1 (name), length 5, only 2 bytes follow
+    const bad = await getTask(Buffer.from([0x0a, 0x05, 0x61, 0x62]));
+    expect(bad.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(bad.err?.details).toMatch(/could not be decoded/);
+    expect(admitted).toEqual([]);
+    const good = await getTask(Buffer.from([0x0a, 0x02, 0x61, 0x62]));
+    expect(good.err).toBeNull();
+    expect(good.res?.toString()).toContain('ab');
+  });
+});
