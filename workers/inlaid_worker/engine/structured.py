@@ -66,6 +66,8 @@ class StructuredOutput:
                 schema = json.loads(self.spec)
             except ValueError as exc:
                 raise StructuredOutputError(f"response_format: the JSON schema is not valid JSON ({exc})") from None
+            except RecursionError:
+                raise StructuredOutputError("response_format: the JSON schema is nested too deep") from None
             if not isinstance(schema, dict):
                 raise StructuredOutputError("response_format: the JSON schema must be a JSON object")
 

@@ -146,7 +146,7 @@ def detect_tool_support(tokenizer: Any, override: str = "auto") -> ToolSupport:
 def _arguments(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: passed on as the text
         return text
 
 
@@ -194,6 +194,8 @@ def parse_tools(text: str) -> list[dict[str, Any]] | None:
         tools = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"tools is not JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError("tools is not JSON: nested too deep") from None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise ValueError("tools must be a JSON list of tool objects")
     return tools or None

@@ -3,7 +3,9 @@
 Supported: plain LoRA on any subset of q/k/v/o/gate/up/down_proj, one rank, `lora_alpha` scaling
 (alpha / r, or alpha / sqrt(r) with use_rslora), optional `layers_to_transform` as a list of layer indices.
 Refused with `AdapterError`: pickle weights, DoRA, biases, modules_to_save, rank/alpha patterns, regex
-target_modules, other PEFT types, any tensor whose name or shape does not fit the base model, any tensor
+target_modules, other PEFT types, a weights file that is not safetensors (a renamed pickle, garbage, truncated),
+a config that is not UTF-8 JSON, a non-finite lora_alpha, a use_rslora that is not a bool, tensors that are not
+float16/bfloat16/float32, any tensor whose name or shape does not fit the base model, any tensor
 holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
 at re-quantization, as a Hessian that is not positive definite), and, by lora.magnitude's rule, any tensor or
 module delta (scaling * B @ A) that float16 cannot hold (above 65504 in magnitude; the error names the tensors).
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from inlaid_worker.lora.magnitude import delta_problem, tensor_problem
 from inlaid_worker.model.config import ModelConfig
@@ -31,6 +33,7 @@ _KEY = re.compile(
 _GROUP = {
     m: ("self_attn" if m in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp") for m in SUPPORTED_MODULES
 }
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Config keys that must be falsy (None / False / empty) because they change what the adapter computes.
 _UNSUPPORTED_KEYS = {
     "use_dora": "DoRA",
@@ -94,13 +97,13 @@ def _read_config(root: Path) -> dict[str, Any]:
     if not cfg.is_file():
         raise AdapterError(f"{cfg} not found")
     try:
-        raw = json.loads(cfg.read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{cfg} is not valid JSON: {exc}") from exc
+        raw = json.loads(cfg.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
+        raise AdapterError(f"{cfg} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise AdapterError(f"{cfg} must hold a JSON object")
     peft_type = raw.get("peft_type", "LORA")
-    if peft_type != "LORA":
+    if not isinstance(peft_type, str) or peft_type != "LORA":
         raise AdapterError(f"peft_type {peft_type!r} is not supported (only LORA)")
     if raw.get("bias", "none") != "none":
         raise AdapterError(f"bias={raw['bias']!r} is not supported (only 'none')")
@@ -117,7 +120,18 @@ def _rank_alpha(raw: dict[str, Any]) -> tuple[int, float, bool]:
     alpha = raw.get("lora_alpha", rank)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise AdapterError(f"lora_alpha must be a number, got {alpha!r}")
-    return rank, float(alpha), bool(raw.get("use_rslora", False))
+    try:
+        alpha = float(alpha)
+    except OverflowError:  # an int too large for a float
+        alpha = math.inf
+    if not math.isfinite(alpha):
+        raise AdapterError(f"lora_alpha must be a finite number, got {str(raw.get('lora_alpha'))[:40]}")
+    rslora = raw.get("use_rslora", False)
+    if rslora is None:
+        rslora = False
+    if not isinstance(rslora, bool):
+        raise AdapterError(f"use_rslora must be true or false, got {rslora!r}")
+    return rank, alpha, rslora
 
 
 def _targets(raw: dict[str, Any]) -> frozenset[str]:
@@ -130,8 +144,8 @@ def _targets(raw: dict[str, Any]) -> frozenset[str]:
                 f"target_modules as a regex ({targets!r}) is not supported; give a list of names"
             )
         targets = [targets]
-    if not isinstance(targets, list) or not targets:
-        raise AdapterError(f"target_modules must be a non-empty list, got {targets!r}")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise AdapterError(f"target_modules must be a non-empty list of names, got {targets!r}")
     unknown = sorted(set(targets) - set(SUPPORTED_MODULES))
     if unknown:
         raise AdapterError(f"unsupported target module(s) {unknown}; supported: {list(SUPPORTED_MODULES)}")
@@ -146,7 +160,7 @@ def _layers(raw: dict[str, Any], base: ModelConfig) -> tuple[int, ...]:
         raise AdapterError(f"layers_pattern {raw['layers_pattern']!r} is not supported")
     layers = [spec] if isinstance(spec, int) else spec
     if not isinstance(layers, list) or not all(
-        isinstance(i, int) and 0 <= i < base.num_layers for i in layers
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < base.num_layers for i in layers
     ):
         raise AdapterError(f"layers_to_transform {spec!r} must list layer indices in [0, {base.num_layers})")
     return tuple(sorted(set(layers)))
@@ -162,8 +176,18 @@ def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
                 "is loaded (pickle can run code); re-save with save_pretrained(safe_serialization=True)"
             )
         raise AdapterError(f"{file} not found")
-    with safe_open(str(file), framework="pt") as f:
-        return {name: f.get_tensor(name) for name in f.keys()}
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # pickle renamed, garbage, truncated
+        raise AdapterError(f"{file} is not a safetensors file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    for name, tensor in tensors.items():
+        if tensor.dtype not in _DTYPES:
+            raise AdapterError(
+                f"tensor {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+                "LoRA weights must be float16, bfloat16 or float32"
+            )
+    return tensors
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:

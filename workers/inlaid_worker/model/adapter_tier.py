@@ -65,7 +65,13 @@ class AdapterTier:
         slot = self.cache.place_if_free(name)
         if slot is None:
             return -1
-        self._load(name, slot)
+        try:
+            self._load(name, slot)
+        except BaseException:  # e.g. out of device memory: forget the name so that a retry starts clean
+            self.cache.unregister(name)
+            del self._host[name]
+            self._discard(name, slot)
+            raise
         return slot
 
     def remove(self, name: str) -> None:
@@ -79,8 +85,15 @@ class AdapterTier:
         res = self.cache.acquire(names, keep)
         for name, slot in res.evictions:
             self._unload(name, slot)
-        for name, slot in res.loads:
-            self._load(name, slot)
+        for i, (name, slot) in enumerate(res.loads):
+            try:
+                self._load(name, slot)
+            except BaseException:  # this and the loads not done yet are not resident; they stay registered
+                for undone, undone_slot in res.loads[i:]:
+                    self.cache.unregister(undone)  # drops its residency (no public call drops only that)
+                    self.cache.register(undone)
+                    self._discard(undone, undone_slot)
+                raise
         return res.slots
 
     def context(self, adapter_ids: torch.Tensor) -> LoraContext | KernelLoraContext | None:
@@ -111,6 +124,17 @@ class AdapterTier:
             self._registry.add(name, adapter, slot)
         if self._pools is not None:
             self._pools.write(slot, adapter)
+
+    def _discard(self, name: str, slot: int) -> None:
+        """Clear `slot` after a load of `name` into it failed part way (or never started)."""
+        if self._registry is not None:
+            if name in self._registry.slots:
+                self._registry.remove(name)
+            else:  # LoraRegistry.add fills the slot's weights module by module before it records the name
+                for per_slot in self._registry._by_module.values():
+                    per_slot.pop(slot, None)
+        if self._pools is not None:
+            self._pools.clear(slot)
 
     def _unload(self, name: str, slot: int) -> None:
         if self._registry is not None:

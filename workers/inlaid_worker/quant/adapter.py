@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inlaid_worker.lora.adapter import LoraAdapter, load_adapter
+from inlaid_worker.lora.adapter import AdapterError, LoraAdapter, load_adapter
 from inlaid_worker.model.config import load_model_config
 
 _PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
@@ -50,8 +50,8 @@ def load_task_adapter(adapter_dir: str | Path, model_dir: str | Path, name: str)
     """Load and validate against the base at `model_dir`; AdapterError (a ValueError) names the task."""
     try:
         return from_lora(name, load_adapter(adapter_dir, load_model_config(model_dir)))
-    except ValueError as e:
-        raise type(e)(f"task {name!r}: {e}") from None
+    except ValueError as e:  # AdapterError, or a config error of the base; one type for callers to catch
+        raise AdapterError(f"task {name!r}: {e}") from None
 
 
 _Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]

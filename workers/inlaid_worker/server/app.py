@@ -58,7 +58,13 @@ def build_engine(cfg: WorkerConfig, model_dir: Path) -> LLMEngine:
             except AdapterError as exc:  # one bad adapter must not keep the others from being served
                 log.error("adapter %s refused: %s", name, exc)
                 continue
-            engine.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)))
+            except Exception:  # backstop: an error no check foresaw still only skips this adapter
+                log.exception("adapter %s could not be read; skipped", name)
+                continue
+            try:
+                engine.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)))
+            except Exception:
+                log.exception("adapter %s could not be added; skipped", name)
     if cfg.checkpoint:  # serve the quantized base (inlaid_worker.onboard)
         from inlaid_worker.onboard.setup import serve_checkpoint
 

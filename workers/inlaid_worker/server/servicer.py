@@ -166,10 +166,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         except (RequestError, SamplingError) as exc:
             outbox.put(AdmitError(a.request_id, str(exc)))
             return
-        if grammar is None:
-            self.loop.admit(sid, a.request_id, ids, sampling, a.model, resumed)
-        else:  # not compiled yet: the next messages go on meanwhile
-            self.loop.admit_when_ready(sid, a.request_id, ids, sampling, a.model, resumed, grammar)
+        except Exception as exc:  # an error no check foresaw refuses this request only, never the whole Session
+            log.exception("admit %s failed", a.request_id)
+            outbox.put(AdmitError(a.request_id, f"request refused: {type(exc).__name__}: {str(exc)[:200]}"))
+            return
+        try:
+            if grammar is None:
+                self.loop.admit(sid, a.request_id, ids, sampling, a.model, resumed)
+            else:  # not compiled yet: the next messages go on meanwhile
+                self.loop.admit_when_ready(sid, a.request_id, ids, sampling, a.model, resumed, grammar)
+        except Exception as exc:
+            log.exception("admit %s failed", a.request_id)
+            outbox.put(AdmitError(a.request_id, f"request refused: {type(exc).__name__}: {str(exc)[:200]}"))
 
     # ---- info and adapters --------------------------------------------------------------------------------
     def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:

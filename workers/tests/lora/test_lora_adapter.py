@@ -133,6 +133,10 @@ def test_refuses_other_base_model(base):
         ({"peft_type": "IA3"}, "peft_type 'IA3'"),
         ({"layers_to_transform": [0, 5]}, "layers_to_transform"),
         ({"target_modules": ["q_proj"]}, "not in target_modules"),
+        ({"lora_alpha": float("nan")}, "lora_alpha must be a finite number"),  # json.dumps writes NaN
+        ({"lora_alpha": float("inf")}, "lora_alpha must be a finite number"),
+        ({"use_rslora": "false"}, "use_rslora must be true or false"),  # a non-empty string is truthy
+        ({"use_rslora": 1}, "use_rslora must be true or false"),
     ],
 )
 def test_refuses_unsupported_configs(base, tmp_path, change, message):

@@ -1,0 +1,129 @@
+"""Hostile adapter files are refused with AdapterError (never another exception type), here and over gRPC."""
+
+import json
+import shutil
+
+import grpc
+import pytest
+import torch
+from factories import make_random_adapter, make_tiny_llama
+from grpc_worker import serving
+from inlaid_worker.gen.inlaid.v1 import worker_pb2
+from inlaid_worker.lora.adapter import AdapterError, load_adapter
+from inlaid_worker.model.config import load_model_config
+from inlaid_worker.quant.adapter import load_task_adapter
+from safetensors.torch import load_file, save_file
+
+TARGETS = ["q_proj"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    model = make_tiny_llama(root / "base")
+    adapter = make_random_adapter(root / "ad", model, rank=4, alpha=8, targets=TARGETS, seed=1)
+    return model, adapter, load_model_config(model)
+
+
+def _pickle_renamed(d):
+    (d / "adapter_model.safetensors").unlink()
+    torch.save({"x": torch.zeros(1)}, d / "adapter_model.safetensors")
+
+
+def _garbage(d):
+    (d / "adapter_model.safetensors").write_bytes(b"\xff" * 8 + b"junk")
+
+
+def _truncated(d):
+    p = d / "adapter_model.safetensors"
+    p.write_bytes(p.read_bytes()[:-100])
+
+
+def _retyped(dtype):
+    def change(d):
+        p = d / "adapter_model.safetensors"
+        save_file({k: (v * 100).to(dtype) for k, v in load_file(p).items()}, p)
+
+    return change
+
+
+def _config(text: bytes):
+    def change(d):
+        (d / "adapter_config.json").write_bytes(text)
+
+    return change
+
+
+def _config_change(**change):
+    def apply(d):
+        cfg = json.loads((d / "adapter_config.json").read_text())
+        cfg.update(change)
+        (d / "adapter_config.json").write_text(json.dumps(cfg))
+
+    return apply
+
+
+HOSTILE = {
+    "pickle_renamed": (_pickle_renamed, "is not a safetensors file"),
+    "garbage": (_garbage, "is not a safetensors file"),
+    "truncated": (_truncated, "is not a safetensors file"),
+    "bool_tensors": (_retyped(torch.bool), "has dtype bool"),
+    "int_tensors": (_retyped(torch.int32), "has dtype int32"),
+    "bad_utf8_config": (_config(b'{"r": 4, "x": "\xff\xfe", "target_modules": ["q_proj"]}'), "UnicodeDecodeError"),
+    "deep_config": (
+        _config(b'{"x":' + b"[" * 100000 + b"]" * 100000 + b', "r": 4, "target_modules": ["q_proj"]}'),
+        "RecursionError",
+    ),
+    "alpha_400_digits": (
+        _config(b'{"r": 4, "lora_alpha": ' + b"9" * 400 + b', "target_modules": ["q_proj"]}'),
+        "lora_alpha must be a finite number",
+    ),
+    "alpha_nan": (_config(b'{"r": 4, "lora_alpha": NaN, "target_modules": ["q_proj"]}'), "finite"),
+    "alpha_infinity": (_config(b'{"r": 4, "lora_alpha": -Infinity, "target_modules": ["q_proj"]}'), "finite"),
+    "targets_unhashable": (_config_change(target_modules=[{"a": 1}]), "list of names"),
+    "layers_bool": (_config_change(layers_to_transform=[True]), "layers_to_transform"),
+    "rslora_string": (_config_change(use_rslora="false"), "use_rslora must be true or false"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(HOSTILE))
+def test_hostile_adapter_is_refused_with_adapter_error(base, tmp_path, how):
+    model_dir, adapter_dir, config = base
+    change, message = HOSTILE[how]
+    d = tmp_path / how
+    shutil.copytree(adapter_dir, d)
+    change(d)
+    with pytest.raises(AdapterError, match=message):
+        load_adapter(d, config)
+    with pytest.raises(AdapterError, match=f"task 'tk': .*{message}"):  # the onboarding path keeps the type
+        load_task_adapter(d, model_dir, "tk")
+
+
+def test_good_adapter_still_loads(base):
+    _, adapter_dir, config = base
+    assert load_adapter(adapter_dir, config).scale == 2.0
+
+
+def test_load_adapter_rpc_refuses_hostile_files_as_invalid_argument(base, tmp_path):
+    model_dir, adapter_dir, _ = base
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, _running):
+        for how in ("pickle_renamed", "alpha_nan", "bad_utf8_config"):
+            d = tmp_path / how
+            shutil.copytree(adapter_dir, d)
+            HOSTILE[how][0](d)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name=f"x-{how}", path=str(d)))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (how, err.value.details())
+        card = stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="good", path=str(adapter_dir)))
+        assert card.id == "good"
+
+
+def test_worker_starts_past_a_hostile_adapter_in_adapters_dir(base, tmp_path):
+    model_dir, adapter_dir, _ = base
+    adapters = tmp_path / "adapters"
+    shutil.copytree(adapter_dir, adapters / "good")
+    shutil.copytree(adapter_dir, adapters / "bad")
+    _pickle_renamed(adapters / "bad")
+    with serving(model_dir, kv_cache_bytes=4 << 20, adapters_dir=str(adapters)) as (stub, _running):
+        ids = [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]
+    assert "good" in ids and "bad" not in ids

@@ -1,0 +1,154 @@
+"""Hostile requests and failed adapter loads: a too-deep JSON schema / tools list is an invalid-input error, a
+failing admit answers only its own request (its Session neighbours go on), and an adapter whose device load fails
+leaves no trace (a retry works)."""
+
+from __future__ import annotations
+
+import queue
+
+import grpc
+import pytest
+import torch
+from factories import make_random_adapter, make_tiny_llama
+from grpc_worker import serving
+from inlaid_worker.engine.structured import StructuredOutput, StructuredOutputError
+from inlaid_worker.engine.tool_template import chat_messages, parse_tools
+from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
+from inlaid_worker.lora.adapter import load_adapter
+from inlaid_worker.model.adapter_tier import AdapterTier
+from inlaid_worker.model.config import load_model_config
+
+FINISH = common_pb2.FinishReason
+DEEP = "[" * 2000 + "]" * 2000  # 4000 characters: under MAX_SPEC_CHARS, deeper than Python's json can parse
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile-req")
+    model = make_tiny_llama(root / "model", max_positions=4096)
+    make_random_adapter(root / "ad", model, rank=4, alpha=8, targets=["q_proj"], seed=1)
+    make_random_adapter(root / "ad2", model, rank=4, alpha=8, targets=["v_proj"], seed=2)
+    return model, root
+
+
+def test_deep_json_schema_is_a_structured_output_error():
+    with pytest.raises(StructuredOutputError, match="nested too deep"):
+        StructuredOutput("json_schema", '{"a":' + DEEP + "}")
+
+
+def test_deep_tools_and_tool_arguments():
+    with pytest.raises(ValueError, match="tools is not JSON: nested too deep"):
+        parse_tools('[{"a":' + DEEP + "}]")
+    call = common_pb2.ToolCall(id="1", name="f", arguments=DEEP)
+    msg = common_pb2.ChatMessage(role="assistant", content="", tool_calls=common_pb2.ToolCallList(calls=[call]))
+    assert chat_messages([msg])[0]["tool_calls"][0]["function"]["arguments"] == DEEP  # kept as the text
+
+
+def _admit(rid: str, sampling: common_pb2.SamplingParams, prompt=(1, 2, 3)) -> worker_pb2.ControlMessage:
+    return worker_pb2.ControlMessage(
+        admit=worker_pb2.Admit(request_id=rid, model="", prompt_token_ids=list(prompt), sampling=sampling)
+    )
+
+
+def _neighbour_survives(stub, bad: worker_pb2.ControlMessage) -> dict:
+    """Admit "good", then `bad` once "good" streams; returns good's finish reason and bad's error message."""
+    out: queue.Queue = queue.Queue()
+    call = stub.Session(iter(out.get, None))
+    sp = common_pb2.SamplingParams(max_tokens=200, ignore_eos=True, temperature=0.0)
+    out.put(_admit("good", sp))
+    events = iter(call)
+    for ev in events:
+        if ev.WhichOneof("kind") == "delta":
+            break
+    out.put(bad)
+    seen: dict = {"good_finish": None, "bad_error": None}
+    for ev in events:
+        kind = ev.WhichOneof("kind")
+        if kind == "delta" and ev.delta.request_id == "good" and ev.delta.finish_reason:
+            seen["good_finish"] = ev.delta.finish_reason
+        if kind == "error" and ev.error.request_id == "bad":
+            seen["bad_error"] = ev.error.message
+        if None not in seen.values():
+            break
+    out.put(None)
+    for _ in events:  # drain: the stream ends once the half-closed Session has no requests left
+        pass
+    assert call.code() == grpc.StatusCode.OK
+    return seen
+
+
+def test_deep_schema_prepare_and_session_neighbours(model):
+    model_dir, _ = model
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, _running):
+        sampling = common_pb2.SamplingParams(max_tokens=4, json_schema='{"a":' + DEEP + "}")
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Prepare(worker_pb2.PrepareRequest(model="", prompt="hi", sampling=sampling))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        seen = _neighbour_survives(stub, _admit("bad", common_pb2.SamplingParams(max_tokens=4, json_schema=DEEP)))
+        assert seen["good_finish"] == FINISH.FINISH_REASON_LENGTH
+        assert "nested too deep" in seen["bad_error"]
+
+
+def test_unforeseen_admit_error_answers_only_that_request(model):
+    model_dir, _ = model
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
+        engine = running.loop.engine
+        real = engine.check_prompt
+
+        def check_prompt(ids):  # a fault no check foresaw, for the prompt [7, 7] only
+            if list(ids) == [7, 7]:
+                raise RuntimeError("injected fault")
+            return real(ids)
+
+        engine.check_prompt = check_prompt
+        bad = _admit("bad", common_pb2.SamplingParams(max_tokens=4), prompt=(7, 7))
+        seen = _neighbour_survives(stub, bad)
+        assert seen["good_finish"] == FINISH.FINISH_REASON_LENGTH
+        assert "RuntimeError: injected fault" in seen["bad_error"]
+
+
+def test_failed_device_load_leaves_no_trace(model):
+    model_dir, root = model
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
+        tier = running.loop.engine.runner._adapters
+        real, calls = tier._load, []
+
+        def failing(name, slot):
+            calls.append(name)
+            if len(calls) == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return real(name, slot)
+
+        tier._load = failing
+        with pytest.raises(grpc.RpcError):
+            stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="t", path=str(root / "ad")))
+        assert "t" not in tier.cache and tier.slots == {}
+        assert stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="t", path=str(root / "ad"))).id == "t"
+        assert "t" in [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]
+        assert tier.slots == {"t": 0}
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_failed_acquire_load_rolls_back_residency(model, backend):
+    model_dir, root = model
+    config = load_model_config(model_dir)
+    tier = AdapterTier(config, torch.device("cpu"), torch.float32, num_slots=1, backend=backend)
+    assert tier.add("a", load_adapter(root / "ad", config)) == 0
+    assert tier.add("b", load_adapter(root / "ad2", config)) == -1  # registered, loaded on demand
+    real = tier._load
+
+    def half_then_fail(name, slot):  # the registry / pools hold part of "b" when the device runs out
+        if tier._registry is not None:
+            key, (a, b) = next(iter(tier._host[name].weights.items()))
+            tier._registry._by_module.setdefault(key, {})[slot] = (a, b)
+        raise torch.OutOfMemoryError("injected")
+
+    tier._load = half_then_fail
+    with pytest.raises(torch.OutOfMemoryError):
+        tier.acquire(["b"])
+    assert tier.slots == {} and "b" in tier.cache  # "a" was evicted, "b" is not resident but still registered
+    if tier._registry is not None:
+        assert all(0 not in per_slot for per_slot in tier._registry._by_module.values())
+    tier._load = real
+    assert tier.acquire(["b"]) == {"b": 0}
+    assert tier.acquire(["a"]) == {"a": 0}
