@@ -117,9 +117,9 @@ def greedy_mode(env: dict[str, str] | None = None) -> int:
 def greedy_only(params: list[Any], banned: list[Any] | None) -> bool:
     """Every row greedy with nothing that moves its logits or reads them on the host (no bias, ban, penalties or
     logprobs): its token is the argmax of its logits and it cannot overflow."""
-    return all(p.greedy and not p.logit_bias and not p.has_penalties and p.logprobs is None for p in params) and (
-        banned is None or not any(banned)
-    )
+    from inlaid_worker.engine.device_sampler import plain_argmax  # (the sampler's own row classification)
+
+    return plain_argmax(params, banned) and all(p.logprobs is None for p in params)
 
 
 class TokenCopies:

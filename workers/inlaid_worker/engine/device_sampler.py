@@ -244,6 +244,13 @@ def _classify(params: list[SamplingParams], banned: list[Seq[int] | None] | None
     return _RowPlan(sampled, penalized, changed, adjusted, plain_greedy)
 
 
+def plain_argmax(params: list[SamplingParams], banned: list[Seq[int] | None] | None) -> bool:
+    """Every row greedy with logits nothing moves (_classify: no bias, ban or penalties): launch_batch would return
+    their argmax with zero overflow flags (engine.async_step's one-kernel greedy path takes such steps)."""
+    plan = _classify(params, banned)
+    return not plan.sampled and not plan.changed
+
+
 @dataclass(frozen=True)
 class _Result:
     tokens: list[int]

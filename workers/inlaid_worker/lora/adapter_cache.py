@@ -63,6 +63,12 @@ class AdapterCache:
         self._registered.remove(name)
         return self._resident.pop(name, None)
 
+    def evict(self, name: str) -> int | None:
+        """Drop `name`'s residency but keep it registered (its load failed); returns the slot it held, or None."""
+        if name not in self._registered:
+            raise KeyError(f"adapter {name!r} is not registered")
+        return self._resident.pop(name, None)
+
     def __contains__(self, name: str) -> bool:
         return name in self._registered
 

@@ -37,9 +37,11 @@ class LoraRegistry:
         free = slot if slot is not None else next((s for s in range(self._max) if s not in used), None)
         if free is None:
             raise AdapterSlotsFull(f"all {self._max} adapter slots are in use")
+        loaded = {}  # every module's weights on the device first: a failed copy (out of memory) leaves no trace
         for key, (a, b) in adapter.weights.items():
             a, b = (t.to(self._device, self._dtype, non_blocking=True) for t in (a, b))
-            w = LoraWeights(a, b, adapter.scale)
+            loaded[key] = LoraWeights(a, b, adapter.scale)
+        for key, w in loaded.items():
             self._by_module.setdefault(key, {})[free] = w
         self._slots[name] = free
         return free

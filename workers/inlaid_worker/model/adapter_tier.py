@@ -90,8 +90,7 @@ class AdapterTier:
                 self._load(name, slot)
             except BaseException:  # this and the loads not done yet are not resident; they stay registered
                 for undone, undone_slot in res.loads[i:]:
-                    self.cache.unregister(undone)  # drops its residency (no public call drops only that)
-                    self.cache.register(undone)
+                    self.cache.evict(undone)
                     self._discard(undone, undone_slot)
                 raise
         return res.slots
@@ -127,12 +126,8 @@ class AdapterTier:
 
     def _discard(self, name: str, slot: int) -> None:
         """Clear `slot` after a load of `name` into it failed part way (or never started)."""
-        if self._registry is not None:
-            if name in self._registry.slots:
-                self._registry.remove(name)
-            else:  # LoraRegistry.add fills the slot's weights module by module before it records the name
-                for per_slot in self._registry._by_module.values():
-                    per_slot.pop(slot, None)
+        if self._registry is not None and name in self._registry.slots:  # (a failed LoraRegistry.add leaves nothing)
+            self._registry.remove(name)
         if self._pools is not None:
             self._pools.clear(slot)
 

@@ -5,6 +5,7 @@ leaves no trace (a retry works)."""
 from __future__ import annotations
 
 import queue
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -137,10 +138,16 @@ def test_failed_acquire_load_rolls_back_residency(model, backend):
     assert tier.add("b", load_adapter(root / "ad2", config)) == -1  # registered, loaded on demand
     real = tier._load
 
-    def half_then_fail(name, slot):  # the registry / pools hold part of "b" when the device runs out
+    def half_then_fail(name, slot):  # the device runs out after the first module's copy (the real registry's add)
         if tier._registry is not None:
-            key, (a, b) = next(iter(tier._host[name].weights.items()))
-            tier._registry._by_module.setdefault(key, {})[slot] = (a, b)
+            host = tier._host[name]
+            first = next(iter(host.weights.items()))
+
+            def items():
+                yield first
+                raise torch.OutOfMemoryError("injected")
+
+            tier._registry.add(name, SimpleNamespace(weights=SimpleNamespace(items=items), scale=host.scale), slot)
         raise torch.OutOfMemoryError("injected")
 
     tier._load = half_then_fail
