@@ -8,10 +8,9 @@ import { checkBestOf } from '../openai/best-of';
 import { CHAT_ROLES, MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
 import { checkTokenControls } from '../openai/token-controls';
+import { SANE_ID } from '../logging/request-context';
 
-const MAX_REQUEST_ID = 128;
-/** A client request_id is stored in Postgres and sent to workers: a plain token only (no NUL, controls, spaces). */
-const SAFE_REQUEST_ID = new RegExp(`^[A-Za-z0-9._:/-]{1,${MAX_REQUEST_ID}}$`);
+const MAX_REQUEST_ID = 128; // = SANE_ID's bound (logging/request-context)
 
 /** `shown`: the bound as the message names it (MIN_POSITIVE for its float32 MIN_POSITIVE_F32). */
 function checkRange(name: string, v: number | undefined, min: number, max: number, shown = min): void {
@@ -83,7 +82,7 @@ export function toGenerationInput(req: inference.GenerateRequest): GenerationInp
       throw InlaidError.invalid(`messages[${i}].role must be one of ${[...CHAT_ROLES].join(', ')}.`, `messages[${i}].role`);
     }
   });
-  if (req.requestId !== '' && !SAFE_REQUEST_ID.test(req.requestId)) {
+  if (req.requestId !== '' && !SANE_ID.test(req.requestId)) {
     throw InlaidError.invalid(`request_id must be 1 to ${MAX_REQUEST_ID} characters of A-Z a-z 0-9 . _ : / -.`, 'request_id');
   }
   return {

@@ -9,7 +9,8 @@ import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 
 export const REQUEST_ID_HEADER = 'x-request-id';
-const SANE_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
+/** A client-chosen request id (HTTP header or gRPC field): a plain token, stored in Postgres and sent to workers. */
+export const SANE_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
 
 export interface RequestContext {
   readonly httpRequestId: string;

@@ -7,16 +7,9 @@ export const MAX_CALIBRATION_LINES = 100_000;
 /** Most lines, blank ones included (room for a blank line after every record), so blank padding is bounded too. */
 export const MAX_CALIBRATION_TOTAL_LINES = 2 * MAX_CALIBRATION_LINES;
 
-function tooManyRecords(param: string): InlaidError {
-  return new InlaidError(status.INVALID_ARGUMENT, `\`${param}\` has more than ${MAX_CALIBRATION_LINES} records; the limit is ${MAX_CALIBRATION_LINES}`, {
-    param,
-    code: 'request_too_large',
-    httpStatus: 413,
-  });
-}
-
-function tooManyLines(param: string): InlaidError {
-  return new InlaidError(status.INVALID_ARGUMENT, `\`${param}\` has more than ${MAX_CALIBRATION_TOTAL_LINES} lines; the limit is ${MAX_CALIBRATION_TOTAL_LINES}`, {
+/** 413 naming `param`: more than `limit` `what` (records, or lines with blank ones). */
+function tooMany(param: string, what: string, limit: number): InlaidError {
+  return new InlaidError(status.INVALID_ARGUMENT, `\`${param}\` has more than ${limit} ${what}; the limit is ${limit}`, {
     param,
     code: 'request_too_large',
     httpStatus: 413,
@@ -30,7 +23,7 @@ export function checkCalibration(jsonl: string, param = 'calibration'): number {
   for (let i = 0, start = 0; start <= jsonl.length; i++) {
     const nl = jsonl.indexOf('\n', start);
     const end = nl === -1 ? jsonl.length : nl;
-    if (i >= MAX_CALIBRATION_TOTAL_LINES && (nl !== -1 || end > start)) throw tooManyLines(param); // not the empty tail after a final \n
+    if (i >= MAX_CALIBRATION_TOTAL_LINES && (nl !== -1 || end > start)) throw tooMany(param, 'lines', MAX_CALIBRATION_TOTAL_LINES); // not the empty tail after a final \n
     const line = jsonl.slice(start, end).trim();
     start = end + 1;
     if (line === '') continue;
@@ -43,7 +36,7 @@ export function checkCalibration(jsonl: string, param = 'calibration'): number {
     const ok =
       typeof rec === 'object' && rec !== null && (typeof (rec as { text?: unknown }).text === 'string' || Array.isArray((rec as { messages?: unknown }).messages));
     if (!ok) throw InlaidError.invalid(`\`${param}\` line ${i + 1}: expected {"text": string} or {"messages": [...]}`, param);
-    if (++records > MAX_CALIBRATION_LINES) throw tooManyRecords(param);
+    if (++records > MAX_CALIBRATION_LINES) throw tooMany(param, 'records', MAX_CALIBRATION_LINES);
   }
   if (records === 0) throw InlaidError.invalid(`\`${param}\` is empty: at least one JSONL record is required`, param);
   return records;
