@@ -79,7 +79,9 @@ def bench_us(fn: Callable[[], object]) -> float:
     return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e3
 
 
-_DENSE: dict[int, torch.Tensor] = {}
+# the last weight's fp32 dequantized matrix, with the packed tensor it came from held (an id alone could be reused by
+# a later weight once the first is freed, and the check would then compare against another shape's product)
+_DENSE: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def workspace_clean() -> bool:
@@ -90,11 +92,13 @@ def workspace_clean() -> bool:
 
 def rel_err(x: torch.Tensor, w: GPTQWeight, y: torch.Tensor) -> float:
     """||y - x @ W|| / ||x @ W|| with W dequantized in fp32 (the kernel's rows are in packed order)."""
-    if id(w.qweight) not in _DENSE:
+    held = _DENSE.get(id(w.qweight))
+    if held is None or held[0] is not w.qweight:
         _DENSE.clear()
         groups = (torch.arange(w.in_features, device=x.device) // w.group_size).int()
-        _DENSE[id(w.qweight)] = dequantize_gptq(w.qweight, w.qzeros, w.scales, groups, w.bits, w.zero_offset)
-    dense = _DENSE[id(w.qweight)]
+        dense = dequantize_gptq(w.qweight, w.qzeros, w.scales, groups, w.bits, w.zero_offset)
+        _DENSE[id(w.qweight)] = (w.qweight, dense)
+    dense = _DENSE[id(w.qweight)][1]
     xg = x.float()[:, w.perm.long()] if w.perm is not None else x.float()
     ref = xg @ dense
     return float((y.float() - ref).norm() / ref.norm())

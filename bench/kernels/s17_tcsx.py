@@ -17,7 +17,17 @@ One device call (s17_tcsx.sh):
 A tcsx kernel that fails to compile or is wrong is reported by its check rows and left out of the timing; the shipped
 picks and cuBLAS are timed regardless.
 
-Env: S17_SHAPES (comma list of SHAPES' names; default all, 7B first), S17_MS (default 64,32,128,16), S17_STRESS (8).
+Run 2 (helper H1, the harness mended): the tcsx candidates are the tuner's (quant_matmul_config._tcsx: buckets 32 / 64
+/ 128, the same plans and splits as run 1's VARIANTS / splits_for) and run through quant_matmul's dispatcher (the
+pre-pass inside the call); the check keeps no dense reference of an earlier shape (bench_kernels.rel_err caches it
+under id(w.qweight), which a new weight can reuse: run 1 compared 7B qkv / up / o against another shape's product,
+"The size of tensor a (12288) must match ... (22016)", and left those shipped picks and candidates untimed) and gives
+its CUDA memory back after each shape; s17_tcsx.sh runs the check processes a few at a time (run 1's 20 at once plus
+pytest ran out of GPU memory at the 7B gate/up and 13B points). The report adds ship rows (-ship.json, tuned_table's
+format): best tcsx >= SHIP_MIN x the shipped pick iso AND under PDL, buckets 32 / 64 / 128.
+
+Env: S17_SHAPES (comma list of SHAPES' names; default all, 7B first), S17_MS (default 64,32,128; 16 = run 1's bench-only
+block_m 16 variants), S17_STRESS (8).
 Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s17_tcsx.py {check,bench,report} --out DIR ...
 """
 
@@ -30,11 +40,9 @@ import time
 from pathlib import Path
 
 import torch
-import triton
 from device_common import device_parser, report_head, run_phase, short_cfg, write_report
 from inlaid_worker.kernels import pdl, qmm_tuned
-from inlaid_worker.kernels.quant_common import split_iters
-from inlaid_worker.kernels.quant_matmul_config import QMMConfig, m_bucket
+from inlaid_worker.kernels.quant_matmul_config import TCSX_PLANS, QMMConfig, _tcsx, m_bucket, tcsx_splits
 
 SHAPES = {
     "7B gate/up 4096x22016": (4096, 22016),
@@ -49,31 +57,27 @@ SHAPES = {
 }
 if os.environ.get("S17_SHAPES"):
     SHAPES = {k: SHAPES[k] for k in os.environ["S17_SHAPES"].split(",")}
-MS = tuple(int(v) for v in os.environ.get("S17_MS", "64,32,128,16").split(","))
+MS = tuple(int(v) for v in os.environ.get("S17_MS", "64,32,128").split(","))
 STRESS = int(os.environ.get("S17_STRESS", "8"))
 KINDS = ("tcsx", "tcsx2")
-# per M: (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds); offline builds (s17_tcsx_sass.py): no
-# spills in any; block_m 64 / 128 with two warpgroups run one program an SM (168 registers), so a deeper ring is free
-# there (8 / 5 stages); block_m 64 with one warpgroup (136 registers, 82 KB) two an SM; block_m 32 at M = 64: two row
-# blocks, two programs an SM
-VARIANTS = {
-    16: ((16, 128, 4, KINDS),),
-    32: ((32, 128, 4, KINDS),),
-    64: ((64, 128, 4, KINDS), (64, 64, 4, KINDS), (64, 128, 8, ("tcsx2",)), (32, 128, 4, ("tcsx2",))),
-    128: ((128, 128, 4, KINDS), (128, 128, 5, ("tcsx2",))),
-}
-SPLITS = (1, 2, 4, 8, 16)
+# per M: (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds): the tuner's TCSX_PLANS (run 1's VARIANTS;
+# offline builds (s17_tcsx_sass.py): no spills in any; block_m 64 / 128 with two warpgroups run one program an SM (168
+# registers), so a deeper ring is free there (8 / 5 stages); block_m 64 with one warpgroup (136 registers, 82 KB) two
+# an SM; block_m 32 at M = 64: two row blocks, two programs an SM) and run 1's block_m 16 (lost everywhere: not offered)
+VARIANTS = {16: ((16, 128, 4, KINDS),), **TCSX_PLANS}
 GUARD, MODEL_TOL = 1e-2, 5e-4
+SHIP_MIN = 1.03  # a ship row: best tcsx at least 3% faster than the shipped pick, iso and under PDL (session 16's rule)
 
 
 def splits_for(k: int, n: int, block_n: int = 128) -> list[int]:
     """Up to three splits whose grid holds 66..700 programs (half a wave of the H200's 132 SMs up to ~5 waves)."""
-    tiles = triton.cdiv(n, block_n)
-    out = [s for s in SPLITS if s <= k // 128 and 66 <= tiles * split_iters(k // 128, s)[1] <= 700]
-    return out[:3] or [1]
+    return tcsx_splits(k, n, block_n)
 
 
 def tcsx_cands(k: int, n: int, m: int) -> list[QMMConfig]:
+    """The tuner's tcsx candidates of M's bucket (quant_matmul_config._tcsx); M = 16: run 1's bench-only variant."""
+    if m_bucket(m) in TCSX_PLANS:
+        return _tcsx(m_bucket(m), n, k, 128)
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bm, bn, st, kinds in VARIANTS.get(m, ()) for kind in kinds
             for s in splits_for(k, n, bn)]  # fmt: skip
 
@@ -97,9 +101,9 @@ def is_tcsx(c: QMMConfig) -> bool:
 
 
 def run(x: torch.Tensor, w, c: QMMConfig, y: torch.Tensor, xp: torch.Tensor | None = None):  # noqa: ANN001
-    """One launch of c: tcsx through quant_tcsx.launch_tcsx (xp: x already permuted, else the pre-pass runs), the
-    shipped kinds through quant_matmul. Returns the tcsx compiled kernel (or None)."""
-    if is_tcsx(c):
+    """One launch of c: with xp (x already permuted) tcsx through quant_tcsx.launch_tcsx (the kernel alone, its
+    compiled kernel returned), else every kind through quant_matmul's dispatcher (tcsx: pre-pass + kernel)."""
+    if is_tcsx(c) and xp is not None:
         from inlaid_worker.kernels.quant_tcsx import launch_tcsx
 
         return launch_tcsx(x, w, c.block_m, c.split_k, c.num_stages, c.block_n // 64, y, c.kind, xp=xp)
@@ -114,14 +118,18 @@ def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def check(out: Path, shard: int) -> None:
+    import bench_kernels
     from bench_kernels import random_gptq, rel_err, workspace_clean
     from inlaid_worker.kernels.quant_tcs import tcs_reference
+    from inlaid_worker.kernels.quant_tcsx import tcsx_permute
 
     key = SHARDS[shard]
     kind = key[0]
     with (out / f"check-{shard}.jsonl").open("w") as f:
         for shape, (k, n) in SHAPES.items():
             w = None
+            bench_kernels._DENSE.clear()  # rel_err's cache is keyed by id(w.qweight): a new weight may reuse the id
+            torch.cuda.empty_cache()
             for m in MS:
                 if kind == "shipped":
                     c0 = shipped(k, n, m) if m == key[1] and shape.startswith(key[2] + " ") else None
@@ -136,6 +144,7 @@ def check(out: Path, shard: int) -> None:
                 torch.manual_seed(m)
                 x = torch.randn(m, k, device="cuda").half()
                 model = tcs_reference(x, w, acc_scale=True) if kind != "shipped" else None
+                torch.cuda.empty_cache()  # tcs_reference's temporaries (GiBs at 13B gate/up)
                 for c in cands:
                     t0 = time.time()
                     row: dict = dict(shape=shape, M=m, cfg=str(c))
@@ -162,6 +171,8 @@ def check(out: Path, shard: int) -> None:
                             row["stress_worst"] = max(errs)
                             row["stress_bad"] = sum(not (e <= MODEL_TOL) for e in errs)
                             row["clean_stress"] = workspace_clean()
+                        if is_tcsx(c):  # the compiled kernel: one launch on x permuted once (the same kernel)
+                            ck = run(x, w, c, y, tcsx_permute(x, w))
                         if ck is not None:
                             row["n_regs"] = getattr(ck, "n_regs", None)
                             row["n_spills"] = getattr(ck, "n_spills", None)
@@ -290,6 +301,16 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
         md.append(f"| {r['shape']} | {r['M']} | {_f(r['bf16_us'])} | {short_cfg(r['shipped'], False)} | {_f(si)} / "
                   f"{_f(sp)} | {short_cfg(r.get('best'), False)} | {_f(bi)} / {_f(bp)} | {sup} | {_f(ki)} / {_f(kp)} "
                   f"| {ksup} | {_f(r.get('prepass_us'))} | {pct(r['MB'], bi)} / {pct(r['MB'], bp)} |")  # fmt: skip
+    ship = ship_rows(rows)
+    md += ["", f"## Pick changes (ship rows: best tcsx >= {SHIP_MIN} x the shipped pick iso and pdl, buckets 32 / 64 / "
+           "128)", "", "| shape | M | old pick | old iso / pdl | new pick | new iso / pdl | speed-up iso / pdl |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in ship:
+        md.append(f"| {r['shape']} | {r['M']} | {short_cfg(r['before'], False)} | {r['before_iso_us']:.2f} / "
+                  f"{r['before_us']:.2f} | {short_cfg(r['pick'], False)} | {r['pick_iso_us']:.2f} / {r['pick_us']:.2f} "
+                  f"| {r['before_iso_us'] / r['pick_iso_us']:.3f} / {r['before_us'] / r['pick_us']:.3f} |")  # fmt: skip
+    if not ship:
+        md.append("| (none) | | | | | | |")
     md += ["", "## Every timed tcsx candidate (iso / pdl us, pre-pass included)", "",
            "| shape | M | candidate | iso | pdl |", "|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
@@ -324,6 +345,23 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
            + (c["error"][:300] if "error" in c else json.dumps({a: v for a, v in c.items() if a not in ("shape", "M", "cfg")}))
            for c in bad[:12]]  # fmt: skip
     write_report(dest, stem, md, dict(meta=dict(meta, command=command), bench=rows, checks=checks))
+    (dest / f"{stem}-ship.json").write_text(json.dumps(dict(meta=dict(meta, command=command), bench=ship), indent=1))
+
+
+def ship_rows(rows: list[dict]) -> list[dict]:
+    """Rows for bench/kernels/tuned_table.py (M, N, K, pick, pick_us = under PDL): where the best tcsx candidate (least
+    iso + pdl, pre-pass included) is >= SHIP_MIN x faster than the timed shipped pick both iso and under PDL, at the
+    tuner's tcsx buckets. An untimed shipped pick ships nothing."""
+    out = []
+    for r in rows:
+        si, sp, bi, bp = (r.get(f) for f in ("shipped_iso_us", "shipped_pdl_us", "best_iso_us", "best_pdl_us"))
+        if m_bucket(r["M"]) not in TCSX_PLANS or not (si and sp and bi and bp):
+            continue
+        if si / bi >= SHIP_MIN and sp / bp >= SHIP_MIN:
+            out.append(dict(shape=r["shape"], K=r["K"], N=r["N"], M=r["M"], dtype="float16", bits=4, group=128,
+                            before=r["shipped"], before_iso_us=si, before_us=sp, pick=r["best"], pick_iso_us=bi,
+                            pick_us=bp))  # fmt: skip
+    return out
 
 
 def main() -> None:

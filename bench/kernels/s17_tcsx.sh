@@ -2,7 +2,8 @@
 # Session 17 (issue 4), ONE device call (<= 300 s): the first run of quant_tcsx (bench-only kinds tcsx / tcsx2, x
 # streamed through the word ring; built and checked offline only before this call):
 #  (1) test_quant_tcsx.py's GPU tests (small shapes: block_m 16-128, splits 1-4, sym / act-order / bf16, PDL; 7B
-#      gate/up M = 64 with 12 launches a candidate) beside s17_tcsx.py's checks (20 processes: one per compiled tcsx
+#      gate/up M = 64 with 12 launches a candidate) beside s17_tcsx.py's checks (P (10) at a time since run 2; run 1
+#      started all 20 with pytest and ran out of GPU memory; processes: one per compiled tcsx
 #      variant, one per M and model for the shipped picks; every candidate at the 7B / 13B shapes, M = 64 / 32 / 128 / 16, PDL off and on,
 #      S17_STRESS single launches against tcs_reference(acc_scale=True))
 #  (2) the timing (iso / PDL, the shipped pick, bf16 cuBLAS, every passing tcsx candidate with its pre-pass, the best
@@ -24,8 +25,12 @@ CMD="OUT=\$OUT bash bench/kernels/s17_tcsx.sh $*"
   timeout "$CHECK_S" python3 -m pytest workers/tests/kernels/test_quant_tcsx.py -q -p no:cacheprovider \
     -k "matches_reference or many_launches" >"$WORK/tests.log" 2>&1 &
   NSH=$(python3 -c "import s17_tcsx; print(len(s17_tcsx.SHARDS))") || NSH=20
-  for i in $(seq 0 $((NSH - 1))); do
-    timeout "$CHECK_S" python3 bench/kernels/s17_tcsx.py check --out "$WORK" --shard "$i" >"$WORK/check-$i.log" 2>&1 &
+  deadline=$(( t0 + CHECK_S ))
+  for i in $(seq 0 $((NSH - 1))); do  # at most P checks (+ pytest) at once: 20 + pytest ran out of GPU memory (run 1)
+    while (( $(jobs -rp | wc -l) > ${P:-10} )); do wait -n; done
+    left=$(( deadline - $(date +%s) ))
+    if (( left < 8 )); then echo "check shard $i not started: phase 1 out of time"; continue; fi
+    timeout "$left" python3 bench/kernels/s17_tcsx.py check --out "$WORK" --shard "$i" >"$WORK/check-$i.log" 2>&1 &
   done
   wait
   echo "phase 1 (GPU tests + checks) $(( $(date +%s) - t0 )) s"

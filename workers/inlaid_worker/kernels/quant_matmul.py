@@ -30,6 +30,10 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   "tcss", "tcs2", "tcsa", "tcs2ao" and "tcs2at" are bench kinds. Every "tc*" kind is sm_90 only
   (quant_matmul_config.hopper_only): other GPUs never get them as candidates and launch_quant_matmul refuses them
   (device_caps.need_sm90);
+- "tcsx", "tcsx2" (quant_tcsx, Gluon, session 17): quant_tcs's ACC_SCALE K loop ("2": tcs2a's half-tile PIPE) with x
+  streamed through the TMA word ring a K tile at a time from an operand-ordered copy of x (a pre-pass inside the
+  call), so shared memory is only the ring and splits of 1-2 fit; 4-bit, M = 17..128 in the tuner (buckets 32 / 64 /
+  128, quant_matmul_config.TCSX_PLANS), quant_tc "tc" under the interpreter;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue
@@ -56,6 +60,7 @@ from .quant_hgemvr import launch_hgemvr
 from .quant_matmul_config import (
     TCS_ACC_KINDS,
     TCS_KINDS,
+    TCSX_KINDS,
     QMMConfig,
     agrees,
     candidate_configs,
@@ -204,6 +209,8 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
     elif cfg.kind in TCS_KINDS:  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x consumer warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
+    elif cfg.kind in TCSX_KINDS:  # quant_tcsx: quant_tcs's ACC_SCALE loop, x streamed through the ring (+ pre-pass)
+        launch_tcsx_kind(x2, w, cfg, y)
     elif cfg.kind == "dequant":
         dequant_matmul(x2, w, y)
     elif cfg.kind == "tile":
@@ -240,6 +247,20 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
     else:
         launch_tensor_core(x2, w, cfg.block_m, 64, 128, cfg.split_k, 4, 1, y,
                            kind="tc" if cfg.kind in TCS_ACC_KINDS else "tcf")  # fmt: skip
+
+
+def launch_tcsx_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """Kinds "tcsx" / "tcsx2" (PIPE: two K = 64 half wgmmas a tile): quant_tcsx on CUDA, its pre-pass (x into the
+    operand's K order, act-order composed in: quant_tcl.permute_x) launched first inside the call (block_n 64 or 128 =
+    1 or 2 consumer warpgroups, num_stages = the ring's depth, block_m 16-128, rows past one block in more row blocks);
+    under the interpreter quant_tc's "tc" (the exact (q - z) operand and fp32 tile scaling: the ACC_SCALE numerics)
+    with block_m capped at 64."""
+    if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        from .quant_tcsx import launch_tcsx  # late: Gluon's Hopper TMA module, CUDA only
+
+        launch_tcsx(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
+    else:
+        launch_tensor_core(x2, w, min(cfg.block_m, 64), 64, 128, cfg.split_k, 4, 1, y, kind="tc")
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

@@ -278,6 +278,41 @@ def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
             and (tma_sz or kind not in TCS_SZ_TMA_KINDS)]
 
 
+# quant_tcsx (kinds "tcsx" / "tcsx2", session 17; = quant_tcsx.KINDS, asserted there): quant_tcs's ACC_SCALE K loop
+# with x streamed through the TMA word ring a K tile at a time from an operand-ordered copy of x (quant_tcl.permute_x,
+# a pre-pass launched inside each call), so shared memory is only the ring and splits of 1-2 fit at every K. On the
+# H200 (bench/results/kernels-2026-12-01-s17-tcsx-run2.md, pre-pass included) 16 picks ship at M = 32 / 64 / 128
+# (qkv, gate/up, up, down: 1.05-1.94x iso / 1.05-1.95x under PDL against tcl / tcsat / tcs2a / tc / dequant); it lost
+# on the o shapes, at 7B gate/up and 13B down at M = 128 (tcl) and at M = 16 (run 1, kernels-2026-12-01-s17-tcsx.md),
+# so it is offered at buckets 32 / 64 / 128 only. Decode step, old table against new: 7B batch 32 / 64 / 128
+# 0.972x / 0.961x / 0.991x, 13B 0.904x / 0.934x / 0.980x (decode-2026-12-01-s17-tcsx.md). Plans per bucket:
+# (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds); offline sm_90 builds without spills (quant_tcsx's
+# docstring); block_m 32 at M = 64 = two row blocks; the splits by tcsx_splits (run 1's rule).
+TCSX_KINDS = ("tcsx", "tcsx2")
+TCSX_PLANS: dict[int, tuple] = {
+    32: ((32, 128, 4, TCSX_KINDS),),
+    64: ((64, 128, 4, TCSX_KINDS), (64, 64, 4, TCSX_KINDS), (64, 128, 8, ("tcsx2",)), (32, 128, 4, ("tcsx2",))),
+    128: ((128, 128, 4, TCSX_KINDS), (128, 128, 5, ("tcsx2",))),
+}
+TCSX_SPLITS = (1, 2, 4, 8, 16)
+
+
+def tcsx_splits(k: int, n: int, block_n: int) -> list[int]:
+    """Up to three splits (of TCSX_SPLITS) whose grid holds 66..700 programs a row block (half a wave of the H200's 132
+    SMs up to ~5 waves); split 1 where none does."""
+    tiles = triton.cdiv(n, block_n)
+    out = [s for s in TCSX_SPLITS if s <= k // 128 and 66 <= tiles * split_iters(k // 128, s)[1] <= 700]
+    return out[:3] or [1]
+
+
+def _tcsx(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
+    """quant_tcsx candidates (TMA: N % 4 == 0; K and group multiples of 128) at buckets 32 / 64 / 128."""
+    if k % 128 or group % 128 or n % 4 or mb not in TCSX_PLANS:
+        return []
+    return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bm, bn, st, kinds in TCSX_PLANS[mb] for kind in kinds
+            for s in tcsx_splits(k, n, bn)]  # fmt: skip
+
+
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit
 # operand is built whole: no "2" kinds) for M = 8..256 and quant_tcl's plans for M >= 64. Offline sm_90 build
 # (bench/kernels/sass_tc3.py, bench/results/kernels-2026-11-30-k4-tc3-sass.md): no spills in any of these (the
@@ -348,6 +383,7 @@ def candidate_configs(m: int, n: int, k: int, group: int, bits: int = 4,
     extra += _tcl(mb, k, group) if bits == 4 else []
     extra += _tcw(mb, n, k, group) if bits == 4 else []
     extra += _tcs(mb, n, k, group) if bits == 4 else []
+    extra += _tcsx(mb, n, k, group) if bits == 4 else []
     extra += _tc3(mb, k, group) if bits == 3 and dtype == torch.float16 else []
     out = _base_candidates(m, n, k, group, bits) + extra
     return out if hopper else [c for c in out if not hopper_only(c.kind)]

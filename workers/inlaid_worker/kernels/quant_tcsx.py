@@ -1,9 +1,36 @@
-"""quant_tcs with x streamed through the word ring: bench-only kinds "tcsx" / "tcsx2" (issue 4, session 17).
+"""quant_tcs with x streamed through the word ring: kinds "tcsx" / "tcsx2" (issue 4, session 17), offered by the tuner
+at M buckets 32 / 64 / 128 (quant_matmul_config.TCSX_PLANS) and dispatched by quant_matmul (pre-pass + kernel in one
+call; quant_tc "tc" under the interpreter).
 
-BUILT AND CHECKED OFFLINE ONLY (sm_90 PTX / SASS on the CPU: bench/kernels/s17_tcsx_sass.py,
-tests/kernels/test_quant_tcsx.py); NOT MEASURED, not yet run on a GPU. bench/kernels/s17_tcsx.sh is the first device
-call (correctness against tcs_reference, a many-launch race check, timings against the shipped picks and cuBLAS).
-Neither the tuner (quant_matmul_config) nor quant_matmul's dispatcher knows these kinds: launch_tcsx only.
+Measured on the H200 (bench/results/kernels-2026-12-01-s17-tcsx-run2.md: `bash bench/kernels/s17_h1.sh`; 278 candidates
+and the 27 shipped picks checked, PDL off and on, 4 stress launches each: 0 failures, worst 2.1e-4 against
+tcs_reference(acc_scale=True); pre-pass included in every time, 1.5-5.9 us of it; us iso / PDL, CUDA graph over
+weights > 3x L2). 16 picks ship (best tcsx >= 1.03x the old pick iso AND under PDL):
+  shape            M    old pick (iso / pdl)       tcsx pick                    iso / pdl       speed-up iso / pdl
+  7B gate/up       32   tcsat  36.29 / 34.31        tcsx2 m32 n128 s1 st4        31.72 / 31.86   1.144 / 1.077
+  7B gate/up       64   tcl    50.36 / 50.53        tcsx  m64 n64  s1 st4        47.85 / 47.61   1.053 / 1.061
+  7B qkv           64   tcl    31.42 / 31.54        tcsx  m64 n64  s1 st4        26.04 / 26.20   1.207 / 1.204
+  7B qkv           128  tcl    34.66 / 34.37        tcsx  m128 n128 s1 st4       32.19 / 32.52   1.077 / 1.057
+  7B up            64   tcs2a  36.88 / 35.09        tcsx  m64 n64  s1 st4        25.44 / 25.54   1.450 / 1.374
+  7B up            128  dequant 61.61 / 61.94       tcsx  m128 n128 s1 st4       31.69 / 31.80   1.944 / 1.948
+  7B down          64   tcl    27.63 / 27.48        tcsx2 m64 n128 s4 st4        24.26 / 24.27   1.139 / 1.132
+  7B down          128  tcl    34.82 / 34.92        tcsx2 m128 n128 s4 st5       33.03 / 33.32   1.054 / 1.048
+  13B gate/up      32   tcsat  51.94 / 51.36        tcsx2 m32 n128 s1 st4        40.06 / 40.14   1.296 / 1.280
+  13B gate/up      64   tcl    67.91 / 67.49        tcsx  m64 n64  s1 st4        60.55 / 60.30   1.122 / 1.119
+  13B gate/up      128  tcl    84.02 / 84.50        tcsx  m128 n128 s1 st4       76.77 / 76.67   1.094 / 1.102
+  13B qkv          32   tcsat  32.97 / 31.51        tcsx2 m32 n128 s2 st4        26.83 / 27.03   1.229 / 1.166
+  13B qkv          64   tcl    38.97 / 39.03        tcsx  m64 n64  s1 st4        33.41 / 33.63   1.167 / 1.161
+  13B qkv          128  tcl    44.92 / 44.83        tcsx  m128 n128 s1 st4       40.78 / 40.79   1.102 / 1.099
+  13B down         32   tc     34.17 / 33.66        tcsx2 m32 n128 s8 st4        30.03 / 30.16   1.138 / 1.116
+  13B down         64   tcl    53.87 / 54.30        tcsx2 m32 n128 s8 st4        43.76 / 43.82   1.231 / 1.239
+Not shipped (tcsx slower or < 3% faster either way): every o shape (7B 0.74-0.97x under PDL, 13B 0.71-0.98x; quant_tcs's
+split-K tcsat / tcs2a and tcl keep them), 7B qkv / up / down at M = 32 (1.01-1.13x iso but 0.998-1.003x under PDL),
+7B gate/up and 13B down at M = 128 (0.81-0.82x / 0.87-0.90x against tcl), and M = 16 (run 1,
+kernels-2026-12-01-s17-tcsx.md: 0.65-1.00x against tcs2a / tcsat / tc / tc2 where timed; block_m 16 is not offered).
+The kernel alone (x permuted once outside the timed call, what a producer of x writing the operand order would give)
+is another 1.03-1.09x iso / 1.06-1.18x under PDL at the shipped points. Decode step, old table against new,
+alternating on one runner (decode-2026-12-01-s17-tcsx.md): 7B batch 32 / 64 / 128 0.972x / 0.961x / 0.991x, 13B
+0.904x / 0.934x / 0.980x in device time, every round; batch 16 (no change) 0.999-1.001x.
 
 Why (quant_tcs's docstring, sessions 16 / 16b): quant_tcs's consumers stage x of the program's WHOLE K range in shared
 memory before the first K tile (8 / 16 KiB a tile at block_m 32 / 64). At M = 64 that forces split-K >= 4 (shared
@@ -47,8 +74,8 @@ thread); block_m 128 does not build at 80 (ptxas C7602: >= 94). Also building cl
 only after a wgmma.wait_group (tests/kernels/tcs_ptx_order.py: 0 early releases; the same kernel with the arrival moved
 above the wait has 1 a loop). The shipped kinds' sm_90 PTX is unchanged (this module imports quant_tcs, quant_tcw,
 quant_tcl and quant_tcg and changes none of them).
-4-bit weights, K and group multiples of 128, N % 4 == 0 (16-byte word rows, TMA), fp16 / bf16 x; CUDA sm_90 only, no
-interpreter twin (launch_tcsx refuses elsewhere).
+4-bit weights, K and group multiples of 128, N % 4 == 0 (16-byte word rows, TMA), fp16 / bf16 x; CUDA sm_90 only
+(launch_tcsx refuses elsewhere; quant_matmul runs quant_tc's "tc", the same ACC_SCALE numerics, under the interpreter).
 """
 
 from __future__ import annotations
@@ -65,6 +92,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_common import split_iters, workspace
+from .quant_matmul_config import TCSX_KINDS
 from .quant_tcg import BLOCK_K, tcg_layouts
 from .quant_tcl import permute_x, x_order
 from .quant_tcs import WG_N, WIDE_REGS, _operand_qz, tcs_layouts, tcs_supported, word_smem_layout
@@ -72,6 +100,7 @@ from .quant_tcw import _tcw_store
 
 BK = gl.constexpr(BLOCK_K)
 KINDS = {"tcsx": 0, "tcsx2": 1}  # kind -> PIPE (1: two K = 64 half wgmmas a tile, quant_tcs "tcs2a"'s loop)
+assert tuple(KINDS) == TCSX_KINDS  # what quant_matmul dispatches (quant_matmul_config keeps Gluon off the CPU)
 BLOCK_MS = (16, 32, 64, 128)  # the wgmma's N (x rows a program)
 SMEM_MAX = 232448  # the H200's (sm_90) largest dynamic shared memory of one block (227 KiB)
 SMEM_SM = 233472  # shared memory of one SM (228 KiB); each resident block also reserves 1 KiB
@@ -322,14 +351,14 @@ def tcsx_permute(x2: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
 def launch_tcsx(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
                 kind: str = "tcsx", xp: torch.Tensor | None = None,
                 regs: tuple[int, int] | None = None):  # fmt: skip
-    """y[M, N] = x2[M, K] @ W (CUDA sm_90 only; bench-only kinds KINDS, tcs_reference(acc_scale=True) numerics); with
+    """y[M, N] = x2[M, K] @ W (CUDA sm_90 only; kinds KINDS, tcs_reference(acc_scale=True) numerics); with
     PDL inside kernels.pdl's scope. xp: x2 already in the operand's K order (tcsx_permute), else the pre-pass runs
     here (its own launch). Returns the launch's compiled kernel (the benches record its registers / spills)."""
     if kind not in KINDS:
-        raise ValueError(f"unknown tcsx kind {kind!r} (bench-only kinds {tuple(KINDS)})")
+        raise ValueError(f"unknown tcsx kind {kind!r} (kinds {tuple(KINDS)})")
     if not x2.is_cuda or os.environ.get("TRITON_INTERPRET") == "1":
-        raise RuntimeError(f"{kind} is a bench-only Gluon kernel for CUDA sm_90 (no interpreter twin, not dispatched "
-                           "by quant_matmul)")  # fmt: skip
+        raise RuntimeError(f"{kind} is a Gluon kernel for CUDA sm_90 only (quant_matmul runs quant_tc's twin under the "
+                           "interpreter)")  # fmt: skip
     if xp is None:
         xp = tcsx_permute(x2, w)
     grid, args, consts = tcsx_args(xp, w, block_m, split_k, stages, nwg, y, KINDS[kind], regs)

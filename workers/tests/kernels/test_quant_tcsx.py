@@ -1,9 +1,10 @@
-"""quant_tcsx (session 17, issue 4; bench-only kinds "tcsx" / "tcsx2": quant_tcs's ACC_SCALE K loop with x streamed
-through the word ring by TMA from an operand-ordered copy of x). CPU: the kinds stay out of the tuner, the dispatcher
-and the tuned tables; the launch plan and shared-memory estimate; the pre-pass's column order is the operand K order
-quant_tcs stages; the offline sm_90 builds at block_m 16 / 32 / 64 / 128, split 1 / 2 (no spills, shared memory within
-the estimate and the hardware limit, each consumer K loop's slot release after its wgmma wait). On an sm_90 GPU: the
-kernel against tcs_reference(acc_scale=True) and many launches at a 7B shape (bench/kernels/s17_tcsx.sh runs these).
+"""quant_tcsx (session 17, issue 4; kinds "tcsx" / "tcsx2": quant_tcs's ACC_SCALE K loop with x streamed through the
+word ring by TMA from an operand-ordered copy of x). CPU: the tuner's candidates at buckets 32 / 64 / 128 (and nowhere
+else), the dispatcher's interpreter twin, the launch plan and shared-memory estimate; the pre-pass's column order is the
+operand K order quant_tcs stages; the offline sm_90 builds at block_m 16 / 32 / 64 / 128, split 1 / 2 (no spills,
+shared memory within the estimate and the hardware limit, each consumer K loop's slot release after its wgmma wait).
+On an sm_90 GPU: the kernel and the dispatcher against tcs_reference(acc_scale=True), many launches at a 7B shape, a
+tcsx pick taken by quant_matmul's tuner (shipped-pick path) and replayed in a CUDA graph (the pre-pass inside the call).
 """
 
 from __future__ import annotations
@@ -22,28 +23,117 @@ TUNED = Path(__file__).resolve().parents[2] / "inlaid_worker" / "kernels" / "tun
 KINDS = ("tcsx", "tcsx2")
 
 
-def test_tcsx_is_bench_only() -> None:
-    """Not a tuner candidate at any M bucket, not a dispatched kind, in no tuned table; launch_quant_matmul refuses
-    the kind and launch_tcsx refuses the CPU with a clear error (no interpreter twin)."""
-    from inlaid_worker.kernels import quant_tcsx
-    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
-    from inlaid_worker.kernels.quant_matmul_config import TCS_KINDS, QMMConfig, candidate_configs
+# (K, N) of the 7B / 13B decode GEMMs
+SHAPES = ((4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096), (4096, 11008), (5120, 15360), (5120, 5120),
+          (5120, 27648), (13824, 5120))  # fmt: skip
 
-    assert set(quant_tcsx.KINDS) == set(KINDS) and not set(KINDS) & set(TCS_KINDS)
-    for m in (1, 2, 4, 8, 16, 32, 64, 128, 256):
-        for k, n in ((4096, 22016), (11008, 4096), (5120, 15360)):
-            assert not [c for c in candidate_configs(m, n, k, 128, 4, torch.float16) if c.kind.startswith("tcsx")]
+
+def test_tuner_offers_tcsx_at_buckets_32_64_128_only() -> None:
+    """M = 17..128: the tuner offers exactly _tcsx's candidates (TCSX_PLANS x tcsx_splits: 1-3 splits whose grid holds
+    66..700 programs a row block); none at M <= 16 (block_m 16 lost every H200 point of run 1), 256 or 512, for 3-bit,
+    for N % 4 != 0 (TMA) or on a GPU without sm_90; quant_tcsx's kinds are quant_matmul_config's."""
+    from inlaid_worker.kernels import quant_tcsx
+    from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS, TCSX_PLANS, _tcsx, candidate_configs, tcsx_splits
+
+    assert tuple(quant_tcsx.KINDS) == TCSX_KINDS == KINDS and set(TCSX_PLANS) == {32, 64, 128}
+    for m, mb in ((17, 32), (32, 32), (33, 64), (64, 64), (65, 128), (128, 128)):
+        for k, n in SHAPES:
+            cands = [c for c in candidate_configs(m, n, k, 128, 4, torch.float16) if c.kind in KINDS]
+            assert cands == _tcsx(mb, n, k, 128) and cands, (m, k, n)
+            assert cands == [c for c in candidate_configs(m, n, k, 128, 4, torch.bfloat16) if c.kind in KINDS]
+            for c in cands:
+                assert c.block_m <= mb and c.block_k == 128 and c.num_warps == 4 and c.block_n in (64, 128)
+                assert quant_tcsx.tcsx_smem_bytes(c.num_stages, c.block_m, c.block_n // 64) <= quant_tcsx.SMEM_MAX
+                assert c.split_k in tcsx_splits(k, n, c.block_n)
+    # by hand: 7B gate/up (172 column tiles of 128) only split 1-2 (4 would be 688 programs: also in 66..700)
+    assert tcsx_splits(4096, 22016, 128) == [1, 2, 4] and tcsx_splits(4096, 4096, 128) == [4, 8, 16]
+    assert tcsx_splits(4096, 22016, 64) == [1, 2] and tcsx_splits(11008, 4096, 128) == [4, 8, 16]
+    for m in (1, 2, 4, 8, 16, 256, 512):
+        assert not [c for c in candidate_configs(m, 11008, 4096, 128, 4, torch.float16) if c.kind in KINDS], m
+    assert not [c for c in candidate_configs(64, 11008, 4096, 128, 3, torch.float16) if c.kind in KINDS]
+    assert not _tcsx(64, 11010, 4096, 128) and not _tcsx(64, 11008, 4096, 64), "N % 4, group % 128"
+    assert not [c for c in candidate_configs(64, 11008, 4096, 128, 4, torch.float16, hopper=False) if c.kind in KINDS]
+
+
+RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results"
+SHIP = "kernels-2026-12-01-s17-tcsx-run2-ship.json"
+
+
+def test_h200_table_ships_exactly_the_measured_tcsx_picks() -> None:
+    """The H200 table's tcsx entries are the ship rows of session 17's run 2 (each >= 1.03x the old pick iso and under
+    PDL, SHIP): the same (M bucket, N, K) -> config, 16 of them, at buckets 32 / 64 / 128 only (4-bit g128 fp16), each
+    a candidate of today's tuner; no other table ships a tcsx pick."""
+    import torch as _t
+    from inlaid_worker.kernels import qmm_tuned
+    from inlaid_worker.kernels.quant_matmul_config import candidate_configs, m_bucket
+
+    sys.path.insert(0, str(BENCH))
+    from tuned_table import parse_pick
+
+    doc = json.loads((TUNED / "nvidia-h200.json").read_text())
+    tcsx = {(e["m_bucket"], e["n"], e["k"]): e for e in doc["entries"] if e["config"]["kind"] in KINDS}
+    rows = json.loads((RESULTS / SHIP).read_text())["bench"]
+    ship = {(m_bucket(r["M"]), r["N"], r["K"]): r for r in rows}
+    assert len(ship) == len(rows) == 16 and set(tcsx) == set(ship), sorted(set(tcsx) ^ set(ship))
+    for key, e in tcsx.items():
+        r = ship[key]
+        cfg = qmm_tuned.config_from_dict(e["config"])
+        assert cfg == parse_pick(r["pick"]) and e["from"] == SHIP and key[0] in (32, 64, 128), key
+        assert (e["dtype"], e["bits"], e["group"]) == ("float16", 4, 128)
+        assert r["before_iso_us"] / r["pick_iso_us"] >= 1.03 and r["before_us"] / r["pick_us"] >= 1.03, key
+        assert cfg in candidate_configs(key[0], key[1], key[2], 128, 4, _t.float16), key
     for table in TUNED.glob("*.json"):
-        assert "tcsx" not in table.read_text(), table
+        if table.name != "nvidia-h200.json":
+            assert "tcsx" not in table.read_text(), table
+
+
+def test_launch_tcsx_refuses_the_cpu_and_unknown_kinds() -> None:
+    from inlaid_worker.kernels import quant_tcsx
+
     w, _ = _weight(256, 128, False, False)
     x = torch.zeros(4, 256, dtype=torch.float16)
     y = torch.empty(4, 128, dtype=torch.float16)
-    with pytest.raises(ValueError, match="unknown kernel kind"):
-        launch_quant_matmul(x, w, QMMConfig(16, 128, 128, 1, 4, 4, True, "tcsx"), y)
-    with pytest.raises(RuntimeError, match="bench-only"):
+    with pytest.raises(RuntimeError, match="CUDA sm_90 only"):
         quant_tcsx.launch_tcsx(x, w, 16, 1, 4, 2, y, "tcsx")
     with pytest.raises(ValueError, match="unknown tcsx kind"):
         quant_tcsx.launch_tcsx(x, w, 16, 1, 4, 2, y, "tcs2a")
+
+
+_TWIN_SCRIPT = """
+import json, torch
+from cases import _patch_interpreter_for_numpy, make_gptq
+_patch_interpreter_for_numpy()
+from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
+from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
+from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+from inlaid_worker.kernels.quant_tcs import tcs_reference
+torch.manual_seed(0)
+raw = make_gptq(384, 64, 4, 128, sym=False, act=True, zero_offset=1)
+w = prepare_gptq_weight(**raw, bits=4, group_size=128, sym=False)
+out = {}
+for kind, m, bm, bn, split in (("tcsx", 20, 32, 128, 1), ("tcsx2", 40, 64, 64, 2), ("tcsx2", 90, 128, 128, 2)):
+    x = torch.randn(m, 384).half()
+    y = torch.full((m, 64), float("nan"), dtype=torch.float16)
+    launch_quant_matmul(x, w, QMMConfig(bm, bn, 128, split, 4, 4, True, kind), y)
+    model = tcs_reference(x, w, acc_scale=True).half()
+    out[f"{kind} {bm}"] = float((y == model).float().mean())
+print(json.dumps(out))
+"""
+
+
+def test_dispatcher_twins_under_the_interpreter_have_the_acc_scale_numerics() -> None:
+    """tcsx / tcsx2 through quant_matmul's dispatcher under TRITON_INTERPRET=1 (quant_tc "tc", block_m capped at 64:
+    M = 90 in two row blocks, rows past M masked): element by element the acc_scale model (act-order, split-K)."""
+    import os
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{here.parents[1]}{os.pathsep}{here}")
+    proc = subprocess.run([sys.executable, "-c", _TWIN_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(res) == {"tcsx 32", "tcsx2 64", "tcsx2 128"}
+    assert all(v >= 0.97 for v in res.values()), res
 
 
 def test_tcsx_plan_and_shared_memory() -> None:
@@ -181,3 +271,89 @@ def test_tcsx_prepermuted_x_and_many_launches_at_7b_gate_up() -> None:
                 errs.append(float((y.float() - model).norm() / model.norm()))
             bad[f"{kind} m{bm} s{split}"] = sum(not (e < 5e-4) for e in errs)
     assert not any(bad.values()), json.dumps(bad)
+
+
+DISPATCH_CASES = [  # kind, bm, bn, stages, m, split, sym, act, dtype, k, n, use_pdl: through launch_quant_matmul
+    ("tcsx2", 32, 128, 4, 32, 1, False, False, torch.float16, 4096, 1408, 1),
+    ("tcsx", 32, 128, 4, 64, 2, False, True, torch.float16, 1280, 384, 0),  # block_m 32 at M = 64: two row blocks
+    ("tcsx", 64, 64, 4, 64, 1, True, False, torch.float16, 4096, 1408, 1),  # one consumer warpgroup
+    ("tcsx2", 64, 128, 8, 45, 2, False, True, torch.bfloat16, 1280, 416, 0),
+    ("tcsx", 128, 128, 4, 128, 2, False, False, torch.float16, 4096, 1408, 1),
+    ("tcsx2", 128, 128, 5, 77, 1, False, True, torch.float16, 1280, 384, 1),
+]
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize(("kind", "bm", "bn", "stages", "m", "split", "sym", "act", "dtype", "k", "n", "use_pdl"),
+                         DISPATCH_CASES)  # fmt: skip
+def test_tcsx_through_the_dispatcher_matches_reference(kind: str, bm: int, bn: int, stages: int, m: int, split: int,
+                                                       sym: bool, act: bool, dtype: torch.dtype, k: int, n: int,
+                                                       use_pdl: int) -> None:  # fmt: skip
+    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+
+    cfg = QMMConfig(bm, bn, 128, split, 4, stages, True, kind)
+    _launch_twice_and_check(lambda x, w, y: launch_quant_matmul(x, w, cfg, y), m, k, n, sym, act, dtype, use_pdl,
+                            4e-3 if dtype == torch.bfloat16 else 5e-4, True)  # fmt: skip
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+def test_tuner_takes_a_shipped_tcsx_pick_and_it_replays_in_a_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """quant_matmul at M = 48 (bucket 64) with a shipped tcsx pick: the tuner's guard accepts it, quant_matmul runs it
+    (LAST_PICK) and matches tcs_reference; captured in a CUDA graph (pre-pass + kernel, PDL on) and replayed on new x
+    it still does (the pre-pass's x copy comes from the graph's pool)."""
+    from inlaid_worker.kernels import pdl, qmm_tuned
+    from inlaid_worker.kernels import quant_matmul_config as qmc
+    from inlaid_worker.kernels.quant_matmul import quant_matmul
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    torch.manual_seed(0)
+    k, n = 1280, 1408
+    w, _ = _weight(k, n, False, True, "cuda")
+    cands = qmc.candidate_configs(48, n, k, 128, 4, torch.float16)
+    pick = next(c for c in cands if c.kind == "tcsx2" and c.block_m == 64)
+    monkeypatch.setattr(qmm_tuned, "shipped_pick", lambda *a: pick)
+    monkeypatch.setattr(qmc, "_TUNED", {})
+    x = torch.randn(48, k, device="cuda", dtype=torch.float16)
+    y = quant_matmul(x, w)
+    assert qmc.LAST_PICK[0] == pick
+    model = tcs_reference(x, w, acc_scale=True)
+    assert float((y.float() - model).norm() / model.norm()) < 5e-4
+    xs = torch.zeros_like(x)
+    with pdl.scope(1):
+        quant_matmul(xs, w)  # warm (tuned already: the dict lookup)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            ys = quant_matmul(xs, w)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        x2 = torch.randn(48, k, device="cuda", dtype=torch.float16)
+        xs.copy_(x2)
+        graph.replay()
+        torch.cuda.synchronize()
+        model = tcs_reference(x2, w, acc_scale=True)
+        assert float((ys.float() - model).norm() / model.norm()) < 5e-4, seed
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize(("k", "n", "m"), [(4096, 12288, 64), (13824, 5120, 32), (4096, 11008, 100)])
+def test_shipped_tcsx_picks_pass_the_guard_and_match(monkeypatch: pytest.MonkeyPatch, k: int, n: int, m: int) -> None:
+    """quant_matmul with the shipped H200 table at buckets that ship a tcsx pick (7B qkv M = 64, 13B down M = 32, 7B up
+    M = 100 in bucket 128): the pick runs (a candidate, accepted by the guard) and matches tcs_reference."""
+    from inlaid_worker.kernels import qmm_tuned
+    from inlaid_worker.kernels import quant_matmul_config as qmc
+    from inlaid_worker.kernels.quant_matmul import quant_matmul
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    monkeypatch.setenv("INLAID_QMM_TUNED", "1")
+    monkeypatch.setattr(qmc, "_TUNED", {})
+    torch.manual_seed(0)
+    w, _ = _weight(k, n, False, False, "cuda")
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    shipped = qmm_tuned.shipped_pick(x.device, x.dtype, qmc.m_bucket(m), n, k, 4, 128)
+    assert shipped is not None and shipped.kind in KINDS, shipped
+    y = quant_matmul(x, w)
+    assert qmc.LAST_PICK[0] == shipped
+    model = tcs_reference(x, w, acc_scale=True)
+    assert float((y.float() - model).norm() / model.norm()) < 5e-4
