@@ -9,7 +9,8 @@ and a batch without any grammar does no work at all). The sampler then applies p
 to the masked rows; logprobs stay those of the raw distribution. The engine feeds each sampled token to the
 matcher; the mask allows EOS only where the grammar can end, and the request finishes ("stop") when the
 matcher has terminated. A resumed request (its last prompt tokens are its own earlier output) rebuilds the
-matcher by replaying those tokens.
+matcher by replaying those tokens, on the engine thread (engine.add_request), within REPLAY_MAX_S of CPU time: past
+it the request is refused (StructuredOutputError: an AdmitError, nothing queued) instead of stalling every request.
 
 xgrammar is imported only when a request asks for structure, so a worker without the package serves every
 other request (and refuses structured ones with a clear error).
@@ -90,6 +91,10 @@ def require_xgrammar() -> Any:
 # a row whose mask + accept take longer (CPU time) than MAX_ROW_STEP_S in SLOW_STEPS steps in a row ends with an error
 MAX_ROW_STEP_S = 0.02
 SLOW_STEPS = 3
+# a resumed request's replay of its earlier output through the matcher may take this much CPU time (the engine
+# thread's); a JSON schema replays at ~1 us a token on the CPU (5,896 tokens in 4 ms), the regex `(a*)*b` took
+# 0.31 s for 150 tokens, 0.9 s for 200 and 265 s for 800 before this bound
+REPLAY_MAX_S = 0.5
 
 
 class GrammarState:
@@ -107,10 +112,24 @@ class GrammarState:
         self.vocab_size = int(compiled.tokenizer_info.vocab_size)
         self.step_s = 0.0
         self.slow_steps = 0  # steps in a row over MAX_ROW_STEP_S, counted at accept
+        if replay:
+            self._replay(replay)
+
+    def _replay(self, replay: Seq[int]) -> None:
+        """Feeds a resumed request's earlier output to the matcher, at most REPLAY_MAX_S of this thread's CPU time
+        (checked after every token: one token's accept past the budget is the most it overruns)."""
+        t0 = time.thread_time()
         for i, token in enumerate(replay):
             if not self.matcher.accept_token(int(token)):
                 raise StructuredOutputError(
                     f"response_format: the resumed output's token {i} ({int(token)}) does not match the grammar"
+                )
+            spent = time.thread_time() - t0
+            if spent > REPLAY_MAX_S:
+                raise StructuredOutputError(
+                    f"response_format: replaying the resumed output through the grammar took {spent:.2f} s after "
+                    f"{i + 1} of {len(replay)} tokens (at most {REPLAY_MAX_S:g} s); this grammar is too slow to "
+                    "apply to an output this long"
                 )
 
     def fill(self, bitmask: Any, index: int) -> None:

@@ -4,8 +4,11 @@ Supported: plain LoRA on any subset of q/k/v/o/gate/up/down_proj, one rank, `lor
 (alpha / r, or alpha / sqrt(r) with use_rslora), optional `layers_to_transform` as a list of layer indices.
 Refused with `AdapterError`: pickle weights, DoRA, biases, modules_to_save, rank/alpha patterns, regex
 target_modules, other PEFT types, a weights file that is not safetensors (a renamed pickle, garbage, truncated),
-a config that is not UTF-8 JSON, a non-finite lora_alpha, a use_rslora that is not a bool, tensors that are not
-float16/bfloat16/float32, any tensor whose name or shape does not fit the base model, any tensor
+a config that is not UTF-8 JSON (or larger than MAX_CONFIG_BYTES), a lora_alpha that is not a finite number > 0, a
+use_rslora that is not a bool, a config or weights file that is a symlink resolving outside the adapter directory
+(e.g. to /etc/...; a link to a file inside it is read), tensors that are not float16/bfloat16/float32, two tensors
+naming the same module's lora_A or lora_B (`...lora_A.weight` and `...lora_A.default.weight`: one would silently
+override the other), any tensor whose name or shape does not fit the base model, any tensor
 holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
 at re-quantization, as a Hessian that is not positive definite), and, by lora.magnitude's rule, any tensor or
 module delta (scaling * B @ A) that float16 cannot hold (above 65504 in magnitude; the error names the tensors).
@@ -34,6 +37,7 @@ _GROUP = {
     m: ("self_attn" if m in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp") for m in SUPPORTED_MODULES
 }
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_CONFIG_BYTES = 1 << 20  # adapter_config.json (PEFT writes about 1 KiB)
 # Config keys that must be falsy (None / False / empty) because they change what the adapter computes.
 _UNSUPPORTED_KEYS = {
     "use_dora": "DoRA",
@@ -92,12 +96,33 @@ def _tail(name: str) -> str:
     return name.rstrip("/").split("/")[-1].lower()
 
 
+def _contained(root: Path, file: Path) -> None:
+    """Refuse `file` (a path in the adapter directory `root`) when it resolves, through symlinks, outside `root`."""
+    try:
+        real, real_root = file.resolve(strict=True), root.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # a dangling link or a loop
+        raise AdapterError(f"{file} cannot be resolved ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not real.is_relative_to(real_root):
+        raise AdapterError(
+            f"{file} is a symlink to {real}, outside the adapter directory {real_root}; "
+            "an adapter's files must lie inside its directory"
+        )
+
+
 def _read_config(root: Path) -> dict[str, Any]:
     cfg = root / "adapter_config.json"
     if not cfg.is_file():
         raise AdapterError(f"{cfg} not found")
+    _contained(root, cfg)
     try:
-        raw = json.loads(cfg.read_bytes())
+        with cfg.open("rb") as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise AdapterError(f"{cfg} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise AdapterError(f"{cfg} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        raw = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise AdapterError(f"{cfg} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
@@ -124,8 +149,8 @@ def _rank_alpha(raw: dict[str, Any]) -> tuple[int, float, bool]:
         alpha = float(alpha)
     except OverflowError:  # an int too large for a float
         alpha = math.inf
-    if not math.isfinite(alpha):
-        raise AdapterError(f"lora_alpha must be a finite number, got {str(raw.get('lora_alpha'))[:40]}")
+    if not math.isfinite(alpha) or alpha <= 0:  # 0 serves the base model; < 0 subtracts the delta
+        raise AdapterError(f"lora_alpha must be a finite number > 0, got {str(raw.get('lora_alpha'))[:40]}")
     rslora = raw.get("use_rslora", False)
     if rslora is None:
         rslora = False
@@ -176,6 +201,7 @@ def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
                 "is loaded (pickle can run code); re-save with save_pretrained(safe_serialization=True)"
             )
         raise AdapterError(f"{file} not found")
+    _contained(root, file)
     try:
         with safe_open(str(file), framework="pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
@@ -231,6 +257,11 @@ def _pair_tensors(
             raise AdapterError(
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {expected} "
                 f"(r={rank}, base {module} is {out_f}x{in_f})"
+            )
+        seen = found.get((layer, module, which))
+        if seen is not None:  # "...lora_A.weight" and "...lora_A.default.weight": one would override the other
+            raise AdapterError(
+                f"tensors {seen[0]!r} and {name!r} are both lora_{which} of layer {layer} {module}; keep one"
             )
         _check_finite(name, tensor)
         _raise_if(tensor_problem(name, tensor))

@@ -141,10 +141,13 @@ class EngineLoop:
         return len(self._owner)
 
     def call(self, fn: Callable[[LLMEngine], Any]) -> Future[Any]:
-        """Runs fn(engine) on the loop thread between steps."""
+        """Runs fn(engine) on the loop thread between steps; not at all when the caller cancelled the future first
+        (e.g. it gave up waiting)."""
         fut: Future[Any] = Future()
 
         def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
             try:
                 fut.set_result(fn(self.engine))
             except Exception as exc:  # handed to the caller

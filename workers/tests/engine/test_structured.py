@@ -323,3 +323,28 @@ def test_a_grammar_too_slow_to_apply_ends_its_request_with_an_error(
     monkeypatch.setattr(structured, "MAX_ROW_STEP_S", 0.02)
     state = GrammarState(engine.grammars.compile(StructuredOutput("regex", "(a*)*b")))
     assert not state.too_slow and state.step_s == 0.0 and state.slow_steps == 0
+
+
+def test_a_resumed_replay_too_slow_for_its_grammar_is_refused(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed request replays its earlier output through the matcher on the engine thread: with `(a*)*b` the cost
+    grows with the output (0.9 s of CPU for 200 tokens, 265 s for 800), so past REPLAY_MAX_S the request is refused
+    (nothing queued) rather than stalling the worker; a grammar that replays fast is untouched by the bound."""
+    import time
+
+    from inlaid_worker.engine import structured
+
+    monkeypatch.setattr(structured, "REPLAY_MAX_S", 0.05)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    done = [a] * 200  # ~0.9 s of replay without the bound
+    ids = engine.tokenizer.encode_prompt(PROMPT) + done
+    so = StructuredOutput("regex", "(a*)*b")
+    t0 = time.perf_counter()
+    with pytest.raises(StructuredOutputError, match=r"response_format: replaying .* took .* s after \d+ of 200 tokens"):
+        engine.add_request("slow-replay", ids, SamplingParams(max_tokens=8, structured=so), resumed_output_tokens=200)
+    assert time.perf_counter() - t0 < 1.5
+    assert not engine.has_work
+    short = SamplingParams(max_tokens=4, temperature=0, structured=so)  # a short replay of the same grammar is fine
+    engine.add_request("short-replay", ids[: -200 + 5], short, resumed_output_tokens=5)
+    assert drain(engine)["short-replay"][-1].finish_reason is not None

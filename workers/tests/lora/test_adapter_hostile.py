@@ -63,7 +63,48 @@ def _config_change(**change):
     return apply
 
 
+def _weights_link_outside(d):
+    """adapter_model.safetensors a symlink to a good weights file outside the adapter directory."""
+    outside = d.parent / f"{d.name}-outside.safetensors"
+    (d / "adapter_model.safetensors").rename(outside)
+    (d / "adapter_model.safetensors").symlink_to(outside)
+
+
+def _config_link_to_etc(d):
+    (d / "adapter_config.json").unlink()
+    (d / "adapter_config.json").symlink_to("/etc/passwd")
+
+
+def _dangling_weights_link(d):
+    (d / "adapter_model.safetensors").unlink()
+    (d / "adapter_model.safetensors").symlink_to(d / "gone.safetensors")
+
+
+def _duplicate_key(d):
+    """Both `...lora_A.weight` and `...lora_A.default.weight` for layer 0 q_proj (the second one zeros)."""
+    p = d / "adapter_model.safetensors"
+    tensors = load_file(p)
+    name = next(k for k in tensors if ".layers.0." in k and "lora_A" in k)
+    tensors[name.replace("lora_A.weight", "lora_A.default.weight")] = torch.zeros_like(tensors[name])
+    save_file(tensors, p)
+
+
 HOSTILE = {
+    "alpha_zero": (_config_change(lora_alpha=0), "lora_alpha must be a finite number > 0, got 0"),
+    "alpha_negative": (_config_change(lora_alpha=-16), "lora_alpha must be a finite number > 0, got -16"),
+    "alpha_tiny_negative": (_config_change(lora_alpha=-1e-300), "finite number > 0"),
+    "weights_link_outside": (_weights_link_outside, "adapter_model.safetensors is a symlink to .*outside the adapter"),
+    "config_link_to_etc": (_config_link_to_etc, "adapter_config.json is a symlink to /etc/passwd, outside"),
+    "dangling_weights_link": (_dangling_weights_link, "adapter_model.safetensors"),
+    "huge_config": (
+        _config(b'{"r": 4, "target_modules": ["q_proj"], "x": "' + b"a" * (1 << 20) + b'"}'),
+        "larger than",
+    ),
+    "duplicate_key": (
+        _duplicate_key,
+        r"tensors '[^']*\.layers\.0\.self_attn\.q_proj\.lora_A(\.default)?\.weight' and "
+        r"'[^']*\.layers\.0\.self_attn\.q_proj\.lora_A(\.default)?\.weight' are both lora_A of layer 0 q_proj",
+    ),
     "pickle_renamed": (_pickle_renamed, "is not a safetensors file"),
     "garbage": (_garbage, "is not a safetensors file"),
     "truncated": (_truncated, "is not a safetensors file"),
@@ -104,10 +145,31 @@ def test_good_adapter_still_loads(base):
     assert load_adapter(adapter_dir, config).scale == 2.0
 
 
+def test_symlink_inside_the_adapter_directory_is_read(base, tmp_path):
+    """Only links that leave the directory are refused: a weights file linked from a subfolder of it loads."""
+    _, adapter_dir, config = base
+    d = tmp_path / "inner-link"
+    shutil.copytree(adapter_dir, d)
+    (d / "blobs").mkdir()
+    (d / "adapter_model.safetensors").rename(d / "blobs" / "w.safetensors")
+    (d / "adapter_model.safetensors").symlink_to("blobs/w.safetensors")
+    assert load_adapter(d, config).scale == 2.0
+
+
+RPC_HOSTILE = (
+    "pickle_renamed",
+    "alpha_nan",
+    "bad_utf8_config",
+    "alpha_negative",
+    "config_link_to_etc",
+    "duplicate_key",
+)
+
+
 def test_load_adapter_rpc_refuses_hostile_files_as_invalid_argument(base, tmp_path):
     model_dir, adapter_dir, _ = base
     with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, _running):
-        for how in ("pickle_renamed", "alpha_nan", "bad_utf8_config"):
+        for how in RPC_HOSTILE:
             d = tmp_path / how
             shutil.copytree(adapter_dir, d)
             HOSTILE[how][0](d)

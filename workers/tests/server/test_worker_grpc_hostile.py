@@ -52,7 +52,8 @@ def _admit(rid: str, sampling: common_pb2.SamplingParams, prompt=(1, 2, 3)) -> w
 
 
 def _neighbour_survives(stub, bad: worker_pb2.ControlMessage) -> dict:
-    """Admit "good", then `bad` once "good" streams; returns good's finish reason and bad's error message."""
+    """Admit "good", then `bad` once "good" streams; returns good's finish reason and bad's error message (or its
+    finish reason, when it was served instead of refused)."""
     out: queue.Queue = queue.Queue()
     call = stub.Session(iter(out.get, None))
     sp = common_pb2.SamplingParams(max_tokens=200, ignore_eos=True, temperature=0.0)
@@ -62,14 +63,14 @@ def _neighbour_survives(stub, bad: worker_pb2.ControlMessage) -> dict:
         if ev.WhichOneof("kind") == "delta":
             break
     out.put(bad)
-    seen: dict = {"good_finish": None, "bad_error": None}
+    seen: dict = {"good_finish": None, "bad_error": None, "bad_finish": None}
     for ev in events:
         kind = ev.WhichOneof("kind")
-        if kind == "delta" and ev.delta.request_id == "good" and ev.delta.finish_reason:
-            seen["good_finish"] = ev.delta.finish_reason
+        if kind == "delta" and ev.delta.finish_reason and ev.delta.request_id in ("good", "bad"):
+            seen[f"{ev.delta.request_id}_finish"] = ev.delta.finish_reason
         if kind == "error" and ev.error.request_id == "bad":
             seen["bad_error"] = ev.error.message
-        if None not in seen.values():
+        if seen["good_finish"] and (seen["bad_error"] or seen["bad_finish"]):  # "bad" answered either way
             break
     out.put(None)
     for _ in events:  # drain: the stream ends once the half-closed Session has no requests left
@@ -159,3 +160,66 @@ def test_failed_acquire_load_rolls_back_residency(model, backend):
     tier._load = real
     assert tier.acquire(["b"]) == {"b": 0}
     assert tier.acquire(["a"]) == {"a": 0}
+
+
+def test_adapter_call_timeout_is_deadline_exceeded(model, monkeypatch):
+    """LoadAdapter / UnloadAdapter whose engine call waits past ADAPTER_CALL_TIMEOUT_S (or the client's deadline)
+    answer DEADLINE_EXCEEDED (was UNKNOWN: concurrent.futures.TimeoutError fell through); a call the loop had not
+    started is dropped."""
+    import threading
+    import time
+
+    from inlaid_worker.server import servicer
+
+    model_dir, root = model
+    monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 0.3)
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
+        release = threading.Event()
+        busy = running.loop.call(lambda e: release.wait(10))  # the loop is stuck until released
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="late", path=str(root / "ad")))
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+            assert "took longer than 0.3 s" in err.value.details() and "dropped" in err.value.details()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name="late"))
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+        finally:
+            release.set()
+        busy.result(timeout=10)
+        running.loop.call(lambda e: None).result(timeout=10)  # the loop drained the dropped calls
+        assert "late" not in [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]  # never loaded
+        # the client's deadline comes first (the gateway's is 60 s, the worker's own 120 s): the worker stops waiting
+        # then too, so a load the client gave up on is dropped instead of happening after its DEADLINE_EXCEEDED
+        monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 120.0)
+        release.clear()
+        busy = running.loop.call(lambda e: release.wait(10))
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="gave-up", path=str(root / "ad")), timeout=0.3)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(0.3)  # the servicer's own wait ends at the client's deadline and cancels the queued call
+        finally:
+            release.set()
+        busy.result(timeout=10)
+        running.loop.call(lambda e: None).result(timeout=10)
+        assert "gave-up" not in [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]
+        assert stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="late", path=str(root / "ad"))).id == "late"
+
+
+def test_resumed_admit_whose_grammar_replay_is_too_slow_is_refused(model, monkeypatch):
+    """A resumed Admit replays its earlier output through its grammar on the engine thread; one that runs past
+    REPLAY_MAX_S (the regex `(a*)*b`, 300 tokens: ~6 s unbounded) answers a RequestError naming response_format, and
+    the request streaming next to it goes on."""
+    from inlaid_worker.engine import structured
+
+    model_dir, _ = model
+    monkeypatch.setattr(structured, "REPLAY_MAX_S", 0.05)
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
+        a = running.loop.engine.tokenizer.hf.convert_tokens_to_ids("a")
+        sampling = common_pb2.SamplingParams(max_tokens=4, regex="(a*)*b")
+        bad = _admit("bad", sampling, prompt=[1, 2, 3] + [a] * 300)
+        bad.admit.resumed_output_tokens = 300
+        seen = _neighbour_survives(stub, bad)
+        assert seen["good_finish"] == FINISH.FINISH_REASON_LENGTH
+        assert "response_format: replaying the resumed output" in seen["bad_error"]

@@ -29,6 +29,20 @@ function isWorkerLoss(err: unknown): boolean {
   return code === status.UNAVAILABLE;
 }
 
+/** `work`, or a rejection as soon as `signal` aborts (at once when it has already). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return work;
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(new Error('the client went away before the request was queued'));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error('the client went away while the request was prepared'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** The prompt text a prompt-reading length predictor sees. */
 function promptText(input: GenerationInput): string {
   return input.prompt !== '' ? input.prompt : input.messages.map((m) => m.content).join('\n');
@@ -50,7 +64,9 @@ export class GenerationService {
     const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
     const timeline = new RequestTimeline(id, input.model, input.api, new Date());
     try {
-      const prepared = await this.prepare(input);
+      // a client already gone is not prepared (a Prepare may compile a grammar for up to 10 s); one that leaves
+      // during its Prepare is not waited for (the worker's Prepare ends on its own, nothing was queued)
+      const prepared = await untilAborted(this.prepare(input), signal);
       const promptTokens = prepared.promptTokenIds.length;
       const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
       const ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));

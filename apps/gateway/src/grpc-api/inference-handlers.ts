@@ -116,11 +116,15 @@ export function inferenceHandlers(
     generate(call: ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>) {
       void (async () => {
         let release = (): void => undefined;
+        // listened for from the start: a client that cancels while the key is admitted (auth, limits) is seen at once,
+        // not after its request waited in the scheduler's queue and reached a worker ('cancelled' fires only once)
+        const left = new AbortController();
+        call.on('cancelled', () => left.abort());
+        if (call.cancelled) left.abort();
         try {
           checkDecoded(call.request);
           release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
-          const left = new AbortController();
-          call.on('cancelled', () => left.abort());
+          if (left.signal.aborted) return; // gone while admitted: nothing is queued (finally frees the key's slots)
           const { input: asked, plan } = withGrpcTools(call.request, toGenerationInput(call.request), () => workers.toolSupport(call.request.model));
           const { n, bestOf } = choicePlan(call.request);
           const { input, count } = candidatesOf(asked, n, bestOf); // best_of: `count` candidates ranked down to n

@@ -53,6 +53,8 @@ export class OpenAIResponder {
       if (!res.writableFinished) left.abort();
     };
     res.on('close', onEarlyClose);
+    // the client may have left before this ran (while the key was admitted): 'close' has fired already
+    if (res.closed || res.destroyed) onEarlyClose();
     const tools = req.tools;
     const { input, count } = candidatesOf(req.input, req.n, req.bestOf);
     const choices = await startChoices(this.generation, input, count, left.signal)

@@ -1,0 +1,191 @@
+/**
+ * A client that goes away while its request is still being admitted (the key's auth and limits, the worker's Prepare)
+ * is noticed at once: nothing is queued with the scheduler, and a request already queued is dropped. Before, the gRPC
+ * Generate handler and the HTTP responder listened for the client only after the key was admitted (a cancel in that
+ * window was missed: the request waited in the queue and reached a worker before anyone looked), and a gone client's
+ * request was still prepared. Real grpc-js and HTTP servers; the gate and the generation service are stubs.
+ */
+import { credentials, Metadata, Server, ServerCredentials } from '@grpc/grpc-js';
+import { inference } from '@inlaid/proto';
+import type { Response } from 'express';
+import { createServer, request as httpRequest, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { CallGate } from '../auth/call-gate.service';
+import { inferenceHandlers } from '../grpc-api/inference-handlers';
+import { OpenAIResponder } from '../openai/openai-responder';
+import type { OpenAIRequest } from '../openai/request-validation';
+import type { RecordsService } from '../records/records.service';
+import type { SchedulingService } from '../scheduling/scheduling.service';
+import type { WorkersService } from '../workers/workers.service';
+import { GenerationService } from './generation.service';
+import type { Generation, GenerationInput } from './generation.types';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves once `check` holds (polled every 10 ms), or fails after `ms` naming `what`. */
+async function eventually(check: () => boolean, what: string, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(10);
+  }
+}
+
+/** A generation service whose requests wait in the "queue" until their signal aborts (as GenerationService.start). */
+function queueingService() {
+  const starts: Array<{ signal?: AbortSignal; endedAt?: number }> = [];
+  const start = (_input: GenerationInput, signal?: AbortSignal): Promise<Generation> => {
+    const s: { signal?: AbortSignal; endedAt?: number } = { signal };
+    starts.push(s);
+    return new Promise<Generation>((_resolve, reject) => {
+      const end = (): void => {
+        s.endedAt = Date.now();
+        reject(new Error('cancelled while queued'));
+      };
+      if (signal?.aborted) end();
+      else signal?.addEventListener('abort', end, { once: true });
+    });
+  };
+  return { service: { start } as unknown as GenerationService, starts };
+}
+
+/** A gate whose admissions resolve only when the test lets them (auth and limits taking their time). */
+function slowGate() {
+  const pending: Array<() => void> = [];
+  let released = 0;
+  const admit = () =>
+    new Promise<() => void>((resolve) => pending.push(() => resolve(() => void (released += 1))));
+  return { gate: { admit } as unknown as CallGate, pending, released: () => released };
+}
+
+describe('gRPC Generate: a client cancelling during admission', () => {
+  let server: Server;
+  let client: InstanceType<typeof inference.InferenceClient>;
+  const { service, starts } = queueingService();
+  const gate = slowGate();
+
+  beforeAll(async () => {
+    server = new Server();
+    server.addService(inference.InferenceService, inferenceHandlers(service, {} as WorkersService, gate.gate));
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    client = new inference.InferenceClient(`127.0.0.1:${port}`, credentials.createInsecure());
+  });
+
+  afterAll(() => {
+    client?.close();
+    server?.forceShutdown();
+  });
+
+  const generate = () => {
+    const md = new Metadata();
+    md.set('authorization', 'Bearer k');
+    const req: inference.GenerateRequest = {
+      model: 'sql', prompt: 'hi', messages: [], requestId: '', n: 1,
+      sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false },
+    };
+    const call = client.generate(req, md);
+    call.on('error', () => undefined); // CANCELLED, by the test
+    return call;
+  };
+
+  it('while the key is admitted: nothing is queued, and the key is released', async () => {
+    const call = generate();
+    await eventually(() => gate.pending.length === 1, 'the gate is asked');
+    call.cancel();
+    await sleep(200); // the server has seen the cancel ('cancelled' fired) before the key is admitted
+    gate.pending[0]();
+    await eventually(() => gate.released() === 1, 'the key is released');
+    await sleep(50);
+    // before: start ran with a signal that never aborted, and the request waited in the queue for a worker
+    expect(starts.filter((s) => s.signal?.aborted !== true)).toEqual([]);
+  });
+
+  it('while queued for a worker: the queued request is dropped at once', async () => {
+    const before = starts.length;
+    const asked = gate.pending.length;
+    const released = gate.released();
+    const call = generate();
+    await eventually(() => gate.pending.length === asked + 1, 'the gate is asked');
+    gate.pending[asked]();
+    await eventually(() => starts.length === before + 1, 'the request is queued');
+    const cancelledAt = Date.now();
+    call.cancel();
+    await eventually(() => starts[before].endedAt !== undefined, 'the queued request is dropped', 1000);
+    expect(starts[before].endedAt! - cancelledAt).toBeLessThan(1000);
+    await eventually(() => gate.released() === released + 1, 'the key is released');
+  });
+});
+
+describe('HTTP responder: a client leaving before the responder runs', () => {
+  let http: HttpServer;
+  let port: number;
+  const { service, starts } = queueingService();
+  const responder = new OpenAIResponder(service);
+  const admitted: Array<() => void> = [];
+  const req: OpenAIRequest = {
+    input: { model: 'sql', prompt: 'hi', messages: [], sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false }, api: 'completions' },
+    stream: false,
+    includeUsage: false,
+    n: 1,
+  };
+
+  beforeAll(async () => {
+    // the responder runs once the "guard" admits the key (the test decides when), as Nest runs it after ApiKeyGuard
+    http = createServer((_req, res) => {
+      admitted.push(() => void responder.respond('completions', req, res as unknown as Response).catch(() => undefined));
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    port = (http.address() as AddressInfo).port;
+  });
+
+  afterAll(() => new Promise<void>((resolve) => http.close(() => resolve())));
+
+  it('never leaves the request waiting in the queue', async () => {
+    const r = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/v1/completions' });
+    r.on('error', () => undefined); // the socket is destroyed by the test
+    r.end('{}');
+    await eventually(() => admitted.length === 1, 'the request reaches the server');
+    r.destroy();
+    await sleep(200); // the server has seen the socket close ('close' fired) before the responder runs
+    admitted[0]();
+    await eventually(() => starts.length === 1, 'the responder starts the generation');
+    // before: the signal never aborted (the 'close' listener came too late) and the request stayed queued
+    await eventually(() => starts[0].endedAt !== undefined, 'the request is dropped from the queue', 1000);
+  });
+});
+
+describe('GenerationService.start with a client already gone or leaving during Prepare', () => {
+  function generation(prepare: () => Promise<unknown>) {
+    const submit = jest.fn();
+    const workers = { pick: () => ({ addr: 'w1', prepare }) } as unknown as WorkersService;
+    const records = { add: jest.fn() } as unknown as RecordsService;
+    const scheduling = { submit, cancel: jest.fn() } as unknown as SchedulingService;
+    return { g: new GenerationService(workers, records, scheduling), submit };
+  }
+  const input: GenerationInput = {
+    model: 'sql', prompt: 'hi', messages: [], sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false }, api: 'completions',
+  };
+
+  it('does not prepare a request whose client is gone', async () => {
+    const prepare = jest.fn(() => new Promise(() => undefined));
+    const { g, submit } = generation(prepare);
+    const left = new AbortController();
+    left.abort();
+    await expect(g.start(input, left.signal)).rejects.toThrow(/went away/);
+    expect(submit).not.toHaveBeenCalled();
+  });
+
+  it('stops waiting for a Prepare (e.g. a grammar compiling) when the client leaves', async () => {
+    const { g, submit } = generation(() => new Promise(() => undefined)); // a Prepare that takes its time
+    const left = new AbortController();
+    const started = g.start(input, left.signal);
+    await sleep(20);
+    const t0 = Date.now();
+    left.abort();
+    await expect(started).rejects.toThrow(/went away/);
+    expect(Date.now() - t0).toBeLessThan(500);
+    expect(submit).not.toHaveBeenCalled();
+  });
+});
