@@ -424,6 +424,10 @@ DEFAULT_IMPL = "tiles"
 # tiles each). rope=1 (rotary and the KV write inside "row", model.llama_fast) at buckets 1-2: against "row" with
 # rope_cache, device time 0.959x at batch 1 and 0.978x at batch 2 @ 512 (6/6 rounds lower, s11-attn2); not measured
 # at bucket 4.
+# Session 17 (bench/results/decode-2026-12-01-s17-attn.md, same protocol, 8 rounds): no other split of "row" beat these
+# entries (many warps over few partitions, with and without a warp-groups kernel, bench/kernels/s17_attn_groups.patch: +15 to +175 us a step, 0/8 rounds
+# lower, batches 1 / 2 / 4 at 512 and 2048 tokens). Bucket 8 again: "row" with its defaults 0.976x "tiles" at 512 (8/8)
+# but 1.007x at 2048 (0/8), so it stays on "tiles".
 _ROW16 = dict(block_n=16, num_warps=1, lookahead=1)
 ROW_TABLE: dict[str, dict[int, dict[str, int]]] = {
     "NVIDIA H200": {1: dict(_ROW16, rope=1), 2: dict(_ROW16, rope=1), 4: dict(_ROW16)}}  # fmt: skip
