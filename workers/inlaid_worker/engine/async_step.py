@@ -6,9 +6,11 @@ host's work (detokenize, stop checks, outputs, the next schedule, the step's inp
 async scheduling (LLMEngine(async_scheduling=True), env INLAID_ASYNC_SCHEDULING) a step whose sampled rows are all
 `row_ok` leaves its tokens on the device (device_sampler.launch_batch, or for all-greedy steps engine.greedy's one
 kernel: GREEDY_COPY) with a non-blocking copy to pinned host memory (or the kernel's own store into it) and an event
-(TokenCopies); the next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds
-its input with placeholders that the runner replaces on the device with step N's ids (model.token_feed; the fed
-decode rows are the step's first rows), launches it, and only then waits for step N's tokens and post-processes them
+(TokenCopies; a step launched ahead whose rows all sample plain greedy asks its decode graph to take them itself at
+the end of the graph, StepInput.graph_greedy, honoured in model.decode_graphs' GRAPH_INPUT 3, TokenCopies.adopt); the
+next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds its input with placeholders
+that the runner replaces on the device with step N's ids (model.token_feed; the fed decode rows are the step's first
+rows), launches it, and only then waits for step N's tokens and post-processes them
 (the same _append_token as the synchronous step) while the GPU runs step N+1. Step N+1 holds:
 - a decode row for every running sequence that sampled in step N (its unread token, fed), but those that will end by
   length at that token (left out; a sequence that stops otherwise at step N, by EOS, a stop token or string or an
@@ -147,6 +149,16 @@ class TokenCopies:
             return PendingCopy(packed, None)
         host, event = self._next(int(packed.shape[1]))
         host.copy_(packed, non_blocking=True)
+        event.record()
+        return PendingCopy(host, event)
+
+    def adopt(self, host: torch.Tensor) -> PendingCopy:
+        """A decode graph's own greedy tokens ([2, R] pinned [tokens; zero flags], model.decode_graphs GRAPH_INPUT 3)
+        with the next event, recorded now on the current stream (behind the replay)."""
+        i, self._turn = self._turn, self._turn ^ 1
+        event = self._events[i]
+        if event is None:
+            event = self._events[i] = torch.cuda.Event()
         event.record()
         return PendingCopy(host, event)
 

@@ -45,6 +45,27 @@ also lets quant_matmul tune its tiles), and dropped when the runner's weights ob
 changes.
 Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
 
+The step's input inside the graph (GRAPH_INPUT, env INLAID_GRAPH_INPUT; session 17, issue 4: the async decode loop
+queued, between two replays, the staging copy and the fed tokens' gather as separate stream operations, each with
+microseconds of idle GPU around it): 0, the staging copy, then TokenFeed.write into the staged ids, then the replay;
+1, the fed rows' sources and the token tensor's address are staged too (model.token_feed.stage_feed) and the graph's
+first kernel (token_feed.stage_in, a plain launch: every later kernel, the PDL ones' early reads of the staged
+buffer included, starts after it) gathers the tokens; 2 (buckets up to IN_GRAPH_COPY_MAX_BUCKET on CUDA, else 0),
+that kernel also reads the pinned staging buffer itself through its unified address, so no copy-engine transfer is
+queued, and the event that guards the pinned buffer is an external event recorded inside the graph right after that
+kernel (the host refills the buffer only once the graph has read it, as with the copy); 3 (where 2 applies, else
+0), also the all-greedy tokens (engine.greedy.greedy_in_graph) at the end of the graph when the engine asks
+(StepInput.graph_greedy: an async step whose rows all sample plain greedy): two staged words (rows to take, 0 when
+not asked; the host slot) and the graph's own int64 token buffer and pinned [2 slots, 2, B] host buffer, the slots
+used in turn, so nothing at all is queued between two replays. The mode is part of a graph's key.
+Measured (bench/results/decode-2026-12-01-s17-b1.md: the engine's async loop, 7B int4 on the H200, the modes
+alternating in one process, two runs of 4 rounds): mode 2 against 0 at batch 1 0.9948x / 0.9971x and at batch 4
+0.9959x / 0.9978x, lower in every round (16/16), so it ships; the GPU's idle time between two replays went from
+25.9 to 8.1 us (the greedy kernel left outside). Mode 1 alone gained nothing (0.9996x / 1.0001x, 1.0008x at batch 4
+in run 2). Mode 3 (gap 1.8 us, nothing outside) measured 0.9942x / 0.9955x and 0.9946x / 0.9971x, lower than mode
+2's median in all four, but not lower than mode 0 in one round of sixteen (batch 4, run 2: +0.9 us): not the default
+until it is.
+
 A graph replays raw device addresses, so everything it reads must stay allocated while it lives:
 - the weights: a re-quantized layer is copied into the serving tensors in place (onboard.layer_swap), which
   keeps every address; a layer replaced by another object changes the weights object and drops the graphs
@@ -85,11 +106,17 @@ from inlaid_worker.model.llama_fast import (
 )
 from inlaid_worker.model.rope import cos_sin
 from inlaid_worker.model.step_input import StepInput
+from inlaid_worker.model.token_feed import FEED_EXTRA, STAGE_BLOCK, graph_tokens, stage_feed, stage_in
 from inlaid_worker.model.weights import LlamaWeights
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
 PDL_MAX_BUCKET = 16  # PDL measured >= 1.01x up to batch 16 and 0.99-1.01x at 32 (module docstring)
 _FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
+# (then, with GRAPH_INPUT 1 or 2, the feed region: each row's source in the fed tokens, and their address)
+GRAPH_INPUT = 2  # the step's input inside the graph (module docstring); env INLAID_GRAPH_INPUT overrides it
+GRAPH_INPUT_MODES = (0, 1, 2, 3)
+GREEDY_WORDS = 2  # mode 3: after the feed region, the rows the graph's greedy kernel takes (0: none) and the host slot
+IN_GRAPH_COPY_MAX_BUCKET = 16  # modes 2-3 up to this bucket (measured at 1 and 4; larger buffers: PCIe reads)
 
 
 AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
@@ -173,6 +200,31 @@ def pdl_policy_env() -> tuple[int, bool]:
     return env_int("INLAID_PDL_MAX_BUCKET", PDL_MAX_BUCKET, "a decode bucket"), lora
 
 
+def graph_input_env() -> int:
+    """GRAPH_INPUT unless env INLAID_GRAPH_INPUT (0, 1, 2 or 3) says otherwise; anything else is an error."""
+    mode = env_int("INLAID_GRAPH_INPUT", GRAPH_INPUT, "a decode graph input mode")
+    return check_graph_input(mode)
+
+
+def check_graph_input(mode: int) -> int:
+    if mode not in GRAPH_INPUT_MODES:
+        raise ValueError(f"decode graph input mode must be one of {GRAPH_INPUT_MODES}, got {mode!r}")
+    return mode
+
+
+def host_reads_ok(env: dict[str, str] | None = None) -> bool:
+    """Whether a kernel may read torch's pinned memory at its data_ptr() (GRAPH_INPUT 2): not when torch pins with
+    cudaHostRegister (PYTORCH_CUDA_ALLOC_CONF pinned_use_cuda_host_register), whose device address need not equal the
+    host pointer on every platform (as async_step.greedy_mode)."""
+    conf = (os.environ if env is None else env).get("PYTORCH_CUDA_ALLOC_CONF", "").replace(" ", "").lower()
+    return "pinned_use_cuda_host_register:true" not in conf
+
+
+def staging_words(b: int, width: int, mode: int) -> int:
+    """A bucket's int32 staging buffer length: the fields and the block table, plus the feed region in modes 1-2."""
+    return b * (_FIELDS + width) + (b + FEED_EXTRA if mode else 0) + (GREEDY_WORDS if mode == 3 else 0)
+
+
 def bucket_for(num_seqs: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
     return next((b for b in buckets if b >= num_seqs), None)
 
@@ -185,7 +237,34 @@ def stage_views(host: torch.Tensor, b: int, width: int) -> tuple[np.ndarray, np.
     """numpy views of a bucket's int32 staging buffer [b * (6 + width)]: the fields [6, b] and the block table
     [b, width] (made once per graph: DecodeGraphs keeps them)."""
     buf = host.numpy()
-    return buf[: _FIELDS * b].reshape(_FIELDS, b), buf[_FIELDS * b :].reshape(b, width)
+    return buf[: _FIELDS * b].reshape(_FIELDS, b), buf[_FIELDS * b : b * (_FIELDS + width)].reshape(b, width)
+
+
+def feed_view(host: torch.Tensor, b: int, width: int) -> np.ndarray | None:
+    """The numpy view of a bucket's feed region (b row sources, then the tokens' address words), None where the
+    buffer has none (GRAPH_INPUT 0)."""
+    buf = host.numpy()
+    at = b * (_FIELDS + width)
+    return buf[at : at + b + FEED_EXTRA] if buf.shape[0] >= at + b + FEED_EXTRA else None
+
+
+class GraphTokens:
+    """A GRAPH_INPUT 3 graph's greedy outputs: its int64 [B] device tokens, the pinned [2 slots, 2, B] host buffer
+    (flags rows zero, written once here), the slot the next asked step takes, and per S the views handed out."""
+
+    def __init__(self, b: int, device: torch.device) -> None:
+        self.tokens = torch.zeros(b, dtype=torch.int64, device=device)
+        self.host = torch.zeros(2, 2, b, dtype=torch.int64, pin_memory=device.type == "cuda")
+        self.turn = 0
+        self._views: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def take(self, s: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """The slot for an asked step of s rows (then the other one), its device tokens [s] and host [2, s] views."""
+        slot, self.turn = self.turn, self.turn ^ 1
+        v = self._views.get((slot, s))
+        if v is None:
+            v = self._views[(slot, s)] = (self.tokens[:s], self.host[slot, :, :s])
+        return slot, v[0], v[1]
 
 
 _PAD = np.array([[0], [0], [-1], [0], [0], [0]], dtype=np.int32)  # a padding row's fields: slot -1, the rest 0
@@ -224,16 +303,32 @@ def stage_step(host: torch.Tensor, b: int, width: int, step: StepInput,
 new_event: Callable[[], Any] = torch.cuda.Event  # what Staging records (tests swap in a fake that logs the order)
 
 
+def new_graph_event() -> Any:
+    """The event a GRAPH_INPUT 2 graph records right after its staging kernel (external: a record node in the graph
+    that the host can wait on; None where this torch has no external events)."""
+    try:
+        return torch.cuda.Event(external=True)
+    except TypeError:
+        return None
+
+
 class Staging:
     """A graph's int32 staging buffer on the host (pinned on CUDA) and its device twin, which the graph reads.
 
     send(fill) waits for the previous copy out of `host` (an event recorded right after it on the stream; only that
     copy and the work queued before it, not the replay queued after), fills `host`, copies it to `dev`
-    asynchronously and records the event again. Where host is dev (graph-less twins on the CPU) it only fills."""
+    asynchronously and records the event again. Where host is dev (graph-less twins on the CPU) it only fills.
+    in_graph (GRAPH_INPUT 2): the graph's own first kernel reads host; send() only fills, and `sent` is the external
+    event the graph records right after that kernel (set by DecodeGraphs)."""
 
-    def __init__(self, host: torch.Tensor, dev: torch.Tensor) -> None:
+    def __init__(self, host: torch.Tensor, dev: torch.Tensor, in_graph: bool = False) -> None:
         self.host, self.dev = host, dev
         self.sent: Any = None  # the event recorded after the last copy (None before the first one)
+        self.in_graph = in_graph
+        self.feed: np.ndarray | None = None  # the feed region's view of host (decode graphs, GRAPH_INPUT 1-2)
+        self.held: torch.Tensor | None = None  # the fed tokens the last staged address points at (kept alive)
+        self.greedy: GraphTokens | None = None  # GRAPH_INPUT 3: the graph's greedy outputs
+        self.ctrl: np.ndarray | None = None  # GRAPH_INPUT 3: the view of host's two greedy words
         self._twin = dev is not host
         self._cuda_index = dev.device.index if dev.is_cuda else None
         self._stream: tuple[int, Any] = (-1, None)  # (raw handle, torch Stream) of the last current stream seen
@@ -246,7 +341,7 @@ class Staging:
     def send(self, fill: Callable[[torch.Tensor], None]) -> None:
         self.wait()
         fill(self.host)
-        if not self._twin:
+        if not self._twin or self.in_graph:
             return
         self.dev.copy_(self.host, non_blocking=True)
         if self.sent is None:
@@ -335,7 +430,7 @@ class DecodeGraphs:
         self._logits = GraphLogits(self._device, buckets[-1]) if logits is None else logits
         if self._logits.rows < buckets[-1]:
             raise ValueError(f"DecodeGraphs: the logits buffer's {self._logits.rows} rows < bucket {buckets[-1]}")
-        self._graphs: dict[tuple[int, bool, int, str], _Graph] = {}  # (bucket, LoRA, PDL mode, fusion)
+        self._graphs: dict[tuple[int, bool, int, str, int], _Graph] = {}  # (bucket, LoRA, PDL mode, fusion, input)
         self._mempool = torch.cuda.graph_pool_handle()
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
@@ -345,6 +440,27 @@ class DecodeGraphs:
         self._norm = env_switch(NORM_ENV)  # the AUTO policy's norm fusion override (None: FUSION_POLICY's)
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
         self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
+        self._input = graph_input_env()
+        self._host_reads = (self._device.type == "cuda" and host_reads_ok()
+                            and new_graph_event() is not None)  # fmt: skip
+
+    @property
+    def graph_input(self) -> int:
+        """The step-input mode setting (GRAPH_INPUT; graphs are keyed by the mode they run: a switch keeps the
+        others' for a switch back)."""
+        return self._input
+
+    @graph_input.setter
+    def graph_input(self, value: int) -> None:
+        self._input = check_graph_input(value)
+
+    def input_for(self, bucket: int) -> int:
+        """The step-input mode a graph of this bucket runs: 2 and 3 only up to IN_GRAPH_COPY_MAX_BUCKET where kernels
+        may read pinned memory, else 0 (mode 1 alone measured no gain: bench/results/decode-2026-12-01-s17-b1.md)."""
+        m = self._input
+        if m >= 2 and not (bucket <= IN_GRAPH_COPY_MAX_BUCKET and self._host_reads):
+            m = 0
+        return m if bucket <= STAGE_BLOCK else 0
 
     @property
     def pdl(self) -> int:
@@ -400,19 +516,42 @@ class DecodeGraphs:
         ids = step.adapter_ids.tolist() if adapter_ids is None else adapter_ids
         lora = max(ids) >= 0  # any row with an adapter (host data: no tensor op)
         with_lora = lora and self._pools is not None
-        key = (b, with_lora, self.pdl_for(b, with_lora), self.fusion_for(b))
+        mode = self.input_for(b)
+        key = (b, with_lora, self.pdl_for(b, with_lora), self.fusion_for(b), mode)
         g = self._graphs.get(key)
         fresh = g is None
         if g is None:
-            g = self._new(b)
+            g = self._new(b, mode)
         views = g.views
-        g.staging.send(lambda buf: stage_step(buf, b, self._w, step, views, ids))  # waits for this bucket's last copy
-        if step.token_feed is not None:  # async scheduling: ids still on the device, after the staged copy
-            step.token_feed.write(g.dev[:s])
+        feed = step.token_feed
+        st = g.staging
+        asked = step.graph_greedy if mode == 3 else None
+        if mode:  # the graph's first kernel gathers the fed tokens (and in mode 2 reads the pinned buffer itself)
+            tokens = None if feed is None else graph_tokens(feed, self._device)
+            st.held, fv, ctrl = tokens, st.feed, st.ctrl
+            if asked is not None and st.greedy is not None:
+                slot, dev_tokens, host_tokens = st.greedy.take(s)
+                words = (s, slot)
+            else:
+                words = (0, 0)
+
+            def fill(buf: torch.Tensor) -> None:
+                stage_step(buf, b, self._w, step, views, ids)
+                stage_feed(fv, s, feed, tokens)
+                if ctrl is not None:
+                    ctrl[:] = words
+
+            st.send(fill)  # waits until the graph (or the copy) read this bucket's last staging
+        else:
+            st.send(lambda buf: stage_step(buf, b, self._w, step, views, ids))  # waits for this bucket's last copy
+            if feed is not None:  # async scheduling: ids still on the device, after the staged copy
+                feed.write(g.dev[:s])
         if fresh:
             g = self._capture(weights, g, b, with_lora, key[3])
             self._graphs[key] = g
         g.graph.replay()
+        if asked is not None and words[0]:
+            asked.tokens, asked.host = dev_tokens, host_tokens
         if not host:
             return g.logits_rows(s)
         if g.host_logits is None:
@@ -422,21 +561,29 @@ class DecodeGraphs:
         sync_stream(self._device)
         return out
 
-    def _new(self, b: int) -> _Graph:
-        n = b * (_FIELDS + self._w)
+    def _new(self, b: int, mode: int = 0) -> _Graph:
+        n = staging_words(b, self._w, mode)
         host = torch.zeros(n, dtype=torch.int32, pin_memory=self._device.type == "cuda")
         dev = torch.zeros(n, dtype=torch.int32, device=self._device)
         views = stage_views(host, b, self._w)
-        return _Graph(torch.cuda.CUDAGraph(), Staging(host, dev), torch.empty(0), (), views=views)
+        staging = Staging(host, dev, in_graph=mode >= 2)
+        staging.feed = feed_view(host, b, self._w)
+        if mode >= 2:
+            staging.sent = new_graph_event()
+        if mode == 3:
+            at = b * (_FIELDS + self._w) + b + FEED_EXTRA
+            staging.ctrl = host.numpy()[at : at + GREEDY_WORDS]
+            staging.greedy = GraphTokens(b, self._device)
+        return _Graph(torch.cuda.CUDAGraph(), staging, torch.empty(0), (), views=views)
 
-    def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str
+    def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str, mode: int = 0
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
         """The step's forward over the static buffers, writing its logits into rows [:b] of the shared buffer (made
         here, outside the capture, by the first graph), and what it reads or writes that only it holds (keep it
         alive: a graph replays raw device addresses)."""
         out = self._logits.out(b, weights.lm_head.shape[0])
         f = g.dev[: _FIELDS * b].view(_FIELDS, b)
-        tables = g.dev[_FIELDS * b :].view(b, self._w)
+        tables = g.dev[_FIELDS * b : b * (_FIELDS + self._w)].view(b, self._w)
         arange = torch.arange(b, dtype=torch.int32, device=self._device)
         choose = choose_num_parts if attention_fusion(fusion) == "none" else choose_fused_parts
         parts = choose(b, self._c.num_kv_heads, self._device)
@@ -445,7 +592,17 @@ class DecodeGraphs:
             batch = LoraBatch(arange, f[4], arange, f[5], 1, b, self._pools.r_max)
             lora = KernelLoraContext(batch, self._pools)
 
+        st = g.staging
+        feed_off = b * (_FIELDS + self._w)
+        ctrl = st.dev[feed_off + b + FEED_EXTRA : feed_off + b + FEED_EXTRA + GREEDY_WORDS]
+        if st.greedy is not None:
+            from inlaid_worker.engine.greedy import greedy_in_graph  # (engine code: imported where it is used)
+
         def body() -> torch.Tensor:
+            if mode:  # the staged buffer (mode 2: read from pinned memory) and the fed tokens, before anything reads
+                stage_in(st.host if mode >= 2 else st.dev, st.dev, b, feed_off, mode >= 2)
+                if mode >= 2:
+                    st.sent.record()  # inside the capture: a record node (the host may refill the buffer after it)
             if attention_fusion(fusion) in ROPE_FUSIONS:  # cos/sin inside the attention kernel
                 layout = DecodeLayout(tables, f[3], parts, fusion, f[1], self._inv_freq)
                 hidden = forward_fast(weights, self._c, f[0], None, None, f[2], self._kv, layout, lora)
@@ -453,12 +610,17 @@ class DecodeGraphs:
                 cos, sin = cos_sin(self._inv_freq, f[1], self._dtype)
                 layout = DecodeLayout(tables, f[3], parts, fusion)
                 hidden = forward_fast(weights, self._c, f[0], cos[:, 0], sin[:, 0], f[2], self._kv, layout, lora)
-            return write_logits(out, hidden, weights.lm_head)
+            logits = write_logits(out, hidden, weights.lm_head)
+            if st.greedy is not None:  # mode 3: the asked steps' tokens (the kernel exits where ctrl[0] is 0)
+                greedy_in_graph(logits, ctrl, st.greedy.tokens, st.greedy.host)
+            return logits
 
         return body, (arange, lora, out)
 
     def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str) -> _Graph:
-        body, owned = self._body(weights, g, b, with_lora, fusion)
+        st = g.staging  # (the mode _new made it for)
+        inp = (3 if st.greedy is not None else 2) if st.in_graph else 1 if st.feed is not None else 0
+        body, owned = self._body(weights, g, b, with_lora, fusion, inp)
         mode = self.pdl_for(b, with_lora)
         side = side_stream(self._device)  # one per device: a new stream would keep a cuBLAS workspace each
         side.wait_stream(torch.cuda.current_stream(self._device))

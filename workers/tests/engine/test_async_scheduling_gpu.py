@@ -1,8 +1,10 @@
 """Async scheduling on the GPU fast path (triton backend, CUDA graphs for decode): the steps launched ahead take their
 input tokens from the previous step's device tokens (model.token_feed, written into the graph's static buffer), and
 every request's outputs equal the synchronous engine's: greedy and seeded rows, a stop token, max_tokens, stop strings,
-an adapter row, a request that joins mid-decode and an abort while its token is in flight. Skipped without CUDA (the
-CPU tests cover the torch backend's eager path)."""
+an adapter row, a request that joins mid-decode and an abort while its token is in flight; in every decode-graph input
+mode (model.decode_graphs GRAPH_INPUT: 0 the fed ids written before the replay, 1 gathered by the graph's first
+kernel, 2 that kernel also reading the pinned staging buffer, 3 the graph also taking the all-greedy steps' tokens).
+Skipped without CUDA (the CPU tests cover the torch backend's eager path)."""
 
 from __future__ import annotations
 
@@ -64,13 +66,19 @@ def run(engine: LLMEngine) -> dict[str, list[dict[str, object]]]:
     return {rid: [vars(o) for o in seq] for rid, seq in outs.items()}
 
 
-def test_async_outputs_on_the_gpu_equal_sync(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_async_outputs_on_the_gpu_equal_sync(tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INLAID_GRAPH_INPUT", str(mode))  # read when the runner's decode graphs are made
     sync_engine = make(tmp_path, False)
     async_engine = make(tmp_path, True)
     assert async_engine.runner.backend == "triton" and async_engine.runner.graph_captures == 0
     expected = run(sync_engine)
     got = run(async_engine)
     assert async_engine.num_async_steps >= 20 and async_engine.runner.graph_captures > 0
+    keys = list(async_engine.runner._graphs._graphs)  # type: ignore[union-attr]  # read-only
+    assert keys and all(k[4] == mode for k in keys), keys  # buckets <= 8 here: every mode applies as set
+    # mode 3: the steps whose rows were all greedy (after the seeded request ended) took the graph's own tokens
+    assert (async_engine.num_graph_greedy_steps > 0) == (mode == 3), async_engine.num_graph_greedy_steps
     # the requests joining at call 5 were admitted by steps launched ahead (mixed steps with a token feed, through
     # the prefill graphs: model.prefill_graphs writes the fed ids into the bucket's device buffer)
     assert async_engine.num_async_admit_steps > 0

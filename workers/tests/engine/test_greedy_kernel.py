@@ -117,3 +117,35 @@ def test_float64_logits_are_refused() -> None:
 
     with pytest.raises(ValueError, match="float16 / bfloat16 / float32"):
         greedy_tokens(torch.zeros(1, 8, dtype=torch.float64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_greedy_in_graph_rows_and_slots_on_replay() -> None:
+    """engine.greedy.greedy_in_graph captured in a CUDA graph (model.decode_graphs GRAPH_INPUT 3): each replay takes
+    the staged row count (0: nothing written) into the device tokens and the staged slot of the pinned buffer."""
+    from inlaid_worker.engine.greedy import greedy_in_graph
+
+    b, vocab = 4, 32000
+    x = torch.zeros(b, vocab, device="cuda")
+    ctrl = torch.zeros(2, dtype=torch.int32, device="cuda")
+    tok = torch.full((b,), -1, dtype=torch.int64, device="cuda")
+    host = torch.full((2, 2, b), -1, dtype=torch.int64, pin_memory=True)
+    greedy_in_graph(x, ctrl, tok, host)  # (compiles outside the capture)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        greedy_in_graph(x, ctrl, tok, host)
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    for rows, slot in ((3, 1), (0, 0), (4, 0), (1, 1)):
+        x.copy_(torch.randn(b, vocab, device="cuda", generator=gen))
+        x[0, 11] = x[0, vocab - 3] = 1e9  # a tie: the first
+        before_tok, before_host = tok.clone(), host.clone()
+        ctrl.copy_(torch.tensor([rows, slot], dtype=torch.int32))
+        g.replay()
+        torch.cuda.synchronize()
+        ref = x.argmax(dim=-1)
+        want_tok, want_host = before_tok.clone(), before_host.clone()
+        if rows:
+            want_tok[:rows] = ref[:rows]
+            want_host[slot, 0, :rows] = ref[:rows].cpu()
+        assert torch.equal(tok, want_tok) and torch.equal(host, want_host), (rows, slot)

@@ -155,3 +155,15 @@ def test_a_bad_gpu_setting_stops_the_worker_at_start(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(name, value)
     assert main(["--model", "/nonexistent-model-dir"]) == 2
     assert name in capsys.readouterr().err
+
+
+def test_a_bad_graph_input_mode_stops_the_worker_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """INLAID_GRAPH_INPUT is parsed by check_gpu_env (the worker's start): a bad value is a ConfigError naming it."""
+    from inlaid_worker.config import ConfigError, check_gpu_env
+
+    monkeypatch.setenv("INLAID_GRAPH_INPUT", "2")
+    check_gpu_env()
+    for raw in ("4", "two"):
+        monkeypatch.setenv("INLAID_GRAPH_INPUT", raw)
+        with pytest.raises(ConfigError, match="INLAID_GRAPH_INPUT|graph input"):
+            check_gpu_env()

@@ -1,6 +1,7 @@
 """On the GPU: two same-bucket graph steps in a row, with nothing synced in between and the stream still busy with
 earlier work (a long sleep kernel queued first), write the same KV cache and logits as the same steps with a full
-sync after each. Decode graphs (two decode steps of one bucket) and prefill graphs (two non-final chunks of one
+sync after each. Decode graphs (two decode steps of one bucket; the staging copy's event, and in GRAPH_INPUT 2-3 the
+event the graph records after its own kernel read the pinned buffer) and prefill graphs (two non-final chunks of one
 prompt in one bucket). The same steps with the staging wait switched off must differ (the second step's inputs
 overwrite the first's pinned buffer before the GPU copies it), so the check can fail.
 The device path (execute_device) allocates no pinned host logits; the first execute (host path) allocates the
@@ -69,7 +70,9 @@ def _pinned_logits(runner: ModelRunner) -> list[object]:
     return [x.host_logits for x in graphs + buckets]
 
 
-def test_same_bucket_decode_steps_on_a_busy_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", [0, 3])  # decode_graphs GRAPH_INPUT: 0 the copy's event; 3 (as 2) the graph's own
+def test_same_bucket_decode_steps_on_a_busy_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int) -> None:
+    monkeypatch.setenv("INLAID_GRAPH_INPUT", str(mode))  # (read when the runner's decode graphs are made)
     runner = _runner(tmp_path)
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(3, 300, (16,), generator=g).tolist() for _ in range(3)]
@@ -81,6 +84,7 @@ def test_same_bucket_decode_steps_on_a_busy_stream(tmp_path: Path, monkeypatch: 
     runner.execute_device(make_step([(s[:10], 0, tables[i], -1) for i, s in enumerate(seqs)], BS))
     runner.execute_device(decode(10))  # captures bucket 4 (a capture syncs)
     assert runner.graph_captures >= 1
+    assert [k[4] for k in runner._graphs._graphs] == [mode]  # type: ignore[union-attr]
     _compare(runner, [decode(11), decode(12)], monkeypatch)
     assert all(h is None for h in _pinned_logits(runner)), "the device path allocated pinned host logits"
     runner.execute(decode(13))  # the host path: the shared pinned buffer, made now; bucket 4 keeps its rows [:4]
