@@ -22,7 +22,7 @@ SWITCHES = ("INLAID_ASYNC_ADMIT", "INLAID_ASYNC_SCHEDULING", "INLAID_DECODE_NORM
             "INLAID_DECODE_SKIP_EMPTY", "INLAID_DECODE_TCS_DEFER", "INLAID_DECODE_TILES_PREFETCH", "INLAID_GREEDY_KERNEL",
             "INLAID_PDL_LORA",
             "INLAID_PDL_TCG", "INLAID_PREFILL_GRAPHS", "INLAID_QMM_TC3", "INLAID_QMM_TUNED",
-            "INLAID_TCG_BALANCE")  # fmt: skip
+            "INLAID_TCG_BALANCE", "INLAID_TCSX_XP")  # fmt: skip
 
 
 def env_switch(name: str, env: Mapping[str, str] | None = None) -> bool | None:

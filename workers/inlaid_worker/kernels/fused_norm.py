@@ -25,6 +25,14 @@ from .pdl import gdc_late, gdc_start, gdc_wait, launch_kw
 
 
 @triton.jit
+def operand_col(kk):
+    """The column of the operand-ordered copy that x column kk goes to (quant_tcl.permute_x without act-order, K a
+    multiple of 128): within each 128-column tile, kk = 32 t + 8 wi + 4 e + s -> 32 wi + 8 s + 2 t + e."""
+    r = kk & 127
+    return kk - r + 32 * ((r >> 3) & 3) + 8 * (r & 3) + 2 * (r >> 5) + ((r >> 2) & 1)
+
+
+@triton.jit
 def _take_sums(ptrs, mask, MODE: tl.constexpr, BLOCK: tl.constexpr):
     """fp32 sums at ptrs [BLOCK], left zeroed. MODE 1: one atomic exchange each (as int32: the interpreter's xchg is
     int-only); 2: plain loads, a CTA barrier, zero stores (the row's only reader is this CTA: the barrier orders all
@@ -45,7 +53,7 @@ def _take_sums(ptrs, mask, MODE: tl.constexpr, BLOCK: tl.constexpr):
 def _add_rms_norm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, n, eps, stride_x, stride_r, stride_o,
     HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr = 0, FROM_SUMS: tl.constexpr = 0,
-    clr_ptr=None, CLR_N: tl.constexpr = 0, CLR_MODE: tl.constexpr = 1, n_rows=0,
+    clr_ptr=None, CLR_N: tl.constexpr = 0, CLR_MODE: tl.constexpr = 1, n_rows=0, OPERAND: tl.constexpr = 0,
 ):  # fmt: skip
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
@@ -80,17 +88,24 @@ def _add_rms_norm_kernel(
     inv = 1.0 / tl.sqrt(tl.sum(h32 * h32, axis=0) / n + eps)
     normed = (h32 * inv).to(x.dtype).to(tl.float32)
     gdc_late(USE_GDC)
-    tl.store(out_ptr + row * stride_o + offs, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+    if OPERAND:  # the consumer's operand K order (module docstring; n % 128 == 0: a column stays in its tile)
+        dst = operand_col(offs)
+    else:
+        dst = offs
+    tl.store(out_ptr + row * stride_o + dst, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def add_rms_norm(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
-    clear: torch.Tensor | None = None,
+    clear: torch.Tensor | None = None, operand: bool = False,
 ) -> torch.Tensor:
     """x [T, n] -> RMSNorm(residual + x) [T, n]; residual (if given) is updated in place to residual + x. clear
-    (fp32 [T, C], row-major): zeroed (module docstring)."""
+    (fp32 [T, C], row-major): zeroed (module docstring). operand (n a multiple of 128): the result in the wgmma
+    operand's K order, = quant_tcl.permute_x(RMSNorm(...), None) bit for bit (module docstring)."""
     if x.dim() != 2 or weight.shape != (x.shape[1],) or x.stride(1) != 1:
         raise ValueError(f"add_rms_norm: x {tuple(x.shape)} (row-major 2-D) and weight {tuple(weight.shape)}")
+    if operand and x.shape[1] % 128:
+        raise ValueError(f"add_rms_norm: the operand order needs n a multiple of 128, got {x.shape[1]}")
     if residual is not None and (residual.shape != x.shape or residual.stride(1) != 1):
         raise ValueError(f"residual {tuple(residual.shape)} must match x {tuple(x.shape)}")
     out = torch.empty_like(x)
@@ -102,7 +117,8 @@ def add_rms_norm(
     extra, clr = _clear_kw(clear, t, block)
     _add_rms_norm_kernel[(t + extra,)](
         x, res, weight, out, n, eps, x.stride(0), res.stride(0), out.stride(0),
-        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **clr, **launch_kw(),
+        HAS_RES=residual is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4, **clr,
+        OPERAND=int(operand), **launch_kw(),
     )  # fmt: skip
     return out
 

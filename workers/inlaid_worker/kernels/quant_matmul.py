@@ -249,16 +249,26 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
                            kind="tc" if cfg.kind in TCS_ACC_KINDS else "tcf")  # fmt: skip
 
 
-def launch_tcsx_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+def launch_tcsx_kind(x2: torch.Tensor | None, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor,
+                     xp: torch.Tensor | None = None) -> None:  # fmt: skip
     """Kinds "tcsx" / "tcsx2" (PIPE: two K = 64 half wgmmas a tile): quant_tcsx on CUDA, its pre-pass (x into the
     operand's K order, act-order composed in: quant_tcl.permute_x) launched first inside the call (block_n 64 or 128 =
     1 or 2 consumer warpgroups, num_stages = the ring's depth, block_m 16-128, rows past one block in more row blocks);
     under the interpreter quant_tc's "tc" (the exact (q - z) operand and fp32 tile scaling: the ACC_SCALE numerics)
-    with block_m capped at 64."""
-    if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    with block_m capped at 64. xp (x2 may then be None): x already in the operand's K order (= quant_tcsx.tcsx_permute
+    (x2, w), e.g. written so by the norm before the GEMM: model.llama_fast's TCSX_XP), so no pre-pass; under the
+    interpreter x2 is recovered from it (x2[:, order] = xp)."""
+    if xp is not None and x2 is None and (not xp.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        from .quant_tcl import x_order
+
+        x2 = torch.empty_like(xp)
+        x2[:, x_order(xp.shape[1], w.perm, xp.device)] = xp
+    assert x2 is not None or xp is not None
+    xa = x2 if x2 is not None else xp
+    if xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         from .quant_tcsx import launch_tcsx  # late: Gluon's Hopper TMA module, CUDA only
 
-        launch_tcsx(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind)
+        launch_tcsx(xa, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind, xp=xp)
     else:
         launch_tensor_core(x2, w, min(cfg.block_m, 64), 64, 128, cfg.split_k, 4, 1, y, kind="tc")
 

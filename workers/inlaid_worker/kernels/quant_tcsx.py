@@ -43,8 +43,10 @@ quant_tcs._operand_qz, each tile's fp32 wgmma result times its group's scale rou
 - x is first written in the operand's K order by a tiny pre-pass (quant_tcl.permute_x: x[:, x_order(K, perm)], the
   act-order gather composed in; one Triton launch, x read once and written once): the operand order interleaves K
   (column p = 32 wi + 8 s + 2 t + e of a tile holds kk = 32 t + 8 wi + 4 e + s), which a plain TMA box of x cannot
-  express. launch_tcsx takes `xp` (an already permuted x) to skip it: what a producer of x that writes the operand
-  order itself (the RMSNorm before qkv / gate-up) would give.
+  express. launch_tcsx takes `xp` (an already permuted x) to skip it: model.llama_fast's TCSX_XP (env INLAID_TCSX_XP,
+  default on) has the add + RMSNorm before qkv / gate-up and silu_mul before down write the operand order themselves
+  where the pick is tcsx (no act-order), removing the pre-pass's launch from the decode step (~1.5 us each: 7B batch
+  32 / 64 / 128 0.992x / 0.981x / 0.992x, 13B 0.978x / 0.987x / 0.994x, bench/results/decode-2026-12-01-s17-xp.md).
 - a producer warp (24 registers): per K tile, the words [16, 64 NWG] and the x tile [BLOCK_M, 128] (rows past M
   zero-filled by TMA; 128B-swizzled, quant_tcg's XS = quant_tcw's x layout) into slot it % STAGES, one
   mbarrier.expect of both boxes' bytes. Word copies of the first min(STAGES, tiles) slots go out before the PDL wait

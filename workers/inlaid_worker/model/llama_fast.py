@@ -40,6 +40,15 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     65 add_rms_norm launches of a 32-layer step (layer 0's input norm and the final norm stay). Per norm, only where
     both GEMVs are the half2 row GEMV on 4-bit weights with fp16 x (gemv_norm.pair_ok), and never with LoRA (its
     shrink needs the normed x): otherwise that norm runs unfused.
+
+Operand-ordered x for quant_tcsx (TCSX_XP, env INLAID_TCSX_XP; session 17, issue 4): a "tcsx" / "tcsx2" GEMM first
+writes its x in the wgmma operand's K order (quant_tcl.permute_x, one launch). In a decode step whose fusion has no
+GEMV part (FUSION_POLICY's "none" at buckets over 16, where the tuner picks tcsx at M = 32 / 64 / 128), without LoRA,
+where the consumer GEMM's pick for the step's M (the tuner's, known before the producer runs) is a tcsx kind on a
+one-part weight without act-order, the producer of its x writes the operand order itself: the input / post-attention
+add + RMSNorm (fused_norm.add_rms_norm(operand=True)) for qkv and gate/up, silu_mul(operand=True) for down; the GEMM
+then gets it as xp (quant_matmul.launch_tcsx_kind) and runs no pre-pass. Same bits as the pre-pass's (only columns
+move), so the step's output is unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from inlaid_worker.env_switch import env_switch
 from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
@@ -59,6 +69,8 @@ from inlaid_worker.kernels.gemv_norm import gemv_normed, gemv_residual, pair_ok,
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.kernels.paged_decode import paged_decode, row_rope_for
 from inlaid_worker.kernels.paged_prefill import paged_prefill
+from inlaid_worker.kernels.quant_matmul import launch_tcsx_kind, tuned_config
+from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS, QMMConfig
 from inlaid_worker.kernels.quant_swiglu import gemv_swiglu
 from inlaid_worker.kernels.rope_cache import rope_and_cache
 from inlaid_worker.kernels.silu_mul import silu_mul
@@ -106,6 +118,21 @@ def gsums_fused(fusion: str) -> bool:
 def qsums_fused(fusion: str) -> bool:
     """Does the decode fusion let the row attention read the qkv GEMV's split-K sums?"""
     return "q" in fusion.split("+")
+
+
+# TCSX_XP (module docstring): the producers of a tcsx GEMM's x write its operand order (no pre-pass). Env
+# INLAID_TCSX_XP=0 turns it off (read at every forward, so at a decode graph's capture); unset = TCSX_XP_DEFAULT.
+# Measured (bench/results/decode-2026-12-01-s17-xp.md: H200, random-weight int4 Llama-2, decode graphs with the
+# runner's defaults, off / on alternating on one runner, 8 rounds): device time on / off 7B batch 32 / 64 / 128
+# 0.992x / 0.981x / 0.992x, 13B 0.978x / 0.987x / 0.994x, lower in every round (~1.5 us a removed pre-pass).
+XP_ENV = "INLAID_TCSX_XP"
+TCSX_XP_DEFAULT = True
+
+
+def tcsx_xp_on() -> bool:
+    """Is the TCSX_XP plumbing on (env INLAID_TCSX_XP, else TCSX_XP_DEFAULT)?"""
+    env = env_switch("INLAID_TCSX_XP")
+    return TCSX_XP_DEFAULT if env is None else env
 
 
 # the fusion of DecodeLayout's default; the decode graphs choose per bucket (model.decode_graphs.FUSION_POLICY)
@@ -230,7 +257,11 @@ def forward_fast(
     h = F.embedding(token_ids, w.embed)  # the residual stream, updated in place by add_rms_norm
     t, eps, scale = h.shape[0], c.rms_norm_eps, c.head_dim**-0.5
     q_end, k_end = c.q_size, c.q_size + c.kv_size
-    x = add_rms_norm(h, w.layers[0].input_norm, eps) if w.layers else h
+    # TCSX_XP: decode layouts without a GEMV fusion, no LoRA (xpick: the tcsx pick x is operand-ordered for, or None)
+    xpo = (isinstance(layout, DecodeLayout) and lora is None and t > 0 and h.dtype in (torch.float16, torch.bfloat16)
+           and not set(layout.fusion.split("+")) & set(GEMV_FUSIONS) and tcsx_xp_on())  # fmt: skip
+    xpick = _xp_pick(h, w.layers[0].qkv) if xpo and w.layers else None
+    x = add_rms_norm(h, w.layers[0].input_norm, eps, operand=xpick is not None) if w.layers else h
     # SwiGLU in the gate/up GEMV: decode layouts that ask for it, without LoRA (its delta lands between the two)
     swiglu = isinstance(layout, DecodeLayout) and layout.swiglu and lora is None and h.dtype == torch.float16
     # rotary + KV write inside impl "row" (one launch) where that is the default with option rope=1
@@ -255,7 +286,8 @@ def forward_fast(
             if q_sums is not None:
                 qkv = q_sums
             else:
-                qkv = pending.gemv(h, eps) if pending is not None else linear(x, layer.qkv)
+                qkv = (pending.gemv(h, eps) if pending is not None else
+                       _xp_gemm(x, xpick) if xpick is not None else linear(x, layer.qkv))  # fmt: skip
             if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
                 lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
             elif lora is not None:
@@ -279,7 +311,9 @@ def forward_fast(
                     attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
             pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
             if pending is None:
-                x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums)
+                xpick = _xp_pick(h, layer.gate_up) if xpo else None
+                x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums,
+                              operand=xpick is not None)  # fmt: skip
             elif q_sums is not None:  # (qsums excludes the norm fusion: unreachable, guarded)
                 raise RuntimeError("forward_fast: the qkv sums need the norm after o to clear them")
         except BaseException:
@@ -287,8 +321,8 @@ def forward_fast(
                 q_sums.zero_()
             raise
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
-        x, pending = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size, cfin,
-                          gsums)  # fmt: skip
+        x, pending, xpick = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size,
+                                 cfin, gsums, xpick if xpo and pending is None else None, xpo)  # fmt: skip
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
@@ -333,12 +367,41 @@ def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
     return m.parts[0] if isinstance(m, QuantMatrix) and len(m.parts) == 1 else None
 
 
+XpPick = tuple[GPTQWeight, QMMConfig]
+
+
+def _xp_pick(stand_in: torch.Tensor, weight: QuantMatrix | torch.Tensor) -> XpPick | None:
+    """TCSX_XP: (packed weight, the tuner's pick) where the GEMM of an x shaped like stand_in [T, K] (its values unused)
+    by `weight` runs a tcsx kind on a one-part weight without act-order (its producer may then write the operand order);
+    else None. The pick is what quant_matmul would take for that x (tuned_config: the same key)."""
+    wp = _single(weight)
+    if wp is None or wp.perm is not None or stand_in.shape[1] != wp.in_features or stand_in.shape[1] % 128:
+        return None
+    cfg = tuned_config(stand_in, wp)
+    return (wp, cfg) if cfg.kind in TCSX_KINDS else None
+
+
+def _xp_gemm(xp: torch.Tensor, pick: XpPick) -> torch.Tensor:
+    """x @ W for the operand-ordered xp (no pre-pass): quant_matmul's product with the pick `pick` was made for."""
+    wp, cfg = pick
+    y = torch.empty(xp.shape[0], wp.out_features, dtype=xp.dtype, device=xp.device)
+    launch_tcsx_kind(None, wp, cfg, y, xp=xp)
+    return y
+
+
 def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tensor, norm_weight: torch.Tensor,
               eps: float, lora: LoraDelta | None, i: int, name: str, cfin: bool = False,
-              clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+              clear: torch.Tensor | None = None, operand: bool = False,
+              xpick: XpPick | None = None) -> torch.Tensor:  # fmt: skip
     """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x. cfin (no LoRA): the
     norm reads the GEMV's split-K sums where the pick allows (consumer_finish.gemv_add_norm). clear: the qkv GEMV's
-    sums (consumer_finish.gemv_sums), which the norm zeroes."""
+    sums (consumer_finish.gemv_sums), which the norm zeroes. TCSX_XP (no cfin, no LoRA): xpick, x is in that tcsx
+    pick's operand order (_xp_gemm); operand, the norm writes its result in the operand order."""
+    if xpick is not None or operand:
+        if lora is not None or cfin:
+            raise ValueError("forward_fast: the operand-ordered x takes neither LoRA nor cfin")
+        y = _xp_gemm(x, xpick) if xpick is not None else linear(x, weight)
+        return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear, operand=operand)
     if cfin and lora is None and (wp := _single(weight)) is not None:
         out = gemv_add_norm(x, wp, h, norm_weight, eps, clear=clear)
         if out is not None:
@@ -351,23 +414,33 @@ def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tens
 
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
          nxt: LayerWeights | None, final_norm: torch.Tensor, fuse: _NormFusion, swiglu: bool,
-         lora: LoraDelta | None, eps: float, inter: int, cfin: bool = False,
-         gsums: bool = False) -> tuple[torch.Tensor, _Pending | None]:  # fmt: skip
+         lora: LoraDelta | None, eps: float, inter: int, cfin: bool = False, gsums: bool = False,
+         xpick: XpPick | None = None, xpo: bool = False) -> tuple[torch.Tensor, _Pending | None, XpPick | None]:  # fmt: skip
     """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
     last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
     (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x. gsums (no LoRA, no norm
-    fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair)."""
+    fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair). TCSX_XP
+    (xpo: forward_fast's conditions): xpick, x is in that gate/up pick's operand order; silu_mul writes down's and the
+    norm after down nxt's qkv's where their picks are tcsx (-> the third value: the pick the returned x is for)."""
     if (gsums and pending is None and lora is None and (gu := _single(layer.gate_up)) is not None
             and (wd := _single(layer.down)) is not None and (picks := gu_pair(x, gu, wd, h)) is not None):  # fmt: skip
         sums = gemv_gu_sums(x, gu, picks[0])
         if sums is not None:  # gu_down_add_norm zeroes them if it raises
             norm_weight = final_norm if nxt is None else nxt.input_norm
-            return gu_down_add_norm(sums, wd, h, norm_weight, eps, cfg=picks[1], cfin=cfin), None
+            return gu_down_add_norm(sums, wd, h, norm_weight, eps, cfg=picks[1], cfin=cfin), None, None
     if pending is not None:
         fused = swiglu and swiglu_possible(h, pending.consumer)
         act = pending.gemv(h, eps, swiglu=True) if fused else silu_mul(pending.gemv(h, eps))
     elif swiglu and (gu := _single(layer.gate_up)) is not None:
         act = gemv_swiglu(x, gu)  # one launch where the kernel allows (quant_swiglu)
+    elif xpo:  # TCSX_XP (no LoRA, no GEMV fusion)
+        gate_up = _xp_gemm(x, xpick) if xpick is not None else linear(x, layer.gate_up)
+        dpick = _xp_pick(gate_up[:, :inter], layer.down)
+        act = silu_mul(gate_up, operand=dpick is not None)
+        qpick = _xp_pick(h, nxt.qkv) if nxt is not None else None
+        norm_weight = final_norm if nxt is None else nxt.input_norm
+        return _add_norm(act, layer.down, h, norm_weight, eps, None, i, "down_proj", operand=qpick is not None,
+                         xpick=dpick), None, qpick  # fmt: skip
     else:
         gate_up = linear(x, layer.gate_up)
         if isinstance(lora, KernelLoraContext):
@@ -377,11 +450,11 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
             lora.add(gate_up[:, inter:], x, i, "up_proj")
         act = silu_mul(gate_up)
     if nxt is None:  # the final norm stays a launch of its own
-        return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj", cfin), None
+        return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj", cfin), None, None
     nxt_pending = fuse.residual(2 * i + 1, act, layer.down, h, nxt.qkv, nxt.input_norm)
     if nxt_pending is None:
-        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj", cfin), None
-    return x, nxt_pending
+        return _add_norm(act, layer.down, h, nxt.input_norm, eps, lora, i, "down_proj", cfin), None, None
+    return x, nxt_pending, None
 
 
 def mixed_layout(query_start_loc: list[int], context_lens: list[int], block_tables: torch.Tensor,
