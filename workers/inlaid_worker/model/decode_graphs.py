@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,9 @@ GRAPH_INPUT = 2  # the step's input inside the graph (module docstring); env INL
 GRAPH_INPUT_MODES = (0, 1, 2, 3)
 GREEDY_WORDS = 2  # mode 3: after the feed region, the rows the graph's greedy kernel takes (0: none) and the host slot
 IN_GRAPH_COPY_MAX_BUCKET = 16  # modes 2-3 up to this bucket (measured at 1 and 4; larger buffers: PCIe reads)
+# ... and only while the staging buffer is at most this many bytes (stage_in reads it over PCIe with SM loads; measured
+# with 7B's 256-column tables: 17 KiB at bucket 16; a 128k-context model's table would make it ~0.5 MB: the copy engine)
+IN_GRAPH_COPY_MAX_BYTES = 64 << 10
 
 
 AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
@@ -216,8 +219,14 @@ def host_reads_ok(env: dict[str, str] | None = None) -> bool:
     """Whether a kernel may read torch's pinned memory at its data_ptr() (GRAPH_INPUT 2): not when torch pins with
     cudaHostRegister (PYTORCH_CUDA_ALLOC_CONF pinned_use_cuda_host_register), whose device address need not equal the
     host pointer on every platform (as async_step.greedy_mode)."""
-    conf = (os.environ if env is None else env).get("PYTORCH_CUDA_ALLOC_CONF", "").replace(" ", "").lower()
-    return "pinned_use_cuda_host_register:true" not in conf
+    return not pinned_host_register(os.environ if env is None else env)
+
+
+def pinned_host_register(env: Mapping[str, str]) -> bool:
+    """Whether torch pins host memory with cudaHostRegister: pinned_use_cuda_host_register in its allocator settings,
+    read as torch reads them (PYTORCH_CUDA_ALLOC_CONF where set, else the device-neutral PYTORCH_ALLOC_CONF)."""
+    conf = env["PYTORCH_CUDA_ALLOC_CONF"] if "PYTORCH_CUDA_ALLOC_CONF" in env else env.get("PYTORCH_ALLOC_CONF", "")
+    return "pinned_use_cuda_host_register:true" in conf.replace(" ", "").lower()
 
 
 def staging_words(b: int, width: int, mode: int) -> int:
@@ -458,7 +467,8 @@ class DecodeGraphs:
         """The step-input mode a graph of this bucket runs: 2 and 3 only up to IN_GRAPH_COPY_MAX_BUCKET where kernels
         may read pinned memory, else 0 (mode 1 alone measured no gain: bench/results/decode-2026-12-01-s17-b1.md)."""
         m = self._input
-        if m >= 2 and not (bucket <= IN_GRAPH_COPY_MAX_BUCKET and self._host_reads):
+        small = staging_words(bucket, self._w, m) * 4 <= IN_GRAPH_COPY_MAX_BYTES
+        if m >= 2 and not (bucket <= IN_GRAPH_COPY_MAX_BUCKET and small and self._host_reads):
             m = 0
         return m if bucket <= STAGE_BLOCK else 0
 
@@ -505,6 +515,8 @@ class DecodeGraphs:
         if weights is not self._weights or version != self._pools_version:
             stale = [k for k in self._graphs if weights is not self._weights or k[1]]  # LoRA graphs: pools moved
             for key in stale:
+                if self._graphs[key].staging.in_graph:  # its last replay's first kernel may not have read the pinned
+                    self._graphs[key].staging.wait()  # buffer yet: freed now, the next graph's staging could reuse it
                 del self._graphs[key]
             if stale:  # a pool whose graphs all died may not be captured into again: start a fresh one
                 self._mempool = torch.cuda.graph_pool_handle()

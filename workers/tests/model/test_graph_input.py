@@ -249,3 +249,40 @@ def test_mode_2_is_shipped() -> None:
     lower than mode 0 in every round at batches 1 and 4 of two runs (bench/results/decode-2026-12-01-s17-b1.md);
     mode 3 missed one round of sixteen, mode 1 gained nothing."""
     assert decode_graphs.GRAPH_INPUT == 2
+
+
+def test_a_wide_staging_buffer_keeps_the_copy_engine(tmp_path: Path, log: list[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Modes 2-3 read the pinned buffer over PCIe with SM loads: only while it is at most IN_GRAPH_COPY_MAX_BYTES."""
+    g = _graphs(tmp_path, log, 2, True)
+    assert [g.input_for(b) for b in (1, 16)] == [2, 2]
+    monkeypatch.setattr(decode_graphs, "IN_GRAPH_COPY_MAX_BYTES", staging_words(4, WIDTH, 2) * 4)
+    assert [g.input_for(b) for b in (1, 4, 16)] == [2, 2, 0]
+
+
+def test_dropping_a_stale_mode_2_graph_waits_for_its_last_read(tmp_path: Path, log: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A graph dropped because the weights (or LoRA pools) changed frees its pinned staging buffer, which its last
+    replay's first kernel reads through its address (torch does not know it): the drop waits for that read first, or
+    the next graph's staging (same size) could take the block and be refilled before the old replay reads it."""
+    made: list[FakeEvent] = []
+
+    def tagged() -> FakeEvent:
+        made.append(FakeEvent(log, f"graph{len(made)}"))
+        return made[-1]
+
+    monkeypatch.setattr(decode_graphs, "new_graph_event", tagged)
+    g = _graphs(tmp_path, log, 2, True)
+    g.run(object(), _decode(2, pos=1), host=False)
+    first = made[-1].name
+    log.clear()
+    g.run(object(), _decode(2, pos=2), host=False)  # another weights object: the first graph is stale
+    assert f"wait-{first}" in log and log.index(f"wait-{first}") < log.index("capture2"), log
+
+
+def test_host_register_under_either_allocator_setting_name_turns_host_reads_off() -> None:
+    conf = "pinned_use_cuda_host_register:True,pinned_num_register_threads:8"
+    assert decode_graphs.host_reads_ok({"PYTORCH_CUDA_ALLOC_CONF": conf}) is False
+    assert decode_graphs.host_reads_ok({"PYTORCH_ALLOC_CONF": conf}) is False  # torch's device-neutral name
+    assert decode_graphs.host_reads_ok({"PYTORCH_CUDA_ALLOC_CONF": "", "PYTORCH_ALLOC_CONF": conf}) is True  # CUDA's wins
+    assert decode_graphs.host_reads_ok({}) is True
