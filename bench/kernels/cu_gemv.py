@@ -1,4 +1,4 @@
-"""Session 10: the CUDA C++ int4 GEMM (kernels/cu_gemv.cu, NVRTC) against today's shipped Triton picks on the H200.
+"""Session 10: the CUDA C++ int4 GEMM (cu_gemv.cu + cu_gemv_kernel.py here, NVRTC) against today's shipped Triton picks on the H200.
 One device call (cu_gemv.sh):
 
   warm    (background) runs every shipped Triton pick of the timed shapes once (fills Triton's cache)
@@ -21,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+import cu_gemv_kernel as cu_gemv  # (bench/kernels: the kernel module, its .cu and repack, out of the worker package)
 import torch
+from cu_gemv_kernel import CuConfig
 from device_common import device_parser, report_head, run_phase, short_cfg, write_report
-from inlaid_worker.kernels import cu_gemv, pdl, qmm_tuned
-from inlaid_worker.kernels.cu_gemv import CuConfig
+from inlaid_worker.kernels import pdl, qmm_tuned
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig, m_bucket
 
 SHAPES = {  # name: (K, N)

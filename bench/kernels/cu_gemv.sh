@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 10, one device call: the CUDA C++ int4 GEMM (kernels/cu_gemv.cu) vs the shipped Triton picks.
+# Session 10, one device call: the CUDA C++ int4 GEMM (bench/kernels/cu_gemv.cu) vs the shipped Triton picks.
 # (1) cu_gemv.py warm (Triton picks compiled, background) beside cu_gemv.py check (NVRTC compile + correctness),
 # (2) cu_gemv.py bench alone (per shape and M iso / pdl, then 32-layer PDL chains), (3) the report into $OUT.
 # Usage (device): OUT=... bash bench/kernels/cu_gemv.sh [BENCH_S] [SHAPES] [MS] [STEM]

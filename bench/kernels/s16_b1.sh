@@ -2,7 +2,7 @@
 # Session 16 (issue 4), the 7B int4 batch-1 decode step: (1) s16_b1.py: the row attention's merge with every load
 # issued first (s16_b1_merge's kernel, "proto=1") against the shipped merge 1 at batches 1 / 2 / 4, row partition
 # sweeps and the "swiglu+cfin+q+g" fusion at batch 1, alternating rounds on one runner, then the attention kernel
-# alone; (2) s16_b1_loop.py: the engine's async decode loop at batch 1 with modes alternating (async_step.GREEDY_COPY,
+# alone; (2) s16_b1_loop.py: the engine's async decode loop at batch 1 with modes alternating (engine.greedy_copy,
 # decode_row options), and a profile of its GPU work outside the decode graph; (3) optionally (TESTS_S > 0) GPU tests.
 # Usage (device, repo root): OUT=$OUT [B1_S=150] [LOOP_S=120] [TESTS_S=0] [PLAN=...] [PAIRS=...] [ISO=...]
 #   [LOOP_OPTS='greedy=0;greedy=1;greedy=2'] [LOOP_BATCHES='1 4'] [TESTS='workers/tests/...py ...'] bash bench/kernels/s16_b1.sh

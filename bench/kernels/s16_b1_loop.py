@@ -32,7 +32,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
-import inlaid_worker.engine.async_step as async_step  # noqa: E402
 from host_overhead import word_tokenizer  # noqa: E402
 from inlaid_worker.engine.engine import EngineLimits, LLMEngine  # noqa: E402
 from inlaid_worker.engine.sampling_params import SamplingParams  # noqa: E402
@@ -93,12 +92,22 @@ def analyse(trace: dict) -> dict:
         outside={k: dict(n=n, mean_us=dur[k] / n) for k, n in outside.most_common()})  # fmt: skip
 
 
-def mode_switches(mode: str) -> str:
-    """Sets async_step.GREEDY_COPY from a mode's "greedy=N" (default: 0, the old path) and returns the rest (row
-    options, s16_b1.variant's "@opts" form)."""
+def mode_switches(mode: str, engine: LLMEngine) -> str:
+    """Sets the engine's greedy mode (engine.greedy_copy, async_step.GREEDY_COPY's values; the engine reads its default
+    once, when built) from a mode's "greedy=N" (default: 0, the old path) and returns the rest (row options,
+    s16_b1.variant's "@opts" form)."""
     parts = [p for p in mode.split(",") if p]
-    async_step.GREEDY_COPY = next((int(p.split("=")[1]) for p in parts if p.startswith("greedy=")), 0)
+    engine.greedy_copy = next((int(p.split("=")[1]) for p in parts if p.startswith("greedy=")), 0)
     return "/".join(p for p in parts if not p.startswith("greedy="))
+
+
+def engine_7b(dev: torch.device) -> LLMEngine:
+    """The loop's engine: a random 7B int4 runner (Triton kernels, decode graphs) behind an LLMEngine of 4 rows."""
+    cfg = write_config(SHAPES["7b"], Path(tempfile.mkdtemp()) / "7b")
+    runner = make_runner(cfg, "int4", dev, torch.float16, 2048, BLOCK, 4, "triton", True)
+    tok = PromptTokenizer(word_tokenizer(runner.config.vocab_size))
+    return LLMEngine(runner, tok, EngineLimits(BLOCK, 2048, 4, 2048, 4096, 0, True), base_model_id="base",
+                     eos_token_ids=set())  # fmt: skip
 
 
 def profile(engine: LLMEngine, prompts: list[list[int]], args: argparse.Namespace, tag: str) -> dict[str, Any]:
@@ -178,18 +187,16 @@ def main() -> None:
     ap.add_argument("--prof", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--opts", default="greedy=0;greedy=2", help="modes to alternate, ';'-separated, each "
-                    "','-separated greedy=N (async_step.GREEDY_COPY) and decode_row options (merge=1, proto=1, ...); "
+                    "','-separated greedy=N (engine.greedy_copy) and decode_row options (merge=1, proto=1, ...); "
                     "the first and the last are profiled")  # fmt: skip
     ap.add_argument("--tag", default="s16-b1-loop")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cuda")
     t0 = time.time()
-    cfg = write_config(SHAPES["7b"], Path(tempfile.mkdtemp()) / "7b")
-    runner = make_runner(cfg, "int4", dev, torch.float16, 2048, BLOCK, 4, "triton", True)
+    engine = engine_7b(dev)
+    runner = engine.runner
     vocab = runner.config.vocab_size
-    engine = LLMEngine(runner, PromptTokenizer(word_tokenizer(vocab)), EngineLimits(BLOCK, 2048, 4, 2048, 4096, 0, True),
-                       base_model_id="base", eos_token_ids=set())  # fmt: skip
     out: dict[str, Any] = dict(date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                                device=torch.cuda.get_device_name(), torch=torch.__version__, argv=sys.argv,
                                batch=args.batch, kernel_check=kernel_check(dev, vocab))  # fmt: skip
@@ -200,7 +207,7 @@ def main() -> None:
     dg = runner._graphs
     store: dict = {}
     for m in modes:  # each mode's decode graph captured under its options, then kept aside
-        variant("x@" + mode_switches(m))  # s16_b1.variant: the env, and "proto=1" swaps the ordered-merge kernel in
+        variant("x@" + mode_switches(m, engine))  # s16_b1.variant: the env; "proto=1" swaps the ordered-merge kernel in
         one_run(engine, prompts, f"cap-{m}", True, args.warm, 4, dev)
         key = next(k for k in dg._graphs if k[0] == args.batch and not k[1])
         store[m] = (key, dg._graphs.pop(key))
@@ -209,7 +216,7 @@ def main() -> None:
     toks: dict = {m: [] for m in modes}
     for r in range(args.rounds):  # alternating order; a fresh request each run (same cached prompt)
         for m in modes if r % 2 == 0 else modes[::-1]:
-            mode_switches(m)
+            mode_switches(m, engine)
             key, g = store[m]
             dg._graphs[key] = g
             res = one_run(engine, prompts, f"r{r}-{m}", True, args.warm, args.steps, dev)
@@ -226,12 +233,12 @@ def main() -> None:
               f"tokens equal to {modes[0]!r}'s in {same}/{len(ratios)} rounds", flush=True)  # fmt: skip
     out["profiles"] = {}
     for m in dict.fromkeys([modes[0], modes[-1]]):
-        mode_switches(m)
+        mode_switches(m, engine)
         key, g = store[m]
         dg._graphs[key] = g
         out["profiles"][m] = profile(engine, prompts, args, m)
         del dg._graphs[key]
-    async_step.GREEDY_COPY = 2
+    engine.greedy_copy = 2
     out["wall_s"] = time.time() - t0
     (args.out / f"{args.tag}.json").write_text(json.dumps(out, indent=1))
     print(f"wall {out['wall_s']:.0f} s", flush=True)

@@ -46,6 +46,7 @@ from bench_decode import copy_bandwidth  # noqa: E402
 from inlaid_worker.kernels import decode_row, pdl  # noqa: E402
 from inlaid_worker.kernels.paged_decode import paged_decode_reference  # noqa: E402
 from random_model import SHAPES, kv_bytes, make_runner, weight_bytes, write_config  # noqa: E402
+from s9b_profile import replay_ms  # noqa: E402
 from s12_norm import KEEP, key_of  # noqa: E402
 from steps import BLOCK, make_step, timed_all  # noqa: E402
 
@@ -86,17 +87,6 @@ def set_env(name: str) -> None:
     on "tiles", e.g. 8)."""
     os.environ["INLAID_DECODE_ROW_OPTS"] = ",".join(f"{k}={v}" for k, v in opts_of(name).items())
     os.environ["INLAID_DECODE_ROW"] = "1" if "row" in name.split("/") else ""
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 def ship_base(b: int) -> dict[str, int]:

@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
-import inlaid_worker.engine.async_step as async_step  # noqa: E402
-from host_overhead import word_tokenizer  # noqa: E402
-from inlaid_worker.engine.engine import EngineLimits, LLMEngine  # noqa: E402
-from inlaid_worker.engine.tokenizer import PromptTokenizer  # noqa: E402
-from llama_shapes import SHAPES  # noqa: E402
-from random_model import make_runner, write_config  # noqa: E402
 from s11_async import compare, one_run, warm_cache  # noqa: E402
-from s16_b1_loop import kernel_check, profile  # noqa: E402
-from steps import BLOCK  # noqa: E402
+from s16_b1_loop import engine_7b, kernel_check, profile  # noqa: E402
 
 
 def graph_greedy_check(dev: torch.device, vocab: int) -> dict[str, Any]:
@@ -80,12 +72,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cuda")
     t0 = time.time()
-    cfg = write_config(SHAPES["7b"], Path(tempfile.mkdtemp()) / "7b")
-    runner = make_runner(cfg, "int4", dev, torch.float16, 2048, BLOCK, 4, "triton", True)
+    engine = engine_7b(dev)
+    runner = engine.runner
     vocab = runner.config.vocab_size
-    engine = LLMEngine(runner, PromptTokenizer(word_tokenizer(vocab)), EngineLimits(BLOCK, 2048, 4, 2048, 4096, 0, True),
-                       base_model_id="base", eos_token_ids=set())  # fmt: skip
-    async_step.GREEDY_COPY = 2  # the shipped greedy path in every mode
+    engine.greedy_copy = 2  # the shipped greedy path in every mode (async_step.GREEDY_COPY)
     dg = runner._graphs
     modes = args.opts.split(";")
     mode_of = {m: int(m.split("=")[1]) for m in modes}

@@ -11,6 +11,10 @@ save_pretrained) and fills lora_A AND lora_B with seeded random values, so the a
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -251,3 +255,13 @@ def make_lora_adapter(
             weights[(layer, module)] = (a, 0.05 * torch.randn(out_f, rank, generator=gen))
     alpha = float(2 * rank if alpha is None else alpha)
     return LoraAdapter(rank, alpha, alpha / rank, frozenset(targets), None, weights)
+
+
+def interpreted_json(script: str, timeout: float = 120) -> Any:
+    """Runs the Python source `script` in a subprocess under TRITON_INTERPRET=1 (Triton picks the interpreter at
+    import), with the worker package on PYTHONPATH: its last stdout line, parsed as JSON. A failing script fails the
+    caller's test with the tail of its stderr."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

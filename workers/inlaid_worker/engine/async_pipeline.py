@@ -76,6 +76,9 @@ class AsyncPipeline:
         self.num_async_steps = 0  # steps launched ahead of reading the previous one's tokens
         self.num_async_admit_steps = 0  # of those, steps with prefill chunks (admissions or continuations)
         self.num_graph_greedy_steps = 0  # of those, steps whose decode graph took the greedy tokens itself
+        # how all-greedy steps get their tokens (async_step.GREEDY_COPY): read once here, not at every step (env
+        # INLAID_GREEDY_KERNEL, PYTORCH_CUDA_ALLOC_CONF); benchmarks may set it between steps
+        self.greedy_copy = greedy_mode()
 
     @property
     def _launched(self) -> bool:
@@ -195,7 +198,7 @@ class AsyncPipeline:
         dev = getattr(self.runner, "device", None)  # (only CUDA runners replay graphs; others never take it)
         graphs = getattr(self.runner, "_graphs", None)  # ModelRunner's DecodeGraphs: asked only where it is in mode 3
         if not isinstance(dev, torch.device) or dev.type != "cuda" or getattr(graphs, "graph_input", 0) != 3 \
-                or greedy_mode() != 2:  # fmt: skip
+                or self.greedy_copy != 2:  # fmt: skip
             return None
         rows, _, params, banned = self._sampling_rows(ahead, unread)
         if len(rows) != len(ahead.chunks) or not self._deferrable(ahead) or not greedy_only(params, banned):
@@ -222,7 +225,7 @@ class AsyncPipeline:
         unread: the rows whose output lacks one sampled token the host has not read yet (min_tokens counts it)."""
         rows, seqs, params, banned = self._sampling_rows(scheduled, unread)
         picked = None if len(rows) == logits.shape[0] else rows  # read in place: no copy of the sampling rows
-        mode = greedy_mode()
+        mode = self.greedy_copy
         if mode and logits.is_cuda and logits.dtype in GREEDY_DTYPES and logits.dim() == 2 and logits.stride(1) == 1 \
                 and greedy_only(params, banned):  # fmt: skip
             tokens, copy = self._copies.start_greedy(logits, picked, mode)  # one kernel (async_step.GREEDY_COPY)

@@ -101,19 +101,23 @@ class PendingCopy:
 # and one copy of the stack to pinned host memory; 1, engine.greedy's one kernel for the device tokens, then one copy
 # of them (the host zeroes the flags row); 2, that kernel also stores [tokens; zeros] into the pinned buffer through
 # its unified address (no copy-engine transfer). Measured in bench/results/decode-2026-12-01-s16-b1.md.
-# INLAID_GREEDY_KERNEL=0 (env_switch, read at each launch) takes mode 0 whatever this says.
+# INLAID_GREEDY_KERNEL=0 takes mode 0 whatever this says. An engine reads greedy_mode() once, when it is built
+# (AsyncPipeline.greedy_copy; benchmarks switching the mode on a live engine set that attribute).
 GREEDY_COPY = 2
 GREEDY_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # engine.greedy compares in float32: exact for these
 
 
 def greedy_mode(env: dict[str, str] | None = None) -> int:
-    """GREEDY_COPY as it applies now: 0 when INLAID_GREEDY_KERNEL=0; 1 instead of 2 when torch pins host memory with
-    cudaHostRegister (PYTORCH_CUDA_ALLOC_CONF pinned_use_cuda_host_register), whose device address need not equal the
-    host pointer on every platform (cudaDevAttrCanUseHostPointerForRegisteredMem); mode 2 stores through data_ptr()."""
+    """GREEDY_COPY as it applies (an engine reads it once, when it is built): 0 when INLAID_GREEDY_KERNEL=0; 1 instead
+    of 2 when torch pins host memory with cudaHostRegister (pinned_use_cuda_host_register, under either of torch's
+    allocator setting names: decode_graphs.pinned_host_register),
+    whose device address need not equal the host pointer on every platform
+    (cudaDevAttrCanUseHostPointerForRegisteredMem); mode 2 stores through data_ptr()."""
     if env_switch("INLAID_GREEDY_KERNEL", env) is False:
         return 0
-    conf = (os.environ if env is None else env).get("PYTORCH_CUDA_ALLOC_CONF", "").replace(" ", "").lower()
-    return min(GREEDY_COPY, 1) if "pinned_use_cuda_host_register:true" in conf else GREEDY_COPY
+    from inlaid_worker.model.decode_graphs import pinned_host_register
+
+    return min(GREEDY_COPY, 1) if pinned_host_register(os.environ if env is None else env) else GREEDY_COPY
 
 
 def greedy_only(params: list[Any], banned: list[Any] | None) -> bool:

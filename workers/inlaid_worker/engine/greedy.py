@@ -32,14 +32,8 @@ def _first_max(v1, i1, v2, i2):
 
 
 @triton.jit
-def _greedy_kernel(x_ptr, stride_x, sel_ptr, tok_ptr, host_addr, n_rows, N_COLS: tl.constexpr,
-                   SEL: tl.constexpr, HOST: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    r = tl.program_id(0)
-    if SEL:
-        row = tl.load(sel_ptr + r).to(tl.int64)
-    else:
-        row = r.to(tl.int64)
-    base = x_ptr + row * stride_x
+def _row_argmax(base, N_COLS: tl.constexpr, BLOCK: tl.constexpr):
+    """The row at `base`'s argmax (torch's order: _first_max) as int64, BLOCK columns a chunk."""
     offs = tl.arange(0, BLOCK)
     best_v = float("-inf")
     best_i = 2147483647
@@ -48,7 +42,22 @@ def _greedy_kernel(x_ptr, stride_x, sel_ptr, tok_ptr, host_addr, n_rows, N_COLS:
         x = tl.load(base + idx, mask=idx < N_COLS, other=float("-inf")).to(tl.float32)
         cv, ci = tl.reduce((x, idx), 0, _first_max)
         best_v, best_i = _first_max(best_v, best_i, cv, ci)
-    tok = best_i.to(tl.int64)
+    return best_i.to(tl.int64)
+
+
+def _warps(block: int) -> int:
+    return 16 if block >= 16384 else 8 if block >= 4096 else 4
+
+
+@triton.jit
+def _greedy_kernel(x_ptr, stride_x, sel_ptr, tok_ptr, host_addr, n_rows, N_COLS: tl.constexpr,
+                   SEL: tl.constexpr, HOST: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    r = tl.program_id(0)
+    if SEL:
+        row = tl.load(sel_ptr + r).to(tl.int64)
+    else:
+        row = r.to(tl.int64)
+    tok = _row_argmax(x_ptr + row * stride_x, N_COLS, BLOCK)
     tl.store(tok_ptr + r, tok)
     if HOST:  # the pinned [2, n_rows] int64 buffer through its unified address: the token, then a 0 overflow flag
         host = host_addr.to(tl.pointer_type(tl.int64))
@@ -79,7 +88,7 @@ def greedy_tokens(logits: torch.Tensor, sel: torch.Tensor | None = None, host: t
     _greedy_kernel[(r,)](
         logits, logits.stride(0), sel if sel is not None else tokens, tokens, host.data_ptr() if host is not None else 0,
         r, N_COLS=v, SEL=sel is not None, HOST=host is not None, BLOCK=block,
-        num_warps=16 if block >= 16384 else 8 if block >= 4096 else 4,
+        num_warps=_warps(block),
     )  # fmt: skip
     return tokens
 
@@ -94,16 +103,7 @@ def _greedy_graph_kernel(x_ptr, stride_x, ctrl_ptr, tok_ptr, host_addr, B, N_COL
     n = tl.load(ctrl_ptr)
     if r < n:
         slot = tl.load(ctrl_ptr + 1).to(tl.int64)
-        base = x_ptr + r.to(tl.int64) * stride_x
-        offs = tl.arange(0, BLOCK)
-        best_v = float("-inf")
-        best_i = 2147483647
-        for c0 in tl.static_range(0, N_COLS, BLOCK):
-            idx = c0 + offs
-            x = tl.load(base + idx, mask=idx < N_COLS, other=float("-inf")).to(tl.float32)
-            cv, ci = tl.reduce((x, idx), 0, _first_max)
-            best_v, best_i = _first_max(best_v, best_i, cv, ci)
-        tok = best_i.to(tl.int64)
+        tok = _row_argmax(x_ptr + r.to(tl.int64) * stride_x, N_COLS, BLOCK)
         tl.store(tok_ptr + r, tok)
         host = host_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
         tl.store(host + slot * 2 * B + r, tok)
@@ -123,4 +123,4 @@ def greedy_in_graph(logits: torch.Tensor, ctrl: torch.Tensor, tokens: torch.Tens
         raise ValueError("greedy_in_graph: tokens int64 [B], host a contiguous int64 [2, 2, B] buffer")
     block = min(triton.next_power_of_2(v), block)
     _greedy_graph_kernel[(b,)](logits, logits.stride(0), ctrl, tokens, host.data_ptr(), b, N_COLS=v, BLOCK=block,
-                               num_warps=16 if block >= 16384 else 8 if block >= 4096 else 4)  # fmt: skip
+                               num_warps=_warps(block))  # fmt: skip

@@ -118,7 +118,7 @@ def gemv_add_norm(x2: torch.Tensor, w: GPTQWeight, h: torch.Tensor, norm_weight:
         sums = _launch_deferred(x2, w, cfg, h)
         if sums is None:  # (defer with split-K always returns the workspace)
             raise RuntimeError("gemv_add_norm: the GEMV returned no workspace")
-        return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear)
+        return add_rms_norm_sums(sums, norm_weight, eps, h, clear=clear, checked=True)  # (checked before the GEMV)
     except BaseException:
         if sums is not None:
             sums[: h.numel()].zero_()
@@ -211,7 +211,7 @@ def gu_down_add_norm(gu: torch.Tensor, down: GPTQWeight, h: torch.Tensor, norm_w
             sums = launch_hgemvr(*args, h, finish=True, defer=True, x_sums=gu, **hgemvr_flags(cfg.kind))
             if sums is None:
                 raise RuntimeError("gu_down_add_norm: the GEMV returned no workspace")
-            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=gu)
+            return add_rms_norm_sums(sums, norm_weight, eps, h, clear=gu, checked=True)
         y = torch.empty(m, down.out_features, dtype=h.dtype, device=h.device)
         launch_hgemvr(*args, y, x_sums=gu, **hgemvr_flags(cfg.kind))
         return add_rms_norm(y, norm_weight, eps, residual=h, clear=gu)

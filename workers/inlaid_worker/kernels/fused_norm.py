@@ -182,15 +182,19 @@ def check_sums_norm(residual: torch.Tensor, weight: torch.Tensor, sums_numel: in
 
 
 def add_rms_norm_sums(sums: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor,
-                      clear: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                      clear: torch.Tensor | None = None, checked: bool = False) -> torch.Tensor:  # fmt: skip
     """add_rms_norm with x = fp16(sums) [T, n] where sums is the fp32 workspace of a split-K GEMV whose programs only
     added their partial sums (quant_hgemvr's finish epilogue with defer): its first T * n values, row-major, which are
     left zeroed. residual [T, n] (fp16 / bf16, row-major) is updated in place to residual + x. clear: as add_rms_norm's.
-    Every argument is checked (check_sums_norm) before anything is launched."""
+    Every argument is checked (check_sums_norm) before anything is launched; checked: the caller already ran
+    check_sums_norm(residual, weight, None, clear) (consumer_finish, before its GEMV): only the workspace is checked."""
     if sums.dtype != torch.float32 or not sums.is_contiguous() or sums.device != residual.device:
         raise ValueError(f"add_rms_norm_sums: the workspace must be contiguous fp32 on {residual.device}, got "
                          f"{sums.dtype} on {sums.device}")  # fmt: skip
-    check_sums_norm(residual, weight, sums.numel(), clear)
+    if not checked:
+        check_sums_norm(residual, weight, sums.numel(), clear)
+    elif sums.numel() < residual.numel():  # (the one check the caller could not make before its GEMV)
+        raise ValueError(f"add_rms_norm_sums: sums of {sums.numel()} values for {list(residual.shape)}")
     t, n = residual.shape
     out = torch.empty_like(residual)
     if t == 0:

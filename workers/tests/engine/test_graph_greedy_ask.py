@@ -24,6 +24,7 @@ class Pipe(AsyncPipeline):
     def __init__(self, device: str, graph_input: int = 3) -> None:
         self.runner = SimpleNamespace(device=torch.device(device), _graphs=SimpleNamespace(graph_input=graph_input))
         self.eos_token_ids = {2}
+        self._init_async()  # (reads the greedy mode: async_step.greedy_mode)
 
 
 class Seq(SimpleNamespace):
@@ -48,9 +49,9 @@ def test_an_all_greedy_step_on_a_cuda_runner_asks() -> None:
 @pytest.mark.parametrize("case", ["cpu", "graphs_mode_2", "kernel_off", "seeded", "penalty", "bias", "logprobs", "min_tokens",
                                   "grammar", "not_sampling"])  # fmt: skip
 def test_other_steps_do_not_ask(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = Pipe("cpu" if case == "cpu" else "cuda", 2 if case == "graphs_mode_2" else 3)
-    if case == "kernel_off":
+    if case == "kernel_off":  # (read when the engine is built)
         monkeypatch.setenv("INLAID_GREEDY_KERNEL", "0")
+    p = Pipe("cpu" if case == "cpu" else "cuda", 2 if case == "graphs_mode_2" else 3)
     other = {
         "seeded": SamplingParams(temperature=0.8, seed=1, max_tokens=8),
         "penalty": SamplingParams(temperature=0, repetition_penalty=1.2, max_tokens=8),
@@ -63,7 +64,25 @@ def test_other_steps_do_not_ask(case: str, monkeypatch: pytest.MonkeyPatch) -> N
     assert p._graph_greedy(step, {seq}) is None
     # with the greedy kernel's copy mode 1 (no host store) the graph is not asked either
     monkeypatch.setattr(async_step, "GREEDY_COPY", 1)
-    assert p._graph_greedy(_step((_seq(GREEDY), True)), ()) is None
+    assert Pipe("cuda")._graph_greedy(_step((_seq(GREEDY), True)), ()) is None
+
+
+def test_the_greedy_mode_is_read_once_when_the_engine_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No environment read per step: a switch flipped after construction does not reach a built engine (a new one
+    takes it); greedy_copy is the engine's own setting, which benchmarks may set between steps."""
+    p = Pipe("cuda")
+    assert p.greedy_copy == 2
+    calls: list[Any] = []
+    monkeypatch.setattr(async_step, "env_switch", lambda *a: calls.append(a))  # (would read the environment)
+    monkeypatch.setenv("INLAID_GREEDY_KERNEL", "0")
+    step = _step((_seq(GREEDY), True))
+    assert isinstance(p._graph_greedy(step, ()), GraphGreedy) and p.greedy_copy == 2 and not calls
+    monkeypatch.undo()
+    monkeypatch.setenv("INLAID_GREEDY_KERNEL", "0")
+    q = Pipe("cuda")
+    assert q.greedy_copy == 0 and q._graph_greedy(step, ()) is None
+    p.greedy_copy = 1  # (a benchmark's switch on a live engine)
+    assert p._graph_greedy(step, ()) is None
 
 
 def test_min_tokens_met_counting_the_unread_token_asks() -> None:
@@ -93,3 +112,12 @@ def test_adopt_hands_out_the_graphs_host_view_with_events_in_turn(monkeypatch: p
     pend = [copies.adopt(host) for _ in range(3)]
     assert [x.event for x in pend] == [made[0], made[1], made[0]] and made[0].records == 2 and len(made) == 2
     assert pend[2].read() == ([7, 8], [0, 0])
+
+
+def test_the_greedy_host_store_is_off_under_host_register_by_either_setting_name() -> None:
+    from inlaid_worker.engine.async_step import GREEDY_COPY, greedy_mode
+
+    conf = "pinned_use_cuda_host_register:True"
+    assert greedy_mode({"PYTORCH_CUDA_ALLOC_CONF": conf}) == 1
+    assert greedy_mode({"PYTORCH_ALLOC_CONF": conf}) == 1  # torch's device-neutral name
+    assert greedy_mode({}) == GREEDY_COPY == 2

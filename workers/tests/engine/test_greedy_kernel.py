@@ -6,18 +6,11 @@ which rows greedy_only lets through."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from factories import interpreted_json
 from inlaid_worker.engine.async_step import TokenCopies, greedy_only
 from inlaid_worker.engine.sampling_params import SamplingParams
-
-WORKERS = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, torch
@@ -40,10 +33,7 @@ print(json.dumps(res))
 
 
 def test_kernel_is_torch_argmax_under_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(WORKERS))
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    cases = json.loads(out.stdout.strip().splitlines()[-1])
+    cases = interpreted_json(SCRIPT)
     assert len(cases) == 4
     for c in cases:
         assert c["got"] == c["ref"] and c["got_sel"] == c["ref_sel"], c

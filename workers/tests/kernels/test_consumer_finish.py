@@ -315,6 +315,47 @@ def test_norm_checked_before_the_gemv(monkeypatch: pytest.MonkeyPatch) -> None:
         fused_norm.add_rms_norm(h, g, 1e-5, clear=torch.ones(1, 64))
 
 
+def test_the_norm_is_checked_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, no kernel runs: gemv_add_norm and gu_down_add_norm check the norm's arguments once (before the
+    GEMV; add_rms_norm_sums(checked=True) then checks only the workspace), and a workspace too small is still refused
+    after the GEMV (its sums zeroed on the way out); add_rms_norm_sums called alone checks everything itself."""
+    from cases import make_gptq  # type: ignore[import-not-found]
+    from inlaid_worker.kernels import consumer_finish as cf
+    from inlaid_worker.kernels import fused_norm
+    from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+
+    w = prepare_gptq_weight(**make_gptq(256, 128, 4, 128, False, False, 1), bits=4, group_size=128, sym=False)
+    down = prepare_gptq_weight(**make_gptq(64, 128, 4, 64, False, False, 1), bits=4, group_size=64, sym=False)
+    x, h = torch.zeros(1, 256, dtype=torch.float16), torch.zeros(1, 128, dtype=torch.float16)
+    g, ok = torch.ones(128, dtype=torch.float16), QMMConfig(1, 64, 64, 2, 2, 1, False, "hgemvr")
+    calls: list[int] = []
+    real = fused_norm.check_sums_norm
+
+    def counted(*args: Any) -> None:
+        calls.append(1)
+        real(*args)
+
+    class NoKernel:
+        def __getitem__(self, grid: Any) -> Any:
+            return lambda *a, **kw: None
+
+    ws = [torch.ones(128 * 4)]  # the GEMV's workspace, filled
+    monkeypatch.setattr(cf, "check_sums_norm", counted)
+    monkeypatch.setattr(fused_norm, "check_sums_norm", counted)
+    monkeypatch.setattr(fused_norm, "_add_rms_norm_kernel", NoKernel())
+    monkeypatch.setattr(cf, "launch_hgemvr", lambda *a, **kw: ws[0])
+    assert cf.gemv_add_norm(x, w, h, g, 1e-5, ok) is not None and len(calls) == 1
+    gu = torch.zeros(1, 128)
+    assert cf.gu_down_add_norm(gu, down, h, g, 1e-5, ok) is not None and len(calls) == 2
+    ws[0] = torch.ones(127)  # too small for [1, 128]
+    with pytest.raises(ValueError, match="sums of 127"):
+        cf.gemv_add_norm(x, w, h, g, 1e-5, ok)
+    assert len(calls) == 3 and not bool(ws[0].any())
+    fused_norm.add_rms_norm_sums(torch.zeros(128), g, 1e-5, h)
+    assert len(calls) == 4
+
+
 def test_defer_needs_split_k() -> None:
     from cases import make_gptq  # type: ignore[import-not-found]
     from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight

@@ -1,15 +1,21 @@
-"""The CUDA C++ int4 GEMM (kernels/cu_gemv.cu): CPU checks of the load-time repack and of a torch emulation of the
-kernel's arithmetic (exact layout, magic-number dequantization, fragment placement, per-chunk scaling) against the
-raw-GPTQ reference; GPU checks (CUDA with cuda-python only) of the kernel itself, in CUDA graphs and under PDL."""
+"""The CUDA C++ int4 GEMM (bench-only: bench/kernels/cu_gemv.cu, cu_gemv_kernel.py and cu_gemv_pack.py): CPU checks
+of the load-time repack and of a torch emulation of the kernel's arithmetic (exact layout, magic-number dequantization,
+fragment placement, per-chunk scaling) against the raw-GPTQ reference; GPU checks (CUDA with cuda-python only) of the
+kernel itself, in CUDA graphs and under PDL."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from cases import make_gptq
-from inlaid_worker.kernels import cu_gemv
-from inlaid_worker.kernels.cu_gemv import CuConfig
-from inlaid_worker.kernels.cu_gemv_pack import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))  # (the bench-only modules)
+import cu_gemv_kernel as cu_gemv
+from cu_gemv_kernel import CuConfig
+from cu_gemv_pack import (
     emulate_fragments,
     emulate_gemm,
     fragment_index,

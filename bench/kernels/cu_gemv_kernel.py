@@ -12,7 +12,8 @@ Without CUDA, cuda-python or a compiler, `available()` is False and nothing here
 
 Status (bench/results/kernels-2026-11-30-s10-cuda*.md, H200): correct (fp16 <= 2.1e-4, bf16 <= 1.7e-3 vs the fp32
 dequantized product), but slower than the shipped Triton picks at every M = 1..16 on the 7B shapes (1.2-3.5x), so it is
-a bench-only module, not a quant_matmul candidate. Its own read path streams at ~2 TB/s (read-only diagnostic 11-12 us
+a bench-only module (here under bench/kernels, beside cu_gemv.cu and cu_gemv_pack.py, with bench/kernels and workers
+on sys.path; moved out of the worker package in session 17), not a quant_matmul candidate. Its own read path streams at ~2 TB/s (read-only diagnostic 11-12 us
 for 7B up at M = 1) and the arithmetic is not hidden behind it (+3.5 us).
 """
 
@@ -27,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from . import pdl
-from .cu_gemv_pack import repack_qweight, repack_scales, repack_zeros, supports
-from .gptq_packing import GPTQWeight
+from cu_gemv_pack import repack_qweight, repack_scales, repack_zeros, supports
+from inlaid_worker.kernels import pdl
+from inlaid_worker.kernels.gptq_packing import GPTQWeight
 
 SOURCE = Path(__file__).with_name("cu_gemv.cu")
 MAX_THREADS = 512  # the kernel's __launch_bounds__

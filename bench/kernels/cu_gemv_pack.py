@@ -12,8 +12,7 @@ bits 0-3 / 16-19 -> reg 0 (row g, k 2t / 2t+1), 4-7 / 20-23 -> reg 1 (row g+8), 
 from __future__ import annotations
 
 import torch
-
-from .gptq_packing import GPTQWeight, _to_int32_bits
+from inlaid_worker.kernels.gptq_packing import GPTQWeight, _to_int32_bits
 
 _CHUNK_COLS = 2048  # columns per repack step: bounds the transient int64 memory
 

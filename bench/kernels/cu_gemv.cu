@@ -1,4 +1,4 @@
-// Inlaid int4 GEMM for M = 1..16 (CUDA C++, compiled at run time with NVRTC by cu_gemv.py).
+// Inlaid int4 GEMM for M = 1..16 (CUDA C++, compiled at run time with NVRTC by cu_gemv_kernel.py).
 //
 // y[M, N] = x[M, K] @ dequant(W), W 4-bit GPTQ with groups of G rows (G % 64 == 0), fp16 scales, packed zeros.
 // Tensor cores, weight as the A operand: y^T = W^T x^T with mma.sync m16n8k16 (A = 16 output columns x 16 K,
@@ -349,7 +349,7 @@ __device__ __forceinline__ void cu_gemv_body(CU_GEMV_PARAMS) {
   }
 }
 
-// cu_gemv.py compiles one instantiation per program: an extern "C" kernel named cu_gemv_inst, e.g.
+// cu_gemv_kernel.py compiles one instantiation per program: an extern "C" kernel named cu_gemv_inst, e.g.
 // CU_GEMV_INSTANCE(8, 8, false, false, false, false)
 #define CU_GEMV_INSTANCE(MB, RING, CL, SYM, PERM, BF16)                                  \
   extern "C" __global__ void __launch_bounds__(512) cu_gemv_inst(CU_GEMV_PARAMS) { \
