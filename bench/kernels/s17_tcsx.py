@@ -26,8 +26,13 @@ its CUDA memory back after each shape; s17_tcsx.sh runs the check processes a fe
 pytest ran out of GPU memory at the 7B gate/up and 13B points). The report adds ship rows (-ship.json, tuned_table's
 format): best tcsx >= SHIP_MIN x the shipped pick iso AND under PDL, buckets 32 / 64 / 128.
 
+Run 3 (helper H7, s17_m256.sh): M = 256 (the tuner's bucket 256: TCSX_PLANS[256], block_m 128 = two row blocks, splits
+counted over both, quant_matmul_config.tcsx_row_blocks) and M = 512 (bench-only: VARIANTS[512], the same variants,
+four row blocks; bucket 512 also holds every M > 256, prefill included, so it ships nothing from a 512-row point);
+S17_SHARD_BY_MODEL=1 splits each variant's check process by model (7B / 13B).
+
 Env: S17_SHAPES (comma list of SHAPES' names; default all, 7B first), S17_MS (default 64,32,128; 16 = run 1's bench-only
-block_m 16 variants), S17_STRESS (8).
+block_m 16 variants, 512 = run 3's bench-only variants), S17_STRESS (8), S17_SHARD_BY_MODEL (0).
 Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s17_tcsx.py {check,bench,report} --out DIR ...
 """
 
@@ -42,7 +47,14 @@ from pathlib import Path
 import torch
 from device_common import device_parser, report_head, run_phase, short_cfg, write_report
 from inlaid_worker.kernels import pdl, qmm_tuned
-from inlaid_worker.kernels.quant_matmul_config import TCSX_PLANS, QMMConfig, _tcsx, m_bucket, tcsx_splits
+from inlaid_worker.kernels.quant_matmul_config import (
+    TCSX_PLANS,
+    QMMConfig,
+    _tcsx,
+    m_bucket,
+    tcsx_row_blocks,
+    tcsx_splits,
+)
 
 SHAPES = {
     "7B gate/up 4096x22016": (4096, 22016),
@@ -59,27 +71,31 @@ if os.environ.get("S17_SHAPES"):
     SHAPES = {k: SHAPES[k] for k in os.environ["S17_SHAPES"].split(",")}
 MS = tuple(int(v) for v in os.environ.get("S17_MS", "64,32,128").split(","))
 STRESS = int(os.environ.get("S17_STRESS", "8"))
+BY_MODEL = os.environ.get("S17_SHARD_BY_MODEL", "0") == "1"
 KINDS = ("tcsx", "tcsx2")
 # per M: (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds): the tuner's TCSX_PLANS (run 1's VARIANTS;
 # offline builds (s17_tcsx_sass.py): no spills in any; block_m 64 / 128 with two warpgroups run one program an SM (168
 # registers), so a deeper ring is free there (8 / 5 stages); block_m 64 with one warpgroup (136 registers, 82 KB) two
 # an SM; block_m 32 at M = 64: two row blocks, two programs an SM) and run 1's block_m 16 (lost everywhere: not offered)
-VARIANTS = {16: ((16, 128, 4, KINDS),), **TCSX_PLANS}
+# run 3: M = 512 bench-only with bucket 256's variants (block_m 128, four row blocks)
+M256_PLANS = ((128, 128, 4, KINDS), (128, 128, 5, ("tcsx2",)))
+VARIANTS = {16: ((16, 128, 4, KINDS),), 256: M256_PLANS, 512: M256_PLANS, **TCSX_PLANS}
 GUARD, MODEL_TOL = 1e-2, 5e-4
 SHIP_MIN = 1.03  # a ship row: best tcsx at least 3% faster than the shipped pick, iso and under PDL (session 16's rule)
 
 
-def splits_for(k: int, n: int, block_n: int = 128) -> list[int]:
+def splits_for(k: int, n: int, block_n: int = 128, row_blocks: int = 1) -> list[int]:
     """Up to three splits whose grid holds 66..700 programs (half a wave of the H200's 132 SMs up to ~5 waves)."""
-    return tcsx_splits(k, n, block_n)
+    return tcsx_splits(k, n, block_n, row_blocks)
 
 
 def tcsx_cands(k: int, n: int, m: int) -> list[QMMConfig]:
-    """The tuner's tcsx candidates of M's bucket (quant_matmul_config._tcsx); M = 16: run 1's bench-only variant."""
+    """The tuner's tcsx candidates of M's bucket (quant_matmul_config._tcsx); M = 16: run 1's bench-only variant;
+    M = 512 (and 256 while the tuner does not offer it): run 3's, splits counted over all row blocks."""
     if m_bucket(m) in TCSX_PLANS:
         return _tcsx(m_bucket(m), n, k, 128)
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bm, bn, st, kinds in VARIANTS.get(m, ()) for kind in kinds
-            for s in splits_for(k, n, bn)]  # fmt: skip
+            for s in splits_for(k, n, bn, tcsx_row_blocks(m_bucket(m), bm))]  # fmt: skip
 
 
 def _key(c: QMMConfig) -> tuple:
@@ -88,7 +104,9 @@ def _key(c: QMMConfig) -> tuple:
 
 # check processes: one per compiled tcsx variant (kind, block_m, block_n, stages), one per M and model for the
 # shipped picks (their kernels compile in parallel: quant_tcs's ITERS is a constexpr, so most points compile their own)
-SHARDS = sorted({_key(c) for shape, (k, n) in SHAPES.items() for m in MS for c in tcsx_cands(k, n, m)})
+# (S17_SHARD_BY_MODEL=1: one per variant and model, the model's name last)
+SHARDS = sorted({_key(c) + ((shape.split()[0],) if BY_MODEL else ()) for shape, (k, n) in SHAPES.items() for m in MS
+                 for c in tcsx_cands(k, n, m)})  # fmt: skip
 SHARDS += [("shipped", m, size) for m in MS for size in ("7B", "13B") if any(s.startswith(size) for s in SHAPES)]
 
 
@@ -134,8 +152,10 @@ def check(out: Path, shard: int) -> None:
                 if kind == "shipped":
                     c0 = shipped(k, n, m) if m == key[1] and shape.startswith(key[2] + " ") else None
                     cands = [c0] if c0 is not None else []
+                elif len(key) > 5 and not shape.startswith(key[5] + " "):  # S17_SHARD_BY_MODEL: another model's
+                    cands = []
                 else:
-                    cands = [c for c in tcsx_cands(k, n, m) if _key(c) == key]
+                    cands = [c for c in tcsx_cands(k, n, m) if _key(c) == key[:5]]
                 if not cands:
                     continue
                 if w is None:
@@ -284,10 +304,11 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
           "plain launches, pdl = the same graph under PDL (kernels.pdl mode 1); tcsx = pre-pass (x into operand "
           "order) + kernel per call; kernel = the best tcsx candidate with x permuted once outside the graph",
           "- candidates: s17_tcsx.VARIANTS (tcsx / tcsx2 at block_m = M's bucket, 4 stages, two "
-          "warpgroups; at M = 64 also one warpgroup (n64), 8 stages, block_m 32; at M = 128 5 stages) x the splits of "
-          "s17_tcsx.splits_for; timed only if the check passed (guard <= 1e-2 vs the fp32 "
-          "dequantized product, <= 5e-4 vs tcs_reference(acc_scale=True), PDL off and on, every stress launch, "
-          "workspace clean)", "",
+          "warpgroups; at M = 64 also one warpgroup (n64), 8 stages, block_m 32; at M = 128 5 stages; at M = 256 / 512 "
+          "block_m 128 (two / four row blocks), 4 and 5 stages) x the splits of "
+          "s17_tcsx.splits_for (at M >= 256 counted over every row block); timed only if the check passed (guard "
+          "<= 1e-2 vs the fp32 dequantized product, <= 5e-4 vs tcs_reference(acc_scale=True), PDL off and on, every "
+          "stress launch, workspace clean)", "",
           "## Shipped pick vs best tcsx (least iso + pdl)", "",
           "| shape | M | bf16 | shipped | shipped iso / pdl | best tcsx | tcsx iso / pdl | speed-up iso / pdl | "
           "kernel alone iso / pdl | kernel-alone speed-up iso / pdl | pre-pass | tcsx % copy iso / pdl |",
@@ -302,8 +323,9 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
                   f"{_f(sp)} | {short_cfg(r.get('best'), False)} | {_f(bi)} / {_f(bp)} | {sup} | {_f(ki)} / {_f(kp)} "
                   f"| {ksup} | {_f(r.get('prepass_us'))} | {pct(r['MB'], bi)} / {pct(r['MB'], bp)} |")  # fmt: skip
     ship = ship_rows(rows)
-    md += ["", f"## Pick changes (ship rows: best tcsx >= {SHIP_MIN} x the shipped pick iso and pdl, buckets 32 / 64 / "
-           "128)", "", "| shape | M | old pick | old iso / pdl | new pick | new iso / pdl | speed-up iso / pdl |",
+    md += ["", f"## Pick changes (ship rows: best tcsx >= {SHIP_MIN} x the shipped pick iso and pdl, buckets "
+           f"{' / '.join(map(str, sorted(TCSX_PLANS)))})", "",
+           "| shape | M | old pick | old iso / pdl | new pick | new iso / pdl | speed-up iso / pdl |",
            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in ship:
         md.append(f"| {r['shape']} | {r['M']} | {short_cfg(r['before'], False)} | {r['before_iso_us']:.2f} / "

@@ -285,32 +285,44 @@ def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
 # (qkv, gate/up, up, down: 1.05-1.94x iso / 1.05-1.95x under PDL against tcl / tcsat / tcs2a / tc / dequant); it lost
 # on the o shapes, at 7B gate/up and 13B down at M = 128 (tcl) and at M = 16 (run 1, kernels-2026-12-01-s17-tcsx.md),
 # so it is offered at buckets 32 / 64 / 128 only. Decode step, old table against new: 7B batch 32 / 64 / 128
-# 0.972x / 0.961x / 0.991x, 13B 0.904x / 0.934x / 0.980x (decode-2026-12-01-s17-tcsx.md). Plans per bucket:
-# (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds); offline sm_90 builds without spills (quant_tcsx's
-# docstring); block_m 32 at M = 64 = two row blocks; the splits by tcsx_splits (run 1's rule).
+# 0.972x / 0.961x / 0.991x, 13B 0.904x / 0.934x / 0.980x (decode-2026-12-01-s17-tcsx.md). Bucket 256 (helper H7,
+# kernels-2026-12-01-s17-tcsx-m256.md: block_m 128 = two row blocks, the splits counted over both): 4 picks ship, 7B
+# gate/up and 13B gate/up / qkv / o (1.04-1.11x iso / 1.04-1.11x PDL against tcl); decode step at batch 256 (256
+# cached tokens) 7B 0.983x, 13B 0.955x (decode-2026-12-01-s17-tcsx-m256-7b / -13b.json); 7B qkv / up / o / down and
+# 13B down keep tcl / tcw / dequant (tcsx 0.82-0.99x). Bucket 512 (every M > 256, prefill too) was measured bench-only
+# and is not offered. Plans per bucket: (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds); offline
+# sm_90 builds without spills (quant_tcsx's docstring); block_m 32 at M = 64 = two row blocks; the splits by
+# tcsx_splits (run 1's rule; at bucket 256 over both row blocks, tcsx_row_blocks).
 TCSX_KINDS = ("tcsx", "tcsx2")
 TCSX_PLANS: dict[int, tuple] = {
     32: ((32, 128, 4, TCSX_KINDS),),
     64: ((64, 128, 4, TCSX_KINDS), (64, 64, 4, TCSX_KINDS), (64, 128, 8, ("tcsx2",)), (32, 128, 4, ("tcsx2",))),
     128: ((128, 128, 4, TCSX_KINDS), (128, 128, 5, ("tcsx2",))),
+    256: ((128, 128, 4, TCSX_KINDS), (128, 128, 5, ("tcsx2",))),  # two row blocks of 128 (helper H7, M = 256)
 }
 TCSX_SPLITS = (1, 2, 4, 8, 16)
 
 
-def tcsx_splits(k: int, n: int, block_n: int) -> list[int]:
-    """Up to three splits (of TCSX_SPLITS) whose grid holds 66..700 programs a row block (half a wave of the H200's 132
-    SMs up to ~5 waves); split 1 where none does."""
-    tiles = triton.cdiv(n, block_n)
+def tcsx_row_blocks(mb: int, block_m: int) -> int:
+    """Row blocks tcsx_splits counts at bucket mb: one at buckets <= 128 (run 1's rule, kept: block_m 32 at M = 64
+    counts one), all of them above (bucket 256: two of 128 rows, so the splits fill the grid as a whole)."""
+    return 1 if mb <= 128 else triton.cdiv(mb, block_m)
+
+
+def tcsx_splits(k: int, n: int, block_n: int, row_blocks: int = 1) -> list[int]:
+    """Up to three splits (of TCSX_SPLITS) whose grid of `row_blocks` row blocks holds 66..700 programs (half a wave of
+    the H200's 132 SMs up to ~5 waves); split 1 where none does."""
+    tiles = triton.cdiv(n, block_n) * row_blocks
     out = [s for s in TCSX_SPLITS if s <= k // 128 and 66 <= tiles * split_iters(k // 128, s)[1] <= 700]
     return out[:3] or [1]
 
 
 def _tcsx(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
-    """quant_tcsx candidates (TMA: N % 4 == 0; K and group multiples of 128) at buckets 32 / 64 / 128."""
+    """quant_tcsx candidates (TMA: N % 4 == 0; K and group multiples of 128) at the buckets of TCSX_PLANS."""
     if k % 128 or group % 128 or n % 4 or mb not in TCSX_PLANS:
         return []
     return [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bm, bn, st, kinds in TCSX_PLANS[mb] for kind in kinds
-            for s in tcsx_splits(k, n, bn)]  # fmt: skip
+            for s in tcsx_splits(k, n, bn, tcsx_row_blocks(mb, bm))]  # fmt: skip
 
 
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit

@@ -1,6 +1,6 @@
 """quant_tcs with x streamed through the word ring: kinds "tcsx" / "tcsx2" (issue 4, session 17), offered by the tuner
-at M buckets 32 / 64 / 128 (quant_matmul_config.TCSX_PLANS) and dispatched by quant_matmul (pre-pass + kernel in one
-call; quant_tc "tc" under the interpreter).
+at M buckets 32 / 64 / 128 / 256 (quant_matmul_config.TCSX_PLANS; 256: kernels-2026-12-01-s17-tcsx-m256.md) and
+dispatched by quant_matmul (pre-pass + kernel in one call; quant_tc "tc" under the interpreter).
 
 Measured on the H200 (bench/results/kernels-2026-12-01-s17-tcsx-run2.md: `bash bench/kernels/s17_h1.sh`; 278 candidates
 and the 27 shipped picks checked, PDL off and on, 4 stress launches each: 0 failures, worst 2.1e-4 against

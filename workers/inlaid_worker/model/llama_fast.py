@@ -43,7 +43,7 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
 
 Operand-ordered x for quant_tcsx (TCSX_XP, env INLAID_TCSX_XP; session 17, issue 4): a "tcsx" / "tcsx2" GEMM first
 writes its x in the wgmma operand's K order (quant_tcl.permute_x, one launch). In a decode step whose fusion has no
-GEMV part (FUSION_POLICY's "none" at buckets over 16, where the tuner picks tcsx at M = 32 / 64 / 128), without LoRA,
+GEMV part (FUSION_POLICY's "none" at buckets over 16, where the tuner picks tcsx at M = 32-256), without LoRA,
 where the consumer GEMM's pick for the step's M (the tuner's, known before the producer runs) is a tcsx kind on a
 one-part weight without act-order, the producer of its x writes the operand order itself: the input / post-attention
 add + RMSNorm (fused_norm.add_rms_norm(operand=True)) for qkv and gate/up, silu_mul(operand=True) for down; the GEMM

@@ -1,8 +1,9 @@
 """quant_tcsx (session 17, issue 4; kinds "tcsx" / "tcsx2": quant_tcs's ACC_SCALE K loop with x streamed through the
-word ring by TMA from an operand-ordered copy of x). CPU: the tuner's candidates at buckets 32 / 64 / 128 (and nowhere
-else), the dispatcher's interpreter twin, the launch plan and shared-memory estimate; the pre-pass's column order is the
-operand K order quant_tcs stages; the offline sm_90 builds at block_m 16 / 32 / 64 / 128, split 1 / 2 (no spills,
-shared memory within the estimate and the hardware limit, each consumer K loop's slot release after its wgmma wait).
+word ring by TMA from an operand-ordered copy of x). CPU: the tuner's candidates at buckets 32 / 64 / 128 / 256 (and
+nowhere else), the dispatcher's interpreter twin, the launch plan and shared-memory estimate; the pre-pass's column
+order is the operand K order quant_tcs stages; the offline sm_90 builds at block_m 16 / 32 / 64 / 128, split 1 / 2 (no
+spills, shared memory within the estimate and the hardware limit, each consumer K loop's slot release after its wgmma
+wait).
 On an sm_90 GPU: the kernel and the dispatcher against tcs_reference(acc_scale=True), many launches at a 7B shape, a
 tcsx pick taken by quant_matmul's tuner (shipped-pick path) and replayed in a CUDA graph (the pre-pass inside the call).
 """
@@ -28,15 +29,23 @@ SHAPES = ((4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096), (4096, 1100
           (5120, 27648), (13824, 5120))  # fmt: skip
 
 
-def test_tuner_offers_tcsx_at_buckets_32_64_128_only() -> None:
-    """M = 17..128: the tuner offers exactly _tcsx's candidates (TCSX_PLANS x tcsx_splits: 1-3 splits whose grid holds
-    66..700 programs a row block); none at M <= 16 (block_m 16 lost every H200 point of run 1), 256 or 512, for 3-bit,
-    for N % 4 != 0 (TMA) or on a GPU without sm_90; quant_tcsx's kinds are quant_matmul_config's."""
+def test_tuner_offers_tcsx_at_buckets_32_to_256_only() -> None:
+    """M = 17..256: the tuner offers exactly _tcsx's candidates (TCSX_PLANS x tcsx_splits: 1-3 splits whose grid holds
+    66..700 programs a row block at buckets <= 128, over both 128-row blocks at bucket 256); none at M <= 16 (block_m
+    16 lost every H200 point of run 1) or in bucket 512 (M > 256: prefill too; measured bench-only, not offered), for
+    3-bit, for N % 4 != 0 (TMA) or on a GPU without sm_90; quant_tcsx's kinds are quant_matmul_config's."""
     from inlaid_worker.kernels import quant_tcsx
-    from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS, TCSX_PLANS, _tcsx, candidate_configs, tcsx_splits
+    from inlaid_worker.kernels.quant_matmul_config import (
+        TCSX_KINDS,
+        TCSX_PLANS,
+        _tcsx,
+        candidate_configs,
+        tcsx_row_blocks,
+        tcsx_splits,
+    )
 
-    assert tuple(quant_tcsx.KINDS) == TCSX_KINDS == KINDS and set(TCSX_PLANS) == {32, 64, 128}
-    for m, mb in ((17, 32), (32, 32), (33, 64), (64, 64), (65, 128), (128, 128)):
+    assert tuple(quant_tcsx.KINDS) == TCSX_KINDS == KINDS and set(TCSX_PLANS) == {32, 64, 128, 256}
+    for m, mb in ((17, 32), (32, 32), (33, 64), (64, 64), (65, 128), (128, 128), (129, 256), (200, 256), (256, 256)):
         for k, n in SHAPES:
             cands = [c for c in candidate_configs(m, n, k, 128, 4, torch.float16) if c.kind in KINDS]
             assert cands == _tcsx(mb, n, k, 128) and cands, (m, k, n)
@@ -44,11 +53,16 @@ def test_tuner_offers_tcsx_at_buckets_32_64_128_only() -> None:
             for c in cands:
                 assert c.block_m <= mb and c.block_k == 128 and c.num_warps == 4 and c.block_n in (64, 128)
                 assert quant_tcsx.tcsx_smem_bytes(c.num_stages, c.block_m, c.block_n // 64) <= quant_tcsx.SMEM_MAX
-                assert c.split_k in tcsx_splits(k, n, c.block_n)
+                assert c.split_k in tcsx_splits(k, n, c.block_n, tcsx_row_blocks(mb, c.block_m))
+                assert mb < 256 or c.block_m == 128, "bucket 256: two row blocks of 128"
     # by hand: 7B gate/up (172 column tiles of 128) only split 1-2 (4 would be 688 programs: also in 66..700)
     assert tcsx_splits(4096, 22016, 128) == [1, 2, 4] and tcsx_splits(4096, 4096, 128) == [4, 8, 16]
     assert tcsx_splits(4096, 22016, 64) == [1, 2] and tcsx_splits(11008, 4096, 128) == [4, 8, 16]
-    for m in (1, 2, 4, 8, 16, 256, 512):
+    # bucket 256 counts both row blocks (7B down: 2 x 32 tiles, so split 2 fills one wave; 13B gate/up: 432 at split 1)
+    assert tcsx_row_blocks(64, 32) == tcsx_row_blocks(128, 128) == 1 and tcsx_row_blocks(256, 128) == 2
+    assert tcsx_splits(11008, 4096, 128, 2) == [2, 4, 8] and tcsx_splits(5120, 27648, 128, 2) == [1]
+    assert {c.split_k for c in _tcsx(256, 4096, 11008, 128)} == {2, 4, 8}
+    for m in (1, 2, 4, 8, 16, 257, 512, 2048):
         assert not [c for c in candidate_configs(m, 11008, 4096, 128, 4, torch.float16) if c.kind in KINDS], m
     assert not [c for c in candidate_configs(64, 11008, 4096, 128, 3, torch.float16) if c.kind in KINDS]
     assert not _tcsx(64, 11010, 4096, 128) and not _tcsx(64, 11008, 4096, 64), "N % 4, group % 128"
@@ -56,13 +70,14 @@ def test_tuner_offers_tcsx_at_buckets_32_64_128_only() -> None:
 
 
 RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results"
-SHIP = "kernels-2026-12-01-s17-tcsx-run2-ship.json"
+# session 17's ship files: run 2 (16 picks at buckets 32 / 64 / 128) and helper H7's M = 256 run (4 picks at bucket 256)
+SHIPS = {"kernels-2026-12-01-s17-tcsx-run2-ship.json": 16, "kernels-2026-12-01-s17-tcsx-m256-ship.json": 4}
 
 
 def test_h200_table_ships_exactly_the_measured_tcsx_picks() -> None:
-    """The H200 table's tcsx entries are the ship rows of session 17's run 2 (each >= 1.03x the old pick iso and under
-    PDL, SHIP): the same (M bucket, N, K) -> config, 16 of them, at buckets 32 / 64 / 128 only (4-bit g128 fp16), each
-    a candidate of today's tuner; no other table ships a tcsx pick."""
+    """The H200 table's tcsx entries are the ship rows of session 17's run 2 and M = 256 run (each >= 1.03x the old pick
+    iso and under PDL, SHIPS): the same (M bucket, N, K) -> config, 16 + 4 of them, at buckets 32 / 64 / 128 / 256 only
+    (4-bit g128 fp16), each from its file and a candidate of today's tuner; no other table ships a tcsx pick."""
     import torch as _t
     from inlaid_worker.kernels import qmm_tuned
     from inlaid_worker.kernels.quant_matmul_config import candidate_configs, m_bucket
@@ -72,13 +87,19 @@ def test_h200_table_ships_exactly_the_measured_tcsx_picks() -> None:
 
     doc = json.loads((TUNED / "nvidia-h200.json").read_text())
     tcsx = {(e["m_bucket"], e["n"], e["k"]): e for e in doc["entries"] if e["config"]["kind"] in KINDS}
-    rows = json.loads((RESULTS / SHIP).read_text())["bench"]
-    ship = {(m_bucket(r["M"]), r["N"], r["K"]): r for r in rows}
-    assert len(ship) == len(rows) == 16 and set(tcsx) == set(ship), sorted(set(tcsx) ^ set(ship))
+    ship, src = {}, {}
+    for name, count in SHIPS.items():
+        rows = json.loads((RESULTS / name).read_text())["bench"]
+        assert len(rows) == count, name
+        for r in rows:
+            key = (m_bucket(r["M"]), r["N"], r["K"])
+            assert key not in ship, key
+            ship[key], src[key] = r, name
+    assert len(ship) == 20 and set(tcsx) == set(ship), sorted(set(tcsx) ^ set(ship))
     for key, e in tcsx.items():
         r = ship[key]
         cfg = qmm_tuned.config_from_dict(e["config"])
-        assert cfg == parse_pick(r["pick"]) and e["from"] == SHIP and key[0] in (32, 64, 128), key
+        assert cfg == parse_pick(r["pick"]) and e["from"] == src[key] and key[0] in (32, 64, 128, 256), key
         assert (e["dtype"], e["bits"], e["group"]) == ("float16", 4, 128)
         assert r["before_iso_us"] / r["pick_iso_us"] >= 1.03 and r["before_us"] / r["pick_us"] >= 1.03, key
         assert cfg in candidate_configs(key[0], key[1], key[2], 128, 4, _t.float16), key
@@ -337,10 +358,13 @@ def test_tuner_takes_a_shipped_tcsx_pick_and_it_replays_in_a_graph(monkeypatch: 
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
-@pytest.mark.parametrize(("k", "n", "m"), [(4096, 12288, 64), (13824, 5120, 32), (4096, 11008, 100)])
+@pytest.mark.parametrize(
+    ("k", "n", "m"), [(4096, 12288, 64), (13824, 5120, 32), (4096, 11008, 100), (5120, 15360, 200)]
+)
 def test_shipped_tcsx_picks_pass_the_guard_and_match(monkeypatch: pytest.MonkeyPatch, k: int, n: int, m: int) -> None:
     """quant_matmul with the shipped H200 table at buckets that ship a tcsx pick (7B qkv M = 64, 13B down M = 32, 7B up
-    M = 100 in bucket 128): the pick runs (a candidate, accepted by the guard) and matches tcs_reference."""
+    M = 100 in bucket 128, 13B qkv M = 200 in bucket 256: a full and a partial 128-row block): the pick runs (a
+    candidate, accepted by the guard) and matches tcs_reference."""
     from inlaid_worker.kernels import qmm_tuned
     from inlaid_worker.kernels import quant_matmul_config as qmc
     from inlaid_worker.kernels.quant_matmul import quant_matmul
