@@ -9,8 +9,9 @@ and a batch without any grammar does no work at all). The sampler then applies p
 to the masked rows; logprobs stay those of the raw distribution. The engine feeds each sampled token to the
 matcher; the mask allows EOS only where the grammar can end, and the request finishes ("stop") when the
 matcher has terminated. A resumed request (its last prompt tokens are its own earlier output) rebuilds the
-matcher by replaying those tokens, on the engine thread (engine.add_request), within REPLAY_MAX_S of CPU time: past
-it the request is refused (StructuredOutputError: an AdmitError, nothing queued) instead of stalling every request.
+matcher by replaying those tokens, on the engine thread (engine.add_request), within REPLAY_MAX_S of CPU time and
+REPLAY_MAX_WALL_S of wall time: past either the request is refused (StructuredOutputError: an AdmitError, nothing
+queued) instead of stalling every request.
 
 xgrammar is imported only when a request asks for structure, so a worker without the package serves every
 other request (and refuses structured ones with a clear error).
@@ -95,6 +96,12 @@ SLOW_STEPS = 3
 # thread's); a JSON schema replays at ~1 us a token on the CPU (5,896 tokens in 4 ms), the regex `(a*)*b` took
 # 0.31 s for 150 tokens, 0.9 s for 200 and 265 s for 800 before this bound
 REPLAY_MAX_S = 0.5
+# ... and this much wall time: the thread's CPU time leaves out the time it waits for the GIL while other threads hold
+# it, and the engine thread stalls all the same (a replay of 0.88 s of CPU time took 5.97 s with two busy threads)
+REPLAY_MAX_WALL_S = 2.0
+# the clocks are read every REPLAY_CHECK_EVERY tokens (time.thread_time costs ~20% of a JSON token's accept), and after
+# every token once half of either bound is spent (a grammar whose work per token grows overruns by one token at most)
+REPLAY_CHECK_EVERY = 32
 
 
 class GrammarState:
@@ -116,21 +123,29 @@ class GrammarState:
             self._replay(replay)
 
     def _replay(self, replay: Seq[int]) -> None:
-        """Feeds a resumed request's earlier output to the matcher, at most REPLAY_MAX_S of this thread's CPU time
-        (checked after every token: one token's accept past the budget is the most it overruns)."""
-        t0 = time.thread_time()
+        """Feeds a resumed request's earlier output to the matcher, at most REPLAY_MAX_S of this thread's CPU time and
+        REPLAY_MAX_WALL_S of wall time (clocks read every REPLAY_CHECK_EVERY tokens, then every token once half of
+        either is spent). An overrun found only after the last token is let go: the replay is done."""
+        n = len(replay)
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        check = REPLAY_CHECK_EVERY
         for i, token in enumerate(replay):
             if not self.matcher.accept_token(int(token)):
                 raise StructuredOutputError(
                     f"response_format: the resumed output's token {i} ({int(token)}) does not match the grammar"
                 )
-            spent = time.thread_time() - t0
-            if spent > REPLAY_MAX_S:
+            if i + 1 < check or i + 1 == n:
+                continue
+            cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+            if cpu > REPLAY_MAX_S or wall > REPLAY_MAX_WALL_S:
                 raise StructuredOutputError(
-                    f"response_format: replaying the resumed output through the grammar took {spent:.2f} s after "
-                    f"{i + 1} of {len(replay)} tokens (at most {REPLAY_MAX_S:g} s); this grammar is too slow to "
-                    "apply to an output this long"
+                    f"response_format: replaying the resumed output through the grammar took {cpu:.2f} s of CPU "
+                    f"time, {wall:.2f} s of wall time, after {i + 1} of {n} tokens (at most {REPLAY_MAX_S:g} s of "
+                    f"CPU time or {REPLAY_MAX_WALL_S:g} s of wall time); this grammar is too slow to apply to an "
+                    "output this long"
                 )
+            near = cpu > REPLAY_MAX_S / 2 or wall > REPLAY_MAX_WALL_S / 2
+            check = i + 1 + (1 if near else REPLAY_CHECK_EVERY)
 
     def fill(self, bitmask: Any, index: int) -> None:
         """This row's mask into row `index` of `bitmask`; starts the step's time."""

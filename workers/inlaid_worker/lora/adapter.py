@@ -6,7 +6,8 @@ Refused with `AdapterError`: pickle weights, DoRA, biases, modules_to_save, rank
 target_modules, other PEFT types, a weights file that is not safetensors (a renamed pickle, garbage, truncated),
 a config that is not UTF-8 JSON (or larger than MAX_CONFIG_BYTES), a lora_alpha that is not a finite number > 0, a
 use_rslora that is not a bool, a config or weights file that is a symlink resolving outside the adapter directory
-(e.g. to /etc/...; a link to a file inside it is read), tensors that are not float16/bfloat16/float32, two tensors
+(e.g. to /etc/...; a link to a file inside it is read, by its resolved path: a link re-pointed after the check is
+not followed), tensors that are not float16/bfloat16/float32, two tensors
 naming the same module's lora_A or lora_B (`...lora_A.weight` and `...lora_A.default.weight`: one would silently
 override the other), any tensor whose name or shape does not fit the base model, any tensor
 holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
@@ -96,8 +97,10 @@ def _tail(name: str) -> str:
     return name.rstrip("/").split("/")[-1].lower()
 
 
-def _contained(root: Path, file: Path) -> None:
-    """Refuse `file` (a path in the adapter directory `root`) when it resolves, through symlinks, outside `root`."""
+def _contained(root: Path, file: Path) -> Path:
+    """`file` (a path in the adapter directory `root`) resolved through its symlinks: the path to open (opening `file`
+    itself would follow its links again, which may have changed since this check). Refused when it resolves outside
+    `root`."""
     try:
         real, real_root = file.resolve(strict=True), root.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # a dangling link or a loop
@@ -107,15 +110,16 @@ def _contained(root: Path, file: Path) -> None:
             f"{file} is a symlink to {real}, outside the adapter directory {real_root}; "
             "an adapter's files must lie inside its directory"
         )
+    return real
 
 
 def _read_config(root: Path) -> dict[str, Any]:
     cfg = root / "adapter_config.json"
     if not cfg.is_file():
         raise AdapterError(f"{cfg} not found")
-    _contained(root, cfg)
+    real = _contained(root, cfg)
     try:
-        with cfg.open("rb") as f:
+        with real.open("rb") as f:
             text = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise AdapterError(f"{cfg} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
@@ -201,9 +205,9 @@ def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
                 "is loaded (pickle can run code); re-save with save_pretrained(safe_serialization=True)"
             )
         raise AdapterError(f"{file} not found")
-    _contained(root, file)
+    real = _contained(root, file)
     try:
-        with safe_open(str(file), framework="pt") as f:
+        with safe_open(str(real), framework="pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # pickle renamed, garbage, truncated
         raise AdapterError(f"{file} is not a safetensors file ({type(exc).__name__}: {str(exc)[:200]})") from None

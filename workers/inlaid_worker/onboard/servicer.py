@@ -89,7 +89,10 @@ class OnboardingServicer(WorkerServicer):
         yield from _stream(job, context)
 
     def WeightsDigest(self, request: worker_pb2.DigestRequest, context: grpc.ServicerContext) -> Any:
-        digest, layers = self.loop.call(lambda e: weights_digest(e.runner.weights.layers)).result(timeout=120)
+        # DEADLINE_EXCEEDED past the lesser of ADAPTER_CALL_TIMEOUT_S and the client's deadline (it was UNKNOWN)
+        digest, layers = self._on_engine_loop(
+            context, lambda e: weights_digest(e.runner.weights.layers), "the weights digest", "it is still computed"
+        )
         version = self.distributor.served_version if self.distributor is not None else 0
         return worker_pb2.DigestResponse(checkpoint_version=version, digest=digest, layers=layers)
 

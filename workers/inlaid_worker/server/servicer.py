@@ -35,8 +35,8 @@ ADAPTER_CALL_TIMEOUT_S = 120.0
 
 
 def _wait_s(context: grpc.ServicerContext) -> float:
-    """How long an adapter call waits for the engine loop: ADAPTER_CALL_TIMEOUT_S, or less when the client's deadline
-    comes first (the gateway's is 60 s: a call it gave up on is then dropped if the loop has not started it)."""
+    """How long an adapter (or WeightsDigest) call waits for the engine loop: ADAPTER_CALL_TIMEOUT_S, or less when the
+    client's deadline comes first (the gateway's is 60 s: a call it gave up on is then dropped if the loop has not started it)."""
     remaining = context.time_remaining()
     return ADAPTER_CALL_TIMEOUT_S if remaining is None else max(0.0, min(ADAPTER_CALL_TIMEOUT_S, remaining))
 
@@ -208,37 +208,51 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             adapter = self._load_adapter(request.path)  # disk I/O here, off the engine thread
         except self._adapter_error as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {name!r} refused: {exc}")
-        fut = self.loop.call(lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets))))
-        wait = _wait_s(context)
         try:
-            card = fut.result(timeout=wait)
-        except TimeoutError:  # concurrent.futures.TimeoutError (its alias since 3.11): was answered UNKNOWN
-            self._deadline(context, fut, wait, f"loading adapter {name!r}", "it may still load: see GetInfo")
+            card = self._on_engine_loop(
+                context,
+                lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets))),
+                f"loading adapter {name!r}",
+                "it may still load: see GetInfo",
+            )
         except ValueError as exc:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except RuntimeError as exc:  # e.g. every adapter slot is in use
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return card_to_proto(card)
 
-    @staticmethod
-    def _deadline(context: grpc.ServicerContext, fut: Future[Any], wait: float, what: str, running: str) -> None:
-        """Aborts with DEADLINE_EXCEEDED after an engine call was waited for `wait` s (_wait_s); the call is dropped if
-        the engine loop has not started it (then nothing changed), else it goes on (`running` says so)."""
-        dropped = fut.cancel()
-        context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"{what} took longer than {wait:.3g} s on the engine loop; "
-            + ("it was not started and is dropped" if dropped else running),
-        )
+    def _on_engine_loop(
+        self, context: grpc.ServicerContext, fn: Callable[[LLMEngine], Any], what: str, running: str
+    ) -> Any:
+        """fn(engine) on the engine loop, waited for at most _wait_s(context). A client whose deadline has already
+        passed (e.g. while the adapter was read from disk) or who is gone gets DEADLINE_EXCEEDED at once, and fn is
+        never queued. Past the wait: DEADLINE_EXCEEDED (it was UNKNOWN: concurrent.futures.TimeoutError fell
+        through); fn is dropped if the loop has not started it (then nothing changed), else it goes on (`running`
+        says so). fn's own exceptions are raised here."""
+        wait = _wait_s(context)
+        if wait <= 0 or not context.is_active():
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{what}: the client's deadline passed before it reached the engine loop; it was not started",
+            )
+        fut = self.loop.call(fn)
+        try:
+            return fut.result(timeout=wait)
+        except TimeoutError:  # concurrent.futures.TimeoutError (its alias since 3.11)
+            dropped = fut.cancel()
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{what} took longer than {wait:.3g} s on the engine loop; "
+                + ("it was not started and is dropped" if dropped else running),
+            )
 
     def UnloadAdapter(self, request: worker_pb2.UnloadAdapterRequest, context: grpc.ServicerContext) -> Any:
-        fut = self.loop.call(lambda e: e.remove_adapter(request.name))
-        wait = _wait_s(context)
         try:
-            fut.result(timeout=wait)
-        except TimeoutError:
-            self._deadline(
-                context, fut, wait, f"unloading adapter {request.name!r}", "it may still unload: see GetInfo"
+            self._on_engine_loop(
+                context,
+                lambda e: e.remove_adapter(request.name),
+                f"unloading adapter {request.name!r}",
+                "it may still unload: see GetInfo",
             )
         except UnknownModelError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))

@@ -341,10 +341,55 @@ def test_a_resumed_replay_too_slow_for_its_grammar_is_refused(
     ids = engine.tokenizer.encode_prompt(PROMPT) + done
     so = StructuredOutput("regex", "(a*)*b")
     t0 = time.perf_counter()
-    with pytest.raises(StructuredOutputError, match=r"response_format: replaying .* took .* s after \d+ of 200 tokens"):
+    with pytest.raises(
+        StructuredOutputError, match=r"response_format: replaying .* took .* s of CPU time, .* after \d+ of 200 tokens"
+    ):
         engine.add_request("slow-replay", ids, SamplingParams(max_tokens=8, structured=so), resumed_output_tokens=200)
     assert time.perf_counter() - t0 < 1.5
     assert not engine.has_work
     short = SamplingParams(max_tokens=4, temperature=0, structured=so)  # a short replay of the same grammar is fine
     engine.add_request("short-replay", ids[: -200 + 5], short, resumed_output_tokens=5)
     assert drain(engine)["short-replay"][-1].finish_reason is not None
+
+
+class _Clocks:
+    """Stand-ins for time.thread_time / time.perf_counter: `wall(k)` is the wall clock's k-th reading (0-based);
+    the CPU clock stays at 0 (a thread waiting for the GIL spends no CPU time)."""
+
+    def __init__(self, wall: Any) -> None:
+        self.wall, self.reads = wall, 0
+
+    def thread_time(self) -> float:
+        return 0.0
+
+    def perf_counter(self) -> float:
+        self.reads += 1
+        return float(self.wall(self.reads - 1))
+
+
+def test_a_resumed_replay_is_bounded_in_wall_time_too(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread CPU time leaves out the time the engine thread waits for the GIL (0.88 s of CPU took 5.97 s of wall
+    time next to two busy Python threads), so the replay is refused past REPLAY_MAX_WALL_S of wall time as well; the
+    clocks are read every REPLAY_CHECK_EVERY tokens (then every token once half a bound is spent), and an overrun
+    seen only after the last token is let go (the replay is done)."""
+    from inlaid_worker.engine import structured
+
+    compiled = engine.grammars.compile(StructuredOutput("regex", "a*b"))
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    every = structured.REPLAY_CHECK_EVERY
+    clocks = _Clocks(lambda k: 0.1 * k)  # 0.1 s of wall time (no CPU time) per reading
+    monkeypatch.setattr(structured, "time", clocks)
+    with pytest.raises(
+        StructuredOutputError, match=r"took 0\.00 s of CPU time, 2\.10 s of wall time, after \d+ of 1000"
+    ):
+        GrammarState(compiled, [a] * 1000)
+    # readings: the start, 10 every `every` tokens (up to 1.0 s), then one a token from 1.1 s on, refused at 2.1 s
+    assert clocks.reads == 22
+    clocks = _Clocks(lambda k: 0.0)
+    monkeypatch.setattr(structured, "time", clocks)
+    GrammarState(compiled, [a] * 1000)  # a fast replay: the clocks read every `every` tokens, not every token
+    assert clocks.reads == 1 + (1000 - 1) // every
+    clocks = _Clocks(lambda k: 0.0 if k < 2 else 100.0)  # the clock jumps past the bound at the last token
+    monkeypatch.setattr(structured, "time", clocks)
+    state = GrammarState(compiled, [a] * (2 * every))
+    assert clocks.reads == 2 and not state.matcher.is_terminated()

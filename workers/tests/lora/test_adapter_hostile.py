@@ -156,6 +156,33 @@ def test_symlink_inside_the_adapter_directory_is_read(base, tmp_path):
     assert load_adapter(d, config).scale == 2.0
 
 
+@pytest.mark.parametrize("name", ["adapter_config.json", "adapter_model.safetensors"])
+def test_a_link_swapped_after_its_check_is_not_followed(base, tmp_path, monkeypatch, name):
+    """The file read is the one checked: a link inside the directory that is re-pointed outside it between the check
+    and the open (a check/open race) is not followed, since the resolved path is opened, not the link again."""
+    from inlaid_worker.lora import adapter as adapter_mod
+
+    _, adapter_dir, config = base
+    d = tmp_path / "swapped"
+    shutil.copytree(adapter_dir, d)
+    (d / "blobs").mkdir()
+    (d / name).rename(d / "blobs" / name)
+    (d / name).symlink_to(f"blobs/{name}")
+    outside = tmp_path / f"outside-{name}"
+    outside.write_bytes(b"not what was checked")  # read instead, it fails as bad JSON / not safetensors
+    real_contained = adapter_mod._contained
+
+    def check_then_swap(root, file):
+        checked = real_contained(root, file)
+        if file.name == name:  # the attacker re-points the link once it was checked
+            file.unlink()
+            file.symlink_to(outside)
+        return checked
+
+    monkeypatch.setattr(adapter_mod, "_contained", check_then_swap)
+    assert load_adapter(d, config).scale == 2.0
+
+
 RPC_HOSTILE = (
     "pickle_renamed",
     "alpha_nan",

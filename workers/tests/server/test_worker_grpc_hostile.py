@@ -207,6 +207,74 @@ def test_adapter_call_timeout_is_deadline_exceeded(model, monkeypatch):
         assert stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="late", path=str(root / "ad"))).id == "late"
 
 
+def test_adapter_call_whose_deadline_passed_before_the_engine_loop_is_not_queued(model, monkeypatch):
+    """A LoadAdapter whose client deadline passes while the adapter is read from disk answers DEADLINE_EXCEEDED
+    without queuing add_adapter on the engine loop (before, it was queued with a wait of 0 s and only dropped if the
+    loop had not started it yet: an adapter the client gave up on could still load)."""
+    import threading
+    import time
+
+    from inlaid_worker.server import app
+
+    model_dir, root = model
+    real_read = app.read_adapter
+    read_done = threading.Event()
+
+    def slow_read(*args, **kwargs):  # the disk read outlives the client's deadline
+        time.sleep(0.5)
+        try:
+            return real_read(*args, **kwargs)
+        finally:
+            read_done.set()
+
+    monkeypatch.setattr(app, "read_adapter", slow_read)
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
+        queued = []
+        real_call = running.loop.call
+        monkeypatch.setattr(running.loop, "call", lambda fn: queued.append(fn) or real_call(fn))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="gone", path=str(root / "ad")), timeout=0.2)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert read_done.wait(5)
+        time.sleep(0.2)  # the servicer saw the passed deadline after the read
+        assert queued == []
+        assert "gone" not in [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]
+
+
+def test_weights_digest_timeout_is_deadline_exceeded(model, monkeypatch):
+    """WeightsDigest waits for the engine loop at most the lesser of ADAPTER_CALL_TIMEOUT_S and the client's deadline
+    and then answers DEADLINE_EXCEEDED (was `.result(timeout=120)`: UNKNOWN after 120 s, whatever the deadline)."""
+    import threading
+    import time
+
+    from inlaid_worker.server import servicer
+
+    model_dir, _ = model
+    monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 0.3)
+    with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
+        release = threading.Event()
+        busy = running.loop.call(lambda e: release.wait(10))  # the loop is stuck until released
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.WeightsDigest(worker_pb2.DigestRequest())
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+            assert "weights digest took longer than 0.3 s" in err.value.details(), err.value.details()
+            assert "dropped" in err.value.details()
+            monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 120.0)  # the client's deadline comes first
+            futures = []
+            real_call = running.loop.call
+            monkeypatch.setattr(running.loop, "call", lambda fn: futures.append(real_call(fn)) or futures[-1])
+            with pytest.raises(grpc.RpcError) as err:
+                stub.WeightsDigest(worker_pb2.DigestRequest(), timeout=0.3)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(0.3)  # the servicer's own wait ends at the client's deadline and drops the queued call
+            assert len(futures) == 1 and futures[0].cancelled()
+        finally:
+            release.set()
+        busy.result(timeout=10)
+        assert len(stub.WeightsDigest(worker_pb2.DigestRequest()).digest) > 0  # the loop free again: answered
+
+
 def test_resumed_admit_whose_grammar_replay_is_too_slow_is_refused(model, monkeypatch):
     """A resumed Admit replays its earlier output through its grammar on the engine thread; one that runs past
     REPLAY_MAX_S (the regex `(a*)*b`, 300 tokens: ~6 s unbounded) answers a RequestError naming response_format, and

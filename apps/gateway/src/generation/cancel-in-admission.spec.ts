@@ -5,10 +5,11 @@
  * window was missed: the request waited in the queue and reached a worker before anyone looked), and a gone client's
  * request was still prepared. Real grpc-js and HTTP servers; the gate and the generation service are stubs.
  */
-import { credentials, Metadata, Server, ServerCredentials } from '@grpc/grpc-js';
-import { inference } from '@inlaid/proto';
+import { credentials, Metadata, Server, ServerCredentials, type ServerUnaryCall } from '@grpc/grpc-js';
+import { inference, worker } from '@inlaid/proto';
 import type { Response } from 'express';
 import { createServer, request as httpRequest, type Server as HttpServer } from 'node:http';
+import { getEventListeners, getMaxListeners } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { CallGate } from '../auth/call-gate.service';
 import { inferenceHandlers } from '../grpc-api/inference-handlers';
@@ -16,7 +17,9 @@ import { OpenAIResponder } from '../openai/openai-responder';
 import type { OpenAIRequest } from '../openai/request-validation';
 import type { RecordsService } from '../records/records.service';
 import type { SchedulingService } from '../scheduling/scheduling.service';
+import { WorkerConnection } from '../workers/worker-connection';
 import type { WorkersService } from '../workers/workers.service';
+import { startChoices } from './fan-out';
 import { GenerationService } from './generation.service';
 import type { Generation, GenerationInput } from './generation.types';
 
@@ -174,6 +177,7 @@ describe('GenerationService.start with a client already gone or leaving during P
     const left = new AbortController();
     left.abort();
     await expect(g.start(input, left.signal)).rejects.toThrow(/went away/);
+    expect(prepare).not.toHaveBeenCalled(); // before: Prepare was sent, then its answer ignored
     expect(submit).not.toHaveBeenCalled();
   });
 
@@ -187,5 +191,87 @@ describe('GenerationService.start with a client already gone or leaving during P
     await expect(started).rejects.toThrow(/went away/);
     expect(Date.now() - t0).toBeLessThan(500);
     expect(submit).not.toHaveBeenCalled();
+  });
+});
+
+describe('Prepare over gRPC: the client leaving cancels it; many choices share one signal quietly', () => {
+  let server: Server;
+  let conn: WorkerConnection;
+  let answering: 'never' | 'by the test' = 'never'; // 'by the test': the Prepare waits in `answers` until called
+  const answers: Array<() => void> = [];
+  const prepares: Array<{ cancelled: boolean }> = [];
+  const input: GenerationInput = {
+    model: 'sql', prompt: 'hi', messages: [], sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false }, api: 'completions',
+  };
+
+  beforeAll(async () => {
+    server = new Server();
+    const prepare = (call: ServerUnaryCall<worker.PrepareRequest, worker.PrepareResponse>, cb: (e: null, r: worker.PrepareResponse) => void) => {
+      const seen = { cancelled: false };
+      prepares.push(seen);
+      call.on('cancelled', () => (seen.cancelled = true));
+      const answer = (): void => cb(null, worker.PrepareResponse.fromPartial({ promptTokenIds: [1, 2], maxTokens: 1 }));
+      if (answering === 'by the test') answers.push(answer);
+    };
+    server.addService(worker.WorkerService, { prepare } as unknown as worker.WorkerServer);
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    conn = new WorkerConnection(`127.0.0.1:${port}`, { log: () => undefined, warn: () => undefined });
+  });
+
+  afterAll(() => {
+    conn?.stop();
+    server?.forceShutdown();
+  });
+
+  function generation(admitted: () => Promise<string>) {
+    const workers = { pick: () => conn, hasReadyOutside: () => false } as unknown as WorkersService;
+    const records = { add: jest.fn() } as unknown as RecordsService;
+    const submit = jest.fn(() => ({ admitted: admitted(), events: (async function* () {})() }));
+    const scheduling = { submit, cancel: jest.fn() } as unknown as SchedulingService;
+    return { g: new GenerationService(workers, records, scheduling), submit };
+  }
+
+  it('a client leaving during Prepare cancels the Prepare call on the worker', async () => {
+    answering = 'never';
+    const { g, submit } = generation(() => new Promise(() => undefined));
+    const left = new AbortController();
+    const started = g.start(input, left.signal);
+    await eventually(() => prepares.length === 1, 'the worker is asked to prepare');
+    left.abort();
+    await expect(started).rejects.toThrow(/went away/);
+    // before: the call ran on until the worker answered or its 15 s deadline, the worker compiling for nobody
+    await eventually(() => prepares[0].cancelled, 'the worker sees the Prepare cancelled', 1000);
+    expect(submit).not.toHaveBeenCalled();
+  });
+
+  it('16 choices in Prepare and admission at once stay within their signal\'s listener limit (no MaxListenersExceededWarning)', async () => {
+    // Node warns once an AbortSignal has more abort listeners than getMaxListeners(signal) (10 by default); the warning
+    // goes to the real process, out of jest's reach, so the test checks the condition itself at the two peaks
+    answering = 'by the test';
+    const { g, submit } = generation(() => sleep(50).then(() => 'w1'));
+    let shared: AbortSignal | undefined;
+    const starter = {
+      start: (i: GenerationInput, s?: AbortSignal) => {
+        shared = s;
+        return g.start(i, s);
+      },
+    };
+    const over = (): string | null => {
+      const s = shared as AbortSignal;
+      const listeners = getEventListeners(s, 'abort').length;
+      return listeners > getMaxListeners(s) ? `${listeners} abort listeners, at most ${getMaxListeners(s)}` : null;
+    };
+    const before = prepares.length;
+    const started = startChoices(starter, input, 16, new AbortController().signal);
+    started.catch(() => undefined); // should an expectation fail, the server's shutdown ends it
+    await eventually(() => prepares.length - before === 16, 'the 16 choices are in Prepare');
+    expect(over()).toBeNull(); // before: 16 abort listeners (with the Prepare call's own, 32), at most 10
+    answers.splice(0).forEach((answer) => answer());
+    await eventually(() => submit.mock.calls.length === 16, 'the 16 choices wait for admission');
+    expect(over()).toBeNull();
+    const choices = await started;
+    choices.abort('done');
   });
 });

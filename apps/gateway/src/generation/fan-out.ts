@@ -7,7 +7,8 @@
  * are asked of choice 0 only: the prompt is the same for every choice, and the callers reuse choice 0's for the others.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { ID_PREFIX } from './generation.service';
+import { setMaxListeners } from 'node:events';
+import { ID_PREFIX, START_SIGNAL_LISTENERS } from './generation.service';
 import type { Generation, GenerationDelta, GenerationInput } from './generation.types';
 
 /** Most choices one request may ask for. */
@@ -66,6 +67,9 @@ export async function startChoices(generation: Starter, input: GenerationInput, 
     settled = await Promise.allSettled(inputs.map((i) => generation.start(i, signal)));
   } else {
     const queued = new AbortController(); // the client's signal, or the first choice that fails to start
+    // each choice holds up to START_SIGNAL_LISTENERS abort listeners on it; past 10 in all Node prints a
+    // MaxListenersExceededWarning (from n = 6)
+    setMaxListeners(MAX_CHOICES * START_SIGNAL_LISTENERS + 2, queued.signal);
     const cancel = (): void => queued.abort();
     if (signal?.aborted) cancel();
     else signal?.addEventListener('abort', cancel, { once: true });

@@ -29,17 +29,22 @@ function isWorkerLoss(err: unknown): boolean {
   return code === status.UNAVAILABLE;
 }
 
-/** `work`, or a rejection as soon as `signal` aborts (at once when it has already). */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return work;
-  if (signal.aborted) {
-    work.catch(() => undefined);
-    return Promise.reject(new Error('the client went away before the request was queued'));
-  }
+/**
+ * Abort listeners `start` holds on its signal at once, at most (while a Prepare runs: its wait and its RPC's); startChoices
+ * shares one signal between a request's choices and raises that signal's listener limit to match.
+ */
+export const START_SIGNAL_LISTENERS = 2;
+
+/** `work()`, or a rejection as soon as `signal` aborts; `work` is not started at all when it has already. */
+function untilAborted<T>(work: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return work();
+  if (signal.aborted) return Promise.reject(new Error('the client went away before the request was prepared'));
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(new Error('the client went away while the request was prepared'));
     signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    work()
+      .then(resolve, reject)
+      .finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
 
@@ -65,8 +70,8 @@ export class GenerationService {
     const timeline = new RequestTimeline(id, input.model, input.api, new Date());
     try {
       // a client already gone is not prepared (a Prepare may compile a grammar for up to 10 s); one that leaves
-      // during its Prepare is not waited for (the worker's Prepare ends on its own, nothing was queued)
-      const prepared = await untilAborted(this.prepare(input), signal);
+      // during its Prepare is not waited for, and its Prepare call is cancelled (nothing was queued)
+      const prepared = await untilAborted(() => this.prepare(input, signal), signal);
       const promptTokens = prepared.promptTokenIds.length;
       const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
       const ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
@@ -84,16 +89,16 @@ export class GenerationService {
     }
   }
 
-  /** Prepare on the best worker not yet tried; on a lost worker, moves on to the next one. */
-  private async prepare(input: GenerationInput): Promise<worker.PrepareResponse> {
+  /** Prepare on the best worker not yet tried; on a lost worker, moves on to the next one (not once `signal` aborted). */
+  private async prepare(input: GenerationInput, signal?: AbortSignal): Promise<worker.PrepareResponse> {
     const tried = new Set<string>();
     for (;;) {
       const conn = this.workers.pick(input.model, tried);
       tried.add(conn.addr);
       try {
-        return await conn.prepare(prepareRequest(input), PREPARE_TIMEOUT_MS);
+        return await conn.prepare(prepareRequest(input), PREPARE_TIMEOUT_MS, signal);
       } catch (err) {
-        if (!isWorkerLoss(err) || !this.workers.hasReadyOutside(tried)) throw err;
+        if (signal?.aborted || !isWorkerLoss(err) || !this.workers.hasReadyOutside(tried)) throw err;
       }
     }
   }

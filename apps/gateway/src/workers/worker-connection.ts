@@ -135,11 +135,17 @@ export class WorkerConnection {
     });
   }
 
-  prepare(req: worker.PrepareRequest, timeoutMs: number): Promise<worker.PrepareResponse> {
+  /** Prepare on this worker; `signal` (the client going away) cancels the call (it then fails with CANCELLED). */
+  prepare(req: worker.PrepareRequest, timeoutMs: number, signal?: AbortSignal): Promise<worker.PrepareResponse> {
     return new Promise((resolve, reject) => {
-      this.client.prepare(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
-        err ? reject(err) : resolve(res),
-      );
+      const cancel = (): void => call.cancel();
+      const call = this.client.prepare(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+        signal?.removeEventListener('abort', cancel);
+        if (err) reject(err);
+        else resolve(res);
+      });
+      if (signal?.aborted) cancel();
+      else signal?.addEventListener('abort', cancel, { once: true });
     });
   }
 
