@@ -459,20 +459,29 @@ def _red_sums(acc, row0, col0, M, N, ws_ptr, BLOCK_M: gl.constexpr):
 
 
 @gluon.jit
-def _tcs_wg(cargs, WG: gl.constexpr, cconst):
-    """Consumer warpgroup WG: _tcs_consumer(*cargs, WG, *cconst)."""
-    _tcs_consumer(*cargs, WG, *cconst)
+def _ws_wg(consumer: gl.constexpr, cargs, WG: gl.constexpr, cconst):
+    """Consumer warpgroup WG: consumer(*cargs, WG, *cconst)."""
+    consumer(*cargs, WG, *cconst)
 
 
 @gluon.jit
-def _tcs_partitions(cargs, cconst, pargs, NWG: gl.constexpr, CONS_REGS: gl.constexpr):
-    """The warp-specialized region: NWG consumer warpgroups (the default partition, then a 4-warp worker) on the
-    consumer arguments but WG (cargs: runtime values, cconst: constexprs) and a 1-warp producer on pargs."""
+def _ws_producer(producer: gl.constexpr, pargs):
+    """The producer warp: producer(*pargs) (warp_specialize takes a function, not a constexpr holding one)."""
+    producer(*pargs)
+
+
+@gluon.jit
+def ws_partitions(consumer: gl.constexpr, producer: gl.constexpr, cargs, cconst, pargs, NWG: gl.constexpr,
+                  CONS_REGS: gl.constexpr):  # fmt: skip
+    """The warp-specialized region of quant_tcs and quant_tcsx: NWG consumer warpgroups (the default partition, then a
+    4-warp worker at CONS_REGS registers) running consumer on its arguments but WG (cargs: runtime values, cconst:
+    constexprs) and a 1-warp producer (24 registers) on pargs."""
     if NWG == 2:
-        gl.warp_specialize([(_tcs_wg, (cargs, 0, cconst)), (_tcs_wg, (cargs, 1, cconst)), (_tcs_producer, pargs)],
-                           [4, 1], [CONS_REGS, 24])  # fmt: skip
+        gl.warp_specialize([(_ws_wg, (consumer, cargs, 0, cconst)), (_ws_wg, (consumer, cargs, 1, cconst)),
+                            (_ws_producer, (producer, pargs))], [4, 1], [CONS_REGS, 24])  # fmt: skip
     else:
-        gl.warp_specialize([(_tcs_wg, (cargs, 0, cconst)), (_tcs_producer, pargs)], [1], [24])
+        gl.warp_specialize([(_ws_wg, (consumer, cargs, 0, cconst)), (_ws_producer, (producer, pargs))], [1],
+                           [24])  # fmt: skip
 
 
 @gluon.jit
@@ -524,7 +533,8 @@ def _tcs_kernel(
     n_it = gl.minimum(ITERS, k_tiles - t0)  # the last split may hold fewer tiles
     # the partitions' arguments, written once: consumers' runtime values, their constexprs, the producer's (passed as
     # call arguments: a Gluon tuple assigned to a name or joined with `+` loses its constexprs, strides of 1 included)
-    _tcs_partitions(
+    ws_partitions(
+        _tcs_consumer, _tcs_producer,
         (x_ptr, perm_ptr, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, x_smem, s_smem, z_smem, w_smem, ready, empty, xbar,
          s_tma, z_tma, szbar, M, N, K, t0, n_it, pid_n, pid_m, pid_k, tiles, SPLIT_K, stride_xm, stride_xk, stride_sg,
          stride_sn, stride_zg, stride_zn, stride_ym, stride_yn),

@@ -85,7 +85,6 @@ from __future__ import annotations
 import os
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -93,11 +92,20 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
-from .quant_common import split_iters, workspace
+from .quant_common import workspace
 from .quant_matmul_config import TCSX_KINDS
 from .quant_tcg import BLOCK_K, tcg_layouts
 from .quant_tcl import permute_x, x_order
-from .quant_tcs import WG_N, WIDE_REGS, _operand_qz, tcs_layouts, tcs_supported, word_smem_layout
+from .quant_tcs import (
+    WG_N,
+    WIDE_REGS,
+    _operand_qz,
+    plan_grid,
+    tcs_layouts,
+    tcs_supported,
+    word_smem_layout,
+    ws_partitions,
+)
 from .quant_tcw import _tcw_store
 
 BK = gl.constexpr(BLOCK_K)
@@ -246,21 +254,6 @@ def _tcsx_consumer(x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, 
 
 
 @gluon.jit
-def _tcsx_wg(cargs, WG: gl.constexpr, cconst):
-    """Consumer warpgroup WG: _tcsx_consumer(*cargs, WG, *cconst)."""
-    _tcsx_consumer(*cargs, WG, *cconst)
-
-
-@gluon.jit
-def _tcsx_partitions(cargs, cconst, pargs, NWG: gl.constexpr, CONS_REGS: gl.constexpr):
-    if NWG == 2:
-        gl.warp_specialize([(_tcsx_wg, (cargs, 0, cconst)), (_tcsx_wg, (cargs, 1, cconst)), (_tcsx_producer, pargs)],
-                           [4, 1], [CONS_REGS, 24])  # fmt: skip
-    else:
-        gl.warp_specialize([(_tcsx_wg, (cargs, 0, cconst)), (_tcsx_producer, pargs)], [1], [24])
-
-
-@gluon.jit
 def _tcsx_kernel(
     x_desc, w_desc, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ITERS, SPLIT_K,
@@ -286,7 +279,8 @@ def _tcsx_kernel(
     hopper.fence_async_shared()
     t0 = pid_k * ITERS
     n_it = gl.minimum(ITERS, K // BK - t0)  # the last split may hold fewer tiles
-    _tcsx_partitions(
+    ws_partitions(
+        _tcsx_consumer, _tcsx_producer,
         (x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, t0, n_it, pid_n, pid_m, pid_k,
          tiles, SPLIT_K, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn),
         (NWG, GROUP, SYM, ZERO_OFFSET, USE_SPLIT, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT, L5, L4, D2, L5H, PIPE),
@@ -297,12 +291,6 @@ def _tcsx_kernel(
 def x_smem_layout() -> gl.NVMMASharedLayout:
     """The x box's layout: quant_tcg's XS (the wgmma B operand, 128B swizzle) = quant_tcw's x layout."""
     return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-
-
-def plan_grid(m: int, n: int, k: int, block_m: int, split_k: int, nwg: int) -> tuple[tuple[int, int, int], int]:
-    """(grid, ITERS): column tiles of 64 * nwg, splits of ITERS K tiles (the last may be shorter), row blocks."""
-    iters, split = split_iters(k // BLOCK_K, split_k)
-    return (triton.cdiv(n, WG_N * nwg), split, triton.cdiv(m, block_m)), iters
 
 
 def tcsx_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,

@@ -11,24 +11,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from factories import make_step, make_tiny_llama
+from factories import interpreted_json, make_step, make_tiny_llama
 from inlaid_worker.model import decode_graphs
 from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs, _Graph, feed_view, staging_words
 from inlaid_worker.model.step_input import GraphGreedy
 from inlaid_worker.model.token_feed import FEED_EXTRA, address_words, make_feed, stage_feed
 
-WORKERS = Path(__file__).resolve().parents[2]
 BS = 4
 WIDTH = 3
 VOCAB = 7
@@ -95,10 +90,7 @@ print(json.dumps(res))
 
 
 def test_stage_in_and_greedy_in_graph_under_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(WORKERS))
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = interpreted_json(SCRIPT)
     assert res["ref"][1] == 7 and res["ref"][2] == 3, res  # the cases that tell the rules apart
     assert all(v for k, v in res.items() if k != "ref"), res
 
