@@ -191,11 +191,17 @@ class LLMEngine(AsyncPipeline):
         sampling: SamplingParams,
         model: str = "",
         resumed_output_tokens: int = 0,
+        grammar: GrammarState | None = None,
     ) -> None:
         """Queues a request. Raises UnknownModelError or RequestError (nothing is queued then).
 
         resumed_output_tokens: the last N prompt tokens are this request's own output from an earlier run
         (a gateway-side resume); presence / frequency penalties count them as output.
+        grammar: the request's GrammarState, built and (for a resumed run) replayed elsewhere, e.g. on the grammar
+        compile pool (GrammarCache.state_async: the worker's servicer always hands one for a resumed structured
+        request, so its engine thread never replays); it must be fresh, of sampling.structured's compiled grammar and
+        have replayed exactly the resumed tokens. Without it, a structured request's matcher is built here, and a
+        resumed one replays its earlier output here, on the caller's thread (bounded: structured.REPLAY_MAX_S).
         """
         entry = self.adapters.resolve(model)
         if request_id in self._seqs:
@@ -224,7 +230,17 @@ class LLMEngine(AsyncPipeline):
             max(0, sampling.min_tokens - resumed_output_tokens),
             self.tokenizer.marker_drop() if sampling.keep_tool_markers else None,
         )
-        if sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays
+        if grammar is not None:
+            if sampling.structured is None or grammar.replayed != resumed_output_tokens:
+                raise RequestError(
+                    f"request {request_id!r}: a grammar state that replayed {grammar.replayed} tokens was handed for "
+                    f"{resumed_output_tokens} resumed output tokens"
+                    + ("" if sampling.structured is not None else " and no response_format")
+                )
+            if sampling.structured.compiled is not None and grammar.compiled is not sampling.structured.compiled:
+                raise RequestError(f"request {request_id!r}: the grammar state is not of its response_format")
+            seq.grammar = grammar
+        elif sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays here
             compiled = self.grammars.compile(sampling.structured)
             replay = prompt_token_ids[len(prompt_token_ids) - resumed_output_tokens :] if resumed_output_tokens else []
             seq.grammar = GrammarState(compiled, replay)

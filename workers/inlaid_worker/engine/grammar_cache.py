@@ -4,7 +4,8 @@
 grammars bounded by bytes; compiles run on a CompilePool whose stuck threads are replaced, and each caller waits at
 most COMPILE_TIMEOUT_S; never on the engine thread: the servicer compiles in Prepare and, from the cache, on Admit,
 where a compile still under way delays only its own request). `bound` gives a request's SamplingParams their
-compiled grammar.
+compiled grammar. `state_async` also builds a resumed request's GrammarState on the same pool, replaying its earlier
+output into a fresh matcher (within structured.REPLAY_MAX_S / REPLAY_MAX_WALL_S), so the engine thread never replays.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
-from concurrent.futures import Future, InvalidStateError
+from collections.abc import Iterable, Sequence
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inlaid_worker.engine.compile_pool import CompilePool, Timers
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.strict_json import strict_json_schema_grammar
-from inlaid_worker.engine.structured import StructuredOutput, StructuredOutputError, require_xgrammar
+from inlaid_worker.engine.structured import GrammarState, StructuredOutput, StructuredOutputError, require_xgrammar
 
 COMPILE_TIMEOUT_S = 10.0
 CACHE_BYTES = 256 << 20  # compiled grammars kept (LRU by memory_size_bytes); --grammar-cache-bytes
@@ -173,6 +174,78 @@ class GrammarCache:
             timer = self._timers.call_later(self.timeout_s, lambda: self._expire(waiter, so.kind))
             waiter.add_done_callback(lambda w: (timer.cancel(), self._leave(key, w)))
         return waiter
+
+    def state_async(self, so: StructuredOutput, replay: Sequence[int]) -> Future[GrammarState]:
+        """A future of a fresh GrammarState of `so` with `replay` (a resumed request's earlier output) fed to it: the
+        compile (compile_async, its timeout) and then the replay run on the compile pool, never on the caller's thread
+        nor the engine's. It fails with StructuredOutputError naming response_format when the compile fails or the
+        replay does (a token the grammar refuses, or past structured.REPLAY_MAX_S of CPU / REPLAY_MAX_WALL_S of wall
+        time), or when the whole has not ended `timeout_s` from now (a replay queued behind a busy pool: the queued
+        job is dropped). Cancelling it (the client left) cancels the compile's wait and a replay not yet started; a
+        replay under way runs on to its bounds and is dropped."""
+        out: Future[GrammarState] = Future()
+        tokens = [int(t) for t in replay]
+        compiled = self.compile_async(so)
+        job: list[Future[Any]] = []  # the replay's pool job, once submitted
+
+        def replay_now(grammar: Any) -> GrammarState:
+            try:
+                return GrammarState(grammar, tokens)
+            except StructuredOutputError:
+                raise
+            except Exception as exc:  # xgrammar's own errors still name response_format
+                raise StructuredOutputError(
+                    f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}"
+                ) from None
+
+        def on_replayed(j: Future[Any]) -> None:
+            if j.cancelled():
+                _settle(out, CancelledError("the resumed output's replay was cancelled"))
+            elif j.exception() is not None:
+                _settle(out, j.exception())
+            else:
+                _settle(out, result=j.result())
+
+        def on_compiled(c: Future[Any]) -> None:
+            if out.done():  # cancelled (or settled) meanwhile
+                return
+            if c.cancelled():
+                _settle(out, CancelledError("the grammar's compile was cancelled"))
+                return
+            if c.exception() is not None:
+                _settle(out, c.exception())
+                return
+            try:
+                pool = self._ensure()
+            except StructuredOutputError as exc:
+                _settle(out, exc)
+                return
+            j = pool.submit(lambda: replay_now(c.result()))
+            job.append(j)
+            j.add_done_callback(on_replayed)
+            if out.cancelled():  # cancelled while it was submitted: drop it if it has not started
+                j.cancel()
+
+        def expire() -> None:
+            _settle(
+                out,
+                StructuredOutputError(
+                    f"response_format: compiling the {so.kind} and replaying the resumed output took longer than "
+                    f"{self.timeout_s:g} s"
+                ),
+            )
+
+        timer = self._timers.call_later(self.timeout_s, expire)
+
+        def on_out(o: Future[Any]) -> None:
+            timer.cancel()
+            compiled.cancel()  # (if still waited for) the cache forgets this waiter
+            for j in job:
+                j.cancel()  # only if still queued
+
+        compiled.add_done_callback(on_compiled)
+        out.add_done_callback(on_out)
+        return out
 
     def _expire(self, waiter: Future[Any], kind: str) -> None:
         # the compile goes on (or is dropped if it never started, see _leave); this caller is refused

@@ -9,9 +9,12 @@ and a batch without any grammar does no work at all). The sampler then applies p
 to the masked rows; logprobs stay those of the raw distribution. The engine feeds each sampled token to the
 matcher; the mask allows EOS only where the grammar can end, and the request finishes ("stop") when the
 matcher has terminated. A resumed request (its last prompt tokens are its own earlier output) rebuilds the
-matcher by replaying those tokens, on the engine thread (engine.add_request), within REPLAY_MAX_S of CPU time and
-REPLAY_MAX_WALL_S of wall time: past either the request is refused (StructuredOutputError: an AdmitError, nothing
-queued) instead of stalling every request.
+matcher by replaying those tokens into a fresh one, within REPLAY_MAX_S of CPU time and REPLAY_MAX_WALL_S of wall
+time: past either the request is refused (StructuredOutputError naming response_format: an AdmitError for that
+request alone, nothing queued). In the worker the replay runs off the engine thread, on the grammar compile pool
+(GrammarCache.state_async, called by the servicer on Admit; the engine loop's admit_when_ready waits for it as it
+waits for a compile), and engine.add_request is handed the ready GrammarState, so no other request stalls while
+it runs; engine.add_request replays on its caller's thread only when it is handed none (direct engine use).
 
 xgrammar is imported only when a request asks for structure, so a worker without the package serves every
 other request (and refuses structured ones with a clear error).
@@ -92,12 +95,14 @@ def require_xgrammar() -> Any:
 # a row whose mask + accept take longer (CPU time) than MAX_ROW_STEP_S in SLOW_STEPS steps in a row ends with an error
 MAX_ROW_STEP_S = 0.02
 SLOW_STEPS = 3
-# a resumed request's replay of its earlier output through the matcher may take this much CPU time (the engine
-# thread's); a JSON schema replays at ~1 us a token on the CPU (5,896 tokens in 4 ms), the regex `(a*)*b` took
-# 0.31 s for 150 tokens, 0.9 s for 200 and 265 s for 800 before this bound
+# a resumed request's replay of its earlier output through the matcher may take this much CPU time (the replaying
+# thread's: a compile-pool thread in the worker, see GrammarCache.state_async); a JSON schema replays at ~1 us a token
+# on the CPU (5,896 tokens in 4 ms), the regex `(a*)*b` took 0.31 s for 150 tokens, 0.9 s for 200 and 265 s for 800
+# before this bound
 REPLAY_MAX_S = 0.5
 # ... and this much wall time: the thread's CPU time leaves out the time it waits for the GIL while other threads hold
-# it, and the engine thread stalls all the same (a replay of 0.88 s of CPU time took 5.97 s with two busy threads)
+# it (a replay of 0.88 s of CPU time took 5.97 s with two busy threads), and the request, and the compile-pool thread
+# it holds, wait all the same
 REPLAY_MAX_WALL_S = 2.0
 # the clocks are read every REPLAY_CHECK_EVERY tokens (time.thread_time costs ~20% of a JSON token's accept), and after
 # every token once half of either bound is spent (a grammar whose work per token grows overruns by one token at most)
@@ -105,7 +110,9 @@ REPLAY_CHECK_EVERY = 32
 
 
 class GrammarState:
-    """One sequence's matcher. `replay`: tokens this request already produced (a resumed run).
+    """One sequence's matcher. `replay`: tokens this request already produced (a resumed run), fed to the matcher
+    here, on the calling thread (see _replay's bounds); `compiled` and `replayed` (how many were fed) let
+    engine.add_request check a state built elsewhere (GrammarCache.state_async) against its request.
 
     `step_s` is the CPU time this row's grammar took in the current step (mask fill + accept; the thread's CPU time,
     so waiting for the GIL or the processor does not count). Some patterns make xgrammar's per-token work grow with the
@@ -116,6 +123,8 @@ class GrammarState:
     def __init__(self, compiled: Any, replay: Seq[int] = ()) -> None:
         xgr = require_xgrammar()
         self.matcher = xgr.GrammarMatcher(compiled)
+        self.compiled = compiled
+        self.replayed = len(replay)
         self.vocab_size = int(compiled.tokenizer_info.vocab_size)
         self.step_s = 0.0
         self.slow_steps = 0  # steps in a row over MAX_ROW_STEP_S, counted at accept

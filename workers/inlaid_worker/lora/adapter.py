@@ -7,7 +7,8 @@ target_modules, other PEFT types, a weights file that is not safetensors (a rena
 a config that is not UTF-8 JSON (or larger than MAX_CONFIG_BYTES), a lora_alpha that is not a finite number > 0, a
 use_rslora that is not a bool, a config or weights file that is a symlink resolving outside the adapter directory
 (e.g. to /etc/...; a link to a file inside it is read, by its resolved path: a link re-pointed after the check is
-not followed), tensors that are not float16/bfloat16/float32, two tensors
+not followed; in a Hugging Face hub cache snapshot, `<repo>/snapshots/<rev>`, a link to a regular file directly in
+`<repo>/blobs` is read too, as the hub writes them), tensors that are not float16/bfloat16/float32, two tensors
 naming the same module's lora_A or lora_B (`...lora_A.weight` and `...lora_A.default.weight`: one would silently
 override the other), any tensor whose name or shape does not fit the base model, any tensor
 holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
@@ -97,20 +98,34 @@ def _tail(name: str) -> str:
     return name.rstrip("/").split("/")[-1].lower()
 
 
+def _hub_blobs(real_root: Path) -> Path | None:
+    """`<repo>/blobs` when the (resolved) adapter directory is a Hugging Face hub cache snapshot,
+    `<repo>/snapshots/<rev>` next to a `<repo>/blobs` directory that is not itself a symlink; else None."""
+    if real_root.parent.name != "snapshots":
+        return None
+    blobs = real_root.parent.parent / "blobs"
+    return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+
+
 def _contained(root: Path, file: Path) -> Path:
     """`file` (a path in the adapter directory `root`) resolved through its symlinks: the path to open (opening `file`
     itself would follow its links again, which may have changed since this check). Refused when it resolves outside
-    `root`."""
+    `root`, except in a Hugging Face hub cache snapshot (`root` is `<repo>/snapshots/<rev>`, see _hub_blobs), whose
+    files link to `../../blobs/<sha>`: there a link resolving to a regular file directly in `<repo>/blobs` is read."""
     try:
         real, real_root = file.resolve(strict=True), root.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # a dangling link or a loop
         raise AdapterError(f"{file} cannot be resolved ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not real.is_relative_to(real_root):
-        raise AdapterError(
-            f"{file} is a symlink to {real}, outside the adapter directory {real_root}; "
-            "an adapter's files must lie inside its directory"
-        )
-    return real
+    if real.is_relative_to(real_root):
+        return real
+    blobs = _hub_blobs(real_root)
+    if blobs is not None and real.parent == blobs and real.is_file():
+        return real
+    where = f"the adapter directory {real_root}" + ("" if blobs is None else f" and the hub cache's {blobs}")
+    raise AdapterError(
+        f"{file} is a symlink to {real}, outside {where}; an adapter's files must lie inside its directory "
+        "(or, in a Hugging Face cache snapshot, in the cache's blobs directory)"
+    )
 
 
 def _read_config(root: Path) -> dict[str, Any]:

@@ -8,7 +8,10 @@ client only stopped sending is drained: its requests finish, then its outbox is 
 
 A request whose grammar (structured outputs) still compiles is admitted by `admit_when_ready`: it belongs to its
 session at once (an abort or the session's end cancels its wait; a half-closed session waits for it) and enters the
-engine when the compile is done, or gets an AdmitError with the compile's error. Nothing blocks meanwhile. Such
+engine when the compile is done, or gets an AdmitError with the compile's error. A resumed structured request waits
+the same way for its GrammarState (GrammarCache.state_async: compiled, then its earlier output replayed on the
+compile pool), which the loop hands to engine.add_request: the loop thread never replays, and a replay refused
+(too slow, or a token the grammar refuses) is that request's AdmitError alone. Nothing blocks meanwhile. Such
 requests count in the published state's `waiting` (WorkerState.waiting on the Session stream and in GetInfo, and the
 metrics' waiting gauge) with the engine's own waiting sequences: load the worker has taken on and not yet started.
 """
@@ -29,6 +32,7 @@ from inlaid_worker.engine.engine import EngineState, LLMEngine, RequestError, Re
 from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
+from inlaid_worker.engine.structured import GrammarState
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ Event = RequestOutput | AdmitError | StateEvent | None  # None closes the outbox
 
 @dataclass(frozen=True)
 class _Waiting:
-    grammar: Future[Any]  # GrammarCache.compile_async of the request's structured output
+    grammar: Future[Any]  # GrammarCache.compile_async (or, resumed, state_async) of the request's structured output
     prompt_tokens: int
     logprobs_asked: bool  # an abort answers with an empty logprobs list then, as the engine's does
 
@@ -109,6 +113,13 @@ class EngineLoop:
         model: str,
         resumed_output_tokens: int = 0,
     ) -> None:
+        """Queues a request for the engine. A resumed structured one goes through admit_when_ready with its
+        GrammarState replayed on the compile pool (GrammarCache.state_async): the loop thread never replays."""
+        k = resumed_output_tokens
+        if sampling.structured is not None and 0 < k < len(prompt):
+            state = self.engine.grammars.state_async(sampling.structured, prompt[len(prompt) - k :])
+            self.admit_when_ready(sid, request_id, prompt, sampling, model, k, state)
+            return
         self._inbox.put(lambda: self._admit(sid, request_id, prompt, sampling, model, resumed_output_tokens))
 
     def admit_when_ready(
@@ -121,9 +132,10 @@ class EngineLoop:
         resumed_output_tokens: int,
         grammar: Future[Any],
     ) -> None:
-        """Like admit, once `grammar` (the compile of sampling.structured) is done: with the compiled grammar, or an
-        AdmitError carrying the compile's error. Until then other commands go on; an abort or the session's
-        cancellation cancels the wait (the future)."""
+        """Like admit, once `grammar` is done: the compile of sampling.structured (GrammarCache.compile_async), or, for
+        a resumed request, its GrammarState with the earlier output replayed (GrammarCache.state_async), handed to
+        engine.add_request as it is; or an AdmitError carrying the future's error. Until then other commands go on; an
+        abort or the session's cancellation cancels the wait (the future)."""
         self._inbox.put(lambda: self._wait(sid, request_id, len(prompt), sampling.logprobs is not None, grammar))
         # registered after the _wait command is queued, so _ready always runs after it
         grammar.add_done_callback(
@@ -245,11 +257,17 @@ class EngineLoop:
         self._owner[rid] = sid
 
     def _start(
-        self, rid: str, prompt: list[int], sampling: SamplingParams, model: str, resumed: int
+        self,
+        rid: str,
+        prompt: list[int],
+        sampling: SamplingParams,
+        model: str,
+        resumed: int,
+        state: GrammarState | None = None,
     ) -> AdmitError | None:
         try:
             clamped = replace(sampling, max_tokens=self.engine.max_new_tokens(len(prompt), sampling.max_tokens))
-            self.engine.add_request(rid, prompt, clamped, model, resumed)
+            self.engine.add_request(rid, prompt, clamped, model, resumed, state)
         except (UnknownModelError, RequestError, ValueError) as exc:
             return AdmitError(rid, str(exc))
         return None
@@ -285,11 +303,14 @@ class EngineLoop:
         # not cancelled in practice (_abort and _close remove a waiter from session.waiting before cancelling it, _wait
         # cancels only waiters it never adds); kept so a future change cannot raise CancelledError on the loop thread
         exc = CancelledError("the grammar's compile was cancelled") if grammar.cancelled() else grammar.exception()
-        error = (
-            AdmitError(rid, str(exc))
-            if exc is not None
-            else self._start(rid, prompt, bound(sampling, grammar.result()), model, resumed)
-        )
+        if exc is not None:
+            error: AdmitError | None = AdmitError(rid, str(exc))
+        else:
+            got = grammar.result()  # a CompiledGrammar, or a resumed request's replayed GrammarState
+            if isinstance(got, GrammarState):
+                error = self._start(rid, prompt, bound(sampling, got.compiled), model, resumed, got)
+            else:
+                error = self._start(rid, prompt, bound(sampling, got), model, resumed)
         if error is not None:
             self._emit(rid, error)
 

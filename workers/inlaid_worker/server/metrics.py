@@ -136,9 +136,14 @@ class EngineObserver:
         schedule, ahead = self.engine.scheduler.schedule, self.engine.scheduler.schedule_ahead
 
         def add_request(
-            request_id: str, prompt_token_ids: list[int], sampling: Any, model: str = "", resumed_output_tokens: int = 0
+            request_id: str,
+            prompt_token_ids: list[int],
+            sampling: Any,
+            model: str = "",
+            resumed_output_tokens: int = 0,
+            grammar: Any = None,
         ) -> None:
-            add(request_id, prompt_token_ids, sampling, model, resumed_output_tokens)
+            add(request_id, prompt_token_ids, sampling, model, resumed_output_tokens, grammar)
             self._admitted(request_id, model, len(prompt_token_ids))
 
         def observed(out: Any) -> Any:

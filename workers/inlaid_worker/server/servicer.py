@@ -1,7 +1,9 @@
 """gRPC servicer for inlaid.v1.Worker: a thin shell over the engine loop.
 
 Session semantics: each Admit is validated on the stream's reader thread and queued to the engine loop (an Admit
-whose grammar is not compiled yet waits for it in the engine loop, so the reader goes on to the next message); the
+whose grammar is not compiled yet waits for it in the engine loop, so the reader goes on to the next message; a
+resumed structured Admit waits likewise for its earlier output to be replayed through the grammar on the compile
+pool, GrammarCache.state_async, never on the engine thread); the
 response stream carries TokenDeltas (the last one has a finish reason), RequestErrors and WorkerStates. If
 the call is cancelled (client gone, deadline), every request admitted on it is aborted and its KV blocks are
 freed. If the client only half-closes (stops sending), its requests run to the end, then the stream ends.
@@ -166,7 +168,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             # checked by engine.add_request (an AdmitError on this session's outbox, as here)
             resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
             grammar: Future[Any] | None = None
-            if sampling.structured is not None:  # compiled off this thread and the engine's (Prepare cached it)
+            if sampling.structured is not None and 0 < resumed < len(ids):
+                # compiled, then the earlier output replayed into a fresh matcher, on the compile pool: never on the
+                # engine thread (a slow replay would stall every request); the loop hands the ready state to the engine
+                grammar = self.engine.grammars.state_async(sampling.structured, ids[len(ids) - resumed :])
+            elif sampling.structured is not None:  # compiled off this thread and the engine's (Prepare cached it)
                 grammar = self.engine.grammars.compile_async(sampling.structured)
                 if grammar.done():
                     sampling, grammar = bound(sampling, grammar.result()), None

@@ -246,6 +246,75 @@ def test_a_resumed_request_rebuilds_its_matcher_from_its_earlier_tokens(engine: 
     assert not engine.has_work
 
 
+def test_a_resumed_state_built_on_the_compile_pool_is_handed_to_add_request(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GrammarCache.state_async compiles and replays on the compile pool (the worker's path, so its engine thread never
+    replays); add_request takes the ready state and the run continues as if it had replayed itself. A state that does
+    not fit the request (other replay length, no response_format, another grammar) is refused, nothing queued; a
+    replay the grammar refuses fails the future with an error naming response_format."""
+    import threading
+
+    from inlaid_worker.engine.grammar_cache import bound
+
+    ids = engine.tokenizer.encode_prompt(PROMPT)
+    n, k = 40, 20
+    full = tokens(run(engine, {"full": SamplingParams(max_tokens=n, temperature=0, structured=JSON_SCHEMA)})["full"])
+    rest = SamplingParams(max_tokens=n - k, temperature=0, structured=JSON_SCHEMA)
+    threads: list[str] = []
+    real = GrammarState._replay
+
+    def replay(state: GrammarState, earlier: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(state, earlier)
+
+    monkeypatch.setattr(GrammarState, "_replay", replay)
+    state = engine.grammars.state_async(JSON_SCHEMA, full[:k]).result(timeout=10)
+    assert state.replayed == k and threads == [threads[0]] and threads[0].startswith("grammar-")
+    for bad_k, params in ((k - 1, rest), (k, SamplingParams(max_tokens=4))):
+        with pytest.raises(ValueError, match="a grammar state that replayed 20 tokens was handed"):
+            engine.add_request("mismatch", ids + full[:k], params, resumed_output_tokens=bad_k, grammar=state)
+    other = bound(SamplingParams(max_tokens=4, structured=StructuredOutput("json_object")), object())
+    with pytest.raises(ValueError, match="not of its response_format"):
+        engine.add_request("mismatch", ids + full[:k], other, resumed_output_tokens=k, grammar=state)
+    assert not engine.has_work
+    engine.add_request("resumed", ids + full[:k], bound(rest, state.compiled), resumed_output_tokens=k, grammar=state)
+    assert threads == [threads[0]]  # add_request did not replay again
+    assert full[:k] + tokens(drain(engine)["resumed"]) == full
+    refused = engine.grammars.state_async(JSON_SCHEMA, engine.tokenizer.encode_prompt("nope"))
+    with pytest.raises(StructuredOutputError, match="response_format: the resumed output's token 0"):
+        refused.result(timeout=10)
+
+
+def test_a_replay_queued_behind_a_busy_pool_times_out_and_is_dropped(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state_async's future fails (naming response_format) once `timeout_s` has passed, also while its replay waits
+    for a pool thread; that queued replay is then dropped, never run."""
+    import threading
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.3, threads=1, max_threads=1)
+    so = StructuredOutput("regex", "a*b")
+    cache.compile(so)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    release, ran = threading.Event(), []
+    real = GrammarState._replay
+
+    def held(state: GrammarState, earlier: Any) -> None:
+        ran.append(len(earlier))
+        release.wait(5.0)
+        real(state, earlier)
+
+    monkeypatch.setattr(GrammarState, "_replay", held)
+    first, second = cache.state_async(so, [a] * 3), cache.state_async(so, [a] * 4)
+    for f in (first, second):
+        with pytest.raises(StructuredOutputError, match=r"response_format: compiling the regex and replaying .*0\.3 s"):
+            f.result(timeout=5)
+    release.set()
+    cache.state_async(so, [a] * 5).result(timeout=5)  # the pool goes on: the queued one was dropped
+    assert ran == [3, 5]
+
+
 @pytest.mark.parametrize(
     ("so", "message"),
     [
@@ -328,7 +397,8 @@ def test_a_grammar_too_slow_to_apply_ends_its_request_with_an_error(
 def test_a_resumed_replay_too_slow_for_its_grammar_is_refused(
     engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A resumed request replays its earlier output through the matcher on the engine thread: with `(a*)*b` the cost
+    """A resumed request replays its earlier output through the matcher (here on the caller's thread, as
+    engine.add_request does when handed no GrammarState; the worker replays on the compile pool): with `(a*)*b` the cost
     grows with the output (0.9 s of CPU for 200 tokens, 265 s for 800), so past REPLAY_MAX_S the request is refused
     (nothing queued) rather than stalling the worker; a grammar that replays fast is untouched by the bound."""
     import time

@@ -1,6 +1,7 @@
 """Hostile adapter files are refused with AdapterError (never another exception type), here and over gRPC."""
 
 import json
+import os
 import shutil
 
 import grpc
@@ -154,6 +155,86 @@ def test_symlink_inside_the_adapter_directory_is_read(base, tmp_path):
     (d / "adapter_model.safetensors").rename(d / "blobs" / "w.safetensors")
     (d / "adapter_model.safetensors").symlink_to("blobs/w.safetensors")
     assert load_adapter(d, config).scale == 2.0
+
+
+def _hub_snapshot(adapter_dir, cache):
+    """The adapter laid out as the Hugging Face hub cache writes it: `<repo>/blobs/<sha>` holds each file and
+    `<repo>/snapshots/<rev>/<name>` links to `../../blobs/<sha>`. Returns the snapshot directory."""
+    repo = cache / "models--org--adapter"
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    for i, name in enumerate(("adapter_config.json", "adapter_model.safetensors")):
+        sha = f"{i:02d}" + "ab" * 19
+        shutil.copyfile(adapter_dir / name, repo / "blobs" / sha)
+        (snap / name).symlink_to(f"../../blobs/{sha}")
+    return snap
+
+
+def test_a_hugging_face_cache_snapshot_loads_from_its_blobs(base, tmp_path):
+    """A hub cache snapshot's files link to `../../blobs/<sha>`, outside the snapshot directory: read as they are."""
+    _, adapter_dir, config = base
+    snap = _hub_snapshot(adapter_dir, tmp_path / "hub")
+    assert (snap / "adapter_model.safetensors").is_symlink()
+    assert load_adapter(snap, config).scale == 2.0
+    # the same files linked the same way from a directory that is not `<repo>/snapshots/<rev>` stay refused
+    other = snap.parent.parent / "not-snapshots" / "0123abcd"
+    other.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (other / name).symlink_to(os.readlink(snap / name))
+    with pytest.raises(AdapterError, match="adapter_config.json is a symlink to .*outside the adapter directory"):
+        load_adapter(other, config)
+
+
+def _escape_via_dotdot(snap, tmp_path):
+    """A link that names blobs but climbs out of it with `..` to a file beside the cache."""
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes((snap / "adapter_model.safetensors").read_bytes())
+    (snap / "adapter_model.safetensors").unlink()
+    (snap / "adapter_model.safetensors").symlink_to("../../blobs/../../../outside.safetensors")
+
+
+def _into_repo_not_blobs(snap, tmp_path):
+    """A link to a file of the repo directory that is not in blobs (refs/main)."""
+    (snap / "adapter_config.json").unlink()
+    (snap / "adapter_config.json").symlink_to("../../refs/main")
+
+
+def _into_a_blobs_subfolder(snap, tmp_path):
+    """A link to a file in a folder under blobs (the hub keeps blobs flat)."""
+    blobs = snap.parent.parent / "blobs"
+    (blobs / "sub").mkdir()
+    (blobs / "sub" / "w").write_bytes((snap / "adapter_model.safetensors").read_bytes())
+    (snap / "adapter_model.safetensors").unlink()
+    (snap / "adapter_model.safetensors").symlink_to("../../blobs/sub/w")
+
+
+def _blobs_a_symlink_elsewhere(snap, tmp_path):
+    """`<repo>/blobs` itself a link to another directory (e.g. /etc): not the hub's layout, refused."""
+    repo = snap.parent.parent
+    (repo / "blobs").rename(repo / "real-blobs")
+    elsewhere = tmp_path / "elsewhere"
+    (repo / "real-blobs").rename(elsewhere)
+    (repo / "blobs").symlink_to(elsewhere)
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        (_escape_via_dotdot, "adapter_model.safetensors"),
+        (_into_repo_not_blobs, "adapter_config.json"),
+        (_into_a_blobs_subfolder, "adapter_model.safetensors"),
+        (_blobs_a_symlink_elsewhere, "adapter_config.json"),
+    ],
+)
+def test_hub_snapshot_links_outside_blobs_are_refused(base, tmp_path, change, name):
+    _, adapter_dir, config = base
+    snap = _hub_snapshot(adapter_dir, tmp_path / "hub")
+    change(snap, tmp_path)
+    with pytest.raises(AdapterError, match=f"{name} is a symlink to .*, outside the adapter directory"):
+        load_adapter(snap, config)
 
 
 @pytest.mark.parametrize("name", ["adapter_config.json", "adapter_model.safetensors"])

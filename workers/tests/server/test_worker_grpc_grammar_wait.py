@@ -18,7 +18,7 @@ import pytest
 from factories import make_tiny_llama
 from inlaid_worker.config import WorkerConfig
 from inlaid_worker.engine.engine import LLMEngine
-from inlaid_worker.engine.structured import StructuredOutput
+from inlaid_worker.engine.structured import GrammarState, StructuredOutput
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.app import RunningWorker, build_engine, serve
 from waiting import until
@@ -216,3 +216,116 @@ def test_requests_waiting_for_their_grammar_count_in_worker_state_waiting(worker
     assert until(lambda: loop.latest_state.state.waiting == 0 and live.waiting[-1:] == [0])
     live.sent.put(None)
     assert live.finished(5.0) is None
+
+
+def _resumed_admit(rid: str, ids: list[int], earlier: list[int], **sampling: Any) -> worker_pb2.ControlMessage:
+    """An Admit whose prompt ends with `earlier`, its own output from an earlier run (a gateway-side resume)."""
+    admit = worker_pb2.Admit(
+        request_id=rid,
+        prompt_token_ids=ids + earlier,
+        sampling=common_pb2.SamplingParams(**sampling),
+        resumed_output_tokens=len(earlier),
+    )
+    return worker_pb2.ControlMessage(admit=admit)
+
+
+def test_a_resumed_replay_runs_off_the_engine_thread(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed structured Admit replays its earlier output through the grammar on the compile pool
+    (GrammarCache.state_async), never on the engine thread: while a replay is held until the engine has stepped a
+    neighbour on (without the move it would wait in vain: the engine thread itself replays), the neighbour streams;
+    then the resumed request continues from the replayed state (at most 3 more a's after its 5)."""
+    engine, ids = worker.engine, prompt(worker)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    real = GrammarState._replay
+    seen: dict[str, Any] = {}
+
+    def held_replay(state: GrammarState, replay: Any) -> None:
+        seen["thread"] = threading.current_thread().name
+        steps = engine.num_steps
+        seen["stepped"] = until(lambda: engine.num_steps >= steps + 5, timeout_s=3.0)
+        real(state, replay)
+
+    monkeypatch.setattr(GrammarState, "_replay", held_replay)
+    live = Live(worker.stub)
+    live.admit("plain", ids, max_tokens=600, ignore_eos=True, temperature=0)
+    first = live.events.get(timeout=5.0)
+    assert first.WhichOneof("kind") == "delta" and first.delta.request_id == "plain"
+    live.sent.put(_resumed_admit("resumed", ids, [a] * 5, max_tokens=20, regex="a{0,8}b"))
+    done = dict(d for d in (live.finished(10.0) for _ in range(2)) if d is not None)
+    assert seen["thread"].startswith("grammar-") and seen["stepped"], seen
+    assert set(done) == {"plain", "resumed"}, done
+    assert done["resumed"].finish_reason == FINISH.FINISH_REASON_STOP
+    assert re.fullmatch("a{0,3}b", live.text["resumed"]), live.text["resumed"]
+    assert done["plain"].finish_reason == FINISH.FINISH_REASON_LENGTH
+    live.sent.put(None)
+    assert live.finished(5.0) is None
+
+
+def test_a_request_aborted_during_its_replay_never_reaches_the_engine(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abort while a resumed request's replay runs on the compile pool answers ABORT at once; the replay ends on
+    its own and its state is dropped. A refused replay (a token the grammar refuses) is that request's error alone."""
+    engine, loop, ids = worker.engine, worker.running.loop, prompt(worker)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    real = GrammarState._replay
+    held, ended = threading.Event(), threading.Event()
+
+    def held_replay(state: GrammarState, replay: Any) -> None:
+        held.wait(10.0)
+        try:
+            real(state, replay)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(GrammarState, "_replay", held_replay)
+    live = Live(worker.stub)
+    live.sent.put(_resumed_admit("held", ids, [a] * 5, max_tokens=20, regex="a{0,8}c"))
+    assert until(lambda: loop.in_flight == 1)
+    live.abort("held")
+    rid, last = live.finished(5.0) or ("", None)
+    assert rid == "held" and last.finish_reason == FINISH.FINISH_REASON_ABORT and last.completion_tokens == 0
+    assert until(lambda: loop.in_flight == 0)
+    held.set()
+    assert ended.wait(5.0)
+    time.sleep(0.2)
+    state = engine.state()
+    assert state.running == 0 and state.waiting == 0 and loop.in_flight == 0
+    # 9 a's: the grammar refuses the 9th
+    live.sent.put(_resumed_admit("wrong", ids, [a] * 9, max_tokens=20, regex="a{0,8}c"))
+    rid, error = live.finished(5.0) or ("", None)
+    assert rid == "wrong" and isinstance(error, worker_pb2.RequestError)
+    assert error.message.startswith("response_format: the resumed output's token 8")
+    live.sent.put(None)
+    assert live.finished(5.0) is None
+
+
+def test_engine_loop_admit_replays_a_resumed_request_off_its_thread(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EngineLoop.admit itself sends a resumed structured request through state_async (not only the servicer does):
+    the replay runs on a compile-pool thread and the request then runs from the replayed state."""
+    from inlaid_worker.engine.sampling_params import SamplingParams
+    from inlaid_worker.server.engine_loop import RequestOutput
+
+    engine, loop, ids = worker.engine, worker.running.loop, prompt(worker)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    real, threads = GrammarState._replay, []
+
+    def replay(state: GrammarState, earlier: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(state, earlier)
+
+    monkeypatch.setattr(GrammarState, "_replay", replay)
+    sid, outbox = loop.open_session()
+    sampling = SamplingParams(max_tokens=20, structured=StructuredOutput("regex", "a{0,8}b"))
+    loop.admit(sid, "direct", ids + [a] * 5, sampling, "", 5)
+    outs: list[Any] = []
+    while not (outs and outs[-1].finish_reason is not None):
+        ev = outbox.get(timeout=10)
+        assert not hasattr(ev, "message"), ev  # no AdmitError
+        if isinstance(ev, RequestOutput):
+            outs.append(ev)
+    loop.close_session(sid, abort=False)
+    assert len(threads) == 1 and threads[0].startswith("grammar-"), threads
+    assert re.fullmatch("a{0,3}b", "".join(o.text for o in outs)), outs
