@@ -266,6 +266,7 @@ def launch_tcsx_kind(x2: torch.Tensor | None, w: GPTQWeight, cfg: QMMConfig, y: 
     assert x2 is not None or xp is not None
     xa = x2 if x2 is not None else xp
     if xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        need_sm90(xa.device, cfg.kind)  # callers with xp skip launch_quant_matmul's check (LLVM aborts elsewhere)
         from .quant_tcsx import launch_tcsx  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcsx(xa, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind, xp=xp)

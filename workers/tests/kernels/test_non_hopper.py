@@ -191,3 +191,21 @@ def test_a_hopper_kind_refuses_other_gpus_before_compiling(monkeypatch: pytest.M
     cfg = qmc.QMMConfig(8, 128, 128, 4, 4, 4, True, kind)
     with pytest.raises(ValueError, match="needs an sm_90"):
         qm.launch_quant_matmul(FakeCuda(), None, cfg, None)  # type: ignore[arg-type]
+
+
+def test_a_tcsx_call_with_operand_ordered_x_is_refused_off_hopper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama_fast's TCSX_XP path calls launch_tcsx_kind directly (not launch_quant_matmul): the sm_90 check is there
+    too, so a tcsx pick that reached another GPU raises instead of aborting in LLVM."""
+    from types import SimpleNamespace
+
+    from inlaid_worker.kernels.quant_matmul import launch_tcsx_kind
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    caps.sm_major.cache_clear()
+    xp = SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0), shape=(32, 4096))
+    cfg = QMMConfig(32, 128, 128, 1, 4, 4, kind="tcsx")
+    with pytest.raises(ValueError, match="sm_90"):
+        launch_tcsx_kind(None, None, cfg, None, xp=xp)  # type: ignore[arg-type]
+    caps.sm_major.cache_clear()

@@ -19,7 +19,7 @@ import torch
 from cases import ON_SM90
 from hgemv_variants import case_runner, main
 
-CASES = ("norm", "silu", "dispatch", "forward")
+CASES = ("norm", "silu", "dispatch", "forward", "forward-mixed")
 GPU_CASES = ("norm-7b", "silu-13b", "dispatch-7b-down")
 
 
@@ -97,9 +97,11 @@ def _dense(w: Any) -> torch.Tensor:
     return out.float()
 
 
-def _forward(device: str) -> dict[str, Any]:
+def _forward(device: str, mixed: bool = False) -> dict[str, Any]:
     """Two layers of the tiny int4 Llama (hidden 128, intermediate 256), decode fusion "none", every GEMM's pick
-    forced to tcsx (both quant_matmul's and llama_fast's tuner lookups): INLAID_TCSX_XP=0 vs 1."""
+    forced to tcsx (both quant_matmul's and llama_fast's tuner lookups): INLAID_TCSX_XP=0 vs 1. mixed: tcsx only for
+    layer 0's gate/up and down and layer 1's qkv and o ("tc" elsewhere), so producers write operand order for some
+    consumers only (o never takes xp)."""
     import os
 
     import pdl_helpers as ph  # type: ignore[import-not-found]
@@ -112,6 +114,10 @@ def _forward(device: str) -> dict[str, Any]:
     for layer in w.layers:
         layer.input_norm.copy_(torch.rand(c.hidden_size) + 0.5)
     cfg = QMMConfig(32, 64, 128, 1, 4, 4, False, "tcsx")
+    tc = QMMConfig(32, 64, 128, 1, 4, 1, True, "tc")
+    names = {id(getattr(layer, m).parts[0]): (i, m) for i, layer in enumerate(w.layers)
+             for m in ("qkv", "o", "gate_up", "down")}  # fmt: skip
+    chosen = {(0, "gate_up"), (0, "down"), (1, "qkv"), (1, "o")}
     real_tc, real_launch, env0 = quant_matmul.tuned_config, llama_fast.launch_tcsx_kind, os.environ.get("INLAID_TCSX_XP")
     calls: list[bool] = []
 
@@ -119,7 +125,10 @@ def _forward(device: str) -> dict[str, Any]:
         calls.append(xp is not None)
         real_launch(x2, wp, c2, y, xp=xp)
 
-    quant_matmul.tuned_config = llama_fast.tuned_config = lambda x2, wp: cfg  # type: ignore[assignment]
+    def pick(x2: Any, wp: Any) -> QMMConfig:
+        return cfg if not mixed or names.get(id(wp)) in chosen else tc
+
+    quant_matmul.tuned_config = llama_fast.tuned_config = pick  # type: ignore[assignment]
     llama_fast.launch_tcsx_kind = spy  # type: ignore[assignment]
     out: dict[str, Any] = {}
     try:
@@ -157,6 +166,8 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
         return _dispatch(device, 11008, 4096, 64, "tcsx2", 64)
     if case_id == "forward":
         return _forward(device)
+    if case_id == "forward-mixed":
+        return _forward(device, mixed=True)
     raise KeyError(case_id)
 
 
@@ -202,6 +213,17 @@ def test_decode_step_with_xp_equals_without(xp_case: Any) -> None:
     assert res["equal"] and res["kv_equal"], res
     # qkv, gate/up and down of both layers: the pre-pass without the plumbing, xp with it
     assert res["off_calls"] == [] and res["on_calls"] == [True] * 6, res
+
+
+def test_decode_step_with_mixed_picks_takes_xp_only_where_the_consumer_is_tcsx(xp_case: Any) -> None:
+    if torch.cuda.is_available() and not ON_SM90:
+        pytest.skip("tcsx is sm_90 only")
+    res = xp_case("forward-mixed")
+    assert "error" not in res, res.get("error")
+    assert res["finite"] and res["equal"] and res["kv_equal"], res
+    # layer 0's gate/up and down and layer 1's qkv on xp (llama_fast's tcsx calls); layer 1's o is tcsx on plain x
+    # through quant_matmul (its own pre-pass), the "tc" picks too
+    assert res["off_calls"] == [] and res["on_calls"] == [True] * 3, res
 
 
 def test_xp_pick_needs_a_one_part_tcsx_weight_without_act_order(monkeypatch: pytest.MonkeyPatch) -> None:
