@@ -198,7 +198,7 @@ class LLMEngine(AsyncPipeline):
         resumed_output_tokens: the last N prompt tokens are this request's own output from an earlier run
         (a gateway-side resume); presence / frequency penalties count them as output.
         grammar: the request's GrammarState, built and (for a resumed run) replayed elsewhere, e.g. on the grammar
-        compile pool (GrammarCache.state_async: the worker's servicer always hands one for a resumed structured
+        replay pool (GrammarCache.state_async: the worker's servicer always hands one for a resumed structured
         request, so its engine thread never replays); it must be fresh, of sampling.structured's compiled grammar and
         have replayed exactly the resumed tokens. Without it, a structured request's matcher is built here, and a
         resumed one replays its earlier output here, on the caller's thread (bounded: structured.REPLAY_MAX_S).

@@ -4,8 +4,10 @@
 grammars bounded by bytes; compiles run on a CompilePool whose stuck threads are replaced, and each caller waits at
 most COMPILE_TIMEOUT_S; never on the engine thread: the servicer compiles in Prepare and, from the cache, on Admit,
 where a compile still under way delays only its own request). `bound` gives a request's SamplingParams their
-compiled grammar. `state_async` also builds a resumed request's GrammarState on the same pool, replaying its earlier
-output into a fresh matcher (within structured.REPLAY_MAX_S / REPLAY_MAX_WALL_S), so the engine thread never replays.
+compiled grammar. `state_async` also builds a resumed request's GrammarState off the engine thread: once its grammar
+is compiled (or found cached), its earlier output is replayed into a fresh matcher on a pool of its own (within
+structured.REPLAY_MAX_S / REPLAY_MAX_WALL_S, and REPLAY_TIMEOUT_S from the compile's end in all), so replays and
+compiles never queue behind each other and the engine thread never replays.
 """
 
 from __future__ import annotations
@@ -19,15 +21,29 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inlaid_worker.engine.compile_pool import CompilePool, Timers
+from inlaid_worker.engine.compile_pool import CompilePool, Timer, Timers
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.strict_json import strict_json_schema_grammar
-from inlaid_worker.engine.structured import GrammarState, StructuredOutput, StructuredOutputError, require_xgrammar
+from inlaid_worker.engine.structured import (
+    REPLAY_MAX_WALL_S,
+    GrammarState,
+    StructuredOutput,
+    StructuredOutputError,
+    require_xgrammar,
+)
 
 COMPILE_TIMEOUT_S = 10.0
 CACHE_BYTES = 256 << 20  # compiled grammars kept (LRU by memory_size_bytes); --grammar-cache-bytes
 COMPILE_THREADS = 2
 MAX_COMPILE_THREADS = 8  # COMPILE_THREADS plus replacements for compiles stuck past COMPILE_TIMEOUT_S
+# resumed requests' replays run on a pool of their own (never queued behind compiles, nor compiles behind them); each
+# replay bounds itself (structured.REPLAY_MAX_S of CPU, REPLAY_MAX_WALL_S of wall time), so a thread still busy after
+# twice that counts as stuck and is replaced, up to MAX_REPLAY_THREADS
+REPLAY_THREADS = 2
+MAX_REPLAY_THREADS = 4
+# a replay must have ended this long after its grammar's compile did (or after state_async, the grammar cached):
+# REPLAY_MAX_WALL_S of its own plus up to twice that waiting for a replay thread; never counted from the compile's start
+REPLAY_TIMEOUT_S = 3 * REPLAY_MAX_WALL_S
 
 _XGR_NOISE = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*|Check failed: \(.*?\) is false:\s*")
 
@@ -66,7 +82,9 @@ class GrammarCache:
 
     Compiled grammars are kept in an LRU bounded by bytes (`max_bytes`: each entry's memory_size_bytes plus its
     spec's length; a grammar larger than the cap is used but not kept). Compiles run on a CompilePool (COMPILE_THREADS,
-    a stuck compile replaced up to MAX_COMPILE_THREADS); each caller waits at most `timeout_s` for its grammar."""
+    a stuck compile replaced up to MAX_COMPILE_THREADS); each caller waits at most `timeout_s` for its grammar.
+    Resumed requests' replays (state_async) run on a second pool (`replay_threads`, up to `max_replay_threads`, both
+    started only by the first replay), each within `replay_timeout_s` of its compile's end."""
 
     def __init__(
         self,
@@ -77,6 +95,9 @@ class GrammarCache:
         timeout_s: float = COMPILE_TIMEOUT_S,
         threads: int = COMPILE_THREADS,
         max_threads: int = MAX_COMPILE_THREADS,
+        replay_timeout_s: float = REPLAY_TIMEOUT_S,
+        replay_threads: int = REPLAY_THREADS,
+        max_replay_threads: int = MAX_REPLAY_THREADS,
     ) -> None:
         self._hf = hf_tokenizer
         self._stop = sorted(int(t) for t in stop_token_ids)
@@ -85,6 +106,10 @@ class GrammarCache:
         self.timeout_s = timeout_s
         self._threads = threads
         self._max_threads = max_threads
+        self.replay_timeout_s = replay_timeout_s
+        self._replay_threads = replay_threads
+        self._max_replay_threads = max_replay_threads
+        self._replay_pool: CompilePool | None = None
         self._lock = threading.RLock()  # a job cancelled under the lock runs _done inside it
         self._compiler: Any = None
         self._pool: CompilePool | None = None
@@ -125,6 +150,23 @@ class GrammarCache:
                 self._pool = CompilePool(self._threads, self._max_threads, self.timeout_s, self._timers)
             assert self._pool is not None
             return self._pool
+
+    @property
+    def replay_pool(self) -> CompilePool:
+        return self._replays()
+
+    def _replays(self) -> CompilePool:
+        """The replays' pool, started by the first replay. Its threads are named grammar-replay-N."""
+        with self._lock:
+            if self._replay_pool is None:
+                self._replay_pool = CompilePool(
+                    self._replay_threads,
+                    self._max_replay_threads,
+                    2 * REPLAY_MAX_WALL_S,
+                    self._timers,
+                    name="grammar-replay",
+                )
+            return self._replay_pool
 
     def _compile_now(self, so: StructuredOutput) -> Any:
         c = self._compiler
@@ -176,17 +218,19 @@ class GrammarCache:
         return waiter
 
     def state_async(self, so: StructuredOutput, replay: Sequence[int]) -> Future[GrammarState]:
-        """A future of a fresh GrammarState of `so` with `replay` (a resumed request's earlier output) fed to it: the
-        compile (compile_async, its timeout) and then the replay run on the compile pool, never on the caller's thread
-        nor the engine's. It fails with StructuredOutputError naming response_format when the compile fails or the
-        replay does (a token the grammar refuses, or past structured.REPLAY_MAX_S of CPU / REPLAY_MAX_WALL_S of wall
-        time), or when the whole has not ended `timeout_s` from now (a replay queued behind a busy pool: the queued
-        job is dropped). Cancelling it (the client left) cancels the compile's wait and a replay not yet started; a
-        replay under way runs on to its bounds and is dropped."""
+        """A future of a fresh GrammarState of `so` with `replay` (a resumed request's earlier output) fed to it, built
+        off the caller's thread and the engine's: the compile (compile_async, with its own `timeout_s`) on the compile
+        pool, then the replay on the replay pool (never queued behind compiles). It fails with StructuredOutputError
+        naming response_format when the compile fails or the replay does (a token the grammar refuses, or past
+        structured.REPLAY_MAX_S of CPU / REPLAY_MAX_WALL_S of wall time), or when the replay has not ended
+        `replay_timeout_s` after the compile did (queued behind other replays: the queued job is dropped); the
+        replay's time is never counted from the compile's start. Cancelling it (the client left) cancels the compile's
+        wait and a replay not yet started; a replay under way runs on to its bounds and is dropped."""
         out: Future[GrammarState] = Future()
         tokens = [int(t) for t in replay]
         compiled = self.compile_async(so)
-        job: list[Future[Any]] = []  # the replay's pool job, once submitted
+        jobs: list[Future[Any]] = []  # the replay's pool job, once submitted
+        timers: list[Timer] = []  # the replay's deadline, once submitted
 
         def replay_now(grammar: Any) -> GrammarState:
             try:
@@ -206,6 +250,15 @@ class GrammarCache:
             else:
                 _settle(out, result=j.result())
 
+        def expire() -> None:
+            _settle(
+                out,
+                StructuredOutputError(
+                    f"response_format: replaying the resumed output through the {so.kind} took longer than "
+                    f"{self.replay_timeout_s:g} s (it waited for other requests' replays)"
+                ),
+            )  # on_out then drops the replay if it has not started
+
         def on_compiled(c: Future[Any]) -> None:
             if out.done():  # cancelled (or settled) meanwhile
                 return
@@ -215,32 +268,30 @@ class GrammarCache:
             if c.exception() is not None:
                 _settle(out, c.exception())
                 return
+            grammar = c.result()
             try:
-                pool = self._ensure()
-            except StructuredOutputError as exc:
-                _settle(out, exc)
+                j = self._replays().submit(lambda: replay_now(grammar))
+            except Exception as exc:  # (e.g. no thread could start) a done-callback's error would be lost: settle
+                _settle(
+                    out,
+                    StructuredOutputError(
+                        f"response_format: the resumed output's replay could not start: {type(exc).__name__}: {str(exc)[:200]}"
+                    ),
+                )
                 return
-            j = pool.submit(lambda: replay_now(c.result()))
-            job.append(j)
+            jobs.append(j)
+            t = self._timers.call_later(self.replay_timeout_s, expire)  # counted from here, not from the compile
+            timers.append(t)
             j.add_done_callback(on_replayed)
-            if out.cancelled():  # cancelled while it was submitted: drop it if it has not started
+            if out.done():  # cancelled or settled while it was submitted: drop it if it has not started
+                t.cancel()
                 j.cancel()
 
-        def expire() -> None:
-            _settle(
-                out,
-                StructuredOutputError(
-                    f"response_format: compiling the {so.kind} and replaying the resumed output took longer than "
-                    f"{self.timeout_s:g} s"
-                ),
-            )
-
-        timer = self._timers.call_later(self.timeout_s, expire)
-
         def on_out(o: Future[Any]) -> None:
-            timer.cancel()
             compiled.cancel()  # (if still waited for) the cache forgets this waiter
-            for j in job:
+            for t in timers:
+                t.cancel()
+            for j in jobs:
                 j.cancel()  # only if still queued
 
         compiled.add_done_callback(on_compiled)

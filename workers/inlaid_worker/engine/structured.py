@@ -11,7 +11,7 @@ matcher; the mask allows EOS only where the grammar can end, and the request fin
 matcher has terminated. A resumed request (its last prompt tokens are its own earlier output) rebuilds the
 matcher by replaying those tokens into a fresh one, within REPLAY_MAX_S of CPU time and REPLAY_MAX_WALL_S of wall
 time: past either the request is refused (StructuredOutputError naming response_format: an AdmitError for that
-request alone, nothing queued). In the worker the replay runs off the engine thread, on the grammar compile pool
+request alone, nothing queued). In the worker the replay runs off the engine thread, on the grammar replay pool
 (GrammarCache.state_async, called by the servicer on Admit; the engine loop's admit_when_ready waits for it as it
 waits for a compile), and engine.add_request is handed the ready GrammarState, so no other request stalls while
 it runs; engine.add_request replays on its caller's thread only when it is handed none (direct engine use).
@@ -96,12 +96,12 @@ def require_xgrammar() -> Any:
 MAX_ROW_STEP_S = 0.02
 SLOW_STEPS = 3
 # a resumed request's replay of its earlier output through the matcher may take this much CPU time (the replaying
-# thread's: a compile-pool thread in the worker, see GrammarCache.state_async); a JSON schema replays at ~1 us a token
+# thread's: a replay-pool thread in the worker, see GrammarCache.state_async); a JSON schema replays at ~1 us a token
 # on the CPU (5,896 tokens in 4 ms), the regex `(a*)*b` took 0.31 s for 150 tokens, 0.9 s for 200 and 265 s for 800
 # before this bound
 REPLAY_MAX_S = 0.5
 # ... and this much wall time: the thread's CPU time leaves out the time it waits for the GIL while other threads hold
-# it (a replay of 0.88 s of CPU time took 5.97 s with two busy threads), and the request, and the compile-pool thread
+# it (a replay of 0.88 s of CPU time took 5.97 s with two busy threads), and the request, and the replay-pool thread
 # it holds, wait all the same
 REPLAY_MAX_WALL_S = 2.0
 # the clocks are read every REPLAY_CHECK_EVERY tokens (time.thread_time costs ~20% of a JSON token's accept), and after

@@ -99,19 +99,25 @@ def _tail(name: str) -> str:
 
 
 def _hub_blobs(real_root: Path) -> Path | None:
-    """`<repo>/blobs` when the (resolved) adapter directory is a Hugging Face hub cache snapshot,
-    `<repo>/snapshots/<rev>` next to a `<repo>/blobs` directory that is not itself a symlink; else None."""
-    if real_root.parent.name != "snapshots":
-        return None
-    blobs = real_root.parent.parent / "blobs"
-    return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+    """`<repo>/blobs` when the (resolved) adapter directory is a Hugging Face hub cache snapshot or a folder in one
+    (`<repo>/snapshots/<rev>` or `<repo>/snapshots/<rev>/<sub>/...`, the layout of a repo holding several adapters)
+    next to a `<repo>/blobs` directory that is not itself a symlink; else None. The first ancestor whose parent is
+    named `snapshots` decides."""
+    for p in (real_root, *real_root.parents):
+        if p.parent == p:  # the filesystem root
+            return None
+        if p.parent.name == "snapshots":
+            blobs = p.parent.parent / "blobs"
+            return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+    return None
 
 
 def _contained(root: Path, file: Path) -> Path:
     """`file` (a path in the adapter directory `root`) resolved through its symlinks: the path to open (opening `file`
     itself would follow its links again, which may have changed since this check). Refused when it resolves outside
-    `root`, except in a Hugging Face hub cache snapshot (`root` is `<repo>/snapshots/<rev>`, see _hub_blobs), whose
-    files link to `../../blobs/<sha>`: there a link resolving to a regular file directly in `<repo>/blobs` is read."""
+    `root`, except in a Hugging Face hub cache snapshot (`root` is `<repo>/snapshots/<rev>` or a folder in it, see
+    _hub_blobs), whose files link to `../../blobs/<sha>` (`../../../blobs/<sha>` from a subfolder): there a link
+    resolving to a regular file directly in `<repo>/blobs` is read."""
     try:
         real, real_root = file.resolve(strict=True), root.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # a dangling link or a loop

@@ -10,7 +10,7 @@ A request whose grammar (structured outputs) still compiles is admitted by `admi
 session at once (an abort or the session's end cancels its wait; a half-closed session waits for it) and enters the
 engine when the compile is done, or gets an AdmitError with the compile's error. A resumed structured request waits
 the same way for its GrammarState (GrammarCache.state_async: compiled, then its earlier output replayed on the
-compile pool), which the loop hands to engine.add_request: the loop thread never replays, and a replay refused
+replay pool), which the loop hands to engine.add_request: the loop thread never replays, and a replay refused
 (too slow, or a token the grammar refuses) is that request's AdmitError alone. Nothing blocks meanwhile. Such
 requests count in the published state's `waiting` (WorkerState.waiting on the Session stream and in GetInfo, and the
 metrics' waiting gauge) with the engine's own waiting sequences: load the worker has taken on and not yet started.
@@ -114,7 +114,7 @@ class EngineLoop:
         resumed_output_tokens: int = 0,
     ) -> None:
         """Queues a request for the engine. A resumed structured one goes through admit_when_ready with its
-        GrammarState replayed on the compile pool (GrammarCache.state_async): the loop thread never replays."""
+        GrammarState replayed on the replay pool (GrammarCache.state_async): the loop thread never replays."""
         k = resumed_output_tokens
         if sampling.structured is not None and 0 < k < len(prompt):
             state = self.engine.grammars.state_async(sampling.structured, prompt[len(prompt) - k :])

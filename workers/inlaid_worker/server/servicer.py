@@ -2,8 +2,8 @@
 
 Session semantics: each Admit is validated on the stream's reader thread and queued to the engine loop (an Admit
 whose grammar is not compiled yet waits for it in the engine loop, so the reader goes on to the next message; a
-resumed structured Admit waits likewise for its earlier output to be replayed through the grammar on the compile
-pool, GrammarCache.state_async, never on the engine thread); the
+resumed structured Admit waits likewise for its earlier output to be replayed through the grammar on the
+grammar cache's replay pool, GrammarCache.state_async, never on the engine thread); the
 response stream carries TokenDeltas (the last one has a finish reason), RequestErrors and WorkerStates. If
 the call is cancelled (client gone, deadline), every request admitted on it is aborted and its KV blocks are
 freed. If the client only half-closes (stops sending), its requests run to the end, then the stream ends.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 import grpc
@@ -68,10 +68,24 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             max_tokens = self.engine.max_new_tokens(len(ids), request.sampling.max_tokens)
             # a response_format is compiled here (cached for the Admit), so a bad one is refused up front
             sampling = sampling_from_proto(request.sampling, max_tokens, self.engine.tokenizer.vocab_size)
-            self.engine.grammars.bind(sampling)
+            if sampling.structured is not None and sampling.structured.compiled is None:
+                self._await_compile(sampling.structured, context)
         except (PromptError, RequestError, SamplingError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
+
+    def _await_compile(self, so: Any, context: grpc.ServicerContext) -> None:
+        """Waits for `so`'s compile (GrammarCache.compile_async; a StructuredOutputError on a bad spec or a timeout).
+        gRPC does not interrupt a handler whose call ends: when the client leaves (the gateway cancels the call), the
+        call's callback cancels the wait, so the compile loses this waiter (dropped if nobody else waits and it has
+        not started) and this thread is freed at once; the call then ends CANCELLED."""
+        grammar = self.engine.grammars.compile_async(so)
+        if not context.add_callback(grammar.cancel):  # the call has ended already
+            grammar.cancel()
+        try:
+            grammar.result()
+        except CancelledError:
+            context.abort(grpc.StatusCode.CANCELLED, "Prepare cancelled: the client left while its grammar compiled")
 
     def _encode(
         self, request: Any, add_generation_prompt: bool = True, add_special_tokens: bool | None = None
@@ -169,7 +183,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             resumed = a.resumed_output_tokens if a.HasField("resumed_output_tokens") else 0
             grammar: Future[Any] | None = None
             if sampling.structured is not None and 0 < resumed < len(ids):
-                # compiled, then the earlier output replayed into a fresh matcher, on the compile pool: never on the
+                # compiled, then the earlier output replayed into a fresh matcher, on the replay pool: never on the
                 # engine thread (a slow replay would stall every request); the loop hands the ready state to the engine
                 grammar = self.engine.grammars.state_async(sampling.structured, ids[len(ids) - resumed :])
             elif sampling.structured is not None:  # compiled off this thread and the engine's (Prepare cached it)

@@ -25,6 +25,7 @@ from inlaid_worker.engine.structured import (
     StructuredOutputError,
     constrained_rows,
 )
+from waiting import until
 
 pytest.importorskip("xgrammar")
 
@@ -246,13 +247,13 @@ def test_a_resumed_request_rebuilds_its_matcher_from_its_earlier_tokens(engine: 
     assert not engine.has_work
 
 
-def test_a_resumed_state_built_on_the_compile_pool_is_handed_to_add_request(
+def test_a_resumed_state_built_off_the_engine_thread_is_handed_to_add_request(
     engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """GrammarCache.state_async compiles and replays on the compile pool (the worker's path, so its engine thread never
-    replays); add_request takes the ready state and the run continues as if it had replayed itself. A state that does
-    not fit the request (other replay length, no response_format, another grammar) is refused, nothing queued; a
-    replay the grammar refuses fails the future with an error naming response_format."""
+    """GrammarCache.state_async compiles on the compile pool and replays on the replay pool (the worker's path, so its
+    engine thread never replays); add_request takes the ready state and the run continues as if it had replayed itself.
+    A state that does not fit the request (other replay length, no response_format, another grammar) is refused,
+    nothing queued; a replay the grammar refuses fails the future with an error naming response_format."""
     import threading
 
     from inlaid_worker.engine.grammar_cache import bound
@@ -270,7 +271,7 @@ def test_a_resumed_state_built_on_the_compile_pool_is_handed_to_add_request(
 
     monkeypatch.setattr(GrammarState, "_replay", replay)
     state = engine.grammars.state_async(JSON_SCHEMA, full[:k]).result(timeout=10)
-    assert state.replayed == k and threads == [threads[0]] and threads[0].startswith("grammar-")
+    assert state.replayed == k and threads == [threads[0]] and threads[0].startswith("grammar-replay-")
     for bad_k, params in ((k - 1, rest), (k, SamplingParams(max_tokens=4))):
         with pytest.raises(ValueError, match="a grammar state that replayed 20 tokens was handed"):
             engine.add_request("mismatch", ids + full[:k], params, resumed_output_tokens=bad_k, grammar=state)
@@ -289,11 +290,13 @@ def test_a_resumed_state_built_on_the_compile_pool_is_handed_to_add_request(
 def test_a_replay_queued_behind_a_busy_pool_times_out_and_is_dropped(
     engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """state_async's future fails (naming response_format) once `timeout_s` has passed, also while its replay waits
-    for a pool thread; that queued replay is then dropped, never run."""
+    """state_async's future fails (naming response_format) once `replay_timeout_s` has passed since its compile, also
+    while its replay waits for a replay thread; that queued replay is then dropped, never run."""
     import threading
 
-    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.3, threads=1, max_threads=1)
+    cache = GrammarCache(
+        engine.tokenizer.hf, engine.eos_token_ids, replay_timeout_s=0.3, replay_threads=1, max_replay_threads=1
+    )
     so = StructuredOutput("regex", "a*b")
     cache.compile(so)
     a = engine.tokenizer.hf.convert_tokens_to_ids("a")
@@ -308,11 +311,145 @@ def test_a_replay_queued_behind_a_busy_pool_times_out_and_is_dropped(
     monkeypatch.setattr(GrammarState, "_replay", held)
     first, second = cache.state_async(so, [a] * 3), cache.state_async(so, [a] * 4)
     for f in (first, second):
-        with pytest.raises(StructuredOutputError, match=r"response_format: compiling the regex and replaying .*0\.3 s"):
+        with pytest.raises(StructuredOutputError, match=r"response_format: replaying .* through the regex .*0\.3 s"):
             f.result(timeout=5)
     release.set()
     cache.state_async(so, [a] * 5).result(timeout=5)  # the pool goes on: the queued one was dropped
     assert ran == [3, 5]
+
+
+def _gated_compiles(
+    cache: GrammarCache, monkeypatch: pytest.MonkeyPatch, prefix: str = "slow"
+) -> tuple[Any, list[str]]:
+    """Compiles of specs starting with `prefix` wait until the returned event is set (at most 5 s); the list names
+    the specs whose compile has started."""
+    import threading
+
+    gate, real, started = threading.Event(), cache._compile_now, []
+
+    def compile_now(so: StructuredOutput) -> Any:
+        started.append(so.spec)
+        if so.spec.startswith(prefix):
+            gate.wait(5.0)
+        return real(so)
+
+    monkeypatch.setattr(cache, "_compile_now", compile_now)
+    return gate, started
+
+
+def test_a_cached_grammar_replays_at_once_while_compiles_hold_the_compile_pool(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replays run on a pool of their own: a resumed request whose grammar is cached replays at once even while slow
+    compiles of other specs hold every compile thread (on one shared pool it waited behind them and was refused)."""
+    import threading
+    import time
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=1.0, threads=2, max_threads=8)
+    so = StructuredOutput("regex", "a*b")
+    cache.compile(so)
+    gate, started = _gated_compiles(cache, monkeypatch)
+    real, threads = GrammarState._replay, []
+
+    def replay(state: GrammarState, earlier: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(state, earlier)
+
+    monkeypatch.setattr(GrammarState, "_replay", replay)
+    try:
+        slow = [cache.compile_async(StructuredOutput("regex", f"slow{i}")) for i in range(4)]
+        assert until(lambda: len(started) == 2)  # both compile threads are held, two more compiles queued
+        a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+        t0 = time.perf_counter()
+        state = cache.state_async(so, [a] * 3).result(timeout=5)
+        assert state.replayed == 3 and time.perf_counter() - t0 < 0.5
+        assert threads == [threads[0]] and threads[0].startswith("grammar-replay-")
+        assert not any(f.done() for f in slow)
+    finally:
+        gate.set()
+
+
+def test_a_burst_of_replays_does_not_delay_fresh_compiles(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slow (in-bound) replays hold the replay threads; a fresh request's compile still runs at once on the compile
+    pool (on one shared pool it queued behind them and timed out, refused as INVALID_ARGUMENT)."""
+    import time
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=1.0)
+    so = StructuredOutput("regex", "a*b")
+    cache.compile(so)
+    real = GrammarState._replay
+
+    def slow_replay(state: GrammarState, earlier: Any) -> None:  # stands for a replay near REPLAY_MAX_WALL_S
+        time.sleep(0.3)
+        real(state, earlier)
+
+    monkeypatch.setattr(GrammarState, "_replay", slow_replay)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    replays = [cache.state_async(so, [a] * 2) for _ in range(8)]  # 8 x 0.3 s on 2 threads: 1.2 s of queue
+    t0 = time.perf_counter()
+    assert cache.compile_async(StructuredOutput("regex", "fresh[0-9]")).result(timeout=5) is not None
+    assert time.perf_counter() - t0 < 0.8
+    assert all(r.result(timeout=5).replayed == 2 for r in replays)  # within replay_timeout_s, queued or not
+
+
+def test_a_replay_is_not_charged_the_time_its_compile_took(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compile keeps its own `timeout_s` and the replay its own `replay_timeout_s`, counted from the compile's end:
+    a compile that took most of its timeout leaves the replay its whole time (once the sum was bounded by timeout_s)."""
+    import time
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.5, replay_timeout_s=0.5)
+    real = GrammarState._replay
+
+    def slow_replay(state: GrammarState, earlier: Any) -> None:
+        time.sleep(0.25)
+        real(state, earlier)
+
+    monkeypatch.setattr(GrammarState, "_replay", slow_replay)
+    gate, _ = _gated_compiles(cache, monkeypatch, prefix="a")
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    out = cache.state_async(StructuredOutput("regex", "a*b"), [a] * 3)
+    time.sleep(0.35)  # the compile takes 0.35 s of its 0.5 s
+    gate.set()
+    assert out.result(timeout=5).replayed == 3
+
+
+def test_a_replay_whose_future_ended_as_it_was_submitted_never_runs(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state_async's future ended (settled or cancelled by another path) between on_compiled's first check and the
+    replay's submit: the queued replay is dropped at once, never run for nobody."""
+    import threading
+    import time
+
+    from inlaid_worker.engine.compile_pool import CompilePool
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, replay_threads=1, max_replay_threads=1)
+    so = StructuredOutput("regex", "a*b")
+    gate, _ = _gated_compiles(cache, monkeypatch, prefix="a")
+    ran: list[int] = []
+    real_replay = GrammarState._replay
+    monkeypatch.setattr(GrammarState, "_replay", lambda s, r: (ran.append(len(r)), real_replay(s, r)))
+    busy, futures = threading.Event(), []
+    real_replays = cache._replays
+
+    def replays() -> CompilePool:  # the future ends just before the replay is submitted (behind a busy thread)
+        futures[0].set_exception(StructuredOutputError("response_format: ended elsewhere"))
+        pool = real_replays()
+        pool.submit(lambda: busy.wait(5.0))
+        return pool
+
+    monkeypatch.setattr(cache, "_replays", replays)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    futures.append(cache.state_async(so, [a] * 3))
+    gate.set()
+    with pytest.raises(StructuredOutputError, match="ended elsewhere"):
+        futures[0].result(timeout=5)
+    assert until(lambda: cache._replay_pool is not None)
+    busy.set()
+    time.sleep(0.3)
+    assert ran == []
+    monkeypatch.setattr(cache, "_replays", real_replays)
+    assert cache.state_async(so, [a] * 4).result(timeout=5).replayed == 4 and ran == [4]
 
 
 @pytest.mark.parametrize(
@@ -398,7 +535,7 @@ def test_a_resumed_replay_too_slow_for_its_grammar_is_refused(
     engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resumed request replays its earlier output through the matcher (here on the caller's thread, as
-    engine.add_request does when handed no GrammarState; the worker replays on the compile pool): with `(a*)*b` the cost
+    engine.add_request does when handed no GrammarState; the worker replays on the replay pool): with `(a*)*b` the cost
     grows with the output (0.9 s of CPU for 200 tokens, 265 s for 800), so past REPLAY_MAX_S the request is refused
     (nothing queued) rather than stalling the worker; a grammar that replays fast is untouched by the bound."""
     import time

@@ -188,6 +188,39 @@ def test_a_hugging_face_cache_snapshot_loads_from_its_blobs(base, tmp_path):
         load_adapter(other, config)
 
 
+def _hub_subfolder(adapter_dir, cache, sub):
+    """The adapter in a subfolder `sub` of a hub cache snapshot (a repo holding several adapters):
+    `<repo>/snapshots/<rev>/<sub>/<name>` links to `../../../blobs/<sha>` (one `..` more per level)."""
+    repo = cache / "models--org--adapters"
+    (repo / "blobs").mkdir(parents=True)
+    d = repo / "snapshots" / "0123abcd" / sub
+    d.mkdir(parents=True)
+    up = "../" * (2 + len(sub.split("/")))
+    for i, name in enumerate(("adapter_config.json", "adapter_model.safetensors")):
+        sha = f"{i:02d}" + "cd" * 19
+        shutil.copyfile(adapter_dir / name, repo / "blobs" / sha)
+        (d / name).symlink_to(f"{up}blobs/{sha}")
+    return d
+
+
+@pytest.mark.parametrize("sub", ["task-a", "tasks/task-b"])
+def test_an_adapter_in_a_subfolder_of_a_hub_snapshot_loads(base, tmp_path, sub):
+    _, adapter_dir, config = base
+    d = _hub_subfolder(adapter_dir, tmp_path / "hub", sub)
+    assert load_adapter(d, config).scale == 2.0
+    # from a link to the subfolder too (the resolved directory decides)
+    (tmp_path / "link").symlink_to(d)
+    assert load_adapter(tmp_path / "link", config).scale == 2.0
+
+
+def test_a_hub_snapshot_subfolder_whose_blobs_is_a_symlink_is_refused(base, tmp_path):
+    _, adapter_dir, config = base
+    d = _hub_subfolder(adapter_dir, tmp_path / "hub", "task-a")
+    _blobs_a_symlink_elsewhere(d.parent, tmp_path)
+    with pytest.raises(AdapterError, match="adapter_config.json is a symlink to .*, outside the adapter directory"):
+        load_adapter(d, config)
+
+
 def _escape_via_dotdot(snap, tmp_path):
     """A link that names blobs but climbs out of it with `..` to a file beside the cache."""
     outside = tmp_path / "outside.safetensors"

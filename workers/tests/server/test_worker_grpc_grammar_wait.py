@@ -218,6 +218,35 @@ def test_requests_waiting_for_their_grammar_count_in_worker_state_waiting(worker
     assert live.finished(5.0) is None
 
 
+def test_a_prepare_cancelled_while_its_grammar_compiles_stops_waiting(
+    worker: Worker, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC does not interrupt a handler whose call was cancelled (the gateway cancels a Prepare whose client left):
+    the call's callback cancels Prepare's wait, so the compile loses its waiter and the handler's thread returns at
+    once (not when the compile ends or times out)."""
+    from inlaid_worker.server.servicer import WorkerServicer
+
+    cache, so = worker.engine.grammars, StructuredOutput("regex", SLOW + "p")
+    real, returned = WorkerServicer._await_compile, threading.Event()
+
+    def await_compile(self: Any, *args: Any) -> None:
+        try:
+            real(self, *args)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(WorkerServicer, "_await_compile", await_compile)
+    request = worker_pb2.PrepareRequest(model="", prompt="Hello", sampling=common_pb2.SamplingParams(regex=so.spec))
+    call = worker.stub.Prepare.future(request, timeout=15)
+    assert until(lambda: cache.waiting(so) == 1)
+    call.cancel()  # what the gateway's WorkerConnection.prepare does when its client leaves
+    assert until(lambda: cache.waiting(so) == 0, timeout_s=2.0) and returned.wait(2.0)
+    assert not gate.is_set() and call.cancelled()
+    gate.set()  # the compile still ends and is cached (nobody waits for it)
+    assert until(lambda: so in cache)
+    assert worker.stub.Prepare(request).max_tokens > 0
+
+
 def _resumed_admit(rid: str, ids: list[int], earlier: list[int], **sampling: Any) -> worker_pb2.ControlMessage:
     """An Admit whose prompt ends with `earlier`, its own output from an earlier run (a gateway-side resume)."""
     admit = worker_pb2.Admit(
@@ -230,7 +259,7 @@ def _resumed_admit(rid: str, ids: list[int], earlier: list[int], **sampling: Any
 
 
 def test_a_resumed_replay_runs_off_the_engine_thread(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A resumed structured Admit replays its earlier output through the grammar on the compile pool
+    """A resumed structured Admit replays its earlier output through the grammar on the replay pool
     (GrammarCache.state_async), never on the engine thread: while a replay is held until the engine has stepped a
     neighbour on (without the move it would wait in vain: the engine thread itself replays), the neighbour streams;
     then the resumed request continues from the replayed state (at most 3 more a's after its 5)."""
@@ -252,7 +281,7 @@ def test_a_resumed_replay_runs_off_the_engine_thread(worker: Worker, monkeypatch
     assert first.WhichOneof("kind") == "delta" and first.delta.request_id == "plain"
     live.sent.put(_resumed_admit("resumed", ids, [a] * 5, max_tokens=20, regex="a{0,8}b"))
     done = dict(d for d in (live.finished(10.0) for _ in range(2)) if d is not None)
-    assert seen["thread"].startswith("grammar-") and seen["stepped"], seen
+    assert seen["thread"].startswith("grammar-replay-") and seen["stepped"], seen
     assert set(done) == {"plain", "resumed"}, done
     assert done["resumed"].finish_reason == FINISH.FINISH_REASON_STOP
     assert re.fullmatch("a{0,3}b", live.text["resumed"]), live.text["resumed"]
@@ -264,7 +293,7 @@ def test_a_resumed_replay_runs_off_the_engine_thread(worker: Worker, monkeypatch
 def test_a_request_aborted_during_its_replay_never_reaches_the_engine(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An abort while a resumed request's replay runs on the compile pool answers ABORT at once; the replay ends on
+    """An abort while a resumed request's replay runs on the replay pool answers ABORT at once; the replay ends on
     its own and its state is dropped. A refused replay (a token the grammar refuses) is that request's error alone."""
     engine, loop, ids = worker.engine, worker.running.loop, prompt(worker)
     a = engine.tokenizer.hf.convert_tokens_to_ids("a")
@@ -304,7 +333,7 @@ def test_engine_loop_admit_replays_a_resumed_request_off_its_thread(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """EngineLoop.admit itself sends a resumed structured request through state_async (not only the servicer does):
-    the replay runs on a compile-pool thread and the request then runs from the replayed state."""
+    the replay runs on a replay-pool thread and the request then runs from the replayed state."""
     from inlaid_worker.engine.sampling_params import SamplingParams
     from inlaid_worker.server.engine_loop import RequestOutput
 
@@ -327,5 +356,5 @@ def test_engine_loop_admit_replays_a_resumed_request_off_its_thread(
         if isinstance(ev, RequestOutput):
             outs.append(ev)
     loop.close_session(sid, abort=False)
-    assert len(threads) == 1 and threads[0].startswith("grammar-"), threads
+    assert len(threads) == 1 and threads[0].startswith("grammar-replay-"), threads
     assert re.fullmatch("a{0,3}b", "".join(o.text for o in outs)), outs

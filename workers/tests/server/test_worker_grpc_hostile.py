@@ -276,7 +276,7 @@ def test_weights_digest_timeout_is_deadline_exceeded(model, monkeypatch):
 
 
 def test_resumed_admit_whose_grammar_replay_is_too_slow_is_refused(model, monkeypatch):
-    """A resumed Admit replays its earlier output through its grammar (on the compile pool); one that runs past
+    """A resumed Admit replays its earlier output through its grammar (on the replay pool); one that runs past
     REPLAY_MAX_S (the regex `(a*)*b`, 300 tokens: ~6 s unbounded) answers a RequestError naming response_format, and
     the request streaming next to it goes on."""
     from inlaid_worker.engine import structured
