@@ -106,7 +106,11 @@ class CompilePool:
         with self._cv:
             self._queue.append(job)
             if self.live < self.threads and len(self._workers) < self.max_threads:
-                self._spawn()
+                try:
+                    self._spawn()
+                except BaseException:  # no thread could start: the job is not left queued for nobody
+                    self._queue.remove(job)
+                    raise
             self._cv.notify()
         return job.future
 
@@ -132,7 +136,11 @@ class CompilePool:
         worker = _Worker()
         self._workers.add(worker)
         name = f"{self._name}-{next(self._ids)}"
-        threading.Thread(target=self._work, args=(worker,), name=name, daemon=True).start()
+        try:
+            threading.Thread(target=self._work, args=(worker,), name=name, daemon=True).start()
+        except BaseException:  # (e.g. no more threads): not counted as a live worker
+            self._workers.discard(worker)
+            raise
 
     def _work(self, worker: _Worker) -> None:
         while True:

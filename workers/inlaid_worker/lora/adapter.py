@@ -101,14 +101,15 @@ def _tail(name: str) -> str:
 def _hub_blobs(real_root: Path) -> Path | None:
     """`<repo>/blobs` when the (resolved) adapter directory is a Hugging Face hub cache snapshot or a folder in one
     (`<repo>/snapshots/<rev>` or `<repo>/snapshots/<rev>/<sub>/...`, the layout of a repo holding several adapters)
-    next to a `<repo>/blobs` directory that is not itself a symlink; else None. The first ancestor whose parent is
-    named `snapshots` decides."""
+    next to a `<repo>/blobs` directory that is not itself a symlink; else None. The nearest such ancestor with a real
+    `blobs` decides (a repo may itself hold a folder named `snapshots`: the walk goes on above it)."""
     for p in (real_root, *real_root.parents):
         if p.parent == p:  # the filesystem root
             return None
         if p.parent.name == "snapshots":
             blobs = p.parent.parent / "blobs"
-            return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+            if blobs.is_dir() and not blobs.is_symlink():
+                return blobs
     return None
 
 

@@ -85,6 +85,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         try:
             grammar.result()
         except CancelledError:
+            left = context.time_remaining()
+            if left is not None and left <= 0:  # the call's deadline ended it, not the client
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Prepare: the deadline passed while its grammar compiled")
             context.abort(grpc.StatusCode.CANCELLED, "Prepare cancelled: the client left while its grammar compiled")
 
     def _encode(

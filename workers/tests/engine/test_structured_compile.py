@@ -170,3 +170,20 @@ def test_sampled_length_bounded_strings_parse_as_json(engine: LLMEngine) -> None
         assert outs[-1].finish_reason is FinishReason.STOP, rid
         value = json.loads(text(outs))  # strict: a raw control character would raise
         assert 1 <= len(value["s"]) <= 6, value
+
+
+def test_a_job_whose_thread_cannot_start_is_not_left_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CompilePool.submit when no thread can start: the error reaches the caller, and neither the job (which would run
+    later for nobody) nor a phantom worker stays behind; the next submit works."""
+    pool = CompilePool(1, 2, 5.0, Timers())
+    real = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="start new thread"):
+        pool.submit(lambda: 1)
+    assert not pool._queue and pool.size == 0
+    monkeypatch.setattr(threading.Thread, "start", real)
+    assert pool.submit(lambda: 2).result(timeout=5) == 2

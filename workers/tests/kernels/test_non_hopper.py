@@ -206,6 +206,8 @@ def test_a_tcsx_call_with_operand_ordered_x_is_refused_off_hopper(monkeypatch: p
     caps.sm_major.cache_clear()
     xp = SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0), shape=(32, 4096))
     cfg = QMMConfig(32, 128, 128, 1, 4, 4, kind="tcsx")
-    with pytest.raises(ValueError, match="sm_90"):
-        launch_tcsx_kind(None, None, cfg, None, xp=xp)  # type: ignore[arg-type]
-    caps.sm_major.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="sm_90"):
+            launch_tcsx_kind(None, None, cfg, None, xp=xp)  # type: ignore[arg-type]
+    finally:
+        caps.sm_major.cache_clear()  # the fake capability must not stay cached for later GPU tests

@@ -203,7 +203,7 @@ def _hub_subfolder(adapter_dir, cache, sub):
     return d
 
 
-@pytest.mark.parametrize("sub", ["task-a", "tasks/task-b"])
+@pytest.mark.parametrize("sub", ["task-a", "tasks/task-b", "snapshots/step-100"])  # the last: a repo folder named snapshots
 def test_an_adapter_in_a_subfolder_of_a_hub_snapshot_loads(base, tmp_path, sub):
     _, adapter_dir, config = base
     d = _hub_subfolder(adapter_dir, tmp_path / "hub", sub)
