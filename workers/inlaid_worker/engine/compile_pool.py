@@ -108,9 +108,12 @@ class CompilePool:
             if self.live < self.threads and len(self._workers) < self.max_threads:
                 try:
                     self._spawn()
-                except BaseException:  # no thread could start: the job is not left queued for nobody
-                    self._queue.remove(job)
-                    raise
+                except Exception:
+                    if self.live == 0:  # no thread could start and none runs: not left queued for nobody
+                        self._queue.remove(job)
+                        raise
+                    log.warning("compile pool %s: a thread could not start; %d live run the queue", self._name,
+                                self.live)  # fmt: skip
             self._cv.notify()
         return job.future
 
@@ -138,7 +141,7 @@ class CompilePool:
         name = f"{self._name}-{next(self._ids)}"
         try:
             threading.Thread(target=self._work, args=(worker,), name=name, daemon=True).start()
-        except BaseException:  # (e.g. no more threads): not counted as a live worker
+        except Exception:  # (e.g. no more threads): not counted as a live worker
             self._workers.discard(worker)
             raise
 

@@ -201,7 +201,8 @@ class LLMEngine(AsyncPipeline):
         replay pool (GrammarCache.state_async: the worker's servicer always hands one for a resumed structured
         request, so its engine thread never replays); it must be fresh, of sampling.structured's compiled grammar and
         have replayed exactly the resumed tokens. Without it, a structured request's matcher is built here, and a
-        resumed one replays its earlier output here, on the caller's thread (bounded: structured.REPLAY_MAX_S).
+        resumed one replays its earlier output here, on the caller's thread (bounded: structured.REPLAY_MAX_S of CPU,
+        REPLAY_MAX_WALL_S of wall time).
         """
         entry = self.adapters.resolve(model)
         if request_id in self._seqs:
@@ -240,7 +241,7 @@ class LLMEngine(AsyncPipeline):
             if sampling.structured.compiled is not None and grammar.compiled is not sampling.structured.compiled:
                 raise RequestError(f"request {request_id!r}: the grammar state is not of its response_format")
             seq.grammar = grammar
-        elif sampling.structured is not None:  # compiled already by the servicer (bind); a resumed run replays here
+        elif sampling.structured is not None:  # compiled already (servicer: compile_async); a resumed run replays here
             compiled = self.grammars.compile(sampling.structured)
             replay = prompt_token_ids[len(prompt_token_ids) - resumed_output_tokens :] if resumed_output_tokens else []
             seq.grammar = GrammarState(compiled, replay)

@@ -151,10 +151,6 @@ class GrammarCache:
             assert self._pool is not None
             return self._pool
 
-    @property
-    def replay_pool(self) -> CompilePool:
-        return self._replays()
-
     def _replays(self) -> CompilePool:
         """The replays' pool, started by the first replay. Its threads are named grammar-replay-N."""
         with self._lock:
@@ -208,7 +204,12 @@ class GrammarCache:
             if inflight is None:  # one compile per spec at a time; later askers wait on the same one
                 self.misses += 1
                 inflight = self._inflight[key] = _Inflight({waiter})
-                inflight.job = pool.submit(lambda: self._compile_now(so))
+                try:
+                    inflight.job = pool.submit(lambda: self._compile_now(so))
+                except Exception as exc:  # no thread could start: no entry left that later askers would wait on
+                    del self._inflight[key]
+                    waiter.set_exception(StructuredOutputError(f"response_format: the compile could not start: {exc}"))
+                    return waiter
                 inflight.job.add_done_callback(lambda job: self._done(key, so.kind, job))
             else:
                 inflight.waiters.add(waiter)
@@ -344,13 +345,6 @@ class GrammarCache:
         while self._bytes > self._max_bytes and self._cache:
             _, old = self._cache.popitem(last=False)
             self._bytes -= old.nbytes
-
-    def bind(self, sampling: SamplingParams) -> SamplingParams:
-        """`sampling` with its grammar compiled (the same object when it asks for no structure)."""
-        so = sampling.structured
-        if so is None or so.compiled is not None:
-            return sampling
-        return bound(sampling, self.compile(so))
 
     def __len__(self) -> int:
         return len(self._cache)

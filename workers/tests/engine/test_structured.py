@@ -600,3 +600,27 @@ def test_a_resumed_replay_is_bounded_in_wall_time_too(engine: LLMEngine, monkeyp
     monkeypatch.setattr(structured, "time", clocks)
     state = GrammarState(compiled, [a] * (2 * every))
     assert clocks.reads == 2 and not state.matcher.is_terminated()
+
+
+
+def test_a_compile_that_cannot_start_leaves_no_entry_behind(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GrammarCache.compile_async when the pool cannot start a thread and none runs: that request fails naming
+    response_format, and the spec is not left in flight (later askers would wait on a compile that never runs)."""
+    import threading
+
+    from inlaid_worker.engine.compile_pool import CompilePool
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=5.0)
+    assert cache.pool.size == 0  # the compiler and its (empty) pool exist
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    so = StructuredOutput("regex", "ab")
+    with monkeypatch.context() as m:
+        m.setattr(threading.Thread, "start", refuse)
+        m.setattr(CompilePool, "live", property(lambda self: 0))  # no thread runs
+        with pytest.raises(StructuredOutputError, match="response_format: the compile could not start"):
+            cache.compile_async(so).result(timeout=5)
+    assert so.key not in cache._inflight
+    assert cache.compile_async(so).result(timeout=30) is not None  # asked again once threads start: compiled

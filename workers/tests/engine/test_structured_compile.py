@@ -187,3 +187,17 @@ def test_a_job_whose_thread_cannot_start_is_not_left_queued(monkeypatch: pytest.
     assert not pool._queue and pool.size == 0
     monkeypatch.setattr(threading.Thread, "start", real)
     assert pool.submit(lambda: 2).result(timeout=5) == 2
+
+
+def test_a_thread_that_cannot_start_beside_a_live_one_leaves_the_job_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = CompilePool(2, 2, 5.0, Timers())
+    assert pool.submit(lambda: 1).result(timeout=5) == 1  # one live worker
+    real = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    fut = pool.submit(lambda: 2)  # a second thread is wanted and cannot start: the live one runs the job
+    monkeypatch.setattr(threading.Thread, "start", real)
+    assert fut.result(timeout=5) == 2 and pool.size == 1

@@ -165,5 +165,5 @@ def test_a_bad_graph_input_mode_stops_the_worker_at_start(monkeypatch: pytest.Mo
     check_gpu_env()
     for raw in ("4", "two"):
         monkeypatch.setenv("INLAID_GRAPH_INPUT", raw)
-        with pytest.raises(ConfigError, match="INLAID_GRAPH_INPUT|graph input"):
+        with pytest.raises(ConfigError, match="INLAID_GRAPH_INPUT"):
             check_gpu_env()

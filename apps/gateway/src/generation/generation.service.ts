@@ -83,7 +83,7 @@ export class GenerationService {
       return this.running(id, input, ticket, promptTokens, timeline);
     } catch (err) {
       const error = fromWorkerError(err, input.model);
-      if (signal?.aborted) this.record(timeline.close('aborted', new Date(), 'abort', 'client disconnected while queued'));
+      if (signal?.aborted) this.record(timeline.close('aborted', new Date(), 'abort', 'client disconnected while prepared or queued'));
       else this.record(timeline.close('rejected', new Date(), null, error.message));
       throw error;
     }
