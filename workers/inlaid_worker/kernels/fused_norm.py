@@ -88,7 +88,7 @@ def _add_rms_norm_kernel(
     inv = 1.0 / tl.sqrt(tl.sum(h32 * h32, axis=0) / n + eps)
     normed = (h32 * inv).to(x.dtype).to(tl.float32)
     gdc_late(USE_GDC)
-    if OPERAND:  # the consumer's operand K order (module docstring; n % 128 == 0: a column stays in its tile)
+    if OPERAND:  # the consumer's operand K order (operand_col; n % 128 == 0: a column stays in its tile)
         dst = operand_col(offs)
     else:
         dst = offs
@@ -101,7 +101,7 @@ def add_rms_norm(
 ) -> torch.Tensor:
     """x [T, n] -> RMSNorm(residual + x) [T, n]; residual (if given) is updated in place to residual + x. clear
     (fp32 [T, C], row-major): zeroed (module docstring). operand (n a multiple of 128): the result in the wgmma
-    operand's K order, = quant_tcl.permute_x(RMSNorm(...), None) bit for bit (module docstring)."""
+    operand's K order, = quant_tcl.permute_x(RMSNorm(...), None) bit for bit (operand_col)."""
     if x.dim() != 2 or weight.shape != (x.shape[1],) or x.stride(1) != 1:
         raise ValueError(f"add_rms_norm: x {tuple(x.shape)} (row-major 2-D) and weight {tuple(weight.shape)}")
     if operand and x.shape[1] % 128:

@@ -32,8 +32,8 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   (device_caps.need_sm90);
 - "tcsx", "tcsx2" (quant_tcsx, Gluon, session 17): quant_tcs's ACC_SCALE K loop ("2": tcs2a's half-tile PIPE) with x
   streamed through the TMA word ring a K tile at a time from an operand-ordered copy of x (a pre-pass inside the
-  call), so shared memory is only the ring and splits of 1-2 fit; 4-bit, M = 17..128 in the tuner (buckets 32 / 64 /
-  128, quant_matmul_config.TCSX_PLANS), quant_tc "tc" under the interpreter;
+  call), so shared memory is only the ring and splits of 1-2 fit; 4-bit, M = 17..256 in the tuner (buckets 32 / 64 /
+  128 / 256, quant_matmul_config.TCSX_PLANS), quant_tc "tc" under the interpreter;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue

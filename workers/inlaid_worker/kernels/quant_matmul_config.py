@@ -284,7 +284,7 @@ def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
 # H200 (bench/results/kernels-2026-12-01-s17-tcsx-run2.md, pre-pass included) 16 picks ship at M = 32 / 64 / 128
 # (qkv, gate/up, up, down: 1.05-1.94x iso / 1.05-1.95x under PDL against tcl / tcsat / tcs2a / tc / dequant); it lost
 # on the o shapes, at 7B gate/up and 13B down at M = 128 (tcl) and at M = 16 (run 1, kernels-2026-12-01-s17-tcsx.md),
-# so it is offered at buckets 32 / 64 / 128 only. Decode step, old table against new: 7B batch 32 / 64 / 128
+# so it is offered at buckets 32 / 64 / 128 (and 256, below). Decode step, old table against new: 7B batch 32 / 64 / 128
 # 0.972x / 0.961x / 0.991x, 13B 0.904x / 0.934x / 0.980x (decode-2026-12-01-s17-tcsx.md). Bucket 256 (helper H7,
 # kernels-2026-12-01-s17-tcsx-m256.md: block_m 128 = two row blocks, the splits counted over both): 4 picks ship, 7B
 # gate/up and 13B gate/up / qkv / o (1.04-1.11x iso / 1.04-1.11x PDL against tcl); decode step at batch 256 (256

@@ -5,7 +5,8 @@ dispatched by quant_matmul (pre-pass + kernel in one call; quant_tc "tc" under t
 Measured on the H200 (bench/results/kernels-2026-12-01-s17-tcsx-run2.md: `bash bench/kernels/s17_h1.sh`; 278 candidates
 and the 27 shipped picks checked, PDL off and on, 4 stress launches each: 0 failures, worst 2.1e-4 against
 tcs_reference(acc_scale=True); pre-pass included in every time, 1.5-5.9 us of it; us iso / PDL, CUDA graph over
-weights > 3x L2). 16 picks ship (best tcsx >= 1.03x the old pick iso AND under PDL):
+weights > 3x L2). 16 picks ship at M = 32-128 (best tcsx >= 1.03x the old pick iso AND under PDL; 4 more at M = 256,
+kernels-2026-12-01-s17-tcsx-m256.md: 7B gate/up, 13B gate/up / qkv / o, 1.04-1.11x against tcl):
   shape            M    old pick (iso / pdl)       tcsx pick                    iso / pdl       speed-up iso / pdl
   7B gate/up       32   tcsat  36.29 / 34.31        tcsx2 m32 n128 s1 st4        31.72 / 31.86   1.144 / 1.077
   7B gate/up       64   tcl    50.36 / 50.53        tcsx  m64 n64  s1 st4        47.85 / 47.61   1.053 / 1.061
@@ -23,7 +24,7 @@ weights > 3x L2). 16 picks ship (best tcsx >= 1.03x the old pick iso AND under P
   13B qkv          128  tcl    44.92 / 44.83        tcsx  m128 n128 s1 st4       40.78 / 40.79   1.102 / 1.099
   13B down         32   tc     34.17 / 33.66        tcsx2 m32 n128 s8 st4        30.03 / 30.16   1.138 / 1.116
   13B down         64   tcl    53.87 / 54.30        tcsx2 m32 n128 s8 st4        43.76 / 43.82   1.231 / 1.239
-Not shipped (tcsx slower or < 3% faster either way): every o shape (7B 0.74-0.97x under PDL, 13B 0.71-0.98x; quant_tcs's
+Not shipped at M = 32-128 (tcsx slower or < 3% faster either way): every o shape (7B 0.74-0.97x under PDL, 13B 0.71-0.98x; quant_tcs's
 split-K tcsat / tcs2a and tcl keep them), 7B qkv / up / down at M = 32 (1.01-1.13x iso but 0.998-1.003x under PDL),
 7B gate/up and 13B down at M = 128 (0.81-0.82x / 0.87-0.90x against tcl), and M = 16 (run 1,
 kernels-2026-12-01-s17-tcsx.md: 0.65-1.00x against tcs2a / tcsat / tc / tc2 where timed; block_m 16 is not offered).

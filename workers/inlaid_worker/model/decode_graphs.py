@@ -50,7 +50,8 @@ queued, between two replays, the staging copy and the fed tokens' gather as sepa
 microseconds of idle GPU around it): 0, the staging copy, then TokenFeed.write into the staged ids, then the replay;
 1, the fed rows' sources and the token tensor's address are staged too (model.token_feed.stage_feed) and the graph's
 first kernel (token_feed.stage_in, a plain launch: every later kernel, the PDL ones' early reads of the staged
-buffer included, starts after it) gathers the tokens; 2 (buckets up to IN_GRAPH_COPY_MAX_BUCKET on CUDA, else 0),
+buffer included, starts after it) gathers the tokens; 2 (buckets up to IN_GRAPH_COPY_MAX_BUCKET on CUDA while the
+staging buffer is at most IN_GRAPH_COPY_MAX_BYTES, else 0),
 that kernel also reads the pinned staging buffer itself through its unified address, so no copy-engine transfer is
 queued, and the event that guards the pinned buffer is an external event recorded inside the graph right after that
 kernel (the host refills the buffer only once the graph has read it, as with the copy); 3 (where 2 applies, else
@@ -63,8 +64,10 @@ alternating in one process, two runs of 4 rounds): mode 2 against 0 at batch 1 0
 0.9959x / 0.9978x, lower in every round (16/16), so it ships; the GPU's idle time between two replays went from
 25.9 to 8.1 us (the greedy kernel left outside). Mode 1 alone gained nothing (0.9996x / 1.0001x, 1.0008x at batch 4
 in run 2). Mode 3 (gap 1.8 us, nothing outside) measured 0.9942x / 0.9955x and 0.9946x / 0.9971x, lower than mode
-2's median in all four, but not lower than mode 0 in one round of sixteen (batch 4, run 2: +0.9 us): not the default
-until it is.
+2's median in all four, but not lower than mode 0 in one round of sixteen (batch 4, run 2: +0.9 us), and against
+mode 2 in the closing run 0.9987x (3/4 rounds) at batch 1 and 1.0004x (2/4) at batch 4
+(gpu-tests-2026-12-01-s17-final.md): not the default. Modes 2-3 run only at buckets 1-4 (IN_GRAPH_COPY_MAX_BUCKET):
+buckets 8-16 were not measured.
 
 A graph replays raw device addresses, so everything it reads must stay allocated while it lives:
 - the weights: a re-quantized layer is copied into the serving tensors in place (onboard.layer_swap), which
@@ -112,13 +115,13 @@ from inlaid_worker.model.weights import LlamaWeights
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
 PDL_MAX_BUCKET = 16  # PDL measured >= 1.01x up to batch 16 and 0.99-1.01x at 32 (module docstring)
 _FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
-# (then, with GRAPH_INPUT 1 or 2, the feed region: each row's source in the fed tokens, and their address)
+# (then, with GRAPH_INPUT 1-3, the feed region: each row's source in the fed tokens, and their address)
 GRAPH_INPUT = 2  # the step's input inside the graph (module docstring); env INLAID_GRAPH_INPUT overrides it
 GRAPH_INPUT_MODES = (0, 1, 2, 3)
 GREEDY_WORDS = 2  # mode 3: after the feed region, the rows the graph's greedy kernel takes (0: none) and the host slot
-IN_GRAPH_COPY_MAX_BUCKET = 16  # modes 2-3 up to this bucket (measured at 1 and 4; larger buffers: PCIe reads)
-# ... and only while the staging buffer is at most this many bytes (stage_in reads it over PCIe with SM loads; measured
-# with 7B's 256-column tables: 17 KiB at bucket 16; a 128k-context model's table would make it ~0.5 MB: the copy engine)
+IN_GRAPH_COPY_MAX_BUCKET = 4  # modes 2-3 up to this bucket: measured at 1 and 4 only (s17-b1; 8-16: not yet)
+# ... and only while the staging buffer is at most this many bytes (stage_in reads it over PCIe with SM loads; 7B's
+# 256-column tables: 4.2 KiB at bucket 4; a 128k-context model's table would make it ~0.5 MB: the copy engine)
 IN_GRAPH_COPY_MAX_BYTES = 64 << 10
 
 
@@ -206,7 +209,10 @@ def pdl_policy_env() -> tuple[int, bool]:
 def graph_input_env() -> int:
     """GRAPH_INPUT unless env INLAID_GRAPH_INPUT (0, 1, 2 or 3) says otherwise; anything else is an error."""
     mode = env_int("INLAID_GRAPH_INPUT", GRAPH_INPUT, "a decode graph input mode")
-    return check_graph_input(mode)
+    try:
+        return check_graph_input(mode)
+    except ValueError as exc:
+        raise ValueError(f"INLAID_GRAPH_INPUT: {exc}") from None
 
 
 def check_graph_input(mode: int) -> int:
@@ -230,7 +236,7 @@ def pinned_host_register(env: Mapping[str, str]) -> bool:
 
 
 def staging_words(b: int, width: int, mode: int) -> int:
-    """A bucket's int32 staging buffer length: the fields and the block table, plus the feed region in modes 1-2."""
+    """A bucket's int32 staging buffer length: the fields and the block table, plus the feed region in modes 1-3."""
     return b * (_FIELDS + width) + (b + FEED_EXTRA if mode else 0) + (GREEDY_WORDS if mode == 3 else 0)
 
 
@@ -327,14 +333,14 @@ class Staging:
     send(fill) waits for the previous copy out of `host` (an event recorded right after it on the stream; only that
     copy and the work queued before it, not the replay queued after), fills `host`, copies it to `dev`
     asynchronously and records the event again. Where host is dev (graph-less twins on the CPU) it only fills.
-    in_graph (GRAPH_INPUT 2): the graph's own first kernel reads host; send() only fills, and `sent` is the external
+    in_graph (GRAPH_INPUT 2-3): the graph's own first kernel reads host; send() only fills, and `sent` is the external
     event the graph records right after that kernel (set by DecodeGraphs)."""
 
     def __init__(self, host: torch.Tensor, dev: torch.Tensor, in_graph: bool = False) -> None:
         self.host, self.dev = host, dev
         self.sent: Any = None  # the event recorded after the last copy (None before the first one)
         self.in_graph = in_graph
-        self.feed: np.ndarray | None = None  # the feed region's view of host (decode graphs, GRAPH_INPUT 1-2)
+        self.feed: np.ndarray | None = None  # the feed region's view of host (decode graphs, GRAPH_INPUT 1-3)
         self.held: torch.Tensor | None = None  # the fed tokens the last staged address points at (kept alive)
         self.greedy: GraphTokens | None = None  # GRAPH_INPUT 3: the graph's greedy outputs
         self.ctrl: np.ndarray | None = None  # GRAPH_INPUT 3: the view of host's two greedy words
@@ -464,8 +470,9 @@ class DecodeGraphs:
         self._input = check_graph_input(value)
 
     def input_for(self, bucket: int) -> int:
-        """The step-input mode a graph of this bucket runs: 2 and 3 only up to IN_GRAPH_COPY_MAX_BUCKET where kernels
-        may read pinned memory, else 0 (mode 1 alone measured no gain: bench/results/decode-2026-12-01-s17-b1.md)."""
+        """The step-input mode a graph of this bucket runs: 2 and 3 only up to IN_GRAPH_COPY_MAX_BUCKET, while the
+        bucket's staging buffer is at most IN_GRAPH_COPY_MAX_BYTES, where kernels may read pinned memory, else 0 (mode
+        1 alone measured no gain: bench/results/decode-2026-12-01-s17-b1.md)."""
         m = self._input
         small = staging_words(bucket, self._w, m) * 4 <= IN_GRAPH_COPY_MAX_BYTES
         if m >= 2 and not (bucket <= IN_GRAPH_COPY_MAX_BUCKET and small and self._host_reads):

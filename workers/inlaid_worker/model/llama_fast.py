@@ -125,7 +125,6 @@ def qsums_fused(fusion: str) -> bool:
 # Measured (bench/results/decode-2026-12-01-s17-xp.md: H200, random-weight int4 Llama-2, decode graphs with the
 # runner's defaults, off / on alternating on one runner, 8 rounds): device time on / off 7B batch 32 / 64 / 128
 # 0.992x / 0.981x / 0.992x, 13B 0.978x / 0.987x / 0.994x, lower in every round (~1.5 us a removed pre-pass).
-XP_ENV = "INLAID_TCSX_XP"
 TCSX_XP_DEFAULT = True
 
 
