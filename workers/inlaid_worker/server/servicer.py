@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 AdapterLoader = Callable[[str], Any]  # path -> validated adapter (raises lora.AdapterError)
 ADAPTER_CALL_TIMEOUT_S = 120.0
+_CALL_POLL_S = 0.25  # how often a waiting Prepare looks whether its call is still active
 
 
 def _wait_s(context: grpc.ServicerContext) -> float:
@@ -78,12 +79,19 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         """Waits for `so`'s compile (GrammarCache.compile_async; a StructuredOutputError on a bad spec or a timeout).
         gRPC does not interrupt a handler whose call ends: when the client leaves (the gateway cancels the call), the
         call's callback cancels the wait, so the compile loses this waiter (dropped if nobody else waits and it has
-        not started) and this thread is freed at once; the call then ends CANCELLED."""
+        not started) and this thread is freed at once; the call then ends CANCELLED. The wait also looks at the call
+        every 0.25 s: a cancel that lands while the callback is being added may never run it."""
         grammar = self.engine.grammars.compile_async(so)
         if not context.add_callback(grammar.cancel):  # the call has ended already
             grammar.cancel()
         try:
-            grammar.result()
+            while True:
+                try:
+                    grammar.result(timeout=_CALL_POLL_S)
+                    break
+                except TimeoutError:
+                    if not context.is_active():
+                        grammar.cancel()
         except CancelledError:
             left = context.time_remaining()
             if left is not None and left <= 0:  # the call's deadline ended it, not the client

@@ -240,7 +240,7 @@ def test_a_prepare_cancelled_while_its_grammar_compiles_stops_waiting(
     call = worker.stub.Prepare.future(request, timeout=15)
     assert until(lambda: cache.waiting(so) == 1)
     call.cancel()  # what the gateway's WorkerConnection.prepare does when its client leaves
-    assert until(lambda: cache.waiting(so) == 0, timeout_s=2.0) and returned.wait(2.0)
+    assert until(lambda: cache.waiting(so) == 0, timeout_s=5.0) and returned.wait(5.0)
     assert not gate.is_set() and call.cancelled()
     gate.set()  # the compile still ends and is cached (nobody waits for it)
     assert until(lambda: so in cache)
