@@ -172,7 +172,7 @@ class AsyncPipeline:
                 seqs = [c.seq for c in ahead.chunks]
                 copy = self._copies.adopt(asked.host)
                 self.num_graph_greedy_steps += 1
-                return LaunchedAhead(InFlight(seqs, {s: j for j, s in enumerate(seqs)}, asked.tokens, copy), None, None)
+                return LaunchedAhead(InFlight(seqs, asked.tokens, copy), None, None)
             return LaunchedAhead(self._launch_sampling(ahead, logits, row_of), None, None)
         return LaunchedAhead(None, logits, scored)
 
@@ -229,9 +229,9 @@ class AsyncPipeline:
         if mode and logits.is_cuda and logits.dtype in GREEDY_DTYPES and logits.dim() == 2 and logits.stride(1) == 1 \
                 and greedy_only(params, banned):  # fmt: skip
             tokens, copy = self._copies.start_greedy(logits, picked, mode)  # one kernel (async_step.GREEDY_COPY)
-            return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, copy)
+            return InFlight(seqs, tokens, copy)
         tokens, overflow = launch_batch(logits, params, [s.generator for s in seqs], banned, rows=picked)
-        return InFlight(seqs, {s: j for j, s in enumerate(seqs)}, tokens, self._copies.start(tokens, overflow))
+        return InFlight(seqs, tokens, self._copies.start(tokens, overflow))
 
     def _resolve(self, flight: InFlight, ahead: SchedulerOutput | None, outputs: list[RequestOutput]) -> None:
         """Reads `flight`'s tokens and post-processes them into `outputs` (sequences finished meanwhile: discarded);

@@ -60,7 +60,7 @@ CUDA-graph bucket or kernel pick than the synchronous engine's, and fp16 roundin
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -137,14 +137,20 @@ class TokenCopies:
         self._events: list[Any] = [None, None]
         self._turn = 0
 
+    def _next_turn(self) -> tuple[int, Any]:
+        """The next turn and its event (made on first use)."""
+        i, self._turn = self._turn, self._turn ^ 1
+        if self._events[i] is None:
+            self._events[i] = torch.cuda.Event()
+        return i, self._events[i]
+
     def _next(self, r: int) -> tuple[torch.Tensor, Any]:
         """The next buffer's [2, r] view (pinned int64) and its event."""
-        i, self._turn = self._turn, self._turn ^ 1
+        i, event = self._next_turn()
         buf = self._bufs[i]
         if buf is None or buf.numel() < 2 * r:
             buf = self._bufs[i] = torch.empty(2 * max(r, 64), dtype=torch.int64, pin_memory=True)
-            self._events[i] = torch.cuda.Event()
-        return buf[: 2 * r].view(2, r), self._events[i]
+        return buf[: 2 * r].view(2, r), event
 
     @torch.inference_mode()
     def start(self, tokens: torch.Tensor, overflow: torch.Tensor) -> PendingCopy:
@@ -159,10 +165,7 @@ class TokenCopies:
     def adopt(self, host: torch.Tensor) -> PendingCopy:
         """A decode graph's own greedy tokens ([2, R] pinned [tokens; zero flags], model.decode_graphs GRAPH_INPUT 3)
         with the next event, recorded now on the current stream (behind the replay)."""
-        i, self._turn = self._turn, self._turn ^ 1
-        event = self._events[i]
-        if event is None:
-            event = self._events[i] = torch.cuda.Event()
+        _, event = self._next_turn()
         event.record()
         return PendingCopy(host, event)
 
@@ -191,9 +194,12 @@ class InFlight:
     row in `tokens`), the device tokens (the next step's feed) and their copy to the host."""
 
     seqs: list[Sequence]
-    row_of: dict[Sequence, int]
     tokens: torch.Tensor
     copy: PendingCopy
+    row_of: dict[Sequence, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.row_of = {s: j for j, s in enumerate(self.seqs)}
 
 
 @dataclass(frozen=True)

@@ -333,13 +333,14 @@ class Staging:
     send(fill) waits for the previous copy out of `host` (an event recorded right after it on the stream; only that
     copy and the work queued before it, not the replay queued after), fills `host`, copies it to `dev`
     asynchronously and records the event again. Where host is dev (graph-less twins on the CPU) it only fills.
-    in_graph (GRAPH_INPUT 2-3): the graph's own first kernel reads host; send() only fills, and `sent` is the external
-    event the graph records right after that kernel (set by DecodeGraphs)."""
+    mode: the GRAPH_INPUT mode its graph runs; in_graph (modes 2-3): the graph's own first kernel reads host; send()
+    only fills, and `sent` is the external event the graph records right after that kernel (set by DecodeGraphs)."""
 
-    def __init__(self, host: torch.Tensor, dev: torch.Tensor, in_graph: bool = False) -> None:
+    def __init__(self, host: torch.Tensor, dev: torch.Tensor, mode: int = 0) -> None:
         self.host, self.dev = host, dev
         self.sent: Any = None  # the event recorded after the last copy (None before the first one)
-        self.in_graph = in_graph
+        self.mode = mode
+        self.in_graph = mode >= 2
         self.feed: np.ndarray | None = None  # the feed region's view of host (decode graphs, GRAPH_INPUT 1-3)
         self.held: torch.Tensor | None = None  # the fed tokens the last staged address points at (kept alive)
         self.greedy: GraphTokens | None = None  # GRAPH_INPUT 3: the graph's greedy outputs
@@ -585,7 +586,7 @@ class DecodeGraphs:
         host = torch.zeros(n, dtype=torch.int32, pin_memory=self._device.type == "cuda")
         dev = torch.zeros(n, dtype=torch.int32, device=self._device)
         views = stage_views(host, b, self._w)
-        staging = Staging(host, dev, in_graph=mode >= 2)
+        staging = Staging(host, dev, mode)
         staging.feed = feed_view(host, b, self._w)
         if mode >= 2:
             staging.sent = new_graph_event()
@@ -637,9 +638,7 @@ class DecodeGraphs:
         return body, (arange, lora, out)
 
     def _capture(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str) -> _Graph:
-        st = g.staging  # (the mode _new made it for)
-        inp = (3 if st.greedy is not None else 2) if st.in_graph else 1 if st.feed is not None else 0
-        body, owned = self._body(weights, g, b, with_lora, fusion, inp)
+        body, owned = self._body(weights, g, b, with_lora, fusion, g.staging.mode)  # (the mode _new made it for)
         mode = self.pdl_for(b, with_lora)
         side = side_stream(self._device)  # one per device: a new stream would keep a cuBLAS workspace each
         side.wait_stream(torch.cuda.current_stream(self._device))
