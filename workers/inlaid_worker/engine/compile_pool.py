@@ -5,7 +5,9 @@ that are not stuck: once a worker's job has run for `stuck_after_s`, the worker 
 starts, up to `max_threads` threads in all. A stuck worker whose job ends after all goes back to work if the pool
 is short of live workers and exits otherwise. So hung compiles take one thread each (never the whole pool) until
 `max_threads - threads` of them hang at once; past that the pool runs on whatever live workers are left.
-Jobs that are still queued can be cancelled (`Future.cancel()`); running ones cannot.
+Jobs that are still queued can be cancelled (`Future.cancel()`); running ones cannot. `close()` (at shutdown)
+cancels the queued jobs, lets idle workers exit at once and waits a bounded time for busy ones: a hung compile's
+thread (a daemon) is left to end on its own rather than hold up the worker's exit.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+CLOSE_WAIT_S = 1.0  # close() waits this long in all for busy threads to end their jobs
+
+
+class ClosedError(RuntimeError):
+    """A CompilePool (or the GrammarCache that owns it) was used after close(): the worker is shutting down."""
+
 
 class Timers:
-    """`call_later(delay, fn)` runs fn on one daemon thread after `delay` seconds unless cancelled first."""
+    """`call_later(delay, fn)` runs fn on one daemon thread after `delay` seconds unless cancelled first. After
+    `close()` pending callbacks never run and call_later hands back a timer that never fires (a pool worker that took
+    a job just as its pool closed still asks for one)."""
 
     def __init__(self, name: str = "timers") -> None:
         self._name = name
@@ -33,10 +43,14 @@ class Timers:
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> Timer:
         timer = Timer(fn)
         with self._cv:
+            if self._closed:
+                timer.cancel()
+                return timer
             heapq.heappush(self._heap, (time.monotonic() + max(delay_s, 0.0), next(self._seq), timer))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -44,11 +58,24 @@ class Timers:
             self._cv.notify()
         return timer
 
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Drops the pending callbacks and ends the timer thread (waiting at most `timeout_s` for a callback that
+        runs). Idempotent."""
+        with self._cv:
+            self._closed = True
+            self._heap.clear()
+            thread = self._thread
+            self._cv.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._heap:
+                while not self._heap and not self._closed:
                     self._cv.wait()
+                if self._closed:
+                    return
                 when, _, timer = self._heap[0]
                 wait = when - time.monotonic()
                 if wait > 0:
@@ -77,6 +104,7 @@ class Timer:
 class _Worker:
     job: _Job | None = None
     stuck: bool = False
+    thread: threading.Thread | None = None
 
 
 @dataclass(eq=False)
@@ -100,10 +128,15 @@ class CompilePool:
         self._queue: deque[_Job] = deque()
         self._workers: set[_Worker] = set()
         self._ids = itertools.count()
+        self._closed = False
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """`fn` run on a worker; its future. Raises ClosedError after close(), or the thread's error when no worker
+        could start and none runs (the job is then not left queued)."""
         job = _Job(fn, Future())
         with self._cv:
+            if self._closed:
+                raise ClosedError(f"compile pool {self._name} is closed")
             self._queue.append(job)
             if self.live < self.threads and len(self._workers) < self.max_threads:
                 try:
@@ -135,12 +168,32 @@ class CompilePool:
         with self._cv:
             return len(self._workers)
 
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Stops the pool (at shutdown): later submits raise ClosedError, queued jobs are cancelled, idle workers exit
+        at once and busy ones once their job ends; waits at most `timeout_s` in all for them (a compile that never
+        ends keeps its daemon thread, never the caller). Idempotent: a second call returns at once."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            queued = list(self._queue)
+            self._queue.clear()
+            threads = [w.thread for w in self._workers if w.thread is not None]
+            self._cv.notify_all()
+        for job in queued:
+            job.future.cancel()
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))
+
     def _spawn(self) -> None:  # under _cv
         worker = _Worker()
         self._workers.add(worker)
         name = f"{self._name}-{next(self._ids)}"
+        worker.thread = threading.Thread(target=self._work, args=(worker,), name=name, daemon=True)
         try:
-            threading.Thread(target=self._work, args=(worker,), name=name, daemon=True).start()
+            worker.thread.start()
         except Exception:  # (e.g. no more threads): not counted as a live worker
             self._workers.discard(worker)
             raise
@@ -148,8 +201,11 @@ class CompilePool:
     def _work(self, worker: _Worker) -> None:
         while True:
             with self._cv:
-                while not self._queue:
+                while not self._queue and not self._closed:
                     self._cv.wait()
+                if self._closed:
+                    self._workers.discard(worker)
+                    return
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
@@ -162,6 +218,9 @@ class CompilePool:
             timer.cancel()
             with self._cv:
                 worker.job = None
+                if self._closed:
+                    self._workers.discard(worker)
+                    return
                 if worker.stuck:
                     worker.stuck = False
                     if self.live > self.threads:  # a replacement took this worker's place
@@ -174,5 +233,5 @@ class CompilePool:
             if worker.job is not job or worker.stuck:
                 return
             worker.stuck = True
-            if self.live < self.threads and len(self._workers) < self.max_threads:
+            if not self._closed and self.live < self.threads and len(self._workers) < self.max_threads:
                 self._spawn()

@@ -7,7 +7,8 @@ where a compile still under way delays only its own request). `bound` gives a re
 compiled grammar. `state_async` also builds a resumed request's GrammarState off the engine thread: once its grammar
 is compiled (or found cached), its earlier output is replayed into a fresh matcher on a pool of its own (within
 structured.REPLAY_MAX_S / REPLAY_MAX_WALL_S, and REPLAY_TIMEOUT_S from the compile's end in all), so replays and
-compiles never queue behind each other and the engine thread never replays.
+compiles never queue behind each other and the engine thread never replays. `close` (the worker's shutdown) stops
+both pools and the deadline thread and fails every future still waiting.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inlaid_worker.engine.compile_pool import CompilePool, Timer, Timers
+from inlaid_worker.engine.compile_pool import CLOSE_WAIT_S, ClosedError, CompilePool, Timers
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.strict_json import strict_json_schema_grammar
 from inlaid_worker.engine.structured import (
@@ -117,6 +120,9 @@ class GrammarCache:
         self._cache: OrderedDict[Key, _Entry] = OrderedDict()
         self._bytes = 0
         self._inflight: dict[Key, _Inflight] = {}
+        # state_async's futures (close fails those still waiting); weak: one that ends and is dropped leaves by itself
+        self._pending: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        self._closed = False
         self.hits = 0
         self.misses = 0
 
@@ -142,6 +148,7 @@ class GrammarCache:
     def _ensure(self) -> CompilePool:
         xgr = require_xgrammar()
         with self._lock:
+            self._check_open()
             if self._compiler is None:
                 vocab = max(self._vocab or 0, len(self._hf))
                 info = xgr.TokenizerInfo.from_huggingface(self._hf, vocab_size=vocab, stop_token_ids=self._stop)
@@ -154,6 +161,7 @@ class GrammarCache:
     def _replays(self) -> CompilePool:
         """The replays' pool, started by the first replay. Its threads are named grammar-replay-N."""
         with self._lock:
+            self._check_open()
             if self._replay_pool is None:
                 self._replay_pool = CompilePool(
                     self._replay_threads,
@@ -163,6 +171,30 @@ class GrammarCache:
                     name="grammar-replay",
                 )
             return self._replay_pool
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the grammar cache is closed (the worker is shutting down)")
+
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Stops the compile and replay pools and the deadline thread (at the worker's shutdown), waiting at most
+        about `timeout_s` for jobs that run (a compile that never ends keeps its daemon thread, not the caller); every
+        compile_async / state_async future still waiting fails with ClosedError, and later calls raise it.
+        Idempotent: a second call returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pools = [p for p in (self._pool, self._replay_pool) if p is not None]
+            waiters = [w for inflight in self._inflight.values() for w in inflight.waiters]
+            waiters += list(self._pending)
+            self._inflight.clear()
+        deadline = time.monotonic() + timeout_s
+        for pool in pools:
+            pool.close(max(deadline - time.monotonic(), 0.0))
+        self._timers.close(max(deadline - time.monotonic(), 0.0))
+        for w in waiters:  # outside the lock: their callbacks (the engine loop's) may take locks of their own
+            _settle(w, ClosedError("the grammar cache closed while this request waited (the worker is shutting down)"))
 
     def _compile_now(self, so: StructuredOutput) -> Any:
         c = self._compiler
@@ -182,7 +214,8 @@ class GrammarCache:
         """A future of `so`'s CompiledGrammar, done at once on a cache hit. It fails with StructuredOutputError
         (naming response_format) when the spec is invalid or its compile has not ended `timeout_s` from now.
         Callers of one spec share one compile. Cancelling the future (the client left) stops the waiting; a compile
-        that nobody waits for any more is dropped if it has not started (one that runs ends and is cached)."""
+        that nobody waits for any more is dropped if it has not started (one that runs ends and is cached). Raises
+        ClosedError after close()."""
         waiter: Future[Any] = Future()
         if so.compiled is not None:
             waiter.set_result(so.compiled)
@@ -226,78 +259,48 @@ class GrammarCache:
         structured.REPLAY_MAX_S of CPU / REPLAY_MAX_WALL_S of wall time), or when the replay has not ended
         `replay_timeout_s` after the compile did (queued behind other replays: the queued job is dropped); the
         replay's time is never counted from the compile's start. Cancelling it (the client left) cancels the compile's
-        wait and a replay not yet started; a replay under way runs on to its bounds and is dropped."""
+        wait and a replay not yet started; a replay under way runs on to its bounds and is dropped. Raises ClosedError
+        after close()."""
         out: Future[GrammarState] = Future()
-        tokens = [int(t) for t in replay]
+        with self._lock:
+            self._check_open()
+            self._pending.add(out)
         compiled = self.compile_async(so)
-        jobs: list[Future[Any]] = []  # the replay's pool job, once submitted
-        timers: list[Timer] = []  # the replay's deadline, once submitted
+        out.add_done_callback(lambda _: compiled.cancel())  # (if still waited for) the cache forgets this waiter
+        tokens = [int(t) for t in replay]
+        compiled.add_done_callback(lambda c: self._on_compiled(c, out, tokens, so.kind))
+        return out
 
-        def replay_now(grammar: Any) -> GrammarState:
-            try:
-                return GrammarState(grammar, tokens)
-            except StructuredOutputError:
-                raise
-            except Exception as exc:  # xgrammar's own errors still name response_format
-                raise StructuredOutputError(
-                    f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}"
-                ) from None
-
-        def on_replayed(j: Future[Any]) -> None:
-            if j.cancelled():
-                _settle(out, CancelledError("the resumed output's replay was cancelled"))
-            elif j.exception() is not None:
-                _settle(out, j.exception())
-            else:
-                _settle(out, result=j.result())
-
-        def expire() -> None:
+    def _on_compiled(self, compiled: Future[Any], out: Future[GrammarState], tokens: list[int], kind: str) -> None:
+        """state_async's next step, once its compile has ended: hands the replay to the replay pool and starts its
+        deadline (counted from here, not from the compile's start). Runs on whichever thread ended the compile; a
+        done-callback's error would be lost, so every failure settles `out`. A replay whose `out` ends before it
+        starts (expired, cancelled, or ended as it was submitted) is dropped, never run for nobody."""
+        if out.done():  # cancelled (or settled) meanwhile
+            return
+        if compiled.cancelled():
+            _settle(out, CancelledError("the grammar's compile was cancelled"))
+            return
+        if compiled.exception() is not None:
+            _settle(out, compiled.exception())
+            return
+        grammar = compiled.result()
+        try:
+            job = self._replays().submit(lambda: _replay_into(out, grammar, tokens))
+        except Exception as exc:  # (e.g. no thread could start, or closed)
             _settle(
                 out,
                 StructuredOutputError(
-                    f"response_format: replaying the resumed output through the {so.kind} took longer than "
-                    f"{self.replay_timeout_s:g} s (it waited for other requests' replays)"
+                    f"response_format: the resumed output's replay could not start: {type(exc).__name__}: {str(exc)[:200]}"
                 ),
-            )  # on_out then drops the replay if it has not started
-
-        def on_compiled(c: Future[Any]) -> None:
-            if out.done():  # cancelled (or settled) meanwhile
-                return
-            if c.cancelled():
-                _settle(out, CancelledError("the grammar's compile was cancelled"))
-                return
-            if c.exception() is not None:
-                _settle(out, c.exception())
-                return
-            grammar = c.result()
-            try:
-                j = self._replays().submit(lambda: replay_now(grammar))
-            except Exception as exc:  # (e.g. no thread could start) a done-callback's error would be lost: settle
-                _settle(
-                    out,
-                    StructuredOutputError(
-                        f"response_format: the resumed output's replay could not start: {type(exc).__name__}: {str(exc)[:200]}"
-                    ),
-                )
-                return
-            jobs.append(j)
-            t = self._timers.call_later(self.replay_timeout_s, expire)  # counted from here, not from the compile
-            timers.append(t)
-            j.add_done_callback(on_replayed)
-            if out.done():  # cancelled or settled while it was submitted: drop it if it has not started
-                t.cancel()
-                j.cancel()
-
-        def on_out(o: Future[Any]) -> None:
-            compiled.cancel()  # (if still waited for) the cache forgets this waiter
-            for t in timers:
-                t.cancel()
-            for j in jobs:
-                j.cancel()  # only if still queued
-
-        compiled.add_done_callback(on_compiled)
-        out.add_done_callback(on_out)
-        return out
+            )
+            return
+        message = (
+            f"response_format: replaying the resumed output through the {kind} took longer than "
+            f"{self.replay_timeout_s:g} s (it waited for other requests' replays)"
+        )
+        deadline = self._timers.call_later(self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message)))
+        out.add_done_callback(lambda _: (deadline.cancel(), job.cancel()))  # runs at once if out ended already
 
     def _expire(self, waiter: Future[Any], kind: str) -> None:
         # the compile goes on (or is dropped if it never started, see _leave); this caller is refused
@@ -364,6 +367,24 @@ def bound(sampling: SamplingParams, compiled: Any) -> SamplingParams:
     """`sampling` whose structured output carries `compiled`."""
     assert sampling.structured is not None
     return replace(sampling, structured=replace(sampling.structured, compiled=compiled))
+
+
+def _replay_into(out: Future[GrammarState], grammar: Any, tokens: list[int]) -> None:
+    """The replay-pool job of state_async: a fresh GrammarState of `grammar` with `tokens` replayed (within
+    structured's bounds) settles `out`, unless `out` ended while the job was queued."""
+    if out.done():
+        return
+    try:
+        _settle(out, result=GrammarState(grammar, tokens))
+    except StructuredOutputError as exc:
+        _settle(out, exc)
+    except Exception as exc:  # xgrammar's own errors still name response_format
+        _settle(
+            out,
+            StructuredOutputError(
+                f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}"
+            ),
+        )
 
 
 def _settle(waiter: Future[Any], exc: BaseException | None = None, result: Any = None) -> None:

@@ -81,6 +81,7 @@ class RunningWorker:
     def stop(self, grace: float = 5.0) -> None:
         self.server.stop(grace).wait()
         self.loop.stop()
+        self.loop.engine.grammars.close()  # its compile/replay threads; a hung compile does not delay the exit
 
 
 def _add_port(server: grpc.Server, cfg: WorkerConfig) -> int:

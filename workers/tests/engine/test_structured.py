@@ -624,3 +624,30 @@ def test_a_compile_that_cannot_start_leaves_no_entry_behind(engine: LLMEngine, m
             cache.compile_async(so).result(timeout=5)
     assert so.key not in cache._inflight
     assert cache.compile_async(so).result(timeout=30) is not None  # asked again once threads start: compiled
+
+
+def test_a_resumed_request_whose_compile_cannot_start_fails_and_leaves_no_entry(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state_async when its compile cannot get a thread: its future fails with the compile's error (naming
+    response_format) without a replay job, no in-flight entry is left for later requests to wait on, and the next
+    state_async of the spec compiles and replays."""
+    import threading
+
+    from inlaid_worker.engine.compile_pool import CompilePool
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=5.0)
+    assert cache.pool.size == 0
+    so = StructuredOutput("regex", "a*b")
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as m:
+        m.setattr(threading.Thread, "start", refuse)
+        m.setattr(CompilePool, "live", property(lambda self: 0))
+        with pytest.raises(StructuredOutputError, match="response_format: the compile could not start"):
+            cache.state_async(so, [a] * 3).result(timeout=5)
+    assert so.key not in cache._inflight and cache._replay_pool is None
+    assert cache.state_async(so, [a] * 3).result(timeout=30).replayed == 3
