@@ -1,4 +1,7 @@
-"""Session 17 (issue 4): the engine's async decode loop with the step's input (and its greedy tokens) inside the
+"""Historical (it ran at a4346b1; mode 3, engine.greedy.greedy_in_graph and engine.num_graph_greedy_steps were removed
+in session 18, so `git checkout a4346b1` to rerun it; session 18's loop A/B is s18_input_loop.py).
+
+Session 17 (issue 4): the engine's async decode loop with the step's input (and its greedy tokens) inside the
 decode CUDA graph (model.decode_graphs GRAPH_INPUT), A/B in one process.
 
 Modes ("input=N", ';'-separated in --opts): 0, the shipped path of session 16 (the staging copy, the fed ids'

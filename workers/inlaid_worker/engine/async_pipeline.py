@@ -18,7 +18,6 @@ caller fails what was running); a failed _settle, outside step(), ends the rows 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Container, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,6 @@ from inlaid_worker.engine.sampler import min_tokens_ban
 from inlaid_worker.engine.scheduler import AheadPlan, Scheduler, SchedulerOutput
 from inlaid_worker.engine.sequence import Sequence, SequenceStatus
 from inlaid_worker.engine.step_builder import build_step_input
-from inlaid_worker.model.step_input import GraphGreedy
 from inlaid_worker.model.token_feed import make_feed
 
 if TYPE_CHECKING:
@@ -75,7 +73,6 @@ class AsyncPipeline:
         self._copies = TokenCopies()
         self.num_async_steps = 0  # steps launched ahead of reading the previous one's tokens
         self.num_async_admit_steps = 0  # of those, steps with prefill chunks (admissions or continuations)
-        self.num_graph_greedy_steps = 0  # of those, steps whose decode graph took the greedy tokens itself
         # how all-greedy steps get their tokens (async_step.GREEDY_COPY): read once here, not at every step (env
         # INLAID_GREEDY_KERNEL, PYTORCH_CUDA_ALLOC_CONF); benchmarks may set it between steps
         self.greedy_copy = greedy_mode()
@@ -156,11 +153,7 @@ class AsyncPipeline:
             fed.append(row_of[chunk.seq])
         self._assign_adapter_slots(ahead, (s.adapter for s in flight.seqs if s.adapter is not None))
         feed = make_feed(flight.tokens, fed) if fed else None
-        step = build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed)
-        asked = self._graph_greedy(ahead, row_of)
-        if asked is not None:  # the decode graph may take the tokens itself (model.decode_graphs, GRAPH_INPUT 3)
-            step = dataclasses.replace(step, graph_greedy=asked)
-        logits, scored = self._run_model(step)
+        logits, scored = self._run_model(build_step_input(ahead.chunks, self.limits.block_size, "cpu", feed))
         for chunk in ahead.chunks:  # computed; commit() registers their blocks once the fed tokens are read (_resolve)
             chunk.seq.num_computed_tokens = chunk.end
         self.num_steps += 1
@@ -168,42 +161,8 @@ class AsyncPipeline:
         if len(fed) < len(ahead.chunks):
             self.num_async_admit_steps += 1
         if scored is None and self._deferrable(ahead):
-            if asked is not None and asked.tokens is not None and asked.host is not None:
-                seqs = [c.seq for c in ahead.chunks]
-                copy = self._copies.adopt(asked.host)
-                self.num_graph_greedy_steps += 1
-                return LaunchedAhead(InFlight(seqs, asked.tokens, copy), None, None)
             return LaunchedAhead(self._launch_sampling(ahead, logits, row_of), None, None)
         return LaunchedAhead(None, logits, scored)
-
-    def _sampling_rows(self, scheduled: SchedulerOutput, unread: Container[Sequence]
-                       ) -> tuple[list[int], list[Sequence], list[Any], list[Any] | None]:  # fmt: skip
-        """The step's sampling rows, their sequences and parameters, and the min_tokens bans (None: none); unread:
-        the rows whose output lacks one sampled token the host has not read yet (min_tokens counts it)."""
-        rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
-        seqs = [scheduled.chunks[i].seq for i in rows]
-        params = [s.sampling for s in seqs]
-        banned = None
-        if any(p.min_tokens for p in params):
-            eos = self.eos_token_ids
-            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
-                      for s in seqs]  # fmt: skip
-        return rows, seqs, params, banned
-
-    def _graph_greedy(self, ahead: SchedulerOutput, unread: Container[Sequence]) -> GraphGreedy | None:
-        """A request for the decode graph to take the step's tokens itself (StepInput.graph_greedy), where the host
-        would take engine.greedy's kernel with its host store (greedy mode 2) for every row of the step: every row
-        samples, all row_ok and plain greedy (_launch_sampling's test, made before the launch), and the runner's
-        decode graphs run GRAPH_INPUT 3 (else the request would only cost host time); else None."""
-        dev = getattr(self.runner, "device", None)  # (only CUDA runners replay graphs; others never take it)
-        graphs = getattr(self.runner, "_graphs", None)  # ModelRunner's DecodeGraphs: asked only where it is in mode 3
-        if not isinstance(dev, torch.device) or dev.type != "cuda" or getattr(graphs, "graph_input", 0) != 3 \
-                or self.greedy_copy != 2:  # fmt: skip
-            return None
-        rows, _, params, banned = self._sampling_rows(ahead, unread)
-        if len(rows) != len(ahead.chunks) or not self._deferrable(ahead) or not greedy_only(params, banned):
-            return None
-        return GraphGreedy()
 
     def _finish_ahead(self, ahead: SchedulerOutput, launched: LaunchedAhead, into: list[RequestOutput]) -> None:
         """After `ahead`'s fed tokens were read: its prompt logprobs, then the synchronous sampling of a step that
@@ -223,7 +182,14 @@ class AsyncPipeline:
     ) -> InFlight:
         """Queues the sampling of the step's sampling rows (all row_ok) and the copy of their tokens to the host.
         unread: the rows whose output lacks one sampled token the host has not read yet (min_tokens counts it)."""
-        rows, seqs, params, banned = self._sampling_rows(scheduled, unread)
+        rows = [i for i, c in enumerate(scheduled.chunks) if c.samples]
+        seqs = [scheduled.chunks[i].seq for i in rows]
+        params = [s.sampling for s in seqs]
+        banned = None
+        if any(p.min_tokens for p in params):
+            eos = self.eos_token_ids
+            banned = [min_tokens_ban(s.sampling, s.resumed_output_tokens + len(s.output_token_ids) + (s in unread), eos)
+                      for s in seqs]  # fmt: skip
         picked = None if len(rows) == logits.shape[0] else rows  # read in place: no copy of the sampling rows
         mode = self.greedy_copy
         if mode and logits.is_cuda and logits.dtype in GREEDY_DTYPES and logits.dim() == 2 and logits.stride(1) == 1 \

@@ -6,12 +6,10 @@ host's work (detokenize, stop checks, outputs, the next schedule, the step's inp
 async scheduling (LLMEngine(async_scheduling=True), env INLAID_ASYNC_SCHEDULING) a step whose sampled rows are all
 `row_ok` leaves its tokens on the device (device_sampler.launch_batch, or for all-greedy steps engine.greedy's one
 kernel: GREEDY_COPY) with a non-blocking copy to pinned host memory (or the kernel's own store into it) and an event
-(TokenCopies; a step launched ahead whose rows all sample plain greedy asks its decode graph to take them itself at
-the end of the graph, StepInput.graph_greedy, honoured in model.decode_graphs' GRAPH_INPUT 3, TokenCopies.adopt); the
-next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds its input with placeholders
-that the runner replaces on the device with step N's ids (model.token_feed; the fed decode rows are the step's first
-rows), launches it, and only then waits for step N's tokens and post-processes them
-(the same _append_token as the synchronous step) while the GPU runs step N+1. Step N+1 holds:
+(TokenCopies); the next engine.step() then schedules step N+1 at once (Scheduler.schedule_ahead), builds its input
+with placeholders that the runner replaces on the device with step N's ids (model.token_feed; the fed decode rows are
+the step's first rows), launches it, and only then waits for step N's tokens and post-processes them (the same
+_append_token as the synchronous step) while the GPU runs step N+1. Step N+1 holds:
 - a decode row for every running sequence that sampled in step N (its unread token, fed), but those that will end by
   length at that token (left out; a sequence that stops otherwise at step N, by EOS, a stop token or string or an
   abort, has its step N+1 token discarded: its KV write lands in its own last, never registered block, before any
@@ -59,12 +57,13 @@ CUDA-graph bucket or kernel pick than the synchronous engine's, and fp16 roundin
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from inlaid_worker.cuda_alloc import pinned_pointer_ok
 from inlaid_worker.engine.scheduler import SchedulerOutput
 from inlaid_worker.engine.sequence import Sequence, SequenceStatus
 from inlaid_worker.env_switch import env_switch
@@ -107,17 +106,13 @@ GREEDY_COPY = 2
 GREEDY_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # engine.greedy compares in float32: exact for these
 
 
-def greedy_mode(env: dict[str, str] | None = None) -> int:
+def greedy_mode(env: Mapping[str, str] | None = None) -> int:
     """GREEDY_COPY as it applies (an engine reads it once, when it is built): 0 when INLAID_GREEDY_KERNEL=0; 1 instead
-    of 2 when torch pins host memory with cudaHostRegister (pinned_use_cuda_host_register, under either of torch's
-    allocator setting names: decode_graphs.pinned_host_register),
-    whose device address need not equal the host pointer on every platform
-    (cudaDevAttrCanUseHostPointerForRegisteredMem); mode 2 stores through data_ptr()."""
+    of 2 where a kernel may not store through the pinned buffer's data_ptr() (cuda_alloc.pinned_pointer_ok: torch
+    pins with cudaHostRegister, under either of its allocator setting names)."""
     if env_switch("INLAID_GREEDY_KERNEL", env) is False:
         return 0
-    from inlaid_worker.model.decode_graphs import pinned_host_register
-
-    return min(GREEDY_COPY, 1) if pinned_host_register(os.environ if env is None else env) else GREEDY_COPY
+    return GREEDY_COPY if pinned_pointer_ok(env) else min(GREEDY_COPY, 1)
 
 
 def greedy_only(params: list[Any], banned: list[Any] | None) -> bool:
@@ -137,16 +132,12 @@ class TokenCopies:
         self._events: list[Any] = [None, None]
         self._turn = 0
 
-    def _next_turn(self) -> tuple[int, Any]:
-        """The next turn and its event (made on first use)."""
+    def _next(self, r: int) -> tuple[torch.Tensor, Any]:
+        """The next buffer's [2, r] view (pinned int64) and its event (made on first use)."""
         i, self._turn = self._turn, self._turn ^ 1
         if self._events[i] is None:
             self._events[i] = torch.cuda.Event()
-        return i, self._events[i]
-
-    def _next(self, r: int) -> tuple[torch.Tensor, Any]:
-        """The next buffer's [2, r] view (pinned int64) and its event."""
-        i, event = self._next_turn()
+        event = self._events[i]
         buf = self._bufs[i]
         if buf is None or buf.numel() < 2 * r:
             buf = self._bufs[i] = torch.empty(2 * max(r, 64), dtype=torch.int64, pin_memory=True)
@@ -159,13 +150,6 @@ class TokenCopies:
             return PendingCopy(packed, None)
         host, event = self._next(int(packed.shape[1]))
         host.copy_(packed, non_blocking=True)
-        event.record()
-        return PendingCopy(host, event)
-
-    def adopt(self, host: torch.Tensor) -> PendingCopy:
-        """A decode graph's own greedy tokens ([2, R] pinned [tokens; zero flags], model.decode_graphs GRAPH_INPUT 3)
-        with the next event, recorded now on the current stream (behind the replay)."""
-        _, event = self._next_turn()
         event.record()
         return PendingCopy(host, event)
 

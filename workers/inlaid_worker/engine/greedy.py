@@ -91,36 +91,3 @@ def greedy_tokens(logits: torch.Tensor, sel: torch.Tensor | None = None, host: t
         num_warps=_warps(block),
     )  # fmt: skip
     return tokens
-
-
-@triton.jit
-def _greedy_graph_kernel(x_ptr, stride_x, ctrl_ptr, tok_ptr, host_addr, B, N_COLS: tl.constexpr,
-                         BLOCK: tl.constexpr):  # fmt: skip
-    """_greedy_kernel's row argmax inside a decode graph: rows r < ctrl[0] (0: the step is not all greedy, nothing
-    done) store into tok[r] and into slot ctrl[1] of the pinned [2 slots, 2, B] buffer (its token row; the flags row
-    stays the zeros the host wrote once)."""
-    r = tl.program_id(0)
-    n = tl.load(ctrl_ptr)
-    if r < n:
-        slot = tl.load(ctrl_ptr + 1).to(tl.int64)
-        tok = _row_argmax(x_ptr + r.to(tl.int64) * stride_x, N_COLS, BLOCK)
-        tl.store(tok_ptr + r, tok)
-        host = host_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
-        tl.store(host + slot * 2 * B + r, tok)
-
-
-def greedy_in_graph(logits: torch.Tensor, ctrl: torch.Tensor, tokens: torch.Tensor, host: torch.Tensor,
-                    block: int = 32768) -> None:  # fmt: skip
-    """The all-greedy tokens of a decode graph's step, captured at the end of the graph (model.decode_graphs,
-    GRAPH_INPUT 3): B = logits.shape[0] programs; ctrl: the graph's two staged int32 words (rows to take, 0 for a step
-    that is not all greedy; the host slot); tokens: int64 [B] on the device; host: a pinned int64 [2, 2, B] buffer
-    written through its unified address (CUDA; under Triton's interpreter any CPU tensor)."""
-    if logits.dtype not in GREEDY_DTYPES or logits.dim() != 2 or logits.stride(-1) != 1:
-        raise ValueError("greedy_in_graph: logits must be 2-D float16 / bfloat16 / float32 with unit column stride")
-    b, v = int(logits.shape[0]), int(logits.shape[1])
-    if tokens.dtype != torch.int64 or tokens.numel() < b or host.dtype != torch.int64 or host.numel() < 4 * b \
-            or not host.is_contiguous():  # fmt: skip
-        raise ValueError("greedy_in_graph: tokens int64 [B], host a contiguous int64 [2, 2, B] buffer")
-    block = min(triton.next_power_of_2(v), block)
-    _greedy_graph_kernel[(b,)](logits, logits.stride(0), ctrl, tokens, host.data_ptr(), b, N_COLS=v, BLOCK=block,
-                               num_warps=_warps(block))  # fmt: skip

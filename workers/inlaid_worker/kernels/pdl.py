@@ -15,7 +15,7 @@ visible. Each PDL-launched kernel here takes a constexpr USE_GDC and follows the
 - only weights (packed words, scales, zeros, norm weights, the LoRA pools' A / B, ranks, scalings), which no
   kernel of a step writes, may be loaded before the wait: that is the point, the next GEMV streams its first tile
   while the previous kernel finishes. One more exception: the LoRA kernels (lora_fused) read their row metadata
-  (the decode graph's staged buffer: copied in before the replay, or under decode_graphs' GRAPH_INPUT 1-3 written by
+  (the decode graph's staged buffer: copied in before the replay, or under decode_graphs' GRAPH_INPUT 1-2 written by
   the graph's first kernel, stage_in, which is followed by the embedding's plain launch) before the wait, to address
   their first A / B tile; that holds because only decode graphs enter a PDL scope and every PDL kernel of a graph
   starts after that staging is complete.

@@ -51,23 +51,22 @@ microseconds of idle GPU around it): 0, the staging copy, then TokenFeed.write i
 1, the fed rows' sources and the token tensor's address are staged too (model.token_feed.stage_feed) and the graph's
 first kernel (token_feed.stage_in, a plain launch: every later kernel, the PDL ones' early reads of the staged
 buffer included, starts after it) gathers the tokens; 2 (buckets up to IN_GRAPH_COPY_MAX_BUCKET on CUDA while the
-staging buffer is at most IN_GRAPH_COPY_MAX_BYTES, else 0),
-that kernel also reads the pinned staging buffer itself through its unified address, so no copy-engine transfer is
-queued, and the event that guards the pinned buffer is an external event recorded inside the graph right after that
-kernel (the host refills the buffer only once the graph has read it, as with the copy); 3 (where 2 applies, else
-0), also the all-greedy tokens (engine.greedy.greedy_in_graph) at the end of the graph when the engine asks
-(StepInput.graph_greedy: an async step whose rows all sample plain greedy): two staged words (rows to take, 0 when
-not asked; the host slot) and the graph's own int64 token buffer and pinned [2 slots, 2, B] host buffer, the slots
-used in turn, so nothing at all is queued between two replays. The mode is part of a graph's key.
+staging buffer is at most IN_GRAPH_COPY_MAX_BYTES, else 0), that kernel also reads the pinned staging buffer itself
+through its unified address, so no copy-engine transfer is queued, and the event that guards the pinned buffer is an
+external event recorded inside the graph right after that kernel (the host refills the buffer only once the graph has
+read it, as with the copy). The mode is part of a graph's key.
 Measured (bench/results/decode-2026-12-01-s17-b1.md: the engine's async loop, 7B int4 on the H200, the modes
 alternating in one process, two runs of 4 rounds): mode 2 against 0 at batch 1 0.9948x / 0.9971x and at batch 4
 0.9959x / 0.9978x, lower in every round (16/16), so it ships; the GPU's idle time between two replays went from
-25.9 to 8.1 us (the greedy kernel left outside). Mode 1 alone gained nothing (0.9996x / 1.0001x, 1.0008x at batch 4
-in run 2). Mode 3 (gap 1.8 us, nothing outside) measured 0.9942x / 0.9955x and 0.9946x / 0.9971x, lower than mode
-2's median in all four, but not lower than mode 0 in one round of sixteen (batch 4, run 2: +0.9 us), and against
-mode 2 in the closing run 0.9987x (3/4 rounds) at batch 1 and 1.0004x (2/4) at batch 4
-(gpu-tests-2026-12-01-s17-final.md): not the default. Modes 2-3 run only at buckets 1-4 (IN_GRAPH_COPY_MAX_BUCKET):
-buckets 8-16 were not measured.
+25.9 to 8.1 us. Mode 1 alone gained nothing (0.9996x / 1.0001x, 1.0008x at batch 4 in run 2). Mode 2 runs only at
+the buckets where it was lower in every round (IN_GRAPH_COPY_MAX_BUCKET, 4; DecodeGraphs.in_graph_max_bucket lifts
+it for a benchmark). Buckets 8 and 16 (session 18, bench/results/decode-2026-12-01-s18-input-mid.md, the same loop,
+two runs of 4 rounds): batch 8 0.9976x (4/4) and 0.9986x (3/4), batch 16 0.9985x (4/4) and 0.9986x (3/4; its median
+ms/step 3.7442 against mode 0's 3.7424): 7 of 8 rounds lower at each, so they keep the copy.
+A mode 3 (session 17: also the all-greedy tokens taken at the end of the graph, nothing queued between replays)
+measured 0.9942-0.9971x against mode 0, but against mode 2 in the closing run 0.9987x (3/4 rounds) at batch 1 and
+1.0004x (2/4) at batch 4 (gpu-tests-2026-12-01-s17-final.md): not lower in every round, so session 18 removed it
+(with the engine's request for it and the graph's greedy buffers).
 
 A graph replays raw device addresses, so everything it reads must stay allocated while it lives:
 - the weights: a re-quantized layer is copied into the serving tensors in place (onboard.layer_swap), which
@@ -82,13 +81,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from inlaid_worker.cuda_alloc import pinned_pointer_ok
 from inlaid_worker.env_switch import env_int, env_switch
 from inlaid_worker.kernels import pdl
 from inlaid_worker.kernels.decode_fused import choose_fused_parts
@@ -115,11 +115,10 @@ from inlaid_worker.model.weights import LlamaWeights
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
 PDL_MAX_BUCKET = 16  # PDL measured >= 1.01x up to batch 16 and 0.99-1.01x at 32 (module docstring)
 _FIELDS = 6  # token, position, slot, context len, LoRA slot, LoRA rows; then the block table
-# (then, with GRAPH_INPUT 1-3, the feed region: each row's source in the fed tokens, and their address)
+# (then, with GRAPH_INPUT 1-2, the feed region: each row's source in the fed tokens, and their address)
 GRAPH_INPUT = 2  # the step's input inside the graph (module docstring); env INLAID_GRAPH_INPUT overrides it
-GRAPH_INPUT_MODES = (0, 1, 2, 3)
-GREEDY_WORDS = 2  # mode 3: after the feed region, the rows the graph's greedy kernel takes (0: none) and the host slot
-IN_GRAPH_COPY_MAX_BUCKET = 4  # modes 2-3 up to this bucket: measured at 1 and 4 only (s17-b1; 8-16: not yet)
+GRAPH_INPUT_MODES = (0, 1, 2)  # (session 17's mode 3 was removed in session 18: module docstring)
+IN_GRAPH_COPY_MAX_BUCKET = 4  # mode 2 up to this bucket: lower in every round at 1 and 4 (s17-b1), 7/8 at 8 and 16 (s18)
 # ... and only while the staging buffer is at most this many bytes (stage_in reads it over PCIe with SM loads; 7B's
 # 256-column tables: 4.2 KiB at bucket 4; a 128k-context model's table would make it ~0.5 MB: the copy engine)
 IN_GRAPH_COPY_MAX_BYTES = 64 << 10
@@ -207,7 +206,8 @@ def pdl_policy_env() -> tuple[int, bool]:
 
 
 def graph_input_env() -> int:
-    """GRAPH_INPUT unless env INLAID_GRAPH_INPUT (0, 1, 2 or 3) says otherwise; anything else is an error."""
+    """GRAPH_INPUT unless env INLAID_GRAPH_INPUT (0, 1 or 2) says otherwise; anything else is an error naming the
+    variable and the allowed values."""
     mode = env_int("INLAID_GRAPH_INPUT", GRAPH_INPUT, "a decode graph input mode")
     try:
         return check_graph_input(mode)
@@ -217,27 +217,14 @@ def graph_input_env() -> int:
 
 def check_graph_input(mode: int) -> int:
     if mode not in GRAPH_INPUT_MODES:
-        raise ValueError(f"decode graph input mode must be one of {GRAPH_INPUT_MODES}, got {mode!r}")
+        allowed = ", ".join(str(m) for m in GRAPH_INPUT_MODES)
+        raise ValueError(f"decode graph input mode must be one of {allowed}, got {mode!r}")
     return mode
 
 
-def host_reads_ok(env: dict[str, str] | None = None) -> bool:
-    """Whether a kernel may read torch's pinned memory at its data_ptr() (GRAPH_INPUT 2): not when torch pins with
-    cudaHostRegister (PYTORCH_CUDA_ALLOC_CONF pinned_use_cuda_host_register), whose device address need not equal the
-    host pointer on every platform (as async_step.greedy_mode)."""
-    return not pinned_host_register(os.environ if env is None else env)
-
-
-def pinned_host_register(env: Mapping[str, str]) -> bool:
-    """Whether torch pins host memory with cudaHostRegister: pinned_use_cuda_host_register in its allocator settings,
-    read as torch reads them (PYTORCH_CUDA_ALLOC_CONF where set, else the device-neutral PYTORCH_ALLOC_CONF)."""
-    conf = env["PYTORCH_CUDA_ALLOC_CONF"] if "PYTORCH_CUDA_ALLOC_CONF" in env else env.get("PYTORCH_ALLOC_CONF", "")
-    return "pinned_use_cuda_host_register:true" in conf.replace(" ", "").lower()
-
-
 def staging_words(b: int, width: int, mode: int) -> int:
-    """A bucket's int32 staging buffer length: the fields and the block table, plus the feed region in modes 1-3."""
-    return b * (_FIELDS + width) + (b + FEED_EXTRA if mode else 0) + (GREEDY_WORDS if mode == 3 else 0)
+    """A bucket's int32 staging buffer length: the fields and the block table, plus the feed region in modes 1-2."""
+    return b * (_FIELDS + width) + (b + FEED_EXTRA if mode else 0)
 
 
 def bucket_for(num_seqs: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
@@ -261,25 +248,6 @@ def feed_view(host: torch.Tensor, b: int, width: int) -> np.ndarray | None:
     buf = host.numpy()
     at = b * (_FIELDS + width)
     return buf[at : at + b + FEED_EXTRA] if buf.shape[0] >= at + b + FEED_EXTRA else None
-
-
-class GraphTokens:
-    """A GRAPH_INPUT 3 graph's greedy outputs: its int64 [B] device tokens, the pinned [2 slots, 2, B] host buffer
-    (flags rows zero, written once here), the slot the next asked step takes, and per S the views handed out."""
-
-    def __init__(self, b: int, device: torch.device) -> None:
-        self.tokens = torch.zeros(b, dtype=torch.int64, device=device)
-        self.host = torch.zeros(2, 2, b, dtype=torch.int64, pin_memory=device.type == "cuda")
-        self.turn = 0
-        self._views: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def take(self, s: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """The slot for an asked step of s rows (then the other one), its device tokens [s] and host [2, s] views."""
-        slot, self.turn = self.turn, self.turn ^ 1
-        v = self._views.get((slot, s))
-        if v is None:
-            v = self._views[(slot, s)] = (self.tokens[:s], self.host[slot, :, :s])
-        return slot, v[0], v[1]
 
 
 _PAD = np.array([[0], [0], [-1], [0], [0], [0]], dtype=np.int32)  # a padding row's fields: slot -1, the rest 0
@@ -333,18 +301,16 @@ class Staging:
     send(fill) waits for the previous copy out of `host` (an event recorded right after it on the stream; only that
     copy and the work queued before it, not the replay queued after), fills `host`, copies it to `dev`
     asynchronously and records the event again. Where host is dev (graph-less twins on the CPU) it only fills.
-    mode: the GRAPH_INPUT mode its graph runs; in_graph (modes 2-3): the graph's own first kernel reads host; send()
+    mode: the GRAPH_INPUT mode its graph runs; in_graph (mode 2): the graph's own first kernel reads host; send()
     only fills, and `sent` is the external event the graph records right after that kernel (set by DecodeGraphs)."""
 
     def __init__(self, host: torch.Tensor, dev: torch.Tensor, mode: int = 0) -> None:
         self.host, self.dev = host, dev
         self.sent: Any = None  # the event recorded after the last copy (None before the first one)
         self.mode = mode
-        self.in_graph = mode >= 2
-        self.feed: np.ndarray | None = None  # the feed region's view of host (decode graphs, GRAPH_INPUT 1-3)
+        self.in_graph = mode == 2
+        self.feed: np.ndarray | None = None  # the feed region's view of host (decode graphs, GRAPH_INPUT 1-2)
         self.held: torch.Tensor | None = None  # the fed tokens the last staged address points at (kept alive)
-        self.greedy: GraphTokens | None = None  # GRAPH_INPUT 3: the graph's greedy outputs
-        self.ctrl: np.ndarray | None = None  # GRAPH_INPUT 3: the view of host's two greedy words
         self._twin = dev is not host
         self._cuda_index = dev.device.index if dev.is_cuda else None
         self._stream: tuple[int, Any] = (-1, None)  # (raw handle, torch Stream) of the last current stream seen
@@ -457,8 +423,11 @@ class DecodeGraphs:
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
         self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
         self._input = graph_input_env()
-        self._host_reads = (self._device.type == "cuda" and host_reads_ok()
+        self._host_reads = (self._device.type == "cuda" and pinned_pointer_ok()
                             and new_graph_event() is not None)  # fmt: skip
+        # mode 2's largest bucket (IN_GRAPH_COPY_MAX_BUCKET; a benchmark raises it to measure larger buckets: the mode
+        # is part of the graph's key, so both modes' graphs of a bucket coexist)
+        self.in_graph_max_bucket = IN_GRAPH_COPY_MAX_BUCKET
 
     @property
     def graph_input(self) -> int:
@@ -471,12 +440,12 @@ class DecodeGraphs:
         self._input = check_graph_input(value)
 
     def input_for(self, bucket: int) -> int:
-        """The step-input mode a graph of this bucket runs: 2 and 3 only up to IN_GRAPH_COPY_MAX_BUCKET, while the
-        bucket's staging buffer is at most IN_GRAPH_COPY_MAX_BYTES, where kernels may read pinned memory, else 0 (mode
-        1 alone measured no gain: bench/results/decode-2026-12-01-s17-b1.md)."""
+        """The step-input mode a graph of this bucket runs: 2 only up to in_graph_max_bucket, while the bucket's
+        staging buffer is at most IN_GRAPH_COPY_MAX_BYTES, where kernels may read pinned memory, else 0 (mode 1 alone
+        measured no gain: bench/results/decode-2026-12-01-s17-b1.md)."""
         m = self._input
         small = staging_words(bucket, self._w, m) * 4 <= IN_GRAPH_COPY_MAX_BYTES
-        if m >= 2 and not (bucket <= IN_GRAPH_COPY_MAX_BUCKET and small and self._host_reads):
+        if m == 2 and not (bucket <= self.in_graph_max_bucket and small and self._host_reads):
             m = 0
         return m if bucket <= STAGE_BLOCK else 0
 
@@ -545,21 +514,13 @@ class DecodeGraphs:
         views = g.views
         feed = step.token_feed
         st = g.staging
-        asked = step.graph_greedy if mode == 3 else None
         if mode:  # the graph's first kernel gathers the fed tokens (and in mode 2 reads the pinned buffer itself)
             tokens = None if feed is None else graph_tokens(feed, self._device)
-            st.held, fv, ctrl = tokens, st.feed, st.ctrl
-            if asked is not None and st.greedy is not None:
-                slot, dev_tokens, host_tokens = st.greedy.take(s)
-                words = (s, slot)
-            else:
-                words = (0, 0)
+            st.held, fv = tokens, st.feed
 
             def fill(buf: torch.Tensor) -> None:
                 stage_step(buf, b, self._w, step, views, ids)
                 stage_feed(fv, s, feed, tokens)
-                if ctrl is not None:
-                    ctrl[:] = words
 
             st.send(fill)  # waits until the graph (or the copy) read this bucket's last staging
         else:
@@ -570,8 +531,6 @@ class DecodeGraphs:
             g = self._capture(weights, g, b, with_lora, key[3])
             self._graphs[key] = g
         g.graph.replay()
-        if asked is not None and words[0]:
-            asked.tokens, asked.host = dev_tokens, host_tokens
         if not host:
             return g.logits_rows(s)
         if g.host_logits is None:
@@ -588,12 +547,8 @@ class DecodeGraphs:
         views = stage_views(host, b, self._w)
         staging = Staging(host, dev, mode)
         staging.feed = feed_view(host, b, self._w)
-        if mode >= 2:
+        if mode == 2:
             staging.sent = new_graph_event()
-        if mode == 3:
-            at = b * (_FIELDS + self._w) + b + FEED_EXTRA
-            staging.ctrl = host.numpy()[at : at + GREEDY_WORDS]
-            staging.greedy = GraphTokens(b, self._device)
         return _Graph(torch.cuda.CUDAGraph(), staging, torch.empty(0), (), views=views)
 
     def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str, mode: int = 0
@@ -614,14 +569,11 @@ class DecodeGraphs:
 
         st = g.staging
         feed_off = b * (_FIELDS + self._w)
-        ctrl = st.dev[feed_off + b + FEED_EXTRA : feed_off + b + FEED_EXTRA + GREEDY_WORDS]
-        if st.greedy is not None:
-            from inlaid_worker.engine.greedy import greedy_in_graph  # (engine code: imported where it is used)
 
         def body() -> torch.Tensor:
             if mode:  # the staged buffer (mode 2: read from pinned memory) and the fed tokens, before anything reads
-                stage_in(st.host if mode >= 2 else st.dev, st.dev, b, feed_off, mode >= 2)
-                if mode >= 2:
+                stage_in(st.host if mode == 2 else st.dev, st.dev, b, feed_off, mode == 2)
+                if mode == 2:
                     st.sent.record()  # inside the capture: a record node (the host may refill the buffer after it)
             if attention_fusion(fusion) in ROPE_FUSIONS:  # cos/sin inside the attention kernel
                 layout = DecodeLayout(tables, f[3], parts, fusion, f[1], self._inv_freq)
@@ -630,10 +582,7 @@ class DecodeGraphs:
                 cos, sin = cos_sin(self._inv_freq, f[1], self._dtype)
                 layout = DecodeLayout(tables, f[3], parts, fusion)
                 hidden = forward_fast(weights, self._c, f[0], cos[:, 0], sin[:, 0], f[2], self._kv, layout, lora)
-            logits = write_logits(out, hidden, weights.lm_head)
-            if st.greedy is not None:  # mode 3: the asked steps' tokens (the kernel exits where ctrl[0] is 0)
-                greedy_in_graph(logits, ctrl, st.greedy.tokens, st.greedy.host)
-            return logits
+            return write_logits(out, hidden, weights.lm_head)
 
         return body, (arange, lora, out)
 

@@ -13,21 +13,6 @@ import torch
 from inlaid_worker.model.token_feed import TokenFeed
 
 
-class GraphGreedy:
-    """An async step whose sampling rows are every row and all plain greedy (engine.async_step.greedy_only) asks the
-    decode graph that runs it to take their argmax itself (model.decode_graphs, GRAPH_INPUT 3). The runner sets, when
-    a graph did: `tokens`, int64 [S] on the device (the graph's own buffer: that graph's next replay reads it first, as
-    its feed, then may overwrite it), and `host`, the pinned [2, S] int64 view [tokens; zero flags] that the graph
-    stores into (two slots in turn: valid until that graph's replay after next; the engine reads step N before it
-    launches step N + 2). None: no graph did (the engine samples the logits as usual)."""
-
-    __slots__ = ("tokens", "host")
-
-    def __init__(self) -> None:
-        self.tokens: torch.Tensor | None = None
-        self.host: torch.Tensor | None = None
-
-
 @dataclass(frozen=True)
 class StepInput:
     token_ids: torch.Tensor  # [T] int64: new tokens of all scheduled sequences, sequence after sequence
@@ -47,8 +32,6 @@ class StepInput:
     # Async scheduling (model.token_feed): the rows whose input token is still on the device (the previous step's
     # sample; token_ids holds a placeholder there), written in by the runner before the forward. None: all on host.
     token_feed: TokenFeed | None = None
-    # Async all-greedy steps: the decode graph may take the tokens itself (GraphGreedy). None: the engine samples.
-    graph_greedy: GraphGreedy | None = None
 
     @property
     def num_tokens(self) -> int:

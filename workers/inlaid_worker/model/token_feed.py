@@ -8,7 +8,7 @@ them into its device copy of the ids (the decode graphs' or the prefill graphs' 
 ids) after the host ids arrive and before the forward reads them: one device copy (gather) in stream order, no host
 sync.
 
-Inside a decode CUDA graph (model.decode_graphs, GRAPH_INPUT) the gather is the graph's first kernel instead
+Inside a decode CUDA graph (model.decode_graphs, GRAPH_INPUT 1-2) the gather is the graph's first kernel instead
 (stage_in): the step stages, with its other fields, each row's source index (-1: not fed) and the address of the
 token tensor (two int32 words; any int64 tensor on the device, a different one each step), so nothing is queued
 between the previous step's sampling and the replay but the staging copy; with `copy` the same kernel also reads the

@@ -1,8 +1,8 @@
 """engine.greedy's one-kernel argmax (the async loop's all-greedy steps, async_step.GREEDY_COPY): torch.argmax's
 tokens exactly (the first maximum; a NaN wins, the first one; an all -inf row gives 0; float16 compared widened), over
 chunked vocabularies and a row selection, under Triton's interpreter on the CPU (a subprocess: the interpreter is
-chosen at import); on CUDA also the pinned host buffer it stores into and TokenCopies.start_greedy's two modes; and
-which rows greedy_only lets through."""
+chosen at import); on CUDA also the pinned host buffer it stores into and TokenCopies.start_greedy's two modes; which
+rows greedy_only lets through; and that an engine reads the greedy mode once, when it is built."""
 
 from __future__ import annotations
 
@@ -109,33 +109,37 @@ def test_float64_logits_are_refused() -> None:
         greedy_tokens(torch.zeros(1, 8, dtype=torch.float64))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_greedy_in_graph_rows_and_slots_on_replay() -> None:
-    """engine.greedy.greedy_in_graph captured in a CUDA graph (model.decode_graphs GRAPH_INPUT 3): each replay takes
-    the staged row count (0: nothing written) into the device tokens and the staged slot of the pinned buffer."""
-    from inlaid_worker.engine.greedy import greedy_in_graph
+def test_the_greedy_mode_is_read_once_when_the_engine_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No environment read per step: a switch flipped after construction does not reach a built engine (a new one
+    takes it); greedy_copy is the engine's own setting, which benchmarks may set between steps. (A CPU step: the
+    sampling launch reads greedy_copy, never greedy_mode, which would fail here.)"""
+    from types import SimpleNamespace
 
-    b, vocab = 4, 32000
-    x = torch.zeros(b, vocab, device="cuda")
-    ctrl = torch.zeros(2, dtype=torch.int32, device="cuda")
-    tok = torch.full((b,), -1, dtype=torch.int64, device="cuda")
-    host = torch.full((2, 2, b), -1, dtype=torch.int64, pin_memory=True)
-    greedy_in_graph(x, ctrl, tok, host)  # (compiles outside the capture)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        greedy_in_graph(x, ctrl, tok, host)
-    gen = torch.Generator(device="cuda").manual_seed(2)
-    for rows, slot in ((3, 1), (0, 0), (4, 0), (1, 1)):
-        x.copy_(torch.randn(b, vocab, device="cuda", generator=gen))
-        x[0, 11] = x[0, vocab - 3] = 1e9  # a tie: the first
-        before_tok, before_host = tok.clone(), host.clone()
-        ctrl.copy_(torch.tensor([rows, slot], dtype=torch.int32))
-        g.replay()
-        torch.cuda.synchronize()
-        ref = x.argmax(dim=-1)
-        want_tok, want_host = before_tok.clone(), before_host.clone()
-        if rows:
-            want_tok[:rows] = ref[:rows]
-            want_host[slot, 0, :rows] = ref[:rows].cpu()
-        assert torch.equal(tok, want_tok) and torch.equal(host, want_host), (rows, slot)
+    from inlaid_worker.engine import async_pipeline
+    from inlaid_worker.engine.async_pipeline import AsyncPipeline
+    from inlaid_worker.engine.scheduler import SchedulerOutput
+
+    class Pipe(AsyncPipeline):
+        def __init__(self) -> None:
+            self.eos_token_ids = {2}
+            self._init_async()
+
+    built = Pipe()
+    assert built.greedy_copy == 2
+    monkeypatch.setenv("INLAID_GREEDY_KERNEL", "0")
+    assert built.greedy_copy == 2 and Pipe().greedy_copy == 0
+
+    def read_again(*_: object) -> int:
+        raise AssertionError("greedy_mode read at a step")
+
+    monkeypatch.setattr(async_pipeline, "greedy_mode", read_again)
+
+    class Seq(SimpleNamespace):
+        __hash__ = object.__hash__  # (sequences are keys: InFlight.row_of)
+
+    seq = Seq(sampling=SamplingParams(temperature=0, max_tokens=8), generator=None, output_token_ids=[],
+              resumed_output_tokens=0)  # fmt: skip
+    step = SchedulerOutput([SimpleNamespace(seq=seq, samples=True)])  # type: ignore[list-item]
+    logits = torch.tensor([[0.0, 3.0, 1.0]])
+    flight = built._launch_sampling(step, logits)
+    assert flight.tokens.tolist() == [1] and flight.copy.read() == ([1], [0])

@@ -163,7 +163,7 @@ def test_a_bad_graph_input_mode_stops_the_worker_at_start(monkeypatch: pytest.Mo
 
     monkeypatch.setenv("INLAID_GRAPH_INPUT", "2")
     check_gpu_env()
-    for raw in ("4", "two"):
+    for raw in ("3", "4", "two"):  # 3: session 17's greedy-in-graph mode, removed in session 18
         monkeypatch.setenv("INLAID_GRAPH_INPUT", raw)
         with pytest.raises(ConfigError, match="INLAID_GRAPH_INPUT"):
             check_gpu_env()

@@ -1,13 +1,12 @@
 """The decode graphs' step input inside the graph (model.decode_graphs GRAPH_INPUT, session 17), on the CPU:
 - the feed region's words (model.token_feed.stage_feed): each fed row's source, -1 for the other rows, then the token
   tensor's address as two int32 words that give it back;
-- the graph's first kernel (token_feed.stage_in) and its greedy kernel (engine.greedy.greedy_in_graph) under Triton's
-  interpreter (a subprocess: the interpreter is chosen at import): the staged buffer copied, the fed rows gathered
-  from the tokens at the staged address and nothing else written; the greedy rows' argmax into the device tokens and
-  the staged host slot only, nothing where the staged row count is 0;
-- DecodeGraphs with fake graphs and events: which mode a bucket runs, the mode in the graph's key, the staged
-  sources and address (mode 1: the ids are not written before the replay), mode 2-3's staging that only fills and
-  waits for the graph's own event, and mode 3's host slots taken in turn, handed to the step only when it asks."""
+- the graph's first kernel (token_feed.stage_in) under Triton's interpreter (a subprocess: the interpreter is chosen
+  at import): the staged buffer copied, the fed rows gathered from the tokens at the staged address and nothing else
+  written;
+- DecodeGraphs with fake graphs and events: which mode a bucket runs (mode 2 up to its bucket cap, which a benchmark
+  may lift), the mode in the graph's key, the staged sources and address (mode 1: the ids are not written before the
+  replay), mode 2's staging that only fills and waits for the graph's own event; session 17's mode 3 is refused."""
 
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ from factories import interpreted_json, make_step, make_tiny_llama
 from inlaid_worker.model import decode_graphs
 from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs, _Graph, feed_view, staging_words
-from inlaid_worker.model.step_input import GraphGreedy
 from inlaid_worker.model.token_feed import FEED_EXTRA, address_words, make_feed, stage_feed
 
 BS = 4
@@ -54,7 +52,6 @@ def test_stage_feed_writes_sources_then_the_address() -> None:
 SCRIPT = r"""
 import json, torch
 from inlaid_worker.model.token_feed import FEED_EXTRA, make_feed, stage_feed, stage_in
-from inlaid_worker.engine.greedy import greedy_in_graph
 res = {}
 b, w = 4, 3
 off = b * (6 + w)
@@ -68,31 +65,13 @@ for copy in (True, False):
     ref[0], ref[1] = 55, 2**31 - 1  # rows 0-1 fed; row 2 not fed, row 3 padding: as staged
     stage_in(src, dev, b, off, copy)
     res[f"copy{copy}"] = torch.equal(dev, ref)
-torch.manual_seed(0)
-x = torch.randn(4, 300)
-x[1, 7] = x[1, 250] = 1e9  # a tie: the first
-x[2, 3] = float("nan")
-ref = x.argmax(-1)
-for words, slot in (((0, 1), None), ((3, 1), 1), ((2, 0), 0)):
-    ctrl = torch.tensor(words, dtype=torch.int32)
-    tok = torch.full((4,), -1, dtype=torch.int64)
-    host = torch.full((2, 2, 4), -1, dtype=torch.int64)
-    greedy_in_graph(x, ctrl, tok, host, block=64)
-    k = words[0]
-    want_tok = ref[:k].tolist() + [-1] * (4 - k)
-    want_host = torch.full((2, 2, 4), -1, dtype=torch.int64)
-    if slot is not None:
-        want_host[slot, 0, :k] = ref[:k]
-    res[f"greedy{words}"] = tok.tolist() == want_tok and torch.equal(host, want_host)
-res["ref"] = ref.tolist()
 print(json.dumps(res))
 """
 
 
-def test_stage_in_and_greedy_in_graph_under_the_interpreter() -> None:
+def test_stage_in_under_the_interpreter() -> None:
     res = interpreted_json(SCRIPT)
-    assert res["ref"][1] == 7 and res["ref"][2] == 3, res  # the cases that tell the rules apart
-    assert all(v for k, v in res.items() if k != "ref"), res
+    assert res == {"copyTrue": True, "copyFalse": True}, res
 
 
 class FakeEvent:
@@ -148,19 +127,37 @@ def _decode(n: int, feed: Any = None, pos: int = 1) -> Any:
 
 
 def test_the_mode_a_bucket_runs(tmp_path: Path, log: list[str]) -> None:
-    g = _graphs(tmp_path, log, 3, False)  # no kernel reads of pinned memory (the CPU; or cudaHostRegister)
-    assert [g.input_for(b) for b in (1, 4, 16)] == [0, 0, 0]  # the old path where modes 2-3 cannot apply
+    g = _graphs(tmp_path, log, 2, False)  # no kernel reads of pinned memory (the CPU; or cudaHostRegister)
+    assert [g.input_for(b) for b in (1, 4, 16)] == [0, 0, 0]  # the old path where mode 2 cannot apply
     g._host_reads = True
-    assert [g.input_for(b) for b in (1, 4, 16)] == [3, 3, 0]  # 2-3 only where measured (buckets <= 4)
-    g.graph_input = 2
-    assert [g.input_for(b) for b in (1, 4, 16)] == [2, 2, 0]
+    assert g.in_graph_max_bucket == decode_graphs.IN_GRAPH_COPY_MAX_BUCKET
+    cap = decode_graphs.IN_GRAPH_COPY_MAX_BUCKET
+    assert [g.input_for(b) for b in (1, 4, 16)] == [2 if b <= cap else 0 for b in (1, 4, 16)]  # only where measured
+    g.in_graph_max_bucket = 16  # (a benchmark measuring the larger buckets)
+    assert [g.input_for(b) for b in (1, 4, 16, 24)] == [2, 2, 2, 0]
     g.graph_input = 1  # only when asked for (it measured no gain alone)
     assert [g.input_for(b) for b in (1, 4, 16)] == [1, 1, 1]
     g.graph_input = 0
     assert [g.input_for(b) for b in (1, 4, 16)] == [0, 0, 0]
-    with pytest.raises(ValueError, match="input mode"):
-        g.graph_input = 4
-    assert [staging_words(4, WIDTH, m) for m in (0, 1, 2, 3)] == [36, 42, 42, 44]
+    for bad in (3, 4, -1):  # 3: session 17's greedy-in-graph mode, removed in session 18
+        with pytest.raises(ValueError, match="input mode must be one of 0, 1, 2, got"):
+            g.graph_input = bad
+    assert g.graph_input == 0
+    assert [staging_words(4, WIDTH, m) for m in (0, 1, 2)] == [36, 42, 42]
+
+
+def test_lifting_the_cap_keeps_both_modes_graphs_of_a_bucket(tmp_path: Path, log: list[str]) -> None:
+    """The benchmark's A/B at a bucket over the cap: mode 0's and mode 2's graphs of bucket 16 coexist (the mode is
+    part of the key) and each keeps its own staging (mode 2's: the graph's event, no copy)."""
+    g = _graphs(tmp_path, log, 0, True)
+    g.in_graph_max_bucket = 16
+    w = object()
+    for mode in (0, 2, 0, 2):
+        g.graph_input = mode
+        g.run(w, _decode(9), host=False)
+    assert sorted(k[4] for k in g._graphs) == [0, 2] and {k[0] for k in g._graphs} == {16}
+    assert log.count("capture16") == 2 and log.count("replay") == 4
+    assert log.count("record-copy") == 2 and log.count("wait-graph") == 2  # mode 0 copies; mode 2 waits on its event
 
 
 def test_mode_1_stages_the_sources_and_address_not_the_ids(tmp_path: Path, log: list[str]) -> None:
@@ -183,34 +180,19 @@ def test_mode_1_stages_the_sources_and_address_not_the_ids(tmp_path: Path, log: 
     assert old.staging.dev.numel() == staging_words(4, WIDTH, 0) and old.staging.dev[:3].tolist() == [42, 40, 5]
 
 
-def test_modes_2_and_3_fill_only_and_wait_for_the_graphs_event(tmp_path: Path, log: list[str]) -> None:
-    g = _graphs(tmp_path, log, 3, True)
+def test_mode_2_fills_only_and_waits_for_the_graphs_event(tmp_path: Path, log: list[str]) -> None:
+    g = _graphs(tmp_path, log, 2, True)
     w = object()
-    asks = [GraphGreedy(), None, GraphGreedy(), GraphGreedy()]
-    seen = []
-    for i, asked in enumerate(asks):
-        step = _decode(2, pos=1 + i)
-        if asked is not None:
-            import dataclasses
-
-            step = dataclasses.replace(step, graph_greedy=asked)
+    for i in range(3):
         log.append("|")
-        g.run(w, step, host=False)
+        g.run(w, _decode(2, pos=1 + i), host=False)
         (gr,) = g._graphs.values()
         st = gr.staging
         assert st.dev.tolist() == [0] * st.dev.numel()  # nothing copied: the graph's own kernel reads the host buffer
-        at = 2 * (6 + WIDTH) + 2 + FEED_EXTRA
-        seen.append(st.host[at : at + 2].tolist())
-        if asked is not None:
-            slot = seen[-1][1]
-            gt = st.greedy
-            assert gt is not None and asked.tokens is not None and asked.host is not None
-            assert asked.tokens.data_ptr() == gt.tokens.data_ptr() and asked.tokens.shape == (2,)
-            assert asked.host.data_ptr() == gt.host[slot].data_ptr() and asked.host.shape == (2, 2)
-            assert gt.host[:, 1].tolist() == [[0, 0], [0, 0]]  # the flags rows: zeros
-    assert seen == [[2, 0], [0, 0], [2, 1], [2, 0]]  # rows taken (0: not asked), the slots in turn
+        assert st.host.numel() == staging_words(2, WIDTH, 2)
+        assert st.host[2 : 2 + 2].tolist() == [1 + i] * 2  # the positions, staged in the pinned buffer itself
     # no copy and no host-side record: the wait is on the event the graph records (a no-op before its first replay)
-    assert log == ["|", "wait-graph", "capture2", "replay"] + ["|", "wait-graph", "replay"] * 3
+    assert log == ["|", "wait-graph", "capture2", "replay"] + ["|", "wait-graph", "replay"] * 2
 
 
 def test_feed_tokens_of_another_dtype_are_staged_from_an_int64_copy(tmp_path: Path, log: list[str]) -> None:
@@ -227,25 +209,29 @@ def test_feed_tokens_of_another_dtype_are_staged_from_an_int64_copy(tmp_path: Pa
 def test_graph_input_env_is_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INLAID_GRAPH_INPUT", raising=False)
     assert decode_graphs.graph_input_env() == decode_graphs.GRAPH_INPUT
-    for raw, want in (("0", 0), (" 3 ", 3), ("1", 1), ("", decode_graphs.GRAPH_INPUT)):
+    for raw, want in (("0", 0), (" 2 ", 2), ("1", 1), ("", decode_graphs.GRAPH_INPUT)):
         monkeypatch.setenv("INLAID_GRAPH_INPUT", raw)
         assert decode_graphs.graph_input_env() == want, raw
-    for raw in ("4", "-1", "two", "on"):
+    for raw in ("3", "4", "-1"):  # 3: session 17's mode 3, removed: the variable and the allowed values named
         monkeypatch.setenv("INLAID_GRAPH_INPUT", raw)
-        with pytest.raises(ValueError, match="INLAID_GRAPH_INPUT|input mode"):
+        with pytest.raises(ValueError, match=r"^INLAID_GRAPH_INPUT: decode graph input mode must be one of 0, 1, 2, "):
+            decode_graphs.graph_input_env()
+    for raw in ("two", "on"):
+        monkeypatch.setenv("INLAID_GRAPH_INPUT", raw)
+        with pytest.raises(ValueError, match="INLAID_GRAPH_INPUT"):
             decode_graphs.graph_input_env()
 
 
 def test_mode_2_is_shipped() -> None:
     """Session 17 measured mode 2 (the fed ids gathered and the pinned staging buffer read by the graph's first kernel)
     lower than mode 0 in every round at batches 1 and 4 of two runs (bench/results/decode-2026-12-01-s17-b1.md);
-    mode 3 missed one round of sixteen, mode 1 gained nothing."""
+    mode 1 gained nothing (mode 3, greedy tokens in the graph, missed rounds and was removed in session 18)."""
     assert decode_graphs.GRAPH_INPUT == 2
 
 
 def test_a_wide_staging_buffer_keeps_the_copy_engine(tmp_path: Path, log: list[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """Modes 2-3 read the pinned buffer over PCIe with SM loads: only while it is at most IN_GRAPH_COPY_MAX_BYTES."""
+    """Mode 2 reads the pinned buffer over PCIe with SM loads: only while it is at most IN_GRAPH_COPY_MAX_BYTES."""
     g = _graphs(tmp_path, log, 2, True)
     assert [g.input_for(b) for b in (1, 2, 4)] == [2, 2, 2]
     monkeypatch.setattr(decode_graphs, "IN_GRAPH_COPY_MAX_BYTES", staging_words(2, WIDTH, 2) * 4)
@@ -272,9 +258,39 @@ def test_dropping_a_stale_mode_2_graph_waits_for_its_last_read(tmp_path: Path, l
     assert f"wait-{first}" in log and log.index(f"wait-{first}") < log.index("capture2"), log
 
 
-def test_host_register_under_either_allocator_setting_name_turns_host_reads_off() -> None:
-    conf = "pinned_use_cuda_host_register:True,pinned_num_register_threads:8"
-    assert decode_graphs.host_reads_ok({"PYTORCH_CUDA_ALLOC_CONF": conf}) is False
-    assert decode_graphs.host_reads_ok({"PYTORCH_ALLOC_CONF": conf}) is False  # torch's device-neutral name
-    assert decode_graphs.host_reads_ok({"PYTORCH_CUDA_ALLOC_CONF": "", "PYTORCH_ALLOC_CONF": conf}) is True  # CUDA's wins
-    assert decode_graphs.host_reads_ok({}) is True
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_mode_2_above_the_cap_equals_mode_0(tmp_path: Path) -> None:
+    """With the bucket cap lifted (the session 18 benchmark's setting), a decode step of 9 sequences (bucket 16) with
+    fed tokens replays mode 2's graph (the first kernel reads the pinned buffer, gathers the fed ids) and gives mode 0's
+    logits and KV writes from the same KV state; both graphs of the bucket coexist."""
+    import dataclasses
+
+    from inlaid_worker.model.runner import ModelRunner
+
+    runner = ModelRunner(make_tiny_llama(tmp_path / "m"), device="cuda", dtype=torch.float16, num_kv_blocks=64,
+                         block_size=BS, backend="triton")  # fmt: skip
+    dg = runner._graphs
+    assert dg is not None
+    dg.in_graph_max_bucket = 16
+    gen = torch.Generator().manual_seed(3)
+    n = 9
+    seqs = [torch.randint(3, 300, (12,), generator=gen).tolist() for _ in range(n)]
+    tables = [list(range(i * 4, i * 4 + 4)) for i in range(n)]
+    runner.execute_device(make_step([(s[:10], 0, tables[i], -1) for i, s in enumerate(seqs)], BS))
+    fed = torch.tensor([s[10] for s in seqs][::-1], dtype=torch.int64, device="cuda")  # row i takes fed[n - 1 - i]
+    step = make_step([([0], 10, tables[i], -1) for i in range(n)], BS)  # placeholders where the feed writes
+    step = dataclasses.replace(step, token_feed=make_feed(fed, [n - 1 - i for i in range(n)]))
+    snap = runner.kv_cache.clone()
+    out = {}
+    for mode in (0, 2, 0, 2):  # (the second pass replays the captured graphs)
+        dg.graph_input = mode
+        runner.kv_cache.copy_(snap)
+        logits = runner.execute_device(step).clone()
+        torch.cuda.synchronize()
+        out[mode] = (logits.cpu(), runner.kv_cache.clone())
+    assert sorted(k[4] for k in dg._graphs if k[0] == 16) == [0, 2]
+    torch.testing.assert_close(out[2][0], out[0][0], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(out[2][1], out[0][1], rtol=1e-3, atol=1e-3)
+    host = make_step([([s[10]], 10, tables[i], -1) for i, s in enumerate(seqs)], BS)  # the ids on the host instead
+    runner.kv_cache.copy_(snap)
+    torch.testing.assert_close(runner.execute_device(host).cpu(), out[2][0], rtol=1e-3, atol=1e-3)
