@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Historical: it ran at a4346b1. Its default INLAID_GRAPH_INPUT mode 3 (and test_graph_greedy_ask.py) were removed in
+# session 18, so `git checkout a4346b1` to rerun it as it ran.
 # Session 17 (issue 4): the decode step's input and greedy tokens inside the decode CUDA graph (model.decode_graphs
 # GRAPH_INPUT 0-3). (1) s17_b1_loop.py: the engine's async loop A/B at LOOP_BATCHES, modes alternating, and a
 # profile of the GPU work between two replays; (2) GPU tests (TESTS_S > 0): the async engine equals the synchronous one

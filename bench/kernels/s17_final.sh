@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Historical: it ran at a4346b1. Its default INLAID_GRAPH_INPUT mode 3 (and test_graph_greedy_ask.py) were removed in
+# session 18, so `git checkout a4346b1` to rerun it as it ran.
 # Session 17's closing device call: (1) the GPU tests of what this session changed (tcsx as a tuner kind and its
 # operand-order x from the norm / silu_mul, the decode graph's input inside the graph, the bad-input fixes' GPU-free
 # paths need none) plus session 16's list, (2) the engine's async loop with the decode graph input modes 2 (shipped)

@@ -145,7 +145,7 @@ def test_the_worker_checks_every_switch_at_start() -> None:
 
 @pytest.mark.parametrize("name,value", [("INLAID_PDL", "maybe"), ("INLAID_PDL_MAX_BUCKET", "sixteen"),
                                         ("INLAID_DECODE_FUSION", "rotary"), ("INLAID_PREFILL_GRAPH_MAX_TOKENS", "1k"),
-                                        ("INLAID_QMM_TUNED", "of")])  # fmt: skip
+                                        ("INLAID_QMM_TUNED", "of"), ("INLAID_GRAPH_INPUT", "3")])  # fmt: skip
 def test_a_bad_gpu_setting_stops_the_worker_at_start(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
                                                       name: str, value: str) -> None:  # fmt: skip
     """The worker's main exits with code 2 and the variable's name before it loads a model (final read, session

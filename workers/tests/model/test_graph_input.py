@@ -225,8 +225,11 @@ def test_graph_input_env_is_strict(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_mode_2_is_shipped() -> None:
     """Session 17 measured mode 2 (the fed ids gathered and the pinned staging buffer read by the graph's first kernel)
     lower than mode 0 in every round at batches 1 and 4 of two runs (bench/results/decode-2026-12-01-s17-b1.md);
-    mode 1 gained nothing (mode 3, greedy tokens in the graph, missed rounds and was removed in session 18)."""
+    mode 1 gained nothing (mode 3, greedy tokens in the graph, missed rounds and was removed in session 18). Session 18
+    measured buckets 8 and 16 lower in 7 of 8 rounds each (bench/results/decode-2026-12-01-s18-input-mid.md), so the
+    cap stays at 4."""
     assert decode_graphs.GRAPH_INPUT == 2
+    assert decode_graphs.IN_GRAPH_COPY_MAX_BUCKET == 4
 
 
 def test_a_wide_staging_buffer_keeps_the_copy_engine(tmp_path: Path, log: list[str],
