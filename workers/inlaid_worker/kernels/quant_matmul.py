@@ -17,7 +17,8 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   program, one shift a word; 4-bit, M = 2..8 in the tuner, N a multiple of BLOCK_N (not faster than tc2 / hgemvr
   on the H200 but at a few points: session 11);
 - "tcl", "tclp", "tcls" (quant_tcl, Gluon): the large-M tile GEMM (each word dequantized once per 64-128 rows of
-  x, x put into the operand's K order once per call), 4- and 3-bit, M >= 64;
+  x, x put into the operand's K order once per call, or given in that order: launch_tcl_kind's xp), 4- and 3-bit,
+  M >= 64;
 - "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
   warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
 - "tcs", "tcss", "tcsa", "tcs2", "tcs2a", "tcs2ao", "tcs2at", "tcsat" (quant_tcs, Gluon): small-M GEMV with
@@ -71,6 +72,8 @@ from .quant_mma import dequant_matmul, launch_mma
 from .quant_tc import launch_tensor_core
 
 HGEMVR_KINDS = ("hgemvr", "hgemvrq", "hgemvrb", "hgemvrf", "hgemvrqf", "hgemvrbf")
+TCL_KINDS = ("tcl", "tclp", "tcls")
+XP_KINDS = (*TCSX_KINDS, *TCL_KINDS)  # the kinds that can take an operand-ordered x (launch_xp_kind)
 
 
 @triton.jit
@@ -199,8 +202,10 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_hgemv3(x2, w, *args)
     elif cfg.kind == "mma":
         launch_mma(x2, w, *args)
-    elif cfg.kind in ("tc", "tcf", "tc2", "tcf2", "tcl", "tclp", "tcls"):  # quant_tcg, quant_tcl (Gluon); see quant_tc
+    elif cfg.kind in ("tc", "tcf", "tc2", "tcf2"):  # quant_tcg (Gluon); see quant_tc
         launch_tensor_core(x2, w, *args, kind=cfg.kind)
+    elif cfg.kind in TCL_KINDS:  # quant_tcl (Gluon): the large-M tile GEMM (+ its x pre-pass)
+        launch_tcl_kind(x2, w, cfg, y)
     elif cfg.kind in ("tcv", "tcv2"):  # quant_tcv (Gluon, sm_90); the same product as "tc" under the interpreter
         launch_tcv_kind(x2, w, cfg, y)
     elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
@@ -272,6 +277,43 @@ def launch_tcsx_kind(x2: torch.Tensor | None, w: GPTQWeight, cfg: QMMConfig, y: 
         launch_tcsx(xa, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind, xp=xp)
     else:
         launch_tensor_core(x2, w, min(cfg.block_m, 64), 64, 128, cfg.split_k, 4, 1, y, kind="tc")
+
+
+def launch_tcl_kind(x2: torch.Tensor | None, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor,
+                    xp: torch.Tensor | None = None) -> None:  # fmt: skip
+    """Kinds "tcl" / "tclp" / "tcls" (quant_tcl PIPE 0 / 1 / 2; num_stages = the cp.async ring's depth): quant_tcl on
+    CUDA, its pre-pass (x into the operand's K order: quant_tcl.tcl_permute) first inside the call; under the
+    interpreter quant_tc's twin "tcf" (launch_tensor_core). xp (x2 may then be None): x already in that order, so no
+    pre-pass (model.llama_fast's TCSX_XP for tcl picks; 4-bit, where the order is quant_tcsx's); under the interpreter
+    x2 is recovered from it (x2[:, order] = xp), as in launch_tcsx_kind."""
+    if xp is not None and x2 is None and (not xp.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        from .quant_tcl import x_order
+
+        x2 = torch.empty_like(xp)
+        x2[:, x_order(xp.shape[1], w.perm, xp.device, w.bits)] = xp
+    xa = x2 if x2 is not None else xp
+    if xa is None:
+        raise ValueError("launch_tcl_kind: x2 or xp is needed")
+    if xp is not None and xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        need_sm90(xa.device, cfg.kind)  # callers with xp skip launch_quant_matmul's check (LLVM aborts elsewhere)
+        from .quant_tcl import launch_tcl  # late: Gluon's Hopper module, CUDA only
+
+        launch_tcl(None, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps, cfg.num_stages,
+                   TCL_KINDS.index(cfg.kind), y, xp=xp)  # fmt: skip
+    else:
+        launch_tensor_core(xa, w, cfg.block_m, cfg.block_n, 128, cfg.split_k, cfg.num_warps, cfg.num_stages, y,
+                           kind=cfg.kind)  # fmt: skip
+
+
+def launch_xp_kind(w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor, xp: torch.Tensor) -> None:
+    """y = x @ W for a kind in XP_KINDS, xp = x in the operand's K order (no pre-pass): launch_tcsx_kind or
+    launch_tcl_kind with xp."""
+    if cfg.kind in TCSX_KINDS:
+        launch_tcsx_kind(None, w, cfg, y, xp=xp)
+    elif cfg.kind in TCL_KINDS:
+        launch_tcl_kind(None, w, cfg, y, xp=xp)
+    else:
+        raise ValueError(f"kind {cfg.kind!r} takes no operand-ordered x (XP_KINDS: {XP_KINDS})")
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

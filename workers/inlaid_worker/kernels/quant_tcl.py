@@ -10,6 +10,8 @@ operand ((q - z) * s in the operand: quant_tcg._operand with FULL_DEQUANT), x^T 
 x is permuted ONCE per call into the operand's K order (permute_x; x_order: column j of xp is x[:, base(j)],
 base = 128-tile start + quant_tcg.operand_rows, act-order composed in), so x and the words both stream through
 one STAGES-deep cp.async ring (16-byte copies straight into the 128B-swizzled NVMMA layout, no per-tile permute).
+launch_tcl takes `xp` (an already permuted x) to skip that pre-pass: model.llama_fast's TCSX_XP extended to tcl picks
+(session 18; 4-bit without act-order, where the order is quant_tcsx's: the norm / silu_mul before the GEMM write it).
 "tcl" builds each tile's operand right before its wgmma (PIPE 0); "tclp" builds the next one while the current
 wgmma runs (PIPE 1: ptxas then serializes the 8 wgmmas of a tile, C7513); "tcls" (PIPE 2) builds the next one
 under the current wgmma too, but stores it to shared memory (two buffers) so that the wgmma reads no registers.
@@ -251,15 +253,28 @@ def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
     return grid, args, consts
 
 
-def launch_tcl(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
-               stages: int, pipe: int, y: torch.Tensor) -> None:  # fmt: skip
-    """y[M, N] = x2[M, K] @ W (CUDA, sm_90): x permuted once into the operand order, then the tile kernel."""
+def tcl_permute(x2: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
+    """The pre-pass: x2 in w's operand K order, act-order composed in (permute_x; one launch). For 4-bit weights
+    without act-order this is the order quant_tcsx's pre-pass writes too, which fused_norm.add_rms_norm(operand=True)
+    and silu_mul(operand=True) write directly (model.llama_fast's TCSX_XP)."""
     if w.bits == 3:  # the 3-bit operand order is a gather (act-order composed in)
-        xp = permute_x(x2, x_order(x2.shape[1], w.perm, x2.device, 3))
-    else:
-        xp = permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)
+        return permute_x(x2, x_order(x2.shape[1], w.perm, x2.device, 3))
+    return permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)
+
+
+def launch_tcl(x2: torch.Tensor | None, w: GPTQWeight, block_m: int, block_n: int, split_k: int, num_warps: int,
+               stages: int, pipe: int, y: torch.Tensor, xp: torch.Tensor | None = None) -> None:  # fmt: skip
+    """y[M, N] = x2[M, K] @ W (CUDA, sm_90): x permuted once into the operand order (tcl_permute), then the tile
+    kernel. xp (x2 may then be None): x already in that order (= tcl_permute(x2, w), row-major with 16-byte rows: the
+    cp.async copies), so no pre-pass."""
+    if xp is None:
+        if x2 is None:
+            raise ValueError("launch_tcl: x2 or xp is needed")
+        xp = tcl_permute(x2, w)
+    elif xp.stride(1) != 1 or (xp.stride(0) * xp.element_size()) % 16 or xp.data_ptr() % 16:
+        raise ValueError("launch_tcl: xp must be row-major with 16-byte aligned rows (cp.async)")
     grid, args, consts = tcl_args(xp, w, block_m, block_n, split_k, num_warps, stages, pipe, y)
     _tcl_kernel[grid](*args, **consts, num_warps=num_warps)
 
 
-__all__ = ["launch_tcl", "permute_x", "tcl_args", "tcl_layouts", "x_order"]
+__all__ = ["launch_tcl", "permute_x", "tcl_args", "tcl_layouts", "tcl_permute", "x_order"]

@@ -48,7 +48,10 @@ where the consumer GEMM's pick for the step's M (the tuner's, known before the p
 one-part weight without act-order, the producer of its x writes the operand order itself: the input / post-attention
 add + RMSNorm (fused_norm.add_rms_norm(operand=True)) for qkv and gate/up, silu_mul(operand=True) for down; the GEMM
 then gets it as xp (quant_matmul.launch_tcsx_kind) and runs no pre-pass. Same bits as the pre-pass's (only columns
-move), so the step's output is unchanged.
+move), so the step's output is unchanged. Session 18: the same for a consumer whose pick is a quant_tcl kind ("tcl" /
+"tclp" / "tcls": its pre-pass writes the same order for 4-bit weights without act-order) at the M buckets of
+TCL_XP_BUCKETS (quant_matmul.launch_tcl_kind with xp). The picks are looked up once per weight shape and forward
+(_XpPicks), not once per layer.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ from inlaid_worker.kernels.gemv_norm import gemv_normed, gemv_residual, pair_ok,
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.kernels.paged_decode import paged_decode, row_rope_for
 from inlaid_worker.kernels.paged_prefill import paged_prefill
-from inlaid_worker.kernels.quant_matmul import launch_tcsx_kind, tuned_config
-from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS, QMMConfig
+from inlaid_worker.kernels.quant_matmul import TCL_KINDS, launch_tcl_kind, launch_tcsx_kind, tuned_config
+from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS, QMMConfig, m_bucket
 from inlaid_worker.kernels.quant_swiglu import gemv_swiglu
 from inlaid_worker.kernels.rope_cache import rope_and_cache
 from inlaid_worker.kernels.silu_mul import silu_mul
@@ -256,10 +259,12 @@ def forward_fast(
     h = F.embedding(token_ids, w.embed)  # the residual stream, updated in place by add_rms_norm
     t, eps, scale = h.shape[0], c.rms_norm_eps, c.head_dim**-0.5
     q_end, k_end = c.q_size, c.q_size + c.kv_size
-    # TCSX_XP: decode layouts without a GEMV fusion, no LoRA (xpick: the tcsx pick x is operand-ordered for, or None)
-    xpo = (isinstance(layout, DecodeLayout) and lora is None and t > 0 and h.dtype in (torch.float16, torch.bfloat16)
-           and not set(layout.fusion.split("+")) & set(GEMV_FUSIONS) and tcsx_xp_on())  # fmt: skip
-    xpick = _xp_pick(h, w.layers[0].qkv) if xpo and w.layers else None
+    # TCSX_XP: decode layouts without a GEMV fusion, no LoRA (xpo: the forward's pick lookup, else None; xpick: the
+    # tcsx / tcl pick x is operand-ordered for, or None)
+    xp_on = (isinstance(layout, DecodeLayout) and lora is None and t > 0 and h.dtype in (torch.float16, torch.bfloat16)
+             and not set(layout.fusion.split("+")) & set(GEMV_FUSIONS) and tcsx_xp_on())  # fmt: skip
+    xpo = _XpPicks() if xp_on else None
+    xpick = xpo(h, w.layers[0].qkv) if xpo is not None and w.layers else None
     x = add_rms_norm(h, w.layers[0].input_norm, eps, operand=xpick is not None) if w.layers else h
     # SwiGLU in the gate/up GEMV: decode layouts that ask for it, without LoRA (its delta lands between the two)
     swiglu = isinstance(layout, DecodeLayout) and layout.swiglu and lora is None and h.dtype == torch.float16
@@ -310,7 +315,7 @@ def forward_fast(
                     attn = _attend(q, kv_cache[i, 0], kv_cache[i, 1], layout, scale).reshape(t, -1)
             pending = fuse.residual(2 * i, attn, layer.o, h, layer.gate_up, layer.post_norm)
             if pending is None:
-                xpick = _xp_pick(h, layer.gate_up) if xpo else None
+                xpick = xpo(h, layer.gate_up) if xpo is not None else None
                 x = _add_norm(attn, layer.o, h, layer.post_norm, eps, lora, i, "o_proj", cfin, q_sums,
                               operand=xpick is not None)  # fmt: skip
             elif q_sums is not None:  # (qsums excludes the norm fusion: unreachable, guarded)
@@ -321,7 +326,7 @@ def forward_fast(
             raise
         nxt = w.layers[i + 1] if i + 1 < len(w.layers) else None
         x, pending, xpick = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size,
-                                 cfin, gsums, xpick if xpo and pending is None else None, xpo)  # fmt: skip
+                                 cfin, gsums, xpick if xpo is not None and pending is None else None, xpo)  # fmt: skip
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
@@ -369,22 +374,62 @@ def _single(m: QuantMatrix | torch.Tensor) -> GPTQWeight | None:
 XpPick = tuple[GPTQWeight, QMMConfig]
 
 
+# M buckets (quant_matmul_config.m_bucket) at which a consumer whose pick is a quant_tcl kind takes the operand-ordered
+# x too (session 18; tcsx picks take it at every bucket). Read at every forward (so at a decode graph's capture); the
+# H200 table's tcl consumers are at these two buckets only. Measured (bench/results/decode-2026-12-01-s18-tcl-xp.md:
+# H200, random-weight int4 Llama-2, decode graphs with the runner's defaults, empty / this set alternating on one
+# runner, 8 rounds): device time 7B batch 128 / 256 0.9963x / 0.9980x, 13B 0.9969x / 0.9988x, lower in every round
+# (~1.2-1.6 us a removed pre-pass). Other buckets (no 4-bit tcl pick in the H200 table) were not measured.
+TCL_XP_BUCKETS: frozenset[int] = frozenset({128, 256})
+
+
 def _xp_pick(stand_in: torch.Tensor, weight: QuantMatrix | torch.Tensor) -> XpPick | None:
     """TCSX_XP: (packed weight, the tuner's pick) where the GEMM of an x shaped like stand_in [T, K] (its values unused)
-    by `weight` runs a tcsx kind on a one-part weight without act-order (its producer may then write the operand order);
-    else None. The pick is what quant_matmul would take for that x (tuned_config: the same key)."""
+    by `weight` runs a tcsx kind, or a tcl kind at an M bucket of TCL_XP_BUCKETS, on a one-part 4-bit weight without
+    act-order (its producer may then write the operand order); else None. The pick is what quant_matmul would take
+    for that x (tuned_config: the same key)."""
     wp = _single(weight)
-    if wp is None or wp.perm is not None or stand_in.shape[1] != wp.in_features or stand_in.shape[1] % 128:
+    if (wp is None or wp.perm is not None or wp.bits != 4 or stand_in.shape[1] != wp.in_features
+            or stand_in.shape[1] % 128):  # fmt: skip
         return None
     cfg = tuned_config(stand_in, wp)
-    return (wp, cfg) if cfg.kind in TCSX_KINDS else None
+    ok = cfg.kind in TCSX_KINDS or (cfg.kind in TCL_KINDS and m_bucket(stand_in.shape[0]) in TCL_XP_BUCKETS)
+    return (wp, cfg) if ok else None
+
+
+class _XpPicks:
+    """_xp_pick memoised for one forward: every layer of a model has the same few weight shapes, and within a forward
+    the rows, dtype, device, TCL_XP_BUCKETS and the tuner's pick for a shape do not change, so one lookup per weight
+    shape instead of three a layer (H200 host: a lookup 3.7-5.2 us, mostly building the tuner's key; a memo hit
+    0.8 us; an eager 7B / 13B decode forward's picks 372-502 / 446-450 us -> 90 / 108-111 us). Keyed by what the
+    tuner's key reads of the weight (quant_matmul_config._key); made anew per forward, so a later table or weight
+    change is seen. Graphs pay it once, at capture."""
+
+    def __init__(self) -> None:
+        self.memo: dict[tuple, QMMConfig | None] = {}
+
+    def __call__(self, stand_in: torch.Tensor, weight: QuantMatrix | torch.Tensor) -> XpPick | None:
+        wp = _single(weight)
+        if wp is None:
+            return None
+        qw = wp.qweight
+        key = (wp.out_features, wp.in_features, wp.bits, wp.group_size, wp.sym, wp.perm is None,
+               qw.stride(0) == 1 and qw.shape[1] > 1, stand_in.shape[1])  # fmt: skip
+        if key not in self.memo:
+            pick = _xp_pick(stand_in, weight)
+            self.memo[key] = pick[1] if pick is not None else None
+        cfg = self.memo[key]
+        return (wp, cfg) if cfg is not None else None
 
 
 def _xp_gemm(xp: torch.Tensor, pick: XpPick) -> torch.Tensor:
     """x @ W for the operand-ordered xp (no pre-pass): quant_matmul's product with the pick `pick` was made for."""
     wp, cfg = pick
     y = torch.empty(xp.shape[0], wp.out_features, dtype=xp.dtype, device=xp.device)
-    launch_tcsx_kind(None, wp, cfg, y, xp=xp)
+    if cfg.kind in TCL_KINDS:
+        launch_tcl_kind(None, wp, cfg, y, xp=xp)
+    else:
+        launch_tcsx_kind(None, wp, cfg, y, xp=xp)
     return y
 
 
@@ -394,8 +439,8 @@ def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tens
               xpick: XpPick | None = None) -> torch.Tensor:  # fmt: skip
     """Unfused: h += x @ weight (+ LoRA `name` of layer i), then RMSNorm(h): the next GEMV's x. cfin (no LoRA): the
     norm reads the GEMV's split-K sums where the pick allows (consumer_finish.gemv_add_norm). clear: the qkv GEMV's
-    sums (consumer_finish.gemv_sums), which the norm zeroes. TCSX_XP (no cfin, no LoRA): xpick, x is in that tcsx
-    pick's operand order (_xp_gemm); operand, the norm writes its result in the operand order."""
+    sums (consumer_finish.gemv_sums), which the norm zeroes. TCSX_XP (no cfin, no LoRA): xpick, x is in that tcsx /
+    tcl pick's operand order (_xp_gemm); operand, the norm writes its result in the operand order."""
     if xpick is not None or operand:
         if lora is not None or cfin:
             raise ValueError("forward_fast: the operand-ordered x takes neither LoRA nor cfin")
@@ -414,12 +459,14 @@ def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tens
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
          nxt: LayerWeights | None, final_norm: torch.Tensor, fuse: _NormFusion, swiglu: bool,
          lora: LoraDelta | None, eps: float, inter: int, cfin: bool = False, gsums: bool = False,
-         xpick: XpPick | None = None, xpo: bool = False) -> tuple[torch.Tensor, _Pending | None, XpPick | None]:  # fmt: skip
+         xpick: XpPick | None = None, xpo: _XpPicks | None = None,
+         ) -> tuple[torch.Tensor, _Pending | None, XpPick | None]:  # fmt: skip
     """Layer i's gate/up -> SwiGLU -> down into h, then the next norm (nxt's input norm, or the final norm after the
     last layer): fused into the down GEMV and nxt's qkv where they can (-> x unchanged, its pending), else run here
     (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x. gsums (no LoRA, no norm
     fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair). TCSX_XP
-    (xpo: forward_fast's conditions): xpick, x is in that gate/up pick's operand order; silu_mul writes down's and the
+    (xpo, the forward's pick lookup, where forward_fast's conditions hold): xpick, x is in that gate/up pick's operand
+    order; silu_mul writes down's and the
     norm after down nxt's qkv's where their picks are tcsx (-> the third value: the pick the returned x is for)."""
     if (gsums and pending is None and lora is None and (gu := _single(layer.gate_up)) is not None
             and (wd := _single(layer.down)) is not None and (picks := gu_pair(x, gu, wd, h)) is not None):  # fmt: skip
@@ -432,11 +479,11 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
         act = pending.gemv(h, eps, swiglu=True) if fused else silu_mul(pending.gemv(h, eps))
     elif swiglu and (gu := _single(layer.gate_up)) is not None:
         act = gemv_swiglu(x, gu)  # one launch where the kernel allows (quant_swiglu)
-    elif xpo:  # TCSX_XP (no LoRA, no GEMV fusion)
+    elif xpo is not None:  # TCSX_XP (no LoRA, no GEMV fusion)
         gate_up = _xp_gemm(x, xpick) if xpick is not None else linear(x, layer.gate_up)
-        dpick = _xp_pick(gate_up[:, :inter], layer.down)
+        dpick = xpo(gate_up[:, :inter], layer.down)
         act = silu_mul(gate_up, operand=dpick is not None)
-        qpick = _xp_pick(h, nxt.qkv) if nxt is not None else None
+        qpick = xpo(h, nxt.qkv) if nxt is not None else None
         norm_weight = final_norm if nxt is None else nxt.input_norm
         return _add_norm(act, layer.down, h, norm_weight, eps, None, i, "down_proj", operand=qpick is not None,
                          xpick=dpick), None, qpick  # fmt: skip
