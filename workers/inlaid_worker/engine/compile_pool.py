@@ -35,7 +35,8 @@ class ClosedError(RuntimeError):
 class Timers:
     """`call_later(delay, fn)` runs fn on one daemon thread after `delay` seconds unless cancelled first. After
     `close()` pending callbacks never run and call_later hands back a timer that never fires (a pool worker that took
-    a job just as its pool closed still asks for one)."""
+    a job just as its pool closed still asks for one). When the thread cannot start (no more threads), call_later
+    raises and keeps nothing: the next call tries again."""
 
     def __init__(self, name: str = "timers") -> None:
         self._name = name
@@ -51,10 +52,14 @@ class Timers:
             if self._closed:
                 timer.cancel()
                 return timer
+            if self._thread is None:  # started before the callback is queued: a failed start leaves nothing behind
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                try:
+                    thread.start()
+                except Exception as exc:  # (e.g. no more threads)
+                    raise RuntimeError(f"timer thread {self._name} could not start: {exc}") from exc
+                self._thread = thread
             heapq.heappush(self._heap, (time.monotonic() + max(delay_s, 0.0), next(self._seq), timer))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
             self._cv.notify()
         return timer
 
@@ -66,7 +71,8 @@ class Timers:
             self._heap.clear()
             thread = self._thread
             self._cv.notify()
-        if thread is not None and thread is not threading.current_thread():
+        # only a started thread can be joined (ident is set by start)
+        if thread is not None and thread.ident is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
 
     def _run(self) -> None:
@@ -210,12 +216,19 @@ class CompilePool:
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
                 worker.job = job
-            timer = self._timers.call_later(self.stuck_after_s, lambda w=worker, j=job: self._check(w, j))
+            try:
+                timer: Timer | None = self._timers.call_later(
+                    self.stuck_after_s, lambda w=worker, j=job: self._check(w, j)
+                )
+            except Exception:  # no timer thread: the job still runs (and settles its future), unwatched
+                log.warning("compile pool %s: no stuck check for a job (the timer thread could not start)", self._name)
+                timer = None
             try:
                 job.future.set_result(job.fn())
             except BaseException as exc:  # handed to whoever waits on the future
                 job.future.set_exception(exc)
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             with self._cv:
                 worker.job = None
                 if self._closed:

@@ -17,7 +17,6 @@ import json
 import re
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
@@ -120,8 +119,8 @@ class GrammarCache:
         self._cache: OrderedDict[Key, _Entry] = OrderedDict()
         self._bytes = 0
         self._inflight: dict[Key, _Inflight] = {}
-        # state_async's futures (close fails those still waiting); weak: one that ends and is dropped leaves by itself
-        self._pending: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        # state_async's futures still waiting (close fails them); each leaves as it ends (a done-callback, under _lock)
+        self._pending: set[Future[Any]] = set()
         self._closed = False
         self.hits = 0
         self.misses = 0
@@ -190,11 +189,20 @@ class GrammarCache:
             waiters += list(self._pending)
             self._inflight.clear()
         deadline = time.monotonic() + timeout_s
-        for pool in pools:
-            pool.close(max(deadline - time.monotonic(), 0.0))
-        self._timers.close(max(deadline - time.monotonic(), 0.0))
-        for w in waiters:  # outside the lock: their callbacks (the engine loop's) may take locks of their own
-            _settle(w, ClosedError("the grammar cache closed while this request waited (the worker is shutting down)"))
+        failed: Exception | None = None
+        try:
+            for stop in [*(p.close for p in pools), self._timers.close]:
+                try:  # one that fails does not keep the others running
+                    stop(max(deadline - time.monotonic(), 0.0))
+                except Exception as exc:
+                    failed = failed or exc
+        finally:  # every waiter settles, whatever a stop raised
+            for w in waiters:  # outside the lock: their callbacks (the engine loop's) may take locks of their own
+                _settle(
+                    w, ClosedError("the grammar cache closed while this request waited (the worker is shutting down)")
+                )
+        if failed is not None:
+            raise failed
 
     def _compile_now(self, so: StructuredOutput) -> Any:
         c = self._compiler
@@ -227,6 +235,7 @@ class GrammarCache:
             return waiter
         key = so.key
         with self._lock:
+            self._check_open()  # close() may have run since _ensure: no entry it would never settle
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
@@ -241,13 +250,23 @@ class GrammarCache:
                     inflight.job = pool.submit(lambda: self._compile_now(so))
                 except Exception as exc:  # no thread could start: no entry left that later askers would wait on
                     del self._inflight[key]
-                    waiter.set_exception(StructuredOutputError(f"response_format: the compile could not start: {exc}"))
+                    if isinstance(exc, ClosedError):  # the pool closed (shutdown), not the client's response_format
+                        waiter.set_exception(exc)
+                    else:
+                        waiter.set_exception(
+                            StructuredOutputError(f"response_format: the compile could not start: {exc}")
+                        )
                     return waiter
                 inflight.job.add_done_callback(lambda job: self._done(key, so.kind, job))
             else:
                 inflight.waiters.add(waiter)
         if not waiter.done():
-            timer = self._timers.call_later(self.timeout_s, lambda: self._expire(waiter, so.kind))
+            try:
+                timer = self._timers.call_later(self.timeout_s, lambda: self._expire(waiter, so.kind))
+            except Exception as exc:  # (the deadline thread could not start): no wait without its bound
+                waiter.add_done_callback(lambda w: self._leave(key, w))
+                _settle(waiter, exc)
+                return waiter
             waiter.add_done_callback(lambda w: (timer.cancel(), self._leave(key, w)))
         return waiter
 
@@ -260,16 +279,25 @@ class GrammarCache:
         `replay_timeout_s` after the compile did (queued behind other replays: the queued job is dropped); the
         replay's time is never counted from the compile's start. Cancelling it (the client left) cancels the compile's
         wait and a replay not yet started; a replay under way runs on to its bounds and is dropped. Raises ClosedError
-        after close()."""
+        after close(); a token that is not an int raises (nothing started)."""
+        tokens = [int(t) for t in replay]  # before anything starts: a bad token leaves no compile nor pending future
         out: Future[GrammarState] = Future()
         with self._lock:
             self._check_open()
             self._pending.add(out)
-        compiled = self.compile_async(so)
+        out.add_done_callback(self._forget)
+        try:
+            compiled = self.compile_async(so)
+        except BaseException:  # (closed meanwhile): out is left for nobody
+            out.cancel()
+            raise
         out.add_done_callback(lambda _: compiled.cancel())  # (if still waited for) the cache forgets this waiter
-        tokens = [int(t) for t in replay]
         compiled.add_done_callback(lambda c: self._on_compiled(c, out, tokens, so.kind))
         return out
+
+    def _forget(self, out: Future[Any]) -> None:
+        with self._lock:  # close() copies _pending under the lock
+            self._pending.discard(out)
 
     def _on_compiled(self, compiled: Future[Any], out: Future[GrammarState], tokens: list[int], kind: str) -> None:
         """state_async's next step, once its compile has ended: hands the replay to the replay pool and starts its
@@ -287,7 +315,10 @@ class GrammarCache:
         grammar = compiled.result()
         try:
             job = self._replays().submit(lambda: _replay_into(out, grammar, tokens))
-        except Exception as exc:  # (e.g. no thread could start, or closed)
+        except ClosedError as exc:  # the cache closed meanwhile (shutdown): not the client's response_format
+            _settle(out, exc)
+            return
+        except Exception as exc:  # (e.g. no thread could start)
             _settle(
                 out,
                 StructuredOutputError(
@@ -299,7 +330,14 @@ class GrammarCache:
             f"response_format: replaying the resumed output through the {kind} took longer than "
             f"{self.replay_timeout_s:g} s (it waited for other requests' replays)"
         )
-        deadline = self._timers.call_later(self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message)))
+        try:
+            deadline = self._timers.call_later(
+                self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message))
+            )
+        except Exception as exc:  # (the deadline thread could not start): no replay without its bound
+            job.cancel()
+            _settle(out, exc)
+            return
         out.add_done_callback(lambda _: (deadline.cancel(), job.cancel()))  # runs at once if out ended already
 
     def _expire(self, waiter: Future[Any], kind: str) -> None:
@@ -322,11 +360,15 @@ class GrammarCache:
         with self._lock:
             inflight = self._inflight.pop(key, None)
             waiters = list(inflight.waiters) if inflight is not None else []
-            if job.cancelled():
-                return
-            exc = job.exception()
-            if exc is None:
+            exc = None if job.cancelled() else job.exception()
+            if not job.cancelled() and exc is None:
                 self._store(key, job.result())
+        if job.cancelled():  # dropped by _leave (nobody waits), or cancelled queued by its pool's close (shutdown)
+            for w in waiters:
+                _settle(
+                    w, ClosedError("the grammar's compile was cancelled: its pool closed (the worker is shutting down)")
+                )
+            return
         if exc is None:
             for w in waiters:
                 _settle(w, result=job.result())
@@ -385,6 +427,8 @@ def _replay_into(out: Future[GrammarState], grammar: Any, tokens: list[int]) -> 
                 f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}"
             ),
         )
+    except BaseException as exc:  # handed to `out` as it is: the job's own future is read by nobody
+        _settle(out, exc)
 
 
 def _settle(waiter: Future[Any], exc: BaseException | None = None, result: Any = None) -> None:

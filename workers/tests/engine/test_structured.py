@@ -602,7 +602,6 @@ def test_a_resumed_replay_is_bounded_in_wall_time_too(engine: LLMEngine, monkeyp
     assert clocks.reads == 2 and not state.matcher.is_terminated()
 
 
-
 def test_a_compile_that_cannot_start_leaves_no_entry_behind(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """GrammarCache.compile_async when the pool cannot start a thread and none runs: that request fails naming
     response_format, and the spec is not left in flight (later askers would wait on a compile that never runs)."""
@@ -651,3 +650,116 @@ def test_a_resumed_request_whose_compile_cannot_start_fails_and_leaves_no_entry(
             cache.state_async(so, [a] * 3).result(timeout=5)
     assert so.key not in cache._inflight and cache._replay_pool is None
     assert cache.state_async(so, [a] * 3).result(timeout=30).replayed == 3
+
+
+def test_state_async_with_a_token_that_is_not_an_int_starts_nothing(engine: LLMEngine) -> None:
+    """The tokens are converted before anything starts: a bad one raises and leaves no compile, no in-flight entry
+    and no pending future behind (the compile once started first)."""
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids)
+    so = StructuredOutput("regex", "a*b")
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    with pytest.raises(ValueError):
+        cache.state_async(so, [a, "x"])  # type: ignore[list-item]
+    assert cache.misses == 0 and cache.waiting(so) is None and not cache._pending and cache._pool is None
+    cache.close()
+
+
+def test_a_replay_raising_a_base_exception_fails_its_future_at_once(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay that raises a BaseException other than an Exception hands it to state_async's future at once (it once
+    went to the replay job's future, read by nobody, and the request waited for its deadline, then was told it had
+    waited for other requests' replays)."""
+
+    class Interrupted(BaseException):
+        pass
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, replay_timeout_s=2.0)
+    so = StructuredOutput("regex", "a*b")
+    cache.compile(so)
+
+    def interrupted(state: GrammarState, earlier: Any) -> None:
+        raise Interrupted("replay interrupted")
+
+    monkeypatch.setattr(GrammarState, "_replay", interrupted)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    assert isinstance(cache.state_async(so, [a]).exception(timeout=1), Interrupted)
+    cache.close()
+
+
+def test_cancelling_a_resumed_request_cancels_its_compile_wait(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling state_async's future (the client left) takes its waiter off the compile, and a compile nobody else
+    waits for and that has not started is cancelled, never run."""
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, timeout_s=5.0)
+    gate, started = _gated_compiles(cache, monkeypatch)
+    try:
+        held = cache.compile_async(StructuredOutput("regex", "slow0"))  # holds the only compile thread
+        assert until(lambda: started == ["slow0"])
+        so = StructuredOutput("regex", "q+")
+        a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+        out = cache.state_async(so, [a])
+        assert cache.waiting(so) == 1
+        job = cache._inflight[so.key].job
+        assert job is not None and not job.done()
+        assert out.cancel()
+        assert cache.waiting(so) is None and job.cancelled()
+    finally:
+        gate.set()
+    assert held.result(timeout=5) is not None and started == ["slow0"]
+    cache.close()
+
+
+def test_a_queued_replay_is_cancelled_when_its_future_ends(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """state_async's future ending (here cancelled) while its replay waits for a replay thread cancels the queued
+    replay job itself (not only skipped once it runs)."""
+    import threading
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, replay_threads=1, max_replay_threads=1)
+    so = StructuredOutput("regex", "a*b")
+    cache.compile(so)
+    pool, release, jobs = cache._replays(), threading.Event(), []
+    busy = pool.submit(lambda: release.wait(5.0))  # holds the only replay thread
+    real_submit = pool.submit
+
+    def submit(fn: Any) -> Any:
+        jobs.append(real_submit(fn))
+        return jobs[-1]
+
+    monkeypatch.setattr(pool, "submit", submit)
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    try:
+        out = cache.state_async(so, [a] * 3)
+        assert len(jobs) == 1 and not jobs[0].done()
+        assert out.cancel()
+        assert jobs[0].cancelled()
+    finally:
+        release.set()
+    assert busy.result(timeout=5) is True
+    cache.close()
+
+
+def test_a_replay_that_cannot_be_submitted_fails_and_leaves_no_deadline(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay pool's submit raising (no thread could start) fails state_async's future at once, naming the
+    failure, and sets no deadline for a replay that never runs."""
+
+    class Refusing:
+        def submit(self, fn: Any) -> Any:
+            raise RuntimeError("can't start new thread")
+
+    cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids)
+    so = StructuredOutput("regex", "a*b")
+    cache.compile(so)
+    monkeypatch.setattr(cache, "_replays", lambda: Refusing())
+    a = engine.tokenizer.hf.convert_tokens_to_ids("a")
+    out = cache.state_async(so, [a])
+    with pytest.raises(
+        StructuredOutputError,
+        match="response_format: the resumed output's replay could not start: RuntimeError: can't start new thread",
+    ):
+        out.result(timeout=1)
+    assert not [t for *_, t in cache._timers._heap if not t.cancelled]  # only the compile's own (cancelled) timer
+    cache.close()
