@@ -5,7 +5,7 @@ the tuner table (both variants read the shipped table: INLAID_QMM_TUNED=1, one p
 
 Per batch: each variant's decode graph captured once (the runner's default fusion and PDL; the switch is read at
 capture), with its logits from the same KV cache and the launches its capture made (pre-passes: quant_tcsx.
-tcsx_permute calls; xp GEMMs: llama_fast's launch_tcsx_kind calls with xp); then --rounds rounds in which the variants
+tcsx_permute calls; xp GEMMs: llama_fast's launch_xp_kind calls of a tcsx kind); then --rounds rounds in which the variants
 take turns (order alternating A B / B A): device ms = event-timed --replays back-to-back replays of the variant's graph,
 wall ms = runner.execute (median of --reps synchronised steps). Ratios on / off per round, then the median; "lower" =
 rounds where on < off.
@@ -44,18 +44,20 @@ COUNTS = {"prepass": 0, "xp": 0}
 def _spy() -> None:
     """Count the pre-passes (quant_tcsx.tcsx_permute, called by launch_tcsx when no xp is given) and the GEMMs
     llama_fast runs on an operand-ordered x."""
-    real_perm, real_launch = quant_tcsx.tcsx_permute, llama_fast.launch_tcsx_kind
+    real_perm, real_launch = quant_tcsx.tcsx_permute, llama_fast.launch_xp_kind
 
     def perm(*a, **k):  # type: ignore[no-untyped-def]
         COUNTS["prepass"] += 1
         return real_perm(*a, **k)
 
-    def launch(*a, **k):  # type: ignore[no-untyped-def]
-        COUNTS["xp"] += k.get("xp") is not None
-        return real_launch(*a, **k)
+    def launch(w, cfg, y, xp):  # type: ignore[no-untyped-def]  # llama_fast's one xp launch (session 18)
+        from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS
+
+        COUNTS["xp"] += cfg.kind in TCSX_KINDS
+        return real_launch(w, cfg, y, xp)
 
     quant_tcsx.tcsx_permute = perm  # type: ignore[assignment]
-    llama_fast.launch_tcsx_kind = launch  # type: ignore[assignment]
+    llama_fast.launch_xp_kind = launch  # type: ignore[assignment]
 
 
 @torch.inference_mode()

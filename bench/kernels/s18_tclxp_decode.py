@@ -5,7 +5,7 @@ protocol with the module switch as the variant (read at every forward, so at eac
 the shipped table: INLAID_QMM_TUNED=1, one pick cache).
 
 Per batch: each variant's decode graph captured once (the runner's default fusion and PDL), with its logits and the
-launches its capture made (tcl pre-passes: quant_tcl.tcl_permute calls; tcl GEMMs on xp: llama_fast's launch_tcl_kind
+launches its capture made (tcl pre-passes: quant_tcl.tcl_permute calls; tcl GEMMs on xp: llama_fast's launch_xp_kind (tcl kinds)
 calls with xp); then --rounds rounds in which the variants take turns (order alternating A B / B A): device ms =
 event-timed --replays back-to-back replays of the variant's graph, wall ms = runner.execute (median of --reps
 synchronised steps). Ratios on / off per round, then the median; "lower" = rounds where on < off. Unlike s17 the KV
@@ -47,18 +47,20 @@ COUNTS = {"prepass": 0, "xp": 0}
 def _spy() -> None:
     """Count tcl's pre-passes (quant_tcl.tcl_permute, called by launch_tcl when no xp is given) and the tcl GEMMs
     llama_fast runs on an operand-ordered x."""
-    real_perm, real_launch = quant_tcl.tcl_permute, llama_fast.launch_tcl_kind
+    real_perm, real_launch = quant_tcl.tcl_permute, llama_fast.launch_xp_kind
 
     def perm(*a, **k):  # type: ignore[no-untyped-def]
         COUNTS["prepass"] += 1
         return real_perm(*a, **k)
 
-    def launch(*a, **k):  # type: ignore[no-untyped-def]
-        COUNTS["xp"] += k.get("xp") is not None
-        return real_launch(*a, **k)
+    def launch(w, cfg, y, xp):  # type: ignore[no-untyped-def]  # llama_fast's one xp launch (session 18)
+        from inlaid_worker.kernels.quant_matmul import TCL_KINDS
+
+        COUNTS["xp"] += cfg.kind in TCL_KINDS
+        return real_launch(w, cfg, y, xp)
 
     quant_tcl.tcl_permute = perm  # type: ignore[assignment]
-    llama_fast.launch_tcl_kind = launch  # type: ignore[assignment]
+    llama_fast.launch_xp_kind = launch  # type: ignore[assignment]
 
 
 def lookup_us(runner, b: int) -> dict:  # type: ignore[no-untyped-def]

@@ -257,63 +257,87 @@ def launch_tcs_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Te
 def launch_tcsx_kind(x2: torch.Tensor | None, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor,
                      xp: torch.Tensor | None = None) -> None:  # fmt: skip
     """Kinds "tcsx" / "tcsx2" (PIPE: two K = 64 half wgmmas a tile): quant_tcsx on CUDA, its pre-pass (x into the
-    operand's K order, act-order composed in: quant_tcl.permute_x) launched first inside the call (block_n 64 or 128 =
-    1 or 2 consumer warpgroups, num_stages = the ring's depth, block_m 16-128, rows past one block in more row blocks);
-    under the interpreter quant_tc's "tc" (the exact (q - z) operand and fp32 tile scaling: the ACC_SCALE numerics)
-    with block_m capped at 64. xp (x2 may then be None): x already in the operand's K order (= quant_tcsx.tcsx_permute
-    (x2, w), e.g. written so by the norm before the GEMM: model.llama_fast's TCSX_XP), so no pre-pass; under the
-    interpreter x2 is recovered from it (x2[:, order] = xp)."""
-    if xp is not None and x2 is None and (not xp.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-        from .quant_tcl import x_order
-
-        x2 = torch.empty_like(xp)
-        x2[:, x_order(xp.shape[1], w.perm, xp.device)] = xp
-    assert x2 is not None or xp is not None
+    operand's K order, act-order composed in: quant_tcl.tcl_permute) launched first inside the call (block_n 64 or 128
+    = 1 or 2 consumer warpgroups, num_stages = the ring's depth, block_m 16-128, rows past one block in more row
+    blocks); under the interpreter quant_tc's "tc" (the exact (q - z) operand and fp32 tile scaling: the ACC_SCALE
+    numerics) with block_m capped at 64. xp (x2 may then be None): x already in the operand's K order (= quant_tcl.
+    tcl_permute(x2, w), e.g. written so by the norm before the GEMM: model.llama_fast's TCSX_XP), so no pre-pass;
+    checked as quant_matmul checks x (check_xp); under the interpreter x2 is recovered from it (natural_x)."""
     xa = x2 if x2 is not None else xp
-    if xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if xa is None:
+        raise ValueError("launch_tcsx_kind: x2 or xp is needed")
+    gluon = xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    if gluon:
         need_sm90(xa.device, cfg.kind)  # callers with xp skip launch_quant_matmul's check (LLVM aborts elsewhere)
+    if xp is not None:
+        check_xp(xp, w, y, "launch_tcsx_kind")
+    if gluon:
         from .quant_tcsx import launch_tcsx  # late: Gluon's Hopper TMA module, CUDA only
 
         launch_tcsx(xa, w, cfg.block_m, cfg.split_k, cfg.num_stages, cfg.block_n // 64, y, cfg.kind, xp=xp)
     else:
-        launch_tensor_core(x2, w, min(cfg.block_m, 64), 64, 128, cfg.split_k, 4, 1, y, kind="tc")
+        launch_tensor_core(x2 if x2 is not None else natural_x(xp, w), w, min(cfg.block_m, 64), 64, 128, cfg.split_k,
+                           4, 1, y, kind="tc")  # fmt: skip
 
 
 def launch_tcl_kind(x2: torch.Tensor | None, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor,
                     xp: torch.Tensor | None = None) -> None:  # fmt: skip
     """Kinds "tcl" / "tclp" / "tcls" (quant_tcl PIPE 0 / 1 / 2; num_stages = the cp.async ring's depth): quant_tcl on
-    CUDA, its pre-pass (x into the operand's K order: quant_tcl.tcl_permute) first inside the call; under the
-    interpreter quant_tc's twin "tcf" (launch_tensor_core). xp (x2 may then be None): x already in that order, so no
-    pre-pass (model.llama_fast's TCSX_XP for tcl picks; 4-bit, where the order is quant_tcsx's); under the interpreter
-    x2 is recovered from it (x2[:, order] = xp), as in launch_tcsx_kind."""
-    if xp is not None and x2 is None and (not xp.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-        from .quant_tcl import x_order
-
-        x2 = torch.empty_like(xp)
-        x2[:, x_order(xp.shape[1], w.perm, xp.device, w.bits)] = xp
+    CUDA (launch_tcl: its pre-pass, x into the operand's K order by quant_tcl.tcl_permute, first inside the call);
+    under the interpreter quant_tc's twin "tcf" (launch_tensor_core). xp (x2 may then be None): x already in that
+    order, so no pre-pass (model.llama_fast's TCSX_XP for tcl picks; 4-bit, where the order is quant_tcsx's); checked
+    as quant_matmul checks x (check_xp); under the interpreter x2 is recovered from it (natural_x)."""
     xa = x2 if x2 is not None else xp
     if xa is None:
         raise ValueError("launch_tcl_kind: x2 or xp is needed")
-    if xp is not None and xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    gluon = xa.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    if gluon and xp is not None:
         need_sm90(xa.device, cfg.kind)  # callers with xp skip launch_quant_matmul's check (LLVM aborts elsewhere)
+    if xp is not None:
+        check_xp(xp, w, y, "launch_tcl_kind")
+    if gluon:
         from .quant_tcl import launch_tcl  # late: Gluon's Hopper module, CUDA only
 
-        launch_tcl(None, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps, cfg.num_stages,
-                   TCL_KINDS.index(cfg.kind), y, xp=xp)  # fmt: skip
+        launch_tcl(None if xp is not None else x2, w, cfg.block_m, cfg.block_n, cfg.split_k, cfg.num_warps,
+                   cfg.num_stages, TCL_KINDS.index(cfg.kind), y, xp=xp)  # fmt: skip
     else:
-        launch_tensor_core(xa, w, cfg.block_m, cfg.block_n, 128, cfg.split_k, cfg.num_warps, cfg.num_stages, y,
-                           kind=cfg.kind)  # fmt: skip
+        launch_tensor_core(x2 if x2 is not None else natural_x(xp, w), w, cfg.block_m, cfg.block_n, 128, cfg.split_k,
+                           cfg.num_warps, cfg.num_stages, y, kind=cfg.kind)  # fmt: skip
 
 
 def launch_xp_kind(w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor, xp: torch.Tensor) -> None:
     """y = x @ W for a kind in XP_KINDS, xp = x in the operand's K order (no pre-pass): launch_tcsx_kind or
-    launch_tcl_kind with xp."""
+    launch_tcl_kind with xp (each checks xp: check_xp); any other kind is refused (ValueError)."""
     if cfg.kind in TCSX_KINDS:
         launch_tcsx_kind(None, w, cfg, y, xp=xp)
     elif cfg.kind in TCL_KINDS:
         launch_tcl_kind(None, w, cfg, y, xp=xp)
     else:
         raise ValueError(f"kind {cfg.kind!r} takes no operand-ordered x (XP_KINDS: {XP_KINDS})")
+
+
+def check_xp(xp: torch.Tensor, w: GPTQWeight, y: torch.Tensor, who: str) -> None:
+    """Refuse (ValueError) an operand-ordered x that quant_matmul would refuse as x, or a y not [M, N]: callers with xp
+    skip quant_matmul's checks, and the kernels read K and N from the weight, so a wrong K or y would be read or
+    written out of bounds, silently. (xp's strides and alignment: the kernels' own checks, quant_tcl / quant_tcsx.)"""
+    if xp.dim() != 2 or xp.shape[1] != w.in_features:
+        raise ValueError(f"{who}: xp must be [M, K] with K = the weight's in_features {w.in_features}, got shape "
+                         f"{tuple(xp.shape)}")  # fmt: skip
+    if xp.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"{who}: xp must be fp16 or bf16, got {xp.dtype}")
+    if y.dim() != 2 or y.shape[0] != xp.shape[0] or y.shape[1] != w.out_features:
+        raise ValueError(f"{who}: y must be [M, N] = [{xp.shape[0]}, {w.out_features}] (xp's rows, the weight's "
+                         f"out_features), got shape {tuple(y.shape)}")  # fmt: skip
+
+
+def natural_x(xp: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
+    """x in its natural column order from xp, x in w's operand K order (x[:, x_order(K, w.perm, bits)] = xp, the inverse
+    of quant_tcl.tcl_permute): what the interpreter's twins (quant_tc) read in place of the Gluon kernels' xp."""
+    from .quant_tcl import x_order  # late: quant_tcl imports Gluon's Hopper module
+
+    x2 = torch.empty_like(xp)
+    x2[:, x_order(xp.shape[1], w.perm, xp.device, w.bits)] = xp
+    return x2
 
 
 def tuning_input(x2: torch.Tensor) -> torch.Tensor:

@@ -254,9 +254,10 @@ def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
 
 
 def tcl_permute(x2: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
-    """The pre-pass: x2 in w's operand K order, act-order composed in (permute_x; one launch). For 4-bit weights
-    without act-order this is the order quant_tcsx's pre-pass writes too, which fused_norm.add_rms_norm(operand=True)
-    and silu_mul(operand=True) write directly (model.llama_fast's TCSX_XP)."""
+    """The pre-pass: x2 in w's operand K order, act-order composed in (permute_x; one launch). quant_tcsx's pre-pass
+    too (quant_tcsx.tcsx_permute is this function: the 4-bit order is the same). For 4-bit weights without act-order
+    fused_norm.add_rms_norm(operand=True) and silu_mul(operand=True) write this order directly (model.llama_fast's
+    TCSX_XP); quant_matmul.natural_x inverts it."""
     if w.bits == 3:  # the 3-bit operand order is a gather (act-order composed in)
         return permute_x(x2, x_order(x2.shape[1], w.perm, x2.device, 3))
     return permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)

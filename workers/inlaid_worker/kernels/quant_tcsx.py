@@ -96,7 +96,7 @@ from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, l
 from .quant_common import workspace
 from .quant_matmul_config import TCSX_KINDS
 from .quant_tcg import BLOCK_K, tcg_layouts
-from .quant_tcl import permute_x, x_order
+from .quant_tcl import tcl_permute
 from .quant_tcs import (
     WG_N,
     WIDE_REGS,
@@ -297,7 +297,7 @@ def x_smem_layout() -> gl.NVMMASharedLayout:
 def tcsx_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,
               pipe: int = 0, regs: tuple[int, int] | None = None) -> tuple[tuple, tuple, dict]:  # fmt: skip
     """(grid, positional args, constexpr kwargs) of one launch on the already permuted xp (operand K order,
-    quant_tcl.permute_x); shared with the offline build. regs: (maxnreg, worker setmaxnreg), default tcsx_regs."""
+    quant_tcl.tcl_permute); shared with the offline build. regs: (maxnreg, worker setmaxnreg), default tcsx_regs."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     m, k = xp.shape
@@ -334,9 +334,10 @@ def tcsx_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stage
     return grid, args, consts
 
 
-def tcsx_permute(x2: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
-    """The pre-pass: x2 in the operand's K order, act-order composed in (quant_tcl.permute_x; one launch)."""
-    return permute_x(x2, x_order(x2.shape[1], w.perm, x2.device) if w.perm is not None else None)
+# The pre-pass: x2 in the operand's K order, act-order composed in (one launch). quant_tcl's, the same function: for
+# the 4-bit weights tcsx takes, tcl's operand order is this kernel's (launch_tcsx looks the name up here, so a spy on
+# quant_tcsx.tcsx_permute sees tcsx's pre-passes only).
+tcsx_permute = tcl_permute
 
 
 def launch_tcsx(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages: int, nwg: int, y: torch.Tensor,

@@ -47,11 +47,11 @@ GEMV part (FUSION_POLICY's "none" at buckets over 16, where the tuner picks tcsx
 where the consumer GEMM's pick for the step's M (the tuner's, known before the producer runs) is a tcsx kind on a
 one-part weight without act-order, the producer of its x writes the operand order itself: the input / post-attention
 add + RMSNorm (fused_norm.add_rms_norm(operand=True)) for qkv and gate/up, silu_mul(operand=True) for down; the GEMM
-then gets it as xp (quant_matmul.launch_tcsx_kind) and runs no pre-pass. Same bits as the pre-pass's (only columns
-move), so the step's output is unchanged. Session 18: the same for a consumer whose pick is a quant_tcl kind ("tcl" /
-"tclp" / "tcls": its pre-pass writes the same order for 4-bit weights without act-order) at the M buckets of
-TCL_XP_BUCKETS (quant_matmul.launch_tcl_kind with xp). The picks are looked up once per weight shape and forward
-(_XpPicks), not once per layer.
+then gets it as xp (quant_matmul.launch_xp_kind -> launch_tcsx_kind) and runs no pre-pass. Same bits as the pre-pass's
+(only columns move), so the step's output is unchanged. Session 18: the same for a consumer whose pick is a quant_tcl
+kind ("tcl" / "tclp" / "tcls": its pre-pass writes the same order for 4-bit weights without act-order) at the M buckets
+of TCL_XP_BUCKETS (quant_matmul.launch_xp_kind -> launch_tcl_kind with xp). The picks are looked up once per weight
+shape and forward (_XpPicks), not once per layer.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from inlaid_worker.kernels.gemv_norm import gemv_normed, gemv_residual, pair_ok,
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.kernels.paged_decode import paged_decode, row_rope_for
 from inlaid_worker.kernels.paged_prefill import paged_prefill
-from inlaid_worker.kernels.quant_matmul import TCL_KINDS, launch_tcl_kind, launch_tcsx_kind, tuned_config
+from inlaid_worker.kernels.quant_matmul import TCL_KINDS, launch_xp_kind, tuned_config
 from inlaid_worker.kernels.quant_matmul_config import TCSX_KINDS, QMMConfig, m_bucket
 from inlaid_worker.kernels.quant_swiglu import gemv_swiglu
 from inlaid_worker.kernels.rope_cache import rope_and_cache
@@ -400,10 +400,12 @@ def _xp_pick(stand_in: torch.Tensor, weight: QuantMatrix | torch.Tensor) -> XpPi
 class _XpPicks:
     """_xp_pick memoised for one forward: every layer of a model has the same few weight shapes, and within a forward
     the rows, dtype, device, TCL_XP_BUCKETS and the tuner's pick for a shape do not change, so one lookup per weight
-    shape instead of three a layer (H200 host: a lookup 3.7-5.2 us, mostly building the tuner's key; a memo hit
-    0.8 us; an eager 7B / 13B decode forward's picks 372-502 / 446-450 us -> 90 / 108-111 us). Keyed by what the
-    tuner's key reads of the weight (quant_matmul_config._key); made anew per forward, so a later table or weight
-    change is seen. Graphs pay it once, at capture."""
+    shape instead of three a layer (H200 host, measured: a lookup 3.7-5.2 us, mostly building the tuner's key; a memo
+    hit 0.8 us; so, computed, a 7B / 13B forward's picks 372-502 / 446-450 us -> 90 / 108-111 us). Only forwards on a
+    DecodeLayout look picks up, which in production are a decode graph's warm-up and capture forwards: ~0.3-0.4 ms
+    saved per such forward, nothing per replayed step. Keyed by what the tuner's key reads of the weight and of x's
+    K (quant_matmul_config._key; its device, dtype and M bucket are the forward's); made anew per forward, so a later
+    table or weight change is seen."""
 
     def __init__(self) -> None:
         self.memo: dict[tuple, QMMConfig | None] = {}
@@ -426,10 +428,7 @@ def _xp_gemm(xp: torch.Tensor, pick: XpPick) -> torch.Tensor:
     """x @ W for the operand-ordered xp (no pre-pass): quant_matmul's product with the pick `pick` was made for."""
     wp, cfg = pick
     y = torch.empty(xp.shape[0], wp.out_features, dtype=xp.dtype, device=xp.device)
-    if cfg.kind in TCL_KINDS:
-        launch_tcl_kind(None, wp, cfg, y, xp=xp)
-    else:
-        launch_tcsx_kind(None, wp, cfg, y, xp=xp)
+    launch_xp_kind(wp, cfg, y, xp)  # a kind outside quant_matmul.XP_KINDS is refused there
     return y
 
 
@@ -466,8 +465,8 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
     (-> the normed x, None). gate/up reads RMSNorm(h) through `pending` where set, else x. gsums (no LoRA, no norm
     fusion): the down GEMV reads the gate/up GEMV's sums where both picks allow (consumer_finish.gu_pair). TCSX_XP
     (xpo, the forward's pick lookup, where forward_fast's conditions hold): xpick, x is in that gate/up pick's operand
-    order; silu_mul writes down's and the
-    norm after down nxt's qkv's where their picks are tcsx (-> the third value: the pick the returned x is for)."""
+    order; silu_mul writes down's, and the norm after down nxt's qkv's, where their picks take it (_xp_pick: tcsx, or
+    tcl at a bucket of TCL_XP_BUCKETS) (-> the third value: the pick the returned x is for)."""
     if (gsums and pending is None and lora is None and (gu := _single(layer.gate_up)) is not None
             and (wd := _single(layer.down)) is not None and (picks := gu_pair(x, gu, wd, h)) is not None):  # fmt: skip
         sums = gemv_gu_sums(x, gu, picks[0])

@@ -1,7 +1,7 @@
 """TCSX_XP (session 17, issue 4): the producers of a tcsx GEMM's x write the wgmma operand's K order themselves
 (fused_norm.add_rms_norm(operand=True), silu_mul(operand=True)) and the GEMM takes it as xp (quant_matmul.
-launch_tcsx_kind(xp=...)), so quant_tcsx's pre-pass (quant_tcl.permute_x) does not run; model.llama_fast plumbs it
-where the tuner's pick is a tcsx kind (env INLAID_TCSX_XP).
+launch_xp_kind -> launch_tcsx_kind(xp=...)), so quant_tcsx's pre-pass (quant_tcl.permute_x) does not run;
+model.llama_fast plumbs it where the tuner's pick is a tcsx kind (env INLAID_TCSX_XP).
 
 Every check is bit for bit: the operand-ordered outputs equal the plain outputs gathered by x_order (the pre-pass's
 index map) and permute_x's own result; the GEMM on xp equals the GEMM with its pre-pass; a decode step of a tiny int4
@@ -119,18 +119,18 @@ def _forward(device: str, mixed: bool = False) -> dict[str, Any]:
     names = {id(getattr(layer, m).parts[0]): (i, m) for i, layer in enumerate(w.layers)
              for m in ("qkv", "o", "gate_up", "down")}  # fmt: skip
     chosen = {"gate_up", "down", "o"}
-    real_tc, real_launch, env0 = quant_matmul.tuned_config, llama_fast.launch_tcsx_kind, os.environ.get("INLAID_TCSX_XP")
+    real_tc, real_launch, env0 = quant_matmul.tuned_config, llama_fast.launch_xp_kind, os.environ.get("INLAID_TCSX_XP")
     calls: list[bool] = []
 
-    def spy(x2: Any, wp: Any, c2: Any, y: Any, xp: Any = None) -> None:
-        calls.append(xp is not None)
-        real_launch(x2, wp, c2, y, xp=xp)
+    def spy(wp: Any, c2: Any, y: Any, xp: Any) -> None:  # llama_fast's GEMMs on an operand-ordered x
+        calls.append(c2.kind == "tcsx" and xp is not None)
+        real_launch(wp, c2, y, xp)
 
     def pick(x2: Any, wp: Any) -> QMMConfig:
         return cfg if not mixed or names.get(id(wp), (0, ""))[1] in chosen else tc
 
     quant_matmul.tuned_config = llama_fast.tuned_config = pick  # type: ignore[assignment]
-    llama_fast.launch_tcsx_kind = spy  # type: ignore[assignment]
+    llama_fast.launch_xp_kind = spy  # type: ignore[assignment]
     out: dict[str, Any] = {}
     try:
         for on in ("0", "1"):
@@ -142,7 +142,7 @@ def _forward(device: str, mixed: bool = False) -> dict[str, Any]:
             out[on] = (hidden, kv, list(calls))
     finally:
         quant_matmul.tuned_config = llama_fast.tuned_config = real_tc  # type: ignore[assignment]
-        llama_fast.launch_tcsx_kind = real_launch  # type: ignore[assignment]
+        llama_fast.launch_xp_kind = real_launch  # type: ignore[assignment]
         if env0 is None:
             os.environ.pop("INLAID_TCSX_XP", None)
         else:
