@@ -178,10 +178,9 @@ def _pad3(items: list) -> list:  # type: ignore[type-arg]
     return items + [items[0]] * (3 - len(items))
 
 
-def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
-                     batch: LoraBatch) -> torch.Tensor:  # fmt: skip
-    """In place: y[:, cols[s] : cols[s] + N_s] += LoRA_s(x) for each segment s (1 to 3 pools, shared x);
-    the segments' column ranges must not overlap."""
+def check_segments(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
+                   batch: LoraBatch) -> list[int]:  # fmt: skip
+    """The segments' output widths, after checking shapes, strides and that their column ranges do not overlap."""
     if not 1 <= len(pools) <= 3 or len(cols) != len(pools):
         raise ValueError("lora_apply_fused takes 1 to 3 pools and one column offset each")
     t, k = x.shape
@@ -193,6 +192,15 @@ def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool]
         raise ValueError(f"segments {spans} overlap")
     if spans[-1][0] + spans[-1][1] > y.shape[1] or x.stride(1) != 1 or y.stride(1) != 1:
         raise ValueError("y too narrow for the segments, or x/y not row-major")
+    return widths
+
+
+def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
+                     batch: LoraBatch) -> torch.Tensor:  # fmt: skip
+    """In place: y[:, cols[s] : cols[s] + N_s] += LoRA_s(x) for each segment s (1 to 3 pools, shared x);
+    the segments' column ranges must not overlap."""
+    widths = check_segments(y, x, pools, cols, batch)
+    t, k = x.shape
     nb = batch.blk_len.numel()
     if nb == 0:
         return y
