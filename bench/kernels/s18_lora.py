@@ -52,8 +52,12 @@ def capture(runner, step, grouped: bool | None) -> tuple:  # type: ignore[no-unt
     return key, g, logits
 
 
-def time_round(runner, step, key, g, args) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def time_round(runner, step, key, g, args, grouped: bool | None = None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(device ms, wall ms) of the graph g at key; grouped: kernel_lora.GROUPED for the wall steps (the setting is
+    part of the graph's key since session 18's per-step rule: the steps must look up g's key, not capture anew)."""
     dg = runner._graphs
+    if grouped is not None:
+        kernel_lora.GROUPED = grouped
     dg._graphs[key] = g
     dev = replay_ms(g.graph, args.replays)
     t = timed_all(lambda: runner.execute(step), runner.device, 1, args.reps)
@@ -126,7 +130,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for v in rounds:
                 key, g, _ = base if v == "base" else graphs[v]
-                d, w = time_round(runner, base_step if v == "base" else step, key, g, args)
+                d, w = time_round(runner, base_step if v == "base" else step, key, g, args, VARIANTS.get(v))
                 rounds[v]["dev"].append(d)
                 rounds[v]["wall"].append(w)
         med = {v: {m: statistics.median(r[m]) for m in r} for v, r in rounds.items()}

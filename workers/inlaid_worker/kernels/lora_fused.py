@@ -179,10 +179,11 @@ def _pad3(items: list) -> list:  # type: ignore[type-arg]
 
 
 def check_segments(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
-                   batch: LoraBatch) -> list[int]:  # fmt: skip
-    """The segments' output widths, after checking shapes, strides and that their column ranges do not overlap."""
+                   batch: LoraBatch, caller: str = "lora_apply_fused") -> list[int]:  # fmt: skip
+    """The segments' output widths, after checking shapes, strides and that their column ranges do not overlap.
+    caller: the entry point named in the errors (lora_grouped shares these checks)."""
     if not 1 <= len(pools) <= 3 or len(cols) != len(pools):
-        raise ValueError("lora_apply_fused takes 1 to 3 pools and one column offset each")
+        raise ValueError(f"{caller} takes 1 to 3 pools and one column offset each")
     t, k = x.shape
     widths = [p.b.shape[2] for p in pools]
     if any(p.a.shape[2] != k for p in pools) or y.shape[0] != t or t != batch.num_tokens:

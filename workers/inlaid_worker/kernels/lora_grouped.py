@@ -17,8 +17,15 @@ Measured (H200, 7B int4, batch 32, decode graphs, A/B in one process, 8 rounds; 
 decode-2026-12-01-s18-lora-all.md): one adapter for every row, rank 64 on all 7 linears 10.10 -> 7.16 ms (1.93x ->
 1.37x the base step; LoRA kernels 4.60 -> 1.66 ms), rank 16 all 7 0.93x, rank 16 q/k/v/o 0.97x (lower in 8/8
 rounds each); but 32 distinct adapters got slower: rank 16 q/k/v/o 1.056x, all 7 1.117x (0/8), and a second
-decomposition (2048 items, 256-wide N tiles, one resident wave) 1.078x at q/k/v/o. So model.kernel_lora.GROUPED is
-off: a decode graph cannot know at capture how many adapters its rows will share.
+decomposition (2048 items, 256-wide N tiles, one resident wave) 1.078x at q/k/v/o. A graph cannot know at capture
+how many adapters its rows will share, but the host knows it per step: model.decode_graphs keeps a bucket's graph
+captured with these kernels next to its BGMV one and replays it where model.kernel_lora.pick_grouped says the rows
+share adapters enough (at least 24 LoRA rows, 4 per distinct adapter): 0.709x / 0.987x the BGMV step where it picks
+these, 1.000x where it does not (bench/results/decode-2026-12-01-s18-lora-auto.md). That rule ships off
+(kernel_lora.GROUPED False: the decode graphs run BGMV only) until its GPU tests are attributed: their one H200 run
+ended at its time limit with 2 failures it did not name; the numbers above stand.
+Precision: the tiles multiply with tl.dot, which on CUDA runs fp32 operands in TF32 (Triton's default), where BGMV
+(block_m 1: tl.sum of fp32 products) is exact fp32; so fp32 on CUDA is refused (grouped_ok) and stays with BGMV.
 """
 
 from __future__ import annotations
@@ -132,20 +139,30 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def grouped_ok(batch: LoraBatch) -> bool:
-    """Per-row batches (block_m 1) of 1..MAX_ROWS blocks take the grouped kernels."""
-    return batch.block_m == 1 and 0 < batch.blk_len.numel() <= MAX_ROWS
+def grouped_dtype_ok(dtype: torch.dtype, device: torch.device) -> bool:
+    """fp16 / bf16 anywhere; fp32 only off CUDA. On CUDA tl.dot takes fp32 operands as TF32 (10-bit mantissa), where
+    the BGMV kernels sum fp32 exactly; Triton's interpreter (the CPU tests) computes tl.dot as an fp32 matmul."""
+    return dtype in (torch.float16, torch.bfloat16) or device.type != "cuda"
+
+
+def grouped_ok(batch: LoraBatch, x: torch.Tensor) -> bool:
+    """Per-row batches (block_m 1) of 1..MAX_ROWS blocks, whose x the grouped kernels multiply as precisely as BGMV
+    (grouped_dtype_ok), take the grouped kernels."""
+    return batch.block_m == 1 and 0 < batch.blk_len.numel() <= MAX_ROWS and grouped_dtype_ok(x.dtype, x.device)
 
 
 def lora_apply_grouped(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
                        batch: LoraBatch) -> torch.Tensor:  # fmt: skip
     """In place, as lora_fused.lora_apply_fused: y[:, cols[s] : cols[s] + N_s] += LoRA_s(x), for a block_m = 1
-    batch of at most MAX_ROWS blocks (grouped_ok)."""
-    widths = check_segments(y, x, pools, cols, batch)
-    if not grouped_ok(batch):
-        raise ValueError(f"grouped LoRA takes block_m 1 and 1..{MAX_ROWS} blocks")
-    t, k = x.shape
+    batch of at most MAX_ROWS blocks (grouped_ok). A batch without blocks (base rows only) returns y unchanged, as
+    lora_apply_fused does."""
+    widths = check_segments(y, x, pools, cols, batch, "lora_apply_grouped")
     nb = batch.blk_len.numel()
+    if nb == 0:
+        return y
+    if not grouped_ok(batch, x):
+        raise ValueError(f"grouped LoRA takes block_m 1, 1..{MAX_ROWS} blocks and (on CUDA) fp16 / bf16")
+    t, k = x.shape
     nb_p = max(GROUP_BM, triton.next_power_of_2(nb))
     r_max = [p.a.shape[1] for p in pools]
     offs = [0, r_max[0], r_max[0] + (r_max[1] if len(r_max) > 1 else 0)]

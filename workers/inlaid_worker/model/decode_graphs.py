@@ -1,4 +1,5 @@
-"""CUDA graphs for decode steps (triton backend on CUDA), one per batch-size bucket and LoRA on/off.
+"""CUDA graphs for decode steps (triton backend on CUDA), one per batch-size bucket and LoRA on/off (and, for LoRA
+steps, the LoRA kernels' kind: below).
 
 A pure decode step (every sequence adds one token) of S sequences runs in the graph of the smallest bucket
 B >= S. Each graph reads one static int32 device buffer: token ids, positions, KV slots, context lens, each
@@ -40,9 +41,22 @@ Decode fusions (llama_fast.DECODE_FUSIONS): the setting `fusion` is "auto" (defa
 overrides it), which picks one per bucket from FUSION_POLICY, or one fusion for every bucket (benchmarks, tests).
 The fusion is part of a graph's key too, so switching keeps the other fusions' graphs.
 
-Graphs are captured on first use of a (bucket, LoRA, PDL mode, fusion) key after one eager warm-up run (which
-also lets quant_matmul tune its tiles), and dropped when the runner's weights object or the LoRA pools' layout
-changes.
+Graphs are captured on first use of a (bucket, LoRA, PDL mode, fusion, input mode, grouped LoRA) key after one
+eager warm-up run (which also lets quant_matmul tune its tiles), and dropped when the runner's weights object or the
+LoRA pools' layout changes.
+
+The LoRA kernels' kind (session 18): a graph's rows are staged one per row (BGMV), so the shipped kernels read a
+shared adapter once per row; kernels.lora_grouped groups an adapter's rows on the device instead, which pays when the
+step's rows share adapters and costs when they do not (batch 32: one shared adapter 0.71-0.97x, 32 distinct 1.06-1.12x;
+bench/results/decode-2026-12-01-s18-lora-all.md). The host knows the step's mix when it stages it, so a LoRA step asks
+model.kernel_lora.pick_grouped (rows per distinct adapter, setting kernel_lora.GROUPED) and replays the bucket's graph
+captured with the grouped kernels or the BGMV one: both coexist (the choice is the key's last part), the grouped one
+captured on first need. A step without LoRA rows never asks (its key says False, as before). Measured (7B int4, batch
+32, H200, the rule against BGMV only alternating on one runner, 8 rounds; bench/results/
+decode-2026-12-01-s18-lora-auto.md): rank 64 all 7 linears, one adapter 0.7090x; rank 16 q/k/v/o, 8 adapters x 4 rows
+0.9866x (lower in 8/8 rounds each); 32 distinct adapters (the rule keeps BGMV) 1.0000x. Off by default
+(kernel_lora.GROUPED False: every LoRA graph is the BGMV one, as before) until the rule's GPU tests are attributed
+(their one H200 run ended at its time limit with 2 failures it did not name); GROUPED = AUTO turns it on.
 Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
 
 The step's input inside the graph (GRAPH_INPUT, env INLAID_GRAPH_INPUT; session 17, issue 4: the async decode loop
@@ -96,6 +110,7 @@ from inlaid_worker.kernels.lora_batch import LoraBatch
 from inlaid_worker.kernels.paged_decode import choose_num_parts
 from inlaid_worker.kernels.side_stream import side_stream
 from inlaid_worker.lora.pools import LoraPools
+from inlaid_worker.model import kernel_lora
 from inlaid_worker.model.config import ModelConfig
 from inlaid_worker.model.graph_logits import GraphLogits, write_logits
 from inlaid_worker.model.kernel_lora import KernelLoraContext
@@ -384,6 +399,7 @@ class _Graph:
     host_logits: torch.Tensor | None = None  # [B, vocab] fp32 pinned, what run(host=True) returns a view of: rows
     # [:B] of the shared host buffer, taken by the graph's first such run (execute_device never makes that buffer)
     views: tuple[np.ndarray, np.ndarray] | None = None  # stage_views of staging.host (set by DecodeGraphs._new)
+    grouped: bool = False  # LoRA through kernels.lora_grouped (the key's last part, set by DecodeGraphs._new)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)  # S -> logits[:S], made once per S (a torch slice
     # costs microseconds of host time every step)
 
@@ -412,7 +428,8 @@ class DecodeGraphs:
         self._logits = GraphLogits(self._device, buckets[-1]) if logits is None else logits
         if self._logits.rows < buckets[-1]:
             raise ValueError(f"DecodeGraphs: the logits buffer's {self._logits.rows} rows < bucket {buckets[-1]}")
-        self._graphs: dict[tuple[int, bool, int, str, int], _Graph] = {}  # (bucket, LoRA, PDL mode, fusion, input)
+        # (bucket, LoRA, PDL mode, fusion, input mode, grouped LoRA)
+        self._graphs: dict[tuple[int, bool, int, str, int, bool], _Graph] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._weights: LlamaWeights | None = None
         self._pools_version = -1
@@ -506,11 +523,12 @@ class DecodeGraphs:
         lora = max(ids) >= 0  # any row with an adapter (host data: no tensor op)
         with_lora = lora and self._pools is not None
         mode = self.input_for(b)
-        key = (b, with_lora, self.pdl_for(b, with_lora), self.fusion_for(b), mode)
+        grouped = with_lora and kernel_lora.pick_grouped(ids, b)  # (a base-only step never asks)
+        key = (b, with_lora, self.pdl_for(b, with_lora), self.fusion_for(b), mode, grouped)
         g = self._graphs.get(key)
         fresh = g is None
         if g is None:
-            g = self._new(b, mode)
+            g = self._new(b, mode, grouped)
         views = g.views
         feed = step.token_feed
         st = g.staging
@@ -540,7 +558,7 @@ class DecodeGraphs:
         sync_stream(self._device)
         return out
 
-    def _new(self, b: int, mode: int = 0) -> _Graph:
+    def _new(self, b: int, mode: int = 0, grouped: bool = False) -> _Graph:
         n = staging_words(b, self._w, mode)
         host = torch.zeros(n, dtype=torch.int32, pin_memory=self._device.type == "cuda")
         dev = torch.zeros(n, dtype=torch.int32, device=self._device)
@@ -549,13 +567,13 @@ class DecodeGraphs:
         staging.feed = feed_view(host, b, self._w)
         if mode == 2:
             staging.sent = new_graph_event()
-        return _Graph(torch.cuda.CUDAGraph(), staging, torch.empty(0), (), views=views)
+        return _Graph(torch.cuda.CUDAGraph(), staging, torch.empty(0), (), views=views, grouped=grouped)
 
     def _body(self, weights: LlamaWeights, g: _Graph, b: int, with_lora: bool, fusion: str, mode: int = 0
               ) -> tuple[Callable[[], torch.Tensor], tuple[object, ...]]:  # fmt: skip
         """The step's forward over the static buffers, writing its logits into rows [:b] of the shared buffer (made
         here, outside the capture, by the first graph), and what it reads or writes that only it holds (keep it
-        alive: a graph replays raw device addresses)."""
+        alive: a graph replays raw device addresses). LoRA through the grouped kernels where g.grouped."""
         out = self._logits.out(b, weights.lm_head.shape[0])
         f = g.dev[: _FIELDS * b].view(_FIELDS, b)
         tables = g.dev[_FIELDS * b : b * (_FIELDS + self._w)].view(b, self._w)
@@ -565,7 +583,7 @@ class DecodeGraphs:
         lora = None
         if with_lora and self._pools is not None:
             batch = LoraBatch(arange, f[4], arange, f[5], 1, b, self._pools.r_max)
-            lora = KernelLoraContext(batch, self._pools)
+            lora = KernelLoraContext(batch, self._pools, g.grouped)
 
         st = g.staging
         feed_off = b * (_FIELDS + self._w)
@@ -598,4 +616,4 @@ class DecodeGraphs:
         with torch.cuda.graph(g.graph, pool=self._mempool), pdl.scope(mode):
             logits = body()
         self.captures += 1
-        return _Graph(g.graph, g.staging, logits, keep, views=g.views)
+        return _Graph(g.graph, g.staging, logits, keep, views=g.views, grouped=g.grouped)

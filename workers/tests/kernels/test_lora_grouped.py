@@ -1,16 +1,23 @@
 """Grouped multi-LoRA for per-row batches (kernels.lora_grouped) against the torch reference and the BGMV kernels.
 
 CPU: the cases run under TRITON_INTERPRET=1 in a subprocess (this file as a script): decode-graph staging (one row
-per block, padding rows of slot 0 with no row), one adapter over 20 rows (two tiles: 16 + 4 rows), three adapters
-over 40 rows with mixed ranks, rank 64 (one 64-wide rank block), 1 to 3 segments, a split K walk, and a grid of
-few programs so each walks several work items; every PDL mode (USE_GDC 1-3) gives mode 0's output; and the sm_90
-PTX (built offline) loads only the staged row metadata before griddepcontrol.wait.
+per block, padding rows of slot 0 with no row), one adapter over 20 rows (two tiles: 16 + 4 rows), padding rows
+before and after an adapter's 17 rows (they must not count in a row's position within its adapter: else its second
+tile starts one row early and a row is added twice), three adapters over 40 rows with mixed ranks and distinct
+scalings, rank 64 (one 64-wide rank block), 1 to 3 segments, a split K walk, and a grid of few programs so each walks
+several work items; every PDL mode (USE_GDC 1-3) gives mode 0's output; and the sm_90 PTX (built offline) loads only
+the staged row metadata before griddepcontrol.wait. The cases run in fp32 on the CPU: the interpreter's tl.dot is an
+exact fp32 matmul there, but on bf16 operands it is meaningless on Triton 3.6 (off by ~1e10, reviewer R4), so bf16
+is for the GPU only.
 CUDA: the same cases at fp16 in-process.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pdl_helpers as ph
@@ -24,7 +31,21 @@ CASES: dict[str, tuple] = {
     "graph-rows-3seg-r16": ([1, 0, -1, 2, 0, 0, 1, -1, 2], 256, (64, 32, 32), 16, True, (4, 8)),
     "one-adapter-20-rows-r64": ([0] * 20, 384, (300,), 64, True, (1, 1)),  # 2 row tiles x 2 N tiles, 2 programs
     "three-adapters-40-rows-2seg": ([i % 3 if i % 7 else -1 for i in range(40)], 640, (80, 48), 32, False, (1, 2)),
+    "padding-rows-around-17-rows": ([-1, 0, -1] + [0] * 17 + [-1] * 4, 128, (32,), 8, True, (4, 8)),
 }
+
+
+@contextmanager
+def _programs_per_sm(per_sm: tuple[int, int]) -> Iterator[None]:
+    """lora_grouped.PROGRAMS_PER_SM set for one case, restored after it (the CUDA cases run in this process)."""
+    from inlaid_worker.kernels import lora_grouped
+
+    prev = lora_grouped.PROGRAMS_PER_SM
+    lora_grouped.PROGRAMS_PER_SM = per_sm
+    try:
+        yield
+    finally:
+        lora_grouped.PROGRAMS_PER_SM = prev
 
 
 def _pools(k: int, widths: tuple, rank: int, device: str, dt: torch.dtype, seed: int) -> list:
@@ -38,7 +59,7 @@ def _pools(k: int, widths: tuple, rank: int, device: str, dt: torch.dtype, seed:
             r = rank if slot % 2 == 0 else max(1, rank // 2)  # mixed ranks: rows past r are padding
             a = (torch.randn(r, k, generator=g) / k**0.5).to(device=device, dtype=dt)
             b = torch.randn(n, r, generator=g).to(device=device, dtype=dt)
-            adapters.append((a, b, 2.0 / r))
+            adapters.append((a, b, (2.0 + slot) / r))  # distinct scalings (slots 0 and 2 share a rank)
         pools.append(stack_adapters(adapters, rank))
     return pools
 
@@ -50,7 +71,6 @@ def _case(case_id: str, device: str) -> list[torch.Tensor]:
     from inlaid_worker.kernels.lora_fused import lora_apply_fused, lora_fused_reference
 
     ids, k, widths, rank, graph_rows, per_sm = CASES[case_id]
-    lora_grouped.PROGRAMS_PER_SM = per_sm
     dt = torch.float16 if device == "cuda" else torch.float32
     seed = zlib.crc32(case_id.encode())
     pools = _pools(k, widths, rank, device, dt, seed)
@@ -68,7 +88,8 @@ def _case(case_id: str, device: str) -> list[torch.Tensor]:
     cols = [8 + sum(widths[:i]) for i in range(len(widths))]
     pools_r, cols = pools[::-1], cols[::-1]  # segments given out of column order
     y = y0.clone()
-    lora_grouped.lora_apply_grouped(y, x, pools_r, cols, batch)
+    with _programs_per_sm(per_sm):
+        lora_grouped.lora_apply_grouped(y, x, pools_r, cols, batch)
     y_bgmv = lora_apply_fused(y0.clone(), x, pools_r, cols, batch)
     ref = lora_fused_reference(y0, x, pools_r, cols, torch.tensor(ids, device=device))
     diff = (y.float() - y_bgmv.float()).abs().max().reshape(1)
@@ -113,29 +134,88 @@ def test_grouped_ok_takes_per_row_batches_up_to_max_rows() -> None:
     from inlaid_worker.kernels import lora_grouped
     from inlaid_worker.kernels.lora_batch import make_lora_batch
 
-    assert lora_grouped.grouped_ok(make_lora_batch([0, 1, -1], [8, 8], 1, "cpu"))
-    assert not lora_grouped.grouped_ok(make_lora_batch([0] * 20, [8], 16, "cpu"))  # SGMV tiles: lora_fused
-    assert not lora_grouped.grouped_ok(make_lora_batch([-1, -1], [8], 1, "cpu"))  # no block
-    big = make_lora_batch(list(range(lora_grouped.MAX_ROWS + 1)), [8] * (lora_grouped.MAX_ROWS + 1), 1, "cpu")
-    assert not lora_grouped.grouped_ok(big)
+    x = torch.zeros(1, 8, dtype=torch.float16)
+    assert lora_grouped.MAX_ROWS == 64
+    assert lora_grouped.grouped_ok(make_lora_batch([0, 1, -1], [8, 8], 1, "cpu"), x)
+    assert not lora_grouped.grouped_ok(make_lora_batch([0] * 20, [8], 16, "cpu"), x)  # SGMV tiles: lora_fused
+    assert not lora_grouped.grouped_ok(make_lora_batch([-1, -1], [8], 1, "cpu"), x)  # no block
+    assert lora_grouped.grouped_ok(make_lora_batch([0] * 64, [8], 1, "cpu"), x)  # exactly MAX_ROWS blocks
+    assert not lora_grouped.grouped_ok(make_lora_batch([0] * 65, [8], 1, "cpu"), x)
+    assert not lora_grouped.grouped_ok(make_lora_batch(list(range(65)), [8] * 65, 1, "cpu"), x)
+
+
+def test_fp32_on_cuda_stays_with_bgmv() -> None:
+    """On CUDA tl.dot takes fp32 operands as TF32, where BGMV sums fp32 exactly: fp32 goes to the grouped kernels only
+    off CUDA (the interpreter's exact fp32 matmul); fp16 / bf16 anywhere."""
+    from inlaid_worker.kernels import lora_grouped
+    from inlaid_worker.kernels.lora_batch import make_lora_batch
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for dt in (torch.float16, torch.bfloat16):
+        assert lora_grouped.grouped_dtype_ok(dt, cuda) and lora_grouped.grouped_dtype_ok(dt, cpu)
+    assert not lora_grouped.grouped_dtype_ok(torch.float32, cuda)
+    assert lora_grouped.grouped_dtype_ok(torch.float32, cpu)
+    batch = make_lora_batch([0, 0, 1], [8, 8], 1, "cpu")
+    fake_x = SimpleNamespace(dtype=torch.float32, device=cuda)  # grouped_ok reads only these (no GPU here)
+    assert not lora_grouped.grouped_ok(batch, fake_x)  # type: ignore[arg-type]
+    assert lora_grouped.grouped_ok(batch, SimpleNamespace(dtype=torch.float16, device=cuda))  # type: ignore[arg-type]
+
+
+def test_grouped_entry_checks_and_empty_batch() -> None:
+    """A batch without blocks returns y unchanged (as lora_apply_fused; nothing launches), the shared segment checks
+    name lora_apply_grouped, and a batch grouped_ok refuses raises."""
+    from inlaid_worker.kernels.lora_batch import make_lora_batch, stack_adapters
+    from inlaid_worker.kernels.lora_fused import lora_apply_fused
+    from inlaid_worker.kernels.lora_grouped import lora_apply_grouped
+
+    k, n, rank = 32, 16, 8
+    pool = stack_adapters([(torch.ones(rank, k), torch.ones(n, rank), 1.0)], rank)
+    x, y = torch.ones(3, k), torch.arange(3.0 * n).reshape(3, n)
+    empty = make_lora_batch([-1, -1, -1], [rank], 1, "cpu")
+    for apply in (lora_apply_grouped, lora_apply_fused):
+        out = apply(y.clone(), x, [pool], [0], empty)
+        assert torch.equal(out, y), apply.__name__
+    with pytest.raises(ValueError, match="^lora_apply_grouped takes 1 to 3 pools"):
+        lora_apply_grouped(y, x, [pool] * 4, [0] * 4, empty)
+    with pytest.raises(ValueError, match="^lora_apply_fused takes 1 to 3 pools"):
+        lora_apply_fused(y, x, [pool] * 4, [0] * 4, empty)
+    with pytest.raises(ValueError, match="grouped LoRA takes block_m 1"):
+        lora_apply_grouped(y, x, [pool], [0], make_lora_batch([0, 0, -1], [rank], 16, "cpu"))
+
+
+def test_programs_per_sm_is_restored_after_a_case() -> None:
+    """A case's grid setting must not leak into later tests (the CUDA cases run in this process), even on failure."""
+    from inlaid_worker.kernels import lora_grouped
+
+    before = lora_grouped.PROGRAMS_PER_SM
+    with pytest.raises(RuntimeError), _programs_per_sm((1, 1)):
+        assert lora_grouped.PROGRAMS_PER_SM == (1, 1)
+        raise RuntimeError("a failing case")
+    assert lora_grouped.PROGRAMS_PER_SM == before
 
 
 def test_kernel_context_dispatches_per_row_batches_to_grouped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context takes the grouped kernels where it was built for them (a decode graph's pick_grouped) or GROUPED
+    forces them, and only for batches grouped_ok takes (SGMV tiles and fp32 on CUDA stay with lora_fused)."""
+    from inlaid_worker.kernels.lora_batch import make_lora_batch
     from inlaid_worker.model import kernel_lora
 
     calls: list[str] = []
     monkeypatch.setattr(kernel_lora, "lora_apply_grouped", lambda *a: calls.append("grouped"))
     monkeypatch.setattr(kernel_lora, "lora_apply_fused", lambda *a: calls.append("fused"))
-    from inlaid_worker.kernels.lora_batch import make_lora_batch
-
-    assert kernel_lora.GROUPED is False, "off until 32 distinct adapters are no slower (lora_grouped's docstring)"
     y = torch.zeros(3, 4)
-    monkeypatch.setattr(kernel_lora, "GROUPED", True)
-    kernel_lora._apply(y, y, [], [], make_lora_batch([0, 1, -1], [8, 8], 1, "cpu"))
-    kernel_lora._apply(y, y, [], [], make_lora_batch([0] * 20, [8], 16, "cpu"))
-    monkeypatch.setattr(kernel_lora, "GROUPED", False)
-    kernel_lora._apply(y, y, [], [], make_lora_batch([0, 1, -1], [8, 8], 1, "cpu"))
-    assert calls == ["grouped", "fused", "fused"]
+    per_row = make_lora_batch([0, 1, -1], [8, 8], 1, "cpu")
+    kernel_lora._apply(y, y, [], [], per_row, True)
+    kernel_lora._apply(y, y, [], [], make_lora_batch([0] * 20, [8], 16, "cpu"), True)
+    kernel_lora._apply(y, y, [], [], per_row, False)
+    for dt in (torch.float32, torch.float16):  # fp32 on CUDA: BGMV (exact fp32 sums, not TF32)
+        kernel_lora._apply(y, SimpleNamespace(dtype=dt, device=torch.device("cuda")), [], [], per_row, True)  # type: ignore[arg-type]
+    assert calls == ["grouped", "fused", "fused", "fused", "grouped"]
+    built = kernel_lora.KernelLoraContext(per_row, None, True)  # type: ignore[arg-type]
+    plain = kernel_lora.KernelLoraContext(per_row, None)  # type: ignore[arg-type]  (eager steps, prefill graphs)
+    for setting, want in ((kernel_lora.AUTO, (True, False)), (False, (True, False)), (True, (True, True))):
+        monkeypatch.setattr(kernel_lora, "GROUPED", setting)
+        assert (built._grouped(), plain._grouped()) == want, setting
 
 
 def test_grouped_kernels_read_only_staged_rows_before_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
