@@ -191,7 +191,8 @@ class GrammarCache:
         deadline = time.monotonic() + timeout_s
         failed: Exception | None = None
         try:
-            for stop in [*(p.close for p in pools), self._timers.close]:
+            # the deadlines first: one firing while the pools stop would blame a waiter on its response_format
+            for stop in [self._timers.close, *(p.close for p in pools)]:
                 try:  # one that fails does not keep the others running
                     stop(max(deadline - time.monotonic(), 0.0))
                 except Exception as exc:

@@ -236,13 +236,21 @@ def test_a_prepare_cancelled_while_its_grammar_compiles_stops_waiting(
             returned.set()
 
     monkeypatch.setattr(WorkerServicer, "_await_compile", await_compile)
+    gated, started = cache._compile_now, []
+
+    def compile_now(s: StructuredOutput) -> Any:  # (the gate fixture's compile, noting which spec has started)
+        started.append(s.spec)
+        return gated(s)
+
+    monkeypatch.setattr(cache, "_compile_now", compile_now)
     request = worker_pb2.PrepareRequest(model="", prompt="Hello", sampling=common_pb2.SamplingParams(regex=so.spec))
     call = worker.stub.Prepare.future(request, timeout=15)
     assert until(lambda: cache.waiting(so) == 1)
+    # cancelled only once its compile runs: a compile still queued (behind an earlier test's, under load) would be
+    # dropped with its entry (waiting None), which is not what this test is about
+    assert until(lambda: so.spec in started)
     call.cancel()  # what the gateway's WorkerConnection.prepare does when its client leaves
-    # 0: the compile runs on without waiters; None: it was still queued (behind an earlier test's compile, under load)
-    # and is dropped with its entry. Either way well before the 10 s compile timeout.
-    assert until(lambda: not cache.waiting(so), timeout_s=5.0) and returned.wait(5.0)
+    assert until(lambda: cache.waiting(so) == 0, timeout_s=5.0) and returned.wait(5.0)
     assert not gate.is_set() and call.cancelled()
     gate.set()  # the compile still ends and is cached (nobody waits for it)
     assert until(lambda: so in cache)
