@@ -59,6 +59,7 @@ from .quant_hgemv import launch_hgemv
 from .quant_hgemv3 import launch_hgemv3
 from .quant_hgemvr import launch_hgemvr
 from .quant_matmul_config import (
+    TCL_KINDS,
     TCS_ACC_KINDS,
     TCS_KINDS,
     TCSX_KINDS,
@@ -72,7 +73,6 @@ from .quant_mma import dequant_matmul, launch_mma
 from .quant_tc import launch_tensor_core
 
 HGEMVR_KINDS = ("hgemvr", "hgemvrq", "hgemvrb", "hgemvrf", "hgemvrqf", "hgemvrbf")
-TCL_KINDS = ("tcl", "tclp", "tcls")
 XP_KINDS = (*TCSX_KINDS, *TCL_KINDS)  # the kinds that can take an operand-ordered x (launch_xp_kind)
 
 

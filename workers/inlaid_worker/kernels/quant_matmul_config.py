@@ -184,6 +184,10 @@ def _tcv(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     return out
 
 
+# quant_tcl's kinds, indexed by its PIPE constant (0 / 1 / 2): quant_tc and quant_matmul launch with TCL_KINDS.index;
+# quant_matmul re-exports it (llama_fast and bench scripts import it from there).
+TCL_KINDS = ("tcl", "tclp", "tcls")
+
 # quant_tcl (kinds "tcl" / "tcls", M >= 64): (block_m, block_n, stages, kind, splits) per M bucket; block_n / 16 warps
 # (one warpgroup per 64 weight columns); no spills in the K loop of the offline sm_90 build (bench/kernels/sass_tcl.py);
 # block_n 64 with 2-3 stages lets 2-3 programs share an SM. "tclp" lost everywhere, "tcls" nearly everywhere, and

@@ -21,6 +21,7 @@ import triton.language as tl
 
 from .gptq_packing import GPTQWeight
 from .quant_common import group_zero, split_launch, store_tile
+from .quant_matmul_config import TCL_KINDS
 from .quant_tc3 import operand3, x_index3
 
 
@@ -119,7 +120,7 @@ def launch_tensor_core(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: i
         if kind.startswith("tcl"):
             from .quant_tcl import launch_tcl
 
-            launch_tcl(x2, w, block_m, block_n, split_k, num_warps, num_stages, ("tcl", "tclp", "tcls").index(kind), y)
+            launch_tcl(x2, w, block_m, block_n, split_k, num_warps, num_stages, TCL_KINDS.index(kind), y)
         else:
             launch_tcg(x2, w, block_m, block_n, split_k, num_warps, num_stages, full, 2 if kind.endswith("2") else 1, y)
     else:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from engine_helpers import engine_for
 from factories import make_tiny_llama
+from grammar_helpers import held_compiles
 from inlaid_worker.engine.compile_pool import ClosedError, CompilePool, Timers
 from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.grammar_cache import GrammarCache
@@ -73,16 +74,7 @@ def test_close_fails_waiting_futures_and_does_not_wait_on_a_hung_compile(
         engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, replay_threads=1, max_replay_threads=1
     )
     cache.compile(SO)
-    started: list[str] = []
-    real_compile = cache._compile_now
-
-    def compile_now(so: StructuredOutput) -> Any:
-        started.append(so.spec)
-        if so.spec == "hung":
-            gate.wait()
-        return real_compile(so)
-
-    monkeypatch.setattr(cache, "_compile_now", compile_now)
+    started = held_compiles(cache, monkeypatch, gate, "hung")
     replayed: list[int] = []
     real_replay = GrammarState._replay
 
@@ -170,21 +162,6 @@ def test_running_worker_stop_closes_the_grammar_cache() -> None:
     assert calls == ["server", "loop", "grammars"]
 
 
-def _held_compiles(cache: GrammarCache, gate: threading.Event, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Compiles of the spec "hung" wait for `gate`; the list names the specs whose compile has started."""
-    started: list[str] = []
-    real_compile = cache._compile_now
-
-    def compile_now(so: StructuredOutput) -> Any:
-        started.append(so.spec)
-        if so.spec == "hung":
-            gate.wait()
-        return real_compile(so)
-
-    monkeypatch.setattr(cache, "_compile_now", compile_now)
-    return started
-
-
 def test_a_compile_asked_for_as_close_runs_is_refused(
     engine: LLMEngine, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,7 +169,7 @@ def test_a_compile_asked_for_as_close_runs_is_refused(
     ClosedError (once it queued a compile that close() then cancelled, and its future waited for nobody)."""
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, timeout_s=5.0)
     cache.compile(SO)
-    started = _held_compiles(cache, gate, monkeypatch)
+    started = held_compiles(cache, monkeypatch, gate, "hung")
     hung = cache.compile_async(StructuredOutput("regex", "hung"))  # holds the only thread: a new compile queues
     assert until(lambda: started == ["hung"])
     pool = cache.pool
@@ -232,7 +209,7 @@ def test_a_compile_pool_closed_under_the_cache_fails_its_waiters_with_closed_err
     (they once waited out timeout_s and were told their response_format took too long), and a compile asked for
     afterwards fails with the pool's ClosedError, never "response_format: the compile could not start"."""
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, timeout_s=5.0)
-    started = _held_compiles(cache, gate, monkeypatch)
+    started = held_compiles(cache, monkeypatch, gate, "hung")
     hung = cache.compile_async(StructuredOutput("regex", "hung"))
     assert until(lambda: started == ["hung"])
     so = StructuredOutput("regex", "queued")
@@ -297,7 +274,7 @@ def test_close_settles_every_waiter_even_when_a_pool_fails_to_close(
     """A stop that raises in close() (here the compile pool's) still lets the deadline thread stop and every waiter
     fail with ClosedError; close then raises that error (it once stopped there, its waiters left waiting)."""
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, timeout_s=5.0)
-    started = _held_compiles(cache, gate, monkeypatch)
+    started = held_compiles(cache, monkeypatch, gate, "hung")
     hung = cache.compile_async(StructuredOutput("regex", "hung"))
     assert until(lambda: started == ["hung"])
     pool = cache.pool
@@ -399,7 +376,7 @@ def test_a_compile_whose_deadline_cannot_start_fails_its_caller_and_is_dropped(
     that error (compile_async once raised it, its waiter left on the compile with no bound), the waiter leaves the
     compile, and a queued compile nobody else waits for is cancelled."""
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, timeout_s=5.0)
-    started = _held_compiles(cache, gate, monkeypatch)
+    started = held_compiles(cache, monkeypatch, gate, "hung")
     hung = cache.compile_async(StructuredOutput("regex", "hung"))  # holds the only thread: the next compile queues
     assert until(lambda: started == ["hung"])
 

@@ -2,7 +2,8 @@
 tokens exactly (the first maximum; a NaN wins, the first one; an all -inf row gives 0; float16 compared widened), over
 chunked vocabularies and a row selection, under Triton's interpreter on the CPU (a subprocess: the interpreter is
 chosen at import); on CUDA also the pinned host buffer it stores into and TokenCopies.start_greedy's two modes; which
-rows greedy_only lets through; and that an engine reads the greedy mode once, when it is built."""
+rows greedy_only lets through. (An engine reading the greedy mode once, when it is built:
+test_greedy_copy_honoured.)"""
 
 from __future__ import annotations
 
@@ -107,39 +108,3 @@ def test_float64_logits_are_refused() -> None:
 
     with pytest.raises(ValueError, match="float16 / bfloat16 / float32"):
         greedy_tokens(torch.zeros(1, 8, dtype=torch.float64))
-
-
-def test_the_greedy_mode_is_read_once_when_the_engine_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No environment read per step: a switch flipped after construction does not reach a built engine (a new one
-    takes it); greedy_copy is the engine's own setting, which benchmarks may set between steps. (A CPU step: the
-    sampling launch reads greedy_copy, never greedy_mode, which would fail here.)"""
-    from types import SimpleNamespace
-
-    from inlaid_worker.engine import async_pipeline
-    from inlaid_worker.engine.async_pipeline import AsyncPipeline
-    from inlaid_worker.engine.scheduler import SchedulerOutput
-
-    class Pipe(AsyncPipeline):
-        def __init__(self) -> None:
-            self.eos_token_ids = {2}
-            self._init_async()
-
-    built = Pipe()
-    assert built.greedy_copy == 2
-    monkeypatch.setenv("INLAID_GREEDY_KERNEL", "0")
-    assert built.greedy_copy == 2 and Pipe().greedy_copy == 0
-
-    def read_again(*_: object) -> int:
-        raise AssertionError("greedy_mode read at a step")
-
-    monkeypatch.setattr(async_pipeline, "greedy_mode", read_again)
-
-    class Seq(SimpleNamespace):
-        __hash__ = object.__hash__  # (sequences are keys: InFlight.row_of)
-
-    seq = Seq(sampling=SamplingParams(temperature=0, max_tokens=8), generator=None, output_token_ids=[],
-              resumed_output_tokens=0)  # fmt: skip
-    step = SchedulerOutput([SimpleNamespace(seq=seq, samples=True)])  # type: ignore[list-item]
-    logits = torch.tensor([[0.0, 3.0, 1.0]])
-    flight = built._launch_sampling(step, logits)
-    assert flight.tokens.tolist() == [1] and flight.copy.read() == ([1], [0])

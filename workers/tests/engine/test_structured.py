@@ -13,6 +13,7 @@ import pytest
 import torch
 from engine_helpers import drain, engine_for, text, tokens
 from factories import make_tiny_llama
+from grammar_helpers import held_compiles
 from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.sampler import TokenHistory, make_generator, sample_rows
@@ -318,25 +319,6 @@ def test_a_replay_queued_behind_a_busy_pool_times_out_and_is_dropped(
     assert ran == [3, 5]
 
 
-def _gated_compiles(
-    cache: GrammarCache, monkeypatch: pytest.MonkeyPatch, prefix: str = "slow"
-) -> tuple[Any, list[str]]:
-    """Compiles of specs starting with `prefix` wait until the returned event is set (at most 5 s); the list names
-    the specs whose compile has started."""
-    import threading
-
-    gate, real, started = threading.Event(), cache._compile_now, []
-
-    def compile_now(so: StructuredOutput) -> Any:
-        started.append(so.spec)
-        if so.spec.startswith(prefix):
-            gate.wait(5.0)
-        return real(so)
-
-    monkeypatch.setattr(cache, "_compile_now", compile_now)
-    return gate, started
-
-
 def test_a_cached_grammar_replays_at_once_while_compiles_hold_the_compile_pool(
     engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -348,7 +330,8 @@ def test_a_cached_grammar_replays_at_once_while_compiles_hold_the_compile_pool(
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=1.0, threads=2, max_threads=8)
     so = StructuredOutput("regex", "a*b")
     cache.compile(so)
-    gate, started = _gated_compiles(cache, monkeypatch)
+    gate = threading.Event()
+    started = held_compiles(cache, monkeypatch, gate, "slow", wait_s=5.0)
     real, threads = GrammarState._replay, []
 
     def replay(state: GrammarState, earlier: Any) -> None:
@@ -395,6 +378,7 @@ def test_a_burst_of_replays_does_not_delay_fresh_compiles(engine: LLMEngine, mon
 def test_a_replay_is_not_charged_the_time_its_compile_took(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The compile keeps its own `timeout_s` and the replay its own `replay_timeout_s`, counted from the compile's end:
     a compile that took most of its timeout leaves the replay its whole time (once the sum was bounded by timeout_s)."""
+    import threading
     import time
 
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.5, replay_timeout_s=0.5)
@@ -405,7 +389,8 @@ def test_a_replay_is_not_charged_the_time_its_compile_took(engine: LLMEngine, mo
         real(state, earlier)
 
     monkeypatch.setattr(GrammarState, "_replay", slow_replay)
-    gate, _ = _gated_compiles(cache, monkeypatch, prefix="a")
+    gate = threading.Event()
+    held_compiles(cache, monkeypatch, gate, "a", wait_s=5.0)
     a = engine.tokenizer.hf.convert_tokens_to_ids("a")
     out = cache.state_async(StructuredOutput("regex", "a*b"), [a] * 3)
     time.sleep(0.35)  # the compile takes 0.35 s of its 0.5 s
@@ -425,7 +410,8 @@ def test_a_replay_whose_future_ended_as_it_was_submitted_never_runs(
 
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, replay_threads=1, max_replay_threads=1)
     so = StructuredOutput("regex", "a*b")
-    gate, _ = _gated_compiles(cache, monkeypatch, prefix="a")
+    gate = threading.Event()
+    held_compiles(cache, monkeypatch, gate, "a", wait_s=5.0)
     ran: list[int] = []
     real_replay = GrammarState._replay
     monkeypatch.setattr(GrammarState, "_replay", lambda s, r: (ran.append(len(r)), real_replay(s, r)))
@@ -692,8 +678,11 @@ def test_cancelling_a_resumed_request_cancels_its_compile_wait(
 ) -> None:
     """Cancelling state_async's future (the client left) takes its waiter off the compile, and a compile nobody else
     waits for and that has not started is cancelled, never run."""
+    import threading
+
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1, timeout_s=5.0)
-    gate, started = _gated_compiles(cache, monkeypatch)
+    gate = threading.Event()
+    started = held_compiles(cache, monkeypatch, gate, "slow", wait_s=5.0)
     try:
         held = cache.compile_async(StructuredOutput("regex", "slow0"))  # holds the only compile thread
         assert until(lambda: started == ["slow0"])

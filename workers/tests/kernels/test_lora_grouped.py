@@ -23,6 +23,7 @@ from typing import Any
 import pdl_helpers as ph
 import pytest
 import torch
+from lora_pools import lora_pools
 
 CUDA = torch.cuda.is_available()
 
@@ -48,22 +49,6 @@ def _programs_per_sm(per_sm: tuple[int, int]) -> Iterator[None]:
         lora_grouped.PROGRAMS_PER_SM = prev
 
 
-def _pools(k: int, widths: tuple, rank: int, device: str, dt: torch.dtype, seed: int) -> list:
-    from inlaid_worker.kernels.lora_batch import stack_adapters
-
-    g = torch.Generator().manual_seed(seed)
-    pools = []
-    for n in widths:
-        adapters = []
-        for slot in range(3):
-            r = rank if slot % 2 == 0 else max(1, rank // 2)  # mixed ranks: rows past r are padding
-            a = (torch.randn(r, k, generator=g) / k**0.5).to(device=device, dtype=dt)
-            b = torch.randn(n, r, generator=g).to(device=device, dtype=dt)
-            adapters.append((a, b, (2.0 + slot) / r))  # distinct scalings (slots 0 and 2 share a rank)
-        pools.append(stack_adapters(adapters, rank))
-    return pools
-
-
 def _case(case_id: str, device: str) -> list[torch.Tensor]:
     """[grouped y, |grouped - BGMV| max, |grouped - reference| max]."""
     from inlaid_worker.kernels import lora_grouped
@@ -73,7 +58,7 @@ def _case(case_id: str, device: str) -> list[torch.Tensor]:
     ids, k, widths, rank, graph_rows, per_sm = CASES[case_id]
     dt = torch.float16 if device == "cuda" else torch.float32
     seed = zlib.crc32(case_id.encode())
-    pools = _pools(k, widths, rank, device, dt, seed)
+    pools = lora_pools(k, widths, rank, device, dt, seed, distinct_scalings=True)
     g = torch.Generator().manual_seed(seed + 1)
     t = len(ids)
     x = torch.randn(t, k, generator=g).to(device=device, dtype=dt)

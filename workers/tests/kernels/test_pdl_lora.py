@@ -24,6 +24,7 @@ from typing import Any
 import pdl_helpers as ph
 import pytest
 import torch
+from lora_pools import lora_pools
 
 CUDA = torch.cuda.is_available()
 
@@ -45,22 +46,6 @@ HGEMV3_CASES: dict[str, tuple] = {
 }
 
 
-def _pools(k: int, widths: tuple, rank: int, slots: int, device: str, dt: torch.dtype, seed: int) -> list:
-    from inlaid_worker.kernels.lora_batch import stack_adapters
-
-    g = torch.Generator().manual_seed(seed)
-    pools = []
-    for n in widths:
-        adapters = []
-        for slot in range(slots):
-            r = rank if slot % 2 == 0 else max(1, rank // 2)  # mixed ranks: rows past r are padding
-            a = (torch.randn(r, k, generator=g) / k**0.5).to(device=device, dtype=dt)
-            b = torch.randn(n, r, generator=g).to(device=device, dtype=dt)
-            adapters.append((a, b, 2.0 / r))
-        pools.append(stack_adapters(adapters, rank))
-    return pools
-
-
 def _lora_case(case_id: str, device: str) -> list[torch.Tensor]:
     from inlaid_worker.kernels import lora_fused
     from inlaid_worker.kernels.lora_batch import LoraBatch, make_lora_batch
@@ -70,7 +55,7 @@ def _lora_case(case_id: str, device: str) -> list[torch.Tensor]:
     lora_fused.SPLIT_PROGRAMS = PROGRAM_BUDGET.get(case_id, 2048)
     dt = torch.float16 if device == "cuda" else torch.float32
     seed = zlib.crc32(case_id.encode())
-    pools = _pools(k, widths, rank, 3, device, dt, seed)
+    pools = lora_pools(k, widths, rank, device, dt, seed, distinct_scalings=False)
     g = torch.Generator().manual_seed(seed + 1)
     t = len(ids)
     x = torch.randn(t, k, generator=g).to(device=device, dtype=dt)
