@@ -15,17 +15,13 @@ export const BOUNDS = {
   stopTokenIds: 64,
   modelChars: 128,
   topK: 100_000,
+  /**
+   * Generated-token logprob entries (choices x tokens x (top N + 1)) a non-streamed response holds until its end:
+   * ~315 bytes each as TokenLogprob objects (6.6 KB a token with 20 top), so ~0.3 GB at most. The order of the
+   * worker's prompt-logprobs cap (MAX_PROMPT_LOGPROB_ENTRIES, engine.py); a stream holds one chunk, so is not bounded.
+   */
+  logprobEntries: 1_000_000,
 } as const;
-
-/** Task (adapter) names: what tasks/ and the worker use as a directory name, so no dots, slashes or spaces. */
-export const TASK_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-
-export function validateTaskName(name: unknown, param = 'name'): string {
-  if (typeof name !== 'string' || !TASK_NAME.test(name)) {
-    throw InlaidError.invalid(`'${param}' must match ${TASK_NAME.source} (lower-case letters, digits, '-' and '_').`, param);
-  }
-  return name;
-}
 
 /** Model ids are task names or a base model id such as `HuggingFaceTB/SmolLM2-135M-Instruct`. */
 const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]*$/;
@@ -33,6 +29,35 @@ const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]*$/;
 export function checkModelId(model: string, param = 'model'): void {
   if (model.length > BOUNDS.modelChars || !MODEL_ID.test(model)) {
     throw InlaidError.invalid(`'${param}' must be at most ${BOUNDS.modelChars} characters of [A-Za-z0-9._:/-].`, param);
+  }
+}
+
+/**
+ * A non-streamed response keeps every generated token's logprobs of every choice (or best_of candidate) until the
+ * end: refused when `choices` x `maxTokens` x (`top` + 1) exceeds BOUNDS.logprobEntries. `maxTokens` is the
+ * request's, or BOUNDS.maxTokens when left out (the model's length is not known here).
+ */
+export function checkLogprobEntries(choices: number, maxTokens: number, top: number, param: string): void {
+  const entries = choices * maxTokens * (top + 1);
+  if (entries > BOUNDS.logprobEntries) {
+    throw InlaidError.invalid(
+      `${choices} choice(s) x ${maxTokens} max tokens x ${top + 1} logprobs a token is ${entries} entries, more than ` +
+        `${BOUNDS.logprobEntries} for a non-streamed response: ask for fewer '${param}', fewer choices or fewer max tokens, or stream.`,
+      param,
+    );
+  }
+}
+
+/** Any lone surrogate (in `u` mode a surrogate pair is one code point, which \p{Cs} does not match). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Strings must be well-formed UTF-16 (String.prototype.isWellFormed): protobuf encodes a lone surrogate as U+FFFD,
+ * so the worker would see another text (a stop sequence would match any replacement character).
+ */
+export function checkWellFormed(text: string, param: string): void {
+  if (LONE_SURROGATE.test(text)) {
+    throw InlaidError.invalid(`'${param}' is not well-formed UTF-16: it has a lone surrogate (an unpaired \\uD800-\\uDFFF escape).`, param);
   }
 }
 
@@ -47,6 +72,7 @@ export function checkStops(stop: readonly string[], stopTokenIds: readonly numbe
   if (stop.some((s) => s.length > BOUNDS.stopChars)) {
     throw InlaidError.invalid(`Each '${param}' sequence must be at most ${BOUNDS.stopChars} characters.`, param);
   }
+  for (const s of stop) checkWellFormed(s, param);
   if (stopTokenIds.length > BOUNDS.stopTokenIds) {
     throw InlaidError.invalid(`'stop_token_ids' accepts at most ${BOUNDS.stopTokenIds} ids.`, 'stop_token_ids');
   }

@@ -1,4 +1,8 @@
-/** GET /v1/models and /v1/models/:id: the base model and every adapter (adapters carry `parent`). */
+/**
+ * GET /v1/models and /v1/models/{id}: the base model and every adapter (adapters carry `parent`). A base model's id
+ * has a slash (`HuggingFaceTB/SmolLM2-135M-Instruct`), so {id} is the rest of the path (a wildcard), as written or
+ * with the slash escaped (`%2F`).
+ */
 import { Controller, Get, Inject, Param } from '@nestjs/common';
 import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
@@ -28,8 +32,10 @@ export class ModelsController {
     return { object: 'list' as const, data: this.workers.listModels().map(modelObject) };
   }
 
-  @Get(':id')
-  get(@Param('id') id: string) {
+  /** Express 5 (path-to-regexp 8) gives a wildcard as its decoded segments: joined back with '/'. */
+  @Get('*id')
+  get(@Param('id') segments: string[] | string) {
+    const id = Array.isArray(segments) ? segments.join('/') : segments;
     const card = this.workers.listModels().find((m) => m.id === id);
     if (card === undefined) throw InlaidError.modelNotFound(id);
     return modelObject(card);

@@ -7,7 +7,7 @@ import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
-import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops, checkWellFormed } from '../limits/input-bounds';
 import { checkBestOf } from './best-of';
 import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
 import { parsePromptLogprobs, workerPromptLogprobs } from './prompt-logprobs';
@@ -53,9 +53,11 @@ export const MIN_POSITIVE = 1e-6;
 type Body = Record<string, unknown>;
 export const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
 
-function asObject(body: unknown): Body {
-  if (!isObject(body)) throw InlaidError.invalid('The request body must be a JSON object.');
-  return body;
+/** The body itself (no param), or a nested value named by `param` (messages[i], stream_options). */
+function asObject(value: unknown, param?: string): Body {
+  if (isObject(value)) return value;
+  if (param === undefined) throw InlaidError.invalid('The request body must be a JSON object.');
+  throw InlaidError.invalid(`'${param}' must be a JSON object.`, param);
 }
 
 function parseModel(body: Body): string {
@@ -143,8 +145,10 @@ function parsePenalties(body: Body): Pick<common.SamplingParams, 'presencePenalt
 }
 
 function parseSampling(body: Body, maxTokensParam: string, logprobs: number | undefined): common.SamplingParams {
-  const maxTokens =
-    optNumber(body, maxTokensParam, 1, BOUNDS.maxTokens, true) ?? optNumber(body, 'max_tokens', 1, BOUNDS.maxTokens, true);
+  // both checked when both are given (chat's max_completion_tokens wins), so a bad max_tokens is never hidden
+  const preferred = optNumber(body, maxTokensParam, 1, BOUNDS.maxTokens, true);
+  const maxTokens = preferred ?? optNumber(body, 'max_tokens', 1, BOUNDS.maxTokens, true);
+  if (preferred !== undefined) optNumber(body, 'max_tokens', 1, BOUNDS.maxTokens, true);
   const seed = optNumber(body, 'seed', 0, Number.MAX_SAFE_INTEGER, true);
   const topK = optNumber(body, 'top_k', -1, BOUNDS.topK, true);
   const maxName = isPresent(body[maxTokensParam]) ? maxTokensParam : 'max_tokens';
@@ -169,7 +173,7 @@ function parseStreaming(body: Body): { stream: boolean; includeUsage: boolean } 
   const options = body['stream_options'];
   if (!isPresent(options)) return { stream, includeUsage: false };
   if (!stream) throw InlaidError.invalid("'stream_options' is only allowed when 'stream' is true.", 'stream_options');
-  const opts = asObject(options);
+  const opts = asObject(options, 'stream_options');
   return { stream, includeUsage: optBoolean(opts, 'include_usage') ?? false };
 }
 
@@ -178,6 +182,7 @@ function parsePrompt(body: Body): string {
   const one = typeof prompt === 'string' ? prompt : Array.isArray(prompt) && prompt.length === 1 ? prompt[0] : undefined;
   if (typeof one === 'string') {
     checkPromptChars(one.length, 'prompt');
+    checkWellFormed(one, 'prompt');
     return one;
   }
   if (Array.isArray(prompt) && prompt.length > 1) throw InlaidError.invalid("Only one 'prompt' per request is supported.", 'prompt');
@@ -185,6 +190,12 @@ function parsePrompt(body: Body): string {
 }
 
 function messageContent(content: unknown, index: number): string {
+  const text = contentText(content, index);
+  checkWellFormed(text, `messages[${index}].content`);
+  return text;
+}
+
+function contentText(content: unknown, index: number): string {
   if (typeof content === 'string') return content;
   if (content === null || content === undefined) return '';
   if (Array.isArray(content)) {
@@ -209,7 +220,7 @@ function parseMessages(body: Body): ChatTurn[] {
   if (messages.length > BOUNDS.messages) throw InlaidError.invalid(`'messages' accepts at most ${BOUNDS.messages} messages.`, 'messages');
   const callIds = new Set<string>();
   return messages.map((m: unknown, i) => {
-    const msg = asObject(m);
+    const msg = asObject(m, `messages[${i}]`);
     const role = msg['role'];
     if (typeof role !== 'string' || !CHAT_ROLES.has(role)) {
       throw InlaidError.invalid(`messages[${i}].role must be one of ${[...CHAT_ROLES].join(', ')}.`, `messages[${i}].role`);
@@ -248,6 +259,18 @@ function withTools(req: OpenAIRequest, plan: ToolPlan): OpenAIRequest {
   return { ...req, input: { ...req.input, sampling: { ...req.input.sampling, responseFormat: format } }, tools: plan };
 }
 
+/**
+ * A non-streamed response holds every generated token's logprobs until the end (openai-responder.ts collect): their
+ * count is bounded (input-bounds.ts checkLogprobEntries). best_of candidates carry the sampled token's logprob even
+ * when the client asked for none (best-of.ts candidatesOf). maxTokens 0 (left out): the gateway's largest, as the
+ * model's length is not known here.
+ */
+function checkHeldLogprobs(choices: number, maxTokens: number, logprobs: number | undefined, ranked: boolean, param: string): void {
+  const top = logprobs ?? (ranked ? 0 : undefined);
+  if (top === undefined) return;
+  checkLogprobEntries(choices, maxTokens === 0 ? BOUNDS.maxTokens : maxTokens, top, param);
+}
+
 function build(
   body: Body,
   api: Api,
@@ -255,6 +278,7 @@ function build(
   messages: common.ChatMessage[],
   maxParam: string,
   parseLogprobs: (body: Body) => number | undefined,
+  logprobsParam: string,
 ): OpenAIRequest {
   const model = parseModel(body);
   const streaming = parseStreaming(body);
@@ -264,6 +288,7 @@ function build(
   const promptLogprobs = parsePromptLogprobs(body, streaming.stream);
   const scored = workerPromptLogprobs(promptLogprobs, echo === undefined ? undefined : logprobs);
   const sampling = { ...parseSampling(body, maxParam, logprobs), ...(scored === undefined ? {} : { promptLogprobs: scored }) };
+  if (!streaming.stream) checkHeldLogprobs(bestOf ?? n, sampling.maxTokens, logprobs, bestOf !== undefined, logprobsParam);
   return {
     input: { model, prompt, messages, sampling, api },
     ...streaming,
@@ -301,7 +326,7 @@ function withSpecialTokens(req: OpenAIRequest, body: Body): OpenAIRequest {
 export function parseCompletionRequest(raw: unknown): OpenAIRequest {
   const body = asObject(raw);
   refuseChatOnly(body);
-  return withSpecialTokens(build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs), body);
+  return withSpecialTokens(build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs, 'logprobs'), body);
 }
 
 /**
@@ -323,7 +348,7 @@ export function parseChatRequest(raw: unknown, supportOf?: (model: string) => To
   const support = (supportOf !== undefined && typeof body['model'] === 'string' ? supportOf(body['model']) : undefined) ?? HERMES_FALLBACK;
   const plan = parseToolPlan(body, support);
   const chat = chatMessages(body, plan, support);
-  const withSpecial = withSpecialTokens(build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs), body);
+  const withSpecial = withSpecialTokens(build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs, 'top_logprobs'), body);
   const withNative = chat.tools === '' ? withSpecial : { ...withSpecial, input: { ...withSpecial.input, tools: chat.tools } };
   return plan === undefined ? withNative : withTools(withNative, plan);
 }

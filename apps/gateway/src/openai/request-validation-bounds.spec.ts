@@ -1,0 +1,89 @@
+/**
+ * Reviewer findings on REST validation: the generated-logprobs budget of a non-streamed response, nested values that
+ * are not objects, max_tokens hidden behind max_completion_tokens, and strings that are not well-formed UTF-16.
+ * Every refusal is an INVALID_ARGUMENT naming the field (a 400 OpenAI error with that `param`).
+ */
+import { BOUNDS } from '../limits/input-bounds';
+import { paramOf } from '../testing/invalid-param';
+import { parseChatRequest, parseCompletionRequest } from './request-validation';
+
+const messages = [{ role: 'user', content: 'x' }];
+
+describe('generated logprobs held for a non-streamed response', () => {
+  it.each([
+    // the reviewer's request: 16 x 8192 x 21 = 2.75M entries (~0.9 GB of TokenLogprob held until the end)
+    [{ n: 16, logprobs: 20, ignore_eos: true, max_tokens: 8192 }],
+    // best_of counts: every candidate's logprobs are held for the ranking
+    [{ n: 1, best_of: 16, logprobs: 20, max_tokens: 4096 }],
+    // max_tokens left out counts as the largest the gateway allows (BOUNDS.maxTokens)
+    [{ n: 2, logprobs: 20 }],
+  ])('refuses completions %j naming logprobs', (fields) => {
+    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', ...fields }))).toBe('logprobs');
+  });
+
+  it('refuses chat naming top_logprobs', () => {
+    const body = { model: 'm', messages, n: 16, logprobs: true, top_logprobs: 20, max_completion_tokens: 8192 };
+    expect(paramOf(() => parseChatRequest(body))).toBe('top_logprobs');
+  });
+
+  it('accepts requests within the budget, and any streamed one (its encoder holds one chunk)', () => {
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 20 }).input.sampling.logprobs).toBe(20); // 688k
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', n: 16, logprobs: 20, max_tokens: 2048 }).n).toBe(16); // 688k
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', n: 16, max_tokens: BOUNDS.maxTokens }).n).toBe(16); // no logprobs
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', n: 16, best_of: 16, max_tokens: BOUNDS.maxTokens }).n).toBe(16);
+    const streamed = parseCompletionRequest({ model: 'm', prompt: 'x', n: 16, logprobs: 20, max_tokens: 8192, stream: true });
+    expect(streamed.stream).toBe(true);
+    const chat = parseChatRequest({ model: 'm', messages, n: 16, logprobs: true, max_completion_tokens: BOUNDS.maxTokens });
+    expect(chat.input.sampling.logprobs).toBe(0); // 16 x 32768 x 1 = 524k
+  });
+});
+
+describe('nested values that must be objects', () => {
+  it.each([
+    [{ model: 'm', messages: [1] }, 'messages[0]'],
+    [{ model: 'm', messages: [{ role: 'user', content: 'x' }, 'hi'] }, 'messages[1]'],
+    [{ model: 'm', messages, stream: true, stream_options: 'x' }, 'stream_options'],
+  ])('refuses %j naming %s', (body, param) => {
+    expect(paramOf(() => parseChatRequest(body))).toBe(param);
+  });
+
+  it('names stream_options on completions', () => {
+    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', stream: true, stream_options: [true] }))).toBe('stream_options');
+  });
+});
+
+describe('max_completion_tokens with max_tokens', () => {
+  it.each([-7, 'abc', 0, 1.5, BOUNDS.maxTokens + 1])('refuses max_tokens %p beside a valid max_completion_tokens', (bad) => {
+    expect(paramOf(() => parseChatRequest({ model: 'm', messages, max_completion_tokens: 5, max_tokens: bad }))).toBe('max_tokens');
+  });
+
+  it('still prefers a valid max_completion_tokens over a valid max_tokens', () => {
+    expect(parseChatRequest({ model: 'm', messages, max_completion_tokens: 5, max_tokens: 7 }).input.sampling.maxTokens).toBe(5);
+    expect(parseChatRequest({ model: 'm', messages, max_tokens: 7 }).input.sampling.maxTokens).toBe(7);
+  });
+});
+
+describe('strings that are not well-formed UTF-16 (a lone surrogate becomes U+FFFD on the wire)', () => {
+  it.each([
+    [{ stop: ['\ud800'] }, 'stop'],
+    [{ stop: 'ab\udc00' }, 'stop'],
+    [{ prompt: 'x\ud800y' }, 'prompt'],
+    [{ prompt: ['\udfff'] }, 'prompt'],
+  ])('refuses completions %j naming %s', (fields, param) => {
+    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', ...fields }))).toBe(param);
+  });
+
+  it.each([
+    [{ messages: [{ role: 'user', content: 'a\ud800' }] }, 'messages[0].content'],
+    [{ messages: [{ role: 'user', content: [{ type: 'text', text: '\udc00' }] }] }, 'messages[0].content'],
+    [{ messages, stop: ['\ud83d'] }, 'stop'],
+  ])('refuses chat %j naming %s', (fields, param) => {
+    expect(paramOf(() => parseChatRequest({ model: 'm', ...fields }))).toBe(param);
+  });
+
+  it('accepts surrogate pairs (astral characters)', () => {
+    const req = parseCompletionRequest({ model: 'm', prompt: '\ud83d\ude00 hi', stop: ['\ud83d\ude00'] });
+    expect(req.input.sampling.stop).toEqual(['😀']);
+    expect(parseChatRequest({ model: 'm', messages: [{ role: 'user', content: '😀' }] }).input.messages[0]?.content).toBe('😀');
+  });
+});
