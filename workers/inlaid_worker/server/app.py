@@ -21,6 +21,16 @@ from inlaid_worker.server.engine_loop import EngineLoop
 
 log = logging.getLogger(__name__)
 GRPC_THREADS = 64  # each Session holds a thread for its response stream and one for its reader
+# The gateway pings its worker every 10 s, idle or not (worker-connection.ts CHANNEL_OPTIONS), to notice a frozen one.
+# gRPC's server defaults take a ping more often than every 5 minutes without data as abuse and, after 2 such strikes,
+# end the connection with GOAWAY "too_many_pings": every request on it would fail. Pings are accepted every 5 s here.
+KEEPALIVE_MIN_PING_INTERVAL_MS = 5_000
+GRPC_SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MIN_PING_INTERVAL_MS),
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MIN_PING_INTERVAL_MS),
+    ("grpc.http2.max_ping_strikes", 0),  # 0: no limit on too-early pings (the interval above still applies)
+]
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -103,7 +113,9 @@ def serve(cfg: WorkerConfig, engine: LLMEngine, model_dir: Path) -> RunningWorke
     servicer = onboarding_servicer(  # WorkerServicer + ValidateAdapter/Requantize (inlaid_worker.onboard)
         cfg, loop, lambda path: read_adapter(path, config, model_dir), AdapterError, model_dir
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_THREADS, thread_name_prefix="grpc"))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=GRPC_THREADS, thread_name_prefix="grpc"), options=GRPC_SERVER_OPTIONS
+    )
     worker_pb2_grpc.add_WorkerServicer_to_server(servicer, server)
     port = _add_port(server, cfg)
     if port == 0:

@@ -21,7 +21,7 @@ import grpc
 
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.detokenizer import TokenTexts
-from inlaid_worker.engine.engine import LLMEngine, RequestError
+from inlaid_worker.engine.engine import LLMEngine, RequestError, check_prompt_logprobs_size
 from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
@@ -69,6 +69,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             max_tokens = self.engine.max_new_tokens(len(ids), request.sampling.max_tokens)
             # a response_format is compiled here (cached for the Admit), so a bad one is refused up front
             sampling = sampling_from_proto(request.sampling, max_tokens, self.engine.tokenizer.vocab_size)
+            # refused here, before admission (the engine checks again at Admit, where it could only be a RequestError event)
+            check_prompt_logprobs_size(len(ids), sampling.prompt_logprobs)
             if sampling.structured is not None and sampling.structured.compiled is None:
                 self._await_compile(sampling.structured, context)
         except (PromptError, RequestError, SamplingError) as exc:

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from factories import make_tiny_llama
 from grpc_worker import serving
+from inlaid_worker.engine import engine as engine_module
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from inlaid_worker.server.convert import sampling_from_proto
@@ -52,6 +53,25 @@ def test_the_field_reaches_the_sampling_params_and_is_range_checked(stub: Any) -
     with pytest.raises(grpc.RpcError) as err:
         stub.Prepare(worker_pb2.PrepareRequest(prompt="hi", sampling=common_pb2.SamplingParams(prompt_logprobs=21)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt_logprobs" in err.value.details()
+
+
+def test_prepare_refuses_too_many_prompt_logprob_entries_before_admission(
+    stub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the bound scaled down to the tiny model: a 3-token prompt x (2 + 1) logprobs is 9 entries, over 8 (the check reads
+    # the module's constant when called, on the server thread of this process)
+    monkeypatch.setattr(engine_module, "MAX_PROMPT_LOGPROB_ENTRIES", 8)
+
+    def prepare(**sampling: int) -> Any:
+        params = common_pb2.SamplingParams(**sampling)
+        return stub.Prepare(worker_pb2.PrepareRequest(prompt="a b c", add_special_tokens=False, sampling=params))
+
+    assert len(prepare().prompt_token_ids) == 3
+    prepare(prompt_logprobs=1)  # 6 entries: within the bound
+    with pytest.raises(grpc.RpcError) as err:  # before: accepted here, refused only at Admit (a RequestError event)
+        prepare(prompt_logprobs=2)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prompt_logprobs 2 on a 3-token prompt is 9 entries, more than 8" in err.value.details()
 
 
 def test_the_first_delta_carries_the_prompt_logprobs(stub: Any) -> None:

@@ -3,6 +3,7 @@
  * worker link, the client gRPC API and (through http-mapping.ts) the OpenAI HTTP API.
  */
 import { status } from '@grpc/grpc-js';
+import { Logger } from '@nestjs/common';
 
 export interface InlaidErrorDetails {
   /** The request parameter at fault, when there is one. */
@@ -64,13 +65,23 @@ function isGrpcError(err: unknown): err is GrpcLikeError {
   return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number';
 }
 
+/** What a client is told of an unexpected failure (a bug): its own text, e.g. a TypeError's, stays in the log. */
+export const INTERNAL_ERROR_MESSAGE = 'The server had an error while processing your request.';
+
+const errorLog = new Logger('Errors');
+
 /**
  * Turns an error from a worker call into an InlaidError. NOT_FOUND from the worker means an unknown model
- * (the only thing Prepare looks up); transport failures become UNAVAILABLE so clients see 503.
+ * (the only thing Prepare looks up); transport failures become UNAVAILABLE so clients see 503. Any other error
+ * (neither gRPC nor InlaidError) is a bug: it is logged here, once (its result is an InlaidError, passed on as is),
+ * and the client gets INTERNAL_ERROR_MESSAGE.
  */
 export function fromWorkerError(err: unknown, model: string): InlaidError {
   if (err instanceof InlaidError) return err;
-  if (!isGrpcError(err)) return new InlaidError(status.INTERNAL, err instanceof Error ? err.message : String(err));
+  if (!isGrpcError(err)) {
+    errorLog.error(err);
+    return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
+  }
   const message = err.details ?? err.message;
   switch (err.code) {
     case status.NOT_FOUND:
@@ -80,7 +91,7 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
       });
     case status.INVALID_ARGUMENT:
     case status.OUT_OF_RANGE:
-      return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param: workerParam(message) });
+      return workerRefusal(message);
     case status.CANCELLED:
     case status.UNAVAILABLE:
       return InlaidError.unavailable(`Worker unavailable: ${message}`);
@@ -88,6 +99,22 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
       return new InlaidError(err.code as status, message);
   }
 }
+
+/**
+ * A worker refusing a request as bad input: its INVALID_ARGUMENT at Prepare, or a RequestError event at Admit (e.g.
+ * prompt_logprobs too large for the prompt). HTTP 400 invalid_request_error, naming the parameter the message starts with.
+ */
+export function workerRefusal(message: string): InlaidError {
+  if (message.startsWith(WORKER_BUG_PREFIX)) {
+    // the worker's catch-all for an error no check foresaw (servicer.py's admit): a bug of its own, logged there
+    errorLog.error(`worker: ${message}`);
+    return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
+  }
+  return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param: workerParam(message) });
+}
+
+/** How the worker's Admit catch-all starts its RequestError (workers/inlaid_worker/server/servicer.py). */
+const WORKER_BUG_PREFIX = 'request refused: ';
 
 /** Request parameters a worker's INVALID_ARGUMENT message may start with (`response_format: invalid regex: …`). */
 const WORKER_PARAMS = ['response_format', 'logit_bias'] as const;

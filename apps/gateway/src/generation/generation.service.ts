@@ -35,12 +35,17 @@ function isWorkerLoss(err: unknown): boolean {
  */
 export const START_SIGNAL_LISTENERS = 2;
 
+/** The error a request whose client left before it ran ends with (CANCELLED: nobody is there to read it). */
+function clientLeft(when: string): InlaidError {
+  return new InlaidError(status.CANCELLED, `the client went away ${when}`);
+}
+
 /** `work()`, or a rejection as soon as `signal` aborts; `work` is not started at all when it has already. */
 function untilAborted<T>(work: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (signal === undefined) return work();
-  if (signal.aborted) return Promise.reject(new Error('the client went away before the request was prepared'));
+  if (signal.aborted) return Promise.reject(clientLeft('before the request was prepared'));
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new Error('the client went away while the request was prepared'));
+    const onAbort = (): void => reject(clientLeft('while the request was prepared'));
     signal.addEventListener('abort', onAbort, { once: true });
     work()
       .then(resolve, reject)
@@ -82,7 +87,9 @@ export class GenerationService {
       timeline.routed(workerAddr, promptTokens);
       return this.running(id, input, ticket, promptTokens, timeline);
     } catch (err) {
-      const error = fromWorkerError(err, input.model);
+      // a client gone while queued ends the ticket with a plain Error (scheduling/ticket.ts): not a bug to log
+      const gone = signal?.aborted === true && !(err instanceof InlaidError);
+      const error = gone ? clientLeft('while the request was queued') : fromWorkerError(err, input.model);
       if (signal?.aborted) this.record(timeline.close('aborted', new Date(), 'abort', 'client disconnected while prepared or queued'));
       else this.record(timeline.close('rejected', new Date(), null, error.message));
       throw error;

@@ -3,7 +3,7 @@ import { status } from '@grpc/grpc-js';
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Response } from 'express';
 import { grpcStatusOfHttp, toOpenAIError } from '../common/http-mapping';
-import { InlaidError, InlaidErrorDetails } from '../common/inlaid-error';
+import { INTERNAL_ERROR_MESSAGE, InlaidError, InlaidErrorDetails } from '../common/inlaid-error';
 
 function httpOverride(httpStatus: number): InlaidErrorDetails {
   return httpStatus === 413 ? { httpStatus, code: 'request_too_large' } : {};
@@ -27,7 +27,7 @@ export function toInlaidError(err: unknown): InlaidError {
   }
   const client = clientHttpError(err);
   if (client !== null) return new InlaidError(grpcStatusOfHttp(client.status), client.message, httpOverride(client.status));
-  return new InlaidError(status.INTERNAL, 'The server had an error while processing your request.');
+  return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
 }
 
 @Catch()

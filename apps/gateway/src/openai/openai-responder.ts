@@ -9,10 +9,9 @@
  * the chat response (never streamed). The prompt is scored once, by choice 0 (the first candidate), whatever n /
  * best_of (fan-out.ts): its prompt logprobs go on every choice.
  */
-import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Response } from 'express';
-import { InlaidError } from '../common/inlaid-error';
+import { fromWorkerError } from '../common/inlaid-error';
 import { toOpenAIError } from '../common/http-mapping';
 import type { common } from '@inlaid/proto';
 import { Choices, mergeChoices, startChoices } from '../generation/fan-out';
@@ -158,7 +157,8 @@ export class OpenAIResponder {
         write(encoder.delta(delta, index));
       }
     } catch (err) {
-      const error = err instanceof InlaidError ? err : new InlaidError(status.INTERNAL, String(err));
+      // InlaidError / gRPC messages as they are; anything else (a bug) is logged there and hidden from the client
+      const error = fromWorkerError(err, '');
       this.logger.warn(`stream ${choices.id} failed: ${error.message}`);
       if (!res.destroyed) res.write(sseEvent(toOpenAIError(error).body));
     }

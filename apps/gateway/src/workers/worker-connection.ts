@@ -1,11 +1,12 @@
 /**
  * One gRPC link to one worker: GetInfo, then one long-lived Session stream over which requests are admitted
- * and aborted and token deltas come back, demultiplexed into per-request queues. When the stream breaks,
- * every in-flight request fails with UNAVAILABLE and the link reconnects with backoff.
+ * and aborted and token deltas come back, demultiplexed into per-request queues. When the stream breaks (or the
+ * worker stops answering keepalive pings), every in-flight request fails with UNAVAILABLE and the link reconnects
+ * with backoff. A RequestError event (the worker refusing an Admit) fails its request as bad input (HTTP 400).
  */
 import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
-import { InlaidError } from '../common/inlaid-error';
+import { InlaidError, workerRefusal } from '../common/inlaid-error';
 import { AsyncQueue } from './async-queue';
 import { backoffDelay, BackoffOptions, DEFAULT_BACKOFF } from './backoff';
 
@@ -24,11 +25,18 @@ export interface WorkerSnapshot {
   readonly lastError: string | null;
 }
 
-const CHANNEL_OPTIONS: ChannelOptions = {
+export const CHANNEL_OPTIONS: ChannelOptions = {
   // grpc-js defaults back off to 120 s; a restarted worker must be picked up within a couple of seconds.
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 2000,
   'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  // A frozen worker (SIGSTOP, a partition without RST) never closes its socket: without pings its Session, and every
+  // stream on it, would wait forever (a per-request inactivity timeout cannot tell it from a long prefill). A ping
+  // every 10 s unanswered for 5 s drops the link: its requests fail UNAVAILABLE and it reconnects. The worker's
+  // server accepts pings this often (workers/inlaid_worker/server/app.py GRPC_SERVER_OPTIONS), idle or not.
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
 };
 const INFO_TIMEOUT_MS = 2000;
 
@@ -55,8 +63,9 @@ export class WorkerConnection {
     private readonly onInfo: (info: worker.WorkerInfo) => void = () => undefined,
     private readonly backoff: BackoffOptions = DEFAULT_BACKOFF,
     channelCredentials: ChannelCredentials = credentials.createInsecure(),
+    channelOptions: ChannelOptions = CHANNEL_OPTIONS,
   ) {
-    this.client = new worker.WorkerClient(addr, channelCredentials, CHANNEL_OPTIONS);
+    this.client = new worker.WorkerClient(addr, channelCredentials, channelOptions);
   }
 
   get ready(): boolean {
@@ -227,9 +236,10 @@ export class WorkerConnection {
         queue.end();
       }
     } else {
+      // a RequestError: the worker refused the Admit (bad input it could only see there), not a failure of its own
       const queue = this.pending.get(kind.value.requestId);
       this.pending.delete(kind.value.requestId);
-      queue?.fail(new InlaidError(status.INTERNAL, `Worker error: ${kind.value.message}`));
+      queue?.fail(workerRefusal(kind.value.message));
     }
   }
 

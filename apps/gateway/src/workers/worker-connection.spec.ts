@@ -1,0 +1,154 @@
+/**
+ * WorkerConnection against a real grpc-js fake worker (GetInfo + Session): a RequestError event (the worker refusing an
+ * Admit) fails the request as bad input (HTTP 400 naming the param), not as a server error; a frozen worker (its
+ * socket open but silent, as under SIGSTOP or a partition without RST) is dropped by keepalive pings, failing its
+ * requests with UNAVAILABLE, where before the stream waited forever.
+ */
+import { type ChannelOptions, Server, ServerCredentials, type ServerDuplexStream, status } from '@grpc/grpc-js';
+import { worker } from '@inlaid/proto';
+import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { toOpenAIError } from '../common/http-mapping';
+import { InlaidError } from '../common/inlaid-error';
+import type { AsyncQueue } from './async-queue';
+import { CHANNEL_OPTIONS, WorkerConnection } from './worker-connection';
+
+const quiet = { log: () => undefined, warn: () => undefined };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function eventually(check: () => boolean, what: string, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(10);
+  }
+}
+
+/** A worker whose Session answers each Admit with `onAdmit` (nothing by default: the request just runs). */
+async function fakeWorker(onAdmit: (admit: worker.Admit, session: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => void) {
+  const server = new Server();
+  const getInfo = (_call: unknown, cb: (e: null, r: worker.WorkerInfo) => void) =>
+    cb(null, worker.WorkerInfo.fromPartial({ workerId: 'w1', baseModel: 'm', models: [{ id: 'm', parent: '' }] }));
+  const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => {
+    call.on('data', (msg: worker.ControlMessage) => {
+      if (msg.kind?.$case === 'admit') onAdmit(msg.kind.value, call);
+    });
+    call.on('error', () => undefined);
+  };
+  server.addService(worker.WorkerService, { getInfo, session } as unknown as worker.WorkerServer);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { server, port };
+}
+
+const admit = (requestId: string): worker.Admit => worker.Admit.fromPartial({ requestId, model: 'm', promptTokenIds: [1, 2] });
+
+/** The queue's outcome: the error it failed with, or 'ended'. */
+async function outcome(queue: AsyncQueue<worker.TokenDelta>): Promise<unknown> {
+  try {
+    for await (const _delta of queue) void _delta;
+    return 'ended';
+  } catch (err) {
+    return err;
+  }
+}
+
+describe('WorkerConnection channel options', () => {
+  it('pings the worker (keepalive), idle or not, so a frozen worker is noticed', () => {
+    expect(CHANNEL_OPTIONS['grpc.keepalive_time_ms']).toBe(10_000);
+    expect(CHANNEL_OPTIONS['grpc.keepalive_timeout_ms']).toBe(5_000);
+    expect(CHANNEL_OPTIONS['grpc.keepalive_permit_without_calls']).toBe(1);
+  });
+});
+
+describe('WorkerConnection: a RequestError event (the worker refusing an Admit)', () => {
+  let server: Server;
+  let conn: WorkerConnection;
+
+  beforeAll(async () => {
+    const fake = await fakeWorker((a, call) =>
+      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: a.requestId === 'rf' ? 'response_format: invalid regex: (' : 'prompt_logprobs 20 on a 90000-token prompt is 1890000 entries, more than 1000000' } } }),
+    );
+    server = fake.server;
+    conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
+    conn.start();
+    await eventually(() => conn.ready, 'the link is up');
+  });
+
+  afterAll(() => {
+    conn?.stop();
+    server?.forceShutdown();
+  });
+
+  it('fails the request with INVALID_ARGUMENT (HTTP 400 invalid_request_error), not INTERNAL (500)', async () => {
+    const err = await outcome(conn.admit(admit('lp')));
+    expect(err).toBeInstanceOf(InlaidError);
+    expect((err as InlaidError).status).toBe(status.INVALID_ARGUMENT); // before: INTERNAL, "Worker error: ..."
+    const { httpStatus, body } = toOpenAIError(err as InlaidError);
+    expect(httpStatus).toBe(400);
+    expect(body.error).toMatchObject({ type: 'invalid_request_error', message: expect.stringMatching(/^prompt_logprobs 20/) });
+  });
+
+  it('names the parameter the worker message starts with', async () => {
+    const err = (await outcome(conn.admit(admit('rf')))) as InlaidError;
+    expect(err.status).toBe(status.INVALID_ARGUMENT);
+    expect(err.details.param).toBe('response_format');
+    expect(toOpenAIError(err).body.error).toMatchObject({ param: 'response_format' });
+  });
+});
+
+/** A TCP relay to `port` that can freeze: both directions stop flowing, yet no socket is closed (a stopped process). */
+async function freezableRelay(port: number) {
+  const sockets: Socket[] = [];
+  let frozen = false;
+  const relay: NetServer = createServer((down) => {
+    const up = connect(port, '127.0.0.1');
+    sockets.push(down, up);
+    const forward = (from: Socket, to: Socket) => from.on('data', (chunk: Buffer) => void (frozen || to.write(chunk)));
+    forward(down, up);
+    forward(up, down);
+    down.on('error', () => undefined);
+    up.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (relay.address() as AddressInfo).port,
+    freeze: () => void (frozen = true),
+    close: () => {
+      sockets.forEach((s) => s.destroy());
+      relay.close();
+    },
+  };
+}
+
+describe('WorkerConnection: a frozen worker', () => {
+  it('fails its running request with UNAVAILABLE once a keepalive ping goes unanswered', async () => {
+    const fake = await fakeWorker(() => undefined); // the request runs on, emitting nothing
+    const relay = await freezableRelay(fake.port);
+    // the default options with pings scaled down from 10 s / 5 s so the test takes about a second
+    const fast: ChannelOptions = { ...CHANNEL_OPTIONS, 'grpc.keepalive_time_ms': 300, 'grpc.keepalive_timeout_ms': 300 };
+    // no reconnect within the test (a GetInfo through the frozen relay would hold its 2 s deadline timer past the end)
+    const noRetry = { baseMs: 60_000, maxMs: 60_000 };
+    const conn = new WorkerConnection(`127.0.0.1:${relay.port}`, quiet, undefined, noRetry, undefined, fast);
+    try {
+      conn.start();
+      await eventually(() => conn.ready, 'the link is up');
+      const running = outcome(conn.admit(admit('r1')));
+      await sleep(100);
+      relay.freeze();
+      const t0 = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const waited = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('still waiting'), 5000)));
+      const err = (await Promise.race([running, waited]).finally(() => clearTimeout(timer))) as InlaidError | string;
+      expect(err).toBeInstanceOf(InlaidError); // before (no keepalive): 'still waiting', forever
+      expect((err as InlaidError).status).toBe(status.UNAVAILABLE);
+      expect(Date.now() - t0).toBeLessThan(3000);
+      expect(conn.ready).toBe(false);
+    } finally {
+      conn.stop();
+      relay.close();
+      fake.server.forceShutdown();
+    }
+  });
+});
