@@ -125,7 +125,7 @@ def check_prompt_logprobs_size(prompt_tokens: int, prompt_logprobs: int | None) 
     entries = prompt_tokens * (prompt_logprobs + 1)
     if entries > MAX_PROMPT_LOGPROB_ENTRIES:
         raise RequestError(
-            f"prompt_logprobs {prompt_logprobs} on a {prompt_tokens}-token prompt is {entries} entries, more than "
+            f"prompt_logprobs: {prompt_logprobs} on a {prompt_tokens}-token prompt is {entries} entries, more than "
             f"{MAX_PROMPT_LOGPROB_ENTRIES}: ask for fewer top logprobs or a shorter prompt"
         )
 

@@ -122,7 +122,7 @@ def test_real_preemptions_mid_prompt_keep_every_position_once(tmp_path: Path) ->
 def test_too_many_prompt_logprob_entries_is_a_request_error() -> None:
     check_prompt_logprobs_size(10**9, None)  # not asked: any length
     check_prompt_logprobs_size(MAX_PROMPT_LOGPROB_ENTRIES // 21, 20)  # at the bound
-    with pytest.raises(RequestError, match="prompt_logprobs 20 on a 50000-token prompt"):
+    with pytest.raises(RequestError, match="prompt_logprobs: 20 on a 50000-token prompt"):
         check_prompt_logprobs_size(50_000, 20)  # ~26 MB in one message: refused before it is queued
 
 

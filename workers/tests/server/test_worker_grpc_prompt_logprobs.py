@@ -71,7 +71,7 @@ def test_prepare_refuses_too_many_prompt_logprob_entries_before_admission(
     with pytest.raises(grpc.RpcError) as err:  # before: accepted here, refused only at Admit (a RequestError event)
         prepare(prompt_logprobs=2)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "prompt_logprobs 2 on a 3-token prompt is 9 entries, more than 8" in err.value.details()
+    assert "prompt_logprobs: 2 on a 3-token prompt is 9 entries, more than 8" in err.value.details()
 
 
 def test_the_first_delta_carries_the_prompt_logprobs(stub: Any) -> None:

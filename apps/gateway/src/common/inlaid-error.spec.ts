@@ -42,7 +42,8 @@ describe('workerRefusal', () => {
     const err = workerRefusal('logit_bias: token id 99999 is outside the vocabulary');
     expect(err.status).toBe(status.INVALID_ARGUMENT);
     expect(toOpenAIError(err)).toMatchObject({ httpStatus: 400, body: { error: { type: 'invalid_request_error', param: 'logit_bias' } } });
-    expect(workerRefusal('prompt_logprobs 20 on a 90000-token prompt is too many entries').details.param).toBeUndefined();
+    expect(workerRefusal('prompt_logprobs: 20 on a 90000-token prompt is too many entries').details.param).toBe('prompt_logprobs');
+    expect(workerRefusal('the prompt is too long').details.param).toBeUndefined();
   });
 });
 

@@ -117,7 +117,7 @@ export function workerRefusal(message: string): InlaidError {
 const WORKER_BUG_PREFIX = 'request refused: ';
 
 /** Request parameters a worker's INVALID_ARGUMENT message may start with (`response_format: invalid regex: …`). */
-const WORKER_PARAMS = ['response_format', 'logit_bias'] as const;
+const WORKER_PARAMS = ['response_format', 'logit_bias', 'prompt_logprobs'] as const;
 
 /** The parameter a worker's refusal names at its start, if it is one the gateway forwards as such. */
 function workerParam(message: string): string | undefined {

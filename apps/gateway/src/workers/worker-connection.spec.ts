@@ -68,7 +68,7 @@ describe('WorkerConnection: a RequestError event (the worker refusing an Admit)'
 
   beforeAll(async () => {
     const fake = await fakeWorker((a, call) =>
-      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: a.requestId === 'rf' ? 'response_format: invalid regex: (' : 'prompt_logprobs 20 on a 90000-token prompt is 1890000 entries, more than 1000000' } } }),
+      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: a.requestId === 'rf' ? 'response_format: invalid regex: (' : 'prompt_logprobs: 20 on a 90000-token prompt is 1890000 entries, more than 1000000' } } }),
     );
     server = fake.server;
     conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
@@ -87,7 +87,7 @@ describe('WorkerConnection: a RequestError event (the worker refusing an Admit)'
     expect((err as InlaidError).status).toBe(status.INVALID_ARGUMENT); // before: INTERNAL, "Worker error: ..."
     const { httpStatus, body } = toOpenAIError(err as InlaidError);
     expect(httpStatus).toBe(400);
-    expect(body.error).toMatchObject({ type: 'invalid_request_error', message: expect.stringMatching(/^prompt_logprobs 20/) });
+    expect(body.error).toMatchObject({ type: 'invalid_request_error', message: expect.stringMatching(/^prompt_logprobs: 20/), param: 'prompt_logprobs' });
   });
 
   it('names the parameter the worker message starts with', async () => {
