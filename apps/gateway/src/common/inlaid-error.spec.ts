@@ -62,3 +62,20 @@ describe("workerRefusal of the worker's catch-all (a bug of its own, not bad inp
     }
   });
 });
+
+describe("fromWorkerError of a worker's UNKNOWN (a handler that raised)", () => {
+  it('is a 500 with the generic message, its text logged once, not sent', () => {
+    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      const err = fromWorkerError(grpcError(status.UNKNOWN, "Exception calling application: 'secret_key'"), 'm');
+      expect(err.status).toBe(status.INTERNAL); // before: UNKNOWN, the worker's text passed on
+      expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
+      expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('secret_key');
+      expect(logged).toHaveBeenCalledTimes(1);
+      expect(fromWorkerError(err, 'm')).toBe(err);
+      expect(logged).toHaveBeenCalledTimes(1);
+    } finally {
+      logged.mockRestore();
+    }
+  });
+});

@@ -95,14 +95,19 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
     case status.CANCELLED:
     case status.UNAVAILABLE:
       return InlaidError.unavailable(`Worker unavailable: ${message}`);
+    case status.UNKNOWN:
+      // a handler that raised ("Exception calling application: ..."): the worker's bug, its text naming internals
+      errorLog.error(`worker: ${message}`);
+      return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
     default:
       return new InlaidError(err.code as status, message);
   }
 }
 
 /**
- * A worker refusing a request as bad input: its INVALID_ARGUMENT at Prepare, or a RequestError event at Admit (e.g.
- * prompt_logprobs too large for the prompt). HTTP 400 invalid_request_error, naming the parameter the message starts with.
+ * A worker refusing a request as bad input: its INVALID_ARGUMENT at Prepare (a status it sends only for the request's
+ * own fault). HTTP 400 invalid_request_error, naming the parameter the message starts with. A RequestError event at
+ * Admit is not always bad input: it goes through workerRequestError.
  */
 export function workerRefusal(message: string): InlaidError {
   if (message.startsWith(WORKER_BUG_PREFIX)) {
@@ -122,4 +127,44 @@ const WORKER_PARAMS = ['response_format', 'logit_bias', 'prompt_logprobs'] as co
 /** The parameter a worker's refusal names at its start, if it is one the gateway forwards as such. */
 function workerParam(message: string): string | undefined {
   return WORKER_PARAMS.find((p) => message.startsWith(`${p}:`));
+}
+
+/**
+ * The worker's Admit refusals that are the request's own fault besides those naming a parameter at their start
+ * (engine.py check_prompt; SamplingParams.validate through convert.py sampling_from_proto): each a 400. The gateway
+ * checks most of these first, so a client rarely meets the worker's text.
+ */
+const BAD_INPUT: readonly RegExp[] = [
+  /^the prompt is empty$/,
+  /^the prompt has \d+ tokens; this model's maximum context length is \d+ tokens/,
+  /^prompt token id -?\d+ is outside the vocabulary/,
+  /^stop strings must not be empty$/,
+  /^at most \d+ stop strings/,
+  /^stop_token_ids must be non-negative$/,
+  /^(max_tokens|temperature|top_p|seed|presence_penalty|frequency_penalty|repetition_penalty|logprobs|prompt_logprobs|min_p|min_tokens) must be /,
+];
+
+/** How the worker's ClosedError texts end or start (engine/grammar_cache.py): it is shutting down, retry elsewhere. */
+const SHUTDOWN = /the worker is shutting down|^the grammar cache (is )?closed/;
+
+/** UnknownModelError's text (engine/adapters.py): an adapter unloaded between Prepare and Admit. */
+const UNKNOWN_MODEL = /^the model (['"])(.*)\1 does not exist$/s;
+
+/**
+ * Classifies a RequestError event, the worker refusing or failing one request on its Session (no status code comes
+ * with it: an interim reading of its text until the proto carries one). Bad input (a known parameter's prefix, or one
+ * of the prompt/sampling checks in BAD_INPUT) is a 400; a shutdown is UNAVAILABLE (503, retryable); an unknown model
+ * is 404 model_not_found; anything else (a crashed step, the catch-all "request refused: ...", a request id clash, a
+ * grammar-state mismatch: the gateway's or worker's fault) is a 500 with INTERNAL_ERROR_MESSAGE, its text logged once.
+ */
+export function workerRequestError(message: string): InlaidError {
+  const param = workerParam(message);
+  if (param !== undefined || BAD_INPUT.some((p) => p.test(message))) {
+    return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param });
+  }
+  if (SHUTDOWN.test(message)) return InlaidError.unavailable('The worker is shutting down; retry the request.');
+  const model = UNKNOWN_MODEL.exec(message);
+  if (model !== null) return InlaidError.modelNotFound(model[2]);
+  errorLog.error(`worker: ${message}`);
+  return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
 }

@@ -7,7 +7,9 @@ import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
 import { common, type inference } from '@inlaid/proto';
 import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
-import { InlaidError } from '../common/inlaid-error';
+import { INTERNAL_ERROR_MESSAGE, InlaidError } from '../common/inlaid-error';
+import { Logger } from '@nestjs/common';
+import { toServiceError } from './inference-handlers';
 import type { GenerationService } from '../generation/generation.service';
 import type { Generation, GenerationDelta, GenerationInput } from '../generation/generation.types';
 import type { WorkersService } from '../workers/workers.service';
@@ -162,6 +164,99 @@ describe('inference Generate refusals name proto fields', () => {
   it("a worker's logit_bias or response_format refusal names the sampling field", async () => {
     expect(await paramOf(worker('logit_bias'), request(1))).toEqual(['sampling.logit_bias']);
     expect(await paramOf(worker('response_format'), request(1))).toEqual(['sampling.response_format']);
+    expect(await paramOf(worker('prompt_logprobs'), request(1))).toEqual(['sampling.prompt_logprobs']); // before: prompt_logprobs
     expect(await paramOf(worker('model'), request(1))).toEqual(['model']);
+  });
+});
+
+describe('toServiceError of an unexpected error (a bug)', () => {
+  it('sends INTERNAL with the generic message, its text logged once, not sent', async () => {
+    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      const bug = new TypeError("Cannot read properties of undefined (reading 'secret_slot')");
+      const e = toServiceError(bug);
+      expect(e).toMatchObject({ code: status.INTERNAL, details: INTERNAL_ERROR_MESSAGE, message: INTERNAL_ERROR_MESSAGE });
+      expect(JSON.stringify(e)).not.toContain('secret_slot'); // before: "TypeError: Cannot read ... 'secret_slot'"
+      expect(logged).toHaveBeenCalledTimes(1);
+      // and through a handler: Generate's failure after admission
+      const admit = jest.fn().mockResolvedValue(() => undefined);
+      const failing = { start: () => Promise.reject(bug) } as unknown as GenerationService;
+      const handlers = inferenceHandlers(failing, {} as WorkersService, { admit } as unknown as CallGate);
+      const { c, done } = call(request(1));
+      handlers.generate(stream(c));
+      const err = await done;
+      expect(err?.code).toBe(status.INTERNAL);
+      expect(err?.details).toBe(INTERNAL_ERROR_MESSAGE);
+      expect(logged).toHaveBeenCalledTimes(2);
+    } finally {
+      logged.mockRestore();
+    }
+  });
+
+  it('keeps an InlaidError as is, logging nothing', () => {
+    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      expect(toServiceError(InlaidError.unavailable('Worker w1 disconnected.'))).toMatchObject({ code: status.UNAVAILABLE, details: 'Worker w1 disconnected.' });
+      expect(logged).not.toHaveBeenCalled();
+    } finally {
+      logged.mockRestore();
+    }
+  });
+});
+
+/** A generation of `total` deltas counting how many its consumer has pulled. */
+function countingGeneration(total: number) {
+  const counter = { pulled: 0 };
+  const start = (): Promise<Generation> => {
+    async function* deltas(): AsyncGenerator<GenerationDelta> {
+      for (let i = 1; i <= total; i++) {
+        counter.pulled = i;
+        yield { text: 'x', tokenIds: [7], finishReason: i === total ? 'length' : null, promptTokens: 2, completionTokens: i };
+      }
+    }
+    return Promise.resolve({ id: 'g', model: 'sql', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
+  };
+  return { generation: { start } as unknown as GenerationService, counter };
+}
+
+const ticks = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe('inference Generate back-pressure', () => {
+  it('stops pulling deltas while the client does not read, and resumes on drain', async () => {
+    const { generation, counter } = countingGeneration(1000);
+    const admit = jest.fn().mockResolvedValue(() => undefined);
+    const handlers = inferenceHandlers(generation, {} as WorkersService, { admit } as unknown as CallGate);
+    const { c, done } = call(request(1));
+    let full = true; // the client stopped reading: every write says the buffer is full
+    c.write.mockImplementation(() => !full);
+    handlers.generate(stream(c));
+    await ticks(50);
+    // before: all 1000 pulled and written while the client read nothing
+    expect(counter.pulled).toBeLessThanOrEqual(3); // the one written, and mergeChoices' one pulled ahead
+    expect(c.write).toHaveBeenCalledTimes(1);
+    full = false;
+    c.emit('drain');
+    expect(await done).toBeNull();
+    expect(counter.pulled).toBe(1000);
+    expect(c.write).toHaveBeenCalledTimes(1000);
+  });
+
+  it('stops waiting when the client cancels', async () => {
+    const { generation, counter } = countingGeneration(1000);
+    const admit = jest.fn().mockResolvedValue(() => undefined);
+    const handlers = inferenceHandlers(generation, {} as WorkersService, { admit } as unknown as CallGate);
+    const { c } = call(request(1));
+    c.write.mockReturnValue(false);
+    handlers.generate(stream(c));
+    await ticks(50);
+    expect(c.write).toHaveBeenCalledTimes(1);
+    c.cancelled = true;
+    c.emit('cancelled');
+    await ticks(50);
+    expect(c.write).toHaveBeenCalledTimes(1); // the loop left (call.cancelled): nothing more written
+    expect(counter.pulled).toBeLessThanOrEqual(3);
+    expect(c.listenerCount('drain')).toBe(0); // its wait's listeners removed
   });
 });

@@ -1,8 +1,9 @@
 /** Implements the client-facing inlaid.v1.Inference service on top of GenerationService. */
-import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceError, status } from '@grpc/grpc-js';
+import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceError } from '@grpc/grpc-js';
 import { common, inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
-import { InlaidError } from '../common/inlaid-error';
+import { afterWrite } from '../common/back-pressure';
+import { fromWorkerError, InlaidError } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, sharePromptLogprobs, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
@@ -17,8 +18,12 @@ import { GrpcToolStream, protoParam, withGrpcTools, type ToolFields } from './ge
 import { checkDecoded } from './malformed';
 import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
 
+/**
+ * A gRPC status for any failure (Generate, Tokenize, Detokenize, ListModels, and tasks-grpc.service.ts): an error
+ * neither InlaidError nor gRPC (a bug) goes through fromWorkerError, logged once, its text kept from the client.
+ */
 export function toServiceError(err: unknown): Partial<ServiceError> {
-  const e = err instanceof InlaidError ? err : new InlaidError(status.INTERNAL, String(err));
+  const e = fromWorkerError(err, '');
   const metadata = new Metadata();
   if (e.details.param !== undefined) metadata.set('x-inlaid-param', e.details.param);
   if (e.details.retryAfterS !== undefined) metadata.set('retry-after', String(e.details.retryAfterS));
@@ -29,6 +34,7 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
 const WORKER_PARAMS = new Map([
   ['logit_bias', 'sampling.logit_bias'],
   ['response_format', 'sampling.response_format'],
+  ['prompt_logprobs', 'sampling.prompt_logprobs'],
 ]);
 
 /** A refusal from starting the choices, naming the GenerateRequest field at fault (a call schema's: tools.functions). */
@@ -138,7 +144,9 @@ export function inferenceHandlers(
           const merged = sharePromptLogprobs(mergeChoices(choices), count > 1 && input.sampling.promptLogprobs !== undefined);
           for await (const { index, delta: d } of bestOf === undefined ? merged : rankedChoices(merged, count, n)) {
             if (call.cancelled) break;
-            call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), asked.sampling.logprobs !== undefined));
+            const accepted = call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), asked.sampling.logprobs !== undefined));
+            // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts)
+            await afterWrite(accepted, call, ['cancelled', 'close', 'error'], () => call.cancelled);
           }
           call.end();
         } catch (err) {

@@ -102,3 +102,76 @@ describe('OpenAIResponder.collect with tools and n > 1', () => {
     expect(new Set(out.map((c) => c['message']['tool_calls'][0].id)).size).toBe(3);
   });
 });
+
+/** A completion of `total` deltas counting how many its consumer has pulled. */
+function countingService(total: number) {
+  const counter = { pulled: 0 };
+  const start = (): Promise<Generation> => {
+    async function* deltas(): AsyncGenerator<GenerationDelta> {
+      for (let i = 1; i <= total; i++) {
+        counter.pulled = i;
+        yield { text: 'x', tokenIds: [1], finishReason: i === total ? 'length' : null, promptTokens: 2, completionTokens: i };
+      }
+    }
+    return Promise.resolve({ id: 'cmpl-1', model: 'sql', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
+  };
+  return { generation: { start } as unknown as GenerationService, counter };
+}
+
+/** An SSE response whose socket buffer is full (write() false) while `full`; `ended` once end() is called. */
+function slowClient() {
+  const state = { full: true, writes: 0 };
+  let ended!: () => void;
+  const done = new Promise<void>((r) => (ended = r));
+  const res = Object.assign(new EventEmitter(), {
+    destroyed: false, writableFinished: false, closed: false, headersSent: false,
+    status: () => res,
+    set: () => res,
+    flushHeaders: () => void (res.headersSent = true),
+    write: () => (state.writes++, !state.full),
+    end: () => {
+      res.writableFinished = true;
+      ended();
+    },
+  });
+  return { res, state, done };
+}
+
+const ticks = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe('OpenAIResponder stream back-pressure', () => {
+  const streamed: OpenAIRequest = { input, stream: true, includeUsage: false, n: 1 };
+
+  it('stops pulling deltas while the client does not read, and resumes on drain', async () => {
+    const { generation, counter } = countingService(1000);
+    const { res, state, done } = slowClient();
+    void new OpenAIResponder(generation).respond('completions', streamed, res as unknown as Response);
+    await ticks(50);
+    // before: all 1000 pulled and written into the socket's buffer while the client read nothing
+    expect(counter.pulled).toBeLessThanOrEqual(3);
+    const paused = state.writes;
+    await ticks(20);
+    expect(state.writes).toBe(paused);
+    state.full = false;
+    res.emit('drain');
+    await done;
+    expect(counter.pulled).toBe(1000);
+    expect(state.writes).toBeGreaterThan(1000);
+  });
+
+  it('stops waiting when the client goes away', async () => {
+    const { generation, counter } = countingService(1000);
+    const { res, state, done } = slowClient();
+    void new OpenAIResponder(generation).respond('completions', streamed, res as unknown as Response);
+    await ticks(50);
+    const paused = state.writes;
+    res.destroyed = true;
+    res.emit('close');
+    await done;
+    expect(state.writes).toBe(paused); // nothing more written after it left
+    expect(counter.pulled).toBeLessThanOrEqual(3);
+    expect(res.listenerCount('drain')).toBe(0);
+  });
+});

@@ -11,6 +11,7 @@
  */
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Response } from 'express';
+import { afterWrite } from '../common/back-pressure';
 import { fromWorkerError } from '../common/inlaid-error';
 import { toOpenAIError } from '../common/http-mapping';
 import type { common } from '@inlaid/proto';
@@ -149,12 +150,14 @@ export class OpenAIResponder {
     });
     res.status(200).set(SSE_HEADERS);
     res.flushHeaders();
-    const write = (events: string[]) => events.forEach((e) => res.write(e));
+    // false when the socket's buffer is full (every event written regardless: they are small)
+    const write = (events: string[]): boolean => events.reduce<boolean>((ok, e) => res.write(e) !== false && ok, true);
     write(encoder.open());
     try {
       for await (const { index, delta } of mergeChoices(choices)) {
         if (res.destroyed) break;
-        write(encoder.delta(delta, index));
+        // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts)
+        await afterWrite(write(encoder.delta(delta, index)), res, ['close', 'error'], () => res.destroyed);
       }
     } catch (err) {
       // InlaidError / gRPC messages as they are; anything else (a bug) is logged there and hidden from the client

@@ -9,7 +9,8 @@ import { worker } from '@inlaid/proto';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { toOpenAIError } from '../common/http-mapping';
-import { InlaidError } from '../common/inlaid-error';
+import { INTERNAL_ERROR_MESSAGE, InlaidError } from '../common/inlaid-error';
+import { Logger } from '@nestjs/common';
 import type { AsyncQueue } from './async-queue';
 import { CHANNEL_OPTIONS, WorkerConnection } from './worker-connection';
 
@@ -95,6 +96,102 @@ describe('WorkerConnection: a RequestError event (the worker refusing an Admit)'
     expect(err.status).toBe(status.INVALID_ARGUMENT);
     expect(err.details.param).toBe('response_format');
     expect(toOpenAIError(err).body.error).toMatchObject({ param: 'response_format' });
+  });
+});
+
+/**
+ * Every RequestError text the worker sends (engine.py, engine_loop.py, servicer.py, grammar_cache.py, adapters.py),
+ * each with the status it must become. Before: every one but "request refused: ..." was a 400 carrying its text.
+ */
+const REQUEST_ERRORS: readonly (readonly [string, status])[] = [
+  // bad input: the prompt checks (engine.py check_prompt) and sampling_from_proto's SamplingErrors
+  ['the prompt is empty', status.INVALID_ARGUMENT],
+  ["the prompt has 9000 tokens; this model's maximum context length is 8192 tokens (prompt plus at least one generated token)", status.INVALID_ARGUMENT],
+  ['prompt token id 99999 is outside the vocabulary (size 32000)', status.INVALID_ARGUMENT],
+  ['logit_bias: token id 99999 is outside the vocabulary (size 32000)', status.INVALID_ARGUMENT],
+  ['response_format: invalid regex: unbalanced parenthesis', status.INVALID_ARGUMENT],
+  ['prompt_logprobs: 20 on a 90000-token prompt is 1890000 entries, more than 1000000: ask for fewer', status.INVALID_ARGUMENT],
+  ['max_tokens must be at least 1, got 0', status.INVALID_ARGUMENT],
+  ['temperature must be in [0, 100], got 200.0', status.INVALID_ARGUMENT],
+  ['top_p must be in (0, 1], got 0.0', status.INVALID_ARGUMENT],
+  ['seed must be in [0, 2^64), got -1', status.INVALID_ARGUMENT],
+  ['stop strings must not be empty', status.INVALID_ARGUMENT],
+  ['at most 16 stop strings, got 17', status.INVALID_ARGUMENT],
+  ['stop_token_ids must be non-negative', status.INVALID_ARGUMENT],
+  ['presence_penalty must be in [-2, 2], got 3.0', status.INVALID_ARGUMENT],
+  ['frequency_penalty must be in [-2, 2], got nan', status.INVALID_ARGUMENT],
+  ['repetition_penalty must be in (0, 2], got 0.0', status.INVALID_ARGUMENT],
+  ['logprobs must be in [0, 20], got 21', status.INVALID_ARGUMENT],
+  ['prompt_logprobs must be in [0, 20], got 21', status.INVALID_ARGUMENT],
+  ['min_p must be in [0, 1], got 2.0', status.INVALID_ARGUMENT],
+  ['min_tokens must be non-negative, got -1', status.INVALID_ARGUMENT],
+  // the worker shutting down (compile_pool.ClosedError texts): retryable elsewhere
+  ['the grammar cache is closed (the worker is shutting down)', status.UNAVAILABLE],
+  ['the grammar cache closed while this request waited (the worker is shutting down)', status.UNAVAILABLE],
+  ["the grammar's compile was cancelled: its pool closed (the worker is shutting down)", status.UNAVAILABLE],
+  // an adapter unloaded between Prepare and Admit (adapters.UnknownModelError)
+  ["the model 'task-a' does not exist", status.NOT_FOUND],
+  // the worker's (or the gateway's) own failures: never the client's fault
+  ['the worker failed while running this request', status.INTERNAL],
+  ["the grammar's compile was cancelled", status.INTERNAL],
+  ["request id 'secret-r1' is already in flight", status.INTERNAL],
+  ['request_id is required', status.INTERNAL],
+  ['resumed_output_tokens must be in [0, 5), got 7', status.INTERNAL],
+  ["request 'secret-r1': a grammar state that replayed 3 tokens was handed for 4 resumed output tokens", status.INTERNAL],
+  ["request 'secret-r1': the grammar state is not of its response_format", status.INTERNAL],
+  ["request refused: KeyError: 'secret_slot'", status.INTERNAL],
+];
+
+const HTTP_OF: Partial<Record<status, number>> = {
+  [status.INVALID_ARGUMENT]: 400,
+  [status.UNAVAILABLE]: 503,
+  [status.NOT_FOUND]: 404,
+  [status.INTERNAL]: 500,
+};
+
+describe('WorkerConnection: each RequestError text the worker sends, classified', () => {
+  let server: Server;
+  let conn: WorkerConnection;
+  let logged: jest.SpyInstance;
+
+  beforeAll(async () => {
+    // request id `e<i>` is answered with REQUEST_ERRORS[i]
+    const fake = await fakeWorker((a, call) =>
+      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: REQUEST_ERRORS[Number(a.requestId.slice(1))][0] } } }),
+    );
+    server = fake.server;
+    conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
+    conn.start();
+    await eventually(() => conn.ready, 'the link is up');
+  });
+  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
+  afterEach(() => logged.mockRestore());
+  afterAll(() => {
+    conn?.stop();
+    server?.forceShutdown();
+  });
+
+  it.each(REQUEST_ERRORS.map(([message, code], i) => [i, message, code] as const))('#%i %j -> status %i', async (i, message, code) => {
+    const err = (await outcome(conn.admit(admit(`e${i}`)))) as InlaidError;
+    expect(err).toBeInstanceOf(InlaidError);
+    expect(err.status).toBe(code);
+    const { httpStatus, body } = toOpenAIError(err);
+    expect(httpStatus).toBe(HTTP_OF[code]);
+    if (code === status.INVALID_ARGUMENT) {
+      expect(body.error).toMatchObject({ type: 'invalid_request_error', message });
+    } else if (code === status.NOT_FOUND) {
+      expect(body.error).toMatchObject({ code: 'model_not_found', param: 'model', message: 'The model `task-a` does not exist.' });
+    } else if (code === status.UNAVAILABLE) {
+      expect(body.error.message).toMatch(/shutting down/);
+    } else {
+      // the worker's text (request ids, slots) stays in the log, once
+      expect(body.error).toMatchObject({ type: 'server_error', message: INTERNAL_ERROR_MESSAGE });
+      expect(JSON.stringify(body)).not.toContain('secret');
+      expect(logged).toHaveBeenCalledTimes(1);
+      expect(String(logged.mock.calls[0][0])).toContain(message);
+      return;
+    }
+    expect(logged).not.toHaveBeenCalled();
   });
 });
 

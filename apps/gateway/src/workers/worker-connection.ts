@@ -2,11 +2,12 @@
  * One gRPC link to one worker: GetInfo, then one long-lived Session stream over which requests are admitted
  * and aborted and token deltas come back, demultiplexed into per-request queues. When the stream breaks (or the
  * worker stops answering keepalive pings), every in-flight request fails with UNAVAILABLE and the link reconnects
- * with backoff. A RequestError event (the worker refusing an Admit) fails its request as bad input (HTTP 400).
+ * with backoff. A RequestError event fails its request as workerRequestError classifies it (400 bad input, 503
+ * shutdown, 404 unknown model, else 500).
  */
 import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
-import { InlaidError, workerRefusal } from '../common/inlaid-error';
+import { InlaidError, workerRequestError } from '../common/inlaid-error';
 import { AsyncQueue } from './async-queue';
 import { backoffDelay, BackoffOptions, DEFAULT_BACKOFF } from './backoff';
 
@@ -236,10 +237,11 @@ export class WorkerConnection {
         queue.end();
       }
     } else {
-      // a RequestError: the worker refused the Admit (bad input it could only see there), not a failure of its own
+      // a RequestError: the worker refused or failed this one request, for bad input it could only see at Admit, its
+      // shutdown, an adapter unloaded since Prepare, or a failure of its own; workerRequestError tells them apart
       const queue = this.pending.get(kind.value.requestId);
       this.pending.delete(kind.value.requestId);
-      queue?.fail(workerRefusal(kind.value.message));
+      queue?.fail(workerRequestError(kind.value.message));
     }
   }
 
