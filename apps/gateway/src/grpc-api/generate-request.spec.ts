@@ -1,5 +1,5 @@
 import { InlaidError } from '../common/inlaid-error';
-import { parseCompletionRequest } from '../openai/request-validation';
+import { parseChatRequest, parseCompletionRequest } from '../openai/request-validation';
 import { paramOf } from '../testing/invalid-param';
 import { choiceCount, choicePlan, toGenerationInput } from './generate-request';
 
@@ -56,7 +56,7 @@ describe('request_id and roles', () => {
     }
     const roles = ['system', 'developer', 'user', 'assistant', 'tool'];
     const input = toGenerationInput({ ...base, prompt: '', messages: roles.map((role) => ({ role, content: 'x' })) });
-    expect(input.messages.map((m) => m.role)).toEqual(roles);
+    expect(input.messages.map((m) => m.role)).toEqual(['system', 'system', 'user', 'assistant', 'tool']); // developer as REST maps it
   });
 });
 
@@ -105,5 +105,44 @@ describe('choicePlan (best_of)', () => {
 
   it('chat takes best_of equal to n', () => {
     expect(choicePlan({ ...base, prompt: '', messages: [{ role: 'user', content: 'x' }], n: 2, bestOf: 2 })).toEqual({ n: 2 });
+  });
+});
+
+describe('choicePlan: best_of holds every candidate\'s logprobs until the ranking', () => {
+  it.each([
+    // the reviewer's request: 16 x 32768 x 21 = 11M entries
+    [{ ...base, n: 1, bestOf: 16, sampling: { ...plain, maxTokens: 32_768, logprobs: 20 } }],
+    // logprobs forced on (the sampled token's): 16 x 32768 x 2 = 1.05M; max_tokens unset counts as BOUNDS.maxTokens
+    [{ ...base, n: 1, bestOf: 16, sampling: { ...plain, maxTokens: 0, logprobs: 1 } }],
+    [{ ...base, n: 2, bestOf: 4, sampling: { ...plain, maxTokens: 16_384, logprobs: 20 } }],
+  ])('refuses %j naming sampling.logprobs (INVALID_ARGUMENT)', (req) => {
+    expect(paramOf(() => choicePlan(req))).toBe('sampling.logprobs');
+  });
+
+  it('asks to set sampling.max_tokens when it was left out', () => {
+    const req = { ...base, bestOf: 16, sampling: { ...plain, maxTokens: 0, logprobs: 1 } };
+    expect(() => choicePlan(req)).toThrow(/set 'sampling.max_tokens'/);
+  });
+
+  it('admits best_of within the cap, and n alone (streamed: nothing held)', () => {
+    expect(choicePlan({ ...base, bestOf: 16, sampling: { ...plain, maxTokens: 2048, logprobs: 20 } })).toEqual({ n: 1, bestOf: 16 }); // 688k
+    expect(choicePlan({ ...base, bestOf: 16, sampling: { ...plain, maxTokens: 0 } })).toEqual({ n: 1, bestOf: 16 }); // 524k
+    expect(choicePlan({ ...base, n: 16, sampling: { ...plain, maxTokens: 32_768, logprobs: 20 } })).toEqual({ n: 16 });
+  });
+});
+
+describe('developer turns and the internal keep_tool_markers', () => {
+  it('maps role developer to system, as REST chat does', () => {
+    const messages = [{ role: 'developer', content: 'be brief' }, { role: 'user', content: 'x' }];
+    const input = toGenerationInput({ ...base, prompt: '', messages });
+    const rest = parseChatRequest({ model: 'sql', messages });
+    expect(input.messages).toEqual([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'x' }]);
+    expect(input.messages).toEqual(rest.input.messages);
+  });
+
+  it('drops a client\'s keep_tool_markers (the gateway sets it for a tools plan only)', () => {
+    const input = toGenerationInput({ ...base, sampling: { ...plain, keepToolMarkers: true } });
+    expect(input.sampling.keepToolMarkers).toBeUndefined();
+    expect(input.sampling).toEqual(plain);
   });
 });

@@ -3,7 +3,7 @@ import type { common, inference } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
-import { BOUNDS, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { checkBestOf } from '../openai/best-of';
 import { CHAT_ROLES, MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
@@ -22,8 +22,13 @@ function checkRange(name: string, v: number | undefined, min: number, max: numbe
 /** MIN_POSITIVE as the float32 the field arrives as (1e-6 itself decodes to 9.99999997e-7). */
 const MIN_POSITIVE_F32 = Math.fround(MIN_POSITIVE);
 
+/**
+ * The client's sampling, checked. keep_tool_markers is the gateway's own (generate-tools.ts sets it for a tools plan
+ * whose parser needs the markers): a client's is dropped, so plain text never carries the format's special tokens.
+ */
 function sampling(s: common.SamplingParams | undefined): common.SamplingParams {
-  const p: common.SamplingParams = s ?? { maxTokens: 0, stop: [], stopTokenIds: [], ignoreEos: false };
+  const p: common.SamplingParams = { ...(s ?? { maxTokens: 0, stop: [], stopTokenIds: [], ignoreEos: false }) };
+  delete p.keepToolMarkers;
   checkRange('temperature', p.temperature, 0, 2);
   if (p.temperature !== undefined && p.temperature > 0 && p.temperature < MIN_POSITIVE_F32) {
     throw InlaidError.invalid(`sampling.temperature must be 0 or between ${MIN_POSITIVE} and 2, got ${p.temperature}.`, 'sampling.temperature');
@@ -57,7 +62,7 @@ export function choiceCount(req: inference.GenerateRequest): number {
 /**
  * The choices returned (`n`) and, when above n, the best_of candidates generated and ranked down to them: best_of
  * unset or 0 is n; otherwise HTTP completions' rules (openai/best-of.ts checkBestOf), a prompt only. A gRPC stream
- * is not refused: its messages wait for the ranking.
+ * is not refused: its messages wait for the ranking, so every candidate's logprobs are held (checkRankedLogprobs).
  */
 export function choicePlan(req: inference.GenerateRequest): { n: number; bestOf?: number } {
   const n = choiceCount(req);
@@ -66,7 +71,29 @@ export function choicePlan(req: inference.GenerateRequest): { n: number; bestOf?
     throw InlaidError.invalid(`best_of must be between 0 and ${MAX_CHOICES}, got ${raw}.`, 'best_of');
   }
   const bestOf = checkBestOf(n, raw === 0 ? undefined : raw, { chat: req.messages.length > 0, stream: false });
-  return bestOf === undefined ? { n } : { n, bestOf };
+  if (bestOf === undefined) return { n };
+  checkRankedLogprobs(bestOf, req.sampling);
+  return { n, bestOf };
+}
+
+/**
+ * best_of ranks its candidates at the end, so every candidate's token logprobs are held until then (the sampled
+ * token's at least: best-of.ts candidatesOf turns them on), as in a non-streamed REST response: the same cap
+ * (input-bounds.ts checkLogprobEntries). max_tokens 0 (unset) counts as BOUNDS.maxTokens (the model is not known here).
+ */
+function checkRankedLogprobs(bestOf: number, s: common.SamplingParams | undefined): void {
+  const maxTokens = s?.maxTokens ?? 0;
+  const top = s?.logprobs ?? 0;
+  if (maxTokens === 0) checkLogprobEntries(bestOf, BOUNDS.maxTokens, top, 'sampling.logprobs', 'sampling.max_tokens');
+  else checkLogprobEntries(bestOf, maxTokens, top, 'sampling.logprobs');
+}
+
+/**
+ * `developer` turns as `system` ones, as REST chat maps them (openai/request-validation.ts parseMessages): chat
+ * templates know `system`, so the same conversation renders the same over both APIs.
+ */
+export function grpcMessages(messages: readonly common.ChatMessage[]): common.ChatMessage[] {
+  return messages.map((m) => (m.role === 'developer' ? { ...m, role: 'system' } : m));
 }
 
 export function toGenerationInput(req: inference.GenerateRequest): GenerationInput {
@@ -88,7 +115,7 @@ export function toGenerationInput(req: inference.GenerateRequest): GenerationInp
   return {
     model: req.model,
     prompt: req.prompt,
-    messages: req.messages,
+    messages: grpcMessages(req.messages),
     sampling: sampling(req.sampling),
     api: 'grpc',
     requestId: req.requestId === '' ? undefined : req.requestId,

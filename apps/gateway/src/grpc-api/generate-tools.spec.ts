@@ -48,6 +48,15 @@ describe('withGrpcTools', () => {
     expect(apply(request({ choice: 'none' })).plan).toBeUndefined();
   });
 
+  it('a developer turn is the system turn with tools too (as without tools and on REST)', () => {
+    const out = apply(request({}, [{ role: 'developer', content: 'Answer briefly.' }, ...USER]));
+    expect(out.input.messages.filter((m) => m.role === 'developer')).toEqual([]);
+    const system = out.input.messages.filter((m) => m.role === 'system');
+    expect(system).toHaveLength(1); // one system turn: the developer text with the tools, not a second one
+    expect(system[0].content).toContain('Answer briefly.');
+    expect(system[0].content).toContain('"name": "get_weather"');
+  });
+
   it('renders the tool-call history', () => {
     const messages: common.ChatMessage[] = [
       ...USER,

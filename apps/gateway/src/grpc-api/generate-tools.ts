@@ -7,6 +7,7 @@
  */
 import { common, inference } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
+import { grpcMessages } from './generate-request';
 import type { GenerationDelta, GenerationInput } from '../generation/generation.types';
 import { checkPromptChars } from '../limits/input-bounds';
 import { toolCallParser } from '../openai/tool-calls';
@@ -90,7 +91,7 @@ export function withGrpcTools(
   if (req.messages.length === 0) throw InlaidError.invalid('tools need messages (chat), not a prompt.', 'tools');
   const support = supportOf();
   const plan = req.tools === undefined ? undefined : planOf(req.tools, support);
-  const messages = renderChat(turnsOf(req.messages), plan, support);
+  const messages = renderChat(turnsOf(grpcMessages(req.messages)), plan, support); // developer -> system, as without tools
   const tools = nativeTools(plan, support);
   checkPromptChars(messages.reduce((n, m) => n + m.content.length + m.role.length, 0) + toolCallChars(messages) + tools.length, 'prompt');
   const format = plan === undefined ? undefined : renamed(() => toolResponseFormat(plan));

@@ -71,3 +71,15 @@ describe('Detokenize', () => {
     expect(grpcTokenizeRefusal(other)).toBe(other);
   });
 });
+
+describe('workerTokenizeRequest developer turns', () => {
+  it('tokenizes a developer turn as system, as REST /tokenize and Generate render it (with tools too)', () => {
+    const messages = [{ role: 'developer', content: 'be brief' }, { role: 'user', content: 'Weather?' }];
+    expect(workerTokenizeRequest(req({ messages }), 'base', hermes).messages.map((m) => m.role)).toEqual(['system', 'user']);
+    const tools = { functions: [{ name: 'get_weather', description: 'd', parameters: '{"type":"object"}' }], choice: '', function: '' };
+    const grpc = workerTokenizeRequest(req({ messages, tools }), 'base', hermes);
+    const http = parseTokenizeRequest({ model: 'base', messages, tools: [{ type: 'function', function: { name: 'get_weather', description: 'd', parameters: { type: 'object' } } }] }, hermes);
+    expect(grpc.messages).toEqual(http.messages);
+    expect(grpc.messages.map((m) => m.role)).toEqual(['system', 'user']); // the tools joined the developer's system turn
+  });
+});

@@ -7,12 +7,16 @@ import type { common, inference, worker } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { MAX_DETOKENIZE_IDS } from '../openai/tokenize-request';
 import type { ToolSupport } from '../openai/tool-format';
-import { toGenerationInput } from './generate-request';
+import { grpcMessages, toGenerationInput } from './generate-request';
 import { withGrpcTools } from './generate-tools';
 
-/** `model`: the request's model, the base model's id filled in when it was empty. */
+/**
+ * `model`: the request's model, the base model's id filled in when it was empty. `developer` turns are `system` ones
+ * before the tools are rendered (generate-request.ts grpcMessages), as REST chat and /tokenize render them.
+ */
 export function workerTokenizeRequest(req: inference.TokenizeTextRequest, model: string, supportOf: () => ToolSupport): worker.TokenizeRequest {
-  const generate: inference.GenerateRequest = { model, prompt: req.prompt, messages: req.messages, requestId: '', ...(req.tools !== undefined ? { tools: req.tools } : {}) };
+  const messages = grpcMessages(req.messages);
+  const generate: inference.GenerateRequest = { model, prompt: req.prompt, messages, requestId: '', ...(req.tools !== undefined ? { tools: req.tools } : {}) };
   const { input } = withGrpcTools(generate, toGenerationInput(generate), supportOf);
   return {
     model,

@@ -35,17 +35,28 @@ export function checkModelId(model: string, param = 'model'): void {
 /**
  * A non-streamed response keeps every generated token's logprobs of every choice (or best_of candidate) until the
  * end: refused when `choices` x `maxTokens` x (`top` + 1) exceeds BOUNDS.logprobEntries. `maxTokens` is the
- * request's, or BOUNDS.maxTokens when left out (the model's length is not known here).
+ * request's or, when it was left out, the most the worker may generate (the model's length less one, or
+ * BOUNDS.maxTokens where the length is not known): then `unsetMaxParam` names the field the advice asks to set.
  */
-export function checkLogprobEntries(choices: number, maxTokens: number, top: number, param: string): void {
+export function checkLogprobEntries(choices: number, maxTokens: number, top: number, param: string, unsetMaxParam?: string): void {
   const entries = choices * maxTokens * (top + 1);
   if (entries > BOUNDS.logprobEntries) {
+    const tokens = unsetMaxParam === undefined ? 'fewer max tokens' : `set '${unsetMaxParam}' (left out, up to ${maxTokens} tokens)`;
     throw InlaidError.invalid(
       `${choices} choice(s) x ${maxTokens} max tokens x ${top + 1} logprobs a token is ${entries} entries, more than ` +
-        `${BOUNDS.logprobEntries} for a non-streamed response: ask for fewer '${param}', fewer choices or fewer max tokens, or stream.`,
+        `${BOUNDS.logprobEntries} for a non-streamed response: ask for fewer '${param}', fewer choices or ${tokens}, or stream.`,
       param,
     );
   }
+}
+
+/**
+ * The most tokens a request that leaves max_tokens out may generate: the model's length less one (the prompt has at
+ * least one token) when known, never above BOUNDS.maxTokens.
+ */
+export function defaultMaxTokens(maxModelLen: number | undefined): number {
+  if (maxModelLen === undefined || !Number.isInteger(maxModelLen) || maxModelLen < 2) return BOUNDS.maxTokens;
+  return Math.min(BOUNDS.maxTokens, maxModelLen - 1);
 }
 
 /** Any lone surrogate (in `u` mode a surrogate pair is one code point, which \p{Cs} does not match). */

@@ -15,12 +15,22 @@ export class CompletionsController {
   @Post('completions')
   @HttpCode(200)
   async completions(@Body() body: unknown, @Res() res: Response): Promise<void> {
-    await this.responder.respond('completions', parseCompletionRequest(body), res);
+    await this.responder.respond('completions', parseCompletionRequest(body, (model) => this.maxModelLen(model)), res);
   }
 
   @Post('chat/completions')
   @HttpCode(200)
   async chat(@Body() body: unknown, @Res() res: Response): Promise<void> {
-    await this.responder.respond('chat.completions', parseChatRequest(body, (model) => this.workers.toolSupport(model)), res);
+    const req = parseChatRequest(
+      body,
+      (model) => this.workers.toolSupport(model),
+      (model) => this.maxModelLen(model),
+    );
+    await this.responder.respond('chat.completions', req, res);
+  }
+
+  /** The served model's length (a worker's ModelCard), which bounds what a request without max_tokens generates. */
+  private maxModelLen(model: string): number | undefined {
+    return this.workers.listModels().find((m) => m.id === model)?.maxModelLen;
   }
 }

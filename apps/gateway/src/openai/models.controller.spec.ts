@@ -45,6 +45,12 @@ describe('ModelsController over HTTP', () => {
     expect(r.body).toMatchObject({ id: BASE, object: 'model', parent: null, root: BASE });
   });
 
+  it.each(['/v1/models/sql/', `/v1/models/${BASE}/`])('retrieves a model with a trailing slash (%s), as the old :id route did', async (path) => {
+    const r = await get(path);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ id: path.slice('/v1/models/'.length, -1) });
+  });
+
   it('retrieves an adapter', async () => {
     const r = await get('/v1/models/sql');
     expect(r.status).toBe(200);

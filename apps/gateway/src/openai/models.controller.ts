@@ -32,10 +32,14 @@ export class ModelsController {
     return { object: 'list' as const, data: this.workers.listModels().map(modelObject) };
   }
 
-  /** Express 5 (path-to-regexp 8) gives a wildcard as its decoded segments: joined back with '/'. */
+  /**
+   * Express 5 (path-to-regexp 8) gives a wildcard as its decoded segments: joined back with '/'. A trailing slash
+   * (`/v1/models/sql/`) gives a last empty segment, dropped as Express's non-strict `:id` route ignored it.
+   */
   @Get('*id')
   get(@Param('id') segments: string[] | string) {
-    const id = Array.isArray(segments) ? segments.join('/') : segments;
+    const parts = Array.isArray(segments) ? segments : [segments];
+    const id = (parts.length > 1 && parts[parts.length - 1] === '' ? parts.slice(0, -1) : parts).join('/');
     const card = this.workers.listModels().find((m) => m.id === id);
     if (card === undefined) throw InlaidError.modelNotFound(id);
     return modelObject(card);

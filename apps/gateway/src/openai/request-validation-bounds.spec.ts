@@ -8,6 +8,8 @@ import { paramOf } from '../testing/invalid-param';
 import { parseChatRequest, parseCompletionRequest } from './request-validation';
 
 const messages = [{ role: 'user', content: 'x' }];
+/** The served model's length as the controllers pass it (the specs' models are 8192 tokens long). */
+const len8192 = (): number => 8192;
 
 describe('generated logprobs held for a non-streamed response', () => {
   it.each([
@@ -15,10 +17,32 @@ describe('generated logprobs held for a non-streamed response', () => {
     [{ n: 16, logprobs: 20, ignore_eos: true, max_tokens: 8192 }],
     // best_of counts: every candidate's logprobs are held for the ranking
     [{ n: 1, best_of: 16, logprobs: 20, max_tokens: 4096 }],
-    // max_tokens left out counts as the largest the gateway allows (BOUNDS.maxTokens)
-    [{ n: 2, logprobs: 20 }],
+    // max_tokens left out counts as the model's length less one: 6 x 8191 x 21 = 1.03M
+    [{ n: 6, logprobs: 20 }],
   ])('refuses completions %j naming logprobs', (fields) => {
-    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', ...fields }))).toBe('logprobs');
+    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', ...fields }, len8192))).toBe('logprobs');
+  });
+
+  it('counts max_tokens left out as BOUNDS.maxTokens where the model is not known, and asks to set it', () => {
+    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', n: 2, logprobs: 20 }))).toBe('logprobs'); // 1.38M
+    expect(() => parseCompletionRequest({ model: 'm', prompt: 'x', n: 6, logprobs: 20 }, len8192)).toThrow(/set 'max_tokens'/);
+    expect(() => parseCompletionRequest({ model: 'm', prompt: 'x', n: 6, logprobs: 20 }, len8192)).toThrow(/6 choice\(s\) x 8191 max tokens/);
+    const chat = { model: 'm', messages, n: 6, logprobs: true, top_logprobs: 20 };
+    expect(() => parseChatRequest(chat, undefined, len8192)).toThrow(/set 'max_completion_tokens'/);
+    expect(() => parseCompletionRequest({ model: 'm', prompt: 'x', n: 16, logprobs: 20, max_tokens: 8192 })).toThrow(/fewer max tokens/);
+  });
+
+  it.each([
+    [{ n: 6, logprobs: 5 }], // 6 x 8191 x 6 = 295k (1.18M at 32,768)
+    [{ best_of: 16, logprobs: 1 }], // 16 x 8191 x 2 = 262k (1.05M at 32,768)
+    [{ n: 2, echo: true, logprobs: 20 }], // 2 x 8191 x 21 = 344k (1.38M at 32,768)
+  ])('accepts completions %j without max_tokens within the model length', (fields) => {
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', ...fields }, len8192).input.sampling.maxTokens).toBe(0);
+  });
+
+  it('accepts chat n 2 with top_logprobs 20 without max_completion_tokens within the model length', () => {
+    const body = { model: 'm', messages, n: 2, logprobs: true, top_logprobs: 20 };
+    expect(parseChatRequest(body, undefined, len8192).n).toBe(2);
   });
 
   it('refuses chat naming top_logprobs', () => {

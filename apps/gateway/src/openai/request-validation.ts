@@ -7,7 +7,7 @@ import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
-import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops, checkWellFormed } from '../limits/input-bounds';
+import { BOUNDS, checkLogprobEntries, checkModelId, defaultMaxTokens, checkPromptChars, checkStops, checkWellFormed } from '../limits/input-bounds';
 import { checkBestOf } from './best-of';
 import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
 import { parsePromptLogprobs, workerPromptLogprobs } from './prompt-logprobs';
@@ -262,13 +262,28 @@ function withTools(req: OpenAIRequest, plan: ToolPlan): OpenAIRequest {
 /**
  * A non-streamed response holds every generated token's logprobs until the end (openai-responder.ts collect): their
  * count is bounded (input-bounds.ts checkLogprobEntries). best_of candidates carry the sampled token's logprob even
- * when the client asked for none (best-of.ts candidatesOf). maxTokens 0 (left out): the gateway's largest, as the
- * model's length is not known here.
+ * when the client asked for none (best-of.ts candidatesOf). maxTokens 0 (left out): the most the worker may generate,
+ * `unsetMax` (input-bounds.ts defaultMaxTokens: the model's length less one where the controller knows it), and the
+ * refusal asks to set `maxParam`.
  */
-function checkHeldLogprobs(choices: number, maxTokens: number, logprobs: number | undefined, ranked: boolean, param: string): void {
+function checkHeldLogprobs(choices: number, maxTokens: number, logprobs: number | undefined, ranked: boolean, param: string, unset: HeldMax): void {
   const top = logprobs ?? (ranked ? 0 : undefined);
   if (top === undefined) return;
-  checkLogprobEntries(choices, maxTokens === 0 ? BOUNDS.maxTokens : maxTokens, top, param);
+  if (maxTokens !== 0) checkLogprobEntries(choices, maxTokens, top, param);
+  else checkLogprobEntries(choices, unset.unsetMax, top, param, unset.maxParam);
+}
+
+/** The max-tokens field a body may leave out and the most tokens the worker then generates. */
+interface HeldMax {
+  readonly maxParam: string;
+  readonly unsetMax: number;
+}
+
+/** `maxModelLenOf`: the served model's length by the body's `model` (the workers report it); unknown: BOUNDS.maxTokens. */
+function unsetMaxOf(body: Body, maxParam: string, maxModelLenOf: ((model: string) => number | undefined) | undefined): HeldMax {
+  const model = body['model'];
+  const len = maxModelLenOf !== undefined && typeof model === 'string' ? maxModelLenOf(model) : undefined;
+  return { maxParam, unsetMax: defaultMaxTokens(len) };
 }
 
 function build(
@@ -279,6 +294,7 @@ function build(
   maxParam: string,
   parseLogprobs: (body: Body) => number | undefined,
   logprobsParam: string,
+  maxModelLenOf?: (model: string) => number | undefined,
 ): OpenAIRequest {
   const model = parseModel(body);
   const streaming = parseStreaming(body);
@@ -288,7 +304,9 @@ function build(
   const promptLogprobs = parsePromptLogprobs(body, streaming.stream);
   const scored = workerPromptLogprobs(promptLogprobs, echo === undefined ? undefined : logprobs);
   const sampling = { ...parseSampling(body, maxParam, logprobs), ...(scored === undefined ? {} : { promptLogprobs: scored }) };
-  if (!streaming.stream) checkHeldLogprobs(bestOf ?? n, sampling.maxTokens, logprobs, bestOf !== undefined, logprobsParam);
+  if (!streaming.stream) {
+    checkHeldLogprobs(bestOf ?? n, sampling.maxTokens, logprobs, bestOf !== undefined, logprobsParam, unsetMaxOf(body, maxParam, maxModelLenOf));
+  }
   return {
     input: { model, prompt, messages, sampling, api },
     ...streaming,
@@ -323,10 +341,12 @@ function withSpecialTokens(req: OpenAIRequest, body: Body): OpenAIRequest {
   return special === undefined ? req : { ...req, input: { ...req.input, addSpecialTokens: special } };
 }
 
-export function parseCompletionRequest(raw: unknown): OpenAIRequest {
+/** `maxModelLenOf`: the served model's length by the body's `model` (bounds the logprobs held when max_tokens is left out). */
+export function parseCompletionRequest(raw: unknown, maxModelLenOf?: (model: string) => number | undefined): OpenAIRequest {
   const body = asObject(raw);
   refuseChatOnly(body);
-  return withSpecialTokens(build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs, 'logprobs'), body);
+  const req = build(body, 'completions', parsePrompt(body), [], 'max_tokens', parseCompletionLogprobs, 'logprobs', maxModelLenOf);
+  return withSpecialTokens(req, body);
 }
 
 /**
@@ -341,14 +361,19 @@ export function parseChatPrompt(raw: unknown, support: ToolSupport): { messages:
 /**
  * `supportOf`: the served model's tool support (tool-format.ts; the workers report it), by the body's `model`;
  * without it, the Hermes fallback. `add_special_tokens` (vLLM's; left out: false, the chat template holds the
- * special tokens) goes to the worker's Prepare.
+ * special tokens) goes to the worker's Prepare. `maxModelLenOf`: as parseCompletionRequest's.
  */
-export function parseChatRequest(raw: unknown, supportOf?: (model: string) => ToolSupport): OpenAIRequest {
+export function parseChatRequest(
+  raw: unknown,
+  supportOf?: (model: string) => ToolSupport,
+  maxModelLenOf?: (model: string) => number | undefined,
+): OpenAIRequest {
   const body = asObject(raw);
   const support = (supportOf !== undefined && typeof body['model'] === 'string' ? supportOf(body['model']) : undefined) ?? HERMES_FALLBACK;
   const plan = parseToolPlan(body, support);
   const chat = chatMessages(body, plan, support);
-  const withSpecial = withSpecialTokens(build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs, 'top_logprobs'), body);
+  const built = build(body, 'chat.completions', '', chat.messages, 'max_completion_tokens', parseChatLogprobs, 'top_logprobs', maxModelLenOf);
+  const withSpecial = withSpecialTokens(built, body);
   const withNative = chat.tools === '' ? withSpecial : { ...withSpecial, input: { ...withSpecial.input, tools: chat.tools } };
   return plan === undefined ? withNative : withTools(withNative, plan);
 }

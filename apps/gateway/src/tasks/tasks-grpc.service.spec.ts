@@ -1,7 +1,9 @@
 import { Client, credentials, Metadata, Server, ServerCredentials, ServiceError, status } from '@grpc/grpc-js';
+import { tasks as proto } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
 import type { GrpcServerService } from '../grpc-api/grpc-server.service';
-import { TasksGrpcService } from './tasks-grpc.service';
+import { parseCreateTask } from './task-input';
+import { sloBody, TasksGrpcService } from './tasks-grpc.service';
 import type { TasksService } from './tasks.service';
 
 /** The Tasks service on a real grpc-js server (the gate and TasksService stubbed: they are not what is tested). */
@@ -14,7 +16,12 @@ describe('TasksGrpcService on malformed messages', () => {
     server = new Server();
     const host = { addService: (s, impl) => server.addService(s, impl) } as GrpcServerService;
     const gate = { admit: async (auth: string | undefined) => (admitted.push(String(auth)), () => undefined) } as unknown as CallGate;
-    const tasks = { get: async (name: string) => ({ name, status: 'ready' }) } as unknown as TasksService;
+    // create: the REST parser on the body gRPC builds (the adapter and calibration counted as uploaded: not tested here)
+    const create = async (body: { name: string; slo?: unknown }) => {
+      parseCreateTask({ name: body.name, slo: body.slo }, { adapter: true, calibration: true });
+      return { job_id: 'j', task: { name: body.name, status: 'onboarding' } };
+    };
+    const tasks = { get: async (name: string) => ({ name, status: 'ready' }), create } as unknown as TasksService;
     new TasksGrpcService(host, tasks, gate).onModuleInit();
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
@@ -42,5 +49,29 @@ describe('TasksGrpcService on malformed messages', () => {
     const good = await getTask(Buffer.from([0x0a, 0x02, 0x61, 0x62]));
     expect(good.err).toBeNull();
     expect(good.res?.toString()).toContain('ab');
+  });
+
+  const createTask = (slo: proto.Slo) =>
+    new Promise<ServiceError | null>((resolve) => {
+      const bytes = Buffer.from(proto.CreateTaskRequest.encode(proto.CreateTaskRequest.fromPartial({ name: 'sql', adapterPath: '/a', slo })).finish());
+      const id = (b: Buffer) => b;
+      client.makeUnaryRequest('/inlaid.v1.Tasks/CreateTask', id, id, bytes, new Metadata(), (err) => resolve(err));
+    });
+
+  it.each([
+    [{ ttftMs: -5, tpotMs: 0 }, 'slo.ttft_ms'],
+    [{ ttftMs: 200, tpotMs: -1 }, 'slo.tpot_ms'],
+    [{ ttftMs: NaN, tpotMs: 0 }, 'slo.ttft_ms'],
+    [{ ttftMs: 0, tpotMs: Infinity }, 'slo.tpot_ms'],
+  ])('refuses slo %j as INVALID_ARGUMENT naming %s, as REST refuses it with 400', async (slo, param) => {
+    const err = await createTask(slo);
+    expect(err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(err?.metadata.get('x-inlaid-param')).toEqual([param]);
+  });
+
+  it('leaves 0 (proto3 unset) out and passes positive targets', async () => {
+    expect(sloBody({ ttftMs: 0, tpotMs: 0 })).toEqual({});
+    expect(sloBody({ ttftMs: 250, tpotMs: 0 })).toEqual({ ttft_ms: 250 });
+    expect(await createTask({ ttftMs: 250, tpotMs: 20 })).toBeNull();
   });
 });

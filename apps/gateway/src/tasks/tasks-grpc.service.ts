@@ -13,6 +13,14 @@ function view(v: TaskViewJson): tasks.TaskView {
   return { name: v.name, status: v.status, json: JSON.stringify(v) };
 }
 
+/**
+ * The REST body's `slo` from the proto's: 0 is proto3's unset, left out; any other value (negative, NaN, infinite)
+ * goes to task-input.ts parseSlo, which refuses it naming `slo.ttft_ms` / `slo.tpot_ms`, as REST's 400 does.
+ */
+export function sloBody(slo: tasks.Slo): { ttft_ms?: number; tpot_ms?: number } {
+  return { ...(slo.ttftMs !== 0 ? { ttft_ms: slo.ttftMs } : {}), ...(slo.tpotMs !== 0 ? { tpot_ms: slo.tpotMs } : {}) };
+}
+
 function bearerOf(md: Metadata): string | undefined {
   const v = md.get('authorization')[0];
   return v === undefined ? undefined : String(v);
@@ -52,7 +60,7 @@ export class TasksGrpcService implements OnModuleInit {
           name: r.name,
           adapter: { path: r.adapterPath },
           calibration: r.calibrationFile !== '' ? { file_id: r.calibrationFile } : r.calibrationJsonl,
-          ...(r.slo !== undefined ? { slo: { ...(r.slo.ttftMs > 0 ? { ttft_ms: r.slo.ttftMs } : {}), ...(r.slo.tpotMs > 0 ? { tpot_ms: r.slo.tpotMs } : {}) } } : {}),
+          ...(r.slo !== undefined ? { slo: sloBody(r.slo) } : {}),
           wait_for_quantization: r.waitForQuantization,
         };
         const out = await t.create(body);

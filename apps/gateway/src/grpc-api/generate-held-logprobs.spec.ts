@@ -1,0 +1,46 @@
+/**
+ * gRPC Generate with best_of holds every candidate's token logprobs until the ranking (inference-handlers.ts
+ * rankedChoices): over the cap REST applies to a non-streamed response (input-bounds.ts checkLogprobEntries) it is
+ * refused as INVALID_ARGUMENT naming sampling.logprobs, and no candidate starts.
+ */
+import { Metadata, status } from '@grpc/grpc-js';
+import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
+import type { inference } from '@inlaid/proto';
+import { EventEmitter } from 'node:events';
+import type { CallGate } from '../auth/call-gate.service';
+import type { GenerationService } from '../generation/generation.service';
+import type { WorkersService } from '../workers/workers.service';
+import { inferenceHandlers } from './inference-handlers';
+
+async function generate(req: inference.GenerateRequest): Promise<{ err: ServiceError | null; started: number; released: number }> {
+  const metadata = new Metadata();
+  metadata.set('authorization', 'Bearer k');
+  const c = Object.assign(new EventEmitter(), { request: req, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
+  const done = new Promise<ServiceError | null>((resolve) => {
+    c.on('error', (e: ServiceError) => resolve(e));
+    c.end.mockImplementation(() => resolve(null));
+  });
+  const start = jest.fn().mockRejectedValue(new Error('must not start'));
+  const release = jest.fn();
+  const gate = { admit: jest.fn().mockResolvedValue(release) } as unknown as CallGate;
+  inferenceHandlers({ start } as unknown as GenerationService, {} as WorkersService, gate).generate(
+    c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>,
+  );
+  const err = await done;
+  await new Promise((r) => setImmediate(r));
+  return { err, started: start.mock.calls.length, released: release.mock.calls.length };
+}
+
+describe('gRPC Generate best_of logprobs held for the ranking', () => {
+  it('refuses the reviewer\'s request (16 x 32768 x 21 = 11M entries) naming sampling.logprobs', async () => {
+    const req: inference.GenerateRequest = {
+      model: 'sql', prompt: 'hi', messages: [], requestId: '', n: 1, bestOf: 16,
+      sampling: { maxTokens: 32_768, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: 20 },
+    };
+    const { err, started, released } = await generate(req);
+    expect(err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(err?.metadata.get('x-inlaid-param')).toEqual(['sampling.logprobs']);
+    expect(started).toBe(0);
+    expect(released).toBe(1);
+  });
+});
