@@ -13,6 +13,11 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     return this.closed;
   }
 
+  /** Items pushed and not yet taken by the consumer. */
+  get length(): number {
+    return this.items.length;
+  }
+
   push(item: T): void {
     if (this.closed) return;
     if (this.waiter !== null) this.settle()?.({ value: item, done: false });

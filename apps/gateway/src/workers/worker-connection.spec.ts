@@ -12,7 +12,7 @@ import { toOpenAIError } from '../common/http-mapping';
 import { INTERNAL_ERROR_MESSAGE, InlaidError } from '../common/inlaid-error';
 import { Logger } from '@nestjs/common';
 import type { AsyncQueue } from './async-queue';
-import { CHANNEL_OPTIONS, WorkerConnection } from './worker-connection';
+import { CHANNEL_OPTIONS, MAX_QUEUED_DELTAS, WorkerConnection } from './worker-connection';
 
 const quiet = { log: () => undefined, warn: () => undefined };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -26,13 +26,17 @@ async function eventually(check: () => boolean, what: string, ms = 3000): Promis
 }
 
 /** A worker whose Session answers each Admit with `onAdmit` (nothing by default: the request just runs). */
-async function fakeWorker(onAdmit: (admit: worker.Admit, session: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => void) {
+async function fakeWorker(
+  onAdmit: (admit: worker.Admit, session: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => void,
+  onAbort: (requestId: string) => void = () => undefined,
+) {
   const server = new Server();
   const getInfo = (_call: unknown, cb: (e: null, r: worker.WorkerInfo) => void) =>
     cb(null, worker.WorkerInfo.fromPartial({ workerId: 'w1', baseModel: 'm', models: [{ id: 'm', parent: '' }] }));
   const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => {
     call.on('data', (msg: worker.ControlMessage) => {
       if (msg.kind?.$case === 'admit') onAdmit(msg.kind.value, call);
+      if (msg.kind?.$case === 'abort') onAbort(msg.kind.value.requestId);
     });
     call.on('error', () => undefined);
   };
@@ -245,6 +249,39 @@ describe('WorkerConnection: a frozen worker', () => {
     } finally {
       conn.stop();
       relay.close();
+      fake.server.forceShutdown();
+    }
+  });
+});
+
+describe('WorkerConnection: a request whose consumer stops taking deltas', () => {
+  it('is stopped (RESOURCE_EXHAUSTED, the worker told to abort) once more than MAX_QUEUED_DELTAS wait, not held without bound', async () => {
+    const aborted: string[] = [];
+    const fake = await fakeWorker((a, call) => {
+      for (let i = 0; i < MAX_QUEUED_DELTAS + 100; i++) {
+        call.write({ kind: { $case: 'delta', value: worker.TokenDelta.fromPartial({ requestId: a.requestId, tokenIds: [7] }) } });
+      }
+    }, (id) => aborted.push(id));
+    const conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
+    try {
+      conn.start();
+      await eventually(() => conn.ready, 'the link is up');
+      const queue = conn.admit(admit('slow-reader')); // nobody reads it while the worker sends
+      await eventually(() => aborted.length > 0, 'the worker is told to abort');
+      expect(aborted).toEqual(['slow-reader']);
+      expect(queue.length).toBe(MAX_QUEUED_DELTAS + 1); // the rest were dropped
+      let read = 0;
+      let failure: unknown;
+      try {
+        for await (const _delta of queue) read += 1;
+      } catch (err) {
+        failure = err;
+      }
+      expect(read).toBe(MAX_QUEUED_DELTAS + 1); // what was queued is still delivered, then the error
+      expect(failure).toBeInstanceOf(InlaidError);
+      expect((failure as InlaidError).status).toBe(status.RESOURCE_EXHAUSTED);
+    } finally {
+      conn.stop();
       fake.server.forceShutdown();
     }
   });
