@@ -144,20 +144,39 @@ const BAD_INPUT: readonly RegExp[] = [
   /^(max_tokens|temperature|top_p|seed|presence_penalty|frequency_penalty|repetition_penalty|logprobs|prompt_logprobs|min_p|min_tokens) must be /,
 ];
 
-/** How the worker's ClosedError texts end or start (engine/grammar_cache.py): it is shutting down, retry elsewhere. */
-const SHUTDOWN = /the worker is shutting down|^the grammar cache (is )?closed/;
+/**
+ * How the worker's ClosedError texts end or start (engine/grammar_cache.py; engine/compile_pool.py's own "compile pool
+ * <name> is closed"): it is shutting down, retry elsewhere.
+ */
+const SHUTDOWN = /the worker is shutting down|^the grammar cache (is )?closed|^compile pool \S+ is closed/;
+
+/**
+ * response_format texts that are the worker's own failures, not the client's schema (engine/grammar_cache.py: no
+ * thread could start a compile or a replay, xgrammar failing to replay output it accepted before): a logged 500.
+ */
+const WORKER_GRAMMAR_FAULT = /^response_format: (the compile could not start|the resumed output's replay could not start|replaying the resumed output failed): /;
+
+/** A resumed request's replay that waited behind other requests' replays past its bound (grammar_cache.py): load, 503. */
+const GRAMMAR_REPLAY_BUSY = /^response_format: replaying the resumed output .* took longer than .* \(it waited for other requests' replays\)$/s;
 
 /** UnknownModelError's text (engine/adapters.py): an adapter unloaded between Prepare and Admit. */
 const UNKNOWN_MODEL = /^the model (['"])(.*)\1 does not exist$/s;
 
 /**
  * Classifies a RequestError event, the worker refusing or failing one request on its Session (no status code comes
- * with it: an interim reading of its text until the proto carries one). Bad input (a known parameter's prefix, or one
+ * with it: an interim reading of its text until the proto carries one). The worker's own response_format failures
+ * (WORKER_GRAMMAR_FAULT: 500; GRAMMAR_REPLAY_BUSY: 503) are told apart first. Bad input (a known parameter's prefix, or one
  * of the prompt/sampling checks in BAD_INPUT) is a 400; a shutdown is UNAVAILABLE (503, retryable); an unknown model
  * is 404 model_not_found; anything else (a crashed step, the catch-all "request refused: ...", a request id clash, a
  * grammar-state mismatch: the gateway's or worker's fault) is a 500 with INTERNAL_ERROR_MESSAGE, its text logged once.
  */
 export function workerRequestError(message: string): InlaidError {
+  // the worker's own response_format failures first: they start as the client's refusals do
+  if (GRAMMAR_REPLAY_BUSY.test(message)) return InlaidError.unavailable('The worker is busy resuming other structured-output requests; retry the request.');
+  if (WORKER_GRAMMAR_FAULT.test(message)) {
+    errorLog.error(`worker: ${message}`);
+    return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
+  }
   const param = workerParam(message);
   if (param !== undefined || BAD_INPUT.some((p) => p.test(message))) {
     return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param });

@@ -131,6 +131,17 @@ describe('choicePlan: best_of holds every candidate\'s logprobs until the rankin
   });
 });
 
+describe('choicePlan: max_tokens unset counts as what the worker generates', () => {
+  it('counts the model length less one where the caller knows it (no 32,768 limit)', () => {
+    const req = { ...base, bestOf: 4, sampling: { ...plain, maxTokens: 0, logprobs: 1 } };
+    expect(choicePlan(req)).toEqual({ n: 1, bestOf: 4 }); // 4 x 32768 x 2 = 262k (length not known)
+    expect(paramOf(() => choicePlan(req, 131_072))).toBe('sampling.logprobs'); // 4 x 131071 x 2 = 1.05M
+    expect(() => choicePlan(req, 131_072)).toThrow(/4 choice\(s\) x 131071 max tokens.*set 'sampling.max_tokens'/);
+    expect(choicePlan(req, 8192)).toEqual({ n: 1, bestOf: 4 });
+    expect(choicePlan({ ...req, sampling: { ...plain, maxTokens: 1024, logprobs: 1 } }, 131_072)).toEqual({ n: 1, bestOf: 4 });
+  });
+});
+
 describe('developer turns and the internal keep_tool_markers', () => {
   it('maps role developer to system, as REST chat does', () => {
     const messages = [{ role: 'developer', content: 'be brief' }, { role: 'user', content: 'x' }];

@@ -3,7 +3,7 @@ import type { common, inference } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
-import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
+import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops, unsetMaxTokens } from '../limits/input-bounds';
 import { checkBestOf } from '../openai/best-of';
 import { CHAT_ROLES, MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
@@ -63,8 +63,9 @@ export function choiceCount(req: inference.GenerateRequest): number {
  * The choices returned (`n`) and, when above n, the best_of candidates generated and ranked down to them: best_of
  * unset or 0 is n; otherwise HTTP completions' rules (openai/best-of.ts checkBestOf), a prompt only. A gRPC stream
  * is not refused: its messages wait for the ranking, so every candidate's logprobs are held (checkRankedLogprobs).
+ * `maxModelLen`: the served model's length where the caller knows it (what an unset max_tokens generates up to).
  */
-export function choicePlan(req: inference.GenerateRequest): { n: number; bestOf?: number } {
+export function choicePlan(req: inference.GenerateRequest, maxModelLen?: number): { n: number; bestOf?: number } {
   const n = choiceCount(req);
   const raw = req.bestOf ?? 0;
   if (!Number.isInteger(raw) || raw < 0 || raw > MAX_CHOICES) {
@@ -72,19 +73,21 @@ export function choicePlan(req: inference.GenerateRequest): { n: number; bestOf?
   }
   const bestOf = checkBestOf(n, raw === 0 ? undefined : raw, { chat: req.messages.length > 0, stream: false });
   if (bestOf === undefined) return { n };
-  checkRankedLogprobs(bestOf, req.sampling);
+  checkRankedLogprobs(bestOf, req.sampling, maxModelLen);
   return { n, bestOf };
 }
 
 /**
  * best_of ranks its candidates at the end, so every candidate's token logprobs are held until then (the sampled
  * token's at least: best-of.ts candidatesOf turns them on), as in a non-streamed REST response: the same cap
- * (input-bounds.ts checkLogprobEntries). max_tokens 0 (unset) counts as BOUNDS.maxTokens (the model is not known here).
+ * (input-bounds.ts checkLogprobEntries). max_tokens 0 (unset) counts as what the worker then generates, the model's
+ * length less one (input-bounds.ts unsetMaxTokens). Where the caller does not pass the length it counts as
+ * BOUNDS.maxTokens, which undercounts a model longer than 32,768 tokens: callers that can look the model up should.
  */
-function checkRankedLogprobs(bestOf: number, s: common.SamplingParams | undefined): void {
+function checkRankedLogprobs(bestOf: number, s: common.SamplingParams | undefined, maxModelLen: number | undefined): void {
   const maxTokens = s?.maxTokens ?? 0;
   const top = s?.logprobs ?? 0;
-  if (maxTokens === 0) checkLogprobEntries(bestOf, BOUNDS.maxTokens, top, 'sampling.logprobs', 'sampling.max_tokens');
+  if (maxTokens === 0) checkLogprobEntries(bestOf, unsetMaxTokens(maxModelLen), top, 'sampling.logprobs', 'sampling.max_tokens');
   else checkLogprobEntries(bestOf, maxTokens, top, 'sampling.logprobs');
 }
 

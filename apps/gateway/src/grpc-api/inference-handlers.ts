@@ -145,8 +145,10 @@ export function inferenceHandlers(
           for await (const { index, delta: d } of bestOf === undefined ? merged : rankedChoices(merged, count, n)) {
             if (call.cancelled) break;
             const accepted = call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), asked.sampling.logprobs !== undefined));
-            // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts)
-            await afterWrite(accepted, call, ['cancelled', 'close', 'error'], () => call.cancelled);
+            // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
+            // one that reads nothing for DRAIN_TIMEOUT_MS is stopped: the wait throws RESOURCE_EXHAUSTED, the catch below
+            // sends it as the status and finally frees the key's slots
+            await afterWrite(accepted, call, ['cancelled', 'close', 'error'], () => call.cancelled, { onStall: () => choices.abort('client did not read') });
           }
           call.end();
         } catch (err) {

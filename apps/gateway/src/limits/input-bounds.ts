@@ -51,12 +51,13 @@ export function checkLogprobEntries(choices: number, maxTokens: number, top: num
 }
 
 /**
- * The most tokens a request that leaves max_tokens out may generate: the model's length less one (the prompt has at
- * least one token) when known, never above BOUNDS.maxTokens.
+ * The most tokens a request that leaves max_tokens out may generate, as the worker counts it: up to the model's length
+ * less the prompt (workers engine.py), with no BOUNDS.maxTokens limit, so the model's length less one (the prompt has
+ * at least one token) when known. Where it is not known, BOUNDS.maxTokens (an undercount for longer models).
  */
-export function defaultMaxTokens(maxModelLen: number | undefined): number {
+export function unsetMaxTokens(maxModelLen: number | undefined): number {
   if (maxModelLen === undefined || !Number.isInteger(maxModelLen) || maxModelLen < 2) return BOUNDS.maxTokens;
-  return Math.min(BOUNDS.maxTokens, maxModelLen - 1);
+  return maxModelLen - 1;
 }
 
 /** Any lone surrogate (in `u` mode a surrogate pair is one code point, which \p{Cs} does not match). */

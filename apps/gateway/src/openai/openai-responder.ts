@@ -156,8 +156,9 @@ export class OpenAIResponder {
     try {
       for await (const { index, delta } of mergeChoices(choices)) {
         if (res.destroyed) break;
-        // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts)
-        await afterWrite(write(encoder.delta(delta, index)), res, ['close', 'error'], () => res.destroyed);
+        // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
+        // one that reads nothing for DRAIN_TIMEOUT_MS has its socket closed (its 'close' aborts the generation)
+        await afterWrite(write(encoder.delta(delta, index)), res, ['close', 'error'], () => res.destroyed, { onStall: () => res.destroy() });
       }
     } catch (err) {
       // InlaidError / gRPC messages as they are; anything else (a bug) is logged there and hidden from the client

@@ -62,6 +62,30 @@ describe('generated logprobs held for a non-streamed response', () => {
   });
 });
 
+describe('max_tokens left out on a model longer than BOUNDS.maxTokens', () => {
+  const len131072 = (): number => 131_072;
+
+  it('counts the model length less one (what the worker generates), not 32,768', () => {
+    // 131071 x 21 = 2.75M entries: refused (at 32,768 it was 688k and passed)
+    expect(paramOf(() => parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 20 }, len131072))).toBe('logprobs');
+    expect(() => parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 20 }, len131072)).toThrow(/1 choice\(s\) x 131071 max tokens/);
+    const chat = { model: 'm', messages, logprobs: true, top_logprobs: 20 };
+    expect(() => parseChatRequest(chat, undefined, len131072)).toThrow(/set 'max_completion_tokens'/);
+    expect(parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 5 }, len131072).input.sampling.logprobs).toBe(5); // 786k
+  });
+
+  it('looks the model up only when logprobs are asked and max_tokens is left out', () => {
+    const lookup = jest.fn((): number => 8192);
+    parseCompletionRequest({ model: 'm', prompt: 'x' }, lookup);
+    parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 5, max_tokens: 16 }, lookup);
+    parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 5, stream: true }, lookup);
+    parseChatRequest({ model: 'm', messages }, undefined, lookup);
+    expect(lookup).not.toHaveBeenCalled();
+    parseCompletionRequest({ model: 'm', prompt: 'x', logprobs: 5 }, lookup);
+    expect(lookup).toHaveBeenCalledTimes(1);
+  });
+});
+
 describe('nested values that must be objects', () => {
   it.each([
     [{ model: 'm', messages: [1] }, 'messages[0]'],

@@ -4,7 +4,7 @@ import { common, worker } from '@inlaid/proto';
 import { POLICY_NAMES, PREDICTOR_NAMES, resolveConfig, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
 import { InlaidError } from '../common/inlaid-error';
 import { AsyncQueue } from '../workers/async-queue';
-import { Dispatcher } from './dispatcher';
+import { Dispatcher, MAX_QUEUED_DELTAS } from './dispatcher';
 import { PreparedRequest } from './resume';
 import { schedulerOptions } from './scheduler-options';
 import { Ticket, TicketEvent, WorkerLink } from './ticket';
@@ -188,6 +188,53 @@ describe('Dispatcher', () => {
     expect(a.aborts).toEqual(['r1']);
     expect(d.inFlight).toBe(0);
     expect(d.waiting).toBe(0);
+  });
+});
+
+describe('Dispatcher: a request whose consumer stops taking deltas', () => {
+  const big = { kvBlocksTotal: 100_000, rows: 1 };
+  const longReq = (id: string) => req(id, 8, 4 * MAX_QUEUED_DELTAS);
+
+  it('is stopped (RESOURCE_EXHAUSTED, the worker told to abort, its slot freed) once more than MAX_QUEUED_DELTAS wait', async () => {
+    const { d, fakes: [a] } = setup({}, ['a']);
+    d.workerUp(a, capacity('a', big.kvBlocksTotal, big.rows));
+    const t1 = d.submit(longReq('slow'), 'sql', undefined);
+    const t2 = d.submit(longReq('next'), 'sql', undefined);
+    await t1.admitted;
+    expect(a.admits.map((x) => x.requestId)).toEqual(['slow']); // one row: the next one waits
+    for (let i = 0; i < MAX_QUEUED_DELTAS + 100; i++) a.emit('slow', [7], i + 1); // nobody reads t1.events
+    await tick();
+    expect(a.aborts).toEqual(['slow']);
+    expect(await t2.admitted).toBe('a'); // the slot went to the waiting request
+    let deltas = 0;
+    let failure: unknown;
+    try {
+      for await (const e of t1.events) if (e.kind === 'delta') deltas += 1;
+    } catch (err) {
+      failure = err;
+    }
+    expect(deltas).toBe(MAX_QUEUED_DELTAS); // with the 'admitted' event: MAX_QUEUED_DELTAS + 1 were queued, then the error
+    expect(failure).toBeInstanceOf(InlaidError);
+    expect((failure as InlaidError).status).toBe(status.RESOURCE_EXHAUSTED);
+    expect(d.inFlight).toBe(1); // only `next`
+    d.cancel('next');
+  });
+
+  it('never stops a consumer that reads as the deltas come', async () => {
+    const { d, fakes: [a] } = setup({}, ['a']);
+    d.workerUp(a, capacity('a', big.kvBlocksTotal, big.rows));
+    const t = d.submit(longReq('reader'), 'sql', undefined);
+    await t.admitted;
+    const read = drain(t);
+    const total = 3 * MAX_QUEUED_DELTAS;
+    for (let i = 0; i < total; i++) {
+      a.emit('reader', [7], i + 1, i === total - 1 ? common.FinishReason.FINISH_REASON_LENGTH : common.FinishReason.FINISH_REASON_UNSPECIFIED);
+      if (i % 64 === 63) await tick();
+    }
+    const events = await read;
+    expect(events.filter((e) => e.kind === 'delta')).toHaveLength(total);
+    expect(a.aborts).toEqual([]);
+    expect(d.inFlight).toBe(0);
   });
 });
 

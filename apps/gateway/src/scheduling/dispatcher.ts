@@ -22,6 +22,13 @@ import { admitFor, PreparedRequest, rebaseDelta } from './resume';
 import type { StepObserver } from './served-cost';
 import { Ticket, WorkerLink } from './ticket';
 
+/**
+ * Token deltas a request may have waiting for its consumer (at a worker's ~100 steps a second, 40 s of backlog).
+ * The backlog of a client that does not read builds in its ticket's `events` (the worker link's queue is read at
+ * once by `consume`), so the bound is kept there: past it the run is stopped and the ticket fails.
+ */
+export const MAX_QUEUED_DELTAS = 4096;
+
 export interface DispatcherLogger {
   warn(message: string): void;
 }
@@ -188,7 +195,10 @@ export class Dispatcher {
       t.generated.push(...d.tokenIds);
     }
     t.events.push({ kind: 'delta', delta: rebaseDelta(t.req, d, base) });
-    if (d.finishReason === common.FinishReason.FINISH_REASON_UNSPECIFIED) return;
+    if (d.finishReason === common.FinishReason.FINISH_REASON_UNSPECIFIED) {
+      if (t.events.length > MAX_QUEUED_DELTAS) this.stopUnread(t);
+      return;
+    }
     t.run = null;
     this.forget(t);
     if (d.finishReason === common.FinishReason.FINISH_REASON_STOP || d.finishReason === common.FinishReason.FINISH_REASON_LENGTH) {
@@ -197,6 +207,22 @@ export class Dispatcher {
       this.scheduler.cancel(t.req.id); // ended by the worker (abort/error): not a length sample
     }
     t.end();
+    this.pass();
+  }
+
+  /**
+   * Its consumer stopped taking deltas (a streaming client that does not read: the responders wait for drain) while
+   * the worker goes on: stop the run and fail the ticket (what was queued is still delivered first) rather than hold
+   * its deltas without bound, and give its slot to the next request.
+   */
+  private stopUnread(t: Ticket): void {
+    this.finishWith(
+      t,
+      new InlaidError(
+        status.RESOURCE_EXHAUSTED,
+        `The client did not read its stream: more than ${MAX_QUEUED_DELTAS} token deltas were waiting, so the request was stopped.`,
+      ),
+    );
     this.pass();
   }
 

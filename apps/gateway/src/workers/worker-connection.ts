@@ -26,9 +26,6 @@ export interface WorkerSnapshot {
   readonly lastError: string | null;
 }
 
-/** Token deltas a request may have waiting for its consumer (at a worker's ~100 steps a second, 40 s of backlog). */
-export const MAX_QUEUED_DELTAS = 4096;
-
 export const CHANNEL_OPTIONS: ChannelOptions = {
   // grpc-js defaults back off to 120 s; a restarted worker must be picked up within a couple of seconds.
   'grpc.initial_reconnect_backoff_ms': 100,
@@ -238,17 +235,6 @@ export class WorkerConnection {
       if (kind.value.finishReason !== common.FinishReason.FINISH_REASON_UNSPECIFIED) {
         this.pending.delete(kind.value.requestId);
         queue.end();
-      } else if (queue.length > MAX_QUEUED_DELTAS) {
-        // its consumer stopped taking deltas (a streaming client that does not read: the responders wait for drain),
-        // while the worker goes on: stop the request rather than hold its deltas without bound
-        this.pending.delete(kind.value.requestId);
-        queue.fail(
-          new InlaidError(
-            status.RESOURCE_EXHAUSTED,
-            `The client did not read its stream: more than ${MAX_QUEUED_DELTAS} token deltas were waiting, so the request was stopped.`,
-          ),
-        );
-        this.session?.write({ kind: { $case: 'abort', value: { requestId: kind.value.requestId } } });
       }
     } else {
       // a RequestError: the worker refused or failed this one request, for bad input it could only see at Admit, its
