@@ -12,7 +12,7 @@ import { InlaidError } from './inlaid-error';
 /** How long a stream may wait for its client to read ('drain') before it is ended. */
 export const DRAIN_TIMEOUT_MS = 60_000;
 
-export interface StallOptions {
+interface StallOptions {
   /** Ends the stream for good (SSE: res.destroy()); called once, before the wait rejects. */
   readonly onStall?: () => void;
   /** The limit on one wait (tests inject a short one). */
@@ -20,7 +20,7 @@ export interface StallOptions {
 }
 
 /** The error a wait rejects with when the client read nothing within the limit. */
-export function stalledError(timeoutMs: number): InlaidError {
+function stalledError(timeoutMs: number): InlaidError {
   return new InlaidError(status.RESOURCE_EXHAUSTED, `The client did not read its stream for ${Math.round(timeoutMs / 1000)} s, so the request was stopped.`);
 }
 

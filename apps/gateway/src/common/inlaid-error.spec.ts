@@ -1,12 +1,13 @@
 /**
  * fromWorkerError never passes an unexpected error's own text (a TypeError's, naming internals) to the client: it
  * becomes INTERNAL_ERROR_MESSAGE and is logged, once; gRPC status errors and InlaidErrors keep their messages.
- * workerRefusal (a worker's RequestError at Admit, its INVALID_ARGUMENT at Prepare) is a 400 naming its parameter.
+ * workerRefusal (a worker's INVALID_ARGUMENT at Prepare) is a 400 naming its parameter, unless the text is one of the
+ * worker's own response_format failures; workerRequestError (a RequestError at Admit) also sorts out the catch-all.
  */
 import { Metadata, status } from '@grpc/grpc-js';
 import { Logger } from '@nestjs/common';
 import { toOpenAIError } from './http-mapping';
-import { fromWorkerError, INTERNAL_ERROR_MESSAGE, InlaidError, workerRefusal } from './inlaid-error';
+import { fromWorkerError, INTERNAL_ERROR_MESSAGE, InlaidError, workerRefusal, workerRequestError } from './inlaid-error';
 
 const grpcError = (code: status, details: string) => Object.assign(new Error(`${code} ${details}`), { code, details, metadata: new Metadata() });
 
@@ -47,11 +48,11 @@ describe('workerRefusal', () => {
   });
 });
 
-describe("workerRefusal of the worker's catch-all (a bug of its own, not bad input)", () => {
+describe("the worker's own failures (a bug or a fault of its own, not bad input)", () => {
   it('is a 500 with the generic message, its text logged, not sent', () => {
     const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
     try {
-      const err = workerRefusal("request refused: KeyError: 'secret_slot'");
+      const err = workerRequestError("request refused: KeyError: 'secret_slot'"); // its Admit catch-all
       expect(err.status).toBe(status.INTERNAL);
       expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
       expect(toOpenAIError(err)).toMatchObject({ httpStatus: 500, body: { error: { type: 'server_error' } } });
@@ -74,6 +75,22 @@ describe("fromWorkerError of a worker's UNKNOWN (a handler that raised)", () => 
       expect(logged).toHaveBeenCalledTimes(1);
       expect(fromWorkerError(err, 'm')).toBe(err);
       expect(logged).toHaveBeenCalledTimes(1);
+    } finally {
+      logged.mockRestore();
+    }
+  });
+});
+
+describe('a response_format failure of the worker itself, at Prepare as at Admit', () => {
+  it('is a logged 500 from both classifiers, not a 400 blaming the client', () => {
+    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      const text = 'response_format: the compile could not start: RuntimeError: cannot start new thread';
+      for (const err of [workerRefusal(text), workerRequestError(text)]) {
+        expect(err.status).toBe(status.INTERNAL);
+        expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
+      }
+      expect(logged).toHaveBeenCalledTimes(2);
     } finally {
       logged.mockRestore();
     }

@@ -97,8 +97,7 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
       return InlaidError.unavailable(`Worker unavailable: ${message}`);
     case status.UNKNOWN:
       // a handler that raised ("Exception calling application: ..."): the worker's bug, its text naming internals
-      errorLog.error(`worker: ${message}`);
-      return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
+      return workerBug(message);
     default:
       return new InlaidError(err.code as status, message);
   }
@@ -110,19 +109,34 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
  * Admit is not always bad input: it goes through workerRequestError.
  */
 export function workerRefusal(message: string): InlaidError {
-  if (message.startsWith(WORKER_BUG_PREFIX)) {
-    // the worker's catch-all for an error no check foresaw (servicer.py's admit): a bug of its own, logged there
-    errorLog.error(`worker: ${message}`);
-    return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
-  }
+  return workerFault(message) ?? badInput(message);
+}
+
+function badInput(message: string): InlaidError {
   return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param: workerParam(message) });
 }
 
-/** How the worker's Admit catch-all starts its RequestError (workers/inlaid_worker/server/servicer.py). */
-const WORKER_BUG_PREFIX = 'request refused: ';
+/** The worker's own failure or bug: a 500 with INTERNAL_ERROR_MESSAGE, its text logged (once, here). */
+function workerBug(message: string): InlaidError {
+  errorLog.error(`worker: ${message}`);
+  return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
+}
 
-/** Request parameters a worker's INVALID_ARGUMENT message may start with (`response_format: invalid regex: …`). */
-const WORKER_PARAMS = ['response_format', 'logit_bias', 'prompt_logprobs'] as const;
+/**
+ * The worker's own response_format failures, which start as the client's refusals do (sent at Prepare as
+ * INVALID_ARGUMENT or at Admit as a RequestError): GRAMMAR_REPLAY_BUSY a 503, WORKER_GRAMMAR_FAULT a logged 500.
+ */
+function workerFault(message: string): InlaidError | undefined {
+  if (GRAMMAR_REPLAY_BUSY.test(message)) return InlaidError.unavailable('The worker is busy resuming other structured-output requests; retry the request.');
+  if (WORKER_GRAMMAR_FAULT.test(message)) return workerBug(message);
+  return undefined;
+}
+
+/**
+ * Request parameters a worker's refusal may start with (`response_format: invalid regex: …`); the gRPC API names them
+ * as `sampling.<name>` (grpc-api/inference-handlers.ts).
+ */
+export const WORKER_PARAMS = ['response_format', 'logit_bias', 'prompt_logprobs'] as const;
 
 /** The parameter a worker's refusal names at its start, if it is one the gateway forwards as such. */
 function workerParam(message: string): string | undefined {
@@ -171,19 +185,11 @@ const UNKNOWN_MODEL = /^the model (['"])(.*)\1 does not exist$/s;
  * grammar-state mismatch: the gateway's or worker's fault) is a 500 with INTERNAL_ERROR_MESSAGE, its text logged once.
  */
 export function workerRequestError(message: string): InlaidError {
-  // the worker's own response_format failures first: they start as the client's refusals do
-  if (GRAMMAR_REPLAY_BUSY.test(message)) return InlaidError.unavailable('The worker is busy resuming other structured-output requests; retry the request.');
-  if (WORKER_GRAMMAR_FAULT.test(message)) {
-    errorLog.error(`worker: ${message}`);
-    return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
-  }
-  const param = workerParam(message);
-  if (param !== undefined || BAD_INPUT.some((p) => p.test(message))) {
-    return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param });
-  }
+  const fault = workerFault(message); // the worker's own response_format failures first
+  if (fault !== undefined) return fault;
+  if (workerParam(message) !== undefined || BAD_INPUT.some((p) => p.test(message))) return badInput(message);
   if (SHUTDOWN.test(message)) return InlaidError.unavailable('The worker is shutting down; retry the request.');
   const model = UNKNOWN_MODEL.exec(message);
   if (model !== null) return InlaidError.modelNotFound(model[2]);
-  errorLog.error(`worker: ${message}`);
-  return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
+  return workerBug(message);
 }

@@ -3,7 +3,7 @@ import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, Service
 import { common, inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
 import { afterWrite } from '../common/back-pressure';
-import { fromWorkerError, InlaidError } from '../common/inlaid-error';
+import { fromWorkerError, InlaidError, WORKER_PARAMS } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, sharePromptLogprobs, startChoices } from '../generation/fan-out';
 import { GenerationService } from '../generation/generation.service';
@@ -31,18 +31,17 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
 }
 
 /** Parameters a worker's refusal names (common/inlaid-error.ts) to the client request's proto fields. */
-const WORKER_PARAMS = new Map([
-  ['logit_bias', 'sampling.logit_bias'],
-  ['response_format', 'sampling.response_format'],
-  ['prompt_logprobs', 'sampling.prompt_logprobs'],
-]);
+/** Events that end a Generate call's wait for drain (the client left or the stream failed). */
+const GRPC_GONE = ['cancelled', 'close', 'error'] as const;
+
+const SAMPLING_PARAMS = new Map<string, string>(WORKER_PARAMS.map((p) => [p, `sampling.${p}`]));
 
 /** A refusal from starting the choices, naming the GenerateRequest field at fault (a call schema's: tools.functions). */
 export function grpcRefusal(err: unknown, plan: ToolPlan | undefined): unknown {
   const e = plan === undefined ? err : toolsRefusal(err, plan);
   if (!(e instanceof InlaidError) || e.details.param === undefined) return e;
   const param = e.details.param;
-  const proto = WORKER_PARAMS.get(param) ?? protoParam(param);
+  const proto = SAMPLING_PARAMS.get(param) ?? protoParam(param);
   return proto === param ? e : new InlaidError(e.status, e.message, { ...e.details, param: proto });
 }
 
@@ -148,7 +147,7 @@ export function inferenceHandlers(
             // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
             // one that reads nothing for DRAIN_TIMEOUT_MS is stopped: the wait throws RESOURCE_EXHAUSTED, the catch below
             // sends it as the status and finally frees the key's slots
-            await afterWrite(accepted, call, ['cancelled', 'close', 'error'], () => call.cancelled, { onStall: () => choices.abort('client did not read') });
+            if (accepted === false) await afterWrite(accepted, call, GRPC_GONE, () => call.cancelled, { onStall: () => choices.abort('client did not read') });
           }
           call.end();
         } catch (err) {

@@ -41,6 +41,9 @@ import type { ToolPlan } from './tools';
 
 type Kind = 'completions' | 'chat.completions';
 
+/** Events that end an SSE response's wait for drain (the client left or the socket failed). */
+const SSE_GONE = ['close', 'error'] as const;
+
 @Injectable()
 export class OpenAIResponder {
   private readonly logger = new Logger('OpenAI');
@@ -158,7 +161,8 @@ export class OpenAIResponder {
         if (res.destroyed) break;
         // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
         // one that reads nothing for DRAIN_TIMEOUT_MS has its socket closed (its 'close' aborts the generation)
-        await afterWrite(write(encoder.delta(delta, index)), res, ['close', 'error'], () => res.destroyed, { onStall: () => res.destroy() });
+        const accepted = write(encoder.delta(delta, index));
+        if (accepted === false) await afterWrite(accepted, res, SSE_GONE, () => res.destroyed, { onStall: () => res.destroy() });
       }
     } catch (err) {
       // InlaidError / gRPC messages as they are; anything else (a bug) is logged there and hidden from the client

@@ -8,7 +8,7 @@ import { type ArgumentsHost, Logger } from '@nestjs/common';
 import { worker } from '@inlaid/proto';
 import type { Response } from 'express';
 import { EventEmitter } from 'node:events';
-import { INTERNAL_ERROR_MESSAGE, InlaidError, workerRefusal } from '../common/inlaid-error';
+import { INTERNAL_ERROR_MESSAGE, InlaidError, workerRequestError } from '../common/inlaid-error';
 import { GenerationService } from '../generation/generation.service';
 import type { GenerationInput } from '../generation/generation.types';
 import type { RecordsService } from '../records/records.service';
@@ -108,7 +108,7 @@ describe('a request failing after admission', () => {
 
   it('streamed, on a worker refusing the Admit: an invalid_request_error naming the param', async () => {
     const { res, written } = response();
-    const refusal = workerRefusal('response_format: invalid regex: unbalanced (');
+    const refusal = workerRequestError('response_format: invalid regex: unbalanced (');
     await new OpenAIResponder(generation(refusal)).respond('completions', request(true), res as unknown as Response);
     expect(sseError(written)).toMatchObject({ type: 'invalid_request_error', param: 'response_format', message: refusal.message });
     expect(refusal.status).toBe(status.INVALID_ARGUMENT);

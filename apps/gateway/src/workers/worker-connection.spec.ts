@@ -122,6 +122,8 @@ const REQUEST_ERRORS: readonly (readonly [string, status])[] = [
   ['stop strings must not be empty', status.INVALID_ARGUMENT],
   ['at most 16 stop strings, got 17', status.INVALID_ARGUMENT],
   ['stop_token_ids must be non-negative', status.INVALID_ARGUMENT],
+  // a ClosedError reaching the Admit catch-all (servicer.py): shutdown, not a bug
+  ['request refused: ClosedError: the grammar cache is closed (the worker is shutting down)', status.UNAVAILABLE],
   ['presence_penalty must be in [-2, 2], got 3.0', status.INVALID_ARGUMENT],
   ['frequency_penalty must be in [-2, 2], got nan', status.INVALID_ARGUMENT],
   ['repetition_penalty must be in (0, 2], got 0.0', status.INVALID_ARGUMENT],
