@@ -23,6 +23,9 @@ import { startChoices } from './fan-out';
 import { GenerationService } from './generation.service';
 import type { Generation, GenerationInput } from './generation.types';
 
+/** A WorkersService with no ready worker (only what these handlers ask of it). */
+const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves once `check` holds (polled every 10 ms), or fails after `ms` naming `what`. */
@@ -69,7 +72,7 @@ describe('gRPC Generate: a client cancelling during admission', () => {
 
   beforeAll(async () => {
     server = new Server();
-    server.addService(inference.InferenceService, inferenceHandlers(service, {} as WorkersService, gate.gate));
+    server.addService(inference.InferenceService, inferenceHandlers(service, NO_WORKERS, gate.gate));
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );

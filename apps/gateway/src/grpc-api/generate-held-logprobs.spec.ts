@@ -12,7 +12,10 @@ import type { GenerationService } from '../generation/generation.service';
 import type { WorkersService } from '../workers/workers.service';
 import { inferenceHandlers } from './inference-handlers';
 
-async function generate(req: inference.GenerateRequest): Promise<{ err: ServiceError | null; started: number; released: number }> {
+/** A WorkersService with no ready worker (only what these handlers ask of it). */
+const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
+
+async function generate(req: inference.GenerateRequest, workers: WorkersService = NO_WORKERS): Promise<{ err: ServiceError | null; started: number; released: number }> {
   const metadata = new Metadata();
   metadata.set('authorization', 'Bearer k');
   const c = Object.assign(new EventEmitter(), { request: req, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
@@ -23,7 +26,7 @@ async function generate(req: inference.GenerateRequest): Promise<{ err: ServiceE
   const start = jest.fn().mockRejectedValue(new Error('must not start'));
   const release = jest.fn();
   const gate = { admit: jest.fn().mockResolvedValue(release) } as unknown as CallGate;
-  inferenceHandlers({ start } as unknown as GenerationService, {} as WorkersService, gate).generate(
+  inferenceHandlers({ start } as unknown as GenerationService, workers, gate).generate(
     c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>,
   );
   const err = await done;
@@ -42,5 +45,20 @@ describe('gRPC Generate best_of logprobs held for the ranking', () => {
     expect(err?.metadata.get('x-inlaid-param')).toEqual(['sampling.logprobs']);
     expect(started).toBe(0);
     expect(released).toBe(1);
+  });
+
+  it("counts a max_tokens left out at the served model's length (WorkersService.maxModelLen), 32,768 when unknown", async () => {
+    const req: inference.GenerateRequest = {
+      model: 'sql', prompt: 'hi', messages: [], requestId: '', n: 1, bestOf: 4,
+      sampling: { maxTokens: 0, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: 1 },
+    }; // 4 x 131,071 x 2 = 1.05M on a 131,072-token model; 4 x 32,768 x 2 = 262k when the length is not known
+    const long = { maxModelLen: jest.fn(() => 131_072) } as unknown as WorkersService;
+    const refused = await generate(req, long);
+    expect(refused.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(refused.err?.metadata.get('x-inlaid-param')).toEqual(['sampling.logprobs']);
+    expect(refused.started).toBe(0);
+    const unknown = await generate(req); // accepted: it goes on to start (and this fake refuses to start)
+    expect(unknown.err?.metadata.get('x-inlaid-param') ?? []).not.toEqual(['sampling.logprobs']);
+    expect(unknown.started).toBe(4); // its 4 candidates were started
   });
 });

@@ -31,7 +31,7 @@ async function startedInputs(req: inference.GenerateRequest): Promise<Generation
     return Promise.resolve({ id: 'g', model: req.model, promptTokens: 4, created: 1, deltas: deltas(), abort: () => undefined });
   };
   const gate = { admit: jest.fn().mockResolvedValue(() => undefined) } as unknown as CallGate;
-  const workers = { toolSupport: () => HERMES_FALLBACK } as unknown as WorkersService;
+  const workers = { toolSupport: () => HERMES_FALLBACK, maxModelLen: () => undefined } as unknown as WorkersService;
   const handlers = inferenceHandlers({ start } as unknown as GenerationService, workers, gate);
   const metadata = new Metadata();
   metadata.set('authorization', 'Bearer k');

@@ -16,6 +16,9 @@ import type { WorkersService } from '../workers/workers.service';
 import { HERMES_FALLBACK } from '../openai/tool-format';
 import { inferenceHandlers } from './inference-handlers';
 
+/** A WorkersService with no ready worker (only what these handlers ask of it). */
+const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
+
 const request = (n: number): inference.GenerateRequest => ({
   model: 'sql', prompt: 'hi', messages: [], requestId: '', n,
   sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false },
@@ -48,7 +51,7 @@ describe('inference Generate admission', () => {
   it('admits n times and releases once every choice has ended', async () => {
     const release = jest.fn();
     const admit = jest.fn().mockResolvedValue(release);
-    const handlers = inferenceHandlers(generationService(32), {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(generationService(32), NO_WORKERS, { admit } as unknown as CallGate);
     const { c, done } = call(request(3));
     handlers.generate(stream(c));
     expect(await done).toBeNull();
@@ -61,7 +64,7 @@ describe('inference Generate admission', () => {
 
   it('answers RESOURCE_EXHAUSTED with retry-after when the key has fewer than n left', async () => {
     const admit = jest.fn().mockRejectedValue(InlaidError.rateLimited('Rate limit reached', 12));
-    const handlers = inferenceHandlers(generationService(0), {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(generationService(0), NO_WORKERS, { admit } as unknown as CallGate);
     const { c, done } = call(request(16));
     handlers.generate(stream(c));
     const err = await done;
@@ -72,7 +75,7 @@ describe('inference Generate admission', () => {
 
   it('counts an invalid n once, then refuses it as INVALID_ARGUMENT', async () => {
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers(generationService(0), {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(generationService(0), NO_WORKERS, { admit } as unknown as CallGate);
     const { c, done } = call(request(17));
     handlers.generate(stream(c));
     expect((await done)?.code).toBe(status.INVALID_ARGUMENT);
@@ -100,7 +103,7 @@ describe('inference Generate best_of', () => {
   async function run(req: inference.GenerateRequest, means: number[]) {
     const seen: GenerationInput[] = [];
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers(candidates(means, seen), {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(candidates(means, seen), NO_WORKERS, { admit } as unknown as CallGate);
     const { c, done } = call(req);
     handlers.generate(stream(c));
     const err = await done;
@@ -142,7 +145,7 @@ describe('inference Generate refusals name proto fields', () => {
 
   async function paramOf(err: InlaidError, req: inference.GenerateRequest): Promise<string[]> {
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const workers = { toolSupport: () => HERMES_FALLBACK } as unknown as WorkersService;
+    const workers = { toolSupport: () => HERMES_FALLBACK, maxModelLen: () => undefined } as unknown as WorkersService;
     const handlers = inferenceHandlers(refusing(err), workers, { admit } as unknown as CallGate);
     const { c, done } = call(req);
     handlers.generate(stream(c));
@@ -181,7 +184,7 @@ describe('toServiceError of an unexpected error (a bug)', () => {
       // and through a handler: Generate's failure after admission
       const admit = jest.fn().mockResolvedValue(() => undefined);
       const failing = { start: () => Promise.reject(bug) } as unknown as GenerationService;
-      const handlers = inferenceHandlers(failing, {} as WorkersService, { admit } as unknown as CallGate);
+      const handlers = inferenceHandlers(failing, NO_WORKERS, { admit } as unknown as CallGate);
       const { c, done } = call(request(1));
       handlers.generate(stream(c));
       const err = await done;
@@ -227,7 +230,7 @@ describe('inference Generate back-pressure', () => {
   it('stops pulling deltas while the client does not read, and resumes on drain', async () => {
     const { generation, counter } = countingGeneration(1000);
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers(generation, {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(generation, NO_WORKERS, { admit } as unknown as CallGate);
     const { c, done } = call(request(1));
     let full = true; // the client stopped reading: every write says the buffer is full
     c.write.mockImplementation(() => !full);
@@ -246,7 +249,7 @@ describe('inference Generate back-pressure', () => {
   it('stops waiting when the client cancels', async () => {
     const { generation, counter } = countingGeneration(1000);
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers(generation, {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(generation, NO_WORKERS, { admit } as unknown as CallGate);
     const { c } = call(request(1));
     c.write.mockReturnValue(false);
     handlers.generate(stream(c));

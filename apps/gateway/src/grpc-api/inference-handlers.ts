@@ -131,7 +131,7 @@ export function inferenceHandlers(
           release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
           if (left.signal.aborted) return; // gone while admitted: nothing is queued (finally frees the key's slots)
           const { input: asked, plan } = withGrpcTools(call.request, toGenerationInput(call.request), () => workers.toolSupport(call.request.model));
-          const { n, bestOf } = choicePlan(call.request);
+          const { n, bestOf } = choicePlan(call.request, workers.maxModelLen(call.request.model));
           const { input, count } = candidatesOf(asked, n, bestOf); // best_of: `count` candidates ranked down to n
           const choices = await startChoices(generation, input, count, left.signal).catch((err: unknown) => {
             throw grpcRefusal(err, plan);

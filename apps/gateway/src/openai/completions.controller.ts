@@ -29,16 +29,8 @@ export class CompletionsController {
     await this.responder.respond('chat.completions', req, res);
   }
 
-  /**
-   * The served model's length (a worker's ModelCard), which bounds what a request without max_tokens generates. Asked
-   * only for a non-streamed request with logprobs and no max_tokens; undefined (not a 503) when no worker is ready:
-   * the request then fails where it is started, as one that never asked would.
-   */
+  /** The served model's length (WorkersService.maxModelLen; undefined, not a 503, when no worker is ready). */
   private maxModelLen(model: string): number | undefined {
-    try {
-      return this.workers.listModels().find((m) => m.id === model)?.maxModelLen;
-    } catch {
-      return undefined;
-    }
+    return this.workers.maxModelLen(model);
   }
 }

@@ -22,6 +22,9 @@ import { echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
 import { parseChatRequest, parseCompletionRequest, type OpenAIRequest } from './request-validation';
 import { StreamEncoder } from './stream-encoder';
 
+/** A WorkersService with no ready worker (only what these handlers ask of it). */
+const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
+
 const entry = (tokenId: number, token: string, logprob: number, rank?: number): common.LogprobEntry => ({
   tokenId, token, tokenBytes: Buffer.from(token), logprob, ...(rank === undefined ? {} : { rank }),
 });
@@ -222,7 +225,7 @@ describe('gRPC Generate with prompt logprobs', () => {
       return Promise.resolve({ id: 'g', model: 'm', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
     };
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers({ start } as unknown as GenerationService, {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers({ start } as unknown as GenerationService, NO_WORKERS, { admit } as unknown as CallGate);
     const metadata = new Metadata();
     metadata.set('authorization', 'Bearer k');
     const request: inference.GenerateRequest = {
@@ -249,7 +252,7 @@ describe('gRPC Generate with prompt logprobs', () => {
       return Promise.resolve({ id: 'g', model: 'm', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
     };
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers({ start } as unknown as GenerationService, {} as WorkersService, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers({ start } as unknown as GenerationService, NO_WORKERS, { admit } as unknown as CallGate);
     const metadata = new Metadata();
     metadata.set('authorization', 'Bearer k');
     const request: inference.GenerateRequest = {

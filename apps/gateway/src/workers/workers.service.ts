@@ -68,6 +68,14 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     return toolSupportOf(this.connections.find((c) => c.ready && c.serves(model))?.toolInfo());
   }
 
+  /**
+   * The length of `model` as a ready worker serving it reports it (its ModelCard), undefined when none is ready: what
+   * bounds a request that leaves max_tokens out (the held-logprobs caps, REST and gRPC).
+   */
+  maxModelLen(model: string): number | undefined {
+    return this.connections.find((c) => c.ready && c.serves(model))?.models().find((m) => m.id === model)?.maxModelLen || undefined;
+  }
+
   /** Whether a ready worker outside `exclude` exists (a failed request can be retried there). */
   hasReadyOutside(exclude: ReadonlySet<string>): boolean {
     return this.connections.some((c) => c.ready && !exclude.has(c.addr));
