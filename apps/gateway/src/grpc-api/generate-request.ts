@@ -3,7 +3,7 @@ import type { common, inference } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { MAX_CHOICES } from '../generation/fan-out';
 import type { GenerationInput } from '../generation/generation.types';
-import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops, unsetMaxTokens } from '../limits/input-bounds';
+import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops } from '../limits/input-bounds';
 import { checkBestOf } from '../openai/best-of';
 import { CHAT_ROLES, MAX_LOGPROBS, MAX_REPETITION_PENALTY, MIN_POSITIVE } from '../openai/request-validation';
 import { checkResponseFormat } from '../openai/response-format';
@@ -87,8 +87,7 @@ export function choicePlan(req: inference.GenerateRequest, maxModelLen?: number)
 function checkRankedLogprobs(bestOf: number, s: common.SamplingParams | undefined, maxModelLen: number | undefined): void {
   const maxTokens = s?.maxTokens ?? 0;
   const top = s?.logprobs ?? 0;
-  if (maxTokens === 0) checkLogprobEntries(bestOf, unsetMaxTokens(maxModelLen), top, 'sampling.logprobs', 'sampling.max_tokens');
-  else checkLogprobEntries(bestOf, maxTokens, top, 'sampling.logprobs');
+  checkLogprobEntries(bestOf, maxTokens, top, 'sampling.logprobs', { param: 'sampling.max_tokens', modelLen: () => maxModelLen });
 }
 
 /**

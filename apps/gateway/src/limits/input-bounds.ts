@@ -32,19 +32,27 @@ export function checkModelId(model: string, param = 'model'): void {
   }
 }
 
+/** Where a left-out max_tokens is named and how far it reaches: the served model's length, asked only when needed. */
+export interface UnsetMax {
+  param: string;
+  modelLen: () => number | undefined;
+}
+
 /**
- * A non-streamed response keeps every generated token's logprobs of every choice (or best_of candidate) until the
- * end: refused when `choices` x `maxTokens` x (`top` + 1) exceeds BOUNDS.logprobEntries. `maxTokens` is the
- * request's or, when it was left out, the most the worker may generate (the model's length less one, or
- * BOUNDS.maxTokens where the length is not known): then `unsetMaxParam` names the field the advice asks to set.
+ * A non-streamed response (or gRPC best_of's ranking) keeps every generated token's logprobs of every choice until
+ * the end: refused when choices x max_tokens x (top + 1) exceeds BOUNDS.logprobEntries. maxTokens 0 (left out)
+ * counts as what the worker then generates (unsetMaxTokens of `unset`'s model length; BOUNDS.maxTokens without it),
+ * and the refusal asks to set `unset.param`.
  */
-export function checkLogprobEntries(choices: number, maxTokens: number, top: number, param: string, unsetMaxParam?: string): void {
-  const entries = choices * maxTokens * (top + 1);
+export function checkLogprobEntries(choices: number, maxTokens: number, top: number, param: string, unset?: UnsetMax): void {
+  const left = maxTokens === 0;
+  const tokens = left ? unsetMaxTokens(unset?.modelLen()) : maxTokens;
+  const entries = choices * tokens * (top + 1);
   if (entries > BOUNDS.logprobEntries) {
-    const tokens = unsetMaxParam === undefined ? 'fewer max tokens' : `set '${unsetMaxParam}' (left out, up to ${maxTokens} tokens)`;
+    const advice = left && unset !== undefined ? `set '${unset.param}' (left out, up to ${tokens} tokens)` : 'fewer max tokens';
     throw InlaidError.invalid(
-      `${choices} choice(s) x ${maxTokens} max tokens x ${top + 1} logprobs a token is ${entries} entries, more than ` +
-        `${BOUNDS.logprobEntries} for a non-streamed response: ask for fewer '${param}', fewer choices or ${tokens}, or stream.`,
+      `${choices} choice(s) x ${tokens} max tokens x ${top + 1} logprobs a token is ${entries} entries, more than ` +
+        `${BOUNDS.logprobEntries} for a non-streamed response: ask for fewer '${param}', fewer choices or ${advice}, or stream.`,
       param,
     );
   }

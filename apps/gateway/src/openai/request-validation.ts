@@ -7,7 +7,7 @@ import type { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import type { Api, GenerationInput } from '../generation/generation.types';
 import { MAX_CHOICES } from '../generation/fan-out';
-import { BOUNDS, checkLogprobEntries, checkModelId, unsetMaxTokens, checkPromptChars, checkStops, checkWellFormed } from '../limits/input-bounds';
+import { BOUNDS, checkLogprobEntries, checkModelId, checkPromptChars, checkStops, checkWellFormed, type UnsetMax } from '../limits/input-bounds';
 import { checkBestOf } from './best-of';
 import { isObject, isPresent, optBoolean, optNumber } from './body-fields';
 import { parsePromptLogprobs, workerPromptLogprobs } from './prompt-logprobs';
@@ -262,27 +262,18 @@ function withTools(req: OpenAIRequest, plan: ToolPlan): OpenAIRequest {
 /**
  * A non-streamed response holds every generated token's logprobs until the end (openai-responder.ts collect): their
  * count is bounded (input-bounds.ts checkLogprobEntries). best_of candidates carry the sampled token's logprob even
- * when the client asked for none (best-of.ts candidatesOf). maxTokens 0 (left out): the most the worker may generate,
- * `unset.max()` (input-bounds.ts unsetMaxTokens: the model's length less one where the controller knows it), asked
- * only then (it looks the model up), and the refusal asks to set `unset.param`.
+ * when the client asked for none (best-of.ts candidatesOf). A left-out max_tokens counts as the served model's length
+ * less one, looked up only then (input-bounds.ts checkLogprobEntries / unsetMaxTokens).
  */
-function checkHeldLogprobs(choices: number, maxTokens: number, logprobs: number | undefined, ranked: boolean, param: string, unset: HeldMax): void {
+function checkHeldLogprobs(choices: number, maxTokens: number, logprobs: number | undefined, ranked: boolean, param: string, unset: UnsetMax): void {
   const top = logprobs ?? (ranked ? 0 : undefined);
-  if (top === undefined) return;
-  if (maxTokens !== 0) checkLogprobEntries(choices, maxTokens, top, param);
-  else checkLogprobEntries(choices, unset.max(), top, param, unset.param);
+  if (top !== undefined) checkLogprobEntries(choices, maxTokens, top, param, unset);
 }
 
-/** The max-tokens field a body may leave out, and (lazily) the most tokens the worker then generates. */
-interface HeldMax {
-  readonly param: string;
-  readonly max: () => number;
-}
-
-/** `maxModelLenOf`: the served model's length by the body's `model` (the workers report it); unknown: BOUNDS.maxTokens. */
-function unsetMaxOf(body: Body, param: string, maxModelLenOf: ((model: string) => number | undefined) | undefined): HeldMax {
+/** `maxModelLenOf`: the served model's length by the body's `model` (the workers report it). */
+function unsetMaxOf(body: Body, param: string, maxModelLenOf: ((model: string) => number | undefined) | undefined): UnsetMax {
   const model = body['model'];
-  return { param, max: () => unsetMaxTokens(maxModelLenOf !== undefined && typeof model === 'string' ? maxModelLenOf(model) : undefined) };
+  return { param, modelLen: () => (maxModelLenOf !== undefined && typeof model === 'string' ? maxModelLenOf(model) : undefined) };
 }
 
 function build(
