@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inlaid_worker.engine.error_kind import ErrorKind
+
 
 class UnknownModelError(LookupError):
     """The requested model is neither the base model nor a resident adapter."""
+
+    kind = ErrorKind.UNKNOWN_MODEL
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from inlaid_worker.engine.error_kind import ErrorKind
+
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 1.0  # close() waits this long in all for busy threads to end their jobs
@@ -30,6 +32,8 @@ CLOSE_WAIT_S = 1.0  # close() waits this long in all for busy threads to end the
 
 class ClosedError(RuntimeError):
     """A CompilePool (or the GrammarCache that owns it) was used after close(): the worker is shutting down."""
+
+    kind = ErrorKind.SHUTTING_DOWN
 
 
 class Timers:

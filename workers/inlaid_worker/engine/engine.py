@@ -21,6 +21,7 @@ from inlaid_worker.engine.async_pipeline import AsyncPipeline
 from inlaid_worker.engine.block_manager import BlockManager
 from inlaid_worker.engine.detokenizer import IncrementalDetokenizer
 from inlaid_worker.engine.device_sampler import sample_batch
+from inlaid_worker.engine.error_kind import ErrorKind
 from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.prefix_cache import PrefixCacheStats
 from inlaid_worker.engine.sampler import TokenLogprobs, make_generator, min_tokens_ban, sample_rows
@@ -44,7 +45,12 @@ class Runner(Protocol):
 
 
 class RequestError(ValueError):
-    """A request cannot be admitted (too long, bad token ids, duplicate id); the message says why."""
+    """A request cannot be admitted (too long, bad token ids, duplicate id); the message says why, `kind` whose fault it
+    is (each raise names it: the gateway picks the client's status from the kind alone, never from the message)."""
+
+    def __init__(self, message: str, *, kind: ErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ def check_prompt_logprobs_size(prompt_tokens: int, prompt_logprobs: int | None) 
     if entries > MAX_PROMPT_LOGPROB_ENTRIES:
         raise RequestError(
             f"prompt_logprobs: {prompt_logprobs} on a {prompt_tokens}-token prompt is {entries} entries, more than "
-            f"{MAX_PROMPT_LOGPROB_ENTRIES}: ask for fewer top logprobs or a shorter prompt"
+            f"{MAX_PROMPT_LOGPROB_ENTRIES}: ask for fewer top logprobs or a shorter prompt",
+            kind=ErrorKind.BAD_INPUT,
         )
 
 
@@ -206,12 +213,13 @@ class LLMEngine(AsyncPipeline):
         """
         entry = self.adapters.resolve(model)
         if request_id in self._seqs:
-            raise RequestError(f"request id {request_id!r} is already in flight")
+            raise RequestError(f"request id {request_id!r} is already in flight", kind=ErrorKind.INTERNAL)
         self.check_prompt(prompt_token_ids)
         check_prompt_logprobs_size(len(prompt_token_ids), sampling.prompt_logprobs)
         if not 0 <= resumed_output_tokens < len(prompt_token_ids):
             raise RequestError(
-                f"resumed_output_tokens must be in [0, {len(prompt_token_ids)}), got {resumed_output_tokens}"
+                f"resumed_output_tokens must be in [0, {len(prompt_token_ids)}), got {resumed_output_tokens}",
+                kind=ErrorKind.INTERNAL,  # set by the gateway's resume, never by the client
             )
         seq = Sequence(
             request_id,
@@ -236,10 +244,13 @@ class LLMEngine(AsyncPipeline):
                 raise RequestError(
                     f"request {request_id!r}: a grammar state that replayed {grammar.replayed} tokens was handed for "
                     f"{resumed_output_tokens} resumed output tokens"
-                    + ("" if sampling.structured is not None else " and no response_format")
+                    + ("" if sampling.structured is not None else " and no response_format"),
+                    kind=ErrorKind.INTERNAL,  # the worker's own servicer builds the state
                 )
             if sampling.structured.compiled is not None and grammar.compiled is not sampling.structured.compiled:
-                raise RequestError(f"request {request_id!r}: the grammar state is not of its response_format")
+                raise RequestError(
+                    f"request {request_id!r}: the grammar state is not of its response_format", kind=ErrorKind.INTERNAL
+                )
             seq.grammar = grammar
         elif sampling.structured is not None:  # compiled already (servicer: compile_async); a resumed run replays here
             compiled = self.grammars.compile(sampling.structured)
@@ -262,16 +273,19 @@ class LLMEngine(AsyncPipeline):
     def check_prompt(self, prompt_token_ids: list[int]) -> None:
         n, limit = len(prompt_token_ids), self.limits.max_model_len
         if n == 0:
-            raise RequestError("the prompt is empty")
+            raise RequestError("the prompt is empty", kind=ErrorKind.BAD_INPUT)
         if n >= limit:
             raise RequestError(
                 f"the prompt has {n} tokens; this model's maximum context length is {limit} tokens "
-                f"(prompt plus at least one generated token)"
+                f"(prompt plus at least one generated token)",
+                kind=ErrorKind.BAD_INPUT,
             )
         vocab = self.tokenizer.vocab_size
         bad = [t for t in prompt_token_ids if not 0 <= t < vocab]
         if bad:
-            raise RequestError(f"prompt token id {bad[0]} is outside the vocabulary (size {vocab})")
+            raise RequestError(
+                f"prompt token id {bad[0]} is outside the vocabulary (size {vocab})", kind=ErrorKind.BAD_INPUT
+            )
 
     def max_new_tokens(self, num_prompt_tokens: int, requested: int) -> int:
         """Effective max_tokens: the request's (0 = as many as fit), clamped to the context length."""

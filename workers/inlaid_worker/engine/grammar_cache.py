@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inlaid_worker.engine.compile_pool import CLOSE_WAIT_S, ClosedError, CompilePool, Timers
+from inlaid_worker.engine.error_kind import ErrorKind
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.strict_json import strict_json_schema_grammar
 from inlaid_worker.engine.structured import (
@@ -255,7 +256,9 @@ class GrammarCache:
                         waiter.set_exception(exc)
                     else:
                         waiter.set_exception(
-                            StructuredOutputError(f"response_format: the compile could not start: {exc}")
+                            StructuredOutputError(
+                                f"response_format: the compile could not start: {exc}", ErrorKind.INTERNAL
+                            )
                         )
                     return waiter
                 inflight.job.add_done_callback(lambda job: self._done(key, so.kind, job))
@@ -323,7 +326,8 @@ class GrammarCache:
             _settle(
                 out,
                 StructuredOutputError(
-                    f"response_format: the resumed output's replay could not start: {type(exc).__name__}: {str(exc)[:200]}"
+                    f"response_format: the resumed output's replay could not start: {type(exc).__name__}: {str(exc)[:200]}",
+                    ErrorKind.INTERNAL,
                 ),
             )
             return
@@ -333,7 +337,7 @@ class GrammarCache:
         )
         try:
             deadline = self._timers.call_later(
-                self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message))
+                self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message, ErrorKind.OVERLOADED))
             )
         except Exception as exc:  # (the deadline thread could not start): no replay without its bound
             job.cancel()
@@ -425,7 +429,8 @@ def _replay_into(out: Future[GrammarState], grammar: Any, tokens: list[int]) -> 
         _settle(
             out,
             StructuredOutputError(
-                f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}"
+                f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}",
+                ErrorKind.INTERNAL,
             ),
         )
     except BaseException as exc:  # handed to `out` as it is: the job's own future is read by nobody

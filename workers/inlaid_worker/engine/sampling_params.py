@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from inlaid_worker.engine.error_kind import ErrorKind
+
 if TYPE_CHECKING:
     from inlaid_worker.engine.structured import StructuredOutput
 
@@ -16,6 +18,8 @@ MAX_LOGIT_BIAS = 100.0  # |bias| <= 100, as OpenAI: -100 effectively bans a toke
 
 class SamplingError(ValueError):
     """A sampling parameter is out of range; the message names the parameter and its range."""
+
+    kind = ErrorKind.BAD_INPUT
 
 
 @dataclass(frozen=True)

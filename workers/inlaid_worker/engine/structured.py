@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from inlaid_worker.engine.error_kind import ErrorKind
 from inlaid_worker.engine.sampling_params import SamplingError
 
 KINDS = ("json_schema", "json_object", "regex", "choice")
@@ -38,7 +39,12 @@ MAX_CHOICES = 1024
 
 
 class StructuredOutputError(SamplingError):
-    """The response_format cannot be used (invalid, too large, too slow to compile, or no xgrammar)."""
+    """The response_format cannot be used (invalid, too large, too slow to compile, or no xgrammar): the client's
+    (BAD_INPUT), unless the grammar cache names it the worker's own failure (INTERNAL) or its backlog (OVERLOADED)."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.BAD_INPUT) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from inlaid_worker.engine.detokenizer import decode, special_ids
+from inlaid_worker.engine.error_kind import ErrorKind
 from inlaid_worker.engine.tool_template import HERMES_FALLBACK, TOOL_MARKERS, ToolSupport, detect_tool_support
 
 
@@ -21,6 +22,8 @@ def _is_template_error(exc: Exception) -> bool:
 
 class PromptError(ValueError):
     """A prompt cannot be encoded (e.g. no chat template, or empty)."""
+
+    kind = ErrorKind.BAD_INPUT
 
 
 class PromptTokenizer:

@@ -12,6 +12,7 @@ from inlaid_worker.engine.sequence import FinishReason
 from inlaid_worker.engine.structured import StructuredOutput
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from inlaid_worker.server.engine_loop import AdmitError, Event, StateEvent
+from inlaid_worker.server.refusal import kind_to_proto
 
 _FINISH = {
     None: common_pb2.FINISH_REASON_UNSPECIFIED,
@@ -134,7 +135,9 @@ def event_to_proto(
         return worker_pb2.WorkerEvent(delta=delta)
     if isinstance(event, AdmitError):
         return worker_pb2.WorkerEvent(
-            error=worker_pb2.RequestError(request_id=event.request_id, message=event.message)
+            error=worker_pb2.RequestError(
+                request_id=event.request_id, message=event.message, kind=kind_to_proto(event.kind)
+            )
         )
     if isinstance(event, StateEvent):
         return worker_pb2.WorkerEvent(state=state_to_proto(event, worker_id))

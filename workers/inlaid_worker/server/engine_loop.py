@@ -29,6 +29,7 @@ from typing import Any
 
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.engine import EngineState, LLMEngine, RequestError, RequestOutput
+from inlaid_worker.engine.error_kind import ErrorKind, kind_of
 from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason
@@ -41,8 +42,21 @@ STATE_INTERVAL_S = 0.5  # a WorkerState at least this often while busy, and on e
 
 @dataclass(frozen=True)
 class AdmitError:
+    """A request refused or failed (a RequestError event); `kind` picks the client's status (engine/error_kind.py)."""
+
     request_id: str
     message: str
+    kind: ErrorKind
+
+    @classmethod
+    def of(cls, request_id: str, exc: BaseException) -> AdmitError:
+        """`exc`'s text and kind (INTERNAL for an error that names none)."""
+        return cls(request_id, str(exc), kind_of(exc))
+
+
+def _in_flight(rid: str) -> AdmitError:
+    """An Admit reusing the id of a request still running: the gateway's fault, never the client's."""
+    return AdmitError(rid, f"request id {rid!r} is already in flight", ErrorKind.INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -196,7 +210,7 @@ class EngineLoop:
                 self.engine.abort_request(rid)
             except Exception:
                 log.exception("aborting %s after a failure failed", rid)
-            self._emit(rid, AdmitError(rid, "the worker failed while running this request"))
+            self._emit(rid, AdmitError(rid, "the worker failed while running this request", ErrorKind.INTERNAL))
         try:
             self.engine.step()  # collect (and drop) the abort outputs
         except Exception:
@@ -247,7 +261,7 @@ class EngineLoop:
         if session is None or session.draining:
             return
         if rid in self._owner:
-            session.outbox.put(AdmitError(rid, f"request id {rid!r} is already in flight"))
+            session.outbox.put(_in_flight(rid))
             return
         error = self._start(rid, prompt, sampling, model, resumed)
         if error is not None:
@@ -269,7 +283,7 @@ class EngineLoop:
             clamped = replace(sampling, max_tokens=self.engine.max_new_tokens(len(prompt), sampling.max_tokens))
             self.engine.add_request(rid, prompt, clamped, model, resumed, state)
         except (UnknownModelError, RequestError, ValueError) as exc:
-            return AdmitError(rid, str(exc))
+            return AdmitError.of(rid, exc)
         return None
 
     def _wait(self, sid: int, rid: str, prompt_tokens: int, logprobs_asked: bool, grammar: Future[Any]) -> None:
@@ -279,7 +293,7 @@ class EngineLoop:
             return
         if rid in self._owner:
             grammar.cancel()
-            session.outbox.put(AdmitError(rid, f"request id {rid!r} is already in flight"))
+            session.outbox.put(_in_flight(rid))
             return
         session.waiting[rid] = _Waiting(grammar, prompt_tokens, logprobs_asked)
         session.requests.add(rid)
@@ -304,7 +318,7 @@ class EngineLoop:
         # cancels only waiters it never adds); kept so a future change cannot raise CancelledError on the loop thread
         exc = CancelledError("the grammar's compile was cancelled") if grammar.cancelled() else grammar.exception()
         if exc is not None:
-            error: AdmitError | None = AdmitError(rid, str(exc))
+            error: AdmitError | None = AdmitError.of(rid, exc)
         else:
             got = grammar.result()  # a CompiledGrammar, or a resumed request's replayed GrammarState
             if isinstance(got, GrammarState):

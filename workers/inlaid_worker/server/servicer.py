@@ -20,8 +20,10 @@ from typing import Any
 import grpc
 
 from inlaid_worker.engine.adapters import UnknownModelError
+from inlaid_worker.engine.compile_pool import ClosedError
 from inlaid_worker.engine.detokenizer import TokenTexts
 from inlaid_worker.engine.engine import LLMEngine, RequestError, check_prompt_logprobs_size
+from inlaid_worker.engine.error_kind import ErrorKind, declared_kind, kind_of
 from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
@@ -29,6 +31,7 @@ from inlaid_worker.engine.tool_template import chat_messages, parse_tools
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
+from inlaid_worker.server.refusal import abort_with
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,15 @@ def _wait_s(context: grpc.ServicerContext) -> float:
     client's deadline comes first (the gateway's is 60 s: a call it gave up on is then dropped if the loop has not started it)."""
     remaining = context.time_remaining()
     return ADAPTER_CALL_TIMEOUT_S if remaining is None else max(0.0, min(ADAPTER_CALL_TIMEOUT_S, remaining))
+
+
+def _refusal(request_id: str, exc: Exception) -> AdmitError:
+    """The AdmitError of an Admit that raised: `exc`'s text and kind when it names one (a check's refusal, a shutdown's
+    ClosedError); else an error no check foresaw, the worker's own failure (INTERNAL), logged here."""
+    if declared_kind(exc) is not None:
+        return AdmitError.of(request_id, exc)
+    log.exception("admit %s failed", request_id)
+    return AdmitError(request_id, f"request refused: {type(exc).__name__}: {str(exc)[:200]}", ErrorKind.INTERNAL)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -58,10 +70,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     # ---- Prepare ------------------------------------------------------------------------------------------
     def Prepare(self, request: worker_pb2.PrepareRequest, context: grpc.ServicerContext) -> Any:
-        try:
-            self.engine.adapters.resolve(request.model)
-        except UnknownModelError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        self._resolve(request.model, context)
         try:
             special = request.add_special_tokens if request.HasField("add_special_tokens") else None
             ids = self._encode(request, add_special_tokens=special)
@@ -73,8 +82,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             check_prompt_logprobs_size(len(ids), sampling.prompt_logprobs)
             if sampling.structured is not None and sampling.structured.compiled is None:
                 self._await_compile(sampling.structured, context)
-        except (PromptError, RequestError, SamplingError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (PromptError, RequestError, SamplingError, ClosedError) as exc:  # each names its kind (its status)
+            abort_with(context, kind_of(exc), str(exc))
         return worker_pb2.PrepareResponse(prompt_token_ids=ids, max_tokens=max_tokens)
 
     def _await_compile(self, so: Any, context: grpc.ServicerContext) -> None:
@@ -132,7 +141,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         try:
             ids = self._encode(request, add_generation_prompt=gen, add_special_tokens=special)
         except PromptError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            abort_with(context, kind_of(exc), str(exc))
         strs = list(self.engine.tokenizer.hf.convert_ids_to_tokens(ids)) if request.return_token_strs else []
         return common_pb2.TokenizeResponse(
             token_ids=ids, max_model_len=self.engine.limits.max_model_len, token_strs=strs
@@ -144,9 +153,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         vocab = self.engine.tokenizer.vocab_size
         bad = next((i for i in request.token_ids if i >= vocab), None)
         if bad is not None:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"tokens: token id {bad} is outside the vocabulary (0..{vocab - 1})"
-            )
+            abort_with(context, ErrorKind.BAD_INPUT, f"tokens: token id {bad} is outside the vocabulary (0..{vocab - 1})")
         hf = self.engine.tokenizer.hf
         text = hf.decode(list(request.token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return common_pb2.DetokenizeResponse(prompt=text)
@@ -155,7 +162,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         try:
             self.engine.adapters.resolve(model)
         except UnknownModelError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            abort_with(context, kind_of(exc), str(exc))
 
     # ---- Session ------------------------------------------------------------------------------------------
     def Session(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
@@ -186,8 +193,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             return
         a = msg.admit
         try:
-            if not a.request_id:
-                raise RequestError("request_id is required")
+            if not a.request_id:  # the gateway always sets one
+                raise RequestError("request_id is required", kind=ErrorKind.INTERNAL)
             ids = list(a.prompt_token_ids)
             self.engine.check_prompt(ids)
             max_tokens = self.engine.max_new_tokens(len(ids), a.sampling.max_tokens)
@@ -203,12 +210,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 grammar = self.engine.grammars.compile_async(sampling.structured)
                 if grammar.done():
                     sampling, grammar = bound(sampling, grammar.result()), None
-        except (RequestError, SamplingError) as exc:
-            outbox.put(AdmitError(a.request_id, str(exc)))
-            return
-        except Exception as exc:  # an error no check foresaw refuses this request only, never the whole Session
-            log.exception("admit %s failed", a.request_id)
-            outbox.put(AdmitError(a.request_id, f"request refused: {type(exc).__name__}: {str(exc)[:200]}"))
+        except Exception as exc:  # an error refuses this request only, never the whole Session
+            outbox.put(_refusal(a.request_id, exc))
             return
         try:
             if grammar is None:
@@ -216,8 +219,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             else:  # not compiled yet: the next messages go on meanwhile
                 self.loop.admit_when_ready(sid, a.request_id, ids, sampling, a.model, resumed, grammar)
         except Exception as exc:
-            log.exception("admit %s failed", a.request_id)
-            outbox.put(AdmitError(a.request_id, f"request refused: {type(exc).__name__}: {str(exc)[:200]}"))
+            outbox.put(_refusal(a.request_id, exc))
 
     # ---- info and adapters --------------------------------------------------------------------------------
     def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:

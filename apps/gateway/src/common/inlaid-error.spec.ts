@@ -1,15 +1,22 @@
 /**
  * fromWorkerError never passes an unexpected error's own text (a TypeError's, naming internals) to the client: it
  * becomes INTERNAL_ERROR_MESSAGE and is logged, once; gRPC status errors and InlaidErrors keep their messages.
- * workerRefusal (a worker's INVALID_ARGUMENT at Prepare) is a 400 naming its parameter, unless the text is one of the
- * worker's own response_format failures; workerRequestError (a RequestError at Admit) also sorts out the catch-all.
+ * A worker's refusal is classified by the kind it names (a RequestError's kind at Admit, the `inlaid-error-kind` trailing
+ * metadata of a unary call), never by its text; a unary refusal without one (an admin call, an older worker) by its
+ * status code; a RequestError without one is a logged 500.
  */
 import { Metadata, status } from '@grpc/grpc-js';
+import { worker } from '@inlaid/proto';
 import { Logger } from '@nestjs/common';
 import { toOpenAIError } from './http-mapping';
-import { fromWorkerError, INTERNAL_ERROR_MESSAGE, InlaidError, workerRefusal, workerRequestError } from './inlaid-error';
+import { fromWorkerError, INTERNAL_ERROR_MESSAGE, InlaidError, WORKER_ERROR_KIND_KEY, workerRequestError } from './inlaid-error';
 
-const grpcError = (code: status, details: string) => Object.assign(new Error(`${code} ${details}`), { code, details, metadata: new Metadata() });
+const Kind = worker.RequestErrorKind;
+const grpcError = (code: status, details: string, kind?: string) => {
+  const metadata = new Metadata();
+  if (kind !== undefined) metadata.set(WORKER_ERROR_KIND_KEY, kind);
+  return Object.assign(new Error(`${code} ${details}`), { code, details, metadata });
+};
 
 describe('fromWorkerError with an unexpected error', () => {
   let logged: jest.SpyInstance;
@@ -38,13 +45,60 @@ describe('fromWorkerError with an unexpected error', () => {
   });
 });
 
-describe('workerRefusal', () => {
-  it('is a 400 invalid_request_error naming the parameter its message starts with', () => {
-    const err = workerRefusal('logit_bias: token id 99999 is outside the vocabulary');
+describe("fromWorkerError of a worker's unary refusal naming its kind", () => {
+  let logged: jest.SpyInstance;
+  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
+  afterEach(() => logged.mockRestore());
+
+  it('is classified by the kind, whatever the status code and text', () => {
+    const bad = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'logit_bias: token id 99999 is outside the vocabulary', 'REQUEST_ERROR_KIND_BAD_INPUT'), 'm');
+    expect(toOpenAIError(bad)).toMatchObject({ httpStatus: 400, body: { error: { type: 'invalid_request_error', param: 'logit_bias' } } });
+    // a worker fault at Prepare that starts as a client refusal would: once told apart by a regex on its text
+    const fault = fromWorkerError(grpcError(status.INTERNAL, 'response_format: the compile could not start: secret', 'REQUEST_ERROR_KIND_INTERNAL'), 'm');
+    expect(toOpenAIError(fault)).toMatchObject({ httpStatus: 500, body: { error: { message: INTERNAL_ERROR_MESSAGE } } });
+    const closing = fromWorkerError(grpcError(status.UNAVAILABLE, 'the grammar cache is closed', 'REQUEST_ERROR_KIND_SHUTTING_DOWN'), 'm');
+    expect(closing.status).toBe(status.UNAVAILABLE);
+    expect(closing.message).toMatch(/shutting down/);
+    const gone = fromWorkerError(grpcError(status.NOT_FOUND, "the model 'a' does not exist", 'REQUEST_ERROR_KIND_UNKNOWN_MODEL'), 'a');
+    expect(gone.details).toMatchObject({ code: 'model_not_found', param: 'model' });
+    expect(logged).toHaveBeenCalledTimes(1);
+    expect(String(logged.mock.calls[0][0])).toContain('could not start');
+  });
+
+  it('is a logged 500 for a kind this gateway does not know', () => {
+    const err = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'the prompt is empty', 'REQUEST_ERROR_KIND_SOMETHING_NEW'), 'm');
+    expect(err.status).toBe(status.INTERNAL);
+    expect(logged).toHaveBeenCalledTimes(1);
+  });
+
+  it('without a kind (an admin call, an older worker) goes by the status code, naming the parameter', () => {
+    const err = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'prompt_logprobs: 20 on a 90000-token prompt is too many entries'), 'm');
     expect(err.status).toBe(status.INVALID_ARGUMENT);
-    expect(toOpenAIError(err)).toMatchObject({ httpStatus: 400, body: { error: { type: 'invalid_request_error', param: 'logit_bias' } } });
-    expect(workerRefusal('prompt_logprobs: 20 on a 90000-token prompt is too many entries').details.param).toBe('prompt_logprobs');
-    expect(workerRefusal('the prompt is too long').details.param).toBeUndefined();
+    expect(err.details.param).toBe('prompt_logprobs');
+    expect(fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'the prompt is too long'), 'm').details.param).toBeUndefined();
+    expect(logged).not.toHaveBeenCalled();
+  });
+});
+
+describe('workerRequestError (a RequestError event)', () => {
+  it('maps each kind to one status, never reading the text', () => {
+    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      const text = 'the prompt is empty';
+      const statusOf = (kind: worker.RequestErrorKind) => workerRequestError({ kind, message: text }).status;
+      expect(statusOf(Kind.REQUEST_ERROR_KIND_BAD_INPUT)).toBe(status.INVALID_ARGUMENT);
+      expect(statusOf(Kind.REQUEST_ERROR_KIND_UNKNOWN_MODEL)).toBe(status.NOT_FOUND);
+      expect(statusOf(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN)).toBe(status.UNAVAILABLE);
+      expect(statusOf(Kind.REQUEST_ERROR_KIND_OVERLOADED)).toBe(status.UNAVAILABLE);
+      expect(statusOf(Kind.REQUEST_ERROR_KIND_INTERNAL)).toBe(status.INTERNAL);
+      expect(statusOf(Kind.REQUEST_ERROR_KIND_UNSPECIFIED)).toBe(status.INTERNAL); // an older worker: no kind
+      expect(statusOf(Kind.UNRECOGNIZED)).toBe(status.INTERNAL);
+      expect(statusOf(99 as worker.RequestErrorKind)).toBe(status.INTERNAL); // a newer worker's kind
+      expect(logged).toHaveBeenCalledTimes(4);
+      expect(String(logged.mock.calls[1][0])).toMatch(/no error kind/);
+    } finally {
+      logged.mockRestore();
+    }
   });
 });
 
@@ -52,7 +106,7 @@ describe("the worker's own failures (a bug or a fault of its own, not bad input)
   it('is a 500 with the generic message, its text logged, not sent', () => {
     const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
     try {
-      const err = workerRequestError("request refused: KeyError: 'secret_slot'"); // its Admit catch-all
+      const err = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_INTERNAL, message: "request refused: KeyError: 'secret_slot'" }); // its Admit catch-all
       expect(err.status).toBe(status.INTERNAL);
       expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
       expect(toOpenAIError(err)).toMatchObject({ httpStatus: 500, body: { error: { type: 'server_error' } } });
@@ -75,22 +129,6 @@ describe("fromWorkerError of a worker's UNKNOWN (a handler that raised)", () => 
       expect(logged).toHaveBeenCalledTimes(1);
       expect(fromWorkerError(err, 'm')).toBe(err);
       expect(logged).toHaveBeenCalledTimes(1);
-    } finally {
-      logged.mockRestore();
-    }
-  });
-});
-
-describe('a response_format failure of the worker itself, at Prepare as at Admit', () => {
-  it('is a logged 500 from both classifiers, not a 400 blaming the client', () => {
-    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
-    try {
-      const text = 'response_format: the compile could not start: RuntimeError: cannot start new thread';
-      for (const err of [workerRefusal(text), workerRequestError(text)]) {
-        expect(err.status).toBe(status.INTERNAL);
-        expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
-      }
-      expect(logged).toHaveBeenCalledTimes(2);
     } finally {
       logged.mockRestore();
     }

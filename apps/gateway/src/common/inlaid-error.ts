@@ -4,6 +4,7 @@
  */
 import { status } from '@grpc/grpc-js';
 import { Logger } from '@nestjs/common';
+import { worker } from '@inlaid/proto';
 
 export interface InlaidErrorDetails {
   /** The request parameter at fault, when there is one. */
@@ -59,6 +60,7 @@ interface GrpcLikeError {
   code: number;
   details?: string;
   message: string;
+  metadata?: { get(key: string): unknown[] };
 }
 
 function isGrpcError(err: unknown): err is GrpcLikeError {
@@ -71,10 +73,18 @@ export const INTERNAL_ERROR_MESSAGE = 'The server had an error while processing 
 const errorLog = new Logger('Errors');
 
 /**
- * Turns an error from a worker call into an InlaidError. NOT_FOUND from the worker means an unknown model
- * (the only thing Prepare looks up); transport failures become UNAVAILABLE so clients see 503. Any other error
- * (neither gRPC nor InlaidError) is a bug: it is logged here, once (its result is an InlaidError, passed on as is),
- * and the client gets INTERNAL_ERROR_MESSAGE.
+ * The trailing metadata key in which a worker names the kind of a refused Prepare, Tokenize or Detokenize (the name
+ * of a worker.proto RequestErrorKind value, e.g. `REQUEST_ERROR_KIND_BAD_INPUT`).
+ */
+export const WORKER_ERROR_KIND_KEY = 'inlaid-error-kind';
+
+/**
+ * Turns an error from a worker call into an InlaidError. A worker's refusal that names its kind (WORKER_ERROR_KIND_KEY)
+ * is classified by the kind alone (workerRequestError). Without one (admin calls, an older worker) the status code
+ * decides: NOT_FOUND from the worker means an unknown model (the only thing Prepare looks up), INVALID_ARGUMENT bad
+ * input, and transport failures become UNAVAILABLE so clients see 503. Any other error (neither gRPC nor InlaidError)
+ * is a bug: it is logged here, once (its result is an InlaidError, passed on as is), and the client gets
+ * INTERNAL_ERROR_MESSAGE.
  */
 export function fromWorkerError(err: unknown, model: string): InlaidError {
   if (err instanceof InlaidError) return err;
@@ -83,15 +93,14 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
     return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
   }
   const message = err.details ?? err.message;
+  const named = err.metadata?.get(WORKER_ERROR_KIND_KEY)[0];
+  if (named !== undefined) return workerRequestError({ kind: worker.requestErrorKindFromJSON(String(named)), message });
   switch (err.code) {
     case status.NOT_FOUND:
-      return new InlaidError(status.NOT_FOUND, message || `The model \`${model}\` does not exist.`, {
-        param: 'model',
-        code: 'model_not_found',
-      });
+      return unknownModel(message || `The model \`${model}\` does not exist.`);
     case status.INVALID_ARGUMENT:
     case status.OUT_OF_RANGE:
-      return workerRefusal(message);
+      return badInput(message);
     case status.CANCELLED:
     case status.UNAVAILABLE:
       return InlaidError.unavailable(`Worker unavailable: ${message}`);
@@ -103,17 +112,14 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
   }
 }
 
-/**
- * A worker refusing a request as bad input: its INVALID_ARGUMENT at Prepare (a status it sends only for the request's
- * own fault). HTTP 400 invalid_request_error, naming the parameter the message starts with. A RequestError event at
- * Admit is not always bad input: it goes through workerRequestError.
- */
-export function workerRefusal(message: string): InlaidError {
-  return workerFault(message) ?? badInput(message);
-}
-
+/** A request's own fault: HTTP 400 invalid_request_error with the worker's text, naming the parameter it starts with. */
 function badInput(message: string): InlaidError {
   return new InlaidError(status.INVALID_ARGUMENT, message, { code: 'invalid_request', param: workerParam(message) });
+}
+
+/** The worker does not serve the model (the only thing Prepare looks up): 404 model_not_found with its text. */
+function unknownModel(message: string): InlaidError {
+  return new InlaidError(status.NOT_FOUND, message, { param: 'model', code: 'model_not_found' });
 }
 
 /** The worker's own failure or bug: a 500 with INTERNAL_ERROR_MESSAGE, its text logged (once, here). */
@@ -123,18 +129,8 @@ function workerBug(message: string): InlaidError {
 }
 
 /**
- * The worker's own response_format failures, which start as the client's refusals do (sent at Prepare as
- * INVALID_ARGUMENT or at Admit as a RequestError): GRAMMAR_REPLAY_BUSY a 503, WORKER_GRAMMAR_FAULT a logged 500.
- */
-function workerFault(message: string): InlaidError | undefined {
-  if (GRAMMAR_REPLAY_BUSY.test(message)) return InlaidError.unavailable('The worker is busy resuming other structured-output requests; retry the request.');
-  if (WORKER_GRAMMAR_FAULT.test(message)) return workerBug(message);
-  return undefined;
-}
-
-/**
  * Request parameters a worker's refusal may start with (`response_format: invalid regex: …`); the gRPC API names them
- * as `sampling.<name>` (grpc-api/inference-handlers.ts).
+ * as `sampling.<name>` (grpc-api/inference-handlers.ts). Only the error's `param` comes from the text, never its status.
  */
 export const WORKER_PARAMS = ['response_format', 'logit_bias', 'prompt_logprobs'] as const;
 
@@ -143,53 +139,29 @@ function workerParam(message: string): string | undefined {
   return WORKER_PARAMS.find((p) => message.startsWith(`${p}:`));
 }
 
-/**
- * The worker's Admit refusals that are the request's own fault besides those naming a parameter at their start
- * (engine.py check_prompt; SamplingParams.validate through convert.py sampling_from_proto): each a 400. The gateway
- * checks most of these first, so a client rarely meets the worker's text.
- */
-const BAD_INPUT: readonly RegExp[] = [
-  /^the prompt is empty$/,
-  /^the prompt has \d+ tokens; this model's maximum context length is \d+ tokens/,
-  /^prompt token id -?\d+ is outside the vocabulary/,
-  /^stop strings must not be empty$/,
-  /^at most \d+ stop strings/,
-  /^stop_token_ids must be non-negative$/,
-  /^(max_tokens|temperature|top_p|seed|presence_penalty|frequency_penalty|repetition_penalty|logprobs|prompt_logprobs|min_p|min_tokens) must be /,
-];
+const Kind = worker.RequestErrorKind;
 
 /**
- * How the worker's ClosedError texts end or start (engine/grammar_cache.py; engine/compile_pool.py's own "compile pool
- * <name> is closed"): it is shutting down, retry elsewhere.
+ * What the client is told of each kind of worker refusal (worker.proto RequestErrorKind, named by the worker where the
+ * error is raised), the one table of it: bad input a 400 with the worker's text; an unknown model (an adapter unloaded
+ * since Prepare) a 404; a shutdown or a backlog (a resumed request's replay queued too long) a 503 to retry; the
+ * worker's (or the gateway's) own failure a 500 with INTERNAL_ERROR_MESSAGE, its text logged once. No kind (an older
+ * worker) or one this gateway does not know is treated as the worker's failure, the log saying so.
  */
-const SHUTDOWN = /the worker is shutting down|^the grammar cache (is )?closed|^compile pool \S+ is closed/;
+const KIND_ERRORS: Readonly<Record<worker.RequestErrorKind, (message: string) => InlaidError>> = {
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT]: badInput,
+  [Kind.REQUEST_ERROR_KIND_UNKNOWN_MODEL]: unknownModel,
+  [Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN]: () => InlaidError.unavailable('The worker is shutting down; retry the request.'),
+  [Kind.REQUEST_ERROR_KIND_OVERLOADED]: () => InlaidError.unavailable('The worker is busy; retry the request.'),
+  [Kind.REQUEST_ERROR_KIND_INTERNAL]: workerBug,
+  [Kind.REQUEST_ERROR_KIND_UNSPECIFIED]: (message) => workerBug(`(no error kind: an older worker?) ${message}`),
+  [Kind.UNRECOGNIZED]: (message) => workerBug(`(an error kind this gateway does not know) ${message}`),
+};
 
 /**
- * response_format texts that are the worker's own failures, not the client's schema (engine/grammar_cache.py: no
- * thread could start a compile or a replay, xgrammar failing to replay output it accepted before): a logged 500.
+ * Classifies a worker's refusal of one request by its kind alone, never its text: a RequestError event on the Session
+ * (the worker refusing or failing an admitted request), or a unary call's refusal (fromWorkerError).
  */
-const WORKER_GRAMMAR_FAULT = /^response_format: (the compile could not start|the resumed output's replay could not start|replaying the resumed output failed): /;
-
-/** A resumed request's replay that waited behind other requests' replays past its bound (grammar_cache.py): load, 503. */
-const GRAMMAR_REPLAY_BUSY = /^response_format: replaying the resumed output .* took longer than .* \(it waited for other requests' replays\)$/s;
-
-/** UnknownModelError's text (engine/adapters.py): an adapter unloaded between Prepare and Admit. */
-const UNKNOWN_MODEL = /^the model (['"])(.*)\1 does not exist$/s;
-
-/**
- * Classifies a RequestError event, the worker refusing or failing one request on its Session (no status code comes
- * with it: an interim reading of its text until the proto carries one). The worker's own response_format failures
- * (WORKER_GRAMMAR_FAULT: 500; GRAMMAR_REPLAY_BUSY: 503) are told apart first. Bad input (a known parameter's prefix, or one
- * of the prompt/sampling checks in BAD_INPUT) is a 400; a shutdown is UNAVAILABLE (503, retryable); an unknown model
- * is 404 model_not_found; anything else (a crashed step, the catch-all "request refused: ...", a request id clash, a
- * grammar-state mismatch: the gateway's or worker's fault) is a 500 with INTERNAL_ERROR_MESSAGE, its text logged once.
- */
-export function workerRequestError(message: string): InlaidError {
-  const fault = workerFault(message); // the worker's own response_format failures first
-  if (fault !== undefined) return fault;
-  if (workerParam(message) !== undefined || BAD_INPUT.some((p) => p.test(message))) return badInput(message);
-  if (SHUTDOWN.test(message)) return InlaidError.unavailable('The worker is shutting down; retry the request.');
-  const model = UNKNOWN_MODEL.exec(message);
-  if (model !== null) return InlaidError.modelNotFound(model[2]);
-  return workerBug(message);
+export function workerRequestError(error: Pick<worker.RequestError, 'kind' | 'message'>): InlaidError {
+  return (KIND_ERRORS[error.kind] ?? KIND_ERRORS[Kind.UNRECOGNIZED])(error.message);
 }

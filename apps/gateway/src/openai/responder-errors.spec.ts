@@ -108,7 +108,7 @@ describe('a request failing after admission', () => {
 
   it('streamed, on a worker refusing the Admit: an invalid_request_error naming the param', async () => {
     const { res, written } = response();
-    const refusal = workerRequestError('response_format: invalid regex: unbalanced (');
+    const refusal = workerRequestError({ kind: worker.RequestErrorKind.REQUEST_ERROR_KIND_BAD_INPUT, message: 'response_format: invalid regex: unbalanced (' });
     await new OpenAIResponder(generation(refusal)).respond('completions', request(true), res as unknown as Response);
     expect(sseError(written)).toMatchObject({ type: 'invalid_request_error', param: 'response_format', message: refusal.message });
     expect(refusal.status).toBe(status.INVALID_ARGUMENT);

@@ -1,7 +1,7 @@
 /**
  * WorkerConnection against a real grpc-js fake worker (GetInfo + Session): a RequestError event (the worker refusing an
- * Admit) fails the request as bad input (HTTP 400 naming the param), not as a server error; a frozen worker (its
- * socket open but silent, as under SIGSTOP or a partition without RST) is dropped by keepalive pings, failing its
+ * Admit) fails the request as its kind says (bad input: HTTP 400 naming the param), whatever its text; a frozen worker
+ * (its socket open but silent, as under SIGSTOP or a partition without RST) is dropped by keepalive pings, failing its
  * requests with UNAVAILABLE, where before the stream waited forever.
  */
 import { type ChannelOptions, Server, ServerCredentials, type ServerDuplexStream, status } from '@grpc/grpc-js';
@@ -15,6 +15,7 @@ import type { AsyncQueue } from './async-queue';
 import { CHANNEL_OPTIONS, WorkerConnection } from './worker-connection';
 
 const quiet = { log: () => undefined, warn: () => undefined };
+const Kind = worker.RequestErrorKind;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function eventually(check: () => boolean, what: string, ms = 3000): Promise<void> {
@@ -72,8 +73,9 @@ describe('WorkerConnection: a RequestError event (the worker refusing an Admit)'
   let conn: WorkerConnection;
 
   beforeAll(async () => {
+    const message = (id: string) => (id === 'rf' ? 'response_format: invalid regex: (' : 'prompt_logprobs: 20 on a 90000-token prompt is 1890000 entries, more than 1000000');
     const fake = await fakeWorker((a, call) =>
-      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: a.requestId === 'rf' ? 'response_format: invalid regex: (' : 'prompt_logprobs: 20 on a 90000-token prompt is 1890000 entries, more than 1000000' } } }),
+      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: message(a.requestId), kind: Kind.REQUEST_ERROR_KIND_BAD_INPUT } } }),
     );
     server = fake.server;
     conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
@@ -104,57 +106,37 @@ describe('WorkerConnection: a RequestError event (the worker refusing an Admit)'
 });
 
 /**
- * Every RequestError text the worker sends (engine.py, engine_loop.py, servicer.py, grammar_cache.py, adapters.py),
- * each with the status it must become. Before: every one but "request refused: ..." was a 400 carrying its text.
+ * RequestErrors as the worker sends them (engine.py, engine_loop.py, servicer.py, grammar_cache.py, adapters.py: each
+ * raise names its kind), each with the status it must become; then texts paired with another kind, and no kind: the
+ * kind alone decides. Before, the gateway read the text (a reworded message changed the status).
  */
-const REQUEST_ERRORS: readonly (readonly [string, status])[] = [
+const REQUEST_ERRORS: readonly (readonly [worker.RequestErrorKind, string, status])[] = [
   // bad input: the prompt checks (engine.py check_prompt) and sampling_from_proto's SamplingErrors
-  ['the prompt is empty', status.INVALID_ARGUMENT],
-  ["the prompt has 9000 tokens; this model's maximum context length is 8192 tokens (prompt plus at least one generated token)", status.INVALID_ARGUMENT],
-  ['prompt token id 99999 is outside the vocabulary (size 32000)', status.INVALID_ARGUMENT],
-  ['logit_bias: token id 99999 is outside the vocabulary (size 32000)', status.INVALID_ARGUMENT],
-  ['response_format: invalid regex: unbalanced parenthesis', status.INVALID_ARGUMENT],
-  ['prompt_logprobs: 20 on a 90000-token prompt is 1890000 entries, more than 1000000: ask for fewer', status.INVALID_ARGUMENT],
-  ['max_tokens must be at least 1, got 0', status.INVALID_ARGUMENT],
-  ['temperature must be in [0, 100], got 200.0', status.INVALID_ARGUMENT],
-  ['top_p must be in (0, 1], got 0.0', status.INVALID_ARGUMENT],
-  ['seed must be in [0, 2^64), got -1', status.INVALID_ARGUMENT],
-  ['stop strings must not be empty', status.INVALID_ARGUMENT],
-  ['at most 16 stop strings, got 17', status.INVALID_ARGUMENT],
-  ['stop_token_ids must be non-negative', status.INVALID_ARGUMENT],
-  // a ClosedError reaching the Admit catch-all (servicer.py): shutdown, not a bug
-  ['request refused: ClosedError: the grammar cache is closed (the worker is shutting down)', status.UNAVAILABLE],
-  ['presence_penalty must be in [-2, 2], got 3.0', status.INVALID_ARGUMENT],
-  ['frequency_penalty must be in [-2, 2], got nan', status.INVALID_ARGUMENT],
-  ['repetition_penalty must be in (0, 2], got 0.0', status.INVALID_ARGUMENT],
-  ['logprobs must be in [0, 20], got 21', status.INVALID_ARGUMENT],
-  ['prompt_logprobs must be in [0, 20], got 21', status.INVALID_ARGUMENT],
-  ['min_p must be in [0, 1], got 2.0', status.INVALID_ARGUMENT],
-  ['min_tokens must be non-negative, got -1', status.INVALID_ARGUMENT],
-  // the worker shutting down (compile_pool.ClosedError texts): retryable elsewhere
-  ['the grammar cache is closed (the worker is shutting down)', status.UNAVAILABLE],
-  ['the grammar cache closed while this request waited (the worker is shutting down)', status.UNAVAILABLE],
-  ["the grammar's compile was cancelled: its pool closed (the worker is shutting down)", status.UNAVAILABLE],
-  ['compile pool grammar is closed', status.UNAVAILABLE],
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'the prompt is empty', status.INVALID_ARGUMENT],
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'prompt token id 99999 is outside the vocabulary (size 32000)', status.INVALID_ARGUMENT],
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'logit_bias: token id 99999 is outside the vocabulary (size 32000)', status.INVALID_ARGUMENT],
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'temperature must be in [0, 100], got 200.0', status.INVALID_ARGUMENT],
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'response_format: the json_schema took longer than 10 s to compile', status.INVALID_ARGUMENT],
+  // the worker shutting down (ClosedError), also through its Admit catch-all
+  [Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the grammar cache is closed (the worker is shutting down)', status.UNAVAILABLE],
+  [Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'compile pool grammar is closed', status.UNAVAILABLE],
   // a resumed request's replay that waited behind other requests' replays (grammar_cache.py): load, retryable
-  ["response_format: replaying the resumed output through the json_schema took longer than 30 s (it waited for other requests' replays)", status.UNAVAILABLE],
+  [Kind.REQUEST_ERROR_KIND_OVERLOADED, "response_format: replaying the resumed output through the json_schema took longer than 30 s (it waited for other requests' replays)", status.UNAVAILABLE],
   // an adapter unloaded between Prepare and Admit (adapters.UnknownModelError)
-  ["the model 'task-a' does not exist", status.NOT_FOUND],
+  [Kind.REQUEST_ERROR_KIND_UNKNOWN_MODEL, "the model 'task-a' does not exist", status.NOT_FOUND],
   // the worker's (or the gateway's) own failures: never the client's fault
-  ['the worker failed while running this request', status.INTERNAL],
-  ["the grammar's compile was cancelled", status.INTERNAL],
-  ["request id 'secret-r1' is already in flight", status.INTERNAL],
-  ['request_id is required', status.INTERNAL],
-  ['resumed_output_tokens must be in [0, 5), got 7', status.INTERNAL],
-  ["request 'secret-r1': a grammar state that replayed 3 tokens was handed for 4 resumed output tokens", status.INTERNAL],
-  ["request 'secret-r1': the grammar state is not of its response_format", status.INTERNAL],
-  ["request refused: KeyError: 'secret_slot'", status.INTERNAL],
-  // response_format texts that are the worker's own failures (grammar_cache.py), not the client's schema
-  ["response_format: the compile could not start: can't start new thread", status.INTERNAL],
-  ["response_format: the resumed output's replay could not start: RuntimeError: can't start new thread", status.INTERNAL],
-  ['response_format: replaying the resumed output failed: RuntimeError: secret xgrammar state', status.INTERNAL],
-  // still the client's: a schema too complex to compile in time
-  ['response_format: the json_schema took longer than 10 s to compile', status.INVALID_ARGUMENT],
+  [Kind.REQUEST_ERROR_KIND_INTERNAL, 'the worker failed while running this request', status.INTERNAL],
+  [Kind.REQUEST_ERROR_KIND_INTERNAL, "request id 'secret-r1' is already in flight", status.INTERNAL],
+  [Kind.REQUEST_ERROR_KIND_INTERNAL, 'resumed_output_tokens must be in [0, 5), got 7', status.INTERNAL],
+  [Kind.REQUEST_ERROR_KIND_INTERNAL, "request refused: KeyError: 'secret_slot'", status.INTERNAL],
+  [Kind.REQUEST_ERROR_KIND_INTERNAL, "response_format: the compile could not start: can't start new thread (secret)", status.INTERNAL],
+  // the kind, not the text: texts that once read as another class
+  [Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'the prompt is way too long for this model', status.INVALID_ARGUMENT], // once a 500: no pattern matched
+  [Kind.REQUEST_ERROR_KIND_INTERNAL, 'the prompt is empty (secret: a gateway bug sent no tokens)', status.INTERNAL],
+  [Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'stopping', status.UNAVAILABLE],
+  // no kind (an older worker) or one this gateway does not know: the worker's failure, logged; never its text's class
+  [Kind.REQUEST_ERROR_KIND_UNSPECIFIED, 'the prompt is empty (secret)', status.INTERNAL],
+  [42 as worker.RequestErrorKind, 'the prompt is empty (secret)', status.INTERNAL],
 ];
 
 const HTTP_OF: Partial<Record<status, number>> = {
@@ -164,16 +146,17 @@ const HTTP_OF: Partial<Record<status, number>> = {
   [status.INTERNAL]: 500,
 };
 
-describe('WorkerConnection: each RequestError text the worker sends, classified', () => {
+describe('WorkerConnection: each RequestError the worker sends, classified by its kind', () => {
   let server: Server;
   let conn: WorkerConnection;
   let logged: jest.SpyInstance;
 
   beforeAll(async () => {
     // request id `e<i>` is answered with REQUEST_ERRORS[i]
-    const fake = await fakeWorker((a, call) =>
-      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message: REQUEST_ERRORS[Number(a.requestId.slice(1))][0] } } }),
-    );
+    const fake = await fakeWorker((a, call) => {
+      const [kind, message] = REQUEST_ERRORS[Number(a.requestId.slice(1))];
+      call.write({ kind: { $case: 'error', value: { requestId: a.requestId, message, kind } } });
+    });
     server = fake.server;
     conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
     conn.start();
@@ -186,7 +169,7 @@ describe('WorkerConnection: each RequestError text the worker sends, classified'
     server?.forceShutdown();
   });
 
-  it.each(REQUEST_ERRORS.map(([message, code], i) => [i, message, code] as const))('#%i %j -> status %i', async (i, message, code) => {
+  it.each(REQUEST_ERRORS.map(([kind, message, code], i) => [i, kind, message, code] as const))('#%i kind %i %j -> status %i', async (i, kind, message, code) => {
     const err = (await outcome(conn.admit(admit(`e${i}`)))) as InlaidError;
     expect(err).toBeInstanceOf(InlaidError);
     expect(err.status).toBe(code);
@@ -195,9 +178,9 @@ describe('WorkerConnection: each RequestError text the worker sends, classified'
     if (code === status.INVALID_ARGUMENT) {
       expect(body.error).toMatchObject({ type: 'invalid_request_error', message });
     } else if (code === status.NOT_FOUND) {
-      expect(body.error).toMatchObject({ code: 'model_not_found', param: 'model', message: 'The model `task-a` does not exist.' });
+      expect(body.error).toMatchObject({ code: 'model_not_found', param: 'model', message });
     } else if (code === status.UNAVAILABLE) {
-      expect(body.error.message).toMatch(message.startsWith('response_format:') ? /busy/ : /shutting down/);
+      expect(body.error.message).toMatch(kind === Kind.REQUEST_ERROR_KIND_OVERLOADED ? /busy/ : /shutting down/);
     } else {
       // the worker's text (request ids, slots) stays in the log, once
       expect(body.error).toMatchObject({ type: 'server_error', message: INTERNAL_ERROR_MESSAGE });

@@ -2,8 +2,8 @@
  * One gRPC link to one worker: GetInfo, then one long-lived Session stream over which requests are admitted
  * and aborted and token deltas come back, demultiplexed into per-request queues. When the stream breaks (or the
  * worker stops answering keepalive pings), every in-flight request fails with UNAVAILABLE and the link reconnects
- * with backoff. A RequestError event fails its request as workerRequestError classifies it (400 bad input, 503
- * shutdown, 404 unknown model, else 500).
+ * with backoff. A RequestError event fails its request as workerRequestError classifies it by the kind the worker
+ * names (400 bad input, 404 unknown model, 503 shutdown or backlog, else a logged 500), never by its text.
  */
 import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
@@ -238,10 +238,10 @@ export class WorkerConnection {
       }
     } else {
       // a RequestError: the worker refused or failed this one request, for bad input it could only see at Admit, its
-      // shutdown, an adapter unloaded since Prepare, or a failure of its own; workerRequestError tells them apart
+      // shutdown or backlog, an adapter unloaded since Prepare, or a failure of its own; its kind says which
       const queue = this.pending.get(kind.value.requestId);
       this.pending.delete(kind.value.requestId);
-      queue?.fail(workerRequestError(kind.value.message));
+      queue?.fail(workerRequestError(kind.value));
     }
   }
 

@@ -1,0 +1,31 @@
+"""Why a request was refused or failed, stated where the error is raised (never read back from its message).
+
+Each error a request can meet names its kind: RequestError at each raise (a required argument), the other request
+errors as a class attribute (PromptError and SamplingError bad input, UnknownModelError an unknown model, ClosedError
+a shutdown) or per instance (StructuredOutputError: the client's response_format unless the grammar cache says it is
+its own failure or backlog). The server sends the kind to the gateway (worker.proto RequestErrorKind: RequestError.kind
+on the Session, trailing metadata on Prepare), which picks the client's HTTP / gRPC status from it alone.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.Enum):
+    BAD_INPUT = "bad_input"  # the request's own fault (400)
+    UNKNOWN_MODEL = "unknown_model"  # the model is not served (404)
+    SHUTTING_DOWN = "shutting_down"  # the worker is stopping: retry elsewhere (503)
+    OVERLOADED = "overloaded"  # too busy for it now, e.g. a resumed request's replay backlog: retry (503)
+    INTERNAL = "internal"  # the worker's (or the gateway's) own failure (500, its text logged, not sent)
+
+
+def declared_kind(exc: BaseException) -> ErrorKind | None:
+    """The kind `exc` names (its `kind` attribute), None for an error no check foresaw."""
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, ErrorKind) else None
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The kind `exc` names; INTERNAL for one that names none (a bug, a failed thread start, a cancelled future)."""
+    return declared_kind(exc) or ErrorKind.INTERNAL
