@@ -53,6 +53,22 @@ function untilAborted<T>(work: () => Promise<T>, signal: AbortSignal | undefined
   });
 }
 
+/**
+ * The id a request is known by to the scheduler, the workers and the records: its own, or with a tenant (gRPC: the
+ * key's principal id) `<tenant>/<id>`, so two API keys may choose the same request_id and neither can reach (or learn
+ * of) the other's request through it. Principal ids (a key's uuid, `bootstrap:<n>`, `anonymous`) and generated ids
+ * (cmpl-…, gen-…) hold no `/`: ids of different tenants, or scoped and unscoped ones, never meet.
+ */
+export function scopedId(id: string, tenant: string | undefined): string {
+  return tenant === undefined ? id : `${tenant}/${id}`;
+}
+
+/** A request refused because its (scoped) id is already queued or running, named by the client's own id. */
+function duplicateId(err: unknown, id: string): InlaidError | undefined {
+  if (!(err instanceof InlaidError) || err.status !== status.ALREADY_EXISTS) return undefined;
+  return new InlaidError(status.ALREADY_EXISTS, `Request id ${id} is already running.`, { param: 'request_id' });
+}
+
 /** The prompt text a prompt-reading length predictor sees. */
 function promptText(input: GenerationInput): string {
   return input.prompt !== '' ? input.prompt : input.messages.map((m) => m.content).join('\n');
@@ -72,21 +88,25 @@ export class GenerationService {
    */
   async start(input: GenerationInput, signal?: AbortSignal): Promise<Generation> {
     const id = input.requestId || `${ID_PREFIX[input.api]}-${randomUUID().replace(/-/g, '')}`;
-    const timeline = new RequestTimeline(id, input.model, input.api, new Date());
+    const key = scopedId(id, input.tenant);
+    const timeline = new RequestTimeline(key, input.model, input.api, new Date());
     try {
       // a client already gone is not prepared (a Prepare may compile a grammar for up to 10 s); one that leaves
       // during its Prepare is not waited for, and its Prepare call is cancelled (nothing was queued)
       const prepared = await untilAborted(() => this.prepare(input, signal), signal);
       const promptTokens = prepared.promptTokenIds.length;
       const sampling = { ...input.sampling, maxTokens: prepared.maxTokens || input.sampling.maxTokens };
-      const ticket = this.scheduling.submit({ id, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
-      const onAbort = (): void => this.scheduling.cancel(id);
+      const ticket = this.scheduling.submit({ id: key, model: input.model, promptTokenIds: prepared.promptTokenIds, sampling }, input.model, promptText(input));
+      const onAbort = (): void => this.scheduling.cancel(key);
       signal?.addEventListener('abort', onAbort, { once: true });
       if (signal?.aborted) onAbort();
       const workerAddr = await ticket.admitted.finally(() => signal?.removeEventListener('abort', onAbort));
       timeline.routed(workerAddr, promptTokens);
-      return this.running(id, input, ticket, promptTokens, timeline);
+      return this.running(id, key, input, ticket, promptTokens, timeline);
     } catch (err) {
+      // the id's own request is queued or running: its record (same id) is not pre-empted by this refusal's
+      const duplicate = duplicateId(err, id);
+      if (duplicate !== undefined) throw duplicate;
       // a client gone while queued ends the ticket with a plain Error (scheduling/ticket.ts): not a bug to log
       const gone = signal?.aborted === true && !(err instanceof InlaidError);
       const error = gone ? clientLeft('while the request was queued') : fromWorkerError(err, input.model);
@@ -110,13 +130,14 @@ export class GenerationService {
     }
   }
 
-  private running(id: string, input: GenerationInput, ticket: Ticket, promptTokens: number, timeline: RequestTimeline): Generation {
+  /** `id`: the request's id as its client knows it; `key`: as the scheduler does (scopedId). */
+  private running(id: string, key: string, input: GenerationInput, ticket: Ticket, promptTokens: number, timeline: RequestTimeline): Generation {
     let aborted = false;
     let done = false;
     const abort = (reason: string): void => {
       if (done || aborted) return;
       aborted = true;
-      this.scheduling.cancel(id);
+      this.scheduling.cancel(key);
       this.record(timeline.close('aborted', new Date(), 'abort', reason));
     };
     const deltas = this.stream(ticket, promptTokens, timeline, () => aborted, abort, () => (done = true));

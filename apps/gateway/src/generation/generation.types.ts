@@ -17,6 +17,11 @@ export interface GenerationInput {
   readonly api: Api;
   /** Caller-chosen id (gRPC); generated when absent. */
   readonly requestId?: string;
+  /**
+   * Whom the request is for (gRPC: the API key's principal id). Set, the request's id is scoped by it towards the
+   * scheduler, the workers and the records (generation.service.ts scopedId); the client still sees its own id.
+   */
+  readonly tenant?: string;
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';

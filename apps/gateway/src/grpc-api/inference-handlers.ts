@@ -9,13 +9,14 @@ import { mergeChoices, sharePromptLogprobs, startChoices } from '../generation/f
 import { GenerationService } from '../generation/generation.service';
 import type { GenerationDelta } from '../generation/generation.types';
 import { candidatesOf, rankedChoices } from '../openai/best-of';
-import { TokenizerCalls } from '../openai/tokenizer-calls';
+import { type CallLimits, TokenizerCalls } from '../openai/tokenizer-calls';
 import { toolsRefusal } from '../openai/tool-schema';
 import type { ToolPlan } from '../openai/tools';
 import { WorkersService } from '../workers/workers.service';
 import { choicePlan, toGenerationInput } from './generate-request';
 import { GrpcToolStream, protoParam, withGrpcTools, type ToolFields } from './generate-tools';
 import { checkDecoded } from './malformed';
+import { resetStalled } from './stalled-call';
 import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
 
 /**
@@ -75,36 +76,50 @@ function responseOf(id: string, index: number, d: GenerationDelta, t: ToolFields
   };
 }
 
+/**
+ * What ends a unary call's worker call: the client cancelling (or its deadline passing: grpc-js then ends the call and
+ * fires 'cancelled' too), and the client's deadline itself, carried on to the worker.
+ */
+function limitsOf<Req, Res>(call: ServerUnaryCall<Req, Res>): CallLimits {
+  const left = new AbortController();
+  call.once('cancelled', () => left.abort());
+  if (call.cancelled) left.abort();
+  return { signal: left.signal, deadline: call.getDeadline() };
+}
+
 function bearerOf(metadata: Metadata): string | undefined {
   const v = metadata.get('authorization')[0];
   return v === undefined ? undefined : String(v);
 }
 
+/** `drainTimeoutMs`: how long Generate waits for a client that does not read (common/back-pressure.ts; tests shorten it). */
 export function inferenceHandlers(
   generation: GenerationService,
   workers: WorkersService,
   gate: CallGate,
+  { drainTimeoutMs }: { readonly drainTimeoutMs?: number } = {},
 ): inference.InferenceServer {
   const tokenizer = new TokenizerCalls(workers);
-  /** A unary call admitted for the key (cost 1), its refusals mapped to gRPC statuses. */
-  const unary = <Req, Res>(call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>, run: (req: Req) => Promise<Res>): void => {
+  /** A unary call admitted for the key (cost 1), its refusals mapped to gRPC statuses; `limits` end its worker call with it. */
+  const unary = <Req, Res>(call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>, run: (req: Req, limits: CallLimits) => Promise<Res>): void => {
+    const limits = limitsOf(call);
     Promise.resolve()
       .then(() => checkDecoded(call.request))
       .then(() => gate.admit(bearerOf(call.metadata), 'inference'))
-      .then((release) => run(call.request).finally(release))
+      .then((release) => run(call.request, limits).finally(release))
       .then((res) => cb(null, res))
       .catch((err: unknown) => cb(toServiceError(grpcTokenizeRefusal(err))));
   };
   return {
     tokenize(call: ServerUnaryCall<inference.TokenizeTextRequest, common.TokenizeResponse>, cb: sendUnaryData<common.TokenizeResponse>) {
-      unary(call, cb, async (req) => {
+      unary(call, cb, async (req, limits) => {
         const model = tokenizer.modelOrBase(req.model);
-        return tokenizer.tokenize(workerTokenizeRequest(req, model, () => workers.toolSupport(model)));
+        return tokenizer.tokenize(workerTokenizeRequest(req, model, () => workers.toolSupport(model)), limits);
       });
     },
 
     detokenize(call: ServerUnaryCall<common.DetokenizeRequest, common.DetokenizeResponse>, cb: sendUnaryData<common.DetokenizeResponse>) {
-      unary(call, cb, (req) => tokenizer.detokenize(checkDetokenizeRequest(req)));
+      unary(call, cb, (req, limits) => tokenizer.detokenize(checkDetokenizeRequest(req), limits));
     },
 
     listModels(call: ServerUnaryCall<inference.ListModelsRequest, inference.ListModelsResponse>, cb: sendUnaryData<inference.ListModelsResponse>) {
@@ -121,6 +136,7 @@ export function inferenceHandlers(
     generate(call: ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>) {
       void (async () => {
         let release = (): void => undefined;
+        let stalled = false;
         // listened for from the start: a client that cancels while the key is admitted (auth, limits) is seen at once,
         // not after its request waited in the scheduler's queue and reached a worker ('cancelled' fires only once)
         const left = new AbortController();
@@ -128,9 +144,12 @@ export function inferenceHandlers(
         if (call.cancelled) left.abort();
         try {
           checkDecoded(call.request);
-          release = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
+          const admission = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
+          release = admission;
           if (left.signal.aborted) return; // gone while admitted: nothing is queued (finally frees the key's slots)
-          const { input: asked, plan } = withGrpcTools(call.request, toGenerationInput(call.request), () => workers.toolSupport(call.request.model));
+          // the request's id is scoped by the key's tenant towards the scheduler and workers (generation.service.ts scopedId)
+          const own = { ...toGenerationInput(call.request), tenant: admission.tenant };
+          const { input: asked, plan } = withGrpcTools(call.request, own, () => workers.toolSupport(call.request.model));
           const { n, bestOf } = choicePlan(call.request, workers.maxModelLen(call.request.model));
           const { input, count } = candidatesOf(asked, n, bestOf); // best_of: `count` candidates ranked down to n
           const choices = await startChoices(generation, input, count, left.signal).catch((err: unknown) => {
@@ -146,13 +165,17 @@ export function inferenceHandlers(
             const accepted = call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), asked.sampling.logprobs !== undefined));
             // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
             // one that reads nothing for DRAIN_TIMEOUT_MS is stopped: the wait throws RESOURCE_EXHAUSTED, the catch below
-            // sends it as the status and finally frees the key's slots
-            if (accepted === false) await afterWrite(accepted, call, GRPC_GONE, () => call.cancelled, { onStall: () => choices.abort('client did not read') });
+            // resets its stream (stalled-call.ts: a status would wait behind the unread messages) and finally frees the key's slots
+            const onStall = (): void => {
+              stalled = true;
+              choices.abort('client did not read');
+            };
+            if (accepted === false) await afterWrite(accepted, call, GRPC_GONE, () => call.cancelled, { onStall, timeoutMs: drainTimeoutMs });
           }
           call.end();
         } catch (err) {
           // grpc-js turns an 'error' event on a server stream into the call's status (destroy() would drop it).
-          if (!call.cancelled) call.emit('error', toServiceError(err));
+          if (!call.cancelled && !(stalled && resetStalled(call))) call.emit('error', toServiceError(err));
         } finally {
           release();
         }

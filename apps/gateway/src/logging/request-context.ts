@@ -2,7 +2,7 @@
  * The HTTP request id: `x-request-id` from the client when it is a sane token, else a new `req-<uuid>`;
  * echoed on the response and kept in an AsyncLocalStorage for the rest of the request (so the per-request
  * log line can name it). The id sent to the worker in Admit is the generation id (cmpl-…, chatcmpl-…, or
- * the gRPC caller's request_id); the gateway's request log line carries both.
+ * "<principal id>/<request_id>" for a gRPC caller's request_id); the gateway's request log line carries both.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';

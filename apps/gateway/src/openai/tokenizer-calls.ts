@@ -1,9 +1,11 @@
 /**
  * Worker.Tokenize / Worker.Detokenize for /tokenize, /detokenize and gRPC Inference's Tokenize / Detokenize: the
  * worker serving the model owns its tokenizer and chat template. An empty model is the base model; an unknown one
- * NOT_FOUND (model_not_found), ids outside the vocabulary INVALID_ARGUMENT naming `tokens`.
+ * NOT_FOUND (model_not_found), ids outside the vocabulary INVALID_ARGUMENT naming `tokens`. The worker call ends with
+ * its client: `signal` (the client cancelled or disconnected) cancels it, and it carries the client's deadline when
+ * that is sooner than the gateway's own 15 s.
  */
-import { Metadata, status } from '@grpc/grpc-js';
+import { type CallOptions, type ClientUnaryCall, type Deadline, Metadata, status } from '@grpc/grpc-js';
 import type { common, worker } from '@inlaid/proto';
 import { fromWorkerError, InlaidError } from '../common/inlaid-error';
 import type { WorkersService } from '../workers/workers.service';
@@ -19,6 +21,21 @@ export function tokenizeError(err: unknown, model: string): InlaidError {
   return error;
 }
 
+/** What ends a worker call early: the client going away (`signal`), and the client's own deadline. */
+export interface CallLimits {
+  readonly signal?: AbortSignal;
+  readonly deadline?: Deadline;
+}
+
+/** The error of a call whose client left before it was sent. */
+const clientLeft = (): InlaidError => new InlaidError(status.CANCELLED, 'the client went away before the worker was asked');
+
+/** The sooner of the gateway's call timeout and the client's deadline (grpc-js: a Date, ms since the epoch, or Infinity). */
+function deadlineOf(client: Deadline | undefined): number {
+  const own = Date.now() + CALL_TIMEOUT_MS;
+  return client === undefined ? own : Math.min(own, client instanceof Date ? client.getTime() : client);
+}
+
 export class TokenizerCalls {
   constructor(private readonly workers: WorkersService) {}
 
@@ -30,19 +47,30 @@ export class TokenizerCalls {
     return base.id;
   }
 
-  tokenize(req: worker.TokenizeRequest): Promise<common.TokenizeResponse> {
+  tokenize(req: worker.TokenizeRequest, limits: CallLimits = {}): Promise<common.TokenizeResponse> {
     const r = { ...req, model: this.modelOrBase(req.model) };
-    return this.call<common.TokenizeResponse>(r.model, (rpc, cb) => rpc.tokenize(r, new Metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS }, cb));
+    return this.call<common.TokenizeResponse>(r.model, limits, (rpc, options, cb) => rpc.tokenize(r, new Metadata(), options, cb));
   }
 
-  detokenize(req: common.DetokenizeRequest): Promise<common.DetokenizeResponse> {
+  detokenize(req: common.DetokenizeRequest, limits: CallLimits = {}): Promise<common.DetokenizeResponse> {
     const r = { ...req, model: this.modelOrBase(req.model) };
-    return this.call<common.DetokenizeResponse>(r.model, (rpc, cb) => rpc.detokenize(r, new Metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS }, cb));
+    return this.call<common.DetokenizeResponse>(r.model, limits, (rpc, options, cb) => rpc.detokenize(r, new Metadata(), options, cb));
   }
 
-  private call<Res>(model: string, send: (rpc: worker.WorkerClient, cb: (err: unknown, res: Res) => void) => void): Promise<Res> {
-    return new Promise<Res>((resolve, reject) => send(this.workers.pick(model).rpc, (err, res) => (err ? reject(err) : resolve(res)))).catch(
-      (err: unknown) => Promise.reject(tokenizeError(err, model)),
-    );
+  private call<Res>(
+    model: string,
+    { signal, deadline }: CallLimits,
+    send: (rpc: worker.WorkerClient, options: Partial<CallOptions>, cb: (err: unknown, res: Res) => void) => ClientUnaryCall,
+  ): Promise<Res> {
+    if (signal?.aborted) return Promise.reject(clientLeft());
+    return new Promise<Res>((resolve, reject) => {
+      const cancel = (): void => call.cancel(); // the callback then gets CANCELLED
+      const call = send(this.workers.pick(model).rpc, { deadline: deadlineOf(deadline) }, (err, res) => {
+        signal?.removeEventListener('abort', cancel);
+        if (err) reject(err);
+        else resolve(res);
+      });
+      signal?.addEventListener('abort', cancel, { once: true });
+    }).catch((err: unknown) => Promise.reject(tokenizeError(err, model)));
   }
 }

@@ -3,33 +3,11 @@ import { LENGTH_PREDICTORS, parseSchedulingConfig, SCHEDULING_POLICIES } from '@
 import { common, worker } from '@inlaid/proto';
 import { POLICY_NAMES, PREDICTOR_NAMES, resolveConfig, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
 import { InlaidError } from '../common/inlaid-error';
-import { AsyncQueue } from '../workers/async-queue';
 import { Dispatcher, MAX_QUEUED_DELTAS } from './dispatcher';
 import { PreparedRequest } from './resume';
 import { schedulerOptions } from './scheduler-options';
-import { Ticket, TicketEvent, WorkerLink } from './ticket';
-
-class FakeLink implements WorkerLink {
-  readonly admits: worker.Admit[] = [];
-  readonly aborts: string[] = [];
-  readonly queues = new Map<string, AsyncQueue<worker.TokenDelta>>();
-  constructor(readonly addr: string) {}
-  admit(a: worker.Admit): AsyncQueue<worker.TokenDelta> {
-    const q = new AsyncQueue<worker.TokenDelta>();
-    this.admits.push(a);
-    this.queues.set(a.requestId, q);
-    return q;
-  }
-  abort(id: string): void {
-    this.aborts.push(id);
-    this.queues.get(id)?.end();
-  }
-  /** Emits a delta with `ids` for a run (the stream ends with `finish` if given). */
-  emit(runId: string, ids: number[], completion: number, finish = common.FinishReason.FINISH_REASON_UNSPECIFIED): void {
-    this.queues.get(runId)?.push({ requestId: runId, text: ids.map(String).join(' '), tokenIds: ids, finishReason: finish, promptTokens: 0, completionTokens: completion, cachedTokens: 0 });
-    if (finish !== common.FinishReason.FINISH_REASON_UNSPECIFIED) this.queues.get(runId)?.end();
-  }
-}
+import { FakeLink } from '../testing/fake-link';
+import { Ticket, TicketEvent } from './ticket';
 
 const capacity = (id: string, kvBlocksTotal = 100, maxBatchRows = 8) => ({ id, kvBlocksTotal, blockSize: 4, maxBatchRows, maxPrefillTokens: 4096 });
 const req = (id: string, prompt = 8, maxTokens = 16): PreparedRequest => ({
