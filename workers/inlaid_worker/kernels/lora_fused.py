@@ -13,6 +13,7 @@ PDL (kernels.pdl, inside decode graphs): the row metadata and the first A / B ti
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -178,6 +179,38 @@ def _pad3(items: list) -> list:  # type: ignore[type-arg]
     return items + [items[0]] * (3 - len(items))
 
 
+@dataclass(frozen=True)
+class SegmentArgs:
+    """The segments' kernel operands padded to 3 segments, in the order the shrink / expand kernels here and in
+    kernels.lora_grouped take them."""
+
+    r_max: list[int]  # each segment's pool rank width (its v columns)
+    v_offs: tuple[int, int]  # v's first column of segments 1 and 2
+    a: tuple[torch.Tensor, ...]  # A pools then rank tables (a0, a1, a2, r0, r1, r2)
+    a_strides: tuple[int, ...]  # (slot, rank) strides of each A pool
+    b: tuple[torch.Tensor, ...]  # B pools, rank tables, scalings
+    b_strides: tuple[int, ...]  # (slot, rank) strides of each B pool
+
+
+def segment_args(pools: Sequence[LoraPool]) -> SegmentArgs:
+    """The segments' operands for the kernels (lora_apply_fused's and lora_grouped's): see SegmentArgs."""
+    r_max = [p.a.shape[1] for p in pools]
+    p3 = _pad3(list(pools))
+    ranks = tuple(p.ranks for p in p3)
+    return SegmentArgs(r_max, (r_max[0], r_max[0] + (r_max[1] if len(r_max) > 1 else 0)),
+                       (*(p.a for p in p3), *ranks), tuple(d for p in p3 for d in p.a.stride()[:2]),
+                       (*(p.b for p in p3), *ranks, *(p.scalings for p in p3)),
+                       tuple(d for p in p3 for d in p.b.stride()[:2]))  # fmt: skip
+
+
+def expand_tiles(widths: Sequence[int], cols: Sequence[int], block_n: int) -> tuple[tuple[int, ...], list[int], int]:
+    """The expand's (N0, N1, N2, T0, T1): widths padded to 3 and the N tiles of segments 0 and 1 (T1 0 for one
+    segment); the columns padded to 3; and the total N tile count."""
+    tiles = [triton.cdiv(w, block_n) for w in widths]
+    w3 = _pad3(list(widths))
+    return (*w3, tiles[0], tiles[1] if len(tiles) > 1 else 0), _pad3(list(cols)), sum(tiles)
+
+
 def check_segments(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool], cols: Sequence[int],
                    batch: LoraBatch, caller: str = "lora_apply_fused") -> list[int]:  # fmt: skip
     """The segments' output widths, after checking shapes, strides and that their column ranges do not overlap.
@@ -205,35 +238,25 @@ def lora_apply_fused(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPool]
     nb = batch.blk_len.numel()
     if nb == 0:
         return y
-    r_max = [p.a.shape[1] for p in pools]
-    offs = [0, r_max[0], r_max[0] + (r_max[1] if len(r_max) > 1 else 0)]
+    s = segment_args(pools)
     block_r = 16 if batch.max_rank <= 16 or batch.block_m > 1 else 32
     block_k = 128 if batch.block_m == 1 else 64
-    rb = triton.cdiv(max(max(r_max), 1), block_r)
+    rb = triton.cdiv(max(max(s.r_max), 1), block_r)
     k_tiles = triton.cdiv(k, block_k)
     # decode rows are latency-bound chains of K tiles: split K until ~2048 programs run (partials meet by atomics)
     split = max(1, min(k_tiles, SPLIT_PROGRAMS // max(1, nb * rb * len(pools))))
     iters = triton.cdiv(k_tiles, split)
     split = triton.cdiv(k_tiles, iters)
-    v = (torch.zeros if split > 1 else torch.empty)(t, sum(r_max), dtype=torch.float32, device=x.device)
-    p3 = _pad3(list(pools))
+    v = (torch.zeros if split > 1 else torch.empty)(t, sum(s.r_max), dtype=torch.float32, device=x.device)
+    meta = (batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len)
     _shrink3_kernel[(nb, rb * len(pools), split)](
-        x, p3[0].a, p3[1].a, p3[2].a, p3[0].ranks, p3[1].ranks, p3[2].ranks, v,
-        batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len,
-        k, iters, rb, x.stride(0), p3[0].a.stride(0), p3[0].a.stride(1), p3[1].a.stride(0), p3[1].a.stride(1),
-        p3[2].a.stride(0), p3[2].a.stride(1), v.stride(0), offs[1], offs[2],
+        x, *s.a, v, *meta, k, iters, rb, x.stride(0), *s.a_strides, v.stride(0), *s.v_offs,
         BLOCK_M=batch.block_m, BLOCK_R=block_r, BLOCK_K=block_k, USE_ATOMIC=split > 1, num_warps=4, **launch_kw(),
     )  # fmt: skip
     block_n = 256 if batch.block_m == 1 else 128
-    tiles = [triton.cdiv(w, block_n) for w in widths]
-    n3, t3, c3 = _pad3(widths), _pad3(tiles), _pad3(list(cols))
-    _expand3_kernel[(nb, sum(tiles))](
-        v, p3[0].b, p3[1].b, p3[2].b, p3[0].ranks, p3[1].ranks, p3[2].ranks,
-        p3[0].scalings, p3[1].scalings, p3[2].scalings, y,
-        batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len,
-        n3[0], n3[1], n3[2], t3[0], t3[1] if len(pools) > 1 else 0, offs[1], offs[2], c3[0], c3[1], c3[2],
-        v.stride(0), p3[0].b.stride(0), p3[0].b.stride(1), p3[1].b.stride(0), p3[1].b.stride(1),
-        p3[2].b.stride(0), p3[2].b.stride(1), y.stride(0),
+    nt, c3, n_tiles = expand_tiles(widths, cols, block_n)
+    _expand3_kernel[(nb, n_tiles)](
+        v, *s.b, y, *meta, *nt, *s.v_offs, *c3, v.stride(0), *s.b_strides, y.stride(0),
         BLOCK_M=batch.block_m, BLOCK_R=16, BLOCK_N=block_n, num_warps=4, **launch_kw(),
     )  # fmt: skip
     return y

@@ -21,9 +21,9 @@ decomposition (2048 items, 256-wide N tiles, one resident wave) 1.078x at q/k/v/
 how many adapters its rows will share, but the host knows it per step: model.decode_graphs keeps a bucket's graph
 captured with these kernels next to its BGMV one and replays it where model.kernel_lora.pick_grouped says the rows
 share adapters enough (at least 24 LoRA rows, 4 per distinct adapter): 0.709x / 0.987x the BGMV step where it picks
-these, 1.000x where it does not (bench/results/decode-2026-12-01-s18-lora-auto.md). That rule ships off
-(kernel_lora.GROUPED False: the decode graphs run BGMV only) until its GPU tests are attributed: their one H200 run
-ended at its time limit with 2 failures it did not name; the numbers above stand.
+these, 1.000x where it does not (bench/results/decode-2026-12-01-s18-lora-auto.md). The rule ships on
+(kernel_lora.GROUPED AUTO) since session 19, whose H200 run of its GPU tests passed (bench/results/
+decode-2026-12-01-s19-lora.md: against the base step 1.36x for that rank-64 adapter, 1.15x for rank 16 q/k/v/o).
 Precision: the tiles multiply with tl.dot, which on CUDA runs fp32 operands in TF32 (Triton's default), where BGMV
 (block_m 1: tl.sum of fp32 products) is exact fp32; so fp32 on CUDA is refused (grouped_ok) and stays with BGMV.
 """
@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from .lora_batch import LoraBatch, LoraPool
-from .lora_fused import _expand_tile, _pad3, _shrink_tile, check_segments
+from .lora_fused import _expand_tile, _shrink_tile, check_segments, expand_tiles, segment_args
 from .pdl import gdc_start, gdc_wait, launch_kw
 
 GROUP_BM = 16  # rows per tile (the smallest tl.dot M)
@@ -164,28 +164,19 @@ def lora_apply_grouped(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPoo
         raise ValueError(f"grouped LoRA takes block_m 1, 1..{MAX_ROWS} blocks and (on CUDA) fp16 / bf16")
     t, k = x.shape
     nb_p = max(GROUP_BM, triton.next_power_of_2(nb))
-    r_max = [p.a.shape[1] for p in pools]
-    offs = [0, r_max[0], r_max[0] + (r_max[1] if len(r_max) > 1 else 0)]
-    block_r = min(64, max(16, triton.next_power_of_2(max(r_max))))
+    s = segment_args(pools)
+    block_r = min(64, max(16, triton.next_power_of_2(max(s.r_max))))
     sms = _sm_count(x.device.index or 0) if x.is_cuda else 2  # interpreted: 2 per-SM sets (programs walk items)
-    v = torch.zeros(t, sum(r_max), dtype=torch.float32, device=x.device)
-    p3 = _pad3(list(pools))
+    v = torch.zeros(t, sum(s.r_max), dtype=torch.float32, device=x.device)
     meta = (batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len)
     _gshrink_kernel[(sms * PROGRAMS_PER_SM[0],)](
-        x, p3[0].a, p3[1].a, p3[2].a, p3[0].ranks, p3[1].ranks, p3[2].ranks, v, *meta,
-        nb, k, triton.cdiv(k, SHRINK_BLOCK_K), SHRINK_ITEMS, len(pools), triton.cdiv(max(r_max), block_r),
-        x.stride(0), p3[0].a.stride(0), p3[0].a.stride(1), p3[1].a.stride(0), p3[1].a.stride(1),
-        p3[2].a.stride(0), p3[2].a.stride(1), v.stride(0), offs[1], offs[2],
+        x, *s.a, v, *meta, nb, k, triton.cdiv(k, SHRINK_BLOCK_K), SHRINK_ITEMS, len(pools),
+        triton.cdiv(max(s.r_max), block_r), x.stride(0), *s.a_strides, v.stride(0), *s.v_offs,
         NB_P=nb_p, BM=GROUP_BM, BLOCK_R=block_r, BLOCK_K=SHRINK_BLOCK_K, num_warps=4, **launch_kw(),
     )  # fmt: skip
-    tiles = [triton.cdiv(w, EXPAND_BLOCK_N) for w in widths]
-    n3, t3, c3 = _pad3(widths), _pad3(tiles), _pad3(list(cols))
+    nt, c3, n_tiles = expand_tiles(widths, cols, EXPAND_BLOCK_N)
     _gexpand_kernel[(sms * PROGRAMS_PER_SM[1],)](
-        v, p3[0].b, p3[1].b, p3[2].b, p3[0].ranks, p3[1].ranks, p3[2].ranks,
-        p3[0].scalings, p3[1].scalings, p3[2].scalings, y, *meta,
-        nb, n3[0], n3[1], n3[2], t3[0], t3[1] if len(pools) > 1 else 0, sum(tiles), offs[1], offs[2],
-        c3[0], c3[1], c3[2], v.stride(0), p3[0].b.stride(0), p3[0].b.stride(1), p3[1].b.stride(0),
-        p3[1].b.stride(1), p3[2].b.stride(0), p3[2].b.stride(1), y.stride(0),
+        v, *s.b, y, *meta, nb, *nt, n_tiles, *s.v_offs, *c3, v.stride(0), *s.b_strides, y.stride(0),
         NB_P=nb_p, BM=GROUP_BM, BLOCK_R=block_r, BLOCK_N=EXPAND_BLOCK_N, num_warps=4, **launch_kw(),
     )  # fmt: skip
     return y

@@ -54,9 +54,9 @@ captured with the grouped kernels or the BGMV one: both coexist (the choice is t
 captured on first need. A step without LoRA rows never asks (its key says False, as before). Measured (7B int4, batch
 32, H200, the rule against BGMV only alternating on one runner, 8 rounds; bench/results/
 decode-2026-12-01-s18-lora-auto.md): rank 64 all 7 linears, one adapter 0.7090x; rank 16 q/k/v/o, 8 adapters x 4 rows
-0.9866x (lower in 8/8 rounds each); 32 distinct adapters (the rule keeps BGMV) 1.0000x. Off by default
-(kernel_lora.GROUPED False: every LoRA graph is the BGMV one, as before) until the rule's GPU tests are attributed
-(their one H200 run ended at its time limit with 2 failures it did not name); GROUPED = AUTO turns it on.
+0.9866x (lower in 8/8 rounds each); 32 distinct adapters (the rule keeps BGMV) 1.0000x. On by default since
+session 19 (kernel_lora.GROUPED AUTO, its GPU tests passed on the H200); GROUPED = False makes every LoRA graph the
+BGMV one, as before.
 Steps the graphs cannot take (prefill, a batch over the largest bucket, a wider block table) return None.
 
 The step's input inside the graph (GRAPH_INPUT, env INLAID_GRAPH_INPUT; session 17, issue 4: the async decode loop

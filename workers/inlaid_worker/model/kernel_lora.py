@@ -10,11 +10,10 @@ decode-2026-12-01-s18-lora-all.md: one shared rank-64 all-linear adapter 0.709x 
 adapters 1.056-1.117x), which the host knows when it stages the step: model.decode_graphs asks `pick_grouped` per
 decode step and keeps a graph captured with each kind (the choice is part of the graph's key).
 
-GROUPED: False (the default) = never: the decode graphs are exactly the BGMV ones shipped before session 18;
-None (AUTO) = that per-step rule in the decode graphs, BGMV / SGMV everywhere else (eager steps, prefill graphs);
-True = the grouped kernels for every per-row batch (benchmarks, tests). Off by default until the rule's GPU tests are
-attributed: their one H200 run (session 18) ended at its time limit with 2 failures it did not name, and no device
-time was left to rerun them (the measured gains below stand). fp32 on CUDA always takes BGMV (lora_grouped.grouped_ok).
+GROUPED: None (AUTO, the default since session 19) = that per-step rule in the decode graphs, BGMV / SGMV everywhere
+else (eager steps, prefill graphs); False = never: the decode graphs are exactly the BGMV ones shipped before session
+18; True = the grouped kernels for every per-row batch (benchmarks, tests). fp32 on CUDA always takes BGMV
+(lora_grouped.grouped_ok).
 """
 
 from __future__ import annotations
@@ -34,9 +33,10 @@ AUTO = None
 # captures). The rule's A/B against BGMV only (7B int4, batch 32, H200, 8 rounds; bench/results/
 # decode-2026-12-01-s18-lora-auto.md): where it picks grouped 0.7090x (rank 64 all 7, one adapter) and 0.9866x (rank
 # 16 q/k/v/o, 8 adapters x 4 rows), lower in 8/8 rounds each; where it picks BGMV (32 distinct) 1.0000x (0.9988-1.0021
-# per round: the same kernels). Yet False (off) by default: the same call's GPU tests ended at their time limit with
-# 2 failures it did not name (one possibly test_lora_auto's bucket-32 replay); set AUTO once they pass on the H200.
-GROUPED: bool | None = False
+# per round: the same kernels). On (AUTO) since session 19: session 18's 2 unnamed GPU failures were two bit-equality
+# checks of test_lora_grouped that split-K atomics break on the GPU (now a tolerance there); the rule's GPU tests
+# then passed on the H200 (bench/results/decode-2026-12-01-s19-lora.md).
+GROUPED: bool | None = AUTO
 # The per-step rule (pick_grouped), from the batch-32 A/B of session 18's lora-all run: a linear fit of the LoRA part
 # of the step (grouped = fixed + per 16-row tile, BGMV = per row) puts the break-even near 13 tiles of 32 rows (rank 16,
 # q/k/v/o and all 7 linears alike), i.e. ~2.5 rows per adapter; 4 leaves a margin (8 adapters of 4 rows: 8 tiles,

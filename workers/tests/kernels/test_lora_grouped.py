@@ -5,10 +5,10 @@ per block, padding rows of slot 0 with no row), one adapter over 20 rows (two ti
 before and after an adapter's 17 rows (they must not count in a row's position within its adapter: else its second
 tile starts one row early and a row is added twice), three adapters over 40 rows with mixed ranks and distinct
 scalings, rank 64 (one 64-wide rank block), 1 to 3 segments, a split K walk, and a grid of few programs so each walks
-several work items; every PDL mode (USE_GDC 1-3) gives mode 0's output; and the sm_90 PTX (built offline) loads only
-the staged row metadata before griddepcontrol.wait. The cases run in fp32 on the CPU: the interpreter's tl.dot is an
-exact fp32 matmul there, but on bf16 operands it is meaningless on Triton 3.6 (off by ~1e10, reviewer R4), so bf16
-is for the GPU only.
+several work items; every PDL mode (USE_GDC 1-3) gives mode 0's output (on the GPU within 1e-2: split-K atomics add
+in a varying order); and the sm_90 PTX (built offline) loads only the staged row metadata before griddepcontrol.wait.
+The cases run in fp32 on the CPU: the interpreter's tl.dot is an exact fp32 matmul there, but on bf16 operands it is
+meaningless on Triton 3.6 (off by ~1e10, reviewer R4), so bf16 is for the GPU only.
 CUDA: the same cases at fp16 in-process.
 """
 
@@ -112,7 +112,13 @@ def test_grouped_matches_reference_and_bgmv(case_id: str, grouped_case: Any) -> 
     tol = 2e-2 if CUDA else 1e-3  # fp16 outputs of magnitude ~10 on CUDA; fp32 on the CPU
     assert res["err"] < tol and res["vs_bgmv"] < tol, res
     assert res["base_rows_same"], res
-    ph.assert_same_as_mode0(res)
+    if CUDA:  # the shrink's K partials meet by fp32 atomics, whose order varies from launch to launch on the GPU: with
+        # 3+ partials (K 384 / 640 here) y's last bit differs at times, in mode 0 against itself too (H200, session
+        # 19: up to 4.9e-4; at K 640 in 11 of 20 mode-0 repeats; |y| <= ~5, whose fp16 ulp is 3.9e-3); a read before
+        # its producer would be off by O(1)
+        assert res["finite"] and max(res["diff1"], res["diff2"], res["diff3"]) < 1e-2, res
+    else:  # the interpreter runs the programs in order: exactly mode 0's
+        ph.assert_same_as_mode0(res)
 
 
 def test_grouped_ok_takes_per_row_batches_up_to_max_rows() -> None:

@@ -1,7 +1,7 @@
 """The decode graphs' per-step choice of LoRA kernels (model.kernel_lora.pick_grouped, session 18): the grouped
 kernels (kernels.lora_grouped) where the step's LoRA rows share adapters enough, else the BGMV ones.
 
-Shipped off (GROUPED False) until the GPU test below passes on the H200; the other tests set the setting they test.
+Shipped on (GROUPED AUTO) since session 19's H200 run of the GPU test below; the other tests set the setting they test.
 CPU: the rule at its boundaries under each GROUPED setting; DecodeGraphs with fake graphs: a shared-adapter step and
 a distinct-adapter step of one bucket replay different graphs (both kept, the grouped one captured on first need), a
 base-only step never takes grouped; under Triton's interpreter (a subprocess) a tiny model's decode-graph body with
@@ -45,13 +45,13 @@ def test_the_rule_at_its_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_shipped_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Off by default: the rule was lower in every round where it picks grouped at batch 32 (0.709x, 0.987x) and
-    unchanged where it picks BGMV (1.000x; bench/results/decode-2026-12-01-s18-lora-auto.md), but its one GPU test
-    run ended with 2 unattributed failures; AUTO stays available (and still picks grouped for a shared adapter)."""
-    assert kernel_lora.GROUPED is False
+    """The rule (AUTO) by default since session 19: it was lower in every round where it picks grouped at batch 32
+    (0.709x, 0.987x) and unchanged where it picks BGMV (1.000x; bench/results/decode-2026-12-01-s18-lora-auto.md), and
+    its GPU tests passed on the H200 (decode-2026-12-01-s19-lora.md); False (off) stays available."""
+    assert kernel_lora.GROUPED is AUTO
+    assert pick_grouped([0] * 32, 32) and not pick_grouped(list(range(32)), 32)
+    monkeypatch.setattr(kernel_lora, "GROUPED", False)
     assert not pick_grouped([0] * 32, 32)
-    monkeypatch.setattr(kernel_lora, "GROUPED", AUTO)
-    assert pick_grouped([0] * 32, 32)
 
 
 class _Pools:
@@ -114,10 +114,12 @@ def test_the_step_mix_picks_the_graph(fake_graphs: tuple[DecodeGraphs, list[str]
     assert log[-1] == "replay" and len(g._graphs) == 4
 
 
-def test_the_default_keeps_the_bgmv_graphs(fake_graphs: tuple[DecodeGraphs, list[str]]) -> None:
-    """Under the shipped setting a shared-adapter step (which AUTO sends to grouped) replays the BGMV graph, as the
+def test_off_keeps_the_bgmv_graphs(fake_graphs: tuple[DecodeGraphs, list[str]],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Off (GROUPED False) a shared-adapter step (which AUTO sends to grouped) replays the BGMV graph, as the
     distinct-adapter step does: one LoRA graph per bucket, as before session 18."""
     g, log = fake_graphs
+    monkeypatch.setattr(kernel_lora, "GROUPED", False)
     w = object()
     for ids in ([0] * 30, [i % 16 for i in range(30)], [0] * 30):
         g.run(w, _decode(ids), host=False)
