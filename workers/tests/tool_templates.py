@@ -37,20 +37,17 @@ Return each call as <tool_call>{"name": <function-name>, "arguments": <args-json
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
-LLAMA31_TEMPLATE = """
-{%- if tools %}<|start_header_id|>system<|end_header_id|>
 
-Environment: ipython
-Respond with a JSON for a function call as {"name": function name, "parameters": dictionary of argument name and its value}.
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}<|eot_id|>
-{%- endif %}
-{%- for m in messages %}
-{%- if m.role == 'assistant' and m.tool_calls %}
-{%- if m.tool_calls | length != 1 %}{{ raise_exception("This model only supports single tool-calls at once!") }}{% endif %}
-<|start_header_id|>assistant<|end_header_id|>
-
-{"name": "{{ m.tool_calls[0].function.name }}", "parameters": {{ m.tool_calls[0].function.arguments | tojson }}}<|eot_id|>
+def _llama_style(instruction: str, past_call: str) -> str:
+    """A Llama-3-style template with tools (an ipython system header with `instruction` and the tools, tool results
+    as ipython turns); `past_call`: how an assistant turn with tool calls renders, after its header."""
+    return (
+        "\n{%- if tools %}<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n"
+        + instruction
+        + "\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|eot_id|>\n{%- endif %}\n{%- for m in messages %}\n"
+        + "{%- if m.role == 'assistant' and m.tool_calls %}"
+        + past_call
+        + """<|eot_id|>
 {%- elif m.role == 'tool' %}<|start_header_id|>ipython<|end_header_id|>
 
 {{ m.content }}<|eot_id|>
@@ -62,6 +59,18 @@ Respond with a JSON for a function call as {"name": function name, "parameters":
 {%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>
 
 {% endif %}"""
+    )
+
+
+LLAMA31_TEMPLATE = _llama_style(
+    'Respond with a JSON for a function call as {"name": function name, "parameters": dictionary of argument name and'
+    " its value}.",
+    """
+{%- if m.tool_calls | length != 1 %}{{ raise_exception("This model only supports single tool-calls at once!") }}{% endif %}
+<|start_header_id|>assistant<|end_header_id|>
+
+{"name": "{{ m.tool_calls[0].function.name }}", "parameters": {{ m.tool_calls[0].function.arguments | tojson }}}""",
+)
 
 MISTRAL_TEMPLATE = (
     "{% for m in messages %}{% if m.role == 'user' %}{% if loop.last and tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}"
@@ -83,30 +92,13 @@ MISTRAL_V11_TEMPLATE = (
 # Pythonic calls (vLLM's Llama 3.2 / 4 pythonic templates): a past call as [name(key=value, ...)], values as JSON
 # (Python literals for strings and numbers); Llama 3.2's pythonic template writes them with "%s" instead
 # (PYTHONIC_PLAIN_TEMPLATE: [name(key=Paris)]).
-PYTHONIC_TEMPLATE = """
-{%- if tools %}<|start_header_id|>system<|end_header_id|>
-
-Environment: ipython
-To call functions, respond with a python list of the calls: [func_name1(param=value), func_name2()]
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}<|eot_id|>
-{%- endif %}
-{%- for m in messages %}
-{%- if m.role == 'assistant' and m.tool_calls %}<|start_header_id|>assistant<|end_header_id|>
+PYTHONIC_TEMPLATE = _llama_style(
+    "To call functions, respond with a python list of the calls: [func_name1(param=value), func_name2()]",
+    """<|start_header_id|>assistant<|end_header_id|>
 
 [{% for tc in m.tool_calls %}{{ tc.function.name }}({% for k, v in tc.function.arguments.items() %}{{ k }}={{ v | tojson }}
-{%- if not loop.last %}, {% endif %}{% endfor %}){% if not loop.last %}, {% endif %}{% endfor %}]<|eot_id|>
-{%- elif m.role == 'tool' %}<|start_header_id|>ipython<|end_header_id|>
-
-{{ m.content }}<|eot_id|>
-{%- else %}<|start_header_id|>{{ m.role }}<|end_header_id|>
-
-{{ m.content }}<|eot_id|>
-{%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>
-
-{% endif %}"""
+{%- if not loop.last %}, {% endif %}{% endfor %}){% if not loop.last %}, {% endif %}{% endfor %}]""",
+)
 PYTHONIC_PLAIN_TEMPLATE = PYTHONIC_TEMPLATE.replace("{{ v | tojson }}", '{{ "%s" | format(v) }}')
 
 # Mentions tools (a comment and a variable test) but renders nothing of them: no tool support.

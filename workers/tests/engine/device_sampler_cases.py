@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,6 +92,21 @@ def random_case(seed: int, rows: int, vocab: int) -> Case:
     histories = [random_history(rng, vocab) if p.has_penalties else None for p in params]
     banned = [random_ban(rng, vocab, logits[i]) for i in range(rows)]
     return Case(logits, params, histories, [p.seed or 0 for p in params], banned)
+
+
+def grammar_case(tmp_path: Path) -> tuple[Any, Case, Any]:
+    """(a tiny model's engine, 5 rows of 320 logits with seeded top-p sampling, logprobs, a presence penalty and a
+    history each, a choice grammar "yes" / "no" compiled by the engine's cache)."""
+    from engine_helpers import engine_for
+    from factories import make_tiny_llama
+    from inlaid_worker.engine.structured import StructuredOutput
+
+    engine = engine_for(make_tiny_llama(tmp_path / "m"), kv_cache_bytes=1 << 20)
+    compiled = engine.grammars.compile(StructuredOutput("choice", choices=("yes", "no")))
+    x = torch.randn(5, 320, generator=torch.Generator().manual_seed(2)) * 2
+    params = [SamplingParams(temperature=0.8, seed=s, logprobs=2, top_p=0.9, presence_penalty=0.3) for s in range(5)]
+    histories: list[TokenHistory | None] = [TokenHistory([4, 5], [6, 6])] * 5
+    return engine, Case(x, params, histories, list(range(5))), compiled
 
 
 def overflow_case() -> Case:

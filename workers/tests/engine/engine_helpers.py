@@ -11,6 +11,15 @@ from typing import Any
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
 from inlaid_worker.engine.factory import EngineOptions, create_engine
 
+# prompts of mixed kinds (long, multi-byte UTF-8, code, short, numbers) for tests that compare two engines' outputs
+MIXED_PROMPTS = [
+    "The capital of France is Paris. The capital of Italy is Rome. The capital of Japan is",
+    "Unicode: café, 日本語 🙂",
+    "def add(a, b):",
+    "Hello",
+    "Numbers: 1 2 3",
+]
+
 
 def engine_for(model_dir: Path, adapters: dict[str, Path] | None = None, **options: int) -> LLMEngine:
     from inlaid_worker.engine.factory import add_adapter_dir

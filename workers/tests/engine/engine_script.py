@@ -3,6 +3,7 @@ outputs (the engine tests that compare whole streams between engine variants).""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
@@ -10,6 +11,15 @@ from inlaid_worker.engine.factory import EngineOptions, create_engine
 from inlaid_worker.engine.sampling_params import SamplingParams
 
 Script = dict[int, list[tuple[str, list[int], SamplingParams]]]  # call -> the requests added before it
+
+
+def scripted(params: Sequence[SamplingParams], lengths: Sequence[int], calls: Sequence[int],
+             prompt: Callable[[int, int], list[int]]) -> Script:  # fmt: skip
+    """Request i ("r<i>", prompt(i, lengths[i]), params[i]) added before step() call calls[i]."""
+    script: Script = {}
+    for i, (n, p, at) in enumerate(zip(lengths, params, calls, strict=True)):
+        script.setdefault(at, []).append((f"r{i}", prompt(i, n), p))
+    return script
 
 
 def make_engine(model: Path, mode: str) -> LLMEngine:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
-from engine_helpers import engine_for
+from engine_helpers import MIXED_PROMPTS, engine_for
 from factories import make_tiny_llama
 from inlaid_worker.engine.async_step import TokenCopies, row_ok
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
@@ -21,13 +21,7 @@ from inlaid_worker.engine.sampling_params import SamplingParams
 from inlaid_worker.engine.sequence import FinishReason, Sequence
 from inlaid_worker.model.token_feed import make_feed
 
-PROMPTS = [
-    "The capital of France is Paris. The capital of Italy is Rome. The capital of Japan is",
-    "Unicode: café, 日本語 🙂",
-    "def add(a, b):",
-    "Hello",
-    "Numbers: 1 2 3",
-]
+PROMPTS = MIXED_PROMPTS
 
 
 @pytest.fixture(scope="module")

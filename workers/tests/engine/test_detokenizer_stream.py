@@ -129,22 +129,27 @@ def test_multibyte_and_special_tokens_stream_like_the_reference() -> None:
         assert "".join(got) == text and all("\ufffd" not in x for x in got)
 
 
+def _random_text(rng: random.Random, shortest: int, longest: int) -> str:
+    return "".join(rng.choice("ab日🙂 ") for _ in range(rng.randint(shortest, longest)))
+
+
+def _random_stops(rng: random.Random, longest: int) -> tuple[str, ...]:
+    """One to three stop strings of 1..longest characters."""
+    return tuple(_random_text(rng, 1, longest) for _ in range(rng.randint(1, 3)))
+
+
 def test_stop_prefix_len_equals_the_reference() -> None:
     rng = random.Random(7)
-    alphabet = "ab日🙂 "
     for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
-        stops = tuple("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3)))
+        text, stops = _random_text(rng, 0, 12), _random_stops(rng, 6)
         assert stop_prefix_len(text, stops) == reference_stop_prefix_len(text, stops), (text, stops)
     assert stop_prefix_len("xx ab", ("abc", "b")) == 2 and stop_prefix_len("aaa", ("aab",)) == 2
 
 
 def test_find_stop_equals_the_reference() -> None:
     rng = random.Random(8)
-    alphabet = "ab日🙂 "
     for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
-        stops = tuple("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 3)))
+        text, stops = _random_text(rng, 0, 14), _random_stops(rng, 4)
         start = rng.randint(0, len(text))
         assert find_stop(text, stops, start) == reference_find_stop(text, stops, start), (text, stops, start)
     assert find_stop("xxabyab", ("yab", "ab"), 3) == 4 and find_stop("abc", ("d",), 0) == -1

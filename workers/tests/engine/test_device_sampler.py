@@ -13,6 +13,7 @@ from device_sampler_cases import (
     Case,
     both,
     generators,
+    grammar_case,
     logprobs_close,
     near_a_rounding_edge,
     overflow_case,
@@ -154,16 +155,10 @@ def test_tied_logits_keep_the_same_nucleus_whatever_the_sort_order(device: str) 
 
 def test_grammar_rows_take_the_host_path_and_free_rows_stay_batched(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("xgrammar")
-    from engine_helpers import engine_for
-    from factories import make_tiny_llama
-    from inlaid_worker.engine.structured import GrammarState, StructuredOutput
+    from inlaid_worker.engine.structured import GrammarState
 
-    engine = engine_for(make_tiny_llama(tmp_path / "m"), kv_cache_bytes=1 << 20)
-    compiled = engine.grammars.compile(StructuredOutput("choice", choices=("yes", "no")))
-    x = torch.randn(5, 320, generator=torch.Generator().manual_seed(2)) * 2
-    params = [SamplingParams(temperature=0.8, seed=s, logprobs=2, top_p=0.9, presence_penalty=0.3) for s in range(5)]
-    histories = [TokenHistory([4, 5], [6, 6])] * 5
-    case = Case(x, params, histories, list(range(5)))  # type: ignore[arg-type]
+    _engine, case, compiled = grammar_case(tmp_path)
+    x, params, histories = case.logits, case.params, case.histories
 
     def grammars() -> list[GrammarState | None]:
         return [None, GrammarState(compiled), None, GrammarState(compiled), None]

@@ -16,7 +16,7 @@ import engine_reference as ref
 import inlaid_worker.engine.engine as eng
 import pytest
 from detokenizer_reference import ReferenceDetokenizer
-from engine_helpers import engine_for
+from engine_helpers import MIXED_PROMPTS, engine_for
 from factories import make_tiny_llama
 from inlaid_worker.engine.detokenizer import decode
 from inlaid_worker.engine.engine import LLMEngine, RequestOutput
@@ -25,13 +25,7 @@ from inlaid_worker.engine.sequence import FinishReason
 from inlaid_worker.engine.step_builder import build_step_input
 from test_step_builder import reference_build
 
-PROMPTS = [
-    "The capital of France is Paris. The capital of Italy is Rome. The capital of Japan is",
-    "Unicode: café, 日本語 🙂",
-    "def add(a, b):",
-    "Hello",
-    "Numbers: 1 2 3",
-]
+PROMPTS = MIXED_PROMPTS
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
-from engine_script import Script, make_engine, run
+from engine_script import Script, make_engine, run, scripted
 from factories import make_tiny_llama
 from inlaid_worker.engine import async_pipeline
 from inlaid_worker.engine import engine as engine_module
@@ -122,12 +122,7 @@ def workload(stop_token: int) -> Script:
         SamplingParams(temperature=0, logprobs=3, max_tokens=2, ignore_eos=True),  # short: the steps go async again
         SamplingParams(temperature=0.9, seed=10, min_tokens=5, logit_bias=((7, 3.0), (9, -50.0)), **base),
     ]
-    lengths = [6, 30, 9, 21, 4, 27]
-    calls = [0, 3, 0, 12, 1, 4]
-    script: Script = {}
-    for i, (n, p, at) in enumerate(zip(lengths, params, calls, strict=True)):
-        script.setdefault(at, []).append((f"r{i}", prompt(i, n), p))
-    return script
+    return scripted(params, [6, 30, 9, 21, 4, 27], [0, 3, 0, 12, 1, 4], prompt)  # (lengths, calls)
 
 
 def stop_token(model: Path) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 from async_compare import assert_same_stream
-from engine_script import Script, make_engine, run
+from engine_script import Script, make_engine, run, scripted
 from factories import make_tiny_llama
 from inlaid_worker.engine.engine import LLMEngine
 from inlaid_worker.engine.sampling_params import SamplingParams
@@ -70,12 +70,7 @@ def workload() -> Script:
         SamplingParams(temperature=0, prompt_logprobs=2, max_tokens=3, ignore_eos=True),
         SamplingParams(temperature=0.9, seed=5, min_tokens=4, top_k=15, **base),
     ]
-    lengths = [5, 23, 6, 9, 7, 19]
-    calls = [0, 2, 3, 5, 7, 8]
-    script: Script = {}
-    for i, (n, p, at) in enumerate(zip(lengths, params, calls, strict=True)):
-        script.setdefault(at, []).append((f"r{i}", prompt(i, n), p))
-    return script
+    return scripted(params, [5, 23, 6, 9, 7, 19], [0, 2, 3, 5, 7, 8], prompt)  # (lengths, calls)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "admit"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,14 +30,6 @@ SO = StructuredOutput("regex", "a*b")
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> LLMEngine:
     return engine_for(make_tiny_llama(tmp_path_factory.mktemp("close") / "model"), kv_cache_bytes=1 << 20)
-
-
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """Held compiles and replays wait on it; opened at teardown so no thread is left blocked."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 def threads_since(before: set[threading.Thread]) -> list[threading.Thread]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from device_sampler_cases import Case, PeakBytes, generators, mixed_batch, mixed_case, overflow_case
+from device_sampler_cases import Case, PeakBytes, generators, grammar_case, mixed_batch, mixed_case, overflow_case
 from inlaid_worker.engine import device_sampler
 from inlaid_worker.engine.device_sampler import launch_batch, rows_per_chunk, sample_batch, sampler_scratch_bytes
 from inlaid_worker.engine.sampler import SamplerOutput, make_generator, sample_rows
@@ -97,17 +97,10 @@ def test_launch_batch_reads_the_rows_in_place_with_the_copys_results(monkeypatch
 
 def test_grammar_rows_read_in_place(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("xgrammar")
-    from engine_helpers import engine_for
-    from factories import make_tiny_llama
-    from inlaid_worker.engine.sampler import TokenHistory
-    from inlaid_worker.engine.structured import GrammarState, StructuredOutput
+    from inlaid_worker.engine.structured import GrammarState
 
-    engine = engine_for(make_tiny_llama(tmp_path / "m"), kv_cache_bytes=1 << 20)
-    compiled = engine.grammars.compile(StructuredOutput("choice", choices=("yes", "no")))
-    x = torch.randn(5, 320, generator=torch.Generator().manual_seed(2)) * 2
-    params = [SamplingParams(temperature=0.8, seed=s, logprobs=2, top_p=0.9, presence_penalty=0.3) for s in range(5)]
-    histories: list[TokenHistory | None] = [TokenHistory([4, 5], [6, 6])] * 5
-    case = Case(x, params, histories, list(range(5)))
+    _engine, case, compiled = grammar_case(tmp_path)
+    params, histories = case.params, case.histories
     logits, at = spread(case, 9, shuffled=True)
     for sample in (sample_batch, sample_rows):
         runs = []

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from engine_helpers import drain, engine_for, text
 from factories import make_tiny_llama
+from grammar_helpers import held_compiles
 from inlaid_worker.config import load_config
 from inlaid_worker.engine.compile_pool import CompilePool, Timers
 from inlaid_worker.engine.engine import LLMEngine
@@ -38,37 +37,15 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> LLMEngine:
     return engine_for(make_tiny_llama(tmp_path_factory.mktemp("compile") / "model"), kv_cache_bytes=1 << 20)
 
 
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """Held compiles wait on it; opened at teardown so no thread is left blocked."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-def hold(cache: GrammarCache, gate: threading.Event, held: Callable[[StructuredOutput], bool]) -> list[str]:
-    """Makes the compiles of specs `held` accepts wait for `gate` (a compile that never ends while it is shut);
-    returns the log of specs whose compile started."""
-    real = cache._compile_now
-    started: list[str] = []
-
-    def compile_now(so: StructuredOutput) -> Any:
-        started.append(so.spec)
-        if held(so):
-            gate.wait()
-        return real(so)
-
-    cache._compile_now = compile_now  # type: ignore[method-assign]
-    return started
-
-
 def regex(pattern: str) -> StructuredOutput:
     return StructuredOutput("regex", pattern)
 
 
-def test_compiles_that_never_end_do_not_use_up_the_compile_threads(engine: LLMEngine, gate: threading.Event) -> None:
+def test_compiles_that_never_end_do_not_use_up_the_compile_threads(
+    engine: LLMEngine, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.3, threads=2, max_threads=4)
-    hold(cache, gate, lambda so: so.spec.startswith("hang"))
+    held_compiles(cache, monkeypatch, gate, "hang")
     for i in range(2):  # as many hung compiles as the pool had threads
         with pytest.raises(StructuredOutputError, match=r"response_format: the regex took longer than 0\.3 s"):
             cache.compile(regex(f"hang{i}"))
@@ -90,10 +67,10 @@ def test_compiles_that_never_end_do_not_use_up_the_compile_threads(engine: LLMEn
 
 
 def test_callers_of_a_slow_compile_share_it_and_give_up_at_the_timeout(
-    engine: LLMEngine, gate: threading.Event
+    engine: LLMEngine, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, timeout_s=0.4)
-    started = hold(cache, gate, lambda so: so.spec == "slow")
+    started = held_compiles(cache, monkeypatch, gate, "slow")  # (the only spec starting with "slow")
     first, second = cache.compile_async(regex("slow")), cache.compile_async(regex("slow"))
     assert cache.misses == 1 and cache.waiting(regex("slow")) == 2
     for fut in (first, second):
@@ -108,9 +85,11 @@ def test_callers_of_a_slow_compile_share_it_and_give_up_at_the_timeout(
     assert cache.compile_async(regex("slow")).done()  # a hit now
 
 
-def test_a_queued_compile_whose_callers_left_is_dropped(engine: LLMEngine, gate: threading.Event) -> None:
+def test_a_queued_compile_whose_callers_left_is_dropped(
+    engine: LLMEngine, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = GrammarCache(engine.tokenizer.hf, engine.eos_token_ids, threads=1, max_threads=1)
-    started = hold(cache, gate, lambda so: so.spec == "busy")
+    started = held_compiles(cache, monkeypatch, gate, "busy")  # (the only spec starting with "busy")
     busy = cache.compile_async(regex("busy"))
     assert until(lambda: started == ["busy"])
     queued = cache.compile_async(regex("queued"))  # waits behind "busy" on the one thread

@@ -61,6 +61,12 @@ def history_protos() -> list[common_pb2.ChatMessage]:
     ]
 
 
+def render_history(hf: Any, template: str) -> tuple[PromptTokenizer, str]:
+    """A PromptTokenizer on `template` and its text of history_protos() with WEATHER offered (special tokens kept)."""
+    tok = PromptTokenizer(with_template(hf, template))
+    return tok, tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("template", "expected"),
@@ -172,8 +178,7 @@ def test_chat_messages_carry_calls_as_objects_and_name_the_tool_result() -> None
 
 @pytest.mark.slow
 def test_hermes_template_renders_tools_and_history(smollm2_hf: Any) -> None:
-    tok = PromptTokenizer(with_template(smollm2_hf, HERMES_TEMPLATE))
-    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    text = render_history(smollm2_hf, HERMES_TEMPLATE)[1]
     assert f"<tools>{json.dumps(WEATHER)}</tools>" in text
     assert (
         '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
@@ -185,8 +190,7 @@ def test_hermes_template_renders_tools_and_history(smollm2_hf: Any) -> None:
 
 @pytest.mark.slow
 def test_llama_template_renders_parameters_and_ipython(smollm2_hf: Any) -> None:
-    tok = PromptTokenizer(with_template(smollm2_hf, LLAMA31_TEMPLATE))
-    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    tok, text = render_history(smollm2_hf, LLAMA31_TEMPLATE)
     assert '{"name": "get_weather", "parameters": {"city": "Paris"}}' in text
     assert "<|start_header_id|>ipython<|end_header_id|>\n\n18C<|eot_id|>" in text
     two = history_protos()[:2]
@@ -207,8 +211,7 @@ def test_template_without_tool_support_refuses_tool_fields(smollm2_hf: Any) -> N
 
 @pytest.mark.slow
 def test_mistral_template_renders_the_call_list(smollm2_hf: Any) -> None:
-    tok = PromptTokenizer(with_template(smollm2_hf, MISTRAL_TEMPLATE))
-    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    text = render_history(smollm2_hf, MISTRAL_TEMPLATE)[1]
     assert text == (
         '[INST]Weather in Paris?[/INST][TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]</s>'
         "[TOOL_RESULTS]18C[/TOOL_RESULTS]"
@@ -217,8 +220,7 @@ def test_mistral_template_renders_the_call_list(smollm2_hf: Any) -> None:
 
 @pytest.mark.slow
 def test_newer_mistral_template_renders_each_call_after_its_markers(smollm2_hf: Any) -> None:
-    tok = PromptTokenizer(with_template(smollm2_hf, MISTRAL_V11_TEMPLATE))
-    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    text = render_history(smollm2_hf, MISTRAL_V11_TEMPLATE)[1]
     assert text == (
         '[INST]Weather in Paris?[/INST][TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}</s>[TOOL_RESULTS]18C[/TOOL_RESULTS]'
     )
@@ -226,8 +228,7 @@ def test_newer_mistral_template_renders_each_call_after_its_markers(smollm2_hf: 
 
 @pytest.mark.slow
 def test_pythonic_template_renders_the_call_list(smollm2_hf: Any) -> None:
-    tok = PromptTokenizer(with_template(smollm2_hf, PYTHONIC_TEMPLATE))
-    text = tok.hf.decode(tok.encode_chat(chat_messages(history_protos()), [WEATHER]), skip_special_tokens=False)
+    text = render_history(smollm2_hf, PYTHONIC_TEMPLATE)[1]
     assert "respond with a python list of the calls" in text
     assert '<|start_header_id|>assistant<|end_header_id|>\n\n[get_weather(city="Paris")]<|eot_id|>' in text
     assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")

@@ -4,13 +4,10 @@ against their torch references; run in-process on CUDA, or as a script under TRI
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import zlib
 from typing import Any
 
 import torch
+from hgemv_variants import main, seeded_cases
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 FUSED_CASES: dict[str, dict[str, Any]] = {
@@ -224,25 +221,10 @@ def run_lora3(p: dict[str, Any], dev: str) -> dict[str, Any]:
     return dict(err=_rel(out, ref), base_unchanged=bool(torch.equal(out[base], y[base])))
 
 
-def run_case(case_id: str, device: str) -> dict[str, Any]:
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    p = FUSED_CASES[case_id]
-    try:
-        runners = dict(decode=run_decode, fdecode=run_fdecode, rdecode=run_rdecode, norm=run_norm, rope=run_rope,
-                       silu=run_silu, lora3=run_lora3)  # fmt: skip
-        return runners[p["kind"]](p, device)
-    except Exception as exc:  # reported per case by the test that owns it
-        return dict(error=repr(exc))
-
-
-def main() -> None:
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        from cases import _patch_interpreter_for_numpy
-
-        _patch_interpreter_for_numpy()
-    torch.set_num_threads(1)
-    print(json.dumps({case_id: run_case(case_id, "cpu") for case_id in sys.argv[1:] or FUSED_CASES}))
+RUNNERS = dict(decode=run_decode, fdecode=run_fdecode, rdecode=run_rdecode, norm=run_norm, rope=run_rope,
+               silu=run_silu, lora3=run_lora3)  # fmt: skip
+run_case = seeded_cases(FUSED_CASES, lambda p, device: RUNNERS[p["kind"]](p, device))
 
 
 if __name__ == "__main__":
-    main()
+    main(list(FUSED_CASES), run_case)

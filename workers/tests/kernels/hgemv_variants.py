@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,37 @@ def check_result(res: dict[str, Any], m: int, n: int) -> None:
     assert res["repeat_diff"] < 1e-3, "split-K workspace was not left clean"
     # the same products in the same order per element: only the split-K atomics' order may differ (CUDA)
     assert res["v4_diff"] < (1e-3 if torch.cuda.is_available() else 1e-6), res
+
+
+def seeded_cases(cases: dict[str, Any], run: Callable[[Any, str], dict[str, Any]]) -> RunCase:
+    """run_case(case_id, device) for a case table: run(cases[case_id], device) seeded by the case id; an exception is
+    the case's result (dict(error=repr)), reported per case by the test that owns it."""
+
+    def run_case(case_id: str, device: str) -> dict[str, Any]:
+        torch.manual_seed(zlib.crc32(case_id.encode()))
+        try:
+            return run(cases[case_id], device)
+        except Exception as exc:  # reported per case by the test that owns it
+            return dict(error=repr(exc))
+
+    return run_case
+
+
+def check_sums_region(res: dict[str, Any], region: str) -> None:
+    """A "+g" / "+q" kernel case (consumer_finish's fp32 sums regions) ran; its `region` sums had a region of their
+    own, were written, and the region, the split-K workspace and the counters were zero afterwards."""
+    assert "error" not in res, res.get("error")
+    assert not res["shared"], f"the {region} sums share the o / down / gate-up workspace"
+    assert res["was_set"], res
+    assert res["dirty"] == 0, f"{region} sums, split-K workspace or counters not left at zero"
+
+
+def with_gpu_cases(cases: Iterable[str], gpu_cases: Iterable[str]) -> list[Any]:
+    """Parameters for the case ids: `cases` everywhere, `gpu_cases` (7B shapes) skipped without CUDA."""
+    import pytest
+
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="7B shapes: CUDA only")
+    return [*cases, *(pytest.param(c, marks=skip) for c in gpu_cases)]
 
 
 def case_runner(script: str, run_case: RunCase, label: str, timeout: int) -> Callable[[str], dict[str, Any]]:

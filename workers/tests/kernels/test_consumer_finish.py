@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from hgemv_variants import case_runner, main, make_case
+from hgemv_variants import case_runner, main, make_case, with_gpu_cases
 
 # (K, N, M, act-order, sym, kind, block_m, split_k)
 CASES: dict[str, tuple] = {
@@ -190,8 +190,7 @@ def cfin_case() -> Any:
     return case_runner(__file__, run_case, "consumer finish", 600)
 
 
-@pytest.mark.parametrize("case_id", [*CASES, *(pytest.param(c, marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="7B shapes: CUDA only")) for c in GPU_CASES)])  # fmt: skip
+@pytest.mark.parametrize("case_id", with_gpu_cases(CASES, GPU_CASES))
 def test_norm_finishes_the_split_k_sum(case_id: str, cfin_case: Any) -> None:
     k, n, m, *_ = ALL_CASES[case_id]
     res = cfin_case(case_id)

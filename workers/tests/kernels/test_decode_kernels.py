@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 from fused_cases import FUSED_CASES
 from inlaid_worker.kernels.pdl import gdc_enter
+from pdl_decode_order import new_token_errors
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE.parents[1]
@@ -183,48 +184,12 @@ def test_split_prefetch_reads_the_new_token_after_the_pdl_wait(impl: str) -> Non
     (a one-program spin kernel, then rope_cache writing the new K/V, then the attention), the new slots are
     clobbered before the replay: the shipped kernel must match the reference; the control (PREFETCH 2, which also
     loads the new token early) must not, which shows the attention really started before rope_cache wrote."""
-    from inlaid_worker.kernels import pdl
-    from inlaid_worker.kernels.paged_decode import paged_decode, paged_decode_reference
-    from inlaid_worker.kernels.rope_cache import rope_and_cache
-    from inlaid_worker.model.rope import cos_sin
-
-    torch.manual_seed(0)
-    dev, h, d, bs = "cuda", 8, 128, 16
-    lens = torch.tensor([5, 16, 17, 100, 0, 33], dtype=torch.int32, device=dev)
-    k_cache = torch.randn(48, bs, h, d, device=dev).half()
-    v_cache = torch.randn(48, bs, h, d, device=dev).half()
-    tables = torch.randperm(48, device=dev)[:42].reshape(6, 7).to(torch.int32)
-    last = (lens - 1).clamp_min(0).long()
-    slots = (tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs).to(torch.int32)
-    slots[4] = -1
-    qkv = torch.randn(6, 3 * h * d, device=dev).half()
-    cos, sin = cos_sin(1.0 / (10000 ** (torch.arange(0, d, 2, device=dev) / d)), last, torch.float16)
-    x = torch.zeros(1, device=dev)
-    errs = {}
+    options = {}
     for prefetch, merge in ((1, 1), (1, 2), (2, 1)) if impl == "split" else ((1, 1), (2, 1)):
         opts = dict(prefetch=prefetch, merge=merge) if impl == "split" else dict(tiles_prefetch=prefetch, tune=False)
         if impl == "tiles-skip":
             opts.update(skip_empty=1, tiles_block_n=16)  # 4 partitions of 16-token chunks: some empty
-
-        def fn() -> tuple[torch.Tensor, torch.Tensor]:
-            _spin[(1,)](x, 20000, **pdl.launch_kw())
-            q = rope_and_cache(qkv, cos[:, 0], sin[:, 0], slots, k_cache, v_cache, h)
-            return q, paged_decode(q, k_cache, v_cache, tables, lens, d**-0.5, num_parts=4, impl=impl[:5],
-                                   **opts)  # noqa: B023  # fmt: skip
-
-        with pdl.scope(1) as mode:
-            assert mode == 1
-            fn()
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                q, out = fn()
-        live = slots[slots >= 0].long()
-        k_cache.view(-1, h, d)[live] = 30.0
-        v_cache.view(-1, h, d)[live] = 30.0
-        g.replay()
-        torch.cuda.synchronize()
-        ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, d**-0.5).float()
-        errs[(prefetch, merge)] = float((out.float() - ref).norm() / ref.norm())
+        options[(prefetch, merge)] = dict(impl=impl[:5], **opts)
+    errs = new_token_errors(_spin, options)
     assert errs[(1, 1)] < 2e-3 and errs.get((1, 2), 0.0) < 2e-3, errs
     assert errs[(2, 1)] > 0.05, f"control: the early load of the new token went unnoticed {errs}"

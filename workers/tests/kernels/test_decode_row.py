@@ -11,9 +11,10 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from decode_row_cases import ROW_CASES, run_case
+from decode_row_cases import ROW_CASES, check_launch_hygiene, run_case
 from hgemv_variants import case_runner
 from inlaid_worker.kernels.pdl import gdc_enter
+from pdl_decode_order import new_token_errors
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE.parents[1]
@@ -32,9 +33,7 @@ def test_row_decode_matches_reference(case_id: str, row_case: Callable[[str], di
     res = row_case(case_id)
     assert "error" not in res, res.get("error")
     assert res["err"] < (2e-3 if ROW_CASES[case_id]["dtype"] == "fp16" else 1e-5), res
-    assert res["pad_row_zero"], "a sequence with context 0 (graph padding) must get zeros"
-    assert res["counters_clean"], "the arrival counters must be left at 0 for the next launch (graph replays)"
-    assert res["rerun_same"], "a second launch over the same inputs must give the same output"
+    check_launch_hygiene(res)
 
 
 def test_row_is_the_default_only_where_measured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,46 +111,7 @@ def test_row_reads_the_new_token_after_the_pdl_wait() -> None:
     """In a PDL graph (a spin kernel, rope_cache writing the new K/V, then impl "row"), the new slots are clobbered
     before the replay: the shipped kernel (prefetch 1) must match the reference; the control (prefetch 2, which
     also loads the new token before the wait) must not, which shows the attention really started early."""
-    from inlaid_worker.kernels import pdl
-    from inlaid_worker.kernels.paged_decode import paged_decode, paged_decode_reference
-    from inlaid_worker.kernels.rope_cache import rope_and_cache
-    from inlaid_worker.model.rope import cos_sin
-
-    torch.manual_seed(0)
-    dev, h, d, bs = "cuda", 8, 128, 16
-    lens = torch.tensor([5, 16, 17, 100, 0, 33], dtype=torch.int32, device=dev)
-    k_cache = torch.randn(48, bs, h, d, device=dev).half()
-    v_cache = torch.randn(48, bs, h, d, device=dev).half()
-    tables = torch.randperm(48, device=dev)[:42].reshape(6, 7).to(torch.int32)
-    last = (lens - 1).clamp_min(0).long()
-    slots = (tables.long().gather(1, (last // bs)[:, None])[:, 0] * bs + last % bs).to(torch.int32)
-    slots[4] = -1
-    qkv = torch.randn(6, 3 * h * d, device=dev).half()
-    cos, sin = cos_sin(1.0 / (10000 ** (torch.arange(0, d, 2, device=dev) / d)), last, torch.float16)
-    x = torch.zeros(1, device=dev)
-    errs = {}
-    for prefetch in (1, 2):
-
-        def fn() -> tuple[torch.Tensor, torch.Tensor]:
-            _spin[(1,)](x, 20000, **pdl.launch_kw())
-            q = rope_and_cache(qkv, cos[:, 0], sin[:, 0], slots, k_cache, v_cache, h)
-            return q, paged_decode(q, k_cache, v_cache, tables, lens, d**-0.5, num_parts=4, impl="row",
-                                   prefetch=prefetch)  # noqa: B023  # fmt: skip
-
-        with pdl.scope(1) as mode:
-            assert mode == 1
-            fn()
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                q, out = fn()
-        live = slots[slots >= 0].long()
-        k_cache.view(-1, h, d)[live] = 30.0
-        v_cache.view(-1, h, d)[live] = 30.0
-        g.replay()
-        torch.cuda.synchronize()
-        ref = paged_decode_reference(q, k_cache, v_cache, tables, lens, d**-0.5).float()
-        errs[prefetch] = float((out.float() - ref).norm() / ref.norm())
+    errs = new_token_errors(_spin, {prefetch: dict(impl="row", prefetch=prefetch) for prefetch in (1, 2)})
     assert errs[1] < 2e-3, errs
     assert errs[2] > 0.05, f"control: the early load of the new token went unnoticed {errs}"
 

@@ -8,16 +8,15 @@ interpreter (this file run as a script prints one JSON line)."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from decode_row_cases import DTYPES
+from decode_row_cases import DTYPES, check_launch_hygiene
 from fused_cases import _nan_workspace, _rel
-from hgemv_variants import case_runner, main
+from hgemv_variants import case_runner, main, seeded_cases
 
 HERE = Path(__file__).resolve().parent
 # block_n 1 with rows of 9, 0, 1, 23 and 4 tokens: up to 23 busy partitions of 32 (the rest unwritten NaN rows)
@@ -75,12 +74,7 @@ def run_merge(p: dict[str, Any], dev: str) -> dict[str, Any]:
                 rerun_same=bool(torch.equal(new, outs[1][1])), counters_clean=cnt is None or bool((cnt == 0).all()))  # fmt: skip
 
 
-def run_case(case_id: str, device: str) -> dict[str, Any]:
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    try:
-        return run_merge(MERGE_CASES[case_id], device)
-    except Exception as exc:  # reported per case by the test that owns it
-        return dict(error=repr(exc))
+run_case = seeded_cases(MERGE_CASES, run_merge)
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +92,7 @@ def test_row_merge_matches_reference(case_id: str, merge_case: Callable[[str], d
     # merge 0 and 1 differ only by fp32 reassociation: an ulp or two of the output dtype at these magnitudes (|out| <
     # 8: 16 ulps of 1.0 bound it; measured 0 to 1.2e-7)
     assert res["vs_old"] <= (1e-5 if p["dtype"] == "fp32" else 2 * torch.finfo(DTYPES[p["dtype"]]).eps * 8), res
-    assert res["pad_row_zero"], "a sequence with context 0 (graph padding) must get zeros"
-    assert res["counters_clean"], "the arrival counters must be left at 0 for the next launch (graph replays)"
-    assert res["rerun_same"], "a second launch over the same inputs must give the same output"
+    check_launch_hygiene(res)
 
 
 def test_merge_option_is_range_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,16 +13,15 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from decode_row_cases import DTYPES
+from decode_row_cases import DTYPES, check_launch_hygiene
 from fused_cases import _nan_workspace, _rel
-from hgemv_variants import case_runner, main
+from hgemv_variants import case_runner, main, seeded_cases
 from inlaid_worker.model.llama_fast import attention_fusion
 
 HERE = Path(__file__).resolve().parent
@@ -106,12 +105,7 @@ def run_rope(p: dict[str, Any], dev: str) -> dict[str, Any]:
                 counters_clean=cnt is None or bool((cnt == 0).all()))  # fmt: skip
 
 
-def run_case(case_id: str, device: str) -> dict[str, Any]:
-    torch.manual_seed(zlib.crc32(case_id.encode()))
-    try:
-        return run_rope(ROPE_CASES[case_id], device)
-    except Exception as exc:  # reported per case by the test that owns it
-        return dict(error=repr(exc))
+run_case = seeded_cases(ROPE_CASES, run_rope)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +121,7 @@ def test_row_rope_matches_reference(case_id: str, rope_case: Callable[[str], dic
     assert res["err"] < tol and res["err_two"] < tol, res
     assert res["cache_close"] and res["v_same"], ("rope(k) must land at each row's slot as rope_cache writes it "
                                                   "(to rounding), v exactly", res)  # fmt: skip
-    assert res["pad_row_zero"], "a sequence with context 0 (graph padding) must get zeros"
-    assert res["counters_clean"], "the arrival counters must be left at 0 for the next launch (graph replays)"
-    assert res["rerun_same"], "a second launch over the same inputs must give the same output"
+    check_launch_hygiene(res)
 
 
 def test_row_rope_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,6 +224,7 @@ def test_row_rope_under_pdl() -> None:
     clobbered before each replay; the output must match the reference and the slots must hold rope(k), v again."""
     from inlaid_worker.kernels import pdl
     from inlaid_worker.kernels.decode_row import row_rope_decode, row_rope_reference
+    from pdl_decode_order import capture_under_pdl
     from test_decode_row import _spin
 
     torch.manual_seed(0)
@@ -246,13 +239,7 @@ def test_row_rope_under_pdl() -> None:
         _spin[(1,)](spin, 20000, **pdl.launch_kw())
         return row_rope_decode(*args, x["k_cache"], x["v_cache"], x["tables"], x["lens"], d**-0.5, h, num_parts=4)
 
-    with pdl.scope(1) as mode:
-        assert mode == 1
-        fn()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            out = fn()
+    g, out = capture_under_pdl(fn)
     clobber_new_slots(x, 30.0)
     g.replay()
     torch.cuda.synchronize()

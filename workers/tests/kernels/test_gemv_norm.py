@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from hgemv_variants import case_runner, main, make_case
+from hgemv_variants import case_runner, main, make_case, with_gpu_cases
 
 # (role, K, N, M, act-order, kind, block_m, split_k); role "prod" (residual epilogue), "cons" (normalised x),
 # "cons16" (normalised x with r in fp16: NORM_FAST), "swiglu" (normalised x, SwiGLU epilogue: N = 2 I)
@@ -148,8 +148,7 @@ def norm_case() -> Any:
     return case_runner(__file__, run_case, "GEMV norm fusion", 600)
 
 
-@pytest.mark.parametrize("case_id", [*CASES, *(pytest.param(c, marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="7B shapes: CUDA only")) for c in GPU_CASES)])  # fmt: skip
+@pytest.mark.parametrize("case_id", with_gpu_cases(CASES, GPU_CASES))
 def test_fused_norm_gemv_matches_unfused_and_reference(case_id: str, norm_case: Any) -> None:
     role, k, n, m, *_ = ALL_CASES[case_id]
     res = norm_case(case_id)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
+from autogptq_oracle import autogptq_pack
 from cases import QMM_CASES, make_gptq
 from inlaid_worker.kernels.gptq_packing import pack_bitstream, prepare_gptq_weight, to_k_major, unpack_bitstream
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
@@ -25,38 +27,10 @@ def test_quant_matmul_matches_reference(case_id: str, kernel_case: Callable[[str
     assert res["repeat_diff"] < 1e-3, "split-K workspace was not left clean"
 
 
-def _autogptq_pack_3bit(intweight: torch.Tensor) -> torch.Tensor:
-    """AutoGPTQ's own 3-bit packing loop (QuantLinear.pack), as an independent oracle for the layout."""
-    iw = intweight.to(torch.int64)
-    k, n = iw.shape
-    qweight = torch.zeros(k // 32 * 3, n, dtype=torch.int64)
-    i = row = 0
-    while row < qweight.shape[0]:
-        for j in range(i, i + 10):
-            qweight[row] |= iw[j] << (3 * (j - i))
-        i += 10
-        qweight[row] |= iw[i] << 30
-        row += 1
-        qweight[row] |= (iw[i] >> 2) & 1
-        i += 1
-        for j in range(i, i + 10):
-            qweight[row] |= iw[j] << (3 * (j - i) + 1)
-        i += 10
-        qweight[row] |= iw[i] << 31
-        row += 1
-        qweight[row] |= (iw[i] >> 1) & 0x3
-        i += 1
-        for j in range(i, i + 10):
-            qweight[row] |= iw[j] << (3 * (j - i) + 2)
-        i += 10
-        row += 1
-    qweight &= 0xFFFFFFFF
-    return torch.where(qweight >= 2**31, qweight - 2**32, qweight).to(torch.int32)
-
-
 def test_pack_3bit_matches_autogptq_layout() -> None:
     values = torch.randint(0, 8, (64, 5), dtype=torch.int32)
-    assert torch.equal(pack_bitstream(values, 3, dim=0), _autogptq_pack_3bit(values))
+    oracle = torch.from_numpy(autogptq_pack(values.numpy().astype(np.uint32), 3).view(np.int32))  # AutoGPTQ's loop
+    assert torch.equal(pack_bitstream(values, 3, dim=0), oracle)
 
 
 def test_pack_4bit_is_low_nibble_first() -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cases import ON_SM90, make_gptq
-from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
-from inlaid_worker.kernels.quant_matmul import dequantize_gptq
+from cases import ON_SM90
+from gptq_weight import gptq_weight
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig, candidate_configs
 from inlaid_worker.kernels.quant_tcg import operand_rows
 
@@ -94,13 +93,6 @@ def test_tcl_not_offered_where_it_cannot_run() -> None:
     assert not kinds(256, k=4096 + 64, group=64) & TCL
 
 
-def _weight(k: int, n: int, sym: bool, act: bool):
-    raw = make_gptq(k, n, 4, 128, sym=sym, act=act, zero_offset=1)
-    ref_w = dequantize_gptq(raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, 1).float()
-    w = prepare_gptq_weight(**{key: v.cuda() for key, v in raw.items()}, bits=4, group_size=128, sym=sym)
-    return w, ref_w.cuda()
-
-
 @pytest.mark.skipif(not ON_SM90, reason="Gluon wgmma kernel: CUDA sm_90 only (the CPU twin is quant_tc, kind tcf)")
 @pytest.mark.parametrize(
     ("kind", "bm", "stages", "m", "split", "sym", "act", "dtype"),
@@ -123,7 +115,7 @@ def test_tcl_matches_reference(kind: str, bm: int, stages: int, m: int, split: i
 
     torch.manual_seed(0)
     k, n = 640, 328  # 5 K tiles; N not a multiple of the 128-column tile
-    w, ref_w = _weight(k, n, sym, act)
+    w, ref_w = gptq_weight(k, n, sym, act, "cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     ref = x.float() @ ref_w
     y = torch.empty(m, n, device="cuda", dtype=dtype)

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from cases import ON_SM90, make_gptq
-from inlaid_worker.kernels.gptq_packing import GPTQWeight, prepare_gptq_weight
-from inlaid_worker.kernels.quant_matmul import dequantize_gptq
+from cases import ON_SM90
+from gptq_weight import gptq_weight as _weight
+from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.kernels.quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS, QMMConfig
 
 
@@ -50,13 +50,6 @@ def _launch_twice_and_check(launch: Callable[[torch.Tensor, GPTQWeight, torch.Te
         assert bool((ws == 0).all()) and bool((cnt == 0).all()), "read-and-clear workspace left clean"
     for _, cnt in quant_tcw._SLOT_WS.values():
         assert bool((cnt == 0).all()), "slot counters left zeroed"
-
-
-def _weight(k: int, n: int, sym: bool, act: bool, device: str = "cpu"):
-    raw = make_gptq(k, n, 4, 128, sym=sym, act=act, zero_offset=1)
-    ref_w = dequantize_gptq(raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, 1).float()
-    w = prepare_gptq_weight(**{key: v.to(device) for key, v in raw.items()}, bits=4, group_size=128, sym=sym)
-    return w, ref_w.to(device)
 
 
 def test_tcs_args_grid_split_and_workspace() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import ON_SM90, make_gptq
+from gptq_weight import gptq_weight
 from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig, candidate_configs
@@ -93,13 +94,6 @@ def test_dispatch_under_the_interpreter_matches_the_reference() -> None:
     ph.interpreted_dispatch_matches_reference(("tcv", "tcv2"), (8, 64, 128, 2, 4, 2), act=False)
 
 
-def _weight(k: int, n: int, sym: bool, act: bool):
-    raw = make_gptq(k, n, 4, 128, sym=sym, act=act, zero_offset=1)
-    ref_w = dequantize_gptq(raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, 1).float()
-    w = prepare_gptq_weight(**{key: v.cuda() for key, v in raw.items()}, bits=4, group_size=128, sym=sym)
-    return w, ref_w.cuda()
-
-
 @pytest.mark.skipif(not ON_SM90, reason="Gluon wgmma kernel: CUDA sm_90 only (the CPU twin is quant_tc, kind tc)")
 @pytest.mark.parametrize(
     ("kind", "bn", "depth", "m", "split", "sym", "act", "dtype"),
@@ -125,7 +119,7 @@ def test_tcv_matches_reference(kind: str, bn: int, depth: int, m: int, split: in
 
     torch.manual_seed(0)
     k, n = 896, 384  # 7 K tiles
-    w, ref_w = _weight(k, n, sym, act)
+    w, ref_w = gptq_weight(k, n, sym, act, "cuda")
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     ref = x.float() @ ref_w
     model = _tcv().tcv_reference(x, w, bn, 4)

@@ -7,17 +7,9 @@ import dataclasses
 
 import pytest
 import torch
-from cases import ON_SM90, make_gptq
-from inlaid_worker.kernels.gptq_packing import prepare_gptq_weight
-from inlaid_worker.kernels.quant_matmul import dequantize_gptq
+from cases import ON_SM90
+from gptq_weight import gptq_weight as _weight
 from inlaid_worker.kernels.quant_matmul_config import QMMConfig
-
-
-def _weight(k: int, n: int, sym: bool, act: bool, device: str = "cpu"):
-    raw = make_gptq(k, n, 4, 128, sym=sym, act=act, zero_offset=1)
-    ref_w = dequantize_gptq(raw["qweight"], raw["qzeros"], raw["scales"], raw["g_idx"], 4, 1).float()
-    w = prepare_gptq_weight(**{key: v.to(device) for key, v in raw.items()}, bits=4, group_size=128, sym=sym)
-    return w, ref_w.to(device)
 
 
 def test_tcw_args_grid_split_and_descriptors() -> None:

@@ -7,11 +7,10 @@ import shutil
 import grpc
 import pytest
 import torch
-from factories import make_random_adapter, make_tiny_llama
+from adapter_edits import base_with_adapter
 from grpc_worker import serving
 from inlaid_worker.gen.inlaid.v1 import worker_pb2
 from inlaid_worker.lora.adapter import AdapterError, load_adapter
-from inlaid_worker.model.config import load_model_config
 from inlaid_worker.quant.adapter import load_task_adapter
 from safetensors.torch import load_file, save_file
 
@@ -20,10 +19,7 @@ TARGETS = ["q_proj"]
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    model = make_tiny_llama(root / "base")
-    adapter = make_random_adapter(root / "ad", model, rank=4, alpha=8, targets=TARGETS, seed=1)
-    return model, adapter, load_model_config(model)
+    return base_with_adapter(tmp_path_factory.mktemp("hostile"), TARGETS)
 
 
 def _pickle_renamed(d):

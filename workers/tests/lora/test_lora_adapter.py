@@ -3,13 +3,12 @@
 import json
 import math
 import re
-import shutil
 
 import pytest
 import torch
-from factories import make_random_adapter, make_tiny_llama
+from adapter_edits import base_with_adapter, edited
+from factories import make_random_adapter
 from inlaid_worker.lora.adapter import AdapterError, load_adapter
-from inlaid_worker.model.config import load_model_config
 from safetensors.torch import load_file, save_file
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
@@ -17,19 +16,7 @@ TARGETS = ["q_proj", "v_proj", "down_proj"]
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora")
-    model = make_tiny_llama(root / "base")
-    adapter = make_random_adapter(root / "ad", model, rank=4, alpha=8, targets=TARGETS, seed=1)
-    return model, adapter, load_model_config(model)
-
-
-def copy_adapter(src, dst, config_change=None):
-    shutil.copytree(src, dst)
-    if config_change:
-        cfg = json.loads((dst / "adapter_config.json").read_text())
-        cfg.update(config_change)
-        (dst / "adapter_config.json").write_text(json.dumps(cfg))
-    return dst
+    return base_with_adapter(tmp_path_factory.mktemp("lora"), TARGETS)
 
 
 def test_loads_peft_adapter(base):
@@ -44,13 +31,13 @@ def test_loads_peft_adapter(base):
 
 def test_rslora_scale(base, tmp_path):
     _, adapter_dir, config = base
-    a = load_adapter(copy_adapter(adapter_dir, tmp_path / "a", {"use_rslora": True}), config)
+    a = load_adapter(edited(adapter_dir, tmp_path / "a", config_change={"use_rslora": True}), config)
     assert a.scale == pytest.approx(8 / math.sqrt(4))
 
 
 def test_refuses_pickle_weights(base, tmp_path):
     _, adapter_dir, config = base
-    d = copy_adapter(adapter_dir, tmp_path / "a")
+    d = edited(adapter_dir, tmp_path / "a")
     (d / "adapter_model.safetensors").unlink()
     torch.save({"x": torch.zeros(1)}, d / "adapter_model.bin")
     with pytest.raises(AdapterError, match=r"pickle weights \(adapter_model.bin\)"):
@@ -59,11 +46,8 @@ def test_refuses_pickle_weights(base, tmp_path):
 
 def test_refuses_wrong_shape(base, tmp_path):
     _, adapter_dir, config = base
-    d = copy_adapter(adapter_dir, tmp_path / "a")
-    tensors = load_file(str(d / "adapter_model.safetensors"))
     name = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
-    tensors[name] = torch.ones(64, 4)  # v_proj outputs kv_size = 32
-    save_file(tensors, str(d / "adapter_model.safetensors"))
+    d = edited(adapter_dir, tmp_path / "a", lambda t: t.update({name: torch.ones(64, 4)}))  # v_proj outputs kv_size = 32
     with pytest.raises(
         AdapterError,
         match=r"layers.1.self_attn.v_proj.lora_B.weight' has shape \(64, 4\), "
@@ -84,14 +68,15 @@ def test_refuses_wrong_shape(base, tmp_path):
 def test_refuses_non_finite_weights(base, tmp_path, value, dtype, counts):
     """One NaN or +-inf anywhere in one tensor refuses the adapter, naming the tensor (in its stored dtype)."""
     _, adapter_dir, config = base
-    d = copy_adapter(adapter_dir, tmp_path / "a")
-    tensors = load_file(str(d / "adapter_model.safetensors"))
     name = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"
-    t = tensors[name].to(dtype)
-    assert t.numel() == 256
-    t[17, 2] = value
-    tensors[name] = t
-    save_file(tensors, str(d / "adapter_model.safetensors"))
+
+    def poison(tensors: dict[str, torch.Tensor]) -> None:
+        t = tensors[name].to(dtype)
+        assert t.numel() == 256
+        t[17, 2] = value
+        tensors[name] = t
+
+    d = edited(adapter_dir, tmp_path / "a", poison)
     with pytest.raises(AdapterError, match=rf"tensor '{re.escape(name)}' holds non-finite values {counts}"):
         load_adapter(d, config)
 
@@ -99,18 +84,16 @@ def test_refuses_non_finite_weights(base, tmp_path, value, dtype, counts):
 def test_refuses_huge_finite_weights(base, tmp_path):
     """Finite is not enough: float32's largest value cannot be served (lora.magnitude; test_lora_magnitude.py)."""
     _, adapter_dir, config = base
-    d = copy_adapter(adapter_dir, tmp_path / "a")
-    tensors = load_file(str(d / "adapter_model.safetensors"))
     name = "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"
-    tensors[name] = torch.full_like(tensors[name], torch.finfo(torch.float32).max)
-    save_file(tensors, str(d / "adapter_model.safetensors"))
+    d = edited(adapter_dir, tmp_path / "a",
+               lambda t: t.update({name: torch.full_like(t[name], torch.finfo(torch.float32).max)}))  # fmt: skip
     with pytest.raises(AdapterError, match=rf"tensor '{re.escape(name)}' holds values up to 3.4e\+38 in magnitude"):
         load_adapter(d, config)
 
 
 def test_refuses_wrong_rank(base, tmp_path):
     _, adapter_dir, config = base
-    d = copy_adapter(adapter_dir, tmp_path / "a", {"r": 8})
+    d = edited(adapter_dir, tmp_path / "a", config_change={"r": 8})
     with pytest.raises(AdapterError, match=r"lora_A.weight. has shape \(4, \d+\), expected \(8, \d+\) \(r=8"):
         load_adapter(d, config)
 
@@ -142,7 +125,7 @@ def test_refuses_other_base_model(base):
 def test_refuses_unsupported_configs(base, tmp_path, change, message):
     _, adapter_dir, config = base
     with pytest.raises(AdapterError, match=message):
-        load_adapter(copy_adapter(adapter_dir, tmp_path / "a", change), config)
+        load_adapter(edited(adapter_dir, tmp_path / "a", config_change=change), config)
 
 
 def test_layers_to_transform_subset(base, tmp_path):

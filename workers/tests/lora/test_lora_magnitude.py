@@ -2,17 +2,13 @@
 is refused by load_adapter, naming the tensors; one at the limit is served; the delta bound is an upper bound on the
 delta's largest entry, reached by rank-1 deltas."""
 
-import json
 import re
-import shutil
 
 import pytest
 import torch
-from factories import make_random_adapter, make_tiny_llama
+from adapter_edits import base_with_adapter, edited
 from inlaid_worker.lora.adapter import AdapterError, load_adapter
 from inlaid_worker.lora.magnitude import FP16_MAX, delta_bound, delta_problem
-from inlaid_worker.model.config import load_model_config
-from safetensors.torch import load_file, save_file
 
 PREFIX = "base_model.model.model.layers.1.mlp.down_proj"
 A_NAME, B_NAME = f"{PREFIX}.lora_A.weight", f"{PREFIX}.lora_B.weight"
@@ -20,23 +16,8 @@ A_NAME, B_NAME = f"{PREFIX}.lora_A.weight", f"{PREFIX}.lora_B.weight"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("magnitude")
-    model = make_tiny_llama(root / "base")
-    adapter = make_random_adapter(root / "ad", model, rank=4, alpha=8, targets=["q_proj", "down_proj"], seed=1)
-    return adapter, load_model_config(model)
-
-
-def edited(src, dst, change, config_change=None):
-    """A copy of the adapter at `src` with change(tensors) applied to its weights (and its config updated)."""
-    shutil.copytree(src, dst)
-    tensors = load_file(str(dst / "adapter_model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(dst / "adapter_model.safetensors"))
-    if config_change:
-        cfg = json.loads((dst / "adapter_config.json").read_text())
-        cfg.update(config_change)
-        (dst / "adapter_config.json").write_text(json.dumps(cfg))
-    return dst
+    _, adapter, config = base_with_adapter(tmp_path_factory.mktemp("magnitude"), ["q_proj", "down_proj"])
+    return adapter, config
 
 
 @pytest.mark.parametrize(

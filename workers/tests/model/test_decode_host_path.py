@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from factories import make_lora_adapter, make_step, make_tiny_llama
+from fake_cuda import logged_graphs
 from inlaid_worker.model import decode_graphs
 from inlaid_worker.model.decode_graphs import DecodeGraphs, Staging, _Graph, stage_step, stage_views
 from inlaid_worker.model.runner import ModelRunner
@@ -28,32 +29,10 @@ WIDTH = 8  # the graphs' block-table columns
 VOCAB = 320
 
 
-class FakeEvent:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def record(self, stream: Any = None) -> None:
-        self.log.append("record")
-
-    def synchronize(self) -> None:
-        self.log.append("wait")
-
-
 @pytest.fixture
 def log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Stagings, event records and replays in order (no CUDA)."""
-    out: list[str] = []
-    monkeypatch.setattr(decode_graphs, "new_event", lambda: FakeEvent(out))
-    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
-
-    class Graph:
-        def replay(self) -> None:
-            out.append("replay")
-
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    stage = decode_graphs.stage_step
-    monkeypatch.setattr(decode_graphs, "stage_step", lambda *a: (out.append("stage"), stage(*a))[1])
-    return out
+    return logged_graphs(monkeypatch)
 
 
 def _fake_capture(g: DecodeGraphs, vocab: int) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from factories import interpreted_json, make_step, make_tiny_llama
+from fake_cuda import FakeEvent, fake_graphs
 from inlaid_worker.model import decode_graphs
 from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs, _Graph, feed_view, staging_words
@@ -74,29 +75,12 @@ def test_stage_in_under_the_interpreter() -> None:
     assert res == {"copyTrue": True, "copyFalse": True}, res
 
 
-class FakeEvent:
-    def __init__(self, log: list[str], name: str) -> None:
-        self.log, self.name = log, name
-
-    def record(self, stream: Any = None) -> None:
-        self.log.append(f"record-{self.name}")
-
-    def synchronize(self) -> None:
-        self.log.append(f"wait-{self.name}")
-
-
 @pytest.fixture
 def log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     out: list[str] = []
-    monkeypatch.setattr(decode_graphs, "new_event", lambda: FakeEvent(out, "copy"))
-    monkeypatch.setattr(decode_graphs, "new_graph_event", lambda: FakeEvent(out, "graph"))
-    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
-
-    class Graph:
-        def replay(self) -> None:
-            out.append("replay")
-
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(decode_graphs, "new_event", lambda: FakeEvent(out, "-copy"))
+    monkeypatch.setattr(decode_graphs, "new_graph_event", lambda: FakeEvent(out, "-graph"))
+    fake_graphs(monkeypatch, out)
     return out
 
 
@@ -249,16 +233,16 @@ def test_dropping_a_stale_mode_2_graph_waits_for_its_last_read(tmp_path: Path, l
     made: list[FakeEvent] = []
 
     def tagged() -> FakeEvent:
-        made.append(FakeEvent(log, f"graph{len(made)}"))
+        made.append(FakeEvent(log, f"-graph{len(made)}"))
         return made[-1]
 
     monkeypatch.setattr(decode_graphs, "new_graph_event", tagged)
     g = _graphs(tmp_path, log, 2, True)
     g.run(object(), _decode(2, pos=1), host=False)
-    first = made[-1].name
+    first = made[-1].suffix
     log.clear()
     g.run(object(), _decode(2, pos=2), host=False)  # another weights object: the first graph is stale
-    assert f"wait-{first}" in log and log.index(f"wait-{first}") < log.index("capture2"), log
+    assert f"wait{first}" in log and log.index(f"wait{first}") < log.index("capture2"), log
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

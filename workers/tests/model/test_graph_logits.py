@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from factories import make_step, make_tiny_llama
+from fake_cuda import fake_graphs
 from inlaid_worker.model import decode_graphs, prefill_graphs
 from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs, _Graph, stage_step
@@ -70,13 +71,7 @@ def test_write_logits_gives_the_widened_lm_head_output_in_place(dtype: torch.dty
 @pytest.fixture
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """Graph objects and pool handles as plain objects (no CUDA needed)."""
-    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
-
-    class Graph:
-        def replay(self) -> None:
-            pass
-
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    fake_graphs(monkeypatch)
 
 
 def _stub_forward(monkeypatch: pytest.MonkeyPatch, module: Any, table: torch.Tensor) -> None:
@@ -93,8 +88,22 @@ def _weights() -> tuple[SimpleNamespace, torch.Tensor]:
     return SimpleNamespace(lm_head=torch.randn(VOCAB, HIDDEN, generator=g)), torch.randn(400, HIDDEN, generator=g)
 
 
-def _config(tmp_path: Path) -> Any:
-    return load_model_config(make_tiny_llama(tmp_path / "m"))
+def _setup(tmp_path: Path, blocks: int, rows: int) -> tuple[Any, torch.Tensor, GraphLogits]:
+    """The tiny model's config, a zero KV cache of `blocks` blocks, a shared logits buffer of `rows` rows."""
+    c = load_model_config(make_tiny_llama(tmp_path / "m"))
+    kv = torch.zeros(c.num_layers, 2, blocks, BS, c.num_kv_heads, c.head_dim)
+    return c, kv, GraphLogits(torch.device("cpu"), rows)
+
+
+def _graphless_prefill(c: Any, kv: torch.Tensor, logits: GraphLogits) -> PrefillGraphs:
+    return PrefillGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, 12, None, capture=False, logits=logits)
+
+
+def _stubbed(monkeypatch: pytest.MonkeyPatch, module: Any) -> tuple[SimpleNamespace, torch.Tensor]:
+    """_weights(), with module's forward_fast stubbed to read their table."""
+    weights, table = _weights()
+    _stub_forward(monkeypatch, module, table)
+    return weights, table
 
 
 def _decode(n: int, pos: int = 5) -> Any:
@@ -104,13 +113,10 @@ def _decode(n: int, pos: int = 5) -> Any:
 def test_decode_graph_bodies_of_two_buckets_write_the_shared_buffer(
     tmp_path: Path, no_cuda: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    c = _config(tmp_path)
-    kv = torch.zeros(c.num_layers, 2, 16, BS, c.num_kv_heads, c.head_dim)
-    shared = GraphLogits(torch.device("cpu"), 8)
+    c, kv, shared = _setup(tmp_path, 16, 8)
     dg = DecodeGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, WIDTH, None, buckets=(1, 4, 8), pdl_mode=0,
                       fusion="none", logits=shared)  # fmt: skip
-    weights, table = _weights()
-    _stub_forward(monkeypatch, decode_graphs, table)
+    weights, table = _stubbed(monkeypatch, decode_graphs)
     outs = {}
     for b, n in ((4, 3), (1, 1)):
         g = dg._new(b)
@@ -129,12 +135,9 @@ def test_decode_graph_bodies_of_two_buckets_write_the_shared_buffer(
 
 
 def test_prefill_padded_steps_write_the_shared_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    c = _config(tmp_path)
-    kv = torch.zeros(c.num_layers, 2, 64, BS, c.num_kv_heads, c.head_dim)
-    shared = GraphLogits(torch.device("cpu"), 256)
-    pg = PrefillGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, 12, None, capture=False, logits=shared)
-    weights, table = _weights()
-    _stub_forward(monkeypatch, prefill_graphs, table)
+    c, kv, shared = _setup(tmp_path, 64, 256)
+    pg = _graphless_prefill(c, kv, shared)
+    weights, table = _stubbed(monkeypatch, prefill_graphs)
     one = make_step([([5, 6, 7], 0, [0], -1)], BS)  # bucket (16, 1)
     two = make_step([([5, 6, 7], 0, [0], -1), ([8, 9], 4, [1, 2], -1)], BS)  # bucket (16, 2)
     for step, last in ((one, [7]), (two, [7, 9])):
@@ -143,20 +146,16 @@ def test_prefill_padded_steps_write_the_shared_buffer(tmp_path: Path, monkeypatc
         assert out.data_ptr() == shared.out(1, VOCAB).data_ptr() and out.shape == (len(last), VOCAB)
         assert torch.equal(out, F.linear(table[last], weights.lm_head).float())
     assert len(pg._buckets) == 2 and shared.device_bytes == 256 * VOCAB * 4
-    small = PrefillGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, 12, None, capture=False,
-                          logits=GraphLogits(torch.device("cpu"), 1))  # fmt: skip
+    small = _graphless_prefill(c, kv, GraphLogits(torch.device("cpu"), 1))
     assert small.can_run(one) and not small.can_run(two)  # SB 2 > the buffer's rows: eager
 
 
 def test_the_graph_less_twins_host_logits_outlive_the_next_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    c = _config(tmp_path)
-    kv = torch.zeros(c.num_layers, 2, 64, BS, c.num_kv_heads, c.head_dim)
-    shared = GraphLogits(torch.device("cpu"), 256)
-    pg = PrefillGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, 12, None, capture=False, logits=shared)
-    weights, table = _weights()
-    _stub_forward(monkeypatch, prefill_graphs, table)
+    c, kv, shared = _setup(tmp_path, 64, 256)
+    pg = _graphless_prefill(c, kv, shared)
+    weights, table = _stubbed(monkeypatch, prefill_graphs)
     first = pg.run(weights, make_step([([5, 6, 7], 0, [0], -1)], BS), host=True)  # type: ignore[arg-type]
     second = pg.run(weights, make_step([([8, 9], 0, [1], -1)], BS), host=True)  # type: ignore[arg-type]  # same bucket
     assert len(pg._buckets) == 1  # one bucket (16, 1): both steps wrote row 0 of the shared device buffer
@@ -170,9 +169,7 @@ def test_the_graph_less_twins_host_logits_outlive_the_next_step(
 def test_host_steps_of_decode_and_prefill_graphs_share_one_host_buffer(
     tmp_path: Path, no_cuda: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    c = _config(tmp_path)
-    kv = torch.zeros(c.num_layers, 2, 16, BS, c.num_kv_heads, c.head_dim)
-    shared = GraphLogits(torch.device("cpu"), 256)
+    c, kv, shared = _setup(tmp_path, 16, 256)
     dg = DecodeGraphs(c, kv, torch.ones(c.head_dim // 2), torch.float32, WIDTH, None, pdl_mode=0, logits=shared)
     event = SimpleNamespace(record=lambda stream=None: None, synchronize=lambda: None)
     monkeypatch.setattr(decode_graphs, "new_event", lambda: event)

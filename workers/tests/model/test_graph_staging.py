@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import torch
 from factories import make_step, make_tiny_llama
-from inlaid_worker.model import decode_graphs, prefill_graphs
+from fake_cuda import FakeEvent, FakeGraph, log_calls, logged_graphs
+from inlaid_worker.model import prefill_graphs
 from inlaid_worker.model.config import load_model_config
 from inlaid_worker.model.decode_graphs import DecodeGraphs, Staging, _Graph
 from inlaid_worker.model.prefill_graphs import PrefillGraphs
@@ -22,41 +23,20 @@ BS = 4
 VOCAB = 7
 
 
-class FakeEvent:
+class NumberedEvent(FakeEvent):
+    """Logs "new<n>" when made (n: events made before it on this log), then its records and waits as "record<n>"."""
+
     def __init__(self, log: list[str]) -> None:
-        self.log, self.n = log, len([e for e in log if e.startswith("new")])
+        self.n = len([e for e in log if e.startswith("new")])
         log.append(f"new{self.n}")
-
-    def record(self, stream: Any = None) -> None:
-        self.log.append(f"record{self.n}")
-
-    def synchronize(self) -> None:
-        self.log.append(f"wait{self.n}")
-
-
-class FakeGraph:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def replay(self) -> None:
-        self.log.append("replay")
+        super().__init__(log, str(self.n))
 
 
 @pytest.fixture
 def log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every event, graph replay and staging fill, in order; no CUDA needed."""
-    out: list[str] = []
-    monkeypatch.setattr(decode_graphs, "new_event", lambda: FakeEvent(out))
-    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
-
-    class Graph(FakeGraph):  # a class: other modules' annotations use torch.cuda.CUDAGraph in unions
-        def __init__(self) -> None:
-            super().__init__(out)
-
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    stage, stage_p = decode_graphs.stage_step, prefill_graphs.stage_prefill
-    monkeypatch.setattr(decode_graphs, "stage_step", lambda *a: (out.append("stage"), stage(*a))[1])
-    monkeypatch.setattr(prefill_graphs, "stage_prefill", lambda *a: (out.append("stage"), stage_p(*a))[1])
+    out = logged_graphs(monkeypatch, NumberedEvent)
+    log_calls(monkeypatch, prefill_graphs, "stage_prefill", out, "stage")
     return out
 
 

@@ -99,6 +99,16 @@ def _add(fx: Fixture, name: str) -> AddRequest:
     return AddRequest(name, str(fx.adapters[name]), str(fx.calib[name]))
 
 
+def _assert_failed_and_restored(s: Served, events: list, message: str, original: tuple,
+                                values: list[torch.Tensor]) -> None:  # fmt: skip
+    """The job's last event is its failure naming `message`; the served layers are the ones before it (`original`,
+    whose tensors held `values`), copied back, and no new version was made."""
+    assert events[-1].stage == "failed" and message in events[-1].message
+    assert s.loop.engine.runner.weights.layers is original
+    assert _equal(_values(original), values)  # the swapped layers' tensors were copied back
+    assert s.manager.versions.current().number == 0
+
+
 def test_requantize_while_generating_matches_offline_update(fx: Fixture, tmp_path: Path) -> None:
     s = _serve(fx, tmp_path / "store")
     try:
@@ -199,11 +209,7 @@ def test_failure_mid_job_restores_previous_weights(fx: Fixture, tmp_path: Path) 
 
         s.manager.on_layer_swapped = boom
         job = s.manager.submit([_add(fx, "c")], [])
-        events = list(job.follow())
-        assert events[-1].stage == "failed" and "disk full" in events[-1].message
-        assert s.loop.engine.runner.weights.layers is original
-        assert _equal(_values(original), values)  # the swapped layers' tensors were copied back
-        assert s.manager.versions.current().number == 0
+        _assert_failed_and_restored(s, list(job.follow()), "disk full", original, values)
     finally:
         s.loop.stop()
 
@@ -247,10 +253,7 @@ def test_quantizer_process_failure_restores_previous_weights(fx: Fixture, tmp_pa
         values = _values(original)
         events = list(s.manager.submit([_add(fx, "c")], []).follow())
         assert [e.layer for e in events if e.stage == "layer"] == [0]  # layer 0 swapped in, then the failure
-        assert events[-1].stage == "failed" and "layer-00001" in events[-1].message
-        assert s.loop.engine.runner.weights.layers is original
-        assert _equal(_values(original), values)  # the swapped layers' tensors were copied back
-        assert s.manager.versions.current().number == 0
+        _assert_failed_and_restored(s, events, "layer-00001", original, values)
     finally:
         s.loop.stop()
 

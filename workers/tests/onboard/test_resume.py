@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,19 @@ def gptq_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 def _worker(fx: Fx, store: Path, name: str, mode: str = "thread", **follow: float) -> Worker:
     return start_worker(fx, store, name, BackgroundLimits(mode=mode, threads=1), **follow)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _resumed(fx: Fx, store: Path) -> Iterator[Worker]:
+    """Worker "b" on `store` after its run adding task c ended "done"; stopped when the block ends."""
+    b = _worker(fx, store, "b")
+    try:
+        run = b.dist.submit(_add_c(fx), [])
+        _wait(run)
+        assert run.events[-1].stage == "done", run.events[-1].message
+        yield b
+    finally:
+        b.loop.stop()
 
 
 def _add_c(fx: Fx) -> list[AddRequest]:
@@ -262,33 +276,21 @@ def test_a_corrupt_staged_layer_is_quantized_again(fx: Fx, tmp_path: Path, gptq_
     w = _stage(fx, store, _manifest_for(fx, "old"), K)
     (w.dir / w.manifest.layers[0].file).write_bytes(pack_layer(by_layer(fx.ckpt)[0]))
     _until(lambda: LayerStore(store).lease_age(1) > LEASE, what="the lease to run out")
-    b = _worker(fx, store, "b")
-    try:
-        run = b.dist.submit(_add_c(fx), [])
-        _wait(run)
-        assert run.events[-1].stage == "done", run.events[-1].message
+    with _resumed(fx, store) as b:
         assert (b.dist.layers_quantized, b.dist.layers_reused) == (N - K + 1, K - 1)
         assert len(gptq_calls) == N - K + 1
         m = LayerStore(store).manifest(1)
         assert m is not None and m.reused == tuple(range(1, K)) and m.resumed_from == "old"
         _assert_same_checkpoint(store / "v0001", fx.updated)
-    finally:
-        b.loop.stop()
 
 
 def test_runs_from_other_inputs_are_not_resumed(fx: Fx, tmp_path: Path, gptq_calls: list[int]) -> None:
     store = tmp_path / "store"
     _stage(fx, store, _manifest_for(fx, "old", calib="x"), K)  # c with other calibration data
     _until(lambda: LayerStore(store).lease_age(1) > LEASE, what="the lease to run out")
-    b = _worker(fx, store, "b")
-    try:
-        run = b.dist.submit(_add_c(fx), [])
-        _wait(run)
-        assert run.events[-1].stage == "done", run.events[-1].message
+    with _resumed(fx, store) as b:
         assert (b.dist.layers_quantized, b.dist.layers_reused) == (N, 0) and len(gptq_calls) == N
         m = LayerStore(store).manifest(1)
         assert m is not None and m.reused == () and m.resumed_from == ""
         assert not [p for p in (store / "v0001.staging").iterdir() if p.name.endswith("-old.safetensors")]
         _assert_same_checkpoint(store / "v0001", fx.updated)
-    finally:
-        b.loop.stop()

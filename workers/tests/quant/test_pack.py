@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from autogptq_oracle import autogptq_pack
 from inlaid_worker.quant import QuantSpec, dequantize_packed, pack_weight, rtn_quantize, unpack_weight
 from inlaid_worker.quant.pack import pack_rows, unpack_rows
 
@@ -17,43 +18,11 @@ def test_pack_rows_round_trip(bits: int) -> None:
     assert torch.equal(unpack_rows(packed, bits, 96), v.to(torch.int32))
 
 
-def _autogptq_pack(iw: np.ndarray, bits: int) -> np.ndarray:
-    """AutoGPTQ QuantLinear.pack's loop, verbatim in spirit: the independent reference of the layout."""
-    q = np.zeros((iw.shape[0] // 32 * bits, iw.shape[1]), dtype=np.uint32)
-    i = row = 0
-    while row < q.shape[0]:
-        if bits in (2, 4, 8):
-            for j in range(i, i + 32 // bits):
-                q[row] |= iw[j] << (bits * (j - i))
-            i += 32 // bits
-            row += 1
-        else:
-            for j in range(i, i + 10):
-                q[row] |= iw[j] << (3 * (j - i))
-            i += 10
-            q[row] |= iw[i] << 30
-            row += 1
-            q[row] |= (iw[i] >> 2) & 1
-            i += 1
-            for j in range(i, i + 10):
-                q[row] |= iw[j] << (3 * (j - i) + 1)
-            i += 10
-            q[row] |= iw[i] << 31
-            row += 1
-            q[row] |= (iw[i] >> 1) & 0x3
-            i += 1
-            for j in range(i, i + 10):
-                q[row] |= iw[j] << (3 * (j - i) + 2)
-            i += 10
-            row += 1
-    return q
-
-
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_layout_matches_autogptq(bits: int) -> None:
     iw = np.random.default_rng(bits).integers(0, 2**bits, size=(64, 5)).astype(np.uint32)
     ours = pack_rows(torch.from_numpy(iw.astype(np.int64)), bits).numpy().view(np.uint32)
-    assert np.array_equal(ours, _autogptq_pack(iw, bits))
+    assert np.array_equal(ours, autogptq_pack(iw, bits))
 
 
 def test_pack_rows_rejects_bad_input() -> None:

@@ -6,6 +6,7 @@ import math
 import queue
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,13 @@ class Stream:
                 return getattr(ev, kind)
         raise AssertionError(f"stream ended before a {kind}")
 
+    def until_finish(self) -> list[Any]:
+        """The deltas up to and with the first that carries a finish reason."""
+        deltas = [self.next_event("delta")]
+        while deltas[-1].finish_reason == FINISH.FINISH_REASON_UNSPECIFIED:
+            deltas.append(self.next_event("delta"))
+        return deltas
+
 
 def prepare(stub: Any, model: str, prompt: str = "", **kw: Any) -> Any:
     return stub.Prepare(worker_pb2.PrepareRequest(model=model, prompt=prompt, **kw))
@@ -73,6 +81,16 @@ def wait_idle(stub: Any, timeout: float = 20.0) -> Any:
             return state
         time.sleep(0.05)
     raise AssertionError(f"worker not idle: {state}")
+
+
+@contextmanager
+def stopped_early(stub: Any, running: RunningWorker) -> Iterator[None]:
+    """The block's long requests (4000 tokens) end early: after it the worker is idle (every block free again) within
+    2000 engine steps of its start, so they were not run to the end."""
+    steps_before = running.loop.engine.num_steps
+    yield
+    wait_idle(stub)
+    assert running.loop.engine.num_steps - steps_before < 2000
 
 
 def test_prepare_validates_with_the_right_status_codes(worker: Any) -> None:
@@ -146,33 +164,26 @@ def test_admit_errors_come_back_on_the_stream(worker: Any) -> None:
 
 def test_abort_frees_blocks(worker: Any) -> None:
     stub, running, _ = worker
-    steps_before = running.loop.engine.num_steps
-    s = Stream(stub)
-    s.admit("long", "task-a", [5, 6, 7], 4000, temperature=0)
-    assert s.next_event("delta").request_id == "long"
-    s.abort("long")
-    while True:
-        d = s.next_event("delta")
-        if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
-            break
-    assert d.finish_reason == FINISH.FINISH_REASON_ABORT and d.completion_tokens < 4000
-    wait_idle(stub)
-    assert running.loop.engine.num_steps - steps_before < 2000  # stopped early, not run to the end
+    with stopped_early(stub, running):
+        s = Stream(stub)
+        s.admit("long", "task-a", [5, 6, 7], 4000, temperature=0)
+        assert s.next_event("delta").request_id == "long"
+        s.abort("long")
+        d = s.until_finish()[-1]
+        assert d.finish_reason == FINISH.FINISH_REASON_ABORT and d.completion_tokens < 4000
     s.half_close()
 
 
 def test_closing_the_stream_aborts_its_requests(worker: Any) -> None:
     stub, running, _ = worker
-    steps_before = running.loop.engine.num_steps
-    s = Stream(stub)
-    s.admit("c1", "task-b", [5, 6, 7], 4000, temperature=0)
-    s.admit("c2", "", [8, 9], 4000, temperature=0)
-    s.next_event("delta")
-    busy = stub.GetInfo(worker_pb2.InfoRequest()).state
-    assert busy.running + busy.waiting >= 1 and busy.free_kv_blocks < busy.total_kv_blocks
-    s.call.cancel()
-    wait_idle(stub)  # every block is free again
-    assert running.loop.engine.num_steps - steps_before < 2000  # aborted, not run to the end
+    with stopped_early(stub, running):
+        s = Stream(stub)
+        s.admit("c1", "task-b", [5, 6, 7], 4000, temperature=0)
+        s.admit("c2", "", [8, 9], 4000, temperature=0)
+        s.next_event("delta")
+        busy = stub.GetInfo(worker_pb2.InfoRequest()).state
+        assert busy.running + busy.waiting >= 1 and busy.free_kv_blocks < busy.total_kv_blocks
+        s.call.cancel()
 
 
 def test_load_and_unload_adapters(worker: Any) -> None:
@@ -206,12 +217,7 @@ def run_one(stub: Any, rid: str, prompt: list[int], max_tokens: int, **sampling:
     """Admits one request on its own stream; its deltas until the finish."""
     s = Stream(stub)
     s.admit(rid, "task-a", prompt, max_tokens, **sampling)
-    deltas = []
-    while True:
-        d = s.next_event("delta")
-        deltas.append(d)
-        if d.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
-            break
+    deltas = s.until_finish()
     s.half_close()
     return deltas
 

@@ -5,7 +5,11 @@ leaves no trace (a retry works)."""
 from __future__ import annotations
 
 import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -43,6 +47,18 @@ def test_deep_tools_and_tool_arguments():
     call = common_pb2.ToolCall(id="1", name="f", arguments=DEEP)
     msg = common_pb2.ChatMessage(role="assistant", content="", tool_calls=common_pb2.ToolCallList(calls=[call]))
     assert chat_messages([msg])[0]["tool_calls"][0]["function"]["arguments"] == DEEP  # kept as the text
+
+
+@contextmanager
+def loop_held(running: Any) -> Iterator[None]:
+    """The worker's engine loop stuck in a call until the block ends; then released, and that call finished."""
+    release = threading.Event()
+    busy = running.loop.call(lambda e: release.wait(10))
+    try:
+        yield
+    finally:
+        release.set()
+    busy.result(timeout=10)
 
 
 def _admit(rid: str, sampling: common_pb2.SamplingParams, prompt=(1, 2, 3)) -> worker_pb2.ControlMessage:
@@ -166,7 +182,6 @@ def test_adapter_call_timeout_is_deadline_exceeded(model, monkeypatch):
     """LoadAdapter / UnloadAdapter whose engine call waits past ADAPTER_CALL_TIMEOUT_S (or the client's deadline)
     answer DEADLINE_EXCEEDED (was UNKNOWN: concurrent.futures.TimeoutError fell through); a call the loop had not
     started is dropped."""
-    import threading
     import time
 
     from inlaid_worker.server import servicer
@@ -174,9 +189,7 @@ def test_adapter_call_timeout_is_deadline_exceeded(model, monkeypatch):
     model_dir, root = model
     monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 0.3)
     with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
-        release = threading.Event()
-        busy = running.loop.call(lambda e: release.wait(10))  # the loop is stuck until released
-        try:
+        with loop_held(running):
             with pytest.raises(grpc.RpcError) as err:
                 stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="late", path=str(root / "ad")))
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
@@ -184,24 +197,16 @@ def test_adapter_call_timeout_is_deadline_exceeded(model, monkeypatch):
             with pytest.raises(grpc.RpcError) as err:
                 stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name="late"))
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
-        finally:
-            release.set()
-        busy.result(timeout=10)
         running.loop.call(lambda e: None).result(timeout=10)  # the loop drained the dropped calls
         assert "late" not in [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]  # never loaded
         # the client's deadline comes first (the gateway's is 60 s, the worker's own 120 s): the worker stops waiting
         # then too, so a load the client gave up on is dropped instead of happening after its DEADLINE_EXCEEDED
         monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 120.0)
-        release.clear()
-        busy = running.loop.call(lambda e: release.wait(10))
-        try:
+        with loop_held(running):
             with pytest.raises(grpc.RpcError) as err:
                 stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="gave-up", path=str(root / "ad")), timeout=0.3)
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             time.sleep(0.3)  # the servicer's own wait ends at the client's deadline and cancels the queued call
-        finally:
-            release.set()
-        busy.result(timeout=10)
         running.loop.call(lambda e: None).result(timeout=10)
         assert "gave-up" not in [m.id for m in stub.GetInfo(worker_pb2.InfoRequest()).models]
         assert stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name="late", path=str(root / "ad"))).id == "late"
@@ -244,7 +249,6 @@ def test_adapter_call_whose_deadline_passed_before_the_engine_loop_is_not_queued
 def test_weights_digest_timeout_is_deadline_exceeded(model, monkeypatch):
     """WeightsDigest waits for the engine loop at most the lesser of ADAPTER_CALL_TIMEOUT_S and the client's deadline
     and then answers DEADLINE_EXCEEDED (was `.result(timeout=120)`: UNKNOWN after 120 s, whatever the deadline)."""
-    import threading
     import time
 
     from inlaid_worker.server import servicer
@@ -252,9 +256,7 @@ def test_weights_digest_timeout_is_deadline_exceeded(model, monkeypatch):
     model_dir, _ = model
     monkeypatch.setattr(servicer, "ADAPTER_CALL_TIMEOUT_S", 0.3)
     with serving(model_dir, kv_cache_bytes=4 << 20) as (stub, running):
-        release = threading.Event()
-        busy = running.loop.call(lambda e: release.wait(10))  # the loop is stuck until released
-        try:
+        with loop_held(running):
             with pytest.raises(grpc.RpcError) as err:
                 stub.WeightsDigest(worker_pb2.DigestRequest())
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
@@ -269,9 +271,6 @@ def test_weights_digest_timeout_is_deadline_exceeded(model, monkeypatch):
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             time.sleep(0.3)  # the servicer's own wait ends at the client's deadline and drops the queued call
             assert len(futures) == 1 and futures[0].cancelled()
-        finally:
-            release.set()
-        busy.result(timeout=10)
         assert len(stub.WeightsDigest(worker_pb2.DigestRequest()).digest) > 0  # the loop free again: answered
 
 

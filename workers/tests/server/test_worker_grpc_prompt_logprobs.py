@@ -4,14 +4,13 @@ entry per prompt token (the first without rank), each prompt token with its rank
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from factories import make_tiny_llama
-from grpc_worker import serving
+from grpc_worker import one_request, serving
 from inlaid_worker.engine import engine as engine_module
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
@@ -28,21 +27,10 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def deltas(stub: Any, prompt: list[int], params: common_pb2.SamplingParams) -> list[Any]:
-    out: queue.Queue[Any] = queue.Queue()
-    call = stub.Session(iter(out.get, None))
-    out.put(worker_pb2.ControlMessage(admit=worker_pb2.Admit(request_id="r", prompt_token_ids=prompt, sampling=params)))
-    got: list[Any] = []
-    try:
-        for ev in call:
-            if ev.WhichOneof("kind") == "error":
-                raise AssertionError(ev.error.message)
-            if ev.WhichOneof("kind") == "delta":
-                got.append(ev.delta)
-                if ev.delta.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
-                    return got
-    finally:
-        out.put(None)
-    raise AssertionError("the stream ended early")
+    got, error = one_request(stub, prompt, params)
+    if error is not None:
+        raise AssertionError(error.message)
+    return got
 
 
 def test_the_field_reaches_the_sampling_params_and_is_range_checked(stub: Any) -> None:

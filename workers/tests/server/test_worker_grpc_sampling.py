@@ -3,14 +3,13 @@ from the proto, logit_bias ids checked against the vocabulary (INVALID_ARGUMENT 
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from factories import make_tiny_llama
-from grpc_worker import serving
+from grpc_worker import one_request, serving
 from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from inlaid_worker.server.convert import sampling_from_proto
@@ -37,23 +36,8 @@ def sampling(**kw: Any) -> common_pb2.SamplingParams:
 
 def run(stub: Any, prompt: list[int], params: common_pb2.SamplingParams) -> tuple[list[int], Any]:
     """(the tokens, the last event): a delta with a finish reason, or an error."""
-    out: queue.Queue[Any] = queue.Queue()
-    call = stub.Session(iter(out.get, None))
-    admit = worker_pb2.Admit(request_id="r", model="", prompt_token_ids=prompt, sampling=params)
-    out.put(worker_pb2.ControlMessage(admit=admit))
-    got: list[int] = []
-    try:
-        for ev in call:
-            kind = ev.WhichOneof("kind")
-            if kind == "error":
-                return got, ev.error
-            if kind == "delta":
-                got.extend(ev.delta.token_ids)
-                if ev.delta.finish_reason != FINISH.FINISH_REASON_UNSPECIFIED:
-                    return got, ev.delta
-    finally:
-        out.put(None)
-    raise AssertionError("the stream ended early")
+    deltas, error = one_request(stub, prompt, params)
+    return [t for d in deltas for t in d.token_ids], deltas[-1] if error is None else error
 
 
 def prompt_ids(stub: Any) -> list[int]:

@@ -7,14 +7,13 @@ in the text (a Mistral-template worker whose tokenizer has [TOOL_CALLS] and [ARG
 from __future__ import annotations
 
 import json
-import queue
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from factories import make_tiny_llama, make_tokenizer
-from grpc_worker import serving
+from grpc_worker import one_request, serving
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
 from tool_templates import LLAMA31_TEMPLATE, MISTRAL_V11_TEMPLATE, PYTHONIC_TEMPLATE, WEATHER
 
@@ -107,21 +106,9 @@ def _base(stub: Any) -> str:
 
 def _text(stub: Any, prompt: list[int], params: common_pb2.SamplingParams) -> str:
     """The text of one request's deltas, through the worker's Session stream."""
-    out: queue.Queue[Any] = queue.Queue()
-    call = stub.Session(iter(out.get, None))
-    admit = worker_pb2.Admit(request_id="m", model="", prompt_token_ids=prompt, sampling=params)
-    out.put(worker_pb2.ControlMessage(admit=admit))
-    text = ""
-    try:
-        for ev in call:
-            assert ev.WhichOneof("kind") != "error", ev.error
-            if ev.WhichOneof("kind") == "delta":
-                text += ev.delta.text
-                if ev.delta.finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED:
-                    return text
-    finally:
-        out.put(None)
-    raise AssertionError("the stream ended early")
+    deltas, error = one_request(stub, prompt, params, request_id="m")
+    assert error is None, error
+    return "".join(d.text for d in deltas)
 
 
 def test_keep_tool_markers_keeps_the_markers_and_drops_other_special_tokens(tmp_path: Any) -> None:
