@@ -35,6 +35,9 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   streamed through the TMA word ring a K tile at a time from an operand-ordered copy of x (a pre-pass inside the
   call), so shared memory is only the ring and splits of 1-2 fit; 4-bit, M = 17..256 in the tuner (buckets 32 / 64 /
   128 / 256, quant_matmul_config.TCSX_PLANS), quant_tc "tc" under the interpreter;
+- "tcsxk", "tcsxks" (quant_tcsxk, Gluon, session 19): tcsx's K loop on a persistent stream-K grid (one wave; tiles
+  shared between programs are summed by fp32 atomics, "s": per-program slots), buckets 128 / 256
+  (quant_matmul_config.TCSXK_PLANS); the H200 table picks them for 13B down and gate/up at M = 256;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
 All keep K tiles inside one quantization group and share the self-cleaning split-K epilogue

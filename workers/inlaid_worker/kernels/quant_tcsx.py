@@ -1,4 +1,5 @@
-"""quant_tcs with x streamed through the word ring: kinds "tcsx" / "tcsx2" (issue 4, session 17), offered by the tuner
+"""quant_tcs with x streamed through the word ring: kinds "tcsx" / "tcsx2" (issue 4, session 17; session 19's stream-K
+grid "tcsxk" / "tcsxks" is quant_tcsxk's, launched through launch_tcsx / launch_tcsxk), offered by the tuner
 at M buckets 32 / 64 / 128 / 256 (quant_matmul_config.TCSX_PLANS; 256: kernels-2026-12-01-s17-tcsx-m256.md) and
 dispatched by quant_matmul (pre-pass + kernel in one call; quant_tc "tc" under the interpreter).
 
@@ -110,7 +111,9 @@ from .quant_tcs import (
 from .quant_tcw import _tcw_store
 
 BK = gl.constexpr(BLOCK_K)
-KINDS = {"tcsx": 0, "tcsx2": 1}  # kind -> PIPE (1: two K = 64 half wgmmas a tile, quant_tcs "tcs2a"'s loop)
+# kind -> PIPE (1: two K = 64 half wgmmas a tile, quant_tcs "tcs2a"'s loop); "tcsxk" (session 19): PIPE 0's loop on a
+# persistent stream-K grid (quant_tcsxk; split_k = programs an SM)
+KINDS = {"tcsx": 0, "tcsx2": 1, "tcsxk": 0, "tcsxks": 0}  # "tcsxks": shared tiles summed through fp32 slots
 assert tuple(KINDS) == TCSX_KINDS  # what quant_matmul dispatches (quant_matmul_config keeps Gluon off the CPU)
 BLOCK_MS = (16, 32, 64, 128)  # the wgmma's N (x rows a program)
 SMEM_MAX = 232448  # the H200's (sm_90) largest dynamic shared memory of one block (227 KiB)
@@ -353,10 +356,26 @@ def launch_tcsx(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, sta
                            "interpreter)")  # fmt: skip
     if xp is None:
         xp = tcsx_permute(x2, w)
+    if kind in ("tcsxk", "tcsxks"):
+        return launch_tcsxk(xp, w, block_m, split_k, stages, nwg, y, regs, slots=kind == "tcsxks")
     grid, args, consts = tcsx_args(xp, w, block_m, split_k, stages, nwg, y, KINDS[kind], regs)
     return _tcsx_kernel[grid](*args, **consts, num_warps=4, maxnreg=(regs or tcsx_regs(block_m, nwg))[0],
                               **launch_kw(tensor_core=True))  # fmt: skip
 
 
-__all__ = ["BLOCK_MS", "KINDS", "SMEM_MAX", "launch_tcsx", "plan_grid", "programs_per_sm", "tcsx_args",
+def launch_tcsxk(xp: torch.Tensor, w: GPTQWeight, block_m: int, per_sm: int, stages: int, nwg: int, y: torch.Tensor,
+                 regs: tuple[int, int] | None = None, programs: int = 0, diag: int = 0, slots: bool = False,
+                 order: int | None = None):  # fmt: skip
+    """Kinds "tcsxk" / "tcsxks" (slots) on the permuted xp: quant_tcsxk's stream-K grid of per_sm programs an SM
+    (programs: an explicit grid instead, e.g. the tile count for quant_tcsx's split-1 grid; diag / order: its
+    bench-only ablations and tile orders)."""
+    from .quant_tcsxk import ORDER, _tcsxk_kernel, sm_count, tcsxk_args
+
+    rg = regs or tcsx_regs(block_m, nwg)
+    grid, args, consts = tcsxk_args(xp, w, block_m, programs or per_sm * sm_count(xp.device), stages, nwg, y, rg,
+                                    diag, slots, ORDER if order is None else order)  # fmt: skip
+    return _tcsxk_kernel[grid](*args, **consts, num_warps=4, maxnreg=rg[0], **launch_kw(tensor_core=True))
+
+
+__all__ = ["BLOCK_MS", "KINDS", "SMEM_MAX", "launch_tcsx", "launch_tcsxk", "plan_grid", "programs_per_sm", "tcsx_args",
            "tcsx_permute", "tcsx_regs", "tcsx_smem_bytes"]  # fmt: skip

@@ -1,0 +1,170 @@
+"""quant_tcsxk (session 19, issue 4; kind "tcsxk": quant_tcsx's PIPE 0 loop on a persistent stream-K grid). CPU: the
+tuner offers it at buckets 128 / 256 only, the unit ranges cover every (tile, K tile) once and the sharer counts are
+the owners', the launch plan and its refusals, the offline sm_90 build (no spills, each K loop's slot release after its
+wgmma wait). On an sm_90 GPU (Gluon: no interpreter twin; quant_matmul runs quant_tc "tc" for it on the CPU, as for
+tcsx): the kernel against tcs_reference(acc_scale=True) on grids that share tiles between 2-4 programs, one program
+a tile, masked rows / columns, bf16, act-order, PDL, and many launches at 13B o M = 256.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cases import ON_SM90
+from test_quant_tcs import _launch_twice_and_check, _weight
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "kernels"
+KINDS = ("tcsxk", "tcsxks")  # shared tiles: read-and-clear atomics / fp32 slots
+
+
+def test_tuner_offers_tcsxk_at_buckets_128_and_256_only() -> None:
+    from inlaid_worker.kernels.quant_matmul_config import TCSXK_PLANS, candidate_configs
+
+    assert set(TCSXK_PLANS) == {128, 256}
+    for m in (65, 128, 129, 256):
+        for k, n in ((4096, 22016), (5120, 5120), (11008, 4096)):
+            got = [c for c in candidate_configs(m, n, k, 128, 4, torch.float16) if c.kind in KINDS]
+            assert [(c.kind, c.block_m, c.block_n, c.split_k, c.num_stages) for c in got] == [
+                ("tcsxk", 128, 128, 1, 4), ("tcsxks", 128, 128, 1, 4)]  # fmt: skip
+    for m in (1, 16, 64, 257, 512):
+        assert not [c for c in candidate_configs(m, 4096, 4096, 128, 4, torch.float16) if c.kind in KINDS], m
+    assert not [c for c in candidate_configs(128, 4096, 4096, 128, 3, torch.float16) if c.kind in KINDS]
+    assert not [c for c in candidate_configs(128, 4096, 4096, 128, 4, torch.float16, hopper=False)
+                if c.kind in KINDS]  # fmt: skip
+
+
+def test_h200_table_ships_exactly_the_measured_tcsxk_picks() -> None:
+    """The H200 table's tcsxk / tcsxks entries are the ship rows of bench/results/kernels-2026-12-01-s19-bigm-ship.json
+    (>= 1.03x the old pick iso AND under PDL, same run): 13B gate/up and 13B down at bucket 256, each a candidate of
+    today's tuner; no other table ships one."""
+    import json
+
+    from inlaid_worker.kernels import qmm_tuned
+    from inlaid_worker.kernels.quant_matmul_config import candidate_configs, m_bucket
+
+    tuned = BENCH.parents[1] / "workers" / "inlaid_worker" / "kernels" / "tuned"
+    rows = json.loads((BENCH.parent / "results" / "kernels-2026-12-01-s19-bigm-ship.json").read_text())["bench"]
+    doc = json.loads((tuned / "nvidia-h200.json").read_text())
+    got = {(e["m_bucket"], e["n"], e["k"]): e for e in doc["entries"] if e["config"]["kind"] in KINDS}
+    assert set(got) == {(m_bucket(r["M"]), r["N"], r["K"]) for r in rows} == {(256, 27648, 5120), (256, 5120, 13824)}
+    for r in rows:
+        e = got[(m_bucket(r["M"]), r["N"], r["K"])]
+        cfg = qmm_tuned.config_from_dict(e["config"])
+        assert repr(cfg) == r["pick"] and e["from"] == "kernels-2026-12-01-s19-bigm-ship.json"
+        assert r["before_iso_us"] / r["pick_iso_us"] >= 1.03 and r["before_us"] / r["pick_us"] >= 1.03, r
+        assert cfg in candidate_configs(256, r["N"], r["K"], 128, 4, torch.float16)
+    for table in tuned.glob("*.json"):
+        if table.name != "nvidia-h200.json":
+            assert "tcsxk" not in table.read_text(), table
+
+
+@pytest.mark.parametrize(("units", "k_tiles", "programs"), [(3200, 40, 132), (11008, 32, 132), (1024, 32, 132),
+                                                            (30, 10, 7), (30, 10, 3), (40, 40, 132), (86, 86, 2)])
+def test_unit_ranges_cover_every_unit_once_and_sharers_are_the_owners(units: int, k_tiles: int, programs: int) -> None:
+    from inlaid_worker.kernels.quant_tcsxk import owner, sharers, unit_range
+
+    p = min(programs, units)
+    seen = [q for q in range(p) for _ in range(*unit_range(q, units, p))]
+    assert len(seen) == units and seen == sorted(seen)  # contiguous, in program order, each unit once
+    assert all(owner(u, units, p) == seen[u] for u in range(units))
+    for t in range(units // k_tiles):
+        assert sharers(t, k_tiles, units, p) == len(set(seen[t * k_tiles:(t + 1) * k_tiles])), t
+    if p == units // k_tiles:
+        assert all(sharers(t, k_tiles, units, p) == 1 for t in range(p)), "one program a tile: direct stores"
+
+
+def test_tcsxk_plan_and_refusals() -> None:
+    from inlaid_worker.kernels.quant_tcsx import WIDE_REGS
+    from inlaid_worker.kernels.quant_tcsxk import tcsxk_args, tcsxk_plan
+
+    assert tcsxk_plan(256, 5120, 5120, 128, 2, 132) == (132, 3200, 40, 2)  # 80 tiles x 40 K tiles
+    assert tcsxk_plan(100, 328, 1280, 128, 2, 10**6) == (30, 30, 10, 1), "P capped at the units"
+    w, _ = _weight(1280, 328, False, False)
+    x = torch.zeros(100, 1280, dtype=torch.float16)
+    y = torch.empty(100, 328, dtype=torch.float16)
+    grid, args, consts = tcsxk_args(x, w, 128, 3, 4, 2, y, WIDE_REGS)
+    assert grid == (3,) and args[5] is y and args[6] is y, "one program a tile: no workspace"
+    assert args[9:13] == (10, 30, 3, 1) and consts["CONS_REGS"] == WIDE_REGS[1] and consts["DIAG"] == 0
+    grid, args, _ = tcsxk_args(x, w, 128, 7, 4, 2, y, WIDE_REGS)
+    assert grid == (7,) and args[5] is not y, "shared tiles: the read-and-clear workspace"
+    _, args, consts = tcsxk_args(x, w, 128, 7, 4, 2, y, WIDE_REGS, slots=True)
+    assert consts["SLOTS"] == 1 and args[5].numel() >= 3 * 100 * 328, "up to 3 contributors a tile (7 on 30 units)"
+    for bad in (dict(block_m=32), dict(stages=6), dict(nwg=1), dict(diag=5)):
+        kw = dict(block_m=128, stages=4, nwg=2, diag=0) | bad
+        with pytest.raises(ValueError, match="tcsxk"):
+            tcsxk_args(x, w, kw["block_m"], 7, kw["stages"], kw["nwg"], y, WIDE_REGS, kw["diag"])
+
+
+def test_tcsxk_builds_offline() -> None:
+    """sm_90 build at block_m 128, 4 stages, two warpgroups, slot fix-ups (Triton's ptxas, no GPU): no ptxas warning
+    (wgmma serialization), no local memory in the consumer K loop (8 wgmmas a K tile; the fix-up path after it spills
+    ~230 bytes: once a tile segment), shared memory within tcsx_smem_bytes, both consumer K loops release a slot only
+    after a wgmma wait."""
+    sys.path.insert(0, str(BENCH))
+    from inlaid_worker.kernels.quant_tcsx import tcsx_smem_bytes
+    from s19_bigm_sass import build
+    from sass_tcl import analyse
+    from sass_tcs import loop_mix
+    from tcs_ptx_order import early_releases, k_loops
+
+    asm = build(128, 4, 2, slots=1)
+    res = analyse(asm)
+    assert not res["warnings"] and res["spill_stores"] <= 512, res
+    mix = loop_mix(asm)
+    assert mix and all(v["mix"].get("HGMMA") == 8 and not {"LDL", "STL"} & set(v["mix"]) for v in mix.values()), mix
+    assert asm["shared_bytes"] <= tcsx_smem_bytes(4, 128, 2)
+    loops = k_loops(asm["ptx"])
+    assert len(loops) == 2 and [early_releases(lp) for lp in loops] == [0, 0]
+
+
+# ----------------------------------------------------------------------------------------------------------- GPU
+GPU_CASES = [  # m, k, n, stages, programs (0: one an SM), dtype, sym, act, use_pdl, slots, order
+    (256, 1280, 640, 4, 7, torch.float16, False, False, 0, False, 1),  # 10 tiles x 10 K tiles on 7: shared tiles
+    (256, 1280, 640, 4, 7, torch.float16, False, False, 1, True, 1),
+    (200, 1280, 328, 4, 4, torch.float16, True, True, 1, False, 0),  # masked rows and columns, up to 3 a tile
+    (200, 1280, 328, 4, 4, torch.float16, True, True, 0, True, 0),
+    (128, 4096, 1408, 5, 0, torch.float16, False, False, 1, True, 1),  # one an SM (132 > 11 x 32 / 3)
+    (256, 1280, 384, 4, 6, torch.float16, False, False, 0, False, 0),  # one program a tile: direct stores only
+    (100, 1280, 384, 4, 5, torch.bfloat16, False, True, 1, True, 1),
+    (256, 11008, 512, 4, 0, torch.float16, False, False, 0, False, 1),  # 86 K tiles
+]
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+@pytest.mark.parametrize(("m", "k", "n", "stages", "programs", "dtype", "sym", "act", "use_pdl", "slots", "order"),
+                         GPU_CASES)  # fmt: skip
+def test_tcsxk_matches_reference(m: int, k: int, n: int, stages: int, programs: int, dtype: torch.dtype, sym: bool,
+                                 act: bool, use_pdl: int, slots: bool, order: int) -> None:  # fmt: skip
+    from inlaid_worker.kernels.quant_tcsx import launch_tcsxk, tcsx_permute
+
+    _launch_twice_and_check(lambda x, w, y: launch_tcsxk(tcsx_permute(x, w), w, 128, 1, stages, 2, y,
+                                                         programs=programs, slots=slots, order=order), m, k, n, sym,
+                            act, dtype, use_pdl, 4e-3 if dtype == torch.bfloat16 else 5e-4, True)  # fmt: skip
+
+
+@pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
+def test_tcsxk_through_the_dispatcher_and_many_launches_at_13b_o() -> None:
+    """13B o (5120 x 5120) at M = 256 through quant_matmul's dispatcher (pre-pass + kernel), 12 launches against
+    tcs_reference(acc_scale=True): every one right (a fix-up race would show as some launches off)."""
+    from inlaid_worker.kernels import quant_common
+    from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
+    from inlaid_worker.kernels.quant_matmul_config import QMMConfig
+    from inlaid_worker.kernels.quant_tcs import tcs_reference
+
+    torch.manual_seed(0)
+    w, _ = _weight(5120, 5120, False, False, "cuda")
+    x = torch.randn(256, 5120, device="cuda", dtype=torch.float16)
+    model = tcs_reference(x, w, acc_scale=True)
+    y = torch.empty(256, 5120, device="cuda", dtype=torch.float16)
+    for kind in KINDS:
+        errs = []
+        for _ in range(12):
+            y.fill_(float("nan"))
+            launch_quant_matmul(x, w, QMMConfig(128, 128, 128, 1, 4, 4, True, kind), y)
+            errs.append(float((y.float() - model).norm() / model.norm()))
+        assert all(e < 5e-4 for e in errs), (kind, errs)
+    torch.cuda.synchronize()
+    assert all(bool((ws == 0).all()) and bool((c == 0).all()) for ws, c in quant_common._WORKSPACES.values())
