@@ -20,7 +20,7 @@ visible. Each PDL-launched kernel here takes a constexpr USE_GDC and follows the
   their first A / B tile; that holds because only decode graphs enter a PDL scope and every PDL kernel of a graph
   starts after that staging is complete.
 Waiting is transitive: a kernel's wait returns only when the previous kernel completed, which itself waited.
-Kernels launched without PDL (torch ops, cuBLAS, quant_tcl, the v zero-fill before the LoRA shrink) need no change:
+Kernels launched without PDL (torch ops, cuBLAS, quant_tcl, the v zero-fill before the LoRA shrink above lora_fused.PARTIALS_MAX_ROWS rows) need no change:
 they start after everything before them, as always. The Gluon tensor-core GEMVs (quant_tcg) use this module's
 Gluon twins (ggdc_*: the same griddepcontrol PTX through Gluon's inline asm).
 

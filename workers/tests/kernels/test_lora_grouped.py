@@ -23,7 +23,7 @@ from typing import Any
 import pdl_helpers as ph
 import pytest
 import torch
-from lora_pools import lora_pools
+from lora_pools import lora_inputs
 
 CUDA = torch.cuda.is_available()
 
@@ -52,24 +52,11 @@ def _programs_per_sm(per_sm: tuple[int, int]) -> Iterator[None]:
 def _case(case_id: str, device: str) -> list[torch.Tensor]:
     """[grouped y, |grouped - BGMV| max, |grouped - reference| max]."""
     from inlaid_worker.kernels import lora_grouped
-    from inlaid_worker.kernels.lora_batch import LoraBatch, make_lora_batch
     from inlaid_worker.kernels.lora_fused import lora_apply_fused, lora_fused_reference
 
     ids, k, widths, rank, graph_rows, per_sm = CASES[case_id]
-    dt = torch.float16 if device == "cuda" else torch.float32
-    seed = zlib.crc32(case_id.encode())
-    pools = lora_pools(k, widths, rank, device, dt, seed, distinct_scalings=True)
-    g = torch.Generator().manual_seed(seed + 1)
-    t = len(ids)
-    x = torch.randn(t, k, generator=g).to(device=device, dtype=dt)
-    y0 = torch.randn(t, sum(widths) + 8, generator=g).to(device=device, dtype=dt)  # 8 columns no segment owns
-    if graph_rows:  # as decode_graphs stages a bucket
-        ar = torch.arange(t, dtype=torch.int32, device=device)
-        slot = torch.tensor([max(a, 0) for a in ids], dtype=torch.int32, device=device)
-        rows = torch.tensor([int(a >= 0) for a in ids], dtype=torch.int32, device=device)
-        batch = LoraBatch(ar, slot, ar, rows, 1, t, rank)
-    else:
-        batch = make_lora_batch(ids, [int(r) for r in pools[0].ranks], 1, device)
+    pools, x, y0, batch = lora_inputs(ids, k, widths, rank, graph_rows, device, zlib.crc32(case_id.encode()), True,
+                                      extra_cols=8)  # 8 columns no segment owns  # fmt: skip
     cols = [8 + sum(widths[:i]) for i in range(len(widths))]
     pools_r, cols = pools[::-1], cols[::-1]  # segments given out of column order
     y = y0.clone()

@@ -4,7 +4,8 @@
 CPU: under TRITON_INTERPRET=1 in a subprocess (this file as a script), lora_apply_fused (decode BGMV rows as the
 decode graphs stage them, padding rows, a multi-tile K walk per program, rank 64 so the expand walks several rank
 blocks, and the SGMV tiles) and the 3-bit GEMV (look-ahead 1 and 2, ragged splits) with USE_GDC 1, 2, 3 give
-exactly what USE_GDC 0 gives (the interpreter skips griddepcontrol, so this checks the reordered loads); the
+exactly what USE_GDC 0 gives (the interpreter skips griddepcontrol, so this checks the reordered loads; the BGMV
+cases, at most 16 rows, take lora_fused's split-K partials, SGMV its atomics); the
 Gluon kernel (never interpreted) is built offline for sm_90 per mode: one griddepcontrol.wait in modes 1-3 and
 none in 0, after the first word loads in modes 1 / 2 and before them in 3, launch_dependents at the start (1, 3)
 or after the K loop (2).
@@ -24,7 +25,7 @@ from typing import Any
 import pdl_helpers as ph
 import pytest
 import torch
-from lora_pools import lora_pools
+from lora_pools import lora_inputs
 
 CUDA = torch.cuda.is_available()
 
@@ -48,25 +49,12 @@ HGEMV3_CASES: dict[str, tuple] = {
 
 def _lora_case(case_id: str, device: str) -> list[torch.Tensor]:
     from inlaid_worker.kernels import lora_fused
-    from inlaid_worker.kernels.lora_batch import LoraBatch, make_lora_batch
     from inlaid_worker.kernels.lora_fused import lora_apply_fused, lora_fused_reference
 
     ids, k, widths, rank, block_m, graph_rows = LORA_CASES[case_id]
     lora_fused.SPLIT_PROGRAMS = PROGRAM_BUDGET.get(case_id, 2048)
-    dt = torch.float16 if device == "cuda" else torch.float32
-    seed = zlib.crc32(case_id.encode())
-    pools = lora_pools(k, widths, rank, device, dt, seed, distinct_scalings=False)
-    g = torch.Generator().manual_seed(seed + 1)
-    t = len(ids)
-    x = torch.randn(t, k, generator=g).to(device=device, dtype=dt)
-    y0 = torch.randn(t, sum(widths), generator=g).to(device=device, dtype=dt)
-    if graph_rows:  # as decode_graphs stages a bucket: one row per program, padding rows have slot 0 and no rows
-        ar = torch.arange(t, dtype=torch.int32, device=device)
-        slot = torch.tensor([max(a, 0) for a in ids], dtype=torch.int32, device=device)
-        rows = torch.tensor([int(a >= 0) for a in ids], dtype=torch.int32, device=device)
-        batch = LoraBatch(ar, slot, ar, rows, 1, t, rank)
-    else:
-        batch = make_lora_batch(ids, [int(r) for r in pools[0].ranks], block_m, device)
+    pools, x, y0, batch = lora_inputs(ids, k, widths, rank, graph_rows, device, zlib.crc32(case_id.encode()), False,
+                                      block_m)  # fmt: skip
     cols = [0, widths[0], widths[0] + widths[1]]
     y = y0.clone()
     lora_apply_fused(y, x, pools, cols, batch)
