@@ -48,6 +48,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched
 from .quant_common import workspace
+from .quant_matmul_config import m_bucket
 from .quant_tcg import BLOCK_K
 from .quant_tcs import WG_N, _operand_qz, tcs_layouts, tcs_supported, word_smem_layout, ws_partitions
 from .quant_tcsx import _tile_params
@@ -272,6 +273,21 @@ def tcsxk_plan(m: int, n: int, k: int, block_m: int, nwg: int, programs: int) ->
     return max(1, min(programs, units)), units, kt, n_m
 
 
+def tcsxk_workspace(m: int, n: int, k: int, block_m: int, nwg: int, programs: int, slots: bool) -> tuple[int, int]:
+    """(fp32 elements, int32 counters) a launch asks of its workspace; (0, 0): one program a tile, none. The fp32
+    region is sized for M's tuning bucket (m_bucket; M itself above 512), not M: the workspaces grow by replacement and
+    decode graphs keep every captured one alive, so sizing by M pinned one buffer per decode bucket (13B gate/up slots at
+    M = 160 / 192 / 224 / 256: ~175 MB). Slots: a tile has at most ceil(KT / (U / P)) + 1 contributors, counted on M's
+    own plan; at the tuner's plans (block_m 128, buckets 128 / 256) every M of a bucket has the same row blocks, so the
+    same plan, slots and counters: one buffer for the whole bucket."""
+    p, units, kt, _ = tcsxk_plan(m, n, k, block_m, nwg, programs)
+    tiles = units // kt
+    if p == tiles:
+        return 0, 0
+    planes = min(p, -(-kt * p // units) + 1) if slots else 1
+    return planes * max(m, m_bucket(m)) * n, nwg * tiles
+
+
 def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, stages: int, nwg: int, y: torch.Tensor,
                regs: tuple[int, int], diag: int = 0, slots: bool = False,
                order: int = ORDER) -> tuple[tuple, tuple, dict]:  # fmt: skip
@@ -298,12 +314,11 @@ def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, sta
         raise ValueError("tcsxk: xp must be row-major with 16-byte rows (TMA)")
     p, units, kt, n_m = tcsxk_plan(m, n, k, block_m, nwg, programs)
     tiles = units // kt
-    if p == tiles:  # one program a tile: no tile is shared, no workspace
+    elems, counters = tcsxk_workspace(m, n, k, block_m, nwg, programs, slots)
+    if not elems:  # one program a tile: no tile is shared, no workspace
         ws, cnt = y, y
-    elif slots:  # a tile has at most ceil(KT / (U / P)) + 1 contributors
-        ws, cnt = slot_workspace(xp.device, min(p, -(-kt * p // units) + 1) * m * n, nwg * tiles)
     else:
-        ws, cnt = workspace(xp.device, m * n, nwg * tiles)
+        ws, cnt = (slot_workspace if slots else workspace)(xp.device, elems, counters)
     x_desc = TensorDescriptor.from_tensor(xp, [block_m, BLOCK_K], x_smem_layout())
     w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, WG_N * nwg], word_smem_layout())
     args = (
@@ -319,4 +334,4 @@ def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, sta
     return (p,), args, consts
 
 
-__all__ = ["DIAGS", "owner", "sharers", "sm_count", "tcsxk_args", "tcsxk_plan", "unit_range"]
+__all__ = ["DIAGS", "owner", "sharers", "sm_count", "tcsxk_args", "tcsxk_plan", "tcsxk_workspace", "unit_range"]

@@ -98,6 +98,50 @@ def test_tcsxk_plan_and_refusals() -> None:
             tcsxk_args(x, w, kw["block_m"], 7, kw["stages"], kw["nwg"], y, WIDE_REGS, kw["diag"])
 
 
+def test_tcsxk_workspace_is_sized_by_the_m_bucket() -> None:
+    """Every M of a bucket asks for the same workspace (decode graphs keep each captured buffer alive, so growing it a
+    decode bucket at a time would pin one per size), never less than M's own need; M itself above bucket 512."""
+    from inlaid_worker.kernels.quant_tcsxk import tcsxk_plan, tcsxk_workspace
+
+    for n, k in ((27648, 5120), (5120, 13824)):  # the shipped picks: 13B gate/up (slots), 13B down (atomics)
+        for slots in (False, True):
+            for ms, bucket in (((129, 160, 200, 256), 256), ((65, 100, 128), 128)):
+                sizes = {m: tcsxk_workspace(m, n, k, 128, 2, 132, slots) for m in ms}
+                assert len(set(sizes.values())) == 1, (n, k, slots, sizes)
+                p, units, kt, _ = tcsxk_plan(ms[0], n, k, 128, 2, 132)
+                planes = min(p, -(-kt * p // units) + 1) if slots else 1
+                assert sizes[ms[0]] == (planes * bucket * n, 2 * units // kt), (n, k, slots)
+    assert tcsxk_workspace(256, 27648, 5120, 128, 2, 132, True)[0] == 2 * 256 * 27648, "2 contributors a tile"
+    assert tcsxk_workspace(600, 5120, 5120, 128, 2, 132, False)[0] == 600 * 5120, "above bucket 512: M itself"
+    assert tcsxk_workspace(100, 328, 1280, 128, 2, 3, True) == (0, 0), "one program a tile: no workspace"
+
+
+def test_tcsxk_args_share_one_workspace_across_a_bucket() -> None:
+    """tcsxk_args at M = 129, 160, 200, 256 in turn (a decode graph capture per bucket) reuses one buffer of each
+    kind: no call replaces the one an earlier call got."""
+    from inlaid_worker.kernels import quant_common, quant_tcw
+    from inlaid_worker.kernels.quant_tcsx import WIDE_REGS
+    from inlaid_worker.kernels.quant_tcsxk import tcsxk_args
+
+    w, _ = _weight(1280, 328, False, False)
+    cpu = torch.device("cpu")
+    saved = quant_tcw._SLOT_WS.pop(cpu, None), quant_common._WORKSPACES.pop(cpu, None)
+    try:
+        for slots in (False, True):
+            bufs = []
+            for m in (129, 160, 200, 256):
+                x = torch.zeros(m, 1280, dtype=torch.float16)
+                _, args, _ = tcsxk_args(x, w, 128, 7, 4, 2, torch.empty(m, 328, dtype=torch.float16), WIDE_REGS,
+                                        slots=slots)  # fmt: skip
+                bufs.append((args[5], args[6]))
+            assert all(ws is bufs[0][0] and c is bufs[0][1] for ws, c in bufs), slots
+    finally:
+        for table, entry in zip((quant_tcw._SLOT_WS, quant_common._WORKSPACES), saved, strict=True):
+            table.pop(cpu, None)
+            if entry is not None:
+                table[cpu] = entry
+
+
 def test_tcsxk_builds_offline() -> None:
     """sm_90 build at block_m 128, 4 stages, two warpgroups, slot fix-ups (Triton's ptxas, no GPU): no ptxas warning
     (wgmma serialization), no local memory in the consumer K loop (8 wgmmas a K tile; the fix-up path after it spills
@@ -149,7 +193,7 @@ def test_tcsxk_matches_reference(m: int, k: int, n: int, stages: int, programs: 
 def test_tcsxk_through_the_dispatcher_and_many_launches_at_13b_o() -> None:
     """13B o (5120 x 5120) at M = 256 through quant_matmul's dispatcher (pre-pass + kernel), 12 launches against
     tcs_reference(acc_scale=True): every one right (a fix-up race would show as some launches off)."""
-    from inlaid_worker.kernels import quant_common
+    from inlaid_worker.kernels import quant_common, quant_tcw
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
     from inlaid_worker.kernels.quant_tcs import tcs_reference
@@ -168,3 +212,4 @@ def test_tcsxk_through_the_dispatcher_and_many_launches_at_13b_o() -> None:
         assert all(e < 5e-4 for e in errs), (kind, errs)
     torch.cuda.synchronize()
     assert all(bool((ws == 0).all()) and bool((c == 0).all()) for ws, c in quant_common._WORKSPACES.values())
+    assert all(bool((c == 0).all()) for _, c in quant_tcw._SLOT_WS.values()), "slot counters left non-zero"
