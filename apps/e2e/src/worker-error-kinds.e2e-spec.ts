@@ -40,16 +40,31 @@ afterAll(async () => {
   if (fixture !== undefined) rmSync(fixture.root, { recursive: true, force: true });
 });
 
-/** The raw RequestError the worker sends for `admit` on a Session of its own. */
+/**
+ * The raw RequestError the worker sends for `admit` on a Session of its own. Fails clearly (and ends the Session)
+ * instead of hanging when the request is admitted and finishes, the stream ends or fails, or nothing came in 10 s.
+ */
 function rawRefusal(admit: worker.Admit): Promise<worker.RequestError> {
   return new Promise((resolve, reject) => {
     const session = conn.rpc.session();
-    session.on('data', (ev: worker.WorkerEvent) => {
-      if (ev.kind?.$case !== 'error') return;
-      resolve(ev.kind.value);
+    let settled = false;
+    const settle = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      fn();
       session.cancel();
+    };
+    const timer = setTimeout(() => settle(() => reject(new Error(`no RequestError for ${admit.requestId} within 10 s`))), 10_000);
+    session.on('data', (ev: worker.WorkerEvent) => {
+      const kind = ev.kind;
+      if (kind?.$case === 'error') settle(() => resolve(kind.value));
+      else if (kind?.$case === 'delta' && kind.value.finishReason !== common.FinishReason.FINISH_REASON_UNSPECIFIED) {
+        settle(() => reject(new Error(`${admit.requestId} was admitted and finished (${kind.value.finishReason}), not refused`)));
+      }
     });
-    session.on('error', (err: ServiceError) => (err.code === status.CANCELLED ? undefined : reject(err)));
+    session.on('end', () => settle(() => reject(new Error(`the Session ended before a RequestError for ${admit.requestId}`))));
+    session.on('error', (err: ServiceError) => settle(() => reject(err)));
     session.write({ kind: { $case: 'admit', value: admit } });
   });
 }

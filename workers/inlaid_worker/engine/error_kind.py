@@ -2,8 +2,7 @@
 
 Each error a request can meet names its kind: RequestError at each raise (a required argument), the other request
 errors as a class attribute (PromptError and SamplingError bad input, UnknownModelError an unknown model, ClosedError
-a shutdown) or per instance (StructuredOutputError: the client's response_format unless the grammar cache says it is
-its own failure or backlog). The server sends the kind to the gateway (worker.proto RequestErrorKind: RequestError.kind
+a shutdown) or per instance (StructuredOutputError and AdmitError: each construction names its kind). The server sends the kind to the gateway (worker.proto RequestErrorKind: RequestError.kind
 on the Session, trailing metadata on Prepare), which picks the client's HTTP / gRPC status from it alone.
 """
 

@@ -257,7 +257,7 @@ class GrammarCache:
                     else:
                         waiter.set_exception(
                             StructuredOutputError(
-                                f"response_format: the compile could not start: {exc}", ErrorKind.INTERNAL
+                                f"response_format: the compile could not start: {exc}", kind=ErrorKind.INTERNAL
                             )
                         )
                     return waiter
@@ -327,7 +327,7 @@ class GrammarCache:
                 out,
                 StructuredOutputError(
                     f"response_format: the resumed output's replay could not start: {type(exc).__name__}: {str(exc)[:200]}",
-                    ErrorKind.INTERNAL,
+                    kind=ErrorKind.INTERNAL,
                 ),
             )
             return
@@ -337,7 +337,7 @@ class GrammarCache:
         )
         try:
             deadline = self._timers.call_later(
-                self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message, ErrorKind.OVERLOADED))
+                self.replay_timeout_s, lambda: _settle(out, StructuredOutputError(message, kind=ErrorKind.OVERLOADED))
             )
         except Exception as exc:  # (the deadline thread could not start): no replay without its bound
             job.cancel()
@@ -349,7 +349,9 @@ class GrammarCache:
         # the compile goes on (or is dropped if it never started, see _leave); this caller is refused
         _settle(
             waiter,
-            StructuredOutputError(f"response_format: the {kind} took longer than {self.timeout_s:g} s to compile"),
+            StructuredOutputError(  # the client's grammar: one compile bounded in time (a resumed run's: the gateway's 500)
+                f"response_format: the {kind} took longer than {self.timeout_s:g} s to compile", kind=ErrorKind.BAD_INPUT
+            ),
         )
 
     def _leave(self, key: Key, waiter: Future[Any]) -> None:
@@ -379,7 +381,7 @@ class GrammarCache:
                 _settle(w, result=job.result())
             return
         if not isinstance(exc, StructuredOutputError):  # xgrammar raises RuntimeError / ValueError / InvalidJSONError
-            exc = StructuredOutputError(f"response_format: invalid {kind}: {_clean(str(exc))}")
+            exc = StructuredOutputError(f"response_format: invalid {kind}: {_clean(str(exc))}", kind=ErrorKind.BAD_INPUT)
         for w in waiters:
             _settle(w, exc)
 
@@ -430,7 +432,7 @@ def _replay_into(out: Future[GrammarState], grammar: Any, tokens: list[int]) -> 
             out,
             StructuredOutputError(
                 f"response_format: replaying the resumed output failed: {type(exc).__name__}: {_clean(str(exc))}",
-                ErrorKind.INTERNAL,
+                kind=ErrorKind.INTERNAL,
             ),
         )
     except BaseException as exc:  # handed to `out` as it is: the job's own future is read by nobody

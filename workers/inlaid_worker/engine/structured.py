@@ -11,7 +11,8 @@ matcher; the mask allows EOS only where the grammar can end, and the request fin
 matcher has terminated. A resumed request (its last prompt tokens are its own earlier output) rebuilds the
 matcher by replaying those tokens into a fresh one, within REPLAY_MAX_S of CPU time and REPLAY_MAX_WALL_S of wall
 time: past either the request is refused (StructuredOutputError naming response_format: an AdmitError for that
-request alone, nothing queued). In the worker the replay runs off the engine thread, on the grammar replay pool
+request alone, nothing queued; INTERNAL past the CPU bound or for a token the grammar refuses, OVERLOADED past the
+wall-time bound alone). In the worker the replay runs off the engine thread, on the grammar replay pool
 (GrammarCache.state_async, called by the servicer on Admit; the engine loop's admit_when_ready waits for it as it
 waits for a compile), and engine.add_request is handed the ready GrammarState, so no other request stalls while
 it runs; engine.add_request replays on its caller's thread only when it is handed none (direct engine use).
@@ -39,10 +40,11 @@ MAX_CHOICES = 1024
 
 
 class StructuredOutputError(SamplingError):
-    """The response_format cannot be used (invalid, too large, too slow to compile, or no xgrammar): the client's
-    (BAD_INPUT), unless the grammar cache names it the worker's own failure (INTERNAL) or its backlog (OVERLOADED)."""
+    """The response_format cannot be used: invalid, too large, too slow to compile, or no xgrammar (the client's,
+    BAD_INPUT); or a resumed request's replay failed (the worker's own, INTERNAL, or its load, OVERLOADED). Each raise
+    names its kind (no default: the AST check in tests/engine/test_error_kinds.py holds every raise to it)."""
 
-    def __init__(self, message: str, kind: ErrorKind = ErrorKind.BAD_INPUT) -> None:
+    def __init__(self, message: str, *, kind: ErrorKind) -> None:
         super().__init__(message)
         self.kind = kind
 
@@ -59,28 +61,39 @@ class StructuredOutput:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise StructuredOutputError(f"response_format: unknown type {self.kind!r} (one of {', '.join(KINDS)})")
+            raise StructuredOutputError(
+                f"response_format: unknown type {self.kind!r} (one of {', '.join(KINDS)})", kind=ErrorKind.BAD_INPUT
+            )
         size = len(self.spec) + sum(len(c) for c in self.choices)
         if size > MAX_SPEC_CHARS:
             raise StructuredOutputError(
-                f"response_format: the {self.kind} spec has {size} characters, at most {MAX_SPEC_CHARS}"
+                f"response_format: the {self.kind} spec has {size} characters, at most {MAX_SPEC_CHARS}",
+                kind=ErrorKind.BAD_INPUT,
             )
         if self.kind in ("json_schema", "regex") and not self.spec:
-            raise StructuredOutputError(f"response_format: the {self.kind} must not be empty")
+            raise StructuredOutputError(f"response_format: the {self.kind} must not be empty", kind=ErrorKind.BAD_INPUT)
         if self.kind == "choice":
             if not self.choices or len(self.choices) > MAX_CHOICES:
-                raise StructuredOutputError(f"response_format: choice needs 1 to {MAX_CHOICES} strings")
+                raise StructuredOutputError(
+                    f"response_format: choice needs 1 to {MAX_CHOICES} strings", kind=ErrorKind.BAD_INPUT
+                )
             if any(not c for c in self.choices):
-                raise StructuredOutputError("response_format: choice strings must not be empty")
+                raise StructuredOutputError("response_format: choice strings must not be empty", kind=ErrorKind.BAD_INPUT)
         if self.kind == "json_schema":
             try:
                 schema = json.loads(self.spec)
             except ValueError as exc:
-                raise StructuredOutputError(f"response_format: the JSON schema is not valid JSON ({exc})") from None
+                raise StructuredOutputError(
+                    f"response_format: the JSON schema is not valid JSON ({exc})", kind=ErrorKind.BAD_INPUT
+                ) from None
             except RecursionError:
-                raise StructuredOutputError("response_format: the JSON schema is nested too deep") from None
+                raise StructuredOutputError(
+                    "response_format: the JSON schema is nested too deep", kind=ErrorKind.BAD_INPUT
+                ) from None
             if not isinstance(schema, dict):
-                raise StructuredOutputError("response_format: the JSON schema must be a JSON object")
+                raise StructuredOutputError(
+                    "response_format: the JSON schema must be a JSON object", kind=ErrorKind.BAD_INPUT
+                )
 
     @property
     def key(self) -> tuple[str, str, tuple[str, ...]]:
@@ -92,8 +105,9 @@ def require_xgrammar() -> Any:
     try:
         import xgrammar
     except ImportError:  # the worker serves everything else without it
-        raise StructuredOutputError(
-            "response_format: structured outputs need the xgrammar package, which this worker lacks"
+        raise StructuredOutputError(  # a feature this worker does not offer: a clear 400, as for any unsupported field
+            "response_format: structured outputs need the xgrammar package, which this worker lacks",
+            kind=ErrorKind.BAD_INPUT,
         ) from None
     return xgrammar
 
@@ -145,9 +159,10 @@ class GrammarState:
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         check = REPLAY_CHECK_EVERY
         for i, token in enumerate(replay):
-            if not self.matcher.accept_token(int(token)):
+            if not self.matcher.accept_token(int(token)):  # the worker sampled it under this grammar: its own fault
                 raise StructuredOutputError(
-                    f"response_format: the resumed output's token {i} ({int(token)}) does not match the grammar"
+                    f"response_format: the resumed output's token {i} ({int(token)}) does not match the grammar",
+                    kind=ErrorKind.INTERNAL,
                 )
             if i + 1 < check or i + 1 == n:
                 continue
@@ -157,7 +172,13 @@ class GrammarState:
                     f"response_format: replaying the resumed output through the grammar took {cpu:.2f} s of CPU "
                     f"time, {wall:.2f} s of wall time, after {i + 1} of {n} tokens (at most {REPLAY_MAX_S:g} s of "
                     f"CPU time or {REPLAY_MAX_WALL_S:g} s of wall time); this grammar is too slow to apply to an "
-                    "output this long"
+                    "output this long",
+                    # past the CPU bound: INTERNAL. The thread's CPU time does not depend on the worker's load, the same
+                    # grammar and output overrun again (a retry would not help), and the request ran fine until the
+                    # gateway preempted it: the worker's limit on its own resumption, a 500. Within it but past the
+                    # wall-time bound: OVERLOADED (503, retry): the replay waited for the GIL or the processor behind
+                    # other threads (0.88 s of CPU time took 5.97 s with two busy threads), the worker's load
+                    kind=ErrorKind.INTERNAL if cpu > REPLAY_MAX_S else ErrorKind.OVERLOADED,
                 )
             near = cpu > REPLAY_MAX_S / 2 or wall > REPLAY_MAX_WALL_S / 2
             check = i + 1 + (1 if near else REPLAY_CHECK_EVERY)

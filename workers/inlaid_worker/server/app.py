@@ -89,6 +89,10 @@ class RunningWorker:
     port: int
 
     def stop(self, grace: float = 5.0) -> None:
+        # first: an Admit on a Session still open during the grace is refused SHUTTING_DOWN (the gateway queues it
+        # again elsewhere) rather than started here and cut off when the grace ends (before, the grammar cache closed
+        # only after the server stopped, so no refusal ever said SHUTTING_DOWN)
+        self.loop.refuse_new()
         self.server.stop(grace).wait()
         self.loop.stop()
         self.loop.engine.grammars.close()  # its compile/replay threads; a hung compile does not delay the exit

@@ -4,7 +4,8 @@ Other threads talk to it only through a thread-safe inbox (admit, abort, open/cl
 on the engine); the loop drains the inbox between steps and pushes events onto per-session outboxes
 (unbounded queues, so a slow reader never stalls a step). When the engine is idle the loop blocks on the
 inbox. A session that is cancelled has all its requests aborted (their KV blocks freed); a session whose
-client only stopped sending is drained: its requests finish, then its outbox is closed.
+client only stopped sending is drained: its requests finish, then its outbox is closed. Once the worker stops
+(refuse_new), every new Admit is refused SHUTTING_DOWN while the admitted requests run on.
 
 A request whose grammar (structured outputs) still compiles is admitted by `admit_when_ready`: it belongs to its
 session at once (an abort or the session's end cancels its wait; a half-closed session waits for it) and enters the
@@ -59,6 +60,11 @@ def _in_flight(rid: str) -> AdmitError:
     return AdmitError(rid, f"request id {rid!r} is already in flight", ErrorKind.INTERNAL)
 
 
+def _shutting_down(rid: str) -> AdmitError:
+    """An Admit that arrived after refuse_new (the worker is stopping): the gateway queues it again elsewhere."""
+    return AdmitError(rid, "the worker is shutting down", ErrorKind.SHUTTING_DOWN)
+
+
 @dataclass(frozen=True)
 class StateEvent:
     state: EngineState
@@ -92,6 +98,7 @@ class EngineLoop:
         self._next_session = 0
         self._lock = threading.Lock()  # guards _next_session only
         self._stop = threading.Event()
+        self._refusing = threading.Event()  # set by refuse_new: the worker is stopping
         self._steps_per_s = 0.0
         self._last_state: tuple[Any, ...] = ()
         self._last_state_at = 0.0
@@ -106,6 +113,16 @@ class EngineLoop:
         self._stop.set()
         self._inbox.put(lambda: None)
         self._thread.join(timeout)
+
+    def refuse_new(self) -> None:
+        """The worker is stopping: every Admit from now on is refused SHUTTING_DOWN (the gateway queues it again, on
+        another worker, and admits nothing more here), while the requests already admitted run on (RunningWorker.stop
+        calls this before the gRPC server's grace period, during which the Session streams stay open)."""
+        self._refusing.set()
+
+    @property
+    def refusing(self) -> bool:
+        return self._refusing.is_set()
 
     def open_session(self) -> tuple[int, queue.Queue[Event]]:
         with self._lock:
@@ -263,6 +280,9 @@ class EngineLoop:
         if rid in self._owner:
             session.outbox.put(_in_flight(rid))
             return
+        if self._refusing.is_set():
+            session.outbox.put(_shutting_down(rid))
+            return
         error = self._start(rid, prompt, sampling, model, resumed)
         if error is not None:
             session.outbox.put(error)
@@ -291,9 +311,9 @@ class EngineLoop:
         if session is None or session.draining:
             grammar.cancel()
             return
-        if rid in self._owner:
+        if rid in self._owner or self._refusing.is_set():
             grammar.cancel()
-            session.outbox.put(_in_flight(rid))
+            session.outbox.put(_in_flight(rid) if rid in self._owner else _shutting_down(rid))
             return
         session.waiting[rid] = _Waiting(grammar, prompt_tokens, logprobs_asked)
         session.requests.add(rid)

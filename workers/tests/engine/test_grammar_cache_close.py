@@ -125,7 +125,8 @@ def test_closed_timers_never_fire() -> None:
 
 
 def test_running_worker_stop_closes_the_grammar_cache() -> None:
-    """The worker's shutdown (RunningWorker.stop, after the server and the engine loop stop) closes the cache."""
+    """The worker's shutdown (RunningWorker.stop, after the server and the engine loop stop) closes the cache; new Admits
+    are refused first (the server's grace period keeps Sessions open)."""
     calls: list[str] = []
 
     class Stopped:
@@ -146,11 +147,14 @@ def test_running_worker_stop_closes_the_grammar_cache() -> None:
     class Loop:
         engine = Engine()
 
+        def refuse_new(self) -> None:
+            calls.append("refuse")
+
         def stop(self) -> None:
             calls.append("loop")
 
     RunningWorker(Server(), Loop(), 0).stop(grace=0.1)  # type: ignore[arg-type]
-    assert calls == ["server", "loop", "grammars"]
+    assert calls == ["refuse", "server", "loop", "grammars"]
 
 
 def test_a_compile_asked_for_as_close_runs_is_refused(

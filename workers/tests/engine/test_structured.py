@@ -15,6 +15,7 @@ from engine_helpers import drain, engine_for, text, tokens
 from factories import make_tiny_llama
 from grammar_helpers import held_compiles
 from inlaid_worker.engine.engine import LLMEngine
+from inlaid_worker.engine.error_kind import ErrorKind
 from inlaid_worker.engine.grammar_cache import GrammarCache
 from inlaid_worker.engine.sampler import TokenHistory, make_generator, sample_rows
 from inlaid_worker.engine.sampling_params import SamplingError, SamplingParams
@@ -419,7 +420,7 @@ def test_a_replay_whose_future_ended_as_it_was_submitted_never_runs(
     real_replays = cache._replays
 
     def replays() -> CompilePool:  # the future ends just before the replay is submitted (behind a busy thread)
-        futures[0].set_exception(StructuredOutputError("response_format: ended elsewhere"))
+        futures[0].set_exception(StructuredOutputError("response_format: ended elsewhere", kind=ErrorKind.BAD_INPUT))
         pool = real_replays()
         pool.submit(lambda: busy.wait(5.0))
         return pool

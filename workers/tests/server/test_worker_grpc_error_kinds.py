@@ -5,7 +5,10 @@ metadata `inlaid-error-kind`. The gateway reads these, never the message (apps/g
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -113,13 +116,20 @@ def test_unary_refusals_carry_their_kind_in_trailing_metadata(worker: tuple[Any,
     )
 
 
+@pytest.fixture()
+def own_worker(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A worker of the test's own, for tests that stop it or close a part of it (the module's worker stays whole)."""
+    with serving(make_tiny_llama(tmp_path / "model", vocab=VOCAB), kv_cache_bytes=1 << 20) as (stub, running):
+        yield stub, running
+
+
 def test_after_the_grammar_cache_closed_a_structured_request_is_refused_as_a_shutdown(
-    worker: tuple[Any, Any],
+    own_worker: tuple[Any, Any],
 ) -> None:
-    """Last in this module: it closes the worker's grammar cache (as its shutdown does). Prepare says UNAVAILABLE (the
-    gateway tries another worker; before, the uncaught ClosedError was UNKNOWN, a 500) and the Admit SHUTTING_DOWN."""
+    """It closes the worker's grammar cache (as its shutdown does). Prepare says UNAVAILABLE (the gateway tries another
+    worker; before, the uncaught ClosedError was UNKNOWN, a 500) and the Admit SHUTTING_DOWN."""
     pytest.importorskip("xgrammar")
-    stub, running = worker
+    stub, running = own_worker
     running.loop.engine.grammars.close()
     regex = common_pb2.SamplingParams(max_tokens=2, regex="a+")
     assert refusal(stub.Prepare, worker_pb2.PrepareRequest(prompt="hi", sampling=regex)) == (
@@ -128,3 +138,33 @@ def test_after_the_grammar_cache_closed_a_structured_request_is_refused_as_a_shu
     )
     admit = worker_pb2.Admit(request_id="s", prompt_token_ids=[1, 2], sampling=regex)
     assert admit_error(stub, admit).kind == KIND.REQUEST_ERROR_KIND_SHUTTING_DOWN
+
+
+def test_an_admit_during_the_shutdown_grace_is_refused_as_a_shutdown(own_worker: tuple[Any, Any]) -> None:
+    """RunningWorker.stop refuses new Admits before the server's grace period, during which an open Session still
+    carries them: one arriving then is refused SHUTTING_DOWN (the gateway queues it again on another worker). Before,
+    it was started here and cut off when the grace ended (SHUTTING_DOWN was unreachable: the grammar cache, whose
+    ClosedError was its only source, closed after the server had stopped)."""
+    stub, running = own_worker
+    out: queue.Queue[Any] = queue.Queue()
+    events = iter(stub.Session(iter(out.get, None)))
+    assert next(events).WhichOneof("kind") == "state"  # the Session is open before the stop begins
+    stopping = threading.Thread(target=running.stop, kwargs={"grace": 5.0})
+    stopping.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while not running.loop.refusing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        late = worker_pb2.Admit(request_id="late", prompt_token_ids=[1, 2], sampling=common_pb2.SamplingParams(max_tokens=2))
+        out.put(worker_pb2.ControlMessage(admit=late))
+        for ev in events:
+            if ev.WhichOneof("kind") == "error":
+                assert (ev.error.request_id, ev.error.kind) == ("late", KIND.REQUEST_ERROR_KIND_SHUTTING_DOWN)
+                break
+            assert not (ev.WhichOneof("kind") == "delta" and ev.delta.finish_reason), f"admitted: {ev.delta}"
+        else:
+            raise AssertionError("the stream ended before the refusal")
+    finally:
+        out.put(None)  # the Session ends: the stop need not wait out its grace
+        stopping.join(10.0)
+    assert not stopping.is_alive()

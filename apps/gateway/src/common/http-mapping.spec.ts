@@ -1,5 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { grpcStatusOfHttp, httpStatusOf, toOpenAIError } from './http-mapping';
+import { workerRefusal } from '../testing/worker-refusal';
 import { fromWorkerError, InlaidError } from './inlaid-error';
 
 describe('gRPC status -> HTTP', () => {
@@ -45,7 +46,8 @@ describe('toOpenAIError', () => {
 });
 
 describe('fromWorkerError', () => {
-  const grpcErr = (code: status, details: string) => Object.assign(new Error(`${code} ${details}`), { code, details });
+  const grpcErr = (code: status, details: string) =>
+    workerRefusal(code, details, code === status.NOT_FOUND ? 'REQUEST_ERROR_KIND_UNKNOWN_MODEL' : 'REQUEST_ERROR_KIND_BAD_INPUT');
 
   it('keeps the worker message of INVALID_ARGUMENT (e.g. a too-long prompt)', () => {
     const err = fromWorkerError(grpcErr(status.INVALID_ARGUMENT, 'prompt has 900 tokens, limit is 512'), 'm');
@@ -62,7 +64,7 @@ describe('fromWorkerError', () => {
 
   it('maps NOT_FOUND to model_not_found and transport errors to UNAVAILABLE', () => {
     expect(fromWorkerError(grpcErr(status.NOT_FOUND, 'unknown model x'), 'x').details.code).toBe('model_not_found');
-    expect(fromWorkerError(grpcErr(status.UNAVAILABLE, 'connect failed'), 'x').status).toBe(status.UNAVAILABLE);
+    expect(fromWorkerError(workerRefusal(status.UNAVAILABLE, 'connect failed'), 'x').status).toBe(status.UNAVAILABLE);
     expect(fromWorkerError(new Error('boom'), 'x').status).toBe(status.INTERNAL);
   });
 });

@@ -2,21 +2,28 @@
  * fromWorkerError never passes an unexpected error's own text (a TypeError's, naming internals) to the client: it
  * becomes INTERNAL_ERROR_MESSAGE and is logged, once; gRPC status errors and InlaidErrors keep their messages.
  * A worker's refusal is classified by the kind it names (a RequestError's kind at Admit, the `inlaid-error-kind` trailing
- * metadata of a unary call), never by its text; a unary refusal without one (an admin call, an older worker) by its
- * status code; a RequestError without one is a logged 500.
+ * metadata of a unary call), never by its text; a failure without one is the link's (a 503 / 504 with a fixed message,
+ * grpc-js's text, which names the worker's address, only logged) or else a logged 500, on the Session and on unary
+ * calls alike (an older worker's INVALID_ARGUMENT too: workers are upgraded before the gateway).
  */
-import { Metadata, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { worker } from '@inlaid/proto';
 import { Logger } from '@nestjs/common';
+import { logSpies } from '../testing/log-spies';
+import { workerRefusal } from '../testing/worker-refusal';
 import { toOpenAIError } from './http-mapping';
-import { fromWorkerError, INTERNAL_ERROR_MESSAGE, InlaidError, WORKER_ERROR_KIND_KEY, workerRequestError } from './inlaid-error';
+import {
+  fromWorkerError,
+  INTERNAL_ERROR_MESSAGE,
+  InlaidError,
+  rerunRefusal,
+  WORKER_TIMEOUT_MESSAGE,
+  WORKER_UNAVAILABLE_MESSAGE,
+  workerRequestError,
+} from './inlaid-error';
 
 const Kind = worker.RequestErrorKind;
-const grpcError = (code: status, details: string, kind?: string) => {
-  const metadata = new Metadata();
-  if (kind !== undefined) metadata.set(WORKER_ERROR_KIND_KEY, kind);
-  return Object.assign(new Error(`${code} ${details}`), { code, details, metadata });
-};
+const grpcError = workerRefusal;
 
 describe('fromWorkerError with an unexpected error', () => {
   let logged: jest.SpyInstance;
@@ -36,9 +43,9 @@ describe('fromWorkerError with an unexpected error', () => {
     expect(logged).toHaveBeenCalledTimes(1);
   });
 
-  it('keeps the messages of gRPC status errors and InlaidErrors, logging neither', () => {
-    expect(fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'prompt has 900 tokens'), 'm').message).toBe('prompt has 900 tokens');
-    expect(fromWorkerError(grpcError(status.INTERNAL, 'engine step failed'), 'm').message).toBe('engine step failed');
+  it("keeps the messages of a worker's kind-named refusals and of InlaidErrors, logging neither", () => {
+    const named = grpcError(status.INVALID_ARGUMENT, 'prompt has 900 tokens', 'REQUEST_ERROR_KIND_BAD_INPUT');
+    expect(fromWorkerError(named, 'm').message).toBe('prompt has 900 tokens');
     const own = InlaidError.unavailable('Worker w1 disconnected.');
     expect(fromWorkerError(own, 'm')).toBe(own);
     expect(logged).not.toHaveBeenCalled();
@@ -71,12 +78,68 @@ describe("fromWorkerError of a worker's unary refusal naming its kind", () => {
     expect(logged).toHaveBeenCalledTimes(1);
   });
 
-  it('without a kind (an admin call, an older worker) goes by the status code, naming the parameter', () => {
-    const err = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'prompt_logprobs: 20 on a 90000-token prompt is too many entries'), 'm');
-    expect(err.status).toBe(status.INVALID_ARGUMENT);
-    expect(err.details.param).toBe('prompt_logprobs');
-    expect(fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'the prompt is too long'), 'm').details.param).toBeUndefined();
+  it('names the parameter a bad-input refusal starts with', () => {
+    const err = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'prompt_logprobs: 20 on a 90000-token prompt is too many entries', 'REQUEST_ERROR_KIND_BAD_INPUT'), 'm');
+    expect([err.status, err.details.param]).toEqual([status.INVALID_ARGUMENT, 'prompt_logprobs']);
+    expect(fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'the prompt is too long', 'REQUEST_ERROR_KIND_BAD_INPUT'), 'm').details.param).toBeUndefined();
     expect(logged).not.toHaveBeenCalled();
+  });
+});
+
+describe('fromWorkerError of a failure naming no kind', () => {
+  const spies = logSpies();
+
+  it("is the link's with a fixed message: grpc-js's text, naming the worker's address, is logged, never sent", () => {
+    const cases: Array<[status, string, status, string]> = [
+      [status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 10.0.0.7:50051', status.UNAVAILABLE, WORKER_UNAVAILABLE_MESSAGE],
+      [status.CANCELLED, 'Cancelled on client', status.UNAVAILABLE, WORKER_UNAVAILABLE_MESSAGE],
+      [status.DEADLINE_EXCEEDED, 'Deadline exceeded after 15.001s,remote_addr=10.0.0.7:50051', status.DEADLINE_EXCEEDED, WORKER_TIMEOUT_MESSAGE],
+    ];
+    for (const [code, text, want, message] of cases) {
+      const err = fromWorkerError(grpcError(code, text), 'm');
+      expect([err.status, err.message]).toEqual([want, message]); // before: `Worker unavailable: ${text}`, or the text itself
+      expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('10.0.0.7');
+    }
+    expect(spies.warn).toHaveBeenCalledTimes(3);
+    expect(String(spies.warn.mock.calls[2][0])).toContain('remote_addr=10.0.0.7:50051');
+    expect(spies.error).not.toHaveBeenCalled();
+  });
+
+  it("is otherwise the worker's own failure, a logged 500, whatever its code (as a RequestError without a kind is)", () => {
+    // an older worker's own grammar fault as INVALID_ARGUMENT, grpc-js's oversized message (was a 429), an INTERNAL
+    const cases: Array<[status, string]> = [
+      [status.INVALID_ARGUMENT, 'response_format: the compile could not start: /opt/inlaid/secret'],
+      [status.RESOURCE_EXHAUSTED, 'Received message larger than max (5000000 vs. 4194304)'],
+      [status.NOT_FOUND, "the model 'a' does not exist"],
+      [status.INTERNAL, 'engine step failed'],
+    ];
+    for (const [code, text] of cases) {
+      const err = fromWorkerError(grpcError(code, text), 'm');
+      expect(toOpenAIError(err)).toMatchObject({ httpStatus: 500, body: { error: { message: INTERNAL_ERROR_MESSAGE } } });
+    }
+    expect(spies.error).toHaveBeenCalledTimes(cases.length);
+    expect(String(spies.error.mock.calls[0][0])).toMatch(/no error kind.*INVALID_ARGUMENT.*secret/);
+    const unnamed = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_UNSPECIFIED, message: cases[0][1] });
+    expect(unnamed.status).toBe(status.INTERNAL); // the Session's path: the same policy
+  });
+});
+
+describe('rerunRefusal (a run the gateway admitted again)', () => {
+  it("makes a worker's BAD_INPUT a logged 500 and keeps any other error", () => {
+    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      const bad = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_BAD_INPUT, message: "response_format: the resumed output's token 3 (7) does not match the grammar" });
+      const err = rerunRefusal(bad) as InlaidError;
+      expect([err.status, err.message, err.details.workerKind]).toEqual([status.INTERNAL, INTERNAL_ERROR_MESSAGE, Kind.REQUEST_ERROR_KIND_INTERNAL]);
+      expect(String(logged.mock.calls[0][0])).toContain('re-admitted run');
+      const closing = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, message: 'x' });
+      expect(rerunRefusal(closing)).toBe(closing);
+      const own = new InlaidError(status.INVALID_ARGUMENT, 'gateway-side');
+      expect(rerunRefusal(own)).toBe(own);
+      expect(logged).toHaveBeenCalledTimes(1);
+    } finally {
+      logged.mockRestore();
+    }
   });
 });
 
@@ -94,7 +157,10 @@ describe('workerRequestError (a RequestError event)', () => {
       expect(statusOf(Kind.REQUEST_ERROR_KIND_UNSPECIFIED)).toBe(status.INTERNAL); // an older worker: no kind
       expect(statusOf(Kind.UNRECOGNIZED)).toBe(status.INTERNAL);
       expect(statusOf(99 as worker.RequestErrorKind)).toBe(status.INTERNAL); // a newer worker's kind
-      expect(logged).toHaveBeenCalledTimes(4);
+      // the kind rides along (never sent): what the dispatcher and Prepare's retry act on
+      expect(workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, message: text }).details.workerKind).toBe(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN);
+      expect(workerRequestError({ kind: 99 as worker.RequestErrorKind, message: text }).details.workerKind).toBe(Kind.UNRECOGNIZED);
+      expect(logged).toHaveBeenCalledTimes(5);
       expect(String(logged.mock.calls[1][0])).toMatch(/no error kind/);
     } finally {
       logged.mockRestore();

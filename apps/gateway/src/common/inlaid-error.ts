@@ -15,6 +15,12 @@ export interface InlaidErrorDetails {
   readonly retryAfterS?: number;
   /** An HTTP status finer than the gRPC code's mapping (413 for an oversized body). */
   readonly httpStatus?: number;
+  /**
+   * The kind a worker named for its refusal or failure of one request (worker.proto RequestErrorKind), on the errors
+   * workerRequestError builds: what the dispatcher (a run refused while its worker shuts down is queued again) and
+   * Prepare's retry act on. Never sent to the client.
+   */
+  readonly workerKind?: worker.RequestErrorKind;
 }
 
 export class InlaidError extends Error {
@@ -78,13 +84,39 @@ const errorLog = new Logger('Errors');
  */
 export const WORKER_ERROR_KIND_KEY = 'inlaid-error-kind';
 
+const Kind = worker.RequestErrorKind;
+
+/** What a client is told when the worker could not be reached (or the link broke): retry, maybe on another worker. */
+export const WORKER_UNAVAILABLE_MESSAGE = 'The worker is unavailable; retry the request.';
+/** What a client is told when a worker call ran past its deadline. */
+export const WORKER_TIMEOUT_MESSAGE = 'The worker did not answer in time.';
+
 /**
- * Turns an error from a worker call into an InlaidError. A worker's refusal that names its kind (WORKER_ERROR_KIND_KEY)
- * is classified by the kind alone (workerRequestError). Without one (admin calls, an older worker) the status code
- * decides: NOT_FOUND from the worker means an unknown model (the only thing Prepare looks up), INVALID_ARGUMENT bad
- * input, and transport failures become UNAVAILABLE so clients see 503. Any other error (neither gRPC nor InlaidError)
- * is a bug: it is logged here, once (its result is an InlaidError, passed on as is), and the client gets
- * INTERNAL_ERROR_MESSAGE.
+ * A worker call that failed in its transport, as grpc-js reports it (no worker kind): UNAVAILABLE or CANCELLED a 503,
+ * DEADLINE_EXCEEDED a 504, each with a fixed message; grpc-js's own text (which names the worker's address, e.g.
+ * `remote_addr=10.0.0.7:50051`) is logged, never sent. undefined for any other code.
+ */
+export function workerLinkError(code: number, text: string): InlaidError | undefined {
+  if (code === status.UNAVAILABLE || code === status.CANCELLED) {
+    errorLog.warn(`worker call failed (${status[code]}): ${text}`);
+    return InlaidError.unavailable(WORKER_UNAVAILABLE_MESSAGE);
+  }
+  if (code === status.DEADLINE_EXCEEDED) {
+    errorLog.warn(`worker call failed (${status[code]}): ${text}`);
+    return new InlaidError(status.DEADLINE_EXCEEDED, WORKER_TIMEOUT_MESSAGE);
+  }
+  return undefined;
+}
+
+/**
+ * Turns an error from a worker's inference call (Prepare, Tokenize, Detokenize; a Session RequestError goes through
+ * workerRequestError, admin calls through tasks/worker-admin.service.ts toAdminError) into an InlaidError. A worker's
+ * refusal names its kind (WORKER_ERROR_KIND_KEY) and is classified by the kind alone (workerRequestError). A failure
+ * without one is either the link's (workerLinkError: a 503 or 504 with a fixed message) or, whatever its status code,
+ * not a refusal the worker vouched for (an older worker, grpc-js's own RESOURCE_EXHAUSTED or INTERNAL, a handler that
+ * raised: UNKNOWN): the worker's own failure, a logged 500, as a RequestError without a kind is. Workers are upgraded
+ * before the gateway. Any other error (neither gRPC nor InlaidError) is a bug: it is logged here, once (its result is
+ * an InlaidError, passed on as is), and the client gets INTERNAL_ERROR_MESSAGE.
  */
 export function fromWorkerError(err: unknown, model: string): InlaidError {
   if (err instanceof InlaidError) return err;
@@ -94,22 +126,12 @@ export function fromWorkerError(err: unknown, model: string): InlaidError {
   }
   const message = err.details ?? err.message;
   const named = err.metadata?.get(WORKER_ERROR_KIND_KEY)[0];
-  if (named !== undefined) return workerRequestError({ kind: worker.requestErrorKindFromJSON(String(named)), message });
-  switch (err.code) {
-    case status.NOT_FOUND:
-      return unknownModel(message || `The model \`${model}\` does not exist.`);
-    case status.INVALID_ARGUMENT:
-    case status.OUT_OF_RANGE:
-      return badInput(message);
-    case status.CANCELLED:
-    case status.UNAVAILABLE:
-      return InlaidError.unavailable(`Worker unavailable: ${message}`);
-    case status.UNKNOWN:
-      // a handler that raised ("Exception calling application: ..."): the worker's bug, its text naming internals
-      return workerBug(message);
-    default:
-      return new InlaidError(err.code as status, message);
+  if (named !== undefined) {
+    const kind = worker.requestErrorKindFromJSON(String(named));
+    const text = message || (kind === Kind.REQUEST_ERROR_KIND_UNKNOWN_MODEL ? `The model \`${model}\` does not exist.` : '');
+    return workerRequestError({ kind, message: text });
   }
+  return workerLinkError(err.code, message) ?? workerBug(`(no error kind, status ${status[err.code] ?? err.code}: an older worker?) ${message}`);
 }
 
 /** A request's own fault: HTTP 400 invalid_request_error with the worker's text, naming the parameter it starts with. */
@@ -123,7 +145,7 @@ function unknownModel(message: string): InlaidError {
 }
 
 /** The worker's own failure or bug: a 500 with INTERNAL_ERROR_MESSAGE, its text logged (once, here). */
-function workerBug(message: string): InlaidError {
+export function workerBug(message: string): InlaidError {
   errorLog.error(`worker: ${message}`);
   return new InlaidError(status.INTERNAL, INTERNAL_ERROR_MESSAGE);
 }
@@ -138,8 +160,6 @@ export const WORKER_PARAMS = ['response_format', 'logit_bias', 'prompt_logprobs'
 function workerParam(message: string): string | undefined {
   return WORKER_PARAMS.find((p) => message.startsWith(`${p}:`));
 }
-
-const Kind = worker.RequestErrorKind;
 
 /**
  * What the client is told of each kind of worker refusal (worker.proto RequestErrorKind, named by the worker where the
@@ -163,5 +183,19 @@ const KIND_ERRORS: Readonly<Record<worker.RequestErrorKind, (message: string) =>
  * (the worker refusing or failing an admitted request), or a unary call's refusal (fromWorkerError).
  */
 export function workerRequestError(error: Pick<worker.RequestError, 'kind' | 'message'>): InlaidError {
-  return (KIND_ERRORS[error.kind] ?? KIND_ERRORS[Kind.UNRECOGNIZED])(error.message);
+  const known = KIND_ERRORS[error.kind] !== undefined;
+  const err = (known ? KIND_ERRORS[error.kind] : KIND_ERRORS[Kind.UNRECOGNIZED])(error.message);
+  const workerKind = known ? error.kind : Kind.UNRECOGNIZED;
+  return new InlaidError(err.status, err.message, { ...err.details, workerKind });
+}
+
+/**
+ * A worker's refusal of a run the gateway admitted again (a preempted or requeued request, resumed by
+ * scheduling/resume.ts): the client's request was accepted as it is once already, so a BAD_INPUT now is the gateway's
+ * or the worker's fault (e.g. a resumed grammar replay the worker refuses), never the client's: a logged 500 instead
+ * of a 400 (other kinds are kept). Applied by the dispatcher, the one place that knows a run is not the first.
+ */
+export function rerunRefusal(err: Error): Error {
+  if (!(err instanceof InlaidError) || err.details.workerKind !== Kind.REQUEST_ERROR_KIND_BAD_INPUT) return err;
+  return workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_INTERNAL, message: `(a re-admitted run refused as bad input) ${err.message}` });
 }

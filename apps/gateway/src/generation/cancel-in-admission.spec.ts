@@ -5,7 +5,7 @@
  * window was missed: the request waited in the queue and reached a worker before anyone looked), and a gone client's
  * request was still prepared. Real grpc-js and HTTP servers; the gate and the generation service are stubs.
  */
-import { credentials, Metadata, Server, ServerCredentials, type ServerUnaryCall } from '@grpc/grpc-js';
+import { credentials, Metadata, Server, type ServerUnaryCall } from '@grpc/grpc-js';
 import { inference, worker } from '@inlaid/proto';
 import type { Response } from 'express';
 import { createServer, request as httpRequest, type Server as HttpServer } from 'node:http';
@@ -17,6 +17,8 @@ import { OpenAIResponder } from '../openai/openai-responder';
 import type { OpenAIRequest } from '../openai/request-validation';
 import type { RecordsService } from '../records/records.service';
 import type { SchedulingService } from '../scheduling/scheduling.service';
+import { eventually, sleep } from '../testing/eventually';
+import { bindLocal } from '../testing/local-grpc';
 import { WorkerConnection } from '../workers/worker-connection';
 import type { WorkersService } from '../workers/workers.service';
 import { startChoices } from './fan-out';
@@ -25,17 +27,6 @@ import type { Generation, GenerationInput } from './generation.types';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
 const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Resolves once `check` holds (polled every 10 ms), or fails after `ms` naming `what`. */
-async function eventually(check: () => boolean, what: string, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(10);
-  }
-}
 
 /** A generation service whose requests wait in the "queue" until their signal aborts (as GenerationService.start). */
 function queueingService() {
@@ -73,9 +64,7 @@ describe('gRPC Generate: a client cancelling during admission', () => {
   beforeAll(async () => {
     server = new Server();
     server.addService(inference.InferenceService, inferenceHandlers(service, NO_WORKERS, gate.gate));
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
+    const port = await bindLocal(server);
     client = new inference.InferenceClient(`127.0.0.1:${port}`, credentials.createInsecure());
   });
 
@@ -217,9 +206,7 @@ describe('Prepare over gRPC: the client leaving cancels it; many choices share o
       if (answering === 'by the test') answers.push(answer);
     };
     server.addService(worker.WorkerService, { prepare } as unknown as worker.WorkerServer);
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
+    const port = await bindLocal(server);
     conn = new WorkerConnection(`127.0.0.1:${port}`, { log: () => undefined, warn: () => undefined });
   });
 

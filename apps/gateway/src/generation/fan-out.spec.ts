@@ -83,16 +83,16 @@ describe('choiceSeed / choiceInputs', () => {
     expect(choiceSeed(43, 1)).not.toBe(choiceSeed(42, 1));
   });
 
-  it('gives n > 1 choices ids <id>-<i>; n = 1 leaves the input alone', () => {
+  it('gives n > 1 choices ids <id>#<i>; n = 1 leaves the input alone', () => {
     expect(choiceInputs(input, 1)).toEqual({ id: undefined, inputs: [input] });
     const { id, inputs } = choiceInputs({ ...input, requestId: 'mine' }, 3);
     expect(id).toBe('mine');
-    expect(inputs.map((i) => i.requestId)).toEqual(['mine-0', 'mine-1', 'mine-2']);
+    expect(inputs.map((i) => i.requestId)).toEqual(['mine#0', 'mine#1', 'mine#2']);
     expect(inputs[0]!.sampling.seed).toBe(42);
     expect(inputs[2]!.sampling.seed).toBe(choiceSeed(42, 2));
     const generated = choiceInputs(input, 2);
     expect(generated.id).toMatch(/^cmpl-[0-9a-f]{32}$/);
-    expect(generated.inputs[1]!.requestId).toBe(`${generated.id}-1`);
+    expect(generated.inputs[1]!.requestId).toBe(`${generated.id}#1`);
   });
 
   it('asks only choice 0 to score the prompt (prompt logprobs)', () => {
@@ -108,7 +108,7 @@ describe('startChoices / mergeChoices', () => {
     const s = starter();
     const choices = await startChoices(s, input, 2);
     expect(choices.id).toMatch(/^cmpl-/);
-    expect(s.inputs.map((i) => i.requestId)).toEqual([`${choices.id}-0`, `${choices.id}-1`]);
+    expect(s.inputs.map((i) => i.requestId)).toEqual([`${choices.id}#0`, `${choices.id}#1`]);
     const seen: string[] = [];
     const done = (async () => {
       for await (const { index, delta: d } of mergeChoices(choices)) seen.push(`${index}:${d.text}`);
@@ -146,7 +146,7 @@ describe('startChoices / mergeChoices', () => {
     const cancelled: string[] = [];
     const s = {
       start(i: GenerationInput, signal?: AbortSignal): Promise<Generation> {
-        if (i.requestId?.endsWith('-1')) return Promise.reject(InlaidError.unavailable('queue full'));
+        if (i.requestId?.endsWith('#1')) return Promise.reject(InlaidError.unavailable('queue full'));
         return new Promise((_, reject) => {
           const cancel = () => {
             cancelled.push(i.requestId as string);
@@ -160,7 +160,7 @@ describe('startChoices / mergeChoices', () => {
     const started = startChoices(s, input, 3);
     const outcome = await Promise.race([started.then(() => 'started', (e: Error) => e.message), tick().then(() => 'still waiting')]);
     expect(outcome).toBe('queue full');
-    expect(cancelled.sort()).toEqual([expect.stringMatching(/-0$/), expect.stringMatching(/-2$/)]);
+    expect(cancelled.sort()).toEqual([expect.stringMatching(/#0$/), expect.stringMatching(/#2$/)]);
   });
 
   it('a client that goes away while the choices are queued cancels them all', async () => {

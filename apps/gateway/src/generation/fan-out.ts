@@ -1,6 +1,8 @@
 /**
  * `n` choices for one prompt: the gateway runs n independent generations (each prepared, scheduled and
- * recorded as a request of its own, id `<id>-<i>`) and merges their deltas, tagged with the choice index.
+ * recorded as a request of its own, id `<id>#<i>`: `#` is outside the request_id charset, so no client id is a
+ * choice's) and merges their deltas, tagged with the choice index. The client's own id is held for the whole request
+ * (GenerationService.reserve): one key cannot run two requests of that id at once, whatever the n of either.
  * Choice 0 keeps the request's seed; choice i > 0 gets a seed derived from it (distinct, deterministic), so
  * a seeded request is reproducible and its choices differ. Without a seed each choice draws its own.
  * With n = 1 the request runs exactly as before (its own id, its own seed). Prompt logprobs (sampling.promptLogprobs)
@@ -27,7 +29,7 @@ export function choiceInputs(input: GenerationInput, n: number): { id: string | 
   const { promptLogprobs, ...rest } = input.sampling;
   const inputs = Array.from({ length: n }, (_, i) => ({
     ...input,
-    requestId: `${id}-${i}`,
+    requestId: `${id}#${i}`,
     // the prompt is the same for every choice: only choice 0 scores it (scoring bypasses the prefix cache)
     sampling: { ...rest, ...(i === 0 && promptLogprobs !== undefined ? { promptLogprobs } : {}), seed: choiceSeed(input.sampling.seed, i) },
   }));
@@ -42,8 +44,10 @@ export interface Choices {
   readonly created: number;
   readonly promptTokens: number;
   readonly generations: readonly Generation[];
-  /** Aborts every choice still running (idempotent). */
+  /** Aborts every choice still running (idempotent), and frees the request's id. */
   abort(reason: string): void;
+  /** Frees the request's id for its key's next request (idempotent): mergeChoices calls it when it ends. */
+  release(): void;
 }
 
 export interface ChoiceDelta {
@@ -53,13 +57,26 @@ export interface ChoiceDelta {
 
 interface Starter {
   start(input: GenerationInput, signal?: AbortSignal): Promise<Generation>;
+  /** Holds the request's own id while it runs, returning its release (GenerationService's; a test's fake may have none). */
+  reserve?(input: GenerationInput): () => void;
 }
 
 /**
- * Starts all n choices; if one cannot start, the others still queued are cancelled at once (they would
- * otherwise wait for a worker only to be aborted), the started ones are aborted, and its error is thrown.
+ * Holds the request's id (ALREADY_EXISTS when its key runs a request of that id), then starts all n choices; if one
+ * cannot start, the others still queued are cancelled at once (they would otherwise wait for a worker only to be
+ * aborted), the started ones are aborted, the id is freed, and its error is thrown.
  */
 export async function startChoices(generation: Starter, input: GenerationInput, n: number, signal?: AbortSignal): Promise<Choices> {
+  const release = generation.reserve?.(input) ?? ((): void => undefined);
+  try {
+    return await startHeld(generation, input, n, release, signal);
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+async function startHeld(generation: Starter, input: GenerationInput, n: number, release: () => void, signal?: AbortSignal): Promise<Choices> {
   const { id, inputs } = choiceInputs(input, n);
   let settled: PromiseSettledResult<Generation>[];
   let failed: { reason: unknown } | undefined;
@@ -97,7 +114,11 @@ export async function startChoices(generation: Starter, input: GenerationInput, 
     created: first.created,
     promptTokens: first.promptTokens,
     generations: started,
-    abort: (reason: string) => started.forEach((g) => g.abort(reason)),
+    abort: (reason: string) => {
+      started.forEach((g) => g.abort(reason));
+      release();
+    },
+    release,
   };
 }
 
@@ -105,7 +126,8 @@ type Step = { index: number; result?: IteratorResult<GenerationDelta>; error?: u
 
 /**
  * The deltas of all choices as they arrive, each tagged with its choice index. The first error of any choice
- * ends the merge with that error; ending early (error, break) aborts the choices still running.
+ * ends the merge with that error; ending early (error, break) aborts the choices still running. However it ends, the
+ * request's id is freed (Choices.release).
  */
 export async function* mergeChoices(choices: Choices): AsyncGenerator<ChoiceDelta> {
   const its = choices.generations.map((g) => g.deltas[Symbol.asyncIterator]());
@@ -135,6 +157,7 @@ export async function* mergeChoices(choices: Choices): AsyncGenerator<ChoiceDelt
       choices.generations[index]?.abort(reason);
       void its[index]?.return?.(undefined)?.catch(() => undefined);
     }
+    choices.release();
   }
 }
 

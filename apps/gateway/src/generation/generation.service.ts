@@ -3,15 +3,17 @@
  * request to the scheduler (scheduling/), wait until the policy admits it on a worker, stream its deltas
  * back, cancel it when the consumer goes away, and record the request's timeline.
  *
- * Worker failure: Prepare on a lost worker is retried on another ready worker, each at most once. A request
- * admitted but without output yet when its worker is lost waits again in the scheduler and runs on another
- * worker; once output has been delivered, a broken link ends the request with a clean UNAVAILABLE error
- * (HTTP 503 / an SSE error event, gRPC UNAVAILABLE). Scheduler refusals: scheduling/errors.ts.
+ * Worker failure: Prepare on a lost, shutting-down or overloaded worker is retried on another ready worker, each at
+ * most once (a retry's NOT_FOUND, a worker without the adapter, gives the first failure back). A request admitted but
+ * without output yet when its worker is lost (or refuses it as shutting down) waits again in the scheduler and runs on
+ * another worker (scheduling/dispatcher.ts); once output has been delivered, a broken link ends the request with a
+ * clean UNAVAILABLE error (HTTP 503 / an SSE error event, gRPC UNAVAILABLE). Scheduler refusals: scheduling/errors.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable } from '@nestjs/common';
 import { worker } from '@inlaid/proto';
+import { clientLeft } from '../common/client-left';
 import { fromWorkerError, InlaidError } from '../common/inlaid-error';
 import { RecordsService } from '../records/records.service';
 import { SchedulingService } from '../scheduling/scheduling.service';
@@ -24,9 +26,15 @@ import { RequestTimeline } from './request-timeline';
 const PREPARE_TIMEOUT_MS = 15_000;
 export const ID_PREFIX = { completions: 'cmpl', 'chat.completions': 'chatcmpl', grpc: 'gen' } as const;
 
-function isWorkerLoss(err: unknown): boolean {
-  const code = err instanceof InlaidError ? err.status : (err as { code?: unknown } | null)?.code;
-  return code === status.UNAVAILABLE;
+/**
+ * Whether a failed Prepare (already converted by fromWorkerError) may be tried on another worker: the worker named
+ * itself shutting down or overloaded, or (no kind) its link failed (workerLinkError's 503). Never on the worker's
+ * other refusals, whatever their status code.
+ */
+function triesElsewhere(err: InlaidError): boolean {
+  const kind = err.details.workerKind;
+  if (kind === undefined) return err.status === status.UNAVAILABLE;
+  return kind === worker.RequestErrorKind.REQUEST_ERROR_KIND_SHUTTING_DOWN || kind === worker.RequestErrorKind.REQUEST_ERROR_KIND_OVERLOADED;
 }
 
 /**
@@ -34,11 +42,6 @@ function isWorkerLoss(err: unknown): boolean {
  * shares one signal between a request's choices and raises that signal's listener limit to match.
  */
 export const START_SIGNAL_LISTENERS = 2;
-
-/** The error a request whose client left before it ran ends with (CANCELLED: nobody is there to read it). */
-function clientLeft(when: string): InlaidError {
-  return new InlaidError(status.CANCELLED, `the client went away ${when}`);
-}
 
 /** `work()`, or a rejection as soon as `signal` aborts; `work` is not started at all when it has already. */
 function untilAborted<T>(work: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
@@ -59,14 +62,20 @@ function untilAborted<T>(work: () => Promise<T>, signal: AbortSignal | undefined
  * of) the other's request through it. Principal ids (a key's uuid, `bootstrap:<n>`, `anonymous`) and generated ids
  * (cmpl-…, gen-…) hold no `/`: ids of different tenants, or scoped and unscoped ones, never meet.
  */
-export function scopedId(id: string, tenant: string | undefined): string {
-  return tenant === undefined ? id : `${tenant}/${id}`;
+function scopedId(id: string, tenant: string | undefined): string {
+  if (tenant === undefined) return id;
+  if (tenant.includes('/')) throw new Error(`a tenant holds no '/': ${tenant}`);
+  return `${tenant}/${id}`;
 }
 
 /** A request refused because its (scoped) id is already queued or running, named by the client's own id. */
-function duplicateId(err: unknown, id: string): InlaidError | undefined {
-  if (!(err instanceof InlaidError) || err.status !== status.ALREADY_EXISTS) return undefined;
+function alreadyRunning(id: string): InlaidError {
   return new InlaidError(status.ALREADY_EXISTS, `Request id ${id} is already running.`, { param: 'request_id' });
+}
+
+/** The scheduler's ALREADY_EXISTS (the scoped id queued or running), named by the client's own id. */
+function duplicateId(err: unknown, id: string): InlaidError | undefined {
+  return err instanceof InlaidError && err.status === status.ALREADY_EXISTS ? alreadyRunning(id) : undefined;
 }
 
 /** The prompt text a prompt-reading length predictor sees. */
@@ -76,11 +85,31 @@ function promptText(input: GenerationInput): string {
 
 @Injectable()
 export class GenerationService {
+  /** The scoped ids (scopedId) that clients chose for the requests running now (reserve). */
+  private readonly held = new Set<string>();
+
   constructor(
     @Inject(WorkersService) private readonly workers: WorkersService,
     @Inject(RecordsService) private readonly records: RecordsService,
     @Inject(SchedulingService) private readonly scheduling: SchedulingService,
   ) {}
+
+  /**
+   * Holds the id the client chose for a request (scoped by its key) until the returned release (idempotent) runs: a
+   * second request of that key and id meanwhile is refused ALREADY_EXISTS naming it, whatever the n of either (its
+   * choices run as `<id>#<i>`, fan-out.ts). A request without an id of its own gets a fresh one: nothing to hold.
+   */
+  reserve(input: GenerationInput): () => void {
+    if (input.requestId === undefined || input.requestId === '') return () => undefined;
+    const key = scopedId(input.requestId, input.tenant);
+    if (this.held.has(key)) throw alreadyRunning(input.requestId);
+    this.held.add(key);
+    let holding = true;
+    return () => {
+      if (holding) this.held.delete(key);
+      holding = false;
+    };
+  }
 
   /**
    * Prepares the request, queues it with the scheduler and resolves once a worker admitted it. `signal` is the
@@ -116,16 +145,25 @@ export class GenerationService {
     }
   }
 
-  /** Prepare on the best worker not yet tried; on a lost worker, moves on to the next one (not once `signal` aborted). */
+  /**
+   * Prepare on the best worker not yet tried; when it is lost, shutting down or overloaded (triesElsewhere), on the next
+   * one (not once `signal` aborted: start() answers a client gone). A retry's NOT_FOUND means that worker lacks the
+   * model (an adapter the first one serves: hasReadyOutside does not look at models): the first failure is the answer.
+   */
   private async prepare(input: GenerationInput, signal?: AbortSignal): Promise<worker.PrepareResponse> {
     const tried = new Set<string>();
+    let first: InlaidError | undefined;
     for (;;) {
       const conn = this.workers.pick(input.model, tried);
       tried.add(conn.addr);
       try {
         return await conn.prepare(prepareRequest(input), PREPARE_TIMEOUT_MS, signal);
       } catch (err) {
-        if (signal?.aborted || !isWorkerLoss(err) || !this.workers.hasReadyOutside(tried)) throw err;
+        if (signal?.aborted) throw err;
+        const error = fromWorkerError(err, input.model);
+        if (first !== undefined && error.status === status.NOT_FOUND) throw first;
+        first ??= error;
+        if (!triesElsewhere(error) || !this.workers.hasReadyOutside(tried)) throw error;
       }
     }
   }

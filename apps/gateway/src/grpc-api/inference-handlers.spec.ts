@@ -88,7 +88,7 @@ describe('inference Generate best_of', () => {
   function candidates(means: number[], seen: GenerationInput[]): GenerationService {
     const start = (input: GenerationInput): Promise<Generation> => {
       seen.push(input);
-      const k = Number(input.requestId?.split('-').pop());
+      const k = Number(input.requestId?.split('#').pop());
       const lp = (t: number) => ({ sampled: { tokenId: t, token: 't', tokenBytes: Buffer.from('t'), logprob: means[k] as number }, top: [] });
       async function* deltas(): AsyncGenerator<GenerationDelta> {
         const logprobs = input.sampling.logprobs !== undefined;

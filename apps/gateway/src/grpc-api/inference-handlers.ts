@@ -2,7 +2,7 @@
 import { Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream, ServiceError } from '@grpc/grpc-js';
 import { common, inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
-import { afterWrite } from '../common/back-pressure';
+import { afterWrite, DRAIN_TIMEOUT_MS } from '../common/back-pressure';
 import { fromWorkerError, InlaidError, WORKER_PARAMS } from '../common/inlaid-error';
 import { protoFinishReason } from '../generation/delta-mapping';
 import { mergeChoices, sharePromptLogprobs, startChoices } from '../generation/fan-out';
@@ -16,7 +16,7 @@ import { WorkersService } from '../workers/workers.service';
 import { choicePlan, toGenerationInput } from './generate-request';
 import { GrpcToolStream, protoParam, withGrpcTools, type ToolFields } from './generate-tools';
 import { checkDecoded } from './malformed';
-import { resetStalled } from './stalled-call';
+import { resetIfUnfinished, resetStalled } from './stalled-call';
 import { checkDetokenizeRequest, grpcTokenizeRefusal, workerTokenizeRequest } from './tokenize-request';
 
 /**
@@ -31,10 +31,10 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   return { code: e.status, details: e.message, message: e.message, metadata };
 }
 
-/** Parameters a worker's refusal names (common/inlaid-error.ts) to the client request's proto fields. */
 /** Events that end a Generate call's wait for drain (the client left or the stream failed). */
 const GRPC_GONE = ['cancelled', 'close', 'error'] as const;
 
+/** Parameters a worker's refusal names (common/inlaid-error.ts) to the client request's proto fields. */
 const SAMPLING_PARAMS = new Map<string, string>(WORKER_PARAMS.map((p) => [p, `sampling.${p}`]));
 
 /** A refusal from starting the choices, naming the GenerateRequest field at fault (a call schema's: tools.functions). */
@@ -77,14 +77,20 @@ function responseOf(id: string, index: number, d: GenerationDelta, t: ToolFields
 }
 
 /**
- * What ends a unary call's worker call: the client cancelling (or its deadline passing: grpc-js then ends the call and
- * fires 'cancelled' too), and the client's deadline itself, carried on to the worker.
+ * Aborted when the client cancels (or its deadline passes: grpc-js then ends the call and fires 'cancelled' too), at
+ * once if it already has. Listened for from the start: a client that cancels while its key is admitted (auth, limits)
+ * is seen at once, not after its request waited in the scheduler's queue and reached a worker ('cancelled' fires only once).
  */
-function limitsOf<Req, Res>(call: ServerUnaryCall<Req, Res>): CallLimits {
+function cancelSignal(call: Pick<ServerUnaryCall<unknown, unknown>, 'cancelled' | 'once'>): AbortSignal {
   const left = new AbortController();
   call.once('cancelled', () => left.abort());
   if (call.cancelled) left.abort();
-  return { signal: left.signal, deadline: call.getDeadline() };
+  return left.signal;
+}
+
+/** What ends a unary call's worker call: the client cancelling, and the client's deadline, carried on to the worker. */
+function limitsOf<Req, Res>(call: ServerUnaryCall<Req, Res>): CallLimits {
+  return { signal: cancelSignal(call), deadline: call.getDeadline() };
 }
 
 function bearerOf(metadata: Metadata): string | undefined {
@@ -137,22 +143,18 @@ export function inferenceHandlers(
       void (async () => {
         let release = (): void => undefined;
         let stalled = false;
-        // listened for from the start: a client that cancels while the key is admitted (auth, limits) is seen at once,
-        // not after its request waited in the scheduler's queue and reached a worker ('cancelled' fires only once)
-        const left = new AbortController();
-        call.on('cancelled', () => left.abort());
-        if (call.cancelled) left.abort();
+        const left = cancelSignal(call);
         try {
           checkDecoded(call.request);
           const admission = await gate.admit(bearerOf(call.metadata), 'inference', choiceCost(call.request));
           release = admission;
-          if (left.signal.aborted) return; // gone while admitted: nothing is queued (finally frees the key's slots)
+          if (left.aborted) return; // gone while admitted: nothing is queued (finally frees the key's slots)
           // the request's id is scoped by the key's tenant towards the scheduler and workers (generation.service.ts scopedId)
           const own = { ...toGenerationInput(call.request), tenant: admission.tenant };
           const { input: asked, plan } = withGrpcTools(call.request, own, () => workers.toolSupport(call.request.model));
           const { n, bestOf } = choicePlan(call.request, workers.maxModelLen(call.request.model));
           const { input, count } = candidatesOf(asked, n, bestOf); // best_of: `count` candidates ranked down to n
-          const choices = await startChoices(generation, input, count, left.signal).catch((err: unknown) => {
+          const choices = await startChoices(generation, input, count, left).catch((err: unknown) => {
             throw grpcRefusal(err, plan);
           });
           const tools = plan === undefined ? undefined : Array.from({ length: n }, () => new GrpcToolStream(plan));
@@ -173,6 +175,8 @@ export function inferenceHandlers(
             if (accepted === false) await afterWrite(accepted, call, GRPC_GONE, () => call.cancelled, { onStall, timeoutMs: drainTimeoutMs });
           }
           call.end();
+          // a client that stopped reading near the end would keep the stream open: its trailers wait behind the unread messages
+          resetIfUnfinished(call, drainTimeoutMs ?? DRAIN_TIMEOUT_MS);
         } catch (err) {
           // grpc-js turns an 'error' event on a server stream into the call's status (destroy() would drop it).
           if (!call.cancelled && !(stalled && resetStalled(call))) call.emit('error', toServiceError(err));

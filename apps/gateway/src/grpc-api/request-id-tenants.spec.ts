@@ -14,6 +14,7 @@ import type { DataSource } from 'typeorm';
 import { Authenticator } from '../auth/authenticator.service';
 import { CallGate } from '../auth/call-gate.service';
 import { GenerationService } from '../generation/generation.service';
+import type { GenerationInput } from '../generation/generation.types';
 import { LimiterService } from '../limits/limiter.service';
 import type { RecordsService } from '../records/records.service';
 import type { RedisService } from '../redis/redis.service';
@@ -28,7 +29,6 @@ import { bindLocal } from '../testing/local-grpc';
 
 const KEYS = { a: 'key-tenant-a', b: 'key-tenant-b' } as const;
 const TENANT = { a: 'bootstrap:0', b: 'bootstrap:1' } as const; // Authenticator's ids of the bootstrap keys, in order
-
 
 describe('gRPC request_id, scoped by API key', () => {
   let server: Server;
@@ -63,10 +63,11 @@ describe('gRPC request_id, scoped by API key', () => {
     readonly ids: string[];
   }
 
-  function generate(tenant: keyof typeof KEYS, requestId: string): { call: ClientReadableStream<inference.GenerateResponse>; done: Promise<Outcome> } {
+  function generate(tenant: keyof typeof KEYS, requestId: string, n = 1): { call: ClientReadableStream<inference.GenerateResponse>; done: Promise<Outcome> } {
     const md = new Metadata();
     md.set('authorization', `Bearer ${KEYS[tenant]}`);
-    const req: inference.GenerateRequest = { model: 'sql', prompt: 'hi', messages: [], requestId, sampling: { maxTokens: 4, stop: [], stopTokenIds: [], ignoreEos: false } };
+    const sampling = { maxTokens: 4, stop: [], stopTokenIds: [], ignoreEos: false };
+    const req: inference.GenerateRequest = { model: 'sql', prompt: 'hi', messages: [], requestId, sampling, ...(n > 1 ? { n } : {}) };
     const call = client.generate(req, md);
     const ids: string[] = [];
     call.on('data', (m: inference.GenerateResponse) => ids.push(m.requestId));
@@ -106,7 +107,7 @@ describe('gRPC request_id, scoped by API key', () => {
     finish(`${TENANT.a}/job-2`);
     expect(await first.done).toEqual({ err: null, ids: ['job-2'] });
     await eventually(() => records.some((r) => r.id === `${TENANT.a}/job-2`), 'the first recorded');
-    // the refusal wrote no row of that id (it would have taken the running request's place: rows are insert-or-ignore)
+    // the refusal wrote no row of that id (a request that never ran under it)
     expect(records.filter((r) => r.id === `${TENANT.a}/job-2`).map((r) => r.status)).toEqual(['completed']);
   });
 
@@ -121,5 +122,62 @@ describe('gRPC request_id, scoped by API key', () => {
     expect(link.aborts).not.toContain(`${TENANT.a}/job-3`);
     finish(`${TENANT.a}/job-3`);
     expect(await a.done).toEqual({ err: null, ids: ['job-3'] });
+  });
+
+  it('an id running with n = 2 is refused to the same key at n = 1 (and the reverse), naming the id the client sent', async () => {
+    const fan = generate('a', 'job-4', 2);
+    await admitted(`${TENANT.a}/job-4#1`);
+    const single = await generate('a', 'job-4').done; // before: accepted, a second live stream echoing job-4
+    expect(single.err?.code).toBe(status.ALREADY_EXISTS);
+    expect(single.err?.details).toBe('Request id job-4 is already running.');
+    expect(single.err?.metadata.get('x-inlaid-param')).toEqual(['request_id']);
+    const solo = generate('a', 'job-5');
+    await admitted(`${TENANT.a}/job-5`);
+    expect((await generate('a', 'job-5', 2).done).err?.details).toBe('Request id job-5 is already running.');
+    finish(`${TENANT.a}/job-4#0`);
+    finish(`${TENANT.a}/job-4#1`);
+    finish(`${TENANT.a}/job-5`);
+    expect(await fan.done).toEqual({ err: null, ids: ['job-4', 'job-4'] });
+    expect(await solo.done).toEqual({ err: null, ids: ['job-5'] });
+    expect(link.admits.filter((a) => a.requestId.startsWith(`${TENANT.a}/job-4`)).map((a) => a.requestId).sort()).toEqual([
+      `${TENANT.a}/job-4#0`,
+      `${TENANT.a}/job-4#1`,
+    ]);
+    // the id is free again once its request ended
+    const next = generate('a', 'job-4', 2);
+    await admitted(`${TENANT.a}/job-4#0`);
+    next.call.cancel();
+    expect((await next.done).err?.code).toBe(status.CANCELLED);
+  });
+
+  it("a client id that looks like another request's choice runs (before: `X-0` was refused while X ran with n = 2)", async () => {
+    const fan = generate('a', 'job-6', 2);
+    await admitted(`${TENANT.a}/job-6#0`);
+    const lookalike = generate('a', 'job-6-0');
+    await admitted(`${TENANT.a}/job-6-0`);
+    finish(`${TENANT.a}/job-6-0`);
+    expect(await lookalike.done).toEqual({ err: null, ids: ['job-6-0'] });
+    finish(`${TENANT.a}/job-6#0`);
+    finish(`${TENANT.a}/job-6#1`);
+    expect(await fan.done).toEqual({ err: null, ids: ['job-6', 'job-6'] });
+  });
+});
+
+describe('GenerationService.reserve', () => {
+  const none = {} as never;
+  const input = (requestId: string, tenant: string): GenerationInput =>
+    ({ model: 'sql', prompt: 'hi', messages: [], sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false }, api: 'grpc', requestId, tenant });
+
+  it("holds a key's id until released (idempotent: a second release frees no later holder's); a tenant holding '/' is a bug", () => {
+    const g = new GenerationService(none, none, none);
+    const release = g.reserve(input('x', 't1'));
+    expect(() => g.reserve(input('x', 't1'))).toThrow('Request id x is already running.');
+    g.reserve(input('x', 't2'))();
+    release();
+    const again = g.reserve(input('x', 't1'));
+    release();
+    expect(() => g.reserve(input('x', 't1'))).toThrow('Request id x is already running.');
+    again();
+    expect(() => g.reserve(input('x', 'a/b'))).toThrow("a tenant holds no '/'");
   });
 });

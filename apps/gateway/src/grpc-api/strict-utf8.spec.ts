@@ -103,6 +103,20 @@ describe('gRPC requests with string fields that are not UTF-8', () => {
     expect(starts.length).toBe(before);
   });
 
+  it('names the field that held the bytes, not an earlier one holding the U+FFFD they would have decoded to', async () => {
+    const bytes = generateBytes({ messages: [{ role: 'user', content: '\uFFFD' }] }, raw(3, Buffer.concat([raw(1, Buffer.from('user')), raw(2, Buffer.from([0xff]))])));
+    // before: messages[0].content (the lenient decoding of [0xff] equals the valid U+FFFD the client sent there)
+    expect(refusal((await generate(bytes)).err)).toEqual({ code: status.INVALID_ARGUMENT, details: 'messages[1].content must be valid UTF-8.', param: ['messages[1].content'] });
+  });
+
+  it('bytes a later occurrence of their field replaced are still refused, naming no field', async () => {
+    const before = starts.length;
+    const { err } = await generate(Buffer.concat([raw(1, INVALID), generateBytes({ prompt: 'hi' })])); // model, then model again
+    // before: x-inlaid-param `a string field`, which is no field
+    expect(refusal(err)).toEqual({ code: status.INVALID_ARGUMENT, details: 'A string field must be valid UTF-8.', param: [] });
+    expect(starts.length).toBe(before);
+  });
+
   it('Tokenize: the prompt refused naming it, the worker not asked', async () => {
     const bytes = Buffer.concat([Buffer.from(inference.TokenizeTextRequest.encode({ model: 'sql', prompt: '', messages: [], returnTokenStrs: false }).finish()), raw(2, INVALID)]);
     expect(refusal(await tokenize(bytes))).toEqual({ code: status.INVALID_ARGUMENT, details: 'prompt must be valid UTF-8.', param: ['prompt'] });

@@ -2,18 +2,21 @@
  * Protobuf string fields hold valid UTF-8, but the generated decoders (ts-proto on @bufbuild/protobuf's BinaryReader)
  * put U+FFFD in place of invalid bytes and serve the request as if it were valid. A client request is decoded through
  * a reader whose UTF-8 decoding is strict instead, in the same single pass: ASCII strings take the reader's own fast
- * path, every other string is decoded once by a fatal TextDecoder. Only a string that fails is decoded a second time
- * (leniently), so the field holding it can be named.
+ * path, every other string is decoded once by a fatal TextDecoder. A string that fails decodes to a marker unique to
+ * the call, which the decoded message is then searched for, so the field holding it can be named.
  */
+import { randomUUID } from 'node:crypto';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 
 const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-const lenient = new TextDecoder('utf-8', { ignoreBOM: true });
 
-/** A string field of the request held bytes that are not UTF-8; `field` is its proto path (e.g. `messages[1].content`). */
+/**
+ * A string field of the request held bytes that are not UTF-8; `field` is its proto path (e.g. `messages[1].content`),
+ * undefined when no field of the decoded message holds them (a later occurrence of the field replaced them).
+ */
 export class InvalidUtf8 extends Error {
-  constructor(readonly field: string) {
-    super(`${field} must be valid UTF-8.`);
+  constructor(readonly field: string | undefined) {
+    super(field === undefined ? 'A string field must be valid UTF-8.' : `${field} must be valid UTF-8.`);
   }
 }
 
@@ -48,18 +51,16 @@ export function fieldHolding(value: unknown, bad: string, path = ''): string | u
  * are not UTF-8; whatever else `deserialize` throws (a malformed message) passes through.
  */
 export function decodeStrictUtf8<T>(deserialize: (bytes: Buffer) => T, bytes: Buffer): T {
-  const invalid: string[] = [];
+  let marker: string | undefined; // no client's text: it holds a fresh uuid (and a NUL)
   const decodeUtf8 = (b: Uint8Array): string => {
     try {
       return strict.decode(b);
     } catch {
-      const text = lenient.decode(b);
-      invalid.push(text);
-      return text;
+      marker ??= `\0invalid-utf8:${randomUUID()}`;
+      return marker;
     }
   };
   const message = deserialize(new BinaryReader(bytes, decodeUtf8) as unknown as Buffer);
-  const bad = invalid[0];
-  if (bad !== undefined) throw new InvalidUtf8(fieldHolding(message, bad) ?? 'a string field');
+  if (marker !== undefined) throw new InvalidUtf8(fieldHolding(message, marker));
   return message;
 }

@@ -31,6 +31,7 @@ import {
   ResponseMeta,
   usageOf,
 } from './response-shapes';
+import { earlyClose } from './early-close';
 import { SSE_HEADERS, sseEvent } from './sse';
 import { StreamEncoder } from './stream-encoder';
 import { bestCandidates, candidatesOf } from './best-of';
@@ -51,20 +52,14 @@ export class OpenAIResponder {
   constructor(@Inject(GenerationService) private readonly generation: GenerationService) {}
 
   async respond(kind: Kind, req: OpenAIRequest, res: Response): Promise<void> {
-    const left = new AbortController();
-    const onEarlyClose = () => {
-      if (!res.writableFinished) left.abort();
-    };
-    res.on('close', onEarlyClose);
-    // the client may have left before this ran (while the key was admitted): 'close' has fired already
-    if (res.closed || res.destroyed) onEarlyClose();
+    const early = earlyClose(res); // also a client that left before this ran (while the key was admitted)
     const tools = req.tools;
     const { input, count } = candidatesOf(req.input, req.n, req.bestOf);
-    const choices = await startChoices(this.generation, input, count, left.signal)
+    const choices = await startChoices(this.generation, input, count, early.signal)
       .catch((err: unknown) => {
         throw tools === undefined ? err : toolsRefusal(err, tools);
       })
-      .finally(() => res.off('close', onEarlyClose));
+      .finally(() => early.stop());
     if (res.destroyed) {
       choices.abort('client disconnected before the first token');
       return;

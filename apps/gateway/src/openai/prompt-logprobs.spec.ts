@@ -153,7 +153,7 @@ describe('OpenAIResponder with prompt logprobs', () => {
     const completion = await respond('completions', parseCompletionRequest({ model: 'm', prompt: 'Hi there', prompt_logprobs: 1, n: 2 }));
     expect(completion['choices'].map((c: Record<string, unknown>) => c['prompt_logprobs'])).toEqual([vllmPromptLogprobs(PROMPT, 1), vllmPromptLogprobs(PROMPT, 1)]);
     expect(asked).toHaveLength(1); // only choice 0 scores the prompt
-    expect(asked[0]).toMatch(/-0$/);
+    expect(asked[0]).toMatch(/#0$/);
     expect(completion['choices'][0]['logprobs']).toBeNull();
     const chat = await respond('chat.completions', parseChatRequest({ model: 'm', messages: [{ role: 'user', content: 'x' }], prompt_logprobs: 0 }));
     expect(chat['prompt_logprobs']).toEqual(vllmPromptLogprobs(PROMPT, 0));

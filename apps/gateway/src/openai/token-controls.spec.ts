@@ -1,6 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { fromWorkerError, InlaidError } from '../common/inlaid-error';
 import { toOpenAIError } from '../common/http-mapping';
+import { workerRefusal } from '../testing/worker-refusal';
 import { toGenerationInput } from '../grpc-api/generate-request';
 import { parseChatRequest, parseCompletionRequest } from './request-validation';
 
@@ -79,7 +80,7 @@ describe('logit_bias, min_p and min_tokens over HTTP', () => {
 
   it("turn a worker's refusal of an id outside the vocabulary into a 400 naming logit_bias", () => {
     const err = fromWorkerError(
-      { code: status.INVALID_ARGUMENT, details: 'logit_bias: token id 60000 is outside the vocabulary (size 49152)', message: '' },
+      workerRefusal(status.INVALID_ARGUMENT, 'logit_bias: token id 60000 is outside the vocabulary (size 49152)', 'REQUEST_ERROR_KIND_BAD_INPUT'),
       'm',
     );
     const body = toOpenAIError(err);

@@ -20,7 +20,6 @@ import { TokenizeController } from './tokenize.controller';
 import { eventually } from '../testing/eventually';
 import { bindLocal } from '../testing/local-grpc';
 
-
 /** One call as the worker saw it. */
 interface Seen {
   readonly at: number;
@@ -108,7 +107,7 @@ describe('Tokenize and Detokenize end their worker call with their client', () =
     const { result } = grpcCall('tokenize', deadline);
     await eventually(() => w.seen.length === before + 1, 'the worker is asked');
     const s = w.seen[before] as Seen;
-    expect(s.deadline).toBeLessThanOrEqual(deadline + 50); // before: the gateway's own, 15 s away
+    expect(s.deadline).toBeLessThanOrEqual(deadline + 2000); // before: the gateway's own, 15 s away (slack: a loaded machine)
     await eventually(() => s.cancelledAt !== undefined, 'the worker call ends at the deadline', 1500);
     await eventually(() => result() !== undefined, 'the client has its status');
     expect(result()?.code).toBe(status.DEADLINE_EXCEEDED);

@@ -2,6 +2,7 @@
 import { status } from '@grpc/grpc-js';
 import { InlaidError } from '../common/inlaid-error';
 import { paramOf } from '../testing/invalid-param';
+import { workerRefusal } from '../testing/worker-refusal';
 import { parseChatRequest } from './request-validation';
 import { parseDetokenizeRequest, parseTokenizeRequest, tokenizeResponse } from './tokenize-request';
 import { tokenizeError } from './tokenizer-calls';
@@ -112,11 +113,12 @@ describe('tokenize responses and errors', () => {
   });
 
   it('maps worker refusals: NOT_FOUND to model_not_found, ids outside the vocabulary to a 400 naming tokens', () => {
-    const notFound = tokenizeError({ code: status.NOT_FOUND, details: 'unknown model x' }, 'x');
+    const notFound = tokenizeError(workerRefusal(status.NOT_FOUND, 'unknown model x', 'REQUEST_ERROR_KIND_UNKNOWN_MODEL'), 'x');
     expect(notFound.details).toMatchObject({ code: 'model_not_found', param: 'model' });
-    const vocab = tokenizeError({ code: status.INVALID_ARGUMENT, details: 'tokens: token id 99999 is outside the vocabulary (0..49151)' }, 'm');
+    const bad = (text: string) => workerRefusal(status.INVALID_ARGUMENT, text, 'REQUEST_ERROR_KIND_BAD_INPUT');
+    const vocab = tokenizeError(bad('tokens: token id 99999 is outside the vocabulary (0..49151)'), 'm');
     expect(vocab).toBeInstanceOf(InlaidError);
     expect([vocab.status, vocab.details.param]).toEqual([status.INVALID_ARGUMENT, 'tokens']);
-    expect(tokenizeError({ code: status.INVALID_ARGUMENT, details: 'the prompt is empty' }, 'm').details.param).toBeUndefined();
+    expect(tokenizeError(bad('the prompt is empty'), 'm').details.param).toBeUndefined();
   });
 });

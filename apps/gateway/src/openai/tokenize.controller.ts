@@ -6,19 +6,12 @@
 import { Body, Controller, HttpCode, Inject, Post, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { WorkersService } from '../workers/workers.service';
+import { earlyClose } from './early-close';
 import { type CallLimits, TokenizerCalls } from './tokenizer-calls';
 import { parseDetokenizeRequest, parseTokenizeRequest, tokenizeResponse } from './tokenize-request';
 
-/** Aborted when the response closes before it was sent (the client disconnected), also if it already has. */
-export function untilClosed(res: Response): CallLimits {
-  const left = new AbortController();
-  const onClose = (): void => {
-    if (!res.writableFinished) left.abort();
-  };
-  res.once('close', onClose);
-  if (res.closed || res.destroyed) onClose();
-  return { signal: left.signal };
-}
+/** The worker call ends with the client's disconnect. */
+const untilClosed = (res: Response): CallLimits => ({ signal: earlyClose(res).signal });
 
 @Controller()
 export class TokenizeController {

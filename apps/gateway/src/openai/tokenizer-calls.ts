@@ -7,6 +7,7 @@
  */
 import { type CallOptions, type ClientUnaryCall, type Deadline, Metadata, status } from '@grpc/grpc-js';
 import type { common, worker } from '@inlaid/proto';
+import { clientLeft } from '../common/client-left';
 import { fromWorkerError, InlaidError } from '../common/inlaid-error';
 import type { WorkersService } from '../workers/workers.service';
 
@@ -26,9 +27,6 @@ export interface CallLimits {
   readonly signal?: AbortSignal;
   readonly deadline?: Deadline;
 }
-
-/** The error of a call whose client left before it was sent. */
-const clientLeft = (): InlaidError => new InlaidError(status.CANCELLED, 'the client went away before the worker was asked');
 
 /** The sooner of the gateway's call timeout and the client's deadline (grpc-js: a Date, ms since the epoch, or Infinity). */
 function deadlineOf(client: Deadline | undefined): number {
@@ -62,7 +60,7 @@ export class TokenizerCalls {
     { signal, deadline }: CallLimits,
     send: (rpc: worker.WorkerClient, options: Partial<CallOptions>, cb: (err: unknown, res: Res) => void) => ClientUnaryCall,
   ): Promise<Res> {
-    if (signal?.aborted) return Promise.reject(clientLeft());
+    if (signal?.aborted) return Promise.reject(clientLeft('before the worker was asked'));
     return new Promise<Res>((resolve, reject) => {
       const cancel = (): void => call.cancel(); // the callback then gets CANCELLED
       const call = send(this.workers.pick(model).rpc, { deadline: deadlineOf(deadline) }, (err, res) => {

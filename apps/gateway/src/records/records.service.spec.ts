@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { Logger } from '@nestjs/common';
+import { dropDatabase, openDatabase, type RequestRecord } from '@inlaid/db';
 import type { DataSource } from 'typeorm';
 import { RecordRow, RecordsService } from './records.service';
 
@@ -65,5 +67,34 @@ describe('RecordsService.flush', () => {
     await svc.flush();
     expect(written).toEqual(['a', 'b']);
     expect(svc.buffered).toBe(0);
+  });
+});
+
+describe('RecordsService on Postgres', () => {
+  const url = `postgres://postgres@127.0.0.1:5432/inlaid_records_${randomBytes(4).toString('hex')}`;
+  let db: DataSource;
+
+  beforeAll(async () => {
+    db = await openDatabase(url);
+  });
+
+  afterAll(async () => {
+    await db?.destroy();
+    await dropDatabase(url);
+  });
+
+  it('keeps the record of each request that reused a request id (before: the later one was dropped)', async () => {
+    const svc = new RecordsService(db);
+    const seen: RecordRow[] = [];
+    svc.onRecord((r) => seen.push(r));
+    const record = (status: RequestRecord['status']): RecordRow =>
+      ({ id: 'bootstrap:0/job-1', task: 'sql', api: 'grpc', arrival: new Date(), firstToken: null, finish: null, tokensIn: 1, tokensOut: 0, status, finishReason: null, error: null, worker: null });
+    svc.add(record('completed'));
+    await svc.flush();
+    svc.add(record('aborted'));
+    await svc.flush();
+    const rows = (await db.query(`SELECT status FROM request_records WHERE id = 'bootstrap:0/job-1' ORDER BY arrival`)) as Array<{ status: string }>;
+    expect(rows.map((r) => r.status)).toEqual(['completed', 'aborted']);
+    expect(new Set(seen.map((r) => r.recordId)).size).toBe(2);
   });
 });

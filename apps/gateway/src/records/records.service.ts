@@ -2,11 +2,13 @@
  * Writes request records to Postgres off the response path: rows are buffered and inserted in batches
  * by a timer. A failed batch (Postgres down) goes back into the buffer and is retried every second; the
  * buffer holds at most MAX_BUFFERED rows (about 100 MB at worst), beyond which the oldest are dropped and
- * logged. Inserts are idempotent (ON CONFLICT DO NOTHING on the request id), so a retried batch that had
- * in fact been written is harmless. A batch refused for its data (SQLSTATE class 22 or 23: a bad row would
+ * logged. Each row gets its own key (record_id) when it is added, and inserts are idempotent on it (ON CONFLICT DO
+ * NOTHING), so a retried batch that had in fact been written is harmless; a request id may recur (a client reusing
+ * the request_id of a request that ended), and each such request keeps its row. A batch refused for its data (SQLSTATE class 22 or 23: a bad row would
  * refuse it forever, and block every row behind it) is written row by row instead, and the rows Postgres
  * refuses are dropped with a warning. Rows still buffered when the process dies are lost.
  */
+import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { RequestRecord } from '@inlaid/db';
 import { DataSource } from 'typeorm';
@@ -57,7 +59,9 @@ export class RecordsService implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  add(row: RecordRow): void {
+  /** Buffers `row` (under a key of its own: `recordId`, kept if it has one) and hands it to the listeners. */
+  add(record: RecordRow): void {
+    const row = record.recordId === undefined ? { ...record, recordId: randomUUID() } : record;
     this.buffer.add(row, Date.now());
     for (const listener of this.listeners) {
       try {

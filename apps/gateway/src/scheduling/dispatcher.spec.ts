@@ -2,7 +2,8 @@ import { status } from '@grpc/grpc-js';
 import { LENGTH_PREDICTORS, parseSchedulingConfig, SCHEDULING_POLICIES } from '@inlaid/config';
 import { common, worker } from '@inlaid/proto';
 import { POLICY_NAMES, PREDICTOR_NAMES, resolveConfig, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
-import { InlaidError } from '../common/inlaid-error';
+import { Logger } from '@nestjs/common';
+import { INTERNAL_ERROR_MESSAGE, InlaidError, workerRequestError } from '../common/inlaid-error';
 import { Dispatcher, MAX_QUEUED_DELTAS } from './dispatcher';
 import { PreparedRequest } from './resume';
 import { schedulerOptions } from './scheduler-options';
@@ -166,6 +167,94 @@ describe('Dispatcher', () => {
     expect(a.aborts).toEqual(['r1']);
     expect(d.inFlight).toBe(0);
     expect(d.waiting).toBe(0);
+  });
+});
+
+describe("Dispatcher: a worker's refusal of a run", () => {
+  const refusal = (kind: worker.RequestErrorKind, message: string) => workerRequestError({ kind, message });
+  const Kind = worker.RequestErrorKind;
+  let logged: jest.SpyInstance;
+  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
+  afterEach(() => logged.mockRestore());
+
+  it('as shutting down, before any output: the run waits again and runs on another worker; the refusing one is drained', async () => {
+    const { d, fakes: [a, b] } = setup({ policy: 'fifo' }, ['a', 'b']);
+    d.workerUp(a, capacity('a'));
+    d.workerUp(b, capacity('b'));
+    const t1 = d.submit(req('r1'), 'sql', undefined);
+    expect(await t1.admitted).toBe('a');
+    a.queues.get('r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    await tick();
+    expect(b.admits.map((x) => x.requestId)).toEqual(['r1~r1']); // before: the ticket failed with a 503
+    d.workerUp(a, capacity('a')); // its WorkerStates go on during its grace: it admits nothing more
+    const t2 = d.submit(req('r2'), 'sql', undefined);
+    expect(await t2.admitted).toBe('b');
+    expect(a.admits.map((x) => x.requestId)).toEqual(['r1']);
+    b.emit('r1~r1', [5], 1, common.FinishReason.FINISH_REASON_STOP);
+    b.emit('r2', [6], 1, common.FinishReason.FINISH_REASON_STOP);
+    const events = await drain(t1);
+    expect(events.filter((e) => e.kind === 'delta')).toHaveLength(1);
+    await drain(t2);
+    d.workerDown('a'); // the link goes down, then a worker at the same address comes back: no longer drained
+    d.workerUp(a, capacity('a'));
+    d.workerDown('b');
+    const t3 = d.submit(req('r3'), 'sql', undefined);
+    expect(await t3.admitted).toBe('a');
+    d.cancel('r3');
+  });
+
+  it('as shutting down with no other worker: it waits, new requests get 503, and the lost link ends it with a 503', async () => {
+    const { d, fakes: [a] } = setup({}, ['a']);
+    d.workerUp(a, capacity('a'));
+    const t = d.submit(req('r1'), 'sql', undefined);
+    await t.admitted;
+    a.queues.get('r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    await tick();
+    d.pass();
+    expect(a.admits).toHaveLength(1); // not sent back to the draining worker again and again
+    expect(d.waiting).toBe(1);
+    expect(() => d.submit(req('r2'), 'sql', undefined)).toThrow(/No inference worker/);
+    d.workerDown('a');
+    await expect(drain(t)).rejects.toMatchObject({ status: status.UNAVAILABLE });
+  });
+
+  it('as shutting down after output was streamed: a 503 (the client saw part of it)', async () => {
+    const { d, fakes: [a, b] } = setup({}, ['a', 'b']);
+    d.workerUp(a, capacity('a'));
+    d.workerUp(b, capacity('b'));
+    const t = d.submit(req('r1'), 'sql', undefined);
+    await t.admitted;
+    a.emit('r1', [1], 1);
+    await tick();
+    a.queues.get('r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    await expect(drain(t)).rejects.toMatchObject({ status: status.UNAVAILABLE });
+    expect(b.admits).toHaveLength(0);
+  });
+
+  it("as bad input: a 400 on the request's first run, a logged 500 on a resumed one (never the client's fault)", async () => {
+    const { d, fakes: [a], advance } = setup({ policy: 'fifo' });
+    d.workerUp(a, capacity('a', 8));
+    const first = d.submit(req('f1'), 'sql', undefined);
+    await first.admitted;
+    a.queues.get('f1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'logit_bias: token id 99999 is outside the vocabulary'));
+    await expect(drain(first)).rejects.toMatchObject({ status: status.INVALID_ARGUMENT, details: { param: 'logit_bias' } });
+    // preempted after 8 tokens (8 blocks of 4 tokens: two 8-token prompts fit, their growth does not), then resumed
+    const t1 = d.submit(req('r1', 8, 20), 'sql', undefined);
+    advance(0.1);
+    const t2 = d.submit(req('r2', 8, 20), 'sql', undefined);
+    await Promise.all([t1.admitted, t2.admitted]);
+    const failed = drain(t2).catch((err: unknown) => err);
+    a.emit('r1', [1, 2, 3, 4, 5, 6, 7, 8], 8);
+    a.emit('r2', [11, 12, 13, 14, 15, 16, 17, 18], 8);
+    await tick();
+    d.pass();
+    a.emit('r1', [9], 9, common.FinishReason.FINISH_REASON_LENGTH);
+    await drain(t1);
+    expect(a.admits.find((x) => x.requestId === 'r2~r1')?.resumedOutputTokens).toBe(8);
+    a.queues.get('r2~r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, "response_format: the resumed output's token 3 (14) does not match the grammar"));
+    const err = (await failed) as InlaidError;
+    expect([err.status, err.message]).toEqual([status.INTERNAL, INTERNAL_ERROR_MESSAGE]); // before: a 400 with the worker's text
+    expect(String(logged.mock.calls[0][0])).toContain('does not match the grammar');
   });
 });
 

@@ -9,18 +9,21 @@
  * Decisions: admit -> Admit on the worker; preempt -> Abort on the worker, the request waits again and is
  * later resumed by recompute (resume.ts); abort -> the client gets an error (errors.ts). A lost worker:
  * requests that already streamed output fail with UNAVAILABLE, the others wait for another worker (or fail
- * with UNAVAILABLE when none is left).
+ * with UNAVAILABLE when none is left). A worker that refuses a run as shutting down (RequestErrorKind
+ * SHUTTING_DOWN) is drained: it admits nothing more until its link goes down, its tasks are placed elsewhere, and
+ * that run waits again like a lost worker's (a 503 only once it streamed output). A worker's refusal of a run that is
+ * not its request's first (resumed, or admitted again) is never the client's 400 (rerunRefusal).
  */
 import { status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
-import type { Decision, Scheduler, WorkerState } from '@inlaid/scheduling';
-import { InlaidError } from '../common/inlaid-error';
+import type { Decision, RequestSpec, Scheduler, WorkerState } from '@inlaid/scheduling';
+import { InlaidError, rerunRefusal, WORKER_UNAVAILABLE_MESSAGE } from '../common/inlaid-error';
 import { AsyncQueue } from '../workers/async-queue';
 import { abortError } from './errors';
 import { DEFAULT_PLACEMENT, Placement, PlacementOptions } from './placement';
 import { admitFor, PreparedRequest, rebaseDelta } from './resume';
 import type { StepObserver } from './served-cost';
-import { Ticket, WorkerLink } from './ticket';
+import { Run, Ticket, WorkerLink } from './ticket';
 
 /**
  * Token deltas a request may have waiting for its consumer (at a worker's ~100 steps a second, 40 s of backlog).
@@ -33,9 +36,18 @@ export interface DispatcherLogger {
   warn(message: string): void;
 }
 
+/** Whether a run failed because its worker is shutting down (the kind the worker named). */
+function shutsDown(err: Error): boolean {
+  return err instanceof InlaidError && err.details.workerKind === worker.RequestErrorKind.REQUEST_ERROR_KIND_SHUTTING_DOWN;
+}
+
 export class Dispatcher {
   private readonly links = new Map<string, WorkerLink>();
   private readonly tickets = new Map<string, Ticket>();
+  /** Each ticket's request as the scheduler knows it, to queue it again (a run its draining worker refused). */
+  private readonly specs = new Map<string, RequestSpec>();
+  /** Workers that refused a run as shutting down: they admit nothing more until their link goes down. */
+  private readonly draining = new Set<string>();
   readonly placement: Placement;
   /** Told about every run and delta, per worker (INLAID_COST_FIT: served-step timing). */
   private observer: StepObserver | null = null;
@@ -72,7 +84,7 @@ export class Dispatcher {
   workerUp(link: WorkerLink, capacity: WorkerState, tasks: readonly string[] = []): void {
     this.scheduler.onWorkerState(capacity);
     this.links.set(link.addr, link);
-    this.placement.setWorker(link.addr, tasks);
+    if (!this.draining.has(link.addr)) this.placement.setWorker(link.addr, tasks);
     this.pass();
   }
 
@@ -81,10 +93,11 @@ export class Dispatcher {
     for (const t of [...this.tickets.values()]) {
       if (t.run?.link.addr !== addr) continue;
       t.run = null; // its queue is about to fail: ignore that
-      if (t.delivered) this.finishWith(t, InlaidError.unavailable(`Worker ${addr} disconnected.`));
+      if (t.delivered) this.finishWith(t, InlaidError.unavailable(WORKER_UNAVAILABLE_MESSAGE)); // its address only in the log
     }
     this.scheduler.removeWorker(addr); // the rest wait again, with no output lost
     this.links.delete(addr);
+    this.draining.delete(addr);
     this.observer?.workerGone(addr);
     this.placement.removeWorker(addr); // their tasks get a new home
     if (this.links.size === 0) {
@@ -95,10 +108,12 @@ export class Dispatcher {
 
   /** Queues a prepared request; read the ticket's `admitted`, then its `events`. */
   submit(req: PreparedRequest, task: string, prompt: string | undefined): Ticket {
-    if (this.links.size === 0) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
+    if (this.links.size === this.draining.size) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
     if (this.tickets.has(req.id)) throw new InlaidError(status.ALREADY_EXISTS, `Request id ${req.id} is already running.`);
     const ticket = new Ticket(req, task);
-    this.scheduler.enqueue({ id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt });
+    const spec: RequestSpec = { id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt };
+    this.scheduler.enqueue(spec);
+    this.specs.set(req.id, spec);
     this.tickets.set(req.id, ticket);
     this.placement.arrive(task);
     this.pass();
@@ -125,7 +140,7 @@ export class Dispatcher {
     const addrs = [...this.links.keys()].sort((a, b) => rank(a) - rank(b) || pos(a) - pos(b));
     for (const addr of addrs) {
       if (!this.links.has(addr)) continue;
-      const home = (task: string): boolean => this.placement.homeOf(task) === addr;
+      const home = this.draining.has(addr) ? () => false : (task: string): boolean => this.placement.homeOf(task) === addr;
       for (const d of this.scheduler.schedule(now, addr, home).decisions) this.apply(d);
     }
   }
@@ -178,8 +193,40 @@ export class Dispatcher {
         this.onDelta(t, run.base, d);
       }
     } catch (err) {
-      if (t.run === run) this.finishWith(t, err instanceof Error ? err : new Error(String(err)));
+      if (t.run === run) this.runFailed(t, run, err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  /**
+   * A run its worker ended with an error (a RequestError, or its link failing). A worker refusing it as shutting down is
+   * drained, and a run with no output yet waits again (as on a lost link); a run that is not the ticket's first is
+   * never refused as the client's bad input (rerunRefusal); otherwise the ticket fails with the error.
+   */
+  private runFailed(t: Ticket, run: Run, err: Error): void {
+    if (shutsDown(err)) {
+      this.drain(run.link.addr);
+      if (!t.delivered) {
+        this.requeue(t);
+        return;
+      }
+    }
+    this.finishWith(t, t.runs > 1 ? rerunRefusal(err) : err);
+  }
+
+  /** Stops admitting to `addr` (shutting down) until its link goes down; its tasks get a new home at once. */
+  private drain(addr: string): void {
+    if (!this.links.has(addr) || this.draining.has(addr)) return;
+    this.draining.add(addr);
+    this.placement.removeWorker(addr);
+    this.logger.warn(`worker ${addr} is shutting down: no more requests are admitted there`);
+  }
+
+  /** Puts a ticket whose run ended without output back in the scheduler's queue (its arrival kept), and schedules. */
+  private requeue(t: Ticket): void {
+    this.stopRun(t);
+    this.scheduler.cancel(t.req.id);
+    this.scheduler.enqueue(this.specs.get(t.req.id) as RequestSpec);
+    this.pass();
   }
 
   private observeDelta(t: Ticket, run: NonNullable<Ticket['run']>, d: worker.TokenDelta): void {
@@ -229,6 +276,7 @@ export class Dispatcher {
   /** Drops a ticket from the dispatcher and its task's placement; false if it was already gone. */
   private forget(t: Ticket): boolean {
     if (!this.tickets.delete(t.req.id)) return false;
+    this.specs.delete(t.req.id);
     this.placement.leave(t.task);
     return true;
   }

@@ -1,7 +1,8 @@
-import { Client, credentials, Metadata, Server, ServerCredentials, ServiceError, status } from '@grpc/grpc-js';
+import { Client, credentials, Metadata, Server, ServiceError, status } from '@grpc/grpc-js';
 import { tasks as proto } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
 import type { GrpcServerService } from '../grpc-api/grpc-server.service';
+import { bindLocal } from '../testing/local-grpc';
 import { parseCreateTask } from './task-input';
 import { sloBody, TasksGrpcService } from './tasks-grpc.service';
 import type { TasksService } from './tasks.service';
@@ -11,6 +12,7 @@ describe('TasksGrpcService on malformed messages', () => {
   let server: Server;
   let client: Client;
   const admitted: string[] = [];
+  const created: string[] = [];
 
   beforeAll(async () => {
     server = new Server();
@@ -18,15 +20,13 @@ describe('TasksGrpcService on malformed messages', () => {
     const gate = { admit: async (auth: string | undefined) => (admitted.push(String(auth)), () => undefined) } as unknown as CallGate;
     // create: the REST parser on the body gRPC builds (the adapter and calibration counted as uploaded: not tested here)
     const create = async (body: { name: string; slo?: unknown }) => {
+      created.push(body.name);
       parseCreateTask({ name: body.name, slo: body.slo }, { adapter: true, calibration: true });
       return { job_id: 'j', task: { name: body.name, status: 'onboarding' } };
     };
     const tasks = { get: async (name: string) => ({ name, status: 'ready' }), create } as unknown as TasksService;
     new TasksGrpcService(host, tasks, gate).onModuleInit();
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+    client = new Client(`127.0.0.1:${await bindLocal(server)}`, credentials.createInsecure());
   });
 
   afterAll(() => {
@@ -51,12 +51,25 @@ describe('TasksGrpcService on malformed messages', () => {
     expect(good.res?.toString()).toContain('ab');
   });
 
-  const createTask = (slo: proto.Slo) =>
+  const createTaskBytes = (bytes: Buffer) =>
     new Promise<ServiceError | null>((resolve) => {
-      const bytes = Buffer.from(proto.CreateTaskRequest.encode(proto.CreateTaskRequest.fromPartial({ name: 'sql', adapterPath: '/a', slo })).finish());
       const id = (b: Buffer) => b;
       client.makeUnaryRequest('/inlaid.v1.Tasks/CreateTask', id, id, bytes, new Metadata(), (err) => resolve(err));
     });
+  const createTask = (slo: proto.Slo) =>
+    createTaskBytes(Buffer.from(proto.CreateTaskRequest.encode(proto.CreateTaskRequest.fromPartial({ name: 'sql', adapterPath: '/a', slo })).finish()));
+
+  it('refuses a calibration_jsonl that is not UTF-8 as INVALID_ARGUMENT naming it; nothing is created', async () => {
+    const good = Buffer.from(proto.CreateTaskRequest.encode(proto.CreateTaskRequest.fromPartial({ name: 'bad-calib', adapterPath: '/a' })).finish());
+    const before = created.length;
+    const err = await createTaskBytes(Buffer.concat([good, Buffer.from([(3 << 3) | 2, 2, 0x7b, 0xc3])])); // field 3: "{" and half a character
+    expect({ code: err?.code, details: err?.details, param: err?.metadata.get('x-inlaid-param') }).toEqual({
+      code: status.INVALID_ARGUMENT,
+      details: 'calibration_jsonl must be valid UTF-8.',
+      param: ['calibration_jsonl'],
+    });
+    expect(created.length).toBe(before);
+  });
 
   it.each([
     [{ ttftMs: -5, tpotMs: 0 }, 'slo.ttft_ms'],

@@ -1,12 +1,13 @@
 /**
  * Admin calls to the workers for onboarding: validate an adapter, load/unload it on every worker, and run
  * an incremental re-quantization, once per checkpoint store (shared-requantize.ts). Loads and unloads are
- * idempotent (ALREADY_EXISTS / NOT_FOUND count as done); transport failures surface as UNAVAILABLE (retryable).
+ * idempotent (ALREADY_EXISTS / NOT_FOUND count as done); errors as toAdminError says (transport failures a 503 / 504 with a
+ * fixed message, never grpc-js's text).
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import { Inject, Injectable } from '@nestjs/common';
 import { common, worker } from '@inlaid/proto';
-import { InlaidError } from '../common/inlaid-error';
+import { fromWorkerError, InlaidError, workerBug, workerLinkError } from '../common/inlaid-error';
 import { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
 import { ProgressSink, QuantTaskSpec, SharedRequantize } from './shared-requantize';
@@ -15,22 +16,34 @@ export type { ProgressSink, QuantTaskSpec, WorkerRole } from './shared-requantiz
 
 const ADMIN_TIMEOUT_MS = 60_000;
 
+/**
+ * The admin calls' own refusals, whose texts the worker writes for the admin (an adapter name taken or unknown, no
+ * checkpoint to re-quantize, a re-quantization under way, every adapter slot in use): passed on with their codes.
+ */
+const ADMIN_REFUSALS: ReadonlySet<number> = new Set([
+  status.ALREADY_EXISTS,
+  status.NOT_FOUND,
+  status.FAILED_PRECONDITION,
+  status.ABORTED,
+  status.RESOURCE_EXHAUSTED,
+]);
+
+/**
+ * An admin call's failure as the client sees it: INVALID_ARGUMENT 400 naming `param` and the refusals in
+ * ADMIN_REFUSALS with the worker's text; a failed transport (UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED) a 503 / 504
+ * with a fixed message (workerLinkError: grpc-js's text, which names the worker's address, is logged); any other code
+ * (UNKNOWN from a handler that raised, INTERNAL) and anything that is not a gRPC error a logged 500.
+ */
 export function toAdminError(err: unknown, param?: string): InlaidError {
   if (err instanceof InlaidError) return err;
   const e = err as Partial<ServiceError>;
-  const message = e.details ?? e.message ?? String(err);
-  switch (e.code) {
-    case status.INVALID_ARGUMENT:
-      return InlaidError.invalid(message, param);
-    case status.UNAVAILABLE:
-    case status.CANCELLED:
-    case status.DEADLINE_EXCEEDED:
-      return InlaidError.unavailable(`Worker unavailable: ${message}`);
-    case undefined:
-      return new InlaidError(status.INTERNAL, message);
-    default:
-      return new InlaidError(e.code, message);
-  }
+  if (typeof e?.code !== 'number') return fromWorkerError(err, ''); // a bug: logged there, a generic 500
+  const message = e.details ?? e.message ?? '';
+  const link = workerLinkError(e.code, message);
+  if (link !== undefined) return link;
+  if (e.code === status.INVALID_ARGUMENT) return InlaidError.invalid(message, param);
+  if (ADMIN_REFUSALS.has(e.code)) return new InlaidError(e.code, message);
+  return workerBug(`admin call (${status[e.code] ?? e.code}): ${message}`);
 }
 
 function unary<Req, Res>(

@@ -4,27 +4,22 @@
  * (its socket open but silent, as under SIGSTOP or a partition without RST) is dropped by keepalive pings, failing its
  * requests with UNAVAILABLE, where before the stream waited forever.
  */
-import { type ChannelOptions, Server, ServerCredentials, type ServerDuplexStream, status } from '@grpc/grpc-js';
+import { type ChannelOptions, Server, type ServerDuplexStream, status } from '@grpc/grpc-js';
 import { worker } from '@inlaid/proto';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { toOpenAIError } from '../common/http-mapping';
 import { INTERNAL_ERROR_MESSAGE, InlaidError } from '../common/inlaid-error';
 import { Logger } from '@nestjs/common';
+import { eventually, sleep } from '../testing/eventually';
+import { bindLocal } from '../testing/local-grpc';
 import type { AsyncQueue } from './async-queue';
 import { CHANNEL_OPTIONS, WorkerConnection } from './worker-connection';
 
 const quiet = { log: () => undefined, warn: () => undefined };
 const Kind = worker.RequestErrorKind;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually(check: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(10);
-  }
-}
+/** How long a link may take to come up (connect, GetInfo, Session). */
+const UP_MS = 3000;
 
 /** A worker whose Session answers each Admit with `onAdmit` (nothing by default: the request just runs). */
 async function fakeWorker(
@@ -42,10 +37,7 @@ async function fakeWorker(
     call.on('error', () => undefined);
   };
   server.addService(worker.WorkerService, { getInfo, session } as unknown as worker.WorkerServer);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  return { server, port };
+  return { server, port: await bindLocal(server) };
 }
 
 const admit = (requestId: string): worker.Admit => worker.Admit.fromPartial({ requestId, model: 'm', promptTokenIds: [1, 2] });
@@ -80,7 +72,7 @@ describe('WorkerConnection: a RequestError event (the worker refusing an Admit)'
     server = fake.server;
     conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
     conn.start();
-    await eventually(() => conn.ready, 'the link is up');
+    await eventually(() => conn.ready, 'the link is up', UP_MS);
   });
 
   afterAll(() => {
@@ -160,7 +152,7 @@ describe('WorkerConnection: each RequestError the worker sends, classified by it
     server = fake.server;
     conn = new WorkerConnection(`127.0.0.1:${fake.port}`, quiet);
     conn.start();
-    await eventually(() => conn.ready, 'the link is up');
+    await eventually(() => conn.ready, 'the link is up', UP_MS);
   });
   beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
   afterEach(() => logged.mockRestore());
@@ -228,7 +220,7 @@ describe('WorkerConnection: a frozen worker', () => {
     const conn = new WorkerConnection(`127.0.0.1:${relay.port}`, quiet, undefined, noRetry, undefined, fast);
     try {
       conn.start();
-      await eventually(() => conn.ready, 'the link is up');
+      await eventually(() => conn.ready, 'the link is up', UP_MS);
       const running = outcome(conn.admit(admit('r1')));
       await sleep(100);
       relay.freeze();

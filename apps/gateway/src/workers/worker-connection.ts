@@ -7,7 +7,7 @@
  */
 import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
-import { InlaidError, workerRequestError } from '../common/inlaid-error';
+import { InlaidError, WORKER_UNAVAILABLE_MESSAGE, workerRequestError } from '../common/inlaid-error';
 import { AsyncQueue } from './async-queue';
 import { backoffDelay, BackoffOptions, DEFAULT_BACKOFF } from './backoff';
 
@@ -162,7 +162,7 @@ export class WorkerConnection {
   /** Admits a prepared request; the returned queue yields its deltas and ends after the final one. */
   admit(admit: worker.Admit): AsyncQueue<worker.TokenDelta> {
     const session = this.session;
-    if (session === null) throw InlaidError.unavailable(`Worker ${this.addr} is not connected.`);
+    if (session === null) throw InlaidError.unavailable(WORKER_UNAVAILABLE_MESSAGE); // (its address is no client's business)
     if (this.pending.has(admit.requestId)) {
       throw new InlaidError(status.ALREADY_EXISTS, `Request id ${admit.requestId} is already running.`);
     }
@@ -197,7 +197,7 @@ export class WorkerConnection {
       const wasUp = this.info !== null;
       this.info = null;
       if (wasUp) this.emit('down');
-      this.failAll(InlaidError.unavailable(`Worker ${this.addr} disconnected.`));
+      this.failAll(InlaidError.unavailable(WORKER_UNAVAILABLE_MESSAGE));
       if (this.stopped) break;
       await this.sleep(backoffDelay(attempt++, this.backoff));
     }

@@ -5,7 +5,16 @@ export type RequestStatus = 'completed' | 'aborted' | 'failed' | 'rejected';
 
 @Entity({ name: 'request_records' })
 export class RequestRecord {
-  @PrimaryColumn({ type: 'text' })
+  /**
+   * The row's own key: the gateway gives each record one when it buffers it (a retried batch is then written once);
+   * a row inserted without one gets a fresh one.
+   */
+  @PrimaryColumn({ name: 'record_id', type: 'uuid', default: () => 'gen_random_uuid()' })
+  recordId?: string;
+
+  /** The request's id (`<principal>/<request_id>` for a gRPC client's own); a client may reuse one once its request ended. */
+  @Index('idx_request_records_id')
+  @Column({ type: 'text' })
   id!: string;
 
   /** Task name, or the base model id for base-model requests. */

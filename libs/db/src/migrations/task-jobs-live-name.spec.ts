@@ -1,35 +1,21 @@
-import { randomBytes } from 'node:crypto';
-import { DataSource } from 'typeorm';
-import { openDatabase } from '../data-source';
 import { TaskJob, TaskJobStatus } from '../entities/task-job.entity';
-import { dropDatabase } from '../ensure-database';
-
-const url = `postgres://postgres@127.0.0.1:5432/inlaid_livename_${randomBytes(4).toString('hex')}`;
+import { testDatabase, undoThrough } from '../testing/test-database';
 
 describe('migration 1764600000000: one live onboard/load job per task name (real Postgres)', () => {
-  let ds: DataSource;
+  const db = testDatabase('inlaid_livename');
 
-  beforeAll(async () => {
-    ds = await openDatabase(url);
-  });
-
-  afterAll(async () => {
-    await ds?.destroy();
-    await dropDatabase(url);
-  });
-
-  const jobs = () => ds.getRepository(TaskJob);
+  const jobs = () => db().getRepository(TaskJob);
   const add = (id: string, task: string, status: TaskJobStatus, kind: 'onboard' | 'load' | 'delete' = 'onboard', createdAt = new Date()) =>
     jobs().insert({ id, task, kind, status, createdAt });
 
   it('keeps the newest of live duplicates written before it, marks the others failed, then refuses a second live job', async () => {
-    await ds.undoLastMigration();
+    await undoThrough(db(), 'TaskJobsLiveName1764600000000');
     await add('old', 'dup', 'active', 'onboard', new Date(Date.now() - 3000));
     await add('mid', 'dup', 'loading', 'onboard', new Date(Date.now() - 2000));
     await add('new', 'dup', 'queued', 'onboard', new Date(Date.now() - 1000));
     await add('gone', 'dup', 'failed');
     await add('other', 'solo', 'serving', 'load');
-    await ds.runMigrations({ transaction: 'each' });
+    await db().runMigrations({ transaction: 'each' });
 
     const rows = new Map((await jobs().find()).map((j) => [j.id, j]));
     expect(Object.fromEntries([...rows].map(([id, j]) => [id, j.status]))).toEqual({ old: 'failed', mid: 'failed', new: 'queued', gone: 'failed', other: 'serving' });
