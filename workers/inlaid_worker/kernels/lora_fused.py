@@ -15,6 +15,8 @@ atomics. Larger batches meet the partials by fp32 atomics in a zeroed v [T, R], 
 rank-16 q/k/v/o, decode graphs, 8 rounds on one runner; bench/results/decode-2026-12-01-s19-lora-b1.md): device ms
 0.9916x the atomic path at batch 1 (lower in 7/8 rounds), 0.9592x at 4 (8/8), 0.9974x at 16 (8/8, within the
 control's spread). The 32-way split (one 128-wide K tile per program) is kept: 16 or 8 splits at batch 1 were slower.
+kernels.lora_early issues the same shrink / expand launches with the shrink ahead of the base GEMV (decode graphs,
+at most 16 row blocks).
 """
 
 from __future__ import annotations
@@ -294,12 +296,14 @@ def alloc_v(t: int, width: int, plan: ShrinkPlan, device: torch.device) -> torch
 
 
 def launch_shrink(x: torch.Tensor, s: SegmentArgs, v: torch.Tensor, batch: LoraBatch, plan: ShrinkPlan,
-                  n_seg: int) -> None:  # fmt: skip
+                  n_seg: int, use_pdl: bool = True) -> None:  # fmt: skip
+    """use_pdl False: a plain launch even inside a PDL scope (lora_early's forked shrink, variant "fork-plain")."""
     meta = (batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len)
     _shrink3_kernel[(batch.blk_len.numel(), plan.rb * n_seg, plan.split)](
         x, *s.a, v, *meta, x.shape[1], plan.iters, plan.rb, x.stride(0), *s.a_strides, v.stride(0),
         v.stride(1) if plan.partials else 0, *s.v_offs, BLOCK_M=batch.block_m, BLOCK_R=plan.block_r,
-        BLOCK_K=plan.block_k, USE_ATOMIC=plan.split > 1 and not plan.partials, num_warps=4, **launch_kw(),
+        BLOCK_K=plan.block_k, USE_ATOMIC=plan.split > 1 and not plan.partials, num_warps=4,
+        **(launch_kw() if use_pdl else {"USE_GDC": 0}),
     )  # fmt: skip
 
 

@@ -20,6 +20,10 @@ visible. Each PDL-launched kernel here takes a constexpr USE_GDC and follows the
   their first A / B tile; that holds because only decode graphs enter a PDL scope and every PDL kernel of a graph
   starts after that staging is complete.
 Waiting is transitive: a kernel's wait returns only when the previous kernel completed, which itself waited.
+A graph may also branch: at buckets 3-16 the LoRA shrink runs on a forked stream beside the base GEMV
+(kernels.lora_early, "fork"): the shrink's only predecessor is the kernel that wrote x (through the fork's event), and
+the expand has two, the GEMV and the shrink (the join); every kernel still waits before reading or storing, so each
+path stays transitive. The DOT dump shows those edges but not whether the captured join keeps a programmatic edge.
 Kernels launched without PDL (torch ops, cuBLAS, quant_tcl, the v zero-fill before the LoRA shrink above lora_fused.PARTIALS_MAX_ROWS rows) need no change:
 they start after everything before them, as always. The Gluon tensor-core GEMVs (quant_tcg) use this module's
 Gluon twins (ggdc_*: the same griddepcontrol PTX through Gluon's inline asm).

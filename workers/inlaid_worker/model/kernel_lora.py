@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from inlaid_worker.kernels import lora_early
 from inlaid_worker.kernels.lora_batch import LoraBatch, LoraPool, choose_block_m, make_lora_batch
 from inlaid_worker.kernels.lora_fused import lora_apply_fused
 from inlaid_worker.kernels.lora_grouped import MAX_ROWS, grouped_ok, lora_apply_grouped
@@ -99,6 +100,30 @@ class KernelLoraContext:
 
     def add_fused(self, y: torch.Tensor, x: torch.Tensor, layer: int, modules: Sequence[tuple[str, int]]) -> None:
         """y: the fused output [T, sum N]; modules: (module, first column in y) of projections sharing x."""
-        found = [(pool, col) for m, col in modules if (pool := self.pools.active(layer, m)) is not None]
+        found = self._found(layer, modules)
         if found:
             _apply(y, x, [p for p, _ in found], [c for _, c in found], self.batch, self._grouped())
+
+    def _found(self, layer: int, modules: Sequence[tuple[str, int]]) -> list[tuple[LoraPool, int]]:
+        return [(pool, col) for m, col in modules if (pool := self.pools.active(layer, m)) is not None]
+
+    def shrink_ahead(self, x: torch.Tensor, layer: int, modules: Sequence[tuple[str, int]]) -> PendingLora | None:
+        """Before the GEMV on x: the shrink of `modules` (add_fused's) launched now where kernels.lora_early.EARLY
+        places it (BGMV batches of at most lora_fused.PARTIALS_MAX_ROWS rows), to be finished by `finish` on the GEMV's
+        output; None: apply the LoRA after the GEMV as before (add / add_fused)."""
+        found = self._found(layer, modules)
+        if not found or self._grouped():
+            return None
+        shrunk = lora_early.shrink_ahead(x, [p for p, _ in found], self.batch)
+        return None if shrunk is None else PendingLora(shrunk, [c for _, c in found])
+
+    @staticmethod
+    def finish(y: torch.Tensor, pending: PendingLora) -> None:
+        """y (the GEMV's output) += the pending shrink's LoRA (its expand)."""
+        lora_early.finish(y, pending.shrunk, pending.cols)
+
+
+@dataclass(frozen=True)
+class PendingLora:
+    shrunk: lora_early.Shrunk
+    cols: list[int]  # each pool's first column in the GEMV's output

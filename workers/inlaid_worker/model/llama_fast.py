@@ -291,13 +291,8 @@ def forward_fast(
                 qkv = q_sums
             else:
                 qkv = (pending.gemv(h, eps) if pending is not None else
-                       _xp_gemm(x, xpick) if xpick is not None else linear(x, layer.qkv))  # fmt: skip
-            if isinstance(lora, KernelLoraContext):  # one shrink + one expand for q, k and v
-                lora.add_fused(qkv, x, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end)))
-            elif lora is not None:
-                lora.add(qkv[:, :q_end], x, i, "q_proj")
-                lora.add(qkv[:, q_end:k_end], x, i, "k_proj")
-                lora.add(qkv[:, k_end:], x, i, "v_proj")
+                       _xp_gemm(x, xpick) if xpick is not None else
+                       _lora_linear(x, layer.qkv, lora, i, (("q_proj", 0), ("k_proj", q_end), ("v_proj", k_end))))  # fmt: skip
             if isinstance(layout, DecodeLayout) and layout.attention in ROPE_FUSIONS:
                 attn = rope_decode_attention(qkv, layout.positions, layout.inv_freq, slot_mapping, kv_cache[i, 0],
                                              kv_cache[i, 1], layout.block_tables, layout.context_lens, scale,
@@ -449,10 +444,27 @@ def _add_norm(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, h: torch.Tens
         out = gemv_add_norm(x, wp, h, norm_weight, eps, clear=clear)
         if out is not None:
             return out
-    y = linear(x, weight)
-    if lora is not None:
-        lora.add(y, x, i, name)
+    y = _lora_linear(x, weight, lora, i, ((name, 0),))
     return add_rms_norm(y, norm_weight, eps, residual=h, clear=clear)
+
+
+def _lora_linear(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, lora: LoraDelta | None, i: int,
+                 modules: tuple[tuple[str, int], ...]) -> torch.Tensor:  # fmt: skip
+    """linear(x, weight) plus layer i's LoRA of `modules` ((name, first output column), projections sharing x).
+    KernelLoraContext: one shrink + one expand for all of them, the shrink issued before the GEMV where
+    kernels.lora_early.EARLY places it (the decode graphs' small buckets), else after it (add_fused, or add for one
+    module); another LoraDelta: add per module on its column slice."""
+    early = lora.shrink_ahead(x, i, modules) if isinstance(lora, KernelLoraContext) else None
+    y = linear(x, weight)
+    if early is not None:
+        KernelLoraContext.finish(y, early)
+    elif isinstance(lora, KernelLoraContext) and len(modules) > 1:
+        lora.add_fused(y, x, i, modules)
+    elif lora is not None:
+        ends = [col for _, col in modules[1:]] + [y.shape[1]]
+        for (name, col), end in zip(modules, ends, strict=True):
+            lora.add(y[:, col:end] if len(modules) > 1 else y, x, i, name)
+    return y
 
 
 def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending: _Pending | None,
@@ -487,12 +499,7 @@ def _mlp(layer: LayerWeights, i: int, x: torch.Tensor, h: torch.Tensor, pending:
         return _add_norm(act, layer.down, h, norm_weight, eps, None, i, "down_proj", operand=qpick is not None,
                          xpick=dpick), None, qpick  # fmt: skip
     else:
-        gate_up = linear(x, layer.gate_up)
-        if isinstance(lora, KernelLoraContext):
-            lora.add_fused(gate_up, x, i, (("gate_proj", 0), ("up_proj", inter)))
-        elif lora is not None:
-            lora.add(gate_up[:, :inter], x, i, "gate_proj")
-            lora.add(gate_up[:, inter:], x, i, "up_proj")
+        gate_up = _lora_linear(x, layer.gate_up, lora, i, (("gate_proj", 0), ("up_proj", inter)))
         act = silu_mul(gate_up)
     if nxt is None:  # the final norm stays a launch of its own
         return _add_norm(act, layer.down, h, final_norm, eps, lora, i, "down_proj", cfin), None, None
