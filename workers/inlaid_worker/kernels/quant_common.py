@@ -125,6 +125,20 @@ def finish_rows(ws: torch.Tensor, y: torch.Tensor) -> None:
                                                        num_warps=4, **launch_kw())  # fmt: skip
 
 
+def m_bucket(m: int) -> int:
+    """Rows are tuned per power-of-two bucket (1, 2, 4, ..., 256, then 512 for everything larger)."""
+    return min(triton.next_power_of_2(max(m, 1)), 512)
+
+
+def workspace_rows(m: int) -> int:
+    """Rows a split-K launch sizes its workspace (partials and counters) for: M's tuning bucket (m_bucket), M itself
+    above 512. The workspaces grow by replacement and decode graphs keep every captured one alive, so sizing by M
+    pinned one buffer per decode batch bucket inside a tuning bucket (24 / 32, 48 / 64, 80 / 96 / 128, 160 .. 256);
+    sized by the bucket, the first capture of a tuning bucket makes the buffer its later ones reuse. The kernels index
+    only their own M rows of it."""
+    return max(m, m_bucket(m))
+
+
 _WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -209,7 +223,8 @@ def split_launch(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, block_m: int,
     n = w.out_features
     iters, split = split_iters(k // block_k, split_k)
     grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
-    ws, cnt = workspace(x2.device, m * n, grid[0] * grid[2]) if split > 1 else (y, y)
+    rows = workspace_rows(m)
+    ws, cnt = workspace(x2.device, rows * n, grid[0] * triton.cdiv(rows, block_m)) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     args = (x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt, m, n, k, w.qzeros.shape[1], iters, split,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0),

@@ -34,7 +34,7 @@ import triton.language as tl
 from .gptq_packing import GPTQWeight
 from .norm_epilogue import norm_chunks, norm_scale, store_residual
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
-from .quant_common import finish_rows, red_tile, split_launch, workspace
+from .quant_common import finish_rows, red_tile, split_launch, workspace, workspace_rows
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
 from .swiglu_epilogue import store_swiglu
 
@@ -533,7 +533,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
             raise ValueError(f"swiglu: act {tuple(act.shape)} for N = {w.out_features} in tiles of {block_n}")
         grid = (grid[0] // 2, 2 * grid[1], grid[2])
-        ws, cnt = workspace(x2.device, x2.shape[0] * w.out_features, grid[0] * grid[2])
+        rows = workspace_rows(x2.shape[0])
+        ws, cnt = workspace(x2.device, rows * w.out_features, grid[0] * triton.cdiv(rows, block_m))
         args = (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
         consts["USE_SPLIT"] = True
     nw, ssi, eps = norm if norm is not None else (y, y, 0.0)

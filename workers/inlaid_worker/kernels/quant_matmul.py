@@ -56,7 +56,7 @@ import triton.language as tl
 
 from .device_caps import need_sm90
 from .gptq_packing import GPTQWeight, unpack_bitstream
-from .quant_common import group_zero, split_iters, store_tile, workspace
+from .quant_common import group_zero, split_iters, store_tile, workspace, workspace_rows
 from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
 from .quant_hgemv3 import launch_hgemv3
@@ -168,7 +168,9 @@ def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tenso
     n = w.out_features
     iters, split = split_iters(k // cfg.block_k, cfg.split_k)
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    ws, cnt = workspace(x2.device, m * n, tiles) if split > 1 else (y, y)
+    rows = workspace_rows(m)
+    ws_tiles = triton.cdiv(rows, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    ws, cnt = workspace(x2.device, rows * n, ws_tiles) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     # 3-bit tiles are gathered word by word: deep pipelines of big tiles overflow shared memory
     stages = min(cfg.num_stages, 2) if w.bits == 3 and cfg.block_m * cfg.block_n >= 64 * 128 else cfg.num_stages

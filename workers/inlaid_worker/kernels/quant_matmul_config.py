@@ -18,7 +18,7 @@ from inlaid_worker.env_switch import EnvSwitchError, env_switch
 
 from .device_caps import hopper_device
 from .gptq_packing import GPTQWeight
-from .quant_common import split_iters
+from .quant_common import m_bucket, split_iters  # m_bucket lives with the workspaces it sizes
 from .side_stream import side_stream
 
 
@@ -32,11 +32,6 @@ class QMMConfig:
     num_stages: int
     use_dot: bool = True  # kind "tile" only: False = CUDA-core FMAs on the reshaped tile
     kind: str = "tile"  # "gemv" | "hgemv" | "hgemvp" | "hgemvb" | "hgemvr[q|b][f]" | "mma" | "dequant" | "tile" (see quant_matmul's docstring)
-
-
-def m_bucket(m: int) -> int:
-    """Rows are tuned per power-of-two bucket (1, 2, 4, ..., 256, then 512 for everything larger)."""
-    return min(triton.next_power_of_2(max(m, 1)), 512)
 
 
 def _block_k(k: int, group: int, want: int) -> int:

@@ -94,7 +94,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
-from .quant_common import workspace
+from .quant_common import workspace, workspace_rows
 from .quant_matmul_config import TCSX_KINDS
 from .quant_tcg import BLOCK_K, tcg_layouts
 from .quant_tcl import tcl_permute
@@ -321,7 +321,8 @@ def tcsx_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stage
     if split == 1:
         ws, cnt = y, y
     else:
-        ws, cnt = workspace(xp.device, m * n, nwg * grid[0] * grid[2])
+        rows = workspace_rows(m)
+        ws, cnt = workspace(xp.device, rows * n, nwg * grid[0] * -(-rows // block_m))
     x_desc = TensorDescriptor.from_tensor(xp, [block_m, BLOCK_K], x_smem_layout())
     w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, WG_N * nwg], word_smem_layout())
     args = (

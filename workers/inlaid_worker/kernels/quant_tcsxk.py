@@ -47,8 +47,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched
-from .quant_common import workspace
-from .quant_matmul_config import m_bucket
+from .quant_common import workspace, workspace_rows
 from .quant_tcg import BLOCK_K
 from .quant_tcs import WG_N, _operand_qz, tcs_layouts, tcs_supported, word_smem_layout, ws_partitions
 from .quant_tcsx import _tile_params
@@ -275,7 +274,7 @@ def tcsxk_plan(m: int, n: int, k: int, block_m: int, nwg: int, programs: int) ->
 
 def tcsxk_workspace(m: int, n: int, k: int, block_m: int, nwg: int, programs: int, slots: bool) -> tuple[int, int]:
     """(fp32 elements, int32 counters) a launch asks of its workspace; (0, 0): one program a tile, none. The fp32
-    region is sized for M's tuning bucket (m_bucket; M itself above 512), not M: the workspaces grow by replacement and
+    region is sized for M's tuning bucket (quant_common.workspace_rows), not M: the workspaces grow by replacement and
     decode graphs keep every captured one alive, so sizing by M pinned one buffer per decode bucket (13B gate/up slots at
     M = 160 / 192 / 224 / 256: ~175 MB). Slots: a tile has at most ceil(KT / (U / P)) + 1 contributors, counted on M's
     own plan; at the tuner's plans (block_m 128, buckets 128 / 256) every M of a bucket has the same row blocks, so the
@@ -285,7 +284,7 @@ def tcsxk_workspace(m: int, n: int, k: int, block_m: int, nwg: int, programs: in
     if p == tiles:
         return 0, 0
     planes = min(p, -(-kt * p // units) + 1) if slots else 1
-    return planes * max(m, m_bucket(m)) * n, nwg * tiles
+    return planes * workspace_rows(m) * n, nwg * tiles
 
 
 def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, stages: int, nwg: int, y: torch.Tensor,

@@ -119,14 +119,12 @@ def test_tcsxk_workspace_is_sized_by_the_m_bucket() -> None:
 def test_tcsxk_args_share_one_workspace_across_a_bucket() -> None:
     """tcsxk_args at M = 129, 160, 200, 256 in turn (a decode graph capture per bucket) reuses one buffer of each
     kind: no call replaces the one an earlier call got."""
-    from inlaid_worker.kernels import quant_common, quant_tcw
     from inlaid_worker.kernels.quant_tcsx import WIDE_REGS
     from inlaid_worker.kernels.quant_tcsxk import tcsxk_args
+    from kernel_buffers import fresh_workspaces
 
     w, _ = _weight(1280, 328, False, False)
-    cpu = torch.device("cpu")
-    saved = quant_tcw._SLOT_WS.pop(cpu, None), quant_common._WORKSPACES.pop(cpu, None)
-    try:
+    with fresh_workspaces(torch.device("cpu")):
         for slots in (False, True):
             bufs = []
             for m in (129, 160, 200, 256):
@@ -135,11 +133,6 @@ def test_tcsxk_args_share_one_workspace_across_a_bucket() -> None:
                                         slots=slots)  # fmt: skip
                 bufs.append((args[5], args[6]))
             assert all(ws is bufs[0][0] and c is bufs[0][1] for ws, c in bufs), slots
-    finally:
-        for table, entry in zip((quant_tcw._SLOT_WS, quant_common._WORKSPACES), saved, strict=True):
-            table.pop(cpu, None)
-            if entry is not None:
-                table[cpu] = entry
 
 
 def test_tcsxk_builds_offline() -> None:
