@@ -34,6 +34,7 @@ import triton
 import triton.language as tl
 
 from .pdl import gdc_enter, launch_kw
+from .quant_common import cached_buffer
 
 
 @triton.jit
@@ -207,7 +208,7 @@ def counters(device: torch.device, n: int) -> torch.Tensor:
     (a CUDA graph that captured the old one keeps it alive: model.decode_graphs.KERNEL_BUFFERS)."""
     cnt = _COUNTERS.get(device)
     if cnt is None or cnt.numel() < n:
-        cnt = torch.zeros(max(n, 256), dtype=torch.int32, device=device)
+        cnt = cached_buffer(max(n, 256), torch.int32, device)
         _COUNTERS[device] = cnt
     return cnt
 

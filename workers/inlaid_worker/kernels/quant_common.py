@@ -139,6 +139,15 @@ def workspace_rows(m: int) -> int:
     return max(m, m_bucket(m))
 
 
+def cached_buffer(numel: int, dtype: torch.dtype, device: torch.device, zero: bool = True) -> torch.Tensor:
+    """A buffer for a process-wide cache (the workspaces and sums regions below): a normal tensor even when first asked
+    for under torch.inference_mode, so that code outside inference mode (an eager forward, a test, the zeroing on an
+    error path) may still update it in place; an inference tensor would refuse that ("Inplace update to inference
+    tensor outside InferenceMode")."""
+    with torch.inference_mode(False):
+        return (torch.zeros if zero else torch.empty)(numel, dtype=dtype, device=device)
+
+
 _WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -156,8 +165,8 @@ def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tenso
     if ws is None or ws.numel() < elems or cnt is None or cnt.numel() < tiles:
         size = max(elems, 0 if ws is None else ws.numel())
         ntiles = max(tiles, 0 if cnt is None else cnt.numel())
-        ws = torch.zeros(size, dtype=torch.float32, device=device)
-        cnt = torch.zeros(ntiles, dtype=torch.int32, device=device)
+        ws = cached_buffer(size, torch.float32, device)
+        cnt = cached_buffer(ntiles, torch.int32, device)
         _WORKSPACES[device] = (ws, cnt)
     return ws, cnt
 
@@ -183,7 +192,7 @@ def _region(regions: dict[torch.device, torch.Tensor], device: torch.device, ele
     """regions[device]: zeroed fp32 of at least elems values, replaced by a bigger zeroed one when elems outgrows it."""
     ws = regions.get(device)
     if ws is None or ws.numel() < elems:
-        ws = torch.zeros(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)
+        ws = cached_buffer(max(elems, 0 if ws is None else ws.numel()), torch.float32, device)
         regions[device] = ws
     return ws
 

@@ -35,7 +35,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
-from .quant_common import split_iters, workspace, workspace_rows
+from .quant_common import cached_buffer, split_iters, workspace, workspace_rows
 from .quant_tcg import BLOCK_K, _group_params, _operand
 from .quant_tcl import permute_x, tcl_layouts, x_order
 
@@ -214,8 +214,8 @@ def slot_workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.
     zeroed for the read-and-clear kernels."""
     ws, cnt = _SLOT_WS.get(device, (None, None))
     if ws is None or cnt is None or ws.numel() < elems or cnt.numel() < tiles:
-        ws = torch.empty(max(elems, 0 if ws is None else ws.numel()), dtype=torch.float32, device=device)
-        cnt = torch.zeros(max(tiles, 0 if cnt is None else cnt.numel()), dtype=torch.int32, device=device)
+        ws = cached_buffer(max(elems, 0 if ws is None else ws.numel()), torch.float32, device, zero=False)
+        cnt = cached_buffer(max(tiles, 0 if cnt is None else cnt.numel()), torch.int32, device)
         _SLOT_WS[device] = (ws, cnt)
     return ws, cnt
 
