@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the Python worker (default: SmolLM2-135M-Instruct with the shipped task adapters) and the gateway.
-# Ctrl-C stops both.
+# Ctrl-C stops both. Both share this environment: the worker reads INLAID_WORKER_<FLAG> (its --tls-cert is
+# INLAID_WORKER_TLS_CERT), the gateway INLAID_GATEWAY_TLS_CA/_CERT/_KEY for mTLS to the worker; no name is read by both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -19,6 +19,17 @@ TOOL_CALL_PARSER_CHOICES = ("auto", *TOOL_CALL_PARSERS)
 QUANTIZER_STARTS = ("forkserver", "spawn")
 """How re-quantization children start (onboard/quantizer_process.py); never `fork` (gRPC and engine threads)."""
 QUANTIZER_START_ENV = "INLAID_QUANTIZER_START"  # the older name of INLAID_WORKER_QUANTIZER_START, still read
+ENV_PREFIX = "INLAID_WORKER_"
+"""Every flag `--x-y` takes its default from INLAID_WORKER_X_Y (env_name): the prefix is the worker's alone. The
+gateway's own worker-link mTLS variables are INLAID_GATEWAY_TLS_CA/_CERT/_KEY (libs/config), so under `npm start`
+(one environment for both) INLAID_WORKER_TLS_CERT/_KEY set only this worker's server certificate."""
+_ENV_NAME_EXCEPTIONS = {"--worker-id": "INLAID_WORKER_ID"}  # not INLAID_WORKER_WORKER_ID
+
+
+def env_name(flag: str) -> str:
+    """The variable a flag's default comes from: `--kv-cache-bytes` -> INLAID_WORKER_KV_CACHE_BYTES
+    (`--worker-id` -> INLAID_WORKER_ID)."""
+    return _ENV_NAME_EXCEPTIONS.get(flag, ENV_PREFIX + flag.removeprefix("--").upper().replace("-", "_"))
 
 
 class ConfigError(ValueError):
@@ -86,59 +97,65 @@ class WorkerConfig:
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    def default(key: str, fallback: str | None) -> str | None:
-        return env.get(f"INLAID_WORKER_{key}", fallback)
+    def default(flag: str, fallback: str | None) -> str | None:
+        return env.get(env_name(flag), fallback)
 
     p = argparse.ArgumentParser(prog="python -m inlaid_worker.server", description="Inlaid worker (gRPC)")
-    p.add_argument("--model", default=default("MODEL", "smollm2"))
-    p.add_argument("--adapters-dir", default=default("ADAPTERS_DIR", None))
-    p.add_argument("--host", default=default("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(default("PORT", "50061") or 50061))
-    p.add_argument("--kv-cache-bytes", type=int, default=int(default("KV_CACHE_BYTES", str(256 << 20)) or 0))
-    p.add_argument("--block-size", type=int, default=int(default("BLOCK_SIZE", "16") or 16))
-    p.add_argument("--max-num-seqs", type=int, default=int(default("MAX_NUM_SEQS", "64") or 64))
-    p.add_argument("--max-num-batched-tokens", type=int, default=int(default("MAX_NUM_BATCHED_TOKENS", "2048") or 2048))
-    p.add_argument("--max-model-len", type=int, default=int(default("MAX_MODEL_LEN", "0") or 0))
-    p.add_argument("--device", default=default("DEVICE", "cpu"))
-    p.add_argument("--dtype", default=default("DTYPE", "float32"))
-    p.add_argument("--worker-id", default=default("ID", "worker-0"))
-    metrics_port = default("METRICS_PORT", None)
+    p.add_argument("--model", default=default("--model", "smollm2"))
+    p.add_argument("--adapters-dir", default=default("--adapters-dir", None))
+    p.add_argument("--host", default=default("--host", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(default("--port", "50061") or 50061))
+    p.add_argument("--kv-cache-bytes", type=int, default=int(default("--kv-cache-bytes", str(256 << 20)) or 0))
+    p.add_argument("--block-size", type=int, default=int(default("--block-size", "16") or 16))
+    p.add_argument("--max-num-seqs", type=int, default=int(default("--max-num-seqs", "64") or 64))
+    p.add_argument("--max-num-batched-tokens", type=int, default=int(default("--max-num-batched-tokens", "2048") or 2048))
+    p.add_argument("--max-model-len", type=int, default=int(default("--max-model-len", "0") or 0))
+    p.add_argument("--device", default=default("--device", "cpu"))
+    p.add_argument("--dtype", default=default("--dtype", "float32"))
+    p.add_argument("--worker-id", default=default("--worker-id", "worker-0"))
+    metrics_port = default("--metrics-port", None)
     p.add_argument("--metrics-port", type=int, default=None if not metrics_port else int(metrics_port))
-    p.add_argument("--checkpoint", default=default("CHECKPOINT", None))
-    p.add_argument("--checkpoint-store", default=default("CHECKPOINT_STORE", None))
-    p.add_argument("--tls-cert", default=default("TLS_CERT", None))
-    p.add_argument("--tls-key", default=default("TLS_KEY", None))
-    p.add_argument("--tls-client-ca", default=default("TLS_CLIENT_CA", None))
+    p.add_argument("--checkpoint", default=default("--checkpoint", None))
+    p.add_argument("--checkpoint-store", default=default("--checkpoint-store", None))
+    p.add_argument("--tls-cert", default=default("--tls-cert", None))
+    p.add_argument("--tls-key", default=default("--tls-key", None))
+    p.add_argument("--tls-client-ca", default=default("--tls-client-ca", None))
     p.add_argument(
         "--prefix-caching",
         metavar="on|off",
-        default=default("PREFIX_CACHING", "on"),
+        default=default("--prefix-caching", "on"),
         help="reuse the KV of shared prompt prefixes (default on)",
     )
     p.add_argument(
         "--grammar-cache-bytes",
         type=int,
-        default=int(default("GRAMMAR_CACHE_BYTES", str(256 << 20)) or 0),
+        default=int(default("--grammar-cache-bytes", str(256 << 20)) or 0),
         help="bytes of compiled grammars (structured outputs) kept, least recently used dropped first",
     )
     p.add_argument(
         "--tool-call-parser",
         choices=TOOL_CALL_PARSER_CHOICES,
-        default=default("TOOL_CALL_PARSER", "auto"),
+        default=default("--tool-call-parser", "auto"),
         help="format of the model's tool calls; auto: read from the chat template (hermes when it has no tool support)",
     )
     p.add_argument(
         "--quantizer-start",
         choices=QUANTIZER_STARTS,
         type=lambda v: v.strip().lower() or "forkserver",
-        default=default("QUANTIZER_START", env.get(QUANTIZER_START_ENV)) or "forkserver",
+        default=default("--quantizer-start", env.get(QUANTIZER_START_ENV)) or "forkserver",
         help="how re-quantization children start: forkserver (preloads torch once per worker) or spawn",
     )
     return p
 
 
+def flag_env_names() -> dict[str, str]:
+    """Every flag (as `--help` lists it) and the variable its default comes from."""
+    actions = _parser({})._actions  # argparse has no public list of its options
+    return {a.option_strings[-1]: env_name(a.option_strings[-1]) for a in actions if a.dest != "help"}
+
+
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
-    """Parses the command line; `INLAID_WORKER_<NAME>` environment variables give the defaults. The on/off switches
+    """Parses the command line; the `INLAID_WORKER_<FLAG>` variables (env_name) give the defaults. The on/off switches
     of env_switch.SWITCHES are checked here too (a typo: ConfigError naming the variable)."""
     try:
         check_switches(os.environ if env is None else env)

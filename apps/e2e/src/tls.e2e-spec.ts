@@ -1,6 +1,6 @@
 /**
  * TLS on the client endpoints (INLAID_TLS_CERT/KEY) and mTLS on the gateway->worker link
- * (INLAID_WORKER_TLS_CA/CERT/KEY; worker --tls-cert/--tls-key/--tls-client-ca), with openssl-made certs.
+ * (INLAID_GATEWAY_TLS_CA/CERT/KEY; worker --tls-cert/--tls-key/--tls-client-ca), with openssl-made certs.
  */
 import { credentials, Metadata, status } from '@grpc/grpc-js';
 import { inference } from '@inlaid/proto';
@@ -40,9 +40,9 @@ beforeAll(async () => {
     WORKER_ADDRS: worker.addr,
     INLAID_TLS_CERT: pki.serverCert,
     INLAID_TLS_KEY: pki.serverKey,
-    INLAID_WORKER_TLS_CA: pki.caCert,
-    INLAID_WORKER_TLS_CERT: pki.clientCert,
-    INLAID_WORKER_TLS_KEY: pki.clientKey,
+    INLAID_GATEWAY_TLS_CA: pki.caCert,
+    INLAID_GATEWAY_TLS_CERT: pki.clientCert,
+    INLAID_GATEWAY_TLS_KEY: pki.clientKey,
   });
 });
 

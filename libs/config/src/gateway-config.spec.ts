@@ -1,7 +1,7 @@
 import { parseDashboardConfig } from './dashboard-config';
 import { parseSchedulingConfig } from './scheduling-config';
 import { parseTasksConfig } from './tasks-config';
-import { ConfigError, parseConfig } from './gateway-config';
+import { ConfigError, parseConfig, WORKER_TLS_ENV } from './gateway-config';
 
 describe('parseConfig', () => {
   it('applies the documented defaults', () => {
@@ -25,13 +25,41 @@ describe('parseConfig', () => {
   });
 
   it('reads TLS paths and the auth mode, refusing half-configured pairs', () => {
-    const c = parseConfig({ INLAID_TLS_CERT: 'c.pem', INLAID_TLS_KEY: 'k.pem', INLAID_WORKER_TLS_CA: 'ca.pem', INLAID_AUTH: 'required' });
+    const c = parseConfig({ INLAID_TLS_CERT: 'c.pem', INLAID_TLS_KEY: 'k.pem', INLAID_GATEWAY_TLS_CA: 'ca.pem', INLAID_AUTH: 'required' });
     expect(c.tls).toEqual({ certPath: 'c.pem', keyPath: 'k.pem' });
     expect(c.workerTls).toEqual({ caPath: 'ca.pem', certPath: null, keyPath: null });
     expect(c.authRequired).toBe(true);
     expect(() => parseConfig({ INLAID_TLS_CERT: 'c.pem' })).toThrow(ConfigError);
-    expect(() => parseConfig({ INLAID_WORKER_TLS_CERT: 'c.pem', INLAID_WORKER_TLS_KEY: 'k.pem' })).toThrow(/INLAID_WORKER_TLS_CA/);
+    expect(() => parseConfig({ INLAID_GATEWAY_TLS_CERT: 'c.pem', INLAID_GATEWAY_TLS_KEY: 'k.pem' })).toThrow(/^INLAID_GATEWAY_TLS_CA: required/);
+    expect(() => parseConfig({ INLAID_GATEWAY_TLS_CA: 'ca.pem', INLAID_GATEWAY_TLS_CERT: 'c.pem' })).toThrow(/^INLAID_GATEWAY_TLS_KEY: set both/);
     expect(() => parseConfig({ INLAID_AUTH: 'maybe' })).toThrow(/INLAID_AUTH/);
+  });
+
+  it('reads the worker-link mTLS files from INLAID_GATEWAY_TLS_*, leaving INLAID_WORKER_TLS_* to the worker', () => {
+    const files = { INLAID_GATEWAY_TLS_CA: 'ca.pem', INLAID_GATEWAY_TLS_CERT: 'client.pem', INLAID_GATEWAY_TLS_KEY: 'client.key' };
+    const workerServer = { INLAID_WORKER_TLS_CERT: 'server.pem', INLAID_WORKER_TLS_KEY: 'server.key', INLAID_WORKER_TLS_CLIENT_CA: 'ca.pem' };
+    expect(parseConfig({ ...files, ...workerServer }).workerTls).toEqual({ caPath: 'ca.pem', certPath: 'client.pem', keyPath: 'client.key' });
+    expect(parseConfig(workerServer).workerTls).toBeNull();
+  });
+
+  it('refuses the old INLAID_WORKER_TLS_CA, naming the variables that replace it', () => {
+    const old = { INLAID_WORKER_TLS_CA: 'ca.pem', INLAID_WORKER_TLS_CERT: 'c.pem', INLAID_WORKER_TLS_KEY: 'k.pem' };
+    expect(() => parseConfig(old)).toThrow(ConfigError);
+    expect(() => parseConfig(old)).toThrow(/^INLAID_WORKER_TLS_CA: renamed: the gateway reads INLAID_GATEWAY_TLS_CA .* INLAID_GATEWAY_TLS_CERT\/INLAID_GATEWAY_TLS_KEY/);
+    expect(() => parseConfig({ INLAID_WORKER_TLS_CA: 'ca.pem', INLAID_GATEWAY_TLS_CA: 'ca.pem' })).toThrow(/INLAID_WORKER_TLS_CA: renamed/);
+  });
+
+  it('reads no INLAID_WORKER_* variable but the refused INLAID_WORKER_TLS_CA (the worker owns that prefix)', () => {
+    const read = new Set<string>();
+    const recording = new Proxy({} as Record<string, string | undefined>, {
+      get: (_target, name) => {
+        if (typeof name === 'string') read.add(name);
+        return undefined;
+      },
+    });
+    parseConfig(recording);
+    expect([...read].filter((n) => n.startsWith('INLAID_WORKER_'))).toEqual([WORKER_TLS_ENV.renamedCa]);
+    for (const n of [WORKER_TLS_ENV.ca, WORKER_TLS_ENV.cert, WORKER_TLS_ENV.key]) expect(read.has(n)).toBe(true);
   });
 
   it('reads overrides and splits lists', () => {

@@ -26,7 +26,7 @@ export interface GatewayConfig {
   readonly authRequired: boolean;
   /** PEM paths for TLS on the client HTTP and gRPC endpoints (both set, or neither). */
   readonly tls: TlsFiles | null;
-  /** PEM paths for mTLS on the gateway->worker link: the CA that signed the workers, our client cert/key. */
+  /** PEM paths for mTLS on the gateway->worker link (WORKER_TLS_ENV): the CA that signed the workers, our client cert/key. */
   readonly workerTls: WorkerTlsFiles | null;
   /** Task onboarding (tasks-config.ts). */
   readonly tasks: TasksConfig;
@@ -119,15 +119,32 @@ function parseTls(env: Env): TlsFiles | null {
   return certPath === null || keyPath === null ? null : { certPath, keyPath };
 }
 
+/**
+ * The gateway's variables for the gateway->worker link. Not INLAID_WORKER_*: the worker reads every flag `--x-y`
+ * from INLAID_WORKER_X_Y, so under `npm start` (one environment for both) INLAID_WORKER_TLS_CERT/_KEY are the
+ * worker's server certificate. INLAID_WORKER_TLS_CA was the gateway's; it is refused (the worker never reads it),
+ * so an old configuration stops the gateway with the new names instead of silently losing its client certificate.
+ */
+export const WORKER_TLS_ENV = {
+  ca: 'INLAID_GATEWAY_TLS_CA',
+  cert: 'INLAID_GATEWAY_TLS_CERT',
+  key: 'INLAID_GATEWAY_TLS_KEY',
+  renamedCa: 'INLAID_WORKER_TLS_CA',
+} as const;
+
 function parseWorkerTls(env: Env): WorkerTlsFiles | null {
-  const caPath = opt(env, 'INLAID_WORKER_TLS_CA');
-  const certPath = opt(env, 'INLAID_WORKER_TLS_CERT');
-  const keyPath = opt(env, 'INLAID_WORKER_TLS_KEY');
+  const { ca, cert, key, renamedCa } = WORKER_TLS_ENV;
+  if (opt(env, renamedCa) !== null) {
+    throw new ConfigError(renamedCa, `renamed: the gateway reads ${ca} (the CA of the workers' certificates) and ${cert}/${key} (its client certificate for mTLS); INLAID_WORKER_TLS_CERT/_KEY/_CLIENT_CA are the worker's own --tls-cert/--tls-key/--tls-client-ca (under npm start unset them unless meant for the worker)`);
+  }
+  const caPath = opt(env, ca);
+  const certPath = opt(env, cert);
+  const keyPath = opt(env, key);
   if ((certPath === null) !== (keyPath === null)) {
-    throw new ConfigError('INLAID_WORKER_TLS_CERT', 'set both INLAID_WORKER_TLS_CERT and INLAID_WORKER_TLS_KEY, or neither');
+    throw new ConfigError(certPath === null ? cert : key, `set both ${cert} and ${key} (the gateway's client certificate for the worker link), or neither`);
   }
   if (caPath === null) {
-    if (certPath !== null) throw new ConfigError('INLAID_WORKER_TLS_CA', 'required when a worker client certificate is set');
+    if (certPath !== null) throw new ConfigError(ca, `required when ${cert} is set (for TLS on the client endpoints use INLAID_TLS_CERT/_KEY)`);
     return null;
   }
   return { caPath, certPath, keyPath };

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ChannelCredentials, credentials, ServerCredentials } from '@grpc/grpc-js';
-import type { TlsFiles, WorkerTlsFiles } from '@inlaid/config';
+import { type TlsFiles, WORKER_TLS_ENV, type WorkerTlsFiles } from '@inlaid/config';
 
 function readPem(path: string, what: string): Buffer {
   try {
@@ -34,8 +34,8 @@ export function grpcServerCredentials(files: TlsFiles | null): ServerCredentials
 /** Credentials for the gateway->worker channels: TLS verified against the CA, plus a client cert for mTLS. */
 export function workerChannelCredentials(files: WorkerTlsFiles | null): ChannelCredentials {
   if (files === null) return credentials.createInsecure();
-  const ca = readPem(files.caPath, 'worker CA (INLAID_WORKER_TLS_CA)');
-  const key = files.keyPath === null ? null : readPem(files.keyPath, 'worker client key (INLAID_WORKER_TLS_KEY)');
-  const cert = files.certPath === null ? null : readPem(files.certPath, 'worker client certificate (INLAID_WORKER_TLS_CERT)');
+  const ca = readPem(files.caPath, `worker CA (${WORKER_TLS_ENV.ca})`);
+  const key = files.keyPath === null ? null : readPem(files.keyPath, `worker-link client key (${WORKER_TLS_ENV.key})`);
+  const cert = files.certPath === null ? null : readPem(files.certPath, `worker-link client certificate (${WORKER_TLS_ENV.cert})`);
   return credentials.createSsl(ca, key, cert);
 }
