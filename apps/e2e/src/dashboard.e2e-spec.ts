@@ -47,7 +47,9 @@ beforeAll(async () => {
   // the onboarding row below is unfinished and has no flow: no periodic reconciliation pass (which would enqueue
   // one), the start-up pass over before it is written, and a queue prefix of its own (no other gateway's worker
   // takes a step of it either)
-  h = await startHarness({ WORKER_ADDRS: `127.0.0.1:${await freePort()}`, INLAID_ONBOARD_RECONCILE_MS: '0', INLAID_QUEUE_PREFIX: `e2e${randomBytes(4).toString('hex')}` });
+  // default SLO targets 1000 / 100 ms: the gateway writes them into slo_defaults at start (dashboard/slo-defaults.ts)
+  h = await startHarness({ WORKER_ADDRS: `127.0.0.1:${await freePort()}`, INLAID_ONBOARD_RECONCILE_MS: '0', INLAID_QUEUE_PREFIX: `e2e${randomBytes(4).toString('hex')}`,
+    INLAID_SLO_TTFT_MS: '1000', INLAID_SLO_TPOT_MS: '100' });
   await h.gateway.app.get(OnboardQueues).settled();
   const recordsService = h.gateway.app.get(RecordsService);
   for (const r of SEED) recordsService.add(r);

@@ -116,3 +116,31 @@ describe('accepts (task placement)', () => {
     expect(s.waitingCount).toBe(0);
   });
 });
+
+describe('requeue (a run its worker gave back unfinished)', () => {
+  it('puts a running request back as a preemption: tokens, preemption count and MLFQ level kept (it waits behind a fresh arrival)', () => {
+    const s = new Scheduler({ policy: 'mlfq' });
+    s.onWorkerState(worker({ id: 'a', maxBatchRows: 1 }));
+    s.enqueue(request('old', 't', 8, 0));
+    expect(s.schedule(0, 'a').batch).toEqual(['old']);
+    s.onToken('old', 0.1, 400); // past the top levels' quanta: demoted
+    s.enqueue(request('new', 't', 8, 0.2));
+    s.requeue('old');
+    expect(s.waitingCount).toBe(2);
+    expect(s.runningCount('a')).toBe(0);
+    expect(s.schedule(0.3, 'a').batch).toEqual(['new']); // a fresh arrival's level 0 goes before the demoted one
+    s.onFinish('new', 0.4);
+    expect(s.schedule(0.5, 'a').batch).toEqual(['old']);
+    const out = s.onFinish('old', 0.6);
+    expect(out.outputTokens).toBe(400);
+    expect(out.preemptions).toBe(1);
+  });
+
+  it('refuses a request that is not running', () => {
+    const s = new Scheduler({ policy: 'fifo' });
+    s.onWorkerState(worker({ id: 'a' }));
+    s.enqueue(request('w', 't', 8, 0));
+    expect(() => s.requeue('w')).toThrow(/requeue of request "w" that is waiting/);
+    expect(() => s.requeue('nope')).toThrow(/unknown request/);
+  });
+});

@@ -20,7 +20,7 @@ import { LengthPredictor, Prediction } from './predictor/types';
 import { meetsSlo, SloTable, tpotOf } from './slo';
 import { newTracked, TrackedRequest } from './tracked';
 import { TtftDeadlines } from './triage';
-import { Decision, RequestOutcome, RequestSpec, StepPlan, WorkerState } from './types';
+import { Decision, RequestOutcome, RequestSpec, Slo, StepPlan, WorkerState } from './types';
 import { WaitingQueues } from './waiting-queues';
 import { validateWorkerState, WorkerSlot } from './worker-slot';
 
@@ -28,7 +28,7 @@ export class Scheduler {
   readonly config: SchedulerConfig;
   readonly policy: Policy;
   readonly predictor: LengthPredictor;
-  private readonly slos: SloTable;
+  private slos: SloTable;
   private readonly requests = new Map<string, TrackedRequest>();
   private readonly waiting = new WaitingQueues();
   private readonly workers = new Map<string, WorkerSlot>();
@@ -49,9 +49,17 @@ export class Scheduler {
     // What admission.ts and preemption.ts may do to the scheduler's state (bound once, not per step).
     const starving = (r: TrackedRequest, now: number): boolean => now - r.spec.arrivalS > this.config.starvationS;
     const dropExceedsKv = (r: TrackedRequest, out: Decision[]): void => this.drop(r, 'exceeds-kv', out);
-    const requeue = (slot: WorkerSlot, r: TrackedRequest): void => this.requeue(slot, r);
+    const requeue = (slot: WorkerSlot, r: TrackedRequest): void => this.putBack(slot, r);
     this.admission = new Admission({ policy: this.policy, waiting: this.waiting, batching: this.batching, starving, dropExceedsKv });
     this.preemption = { policy: this.policy, starving, requeue, dropExceedsKv };
+  }
+
+  /**
+   * Replaces the per-task SLOs (tasks not listed get `defaultSlo`; `config.taskSlos` is only the first table). A
+   * request keeps the SLO its task had when it was enqueued: this changes what later arrivals are planned against.
+   */
+  setTaskSlos(perTask: Readonly<Record<string, Slo>>): void {
+    this.slos = new SloTable(this.config.defaultSlo, perTask);
   }
 
   get waitingCount(): number {
@@ -93,7 +101,7 @@ export class Scheduler {
   removeWorker(workerId: string): string[] {
     const slot = this.slot(workerId);
     const ids = [...slot.running.keys()];
-    for (const r of [...slot.running.values()]) this.requeue(slot, r);
+    for (const r of [...slot.running.values()]) this.putBack(slot, r);
     this.workers.delete(workerId);
     return ids;
   }
@@ -161,6 +169,16 @@ export class Scheduler {
     };
   }
 
+  /**
+   * Puts a running request back in the waiting queues, as a preemption (its worker gave it back unfinished, e.g. a
+   * worker shutting down): its arrival, tokens, preemption count, MLFQ level and triage entry are kept.
+   */
+  requeue(requestId: string): void {
+    const r = this.get(requestId);
+    if (r.phase !== 'running' || r.workerId === undefined) throw new Error(`requeue of request "${requestId}" that is ${r.phase}`);
+    this.putBack(this.slot(r.workerId), r);
+  }
+
   /** Drops a request wherever it is (client went away). */
   cancel(requestId: string): void {
     const r = this.get(requestId);
@@ -185,7 +203,7 @@ export class Scheduler {
     out.push({ kind: 'abort', requestId: r.spec.id, reason });
   }
 
-  private requeue(slot: WorkerSlot, r: TrackedRequest): void {
+  private putBack(slot: WorkerSlot, r: TrackedRequest): void {
     slot.remove(r);
     r.preemptions += 1;
     this.waiting.push(r, this.policy.waitingKey(r));

@@ -11,8 +11,9 @@ export class SloTable {
     for (const [task, slo] of Object.entries({ default: fallback, ...perTask })) validateSlo(task, slo);
   }
 
+  /** Own entries only: a task named like an Object member (`constructor`, `toString`) gets the fallback, not it. */
   of(task: string): Slo {
-    return this.perTask[task] ?? this.fallback;
+    return Object.hasOwn(this.perTask, task) ? this.perTask[task] : this.fallback;
   }
 }
 

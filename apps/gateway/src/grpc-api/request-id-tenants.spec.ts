@@ -20,7 +20,7 @@ import type { RecordsService } from '../records/records.service';
 import type { RedisService } from '../redis/redis.service';
 import { Dispatcher } from '../scheduling/dispatcher';
 import type { SchedulingService } from '../scheduling/scheduling.service';
-import { FakeLink } from '../testing/fake-link';
+import { FakeLink, requestOf } from '../testing/fake-link';
 import type { WorkersService } from '../workers/workers.service';
 import { inferenceHandlers } from './inference-handlers';
 import { withMalformedMarker } from './malformed';
@@ -78,8 +78,9 @@ describe('gRPC request_id, scoped by API key', () => {
     return { call, done };
   }
 
-  const admitted = (runId: string) => eventually(() => link.admits.some((a) => a.requestId === runId), `${runId} admitted`);
-  const finish = (runId: string) => link.emit(runId, [5], 1, common.FinishReason.FINISH_REASON_STOP);
+  // the worker sees each run of a request as `<id>~r<n>` (scheduling/resume.ts runRequestId)
+  const admitted = (id: string) => eventually(() => link.runOf(id) !== undefined, `${id} admitted`);
+  const finish = (id: string) => link.emit(id, [5], 1, common.FinishReason.FINISH_REASON_STOP);
 
   it('two keys may run the same request_id at once; each sees its own id, the worker and records two', async () => {
     const a = generate('a', 'job-1');
@@ -118,8 +119,8 @@ describe('gRPC request_id, scoped by API key', () => {
     await admitted(`${TENANT.b}/job-3`);
     b.call.cancel();
     expect((await b.done).err?.code).toBe(status.CANCELLED);
-    await eventually(() => link.aborts.includes(`${TENANT.b}/job-3`), "B's run aborted on the worker");
-    expect(link.aborts).not.toContain(`${TENANT.a}/job-3`);
+    await eventually(() => link.aborts.map(requestOf).includes(`${TENANT.b}/job-3`), "B's run aborted on the worker");
+    expect(link.aborts.map(requestOf)).not.toContain(`${TENANT.a}/job-3`);
     finish(`${TENANT.a}/job-3`);
     expect(await a.done).toEqual({ err: null, ids: ['job-3'] });
   });
@@ -139,7 +140,7 @@ describe('gRPC request_id, scoped by API key', () => {
     finish(`${TENANT.a}/job-5`);
     expect(await fan.done).toEqual({ err: null, ids: ['job-4', 'job-4'] });
     expect(await solo.done).toEqual({ err: null, ids: ['job-5'] });
-    expect(link.admits.filter((a) => a.requestId.startsWith(`${TENANT.a}/job-4`)).map((a) => a.requestId).sort()).toEqual([
+    expect(link.admits.map((a) => requestOf(a.requestId)).filter((id) => id.startsWith(`${TENANT.a}/job-4`)).sort()).toEqual([
       `${TENANT.a}/job-4#0`,
       `${TENANT.a}/job-4#1`,
     ]);

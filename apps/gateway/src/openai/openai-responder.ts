@@ -73,6 +73,8 @@ export class OpenAIResponder {
       else res.json(await this.collect(kind, choices, req.input.sampling.logprobs, req.tools, req.n, req.echo ?? '', req.promptLogprobs));
     } finally {
       res.off('close', onClose);
+      // a throw before the merge ran (it frees them itself) would leave the choices running and the id held
+      choices.abort('the response ended'); // idempotent: choices that finished or were aborted are left alone
     }
   }
 

@@ -14,15 +14,17 @@ function fakeDataSource(failWith: () => unknown = () => undefined) {
         insert: () => ({
           values: (rows: RecordRow[]) => ({
             orIgnore: () => ({
-              execute: async () => {
-                batches++;
-                const down = failWith();
-                if (down !== undefined) throw down;
-                if (rows.some((r) => r.id.includes('\u0000'))) {
-                  throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
-                }
-                written.push(...rows.map((r) => r.id));
-              },
+              updateEntity: () => ({
+                execute: async () => {
+                  batches++;
+                  const down = failWith();
+                  if (down !== undefined) throw down;
+                  if (rows.some((r) => r.id.includes('\u0000'))) {
+                    throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
+                  }
+                  written.push(...rows.map((r) => r.id));
+                },
+              }),
             }),
           }),
         }),
@@ -83,18 +85,40 @@ describe('RecordsService on Postgres', () => {
     await dropDatabase(url);
   });
 
-  it('keeps the record of each request that reused a request id (before: the later one was dropped)', async () => {
+  /** A RecordsService on the test database, and every row it was given (`seen`, as its listeners get them). */
+  function service(): { svc: RecordsService; seen: RecordRow[] } {
     const svc = new RecordsService(db);
     const seen: RecordRow[] = [];
     svc.onRecord((r) => seen.push(r));
-    const record = (status: RequestRecord['status']): RecordRow =>
-      ({ id: 'bootstrap:0/job-1', task: 'sql', api: 'grpc', arrival: new Date(), firstToken: null, finish: null, tokensIn: 1, tokensOut: 0, status, finishReason: null, error: null, worker: null });
-    svc.add(record('completed'));
+    return { svc, seen };
+  }
+
+  const record = (id: string, status: RequestRecord['status']): RecordRow =>
+    ({ id, task: 'sql', api: 'grpc', arrival: new Date(), firstToken: null, finish: null, tokensIn: 1, tokensOut: 0, status, finishReason: null, error: null, worker: null });
+
+  it('keeps the record of each request that reused a request id (before: the later one was dropped)', async () => {
+    const { svc, seen } = service();
+    svc.add(record('bootstrap:0/job-1', 'completed'));
     await svc.flush();
-    svc.add(record('aborted'));
+    svc.add(record('bootstrap:0/job-1', 'aborted'));
     await svc.flush();
     const rows = (await db.query(`SELECT status FROM request_records WHERE id = 'bootstrap:0/job-1' ORDER BY arrival`)) as Array<{ status: string }>;
     expect(rows.map((r) => r.status)).toEqual(['completed', 'aborted']);
     expect(new Set(seen.map((r) => r.recordId)).size).toBe(2);
+  });
+
+  it('leaves each row its own record_id when a batch holds a row already written (a retried write)', async () => {
+    const { svc, seen } = service();
+    svc.add(record('bootstrap:0/job-2', 'completed'));
+    await svc.flush();
+    const [first] = seen;
+    const key = first?.recordId;
+    svc.add(first as RecordRow); // written again (its key kept), then a new row: the insert skips the first
+    svc.add(record('bootstrap:0/job-2', 'aborted'));
+    await svc.flush();
+    // before: RETURNING's one row (the second's key) was mapped onto the first, the second's key left alone
+    expect(seen.map((r) => r.recordId)).toEqual([key, key, seen[2]?.recordId]);
+    const rows = (await db.query(`SELECT record_id, status FROM request_records WHERE id = 'bootstrap:0/job-2' ORDER BY arrival`)) as Array<{ record_id: string; status: string }>;
+    expect(rows).toEqual([{ record_id: key, status: 'completed' }, { record_id: seen[2]?.recordId, status: 'aborted' }]);
   });
 });

@@ -90,8 +90,13 @@ export class RecordsService implements OnModuleInit, OnApplicationShutdown {
     return this.writing;
   }
 
+  /**
+   * Inserts `rows`; one already written (a batch retried after a write whose reply was lost) is skipped. The rows are
+   * not updated from the insert's RETURNING: TypeORM maps its rows back by position, which the skipped ones shift
+   * (a later row's record_id would be written onto an earlier row).
+   */
   private async write(rows: RecordRow[]): Promise<void> {
-    await this.dataSource.getRepository(RequestRecord).createQueryBuilder().insert().values(rows).orIgnore().execute();
+    await this.dataSource.getRepository(RequestRecord).createQueryBuilder().insert().values(rows).orIgnore().updateEntity(false).execute();
   }
 
   private requeue(rows: RecordRow[], err: unknown): void {

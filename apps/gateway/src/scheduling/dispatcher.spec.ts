@@ -7,7 +7,7 @@ import { INTERNAL_ERROR_MESSAGE, InlaidError, workerRequestError } from '../comm
 import { Dispatcher, MAX_QUEUED_DELTAS } from './dispatcher';
 import { PreparedRequest } from './resume';
 import { schedulerOptions } from './scheduler-options';
-import { FakeLink } from '../testing/fake-link';
+import { FakeLink, requestOf } from '../testing/fake-link';
 import { Ticket, TicketEvent } from './ticket';
 
 const capacity = (id: string, kvBlocksTotal = 100, maxBatchRows = 8) => ({ id, kvBlocksTotal, blockSize: 4, maxBatchRows, maxPrefillTokens: 4096 });
@@ -20,6 +20,33 @@ async function drain(t: Ticket): Promise<TicketEvent[]> {
   const out: TicketEvent[] = [];
   for await (const e of t.events) out.push(e);
   return out;
+}
+
+/** The second Admit of request `id` on `link` (its resumed run). */
+const resumedRun = (link: FakeLink, id: string): worker.Admit | undefined => link.admits.filter((x) => requestOf(x.requestId) === id)[1];
+
+/**
+ * A FakeLink that keeps the worker's rule on request ids (engine_loop.py): an id stays in flight until the worker's
+ * next step after its Abort (`step`), and an Admit of an id in flight is refused INTERNAL.
+ */
+class WorkerIdRules extends FakeLink {
+  private readonly inFlight = new Set<string>();
+  private readonly aborted: string[] = [];
+  override admit(a: worker.Admit) {
+    const q = super.admit(a);
+    if (this.inFlight.has(a.requestId)) {
+      q.fail(workerRequestError({ kind: worker.RequestErrorKind.REQUEST_ERROR_KIND_INTERNAL, message: `request id '${a.requestId}' is already in flight` }));
+    } else this.inFlight.add(a.requestId);
+    return q;
+  }
+  override abort(id: string): void {
+    super.abort(id);
+    this.aborted.push(id);
+  }
+  /** The worker's next step: the aborted ids are free again. */
+  step(): void {
+    for (const id of this.aborted.splice(0)) this.inFlight.delete(id);
+  }
 }
 
 function setup(options: SchedulerConfigInput = {}, links = ['a']) {
@@ -35,7 +62,7 @@ describe('Dispatcher', () => {
     d.workerUp(a, capacity('a'));
     const t = d.submit(req('r1'), 'sql', 'hello');
     expect(await t.admitted).toBe('a');
-    expect(a.admits[0]).toMatchObject({ requestId: 'r1', model: 'm' });
+    expect(a.admits[0]).toMatchObject({ requestId: a.runOf('r1'), model: 'm' });
     a.emit('r1', [100, 101], 2);
     a.emit('r1', [102], 3, common.FinishReason.FINISH_REASON_LENGTH);
     const events = await drain(t);
@@ -58,13 +85,13 @@ describe('Dispatcher', () => {
     const t2 = d.submit(req('p1'), 'poet', undefined);
     const t3 = d.submit(req('s2'), 'sql', undefined);
     await tick();
-    expect(a.admits.map((x) => x.requestId)).toEqual(['s1', 's2']);
+    expect(a.admits.map((x) => requestOf(x.requestId))).toEqual(['s1', 's2']);
     a.emit('s1', [1], 1, common.FinishReason.FINISH_REASON_STOP);
     await tick();
     expect(a.admits).toHaveLength(2); // s2 of sql still runs
     a.emit('s2', [1], 1, common.FinishReason.FINISH_REASON_STOP);
     expect(await t2.admitted).toBe('a');
-    expect(a.admits.map((x) => x.requestId)).toEqual(['s1', 's2', 'p1']);
+    expect(a.admits.map((x) => requestOf(x.requestId))).toEqual(['s1', 's2', 'p1']);
     await Promise.all([drain(t1), drain(t3)]);
   });
 
@@ -84,16 +111,16 @@ describe('Dispatcher', () => {
     a.emit('r2', [11, 12, 13, 14, 15, 16, 17, 18], 8);
     await tick();
     d.pass();
-    expect(a.aborts).toEqual(['r2']); // fifo evicts the newest
-    const resumed = a.admits.find((x) => x.requestId === 'r2~r1');
+    expect(a.aborts.map(requestOf)).toEqual(['r2']); // fifo evicts the newest
+    const resumed = resumedRun(a, 'r2');
     expect(resumed).toBeUndefined(); // not yet: no KV until r1 finishes
     a.emit('r1', [9], 9, common.FinishReason.FINISH_REASON_LENGTH);
     await drain(t1);
-    const again = a.admits.find((x) => x.requestId === 'r2~r1') as worker.Admit;
+    const again = resumedRun(a, 'r2') as worker.Admit;
     expect(again.promptTokenIds).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18]);
     expect(again.sampling?.maxTokens).toBe(12);
     expect(again.resumedOutputTokens).toBe(8); // its 8 streamed tokens count as output for penalties
-    a.emit('r2~r1', [19], 1, common.FinishReason.FINISH_REASON_LENGTH);
+    a.emit('r2', [19], 1, common.FinishReason.FINISH_REASON_LENGTH);
     await reading;
     const last = seen[seen.length - 1];
     expect(last.kind === 'delta' && last.delta).toMatchObject({ requestId: 'r2', promptTokens: 8, completionTokens: 9 });
@@ -135,7 +162,7 @@ describe('Dispatcher', () => {
     d.workerDown('a');
     a.queues.forEach((q) => q.fail(InlaidError.unavailable('gone')));
     await expect(drain(t1)).rejects.toMatchObject({ status: status.UNAVAILABLE });
-    expect(b.admits.map((x) => x.requestId)).toEqual(['r2', 'r3~r1']);
+    expect(b.admits.map((x) => requestOf(x.requestId))).toEqual(['r2', 'r3']);
     d.workerDown('b');
     await expect(drain(t3)).rejects.toMatchObject({ status: status.UNAVAILABLE });
     await expect(drain(t2)).rejects.toMatchObject({ status: status.UNAVAILABLE });
@@ -156,6 +183,25 @@ describe('Dispatcher', () => {
     expect([d.placement.load('a'), d.placement.load('b'), d.placement.homeOf('sql')]).toEqual([0, 0, undefined]);
   });
 
+  it('runs a request id again right after its cancel, on the worker still holding the aborted run (every run its own worker id)', async () => {
+    const { d } = setup({}, ['a']);
+    const a = new WorkerIdRules('a');
+    d.workerUp(a, capacity('a'));
+    const t1 = d.submit(req('x'), 'sql', undefined);
+    await t1.admitted;
+    d.cancel('x'); // the client left: Abort sent, the worker frees the id only at its next step
+    const t2 = d.submit(req('x'), 'sql', undefined);
+    expect(await t2.admitted).toBe('a');
+    const reading = drain(t2);
+    a.emit('x', [4], 1, common.FinishReason.FINISH_REASON_STOP); // before: INTERNAL "request id 'x' is already in flight"
+    const deltas = (await reading).flatMap((e) => (e.kind === 'delta' ? [e.delta] : []));
+    expect(deltas).toEqual([expect.objectContaining({ requestId: 'x', tokenIds: [4] })]); // the client's id, not the run's
+    a.step();
+    expect(new Set(a.admits.map((x) => x.requestId)).size).toBe(2);
+    expect(a.admits.map((x) => requestOf(x.requestId))).toEqual(['x', 'x']);
+    expect(a.aborts).toEqual([a.admits[0]?.requestId]);
+  });
+
   it('cancel drops a waiting or running request and frees the worker', async () => {
     const { d, fakes: [a] } = setup({}, ['a']);
     d.workerUp(a, capacity('a', 100, 1));
@@ -164,7 +210,7 @@ describe('Dispatcher', () => {
     await t1.admitted;
     d.cancel('r2');
     d.cancel('r1');
-    expect(a.aborts).toEqual(['r1']);
+    expect(a.aborts.map(requestOf)).toEqual(['r1']);
     expect(d.inFlight).toBe(0);
     expect(d.waiting).toBe(0);
   });
@@ -177,23 +223,46 @@ describe("Dispatcher: a worker's refusal of a run", () => {
   beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
   afterEach(() => logged.mockRestore());
 
+  /**
+   * r1 then r2 on `a` (8 blocks of 4 tokens: two 8-token prompts fit, their growth does not): r2 is preempted after 8
+   * tokens and resumed on `a` once r1 finished. `read`: what r2's ticket delivers, read from its start.
+   */
+  async function resumedOnA(d: Dispatcher, a: FakeLink, advance: (s: number) => void): Promise<{ read: Promise<TicketEvent[]> }> {
+    const t1 = d.submit(req('r1', 8, 20), 'sql', undefined);
+    advance(0.1);
+    const t2 = d.submit(req('r2', 8, 20), 'sql', undefined);
+    await Promise.all([t1.admitted, t2.admitted]);
+    const read = drain(t2);
+    read.catch(() => undefined); // a test that fails r2 reads its error through the returned promise
+    a.emit('r1', [1, 2, 3, 4, 5, 6, 7, 8], 8);
+    a.emit('r2', [11, 12, 13, 14, 15, 16, 17, 18], 8);
+    await tick();
+    d.pass();
+    a.emit('r1', [9], 9, common.FinishReason.FINISH_REASON_LENGTH);
+    await drain(t1);
+    expect(resumedRun(a, 'r2')?.resumedOutputTokens).toBe(8);
+    return { read };
+  }
+
   it('as shutting down, before any output: the run waits again and runs on another worker; the refusing one is drained', async () => {
     const { d, fakes: [a, b] } = setup({ policy: 'fifo' }, ['a', 'b']);
     d.workerUp(a, capacity('a'));
     d.workerUp(b, capacity('b'));
+    const finished = jest.spyOn(d.scheduler, 'onFinish');
     const t1 = d.submit(req('r1'), 'sql', undefined);
     expect(await t1.admitted).toBe('a');
-    a.queues.get('r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    a.fail('r1', refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
     await tick();
-    expect(b.admits.map((x) => x.requestId)).toEqual(['r1~r1']); // before: the ticket failed with a 503
+    expect(b.admits.map((x) => requestOf(x.requestId))).toEqual(['r1']); // before: the ticket failed with a 503
     d.workerUp(a, capacity('a')); // its WorkerStates go on during its grace: it admits nothing more
     const t2 = d.submit(req('r2'), 'sql', undefined);
     expect(await t2.admitted).toBe('b');
-    expect(a.admits.map((x) => x.requestId)).toEqual(['r1']);
-    b.emit('r1~r1', [5], 1, common.FinishReason.FINISH_REASON_STOP);
+    expect(a.admits.map((x) => requestOf(x.requestId))).toEqual(['r1']);
+    b.emit('r1', [5], 1, common.FinishReason.FINISH_REASON_STOP);
     b.emit('r2', [6], 1, common.FinishReason.FINISH_REASON_STOP);
     const events = await drain(t1);
     expect(events.filter((e) => e.kind === 'delta')).toHaveLength(1);
+    expect(finished.mock.results[0]?.value).toMatchObject({ id: 'r1', preemptions: 1 }); // before: 0 (queued as a new arrival)
     await drain(t2);
     d.workerDown('a'); // the link goes down, then a worker at the same address comes back: no longer drained
     d.workerUp(a, capacity('a'));
@@ -208,7 +277,7 @@ describe("Dispatcher: a worker's refusal of a run", () => {
     d.workerUp(a, capacity('a'));
     const t = d.submit(req('r1'), 'sql', undefined);
     await t.admitted;
-    a.queues.get('r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    a.fail('r1', refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
     await tick();
     d.pass();
     expect(a.admits).toHaveLength(1); // not sent back to the draining worker again and again
@@ -226,9 +295,41 @@ describe("Dispatcher: a worker's refusal of a run", () => {
     await t.admitted;
     a.emit('r1', [1], 1);
     await tick();
-    a.queues.get('r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    a.fail('r1', refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
     await expect(drain(t)).rejects.toMatchObject({ status: status.UNAVAILABLE });
     expect(b.admits).toHaveLength(0);
+  });
+
+  it('as shutting down on a resumed run before its own output: it waits again and resumes on another worker', async () => {
+    // preempted after 8 tokens (8 blocks of 4 tokens: two 8-token prompts fit, their growth does not), resumed on a
+    const { d, fakes: [a, b], advance } = setup({ policy: 'fifo' }, ['a', 'b']);
+    d.workerUp(a, capacity('a', 8));
+    const { read } = await resumedOnA(d, a, advance);
+    d.workerUp(b, capacity('b'));
+    a.fail('r2', refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    await tick();
+    const onB = b.admits.find((x) => requestOf(x.requestId) === 'r2'); // before: the ticket failed with a 503
+    expect(onB?.resumedOutputTokens).toBe(8);
+    expect(onB?.promptTokenIds).toHaveLength(16);
+    b.emit('r2', [19], 1, common.FinishReason.FINISH_REASON_LENGTH);
+    const deltas = (await read).flatMap((e) => (e.kind === 'delta' ? [e.delta] : []));
+    expect(deltas.flatMap((x) => x.tokenIds)).toEqual([11, 12, 13, 14, 15, 16, 17, 18, 19]);
+    expect(deltas[deltas.length - 1]).toMatchObject({ requestId: 'r2', completionTokens: 9 });
+  });
+
+  it('as bad input on a run queued again only because its worker was shutting down: still the client\'s 400', async () => {
+    const { d, fakes: [a, b] } = setup({ policy: 'fifo' }, ['a', 'b']);
+    d.workerUp(a, capacity('a'));
+    d.workerUp(b, capacity('b'));
+    const t = d.submit(req('r1'), 'sql', undefined);
+    expect(await t.admitted).toBe('a');
+    a.fail('r1', refusal(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, 'the worker is shutting down'));
+    await tick();
+    expect(b.admits[0]?.resumedOutputTokens).toBeUndefined(); // the same Admit as the first: nothing resumed
+    b.fail('r1', refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'logit_bias: token id 99999 is outside the vocabulary'));
+    // before: a logged 500 (a second run was taken for a resumed one)
+    await expect(drain(t)).rejects.toMatchObject({ status: status.INVALID_ARGUMENT, details: { param: 'logit_bias' } });
+    expect(logged).not.toHaveBeenCalled();
   });
 
   it("as bad input: a 400 on the request's first run, a logged 500 on a resumed one (never the client's fault)", async () => {
@@ -236,22 +337,10 @@ describe("Dispatcher: a worker's refusal of a run", () => {
     d.workerUp(a, capacity('a', 8));
     const first = d.submit(req('f1'), 'sql', undefined);
     await first.admitted;
-    a.queues.get('f1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'logit_bias: token id 99999 is outside the vocabulary'));
+    a.fail('f1', refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'logit_bias: token id 99999 is outside the vocabulary'));
     await expect(drain(first)).rejects.toMatchObject({ status: status.INVALID_ARGUMENT, details: { param: 'logit_bias' } });
-    // preempted after 8 tokens (8 blocks of 4 tokens: two 8-token prompts fit, their growth does not), then resumed
-    const t1 = d.submit(req('r1', 8, 20), 'sql', undefined);
-    advance(0.1);
-    const t2 = d.submit(req('r2', 8, 20), 'sql', undefined);
-    await Promise.all([t1.admitted, t2.admitted]);
-    const failed = drain(t2).catch((err: unknown) => err);
-    a.emit('r1', [1, 2, 3, 4, 5, 6, 7, 8], 8);
-    a.emit('r2', [11, 12, 13, 14, 15, 16, 17, 18], 8);
-    await tick();
-    d.pass();
-    a.emit('r1', [9], 9, common.FinishReason.FINISH_REASON_LENGTH);
-    await drain(t1);
-    expect(a.admits.find((x) => x.requestId === 'r2~r1')?.resumedOutputTokens).toBe(8);
-    a.queues.get('r2~r1')?.fail(refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, "response_format: the resumed output's token 3 (14) does not match the grammar"));
+    const failed = (await resumedOnA(d, a, advance)).read.catch((err: unknown) => err);
+    a.fail('r2', refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, "response_format: the resumed output's token 3 (14) does not match the grammar"));
     const err = (await failed) as InlaidError;
     expect([err.status, err.message]).toEqual([status.INTERNAL, INTERNAL_ERROR_MESSAGE]); // before: a 400 with the worker's text
     expect(String(logged.mock.calls[0][0])).toContain('does not match the grammar');
@@ -268,10 +357,10 @@ describe('Dispatcher: a request whose consumer stops taking deltas', () => {
     const t1 = d.submit(longReq('slow'), 'sql', undefined);
     const t2 = d.submit(longReq('next'), 'sql', undefined);
     await t1.admitted;
-    expect(a.admits.map((x) => x.requestId)).toEqual(['slow']); // one row: the next one waits
+    expect(a.admits.map((x) => requestOf(x.requestId))).toEqual(['slow']); // one row: the next one waits
     for (let i = 0; i < MAX_QUEUED_DELTAS + 100; i++) a.emit('slow', [7], i + 1); // nobody reads t1.events
     await tick();
-    expect(a.aborts).toEqual(['slow']);
+    expect(a.aborts.map(requestOf)).toEqual(['slow']);
     expect(await t2.admitted).toBe('a'); // the slot went to the waiting request
     let deltas = 0;
     let failure: unknown;

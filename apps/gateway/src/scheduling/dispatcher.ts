@@ -11,12 +11,14 @@
  * requests that already streamed output fail with UNAVAILABLE, the others wait for another worker (or fail
  * with UNAVAILABLE when none is left). A worker that refuses a run as shutting down (RequestErrorKind
  * SHUTTING_DOWN) is drained: it admits nothing more until its link goes down, its tasks are placed elsewhere, and
- * that run waits again like a lost worker's (a 503 only once it streamed output). A worker's refusal of a run that is
- * not its request's first (resumed, or admitted again) is never the client's 400 (rerunRefusal).
+ * that run waits again like a lost worker's, kept as a preemption (resumed by recompute if it had output before). A
+ * worker's refusal of a resumed run (one admitted with output already produced) is never the client's 400 (rerunRefusal).
+ * Every run has a worker-side id of its own (resume.ts runRequestId), so an id a client reuses right after cancelling
+ * never meets the worker still holding the aborted run.
  */
 import { status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
-import type { Decision, RequestSpec, Scheduler, WorkerState } from '@inlaid/scheduling';
+import type { Decision, Scheduler, WorkerState } from '@inlaid/scheduling';
 import { InlaidError, rerunRefusal, WORKER_UNAVAILABLE_MESSAGE } from '../common/inlaid-error';
 import { AsyncQueue } from '../workers/async-queue';
 import { abortError } from './errors';
@@ -44,8 +46,8 @@ function shutsDown(err: Error): boolean {
 export class Dispatcher {
   private readonly links = new Map<string, WorkerLink>();
   private readonly tickets = new Map<string, Ticket>();
-  /** Each ticket's request as the scheduler knows it, to queue it again (a run its draining worker refused). */
-  private readonly specs = new Map<string, RequestSpec>();
+  /** Runs started so far: the next run's number (its worker-side id, runRequestId). */
+  private runSeq = 0;
   /** Workers that refused a run as shutting down: they admit nothing more until their link goes down. */
   private readonly draining = new Set<string>();
   readonly placement: Placement;
@@ -111,9 +113,7 @@ export class Dispatcher {
     if (this.links.size === this.draining.size) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
     if (this.tickets.has(req.id)) throw new InlaidError(status.ALREADY_EXISTS, `Request id ${req.id} is already running.`);
     const ticket = new Ticket(req, task);
-    const spec: RequestSpec = { id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt };
-    this.scheduler.enqueue(spec);
-    this.specs.set(req.id, spec);
+    this.scheduler.enqueue({ id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt });
     this.tickets.set(req.id, ticket);
     this.placement.arrive(task);
     this.pass();
@@ -161,7 +161,7 @@ export class Dispatcher {
   }
 
   private startRun(t: Ticket, link: WorkerLink): void {
-    const admit = admitFor(t.req, t.generated, t.runs);
+    const admit = admitFor(t.req, t.generated, ++this.runSeq);
     let queue: AsyncQueue<worker.TokenDelta>;
     try {
       queue = link.admit(admit);
@@ -172,7 +172,6 @@ export class Dispatcher {
     const run = { link, requestId: admit.requestId, base: t.generated.length };
     this.observer?.admitted(link.addr, admit.requestId, this.clock());
     t.run = run;
-    t.runs += 1;
     t.started(link.addr);
     void this.consume(t, run, queue);
   }
@@ -199,18 +198,19 @@ export class Dispatcher {
 
   /**
    * A run its worker ended with an error (a RequestError, or its link failing). A worker refusing it as shutting down is
-   * drained, and a run with no output yet waits again (as on a lost link); a run that is not the ticket's first is
-   * never refused as the client's bad input (rerunRefusal); otherwise the ticket fails with the error.
+   * drained, and a run that produced nothing yet waits again (resumed from the output it had, if any); a resumed run
+   * (admitted with output already produced) is never refused as the client's bad input (rerunRefusal); otherwise the
+   * ticket fails with the error.
    */
   private runFailed(t: Ticket, run: Run, err: Error): void {
     if (shutsDown(err)) {
       this.drain(run.link.addr);
-      if (!t.delivered) {
+      if (t.generated.length === run.base) {
         this.requeue(t);
         return;
       }
     }
-    this.finishWith(t, t.runs > 1 ? rerunRefusal(err) : err);
+    this.finishWith(t, run.base > 0 ? rerunRefusal(err) : err);
   }
 
   /** Stops admitting to `addr` (shutting down) until its link goes down; its tasks get a new home at once. */
@@ -221,11 +221,10 @@ export class Dispatcher {
     this.logger.warn(`worker ${addr} is shutting down: no more requests are admitted there`);
   }
 
-  /** Puts a ticket whose run ended without output back in the scheduler's queue (its arrival kept), and schedules. */
+  /** Puts a ticket whose run ended without output back in the scheduler's queue, as a preemption, and schedules. */
   private requeue(t: Ticket): void {
     this.stopRun(t);
-    this.scheduler.cancel(t.req.id);
-    this.scheduler.enqueue(this.specs.get(t.req.id) as RequestSpec);
+    this.scheduler.requeue(t.req.id);
     this.pass();
   }
 
@@ -276,7 +275,6 @@ export class Dispatcher {
   /** Drops a ticket from the dispatcher and its task's placement; false if it was already gone. */
   private forget(t: Ticket): boolean {
     if (!this.tickets.delete(t.req.id)) return false;
-    this.specs.delete(t.req.id);
     this.placement.leave(t.task);
     return true;
   }

@@ -14,16 +14,21 @@ export interface PreparedRequest {
   readonly sampling: common.SamplingParams;
 }
 
-/** Worker-side id of run `run` (0 = first admission): distinct per run so a late delta of an aborted run never reaches a newer one. */
-export function runRequestId(id: string, run: number): string {
-  return run === 0 ? id : `${id}~r${run}`;
+/**
+ * Worker-side id of a run: the request's id and the dispatcher's run number `seq` (unique per dispatcher, first runs
+ * included), so a late delta of an aborted run never reaches a newer one, and an id reused right after its cancel never
+ * meets the worker still holding the old run (a worker frees an aborted id only at its next step). `~` is outside the
+ * request_id charset, so no client id is another's run.
+ */
+export function runRequestId(id: string, seq: number): string {
+  return `${id}~r${seq}`;
 }
 
-/** The Admit for run `run` of a request that has already produced `generated` tokens. */
-export function admitFor(req: PreparedRequest, generated: readonly number[], run: number): worker.Admit {
+/** The Admit for run `seq` (runRequestId) of a request that has already produced `generated` tokens. */
+export function admitFor(req: PreparedRequest, generated: readonly number[], seq: number): worker.Admit {
   const max = req.sampling.maxTokens;
   return {
-    requestId: runRequestId(req.id, run),
+    requestId: runRequestId(req.id, seq),
     model: req.model,
     promptTokenIds: [...req.promptTokenIds, ...generated],
     // prompt logprobs came with the first tokens: a run after some were generated does not ask again

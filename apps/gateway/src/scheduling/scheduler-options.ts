@@ -5,6 +5,7 @@
 import type { SchedulingConfig } from '@inlaid/config';
 import type { SchedulerConfigInput, StepCost, WorkerState } from '@inlaid/scheduling';
 import type { worker } from '@inlaid/proto';
+import { sloOfMs } from './task-slos';
 
 export function schedulerOptions(c: SchedulingConfig): SchedulerConfigInput {
   return {
@@ -17,7 +18,7 @@ export function schedulerOptions(c: SchedulingConfig): SchedulerConfigInput {
       batchedAdmission: { needRoom: c.batchNeedRoom, budgetRoom: c.batchBudgetRoom },
     },
     maxLoras: c.maxLoras,
-    defaultSlo: { ttftS: c.sloTtftMs / 1000, tpotS: c.sloTpotMs / 1000 },
+    defaultSlo: sloOfMs({ ttftMs: c.sloTtftMs, tpotMs: c.sloTpotMs }),
     abortHopeless: c.abortHopeless,
   };
 }

@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GatewayConfig, parseSchedulingConfig } from '@inlaid/config';
+import { dropDatabase, openDatabase } from '@inlaid/db';
 import { worker } from '@inlaid/proto';
-import { WorkerState } from '@inlaid/scheduling';
+import { request, WorkerState } from '@inlaid/scheduling';
 import type { DataSource } from 'typeorm';
 import type { LinkListener, WorkerConnection } from '../workers/worker-connection';
 import type { WorkersService } from '../workers/workers.service';
@@ -12,12 +14,15 @@ import { SchedulingService } from './scheduling.service';
 
 const H200 = join(__dirname, '../../../../libs/sim/calibration/h200-measured.json');
 
+/** A database without tasks (the task SLOs' reads find none). */
+const NO_ROWS = { query: async () => [] } as unknown as DataSource;
+
 /** Real SchedulingService and Scheduler, fed by a stand-in worker link that reports one KV cache. */
-function serviceWith(env: Record<string, string>): { service: SchedulingService; received: WorkerState[] } {
+function serviceWith(env: Record<string, string>, db = NO_ROWS): { service: SchedulingService; received: WorkerState[] } {
   const config = { scheduling: parseSchedulingConfig(env), workerAddrs: ['w1:50051'] } as unknown as GatewayConfig;
   let listener: LinkListener | undefined;
   const workers = { onLink: (l: LinkListener) => (listener = l) } as unknown as WorkersService;
-  const service = new SchedulingService(config, workers, {} as DataSource);
+  const service = new SchedulingService(config, workers, db);
   const received: WorkerState[] = [];
   const original = service.dispatcher.scheduler.onWorkerState.bind(service.dispatcher.scheduler);
   service.dispatcher.scheduler.onWorkerState = (s: WorkerState) => {
@@ -54,6 +59,31 @@ describe('SchedulingService with INLAID_COST_MODEL', () => {
       expect(() => serviceWith({ INLAID_COST_MODEL: join(dir, 'missing.json') })).toThrow(/INLAID_COST_MODEL: cannot read/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('SchedulingService and the tasks\' own SLOs (real Postgres)', () => {
+  it('plans each task against its own SLO from start-up, and writes its defaults for the dashboard', async () => {
+    const url = `postgres://postgres@127.0.0.1:5432/inlaid_schedslo_${randomBytes(4).toString('hex')}`;
+    const db = await openDatabase(url);
+    try {
+      await db.query(`INSERT INTO tasks (name, rank, slo_ttft_ms) VALUES ('tight', 8, 100)`);
+      const { service } = serviceWith({ INLAID_SLO_TTFT_MS: '2000', INLAID_SLO_TPOT_MS: '80' }, db);
+      await service.onModuleInit();
+      service.onApplicationShutdown();
+      expect(await db.query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 2000, tpot_ms: 80 }]);
+      const s = service.dispatcher.scheduler;
+      for (const task of ['tight', 'plain']) s.enqueue(request(task, task, 16, 0));
+      expect([...s.schedule(0, 'w1:50051').batch].sort()).toEqual(['plain', 'tight']);
+      const met = ['tight', 'plain'].map((id) => {
+        s.onToken(id, 0.3);
+        return s.onFinish(id, 0.3).metSlo;
+      });
+      expect(met).toEqual([false, true]); // 300 ms to the first token: over tight's 100 ms, within the 2 s default
+    } finally {
+      await db.destroy();
+      await dropDatabase(url);
     }
   });
 });

@@ -4,7 +4,9 @@
  * short timer. The length predictor is trained at start-up from recent request records and then learns
  * from every finished request. With INLAID_COST_MODEL the workers' step cost (loaded and validated here, at
  * start-up) goes with every worker's capacity, which turns on the step budget and batched admission. With
- * INLAID_COST_FIT the steps served are timed and fitted (served-cost.ts); `online` plans with that fit.
+ * INLAID_COST_FIT the steps served are timed and fitted (served-cost.ts); `online` plans with that fit. Each task is
+ * planned against its own SLO (its `slo` at onboarding, else INLAID_SLO_TTFT_MS / TPOT_MS), read from Postgres by
+ * task-slo-sync.ts, which also makes those defaults the dashboard's.
  */
 import { writeFileSync } from 'node:fs';
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
@@ -20,6 +22,7 @@ import { recentLengthRecords, trainPredictor } from './predictor-training';
 import { PreparedRequest } from './resume';
 import { schedulerOptions, workerCapacity } from './scheduler-options';
 import { ServedCost } from './served-cost';
+import { REFRESH_MS as SLO_REFRESH_MS, TaskSloSync } from './task-slo-sync';
 import { Ticket } from './ticket';
 
 const EXPORT_EVERY_MS = 10_000;
@@ -37,6 +40,7 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
   private readonly onlineFrom = new Set<string>();
   private readonly conns = new Map<string, WorkerConnection>();
   private readonly planned = new Map<string, StepCost | undefined>();
+  private readonly slos: TaskSloSync;
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -48,12 +52,13 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     if (this.stepCost !== undefined) this.logger.log(`worker step cost from ${s.costModelPath}`);
     const scheduler = new Scheduler(schedulerOptions(s));
     this.dispatcher = new Dispatcher(scheduler, () => (performance.now() - this.t0) / 1000, this.logger, config.workerAddrs);
+    this.slos = new TaskSloSync(db, scheduler, { ttftMs: s.sloTtftMs, tpotMs: s.sloTpotMs }, (m) => this.logger.warn(m));
     this.served = s.costFit === 'off' ? null : new ServedCost({ window: s.costFitWindow, minSteps: s.costFitMinSteps, terms: s.costFitTerms }, s.costFitPlanQuantile ?? undefined);
     if (this.served !== null) {
       this.dispatcher.observe(this.served);
       this.logger.log(`served-step cost fit: ${s.costFit} (window ${s.costFitWindow} steps, from ${s.costFitMinSteps}; terms ${s.costFitTerms.join(', ')}${s.costFitPlanQuantile === null ? '' : `; plans with the p${100 * s.costFitPlanQuantile} step time`})`);
     }
-    workers.onLink((conn, event) => (event === 'down' ? this.dispatcher.workerDown(conn.addr) : this.refresh(conn)));
+    workers.onLink((conn, event) => (event === 'down' ? this.workerDown(conn.addr) : this.refresh(conn)));
   }
 
   async onModuleInit(): Promise<void> {
@@ -63,6 +68,11 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     if (this.served !== null && s.costFitExport !== null) {
       this.exportTimer = setInterval(() => this.writeExport(), EXPORT_EVERY_MS);
       this.exportTimer.unref();
+    }
+    try {
+      await this.slos.start();
+    } catch (err) {
+      this.logger.warn(`tasks are planned with the default SLO (${s.sloTtftMs} / ${s.sloTpotMs} ms) until their own are read (every ${SLO_REFRESH_MS / 1000} s): ${(err as Error).message}`);
     }
     try {
       const records = await recentLengthRecords(this.db, s.trainRecords);
@@ -75,6 +85,7 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
 
   onApplicationShutdown(): void {
     if (this.timer !== null) clearInterval(this.timer);
+    this.slos.stop();
     if (this.exportTimer !== null) {
       clearInterval(this.exportTimer);
       this.writeExport();
@@ -142,6 +153,12 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     const capacity = workerCapacity(conn.addr, conn.latestState, this.config.scheduling, stepCost);
     if (capacity === null || !conn.ready) return;
     const tasks = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
+    this.slos.noticeServed(conn.addr, tasks);
     this.dispatcher.workerUp(conn, capacity, tasks);
+  }
+
+  private workerDown(addr: string): void {
+    this.slos.forget(addr);
+    this.dispatcher.workerDown(addr);
   }
 }

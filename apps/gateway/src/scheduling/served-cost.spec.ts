@@ -105,7 +105,8 @@ describe('ServedCost behind the Dispatcher', () => {
     await tick();
     d.cancel('b');
     d.workerDown('w');
-    expect(log).toEqual(['admit w a', 'admit w b', 'delta w a sql 1', 'delta w b poet 1', 'delta w a sql 2 fin', 'delta w b poet 2', 'end w b', 'gone w']);
+    // by each run's worker-side id (resume.ts runRequestId)
+    expect(log).toEqual(['admit w a~r1', 'admit w b~r2', 'delta w a~r1 sql 1', 'delta w b~r2 poet 1', 'delta w a~r1 sql 2 fin', 'delta w b~r2 poet 2', 'end w b~r2', 'gone w']);
   });
 
   it('INLAID_COST_FIT_TERMS names the terms of @inlaid/scheduling', () => {

@@ -32,7 +32,6 @@ export class Ticket {
   readonly events = new AsyncQueue<TicketEvent>();
   readonly generated: number[] = [];
   run: Run | null = null;
-  runs = 0;
   readonly admitted: Promise<string>;
   private settle: { resolve: (w: string) => void; reject: (e: Error) => void } | null = null;
 

@@ -69,7 +69,7 @@ export class OnboardSteps {
     return this.whileLive(job, async (tx) => {
       // checked here: a DELETE during the validation removes the files of the task it deletes (tasks.service.ts)
       if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
-      await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered');
+      await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered', job.slo);
       await tx.stageFinished(job.id, 'validate', 'done');
       await tx.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
       return 'valid';

@@ -292,7 +292,12 @@ export class TaskStore {
     return j;
   }
 
-  async upsertTask(name: string, adapterLocation: string | null, rank: number, targetModules: string[], status: Task['status']): Promise<void> {
-    await this.tasks.upsert({ name, adapterLocation, rank, targetModules, status }, { conflictPaths: ['name'] });
+  /**
+   * The task's row, with its SLO targets (`slo` of POST /v1/tasks; none = the defaults): the scheduler plans the task
+   * against them (scheduling/task-slo-sync.ts) and the dashboard judges its requests against them.
+   */
+  async upsertTask(name: string, adapterLocation: string | null, rank: number, targetModules: string[], status: Task['status'], slo: NewTaskJob['slo']): Promise<void> {
+    const targets = { sloTtftMs: slo?.ttft_ms ?? null, sloTpotMs: slo?.tpot_ms ?? null };
+    await this.tasks.upsert({ name, adapterLocation, rank, targetModules, status, ...targets }, { conflictPaths: ['name'] });
   }
 }

@@ -1,13 +1,16 @@
 /**
  * TaskStore against real Postgres: the task lock (TaskStore.locked) excludes sections of the same name and only
  * those, a section's writes commit with it (or not at all when it throws), and row writes are atomic
- * read-modify-writes (concurrent appends to one row's history all survive).
+ * read-modify-writes (concurrent appends to one row's history all survive); onboarding writes a task's `slo` into its row.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { dropDatabase, openDatabase } from '@inlaid/db';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DataSource } from 'typeorm';
-import { TaskStore } from './task-store.service';
+import type { GatewayConfig } from '@inlaid/config';
+import { OnboardSteps } from './onboard-steps';
+import { NewTaskJob, TaskStore } from './task-store.service';
+import type { WorkerAdminService } from './worker-admin.service';
 
 const url = `postgres://postgres@127.0.0.1:5432/inlaid_taskstore_${randomBytes(4).toString('hex')}`;
 let db: DataSource;
@@ -106,5 +109,23 @@ describe('TaskStore.create and latest with the one-live-job-per-name index', () 
     expect((await store.latest('race'))?.id).toBe(live);
     expect((await store.listLatest()).find((j) => j.task === 'race')?.id).toBe(live);
     await expect(store.create({ ...fields, id: live, task: 'other', status: 'failed' })).rejects.toThrow(/duplicate key/); // not a taken name
+  });
+});
+
+describe("onboarding writes the task's SLO into its row", () => {
+  /** The tasks row after the validate step of an onboarding with `slo` (a stand-in worker validates the adapter). */
+  async function validated(task: string, slo: NewTaskJob['slo']): Promise<unknown> {
+    const id = randomUUID();
+    await store.create({ id, task, kind: 'onboard', status: 'queued', adapterPath: '/a', calibrationPath: null, slo, waitForQuantization: false, message: 'accepted' });
+    const admin = { validate: async () => ({ rank: 8, targetModules: ['q_proj'] }) } as unknown as WorkerAdminService;
+    expect(await new OnboardSteps({} as GatewayConfig, store, admin).run('validate', id, { report: async () => undefined })).toBe('valid');
+    const [row] = await db.query(`SELECT slo_ttft_ms AS ttft, slo_tpot_ms AS tpot FROM tasks WHERE name = $1`, [task]);
+    return row;
+  }
+
+  it('both targets, one of them (fractions kept), or none: where the scheduler and the dashboard read them', async () => {
+    expect(await validated('slo-both', { ttft_ms: 500, tpot_ms: 50 })).toEqual({ ttft: 500, tpot: 50 });
+    expect(await validated('slo-tpot', { tpot_ms: 12.5 })).toEqual({ ttft: null, tpot: 12.5 });
+    expect(await validated('slo-none', null)).toEqual({ ttft: null, tpot: null });
   });
 });

@@ -196,7 +196,7 @@ export class TasksService {
       // creation of the name is refused before anything is loaded (the insert waits for its transaction)
       await tx.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
       await this.admin.loadEverywhere(name, path, 'lora_path');
-      await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving');
+      await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
       throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });

@@ -3,6 +3,11 @@ import { common, worker } from '@inlaid/proto';
 import type { WorkerLink } from '../scheduling/ticket';
 import { AsyncQueue } from '../workers/async-queue';
 
+/** The request a worker-side run id belongs to (`<id>~r<n>`, resume.ts runRequestId). */
+export function requestOf(runId: string): string {
+  return runId.slice(0, runId.lastIndexOf('~'));
+}
+
 export class FakeLink implements WorkerLink {
   readonly admits: worker.Admit[] = [];
   readonly aborts: string[] = [];
@@ -18,9 +23,18 @@ export class FakeLink implements WorkerLink {
     this.aborts.push(id);
     this.queues.get(id)?.end();
   }
-  /** Emits a delta with `ids` for a run (the stream ends with `finish` if given). */
-  emit(runId: string, ids: number[], completion: number, finish = common.FinishReason.FINISH_REASON_UNSPECIFIED): void {
+  /** The worker-side id of request `id`'s latest run on this link (undefined: none). */
+  runOf(id: string): string | undefined {
+    return this.admits.map((x) => x.requestId).filter((r) => requestOf(r) === id).at(-1);
+  }
+  /** Emits a delta with `ids` for request `id`'s latest run here (the stream ends with `finish` if given). */
+  emit(id: string, ids: number[], completion: number, finish = common.FinishReason.FINISH_REASON_UNSPECIFIED): void {
+    const runId = this.runOf(id) ?? id;
     this.queues.get(runId)?.push({ requestId: runId, text: ids.map(String).join(' '), tokenIds: ids, finishReason: finish, promptTokens: 0, completionTokens: completion, cachedTokens: 0 });
     if (finish !== common.FinishReason.FINISH_REASON_UNSPECIFIED) this.queues.get(runId)?.end();
+  }
+  /** Ends request `id`'s latest run here with `err` (a RequestError, or the link failing). */
+  fail(id: string, err: Error): void {
+    this.queues.get(this.runOf(id) ?? id)?.fail(err);
   }
 }

@@ -21,12 +21,12 @@ export class Task {
   @Column({ type: 'text', default: 'registered' })
   status!: TaskStatus;
 
-  /** SLO target for time to first token (ms); null = the default in slo_defaults. */
-  @Column({ name: 'slo_ttft_ms', type: 'integer', nullable: true })
+  /** SLO target for time to first token (ms; POST /v1/tasks `slo.ttft_ms`); null = the default in slo_defaults. */
+  @Column({ name: 'slo_ttft_ms', type: 'double precision', nullable: true })
   sloTtftMs!: number | null;
 
-  /** SLO target for time per output token (ms); null = the default in slo_defaults. */
-  @Column({ name: 'slo_tpot_ms', type: 'integer', nullable: true })
+  /** SLO target for time per output token (ms; POST /v1/tasks `slo.tpot_ms`); null = the default in slo_defaults. */
+  @Column({ name: 'slo_tpot_ms', type: 'double precision', nullable: true })
   sloTpotMs!: number | null;
 
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
