@@ -1,3 +1,4 @@
+# Its runs also timed a "fork-plain" variant (the forked shrink without PDL), removed from lora_early after them.
 """Session 19 (issue 4): the LoRA shrink off the critical path of the small-batch decode step (kernels.lora_early):
 issued before the base GEMV on the same stream ("before") or on a forked branch of the CUDA graph ("fork"; "fork-plain"
 the same with the forked shrink launched without PDL), against the shipped order (shrink after the GEMV, "lora"),
@@ -41,7 +42,7 @@ from random_model import SHAPES, TARGETS, make_runner, write_config  # noqa: E40
 from s18_lora_auto import capture, time_round  # noqa: E402
 from steps import BLOCK, load_adapters, make_step  # noqa: E402
 
-CANDIDATES = ("before", "fork", "fork-plain")
+CANDIDATES = ("before", "fork")
 SETTINGS: dict[str, str | None] = {"base": "off", "lora": "off", "ctl": "off", "auto": None,
                                    **{c: c for c in CANDIDATES}}  # auto: lora_early.POLICY (as shipped)
 

@@ -7,18 +7,19 @@ x-writer -> GEMV -> shrink -> expand. EARLY picks where it goes:
   "off"    after the GEMV (the path before session 19's fork run);
   "before" before the GEMV on the same stream (x-writer -> shrink -> GEMV -> expand): under PDL the GEMV's first
            weight loads overlap the shrink, but the GEMV still waits for it;
-  "fork"   on a branch (CUDA; on the CPU it runs as "before"): the current stream is forked to fork_stream() (an
-           event), the shrink is launched there, and the current stream joins it before the expand, so a captured
-           graph holds x-writer -> {GEMV, shrink} -> expand and the shrink runs beside the GEMV (the DOT dump shows
-           those edges; it does not show whether the join edge stays programmatic);
-  "fork-plain" as "fork" with the forked shrink launched without PDL (a full edge from the x-writer).
+  "fork"   on a branch (CUDA; on the CPU it runs as "before"): the current stream is forked to FORK_PRIORITY's
+           side_stream (an event), the shrink is launched there, and the current stream joins it before the expand,
+           so a captured graph holds x-writer -> {GEMV, shrink} -> expand and the shrink runs beside the GEMV (the DOT
+           dump shows those edges; it does not show whether the join edge stays programmatic).
 EARLY None (the default) picks the mode per batch by its row blocks (POLICY), inside CUDA graph captures only (eager
-steps keep "off"); a mode forces it everywhere (benchmarks, tests).
+steps keep "off" and pay no setup here: early_mode decides before any); a mode forces it everywhere (benchmarks,
+tests).
 Measured (H200, 7B int4, rank-16 q/k/v/o, decode graphs with PDL, 8 rounds on one runner, device ms against "off";
 bench/results/decode-2026-12-01-s19-lora-fork.md, two runs): "before" 0.954x / 0.958x at batch 1 (8/8 rounds each),
 but 1.033x at 2, 1.076-1.082x at 4, 0.997x at 8, 1.005-1.012x at 16; "fork" 1.034-1.042x at 1, 1.013x at 2,
-0.988x / 0.997x at 4 (8/8), 0.943x at 8, 0.958x / 0.959x at 16 (8/8); "fork-plain" (one run) 1.116x at 1, 0.969x at 4,
-0.982x at 16. Hence POLICY: "before" at 1 block, "off" at 2, "fork" at 3-16.
+0.988x / 0.997x at 4 (8/8), 0.943x at 8, 0.958x / 0.959x at 16 (8/8); "fork-plain" (the forked shrink launched without
+PDL, one run; removed since) 1.116x at 1, 0.969x at 4, 0.982x at 16. Hence POLICY: "before" at 1 block, "off" at 2,
+"fork" at 3-16.
 Larger batches (above PARTIALS_MAX_ROWS blocks, SGMV, the grouped kernels) are never affected. v is allocated on the
 expand's stream before the fork and freed after the join, so the graph pool never hands its block to a kernel that
 could run beside the shrink.
@@ -33,12 +34,14 @@ import torch
 
 from . import lora_fused
 from .lora_batch import LoraBatch, LoraPool
+from .side_stream import side_stream
 
-EARLY_MODES = ("off", "before", "fork", "fork-plain")
+EARLY_MODES = ("off", "before", "fork")
 # (at most this many row blocks, mode), first match; more blocks: "off"
 POLICY: tuple[tuple[int, str], ...] = ((1, "before"), (2, "off"), (16, "fork"))
 EARLY: str | None = None
-_STREAMS: dict[int, torch.cuda.Stream] = {}
+# the forks' branch stream: a high-priority pool stream, so never the capture stream nor the warm-ups' side stream (0)
+FORK_PRIORITY = -1
 
 
 def check_early(value: str) -> str:
@@ -57,14 +60,11 @@ def mode_for(blocks: int, capturing: bool) -> str:
     return next((check_early(m) for n, m in POLICY if blocks <= n), "off")
 
 
-def fork_stream(device: torch.device) -> torch.cuda.Stream:
-    """The device's branch stream for forked shrinks (a high-priority pool stream, so never the capture stream nor
-    side_stream's), made on first use."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = _STREAMS.get(index)
-    if stream is None:
-        stream = _STREAMS.setdefault(index, torch.cuda.Stream(torch.device("cuda", index), priority=-1))
-    return stream
+def early_mode(x: torch.Tensor, batch: LoraBatch) -> str:
+    """mode_for this call's batch and capture state (the current CUDA stream's, for x on CUDA): the cheap first
+    decision, made before any setup; "off" for a batch without row blocks."""
+    blocks = batch.blk_len.numel()
+    return "off" if blocks == 0 else mode_for(blocks, x.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 @dataclass(frozen=True)
@@ -82,33 +82,32 @@ class Shrunk:
 
 def place(mode: str, partials: bool, is_cuda: bool) -> str:
     """Where the shrink of a batch goes under EARLY = mode: "off" unless the plan takes the partials (the small
-    buckets); the forks need CUDA streams (elsewhere "before": the same kernels, one stream)."""
+    buckets); the fork needs CUDA streams (elsewhere "before": the same kernels, one stream)."""
     check_early(mode)
     if mode == "off" or not partials:
         return "off"
-    return "before" if mode.startswith("fork") and not is_cuda else mode
+    return "before" if mode == "fork" and not is_cuda else mode
 
 
-def shrink_ahead(x: torch.Tensor, pools: Sequence[LoraPool], batch: LoraBatch) -> Shrunk | None:
-    """Launch the shrink of x now, before the GEMV on x, where EARLY places it so; None: the caller applies LoRA after
-    the GEMV as before (lora_fused.lora_apply_fused)."""
-    if not 1 <= len(pools) <= 3 or batch.blk_len.numel() == 0:
+def shrink_ahead(x: torch.Tensor, pools: Sequence[LoraPool], batch: LoraBatch, mode: str) -> Shrunk | None:
+    """Launch the shrink of x now, before the GEMV on x, where mode (early_mode's, not "off") places it so; None: the
+    caller applies LoRA after the GEMV as before (lora_fused.lora_apply_fused)."""
+    if mode == "off" or not 1 <= len(pools) <= 3 or batch.blk_len.numel() == 0:
         return None
     s = lora_fused.segment_args(pools)
     plan = lora_fused.shrink_plan(batch, s, x.shape[1], len(pools))
-    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
-    if x.is_cuda and not capturing:
-        fork_stream(x.device)  # made in the eager warm-up a capture follows, never inside the capture
-    where = place(mode_for(batch.blk_len.numel(), capturing), plan.partials, x.is_cuda)
+    where = place(mode, plan.partials, x.is_cuda)
     if where == "off":
         return None
     v = lora_fused.alloc_v(x.shape[0], sum(s.r_max), plan, x.device)  # on the expand's stream, before the fork
     branch = None
-    if where.startswith("fork"):
-        branch = fork_stream(x.device)
+    if where == "fork":
+        # made on first use, possibly inside a capture: the capture stream is a pool stream, so the device's stream
+        # pools (every priority's) already exist and taking one makes no CUDA call
+        branch = side_stream(x.device, FORK_PRIORITY)
         branch.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(branch):
-            lora_fused.launch_shrink(x, s, v, batch, plan, len(pools), use_pdl=where == "fork")
+            lora_fused.launch_shrink(x, s, v, batch, plan, len(pools))
     else:
         lora_fused.launch_shrink(x, s, v, batch, plan, len(pools))
     return Shrunk(x, tuple(pools), batch, s, plan, v, branch)

@@ -296,14 +296,12 @@ def alloc_v(t: int, width: int, plan: ShrinkPlan, device: torch.device) -> torch
 
 
 def launch_shrink(x: torch.Tensor, s: SegmentArgs, v: torch.Tensor, batch: LoraBatch, plan: ShrinkPlan,
-                  n_seg: int, use_pdl: bool = True) -> None:  # fmt: skip
-    """use_pdl False: a plain launch even inside a PDL scope (lora_early's forked shrink, variant "fork-plain")."""
+                  n_seg: int) -> None:  # fmt: skip
     meta = (batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len)
     _shrink3_kernel[(batch.blk_len.numel(), plan.rb * n_seg, plan.split)](
         x, *s.a, v, *meta, x.shape[1], plan.iters, plan.rb, x.stride(0), *s.a_strides, v.stride(0),
         v.stride(1) if plan.partials else 0, *s.v_offs, BLOCK_M=batch.block_m, BLOCK_R=plan.block_r,
-        BLOCK_K=plan.block_k, USE_ATOMIC=plan.split > 1 and not plan.partials, num_warps=4,
-        **(launch_kw() if use_pdl else {"USE_GDC": 0}),
+        BLOCK_K=plan.block_k, USE_ATOMIC=plan.split > 1 and not plan.partials, num_warps=4, **launch_kw(),
     )  # fmt: skip
 
 

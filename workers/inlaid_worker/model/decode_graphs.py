@@ -107,6 +107,7 @@ from inlaid_worker.env_switch import env_int, env_switch
 from inlaid_worker.kernels import pdl
 from inlaid_worker.kernels.decode_fused import choose_fused_parts
 from inlaid_worker.kernels.lora_batch import LoraBatch
+from inlaid_worker.kernels.lora_early import FORK_PRIORITY
 from inlaid_worker.kernels.paged_decode import choose_num_parts
 from inlaid_worker.kernels.side_stream import side_stream
 from inlaid_worker.lora.pools import LoraPools
@@ -612,6 +613,8 @@ class DecodeGraphs:
         with torch.cuda.stream(side), pdl.scope(mode):  # warm-up: compiles, tunes quant_matmul, sizes workspaces
             body()
         torch.cuda.current_stream(self._device).wait_stream(side)
+        if with_lora:  # the LoRA shrink's forked branch (kernels.lora_early) gets its stream here, never inside a capture
+            side_stream(self._device, FORK_PRIORITY)
         keep = owned + _workspaces()  # quant_matmul may replace its workspaces: keep the captured ones alive
         with torch.cuda.graph(g.graph, pool=self._mempool), pdl.scope(mode):
             logits = body()

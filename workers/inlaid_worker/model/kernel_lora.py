@@ -110,11 +110,15 @@ class KernelLoraContext:
     def shrink_ahead(self, x: torch.Tensor, layer: int, modules: Sequence[tuple[str, int]]) -> PendingLora | None:
         """Before the GEMV on x: the shrink of `modules` (add_fused's) launched now where kernels.lora_early.EARLY
         places it (BGMV batches of at most lora_fused.PARTIALS_MAX_ROWS rows), to be finished by `finish` on the GEMV's
-        output; None: apply the LoRA after the GEMV as before (add / add_fused)."""
-        found = self._found(layer, modules)
-        if not found or self._grouped():
+        output; None: apply the LoRA after the GEMV as before (add_fused). Decided first (lora_early.early_mode: "off"
+        for every eager step under the shipped policy), so such a step pays for the pools and the plan once, in
+        add_fused."""
+        if self._grouped() or (mode := lora_early.early_mode(x, self.batch)) == "off":
             return None
-        shrunk = lora_early.shrink_ahead(x, [p for p, _ in found], self.batch)
+        found = self._found(layer, modules)
+        if not found:
+            return None
+        shrunk = lora_early.shrink_ahead(x, [p for p, _ in found], self.batch, mode)
         return None if shrunk is None else PendingLora(shrunk, [c for _, c in found])
 
     @staticmethod

@@ -452,18 +452,21 @@ def _lora_linear(x: torch.Tensor, weight: QuantMatrix | torch.Tensor, lora: Lora
                  modules: tuple[tuple[str, int], ...]) -> torch.Tensor:  # fmt: skip
     """linear(x, weight) plus layer i's LoRA of `modules` ((name, first output column), projections sharing x).
     KernelLoraContext: one shrink + one expand for all of them, the shrink issued before the GEMV where
-    kernels.lora_early.EARLY places it (the decode graphs' small buckets), else after it (add_fused, or add for one
-    module); another LoraDelta: add per module on its column slice."""
-    early = lora.shrink_ahead(x, i, modules) if isinstance(lora, KernelLoraContext) else None
+    kernels.lora_early.EARLY places it (the decode graphs' small buckets), else after it (add_fused); another
+    LoraDelta: add per module on its column slice."""
+    if isinstance(lora, KernelLoraContext):
+        early = lora.shrink_ahead(x, i, modules)
+        y = linear(x, weight)
+        if early is None:
+            lora.add_fused(y, x, i, modules)
+        else:
+            KernelLoraContext.finish(y, early)
+        return y
     y = linear(x, weight)
-    if early is not None:
-        KernelLoraContext.finish(y, early)
-    elif isinstance(lora, KernelLoraContext) and len(modules) > 1:
-        lora.add_fused(y, x, i, modules)
-    elif lora is not None:
+    if lora is not None:
         ends = [col for _, col in modules[1:]] + [y.shape[1]]
         for (name, col), end in zip(modules, ends, strict=True):
-            lora.add(y[:, col:end] if len(modules) > 1 else y, x, i, name)
+            lora.add(y[:, col:end], x, i, name)
     return y
 
 

@@ -1,5 +1,5 @@
-"""kernels/side_stream.py on the CPU (torch.cuda.Stream and current_device faked): one stream per device index,
-None follows the current device, a CPU device is refused; and the decode / prefill graph warm-ups and the tuner's
+"""kernels/side_stream.py on the CPU (torch.cuda.Stream and current_device faked): one stream per device index and
+priority, None follows the current device, a CPU device is refused; and the decode / prefill graph warm-ups and the tuner's
 timing graphs ask for it (a new torch.cuda.Stream per warm-up kept a 32 MiB cuBLAS workspace each on the H200)."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from inlaid_worker.model import decode_graphs, prefill_graphs
 
 
 def test_one_stream_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[torch.device] = []
+    made: list[tuple[torch.device, int]] = []
 
     class FakeStream:
-        def __init__(self, device: torch.device) -> None:
-            made.append(device)
+        def __init__(self, device: torch.device, priority: int = 0) -> None:
+            made.append((device, priority))
 
     monkeypatch.setattr(side_stream, "_STREAMS", {})
     monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
@@ -27,7 +27,9 @@ def test_one_stream_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     b = side_stream.side_stream(None)  # the current device: 1
     assert b is not a and side_stream.side_stream(torch.device("cuda")) is b
     assert side_stream.side_stream(torch.device("cuda", 1)) is b
-    assert made == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    high = side_stream.side_stream(torch.device("cuda", 1), priority=-1)  # lora_early's fork: its own, cached too
+    assert high is not b and side_stream.side_stream(None, priority=-1) is high
+    assert made == [(torch.device("cuda", 0), 0), (torch.device("cuda", 1), 0), (torch.device("cuda", 1), -1)]
     with pytest.raises(ValueError, match="not a CUDA device"):
         side_stream.side_stream(torch.device("cpu"))
 

@@ -128,44 +128,17 @@ def test_off_keeps_the_bgmv_graphs(fake_graphs: tuple[DecodeGraphs, list[str]],
 
 
 SCRIPT = r"""
-import json, sys, torch
-sys.path.insert(0, TESTS)
-sys.path.insert(0, TESTS + "/kernels")
-from cases import _patch_interpreter_for_numpy
-_patch_interpreter_for_numpy()
-torch.set_num_threads(1)
-torch.cuda.graph_pool_handle = lambda: None
-torch.cuda.CUDAGraph = object  # (the body runs uncaptured here)
-from factories import make_lora_adapter, make_step
-from inlaid_worker.model import decode_graphs, kernel_lora
-from inlaid_worker.model.decode_graphs import DecodeGraphs, stage_step
-from inlaid_worker.model.runner import ModelRunner
+import json, sys
+sys.path[:0] = [TESTS, TESTS + "/kernels"]
+import lora_decode_body
+lora_decode_body.setup()
 
-bs = 4
-r = ModelRunner(MODEL, num_kv_blocks=24, block_size=bs, max_adapters=2, backend="triton")
-for i, (rank, targets) in enumerate([(8, ("q_proj", "v_proj", "o_proj", "gate_proj", "down_proj")), (4, ("k_proj", "up_proj"))]):
-    r.add_adapter(f"a{i}", make_lora_adapter(r.config, rank=rank, targets=targets, seed=i + 1))
-gen = torch.Generator().manual_seed(0)
-seqs = [torch.randint(3, 300, (9,), generator=gen).tolist() for _ in range(3)]
-tables = [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(3)]
-ids = [0, 1, 0]
-r.execute(make_step([(s[:8], 0, tables[i], ids[i]) for i, s in enumerate(seqs)], bs))
-step = make_step([(s[8:], 8, tables[i], ids[i]) for i, s in enumerate(seqs)], bs)
-snap = r.kv_cache.clone()
-eager = r.execute(step).clone()
-dg = DecodeGraphs(r.config, r.kv_cache, r._inv_freq, r.dtype, r._width, r._adapters.pools, buckets=(4,),
-                  fusion="none", pdl_mode=0)
-out = {}
-for grouped in (False, True):
-    r.kv_cache.copy_(snap)
-    g = dg._new(4, 0, grouped)
-    stage_step(g.staging.host, 4, r._width, step)
-    g.staging.dev.copy_(g.staging.host)
-    body, _ = dg._body(r.weights, g, 4, True, "none", 0)
-    out[grouped] = body()[:3].clone()
+adapters = [(8, ("q_proj", "v_proj", "o_proj", "gate_proj", "down_proj")), (4, ("k_proj", "up_proj"))]
+b = lora_decode_body.LoraBody.make(MODEL, adapters, [0, 1, 0])
+eager = b.eager()
+out = {grouped: b.body(grouped) for grouped in (False, True)}
+base = b.eager([-1, -1, -1])
 rel = lambda a, b: float((a - b).norm() / b.norm())
-r.kv_cache.copy_(snap)
-base = r.execute(make_step([(s[8:], 8, tables[i], -1) for i, s in enumerate(seqs)], bs))
 print(json.dumps(dict(lora_effect=rel(eager, base), grouped_bgmv=rel(out[True], out[False]), bgmv_eager=rel(out[False], eager),
                       grouped_eager=rel(out[True], eager))))
 """
