@@ -15,6 +15,16 @@ def sm_major(index: int) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
+@functools.cache
+def _sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """The SM count of a CUDA device (read once per device, off the per-call path; no index: the current device)."""
+    return _sms(torch.cuda.current_device() if device.index is None else device.index)
+
+
 def hopper_device(device: torch.device) -> bool:
     """Can `device` run the Hopper-only kinds? CUDA: compute capability 9.x. True off CUDA and under TRITON_INTERPRET
     (there the twins run, so the CPU tests keep every candidate)."""

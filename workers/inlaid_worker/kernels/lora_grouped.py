@@ -30,13 +30,13 @@ Precision: the tiles multiply with tl.dot, which on CUDA runs fp32 operands in T
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
 import triton
 import triton.language as tl
 
+from .device_caps import sm_count
 from .lora_batch import LoraBatch, LoraPool
 from .lora_fused import _expand_tile, _shrink_tile, check_segments, expand_tiles, segment_args
 from .pdl import gdc_start, gdc_wait, launch_kw
@@ -134,11 +134,6 @@ def _gexpand_kernel(
                          col2, stride_vt, sbl2, sbr2, stride_yt, BM, BLOCK_R, BLOCK_N, 0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=8)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def grouped_dtype_ok(dtype: torch.dtype, device: torch.device) -> bool:
     """fp16 / bf16 anywhere; fp32 only off CUDA. On CUDA tl.dot takes fp32 operands as TF32 (10-bit mantissa), where
     the BGMV kernels sum fp32 exactly; Triton's interpreter (the CPU tests) computes tl.dot as an fp32 matmul."""
@@ -166,7 +161,7 @@ def lora_apply_grouped(y: torch.Tensor, x: torch.Tensor, pools: Sequence[LoraPoo
     nb_p = max(GROUP_BM, triton.next_power_of_2(nb))
     s = segment_args(pools)
     block_r = min(64, max(16, triton.next_power_of_2(max(s.r_max))))
-    sms = _sm_count(x.device.index or 0) if x.is_cuda else 2  # interpreted: 2 per-SM sets (programs walk items)
+    sms = sm_count(x.device) if x.is_cuda else 2  # interpreted: 2 per-SM sets (programs walk items)
     v = torch.zeros(t, sum(s.r_max), dtype=torch.float32, device=x.device)
     meta = (batch.token_ids, batch.blk_adapter, batch.blk_start, batch.blk_len)
     _gshrink_kernel[(sms * PROGRAMS_PER_SM[0],)](

@@ -7,6 +7,7 @@ field into an exact fp32 value, with no I2F (a quarter-rate instruction) and no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -171,6 +172,25 @@ def workspace(device: torch.device, elems: int, tiles: int) -> tuple[torch.Tenso
     return ws, cnt
 
 
+def bucket_sizes(m: int, n: int, col_tiles: int, block_m: int, planes: int = 1) -> tuple[int, int]:
+    """(fp32 elements, int32 counters) a split-K launch at M rows asks of its workspace: planes x workspace_rows(m) x N
+    partials and, for each of the bucket's row blocks of block_m, col_tiles counters (the launch's column tiles, times
+    its consumer warpgroups where each counts its own). Every launch sizes its workspace here, so all M of a tuning
+    bucket ask for the same buffers (sized by M, each decode graph of the bucket would pin its own)."""
+    rows = workspace_rows(m)
+    return planes * rows * n, col_tiles * triton.cdiv(rows, block_m)
+
+
+Workspace = Callable[[torch.device, int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def bucket_workspace(device: torch.device, m: int, n: int, col_tiles: int, block_m: int, *, planes: int = 1,
+                     alloc: Workspace = workspace) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(partials, counters) of a split-K launch, sized by bucket_sizes. alloc: workspace (zeroed, read-and-clear) or
+    quant_tcw.slot_workspace (per-split fp32 slots: planes = the splits)."""
+    return alloc(device, *bucket_sizes(m, n, col_tiles, block_m, planes))
+
+
 # The qkv GEMV's deferred sums (the "+q" decode fusion, kernels.consumer_finish.gemv_sums): a region of their own, apart
 # from the workspace above that the o / down / gate-up GEMVs share, since it is read by every program of the row
 # attention and can only be cleared a kernel later (the add + RMSNorm after o: fused_norm's `clear`).
@@ -232,8 +252,7 @@ def split_launch(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, block_m: int,
     n = w.out_features
     iters, split = split_iters(k // block_k, split_k)
     grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
-    rows = workspace_rows(m)
-    ws, cnt = workspace(x2.device, rows * n, grid[0] * triton.cdiv(rows, block_m)) if split > 1 else (y, y)
+    ws, cnt = bucket_workspace(x2.device, m, n, grid[0], block_m) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     args = (x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt, m, n, k, w.qzeros.shape[1], iters, split,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0),

@@ -34,7 +34,7 @@ import triton.language as tl
 from .gptq_packing import GPTQWeight
 from .norm_epilogue import norm_chunks, norm_scale, store_residual
 from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
-from .quant_common import finish_rows, red_tile, split_launch, workspace, workspace_rows
+from .quant_common import bucket_workspace, finish_rows, red_tile, split_launch
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
 from .swiglu_epilogue import store_swiglu
 
@@ -462,6 +462,15 @@ def _hgemvr_kernel(
                    pid_n, SPLIT_K, USE_SPLIT)  # fmt: skip
 
 
+def swiglu_launch(x2: torch.Tensor, w: GPTQWeight, grid: tuple[int, int, int], args: tuple,
+                  block_m: int) -> tuple[tuple[int, int, int], tuple]:  # fmt: skip
+    """The swiglu epilogue's grid and arguments from split_launch's: programs per (tile pair, 2 x split), one
+    reduction of 2 x split arrivals per pair, so always the split-K workspace (its own counters per tile pair)."""
+    grid = (grid[0] // 2, 2 * grid[1], grid[2])
+    ws, cnt = bucket_workspace(x2.device, x2.shape[0], w.out_features, grid[0], block_m)
+    return grid, (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
+
+
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                   num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
                   pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False,
@@ -532,10 +541,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     if swiglu is not None:  # programs per (tile pair, 2 x split): one reduction of 2 x split arrivals per pair
         if w.out_features % (2 * block_n) or act.shape != (x2.shape[0], w.out_features // 2):
             raise ValueError(f"swiglu: act {tuple(act.shape)} for N = {w.out_features} in tiles of {block_n}")
-        grid = (grid[0] // 2, 2 * grid[1], grid[2])
-        rows = workspace_rows(x2.shape[0])
-        ws, cnt = workspace(x2.device, rows * w.out_features, grid[0] * triton.cdiv(rows, block_m))
-        args = (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
+        grid, args = swiglu_launch(x2, w, grid, args, block_m)
         consts["USE_SPLIT"] = True
     nw, ssi, eps = norm if norm is not None else (y, y, 0.0)
     sso = residual if residual is not None else y

@@ -36,7 +36,7 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
   call), so shared memory is only the ring and splits of 1-2 fit; 4-bit, M = 17..256 in the tuner (buckets 32 / 64 /
   128 / 256, quant_matmul_config.TCSX_PLANS), quant_tc "tc" under the interpreter;
 - "tcsxk", "tcsxks" (quant_tcsxk, Gluon, session 19): tcsx's K loop on a persistent stream-K grid (one wave; tiles
-  shared between programs are summed by fp32 atomics, "s": per-program slots), buckets 128 / 256
+  shared between programs are summed by fp32 atomics, "s": per-program slots), bucket 256
   (quant_matmul_config.TCSXK_PLANS); the H200 table picks them for 13B down and gate/up at M = 256;
 - "dequant" (quant_mma): dequantize to a dense fp16/bf16 scratch and call cuBLAS, for large M;
 - "tile" (below, v1/v2): [BLOCK_M, BLOCK_N] tiles over a reshaped unpacked tile; kept for 3-bit with bf16 x or K not a multiple of 128.
@@ -56,7 +56,7 @@ import triton.language as tl
 
 from .device_caps import need_sm90
 from .gptq_packing import GPTQWeight, unpack_bitstream
-from .quant_common import group_zero, split_iters, store_tile, workspace, workspace_rows
+from .quant_common import bucket_workspace, group_zero, split_iters, store_tile
 from .quant_gemv import launch_gemv
 from .quant_hgemv import launch_hgemv
 from .quant_hgemv3 import launch_hgemv3
@@ -162,29 +162,34 @@ def _qmm_kernel(
     store_tile(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, pid, SPLIT_K, USE_SPLIT)
 
 
-def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
-    """The v1/v2 kernel: [BLOCK_M, BLOCK_N] tiles, tl.dot or CUDA-core FMAs on reshaped unpacked tiles."""
+def tile_args(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> tuple[tuple, tuple, dict]:
+    """(grid, positional args, keyword args) of the v1/v2 kernel's launch (_launch_tile)."""
     m, k = x2.shape
     n = w.out_features
     iters, split = split_iters(k // cfg.block_k, cfg.split_k)
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    rows = workspace_rows(m)
-    ws_tiles = triton.cdiv(rows, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    ws, cnt = workspace(x2.device, rows * n, ws_tiles) if split > 1 else (y, y)
+    ws, cnt = bucket_workspace(x2.device, m, n, triton.cdiv(n, cfg.block_n), cfg.block_m) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     # 3-bit tiles are gathered word by word: deep pipelines of big tiles overflow shared memory
     stages = min(cfg.num_stages, 2) if w.bits == 3 and cfg.block_m * cfg.block_n >= 64 * 128 else cfg.num_stages
-    _qmm_kernel[(tiles, split)](
+    args = (
         x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,
         m, n, k, w.qzeros.shape[1], iters, split,
         x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1),
         w.scales.stride(0), w.scales.stride(1), w.qzeros.stride(0), w.qzeros.stride(1),
         y.stride(0), y.stride(1),
-        BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
-        HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
-        USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps, num_stages=stages,
     )  # fmt: skip
+    consts = dict(BITS=w.bits, GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset,
+                  HAS_PERM=w.perm is not None, USE_SPLIT=split > 1, IS_BF16=x2.dtype == torch.bfloat16,
+                  USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                  num_warps=cfg.num_warps, num_stages=stages)  # fmt: skip
+    return (tiles, split), args, consts
+
+
+def _launch_tile(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """The v1/v2 kernel: [BLOCK_M, BLOCK_N] tiles, tl.dot or CUDA-core FMAs on reshaped unpacked tiles."""
+    grid, args, consts = tile_args(x2, w, cfg, y)
+    _qmm_kernel[grid](*args, **consts)
 
 
 def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:

@@ -292,20 +292,22 @@ def _tcs(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
 # and is not offered. Plans per bucket: (block_m, block_n = 64 x consumer warpgroups, ring stages, kinds); offline
 # sm_90 builds without spills (quant_tcsx's docstring); block_m 32 at M = 64 = two row blocks; the splits by
 # tcsx_splits (run 1's rule; at bucket 256 over both row blocks, tcsx_row_blocks).
-TCSX_KINDS = ("tcsx", "tcsx2", "tcsxk", "tcsxks")  # "tcsxk" / "tcsxks": session 19's stream-K grid (quant_tcsxk)
-_SPLIT_KINDS = TCSX_KINDS[:2]  # the split-K grid's kinds
+TCSX_SPLIT_KINDS = ("tcsx", "tcsx2")  # the split-K grid's kinds
+TCSXK_KINDS = ("tcsxk", "tcsxks")  # session 19's stream-K grid (quant_tcsxk)
+TCSX_KINDS = (*TCSX_SPLIT_KINDS, *TCSXK_KINDS)  # every kind quant_tcsx launches (= quant_tcsx.KINDS)
 TCSX_PLANS: dict[int, tuple] = {
-    32: ((32, 128, 4, _SPLIT_KINDS),),
-    64: ((64, 128, 4, _SPLIT_KINDS), (64, 64, 4, _SPLIT_KINDS), (64, 128, 8, ("tcsx2",)), (32, 128, 4, ("tcsx2",))),
-    128: ((128, 128, 4, _SPLIT_KINDS), (128, 128, 5, ("tcsx2",))),
-    256: ((128, 128, 4, _SPLIT_KINDS), (128, 128, 5, ("tcsx2",))),  # two row blocks of 128 (helper H7, M = 256)
+    32: ((32, 128, 4, TCSX_SPLIT_KINDS),),
+    64: ((64, 128, 4, TCSX_SPLIT_KINDS), (64, 64, 4, TCSX_SPLIT_KINDS), (64, 128, 8, ("tcsx2",)), (32, 128, 4, ("tcsx2",))),
+    128: ((128, 128, 4, TCSX_SPLIT_KINDS), (128, 128, 5, ("tcsx2",))),
+    256: ((128, 128, 4, TCSX_SPLIT_KINDS), (128, 128, 5, ("tcsx2",))),  # two row blocks of 128 (helper H7, M = 256)
 }
 # "tcsxk" / "tcsxks" (session 19, quant_tcsxk; shared tiles by read-and-clear atomics / fp32 slots): one persistent
 # program an SM (split_k = programs an SM) over the stream-K units, block_m 128 x block_n 128 (one program an SM by
-# registers), 4 stages (5: 1-3% slower at every point, s19-bigm run 1), at buckets 128 / 256. On the H200
-# (kernels-2026-12-01-s19-bigm.md) 0.69-0.96x the shipped picks at 12 of 14 points; two picks ship: 13B down and 13B
-# gate/up at M = 256 (1.13x / 1.07x iso and under PDL against tcl / tcsx)
-TCSXK_PLANS: dict[int, tuple] = {128: ((128, 128, 4),), 256: ((128, 128, 4),)}
+# registers), 4 stages (5: 1-3% slower at every point, s19-bigm run 1), at bucket 256 only. On the H200
+# (kernels-2026-12-01-s19-bigm.md) 0.69-0.96x the shipped picks at 12 of 14 points (every M = 128 point lost, 0.82-0.92x:
+# bucket 128 is not offered); two picks ship: 13B down and 13B gate/up at M = 256 (1.13x / 1.07x iso and under PDL
+# against tcl / tcsx)
+TCSXK_PLANS: dict[int, tuple] = {256: ((128, 128, 4),)}
 TCSX_SPLITS = (1, 2, 4, 8, 16)
 
 
@@ -330,7 +332,7 @@ def _tcsx(mb: int, n: int, k: int, group: int) -> list[QMMConfig]:
     out = [QMMConfig(bm, bn, 128, s, 4, st, True, kind) for bm, bn, st, kinds in TCSX_PLANS[mb] for kind in kinds
            for s in tcsx_splits(k, n, bn, tcsx_row_blocks(mb, bm))]  # fmt: skip
     return out + [QMMConfig(bm, bn, 128, 1, 4, st, True, kind) for bm, bn, st in TCSXK_PLANS.get(mb, ())
-                  for kind in TCSX_KINDS[2:]]  # fmt: skip
+                  for kind in TCSXK_KINDS]  # fmt: skip
 
 
 # 3-bit weights in the tensor-core kernels (quant_tc3; fp16 x, M >= 8): quant_tcg kinds "tc" / "tcf" (the 3-bit

@@ -49,7 +49,7 @@ from inlaid_worker.env_switch import env_switch
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
-from .quant_common import split_iters, workspace, workspace_rows
+from .quant_common import bucket_workspace, split_iters
 from .quant_tc3 import c_base, c_mul, dequant3_ptx, x_index3
 
 BLOCK_K = 128  # one operand tile: 4 words per lane-quad column t, 16 words per column
@@ -475,8 +475,7 @@ def tcg_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
     n = w.out_features
     iters, split = split_iters(k // BLOCK_K, split_k)
     grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
-    rows = workspace_rows(m)
-    ws, cnt = workspace(x2.device, rows * n, grid[0] * triton.cdiv(rows, block_m)) if split > 1 else (y, y)
+    ws, cnt = bucket_workspace(x2.device, m, n, grid[0], block_m) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     if w.bits == 3:  # x read through the index of the 3-bit operand order (act-order composed in)
         perm = x_index3(k, w.perm, x2.device)

@@ -33,7 +33,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from .gptq_packing import GPTQWeight
-from .quant_common import split_iters, workspace, workspace_rows
+from .quant_common import bucket_workspace, split_iters
 from .quant_tc3 import operand_rows3
 from .quant_tcg import (
     BLOCK_K,
@@ -239,8 +239,7 @@ def tcl_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
     n = w.out_features
     iters, split = split_iters(k // BLOCK_K, split_k)
     grid = (triton.cdiv(n, block_n), split, triton.cdiv(m, block_m))
-    rows = workspace_rows(m)
-    ws, cnt = workspace(xp.device, rows * n, grid[0] * triton.cdiv(rows, block_m)) if split > 1 else (y, y)
+    ws, cnt = bucket_workspace(xp.device, m, n, grid[0], block_m) if split > 1 else (y, y)
     args = (
         xp, w.qweight, w.scales, w.qzeros, y, ws, cnt,
         m, n, k, iters, split,

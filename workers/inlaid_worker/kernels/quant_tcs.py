@@ -108,7 +108,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
-from .quant_common import split_iters, workspace, workspace_rows
+from .quant_common import bucket_workspace, split_iters
 from .quant_matmul_config import TCS_ACC_KINDS, TCS_KINDS, TCS_SZ_TMA_KINDS
 from .quant_matmul_config import TCS_SMEM_MAX as SMEM_MAX  # bytes a program may use (ring + staged x, scales, zeros)
 from .quant_matmul_config import tcs_fits as fits
@@ -588,14 +588,12 @@ def tcs_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
         raise ValueError(f"tcs: ring + staging over {SMEM_MAX} bytes of shared memory")
     grid, iters = plan_grid(m, n, k, block_m, split_k, nwg)
     split = grid[1]
-    rows = workspace_rows(m)
-    counters = nwg * grid[0] * triton.cdiv(rows, block_m)
     if split == 1:
         ws, cnt = y, y
     elif slots:
-        ws, cnt = slot_workspace(x2.device, split * rows * n, counters)
+        ws, cnt = bucket_workspace(x2.device, m, n, nwg * grid[0], block_m, planes=split, alloc=slot_workspace)
     else:
-        ws, cnt = workspace(x2.device, rows * n, counters)
+        ws, cnt = bucket_workspace(x2.device, m, n, nwg * grid[0], block_m)
     w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, WG_N * nwg], word_smem_layout())
     perm = w.perm if w.perm is not None else w.qweight
     if sz_tma and not sz_tma_supported(w):

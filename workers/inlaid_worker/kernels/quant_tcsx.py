@@ -94,7 +94,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
-from .quant_common import workspace, workspace_rows
+from .quant_common import bucket_workspace
 from .quant_matmul_config import TCSX_KINDS
 from .quant_tcg import BLOCK_K, tcg_layouts
 from .quant_tcl import tcl_permute
@@ -318,11 +318,7 @@ def tcsx_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stage
         raise ValueError("tcsx: xp must be row-major with 16-byte rows (TMA)")
     grid, iters = plan_grid(m, n, k, block_m, split_k, nwg)
     split = grid[1]
-    if split == 1:
-        ws, cnt = y, y
-    else:
-        rows = workspace_rows(m)
-        ws, cnt = workspace(xp.device, rows * n, nwg * grid[0] * -(-rows // block_m))
+    ws, cnt = bucket_workspace(xp.device, m, n, nwg * grid[0], block_m) if split > 1 else (y, y)
     x_desc = TensorDescriptor.from_tensor(xp, [block_m, BLOCK_K], x_smem_layout())
     w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, WG_N * nwg], word_smem_layout())
     args = (
@@ -370,7 +366,8 @@ def launch_tcsxk(xp: torch.Tensor, w: GPTQWeight, block_m: int, per_sm: int, sta
     """Kinds "tcsxk" / "tcsxks" (slots) on the permuted xp: quant_tcsxk's stream-K grid of per_sm programs an SM
     (programs: an explicit grid instead, e.g. the tile count for quant_tcsx's split-1 grid; diag / order: its
     bench-only ablations and tile orders)."""
-    from .quant_tcsxk import ORDER, _tcsxk_kernel, sm_count, tcsxk_args
+    from .device_caps import sm_count
+    from .quant_tcsxk import ORDER, _tcsxk_kernel, tcsxk_args
 
     rg = regs or tcsx_regs(block_m, nwg)
     grid, args, consts = tcsxk_args(xp, w, block_m, programs or per_sm * sm_count(xp.device), stages, nwg, y, rg,

@@ -1,6 +1,6 @@
 """quant_tcsx with a persistent stream-K grid: kinds "tcsxk" (shared tiles summed by read-and-clear atomics) and
 "tcsxks" (per-contributor fp32 slots), issue 4, session 19 (helper H2); dispatched through quant_tcsx.launch_tcsx
-(split_k = persistent programs an SM), offered by the tuner at M buckets 128 / 256 (quant_matmul_config.TCSXK_PLANS).
+(split_k = persistent programs an SM), offered by the tuner at M bucket 256 (quant_matmul_config.TCSXK_PLANS).
 
 Why: at M = 128 / 256 tcsx runs block_m 128 x block_n 128 tiles, one program an SM (168 registers x 12 warps, 164 KiB
 of ring), ~0.95 us a K tile a program whatever the shape, so whole waves of tiles set its time: 13B o (5120 x 5120) at
@@ -45,9 +45,10 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
+from .device_caps import sm_count  # re-exported: bench/kernels/s19_bigm.py reads it here
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched
-from .quant_common import workspace, workspace_rows
+from .quant_common import bucket_sizes, workspace
 from .quant_tcg import BLOCK_K
 from .quant_tcs import WG_N, _operand_qz, tcs_layouts, tcs_supported, word_smem_layout, ws_partitions
 from .quant_tcsx import _tile_params
@@ -260,10 +261,6 @@ def sharers(tile: int, k_tiles: int, units: int, programs: int) -> int:
     return owner(tile * k_tiles + k_tiles - 1, units, programs) - owner(tile * k_tiles, units, programs) + 1
 
 
-def sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def tcsxk_plan(m: int, n: int, k: int, block_m: int, nwg: int, programs: int) -> tuple[int, int, int, int]:
     """(P, U, KT, row blocks): programs (capped at the units), units = column tiles x row blocks x K tiles."""
     kt = k // BLOCK_K
@@ -273,18 +270,19 @@ def tcsxk_plan(m: int, n: int, k: int, block_m: int, nwg: int, programs: int) ->
 
 
 def tcsxk_workspace(m: int, n: int, k: int, block_m: int, nwg: int, programs: int, slots: bool) -> tuple[int, int]:
-    """(fp32 elements, int32 counters) a launch asks of its workspace; (0, 0): one program a tile, none. The fp32
-    region is sized for M's tuning bucket (quant_common.workspace_rows), not M: the workspaces grow by replacement and
-    decode graphs keep every captured one alive, so sizing by M pinned one buffer per decode bucket (13B gate/up slots at
-    M = 160 / 192 / 224 / 256: ~175 MB). Slots: a tile has at most ceil(KT / (U / P)) + 1 contributors, counted on M's
-    own plan; at the tuner's plans (block_m 128, buckets 128 / 256) every M of a bucket has the same row blocks, so the
-    same plan, slots and counters: one buffer for the whole bucket."""
-    p, units, kt, _ = tcsxk_plan(m, n, k, block_m, nwg, programs)
+    """(fp32 elements, int32 counters) a launch asks of its workspace; (0, 0): one program a tile, none. Sized for M's
+    tuning bucket (quant_common.bucket_sizes), not M: the workspaces grow by replacement and decode graphs keep every
+    captured one alive, so sizing by M pinned one buffer per decode bucket (13B gate/up slots at M = 160 / 192 / 224 /
+    256: ~175 MB); the counters too (the bucket's row blocks: at block_m 64 or above M = 256 more than M's own).
+    Slots: a tile has at most ceil(KT / (U / P)) + 1 contributors, counted on M's own plan; at the tuner's plan
+    (block_m 128, bucket 256) every M of the bucket has the same row blocks, so the same plan and slots: one buffer
+    for the whole bucket."""
+    p, units, kt, n_m = tcsxk_plan(m, n, k, block_m, nwg, programs)
     tiles = units // kt
     if p == tiles:
         return 0, 0
     planes = min(p, -(-kt * p // units) + 1) if slots else 1
-    return planes * workspace_rows(m) * n, nwg * tiles
+    return bucket_sizes(m, n, nwg * (tiles // n_m), block_m, planes)
 
 
 def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, stages: int, nwg: int, y: torch.Tensor,

@@ -43,7 +43,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
-from .quant_common import split_iters, workspace, workspace_rows
+from .quant_common import bucket_workspace, split_iters
 from .quant_tcg import BLOCK_K, _operand, _pow2_bases, layout_cache, tcg_layouts
 
 X_SMEM_MAX = 64 * 1024  # bytes a program may stage: x, scales and zeros of its tiles (staged_bytes)
@@ -419,8 +419,7 @@ def tcv_args(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, split_
         raise ValueError("tcv: depth 1-3 (registers) or 4-8 (ring), nsub 1-2, deq 0-1")
     iters, split = split_iters(k // BLOCK_K, split_k)
     grid = (n // block_n, split, triton.cdiv(m, block_m))
-    rows = workspace_rows(m)
-    ws, cnt = workspace(x2.device, rows * n, grid[0] * triton.cdiv(rows, block_m)) if split > 1 else (y, y)
+    ws, cnt = bucket_workspace(x2.device, m, n, grid[0], block_m) if split > 1 else (y, y)
     perm = w.perm if w.perm is not None else w.qweight
     args = (
         x2, w.qweight, w.scales, w.qzeros, perm, y, ws, cnt,

@@ -35,7 +35,7 @@ from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
-from .quant_common import cached_buffer, split_iters, workspace, workspace_rows
+from .quant_common import bucket_workspace, cached_buffer, split_iters
 from .quant_tcg import BLOCK_K, _group_params, _operand
 from .quant_tcl import permute_x, tcl_layouts, x_order
 
@@ -234,13 +234,12 @@ def tcw_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, stages
     n = w.out_features
     iters, split = split_iters(k // BLOCK_K, split_k)
     grid = (triton.cdiv(n, BLOCK_N), split, triton.cdiv(m, block_m))
-    rows = workspace_rows(m)  # the M bucket's, not M's: one buffer for every decode graph of the bucket
     if split == 1:
         ws, cnt = y, y
     elif slots:  # counters: per warpgroup tile, and per half of a 256-row tile
-        ws, cnt = slot_workspace(xp.device, split * rows * n, 4 * grid[0] * triton.cdiv(rows, block_m))
+        ws, cnt = bucket_workspace(xp.device, m, n, 4 * grid[0], block_m, planes=split, alloc=slot_workspace)
     else:
-        ws, cnt = workspace(xp.device, rows * n, 4 * grid[0] * triton.cdiv(rows, block_m))
+        ws, cnt = bucket_workspace(xp.device, m, n, 4 * grid[0], block_m)
     xl, wl = smem_layouts()
     x_desc = TensorDescriptor.from_tensor(xp, [block_m, BLOCK_K], xl)
     w_desc = TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, BLOCK_N], wl)

@@ -1,5 +1,5 @@
 """quant_tcsxk (session 19, issue 4; kind "tcsxk": quant_tcsx's PIPE 0 loop on a persistent stream-K grid). CPU: the
-tuner offers it at buckets 128 / 256 only, the unit ranges cover every (tile, K tile) once and the sharer counts are
+tuner offers it at bucket 256 only, the unit ranges cover every (tile, K tile) once and the sharer counts are
 the owners', the launch plan and its refusals, the offline sm_90 build (no spills, each K loop's slot release after its
 wgmma wait). On an sm_90 GPU (Gluon: no interpreter twin; quant_matmul runs quant_tc "tc" for it on the CPU, as for
 tcsx): the kernel against tcs_reference(acc_scale=True) on grids that share tiles between 2-4 programs, one program
@@ -20,45 +20,27 @@ BENCH = Path(__file__).resolve().parents[3] / "bench" / "kernels"
 KINDS = ("tcsxk", "tcsxks")  # shared tiles: read-and-clear atomics / fp32 slots
 
 
-def test_tuner_offers_tcsxk_at_buckets_128_and_256_only() -> None:
-    from inlaid_worker.kernels.quant_matmul_config import TCSXK_PLANS, candidate_configs
+def test_tuner_offers_tcsxk_at_bucket_256_only() -> None:
+    """Bucket 256 only (every M = 128 point lost, kernels-2026-12-01-s19-bigm.md); both kinds, split 1 (the grid is the
+    programs), fp16 and bf16, 4-bit only, on sm_90 only, for K / group multiples of 128 and N % 4 == 0 (TMA)."""
+    from inlaid_worker.kernels.quant_matmul_config import TCSXK_KINDS, TCSXK_PLANS, candidate_configs
 
-    assert set(TCSXK_PLANS) == {128, 256}
-    for m in (65, 128, 129, 256):
+    assert set(TCSXK_PLANS) == {256} and TCSXK_KINDS == KINDS
+
+    def offered(m: int, n: int = 5120, k: int = 5120, bits: int = 4, **kw: object) -> list[str]:
+        got = [c for c in candidate_configs(m, n, k, 128, bits, torch.float16, **kw) if c.kind in KINDS]
+        assert all(c.split_k == 1 and c.block_k == 128 for c in got), got
+        return sorted(c.kind for c in got)
+
+    for m in (129, 200, 256):
         for k, n in ((4096, 22016), (5120, 5120), (11008, 4096)):
-            got = [c for c in candidate_configs(m, n, k, 128, 4, torch.float16) if c.kind in KINDS]
-            assert [(c.kind, c.block_m, c.block_n, c.split_k, c.num_stages) for c in got] == [
-                ("tcsxk", 128, 128, 1, 4), ("tcsxks", 128, 128, 1, 4)]  # fmt: skip
-    for m in (1, 16, 64, 257, 512):
-        assert not [c for c in candidate_configs(m, 4096, 4096, 128, 4, torch.float16) if c.kind in KINDS], m
-    assert not [c for c in candidate_configs(128, 4096, 4096, 128, 3, torch.float16) if c.kind in KINDS]
-    assert not [c for c in candidate_configs(128, 4096, 4096, 128, 4, torch.float16, hopper=False)
-                if c.kind in KINDS]  # fmt: skip
-
-
-def test_h200_table_ships_exactly_the_measured_tcsxk_picks() -> None:
-    """The H200 table's tcsxk / tcsxks entries are the ship rows of bench/results/kernels-2026-12-01-s19-bigm-ship.json
-    (>= 1.03x the old pick iso AND under PDL, same run): 13B gate/up and 13B down at bucket 256, each a candidate of
-    today's tuner; no other table ships one."""
-    import json
-
-    from inlaid_worker.kernels import qmm_tuned
-    from inlaid_worker.kernels.quant_matmul_config import candidate_configs, m_bucket
-
-    tuned = BENCH.parents[1] / "workers" / "inlaid_worker" / "kernels" / "tuned"
-    rows = json.loads((BENCH.parent / "results" / "kernels-2026-12-01-s19-bigm-ship.json").read_text())["bench"]
-    doc = json.loads((tuned / "nvidia-h200.json").read_text())
-    got = {(e["m_bucket"], e["n"], e["k"]): e for e in doc["entries"] if e["config"]["kind"] in KINDS}
-    assert set(got) == {(m_bucket(r["M"]), r["N"], r["K"]) for r in rows} == {(256, 27648, 5120), (256, 5120, 13824)}
-    for r in rows:
-        e = got[(m_bucket(r["M"]), r["N"], r["K"])]
-        cfg = qmm_tuned.config_from_dict(e["config"])
-        assert repr(cfg) == r["pick"] and e["from"] == "kernels-2026-12-01-s19-bigm-ship.json"
-        assert r["before_iso_us"] / r["pick_iso_us"] >= 1.03 and r["before_us"] / r["pick_us"] >= 1.03, r
-        assert cfg in candidate_configs(256, r["N"], r["K"], 128, 4, torch.float16)
-    for table in tuned.glob("*.json"):
-        if table.name != "nvidia-h200.json":
-            assert "tcsxk" not in table.read_text(), table
+            assert offered(m, n, k) == sorted(KINDS), (m, k, n)
+            bf16 = [c.kind for c in candidate_configs(m, n, k, 128, 4, torch.bfloat16) if c.kind in KINDS]
+            assert sorted(bf16) == sorted(KINDS), (m, k, n)
+    for m in (1, 16, 64, 65, 128, 257, 512):
+        assert not offered(m), m
+    assert not offered(256, bits=3) and not offered(256, hopper=False)
+    assert not offered(256, n=5122) and not offered(256, k=5120 + 64), "TMA rows / whole K tiles"
 
 
 @pytest.mark.parametrize(("units", "k_tiles", "programs"), [(3200, 40, 132), (11008, 32, 132), (1024, 32, 132),
