@@ -1,4 +1,7 @@
-"""Session 19, helper H2 (issue 4, large batches): where quant_tcsx's time goes at M = 128 / 256 and the stream-K grid
+"""Historical: it ran with TCSXK_PLANS at buckets 128 and 256; after the run the tuner kept bucket 256 only (tcsxk lost at
+every M = 128 point), so its M = 128 tcsxk rows now find no candidates.
+
+Session 19, helper H2 (issue 4, large batches): where quant_tcsx's time goes at M = 128 / 256 and the stream-K grid
 ("tcsxk", quant_tcsxk) against the shipped picks and bf16 cuBLAS, one device call (s19_bigm.sh):
 
   check   one process per tcsxk variant (stages 4 / 5; one program an SM) over POINTS: relative error against
