@@ -4,7 +4,8 @@ const { availableParallelism } = require('node:os');
 const base = {
   preset: 'ts-jest',
   testEnvironment: 'node',
-  moduleNameMapper: { '^@inlaid/([^/]+)$': '<rootDir>/libs/$1/src' },
+  // @inlaid/db/testing: a migrated database of a spec file's own (libs/db/src/testing, for specs only: not built)
+  moduleNameMapper: { '^@inlaid/db/testing$': '<rootDir>/libs/db/src/testing/test-database', '^@inlaid/([^/]+)$': '<rootDir>/libs/$1/src' },
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.jest.json' }] },
 };
 module.exports = {

@@ -8,37 +8,24 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
 import { Logger } from '@nestjs/common';
-import { rmSync } from 'node:fs';
 import { toOpenAIError } from '../../gateway/src/common/http-mapping';
 import { fromWorkerError, InlaidError, WORKER_ERROR_KIND_KEY, workerRequestError } from '../../gateway/src/common/inlaid-error';
 import { WorkerConnection } from '../../gateway/src/workers/worker-connection';
-import { freePort } from './support/ports';
-import { makeTinyFixture, startWorker, TinyFixture, WorkerProcess } from './support/python-worker';
+import { ConnectedWorker, connectedWorker } from './support/connected-worker';
 
 jest.setTimeout(180_000);
 
-const quiet = { log: () => undefined, warn: () => undefined };
 const OUTSIDE = 100_000; // the tiny model's vocabulary has 320 tokens
 
-let fixture: TinyFixture;
-let wk: WorkerProcess;
+let connected: ConnectedWorker;
 let conn: WorkerConnection;
 
 beforeAll(async () => {
-  fixture = await makeTinyFixture();
-  wk = await startWorker(fixture, await freePort());
-  conn = new WorkerConnection(wk.addr, quiet);
-  conn.start();
-  const end = Date.now() + 10_000;
-  while (!conn.ready && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-  expect(conn.ready).toBe(true);
+  connected = await connectedWorker();
+  conn = connected.conn;
 });
 
-afterAll(async () => {
-  conn?.stop();
-  await wk?.kill();
-  if (fixture !== undefined) rmSync(fixture.root, { recursive: true, force: true });
-});
+afterAll(() => connected?.close());
 
 /**
  * The raw RequestError the worker sends for `admit` on a Session of its own. Fails clearly (and ends the Session)

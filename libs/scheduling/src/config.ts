@@ -116,7 +116,6 @@ export interface SchedulerConfig {
   /** A request waiting longer than this (since arrival) goes ahead of everything else. */
   readonly starvationS: number;
   readonly defaultSlo: Slo;
-  readonly taskSlos: Readonly<Record<string, Slo>>;
   /** Abort waiting requests whose TTFT SLO has already passed (S-LoRA early abort). */
   readonly abortHopeless: boolean;
 }
@@ -135,7 +134,6 @@ export const DEFAULT_CONFIG: SchedulerConfig = {
   mlfq: { levels: 6, quantumTokens: 8, prefillTokensPerUnit: 128 },
   starvationS: 60,
   defaultSlo: DEFAULT_SLO,
-  taskSlos: {},
   abortHopeless: false,
 };
 
@@ -172,7 +170,6 @@ export function resolveConfig(input: SchedulerConfigInput = {}): SchedulerConfig
   validateBatchedAdmission(cfg.inlaid.batchedAdmission);
   if (!(cfg.starvationS > 0)) throw new Error('starvationS must be > 0');
   validateSlo('default', cfg.defaultSlo);
-  for (const [task, slo] of Object.entries(cfg.taskSlos)) validateSlo(task, slo);
   return cfg;
 }
 

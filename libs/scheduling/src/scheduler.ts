@@ -44,7 +44,7 @@ export class Scheduler {
     this.config = resolveConfig(config);
     this.policy = createPolicy(this.config);
     this.predictor = predictor ?? createPredictor(this.config.predictor);
-    this.slos = new SloTable(this.config.defaultSlo, this.config.taskSlos);
+    this.slos = new SloTable(this.config.defaultSlo, {});
     this.batching = new BatchGate(this.policy.batchedAdmission, this.policy.budgetSafety);
     // What admission.ts and preemption.ts may do to the scheduler's state (bound once, not per step).
     const starving = (r: TrackedRequest, now: number): boolean => now - r.spec.arrivalS > this.config.starvationS;
@@ -55,7 +55,7 @@ export class Scheduler {
   }
 
   /**
-   * Replaces the per-task SLOs (tasks not listed get `defaultSlo`; `config.taskSlos` is only the first table). A
+   * Replaces the per-task SLOs (tasks not listed get `defaultSlo`; none are listed until the first call). A
    * request keeps the SLO its task had when it was enqueued: this changes what later arrivals are planned against.
    */
   setTaskSlos(perTask: Readonly<Record<string, Slo>>): void {

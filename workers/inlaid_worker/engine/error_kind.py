@@ -12,11 +12,13 @@ import enum
 
 
 class ErrorKind(enum.Enum):
-    BAD_INPUT = "bad_input"  # the request's own fault (400)
-    UNKNOWN_MODEL = "unknown_model"  # the model is not served (404)
-    SHUTTING_DOWN = "shutting_down"  # the worker is stopping: retry elsewhere (503)
-    OVERLOADED = "overloaded"  # too busy for it now, e.g. a resumed request's replay backlog: retry (503)
-    INTERNAL = "internal"  # the worker's (or the gateway's) own failure (500, its text logged, not sent)
+    """Only the name is ever read (refusal.proto_name: the proto value is REQUEST_ERROR_KIND_<name>); values are auto."""
+
+    BAD_INPUT = enum.auto()  # the request's own fault (400)
+    UNKNOWN_MODEL = enum.auto()  # the model is not served (404)
+    SHUTTING_DOWN = enum.auto()  # the worker is stopping: retry elsewhere (503)
+    OVERLOADED = enum.auto()  # too busy for it now, e.g. a resumed request's replay backlog: retry (503)
+    INTERNAL = enum.auto()  # the worker's (or the gateway's) own failure (500, its text logged, not sent)
 
 
 def declared_kind(exc: BaseException) -> ErrorKind | None:

@@ -107,6 +107,7 @@ def state_to_proto(event: StateEvent, worker_id: str) -> worker_pb2.WorkerState:
         waiting=s.waiting,
         resident_adapters=list(s.resident_adapters),
         steps_per_s=event.steps_per_s,
+        draining=event.draining,
     )
 
 

@@ -69,6 +69,7 @@ def _shutting_down(rid: str) -> AdmitError:
 class StateEvent:
     state: EngineState
     steps_per_s: float
+    draining: bool = False  # refuse_new ran: the gateway sends no new work (WorkerState.draining)
 
 
 Event = RequestOutput | AdmitError | StateEvent | None  # None closes the outbox
@@ -117,8 +118,11 @@ class EngineLoop:
     def refuse_new(self) -> None:
         """The worker is stopping: every Admit from now on is refused SHUTTING_DOWN (the gateway queues it again, on
         another worker, and admits nothing more here), while the requests already admitted run on (RunningWorker.stop
-        calls this before the gRPC server's grace period, during which the Session streams stay open)."""
+        calls this before the gRPC server's grace period, during which the Session streams stay open). Every Session
+        is told at once (WorkerState.draining, the loop woken to publish it), so the gateway stops sending work here
+        before a refusal has to teach it."""
         self._refusing.set()
+        self._inbox.put(lambda: None)  # wakes an idle loop: its next _publish_state sends the change
 
     @property
     def refusing(self) -> bool:
@@ -391,8 +395,9 @@ class EngineLoop:
         compiling = self._grammar_waiters()
         if compiling:
             state = replace(state, waiting=state.waiting + compiling)
-        self.latest_state = StateEvent(state, self._steps_per_s)
-        key = (state.running, state.waiting, state.resident_adapters)
+        draining = self._refusing.is_set()
+        self.latest_state = StateEvent(state, self._steps_per_s, draining)
+        key = (state.running, state.waiting, state.resident_adapters, draining)
         now = time.monotonic()
         if key == self._last_state and (not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S):
             return

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,17 +143,21 @@ def test_an_admit_during_the_shutdown_grace_is_refused_as_a_shutdown(own_worker:
     """RunningWorker.stop refuses new Admits before the server's grace period, during which an open Session still
     carries them: one arriving then is refused SHUTTING_DOWN (the gateway queues it again on another worker). Before,
     it was started here and cut off when the grace ended (SHUTTING_DOWN was unreachable: the grammar cache, whose
-    ClosedError was its only source, closed after the server had stopped)."""
+    ClosedError was its only source, closed after the server had stopped). The Session is told first: a WorkerState
+    with `draining` set arrives as soon as the worker refuses, with no Admit needed to learn it (before, the gateway
+    learned it only from a refused run, and kept sending Prepares and Admits here until then)."""
     stub, running = own_worker
     out: queue.Queue[Any] = queue.Queue()
     events = iter(stub.Session(iter(out.get, None)))
-    assert next(events).WhichOneof("kind") == "state"  # the Session is open before the stop begins
+    first = next(events)  # the Session is open before the stop begins
+    assert first.WhichOneof("kind") == "state" and not first.state.draining
     stopping = threading.Thread(target=running.stop, kwargs={"grace": 5.0})
     stopping.start()
     try:
-        deadline = time.monotonic() + 5.0
-        while not running.loop.refusing and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # an idle worker publishes no state otherwise: without the change this waits out the grace, then fails
+        told = next(ev for ev in events if ev.WhichOneof("kind") != "state" or ev.state.draining)
+        assert told.WhichOneof("kind") == "state" and told.state.draining, told
+        assert running.loop.refusing and running.loop.latest_state.draining
         late = worker_pb2.Admit(request_id="late", prompt_token_ids=[1, 2], sampling=common_pb2.SamplingParams(max_tokens=2))
         out.put(worker_pb2.ControlMessage(admit=late))
         for ev in events:

@@ -8,7 +8,6 @@
  */
 import { status } from '@grpc/grpc-js';
 import { worker } from '@inlaid/proto';
-import { Logger } from '@nestjs/common';
 import { logSpies } from '../testing/log-spies';
 import { workerRefusal } from '../testing/worker-refusal';
 import { toOpenAIError } from './http-mapping';
@@ -26,9 +25,7 @@ const Kind = worker.RequestErrorKind;
 const grpcError = workerRefusal;
 
 describe('fromWorkerError with an unexpected error', () => {
-  let logged: jest.SpyInstance;
-  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
-  afterEach(() => logged.mockRestore());
+  const spies = logSpies();
 
   it('hides its text from the client and logs it once', () => {
     const bug = new TypeError("Cannot read properties of undefined (reading 'secret')");
@@ -36,11 +33,11 @@ describe('fromWorkerError with an unexpected error', () => {
     expect(err.status).toBe(status.INTERNAL);
     expect(err.message).toBe(INTERNAL_ERROR_MESSAGE); // before: the TypeError's message
     expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('secret');
-    expect(logged).toHaveBeenCalledTimes(1);
-    expect(logged.mock.calls[0][0]).toBe(bug);
+    expect(spies.error).toHaveBeenCalledTimes(1);
+    expect(spies.error.mock.calls[0][0]).toBe(bug);
     // its result passed on again (a later catch) is kept as is, and not logged again
     expect(fromWorkerError(err, 'm')).toBe(err);
-    expect(logged).toHaveBeenCalledTimes(1);
+    expect(spies.error).toHaveBeenCalledTimes(1);
   });
 
   it("keeps the messages of a worker's kind-named refusals and of InlaidErrors, logging neither", () => {
@@ -48,14 +45,12 @@ describe('fromWorkerError with an unexpected error', () => {
     expect(fromWorkerError(named, 'm').message).toBe('prompt has 900 tokens');
     const own = InlaidError.unavailable('Worker w1 disconnected.');
     expect(fromWorkerError(own, 'm')).toBe(own);
-    expect(logged).not.toHaveBeenCalled();
+    expect(spies.error).not.toHaveBeenCalled();
   });
 });
 
 describe("fromWorkerError of a worker's unary refusal naming its kind", () => {
-  let logged: jest.SpyInstance;
-  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
-  afterEach(() => logged.mockRestore());
+  const spies = logSpies();
 
   it('is classified by the kind, whatever the status code and text', () => {
     const bad = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'logit_bias: token id 99999 is outside the vocabulary', 'REQUEST_ERROR_KIND_BAD_INPUT'), 'm');
@@ -68,21 +63,21 @@ describe("fromWorkerError of a worker's unary refusal naming its kind", () => {
     expect(closing.message).toMatch(/shutting down/);
     const gone = fromWorkerError(grpcError(status.NOT_FOUND, "the model 'a' does not exist", 'REQUEST_ERROR_KIND_UNKNOWN_MODEL'), 'a');
     expect(gone.details).toMatchObject({ code: 'model_not_found', param: 'model' });
-    expect(logged).toHaveBeenCalledTimes(1);
-    expect(String(logged.mock.calls[0][0])).toContain('could not start');
+    expect(spies.error).toHaveBeenCalledTimes(1);
+    expect(String(spies.error.mock.calls[0][0])).toContain('could not start');
   });
 
   it('is a logged 500 for a kind this gateway does not know', () => {
     const err = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'the prompt is empty', 'REQUEST_ERROR_KIND_SOMETHING_NEW'), 'm');
     expect(err.status).toBe(status.INTERNAL);
-    expect(logged).toHaveBeenCalledTimes(1);
+    expect(spies.error).toHaveBeenCalledTimes(1);
   });
 
   it('names the parameter a bad-input refusal starts with', () => {
     const err = fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'prompt_logprobs: 20 on a 90000-token prompt is too many entries', 'REQUEST_ERROR_KIND_BAD_INPUT'), 'm');
     expect([err.status, err.details.param]).toEqual([status.INVALID_ARGUMENT, 'prompt_logprobs']);
     expect(fromWorkerError(grpcError(status.INVALID_ARGUMENT, 'the prompt is too long', 'REQUEST_ERROR_KIND_BAD_INPUT'), 'm').details.param).toBeUndefined();
-    expect(logged).not.toHaveBeenCalled();
+    expect(spies.error).not.toHaveBeenCalled();
   });
 });
 
@@ -125,78 +120,66 @@ describe('fromWorkerError of a failure naming no kind', () => {
 });
 
 describe('rerunRefusal (a run the gateway admitted again)', () => {
+  const spies = logSpies();
+
   it("makes a worker's BAD_INPUT a logged 500 and keeps any other error", () => {
-    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
-    try {
-      const bad = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_BAD_INPUT, message: "response_format: the resumed output's token 3 (7) does not match the grammar" });
-      const err = rerunRefusal(bad) as InlaidError;
-      expect([err.status, err.message, err.details.workerKind]).toEqual([status.INTERNAL, INTERNAL_ERROR_MESSAGE, Kind.REQUEST_ERROR_KIND_INTERNAL]);
-      expect(String(logged.mock.calls[0][0])).toContain('re-admitted run');
-      const closing = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, message: 'x' });
-      expect(rerunRefusal(closing)).toBe(closing);
-      const own = new InlaidError(status.INVALID_ARGUMENT, 'gateway-side');
-      expect(rerunRefusal(own)).toBe(own);
-      expect(logged).toHaveBeenCalledTimes(1);
-    } finally {
-      logged.mockRestore();
-    }
+    const bad = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_BAD_INPUT, message: "response_format: the resumed output's token 3 (7) does not match the grammar" });
+    const err = rerunRefusal(bad) as InlaidError;
+    expect([err.status, err.message, err.details.workerKind]).toEqual([status.INTERNAL, INTERNAL_ERROR_MESSAGE, Kind.REQUEST_ERROR_KIND_INTERNAL]);
+    expect(String(spies.error.mock.calls[0][0])).toContain('re-admitted run');
+    const closing = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, message: 'x' });
+    expect(rerunRefusal(closing)).toBe(closing);
+    const own = new InlaidError(status.INVALID_ARGUMENT, 'gateway-side');
+    expect(rerunRefusal(own)).toBe(own);
+    expect(spies.error).toHaveBeenCalledTimes(1);
   });
 });
 
 describe('workerRequestError (a RequestError event)', () => {
+  const spies = logSpies();
+
   it('maps each kind to one status, never reading the text', () => {
-    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
-    try {
-      const text = 'the prompt is empty';
-      const statusOf = (kind: worker.RequestErrorKind) => workerRequestError({ kind, message: text }).status;
-      expect(statusOf(Kind.REQUEST_ERROR_KIND_BAD_INPUT)).toBe(status.INVALID_ARGUMENT);
-      expect(statusOf(Kind.REQUEST_ERROR_KIND_UNKNOWN_MODEL)).toBe(status.NOT_FOUND);
-      expect(statusOf(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN)).toBe(status.UNAVAILABLE);
-      expect(statusOf(Kind.REQUEST_ERROR_KIND_OVERLOADED)).toBe(status.UNAVAILABLE);
-      expect(statusOf(Kind.REQUEST_ERROR_KIND_INTERNAL)).toBe(status.INTERNAL);
-      expect(statusOf(Kind.REQUEST_ERROR_KIND_UNSPECIFIED)).toBe(status.INTERNAL); // an older worker: no kind
-      expect(statusOf(Kind.UNRECOGNIZED)).toBe(status.INTERNAL);
-      expect(statusOf(99 as worker.RequestErrorKind)).toBe(status.INTERNAL); // a newer worker's kind
-      // the kind rides along (never sent): what the dispatcher and Prepare's retry act on
-      expect(workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, message: text }).details.workerKind).toBe(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN);
-      expect(workerRequestError({ kind: 99 as worker.RequestErrorKind, message: text }).details.workerKind).toBe(Kind.UNRECOGNIZED);
-      expect(logged).toHaveBeenCalledTimes(5);
-      expect(String(logged.mock.calls[1][0])).toMatch(/no error kind/);
-    } finally {
-      logged.mockRestore();
-    }
+    const text = 'the prompt is empty';
+    const statusOf = (kind: worker.RequestErrorKind) => workerRequestError({ kind, message: text }).status;
+    expect(statusOf(Kind.REQUEST_ERROR_KIND_BAD_INPUT)).toBe(status.INVALID_ARGUMENT);
+    expect(statusOf(Kind.REQUEST_ERROR_KIND_UNKNOWN_MODEL)).toBe(status.NOT_FOUND);
+    expect(statusOf(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN)).toBe(status.UNAVAILABLE);
+    expect(statusOf(Kind.REQUEST_ERROR_KIND_OVERLOADED)).toBe(status.UNAVAILABLE);
+    expect(statusOf(Kind.REQUEST_ERROR_KIND_INTERNAL)).toBe(status.INTERNAL);
+    expect(statusOf(Kind.REQUEST_ERROR_KIND_UNSPECIFIED)).toBe(status.INTERNAL); // an older worker: no kind
+    expect(statusOf(Kind.UNRECOGNIZED)).toBe(status.INTERNAL);
+    expect(statusOf(99 as worker.RequestErrorKind)).toBe(status.INTERNAL); // a newer worker's kind
+    // the kind rides along (never sent): what the dispatcher and Prepare's retry act on
+    expect(workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN, message: text }).details.workerKind).toBe(Kind.REQUEST_ERROR_KIND_SHUTTING_DOWN);
+    expect(workerRequestError({ kind: 99 as worker.RequestErrorKind, message: text }).details.workerKind).toBe(Kind.UNRECOGNIZED);
+    expect(spies.error).toHaveBeenCalledTimes(5);
+    expect(String(spies.error.mock.calls[1][0])).toMatch(/no error kind/);
   });
 });
 
 describe("the worker's own failures (a bug or a fault of its own, not bad input)", () => {
+  const spies = logSpies();
+
   it('is a 500 with the generic message, its text logged, not sent', () => {
-    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
-    try {
-      const err = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_INTERNAL, message: "request refused: KeyError: 'secret_slot'" }); // its Admit catch-all
-      expect(err.status).toBe(status.INTERNAL);
-      expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
-      expect(toOpenAIError(err)).toMatchObject({ httpStatus: 500, body: { error: { type: 'server_error' } } });
-      expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('secret_slot');
-      expect(logged).toHaveBeenCalledTimes(1);
-    } finally {
-      logged.mockRestore();
-    }
+    const err = workerRequestError({ kind: Kind.REQUEST_ERROR_KIND_INTERNAL, message: "request refused: KeyError: 'secret_slot'" }); // its Admit catch-all
+    expect(err.status).toBe(status.INTERNAL);
+    expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
+    expect(toOpenAIError(err)).toMatchObject({ httpStatus: 500, body: { error: { type: 'server_error' } } });
+    expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('secret_slot');
+    expect(spies.error).toHaveBeenCalledTimes(1);
   });
 });
 
 describe("fromWorkerError of a worker's UNKNOWN (a handler that raised)", () => {
+  const spies = logSpies();
+
   it('is a 500 with the generic message, its text logged once, not sent', () => {
-    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
-    try {
-      const err = fromWorkerError(grpcError(status.UNKNOWN, "Exception calling application: 'secret_key'"), 'm');
-      expect(err.status).toBe(status.INTERNAL); // before: UNKNOWN, the worker's text passed on
-      expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
-      expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('secret_key');
-      expect(logged).toHaveBeenCalledTimes(1);
-      expect(fromWorkerError(err, 'm')).toBe(err);
-      expect(logged).toHaveBeenCalledTimes(1);
-    } finally {
-      logged.mockRestore();
-    }
+    const err = fromWorkerError(grpcError(status.UNKNOWN, "Exception calling application: 'secret_key'"), 'm');
+    expect(err.status).toBe(status.INTERNAL); // before: UNKNOWN, the worker's text passed on
+    expect(err.message).toBe(INTERNAL_ERROR_MESSAGE);
+    expect(JSON.stringify(toOpenAIError(err).body)).not.toContain('secret_key');
+    expect(spies.error).toHaveBeenCalledTimes(1);
+    expect(fromWorkerError(err, 'm')).toBe(err);
+    expect(spies.error).toHaveBeenCalledTimes(1);
   });
 });

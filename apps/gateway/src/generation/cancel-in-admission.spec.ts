@@ -24,6 +24,7 @@ import type { WorkersService } from '../workers/workers.service';
 import { startChoices } from './fan-out';
 import { GenerationService } from './generation.service';
 import type { Generation, GenerationInput } from './generation.types';
+import { startOnly } from '../testing/start-only';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
 const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
@@ -43,7 +44,7 @@ function queueingService() {
       else signal?.addEventListener('abort', end, { once: true });
     });
   };
-  return { service: { start } as unknown as GenerationService, starts };
+  return { service: startOnly(start), starts };
 }
 
 /** A gate whose admissions resolve only when the test lets them (auth and limits taking their time). */
@@ -243,6 +244,7 @@ describe('Prepare over gRPC: the client leaving cancels it; many choices share o
     const { g, submit } = generation(() => sleep(50).then(() => 'w1'));
     let shared: AbortSignal | undefined;
     const starter = {
+      reserve: (i: GenerationInput) => g.reserve(i),
       start: (i: GenerationInput, s?: AbortSignal) => {
         shared = s;
         return g.start(i, s);

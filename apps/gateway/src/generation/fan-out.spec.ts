@@ -51,13 +51,24 @@ class FakeGen implements Generation {
   }
 }
 
+/** A starter holding nothing (GenerationService.reserve is tested with it, request-id-tenants.spec.ts). */
+const NO_HOLD = { reserve: () => (): void => undefined };
+
 function starter(fail: Set<number> = new Set()) {
   const started: FakeGen[] = [];
   const inputs: GenerationInput[] = [];
+  /** The request ids reserved and not yet released. */
+  const held = new Set<string>();
   let calls = 0;
   return {
     started,
     inputs,
+    held,
+    reserve(i: GenerationInput): () => void {
+      const id = i.requestId ?? '(fresh)';
+      held.add(id);
+      return () => held.delete(id);
+    },
     async start(i: GenerationInput): Promise<Generation> {
       const k = calls++;
       inputs.push(i);
@@ -131,13 +142,17 @@ describe('startChoices / mergeChoices', () => {
     const choices = await startChoices(s, { ...input, requestId: 'solo' }, 1);
     expect(choices.id).toBe('solo');
     expect(s.inputs[0]!.sampling.seed).toBe(42);
+    expect([...s.held]).toEqual(['solo']); // held while it runs
+    choices.release();
+    expect(s.held.size).toBe(0);
   });
 
   it('aborts the started choices when one cannot start, and throws its error', async () => {
     const s = starter(new Set([1]));
-    await expect(startChoices(s, input, 3)).rejects.toMatchObject({ message: 'no worker' });
+    await expect(startChoices(s, { ...input, requestId: 'mine' }, 3)).rejects.toMatchObject({ message: 'no worker' });
     expect(s.started).toHaveLength(2);
     expect(s.started.every((g) => g.aborted !== null)).toBe(true);
+    expect(s.held.size).toBe(0); // the id is free again
   });
 
   it('when one choice cannot start, cancels the others still queued at once and throws that error', async () => {
@@ -145,6 +160,7 @@ describe('startChoices / mergeChoices', () => {
     // dropped from the scheduler and start rejects); choice 1 is refused at once (e.g. the queue is full).
     const cancelled: string[] = [];
     const s = {
+      ...NO_HOLD,
       start(i: GenerationInput, signal?: AbortSignal): Promise<Generation> {
         if (i.requestId?.endsWith('#1')) return Promise.reject(InlaidError.unavailable('queue full'));
         return new Promise((_, reject) => {
@@ -167,6 +183,7 @@ describe('startChoices / mergeChoices', () => {
     const left = new AbortController();
     const seen: Array<AbortSignal | undefined> = [];
     const s = {
+      ...NO_HOLD,
       start(_i: GenerationInput, signal?: AbortSignal): Promise<Generation> {
         seen.push(signal);
         return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(new Error('dropped')), { once: true }));

@@ -57,8 +57,8 @@ export interface ChoiceDelta {
 
 interface Starter {
   start(input: GenerationInput, signal?: AbortSignal): Promise<Generation>;
-  /** Holds the request's own id while it runs, returning its release (GenerationService's; a test's fake may have none). */
-  reserve?(input: GenerationInput): () => void;
+  /** Holds the request's own id while it runs, returning its release (GenerationService.reserve: the one check of a client's id). */
+  reserve(input: GenerationInput): () => void;
 }
 
 /**
@@ -67,7 +67,7 @@ interface Starter {
  * aborted), the started ones are aborted, the id is freed, and its error is thrown.
  */
 export async function startChoices(generation: Starter, input: GenerationInput, n: number, signal?: AbortSignal): Promise<Choices> {
-  const release = generation.reserve?.(input) ?? ((): void => undefined);
+  const release = generation.reserve(input);
   try {
     return await startHeld(generation, input, n, release, signal);
   } catch (err) {

@@ -6,11 +6,11 @@
  */
 import { Metadata, Server, type ServerUnaryCall, type ServiceError, status } from '@grpc/grpc-js';
 import { worker } from '@inlaid/proto';
-import { Logger } from '@nestjs/common';
 import { WORKER_ERROR_KIND_KEY } from '../common/inlaid-error';
 import type { RecordsService } from '../records/records.service';
 import type { SchedulingService } from '../scheduling/scheduling.service';
 import { bindLocal } from '../testing/local-grpc';
+import { logSpies } from '../testing/log-spies';
 import { WorkerConnection } from '../workers/worker-connection';
 import type { WorkersService } from '../workers/workers.service';
 import { GenerationService } from './generation.service';
@@ -47,7 +47,7 @@ const input: GenerationInput = {
 describe('Prepare on a worker that refuses it', () => {
   const answers: [Answer, Answer] = ['prepared', 'prepared'];
   let workers: Array<Awaited<ReturnType<typeof fakeWorker>>>;
-  let warned: jest.SpyInstance;
+  logSpies(); // the refusals' warnings
 
   beforeAll(async () => {
     workers = [await fakeWorker(() => answers[0]), await fakeWorker(() => answers[1])];
@@ -58,8 +58,6 @@ describe('Prepare on a worker that refuses it', () => {
       w.server.forceShutdown();
     }
   });
-  beforeEach(() => (warned = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined)));
-  afterEach(() => warned.mockRestore());
 
   /** A service over the two workers (the first picked first), and its scheduler's submit. */
   function service() {

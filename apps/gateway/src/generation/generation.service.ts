@@ -68,16 +68,6 @@ function scopedId(id: string, tenant: string | undefined): string {
   return `${tenant}/${id}`;
 }
 
-/** A request refused because its (scoped) id is already queued or running, named by the client's own id. */
-function alreadyRunning(id: string): InlaidError {
-  return new InlaidError(status.ALREADY_EXISTS, `Request id ${id} is already running.`, { param: 'request_id' });
-}
-
-/** The scheduler's ALREADY_EXISTS (the scoped id queued or running), named by the client's own id. */
-function duplicateId(err: unknown, id: string): InlaidError | undefined {
-  return err instanceof InlaidError && err.status === status.ALREADY_EXISTS ? alreadyRunning(id) : undefined;
-}
-
 /** The prompt text a prompt-reading length predictor sees. */
 function promptText(input: GenerationInput): string {
   return input.prompt !== '' ? input.prompt : input.messages.map((m) => m.content).join('\n');
@@ -97,12 +87,14 @@ export class GenerationService {
   /**
    * Holds the id the client chose for a request (scoped by its key) until the returned release (idempotent) runs: a
    * second request of that key and id meanwhile is refused ALREADY_EXISTS naming it, whatever the n of either (its
-   * choices run as `<id>#<i>`, fan-out.ts). A request without an id of its own gets a fresh one: nothing to hold.
+   * choices run as `<id>#<i>`, fan-out.ts). A request without an id of its own gets a fresh one: nothing to hold. The
+   * one check of a client's id: the scheduler's and the worker link's (each run its own id: resume.ts runRequestId)
+   * are invariants, never a client's error.
    */
   reserve(input: GenerationInput): () => void {
     if (input.requestId === undefined || input.requestId === '') return () => undefined;
     const key = scopedId(input.requestId, input.tenant);
-    if (this.held.has(key)) throw alreadyRunning(input.requestId);
+    if (this.held.has(key)) throw new InlaidError(status.ALREADY_EXISTS, `Request id ${input.requestId} is already running.`, { param: 'request_id' });
     this.held.add(key);
     let holding = true;
     return () => {
@@ -133,9 +125,6 @@ export class GenerationService {
       timeline.routed(workerAddr, promptTokens);
       return this.running(id, key, input, ticket, promptTokens, timeline);
     } catch (err) {
-      // the id's own request is queued or running: its record (same id) is not pre-empted by this refusal's
-      const duplicate = duplicateId(err, id);
-      if (duplicate !== undefined) throw duplicate;
       // a client gone while queued ends the ticket with a plain Error (scheduling/ticket.ts): not a bug to log
       const gone = signal?.aborted === true && !(err instanceof InlaidError);
       const error = gone ? clientLeft('while the request was queued') : fromWorkerError(err, input.model);

@@ -7,7 +7,6 @@
 import { Metadata } from '@grpc/grpc-js';
 import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
 import type { inference } from '@inlaid/proto';
-import { Logger } from '@nestjs/common';
 import type { Response } from 'express';
 import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
@@ -17,6 +16,7 @@ import { HERMES_FALLBACK } from '../openai/tool-format';
 import { OpenAIResponder } from '../openai/openai-responder';
 import type { RecordsService } from '../records/records.service';
 import type { SchedulingService } from '../scheduling/scheduling.service';
+import { logSpies } from '../testing/log-spies';
 import { AsyncQueue } from '../workers/async-queue';
 import type { WorkersService } from '../workers/workers.service';
 import { GenerationService } from './generation.service';
@@ -41,6 +41,7 @@ function endless() {
 const sampling = { maxTokens: 4, stop: [], stopTokenIds: [], ignoreEos: false };
 
 describe('a throw before the choices are merged', () => {
+  const spies = logSpies();
   afterEach(() => jest.restoreAllMocks());
 
   it('gRPC Generate: the choices are aborted and the id is free again', async () => {
@@ -55,11 +56,10 @@ describe('a throw before the choices are merged', () => {
     const metadata = new Metadata();
     metadata.set('authorization', 'Bearer k');
     const call = Object.assign(new EventEmitter(), { request, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-    const logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined); // the bug, logged once
     const failed = new Promise<ServiceError>((resolve) => call.on('error', resolve));
     inferenceHandlers(generation, workers, gate).generate(call as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>);
     await failed;
-    expect(logged).toHaveBeenCalledTimes(1);
+    expect(spies.error).toHaveBeenCalledTimes(1); // the bug, logged once
     expect(cancelled).toEqual(['t/job']); // before: still queued, and the id held
     expect(() => generation.reserve({ model: 'sql', prompt: 'hi', messages: [], sampling, api: 'grpc', requestId: 'job', tenant: 't' })()).not.toThrow();
   });

@@ -8,9 +8,9 @@ import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
 import type { inference } from '@inlaid/proto';
 import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
-import type { GenerationService } from '../generation/generation.service';
 import type { WorkersService } from '../workers/workers.service';
 import { inferenceHandlers } from './inference-handlers';
+import { startOnly } from '../testing/start-only';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
 const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
@@ -26,7 +26,7 @@ async function generate(req: inference.GenerateRequest, workers: WorkersService 
   const start = jest.fn().mockRejectedValue(new Error('must not start'));
   const release = jest.fn();
   const gate = { admit: jest.fn().mockResolvedValue(release) } as unknown as CallGate;
-  inferenceHandlers({ start } as unknown as GenerationService, workers, gate).generate(
+  inferenceHandlers(startOnly(start), workers, gate).generate(
     c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>,
   );
   const err = await done;

@@ -8,7 +8,6 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import { inference } from '@inlaid/proto';
 import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
-import type { GenerationService } from '../generation/generation.service';
 import { prepareRequest } from '../generation/generation.service';
 import type { Generation, GenerationDelta, GenerationInput } from '../generation/generation.types';
 import { parseChatRequest } from '../openai/request-validation';
@@ -16,6 +15,7 @@ import { HERMES_FALLBACK } from '../openai/tool-format';
 import type { WorkersService } from '../workers/workers.service';
 import { toGenerationInput } from './generate-request';
 import { inferenceHandlers } from './inference-handlers';
+import { startOnly } from '../testing/start-only';
 
 const MESSAGES = [{ role: 'user', content: 'hi' }];
 const TOOLS: inference.Tools = { functions: [{ name: 'get_weather', description: '', parameters: '' }], choice: '', function: '' };
@@ -32,7 +32,7 @@ async function startedInputs(req: inference.GenerateRequest): Promise<Generation
   };
   const gate = { admit: jest.fn().mockResolvedValue(() => undefined) } as unknown as CallGate;
   const workers = { toolSupport: () => HERMES_FALLBACK, maxModelLen: () => undefined } as unknown as WorkersService;
-  const handlers = inferenceHandlers({ start } as unknown as GenerationService, workers, gate);
+  const handlers = inferenceHandlers(startOnly(start), workers, gate);
   const metadata = new Metadata();
   metadata.set('authorization', 'Bearer k');
   const call = Object.assign(new EventEmitter(), { request: req, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });

@@ -15,6 +15,7 @@ import type { Generation, GenerationDelta, GenerationInput } from '../generation
 import type { WorkersService } from '../workers/workers.service';
 import { HERMES_FALLBACK } from '../openai/tool-format';
 import { inferenceHandlers } from './inference-handlers';
+import { startOnly } from '../testing/start-only';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
 const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
@@ -42,7 +43,7 @@ function generationService(cachedTokens: number): GenerationService {
     }
     return Promise.resolve({ id: 'g', model: 'sql', promptTokens: 40, created: 1, deltas: deltas(), abort: () => undefined });
   };
-  return { start } as unknown as GenerationService;
+  return startOnly(start);
 }
 
 const stream = (c: EventEmitter) => c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>;
@@ -97,7 +98,7 @@ describe('inference Generate best_of', () => {
       }
       return Promise.resolve({ id: input.requestId as string, model: 'sql', promptTokens: 4, created: 1, deltas: deltas(), abort: () => undefined });
     };
-    return { start } as unknown as GenerationService;
+    return startOnly(start);
   }
 
   async function run(req: inference.GenerateRequest, means: number[]) {
@@ -140,7 +141,7 @@ describe('inference Generate best_of', () => {
 
 describe('inference Generate refusals name proto fields', () => {
   function refusing(err: InlaidError): GenerationService {
-    return { start: () => Promise.reject(err) } as unknown as GenerationService;
+    return startOnly(() => Promise.reject(err));
   }
 
   async function paramOf(err: InlaidError, req: inference.GenerateRequest): Promise<string[]> {
@@ -183,7 +184,7 @@ describe('toServiceError of an unexpected error (a bug)', () => {
       expect(logged).toHaveBeenCalledTimes(1);
       // and through a handler: Generate's failure after admission
       const admit = jest.fn().mockResolvedValue(() => undefined);
-      const failing = { start: () => Promise.reject(bug) } as unknown as GenerationService;
+      const failing = startOnly(() => Promise.reject(bug));
       const handlers = inferenceHandlers(failing, NO_WORKERS, { admit } as unknown as CallGate);
       const { c, done } = call(request(1));
       handlers.generate(stream(c));
@@ -219,7 +220,7 @@ function countingGeneration(total: number) {
     }
     return Promise.resolve({ id: 'g', model: 'sql', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
   };
-  return { generation: { start } as unknown as GenerationService, counter };
+  return { generation: startOnly(start), counter };
 }
 
 const ticks = async (n: number) => {

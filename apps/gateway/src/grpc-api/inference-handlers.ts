@@ -164,16 +164,17 @@ export function inferenceHandlers(
             call.on('cancelled', () => choices.abort('client cancelled'));
             // only choice 0 scores the prompt (fan-out.ts): its prompt logprobs go on every choice's first message
             const merged = sharePromptLogprobs(mergeChoices(choices), count > 1 && input.sampling.promptLogprobs !== undefined);
+            const withLogprobs = asked.sampling.logprobs !== undefined;
+            // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
+            // one that reads nothing for DRAIN_TIMEOUT_MS is stopped: the wait throws RESOURCE_EXHAUSTED, the catch below
+            // resets its stream (stalled-call.ts: a status would wait behind the unread messages) and finally frees the key's slots
+            const onStall = (): void => {
+              stalled = true;
+              choices.abort('client did not read');
+            };
             for await (const { index, delta: d } of bestOf === undefined ? merged : rankedChoices(merged, count, n)) {
               if (call.cancelled) break;
-              const accepted = call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), asked.sampling.logprobs !== undefined));
-              // a client not reading: wait for it (or its leaving) before pulling the next delta (common/back-pressure.ts);
-              // one that reads nothing for DRAIN_TIMEOUT_MS is stopped: the wait throws RESOURCE_EXHAUSTED, the catch below
-              // resets its stream (stalled-call.ts: a status would wait behind the unread messages) and finally frees the key's slots
-              const onStall = (): void => {
-                stalled = true;
-                choices.abort('client did not read');
-              };
+              const accepted = call.write(responseOf(choices.id, index, d, tools?.[index]?.fields(d), withLogprobs));
               if (accepted === false) await afterWrite(accepted, call, GRPC_GONE, () => call.cancelled, { onStall, timeoutMs: drainTimeoutMs });
             }
           } finally {

@@ -8,13 +8,13 @@ import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { common, inference } from '@inlaid/proto';
 import type { CallGate } from '../auth/call-gate.service';
-import type { GenerationService } from '../generation/generation.service';
 import type { Generation, GenerationInput } from '../generation/generation.types';
 import type { WorkersService } from '../workers/workers.service';
 import { inferenceHandlers } from './inference-handlers';
 import { withMalformedMarker } from './malformed';
 import { fieldHolding } from './strict-utf8';
 import { bindLocal } from '../testing/local-grpc';
+import { startOnly } from '../testing/start-only';
 
 const INVALID = Buffer.from([0x68, 0xff, 0x69]); // "h", a byte that is never UTF-8, "i"
 const SURROGATE = Buffer.from([0x61, 0xed, 0xa0, 0x80]); // "a" + U+D800 encoded as if it were a scalar value (CESU-8)
@@ -51,7 +51,7 @@ describe('gRPC requests with string fields that are not UTF-8', () => {
     const workers = { maxModelLen: () => undefined, toolSupport: () => undefined, pick: () => ({ rpc }) } as unknown as WorkersService;
     const gate = { admit: () => Promise.resolve(() => undefined) } as unknown as CallGate;
     server = new Server();
-    server.addService(withMalformedMarker(inference.InferenceService), inferenceHandlers({ start } as unknown as GenerationService, workers, gate));
+    server.addService(withMalformedMarker(inference.InferenceService), inferenceHandlers(startOnly(start), workers, gate));
     const port = await bindLocal(server);
     // a client that sends the bytes it is given as the request message
     const Raw = makeGenericClientConstructor({}, 'Raw');

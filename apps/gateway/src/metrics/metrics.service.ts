@@ -1,11 +1,13 @@
 /**
  * Feeds GatewayMetrics: every request record (via RecordsService.onRecord), worker state at scrape time,
- * and, every REFRESH_MS, SLO targets and onboarding jobs from Postgres. Re-ranks labelled tasks every
- * RERANK_MS.
+ * and, every REFRESH_MS, SLO targets and onboarding jobs from Postgres (until the first read, the configured
+ * INLAID_SLO_TTFT_MS / TPOT_MS, which the scheduler writes into slo_defaults). Re-ranks labelled tasks every RERANK_MS.
  */
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import type { GatewayConfig } from '@inlaid/config';
 import type { RequestRecord } from '@inlaid/db';
 import { DataSource } from 'typeorm';
+import { GATEWAY_CONFIG } from '../config/config.module';
 import { readJobs } from '../dashboard/task-jobs';
 import { toWorkerView } from '../dashboard/worker-view';
 import { RecordsService } from '../records/records.service';
@@ -17,20 +19,27 @@ import { DEFAULT_LABELER, TaskLabeler } from './task-labeler';
 
 const REFRESH_MS = 15_000;
 const RERANK_MS = 60_000;
-const FALLBACK_TARGETS: TargetsTable = { defaults: { ttftMs: 1000, tpotMs: 100, isDefault: true }, byTask: new Map() };
+
+/** Every task judged against the configured defaults: the targets before the first read from Postgres. */
+export function configuredTargets(c: Pick<GatewayConfig['scheduling'], 'sloTtftMs' | 'sloTpotMs'>): TargetsTable {
+  return { defaults: { ttftMs: c.sloTtftMs, tpotMs: c.sloTpotMs, isDefault: true }, byTask: new Map() };
+}
 
 @Injectable()
 export class MetricsService implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('Metrics');
   readonly metrics = new GatewayMetrics(new TaskLabeler(DEFAULT_LABELER));
-  private targets: TargetsTable = FALLBACK_TARGETS;
+  private targets: TargetsTable;
   private timers: NodeJS.Timeout[] = [];
 
   constructor(
+    @Inject(GATEWAY_CONFIG) config: GatewayConfig,
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(RecordsService) private readonly records: RecordsService,
     @Inject(WorkersService) private readonly workers: WorkersService,
-  ) {}
+  ) {
+    this.targets = configuredTargets(config.scheduling);
+  }
 
   async onModuleInit(): Promise<void> {
     this.records.onRecord((row) => this.observe(row));

@@ -13,6 +13,7 @@ import { bestCandidates, candidatesOf, checkBestOf, meanLogprob, rankedChoices }
 import { OpenAIResponder } from './openai-responder';
 import { parseChatRequest, parseCompletionRequest, type OpenAIRequest } from './request-validation';
 import { StreamEncoder } from './stream-encoder';
+import { startOnly } from '../testing/start-only';
 
 const tok = (logprob: number): common.TokenLogprob => ({ sampled: { tokenId: 1, token: 'a', tokenBytes: Buffer.from('a'), logprob }, top: [] });
 
@@ -130,7 +131,7 @@ describe('OpenAIResponder with best_of and echo', () => {
       }
       return Promise.resolve({ id: i.requestId ?? 'cmpl-1', model: 'm', promptTokens: 7, created: 1, deltas: deltas(), abort: () => undefined });
     };
-    return { start } as unknown as GenerationService;
+    return startOnly(start);
   }
 
   async function respond(req: OpenAIRequest, texts: string[], logprobs: number[]) {

@@ -6,6 +6,7 @@ import type { Generation, GenerationDelta, GenerationInput } from '../generation
 import { OpenAIResponder } from './openai-responder';
 import type { OpenAIRequest } from './request-validation';
 import type { ToolPlan } from './tools';
+import { startOnly } from '../testing/start-only';
 
 const input: GenerationInput = {
   model: 'sql',
@@ -29,7 +30,7 @@ function service(cached: number[]): GenerationService {
     }
     return Promise.resolve({ id: i.requestId ?? 'cmpl-1', model: 'sql', promptTokens: 40, created: 1, deltas: deltas(), abort: () => undefined });
   };
-  return { start } as unknown as GenerationService;
+  return startOnly(start);
 }
 
 async function body(kind: 'completions' | 'chat.completions', n: number, cached: number[]): Promise<Record<string, unknown>> {
@@ -67,7 +68,7 @@ describe('OpenAIResponder.collect with tools and n > 1', () => {
       }
       return Promise.resolve({ id: 'chatcmpl-1', model: 'sql', promptTokens: 40, created: 1, deltas: deltas(), abort: () => undefined });
     };
-    return { start } as unknown as GenerationService;
+    return startOnly(start);
   }
 
   const TOOLS = [{ name: 'get_weather', parameters: { type: 'object' } }];
@@ -115,7 +116,7 @@ function countingService(total: number) {
     }
     return Promise.resolve({ id: 'cmpl-1', model: 'sql', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
   };
-  return { generation: { start } as unknown as GenerationService, counter };
+  return { generation: startOnly(start), counter };
 }
 
 /** An SSE response whose socket buffer is full (write() false) while `full`; `ended` once end() is called. */

@@ -21,6 +21,7 @@ import { OpenAIResponder } from './openai-responder';
 import { echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
 import { parseChatRequest, parseCompletionRequest, type OpenAIRequest } from './request-validation';
 import { StreamEncoder } from './stream-encoder';
+import { startOnly } from '../testing/start-only';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
 const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
@@ -124,7 +125,7 @@ describe('OpenAIResponder with prompt logprobs', () => {
       }
       return Promise.resolve({ id: 'cmpl-1', model: 'm', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
     };
-    return { start } as unknown as GenerationService;
+    return startOnly(start);
   }
 
   async function respond(kind: 'completions' | 'chat.completions', req: OpenAIRequest) {
@@ -225,7 +226,7 @@ describe('gRPC Generate with prompt logprobs', () => {
       return Promise.resolve({ id: 'g', model: 'm', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
     };
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers({ start } as unknown as GenerationService, NO_WORKERS, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(startOnly(start), NO_WORKERS, { admit } as unknown as CallGate);
     const metadata = new Metadata();
     metadata.set('authorization', 'Bearer k');
     const request: inference.GenerateRequest = {
@@ -252,7 +253,7 @@ describe('gRPC Generate with prompt logprobs', () => {
       return Promise.resolve({ id: 'g', model: 'm', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
     };
     const admit = jest.fn().mockResolvedValue(() => undefined);
-    const handlers = inferenceHandlers({ start } as unknown as GenerationService, NO_WORKERS, { admit } as unknown as CallGate);
+    const handlers = inferenceHandlers(startOnly(start), NO_WORKERS, { admit } as unknown as CallGate);
     const metadata = new Metadata();
     metadata.set('authorization', 'Bearer k');
     const request: inference.GenerateRequest = {

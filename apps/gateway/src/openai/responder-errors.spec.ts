@@ -17,6 +17,7 @@ import type { WorkersService } from '../workers/workers.service';
 import { OpenAIErrorFilter } from './openai-error.filter';
 import { OpenAIResponder } from './openai-responder';
 import type { OpenAIRequest } from './request-validation';
+import { startOnly } from '../testing/start-only';
 
 const SECRET = "Cannot read properties of undefined (reading 'secret')";
 
@@ -86,7 +87,7 @@ describe('a request failing after admission', () => {
     }
     const start = () => Promise.resolve({ id: 'cmpl-1', model: 'sql', promptTokens: 2, created: 1, deltas: deltas(), abort: () => undefined });
     const { res, written } = response();
-    await new OpenAIResponder({ start } as unknown as GenerationService).respond('completions', request(true), res as unknown as Response);
+    await new OpenAIResponder(startOnly(start)).respond('completions', request(true), res as unknown as Response);
     expect(sseError(written)).toMatchObject({ type: 'server_error', message: INTERNAL_ERROR_MESSAGE });
     expect(written.join('')).not.toContain('secret'); // before: String(err), "TypeError: Cannot read properties ..."
     expect(logged).toHaveBeenCalledTimes(1);

@@ -10,12 +10,13 @@ import { Task } from '@inlaid/db';
 import { worker } from '@inlaid/proto';
 import { DataSource } from 'typeorm';
 import { WorkersService } from '../workers/workers.service';
+import { ReportedNames } from './reported-names';
 
 @Injectable()
 export class TaskSyncService implements OnModuleInit {
   private readonly logger = new Logger('TaskSync');
-  /** addr -> adapter names of its last report that were written. */
-  private readonly synced = new Map<string, Set<string>>();
+  /** Each worker's adapters as last reported (and written). */
+  private readonly synced = new ReportedNames();
 
   constructor(
     @Inject(DataSource) private readonly dataSource: DataSource,
@@ -28,16 +29,17 @@ export class TaskSyncService implements OnModuleInit {
 
   async sync(addr: string, info: worker.WorkerInfo): Promise<void> {
     const adapters = info.models.filter((m) => m.parent !== '');
-    const before = this.synced.get(addr);
-    this.synced.set(addr, new Set(adapters.map((m) => m.id)));
+    const fresh = new Set(this.synced.report(addr, adapters.map((m) => m.id)));
+    // the SLO columns are left alone: onboarding writes a task's targets before its adapter is loaded and reported,
+    // and DELETE / unload_lora_adapter clear them (tasks.service.ts), so a name served again without onboarding has none
     const tasks = adapters
-      .filter((m) => before === undefined || !before.has(m.id))
+      .filter((m) => fresh.has(m.id))
       .map((m) => ({ name: m.id, rank: m.rank, targetModules: m.targetModules, status: 'serving' as const }));
     if (tasks.length === 0) return;
     try {
       await this.dataSource.getRepository(Task).upsert(tasks, { conflictPaths: ['name'] });
     } catch (err) {
-      this.synced.delete(addr);
+      this.synced.forget(addr);
       this.logger.error(`could not sync tasks from ${addr}: ${(err as Error).message}`);
     }
   }

@@ -2,12 +2,12 @@ import { status } from '@grpc/grpc-js';
 import { LENGTH_PREDICTORS, parseSchedulingConfig, SCHEDULING_POLICIES } from '@inlaid/config';
 import { common, worker } from '@inlaid/proto';
 import { POLICY_NAMES, PREDICTOR_NAMES, resolveConfig, Scheduler, SchedulerConfigInput } from '@inlaid/scheduling';
-import { Logger } from '@nestjs/common';
 import { INTERNAL_ERROR_MESSAGE, InlaidError, workerRequestError } from '../common/inlaid-error';
 import { Dispatcher, MAX_QUEUED_DELTAS } from './dispatcher';
 import { PreparedRequest } from './resume';
 import { schedulerOptions } from './scheduler-options';
 import { FakeLink, requestOf } from '../testing/fake-link';
+import { logSpies } from '../testing/log-spies';
 import { Ticket, TicketEvent } from './ticket';
 
 const capacity = (id: string, kvBlocksTotal = 100, maxBatchRows = 8) => ({ id, kvBlocksTotal, blockSize: 4, maxBatchRows, maxPrefillTokens: 4096 });
@@ -202,6 +202,23 @@ describe('Dispatcher', () => {
     expect(a.aborts).toEqual([a.admits[0]?.requestId]);
   });
 
+  it('refuses an id it already holds as a broken invariant (a plain Error: a logged 500), never a client\'s ALREADY_EXISTS', async () => {
+    const { d, fakes: [a] } = setup();
+    d.workerUp(a, capacity('a'));
+    d.submit(req('x'), 'sql', undefined);
+    let err: unknown;
+    try {
+      d.submit(req('x'), 'sql', undefined); // GenerationService.reserve keeps a client's id from ever getting here twice
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(InlaidError); // before: InlaidError ALREADY_EXISTS, which GenerationService translated
+    expect((err as Error).message).toMatch(/invariant.*x is already queued or running/);
+    expect(a.admits).toHaveLength(1);
+    d.cancel('x');
+  });
+
   it('cancel drops a waiting or running request and frees the worker', async () => {
     const { d, fakes: [a] } = setup({}, ['a']);
     d.workerUp(a, capacity('a', 100, 1));
@@ -219,9 +236,7 @@ describe('Dispatcher', () => {
 describe("Dispatcher: a worker's refusal of a run", () => {
   const refusal = (kind: worker.RequestErrorKind, message: string) => workerRequestError({ kind, message });
   const Kind = worker.RequestErrorKind;
-  let logged: jest.SpyInstance;
-  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
-  afterEach(() => logged.mockRestore());
+  const spies = logSpies();
 
   /**
    * r1 then r2 on `a` (8 blocks of 4 tokens: two 8-token prompts fit, their growth does not): r2 is preempted after 8
@@ -270,6 +285,28 @@ describe("Dispatcher: a worker's refusal of a run", () => {
     const t3 = d.submit(req('r3'), 'sql', undefined);
     expect(await t3.admitted).toBe('a');
     d.cancel('r3');
+  });
+
+  it('said by its state (WorkerState.draining): drained at once, before any run is refused; its runs go on', async () => {
+    const warned: string[] = [];
+    const d = new Dispatcher(new Scheduler({ policy: 'fifo' }), () => 0, { warn: (m) => warned.push(m) }, ['a', 'b']);
+    const [a, b] = [new FakeLink('a'), new FakeLink('b')];
+    d.workerUp(a, capacity('a'));
+    d.workerUp(b, capacity('b'));
+    const t1 = d.submit(req('r1'), 'sql', undefined);
+    expect(await t1.admitted).toBe('a'); // sql's home
+    d.workerUp(a, capacity('a'), [], true);
+    expect(warned).toEqual(['worker a says it is stopping: no more requests are admitted there']);
+    const t2 = d.submit(req('r2'), 'sql', undefined);
+    expect(await t2.admitted).toBe('b'); // before: a (nothing was drained until a run there was refused SHUTTING_DOWN)
+    expect(a.admits.map((x) => requestOf(x.requestId))).toEqual(['r1']);
+    a.emit('r1', [5], 1, common.FinishReason.FINISH_REASON_STOP); // admitted before: it runs to its end there
+    expect((await drain(t1)).filter((e) => e.kind === 'delta')).toHaveLength(1);
+    d.workerUp(a, capacity('a')); // a later state without the flag (never sent by a stopping worker): still drained
+    d.workerUp(b, capacity('b'), [], true);
+    expect(() => d.submit(req('r3'), 'sql', undefined)).toThrow(/No inference worker/);
+    expect(warned).toHaveLength(2);
+    d.cancel('r2');
   });
 
   it('as shutting down with no other worker: it waits, new requests get 503, and the lost link ends it with a 503', async () => {
@@ -329,7 +366,7 @@ describe("Dispatcher: a worker's refusal of a run", () => {
     b.fail('r1', refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, 'logit_bias: token id 99999 is outside the vocabulary'));
     // before: a logged 500 (a second run was taken for a resumed one)
     await expect(drain(t)).rejects.toMatchObject({ status: status.INVALID_ARGUMENT, details: { param: 'logit_bias' } });
-    expect(logged).not.toHaveBeenCalled();
+    expect(spies.error).not.toHaveBeenCalled();
   });
 
   it("as bad input: a 400 on the request's first run, a logged 500 on a resumed one (never the client's fault)", async () => {
@@ -343,7 +380,7 @@ describe("Dispatcher: a worker's refusal of a run", () => {
     a.fail('r2', refusal(Kind.REQUEST_ERROR_KIND_BAD_INPUT, "response_format: the resumed output's token 3 (14) does not match the grammar"));
     const err = (await failed) as InlaidError;
     expect([err.status, err.message]).toEqual([status.INTERNAL, INTERNAL_ERROR_MESSAGE]); // before: a 400 with the worker's text
-    expect(String(logged.mock.calls[0][0])).toContain('does not match the grammar');
+    expect(String(spies.error.mock.calls[0][0])).toContain('does not match the grammar');
   });
 });
 

@@ -9,12 +9,14 @@
  * Decisions: admit -> Admit on the worker; preempt -> Abort on the worker, the request waits again and is
  * later resumed by recompute (resume.ts); abort -> the client gets an error (errors.ts). A lost worker:
  * requests that already streamed output fail with UNAVAILABLE, the others wait for another worker (or fail
- * with UNAVAILABLE when none is left). A worker that refuses a run as shutting down (RequestErrorKind
- * SHUTTING_DOWN) is drained: it admits nothing more until its link goes down, its tasks are placed elsewhere, and
- * that run waits again like a lost worker's, kept as a preemption (resumed by recompute if it had output before). A
- * worker's refusal of a resumed run (one admitted with output already produced) is never the client's 400 (rerunRefusal).
- * Every run has a worker-side id of its own (resume.ts runRequestId), so an id a client reuses right after cancelling
- * never meets the worker still holding the aborted run.
+ * with UNAVAILABLE when none is left). A worker that says it is stopping (WorkerState.draining, sent as soon as it
+ * starts refusing Admits: workerUp's `draining`) is drained: it admits nothing more until its link goes down and its
+ * tasks are placed elsewhere. A run it refuses as shutting down (RequestErrorKind SHUTTING_DOWN: the race of an Admit
+ * sent before that state arrived) drains it the same way, and that run waits again like a lost worker's, kept as a
+ * preemption (resumed by recompute if it had output before). A worker's refusal of a resumed run (one admitted with
+ * output already produced) is never the client's 400 (rerunRefusal). Every run has a worker-side id of its own
+ * (resume.ts runRequestId), so an id a client reuses right after cancelling never meets the worker still holding the
+ * aborted run, nor do two gateways' runs meet on a worker they share.
  */
 import { status } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
@@ -48,7 +50,7 @@ export class Dispatcher {
   private readonly tickets = new Map<string, Ticket>();
   /** Runs started so far: the next run's number (its worker-side id, runRequestId). */
   private runSeq = 0;
-  /** Workers that refused a run as shutting down: they admit nothing more until their link goes down. */
+  /** Workers stopping (their state says so, or they refused a run as shutting down): they admit nothing more until their link goes down. */
   private readonly draining = new Set<string>();
   readonly placement: Placement;
   /** Told about every run and delta, per worker (INLAID_COST_FIT: served-step timing). */
@@ -82,10 +84,14 @@ export class Dispatcher {
     return this.links.size;
   }
 
-  /** Registers a worker (or updates its capacity and the tasks it lists: resident adapters, models) and schedules. */
-  workerUp(link: WorkerLink, capacity: WorkerState, tasks: readonly string[] = []): void {
+  /**
+   * Registers a worker (or updates its capacity and the tasks it lists: resident adapters, models) and schedules.
+   * `draining`: its state says it is stopping (WorkerState.draining): it is drained from now on (drain).
+   */
+  workerUp(link: WorkerLink, capacity: WorkerState, tasks: readonly string[] = [], draining = false): void {
     this.scheduler.onWorkerState(capacity);
     this.links.set(link.addr, link);
+    if (draining) this.drain(link.addr, 'says it is stopping');
     if (!this.draining.has(link.addr)) this.placement.setWorker(link.addr, tasks);
     this.pass();
   }
@@ -111,7 +117,9 @@ export class Dispatcher {
   /** Queues a prepared request; read the ticket's `admitted`, then its `events`. */
   submit(req: PreparedRequest, task: string, prompt: string | undefined): Ticket {
     if (this.links.size === this.draining.size) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
-    if (this.tickets.has(req.id)) throw new InlaidError(status.ALREADY_EXISTS, `Request id ${req.id} is already running.`);
+    // GenerationService.reserve holds every client's id while it runs, and generated ids are fresh: never true (a plain
+    // Error is a bug: logged by fromWorkerError, a 500 to the client)
+    if (this.tickets.has(req.id)) throw new Error(`dispatcher invariant broken: request ${req.id} is already queued or running`);
     const ticket = new Ticket(req, task);
     this.scheduler.enqueue({ id: req.id, task, promptTokens: Math.max(1, req.promptTokenIds.length), arrivalS: this.clock(), prompt });
     this.tickets.set(req.id, ticket);
@@ -204,7 +212,7 @@ export class Dispatcher {
    */
   private runFailed(t: Ticket, run: Run, err: Error): void {
     if (shutsDown(err)) {
-      this.drain(run.link.addr);
+      this.drain(run.link.addr, 'refused a run as shutting down');
       if (t.generated.length === run.base) {
         this.requeue(t);
         return;
@@ -213,12 +221,12 @@ export class Dispatcher {
     this.finishWith(t, run.base > 0 ? rerunRefusal(err) : err);
   }
 
-  /** Stops admitting to `addr` (shutting down) until its link goes down; its tasks get a new home at once. */
-  private drain(addr: string): void {
+  /** Stops admitting to `addr` (shutting down: `why`) until its link goes down; its tasks get a new home at once. */
+  private drain(addr: string, why: string): void {
     if (!this.links.has(addr) || this.draining.has(addr)) return;
     this.draining.add(addr);
     this.placement.removeWorker(addr);
-    this.logger.warn(`worker ${addr} is shutting down: no more requests are admitted there`);
+    this.logger.warn(`worker ${addr} ${why}: no more requests are admitted there`);
   }
 
   /** Puts a ticket whose run ended without output back in the scheduler's queue, as a preemption, and schedules. */

@@ -4,6 +4,7 @@
  * streamed, asking only for the remaining tokens; deltas of the resumed run are rebased so the client sees
  * one continuous completion (prompt tokens of the original prompt, completion tokens counted from 0).
  */
+import { randomInt } from 'node:crypto';
 import { common, worker } from '@inlaid/proto';
 
 export interface PreparedRequest {
@@ -15,13 +16,21 @@ export interface PreparedRequest {
 }
 
 /**
- * Worker-side id of a run: the request's id and the dispatcher's run number `seq` (unique per dispatcher, first runs
- * included), so a late delta of an aborted run never reaches a newer one, and an id reused right after its cancel never
- * meets the worker still holding the old run (a worker frees an aborted id only at its next step). `~` is outside the
- * request_id charset, so no client id is another's run.
+ * This gateway process's tag in its run ids (6 base36 characters, drawn once per process): two gateways sharing a worker
+ * number their runs each from 1, so without it one request id reused on both would meet as one run id on the worker
+ * (refused there as already in flight, an INTERNAL error).
  */
-export function runRequestId(id: string, seq: number): string {
-  return `${id}~r${seq}`;
+export const GATEWAY_NONCE = randomInt(36 ** 5, 36 ** 6).toString(36);
+
+/**
+ * Worker-side id of a run, `<id>~r<seq>.<nonce>`: the request's id, the dispatcher's run number `seq` (unique per
+ * dispatcher, first runs included) and this process's GATEWAY_NONCE (unique across gateways), so a late delta of an
+ * aborted run never reaches a newer one, an id reused right after its cancel never meets the worker still holding the
+ * old run (a worker frees an aborted id only at its next step), and two gateways' runs never share an id. `~` is outside
+ * the request_id charset, so no client id is another's run.
+ */
+export function runRequestId(id: string, seq: number, nonce: string = GATEWAY_NONCE): string {
+  return `${id}~r${seq}.${nonce}`;
 }
 
 /** The Admit for run `seq` (runRequestId) of a request that has already produced `generated` tokens. */

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GatewayConfig, parseSchedulingConfig } from '@inlaid/config';
-import { dropDatabase, openDatabase } from '@inlaid/db';
+import { testDatabase } from '@inlaid/db/testing';
 import { worker } from '@inlaid/proto';
 import { request, WorkerState } from '@inlaid/scheduling';
 import type { DataSource } from 'typeorm';
@@ -64,26 +63,21 @@ describe('SchedulingService with INLAID_COST_MODEL', () => {
 });
 
 describe('SchedulingService and the tasks\' own SLOs (real Postgres)', () => {
+  const db = testDatabase('inlaid_schedslo');
+
   it('plans each task against its own SLO from start-up, and writes its defaults for the dashboard', async () => {
-    const url = `postgres://postgres@127.0.0.1:5432/inlaid_schedslo_${randomBytes(4).toString('hex')}`;
-    const db = await openDatabase(url);
-    try {
-      await db.query(`INSERT INTO tasks (name, rank, slo_ttft_ms) VALUES ('tight', 8, 100)`);
-      const { service } = serviceWith({ INLAID_SLO_TTFT_MS: '2000', INLAID_SLO_TPOT_MS: '80' }, db);
-      await service.onModuleInit();
-      service.onApplicationShutdown();
-      expect(await db.query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 2000, tpot_ms: 80 }]);
-      const s = service.dispatcher.scheduler;
-      for (const task of ['tight', 'plain']) s.enqueue(request(task, task, 16, 0));
-      expect([...s.schedule(0, 'w1:50051').batch].sort()).toEqual(['plain', 'tight']);
-      const met = ['tight', 'plain'].map((id) => {
-        s.onToken(id, 0.3);
-        return s.onFinish(id, 0.3).metSlo;
-      });
-      expect(met).toEqual([false, true]); // 300 ms to the first token: over tight's 100 ms, within the 2 s default
-    } finally {
-      await db.destroy();
-      await dropDatabase(url);
-    }
+    await db().query(`INSERT INTO tasks (name, rank, slo_ttft_ms) VALUES ('tight', 8, 100)`);
+    const { service } = serviceWith({ INLAID_SLO_TTFT_MS: '2000', INLAID_SLO_TPOT_MS: '80' }, db());
+    await service.onModuleInit();
+    service.onApplicationShutdown();
+    expect(await db().query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 2000, tpot_ms: 80 }]);
+    const s = service.dispatcher.scheduler;
+    for (const task of ['tight', 'plain']) s.enqueue(request(task, task, 16, 0));
+    expect([...s.schedule(0, 'w1:50051').batch].sort()).toEqual(['plain', 'tight']);
+    const met = ['tight', 'plain'].map((id) => {
+      s.onToken(id, 0.3);
+      return s.onFinish(id, 0.3).metSlo;
+    });
+    expect(met).toEqual([false, true]); // 300 ms to the first token: over tight's 100 ms, within the 2 s default
   });
 });

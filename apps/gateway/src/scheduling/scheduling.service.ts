@@ -154,7 +154,7 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     if (capacity === null || !conn.ready) return;
     const tasks = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
     this.slos.noticeServed(conn.addr, tasks);
-    this.dispatcher.workerUp(conn, capacity, tasks);
+    this.dispatcher.workerUp(conn, capacity, tasks, conn.latestState?.draining === true);
   }
 
   private workerDown(addr: string): void {

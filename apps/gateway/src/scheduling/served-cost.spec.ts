@@ -3,7 +3,7 @@ import { common, worker } from '@inlaid/proto';
 import { COST_TERM_NAMES, Scheduler } from '@inlaid/scheduling';
 import { AsyncQueue } from '../workers/async-queue';
 import { Dispatcher } from './dispatcher';
-import { PreparedRequest } from './resume';
+import { PreparedRequest, runRequestId } from './resume';
 import { ServedCost } from './served-cost';
 import { WorkerLink } from './ticket';
 
@@ -105,8 +105,9 @@ describe('ServedCost behind the Dispatcher', () => {
     await tick();
     d.cancel('b');
     d.workerDown('w');
-    // by each run's worker-side id (resume.ts runRequestId)
-    expect(log).toEqual(['admit w a~r1', 'admit w b~r2', 'delta w a~r1 sql 1', 'delta w b~r2 poet 1', 'delta w a~r1 sql 2 fin', 'delta w b~r2 poet 2', 'end w b~r2', 'gone w']);
+    // by each run's worker-side id (resume.ts runRequestId: `<id>~r<n>.<this gateway's nonce>`)
+    const [a1, b2] = [runRequestId('a', 1), runRequestId('b', 2)];
+    expect(log).toEqual([`admit w ${a1}`, `admit w ${b2}`, `delta w ${a1} sql 1`, `delta w ${b2} poet 1`, `delta w ${a1} sql 2 fin`, `delta w ${b2} poet 2`, `end w ${b2}`, 'gone w']);
   });
 
   it('INLAID_COST_FIT_TERMS names the terms of @inlaid/scheduling', () => {

@@ -3,22 +3,20 @@
  * metrics/slo-targets.ts reads them) and the scheduler judge every task against the same targets, the tasks' own
  * included (as onboarding writes them); it reads again when a worker lists a new task, and overlapping asks share reads.
  */
-import { randomBytes } from 'node:crypto';
 import { parseSchedulingConfig } from '@inlaid/config';
-import { dropDatabase, openDatabase, RequestRecord } from '@inlaid/db';
+import { RequestRecord } from '@inlaid/db';
+import { testDatabase } from '@inlaid/db/testing';
 import { meetsSlo, Scheduler, Slo } from '@inlaid/scheduling';
 import { DataSource } from 'typeorm';
 import { targetsFor } from '../metrics/slo';
 import { readTargets } from '../metrics/slo-targets';
 import { TaskStore } from '../tasks/task-store.service';
-import { eventually, sleep } from '../testing/eventually';
 import { schedulerOptions } from './scheduler-options';
 import { TaskSloSync } from './task-slo-sync';
 import { sloOfMs } from './task-slos';
 
-const url = `postgres://postgres@127.0.0.1:5432/inlaid_taskslos_${randomBytes(4).toString('hex')}`;
+const db = testDatabase('inlaid_taskslos');
 const ENV = { INLAID_SLO_TTFT_MS: '4000', INLAID_SLO_TPOT_MS: '150.5' };
-let db: DataSource;
 let store: TaskStore;
 
 /** The real Scheduler, counting the per-task tables it is given and keeping the last. */
@@ -38,23 +36,19 @@ class Planned {
   }
 }
 
-function syncFor(p: Planned): TaskSloSync {
-  return new TaskSloSync(db, p, { ttftMs: 4000, tpotMs: 150.5 }, (m) => {
-    throw new Error(`unexpected warning: ${m}`);
+/** A TaskSloSync on `ds` (default: the test database) for `p`; its warnings go to `warnings`, else fail the test. */
+function syncFor(p: Planned, warnings?: string[], ds: DataSource = db()): TaskSloSync {
+  return new TaskSloSync(ds, p, { ttftMs: 4000, tpotMs: 150.5 }, (m) => {
+    if (warnings === undefined) throw new Error(`unexpected warning: ${m}`);
+    warnings.push(m);
   });
 }
 
 beforeAll(async () => {
-  db = await openDatabase(url);
-  store = new TaskStore(db);
+  store = new TaskStore(db());
   await store.upsertTask('tight', null, 8, [], 'serving', { ttft_ms: 100, tpot_ms: 20 });
   await store.upsertTask('frac', null, 8, [], 'serving', { ttft_ms: 250.5 });
   await store.upsertTask('plain', null, 8, [], 'serving', null);
-});
-
-afterAll(async () => {
-  await db?.destroy();
-  await dropDatabase(url);
 });
 
 function rec(id: string, task: string, ttftMs: number, tpotMs: number): RequestRecord {
@@ -66,7 +60,7 @@ function rec(id: string, task: string, ttftMs: number, tpotMs: number): RequestR
 
 describe('TaskSloSync (real Postgres)', () => {
   it('makes the dashboard judge every task against the targets the scheduler plans it with', async () => {
-    const before = await readTargets(db);
+    const before = await readTargets(db());
     expect(before.defaults).toMatchObject({ ttftMs: 1000, tpotMs: 100 }); // as migration 1738000000000 seeds them
     const p = new Planned();
     const sync = syncFor(p);
@@ -74,7 +68,7 @@ describe('TaskSloSync (real Postgres)', () => {
     sync.stop();
     expect(p.reads).toBe(1);
 
-    const dash = await readTargets(db);
+    const dash = await readTargets(db());
     expect(dash.defaults).toMatchObject({ ttftMs: 4000, tpotMs: 150.5 });
     for (const task of ['tight', 'frac', 'plain', 'unknown']) expect(p.sloOf(task)).toEqual(sloOfMs(targetsFor(dash, task)));
     expect(p.sloOf('tight')).toEqual({ ttftS: 0.1, tpotS: 0.02 });
@@ -84,8 +78,8 @@ describe('TaskSloSync (real Postgres)', () => {
     // millisecond included (frac's 250.5 ms TTFT, the 150.5 ms default TPOT; records keep whole milliseconds).
     const records = [rec('p1', 'plain', 3000, 150), rec('p2', 'plain', 3000, 151), rec('f1', 'frac', 250, 100), rec('f2', 'frac', 251, 100),
       rec('t1', 'tight', 90, 20), rec('t2', 'tight', 90, 25), rec('u1', 'unknown', 3999, 10)];
-    await db.getRepository(RequestRecord).insert(records);
-    const rows: Array<{ task: string; met: number }> = await db.query(
+    await db().getRepository(RequestRecord).insert(records);
+    const rows: Array<{ task: string; met: number }> = await db().query(
       `SELECT task, sum(slo_met)::int AS met FROM request_rollups WHERE resolution_s = 3600 AND task <> '' GROUP BY task ORDER BY task`,
     );
     const scheduler = new Map<string, number>();
@@ -113,20 +107,74 @@ describe('TaskSloSync (real Postgres)', () => {
   it('reads again when a worker lists a task it did not list before, not on its other reports', async () => {
     const p = new Planned();
     const sync = syncFor(p);
-    await db.query(`UPDATE tasks SET slo_ttft_ms = 50 WHERE name = 'plain'`);
+    const asked = jest.spyOn(sync, 'refresh');
+    const read = async (n: number): Promise<void> => {
+      expect(asked).toHaveBeenCalledTimes(n);
+      await asked.mock.results[n - 1]?.value;
+      expect(p.reads).toBe(n);
+    };
+    await db().query(`UPDATE tasks SET slo_ttft_ms = 50 WHERE name = 'plain'`);
     sync.noticeServed('w1', ['plain', 'tight']); // its first report
-    await eventually(() => p.reads === 1, 'a read on the first report');
+    await read(1);
     expect(p.sloOf('plain').ttftS).toBe(0.05);
     sync.noticeServed('w1', ['tight', 'plain', 'plain']);
     sync.noticeServed('w1', ['tight']); // one task less: nothing to plan with
-    await sleep(50);
-    expect(p.reads).toBe(1);
-    await db.query(`UPDATE tasks SET slo_ttft_ms = 60 WHERE name = 'plain'`);
+    expect(asked).toHaveBeenCalledTimes(1);
+    await db().query(`UPDATE tasks SET slo_ttft_ms = 60 WHERE name = 'plain'`);
     sync.noticeServed('w1', ['tight', 'plain']); // back again (deleted and onboarded again)
-    await eventually(() => p.reads === 2 && p.sloOf('plain').ttftS === 0.06, 'a read when a task comes back');
+    await read(2);
+    expect(p.sloOf('plain').ttftS).toBe(0.06);
     sync.forget('w1');
     sync.noticeServed('w1', ['tight', 'plain']); // the worker reconnected
-    await eventually(() => p.reads === 3, 'a read after the worker came back');
+    await read(3);
+  });
+
+  it("leaves out, with a warning, a row the scheduler cannot plan with; the other tasks keep their own targets", async () => {
+    await db().query(`INSERT INTO tasks (name, rank, slo_ttft_ms, slo_tpot_ms) VALUES ('tiny', 8, 1e-322, NULL), ('nan', 8, NULL, 'NaN'), ('inf', 8, 'Infinity', NULL)`);
+    try {
+      const p = new Planned();
+      const warnings: string[] = [];
+      await syncFor(p, warnings).refresh();
+      expect(p.sloOf('tight')).toEqual({ ttftS: 0.1, tpotS: 0.02 });
+      for (const task of ['tiny', 'nan', 'inf']) expect(p.table).not.toHaveProperty(task);
+      expect(p.sloOf('tiny')).toEqual({ ttftS: 4, tpotS: 0.1505 });
+      expect(warnings.map((w) => /task "(\w+)"/.exec(w)?.[1]).sort()).toEqual(['inf', 'nan', 'tiny']);
+    } finally {
+      await db().query(`DELETE FROM tasks WHERE name IN ('tiny', 'nan', 'inf')`);
+    }
+  });
+
+  it("reads the tasks' targets while slo_defaults cannot be written, and writes it at the next read", async () => {
+    let refuse = true;
+    const real = db();
+    const flaky = new Proxy(real, {
+      get: (ds, key) => (key !== 'query' ? Reflect.get(ds, key, ds)
+        : (sql: string, params?: unknown[]) => (refuse && sql.includes('INSERT INTO slo_defaults') ? Promise.reject(new Error('lock timeout')) : real.query(sql, params))),
+    });
+    await db().query(`UPDATE slo_defaults SET ttft_ms = 1000, tpot_ms = 100`);
+    const p = new Planned();
+    const warnings: string[] = [];
+    const sync = syncFor(p, warnings, flaky);
+    await sync.refresh();
+    expect(p.sloOf('tight')).toEqual({ ttftS: 0.1, tpotS: 0.02 });
+    expect(warnings).toEqual([expect.stringContaining('slo_defaults not checked')]);
+    refuse = false;
+    await sync.refresh();
+    expect(await db().query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 4000, tpot_ms: 150.5 }]);
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('warns when slo_defaults drifts from what this gateway wrote (another gateway configured otherwise), and writes it back', async () => {
+    const p = new Planned();
+    const warnings: string[] = [];
+    const sync = syncFor(p, warnings);
+    await sync.refresh();
+    await sync.refresh();
+    expect(warnings).toEqual([]);
+    await db().query(`UPDATE slo_defaults SET ttft_ms = 999`);
+    await sync.refresh();
+    expect(warnings).toEqual([expect.stringContaining('slo_defaults changed to 999 / 150.5 ms')]);
+    expect(await db().query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 4000, tpot_ms: 150.5 }]);
   });
 
   it('runs one read at a time: asks during a read share one more read', async () => {

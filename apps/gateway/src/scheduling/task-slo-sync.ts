@@ -1,25 +1,32 @@
 /**
- * Keeps the scheduler's per-task SLOs in step with Postgres (the I/O around task-slos.ts). Its first read writes the
- * configured defaults into slo_defaults (dashboard/slo-defaults.ts: the dashboard then judges tasks without targets
- * of their own against what the scheduler plans with); every read gives the Scheduler the tasks' own targets
- * (POST /v1/tasks and CreateTask `slo`, written into the task's row when onboarding validates it). Reads run at start,
- * when a worker lists a task it did not list before (onboarding loads the adapter after its row has the targets; every
- * gateway hears of it on the worker's state stream), and every REFRESH_MS (targets changed in SQL, a missed read).
- * Reads never overlap: one asked for while another runs follows it, and further asks share that one.
+ * Keeps the scheduler's per-task SLOs in step with Postgres (the I/O around task-slos.ts). Every read gives the Scheduler
+ * the tasks' own targets (POST /v1/tasks and CreateTask `slo`, written into the task's row when onboarding validates it)
+ * and keeps slo_defaults at the configured defaults (dashboard/slo-defaults.ts: the dashboard then judges tasks without
+ * targets of their own against what the scheduler plans with): written when the row differs, with a warning when it
+ * differs after this gateway wrote it (gateways sharing a database with other INLAID_SLO_* settings). The two are
+ * separate steps: a failed defaults write does not keep the tasks' targets from the scheduler. Reads run at start, when a
+ * worker lists a task it did not list before (onboarding loads the adapter after its row has the targets; every gateway
+ * hears of it on the worker's state stream), and every REFRESH_MS (targets changed in SQL, a missed read). Reads never
+ * overlap: one asked for while another runs follows it, and further asks share that one.
  */
 import type { Scheduler } from '@inlaid/scheduling';
 import type { DataSource } from 'typeorm';
 import { writeSloDefaults } from '../dashboard/slo-defaults';
-import { SloMs, TaskSloRow, taskSloMap } from './task-slos';
+import { ReportedNames } from '../records/reported-names';
+import { readSloDefaults, readTaskTargetRows } from './task-slo-rows';
+import { SloMs, taskSloMap } from './task-slos';
 
 export const REFRESH_MS = 15_000;
 
+const same = (a: SloMs, b: SloMs): boolean => a.ttftMs === b.ttftMs && a.tpotMs === b.tpotMs;
+
 export class TaskSloSync {
-  private defaultsWritten = false;
+  /** Whether slo_defaults held this gateway's defaults at a read (a later difference is another gateway's). */
+  private defaultsHeld = false;
   private current: Promise<void> | null = null;
   private next: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private readonly served = new Map<string, ReadonlySet<string>>();
+  private readonly served = new ReportedNames();
 
   constructor(
     private readonly db: DataSource,
@@ -53,13 +60,11 @@ export class TaskSloSync {
 
   /** The tasks worker `addr` serves (adapters, models), on each of its reports: a read when it lists a new one. */
   noticeServed(addr: string, tasks: readonly string[]): void {
-    const before = this.served.get(addr);
-    this.served.set(addr, new Set(tasks));
-    if (before === undefined || tasks.some((t) => !before.has(t))) this.refreshLogged();
+    if (this.served.report(addr, tasks).length > 0) this.refreshLogged();
   }
 
   forget(addr: string): void {
-    this.served.delete(addr);
+    this.served.forget(addr);
   }
 
   private refreshLogged(): void {
@@ -67,13 +72,21 @@ export class TaskSloSync {
   }
 
   private async read(): Promise<void> {
-    if (!this.defaultsWritten) {
-      await writeSloDefaults(this.db, this.defaults);
-      this.defaultsWritten = true;
+    await this.syncDefaults().catch((err: unknown) => this.warn(`slo_defaults not checked (tried again in ${REFRESH_MS / 1000} s): ${(err as Error).message}`));
+    this.scheduler.setTaskSlos(taskSloMap(await readTaskTargetRows(this.db), this.defaults, this.warn));
+  }
+
+  private async syncDefaults(): Promise<void> {
+    const held = await readSloDefaults(this.db);
+    if (held !== undefined && same(held, this.defaults)) {
+      this.defaultsHeld = true;
+      return;
     }
-    const rows: TaskSloRow[] = await this.db.query(
-      `SELECT name, slo_ttft_ms AS "ttftMs", slo_tpot_ms AS "tpotMs" FROM tasks WHERE slo_ttft_ms IS NOT NULL OR slo_tpot_ms IS NOT NULL`,
-    );
-    this.scheduler.setTaskSlos(taskSloMap(rows, this.defaults));
+    if (held !== undefined && this.defaultsHeld) {
+      const ms = (s: SloMs) => `${s.ttftMs} / ${s.tpotMs} ms`;
+      this.warn(`slo_defaults changed to ${ms(held)} (another gateway's INLAID_SLO_TTFT_MS / TPOT_MS?); writing this gateway's ${ms(this.defaults)}: gateways sharing a database should share these settings`);
+    }
+    await writeSloDefaults(this.db, this.defaults);
+    this.defaultsHeld = true;
   }
 }

@@ -8,6 +8,9 @@ import { schedulerOptions } from './scheduler-options';
 import { sloOfMs, taskSloMap } from './task-slos';
 
 const DEFAULTS = { ttftMs: 5000, tpotMs: 200 };
+const NO_WARNING = (m: string): never => {
+  throw new Error(`unexpected warning: ${m}`);
+};
 const admitted = (ds: readonly Decision[]): string[] => ds.filter((d) => d.kind === 'admit').map((d) => d.requestId);
 
 describe('taskSloMap', () => {
@@ -17,13 +20,33 @@ describe('taskSloMap', () => {
       { name: 'ttft-only', ttftMs: 250.5, tpotMs: null },
       { name: 'tpot-only', ttftMs: null, tpotMs: 12.5 },
       { name: 'plain', ttftMs: null, tpotMs: null },
-    ], DEFAULTS);
+    ], DEFAULTS, NO_WARNING);
     expect(map).toEqual({
       tight: { ttftS: 0.1, tpotS: 0.02 },
       'ttft-only': { ttftS: 0.2505, tpotS: 0.2 },
       'tpot-only': { ttftS: 5, tpotS: 0.0125 },
     });
     expect(sloOfMs(DEFAULTS)).toEqual({ ttftS: 5, tpotS: 0.2 });
+  });
+
+  it('leaves out, naming it, a row whose targets are no positive finite number of seconds; the scheduler takes the rest', () => {
+    const warnings: string[] = [];
+    const map = taskSloMap([
+      { name: 'good', ttftMs: 100, tpotMs: null },
+      { name: 'tiny', ttftMs: 1e-322, tpotMs: null }, // positive, 0 s once divided by 1000
+      { name: 'nan', ttftMs: null, tpotMs: NaN },
+      { name: 'inf', ttftMs: Infinity, tpotMs: 20 },
+      { name: 'neg', ttftMs: -1, tpotMs: 20 },
+    ], DEFAULTS, (m) => warnings.push(m));
+    expect(map).toEqual({ good: { ttftS: 0.1, tpotS: 0.2 } });
+    expect(warnings.map((w) => /task "(\w+)"/.exec(w)?.[1])).toEqual(['tiny', 'nan', 'inf', 'neg']);
+    const s = new Scheduler(schedulerOptions(parseSchedulingConfig({})));
+    s.setTaskSlos(map);
+    s.onWorkerState(worker());
+    s.enqueue(request('g', 'good', 32, 0));
+    s.schedule(0.3, 'w0');
+    s.onToken('g', 0.3);
+    expect(s.onFinish('g', 0.3).metSlo).toBe(false); // judged against its own 100 ms, not the 5 s default
   });
 });
 
@@ -34,7 +57,7 @@ describe("the scheduler plans each task against its own SLO (inlaid, the gateway
    */
   function firstAdmitted(rows: Parameters<typeof taskSloMap>[0]): { first: string[]; outcome: RequestOutcome } {
     const s = new Scheduler(schedulerOptions(parseSchedulingConfig({})));
-    s.setTaskSlos(taskSloMap(rows, DEFAULTS));
+    s.setTaskSlos(taskSloMap(rows, DEFAULTS, NO_WARNING));
     s.onWorkerState(worker({ maxBatchRows: 1 }));
     s.enqueue(request('t1', 'tight', 32, 0));
     s.enqueue(request('l1', 'loose', 32, 0.05));
@@ -57,7 +80,7 @@ describe("the scheduler plans each task against its own SLO (inlaid, the gateway
     const s = new Scheduler(schedulerOptions(parseSchedulingConfig({})));
     s.onWorkerState(worker());
     s.enqueue(request('before', 'tight', 32, 0));
-    s.setTaskSlos(taskSloMap([{ name: 'tight', ttftMs: 100, tpotMs: null }], DEFAULTS));
+    s.setTaskSlos(taskSloMap([{ name: 'tight', ttftMs: 100, tpotMs: null }], DEFAULTS, NO_WARNING));
     s.enqueue(request('after', 'tight', 32, 0));
     expect(admitted(s.schedule(0.3, 'w0').decisions).sort()).toEqual(['after', 'before']);
     for (const id of ['before', 'after']) s.onToken(id, 0.3);

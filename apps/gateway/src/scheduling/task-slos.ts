@@ -1,7 +1,9 @@
 /**
  * Per-task SLOs for the scheduler (pure): the tasks table's targets (ms; null = the default) as the Scheduler's per-task
  * table (seconds). A task that sets one target takes the other from the defaults, as the dashboard's rollup trigger does
- * (coalesce(tasks.slo_*, slo_defaults.*)); a task that sets neither is left out, so it gets the defaults.
+ * (coalesce(tasks.slo_*, slo_defaults.*)); a task that sets neither is left out, so it gets the defaults. A row whose
+ * targets are no positive finite number of seconds (written in SQL, or before the API bounded them) is left out too,
+ * with a warning: the scheduler refuses a table holding one, and one such row would otherwise cost every task its own.
  */
 import type { Slo } from '@inlaid/scheduling';
 
@@ -22,7 +24,21 @@ export function sloOfMs(ms: SloMs): Slo {
   return { ttftS: ms.ttftMs / 1000, tpotS: ms.tpotMs / 1000 };
 }
 
-export function taskSloMap(rows: readonly TaskSloRow[], defaults: SloMs): Readonly<Record<string, Slo>> {
-  const own = rows.filter((r) => r.ttftMs !== null || r.tpotMs !== null);
-  return Object.fromEntries(own.map((r) => [r.name, sloOfMs({ ttftMs: r.ttftMs ?? defaults.ttftMs, tpotMs: r.tpotMs ?? defaults.tpotMs })]));
+/** The targets a task is judged against: its own, each one it leaves null from the defaults. */
+export function targetsOfRow(row: TaskSloRow, defaults: SloMs): SloMs {
+  return { ttftMs: row.ttftMs ?? defaults.ttftMs, tpotMs: row.tpotMs ?? defaults.tpotMs };
+}
+
+const usable = (seconds: number): boolean => Number.isFinite(seconds) && seconds > 0;
+
+export function taskSloMap(rows: readonly TaskSloRow[], defaults: SloMs, warn: (message: string) => void): Readonly<Record<string, Slo>> {
+  const out: Record<string, Slo> = {};
+  for (const r of rows) {
+    if (r.ttftMs === null && r.tpotMs === null) continue;
+    const ms = targetsOfRow(r, defaults);
+    const slo = sloOfMs(ms);
+    if (usable(slo.ttftS) && usable(slo.tpotS)) out[r.name] = slo;
+    else warn(`task "${r.name}" is planned with the default SLO: its targets (${ms.ttftMs} / ${ms.tpotMs} ms) are not a positive number of seconds`);
+  }
+  return out;
 }

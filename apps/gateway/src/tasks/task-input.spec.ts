@@ -21,6 +21,15 @@ describe('parseCreateTask', () => {
     expect(paramOf(() => parseCreateTask({ name: 'a', adapter: { path: 'a' }, calibration: '{"text":"a"}', slo: { tpot_ms: -1 } }, JSON_BODY))).toBe('slo.tpot_ms');
     expect(paramOf(() => parseCreateTask({ name: 'a', adapter: { path: 'a' }, calibration: { file_id: 'nope' } }, JSON_BODY))).toBe('calibration');
   });
+
+  it('takes SLO targets from a microsecond to 1e9 ms, and names the target outside them', () => {
+    const slo = (s: unknown) => () => parseCreateTask({ name: 'a', adapter: { path: 'a' }, calibration: '{"text":"a"}', slo: s }, JSON_BODY);
+    expect(slo({ ttft_ms: 0.001, tpot_ms: 1e9 })().slo).toEqual({ ttft_ms: 0.001, tpot_ms: 1e9 });
+    for (const bad of [1e-322, 0.0009, 0, -1, 1e9 + 1, NaN, Infinity, '100']) {
+      expect(paramOf(slo({ ttft_ms: bad }))).toBe('slo.ttft_ms');
+      expect(paramOf(slo({ ttft_ms: 100, tpot_ms: bad }))).toBe('slo.tpot_ms');
+    }
+  });
 });
 
 describe('checkCalibration', () => {

@@ -35,6 +35,13 @@ export function checkTaskName(name: unknown, param = 'name'): string {
   return name;
 }
 
+/**
+ * A target's bounds in milliseconds: from a microsecond (a smaller one is 0 s, or subnormal, once the scheduler divides by
+ * 1000) to about 11.6 days (a larger one is no target at all). NaN and infinities are outside.
+ */
+export const SLO_MS_MIN = 0.001;
+export const SLO_MS_MAX = 1e9;
+
 function parseSlo(raw: unknown): Slo | null {
   if (raw === undefined || raw === null) return null;
   if (!isRecord(raw)) throw InlaidError.invalid('`slo` must be an object {ttft_ms, tpot_ms}', 'slo');
@@ -42,7 +49,9 @@ function parseSlo(raw: unknown): Slo | null {
   for (const key of ['ttft_ms', 'tpot_ms'] as const) {
     const v = raw[key];
     if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw InlaidError.invalid(`\`slo.${key}\` must be a positive number`, `slo.${key}`);
+    if (typeof v !== 'number' || !(v >= SLO_MS_MIN && v <= SLO_MS_MAX)) {
+      throw InlaidError.invalid(`\`slo.${key}\` must be a number of milliseconds from ${SLO_MS_MIN} to ${SLO_MS_MAX} (got ${JSON.stringify(v) ?? String(v)})`, `slo.${key}`);
+    }
     out[key] = v;
   }
   return out;

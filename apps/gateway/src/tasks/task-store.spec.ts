@@ -3,27 +3,27 @@
  * those, a section's writes commit with it (or not at all when it throws), and row writes are atomic
  * read-modify-writes (concurrent appends to one row's history all survive); onboarding writes a task's `slo` into its row.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import { dropDatabase, openDatabase } from '@inlaid/db';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DataSource } from 'typeorm';
 import type { GatewayConfig } from '@inlaid/config';
+import { testDatabase } from '@inlaid/db/testing';
+import type { worker } from '@inlaid/proto';
+import { TaskSyncService } from '../records/task-sync.service';
+import type { WorkersService } from '../workers/workers.service';
+import type { OnboardQueues } from './onboard-queues.service';
 import { OnboardSteps } from './onboard-steps';
 import { NewTaskJob, TaskStore } from './task-store.service';
+import { TasksService } from './tasks.service';
 import type { WorkerAdminService } from './worker-admin.service';
 
-const url = `postgres://postgres@127.0.0.1:5432/inlaid_taskstore_${randomBytes(4).toString('hex')}`;
-let db: DataSource;
+const db = testDatabase('inlaid_taskstore');
 let store: TaskStore;
 
-beforeAll(async () => {
-  db = await openDatabase(url);
-  store = new TaskStore(db);
-});
-
-afterAll(async () => {
-  await db?.destroy();
-  await dropDatabase(url);
+beforeAll(() => {
+  store = new TaskStore(db());
 });
 
 async function newJob(task: string): Promise<string> {
@@ -112,20 +112,48 @@ describe('TaskStore.create and latest with the one-live-job-per-name index', () 
   });
 });
 
-describe("onboarding writes the task's SLO into its row", () => {
-  /** The tasks row after the validate step of an onboarding with `slo` (a stand-in worker validates the adapter). */
-  async function validated(task: string, slo: NewTaskJob['slo']): Promise<unknown> {
-    const id = randomUUID();
-    await store.create({ id, task, kind: 'onboard', status: 'queued', adapterPath: '/a', calibrationPath: null, slo, waitForQuantization: false, message: 'accepted' });
-    const admin = { validate: async () => ({ rank: 8, targetModules: ['q_proj'] }) } as unknown as WorkerAdminService;
-    expect(await new OnboardSteps({} as GatewayConfig, store, admin).run('validate', id, { report: async () => undefined })).toBe('valid');
-    const [row] = await db.query(`SELECT slo_ttft_ms AS ttft, slo_tpot_ms AS tpot FROM tasks WHERE name = $1`, [task]);
-    return row;
-  }
+/** The tasks row after the validate step of an onboarding with `slo` (a stand-in worker validates the adapter). */
+async function validated(task: string, slo: NewTaskJob['slo']): Promise<unknown> {
+  const id = randomUUID();
+  await store.create({ id, task, kind: 'onboard', status: 'queued', adapterPath: '/a', calibrationPath: null, slo, waitForQuantization: false, message: 'accepted' });
+  const admin = { validate: async () => ({ rank: 8, targetModules: ['q_proj'] }) } as unknown as WorkerAdminService;
+  expect(await new OnboardSteps({} as GatewayConfig, store, admin).run('validate', id, { report: async () => undefined })).toBe('valid');
+  const [row] = await db().query(`SELECT slo_ttft_ms AS ttft, slo_tpot_ms AS tpot FROM tasks WHERE name = $1`, [task]);
+  return row;
+}
 
+describe("onboarding writes the task's SLO into its row", () => {
   it('both targets, one of them (fractions kept), or none: where the scheduler and the dashboard read them', async () => {
     expect(await validated('slo-both', { ttft_ms: 500, tpot_ms: 50 })).toEqual({ ttft: 500, tpot: 50 });
     expect(await validated('slo-tpot', { tpot_ms: 12.5 })).toEqual({ ttft: null, tpot: 12.5 });
     expect(await validated('slo-none', null)).toEqual({ ttft: null, tpot: null });
+  });
+});
+
+describe("a removed task's targets go with it", () => {
+  const targets = async (task: string): Promise<unknown> =>
+    (await db().query(`SELECT status, slo_ttft_ms AS ttft, slo_tpot_ms AS tpot FROM tasks WHERE name = $1`, [task]))[0];
+  /** The adapter reported by a worker serving it from its own adapters, as TaskSyncService writes it. */
+  const reported = (task: string): Promise<void> =>
+    new TaskSyncService(db(), {} as WorkersService).sync(`w-${task}`, { models: [{ id: task, parent: 'base', rank: 8, targetModules: [] }] } as unknown as worker.WorkerInfo);
+  const tasksService = (): TasksService => {
+    const config = { tasks: { dataDir: mkdtempSync(join(tmpdir(), 'inlaid-taskstore-')) } } as unknown as GatewayConfig;
+    const admin = { unloadEverywhere: async () => undefined } as unknown as WorkerAdminService;
+    const workers = { readyConnections: () => [{ serves: () => true }] } as unknown as WorkersService;
+    return new TasksService(config, store, admin, workers, {} as OnboardQueues);
+  };
+
+  it('DELETE /v1/tasks/{name} and unload_lora_adapter clear them: the name served again has the defaults', async () => {
+    expect(await validated('del-slo', { ttft_ms: 70, tpot_ms: 7 })).toEqual({ ttft: 70, tpot: 7 });
+    await tasksService().delete('del-slo');
+    expect(await targets('del-slo')).toEqual({ status: 'unloaded', ttft: null, tpot: null });
+    await reported('del-slo');
+    expect(await targets('del-slo')).toEqual({ status: 'serving', ttft: null, tpot: null });
+
+    expect(await validated('unl-slo', { ttft_ms: 80 })).toEqual({ ttft: 80, tpot: null });
+    await tasksService().unloadLora({ lora_name: 'unl-slo' });
+    expect(await targets('unl-slo')).toEqual({ status: 'unloaded', ttft: null, tpot: null });
+    await reported('unl-slo');
+    expect(await targets('unl-slo')).toEqual({ status: 'serving', ttft: null, tpot: null });
   });
 });

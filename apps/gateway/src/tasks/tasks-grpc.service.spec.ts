@@ -76,6 +76,8 @@ describe('TasksGrpcService on malformed messages', () => {
     [{ ttftMs: 200, tpotMs: -1 }, 'slo.tpot_ms'],
     [{ ttftMs: NaN, tpotMs: 0 }, 'slo.ttft_ms'],
     [{ ttftMs: 0, tpotMs: Infinity }, 'slo.tpot_ms'],
+    [{ ttftMs: 1e-322, tpotMs: 0 }, 'slo.ttft_ms'], // positive, but 0 s once the scheduler divides by 1000
+    [{ ttftMs: 0, tpotMs: 2e9 }, 'slo.tpot_ms'],
   ])('refuses slo %j as INVALID_ARGUMENT naming %s, as REST refuses it with 400', async (slo, param) => {
     const err = await createTask(slo);
     expect(err?.code).toBe(status.INVALID_ARGUMENT);

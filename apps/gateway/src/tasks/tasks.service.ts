@@ -26,6 +26,8 @@ import { WorkerAdminService } from './worker-admin.service';
 
 /** The statuses of a job whose task holds its name (also frozen in the task_jobs migration 1764600000000). */
 const LIVE = new Set<string>(LIVE_JOB_STATUSES);
+/** A removed task's row: its targets go with it, so the name served again (a worker's own adapter, a vLLM-style load) has none. */
+const UNLOADED = { status: 'unloaded', sloTtftMs: null, sloTpotMs: null } as const;
 
 const taskExists = (name: string) => new InlaidError(status.ALREADY_EXISTS, `A task named \`${name}\` already exists.`, { param: 'name', code: 'task_exists' });
 
@@ -156,7 +158,7 @@ export class TasksService {
         before = { status: j.status, checkpointVersion: j.checkpointVersion }; // as written, not as read above
         filesPending = j.status === 'failed' && j.progress.filesPending === true;
       });
-      await tx.tasks.update({ name }, { status: 'unloaded' });
+      await tx.tasks.update({ name }, UNLOADED);
       if (dropsAtNextVersion(before)) {
         // its files go with the re-quantization that drops it (onboard-steps.ts), not before: a run may read them
         await tx.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
@@ -215,7 +217,7 @@ export class TasksService {
       await this.unload(name);
       const latest = await tx.latest(name);
       if (latest !== null && latest.status !== 'deleted') await tx.transition(latest.id, 'deleted', 'unloaded (vLLM API)');
-      await tx.tasks.update({ name }, { status: 'unloaded' });
+      await tx.tasks.update({ name }, UNLOADED);
     });
     return `Success: LoRA adapter '${name}' removed successfully.`;
   }

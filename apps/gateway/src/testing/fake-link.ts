@@ -3,9 +3,10 @@ import { common, worker } from '@inlaid/proto';
 import type { WorkerLink } from '../scheduling/ticket';
 import { AsyncQueue } from '../workers/async-queue';
 
-/** The request a worker-side run id belongs to (`<id>~r<n>`, resume.ts runRequestId). */
+/** The request a worker-side run id belongs to (`<id>~r<n>`, resume.ts runRequestId); an id without `~` is its own. */
 export function requestOf(runId: string): string {
-  return runId.slice(0, runId.lastIndexOf('~'));
+  const i = runId.lastIndexOf('~');
+  return i < 0 ? runId : runId.slice(0, i);
 }
 
 export class FakeLink implements WorkerLink {

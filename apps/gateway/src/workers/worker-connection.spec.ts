@@ -10,9 +10,9 @@ import { connect, createServer, type Server as NetServer, type Socket } from 'no
 import type { AddressInfo } from 'node:net';
 import { toOpenAIError } from '../common/http-mapping';
 import { INTERNAL_ERROR_MESSAGE, InlaidError } from '../common/inlaid-error';
-import { Logger } from '@nestjs/common';
 import { eventually, sleep } from '../testing/eventually';
 import { bindLocal } from '../testing/local-grpc';
+import { logSpies } from '../testing/log-spies';
 import type { AsyncQueue } from './async-queue';
 import { CHANNEL_OPTIONS, WorkerConnection } from './worker-connection';
 
@@ -141,7 +141,7 @@ const HTTP_OF: Partial<Record<status, number>> = {
 describe('WorkerConnection: each RequestError the worker sends, classified by its kind', () => {
   let server: Server;
   let conn: WorkerConnection;
-  let logged: jest.SpyInstance;
+  const spies = logSpies();
 
   beforeAll(async () => {
     // request id `e<i>` is answered with REQUEST_ERRORS[i]
@@ -154,8 +154,6 @@ describe('WorkerConnection: each RequestError the worker sends, classified by it
     conn.start();
     await eventually(() => conn.ready, 'the link is up', UP_MS);
   });
-  beforeEach(() => (logged = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined)));
-  afterEach(() => logged.mockRestore());
   afterAll(() => {
     conn?.stop();
     server?.forceShutdown();
@@ -177,11 +175,11 @@ describe('WorkerConnection: each RequestError the worker sends, classified by it
       // the worker's text (request ids, slots) stays in the log, once
       expect(body.error).toMatchObject({ type: 'server_error', message: INTERNAL_ERROR_MESSAGE });
       expect(JSON.stringify(body)).not.toContain('secret');
-      expect(logged).toHaveBeenCalledTimes(1);
-      expect(String(logged.mock.calls[0][0])).toContain(message);
+      expect(spies.error).toHaveBeenCalledTimes(1);
+      expect(String(spies.error.mock.calls[0][0])).toContain(message);
       return;
     }
-    expect(logged).not.toHaveBeenCalled();
+    expect(spies.error).not.toHaveBeenCalled();
   });
 });
 

@@ -5,7 +5,7 @@
  * with backoff. A RequestError event fails its request as workerRequestError classifies it by the kind the worker
  * names (400 bad input, 404 unknown model, 503 shutdown or backlog, else a logged 500), never by its text.
  */
-import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata, status } from '@grpc/grpc-js';
+import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
 import { InlaidError, WORKER_UNAVAILABLE_MESSAGE, workerRequestError } from '../common/inlaid-error';
 import { AsyncQueue } from './async-queue';
@@ -71,6 +71,15 @@ export class WorkerConnection {
 
   get ready(): boolean {
     return this.session !== null && this.info !== null;
+  }
+
+  /**
+   * Ready and not stopping: its latest WorkerState does not say `draining` (sent as soon as the worker refuses new
+   * Admits, RunningWorker.stop). New work (Prepare, Tokenize, model lists) goes only to such a worker; a stopping one
+   * stays ready for the requests it runs until its link goes down.
+   */
+  get accepting(): boolean {
+    return this.ready && this.state?.draining !== true;
   }
 
   get inFlight(): number {
@@ -163,9 +172,9 @@ export class WorkerConnection {
   admit(admit: worker.Admit): AsyncQueue<worker.TokenDelta> {
     const session = this.session;
     if (session === null) throw InlaidError.unavailable(WORKER_UNAVAILABLE_MESSAGE); // (its address is no client's business)
-    if (this.pending.has(admit.requestId)) {
-      throw new InlaidError(status.ALREADY_EXISTS, `Request id ${admit.requestId} is already running.`);
-    }
+    // run ids are unique (resume.ts runRequestId: per dispatcher run, per gateway process): never true (a plain Error is
+    // a bug, logged as such, a 500)
+    if (this.pending.has(admit.requestId)) throw new Error(`worker link invariant broken: run ${admit.requestId} is already in flight`);
     const queue = new AsyncQueue<worker.TokenDelta>();
     this.pending.set(admit.requestId, queue);
     session.write({ kind: { $case: 'admit', value: admit } });

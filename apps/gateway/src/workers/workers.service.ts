@@ -42,8 +42,9 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     this.connections.forEach((c) => c.stop());
   }
 
+  /** /readyz: a worker takes new work (a gateway whose only workers are stopping is not ready). */
   get anyReady(): boolean {
-    return this.connections.some((c) => c.ready);
+    return this.connections.some((c) => c.accepting);
   }
 
   /** Every connected worker (admin calls go to all of them). */
@@ -55,37 +56,46 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     return this.connections.map((c) => c.snapshot());
   }
 
-  /** The worker for a request, skipping `exclude` (workers already tried for it). */
+  /** The workers new work may go to: ready and not stopping (WorkerConnection.accepting). */
+  private accepting(): WorkerConnection[] {
+    return this.connections.filter((c) => c.accepting);
+  }
+
+  /** The worker for a request (an accepting one: a stopping worker gets no new Prepare), skipping `exclude` (workers already tried for it). */
   pick(model: string, exclude: ReadonlySet<string> = new Set()): WorkerConnection {
-    return pickWorker(this.connections.filter((c) => !exclude.has(c.addr)), model);
+    return pickWorker(this.accepting().filter((c) => !exclude.has(c.addr)), model);
   }
 
   /**
-   * The tool support of the workers serving `model` (the first ready one's report: they serve one base model);
-   * the Hermes fallback when none is ready (the request then gets 503 anyway).
+   * The tool support of the workers serving `model` (the first accepting one's report: they serve one base model);
+   * the Hermes fallback when none accepts work (the request then gets 503 anyway).
    */
   toolSupport(model: string): ToolSupport {
-    return toolSupportOf(this.connections.find((c) => c.ready && c.serves(model))?.toolInfo());
+    return toolSupportOf(this.accepting().find((c) => c.serves(model))?.toolInfo());
   }
 
   /**
-   * The length of `model` as a ready worker serving it reports it (its ModelCard), undefined when none is ready: what
+   * The length of `model` as an accepting worker serving it reports it (its ModelCard), undefined when none does: what
    * bounds a request that leaves max_tokens out (the held-logprobs caps, REST and gRPC).
    */
   maxModelLen(model: string): number | undefined {
-    return this.connections.find((c) => c.ready && c.serves(model))?.models().find((m) => m.id === model)?.maxModelLen || undefined;
+    return this.accepting().find((c) => c.serves(model))?.models().find((m) => m.id === model)?.maxModelLen || undefined;
   }
 
-  /** Whether a ready worker outside `exclude` exists (a failed request can be retried there). */
+  /** Whether an accepting worker outside `exclude` exists (a failed request can be retried there). */
   hasReadyOutside(exclude: ReadonlySet<string>): boolean {
-    return this.connections.some((c) => c.ready && !exclude.has(c.addr));
+    return this.accepting().some((c) => !exclude.has(c.addr));
   }
 
-  /** Every model served by a ready worker, base models first, deduplicated by id. */
+  /**
+   * Every model served by an accepting worker (as pick and the scheduler see them: a stopping worker's are not listed),
+   * base models first, deduplicated by id.
+   */
   listModels(): common.ModelCard[] {
-    if (!this.anyReady) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
+    const accepting = this.accepting();
+    if (accepting.length === 0) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
     const byId = new Map<string, common.ModelCard>();
-    for (const c of this.connections) for (const m of c.models()) if (!byId.has(m.id)) byId.set(m.id, m);
+    for (const c of accepting) for (const m of c.models()) if (!byId.has(m.id)) byId.set(m.id, m);
     return [...byId.values()].sort((a, b) => Number(a.parent !== '') - Number(b.parent !== '') || a.id.localeCompare(b.id));
   }
 }

@@ -11,24 +11,30 @@ describe('migration 1764800000000: SLO targets in fractional milliseconds (real 
     db().query(`INSERT INTO task_jobs (id, task, kind, status, slo, created_at) VALUES ($1, $2, $3, $4, $5, now() - $6 * interval '1 second')`,
       [id, task, kind, status, slo === null ? null : JSON.stringify(slo), secondsAgo]);
 
-  it("gives tasks written before it their latest job's `slo`, keeps fractions, and rounds up on the way down", async () => {
+  it("gives tasks written before it their live job's `slo`, keeps fractions, and rounds up on the way down", async () => {
     await undoThrough(db(), 'SloTargetsMs1764800000000');
     await db().query(`INSERT INTO tasks (name, rank, slo_ttft_ms, slo_tpot_ms) VALUES ('onboarded', 8, NULL, NULL), ('partial', 8, NULL, NULL),
-      ('reloaded', 8, NULL, NULL), ('own', 8, 300, NULL), ('none', 8, NULL, NULL)`);
+      ('reloaded', 8, NULL, NULL), ('own', 8, 300, NULL), ('none', 8, NULL, NULL), ('gone', 8, NULL, NULL), ('failed', 8, NULL, NULL)`);
     await job('a', 'onboarded', 'onboard', { ttft_ms: 500, tpot_ms: 50 }, 10);
     await job('b', 'partial', 'onboard', { tpot_ms: 12.5 }, 10);
     await job('c0', 'reloaded', 'onboard', { ttft_ms: 700 }, 20, 'deleted'); // the vLLM-style load that followed set none
     await job('c1', 'reloaded', 'load', null, 10, 'serving');
     await job('c2', 'reloaded', 'delete', { ttft_ms: 1 }, 5, 'queued'); // removals are no task's targets
     await job('d', 'own', 'onboard', { ttft_ms: 900 }, 10); // the row's own target stays
+    await job('g', 'gone', 'onboard', { ttft_ms: 50 }, 10, 'deleted'); // deleted: now served from a worker's own adapters
+    await job('f', 'failed', 'onboard', { ttft_ms: 60 }, 10, 'failed');
     await db().runMigrations({ transaction: 'each' });
-    expect(await targets()).toEqual({ onboarded: [500, 50], partial: [null, 12.5], reloaded: [null, null], own: [300, null], none: [null, null] });
+    expect(await targets()).toEqual({ onboarded: [500, 50], partial: [null, 12.5], reloaded: [null, null], own: [300, null], none: [null, null],
+      gone: [null, null], failed: [null, null] });
 
     await db().query(`UPDATE slo_defaults SET ttft_ms = 1500.25, tpot_ms = 80.5`);
     await db().query(`UPDATE tasks SET slo_ttft_ms = 0.5 WHERE name = 'none'`);
+    await db().query(`UPDATE tasks SET slo_ttft_ms = 1e12, slo_tpot_ms = 'NaN' WHERE name = 'gone'`);
     await db().undoLastMigration();
     expect(await db().query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 1501, tpot_ms: 81 }]);
     expect((await targets())['none']).toEqual([1, null]);
+    expect((await targets())['gone']).toEqual([2147483647, 2147483647]); // past integer's range: its largest
     await db().runMigrations({ transaction: 'each' });
   });
+
 });

@@ -1,4 +1,7 @@
-/** For this library's specs: a migrated database of a spec file's own on the real Postgres, and migrations undone. */
+/**
+ * For specs (this library's, and the gateway's as `@inlaid/db/testing`: tsconfig.base.json paths, jest.config.js
+ * moduleNameMapper; not built): a migrated database of a spec file's own on the real Postgres, and migrations undone.
+ */
 import { randomBytes } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { openDatabase } from '../data-source';

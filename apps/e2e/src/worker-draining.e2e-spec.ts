@@ -1,0 +1,43 @@
+/**
+ * A real Python worker told to stop (SIGTERM: RunningWorker.stop, refuse_new, then the server's 5 s grace) says so on
+ * the Session at once (WorkerState.draining), and the gateway's own WorkerConnection stops taking new work for it
+ * (accepting: what WorkersService.pick, listModels and the dispatcher read) while its link is still up. Before, the
+ * gateway learned of the stop only from a refused run (SHUTTING_DOWN), and sent Prepares there until then.
+ */
+import { rmSync } from 'node:fs';
+import { eventually as until } from '../../gateway/src/testing/eventually';
+import { WorkerConnection } from '../../gateway/src/workers/worker-connection';
+import { freePort } from './support/ports';
+import { makeTinyFixture, startWorker, type TinyFixture, type WorkerProcess } from './support/python-worker';
+
+jest.setTimeout(180_000);
+
+const quiet = { log: () => undefined, warn: () => undefined };
+
+let fixture: TinyFixture;
+let wk: WorkerProcess;
+let conn: WorkerConnection;
+
+beforeAll(async () => {
+  fixture = await makeTinyFixture();
+  wk = await startWorker(fixture, await freePort());
+  conn = new WorkerConnection(wk.addr, quiet);
+  conn.start();
+});
+
+afterAll(async () => {
+  conn?.stop();
+  await wk?.kill();
+  if (fixture !== undefined) rmSync(fixture.root, { recursive: true, force: true });
+});
+
+it('a stopping worker is no longer accepting as soon as it refuses, its link still up', async () => {
+  await until(() => conn.ready, 'the link is up', 10_000);
+  expect(conn.accepting).toBe(true);
+  expect(conn.latestState?.draining).toBe(false);
+  process.kill(wk.pid, 'SIGTERM');
+  await until(() => !conn.accepting, 'the worker says it is draining', 3_000); // before: never, until a run was refused
+  expect(conn.ready).toBe(true); // within the grace: its Session (and any run on it) goes on
+  expect(conn.latestState?.draining).toBe(true);
+  await until(() => !conn.ready, 'the link goes down once the grace ends', 10_000);
+});
