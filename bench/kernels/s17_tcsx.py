@@ -42,6 +42,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -370,14 +371,14 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
     (dest / f"{stem}-ship.json").write_text(json.dumps(dict(meta=dict(meta, command=command), bench=ship), indent=1))
 
 
-def ship_rows(rows: list[dict]) -> list[dict]:
-    """Rows for bench/kernels/tuned_table.py (M, N, K, pick, pick_us = under PDL): where the best tcsx candidate (least
+def ship_rows(rows: list[dict], buckets: Collection[int] = TCSX_PLANS) -> list[dict]:
+    """Rows for bench/kernels/tuned_table.py (M, N, K, pick, pick_us = under PDL): where the best candidate (least
     iso + pdl, pre-pass included) is >= SHIP_MIN x faster than the timed shipped pick both iso and under PDL, at the
-    tuner's tcsx buckets. An untimed shipped pick ships nothing."""
+    tuner's buckets for the kind (tcsx's by default). An untimed shipped pick ships nothing."""
     out = []
     for r in rows:
         si, sp, bi, bp = (r.get(f) for f in ("shipped_iso_us", "shipped_pdl_us", "best_iso_us", "best_pdl_us"))
-        if m_bucket(r["M"]) not in TCSX_PLANS or not (si and sp and bi and bp):
+        if m_bucket(r["M"]) not in buckets or not (si and sp and bi and bp):
             continue
         if si / bi >= SHIP_MIN and sp / bp >= SHIP_MIN:
             out.append(dict(shape=r["shape"], K=r["K"], N=r["N"], M=r["M"], dtype="float16", bits=4, group=128,

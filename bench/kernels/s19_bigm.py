@@ -31,7 +31,7 @@ import torch
 from device_common import device_parser, report_head, run_phase, short_cfg, write_report
 from inlaid_worker.kernels import pdl, qmm_tuned
 from inlaid_worker.kernels.quant_matmul_config import TCSXK_PLANS, QMMConfig, m_bucket
-from s17_tcsx import _f, read_checks
+from s17_tcsx import _f, read_checks, ship_rows
 
 # (name, K, N, M): the brief's three points first, then the other decode shapes at M = 256 / 128
 POINTS = [
@@ -254,19 +254,6 @@ def bench(out: Path) -> None:
         torch.cuda.empty_cache()
 
 
-def ship_rows(rows: list[dict]) -> list[dict]:
-    out = []
-    for r in rows:
-        si, sp, bi, bp = (r.get(f) for f in ("shipped_iso_us", "shipped_pdl_us", "best_iso_us", "best_pdl_us"))
-        if m_bucket(r["M"]) not in TCSXK_PLANS or not (si and sp and bi and bp):
-            continue
-        if si / bi >= SHIP_MIN and sp / bp >= SHIP_MIN:
-            out.append(dict(shape=r["shape"], K=r["K"], N=r["N"], M=r["M"], dtype="float16", bits=4, group=128,
-                            before=r["shipped"], before_iso_us=si, before_us=sp, pick=r["best"], pick_iso_us=bi,
-                            pick_us=bp))  # fmt: skip
-    return out
-
-
 def report(out: Path, dest: Path, command: str, stem: str) -> None:
     checks = read_checks(out)
     path = out / "bench.json"
@@ -312,7 +299,7 @@ def report(out: Path, dest: Path, command: str, stem: str) -> None:
             continue
         md.append(f"| {r['shape']} | {r['M']} | {r.get('tiles')} x {r.get('k_tiles')} | "
                   f"{_f(r.get('shipped_kernel_iso_us'))} | " + " | ".join(_f(a.get(lb)) for lb in labels) + " |")
-    ship = ship_rows(rows)
+    ship = ship_rows(rows, TCSXK_PLANS)
     md += ["", f"## Ship rows (tcsxk >= {SHIP_MIN}x the shipped pick iso AND pdl)", "",
            "| shape | M | old pick | old iso / pdl | new pick | new iso / pdl | speed-up iso / pdl |",
            "|---|---|---|---|---|---|---|"]  # fmt: skip
