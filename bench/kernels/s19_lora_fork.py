@@ -1,7 +1,7 @@
 # Its runs also timed a "fork-plain" variant (the forked shrink without PDL), removed from lora_early after them.
 """Session 19 (issue 4): the LoRA shrink off the critical path of the small-batch decode step (kernels.lora_early):
-issued before the base GEMV on the same stream ("before") or on a forked branch of the CUDA graph ("fork"; "fork-plain"
-the same with the forked shrink launched without PDL), against the shipped order (shrink after the GEMV, "lora"),
+issued before the base GEMV on the same stream ("before") or on a forked branch of the CUDA graph ("fork"; its runs also
+timed "fork-plain", the same with the forked shrink launched without PDL, since removed), against the shipped order (shrink after the GEMV, "lora"),
 and "auto" (lora_early.POLICY: the mode per bucket), batches 1 / 2 / 4 / 8 / 16, rank-16 q/k/v/o adapters, one
 adapter.
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 19 (issue 4), one device call: (1) s19_lora_fork.py, the LoRA shrink ahead of the base GEMV
-# (kernels.lora_early: "before" on the same stream, "fork" / "fork-plain" on a graph branch) against the shipped order,
+# (kernels.lora_early: "before" on the same stream, "fork" on a graph branch; its runs also timed a since-removed "fork-plain") against the shipped order,
 # and the per-bucket policy ("auto"), batches 1 / 2 / 4 / 8 / 16, with the batch-1 DOT dumps; (2) the GPU tests of the new ordering (test_lora_early.py) and of the
 # partials path it uses (test_lora_partials.py). The working tree as carried is what runs (the device copy's git HEAD
 # may be stale; nothing is restored from it).

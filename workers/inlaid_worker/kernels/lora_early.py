@@ -64,7 +64,9 @@ def early_mode(x: torch.Tensor, batch: LoraBatch) -> str:
     """mode_for this call's batch and capture state (the current CUDA stream's, for x on CUDA): the cheap first
     decision, made before any setup; "off" for a batch without row blocks."""
     blocks = batch.blk_len.numel()
-    return "off" if blocks == 0 else mode_for(blocks, x.is_cuda and torch.cuda.is_current_stream_capturing())
+    if blocks == 0 or batch.block_m != 1 or blocks > lora_fused.PARTIALS_MAX_ROWS:  # no partials plan: place() says off
+        return "off"
+    return mode_for(blocks, x.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,8 @@ def shrink_ahead(x: torch.Tensor, pools: Sequence[LoraPool], batch: LoraBatch, m
     v = lora_fused.alloc_v(x.shape[0], sum(s.r_max), plan, x.device)  # on the expand's stream, before the fork
     branch = None
     if where == "fork":
-        # made on first use, possibly inside a capture: the capture stream is a pool stream, so the device's stream
-        # pools (every priority's) already exist and taking one makes no CUDA call
+        # model.decode_graphs makes this stream before it captures; a first use inside some other capture would still
+        # make no CUDA call (the capture stream is a pool stream, so every priority's pool already exists)
         branch = side_stream(x.device, FORK_PRIORITY)
         branch.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(branch):
