@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -223,12 +224,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     # ---- info and adapters --------------------------------------------------------------------------------
     def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:
+        # draining from the refusing flag itself: latest_state says so only once the loop has published after refuse_new
+        state = replace(self.loop.latest_state, draining=self.loop.refusing)
         return worker_pb2.WorkerInfo(
             worker_id=self.worker_id,
             base_model=self.engine.adapters.base_model_id,
             models=[card_to_proto(c) for c in self.engine.adapters.cards],
             max_model_len=self.engine.limits.max_model_len,
-            state=state_to_proto(self.loop.latest_state, self.worker_id),
+            state=state_to_proto(state, self.worker_id),
             tool_call_parser=self.engine.tokenizer.tool_support.parser,
             native_tools=self.engine.tokenizer.tool_support.native,
         )

@@ -1,12 +1,14 @@
 /**
  * Keeps the scheduler's per-task SLOs in step with Postgres (the I/O around task-slos.ts). Every read gives the Scheduler
  * the tasks' own targets (POST /v1/tasks and CreateTask `slo`, written into the task's row when onboarding validates it)
- * and keeps slo_defaults at the configured defaults (dashboard/slo-defaults.ts: the dashboard then judges tasks without
- * targets of their own against what the scheduler plans with): written when the row differs, with a warning when it
- * differs after this gateway wrote it (gateways sharing a database with other INLAID_SLO_* settings). The two are
- * separate steps: a failed defaults write does not keep the tasks' targets from the scheduler. Reads run at start, when a
- * worker lists a task it did not list before (onboarding loads the adapter after its row has the targets; every gateway
- * hears of it on the worker's state stream), and every REFRESH_MS (targets changed in SQL, a missed read). Reads never
+ * and sets slo_defaults to the configured defaults (dashboard/slo-defaults.ts: the dashboard then judges tasks without
+ * targets of their own against what the scheduler plans with): written until the row holds them once (this gateway's
+ * write succeeded, or found them there); a different value after that (a gateway sharing the database with other
+ * INLAID_SLO_* settings) is warned of, once per value, and left: two gateways writing their own back would flip the row
+ * every REFRESH_MS. A row the scheduler cannot plan with is warned of once per (task, targets). The two are separate
+ * steps: a failed defaults write does not keep the tasks' targets from the scheduler, and the next read tries again.
+ * Reads run at start, when a worker lists a task it did not list before (onboarding loads the adapter after its row has
+ * the targets; every gateway hears of it on the worker's state stream), and every REFRESH_MS (targets changed in SQL, a missed read). Reads never
  * overlap: one asked for while another runs follows it, and further asks share that one.
  */
 import type { Scheduler } from '@inlaid/scheduling';
@@ -21,8 +23,10 @@ export const REFRESH_MS = 15_000;
 const same = (a: SloMs, b: SloMs): boolean => a.ttftMs === b.ttftMs && a.tpotMs === b.tpotMs;
 
 export class TaskSloSync {
-  /** Whether slo_defaults held this gateway's defaults at a read (a later difference is another gateway's). */
+  /** Whether slo_defaults held this gateway's defaults once (a later difference is another gateway's: not written back). */
   private defaultsHeld = false;
+  /** The warnings given (a row or slo_defaults value read again every REFRESH_MS is warned of once). */
+  private readonly warned = new Set<string>();
   private current: Promise<void> | null = null;
   private next: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -73,7 +77,13 @@ export class TaskSloSync {
 
   private async read(): Promise<void> {
     await this.syncDefaults().catch((err: unknown) => this.warn(`slo_defaults not checked (tried again in ${REFRESH_MS / 1000} s): ${(err as Error).message}`));
-    this.scheduler.setTaskSlos(taskSloMap(await readTaskTargetRows(this.db), this.defaults, this.warn));
+    this.scheduler.setTaskSlos(taskSloMap(await readTaskTargetRows(this.db), this.defaults, (m) => this.warnOnce(m)));
+  }
+
+  private warnOnce(message: string): void {
+    if (this.warned.has(message)) return;
+    this.warned.add(message);
+    this.warn(message);
   }
 
   private async syncDefaults(): Promise<void> {
@@ -84,7 +94,8 @@ export class TaskSloSync {
     }
     if (held !== undefined && this.defaultsHeld) {
       const ms = (s: SloMs) => `${s.ttftMs} / ${s.tpotMs} ms`;
-      this.warn(`slo_defaults changed to ${ms(held)} (another gateway's INLAID_SLO_TTFT_MS / TPOT_MS?); writing this gateway's ${ms(this.defaults)}: gateways sharing a database should share these settings`);
+      this.warnOnce(`slo_defaults changed to ${ms(held)} (another gateway's INLAID_SLO_TTFT_MS / TPOT_MS?); this gateway plans with ${ms(this.defaults)} and leaves the row: gateways sharing a database should share these settings`);
+      return;
     }
     await writeSloDefaults(this.db, this.defaults);
     this.defaultsHeld = true;

@@ -2,8 +2,9 @@
  * Per-task SLOs for the scheduler (pure): the tasks table's targets (ms; null = the default) as the Scheduler's per-task
  * table (seconds). A task that sets one target takes the other from the defaults, as the dashboard's rollup trigger does
  * (coalesce(tasks.slo_*, slo_defaults.*)); a task that sets neither is left out, so it gets the defaults. A row whose
- * targets are no positive finite number of seconds (written in SQL, or before the API bounded them) is left out too,
- * with a warning: the scheduler refuses a table holding one, and one such row would otherwise cost every task its own.
+ * targets are no positive finite number of seconds is left out too, with a warning (the caller gives each once): the
+ * scheduler refuses a table holding one, and one such row would otherwise cost every task its own. The columns' CHECKs
+ * (migration 1764800000000) refuse such a target in SQL too; this stays as the scheduler's guard.
  */
 import type { Slo } from '@inlaid/scheduling';
 

@@ -63,7 +63,7 @@ export class TasksService {
     try {
       const adapterPath = upload !== null ? await writeAdapter(join(dir, 'adapter'), checkAdapterFiles(upload)) : await resolveAdapterPath(input.adapterPath ?? '', this.config.tasks.adapterRoots);
       fields = { ...fields, adapterPath };
-      if (this.workers.readyConnections().length > 0) await this.admin.validate(input.name, adapterPath);
+      if (this.workers.acceptingConnections().length > 0) await this.admin.validate(input.name, adapterPath);
       fields = { ...fields, calibrationPath: 'text' in calibration ? await writeText(join(dir, 'calibration.jsonl'), calibration.text) : calibration.path };
     } catch (err) {
       await rm(dir, { recursive: true, force: true });

@@ -59,13 +59,19 @@ function unary<Req, Res>(
 export class WorkerAdminService {
   constructor(@Inject(WorkersService) private readonly workers: WorkersService) {}
 
+  /**
+   * The workers admin calls go to: the accepting ones. A stopping worker (WorkerConnection.accepting) refuses new calls
+   * in its shutdown grace, and its adapter set no longer matters: it goes away, and a worker that starts in its place
+   * loads the tasks' adapters as any new worker does. Before, validate could pick it (POST /v1/tasks a 503 during a
+   * rolling restart) and load / unload / requantize failed on it.
+   */
   private ready(): WorkerConnection[] {
-    const ready = this.workers.readyConnections();
+    const ready = this.workers.acceptingConnections();
     if (ready.length === 0) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
     return ready;
   }
 
-  /** Validates on one worker (all serve the same base); 400 with the worker's reason. */
+  /** Validates on one accepting worker (all serve the same base); 400 with the worker's reason. */
   async validate(name: string, path: string, param = 'adapter'): Promise<common.ModelCard> {
     const c = this.ready()[0] as WorkerConnection;
     return unary(c.rpc.validateAdapter.bind(c.rpc), { name, path }).catch((err: unknown) => {
@@ -96,10 +102,10 @@ export class WorkerAdminService {
   }
 
   /**
-   * Re-quantizes once per checkpoint store: the store's first ready worker (WORKER_ADDRS order) quantizes,
-   * the others follow; resolves with the DONE event once every ready worker serves the new version.
+   * Re-quantizes once per checkpoint store: the store's first accepting worker (WORKER_ADDRS order) quantizes,
+   * the others follow; resolves with the DONE event once every accepting worker serves the new version.
    */
   requantize(add: readonly QuantTaskSpec[], remove: readonly string[], onProgress: ProgressSink): Promise<worker.RequantizeProgress> {
-    return new SharedRequantize(() => this.workers.readyConnections(), (err) => toAdminError(err)).run(add, remove, onProgress);
+    return new SharedRequantize(() => this.workers.acceptingConnections(), (err) => toAdminError(err)).run(add, remove, onProgress);
   }
 }

@@ -53,6 +53,8 @@ export class WorkerConnection {
   private session: Session | null = null;
   private info: worker.WorkerInfo | null = null;
   private state: worker.WorkerState | null = null;
+  /** A state of this Session said `draining` (GetInfo's at its start, one on the stream, or refreshInfo's): one-way until the next Session. */
+  private stopping = false;
   private lastError: string | null = null;
   private stopped = false;
   private wake: (() => void) | null = null;
@@ -74,12 +76,14 @@ export class WorkerConnection {
   }
 
   /**
-   * Ready and not stopping: its latest WorkerState does not say `draining` (sent as soon as the worker refuses new
-   * Admits, RunningWorker.stop). New work (Prepare, Tokenize, model lists) goes only to such a worker; a stopping one
-   * stays ready for the requests it runs until its link goes down.
+   * Ready and not stopping: no WorkerState of this Session said `draining` (sent as soon as the worker refuses new
+   * Admits, RunningWorker.stop). Once one did, the worker stays stopping until its Session ends (a stop is one-way, as
+   * the Dispatcher keeps it drained; a later state without the flag, e.g. one published before it, does not undo it);
+   * a new Session starts from GetInfo's state. New work (Prepare, Tokenize, model lists, admin calls) goes only to an
+   * accepting worker; a stopping one stays ready for the requests it runs until its link goes down.
    */
   get accepting(): boolean {
-    return this.ready && this.state?.draining !== true;
+    return this.ready && !this.stopping;
   }
 
   get inFlight(): number {
@@ -136,6 +140,7 @@ export class WorkerConnection {
     if (this.session === null) return;
     this.info = info;
     this.state = info.state ?? this.state;
+    this.stopping ||= info.state?.draining === true;
     this.onInfo(info);
   }
 
@@ -196,6 +201,7 @@ export class WorkerConnection {
       try {
         this.info = await this.getInfo();
         this.state = this.info.state ?? null;
+        this.stopping = this.state?.draining === true; // a new Session (a restarted worker): as it says now
         this.onInfo(this.info);
         attempt = 0;
         this.logger.log(`worker ${this.addr} (${this.info.workerId}) connected, base ${this.info.baseModel}`);
@@ -236,6 +242,7 @@ export class WorkerConnection {
     if (kind === undefined) return;
     if (kind.$case === 'state') {
       this.state = kind.value;
+      this.stopping ||= kind.value.draining;
       this.emit('state');
     } else if (kind.$case === 'delta') {
       const queue = this.pending.get(kind.value.requestId);

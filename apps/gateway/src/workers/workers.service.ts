@@ -56,14 +56,14 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     return this.connections.map((c) => c.snapshot());
   }
 
-  /** The workers new work may go to: ready and not stopping (WorkerConnection.accepting). */
-  private accepting(): WorkerConnection[] {
+  /** The workers new work (and admin calls) may go to: ready and not stopping (WorkerConnection.accepting). */
+  acceptingConnections(): WorkerConnection[] {
     return this.connections.filter((c) => c.accepting);
   }
 
   /** The worker for a request (an accepting one: a stopping worker gets no new Prepare), skipping `exclude` (workers already tried for it). */
   pick(model: string, exclude: ReadonlySet<string> = new Set()): WorkerConnection {
-    return pickWorker(this.accepting().filter((c) => !exclude.has(c.addr)), model);
+    return pickWorker(this.acceptingConnections().filter((c) => !exclude.has(c.addr)), model);
   }
 
   /**
@@ -71,7 +71,7 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
    * the Hermes fallback when none accepts work (the request then gets 503 anyway).
    */
   toolSupport(model: string): ToolSupport {
-    return toolSupportOf(this.accepting().find((c) => c.serves(model))?.toolInfo());
+    return toolSupportOf(this.acceptingConnections().find((c) => c.serves(model))?.toolInfo());
   }
 
   /**
@@ -79,12 +79,12 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
    * bounds a request that leaves max_tokens out (the held-logprobs caps, REST and gRPC).
    */
   maxModelLen(model: string): number | undefined {
-    return this.accepting().find((c) => c.serves(model))?.models().find((m) => m.id === model)?.maxModelLen || undefined;
+    return this.acceptingConnections().find((c) => c.serves(model))?.models().find((m) => m.id === model)?.maxModelLen || undefined;
   }
 
   /** Whether an accepting worker outside `exclude` exists (a failed request can be retried there). */
   hasReadyOutside(exclude: ReadonlySet<string>): boolean {
-    return this.accepting().some((c) => !exclude.has(c.addr));
+    return this.acceptingConnections().some((c) => !exclude.has(c.addr));
   }
 
   /**
@@ -92,7 +92,7 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
    * base models first, deduplicated by id.
    */
   listModels(): common.ModelCard[] {
-    const accepting = this.accepting();
+    const accepting = this.acceptingConnections();
     if (accepting.length === 0) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
     const byId = new Map<string, common.ModelCard>();
     for (const c of accepting) for (const m of c.models()) if (!byId.has(m.id)) byId.set(m.id, m);
