@@ -60,6 +60,8 @@ describe('parseSchedulingConfig', () => {
     [{ INLAID_PREDICTOR: 'oracle' }, 'INLAID_PREDICTOR'],
     [{ INLAID_SLO_TTFT_MS: '0' }, 'INLAID_SLO_TTFT_MS'],
     [{ INLAID_SLO_TPOT_MS: '-5' }, 'INLAID_SLO_TPOT_MS'],
+    [{ INLAID_SLO_TTFT_MS: '0.0005' }, 'INLAID_SLO_TTFT_MS'], // below the database's CHECK (0.001 ms)
+    [{ INLAID_SLO_TPOT_MS: '1000000001' }, 'INLAID_SLO_TPOT_MS'], // above it (1e9 ms)
     [{ INLAID_MAX_LORAS: 'many' }, 'INLAID_MAX_LORAS'],
     [{ INLAID_ABORT_HOPELESS: 'yes' }, 'INLAID_ABORT_HOPELESS'],
     [{ INLAID_SCHED_MAX_ROWS: '0' }, 'INLAID_SCHED_MAX_ROWS'],

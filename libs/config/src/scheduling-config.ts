@@ -107,10 +107,19 @@ function int(env: Env, name: string, fallback: number, min: number): number {
   return Number(v);
 }
 
-function positiveMs(env: Env, name: string, fallback: number): number {
+/**
+ * An SLO target's bounds in milliseconds (the defaults here, a task's `slo`, the database's CHECKs): from a microsecond (a
+ * smaller one is 0 s, or subnormal, once the scheduler divides by 1000) to about 11.6 days (a larger one is no target).
+ */
+export const SLO_MS_MIN = 0.001;
+export const SLO_MS_MAX = 1e9;
+
+function sloMs(env: Env, name: string, fallback: number): number {
   const v = raw(env, name, String(fallback));
   const n = Number(v);
-  if (!/^\d+(\.\d+)?$/.test(v) || !(n > 0)) throw new SchedulingConfigError(name, `expected a positive number of milliseconds, got "${v}"`);
+  if (!/^\d+(\.\d+)?$/.test(v) || !(n >= SLO_MS_MIN && n <= SLO_MS_MAX)) {
+    throw new SchedulingConfigError(name, `expected milliseconds from ${SLO_MS_MIN} to ${SLO_MS_MAX}, got "${v}"`);
+  }
   return n;
 }
 
@@ -152,8 +161,8 @@ export function parseSchedulingConfig(env: Env): SchedulingConfig {
     policy: oneOf(env, 'INLAID_POLICY', SCHEDULING_POLICIES, 'inlaid'),
     beta: int(env, 'INLAID_BETA', 10, 1),
     predictor: oneOf(env, 'INLAID_PREDICTOR', LENGTH_PREDICTORS, 'quantile'),
-    sloTtftMs: positiveMs(env, 'INLAID_SLO_TTFT_MS', 5000),
-    sloTpotMs: positiveMs(env, 'INLAID_SLO_TPOT_MS', 200),
+    sloTtftMs: sloMs(env, 'INLAID_SLO_TTFT_MS', 5000),
+    sloTpotMs: sloMs(env, 'INLAID_SLO_TPOT_MS', 200),
     maxLoras: int(env, 'INLAID_MAX_LORAS', 4, 1),
     abortHopeless: bool(env, 'INLAID_ABORT_HOPELESS'),
     triage: bool(env, 'INLAID_TRIAGE', true),

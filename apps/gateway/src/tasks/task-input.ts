@@ -3,6 +3,7 @@
  * or uploaded files), its calibration data (inline JSONL or an uploaded file id), SLO targets. Every error
  * is a 400 naming the field.
  */
+import { SLO_MS_MAX, SLO_MS_MIN } from '@inlaid/config';
 import { InlaidError } from '../common/inlaid-error';
 import { checkCalibration } from './calibration';
 
@@ -35,12 +36,6 @@ export function checkTaskName(name: unknown, param = 'name'): string {
   return name;
 }
 
-/**
- * A target's bounds in milliseconds: from a microsecond (a smaller one is 0 s, or subnormal, once the scheduler divides by
- * 1000) to about 11.6 days (a larger one is no target at all). NaN and infinities are outside.
- */
-export const SLO_MS_MIN = 0.001;
-export const SLO_MS_MAX = 1e9;
 
 function parseSlo(raw: unknown): Slo | null {
   if (raw === undefined || raw === null) return null;
