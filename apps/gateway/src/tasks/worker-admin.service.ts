@@ -61,8 +61,9 @@ export class WorkerAdminService {
 
   /**
    * The workers admin calls go to: the accepting ones. A stopping worker (WorkerConnection.accepting) refuses new calls
-   * in its shutdown grace, and its adapter set no longer matters: it goes away, and a worker that starts in its place
-   * loads the tasks' adapters as any new worker does. Before, validate could pick it (POST /v1/tasks a 503 during a
+   * in its shutdown grace, and its adapter set no longer matters: it goes away. (A worker that starts in its place
+   * serves its --adapters-dir and the published checkpoint; a task served on the current base but not yet
+   * re-quantized is not loaded there until something loads it again.) Before, validate could pick it (POST /v1/tasks a 503 during a
    * rolling restart) and load / unload / requantize failed on it.
    */
   private ready(): WorkerConnection[] {
