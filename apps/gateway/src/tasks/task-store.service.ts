@@ -10,7 +10,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { LayerProgress, LIVE_JOB_PREDICATE, LIVE_JOB_STATUSES, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DataSource, EntityManager, In, IsNull, Raw, Repository } from 'typeorm';
+import { DataSource, EntityManager, In, IsNull, Not, Raw, Repository } from 'typeorm';
 import { UNFINISHED } from './onboard-recovery';
 
 export interface NewTaskJob {
@@ -155,6 +155,11 @@ export class TaskStore {
     const live = (r: TaskJob | undefined): boolean => r !== undefined && LIVE_JOB_STATUSES.includes(r.status);
     for (const r of rows) if (live(r) || !live(byTask.get(r.task))) byTask.set(r.task, r); // as latest(): live first
     return [...byTask.values()].sort((a, b) => a.task.localeCompare(b.task));
+  }
+
+  /** Live onboard / load jobs that name an adapter (what a worker that comes up may lack: missing-adapters.ts). */
+  liveWithAdapter(): Promise<TaskJob[]> {
+    return this.jobs.find({ where: { kind: In(['onboard', 'load']), status: In([...LIVE_JOB_STATUSES]), adapterPath: Not(IsNull()) } });
   }
 
   /** Onboardings waiting for (or in) a re-quantization that has not published them yet: the next batch. */

@@ -3,6 +3,7 @@ import { MulterModule } from '@nestjs/platform-express';
 import type { GatewayConfig } from '@inlaid/config';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { GrpcApiModule } from '../grpc-api/grpc-api.module';
+import { AdapterCatchUp } from './adapter-catch-up.service';
 import { WorkersModule } from '../workers/workers.module';
 import { OnboardQueues } from './onboard-queues.service';
 import { OnboardSteps } from './onboard-steps';
@@ -20,6 +21,6 @@ import { WorkerAdminService } from './worker-admin.service';
     MulterModule.registerAsync({ useFactory: (config: GatewayConfig) => uploadLimits(config.tasks.maxUploadBytes), inject: [GATEWAY_CONFIG] }),
   ],
   controllers: [TasksController],
-  providers: [TaskStore, WorkerAdminService, OnboardSteps, OnboardQueues, TasksService, TasksGrpcService],
+  providers: [TaskStore, WorkerAdminService, OnboardSteps, OnboardQueues, TasksService, TasksGrpcService, AdapterCatchUp],
 })
 export class TasksModule {}

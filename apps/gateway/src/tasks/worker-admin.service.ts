@@ -62,8 +62,8 @@ export class WorkerAdminService {
   /**
    * The workers admin calls go to: the accepting ones. A stopping worker (WorkerConnection.accepting) refuses new calls
    * in its shutdown grace, and its adapter set no longer matters: it goes away. (A worker that starts in its place
-   * serves its --adapters-dir and the published checkpoint; a task served on the current base but not yet
-   * re-quantized is not loaded there until something loads it again.) Before, validate could pick it (POST /v1/tasks a 503 during a
+   * serves its --adapters-dir and the published checkpoint, which holds no adapter; AdapterCatchUp loads the tasks'
+   * adapters onto it when its Session comes up.) Before, validate could pick it (POST /v1/tasks a 503 during a
    * rolling restart) and load / unload / requantize failed on it.
    */
   private ready(): WorkerConnection[] {
@@ -81,14 +81,17 @@ export class WorkerAdminService {
   }
 
   async loadEverywhere(name: string, path: string, param = 'adapter'): Promise<void> {
-    for (const c of this.ready()) {
-      try {
-        await unary(c.rpc.loadAdapter.bind(c.rpc), { name, path });
-      } catch (err) {
-        if ((err as ServiceError).code !== status.ALREADY_EXISTS) throw toAdminError(err, param);
-      }
-      await c.refreshInfo().catch(() => undefined);
+    for (const c of this.ready()) await this.loadOn(c, name, path, param);
+  }
+
+  /** Loads the adapter on one worker (ALREADY_EXISTS counts as done), then re-reads its model list; also AdapterCatchUp's. */
+  async loadOn(c: WorkerConnection, name: string, path: string, param = 'adapter'): Promise<void> {
+    try {
+      await unary(c.rpc.loadAdapter.bind(c.rpc), { name, path });
+    } catch (err) {
+      if ((err as ServiceError).code !== status.ALREADY_EXISTS) throw toAdminError(err, param);
     }
+    await c.refreshInfo().catch(() => undefined);
   }
 
   async unloadEverywhere(name: string): Promise<void> {

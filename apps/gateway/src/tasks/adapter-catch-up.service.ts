@@ -1,0 +1,128 @@
+/**
+ * Loads the tasks' adapters onto a worker whose Session comes up (one that starts after they were loaded, or
+ * restarts): the gateway loads an adapter on the workers accepting at that moment (loadEverywhere), and the published
+ * checkpoint a worker starts from holds no adapter. Each task the database says is served everywhere
+ * (missing-adapters.ts) and the worker does not list is loaded there through the same admin call, under the task's
+ * lock, re-read there: a DELETE or unload (same lock) either ran before and the task is not loaded, or runs after and
+ * unloads it from this worker too; a load step under way finishes first. ALREADY_EXISTS counts as done. A failure
+ * (database, worker, an adapter refused) is logged and the worker's catch-up runs again on its next report (GetInfo
+ * after an admin call) or after a backoff, for as long as its Session lasts; a stopping worker is skipped.
+ */
+import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { backoffDelay, type BackoffOptions } from '../workers/backoff';
+import type { WorkerConnection } from '../workers/worker-connection';
+import { WorkersService } from '../workers/workers.service';
+import { missingTasks, servedEverywhere } from './missing-adapters';
+import { TaskStore } from './task-store.service';
+import { WorkerAdminService } from './worker-admin.service';
+
+export const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
+
+interface Due {
+  attempt: number;
+  running: boolean;
+  /** A new Session came up during a run: run once more after it. */
+  again: boolean;
+  timer: NodeJS.Timeout | null;
+}
+
+@Injectable()
+export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
+  private readonly logger = new Logger('AdapterCatchUp');
+  /** Workers (by address) whose current Session is not caught up yet. */
+  private readonly due = new Map<string, Due>();
+  private stopped = false;
+  /** The wait before a retry of a failed catch-up (specs shorten it). */
+  retry: BackoffOptions = CATCH_UP_RETRY;
+
+  constructor(
+    @Inject(WorkersService) private readonly workers: WorkersService,
+    @Inject(TaskStore) private readonly store: TaskStore,
+    @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
+  ) {}
+
+  onModuleInit(): void {
+    this.workers.onLink((conn, event) => {
+      if (event === 'up') this.sessionUp(conn);
+      else if (event === 'down') this.clear(conn.addr);
+    });
+    this.workers.onWorkerInfo((addr) => {
+      const due = this.due.get(addr);
+      const conn = this.workers.acceptingConnections().find((c) => c.addr === addr);
+      if (due !== undefined && !due.running && conn !== undefined) void this.run(conn, due);
+    });
+  }
+
+  onModuleDestroy(): void {
+    this.stopped = true;
+    for (const addr of [...this.due.keys()]) this.clear(addr);
+  }
+
+  /** Whether the worker's current Session is not caught up yet (a catch-up to run, under way, or to retry). */
+  pending(addr: string): boolean {
+    return this.due.has(addr);
+  }
+
+  private sessionUp(conn: WorkerConnection): void {
+    const due = this.due.get(conn.addr) ?? { attempt: 0, running: false, again: false, timer: null };
+    due.attempt = 0;
+    this.due.set(conn.addr, due);
+    if (due.running) due.again = true;
+    else void this.run(conn, due);
+  }
+
+  private clear(addr: string): void {
+    const due = this.due.get(addr);
+    if (due?.timer) clearTimeout(due.timer);
+    this.due.delete(addr);
+  }
+
+  /** One catch-up of `conn`; never throws. Done: the worker is no longer due; failed: retried (next report, or the backoff). */
+  private async run(conn: WorkerConnection, due: Due): Promise<void> {
+    if (due.timer) clearTimeout(due.timer);
+    due.timer = null;
+    due.running = true;
+    let failed: number;
+    try {
+      failed = await this.loadMissing(conn);
+    } catch (err) {
+      this.logger.error(`catching up worker ${conn.addr}: ${(err as Error).message}`);
+      failed = 1;
+    } finally {
+      due.running = false;
+    }
+    if (this.stopped || this.due.get(conn.addr) !== due) return; // its Session ended meanwhile
+    if (due.again) {
+      due.again = false;
+      return this.run(conn, due);
+    }
+    if (failed === 0) {
+      this.due.delete(conn.addr);
+      return;
+    }
+    due.timer = setTimeout(() => void this.run(conn, due), backoffDelay(due.attempt++, this.retry));
+    due.timer.unref();
+  }
+
+  /** Loads what `conn` misses; returns how many loads failed (each logged). */
+  private async loadMissing(conn: WorkerConnection): Promise<number> {
+    if (!conn.accepting) return 0; // stopping: it goes away (a worker in its place comes up with a new Session)
+    const served = new Set(conn.models().map((m) => m.id));
+    let failed = 0;
+    for (const task of missingTasks(await this.store.liveWithAdapter(), served)) {
+      if (!conn.accepting || this.stopped) break;
+      try {
+        await this.store.locked(task, async (tx) => {
+          const job = await tx.latest(task);
+          if (job === null || !servedEverywhere(job) || conn.serves(task) || !conn.accepting) return;
+          await this.admin.loadOn(conn, task, job.adapterPath as string);
+          this.logger.log(`loaded ${task} onto worker ${conn.addr}, which came up without it`);
+        });
+      } catch (err) {
+        failed++;
+        this.logger.warn(`could not load ${task} onto worker ${conn.addr} (retried): ${(err as Error).message}`);
+      }
+    }
+    return failed;
+  }
+}

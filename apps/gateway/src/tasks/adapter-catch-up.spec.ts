@@ -1,0 +1,181 @@
+/**
+ * AdapterCatchUp against real Postgres and real grpc-js fake workers: a worker that comes up after a task's adapter was
+ * loaded (it joins late, or restarts at the same address) gets LoadAdapter for every task the database says is served
+ * everywhere (a vLLM-style load, an onboarding past its load step) and that it does not list; not for a task still
+ * queued, deleted, or waiting for quantization, nor one it already lists (its --adapters-dir). A failed load is retried;
+ * a stopping worker gets nothing. Before, such a worker served only its --adapters-dir and the published checkpoint
+ * (which holds no adapter), and a request placed there for the task failed.
+ */
+import { randomUUID } from 'node:crypto';
+import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { GatewayConfig } from '@inlaid/config';
+import type { TaskJobKind, TaskJobStatus } from '@inlaid/db';
+import { testDatabase } from '@inlaid/db/testing';
+import { common, worker } from '@inlaid/proto';
+import { eventually, sleep } from '../testing/eventually';
+import { bindLocal } from '../testing/local-grpc';
+import { WorkersService } from '../workers/workers.service';
+import { AdapterCatchUp } from './adapter-catch-up.service';
+import { TaskStore } from './task-store.service';
+import { WorkerAdminService } from './worker-admin.service';
+
+type Session = ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>;
+
+/** A fake worker: base `m` plus the adapters it holds; `loads` lists its LoadAdapter calls (`name path`). */
+interface FakeWorker {
+  server: Server;
+  port: number;
+  adapters: Set<string>;
+  loads: string[];
+  sessions: Session[];
+  /** LoadAdapter calls still to fail (UNAVAILABLE). */
+  failLoads: number;
+  draining: boolean;
+}
+
+function fakeWorker(fields: Omit<FakeWorker, 'server'>): FakeWorker {
+  const server = new Server();
+  const w: FakeWorker = { ...fields, server }; // the handlers read this object: the spec's changes reach them
+  const getInfo = (_call: unknown, cb: (e: null, r: worker.WorkerInfo) => void) => {
+    const models = [{ id: 'm', parent: '' }, ...[...w.adapters].map((id) => ({ id, parent: 'm' }))];
+    cb(null, worker.WorkerInfo.fromPartial({ workerId: `w${w.port}`, baseModel: 'm', models, state: { draining: w.draining } }));
+  };
+  const session = (call: Session) => {
+    w.sessions.push(call);
+    call.on('error', () => undefined);
+  };
+  const loadAdapter = (call: { request: worker.LoadAdapterRequest }, cb: (e: Partial<Error & { code: number }> | null, r?: common.ModelCard) => void) => {
+    const { name, path } = call.request;
+    if (w.failLoads > 0) return void (w.failLoads--, cb({ code: status.UNAVAILABLE, message: 'busy' }));
+    if (w.adapters.has(name)) return cb({ code: status.ALREADY_EXISTS, message: `${name} exists` });
+    w.loads.push(`${name} ${path}`);
+    w.adapters.add(name);
+    cb(null, common.ModelCard.fromPartial({ id: name, parent: 'm' }));
+  };
+  server.addService(worker.WorkerService, { getInfo, session, loadAdapter } as unknown as worker.WorkerServer);
+  return w;
+}
+
+/** Starts a fake worker on `port` (0: a free one) holding `adapters` (its --adapters-dir). */
+async function start(port: number, adapters: string[] = []): Promise<FakeWorker> {
+  const w = fakeWorker({ port, adapters: new Set(adapters), loads: [], sessions: [], failLoads: 0, draining: false });
+  w.port = port === 0
+    ? await bindLocal(w.server)
+    : await new Promise<number>((resolve, reject) => w.server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return w;
+}
+
+const db = testDatabase('inlaid_catchup');
+
+describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwhile', () => {
+  let a: FakeWorker;
+  let b: FakeWorker;
+  let bPort: number;
+  let workers: WorkersService;
+  let admin: WorkerAdminService;
+  let store: TaskStore;
+  let catchUp: AdapterCatchUp;
+  const addr = (port: number): string => `127.0.0.1:${port}`;
+
+  async function job(task: string, kind: TaskJobKind, jobStatus: TaskJobStatus, stages: Record<string, 'done' | 'running'> = {}, waitForQuantization = false): Promise<void> {
+    const id = randomUUID();
+    await store.create({ id, task, kind, status: jobStatus, adapterPath: `/adapters/${task}`, calibrationPath: null, slo: null, waitForQuantization, message: 'test' });
+    for (const [stage, s] of Object.entries(stages)) await (s === 'done' ? store.stageFinished(id, stage, 'done') : store.stageStarted(id, stage));
+  }
+
+  /** Ends `w`'s server (the worker stops) and starts `next` on its port. */
+  async function restart(w: FakeWorker, adapters: string[], tweak: (n: FakeWorker) => void = () => undefined): Promise<FakeWorker> {
+    w.server.forceShutdown();
+    const next = await start(w.port, adapters);
+    tweak(next);
+    await eventually(() => next.sessions.length === 1, `worker ${w.port} back`, 5000); // its Session is up: its catch-up is due
+    return next;
+  }
+
+  beforeAll(async () => {
+    store = new TaskStore(db());
+    a = await start(0);
+    const reserved = await start(0); // B's address, not serving yet: B joins later
+    bPort = reserved.port;
+    reserved.server.forceShutdown();
+    workers = new WorkersService({ workerAddrs: [addr(a.port), addr(bPort)], workerTls: null } as unknown as GatewayConfig);
+    admin = new WorkerAdminService(workers);
+    catchUp = new AdapterCatchUp(workers, store, admin);
+    catchUp.retry = { baseMs: 20, maxMs: 50 };
+    workers.onModuleInit();
+    catchUp.onModuleInit(); // as Nest: the workers' module first
+    await eventually(() => workers.acceptingConnections().length === 1 && !catchUp.pending(addr(a.port)), 'A up and caught up', 3000);
+  });
+
+  afterAll(() => {
+    catchUp?.onModuleDestroy();
+    workers?.onModuleDestroy();
+    a?.server.forceShutdown();
+    b?.server.forceShutdown();
+  });
+
+  const caughtUp = (w: FakeWorker, what: string) =>
+    eventually(() => workers.acceptingConnections().some((c) => c.addr === addr(w.port)) && !catchUp.pending(addr(w.port)), what, 5000);
+
+  it('a worker joining later gets LoadAdapter for the tasks loaded on the others, and only those', async () => {
+    expect(a.loads).toEqual([]); // nothing in the database yet
+    await job('sql', 'load', 'serving'); // POST /v1/load_lora_adapter
+    await admin.loadEverywhere('sql', '/adapters/sql');
+    await job('chat', 'onboard', 'quantizing', { validate: 'done', load: 'done' }); // served on the current base, not re-quantized yet
+    await admin.loadEverywhere('chat', '/adapters/chat');
+    await job('later', 'onboard', 'queued'); // not validated yet
+    await job('wait', 'onboard', 'quantizing', { validate: 'done', requantize: 'running' }, true); // wait_for_quantization: not loaded yet
+    await job('gone', 'load', 'deleted');
+    expect(a.loads).toEqual(['sql /adapters/sql', 'chat /adapters/chat']);
+
+    b = await start(bPort);
+    await caughtUp(b, 'B up and caught up');
+    expect(b.loads.sort()).toEqual(['chat /adapters/chat', 'sql /adapters/sql']); // before: none
+    const conn = workers.acceptingConnections().find((c) => c.addr === addr(bPort));
+    expect(conn?.serves('sql') && conn.serves('chat')).toBe(true); // its model list re-read: placement sees them
+    expect(a.loads).toHaveLength(2); // A listed both: no call
+  });
+
+  it('loads nothing onto a worker that already lists the tasks, and catches up one restarted at the same address', async () => {
+    await job('done', 'onboard', 'active', { validate: 'done', requantize: 'done', activate: 'done' }, true); // in a checkpoint, activated
+    await admin.loadEverywhere('done', '/adapters/done');
+    b = await restart(b, ['sql', 'chat', 'done']); // its --adapters-dir holds them
+    a = await restart(a, []); // restarted bare
+    await caughtUp(b, 'B back');
+    await caughtUp(a, 'A back');
+    expect(b.loads).toEqual([]);
+    expect(a.loads.sort()).toEqual(['chat /adapters/chat', 'done /adapters/done', 'sql /adapters/sql']);
+  });
+
+  it('retries a failed load, and leaves a stopping worker alone', async () => {
+    a = await restart(a, [], (n) => (n.failLoads = 2));
+    b = await restart(b, [], (n) => (n.draining = true));
+    await caughtUp(a, 'A caught up after the failures');
+    expect(a.failLoads).toBe(0);
+    expect(a.loads.sort()).toEqual(['chat /adapters/chat', 'done /adapters/done', 'sql /adapters/sql']);
+    await eventually(() => workers.readyConnections().some((c) => c.addr === addr(bPort)) && !catchUp.pending(addr(bPort)), 'B seen stopping', 5000);
+    expect(b.loads).toEqual([]);
+  });
+
+  it('decides under the task lock: a task deleted while the catch-up waits for its lock is not loaded', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inLock = new Promise<void>((r) => (entered = r));
+    const deletion = store.locked('chat', async (tx) => { // as DELETE: its unload skipped B, which was not up yet
+      entered();
+      await held;
+      const latest = await tx.latest('chat');
+      await tx.transition(latest?.id ?? '', 'deleted', 'deleted by the client; adapter unloaded');
+    });
+    await inLock;
+    b = await restart(b, []);
+    await sleep(200);
+    expect(b.loads).toEqual([]); // waiting for chat's lock (the first in order)
+    expect(catchUp.pending(addr(bPort))).toBe(true);
+    release();
+    await deletion;
+    await caughtUp(b, 'B caught up after the deletion');
+    expect(b.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']); // before the re-read: chat too, served after its DELETE
+  });
+});
