@@ -32,6 +32,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   /** Workers (by address) whose current Session is not caught up yet. */
   private readonly due = new Map<string, Due>();
   private stopped = false;
+  /** One catch-up section at a time, gateway-wide: each holds a pooled connection for a LoadAdapter call (up to the
+   * admin timeout), and workers coming up together must not take the pool from onboarding, DELETE and records. */
+  private gate: Promise<void> = Promise.resolve();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
   retry: BackoffOptions = CATCH_UP_RETRY;
 
@@ -51,6 +54,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       const conn = this.workers.acceptingConnections().find((c) => c.addr === addr);
       if (due !== undefined && !due.running && conn !== undefined) void this.run(conn, due);
     });
+    // Sessions that came up before this listener (the workers' module starts first, and other modules' start-up hooks
+    // run in between): they get no 'up' event, so they are due now
+    for (const conn of this.workers.acceptingConnections()) if (!this.due.has(conn.addr)) this.sessionUp(conn);
   }
 
   onModuleDestroy(): void {
@@ -104,6 +110,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     due.timer.unref();
   }
 
+  private oneAtATime<T>(section: () => Promise<T>): Promise<T> {
+    const run = this.gate.then(section, section);
+    this.gate = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
   /** Loads what `conn` misses; returns how many loads failed (each logged). */
   private async loadMissing(conn: WorkerConnection): Promise<number> {
     if (!conn.accepting) return 0; // stopping: it goes away (a worker in its place comes up with a new Session)
@@ -112,12 +124,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     for (const task of missingTasks(await this.store.liveWithAdapter(), served)) {
       if (!conn.accepting || this.stopped) break;
       try {
-        await this.store.locked(task, async (tx) => {
+        await this.oneAtATime(() => this.store.locked(task, async (tx) => {
           const job = await tx.latest(task);
           if (job === null || !servedEverywhere(job) || conn.serves(task) || !conn.accepting) return;
           await this.admin.loadOn(conn, task, job.adapterPath as string);
           this.logger.log(`loaded ${task} onto worker ${conn.addr}, which came up without it`);
-        });
+        }));
       } catch (err) {
         failed++;
         this.logger.warn(`could not load ${task} onto worker ${conn.addr} (retried): ${(err as Error).message}`);

@@ -178,4 +178,17 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     await caughtUp(b, 'B caught up after the deletion');
     expect(b.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']); // before the re-read: chat too, served after its DELETE
   });
+  it('catches up a worker whose Session came up before the catch-up started listening (gateway start-up order)', async () => {
+    const late = new AdapterCatchUp(workers, store, admin);
+    late.retry = { baseMs: 20, maxMs: 50 };
+    a = await restart(a, []); // A back bare; its 'up' fired before `late` listens (another module's start-up in between)
+    await caughtUp(a, 'A caught up by the first catch-up'); // (the running one; reset A's record of loads for `late`)
+    a.loads.length = 0;
+    a.adapters.clear();
+    for (const c of workers.acceptingConnections()) if (c.addr === addr(a.port)) await c.refreshInfo();
+    late.onModuleInit(); // before: only an 'up' after this call was caught up, so A got nothing from it
+    await eventually(() => !late.pending(addr(a.port)) && a.loads.length > 0, 'A caught up by the late one', 5000);
+    expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
+    late.onModuleDestroy();
+  });
 });
