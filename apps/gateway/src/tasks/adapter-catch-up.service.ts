@@ -8,7 +8,9 @@
  * (database, worker, an adapter refused) is logged and the worker's catch-up runs again on its next report (GetInfo
  * after an admin call) or after a backoff, for as long as its Session lasts; a stopping worker is skipped.
  */
+import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { InlaidError } from '../common/inlaid-error';
 import { backoffDelay, type BackoffOptions } from '../workers/backoff';
 import type { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
@@ -17,6 +19,8 @@ import { TaskStore } from './task-store.service';
 import { WorkerAdminService } from './worker-admin.service';
 
 export const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
+/** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
+const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
 
 interface Due {
   attempt: number;
@@ -35,6 +39,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   /** One catch-up section at a time, gateway-wide: each holds a pooled connection for a LoadAdapter call (up to the
    * admin timeout), and workers coming up together must not take the pool from onboarding, DELETE and records. */
   private gate: Promise<void> = Promise.resolve();
+  /** `addr task` -> the job whose adapter that worker refused for good (bad adapter, no free slot): not retried until
+   * the task's job changes or the worker's Session ends. */
+  private readonly refused = new Map<string, string>();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
   retry: BackoffOptions = CATCH_UP_RETRY;
 
@@ -78,6 +85,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   }
 
   private clear(addr: string): void {
+    for (const key of [...this.refused.keys()]) if (key.startsWith(`${addr} `)) this.refused.delete(key);
     const due = this.due.get(addr);
     if (due?.timer) clearTimeout(due.timer);
     this.due.delete(addr);
@@ -127,7 +135,15 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         await this.oneAtATime(() => this.store.locked(task, async (tx) => {
           const job = await tx.latest(task);
           if (job === null || !servedEverywhere(job) || conn.serves(task) || !conn.accepting) return;
-          await this.admin.loadOn(conn, task, job.adapterPath as string);
+          const key = `${conn.addr} ${task}`;
+          if (this.refused.get(key) === job.id) return;
+          try {
+            await this.admin.loadOn(conn, task, job.adapterPath as string);
+          } catch (err) {
+            if (err instanceof InlaidError && PERMANENT.has(err.status)) this.refused.set(key, job.id);
+            throw err;
+          }
+          this.refused.delete(key);
           this.logger.log(`loaded ${task} onto worker ${conn.addr}, which came up without it`);
         }));
       } catch (err) {

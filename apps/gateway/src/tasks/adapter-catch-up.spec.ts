@@ -30,6 +30,9 @@ interface FakeWorker {
   sessions: Session[];
   /** LoadAdapter calls still to fail (UNAVAILABLE). */
   failLoads: number;
+  /** Adapters it refuses for good (INVALID_ARGUMENT: e.g. made for another base); `refusals` counts those calls. */
+  refuse?: Set<string>;
+  refusals?: number;
   draining: boolean;
 }
 
@@ -47,6 +50,7 @@ function fakeWorker(fields: Omit<FakeWorker, 'server'>): FakeWorker {
   const loadAdapter = (call: { request: worker.LoadAdapterRequest }, cb: (e: Partial<Error & { code: number }> | null, r?: common.ModelCard) => void) => {
     const { name, path } = call.request;
     if (w.failLoads > 0) return void (w.failLoads--, cb({ code: status.UNAVAILABLE, message: 'busy' }));
+    if (w.refuse?.has(name)) return void ((w.refusals = (w.refusals ?? 0) + 1), cb({ code: status.INVALID_ARGUMENT, message: `${name}: wrong base` }));
     if (w.adapters.has(name)) return cb({ code: status.ALREADY_EXISTS, message: `${name} exists` });
     w.loads.push(`${name} ${path}`);
     w.adapters.add(name);
@@ -190,5 +194,15 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     await eventually(() => !late.pending(addr(a.port)) && a.loads.length > 0, 'A caught up by the late one', 5000);
     expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
     late.onModuleDestroy();
+  });
+  it('stops retrying a load the worker refuses for good until the task changes, and still loads the others', async () => {
+    b = await restart(b, [], (n) => (n.refuse = new Set(['sql'])));
+    await caughtUp(b, 'B caught up apart from the refused task');
+    expect(b.loads.sort()).toEqual(['done /adapters/done']);
+    const refusals = b.refusals ?? 0;
+    expect(refusals).toBeGreaterThanOrEqual(1);
+    expect(refusals).toBeLessThanOrEqual(2); // the first run and at most one retry, which finds it refused for this job
+    await sleep(300); // retries would be every 20-50 ms here
+    expect(b.refusals).toBe(refusals);
   });
 });
