@@ -18,15 +18,13 @@ import { missingTasks, servedEverywhere } from './missing-adapters';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService } from './worker-admin.service';
 
-export const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
+const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
 
 interface Due {
   attempt: number;
   running: boolean;
-  /** A new Session came up during a run: run once more after it. */
-  again: boolean;
   timer: NodeJS.Timeout | null;
 }
 
@@ -77,11 +75,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   }
 
   private sessionUp(conn: WorkerConnection): void {
-    const due = this.due.get(conn.addr) ?? { attempt: 0, running: false, again: false, timer: null };
-    due.attempt = 0;
+    // a new Session: a fresh entry ('down' removed the last one; a run of the old Session still going sees it replaced
+    // and stops there, its loads having gone through the lock and the re-check like this run's)
+    this.clear(conn.addr);
+    const due: Due = { attempt: 0, running: false, timer: null };
     this.due.set(conn.addr, due);
-    if (due.running) due.again = true;
-    else void this.run(conn, due);
+    void this.run(conn, due);
   }
 
   private clear(addr: string): void {
@@ -106,10 +105,6 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       due.running = false;
     }
     if (this.stopped || this.due.get(conn.addr) !== due) return; // its Session ended meanwhile
-    if (due.again) {
-      due.again = false;
-      return this.run(conn, due);
-    }
     if (failed === 0) {
       this.due.delete(conn.addr);
       return;
