@@ -4,8 +4,6 @@
  * OpenAI responder (a response whose headers cannot be sent) abort the choices, which frees the id. The real
  * GenerationService; its worker and scheduler are stubs whose requests run until cancelled.
  */
-import { Metadata } from '@grpc/grpc-js';
-import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
 import type { inference } from '@inlaid/proto';
 import type { Response } from 'express';
 import { EventEmitter } from 'node:events';
@@ -16,6 +14,7 @@ import { HERMES_FALLBACK } from '../openai/tool-format';
 import { OpenAIResponder } from '../openai/openai-responder';
 import type { RecordsService } from '../records/records.service';
 import type { SchedulingService } from '../scheduling/scheduling.service';
+import { generateCall } from '../testing/generate-call';
 import { logSpies } from '../testing/log-spies';
 import { AsyncQueue } from '../workers/async-queue';
 import type { WorkersService } from '../workers/workers.service';
@@ -53,12 +52,9 @@ describe('a throw before the choices are merged', () => {
     const gate = { admit: jest.fn().mockResolvedValue(admission) } as unknown as CallGate;
     const tools: inference.Tools = { functions: [{ name: 'f', description: '', parameters: '' }], choice: 'auto', function: '', parallelToolCalls: true };
     const request: inference.GenerateRequest = { model: 'sql', prompt: '', messages: [{ role: 'user', content: 'hi' }], requestId: 'job', sampling, tools };
-    const metadata = new Metadata();
-    metadata.set('authorization', 'Bearer k');
-    const call = Object.assign(new EventEmitter(), { request, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-    const failed = new Promise<ServiceError>((resolve) => call.on('error', resolve));
-    inferenceHandlers(generation, workers, gate).generate(call as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>);
-    await failed;
+    const { done, stream } = generateCall(request);
+    inferenceHandlers(generation, workers, gate).generate(stream);
+    expect(await done).not.toBeNull(); // failed with a status, not ended
     expect(spies.error).toHaveBeenCalledTimes(1); // the bug, logged once
     expect(cancelled).toEqual(['t/job']); // before: still queued, and the id held
     expect(() => generation.reserve({ model: 'sql', prompt: 'hi', messages: [], sampling, api: 'grpc', requestId: 'job', tenant: 't' })()).not.toThrow();

@@ -3,32 +3,24 @@
  * rankedChoices): over the cap REST applies to a non-streamed response (input-bounds.ts checkLogprobEntries) it is
  * refused as INVALID_ARGUMENT naming sampling.logprobs, and no candidate starts.
  */
-import { Metadata, status } from '@grpc/grpc-js';
-import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import type { ServiceError } from '@grpc/grpc-js';
 import type { inference } from '@inlaid/proto';
-import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
 import type { WorkersService } from '../workers/workers.service';
 import { inferenceHandlers } from './inference-handlers';
+import { generateCall } from '../testing/generate-call';
 import { startOnly } from '../testing/start-only';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
 const NO_WORKERS = { maxModelLen: () => undefined } as unknown as WorkersService;
 
 async function generate(req: inference.GenerateRequest, workers: WorkersService = NO_WORKERS): Promise<{ err: ServiceError | null; started: number; released: number }> {
-  const metadata = new Metadata();
-  metadata.set('authorization', 'Bearer k');
-  const c = Object.assign(new EventEmitter(), { request: req, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-  const done = new Promise<ServiceError | null>((resolve) => {
-    c.on('error', (e: ServiceError) => resolve(e));
-    c.end.mockImplementation(() => resolve(null));
-  });
+  const { done, stream } = generateCall(req);
   const start = jest.fn().mockRejectedValue(new Error('must not start'));
   const release = jest.fn();
   const gate = { admit: jest.fn().mockResolvedValue(release) } as unknown as CallGate;
-  inferenceHandlers(startOnly(start), workers, gate).generate(
-    c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>,
-  );
+  inferenceHandlers(startOnly(start), workers, gate).generate(stream);
   const err = await done;
   await new Promise((r) => setImmediate(r));
   return { err, started: start.mock.calls.length, released: release.mock.calls.length };

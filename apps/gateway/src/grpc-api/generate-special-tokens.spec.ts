@@ -3,10 +3,7 @@
  * of every choice, with messages (tools too) or a prompt; unset stays unset (the worker's default: false for messages,
  * true for a prompt).
  */
-import { Metadata } from '@grpc/grpc-js';
-import type { ServerWritableStream } from '@grpc/grpc-js';
 import { inference } from '@inlaid/proto';
-import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
 import { prepareRequest } from '../generation/generation.service';
 import type { Generation, GenerationDelta, GenerationInput } from '../generation/generation.types';
@@ -15,6 +12,7 @@ import { HERMES_FALLBACK } from '../openai/tool-format';
 import type { WorkersService } from '../workers/workers.service';
 import { toGenerationInput } from './generate-request';
 import { inferenceHandlers } from './inference-handlers';
+import { generateCall } from '../testing/generate-call';
 import { startOnly } from '../testing/start-only';
 
 const MESSAGES = [{ role: 'user', content: 'hi' }];
@@ -33,14 +31,8 @@ async function startedInputs(req: inference.GenerateRequest): Promise<Generation
   const gate = { admit: jest.fn().mockResolvedValue(() => undefined) } as unknown as CallGate;
   const workers = { toolSupport: () => HERMES_FALLBACK, maxModelLen: () => undefined } as unknown as WorkersService;
   const handlers = inferenceHandlers(startOnly(start), workers, gate);
-  const metadata = new Metadata();
-  metadata.set('authorization', 'Bearer k');
-  const call = Object.assign(new EventEmitter(), { request: req, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-  const done = new Promise<unknown>((resolve) => {
-    call.on('error', resolve);
-    call.end.mockImplementation(() => resolve(null));
-  });
-  handlers.generate(call as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>);
+  const { done, stream } = generateCall(req);
+  handlers.generate(stream);
   expect(await done).toBeNull();
   return seen;
 }

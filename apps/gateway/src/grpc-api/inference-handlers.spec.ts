@@ -2,8 +2,8 @@
  * The gRPC Generate handler's admission (a request with n choices, or best_of candidates, counts that many times
  * against the key's limits), best_of's ranked responses, and refusals naming proto fields.
  */
-import { Metadata, status } from '@grpc/grpc-js';
-import type { ServerWritableStream, ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import type { ServerWritableStream } from '@grpc/grpc-js';
 import { common, type inference } from '@inlaid/proto';
 import { EventEmitter } from 'node:events';
 import type { CallGate } from '../auth/call-gate.service';
@@ -15,6 +15,7 @@ import type { Generation, GenerationDelta, GenerationInput } from '../generation
 import type { WorkersService } from '../workers/workers.service';
 import { HERMES_FALLBACK } from '../openai/tool-format';
 import { inferenceHandlers } from './inference-handlers';
+import { generateCall } from '../testing/generate-call';
 import { startOnly } from '../testing/start-only';
 
 /** A WorkersService with no ready worker (only what these handlers ask of it). */
@@ -25,16 +26,7 @@ const request = (n: number): inference.GenerateRequest => ({
   sampling: { maxTokens: 1, stop: [], stopTokenIds: [], ignoreEos: false },
 });
 
-function call(req: inference.GenerateRequest) {
-  const metadata = new Metadata();
-  metadata.set('authorization', 'Bearer k');
-  const c = Object.assign(new EventEmitter(), { request: req, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-  const done = new Promise<ServiceError | null>((resolve) => {
-    c.on('error', (e: ServiceError) => resolve(e));
-    c.end.mockImplementation(() => resolve(null));
-  });
-  return { c, done };
-}
+const call = generateCall;
 
 function generationService(cachedTokens: number): GenerationService {
   const start = (): Promise<Generation> => {

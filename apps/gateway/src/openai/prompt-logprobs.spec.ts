@@ -3,8 +3,6 @@
  * the shapes (prompt-logprobs.ts), the responder's bodies (completions choices, the chat response), the stream's
  * echo chunk and gRPC Generate's first message.
  */
-import { Metadata } from '@grpc/grpc-js';
-import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { Response } from 'express';
 import { EventEmitter } from 'node:events';
 import type { common, inference } from '@inlaid/proto';
@@ -16,6 +14,7 @@ import { toGenerationInput } from '../grpc-api/generate-request';
 import { inferenceHandlers } from '../grpc-api/inference-handlers';
 import type { WorkersService } from '../workers/workers.service';
 import { admitFor } from '../scheduling/resume';
+import { generateCall } from '../testing/generate-call';
 import { paramOf } from '../testing/invalid-param';
 import { OpenAIResponder } from './openai-responder';
 import { echoPromptLogprobs, vllmPromptLogprobs } from './prompt-logprobs';
@@ -227,15 +226,12 @@ describe('gRPC Generate with prompt logprobs', () => {
     };
     const admit = jest.fn().mockResolvedValue(() => undefined);
     const handlers = inferenceHandlers(startOnly(start), NO_WORKERS, { admit } as unknown as CallGate);
-    const metadata = new Metadata();
-    metadata.set('authorization', 'Bearer k');
     const request: inference.GenerateRequest = {
       model: 'm', prompt: 'Hi there', messages: [], requestId: '', sampling: { maxTokens: 2, stop: [], stopTokenIds: [], ignoreEos: false, promptLogprobs: 3 },
     };
-    const c = Object.assign(new EventEmitter(), { request, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-    const done = new Promise<void>((resolve) => c.end.mockImplementation(() => resolve()));
-    handlers.generate(c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>);
-    await done;
+    const { c, done, stream } = generateCall(request);
+    handlers.generate(stream);
+    expect(await done).toBeNull(); // ended, not failed
     const sent = c.write.mock.calls.map((w) => (w[0] as inference.GenerateResponse).promptLogprobs);
     expect(sent).toEqual([{ tokens: PROMPT }, undefined]);
   });
@@ -254,16 +250,13 @@ describe('gRPC Generate with prompt logprobs', () => {
     };
     const admit = jest.fn().mockResolvedValue(() => undefined);
     const handlers = inferenceHandlers(startOnly(start), NO_WORKERS, { admit } as unknown as CallGate);
-    const metadata = new Metadata();
-    metadata.set('authorization', 'Bearer k');
     const request: inference.GenerateRequest = {
       model: 'm', prompt: 'Hi there', messages: [], requestId: '', n: 2,
       sampling: { maxTokens: 2, stop: [], stopTokenIds: [], ignoreEos: false, promptLogprobs: 3 },
     };
-    const c = Object.assign(new EventEmitter(), { request, metadata, cancelled: false, write: jest.fn(), end: jest.fn() });
-    const done = new Promise<void>((resolve) => c.end.mockImplementation(() => resolve()));
-    handlers.generate(c as unknown as ServerWritableStream<inference.GenerateRequest, inference.GenerateResponse>);
-    await done;
+    const { c, done, stream } = generateCall(request);
+    handlers.generate(stream);
+    expect(await done).toBeNull(); // ended, not failed
     expect(asked.filter(Boolean)).toHaveLength(1);
     const sent = c.write.mock.calls.map((w) => w[0] as inference.GenerateResponse);
     expect(sent.map((m) => [m.index, m.promptLogprobs?.tokens.length ?? 0])).toEqual([[1, 2], [1, 0], [0, 2], [0, 0]]);
