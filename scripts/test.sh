@@ -17,10 +17,10 @@ echo "[test] python"
 # two processes, one test file each at a time (pytest-xdist): the suite is mostly single-threaded interpreter work
 .venv/bin/python -m pytest -q -n 2 --dist loadfile workers/tests "$@" || status=1
 echo "[test] typescript"
-# two jest workers (jest.config.js); the suites whose assertions time a worker's death or a latency bound run after
+# two jest workers (jest.config.js); the suites whose assertions time a worker's death or stop or a latency bound run after
 # them, one at a time, so the other worker's e2e stack cannot slow them (multi-worker failed once in four runs when
 # pytest ran beside an in-band jest)
-INBAND='apps/e2e/src/(multi-worker|faults-worker|worker-down|serving|onboarding-grpc)\.e2e-spec\.ts$'
+INBAND='apps/e2e/src/(multi-worker|faults-worker|worker-down|worker-draining|serving|onboarding-grpc)\.e2e-spec\.ts$'
 npx jest --ci --testPathIgnorePatterns "$INBAND" || status=1
 npx jest --ci --runInBand "$INBAND" || status=1
 exit $status

@@ -42,8 +42,8 @@ it('a stopping worker is no longer accepting as soon as it refuses, its link sti
     else if (event === 'state' && c.latestState?.draining === true) seen.push(`draining (ready ${c.ready}, accepting ${c.accepting})`);
   });
   process.kill(wk.pid, 'SIGTERM');
-  await until(() => seen.length > 0, 'the worker says it is draining', 10_000); // before: never, until a run was refused
+  await until(() => seen.length > 0, 'the worker says it is draining', 30_000); // before: never, until a run was refused
   // the state came on the Session while it was up (and any run on it went on), and it stopped new work at once
   expect(seen[0]).toBe('draining (ready true, accepting false)');
-  await until(() => !conn.ready, 'the link goes down once the grace ends', 15_000);
+  await until(() => !conn.ready, 'the link goes down once the grace ends', 30_000);
 });
