@@ -12,8 +12,9 @@ Session 19, helper H2 (issue 4, large batches): where quant_tcsx's time goes at 
   bench   per point: bf16 cuBLAS, the shipped pick and the tcsxk candidates through the dispatcher (pre-pass included),
           iso and under PDL (CUDA graph over rotating weight copies > 3x L2, median of 10 replays: s17_tcsx's protocol);
           then x permuted once outside the graph: the shipped tcsx kernel alone (if tcsx), and quant_tcsxk's ablations
-          on both grids (P = tiles: one program a tile = quant_tcsx's split-1 grid; P = SMs: stream-K): DIAG 0 (full),
-          1 (no dequantization), 2 (the ring's stream alone), 3 (no per-tile scaling).
+          (tcsxk_diag.py: the variant with DIAG / ORDER) on both grids (P = tiles: one program a tile = quant_tcsx's
+          split-1 grid; P = SMs: stream-K): DIAG 0 (full), 1 (no dequantization), 2 (the ring's stream alone), 3 (no
+          per-tile scaling).
   report  markdown + JSON with the roofline (2 M N K / 989 TFLOP/s dense bf16) and ship rows (tuned_table's format:
           best tcsxk >= SHIP_MIN x the shipped pick, iso AND under PDL).
 Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s19_bigm.py {check,bench,report} --out DIR ...
@@ -141,8 +142,9 @@ def check_case(f, shard: str, name: str, k: int, n: int, m: int, dt: torch.dtype
 
 def warm(part: int) -> None:
     """Compile (and run once) every shipped pick, iso and under PDL (part 0), and half the ablation kernels each."""
-    from inlaid_worker.kernels.quant_tcsx import launch_tcsxk, tcsx_permute
+    from inlaid_worker.kernels.quant_tcsx import tcsx_permute
     from inlaid_worker.kernels.quant_tcsxk import sm_count, tcsxk_plan
+    from tcsxk_diag import launch_tcsxk_diag
 
     for name, k, n, m in POINTS:
         w = _weight(k, n, False)
@@ -161,7 +163,7 @@ def warm(part: int) -> None:
         for i, (grid, order, slots, diag) in enumerate(ABL.values()):
             if i % 2 == part:
                 progs = units // kt if grid == "tiles" else sm_count(x.device)
-                launch_tcsxk(xp, w, 128, 1, 4, 2, y, programs=progs, diag=diag, slots=bool(slots), order=order)
+                launch_tcsxk_diag(xp, w, 128, 1, 4, 2, y, programs=progs, diag=diag, slots=bool(slots), order=order)
         torch.cuda.synchronize()
         print(f"[warm] {name} M={m} ok", flush=True)
 
@@ -188,8 +190,9 @@ def good(r: dict) -> bool:
 def bench(out: Path) -> None:
     from bench_kernels import copies, gptq_bytes, time_rotated
     from device_common import bench_meta
-    from inlaid_worker.kernels.quant_tcsx import launch_tcsx, launch_tcsxk, tcsx_permute
+    from inlaid_worker.kernels.quant_tcsx import launch_tcsx, tcsx_permute
     from inlaid_worker.kernels.quant_tcsxk import sm_count, tcsxk_plan
+    from tcsxk_diag import launch_tcsxk_diag
 
     ok = {(r["shape"], r["M"], r["cfg"]) for r in read_checks(out) if good(r) and not r["act"]
           and r["dtype"] == "torch.float16"}  # fmt: skip
@@ -241,7 +244,7 @@ def bench(out: Path) -> None:
         if (name, m) in {(p[0], p[3]) for p in POINTS[:3]} or m == 256:
             for label, (grid, order, slots, diag) in ABL.items():
                 progs = units // kt if grid == "tiles" else meta["sms"]
-                calls = [lambda w=w, p=progs, o=order, s=slots, d=diag: launch_tcsxk(
+                calls = [lambda w=w, p=progs, o=order, s=slots, d=diag: launch_tcsxk_diag(
                     xp, w, 128, 1, 4, 2, y, programs=p, diag=d, slots=bool(s), order=o) for w in ws]  # fmt: skip
                 abl[label] = timed(calls, False)
         row["ablation_iso_us"] = abl

@@ -1,5 +1,7 @@
 """Session 19 helper H2 (issue 4): offline sm_90 build of quant_tcsxk (the stream-K tcsx grid; no GPU): registers,
 spills, shared memory, ptxas warnings and the consumer loops' release order, as s17_tcsx_sass.py does for quant_tcsx.
+DIAG 0 / ORDER 1 builds the package kernel (the shipped path); any other DIAG / ORDER the bench-only variant
+(tcsxk_diag.py).
 Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s19_bigm_sass.py "BM,STAGES,NWG[,DIAG,BF16,SYM,GDC,SLOTS,ORDER]" ...
 """
 
@@ -20,6 +22,9 @@ from triton.runtime.jit import mangle_type
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workers" / "tests" / "kernels"))
 from tcs_ptx_order import early_releases, k_loops  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tcsxk_diag  # noqa: E402
+
 PTRS = dict(sc_ptr="*fp16", qz_ptr="*i32", y_ptr="*fp16", ws_ptr="*fp32", cnt_ptr="*i32")
 ONES = ("stride_sn", "stride_zn", "stride_yn")
 ALIGNED = ("stride_sg", "stride_zg", "stride_ym", "N")
@@ -27,7 +32,8 @@ ALIGNED = ("stride_sg", "stride_zg", "stride_ym", "N")
 
 def build(bm: int, stages: int, nwg: int, diag: int = 0, bf16: int = 0, sym: int = 0, gdc: int = 0, slots: int = 0,
           order: int = 1, k: int = 4096, n: int = 11008) -> dict:  # fmt: skip
-    fn = quant_tcsxk._tcsxk_kernel
+    shipped = diag == 0 and order == 1
+    fn = quant_tcsxk._tcsxk_kernel if shipped else tcsxk_diag._tcsxk_diag_kernel
     lr, cr = quant_tcsx.tcsx_regs(bm, nwg)
     dt = torch.bfloat16 if bf16 else torch.float16
     xd = TensorDescriptor.from_tensor(torch.empty(bm, k, dtype=dt), [bm, 128], quant_tcsx.x_smem_layout())
@@ -36,7 +42,9 @@ def build(bm: int, stages: int, nwg: int, diag: int = 0, bf16: int = 0, sym: int
     lay = quant_tcsx.tcs_layouts(bm)
     consts = dict(GROUP=128, SYM=bool(sym), ZERO_OFFSET=1, IS_BF16=bool(bf16), STAGES=stages, BLOCK_M=bm, NWG=nwg,
                   CONS_REGS=cr, MMA=lay["MMA"], DOT=lay["DOT"], L5=lay["L5"], L4=lay["L4"], D2=lay["D2"],
-                  USE_GDC=gdc, DIAG=diag, SLOTS=slots, ORDER=order, **{name: 1 for name in ONES})  # fmt: skip
+                  USE_GDC=gdc, SLOTS=slots, **{name: 1 for name in ONES})  # fmt: skip
+    if not shipped:
+        consts.update(DIAG=diag, ORDER=order)
     ptrs = dict(PTRS, sc_ptr="*bf16", y_ptr="*bf16") if bf16 else PTRS
     descs = dict(x_desc=xd, w_desc=wd)
     sig = {a: "constexpr" if a in consts else (a in descs and mangle_type(descs[a])) or ptrs.get(a, "i32")

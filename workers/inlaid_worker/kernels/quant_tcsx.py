@@ -361,17 +361,16 @@ def launch_tcsx(x2: torch.Tensor, w: GPTQWeight, block_m: int, split_k: int, sta
 
 
 def launch_tcsxk(xp: torch.Tensor, w: GPTQWeight, block_m: int, per_sm: int, stages: int, nwg: int, y: torch.Tensor,
-                 regs: tuple[int, int] | None = None, programs: int = 0, diag: int = 0, slots: bool = False,
-                 order: int | None = None):  # fmt: skip
+                 regs: tuple[int, int] | None = None, programs: int = 0, slots: bool = False):  # fmt: skip
     """Kinds "tcsxk" / "tcsxks" (slots) on the permuted xp: quant_tcsxk's stream-K grid of per_sm programs an SM
-    (programs: an explicit grid instead, e.g. the tile count for quant_tcsx's split-1 grid; diag / order: its
-    bench-only ablations and tile orders)."""
+    (programs: an explicit grid instead, e.g. the tile count for quant_tcsx's split-1 grid; the bench-only ablations
+    and the other tile order: bench/kernels/tcsxk_diag.py)."""
     from .device_caps import sm_count
-    from .quant_tcsxk import ORDER, _tcsxk_kernel, tcsxk_args
+    from .quant_tcsxk import _tcsxk_kernel, tcsxk_args
 
     rg = regs or tcsx_regs(block_m, nwg)
     grid, args, consts = tcsxk_args(xp, w, block_m, programs or per_sm * sm_count(xp.device), stages, nwg, y, rg,
-                                    diag, slots, ORDER if order is None else order)  # fmt: skip
+                                    slots=slots)  # fmt: skip
     return _tcsxk_kernel[grid](*args, **consts, num_warps=4, maxnreg=rg[0], **launch_kw(tensor_core=True))
 
 

@@ -7,16 +7,15 @@ of ring), ~0.95 us a K tile a program whatever the shape, so whole waves of tile
 M = 256 has 40 x 2 = 80 tiles on 132 SMs (Nsight: SMs busy 56% of the kernel), 7B gate/up 344 tiles = 2.6 waves run
 as 3 (84%). Prediction: one wave of programs over the (tile, K tile) units takes 13B o from 37.5 to ~26 us and 7B
 gate/up from 91.5 to ~82.
-What: the grid is P = split_k x SMs programs; the U = tiles x KT units are ordered by tile (ORDER 1: column tiles
-fastest, as quant_tcsx's grid; 0: a column tile's row blocks side by side) and program p takes units
-[p U / P, (p + 1) U / P), crossing tile boundaries. The producer warp streams the units' words and x through one ring
-with no break at a tile boundary (coordinates advanced a unit at a time, no division); each consumer warpgroup runs
-quant_tcsx's PIPE 0 loop (ACC_SCALE: exact (q - z) operand, fp32 product scaled by the group's scale) over one tile's
-segment at a time, then stores it: a tile covered by one program writes y directly; a tile shared by c programs
-(c = owner(last unit) - owner(first unit) + 1, computed in the kernel) goes through quant_tcw._tcw_store with
-SPLIT_K = c: read-and-clear atomics ("tcsxk") or slot (p - first owner) in the fp32 slots ("tcsxks"); counters per
-warpgroup tile, left zeroed; no program waits for another. Numerics: quant_tcsx's (tcs_reference(acc_scale=True));
-only the fp32 summation order of shared tiles differs.
+What: the grid is P = split_k x SMs programs; the U = tiles x KT units are ordered by tile (column tiles fastest, as
+quant_tcsx's grid) and program p takes units [p U / P, (p + 1) U / P), crossing tile boundaries. The producer warp
+streams the units' words and x through one ring with no break at a tile boundary (coordinates advanced a unit at a time,
+no division); each consumer warpgroup runs quant_tcsx's PIPE 0 loop (ACC_SCALE: exact (q - z) operand, fp32 product
+scaled by the group's scale) over one tile's segment at a time, then stores it: a tile covered by one program writes y
+directly; a tile shared by c programs (c = owner(last unit) - owner(first unit) + 1, computed in the kernel) goes
+through quant_tcw._tcw_store with SPLIT_K = c: read-and-clear atomics ("tcsxk") or slot (p - first owner) in the fp32
+slots ("tcsxks"); counters per warpgroup tile, left zeroed; no program waits for another. Numerics: quant_tcsx's
+(tcs_reference(acc_scale=True)); only the fp32 summation order of shared tiles differs.
 Measured on the H200 (bench/results/kernels-2026-12-01-s19-bigm.md, -run1.md; pre-pass included, us iso / PDL): the
 prediction is refuted where it was aimed: 13B o M = 256 40.7 / 41.0 (tcsxks) against tcsx's 37.6 / 37.6, 7B gate/up
 94.3 / 94.4 against 90.6 / 91.0, 7B o M = 128 25.8 / 26.4 against tcl's 21.5 / 21.4. Why (ablations, kernel alone):
@@ -26,10 +25,9 @@ slower than quant_tcsx's at one program a tile (7B gate/up 100.6 against 88.1 us
 235 instructions a K tile; the tile order changes nothing: 98.7 / 100.6; not explained). It wins where the K range is
 long and the grid was far from whole waves: 13B down M = 256 78.1 / 77.4 against tcl's 88.0 / 88.0 (1.13x, run 1
 1.12x) and 13B gate/up M = 256 135.1 / 135.3 against tcsx's 145.0 / 145.1 (1.07x): those two picks ship.
-DIAG (bench-only ablations, wrong results): 1 = no dequantization (the words bitcast to the operand), 2 = the ring's
-stream alone (no word reads, no operand, no wgmma; the stores still run), 3 = no ACC_SCALE (the wgmma accumulates, no
-per-tile scaling), 4 = the ring alone without any store. With P = tiles (launch_tcsxk's `programs`) every program takes
-exactly one tile: quant_tcsx's split-1 grid, for the ablations.
+The ablations above (no dequantization, the ring's stream alone, no per-tile scaling, no stores; the other unit
+order) are bench-only: bench/kernels/tcsxk_diag.py holds that variant of this kernel. With P = tiles
+(launch_tcsxk's `programs`) every program takes exactly one tile: quant_tcsx's split-1 grid.
 Offline sm_90 build (bench/kernels/s19_bigm_sass.py): 168 / 232 registers, no local memory in the K loop; the fix-up
 path after it spills ~200-230 bytes (once a tile segment).
 4-bit weights, K and group multiples of 128, N % 4 == 0, block_m 128 with two consumer warpgroups (block_n 128) or
@@ -55,8 +53,6 @@ from .quant_tcsx import _tile_params
 from .quant_tcw import _tcw_store, slot_workspace
 
 BK = gl.constexpr(BLOCK_K)
-DIAGS = (0, 1, 2, 3, 4)
-ORDER = 1  # the units' default tile order (_k_coords): column tiles fastest, as quant_tcsx's grid
 
 
 @gluon.jit
@@ -66,54 +62,42 @@ def _owner(u, U, P):
 
 
 @gluon.jit
-def _k_coords(u, KT, n_m, n_n, ORDER: gl.constexpr):
-    """Unit u's (K tile, column tile, row block); ORDER 1: column tiles fastest (quant_tcsx's grid order), 0: the
-    row blocks of a column tile side by side."""
+def _k_coords(u, KT, n_n):
+    """Unit u's (K tile, column tile, row block): column tiles fastest (quant_tcsx's grid order)."""
     tile = u // KT
-    if ORDER == 1:
-        pn = tile % n_n
-        pm = tile // n_n
-    else:
-        pn = tile // n_m
-        pm = tile % n_m
+    pn = tile % n_n
+    pm = tile // n_n
     return u - tile * KT, pn, pm
 
 
 @gluon.jit
-def _k_next(kt, pn, pm, KT, n_m, n_n, ORDER: gl.constexpr):
+def _k_next(kt, pn, pm, KT, n_n):
     """The next unit's coordinates (no division: the producer issues one a unit)."""
     kt = kt + 1
     if kt == KT:
         kt = 0
-        if ORDER == 1:
-            pn = pn + 1
-            if pn == n_n:
-                pn = 0
-                pm = pm + 1
-        else:
+        pn = pn + 1
+        if pn == n_n:
+            pn = 0
             pm = pm + 1
-            if pm == n_m:
-                pm = 0
-                pn = pn + 1
     return kt, pn, pm
 
 
 @gluon.jit
-def _k_producer(x_desc, w_desc, x_smem, w_smem, ready, empty, u0, n_it, KT, n_m, n_n, ORDER: gl.constexpr,
-                STAGES: gl.constexpr,
+def _k_producer(x_desc, w_desc, x_smem, w_smem, ready, empty, u0, n_it, KT, n_n, STAGES: gl.constexpr,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, USE_GDC: gl.constexpr):  # fmt: skip
     ggdc_wait_first(USE_GDC)
     NB: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes
     n_pre = gl.minimum(n_it, STAGES)
     for it in range(n_pre):  # the first units' words before the PDL wait (weights)
-        kt, pn, pm = _k_coords(u0 + it, KT, n_m, n_n, ORDER)
+        kt, pn, pm = _k_coords(u0 + it, KT, n_n)
         mbarrier.expect(ready.index(it), NB)
         tma.async_copy_global_to_shared(w_desc, [kt * 16, pn * BLOCK_N], ready.index(it), w_smem.index(it))
     ggdc_wait_prefetched(USE_GDC)
     for it in range(n_pre):
-        kt, pn, pm = _k_coords(u0 + it, KT, n_m, n_n, ORDER)
+        kt, pn, pm = _k_coords(u0 + it, KT, n_n)
         tma.async_copy_global_to_shared(x_desc, [pm * BLOCK_M, kt * BK], ready.index(it), x_smem.index(it))
-    kt, pn, pm = _k_coords(u0 + n_pre, KT, n_m, n_n, ORDER)  # then one unit after another, no division
+    kt, pn, pm = _k_coords(u0 + n_pre, KT, n_n)  # then one unit after another, no division
     for it in range(n_pre, n_it):
         st = it % STAGES
         mbarrier.wait(empty.index(st), ((it // STAGES) & 1) ^ 1)
@@ -121,32 +105,16 @@ def _k_producer(x_desc, w_desc, x_smem, w_smem, ready, empty, u0, n_it, KT, n_m,
         mbarrier.expect(bar, NB)
         tma.async_copy_global_to_shared(w_desc, [kt * 16, pn * BLOCK_N], bar, w_smem.index(st))
         tma.async_copy_global_to_shared(x_desc, [pm * BLOCK_M, kt * BK], bar, x_smem.index(st))
-        kt, pn, pm = _k_next(kt, pn, pm, KT, n_m, n_n, ORDER)
+        kt, pn, pm = _k_next(kt, pn, pm, KT, n_n)
 
 
 @gluon.jit
-def _operand_raw(pw, L5X: gl.constexpr, DOT: gl.constexpr, dt: gl.constexpr):
-    """DIAG 1: _operand_qz's layout chain on the raw words (no dequantization arithmetic)."""
-    L4X: gl.constexpr = gl.SliceLayout(4, L5X)
-    PL: gl.constexpr = gl.SliceLayout(2, L4X)
-    BN: gl.constexpr = pw.shape[0]
-    NW: gl.constexpr = pw.shape[1]
-    w = gl.convert_layout(pw, PL, assert_trivial=True)
-    p = gl.join(gl.join(w, w), gl.join(w, w))
-    pairs = gl.permute(gl.reshape(p, [BN, NW, 4, 4]), [0, 1, 3, 2])
-    w5 = gl.join(pairs.to(gl.int16), (pairs >> 16).to(gl.int16))
-    w5 = gl.convert_layout(w5, L5X)
-    a = gl.reshape(w5, [BN, 32 * NW]).to(dt, bitcast=True)
-    return gl.convert_layout(a, DOT, assert_trivial=True)
-
-
-@gluon.jit
-def _k_consumer(x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, KT, U, P, pid, u0, u1, n_m,
-                n_n, tiles, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, WG: gl.constexpr,
+def _k_consumer(x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, KT, U, P, pid, u0, u1, n_n,
+                tiles, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn, WG: gl.constexpr,
                 NWG: gl.constexpr, GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr,
                 IS_BF16: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, USE_GDC: gl.constexpr,
                 MMA: gl.constexpr, DOT: gl.constexpr, L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr,
-                DIAG: gl.constexpr, SLOTS: gl.constexpr, ORDER: gl.constexpr):  # fmt: skip
+                SLOTS: gl.constexpr):  # fmt: skip
     dt: gl.constexpr = x_smem.dtype
     SA: gl.constexpr = gl.SliceLayout(1, MMA)
     ZL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4)))
@@ -158,7 +126,7 @@ def _k_consumer(x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt
     for tile in range(u0 // KT, tile_b + 1):
         k_lo = gl.maximum(u0, tile * KT) - tile * KT
         k_hi = gl.minimum(u1, (tile + 1) * KT) - tile * KT
-        _, pid_n, pid_m = _k_coords(tile * KT, KT, n_m, n_n, ORDER)
+        _, pid_n, pid_m = _k_coords(tile * KT, KT, n_n)
         row0 = pid_m * BLOCK_M
         col0 = pid_n * (NWG * 64) + WG * 64
         cs = gl.minimum(col0 + gl.arange(0, 64, layout=SA), N - 1)
@@ -169,49 +137,37 @@ def _k_consumer(x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt
         for kt in range(k_lo, k_hi):
             st = it % STAGES
             mbarrier.wait(ready.index(st), (it // STAGES) & 1)
-            if DIAG == 2 or DIAG == 4:  # the ring's stream alone
-                mbarrier.arrive(empty.index(st), count=1)
-            else:
-                p2 = w_smem.index(st).slice(WG * 64, 64, dim=1).load(D2)
-                p0 = gl.convert_layout(gl.permute(gl.reshape(p2, [4, 4, 64]), [2, 1, 0]), gl.SliceLayout(2, L4),
-                                       assert_trivial=True)  # fmt: skip
-                if DIAG == 1:
-                    a = _operand_raw(p0, L5, DOT, dt)
-                else:
-                    a = _operand_qz(p0, zm2, L5, DOT, dt, IS_BF16)
-                if DIAG == 3:
-                    tok = hopper.warpgroup_mma(a, x_smem.index(st).permute((1, 0)), acc, is_async=True)
-                else:
-                    tok = hopper.warpgroup_mma(a, x_smem.index(st).permute((1, 0)), acc0, use_acc=False,
-                                               is_async=True)  # fmt: skip
-                gn = (gl.minimum(kt + 1, k_hi - 1) * BK) // GROUP  # the next unit's scales / zeros, this segment
-                svn, zmn = _tile_params(sc_ptr, qz_ptr, gn, cs, cz, stride_sg, stride_sn, stride_zg, stride_zn, SYM,
-                                        ZERO_OFFSET, IS_BF16, dt)  # fmt: skip
-                part, a = hopper.warpgroup_mma_wait(0, deps=[tok, a])
-                mbarrier.arrive(empty.index(st), count=1)  # after the wgmma that read the slot completed
-                if DIAG == 3:
-                    acc = part
-                else:
-                    acc = acc + part * sv[:, None]
-                sv = svn
-                zm2 = zmn
+            p2 = w_smem.index(st).slice(WG * 64, 64, dim=1).load(D2)
+            p0 = gl.convert_layout(gl.permute(gl.reshape(p2, [4, 4, 64]), [2, 1, 0]), gl.SliceLayout(2, L4),
+                                   assert_trivial=True)  # fmt: skip
+            a = _operand_qz(p0, zm2, L5, DOT, dt, IS_BF16)
+            tok = hopper.warpgroup_mma(a, x_smem.index(st).permute((1, 0)), acc0, use_acc=False, is_async=True)
+            gn = (gl.minimum(kt + 1, k_hi - 1) * BK) // GROUP  # the next unit's scales / zeros, this segment
+            svn, zmn = _tile_params(sc_ptr, qz_ptr, gn, cs, cz, stride_sg, stride_sn, stride_zg, stride_zn, SYM,
+                                    ZERO_OFFSET, IS_BF16, dt)  # fmt: skip
+            part, a = hopper.warpgroup_mma_wait(0, deps=[tok, a])
+            mbarrier.arrive(empty.index(st), count=1)  # after the wgmma that read the slot completed
+            acc = acc + part * sv[:, None]
+            sv = svn
+            zm2 = zmn
             it += 1
         if tile == tile_b:
             ggdc_late(USE_GDC)
         first = _owner(tile * KT, U, P)
         n_own = _owner(tile * KT + KT - 1, U, P) - first + 1  # programs sharing this tile
-        if DIAG != 4:  # (DIAG 4: no store; the fix-up's cost is DIAG 2 against 4)
-            if n_own == 1:
-                _tcw_store(acc, row0, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, 0, 0, 1, False, False,
-                           BLOCK_M)  # fmt: skip
-            elif SLOTS:  # contributor pid - first writes slot pid - first, the last to arrive sums them
-                _tcw_store(acc, row0, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, WG * tiles + tile,
-                           pid - first, n_own, True, True, BLOCK_M)  # fmt: skip
-            else:
-                _tcw_store(acc, row0, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, WG * tiles + tile, 0,
-                           n_own, True, False, BLOCK_M)  # fmt: skip
+        if n_own == 1:
+            _tcw_store(acc, row0, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, 0, 0, 1, False, False,
+                       BLOCK_M)  # fmt: skip
+        elif SLOTS:  # contributor pid - first writes slot pid - first, the last to arrive sums them
+            _tcw_store(acc, row0, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, WG * tiles + tile,
+                       pid - first, n_own, True, True, BLOCK_M)  # fmt: skip
+        else:
+            _tcw_store(acc, row0, col0, M, N, y_ptr, stride_ym, stride_yn, ws_ptr, cnt_ptr, WG * tiles + tile, 0, n_own,
+                       True, False, BLOCK_M)  # fmt: skip
 
 
+# n_m (row blocks) is unused here: the launch arguments (tcsxk_args) are shared with bench/kernels/tcsxk_diag.py, whose
+# other unit order needs it
 @gluon.jit(do_not_specialize=["M", "KT", "U", "P", "n_m", "n_n"])  # one build serves every shape's plan
 def _tcsxk_kernel(
     x_desc, w_desc, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr,
@@ -219,8 +175,7 @@ def _tcsxk_kernel(
     stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
     GROUP: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, IS_BF16: gl.constexpr, STAGES: gl.constexpr,
     BLOCK_M: gl.constexpr, NWG: gl.constexpr, CONS_REGS: gl.constexpr, MMA: gl.constexpr, DOT: gl.constexpr,
-    L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, USE_GDC: gl.constexpr = 0, DIAG: gl.constexpr = 0,
-    SLOTS: gl.constexpr = 0, ORDER: gl.constexpr = 1,
+    L5: gl.constexpr, L4: gl.constexpr, D2: gl.constexpr, USE_GDC: gl.constexpr = 0, SLOTS: gl.constexpr = 0,
 ):  # fmt: skip
     ggdc_start(USE_GDC)
     pid = gl.program_id(0)
@@ -238,11 +193,10 @@ def _tcsxk_kernel(
     u1 = ((pid + 1) * U) // P
     ws_partitions(
         _k_consumer, _k_producer,
-        (x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, KT, U, P, pid, u0, u1, n_m, n_n,
-         tiles, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn),
-        (NWG, GROUP, SYM, ZERO_OFFSET, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT, L5, L4, D2, DIAG, SLOTS, ORDER),
-        (x_desc, w_desc, x_smem, w_smem, ready, empty, u0, u1 - u0, KT, n_m, n_n, ORDER, STAGES, BLOCK_M, BLOCK_N,
-         USE_GDC),
+        (x_smem, w_smem, ready, empty, sc_ptr, qz_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, KT, U, P, pid, u0, u1, n_n, tiles,
+         stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn),
+        (NWG, GROUP, SYM, ZERO_OFFSET, IS_BF16, STAGES, BLOCK_M, USE_GDC, MMA, DOT, L5, L4, D2, SLOTS),
+        (x_desc, w_desc, x_smem, w_smem, ready, empty, u0, u1 - u0, KT, n_n, STAGES, BLOCK_M, BLOCK_N, USE_GDC),
         NWG, CONS_REGS)  # fmt: skip
 
 
@@ -286,12 +240,11 @@ def tcsxk_workspace(m: int, n: int, k: int, block_m: int, nwg: int, programs: in
 
 
 def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, stages: int, nwg: int, y: torch.Tensor,
-               regs: tuple[int, int], diag: int = 0, slots: bool = False,
-               order: int = ORDER) -> tuple[tuple, tuple, dict]:  # fmt: skip
+               regs: tuple[int, int], *, slots: bool = False) -> tuple[tuple, tuple, dict]:  # fmt: skip
     """(grid, positional args, constexpr kwargs) of one launch on the already permuted xp; shared with the offline
-    build. programs: the persistent grid (P); regs: (maxnreg, worker setmaxnreg); slots: shared tiles' partials in
-    per-contributor fp32 slots (plain stores, the last to arrive sums them) instead of read-and-clear atomics; order:
-    the units' tile order (_k_coords)."""
+    build and bench/kernels/tcsxk_diag.py (which adds its DIAG / ORDER). programs: the persistent grid (P); regs:
+    (maxnreg, worker setmaxnreg); slots: shared tiles' partials in per-contributor fp32 slots (plain stores, the last
+    to arrive sums them) instead of read-and-clear atomics."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from .quant_tcsx import SMEM_MAX, tcsx_smem_bytes, x_smem_layout
@@ -305,8 +258,6 @@ def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, sta
                          f"{block_m}, {nwg})")  # fmt: skip
     if tcsx_smem_bytes(stages, block_m, nwg) > SMEM_MAX:
         raise ValueError(f"tcsxk: {stages} stages at block_m {block_m}: over {SMEM_MAX} bytes of shared memory")
-    if diag not in DIAGS:
-        raise ValueError(f"tcsxk: diag in {DIAGS}")
     if xp.stride(1) != 1 or (xp.stride(0) * xp.element_size()) % 16 or xp.data_ptr() % 16:
         raise ValueError("tcsxk: xp must be row-major with 16-byte rows (TMA)")
     p, units, kt, n_m = tcsxk_plan(m, n, k, block_m, nwg, programs)
@@ -326,9 +277,8 @@ def tcsxk_args(xp: torch.Tensor, w: GPTQWeight, block_m: int, programs: int, sta
     lay = tcs_layouts(block_m)
     consts = dict(GROUP=w.group_size, SYM=w.sym, ZERO_OFFSET=w.zero_offset, IS_BF16=xp.dtype == torch.bfloat16,
                   STAGES=stages, BLOCK_M=block_m, NWG=nwg, CONS_REGS=regs[1], MMA=lay["MMA"], DOT=lay["DOT"],
-                  L5=lay["L5"], L4=lay["L4"], D2=lay["D2"], DIAG=diag, SLOTS=int(slots),
-                  ORDER=order)  # fmt: skip
+                  L5=lay["L5"], L4=lay["L4"], D2=lay["D2"], SLOTS=int(slots))  # fmt: skip
     return (p,), args, consts
 
 
-__all__ = ["DIAGS", "owner", "sharers", "sm_count", "tcsxk_args", "tcsxk_plan", "tcsxk_workspace", "unit_range"]
+__all__ = ["owner", "sharers", "sm_count", "tcsxk_args", "tcsxk_plan", "tcsxk_workspace", "unit_range"]

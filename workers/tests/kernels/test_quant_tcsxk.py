@@ -69,15 +69,36 @@ def test_tcsxk_plan_and_refusals() -> None:
     y = torch.empty(100, 328, dtype=torch.float16)
     grid, args, consts = tcsxk_args(x, w, 128, 3, 4, 2, y, WIDE_REGS)
     assert grid == (3,) and args[5] is y and args[6] is y, "one program a tile: no workspace"
-    assert args[9:13] == (10, 30, 3, 1) and consts["CONS_REGS"] == WIDE_REGS[1] and consts["DIAG"] == 0
+    assert args[9:13] == (10, 30, 3, 1) and consts["CONS_REGS"] == WIDE_REGS[1]
+    assert not {"DIAG", "ORDER"} & set(consts), "the ablations live in bench/kernels/tcsxk_diag.py"
     grid, args, _ = tcsxk_args(x, w, 128, 7, 4, 2, y, WIDE_REGS)
     assert grid == (7,) and args[5] is not y, "shared tiles: the read-and-clear workspace"
     _, args, consts = tcsxk_args(x, w, 128, 7, 4, 2, y, WIDE_REGS, slots=True)
     assert consts["SLOTS"] == 1 and args[5].numel() >= 3 * 100 * 328, "up to 3 contributors a tile (7 on 30 units)"
-    for bad in (dict(block_m=32), dict(stages=6), dict(nwg=1), dict(diag=5)):
-        kw = dict(block_m=128, stages=4, nwg=2, diag=0) | bad
+    for bad in (dict(block_m=32), dict(stages=6), dict(nwg=1)):
+        kw = dict(block_m=128, stages=4, nwg=2) | bad
         with pytest.raises(ValueError, match="tcsxk"):
-            tcsxk_args(x, w, kw["block_m"], 7, kw["stages"], kw["nwg"], y, WIDE_REGS, kw["diag"])
+            tcsxk_args(x, w, kw["block_m"], 7, kw["stages"], kw["nwg"], y, WIDE_REGS)
+
+
+def test_bench_diag_variant_takes_the_package_launch() -> None:
+    """bench/kernels/tcsxk_diag.py (the ablations moved out of the package) builds on tcsxk_args: the same grid and
+    arguments plus its DIAG / ORDER, and refuses unknown ones."""
+    sys.path.insert(0, str(BENCH))
+    from inlaid_worker.kernels.quant_tcsx import WIDE_REGS
+    from inlaid_worker.kernels.quant_tcsxk import _tcsxk_kernel, tcsxk_args
+    from tcsxk_diag import _tcsxk_diag_kernel, tcsxk_diag_args
+
+    w, _ = _weight(1280, 328, False, False)
+    x = torch.zeros(100, 1280, dtype=torch.float16)
+    y = torch.empty(100, 328, dtype=torch.float16)
+    grid, args, consts = tcsxk_args(x, w, 128, 3, 4, 2, y, WIDE_REGS, slots=True)
+    dgrid, dargs, dconsts = tcsxk_diag_args(x, w, 128, 3, 4, 2, y, WIDE_REGS, 2, True, 0)
+    assert dgrid == grid and dargs[2:] == args[2:] and dconsts == dict(consts, DIAG=2, ORDER=0)
+    assert _tcsxk_diag_kernel.arg_names == [*_tcsxk_kernel.arg_names[:-1], "DIAG", "SLOTS", "ORDER"]
+    for bad in (dict(diag=5), dict(order=2)):
+        with pytest.raises(ValueError, match="tcsxk"):
+            tcsxk_diag_args(x, w, 128, 7, 4, 2, y, WIDE_REGS, **bad)
 
 
 def test_tcsxk_workspace_is_sized_by_the_m_bucket() -> None:
@@ -140,28 +161,28 @@ def test_tcsxk_builds_offline() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------- GPU
-GPU_CASES = [  # m, k, n, stages, programs (0: one an SM), dtype, sym, act, use_pdl, slots, order
-    (256, 1280, 640, 4, 7, torch.float16, False, False, 0, False, 1),  # 10 tiles x 10 K tiles on 7: shared tiles
-    (256, 1280, 640, 4, 7, torch.float16, False, False, 1, True, 1),
-    (200, 1280, 328, 4, 4, torch.float16, True, True, 1, False, 0),  # masked rows and columns, up to 3 a tile
-    (200, 1280, 328, 4, 4, torch.float16, True, True, 0, True, 0),
-    (128, 4096, 1408, 5, 0, torch.float16, False, False, 1, True, 1),  # one an SM (132 > 11 x 32 / 3)
-    (256, 1280, 384, 4, 6, torch.float16, False, False, 0, False, 0),  # one program a tile: direct stores only
-    (100, 1280, 384, 4, 5, torch.bfloat16, False, True, 1, True, 1),
-    (256, 11008, 512, 4, 0, torch.float16, False, False, 0, False, 1),  # 86 K tiles
+GPU_CASES = [  # m, k, n, stages, programs (0: one an SM), dtype, sym, act, use_pdl, slots
+    (256, 1280, 640, 4, 7, torch.float16, False, False, 0, False),  # 10 tiles x 10 K tiles on 7: shared tiles
+    (256, 1280, 640, 4, 7, torch.float16, False, False, 1, True),
+    (200, 1280, 328, 4, 4, torch.float16, True, True, 1, False),  # masked rows and columns, up to 3 a tile
+    (200, 1280, 328, 4, 4, torch.float16, True, True, 0, True),
+    (128, 4096, 1408, 5, 0, torch.float16, False, False, 1, True),  # one an SM (132 > 11 x 32 / 3)
+    (256, 1280, 384, 4, 6, torch.float16, False, False, 0, False),  # one program a tile: direct stores only
+    (100, 1280, 384, 4, 5, torch.bfloat16, False, True, 1, True),
+    (256, 11008, 512, 4, 0, torch.float16, False, False, 0, False),  # 86 K tiles
 ]
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
-@pytest.mark.parametrize(("m", "k", "n", "stages", "programs", "dtype", "sym", "act", "use_pdl", "slots", "order"),
+@pytest.mark.parametrize(("m", "k", "n", "stages", "programs", "dtype", "sym", "act", "use_pdl", "slots"),
                          GPU_CASES)  # fmt: skip
 def test_tcsxk_matches_reference(m: int, k: int, n: int, stages: int, programs: int, dtype: torch.dtype, sym: bool,
-                                 act: bool, use_pdl: int, slots: bool, order: int) -> None:  # fmt: skip
+                                 act: bool, use_pdl: int, slots: bool) -> None:  # fmt: skip
     from inlaid_worker.kernels.quant_tcsx import launch_tcsxk, tcsx_permute
 
     _launch_twice_and_check(lambda x, w, y: launch_tcsxk(tcsx_permute(x, w), w, 128, 1, stages, 2, y,
-                                                         programs=programs, slots=slots, order=order), m, k, n, sym,
-                            act, dtype, use_pdl, 4e-3 if dtype == torch.bfloat16 else 5e-4, True)  # fmt: skip
+                                                         programs=programs, slots=slots), m, k, n, sym, act, dtype,
+                            use_pdl, 4e-3 if dtype == torch.bfloat16 else 5e-4, True)  # fmt: skip
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon warp-specialized wgmma kernel: CUDA sm_90 only")
