@@ -1,8 +1,9 @@
 """Session 19 helper H2 (issue 4): offline sm_90 build of quant_tcsxk (the stream-K tcsx grid; no GPU): registers,
 spills, shared memory, ptxas warnings and the consumer loops' release order, as s17_tcsx_sass.py does for quant_tcsx.
-DIAG 0 / ORDER 1 builds the package kernel (the shipped path); any other DIAG / ORDER the bench-only variant
-(tcsxk_diag.py).
-Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s19_bigm_sass.py "BM,STAGES,NWG[,DIAG,BF16,SYM,GDC,SLOTS,ORDER]" ...
+DIAG 0 / ORDER 1 builds the package kernel (the shipped path); any other DIAG / ORDER, or --variant (build's
+variant=True), the bench-only variant (tcsxk_diag.py): at DIAG 0 / ORDER 1 its PTX is the package kernel's but for the
+entry name (test_quant_tcsxk.py's test_bench_diag_variant_compiles_to_the_shipped_ptx).
+Usage: PYTHONPATH=workers:bench/kernels python3 bench/kernels/s19_bigm_sass.py [--variant] "BM,STAGES,NWG[,DIAG,BF16,SYM,GDC,SLOTS,ORDER]" ...
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ ALIGNED = ("stride_sg", "stride_zg", "stride_ym", "N")
 
 
 def build(bm: int, stages: int, nwg: int, diag: int = 0, bf16: int = 0, sym: int = 0, gdc: int = 0, slots: int = 0,
-          order: int = 1, k: int = 4096, n: int = 11008) -> dict:  # fmt: skip
-    shipped = diag == 0 and order == 1
+          order: int = 1, k: int = 4096, n: int = 11008, variant: bool = False) -> dict:  # fmt: skip
+    """variant: the bench variant (tcsxk_diag.py) even at DIAG 0 / ORDER 1 (else the shipped kernel there)."""
+    shipped = diag == 0 and order == 1 and not variant
     fn = quant_tcsxk._tcsxk_kernel if shipped else tcsxk_diag._tcsxk_diag_kernel
     lr, cr = quant_tcsx.tcsx_regs(bm, nwg)
     dt = torch.bfloat16 if bf16 else torch.float16
@@ -56,10 +58,11 @@ def build(bm: int, stages: int, nwg: int, diag: int = 0, bf16: int = 0, sym: int
 
 
 def main() -> None:
-    for arg in sys.argv[1:]:
+    variant = "--variant" in sys.argv[1:]
+    for arg in (a for a in sys.argv[1:] if a != "--variant"):
         cfg = tuple(int(v) for v in arg.split(","))
         try:
-            asm = build(*cfg)
+            asm = build(*cfg, variant=variant)
             res = analyse(asm)
             loops = k_loops(asm["ptx"])
             res.update(shared_bytes=asm["shared_bytes"], regs_caps=asm["regs"], k_loops=len(loops),

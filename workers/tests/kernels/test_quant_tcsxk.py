@@ -1,13 +1,14 @@
 """quant_tcsxk (session 19, issue 4; kind "tcsxk": quant_tcsx's PIPE 0 loop on a persistent stream-K grid). CPU: the
 tuner offers it at bucket 256 only, the unit ranges cover every (tile, K tile) once and the sharer counts are
 the owners', the launch plan and its refusals, the offline sm_90 build (no spills, each K loop's slot release after its
-wgmma wait). On an sm_90 GPU (Gluon: no interpreter twin; quant_matmul runs quant_tc "tc" for it on the CPU, as for
+wgmma wait), the bench variant (bench/kernels/tcsxk_diag.py) at DIAG 0 / ORDER 1 compiling to the shipped PTX. On an sm_90 GPU (Gluon: no interpreter twin; quant_matmul runs quant_tc "tc" for it on the CPU, as for
 tcsx): the kernel against tcs_reference(acc_scale=True) on grids that share tiles between 2-4 programs, one program
 a tile, masked rows / columns, bf16, act-order, PDL, and many launches at 13B o M = 256.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -158,6 +159,34 @@ def test_tcsxk_builds_offline() -> None:
     assert asm["shared_bytes"] <= tcsx_smem_bytes(4, 128, 2)
     loops = k_loops(asm["ptx"])
     assert len(loops) == 2 and [early_releases(lp) for lp in loops] == [0, 0]
+
+
+def _ptx_code(ptx: str) -> str:
+    """The PTX's code: no debug sections, .loc / .file lines or comments, the entry's name replaced by KERNEL."""
+    names = re.findall(r"\.entry\s+(\w+)\s*\(", ptx)
+    assert len(names) == 1, names
+    ptx = re.sub(r"\.section\s+\.debug_\w+\s*\{[^}]*\}", "", ptx)
+    lines = (re.sub(r"//.*", "", line).strip() for line in ptx.splitlines())
+    code = "\n".join(ln for ln in lines if ln and not ln.startswith((".loc", ".file")))
+    return code.replace(names[0], "KERNEL")
+
+
+def test_bench_diag_variant_compiles_to_the_shipped_ptx() -> None:
+    """The bench variant (tcsxk_diag.py; s19_bigm.py's "o1" rows stand in for the shipped kernel with it) at DIAG 0 /
+    ORDER 1 builds to the shipped kernel's sm_90a PTX but for the entry's name, line info and debug sections. PDL mode
+    2 (the late launch after the K loop and the waits after the prefetch: the duplicated producer and consumer) and
+    slot fix-ups on; DIAG 2 (the ring alone) differs: the comparison sees the loop."""
+    sys.path.insert(0, str(BENCH))
+    from s19_bigm_sass import build
+
+    cfg = dict(bm=128, stages=4, nwg=2, gdc=2, slots=1)
+    shipped, variant = build(**cfg)["ptx"], build(**cfg, variant=True)["ptx"]
+    assert ".entry _tcsxk_kernel(" in shipped and ".entry _tcsxk_diag_kernel(" in variant and shipped != variant
+    code = _ptx_code(shipped)
+    assert "wgmma.mma_async" in code and "griddepcontrol" in code and ".debug_" not in code and "_tcsxk" not in code
+    assert _ptx_code(variant) == code
+    ring = _ptx_code(build(**cfg, diag=2)["ptx"])
+    assert ring != code and "wgmma.mma_async" not in ring
 
 
 # ----------------------------------------------------------------------------------------------------------- GPU
