@@ -19,8 +19,9 @@ Kernels (chosen per shape and batch bucket by the tuner in quant_matmul_config):
 - "tcl", "tclp", "tcls" (quant_tcl, Gluon): the large-M tile GEMM (each word dequantized once per 64-128 rows of
   x, x put into the operand's K order once per call, or given in that order: launch_tcl_kind's xp), 4- and 3-bit,
   M >= 64;
-- "tcw", "tcwn", "tcwx" (quant_tcw, Gluon): warp-specialized large-M GEMM (TMA producer warp, two consumer
-  warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit, M >= 256;
+- "tcw", "tcwn", "tcwx" (quant_tcw, Gluon; quant_tc "tcf" under the interpreter): warp-specialized large-M GEMM (TMA
+  producer warp, two consumer warpgroups of 64 columns; with / without ping-pong turns, "x": atomic split-K), 4-bit,
+  M >= 256;
 - "tcs", "tcss", "tcsa", "tcs2", "tcs2a", "tcs2ao", "tcs2at", "tcsat" (quant_tcs, Gluon): small-M GEMV with
   quant_tcw's structure (a TMA producer warp keeps a deep ring of word tiles in flight, 1-2 consumer warpgroups of
   64 columns, x staged once per program); "2": PIPE (half-tile wgmmas under the next half's dequantization), "a":
@@ -218,10 +219,8 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         launch_tcl_kind(x2, w, cfg, y)
     elif cfg.kind in ("tcv", "tcv2"):  # quant_tcv (Gluon, sm_90); the same product as "tc" under the interpreter
         launch_tcv_kind(x2, w, cfg, y)
-    elif cfg.kind in ("tcw", "tcwn", "tcwx"):  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
-        from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
-
-        launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
+    elif cfg.kind in TCW_KINDS:  # quant_tcw: warp-specialized large-M kernel (block_n fixed at 128)
+        launch_tcw_kind(x2, w, cfg, y)
     elif cfg.kind in TCS_KINDS:  # quant_tcs: small-M TMA-ring GEMV (block_n = 64 x consumer warpgroups)
         launch_tcs_kind(x2, w, cfg, y)
     elif cfg.kind in TCSX_KINDS:  # quant_tcsx: quant_tcs's ACC_SCALE loop, x streamed through the ring (+ pre-pass)
@@ -232,6 +231,24 @@ def launch_quant_matmul(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torc
         _launch_tile(x2, w, cfg, y)
     else:
         raise ValueError(f"unknown kernel kind {cfg.kind!r}")
+
+
+TCW_KINDS = ("tcw", "tcwn", "tcwx")  # = quant_tcw.KINDS (that module imports Gluon's Hopper TMA support: not here)
+
+
+def launch_tcw_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:
+    """Kinds "tcw" / "tcwn" / "tcwx" (quant_tcw: ping-pong consumers / without / read-and-clear atomic split-K; block_n
+    128, num_stages = the TMA ring's depth): quant_tcw on CUDA; under the interpreter quant_tc's twin "tcf" (the same
+    (q - z) * s operand and one fp32 accumulator, quant_tcw's docstring) with the config's block_m and split_k, and
+    quant_tcw's refusal of weights other than 4-bit (the twin would take 3-bit ones)."""
+    if x2.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        from .quant_tcw import launch_tcw  # late: Gluon's Hopper TMA module, CUDA only
+
+        launch_tcw(x2, w, cfg.block_m, cfg.split_k, cfg.num_stages, y, cfg.kind)
+    else:
+        if w.bits != 4:
+            raise ValueError(f"{cfg.kind} needs 4-bit weights (quant_tcw), got {w.bits}-bit")
+        launch_tensor_core(x2, w, cfg.block_m, 128, 128, cfg.split_k, 4, 1, y, kind="tcf")
 
 
 def launch_tcv_kind(x2: torch.Tensor, w: GPTQWeight, cfg: QMMConfig, y: torch.Tensor) -> None:

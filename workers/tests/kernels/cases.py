@@ -14,11 +14,14 @@ import torch
 import triton
 
 
-def _patch_interpreter_for_numpy() -> None:
+def _patch_interpreter_for_numpy(bf16: bool = True) -> None:
     """Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4; and it re-patches
     triton.language on every call of a @triton.jit helper inside a kernel (a third of the hgemvr cases' time); and it
     spends time on work whose result nobody reads (the four helpers below; results unchanged, 40-60% off the kernel
-    files' interpreted time)."""
+    files' interpreted time). bf16 (cpu_cov_bf16.patch_bf16): the interpreter computes bf16 on the raw uint16 bits
+    (a bf16 tl.dot ~1e9 off) and truncates casts to bf16; patched, bf16 ops widen to fp32 exactly and round back to
+    nearest-even, as on the GPU (fp16 / fp32 ops unchanged). bf16=False leaves the stock bf16 (cpu_cov_bf16's
+    unpatched cases)."""
     from triton.runtime import interpreter
 
     original = interpreter._patch_lang_tensor
@@ -34,6 +37,10 @@ def _patch_interpreter_for_numpy() -> None:
         _lazy_tuple_type_names()  # are left out there (slower, same results)
         _np_dtype_table(interpreter)
         _fast_block_types()
+    if bf16:
+        from cpu_cov_bf16 import patch_bf16  # tests/kernels, next to this file (idempotent)
+
+        patch_bf16()
 
 
 def _skip_dead_overflow_checks(interpreter: Any) -> None:

@@ -2,12 +2,13 @@
 
 The interpreter keeps a bf16 tensor as its raw bits in a numpy uint16 array (numpy has no bf16) and then applies
 numpy's ops to those bits: tl.dot, +, -, *, /, comparisons, math functions and casts from other float types compute
-on integers (a bf16 GEMM comes out ~1e9 off; that is why test_quant_matmul.py and test_lora_sgmv.py skip their bf16
-cases on the CPU). patch_bf16() makes every such op widen bf16 operands to fp32 exactly (bits << 16), compute in fp32
-and round a bf16 result back to nearest-even, which is what the GPU does for a bf16 op (fp32 accumulation for
-tl.dot). Loads, stores, bitcasts, selects and shifts keep working on the bits, as before. Apply it after
-cases._patch_interpreter_for_numpy() in a process that runs under TRITON_INTERPRET=1 (kernels.conftest explains why a
-subprocess); check_patch() is its own check against torch's bf16 on the CPU.
+on integers (a bf16 GEMM comes out ~1e9 off; test_quant_matmul.py and test_lora_sgmv.py used to skip their bf16
+cases on the CPU for that). patch_bf16() makes every such op widen bf16 operands to fp32 exactly (bits << 16),
+compute in fp32 and round a bf16 result back to nearest-even, which is what the GPU does for a bf16 op (fp32
+accumulation for tl.dot). Loads, stores, bitcasts, selects and shifts keep working on the bits, as before.
+cases._patch_interpreter_for_numpy() applies it in every interpreted test (a process under TRITON_INTERPRET=1:
+kernels.conftest explains why a subprocess); its bf16=False leaves it out. check_patch() is its own check against
+torch's bf16 on the CPU.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def script_main(case_ids: list[str], run_case: Any, unpatched: tuple[str, ...] =
 
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("run under TRITON_INTERPRET=1")
-    _patch_interpreter_for_numpy()
+    _patch_interpreter_for_numpy(bf16=False)  # the stock bf16 for the unpatched cases, then patch_bf16 below
     torch.set_num_threads(1)
 
     def safe(case_id: str) -> dict:

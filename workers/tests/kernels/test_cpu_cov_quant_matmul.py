@@ -8,8 +8,9 @@
   (so the check can fail);
 - the dispatcher's interpreter twins of the Gluon kinds no CPU test runs through quant_matmul: tcsxk / tcsxks (quant_tc
   "tc"), tcsat, tcl / tcls, tcv, tcsx2, fp16 and bf16;
-- "tcw" / "tcwn": offered by the tuner at M >= 129 on any machine, but launch_quant_matmul has no interpreter twin
-  for them (quant_tcw's docstring names quant_tc "tcf"): xfail(strict) on the CPU until it has one.
+- "tcw" / "tcwn": offered by the tuner at M >= 129 on any machine; under the interpreter launch_quant_matmul runs
+  their twin, quant_tc "tcf" (quant_tcw's docstring; launch_tcw_kind), checked here against the reference (CPU only:
+  on sm_90 test_quant_tcw.py runs the Gluon kernel itself).
 
 On CUDA the same cases run in-process (the Gluon kinds on sm_90 only). On the CPU: one subprocess, this file as a
 script (~10 s).
@@ -57,9 +58,14 @@ CASES: dict[str, dict[str, Any]] = {
     "twin-tcls-bf16-m64": dict(bits=4, sym=False, act=False, m=64, kind="tcls", dtype="bf16"),
     "twin-tcv-m8": dict(bits=4, sym=False, act=True, m=8, kind="tcv", n=64),
     "twin-tcv-bf16-m2": dict(bits=4, sym=True, act=False, m=2, kind="tcv", dtype="bf16", n=64),
+    # tcw / tcwn (bucket 256: block_m 256 / 128, block_n 128 > N = 40 / 64): launch_tcw_kind's twin, CPU only
+    "twin-tcw-m129": dict(bits=4, sym=False, act=True, m=129, kind="tcw"),
+    "twin-tcw-split2-m130": dict(bits=4, sym=True, act=False, m=130, kind="tcw", k=512, split=2),
+    "twin-tcwn-bf16-m200": dict(bits=4, sym=False, act=True, m=200, kind="tcwn", dtype="bf16", k=512, n=64),
 }
 UNPATCHED = ("bf16-tile-b4-act-m17",)  # run first, on the stock interpreter: must be far off
 GLUON_KINDS = ("tc", "tc2", "tcf2", "tcsxk", "tcsxks", "tcsat", "tcs2a", "tcsx2", "tcl", "tcls", "tcv")
+TCW_CASES = [c for c, p in CASES.items() if p["kind"] in ("tcw", "tcwn")]
 
 
 def run_case(case_id: str, device: str) -> dict[str, Any]:
@@ -73,7 +79,11 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
 
 def _params() -> list[Any]:
     gpu_skip = pytest.mark.skipif(CUDA and not ON_SM90, reason="Gluon kinds: sm_90 only on CUDA")
-    return [pytest.param(c, marks=gpu_skip) if p["kind"] in GLUON_KINDS else c for c, p in CASES.items()]
+    return [
+        pytest.param(c, marks=gpu_skip) if p["kind"] in GLUON_KINDS else c
+        for c, p in CASES.items()
+        if c not in TCW_CASES
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -105,29 +115,22 @@ def test_kernel_matches_the_dequantized_product(case_id: str, qmm_case: Any) -> 
 
 
 @pytest.mark.skipif(CUDA, reason="on CUDA (sm_90) test_quant_tcw.py runs the Gluon kernel itself")
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: launch_quant_matmul has no interpreter twin for tcw / tcwn "
-    "(it launches the Gluon kernel; the interpreter finds no driver)",
-)
-def test_tcw_through_the_dispatcher_matches_the_reference_on_the_cpu() -> None:
-    """The tuner offers "tcw" at M >= 129 on any machine (quant_matmul_config); through quant_matmul under the
-    interpreter it should run its twin (quant_tcw's docstring: quant_tc "tcf") and give the dequantized product."""
-    import json
-    import os
-    import subprocess
+@pytest.mark.parametrize("case_id", TCW_CASES)
+def test_tcw_through_the_dispatcher_matches_the_reference_on_the_cpu(case_id: str, qmm_case: Any) -> None:
+    """The tuner offers "tcw" / "tcwn" at M >= 129 on any machine (quant_matmul_config); through quant_matmul under the
+    interpreter they run their twin (quant_tc "tcf": launch_quant_matmul -> launch_tcw_kind) and give the dequantized
+    product (before: the Gluon kernel was launched and the interpreter found no driver)."""
+    res = qmm_case(case_id)
+    assert "error" not in res, res.get("error")
+    assert res["err"] < (1e-2 if CASES[case_id].get("dtype") == "bf16" else 2e-3), res
+    assert res["repeat_diff"] < 1e-3, "split-K workspace was not left clean"
 
-    p = dict(bits=4, sym=False, act=True, m=129, kind="tcw")
-    here = Path(__file__).resolve().parent
-    script = (
-        "import json\nfrom cases import _patch_interpreter_for_numpy, run_qmm\n"
-        f"_patch_interpreter_for_numpy()\nprint(json.dumps(run_qmm({p!r}, 'cpu')))\n"
-    )
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{here.parents[1]}{os.pathsep}{here}")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-1500:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert res["err"] < 2e-3 and res["repeat_diff"] < 1e-3, res
+
+def test_tcw_kinds_are_quant_tcws() -> None:
+    """quant_matmul routes exactly quant_tcw's kinds (its TCW_KINDS) through launch_tcw_kind."""
+    from inlaid_worker.kernels import quant_matmul, quant_tcw
+
+    assert set(quant_matmul.TCW_KINDS) == set(quant_tcw.KINDS)
 
 
 if __name__ == "__main__":
