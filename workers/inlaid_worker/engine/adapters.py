@@ -27,6 +27,7 @@ class ModelCard:
 class AdapterEntry:
     card: ModelCard
     slot: int
+    source: str = ""  # the path LoadAdapter read it from ("" for --adapters-dir, checkpoint and direct adds)
 
 
 class AdapterRegistry:
@@ -50,9 +51,9 @@ class AdapterRegistry:
             raise UnknownModelError(f"the model {model!r} does not exist")
         return entry
 
-    def add(self, name: str, slot: int, rank: int, target_modules: tuple[str, ...]) -> ModelCard:
+    def add(self, name: str, slot: int, rank: int, target_modules: tuple[str, ...], source: str = "") -> ModelCard:
         card = ModelCard(name, self.base_card.id, rank, tuple(target_modules), self.base_card.max_model_len)
-        self._entries = {**self._entries, name: AdapterEntry(card, slot)}  # copy-on-write for readers
+        self._entries = {**self._entries, name: AdapterEntry(card, slot, source)}  # copy-on-write for readers
         return card
 
     def remove(self, name: str) -> AdapterEntry:
@@ -68,6 +69,12 @@ class AdapterRegistry:
     @property
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Adapter name -> the path LoadAdapter read it from, for the adapters that have one (WorkerInfo.adapter_paths)."""
+        entries = self._entries  # one snapshot (copy-on-write)
+        return {n: e.source for n, e in entries.items() if e.source}
 
     @property
     def cards(self) -> list[ModelCard]:

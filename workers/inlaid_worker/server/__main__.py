@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 
 from inlaid_worker.config import ConfigError, check_gpu_env, load_config
 from inlaid_worker.onboard import memory
 from inlaid_worker.server.app import announce_ready, build_engine, resolve_model_dir, serve
 from inlaid_worker.server.json_log import configure_json_logging
 from inlaid_worker.server.metrics import start_metrics
+from inlaid_worker.server.stop_signal import StopSignals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,13 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.metrics_port is not None:
         metrics = start_metrics(engine, lambda: worker.loop.latest_state.state, cfg.host, cfg.metrics_port)
         logging.getLogger(__name__).info("metrics on /metrics", extra={"metrics_port": metrics.port})
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # SIGTERM / SIGINT, on whichever thread they land (before, a main thread in Event.wait() missed one that landed on
+    # another thread: the worker never began to drain)
+    stop = StopSignals()
     announce_ready(worker, engine)
     stop.wait()
     logging.getLogger(__name__).info("shutting down")

@@ -97,7 +97,8 @@ class EngineLoop:
         self._sessions: dict[int, _Session] = {}
         self._owner: dict[str, int] = {}  # request id -> session id
         self._next_session = 0
-        self._lock = threading.Lock()  # guards _next_session only
+        # guards _next_session, and _sessions' membership and latest_state against refuse_new (another thread)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._refusing = threading.Event()  # set by refuse_new: the worker is stopping
         self._steps_per_s = 0.0
@@ -119,10 +120,18 @@ class EngineLoop:
         """The worker is stopping: every Admit from now on is refused SHUTTING_DOWN (the gateway queues it again, on
         another worker, and admits nothing more here), while the requests already admitted run on (RunningWorker.stop
         calls this before the gRPC server's grace period, during which the Session streams stay open). Every Session
-        is told at once (WorkerState.draining, the loop woken to publish it), so the gateway stops sending work here
-        before a refusal has to teach it."""
+        is told at once, so the gateway stops sending work here before a refusal has to teach it: the draining state
+        is published here, on the caller's thread, before this returns (latest_state, and a WorkerState on every open
+        Session's outbox). Before, the loop thread published it after its current step, which under load came late:
+        the gateway saw the stream end before the state (CI's worker-draining flake)."""
         self._refusing.set()
-        self._inbox.put(lambda: None)  # wakes an idle loop: its next _publish_state sends the change
+        with self._lock:
+            self.latest_state = replace(self.latest_state, draining=True)
+            state = self.latest_state
+            outboxes = [session.outbox for session in self._sessions.values()]
+        for outbox in outboxes:  # queue.Queue is thread-safe; a Session closing meanwhile ignores what follows its end
+            outbox.put(state)
+        self._inbox.put(lambda: None)  # wakes an idle loop: its next _publish_state keeps the flag set
 
     @property
     def refusing(self) -> bool:
@@ -254,8 +263,9 @@ class EngineLoop:
                 return
 
     def _open(self, sid: int, outbox: queue.Queue[Event]) -> None:
-        self._sessions[sid] = _Session(outbox)
-        outbox.put(self.latest_state)
+        with self._lock:  # refuse_new either sees this Session or has set latest_state's flag already
+            self._sessions[sid] = _Session(outbox)
+            outbox.put(self.latest_state)
 
     def _close(self, sid: int, abort: bool) -> None:
         session = self._sessions.get(sid)
@@ -385,7 +395,8 @@ class EngineLoop:
     def _maybe_finish_session(self, sid: int, session: _Session) -> None:
         if session.draining and not session.requests:
             session.outbox.put(None)
-            del self._sessions[sid]
+            with self._lock:
+                del self._sessions[sid]
 
     def _grammar_waiters(self) -> int:
         return sum(len(session.waiting) for session in self._sessions.values())
@@ -395,8 +406,9 @@ class EngineLoop:
         compiling = self._grammar_waiters()
         if compiling:
             state = replace(state, waiting=state.waiting + compiling)
-        draining = self._refusing.is_set()
-        self.latest_state = StateEvent(state, self._steps_per_s, draining)
+        with self._lock:  # the flag read under the lock: never a state without it over the one refuse_new set
+            draining = self._refusing.is_set()
+            self.latest_state = StateEvent(state, self._steps_per_s, draining)
         key = (state.running, state.waiting, state.resident_adapters, draining)
         now = time.monotonic()
         if key == self._last_state and (not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S):

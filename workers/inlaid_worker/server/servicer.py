@@ -224,7 +224,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     # ---- info and adapters --------------------------------------------------------------------------------
     def GetInfo(self, request: worker_pb2.InfoRequest, context: grpc.ServicerContext) -> Any:
-        # draining from the refusing flag itself: latest_state says so only once the loop has published after refuse_new
+        # draining from the refusing flag itself (refuse_new sets it before it publishes the draining state)
         state = replace(self.loop.latest_state, draining=self.loop.refusing)
         return worker_pb2.WorkerInfo(
             worker_id=self.worker_id,
@@ -234,6 +234,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             state=state_to_proto(state, self.worker_id),
             tool_call_parser=self.engine.tokenizer.tool_support.parser,
             native_tools=self.engine.tokenizer.tool_support.native,
+            adapter_paths=self.engine.adapters.sources,
         )
 
     def LoadAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:
@@ -249,7 +250,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         try:
             card = self._on_engine_loop(
                 context,
-                lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets))),
+                lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)), request.path),
                 f"loading adapter {name!r}",
                 "it may still load: see GetInfo",
             )

@@ -193,6 +193,8 @@ def test_load_and_unload_adapters(worker: Any) -> None:
     info = stub.GetInfo(worker_pb2.InfoRequest())
     assert [m.id for m in info.models][1:] == ["extra", "task-a", "task-b"] and info.models[0].parent == ""
     assert "extra" in info.state.resident_adapters
+    # the path LoadAdapter read it from, for the gateway's catch-up to compare; --adapters-dir ones have none
+    assert dict(info.adapter_paths) == {"extra": str(root / "extra")}
     refusals = [
         ("extra", root / "extra", grpc.StatusCode.ALREADY_EXISTS, "already loaded"),
         ("bad", root / "missing", grpc.StatusCode.INVALID_ARGUMENT, "does not exist"),
@@ -205,6 +207,7 @@ def test_load_and_unload_adapters(worker: Any) -> None:
             stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name=name, path=str(path)))
         assert err.value.code() == code and text in err.value.details(), err.value.details()
     stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name="extra"))
+    assert dict(stub.GetInfo(worker_pb2.InfoRequest()).adapter_paths) == {}
     with pytest.raises(grpc.RpcError) as err:
         stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name="extra"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND

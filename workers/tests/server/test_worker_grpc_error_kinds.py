@@ -174,12 +174,13 @@ def test_an_admit_during_the_shutdown_grace_is_refused_as_a_shutdown(own_worker:
 
 
 def test_get_info_says_draining_as_soon_as_the_worker_refuses(own_worker: tuple[Any, Any]) -> None:
-    """GetInfo's state says `draining` from refuse_new on, before the engine loop publishes it (the gateway starts a
-    Session, and refreshInfo reads it, from this state). Before, it was the loop's latest_state, which said false
-    until the loop's next publish. The loop is stopped first: it cannot publish here."""
+    """GetInfo's state says `draining` from refuse_new on, without the engine loop (the gateway starts a Session, and
+    refreshInfo reads it, from this state). Before, it was the loop's latest_state, which said false until the loop's
+    next publish. The loop is stopped first: it cannot publish here; refuse_new publishes it itself
+    (test_draining_published.py)."""
     stub, running = own_worker
     assert not stub.GetInfo(worker_pb2.InfoRequest()).state.draining
     running.loop.stop()
     running.loop.refuse_new()
-    assert not running.loop.latest_state.draining  # not published
+    assert running.loop.latest_state.draining  # published by refuse_new, not the (stopped) loop
     assert stub.GetInfo(worker_pb2.InfoRequest()).state.draining

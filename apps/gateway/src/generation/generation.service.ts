@@ -135,7 +135,8 @@ export class GenerationService {
   }
 
   /**
-   * Prepare on the best worker not yet tried; when it is lost, shutting down or overloaded (triesElsewhere), on the next
+   * Prepare on the best worker not yet tried (waiting, up to WorkersService.catchUpWaitMs, for a worker still catching up
+   * on the model when no other lists it: WorkersService.pick); when it is lost, shutting down or overloaded (triesElsewhere), on the next
    * one (not once `signal` aborted: start() answers a client gone). A retry's NOT_FOUND means that worker lacks the
    * model (an adapter the first one serves: hasReadyOutside does not look at models): the first failure is the answer.
    */
@@ -143,7 +144,7 @@ export class GenerationService {
     const tried = new Set<string>();
     let first: InlaidError | undefined;
     for (;;) {
-      const conn = this.workers.pick(input.model, tried);
+      const conn = await this.workers.pick(input.model, tried, signal);
       tried.add(conn.addr);
       try {
         return await conn.prepare(prepareRequest(input), PREPARE_TIMEOUT_MS, signal);

@@ -55,15 +55,22 @@ export class TokenizerCalls {
     return this.call<common.DetokenizeResponse>(r.model, limits, (rpc, options, cb) => rpc.detokenize(r, new Metadata(), options, cb));
   }
 
-  private call<Res>(
+  private async call<Res>(
     model: string,
     { signal, deadline }: CallLimits,
     send: (rpc: worker.WorkerClient, options: Partial<CallOptions>, cb: (err: unknown, res: Res) => void) => ClientUnaryCall,
   ): Promise<Res> {
-    if (signal?.aborted) return Promise.reject(clientLeft('before the worker was asked'));
+    if (signal?.aborted) throw clientLeft('before the worker was asked');
+    let conn;
+    try {
+      conn = await this.workers.pick(model, undefined, signal); // waits for a worker catching up on the model (WorkersService.pick)
+    } catch (err) {
+      throw signal?.aborted ? clientLeft('before the worker was asked') : tokenizeError(err, model);
+    }
+    if (signal?.aborted) throw clientLeft('before the worker was asked');
     return new Promise<Res>((resolve, reject) => {
       const cancel = (): void => call.cancel(); // the callback then gets CANCELLED
-      const call = send(this.workers.pick(model).rpc, { deadline: deadlineOf(deadline) }, (err, res) => {
+      const call = send(conn.rpc, { deadline: deadlineOf(deadline) }, (err, res) => {
         signal?.removeEventListener('abort', cancel);
         if (err) reject(err);
         else resolve(res);

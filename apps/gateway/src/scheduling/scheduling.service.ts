@@ -152,8 +152,12 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     this.planned.set(conn.addr, stepCost);
     const capacity = workerCapacity(conn.addr, conn.latestState, this.config.scheduling, stepCost);
     if (capacity === null || !conn.ready) return;
-    const tasks = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
-    this.slos.noticeServed(conn.addr, tasks);
+    // a model its adapter catch-up may still load, replace or unload there is not its to run yet (pendingFor): no
+    // task is placed there for it (a task placed on a worker lacking it got a 404 at Admit, one listed from an older
+    // job ran on the old adapter); the catch-up's changes come as 'info' events, which run this again
+    const listed = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
+    const tasks = listed.filter((t) => !conn.pendingFor(t));
+    this.slos.noticeServed(conn.addr, listed);
     this.dispatcher.workerUp(conn, capacity, tasks, conn.latestState?.draining === true);
   }
 

@@ -4,9 +4,20 @@
  * checkpoint a worker starts from holds no adapter. Each task the database says is served everywhere
  * (missing-adapters.ts) and the worker does not list is loaded there through the same admin call, under the task's
  * lock, re-read there: a DELETE or unload (same lock) either ran before and the task is not loaded, or runs after and
- * unloads it from this worker too; a load step under way finishes first. ALREADY_EXISTS counts as done. A failure
- * (database, worker, an adapter refused) is logged and the worker's catch-up runs again on its next report (GetInfo
- * after an admin call) or after a backoff, for as long as its Session lasts; a stopping worker is skipped.
+ * unloads it from this worker too; a load step under way finishes first. ALREADY_EXISTS counts as done. A worker whose
+ * link was down while a task was deleted or replaced still lists the old adapter: one it holds from a LoadAdapter path
+ * other than the task's latest served job's is replaced (unloaded, then loaded from the job's path), and one whose
+ * task's latest job is not served is unloaded (catchUpAction). A failure (database, worker, an adapter refused) is
+ * logged and the worker's catch-up runs again on its next report (GetInfo after an admin call) or after a backoff, for
+ * as long as its Session lasts; a stopping worker is skipped.
+ *
+ * Until then no request for those tasks goes to the worker: its Session starts holding every adapter
+ * (WorkerConnection.holdOnSessionStart), the first database read narrows the hold to the tasks to change there, and
+ * each is released once done (or refused for good). Requests for a task no caught-up worker lists wait for it
+ * (WorkersService.pick); placement gives the worker none of them (SchedulingService.refresh). Before, such
+ * a request got a 404 there, or ran on the old adapter. If the database cannot be read (or takes over 2 s) the hold
+ * ends (the worker serves what it lists, as before; Postgres being down must not stop inference) and the catch-up is
+ * retried.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
@@ -14,11 +25,16 @@ import { InlaidError } from '../common/inlaid-error';
 import { backoffDelay, type BackoffOptions } from '../workers/backoff';
 import type { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
-import { missingTasks, servedEverywhere } from './missing-adapters';
+import { catchUpAction, catchUpTasks } from './missing-adapters';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService } from './worker-admin.service';
 
 const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
+/**
+ * How long a Session's hold on every adapter waits for the database read that narrows it; past that the hold ends
+ * (the worker serves what it lists) until the read answers.
+ */
+const READ_HOLD_MS = 2000;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
 
@@ -50,6 +66,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   ) {}
 
   onModuleInit(): void {
+    for (const conn of this.workers.connections()) conn.holdOnSessionStart = true;
     this.workers.onLink((conn, event) => {
       if (event === 'up') this.sessionUp(conn);
       else if (event === 'down') this.clear(conn.addr);
@@ -61,7 +78,11 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     });
     // Sessions that came up before this listener (the workers' module starts first, and other modules' start-up hooks
     // run in between): they get no 'up' event, so they are due now
-    for (const conn of this.workers.acceptingConnections()) if (!this.due.has(conn.addr)) this.sessionUp(conn);
+    for (const conn of this.workers.acceptingConnections()) {
+      if (this.due.has(conn.addr)) continue;
+      conn.holdAdapters('all');
+      this.sessionUp(conn);
+    }
   }
 
   onModuleDestroy(): void {
@@ -97,7 +118,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     due.running = true;
     let failed: number;
     try {
-      failed = await this.loadMissing(conn);
+      failed = await this.loadMissing(conn, due);
     } catch (err) {
       this.logger.error(`catching up worker ${conn.addr}: ${(err as Error).message}`);
       failed = 1;
@@ -119,19 +140,55 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     return run;
   }
 
-  /** Loads what `conn` misses; returns how many loads failed (each logged). */
-  private async loadMissing(conn: WorkerConnection): Promise<number> {
-    if (!conn.accepting) return 0; // stopping: it goes away (a worker in its place comes up with a new Session)
-    const served = new Set(conn.models().map((m) => m.id));
+  /**
+   * Loads, replaces and unloads what `conn` needs (catchUpAction); returns how many failed (each logged). Stops (and
+   * leaves the hold alone) once `due` is not the worker's entry: a new Session has its own run and hold.
+   */
+  private async loadMissing(conn: WorkerConnection, due: Due): Promise<number> {
+    const current = (): boolean => this.due.get(conn.addr) === due && !this.stopped;
+    if (!conn.accepting) {
+      if (current()) conn.holdAdapters(null); // stopping: it goes away (a worker in its place comes up with a new Session)
+      return 0;
+    }
+    const listed = new Set(conn.models().map((m) => m.id));
+    const paths = new Map<string, string>();
+    for (const name of listed) {
+      const path = conn.adapterPath(name);
+      if (path !== undefined) paths.set(name, path);
+    }
+    // a database that does not answer must not keep the worker's adapters from being served (Postgres being away
+    // stops no inference): the worker serves what it lists until the read answers (failed: until a retry's does)
+    const slow = setTimeout(() => {
+      if (current() && conn.adapterHold === 'all') conn.holdAdapters(null);
+    }, READ_HOLD_MS);
+    let jobs;
+    try {
+      jobs = await this.store.liveWithAdapter();
+    } catch (err) {
+      if (current()) conn.holdAdapters(null);
+      throw err;
+    } finally {
+      clearTimeout(slow);
+    }
+    if (!current()) return 0;
+    const tasks = catchUpTasks(jobs, listed, paths);
+    conn.holdAdapters(new Set(tasks));
     let failed = 0;
-    for (const task of missingTasks(await this.store.liveWithAdapter(), served)) {
-      if (!conn.accepting || this.stopped) break;
+    for (const task of tasks) {
+      if (!conn.accepting || !current()) break;
       try {
         await this.oneAtATime(() => this.store.locked(task, async (tx) => {
           const job = await tx.latest(task);
-          if (job === null || !servedEverywhere(job) || conn.serves(task) || !conn.accepting) return;
+          if (!conn.accepting || !current()) return;
+          const action = catchUpAction(job, { listed: conn.serves(task), path: conn.adapterPath(task) });
           const key = `${conn.addr} ${task}`;
-          if (this.refused.get(key) === job.id) return;
+          const refused = job !== null && this.refused.get(key) === job.id; // its adapter: not retried for this job
+          if (action === 'none' || (action === 'load' && refused)) return;
+          if (action !== 'load') await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
+          if (action === 'unload' || job === null || refused) {
+            this.logger.log(`unloaded ${task} from worker ${conn.addr}: ${action === 'unload' ? 'its latest job is not served' : 'an older job\'s adapter'}`);
+            return;
+          }
           try {
             await this.admin.loadOn(conn, task, job.adapterPath as string);
           } catch (err) {
@@ -139,11 +196,14 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
             throw err;
           }
           this.refused.delete(key);
-          this.logger.log(`loaded ${task} onto worker ${conn.addr}, which came up without it`);
+          this.logger.log(action === 'load' ? `loaded ${task} onto worker ${conn.addr}, which came up without it` : `replaced ${task} on worker ${conn.addr}: it held an adapter from another path`);
         }));
+        if (current()) conn.releaseAdapter(task);
       } catch (err) {
         failed++;
-        this.logger.warn(`could not load ${task} onto worker ${conn.addr} (retried): ${(err as Error).message}`);
+        // refused for good: it cannot serve the task (it no longer lists it), so its 404 is the answer
+        if (err instanceof InlaidError && PERMANENT.has(err.status) && current()) conn.releaseAdapter(task);
+        this.logger.warn(`could not catch up ${task} on worker ${conn.addr} (retried): ${(err as Error).message}`);
       }
     }
     return failed;

@@ -8,13 +8,16 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
-import type { GatewayConfig } from '@inlaid/config';
+import { parseSchedulingConfig, type GatewayConfig } from '@inlaid/config';
 import type { TaskJobKind, TaskJobStatus } from '@inlaid/db';
 import { testDatabase } from '@inlaid/db/testing';
 import { common, worker } from '@inlaid/proto';
+import type { InlaidError } from '../common/inlaid-error';
 import { eventually, sleep } from '../testing/eventually';
 import { bindLocal } from '../testing/local-grpc';
-import { WorkersService } from '../workers/workers.service';
+import { SchedulingService } from '../scheduling/scheduling.service';
+import type { WorkerConnection } from '../workers/worker-connection';
+import { CATCH_UP_WAIT_MS, WorkersService } from '../workers/workers.service';
 import { AdapterCatchUp } from './adapter-catch-up.service';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService } from './worker-admin.service';
@@ -26,7 +29,13 @@ interface FakeWorker {
   server: Server;
   port: number;
   adapters: Set<string>;
+  /** The LoadAdapter path of each adapter loaded so (WorkerInfo.adapter_paths); its --adapters-dir ones have none. */
+  paths: Map<string, string>;
   loads: string[];
+  /** Its UnloadAdapter calls (names). */
+  unloads: string[];
+  /** How long each LoadAdapter takes (ms). */
+  loadDelayMs: number;
   sessions: Session[];
   /** LoadAdapter calls still to fail (UNAVAILABLE). */
   failLoads: number;
@@ -41,7 +50,7 @@ function fakeWorker(fields: Omit<FakeWorker, 'server'>): FakeWorker {
   const w: FakeWorker = { ...fields, server }; // the handlers read this object: the spec's changes reach them
   const getInfo = (_call: unknown, cb: (e: null, r: worker.WorkerInfo) => void) => {
     const models = [{ id: 'm', parent: '' }, ...[...w.adapters].map((id) => ({ id, parent: 'm' }))];
-    cb(null, worker.WorkerInfo.fromPartial({ workerId: `w${w.port}`, baseModel: 'm', models, state: { draining: w.draining } }));
+    cb(null, worker.WorkerInfo.fromPartial({ workerId: `w${w.port}`, baseModel: 'm', models, state: { draining: w.draining, totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 }, adapterPaths: Object.fromEntries(w.paths) }));
   };
   const session = (call: Session) => {
     w.sessions.push(call);
@@ -52,17 +61,33 @@ function fakeWorker(fields: Omit<FakeWorker, 'server'>): FakeWorker {
     if (w.failLoads > 0) return void (w.failLoads--, cb({ code: status.UNAVAILABLE, message: 'busy' }));
     if (w.refuse?.has(name)) return void ((w.refusals = (w.refusals ?? 0) + 1), cb({ code: status.INVALID_ARGUMENT, message: `${name}: wrong base` }));
     if (w.adapters.has(name)) return cb({ code: status.ALREADY_EXISTS, message: `${name} exists` });
-    w.loads.push(`${name} ${path}`);
-    w.adapters.add(name);
-    cb(null, common.ModelCard.fromPartial({ id: name, parent: 'm' }));
+    setTimeout(() => {
+      w.loads.push(`${name} ${path}`);
+      w.adapters.add(name);
+      w.paths.set(name, path);
+      cb(null, common.ModelCard.fromPartial({ id: name, parent: 'm' }));
+    }, w.loadDelayMs);
   };
-  server.addService(worker.WorkerService, { getInfo, session, loadAdapter } as unknown as worker.WorkerServer);
+  const unloadAdapter = (call: { request: worker.UnloadAdapterRequest }, cb: (e: Partial<Error & { code: number }> | null, r?: worker.UnloadAdapterResponse) => void) => {
+    const { name } = call.request;
+    if (!w.adapters.delete(name)) return cb({ code: status.NOT_FOUND, message: `${name} unknown` });
+    w.paths.delete(name);
+    w.unloads.push(name);
+    cb(null, worker.UnloadAdapterResponse.fromPartial({}));
+  };
+  server.addService(worker.WorkerService, { getInfo, session, loadAdapter, unloadAdapter } as unknown as worker.WorkerServer);
   return w;
 }
 
-/** Starts a fake worker on `port` (0: a free one) holding `adapters` (its --adapters-dir). */
-async function start(port: number, adapters: string[] = []): Promise<FakeWorker> {
-  const w = fakeWorker({ port, adapters: new Set(adapters), loads: [], sessions: [], failLoads: 0, draining: false });
+/**
+ * Starts a fake worker on `port` (0: a free one) holding `adapters` (its --adapters-dir), and those of `loaded` as
+ * LoadAdapter loaded them (name -> path: a gateway loaded them before its link went down).
+ */
+async function start(port: number, adapters: string[] = [], loaded: Record<string, string> = {}): Promise<FakeWorker> {
+  const w = fakeWorker({
+    port, adapters: new Set([...adapters, ...Object.keys(loaded)]), paths: new Map(Object.entries(loaded)), loads: [], unloads: [], loadDelayMs: 0,
+    sessions: [], failLoads: 0, draining: false,
+  });
   w.port = port === 0
     ? await bindLocal(w.server)
     : await new Promise<number>((resolve, reject) => w.server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
@@ -81,16 +106,16 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
   let catchUp: AdapterCatchUp;
   const addr = (port: number): string => `127.0.0.1:${port}`;
 
-  async function job(task: string, kind: TaskJobKind, jobStatus: TaskJobStatus, stages: Record<string, 'done' | 'running'> = {}, waitForQuantization = false): Promise<void> {
+  async function job(task: string, kind: TaskJobKind, jobStatus: TaskJobStatus, stages: Record<string, 'done' | 'running'> = {}, waitForQuantization = false, adapterPath = `/adapters/${task}`): Promise<void> {
     const id = randomUUID();
-    await store.create({ id, task, kind, status: jobStatus, adapterPath: `/adapters/${task}`, calibrationPath: null, slo: null, waitForQuantization, message: 'test' });
+    await store.create({ id, task, kind, status: jobStatus, adapterPath, calibrationPath: null, slo: null, waitForQuantization, message: 'test' });
     for (const [stage, s] of Object.entries(stages)) await (s === 'done' ? store.stageFinished(id, stage, 'done') : store.stageStarted(id, stage));
   }
 
   /** Ends `w`'s server (the worker stops) and starts `next` on its port. */
-  async function restart(w: FakeWorker, adapters: string[], tweak: (n: FakeWorker) => void = () => undefined): Promise<FakeWorker> {
+  async function restart(w: FakeWorker, adapters: string[], tweak: (n: FakeWorker) => void = () => undefined, loaded: Record<string, string> = {}): Promise<FakeWorker> {
     w.server.forceShutdown();
-    const next = await start(w.port, adapters);
+    const next = await start(w.port, adapters, loaded);
     tweak(next);
     await eventually(() => next.sessions.length === 1, `worker ${w.port} back`, 5000); // its Session is up: its catch-up is due
     return next;
@@ -204,5 +229,74 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     expect(refusals).toBeLessThanOrEqual(2); // the first run and at most one retry, which finds it refused for this job
     await sleep(300); // retries would be every 20-50 ms here
     expect(b.refusals).toBe(refusals);
+  });
+
+  it('holds requests for a task until the worker catching up on it has loaded it: no 404 in between, and 503 past the bound', async () => {
+    b.server.forceShutdown(); // A alone: no other worker lists the tasks
+    await eventually(() => workers.acceptingConnections().length === 1, 'B gone', 5000);
+    const atUp: string[] = [];
+    workers.onLink((c, e) => {
+      if (e === 'up' && c.addr === addr(a.port)) atUp.push(`sql held ${c.pendingFor('sql')}, base held ${c.pendingFor('m')}`);
+    });
+    a = await restart(a, [], (n) => (n.loadDelayMs = 300)); // A restarts bare; each load takes 300 ms
+    expect(atUp).toEqual(['sql held true, base held false']); // held from its Session's start, before any listener
+    const base = workers.pick('m'); // the base model is not held
+    const sql = workers.pick('sql'); // before: A at once (the only ready worker), whose Prepare answered 404
+    const order: string[] = [];
+    const [forBase, forSql] = await Promise.all([base.then((c) => (order.push('m'), c)), sql.then((c) => (order.push('sql'), c))]);
+    expect(order).toEqual(['m', 'sql']);
+    expect(forBase.addr).toBe(addr(a.port));
+    expect(forSql.addr).toBe(addr(a.port));
+    expect(forSql.serves('sql') && !forSql.pendingFor('sql')).toBe(true); // loaded there before the request went there
+    await caughtUp(a, 'A caught up');
+
+    // a load that keeps failing: the request waits for catchUpWaitMs, then a 503 (never the 404 of a worker without it)
+    a = await restart(a, [], (n) => (n.failLoads = 1_000_000));
+    workers.catchUpWaitMs = 300;
+    try {
+      const err = await workers.pick('sql').then(() => null, (e: unknown) => e as InlaidError);
+      expect(err?.status).toBe(status.UNAVAILABLE);
+      expect(err?.message).toBe('The model is still being loaded onto the workers; retry shortly.');
+      expect((await workers.pick('m')).addr).toBe(addr(a.port));
+      expect((await workers.pick('nope').catch(() => null))?.addr).toBe(addr(a.port)); // no job: not held, its Prepare's 404 stands
+    } finally {
+      workers.catchUpWaitMs = CATCH_UP_WAIT_MS;
+      a.failLoads = 0;
+    }
+    await caughtUp(a, 'A caught up once its loads succeed');
+  });
+
+  it("replaces an adapter a worker holds from an older job, unloads one whose task is not served, and routes the task elsewhere meanwhile", async () => {
+    // sql's adapter is replaced (a new job, another path) while A's link is down
+    b = await start(bPort);
+    await caughtUp(b, 'B up and caught up');
+    await store.locked('sql', async (tx) => {
+      const latest = await tx.latest('sql');
+      await tx.transition(latest?.id ?? '', 'deleted', 'deleted by the client; adapter unloaded');
+    });
+    const config = { scheduling: parseSchedulingConfig({}), workerAddrs: [addr(a.port), addr(bPort)] } as unknown as GatewayConfig;
+    const scheduling = new SchedulingService(config, workers, db()); // its placement learns of B from the calls below ('info')
+    await job('sql', 'load', 'serving', {}, false, '/adapters/sql-v2');
+    await admin.unloadOn(workers.acceptingConnections().find((c) => c.addr === addr(bPort)) as WorkerConnection, 'sql');
+    await admin.loadOn(workers.acceptingConnections().find((c) => c.addr === addr(bPort)) as WorkerConnection, 'sql', '/adapters/sql-v2');
+    // A comes back holding what a gateway loaded before its link went down: sql from the old path, 'gone' (deleted
+    // meanwhile), and 'own' of its --adapters-dir (no LoadAdapter path: left alone)
+    a = await restart(a, ['own'], (n) => (n.loadDelayMs = 300), { sql: '/adapters/sql', gone: '/adapters/gone' });
+    const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+    expect(conn.serves('sql') && conn.pendingFor('sql')).toBe(true); // listed, but from the old job: held
+    // requests for sql go to B meanwhile; before: A, the first configured (its old adapter, or a 404 mid-replacement)
+    expect((await workers.pick('sql')).addr).toBe(addr(bPort));
+    expect(scheduling.dispatcher.placement.arrive('sql')).toBe(addr(bPort)); // placement too
+    scheduling.dispatcher.placement.leave('sql');
+    await caughtUp(a, 'A caught up');
+    expect(a.unloads.sort()).toEqual(['gone', 'sql']); // before: none (it listed both)
+    expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql-v2']);
+    expect(conn.adapterPath('sql')).toBe('/adapters/sql-v2');
+    expect(conn.serves('gone')).toBe(false);
+    expect(conn.serves('own') && !conn.pendingFor('own')).toBe(true);
+    expect(conn.pendingFor('sql')).toBe(false);
+    expect(scheduling.dispatcher.placement.arrive('sql')).toBe(addr(a.port)); // caught up: A is a candidate again (first in order)
+    scheduling.dispatcher.placement.leave('sql');
+    expect(b.unloads).toEqual(['sql']); // the spec's own (as the DELETE's): B held the new one, untouched by the catch-up
   });
 });

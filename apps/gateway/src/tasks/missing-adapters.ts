@@ -1,9 +1,11 @@
 /**
- * Which gateway-loaded adapters a worker lacks (pure; AdapterCatchUp runs it when a worker's Session comes up).
- * The gateway loads an adapter onto every accepting worker (POST /v1/tasks' load or activate step, POST
- * /v1/load_lora_adapter); a worker that starts later or restarts serves only its --adapters-dir and the published
- * checkpoint, which holds the quantized base weights and Hessians but no adapter. Its task_jobs row says what
- * should be served everywhere.
+ * Which gateway-loaded adapters a worker lacks, or holds from another job (pure; AdapterCatchUp runs it when a
+ * worker's Session comes up). The gateway loads an adapter onto every accepting worker (POST /v1/tasks' load or
+ * activate step, POST /v1/load_lora_adapter); a worker that starts later or restarts serves only its --adapters-dir and
+ * the published checkpoint, which holds the quantized base weights and Hessians but no adapter. A worker whose link was
+ * down (a partition, a gateway restart) while a task was deleted or its adapter replaced still holds the old one: it
+ * lists the name, and WorkerInfo.adapter_paths says which path LoadAdapter loaded it from. Its task_jobs row says
+ * what should be served everywhere.
  */
 import { LIVE_JOB_STATUSES, type TaskJob } from '@inlaid/db';
 
@@ -25,11 +27,48 @@ export function servedEverywhere(j: LoadJob): boolean {
 }
 
 /**
- * The tasks to look at for a worker listing `served`: those of live onboard / load jobs with an adapter path that it
- * does not list, sorted. Also the ones whose load may still be under way (a step holding the lock): the caller
- * decides each under the task's lock with servedEverywhere.
+ * What a worker reports of one name: whether it lists it, and the path LoadAdapter loaded it from (undefined when it
+ * was not loaded through LoadAdapter: its --adapters-dir, a checkpoint; or the worker predates adapter_paths).
  */
-export function missingTasks(jobs: readonly LoadJob[], served: ReadonlySet<string>): string[] {
-  const names = jobs.filter((j) => (j.kind === 'onboard' || j.kind === 'load') && LIVE.has(j.status) && j.adapterPath !== null && !served.has(j.task)).map((j) => j.task);
+export interface WorkerAdapter {
+  readonly listed: boolean;
+  readonly path: string | undefined;
+}
+
+/** What the catch-up does with one task on one worker. */
+export type CatchUpAction = 'none' | 'load' | 'replace' | 'unload';
+
+/**
+ * Decided under the task's lock from its latest job. Served everywhere: load it where it is not listed; replace it
+ * (unload, then load) where a gateway loaded it from another path (an older job's adapter). Not served: unload it
+ * where a gateway loaded it, so no old adapter is served under the name, when the job has ended (deleted, unloaded,
+ * failed) or the adapter is not its own (a newer onboarding not loaded yet); a live job's own adapter stays (its load
+ * step, e.g. resumed after a gateway crash, finishes the load, or its failure unloads it). An adapter of the worker's
+ * own (no LoadAdapter path) is left alone unless missing, and so is a name the database has no job for.
+ */
+export function catchUpAction(latest: LoadJob | null, w: WorkerAdapter): CatchUpAction {
+  if (latest !== null && servedEverywhere(latest)) {
+    if (!w.listed) return 'load';
+    return w.path !== undefined && w.path !== latest.adapterPath ? 'replace' : 'none';
+  }
+  if (latest === null || !w.listed || w.path === undefined) return 'none';
+  return LIVE.has(latest.status) && latest.adapterPath === w.path ? 'none' : 'unload';
+}
+
+/**
+ * The tasks to look at for a worker listing `listed`, with `paths` (WorkerInfo.adapter_paths), sorted: those of live
+ * onboard / load jobs with an adapter path that it does not list or lists from another path, and every name it holds
+ * from a LoadAdapter path no live job has (its task deleted or replaced meanwhile). Also the ones whose load may still
+ * be under way (a step holding the lock): the caller decides each under the task's lock with catchUpAction.
+ */
+export function catchUpTasks(jobs: readonly LoadJob[], listed: ReadonlySet<string>, paths: ReadonlyMap<string, string>): string[] {
+  const live = jobs.filter((j) => (j.kind === 'onboard' || j.kind === 'load') && LIVE.has(j.status) && j.adapterPath !== null);
+  const names = live.filter((j) => !listed.has(j.task) || (paths.has(j.task) && paths.get(j.task) !== j.adapterPath)).map((j) => j.task);
+  for (const [name, path] of paths) if (!live.some((j) => j.task === name && j.adapterPath === path)) names.push(name);
   return [...new Set(names)].sort();
+}
+
+/** The tasks of live jobs with an adapter that a worker listing `served` lacks (catchUpTasks without paths). */
+export function missingTasks(jobs: readonly LoadJob[], served: ReadonlySet<string>): string[] {
+  return catchUpTasks(jobs, served, new Map());
 }

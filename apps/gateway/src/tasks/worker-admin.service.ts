@@ -95,14 +95,17 @@ export class WorkerAdminService {
   }
 
   async unloadEverywhere(name: string): Promise<void> {
-    for (const c of this.ready()) {
-      try {
-        await unary(c.rpc.unloadAdapter.bind(c.rpc), { name });
-      } catch (err) {
-        if ((err as ServiceError).code !== status.NOT_FOUND) throw toAdminError(err);
-      }
-      await c.refreshInfo().catch(() => undefined);
+    for (const c of this.ready()) await this.unloadOn(c, name);
+  }
+
+  /** Unloads the adapter from one worker (NOT_FOUND counts as done), then re-reads its model list; also AdapterCatchUp's. */
+  async unloadOn(c: WorkerConnection, name: string): Promise<void> {
+    try {
+      await unary(c.rpc.unloadAdapter.bind(c.rpc), { name });
+    } catch (err) {
+      if ((err as ServiceError).code !== status.NOT_FOUND) throw toAdminError(err);
     }
+    await c.refreshInfo().catch(() => undefined);
   }
 
   /**

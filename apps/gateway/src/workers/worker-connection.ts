@@ -43,8 +43,17 @@ const INFO_TIMEOUT_MS = 2000;
 
 type Session = ClientDuplexStream<worker.ControlMessage, worker.WorkerEvent>;
 
-/** 'up': a Session opened; 'state': a WorkerState arrived; 'down': the Session ended (just before its requests fail). */
-export type LinkEvent = 'up' | 'state' | 'down';
+/**
+ * 'up': a Session opened; 'state': a WorkerState arrived; 'info': its model list (refreshInfo) or its adapter hold
+ * (holdAdapters) changed; 'down': the Session ended (just before its requests fail).
+ */
+export type LinkEvent = 'up' | 'state' | 'info' | 'down';
+
+/**
+ * Adapters a worker's Session may not be routed to yet (AdapterCatchUp is loading, replacing or unloading them there):
+ * 'all' for every model but the base (its catch-up has not read the database yet), or those names; null for none.
+ */
+export type AdapterHold = 'all' | ReadonlySet<string> | null;
 export type LinkListener = (conn: WorkerConnection, event: LinkEvent) => void;
 
 export class WorkerConnection {
@@ -57,6 +66,14 @@ export class WorkerConnection {
   private stopping = false;
   private lastError: string | null = null;
   private stopped = false;
+  /** This Session's adapter hold (pendingFor); reset at each Session's start (holdOnSessionStart) and end. */
+  private held: AdapterHold = null;
+  /**
+   * Whether a new Session starts holding every adapter ('all', before its 'up' listeners run): set by AdapterCatchUp,
+   * which narrows the hold once it knows what the worker lacks, so no request meets a worker whose adapters are not
+   * caught up yet (one it lacks: a 404; one listed from an older job: the old adapter).
+   */
+  holdOnSessionStart = false;
   private wake: (() => void) | null = null;
   private readonly linkListeners: LinkListener[] = [];
 
@@ -103,6 +120,43 @@ export class WorkerConnection {
     return this.models().some((m) => m.id === model);
   }
 
+  /**
+   * Whether requests for `model` must not be routed here yet: the adapter catch-up of this Session may still load,
+   * replace or unload it (holdAdapters). Never for the base model.
+   */
+  pendingFor(model: string): boolean {
+    const held = this.held;
+    if (held === null || !this.ready) return false;
+    if (held !== 'all') return held.has(model);
+    return model !== '' && model !== this.info?.baseModel && !this.models().some((m) => m.id === model && m.parent === '');
+  }
+
+  /** The adapters this Session may not be routed to yet (see pendingFor). */
+  get adapterHold(): AdapterHold {
+    return this.held;
+  }
+
+  /** Sets this Session's adapter hold (AdapterCatchUp) and tells the listeners ('info'); a no-op while no Session is up. */
+  holdAdapters(hold: AdapterHold): void {
+    if (this.session === null) return;
+    this.held = hold !== null && hold !== 'all' && hold.size === 0 ? null : hold;
+    this.emit('info');
+  }
+
+  /** Ends the hold on `model` (its catch-up is done); from 'all' it changes nothing (the hold is narrowed first). */
+  releaseAdapter(model: string): void {
+    const held = this.held;
+    if (held === null || held === 'all' || !held.has(model)) return;
+    this.holdAdapters(new Set([...held].filter((m) => m !== model)));
+  }
+
+  /** The path LoadAdapter loaded `name` from, as the worker reports it (WorkerInfo.adapter_paths); undefined when not listed there. */
+  adapterPath(name: string): string | undefined {
+    if (!this.ready) return undefined;
+    const paths = this.info?.adapterPaths ?? {};
+    return Object.prototype.hasOwnProperty.call(paths, name) ? paths[name] : undefined;
+  }
+
   snapshot(): WorkerSnapshot {
     return {
       addr: this.addr,
@@ -142,6 +196,7 @@ export class WorkerConnection {
     this.state = info.state ?? this.state;
     this.stopping ||= info.state?.draining === true;
     this.onInfo(info);
+    this.emit('info'); // placement sees the new model list at once (before: only at the next WorkerState)
   }
 
   stop(): void {
@@ -222,10 +277,12 @@ export class WorkerConnection {
     return new Promise((resolve) => {
       const session = this.client.session();
       this.session = session;
+      this.held = this.holdOnSessionStart ? 'all' : null;
       this.emit('up');
       const finish = (why: string) => {
         if (this.session !== session) return;
         this.session = null;
+        this.held = null;
         this.lastError = why;
         if (!this.stopped) this.logger.warn(`worker ${this.addr} session ended: ${why}`);
         resolve();

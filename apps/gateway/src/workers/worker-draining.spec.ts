@@ -76,14 +76,15 @@ describe('WorkersService: a worker whose state says it is stopping', () => {
   const ids = (): string[] => workers.listModels().map((m) => m.id);
 
   it('gets no new work once its state says so, though its link stays up', async () => {
-    expect(workers.pick('m').addr).toBe(a.addr); // both idle: the first configured
+    expect((await workers.pick('m')).addr).toBe(a.addr); // both idle: the first configured
     expect(ids()).toEqual(['m', 'a-only', 'b-only']);
     expect(workers.anyReady).toBe(true);
     expect(workers.toolSupport('m').parser).toBe('hermes');
 
     tell(a, true);
-    await eventually(() => workers.pick('m').addr === b.addr, 'pick skips the stopping worker'); // before: a, until a run was refused
-    expect(workers.pick('a-only').addr).toBe(b.addr); // its adapter too: b's Prepare answers for it
+    await eventually(() => workers.acceptingConnections().every((c) => c.addr === b.addr), 'a stopping');
+    expect((await workers.pick('m')).addr).toBe(b.addr); // pick skips the stopping worker (before: a, until a run was refused)
+    expect((await workers.pick('a-only')).addr).toBe(b.addr); // its adapter too: b's Prepare answers for it
     expect(workers.hasReadyOutside(new Set([b.addr]))).toBe(false); // a Prepare that failed on b is not retried on a
     expect(ids()).toEqual(['m', 'b-only']); // as submit sees it: a's own adapter is not listed
     expect(workers.toolSupport('m').parser).toBe('llama3_json');
@@ -104,7 +105,7 @@ describe('WorkersService: a worker whose state says it is stopping', () => {
   it('stays stopping for its Session: later states and GetInfo without the flag do not undo it', async () => {
     tell(b, true);
     await eventually(() => !workers.hasReadyOutside(new Set()), 'no worker accepts work');
-    expect(() => workers.pick('m')).toThrow(InlaidError);
+    await expect(workers.pick('m')).rejects.toThrow(InlaidError);
     expect(() => workers.listModels()).toThrow('No inference worker is ready; retry shortly.'); // as submit says
     expect(workers.anyReady).toBe(false); // /readyz: only stopping workers left
     await expect(admin.validate('sql', '/adapters/sql')).rejects.toThrow('No inference worker is ready; retry shortly.');

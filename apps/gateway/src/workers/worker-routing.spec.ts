@@ -1,16 +1,16 @@
 import { status } from '@grpc/grpc-js';
 import { InlaidError } from '../common/inlaid-error';
-import { pickWorker, RoutableWorker } from './worker-routing';
+import { routeRequest, RoutableWorker } from './worker-routing';
 
-const w = (addr: string, ready: boolean, inFlight: number, models: string[]): RoutableWorker => ({
-  addr, ready, inFlight, serves: (m) => models.includes(m),
+const w = (addr: string, ready: boolean, inFlight: number, models: string[], pending: string[] = []): RoutableWorker => ({
+  addr, ready, inFlight, serves: (m) => models.includes(m), pendingFor: (m) => pending.includes(m),
 });
 
-describe('pickWorker', () => {
+describe('routeRequest', () => {
   it('fails fast with UNAVAILABLE when no worker is ready', () => {
-    expect(() => pickWorker([w('a', false, 0, ['x'])], 'x')).toThrow(InlaidError);
+    expect(() => routeRequest([w('a', false, 0, ['x'])], 'x')).toThrow(InlaidError);
     try {
-      pickWorker([], 'x');
+      routeRequest([], 'x');
     } catch (err) {
       expect((err as InlaidError).status).toBe(status.UNAVAILABLE);
     }
@@ -18,7 +18,22 @@ describe('pickWorker', () => {
 
   it('prefers ready workers serving the model, then the least loaded', () => {
     const workers = [w('a', true, 0, ['base']), w('b', true, 5, ['sql']), w('c', true, 2, ['sql']), w('d', false, 0, ['sql'])];
-    expect(pickWorker(workers, 'sql').addr).toBe('c');
-    expect(pickWorker(workers, 'unknown').addr).toBe('a');
+    expect(routeRequest(workers, 'sql')?.addr).toBe('c');
+    expect(routeRequest(workers, 'unknown')?.addr).toBe('a');
+  });
+
+  it('never routes a model to a worker still catching up on it: another that serves it, else wait (null)', () => {
+    // b restarted: its catch-up has not loaded sql yet (before: sql went to the least loaded ready worker, b, a 404)
+    const restarted = w('b', true, 0, ['base'], ['sql']);
+    expect(routeRequest([w('a', true, 9, ['base', 'sql']), restarted], 'sql')?.addr).toBe('a');
+    expect(routeRequest([w('a', true, 0, ['base']), restarted], 'sql')).toBeNull();
+    expect(routeRequest([restarted], 'sql')).toBeNull();
+    // b lists sql from an older job (to replace): not routed there either
+    const stale = w('b', true, 0, ['base', 'sql'], ['sql']);
+    expect(routeRequest([w('a', true, 9, ['base', 'sql']), stale], 'sql')?.addr).toBe('a');
+    expect(routeRequest([stale], 'sql')).toBeNull();
+    // other models are not held
+    expect(routeRequest([stale], 'base')?.addr).toBe('b');
+    expect(routeRequest([w('a', true, 0, ['base']), w('c', true, 0, ['base'])], 'typo')?.addr).toBe('a'); // nobody catches up: its 404
   });
 });
