@@ -46,7 +46,7 @@ def fused_case() -> Any:
 def test_bf16_lora_apply_fused_matches_reference(case_id: str, fused_case: Any) -> None:
     res = fused_case(case_id)
     assert "error" not in res, res.get("error")
-    assert res["err"] < 1e-2, res
+    assert res["err"] < cpu_cov_bf16.bf16_tol(exact="bgmv" in case_id), res  # BGMV rows: exact on the CPU
     assert res["base_unchanged"], "LoRA must leave rows of adapter -1 bit-identical"
 
 

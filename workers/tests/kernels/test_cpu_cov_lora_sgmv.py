@@ -52,7 +52,7 @@ def test_without_the_patch_bf16_is_far_off(lora_case: Any) -> None:
 def test_bf16_lora_apply_matches_reference(case_id: str, lora_case: Any) -> None:
     res = lora_case(case_id)
     assert "error" not in res, res.get("error")
-    assert res["err"] < 1e-2, res
+    assert res["err"] < cpu_cov_bf16.bf16_tol(exact=case_id.startswith("bgmv")), res  # BGMV: exact on the CPU
     assert res["base_unchanged"], "tokens with adapter -1 must be left bit-identical"
 
 
