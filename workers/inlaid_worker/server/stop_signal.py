@@ -5,13 +5,15 @@ often not the main one. Python's C-level handler then only marks the signal pend
 the main thread next executes bytecode; a main thread blocked in `threading.Event().wait()` (a lock acquire the signal
 never interrupts) never does, so the worker went on serving, never refusing new work nor saying it was draining,
 until a later signal or a SIGKILL (CI's worker-draining flake: no event within 10 s of SIGTERM, one run in about 30
-here). Python's wakeup fd is written from the C handler, on whichever thread it runs, so the main thread waits on it.
+here). Python's wakeup fd is written from the C handler, on whichever thread it runs, so the main thread waits on it,
+through a selector (epoll / kqueue / poll): select.select refuses an fd >= 1024 (FD_SETSIZE), and the worker's pipe is
+created after CUDA, gRPC and the model's files may have opened that many.
 """
 
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import signal
 from collections.abc import Iterable
 from types import FrameType
@@ -37,17 +39,18 @@ class StopSignals:
     def wait(self, backstop_s: float = 1.0) -> int:
         """Blocks until one of the signals arrived (also before this call) and returns it. `backstop_s`: how often the
         wait also looks at the Python handler's record (the wakeup fd says it first)."""
-        while not self._got:
-            readable, _, _ = select.select([self._r], [], [], backstop_s)
-            if not readable:
-                continue
-            try:
-                data = os.read(self._r, 512)
-            except BlockingIOError:
-                continue
-            for signum in data:  # the wakeup fd carries each signal's number, one byte each
-                if signum in self._signums:
-                    return signum
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._r, selectors.EVENT_READ)
+            while not self._got:
+                if not selector.select(backstop_s):
+                    continue
+                try:
+                    data = os.read(self._r, 512)
+                except BlockingIOError:
+                    continue
+                for signum in data:  # the wakeup fd carries each signal's number, one byte each
+                    if signum in self._signums:
+                        return signum
         return self._got[0]
 
     def close(self) -> None:

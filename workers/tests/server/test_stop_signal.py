@@ -7,10 +7,13 @@ real worker process missed about one SIGTERM in 30)."""
 
 from __future__ import annotations
 
+import os
+import resource
 import signal
 import threading
 import time
 
+import pytest
 from inlaid_worker.server.stop_signal import StopSignals
 
 
@@ -35,18 +38,56 @@ def test_a_signal_delivered_to_another_thread_wakes_the_main_thread_at_once() ->
         stop.close()
 
 
-def test_the_former_wait_misses_such_a_signal() -> None:
-    """What the worker did before: the handler sets an Event the main thread waits on. The signal lands on another
-    thread, and the wait sees nothing until its timeout (without one: never)."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: stop.set())
-    release = _signal_other_thread(signal.SIGUSR1, 0.2)
+def test_another_signal_on_the_wakeup_fd_does_not_end_the_wait() -> None:
+    """The wakeup fd carries every handled signal's number (here SIGUSR2's, whose handler another component set): the
+    wait goes on until one of its own arrives."""
+    others: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: others.append(signum))
+    stop = StopSignals((signal.SIGUSR1,))
+    release_other = _signal_other_thread(signal.SIGUSR2, 0.1)
+    release_own = _signal_other_thread(signal.SIGUSR1, 0.6)
     try:
-        assert not stop.wait(1.5)  # the handler had not run: the main thread never left the lock's wait
+        t0 = time.monotonic()
+        assert stop.wait(backstop_s=30) == signal.SIGUSR1
+        assert time.monotonic() - t0 >= 0.5  # SIGUSR2 at 0.1 s did not end it
     finally:
-        release.set()
-        time.sleep(0.05)  # the pending handler runs here
-        signal.signal(signal.SIGUSR1, previous)
+        release_other.set()
+        release_own.set()
+        stop.close()
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_the_wait_works_with_its_pipe_above_fd_1024() -> None:
+    """A worker that opened many files (CUDA, gRPC, the model's shards) before its StopSignals gets a pipe above
+    FD_SETSIZE: select.select raised ValueError ("filedescriptor out of range in select()") there, and the worker
+    never saw its SIGTERM."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1200")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    filler: list[int] = []
+    try:
+        while not filler or filler[-1] < 1030:  # the lowest free fds taken, as by a loaded worker
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        stop = StopSignals((signal.SIGUSR1,))
+        try:
+            probe_r, probe_w = os.pipe()  # the next fds: StopSignals' pipe lies above 1024 too
+            os.close(probe_r)
+            os.close(probe_w)
+            assert probe_r > 1024
+            release = _signal_other_thread(signal.SIGUSR1, 0.2)
+            try:
+                assert stop.wait(backstop_s=30) == signal.SIGUSR1
+            finally:
+                release.set()
+        finally:
+            stop.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_signal_before_the_wait_is_not_lost() -> None:

@@ -6,7 +6,7 @@
  */
 import { Metadata, Server, type ServerUnaryCall, type ServiceError, status } from '@grpc/grpc-js';
 import { worker } from '@inlaid/proto';
-import { WORKER_ERROR_KIND_KEY } from '../common/inlaid-error';
+import { InlaidError, WORKER_ERROR_KIND_KEY } from '../common/inlaid-error';
 import type { RecordsService } from '../records/records.service';
 import type { SchedulingService } from '../scheduling/scheduling.service';
 import { bindLocal } from '../testing/local-grpc';
@@ -60,9 +60,13 @@ describe('Prepare on a worker that refuses it', () => {
   });
 
   /** A service over the two workers (the first picked first), and its scheduler's submit. */
-  function service() {
+  function service(waitsOnRetry = false) {
     const conns = workers.map((w) => w.conn);
-    const pick = (_model: string, tried: ReadonlySet<string>) => conns.find((c) => !tried.has(c.addr)) as WorkerConnection;
+    // waitsOnRetry: the second worker is still catching up on the model, and the retry's wait for it ends in a 503
+    const pick = async (_model: string, tried: ReadonlySet<string>) => {
+      if (waitsOnRetry && tried.size > 0) throw InlaidError.unavailable('The model is still being loaded onto the workers; retry shortly.');
+      return conns.find((c) => !tried.has(c.addr)) as WorkerConnection;
+    };
     const hasReadyOutside = (tried: ReadonlySet<string>) => conns.some((c) => !tried.has(c.addr));
     const submit = jest.fn(() => ({ admitted: Promise.resolve(conns[1].addr), events: (async function* () {})() }));
     const g = new GenerationService(
@@ -89,6 +93,17 @@ describe('Prepare on a worker that refuses it', () => {
     answers.splice(0, 2, SHUTTING_DOWN, NO_ADAPTER);
     const { g, submit } = service();
     await expect(g.start(input)).rejects.toMatchObject({ status: status.UNAVAILABLE, message: expect.stringMatching(/shutting down/) });
+    expect(submit).not.toHaveBeenCalled();
+  });
+
+  it("as shutting down, then the retry's wait for a worker catching up ends in a 503: the first refusal is the answer", async () => {
+    answers.splice(0, 2, SHUTTING_DOWN, 'prepared');
+    const before = callsOf();
+    const { g, submit } = service(true);
+    const err = await g.start(input).then(() => null, (e: unknown) => e as InlaidError);
+    expect(err?.status).toBe(status.UNAVAILABLE);
+    expect(err?.message).toMatch(/shutting down/); // before: 'The model is still being loaded onto the workers; ...'
+    expect(callsOf().map((n, i) => n - before[i])).toEqual([1, 0]);
     expect(submit).not.toHaveBeenCalled();
   });
 

@@ -138,13 +138,20 @@ export class GenerationService {
    * Prepare on the best worker not yet tried (waiting, up to WorkersService.catchUpWaitMs, for a worker still catching up
    * on the model when no other lists it: WorkersService.pick); when it is lost, shutting down or overloaded (triesElsewhere), on the next
    * one (not once `signal` aborted: start() answers a client gone). A retry's NOT_FOUND means that worker lacks the
-   * model (an adapter the first one serves: hasReadyOutside does not look at models): the first failure is the answer.
+   * model (an adapter the first one serves: hasReadyOutside does not look at models): the first failure is the answer;
+   * so it is when the retry's pick fails (its wait for a worker catching up on the model ran out: 503).
    */
   private async prepare(input: GenerationInput, signal?: AbortSignal): Promise<worker.PrepareResponse> {
     const tried = new Set<string>();
     let first: InlaidError | undefined;
     for (;;) {
-      const conn = await this.workers.pick(input.model, tried, signal);
+      let conn;
+      try {
+        conn = await this.workers.pick(input.model, tried, signal);
+      } catch (err) {
+        if (first !== undefined && !signal?.aborted) throw first; // a retry's wait that ended in a 503: the first failure stands
+        throw err;
+      }
       tried.add(conn.addr);
       try {
         return await conn.prepare(prepareRequest(input), PREPARE_TIMEOUT_MS, signal);

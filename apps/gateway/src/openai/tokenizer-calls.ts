@@ -28,10 +28,13 @@ export interface CallLimits {
   readonly deadline?: Deadline;
 }
 
-/** The sooner of the gateway's call timeout and the client's deadline (grpc-js: a Date, ms since the epoch, or Infinity). */
+/** A client's deadline in ms since the epoch (grpc-js: a Date, ms since the epoch, or Infinity). */
+const deadlineMs = (client: Deadline): number => (client instanceof Date ? client.getTime() : client);
+
+/** The sooner of the gateway's call timeout and the client's deadline. */
 function deadlineOf(client: Deadline | undefined): number {
   const own = Date.now() + CALL_TIMEOUT_MS;
-  return client === undefined ? own : Math.min(own, client instanceof Date ? client.getTime() : client);
+  return client === undefined ? own : Math.min(own, deadlineMs(client));
 }
 
 export class TokenizerCalls {
@@ -63,7 +66,8 @@ export class TokenizerCalls {
     if (signal?.aborted) throw clientLeft('before the worker was asked');
     let conn;
     try {
-      conn = await this.workers.pick(model, undefined, signal); // waits for a worker catching up on the model (WorkersService.pick)
+      // waits for a worker catching up on the model (WorkersService.pick), no longer than the client's deadline
+      conn = await this.workers.pick(model, undefined, signal, deadline === undefined ? undefined : deadlineMs(deadline));
     } catch (err) {
       throw signal?.aborted ? clientLeft('before the worker was asked') : tokenizeError(err, model);
     }

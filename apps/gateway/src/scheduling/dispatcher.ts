@@ -86,13 +86,14 @@ export class Dispatcher {
 
   /**
    * Registers a worker (or updates its capacity and the tasks it lists: resident adapters, models) and schedules.
-   * `draining`: its state says it is stopping (WorkerState.draining): it is drained from now on (drain).
+   * `draining`: its state says it is stopping (WorkerState.draining): it is drained from now on (drain). `holds`: the
+   * tasks not to place there yet, even when no worker lists them (Placement.setWorker: its adapter catch-up).
    */
-  workerUp(link: WorkerLink, capacity: WorkerState, tasks: readonly string[] = [], draining = false): void {
+  workerUp(link: WorkerLink, capacity: WorkerState, tasks: readonly string[] = [], draining = false, holds?: (task: string) => boolean): void {
     this.scheduler.onWorkerState(capacity);
     this.links.set(link.addr, link);
     if (draining) this.drain(link.addr, 'says it is stopping');
-    if (!this.draining.has(link.addr)) this.placement.setWorker(link.addr, tasks);
+    if (!this.draining.has(link.addr)) this.placement.setWorker(link.addr, tasks, holds);
     this.pass();
   }
 

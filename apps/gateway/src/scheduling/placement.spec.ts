@@ -6,7 +6,7 @@ function twoWorkers(options = { slack: 2, ratio: 0 }) {
   p.setWorker('b', ['sql', 'poet', 'chat']);
   return p;
 }
-const arriveN = (p: Placement, task: string, n: number): string[] => Array.from({ length: n }, () => p.arrive(task));
+const arriveN = (p: Placement, task: string, n: number): Array<string | undefined> => Array.from({ length: n }, () => p.arrive(task));
 
 describe('Placement', () => {
   it('keeps a task on one worker and spreads distinct tasks (ties by configured order)', () => {
@@ -23,6 +23,38 @@ describe('Placement', () => {
     p.setWorker('b', ['poet']);
     expect(arriveN(p, 'poet', 2)).toEqual(['b', 'b']);
     expect(p.arrive('base-model')).toBe('a'); // listed nowhere: any worker, least loaded
+  });
+
+  it('never falls back to a worker holding the task (its catch-up): homeless until that worker lets it go or lists it', () => {
+    const p = new Placement(['a', 'b']);
+    p.setWorker('a', ['base']);
+    p.setWorker('b', ['base'], (t) => t === 'sql'); // b restarted: its catch-up may still load sql there
+    expect(p.arrive('sql')).toBe('a'); // listed nowhere: a, though b is as idle (before: also b's turn, by load)
+    p.leave('sql');
+    arriveN(p, 'base', 3); // a: 3, b: 0
+    expect(p.arrive('sql')).toBe('a'); // before: b, the least loaded, which lacks it (a 404 at Admit)
+    p.leave('sql');
+    for (let i = 0; i < 3; i++) p.leave('base');
+    // a rolling restart: a leaves while sql waits; its only other worker holds it
+    arriveN(p, 'sql', 2);
+    expect(p.homeOf('sql')).toBe('a');
+    p.removeWorker('a');
+    expect(p.homeOf('sql')).toBeUndefined(); // before: b, where its requests got a 404 or the old adapter
+    expect(p.load('b')).toBe(0);
+    expect(p.arrive('sql')).toBeUndefined(); // a new one waits with them
+    p.setWorker('b', ['base', 'sql']); // the catch-up loaded it and released the hold ('info')
+    expect(p.homeOf('sql')).toBe('b');
+    expect(p.load('b')).toBe(3);
+    for (let i = 0; i < 3; i++) p.leave('sql');
+    expect(p.load('b')).toBe(0);
+  });
+
+  it('places a task its holding worker lets go of without loading it (refused): the worker\'s own 404 then', () => {
+    const p = new Placement(['b']);
+    p.setWorker('b', [], () => true); // its catch-up has not read the database yet: every adapter held
+    expect(p.arrive('sql')).toBeUndefined();
+    p.setWorker('b', []); // released
+    expect(p.homeOf('sql')).toBe('b');
   });
 
   it('moves an active task past the imbalance bound, only when the move narrows the gap', () => {

@@ -4,7 +4,9 @@
  * pool) instead of each worker loading every adapter.
  *
  * Load of a worker = requests in flight (waiting or running) of the tasks homed there. Candidates for a
- * task = the workers that list it (resident adapters / model cards); every worker when none does.
+ * task = the workers that list it (resident adapters / model cards); when none does, every worker not holding it (an
+ * adapter catch-up may still load, replace or unload it there: setWorker's `holds`). A task only holding workers could
+ * take has no home (its requests wait) until a worker lists it or lets it go (its next setWorker).
  * Bounded imbalance: an active task keeps its home while load(home) <= minLoad + max(slack, ratio *
  * minLoad), minLoad being the least loaded candidate's. Past that bound it moves to the least loaded
  * candidate, but only when its own in-flight count is below the gap (the move narrows the gap, so tasks
@@ -26,6 +28,8 @@ export const DEFAULT_PLACEMENT: PlacementOptions = { slack: 4, ratio: 0.25 };
 export class Placement {
   /** addr -> tasks the worker lists. */
   private readonly workers = new Map<string, ReadonlySet<string>>();
+  /** addr -> whether the worker holds a task (not to be placed there even when no worker lists it). */
+  private readonly holding = new Map<string, (task: string) => boolean>();
   private readonly loads = new Map<string, number>();
   private readonly homes = new Map<string, string>();
   /** task -> requests in flight (only tasks with at least one). */
@@ -47,9 +51,16 @@ export class Placement {
     return this.loads.get(addr) ?? 0;
   }
 
-  /** Adds a worker or updates what it lists; active tasks its home no longer serves move elsewhere. */
-  setWorker(addr: string, tasks: Iterable<string>): void {
+  /**
+   * Adds a worker or updates what it lists and holds; active tasks its home no longer serves move elsewhere, and
+   * homeless ones are placed. `holds`: the tasks its adapter catch-up may still load, replace or unload there
+   * (WorkerConnection.pendingFor, asked at each placement: call this again when it changes): never placed there, not
+   * even when no worker lists them (before, such a task fell back to every worker, this one included: a 404 there, or
+   * the old adapter).
+   */
+  setWorker(addr: string, tasks: Iterable<string>, holds: (task: string) => boolean = () => false): void {
     this.workers.set(addr, new Set(tasks));
+    this.holding.set(addr, holds);
     if (!this.loads.has(addr)) this.loads.set(addr, 0);
     this.placeAgain([...this.active.keys()].filter((t) => {
       const home = this.homes.get(t);
@@ -60,20 +71,27 @@ export class Placement {
   /** Forgets a worker; its active tasks are placed again at once (homeless if no worker is left). */
   removeWorker(addr: string): void {
     if (!this.workers.delete(addr)) return;
+    this.holding.delete(addr);
     this.loads.delete(addr);
     this.placeAgain([...this.homes].filter(([, home]) => home === addr).map(([task]) => task));
   }
 
-  /** A request of `task` arrives: returns the worker that will run it. */
-  arrive(task: string): string {
+  /**
+   * A request of `task` arrives: returns the worker that will run it, or undefined when no worker may take the task
+   * now (none, or only workers holding it): it waits homeless until setWorker places it.
+   */
+  arrive(task: string): string | undefined {
     const n = this.active.get(task) ?? 0;
     const home = this.homes.get(task);
     const target = n > 0 && home !== undefined ? this.keepOrMove(task, home, n) : this.leastLoaded(this.candidates(task));
-    if (target === undefined) throw new Error('no worker to place a task on');
     if (home !== undefined && home !== target) this.shift(home, -n);
+    this.active.set(task, n + 1);
+    if (target === undefined) {
+      this.homes.delete(task);
+      return undefined;
+    }
     if (home !== target) this.shift(target, n);
     this.homes.set(task, target);
-    this.active.set(task, n + 1);
     this.shift(target, 1);
     return target;
   }
@@ -120,7 +138,7 @@ export class Placement {
   private candidates(task: string): string[] {
     const all = [...this.workers.keys()];
     const listing = all.filter((a) => this.workers.get(a)?.has(task) === true);
-    return listing.length > 0 ? listing : all;
+    return listing.length > 0 ? listing : all.filter((a) => this.holding.get(a)?.(task) !== true);
   }
 
   private leastLoaded(addrs: readonly string[]): string | undefined {

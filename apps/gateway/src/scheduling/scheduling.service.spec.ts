@@ -62,6 +62,25 @@ describe('SchedulingService with INLAID_COST_MODEL', () => {
   });
 });
 
+describe('SchedulingService and a worker catching up on its adapters', () => {
+  it('places no task there that it holds, even when no worker lists it; places it once the hold ends', () => {
+    const { service } = serviceWith({});
+    const state = worker.WorkerState.fromPartial({ workerId: 'w1', totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 });
+    let held = true;
+    const conn = {
+      addr: 'w1:50051', ready: true, latestState: state, models: () => [{ id: 'm', parent: '' }], pendingFor: (t: string) => held && t === 'sql',
+    } as unknown as WorkerConnection;
+    const placement = service.dispatcher.placement;
+    const refresh = (): void => (service as unknown as { refresh(c: WorkerConnection): void }).refresh(conn); // as an 'info' event
+    refresh();
+    expect(placement.arrive('sql')).toBeUndefined(); // before: w1, the fallback for a task no worker lists (a 404 there)
+    expect(placement.arrive('m')).toBe('w1:50051');
+    held = false;
+    refresh(); // the catch-up released it
+    expect(placement.homeOf('sql')).toBe('w1:50051');
+  });
+});
+
 describe('SchedulingService and the tasks\' own SLOs (real Postgres)', () => {
   const db = testDatabase('inlaid_schedslo');
 

@@ -12,12 +12,16 @@
  * as long as its Session lasts; a stopping worker is skipped.
  *
  * Until then no request for those tasks goes to the worker: its Session starts holding every adapter
- * (WorkerConnection.holdOnSessionStart), the first database read narrows the hold to the tasks to change there, and
- * each is released once done (or refused for good). Requests for a task no caught-up worker lists wait for it
- * (WorkersService.pick); placement gives the worker none of them (SchedulingService.refresh). Before, such
- * a request got a 404 there, or ran on the old adapter. If the database cannot be read (or takes over 2 s) the hold
+ * (WorkerConnection.holdOnSessionStart), the first database read narrows the hold to the tasks to change there that
+ * the fleet serves (catchUpHolds: not a task whose job is not served anywhere yet), and each is released once done:
+ * the worker's model list, re-read, shows the task loaded from its job's path (or gone), or it refused the task for
+ * good. Requests for a task no caught-up worker lists wait for it (WorkersService.pick); placement gives the worker
+ * none of them, nor any when no worker lists them (SchedulingService.refresh, Placement.setWorker). Before, such a
+ * request got a 404 there, or ran on the old adapter. If the database cannot be read (or takes over 2 s) the hold
  * ends (the worker serves what it lists, as before; Postgres being down must not stop inference) and the catch-up is
- * retried.
+ * retried. So it does for one task whose locked section fails on the database's side (an error, or no answer within
+ * sectionDbMs: then the rest of the hold too, and the gate goes to the next section), and for one the worker failed
+ * twice in a row (HOLD_FAILURES): the task is still retried, but not held again in this Session.
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
@@ -25,9 +29,9 @@ import { InlaidError } from '../common/inlaid-error';
 import { backoffDelay, type BackoffOptions } from '../workers/backoff';
 import type { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
-import { catchUpAction, catchUpTasks } from './missing-adapters';
+import { catchUpAction, catchUpHolds, catchUpTasks } from './missing-adapters';
 import { TaskStore } from './task-store.service';
-import { WorkerAdminService } from './worker-admin.service';
+import { toAdminError, WorkerAdminService } from './worker-admin.service';
 
 const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
 /**
@@ -35,13 +39,28 @@ const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
  * (the worker serves what it lists) until the read answers.
  */
 const READ_HOLD_MS = 2000;
+/**
+ * How long a locked section may wait on the database: for the task's lock (another holder's DELETE or load step
+ * included) and job, and for its commit after the worker calls (those have their own deadlines). Past it the section is
+ * given up (it does nothing more if it resumes), the hold ends, and the gate goes to the next section.
+ */
+const SECTION_DB_MS = 10_000;
+/** A task's failures in a row on the worker's side (its admin calls, its model list) that end the task's hold. */
+const HOLD_FAILURES = 2;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
+
+/** A locked section that waited on the database past sectionDbMs. */
+class SectionTimeout extends Error {}
 
 interface Due {
   attempt: number;
   running: boolean;
   timer: NodeJS.Timeout | null;
+  /** task -> its catch-up's failures in a row in this Session. */
+  failures: Map<string, number>;
+  /** Tasks whose hold a failure ended: still retried, but not held again in this Session. */
+  unheld: Set<string>;
 }
 
 @Injectable()
@@ -58,6 +77,8 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   private readonly refused = new Map<string, string>();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
   retry: BackoffOptions = CATCH_UP_RETRY;
+  /** A locked section's bound on its database waits (SECTION_DB_MS; specs shorten it). */
+  sectionDbMs = SECTION_DB_MS;
 
   constructor(
     @Inject(WorkersService) private readonly workers: WorkersService,
@@ -99,7 +120,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // a new Session: a fresh entry ('down' removed the last one; a run of the old Session still going sees it replaced
     // and stops there, its loads having gone through the lock and the re-check like this run's)
     this.clear(conn.addr);
-    const due: Due = { attempt: 0, running: false, timer: null };
+    const due: Due = { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set() };
     this.due.set(conn.addr, due);
     void this.run(conn, due);
   }
@@ -171,41 +192,113 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       clearTimeout(slow);
     }
     if (!current()) return 0;
-    const tasks = catchUpTasks(jobs, listed, paths);
-    conn.holdAdapters(new Set(tasks));
+    // tasks that failed before go last: one whose lock stays taken (a section given up ends the run) starves no other
+    const tasks = catchUpTasks(jobs, listed, paths).sort((x, y) => (due.failures.get(x) ?? 0) - (due.failures.get(y) ?? 0));
+    conn.holdAdapters(new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t))));
     let failed = 0;
-    for (const task of tasks) {
+    for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
       try {
-        await this.oneAtATime(() => this.store.locked(task, async (tx) => {
-          const job = await tx.latest(task);
-          if (!conn.accepting || !current()) return;
-          const action = catchUpAction(job, { listed: conn.serves(task), path: conn.adapterPath(task) });
-          const key = `${conn.addr} ${task}`;
-          const refused = job !== null && this.refused.get(key) === job.id; // its adapter: not retried for this job
-          if (action === 'none' || (action === 'load' && refused)) return;
-          if (action !== 'load') await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
-          if (action === 'unload' || job === null || refused) {
-            this.logger.log(`unloaded ${task} from worker ${conn.addr}: ${action === 'unload' ? 'its latest job is not served' : 'an older job\'s adapter'}`);
-            return;
-          }
-          try {
-            await this.admin.loadOn(conn, task, job.adapterPath as string);
-          } catch (err) {
-            if (err instanceof InlaidError && PERMANENT.has(err.status)) this.refused.set(key, job.id);
-            throw err;
-          }
-          this.refused.delete(key);
-          this.logger.log(action === 'load' ? `loaded ${task} onto worker ${conn.addr}, which came up without it` : `replaced ${task} on worker ${conn.addr}: it held an adapter from another path`);
-        }));
+        await this.oneAtATime(() => this.section(conn, task, current));
+        due.failures.delete(task);
         if (current()) conn.releaseAdapter(task);
       } catch (err) {
         failed++;
-        // refused for good: it cannot serve the task (it no longer lists it), so its 404 is the answer
-        if (err instanceof InlaidError && PERMANENT.has(err.status) && current()) conn.releaseAdapter(task);
+        const n = (due.failures.get(task) ?? 0) + 1;
+        due.failures.set(task, n);
+        const worker = err instanceof InlaidError; // the worker's refusal or its link's failure (else: the database, or a bug)
+        const permanent = err instanceof InlaidError && PERMANENT.has(err.status);
+        // refused for good: it cannot serve the task (it no longer lists it), so its 404 is the answer; a failure on
+        // the database's side, or the worker's twice in a row: it serves what it lists (requests would wait for 30 s,
+        // then get a 503, for as long as the failures go on)
+        if (current() && (permanent || !worker || n >= HOLD_FAILURES)) {
+          if (!permanent) due.unheld.add(task);
+          conn.releaseAdapter(task);
+        }
         this.logger.warn(`could not catch up ${task} on worker ${conn.addr} (retried): ${(err as Error).message}`);
+        if (err instanceof SectionTimeout) {
+          // Postgres does not answer: as when its read does not, the worker serves what it lists until a retry's read does
+          if (current()) conn.holdAdapters(null);
+          return failed + tasks.length - i - 1;
+        }
       }
     }
     return failed;
+  }
+
+  /**
+   * One task's locked section: decides under the task's lock (catchUpAction), then loads, replaces or unloads it and
+   * checks the worker's model list shows it done (confirm). Its database waits are bounded (sectionDbMs): past that
+   * it rejects with SectionTimeout, and does nothing more should it resume.
+   */
+  private section(conn: WorkerConnection, task: string, current: () => boolean): Promise<void> {
+    let given = false;
+    let timer: NodeJS.Timeout | undefined;
+    let expire!: (err: Error) => void;
+    const expired = new Promise<never>((_resolve, reject) => (expire = reject));
+    const arm = (on: boolean): void => {
+      clearTimeout(timer);
+      if (!on) return;
+      timer = setTimeout(() => {
+        given = true;
+        expire(new SectionTimeout(`the database did not answer within ${this.sectionDbMs} ms (the task's lock, its job, or the commit)`));
+      }, this.sectionDbMs);
+      timer.unref();
+    };
+    arm(true);
+    const work = this.store.locked(task, async (tx) => {
+      const job = await tx.latest(task);
+      if (given) throw new Error('given up'); // (rolled back; the caller has moved on)
+      arm(false); // the worker calls have their own deadlines
+      await this.decide(conn, task, job, current);
+      arm(true); // the commit
+    });
+    return Promise.race([work, expired]).finally(() => arm(false));
+  }
+
+  private async decide(conn: WorkerConnection, task: string, job: Awaited<ReturnType<TaskStore['latest']>>, current: () => boolean): Promise<void> {
+    if (!conn.accepting || !current()) return;
+    const action = catchUpAction(job, { listed: conn.serves(task), path: conn.adapterPath(task) });
+    const key = `${conn.addr} ${task}`;
+    const refused = job !== null && this.refused.get(key) === job.id; // its adapter: not retried for this job
+    if (action === 'none' || (action === 'load' && refused)) return;
+    if (action !== 'load') {
+      await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
+      await this.confirm(conn, task, null);
+    }
+    if (action === 'unload' || job === null || refused) {
+      this.logger.log(`unloaded ${task} from worker ${conn.addr}: ${action === 'unload' ? 'its latest job is not served' : 'an older job\'s adapter'}`);
+      return;
+    }
+    try {
+      await this.admin.loadOn(conn, task, job.adapterPath as string);
+    } catch (err) {
+      if (err instanceof InlaidError && PERMANENT.has(err.status)) this.refused.set(key, job.id);
+      throw err;
+    }
+    await this.confirm(conn, task, job.adapterPath as string);
+    this.refused.delete(key);
+    this.logger.log(action === 'load' ? `loaded ${task} onto worker ${conn.addr}, which came up without it` : `replaced ${task} on worker ${conn.addr}: it held an adapter from another path`);
+  }
+
+  /**
+   * Whether the gateway sees the worker serve `task` from `path` (any path where the worker reports none: its own, or
+   * it predates adapter_paths), or no longer list it (`path` null): loadOn / unloadOn re-read its model list but go
+   * on when that fails; the hold ends only on what the gateway sees (else the request went there with the old list).
+   * Re-reads it once more; still not so: the worker's failure (an InlaidError, retried).
+   */
+  private async confirm(conn: WorkerConnection, task: string, path: string | null): Promise<void> {
+    const done = (): boolean => {
+      if (path === null) return !conn.serves(task);
+      const at = conn.adapterPath(task);
+      return conn.serves(task) && (at === undefined || at === path);
+    };
+    if (done()) return;
+    try {
+      await conn.refreshInfo();
+    } catch (err) {
+      throw toAdminError(err);
+    }
+    if (!done()) throw InlaidError.unavailable(`worker ${conn.addr} does not report ${task} ${path === null ? 'unloaded' : `loaded from ${path}`}`);
   }
 }

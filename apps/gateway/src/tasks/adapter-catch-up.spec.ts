@@ -43,12 +43,16 @@ interface FakeWorker {
   refuse?: Set<string>;
   refusals?: number;
   draining: boolean;
+  /** GetInfo calls to fail after each LoadAdapter that loaded (UNAVAILABLE: the gateway's re-read of its list fails). */
+  infoFailsAfterLoad?: number;
+  failInfos?: number;
 }
 
 function fakeWorker(fields: Omit<FakeWorker, 'server'>): FakeWorker {
   const server = new Server();
   const w: FakeWorker = { ...fields, server }; // the handlers read this object: the spec's changes reach them
-  const getInfo = (_call: unknown, cb: (e: null, r: worker.WorkerInfo) => void) => {
+  const getInfo = (_call: unknown, cb: (e: Partial<Error & { code: number }> | null, r?: worker.WorkerInfo) => void) => {
+    if ((w.failInfos ?? 0) > 0) return void ((w.failInfos = (w.failInfos ?? 0) - 1), cb({ code: status.UNAVAILABLE, message: 'busy' }));
     const models = [{ id: 'm', parent: '' }, ...[...w.adapters].map((id) => ({ id, parent: 'm' }))];
     cb(null, worker.WorkerInfo.fromPartial({ workerId: `w${w.port}`, baseModel: 'm', models, state: { draining: w.draining, totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 }, adapterPaths: Object.fromEntries(w.paths) }));
   };
@@ -65,6 +69,7 @@ function fakeWorker(fields: Omit<FakeWorker, 'server'>): FakeWorker {
       w.loads.push(`${name} ${path}`);
       w.adapters.add(name);
       w.paths.set(name, path);
+      w.failInfos = (w.failInfos ?? 0) + (w.infoFailsAfterLoad ?? 0);
       cb(null, common.ModelCard.fromPartial({ id: name, parent: 'm' }));
     }, w.loadDelayMs);
   };
@@ -250,20 +255,115 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     expect(forSql.serves('sql') && !forSql.pendingFor('sql')).toBe(true); // loaded there before the request went there
     await caughtUp(a, 'A caught up');
 
-    // a load that keeps failing: the request waits for catchUpWaitMs, then a 503 (never the 404 of a worker without it)
+    // a load that keeps failing: held through its first failure (the retry may load it), so a request waits for
+    // catchUpWaitMs, then a 503 (not the 404 of a worker without it); at its second failure in a row the hold ends and
+    // the worker serves what it lists (before: every request waited 30 s for a 503 for as long as the failures went on)
+    catchUp.retry = { baseMs: 600, maxMs: 600 };
     a = await restart(a, [], (n) => (n.failLoads = 1_000_000));
-    workers.catchUpWaitMs = 300;
+    workers.catchUpWaitMs = 200;
     try {
+      await eventually(() => a.failLoads < 1_000_000, 'a first load failed', 3000);
       const err = await workers.pick('sql').then(() => null, (e: unknown) => e as InlaidError);
       expect(err?.status).toBe(status.UNAVAILABLE);
       expect(err?.message).toBe('The model is still being loaded onto the workers; retry shortly.');
       expect((await workers.pick('m')).addr).toBe(addr(a.port));
       expect((await workers.pick('nope').catch(() => null))?.addr).toBe(addr(a.port)); // no job: not held, its Prepare's 404 stands
+      workers.catchUpWaitMs = 3000;
+      const t0 = Date.now();
+      expect((await workers.pick('sql')).addr).toBe(addr(a.port)); // the retry failed too: released (its Prepare's 404)
+      expect(Date.now() - t0).toBeLessThan(2000);
+      const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+      expect(catchUp.pending(addr(a.port))).toBe(true); // still retried
+      a.failLoads = 0;
+      catchUp.retry = { baseMs: 20, maxMs: 50 };
+      await conn.refreshInfo(); // its next report: the catch-up runs again
     } finally {
       workers.catchUpWaitMs = CATCH_UP_WAIT_MS;
+      catchUp.retry = { baseMs: 20, maxMs: 50 };
       a.failLoads = 0;
     }
     await caughtUp(a, 'A caught up once its loads succeed');
+    expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
+  });
+
+  it('holds only tasks the fleet serves: not one whose job is queued or waiting for quantization (their 404 at once)', async () => {
+    a = await restart(a, [], (n) => (n.loadDelayMs = 300));
+    const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+    await eventually(() => conn.adapterHold !== 'all', 'the hold narrowed by the read', 3000);
+    expect(conn.pendingFor('sql') && conn.pendingFor('done')).toBe(true); // served everywhere, loaded one after the other
+    expect(conn.pendingFor('later')).toBe(false); // queued; before: held (its requests waited, then 503 past 30 s)
+    expect(conn.pendingFor('wait')).toBe(false); // wait_for_quantization, not activated yet: no worker serves it
+    expect((await workers.pick('later')).addr).toBe(addr(a.port)); // at once: its Prepare's 404, as on every worker
+    await caughtUp(a, 'A caught up');
+  });
+
+  it("keeps the hold until the gateway's own model list shows the load (a failed re-read is not a load seen)", async () => {
+    const early: string[] = [];
+    const watch = (c: WorkerConnection, e: string): void => {
+      if (c.addr !== addr(a.port) || e !== 'info' || c.adapterHold === 'all') return;
+      for (const t of ['done', 'sql']) if (!c.pendingFor(t) && !c.serves(t) && catchUp.pending(c.addr)) early.push(t);
+    };
+    workers.onLink(watch);
+    a = await restart(a, [], (n) => (n.infoFailsAfterLoad = 1)); // after each load, the gateway's GetInfo fails once
+    await caughtUp(a, 'A caught up');
+    const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+    expect(early).toEqual([]); // before: ['done', 'sql'], released with the list from before their loads
+    expect(conn.serves('sql') && conn.serves('done')).toBe(true);
+    expect(conn.adapterPath('sql')).toBe('/adapters/sql');
+    a.infoFailsAfterLoad = 0;
+  });
+
+  it("ends a task's hold at once when its locked section fails on the database's side (not after a retry)", async () => {
+    // a name Postgres refuses (a NUL byte: its lock query fails), held by the worker from a LoadAdapter path no job has
+    const odd = 'odd\u0000name';
+    catchUp.retry = { baseMs: 2000, maxMs: 2000 };
+    workers.catchUpWaitMs = 1500;
+    try {
+      a = await restart(a, [], () => undefined, { [odd]: '/adapters/odd' });
+      const t0 = Date.now();
+      expect((await workers.pick(odd)).addr).toBe(addr(a.port)); // before: held until the retry's failure (2 s here)
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(catchUp.pending(addr(a.port))).toBe(true); // still retried
+    } finally {
+      catchUp.retry = { baseMs: 20, maxMs: 50 };
+      workers.catchUpWaitMs = CATCH_UP_WAIT_MS;
+    }
+    a = await restart(a, []);
+    await caughtUp(a, 'A caught up');
+  });
+
+  it("ends the hold when the database does not answer a task's locked section in time, and goes on with the others", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inLock = new Promise<void>((r) => (entered = r));
+    const stuck = store.locked('done', async () => { // done's lock taken elsewhere and not let go (as a hung section)
+      entered();
+      await held;
+    });
+    await inLock;
+    catchUp.sectionDbMs = 300;
+    workers.catchUpWaitMs = 2500;
+    try {
+      a = await restart(a, []);
+      const t0 = Date.now();
+      // done's section (first in order) waits on its lock: past sectionDbMs the hold ends, as when the database read
+      // does not answer (before: sql and done stayed held behind it, the gate too: 2.5 s here, 30 s live, then 503)
+      expect((await workers.pick('done')).addr).toBe(addr(a.port)); // served as listed (its Prepare's 404)
+      expect((await workers.pick('sql')).addr).toBe(addr(a.port));
+      expect(Date.now() - t0).toBeLessThan(2000);
+      // the gate went on: the retry loads sql (done, which failed, goes last) while done's lock is still taken
+      await eventually(() => a.loads.includes('sql /adapters/sql'), 'sql loaded while done waits', 3000);
+      expect(a.loads).toEqual(['sql /adapters/sql']);
+      expect(catchUp.pending(addr(a.port))).toBe(true); // done still to load
+    } finally {
+      release();
+      await stuck;
+      catchUp.sectionDbMs = 10_000;
+      workers.catchUpWaitMs = CATCH_UP_WAIT_MS;
+    }
+    await caughtUp(a, 'A caught up once the lock is free');
+    expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
   });
 
   it("replaces an adapter a worker holds from an older job, unloads one whose task is not served, and routes the task elsewhere meanwhile", async () => {

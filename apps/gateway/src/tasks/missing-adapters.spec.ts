@@ -1,5 +1,5 @@
 /** What the adapter catch-up does with one task on one worker (pure: catchUpAction, catchUpTasks). */
-import { catchUpAction, catchUpTasks, type LoadJob } from './missing-adapters';
+import { catchUpAction, catchUpHolds, catchUpTasks, type LoadJob } from './missing-adapters';
 
 const served = (task: string, adapterPath: string): LoadJob => ({ task, kind: 'load', status: 'serving', adapterPath, progress: { stages: {} } } as unknown as LoadJob);
 const ended = (task: string, adapterPath: string): LoadJob => ({ task, kind: 'load', status: 'deleted', adapterPath, progress: { stages: {} } } as unknown as LoadJob);
@@ -30,5 +30,16 @@ describe('catchUpTasks', () => {
     const listed = new Set(['same', 'stale', 'gone', 'own']);
     const paths = new Map([['same', '/a/same'], ['stale', '/a/stale1'], ['gone', '/a/gone']]);
     expect(catchUpTasks(jobs, listed, paths)).toEqual(['gone', 'miss', 'stale']);
+  });
+});
+
+describe('catchUpHolds', () => {
+  it('holds what the fleet serves and the worker lacks or holds from another path, and what to unload; not a job not served yet', () => {
+    const queued = { task: 'queued', kind: 'onboard', status: 'queued', adapterPath: '/a/queued', progress: { stages: {} } } as unknown as LoadJob;
+    const jobs = [served('miss', '/a/miss'), served('stale', '/a/stale2'), loading('wait', '/a/wait'), queued, loading('newer', '/a/newer2')];
+    const listed = new Set(['stale', 'gone', 'newer', 'own']);
+    const paths = new Map([['stale', '/a/stale1'], ['gone', '/a/gone'], ['newer', '/a/newer1']]);
+    expect(catchUpTasks(jobs, listed, paths)).toEqual(['gone', 'miss', 'newer', 'queued', 'stale', 'wait']); // each looked at under its lock
+    expect(catchUpHolds(jobs, listed, paths)).toEqual(['gone', 'miss', 'newer', 'stale']); // before: all six (queued, wait: a 30 s wait, then 503)
   });
 });

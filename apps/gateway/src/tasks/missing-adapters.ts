@@ -68,6 +68,22 @@ export function catchUpTasks(jobs: readonly LoadJob[], listed: ReadonlySet<strin
   return [...new Set(names)].sort();
 }
 
+/**
+ * Of catchUpTasks, those whose requests must not go to the worker until the catch-up has decided them (its hold): a
+ * task served everywhere that it lacks or holds from another path (to load or replace), and a name it holds from a
+ * LoadAdapter path that is not its live job's (to unload). Not a task whose live job is not served anywhere yet
+ * (queued, validating, quantizing before its load): no worker serves it, so holding it would only turn its 404 into a
+ * 30 s wait and a 503. Read outside the task's lock: the catch-up decides each under it (catchUpAction).
+ */
+export function catchUpHolds(jobs: readonly LoadJob[], listed: ReadonlySet<string>, paths: ReadonlyMap<string, string>): string[] {
+  const liveJob = new Map(jobs.filter((j) => (j.kind === 'onboard' || j.kind === 'load') && LIVE.has(j.status) && j.adapterPath !== null).map((j) => [j.task, j]));
+  return catchUpTasks(jobs, listed, paths).filter((name) => {
+    const job = liveJob.get(name);
+    const w = { listed: listed.has(name), path: paths.get(name) };
+    return job === undefined ? w.listed && w.path !== undefined : catchUpAction(job, w) !== 'none';
+  });
+}
+
 /** The tasks of live jobs with an adapter that a worker listing `served` lacks (catchUpTasks without paths). */
 export function missingTasks(jobs: readonly LoadJob[], served: ReadonlySet<string>): string[] {
   return catchUpTasks(jobs, served, new Map());

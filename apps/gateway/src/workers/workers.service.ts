@@ -1,11 +1,12 @@
 /** Owns one WorkerConnection per configured worker address and routes requests among them. */
+import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
 import { common, worker } from '@inlaid/proto';
 import { clientLeft } from '../common/client-left';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
-import { LinkListener, WorkerConnection, WorkerSnapshot } from './worker-connection';
+import { LinkEvent, LinkListener, WorkerConnection, WorkerSnapshot } from './worker-connection';
 import { routeRequest } from './worker-routing';
 import { DEFAULT_BACKOFF } from './backoff';
 import { workerChannelCredentials } from '../tls/tls-credentials';
@@ -24,8 +25,10 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('Workers');
   private readonly conns: WorkerConnection[];
   private readonly listeners: WorkerInfoListener[] = [];
-  /** Requests waiting for a worker's catch-up (pick): woken by every link event. */
-  private readonly waiters = new Set<() => void>();
+  /** Requests waiting for a worker's catch-up (pick): each routes again on a link event that may change its answer (linkEvent). */
+  private readonly waiters = new Set<() => boolean>();
+  /** Whether each worker accepted work at its last link event (a WorkerState wakes the waiters only when this flips). */
+  private readonly accepting = new Map<WorkerConnection, boolean>();
   /** pick's bound on that wait (specs shorten it). */
   catchUpWaitMs = CATCH_UP_WAIT_MS;
 
@@ -34,7 +37,7 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     this.conns = config.workerAddrs.map(
       (addr) => new WorkerConnection(addr, this.logger, (info) => this.listeners.forEach((l) => l(addr, info)), DEFAULT_BACKOFF, creds),
     );
-    this.conns.forEach((c) => c.watch(() => this.wakeWaiters()));
+    this.conns.forEach((c) => c.watch((conn, event) => this.linkEvent(conn, event)));
   }
 
   onWorkerInfo(listener: WorkerInfoListener): void {
@@ -84,38 +87,66 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
    * skipping `exclude` (workers already tried for it): one that lists the model and is not catching up on it
    * (routeRequest). When none does but a worker is still catching up on it (its Session came up and AdapterCatchUp may
    * load the task there: WorkerConnection.pendingFor), the request waits for that, up to catchUpWaitMs, then gets 503;
-   * `signal` (the client going away) ends the wait. Before, it went to that worker at once and got a 404 for a task the
-   * fleet serves.
+   * `signal` (the client going away) ends the wait, and `deadline` (the client's own, ms since the epoch) bounds it
+   * (then DEADLINE_EXCEEDED). Before, it went to that worker at once and got a 404 for a task the fleet serves. The wait
+   * is one timer and one abort listener; it routes again only on the link events that can change the answer (wakeWaiters).
    */
-  async pick(model: string, exclude: ReadonlySet<string> = new Set(), signal?: AbortSignal): Promise<WorkerConnection> {
-    const deadline = Date.now() + this.catchUpWaitMs;
-    for (;;) {
+  pick(model: string, exclude: ReadonlySet<string> = new Set(), signal?: AbortSignal, deadline?: number): Promise<WorkerConnection> {
+    const route = (): WorkerConnection | null => routeRequest(this.acceptingConnections().filter((c) => !exclude.has(c.addr)), model);
+    try {
       if (signal?.aborted) throw clientLeft('while its model was loaded onto a worker');
-      const conn = routeRequest(this.acceptingConnections().filter((c) => !exclude.has(c.addr)), model);
-      if (conn !== null) return conn;
-      const left = deadline - Date.now();
-      if (left <= 0) throw InlaidError.unavailable('The model is still being loaded onto the workers; retry shortly.');
-      await this.nextLinkEvent(left, signal);
+      const now = route();
+      if (now !== null) return Promise.resolve(now);
+    } catch (err) {
+      return Promise.reject(err);
     }
-  }
-
-  private nextLinkEvent(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
+    const own = Date.now() + this.catchUpWaitMs;
+    const clientFirst = deadline !== undefined && deadline < own;
+    return new Promise<WorkerConnection>((resolve, reject) => {
+      const finish = (settle: () => void): void => {
         clearTimeout(timer);
-        this.waiters.delete(done);
-        signal?.removeEventListener('abort', done);
-        resolve();
+        this.waiters.delete(check);
+        signal?.removeEventListener('abort', onAbort);
+        settle();
       };
-      const timer = setTimeout(done, ms);
+      // routes again; true once settled (a worker, or routeRequest's UNAVAILABLE: no accepting worker left)
+      const check = (): boolean => {
+        try {
+          const conn = route();
+          if (conn === null) return false;
+          finish(() => resolve(conn));
+        } catch (err) {
+          finish(() => reject(err));
+        }
+        return true;
+      };
+      const onAbort = (): void => finish(() => reject(clientLeft('while its model was loaded onto a worker')));
+      const timer = setTimeout(() => {
+        if (check()) return;
+        finish(() => reject(clientFirst
+          ? new InlaidError(status.DEADLINE_EXCEEDED, 'The model was still being loaded onto the workers when the request\'s deadline passed.')
+          : InlaidError.unavailable('The model is still being loaded onto the workers; retry shortly.')));
+      }, Math.max(0, Math.min(own, deadline ?? own) - Date.now()));
       timer.unref();
-      this.waiters.add(done);
-      signal?.addEventListener('abort', done, { once: true });
+      this.waiters.add(check);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
+  /**
+   * A link event that may change what pick answers: a Session up or down, a model list or adapter hold changed
+   * ('info'), and a WorkerState only when the worker stops or starts accepting work. The states a busy worker sends
+   * every step change nothing of it and wake nobody.
+   */
+  private linkEvent(conn: WorkerConnection, event: LinkEvent): void {
+    const accepting = conn.accepting;
+    const flipped = this.accepting.get(conn) !== accepting;
+    this.accepting.set(conn, accepting);
+    if (event !== 'state' || flipped) this.wakeWaiters();
+  }
+
   private wakeWaiters(): void {
-    for (const wake of [...this.waiters]) wake();
+    for (const check of [...this.waiters]) check();
   }
 
   /**
