@@ -25,6 +25,19 @@ Layer 0's input norm and the final norm stay kernels (the final one reads the la
 fused_norm.add_rms_norm_sums). Only without LoRA (its shrink needs x), fp16, 4-bit, where every layer's o, gate/up and
 down picks are split-K half2 row GEMVs that can defer (consumer_finish.defer_ok / gu_pair) and qkv's is a half2 row GEMV,
 and no consumer weight has an act-order perm (`layer_picks`); otherwise the caller runs today's path.
+
+"+dn2" ("swiglu+cfin+q+g+dn2"; session 20, second design, gemv_dnorm2): dn's three consumer costs removed (its ablations:
+the per-tile sum(h'^2) reduction for the scale, the h' store in the K loop, the once-per-CTA load plus the shared-memory
+layout conversion). Each consumer thread loads the fp32 sums, h and the norm weight of exactly the x pairs a plain x
+load gives it (duplicates across the CTA hit L1; no barrier, no shared memory) and multiplies its tiles by
+u = fp16(h' w), unscaled (quant_hgemvr._dn2_u). The h' store and the row's sum(h'^2) are one extra N column of the
+grid (one program per K slice, quant_hgemvr._dn2_rows), which runs no tile. Every consumer defers its sums: gate/up's r
+is applied by down's x_norm (as "+dn"), qkv's by the row attention, which reads the qkv GEMV's per-layer sums region
+as fp16(r * sum) (decode_row's rnorm; the "+q" path). Numerics: u = h' w is the RMSNorm's x times rms(h'); it
+overflows fp16 where |h'_k w_k| > 65504 for some k (then the step's output is inf / NaN: test_deferred_norm2 shows
+it), where today's x cannot (|x| <= sqrt(K) |w|). Llama-2's massive activations (|h| ~ 1e3-2.5e3 in a few channels)
+stay below that unless their norm weights exceed ~26; below rms(h') ~ 1 (the first layers) u is smaller than today's
+x and its half2 products reach fp16's subnormals sooner (the tiny-residual test bounds that error).
 """
 
 from __future__ import annotations
@@ -45,6 +58,10 @@ from .quant_matmul_config import QMMConfig
 DN_MAXNREG: int | None = 80
 # (bench ablations only, wrong results: 1 = no per-tile reduction, 2 = and no h' store, 3 = and x = h alone)
 DN_ABL = 0
+# "+dn2" (gemv_dnorm2): the register cap at block_m 1 (80: the grids stay one wave) and where u is formed (1: where a
+# tile is used, its raw sums / h / weight pairs carried in the look-ahead; 2: where it is loaded)
+DN2_MAXNREG: int | None = 80
+DN2_MODE = 2
 
 
 class DnPicks(tuple):
@@ -100,10 +117,12 @@ def layer_picks(h: torch.Tensor, attn_width: int, wq: GPTQWeight, wo: GPTQWeight
 class DnRegions:
     """One forward's deferred sums and slots, per layer, in one fp32 buffer zeroed at creation (module docstring)."""
 
-    def __init__(self, layers: int, rows: int, hidden: int, inter: int, q_tiles: int, device: torch.device) -> None:
+    def __init__(self, layers: int, rows: int, hidden: int, inter: int, q_tiles: int, device: torch.device,
+                 qkv_n: int = 0) -> None:  # fmt: skip
         pad = lambda n: -(-n // 16) * 16  # noqa: E731  (16-value alignment: 64-byte aligned slices)
-        self.rows, self.hidden, self.inter = rows, hidden, inter
-        self.sizes = (pad(rows * hidden), pad(rows * 2 * inter), pad(rows * hidden), pad(rows), pad(rows * q_tiles))
+        self.rows, self.hidden, self.inter, self.qkv_n = rows, hidden, inter, qkv_n
+        self.sizes = (pad(rows * hidden), pad(rows * 2 * inter), pad(rows * hidden), pad(rows), pad(rows * q_tiles),
+                      pad(rows * qkv_n))  # fmt: skip
         self.q_tiles = q_tiles
         self.per_layer = sum(self.sizes)
         self.buf = torch.zeros(layers * self.per_layer, dtype=torch.float32, device=device)
@@ -126,6 +145,10 @@ class DnRegions:
 
     def q_slot(self, layer: int) -> torch.Tensor:
         return self._part(layer, 4, self.rows * self.q_tiles)
+
+    def q_sums(self, layer: int) -> torch.Tensor:
+        """("+dn2", qkv_n > 0) the qkv GEMV's deferred sums of the layer."""
+        return self._part(layer, 5, self.rows * self.qkv_n)
 
 
 def q_tiles(picks: DnPicks, wq: GPTQWeight) -> int:
@@ -176,3 +199,26 @@ def down_xnorm(gu: torch.Tensor, wd: GPTQWeight, cfg: QMMConfig, slot: torch.Ten
     if out is None:
         raise RuntimeError("down_xnorm: the GEMV returned no sums")
     return out[: m * wd.out_features].view(m, wd.out_features)
+
+
+def layer_picks2(h: torch.Tensor, attn_width: int, wq: GPTQWeight, wo: GPTQWeight, wgu: GPTQWeight, wd: GPTQWeight,
+                 input_norm: torch.Tensor, post_norm: torch.Tensor) -> DnPicks | None:  # fmt: skip
+    """layer_picks for "+dn2": the same, and qkv's pick must defer too (its sums go to the row attention)."""
+    p = layer_picks(h, attn_width, wq, wo, wgu, wd, input_norm, post_norm)
+    if p is None or not defer_ok(h, wq, p.qkv):
+        return None
+    return p
+
+
+def gemv_dnorm2(sums: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor, weight: torch.Tensor, w: GPTQWeight,
+                cfg: QMMConfig, slot: torch.Tensor, eps: float, region: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """ "+dn2" (module docstring): RMSNorm(h + fp16(sums)) @ w without r, deferred into region (fp32, zero): its sums
+    [M, N] returned; h' goes to h_out and the rows' sum(h'^2) into slot [M] (zero before), for the consumer's r."""
+    m, n = h.shape[0], w.out_features
+    cap = DN2_MAXNREG if cfg.block_m == 1 else None
+    out = launch_hgemvr(h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, finish=True,
+                        defer=True, sums=region, dnorm2=(sums, h, h_out, weight, slot, eps), dn2_mode=DN2_MODE,
+                        maxnreg=cap, **hgemvr_flags(cfg.kind))  # fmt: skip
+    if out is None:
+        raise RuntimeError("gemv_dnorm2: the GEMV returned no sums")
+    return out[: m * n].view(m, n)

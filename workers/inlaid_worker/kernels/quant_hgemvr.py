@@ -26,6 +26,9 @@ config, as without XSUMS; after them: 128, two waves).
 DNORM (launch_hgemvr's `dnorm`; the "+dn" decode fusion, kernels.deferred_norm, opt-in: measured slower): x is the
 deferred RMSNorm of h + fp16(a producer's sums), formed on load in XSUMS's layout (_dn_load / _dn_ready) with r
 applied by the output's finisher (_store_rows_dn, or the down GEMV's XNORM: `x_norm`). DN_ABL: bench ablations only.
+DNORM2 (launch_hgemvr's `dnorm2`; the "+dn2" decode fusion, deferred_norm.gemv_dnorm2, opt-in: measured slower): x is
+u = fp16(h' w) formed per thread in the plain x-pair layout from the sums, h and the norm weight (_dn2_sums / _dn2_u,
+no barrier), deferred; one extra N column of programs stores h' and the rows' sum(h'^2) (_dn2_rows).
 """
 
 from __future__ import annotations
@@ -340,6 +343,114 @@ def _dn_scaled(tile, h32, nw, ok, BLOCK_K: tl.constexpr, USE_ASM: tl.constexpr):
     return (tile[0], tile[1] * inv[:, None, None], tile[2], tile[3], xs, xs), ss
 
 
+def _dn2_sums_ptx(chunk_bytes: int) -> str:
+    """DNORM2: the fp32 producer sums s[k..k+7] of 4 word rows chunk_bytes apart (two 16-byte loads each)."""
+    return "".join(f"ld.global.v4.f32 {{${8 * i}, ${8 * i + 1}, ${8 * i + 2}, ${8 * i + 3}}}, [$32+{i * chunk_bytes}];\n"
+                   f"ld.global.v4.f32 {{${8 * i + 4}, ${8 * i + 5}, ${8 * i + 6}, ${8 * i + 7}}}, [$32+{i * chunk_bytes + 16}];\n"
+                   for i in range(4))  # fmt: skip
+
+
+_DN2_SUMS_RO4 = tl.constexpr(_dn2_sums_ptx(128))  # BLOCK_K 128: 32 fp32 values a chunk
+_DN2_SUMS_RO2 = tl.constexpr(_dn2_sums_ptx(64))
+# u pairs of one word row: (s[i], s[4 + i]) to half2 (rn), + the h pair (rn), * the norm weight pair (rn); explicit
+# rounding modifiers, so ptxas fuses nothing (fp16(h + fp16(s)) and fp16(h' w) exactly as the fp32 reference rounds)
+_DN2_U_PTX = tl.constexpr("".join(f"cvt.rn.f16x2.f32 t, ${8 + i}, ${4 + i};\nadd.rn.f16x2 t, t, ${12 + i};\n"
+                                  f"mul.rn.f16x2 ${i}, t, ${16 + i};\n" for i in range(4)))  # fmt: skip
+
+
+@triton.jit
+def _ld8(p):
+    """8 fp32 values p[0..7] (the interpreter's DNORM2 sums)."""
+    return (tl.load(p), tl.load(p + 1), tl.load(p + 2), tl.load(p + 3), tl.load(p + 4), tl.load(p + 5),
+            tl.load(p + 6), tl.load(p + 7))  # fmt: skip
+
+
+@triton.jit
+def _dn2_sums(s_ptr, offs_m, kr, stride_sm, USE_ASM: tl.constexpr, RO: tl.constexpr):
+    """DNORM2: the producer's fp32 sums of the 4 row chunks of the tile whose chunk-0 rows start at K index kr
+    ([1, RO, 1]), in the x-pair layout (each thread its own word rows; duplicates across the CTA hit L1): 4 chunks
+    of 8 values s[k..k+7] [BM, RO, 1]. Raw loads (a look-ahead tile carries them; _dn2_u uses them)."""
+    p = s_ptr + offs_m * stride_sm + kr
+    if USE_ASM:
+        if RO == 4:
+            v = tl.inline_asm_elementwise(_DN2_SUMS_RO4, "=f," * 32 + "l", [p], dtype=(tl.float32,) * 32,
+                                          is_pure=True, pack=1)  # fmt: skip
+        else:
+            v = tl.inline_asm_elementwise(_DN2_SUMS_RO2, "=f," * 32 + "l", [p], dtype=(tl.float32,) * 32,
+                                          is_pure=True, pack=1)  # fmt: skip
+        out = ((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]),
+               (v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]),
+               (v[16], v[17], v[18], v[19], v[20], v[21], v[22], v[23]),
+               (v[24], v[25], v[26], v[27], v[28], v[29], v[30], v[31]))  # fmt: skip
+    else:
+        out = (_ld8(p), _ld8(p + RO * 8), _ld8(p + 2 * RO * 8), _ld8(p + 3 * RO * 8))
+    return out
+
+
+@triton.jit
+def _u_half(h, s, w):
+    """fp16 bits (int32) of fp16(fp16(h + fp16(s)) * w) from fp32 h, s, w (the interpreter's DNORM2 pair half)."""
+    hp = (h + s.to(tl.float16).to(tl.float32)).to(tl.float16).to(tl.float32)
+    return (hp * w).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _dn2_u(s, hw, ww, USE_ASM: tl.constexpr):
+    """The 4 u pair words of one chunk: u = fp16(h' w), h' = fp16(h + fp16(s)) (fused_norm's residual rounding),
+    from its 8 sums s (fp32), h pairs hw and norm-weight pairs ww (half2 words (x[k + i], x[k + 4 + i]))."""
+    if USE_ASM:
+        u = tl.inline_asm_elementwise("{\n.reg .b32 t;\n" + _DN2_U_PTX + "}", "=&r,=&r,=&r,=&r," + "f," * 8 + "r,r,r,r,r,r,r,r",
+                                      [s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], hw[0], hw[1], hw[2], hw[3],
+                                       ww[0], ww[1], ww[2], ww[3]], dtype=(tl.int32,) * 4, is_pure=True, pack=1)  # fmt: skip
+    else:
+        u = (_u_half(_lo_f32(hw[0]), s[0], _lo_f32(ww[0])) | (_u_half(_hi_f32(hw[0]), s[4], _hi_f32(ww[0])) << 16),
+             _u_half(_lo_f32(hw[1]), s[1], _lo_f32(ww[1])) | (_u_half(_hi_f32(hw[1]), s[5], _hi_f32(ww[1])) << 16),
+             _u_half(_lo_f32(hw[2]), s[2], _lo_f32(ww[2])) | (_u_half(_hi_f32(hw[2]), s[6], _hi_f32(ww[2])) << 16),
+             _u_half(_lo_f32(hw[3]), s[3], _lo_f32(ww[3])) | (_u_half(_hi_f32(hw[3]), s[7], _hi_f32(ww[3])) << 16))  # fmt: skip
+    return u
+
+
+@triton.jit
+def _hmul4(a, b, USE_ASM: tl.constexpr):
+    """(DNORM2's ablation 3) 4 half2 products a * b (rn) of two 4-tuples of half2 words."""
+    if USE_ASM:
+        u = tl.inline_asm_elementwise("mul.rn.f16x2 $0, $4, $8;\nmul.rn.f16x2 $1, $5, $9;\nmul.rn.f16x2 $2, $6, $10;\n"
+                                      "mul.rn.f16x2 $3, $7, $11;", "=r,=r,=r,=r,r,r,r,r,r,r,r,r",
+                                      [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]], dtype=(tl.int32,) * 4,
+                                      is_pure=True, pack=1)  # fmt: skip
+    else:
+        u = (_hfma2(a[0], b[0], a[0] & 0), _hfma2(a[1], b[1], a[1] & 0), _hfma2(a[2], b[2], a[2] & 0),
+             _hfma2(a[3], b[3], a[3] & 0))  # fmt: skip
+    return u
+
+
+@triton.jit
+def _dn2_x(xs, gs, USE_ASM: tl.constexpr):
+    """DNORM2: a tile's x pairs (what _x_chunks returns) from its raw (sums, h pairs) xs and norm-weight pairs gs."""
+    s, hw = xs
+    return (_dn2_u(s[0], hw[0], gs[0], USE_ASM), _dn2_u(s[1], hw[1], gs[1], USE_ASM),
+            _dn2_u(s[2], hw[2], gs[2], USE_ASM), _dn2_u(s[3], hw[3], gs[3], USE_ASM))  # fmt: skip
+
+
+@triton.jit
+def _dn2_rows(s_ptr, h_ptr, ho_ptr, slot_ptr, offs_m, m_ok, k_first, k_end, stride_sm, stride_hm,
+              BLOCK_M: tl.constexpr, SLICE: tl.constexpr):  # fmt: skip
+    """DNORM2's extra program of K slice [k_first, k_end) (after the PDL wait): h' = fp16(h + fp16(s)) of the rows'
+    slice stored to ho (ping-pong: the other programs still read h) and the slice's sum(h'^2) added into slot[m]
+    (zero before), all in one load of SLICE >= k_end - k_first values a row."""
+    m2 = offs_m.reshape(BLOCK_M, 1)
+    ok2 = m_ok.reshape(BLOCK_M, 1)
+    k = k_first + tl.arange(0, SLICE)[None, :]
+    kin = k < k_end
+    s = tl.load(s_ptr + m2 * stride_sm + k, mask=kin, other=0.0)
+    h = tl.load(h_ptr + m2 * stride_hm + k, mask=kin, other=0.0)
+    hp = (h.to(tl.float32) + s.to(tl.float16).to(tl.float32)).to(tl.float16)
+    tl.store(ho_ptr + m2 * stride_hm + k, hp, mask=ok2 & kin)
+    h32 = hp.to(tl.float32)
+    ss = tl.sum(h32 * h32, axis=1)
+    tl.atomic_add(slot_ptr + offs_m.reshape(BLOCK_M), ss, mask=m_ok.reshape(BLOCK_M), sem="relaxed")
+
+
 @triton.jit
 def _store_rows_dn(acc, SCALE: tl.constexpr, offs_m, m_ok, offs_n, mask_n, y_ptr, stride_ym, stride_yn, ws_ptr, N,
                    cnt_ptr, pid_m, pid_n, SPLIT_K, USE_SPLIT: tl.constexpr, slot_ptr, ss, NORM_K, eps):  # fmt: skip
@@ -409,7 +520,7 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
             RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0, DNORM: tl.constexpr = 0,
-            dh_ptr=None, stride_hm=0, ABL: tl.constexpr = 0):  # fmt: skip
+            dh_ptr=None, stride_hm=0, ABL: tl.constexpr = 0, DNORM2: tl.constexpr = 0):  # fmt: skip
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
     would wait for the loads before the previous tile's arithmetic)."""
@@ -419,6 +530,24 @@ def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.co
     elif DNORM:  # the deferred norm (x_ptr: the producer's fp32 sums): the raw (sums, h, w) (_dn_ready)
         xs = _dn_load(x_ptr, dh_ptr, nw_ptr, offs_m, kt, stride_xm, stride_hm, DNORM, ABL)
         gs = xs
+    elif DNORM2 >= 4:  # (bench ablation, wrong results: x = h, the plain x load from h)
+        xs = _x_chunks(dh_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_hm, False, USE_ASM, RO)
+        gs = xs
+    elif DNORM2 == 3:  # (bench ablation, wrong results: u = fp16(h w), no sums loaded or added)
+        kr = kt + offs_ro * 8
+        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kr, 0, False, USE_ASM, RO)
+        hw = _x_chunks(dh_ptr, perm_ptr, offs_m, kr, stride_hm, False, USE_ASM, RO)
+        xs = (_hmul4(hw[0], gs[0], USE_ASM), _hmul4(hw[1], gs[1], USE_ASM), _hmul4(hw[2], gs[2], USE_ASM),
+              _hmul4(hw[3], gs[3], USE_ASM))  # fmt: skip
+        gs = xs
+    elif DNORM2:  # the deferred norm in the x-pair layout (x_ptr: the producer's fp32 sums): raw (sums, h pairs)
+        kr = kt + offs_ro * 8
+        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kr, 0, False, USE_ASM, RO)  # the norm weight's pairs
+        xs = (_dn2_sums(x_ptr, offs_m, kr, stride_xm, USE_ASM, RO),
+              _x_chunks(dh_ptr, perm_ptr, offs_m, kr, stride_hm, False, USE_ASM, RO))  # fmt: skip
+        if DNORM2 == 2:  # (eager: u formed here, only its 16 words carried)
+            xs = _dn2_x(xs, gs, USE_ASM)
+            gs = xs
     else:
         xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
         if NORM:
@@ -433,13 +562,14 @@ def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, of
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
              USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0,
-             INTER=0, DNORM: tl.constexpr = 0, dh_ptr=None, stride_hm=0, ABL: tl.constexpr = 0):  # fmt: skip
+             INTER=0, DNORM: tl.constexpr = 0, dh_ptr=None, stride_hm=0, ABL: tl.constexpr = 0,
+             DNORM2: tl.constexpr = 0):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
     return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM, XSUMS,
-                   INTER, DNORM, dh_ptr, stride_hm, ABL)  # fmt: skip
+                   INTER, DNORM, dh_ptr, stride_hm, ABL, DNORM2)  # fmt: skip
 
 
 @triton.jit
@@ -455,13 +585,23 @@ def _after_barrier(tile, USE_ASM: tl.constexpr):
 
 @triton.jit
 def _use_r(
-    acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, rn=1.0, XNORM: tl.constexpr = 0
+    acc,
+    tile,
+    USE_ASM: tl.constexpr,
+    r,
+    NORM: tl.constexpr,
+    XSUMS: tl.constexpr = 0,
+    rn=1.0,
+    XNORM: tl.constexpr = 0,
+    DNORM2: tl.constexpr = 0,
 ):
     """acc + s * (the tile's products), the 4 chunks summed in half2 first; NORM: x normalised first (norm_epilogue);
     XSUMS: x computed from the tile's gate / up sums first (_x_act)."""
     ws, s, c0, c1, xs, gs = tile
     if XSUMS:
         xs = _x_act(xs[0], xs[1], USE_ASM, rn, XNORM)
+    if DNORM2 == 1:  # (DNORM2 lazy: u from the tile's raw sums, h and norm-weight pairs here)
+        xs = _dn2_x(xs, gs, USE_ASM)
     if NORM:
         xs = norm_chunks(xs, gs, r, NORM, USE_ASM)
     p = _hdot(_dequant10(ws[0], c0, c1, USE_ASM), xs[0], ws[0] & 0, USE_ASM)
@@ -495,9 +635,14 @@ def _hgemvr_kernel(
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0, FINISH: tl.constexpr = 0,
     NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0, XSUMS: tl.constexpr = 0, DNORM: tl.constexpr = 0,
-    XNORM: tl.constexpr = 0, DN_ABL: tl.constexpr = 0,
+    XNORM: tl.constexpr = 0, DN_ABL: tl.constexpr = 0, DNORM2: tl.constexpr = 0, SLICE: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
+    if DNORM2:  # the grid's last N column (one program per K slice and row block): the rows' h' and sum(h'^2)
+        x_prog = pid_n == tl.num_programs(0) - 1  # (_dn2_rows); it loads tile N - 1's first tile and adds nothing
+        pid_n = tl.minimum(pid_n, tl.num_programs(0) - 2)
+    else:
+        x_prog = pid_n < 0
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
     RO: tl.constexpr = BLOCK_K // 32
@@ -510,6 +655,8 @@ def _hgemvr_kernel(
         col0 = pid_n * BLOCK_N
     offs_n = col0 + tl.arange(0, BLOCK_N)[None, None, :]  # [1, 1, BN]
     mask_n = offs_n < N
+    if DNORM2:
+        mask_n = mask_n & (x_prog == 0)
     if EVEN_N:  # loads are unmasked: N % BLOCK_N == 0, or columns past N re-read column N - 1
         offs_nl = offs_n
     else:  # (clamping loses the 16-byte vector loads, so only where N needs it)
@@ -549,19 +696,55 @@ def _hgemvr_kernel(
         rn = _x_norm_r(dslot_ptr, offs_ml, NORM_K, eps, XNORM)
         xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
         cur = _with_x(
-            cur, k_first, *xargs, XSUMS=XRO, INTER=INTER, DNORM=DRO, dh_ptr=dh_ptr, stride_hm=stride_dhm, ABL=DN_ABL
+            cur,
+            k_first,
+            *xargs,
+            XSUMS=XRO,
+            INTER=INTER,
+            DNORM=DRO,
+            dh_ptr=dh_ptr,
+            stride_hm=stride_dhm,
+            ABL=DN_ABL,
+            DNORM2=DNORM2,
         )
         if BURST > 1:
             t1 = _with_x(
-                t1, k1, *xargs, XSUMS=XRO, INTER=INTER, DNORM=DRO, dh_ptr=dh_ptr, stride_hm=stride_dhm, ABL=DN_ABL
+                t1,
+                k1,
+                *xargs,
+                XSUMS=XRO,
+                INTER=INTER,
+                DNORM=DRO,
+                dh_ptr=dh_ptr,
+                stride_hm=stride_dhm,
+                ABL=DN_ABL,
+                DNORM2=DNORM2,
             )
             if BURST >= 3:
                 t2 = _with_x(
-                    t2, k2, *xargs, XSUMS=XRO, INTER=INTER, DNORM=DRO, dh_ptr=dh_ptr, stride_hm=stride_dhm, ABL=DN_ABL
+                    t2,
+                    k2,
+                    *xargs,
+                    XSUMS=XRO,
+                    INTER=INTER,
+                    DNORM=DRO,
+                    dh_ptr=dh_ptr,
+                    stride_hm=stride_dhm,
+                    ABL=DN_ABL,
+                    DNORM2=DNORM2,
                 )
             if BURST >= 4:
                 t3 = _with_x(
-                    t3, k3, *xargs, XSUMS=XRO, INTER=INTER, DNORM=DRO, dh_ptr=dh_ptr, stride_hm=stride_dhm, ABL=DN_ABL
+                    t3,
+                    k3,
+                    *xargs,
+                    XSUMS=XRO,
+                    INTER=INTER,
+                    DNORM=DRO,
+                    dh_ptr=dh_ptr,
+                    stride_hm=stride_dhm,
+                    ABL=DN_ABL,
+                    DNORM2=DNORM2,
                 )
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
@@ -580,6 +763,7 @@ def _hgemvr_kernel(
             dh_ptr=dh_ptr,
             stride_hm=stride_dhm,
             ABL=DN_ABL,
+            DNORM2=DNORM2,
         )
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
             t1 = _tile_in(
@@ -593,6 +777,7 @@ def _hgemvr_kernel(
                 dh_ptr=dh_ptr,
                 stride_hm=stride_dhm,
                 ABL=DN_ABL,
+                DNORM2=DNORM2,
             )
             if BURST >= 3:
                 t2 = _tile_in(
@@ -606,6 +791,7 @@ def _hgemvr_kernel(
                     dh_ptr=dh_ptr,
                     stride_hm=stride_dhm,
                     ABL=DN_ABL,
+                    DNORM2=DNORM2,
                 )
             if BURST >= 4:
                 t3 = _tile_in(
@@ -619,7 +805,15 @@ def _hgemvr_kernel(
                     dh_ptr=dh_ptr,
                     stride_hm=stride_dhm,
                     ABL=DN_ABL,
+                    DNORM2=DNORM2,
                 )
+    if DNORM2:  # (after the PDL wait: the producer's sums are complete)
+        if x_prog:
+            _dn2_rows(x_ptr, dh_ptr, dho_ptr, dslot_ptr, offs_ml, m_ok, k_first, k_first + mine * BLOCK_K, stride_xm,
+                      stride_dhm, BLOCK_M, SLICE)  # fmt: skip
+        loop_end = tl.where(x_prog, k_first, last + 1)  # the extra program runs no tile loop
+    else:
+        loop_end = last + 1
     # zeros derived from a load, so the accumulator takes the load's (coalesced) register layout
     acc = tl.zeros((BLOCK_M, RO, BLOCK_N), dtype=tl.float32) + (cur[0][0] & 0).to(tl.float32)
     if BURST > 1:
@@ -643,14 +837,14 @@ def _hgemvr_kernel(
                 t3, ss = _dn_ready(t3, k3, 3 < mine, dho_ptr, offs_ml, st_ok, stride_dhm, RO, BLOCK_K, USE_ASM,
                                    DN_ABL)  # fmt: skip
                 ss_acc += ss
-        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN, XRO, rn, XNORM)
-        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN, XRO, rn, XNORM)
+        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
+        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
         if BURST >= 3:
-            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN, XRO, rn, XNORM)
+            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
         if BURST >= 4:
-            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN, XRO, rn, XNORM)
+            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
     else:  # look-ahead 1: the next tile's words and small operands wait in registers (past the last: re-read it)
-        for it in range(k_first, last + 1, BLOCK_K):
+        for it in range(k_first, loop_end, BLOCK_K):
             if XRO:  # this tile's x from its sums BEFORE the next tile's loads: its CTA barriers would otherwise keep
                 use = _x_ready(cur, USE_ASM, rn, XNORM)  # them issued during the arithmetic (as PIN does: 128
                 # registers, not 79)
@@ -670,11 +864,12 @@ def _hgemvr_kernel(
                 dh_ptr=dh_ptr,
                 stride_hm=stride_dhm,
                 ABL=DN_ABL,
+                DNORM2=DNORM2,
             )
             if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
-                acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN)
+                acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN, DNORM2=DNORM2)
             else:
-                acc = _use_r(acc, use, USE_ASM, r, NORM_IN)
+                acc = _use_r(acc, use, USE_ASM, r, NORM_IN, DNORM2=DNORM2)
             cur = nxt
 
     gdc_late(USE_GDC)
@@ -733,7 +928,9 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                   maxnreg: int | None = None, defer: bool = False,
                   sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None,
                   dnorm: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
-                  x_norm: tuple[torch.Tensor, int, float] | None = None, dn_abl: int = 0) -> torch.Tensor | None:  # fmt: skip
+                  x_norm: tuple[torch.Tensor, int, float] | None = None, dn_abl: int = 0,
+                  dnorm2: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
+                  dn2_mode: int = 1) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -770,7 +967,16 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     slot[m, pid_n] (fp32 [M, N tiles], zero before; left zero) and the tile's finisher scales y by r. x2 gives only the
     shapes (pass h); sums and h are left as they are. Not with norm, swiglu, residual, x_sums or an act-order perm.
     x_norm (slot, norm_k, eps; with x_sums): the gate / up sums carry no r yet (their GEMV ran with dnorm): both are
-    multiplied by r = rsqrt(slot[m] / norm_k + eps) before swiglu_epilogue's rounding."""
+    multiplied by r = rsqrt(slot[m] / norm_k + eps) before swiglu_epilogue's rounding.
+    dnorm2 (sums, h, h_out, weight, slot, eps; with finish + defer only; the "+dn2" decode fusion,
+    deferred_norm.gemv_dnorm2): dnorm's x without its per-tile reduction, store or layout conversion. Each program
+    loads the sums, h and the norm weight of exactly its x pairs (the x-pair layout of a plain x load) and multiplies
+    its tiles by u = fp16(h' w), h' = fp16(h + fp16(sums)) (no scale: u overflows where |h' w| > 65504, _dn2_u); the
+    grid has one more N column whose programs (one per K slice and row block) store h' to h_out and add their
+    slice's sum(h'^2) into slot[m] (fp32 [>= M], zero before), which the consumer of the deferred sums turns into
+    r = rsqrt(slot / K + eps) after its wait (down's x_norm; the row attention's rnorm). dn2_mode: 1 u formed where
+    a tile is used (its raw sums, h and weight pairs carried), 2 where it is loaded; bench ablations (wrong
+    results): 3 u = fp16(h w) (no sums loaded), 4 x = h (a plain x load from h)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if x_sums is not None:
@@ -785,6 +991,12 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         raise ValueError("x_norm: with x_sums, a contiguous fp32 slot of at least M values and norm_k > 0")
     if dnorm is not None:
         _check_dnorm(x2, w, dnorm, norm, swiglu, residual, x_sums)
+    if dnorm2 is not None:
+        if dnorm is not None or not (finish and defer):
+            raise ValueError("dnorm2: with finish + defer, not with dnorm")
+        _check_dnorm(x2, w, dnorm2, norm, swiglu, residual, x_sums)
+        if dn2_mode not in (1, 2, 3, 4):
+            raise ValueError("dnorm2: dn2_mode is 1 or 2 (3, 4: bench ablations, wrong results)")
     x2 = rows16(x2)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     iters = args[12]
@@ -834,12 +1046,20 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     elif x_norm is not None:
         eps = float(x_norm[2])
         dn = (y, y, x_norm[0], 0, int(x_norm[1]))
+    slice_k = 0
+    if dnorm2 is not None:  # (as dnorm) plus one more N column of programs: the rows' h' and sum(h'^2)
+        args = (dnorm2[0], *args[1:14], dnorm2[0].stride(0), *args[15:])
+        nw, eps = dnorm2[3], float(dnorm2[5])
+        dn = (dnorm2[1], dnorm2[2], dnorm2[4], dnorm2[1].stride(0), w.in_features)
+        grid = (grid[0] + 1, grid[1], grid[2])
+        slice_k = triton.next_power_of_2(iters * block_k)
     _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, *dn, **consts, USE_ASM=use_asm(),
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin, NORM_IN=0 if norm is None else 2 if norm_fast else 1,
                          RES_OUT=residual is not None, XSUMS=x_sums is not None,
                          DNORM=0 if dnorm is None else 1 if fin else 2, XNORM=x_norm is not None, DN_ABL=dn_abl,
+                         DNORM2=0 if dnorm2 is None else dn2_mode, SLICE=slice_k,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                          num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
     if defer:

@@ -40,6 +40,10 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     applied by the down GEMV (gate/up's consumer) or by qkv's split-K finisher. Only where every layer's picks allow
     it (deferred_norm.layer_picks) with the row attention's fused rotary, fp16, no LoRA and no "norm"; otherwise the
     step runs as "swiglu+cfin+g". Layer 0's input norm and the final norm stay launches.
+"+dn2" ("swiglu+cfin+q+g+dn2"; session 20): the same launches without "+dn"'s consumer costs (kernels.deferred_norm's
+    docstring): the consumers load the sums, h and the norm weight in the plain x-pair layout and multiply by h' o w
+    unscaled, one extra program column stores h' and the rows' sum(h'^2); qkv defers its sums too and the row
+    attention applies r on load ("+q"). Only where deferred_norm.layer_picks2 allows it; otherwise "swiglu+cfin+q+g".
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -63,7 +67,7 @@ shape and forward (_XpPicks), not once per layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +77,16 @@ from inlaid_worker.env_switch import env_switch
 from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
-from inlaid_worker.kernels.deferred_norm import DnPicks, DnRegions, down_xnorm, gemv_deferred, gemv_dnorm, layer_picks
+from inlaid_worker.kernels.deferred_norm import (
+    DnPicks,
+    DnRegions,
+    down_xnorm,
+    gemv_deferred,
+    gemv_dnorm,
+    gemv_dnorm2,
+    layer_picks,
+    layer_picks2,
+)
 from inlaid_worker.kernels.deferred_norm import q_tiles as dn_q_tiles
 from inlaid_worker.kernels.fused_norm import add_rms_norm, add_rms_norm_sums
 from inlaid_worker.kernels.gemv_norm import gemv_normed, gemv_residual, pair_ok, swiglu_possible
@@ -96,9 +109,10 @@ from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
                   "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g",
-                  "swiglu+cfin+g+dn")
+                  "swiglu+cfin+g+dn", "swiglu+cfin+q+g+dn2")  # fmt: skip
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g", "dn")  # the parts of a fusion name that are not its attention
+# the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g", "dn", "dn2")
 
 
 def attention_fusion(fusion: str) -> str:
@@ -130,6 +144,11 @@ def gsums_fused(fusion: str) -> bool:
 def dnorm_fused(fusion: str) -> bool:
     """Does the decode fusion defer the add + RMSNorm into the consumer GEMVs ("+dn", kernels.deferred_norm)?"""
     return "dn" in fusion.split("+")
+
+
+def dnorm2_fused(fusion: str) -> bool:
+    """Does the decode fusion defer the add + RMSNorm as "+dn2" (kernels.deferred_norm.gemv_dnorm2)?"""
+    return "dn2" in fusion.split("+")
 
 
 def qsums_fused(fusion: str) -> bool:
@@ -199,6 +218,10 @@ class DecodeLayout:
     @property
     def dnorm(self) -> bool:
         return dnorm_fused(self.fusion)
+
+    @property
+    def dnorm2(self) -> bool:
+        return dnorm2_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -306,6 +329,11 @@ def forward_fast(
         picks = _dn_picks(w, c, h)
         if picks is not None:
             return _forward_dn(w, c, h, x, picks, cos, sin, slot_mapping, kv_cache, layout, row_rope, eps, scale)
+    if (isinstance(layout, DecodeLayout) and layout.dnorm2 and qsums and gsums and h.dtype == torch.float16
+            and t > 0 and w.layers):  # fmt: skip
+        picks = _dn_picks(w, c, h, layer_picks2)
+        if picks is not None:
+            return _forward_dn2(w, c, h, x, picks, cos, sin, slot_mapping, kv_cache, layout, row_rope, eps, scale)  # type: ignore[arg-type]
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None
@@ -349,14 +377,14 @@ def forward_fast(
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
-def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor) -> list[DnPicks] | None:
+def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, pick: Any = layer_picks) -> list[DnPicks] | None:
     """deferred_norm.layer_picks of every layer, or None where one cannot defer its norms."""
     picks = []
     for layer in w.layers:
         ws = [_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         if any(m is None for m in ws):
             return None
-        p = layer_picks(h, c.num_heads * c.head_dim, *ws, layer.input_norm, layer.post_norm)  # type: ignore[arg-type]
+        p = pick(h, c.num_heads * c.head_dim, *ws, layer.input_norm, layer.post_norm)
         if p is None:
             return None
         picks.append(p)
@@ -386,6 +414,36 @@ def _forward_dn(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tenso
         o = gemv_deferred(attn, wo, p.o, reg.o_sums(i))  # type: ignore[arg-type]
         gu = gemv_dnorm(o, hb[cur], hb[1 - cur], layer.post_norm, wgu, p.gate_up, reg.gu_slot(i), eps,  # type: ignore[arg-type]
                         region=reg.gu_sums(i))  # fmt: skip
+        cur = 1 - cur
+        down = down_xnorm(gu, wd, p.down, reg.gu_slot(i), c.hidden_size, eps, reg.down_sums(i))  # type: ignore[arg-type]
+    assert down is not None
+    return add_rms_norm_sums(down.reshape(-1), w.norm, eps, hb[cur])
+
+
+def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tensor, picks: list[DnPicks],
+                 cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, kv_cache: torch.Tensor,
+                 layout: DecodeLayout, row_rope: dict[str, int], eps: float, scale: float) -> torch.Tensor:  # fmt: skip
+    """forward_fast's layers with "+dn2" (kernels.deferred_norm.gemv_dnorm2; the caller checked every layer's picks):
+    as _forward_dn, but qkv (layers >= 1) defers its sums into the layer's region and the row attention applies r."""
+    t = h.shape[0]
+    nq = max(_single(layer.qkv).out_features for layer in w.layers)  # type: ignore[union-attr]
+    reg = DnRegions(len(w.layers), t, c.hidden_size, c.intermediate_size, 1, h.device, qkv_n=nq)
+    hb, cur = (h, torch.empty_like(h)), 0
+    down: torch.Tensor | None = None  # the previous layer's down sums (the norm the next qkv defers)
+    for i, (layer, p) in enumerate(zip(w.layers, picks, strict=True)):
+        wq, wo, wgu, wd = (_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        rope = (cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], layout.block_tables, layout.context_lens,
+                scale, c.num_heads)  # fmt: skip
+        if down is None:
+            attn = row_rope_decode(linear(x, layer.qkv), *rope, base=row_rope)
+        else:
+            qs = gemv_dnorm2(down, hb[cur], hb[1 - cur], layer.input_norm, wq, p.qkv, reg.q_slot(i), eps,  # type: ignore[arg-type]
+                             reg.q_sums(i))  # fmt: skip
+            cur = 1 - cur
+            attn = row_rope_decode(qs, *rope, base=row_rope, sums=True, rnorm=(reg.q_slot(i), c.hidden_size, eps))
+        o = gemv_deferred(attn.reshape(t, -1), wo, p.o, reg.o_sums(i))  # type: ignore[arg-type]
+        gu = gemv_dnorm2(o, hb[cur], hb[1 - cur], layer.post_norm, wgu, p.gate_up, reg.gu_slot(i), eps,  # type: ignore[arg-type]
+                         reg.gu_sums(i))  # fmt: skip
         cur = 1 - cur
         down = down_xnorm(gu, wd, p.down, reg.gu_slot(i), c.hidden_size, eps, reg.down_sums(i))  # type: ignore[arg-type]
     assert down is not None
