@@ -175,10 +175,6 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # "cfin" 0.9995x, 6/6, and 1.001x at batch 4: the 13B's o / down picks there are tc2, nothing to defer), so buckets
 # 3-8 take "cfin" (7B batch 8: 0.992-0.993x "none", three runs; 1.004-1.006x plain "merge" there) and only 9-16
 # "merge+cfin".
-# Session 20 (bench/results/decode-2026-12-01-s20-dnorm.md, the same protocol, two runs): "+dn" ("swiglu+cfin+g+dn",
-# kernels.deferred_norm: no add + RMSNorm launch between layers, the consumer GEMVs finish the producers' sums and r is
-# applied late) is 1.047x "swiglu+cfin+g" at batch 1 (+69 us, 0/8 rounds lower; it falls back at batch 2), so it is in
-# no bucket's policy.
 FUSION_POLICY: tuple[tuple[int, str], ...] = (
     (1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))  # fmt: skip
 NORM_ENV = "INLAID_DECODE_NORM"

@@ -9,12 +9,7 @@ from inlaid_worker.model.llama_fast import (
     ATTENTION_FUSIONS,
     DECODE_FUSIONS,
     attention_fusion,
-    cfin_fused,
-    dnorm2_fused,
-    dnorm_fused,
-    gsums_fused,
     norm_fused,
-    qsums_fused,
     swiglu_fused,  # fmt: skip
 )
 
@@ -62,33 +57,8 @@ def test_fusion_names_split_into_attention_and_swiglu() -> None:
         "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False),
         "norm": ("none", False), "norm+swiglu": ("none", True), "cfin": ("none", False),
         "swiglu+cfin": ("none", True), "cfin+q": ("none", False), "swiglu+cfin+q": ("none", True),
-        "merge+cfin": ("merge", False), "swiglu+cfin+g": ("none", True), "swiglu+cfin+q+g": ("none", True),
-        "swiglu+cfin+g+dn": ("none", True), "swiglu+cfin+q+g+dn2": ("none", True)}  # fmt: skip
+        "merge+cfin": ("merge", False), "swiglu+cfin+g": ("none", True), "swiglu+cfin+q+g": ("none", True)}  # fmt: skip
     assert [f for f in DECODE_FUSIONS if norm_fused(f)] == ["norm", "norm+swiglu"]
-
-
-def test_deferred_norm_name_parses() -> None:
-    """"+dn" (kernels.deferred_norm, session 20) rides on "swiglu+cfin+g": its only name, in no bucket's policy (it
-    measured slower: bench/results/decode-2026-12-01-s20-dnorm.md); the norm switch replaces it like "cfin"."""
-    assert [f for f in DECODE_FUSIONS if dnorm_fused(f)] == ["swiglu+cfin+g+dn"]
-    f = "swiglu+cfin+g+dn"
-    assert (cfin_fused(f), gsums_fused(f), qsums_fused(f), norm_fused(f)) == (True, True, False, False)
-    assert not dnorm_fused("swiglu+cfin+g") and not dnorm_fused("none")
-    assert all(not dnorm_fused(dg.policy_fusion(b)) for b in dg.BUCKETS)
-    assert dg.with_norm(f, True) == "norm+swiglu" and dg.with_norm(f, False) == f
-    assert dg.check_fusion(f) == f
-
-
-def test_deferred_norm2_name_parses() -> None:
-    """The "+dn2" name (kernels.deferred_norm.gemv_dnorm2, session 20) rides on "swiglu+cfin+q+g" (qkv's r: the
-    row attention reading its sums); "dn" and "dn2" are separate parts; the norm switch replaces it like "cfin"."""
-    f = "swiglu+cfin+q+g+dn2"
-    assert [x for x in DECODE_FUSIONS if dnorm2_fused(x)] == [f]
-    assert (cfin_fused(f), gsums_fused(f), qsums_fused(f), norm_fused(f), dnorm_fused(f)) == (
-        True, True, True, False, False)  # fmt: skip
-    assert not dnorm2_fused("swiglu+cfin+g+dn") and not dnorm2_fused("swiglu+cfin+q+g")
-    assert dg.with_norm(f, True) == "norm+swiglu" and dg.with_norm(f, False) == f
-    assert dg.check_fusion(f) == f
 
 
 def test_norm_env_adds_or_removes_the_norm_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
