@@ -19,9 +19,13 @@
  * none of them, nor any when no worker lists them (SchedulingService.refresh, Placement.setWorker). Before, such a
  * request got a 404 there, or ran on the old adapter. If the database cannot be read (or takes over 2 s) the hold
  * ends (the worker serves what it lists, as before; Postgres being down must not stop inference) and the catch-up is
- * retried. So it does for one task whose locked section fails on the database's side (an error, or no answer within
- * sectionDbMs: then the rest of the hold too, and the gate goes to the next section), and for one the worker failed
- * twice in a row (HOLD_FAILURES): the task is still retried, but not held again in this Session.
+ * retried. So it does for one task whose locked section fails on the database's side (an error, or a round trip to
+ * Postgres without an answer within sectionQueryMs: then the rest of the hold too, and the gate goes to the next
+ * section), and for one the worker failed twice in a row (HOLD_FAILURES): the task is still retried, but not held again
+ * in this Session. A task whose lock another holder keeps (a load or unload everywhere, an onboarding's load step, a
+ * DELETE, another gateway's catch-up) is no database failure: past lockBusyMs its section gives way to the next task,
+ * and the task stays held and is retried (the holder's load or unload reaches this worker too, or its DELETE ends the
+ * task). A task the worker refused for good is not held again (its requests get the worker's 404 at once).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
@@ -30,7 +34,7 @@ import { backoffDelay, type BackoffOptions } from '../workers/backoff';
 import type { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
 import { catchUpAction, catchUpHolds, catchUpTasks } from './missing-adapters';
-import { TaskStore } from './task-store.service';
+import { DbTimeout, dbWithin, TaskLockBusy, TaskStore } from './task-store.service';
 import { toAdminError, WorkerAdminService } from './worker-admin.service';
 
 const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
@@ -40,18 +44,20 @@ const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
  */
 const READ_HOLD_MS = 2000;
 /**
- * How long a locked section may wait on the database: for the task's lock (another holder's DELETE or load step
- * included) and job, and for its commit after the worker calls (those have their own deadlines). Past it the section is
- * given up (it does nothing more if it resumes), the hold ends, and the gate goes to the next section.
+ * How long each round trip of a locked section to Postgres may take (its BEGIN, the lock's try, the job's read, the
+ * COMMIT or ROLLBACK; not the wait for a lock another holder keeps, nor the worker calls, which have their own
+ * deadlines). Past it the section is given up (its connection dropped), the hold ends, and the gate goes to the next one.
  */
-const SECTION_DB_MS = 10_000;
+const SECTION_QUERY_MS = 10_000;
+/**
+ * How long a section waits for a task's lock that another holder keeps before it gives way (the gate is one section at
+ * a time, gateway-wide): the task stays held and is retried.
+ */
+const LOCK_BUSY_MS = 1000;
 /** A task's failures in a row on the worker's side (its admin calls, its model list) that end the task's hold. */
 const HOLD_FAILURES = 2;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
-
-/** A locked section that waited on the database past sectionDbMs. */
-class SectionTimeout extends Error {}
 
 interface Due {
   attempt: number;
@@ -61,6 +67,10 @@ interface Due {
   failures: Map<string, number>;
   /** Tasks whose hold a failure ended: still retried, but not held again in this Session. */
   unheld: Set<string>;
+  /** Tasks whose lock was held elsewhere at the last try (they go last, as failed ones). */
+  busy: Set<string>;
+  /** Aborted when the Session ends or the module stops: a section still waiting for a lock stops polling. */
+  abort: AbortController;
 }
 
 @Injectable()
@@ -77,8 +87,10 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   private readonly refused = new Map<string, string>();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
   retry: BackoffOptions = CATCH_UP_RETRY;
-  /** A locked section's bound on its database waits (SECTION_DB_MS; specs shorten it). */
-  sectionDbMs = SECTION_DB_MS;
+  /** A locked section's bound on each round trip to Postgres (SECTION_QUERY_MS; specs shorten it). */
+  sectionQueryMs = SECTION_QUERY_MS;
+  /** How long a section waits for a lock held elsewhere (LOCK_BUSY_MS; specs change it). */
+  lockBusyMs = LOCK_BUSY_MS;
 
   constructor(
     @Inject(WorkersService) private readonly workers: WorkersService,
@@ -120,7 +132,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // a new Session: a fresh entry ('down' removed the last one; a run of the old Session still going sees it replaced
     // and stops there, its loads having gone through the lock and the re-check like this run's)
     this.clear(conn.addr);
-    const due: Due = { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set() };
+    const due: Due = { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Set(), abort: new AbortController() };
     this.due.set(conn.addr, due);
     void this.run(conn, due);
   }
@@ -129,6 +141,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     for (const key of [...this.refused.keys()]) if (key.startsWith(`${addr} `)) this.refused.delete(key);
     const due = this.due.get(addr);
     if (due?.timer) clearTimeout(due.timer);
+    due?.abort.abort(new Error(`worker ${addr}'s Session ended`));
     this.due.delete(addr);
   }
 
@@ -192,18 +205,31 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       clearTimeout(slow);
     }
     if (!current()) return 0;
-    // tasks that failed before go last: one whose lock stays taken (a section given up ends the run) starves no other
-    const tasks = catchUpTasks(jobs, listed, paths).sort((x, y) => (due.failures.get(x) ?? 0) - (due.failures.get(y) ?? 0));
-    conn.holdAdapters(new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t))));
+    // tasks that failed before, or whose lock was held elsewhere, go last: they starve no other
+    const later = (t: string): number => (due.failures.get(t) ?? 0) + (due.busy.has(t) ? 1 : 0);
+    const tasks = catchUpTasks(jobs, listed, paths).sort((x, y) => later(x) - later(y));
+    const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
+    // not one the worker refused for good (for this job): its 404 is the answer, at once
+    const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
+    conn.holdAdapters(new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t))));
     let failed = 0;
     for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
       try {
-        await this.oneAtATime(() => this.section(conn, task, current));
+        await this.oneAtATime(() => this.section(conn, task, current, due.abort.signal));
         due.failures.delete(task);
+        due.busy.delete(task);
         if (current()) conn.releaseAdapter(task);
       } catch (err) {
         failed++;
+        if (err instanceof TaskLockBusy) {
+          // only waiting: Postgres answers, and the holder's load or unload reaches this worker too (or its DELETE
+          // ends the task); the task stays held (no failure counted) and is retried, the others go on
+          due.busy.add(task);
+          this.logger.log(`the lock of ${task} is held elsewhere: worker ${conn.addr}'s catch-up retries it`);
+          continue;
+        }
+        due.busy.delete(task);
         const n = (due.failures.get(task) ?? 0) + 1;
         due.failures.set(task, n);
         const worker = err instanceof InlaidError; // the worker's refusal or its link's failure (else: the database, or a bug)
@@ -216,7 +242,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
           conn.releaseAdapter(task);
         }
         this.logger.warn(`could not catch up ${task} on worker ${conn.addr} (retried): ${(err as Error).message}`);
-        if (err instanceof SectionTimeout) {
+        if (err instanceof DbTimeout) {
           // Postgres does not answer: as when its read does not, the worker serves what it lists until a retry's read does
           if (current()) conn.holdAdapters(null);
           return failed + tasks.length - i - 1;
@@ -228,32 +254,16 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
 
   /**
    * One task's locked section: decides under the task's lock (catchUpAction), then loads, replaces or unloads it and
-   * checks the worker's model list shows it done (confirm). Its database waits are bounded (sectionDbMs): past that
-   * it rejects with SectionTimeout, and does nothing more should it resume.
+   * checks the worker's model list shows it done (confirm). Each of its round trips to Postgres is bounded
+   * (sectionQueryMs: past it, DbTimeout, its connection dropped), the wait for a lock held elsewhere too (lockBusyMs:
+   * TaskLockBusy), and `signal` (the Session's end, the module's) stops that wait.
    */
-  private section(conn: WorkerConnection, task: string, current: () => boolean): Promise<void> {
-    let given = false;
-    let timer: NodeJS.Timeout | undefined;
-    let expire!: (err: Error) => void;
-    const expired = new Promise<never>((_resolve, reject) => (expire = reject));
-    const arm = (on: boolean): void => {
-      clearTimeout(timer);
-      if (!on) return;
-      timer = setTimeout(() => {
-        given = true;
-        expire(new SectionTimeout(`the database did not answer within ${this.sectionDbMs} ms (the task's lock, its job, or the commit)`));
-      }, this.sectionDbMs);
-      timer.unref();
-    };
-    arm(true);
-    const work = this.store.locked(task, async (tx) => {
-      const job = await tx.latest(task);
-      if (given) throw new Error('given up'); // (rolled back; the caller has moved on)
-      arm(false); // the worker calls have their own deadlines
-      await this.decide(conn, task, job, current);
-      arm(true); // the commit
-    });
-    return Promise.race([work, expired]).finally(() => arm(false));
+  private section(conn: WorkerConnection, task: string, current: () => boolean, signal: AbortSignal): Promise<void> {
+    const queryMs = this.sectionQueryMs;
+    return this.store.locked(task, async (tx) => {
+      const job = await dbWithin(tx.latest(task), queryMs, "the task's job");
+      await this.decide(conn, task, job, current); // the worker calls have their own deadlines
+    }, { queryMs, busyMs: this.lockBusyMs, signal });
   }
 
   private async decide(conn: WorkerConnection, task: string, job: Awaited<ReturnType<TaskStore['latest']>>, current: () => boolean): Promise<void> {

@@ -16,7 +16,7 @@ import type { InlaidError } from '../common/inlaid-error';
 import { eventually, sleep } from '../testing/eventually';
 import { bindLocal } from '../testing/local-grpc';
 import { SchedulingService } from '../scheduling/scheduling.service';
-import type { WorkerConnection } from '../workers/worker-connection';
+import { WorkerConnection } from '../workers/worker-connection';
 import { CATCH_UP_WAIT_MS, WorkersService } from '../workers/workers.service';
 import { AdapterCatchUp } from './adapter-catch-up.service';
 import { TaskStore } from './task-store.service';
@@ -100,6 +100,15 @@ async function start(port: number, adapters: string[] = [], loaded: Record<strin
 }
 
 const db = testDatabase('inlaid_catchup');
+
+/** Counts the connections taken from the pool (each try of a task lock takes one); stop() ends the count. */
+function countLockTries(): { n: number; stop: () => void } {
+  const pool = (db().driver as unknown as { master: { on(e: 'acquire', f: () => void): void; off(e: 'acquire', f: () => void): void } }).master;
+  const out = { n: 0, stop: () => pool.off('acquire', count) };
+  const count = (): void => void out.n++;
+  pool.on('acquire', count);
+  return out;
+}
 
 describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwhile', () => {
   let a: FakeWorker;
@@ -226,8 +235,19 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     late.onModuleDestroy();
   });
   it('stops retrying a load the worker refuses for good until the task changes, and still loads the others', async () => {
-    b = await restart(b, [], (n) => (n.refuse = new Set(['sql'])));
-    await caughtUp(b, 'B caught up apart from the refused task');
+    const conn = workers.connections().find((c) => c.addr === addr(bPort)) as WorkerConnection;
+    const heldAfterRefusal: string[] = []; // sql held again once B refused it (each hold B's catch-up set, recorded)
+    const hold = jest.spyOn(conn, 'holdAdapters').mockImplementation(function (this: WorkerConnection, h) {
+      if ((b.refusals ?? 0) > 0 && h instanceof Set && h.has('sql')) heldAfterRefusal.push([...h].join());
+      return WorkerConnection.prototype.holdAdapters.call(this, h);
+    });
+    try {
+      b = await restart(b, [], (n) => (n.refuse = new Set(['sql'])));
+      await caughtUp(b, 'B caught up apart from the refused task');
+    } finally {
+      hold.mockRestore();
+    }
+    expect(heldAfterRefusal).toEqual([]); // before: ['sql'] at the retry (its requests waited instead of the 404)
     expect(b.loads.sort()).toEqual(['done /adapters/done']);
     const refusals = b.refusals ?? 0;
     expect(refusals).toBeGreaterThanOrEqual(1);
@@ -332,38 +352,76 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     await caughtUp(a, 'A caught up');
   });
 
-  it("ends the hold when the database does not answer a task's locked section in time, and goes on with the others", async () => {
+  it("keeps a task held while its lock is only busy elsewhere (not a database failure), and goes on with the others", async () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     let entered!: () => void;
     const inLock = new Promise<void>((r) => (entered = r));
-    const stuck = store.locked('done', async () => { // done's lock taken elsewhere and not let go (as a hung section)
+    const stuck = store.locked('done', async () => { // done's lock held elsewhere (a load everywhere, a DELETE, a load step)
       entered();
       await held;
     });
     await inLock;
-    catchUp.sectionDbMs = 300;
-    workers.catchUpWaitMs = 2500;
+    catchUp.sectionQueryMs = 300; // each round trip to Postgres answers well within it
+    catchUp.lockBusyMs = 200;
     try {
       a = await restart(a, []);
-      const t0 = Date.now();
-      // done's section (first in order) waits on its lock: past sectionDbMs the hold ends, as when the database read
-      // does not answer (before: sql and done stayed held behind it, the gate too: 2.5 s here, 30 s live, then 503)
-      expect((await workers.pick('done')).addr).toBe(addr(a.port)); // served as listed (its Prepare's 404)
-      expect((await workers.pick('sql')).addr).toBe(addr(a.port));
-      expect(Date.now() - t0).toBeLessThan(2000);
-      // the gate went on: the retry loads sql (done, which failed, goes last) while done's lock is still taken
+      const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+      // done's section (first in order) waits on its lock past sectionQueryMs, gives way, and sql is loaded meanwhile;
+      // before: past the 300 ms the whole hold ended (as if Postgres did not answer), done's requests went to A (its
+      // 404) and done was not held again in this Session
       await eventually(() => a.loads.includes('sql /adapters/sql'), 'sql loaded while done waits', 3000);
       expect(a.loads).toEqual(['sql /adapters/sql']);
+      await sleep(600); // a few tries of done's lock, each past lockBusyMs, with the retries in between
+      expect(conn.adapterHold).not.toBeNull();
+      expect(conn.pendingFor('done')).toBe(true); // still held: its requests wait for the load
+      expect(conn.pendingFor('sql')).toBe(false);
       expect(catchUp.pending(addr(a.port))).toBe(true); // done still to load
+      const forDone = workers.pick('done');
+      await sleep(100);
+      release();
+      await stuck;
+      expect((await forDone).addr).toBe(addr(a.port));
+      expect(conn.serves('done')).toBe(true); // loaded there before the request went there
     } finally {
       release();
       await stuck;
-      catchUp.sectionDbMs = 10_000;
-      workers.catchUpWaitMs = CATCH_UP_WAIT_MS;
+      catchUp.sectionQueryMs = 10_000;
+      catchUp.lockBusyMs = 1000;
     }
     await caughtUp(a, 'A caught up once the lock is free');
     expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
+  });
+
+  it("stops polling a busy task lock once the worker's Session ends (or the module stops)", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inLock = new Promise<void>((r) => (entered = r));
+    const stuck = store.locked('done', async () => {
+      entered();
+      await held;
+    });
+    await inLock;
+    catchUp.lockBusyMs = 60_000; // waits on for the lock: only the Session's end stops it
+    const tries = countLockTries();
+    try {
+      a = await restart(a, []);
+      await eventually(() => tries.n > 3, "A's catch-up polling done's lock", 3000);
+      a.server.forceShutdown(); // its Session ends
+      await eventually(() => !workers.acceptingConnections().some((c) => c.addr === addr(a.port)), 'A down', 5000);
+      await sleep(150); // a poll under way ends
+      const after = tries.n;
+      await sleep(500); // polls were every <= 100 ms
+      expect(tries.n).toBe(after); // before: it went on polling (each retry adding another poller)
+    } finally {
+      tries.stop();
+      catchUp.lockBusyMs = 1000;
+      release();
+      await stuck;
+    }
+    a = await start(a.port);
+    await caughtUp(a, 'A back and caught up');
   });
 
   it("replaces an adapter a worker holds from an older job, unloads one whose task is not served, and routes the task elsewhere meanwhile", async () => {

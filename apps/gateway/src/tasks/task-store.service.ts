@@ -46,6 +46,40 @@ const LOCK_RETRY_MS = { first: 5, max: 100 };
 /** The lock of a gateway's reconciliation pass (its own first key: never a task lock). */
 const RECONCILE_LOCK = [0x1a1e, 1] as const;
 
+/** A task lock another holder kept for longer than locked()'s `busyMs`: it only waited (Postgres answered). */
+export class TaskLockBusy extends Error {
+  constructor(readonly task: string) {
+    super(`the lock of ${task} is held elsewhere`);
+  }
+}
+
+/** A round trip to Postgres that did not answer in time (locked()'s `queryMs`, dbWithin). */
+export class DbTimeout extends Error {}
+
+export interface LockOptions {
+  /** Give up on a lock held elsewhere after about this long (TaskLockBusy). */
+  busyMs?: number;
+  /** The bound on each round trip of the lock's transaction (DbTimeout). */
+  queryMs?: number;
+  /** Stops the wait for the lock: rejects with its reason. */
+  signal?: AbortSignal;
+}
+
+/** `p`, or DbTimeout past `ms` (a locked section bounds its own queries so; locked() then drops the connection). */
+export function dbWithin<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new DbTimeout(`Postgres did not answer within ${ms} ms (${what})`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+function aborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted !== true) return;
+  throw signal.reason instanceof Error ? signal.reason : new Error('the wait for the task lock was abandoned');
+}
+
 /** `column < now() - ms` in Postgres time (one clock for all gateways). */
 const olderThan = (ms: number) => Raw((column) => `${column} < now() - (:ms * interval '1 millisecond')`, { ms });
 
@@ -79,16 +113,61 @@ export class TaskStore {
    * go of it). `fn` reads and writes through the store it is given, in the lock's transaction: its writes
    * commit when the lock is released, or not at all if it throws. Waiting polls without holding a pooled
    * connection, so waiters cannot starve the holder of the one it uses.
+   *
+   * `opts` (the adapter catch-up's): `busyMs` gives up on a lock another holder keeps (TaskLockBusy: it only waited);
+   * `queryMs` bounds each of its round trips to Postgres (BEGIN, the lock's try, COMMIT or ROLLBACK; the pool bounds
+   * taking a connection) and `fn` may bound its own with dbWithin: past it, DbTimeout (Postgres does not answer) and the
+   * connection is dropped, which ends its transaction and lock on the server; `signal` stops the wait (checked before
+   * each try and each pause, and before `fn` runs) and rejects with its reason.
    */
-  async locked<T>(task: string, fn: (store: TaskStore) => Promise<T>): Promise<T> {
+  async locked<T>(task: string, fn: (store: TaskStore) => Promise<T>, opts: LockOptions = {}): Promise<T> {
     if (this.tx !== null) throw new Error(`the lock of ${task} is taken inside another locked section`);
+    const start = Date.now();
     for (let pause = LOCK_RETRY_MS.first; ; pause = Math.min(2 * pause, LOCK_RETRY_MS.max)) {
-      const out = await this.ds.transaction(async (em) => {
-        const [row] = (await em.query('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken', [TASK_LOCK_SPACE, task])) as Array<{ taken: boolean }>;
-        return row?.taken === true ? { value: await fn(TaskStore.within(this.ds, em)) } : null;
-      });
+      aborted(opts.signal);
+      const out = await this.tryLocked(task, fn, opts);
       if (out !== null) return out.value;
-      await sleep(pause);
+      if (opts.busyMs !== undefined && Date.now() + pause - start > opts.busyMs) throw new TaskLockBusy(task);
+      aborted(opts.signal);
+      await sleep(pause, undefined, { signal: opts.signal }).catch(() => aborted(opts.signal));
+    }
+  }
+
+  /** One try of locked(): `fn`'s value, or null when another holder has the lock. */
+  private async tryLocked<T>(task: string, fn: (store: TaskStore) => Promise<T>, opts: LockOptions): Promise<{ value: T } | null> {
+    const qr = this.ds.createQueryRunner();
+    const bound = <R>(p: Promise<R>, what: string): Promise<R> => (opts.queryMs === undefined ? p : dbWithin(p, opts.queryMs, what));
+    let broken: DbTimeout | null = null;
+    try {
+      await qr.connect(); // the pool bounds it (connectionTimeoutMillis)
+      await bound(qr.startTransaction(), 'BEGIN');
+      const [row] = (await bound(qr.query('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken', [TASK_LOCK_SPACE, task]), "the task's lock")) as Array<{ taken: boolean }>;
+      if (row?.taken !== true || opts.signal?.aborted === true) {
+        await bound(qr.commitTransaction(), 'COMMIT');
+        aborted(opts.signal);
+        return null;
+      }
+      let value: T;
+      try {
+        value = await fn(TaskStore.within(this.ds, qr.manager));
+      } catch (err) {
+        if (!(err instanceof DbTimeout)) {
+          await bound(qr.rollbackTransaction(), 'ROLLBACK').catch((e: unknown) => {
+            if (e instanceof DbTimeout) throw e; // else (as a transaction's): `fn`'s error is the one to report
+          });
+        }
+        throw err;
+      }
+      await bound(qr.commitTransaction(), 'COMMIT');
+      return { value };
+    } catch (err) {
+      if (err instanceof DbTimeout) broken = err;
+      throw err;
+    } finally {
+      // a round trip that did not answer is still under way on the connection: drop it (the server rolls back and
+      // lets go of the lock) rather than hand it back to the pool in its transaction
+      if (broken === null) await qr.release();
+      else void (qr as unknown as { releasePostgresConnection(err: Error): Promise<void> }).releasePostgresConnection(broken);
     }
   }
 

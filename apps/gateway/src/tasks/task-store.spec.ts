@@ -8,14 +8,18 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import type { DataSource } from 'typeorm';
 import type { GatewayConfig } from '@inlaid/config';
+import { createDataSource } from '@inlaid/db';
 import { testDatabase } from '@inlaid/db/testing';
+import { eventually } from '../testing/eventually';
 import type { worker } from '@inlaid/proto';
 import { TaskSyncService } from '../records/task-sync.service';
 import type { WorkersService } from '../workers/workers.service';
 import type { OnboardQueues } from './onboard-queues.service';
 import { OnboardSteps } from './onboard-steps';
-import { NewTaskJob, TaskStore } from './task-store.service';
+import { DbTimeout, NewTaskJob, TaskLockBusy, TaskStore } from './task-store.service';
 import { TasksService } from './tasks.service';
 import type { WorkerAdminService } from './worker-admin.service';
 
@@ -84,6 +88,111 @@ describe('TaskStore.locked', () => {
 
   it('refuses to nest (a section writes through the store it is given)', async () => {
     await expect(store.locked('ln', (tx) => tx.locked('ln2', async () => 1))).rejects.toThrow(/inside another locked section/);
+  });
+
+  it('tells a lock only busy elsewhere (TaskLockBusy past busyMs) from Postgres not answering', async () => {
+    const first = gate();
+    const entered = gate();
+    const a = store.locked('lb', async () => {
+      entered.release();
+      await first.open;
+    });
+    await entered.open;
+    const t0 = Date.now();
+    await expect(store.locked('lb', async () => 1, { busyMs: 200, queryMs: 50 })).rejects.toBeInstanceOf(TaskLockBusy);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(150); // it waited (each try answered well within queryMs)
+    expect(Date.now() - t0).toBeLessThan(1000);
+    first.release();
+    await a;
+    expect(await store.locked('lb', async () => 2, { busyMs: 200, queryMs: 1000 })).toBe(2);
+  });
+
+  it('stops polling a busy lock once its signal is aborted: no lock tries after that', async () => {
+    const first = gate();
+    const entered = gate();
+    const a = store.locked('la', async () => {
+      entered.release();
+      await first.open;
+    });
+    await entered.open;
+    const pool = (db().driver as unknown as { master: { on(e: 'acquire', f: () => void): void; off(e: 'acquire', f: () => void): void } }).master;
+    let tries = 0;
+    const count = (): void => void tries++;
+    pool.on('acquire', count);
+    try {
+      const abandon = new AbortController();
+      const waiting = store.locked('la', async () => 'ran', { signal: abandon.signal });
+      await sleep(300);
+      expect(tries).toBeGreaterThan(2); // polling
+      abandon.abort(new Error('its Session ended'));
+      await expect(waiting).rejects.toThrow('its Session ended');
+      const after = tries;
+      await sleep(400); // polls were every <= 100 ms
+      expect(tries).toBe(after); // before: it polled on until it got the lock, then ran
+    } finally {
+      pool.off('acquire', count);
+      first.release();
+      await a;
+    }
+  });
+
+  describe('when Postgres stops answering mid-section (a proxy that stops forwarding)', () => {
+    let proxy: Server;
+    let frozen = false;
+    const sockets: Socket[] = [];
+    let slow: DataSource;
+    beforeAll(async () => {
+      proxy = createServer((client) => {
+        const up = connect(5432, '127.0.0.1');
+        sockets.push(client, up);
+        client.on('error', () => undefined);
+        up.on('error', () => undefined);
+        client.on('data', (d) => void (frozen || up.write(d)));
+        up.on('data', (d) => void (frozen || client.write(d)));
+        client.on('close', () => up.destroy());
+        up.on('close', () => client.destroy());
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+      const url = new URL((db().options as { url: string }).url);
+      url.port = String((proxy.address() as AddressInfo).port);
+      slow = createDataSource(url.toString(), 3);
+      await slow.initialize();
+    });
+    afterAll(async () => {
+      frozen = false;
+      for (const s of sockets) s.destroy();
+      await slow?.destroy().catch(() => undefined);
+      proxy?.close();
+    });
+
+    it("bounds the ROLLBACK after a section throws (queryMs), drops the connection, and the lock goes with it", async () => {
+      const slowStore = new TaskStore(slow);
+      const t0 = Date.now();
+      const out = slowStore.locked('lr', async () => {
+        frozen = true; // Postgres stops answering just as the section fails (e.g. a worker refusal)
+        throw new Error('refused');
+      }, { queryMs: 300 });
+      await expect(out).rejects.toBeInstanceOf(DbTimeout); // before: the ROLLBACK waited for as long as Postgres did not answer
+      expect(Date.now() - t0).toBeLessThan(1500);
+      // its connection was dropped, not returned to the pool in its transaction: the server let go of the lock
+      await eventually(() => sockets.every((s) => s.destroyed), 'the connection closed', 3000);
+      expect(await store.locked('lr', async () => 'free', { busyMs: 2000 })).toBe('free');
+      frozen = false;
+    });
+
+    it('bounds the COMMIT and the lock try the same way', async () => {
+      const slowStore = new TaskStore(slow);
+      frozen = false;
+      await expect(slowStore.locked('lc', async () => void (frozen = true), { queryMs: 300 })).rejects.toBeInstanceOf(DbTimeout);
+      frozen = false;
+      expect(await slowStore.locked('lc', async () => 1, { queryMs: 300 })).toBe(1); // a pooled connection idle again
+      frozen = true;
+      const t0 = Date.now();
+      await expect(slowStore.locked('lc', async () => 1, { queryMs: 300 })).rejects.toBeInstanceOf(DbTimeout); // BEGIN, the lock's try
+      expect(Date.now() - t0).toBeLessThan(1500);
+      frozen = false;
+      expect(await store.locked('lc', async () => 'free', { busyMs: 2000 })).toBe('free');
+    });
   });
 });
 
