@@ -407,13 +407,17 @@ class EngineLoop:
         compiling = self._grammar_waiters()
         if compiling:
             state = replace(state, waiting=state.waiting + compiling)
-        with self._lock:  # the flag read under the lock: never a state without it over the one refuse_new set
+        # The flag read, latest_state set and the state queued all under the lock: a state without the flag is queued
+        # before refuse_new's locked section, so before its draining one, never after it (nor over latest_state). The
+        # puts cannot block or deadlock: every outbox is an unbounded queue.Queue (open_session), whose put takes only
+        # the queue's own mutex, and no reader holds this lock while it waits on an outbox.
+        with self._lock:
             draining = self._refusing.is_set()
-            self.latest_state = StateEvent(state, self._steps_per_s, draining)
-        key = (state.running, state.waiting, state.resident_adapters, draining)
-        now = time.monotonic()
-        if key == self._last_state and (not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S):
-            return
-        self._last_state, self._last_state_at = key, now
-        for session in self._sessions.values():
-            session.outbox.put(self.latest_state)
+            self.latest_state = event = StateEvent(state, self._steps_per_s, draining)
+            key = (state.running, state.waiting, state.resident_adapters, draining)
+            now = time.monotonic()
+            if key == self._last_state and (not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S):
+                return
+            self._last_state, self._last_state_at = key, now
+            for session in self._sessions.values():
+                session.outbox.put(event)

@@ -92,10 +92,22 @@ def bf16_seq_scan(values: np.ndarray, axis: int, combine: Any = np.add) -> np.nd
     return np.moveaxis(x, -1, axis)
 
 
+PATCHED_TRITON = "3.6.0"  # the version whose interpreter internals patch_bf16 replaces (checked against its source)
+
+
 def patch_bf16() -> None:
-    """Patch the interpreter's builder class (idempotent)."""
+    """Patch the interpreter's builder class (idempotent). Triton PATCHED_TRITON only: it replaces that version's
+    interpreter internals (as cases.py's version-guarded patches do), so on another version it raises rather than
+    silently computing something else; the bf16 CPU cases then fail with that message until it is checked again."""
+    import triton
     import triton.language as tl
     from triton.runtime import interpreter
+
+    if triton.__version__ != PATCHED_TRITON:
+        raise RuntimeError(
+            f"cpu_cov_bf16.patch_bf16 replaces Triton {PATCHED_TRITON}'s interpreter internals; this is Triton "
+            f"{triton.__version__}: check the patch (and check_patch()) against its source, then update PATCHED_TRITON"
+        )
 
     builder = interpreter.InterpreterBuilder
     if getattr(builder, "_cpu_cov_bf16", False):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from hgemv_variants import main, seeded_cases
 
-DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}  # bf16: cpu_cov_bf16 on the CPU
 FUSED_CASES: dict[str, dict[str, Any]] = {
     "decode-gqa-fp32-1part": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=1),
     "decode-gqa-fp32-4parts": dict(kind="decode", dtype="fp32", heads=4, kv_heads=2, d=16, parts=4),
@@ -60,6 +60,7 @@ FUSED_CASES: dict[str, dict[str, Any]] = {
     "rdecode-gqa-fp16-vec-ignored": dict(kind="rdecode", dtype="fp16", heads=4, kv_heads=2, d=16, parts=2, vec=True),
     "norm-residual-fp16": dict(kind="norm", dtype="fp16", residual=True, n=96),
     "norm-plain-fp32": dict(kind="norm", dtype="fp32", residual=False, n=64),
+    "norm-residual-bf16": dict(kind="norm", dtype="bf16", residual=True, n=80),  # interpreted with patch_bf16
     "rope-cache-fp32": dict(kind="rope", dtype="fp32", heads=4, kv_heads=2, d=16),
     "rope-cache-fp16": dict(kind="rope", dtype="fp16", heads=2, kv_heads=2, d=32),
     "silu-mul-fp16": dict(kind="silu", dtype="fp16", inter=80),

@@ -32,7 +32,6 @@ def run_case(case_id: str, device: str) -> dict[str, Any]:
 
     import fused_cases  # type: ignore[import-not-found]
 
-    fused_cases.DTYPES.setdefault("bf16", torch.bfloat16)  # fused_cases knows fp16 / fp32 only
     torch.manual_seed(zlib.crc32(case_id.encode()))
     return fused_cases.run_lora3(CASES[case_id], device)
 

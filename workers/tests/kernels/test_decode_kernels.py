@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import cpu_cov_bf16
 import pytest
 import torch
 import triton
@@ -38,7 +39,10 @@ def fused_case() -> Callable[[str], dict]:
 
 
 def _tol(case_id: str) -> float:
-    return 2e-3 if FUSED_CASES[case_id]["dtype"] == "fp16" else 1e-5
+    dtype = FUSED_CASES[case_id]["dtype"]
+    if dtype == "bf16":  # norm only; on the CPU under cases.py's bf16 patch: measured 0 (the stock interpreter: 6.8e-3)
+        return cpu_cov_bf16.bf16_tol(exact=True)
+    return 2e-3 if dtype == "fp16" else 1e-5
 
 
 @pytest.mark.parametrize("case_id", [c for c, p in FUSED_CASES.items() if p["kind"] == "decode"])

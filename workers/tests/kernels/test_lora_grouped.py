@@ -7,8 +7,9 @@ tile starts one row early and a row is added twice), three adapters over 40 rows
 scalings, rank 64 (one 64-wide rank block), 1 to 3 segments, a split K walk, and a grid of few programs so each walks
 several work items; every PDL mode (USE_GDC 1-3) gives mode 0's output (on the GPU within 1e-2: split-K atomics add
 in a varying order); and the sm_90 PTX (built offline) loads only the staged row metadata before griddepcontrol.wait.
-The cases run in fp32 on the CPU: the interpreter's tl.dot is an exact fp32 matmul there, but on bf16 operands it is
-meaningless on Triton 3.6 (off by ~1e10, reviewer R4), so bf16 is for the GPU only.
+The cases run in fp32 on the CPU: the interpreter's tl.dot is an exact fp32 matmul there. The 16-bit (fp16 / bf16)
+paths run on the CPU in test_cpu_cov_lora_grouped.py (bf16 under cpu_cov_bf16.patch_bf16: the stock interpreter's
+bf16 tl.dot is off by ~1e10 on Triton 3.6, reviewer R4).
 CUDA: the same cases at fp16 in-process.
 """
 
