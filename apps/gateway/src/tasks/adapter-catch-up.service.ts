@@ -25,14 +25,16 @@
  * in this Session. A task whose lock another holder keeps (a load or unload everywhere, an onboarding's load step, a
  * DELETE, another gateway's catch-up) is no database failure: past lockBusyMs its section gives way to the next task,
  * and the task stays held and is retried (the holder's load or unload reaches this worker too, or its DELETE ends the
- * task). A task the worker refused for good is not held again (its requests get the worker's 404 at once).
+ * task), without a longer backoff for a round that only found busy locks; once its lock has been busy for
+ * busyHoldMs (CATCH_UP_WAIT_MS, what a request would wait anyway) its hold ends, and it is still retried. A task the
+ * worker refused for good is not held again (its requests get the worker's 404 at once).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { InlaidError } from '../common/inlaid-error';
 import { backoffDelay, type BackoffOptions } from '../workers/backoff';
 import type { WorkerConnection } from '../workers/worker-connection';
-import { WorkersService } from '../workers/workers.service';
+import { CATCH_UP_WAIT_MS, WorkersService } from '../workers/workers.service';
 import { catchUpAction, catchUpHolds, catchUpTasks } from './missing-adapters';
 import { DbTimeout, dbWithin, TaskLockBusy, TaskStore } from './task-store.service';
 import { toAdminError, WorkerAdminService } from './worker-admin.service';
@@ -46,7 +48,9 @@ const READ_HOLD_MS = 2000;
 /**
  * How long each round trip of a locked section to Postgres may take (its BEGIN, the lock's try, the job's read, the
  * COMMIT or ROLLBACK; not the wait for a lock another holder keeps, nor the worker calls, which have their own
- * deadlines). Past it the section is given up (its connection dropped), the hold ends, and the gate goes to the next one.
+ * deadlines). Past it the section is given up (its connection dropped; Postgres cancels a statement still running there,
+ * so the task's lock goes too: TaskStore.locked), the hold ends, and the gate goes to the next one. The section only
+ * reads, so a COMMIT without an answer (CommitOutcomeUnknown) is retried as any DbTimeout.
  */
 const SECTION_QUERY_MS = 10_000;
 /**
@@ -54,6 +58,11 @@ const SECTION_QUERY_MS = 10_000;
  * a time, gateway-wide): the task stays held and is retried.
  */
 const LOCK_BUSY_MS = 1000;
+/**
+ * How long a task whose lock stays busy elsewhere stays held in a Session (from its first busy try): past it the hold
+ * ends (a request waits no longer than this anyway: CATCH_UP_WAIT_MS), and the task is still retried.
+ */
+const BUSY_HOLD_MS = CATCH_UP_WAIT_MS;
 /** A task's failures in a row on the worker's side (its admin calls, its model list) that end the task's hold. */
 const HOLD_FAILURES = 2;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
@@ -67,8 +76,8 @@ interface Due {
   failures: Map<string, number>;
   /** Tasks whose hold a failure ended: still retried, but not held again in this Session. */
   unheld: Set<string>;
-  /** Tasks whose lock was held elsewhere at the last try (they go last, as failed ones). */
-  busy: Set<string>;
+  /** Tasks whose lock was held elsewhere at the last try (they go last, as failed ones) -> when it was first found busy in a row. */
+  busy: Map<string, number>;
   /** Aborted when the Session ends or the module stops: a section still waiting for a lock stops polling. */
   abort: AbortController;
 }
@@ -91,6 +100,8 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   sectionQueryMs = SECTION_QUERY_MS;
   /** How long a section waits for a lock held elsewhere (LOCK_BUSY_MS; specs change it). */
   lockBusyMs = LOCK_BUSY_MS;
+  /** How long a task whose lock stays busy elsewhere stays held (BUSY_HOLD_MS; specs shorten it). */
+  busyHoldMs = BUSY_HOLD_MS;
 
   constructor(
     @Inject(WorkersService) private readonly workers: WorkersService,
@@ -132,7 +143,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // a new Session: a fresh entry ('down' removed the last one; a run of the old Session still going sees it replaced
     // and stops there, its loads having gone through the lock and the re-check like this run's)
     this.clear(conn.addr);
-    const due: Due = { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Set(), abort: new AbortController() };
+    const due: Due = { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Map(), abort: new AbortController() };
     this.due.set(conn.addr, due);
     void this.run(conn, due);
   }
@@ -151,8 +162,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     due.timer = null;
     due.running = true;
     let failed: number;
+    let busyOnly = false;
     try {
-      failed = await this.loadMissing(conn, due);
+      ({ failed, busyOnly } = await this.loadMissing(conn, due));
     } catch (err) {
       this.logger.error(`catching up worker ${conn.addr}: ${(err as Error).message}`);
       failed = 1;
@@ -164,7 +176,8 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       this.due.delete(conn.addr);
       return;
     }
-    due.timer = setTimeout(() => void this.run(conn, due), backoffDelay(due.attempt++, this.retry));
+    // a round that only found task locks busy elsewhere is no failure: the backoff does not grow (the holder ends soon)
+    due.timer = setTimeout(() => void this.run(conn, due), backoffDelay(busyOnly ? due.attempt : due.attempt++, this.retry));
     due.timer.unref();
   }
 
@@ -175,14 +188,15 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   }
 
   /**
-   * Loads, replaces and unloads what `conn` needs (catchUpAction); returns how many failed (each logged). Stops (and
-   * leaves the hold alone) once `due` is not the worker's entry: a new Session has its own run and hold.
+   * Loads, replaces and unloads what `conn` needs (catchUpAction); returns how many failed (each logged), and whether
+   * each of those only found its task's lock busy elsewhere. Stops (and leaves the hold alone) once `due` is not the
+   * worker's entry: a new Session has its own run and hold.
    */
-  private async loadMissing(conn: WorkerConnection, due: Due): Promise<number> {
+  private async loadMissing(conn: WorkerConnection, due: Due): Promise<{ failed: number; busyOnly: boolean }> {
     const current = (): boolean => this.due.get(conn.addr) === due && !this.stopped;
     if (!conn.accepting) {
       if (current()) conn.holdAdapters(null); // stopping: it goes away (a worker in its place comes up with a new Session)
-      return 0;
+      return { failed: 0, busyOnly: false };
     }
     const listed = new Set(conn.models().map((m) => m.id));
     const paths = new Map<string, string>();
@@ -204,7 +218,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     } finally {
       clearTimeout(slow);
     }
-    if (!current()) return 0;
+    if (!current()) return { failed: 0, busyOnly: false };
     // tasks that failed before, or whose lock was held elsewhere, go last: they starve no other
     const later = (t: string): number => (due.failures.get(t) ?? 0) + (due.busy.has(t) ? 1 : 0);
     const tasks = catchUpTasks(jobs, listed, paths).sort((x, y) => later(x) - later(y));
@@ -213,6 +227,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
     conn.holdAdapters(new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t))));
     let failed = 0;
+    let busy = 0;
     for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
       try {
@@ -224,9 +239,18 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         failed++;
         if (err instanceof TaskLockBusy) {
           // only waiting: Postgres answers, and the holder's load or unload reaches this worker too (or its DELETE
-          // ends the task); the task stays held (no failure counted) and is retried, the others go on
-          due.busy.add(task);
-          this.logger.log(`the lock of ${task} is held elsewhere: worker ${conn.addr}'s catch-up retries it`);
+          // ends the task); the task stays held (no failure counted) and is retried, the others go on; a lock busy
+          // for longer than busyHoldMs ends the task's hold (its requests would have waited that long for a 503)
+          busy++;
+          const since = due.busy.get(task) ?? Date.now() - this.lockBusyMs; // busy since its section began to wait
+          due.busy.set(task, since);
+          if (Date.now() - since >= this.busyHoldMs && current() && !due.unheld.has(task)) {
+            due.unheld.add(task);
+            conn.releaseAdapter(task);
+            this.logger.warn(`the lock of ${task} has been held elsewhere for over ${this.busyHoldMs} ms: worker ${conn.addr} serves what it lists (retried)`);
+          } else {
+            this.logger.log(`the lock of ${task} is held elsewhere: worker ${conn.addr}'s catch-up retries it`);
+          }
           continue;
         }
         due.busy.delete(task);
@@ -245,11 +269,11 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         if (err instanceof DbTimeout) {
           // Postgres does not answer: as when its read does not, the worker serves what it lists until a retry's read does
           if (current()) conn.holdAdapters(null);
-          return failed + tasks.length - i - 1;
+          return { failed: failed + tasks.length - i - 1, busyOnly: false };
         }
       }
     }
-    return failed;
+    return { failed, busyOnly: failed > 0 && failed === busy };
   }
 
   /**

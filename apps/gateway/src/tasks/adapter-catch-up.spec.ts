@@ -101,13 +101,20 @@ async function start(port: number, adapters: string[] = [], loaded: Record<strin
 
 const db = testDatabase('inlaid_catchup');
 
-/** Counts the connections taken from the pool (each try of a task lock takes one); stop() ends the count. */
-function countLockTries(): { n: number; stop: () => void } {
-  const pool = (db().driver as unknown as { master: { on(e: 'acquire', f: () => void): void; off(e: 'acquire', f: () => void): void } }).master;
-  const out = { n: 0, stop: () => pool.off('acquire', count) };
-  const count = (): void => void out.n++;
-  pool.on('acquire', count);
-  return out;
+/** Counts the tries of `task`'s lock through `store` (each of locked()'s polls; the store's own, not other queries); stop() ends the count. */
+function countLockTries(store: TaskStore, task: string): { n: () => number; stop: () => void } {
+  const spy = jest.spyOn(store as unknown as { tryLocked(task: string, ...rest: unknown[]): Promise<unknown> }, 'tryLocked');
+  return { n: () => spy.mock.calls.filter(([t]) => t === task).length, stop: () => spy.mockRestore() };
+}
+
+/** Waits until `n()` stays the same for `quietMs` (at most `withinMs`): a try under way has ended. */
+async function quiet(n: () => number, quietMs: number, withinMs: number): Promise<void> {
+  const end = Date.now() + withinMs;
+  for (let last = n(); Date.now() < end; last = n()) {
+    await sleep(quietMs);
+    if (n() === last) return;
+  }
+  throw new Error(`still counting after ${withinMs} ms`);
 }
 
 describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwhile', () => {
@@ -393,6 +400,46 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
   });
 
+  it("ends the hold of a task whose lock stays busy past busyHoldMs, retries it without a growing backoff, and loads it once free", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inLock = new Promise<void>((r) => (entered = r));
+    const stuck = store.locked('done', async () => { // done's lock kept elsewhere (a stuck load everywhere, a slow DELETE)
+      entered();
+      await held;
+    });
+    await inLock;
+    catchUp.lockBusyMs = 100;
+    catchUp.busyHoldMs = 700;
+    catchUp.retry = { baseMs: 50, maxMs: 20_000 };
+    const attempt = (): number | undefined => (catchUp as unknown as { due: Map<string, { attempt: number }> }).due.get(addr(a.port))?.attempt;
+    try {
+      const t0 = Date.now();
+      a = await restart(a, []);
+      const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+      await eventually(() => a.loads.includes('sql /adapters/sql'), 'sql loaded while done waits', 3000);
+      expect(conn.pendingFor('done')).toBe(true); // held while its lock is busy for less than busyHoldMs
+      // before: held for the rest of the Session (its requests waited catchUpWaitMs for a 503, for as long as the lock was kept)
+      await eventually(() => !conn.pendingFor('done'), "done's hold ended past busyHoldMs", 3000);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+      expect(catchUp.pending(addr(a.port))).toBe(true); // still retried
+      await sleep(400); // more rounds that only found done's lock busy
+      expect(conn.pendingFor('done')).toBe(false); // not held again in this Session
+      expect(attempt()).toBe(0); // before: the backoff grew with each round (50 ms, 100, 200, ... 20 s)
+      release();
+      await stuck;
+      await caughtUp(a, 'A caught up once the lock is free'); // at the next round (~50 ms), not after a grown backoff
+      expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
+    } finally {
+      release();
+      await stuck;
+      catchUp.lockBusyMs = 1000;
+      catchUp.busyHoldMs = CATCH_UP_WAIT_MS;
+      catchUp.retry = { baseMs: 20, maxMs: 50 };
+    }
+  });
+
   it("stops polling a busy task lock once the worker's Session ends (or the module stops)", async () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
@@ -404,16 +451,16 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     });
     await inLock;
     catchUp.lockBusyMs = 60_000; // waits on for the lock: only the Session's end stops it
-    const tries = countLockTries();
+    const tries = countLockTries(store, 'done');
     try {
       a = await restart(a, []);
-      await eventually(() => tries.n > 3, "A's catch-up polling done's lock", 3000);
+      await eventually(() => tries.n() > 3, "A's catch-up polling done's lock", 3000);
       a.server.forceShutdown(); // its Session ends
       await eventually(() => !workers.acceptingConnections().some((c) => c.addr === addr(a.port)), 'A down', 5000);
-      await sleep(150); // a poll under way ends
-      const after = tries.n;
-      await sleep(500); // polls were every <= 100 ms
-      expect(tries.n).toBe(after); // before: it went on polling (each retry adding another poller)
+      await quiet(tries.n, 250, 3000); // a poll under way ends (polls were every <= 100 ms)
+      const after = tries.n();
+      await sleep(500);
+      expect(tries.n()).toBe(after); // before: it went on polling (each retry adding another poller)
     } finally {
       tries.stop();
       catchUp.lockBusyMs = 1000;

@@ -43,6 +43,11 @@ export class TaskNameTaken extends Error {
 /** First key of the task locks (Postgres advisory locks; the second key is hashtext(task name)). */
 const TASK_LOCK_SPACE = 0x1a1d;
 const LOCK_RETRY_MS = { first: 5, max: 100 };
+/**
+ * Added to locked()'s `queryMs` for the transaction's statement_timeout: the gateway's own bound (DbTimeout, the
+ * connection dropped) comes first, Postgres's then cancels what still runs there.
+ */
+const STATEMENT_TIMEOUT_MARGIN_MS = 100;
 /** The lock of a gateway's reconciliation pass (its own first key: never a task lock). */
 const RECONCILE_LOCK = [0x1a1e, 1] as const;
 
@@ -56,10 +61,19 @@ export class TaskLockBusy extends Error {
 /** A round trip to Postgres that did not answer in time (locked()'s `queryMs`, dbWithin). */
 export class DbTimeout extends Error {}
 
+/**
+ * The COMMIT of a locked section that did not answer within `queryMs`: Postgres may have committed it or not. A caller
+ * whose section writes must re-read what it wrote (under the lock) before it retries; one that only reads may retry.
+ */
+export class CommitOutcomeUnknown extends DbTimeout {}
+
 export interface LockOptions {
   /** Give up on a lock held elsewhere after about this long (TaskLockBusy). */
   busyMs?: number;
-  /** The bound on each round trip of the lock's transaction (DbTimeout). */
+  /**
+   * The bound on each round trip of the lock's transaction (DbTimeout; CommitOutcomeUnknown for its COMMIT), and on
+   * taking a pooled connection; Postgres enforces it too on each statement of the transaction (statement_timeout).
+   */
   queryMs?: number;
   /** Stops the wait for the lock: rejects with its reason. */
   signal?: AbortSignal;
@@ -114,11 +128,17 @@ export class TaskStore {
    * commit when the lock is released, or not at all if it throws. Waiting polls without holding a pooled
    * connection, so waiters cannot starve the holder of the one it uses.
    *
-   * `opts` (the adapter catch-up's): `busyMs` gives up on a lock another holder keeps (TaskLockBusy: it only waited);
-   * `queryMs` bounds each of its round trips to Postgres (BEGIN, the lock's try, COMMIT or ROLLBACK; the pool bounds
-   * taking a connection) and `fn` may bound its own with dbWithin: past it, DbTimeout (Postgres does not answer) and the
-   * connection is dropped, which ends its transaction and lock on the server; `signal` stops the wait (checked before
-   * each try and each pause, and before `fn` runs) and rejects with its reason.
+   * `opts` (the adapter catch-up's): `busyMs` gives up on a lock another holder keeps (TaskLockBusy: it only waited, at
+   * least `busyMs`); `queryMs` bounds taking a connection from the pool and each round trip to Postgres (BEGIN, the
+   * lock's try, COMMIT or ROLLBACK), and `fn` may bound its own with dbWithin: past it, DbTimeout (Postgres does not
+   * answer, or a statement waits on another lock) and the connection is dropped rather than returned to the pool. The
+   * server side is bounded by Postgres itself: the lock's transaction sets statement_timeout to `queryMs` (transaction-
+   * local), so a statement still running there (blocked on a row or lock another connection holds) is cancelled within
+   * about `queryMs` (plus STATEMENT_TIMEOUT_MARGIN_MS); Postgres then finds the socket closed and ends the backend,
+   * its transaction and the task's lock (closing the socket alone does not: Postgres only notices it when it next
+   * reads or writes). A COMMIT without an answer throws CommitOutcomeUnknown (it may have committed): a caller whose
+   * section writes re-reads before it retries. `signal` stops the wait (checked before each try and each pause, and
+   * before `fn` runs) and rejects with its reason.
    */
   async locked<T>(task: string, fn: (store: TaskStore) => Promise<T>, opts: LockOptions = {}): Promise<T> {
     if (this.tx !== null) throw new Error(`the lock of ${task} is taken inside another locked section`);
@@ -127,9 +147,11 @@ export class TaskStore {
       aborted(opts.signal);
       const out = await this.tryLocked(task, fn, opts);
       if (out !== null) return out.value;
-      if (opts.busyMs !== undefined && Date.now() + pause - start > opts.busyMs) throw new TaskLockBusy(task);
+      const elapsed = Date.now() - start;
+      if (opts.busyMs !== undefined && elapsed >= opts.busyMs) throw new TaskLockBusy(task);
       aborted(opts.signal);
-      await sleep(pause, undefined, { signal: opts.signal }).catch(() => aborted(opts.signal));
+      const wait = opts.busyMs === undefined ? pause : Math.max(1, Math.min(pause, opts.busyMs - elapsed)); // the last try at busyMs
+      await sleep(wait, undefined, { signal: opts.signal }).catch(() => aborted(opts.signal));
     }
   }
 
@@ -138,12 +160,25 @@ export class TaskStore {
     const qr = this.ds.createQueryRunner();
     const bound = <R>(p: Promise<R>, what: string): Promise<R> => (opts.queryMs === undefined ? p : dbWithin(p, opts.queryMs, what));
     let broken: DbTimeout | null = null;
+    const connecting = qr.connect();
     try {
-      await qr.connect(); // the pool bounds it (connectionTimeoutMillis)
+      await bound(connecting, 'a pooled connection');
+    } catch (err) {
+      // a connection the pool hands over later goes back to it at once
+      if (err instanceof DbTimeout) void connecting.then(() => qr.release(), () => undefined);
+      else await qr.release();
+      throw err;
+    }
+    try {
       await bound(qr.startTransaction(), 'BEGIN');
-      const [row] = (await bound(qr.query('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken', [TASK_LOCK_SPACE, task]), "the task's lock")) as Array<{ taken: boolean }>;
+      // Postgres bounds each statement of the transaction itself (transaction-local): one blocked on a lock is
+      // cancelled, so a dropped connection's backend ends and lets go of the task's lock (see locked())
+      const lockTry = opts.queryMs === undefined
+        ? qr.query('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken', [TASK_LOCK_SPACE, task])
+        : qr.query("SELECT set_config('statement_timeout', $3, true), pg_try_advisory_xact_lock($1, hashtext($2)) AS taken", [TASK_LOCK_SPACE, task, `${Math.ceil(opts.queryMs) + STATEMENT_TIMEOUT_MARGIN_MS}ms`]);
+      const [row] = (await bound(lockTry, "the task's lock")) as Array<{ taken: boolean }>;
       if (row?.taken !== true || opts.signal?.aborted === true) {
-        await bound(qr.commitTransaction(), 'COMMIT');
+        await bound(qr.commitTransaction(), 'COMMIT'); // nothing written: its outcome does not matter
         aborted(opts.signal);
         return null;
       }
@@ -158,16 +193,23 @@ export class TaskStore {
         }
         throw err;
       }
-      await bound(qr.commitTransaction(), 'COMMIT');
+      await bound(qr.commitTransaction(), 'COMMIT').catch((e: unknown) => {
+        if (e instanceof DbTimeout) throw new CommitOutcomeUnknown(`${e.message}: the section's writes may or may not have committed`);
+        throw e;
+      });
       return { value };
     } catch (err) {
       if (err instanceof DbTimeout) broken = err;
       throw err;
     } finally {
-      // a round trip that did not answer is still under way on the connection: drop it (the server rolls back and
-      // lets go of the lock) rather than hand it back to the pool in its transaction
-      if (broken === null) await qr.release();
-      else void (qr as unknown as { releasePostgresConnection(err: Error): Promise<void> }).releasePostgresConnection(broken);
+      // a round trip that did not answer is still under way on the connection: drop it rather than hand it back to
+      // the pool in its transaction (statement_timeout ends a statement still running there; locked())
+      if (broken === null) {
+        // BEGIN or the lock's try failed (a query error): end the transaction before the connection goes back to the pool
+        const rolledBack = !qr.isTransactionActive || (await bound(qr.rollbackTransaction(), 'ROLLBACK').then(() => true, () => false));
+        if (rolledBack) await qr.release();
+        else void (qr as unknown as { releasePostgresConnection(err: Error): Promise<void> }).releasePostgresConnection(new Error('its ROLLBACK failed'));
+      } else void (qr as unknown as { releasePostgresConnection(err: Error): Promise<void> }).releasePostgresConnection(broken);
     }
   }
 

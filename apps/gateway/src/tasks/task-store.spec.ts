@@ -19,7 +19,7 @@ import { TaskSyncService } from '../records/task-sync.service';
 import type { WorkersService } from '../workers/workers.service';
 import type { OnboardQueues } from './onboard-queues.service';
 import { OnboardSteps } from './onboard-steps';
-import { DbTimeout, NewTaskJob, TaskLockBusy, TaskStore } from './task-store.service';
+import { CommitOutcomeUnknown, DbTimeout, dbWithin, NewTaskJob, TaskLockBusy, TaskStore } from './task-store.service';
 import { TasksService } from './tasks.service';
 import type { WorkerAdminService } from './worker-admin.service';
 
@@ -100,7 +100,7 @@ describe('TaskStore.locked', () => {
     await entered.open;
     const t0 = Date.now();
     await expect(store.locked('lb', async () => 1, { busyMs: 200, queryMs: 50 })).rejects.toBeInstanceOf(TaskLockBusy);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(150); // it waited (each try answered well within queryMs)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(190); // it waited busyMs (each try answered well within queryMs); before: it gave up up to 100 ms early
     expect(Date.now() - t0).toBeLessThan(1000);
     first.release();
     await a;
@@ -133,6 +133,68 @@ describe('TaskStore.locked', () => {
       pool.off('acquire', count);
       first.release();
       await a;
+    }
+  });
+
+  it("lets go of the task's lock within about queryMs when a section's statement waits on a lock held elsewhere", async () => {
+    // another connection holds a lock the section's statement waits for (a row lock, an advisory lock)
+    const other = db().createQueryRunner();
+    await other.connect();
+    await other.startTransaction();
+    await other.query('SELECT pg_advisory_xact_lock(7001, 1)');
+    try {
+      const t0 = Date.now();
+      const blocked = store.locked('lt', (tx) => dbWithin(tx.tasks.query('SELECT pg_advisory_xact_lock(7001, 1)'), 300, 'the blocked read'), { queryMs: 300 });
+      await expect(blocked).rejects.toBeInstanceOf(DbTimeout);
+      // Postgres ends the statement (statement_timeout), finds the connection dropped, and the task's lock goes with it;
+      // before: the backend waited on, holding the task's lock until `other` let go (TaskLockBusy here)
+      expect(await store.locked('lt', async () => 'free', { busyMs: 1500, queryMs: 1000 })).toBe('free');
+      expect(Date.now() - t0).toBeLessThan(1500);
+      const [row] = (await db().query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_advisory_xact_lock(7001, 1)' AND pid <> $1`, [
+        ((other as unknown as { databaseConnection: { processID: number } }).databaseConnection).processID,
+      ])) as Array<{ n: number }>;
+      expect(row?.n).toBe(0); // its backend is gone
+    } finally {
+      await other.rollbackTransaction();
+      await other.release();
+    }
+  });
+
+  it('bounds taking a pooled connection by queryMs (DbTimeout), and a connection handed over later goes back to the pool', async () => {
+    const one = createDataSource((db().options as { url: string }).url, 1);
+    await one.initialize();
+    try {
+      const small = new TaskStore(one);
+      const hold = gate();
+      const entered = gate();
+      const holder = small.locked('lp-holder', async () => {
+        entered.release();
+        await hold.open;
+      });
+      await entered.open; // the pool's only connection is taken
+      const t0 = Date.now();
+      await expect(small.locked('lp', async () => 1, { queryMs: 200 })).rejects.toBeInstanceOf(DbTimeout); // before: the pool's 5 s, not a DbTimeout
+      expect(Date.now() - t0).toBeLessThan(1500);
+      hold.release();
+      await holder;
+      expect(await small.locked('lp', async () => 2, { queryMs: 2000 })).toBe(2); // the late connection was not kept
+    } finally {
+      await one.destroy();
+    }
+  });
+
+  it("hands a connection back to the pool out of its transaction when the lock's try fails (a query error)", async () => {
+    const one = createDataSource((db().options as { url: string }).url, 1);
+    await one.initialize();
+    try {
+      const small = new TaskStore(one);
+      for (const opts of [{ queryMs: 1000 }, {}]) {
+        await expect(small.locked('bad\u0000name', async () => 1, opts)).rejects.toThrow(/invalid byte sequence/); // Postgres refuses the name
+        // the pool's only connection: before, it came back in the failed transaction ("current transaction is aborted")
+        expect(await one.query('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+      }
+    } finally {
+      await one.destroy();
     }
   });
 
@@ -183,12 +245,15 @@ describe('TaskStore.locked', () => {
     it('bounds the COMMIT and the lock try the same way', async () => {
       const slowStore = new TaskStore(slow);
       frozen = false;
-      await expect(slowStore.locked('lc', async () => void (frozen = true), { queryMs: 300 })).rejects.toBeInstanceOf(DbTimeout);
+      // a COMMIT without an answer may have committed: CommitOutcomeUnknown (a DbTimeout), for callers that write to re-read
+      await expect(slowStore.locked('lc', async () => void (frozen = true), { queryMs: 300 })).rejects.toBeInstanceOf(CommitOutcomeUnknown);
       frozen = false;
       expect(await slowStore.locked('lc', async () => 1, { queryMs: 300 })).toBe(1); // a pooled connection idle again
       frozen = true;
       const t0 = Date.now();
-      await expect(slowStore.locked('lc', async () => 1, { queryMs: 300 })).rejects.toBeInstanceOf(DbTimeout); // BEGIN, the lock's try
+      const early = await slowStore.locked('lc', async () => 1, { queryMs: 300 }).then(() => null, (e: unknown) => e);
+      expect(early).toBeInstanceOf(DbTimeout); // BEGIN, the lock's try
+      expect(early).not.toBeInstanceOf(CommitOutcomeUnknown); // nothing written yet
       expect(Date.now() - t0).toBeLessThan(1500);
       frozen = false;
       expect(await store.locked('lc', async () => 'free', { busyMs: 2000 })).toBe('free');
