@@ -25,9 +25,10 @@
  * in this Session. A task whose lock another holder keeps (a load or unload everywhere, an onboarding's load step, a
  * DELETE, another gateway's catch-up) is no database failure: past lockBusyMs its section gives way to the next task,
  * and the task stays held and is retried (the holder's load or unload reaches this worker too, or its DELETE ends the
- * task), without a longer backoff for a round that only found busy locks; once its lock has been busy for
- * busyHoldMs (CATCH_UP_WAIT_MS, what a request would wait anyway) its hold ends, and it is still retried. A task the
- * worker refused for good is not held again (its requests get the worker's 404 at once).
+ * task), without a longer backoff for a round that only found busy locks while one of them is still held; once its
+ * lock has been busy for busyHoldMs (CATCH_UP_WAIT_MS, what a request would wait anyway) its hold ends, it is still
+ * retried, with one lock try a round (not lockBusyMs of the gate) and the backoff growing as after a failure. A task
+ * the worker refused for good is not held again (its requests get the worker's 404 at once).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
@@ -48,9 +49,11 @@ const READ_HOLD_MS = 2000;
 /**
  * How long each round trip of a locked section to Postgres may take (its BEGIN, the lock's try, the job's read, the
  * COMMIT or ROLLBACK; not the wait for a lock another holder keeps, nor the worker calls, which have their own
- * deadlines). Past it the section is given up (its connection dropped; Postgres cancels a statement still running there,
- * so the task's lock goes too: TaskStore.locked), the hold ends, and the gate goes to the next one. The section only
- * reads, so a COMMIT without an answer (CommitOutcomeUnknown) is retried as any DbTimeout.
+ * deadlines), and taking a pooled connection (or the pool's own connectionTimeoutMillis, if shorter). Past it the
+ * section is given up (its connection dropped; Postgres cancels a statement still running there, which aborts the
+ * transaction and frees the task's lock at once, the session perhaps still open: TaskStore.locked), the hold ends, and
+ * the gate goes to the next one. The section only reads, so a COMMIT without an answer (CommitOutcomeUnknown) is
+ * retried as any DbTimeout.
  */
 const SECTION_QUERY_MS = 10_000;
 /**
@@ -176,7 +179,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       this.due.delete(conn.addr);
       return;
     }
-    // a round that only found task locks busy elsewhere is no failure: the backoff does not grow (the holder ends soon)
+    // a round that only found task locks busy elsewhere, one still held, is no failure: the backoff does not grow
     due.timer = setTimeout(() => void this.run(conn, due), backoffDelay(busyOnly ? due.attempt : due.attempt++, this.retry));
     due.timer.unref();
   }
@@ -219,19 +222,28 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       clearTimeout(slow);
     }
     if (!current()) return { failed: 0, busyOnly: false };
+    const tasks = catchUpTasks(jobs, listed, paths);
+    // a task no longer to catch up (the holder's load reached the worker, its DELETE ended it) forgets its busy lock:
+    // else, should it be due again later in this Session, its hold would end at its first busy try
+    const toDo = new Set(tasks);
+    for (const t of [...due.busy.keys()]) if (!toDo.has(t)) due.busy.delete(t);
     // tasks that failed before, or whose lock was held elsewhere, go last: they starve no other
     const later = (t: string): number => (due.failures.get(t) ?? 0) + (due.busy.has(t) ? 1 : 0);
-    const tasks = catchUpTasks(jobs, listed, paths).sort((x, y) => later(x) - later(y));
+    tasks.sort((x, y) => later(x) - later(y));
     const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
     // not one the worker refused for good (for this job): its 404 is the answer, at once
     const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
     conn.holdAdapters(new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t))));
     let failed = 0;
     let busy = 0;
+    /** Busy tasks still held (their lock busy for less than busyHoldMs): only those keep the backoff from growing. */
+    let busyHeld = 0;
     for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
       try {
-        await this.oneAtATime(() => this.section(conn, task, current, due.abort.signal));
+        // a task no longer held (its requests do not wait for it) gets one lock try, not lockBusyMs of the gate
+        const busyMs = due.unheld.has(task) ? 0 : this.lockBusyMs;
+        await this.oneAtATime(() => this.section(conn, task, current, due.abort.signal, busyMs));
         due.failures.delete(task);
         due.busy.delete(task);
         if (current()) conn.releaseAdapter(task);
@@ -249,6 +261,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
             conn.releaseAdapter(task);
             this.logger.warn(`the lock of ${task} has been held elsewhere for over ${this.busyHoldMs} ms: worker ${conn.addr} serves what it lists (retried)`);
           } else {
+            if (!due.unheld.has(task)) busyHeld++;
             this.logger.log(`the lock of ${task} is held elsewhere: worker ${conn.addr}'s catch-up retries it`);
           }
           continue;
@@ -273,7 +286,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         }
       }
     }
-    return { failed, busyOnly: failed > 0 && failed === busy };
+    // only busy locks, one of them still held: no failure, the backoff does not grow (the holder ends soon); once no
+    // busy task is held any more (its lock busy past busyHoldMs), the backoff grows as after any failure
+    return { failed, busyOnly: failed > 0 && failed === busy && busyHeld > 0 };
   }
 
   /**
@@ -282,12 +297,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
    * (sectionQueryMs: past it, DbTimeout, its connection dropped), the wait for a lock held elsewhere too (lockBusyMs:
    * TaskLockBusy), and `signal` (the Session's end, the module's) stops that wait.
    */
-  private section(conn: WorkerConnection, task: string, current: () => boolean, signal: AbortSignal): Promise<void> {
+  private section(conn: WorkerConnection, task: string, current: () => boolean, signal: AbortSignal, busyMs = this.lockBusyMs): Promise<void> {
     const queryMs = this.sectionQueryMs;
     return this.store.locked(task, async (tx) => {
       const job = await dbWithin(tx.latest(task), queryMs, "the task's job");
       await this.decide(conn, task, job, current); // the worker calls have their own deadlines
-    }, { queryMs, busyMs: this.lockBusyMs, signal });
+    }, { queryMs, busyMs, signal });
   }
 
   private async decide(conn: WorkerConnection, task: string, job: Awaited<ReturnType<TaskStore['latest']>>, current: () => boolean): Promise<void> {

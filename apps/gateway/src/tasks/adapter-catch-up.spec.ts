@@ -400,7 +400,7 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
   });
 
-  it("ends the hold of a task whose lock stays busy past busyHoldMs, retries it without a growing backoff, and loads it once free", async () => {
+  it("ends the hold of a task whose lock stays busy past busyHoldMs, then retries it with one lock try a round and a growing backoff, and loads it once free", async () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     let entered!: () => void;
@@ -411,33 +411,80 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     });
     await inLock;
     catchUp.lockBusyMs = 100;
-    catchUp.busyHoldMs = 700;
-    catchUp.retry = { baseMs: 50, maxMs: 20_000 };
+    catchUp.busyHoldMs = 2000;
+    catchUp.retry = { baseMs: 50, maxMs: 400 };
     const attempt = (): number | undefined => (catchUp as unknown as { due: Map<string, { attempt: number }> }).due.get(addr(a.port))?.attempt;
+    // the busyMs of each of done's sections (the store's own locked(), called through)
+    const locks = jest.spyOn(store, 'locked');
+    const doneBusyMs = (): Array<number | undefined> => locks.mock.calls.filter(([t]) => t === 'done').map(([, , o]) => o?.busyMs);
     try {
       const t0 = Date.now();
       a = await restart(a, []);
       const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
       await eventually(() => a.loads.includes('sql /adapters/sql'), 'sql loaded while done waits', 3000);
       expect(conn.pendingFor('done')).toBe(true); // held while its lock is busy for less than busyHoldMs
+      await sleep(300); // rounds that only found done's lock busy, done still held
+      expect(attempt()).toBe(0); // the backoff does not grow while done is held (the holder ends soon)
       // before: held for the rest of the Session (its requests waited catchUpWaitMs for a 503, for as long as the lock was kept)
-      await eventually(() => !conn.pendingFor('done'), "done's hold ended past busyHoldMs", 3000);
-      expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+      await eventually(() => !conn.pendingFor('done'), "done's hold ended past busyHoldMs", 6000);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1800);
       expect(catchUp.pending(addr(a.port))).toBe(true); // still retried
-      await sleep(400); // more rounds that only found done's lock busy
+      await sleep(600); // more rounds that only found done's lock busy
       expect(conn.pendingFor('done')).toBe(false); // not held again in this Session
-      expect(attempt()).toBe(0); // before: the backoff grew with each round (50 ms, 100, 200, ... 20 s)
+      // no busy task held any more: the backoff grows (before: it stayed at 50 ms, each round taking lockBusyMs of the
+      // gateway-wide gate for as long as the lock was kept)
+      expect(attempt()).toBeGreaterThan(0);
+      // lockBusyMs while held, then one lock try a round, no gate time waiting (before: lockBusyMs on and on)
+      const tried = doneBusyMs();
+      const unheldFrom = tried.indexOf(0);
+      expect(unheldFrom).toBeGreaterThan(0);
+      expect(tried.slice(0, unheldFrom).every((ms) => ms === 100)).toBe(true);
+      expect(tried.slice(unheldFrom).every((ms) => ms === 0)).toBe(true);
       release();
       await stuck;
       await caughtUp(a, 'A caught up once the lock is free'); // at the next round (~50 ms), not after a grown backoff
       expect(a.loads.sort()).toEqual(['done /adapters/done', 'sql /adapters/sql']);
     } finally {
+      locks.mockRestore();
       release();
       await stuck;
       catchUp.lockBusyMs = 1000;
       catchUp.busyHoldMs = CATCH_UP_WAIT_MS;
       catchUp.retry = { baseMs: 20, maxMs: 50 };
     }
+  });
+
+  it("forgets a busy lock's start once its task is no longer to catch up (a later hold is not ended at its first busy try)", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inLock = new Promise<void>((r) => (entered = r));
+    const stuck = store.locked('sql', async () => { // sql's lock kept elsewhere: A's catch-up keeps running rounds
+      entered();
+      await held;
+    });
+    await inLock;
+    catchUp.lockBusyMs = 50;
+    const busyOf = (): Map<string, number> | undefined => (catchUp as unknown as { due: Map<string, { busy: Map<string, number> }> }).due.get(addr(a.port))?.busy;
+    const tries = countLockTries(store, 'sql');
+    try {
+      // A lists done from its job's path: only sql is to catch up
+      a = await restart(a, [], () => undefined, { done: '/adapters/done' });
+      await eventually(() => busyOf()?.has('sql') === true, "sql's lock found busy", 3000);
+      // done was found busy in an earlier round, long ago, then left the list (the holder's load reached A)
+      busyOf()?.set('done', Date.now() - 10 * catchUp.busyHoldMs);
+      const n = tries.n();
+      await eventually(() => tries.n() >= n + 2, 'another round', 3000);
+      expect(busyOf()?.has('done')).toBe(false); // before: kept, so done's next busy try (if due again) ended its hold at once
+      expect(busyOf()?.has('sql')).toBe(true);
+    } finally {
+      tries.stop();
+      catchUp.lockBusyMs = 1000;
+      release();
+      await stuck;
+    }
+    await caughtUp(a, 'A caught up once the lock is free');
+    expect(a.loads).toEqual(['sql /adapters/sql']);
   });
 
   it("stops polling a busy task lock once the worker's Session ends (or the module stops)", async () => {

@@ -89,6 +89,14 @@ export function dbWithin<T>(p: Promise<T>, ms: number, what: string): Promise<T>
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * pg-pool's errors when its connectionTimeoutMillis passes: no pooled connection came free in time, or a new one did
+ * not connect in time.
+ */
+function poolTimedOut(err: unknown): boolean {
+  return err instanceof Error && /^(timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/.test(err.message);
+}
+
 function aborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted !== true) return;
   throw signal.reason instanceof Error ? signal.reason : new Error('the wait for the task lock was abandoned');
@@ -134,10 +142,12 @@ export class TaskStore {
    * answer, or a statement waits on another lock) and the connection is dropped rather than returned to the pool. The
    * server side is bounded by Postgres itself: the lock's transaction sets statement_timeout to `queryMs` (transaction-
    * local), so a statement still running there (blocked on a row or lock another connection holds) is cancelled within
-   * about `queryMs` (plus STATEMENT_TIMEOUT_MARGIN_MS); Postgres then finds the socket closed and ends the backend,
-   * its transaction and the task's lock (closing the socket alone does not: Postgres only notices it when it next
-   * reads or writes). A COMMIT without an answer throws CommitOutcomeUnknown (it may have committed): a caller whose
-   * section writes re-reads before it retries. `signal` stops the wait (checked before each try and each pause, and
+   * about `queryMs` (plus STATEMENT_TIMEOUT_MARGIN_MS): the cancel aborts its transaction, which frees the task's lock
+   * at once (a transaction-scoped advisory lock), while the session may stay open until Postgres next writes to the
+   * closed socket and ends the backend (closing the socket alone frees nothing: Postgres only notices it when it next
+   * reads or writes). Taking a pooled connection is bounded by `queryMs` or the pool's own connectionTimeoutMillis,
+   * whichever is shorter: both are a DbTimeout. A COMMIT without an answer throws CommitOutcomeUnknown (it may have
+   * committed): a caller whose section writes re-reads before it retries. `signal` stops the wait (checked before each try and each pause, and
    * before `fn` runs) and rejects with its reason.
    */
   async locked<T>(task: string, fn: (store: TaskStore) => Promise<T>, opts: LockOptions = {}): Promise<T> {
@@ -155,18 +165,30 @@ export class TaskStore {
     }
   }
 
+  /** The pool's own bound on handing over a connection (pg-pool's connectionTimeoutMillis), if it has one. */
+  private poolTimeoutMs(): number | undefined {
+    const ms = (this.ds.driver as unknown as { master?: { options?: { connectionTimeoutMillis?: number } } }).master?.options?.connectionTimeoutMillis;
+    return typeof ms === 'number' && ms > 0 ? ms : undefined;
+  }
+
   /** One try of locked(): `fn`'s value, or null when another holder has the lock. */
   private async tryLocked<T>(task: string, fn: (store: TaskStore) => Promise<T>, opts: LockOptions): Promise<{ value: T } | null> {
     const qr = this.ds.createQueryRunner();
     const bound = <R>(p: Promise<R>, what: string): Promise<R> => (opts.queryMs === undefined ? p : dbWithin(p, opts.queryMs, what));
     let broken: DbTimeout | null = null;
     const connecting = qr.connect();
+    // the pool gives up on its own after its connectionTimeoutMillis (5 s: data-source.ts): the bound is whichever is
+    // shorter, and both are a DbTimeout (Postgres, or the pool's connections, did not answer), not one task's failure
+    const poolMs = this.poolTimeoutMs();
     try {
       await bound(connecting, 'a pooled connection');
     } catch (err) {
       // a connection the pool hands over later goes back to it at once
       if (err instanceof DbTimeout) void connecting.then(() => qr.release(), () => undefined);
       else await qr.release();
+      if (!(err instanceof DbTimeout) && poolTimedOut(err)) {
+        throw new DbTimeout(`no pooled connection within ${poolMs ?? '?'} ms (the pool's connectionTimeoutMillis): ${(err as Error).message}`);
+      }
       throw err;
     }
     try {

@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
-import type { DataSource } from 'typeorm';
+import { DataSource } from 'typeorm';
 import type { GatewayConfig } from '@inlaid/config';
-import { createDataSource } from '@inlaid/db';
+import { createDataSource, dataSourceOptions } from '@inlaid/db';
 import { testDatabase } from '@inlaid/db/testing';
 import { eventually } from '../testing/eventually';
 import type { worker } from '@inlaid/proto';
@@ -99,9 +99,9 @@ describe('TaskStore.locked', () => {
     });
     await entered.open;
     const t0 = Date.now();
-    await expect(store.locked('lb', async () => 1, { busyMs: 200, queryMs: 50 })).rejects.toBeInstanceOf(TaskLockBusy);
+    await expect(store.locked('lb', async () => 1, { busyMs: 200, queryMs: 1000 })).rejects.toBeInstanceOf(TaskLockBusy);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(190); // it waited busyMs (each try answered well within queryMs); before: it gave up up to 100 ms early
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(Date.now() - t0).toBeLessThan(3000); // not a DbTimeout, nor a wait for the lock's holder
     first.release();
     await a;
     expect(await store.locked('lb', async () => 2, { busyMs: 200, queryMs: 1000 })).toBe(2);
@@ -150,10 +150,16 @@ describe('TaskStore.locked', () => {
       // before: the backend waited on, holding the task's lock until `other` let go (TaskLockBusy here)
       expect(await store.locked('lt', async () => 'free', { busyMs: 1500, queryMs: 1000 })).toBe('free');
       expect(Date.now() - t0).toBeLessThan(1500);
-      const [row] = (await db().query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_advisory_xact_lock(7001, 1)' AND pid <> $1`, [
-        ((other as unknown as { databaseConnection: { processID: number } }).databaseConnection).processID,
-      ])) as Array<{ n: number }>;
-      expect(row?.n).toBe(0); // its backend is gone
+      // its backend is gone (its lock went with the aborted transaction; the session ends once Postgres writes to the
+      // closed socket, which may come a little later)
+      const otherPid = ((other as unknown as { databaseConnection: { processID: number } }).databaseConnection).processID;
+      let left = -1;
+      for (const end = Date.now() + 1000; ; await sleep(20)) {
+        const [row] = (await db().query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_advisory_xact_lock(7001, 1)' AND pid <> $1`, [otherPid])) as Array<{ n: number }>;
+        left = row?.n ?? -1;
+        if (left === 0 || Date.now() > end) break;
+      }
+      expect(left).toBe(0);
     } finally {
       await other.rollbackTransaction();
       await other.release();
@@ -178,6 +184,32 @@ describe('TaskStore.locked', () => {
       hold.release();
       await holder;
       expect(await small.locked('lp', async () => 2, { queryMs: 2000 })).toBe(2); // the late connection was not kept
+    } finally {
+      await one.destroy();
+    }
+  });
+
+  it("turns the pool's own connect timeout (below queryMs) into a DbTimeout: the bound is the shorter of the two", async () => {
+    // the pool gives up first (its connectionTimeoutMillis below queryMs, as the gateway's 5 s below the catch-up's 10 s)
+    const one = new DataSource({ ...dataSourceOptions((db().options as { url: string }).url, 1), extra: { max: 1, connectionTimeoutMillis: 200 } });
+    await one.initialize();
+    try {
+      const small = new TaskStore(one);
+      const hold = gate();
+      const entered = gate();
+      const holder = small.locked('lq-holder', async () => {
+        entered.release();
+        await hold.open;
+      });
+      await entered.open; // the pool's only connection is taken
+      const t0 = Date.now();
+      const err = await small.locked('lq', async () => 1, { queryMs: 5000 }).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(DbTimeout); // before: the pool's plain Error('timeout exceeded when trying to connect'), one task's failure
+      expect((err as Error).message).toMatch(/pooled connection/);
+      expect(Date.now() - t0).toBeLessThan(3000); // the pool's 200 ms, not queryMs
+      hold.release();
+      await holder;
+      expect(await small.locked('lq', async () => 2, { queryMs: 5000 })).toBe(2); // the pool still hands connections over
     } finally {
       await one.destroy();
     }
