@@ -79,7 +79,8 @@ interface Due {
   failures: Map<string, number>;
   /** Tasks whose hold a failure ended: still retried, but not held again in this Session. */
   unheld: Set<string>;
-  /** Tasks whose lock was held elsewhere at the last try (they go last, as failed ones) -> when it was first found busy in a row. */
+  /** Tasks whose lock was held elsewhere at the last try (they go last, as failed ones) -> when it was first found busy in a
+   * row while held (NaN: busy, not held). */
   busy: Map<string, number>;
   /** Aborted when the Session ends or the module stops: a section still waiting for a lock stops polling. */
   abort: AbortController;
@@ -233,16 +234,20 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
     // not one the worker refused for good (for this job): its 404 is the answer, at once
     const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
-    conn.holdAdapters(new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t))));
+    // only these are held: catchUpTasks also has tasks never in the hold (a live job not yet served, one refused for good)
+    const holds = new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t)));
+    conn.holdAdapters(holds);
     let failed = 0;
     let busy = 0;
     /** Busy tasks still held (their lock busy for less than busyHoldMs): only those keep the backoff from growing. */
     let busyHeld = 0;
     for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
+      // held: its requests wait for it (not a task never in the hold, nor one whose hold ended this Session)
+      const held = holds.has(task) && !due.unheld.has(task);
       try {
-        // a task no longer held (its requests do not wait for it) gets one lock try, not lockBusyMs of the gate
-        const busyMs = due.unheld.has(task) ? 0 : this.lockBusyMs;
+        // a task not held (its requests do not wait for it) gets one lock try, not lockBusyMs of the gate
+        const busyMs = held ? this.lockBusyMs : 0;
         await this.oneAtATime(() => this.section(conn, task, current, due.abort.signal, busyMs));
         due.failures.delete(task);
         due.busy.delete(task);
@@ -254,14 +259,17 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
           // ends the task); the task stays held (no failure counted) and is retried, the others go on; a lock busy
           // for longer than busyHoldMs ends the task's hold (its requests would have waited that long for a 503)
           busy++;
-          const since = due.busy.get(task) ?? Date.now() - this.lockBusyMs; // busy since its section began to wait
+          // busy since its section began to wait; the hold's clock runs only while the task is held (NaN: busy, not
+          // held), so a task held only from this round on (its live job now served) starts it now, not rounds ago
+          const prev = due.busy.get(task);
+          const since = !held ? NaN : prev !== undefined && !Number.isNaN(prev) ? prev : Date.now() - this.lockBusyMs;
           due.busy.set(task, since);
-          if (Date.now() - since >= this.busyHoldMs && current() && !due.unheld.has(task)) {
+          if (held && Date.now() - since >= this.busyHoldMs && current()) {
             due.unheld.add(task);
             conn.releaseAdapter(task);
             this.logger.warn(`the lock of ${task} has been held elsewhere for over ${this.busyHoldMs} ms: worker ${conn.addr} serves what it lists (retried)`);
           } else {
-            if (!due.unheld.has(task)) busyHeld++;
+            if (held) busyHeld++;
             this.logger.log(`the lock of ${task} is held elsewhere: worker ${conn.addr}'s catch-up retries it`);
           }
           continue;

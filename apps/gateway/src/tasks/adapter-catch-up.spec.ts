@@ -487,6 +487,53 @@ describe('AdapterCatchUp: a worker that comes up without the tasks loaded meanwh
     expect(a.loads).toEqual(['sql /adapters/sql']);
   });
 
+  it("gives a task never held (its live job not served yet) one lock try when its lock is busy, and does not keep the backoff flat", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inLock = new Promise<void>((r) => (entered = r));
+    const stuck = store.locked('later', async () => { // later's lock kept elsewhere (its onboarding's own step)
+      entered();
+      await held;
+    });
+    await inLock;
+    catchUp.lockBusyMs = 200;
+    catchUp.busyHoldMs = 600;
+    catchUp.retry = { baseMs: 50, maxMs: 400 };
+    const attempt = (): number | undefined => (catchUp as unknown as { due: Map<string, { attempt: number }> }).due.get(addr(a.port))?.attempt;
+    const locks = jest.spyOn(store, 'locked');
+    const laterBusyMs = (): Array<number | undefined> => locks.mock.calls.filter(([t]) => t === 'later').map(([, , o]) => o?.busyMs);
+    const releases = jest.spyOn(WorkerConnection.prototype, 'releaseAdapter');
+    const warn = jest.spyOn((catchUp as unknown as { logger: { warn(m: string): void } }).logger, 'warn');
+    try {
+      // A lists done and sql from their jobs' paths: only later (queued, never held) and wait (its lock free) are to catch up
+      a = await restart(a, [], () => undefined, { done: '/adapters/done', sql: '/adapters/sql' });
+      const conn = workers.acceptingConnections().find((c) => c.addr === addr(a.port)) as WorkerConnection;
+      await eventually(() => laterBusyMs().length >= 3, "a few rounds that found later's lock busy", 5000);
+      await sleep(700); // past busyHoldMs from later's first busy try
+      expect(conn.pendingFor('later')).toBe(false); // never held: its requests get their 404 at once
+      // one lock try a round, no gate time waiting (before: lockBusyMs each round, as for a held task)
+      expect(laterBusyMs().every((ms) => ms === 0)).toBe(true);
+      // no busy task held: the backoff grows (before: it stayed flat, as while a held task's holder ends)
+      expect(attempt()).toBeGreaterThan(0);
+      // its hold never began, so none ends (before: past busyHoldMs, "serves what it lists" and a release of later)
+      expect(warn.mock.calls.filter(([m]) => String(m).includes('later'))).toEqual([]);
+      expect(releases.mock.calls.filter(([t]) => t === 'later')).toEqual([]);
+      expect(catchUp.pending(addr(a.port))).toBe(true); // still retried
+    } finally {
+      locks.mockRestore();
+      releases.mockRestore();
+      warn.mockRestore();
+      release();
+      await stuck;
+      catchUp.lockBusyMs = 1000;
+      catchUp.busyHoldMs = CATCH_UP_WAIT_MS;
+      catchUp.retry = { baseMs: 20, maxMs: 50 };
+    }
+    await caughtUp(a, 'A caught up once the lock is free');
+    expect(a.loads).toEqual([]);
+  });
+
   it("stops polling a busy task lock once the worker's Session ends (or the module stops)", async () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));

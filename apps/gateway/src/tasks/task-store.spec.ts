@@ -155,7 +155,7 @@ describe('TaskStore.locked', () => {
       const otherPid = ((other as unknown as { databaseConnection: { processID: number } }).databaseConnection).processID;
       let left = -1;
       for (const end = Date.now() + 1000; ; await sleep(20)) {
-        const [row] = (await db().query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_advisory_xact_lock(7001, 1)' AND pid <> $1`, [otherPid])) as Array<{ n: number }>;
+        const [row] = (await db().query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_advisory_xact_lock(7001, 1)' AND pid <> $1 AND datname = current_database()`, [otherPid])) as Array<{ n: number }>;
         left = row?.n ?? -1;
         if (left === 0 || Date.now() > end) break;
       }
@@ -169,11 +169,12 @@ describe('TaskStore.locked', () => {
   it('bounds taking a pooled connection by queryMs (DbTimeout), and a connection handed over later goes back to the pool', async () => {
     const one = createDataSource((db().options as { url: string }).url, 1);
     await one.initialize();
+    const hold = gate();
+    let holder: Promise<unknown> = Promise.resolve();
     try {
       const small = new TaskStore(one);
-      const hold = gate();
       const entered = gate();
-      const holder = small.locked('lp-holder', async () => {
+      holder = small.locked('lp-holder', async () => {
         entered.release();
         await hold.open;
       });
@@ -185,6 +186,9 @@ describe('TaskStore.locked', () => {
       await holder;
       expect(await small.locked('lp', async () => 2, { queryMs: 2000 })).toBe(2); // the late connection was not kept
     } finally {
+      // an expect that failed before hold.release(): the pool's end() would wait for the checked-out connection
+      hold.release();
+      await holder.catch(() => undefined);
       await one.destroy();
     }
   });
@@ -193,11 +197,12 @@ describe('TaskStore.locked', () => {
     // the pool gives up first (its connectionTimeoutMillis below queryMs, as the gateway's 5 s below the catch-up's 10 s)
     const one = new DataSource({ ...dataSourceOptions((db().options as { url: string }).url, 1), extra: { max: 1, connectionTimeoutMillis: 200 } });
     await one.initialize();
+    const hold = gate();
+    let holder: Promise<unknown> = Promise.resolve();
     try {
       const small = new TaskStore(one);
-      const hold = gate();
       const entered = gate();
-      const holder = small.locked('lq-holder', async () => {
+      holder = small.locked('lq-holder', async () => {
         entered.release();
         await hold.open;
       });
@@ -211,6 +216,9 @@ describe('TaskStore.locked', () => {
       await holder;
       expect(await small.locked('lq', async () => 2, { queryMs: 5000 })).toBe(2); // the pool still hands connections over
     } finally {
+      // an expect that failed before hold.release(): the pool's end() would wait for the checked-out connection
+      hold.release();
+      await holder.catch(() => undefined);
       await one.destroy();
     }
   });
