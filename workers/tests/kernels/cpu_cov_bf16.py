@@ -43,6 +43,19 @@ def bf16_tol(exact: bool = False) -> float:
     return EXACT_TOL if exact else BF16_TOL
 
 
+def assert_far_off(res: dict[str, Any]) -> None:
+    """An unpatched case's result (case_runner's "unpatched:<id>"): the stock interpreter ran it without an error and
+    it came out far off, which is why the bf16 cases need patch_bf16 on the CPU and that their checks can fail."""
+    assert "error" not in res, res.get("error")  # the case must run: only its numbers may be off
+    assert res["err"] > 1.0, res  # NaN fails too
+
+
+def assert_within(res: dict[str, Any], tol: float, keys: tuple[str, ...] = ("err",)) -> None:
+    """A case's result: it ran without an error and each of `keys` (errors) is below tol (NaN fails)."""
+    assert "error" not in res, res.get("error")
+    assert all(res[k] < tol for k in keys), res
+
+
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """uint16 bf16 bits -> float32 values (exact)."""
     return (np.asarray(bits).astype(np.uint32) << np.uint32(16)).view(np.float32)

@@ -43,6 +43,39 @@ function gate(): { open: Promise<void>; release: () => void } {
   return { open, release };
 }
 
+/**
+ * Runs fn against a TaskStore on `one` (a one-connection pool, not yet initialized) while a holder section (task
+ * `holderName`) keeps the pool's only connection; fn's `letGo` ends the holder's section and waits for it. The
+ * holder is let go and the pool destroyed afterwards, also when fn fails (the pool's end() would wait for the
+ * checked-out connection).
+ */
+async function withHeldPool(
+  one: DataSource,
+  holderName: string,
+  fn: (small: TaskStore, letGo: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  await one.initialize();
+  const hold = gate();
+  let holder: Promise<unknown> = Promise.resolve();
+  try {
+    const small = new TaskStore(one);
+    const entered = gate();
+    holder = small.locked(holderName, async () => {
+      entered.release();
+      await hold.open;
+    });
+    await entered.open; // the pool's only connection is taken
+    await fn(small, async () => {
+      hold.release();
+      await holder;
+    });
+  } finally {
+    hold.release();
+    await holder.catch(() => undefined);
+    await one.destroy();
+  }
+}
+
 describe('TaskStore.locked', () => {
   it('runs sections of one task name one after another, and of other names alongside', async () => {
     const events: string[] = [];
@@ -167,60 +200,27 @@ describe('TaskStore.locked', () => {
   });
 
   it('bounds taking a pooled connection by queryMs (DbTimeout), and a connection handed over later goes back to the pool', async () => {
-    const one = createDataSource((db().options as { url: string }).url, 1);
-    await one.initialize();
-    const hold = gate();
-    let holder: Promise<unknown> = Promise.resolve();
-    try {
-      const small = new TaskStore(one);
-      const entered = gate();
-      holder = small.locked('lp-holder', async () => {
-        entered.release();
-        await hold.open;
-      });
-      await entered.open; // the pool's only connection is taken
+    await withHeldPool(createDataSource((db().options as { url: string }).url, 1), 'lp-holder', async (small, letGo) => {
       const t0 = Date.now();
       await expect(small.locked('lp', async () => 1, { queryMs: 200 })).rejects.toBeInstanceOf(DbTimeout); // before: the pool's 5 s, not a DbTimeout
       expect(Date.now() - t0).toBeLessThan(1500);
-      hold.release();
-      await holder;
+      await letGo();
       expect(await small.locked('lp', async () => 2, { queryMs: 2000 })).toBe(2); // the late connection was not kept
-    } finally {
-      // an expect that failed before hold.release(): the pool's end() would wait for the checked-out connection
-      hold.release();
-      await holder.catch(() => undefined);
-      await one.destroy();
-    }
+    });
   });
 
   it("turns the pool's own connect timeout (below queryMs) into a DbTimeout: the bound is the shorter of the two", async () => {
     // the pool gives up first (its connectionTimeoutMillis below queryMs, as the gateway's 5 s below the catch-up's 10 s)
     const one = new DataSource({ ...dataSourceOptions((db().options as { url: string }).url, 1), extra: { max: 1, connectionTimeoutMillis: 200 } });
-    await one.initialize();
-    const hold = gate();
-    let holder: Promise<unknown> = Promise.resolve();
-    try {
-      const small = new TaskStore(one);
-      const entered = gate();
-      holder = small.locked('lq-holder', async () => {
-        entered.release();
-        await hold.open;
-      });
-      await entered.open; // the pool's only connection is taken
+    await withHeldPool(one, 'lq-holder', async (small, letGo) => {
       const t0 = Date.now();
       const err = await small.locked('lq', async () => 1, { queryMs: 5000 }).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(DbTimeout); // before: the pool's plain Error('timeout exceeded when trying to connect'), one task's failure
       expect((err as Error).message).toMatch(/pooled connection/);
       expect(Date.now() - t0).toBeLessThan(3000); // the pool's 200 ms, not queryMs
-      hold.release();
-      await holder;
+      await letGo();
       expect(await small.locked('lq', async () => 2, { queryMs: 5000 })).toBe(2); // the pool still hands connections over
-    } finally {
-      // an expect that failed before hold.release(): the pool's end() would wait for the checked-out connection
-      hold.release();
-      await holder.catch(() => undefined);
-      await one.destroy();
-    }
+    });
   });
 
   it("hands a connection back to the pool out of its transaction when the lock's try fails (a query error)", async () => {
