@@ -128,10 +128,7 @@ class EngineLoop:
         self._refusing.set()
         with self._lock:
             self.latest_state = replace(self.latest_state, draining=True)
-            state = self.latest_state
-            outboxes = [session.outbox for session in self._sessions.values()]
-        for outbox in outboxes:  # queue.Queue is thread-safe; a Session closing meanwhile ignores what follows its end
-            outbox.put(state)
+            self._queue_all(self.latest_state)
         self._inbox.put(lambda: None)  # wakes an idle loop: its next _publish_state keeps the flag set
 
     @property
@@ -419,5 +416,10 @@ class EngineLoop:
             if key == self._last_state and (not self.engine.has_work or now - self._last_state_at < STATE_INTERVAL_S):
                 return
             self._last_state, self._last_state_at = key, now
-            for session in self._sessions.values():
-                session.outbox.put(event)
+            self._queue_all(event)
+
+    def _queue_all(self, event: StateEvent) -> None:
+        """Queues a state on every open Session's outbox; the caller holds _lock (a Session closing meanwhile ignores
+        what follows its end)."""
+        for session in self._sessions.values():
+            session.outbox.put(event)

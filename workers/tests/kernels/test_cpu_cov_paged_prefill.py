@@ -32,30 +32,14 @@ BS = 4  # tokens a KV block
 def run_case(case_id: str, device: str) -> dict[str, Any]:
     import zlib
 
-    from inlaid_worker.kernels.paged_prefill import paged_prefill
-    from inlaid_worker.model.attention import AttentionMetadata, paged_attention_reference
-    from inlaid_worker.model.prefill_layout import plan_tiles
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+    import prefill_graphs_case  # type: ignore[import-not-found]  # model/test_prefill_graphs.py's case
 
     p = CASES[case_id]
     g = torch.Generator().manual_seed(zlib.crc32(case_id.encode()))
-    blocks, heads, kv_heads, d, dtype = 200, p["heads"], p["kv_heads"], p["d"], p["dtype"]
-    k_cache = torch.randn(blocks, BS, kv_heads, d, generator=g).to(device, dtype)
-    v_cache = torch.randn(blocks, BS, kv_heads, d, generator=g).to(device, dtype)
-    qlen, ctx = [1, 70, 9, 33], [150, 70, 40, 33]  # decode row; whole prompt; chunk after 31 cached; 33 = 32 + 1
-    perm = torch.randperm(blocks, generator=g)
-    tables = torch.stack([perm[i * 40 : (i + 1) * 40] for i in range(4)])
-    qsl = [0, *torch.tensor(qlen).cumsum(0).tolist()]
-    t = qsl[-1] + 5  # 5 padding rows
-    q = torch.randn(t, heads, d, generator=g).to(device, dtype)
-    tiles = plan_tiles(torch.tensor(qsl).numpy(), torch.tensor(ctx).numpy())
-    table = torch.zeros(4, tiles.shape[1] + 3, dtype=torch.int32)  # 3 padding tiles
-    table[:, : tiles.shape[1]] = torch.from_numpy(tiles)
-    out = paged_prefill(q, k_cache, v_cache, tables.to(device, torch.int32), table.to(device), d**-0.5)
-    meta = AttentionMetadata.build(torch.zeros(qsl[-1], dtype=torch.int64, device=device), qsl, ctx,
-                                   tables.to(device), BS)  # fmt: skip
-    ref = paged_attention_reference(q[: qsl[-1]].float(), k_cache.float(), v_cache.float(), meta, d**-0.5)
-    err = (out[: qsl[-1]].float() - ref).norm(dim=-1) / ref.norm(dim=-1)
-    return dict(err=float(err.max()), pad_zero=not bool(out[qsl[-1] :].any()), dtype=str(out.dtype))
+    assert prefill_graphs_case.BS == BS
+    err, pad_zero, dtype = prefill_graphs_case.kernel_rows(device, p["dtype"], p["heads"], p["kv_heads"], p["d"], g)
+    return dict(err=err, pad_zero=pad_zero, dtype=str(dtype))
 
 
 @pytest.fixture(scope="module")

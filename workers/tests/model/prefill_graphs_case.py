@@ -79,13 +79,20 @@ def kernel_error(device: str) -> float:
     """kernels.paged_prefill vs model.attention's reference on random paged KV (grouped-query heads, contexts over
     several key blocks, a decode row, a chunk after cached context, padding tiles): the max relative row error;
     rows no tile covers must be exactly zero (returned as inf otherwise)."""
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    err, pad_zero, _ = kernel_rows(device, dtype, 4, 2, 32, torch.Generator().manual_seed(3))
+    return err if pad_zero else float("inf")
+
+
+def kernel_rows(device: str, dtype: torch.dtype, heads: int, kv_heads: int, d: int,
+                g: torch.Generator) -> tuple[float, bool, torch.dtype]:  # fmt: skip
+    """kernel_error's case at any dtype and head shape (also kernels/test_cpu_cov_paged_prefill.py): the max relative
+    row error against the reference, whether the rows no tile covers are exactly zero, and the output's dtype."""
     from inlaid_worker.kernels.paged_prefill import paged_prefill
     from inlaid_worker.model.attention import AttentionMetadata, paged_attention_reference
     from inlaid_worker.model.prefill_layout import plan_tiles
 
-    dtype = torch.float32 if device == "cpu" else torch.float16
-    g = torch.Generator().manual_seed(3)
-    blocks, heads, kv_heads, d = 200, 4, 2, 32
+    blocks = 200
     k_cache = torch.randn(blocks, BS, kv_heads, d, generator=g).to(device, dtype)
     v_cache = torch.randn(blocks, BS, kv_heads, d, generator=g).to(device, dtype)
     qlen, ctx = [1, 70, 9, 33], [150, 70, 40, 33]  # decode row; whole prompt; chunk after 31 cached; 33 = 32 + 1
@@ -101,10 +108,8 @@ def kernel_error(device: str) -> float:
     meta = AttentionMetadata.build(torch.zeros(qsl[-1], dtype=torch.int64, device=device), qsl, ctx,
                                    tables.to(device), BS)  # fmt: skip
     ref = paged_attention_reference(q[: qsl[-1]].float(), k_cache.float(), v_cache.float(), meta, d**-0.5)
-    if bool(out[qsl[-1] :].any()):
-        return float("inf")
     err = (out[: qsl[-1]].float() - ref).norm(dim=-1) / ref.norm(dim=-1)
-    return float(err.max())
+    return float(err.max()), not bool(out[qsl[-1] :].any()), out.dtype
 
 
 def main() -> None:
