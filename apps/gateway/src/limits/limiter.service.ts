@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { InlaidError } from '../common/inlaid-error';
+import { withTimeout } from '../common/with-timeout';
 import type { Principal } from '../auth/principal';
 import { RedisService } from '../redis/redis.service';
 import { ACQUIRE_SLOT, TOKEN_BUCKET } from './limit-scripts';
@@ -17,13 +18,6 @@ const LEASE_TTL_MS = 10 * 60_000;
 const WARN_EVERY_MS = 10_000;
 export type Release = () => void;
 const NOTHING: Release = () => undefined;
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`redis did not answer in ${ms} ms`)), ms);
-    p.then((v) => (clearTimeout(timer), resolve(v)), (e: unknown) => (clearTimeout(timer), reject(e)));
-  });
-}
 
 function counted(cost: number): string {
   return cost > 1 ? `; this request counts ${cost} times, once per generation (n / best_of)` : '';
@@ -103,7 +97,7 @@ export class LimiterService {
 
   private eval(script: string, key: string, args: Array<string | number>): Promise<unknown> {
     if (!this.redis.connected) return Promise.reject(new Error('redis is not connected'));
-    return withTimeout(this.redis.client.eval(script, 1, key, ...args.map(String)), REDIS_TIMEOUT_MS);
+    return withTimeout(this.redis.client.eval(script, 1, key, ...args.map(String)), REDIS_TIMEOUT_MS, () => new Error(`redis did not answer in ${REDIS_TIMEOUT_MS} ms`));
   }
 
   private failOpen(err: unknown): void {

@@ -4,9 +4,9 @@
  * pool) instead of each worker loading every adapter.
  *
  * Load of a worker = requests in flight (waiting or running) of the tasks homed there. Candidates for a
- * task = the workers that list it (resident adapters / model cards); when none does, every worker not holding it (an
- * adapter catch-up may still load, replace or unload it there: setWorker's `holds`). A task only holding workers could
- * take has no home (its requests wait) until a worker lists it or lets it go (its next setWorker).
+ * task = the workers not holding it (an adapter catch-up may still load, replace or unload it there: setWorker's
+ * `holds`) that list it (resident adapters / model cards); when none does, every worker not holding it. A task only
+ * holding workers could take has no home (its requests wait) until a worker lists it or lets it go (its next setWorker).
  * Bounded imbalance: an active task keeps its home while load(home) <= minLoad + max(slack, ratio *
  * minLoad), minLoad being the least loaded candidate's. Past that bound it moves to the least loaded
  * candidate, but only when its own in-flight count is below the gap (the move narrows the gap, so tasks
@@ -136,9 +136,10 @@ export class Placement {
   }
 
   private candidates(task: string): string[] {
-    const all = [...this.workers.keys()];
-    const listing = all.filter((a) => this.workers.get(a)?.has(task) === true);
-    return listing.length > 0 ? listing : all.filter((a) => this.holding.get(a)?.(task) !== true);
+    // a worker holding the task (its catch-up may still load, replace or unload it) is no candidate either way
+    const free = [...this.workers.keys()].filter((a) => this.holding.get(a)?.(task) !== true);
+    const listing = free.filter((a) => this.workers.get(a)?.has(task) === true);
+    return listing.length > 0 ? listing : free;
   }
 
   private leastLoaded(addrs: readonly string[]): string | undefined {

@@ -152,15 +152,14 @@ export class SchedulingService implements OnModuleInit, OnApplicationShutdown {
     this.planned.set(conn.addr, stepCost);
     const capacity = workerCapacity(conn.addr, conn.latestState, this.config.scheduling, stepCost);
     if (capacity === null || !conn.ready) return;
-    // a model its adapter catch-up may still load, replace or unload there is not its to run yet (pendingFor): the
-    // worker is no candidate for it, neither as one that lists it nor in placement's fallback to every worker when
-    // none lists it (a task placed on a worker lacking it got a 404 at Admit, one listed from an older job ran on the
-    // old adapter); a task only such workers could take waits homeless. The catch-up's changes (a load, a released
-    // hold) come as 'info' events, which run this again and place it.
+    // a model its adapter catch-up may still load, replace or unload there is not its to run yet (pendingFor, placement's
+    // holds): the worker is no candidate for it, neither as one that lists it nor in placement's fallback to every
+    // worker when none lists it (a task placed on a worker lacking it got a 404 at Admit, one listed from an older job
+    // ran on the old adapter); a task only such workers could take waits homeless. The catch-up's changes (a load, a
+    // released hold) come as 'info' events, which run this again and place it.
     const listed = [...(conn.latestState?.residentAdapters ?? []), ...conn.models().map((m) => m.id)];
-    const tasks = listed.filter((t) => !conn.pendingFor(t));
     this.slos.noticeServed(conn.addr, listed);
-    this.dispatcher.workerUp(conn, capacity, tasks, conn.latestState?.draining === true, (t) => conn.pendingFor(t));
+    this.dispatcher.workerUp(conn, capacity, listed, conn.latestState?.draining === true, (t) => conn.pendingFor(t));
   }
 
   private workerDown(addr: string): void {

@@ -235,7 +235,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // not one the worker refused for good (for this job): its 404 is the answer, at once
     const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
     // only these are held: catchUpTasks also has tasks never in the hold (a live job not yet served, one refused for good)
-    const holds = new Set(catchUpHolds(jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t)));
+    const holds = new Set(catchUpHolds(tasks, jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t)));
     conn.holdAdapters(holds);
     let failed = 0;
     let busy = 0;
@@ -243,8 +243,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     let busyHeld = 0;
     for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
-      // held: its requests wait for it (not a task never in the hold, nor one whose hold ended this Session)
-      const held = holds.has(task) && !due.unheld.has(task);
+      // held: its requests wait for it (not a task never in the hold, nor one whose hold ended this Session: `holds`
+      // leaves out due.unheld, and this pass adds to it only the task in hand, each task coming once)
+      const held = holds.has(task);
       try {
         // a task not held (its requests do not wait for it) gets one lock try, not lockBusyMs of the gate
         const busyMs = held ? this.lockBusyMs : 0;

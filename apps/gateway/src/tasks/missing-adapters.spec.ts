@@ -40,6 +40,6 @@ describe('catchUpHolds', () => {
     const listed = new Set(['stale', 'gone', 'newer', 'own']);
     const paths = new Map([['stale', '/a/stale1'], ['gone', '/a/gone'], ['newer', '/a/newer1']]);
     expect(catchUpTasks(jobs, listed, paths)).toEqual(['gone', 'miss', 'newer', 'queued', 'stale', 'wait']); // each looked at under its lock
-    expect(catchUpHolds(jobs, listed, paths)).toEqual(['gone', 'miss', 'newer', 'stale']); // before: all six (queued, wait: a 30 s wait, then 503)
+    expect(catchUpHolds(catchUpTasks(jobs, listed, paths), jobs, listed, paths)).toEqual(['gone', 'miss', 'newer', 'stale']); // before: all six (queued, wait: a 30 s wait, then 503)
   });
 });

@@ -18,7 +18,7 @@ const LIVE: ReadonlySet<string> = new Set(LIVE_JOB_STATUSES);
  * load step (or, with wait_for_quantization, activate step) is done. Read under the task's lock: those steps write
  * it there together with the load, and DELETE / unload (same lock) end the job.
  */
-export function servedEverywhere(j: LoadJob): boolean {
+function servedEverywhere(j: LoadJob): boolean {
   if (j.adapterPath === null || !LIVE.has(j.status)) return false;
   if (j.kind === 'load') return j.status === 'serving';
   if (j.kind !== 'onboard') return false;
@@ -55,6 +55,11 @@ export function catchUpAction(latest: LoadJob | null, w: WorkerAdapter): CatchUp
   return LIVE.has(latest.status) && latest.adapterPath === w.path ? 'none' : 'unload';
 }
 
+/** The live onboard / load jobs with an adapter path: those whose adapter a worker may have to load or keep. */
+function liveLoadJobs(jobs: readonly LoadJob[]): LoadJob[] {
+  return jobs.filter((j) => (j.kind === 'onboard' || j.kind === 'load') && LIVE.has(j.status) && j.adapterPath !== null);
+}
+
 /**
  * The tasks to look at for a worker listing `listed`, with `paths` (WorkerInfo.adapter_paths), sorted: those of live
  * onboard / load jobs with an adapter path that it does not list or lists from another path, and every name it holds
@@ -62,29 +67,29 @@ export function catchUpAction(latest: LoadJob | null, w: WorkerAdapter): CatchUp
  * be under way (a step holding the lock): the caller decides each under the task's lock with catchUpAction.
  */
 export function catchUpTasks(jobs: readonly LoadJob[], listed: ReadonlySet<string>, paths: ReadonlyMap<string, string>): string[] {
-  const live = jobs.filter((j) => (j.kind === 'onboard' || j.kind === 'load') && LIVE.has(j.status) && j.adapterPath !== null);
+  const live = liveLoadJobs(jobs);
   const names = live.filter((j) => !listed.has(j.task) || (paths.has(j.task) && paths.get(j.task) !== j.adapterPath)).map((j) => j.task);
   for (const [name, path] of paths) if (!live.some((j) => j.task === name && j.adapterPath === path)) names.push(name);
   return [...new Set(names)].sort();
 }
 
 /**
- * Of catchUpTasks, those whose requests must not go to the worker until the catch-up has decided them (its hold): a
- * task served everywhere that it lacks or holds from another path (to load or replace), and a name it holds from a
+ * Of `tasks` (catchUpTasks' answer for the same jobs, listed and paths), those whose requests must not go to the
+ * worker until the catch-up has decided them (its hold): a task served everywhere that it lacks or holds from another path (to load or replace), and a name it holds from a
  * LoadAdapter path that is not its live job's (to unload). Not a task whose live job is not served anywhere yet
  * (queued, validating, quantizing before its load): no worker serves it, so holding it would only turn its 404 into a
  * 30 s wait and a 503. Read outside the task's lock: the catch-up decides each under it (catchUpAction).
  */
-export function catchUpHolds(jobs: readonly LoadJob[], listed: ReadonlySet<string>, paths: ReadonlyMap<string, string>): string[] {
-  const liveJob = new Map(jobs.filter((j) => (j.kind === 'onboard' || j.kind === 'load') && LIVE.has(j.status) && j.adapterPath !== null).map((j) => [j.task, j]));
-  return catchUpTasks(jobs, listed, paths).filter((name) => {
+export function catchUpHolds(
+  tasks: readonly string[],
+  jobs: readonly LoadJob[],
+  listed: ReadonlySet<string>,
+  paths: ReadonlyMap<string, string>,
+): string[] {
+  const liveJob = new Map(liveLoadJobs(jobs).map((j) => [j.task, j]));
+  return tasks.filter((name) => {
     const job = liveJob.get(name);
     const w = { listed: listed.has(name), path: paths.get(name) };
     return job === undefined ? w.listed && w.path !== undefined : catchUpAction(job, w) !== 'none';
   });
-}
-
-/** The tasks of live jobs with an adapter that a worker listing `served` lacks (catchUpTasks without paths). */
-export function missingTasks(jobs: readonly LoadJob[], served: ReadonlySet<string>): string[] {
-  return catchUpTasks(jobs, served, new Map());
 }

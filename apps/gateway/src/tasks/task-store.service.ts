@@ -11,6 +11,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { LayerProgress, LIVE_JOB_PREDICATE, LIVE_JOB_STATUSES, Task, TaskJob, TaskJobKind, TaskJobStatus, WorkerQuantProgress } from '@inlaid/db';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DataSource, EntityManager, In, IsNull, Not, Raw, Repository } from 'typeorm';
+import { withTimeout } from '../common/with-timeout';
 import { UNFINISHED } from './onboard-recovery';
 
 export interface NewTaskJob {
@@ -81,12 +82,7 @@ export interface LockOptions {
 
 /** `p`, or DbTimeout past `ms` (a locked section bounds its own queries so; locked() then drops the connection). */
 export function dbWithin<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new DbTimeout(`Postgres did not answer within ${ms} ms (${what})`)), ms);
-    timer.unref();
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  return withTimeout(p, ms, () => new DbTimeout(`Postgres did not answer within ${ms} ms (${what})`));
 }
 
 /**

@@ -136,9 +136,12 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
   /**
    * A link event that may change what pick answers: a Session up or down, a model list or adapter hold changed
    * ('info'), and a WorkerState only when the worker stops or starts accepting work. The states a busy worker sends
-   * every step change nothing of it and wake nobody.
+   * every step change nothing of it and wake nobody. With no waiter a state is skipped, its copy left stale: a state
+   * only turns accepting off (a draining flag, one-way), and it turns on again only at 'up' (never skipped), so a stale
+   * copy can only say accepting where the worker is not, which costs at most one extra re-route, never a missed one.
    */
   private linkEvent(conn: WorkerConnection, event: LinkEvent): void {
+    if (event === 'state' && this.waiters.size === 0) return;
     const accepting = conn.accepting;
     const flipped = this.accepting.get(conn) !== accepting;
     this.accepting.set(conn, accepting);
