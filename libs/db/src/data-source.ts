@@ -16,11 +16,13 @@ import { DashboardFineRollups1764500000000 } from './migrations/1764500000000-da
 import { TaskJobsLiveName1764600000000 } from './migrations/1764600000000-task-jobs-live-name';
 import { RequestRecordsKey1764700000000 } from './migrations/1764700000000-request-records-key';
 import { SloTargetsMs1764800000000 } from './migrations/1764800000000-slo-targets-ms';
+import { TaskJobsAdapterDigest1764900000000 } from './migrations/1764900000000-task-jobs-adapter-digest';
 import { ensureDatabase } from './ensure-database';
 
 export const ENTITIES = [Task, RequestRecord, ApiKey, TaskJob];
 export const MIGRATIONS = [Init1735000000000, ApiKeys1736000000000, DashboardRollups1738000000000, TaskJobs1764400000000,
-  DashboardFineRollups1764500000000, TaskJobsLiveName1764600000000, RequestRecordsKey1764700000000, SloTargetsMs1764800000000];
+  DashboardFineRollups1764500000000, TaskJobsLiveName1764600000000, RequestRecordsKey1764700000000, SloTargetsMs1764800000000,
+  TaskJobsAdapterDigest1764900000000];
 
 /** `poolSize`: connections the pool may open (the gateway's INLAID_DB_POOL). */
 export function dataSourceOptions(databaseUrl: string, poolSize = 10): DataSourceOptions {

@@ -28,6 +28,7 @@ class AdapterEntry:
     card: ModelCard
     slot: int
     source: str = ""  # the path LoadAdapter read it from ("" for --adapters-dir, checkpoint and direct adds)
+    digest: str = ""  # the content digest of what LoadAdapter read there (lora.digest; "" when source is "")
 
 
 class AdapterRegistry:
@@ -51,9 +52,12 @@ class AdapterRegistry:
             raise UnknownModelError(f"the model {model!r} does not exist")
         return entry
 
-    def add(self, name: str, slot: int, rank: int, target_modules: tuple[str, ...], source: str = "") -> ModelCard:
+    def add(
+        self, name: str, slot: int, rank: int, target_modules: tuple[str, ...], source: str = "", digest: str = ""
+    ) -> ModelCard:
         card = ModelCard(name, self.base_card.id, rank, tuple(target_modules), self.base_card.max_model_len)
-        self._entries = {**self._entries, name: AdapterEntry(card, slot, source)}  # copy-on-write for readers
+        entry = AdapterEntry(card, slot, source, digest if source else "")
+        self._entries = {**self._entries, name: entry}  # copy-on-write for readers
         return card
 
     def remove(self, name: str) -> AdapterEntry:
@@ -75,6 +79,13 @@ class AdapterRegistry:
         """Adapter name -> the path LoadAdapter read it from, for the adapters that have one (WorkerInfo.adapter_paths)."""
         entries = self._entries  # one snapshot (copy-on-write)
         return {n: e.source for n, e in entries.items() if e.source}
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """Adapter name -> the digest of what LoadAdapter read, for the adapters of `sources` that have one
+        (WorkerInfo.adapter_digests)."""
+        entries = self._entries  # one snapshot (copy-on-write)
+        return {n: e.digest for n, e in entries.items() if e.source and e.digest}
 
     @property
     def cards(self) -> list[ModelCard]:

@@ -526,17 +526,18 @@ class LLMEngine(AsyncPipeline):
 
     # ---- adapters -------------------------------------------------------------------------------------
     def add_adapter(
-        self, name: str, adapter: Any, rank: int, target_modules: tuple[str, ...], source: str = ""
+        self, name: str, adapter: Any, rank: int, target_modules: tuple[str, ...], source: str = "", digest: str = ""
     ) -> ModelCard:
         """Makes a loaded, validated adapter resident under `name` (a task name); `source`: the path LoadAdapter read
-        it from (WorkerInfo.adapter_paths), "" otherwise."""
+        it from (WorkerInfo.adapter_paths), "" otherwise; `digest`: the digest of the bytes it read there
+        (WorkerInfo.adapter_digests)."""
         if self.adapters.is_base(name):
             raise ValueError(f"an adapter cannot be named like the base model ({name!r})")
         if name in self.adapters:
             raise ValueError(f"an adapter named {name!r} is already loaded")
         self._settle()  # the runner's slots change: no step may be running on them
         slot = self.runner.add_adapter(name, adapter)
-        return self.adapters.add(name, slot, rank, target_modules, source)
+        return self.adapters.add(name, slot, rank, target_modules, source, digest)
 
     def remove_adapter(self, name: str) -> None:
         """Unloads an adapter; refused while requests for it are in flight."""

@@ -14,6 +14,9 @@ override the other), any tensor whose name or shape does not fit the base model,
 holding NaN or infinite values (named in the error; without this check such an adapter is served and only fails
 at re-quantization, as a Hessian that is not positive definite), and, by lora.magnitude's rule, any tensor or
 module delta (scaling * B @ A) that float16 cannot hold (above 65504 in magnitude; the error names the tensors).
+
+Each file is read once, whole, and parsed from those bytes (the weights by safetensors' own parser, never pickle);
+the adapter's `digest` (lora.digest) is taken over the same bytes, so it names exactly what was validated and served.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 
+from inlaid_worker.lora.digest import adapter_digest
 from inlaid_worker.lora.magnitude import delta_problem, tensor_problem
 from inlaid_worker.model.config import ModelConfig
 
@@ -40,6 +45,8 @@ _GROUP = {
 }
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_CONFIG_BYTES = 1 << 20  # adapter_config.json (PEFT writes about 1 KiB)
+_CONFIG = "adapter_config.json"
+_WEIGHTS = "adapter_model.safetensors"
 # Config keys that must be falsy (None / False / empty) because they change what the adapter computes.
 _UNSUPPORTED_KEYS = {
     "use_dora": "DoRA",
@@ -70,6 +77,8 @@ class LoraAdapter:
     base_model_name_or_path: str | None
     # (layer, module) -> (A [rank, in_features], B [out_features, rank]), float32 on the CPU
     weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
+    # sha256 of the bytes read (lora.digest: WorkerInfo.adapter_digests); "" for an adapter not read from files
+    digest: str = ""
 
 
 def load_adapter(path: str | Path, base: ModelConfig, *, expected_base: str | None = None) -> LoraAdapter:
@@ -81,17 +90,18 @@ def load_adapter(path: str | Path, base: ModelConfig, *, expected_base: str | No
     root = Path(path)
     if not root.is_dir():
         raise AdapterError(f"adapter directory {root} does not exist")
-    raw = _read_config(root)
+    raw, config_bytes = _read_config(root)
     rank, alpha, rslora = _rank_alpha(raw)
     targets = _targets(raw)
     layers = _layers(raw, base)
     base_name = raw.get("base_model_name_or_path")
     if expected_base is not None and base_name and _tail(base_name) != _tail(expected_base):
         raise AdapterError(f"adapter was trained on {base_name!r}, this worker serves {expected_base!r}")
-    tensors = _read_tensors(root)
+    tensors, weights_bytes = _read_tensors(root)
     scale = alpha / math.sqrt(rank) if rslora else alpha / rank
     weights = _pair_tensors(tensors, base, rank, targets, layers, scale)
-    return LoraAdapter(rank, alpha, scale, targets, base_name, weights)
+    digest = adapter_digest({_CONFIG: config_bytes, _WEIGHTS: weights_bytes})
+    return LoraAdapter(rank, alpha, scale, targets, base_name, weights, digest)
 
 
 def _tail(name: str) -> str:
@@ -135,8 +145,9 @@ def _contained(root: Path, file: Path) -> Path:
     )
 
 
-def _read_config(root: Path) -> dict[str, Any]:
-    cfg = root / "adapter_config.json"
+def _read_config(root: Path) -> tuple[dict[str, Any], bytes]:
+    """The config and the bytes it was parsed from."""
+    cfg = root / _CONFIG
     if not cfg.is_file():
         raise AdapterError(f"{cfg} not found")
     real = _contained(root, cfg)
@@ -161,7 +172,7 @@ def _read_config(root: Path) -> dict[str, Any]:
     for key, what in _UNSUPPORTED_KEYS.items():
         if raw.get(key):
             raise AdapterError(f"{what} is not supported ({key}={raw[key]!r})")
-    return raw
+    return raw, text
 
 
 def _rank_alpha(raw: dict[str, Any]) -> tuple[int, float, bool]:
@@ -217,8 +228,9 @@ def _layers(raw: dict[str, Any], base: ModelConfig) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
-    file = root / "adapter_model.safetensors"
+def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes]:
+    """The tensors and the bytes they were parsed from (read once: the digest is over what was parsed)."""
+    file = root / _WEIGHTS
     if not file.is_file():
         pickled = [p.name for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
         if pickled:
@@ -229,9 +241,14 @@ def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
         raise AdapterError(f"{file} not found")
     real = _contained(root, file)
     try:
-        with safe_open(str(real), framework="pt") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # pickle renamed, garbage, truncated
+        data = real.read_bytes()
+    except OSError as exc:
+        raise AdapterError(f"{file} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    try:
+        # each tensor in a writable buffer of its own (safetensors' deserialize copies it out of `data`); by name, as
+        # safe_open lists them (the first misfit tensor named in an error does not depend on the file's layout)
+        tensors = dict(sorted(load_safetensors(data).items()))
+    except (SafetensorError, ValueError, RuntimeError, KeyError) as exc:  # pickle renamed, garbage, truncated
         raise AdapterError(f"{file} is not a safetensors file ({type(exc).__name__}: {str(exc)[:200]})") from None
     for name, tensor in tensors.items():
         if tensor.dtype not in _DTYPES:
@@ -239,7 +256,7 @@ def _read_tensors(root: Path) -> dict[str, torch.Tensor]:
                 f"tensor {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
                 "LoRA weights must be float16, bfloat16 or float32"
             )
-    return tensors
+    return tensors, data
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:

@@ -30,13 +30,14 @@ from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
 from inlaid_worker.engine.tool_template import chat_messages, parse_tools
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from inlaid_worker.lora.adapter import LoraAdapter
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
 from inlaid_worker.server.refusal import abort_with
 
 log = logging.getLogger(__name__)
 
-AdapterLoader = Callable[[str], Any]  # path -> validated adapter (raises lora.AdapterError)
+AdapterLoader = Callable[[str], LoraAdapter]  # path -> validated adapter (raises lora.AdapterError)
 ADAPTER_CALL_TIMEOUT_S = 120.0
 _CALL_POLL_S = 0.25  # how often a waiting Prepare looks whether its call is still active
 
@@ -235,6 +236,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             tool_call_parser=self.engine.tokenizer.tool_support.parser,
             native_tools=self.engine.tokenizer.tool_support.native,
             adapter_paths=self.engine.adapters.sources,
+            adapter_digests=self.engine.adapters.digests,
         )
 
     def LoadAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:
@@ -247,10 +249,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             adapter = self._load_adapter(request.path)  # disk I/O here, off the engine thread
         except self._adapter_error as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {name!r} refused: {exc}")
+        digest = adapter.digest  # of the bytes just read and validated (lora.digest), not a second read
         try:
             card = self._on_engine_loop(
                 context,
-                lambda e: e.add_adapter(name, adapter, adapter.rank, tuple(sorted(adapter.targets)), request.path),
+                lambda e: e.add_adapter(
+                    name, adapter, adapter.rank, tuple(sorted(adapter.targets)), request.path, digest
+                ),
                 f"loading adapter {name!r}",
                 "it may still load: see GetInfo",
             )
@@ -258,7 +263,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except RuntimeError as exc:  # e.g. every adapter slot is in use
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        return card_to_proto(card)
+        out = card_to_proto(card)
+        out.digest = digest  # only in this answer (ModelCard.digest): WorkerInfo's cards go to the gateway's clients
+        return out
 
     def _on_engine_loop(
         self, context: grpc.ServicerContext, fn: Callable[[LLMEngine], Any], what: str, running: str

@@ -10,7 +10,8 @@ import { WorkersService } from '../workers/workers.service';
 
 const CREATED = Math.floor(Date.now() / 1000);
 
-export function modelObject(card: common.ModelCard) {
+/** The OpenAI model object of a worker's card (its `digest`, set only in a LoadAdapter answer, is no client's business). */
+export function modelObject(card: Omit<common.ModelCard, 'digest'>) {
   return {
     id: card.id,
     object: 'model' as const,

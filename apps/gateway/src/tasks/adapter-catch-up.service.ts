@@ -6,8 +6,13 @@
  * lock, re-read there: a DELETE or unload (same lock) either ran before and the task is not loaded, or runs after and
  * unloads it from this worker too; a load step under way finishes first. ALREADY_EXISTS counts as done. A worker whose
  * link was down while a task was deleted or replaced still lists the old adapter: one it holds from a LoadAdapter path
- * other than the task's latest served job's is replaced (unloaded, then loaded from the job's path), and one whose
- * task's latest job is not served is unloaded (catchUpAction). A failure (database, worker, an adapter refused) is
+ * other than the task's latest served job's, or from the same path with another content digest than the one the job's
+ * load step recorded (the files rewritten in place: WorkerInfo.adapter_digests; unknown digests compare paths only), is
+ * replaced (unloaded, then loaded from the job's path), and one whose task's latest job is not served is unloaded
+ * (catchUpAction). The catch-up's own loads record nothing on the job: a load that reads other bytes than the job's
+ * (the files changed again since its load step) is logged, and that digest is settled for the job on that worker
+ * (missing-adapters.ts Settled), so it is not replaced again on every round (each load would read the same new files)
+ * and its hold ends as for any task done. A failure (database, worker, an adapter refused) is
  * logged and the worker's catch-up runs again on its next report (GetInfo after an admin call) or after a backoff, for
  * as long as its Session lasts; a stopping worker is skipped.
  *
@@ -36,7 +41,7 @@ import { InlaidError } from '../common/inlaid-error';
 import { backoffDelay, type BackoffOptions } from '../workers/backoff';
 import type { WorkerConnection } from '../workers/worker-connection';
 import { CATCH_UP_WAIT_MS, WorkersService } from '../workers/workers.service';
-import { catchUpAction, catchUpHolds, catchUpTasks } from './missing-adapters';
+import { adapterOf, catchUpAction, catchUpHolds, catchUpTasks, type LoadJob, type Settled, type WorkerAdapters } from './missing-adapters';
 import { DbTimeout, dbWithin, TaskLockBusy, TaskStore } from './task-store.service';
 import { toAdminError, WorkerAdminService } from './worker-admin.service';
 
@@ -71,6 +76,12 @@ const HOLD_FAILURES = 2;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
 
+/** `addr task` (the keys of AdapterCatchUp's maps; an address has no space) -> [addr, task]. */
+function splitKey(key: string): [string, string] {
+  const at = key.indexOf(' ');
+  return [key.slice(0, at), key.slice(at + 1)];
+}
+
 interface Due {
   attempt: number;
   running: boolean;
@@ -98,6 +109,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   /** `addr task` -> the job whose adapter that worker refused for good (bad adapter, no free slot): not retried until
    * the task's job changes or the worker's Session ends. */
   private readonly refused = new Map<string, string>();
+  /** `addr task` -> the digest this catch-up's load left there for the task's job when it was not the job's (Settled):
+   * kept across the worker's Sessions (it still holds what was loaded), dropped once the task's live job changes. */
+  private readonly settled = new Map<string, Settled>();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
   retry: BackoffOptions = CATCH_UP_RETRY;
   /** A locked section's bound on each round trip to Postgres (SECTION_QUERY_MS; specs shorten it). */
@@ -202,12 +216,6 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       if (current()) conn.holdAdapters(null); // stopping: it goes away (a worker in its place comes up with a new Session)
       return { failed: 0, busyOnly: false };
     }
-    const listed = new Set(conn.models().map((m) => m.id));
-    const paths = new Map<string, string>();
-    for (const name of listed) {
-      const path = conn.adapterPath(name);
-      if (path !== undefined) paths.set(name, path);
-    }
     // a database that does not answer must not keep the worker's adapters from being served (Postgres being away
     // stops no inference): the worker serves what it lists until the read answers (failed: until a retry's does)
     const slow = setTimeout(() => {
@@ -223,7 +231,13 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       clearTimeout(slow);
     }
     if (!current()) return { failed: 0, busyOnly: false };
-    const tasks = catchUpTasks(jobs, listed, paths);
+    const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
+    for (const [key, s] of [...this.settled]) {
+      const [addr, task] = splitKey(key);
+      if (addr === conn.addr && jobOf.get(task) !== s.job) this.settled.delete(key); // another job (or none) now
+    }
+    const reported = this.reported(conn);
+    const tasks = catchUpTasks(jobs, reported);
     // a task no longer to catch up (the holder's load reached the worker, its DELETE ended it) forgets its busy lock:
     // else, should it be due again later in this Session, its hold would end at its first busy try
     const toDo = new Set(tasks);
@@ -231,11 +245,10 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // tasks that failed before, or whose lock was held elsewhere, go last: they starve no other
     const later = (t: string): number => (due.failures.get(t) ?? 0) + (due.busy.has(t) ? 1 : 0);
     tasks.sort((x, y) => later(x) - later(y));
-    const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
     // not one the worker refused for good (for this job): its 404 is the answer, at once
     const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
     // only these are held: catchUpTasks also has tasks never in the hold (a live job not yet served, one refused for good)
-    const holds = new Set(catchUpHolds(tasks, jobs, listed, paths).filter((t) => !due.unheld.has(t) && !refused(t)));
+    const holds = new Set(catchUpHolds(tasks, jobs, reported).filter((t) => !due.unheld.has(t) && !refused(t)));
     conn.holdAdapters(holds);
     let failed = 0;
     let busy = 0;
@@ -314,9 +327,26 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     }, { queryMs, busyMs, signal });
   }
 
+  /** What `conn` reports of every name it lists, with the digests settled there (missing-adapters.ts). */
+  private reported(conn: WorkerConnection): WorkerAdapters {
+    const listed = new Set(conn.models().map((m) => m.id));
+    const paths = new Map<string, string>();
+    const digests = new Map<string, string>();
+    const settled = new Map<string, Settled>();
+    for (const name of listed) {
+      const path = conn.adapterPath(name);
+      if (path !== undefined) paths.set(name, path);
+      const digest = conn.adapterDigest(name);
+      if (digest !== undefined) digests.set(name, digest);
+      const s = this.settled.get(`${conn.addr} ${name}`);
+      if (s !== undefined) settled.set(name, s);
+    }
+    return { listed, paths, digests, settled };
+  }
+
   private async decide(conn: WorkerConnection, task: string, job: Awaited<ReturnType<TaskStore['latest']>>, current: () => boolean): Promise<void> {
     if (!conn.accepting || !current()) return;
-    const action = catchUpAction(job, { listed: conn.serves(task), path: conn.adapterPath(task) });
+    const action = catchUpAction(job, adapterOf(this.reported(conn), task));
     const key = `${conn.addr} ${task}`;
     const refused = job !== null && this.refused.get(key) === job.id; // its adapter: not retried for this job
     if (action === 'none' || (action === 'load' && refused)) return;
@@ -328,15 +358,33 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       this.logger.log(`unloaded ${task} from worker ${conn.addr}: ${action === 'unload' ? 'its latest job is not served' : 'an older job\'s adapter'}`);
       return;
     }
+    let digest: string | undefined;
     try {
-      await this.admin.loadOn(conn, task, job.adapterPath as string);
+      digest = (await this.admin.loadOn(conn, task, job.adapterPath as string)).digest;
     } catch (err) {
       if (err instanceof InlaidError && PERMANENT.has(err.status)) this.refused.set(key, job.id);
       throw err;
     }
     await this.confirm(conn, task, job.adapterPath as string);
     this.refused.delete(key);
-    this.logger.log(action === 'load' ? `loaded ${task} onto worker ${conn.addr}, which came up without it` : `replaced ${task} on worker ${conn.addr}: it held an adapter from another path`);
+    this.logger.log(action === 'load' ? `loaded ${task} onto worker ${conn.addr}, which came up without it` : `replaced ${task} on worker ${conn.addr}: it held another adapter (another path, or other files at the path)`);
+    this.settle(conn, task, job, digest ?? conn.adapterDigest(task));
+  }
+
+  /**
+   * After this catch-up's load or replace from the job's path: a digest other than the job's (the files there changed
+   * since its load step, and the load read what is there now) is logged and settled for the job on this worker, so no
+   * later round replaces it again (that would loop: every load reads the same new files); its hold ends as for any task
+   * done (the worker serves what is at the job's path now). An unknown digest, or the job's, settles nothing.
+   */
+  private settle(conn: WorkerConnection, task: string, job: LoadJob, digest: string | undefined): void {
+    const key = `${conn.addr} ${task}`;
+    if (job.adapterDigest === null || digest === undefined || digest === job.adapterDigest) {
+      this.settled.delete(key);
+      return;
+    }
+    this.settled.set(key, { job: job.id, digest });
+    this.logger.warn(`worker ${conn.addr} loaded ${task} from ${job.adapterPath ?? ''} with digest ${digest}, not ${job.adapterDigest} as its job's load step did: the files there changed since; it serves them, and is not replaced again for this job`);
   }
 
   /**

@@ -4,12 +4,16 @@
  * activate step, POST /v1/load_lora_adapter); a worker that starts later or restarts serves only its --adapters-dir and
  * the published checkpoint, which holds the quantized base weights and Hessians but no adapter. A worker whose link was
  * down (a partition, a gateway restart) while a task was deleted or its adapter replaced still holds the old one: it
- * lists the name, and WorkerInfo.adapter_paths says which path LoadAdapter loaded it from. Its task_jobs row says
- * what should be served everywhere.
+ * lists the name, WorkerInfo.adapter_paths says which path LoadAdapter loaded it from, and WorkerInfo.adapter_digests
+ * the content digest of what it read there. Its task_jobs row says what should be served everywhere: the job's path,
+ * and the digest of what its load step loaded (adapter_digest), so that an adapter rewritten in place at the same path
+ * (a task deleted and onboarded again from the same directory with new files) is told from the old one. Where either
+ * digest is unknown (an older worker, a job loaded before digests or by workers that read different bytes) the paths
+ * alone decide, as before digests.
  */
 import { LIVE_JOB_STATUSES, type TaskJob } from '@inlaid/db';
 
-export type LoadJob = Pick<TaskJob, 'task' | 'kind' | 'status' | 'adapterPath' | 'progress'>;
+export type LoadJob = Pick<TaskJob, 'id' | 'task' | 'kind' | 'status' | 'adapterPath' | 'adapterDigest' | 'progress'>;
 
 const LIVE: ReadonlySet<string> = new Set(LIVE_JOB_STATUSES);
 
@@ -27,12 +31,48 @@ function servedEverywhere(j: LoadJob): boolean {
 }
 
 /**
- * What a worker reports of one name: whether it lists it, and the path LoadAdapter loaded it from (undefined when it
- * was not loaded through LoadAdapter: its --adapters-dir, a checkpoint; or the worker predates adapter_paths).
+ * A digest a catch-up's own load or replace left on a worker for a task's job when it was not the job's (the files at
+ * the job's path changed after its load step): counted as the job's adapter on that worker, so that it is not replaced
+ * again and again (each load reads what is there now). AdapterCatchUp keeps them.
+ */
+export interface Settled {
+  readonly job: string;
+  readonly digest: string;
+}
+
+/**
+ * What a worker reports of one name: whether it lists it, the path LoadAdapter loaded it from and the digest of what
+ * it read there (undefined when it was not loaded through LoadAdapter: its --adapters-dir, a checkpoint; or the worker
+ * predates adapter_paths / adapter_digests), and the catch-up's Settled digest for the name on this worker, if any.
  */
 export interface WorkerAdapter {
   readonly listed: boolean;
   readonly path: string | undefined;
+  readonly digest: string | undefined;
+  readonly settled?: Settled;
+}
+
+/** What a worker reports of every name (its model list, adapter_paths, adapter_digests), and its Settled digests. */
+export interface WorkerAdapters {
+  readonly listed: ReadonlySet<string>;
+  readonly paths: ReadonlyMap<string, string>;
+  readonly digests: ReadonlyMap<string, string>;
+  readonly settled: ReadonlyMap<string, Settled>;
+}
+
+/** One name of `w`. */
+export function adapterOf(w: WorkerAdapters, name: string): WorkerAdapter {
+  return { listed: w.listed.has(name), path: w.paths.get(name), digest: w.digests.get(name), settled: w.settled.get(name) };
+}
+
+/**
+ * Whether the worker's LoadAdapter adapter is the job's: loaded from the job's path and, when the job's and the
+ * worker's digests are both known, of the job's digest (or of the digest a catch-up settled for this job there).
+ */
+export function isJobsAdapter(job: LoadJob, w: WorkerAdapter): boolean {
+  if (w.path !== job.adapterPath) return false;
+  if (job.adapterDigest === null || w.digest === undefined || w.digest === job.adapterDigest) return true;
+  return w.settled !== undefined && w.settled.job === job.id && w.settled.digest === w.digest;
 }
 
 /** What the catch-up does with one task on one worker. */
@@ -40,16 +80,18 @@ export type CatchUpAction = 'none' | 'load' | 'replace' | 'unload';
 
 /**
  * Decided under the task's lock from its latest job. Served everywhere: load it where it is not listed; replace it
- * (unload, then load) where a gateway loaded it from another path (an older job's adapter). Not served: unload it
- * where a gateway loaded it, so no old adapter is served under the name, when the job has ended (deleted, unloaded,
- * failed) or the adapter is not its own (a newer onboarding not loaded yet); a live job's own adapter stays (its load
- * step, e.g. resumed after a gateway crash, finishes the load, or its failure unloads it). An adapter of the worker's
- * own (no LoadAdapter path) is left alone unless missing, and so is a name the database has no job for.
+ * (unload, then load) where a gateway loaded another adapter (isJobsAdapter: from another path, an older job's; or from
+ * the job's path with another digest, files rewritten in place since). Not served: unload it where a gateway loaded
+ * it, so no old adapter is served under the name, when the job has ended (deleted, unloaded, failed) or the adapter is
+ * not its own (a newer onboarding not loaded yet); a live job's own adapter stays (its load step, e.g. resumed after a
+ * gateway crash, finishes the load, or its failure unloads it; such a job has no digest yet, so only its path tells).
+ * An adapter of the worker's own (no LoadAdapter path) is left alone unless missing, and so is a name the database has
+ * no job for.
  */
 export function catchUpAction(latest: LoadJob | null, w: WorkerAdapter): CatchUpAction {
   if (latest !== null && servedEverywhere(latest)) {
     if (!w.listed) return 'load';
-    return w.path !== undefined && w.path !== latest.adapterPath ? 'replace' : 'none';
+    return w.path !== undefined && !isJobsAdapter(latest, w) ? 'replace' : 'none';
   }
   if (latest === null || !w.listed || w.path === undefined) return 'none';
   return LIVE.has(latest.status) && latest.adapterPath === w.path ? 'none' : 'unload';
@@ -61,35 +103,36 @@ function liveLoadJobs(jobs: readonly LoadJob[]): LoadJob[] {
 }
 
 /**
- * The tasks to look at for a worker listing `listed`, with `paths` (WorkerInfo.adapter_paths), sorted: those of live
- * onboard / load jobs with an adapter path that it does not list or lists from another path, and every name it holds
- * from a LoadAdapter path no live job has (its task deleted or replaced meanwhile). Also the ones whose load may still
- * be under way (a step holding the lock): the caller decides each under the task's lock with catchUpAction.
+ * The tasks to look at for worker `w`, sorted: those of live onboard / load jobs with an adapter path that it does not
+ * list or holds another LoadAdapter adapter of (isJobsAdapter: another path, or the same with another digest), and
+ * every name it holds from a LoadAdapter path no live job has (its task deleted or replaced meanwhile). Also the ones
+ * whose load may still be under way (a step holding the lock): the caller decides each under the task's lock with
+ * catchUpAction.
  */
-export function catchUpTasks(jobs: readonly LoadJob[], listed: ReadonlySet<string>, paths: ReadonlyMap<string, string>): string[] {
+export function catchUpTasks(jobs: readonly LoadJob[], w: WorkerAdapters): string[] {
   const live = liveLoadJobs(jobs);
-  const names = live.filter((j) => !listed.has(j.task) || (paths.has(j.task) && paths.get(j.task) !== j.adapterPath)).map((j) => j.task);
-  for (const [name, path] of paths) if (!live.some((j) => j.task === name && j.adapterPath === path)) names.push(name);
+  const names = live.filter((j) => {
+    const a = adapterOf(w, j.task);
+    return !a.listed || (a.path !== undefined && !isJobsAdapter(j, a));
+  }).map((j) => j.task);
+  for (const [name, path] of w.paths) if (!live.some((j) => j.task === name && j.adapterPath === path)) names.push(name);
   return [...new Set(names)].sort();
 }
 
 /**
- * Of `tasks` (catchUpTasks' answer for the same jobs, listed and paths), those whose requests must not go to the
- * worker until the catch-up has decided them (its hold): a task served everywhere that it lacks or holds from another path (to load or replace), and a name it holds from a
- * LoadAdapter path that is not its live job's (to unload). Not a task whose live job is not served anywhere yet
- * (queued, validating, quantizing before its load): no worker serves it, so holding it would only turn its 404 into a
- * 30 s wait and a 503. Read outside the task's lock: the catch-up decides each under it (catchUpAction).
+ * Of `tasks` (catchUpTasks' answer for the same jobs and worker), those whose requests must not go to the worker until
+ * the catch-up has decided them (its hold): a task served everywhere that it lacks or holds another adapter of (to load
+ * or replace: another path, or the same path with another digest), and a name it holds from a LoadAdapter path that is
+ * not its live job's (to unload). Not a task whose live job is not served anywhere yet (queued, validating, quantizing
+ * before its load): no worker serves it, so holding it would only turn its 404 into a 30 s wait and a 503. Nor one
+ * whose digest a catch-up settled for its job there (Settled). Read outside the task's lock: the catch-up decides each
+ * under it (catchUpAction).
  */
-export function catchUpHolds(
-  tasks: readonly string[],
-  jobs: readonly LoadJob[],
-  listed: ReadonlySet<string>,
-  paths: ReadonlyMap<string, string>,
-): string[] {
+export function catchUpHolds(tasks: readonly string[], jobs: readonly LoadJob[], w: WorkerAdapters): string[] {
   const liveJob = new Map(liveLoadJobs(jobs).map((j) => [j.task, j]));
   return tasks.filter((name) => {
     const job = liveJob.get(name);
-    const w = { listed: listed.has(name), path: paths.get(name) };
-    return job === undefined ? w.listed && w.path !== undefined : catchUpAction(job, w) !== 'none';
+    const a = adapterOf(w, name);
+    return job === undefined ? a.listed && a.path !== undefined : catchUpAction(job, a) !== 'none';
   });
 }

@@ -8,7 +8,8 @@
  * re-reading the row there: a step either finishes before the DELETE (which then unloads what it loaded) or
  * finds the task deleted and loads and writes nothing. Workers know an adapter by its task name only, so
  * nothing unloads a name outside that lock either (failAndUnload): a late unload could hit a new task that
- * took the name.
+ * took the name. A step that loads the adapter records on the row the digest of what the workers loaded
+ * (task_jobs.adapter_digest: the adapter catch-up compares it with each worker's).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -78,7 +79,7 @@ export class OnboardSteps {
 
   private load(job: TaskJob): Promise<string> {
     return this.whileLive(job, async (tx) => {
-      await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
+      await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? ''));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'load', 'done');
       await tx.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
@@ -208,7 +209,7 @@ export class OnboardSteps {
 
   private activate(job: TaskJob): Promise<string> {
     return this.whileLive(job, async (tx) => {
-      if (job.waitForQuantization) await this.admin.loadEverywhere(job.task, job.adapterPath ?? '');
+      if (job.waitForQuantization) await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? ''));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'activate', 'done');
       const fresh = await tx.get(job.id);

@@ -384,6 +384,16 @@ export class TaskStore {
     });
   }
 
+  /**
+   * Records the content digest of the adapter the job's load (or activate) step loaded onto the workers
+   * (WorkerAdminService.loadEverywhere; null: unknown). The adapter catch-up compares it with each worker's.
+   */
+  adapterLoaded(id: string, digest: string | null): Promise<TaskJob> {
+    return this.update(id, (j) => {
+      j.adapterDigest = digest;
+    });
+  }
+
   /** `batch`: the task names of the re-quantization run that starts (progress.batch, namesInRunningBatches). */
   stageStarted(id: string, stage: string, batch?: string[]): Promise<TaskJob> {
     return this.update(id, (j) => {

@@ -196,8 +196,9 @@ export class TasksService {
     await this.store.locked(name, async (tx) => {
       // with its row, so that a DELETE (same lock) sees the task it unloads; the row first, so that a concurrent
       // creation of the name is refused before anything is loaded (the insert waits for its transaction)
-      await tx.create({ id: randomUUID(), task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
-      await this.admin.loadEverywhere(name, path, 'lora_path');
+      const id = randomUUID();
+      await tx.create({ id, task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
+      await tx.adapterLoaded(id, await this.admin.loadEverywhere(name, path, 'lora_path')); // its digest: the catch-up's reference
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
       throw err instanceof TaskNameTaken ? taskExists(name) : err;

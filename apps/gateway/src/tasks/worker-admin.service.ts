@@ -2,14 +2,16 @@
  * Admin calls to the workers for onboarding: validate an adapter, load/unload it on every worker, and run
  * an incremental re-quantization, once per checkpoint store (shared-requantize.ts). Loads and unloads are
  * idempotent (ALREADY_EXISTS / NOT_FOUND count as done); errors as toAdminError says (transport failures a 503 / 504 with a
- * fixed message, never grpc-js's text).
+ * fixed message, never grpc-js's text). A load answers the content digest of what each worker loaded (job-digest.ts).
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import { Inject, Injectable } from '@nestjs/common';
 import { common, worker } from '@inlaid/proto';
 import { fromWorkerError, InlaidError, workerBug, workerLinkError } from '../common/inlaid-error';
+import { asDigest } from '../workers/adapter-digest';
 import { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
+import { jobDigest, type Loaded } from './job-digest';
 import { ProgressSink, QuantTaskSpec, SharedRequantize } from './shared-requantize';
 
 export type { ProgressSink, QuantTaskSpec, WorkerRole } from './shared-requantize';
@@ -80,18 +82,27 @@ export class WorkerAdminService {
     });
   }
 
-  async loadEverywhere(name: string, path: string, param = 'adapter'): Promise<void> {
-    for (const c of this.ready()) await this.loadOn(c, name, path, param);
+  /** Loads the adapter on every accepting worker; answers the digest for the job's row (jobDigest: null when unknown). */
+  async loadEverywhere(name: string, path: string, param = 'adapter'): Promise<string | null> {
+    const loaded: Loaded[] = [];
+    for (const c of this.ready()) loaded.push(await this.loadOn(c, name, path, param));
+    return jobDigest(loaded);
   }
 
-  /** Loads the adapter on one worker (ALREADY_EXISTS counts as done), then re-reads its model list; also AdapterCatchUp's. */
-  async loadOn(c: WorkerConnection, name: string, path: string, param = 'adapter'): Promise<void> {
+  /**
+   * Loads the adapter on one worker (ALREADY_EXISTS counts as done), then re-reads its model list; also AdapterCatchUp's.
+   * Answers the digest of what it loaded (LoadAdapter's answer), or after ALREADY_EXISTS the one its model list reports
+   * for the name (re-read; the last one read if that fails; undefined: none, e.g. an older worker).
+   */
+  async loadOn(c: WorkerConnection, name: string, path: string, param = 'adapter'): Promise<Loaded> {
+    let card: common.ModelCard | null = null;
     try {
-      await unary(c.rpc.loadAdapter.bind(c.rpc), { name, path });
+      card = await unary(c.rpc.loadAdapter.bind(c.rpc), { name, path });
     } catch (err) {
       if ((err as ServiceError).code !== status.ALREADY_EXISTS) throw toAdminError(err, param);
     }
     await c.refreshInfo().catch(() => undefined);
+    return card !== null ? { fresh: true, digest: asDigest(card.digest) } : { fresh: false, digest: c.adapterDigest(name) };
   }
 
   async unloadEverywhere(name: string): Promise<void> {

@@ -8,6 +8,7 @@
 import { ChannelCredentials, ChannelOptions, ClientDuplexStream, credentials, Metadata } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
 import { InlaidError, WORKER_UNAVAILABLE_MESSAGE, workerRequestError } from '../common/inlaid-error';
+import { asDigest } from './adapter-digest';
 import { AsyncQueue } from './async-queue';
 import { backoffDelay, BackoffOptions, DEFAULT_BACKOFF } from './backoff';
 
@@ -152,9 +153,20 @@ export class WorkerConnection {
 
   /** The path LoadAdapter loaded `name` from, as the worker reports it (WorkerInfo.adapter_paths); undefined when not listed there. */
   adapterPath(name: string): string | undefined {
-    if (!this.ready) return undefined;
-    const paths = this.info?.adapterPaths ?? {};
-    return Object.prototype.hasOwnProperty.call(paths, name) ? paths[name] : undefined;
+    return this.reported(this.info?.adapterPaths, name);
+  }
+
+  /**
+   * The content digest of what LoadAdapter loaded as `name`, as the worker reports it (WorkerInfo.adapter_digests);
+   * undefined when not listed there (an older worker, an adapter of its own) or not a digest (adapter-digest.ts).
+   */
+  adapterDigest(name: string): string | undefined {
+    return asDigest(this.reported(this.info?.adapterDigests, name));
+  }
+
+  private reported(map: { [name: string]: string } | undefined, name: string): string | undefined {
+    if (!this.ready || map === undefined) return undefined;
+    return Object.prototype.hasOwnProperty.call(map, name) ? map[name] : undefined;
   }
 
   snapshot(): WorkerSnapshot {

@@ -175,13 +175,20 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
 
   /**
    * Every model served by an accepting worker (as pick and the scheduler see them: a stopping worker's are not listed),
-   * base models first, deduplicated by id.
+   * base models first, deduplicated by id. Not the adapters a worker's catch-up holds by name (a stale one it still
+   * lists, e.g. of a task deleted while its link was down, or one it is about to replace or unload): such a model is
+   * listed only when another worker lists it without holding it. The hold of every adapter a Session starts with
+   * (before the catch-up's first database read, at most 2 s) hides nothing: that read tells which are stale.
    */
   listModels(): common.ModelCard[] {
     const accepting = this.acceptingConnections();
     if (accepting.length === 0) throw InlaidError.unavailable('No inference worker is ready; retry shortly.');
     const byId = new Map<string, common.ModelCard>();
-    for (const c of accepting) for (const m of c.models()) if (!byId.has(m.id)) byId.set(m.id, m);
+    const heldByName = (c: WorkerConnection, id: string): boolean => {
+      const hold = c.adapterHold;
+      return hold !== null && hold !== 'all' && hold.has(id);
+    };
+    for (const c of accepting) for (const m of c.models()) if (!byId.has(m.id) && !heldByName(c, m.id)) byId.set(m.id, m);
     return [...byId.values()].sort((a, b) => Number(a.parent !== '') - Number(b.parent !== '') || a.id.localeCompare(b.id));
   }
 }

@@ -90,6 +90,14 @@ export class TaskJob {
   @Column({ name: 'adapter_path', type: 'text', nullable: true })
   adapterPath!: string | null;
 
+  /**
+   * The content digest of the adapter the job's load (or activate) step loaded onto the workers (WorkerInfo.
+   * adapter_digests; migration 1764900000000): null before that step, for workers that report none, and when the
+   * workers read different bytes. The adapter catch-up replaces an adapter loaded from adapterPath with another digest.
+   */
+  @Column({ name: 'adapter_digest', type: 'text', nullable: true })
+  adapterDigest!: string | null;
+
   @Column({ name: 'calibration_path', type: 'text', nullable: true })
   calibrationPath!: string | null;
 

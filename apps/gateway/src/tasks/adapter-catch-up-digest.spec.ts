@@ -1,0 +1,271 @@
+/**
+ * AdapterCatchUp with content digests, against real Postgres and real grpc-js fake workers whose "disk" maps an adapter
+ * path to the digest of the files there now: a worker whose link was down while its task's adapter was rewritten in
+ * place (the task deleted and loaded again from the same path) still holds the old bytes from the same path; the
+ * catch-up replaces it (held meanwhile), as it replaces one from another path. Unknown digests (an older worker) fall
+ * back to the path. Files changed again after the job's load make the catch-up's load read other bytes than the job's:
+ * logged and settled, never replaced round after round. And /v1/models (WorkersService.listModels) leaves out an
+ * adapter a worker holds as stale. Before, the worker served the old weights, and /v1/models listed a deleted task.
+ */
+import { randomUUID } from 'node:crypto';
+import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { GatewayConfig } from '@inlaid/config';
+import { testDatabase } from '@inlaid/db/testing';
+import { common, worker } from '@inlaid/proto';
+import { eventually, sleep } from '../testing/eventually';
+import { bindLocal } from '../testing/local-grpc';
+import type { WorkerConnection } from '../workers/worker-connection';
+import { WorkersService } from '../workers/workers.service';
+import { AdapterCatchUp } from './adapter-catch-up.service';
+import { TaskStore } from './task-store.service';
+import { WorkerAdminService } from './worker-admin.service';
+
+type Callback<T> = (e: Partial<Error & { code: number }> | null, r?: T) => void;
+
+/** path -> the digest of the adapter files there now (what a LoadAdapter of that path reads). */
+const disk = new Map<string, string>();
+const D1 = '1'.repeat(64);
+const D2 = '2'.repeat(64);
+const D3 = '3'.repeat(64);
+
+interface Held {
+  path: string;
+  digest: string;
+}
+
+/** A fake worker: base `m`, its LoadAdapter adapters (name -> path and digest read), and its calls. */
+interface FakeWorker {
+  server: Server;
+  port: number;
+  adapters: Map<string, Held>;
+  loads: string[];
+  unloads: string[];
+  /** false: an older worker, which reports no digest (WorkerInfo.adapter_digests, ModelCard.digest). */
+  digests: boolean;
+  /** LoadAdapter of these names fails (UNAVAILABLE), for as long as they are in it. */
+  failing: Set<string>;
+}
+
+/** Starts a fake worker on `port` (0: a free one) holding `loaded` (a gateway loaded them before its link went down). */
+async function start(port: number, loaded: Record<string, Held> = {}, opts: { digests?: boolean; failing?: string[] } = {}): Promise<FakeWorker> {
+  const w: FakeWorker = { server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], digests: opts.digests ?? true, failing: new Set(opts.failing) };
+  const getInfo = (_call: unknown, cb: Callback<worker.WorkerInfo>) => {
+    const named = [...w.adapters];
+    cb(null, worker.WorkerInfo.fromPartial({
+      workerId: `w${w.port}`, baseModel: 'm', models: [{ id: 'm', parent: '' }, ...named.map(([id]) => ({ id, parent: 'm' }))],
+      state: { totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 },
+      adapterPaths: Object.fromEntries(named.map(([n, a]) => [n, a.path])),
+      adapterDigests: w.digests ? Object.fromEntries(named.map(([n, a]) => [n, a.digest])) : {},
+    }));
+  };
+  const loadAdapter = (call: { request: worker.LoadAdapterRequest }, cb: Callback<common.ModelCard>) => {
+    const { name, path } = call.request;
+    if (w.failing.has(name)) return cb({ code: status.UNAVAILABLE, message: 'busy' });
+    if (w.adapters.has(name)) return cb({ code: status.ALREADY_EXISTS, message: `${name} exists` });
+    const digest = disk.get(path) ?? '';
+    w.loads.push(`${name} ${path}`);
+    w.adapters.set(name, { path, digest });
+    cb(null, common.ModelCard.fromPartial({ id: name, parent: 'm', digest: w.digests ? digest : '' }));
+  };
+  const unloadAdapter = (call: { request: worker.UnloadAdapterRequest }, cb: Callback<worker.UnloadAdapterResponse>) => {
+    if (!w.adapters.delete(call.request.name)) return cb({ code: status.NOT_FOUND, message: 'unknown' });
+    w.unloads.push(call.request.name);
+    cb(null, worker.UnloadAdapterResponse.fromPartial({}));
+  };
+  const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => call.on('error', () => undefined);
+  w.server.addService(worker.WorkerService, { getInfo, session, loadAdapter, unloadAdapter } as unknown as worker.WorkerServer);
+  w.port = port === 0
+    ? await bindLocal(w.server)
+    : await new Promise<number>((resolve, reject) => w.server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return w;
+}
+
+const db = testDatabase('inlaid_catchup_digest');
+
+describe('AdapterCatchUp: an adapter rewritten in place at the same path', () => {
+  let a: FakeWorker;
+  let b: FakeWorker;
+  let workers: WorkersService;
+  let admin: WorkerAdminService;
+  let store: TaskStore;
+  let catchUp: AdapterCatchUp;
+  const addr = (w: FakeWorker): string => `127.0.0.1:${w.port}`;
+  const conn = (w: FakeWorker): WorkerConnection | undefined => workers.acceptingConnections().find((c) => c.addr === addr(w));
+  const caughtUp = (w: FakeWorker, what: string) => eventually(() => conn(w) !== undefined && !catchUp.pending(addr(w)), what, 5000);
+  const listed = (): string[] => workers.listModels().map((m) => m.id);
+
+  /** POST /v1/load_lora_adapter as tasks.service does it: the job, the load on every worker, its digest on the row. */
+  async function loadTask(task: string, path: string): Promise<string> {
+    const id = randomUUID();
+    await store.create({ id, task, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'test' });
+    await store.adapterLoaded(id, await admin.loadEverywhere(task, path));
+    return id;
+  }
+
+  /** DELETE as tasks.service does it: the job ended and the adapter unloaded from the workers up now. */
+  async function deleteTask(task: string): Promise<void> {
+    await store.locked(task, async (tx) => {
+      const latest = await tx.latest(task);
+      await tx.transition(latest?.id ?? '', 'deleted', 'deleted by the client; adapter unloaded');
+      await admin.unloadEverywhere(task);
+    });
+  }
+
+  /** Ends `w`'s server (its link goes down) and starts it again on its port holding `loaded`: its catch-up is due. */
+  async function reconnect(w: FakeWorker, loaded: Record<string, Held>, opts: { digests?: boolean; failing?: string[] } = {}): Promise<FakeWorker> {
+    w.server.forceShutdown();
+    await eventually(() => conn(w) === undefined, `worker ${w.port} down`, 5000);
+    return start(w.port, loaded, opts);
+  }
+
+  /** Holds the locks of `tasks` (as a load, DELETE or another gateway's catch-up would) until the returned release. */
+  async function holdLocks(tasks: string[]): Promise<() => Promise<void>> {
+    const releases: Array<() => void> = [];
+    const held = tasks.map((t) => store.locked(t, () => new Promise<void>((r) => releases.push(r))));
+    await eventually(() => releases.length === tasks.length, 'the locks taken');
+    return async () => {
+      releases.forEach((r) => r());
+      await Promise.all(held);
+    };
+  }
+
+  beforeAll(async () => {
+    store = new TaskStore(db());
+    [a, b] = await Promise.all([start(0), start(0)]);
+    workers = new WorkersService({ workerAddrs: [addr(a), addr(b)], workerTls: null } as unknown as GatewayConfig);
+    admin = new WorkerAdminService(workers);
+    catchUp = new AdapterCatchUp(workers, store, admin);
+    catchUp.retry = { baseMs: 20, maxMs: 50 };
+    workers.onModuleInit();
+    catchUp.onModuleInit();
+    await caughtUp(a, 'A up');
+    await caughtUp(b, 'B up');
+  });
+
+  afterAll(() => {
+    catchUp?.onModuleDestroy();
+    workers?.onModuleDestroy();
+    a?.server.forceShutdown();
+    b?.server.forceShutdown();
+  });
+
+  it('records the digest of what the workers loaded, and none when they read different bytes', async () => {
+    disk.set('/adapters/rw', D1);
+    const id = await loadTask('rw', '/adapters/rw');
+    expect((await store.get(id))?.adapterDigest).toBe(D1);
+    expect(conn(a)?.adapterDigest('rw')).toBe(D1);
+    await deleteTask('rw');
+    // the files change between the two workers' loads: no digest is the job's (the catch-up compares paths only)
+    const load = jest.spyOn(admin, 'loadOn');
+    load.mockImplementation(async function (this: WorkerAdminService, ...args) {
+      const out = await WorkerAdminService.prototype.loadOn.apply(this, args);
+      disk.set('/adapters/rw', D2);
+      return out;
+    });
+    try {
+      const racy = await loadTask('rw', '/adapters/rw');
+      expect((await store.get(racy))?.adapterDigest).toBeNull();
+    } finally {
+      load.mockRestore();
+    }
+    await deleteTask('rw');
+    expect(a.adapters.size + b.adapters.size).toBe(0);
+  });
+
+  it('replaces the old adapter on a worker that missed an in-place rewrite (held meanwhile), which then serves the new bytes', async () => {
+    disk.set('/adapters/rw', D1);
+    await loadTask('rw', '/adapters/rw');
+    b.server.forceShutdown(); // B's link goes down: it keeps what it loaded
+    await eventually(() => conn(b) === undefined, 'B down', 5000);
+    await deleteTask('rw'); // unloaded from A only
+    disk.set('/adapters/rw', D2); // new files, same path
+    const id = await loadTask('rw', '/adapters/rw');
+    expect((await store.get(id))?.adapterDigest).toBe(D2);
+    expect(a.adapters.get('rw')).toEqual({ path: '/adapters/rw', digest: D2 });
+
+    catchUp.lockBusyMs = 50;
+    const release = await holdLocks(['rw']); // keeps B's catch-up from deciding rw, so its hold can be seen
+    try {
+      b = await start(b.port, { rw: { path: '/adapters/rw', digest: D1 } }); // back, still serving the old bytes
+      await eventually(() => conn(b)?.pendingFor('rw') === true && conn(b)?.adapterHold !== 'all', "rw held on B (its first read)", 5000);
+      expect(conn(b)?.adapterPath('rw')).toBe('/adapters/rw'); // the same path: before, counted as loaded, never held
+      expect((await workers.pick('rw')).addr).toBe(addr(a)); // its requests go to A meanwhile
+      expect(listed()).toContain('rw'); // A lists it, caught up
+    } finally {
+      await release();
+      catchUp.lockBusyMs = 1000;
+    }
+    await caughtUp(b, 'B caught up');
+    expect(b.unloads).toEqual(['rw']);
+    expect(b.loads).toEqual(['rw /adapters/rw']);
+    expect(conn(b)?.adapterDigest('rw')).toBe(D2); // the new bytes
+    expect(conn(b)?.pendingFor('rw')).toBe(false);
+    a.server.forceShutdown(); // B alone: it serves rw, from the new files
+    await eventually(() => conn(a) === undefined, 'A down', 5000);
+    expect((await workers.pick('rw')).addr).toBe(addr(b));
+    a = await start(a.port, { rw: { path: '/adapters/rw', digest: D2 } });
+    await caughtUp(a, 'A back');
+    expect(a.loads.concat(a.unloads)).toEqual([]); // the same bytes: nothing to do
+  });
+
+  it('compares paths only when the worker reports no digest (an older worker)', async () => {
+    b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D1 } }, { digests: false }); // old bytes, but it cannot say so
+    await caughtUp(b, 'B caught up');
+    expect(b.loads.concat(b.unloads)).toEqual([]); // as before digests
+    b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D2 } });
+    await caughtUp(b, 'B back with digests');
+  });
+
+  it("settles, without a loop, a replace that reads other bytes than the job's (the files changed again since its load)", async () => {
+    const warn = jest.spyOn((catchUp as unknown as { logger: { warn(m: string): void } }).logger, 'warn');
+    disk.set('/adapters/other', D1);
+    await loadTask('other', '/adapters/other');
+    disk.set('/adapters/rw', D3); // rewritten again, no new job: the job still says D2
+    try {
+      // B comes back with rw's D1 and a task whose loads keep failing: its catch-up runs round after round
+      b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D1 } }, { failing: ['other'] });
+      await eventually(() => b.loads.includes('rw /adapters/rw'), 'rw replaced on B', 5000);
+      await sleep(400); // rounds every 20-50 ms
+      expect(b.loads).toEqual(['rw /adapters/rw']); // once: before settling, every round replaced it again (D3 is not D2)
+      expect(b.unloads).toEqual(['rw']);
+      expect(conn(b)?.adapterDigest('rw')).toBe(D3);
+      expect(conn(b)?.pendingFor('rw')).toBe(false); // its hold ended: it serves what is at the path now
+      expect(catchUp.pending(addr(b))).toBe(true); // (still catching up on `other`)
+      expect(warn.mock.calls.map(([m]) => String(m)).filter((m) => m.includes(`with digest ${D3}, not ${D2}`))).toHaveLength(1);
+      b.failing.clear();
+      await caughtUp(b, 'B caught up');
+      // its link drops and comes back holding those bytes: settled for the job, not replaced again
+      b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D3 }, other: { path: '/adapters/other', digest: D1 } });
+      await caughtUp(b, 'B back');
+      expect(b.loads.concat(b.unloads)).toEqual([]);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it("leaves out of /v1/models an adapter a worker holds as stale, and keeps one another, caught-up worker lists", async () => {
+    // A comes back holding `gone` (its task deleted while A's link was down) and rw's old bytes; B serves rw's latest
+    disk.set('/adapters/rw', D2);
+    b = await reconnect(b, {}); // B bare: it loads rw (D2) and other at once
+    await caughtUp(b, 'B caught up');
+    expect(listed()).toEqual(['m', 'other', 'rw']);
+    disk.set('/adapters/gone', D1);
+    await loadTask('gone', '/adapters/gone');
+    await deleteTask('gone');
+    catchUp.lockBusyMs = 50;
+    const release = await holdLocks(['gone', 'rw']); // A cannot decide them yet
+    try {
+      a = await reconnect(a, { gone: { path: '/adapters/gone', digest: D1 }, rw: { path: '/adapters/rw', digest: D1 }, other: { path: '/adapters/other', digest: D1 } });
+      await eventually(() => conn(a)?.pendingFor('gone') === true && conn(a)?.adapterHold !== 'all', 'gone held on A', 5000);
+      expect(conn(a)?.serves('gone')).toBe(true); // A still lists it
+      expect(listed()).toEqual(['m', 'other', 'rw']); // before: 'gone' too (a deleted task); rw from B
+      expect(conn(a)?.pendingFor('rw')).toBe(true);
+    } finally {
+      await release();
+      catchUp.lockBusyMs = 1000;
+    }
+    await caughtUp(a, 'A caught up');
+    expect({ unloads: a.unloads.sort(), loads: a.loads }).toEqual({ unloads: ['gone', 'rw'], loads: ['rw /adapters/rw'] });
+    expect(listed()).toEqual(['m', 'other', 'rw']);
+  });
+});

@@ -1,0 +1,96 @@
+"""LoadAdapter's content digest through a real gRPC worker (tiny random Llama): LoadAdapter answers it
+(ModelCard.digest) and GetInfo reports it per adapter (WorkerInfo.adapter_digests, beside adapter_paths), from the
+bytes that were loaded; an adapter rewritten in place at the same path and loaded again reports the new files'
+digest. The gateway's catch-up compares it with the digest its job's load step recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from factories import make_random_adapter, make_tiny_llama
+from grpc_worker import serving
+from inlaid_worker.gen.inlaid.v1 import worker_pb2
+
+TARGETS = ["q_proj", "v_proj"]
+
+
+def files_digest(d: Path) -> str:
+    """The digest of the adapter files at `d` as worker.proto documents it (computed here, not by the worker's code)."""
+    h = hashlib.sha256(b"inlaid-adapter-digest-v1\0")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        data = (d / name).read_bytes()
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+    root = tmp_path_factory.mktemp("digest-grpc")
+    model = make_tiny_llama(root / "model")
+    make_random_adapter(root / "adapters" / "own", model, rank=2, alpha=4, targets=TARGETS, seed=1)
+    make_random_adapter(root / "task", model, rank=4, alpha=8, targets=TARGETS, seed=2)
+    with serving(model, adapters_dir=str(root / "adapters"), kv_cache_bytes=4 << 20) as (stub, _running):
+        yield stub, root
+
+
+def info(stub: Any) -> Any:
+    return stub.GetInfo(worker_pb2.InfoRequest())
+
+
+def load(stub: Any, name: str, path: Path) -> Any:
+    return stub.LoadAdapter(worker_pb2.LoadAdapterRequest(name=name, path=str(path)))
+
+
+def unload(stub: Any, name: str) -> None:
+    stub.UnloadAdapter(worker_pb2.UnloadAdapterRequest(name=name))
+
+
+def test_load_adapter_answers_and_get_info_reports_the_digest_of_the_files_loaded(worker: tuple[Any, Path]) -> None:
+    stub, root = worker
+    expected = files_digest(root / "task")
+    card = load(stub, "task", root / "task")
+    try:
+        assert card.id == "task" and card.digest == expected
+        got = info(stub)
+        assert dict(got.adapter_digests) == {"task": expected}  # --adapters-dir's "own": no LoadAdapter path, no digest
+        assert dict(got.adapter_paths) == {"task": str(root / "task")}
+        assert [m.digest for m in got.models] == ["", "", ""]  # the cards the gateway lists to clients carry none
+    finally:
+        unload(stub, "task")
+    assert dict(info(stub).adapter_digests) == {}
+
+
+def test_identical_files_at_another_path_report_the_same_digest(worker: tuple[Any, Path]) -> None:
+    stub, root = worker
+    copy = root / "copy-of-task"
+    shutil.copytree(root / "task", copy, dirs_exist_ok=True)
+    load(stub, "a", root / "task")
+    load(stub, "b", copy)
+    try:
+        digests = dict(info(stub).adapter_digests)
+        assert digests["a"] == digests["b"] == files_digest(root / "task")
+    finally:
+        unload(stub, "a")
+        unload(stub, "b")
+
+
+def test_an_adapter_rewritten_in_place_reports_the_new_digest_once_loaded_again(worker: tuple[Any, Path]) -> None:
+    stub, root = worker
+    d = root / "rewritten"
+    shutil.copytree(root / "task", d, dirs_exist_ok=True)
+    first = load(stub, "rw", d).digest
+    make_random_adapter(d, root / "model", rank=4, alpha=8, targets=TARGETS, seed=3)  # new weights, same path
+    assert dict(info(stub).adapter_digests)["rw"] == first  # still serving what it read: the old files' digest
+    unload(stub, "rw")
+    second = load(stub, "rw", d).digest
+    try:
+        assert second != first and second == files_digest(d)
+        got = info(stub)
+        assert dict(got.adapter_digests)["rw"] == second and dict(got.adapter_paths)["rw"] == str(d)  # same path
+    finally:
+        unload(stub, "rw")
