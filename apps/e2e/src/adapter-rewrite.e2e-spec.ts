@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { TaskJob } from '@inlaid/db';
 import OpenAI from 'openai';
 import { TaskStore } from '../../gateway/src/tasks/task-store.service';
+import { WorkersService } from '../../gateway/src/workers/workers.service';
 import { Harness, startHarness, waitFor, workerSnap } from './support/gateway-harness';
 import { getInfo, workerClient } from './support/grpc-clients';
 import { freePort } from './support/ports';
@@ -124,7 +125,13 @@ it('does not list in /v1/models a task a worker holds only as stale while its ca
   try {
     await proxy.restore();
     await waitFor(async () => ((await ready(bAddr)) ? true : undefined), 15_000, 'B back');
-    await new Promise((r) => setTimeout(r, 300)); // past the first database read of B's catch-up (its hold narrowed)
+    // past the first database read of B's catch-up: its hold narrowed from every adapter to the names to change, stale
+    // among them (the lock keeps it from being unloaded yet)
+    const workers = h.gateway.app.get(WorkersService);
+    await waitFor(async () => {
+      const c = workers.connections().find((w) => w.addr === bAddr);
+      return c !== undefined && c.adapterHold !== 'all' && c.pendingFor('stale') ? true : undefined;
+    }, 15_000, "B's hold narrowed to stale");
     expect(Object.keys(await held(b.addr))).toContain('stale'); // B still lists it
     expect(await listed()).not.toContain('stale'); // before: listed (a deleted task, served by no caught-up worker)
     expect(await listed()).toEqual(expect.arrayContaining(['rw', 'sql', 'poet'])); // B's others, and A's, still listed

@@ -17,16 +17,26 @@ module delta (scaling * B @ A) that float16 cannot hold (above 65504 in magnitud
 
 Each file is read once, whole, and parsed from those bytes (the weights by safetensors' own parser, never pickle);
 the adapter's `digest` (lora.digest) is taken over the same bytes, so it names exactly what was validated and served.
+The weights file's bytes are dropped once hashed and parsed, before the tensors are paired and converted (they would
+otherwise add the file's size to the load's peak memory). The two files are read one after the other: a rewrite of the
+directory in between would pair one version's config with another's weights, so each file read is stat'ed when it is
+opened (device, inode, size, mtime and ctime in ns) and its path again once the weights are read: a change (a file
+rewritten in place, or replaced by a rename) reads both again, once, and a second change refuses the adapter
+(AdapterChanging, an AdapterError that the worker answers ABORTED: retry once the files are written). A writer still
+between its two files at both stats is not seen, nor a version switched by re-pointing symlinks (the files read are
+those resolved and checked): write a new version elsewhere and rename it into place, or use a new path.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -47,6 +57,8 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_CONFIG_BYTES = 1 << 20  # adapter_config.json (PEFT writes about 1 KiB)
 _CONFIG = "adapter_config.json"
 _WEIGHTS = "adapter_model.safetensors"
+_READS = 2  # reads of the two files before a rewrite seen between them refuses the adapter (load_adapter)
+_T = TypeVar("_T")
 # Config keys that must be falsy (None / False / empty) because they change what the adapter computes.
 _UNSUPPORTED_KEYS = {
     "use_dora": "DoRA",
@@ -66,6 +78,11 @@ _UNSUPPORTED_KEYS = {
 
 class AdapterError(ValueError):
     """An adapter that cannot be served on this base model, with the reason."""
+
+
+class AdapterChanging(AdapterError):
+    """The adapter's files changed while they were read, on every read tried: being written, not bad (a retry may
+    succeed; the worker answers ABORTED, not INVALID_ARGUMENT)."""
 
 
 @dataclass(frozen=True)
@@ -90,18 +107,58 @@ def load_adapter(path: str | Path, base: ModelConfig, *, expected_base: str | No
     root = Path(path)
     if not root.is_dir():
         raise AdapterError(f"adapter directory {root} does not exist")
-    raw, config_bytes = _read_config(root)
-    rank, alpha, rslora = _rank_alpha(raw)
-    targets = _targets(raw)
-    layers = _layers(raw, base)
-    base_name = raw.get("base_model_name_or_path")
-    if expected_base is not None and base_name and _tail(base_name) != _tail(expected_base):
-        raise AdapterError(f"adapter was trained on {base_name!r}, this worker serves {expected_base!r}")
-    tensors, weights_bytes = _read_tensors(root)
+
+    def parse(raw: dict[str, Any]) -> tuple[int, float, bool, frozenset[str], tuple[int, ...], str | None]:
+        rank, alpha, rslora = _rank_alpha(raw)
+        targets = _targets(raw)
+        layers = _layers(raw, base)
+        base_name = raw.get("base_model_name_or_path")
+        if expected_base is not None and base_name and _tail(base_name) != _tail(expected_base):
+            raise AdapterError(f"adapter was trained on {base_name!r}, this worker serves {expected_base!r}")
+        return rank, alpha, rslora, targets, layers, base_name
+
+    (rank, alpha, rslora, targets, layers, base_name), config_bytes, tensors, weights_bytes = _read_files(root, parse)
+    # the digest is over the bytes parsed; then those bytes (the file's size) go before the tensors are paired
+    digest = adapter_digest({_CONFIG: config_bytes, _WEIGHTS: weights_bytes})
+    del weights_bytes
     scale = alpha / math.sqrt(rank) if rslora else alpha / rank
     weights = _pair_tensors(tensors, base, rank, targets, layers, scale)
-    digest = adapter_digest({_CONFIG: config_bytes, _WEIGHTS: weights_bytes})
     return LoraAdapter(rank, alpha, scale, targets, base_name, weights, digest)
+
+
+def _read_files(root: Path, parse: Callable[[dict[str, Any]], _T]) -> tuple[_T, bytes, dict[str, torch.Tensor], bytes]:
+    """(parse(the config), the config's bytes, the tensors, the weights' bytes), the config checked by `parse` before
+    the weights are read; both files read again (once) if either file read changed between its open and the end of the
+    weights' read (_changed)."""
+    for _ in range(_READS):
+        raw, config_bytes, config_read = _read_config(root)
+        parsed = parse(raw)
+        tensors, weights_bytes, weights_read = _read_tensors(root)
+        if not _changed(config_read) and not _changed(weights_read):
+            return parsed, config_bytes, tensors, weights_bytes
+        del tensors, weights_bytes  # perhaps another version's files than the config's: both are read again
+    raise AdapterChanging(
+        f"the adapter files in {root} ({_CONFIG}, {_WEIGHTS}) changed while they were read, {_READS} times in a row; "
+        "retry once they are written (write a new version elsewhere and rename it into place)"
+    )
+
+
+# A file read: the path opened (a symlink's resolution: _contained) and its stamp when it was opened (_stamp).
+_Opened = tuple[Path, tuple[int, ...]]
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What tells a file rewritten in place or replaced by a rename: device, inode, size, mtime and ctime (ns)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _changed(opened: _Opened) -> bool:
+    """Whether the file at the path read is no longer the one opened then, as it was (or cannot be stat'ed)."""
+    path, stamp = opened
+    try:
+        return _stamp(os.stat(path)) != stamp
+    except OSError:
+        return True
 
 
 def _tail(name: str) -> str:
@@ -145,14 +202,15 @@ def _contained(root: Path, file: Path) -> Path:
     )
 
 
-def _read_config(root: Path) -> tuple[dict[str, Any], bytes]:
-    """The config and the bytes it was parsed from."""
+def _read_config(root: Path) -> tuple[dict[str, Any], bytes, _Opened]:
+    """The config, the bytes it was parsed from, and the file read (its stamp taken at its open)."""
     cfg = root / _CONFIG
     if not cfg.is_file():
         raise AdapterError(f"{cfg} not found")
     real = _contained(root, cfg)
     try:
         with real.open("rb") as f:
+            opened = (real, _stamp(os.fstat(f.fileno())))
             text = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise AdapterError(f"{cfg} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
@@ -172,7 +230,7 @@ def _read_config(root: Path) -> tuple[dict[str, Any], bytes]:
     for key, what in _UNSUPPORTED_KEYS.items():
         if raw.get(key):
             raise AdapterError(f"{what} is not supported ({key}={raw[key]!r})")
-    return raw, text
+    return raw, text, opened
 
 
 def _rank_alpha(raw: dict[str, Any]) -> tuple[int, float, bool]:
@@ -228,8 +286,9 @@ def _layers(raw: dict[str, Any], base: ModelConfig) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes]:
-    """The tensors and the bytes they were parsed from (read once: the digest is over what was parsed)."""
+def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes, _Opened]:
+    """The tensors, the bytes they were parsed from (read once: the digest is over what was parsed), and the file read
+    (its stamp taken at its open)."""
     file = root / _WEIGHTS
     if not file.is_file():
         pickled = [p.name for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
@@ -241,7 +300,9 @@ def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes]:
         raise AdapterError(f"{file} not found")
     real = _contained(root, file)
     try:
-        data = real.read_bytes()
+        with real.open("rb") as f:
+            opened = (real, _stamp(os.fstat(f.fileno())))
+            data = f.read()
     except OSError as exc:
         raise AdapterError(f"{file} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
     try:
@@ -256,7 +317,7 @@ def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes]:
                 f"tensor {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
                 "LoRA weights must be float16, bfloat16 or float32"
             )
-    return tensors, data
+    return tensors, data, opened
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:

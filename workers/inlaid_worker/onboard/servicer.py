@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2
+from inlaid_worker.lora.adapter import AdapterChanging
 from inlaid_worker.server.engine_loop import EngineLoop
 from inlaid_worker.server.servicer import AdapterLoader, WorkerServicer
 
@@ -56,11 +57,14 @@ class OnboardingServicer(WorkerServicer):
     def ValidateAdapter(self, request: worker_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> Any:
         try:
             adapter = self._load_adapter(request.path)
+        except AdapterChanging as exc:  # being written: a retry may succeed (the gateway retries ABORTED)
+            context.abort(grpc.StatusCode.ABORTED, f"adapter {request.name!r} not validated: {exc}")
         except self._adapter_error as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {request.name!r} refused: {exc}")
+        # digest: of the bytes just read and validated (lora.digest), the gateway's reference for the task's job
         return common_pb2.ModelCard(id=request.name, parent=self.engine.adapters.base_model_id, rank=adapter.rank,
                                     target_modules=sorted(adapter.targets),
-                                    max_model_len=self.engine.limits.max_model_len)
+                                    max_model_len=self.engine.limits.max_model_len, digest=adapter.digest)
 
     def Requantize(self, request: worker_pb2.RequantizeRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         if self.manager is None:

@@ -30,7 +30,7 @@ from inlaid_worker.engine.sampling_params import SamplingError
 from inlaid_worker.engine.tokenizer import PromptError
 from inlaid_worker.engine.tool_template import chat_messages, parse_tools
 from inlaid_worker.gen.inlaid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from inlaid_worker.lora.adapter import LoraAdapter
+from inlaid_worker.lora.adapter import AdapterChanging, LoraAdapter
 from inlaid_worker.server.convert import card_to_proto, event_to_proto, sampling_from_proto, state_to_proto
 from inlaid_worker.server.engine_loop import AdmitError, EngineLoop
 from inlaid_worker.server.refusal import abort_with
@@ -247,6 +247,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a model named {name!r} is already loaded")
         try:
             adapter = self._load_adapter(request.path)  # disk I/O here, off the engine thread
+        except AdapterChanging as exc:  # being written: a retry may succeed (the gateway retries ABORTED)
+            context.abort(grpc.StatusCode.ABORTED, f"adapter {name!r} not loaded: {exc}")
         except self._adapter_error as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"adapter {name!r} refused: {exc}")
         digest = adapter.digest  # of the bytes just read and validated (lora.digest), not a second read

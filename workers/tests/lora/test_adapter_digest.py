@@ -1,20 +1,27 @@
 """An adapter's content digest (lora.digest, LoraAdapter.digest): sha256 over the bytes load_adapter read and parsed,
-framed by file name and length; the same for identical files anywhere, another for any changed byte of either file."""
+framed by file name and length; the same for identical files anywhere, another for any changed byte of either file.
+The weights file's bytes are dropped once hashed, before the tensors are paired; and the two files rewritten between
+their reads (the race forced through a hook on the weights' read, the only way to make it deterministic) are read
+again, once, then refused."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import os
 import shutil
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from adapter_edits import base_with_adapter, edited
-from factories import make_random_adapter
+from factories import make_random_adapter, make_tiny_llama
 from inlaid_worker.lora import adapter as adapter_mod
-from inlaid_worker.lora.adapter import load_adapter
+from inlaid_worker.lora.adapter import SUPPORTED_MODULES, AdapterChanging, AdapterError, load_adapter
 from inlaid_worker.lora.digest import adapter_digest
+from inlaid_worker.model.config import load_model_config
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
@@ -78,24 +85,30 @@ def test_an_adapter_rewritten_in_place_gets_the_new_files_digest(base: tuple[Pat
 def test_the_digest_is_of_the_bytes_parsed_not_of_a_later_read(
     base: tuple[Path, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The weights file rewritten right after it was read (while it is parsed): the digest and the weights are both
-    those of the bytes read, so the digest names what is served."""
+    """The digest is sha256 over exactly the bytes safetensors parsed (framed as lora.digest says); the weights file
+    rewritten once they are parsed and hashed (while the tensors are paired, their bytes dropped): the digest and the
+    weights are both those of the bytes read, so the digest names what is served, not what is at the path now."""
     model_dir, adapter_dir, config = base
     d = tmp_path / "raced"
     shutil.copytree(adapter_dir, d)
     old = load_adapter(d, config)
     other = make_random_adapter(tmp_path / "other", model_dir, rank=4, alpha=8, targets=["q_proj", "v_proj"], seed=9)
-    parse = adapter_mod.load_safetensors
+    parse, pair = adapter_mod.load_safetensors, adapter_mod._pair_tensors
     parsed: list[bytes] = []
 
-    def parse_then_rewrite(data: bytes) -> dict[str, torch.Tensor]:
+    def recorded(data: bytes) -> dict[str, torch.Tensor]:
         parsed.append(data)
-        shutil.copyfile(other / WEIGHTS, d / WEIGHTS)  # the file changes once its bytes are in hand
         return parse(data)
 
-    monkeypatch.setattr(adapter_mod, "load_safetensors", parse_then_rewrite)
+    def rewrite_then_pair(*args: Any, **kwargs: Any) -> Any:
+        shutil.copyfile(other / WEIGHTS, d / WEIGHTS)  # the file changes once its bytes are parsed and hashed
+        return pair(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_mod, "load_safetensors", recorded)
+    monkeypatch.setattr(adapter_mod, "_pair_tensors", rewrite_then_pair)
     got = load_adapter(d, config)
     assert len(parsed) == 1  # one read of the weights
+    assert got.digest == adapter_digest({CONFIG: (d / CONFIG).read_bytes(), WEIGHTS: parsed[0]})
     assert got.digest == old.digest and got.digest != by_hand(d)  # by_hand(d) reads the rewritten file
     assert all(torch.equal(got.weights[k][1], old.weights[k][1]) for k in old.weights)
 
@@ -104,3 +117,116 @@ def test_an_adapter_made_in_memory_has_no_digest(base: tuple[Path, Path, Any]) -
     from factories import make_lora_adapter
 
     assert make_lora_adapter(base[2], rank=2, targets=("q_proj",)).digest == ""
+
+
+def test_the_weights_bytes_are_dropped_before_the_tensors_are_paired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python memory (tracemalloc: the file's bytes and the parsed tensors' buffers) when the tensors are paired: one
+    copy of the weights (the tensors), not two (before, the file's bytes stayed alive through the pairing: +the file's
+    size at the load's peak, 305 MiB for a 305 MiB adapter); and the digest is still that of the bytes parsed."""
+    model = make_tiny_llama(tmp_path / "base", hidden=256, intermediate=512)
+    d = make_random_adapter(tmp_path / "big", model, rank=64, alpha=64, targets=list(SUPPORTED_MODULES), seed=3)
+    size = (d / WEIGHTS).stat().st_size
+    assert size > 2 << 20  # large enough that the interpreter's own allocations do not matter
+    pair = adapter_mod._pair_tensors
+    at_pairing: list[int] = []
+
+    def measured(*args: Any, **kwargs: Any) -> Any:
+        at_pairing.append(tracemalloc.get_traced_memory()[0])
+        return pair(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_mod, "_pair_tensors", measured)
+    config = load_model_config(model)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        got = load_adapter(d, config)
+    finally:
+        tracemalloc.stop()
+    assert len(at_pairing) == 1
+    assert size * 3 // 4 < at_pairing[0] < size * 3 // 2, (at_pairing[0], size)  # before: over 2 * size
+    assert got.digest == by_hand(d)
+
+
+def _rewrite(d: Path, src: Path) -> None:
+    """`src`'s adapter files into `d`, each by an atomic rename (a new inode) with an mtime of its own."""
+    for i, name in enumerate((WEIGHTS, CONFIG)):
+        tmp = d / f".{name}.tmp"
+        shutil.copyfile(src / name, tmp)
+        os.utime(tmp, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 1)))
+        os.replace(tmp, d / name)
+
+
+@pytest.fixture(scope="module")
+def rank2(base: tuple[Path, Path, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another adapter for the same base, of another rank (a torn read pairs a rank-4 config with rank-2 weights)."""
+    return make_random_adapter(
+        tmp_path_factory.mktemp("rank2") / "ad", base[0], rank=2, alpha=4, targets=["q_proj", "v_proj"], seed=5
+    )
+
+
+def test_files_rewritten_between_the_config_and_the_weights_are_read_again(
+    base: tuple[Path, Path, Any], rank2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory rewritten with another adapter after the config was read and before the weights are: the first
+    read holds the old config and the new weights (before, served as such: a rank-4 config with rank-2 weights, or a
+    mix of two versions under one digest); the stats before and after differ, so both are read again: the new adapter,
+    whole, and its digest."""
+    _, adapter_dir, config = base
+    d = tmp_path / "torn"
+    shutil.copytree(adapter_dir, d)
+    read = adapter_mod._read_tensors
+    calls: list[int] = []
+
+    def rewritten_first(root: Path) -> Any:
+        if not calls:
+            _rewrite(d, rank2)  # between the config's read and the weights'
+        calls.append(1)
+        return read(root)
+
+    monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_first)
+    got = load_adapter(d, config)
+    assert len(calls) == 2
+    assert got.rank == 2 and got.digest == by_hand(rank2) == by_hand(d)
+    want = load_adapter(rank2, config)
+    assert got.weights.keys() == want.weights.keys()
+    assert all(torch.equal(got.weights[k][i], want.weights[k][i]) for k in want.weights for i in (0, 1))
+
+
+def test_files_that_keep_changing_while_read_are_refused(
+    base: tuple[Path, Path, Any], rank2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, adapter_dir, config = base
+    d = tmp_path / "churn"
+    shutil.copytree(adapter_dir, d)
+    read = adapter_mod._read_tensors
+    versions = [rank2, adapter_dir]
+    calls: list[int] = []
+
+    def rewritten_each_time(root: Path) -> Any:
+        _rewrite(d, versions[len(calls) % 2])
+        calls.append(1)
+        return read(root)
+
+    monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_each_time)
+    with pytest.raises(
+        AdapterChanging, match=r"changed while they were read, 2 times in a row; retry once they are written"
+    ) as refused:
+        load_adapter(d, config)
+    assert len(calls) == 2
+    assert isinstance(refused.value, AdapterError)  # a refusal like any other where AdapterError is caught
+
+
+def test_an_unchanged_adapter_is_read_once(base: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, adapter_dir, config = base
+    read = adapter_mod._read_tensors
+    calls: list[int] = []
+
+    def counted(root: Path) -> Any:
+        calls.append(1)
+        return read(root)
+
+    monkeypatch.setattr(adapter_mod, "_read_tensors", counted)
+    assert load_adapter(adapter_dir, config).digest == by_hand(adapter_dir)
+    assert len(calls) == 1

@@ -1,20 +1,25 @@
 """LoadAdapter's content digest through a real gRPC worker (tiny random Llama): LoadAdapter answers it
 (ModelCard.digest) and GetInfo reports it per adapter (WorkerInfo.adapter_digests, beside adapter_paths), from the
 bytes that were loaded; an adapter rewritten in place at the same path and loaded again reports the new files'
-digest. The gateway's catch-up compares it with the digest its job's load step recorded."""
+digest. ValidateAdapter answers the digest of the files it read too (the gateway's reference for the job), without
+loading them. Files that keep changing while they are read are answered ABORTED (a retry may succeed), not
+INVALID_ARGUMENT. The gateway's catch-up compares a worker's digests with the one its job recorded."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from factories import make_random_adapter, make_tiny_llama
 from grpc_worker import serving
 from inlaid_worker.gen.inlaid.v1 import worker_pb2
+from inlaid_worker.lora import adapter as adapter_mod
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -94,3 +99,60 @@ def test_an_adapter_rewritten_in_place_reports_the_new_digest_once_loaded_again(
         assert dict(got.adapter_digests)["rw"] == second and dict(got.adapter_paths)["rw"] == str(d)  # same path
     finally:
         unload(stub, "rw")
+
+
+def test_validate_adapter_answers_the_digest_of_the_files_it_read_without_loading_them(
+    worker: tuple[Any, Path],
+) -> None:
+    stub, root = worker
+    d = root / "validated"
+    shutil.copytree(root / "task", d, dirs_exist_ok=True)
+    card = stub.ValidateAdapter(worker_pb2.LoadAdapterRequest(name="v", path=str(d)))
+    assert card.id == "v" and card.rank == 4 and card.digest == files_digest(d)
+    assert "v" not in dict(info(stub).adapter_digests)  # validated, not loaded
+    held = load(stub, "v", d).digest
+    try:
+        make_random_adapter(d, root / "model", rank=4, alpha=8, targets=TARGETS, seed=4)  # rewritten in place
+        again = stub.ValidateAdapter(worker_pb2.LoadAdapterRequest(name="v", path=str(d))).digest
+        assert again == files_digest(d) != held  # what is at the path now
+        assert dict(info(stub).adapter_digests)["v"] == held  # while the loaded adapter keeps what it read
+    finally:
+        unload(stub, "v")
+
+
+def test_files_that_keep_changing_while_read_are_aborted_not_refused(
+    worker: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read of the weights preceded by a rewrite of the directory (a hook on the worker's read, in this process:
+    the race cannot be produced deterministically otherwise): ABORTED for LoadAdapter and ValidateAdapter, nothing
+    loaded; the same files, left alone, load."""
+    stub, root = worker
+    d = root / "churning"
+    shutil.copytree(root / "task", d, dirs_exist_ok=True)
+    versions = [root / "adapters" / "own", root / "task"]  # rank 2, rank 4
+    read = adapter_mod._read_tensors
+    reads: list[int] = []
+
+    def rewritten_each_time(at: Path) -> Any:
+        src = versions[len(reads) % 2]
+        for i, name in enumerate(("adapter_model.safetensors", "adapter_config.json")):
+            tmp = d / f".{name}.tmp"
+            shutil.copyfile(src / name, tmp)
+            os.utime(tmp, ns=(10**9 * (len(reads) * 2 + i + 1),) * 2)
+            os.replace(tmp, d / name)
+        reads.append(1)
+        return read(at)
+
+    monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_each_time)
+    for call in (stub.LoadAdapter, stub.ValidateAdapter):
+        with pytest.raises(grpc.RpcError) as err:
+            call(worker_pb2.LoadAdapterRequest(name="churn", path=str(d)))
+        assert err.value.code() == grpc.StatusCode.ABORTED
+        assert "changed while they were read" in err.value.details()
+    assert len(reads) == 4 and "churn" not in dict(info(stub).adapter_digests)
+    monkeypatch.setattr(adapter_mod, "_read_tensors", read)
+    card = load(stub, "churn", d)
+    try:
+        assert card.digest == files_digest(d)
+    finally:
+        unload(stub, "churn")

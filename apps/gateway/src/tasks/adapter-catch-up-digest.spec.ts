@@ -8,19 +8,15 @@
  * adapter a worker holds as stale. Before, the worker served the old weights, and /v1/models listed a deleted task.
  */
 import { randomUUID } from 'node:crypto';
-import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { GatewayConfig } from '@inlaid/config';
 import { testDatabase } from '@inlaid/db/testing';
-import { common, worker } from '@inlaid/proto';
-import { eventually, sleep } from '../testing/eventually';
-import { bindLocal } from '../testing/local-grpc';
+import { startFakeWorker, type FakeWorker, type FakeWorkerOptions, type HeldAdapter as Held } from '../testing/adapter-fake-worker';
+import { eventually } from '../testing/eventually';
 import type { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
 import { AdapterCatchUp } from './adapter-catch-up.service';
 import { TaskStore } from './task-store.service';
 import { WorkerAdminService } from './worker-admin.service';
-
-type Callback<T> = (e: Partial<Error & { code: number }> | null, r?: T) => void;
 
 /** path -> the digest of the adapter files there now (what a LoadAdapter of that path reads). */
 const disk = new Map<string, string>();
@@ -28,57 +24,8 @@ const D1 = '1'.repeat(64);
 const D2 = '2'.repeat(64);
 const D3 = '3'.repeat(64);
 
-interface Held {
-  path: string;
-  digest: string;
-}
-
-/** A fake worker: base `m`, its LoadAdapter adapters (name -> path and digest read), and its calls. */
-interface FakeWorker {
-  server: Server;
-  port: number;
-  adapters: Map<string, Held>;
-  loads: string[];
-  unloads: string[];
-  /** false: an older worker, which reports no digest (WorkerInfo.adapter_digests, ModelCard.digest). */
-  digests: boolean;
-  /** LoadAdapter of these names fails (UNAVAILABLE), for as long as they are in it. */
-  failing: Set<string>;
-}
-
-/** Starts a fake worker on `port` (0: a free one) holding `loaded` (a gateway loaded them before its link went down). */
-async function start(port: number, loaded: Record<string, Held> = {}, opts: { digests?: boolean; failing?: string[] } = {}): Promise<FakeWorker> {
-  const w: FakeWorker = { server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], digests: opts.digests ?? true, failing: new Set(opts.failing) };
-  const getInfo = (_call: unknown, cb: Callback<worker.WorkerInfo>) => {
-    const named = [...w.adapters];
-    cb(null, worker.WorkerInfo.fromPartial({
-      workerId: `w${w.port}`, baseModel: 'm', models: [{ id: 'm', parent: '' }, ...named.map(([id]) => ({ id, parent: 'm' }))],
-      state: { totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 },
-      adapterPaths: Object.fromEntries(named.map(([n, a]) => [n, a.path])),
-      adapterDigests: w.digests ? Object.fromEntries(named.map(([n, a]) => [n, a.digest])) : {},
-    }));
-  };
-  const loadAdapter = (call: { request: worker.LoadAdapterRequest }, cb: Callback<common.ModelCard>) => {
-    const { name, path } = call.request;
-    if (w.failing.has(name)) return cb({ code: status.UNAVAILABLE, message: 'busy' });
-    if (w.adapters.has(name)) return cb({ code: status.ALREADY_EXISTS, message: `${name} exists` });
-    const digest = disk.get(path) ?? '';
-    w.loads.push(`${name} ${path}`);
-    w.adapters.set(name, { path, digest });
-    cb(null, common.ModelCard.fromPartial({ id: name, parent: 'm', digest: w.digests ? digest : '' }));
-  };
-  const unloadAdapter = (call: { request: worker.UnloadAdapterRequest }, cb: Callback<worker.UnloadAdapterResponse>) => {
-    if (!w.adapters.delete(call.request.name)) return cb({ code: status.NOT_FOUND, message: 'unknown' });
-    w.unloads.push(call.request.name);
-    cb(null, worker.UnloadAdapterResponse.fromPartial({}));
-  };
-  const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => call.on('error', () => undefined);
-  w.server.addService(worker.WorkerService, { getInfo, session, loadAdapter, unloadAdapter } as unknown as worker.WorkerServer);
-  w.port = port === 0
-    ? await bindLocal(w.server)
-    : await new Promise<number>((resolve, reject) => w.server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
-  return w;
-}
+/** A fake worker on `port` (0: a free one) holding `loaded` (testing/adapter-fake-worker.ts), reading `disk`. */
+const start = (port: number, loaded: Record<string, Held> = {}, opts: FakeWorkerOptions = {}): Promise<FakeWorker> => startFakeWorker(disk, port, loaded, opts);
 
 const db = testDatabase('inlaid_catchup_digest');
 
@@ -225,22 +172,37 @@ describe('AdapterCatchUp: an adapter rewritten in place at the same path', () =>
       // B comes back with rw's D1 and a task whose loads keep failing: its catch-up runs round after round
       b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D1 } }, { failing: ['other'] });
       await eventually(() => b.loads.includes('rw /adapters/rw'), 'rw replaced on B', 5000);
-      await sleep(400); // rounds every 20-50 ms
+      // rounds every 20-50 ms, `other` failing in each, after rw (a task that failed goes last): its third failure
+      // comes after rw was decided twice more
+      await eventually(() => b.failedLoads.filter((n) => n === 'other').length >= 3, "three failed loads of 'other' on B", 5000);
       expect(b.loads).toEqual(['rw /adapters/rw']); // once: before settling, every round replaced it again (D3 is not D2)
       expect(b.unloads).toEqual(['rw']);
       expect(conn(b)?.adapterDigest('rw')).toBe(D3);
       expect(conn(b)?.pendingFor('rw')).toBe(false); // its hold ended: it serves what is at the path now
       expect(catchUp.pending(addr(b))).toBe(true); // (still catching up on `other`)
       expect(warn.mock.calls.map(([m]) => String(m)).filter((m) => m.includes(`with digest ${D3}, not ${D2}`))).toHaveLength(1);
+      expect(catchUp.settledCount).toBe(1); // B's rw, for this job
       b.failing.clear();
       await caughtUp(b, 'B caught up');
       // its link drops and comes back holding those bytes: settled for the job, not replaced again
       b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D3 }, other: { path: '/adapters/other', digest: D1 } });
       await caughtUp(b, 'B back');
       expect(b.loads.concat(b.unloads)).toEqual([]);
+      expect(catchUp.settledCount).toBe(1); // kept across B's Sessions: it still holds those bytes
     } finally {
       warn.mockRestore();
     }
+  });
+
+  it("prunes a settled digest once its task has another job, at any worker's catch-up (the jobs read are the fleet's)", async () => {
+    disk.set('/adapters/rw', D2);
+    await deleteTask('rw'); // A and B up: unloaded from both
+    await loadTask('rw', '/adapters/rw'); // a new job: D2 on both
+    expect(catchUp.settledCount).toBe(1); // B's entry for the old job: no catch-up has read the jobs since
+    a = await reconnect(a, { rw: { path: '/adapters/rw', digest: D2 }, other: { path: '/adapters/other', digest: D1 } });
+    await caughtUp(a, 'A back');
+    expect(a.loads.concat(a.unloads)).toEqual([]);
+    expect(catchUp.settledCount).toBe(0); // B's entry: its job is not rw's live job any more
   });
 
   it("leaves out of /v1/models an adapter a worker holds as stale, and keeps one another, caught-up worker lists", async () => {

@@ -6,15 +6,18 @@
  * lock, re-read there: a DELETE or unload (same lock) either ran before and the task is not loaded, or runs after and
  * unloads it from this worker too; a load step under way finishes first. ALREADY_EXISTS counts as done. A worker whose
  * link was down while a task was deleted or replaced still lists the old adapter: one it holds from a LoadAdapter path
- * other than the task's latest served job's, or from the same path with another content digest than the one the job's
- * load step recorded (the files rewritten in place: WorkerInfo.adapter_digests; unknown digests compare paths only), is
- * replaced (unloaded, then loaded from the job's path), and one whose task's latest job is not served is unloaded
- * (catchUpAction). The catch-up's own loads record nothing on the job: a load that reads other bytes than the job's
- * (the files changed again since its load step) is logged, and that digest is settled for the job on that worker
- * (missing-adapters.ts Settled), so it is not replaced again on every round (each load would read the same new files)
- * and its hold ends as for any task done. A failure (database, worker, an adapter refused) is
- * logged and the worker's catch-up runs again on its next report (GetInfo after an admin call) or after a backoff, for
- * as long as its Session lasts; a stopping worker is skipped.
+ * other than the task's latest served job's, or from the same path with another content digest than the job's (its
+ * validate step's, then its load step's: the files rewritten in place; WorkerInfo.adapter_digests; unknown digests
+ * compare paths only), is replaced (unloaded, then loaded from the job's path), and one whose task's latest job is not
+ * served, or is live but not loaded yet and is not that job's own (another path, or another digest than the one its
+ * validate step recorded), is unloaded (catchUpAction). The catch-up's own loads record nothing on the job: a load
+ * that reads other bytes than the job's (the files changed again since its load step) is logged, and that digest is
+ * settled for the job on that worker (missing-adapters.ts Settled), so it is not replaced again on every round (each
+ * load would read the same new files) and its hold ends as for any task done. Settled digests live in this gateway's
+ * memory only: a gateway restart forgets them, and each worker holding such an adapter gets one more replace (and its
+ * warning) at its next Session (it then reads the same files again and is settled anew). A failure (database, worker,
+ * an adapter refused) is logged and the worker's catch-up runs again on its next report (GetInfo after an admin call)
+ * or after a backoff, for as long as its Session lasts; a stopping worker is skipped.
  *
  * Until then no request for those tasks goes to the worker: its Session starts holding every adapter
  * (WorkerConnection.holdOnSessionStart), the first database read narrows the hold to the tasks to change there that
@@ -109,8 +112,15 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   /** `addr task` -> the job whose adapter that worker refused for good (bad adapter, no free slot): not retried until
    * the task's job changes or the worker's Session ends. */
   private readonly refused = new Map<string, string>();
-  /** `addr task` -> the digest this catch-up's load left there for the task's job when it was not the job's (Settled):
-   * kept across the worker's Sessions (it still holds what was loaded), dropped once the task's live job changes. */
+  /**
+   * `addr task` -> the digest this catch-up's load left there for the task's job when it was not the job's (Settled):
+   * kept across the worker's Sessions (a link that drops and comes back: it still holds what was loaded). Pruned at
+   * every catch-up's database read (pruneSettled): on every worker, the entries of a task whose live job changed or
+   * ended (the jobs read are the fleet's); on the worker caught up, those of a task it no longer lists (it restarted,
+   * or its adapter was unloaded); and the entries of addresses no longer among the configured workers. At most one
+   * entry per configured worker and live task. In memory only: a gateway restart forgets them (one more replace, and
+   * its warning, per worker and such task at the worker's next Session).
+   */
   private readonly settled = new Map<string, Settled>();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
   retry: BackoffOptions = CATCH_UP_RETRY;
@@ -232,10 +242,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     }
     if (!current()) return { failed: 0, busyOnly: false };
     const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
-    for (const [key, s] of [...this.settled]) {
-      const [addr, task] = splitKey(key);
-      if (addr === conn.addr && jobOf.get(task) !== s.job) this.settled.delete(key); // another job (or none) now
-    }
+    this.pruneSettled(conn, jobOf);
     const reported = this.reported(conn);
     const tasks = catchUpTasks(jobs, reported);
     // a task no longer to catch up (the holder's load reached the worker, its DELETE ended it) forgets its busy lock:
@@ -327,6 +334,26 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     }, { queryMs, busyMs, signal });
   }
 
+  /**
+   * Drops the Settled entries that can no longer apply (settled's doc): of a task whose live job is not the one settled
+   * (`jobOf`: task -> its live job, as just read for the whole fleet), of a task `conn` no longer lists, and of an
+   * address that is not a configured worker's.
+   */
+  private pruneSettled(conn: WorkerConnection, jobOf: ReadonlyMap<string, string>): void {
+    const configured = new Set(this.workers.connections().map((c) => c.addr));
+    const listed = new Set(conn.models().map((m) => m.id));
+    for (const [key, s] of [...this.settled]) {
+      const [addr, task] = splitKey(key);
+      const gone = !configured.has(addr) || jobOf.get(task) !== s.job || (addr === conn.addr && !listed.has(task));
+      if (gone) this.settled.delete(key);
+    }
+  }
+
+  /** The number of Settled entries (specs). */
+  get settledCount(): number {
+    return this.settled.size;
+  }
+
   /** What `conn` reports of every name it lists, with the digests settled there (missing-adapters.ts). */
   private reported(conn: WorkerConnection): WorkerAdapters {
     const listed = new Set(conn.models().map((m) => m.id));
@@ -355,7 +382,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       await this.confirm(conn, task, null);
     }
     if (action === 'unload' || job === null || refused) {
-      this.logger.log(`unloaded ${task} from worker ${conn.addr}: ${action === 'unload' ? 'its latest job is not served' : 'an older job\'s adapter'}`);
+      this.logger.log(`unloaded ${task} from worker ${conn.addr}: ${action === 'unload' ? "its latest job is not served, or not loaded yet and this is not that job's adapter" : 'an older job\'s adapter'}`);
       return;
     }
     let digest: string | undefined;

@@ -42,6 +42,15 @@ describe('catchUpAction', () => {
     expect(catchUpAction(served('t', '/a/v2', D1), holds('/a/v1', D1))).toBe('replace'); // another path, the same bytes: as before
   });
 
+  it("unloads an adapter held from a live, not yet loaded job's path with another digest than its validation's", () => {
+    const validated = (digest: string | null) => job('t', '/a/t', { kind: 'onboard', status: 'loading', adapterDigest: digest } as Partial<LoadJob>);
+    expect(catchUpAction(validated(D2), holds('/a/t', D1))).toBe('unload'); // before: 'none', the old weights served meanwhile
+    expect(catchUpAction(validated(D2), holds('/a/t', D2))).toBe('none'); // its own (a load step resumed after a crash)
+    expect(catchUpAction(validated(D2), holds('/a/t', undefined))).toBe('none'); // an older worker: path only
+    expect(catchUpAction(validated(null), holds('/a/t', D1))).toBe('none'); // queued, not validated yet: path only
+    expect(catchUpAction(loading('t', '/a/t'), holds('/a/t', D1))).toBe('none');
+  });
+
   it("does not replace again a digest the catch-up settled for the same job (no loop); another job's or digest's is replaced", () => {
     const t = served('t', '/a/t', D2);
     expect(catchUpAction(t, holds('/a/t', D3, { job: 'job-t', digest: D3 }))).toBe('none');
@@ -73,6 +82,15 @@ describe('catchUpHolds', () => {
     const w = worker(['stale', 'gone', 'newer', 'own'], { stale: '/a/stale1', gone: '/a/gone', newer: '/a/newer1' });
     expect(catchUpTasks(jobs, w)).toEqual(['gone', 'miss', 'newer', 'queued', 'stale', 'wait']); // each looked at under its lock
     expect(catchUpHolds(catchUpTasks(jobs, w), jobs, w)).toEqual(['gone', 'miss', 'newer', 'stale']); // before: all six (queued, wait: a 30 s wait, then 503)
+  });
+
+  it("holds a live job's task, not loaded yet, that the worker holds from its path with another digest than its validation's", () => {
+    const validated = job('t', '/a/t', { kind: 'onboard', status: 'quantizing', adapterDigest: D2 });
+    const old = worker(['t'], { t: '/a/t' }, { t: D1 });
+    expect(catchUpTasks([validated], old)).toEqual(['t']);
+    expect(catchUpHolds(['t'], [validated], old)).toEqual(['t']); // to unload: its requests do not get the old weights
+    const own = worker(['t'], { t: '/a/t' }, { t: D2 });
+    expect(catchUpTasks([validated], own)).toEqual([]);
   });
 
   it('holds a task held from its path with another digest until replaced; not once its digest is settled for the job', () => {

@@ -6,10 +6,15 @@
  * down (a partition, a gateway restart) while a task was deleted or its adapter replaced still holds the old one: it
  * lists the name, WorkerInfo.adapter_paths says which path LoadAdapter loaded it from, and WorkerInfo.adapter_digests
  * the content digest of what it read there. Its task_jobs row says what should be served everywhere: the job's path,
- * and the digest of what its load step loaded (adapter_digest), so that an adapter rewritten in place at the same path
- * (a task deleted and onboarded again from the same directory with new files) is told from the old one. Where either
- * digest is unknown (an older worker, a job loaded before digests or by workers that read different bytes) the paths
- * alone decide, as before digests.
+ * and its adapter_digest (job-digest.ts): the digest of the files its validation read (ValidateAdapter's answer), set
+ * from the validate step on (from the start for a vLLM-style load), then that of what its load step loaded. So an
+ * adapter rewritten in place at the same path (a task deleted and onboarded again from the same directory with new
+ * files) is told from the old one both once the job is served (replaced) and while it is live but not loaded yet
+ * (unloaded: it must not serve the old weights under the name meanwhile). A worker whose Session came up before the
+ * job had a digest (queued, or validated by a worker that reports none) passed this catch-up with the old adapter:
+ * the validate step unloads it, and the load step replaces it (WorkerAdminService.unloadOthers, loadEverywhere). Where
+ * either digest is unknown (an older worker; a job validated and loaded before digests, or whose workers read
+ * different bytes with no validated digest) the paths alone decide, as before digests.
  */
 import { LIVE_JOB_STATUSES, type TaskJob } from '@inlaid/db';
 
@@ -66,8 +71,9 @@ export function adapterOf(w: WorkerAdapters, name: string): WorkerAdapter {
 }
 
 /**
- * Whether the worker's LoadAdapter adapter is the job's: loaded from the job's path and, when the job's and the
- * worker's digests are both known, of the job's digest (or of the digest a catch-up settled for this job there).
+ * Whether the worker's LoadAdapter adapter is the job's: loaded from the job's path and, when the job's digest (its
+ * validation's, then its load step's) and the worker's are both known, of the job's digest (or of the digest a
+ * catch-up settled for this job there).
  */
 export function isJobsAdapter(job: LoadJob, w: WorkerAdapter): boolean {
   if (w.path !== job.adapterPath) return false;
@@ -83,10 +89,10 @@ export type CatchUpAction = 'none' | 'load' | 'replace' | 'unload';
  * (unload, then load) where a gateway loaded another adapter (isJobsAdapter: from another path, an older job's; or from
  * the job's path with another digest, files rewritten in place since). Not served: unload it where a gateway loaded
  * it, so no old adapter is served under the name, when the job has ended (deleted, unloaded, failed) or the adapter is
- * not its own (a newer onboarding not loaded yet); a live job's own adapter stays (its load step, e.g. resumed after a
- * gateway crash, finishes the load, or its failure unloads it; such a job has no digest yet, so only its path tells).
- * An adapter of the worker's own (no LoadAdapter path) is left alone unless missing, and so is a name the database has
- * no job for.
+ * not its own (isJobsAdapter: a newer onboarding not loaded yet, from another path, or from its path with another
+ * digest than the one its validation recorded); a live job's own adapter stays (its load step, e.g. resumed after a
+ * gateway crash, finishes the load, or its failure unloads it). An adapter of the worker's own (no LoadAdapter path)
+ * is left alone unless missing, and so is a name the database has no job for.
  */
 export function catchUpAction(latest: LoadJob | null, w: WorkerAdapter): CatchUpAction {
   if (latest !== null && servedEverywhere(latest)) {
@@ -94,7 +100,7 @@ export function catchUpAction(latest: LoadJob | null, w: WorkerAdapter): CatchUp
     return w.path !== undefined && !isJobsAdapter(latest, w) ? 'replace' : 'none';
   }
   if (latest === null || !w.listed || w.path === undefined) return 'none';
-  return LIVE.has(latest.status) && latest.adapterPath === w.path ? 'none' : 'unload';
+  return LIVE.has(latest.status) && isJobsAdapter(latest, w) ? 'none' : 'unload';
 }
 
 /** The live onboard / load jobs with an adapter path: those whose adapter a worker may have to load or keep. */
@@ -122,11 +128,12 @@ export function catchUpTasks(jobs: readonly LoadJob[], w: WorkerAdapters): strin
 /**
  * Of `tasks` (catchUpTasks' answer for the same jobs and worker), those whose requests must not go to the worker until
  * the catch-up has decided them (its hold): a task served everywhere that it lacks or holds another adapter of (to load
- * or replace: another path, or the same path with another digest), and a name it holds from a LoadAdapter path that is
- * not its live job's (to unload). Not a task whose live job is not served anywhere yet (queued, validating, quantizing
- * before its load): no worker serves it, so holding it would only turn its 404 into a 30 s wait and a 503. Nor one
- * whose digest a catch-up settled for its job there (Settled). Read outside the task's lock: the catch-up decides each
- * under it (catchUpAction).
+ * or replace: another path, or the same path with another digest), and a name it holds as an adapter that is not its
+ * live job's (to unload: another path, or the job's path with another digest than its validation's). Not a task whose
+ * live job is not served anywhere yet (queued, validating, quantizing before its load) and that it lacks or holds as
+ * the job's own: no worker serves it, so holding it would only turn its 404 into a 30 s wait and a 503. Nor one whose
+ * digest a catch-up settled for its job there (Settled). Read outside the task's lock: the catch-up decides each under
+ * it (catchUpAction).
  */
 export function catchUpHolds(tasks: readonly string[], jobs: readonly LoadJob[], w: WorkerAdapters): string[] {
   const liveJob = new Map(liveLoadJobs(jobs).map((j) => [j.task, j]));

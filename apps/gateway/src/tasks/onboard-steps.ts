@@ -8,8 +8,11 @@
  * re-reading the row there: a step either finishes before the DELETE (which then unloads what it loaded) or
  * finds the task deleted and loads and writes nothing. Workers know an adapter by its task name only, so
  * nothing unloads a name outside that lock either (failAndUnload): a late unload could hit a new task that
- * took the name. A step that loads the adapter records on the row the digest of what the workers loaded
- * (task_jobs.adapter_digest: the adapter catch-up compares it with each worker's).
+ * took the name. The validate step records on the row the digest of the files the worker validated, and a step that
+ * loads the adapter the digest of what the workers loaded (task_jobs.adapter_digest, job-digest.ts: the adapter
+ * catch-up compares it with each worker's); a worker that holds an older job's adapter under the task's name (its link
+ * was down while the task was deleted and its files rewritten in place) is unloaded by the validate step and replaced
+ * by the load (WorkerAdminService.unloadOthers, loadEverywhere).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -19,6 +22,7 @@ import { worker } from '@inlaid/proto';
 import type { GatewayConfig } from '@inlaid/config';
 import { existsSync } from 'node:fs';
 import { InlaidError } from '../common/inlaid-error';
+import { asDigest } from '../workers/adapter-digest';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { completedRemovals, freedOnboardings, freesAtFailure, removalsFirst, removeTaskUploadDir, UnsafeRemoval } from './task-files';
 import { workerQuantProgress } from './worker-quant-progress';
@@ -67,9 +71,13 @@ export class OnboardSteps {
 
   private async validate(job: TaskJob): Promise<string> {
     const card = await this.admin.validate(job.task, job.adapterPath ?? '');
+    const digest = asDigest(card.digest) ?? null; // of the files validated (null: an older worker)
     return this.whileLive(job, async (tx) => {
       // checked here: a DELETE during the validation removes the files of the task it deletes (tasks.service.ts)
       if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
+      await tx.adapterValidated(job.id, digest);
+      // a worker still serving an older job's adapter under the name stops now, not at the load step (best effort)
+      if (digest !== null && job.adapterPath !== null) await this.admin.unloadOthers(job.task, job.adapterPath, digest);
       await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered', job.slo);
       await tx.stageFinished(job.id, 'validate', 'done');
       await tx.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
@@ -79,7 +87,7 @@ export class OnboardSteps {
 
   private load(job: TaskJob): Promise<string> {
     return this.whileLive(job, async (tx) => {
-      await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? ''));
+      await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'load', 'done');
       await tx.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
@@ -209,7 +217,7 @@ export class OnboardSteps {
 
   private activate(job: TaskJob): Promise<string> {
     return this.whileLive(job, async (tx) => {
-      if (job.waitForQuantization) await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? ''));
+      if (job.waitForQuantization) await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'activate', 'done');
       const fresh = await tx.get(job.id);

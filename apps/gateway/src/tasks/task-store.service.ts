@@ -385,8 +385,19 @@ export class TaskStore {
   }
 
   /**
+   * Records the content digest of the adapter files the job's validate step read (ValidateAdapter's card; null:
+   * unknown): the job's reference digest until its load, what the adapter catch-up compares a worker's with while the
+   * job is live but not loaded yet, and what the load step checks workers that already hold the name against.
+   */
+  adapterValidated(id: string, digest: string | null): Promise<TaskJob> {
+    return this.update(id, (j) => {
+      j.adapterDigest = digest;
+    });
+  }
+
+  /**
    * Records the content digest of the adapter the job's load (or activate) step loaded onto the workers
-   * (WorkerAdminService.loadEverywhere; null: unknown). The adapter catch-up compares it with each worker's.
+   * (WorkerAdminService.loadEverywhere, job-digest.ts; null: unknown). The adapter catch-up compares it with each worker's.
    */
   adapterLoaded(id: string, digest: string | null): Promise<TaskJob> {
     return this.update(id, (j) => {

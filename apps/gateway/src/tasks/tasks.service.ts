@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { common } from '@inlaid/proto';
 import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
+import { asDigest } from '../workers/adapter-digest';
 import { WorkersService } from '../workers/workers.service';
 import { resolveAdapterPath } from './adapter-location';
 import { checkCalibration } from './calibration';
@@ -198,12 +199,15 @@ export class TasksService {
       // creation of the name is refused before anything is loaded (the insert waits for its transaction)
       const id = randomUUID();
       await tx.create({ id, task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
-      await tx.adapterLoaded(id, await this.admin.loadEverywhere(name, path, 'lora_path')); // its digest: the catch-up's reference
+      // its digest: the catch-up's reference; the validated one is what a worker already holding the name must have
+      const validated = asDigest(card.digest) ?? null;
+      await tx.adapterLoaded(id, await this.admin.loadEverywhere(name, path, { validated, param: 'lora_path' }));
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
       throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });
-    return { message: `Success: LoRA adapter '${name}' added successfully.`, card: { ...card, id: name } };
+    // the digest is the gateway's business (ModelCard.digest), not the client's (gRPC LoadLoraAdapter answers this card)
+    return { message: `Success: LoRA adapter '${name}' added successfully.`, card: { ...card, id: name, digest: '' } };
   }
 
   /** vLLM's POST /v1/unload_lora_adapter. */

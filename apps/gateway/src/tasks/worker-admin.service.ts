@@ -2,16 +2,18 @@
  * Admin calls to the workers for onboarding: validate an adapter, load/unload it on every worker, and run
  * an incremental re-quantization, once per checkpoint store (shared-requantize.ts). Loads and unloads are
  * idempotent (ALREADY_EXISTS / NOT_FOUND count as done); errors as toAdminError says (transport failures a 503 / 504 with a
- * fixed message, never grpc-js's text). A load answers the content digest of what each worker loaded (job-digest.ts).
+ * fixed message, never grpc-js's text). A load answers the content digest of what each worker loaded, a validation the
+ * digest of the files it read (job-digest.ts); a load everywhere replaces an older job's adapter that a worker still
+ * holds under the name (heldOther).
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { common, worker } from '@inlaid/proto';
 import { fromWorkerError, InlaidError, workerBug, workerLinkError } from '../common/inlaid-error';
 import { asDigest } from '../workers/adapter-digest';
 import { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
-import { jobDigest, type Loaded } from './job-digest';
+import { heldOther, jobDigest, type Held, type Loaded } from './job-digest';
 import { ProgressSink, QuantTaskSpec, SharedRequantize } from './shared-requantize';
 
 export type { ProgressSink, QuantTaskSpec, WorkerRole } from './shared-requantize';
@@ -59,6 +61,8 @@ function unary<Req, Res>(
 
 @Injectable()
 export class WorkerAdminService {
+  private readonly logger = new Logger('WorkerAdmin');
+
   constructor(@Inject(WorkersService) private readonly workers: WorkersService) {}
 
   /**
@@ -74,7 +78,10 @@ export class WorkerAdminService {
     return ready;
   }
 
-  /** Validates on one accepting worker (all serve the same base); 400 with the worker's reason. */
+  /**
+   * Validates on one accepting worker (all serve the same base); 400 with the worker's reason. The card's `digest` is
+   * that of the files the worker read (empty from an older worker): the job's reference digest (job-digest.ts).
+   */
   async validate(name: string, path: string, param = 'adapter'): Promise<common.ModelCard> {
     const c = this.ready()[0] as WorkerConnection;
     return unary(c.rpc.validateAdapter.bind(c.rpc), { name, path }).catch((err: unknown) => {
@@ -82,11 +89,58 @@ export class WorkerAdminService {
     });
   }
 
-  /** Loads the adapter on every accepting worker; answers the digest for the job's row (jobDigest: null when unknown). */
-  async loadEverywhere(name: string, path: string, param = 'adapter'): Promise<string | null> {
+  /**
+   * Loads the adapter on every accepting worker; answers the digest for the job's row (jobDigest: the fresh loads'
+   * when they agree, else `validated`, the digest the job's validation recorded; null when unknown). Called under the
+   * task's lock. A worker that answers ALREADY_EXISTS holding another adapter under the name (heldOther: from another
+   * path, or from `path` with another digest than that reference; its link was down while the task was deleted and
+   * its files rewritten in place, and it came back before the job had a digest for its catch-up to compare) is
+   * unloaded and loaded again: before, the load counted as done there and that worker served the old weights (for good
+   * when it was the only one: its old digest was recorded). A fresh load that read other bytes than the reference (the
+   * files changed since the validation, or during the step) is logged; the reference is recorded all the same.
+   */
+  async loadEverywhere(name: string, path: string, opts: { validated?: string | null; param?: string } = {}): Promise<string | null> {
+    const param = opts.param ?? 'adapter';
+    const conns = this.ready();
     const loaded: Loaded[] = [];
-    for (const c of this.ready()) loaded.push(await this.loadOn(c, name, path, param));
-    return jobDigest(loaded);
+    for (const c of conns) loaded.push(await this.loadOn(c, name, path, param));
+    const reference = jobDigest(loaded, opts.validated ?? null);
+    for (const [i, c] of conns.entries()) {
+      const l = loaded[i] as Loaded;
+      if (l.fresh || !heldOther({ path: c.adapterPath(name), digest: l.digest }, path, reference)) continue;
+      const held = `${c.adapterPath(name) ?? ''}${l.digest === undefined ? '' : ` (digest ${l.digest})`}`;
+      this.logger.warn(`worker ${c.addr} already held ${name} from ${held}, not ${path}${reference === null ? '' : ` with digest ${reference}`}: an older job's adapter, replaced`);
+      await this.unloadOn(c, name);
+      loaded[i] = await this.loadOn(c, name, path, param);
+    }
+    const other = conns.filter((_c, i) => loaded[i]?.fresh === true && reference !== null && loaded[i]?.digest !== undefined && loaded[i]?.digest !== reference);
+    if (other.length > 0) {
+      this.logger.warn(`${other.map((c) => c.addr).join(', ')} loaded ${name} from ${path} with another digest than ${reference ?? ''} (the files changed since the validation or during the load); recorded: ${reference ?? ''}`);
+    }
+    return reference;
+  }
+
+  /**
+   * An onboarding's validate step, under the task's lock, with the validated `digest`: unloads from every accepting
+   * worker an adapter it holds under `name` that is not the one at `path` with that digest (heldOther): an older job's
+   * (the worker's link was down while the task was deleted, and it came back before this job had a digest for its
+   * catch-up to compare), so that it does not serve the old weights under the name until the job's load step. Best
+   * effort: a failure is logged (the load step replaces it anyway, loadEverywhere). Answers the workers unloaded.
+   */
+  async unloadOthers(name: string, path: string, digest: string): Promise<string[]> {
+    const done: string[] = [];
+    for (const c of this.workers.acceptingConnections()) {
+      const held: Held = { path: c.adapterPath(name), digest: c.adapterDigest(name) };
+      if (!c.serves(name) || !heldOther(held, path, digest)) continue;
+      try {
+        await this.unloadOn(c, name);
+        done.push(c.addr);
+        this.logger.warn(`unloaded ${name} from worker ${c.addr}: it held an older job's adapter (from ${held.path ?? ''}, digest ${held.digest ?? 'unknown'}), not ${path} with digest ${digest}`);
+      } catch (err) {
+        this.logger.warn(`could not unload an older job's ${name} from worker ${c.addr} (its load step replaces it): ${(err as Error).message}`);
+      }
+    }
+    return done;
   }
 
   /**

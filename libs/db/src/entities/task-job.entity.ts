@@ -91,9 +91,12 @@ export class TaskJob {
   adapterPath!: string | null;
 
   /**
-   * The content digest of the adapter the job's load (or activate) step loaded onto the workers (WorkerInfo.
-   * adapter_digests; migration 1764900000000): null before that step, for workers that report none, and when the
-   * workers read different bytes. The adapter catch-up replaces an adapter loaded from adapterPath with another digest.
+   * The content digest of the job's adapter files (WorkerInfo.adapter_digests; migration 1764900000000): from the
+   * validate step (or a vLLM-style load's validation) on, that of the files the worker validated (ValidateAdapter's
+   * card); from the load (or activate) step on, that of what the workers loaded (apps/gateway/src/tasks/job-digest.ts).
+   * Null when unknown: for workers that report none, before the validate step, and when fresh loads read different
+   * bytes with no validated digest. The adapter catch-up replaces (or, the job not loaded yet, unloads) an adapter
+   * loaded from adapterPath with another digest.
    */
   @Column({ name: 'adapter_digest', type: 'text', nullable: true })
   adapterDigest!: string | null;

@@ -1,0 +1,96 @@
+/**
+ * A real grpc-js fake worker for the adapter catch-up specs: base model `m`, the adapters it holds (name -> the path
+ * LoadAdapter read and the content digest of what it read there), and a "disk" (path -> the digest of the files there
+ * now, shared by the fake workers of a spec) that ValidateAdapter and LoadAdapter read. It records its loads,
+ * unloads, validations and failed loads.
+ */
+import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
+import { common, worker } from '@inlaid/proto';
+import { bindLocal } from './local-grpc';
+
+type Callback<T> = (e: Partial<Error & { code: number }> | null, r?: T) => void;
+
+/** An adapter a fake worker holds: the path it was loaded from and the digest of what was read there. */
+export interface HeldAdapter {
+  path: string;
+  digest: string;
+}
+
+export interface FakeWorkerOptions {
+  /** false: an older worker, which reports no digest (WorkerInfo.adapter_digests, ModelCard.digest). */
+  digests?: boolean;
+  /** LoadAdapter of these names fails (UNAVAILABLE), for as long as they are in FakeWorker.failing. */
+  failing?: string[];
+  /** UnloadAdapter of these names fails (FAILED_PRECONDITION: requests in flight), for as long as they are in FakeWorker.busy. */
+  busy?: string[];
+}
+
+export interface FakeWorker {
+  server: Server;
+  port: number;
+  adapters: Map<string, HeldAdapter>;
+  /** `name path` of each LoadAdapter that loaded. */
+  loads: string[];
+  unloads: string[];
+  /** `name path` of each ValidateAdapter. */
+  validations: string[];
+  /** The names of the LoadAdapter calls that failed (FakeWorker.failing). */
+  failedLoads: string[];
+  digests: boolean;
+  failing: Set<string>;
+  busy: Set<string>;
+}
+
+/** Starts a fake worker on `port` (0: a free one) holding `loaded` (a gateway loaded them before its link went down). */
+export async function startFakeWorker(
+  disk: ReadonlyMap<string, string>,
+  port: number,
+  loaded: Record<string, HeldAdapter> = {},
+  opts: FakeWorkerOptions = {},
+): Promise<FakeWorker> {
+  const w: FakeWorker = {
+    server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], validations: [], failedLoads: [],
+    digests: opts.digests ?? true, failing: new Set(opts.failing), busy: new Set(opts.busy),
+  };
+  const card = (name: string, digest: string) => common.ModelCard.fromPartial({ id: name, parent: 'm', rank: 4, targetModules: ['q_proj'], digest: w.digests ? digest : '' });
+  const getInfo = (_call: unknown, cb: Callback<worker.WorkerInfo>) => {
+    const named = [...w.adapters];
+    cb(null, worker.WorkerInfo.fromPartial({
+      workerId: `w${w.port}`, baseModel: 'm', models: [{ id: 'm', parent: '' }, ...named.map(([id]) => ({ id, parent: 'm' }))],
+      state: { totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 },
+      adapterPaths: Object.fromEntries(named.map(([n, a]) => [n, a.path])),
+      adapterDigests: w.digests ? Object.fromEntries(named.map(([n, a]) => [n, a.digest])) : {},
+    }));
+  };
+  const validateAdapter = (call: { request: worker.LoadAdapterRequest }, cb: Callback<common.ModelCard>) => {
+    const { name, path } = call.request;
+    w.validations.push(`${name} ${path}`);
+    const digest = disk.get(path);
+    if (digest === undefined) return cb({ code: status.INVALID_ARGUMENT, message: `${path} not found` });
+    cb(null, card(name, digest));
+  };
+  const loadAdapter = (call: { request: worker.LoadAdapterRequest }, cb: Callback<common.ModelCard>) => {
+    const { name, path } = call.request;
+    if (w.failing.has(name)) {
+      w.failedLoads.push(name);
+      return cb({ code: status.UNAVAILABLE, message: 'busy' });
+    }
+    if (w.adapters.has(name)) return cb({ code: status.ALREADY_EXISTS, message: `${name} exists` });
+    const digest = disk.get(path) ?? '';
+    w.loads.push(`${name} ${path}`);
+    w.adapters.set(name, { path, digest });
+    cb(null, card(name, digest));
+  };
+  const unloadAdapter = (call: { request: worker.UnloadAdapterRequest }, cb: Callback<worker.UnloadAdapterResponse>) => {
+    if (w.busy.has(call.request.name)) return cb({ code: status.FAILED_PRECONDITION, message: `${call.request.name} has requests in flight` });
+    if (!w.adapters.delete(call.request.name)) return cb({ code: status.NOT_FOUND, message: 'unknown' });
+    w.unloads.push(call.request.name);
+    cb(null, worker.UnloadAdapterResponse.fromPartial({}));
+  };
+  const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => call.on('error', () => undefined);
+  w.server.addService(worker.WorkerService, { getInfo, session, validateAdapter, loadAdapter, unloadAdapter } as unknown as worker.WorkerServer);
+  w.port = port === 0
+    ? await bindLocal(w.server)
+    : await new Promise<number>((resolve, reject) => w.server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return w;
+}
