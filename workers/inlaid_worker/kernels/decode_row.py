@@ -70,12 +70,18 @@ from .pdl import gdc_late, gdc_start, gdc_wait
 
 
 @triton.jit
-def _rope_in(row_ptrs, d, d_rot, mask, cos, sin, dt_ptr, SUMS: tl.constexpr):
-    """decode_fused._rope_rows; SUMS: the row is fp32 sums, each value rounded to dt_ptr's dtype as it is loaded."""
+def _rope_in(row_ptrs, d, d_rot, mask, cos, sin, dt_ptr, SUMS: tl.constexpr, rn=1.0):
+    """decode_fused._rope_rows; SUMS: the row is fp32 sums, each value rounded to dt_ptr's dtype as it is loaded
+    (SUMS 2: times the deferred norm's r, rn, first)."""
     if SUMS:
         dt = dt_ptr.dtype.element_ty
-        x = tl.load(row_ptrs + d, mask=mask, other=0.0).to(dt)
-        partner = tl.load(row_ptrs + d_rot, mask=mask, other=0.0).to(dt).to(tl.float32)
+        x = tl.load(row_ptrs + d, mask=mask, other=0.0)
+        partner = tl.load(row_ptrs + d_rot, mask=mask, other=0.0)
+        if SUMS == 2:
+            x = x * rn
+            partner = partner * rn
+        x = x.to(dt)
+        partner = partner.to(dt).to(tl.float32)
         rot = tl.where(d < d_rot, -partner, partner)
         return ((x.to(tl.float32) * cos).to(dt).to(tl.float32) + (rot * sin).to(dt).to(tl.float32)).to(dt)
     else:
@@ -158,7 +164,7 @@ def _new_token(q, k_new, v_new, m_i, l_i, acc, REP_PAD: tl.constexpr):
 def _row_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, cos_ptr, sin_ptr, slot_ptr,
     scale, stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
-    stride_ot, stride_oh, stride_cs,
+    stride_ot, stride_oh, stride_cs, rs_ptr, rs_k, rs_eps,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_PARTS: tl.constexpr, BLOCK_N: tl.constexpr,
     MERGE_CHUNK: tl.constexpr, PREFETCH: tl.constexpr = 1, LOOKAHEAD: tl.constexpr = 1, ROPE: tl.constexpr = 0,
@@ -197,6 +203,10 @@ def _row_kernel(
             kv_mask = valid[:, None] & mask_d[None, :]
             k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if SUMS == 2:  # the deferred norm's r of this row (its slot is complete after the wait)
+            rn = 1.0 / tl.sqrt(tl.load(rs_ptr + s) / rs_k + rs_eps)
+        else:
+            rn = 1.0
         if ROPE:  # q rotated here (rope_cache's formula); cos / sin rows [D] of this sequence
             d_rot = tl.where(d < HEAD_DIM // 2, d + HEAD_DIM // 2, d - HEAD_DIM // 2)  # rotate_half's partner
             cos = tl.load(cos_ptr + s * stride_cs + d, mask=mask_d, other=0.0).to(tl.float32)
@@ -204,8 +214,10 @@ def _row_kernel(
             # the partition whose tiles hold position ctx - 1 owns the new token: rope(k), v from qkv, the cache write
             owner = (ctx > 0) & (part == ((ctx - 1) // BLOCK_N) % NUM_PARTS)
             new_row = q_ptr + s * stride_qt + (HEADS + kvh) * HEAD_DIM  # this KV head's k columns of qkv
-            k_new = _rope_in(new_row, d, d_rot, mask_d & owner, cos, sin, out_ptr, SUMS).to(k_ptr.dtype.element_ty)
+            k_new = _rope_in(new_row, d, d_rot, mask_d & owner, cos, sin, out_ptr, SUMS, rn).to(k_ptr.dtype.element_ty)
             v_new = tl.load(new_row + KV_HEADS * HEAD_DIM + d, mask=mask_d & owner, other=0.0)
+            if SUMS == 2:
+                v_new = v_new * rn
             if SUMS:
                 v_new = v_new.to(out_ptr.dtype.element_ty)
             v_new = v_new.to(v_ptr.dtype.element_ty)
@@ -217,7 +229,7 @@ def _row_kernel(
                 tl.store(v_ptr + blk_new * stride_vb + within_new * stride_vs + kvh * stride_vh + d, v_new, mask=mask_d)
         if REP_PAD == 1:
             if ROPE:
-                q = _rope_in(q_ptr + s * stride_qt + kvh * stride_qh, d, d_rot, mask_d, cos, sin, out_ptr, SUMS)
+                q = _rope_in(q_ptr + s * stride_qt + kvh * stride_qh, d, d_rot, mask_d, cos, sin, out_ptr, SUMS, rn)
                 q = q.to(tl.float32) * scale
             else:
                 q = tl.load(q_ptr + s * stride_qt + kvh * stride_qh + d, mask=mask_d, other=0.0).to(tl.float32)
@@ -231,7 +243,7 @@ def _row_kernel(
             q_mask = (r < REP)[:, None] & mask_d[None, :]
             if ROPE:
                 q = _rope_in(q_ptr + s * stride_qt + heads[:, None] * stride_qh, d[None, :], d_rot[None, :], q_mask,
-                             cos[None, :], sin[None, :], out_ptr, SUMS).to(tl.float32) * scale  # fmt: skip
+                             cos[None, :], sin[None, :], out_ptr, SUMS, rn).to(tl.float32) * scale  # fmt: skip
             else:
                 q = tl.load(q_ptr + s * stride_qt + heads[:, None] * stride_qh + d[None, :], mask=q_mask,
                             other=0.0).to(tl.float32) * scale  # fmt: skip
@@ -436,6 +448,7 @@ def _launch(
     q: torch.Tensor, stride_qt: int, stride_qh: int, heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor, num_parts: int | None,
     opt: dict[str, int], rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, sums: bool = False,
+    rnorm: tuple[torch.Tensor, int, float] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """One _row_kernel launch: q rows [S] with heads at stride_qh (rope: the qkv rows, q heads first), -> out."""
     from .decode_fused import counters
@@ -468,10 +481,12 @@ def _launch(
         q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, cnt, cos, sin, slots, scale,
         stride_qt, stride_qh, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
         v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
-        cos.stride(0) if rope is not None else 0,
+        cos.stride(0) if rope is not None else 0, rnorm[0] if rnorm is not None else cnt,
+        int(rnorm[1]) if rnorm is not None else 1, float(rnorm[2]) if rnorm is not None else 0.0,
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
         BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=chunk,
-        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None), SUMS=int(sums),
+        PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None),
+        SUMS=2 if rnorm is not None else int(sums),
         MERGE=merge,
         num_warps=int(opt["num_warps"]), num_stages=1, **({"maxnreg": int(opt["maxnreg"])} if opt["maxnreg"] else {}),
         **launch_kw(),
@@ -495,12 +510,15 @@ def row_decode(
 def row_rope_decode(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
     v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, heads: int,
-    num_parts: int | None = None, base: dict[str, int] | None = None, sums: bool = False, **opts: int,
+    num_parts: int | None = None, base: dict[str, int] | None = None, sums: bool = False,
+    rnorm: tuple[torch.Tensor, int, float] | None = None, **opts: int,
 ) -> torch.Tensor:  # fmt: skip
     """rope_cache.rope_and_cache + impl "row" in one launch (module docstring, "Rotary inside"): qkv [S, (heads +
     2 * kv_heads) * D] (q | k | v), cos / sin [S, D] (model.rope.cos_sin, the activation dtype), slot_mapping [S];
     returns the attention output [S, heads, D] and writes rope(k), v of each row at its slot (-1: not written).
-    sums: qkv is a GEMV's fp32 sums (row-major), read as fp16 / bf16(sum) of cos's dtype (module docstring)."""
+    sums: qkv is a GEMV's fp32 sums (row-major), read as fp16 / bf16(sum) of cos's dtype (module docstring).
+    rnorm (slot, norm_k, eps; with sums; the "+dn2" fusion, kernels.deferred_norm): the sums carry no RMSNorm scale
+    yet: every value is read as fp16(sum * r), r = rsqrt(slot[s] / norm_k + eps) of its row (slot fp32 [>= S])."""
     s = qkv.shape[0]
     kv_heads, hd = k_cache.shape[2], k_cache.shape[3]
     if (qkv.shape[1] != (heads + 2 * kv_heads) * hd or qkv.stride(1) != 1 or heads % kv_heads or hd % 2
@@ -511,13 +529,16 @@ def row_rope_decode(
                          f"{tuple(k_cache.shape)} do not match")  # fmt: skip
     if not (k_cache.is_contiguous() and v_cache.is_contiguous() and block_tables.stride(1) == 1):
         raise ValueError("row_rope_decode needs contiguous caches and block-table rows")
+    if rnorm is not None and (not sums or rnorm[0].dtype != torch.float32 or not rnorm[0].is_contiguous()
+                              or rnorm[0].numel() < s or int(rnorm[1]) <= 0):  # fmt: skip
+        raise ValueError("row_rope_decode: rnorm needs sums and a contiguous fp32 slot of at least S values")
     if sums and (qkv.dtype != torch.float32 or cos.dtype not in (torch.float16, torch.bfloat16)):
         raise ValueError(f"row_rope_decode: sums are fp32 read as fp16 / bf16, got {qkv.dtype} with cos {cos.dtype}")
     out = torch.empty(s, heads, hd, dtype=cos.dtype if sums else qkv.dtype, device=qkv.device)
     if s == 0:
         return out
     return _launch(qkv, qkv.stride(0), hd, heads, k_cache, v_cache, block_tables, context_lens, scale, out,
-                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping), sums)  # fmt: skip
+                   num_parts, row_options(base, **opts), (cos, sin, slot_mapping), sums, rnorm)  # fmt: skip
 
 
 def row_rope_reference(

@@ -22,7 +22,21 @@ XSUMS (launch_hgemvr's `x_sums`): x = silu(gate) * up is computed on load from a
 (_x_sums_load / _x_act: once per value per CTA, then one shared-memory layout conversion to the word rows' threads;
 the "+g" decode fusion, consumer_finish.gemv_gu_sums). In the look-ahead loop a tile's x is computed before the next
 tile's loads are issued, so the conversion's CTA barriers do not pin those loads (79 registers at the 7B batch-1 down
-config, as without XSUMS; after them: 128, two waves).
+config, as without XSUMS; after them: 128, two waves). XNORM (launch_hgemvr's `x_norm`): both sums times the deferred
+norm's r first (the "+dn2" fusion's down GEMV).
+DNORM2 (launch_hgemvr's `dnorm2`; the "+dn2" decode fusion, kernels.deferred_norm.gemv_dnorm2): x is the deferred
+RMSNorm's u = fp16(h' w), h' = fp16(h + fp16(sums)) of a producer's fp32 sums, the residual h and the norm weight w,
+without r (the consumer of this GEMV's deferred sums applies it); one extra N column of programs stores h' and the
+rows' sum(h'^2) (_dn2_rows). Two formations of u, equal bit for bit (launch_hgemvr's `dn2_form`):
+- "thread": every thread forms the u pairs of its own x-pair layout where the tile's loads are issued (_dn2_sums /
+  _dn2_u; the 16 threads along N that share a word row each form all 16 of its words);
+- "shfl" (session 21, bench/results/decode-2026-12-01-s21-dn2shfl.md "mode 7"): lane j of each 16-lane segment loads
+  the raw values of pair word j only (two fp32 sums, two h halves, one word of the pair-ordered norm weight), the
+  look-ahead carries those 5 registers, and where the tile is used the lane forms its word (cvt / add / mul, the same
+  roundings) and 16 shfl.sync give the segment all 16 (_dn2_shfl / _dn2_shfl_form). It relies on the TTGIR layout of
+  x's [BM, RO, 1] operands putting one word row on an aligned 16-lane segment (threadsPerWarp [1, 2, 16], N the
+  fastest), verified offline (test_dn2_shfl) at the configurations of shfl_layout_ok only; the interpreter computes
+  the per-thread values from the same inputs.
 """
 
 from __future__ import annotations
@@ -207,13 +221,17 @@ def _x_sums_load(s_ptr, offs_m, kt, stride_sm, INTER, RO: tl.constexpr):
 
 
 @triton.jit
-def _x_act(g, u, USE_ASM: tl.constexpr):
+def _x_act(g, u, USE_ASM: tl.constexpr, rn=1.0, XNORM: tl.constexpr = 0):
     """The x pairs of a tile (what _x_chunks returns) from _x_sums_load's sums: x = silu(gate) * up with
     swiglu_epilogue.store_swiglu's rounding (each sum rounded to fp16; silu in fp32 rounded to fp16; the product in
     fp32 rounded to fp16), computed once per value (the CTA's layout of the loads) and packed into the natural half2
     words (x[2 j], x[2 j + 1]) where they are computed; the words go to their word row's threads (one layout
     conversion through shared memory: 64 words of a BLOCK_K 128 tile, 16 a thread after it), which re-pair them as
-    _x_words's prmt does ((x[i], x[4 + i]) per word row) and split them into the per-chunk pair words [BM, RO, 1]."""
+    _x_words's prmt does ((x[i], x[4 + i]) per word row) and split them into the per-chunk pair words [BM, RO, 1].
+    XNORM: both sums times rn (the deferred norm's r, [BM, 1, 1, 1, 1, 1, 1]) before their rounding."""
+    if XNORM:  # ("+dn2": the gate / up GEMV ran on u = h' w, its sums carry no r yet)
+        g = g * rn
+        u = u * rn
     g = g.to(tl.float16).to(tl.float32)  # gate_up's rounding
     u = u.to(tl.float16).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(tl.float16).to(tl.float32)  # silu rounded like F.silu (kernels.silu_mul)
@@ -241,10 +259,190 @@ def _x_act(g, u, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _x_ready(tile, USE_ASM: tl.constexpr):
+def _x_ready(tile, USE_ASM: tl.constexpr, rn=1.0, XNORM: tl.constexpr = 0):
     """A tile from _tile_in with XSUMS (its x as raw gate / up sums) with its x pairs computed (_x_act)."""
-    xs = _x_act(tile[4][0], tile[4][1], USE_ASM)
+    xs = _x_act(tile[4][0], tile[4][1], USE_ASM, rn, XNORM)
     return tile[0], tile[1], tile[2], tile[3], xs, xs
+
+
+def _dn2_sums_ptx(chunk_bytes: int) -> str:
+    """DNORM2 "thread": the fp32 producer sums s[k..k+7] of 4 word rows chunk_bytes apart (two 16-byte loads each)."""
+    return "".join(f"ld.global.v4.f32 {{${8 * i}, ${8 * i + 1}, ${8 * i + 2}, ${8 * i + 3}}}, [$32+{i * chunk_bytes}];\n"
+                   f"ld.global.v4.f32 {{${8 * i + 4}, ${8 * i + 5}, ${8 * i + 6}, ${8 * i + 7}}}, [$32+{i * chunk_bytes + 16}];\n"
+                   for i in range(4))  # fmt: skip
+
+
+_DN2_SUMS_RO4 = tl.constexpr(_dn2_sums_ptx(128))  # BLOCK_K 128: 32 fp32 values a chunk
+_DN2_SUMS_RO2 = tl.constexpr(_dn2_sums_ptx(64))
+# u pairs of one word row: (s[i], s[4 + i]) to half2 (rn), + the h pair (rn), * the norm weight pair (rn); explicit
+# rounding modifiers, so ptxas fuses nothing (fp16(h + fp16(s)) and fp16(h' w) exactly as the fp32 reference rounds)
+_DN2_U_PTX = tl.constexpr("{\n.reg .b32 t;\n" + "".join(f"cvt.rn.f16x2.f32 t, ${8 + i}, ${4 + i};\n"
+                                                         f"add.rn.f16x2 t, t, ${12 + i};\nmul.rn.f16x2 ${i}, t, ${16 + i};\n"
+                                                         for i in range(4)) + "}")  # fmt: skip
+
+
+@triton.jit
+def _ld8(p):
+    """8 fp32 values p[0..7] (the interpreter's DNORM2 sums)."""
+    return (tl.load(p), tl.load(p + 1), tl.load(p + 2), tl.load(p + 3), tl.load(p + 4), tl.load(p + 5),
+            tl.load(p + 6), tl.load(p + 7))  # fmt: skip
+
+
+@triton.jit
+def _dn2_sums(s_ptr, offs_m, kr, stride_sm, USE_ASM: tl.constexpr, RO: tl.constexpr):
+    """DNORM2: the producer's fp32 sums of the 4 row chunks of the tile whose chunk-0 rows start at K index kr
+    ([1, RO, 1]), in the x-pair layout (each thread its own word rows; duplicates across the CTA hit L1): 4 chunks
+    of 8 values s[k..k+7] [BM, RO, 1]."""
+    p = s_ptr + offs_m * stride_sm + kr
+    if USE_ASM:
+        if RO == 4:
+            v = tl.inline_asm_elementwise(_DN2_SUMS_RO4, "=f," * 32 + "l", [p], dtype=(tl.float32,) * 32,
+                                          is_pure=True, pack=1)  # fmt: skip
+        else:
+            v = tl.inline_asm_elementwise(_DN2_SUMS_RO2, "=f," * 32 + "l", [p], dtype=(tl.float32,) * 32,
+                                          is_pure=True, pack=1)  # fmt: skip
+        out = ((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]),
+               (v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]),
+               (v[16], v[17], v[18], v[19], v[20], v[21], v[22], v[23]),
+               (v[24], v[25], v[26], v[27], v[28], v[29], v[30], v[31]))  # fmt: skip
+    else:
+        out = (_ld8(p), _ld8(p + RO * 8), _ld8(p + 2 * RO * 8), _ld8(p + 3 * RO * 8))
+    return out
+
+
+@triton.jit
+def _u_half(h, s, w):
+    """fp16 bits (int32) of fp16(fp16(h + fp16(s)) * w) from fp32 h, s, w (the interpreter's DNORM2 pair half)."""
+    hp = (h + s.to(tl.float16).to(tl.float32)).to(tl.float16).to(tl.float32)
+    return (hp * w).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _dn2_u(s, hw, ww, USE_ASM: tl.constexpr):
+    """The 4 u pair words of one chunk: u = fp16(h' w), h' = fp16(h + fp16(s)) (fused_norm's residual rounding),
+    from its 8 sums s (fp32), h pairs hw and norm-weight pairs ww (half2 words (x[k + i], x[k + 4 + i]))."""
+    if USE_ASM:
+        u = tl.inline_asm_elementwise(_DN2_U_PTX, "=&r,=&r,=&r,=&r," + "f," * 8 + "r,r,r,r,r,r,r,r",
+                                      [s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], hw[0], hw[1], hw[2], hw[3],
+                                       ww[0], ww[1], ww[2], ww[3]], dtype=(tl.int32,) * 4, is_pure=True, pack=1)  # fmt: skip
+    else:
+        u = (_u_half(_lo_f32(hw[0]), s[0], _lo_f32(ww[0])) | (_u_half(_hi_f32(hw[0]), s[4], _hi_f32(ww[0])) << 16),
+             _u_half(_lo_f32(hw[1]), s[1], _lo_f32(ww[1])) | (_u_half(_hi_f32(hw[1]), s[5], _hi_f32(ww[1])) << 16),
+             _u_half(_lo_f32(hw[2]), s[2], _lo_f32(ww[2])) | (_u_half(_hi_f32(hw[2]), s[6], _hi_f32(ww[2])) << 16),
+             _u_half(_lo_f32(hw[3]), s[3], _lo_f32(ww[3])) | (_u_half(_hi_f32(hw[3]), s[7], _hi_f32(ww[3])) << 16))  # fmt: skip
+    return u
+
+
+@triton.jit
+def _dn2_x(xs, gs, USE_ASM: tl.constexpr):
+    """DNORM2: a tile's x pairs (what _x_chunks returns) from its raw (sums, h pairs) xs and norm-weight pairs gs."""
+    s, hw = xs
+    return (_dn2_u(s[0], hw[0], gs[0], USE_ASM), _dn2_u(s[1], hw[1], gs[1], USE_ASM),
+            _dn2_u(s[2], hw[2], gs[2], USE_ASM), _dn2_u(s[3], hw[3], gs[3], USE_ASM))  # fmt: skip
+
+
+def _dn2_shfl_ptx(ro: int, part: str) -> str:
+    """DNORM2 "shfl": a tile's 16 u pair words of one word row formed ONCE per 16-lane segment and distributed with
+    warp shuffles. Lane L of a 16-lane segment (the segment shares one word row in the x-pair layout: threadsPerWarp
+    [.., .., 16+] along N, N the fastest lane bits) owns pair word j = L & 15 (chunk c = j >> 2, pair i = j & 3: K
+    indices a = kr + 8 RO c + i and a + 4). part "load" (where the tile's other loads are issued): the producer's two
+    fp32 sums at a and a + 4, the two h halves and the pair-ordered norm weight's word (one 32-bit load): outputs
+    $0 sa, $1 sb, $2 ha, $3 hb, $4 w; inputs $5-$7 the sums (fp32), h (fp16) and pair-ordered weight pointers at kr,
+    as int32 pointers (the weight's: its int32 view at kr / 2). part "form" (where the tile is used; RO-free): inputs
+    $16-$20 the "load" outputs; u = fp16(fp16(h + fp16(s)) * w) in half2 (cvt / add / mul, rn: exactly _DN2_U_PTX's
+    roundings), then 16 shfl.sync.idx.b32 (width 16) give every lane the segment's 16 words in _XLOAD4's order
+    ($4c+i = chunk c pair i)."""
+    if part == "load":
+        cs = 8 * ro  # K values a chunk
+        return ("{\n.reg .b32 l, j, o, i, oi;\n.reg .b64 d4, d2, dw, ps, ph, pw;\n"
+                "mov.u32 l, %laneid;\nand.b32 j, l, 15;\nshr.u32 o, j, 2;\n"
+                f"mad.lo.u32 o, o, {cs - 4}, j;\n"  # o = cs c + i (elements from kr)
+                "mul.wide.u32 d4, o, 4;\nadd.s64 ps, $5, d4;\nmul.wide.u32 d2, o, 2;\nadd.s64 ph, $6, d2;\n"
+                # the pair word (kr + cs c) / 2 + i of the int32 view at kr / 2: byte 2 (cs c + 2 i) = 2 (o + i)
+                "and.b32 i, j, 3;\nadd.u32 oi, o, i;\nmul.wide.u32 dw, oi, 2;\nadd.s64 pw, $7, dw;\n"
+                "ld.global.f32 $0, [ps];\nld.global.f32 $1, [ps+16];\nld.global.b16 $2, [ph];\n"
+                "ld.global.b16 $3, [ph+8];\nld.global.b32 $4, [pw];\n}")  # fmt: skip
+    if part != "form":
+        raise ValueError(part)
+    shfl = "".join(f"shfl.sync.idx.b32 ${k}, u, {k}, 0x101f, 0xffffffff;\n" for k in range(16))
+    return ("{\n.reg .b32 t, hh, u;\ncvt.rn.f16x2.f32 t, $17, $16;\nmov.b32 hh, {$18, $19};\nadd.rn.f16x2 t, t, hh;\n"
+            "mul.rn.f16x2 u, t, $20;\n" + shfl + "}")  # fmt: skip
+
+
+_DN2_LOAD_RO4 = tl.constexpr(_dn2_shfl_ptx(4, "load"))  # BLOCK_K 128 (shfl_layout_ok: the only verified one)
+_DN2_FORM = tl.constexpr(_dn2_shfl_ptx(4, "form"))
+_ASM_ON = tl.constexpr(use_asm())  # (_dn2_shfl: USE_ASM as a module constant)
+
+
+@triton.jit
+def _chunks16(v):
+    return ((v[0], v[1], v[2], v[3]), (v[4], v[5], v[6], v[7]), (v[8], v[9], v[10], v[11]),
+            (v[12], v[13], v[14], v[15]))  # fmt: skip
+
+
+@triton.jit
+def _pair_words(p32, kr, RO: tl.constexpr):
+    """(the interpreter's DNORM2 "shfl") the 4 chunks' pair words of a pair-ordered fp16 vector (int32 view at K
+    index 0): word (kr + 8 RO c) / 2 + i = (v[k + i], v[k + 4 + i]), k = kr + 8 RO c."""
+    q = p32 + kr // 2
+    return ((tl.load(q), tl.load(q + 1), tl.load(q + 2), tl.load(q + 3)),
+            (tl.load(q + 4 * RO), tl.load(q + 4 * RO + 1), tl.load(q + 4 * RO + 2), tl.load(q + 4 * RO + 3)),
+            (tl.load(q + 8 * RO), tl.load(q + 8 * RO + 1), tl.load(q + 8 * RO + 2), tl.load(q + 8 * RO + 3)),
+            (tl.load(q + 12 * RO), tl.load(q + 12 * RO + 1), tl.load(q + 12 * RO + 2), tl.load(q + 12 * RO + 3)))  # fmt: skip
+
+
+@triton.jit
+def _dn2_shfl(s_ptr, h_ptr, pw_ptr, offs_m, kr, stride_sm, stride_hm, USE_ASM: tl.constexpr, RO: tl.constexpr):
+    """DNORM2 "shfl", where the tile's loads are issued: this lane's raw loads of its pair word (_dn2_shfl_ptx
+    "load"; _dn2_shfl_form forms and shuffles them where the tile is used). pw_ptr: the pair-ordered norm weight.
+    The interpreter loads the per-thread raw values instead ((sums, h pairs), norm-weight pairs from pw_ptr)."""
+    if _ASM_ON:  # (USE_ASM arrives here through the kernel's argument tuple, not as a constexpr: an `if` on it is
+        # traced both ways, and the two branches differ in type.) All three pointers as int32 pointers: an asm's
+        # operands are broadcast together, one pointer type. RO is 4 (BLOCK_K 128: launch_hgemvr admits "shfl" on
+        # CUDA only where shfl_layout_ok holds; RO, too, is no constexpr here)
+        ps = (s_ptr + offs_m * stride_sm + kr).to(tl.pointer_type(tl.int32), bitcast=True)
+        ph = (h_ptr + offs_m * stride_hm + kr).to(tl.pointer_type(tl.int32), bitcast=True)
+        pw = pw_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m * 0 + kr // 2
+        out = tl.inline_asm_elementwise(_DN2_LOAD_RO4, "=f,=f,=h,=h,=r,l,l,l", [ps, ph, pw],
+                                        dtype=(tl.float32, tl.float32, tl.float16, tl.float16, tl.int32),
+                                        is_pure=True, pack=1)  # fmt: skip
+    else:
+        gs = _pair_words(pw_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m * 0, kr, RO)
+        raw = (_dn2_sums(s_ptr, offs_m, kr, stride_sm, USE_ASM, RO),
+               _x_chunks(h_ptr, None, offs_m, kr, stride_hm, False, USE_ASM, RO))  # fmt: skip
+        out = (raw, gs)
+    return out
+
+
+@triton.jit
+def _dn2_shfl_form(raw, USE_ASM: tl.constexpr):
+    """DNORM2 "shfl", where the tile is used: its x pairs from _dn2_shfl's raw loads (formation + 16 shuffles)."""
+    if USE_ASM:
+        v = tl.inline_asm_elementwise(_DN2_FORM, "=r," * 16 + "f,f,h,h,r", [raw[0], raw[1], raw[2], raw[3], raw[4]],
+                                      dtype=(tl.int32,) * 16, is_pure=True, pack=1)  # fmt: skip
+        out = _chunks16(v)
+    else:
+        out = _dn2_x(raw[0], raw[1], USE_ASM)
+    return out
+
+
+@triton.jit
+def _dn2_rows(s_ptr, h_ptr, ho_ptr, slot_ptr, offs_m, m_ok, k_first, k_end, stride_sm, stride_hm,
+              BLOCK_M: tl.constexpr, SLICE: tl.constexpr):  # fmt: skip
+    """DNORM2's extra program of K slice [k_first, k_end) (after the PDL wait): h' = fp16(h + fp16(s)) of the rows'
+    slice stored to ho (ping-pong: the other programs still read h) and the slice's sum(h'^2) added into slot[m]
+    (zero before), all in one load of SLICE >= k_end - k_first values a row."""
+    m2 = offs_m.reshape(BLOCK_M, 1)
+    ok2 = m_ok.reshape(BLOCK_M, 1)
+    k = k_first + tl.arange(0, SLICE)[None, :]
+    kin = k < k_end
+    s = tl.load(s_ptr + m2 * stride_sm + k, mask=kin, other=0.0)
+    h = tl.load(h_ptr + m2 * stride_hm + k, mask=kin, other=0.0)
+    hp = (h.to(tl.float32) + s.to(tl.float16).to(tl.float32)).to(tl.float16)
+    tl.store(ho_ptr + m2 * stride_hm + k, hp, mask=ok2 & kin)
+    h32 = hp.to(tl.float32)
+    ss = tl.sum(h32 * h32, axis=1)
+    tl.atomic_add(slot_ptr + offs_m.reshape(BLOCK_M), ss, mask=m_ok.reshape(BLOCK_M), sem="relaxed")
 
 
 @triton.jit
@@ -284,13 +482,26 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
-            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0):  # fmt: skip
+            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0, DNORM2: tl.constexpr = 0,
+            dh_ptr=None, stride_hm=0):  # fmt: skip
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
-    would wait for the loads before the previous tile's arithmetic)."""
+    would wait for the loads before the previous tile's arithmetic). DNORM2 (x_ptr: the producer's fp32 sums, dh_ptr:
+    h, nw_ptr: the norm weight, pair-ordered with "shfl"): 1 ("thread") u formed here; 2 ("shfl") this lane's raw
+    loads, formed and shuffled where the tile is used (_use_r)."""
     if XSUMS:  # x = silu(gate) * up from the gate/up GEMV's deferred sums (x_ptr: fp32): the raw sums (_use_r)
         xs = _x_sums_load(x_ptr, offs_m, kt, stride_xm, INTER, XSUMS)
         gs = xs  # (never with NORM)
+    elif DNORM2 == 2:
+        xs = _dn2_shfl(x_ptr, dh_ptr, nw_ptr, offs_m, kt + offs_ro * 8, stride_xm, stride_hm, USE_ASM, RO)
+        gs = xs
+    elif DNORM2:  # (eager: only u's 16 words are carried)
+        kr = kt + offs_ro * 8
+        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kr, 0, False, USE_ASM, RO)  # the norm weight's pairs
+        raw = (_dn2_sums(x_ptr, offs_m, kr, stride_xm, USE_ASM, RO),
+               _x_chunks(dh_ptr, perm_ptr, offs_m, kr, stride_hm, False, USE_ASM, RO))  # fmt: skip
+        xs = _dn2_x(raw, gs, USE_ASM)
+        gs = xs
     else:
         xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
         if NORM:
@@ -305,13 +516,13 @@ def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, of
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
              USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0,
-             INTER=0):  # fmt: skip
+             INTER=0, DNORM2: tl.constexpr = 0, dh_ptr=None, stride_hm=0):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
     return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM, XSUMS,
-                   INTER)  # fmt: skip
+                   INTER, DNORM2, dh_ptr, stride_hm)  # fmt: skip
 
 
 @triton.jit
@@ -326,12 +537,16 @@ def _after_barrier(tile, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _use_r(acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr, XSUMS: tl.constexpr = 0):
+def _use_r(acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, rn=1.0,
+           XNORM: tl.constexpr = 0, DNORM2: tl.constexpr = 0):  # fmt: skip
     """acc + s * (the tile's products), the 4 chunks summed in half2 first; NORM: x normalised first (norm_epilogue);
-    XSUMS: x computed from the tile's gate / up sums first (_x_act)."""
+    XSUMS: x computed from the tile's gate / up sums first (_x_act; XNORM: times rn); DNORM2 2 ("shfl"): u formed
+    from this lane's raw loads and shuffled first (_dn2_shfl_form)."""
     ws, s, c0, c1, xs, gs = tile
     if XSUMS:
-        xs = _x_act(xs[0], xs[1], USE_ASM)
+        xs = _x_act(xs[0], xs[1], USE_ASM, rn, XNORM)
+    if DNORM2 == 2:
+        xs = _dn2_shfl_form(xs, USE_ASM)
     if NORM:
         xs = norm_chunks(xs, gs, r, NORM, USE_ASM)
     p = _hdot(_dequant10(ws[0], c0, c1, USE_ASM), xs[0], ws[0] & 0, USE_ASM)
@@ -342,19 +557,37 @@ def _use_r(acc, tile, USE_ASM: tl.constexpr, r, NORM: tl.constexpr, XSUMS: tl.co
 
 
 @triton.jit
+def _x_norm_r(slot_ptr, offs_m, NORM_K, eps, XNORM: tl.constexpr):
+    """XNORM: the deferred norm's r = rsqrt(sum(h'^2) / NORM_K + eps) of rows offs_m (in range) from their slot
+    (complete after the PDL wait), [BM, 1, 1, 1, 1, 1, 1] for _x_act; else 1.0 (unused)."""
+    if XNORM:
+        m7 = offs_m.reshape(offs_m.shape[0], 1, 1, 1, 1, 1, 1)
+        rn = 1.0 / tl.sqrt(tl.load(slot_ptr + m7) / NORM_K + eps)
+    else:
+        rn = 1.0
+    return rn
+
+
+@triton.jit
 def _hgemvr_kernel(
     x_ptr, qw_ptr, sc_ptr, qz_ptr, perm_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, ZW, ITERS, SPLIT_K,
     stride_xm, stride_xk, stride_qk, stride_qn, stride_sg, stride_sn, stride_zg, stride_zn, stride_ym, stride_yn,
-    act_ptr, INTER, stride_am, nw_ptr, ssi_ptr, sso_ptr, eps,
+    act_ptr, INTER, stride_am, nw_ptr, ssi_ptr, sso_ptr, eps, dh_ptr, dho_ptr, dslot_ptr, stride_dhm, NORM_K,
     GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr,
     HAS_PERM: tl.constexpr, USE_SPLIT: tl.constexpr, USE_ASM: tl.constexpr,
     BURST: tl.constexpr, QK_CONST: tl.constexpr, EVEN_N: tl.constexpr,
     PIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr = 0, SWIGLU: tl.constexpr = 0, FINISH: tl.constexpr = 0,
-    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0, XSUMS: tl.constexpr = 0,
+    NORM_IN: tl.constexpr = 0, RES_OUT: tl.constexpr = 0, XSUMS: tl.constexpr = 0, XNORM: tl.constexpr = 0,
+    DNORM2: tl.constexpr = 0, SLICE: tl.constexpr = 0,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
+    if DNORM2:  # the grid's last N column (one program per K slice and row block): the rows' h' and sum(h'^2)
+        x_prog = pid_n == tl.num_programs(0) - 1  # (_dn2_rows); it loads the last tile's first tile and adds nothing
+        pid_n = tl.minimum(pid_n, tl.num_programs(0) - 2)
+    else:
+        x_prog = pid_n < 0
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
     RO: tl.constexpr = BLOCK_K // 32
@@ -366,6 +599,8 @@ def _hgemvr_kernel(
         col0 = pid_n * BLOCK_N
     offs_n = col0 + tl.arange(0, BLOCK_N)[None, None, :]  # [1, 1, BN]
     mask_n = offs_n < N
+    if DNORM2:
+        mask_n = mask_n & (x_prog == 0)
     if EVEN_N:  # loads are unmasked: N % BLOCK_N == 0, or columns past N re-read column N - 1
         offs_nl = offs_n
     else:  # (clamping loses the 16-byte vector loads, so only where N needs it)
@@ -399,26 +634,41 @@ def _hgemvr_kernel(
                 t3 = _tile_w(k3, 3 < mine, w_rows, *wargs)
         gdc_wait(USE_GDC)
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
+        rn = _x_norm_r(dslot_ptr, offs_ml, NORM_K, eps, XNORM)
         xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
-        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER)
+        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)
         if BURST > 1:
-            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER)
+            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)
             if BURST >= 3:
-                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER)
+                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr,
+                             stride_hm=stride_dhm)  # fmt: skip
             if BURST >= 4:
-                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER)
+                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr,
+                             stride_hm=stride_dhm)  # fmt: skip
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
+        rn = _x_norm_r(dslot_ptr, offs_ml, NORM_K, eps, XNORM)
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
             stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)  # fmt: skip
     if USE_GDC != 1 and USE_GDC != 2:
-        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER)
+        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr,
+                       stride_hm=stride_dhm)  # fmt: skip
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
-            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
+            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
+                          DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
             if BURST >= 3:
-                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
+                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
+                              DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
             if BURST >= 4:
-                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER)
+                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
+                              DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+    if DNORM2:  # (after the PDL wait: the producer's sums are complete)
+        if x_prog:
+            _dn2_rows(x_ptr, dh_ptr, dho_ptr, dslot_ptr, offs_ml, m_ok, k_first, k_first + mine * BLOCK_K, stride_xm,
+                      stride_dhm, BLOCK_M, SLICE)  # fmt: skip
+        loop_end = tl.where(x_prog, k_first, last + 1)  # the extra program runs no tile loop
+    else:
+        loop_end = last + 1
     # zeros derived from a load, so the accumulator takes the load's (coalesced) register layout
     acc = tl.zeros((BLOCK_M, RO, BLOCK_N), dtype=tl.float32) + (cur[0][0] & 0).to(tl.float32)
     if BURST > 1:
@@ -429,23 +679,25 @@ def _hgemvr_kernel(
                 t2 = _after_barrier(t2, USE_ASM)
             if BURST >= 4:
                 t3 = _after_barrier(t3, USE_ASM)
-        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN, XRO)
-        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN, XRO)
+        acc = _use_r(acc, cur, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
+        acc = _use_r(acc, t1, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
         if BURST >= 3:
-            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN, XRO)
+            acc = _use_r(acc, t2, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
         if BURST >= 4:
-            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN, XRO)
+            acc = _use_r(acc, t3, USE_ASM, r, NORM_IN, XRO, rn, XNORM, DNORM2)
     else:  # look-ahead 1: the next tile's words and small operands wait in registers (past the last: re-read it)
-        for it in range(k_first, last + 1, BLOCK_K):
+        for it in range(k_first, loop_end, BLOCK_K):
             if XRO:  # this tile's x from its sums BEFORE the next tile's loads: its CTA barriers would otherwise keep
-                use = _x_ready(cur, USE_ASM)  # them issued during the arithmetic (as PIN does: 128 registers, not 79)
+                use = _x_ready(cur, USE_ASM, rn, XNORM)  # them issued during the arithmetic (as PIN does: 128
+                # registers, not 79)
             else:
                 use = cur
-            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER)
+            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2,
+                           dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
             if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
-                acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN)
+                acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN, DNORM2=DNORM2)
             else:
-                acc = _use_r(acc, use, USE_ASM, r, NORM_IN)
+                acc = _use_r(acc, use, USE_ASM, r, NORM_IN, DNORM2=DNORM2)
             cur = nxt
 
     gdc_late(USE_GDC)
@@ -471,13 +723,55 @@ def swiglu_launch(x2: torch.Tensor, w: GPTQWeight, grid: tuple[int, int, int], a
     return grid, (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
 
 
+DN2_FORMS = ("thread", "shfl")  # launch_hgemvr's dn2_form (module docstring); the kernel's DNORM2 1 / 2
+
+
+def shfl_layout_ok(block_m: int, block_n: int, block_k: int, num_warps: int, burst: bool, pin: bool, n: int) -> bool:
+    """May DNORM2's "shfl" formation run at this launch on CUDA? Exactly the configuration whose TTGIR layout of x's
+    [1, 4, 1] operands was verified (test_dn2_shfl: sizePerThread [1, 1, 4], threadsPerWarp [1, 2, 16], warpsPerCTA
+    [1, 2, 1], order [2, 0, 1]: lanes 0-15 and 16-31 each share one word row): block_m 1, block_n 64, block_k 128,
+    2 warps, the look-ahead loop (no burst, no pin) and N a multiple of 64 (unclamped column loads): the H200 table's
+    7B / 13B batch-1 qkv and gate/up picks. Elsewhere the per-thread formation runs."""
+    return (block_m == 1 and block_n == 64 and block_k == 128 and num_warps == 2 and not burst and not pin
+            and n % block_n == 0)  # fmt: skip
+
+
+def _check_dnorm2(x2: torch.Tensor, w: GPTQWeight, dnorm2: tuple, finish: bool, defer: bool, others: tuple,
+                  form: str, pairs: torch.Tensor | None, layout_ok: bool) -> None:  # fmt: skip
+    """launch_hgemvr's dnorm2 arguments, checked (ValueError). others: norm, swiglu, residual, x_sums."""
+    sums, h, h_out, weight, slot, _ = dnorm2
+    m, k = x2.shape
+    if not (finish and defer) or any(o is not None for o in others) or w.perm is not None:
+        raise ValueError("dnorm2: with finish + defer; not with norm, swiglu, residual, x_sums or an act-order perm")
+    if sums.dtype != torch.float32 or sums.shape != (m, k) or sums.stride(1) != 1:
+        raise ValueError(f"dnorm2: the producer's sums must be fp32 [{m}, {k}] row-major")
+    for t in (h, h_out):
+        if t.dtype != torch.float16 or t.shape != (m, k) or t.stride(1) != 1 or t.stride(0) != h.stride(0):
+            raise ValueError(f"dnorm2: h and h_out must be fp16 [{m}, {k}] row-major with one row stride")
+    if h_out.data_ptr() == h.data_ptr():
+        raise ValueError("dnorm2: h_out must be another buffer than h (other programs still read h)")
+    for t in (weight, pairs) if form == "shfl" else (weight,):
+        if t is None or t.shape != (k,) or t.dtype != torch.float16 or t.stride(0) != 1 or t.data_ptr() % 4:
+            raise ValueError(f"dnorm2: the norm weight (and with shfl its pair-ordered copy) must be a contiguous, "
+                             f"4-byte aligned fp16 vector of {k}")  # fmt: skip
+    if slot.dtype != torch.float32 or not slot.is_contiguous() or slot.numel() < m:
+        raise ValueError("dnorm2: the slot is a contiguous fp32 region of at least M values")
+    if form not in DN2_FORMS:
+        raise ValueError(f"dnorm2: dn2_form must be one of {DN2_FORMS}, got {form!r}")
+    if form == "shfl" and use_asm() and not layout_ok:
+        raise ValueError("dnorm2: the shfl formation runs only where its lane layout was verified (shfl_layout_ok)")
+
+
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                   num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
                   pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False,
                   norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                   residual: torch.Tensor | None = None, norm_fast: bool = False,
                   maxnreg: int | None = None, defer: bool = False,
-                  sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
+                  sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None,
+                  x_norm: tuple[torch.Tensor, int, float] | None = None,
+                  dnorm2: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
+                  dn2_form: str = "thread", dn2_pairs: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
     otherwise a look-ahead-1 loop over the program's tiles. const_stride: compile the word row stride in (one
@@ -502,7 +796,19 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     x_sums (fp32 [M, 2 K], row-major; not with norm / swiglu; no act-order perm): the x the GEMV multiplies is
     silu(gate) * up of a deferred gate/up GEMV's sums (gate k at column k, up at K + k), computed on load with
     swiglu_epilogue's rounding (_x_sums_load / _x_act; the "+g" decode fusion, consumer_finish.gemv_gu_sums); x2 gives only
-    the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them)."""
+    the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them).
+    x_norm (slot, norm_k, eps; with x_sums): the gate / up sums carry no RMSNorm scale yet (their GEMV ran with
+    dnorm2): both are multiplied by r = rsqrt(slot[m] / norm_k + eps) before swiglu_epilogue's rounding.
+    dnorm2 (sums, h, h_out, weight, slot, eps; with finish + defer only; the "+dn2" decode fusion,
+    deferred_norm.gemv_dnorm2): x is RMSNorm(h + fp16(sums)) without its scale r: the GEMV multiplies its tiles by
+    u = fp16(h' w), h' = fp16(h + fp16(sums)) (sums fp32 [M, K] of a deferred producer GEMV, h fp16 [M, K] the
+    residual stream, both row-major; no scale: u overflows where |h'_k w_k| > 65504), loaded after the PDL wait; the
+    grid has one more N column whose programs (one per K slice and row block) store h' to h_out (another buffer than
+    h: other programs still read h) and add their slice's sum(h'^2) into slot[m] (fp32 [>= M], zero before), which
+    the consumer of the deferred sums turns into r = rsqrt(slot / K + eps) after its wait (down's x_norm; the row
+    attention's rnorm). x2 gives only the shapes (pass h); sums and h are left as they are. dn2_form (module
+    docstring): "thread" or "shfl" (dn2_pairs: the norm weight in pair order, model.weights.norm_pairs; on CUDA only
+    where shfl_layout_ok); both give the same bits."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if x_sums is not None:
@@ -512,6 +818,12 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                              "or an act-order perm")  # fmt: skip
     if block_k not in (64, 128) or w.group_size % block_k or w.in_features % block_k:
         raise ValueError(f"block_k={block_k} must be 64 or 128 and divide the group ({w.group_size}) and K")
+    if x_norm is not None and (x_sums is None or x_norm[0].dtype != torch.float32 or not x_norm[0].is_contiguous()
+                               or x_norm[0].numel() < x2.shape[0] or x_norm[1] <= 0):  # fmt: skip
+        raise ValueError("x_norm: with x_sums, a contiguous fp32 slot of at least M values and norm_k > 0")
+    if dnorm2 is not None:
+        _check_dnorm2(x2, w, dnorm2, finish, defer, (norm, swiglu, residual, x_sums), dn2_form, dn2_pairs,
+                      shfl_layout_ok(block_m, block_n, block_k, num_warps, burst, pin, w.out_features))  # fmt: skip
     x2 = rows16(x2)
     grid, args, consts = split_launch(x2, w, y, block_m, block_n, block_k, split_k)
     iters = args[12]
@@ -549,11 +861,24 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     if x_sums is not None:  # x is read from the sums: their pointer and row stride, up's offset K
         args = (x_sums, *args[1:14], x_sums.stride(0), *args[15:])
         inter = w.in_features
-    _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, **consts, USE_ASM=use_asm(),
+    dn: tuple = (y, y, y, 0, 1)  # dh, dho, dslot, stride_dhm, NORM_K (unused)
+    if x_norm is not None:
+        eps = float(x_norm[2])
+        dn = (y, y, x_norm[0], 0, int(x_norm[1]))
+    slice_k = 0
+    if dnorm2 is not None:  # x is read from the producer's sums and h (their row strides); one more N column
+        args = (dnorm2[0], *args[1:14], dnorm2[0].stride(0), *args[15:])
+        nw = dnorm2[3] if dn2_form == "thread" else dn2_pairs  # ("shfl": the pair-ordered copy)
+        eps = float(dnorm2[5])
+        dn = (dnorm2[1], dnorm2[2], dnorm2[4], dnorm2[1].stride(0), w.in_features)
+        grid = (grid[0] + 1, grid[1], grid[2])
+        slice_k = triton.next_power_of_2(iters * block_k)
+    _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, *dn, **consts, USE_ASM=use_asm(),
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin, NORM_IN=0 if norm is None else 2 if norm_fast else 1,
-                         RES_OUT=residual is not None, XSUMS=x_sums is not None,
+                         RES_OUT=residual is not None, XSUMS=x_sums is not None, XNORM=x_norm is not None,
+                         DNORM2=0 if dnorm2 is None else DN2_FORMS.index(dn2_form) + 1, SLICE=slice_k,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                          num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
     if defer:

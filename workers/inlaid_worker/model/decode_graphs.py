@@ -175,8 +175,16 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # "cfin" 0.9995x, 6/6, and 1.001x at batch 4: the 13B's o / down picks there are tc2, nothing to defer), so buckets
 # 3-8 take "cfin" (7B batch 8: 0.992-0.993x "none", three runs; 1.004-1.006x plain "merge" there) and only 9-16
 # "merge+cfin".
+# Session 21 (bench/results/decode-2026-12-01-s21-dn2shfl.md, -s21-dn2-port.md; s20_dnorm2's protocol): "+dn2"
+# ("swiglu+cfin+q+g+dn2", kernels.deferred_norm: no add + RMSNorm launch between layers, the consumer GEMVs form the
+# normalised x from the producers' sums, each x word once per 16-lane segment and shuffled) at batch 1 against
+# "swiglu+cfin+g", in main after the port: 7B int4 1.379 vs 1.485 ms of device time (-105 us, 8/8 rounds lower; the
+# experiment on 7726c8c: -104 us), 13B 2.466 vs 2.644 ms (-178 us, 8/8), the 7B engine loop 1.399 vs 1.501 ms a step
+# (4/4), so bucket 1 takes it. Where it cannot run (LoRA in the graph, "norm", not fp16 / 4-bit, a layer's picks that
+# cannot defer: deferred_norm.layer_picks) the step runs "swiglu+cfin+g", bit for bit (llama_fast.forward_fast).
+# INLAID_DECODE_FUSION=swiglu+cfin+g opts out (it names one fusion for every bucket: buckets 2+ then run it too).
 FUSION_POLICY: tuple[tuple[int, str], ...] = (
-    (1, "swiglu+cfin+g"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))  # fmt: skip
+    (1, "swiglu+cfin+q+g+dn2"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))  # fmt: skip
 NORM_ENV = "INLAID_DECODE_NORM"
 
 

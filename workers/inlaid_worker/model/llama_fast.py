@@ -34,6 +34,16 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     add + RMSNorm after down zeroes the region (kernels.consumer_finish.gemv_gu_sums / gu_down_add_norm). Only where
     the gate/up pick can defer and down's is a half2 row GEMV (consumer_finish.gu_pair), without LoRA or "norm";
     otherwise the name without "+g".
+"+dn2" ("swiglu+cfin+q+g+dn2"; session 20's design with session 21's shuffled formation, bucket 1's policy since
+    session 21): no add + RMSNorm launch between layers (kernels.deferred_norm): the qkv, o, gate/up and down GEMVs
+    defer their split-K sums into per-layer regions; the consumer GEMVs (gate/up, the next layer's qkv) load the
+    producer's sums, h and the norm weight after their PDL wait and multiply their weights by u = fp16(h' w), h' =
+    fp16(h + fp16(sums)), unscaled; one extra program column of theirs stores h' and the rows' sum(h'^2); r is applied
+    by the down GEMV (gate/up's consumer, on load) and by the row attention (qkv's, "+q"). Layer 0's input norm and
+    the final norm stay launches. Only where every layer's picks allow it (deferred_norm.layer_picks), with the row
+    attention's fused rotary, fp16, no LoRA and no "norm"; otherwise the step runs as the name without "+q" and
+    "+dn2" (bucket 1: "swiglu+cfin+g", bit for bit). The consumers read each layer's pair-ordered norm weights
+    (LayerWeights.norm_pairs, made once where the runner takes its weights) where quant_hgemvr.shfl_layout_ok holds.
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -67,7 +77,8 @@ from inlaid_worker.env_switch import env_switch
 from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
-from inlaid_worker.kernels.fused_norm import add_rms_norm
+from inlaid_worker.kernels.deferred_norm import DnPicks, DnRegions, down_xnorm, gemv_deferred, gemv_dnorm2, layer_picks
+from inlaid_worker.kernels.fused_norm import add_rms_norm, add_rms_norm_sums
 from inlaid_worker.kernels.gemv_norm import gemv_normed, gemv_residual, pair_ok, swiglu_possible
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
 from inlaid_worker.kernels.paged_decode import paged_decode, row_rope_for
@@ -87,9 +98,10 @@ from inlaid_worker.model.weights import LayerWeights, LlamaWeights
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
-                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g")
+                  "swiglu+cfin", "cfin+q", "swiglu+cfin+q", "merge+cfin", "swiglu+cfin+g", "swiglu+cfin+q+g",
+                  "swiglu+cfin+q+g+dn2")  # fmt: skip
 ROPE_FUSIONS = ("rope", "rope-vec")
-GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g")  # the parts of a fusion name that are not its attention
+GEMV_FUSIONS = ("norm", "swiglu", "cfin", "q", "g", "dn2")  # the parts of a fusion name that are not its attention
 
 
 def attention_fusion(fusion: str) -> str:
@@ -116,6 +128,11 @@ def cfin_fused(fusion: str) -> bool:
 def gsums_fused(fusion: str) -> bool:
     """Does the decode fusion let the down GEMV read the gate/up GEMV's split-K sums as its x?"""
     return "g" in fusion.split("+")
+
+
+def dnorm2_fused(fusion: str) -> bool:
+    """Does the decode fusion defer the add + RMSNorm into the consumer GEMVs ("+dn2", kernels.deferred_norm)?"""
+    return "dn2" in fusion.split("+")
 
 
 def qsums_fused(fusion: str) -> bool:
@@ -181,6 +198,10 @@ class DecodeLayout:
     @property
     def gsums(self) -> bool:
         return gsums_fused(self.fusion)
+
+    @property
+    def dnorm2(self) -> bool:
+        return dnorm2_fused(self.fusion)
 
 
 @dataclass(frozen=True)
@@ -282,6 +303,12 @@ def forward_fast(
              and cos is not None and sin is not None)  # fmt: skip
     # the down GEMV reads the gate/up GEMV's sums, the norm after down clears them (consumer_finish.gemv_gu_sums)
     gsums = isinstance(layout, DecodeLayout) and layout.gsums and lora is None and not norm and h.dtype == torch.float16
+    if isinstance(layout, DecodeLayout) and layout.dnorm2:  # "+dn2" where every layer's picks allow it (qsums and
+        # gsums hold: no LoRA, no "norm", the row attention with cos / sin, fp16); else without "+q" ("swiglu+cfin+g")
+        picks = _dn_picks(w, c, h) if qsums and gsums and t > 0 and w.layers else None
+        if picks is not None:
+            return _forward_dn2(w, c, h, x, picks, cos, sin, slot_mapping, kv_cache, layout, row_rope, eps, scale)  # type: ignore[arg-type]
+        qsums = False
     pending: _Pending | None = None  # the norm the next consumer GEMV applies to h on load (x is stale then)
     for i, layer in enumerate(w.layers):
         wq = _single(layer.qkv) if qsums and pending is None else None
@@ -323,6 +350,53 @@ def forward_fast(
         x, pending, xpick = _mlp(layer, i, x, h, pending, nxt, w.norm, fuse, swiglu, lora, eps, c.intermediate_size,
                                  cfin, gsums, xpick if xpo is not None and pending is None else None, xpo)  # fmt: skip
     return x if w.layers else add_rms_norm(h, w.norm, eps)
+
+
+def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor) -> list[DnPicks] | None:
+    """deferred_norm.layer_picks of every layer, or None where one cannot defer its norms."""
+    picks = []
+    for layer in w.layers:
+        ws = [_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        if any(m is None for m in ws):
+            return None
+        p = layer_picks(h, c.num_heads * c.head_dim, *ws, layer.input_norm, layer.post_norm)  # type: ignore[arg-type]
+        if p is None:
+            return None
+        picks.append(p)
+    return picks
+
+
+def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tensor, picks: list[DnPicks],
+                 cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, kv_cache: torch.Tensor,
+                 layout: DecodeLayout, row_rope: dict[str, int], eps: float, scale: float) -> torch.Tensor:  # fmt: skip
+    """forward_fast's layers with "+dn2" (kernels.deferred_norm; the caller checked every layer's picks): x is layer
+    0's input-normed h; the residual stream alternates between h and a second buffer (the consumer GEMVs' extra
+    programs write h' to the one their grid does not read); qkv (layers >= 1) defers its sums into the layer's region
+    and the row attention applies r. Returns the final-normed states."""
+    t = h.shape[0]
+    nq = max(_single(layer.qkv).out_features for layer in w.layers)  # type: ignore[union-attr]
+    reg = DnRegions(len(w.layers), t, c.hidden_size, c.intermediate_size, nq, h.device)
+    hb, cur = (h, torch.empty_like(h)), 0
+    down: torch.Tensor | None = None  # the previous layer's down sums (the norm the next qkv defers)
+    for i, (layer, p) in enumerate(zip(w.layers, picks, strict=True)):
+        wq, wo, wgu, wd = (_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        pin, ppost = layer.norm_pairs if layer.norm_pairs is not None else (None, None)
+        rope = (cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], layout.block_tables, layout.context_lens,
+                scale, c.num_heads)  # fmt: skip
+        if down is None:
+            attn = row_rope_decode(linear(x, layer.qkv), *rope, base=row_rope)
+        else:
+            qs = gemv_dnorm2(down, hb[cur], hb[1 - cur], layer.input_norm, wq, p.qkv, reg.q_slot(i), eps,  # type: ignore[arg-type]
+                             reg.q_sums(i), pin)  # fmt: skip
+            cur = 1 - cur
+            attn = row_rope_decode(qs, *rope, base=row_rope, sums=True, rnorm=(reg.q_slot(i), c.hidden_size, eps))
+        o = gemv_deferred(attn.reshape(t, -1), wo, p.o, reg.o_sums(i))  # type: ignore[arg-type]
+        gu = gemv_dnorm2(o, hb[cur], hb[1 - cur], layer.post_norm, wgu, p.gate_up, reg.gu_slot(i), eps,  # type: ignore[arg-type]
+                         reg.gu_sums(i), ppost)  # fmt: skip
+        cur = 1 - cur
+        down = down_xnorm(gu, wd, p.down, reg.gu_slot(i), c.hidden_size, eps, reg.down_sums(i))  # type: ignore[arg-type]
+    assert down is not None
+    return add_rms_norm_sums(down.reshape(-1), w.norm, eps, hb[cur])
 
 
 class _Pending(NamedTuple):

@@ -73,7 +73,7 @@ from inlaid_worker.model.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from inlaid_worker.model.quant_weights import is_gptq_checkpoint, load_gptq_weights
 from inlaid_worker.model.rope import cos_sin, inv_frequencies
 from inlaid_worker.model.step_input import StepInput, last_int, max_int
-from inlaid_worker.model.weights import LlamaWeights, load_weights
+from inlaid_worker.model.weights import LlamaWeights, load_weights, with_norm_pairs
 
 
 def kv_bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -194,6 +194,17 @@ class ModelRunner:
             self._prefill = PrefillGraphs(self.config, self.kv_cache, self._inv_freq, self.dtype, self._width,
                                           self._adapters.pools, capture=self._capture,
                                           logits=self._graph_logits)  # fmt: skip
+
+    @property
+    def weights(self) -> LlamaWeights:
+        """The served weights. Setting them (load, or onboard's replaced layers) adds each layer's pair-ordered norm
+        weights once (weights.with_norm_pairs; the triton backend's "+dn2" decode fusion reads them); the object
+        kept is what the decode graphs compare to drop their captures."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: LlamaWeights) -> None:
+        self._weights = with_norm_pairs(value) if self.backend == "triton" else value
 
     @property
     def decode_fusion(self) -> str | None:

@@ -3,13 +3,17 @@ the forward pass.
 
 Layout: q/k/v are concatenated into one `qkv` matrix and gate/up into one `gate_up` matrix (one matmul each);
 LoRA deltas are added onto the matching output slices (see `PROJ_SLICES`). With tied embeddings the LM head
-is the embedding matrix.
+is the embedding matrix. `with_norm_pairs` adds each layer's two norm weights in pair order (`norm_pairs`, read by
+the "+dn2" decode fusion's shuffled formation, kernels.quant_hgemvr); the model runner applies it once where it takes
+its weights (load, or a replaced weights object). The pairs are a copy: norm weights are not changed in place after
+that, and a layer with other norms is built with norm_pairs None (dataclasses.replace keeps the old pairs unless
+told `norm_pairs=None`), so that the runner makes them anew.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +36,9 @@ class LayerWeights:
     post_norm: torch.Tensor  # [hidden]
     gate_up: torch.Tensor  # [2 * intermediate, hidden]
     down: torch.Tensor  # [hidden, intermediate]
+    # (input_norm, post_norm) in pair order (norm_pairs; with_norm_pairs): None until the runner makes them, or where
+    # the norms are not fp16 (the "+dn2" fusion then forms its x per thread)
+    norm_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,30 @@ class LlamaWeights:
     layers: tuple[LayerWeights, ...]
     norm: torch.Tensor  # [hidden]
     lm_head: torch.Tensor  # [vocab, hidden] (the embedding itself when tied)
+
+
+def norm_pairs(weight: torch.Tensor) -> torch.Tensor | None:
+    """A norm weight [K] in pair order: (w[k + i], w[k + 4 + i]), i = 0..3, for every 8 values k (one 32-bit word
+    per x pair of the half2 GEMV: kernels.quant_hgemvr's DNORM2 "shfl" loads one word instead of two halves); None
+    unless the weight is a contiguous fp16 vector of a multiple of 8 values."""
+    if weight.dtype != torch.float16 or weight.dim() != 1 or weight.numel() % 8 or weight.stride(0) != 1:
+        return None
+    return weight.reshape(-1, 2, 4).transpose(1, 2).contiguous().reshape(-1)
+
+
+def with_norm_pairs(w: LlamaWeights) -> LlamaWeights:
+    """w with norm_pairs made for every layer that has none and fp16 norms (one small copy each; layers that have them
+    are kept as they are); w itself where nothing was added (the decode graphs keep their captures)."""
+    layers = []
+    for layer in w.layers:
+        if layer.norm_pairs is None:
+            a, b = norm_pairs(layer.input_norm), norm_pairs(layer.post_norm)
+            if a is not None and b is not None:
+                layer = replace(layer, norm_pairs=(a, b))
+        layers.append(layer)
+    if all(x is y for x, y in zip(layers, w.layers, strict=True)):
+        return w
+    return replace(w, layers=tuple(layers))
 
 
 def proj_slices(config: ModelConfig) -> dict[str, tuple[str, int, int]]:

@@ -406,14 +406,14 @@ def test_decode_graphs_with_cfin_match_unfused(tmp_path: Any, monkeypatch: pytes
     a row GEMV and down a tcs kind at bucket 2, down a tcs kind at 4, deferred with TCS_DEFER on): decode graphs with
     "cfin" / "swiglu+cfin" give "none"'s logits and KV cache, switching back and forth, deferring exactly those GEMVs
     (under the shipped SUMS_MODE / CLEAR_MODE) and leaving the workspace zero; AUTO
-    captures bucket 1's "swiglu+cfin+g" and bucket 2's "swiglu+cfin+q" anew (the policy since session 15)."""
+    captures bucket 1's "swiglu+cfin+q+g+dn2" (the policy since session 21) and bucket 2's "swiglu+cfin+q" anew."""
     import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
     from inlaid_worker.kernels import quant_common
     from inlaid_worker.model.decode_graphs import AUTO, policy_fusion
 
     assert modes() == SHIPPED_MODES  # the graphs capture the shipped read / clear modes (no earlier test's leftover)
-    assert policy_fusion(1) == "swiglu+cfin+g" and policy_fusion(2) == "swiglu+cfin+q"
+    assert policy_fusion(1) == "swiglu+cfin+q+g+dn2" and policy_fusion(2) == "swiglu+cfin+q"
     deferred: set[tuple[int, int, str]] = set()
     real = cf._launch_deferred
 
@@ -432,7 +432,7 @@ def test_decode_graphs_with_cfin_match_unfused(tmp_path: Any, monkeypatch: pytes
     runner.decode_fusion = AUTO
     for b in (1, 2):
         runner.execute(ph.engine_module("steps").make_step(b, 1, 100, [-1] * b, shape.vocab, 256))
-    assert runner.graph_captures == 11  # AUTO: bucket 1's "swiglu+cfin+g" and bucket 2's "swiglu+cfin+q" graphs new
+    assert runner.graph_captures == 11  # AUTO: bucket 1's "+dn2" and bucket 2's "swiglu+cfin+q" graphs new
 
 
 if __name__ == "__main__":

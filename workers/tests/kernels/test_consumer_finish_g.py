@@ -223,7 +223,7 @@ def test_names_and_bad_arguments() -> None:
     from inlaid_worker.model import llama_fast
 
     g_names = [f for f in llama_fast.DECODE_FUSIONS if llama_fast.gsums_fused(f)]
-    assert g_names == ["swiglu+cfin+g", "swiglu+cfin+q+g"]
+    assert g_names == ["swiglu+cfin+g", "swiglu+cfin+q+g", "swiglu+cfin+q+g+dn2"]  # (+dn2: kernels.deferred_norm)
     for name in g_names:
         assert llama_fast.attention_fusion(name) == "none"
         assert llama_fast.swiglu_fused(name) and llama_fast.cfin_fused(name)

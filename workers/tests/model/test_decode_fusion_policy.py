@@ -9,7 +9,11 @@ from inlaid_worker.model.llama_fast import (
     ATTENTION_FUSIONS,
     DECODE_FUSIONS,
     attention_fusion,
+    cfin_fused,
+    dnorm2_fused,
+    gsums_fused,
     norm_fused,
+    qsums_fused,
     swiglu_fused,  # fmt: skip
 )
 
@@ -30,12 +34,13 @@ def test_shipped_policy_is_valid_and_ascending() -> None:
 
 
 def test_shipped_choice_is_the_measured_one() -> None:
-    """swiglu+cfin+g at batch 1 (0.995x swiglu+cfin, session 15; which was 0.967x / 0.965x swiglu, session 14),
+    """swiglu+cfin+q+g+dn2 at batch 1 (session 21: -104 us a 7B step against swiglu+cfin+g, 8/8 rounds; that was
+    0.995x swiglu+cfin, session 15, which was 0.967x / 0.965x swiglu, session 14),
     swiglu+cfin+q at batch 2 (0.972x swiglu+cfin, session 14; 0.982x more with the tcs deferral), cfin at 3-4 (0.987x
     none) and 5-8 (7B 0.992-0.993x none; merge+cfin, 0.978x on the 7B, was 1.014x on the 13B), merge+cfin at 9-16
     (batch 16 0.992x merge), none elsewhere (decode_graphs.FUSION_POLICY)."""
     assert {b: dg.policy_fusion(b) for b in dg.BUCKETS if b <= 32} == {
-        1: "swiglu+cfin+g", 2: "swiglu+cfin+q", 4: "cfin", 8: "cfin", 16: "merge+cfin", 24: "none",
+        1: "swiglu+cfin+q+g+dn2", 2: "swiglu+cfin+q", 4: "cfin", 8: "cfin", 16: "merge+cfin", 24: "none",
         32: "none"}  # fmt: skip
 
 
@@ -57,8 +62,35 @@ def test_fusion_names_split_into_attention_and_swiglu() -> None:
         "rope+swiglu": ("rope", True), "tiles": ("tiles", False), "split": ("split", False),
         "norm": ("none", False), "norm+swiglu": ("none", True), "cfin": ("none", False),
         "swiglu+cfin": ("none", True), "cfin+q": ("none", False), "swiglu+cfin+q": ("none", True),
-        "merge+cfin": ("merge", False), "swiglu+cfin+g": ("none", True), "swiglu+cfin+q+g": ("none", True)}  # fmt: skip
+        "merge+cfin": ("merge", False), "swiglu+cfin+g": ("none", True), "swiglu+cfin+q+g": ("none", True),
+        "swiglu+cfin+q+g+dn2": ("none", True)}  # fmt: skip
     assert [f for f in DECODE_FUSIONS if norm_fused(f)] == ["norm", "norm+swiglu"]
+
+
+def test_deferred_norm2_name_parses_and_opts_out() -> None:
+    """ "+dn2" (kernels.deferred_norm) rides on "swiglu+cfin+q+g" (qkv's r: the row attention reading its sums); it is
+    bucket 1's only; the norm switch replaces it like "cfin"; INLAID_DECODE_FUSION=swiglu+cfin+g (today's path before
+    session 21, and what "+dn2" falls back to) is a valid override for every bucket."""
+    f = "swiglu+cfin+q+g+dn2"
+    assert [x for x in DECODE_FUSIONS if dnorm2_fused(x)] == [f]
+    assert (cfin_fused(f), gsums_fused(f), qsums_fused(f), norm_fused(f)) == (True, True, True, False)
+    assert not dnorm2_fused("swiglu+cfin+q+g") and not dnorm2_fused("none")
+    assert [b for b in dg.BUCKETS if dnorm2_fused(dg.policy_fusion(b))] == [1]
+    assert dg.with_norm(f, True) == "norm+swiglu" and dg.with_norm(f, False) == f
+    assert dg.check_fusion(f) == f and dg.check_fusion("swiglu+cfin+g") == "swiglu+cfin+g"
+
+
+def test_fusion_env_opts_bucket_1_out_of_dn2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The override reaches the graphs' setting: DecodeGraphs.fusion_for gives the env's name at every bucket (the
+    AUTO policy's "+dn2" at bucket 1 otherwise). (A DecodeGraphs' fusion logic only: nothing is captured.)"""
+    graphs = object.__new__(dg.DecodeGraphs)
+    graphs._norm = None
+    monkeypatch.setenv("INLAID_DECODE_FUSION", "swiglu+cfin+g")
+    graphs._fusion = dg.fusion_env()
+    assert [graphs.fusion_for(b) for b in (1, 2)] == ["swiglu+cfin+g", "swiglu+cfin+g"]
+    monkeypatch.delenv("INLAID_DECODE_FUSION")
+    graphs._fusion = dg.fusion_env()
+    assert [graphs.fusion_for(b) for b in (1, 2)] == ["swiglu+cfin+q+g+dn2", "swiglu+cfin+q"]
 
 
 def test_norm_env_adds_or_removes_the_norm_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
