@@ -34,7 +34,7 @@ describe('migration 1764800000000: SLO targets in fractional milliseconds (real 
     await db().query(`UPDATE slo_defaults SET ttft_ms = 1500.25, tpot_ms = 80.5`);
     await db().query(`UPDATE tasks SET slo_ttft_ms = 0.5 WHERE name = 'none'`);
     await db().query(`UPDATE tasks SET slo_ttft_ms = 1e9, slo_tpot_ms = 0.001 WHERE name = 'gone'`);
-    await db().undoLastMigration();
+    await undoThrough(db(), 'SloTargetsMs1764800000000'); // (and every later migration)
     expect(await db().query(`SELECT ttft_ms, tpot_ms FROM slo_defaults`)).toEqual([{ ttft_ms: 1501, tpot_ms: 81 }]);
     expect((await targets())['none']).toEqual([1, null]);
     expect((await targets())['gone']).toEqual([1000000000, 1]);

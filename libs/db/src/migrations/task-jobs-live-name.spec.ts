@@ -5,8 +5,9 @@ describe('migration 1764600000000: one live onboard/load job per task name (real
   const db = testDatabase('inlaid_livename');
 
   const jobs = () => db().getRepository(TaskJob);
+  // (raw SQL: the entity also names columns that later migrations add)
   const add = (id: string, task: string, status: TaskJobStatus, kind: 'onboard' | 'load' | 'delete' = 'onboard', createdAt = new Date()) =>
-    jobs().insert({ id, task, kind, status, createdAt });
+    db().query(`INSERT INTO task_jobs (id, task, kind, status, created_at) VALUES ($1, $2, $3, $4, $5)`, [id, task, kind, status, createdAt]);
 
   it('keeps the newest of live duplicates written before it, marks the others failed, then refuses a second live job', async () => {
     await undoThrough(db(), 'TaskJobsLiveName1764600000000');
