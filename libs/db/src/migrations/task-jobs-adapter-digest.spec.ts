@@ -23,7 +23,7 @@ describe('migration 1764900000000: task_jobs.adapter_digest (real Postgres)', ()
     }
     expect(await digestOf('old')).toBe(digest);
 
-    await db().undoLastMigration();
+    await undoThrough(db(), 'TaskJobsAdapterDigest1764900000000'); // (and any later migration)
     expect(await columns()).not.toContain('adapter_digest');
     expect(await db().query(`SELECT id FROM task_jobs`)).toEqual([{ id: 'old' }]);
     await db().runMigrations({ transaction: 'each' });
