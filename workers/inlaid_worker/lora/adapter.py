@@ -18,13 +18,22 @@ module delta (scaling * B @ A) that float16 cannot hold (above 65504 in magnitud
 Each file is read once, whole, and parsed from those bytes (the weights by safetensors' own parser, never pickle);
 the adapter's `digest` (lora.digest) is taken over the same bytes, so it names exactly what was validated and served.
 The weights file's bytes are dropped once hashed and parsed, before the tensors are paired and converted (they would
-otherwise add the file's size to the load's peak memory). The two files are read one after the other: a rewrite of the
-directory in between would pair one version's config with another's weights, so each file read is stat'ed when it is
-opened (device, inode, size, mtime and ctime in ns) and its path again once the weights are read: a change (a file
-rewritten in place, or replaced by a rename) reads both again, once, and a second change refuses the adapter
-(AdapterChanging, an AdapterError that the worker answers ABORTED: retry once the files are written). A writer still
-between its two files at both stats is not seen, nor a version switched by re-pointing symlinks (the files read are
-those resolved and checked): write a new version elsewhere and rename it into place, or use a new path.
+otherwise add the file's size to the load's peak memory). The two files are read one after the other, so a rewrite of
+the directory meanwhile could pair one version's config with another's weights, or catch a file half written. Each
+file is checked like with like (device, inode, size, mtime and ctime in ns): its path stat'ed before it is opened and
+again once both files are read (a file replaced by a rename, or written since), and its open file fstat'ed at the
+open and after the read, whose byte count must be the size at the open (a file written in place during the read).
+(An fstat is never compared with a stat of the path: on some overlay filesystems they disagree, and every read would
+look changed.) A change reads both files again, once, and a second change refuses the adapter (AdapterChanging, an
+AdapterError that the worker answers ABORTED: retry once the files are written). A file that fails to parse (the
+config's JSON, its fields, the safetensors) while a file read so far changed counts as a change (caught mid-write,
+not malformed); one that fails with no change seen is refused as malformed (INVALID_ARGUMENT). Not seen: a writer
+between its two files for the whole read (one file already the new version when it is stat'ed, the other not yet
+written once both are read), a writer stalled mid-file for the whole read (the half file is refused as malformed), a
+rewrite in place that keeps the size within one tick of the file timestamps (the kernel's clock for them is coarse, a
+few ms), and a version switched by re-pointing symlinks (the files read are those resolved and checked). The safe way to publish a new version is a new path (a directory of its own, never rewritten): a
+directory cannot be renamed over a non-empty one, and renaming the two files into place one by one leaves a moment
+with one file of each version.
 """
 
 from __future__ import annotations
@@ -128,23 +137,40 @@ def load_adapter(path: str | Path, base: ModelConfig, *, expected_base: str | No
 
 def _read_files(root: Path, parse: Callable[[dict[str, Any]], _T]) -> tuple[_T, bytes, dict[str, torch.Tensor], bytes]:
     """(parse(the config), the config's bytes, the tensors, the weights' bytes), the config checked by `parse` before
-    the weights are read; both files read again (once) if either file read changed between its open and the end of the
-    weights' read (_changed)."""
+    the weights are read; both files read again (once) if a file read changed (_changed), also when a file failed to
+    parse (a file caught mid-write): then the parse's AdapterError is raised only if no file read changed."""
+    failed: AdapterError | None = None
     for _ in range(_READS):
-        raw, config_bytes, config_read = _read_config(root)
-        parsed = parse(raw)
-        tensors, weights_bytes, weights_read = _read_tensors(root)
-        if not _changed(config_read) and not _changed(weights_read):
+        opened: list[_Opened] = []
+        try:
+            raw, config_bytes = _read_config(root, opened)
+            parsed = parse(raw)
+            tensors, weights_bytes = _read_tensors(root, opened)
+        except AdapterError as exc:
+            if not any(_changed(o) for o in opened):
+                raise  # malformed, not being written
+            failed = exc  # a file caught mid-write: read again
+            continue
+        if not any(_changed(o) for o in opened):
             return parsed, config_bytes, tensors, weights_bytes
+        failed = None
         del tensors, weights_bytes  # perhaps another version's files than the config's: both are read again
+    last = "" if failed is None else f"; the last read failed: {failed}"
     raise AdapterChanging(
         f"the adapter files in {root} ({_CONFIG}, {_WEIGHTS}) changed while they were read, {_READS} times in a row; "
-        "retry once they are written (write a new version elsewhere and rename it into place)"
+        f"retry once they are written (give each version a path of its own){last}"
     )
 
 
-# A file read: the path opened (a symlink's resolution: _contained) and its stamp when it was opened (_stamp).
-_Opened = tuple[Path, tuple[int, ...]]
+@dataclass(frozen=True)
+class _Opened:
+    """A file read: the path opened (a symlink's resolution: _contained), its stamp (_stamp) from a stat of that path
+    before the open, and whether the open file changed during the read (fstat at the open and after the read differ,
+    or the bytes read are not the size at the open)."""
+
+    path: Path
+    before: tuple[int, ...]
+    torn: bool
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
@@ -153,12 +179,28 @@ def _stamp(st: os.stat_result) -> tuple[int, ...]:
 
 
 def _changed(opened: _Opened) -> bool:
-    """Whether the file at the path read is no longer the one opened then, as it was (or cannot be stat'ed)."""
-    path, stamp = opened
+    """Whether the file changed during its read, or its path no longer stats as before the open (or cannot be)."""
+    if opened.torn:
+        return True
     try:
-        return _stamp(os.stat(path)) != stamp
+        return _stamp(os.stat(opened.path)) != opened.before
     except OSError:
         return True
+
+
+def _read_file(file: Path, real: Path, opened: list[_Opened], limit: int = -1) -> bytes:
+    """The bytes of `real` (`file` resolved: _contained), at most `limit` (-1: all); the read appended to `opened`."""
+    try:
+        before = _stamp(os.stat(real))
+        with real.open("rb") as f:
+            at_open = os.fstat(f.fileno())
+            data = f.read(limit)
+            after = os.fstat(f.fileno())
+    except OSError as exc:
+        raise AdapterError(f"{file} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    size = at_open.st_size if limit < 0 else min(at_open.st_size, limit)
+    opened.append(_Opened(real, before, _stamp(after) != _stamp(at_open) or len(data) != size))
+    return data
 
 
 def _tail(name: str) -> str:
@@ -202,18 +244,12 @@ def _contained(root: Path, file: Path) -> Path:
     )
 
 
-def _read_config(root: Path) -> tuple[dict[str, Any], bytes, _Opened]:
-    """The config, the bytes it was parsed from, and the file read (its stamp taken at its open)."""
+def _read_config(root: Path, opened: list[_Opened]) -> tuple[dict[str, Any], bytes]:
+    """The config and the bytes it was parsed from; the file read appended to `opened` before it is parsed."""
     cfg = root / _CONFIG
     if not cfg.is_file():
         raise AdapterError(f"{cfg} not found")
-    real = _contained(root, cfg)
-    try:
-        with real.open("rb") as f:
-            opened = (real, _stamp(os.fstat(f.fileno())))
-            text = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise AdapterError(f"{cfg} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    text = _read_file(cfg, _contained(root, cfg), opened, MAX_CONFIG_BYTES + 1)
     if len(text) > MAX_CONFIG_BYTES:
         raise AdapterError(f"{cfg} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -230,7 +266,7 @@ def _read_config(root: Path) -> tuple[dict[str, Any], bytes, _Opened]:
     for key, what in _UNSUPPORTED_KEYS.items():
         if raw.get(key):
             raise AdapterError(f"{what} is not supported ({key}={raw[key]!r})")
-    return raw, text, opened
+    return raw, text
 
 
 def _rank_alpha(raw: dict[str, Any]) -> tuple[int, float, bool]:
@@ -286,9 +322,9 @@ def _layers(raw: dict[str, Any], base: ModelConfig) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes, _Opened]:
-    """The tensors, the bytes they were parsed from (read once: the digest is over what was parsed), and the file read
-    (its stamp taken at its open)."""
+def _read_tensors(root: Path, opened: list[_Opened]) -> tuple[dict[str, torch.Tensor], bytes]:
+    """The tensors and the bytes they were parsed from (read once: the digest is over what was parsed); the file read
+    appended to `opened` before it is parsed."""
     file = root / _WEIGHTS
     if not file.is_file():
         pickled = [p.name for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
@@ -298,13 +334,7 @@ def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes, _Opened]:
                 "is loaded (pickle can run code); re-save with save_pretrained(safe_serialization=True)"
             )
         raise AdapterError(f"{file} not found")
-    real = _contained(root, file)
-    try:
-        with real.open("rb") as f:
-            opened = (real, _stamp(os.fstat(f.fileno())))
-            data = f.read()
-    except OSError as exc:
-        raise AdapterError(f"{file} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    data = _read_file(file, _contained(root, file), opened)
     try:
         # each tensor in a writable buffer of its own (safetensors' deserialize copies it out of `data`); by name, as
         # safe_open lists them (the first misfit tensor named in an error does not depend on the file's layout)
@@ -317,7 +347,7 @@ def _read_tensors(root: Path) -> tuple[dict[str, torch.Tensor], bytes, _Opened]:
                 f"tensor {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
                 "LoRA weights must be float16, bfloat16 or float32"
             )
-    return tensors, data, opened
+    return tensors, data
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:

@@ -2,7 +2,9 @@
 framed by file name and length; the same for identical files anywhere, another for any changed byte of either file.
 The weights file's bytes are dropped once hashed, before the tensors are paired; and the two files rewritten between
 their reads (the race forced through a hook on the weights' read, the only way to make it deterministic) are read
-again, once, then refused."""
+again, once, then refused; so is a file caught mid-write in place (it fails to parse and its stat changed), while a
+malformed file left alone is refused as such. stat and fstat are each compared with their own kind (overlay
+filesystems make them disagree)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import shutil
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -179,11 +182,11 @@ def test_files_rewritten_between_the_config_and_the_weights_are_read_again(
     read = adapter_mod._read_tensors
     calls: list[int] = []
 
-    def rewritten_first(root: Path) -> Any:
+    def rewritten_first(root: Path, opened: list[Any]) -> Any:
         if not calls:
             _rewrite(d, rank2)  # between the config's read and the weights'
         calls.append(1)
-        return read(root)
+        return read(root, opened)
 
     monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_first)
     got = load_adapter(d, config)
@@ -204,10 +207,10 @@ def test_files_that_keep_changing_while_read_are_refused(
     versions = [rank2, adapter_dir]
     calls: list[int] = []
 
-    def rewritten_each_time(root: Path) -> Any:
+    def rewritten_each_time(root: Path, opened: list[Any]) -> Any:
         _rewrite(d, versions[len(calls) % 2])
         calls.append(1)
-        return read(root)
+        return read(root, opened)
 
     monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_each_time)
     with pytest.raises(
@@ -223,10 +226,153 @@ def test_an_unchanged_adapter_is_read_once(base: tuple[Path, Path, Any], monkeyp
     read = adapter_mod._read_tensors
     calls: list[int] = []
 
-    def counted(root: Path) -> Any:
+    def counted(root: Path, opened: list[Any]) -> Any:
         calls.append(1)
-        return read(root)
+        return read(root, opened)
 
     monkeypatch.setattr(adapter_mod, "_read_tensors", counted)
     assert load_adapter(adapter_dir, config).digest == by_hand(adapter_dir)
     assert len(calls) == 1
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """`data` into the file at `path` in place (the same inode: no rename), as a writer that truncates and writes."""
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+
+
+def test_a_config_caught_mid_write_in_place_is_read_again(
+    base: tuple[Path, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adapter_config.json rewritten in place while it is read: the first read holds half of it, not JSON, and the
+    writer finishes before the check; its path no longer stats as before the open, so both files are read again: the
+    whole adapter (before: refused as not valid JSON, INVALID_ARGUMENT, which the gateway takes as a bad adapter for
+    good)."""
+    _, adapter_dir, config = base
+    d = tmp_path / "midwrite"
+    shutil.copytree(adapter_dir, d)
+    full = (d / CONFIG).read_bytes()
+    inode = (d / CONFIG).stat().st_ino
+    _write_in_place(d / CONFIG, full[: len(full) // 2])  # the writer is half way
+    read = adapter_mod._read_config
+    calls: list[int] = []
+
+    def caught_mid_write(root: Path, opened: list[Any]) -> Any:
+        calls.append(1)
+        try:
+            return read(root, opened)
+        finally:
+            if len(calls) == 1:
+                _write_in_place(d / CONFIG, full)  # ...and done, once the half was read
+
+    monkeypatch.setattr(adapter_mod, "_read_config", caught_mid_write)
+    got = load_adapter(d, config)
+    assert len(calls) == 2 and (d / CONFIG).stat().st_ino == inode
+    assert got.digest == by_hand(d) == by_hand(adapter_dir)
+
+
+def test_weights_caught_mid_write_in_place_are_read_again(
+    base: tuple[Path, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights file rewritten in place while it is read: the first read holds a truncated safetensors file (its
+    parse fails), the writer finishes meanwhile; read again: the whole adapter, not INVALID_ARGUMENT."""
+    _, adapter_dir, config = base
+    d = tmp_path / "midwrite-w"
+    shutil.copytree(adapter_dir, d)
+    full = (d / WEIGHTS).read_bytes()
+    _write_in_place(d / WEIGHTS, full[: len(full) // 2])
+    parse = adapter_mod.load_safetensors
+    parsed: list[int] = []
+
+    def writer_done_while_parsed(data: bytes) -> Any:
+        parsed.append(len(data))
+        if len(parsed) == 1:
+            _write_in_place(d / WEIGHTS, full)
+        return parse(data)
+
+    monkeypatch.setattr(adapter_mod, "load_safetensors", writer_done_while_parsed)
+    got = load_adapter(d, config)
+    assert parsed == [len(full) // 2, len(full)]
+    assert got.digest == by_hand(adapter_dir)
+
+
+def test_a_file_still_being_written_at_both_reads_is_refused_as_changing(
+    base: tuple[Path, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config caught mid-write at both reads (another length each time): AdapterChanging (ABORTED: retried), which
+    names the last parse's failure, not a malformed adapter."""
+    _, adapter_dir, config = base
+    d = tmp_path / "still-writing"
+    shutil.copytree(adapter_dir, d)
+    full = (d / CONFIG).read_bytes()
+    _write_in_place(d / CONFIG, full[:10])
+    read = adapter_mod._read_config
+    calls: list[int] = []
+
+    def written_meanwhile(root: Path, opened: list[Any]) -> Any:
+        calls.append(1)
+        try:
+            return read(root, opened)
+        finally:
+            _write_in_place(d / CONFIG, full[: 10 + 5 * len(calls)])  # more of it each time, never whole
+
+    monkeypatch.setattr(adapter_mod, "_read_config", written_meanwhile)
+    with pytest.raises(AdapterChanging, match=r"changed while they were read, 2 times in a row; .*is not valid JSON"):
+        load_adapter(d, config)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", [CONFIG, WEIGHTS])
+def test_a_malformed_file_that_does_not_change_is_refused_at_once(
+    name: str, base: tuple[Path, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated file left alone: refused as malformed (AdapterError, INVALID_ARGUMENT), after one read, not
+    AdapterChanging."""
+    _, adapter_dir, config = base
+    d = tmp_path / "malformed"
+    shutil.copytree(adapter_dir, d)
+    full = (d / name).read_bytes()
+    _write_in_place(d / name, full[: len(full) // 2])
+    read = adapter_mod._read_config
+    calls: list[int] = []
+
+    def counted(root: Path, opened: list[Any]) -> Any:
+        calls.append(1)
+        return read(root, opened)
+
+    monkeypatch.setattr(adapter_mod, "_read_config", counted)
+    with pytest.raises(
+        AdapterError, match="is not valid JSON" if name == CONFIG else "is not a safetensors file"
+    ) as err:
+        load_adapter(d, config)
+    assert not isinstance(err.value, AdapterChanging) and len(calls) == 1
+
+
+def test_stat_and_fstat_that_disagree_on_the_file_identity_are_not_a_change(
+    base: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On some overlay filesystems fstat of an open file reports another device and inode than stat of its path: the
+    checks compare a stat with a stat and an fstat with an fstat, so the adapter is read once (before, fstat at the
+    open against stat afterwards: every read looked changed, and every load was refused ABORTED)."""
+    _, adapter_dir, config = base
+    real_fstat = os.fstat
+
+    def overlay_fstat(fd: int) -> Any:
+        st = real_fstat(fd)
+        return SimpleNamespace(
+            st_dev=st.st_dev + 1, st_ino=st.st_ino + 1, st_size=st.st_size, st_mtime_ns=st.st_mtime_ns,
+            st_ctime_ns=st.st_ctime_ns,
+        )  # fmt: skip
+
+    read = adapter_mod._read_tensors
+    calls: list[int] = []
+
+    def counted(root: Path, opened: list[Any]) -> Any:
+        calls.append(1)
+        return read(root, opened)
+
+    monkeypatch.setattr(adapter_mod, "_read_tensors", counted)
+    monkeypatch.setattr(os, "fstat", overlay_fstat)
+    got = load_adapter(adapter_dir, config)
+    assert len(calls) == 1 and got.digest == by_hand(adapter_dir)

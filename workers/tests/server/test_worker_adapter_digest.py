@@ -133,7 +133,7 @@ def test_files_that_keep_changing_while_read_are_aborted_not_refused(
     read = adapter_mod._read_tensors
     reads: list[int] = []
 
-    def rewritten_each_time(at: Path) -> Any:
+    def rewritten_each_time(at: Path, opened: list[Any]) -> Any:
         src = versions[len(reads) % 2]
         for i, name in enumerate(("adapter_model.safetensors", "adapter_config.json")):
             tmp = d / f".{name}.tmp"
@@ -141,7 +141,7 @@ def test_files_that_keep_changing_while_read_are_aborted_not_refused(
             os.utime(tmp, ns=(10**9 * (len(reads) * 2 + i + 1),) * 2)
             os.replace(tmp, d / name)
         reads.append(1)
-        return read(at)
+        return read(at, opened)
 
     monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_each_time)
     for call in (stub.LoadAdapter, stub.ValidateAdapter):
@@ -156,3 +156,43 @@ def test_files_that_keep_changing_while_read_are_aborted_not_refused(
         assert card.digest == files_digest(d)
     finally:
         unload(stub, "churn")
+
+
+def test_a_file_caught_mid_write_is_aborted_and_a_malformed_one_refused(
+    worker: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adapter_config.json truncated in place: left alone, LoadAdapter and ValidateAdapter refuse it INVALID_ARGUMENT
+    (a bad adapter); still being written at both reads (a hook on the worker's config read, in this process, writes
+    more of it after each), ABORTED (retried by the gateway), not INVALID_ARGUMENT (before: INVALID_ARGUMENT, which the
+    gateway's catch-up takes as refused for good)."""
+    stub, root = worker
+    d = root / "half-written"
+    shutil.copytree(root / "task", d, dirs_exist_ok=True)
+    full = (d / "adapter_config.json").read_bytes()
+
+    def write(n: int) -> None:
+        with open(d / "adapter_config.json", "r+b") as f:  # in place: the same inode
+            f.truncate(0)
+            f.write(full[:n])
+
+    write(len(full) // 2)
+    for call in (stub.LoadAdapter, stub.ValidateAdapter):
+        with pytest.raises(grpc.RpcError) as err:
+            call(worker_pb2.LoadAdapterRequest(name="half", path=str(d)))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not valid JSON" in err.value.details()
+    read = adapter_mod._read_config
+    reads: list[int] = []
+
+    def written_meanwhile(at: Path, opened: list[Any]) -> Any:
+        reads.append(1)
+        try:
+            return read(at, opened)
+        finally:
+            write(len(full) // 2 + len(reads))  # more of it each time, never whole
+
+    monkeypatch.setattr(adapter_mod, "_read_config", written_meanwhile)
+    for call in (stub.LoadAdapter, stub.ValidateAdapter):
+        with pytest.raises(grpc.RpcError) as err:
+            call(worker_pb2.LoadAdapterRequest(name="half", path=str(d)))
+        assert err.value.code() == grpc.StatusCode.ABORTED and "changed while they were read" in err.value.details()
+    assert len(reads) == 4 and "half" not in dict(info(stub).adapter_digests)

@@ -194,6 +194,18 @@ describe('AdapterCatchUp: an adapter rewritten in place at the same path', () =>
     }
   });
 
+  it('prunes a settled digest once the worker no longer lists the task (it restarted without it)', async () => {
+    expect(catchUp.settledCount).toBe(1); // B's rw (D3) for the job, from the case above
+    // B restarts without rw, and its loads of rw fail for now: nothing is settled there any more
+    b = await reconnect(b, { other: { path: '/adapters/other', digest: D1 } }, { failing: ['rw'] });
+    await eventually(() => b.failedLoads.includes('rw'), "a failed load of rw on B", 5000);
+    expect(catchUp.settledCount).toBe(0); // before the prune: B's entry stayed, for bytes B no longer held
+    b.failing.clear();
+    await caughtUp(b, 'B caught up');
+    expect(conn(b)?.adapterDigest('rw')).toBe(D3); // loaded again from the files there now: settled anew
+    expect(catchUp.settledCount).toBe(1);
+  });
+
   it("prunes a settled digest once its task has another job, at any worker's catch-up (the jobs read are the fleet's)", async () => {
     disk.set('/adapters/rw', D2);
     await deleteTask('rw'); // A and B up: unloaded from both

@@ -17,7 +17,11 @@
  * memory only: a gateway restart forgets them, and each worker holding such an adapter gets one more replace (and its
  * warning) at its next Session (it then reads the same files again and is settled anew). A failure (database, worker,
  * an adapter refused) is logged and the worker's catch-up runs again on its next report (GetInfo after an admin call)
- * or after a backoff, for as long as its Session lasts; a stopping worker is skipped.
+ * or after a backoff, for as long as its Session lasts; a stopping worker is skipped. It also runs again when an admin
+ * call found the worker holding an adapter it would not unload because of requests in flight (recheck: an onboarding's
+ * validate or load step once the job's digest is committed, a failed onboarding's unload, a vLLM-style load): a
+ * catch-up that ran before the job had a digest could not tell the old adapter from the job's, and none runs between
+ * Sessions otherwise.
  *
  * Until then no request for those tasks goes to the worker: its Session starts holding every adapter
  * (WorkerConnection.holdOnSessionStart), the first database read narrows the hold to the tasks to change there that
@@ -30,13 +34,16 @@
  * retried. So it does for one task whose locked section fails on the database's side (an error, or a round trip to
  * Postgres without an answer within sectionQueryMs: then the rest of the hold too, and the gate goes to the next
  * section), and for one the worker failed twice in a row (HOLD_FAILURES): the task is still retried, but not held again
- * in this Session. A task whose lock another holder keeps (a load or unload everywhere, an onboarding's load step, a
- * DELETE, another gateway's catch-up) is no database failure: past lockBusyMs its section gives way to the next task,
- * and the task stays held and is retried (the holder's load or unload reaches this worker too, or its DELETE ends the
- * task), without a longer backoff for a round that only found busy locks while one of them is still held; once its
- * lock has been busy for busyHoldMs (CATCH_UP_WAIT_MS, what a request would wait anyway) its hold ends, it is still
- * retried, with one lock try a round (not lockBusyMs of the gate) and the backoff growing as after a failure. A task
- * the worker refused for good is not held again (its requests get the worker's 404 at once).
+ * in this Session. An unload the worker refuses because the adapter has requests in flight is no failure: the task
+ * stays held (or is held again), so no new request goes there and those in flight drain, however long they run, and
+ * the unload is retried with the backoff until the worker lets it go. A task whose lock another holder keeps (a load
+ * or unload everywhere, an onboarding's load step, a DELETE, another gateway's catch-up) is no database failure: past
+ * lockBusyMs its section gives way to the next task, and the task stays held and is retried (the holder's load or
+ * unload reaches this worker too, or its DELETE ends the task), without a longer backoff for a round that only found
+ * busy locks while one of them is still held; once its lock has been busy for busyHoldMs (CATCH_UP_WAIT_MS, what a
+ * request would wait anyway) its hold ends, it is still retried, with one lock try a round (not lockBusyMs of the
+ * gate) and the backoff growing as after a failure. A task the worker refused for good is not held again (its
+ * requests get the worker's 404 at once).
  */
 import { status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
@@ -46,7 +53,7 @@ import type { WorkerConnection } from '../workers/worker-connection';
 import { CATCH_UP_WAIT_MS, WorkersService } from '../workers/workers.service';
 import { adapterOf, catchUpAction, catchUpHolds, catchUpTasks, type LoadJob, type Settled, type WorkerAdapters } from './missing-adapters';
 import { DbTimeout, dbWithin, TaskLockBusy, TaskStore } from './task-store.service';
-import { toAdminError, WorkerAdminService } from './worker-admin.service';
+import { refusedInUse, toAdminError, UnloadFailed, WorkerAdminService } from './worker-admin.service';
 
 const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
 /**
@@ -74,7 +81,11 @@ const LOCK_BUSY_MS = 1000;
  * ends (a request waits no longer than this anyway: CATCH_UP_WAIT_MS), and the task is still retried.
  */
 const BUSY_HOLD_MS = CATCH_UP_WAIT_MS;
-/** A task's failures in a row on the worker's side (its admin calls, its model list) that end the task's hold. */
+/**
+ * A task's failures in a row on the worker's side (its admin calls, its model list) that end the task's hold. An
+ * unload the worker refuses because the adapter has requests in flight is no failure (not counted): the task stays
+ * held so that they drain, however long they run.
+ */
 const HOLD_FAILURES = 2;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
@@ -98,6 +109,8 @@ interface Due {
   busy: Map<string, number>;
   /** Aborted when the Session ends or the module stops: a section still waiting for a lock stops polling. */
   abort: AbortController;
+  /** recheck() came while a run was under way: one more run once it ends, whatever it found. */
+  again: boolean;
 }
 
 @Injectable()
@@ -117,9 +130,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
    * kept across the worker's Sessions (a link that drops and comes back: it still holds what was loaded). Pruned at
    * every catch-up's database read (pruneSettled): on every worker, the entries of a task whose live job changed or
    * ended (the jobs read are the fleet's); on the worker caught up, those of a task it no longer lists (it restarted,
-   * or its adapter was unloaded); and the entries of addresses no longer among the configured workers. At most one
-   * entry per configured worker and live task. In memory only: a gateway restart forgets them (one more replace, and
-   * its warning, per worker and such task at the worker's next Session).
+   * or its adapter was unloaded). At most one entry per configured worker (WORKER_ADDRS, fixed at start) and live
+   * task. In memory only: a gateway restart forgets them (one more replace, and its warning, per worker and such task
+   * at the worker's next Session).
    */
   private readonly settled = new Map<string, Settled>();
   /** The wait before a retry of a failed catch-up (specs shorten it). */
@@ -171,9 +184,33 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // a new Session: a fresh entry ('down' removed the last one; a run of the old Session still going sees it replaced
     // and stops there, its loads having gone through the lock and the re-check like this run's)
     this.clear(conn.addr);
-    const due: Due = { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Map(), abort: new AbortController() };
+    const due = this.fresh();
     this.due.set(conn.addr, due);
     void this.run(conn, due);
+  }
+
+  private fresh(): Due {
+    return { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Map(), abort: new AbortController(), again: false };
+  }
+
+  /**
+   * Runs the catch-up of worker `addr` again, now (after its current run, if one is under way), within its Session: an
+   * admin call found it holding an adapter it could not unload (requests in flight: UnloadFailed.inUse), an onboarding's
+   * validate or load step (once the job's digest is committed) or a failure's unload. The catch-up then holds the name
+   * there (catchUpHolds: the job's digest tells the old adapter from the job's; a failed or deleted job's adapter is
+   * no live job's), so no new request goes there and those in flight drain, and retries its unload with the backoff
+   * until the worker lets it go (a refusal in use ends no hold: HOLD_FAILURES). A no-op for a worker not accepting.
+   */
+  recheck(addr: string): void {
+    const conn = this.workers.acceptingConnections().find((c) => c.addr === addr);
+    if (this.stopped || conn === undefined) return;
+    let due = this.due.get(addr);
+    if (due === undefined) {
+      due = this.fresh();
+      this.due.set(addr, due);
+    }
+    if (due.running) due.again = true;
+    else void this.run(conn, due);
   }
 
   private clear(addr: string): void {
@@ -200,6 +237,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       due.running = false;
     }
     if (this.stopped || this.due.get(conn.addr) !== due) return; // its Session ended meanwhile
+    if (due.again) {
+      // a recheck during the run, which may have read the jobs before what asked for it was committed
+      due.again = false;
+      void this.run(conn, due);
+      return;
+    }
     if (failed === 0) {
       this.due.delete(conn.addr);
       return;
@@ -296,6 +339,15 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
           continue;
         }
         due.busy.delete(task);
+        if (err instanceof UnloadFailed && err.inUse.includes(conn.addr)) {
+          // the adapter to go has requests in flight there (the worker never unloads one in use): no failure of the
+          // worker's (HOLD_FAILURES counts none, however long they run), so the task stays held, or is held again if a
+          // failure ended its hold: no new request goes there, those in flight drain, and the unload is retried
+          due.unheld.delete(task);
+          if (current()) this.hold(conn, task);
+          this.logger.log(`${task} has requests in flight on worker ${conn.addr}: held there until they finish, its unload retried (${err.message})`);
+          continue;
+        }
         const n = (due.failures.get(task) ?? 0) + 1;
         due.failures.set(task, n);
         const worker = err instanceof InlaidError; // the worker's refusal or its link's failure (else: the database, or a bug)
@@ -334,17 +386,24 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     }, { queryMs, busyMs, signal });
   }
 
+  /** Adds `task` to `conn`'s hold (from 'all' it is held already). */
+  private hold(conn: WorkerConnection, task: string): void {
+    const held = conn.adapterHold;
+    if (held === 'all' || held?.has(task) === true) return;
+    conn.holdAdapters(new Set([...(held ?? []), task]));
+  }
+
   /**
    * Drops the Settled entries that can no longer apply (settled's doc): of a task whose live job is not the one settled
-   * (`jobOf`: task -> its live job, as just read for the whole fleet), of a task `conn` no longer lists, and of an
-   * address that is not a configured worker's.
+   * (`jobOf`: task -> its live job, as just read for the whole fleet), and of a task `conn` no longer lists. (Every
+   * entry's address is a configured worker's: entries are made for WorkersService.connections(), fixed at start from
+   * WORKER_ADDRS.)
    */
   private pruneSettled(conn: WorkerConnection, jobOf: ReadonlyMap<string, string>): void {
-    const configured = new Set(this.workers.connections().map((c) => c.addr));
     const listed = new Set(conn.models().map((m) => m.id));
     for (const [key, s] of [...this.settled]) {
       const [addr, task] = splitKey(key);
-      const gone = !configured.has(addr) || jobOf.get(task) !== s.job || (addr === conn.addr && !listed.has(task));
+      const gone = jobOf.get(task) !== s.job || (addr === conn.addr && !listed.has(task));
       if (gone) this.settled.delete(key);
     }
   }
@@ -378,7 +437,11 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     const refused = job !== null && this.refused.get(key) === job.id; // its adapter: not retried for this job
     if (action === 'none' || (action === 'load' && refused)) return;
     if (action !== 'load') {
-      await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
+      try {
+        await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
+      } catch (err) {
+        throw refusedInUse(err) ? new UnloadFailed(status.FAILED_PRECONDITION, (err as Error).message, [conn.addr]) : err;
+      }
       await this.confirm(conn, task, null);
     }
     if (action === 'unload' || job === null || refused) {

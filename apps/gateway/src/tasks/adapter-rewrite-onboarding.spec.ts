@@ -7,12 +7,16 @@
  * recording the fresh loads' digest (another worker's) or, the worker alone, its OLD digest: it served the old weights
  * (for good when alone). Now the validate step records the digest of the files it validated (ValidateAdapter's card)
  * and unloads such an adapter; the catch-up unloads it while the job is live but not loaded (its digest is not the
- * job's); and the load step reloads a worker that answers ALREADY_EXISTS with another digest than the reference.
+ * job's); and the load step reloads a worker that answers ALREADY_EXISTS with another digest than the reference. An old
+ * adapter with requests in flight (the worker refuses its unload) is held on that worker by its catch-up, rechecked by
+ * the step, until they drain, and the load step is ABORTED (retried) meanwhile; before, FAILED_PRECONDITION failed the
+ * onboarding for good, and a failed onboarding's unload stopped at that worker.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
 import type { GatewayConfig } from '@inlaid/config';
 import { testDatabase } from '@inlaid/db/testing';
 import { startFakeWorker, type FakeWorker, type FakeWorkerOptions, type HeldAdapter } from '../testing/adapter-fake-worker';
@@ -24,7 +28,7 @@ import type { OnboardQueues } from './onboard-queues.service';
 import { OnboardSteps } from './onboard-steps';
 import { TaskStore } from './task-store.service';
 import { TasksService } from './tasks.service';
-import { WorkerAdminService } from './worker-admin.service';
+import { UnloadFailed, WorkerAdminService } from './worker-admin.service';
 
 /** path -> the digest of the adapter files there now (what ValidateAdapter and LoadAdapter of that path read). */
 const disk = new Map<string, string>();
@@ -110,7 +114,7 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     admin = new WorkerAdminService(workers);
     catchUp = new AdapterCatchUp(workers, store, admin);
     catchUp.retry = { baseMs: 20, maxMs: 50 };
-    steps = new OnboardSteps({ tasks: { dataDir: '/nonexistent' } } as unknown as GatewayConfig, store, admin);
+    steps = new OnboardSteps({ tasks: { dataDir: '/nonexistent' } } as unknown as GatewayConfig, store, admin, catchUp);
     workers.onModuleInit();
     catchUp.onModuleInit();
     await caughtUp(a, 'A up');
@@ -163,7 +167,7 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     expect(await steps.run('validate', id, ctx)).toBe('valid'); // validated on B: the files there now
     expect(b.validations).toEqual(['t /adapters/t']);
     expect((await store.get(id))?.adapterDigest).toBe(D2);
-    expect(b.adapters.get('t')).toEqual(OLD); // the unload refused: logged, left to the load step
+    expect(b.adapters.get('t')).toEqual(OLD); // the unload refused: logged, left to the load step (and B's catch-up)
 
     b.busy.clear();
     expect(await steps.run('load', id, ctx)).toBe('loaded');
@@ -173,6 +177,62 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     expect({ unloads: b.unloads, loads: b.loads }).toEqual({ unloads: ['t'], loads: ['t /adapters/t'] });
     await caughtUp(b, 'B caught up');
     expect(b.loads).toEqual(['t /adapters/t']); // the catch-up finds nothing to do
+  });
+
+  it('alone, with requests in flight on the old bytes through the load step: held there, the step ABORTED (retried), then loaded once they drain', async () => {
+    await rewrittenWhileDown(b);
+    await down(a); // B alone
+    const id = await onboard('t', '/adapters/t');
+    b = await start(b.port, { t: OLD }, { busy: ['t'] }); // its unload refused (requests in flight) until they finish
+    await caughtUp(b, 'B back');
+    expect(conn(b)?.pendingFor('t')).toBe(false); // the job has no digest yet: the old bytes are not told apart
+
+    expect(await steps.run('validate', id, ctx)).toBe('valid');
+    // the step's unload refused: B's catch-up, rechecked once the digest is committed, holds t there (no new request
+    // goes to the old bytes, so those in flight drain) and retries its unload; before, B served the old bytes meanwhile
+    await eventually(() => conn(b)?.pendingFor('t') === true, 't held on B', 5000);
+    expect(listed()).not.toContain('t');
+
+    const err = await steps.run('load', id, ctx).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnloadFailed);
+    // ABORTED: the onboarding queue retries the step (RETRYABLE); before, FAILED_PRECONDITION failed the job for good
+    expect([(err as UnloadFailed).status, (err as UnloadFailed).inUse]).toEqual([status.ABORTED, [addr(b)]]);
+    expect((await store.get(id))?.status).toBe('loading');
+    expect(b.adapters.get('t')).toEqual(OLD);
+
+    // a refusal in use is no failure of the worker's: the hold outlasts HOLD_FAILURES (2) refusals in a row
+    const refused = b.refusedUnloads.length;
+    await eventually(() => b.refusedUnloads.length >= refused + 3, "three more of the catch-up's unloads refused", 5000);
+    expect(conn(b)?.pendingFor('t')).toBe(true);
+    expect(catchUp.pending(addr(b))).toBe(true);
+
+    b.busy.clear(); // the requests in flight finished
+    await eventually(() => !b.adapters.has('t'), "B's catch-up unloads the old bytes", 5000);
+    await caughtUp(b, 'B caught up');
+    expect(conn(b)?.pendingFor('t')).toBe(false); // not served anywhere yet: not held (a 404 until the load)
+    expect(await steps.run('load', id, ctx)).toBe('loaded'); // the step's retry
+    expect((await store.get(id))?.adapterDigest).toBe(D2);
+    expect(b.adapters.get('t')).toEqual({ path: '/adapters/t', digest: D2 });
+    expect({ unloads: b.unloads, loads: b.loads }).toEqual({ unloads: ['t'], loads: ['t /adapters/t'] });
+  });
+
+  it("a failed onboarding's unload goes on past a worker whose adapter has requests in flight, whose catch-up unloads it once they drain", async () => {
+    disk.set('/adapters/t', D2);
+    const id = await onboard('t', '/adapters/t');
+    expect(await steps.run('validate', id, ctx)).toBe('valid');
+    expect(await steps.run('load', id, ctx)).toBe('loaded');
+    a.busy.add('t'); // A, first in WORKER_ADDRS order, has requests in flight on it
+    await steps.failAndUnload((await store.get(id)) as NonNullable<Awaited<ReturnType<TaskStore['get']>>>, 'requantize', 'failed for the test');
+    expect((await store.get(id))?.status).toBe('failed');
+    expect(b.adapters.has('t')).toBe(false); // before: the unload stopped at A, and B kept serving the failed job's adapter
+    expect(a.adapters.get('t')).toEqual({ path: '/adapters/t', digest: D2 });
+    // A's catch-up, rechecked: the failed job's adapter is held there (its requests drain) and unloaded once they have
+    await eventually(() => conn(a)?.pendingFor('t') === true, 't held on A', 5000);
+    expect(listed()).not.toContain('t');
+    a.busy.clear();
+    await eventually(() => !a.adapters.has('t'), "A's catch-up unloads it", 5000);
+    await caughtUp(a, 'A caught up');
+    expect(conn(a)?.pendingFor('t')).toBe(false);
   });
 
   it('back after the validation: its catch-up unloads the old bytes (held meanwhile), and the load step loads the new ones', async () => {

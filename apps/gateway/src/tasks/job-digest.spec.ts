@@ -1,5 +1,5 @@
 /** The digest a job records, and which adapter a load step replaces on a worker that already holds the name (pure: job-digest.ts). */
-import { heldOther, jobDigest } from './job-digest';
+import { heldOther, jobDigest, servedDigest } from './job-digest';
 
 const D1 = 'a'.repeat(64);
 const D2 = 'b'.repeat(64);
@@ -30,6 +30,18 @@ describe('jobDigest', () => {
     expect(jobDigest([], D2)).toBe(D2);
     // the fresh loads' agreed digest is what the workers serve now (the files changed after the validation): recorded
     expect(jobDigest([fresh(D3), existing(D1)], D2)).toBe(D3);
+  });
+});
+
+describe('servedDigest', () => {
+  it('records what every worker serves after the replaces when they agree, else the reference', () => {
+    // the only worker held D1, the reference was the validated D2, and its replace read D3 (the files changed since)
+    expect(servedDigest([fresh(D3)], D2)).toBe(D3); // before: D2, which no worker served
+    expect(servedDigest([fresh(D2), existing(D2)], D2)).toBe(D2);
+    expect(servedDigest([fresh(D2), fresh(D3)], D2)).toBe(D2); // they disagree: the reference (a catch-up settles the rest)
+    expect(servedDigest([fresh(D3), existing(D2)], D2)).toBe(D2);
+    expect(servedDigest([fresh(undefined), fresh(D3)], D2)).toBe(D3); // an older worker reports none
+    expect(servedDigest([fresh(undefined)], null)).toBeNull();
   });
 });
 

@@ -7,7 +7,7 @@
  * validated one, else what those workers report when they agree. A worker that answered ALREADY_EXISTS may hold an
  * older job's adapter under the name (its link was down while the task was deleted and loaded again, perhaps from the
  * same path with files rewritten in place): heldOther tells, and the load step unloads and loads it again
- * (WorkerAdminService.loadEverywhere). No digest known (older workers, which report none; fresh loads that read
+ * (WorkerAdminService.loadEverywhere), then records what the workers serve (servedDigest). No digest known (older workers, which report none; fresh loads that read
  * different bytes, the files rewritten during the step, and no validated digest): null, and the catch-up compares
  * paths only.
  */
@@ -32,6 +32,15 @@ export function jobDigest(loaded: readonly Loaded[], validated: string | null = 
   const fresh = loaded.filter((l) => l.fresh);
   if (fresh.length > 0) return agreed(fresh) ?? validated;
   return validated ?? agreed(loaded);
+}
+
+/**
+ * The digest a load step records once it has replaced the older adapters (heldOther) that workers held: the one digest
+ * every worker in `loaded` reports, when they agree (what they serve: a replace that read files changed since the
+ * validation, e.g. the only worker's, records what it read, not the validated digest), else `reference` (jobDigest).
+ */
+export function servedDigest(loaded: readonly Loaded[], reference: string | null): string | null {
+  return agreed(loaded) ?? reference;
 }
 
 /** What a worker reports of the adapter it holds under a task's name: the LoadAdapter path and the digest, if any. */

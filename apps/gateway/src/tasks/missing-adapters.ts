@@ -12,7 +12,11 @@
  * files) is told from the old one both once the job is served (replaced) and while it is live but not loaded yet
  * (unloaded: it must not serve the old weights under the name meanwhile). A worker whose Session came up before the
  * job had a digest (queued, or validated by a worker that reports none) passed this catch-up with the old adapter:
- * the validate step unloads it, and the load step replaces it (WorkerAdminService.unloadOthers, loadEverywhere). Where
+ * the validate step unloads it, and the load step replaces it (WorkerAdminService.unloadOthers, loadEverywhere). A
+ * worker refuses to unload an adapter with requests in flight: then the step runs that worker's catch-up again once
+ * the job's digest is committed (AdapterCatchUp.recheck), which now tells the old adapter from the job's, so
+ * catchUpHolds holds the name there (the requests drain) and the catch-up retries the unload until it goes through;
+ * the load step fails ABORTED (retried) while the old adapter is there. Where
  * either digest is unknown (an older worker; a job validated and loaded before digests, or whose workers read
  * different bytes with no validated digest) the paths alone decide, as before digests.
  */

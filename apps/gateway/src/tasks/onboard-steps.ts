@@ -12,10 +12,16 @@
  * loads the adapter the digest of what the workers loaded (task_jobs.adapter_digest, job-digest.ts: the adapter
  * catch-up compares it with each worker's); a worker that holds an older job's adapter under the task's name (its link
  * was down while the task was deleted and its files rewritten in place) is unloaded by the validate step and replaced
- * by the load (WorkerAdminService.unloadOthers, loadEverywhere).
+ * by the load (WorkerAdminService.unloadOthers, loadEverywhere). A worker never unloads an adapter with requests in
+ * flight: a step whose unload a worker refused so runs that worker's adapter catch-up again once its writes are
+ * committed (AdapterCatchUp.recheck), which holds the name there (no new request goes to the old adapter, so those in
+ * flight drain) and retries the unload with its backoff. The validate step goes on (best effort); the load (or
+ * activate) step fails ABORTED (UnloadFailed), which the queue retries (30 tries, 1 s apart), until the old adapter
+ * is gone; requests that outlast those tries fail the onboarding. failAndUnload tries every worker and leaves one
+ * that refused to that catch-up.
  */
 import { status } from '@grpc/grpc-js';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import type { TaskJob } from '@inlaid/db';
 import type { OnboardStep } from '@inlaid/jobs';
 import { worker } from '@inlaid/proto';
@@ -27,7 +33,8 @@ import { GATEWAY_CONFIG } from '../config/config.module';
 import { completedRemovals, freedOnboardings, freesAtFailure, removalsFirst, removeTaskUploadDir, UnsafeRemoval } from './task-files';
 import { workerQuantProgress } from './worker-quant-progress';
 import { FILES_REMOVE_TRIES, TaskStore } from './task-store.service';
-import { WorkerAdminService, WorkerRole } from './worker-admin.service';
+import { AdapterCatchUp } from './adapter-catch-up.service';
+import { UnloadFailed, WorkerAdminService, WorkerRole } from './worker-admin.service';
 
 export class StepFailed extends Error {}
 
@@ -46,7 +53,24 @@ export class OnboardSteps {
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(TaskStore) private readonly store: TaskStore,
     @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
+    /** Asked to look again at a worker that refused to unload an adapter in use (recheck); absent in some specs. */
+    @Optional() @Inject(AdapterCatchUp) private readonly catchUp?: AdapterCatchUp,
   ) {}
+
+  /** The catch-up of each worker in `addrs` runs again (AdapterCatchUp.recheck): called once the step's writes are committed. */
+  private recheck(addrs: readonly string[]): void {
+    for (const addr of addrs) this.catchUp?.recheck(addr);
+  }
+
+  /** `step`'s result; a worker that refused to unload an adapter in use (UnloadFailed) is rechecked before it throws. */
+  private async rechecking(step: Promise<string>): Promise<string> {
+    try {
+      return await step;
+    } catch (err) {
+      if (err instanceof UnloadFailed) this.recheck(err.inUse);
+      throw err;
+    }
+  }
 
   async run(step: OnboardStep, taskJobId: string, ctx: StepContext): Promise<string> {
     const job = await this.store.get(taskJobId);
@@ -72,27 +96,34 @@ export class OnboardSteps {
   private async validate(job: TaskJob): Promise<string> {
     const card = await this.admin.validate(job.task, job.adapterPath ?? '');
     const digest = asDigest(card.digest) ?? null; // of the files validated (null: an older worker)
-    return this.whileLive(job, async (tx) => {
-      // checked here: a DELETE during the validation removes the files of the task it deletes (tasks.service.ts)
-      if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
-      await tx.adapterValidated(job.id, digest);
-      // a worker still serving an older job's adapter under the name stops now, not at the load step (best effort)
-      if (digest !== null && job.adapterPath !== null) await this.admin.unloadOthers(job.task, job.adapterPath, digest);
-      await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered', job.slo);
-      await tx.stageFinished(job.id, 'validate', 'done');
-      await tx.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
-      return 'valid';
-    });
+    let inUse: readonly string[] = [];
+    try {
+      return await this.whileLive(job, async (tx) => {
+        // checked here: a DELETE during the validation removes the files of the task it deletes (tasks.service.ts)
+        if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
+        await tx.adapterValidated(job.id, digest);
+        // a worker still serving an older job's adapter under the name stops now, not at the load step (best effort)
+        if (digest !== null && job.adapterPath !== null) ({ inUse } = await this.admin.unloadOthers(job.task, job.adapterPath, digest));
+        await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered', job.slo);
+        await tx.stageFinished(job.id, 'validate', 'done');
+        await tx.transition(job.id, job.waitForQuantization ? 'quantizing' : 'loading', `validated (rank ${card.rank})`);
+        return 'valid';
+      });
+    } finally {
+      // those whose old adapter has requests in flight: their catch-up, reading the digest now committed, holds the
+      // name there (so they drain) and unloads it once they have
+      this.recheck(inUse);
+    }
   }
 
   private load(job: TaskJob): Promise<string> {
-    return this.whileLive(job, async (tx) => {
+    return this.rechecking(this.whileLive(job, async (tx) => {
       await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'load', 'done');
       await tx.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
       return 'loaded';
-    });
+    }));
   }
 
   /**
@@ -216,7 +247,7 @@ export class OnboardSteps {
   }
 
   private activate(job: TaskJob): Promise<string> {
-    return this.whileLive(job, async (tx) => {
+    return this.rechecking(this.whileLive(job, async (tx) => {
       if (job.waitForQuantization) await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'activate', 'done');
@@ -224,7 +255,7 @@ export class OnboardSteps {
       const version = fresh?.checkpointVersion ?? null;
       await tx.transition(job.id, 'active', version === null ? 'active on the current base' : `active on checkpoint v${version}`);
       return 'active';
-    }, true);
+    }, true));
   }
 
   /**
@@ -236,14 +267,20 @@ export class OnboardSteps {
    * reconciliation, after the TTL), also if the task is deleted meanwhile (tasks.service.ts delete()).
    */
   async failAndUnload(job: TaskJob, stage: string, reason: string): Promise<void> {
+    let inUse: readonly string[] = [];
     const freeNow = await this.store.locked(job.task, async (tx) => {
       const row = await tx.get(job.id);
       if (row === null || FINAL.has(row.status)) return false;
-      await this.admin.unloadEverywhere(job.task).catch((err: unknown) => this.logger.warn(`unload ${job.task} after failure: ${String(err)}`));
+      // every worker is tried (a failure on one leaves the others unloaded); one whose adapter has requests in flight
+      // keeps it until its catch-up, rechecked once the failure is committed, unloads it (held there meanwhile)
+      await this.admin.unloadEverywhere(job.task).catch((err: unknown) => {
+        if (err instanceof UnloadFailed) inUse = err.inUse;
+        this.logger.warn(`unload ${job.task} after failure: ${String(err)}`);
+      });
       const freeAtOnce = freesAtFailure(row); // the state it failed in, read under the lock
       await tx.fail(job.id, stage, reason, { filesPending: !freeAtOnce });
       return freeAtOnce;
-    });
+    }).finally(() => this.recheck(inUse));
     // a store write that throws here must not replace the step's failure: the row has no filesRemovedAt, so a
     // reconciliation pass tries again (failedWithFiles)
     if (freeNow) await this.freeFailedFiles(job).catch((err: unknown) => this.logger.warn(`recording the removal of the files of failed task ${job.task} (${job.id}): ${String(err)}; a reconciliation pass retries it`));

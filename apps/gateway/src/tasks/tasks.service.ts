@@ -3,7 +3,7 @@
  * the vLLM-style load/unload that serve an adapter at once without calibration data.
  */
 import { status } from '@grpc/grpc-js';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
 import { LIVE_JOB_STATUSES, type TaskJob } from '@inlaid/db';
 import { randomUUID } from 'node:crypto';
@@ -15,6 +15,7 @@ import { InlaidError } from '../common/inlaid-error';
 import { GATEWAY_CONFIG } from '../config/config.module';
 import { asDigest } from '../workers/adapter-digest';
 import { WorkersService } from '../workers/workers.service';
+import { AdapterCatchUp } from './adapter-catch-up.service';
 import { resolveAdapterPath } from './adapter-location';
 import { checkCalibration } from './calibration';
 import { OnboardQueues } from './onboard-queues.service';
@@ -23,7 +24,7 @@ import { dropsAtNextVersion, JobState, removeTaskUploadDir, taskUploadDir } from
 import { NewTaskJob, TaskNameTaken, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
 import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
-import { WorkerAdminService } from './worker-admin.service';
+import { UnloadFailed, WorkerAdminService } from './worker-admin.service';
 
 /** The statuses of a job whose task holds its name (also frozen in the task_jobs migration 1764600000000). */
 const LIVE = new Set<string>(LIVE_JOB_STATUSES);
@@ -42,6 +43,8 @@ export class TasksService {
     @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
     @Inject(WorkersService) private readonly workers: WorkersService,
     @Inject(OnboardQueues) private readonly queues: OnboardQueues,
+    /** Asked to look again at a worker that refused to unload an older adapter in use (loadLora); absent in some specs. */
+    @Optional() @Inject(AdapterCatchUp) private readonly catchUp?: AdapterCatchUp,
   ) {}
 
   /**
@@ -204,6 +207,9 @@ export class TasksService {
       await tx.adapterLoaded(id, await this.admin.loadEverywhere(name, path, { validated, param: 'lora_path' }));
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
+      // an older adapter under the name with requests in flight on a worker (ABORTED, nothing recorded): its catch-up
+      // holds the name there so that they drain, and unloads it (it is no live job's)
+      if (err instanceof UnloadFailed) for (const addr of err.inUse) this.catchUp?.recheck(addr);
       throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });
     // the digest is the gateway's business (ModelCard.digest), not the client's (gRPC LoadLoraAdapter answers this card)

@@ -4,7 +4,10 @@
  * idempotent (ALREADY_EXISTS / NOT_FOUND count as done); errors as toAdminError says (transport failures a 503 / 504 with a
  * fixed message, never grpc-js's text). A load answers the content digest of what each worker loaded, a validation the
  * digest of the files it read (job-digest.ts); a load everywhere replaces an older job's adapter that a worker still
- * holds under the name (heldOther).
+ * holds under the name (heldOther). A worker never unloads an adapter with requests in flight (UnloadAdapter answers
+ * FAILED_PRECONDITION): such a refusal inside a load everywhere is ABORTED (UnloadFailed: the onboarding step is
+ * retried), and the callers ask the adapter catch-up to hold the name on those workers (AdapterCatchUp.recheck) so the
+ * requests drain and its unload is retried there.
  */
 import { Metadata, ServiceError, status } from '@grpc/grpc-js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -13,7 +16,7 @@ import { fromWorkerError, InlaidError, workerBug, workerLinkError } from '../com
 import { asDigest } from '../workers/adapter-digest';
 import { WorkerConnection } from '../workers/worker-connection';
 import { WorkersService } from '../workers/workers.service';
-import { heldOther, jobDigest, type Held, type Loaded } from './job-digest';
+import { heldOther, jobDigest, servedDigest, type Held, type Loaded } from './job-digest';
 import { ProgressSink, QuantTaskSpec, SharedRequantize } from './shared-requantize';
 
 export type { ProgressSink, QuantTaskSpec, WorkerRole } from './shared-requantize';
@@ -48,6 +51,24 @@ export function toAdminError(err: unknown, param?: string): InlaidError {
   if (e.code === status.INVALID_ARGUMENT) return InlaidError.invalid(message, param);
   if (ADMIN_REFUSALS.has(e.code)) return new InlaidError(e.code, message);
   return workerBug(`admin call (${status[e.code] ?? e.code}): ${message}`);
+}
+
+/** Whether an unload's failure is the worker's refusal to unload an adapter with requests in flight. */
+export function refusedInUse(err: unknown): boolean {
+  return err instanceof InlaidError && err.status === status.FAILED_PRECONDITION;
+}
+
+/**
+ * An unload (or a load's replace of an older adapter) that some workers did not do; `inUse`: those that refused
+ * because the adapter they hold under the name has requests in flight (refusedInUse), perhaps none. Its caller asks
+ * the adapter catch-up to look at those workers again (AdapterCatchUp.recheck): it holds the name there (no new
+ * request goes there, so those in flight drain) and retries the unload.
+ */
+export class UnloadFailed extends InlaidError {
+  constructor(code: status, message: string, readonly inUse: readonly string[], details: InlaidError['details'] = {}) {
+    super(code, message, details);
+    this.name = 'UnloadFailed';
+  }
 }
 
 function unary<Req, Res>(
@@ -90,14 +111,18 @@ export class WorkerAdminService {
   }
 
   /**
-   * Loads the adapter on every accepting worker; answers the digest for the job's row (jobDigest: the fresh loads'
-   * when they agree, else `validated`, the digest the job's validation recorded; null when unknown). Called under the
-   * task's lock. A worker that answers ALREADY_EXISTS holding another adapter under the name (heldOther: from another
-   * path, or from `path` with another digest than that reference; its link was down while the task was deleted and
-   * its files rewritten in place, and it came back before the job had a digest for its catch-up to compare) is
-   * unloaded and loaded again: before, the load counted as done there and that worker served the old weights (for good
-   * when it was the only one: its old digest was recorded). A fresh load that read other bytes than the reference (the
-   * files changed since the validation, or during the step) is logged; the reference is recorded all the same.
+   * Loads the adapter on every accepting worker; answers the digest for the job's row: what they serve once the
+   * replaces below are done (servedDigest: the one digest every worker reports, else the reference, jobDigest: the
+   * fresh loads' when they agree, else `validated`, the digest the job's validation recorded; null when unknown).
+   * Called under the task's lock. A worker that answers ALREADY_EXISTS holding another adapter under the name
+   * (heldOther: from another path, or from `path` with another digest than that reference; its link was down while the
+   * task was deleted and its files rewritten in place, and it came back before the job had a digest for its catch-up to
+   * compare) is unloaded and loaded again: before, the load counted as done there and that worker served the old
+   * weights (for good when it was the only one: its old digest was recorded). A worker that refuses that unload (the
+   * old adapter has requests in flight) is left as it is and the call fails with ABORTED once every other worker is
+   * done (UnloadFailed, `inUse`): the step is retried, and the caller asks the catch-up to hold the name there until
+   * the requests drain (AdapterCatchUp.recheck). A fresh load that read other bytes than the digest recorded (the files
+   * changed since the validation, or during the step) is logged.
    */
   async loadEverywhere(name: string, path: string, opts: { validated?: string | null; param?: string } = {}): Promise<string | null> {
     const param = opts.param ?? 'adapter';
@@ -105,19 +130,31 @@ export class WorkerAdminService {
     const loaded: Loaded[] = [];
     for (const c of conns) loaded.push(await this.loadOn(c, name, path, param));
     const reference = jobDigest(loaded, opts.validated ?? null);
+    const inUse: string[] = [];
     for (const [i, c] of conns.entries()) {
       const l = loaded[i] as Loaded;
       if (l.fresh || !heldOther({ path: c.adapterPath(name), digest: l.digest }, path, reference)) continue;
       const held = `${c.adapterPath(name) ?? ''}${l.digest === undefined ? '' : ` (digest ${l.digest})`}`;
       this.logger.warn(`worker ${c.addr} already held ${name} from ${held}, not ${path}${reference === null ? '' : ` with digest ${reference}`}: an older job's adapter, replaced`);
-      await this.unloadOn(c, name);
+      try {
+        await this.unloadOn(c, name);
+      } catch (err) {
+        if (!refusedInUse(err)) throw err;
+        inUse.push(c.addr);
+        this.logger.warn(`could not replace ${name} on worker ${c.addr}: ${(err as Error).message}`);
+        continue;
+      }
       loaded[i] = await this.loadOn(c, name, path, param);
     }
-    const other = conns.filter((_c, i) => loaded[i]?.fresh === true && reference !== null && loaded[i]?.digest !== undefined && loaded[i]?.digest !== reference);
-    if (other.length > 0) {
-      this.logger.warn(`${other.map((c) => c.addr).join(', ')} loaded ${name} from ${path} with another digest than ${reference ?? ''} (the files changed since the validation or during the load); recorded: ${reference ?? ''}`);
+    if (inUse.length > 0) {
+      throw new UnloadFailed(status.ABORTED, `The adapter \`${name}\` could not be replaced on ${inUse.length} of ${conns.length} workers: an older adapter under that name has requests in flight there; retry once they finish.`, inUse, { param });
     }
-    return reference;
+    const recorded = servedDigest(loaded, reference);
+    const other = conns.filter((_c, i) => loaded[i]?.fresh === true && recorded !== null && loaded[i]?.digest !== undefined && loaded[i]?.digest !== recorded);
+    if (other.length > 0) {
+      this.logger.warn(`${other.map((c) => c.addr).join(', ')} loaded ${name} from ${path} with another digest than ${recorded ?? ''} (the files changed since the validation or during the load); recorded: ${recorded ?? ''}`);
+    }
+    return recorded;
   }
 
   /**
@@ -125,22 +162,26 @@ export class WorkerAdminService {
    * worker an adapter it holds under `name` that is not the one at `path` with that digest (heldOther): an older job's
    * (the worker's link was down while the task was deleted, and it came back before this job had a digest for its
    * catch-up to compare), so that it does not serve the old weights under the name until the job's load step. Best
-   * effort: a failure is logged (the load step replaces it anyway, loadEverywhere). Answers the workers unloaded.
+   * effort: a failure is logged (the load step replaces it, loadEverywhere). Answers the workers unloaded and those
+   * that refused because the old adapter has requests in flight (`inUse`: the step asks the catch-up to hold the name
+   * there once the digest is committed, AdapterCatchUp.recheck).
    */
-  async unloadOthers(name: string, path: string, digest: string): Promise<string[]> {
-    const done: string[] = [];
+  async unloadOthers(name: string, path: string, digest: string): Promise<{ unloaded: string[]; inUse: string[] }> {
+    const unloaded: string[] = [];
+    const inUse: string[] = [];
     for (const c of this.workers.acceptingConnections()) {
       const held: Held = { path: c.adapterPath(name), digest: c.adapterDigest(name) };
       if (!c.serves(name) || !heldOther(held, path, digest)) continue;
       try {
         await this.unloadOn(c, name);
-        done.push(c.addr);
+        unloaded.push(c.addr);
         this.logger.warn(`unloaded ${name} from worker ${c.addr}: it held an older job's adapter (from ${held.path ?? ''}, digest ${held.digest ?? 'unknown'}), not ${path} with digest ${digest}`);
       } catch (err) {
+        if (refusedInUse(err)) inUse.push(c.addr);
         this.logger.warn(`could not unload an older job's ${name} from worker ${c.addr} (its load step replaces it): ${(err as Error).message}`);
       }
     }
-    return done;
+    return { unloaded, inUse };
   }
 
   /**
@@ -159,8 +200,28 @@ export class WorkerAdminService {
     return card !== null ? { fresh: true, digest: asDigest(card.digest) } : { fresh: false, digest: c.adapterDigest(name) };
   }
 
+  /**
+   * Unloads the adapter from every accepting worker, each tried even when another failed (before, the first failure
+   * stopped it: the workers after it kept the adapter, e.g. a failed onboarding's); then, if any failed, one
+   * UnloadFailed: the code and message of the one failure, or of the first that is not a refusal in use (else
+   * FAILED_PRECONDITION) with every failure's message; `inUse`, the workers that refused with requests in flight.
+   */
   async unloadEverywhere(name: string): Promise<void> {
-    for (const c of this.ready()) await this.unloadOn(c, name);
+    const conns = this.ready();
+    const failures: Array<{ addr: string; err: InlaidError }> = [];
+    for (const c of conns) {
+      try {
+        await this.unloadOn(c, name);
+      } catch (err) {
+        failures.push({ addr: c.addr, err: toAdminError(err) });
+        this.logger.warn(`could not unload ${name} from worker ${c.addr}: ${(err as Error).message}`);
+      }
+    }
+    if (failures.length === 0) return;
+    const inUse = failures.filter((f) => refusedInUse(f.err)).map((f) => f.addr);
+    const first = (failures.find((f) => !refusedInUse(f.err)) ?? failures[0]) as { err: InlaidError };
+    const message = failures.length === 1 ? first.err.message : `\`${name}\` could not be unloaded from ${failures.length} of ${conns.length} workers: ${[...new Set(failures.map((f) => f.err.message))].join('; ')}`;
+    throw new UnloadFailed(first.err.status, message, inUse, first.err.details);
   }
 
   /** Unloads the adapter from one worker (NOT_FOUND counts as done), then re-reads its model list; also AdapterCatchUp's. */

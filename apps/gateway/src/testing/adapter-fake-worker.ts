@@ -2,7 +2,7 @@
  * A real grpc-js fake worker for the adapter catch-up specs: base model `m`, the adapters it holds (name -> the path
  * LoadAdapter read and the content digest of what it read there), and a "disk" (path -> the digest of the files there
  * now, shared by the fake workers of a spec) that ValidateAdapter and LoadAdapter read. It records its loads,
- * unloads, validations and failed loads.
+ * unloads, validations, failed loads and refused unloads.
  */
 import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
@@ -36,6 +36,8 @@ export interface FakeWorker {
   validations: string[];
   /** The names of the LoadAdapter calls that failed (FakeWorker.failing). */
   failedLoads: string[];
+  /** The names of the UnloadAdapter calls refused (FakeWorker.busy). */
+  refusedUnloads: string[];
   digests: boolean;
   failing: Set<string>;
   busy: Set<string>;
@@ -49,7 +51,7 @@ export async function startFakeWorker(
   opts: FakeWorkerOptions = {},
 ): Promise<FakeWorker> {
   const w: FakeWorker = {
-    server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], validations: [], failedLoads: [],
+    server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], validations: [], failedLoads: [], refusedUnloads: [],
     digests: opts.digests ?? true, failing: new Set(opts.failing), busy: new Set(opts.busy),
   };
   const card = (name: string, digest: string) => common.ModelCard.fromPartial({ id: name, parent: 'm', rank: 4, targetModules: ['q_proj'], digest: w.digests ? digest : '' });
@@ -82,7 +84,10 @@ export async function startFakeWorker(
     cb(null, card(name, digest));
   };
   const unloadAdapter = (call: { request: worker.UnloadAdapterRequest }, cb: Callback<worker.UnloadAdapterResponse>) => {
-    if (w.busy.has(call.request.name)) return cb({ code: status.FAILED_PRECONDITION, message: `${call.request.name} has requests in flight` });
+    if (w.busy.has(call.request.name)) {
+      w.refusedUnloads.push(call.request.name);
+      return cb({ code: status.FAILED_PRECONDITION, message: `${call.request.name} has requests in flight` });
+    }
     if (!w.adapters.delete(call.request.name)) return cb({ code: status.NOT_FOUND, message: 'unknown' });
     w.unloads.push(call.request.name);
     cb(null, worker.UnloadAdapterResponse.fromPartial({}));
