@@ -44,6 +44,11 @@ class Runner(Protocol):
     def prepare_adapters(self, names: Iterable[str], keep: Iterable[str]) -> dict[str, int]: ...
 
 
+class AdapterInUse(ValueError):
+    """remove_adapter's refusal of an adapter with requests in flight (UnloadAdapter: FAILED_PRECONDITION, marked
+    ADAPTER_IN_USE in its trailing metadata, server/servicer.py; the gateway retries it once they drain)."""
+
+
 class RequestError(ValueError):
     """A request cannot be admitted (too long, bad token ids, duplicate id); the message says why, `kind` whose fault it
     is (each raise names it: the gateway picks the client's status from the kind alone, never from the message)."""
@@ -543,7 +548,7 @@ class LLMEngine(AsyncPipeline):
         """Unloads an adapter; refused while requests for it are in flight."""
         in_flight = self.requests_for(name)
         if in_flight:
-            raise ValueError(f"adapter {name!r} has {len(in_flight)} requests in flight")
+            raise AdapterInUse(f"adapter {name!r} has {len(in_flight)} requests in flight")
         self._settle()  # a step launched ahead may still run a finished request's row on this adapter
         self.adapters.remove(name)
         self._adapter_cache_keys.pop(name, None)  # its cached blocks are never matched again (LRU-evicted)

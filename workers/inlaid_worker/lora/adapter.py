@@ -64,6 +64,9 @@ _GROUP = {
 }
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_CONFIG_BYTES = 1 << 20  # adapter_config.json (PEFT writes about 1 KiB)
+# adapter_model.safetensors: refused above this size (its size at open, before any read: the whole file is read into
+# memory); a LoRA of a 70B model at rank 64 on every projection is about 1.7 GiB in bf16
+MAX_WEIGHTS_BYTES = 8 << 30
 _CONFIG = "adapter_config.json"
 _WEIGHTS = "adapter_model.safetensors"
 _READS = 2  # reads of the two files before a rewrite seen between them refuses the adapter (load_adapter)
@@ -188,12 +191,17 @@ def _changed(opened: _Opened) -> bool:
         return True
 
 
-def _read_file(file: Path, real: Path, opened: list[_Opened], limit: int = -1) -> bytes:
-    """The bytes of `real` (`file` resolved: _contained), at most `limit` (-1: all); the read appended to `opened`."""
+def _read_file(file: Path, real: Path, opened: list[_Opened], limit: int = -1, max_size: int | None = None) -> bytes:
+    """The bytes of `real` (`file` resolved: _contained), at most `limit` (-1: all); the read appended to `opened`.
+    A file larger than `max_size` at open is refused before it is read (AdapterError)."""
     try:
         before = _stamp(os.stat(real))
         with real.open("rb") as f:
             at_open = os.fstat(f.fileno())
+            if max_size is not None and at_open.st_size > max_size:
+                raise AdapterError(
+                    f"{file} is {at_open.st_size} bytes, over the {max_size}-byte limit on adapter weights"
+                )
             data = f.read(limit)
             after = os.fstat(f.fileno())
     except OSError as exc:
@@ -334,7 +342,7 @@ def _read_tensors(root: Path, opened: list[_Opened]) -> tuple[dict[str, torch.Te
                 "is loaded (pickle can run code); re-save with save_pretrained(safe_serialization=True)"
             )
         raise AdapterError(f"{file} not found")
-    data = _read_file(file, _contained(root, file), opened)
+    data = _read_file(file, _contained(root, file), opened, max_size=MAX_WEIGHTS_BYTES)
     try:
         # each tensor in a writable buffer of its own (safetensors' deserialize copies it out of `data`); by name, as
         # safe_open lists them (the first misfit tensor named in an error does not depend on the file's layout)

@@ -23,7 +23,7 @@ import grpc
 from inlaid_worker.engine.adapters import UnknownModelError
 from inlaid_worker.engine.compile_pool import ClosedError
 from inlaid_worker.engine.detokenizer import TokenTexts
-from inlaid_worker.engine.engine import LLMEngine, RequestError, check_prompt_logprobs_size
+from inlaid_worker.engine.engine import AdapterInUse, LLMEngine, RequestError, check_prompt_logprobs_size
 from inlaid_worker.engine.error_kind import ErrorKind, declared_kind, kind_of
 from inlaid_worker.engine.grammar_cache import bound
 from inlaid_worker.engine.sampling_params import SamplingError
@@ -38,6 +38,9 @@ from inlaid_worker.server.refusal import abort_with
 log = logging.getLogger(__name__)
 
 AdapterLoader = Callable[[str], LoraAdapter]  # path -> validated adapter (raises lora.AdapterError)
+# UnloadAdapter's trailing metadata on its refusal of an adapter with requests in flight (FAILED_PRECONDITION): the
+# gateway's marker for a refusal to retry once they drain (worker-admin.service.ts REFUSAL_KEY, ADAPTER_IN_USE)
+REFUSAL_IN_USE = ("inlaid-refusal", "adapter-in-use")
 ADAPTER_CALL_TIMEOUT_S = 120.0
 _CALL_POLL_S = 0.25  # how often a waiting Prepare looks whether its call is still active
 
@@ -304,6 +307,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             )
         except UnknownModelError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except ValueError as exc:
+        except AdapterInUse as exc:
+            # marked, so that the gateway tells it from any other FAILED_PRECONDITION (worker-admin.service.ts)
+            context.set_trailing_metadata((REFUSAL_IN_USE,))
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except ValueError as exc:  # the base model's name: no adapter, and no retry makes it one
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return worker_pb2.UnloadAdapterResponse()

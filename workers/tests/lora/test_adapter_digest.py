@@ -376,3 +376,29 @@ def test_stat_and_fstat_that_disagree_on_the_file_identity_are_not_a_change(
     monkeypatch.setattr(os, "fstat", overlay_fstat)
     got = load_adapter(adapter_dir, config)
     assert len(calls) == 1 and got.digest == by_hand(adapter_dir)
+
+
+def test_weights_over_the_size_limit_are_refused_before_they_are_read(
+    base: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, adapter_dir, config = base
+    size = (adapter_dir / WEIGHTS).stat().st_size
+    monkeypatch.setattr(adapter_mod, "MAX_WEIGHTS_BYTES", size)
+    assert load_adapter(adapter_dir, config).digest == by_hand(adapter_dir)  # at the limit: loaded
+    monkeypatch.setattr(adapter_mod, "MAX_WEIGHTS_BYTES", size - 1)
+    reads: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, *args, **kwargs)
+        if self.name == WEIGHTS:
+            real_read = f.read
+            f.read = lambda *a: reads.append(1) or real_read(*a)  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    with pytest.raises(
+        AdapterError, match=rf"{WEIGHTS} is {size} bytes, over the {size - 1}-byte limit on adapter weights"
+    ):
+        load_adapter(adapter_dir, config)
+    assert reads == []  # refused at open: nothing read into memory

@@ -196,3 +196,36 @@ def test_a_file_caught_mid_write_is_aborted_and_a_malformed_one_refused(
             call(worker_pb2.LoadAdapterRequest(name="half", path=str(d)))
         assert err.value.code() == grpc.StatusCode.ABORTED and "changed while they were read" in err.value.details()
     assert len(reads) == 4 and "half" not in dict(info(stub).adapter_digests)
+
+
+def test_unload_marks_its_refusal_in_use_and_refuses_the_base_model_as_invalid(
+    worker: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway retries an unload refused in use (its catch-up holds the name until the requests drain), so that
+    refusal is marked (trailing metadata inlaid-refusal: adapter-in-use); the base model's name is INVALID_ARGUMENT,
+    unmarked (before: FAILED_PRECONDITION too, which the gateway took for a refusal in use)."""
+    from inlaid_worker.engine.engine import LLMEngine
+
+    stub, root = worker
+    base = info(stub).models[0].id
+    with pytest.raises(grpc.RpcError) as err:
+        unload(stub, base)
+    assert (err.value.code(), err.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the base model cannot be unloaded",
+    )
+    assert ("inlaid-refusal", "adapter-in-use") not in tuple(err.value.trailing_metadata() or ())
+
+    load(stub, "busy", root / "task")
+    real = LLMEngine.requests_for
+    monkeypatch.setattr(LLMEngine, "requests_for", lambda self, name: ["r1"] if name == "busy" else real(self, name))
+    with pytest.raises(grpc.RpcError) as err:
+        unload(stub, "busy")
+    assert (err.value.code(), err.value.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "adapter 'busy' has 1 requests in flight",
+    )
+    assert ("inlaid-refusal", "adapter-in-use") in tuple(err.value.trailing_metadata())
+    monkeypatch.setattr(LLMEngine, "requests_for", real)
+    unload(stub, "busy")
+    assert "busy" not in dict(info(stub).adapter_paths)

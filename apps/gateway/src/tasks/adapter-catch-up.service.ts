@@ -35,8 +35,10 @@
  * Postgres without an answer within sectionQueryMs: then the rest of the hold too, and the gate goes to the next
  * section), and for one the worker failed twice in a row (HOLD_FAILURES): the task is still retried, but not held again
  * in this Session. An unload the worker refuses because the adapter has requests in flight is no failure: the task
- * stays held (or is held again), so no new request goes there and those in flight drain, however long they run, and
- * the unload is retried with the backoff until the worker lets it go. A task whose lock another holder keeps (a load
+ * stays held (or is held again), so no new request goes there and those in flight drain, and the unload is retried
+ * (a round whose only failures are such refusals, or busy locks, waits at most inUseRetryMs, 2 s, and grows no
+ * backoff) until the worker lets it go; for at most inUseHoldMs (IN_USE_HOLD_MS, 10 min) from its first refusal in a
+ * row: then its hold ends with a warning, and the unload is still retried, the backoff growing as after a failure. A task whose lock another holder keeps (a load
  * or unload everywhere, an onboarding's load step, a DELETE, another gateway's catch-up) is no database failure: past
  * lockBusyMs its section gives way to the next task, and the task stays held and is retried (the holder's load or
  * unload reaches this worker too, or its DELETE ends the task), without a longer backoff for a round that only found
@@ -87,8 +89,23 @@ const BUSY_HOLD_MS = CATCH_UP_WAIT_MS;
  * held so that they drain, however long they run.
  */
 const HOLD_FAILURES = 2;
+/**
+ * How long a task whose unload the worker refuses because of requests in flight stays held there (from the first
+ * refusal in a row): past it the hold ends with a warning (the worker serves what it lists: new requests may reach the
+ * old adapter again) and the unload is still retried, with the backoff growing as after a failure. Requests that run
+ * longer than this are not expected; a hold that never ends would keep the name's new requests waiting for 30 s and a
+ * 503 for as long as they keep coming.
+ */
+const IN_USE_HOLD_MS = 10 * 60_000;
+/** The most a round whose only failures are refusals in use (a task still held) waits before its retry: requests drain fast. */
+const IN_USE_RETRY_MS = 2000;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
+
+/** [addr, task] -> `addr task`, the keys of AdapterCatchUp's maps (an address has no space); splitKey undoes it. */
+function key(addr: string, task: string): string {
+  return `${addr} ${task}`;
+}
 
 /** `addr task` (the keys of AdapterCatchUp's maps; an address has no space) -> [addr, task]. */
 function splitKey(key: string): [string, string] {
@@ -107,6 +124,9 @@ interface Due {
   /** Tasks whose lock was held elsewhere at the last try (they go last, as failed ones) -> when it was first found busy in a
    * row while held (NaN: busy, not held). */
   busy: Map<string, number>;
+  /** Tasks whose unload the worker refused because of requests in flight, in a row -> when first refused (the hold's
+   * clock: inUseHoldMs). */
+  inUse: Map<string, number>;
   /** Aborted when the Session ends or the module stops: a section still waiting for a lock stops polling. */
   abort: AbortController;
   /** recheck() came while a run was under way: one more run once it ends, whatever it found. */
@@ -143,6 +163,10 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   lockBusyMs = LOCK_BUSY_MS;
   /** How long a task whose lock stays busy elsewhere stays held (BUSY_HOLD_MS; specs shorten it). */
   busyHoldMs = BUSY_HOLD_MS;
+  /** How long a task refused in use stays held (IN_USE_HOLD_MS; specs shorten it). */
+  inUseHoldMs = IN_USE_HOLD_MS;
+  /** The cap on the wait before the retry of a round whose only failures are refusals in use (IN_USE_RETRY_MS). */
+  inUseRetryMs = IN_USE_RETRY_MS;
 
   constructor(
     @Inject(WorkersService) private readonly workers: WorkersService,
@@ -190,7 +214,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   }
 
   private fresh(): Due {
-    return { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Map(), abort: new AbortController(), again: false };
+    return { attempt: 0, running: false, timer: null, failures: new Map(), unheld: new Set(), busy: new Map(), inUse: new Map(), abort: new AbortController(), again: false };
   }
 
   /**
@@ -199,7 +223,8 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
    * validate or load step (once the job's digest is committed) or a failure's unload. The catch-up then holds the name
    * there (catchUpHolds: the job's digest tells the old adapter from the job's; a failed or deleted job's adapter is
    * no live job's), so no new request goes there and those in flight drain, and retries its unload with the backoff
-   * until the worker lets it go (a refusal in use ends no hold: HOLD_FAILURES). A no-op for a worker not accepting.
+   * until the worker lets it go (a refusal in use counts as no failure, HOLD_FAILURES; the hold ends after
+   * inUseHoldMs). Also DELETE's and unloadLora's, for the workers that refused their unload in use. A no-op for a worker not accepting.
    */
   recheck(addr: string): void {
     const conn = this.workers.acceptingConnections().find((c) => c.addr === addr);
@@ -214,7 +239,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   }
 
   private clear(addr: string): void {
-    for (const key of [...this.refused.keys()]) if (key.startsWith(`${addr} `)) this.refused.delete(key);
+    for (const k of [...this.refused.keys()]) if (k.startsWith(`${addr} `)) this.refused.delete(k);
     const due = this.due.get(addr);
     if (due?.timer) clearTimeout(due.timer);
     due?.abort.abort(new Error(`worker ${addr}'s Session ended`));
@@ -228,8 +253,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     due.running = true;
     let failed: number;
     let busyOnly = false;
+    let inUseOnly = false;
     try {
-      ({ failed, busyOnly } = await this.loadMissing(conn, due));
+      ({ failed, busyOnly, inUseOnly } = await this.loadMissing(conn, due));
     } catch (err) {
       this.logger.error(`catching up worker ${conn.addr}: ${(err as Error).message}`);
       failed = 1;
@@ -247,8 +273,10 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       this.due.delete(conn.addr);
       return;
     }
-    // a round that only found task locks busy elsewhere, one still held, is no failure: the backoff does not grow
-    due.timer = setTimeout(() => void this.run(conn, due), backoffDelay(busyOnly ? due.attempt : due.attempt++, this.retry));
+    // a round that only found task locks busy elsewhere, one still held, is no failure: the backoff does not grow; nor
+    // one that only found adapters in use (with such busy locks, perhaps), one still held: retried within inUseRetryMs
+    const delay = backoffDelay(busyOnly || inUseOnly ? due.attempt : due.attempt++, this.retry);
+    due.timer = setTimeout(() => void this.run(conn, due), inUseOnly ? Math.min(delay, this.inUseRetryMs) : delay);
     due.timer.unref();
   }
 
@@ -263,11 +291,11 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
    * each of those only found its task's lock busy elsewhere. Stops (and leaves the hold alone) once `due` is not the
    * worker's entry: a new Session has its own run and hold.
    */
-  private async loadMissing(conn: WorkerConnection, due: Due): Promise<{ failed: number; busyOnly: boolean }> {
+  private async loadMissing(conn: WorkerConnection, due: Due): Promise<{ failed: number; busyOnly: boolean; inUseOnly: boolean }> {
     const current = (): boolean => this.due.get(conn.addr) === due && !this.stopped;
     if (!conn.accepting) {
       if (current()) conn.holdAdapters(null); // stopping: it goes away (a worker in its place comes up with a new Session)
-      return { failed: 0, busyOnly: false };
+      return { failed: 0, busyOnly: false, inUseOnly: false };
     }
     // a database that does not answer must not keep the worker's adapters from being served (Postgres being away
     // stops no inference): the worker serves what it lists until the read answers (failed: until a retry's does)
@@ -283,7 +311,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     } finally {
       clearTimeout(slow);
     }
-    if (!current()) return { failed: 0, busyOnly: false };
+    if (!current()) return { failed: 0, busyOnly: false, inUseOnly: false };
     const jobOf = new Map(jobs.map((j) => [j.task, j.id]));
     this.pruneSettled(conn, jobOf);
     const reported = this.reported(conn);
@@ -292,11 +320,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     // else, should it be due again later in this Session, its hold would end at its first busy try
     const toDo = new Set(tasks);
     for (const t of [...due.busy.keys()]) if (!toDo.has(t)) due.busy.delete(t);
+    for (const t of [...due.inUse.keys()]) if (!toDo.has(t)) due.inUse.delete(t);
     // tasks that failed before, or whose lock was held elsewhere, go last: they starve no other
     const later = (t: string): number => (due.failures.get(t) ?? 0) + (due.busy.has(t) ? 1 : 0);
     tasks.sort((x, y) => later(x) - later(y));
     // not one the worker refused for good (for this job): its 404 is the answer, at once
-    const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(`${conn.addr} ${t}`) === jobOf.get(t);
+    const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(key(conn.addr, t)) === jobOf.get(t);
     // only these are held: catchUpTasks also has tasks never in the hold (a live job not yet served, one refused for good)
     const holds = new Set(catchUpHolds(tasks, jobs, reported).filter((t) => !due.unheld.has(t) && !refused(t)));
     conn.holdAdapters(holds);
@@ -304,6 +333,9 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     let busy = 0;
     /** Busy tasks still held (their lock busy for less than busyHoldMs): only those keep the backoff from growing. */
     let busyHeld = 0;
+    /** Tasks refused in use, and those of them still held (within inUseHoldMs). */
+    let inUse = 0;
+    let inUseHeld = 0;
     for (const [i, task] of tasks.entries()) {
       if (!conn.accepting || !current()) break;
       // held: its requests wait for it (not a task never in the hold, nor one whose hold ended this Session: `holds`
@@ -315,6 +347,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         await this.oneAtATime(() => this.section(conn, task, current, due.abort.signal, busyMs));
         due.failures.delete(task);
         due.busy.delete(task);
+        due.inUse.delete(task);
         if (current()) conn.releaseAdapter(task);
       } catch (err) {
         failed++;
@@ -341,13 +374,25 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         due.busy.delete(task);
         if (err instanceof UnloadFailed && err.inUse.includes(conn.addr)) {
           // the adapter to go has requests in flight there (the worker never unloads one in use): no failure of the
-          // worker's (HOLD_FAILURES counts none, however long they run), so the task stays held, or is held again if a
-          // failure ended its hold: no new request goes there, those in flight drain, and the unload is retried
+          // worker's (HOLD_FAILURES counts none), so the task stays held, or is held again if a failure ended its hold:
+          // no new request goes there, those in flight drain, and the unload is retried (within inUseRetryMs); for at
+          // most inUseHoldMs from its first refusal in a row, then its hold ends (retried, the backoff growing)
+          inUse++;
+          const since = due.inUse.get(task) ?? Date.now();
+          due.inUse.set(task, since);
+          if (Date.now() - since >= this.inUseHoldMs) {
+            due.unheld.add(task);
+            if (current()) conn.releaseAdapter(task);
+            this.logger.warn(`${task} has had requests in flight on worker ${conn.addr} for over ${this.inUseHoldMs} ms: no longer held there, its unload retried (${err.message})`);
+            continue;
+          }
+          inUseHeld++;
           due.unheld.delete(task);
           if (current()) this.hold(conn, task);
           this.logger.log(`${task} has requests in flight on worker ${conn.addr}: held there until they finish, its unload retried (${err.message})`);
           continue;
         }
+        due.inUse.delete(task);
         const n = (due.failures.get(task) ?? 0) + 1;
         due.failures.set(task, n);
         const worker = err instanceof InlaidError; // the worker's refusal or its link's failure (else: the database, or a bug)
@@ -363,13 +408,18 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
         if (err instanceof DbTimeout) {
           // Postgres does not answer: as when its read does not, the worker serves what it lists until a retry's read does
           if (current()) conn.holdAdapters(null);
-          return { failed: failed + tasks.length - i - 1, busyOnly: false };
+          return { failed: failed + tasks.length - i - 1, busyOnly: false, inUseOnly: false };
         }
       }
     }
     // only busy locks, one of them still held: no failure, the backoff does not grow (the holder ends soon); once no
     // busy task is held any more (its lock busy past busyHoldMs), the backoff grows as after any failure
-    return { failed, busyOnly: failed > 0 && failed === busy && busyHeld > 0 };
+    // only refusals in use (and busy locks), one of them still held: no failure either, retried within inUseRetryMs
+    return {
+      failed,
+      busyOnly: failed > 0 && failed === busy && busyHeld > 0,
+      inUseOnly: failed > 0 && inUse > 0 && failed === busy + inUse && inUseHeld > 0,
+    };
   }
 
   /**
@@ -424,7 +474,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       if (path !== undefined) paths.set(name, path);
       const digest = conn.adapterDigest(name);
       if (digest !== undefined) digests.set(name, digest);
-      const s = this.settled.get(`${conn.addr} ${name}`);
+      const s = this.settled.get(key(conn.addr, name));
       if (s !== undefined) settled.set(name, s);
     }
     return { listed, paths, digests, settled };
@@ -433,8 +483,8 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
   private async decide(conn: WorkerConnection, task: string, job: Awaited<ReturnType<TaskStore['latest']>>, current: () => boolean): Promise<void> {
     if (!conn.accepting || !current()) return;
     const action = catchUpAction(job, adapterOf(this.reported(conn), task));
-    const key = `${conn.addr} ${task}`;
-    const refused = job !== null && this.refused.get(key) === job.id; // its adapter: not retried for this job
+    const k = key(conn.addr, task);
+    const refused = job !== null && this.refused.get(k) === job.id; // its adapter: not retried for this job
     if (action === 'none' || (action === 'load' && refused)) return;
     if (action !== 'load') {
       try {
@@ -452,11 +502,11 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     try {
       digest = (await this.admin.loadOn(conn, task, job.adapterPath as string)).digest;
     } catch (err) {
-      if (err instanceof InlaidError && PERMANENT.has(err.status)) this.refused.set(key, job.id);
+      if (err instanceof InlaidError && PERMANENT.has(err.status)) this.refused.set(k, job.id);
       throw err;
     }
     await this.confirm(conn, task, job.adapterPath as string);
-    this.refused.delete(key);
+    this.refused.delete(k);
     this.logger.log(action === 'load' ? `loaded ${task} onto worker ${conn.addr}, which came up without it` : `replaced ${task} on worker ${conn.addr}: it held another adapter (another path, or other files at the path)`);
     this.settle(conn, task, job, digest ?? conn.adapterDigest(task));
   }
@@ -468,12 +518,12 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
    * done (the worker serves what is at the job's path now). An unknown digest, or the job's, settles nothing.
    */
   private settle(conn: WorkerConnection, task: string, job: LoadJob, digest: string | undefined): void {
-    const key = `${conn.addr} ${task}`;
+    const k = key(conn.addr, task);
     if (job.adapterDigest === null || digest === undefined || digest === job.adapterDigest) {
-      this.settled.delete(key);
+      this.settled.delete(k);
       return;
     }
-    this.settled.set(key, { job: job.id, digest });
+    this.settled.set(k, { job: job.id, digest });
     this.logger.warn(`worker ${conn.addr} loaded ${task} from ${job.adapterPath ?? ''} with digest ${digest}, not ${job.adapterDigest} as its job's load step did: the files there changed since; it serves them, and is not replaced again for this job`);
   }
 

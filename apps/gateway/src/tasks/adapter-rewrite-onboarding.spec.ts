@@ -164,17 +164,29 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     b = await start(b.port, { t: OLD }, { busy: ['t'] }); // its unload refused (requests in flight) for now
     await caughtUp(b, 'B back');
 
-    expect(await steps.run('validate', id, ctx)).toBe('valid'); // validated on B: the files there now
-    expect(b.validations).toEqual(['t /adapters/t']);
-    expect((await store.get(id))?.adapterDigest).toBe(D2);
-    expect(b.adapters.get('t')).toEqual(OLD); // the unload refused: logged, left to the load step (and B's catch-up)
-
-    b.busy.clear();
-    expect(await steps.run('load', id, ctx)).toBe('loaded');
-    // before: ALREADY_EXISTS counted as loaded and B's OLD digest was recorded: B served the old weights for good
-    expect((await store.get(id))?.adapterDigest).toBe(D2);
-    expect(b.adapters.get('t')).toEqual({ path: '/adapters/t', digest: D2 });
-    expect({ unloads: b.unloads, loads: b.loads }).toEqual({ unloads: ['t'], loads: ['t /adapters/t'] });
+    // B's catch-up (rechecked by the validate step) must not replace the old bytes first: its retries wait a minute
+    // here, so the unload below can only be the load step's (else a broken replace would pass, the catch-up doing it)
+    const { retry, inUseRetryMs } = catchUp;
+    try {
+      catchUp.retry = { baseMs: 60_000, maxMs: 60_000 };
+      catchUp.inUseRetryMs = 60_000;
+      expect(await steps.run('validate', id, ctx)).toBe('valid'); // validated on B: the files there now
+      expect(b.validations).toEqual(['t /adapters/t']);
+      expect((await store.get(id))?.adapterDigest).toBe(D2);
+      expect(b.adapters.get('t')).toEqual(OLD); // the unload refused: logged, left to the load step (and B's catch-up)
+      await eventually(() => b.refusedUnloads.length >= 2, "B's catch-up refused in use once", 5000); // the step's, then the catch-up's
+      b.busy.clear();
+      expect(b.unloads).toEqual([]);
+      expect(await steps.run('load', id, ctx)).toBe('loaded');
+      // before: ALREADY_EXISTS counted as loaded and B's OLD digest was recorded: B served the old weights for good
+      expect((await store.get(id))?.adapterDigest).toBe(D2);
+      expect(b.adapters.get('t')).toEqual({ path: '/adapters/t', digest: D2 });
+      expect({ unloads: b.unloads, loads: b.loads }).toEqual({ unloads: ['t'], loads: ['t /adapters/t'] });
+    } finally {
+      catchUp.retry = retry;
+      catchUp.inUseRetryMs = inUseRetryMs;
+    }
+    catchUp.recheck(addr(b)); // its pending retry, now
     await caughtUp(b, 'B caught up');
     expect(b.loads).toEqual(['t /adapters/t']); // the catch-up finds nothing to do
   });
@@ -287,7 +299,7 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
       mkdirSync(path);
       disk.set(path, D2);
       const config = { tasks: { dataDir: root, adapterRoots: [root] } } as unknown as GatewayConfig;
-      const tasks = new TasksService(config, store, admin, workers, {} as OnboardQueues);
+      const tasks = new TasksService(config, store, admin, workers, {} as OnboardQueues, catchUp);
       const { card } = await tasks.loadLora({ lora_name: 'v', lora_path: path });
       expect([card.id, card.rank, card.digest]).toEqual(['v', 4, '']); // the gRPC LoadLoraAdapter answer: no digest
       expect((await store.latest('v'))?.adapterDigest).toBe(D2);

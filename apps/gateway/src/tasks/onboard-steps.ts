@@ -21,7 +21,7 @@
  * that refused to that catch-up.
  */
 import { status } from '@grpc/grpc-js';
-import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { TaskJob } from '@inlaid/db';
 import type { OnboardStep } from '@inlaid/jobs';
 import { worker } from '@inlaid/proto';
@@ -53,13 +53,13 @@ export class OnboardSteps {
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(TaskStore) private readonly store: TaskStore,
     @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
-    /** Asked to look again at a worker that refused to unload an adapter in use (recheck); absent in some specs. */
-    @Optional() @Inject(AdapterCatchUp) private readonly catchUp?: AdapterCatchUp,
+    /** Asked to look again at a worker that refused to unload an adapter in use (recheck). */
+    @Inject(AdapterCatchUp) private readonly catchUp: AdapterCatchUp,
   ) {}
 
   /** The catch-up of each worker in `addrs` runs again (AdapterCatchUp.recheck): called once the step's writes are committed. */
   private recheck(addrs: readonly string[]): void {
-    for (const addr of addrs) this.catchUp?.recheck(addr);
+    for (const addr of addrs) this.catchUp.recheck(addr);
   }
 
   /** `step`'s result; a worker that refused to unload an adapter in use (UnloadFailed) is rechecked before it throws. */

@@ -3,7 +3,7 @@
  * the vLLM-style load/unload that serve an adapter at once without calibration data.
  */
 import { status } from '@grpc/grpc-js';
-import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { GatewayConfig } from '@inlaid/config';
 import { LIVE_JOB_STATUSES, type TaskJob } from '@inlaid/db';
 import { randomUUID } from 'node:crypto';
@@ -24,7 +24,7 @@ import { dropsAtNextVersion, JobState, removeTaskUploadDir, taskUploadDir } from
 import { NewTaskJob, TaskNameTaken, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
 import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
-import { UnloadFailed, WorkerAdminService } from './worker-admin.service';
+import { loadedFresh, UnloadFailed, WorkerAdminService } from './worker-admin.service';
 
 /** The statuses of a job whose task holds its name (also frozen in the task_jobs migration 1764600000000). */
 const LIVE = new Set<string>(LIVE_JOB_STATUSES);
@@ -43,8 +43,8 @@ export class TasksService {
     @Inject(WorkerAdminService) private readonly admin: WorkerAdminService,
     @Inject(WorkersService) private readonly workers: WorkersService,
     @Inject(OnboardQueues) private readonly queues: OnboardQueues,
-    /** Asked to look again at a worker that refused to unload an older adapter in use (loadLora); absent in some specs. */
-    @Optional() @Inject(AdapterCatchUp) private readonly catchUp?: AdapterCatchUp,
+    /** Asked to look again at a worker that refused to unload an adapter in use (loadLora, delete, unloadLora). */
+    @Inject(AdapterCatchUp) private readonly catchUp: AdapterCatchUp,
   ) {}
 
   /**
@@ -148,14 +148,19 @@ export class TasksService {
   /**
    * Unloads the task everywhere and marks it deleted, under the task's lock (TaskStore.locked): an onboarding
    * step that loads the adapter either finished before (and the unload here removes what it loaded) or runs
-   * after, finds the task deleted and loads nothing (onboard-steps.ts). So once DELETE answers, no worker
-   * serves the task and requests for it get 404.
+   * after, finds the task deleted and loads nothing (onboard-steps.ts). So once DELETE answers, no idle worker
+   * serves the task and requests for it get 404. A worker that refuses the unload because the adapter has requests in
+   * flight there does not stop it (before: a 409 with the deletion rolled back, while the idle workers had unloaded the
+   * task the database still said was served, and nothing loaded it back): the deletion is committed, the others
+   * unload it, and that worker's catch-up (AdapterCatchUp.recheck, once committed) holds the name there (no new request
+   * reaches it), lets the requests in flight finish and then unloads it (unloadInUse). Any other failure to unload
+   * fails the DELETE (the transaction rolled back).
    */
   async delete(name: string): Promise<TaskViewJson> {
-    const { job, before, filesPending, history } = await this.store.locked(checkTaskName(name), async (tx) => {
+    const { job, before, filesPending, history, inUse } = await this.store.locked(checkTaskName(name), async (tx) => {
       const latest = await this.found(name, tx);
       if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
-      await this.unload(name);
+      const inUse = await this.unloadInUse(name);
       let before: JobState = latest;
       let filesPending = false;
       const job = await tx.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded', (j) => {
@@ -167,8 +172,9 @@ export class TasksService {
         // its files go with the re-quantization that drops it (onboard-steps.ts), not before: a run may read them
         await tx.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
       }
-      return { job, before, filesPending, history: await tx.history(name) };
+      return { job, before, filesPending, history: await tx.history(name), inUse };
     });
+    this.drain(inUse);
     // A task that failed while a re-quantization might read its files (filesPending, onboard-steps.ts
     // failAndUnload) keeps them for the reconciliation pass (after INLAID_FAILED_FILES_TTL_S, no run under way).
     // Otherwise no re-quantization reads them: they go now (gone already if the task failed before one).
@@ -178,15 +184,25 @@ export class TasksService {
     return taskView(job, history);
   }
 
-  private async unload(name: string): Promise<void> {
+  /**
+   * Unloads the task from every accepting worker (under its lock); answers the workers that refused because the adapter
+   * has requests in flight there (UnloadFailed.onlyInUse: nothing else failed), for drain once the deletion is committed.
+   * Any other failure is thrown.
+   */
+  private async unloadInUse(name: string): Promise<string[]> {
     try {
       await this.admin.unloadEverywhere(name);
+      return [];
     } catch (err) {
-      if (err instanceof InlaidError && err.status === status.FAILED_PRECONDITION) {
-        throw new InlaidError(status.ABORTED, `The task \`${name}\` has requests in flight; retry when they finish. (${err.message})`, { param: 'name' });
-      }
-      throw err;
+      if (!(err instanceof UnloadFailed) || !err.onlyInUse) throw err;
+      this.logger.warn(`${name} has requests in flight on ${err.inUse.join(', ')}: deleted, unloaded there once they finish (${err.message})`);
+      return [...err.inUse];
     }
+  }
+
+  /** Each worker's catch-up in `addrs` runs again (committed: the task is no longer served): it holds the name there and unloads it once its requests finish. */
+  private drain(addrs: readonly string[]): void {
+    for (const addr of addrs) this.catchUp.recheck(addr);
   }
 
   /** vLLM's POST /v1/load_lora_adapter: validate and serve at once on the current base (no calibration). */
@@ -204,12 +220,21 @@ export class TasksService {
       await tx.create({ id, task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
       // its digest: the catch-up's reference; the validated one is what a worker already holding the name must have
       const validated = asDigest(card.digest) ?? null;
-      await tx.adapterLoaded(id, await this.admin.loadEverywhere(name, path, { validated, param: 'lora_path' }));
+      let digest: string | null;
+      try {
+        digest = await this.admin.loadEverywhere(name, path, { validated, param: 'lora_path' });
+      } catch (err) {
+        // the row goes with the rollback: the fresh loads go too, under the lock (before, they stayed with no job row,
+        // and the retry got 409 task_exists from the workers serving the name)
+        await this.admin.unloadFrom(loadedFresh(err), name);
+        throw err;
+      }
+      await tx.adapterLoaded(id, digest);
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
       // an older adapter under the name with requests in flight on a worker (ABORTED, nothing recorded): its catch-up
       // holds the name there so that they drain, and unloads it (it is no live job's)
-      if (err instanceof UnloadFailed) for (const addr of err.inUse) this.catchUp?.recheck(addr);
+      if (err instanceof UnloadFailed) this.drain(err.inUse);
       throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });
     // the digest is the gateway's business (ModelCard.digest), not the client's (gRPC LoadLoraAdapter answers this card)
@@ -220,16 +245,19 @@ export class TasksService {
   async unloadLora(body: unknown): Promise<string> {
     const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
     const name = checkTaskName(b['lora_name'], 'lora_name');
-    await this.store.locked(name, async (tx) => {
-      // as DELETE: under the task's lock, so no onboarding step loads the adapter back behind the unload
+    const inUse = await this.store.locked(name, async (tx) => {
+      // as DELETE: under the task's lock, so no onboarding step loads the adapter back behind the unload; a worker with
+      // requests in flight for it unloads it once they finish (its catch-up, drain)
       if (!this.workers.readyConnections().some((c) => c.serves(name))) {
         throw new InlaidError(status.NOT_FOUND, `The LoRA adapter \`${name}\` is not loaded.`, { param: 'lora_name', code: 'model_not_found' });
       }
-      await this.unload(name);
+      const inUse = await this.unloadInUse(name);
       const latest = await tx.latest(name);
       if (latest !== null && latest.status !== 'deleted') await tx.transition(latest.id, 'deleted', 'unloaded (vLLM API)');
       await tx.tasks.update({ name }, UNLOADED);
+      return inUse;
     });
+    this.drain(inUse);
     return `Success: LoRA adapter '${name}' removed successfully.`;
   }
 }

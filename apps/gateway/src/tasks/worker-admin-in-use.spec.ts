@@ -80,8 +80,9 @@ describe('WorkerAdminService: an adapter with requests in flight', () => {
     a.adapters.set('t', OLD);
     const err = await admin.unloadEverywhere('t').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnloadFailed);
-    // FAILED_PRECONDITION as before (DELETE answers it ABORTED: retry when they finish)
+    // FAILED_PRECONDITION, only in use (DELETE commits, and B's catch-up unloads it once they finish: delete-in-use.spec)
     expect([(err as UnloadFailed).status, (err as UnloadFailed).inUse, (err as Error).message]).toEqual([status.FAILED_PRECONDITION, [addr(b)], 't has requests in flight']);
+    expect((err as UnloadFailed).onlyInUse).toBe(true);
     expect(a.unloads).toEqual(['t']); // before: the unload stopped at B, first in order, and A kept it
     expect(b.adapters.get('t')).toEqual(OLD);
 
@@ -93,6 +94,14 @@ describe('WorkerAdminService: an adapter with requests in flight', () => {
       [addr(b), addr(a)],
       '`t` could not be unloaded from 2 of 2 workers: t has requests in flight',
     ]);
+  });
+
+  it('a FAILED_PRECONDITION without the worker\'s in-use marker is no refusal in use', async () => {
+    await bHolds(OLD, false);
+    b.unmarked.add('t');
+    const err = await admin.unloadEverywhere('t').catch((e: unknown) => e);
+    // before: any FAILED_PRECONDITION counted as in use (a DELETE would have committed and left it to the catch-up)
+    expect([(err as UnloadFailed).status, (err as UnloadFailed).inUse, (err as UnloadFailed).onlyInUse]).toEqual([status.FAILED_PRECONDITION, [], false]);
   });
 
   it("the validate step's unload of an older adapter answers the workers that refused it in use", async () => {

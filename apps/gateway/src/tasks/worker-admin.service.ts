@@ -5,7 +5,7 @@
  * fixed message, never grpc-js's text). A load answers the content digest of what each worker loaded, a validation the
  * digest of the files it read (job-digest.ts); a load everywhere replaces an older job's adapter that a worker still
  * holds under the name (heldOther). A worker never unloads an adapter with requests in flight (UnloadAdapter answers
- * FAILED_PRECONDITION): such a refusal inside a load everywhere is ABORTED (UnloadFailed: the onboarding step is
+ * FAILED_PRECONDITION marked in use: REFUSAL_KEY, AdapterInUse): such a refusal inside a load everywhere is ABORTED (UnloadFailed: the onboarding step is
  * retried), and the callers ask the adapter catch-up to hold the name on those workers (AdapterCatchUp.recheck) so the
  * requests drain and its unload is retried there.
  */
@@ -53,9 +53,44 @@ export function toAdminError(err: unknown, param?: string): InlaidError {
   return workerBug(`admin call (${status[e.code] ?? e.code}): ${message}`);
 }
 
-/** Whether an unload's failure is the worker's refusal to unload an adapter with requests in flight. */
+/**
+ * The trailing-metadata key and value with which a worker marks UnloadAdapter's refusal of an adapter that has requests
+ * in flight (server/servicer.py ADAPTER_IN_USE): its FAILED_PRECONDITION is told apart by this marker, not by the code
+ * alone (before, any FAILED_PRECONDITION counted as in use).
+ */
+export const REFUSAL_KEY = 'inlaid-refusal';
+export const ADAPTER_IN_USE = 'adapter-in-use';
+
+/** UnloadAdapter's refusal of an adapter with requests in flight (the worker's marker: REFUSAL_KEY). */
+export class AdapterInUse extends InlaidError {
+  constructor(message: string) {
+    super(status.FAILED_PRECONDITION, message);
+    this.name = 'AdapterInUse';
+  }
+}
+
+/** Whether an unload's failure is the worker's refusal to unload an adapter with requests in flight (AdapterInUse). */
 export function refusedInUse(err: unknown): boolean {
-  return err instanceof InlaidError && err.status === status.FAILED_PRECONDITION;
+  return err instanceof AdapterInUse;
+}
+
+/** Whether a gRPC error carries the worker's in-use marker (REFUSAL_KEY: ADAPTER_IN_USE in its trailing metadata). */
+function markedInUse(err: unknown): boolean {
+  const e = err as Partial<ServiceError>;
+  if (e?.code !== status.FAILED_PRECONDITION || typeof e.metadata?.get !== 'function') return false;
+  return e.metadata.get(REFUSAL_KEY).some((v) => String(v) === ADAPTER_IN_USE);
+}
+
+/** Error -> the workers (addresses) where the failed loadEverywhere loaded the adapter fresh (loadedFresh). */
+const FRESH = new WeakMap<object, readonly string[]>();
+
+/**
+ * The workers on which a loadEverywhere that threw `err` had loaded the adapter fresh before it failed (a later worker's
+ * load failed, or a replace was refused in use): a caller with no job row to show for them unloads them there
+ * (TasksService.loadLora), else its retry finds the name served and answers 409 task_exists. Empty for any other error.
+ */
+export function loadedFresh(err: unknown): readonly string[] {
+  return typeof err === 'object' && err !== null ? (FRESH.get(err) ?? []) : [];
 }
 
 /**
@@ -65,7 +100,8 @@ export function refusedInUse(err: unknown): boolean {
  * request goes there, so those in flight drain) and retries the unload.
  */
 export class UnloadFailed extends InlaidError {
-  constructor(code: status, message: string, readonly inUse: readonly string[], details: InlaidError['details'] = {}) {
+  /** `onlyInUse`: every failure was a refusal in use (an unload everywhere's; nothing else went wrong). */
+  constructor(code: status, message: string, readonly inUse: readonly string[], details: InlaidError['details'] = {}, readonly onlyInUse = false) {
     super(code, message, details);
     this.name = 'UnloadFailed';
   }
@@ -128,8 +164,18 @@ export class WorkerAdminService {
     const param = opts.param ?? 'adapter';
     const conns = this.ready();
     const loaded: Loaded[] = [];
-    for (const c of conns) loaded.push(await this.loadOn(c, name, path, param));
-    const reference = jobDigest(loaded, opts.validated ?? null);
+    try {
+      for (const c of conns) loaded.push(await this.loadOn(c, name, path, param));
+      return await this.replaceOthers(conns, loaded, name, path, opts.validated ?? null, param);
+    } catch (err) {
+      if (typeof err === 'object' && err !== null) FRESH.set(err, conns.filter((_c, i) => loaded[i]?.fresh === true).map((c) => c.addr));
+      throw err;
+    }
+  }
+
+  /** loadEverywhere's replaces of an older adapter (`loaded`: each of `conns`' load), then the digest it answers. */
+  private async replaceOthers(conns: WorkerConnection[], loaded: Loaded[], name: string, path: string, validated: string | null, param: string): Promise<string | null> {
+    const reference = jobDigest(loaded, validated);
     const inUse: string[] = [];
     for (const [i, c] of conns.entries()) {
       const l = loaded[i] as Loaded;
@@ -221,7 +267,7 @@ export class WorkerAdminService {
     const inUse = failures.filter((f) => refusedInUse(f.err)).map((f) => f.addr);
     const first = (failures.find((f) => !refusedInUse(f.err)) ?? failures[0]) as { err: InlaidError };
     const message = failures.length === 1 ? first.err.message : `\`${name}\` could not be unloaded from ${failures.length} of ${conns.length} workers: ${[...new Set(failures.map((f) => f.err.message))].join('; ')}`;
-    throw new UnloadFailed(first.err.status, message, inUse, first.err.details);
+    throw new UnloadFailed(first.err.status, message, inUse, first.err.details, inUse.length === failures.length);
   }
 
   /** Unloads the adapter from one worker (NOT_FOUND counts as done), then re-reads its model list; also AdapterCatchUp's. */
@@ -229,9 +275,20 @@ export class WorkerAdminService {
     try {
       await unary(c.rpc.unloadAdapter.bind(c.rpc), { name });
     } catch (err) {
+      if (markedInUse(err)) throw new AdapterInUse((err as ServiceError).details ?? (err as Error).message);
       if ((err as ServiceError).code !== status.NOT_FOUND) throw toAdminError(err);
     }
     await c.refreshInfo().catch(() => undefined);
+  }
+
+  /**
+   * Unloads `name` from each accepting worker of `addrs`, best effort (a failure is logged): a failed loadLora's fresh
+   * loads (loadedFresh), under the task's lock.
+   */
+  async unloadFrom(addrs: readonly string[], name: string): Promise<void> {
+    for (const c of this.workers.acceptingConnections().filter((w) => addrs.includes(w.addr))) {
+      await this.unloadOn(c, name).catch((err: unknown) => this.logger.warn(`could not unload ${name} from worker ${c.addr} after a failed load: ${(err as Error).message}`));
+    }
   }
 
   /**

@@ -4,11 +4,11 @@
  * now, shared by the fake workers of a spec) that ValidateAdapter and LoadAdapter read. It records its loads,
  * unloads, validations, failed loads and refused unloads.
  */
-import { Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
 import { bindLocal } from './local-grpc';
 
-type Callback<T> = (e: Partial<Error & { code: number }> | null, r?: T) => void;
+type Callback<T> = (e: Partial<Error & { code: number; metadata: Metadata }> | null, r?: T) => void;
 
 /** An adapter a fake worker holds: the path it was loaded from and the digest of what was read there. */
 export interface HeldAdapter {
@@ -21,7 +21,7 @@ export interface FakeWorkerOptions {
   digests?: boolean;
   /** LoadAdapter of these names fails (UNAVAILABLE), for as long as they are in FakeWorker.failing. */
   failing?: string[];
-  /** UnloadAdapter of these names fails (FAILED_PRECONDITION: requests in flight), for as long as they are in FakeWorker.busy. */
+  /** UnloadAdapter of these names fails (FAILED_PRECONDITION marked in use: requests in flight), for as long as they are in FakeWorker.busy. */
   busy?: string[];
 }
 
@@ -41,6 +41,8 @@ export interface FakeWorker {
   digests: boolean;
   failing: Set<string>;
   busy: Set<string>;
+  /** UnloadAdapter of these names fails FAILED_PRECONDITION without the in-use marker (another refusal). */
+  unmarked: Set<string>;
 }
 
 /** Starts a fake worker on `port` (0: a free one) holding `loaded` (a gateway loaded them before its link went down). */
@@ -52,7 +54,7 @@ export async function startFakeWorker(
 ): Promise<FakeWorker> {
   const w: FakeWorker = {
     server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], validations: [], failedLoads: [], refusedUnloads: [],
-    digests: opts.digests ?? true, failing: new Set(opts.failing), busy: new Set(opts.busy),
+    digests: opts.digests ?? true, failing: new Set(opts.failing), busy: new Set(opts.busy), unmarked: new Set(),
   };
   const card = (name: string, digest: string) => common.ModelCard.fromPartial({ id: name, parent: 'm', rank: 4, targetModules: ['q_proj'], digest: w.digests ? digest : '' });
   const getInfo = (_call: unknown, cb: Callback<worker.WorkerInfo>) => {
@@ -84,9 +86,13 @@ export async function startFakeWorker(
     cb(null, card(name, digest));
   };
   const unloadAdapter = (call: { request: worker.UnloadAdapterRequest }, cb: Callback<worker.UnloadAdapterResponse>) => {
+    if (w.unmarked.has(call.request.name)) return cb({ code: status.FAILED_PRECONDITION, message: `${call.request.name}: not now` });
     if (w.busy.has(call.request.name)) {
       w.refusedUnloads.push(call.request.name);
-      return cb({ code: status.FAILED_PRECONDITION, message: `${call.request.name} has requests in flight` });
+      // marked as the worker marks it (server/servicer.py: trailing metadata inlaid-refusal: adapter-in-use)
+      const metadata = new Metadata();
+      metadata.set('inlaid-refusal', 'adapter-in-use');
+      return cb({ code: status.FAILED_PRECONDITION, message: `${call.request.name} has requests in flight`, metadata });
     }
     if (!w.adapters.delete(call.request.name)) return cb({ code: status.NOT_FOUND, message: 'unknown' });
     w.unloads.push(call.request.name);
