@@ -17,6 +17,7 @@ engine was inf/NaN. Kernels, shapes and bytes are as before: only the values of 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ ALL = ATTN + ("gate_proj", "up_proj", "down_proj")
 TARGETS = {"qkvo": ATTN, "all": ALL}
 QUANT_BITS = {"int4": 4, "int3": 3}  # --quants names of packed weights; "fp16" = dense
 LINEAR_GAIN = 1.0  # each random layer linear's output rms over its input's (zero-mean inputs)
+NORMS = ("ones", "random")  # random_weights' norm weights: all ones (the benchmarks'), or random_norms
 
 
 def write_config(shape: Shape, out_dir: Path) -> Path:
@@ -66,16 +68,38 @@ def random_gptq(k: int, n: int, bits: int, device: torch.device, group: int = 12
     return QuantMatrix((GPTQWeight(qw, qz, sc, None, bits, g, False, 1, k, n),))
 
 
-def random_weights(c: ModelConfig, quant: str, device: torch.device, dtype: torch.dtype) -> LlamaWeights:
-    """quant: "int4" / "int3" (packed g128, run by quant_matmul) or "fp16" (dense in `dtype`)."""
+def random_weights(c: ModelConfig, quant: str, device: torch.device, dtype: torch.dtype, norms: str = "ones",
+                   seed: int = 0) -> LlamaWeights:  # fmt: skip
+    """quant: "int4" / "int3" (packed g128, run by quant_matmul) or "fp16" (dense in `dtype`). norms: "ones" (the
+    benchmarks': every norm weight 1, one tensor for a layer's input and post-attention norm) or "random"
+    (random_norms: distinct per layer and per norm, seeded with `seed`; the other tensors are drawn as with "ones")."""
     if quant != "fp16" and quant not in QUANT_BITS:
         raise ValueError(f"unknown quant {quant!r}: one of fp16, {', '.join(QUANT_BITS)}")
+    if norms not in NORMS:
+        raise ValueError(f"unknown norms {norms!r}: one of {', '.join(NORMS)}")
 
     h = c.hidden_size
     layers = tuple(random_layer(c, quant, device, dtype) for _ in range(c.num_layers))
     embed = (torch.randn(c.vocab_size, h, device=device, dtype=torch.float32) * 0.02).to(dtype)
     lm_head = (torch.randn(c.vocab_size, h, device=device, dtype=torch.float32) * 0.02).to(dtype)
-    return LlamaWeights(embed, layers, torch.ones(h, device=device, dtype=dtype), lm_head)
+    w = LlamaWeights(embed, layers, torch.ones(h, device=device, dtype=dtype), lm_head)
+    return random_norms(w, seed) if norms == "random" else w
+
+
+def random_norms(w: LlamaWeights, seed: int = 0) -> LlamaWeights:
+    """w with every layer's input and post-attention norm weight its own tensor of U(0.5, 1.5) values (w's dtype and
+    device), drawn from a CPU generator seeded with `seed` (the global RNG is not touched). Speed does not depend on
+    them; a check of a step's logits or KV cache then sees a norm weight read in the wrong order (the "+dn2" fusion's
+    pair-ordered copies), from the other norm or from another layer, which all-ones norms shared by both hide."""
+    gen = torch.Generator().manual_seed(seed)
+    h = w.norm.shape[0]
+
+    def draw(like: torch.Tensor) -> torch.Tensor:
+        return (torch.rand(h, generator=gen) + 0.5).to(device=like.device, dtype=like.dtype)
+
+    layers = tuple(replace(layer, input_norm=draw(layer.input_norm), post_norm=draw(layer.post_norm), norm_pairs=None)
+                   for layer in w.layers)  # fmt: skip
+    return replace(w, layers=layers)
 
 
 def random_layer(c: ModelConfig, quant: str, device: torch.device, dtype: torch.dtype) -> LayerWeights:
@@ -96,11 +120,12 @@ def random_layer(c: ModelConfig, quant: str, device: torch.device, dtype: torch.
 
 def make_runner(
     config_dir: Path, quant: str, device: torch.device, dtype: torch.dtype, num_kv_blocks: int,
-    block_size: int, max_adapters: int, backend: str, cuda_graphs: bool = True,
+    block_size: int, max_adapters: int, backend: str, cuda_graphs: bool = True, norms: str = "ones",
 ) -> ModelRunner:  # fmt: skip
+    """A runner on random_weights (norms: "ones" or "random", set before the runner takes the weights)."""
     from inlaid_worker.model.config import load_model_config
 
-    weights = random_weights(load_model_config(config_dir), quant, device, dtype)
+    weights = random_weights(load_model_config(config_dir), quant, device, dtype, norms)
     return ModelRunner(config_dir, device, dtype, num_kv_blocks, block_size, max_adapters, backend, weights,
                        cuda_graphs)  # fmt: skip
 

@@ -200,8 +200,9 @@ def _on_off(flag: str, value: str) -> bool:
 def check_gpu_env() -> None:
     """The worker's valued GPU settings (INLAID_PDL, INLAID_PDL_MAX_BUCKET, INLAID_DECODE_FUSION,
     INLAID_GRAPH_INPUT, INLAID_PREFILL_GRAPH_MAX_TOKENS) parsed at start, as the on/off switches are in load_config: a bad value is a
-    ConfigError naming the variable (exit 2) instead of a traceback when the runner is built. Late imports: these
-    parsers live beside the kernels and graphs that read them."""
+    ConfigError naming the variable (exit 2) instead of a traceback when the runner is built. Also the on/off
+    INLAID_DECODE_DN2 (decode_graphs.dn2_env: parsed beside the policy it edits, not in env_switch.SWITCHES). Late
+    imports: these parsers live beside the kernels and graphs that read them."""
     from inlaid_worker.kernels import pdl
     from inlaid_worker.model import decode_graphs, prefill_graphs
 
@@ -209,6 +210,7 @@ def check_gpu_env() -> None:
         pdl.env_mode()
         decode_graphs.pdl_policy_env()
         decode_graphs.fusion_env()
+        decode_graphs.dn2_env()
         decode_graphs.graph_input_env()
         prefill_graphs.env_max_tokens()
     except ValueError as exc:

@@ -22,11 +22,15 @@ are per layer too: all of them sit in one fp32 buffer that the forward zeroes on
 one memset node), so nothing is cleared while a reader may still run. Layer 0's input norm and the final norm stay
 kernels (the final one reads the last down GEMV's sums: fused_norm.add_rms_norm_sums).
 
-Preconditions (layer_picks, checked for every layer at each forward, so at a graph's capture): no LoRA (its shrink
-needs x), fp16, 4-bit, the row attention with rotary inside, no "norm" fusion, and every layer's o, gate/up, down and
-qkv picks split-K half2 row GEMVs that can defer (consumer_finish.defer_ok / gu_pair; down's a half2 row GEMV) without
-act-order on qkv / gate/up. Otherwise the step runs as the name without "+q" and "+dn2" (bucket 1: "swiglu+cfin+g",
-today's path, bit for bit).
+Preconditions (layer_picks and dn2_pays, checked for every layer at each forward, so at a graph's capture): no LoRA
+(its shrink needs x), fp16, 4-bit one-part weights, the row attention with rotary inside, no "norm" fusion, and every
+layer's o, gate/up, down and qkv picks split-K half2 row GEMVs that can defer (consumer_finish.defer_ok / gu_pair;
+down's a half2 row GEMV) without act-order on qkv / gate/up; on CUDA with DN2_FORM "auto" also every consumer GEMV
+(each layer's gate/up, the qkv of layers >= 1) in the "shfl" formation, its layer with current pair-ordered norms
+(model.weights.current_pairs): "thread" measured +90 us a 7B step slower than the fallback
+(bench/results/decode-2026-12-01-s21-dn2-port.md), so it runs only when forced (DN2_FORM "thread", benchmarks) and
+under the interpreter. Otherwise the step runs as the name without "+q" and "+dn2" (bucket 1: "swiglu+cfin+g", today's
+path, with the same launches).
 
 Numerics: u is unscaled. u = h' w is the RMSNorm's x times rms(h'), so it overflows fp16 where |h'_k w_k| > 65504 for
 some k (then the step's output is inf / NaN: test_deferred_norm2's "huge" case shows it), where today's x cannot
@@ -53,8 +57,9 @@ from .quant_matmul_config import QMMConfig
 # uncapped). Read at each launch, so at a graph's capture.
 DN2_MAXNREG: int | None = 80
 # the formation of u (quant_hgemvr DNORM2): "auto" = "shfl" where use_asm(), the layer has its pair-ordered norm
-# weights (model.weights.norm_pairs) and quant_hgemvr.shfl_layout_ok holds, else "thread"; "thread" / "shfl" force one
-# (benchmarks; "shfl" where its layout is unverified raises on CUDA). Read at each launch.
+# weights (model.weights.current_pairs) and quant_hgemvr.shfl_layout_ok holds, else "thread" (on CUDA the forward then
+# runs without "+dn2": dn2_pays); "thread" / "shfl" force one (benchmarks; "shfl" where its layout is unverified raises
+# on CUDA). Read at each launch and by dn2_pays, so at a graph's capture. A module constant, no environment variable.
 DN2_FORM = "auto"
 
 
@@ -180,12 +185,23 @@ def dn2_form(cfg: QMMConfig, w: GPTQWeight, pairs: torch.Tensor | None) -> str:
     return "shfl" if use_asm() and ok else "thread"
 
 
+def dn2_pays(p: DnPicks, wq: GPTQWeight | None, wgu: GPTQWeight, pairs_in: torch.Tensor | None,
+             pairs_post: torch.Tensor | None, cuda: bool) -> bool:  # fmt: skip
+    """May one layer's consumers run "+dn2" (module docstring, Preconditions)? Always off CUDA (the interpreter's
+    per-thread formation: the same bits) and with DN2_FORM forced; on CUDA with DN2_FORM "auto" only where its gate/up
+    consumer and (wq given: layers >= 1) its qkv consumer get the "shfl" formation (dn2_form), the pairs being the
+    layer's current pair-ordered input / post-attention norms (None: none or stale)."""
+    if not cuda or DN2_FORM != "auto":
+        return True
+    return dn2_form(p.gate_up, wgu, pairs_post) == "shfl" and (wq is None or dn2_form(p.qkv, wq, pairs_in) == "shfl")
+
+
 def gemv_dnorm2(sums: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor, weight: torch.Tensor, w: GPTQWeight,
                 cfg: QMMConfig, slot: torch.Tensor, eps: float, region: torch.Tensor,
                 pairs: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """RMSNorm(h + fp16(sums)) @ w without r, deferred into region (fp32, zero): its sums [M, N] returned; h' goes to
     h_out and the rows' sum(h'^2) into slot [M] (zero before), for the consumer's r (module docstring). pairs: the
-    norm weight in pair order (model.weights.norm_pairs), which the "shfl" formation reads (dn2_form)."""
+    norm weight in pair order (model.weights.current_pairs), which the "shfl" formation reads (dn2_form)."""
     m, n = h.shape[0], w.out_features
     cap = DN2_MAXNREG if cfg.block_m == 1 else None
     out = launch_hgemvr(h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, finish=True,

@@ -39,7 +39,10 @@ part of a graph's key: switching back and forth keeps both sets of graphs (bench
 
 Decode fusions (llama_fast.DECODE_FUSIONS): the setting `fusion` is "auto" (default; env INLAID_DECODE_FUSION
 overrides it), which picks one per bucket from FUSION_POLICY, or one fusion for every bucket (benchmarks, tests).
-The fusion is part of a graph's key too, so switching keeps the other fusions' graphs.
+The fusion is part of a graph's key too, so switching keeps the other fusions' graphs. Under "auto", env
+INLAID_DECODE_DN2=0 (DN2_ENV; strict on/off, default on, parsed when the worker starts) takes "+dn2" and its "+q" out
+of bucket 1's "swiglu+cfin+q+g+dn2" (-> "swiglu+cfin+g", session 15-20's choice; other buckets unchanged), and
+INLAID_DECODE_NORM=1 (NORM_ENV) puts "norm" in place of "cfin", "+q", "+g" and "+dn2" (with_norm).
 
 Graphs are captured on first use of a (bucket, LoRA, PDL mode, fusion, input mode, grouped LoRA) key after one
 eager warm-up run (which also lets quant_matmul tune its tiles), and dropped when the runner's weights object or the
@@ -120,6 +123,7 @@ from inlaid_worker.model.llama_fast import (
     ROPE_FUSIONS,
     DecodeLayout,
     attention_fusion,
+    dnorm2_fused,
     forward_fast,
     swiglu_fused,
 )
@@ -180,12 +184,29 @@ AUTO = "auto"  # the decode fusion chosen per bucket by FUSION_POLICY
 # normalised x from the producers' sums, each x word once per 16-lane segment and shuffled) at batch 1 against
 # "swiglu+cfin+g", in main after the port: 7B int4 1.379 vs 1.485 ms of device time (-105 us, 8/8 rounds lower; the
 # experiment on 7726c8c: -104 us), 13B 2.466 vs 2.644 ms (-178 us, 8/8), the 7B engine loop 1.399 vs 1.501 ms a step
-# (4/4), so bucket 1 takes it. Where it cannot run (LoRA in the graph, "norm", not fp16 / 4-bit, a layer's picks that
-# cannot defer: deferred_norm.layer_picks) the step runs "swiglu+cfin+g", bit for bit (llama_fast.forward_fast).
-# INLAID_DECODE_FUSION=swiglu+cfin+g opts out (it names one fusion for every bucket: buckets 2+ then run it too).
+# (4/4), so bucket 1 takes it. The same name with the per-thread formation ("thread") was +90 us slower than
+# "swiglu+cfin+g", so it runs only where every consumer shuffles. The step runs "swiglu+cfin+g" instead (checked at each
+# forward, so at a graph's capture: llama_fast.forward_fast / _dn_picks, deferred_norm.layer_picks / dn2_pays) where:
+# - the graph has LoRA (its shrink needs x), or the name has "norm" (INLAID_DECODE_NORM=1 replaces "+dn2" anyway);
+# - the row attention with rotary inside does not run: paged_decode.row_rope_for gives None (another GPU than the
+#   H200's ROW_TABLE, INLAID_DECODE_ATTN=tiles / split, INLAID_DECODE_ATTN=row with a GQA model, INLAID_DECODE_ROW=0,
+#   row options with rope=0);
+# - the activations are not fp16, or a layer's qkv / o / gate/up / down is not a one-part 4-bit packed weight (dense,
+#   3-bit, or a QuantMatrix of several parts), or has act-order on qkv / gate/up, or its picks cannot defer (split-K
+#   half2 row GEMVs, down a row GEMV, qkv / gate/up block_k 64 or 128: layer_picks);
+# - on CUDA with deferred_norm.DN2_FORM "auto" (shipped), a consumer (every layer's gate/up, the qkv of layers >= 1)
+#   would form x per thread: its pick is outside quant_hgemvr.shfl_layout_ok (block_m 1, block_n 64, block_k 128,
+#   2 warps, no burst / pin, N % 64 == 0: the H200 table's 7B / 13B batch-1 picks) or its layer has no current
+#   pair-ordered norms (model.weights.current_pairs: none, or stale after a norm was replaced or written in place).
+# "Instead" means the same launches as the name "swiglu+cfin+g" (the "+q" part drops with "+dn2"): identical on the
+# CPU; on the GPU the split-K GEMVs' fp32 atomics add in a varying order, so two captures (of either name) differ in
+# the last bits. Opt-outs: INLAID_DECODE_DN2=0 (bucket 1 only: "swiglu+cfin+g", the other buckets keep the policy);
+# INLAID_DECODE_FUSION=swiglu+cfin+g names one fusion for every bucket (buckets 2+ then run it too: a benchmark /
+# debugging switch).
 FUSION_POLICY: tuple[tuple[int, str], ...] = (
     (1, "swiglu+cfin+q+g+dn2"), (2, "swiglu+cfin+q"), (8, "cfin"), (16, "merge+cfin"))  # fmt: skip
 NORM_ENV = "INLAID_DECODE_NORM"
+DN2_ENV = "INLAID_DECODE_DN2"  # 0: the AUTO policy without "+dn2" (and its "+q") at bucket 1 (module docstring)
 
 
 def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLICY) -> str:
@@ -195,14 +216,29 @@ def policy_fusion(bucket: int, policy: tuple[tuple[int, str], ...] = FUSION_POLI
 
 def with_norm(fusion: str, on: bool | None) -> str:
     """`fusion` with the norm fusion added (on) or removed (off); None: unchanged. Added only to a name whose attention
-    part is "none" (DECODE_FUSIONS has "norm" and "norm+swiglu" only): it keeps "swiglu" and replaces "cfin", "+q"
-    and "+g" (the norm's producers write no y to finish, its consumers read x); other names stay as they are."""
+    part is "none" (DECODE_FUSIONS has "norm" and "norm+swiglu" only): it keeps "swiglu" and replaces "cfin", "+q",
+    "+g" and "+dn2" (the norm's producers write no y to finish, its consumers read x); other names stay as they are."""
     if on is None:
         return fusion
     base = "+".join(p for p in fusion.split("+") if p != "norm") or "none"
     if not on or attention_fusion(base) != "none":
         return base
     return "norm+swiglu" if swiglu_fused(base) else "norm"
+
+
+def without_dn2(fusion: str) -> str:
+    """`fusion` without "+dn2" and the "+q" it rides on ("swiglu+cfin+q+g+dn2" -> "swiglu+cfin+g", the name "+dn2"
+    falls back to); a name without "+dn2" unchanged (bucket 2's "swiglu+cfin+q" keeps its "+q")."""
+    if not dnorm2_fused(fusion):
+        return fusion
+    return "+".join(p for p in fusion.split("+") if p not in ("dn2", "q")) or "none"
+
+
+def dn2_env() -> bool:
+    """Does the AUTO policy keep "+dn2" at bucket 1? Env INLAID_DECODE_DN2 (DN2_ENV): unset or 1 (on, true, yes) keeps
+    it, 0 (off, false, no) takes it out (without_dn2); anything else is an error naming the variable, raised when the
+    worker starts (config.check_gpu_env) and when decode graphs are made."""
+    return env_switch(DN2_ENV) is not False
 
 
 def fusion_env() -> str:
@@ -446,6 +482,7 @@ class DecodeGraphs:
         self._bucket_of = [bucket_for(n, buckets) for n in range(buckets[-1] + 1)]  # S -> its bucket (0: None)
         self._fusion = fusion_env() if fusion is None else check_fusion(fusion)
         self._norm = env_switch(NORM_ENV)  # the AUTO policy's norm fusion override (None: FUSION_POLICY's)
+        self._dn2 = dn2_env()  # False: the AUTO policy without "+dn2" at bucket 1 (without_dn2)
         self._pdl = pdl.env_mode() if pdl_mode is None else pdl.check_mode(pdl_mode)
         self.pdl_max_bucket, self.pdl_lora = pdl_policy_env()
         self._input = graph_input_env()
@@ -499,8 +536,12 @@ class DecodeGraphs:
         self._fusion = check_fusion(value)
 
     def fusion_for(self, bucket: int) -> str:
-        """The fusion a graph of this bucket runs."""
-        return with_norm(policy_fusion(bucket), self._norm) if self._fusion == AUTO else self._fusion
+        """The fusion a graph of this bucket runs: the setting, or under AUTO the policy's with the env's "+dn2" and
+        norm overrides (DN2_ENV, NORM_ENV)."""
+        if self._fusion != AUTO:
+            return self._fusion
+        f = policy_fusion(bucket)
+        return with_norm(f if self._dn2 else without_dn2(f), self._norm)
 
     def can_run(self, step: StepInput) -> bool:
         s = step.num_seqs

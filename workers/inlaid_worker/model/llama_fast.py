@@ -40,10 +40,14 @@ Decode fusions (DecodeLayout.fusion, pure decode steps only; the runner's `decod
     producer's sums, h and the norm weight after their PDL wait and multiply their weights by u = fp16(h' w), h' =
     fp16(h + fp16(sums)), unscaled; one extra program column of theirs stores h' and the rows' sum(h'^2); r is applied
     by the down GEMV (gate/up's consumer, on load) and by the row attention (qkv's, "+q"). Layer 0's input norm and
-    the final norm stay launches. Only where every layer's picks allow it (deferred_norm.layer_picks), with the row
-    attention's fused rotary, fp16, no LoRA and no "norm"; otherwise the step runs as the name without "+q" and
-    "+dn2" (bucket 1: "swiglu+cfin+g", bit for bit). The consumers read each layer's pair-ordered norm weights
-    (LayerWeights.norm_pairs, made once where the runner takes its weights) where quant_hgemvr.shfl_layout_ok holds.
+    the final norm stay launches (63 of a 32-layer step's 65 add + RMSNorm launches removed: 2 x 32 - 1 consumers).
+    Only where every layer's picks allow it (deferred_norm.layer_picks: one-part 4-bit weights, split-K row GEMVs),
+    with the row attention's fused rotary, fp16, no LoRA and no "norm", and on CUDA (DN2_FORM "auto") only where every
+    consumer runs the shuffled formation (deferred_norm.dn2_pays, _dn_picks: the per-thread one is slower than the
+    fallback); otherwise the step runs as the name without "+q" and "+dn2" (bucket 1: "swiglu+cfin+g", the same
+    launches; decode_graphs' FUSION_POLICY comment lists every condition). The consumers read each layer's
+    pair-ordered norm weights (weights.current_pairs: made where the runner takes its weights, never when stale) where
+    quant_hgemvr.shfl_layout_ok holds.
 "norm" (alone: "none+norm"; "norm+swiglu" both): the residual add + RMSNorm between the o GEMV and gate/up and
     between down and the next layer's qkv run inside those GEMVs (kernels.gemv_norm: the producer adds into the
     residual stream and a per-norm sum-of-squares slot, the consumer normalises its x on load), removing 63 of the
@@ -77,7 +81,15 @@ from inlaid_worker.env_switch import env_switch
 from inlaid_worker.kernels.consumer_finish import gemv_add_norm, gemv_gu_sums, gemv_sums, gu_down_add_norm, gu_pair
 from inlaid_worker.kernels.decode_fused import decode_attention, rope_decode_attention
 from inlaid_worker.kernels.decode_row import row_rope_decode
-from inlaid_worker.kernels.deferred_norm import DnPicks, DnRegions, down_xnorm, gemv_deferred, gemv_dnorm2, layer_picks
+from inlaid_worker.kernels.deferred_norm import (
+    DnPicks,
+    DnRegions,
+    dn2_pays,
+    down_xnorm,
+    gemv_deferred,
+    gemv_dnorm2,
+    layer_picks,
+)
 from inlaid_worker.kernels.fused_norm import add_rms_norm, add_rms_norm_sums
 from inlaid_worker.kernels.gemv_norm import gemv_normed, gemv_residual, pair_ok, swiglu_possible
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
@@ -94,7 +106,7 @@ from inlaid_worker.model.kernel_lora import KernelLoraContext
 from inlaid_worker.model.linear import linear
 from inlaid_worker.model.llama import LoraDelta
 from inlaid_worker.model.quant_weights import QuantMatrix
-from inlaid_worker.model.weights import LayerWeights, LlamaWeights
+from inlaid_worker.model.weights import LayerWeights, LlamaWeights, current_pairs
 
 ATTENTION_FUSIONS = ("none", "merge", "rope", "rope-vec", "tiles", "split")
 DECODE_FUSIONS = (*ATTENTION_FUSIONS, "swiglu", "merge+swiglu", "rope+swiglu", "norm", "norm+swiglu", "cfin",
@@ -352,15 +364,22 @@ def forward_fast(
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
-def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor) -> list[DnPicks] | None:
-    """deferred_norm.layer_picks of every layer, or None where one cannot defer its norms."""
+def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, cuda: bool | None = None) -> list[DnPicks] | None:
+    """deferred_norm.layer_picks of every layer, or None where one cannot defer its norms or where "+dn2" would not
+    pay (deferred_norm.dn2_pays: on CUDA with DN2_FORM "auto", a consumer GEMV in the per-thread formation, e.g. a
+    layer without current pair-ordered norms, weights.current_pairs). cuda: the device-type decision (None: h's)."""
+    cuda = h.is_cuda if cuda is None else cuda
     picks = []
-    for layer in w.layers:
+    for i, layer in enumerate(w.layers):
         ws = [_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         if any(m is None for m in ws):
             return None
         p = layer_picks(h, c.num_heads * c.head_dim, *ws, layer.input_norm, layer.post_norm)  # type: ignore[arg-type]
         if p is None:
+            return None
+        pin, ppost = current_pairs(layer) or (None, None)
+        # layer 0's qkv reads the input norm kernel's x (no consumer); its gate/up and every later qkv are consumers
+        if not dn2_pays(p, ws[0] if i else None, ws[2], pin, ppost, cuda):  # type: ignore[arg-type]
             return None
         picks.append(p)
     return picks
@@ -380,7 +399,7 @@ def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tens
     down: torch.Tensor | None = None  # the previous layer's down sums (the norm the next qkv defers)
     for i, (layer, p) in enumerate(zip(w.layers, picks, strict=True)):
         wq, wo, wgu, wd = (_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down))
-        pin, ppost = layer.norm_pairs if layer.norm_pairs is not None else (None, None)
+        pin, ppost = current_pairs(layer) or (None, None)  # (stale or none: the per-thread formation)
         rope = (cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], layout.block_tables, layout.context_lens,
                 scale, c.num_heads)  # fmt: skip
         if down is None:

@@ -197,9 +197,10 @@ class ModelRunner:
 
     @property
     def weights(self) -> LlamaWeights:
-        """The served weights. Setting them (load, or onboard's replaced layers) adds each layer's pair-ordered norm
-        weights once (weights.with_norm_pairs; the triton backend's "+dn2" decode fusion reads them); the object
-        kept is what the decode graphs compare to drop their captures."""
+        """The served weights. Setting them (load, or onboard's replaced layers) makes each layer's pair-ordered norm
+        weights where it has none or stale ones (weights.with_norm_pairs: a norm replaced by another tensor or written
+        in place since; the triton backend's "+dn2" decode fusion reads them); the object kept is what the decode
+        graphs compare to drop their captures (set the weights again after writing a norm in place)."""
         return self._weights
 
     @weights.setter

@@ -5,9 +5,16 @@ Layout: q/k/v are concatenated into one `qkv` matrix and gate/up into one `gate_
 LoRA deltas are added onto the matching output slices (see `PROJ_SLICES`). With tied embeddings the LM head
 is the embedding matrix. `with_norm_pairs` adds each layer's two norm weights in pair order (`norm_pairs`, read by
 the "+dn2" decode fusion's shuffled formation, kernels.quant_hgemvr); the model runner applies it once where it takes
-its weights (load, or a replaced weights object). The pairs are a copy: norm weights are not changed in place after
-that, and a layer with other norms is built with norm_pairs None (dataclasses.replace keeps the old pairs unless
-told `norm_pairs=None`), so that the runner makes them anew.
+its weights (load, or a replaced weights object). The pairs are a copy, kept with what they were made from
+(`NormPairs`: the two norm tensors themselves and their version counters then), so pairs that no longer match their
+layer are never read: `with_norm_pairs` makes them anew where a layer's norm is another tensor (dataclasses.replace
+keeps the old pairs; layer_from_packed-style layers are built without) or was written in place since (torch bumps a
+tensor's `_version` at every in-place op on it or a view), and the forward (`current_pairs`) passes None for stale
+pairs, so the "+dn2" consumers form x per thread from the norm itself (on CUDA the step then falls back to
+"swiglu+cfin+g": llama_fast._dn_picks). Not seen: writes through `.data` and into inference tensors (they keep no
+version counter: identity is checked only), and a decode graph captured before an in-place write keeps the pairs it
+captured until the runner's weights are set again (its captures are dropped then). Nothing is computed in
+__post_init__: layer_from_packed builds layers off the engine thread.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -28,6 +36,22 @@ class WeightsError(ValueError):
     """Weights are missing, pickled, or do not match config.json."""
 
 
+class NormPairs(NamedTuple):
+    """A layer's two norm weights in pair order (norm_pairs) and what they were made from: the norm tensors themselves
+    (compared by identity; held, so an id is never reused while they are) and their version counters then."""
+
+    input: torch.Tensor  # norm_pairs(input_norm)
+    post: torch.Tensor  # norm_pairs(post_norm)
+    sources: tuple[torch.Tensor, torch.Tensor]  # (input_norm, post_norm)
+    versions: tuple[int | None, int | None]  # their _version then (None: an inference tensor, which keeps none)
+
+    def made_from(self, layer: LayerWeights) -> bool:
+        """Were these made from the layer's norms as they are now (the same tensors, not written in place since)?"""
+        a, b = self.sources
+        return (a is layer.input_norm and b is layer.post_norm
+                and self.versions == (_version(a), _version(b)))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LayerWeights:
     input_norm: torch.Tensor  # [hidden]
@@ -36,9 +60,9 @@ class LayerWeights:
     post_norm: torch.Tensor  # [hidden]
     gate_up: torch.Tensor  # [2 * intermediate, hidden]
     down: torch.Tensor  # [hidden, intermediate]
-    # (input_norm, post_norm) in pair order (norm_pairs; with_norm_pairs): None until the runner makes them, or where
-    # the norms are not fp16 (the "+dn2" fusion then forms its x per thread)
-    norm_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+    # (input_norm, post_norm) in pair order and what they were made from (with_norm_pairs): None until the runner makes
+    # them, or where the norms are not fp16 (the "+dn2" fusion then forms its x per thread); read through current_pairs
+    norm_pairs: NormPairs | None = None
 
 
 @dataclass(frozen=True)
@@ -58,15 +82,40 @@ def norm_pairs(weight: torch.Tensor) -> torch.Tensor | None:
     return weight.reshape(-1, 2, 4).transpose(1, 2).contiguous().reshape(-1)
 
 
+def _version(t: torch.Tensor) -> int | None:
+    """torch's version counter of t (bumped by every in-place op on t or a view of it); None for an inference tensor."""
+    try:
+        return t._version
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return None
+
+
+def make_norm_pairs(layer: LayerWeights) -> NormPairs | None:
+    """The layer's two norms in pair order with their sources, or None unless both are contiguous fp16 [8k]."""
+    a, b = layer.input_norm, layer.post_norm
+    versions = (_version(a), _version(b))  # (before the copies: making them writes nothing)
+    pa, pb = norm_pairs(a), norm_pairs(b)
+    return None if pa is None or pb is None else NormPairs(pa, pb, (a, b), versions)
+
+
+def current_pairs(layer: LayerWeights) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The layer's (input, post) pair-ordered norms where they were made from its norms as they are now, else None
+    (none made, or stale: the "+dn2" consumers then form x from the norms per thread)."""
+    p = layer.norm_pairs
+    return (p.input, p.post) if p is not None and p.made_from(layer) else None
+
+
 def with_norm_pairs(w: LlamaWeights) -> LlamaWeights:
-    """w with norm_pairs made for every layer that has none and fp16 norms (one small copy each; layers that have them
-    are kept as they are); w itself where nothing was added (the decode graphs keep their captures)."""
+    """w with norm_pairs made for every layer that has none or stale ones (NormPairs.made_from: a norm replaced by
+    another tensor, or written in place since; one small copy each; a layer whose norms cannot have pairs drops stale
+    ones) and every other layer kept as it is; w itself where nothing changed (the decode graphs keep their
+    captures)."""
     layers = []
     for layer in w.layers:
-        if layer.norm_pairs is None:
-            a, b = norm_pairs(layer.input_norm), norm_pairs(layer.post_norm)
-            if a is not None and b is not None:
-                layer = replace(layer, norm_pairs=(a, b))
+        if layer.norm_pairs is None or not layer.norm_pairs.made_from(layer):
+            pairs = make_norm_pairs(layer)
+            if pairs is not None or layer.norm_pairs is not None:
+                layer = replace(layer, norm_pairs=pairs)
         layers.append(layer)
     if all(x is y for x, y in zip(layers, w.layers, strict=True)):
         return w
@@ -127,9 +176,7 @@ def build_weights(
             raise WeightsError(f"missing tensor {name!r}")
         t = tensors[name]
         if tuple(t.shape) != shape:
-            raise WeightsError(
-                f"tensor {name!r} has shape {tuple(t.shape)}, expected {shape} from config.json"
-            )
+            raise WeightsError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {shape} from config.json")
         return t.to(device=device, dtype=dtype)
 
     def linear(layer: int, module: str) -> torch.Tensor:
@@ -149,18 +196,12 @@ def build_weights(
                 down=linear(i, "down_proj"),
             )
         )
-    extra = sorted(
-        n for n in tensors if n.startswith("model.layers.") and int(n.split(".")[2]) >= config.num_layers
-    )
+    extra = sorted(n for n in tensors if n.startswith("model.layers.") and int(n.split(".")[2]) >= config.num_layers)
     if extra:
-        raise WeightsError(
-            f"checkpoint has more layers than num_hidden_layers={config.num_layers}: {extra[0]}"
-        )
+        raise WeightsError(f"checkpoint has more layers than num_hidden_layers={config.num_layers}: {extra[0]}")
     embed = get("model.embed_tokens.weight", (config.vocab_size, h))
     if config.tie_word_embeddings:
         lm_head = embed
     else:
         lm_head = get("lm_head.weight", (config.vocab_size, h))
-    return LlamaWeights(
-        embed=embed, layers=tuple(layers), norm=get("model.norm.weight", (h,)), lm_head=lm_head
-    )
+    return LlamaWeights(embed=embed, layers=tuple(layers), norm=get("model.norm.weight", (h,)), lm_head=lm_head)

@@ -84,7 +84,7 @@ def test_fusion_env_opts_bucket_1_out_of_dn2(monkeypatch: pytest.MonkeyPatch) ->
     """The override reaches the graphs' setting: DecodeGraphs.fusion_for gives the env's name at every bucket (the
     AUTO policy's "+dn2" at bucket 1 otherwise). (A DecodeGraphs' fusion logic only: nothing is captured.)"""
     graphs = object.__new__(dg.DecodeGraphs)
-    graphs._norm = None
+    graphs._norm, graphs._dn2 = None, True
     monkeypatch.setenv("INLAID_DECODE_FUSION", "swiglu+cfin+g")
     graphs._fusion = dg.fusion_env()
     assert [graphs.fusion_for(b) for b in (1, 2)] == ["swiglu+cfin+g", "swiglu+cfin+g"]
@@ -106,3 +106,50 @@ def test_norm_env_adds_or_removes_the_norm_fusion(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(dg.NORM_ENV, "maybe")
     with pytest.raises(ValueError, match=dg.NORM_ENV):
         dg.env_switch(dg.NORM_ENV)
+
+
+def test_dn2_switch_takes_dn2_out_of_bucket_1_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """INLAID_DECODE_DN2 (DN2_ENV, strict on/off, default on): 0 takes "+dn2" and its "+q" out of the AUTO policy's
+    bucket-1 name ("swiglu+cfin+g", what "+dn2" falls back to) and leaves every other bucket's (bucket 2 keeps its
+    "+q"); INLAID_DECODE_NORM=1 still replaces either; an explicit INLAID_DECODE_FUSION is not touched."""
+    assert dg.without_dn2("swiglu+cfin+q+g+dn2") == "swiglu+cfin+g"
+    assert all(dg.without_dn2(f) == f for f in DECODE_FUSIONS if not dnorm2_fused(f))
+    assert all(dg.without_dn2(f) in DECODE_FUSIONS for f in DECODE_FUSIONS)
+    graphs = object.__new__(dg.DecodeGraphs)
+    graphs._fusion, graphs._norm = dg.AUTO, None
+    for raw, on in (("", True), ("1", True), (" On ", True), ("yes", True), ("0", False), ("off", False),
+                    ("FALSE", False)):  # fmt: skip
+        monkeypatch.setenv(dg.DN2_ENV, raw)
+        graphs._dn2 = dg.dn2_env()
+        assert graphs._dn2 is on, raw
+        want = {b: dg.policy_fusion(b) for b in dg.BUCKETS}
+        if not on:
+            want[1] = "swiglu+cfin+g"
+        assert {b: graphs.fusion_for(b) for b in dg.BUCKETS} == want, raw
+    monkeypatch.delenv(dg.DN2_ENV)
+    assert dg.dn2_env() is True
+    graphs._dn2, graphs._norm = False, True
+    assert [graphs.fusion_for(b) for b in (1, 2)] == ["norm+swiglu", "norm+swiglu"]
+    graphs._norm, graphs._fusion = None, "swiglu+cfin+q+g+dn2"
+    assert graphs.fusion_for(1) == "swiglu+cfin+q+g+dn2"  # (the switch edits the AUTO policy only)
+
+
+@pytest.mark.parametrize("raw", ["2", "maybe", "of", "-1"])
+def test_a_bad_dn2_switch_stops_the_worker_at_start(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                     raw: str) -> None:  # fmt: skip
+    """A value other than on/off is an error naming the variable: from dn2_env, from config.check_gpu_env (a
+    ConfigError) and from the worker's main before it loads a model (exit code 2)."""
+    from inlaid_worker.config import ConfigError, check_gpu_env
+
+    monkeypatch.setenv(dg.DN2_ENV, raw)
+    with pytest.raises(ValueError, match=dg.DN2_ENV):
+        dg.dn2_env()
+    with pytest.raises(ConfigError, match=dg.DN2_ENV):
+        check_gpu_env()
+    if raw == "2":  # (once: the worker's start, as test_strict_env_switches does for the other settings)
+        from inlaid_worker.server.__main__ import main
+
+        assert main(["--model", "/nonexistent-model-dir"]) == 2
+        assert dg.DN2_ENV in capsys.readouterr().err
+    monkeypatch.setenv(dg.DN2_ENV, "0")
+    check_gpu_env()  # (a good value passes)
