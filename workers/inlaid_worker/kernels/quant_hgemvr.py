@@ -35,11 +35,17 @@ rows' sum(h'^2) (_dn2_rows). Two formations of u, equal bit for bit (launch_hgem
   look-ahead carries those 5 registers, and where the tile is used the lane forms its word (cvt / add / mul, the same
   roundings) and 16 shfl.sync give the segment all 16 (_dn2_shfl / _dn2_shfl_form). It relies on the TTGIR layout of
   x's [BM, RO, 1] operands putting one word row on an aligned 16-lane segment (threadsPerWarp [1, 2, 16], N the
-  fastest), verified offline (test_dn2_shfl) at the configurations of shfl_layout_ok only; the interpreter computes
-  the per-thread values from the same inputs.
+  fastest) and never moving them between layouts (shfl_ttgir_problems), launched on CUDA only at the configurations
+  of shfl_layout_ok, verified offline (test_dn2_shfl) and at run time once per compiled kernel (verify_shfl_kernel:
+  RuntimeError); the per-lane offsets and orders are ShflPlan's (test_dn2_shfl_emu runs the PTX on the CPU); the
+  interpreter computes the per-thread values from the same inputs.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -174,6 +180,13 @@ def _ld_col(ptrs, USE_ASM: tl.constexpr):
 
 
 @triton.jit
+def _chunks16(v):
+    """16 pair words v[4 c + i] as the 4 chunks' (chunk c: pairs i = 0..3), _x_chunks' tuple."""
+    return ((v[0], v[1], v[2], v[3]), (v[4], v[5], v[6], v[7]), (v[8], v[9], v[10], v[11]),
+            (v[12], v[13], v[14], v[15]))  # fmt: skip
+
+
+@triton.jit
 def _x_chunks(x_ptr, perm_ptr, offs_m, kr, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
               RO: tl.constexpr):  # fmt: skip
     """x pairs of the 4 row chunks of the tile whose chunk-0 rows start at K index kr ([1, RO, 1]); offs_m in range."""
@@ -185,8 +198,7 @@ def _x_chunks(x_ptr, perm_ptr, offs_m, kr, stride_xm, HAS_PERM: tl.constexpr, US
         else:
             v = tl.inline_asm_elementwise(_XLOAD4_RO2, "=r," * 16 + "l", [x32], dtype=(tl.int32,) * 16,
                                           is_pure=True, pack=1)  # fmt: skip
-        xs = ((v[0], v[1], v[2], v[3]), (v[4], v[5], v[6], v[7]), (v[8], v[9], v[10], v[11]),
-              (v[12], v[13], v[14], v[15]))  # fmt: skip
+        xs = _chunks16(v)
     else:
         ok = offs_m >= 0
         xs = (_x_words(x_ptr, perm_ptr, offs_m, ok, kr, ok, stride_xm, HAS_PERM, USE_ASM),
@@ -341,43 +353,62 @@ def _dn2_x(xs, gs, USE_ASM: tl.constexpr):
             _dn2_u(s[2], hw[2], gs[2], USE_ASM), _dn2_u(s[3], hw[3], gs[3], USE_ASM))  # fmt: skip
 
 
-def _dn2_shfl_ptx(ro: int, part: str) -> str:
-    """DNORM2 "shfl": a tile's 16 u pair words of one word row formed ONCE per 16-lane segment and distributed with
-    warp shuffles. Lane L of a 16-lane segment (the segment shares one word row in the x-pair layout: threadsPerWarp
-    [.., .., 16+] along N, N the fastest lane bits) owns pair word j = L & 15 (chunk c = j >> 2, pair i = j & 3: K
-    indices a = kr + 8 RO c + i and a + 4). part "load" (where the tile's other loads are issued): the producer's two
-    fp32 sums at a and a + 4, the two h halves and the pair-ordered norm weight's word (one 32-bit load): outputs
-    $0 sa, $1 sb, $2 ha, $3 hb, $4 w; inputs $5-$7 the sums (fp32), h (fp16) and pair-ordered weight pointers at kr,
-    as int32 pointers (the weight's: its int32 view at kr / 2). part "form" (where the tile is used; RO-free): inputs
-    $16-$20 the "load" outputs; u = fp16(fp16(h + fp16(s)) * w) in half2 (cvt / add / mul, rn: exactly _DN2_U_PTX's
-    roundings), then 16 shfl.sync.idx.b32 (width 16) give every lane the segment's 16 words in _XLOAD4's order
-    ($4c+i = chunk c pair i)."""
+@dataclass(frozen=True)
+class ShflPlan:
+    """DNORM2 "shfl"'s per-lane offsets and orders at BLOCK_K 128 (RO 4: chunks of 4 word rows, 32 K values), the one
+    source of its PTX (_dn2_shfl_ptx) and of the CPU emulation of that PTX (test_dn2_shfl_emu). Lane L of a 16-lane
+    segment (one word row: the verified layout, shfl_ttgir_problems) owns pair word j = L & 15: chunk c = j >> 2,
+    pair i = j & 3, K indices a = kr + 32 c + i and a + 4, i.e. _x_chunks' word (x[k + i], x[k + 4 + i]), k = kr + 32 c.
+    mad: o = j + mad (j >> 2) = 32 c + i, the K values from kr (one mad.lo.u32 on j >> 2); sum_hi / h_hi: the bytes
+    from s[a] / h[a] to s[a + 4] / h[a + 4]; the pair-ordered norm weight's word (w[a], w[a + 4]) lies 2 (o + i) bytes
+    from its int32 view at kr / 2; cvt: cvt.rn.f16x2.f32's operands, (upper, lower) = (s[a + 4], s[a]) of the form
+    part's inputs $16 s[a], $17 s[a + 4]; seg: shfl.sync's c operand (segment mask 0x10 << 8: 16-lane segments, clamp
+    31); order: output $k gets lane order[k]'s word of the segment."""
+
+    mad: int = 28
+    sum_hi: int = 16
+    h_hi: int = 8
+    cvt: str = "$17, $16"
+    seg: int = 0x101F
+    order: tuple[int, ...] = tuple(range(16))
+
+    def lane(self, j: int) -> tuple[int, int, int, int, int]:
+        """Lane j's (0..15) byte offsets from kr's: s[a], s[a + 4], h[a], h[a + 4], the pair-ordered weight word."""
+        o = j + self.mad * (j >> 2)
+        return 4 * o, 4 * o + self.sum_hi, 2 * o, 2 * o + self.h_hi, 2 * (o + (j & 3))
+
+
+SHFL_PLAN = ShflPlan()
+
+
+def _dn2_shfl_ptx(part: str, plan: ShflPlan = SHFL_PLAN) -> str:
+    """DNORM2 "shfl" (BLOCK_K 128 only): a tile's 16 u pair words of one word row formed ONCE per 16-lane segment and
+    distributed with warp shuffles (the offsets and orders: ShflPlan). part "load" (where the tile's other loads are
+    issued): the producer's two fp32 sums at a and a + 4, the two h halves and the pair-ordered norm weight's word
+    (one 32-bit load): outputs $0 sa, $1 sb, $2 ha, $3 hb, $4 w; inputs $5-$7 the sums (fp32), h (fp16) and
+    pair-ordered weight pointers at kr, as int32 pointers (the weight's: its int32 view at kr / 2). part "form" (where
+    the tile is used): inputs $16-$20 the "load" outputs; u = fp16(fp16(h + fp16(s)) * w) in half2 (cvt / add / mul,
+    rn: exactly _DN2_U_PTX's roundings), then 16 shfl.sync.idx.b32 give every lane the segment's 16 words in
+    _XLOAD4's order ($4c+i = chunk c pair i)."""
     if part == "load":
-        cs = 8 * ro  # K values a chunk
         return ("{\n.reg .b32 l, j, o, i, oi;\n.reg .b64 d4, d2, dw, ps, ph, pw;\n"
                 "mov.u32 l, %laneid;\nand.b32 j, l, 15;\nshr.u32 o, j, 2;\n"
-                f"mad.lo.u32 o, o, {cs - 4}, j;\n"  # o = cs c + i (elements from kr)
+                f"mad.lo.u32 o, o, {plan.mad}, j;\n"  # o = 32 c + i (K values from kr)
                 "mul.wide.u32 d4, o, 4;\nadd.s64 ps, $5, d4;\nmul.wide.u32 d2, o, 2;\nadd.s64 ph, $6, d2;\n"
-                # the pair word (kr + cs c) / 2 + i of the int32 view at kr / 2: byte 2 (cs c + 2 i) = 2 (o + i)
+                # the pair word (kr + 32 c) / 2 + i of the int32 view at kr / 2: byte 2 (32 c + 2 i) = 2 (o + i)
                 "and.b32 i, j, 3;\nadd.u32 oi, o, i;\nmul.wide.u32 dw, oi, 2;\nadd.s64 pw, $7, dw;\n"
-                "ld.global.f32 $0, [ps];\nld.global.f32 $1, [ps+16];\nld.global.b16 $2, [ph];\n"
-                "ld.global.b16 $3, [ph+8];\nld.global.b32 $4, [pw];\n}")  # fmt: skip
+                f"ld.global.f32 $0, [ps];\nld.global.f32 $1, [ps+{plan.sum_hi}];\nld.global.b16 $2, [ph];\n"
+                f"ld.global.b16 $3, [ph+{plan.h_hi}];\nld.global.b32 $4, [pw];\n}}")  # fmt: skip
     if part != "form":
         raise ValueError(part)
-    shfl = "".join(f"shfl.sync.idx.b32 ${k}, u, {k}, 0x101f, 0xffffffff;\n" for k in range(16))
-    return ("{\n.reg .b32 t, hh, u;\ncvt.rn.f16x2.f32 t, $17, $16;\nmov.b32 hh, {$18, $19};\nadd.rn.f16x2 t, t, hh;\n"
-            "mul.rn.f16x2 u, t, $20;\n" + shfl + "}")  # fmt: skip
+    seg = f"{plan.seg:#x}"
+    shfl = "".join(f"shfl.sync.idx.b32 ${k}, u, {src}, {seg}, 0xffffffff;\n" for k, src in enumerate(plan.order))
+    return (f"{{\n.reg .b32 t, hh, u;\ncvt.rn.f16x2.f32 t, {plan.cvt};\nmov.b32 hh, {{$18, $19}};\n"
+            "add.rn.f16x2 t, t, hh;\nmul.rn.f16x2 u, t, $20;\n" + shfl + "}")  # fmt: skip
 
 
-_DN2_LOAD_RO4 = tl.constexpr(_dn2_shfl_ptx(4, "load"))  # BLOCK_K 128 (shfl_layout_ok: the only verified one)
-_DN2_FORM = tl.constexpr(_dn2_shfl_ptx(4, "form"))
-_ASM_ON = tl.constexpr(use_asm())  # (_dn2_shfl: USE_ASM as a module constant)
-
-
-@triton.jit
-def _chunks16(v):
-    return ((v[0], v[1], v[2], v[3]), (v[4], v[5], v[6], v[7]), (v[8], v[9], v[10], v[11]),
-            (v[12], v[13], v[14], v[15]))  # fmt: skip
+_DN2_LOAD = tl.constexpr(_dn2_shfl_ptx("load"))  # (shfl_layout_ok: BLOCK_K 128, the only verified one)
+_DN2_FORM = tl.constexpr(_dn2_shfl_ptx("form"))
 
 
 @triton.jit
@@ -392,24 +423,24 @@ def _pair_words(p32, kr, RO: tl.constexpr):
 
 
 @triton.jit
-def _dn2_shfl(s_ptr, h_ptr, pw_ptr, offs_m, kr, stride_sm, stride_hm, USE_ASM: tl.constexpr, RO: tl.constexpr):
+def _dn2_shfl(s_ptr, h_ptr, pw_ptr, offs_m, kr, stride_sm, stride_hm, PTX: tl.constexpr, RO: tl.constexpr):
     """DNORM2 "shfl", where the tile's loads are issued: this lane's raw loads of its pair word (_dn2_shfl_ptx
     "load"; _dn2_shfl_form forms and shuffles them where the tile is used). pw_ptr: the pair-ordered norm weight.
-    The interpreter loads the per-thread raw values instead ((sums, h pairs), norm-weight pairs from pw_ptr)."""
-    if _ASM_ON:  # (USE_ASM arrives here through the kernel's argument tuple, not as a constexpr: an `if` on it is
-        # traced both ways, and the two branches differ in type.) All three pointers as int32 pointers: an asm's
-        # operands are broadcast together, one pointer type. RO is 4 (BLOCK_K 128: launch_hgemvr admits "shfl" on
-        # CUDA only where shfl_layout_ok holds; RO, too, is no constexpr here)
+    PTX: the kernel's USE_ASM (as the kernel's DN2T 3: _with_x sees USE_ASM only inside the argument tuples, where
+    it is no constexpr, and the two paths differ in type). Without it (the interpreter) the per-thread raw values
+    ((sums, h pairs), norm-weight pairs from pw_ptr)."""
+    if PTX:  # all three pointers as int32 pointers: an asm's operands are broadcast together, one pointer type. RO is
+        # 4 (BLOCK_K 128: launch_hgemvr admits "shfl" on CUDA only where shfl_layout_ok holds)
         ps = (s_ptr + offs_m * stride_sm + kr).to(tl.pointer_type(tl.int32), bitcast=True)
         ph = (h_ptr + offs_m * stride_hm + kr).to(tl.pointer_type(tl.int32), bitcast=True)
         pw = pw_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m * 0 + kr // 2
-        out = tl.inline_asm_elementwise(_DN2_LOAD_RO4, "=f,=f,=h,=h,=r,l,l,l", [ps, ph, pw],
+        out = tl.inline_asm_elementwise(_DN2_LOAD, "=f,=f,=h,=h,=r,l,l,l", [ps, ph, pw],
                                         dtype=(tl.float32, tl.float32, tl.float16, tl.float16, tl.int32),
                                         is_pure=True, pack=1)  # fmt: skip
     else:
         gs = _pair_words(pw_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m * 0, kr, RO)
-        raw = (_dn2_sums(s_ptr, offs_m, kr, stride_sm, USE_ASM, RO),
-               _x_chunks(h_ptr, None, offs_m, kr, stride_hm, False, USE_ASM, RO))  # fmt: skip
+        raw = (_dn2_sums(s_ptr, offs_m, kr, stride_sm, PTX, RO),
+               _x_chunks(h_ptr, None, offs_m, kr, stride_hm, False, PTX, RO))  # fmt: skip
         out = (raw, gs)
     return out
 
@@ -428,20 +459,34 @@ def _dn2_shfl_form(raw, USE_ASM: tl.constexpr):
 
 @triton.jit
 def _dn2_rows(s_ptr, h_ptr, ho_ptr, slot_ptr, offs_m, m_ok, k_first, k_end, stride_sm, stride_hm,
-              BLOCK_M: tl.constexpr, SLICE: tl.constexpr):  # fmt: skip
-    """DNORM2's extra program of K slice [k_first, k_end) (after the PDL wait): h' = fp16(h + fp16(s)) of the rows'
-    slice stored to ho (ping-pong: the other programs still read h) and the slice's sum(h'^2) added into slot[m]
-    (zero before), all in one load of SLICE >= k_end - k_first values a row."""
+              BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SLICE: tl.constexpr):  # fmt: skip
+    """DNORM2's extra program of K slice [k_first, k_end) (whole tiles; after the PDL wait; offs_m in range): h' =
+    fp16(h + fp16(s)) of the rows' slice stored to ho (ping-pong: the other programs still read h) and the slice's
+    sum(h'^2) added into slot[m] (zero before). SLICE > 0 (>= k_end - k_first; BLOCK_M SLICE <= DN2_ONE_LOAD values):
+    the slice in one load; 0: BLOCK_K values a row at a time, so the registers stay bounded at any slice. (One loop
+    for both would do, but a loop here changes ptxas's schedule of the tile loop: 322 -> 337 SASS instructions at the
+    7B qkv pick's "shfl" build, offline; every shipped 7B / 13B batch-1 pick takes the one load.)"""
     m2 = offs_m.reshape(BLOCK_M, 1)
     ok2 = m_ok.reshape(BLOCK_M, 1)
-    k = k_first + tl.arange(0, SLICE)[None, :]
-    kin = k < k_end
-    s = tl.load(s_ptr + m2 * stride_sm + k, mask=kin, other=0.0)
-    h = tl.load(h_ptr + m2 * stride_hm + k, mask=kin, other=0.0)
-    hp = (h.to(tl.float32) + s.to(tl.float16).to(tl.float32)).to(tl.float16)
-    tl.store(ho_ptr + m2 * stride_hm + k, hp, mask=ok2 & kin)
-    h32 = hp.to(tl.float32)
-    ss = tl.sum(h32 * h32, axis=1)
+    if SLICE:
+        k = k_first + tl.arange(0, SLICE)[None, :]
+        kin = k < k_end
+        s = tl.load(s_ptr + m2 * stride_sm + k, mask=kin, other=0.0)
+        h = tl.load(h_ptr + m2 * stride_hm + k, mask=kin, other=0.0)
+        hp = (h.to(tl.float32) + s.to(tl.float16).to(tl.float32)).to(tl.float16)
+        tl.store(ho_ptr + m2 * stride_hm + k, hp, mask=ok2 & kin)
+        h32 = hp.to(tl.float32)
+        ss = tl.sum(h32 * h32, axis=1)
+    else:
+        ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(k_first, k_end, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)[None, :]
+            s = tl.load(s_ptr + m2 * stride_sm + k)
+            h = tl.load(h_ptr + m2 * stride_hm + k)
+            hp = (h.to(tl.float32) + s.to(tl.float16).to(tl.float32)).to(tl.float16)
+            tl.store(ho_ptr + m2 * stride_hm + k, hp, mask=ok2)
+            h32 = hp.to(tl.float32)
+            ss += tl.sum(h32 * h32, axis=1)
     tl.atomic_add(slot_ptr + offs_m.reshape(BLOCK_M), ss, mask=m_ok.reshape(BLOCK_M), sem="relaxed")
 
 
@@ -487,27 +532,26 @@ def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.co
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
     would wait for the loads before the previous tile's arithmetic). DNORM2 (x_ptr: the producer's fp32 sums, dh_ptr:
-    h, nw_ptr: the norm weight, pair-ordered with "shfl"): 1 ("thread") u formed here; 2 ("shfl") this lane's raw
-    loads, formed and shuffled where the tile is used (_use_r)."""
+    h, nw_ptr: the norm weight, pair-ordered with "shfl"): 1 ("thread") u formed here; 2 ("shfl"; 3: with its PTX,
+    the kernel's DN2T) this lane's raw loads, formed and shuffled where the tile is used (_use_r)."""
     if XSUMS:  # x = silu(gate) * up from the gate/up GEMV's deferred sums (x_ptr: fp32): the raw sums (_use_r)
         xs = _x_sums_load(x_ptr, offs_m, kt, stride_xm, INTER, XSUMS)
-        gs = xs  # (never with NORM)
-    elif DNORM2 == 2:
-        xs = _dn2_shfl(x_ptr, dh_ptr, nw_ptr, offs_m, kt + offs_ro * 8, stride_xm, stride_hm, USE_ASM, RO)
-        gs = xs
+    elif DNORM2 >= 2:
+        xs = _dn2_shfl(x_ptr, dh_ptr, nw_ptr, offs_m, kt + offs_ro * 8, stride_xm, stride_hm, DNORM2 == 3, RO)
     elif DNORM2:  # (eager: only u's 16 words are carried)
         kr = kt + offs_ro * 8
-        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kr, 0, False, USE_ASM, RO)  # the norm weight's pairs
+        ws = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kr, 0, False, USE_ASM, RO)  # the norm weight's pairs
         raw = (_dn2_sums(x_ptr, offs_m, kr, stride_xm, USE_ASM, RO),
                _x_chunks(dh_ptr, perm_ptr, offs_m, kr, stride_hm, False, USE_ASM, RO))  # fmt: skip
-        xs = _dn2_x(raw, gs, USE_ASM)
-        gs = xs
+        xs = _dn2_x(raw, ws, USE_ASM)
     else:
         xs = _x_chunks(x_ptr, perm_ptr, offs_m, kt + offs_ro * 8, stride_xm, HAS_PERM, USE_ASM, RO)
-        if NORM:
-            gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kt + offs_ro * 8, 0, HAS_PERM, USE_ASM, RO)
-        else:
-            gs = xs  # no registers: the same values, never read
+    if XSUMS or DNORM2:  # (never with NORM)
+        gs = xs  # the tile's slot for the norm weight's pairs: no registers (the same values), never read
+    elif NORM:  # (NORM comes in the argument tuple, no constexpr: this `if` is traced both ways, one type)
+        gs = _x_chunks(nw_ptr, perm_ptr, offs_m * 0, kt + offs_ro * 8, 0, HAS_PERM, USE_ASM, RO)
+    else:
+        gs = xs
     return tw[0], tw[1], tw[2], tw[3], xs, gs
 
 
@@ -592,6 +636,7 @@ def _hgemvr_kernel(
     pid_m = tl.program_id(2)
     RO: tl.constexpr = BLOCK_K // 32
     XRO: tl.constexpr = RO if XSUMS else 0  # XSUMS for _with_x: RO as a constexpr (constexprs in a tuple are not)
+    DN2T: tl.constexpr = 3 if DNORM2 == 2 and USE_ASM else DNORM2  # DNORM2 for _with_x: 3 = "shfl" with its PTX
     if SWIGLU:  # gate (even pid_k) or up (odd) tile pid_n of K split pid_k // 2 (swiglu_epilogue)
         col0 = (pid_k % 2) * INTER + pid_n * BLOCK_N
         pid_k = pid_k // 2
@@ -636,14 +681,14 @@ def _hgemvr_kernel(
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
         rn = _x_norm_r(dslot_ptr, offs_ml, NORM_K, eps, XNORM)
         xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
-        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)
+        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)
         if BURST > 1:
-            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)
+            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)
             if BURST >= 3:
-                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr,
+                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr,
                              stride_hm=stride_dhm)  # fmt: skip
             if BURST >= 4:
-                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr,
+                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr,
                              stride_hm=stride_dhm)  # fmt: skip
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
@@ -651,21 +696,21 @@ def _hgemvr_kernel(
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
             stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)  # fmt: skip
     if USE_GDC != 1 and USE_GDC != 2:
-        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2, dh_ptr=dh_ptr,
+        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr,
                        stride_hm=stride_dhm)  # fmt: skip
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
             t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                          DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+                          DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
             if BURST >= 3:
                 t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                              DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+                              DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
             if BURST >= 4:
                 t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                              DNORM2=DNORM2, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+                              DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
     if DNORM2:  # (after the PDL wait: the producer's sums are complete)
         if x_prog:
             _dn2_rows(x_ptr, dh_ptr, dho_ptr, dslot_ptr, offs_ml, m_ok, k_first, k_first + mine * BLOCK_K, stride_xm,
-                      stride_dhm, BLOCK_M, SLICE)  # fmt: skip
+                      stride_dhm, BLOCK_M, BLOCK_K, SLICE)  # fmt: skip
         loop_end = tl.where(x_prog, k_first, last + 1)  # the extra program runs no tile loop
     else:
         loop_end = last + 1
@@ -692,7 +737,7 @@ def _hgemvr_kernel(
                 # registers, not 79)
             else:
                 use = cur
-            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DNORM2,
+            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DN2T,
                            dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
             if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
                 acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN, DNORM2=DNORM2)
@@ -723,6 +768,7 @@ def swiglu_launch(x2: torch.Tensor, w: GPTQWeight, grid: tuple[int, int, int], a
     return grid, (*args[:6], ws, cnt, *args[8:13], grid[1], *args[14:])
 
 
+DN2_ONE_LOAD = 1024  # DNORM2's _dn2_rows loads its K slice at once up to this many values (BLOCK_M rows), else loops
 DN2_FORMS = ("thread", "shfl")  # launch_hgemvr's dn2_form (module docstring); the kernel's DNORM2 1 / 2
 
 
@@ -731,9 +777,90 @@ def shfl_layout_ok(block_m: int, block_n: int, block_k: int, num_warps: int, bur
     [1, 4, 1] operands was verified (test_dn2_shfl: sizePerThread [1, 1, 4], threadsPerWarp [1, 2, 16], warpsPerCTA
     [1, 2, 1], order [2, 0, 1]: lanes 0-15 and 16-31 each share one word row): block_m 1, block_n 64, block_k 128,
     2 warps, the look-ahead loop (no burst, no pin) and N a multiple of 64 (unclamped column loads): the H200 table's
-    7B / 13B batch-1 qkv and gate/up picks. Elsewhere the per-thread formation runs."""
+    7B / 13B batch-1 qkv and gate/up picks. Elsewhere the per-thread formation runs. (Each compiled variant's TTGIR
+    is checked again at its first launch: verify_shfl_kernel.)"""
     return (block_m == 1 and block_n == 64 and block_k == 128 and num_warps == 2 and not burst and not pin
             and n % block_n == 0)  # fmt: skip
+
+
+SHFL_LAYOUT = ("sizePerThread = [1, 1, 4]", "threadsPerWarp = [1, 2, 16]", "warpsPerCTA = [1, 2, 1]",
+               "order = [2, 0, 1]")  # fmt: skip
+_MOVES = ("ttg.convert_layout", "ttg.local_alloc", "ttg.local_store", "ttg.local_load")  # (ops that move values)
+
+
+def _tensor_types(line: str) -> list[tuple[str, str]]:
+    """(shape x element type, encoding) of each `tensor<...>` type in one line of TTGIR."""
+    out = []
+    i = line.find("tensor<")
+    while i >= 0:
+        j, depth, cut = i + 7, 1, -1
+        while depth and j < len(line):
+            c = line[j]
+            depth += (c in "<{[(") - (c in ">}])")
+            if c == "," and depth == 1 and cut < 0:
+                cut = j
+            j += 1
+        out.append((line[i + 7 : cut], line[cut + 1 : j - 1].strip()) if cut >= 0 else (line[i + 7 : j - 1], ""))
+        i = line.find("tensor<", j)
+    return out
+
+
+def _is_141(shape: str) -> bool:
+    """Is a `tensor<...>` shape x element type (_tensor_types) [1, 4, 1]?"""
+    dims = shape.split("x")
+    return dims[:3] == ["1", "4", "1"] and not dims[3].isdigit()
+
+
+def shfl_ttgir_problems(ttgir: str) -> list[str]:
+    """What breaks DNORM2 "shfl"'s lane contract in a compiled kernel's TTGIR (empty: it holds). Its "load" asm
+    returns per-lane values (lane j's pair word) for what Triton treats as one [1, 4, 1] element replicated over 16
+    lanes, and its "form" asm shuffles them within 16-lane segments: correct only if (1) both asm sites (the loads:
+    `%laneid`; the formation: `shfl.sync.idx`) exist and all their tensors are [1, 4, 1] in ONE layout, (2) that
+    layout is the verified blocked layout SHFL_LAYOUT (one word row per aligned 16-lane segment, lane bits 0-3 along
+    the size-1 N dimension), and (3) no [1, 4, 1] tensor is ever moved between layouts (a convert_layout or a
+    shared-memory round trip would keep one lane's value of the "replicated" element and silently drop the others'
+    words). Shared by test_dn2_shfl (offline sm_90 builds) and launch_hgemvr's runtime guard (verify_shfl_kernel)."""
+    lines = ttgir.splitlines()
+    asm = [ln for ln in lines if "tt.elementwise_inline_asm" in ln]
+    loads = [ln for ln in asm if "%laneid" in ln]
+    forms = [ln for ln in asm if "shfl.sync.idx" in ln]
+    problems = []
+    if not loads or not forms:
+        problems.append(f"{len(loads)} load (%laneid) and {len(forms)} form (shfl.sync.idx) asm sites")
+    types = [t for ln in loads + forms for t in _tensor_types(ln)]
+    if any(not _is_141(shape) for shape, _ in types):
+        problems.append(f"asm site tensors other than [1, 4, 1]: {sorted({shape for shape, _ in types})}")
+    encodings = sorted({enc for _, enc in types})
+    if len(encodings) != 1:
+        problems.append(f"the asm sites' [1, 4, 1] tensors in {len(encodings)} layouts: {encodings}")
+    for enc in encodings:
+        decl = next((ln for ln in lines if ln.startswith(f"{enc} = ")), "") if re.fullmatch(r"#\w+", enc) else ""
+        if "#ttg.blocked<" not in decl or any(f not in decl for f in SHFL_LAYOUT):
+            problems.append(f"layout {enc} is not the verified blocked {SHFL_LAYOUT}: {decl or enc}")
+    for ln in lines:
+        if any(op in ln for op in _MOVES) and any(_is_141(shape) for shape, _ in _tensor_types(ln)):
+            problems.append(f"a [1, 4, 1] tensor moved between layouts: {ln.strip()[:200]}")
+    return problems
+
+
+_SHFL_VERIFIED: set[str] = set()  # the compiled "shfl" kernels (CompiledKernel.hash) whose TTGIR passed
+
+
+def verify_shfl_kernel(kernel: Any) -> None:
+    """launch_hgemvr's guard after a "shfl" launch on CUDA: the compiled kernel's TTGIR checked once per compiled
+    variant (shfl_ttgir_problems; then one set lookup a launch). RuntimeError where the contract does not hold (a
+    Triton version or kernel change that lays x's [1, 4, 1] operands out otherwise): the launch just run formed wrong
+    u words. The decode graphs' warm-up launches every variant before a capture, so this fires before any capture."""
+    key = kernel.hash
+    if key in _SHFL_VERIFIED:
+        return
+    problems = shfl_ttgir_problems(kernel.asm["ttgir"])
+    if problems:
+        raise RuntimeError("dnorm2: the compiled \"shfl\" kernel breaks its lane contract (quant_hgemvr."
+                           "shfl_ttgir_problems; its results are wrong): " + "; ".join(problems) + ". Run "
+                           "deferred_norm.DN2_FORM = \"thread\" (or INLAID_DECODE_FUSION=swiglu+cfin+g) until "
+                           "test_dn2_shfl passes again.")  # fmt: skip
+    _SHFL_VERIFIED.add(key)
 
 
 def _check_dnorm2(x2: torch.Tensor, w: GPTQWeight, dnorm2: tuple, finish: bool, defer: bool, others: tuple,
@@ -751,9 +878,18 @@ def _check_dnorm2(x2: torch.Tensor, w: GPTQWeight, dnorm2: tuple, finish: bool, 
     if h_out.data_ptr() == h.data_ptr():
         raise ValueError("dnorm2: h_out must be another buffer than h (other programs still read h)")
     for t in (weight, pairs) if form == "shfl" else (weight,):
-        if t is None or t.shape != (k,) or t.dtype != torch.float16 or t.stride(0) != 1 or t.data_ptr() % 4:
-            raise ValueError(f"dnorm2: the norm weight (and with shfl its pair-ordered copy) must be a contiguous, "
-                             f"4-byte aligned fp16 vector of {k}")  # fmt: skip
+        if t is None or t.shape != (k,) or t.dtype != torch.float16 or t.stride(0) != 1:
+            raise ValueError(f"dnorm2: the norm weight (and with shfl its pair-ordered copy) must be a contiguous "
+                             f"fp16 vector of {k}")  # fmt: skip
+    # "thread" loads 16-byte vectors of the weight, h and the sums at every word row (and _dn2_rows vectors h_out's
+    # stores); "shfl" (and "thread" as its fallback) the same buffers
+    named = {"sums": sums, "h": h, "h_out": h_out, "the norm weight": weight}
+    for name, t in (named | {"the pair-ordered norm weight": pairs} if form == "shfl" else named).items():
+        if t.data_ptr() % 16:
+            raise ValueError(f"dnorm2: {name} must be 16-byte aligned (16-byte vector loads), at {t.data_ptr()}")
+    if h.stride(0) % 8 or sums.stride(0) % 4:
+        raise ValueError(f"dnorm2: h's row stride must be a multiple of 8 and the sums' of 4 (16-byte aligned rows), "
+                         f"got {h.stride(0)} and {sums.stride(0)}")  # fmt: skip
     if slot.dtype != torch.float32 or not slot.is_contiguous() or slot.numel() < m:
         raise ValueError("dnorm2: the slot is a contiguous fp32 region of at least M values")
     if form not in DN2_FORMS:
@@ -808,7 +944,9 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     the consumer of the deferred sums turns into r = rsqrt(slot / K + eps) after its wait (down's x_norm; the row
     attention's rnorm). x2 gives only the shapes (pass h); sums and h are left as they are. dn2_form (module
     docstring): "thread" or "shfl" (dn2_pairs: the norm weight in pair order, model.weights.norm_pairs; on CUDA only
-    where shfl_layout_ok); both give the same bits."""
+    where shfl_layout_ok, and its compiled kernel's layout is checked once: verify_shfl_kernel); both give the same
+    bits. sums, h, h_out, the weight and the pairs 16-byte aligned, h's row stride a multiple of 8, the sums' of 4
+    ("thread"'s 16-byte vector loads)."""
     if w.bits != 4 or x2.dtype != torch.float16:
         raise ValueError("the half2 GEMV takes 4-bit weights and fp16 activations")
     if x_sums is not None:
@@ -865,7 +1003,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     if x_norm is not None:
         eps = float(x_norm[2])
         dn = (y, y, x_norm[0], 0, int(x_norm[1]))
-    slice_k = 0
+    slice_k = 0  # _dn2_rows: the K slice in one load (its values a row, a power of 2), or 0: in BLOCK_K chunks
     if dnorm2 is not None:  # x is read from the producer's sums and h (their row strides); one more N column
         args = (dnorm2[0], *args[1:14], dnorm2[0].stride(0), *args[15:])
         nw = dnorm2[3] if dn2_form == "thread" else dn2_pairs  # ("shfl": the pair-ordered copy)
@@ -873,7 +1011,9 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         dn = (dnorm2[1], dnorm2[2], dnorm2[4], dnorm2[1].stride(0), w.in_features)
         grid = (grid[0] + 1, grid[1], grid[2])
         slice_k = triton.next_power_of_2(iters * block_k)
-    _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, *dn, **consts, USE_ASM=use_asm(),
+        slice_k = slice_k if slice_k * block_m <= DN2_ONE_LOAD else 0
+    asm = use_asm()
+    kernel = _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, *dn, **consts, USE_ASM=asm,
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,
                          QK_CONST=w.qweight.stride(0) if const_stride else 0,
                          EVEN_N=w.out_features % block_n == 0, PIN=pin, FINISH=fin, NORM_IN=0 if norm is None else 2 if norm_fast else 1,
@@ -881,6 +1021,8 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                          DNORM2=0 if dnorm2 is None else DN2_FORMS.index(dn2_form) + 1, SLICE=slice_k,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                          num_stages=1, **launch_kw(), **({} if maxnreg is None else {"maxnreg": maxnreg}))  # fmt: skip
+    if asm and dnorm2 is not None and dn2_form == "shfl" and kernel is not None:  # (None: nothing was launched)
+        verify_shfl_kernel(kernel)  # (its TTGIR once per compiled variant)
     if defer:
         return args[6]
     if fin:

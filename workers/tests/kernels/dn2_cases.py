@@ -44,6 +44,11 @@ CPU_GROUPS = {  # the CPU cases of each test file (run_case's ids), one subproce
     "dn2_shfl": tuple(EQ_CASES),
 }
 ALL = {**QKV_CASES, **GPU_QKV, **GU_CASES, **GPU_GU, **EQ_CASES, **GPU_EQ, **GPU_REF}
+# _dn2_rows in BLOCK_K chunks (its rows x its slice past quant_hgemvr.DN2_ONE_LOAD: 4 x 512 values): 3 rows in a block of
+# 4 (the store mask), 4 tiles a slice; run_qkv against norm-then-GEMV, run with test_dn2_shfl's CPU cases
+ROWS_CASES: dict[str, tuple] = {"m3-rows-chunks": (1024, 64, 3, "hgemvr", 4, 128, 2, 5.0, 1)}
+ALL.update(ROWS_CASES)
+CPU_GROUPS["dn2_shfl"] += tuple(ROWS_CASES)
 
 
 def cfg(kind: str, bm: int, bk: int, split: int, bn: int = 64) -> Any:
