@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 from adapter_edits import base_with_adapter, edited
+from adapter_writes import counting, write_in_place
 from factories import make_random_adapter, make_tiny_llama
 from inlaid_worker.lora import adapter as adapter_mod
 from inlaid_worker.lora.adapter import SUPPORTED_MODULES, AdapterChanging, AdapterError, load_adapter
@@ -179,16 +180,8 @@ def test_files_rewritten_between_the_config_and_the_weights_are_read_again(
     _, adapter_dir, config = base
     d = tmp_path / "torn"
     shutil.copytree(adapter_dir, d)
-    read = adapter_mod._read_tensors
-    calls: list[int] = []
-
-    def rewritten_first(root: Path, opened: list[Any]) -> Any:
-        if not calls:
-            _rewrite(d, rank2)  # between the config's read and the weights'
-        calls.append(1)
-        return read(root, opened)
-
-    monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_first)
+    # the first read: between the config's read and the weights'
+    calls = counting(monkeypatch, "_read_tensors", before=lambda n: n == 1 and _rewrite(d, rank2))
     got = load_adapter(d, config)
     assert len(calls) == 2
     assert got.rank == 2 and got.digest == by_hand(rank2) == by_hand(d)
@@ -203,16 +196,8 @@ def test_files_that_keep_changing_while_read_are_refused(
     _, adapter_dir, config = base
     d = tmp_path / "churn"
     shutil.copytree(adapter_dir, d)
-    read = adapter_mod._read_tensors
     versions = [rank2, adapter_dir]
-    calls: list[int] = []
-
-    def rewritten_each_time(root: Path, opened: list[Any]) -> Any:
-        _rewrite(d, versions[len(calls) % 2])
-        calls.append(1)
-        return read(root, opened)
-
-    monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_each_time)
+    calls = counting(monkeypatch, "_read_tensors", before=lambda n: _rewrite(d, versions[(n - 1) % 2]))
     with pytest.raises(
         AdapterChanging, match=r"changed while they were read, 2 times in a row; retry once they are written"
     ) as refused:
@@ -223,23 +208,9 @@ def test_files_that_keep_changing_while_read_are_refused(
 
 def test_an_unchanged_adapter_is_read_once(base: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     _, adapter_dir, config = base
-    read = adapter_mod._read_tensors
-    calls: list[int] = []
-
-    def counted(root: Path, opened: list[Any]) -> Any:
-        calls.append(1)
-        return read(root, opened)
-
-    monkeypatch.setattr(adapter_mod, "_read_tensors", counted)
+    calls = counting(monkeypatch, "_read_tensors")
     assert load_adapter(adapter_dir, config).digest == by_hand(adapter_dir)
     assert len(calls) == 1
-
-
-def _write_in_place(path: Path, data: bytes) -> None:
-    """`data` into the file at `path` in place (the same inode: no rename), as a writer that truncates and writes."""
-    with open(path, "r+b") as f:
-        f.truncate(0)
-        f.write(data)
 
 
 def test_a_config_caught_mid_write_in_place_is_read_again(
@@ -254,19 +225,9 @@ def test_a_config_caught_mid_write_in_place_is_read_again(
     shutil.copytree(adapter_dir, d)
     full = (d / CONFIG).read_bytes()
     inode = (d / CONFIG).stat().st_ino
-    _write_in_place(d / CONFIG, full[: len(full) // 2])  # the writer is half way
-    read = adapter_mod._read_config
-    calls: list[int] = []
-
-    def caught_mid_write(root: Path, opened: list[Any]) -> Any:
-        calls.append(1)
-        try:
-            return read(root, opened)
-        finally:
-            if len(calls) == 1:
-                _write_in_place(d / CONFIG, full)  # ...and done, once the half was read
-
-    monkeypatch.setattr(adapter_mod, "_read_config", caught_mid_write)
+    write_in_place(d / CONFIG, full[: len(full) // 2])  # the writer is half way
+    # ...and done, once the half was read
+    calls = counting(monkeypatch, "_read_config", after=lambda n: n == 1 and write_in_place(d / CONFIG, full))
     got = load_adapter(d, config)
     assert len(calls) == 2 and (d / CONFIG).stat().st_ino == inode
     assert got.digest == by_hand(d) == by_hand(adapter_dir)
@@ -281,14 +242,14 @@ def test_weights_caught_mid_write_in_place_are_read_again(
     d = tmp_path / "midwrite-w"
     shutil.copytree(adapter_dir, d)
     full = (d / WEIGHTS).read_bytes()
-    _write_in_place(d / WEIGHTS, full[: len(full) // 2])
+    write_in_place(d / WEIGHTS, full[: len(full) // 2])
     parse = adapter_mod.load_safetensors
     parsed: list[int] = []
 
     def writer_done_while_parsed(data: bytes) -> Any:
         parsed.append(len(data))
         if len(parsed) == 1:
-            _write_in_place(d / WEIGHTS, full)
+            write_in_place(d / WEIGHTS, full)
         return parse(data)
 
     monkeypatch.setattr(adapter_mod, "load_safetensors", writer_done_while_parsed)
@@ -306,18 +267,9 @@ def test_a_file_still_being_written_at_both_reads_is_refused_as_changing(
     d = tmp_path / "still-writing"
     shutil.copytree(adapter_dir, d)
     full = (d / CONFIG).read_bytes()
-    _write_in_place(d / CONFIG, full[:10])
-    read = adapter_mod._read_config
-    calls: list[int] = []
-
-    def written_meanwhile(root: Path, opened: list[Any]) -> Any:
-        calls.append(1)
-        try:
-            return read(root, opened)
-        finally:
-            _write_in_place(d / CONFIG, full[: 10 + 5 * len(calls)])  # more of it each time, never whole
-
-    monkeypatch.setattr(adapter_mod, "_read_config", written_meanwhile)
+    write_in_place(d / CONFIG, full[:10])
+    # more of it after each read, never whole
+    calls = counting(monkeypatch, "_read_config", after=lambda n: write_in_place(d / CONFIG, full[: 10 + 5 * n]))
     with pytest.raises(AdapterChanging, match=r"changed while they were read, 2 times in a row; .*is not valid JSON"):
         load_adapter(d, config)
     assert len(calls) == 2
@@ -333,15 +285,8 @@ def test_a_malformed_file_that_does_not_change_is_refused_at_once(
     d = tmp_path / "malformed"
     shutil.copytree(adapter_dir, d)
     full = (d / name).read_bytes()
-    _write_in_place(d / name, full[: len(full) // 2])
-    read = adapter_mod._read_config
-    calls: list[int] = []
-
-    def counted(root: Path, opened: list[Any]) -> Any:
-        calls.append(1)
-        return read(root, opened)
-
-    monkeypatch.setattr(adapter_mod, "_read_config", counted)
+    write_in_place(d / name, full[: len(full) // 2])
+    calls = counting(monkeypatch, "_read_config")
     with pytest.raises(
         AdapterError, match="is not valid JSON" if name == CONFIG else "is not a safetensors file"
     ) as err:
@@ -365,14 +310,7 @@ def test_stat_and_fstat_that_disagree_on_the_file_identity_are_not_a_change(
             st_ctime_ns=st.st_ctime_ns,
         )  # fmt: skip
 
-    read = adapter_mod._read_tensors
-    calls: list[int] = []
-
-    def counted(root: Path, opened: list[Any]) -> Any:
-        calls.append(1)
-        return read(root, opened)
-
-    monkeypatch.setattr(adapter_mod, "_read_tensors", counted)
+    calls = counting(monkeypatch, "_read_tensors")
     monkeypatch.setattr(os, "fstat", overlay_fstat)
     got = load_adapter(adapter_dir, config)
     assert len(calls) == 1 and got.digest == by_hand(adapter_dir)

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from adapter_writes import counting, write_in_place
 from factories import make_random_adapter, make_tiny_llama
 from grpc_worker import serving
 from inlaid_worker.gen.inlaid.v1 import worker_pb2
@@ -131,19 +132,15 @@ def test_files_that_keep_changing_while_read_are_aborted_not_refused(
     shutil.copytree(root / "task", d, dirs_exist_ok=True)
     versions = [root / "adapters" / "own", root / "task"]  # rank 2, rank 4
     read = adapter_mod._read_tensors
-    reads: list[int] = []
 
-    def rewritten_each_time(at: Path, opened: list[Any]) -> Any:
-        src = versions[len(reads) % 2]
+    def rewrite(n: int) -> None:
         for i, name in enumerate(("adapter_model.safetensors", "adapter_config.json")):
             tmp = d / f".{name}.tmp"
-            shutil.copyfile(src / name, tmp)
-            os.utime(tmp, ns=(10**9 * (len(reads) * 2 + i + 1),) * 2)
+            shutil.copyfile(versions[(n - 1) % 2] / name, tmp)
+            os.utime(tmp, ns=(10**9 * ((n - 1) * 2 + i + 1),) * 2)
             os.replace(tmp, d / name)
-        reads.append(1)
-        return read(at, opened)
 
-    monkeypatch.setattr(adapter_mod, "_read_tensors", rewritten_each_time)
+    reads = counting(monkeypatch, "_read_tensors", before=rewrite)
     for call in (stub.LoadAdapter, stub.ValidateAdapter):
         with pytest.raises(grpc.RpcError) as err:
             call(worker_pb2.LoadAdapterRequest(name="churn", path=str(d)))
@@ -171,26 +168,15 @@ def test_a_file_caught_mid_write_is_aborted_and_a_malformed_one_refused(
     full = (d / "adapter_config.json").read_bytes()
 
     def write(n: int) -> None:
-        with open(d / "adapter_config.json", "r+b") as f:  # in place: the same inode
-            f.truncate(0)
-            f.write(full[:n])
+        write_in_place(d / "adapter_config.json", full[:n])  # the same inode
 
     write(len(full) // 2)
     for call in (stub.LoadAdapter, stub.ValidateAdapter):
         with pytest.raises(grpc.RpcError) as err:
             call(worker_pb2.LoadAdapterRequest(name="half", path=str(d)))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not valid JSON" in err.value.details()
-    read = adapter_mod._read_config
-    reads: list[int] = []
-
-    def written_meanwhile(at: Path, opened: list[Any]) -> Any:
-        reads.append(1)
-        try:
-            return read(at, opened)
-        finally:
-            write(len(full) // 2 + len(reads))  # more of it each time, never whole
-
-    monkeypatch.setattr(adapter_mod, "_read_config", written_meanwhile)
+    # more of it after each read, never whole
+    reads = counting(monkeypatch, "_read_config", after=lambda n: write(len(full) // 2 + n))
     for call in (stub.LoadAdapter, stub.ValidateAdapter):
         with pytest.raises(grpc.RpcError) as err:
             call(worker_pb2.LoadAdapterRequest(name="half", path=str(d)))

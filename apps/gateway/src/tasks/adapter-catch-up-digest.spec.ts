@@ -7,15 +7,13 @@
  * logged and settled, never replaced round after round. And /v1/models (WorkersService.listModels) leaves out an
  * adapter a worker holds as stale. Before, the worker served the old weights, and /v1/models listed a deleted task.
  */
-import { randomUUID } from 'node:crypto';
-import type { GatewayConfig } from '@inlaid/config';
 import { testDatabase } from '@inlaid/db/testing';
-import { startFakeWorker, type FakeWorker, type FakeWorkerOptions, type HeldAdapter as Held } from '../testing/adapter-fake-worker';
+import type { FakeWorker, HeldAdapter as Held } from '../testing/adapter-fake-worker';
+import { CatchUpHarness } from '../testing/catch-up-harness';
 import { eventually } from '../testing/eventually';
-import type { WorkerConnection } from '../workers/worker-connection';
-import { WorkersService } from '../workers/workers.service';
-import { AdapterCatchUp } from './adapter-catch-up.service';
-import { TaskStore } from './task-store.service';
+import type { WorkersService } from '../workers/workers.service';
+import type { AdapterCatchUp } from './adapter-catch-up.service';
+import type { TaskStore } from './task-store.service';
 import { WorkerAdminService } from './worker-admin.service';
 
 /** path -> the digest of the adapter files there now (what a LoadAdapter of that path reads). */
@@ -24,39 +22,17 @@ const D1 = '1'.repeat(64);
 const D2 = '2'.repeat(64);
 const D3 = '3'.repeat(64);
 
-/** A fake worker on `port` (0: a free one) holding `loaded` (testing/adapter-fake-worker.ts), reading `disk`. */
-const start = (port: number, loaded: Record<string, Held> = {}, opts: FakeWorkerOptions = {}): Promise<FakeWorker> => startFakeWorker(disk, port, loaded, opts);
-
 const db = testDatabase('inlaid_catchup_digest');
 
 describe('AdapterCatchUp: an adapter rewritten in place at the same path', () => {
+  const h = new CatchUpHarness(disk, db);
+  const { start, addr, conn, caughtUp, listed, loadTask, deleteTask, holdLocks } = h;
   let a: FakeWorker;
   let b: FakeWorker;
   let workers: WorkersService;
   let admin: WorkerAdminService;
   let store: TaskStore;
   let catchUp: AdapterCatchUp;
-  const addr = (w: FakeWorker): string => `127.0.0.1:${w.port}`;
-  const conn = (w: FakeWorker): WorkerConnection | undefined => workers.acceptingConnections().find((c) => c.addr === addr(w));
-  const caughtUp = (w: FakeWorker, what: string) => eventually(() => conn(w) !== undefined && !catchUp.pending(addr(w)), what, 5000);
-  const listed = (): string[] => workers.listModels().map((m) => m.id);
-
-  /** POST /v1/load_lora_adapter as tasks.service does it: the job, the load on every worker, its digest on the row. */
-  async function loadTask(task: string, path: string): Promise<string> {
-    const id = randomUUID();
-    await store.create({ id, task, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'test' });
-    await store.adapterLoaded(id, await admin.loadEverywhere(task, path));
-    return id;
-  }
-
-  /** DELETE as tasks.service does it: the job ended and the adapter unloaded from the workers up now. */
-  async function deleteTask(task: string): Promise<void> {
-    await store.locked(task, async (tx) => {
-      const latest = await tx.latest(task);
-      await tx.transition(latest?.id ?? '', 'deleted', 'deleted by the client; adapter unloaded');
-      await admin.unloadEverywhere(task);
-    });
-  }
 
   /** Ends `w`'s server (its link goes down) and starts it again on its port holding `loaded`: its catch-up is due. */
   async function reconnect(w: FakeWorker, loaded: Record<string, Held>, opts: { digests?: boolean; failing?: string[] } = {}): Promise<FakeWorker> {
@@ -65,36 +41,30 @@ describe('AdapterCatchUp: an adapter rewritten in place at the same path', () =>
     return start(w.port, loaded, opts);
   }
 
-  /** Holds the locks of `tasks` (as a load, DELETE or another gateway's catch-up would) until the returned release. */
-  async function holdLocks(tasks: string[]): Promise<() => Promise<void>> {
-    const releases: Array<() => void> = [];
-    const held = tasks.map((t) => store.locked(t, () => new Promise<void>((r) => releases.push(r))));
-    await eventually(() => releases.length === tasks.length, 'the locks taken');
-    return async () => {
-      releases.forEach((r) => r());
-      await Promise.all(held);
-    };
+  /**
+   * One settled digest, B's for rw's job (whatever the cases before left): rw's job loaded D2 on both workers and
+   * `other` served (D1); rw's files rewritten since (D3), and B back with rw's D1, replaced by what is there now.
+   */
+  async function settledOnB(): Promise<void> {
+    disk.set('/adapters/rw', D2);
+    disk.set('/adapters/other', D1);
+    if ((await store.latest('other'))?.status !== 'serving') await loadTask('other', '/adapters/other');
+    const rw = await store.latest('rw');
+    if (rw !== null && rw.status !== 'deleted') await deleteTask('rw');
+    await loadTask('rw', '/adapters/rw');
+    disk.set('/adapters/rw', D3);
+    b = await reconnect(b, { rw: { path: '/adapters/rw', digest: D1 } });
+    await caughtUp(b, 'B caught up');
+    expect(conn(b)?.adapterDigest('rw')).toBe(D3);
+    expect(catchUp.settledCount).toBe(1); // older jobs' entries pruned at B's read
   }
 
   beforeAll(async () => {
-    store = new TaskStore(db());
-    [a, b] = await Promise.all([start(0), start(0)]);
-    workers = new WorkersService({ workerAddrs: [addr(a), addr(b)], workerTls: null } as unknown as GatewayConfig);
-    admin = new WorkerAdminService(workers);
-    catchUp = new AdapterCatchUp(workers, store, admin);
-    catchUp.retry = { baseMs: 20, maxMs: 50 };
-    workers.onModuleInit();
-    catchUp.onModuleInit();
-    await caughtUp(a, 'A up');
-    await caughtUp(b, 'B up');
+    await h.setup();
+    ({ a, b, workers, admin, store, catchUp } = h);
   });
 
-  afterAll(() => {
-    catchUp?.onModuleDestroy();
-    workers?.onModuleDestroy();
-    a?.server.forceShutdown();
-    b?.server.forceShutdown();
-  });
+  afterAll(() => h.teardown(a, b));
 
   it('records the digest of what the workers loaded, and none when they read different bytes', async () => {
     disk.set('/adapters/rw', D1);
@@ -195,7 +165,7 @@ describe('AdapterCatchUp: an adapter rewritten in place at the same path', () =>
   });
 
   it('prunes a settled digest once the worker no longer lists the task (it restarted without it)', async () => {
-    expect(catchUp.settledCount).toBe(1); // B's rw (D3) for the job, from the case above
+    await settledOnB(); // B's rw (D3) for the job
     // B restarts without rw, and its loads of rw fail for now: nothing is settled there any more
     b = await reconnect(b, { other: { path: '/adapters/other', digest: D1 } }, { failing: ['rw'] });
     await eventually(() => b.failedLoads.includes('rw'), "a failed load of rw on B", 5000);
@@ -207,6 +177,7 @@ describe('AdapterCatchUp: an adapter rewritten in place at the same path', () =>
   });
 
   it("prunes a settled digest once its task has another job, at any worker's catch-up (the jobs read are the fleet's)", async () => {
+    await settledOnB();
     disk.set('/adapters/rw', D2);
     await deleteTask('rw'); // A and B up: unloaded from both
     await loadTask('rw', '/adapters/rw'); // a new job: D2 on both

@@ -19,16 +19,16 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import type { GatewayConfig } from '@inlaid/config';
 import { testDatabase } from '@inlaid/db/testing';
-import { startFakeWorker, type FakeWorker, type FakeWorkerOptions, type HeldAdapter } from '../testing/adapter-fake-worker';
+import type { FakeWorker, HeldAdapter } from '../testing/adapter-fake-worker';
+import { CatchUpHarness } from '../testing/catch-up-harness';
 import { eventually } from '../testing/eventually';
-import type { WorkerConnection } from '../workers/worker-connection';
-import { WorkersService } from '../workers/workers.service';
-import { AdapterCatchUp } from './adapter-catch-up.service';
+import type { WorkersService } from '../workers/workers.service';
+import type { AdapterCatchUp } from './adapter-catch-up.service';
 import type { OnboardQueues } from './onboard-queues.service';
 import { OnboardSteps } from './onboard-steps';
-import { TaskStore } from './task-store.service';
+import type { TaskStore } from './task-store.service';
 import { TasksService } from './tasks.service';
-import { UnloadFailed, WorkerAdminService } from './worker-admin.service';
+import { UnloadFailed, type WorkerAdminService } from './worker-admin.service';
 
 /** path -> the digest of the adapter files there now (what ValidateAdapter and LoadAdapter of that path read). */
 const disk = new Map<string, string>();
@@ -36,11 +36,11 @@ const D1 = '1'.repeat(64);
 const D2 = '2'.repeat(64);
 const OLD: HeldAdapter = { path: '/adapters/t', digest: D1 };
 
-const start = (port: number, loaded: Record<string, HeldAdapter> = {}, opts: FakeWorkerOptions = {}): Promise<FakeWorker> => startFakeWorker(disk, port, loaded, opts);
-
 const db = testDatabase('inlaid_rewrite_onboard');
 
 describe('a worker back, with the old bytes of a task rewritten in place, before the new job is loaded', () => {
+  const h = new CatchUpHarness(disk, db);
+  const { start, addr, conn, caughtUp, listed, deleteTask, holdLocks } = h;
   let a: FakeWorker;
   let b: FakeWorker;
   let workers: WorkersService;
@@ -48,27 +48,10 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
   let store: TaskStore;
   let catchUp: AdapterCatchUp;
   let steps: OnboardSteps;
-  const addr = (w: FakeWorker): string => `127.0.0.1:${w.port}`;
-  const conn = (w: FakeWorker): WorkerConnection | undefined => workers.acceptingConnections().find((c) => c.addr === addr(w));
-  const caughtUp = (w: FakeWorker, what: string) => eventually(() => conn(w) !== undefined && !catchUp.pending(addr(w)), what, 5000);
-  const listed = (): string[] => workers.listModels().map((m) => m.id);
   const ctx = { report: async () => undefined };
 
   /** POST /v1/load_lora_adapter's job and load (its validation's digest as the reference, as tasks.service does). */
-  async function loadTask(task: string, path: string): Promise<void> {
-    const id = randomUUID();
-    await store.create({ id, task, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'test' });
-    await store.adapterLoaded(id, await admin.loadEverywhere(task, path, { validated: disk.get(path) ?? null }));
-  }
-
-  /** DELETE as tasks.service does it: the job ended and the adapter unloaded from the workers up now. */
-  async function deleteTask(task: string): Promise<void> {
-    await store.locked(task, async (tx) => {
-      const latest = await tx.latest(task);
-      await tx.transition(latest?.id ?? '', 'deleted', 'deleted by the client; adapter unloaded');
-      await admin.unloadEverywhere(task);
-    });
-  }
+  const loadTask = (task: string, path: string): Promise<string> => h.loadTask(task, path, disk.get(path) ?? null);
 
   /** POST /v1/tasks' row: a queued onboarding (no digest yet). */
   async function onboard(task: string, path: string): Promise<string> {
@@ -95,30 +78,10 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     disk.set('/adapters/t', D2);
   }
 
-  /** Holds task `t`'s lock (as a load step, DELETE or another gateway's catch-up would) until the returned release. */
-  async function holdLock(): Promise<() => Promise<void>> {
-    let release!: () => void;
-    let entered = false;
-    const held = store.locked('t', () => new Promise<void>((r) => ((release = r), (entered = true))));
-    await eventually(() => entered, 'the lock taken');
-    return async () => {
-      release();
-      await held;
-    };
-  }
-
   beforeAll(async () => {
-    store = new TaskStore(db());
-    [a, b] = await Promise.all([start(0), start(0)]);
-    workers = new WorkersService({ workerAddrs: [addr(a), addr(b)], workerTls: null } as unknown as GatewayConfig);
-    admin = new WorkerAdminService(workers);
-    catchUp = new AdapterCatchUp(workers, store, admin);
-    catchUp.retry = { baseMs: 20, maxMs: 50 };
+    await h.setup();
+    ({ a, b, workers, admin, store, catchUp } = h);
     steps = new OnboardSteps({ tasks: { dataDir: '/nonexistent' } } as unknown as GatewayConfig, store, admin, catchUp);
-    workers.onModuleInit();
-    catchUp.onModuleInit();
-    await caughtUp(a, 'A up');
-    await caughtUp(b, 'B up');
   });
 
   afterEach(async () => {
@@ -132,12 +95,7 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     expect([a.adapters.has('t'), b.adapters.has('t')]).toEqual([false, false]);
   });
 
-  afterAll(() => {
-    catchUp?.onModuleDestroy();
-    workers?.onModuleDestroy();
-    a?.server.forceShutdown();
-    b?.server.forceShutdown();
-  });
+  afterAll(() => h.teardown(a, b));
 
   it('back while the job is queued: the validate step records the digest and unloads the old bytes; the load step loads the new ones', async () => {
     await rewrittenWhileDown(b);
@@ -254,7 +212,7 @@ describe('a worker back, with the old bytes of a task rewritten in place, before
     expect((await store.get(id))?.status).toBe('loading'); // live, not loaded anywhere
 
     catchUp.lockBusyMs = 50;
-    const release = await holdLock(); // keeps B's catch-up from deciding t, so its hold can be seen
+    const release = await holdLocks(['t']); // keeps B's catch-up from deciding t, so its hold can be seen
     try {
       b = await start(b.port, { t: OLD });
       await eventually(() => conn(b)?.adapterHold !== 'all' && conn(b)?.pendingFor('t') === true, 't held on B', 5000);

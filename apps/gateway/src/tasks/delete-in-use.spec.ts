@@ -13,33 +13,29 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import type { GatewayConfig } from '@inlaid/config';
 import { testDatabase } from '@inlaid/db/testing';
-import { startFakeWorker, type FakeWorker } from '../testing/adapter-fake-worker';
+import type { InlaidError } from '../common/inlaid-error';
+import type { FakeWorker } from '../testing/adapter-fake-worker';
+import { CatchUpHarness } from '../testing/catch-up-harness';
 import { eventually } from '../testing/eventually';
-import type { WorkerConnection } from '../workers/worker-connection';
-import { WorkersService } from '../workers/workers.service';
-import { AdapterCatchUp } from './adapter-catch-up.service';
+import type { AdapterCatchUp } from './adapter-catch-up.service';
 import type { OnboardQueues } from './onboard-queues.service';
-import { TaskStore } from './task-store.service';
+import type { TaskStore } from './task-store.service';
 import { TasksService } from './tasks.service';
-import { WorkerAdminService } from './worker-admin.service';
 
 const D1 = '1'.repeat(64);
 const disk = new Map<string, string>();
 const db = testDatabase('inlaid_delete_in_use');
 
 describe('TasksService with an adapter in use, or a load failing part-way', () => {
+  const h = new CatchUpHarness(disk, db);
+  const { addr, conn, listed } = h;
   let a: FakeWorker;
   let b: FakeWorker;
-  let workers: WorkersService;
-  let admin: WorkerAdminService;
   let store: TaskStore;
   let catchUp: AdapterCatchUp;
   let tasks: TasksService;
   let root: string;
   let path: string;
-  const addr = (w: FakeWorker): string => `127.0.0.1:${w.port}`;
-  const conn = (w: FakeWorker): WorkerConnection | undefined => workers.acceptingConnections().find((c) => c.addr === addr(w));
-  const listed = (): string[] => workers.listModels().map((m) => m.id);
 
   /** A fresh fleet of A and B (in that order), both caught up; t's files at `path`. */
   beforeEach(async () => {
@@ -48,23 +44,13 @@ describe('TasksService with an adapter in use, or a load failing part-way', () =
     mkdirSync(path);
     disk.clear();
     disk.set(path, D1);
-    store = new TaskStore(db());
-    [a, b] = await Promise.all([startFakeWorker(disk, 0), startFakeWorker(disk, 0)]);
-    workers = new WorkersService({ workerAddrs: [addr(a), addr(b)], workerTls: null } as unknown as GatewayConfig);
-    admin = new WorkerAdminService(workers);
-    catchUp = new AdapterCatchUp(workers, store, admin);
-    catchUp.retry = { baseMs: 20, maxMs: 50 };
-    tasks = new TasksService({ tasks: { dataDir: root, adapterRoots: [root] } } as unknown as GatewayConfig, store, admin, workers, {} as OnboardQueues, catchUp);
-    workers.onModuleInit();
-    catchUp.onModuleInit();
-    await eventually(() => workers.acceptingConnections().length === 2 && !catchUp.pending(addr(a)) && !catchUp.pending(addr(b)), 'both up', 5000);
+    await h.setup();
+    ({ a, b, store, catchUp } = h);
+    tasks = new TasksService({ tasks: { dataDir: root, adapterRoots: [root] } } as unknown as GatewayConfig, store, h.admin, h.workers, {} as OnboardQueues, catchUp);
   });
 
   afterEach(async () => {
-    catchUp.onModuleDestroy();
-    workers.onModuleDestroy();
-    a.server.forceShutdown();
-    b.server.forceShutdown();
+    h.teardown(a, b);
     // the next case's names start from no job
     for (const name of ['t', 'u']) {
       await store.locked(name, async (tx) => {
@@ -103,6 +89,44 @@ describe('TasksService with an adapter in use, or a load failing part-way', () =
     await eventually(() => conn(b)?.pendingFor('t') === true, 't held on B', 5000);
     b.busy.clear();
     await eventually(() => !b.adapters.has('t') && !catchUp.pending(addr(b)), 'B unloaded t', 5000);
+  });
+
+  /** B holds t of its own (its --adapters-dir: no LoadAdapter path), with requests in flight there. */
+  const ownOnB = async (): Promise<void> => {
+    b.adapters.set('t', { path: '', digest: '' });
+    await conn(b)?.refreshInfo();
+    expect(conn(b)?.adapterPath('t')).toBeUndefined();
+    b.busy.add('t');
+  };
+
+  it("DELETE refused in use by B, whose t is its own: ABORTED, rolled back, A's catch-up loads t back; the retry once they finish deletes it", async () => {
+    await tasks.loadLora({ lora_name: 't', lora_path: path });
+    await ownOnB();
+    const err = await tasks.delete('t').catch((e: unknown) => e);
+    // before: success, while B's catch-up (LoadAdapter adapters only) left t served there for good
+    expect([(err as { status?: number }).status, (err as Error).message]).toEqual([status.ABORTED, expect.stringContaining('retry when they finish') as unknown]);
+    expect((await store.latest('t'))?.status).toBe('serving');
+    expect(b.adapters.has('t')).toBe(true);
+    await eventually(() => a.adapters.has('t') && !catchUp.pending(addr(a)), "A's catch-up loaded t back", 5000);
+    expect([a.loads, a.unloads]).toEqual([[`t ${path}`, `t ${path}`], ['t']]);
+    expect(conn(b)?.pendingFor('t')).toBe(false); // not held on B: its requests are served
+
+    b.busy.clear();
+    expect((await tasks.delete('t')).status).toBe('deleted');
+    expect([a.adapters.has('t'), b.adapters.has('t'), b.unloads]).toEqual([false, false, ['t']]);
+  });
+
+  it('POST /v1/unload_lora_adapter of a name only B holds of its own, in use there: ABORTED, nothing recorded, B keeps it', async () => {
+    await ownOnB();
+    const before = await store.latest('t'); // no live job (none, or an earlier case's, deleted)
+    expect(before === null || before.status === 'deleted').toBe(true);
+    const err = await tasks.unloadLora({ lora_name: 't' }).catch((e: unknown) => e);
+    expect([(err as { status?: number }).status, (err as InlaidError).details.param]).toEqual([status.ABORTED, 'lora_name']);
+    expect(await store.latest('t')).toEqual(before);
+    expect([b.adapters.has('t'), listed()]).toEqual([true, expect.arrayContaining(['t']) as unknown]);
+    b.busy.clear();
+    expect(await tasks.unloadLora({ lora_name: 't' })).toBe("Success: LoRA adapter 't' removed successfully.");
+    expect(b.adapters.has('t')).toBe(false);
   });
 
   it('a load that fails on B after loading A fresh unloads A again: its retry is no 409 task_exists', async () => {

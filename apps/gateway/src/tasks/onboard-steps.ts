@@ -101,7 +101,7 @@ export class OnboardSteps {
       return await this.whileLive(job, async (tx) => {
         // checked here: a DELETE during the validation removes the files of the task it deletes (tasks.service.ts)
         if (job.calibrationPath !== null && !existsSync(job.calibrationPath)) throw new StepFailed(`calibration file ${job.calibrationPath} is gone`);
-        await tx.adapterValidated(job.id, digest);
+        await tx.recordAdapterDigest(job.id, digest); // the validated files'
         // a worker still serving an older job's adapter under the name stops now, not at the load step (best effort)
         if (digest !== null && job.adapterPath !== null) ({ inUse } = await this.admin.unloadOthers(job.task, job.adapterPath, digest));
         await tx.upsertTask(job.task, job.adapterPath, card.rank, card.targetModules, 'registered', job.slo);
@@ -118,7 +118,7 @@ export class OnboardSteps {
 
   private load(job: TaskJob): Promise<string> {
     return this.rechecking(this.whileLive(job, async (tx) => {
-      await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
+      await tx.recordAdapterDigest(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'load', 'done');
       await tx.transition(job.id, 'quantizing', 'adapter serving on the current base; waiting for re-quantization');
@@ -248,7 +248,7 @@ export class OnboardSteps {
 
   private activate(job: TaskJob): Promise<string> {
     return this.rechecking(this.whileLive(job, async (tx) => {
-      if (job.waitForQuantization) await tx.adapterLoaded(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
+      if (job.waitForQuantization) await tx.recordAdapterDigest(job.id, await this.admin.loadEverywhere(job.task, job.adapterPath ?? '', { validated: job.adapterDigest }));
       await tx.tasks.update({ name: job.task }, { status: 'serving' });
       await tx.stageFinished(job.id, 'activate', 'done');
       const fresh = await tx.get(job.id);

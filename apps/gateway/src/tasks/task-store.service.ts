@@ -385,21 +385,12 @@ export class TaskStore {
   }
 
   /**
-   * Records the content digest of the adapter files the job's validate step read (ValidateAdapter's card; null:
-   * unknown): the job's reference digest until its load, what the adapter catch-up compares a worker's with while the
-   * job is live but not loaded yet, and what the load step checks workers that already hold the name against.
+   * Records the job's adapter content digest (null: unknown), what the adapter catch-up compares each worker's with:
+   * first that of the files its validate step read (ValidateAdapter's card), the job's reference until its load (what
+   * the load step checks workers that already hold the name against), then that of what its load (or activate) step,
+   * or a vLLM-style load, loaded onto the workers (WorkerAdminService.loadEverywhere, job-digest.ts).
    */
-  adapterValidated(id: string, digest: string | null): Promise<TaskJob> {
-    return this.update(id, (j) => {
-      j.adapterDigest = digest;
-    });
-  }
-
-  /**
-   * Records the content digest of the adapter the job's load (or activate) step loaded onto the workers
-   * (WorkerAdminService.loadEverywhere, job-digest.ts; null: unknown). The adapter catch-up compares it with each worker's.
-   */
-  adapterLoaded(id: string, digest: string | null): Promise<TaskJob> {
+  recordAdapterDigest(id: string, digest: string | null): Promise<TaskJob> {
     return this.update(id, (j) => {
       j.adapterDigest = digest;
     });

@@ -31,6 +31,20 @@ const LIVE = new Set<string>(LIVE_JOB_STATUSES);
 /** A removed task's row: its targets go with it, so the name served again (a worker's own adapter, a vLLM-style load) has none. */
 const UNLOADED = { status: 'unloaded', sloTtftMs: null, sloTpotMs: null } as const;
 
+/**
+ * A DELETE's or unload's ABORTED (409, "retry when they finish"; the transaction rolled back) when a worker that refused
+ * the unload because of requests in flight holds the adapter of its own (its --adapters-dir, a checkpoint: no
+ * LoadAdapter path reported): its catch-up unloads only what LoadAdapter loaded (catchUpAction), so it would serve the
+ * name for good after a success. `unloaded`: the other workers, which did unload it (their catch-up loads a served
+ * job's adapter back once rolled back).
+ */
+class OwnAdapterInUse extends InlaidError {
+  constructor(name: string, param: string, cause: UnloadFailed, readonly unloaded: readonly string[]) {
+    super(status.ABORTED, `The task \`${name}\` has requests in flight; retry when they finish. (${cause.message})`, { param });
+    this.name = 'OwnAdapterInUse';
+  }
+}
+
 const taskExists = (name: string) => new InlaidError(status.ALREADY_EXISTS, `A task named \`${name}\` already exists.`, { param: 'name', code: 'task_exists' });
 
 @Injectable()
@@ -153,14 +167,15 @@ export class TasksService {
    * flight there does not stop it (before: a 409 with the deletion rolled back, while the idle workers had unloaded the
    * task the database still said was served, and nothing loaded it back): the deletion is committed, the others
    * unload it, and that worker's catch-up (AdapterCatchUp.recheck, once committed) holds the name there (no new request
-   * reaches it), lets the requests in flight finish and then unloads it (unloadInUse). Any other failure to unload
-   * fails the DELETE (the transaction rolled back).
+   * reaches it), lets the requests in flight finish and then unloads it (unloadInUse). Unless that worker holds the
+   * adapter of its own (no LoadAdapter path: its catch-up would leave it): then, as any other failure to unload, the
+   * DELETE fails (ABORTED, OwnAdapterInUse; the transaction rolled back).
    */
   async delete(name: string): Promise<TaskViewJson> {
     const { job, before, filesPending, history, inUse } = await this.store.locked(checkTaskName(name), async (tx) => {
       const latest = await this.found(name, tx);
       if (latest.status === 'deleted') throw new InlaidError(status.NOT_FOUND, `The task \`${name}\` was already deleted.`, { param: 'name', code: 'task_not_found' });
-      const inUse = await this.unloadInUse(name);
+      const inUse = await this.unloadInUse(name, 'name');
       let before: JobState = latest;
       let filesPending = false;
       const job = await tx.transition(latest.id, 'deleted', 'deleted by the client; adapter unloaded', (j) => {
@@ -173,8 +188,8 @@ export class TasksService {
         await tx.create({ id: randomUUID(), task: name, kind: 'delete', status: 'queued', adapterPath: null, calibrationPath: null, slo: null, waitForQuantization: false, message: 'its Hessians are dropped at the next re-quantization' });
       }
       return { job, before, filesPending, history: await tx.history(name), inUse };
-    });
-    this.drain(inUse);
+    }).catch(this.rolledBack);
+    this.recheck(inUse);
     // A task that failed while a re-quantization might read its files (filesPending, onboard-steps.ts
     // failAndUnload) keeps them for the reconciliation pass (after INLAID_FAILED_FILES_TTL_S, no run under way).
     // Otherwise no re-quantization reads them: they go now (gone already if the task failed before one).
@@ -186,24 +201,40 @@ export class TasksService {
 
   /**
    * Unloads the task from every accepting worker (under its lock); answers the workers that refused because the adapter
-   * has requests in flight there (UnloadFailed.onlyInUse: nothing else failed), for drain once the deletion is committed.
-   * Any other failure is thrown.
+   * has requests in flight there (UnloadFailed.onlyInUse: nothing else failed), to recheck once the deletion is
+   * committed (their catch-up holds the name and unloads it once they finish). Any other failure is thrown, and so is
+   * OwnAdapterInUse (ABORTED) when one of those workers reports no LoadAdapter path for it (`param`: the error's).
    */
-  private async unloadInUse(name: string): Promise<string[]> {
+  private async unloadInUse(name: string, param: string): Promise<string[]> {
     try {
       await this.admin.unloadEverywhere(name);
       return [];
     } catch (err) {
       if (!(err instanceof UnloadFailed) || !err.onlyInUse) throw err;
+      const ready = this.workers.readyConnections();
+      // the catch-up's rule (catchUpAction): an adapter with no LoadAdapter path is the worker's own, never unloaded
+      if (err.inUse.some((addr) => ready.find((c) => c.addr === addr)?.adapterPath(name) === undefined)) {
+        throw new OwnAdapterInUse(name, param, err, ready.map((c) => c.addr).filter((a) => !err.inUse.includes(a)));
+      }
       this.logger.warn(`${name} has requests in flight on ${err.inUse.join(', ')}: deleted, unloaded there once they finish (${err.message})`);
       return [...err.inUse];
     }
   }
 
-  /** Each worker's catch-up in `addrs` runs again (committed: the task is no longer served): it holds the name there and unloads it once its requests finish. */
-  private drain(addrs: readonly string[]): void {
+  /**
+   * Each worker's catch-up in `addrs` runs again (AdapterCatchUp.recheck), once the transaction is over: committed, on
+   * those that refused an unload in use (it holds the name there and unloads it once its requests finish); rolled back
+   * (OwnAdapterInUse), on those that unloaded it (it loads a served job's adapter back).
+   */
+  private recheck(addrs: readonly string[]): void {
     for (const addr of addrs) this.catchUp.recheck(addr);
   }
+
+  /** A DELETE's or unload's rollback: an OwnAdapterInUse's other workers are rechecked; `err` is thrown on. */
+  private readonly rolledBack = (err: unknown): never => {
+    if (err instanceof OwnAdapterInUse) this.recheck(err.unloaded);
+    throw err;
+  };
 
   /** vLLM's POST /v1/load_lora_adapter: validate and serve at once on the current base (no calibration). */
   async loadLora(body: unknown): Promise<{ message: string; card: common.ModelCard }> {
@@ -229,12 +260,12 @@ export class TasksService {
         await this.admin.unloadFrom(loadedFresh(err), name);
         throw err;
       }
-      await tx.adapterLoaded(id, digest);
+      await tx.recordAdapterDigest(id, digest);
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
       // an older adapter under the name with requests in flight on a worker (ABORTED, nothing recorded): its catch-up
       // holds the name there so that they drain, and unloads it (it is no live job's)
-      if (err instanceof UnloadFailed) this.drain(err.inUse);
+      if (err instanceof UnloadFailed) this.recheck(err.inUse);
       throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });
     // the digest is the gateway's business (ModelCard.digest), not the client's (gRPC LoadLoraAdapter answers this card)
@@ -247,17 +278,17 @@ export class TasksService {
     const name = checkTaskName(b['lora_name'], 'lora_name');
     const inUse = await this.store.locked(name, async (tx) => {
       // as DELETE: under the task's lock, so no onboarding step loads the adapter back behind the unload; a worker with
-      // requests in flight for it unloads it once they finish (its catch-up, drain)
+      // requests in flight for it unloads it once they finish (its catch-up, recheck), unless it is its own (OwnAdapterInUse)
       if (!this.workers.readyConnections().some((c) => c.serves(name))) {
         throw new InlaidError(status.NOT_FOUND, `The LoRA adapter \`${name}\` is not loaded.`, { param: 'lora_name', code: 'model_not_found' });
       }
-      const inUse = await this.unloadInUse(name);
+      const inUse = await this.unloadInUse(name, 'lora_name');
       const latest = await tx.latest(name);
       if (latest !== null && latest.status !== 'deleted') await tx.transition(latest.id, 'deleted', 'unloaded (vLLM API)');
       await tx.tasks.update({ name }, UNLOADED);
       return inUse;
-    });
-    this.drain(inUse);
+    }).catch(this.rolledBack);
+    this.recheck(inUse);
     return `Success: LoRA adapter '${name}' removed successfully.`;
   }
 }

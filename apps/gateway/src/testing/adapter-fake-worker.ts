@@ -10,7 +10,10 @@ import { bindLocal } from './local-grpc';
 
 type Callback<T> = (e: Partial<Error & { code: number; metadata: Metadata }> | null, r?: T) => void;
 
-/** An adapter a fake worker holds: the path it was loaded from and the digest of what was read there. */
+/**
+ * An adapter a fake worker holds: the path it was loaded from and the digest of what was read there; path '': one of
+ * its own (its --adapters-dir, a checkpoint), listed but not in WorkerInfo.adapter_paths / adapter_digests.
+ */
 export interface HeldAdapter {
   path: string;
   digest: string;
@@ -59,11 +62,12 @@ export async function startFakeWorker(
   const card = (name: string, digest: string) => common.ModelCard.fromPartial({ id: name, parent: 'm', rank: 4, targetModules: ['q_proj'], digest: w.digests ? digest : '' });
   const getInfo = (_call: unknown, cb: Callback<worker.WorkerInfo>) => {
     const named = [...w.adapters];
+    const loaded = named.filter(([, a]) => a.path !== '');
     cb(null, worker.WorkerInfo.fromPartial({
       workerId: `w${w.port}`, baseModel: 'm', models: [{ id: 'm', parent: '' }, ...named.map(([id]) => ({ id, parent: 'm' }))],
       state: { totalKvBlocks: 64, freeKvBlocks: 64, blockSize: 16 },
-      adapterPaths: Object.fromEntries(named.map(([n, a]) => [n, a.path])),
-      adapterDigests: w.digests ? Object.fromEntries(named.map(([n, a]) => [n, a.digest])) : {},
+      adapterPaths: Object.fromEntries(loaded.map(([n, a]) => [n, a.path])),
+      adapterDigests: w.digests ? Object.fromEntries(loaded.map(([n, a]) => [n, a.digest])) : {},
     }));
   };
   const validateAdapter = (call: { request: worker.LoadAdapterRequest }, cb: Callback<common.ModelCard>) => {
