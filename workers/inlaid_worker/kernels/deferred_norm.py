@@ -1,11 +1,11 @@
 """The deferred residual add + RMSNorm, "+dn2" (the decode fusion "swiglu+cfin+q+g+dn2", model.llama_fast; bucket 1's
 policy since session 21): no norm launch between layers.
 
-Today's bucket-1 path ("swiglu+cfin+g") runs two one-CTA add + RMSNorm kernels a layer (after o and after down) that
-finish the producer GEMV's deferred split-K sums: h += fp16(sums); x = RMSNorm(h) * w. RMSNorm is a per-row scalar,
-x = (h o w) * r with r = rsqrt(mean(h^2) + eps), and a GEMV is linear: W x = r * W (h o w). So the consumer GEMV (gate/up
-after o, the next layer's qkv after down) multiplies its weights by u = fp16(h' w), h' = fp16(h + fp16(sums))
-(today's roundings: fused_norm's residual add), and leaves r to the kernel after it:
+The fallback (session 20's bucket-1 path, "swiglu+cfin+g") runs two one-CTA add + RMSNorm kernels a layer (after o and
+after down) that finish the producer GEMV's deferred split-K sums: h += fp16(sums); x = RMSNorm(h) * w. RMSNorm is a
+per-row scalar, x = (h o w) * r with r = rsqrt(mean(h^2) + eps), and a GEMV is linear: W x = r * W (h o w). So the
+consumer GEMV (gate/up after o, the next layer's qkv after down) multiplies its weights by u = fp16(h' w), h' = fp16(h +
+fp16(sums)) (today's roundings: fused_norm's residual add), and leaves r to the kernel after it:
 
 - each consumer program, after its PDL wait, loads the producer's fp32 sums, h and the norm weight of its own x pairs
   and forms u (quant_hgemvr DNORM2; "shfl", shipped where its lane layout was verified: each u word formed once per
@@ -22,15 +22,15 @@ are per layer too: all of them sit in one fp32 buffer that the forward zeroes on
 one memset node), so nothing is cleared while a reader may still run. Layer 0's input norm and the final norm stay
 kernels (the final one reads the last down GEMV's sums: fused_norm.add_rms_norm_sums).
 
-Preconditions (layer_picks and dn2_pays, checked for every layer at each forward, so at a graph's capture): no LoRA
-(its shrink needs x), fp16, 4-bit one-part weights, the row attention with rotary inside, no "norm" fusion, and every
-layer's o, gate/up, down and qkv picks split-K half2 row GEMVs that can defer (consumer_finish.defer_ok / gu_pair;
-down's a half2 row GEMV) without act-order on qkv / gate/up; on CUDA with DN2_FORM "auto" also every consumer GEMV
-(each layer's gate/up, the qkv of layers >= 1) in the "shfl" formation, its layer with current pair-ordered norms
-(model.weights.current_pairs): "thread" measured +90 us a 7B step slower than the fallback
-(bench/results/decode-2026-12-01-s21-dn2-port.md), so it runs only when forced (DN2_FORM "thread", benchmarks) and
-under the interpreter. Otherwise the step runs as the name without "+q" and "+dn2" (bucket 1: "swiglu+cfin+g", today's
-path, with the same launches).
+Preconditions (layer_picks and dn2_pays, checked for every layer at each forward, so at a graph's capture): no LoRA (its
+shrink needs x), fp16, 4-bit one-part weights, the row attention with rotary inside, no "norm" fusion, and every layer's
+o, gate/up, down and qkv picks split-K half2 row GEMVs that can defer (consumer_finish.defer_ok / gu_pair; down's a
+half2 row GEMV) without act-order on qkv / gate/up; on CUDA with DN2_FORM "auto" also every consumer GEMV (each layer's
+gate/up, the qkv of layers >= 1) in the "shfl" formation, its layer with current pair-ordered norms
+(model.weights.current_pairs) and no compiled "shfl" kernel found broken (quant_hgemvr.SHFL_BROKEN): "thread" measured
++90 us a 7B step slower than the fallback (bench/results/decode-2026-12-01-s21-dn2-port.md), so it runs only when forced
+(DN2_FORM "thread", benchmarks) and under the interpreter. Otherwise the step runs as the name without "+q" and "+dn2"
+(bucket 1: "swiglu+cfin+g", session 20's path, with the same launches).
 
 Numerics: u is unscaled. u = h' w is the RMSNorm's x times rms(h'), so it overflows fp16 where |h'_k w_k| > 65504 for
 some k (then the step's output is inf / NaN: test_deferred_norm2's "huge" case shows it), where today's x cannot
@@ -57,8 +57,9 @@ from .quant_matmul_config import QMMConfig
 # uncapped). Read at each launch, so at a graph's capture.
 DN2_MAXNREG: int | None = 80
 # the formation of u (quant_hgemvr DNORM2): "auto" = "shfl" where use_asm(), the layer has its pair-ordered norm
-# weights (model.weights.current_pairs) and quant_hgemvr.shfl_layout_ok holds, else "thread" (on CUDA the forward then
-# runs without "+dn2": dn2_pays); "thread" / "shfl" force one (benchmarks; "shfl" where its layout is unverified raises
+# weights (model.weights.current_pairs) and quant_hgemvr.shfl_layout_ok holds (never once the runtime guard found a
+# broken "shfl" kernel: quant_hgemvr.SHFL_BROKEN), else "thread" (on CUDA the forward then runs without "+dn2":
+# dn2_pays); "thread" / "shfl" force one (benchmarks; "shfl" where its layout is unverified raises
 # on CUDA). Read at each launch and by dn2_pays, so at a graph's capture. A module constant, no environment variable.
 DN2_FORM = "auto"
 
@@ -197,7 +198,7 @@ def dn2_pays(p: DnPicks, wq: GPTQWeight | None, wgu: GPTQWeight, pairs_in: torch
 
 
 def gemv_dnorm2(sums: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor, weight: torch.Tensor, w: GPTQWeight,
-                cfg: QMMConfig, slot: torch.Tensor, eps: float, region: torch.Tensor,
+                cfg: QMMConfig, slot: torch.Tensor, region: torch.Tensor,
                 pairs: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """RMSNorm(h + fp16(sums)) @ w without r, deferred into region (fp32, zero): its sums [M, N] returned; h' goes to
     h_out and the rows' sum(h'^2) into slot [M] (zero before), for the consumer's r (module docstring). pairs: the
@@ -205,7 +206,7 @@ def gemv_dnorm2(sums: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor, weight
     m, n = h.shape[0], w.out_features
     cap = DN2_MAXNREG if cfg.block_m == 1 else None
     out = launch_hgemvr(h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, cfg.num_warps, h, finish=True,
-                        defer=True, sums=region, dnorm2=(sums, h, h_out, weight, slot, eps),
+                        defer=True, sums=region, dnorm2=(sums, h, h_out, weight, slot),
                         dn2_form=dn2_form(cfg, w, pairs), dn2_pairs=pairs, maxnreg=cap, **hgemvr_flags(cfg.kind))  # fmt: skip
     if out is None:
         raise RuntimeError("gemv_dnorm2: the GEMV returned no sums")

@@ -33,16 +33,18 @@ rows' sum(h'^2) (_dn2_rows). Two formations of u, equal bit for bit (launch_hgem
 - "shfl" (session 21, bench/results/decode-2026-12-01-s21-dn2shfl.md "mode 7"): lane j of each 16-lane segment loads
   the raw values of pair word j only (two fp32 sums, two h halves, one word of the pair-ordered norm weight), the
   look-ahead carries those 5 registers, and where the tile is used the lane forms its word (cvt / add / mul, the same
-  roundings) and 16 shfl.sync give the segment all 16 (_dn2_shfl / _dn2_shfl_form). It relies on the TTGIR layout of
-  x's [BM, RO, 1] operands putting one word row on an aligned 16-lane segment (threadsPerWarp [1, 2, 16], N the
-  fastest) and never moving them between layouts (shfl_ttgir_problems), launched on CUDA only at the configurations
-  of shfl_layout_ok, verified offline (test_dn2_shfl) and at run time once per compiled kernel (verify_shfl_kernel:
-  RuntimeError); the per-lane offsets and orders are ShflPlan's (test_dn2_shfl_emu runs the PTX on the CPU); the
-  interpreter computes the per-thread values from the same inputs.
+  roundings) and 16 shfl.sync give the segment all 16 (_dn2_shfl / _dn2_shfl_form). It relies on the TTGIR layout of x's
+  [BM, RO, 1] operands putting one word row on an aligned 16-lane segment (threadsPerWarp [1, 2, 16], N the fastest) and
+  never moving them between layouts (shfl_ttgir_problems), launched on CUDA only at the configurations of
+  shfl_layout_ok, verified offline (test_dn2_shfl) and at run time once per compiled kernel (verify_shfl_kernel: a
+  failure logs an error and sets SHFL_BROKEN, after which shfl_layout_ok holds nowhere and the decode falls back;
+  SHFL_STRICT raises instead); the per-lane offsets and orders are ShflPlan's (test_dn2_shfl_emu runs the PTX on the
+  CPU); the interpreter computes the per-thread values from the same inputs.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,8 @@ from .pdl import gdc_late, gdc_start, gdc_wait, gdc_wait_first, launch_kw
 from .quant_common import bucket_workspace, finish_rows, red_tile, split_launch
 from .quant_hgemv import _fma_half2, _hi_f32, _lo_f32, _x_words, deq_half2_ptx, rows16, store_rows, use_asm
 from .swiglu_epilogue import store_swiglu
+
+log = logging.getLogger(__name__)
 
 _DEQ10_PTX = tl.constexpr(deq_half2_ptx(0x14001400, 0x04000400))  # (q - z) / 1024: 2^-10, 2^-14
 
@@ -527,8 +531,8 @@ def _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, s
 
 @triton.jit
 def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.constexpr, USE_ASM: tl.constexpr,
-            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0, INTER=0, DNORM2: tl.constexpr = 0,
-            dh_ptr=None, stride_hm=0):  # fmt: skip
+            RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, INTER=0, dh_ptr=None, stride_hm=0, XSUMS: tl.constexpr = 0,
+            DNORM2: tl.constexpr = 0):  # fmt: skip
     """A tile from _tile_w completed with its x pairs (the tile _tile_in returns). NORM: x is the residual stream,
     and the norm weight's pairs gs come along (normalised only where the tile is used, _use_r: normalising here
     would wait for the loads before the previous tile's arithmetic). DNORM2 (x_ptr: the producer's fp32 sums, dh_ptr:
@@ -559,14 +563,14 @@ def _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM: tl.co
 def _tile_in(kt, ok, w_rows, x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_m, offs_n, offs_ro, stride_xm, sqk,
              stride_sg, stride_sn, stride_zg, stride_zn,
              GROUP: tl.constexpr, SYM: tl.constexpr, ZERO_OFFSET: tl.constexpr, HAS_PERM: tl.constexpr,
-             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, XSUMS: tl.constexpr = 0,
-             INTER=0, DNORM2: tl.constexpr = 0, dh_ptr=None, stride_hm=0):  # fmt: skip
+             USE_ASM: tl.constexpr, RO: tl.constexpr, nw_ptr, NORM: tl.constexpr, INTER=0, dh_ptr=None, stride_hm=0,
+             XSUMS: tl.constexpr = 0, DNORM2: tl.constexpr = 0):  # fmt: skip
     """Everything the K tile at row kt needs: its 4 word chunks, scale, zero constants, x pairs per chunk. All loads
     unmasked (offs_m, offs_n clamped in range by the caller); ok False: scale 0, so the tile adds exactly 0."""
     tw = _tile_w(kt, ok, w_rows, sc_ptr, qz_ptr, offs_n, sqk, stride_sg, stride_sn, stride_zg, stride_zn,
                  GROUP, SYM, ZERO_OFFSET, USE_ASM, RO)  # fmt: skip
-    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM, XSUMS,
-                   INTER, DNORM2, dh_ptr, stride_hm)  # fmt: skip
+    return _with_x(tw, kt, x_ptr, perm_ptr, offs_m, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM, INTER,
+                   dh_ptr, stride_hm, XSUMS, DNORM2)  # fmt: skip
 
 
 @triton.jit
@@ -628,7 +632,8 @@ def _hgemvr_kernel(
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     if DNORM2:  # the grid's last N column (one program per K slice and row block): the rows' h' and sum(h'^2)
-        x_prog = pid_n == tl.num_programs(0) - 1  # (_dn2_rows); it loads the last tile's first tile and adds nothing
+        x_prog = pid_n == tl.num_programs(0) - 1  # (_dn2_rows); it loads the last N column's first K tile of its slice
+        # (burst: its slice's tiles), runs no tile loop and stores no y (mask_n)
         pid_n = tl.minimum(pid_n, tl.num_programs(0) - 2)
     else:
         x_prog = pid_n < 0
@@ -680,33 +685,29 @@ def _hgemvr_kernel(
         gdc_wait(USE_GDC)
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)  # the slots are complete only after the wait
         rn = _x_norm_r(dslot_ptr, offs_ml, NORM_K, eps, XNORM)
-        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)
-        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)
+        xargs = (x_ptr, perm_ptr, offs_ml, offs_ro, stride_xm, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN, INTER, dh_ptr,
+                 stride_dhm)  # fmt: skip
+        cur = _with_x(cur, k_first, *xargs, XSUMS=XRO, DNORM2=DN2T)
         if BURST > 1:
-            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)
+            t1 = _with_x(t1, k1, *xargs, XSUMS=XRO, DNORM2=DN2T)
             if BURST >= 3:
-                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr,
-                             stride_hm=stride_dhm)  # fmt: skip
+                t2 = _with_x(t2, k2, *xargs, XSUMS=XRO, DNORM2=DN2T)
             if BURST >= 4:
-                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr,
-                             stride_hm=stride_dhm)  # fmt: skip
+                t3 = _with_x(t3, k3, *xargs, XSUMS=XRO, DNORM2=DN2T)
     else:
         r = norm_scale(ssi_ptr, offs_ml, K, eps, NORM_IN, USE_ASM)
         rn = _x_norm_r(dslot_ptr, offs_ml, NORM_K, eps, XNORM)
     args = (x_ptr, sc_ptr, qz_ptr, perm_ptr, offs_ml, offs_nl, offs_ro, stride_xm, sqk, stride_sg, stride_sn,
-            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN)  # fmt: skip
+            stride_zg, stride_zn, GROUP, SYM, ZERO_OFFSET, HAS_PERM, USE_ASM, RO, nw_ptr, NORM_IN, INTER, dh_ptr,
+            stride_dhm)  # fmt: skip
     if USE_GDC != 1 and USE_GDC != 2:
-        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DN2T, dh_ptr=dh_ptr,
-                       stride_hm=stride_dhm)  # fmt: skip
+        cur = _tile_in(k_first, True, w_rows, *args, XSUMS=XRO, DNORM2=DN2T)
         if BURST > 1:  # all of the program's tiles in flight before any is used; tiles past `mine` add 0
-            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                          DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+            t1 = _tile_in(tl.minimum(k_first + BLOCK_K, last), 1 < mine, w_rows, *args, XSUMS=XRO, DNORM2=DN2T)
             if BURST >= 3:
-                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                              DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+                t2 = _tile_in(tl.minimum(k_first + 2 * BLOCK_K, last), 2 < mine, w_rows, *args, XSUMS=XRO, DNORM2=DN2T)
             if BURST >= 4:
-                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, INTER=INTER,
-                              DNORM2=DN2T, dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+                t3 = _tile_in(tl.minimum(k_first + 3 * BLOCK_K, last), 3 < mine, w_rows, *args, XSUMS=XRO, DNORM2=DN2T)
     if DNORM2:  # (after the PDL wait: the producer's sums are complete)
         if x_prog:
             _dn2_rows(x_ptr, dh_ptr, dho_ptr, dslot_ptr, offs_ml, m_ok, k_first, k_first + mine * BLOCK_K, stride_xm,
@@ -737,8 +738,7 @@ def _hgemvr_kernel(
                 # registers, not 79)
             else:
                 use = cur
-            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, INTER=INTER, DNORM2=DN2T,
-                           dh_ptr=dh_ptr, stride_hm=stride_dhm)  # fmt: skip
+            nxt = _tile_in(tl.minimum(it + BLOCK_K, last), True, w_rows, *args, XSUMS=XRO, DNORM2=DN2T)
             if PIN:  # the next tile's loads are issued before the barrier this tile's arithmetic depends on
                 acc = _use_r(acc, _after_barrier(use, USE_ASM), USE_ASM, r, NORM_IN, DNORM2=DNORM2)
             else:
@@ -778,9 +778,9 @@ def shfl_layout_ok(block_m: int, block_n: int, block_k: int, num_warps: int, bur
     [1, 2, 1], order [2, 0, 1]: lanes 0-15 and 16-31 each share one word row): block_m 1, block_n 64, block_k 128,
     2 warps, the look-ahead loop (no burst, no pin) and N a multiple of 64 (unclamped column loads): the H200 table's
     7B / 13B batch-1 qkv and gate/up picks. Elsewhere the per-thread formation runs. (Each compiled variant's TTGIR
-    is checked again at its first launch: verify_shfl_kernel.)"""
-    return (block_m == 1 and block_n == 64 and block_k == 128 and num_warps == 2 and not burst and not pin
-            and n % block_n == 0)  # fmt: skip
+    is checked again at its first launch: verify_shfl_kernel; once one failed, SHFL_BROKEN, it holds nowhere.)"""
+    return (not SHFL_BROKEN and block_m == 1 and block_n == 64 and block_k == 128 and num_warps == 2 and not burst
+            and not pin and n % block_n == 0)  # fmt: skip
 
 
 SHFL_LAYOUT = ("sizePerThread = [1, 1, 4]", "threadsPerWarp = [1, 2, 16]", "warpsPerCTA = [1, 2, 1]",
@@ -844,29 +844,43 @@ def shfl_ttgir_problems(ttgir: str) -> list[str]:
 
 
 _SHFL_VERIFIED: set[str] = set()  # the compiled "shfl" kernels (CompiledKernel.hash) whose TTGIR passed
+# set by verify_shfl_kernel where a compiled "shfl" kernel broke the lane contract: shfl_layout_ok then holds nowhere
+# (deferred_norm.dn2_form gives "thread", dn2_pays False: bucket 1 runs "swiglu+cfin+g") for the rest of the process
+SHFL_BROKEN = False
+SHFL_STRICT = False  # verify_shfl_kernel raises instead of falling back (tests)
 
 
 def verify_shfl_kernel(kernel: Any) -> None:
     """launch_hgemvr's guard after a "shfl" launch on CUDA: the compiled kernel's TTGIR checked once per compiled
-    variant (shfl_ttgir_problems; then one set lookup a launch). RuntimeError where the contract does not hold (a
-    Triton version or kernel change that lays x's [1, 4, 1] operands out otherwise): the launch just run formed wrong
-    u words. The decode graphs' warm-up launches every variant before a capture, so this fires before any capture."""
+    variant (shfl_ttgir_problems; then one set lookup a launch). Where the contract does not hold (a Triton version or
+    kernel change that lays x's [1, 4, 1] operands out otherwise) the launch just run formed wrong u words: an error
+    is logged and SHFL_BROKEN set (nothing remembered), so every later launch decision (shfl_layout_ok, dn2_form,
+    dn2_pays) leaves "shfl" out; with SHFL_STRICT a RuntimeError instead. The launch's own results stay wrong: a
+    decode graph's first launch of a variant is in its warm-up run, whose outputs the capture (which decides its
+    picks again, now without "+dn2") and the replay after it overwrite (DecodeGraphs._capture / run; only a
+    DecodeLayout forward, i.e. a decode graph, runs "+dn2"). A direct caller's launch returns wrong results."""
+    global SHFL_BROKEN
     key = kernel.hash
     if key in _SHFL_VERIFIED:
         return
     problems = shfl_ttgir_problems(kernel.asm["ttgir"])
     if problems:
-        raise RuntimeError("dnorm2: the compiled \"shfl\" kernel breaks its lane contract (quant_hgemvr."
-                           "shfl_ttgir_problems; its results are wrong): " + "; ".join(problems) + ". Run "
-                           "deferred_norm.DN2_FORM = \"thread\" (or INLAID_DECODE_FUSION=swiglu+cfin+g) until "
-                           "test_dn2_shfl passes again.")  # fmt: skip
+        msg = ("dnorm2: the compiled \"shfl\" kernel breaks its lane contract (quant_hgemvr.shfl_ttgir_problems; "
+               "its results are wrong): " + "; ".join(problems) + ".")  # fmt: skip
+        if SHFL_STRICT:
+            raise RuntimeError(msg + " Run deferred_norm.DN2_FORM = \"thread\" (or INLAID_DECODE_DN2=0) until "
+                               "test_dn2_shfl passes again.")  # fmt: skip
+        log.error("%s \"+dn2\" is off for this process (quant_hgemvr.SHFL_BROKEN: bucket 1 runs \"swiglu+cfin+g\"); "
+                  "INLAID_DECODE_DN2=0 keeps it off at start until test_dn2_shfl passes again.", msg)  # fmt: skip
+        SHFL_BROKEN = True
+        return
     _SHFL_VERIFIED.add(key)
 
 
 def _check_dnorm2(x2: torch.Tensor, w: GPTQWeight, dnorm2: tuple, finish: bool, defer: bool, others: tuple,
                   form: str, pairs: torch.Tensor | None, layout_ok: bool) -> None:  # fmt: skip
     """launch_hgemvr's dnorm2 arguments, checked (ValueError). others: norm, swiglu, residual, x_sums."""
-    sums, h, h_out, weight, slot, _ = dnorm2
+    sums, h, h_out, weight, slot = dnorm2
     m, k = x2.shape
     if not (finish and defer) or any(o is not None for o in others) or w.perm is not None:
         raise ValueError("dnorm2: with finish + defer; not with norm, swiglu, residual, x_sums or an act-order perm")
@@ -898,6 +912,21 @@ def _check_dnorm2(x2: torch.Tensor, w: GPTQWeight, dnorm2: tuple, finish: bool, 
         raise ValueError("dnorm2: the shfl formation runs only where its lane layout was verified (shfl_layout_ok)")
 
 
+def _dnorm2_launch(dnorm2: tuple, w: GPTQWeight, grid: tuple[int, int, int], args: tuple, iters: int, block_m: int,
+                   block_k: int, form: str, pairs: torch.Tensor | None) -> tuple[tuple[int, int, int], tuple, Any,
+                                                                                tuple, int]:  # fmt: skip
+    """launch_hgemvr's dnorm2 launch (checked: _check_dnorm2): x is read from the producer's sums and h (their row
+    strides), one more N column; (grid, args, the norm weight's pointer ("shfl": the pair-ordered copy), the kernel's
+    (dh, dho, dslot, stride_dhm, NORM_K), SLICE: _dn2_rows' K slice in one load (a power of 2) or 0: in BLOCK_K
+    chunks)."""
+    sums, h, h_out, weight, slot = dnorm2
+    args = (sums, *args[1:14], sums.stride(0), *args[15:])
+    slice_k = triton.next_power_of_2(iters * block_k)
+    return ((grid[0] + 1, grid[1], grid[2]), args, weight if form == "thread" else pairs,
+            (h, h_out, slot, h.stride(0), w.in_features),
+            slice_k if slice_k * block_m <= DN2_ONE_LOAD else 0)  # fmt: skip
+
+
 def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, block_k: int, split_k: int,
                   num_warps: int, y: torch.Tensor, burst: bool = False, const_stride: bool = False,
                   pin: bool = False, swiglu: torch.Tensor | None = None, finish: bool = False,
@@ -906,7 +935,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
                   maxnreg: int | None = None, defer: bool = False,
                   sums: torch.Tensor | None = None, x_sums: torch.Tensor | None = None,
                   x_norm: tuple[torch.Tensor, int, float] | None = None,
-                  dnorm2: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
+                  dnorm2: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                   dn2_form: str = "thread", dn2_pairs: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """y[M, N] = x2[M, K] @ W for 4-bit weights and fp16 x, block_m rows of x per program.
     burst: each program's K tiles (1..4, i.e. split_k >= K tiles / 4) are all loaded before any is used;
@@ -935,7 +964,7 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
     the shapes (fp16 [M, K]; never read) and the sums are left as they are (a later kernel clears them).
     x_norm (slot, norm_k, eps; with x_sums): the gate / up sums carry no RMSNorm scale yet (their GEMV ran with
     dnorm2): both are multiplied by r = rsqrt(slot[m] / norm_k + eps) before swiglu_epilogue's rounding.
-    dnorm2 (sums, h, h_out, weight, slot, eps; with finish + defer only; the "+dn2" decode fusion,
+    dnorm2 (sums, h, h_out, weight, slot; with finish + defer only; the "+dn2" decode fusion,
     deferred_norm.gemv_dnorm2): x is RMSNorm(h + fp16(sums)) without its scale r: the GEMV multiplies its tiles by
     u = fp16(h' w), h' = fp16(h + fp16(sums)) (sums fp32 [M, K] of a deferred producer GEMV, h fp16 [M, K] the
     residual stream, both row-major; no scale: u overflows where |h'_k w_k| > 65504), loaded after the PDL wait; the
@@ -1004,14 +1033,10 @@ def launch_hgemvr(x2: torch.Tensor, w: GPTQWeight, block_m: int, block_n: int, b
         eps = float(x_norm[2])
         dn = (y, y, x_norm[0], 0, int(x_norm[1]))
     slice_k = 0  # _dn2_rows: the K slice in one load (its values a row, a power of 2), or 0: in BLOCK_K chunks
-    if dnorm2 is not None:  # x is read from the producer's sums and h (their row strides); one more N column
-        args = (dnorm2[0], *args[1:14], dnorm2[0].stride(0), *args[15:])
-        nw = dnorm2[3] if dn2_form == "thread" else dn2_pairs  # ("shfl": the pair-ordered copy)
-        eps = float(dnorm2[5])
-        dn = (dnorm2[1], dnorm2[2], dnorm2[4], dnorm2[1].stride(0), w.in_features)
-        grid = (grid[0] + 1, grid[1], grid[2])
-        slice_k = triton.next_power_of_2(iters * block_k)
-        slice_k = slice_k if slice_k * block_m <= DN2_ONE_LOAD else 0
+    if dnorm2 is not None:
+        grid, args, nw, dn, slice_k = _dnorm2_launch(
+            dnorm2, w, grid, args, iters, block_m, block_k, dn2_form, dn2_pairs
+        )
     asm = use_asm()
     kernel = _hgemvr_kernel[grid](*args, act, inter, act.stride(0), nw, ssi, sso, eps, *dn, **consts, USE_ASM=asm,
                          BURST=iters if burst else 0, SWIGLU=swiglu is not None,

@@ -405,12 +405,12 @@ def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tens
         if down is None:
             attn = row_rope_decode(linear(x, layer.qkv), *rope, base=row_rope)
         else:
-            qs = gemv_dnorm2(down, hb[cur], hb[1 - cur], layer.input_norm, wq, p.qkv, reg.q_slot(i), eps,  # type: ignore[arg-type]
+            qs = gemv_dnorm2(down, hb[cur], hb[1 - cur], layer.input_norm, wq, p.qkv, reg.q_slot(i),  # type: ignore[arg-type]
                              reg.q_sums(i), pin)  # fmt: skip
             cur = 1 - cur
             attn = row_rope_decode(qs, *rope, base=row_rope, sums=True, rnorm=(reg.q_slot(i), c.hidden_size, eps))
         o = gemv_deferred(attn.reshape(t, -1), wo, p.o, reg.o_sums(i))  # type: ignore[arg-type]
-        gu = gemv_dnorm2(o, hb[cur], hb[1 - cur], layer.post_norm, wgu, p.gate_up, reg.gu_slot(i), eps,  # type: ignore[arg-type]
+        gu = gemv_dnorm2(o, hb[cur], hb[1 - cur], layer.post_norm, wgu, p.gate_up, reg.gu_slot(i),  # type: ignore[arg-type]
                          reg.gu_sums(i), ppost)  # fmt: skip
         cur = 1 - cur
         down = down_xnorm(gu, wd, p.down, reg.gu_slot(i), c.hidden_size, eps, reg.down_sums(i))  # type: ignore[arg-type]

@@ -105,7 +105,7 @@ def run_qkv(case_id: str, device: str) -> dict[str, Any]:
         ref = _ref_gemv(add_rms_norm(hp.clone(), g, 1e-5), w, bm, bk, split, kind)  # today's x: the norm kernel on h'
         h0, h_out = h.clone(), torch.zeros_like(h)
         slot, region = torch.zeros(m, device=device), torch.zeros(m * n, device=device)
-        s = dn.gemv_dnorm2(sums, h, h_out, g, w, c, slot, 1e-5, region, norm_pairs(g))
+        s = dn.gemv_dnorm2(sums, h, h_out, g, w, c, slot, region, norm_pairs(g))
         y = (s * (1.0 / torch.sqrt(slot / k + 1e-5))[:, None]).half()
         out["err"] = max(out["err"], float((y.float() - ref.float()).abs().max() / ref.float().abs().max()))
         ss = (hp.float() ** 2).sum(1)
@@ -139,7 +139,7 @@ def run_gu(case_id: str, device: str) -> dict[str, Any]:
     gu_ref.zero_()  # (the region's contract: its norm would clear it)
     h0, h_out = h.clone(), torch.zeros_like(h)
     slot = torch.zeros(m, device=device)
-    gu = gemv_dnorm2(sums, h, h_out, g, w_gu, cfg_gu, slot, 1e-5, torch.zeros(m * 2 * inter, device=device),
+    gu = gemv_dnorm2(sums, h, h_out, g, w_gu, cfg_gu, slot, torch.zeros(m * 2 * inter, device=device),
                      norm_pairs(g))  # fmt: skip
     ss = (hp.float() ** 2).sum(1)
     d_sums = down_xnorm(gu, w_d, cfg_d, slot, k, 1e-5, torch.zeros(m * n, device=device))
@@ -164,7 +164,7 @@ def _forced(form: str, case_id: str, device: str) -> tuple:
         dn.DN2_FORM = form
         c = cfg(kind, bm, bk, split)
         got = dn.dn2_form(c, w, norm_pairs(g))
-        s = dn.gemv_dnorm2(sums, h, h_out, g, w, c, slot, 1e-5, region, norm_pairs(g)).clone()
+        s = dn.gemv_dnorm2(sums, h, h_out, g, w, c, slot, region, norm_pairs(g)).clone()
     finally:
         dn.DN2_FORM = saved
     return got, s, h_out, slot, (w, g, hp)

@@ -105,15 +105,15 @@ def test_dn2_launch_checks() -> None:
     _, w, _ = make_case("checks", k, n, m, 128, False, False, "gptq", "cpu")
     sums, h, g, _ = dc.inputs("checks", m, k, 1.0, "cpu")
     h_out, slot, y = torch.zeros_like(h), torch.zeros(8), torch.empty(m, n, dtype=torch.float16)
-    dn2 = (sums, h, h_out, g, slot, 1e-5)
+    dn2 = (sums, h, h_out, g, slot)
     ok: dict[str, Any] = dict(finish=True, defer=True, sums=torch.zeros(m * n))
     bad: dict[str, dict[str, Any]] = {
         "no_defer": dict(dnorm2=dn2),
         "finish_only": dict(dnorm2=dn2, finish=True),
-        "same_h": dict(dnorm2=(sums, h, h, g, slot, 1e-5), **ok),
-        "sums_fp16": dict(dnorm2=(sums.half(), h, h_out, g, slot, 1e-5), **ok),
-        "weight_len": dict(dnorm2=(sums, h, h_out, g[:64], slot, 1e-5), **ok),
-        "slot_small": dict(dnorm2=(sums, h, h_out, g, torch.zeros(0), 1e-5), **ok),
+        "same_h": dict(dnorm2=(sums, h, h, g, slot), **ok),
+        "sums_fp16": dict(dnorm2=(sums.half(), h, h_out, g, slot), **ok),
+        "weight_len": dict(dnorm2=(sums, h, h_out, g[:64], slot), **ok),
+        "slot_small": dict(dnorm2=(sums, h, h_out, g, torch.zeros(0)), **ok),
         "with_x_sums": dict(dnorm2=dn2, x_sums=torch.zeros(m, 2 * k), **ok),
         "x_norm_alone": dict(x_norm=(slot, k, 1e-5), **ok),
     }

@@ -7,13 +7,14 @@ asserts torch.equal (interpreter: small shapes, where "shfl" computes the per-th
 weight; CUDA: the 7B batch-1 qkv and gate/up shapes at the H200 picks' hgemvr 1/64/128, where the shuffles run); at
 the picks' own splits (8, 4) against norm-then-GEMV. Offline (CPU, no GPU; sm_90 builds of the 7B qkv and gate/up
 launches, without and with PDL, with zero weights): the lane contract (quant_hgemvr.shfl_ttgir_problems, which the
-runtime guard verify_shfl_kernel runs once per compiled variant on CUDA): the load asm sites (%laneid) in the form
-asm's layout, one with 16 lanes along N at the low lane bits (threadsPerWarp [1, 2, 16], order [2, 0, 1]: a shuffle
-segment is one word row, what quant_hgemvr.shfl_layout_ok admits), no [1, 4, 1] tensor moved between layouts, and
-one formation + 16 shfl.sync.idx in the loop; the check (and the guard) failing on edited TTGIR; kernels.pdl's load /
-store order. The launch checks (in-process: no kernel runs), the dnorm2 alignment refusals, and _dn2_rows' chunked
-path (a slice past DN2_ONE_LOAD). GPU only: the guard remembers the launched "shfl" variant. (The shuffles' index
-math, run as PTX on the CPU: test_dn2_shfl_emu.)
+runtime guard verify_shfl_kernel runs once per compiled variant on CUDA): the load asm sites (%laneid) in the form asm's
+layout, one with 16 lanes along N at the low lane bits (threadsPerWarp [1, 2, 16], order [2, 0, 1]: a shuffle segment is
+one word row, what quant_hgemvr.shfl_layout_ok admits), no [1, 4, 1] tensor moved between layouts, and one formation +
+16 shfl.sync.idx in the loop; the check failing on edited TTGIR, the guard raising there (SHFL_STRICT) or, as shipped,
+logging and turning "+dn2" off (SHFL_BROKEN: dn2_form, _dn_picks on CUDA); kernels.pdl's load / store order. The launch
+checks (in-process: no kernel runs), the dnorm2 alignment refusals, and _dn2_rows' chunked path (a slice past
+DN2_ONE_LOAD). GPU only: the guard remembers the launched "shfl" variant. (The shuffles' index math, run as PTX on the
+CPU: test_dn2_shfl_emu.)
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def test_norm_pairs_and_launch_checks() -> None:
     _, wq, _ = make_case("checks", k, n, 1, 128, False, False, "gptq", "cpu")
     h = torch.zeros(1, k, dtype=torch.float16)
     g = torch.ones(k, dtype=torch.float16)
-    dn2 = (torch.zeros(1, k), h, torch.zeros_like(h), g, torch.zeros(4), 1e-5)
+    dn2 = (torch.zeros(1, k), h, torch.zeros_like(h), g, torch.zeros(4))
     kw: dict[str, Any] = dict(finish=True, defer=True, sums=torch.zeros(n * 2), dnorm2=dn2)
     bad = {  # (block_m, block_n, block_k, num_warps, burst, pin, form, pairs)
         "no_pairs": (1, 64, 128, 2, False, False, "shfl", None),
@@ -137,13 +138,13 @@ def test_dnorm2_alignment_checks() -> None:
     }  # fmt: skip
     for name, (form, change, msg) in bad.items():
         a = good | change
-        dn2 = (a["sums"], a["h"], a["h_out"], a["weight"], torch.zeros(4), 1e-5)
+        dn2 = (a["sums"], a["h"], a["h_out"], a["weight"], torch.zeros(4))
         with pytest.raises(ValueError, match=f"dnorm2: .*{msg}"):
             launch_hgemvr(a["h"], wq, 1, 64, 128, 2, 2, a["h"], finish=True, defer=True, sums=torch.zeros(n),
                           dnorm2=dn2, dn2_form=form, dn2_pairs=a["pairs"])  # fmt: skip
         assert name  # (each refusal is its own)
     for form in ("thread", "shfl"):  # the control: aligned, the check passes
-        dn2 = (good["sums"], good["h"], good["h_out"], g, torch.zeros(4), 1e-5)
+        dn2 = (good["sums"], good["h"], good["h_out"], g, torch.zeros(4))
         _check_dnorm2(good["h"], wq, dn2, True, True, (None,) * 4, form, good["pairs"], True)
 
 
@@ -171,12 +172,11 @@ def _offline(shape: str, gdc: int) -> tuple[Any, Any, tuple, dict]:
     """gemv_dnorm2's "shfl" launch at a 7B pick (hgemvr 1/64/128, cap 80) as the decode graphs make it, recorded
     (nothing runs) and built for sm_90 offline with PDL mode gdc (1: the decode graphs'; 0: none): (compiled kernel,
     fn, args, kwargs). Zero weights (only shapes, strides and dtypes reach the build); cached for this process."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))  # (the offline sm_90 build)
     from inlaid_worker.kernels import deferred_norm as dn
     from inlaid_worker.kernels.gptq_packing import GPTQWeight
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
     from inlaid_worker.model.weights import norm_pairs
-    from s16_omerge_sass import compile_sm90, record  # type: ignore[import-not-found]
+    from sm90_build import compile_sm90, record  # type: ignore[import-not-found]
 
     k, n, split = OFFLINE[shape]
     w = GPTQWeight(torch.zeros(k // 8, n, dtype=torch.int32), torch.zeros(k // 128, n // 8, dtype=torch.int32),
@@ -185,7 +185,7 @@ def _offline(shape: str, gdc: int) -> tuple[Any, Any, tuple, dict]:
     g = torch.ones(k, dtype=torch.float16)
     cfg = QMMConfig(1, 64, 128, split, 2, 1, False, "hgemvr")
     seen = [s for s in record(lambda: dn.gemv_dnorm2(torch.zeros(1, k), h, torch.zeros_like(h), g, w, cfg,
-                                                     torch.zeros(4), 1e-5, torch.zeros(n), norm_pairs(g)))
+                                                     torch.zeros(4), torch.zeros(n), norm_pairs(g)))
             if s[0].__name__ == "_hgemvr_kernel"]  # fmt: skip
     assert len(seen) == 1, seen
     fn, args, kwargs = seen[0]
@@ -235,19 +235,12 @@ def test_offline_shfl_lane_contract(shape: str, gdc: int) -> None:
     assert ck.hash in _SHFL_VERIFIED
 
 
-def test_shfl_ttgir_problems_catch_a_broken_contract() -> None:
-    """shfl_ttgir_problems (and the runtime guard, verify_shfl_kernel: RuntimeError, nothing remembered) on the 7B
-    qkv build's TTGIR edited as a layout choice could break it: a load site in another layout (an alias or a slice
-    encoding), a convert_layout or a shared-memory round trip of a [1, 4, 1] tensor, the layout's lanes or order
-    other than verified, a missing load or form site."""
-    from types import SimpleNamespace
-
-    from inlaid_worker.kernels.quant_hgemvr import (
-        _SHFL_VERIFIED,
-        _tensor_types,
-        shfl_ttgir_problems,
-        verify_shfl_kernel,
-    )
+@functools.cache
+def _broken_ttgirs() -> dict[str, str]:
+    """The 7B qkv build's TTGIR edited as a layout choice could break "shfl"'s lane contract: a load site in another
+    layout (an alias or a slice encoding), a convert_layout or a shared-memory round trip of a [1, 4, 1] tensor, the
+    layout's lanes or order other than verified, a missing load or form site."""
+    from inlaid_worker.kernels.quant_hgemvr import _tensor_types
 
     good = _offline("qkv", 1)[0].asm["ttgir"]
     lines = good.splitlines()
@@ -264,7 +257,7 @@ def test_shfl_ttgir_problems_catch_a_broken_contract() -> None:
     def insert(i: int, line: str) -> str:
         return "\n".join(lines[: i + 1] + [line] + lines[i + 1 :])
 
-    bad = {
+    return {
         "load_alias": edit(li, f", {enc}>", f", {other}>"),
         "load_slice": edit(li, f", {enc}>", f", #ttg.slice<{{dim = 0, parent = {enc}}}>>"),
         "convert": insert(
@@ -281,12 +274,71 @@ def test_shfl_ttgir_problems_catch_a_broken_contract() -> None:
         "no_form": "\n".join(lines[:fi] + lines[fi + 1 :]),
         "no_load": "\n".join(ln for ln in lines if "%laneid" not in ln),
     }
-    assert shfl_ttgir_problems(good) == []
-    for name, text in bad.items():
-        assert shfl_ttgir_problems(text), name
+
+
+def test_shfl_ttgir_problems_catch_a_broken_contract(monkeypatch: Any) -> None:
+    """shfl_ttgir_problems and the runtime guard in its strict mode (verify_shfl_kernel with SHFL_STRICT: RuntimeError,
+    nothing remembered, SHFL_BROKEN left as it was) on each edited TTGIR (_broken_ttgirs); the unedited one passes."""
+    from types import SimpleNamespace
+
+    from inlaid_worker.kernels import quant_hgemvr as q
+
+    monkeypatch.setattr(q, "SHFL_STRICT", True)
+    monkeypatch.setattr(q, "SHFL_BROKEN", False)
+    assert q.shfl_ttgir_problems(_offline("qkv", 1)[0].asm["ttgir"]) == []
+    for name, text in _broken_ttgirs().items():
+        assert q.shfl_ttgir_problems(text), name
         with pytest.raises(RuntimeError, match="lane contract"):
-            verify_shfl_kernel(SimpleNamespace(hash=f"edited-{name}", asm={"ttgir": text}))
-        assert f"edited-{name}" not in _SHFL_VERIFIED
+            q.verify_shfl_kernel(SimpleNamespace(hash=f"edited-{name}", asm={"ttgir": text}))
+        assert f"edited-{name}" not in q._SHFL_VERIFIED
+    assert q.SHFL_BROKEN is False
+
+
+@pytest.mark.parametrize("name", ["convert", "lanes"])
+def test_a_broken_shfl_kernel_turns_dn2_off(name: str, monkeypatch: Any, caplog: Any, tmp_path: Any) -> None:
+    """The runtime guard's serving mode (SHFL_STRICT off, shipped): a compiled "shfl" kernel whose TTGIR breaks the
+    lane contract (_broken_ttgirs) logs an error naming INLAID_DECODE_DN2=0 and sets SHFL_BROKEN instead of raising
+    (a raise would fail every later batch-1 step: the failing variant is never remembered, no graph stored); after it
+    shfl_layout_ok holds nowhere, deferred_norm.dn2_form gives "thread" at the 7B pick it gave "shfl" before, and
+    llama_fast._dn_picks on CUDA (a 2-layer tiny int4 model whose picks are forced to that shape, nothing launched)
+    returns None: the decode graph's capture, which asks again after its warm-up ran the guard, records
+    "swiglu+cfin+g" (DecodeGraphs._capture; the replay overwrites the warm-up's results)."""
+    import logging
+    from types import SimpleNamespace
+
+    import dn2_cases as dc
+    import pdl_helpers as ph  # type: ignore[import-not-found]
+    from inlaid_worker.kernels import consumer_finish as cf
+    from inlaid_worker.kernels import deferred_norm as dn
+    from inlaid_worker.kernels import quant_hgemvr as q
+    from inlaid_worker.model.config import load_model_config
+    from inlaid_worker.model.llama_fast import _dn_picks, _single
+    from inlaid_worker.model.weights import current_pairs, with_norm_pairs
+
+    monkeypatch.setattr(q, "SHFL_STRICT", False)
+    monkeypatch.setattr(q, "SHFL_BROKEN", False)  # (restored after the test: the flag is per process)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # (dn2_form's use_asm: the CUDA build, not the interpreter)
+    rm = ph.engine_module("random_model")
+    c = load_model_config(rm.write_config(rm.Shape(256, 256, 2, 4, 2, 512), tmp_path / "tiny"))
+    torch.manual_seed(1)
+    w = with_norm_pairs(rm.random_weights(c, "int4", torch.device("cpu"), torch.float16, norms="random"))
+    h = torch.zeros(1, c.hidden_size, dtype=torch.float16)
+    pick = dc.cfg("hgemvr", 1, 128, 2)  # block_m 1, block_n 64, block_k 128, 2 warps: shfl_layout_ok
+    monkeypatch.setattr(cf, "config_for", lambda x2, wt: pick)
+    monkeypatch.setattr(dn, "config_for", lambda x2, wt: pick)
+    gu = _single(w.layers[1].gate_up)
+    pairs_post = current_pairs(w.layers[1])[1]  # type: ignore[index]
+
+    assert dn.dn2_form(pick, gu, pairs_post) == "shfl" and _dn_picks(w, c, h, cuda=True) is not None
+    with caplog.at_level(logging.ERROR, logger=q.__name__):
+        q.verify_shfl_kernel(SimpleNamespace(hash=f"edited-{name}", asm={"ttgir": _broken_ttgirs()[name]}))
+    assert q.SHFL_BROKEN is True and f"edited-{name}" not in q._SHFL_VERIFIED
+    assert [r.levelno for r in caplog.records] == [logging.ERROR], caplog.records
+    assert "lane contract" in caplog.text and "INLAID_DECODE_DN2=0" in caplog.text
+    assert not q.shfl_layout_ok(1, 64, 128, 2, False, False, 22016)
+    assert dn.dn2_form(pick, gu, pairs_post) == "thread"
+    assert _dn_picks(w, c, h, cuda=True) is None  # on CUDA: no "+dn2" (the step runs "swiglu+cfin+g")
+    assert _dn_picks(w, c, h, cuda=False) is not None  # (off CUDA the per-thread formation runs, as always)
 
 
 def test_offline_pdl_order_of_the_7b_qkv_launch() -> None:
