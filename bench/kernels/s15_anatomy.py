@@ -61,6 +61,7 @@ import triton.language as tl
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "engine"))  # after PYTHONPATH (a snapshot may come first)
 
+from graph_timing import replay_ms  # noqa: E402
 from inlaid_worker.kernels import consumer_finish as cf  # noqa: E402
 from inlaid_worker.kernels import decode_row, fused_norm, quant_common  # noqa: E402
 from inlaid_worker.kernels.fused_norm import add_rms_norm_sums  # noqa: E402
@@ -533,18 +534,6 @@ def apply(name: str, runner=None) -> tuple[dict, int, frozenset]:  # type: ignor
 
 # ------------------------------------------------------------------------------------------------------ timing
 KEEP: list = []
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    """Device ms per replay of n back-to-back replays (event-timed; as s9b_profile.replay_ms)."""
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 def key_of(runner, b: int) -> tuple:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 from bench_decode import copy_bandwidth  # noqa: E402
+from graph_timing import replay_ms  # noqa: E402
 from inlaid_worker.kernels import decode_row  # noqa: E402
 from inlaid_worker.model.decode_graphs import policy_fusion  # noqa: E402
 from random_model import SHAPES, kv_bytes, make_runner, weight_bytes, write_config  # noqa: E402
@@ -42,17 +43,6 @@ KEEP: list = []
 
 def set_merge(merge: int) -> None:
     os.environ["INLAID_DECODE_ROW_OPTS"] = f"merge={merge}"
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 @torch.inference_mode()

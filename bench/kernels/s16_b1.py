@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 import s12_norm  # noqa: E402
 from bench_decode import copy_bandwidth  # noqa: E402
+from graph_timing import replay_ms  # noqa: E402
 from inlaid_worker.kernels import decode_row  # noqa: E402
 from random_model import SHAPES, make_runner, write_config  # noqa: E402
 from s14_cfin import compare  # noqa: E402
@@ -56,17 +57,6 @@ def variant(name: str) -> str:
     decode_row.row_env()  # a bad option fails here, before anything is captured
     decode_row._row_kernel = ordered_row_kernel() if "proto=1" in name.partition("@")[2].split("/") else ROW_KERNEL
     return name.partition("@")[0]
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 @torch.inference_mode()

@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 import row_cluster  # noqa: E402
+from graph_timing import replay_ms  # noqa: E402
 from inlaid_worker.kernels import decode_row, pdl  # noqa: E402
 from inlaid_worker.model import llama_fast  # noqa: E402
 
@@ -176,17 +177,6 @@ def check(args: argparse.Namespace, dev: torch.device) -> dict:
     print(f"check: {n_ok}/{len(rows)} ok, worst rel {worst:.2e}, max |cluster - shipped| "
           f"{max(r['vs_shipped'] or 0 for r in rows):.2e}; PDL graph replay == eager: {graph_ok}", flush=True)
     return dict(rows=rows, ok=n_ok, total=len(rows), worst_rel=worst, graph=graph_ok)
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 @torch.inference_mode()

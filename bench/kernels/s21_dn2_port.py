@@ -39,6 +39,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 from bench_decode import copy_bandwidth  # noqa: E402
+from graph_timing import replay_ms  # noqa: E402
 from inlaid_worker.kernels import deferred_norm  # noqa: E402
 from inlaid_worker.model.decode_graphs import AUTO, policy_fusion  # noqa: E402
 from random_model import SHAPES, kv_bytes, make_runner, weight_bytes, write_config  # noqa: E402
@@ -72,17 +73,6 @@ def variant(name: str, b: int) -> str:
     if name in ("g", "ctl"):
         return G
     raise ValueError(name)
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 @torch.inference_mode()

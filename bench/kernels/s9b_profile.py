@@ -33,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 from bench_decode import copy_bandwidth  # noqa: E402
+from graph_timing import replay_ms  # noqa: E402
 from inlaid_worker.kernels import pdl  # noqa: E402
 from inlaid_worker.kernels.fused_norm import add_rms_norm  # noqa: E402
 from inlaid_worker.kernels.paged_decode import choose_num_parts, paged_decode  # noqa: E402
@@ -113,18 +114,6 @@ def capture(body: Callable[[], torch.Tensor], mode: int, pool) -> torch.cuda.CUD
     with torch.cuda.graph(g, pool=pool), pdl.scope(mode):
         body()
     return g
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, n: int) -> float:
-    """Device ms per replay of n back-to-back replays (event-timed)."""
-    a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        g.replay()
-    z.record()
-    z.synchronize()
-    return a.elapsed_time(z) / n
 
 
 def category(name: str) -> str:

@@ -57,6 +57,20 @@ def cfg(kind: str, bm: int, bk: int, split: int, bn: int = 64) -> Any:
     return QMMConfig(bm, bn, bk, split, 2, 1, False, kind)
 
 
+def tiny_int4(tmp: Path) -> tuple[Any, Any, torch.Tensor]:
+    """A 2-layer tiny int4 model (hidden / intermediate 256: two K tiles to split) with random norms and their
+    pair-ordered copies, written under tmp: its config, its weights (seed 1) and one zero row of h."""
+    import pdl_helpers as ph  # type: ignore[import-not-found]
+    from inlaid_worker.model.config import load_model_config
+    from inlaid_worker.model.weights import with_norm_pairs
+
+    rm = ph.engine_module("random_model")
+    c = load_model_config(rm.write_config(rm.Shape(256, 256, 2, 4, 2, 512), tmp / "tiny"))
+    torch.manual_seed(1)
+    w = with_norm_pairs(rm.random_weights(c, "int4", torch.device("cpu"), torch.float16, norms="random"))
+    return c, w, torch.zeros(1, c.hidden_size, dtype=torch.float16)
+
+
 def inputs(case_id: str, m: int, k: int, scale: float, device: str) -> tuple:
     """(producer sums fp32, h fp16, norm weight fp16 in [0.5, 1.5), h' = fp16(h + fp16(sums))). scale > 1e3: h of
     that scale in a few channels (weight 1.5 there), 1 elsewhere (Llama's massive activations)."""

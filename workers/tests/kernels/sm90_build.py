@@ -1,7 +1,7 @@
 """Offline sm_90 builds of Triton launches (no GPU needed): record a host function's kernel launches without running
 them, then compile one for sm_90 with the launch's specialisation (16-divisible pointers and integers, integers equal
-to 1 as constants, as Triton's JIT does). Shared by tests (test_dn2_shfl's lane contract and PDL order) and bench
-scripts (bench/kernels/s16_omerge_sass.py: ptxas -v through sass_tcl)."""
+to 1 as constants, as Triton's JIT does). Shared by tests (test_dn2_shfl's lane contract and PDL order; test_pdl_ptx_order: record, bind and
+arg_type) and bench scripts (bench/kernels/s16_omerge_sass.py: ptxas -v through sass_tcl; s16_b1_merge.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-_DT = {torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32", torch.int64: "i64"}
+_DT = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16", torch.int32: "i32", torch.int64: "i64",
+       torch.int8: "i8", torch.uint8: "u8"}  # fmt: skip
 _OPTS = ("num_warps", "num_stages", "launch_pdl", "num_ctas", "maxnreg")
 
 
@@ -36,13 +37,33 @@ def record(launch: Any) -> list[tuple[Any, tuple, dict]]:
     return seen
 
 
-def compile_sm90(fn: Any, args: tuple, kwargs: dict) -> Any:
-    """The launch compiled for sm_90 with the JIT's specialisation of its arguments (kwargs: the launch's constexprs
-    and options; the options are popped from it)."""
+def bind(fn: Any, args: tuple, kwargs: dict) -> tuple[list[inspect.Parameter], dict[str, Any], dict[str, Any]]:
+    """fn's parameters, the launch's value of each by name (args, then kwargs: its constexprs) and the launch's
+    options (popped from kwargs)."""
     params = list(inspect.signature(fn.fn).parameters.values())
     bound = dict(zip([p.name for p in params], args, strict=False))
     opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTS}
     bound.update(kwargs)
+    return params, bound, opts
+
+
+def arg_type(fn: Any, name: str, v: Any) -> str:
+    """The Triton signature type of a non-constexpr argument's value."""
+    if isinstance(v, torch.Tensor):
+        return "*" + _DT[v.dtype]
+    if isinstance(v, bool):
+        return "i1"
+    if isinstance(v, int):
+        return "i32" if -(2**31) <= v < 2**31 else "i64"
+    if isinstance(v, float):
+        return "fp32"
+    raise TypeError(f"{fn.__name__}.{name}: {type(v)}")
+
+
+def compile_sm90(fn: Any, args: tuple, kwargs: dict) -> Any:
+    """The launch compiled for sm_90 with the JIT's specialisation of its arguments (kwargs: the launch's constexprs
+    and options; the options are popped from it)."""
+    params, bound, opts = bind(fn, args, kwargs)
     sig: dict[str, str] = {}
     consts: dict[str, Any] = {}
     attrs: dict[tuple[int, ...], list] = {}
@@ -53,18 +74,10 @@ def compile_sm90(fn: Any, args: tuple, kwargs: dict) -> Any:
             consts[p.name] = v
             sig[p.name] = "constexpr"
             continue
+        sig[p.name] = arg_type(fn, p.name, v)
         if isinstance(v, torch.Tensor):
-            sig[p.name] = "*" + _DT[v.dtype]
             attrs[(i,)] = [["tt.divisibility", 16]]  # (torch's allocations are 256-byte aligned)
-        elif isinstance(v, bool):
-            sig[p.name] = "i1"
-        elif isinstance(v, int):
-            sig[p.name] = "i32" if -(2**31) <= v < 2**31 else "i64"
-            if v % 16 == 0 and not jp.do_not_specialize:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-        elif isinstance(v, float):
-            sig[p.name] = "fp32"
-        else:
-            raise TypeError(f"{fn.__name__}.{p.name}: {type(v)}")
+        elif isinstance(v, int) and not isinstance(v, bool) and v % 16 == 0 and not jp.do_not_specialize:
+            attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
                           options=opts)  # fmt: skip

@@ -148,18 +148,12 @@ def test_dn2_runs_on_cuda_only_where_every_consumer_shuffles(monkeypatch: Any, t
     norms; the per-thread formation (+90 us a 7B step slower than the fallback) runs only off CUDA (the interpreter)
     and when DN2_FORM forces it. A 2-layer tiny int4 model (hidden / intermediate 256: two K tiles to split), one row;
     the picks forced, nothing launched."""
-    import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import deferred_norm as dn
-    from inlaid_worker.model.config import load_model_config
     from inlaid_worker.model.llama_fast import _dn_picks, _single
     from inlaid_worker.model.weights import current_pairs, with_norm_pairs
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # (dn2_form's use_asm: the CUDA build, not the interpreter)
-    rm = ph.engine_module("random_model")
-    c = load_model_config(rm.write_config(rm.Shape(256, 256, 2, 4, 2, 512), tmp_path / "tiny"))
-    torch.manual_seed(1)
-    w = with_norm_pairs(rm.random_weights(c, "int4", torch.device("cpu"), torch.float16, norms="random"))
-    h = torch.zeros(1, c.hidden_size, dtype=torch.float16)
+    c, w, h = dc.tiny_int4(tmp_path)
     parts = [{m: _single(getattr(layer, m)) for m in ("qkv", "o", "gate_up", "down")} for layer in w.layers]
 
     def picks(wide: set[int], cuda: bool, weights: Any = w) -> list[Any] | None:

@@ -307,22 +307,16 @@ def test_a_broken_shfl_kernel_turns_dn2_off(name: str, monkeypatch: Any, caplog:
     from types import SimpleNamespace
 
     import dn2_cases as dc
-    import pdl_helpers as ph  # type: ignore[import-not-found]
     from inlaid_worker.kernels import consumer_finish as cf
     from inlaid_worker.kernels import deferred_norm as dn
     from inlaid_worker.kernels import quant_hgemvr as q
-    from inlaid_worker.model.config import load_model_config
     from inlaid_worker.model.llama_fast import _dn_picks, _single
-    from inlaid_worker.model.weights import current_pairs, with_norm_pairs
+    from inlaid_worker.model.weights import current_pairs
 
     monkeypatch.setattr(q, "SHFL_STRICT", False)
     monkeypatch.setattr(q, "SHFL_BROKEN", False)  # (restored after the test: the flag is per process)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # (dn2_form's use_asm: the CUDA build, not the interpreter)
-    rm = ph.engine_module("random_model")
-    c = load_model_config(rm.write_config(rm.Shape(256, 256, 2, 4, 2, 512), tmp_path / "tiny"))
-    torch.manual_seed(1)
-    w = with_norm_pairs(rm.random_weights(c, "int4", torch.device("cpu"), torch.float16, norms="random"))
-    h = torch.zeros(1, c.hidden_size, dtype=torch.float16)
+    c, w, h = dc.tiny_int4(tmp_path)
     pick = dc.cfg("hgemvr", 1, 128, 2)  # block_m 1, block_n 64, block_k 128, 2 warps: shfl_layout_ok
     monkeypatch.setattr(cf, "config_for", lambda x2, wt: pick)
     monkeypatch.setattr(dn, "config_for", lambda x2, wt: pick)

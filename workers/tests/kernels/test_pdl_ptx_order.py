@@ -4,20 +4,17 @@ griddepcontrol.wait, every path to ret passes a wait, and whatever may load befo
 weights (GEMVs: words, scales, zeros, perm; norm: its weight) or, for the LoRA kernels, the pools and the staged
 row metadata (the documented exception). The interpreter tests (test_pdl*.py) skip griddepcontrol, so they cannot
 see a load the compiler (or a kernel edit) puts before the wait; test_pdl_lora.py checks the Gluon GEMV's PTX
-for its x loads only. Launches are recorded through a patched JITFunction.run: nothing runs."""
+for its x loads only. Launches are recorded through a patched JITFunction.run (sm90_build.record): nothing runs."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 import torch
 from pdl_ptx_order import Report, analyze
+from sm90_build import arg_type, bind, record  # type: ignore[import-not-found]
 
-_DT = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16", torch.int32: "i32", torch.int64: "i64",
-       torch.int8: "i8", torch.uint8: "u8"}  # fmt: skip
-_OPTS = ("num_warps", "num_stages", "launch_pdl", "num_ctas", "maxnreg")
 GEMV_OK = {"qw_ptr", "sc_ptr", "qz_ptr", "perm_ptr"}  # weights: no kernel of a step writes them
 LORA_META = {"tok_ptr", "badp_ptr", "bstart_ptr", "blen_ptr"}  # staged before the replay (kernels.pdl)
 
@@ -31,31 +28,13 @@ def weight(k: int, n: int, bits: int) -> Any:
     return prepare_gptq_weight(**make_gptq(k, n, bits, 128, False, False, 1), bits=bits, group_size=128, sym=False)
 
 
-def _record(monkeypatch: pytest.MonkeyPatch, launch: Any) -> list[tuple[Any, tuple, dict]]:
-    """The Triton / Gluon launches `launch()` makes with kernels.pdl's mode forced to 1 (nothing runs)."""
-    from inlaid_worker.kernels import pdl
-    from triton.runtime.jit import JITFunction
-
-    seen: list[tuple[Any, tuple, dict]] = []
-    monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **kw: seen.append((self, a, dict(kw))))
-    monkeypatch.setattr(pdl._MODE, "value", 1)
-    try:
-        launch()
-    except Exception:  # noqa: BLE001, S110 - nothing ran, so later host code may trip over the outputs
-        pass
-    return seen
-
-
 def _ptx(fn: Any, args: tuple, kwargs: dict, force: dict | None = None) -> tuple[str, list[str]]:
     """fn's PTX for sm_90 with the recorded arguments' types and constexprs; the non-constexpr parameter names."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    params = list(inspect.signature(fn.fn).parameters.values())
-    bound = dict(zip([p.name for p in params], args, strict=False))
-    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTS}
-    bound.update(kwargs)
+    params, bound, opts = bind(fn, args, kwargs)
     sig: dict[str, str] = {}
     consts: dict[str, Any] = {}
     for p, jp in zip(params, fn.params, strict=True):
@@ -64,16 +43,7 @@ def _ptx(fn: Any, args: tuple, kwargs: dict, force: dict | None = None) -> tuple
             consts[p.name] = (force or {}).get(p.name, v)
             sig[p.name] = "constexpr"
             continue
-        if isinstance(v, torch.Tensor):
-            sig[p.name] = "*" + _DT[v.dtype]
-        elif isinstance(v, bool):
-            sig[p.name] = "i1"
-        elif isinstance(v, int):
-            sig[p.name] = "i32" if -(2**31) <= v < 2**31 else "i64"
-        elif isinstance(v, float):
-            sig[p.name] = "fp32"
-        else:
-            raise TypeError(f"{fn.__name__}.{p.name}: {type(v)}")
+        sig[p.name] = arg_type(fn, p.name, v)
     if type(fn).__name__.startswith("Gluon"):
         from triton.experimental.gluon._runtime import GluonASTSource as source
     else:
@@ -137,7 +107,7 @@ $L__BB0_2:
 @pytest.mark.parametrize("kind,m,split,stages", [("hgemvr", 1, 2, 1), ("hgemvr", 2, 2, 1), ("hgemvrb", 1, 2, 1),
                                                  ("hgemvrq", 1, 2, 1), ("hgemvp", 1, 3, 1), ("hgemv", 4, 2, 3),
                                                  ("hgemv", 2, 4, 1)])  # fmt: skip
-def test_half2_gemvs_load_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, kind: str, m: int,
+def test_half2_gemvs_load_only_weights_before_the_wait(kind: str, m: int,
                                                        split: int, stages: int) -> None:  # fmt: skip
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
@@ -147,13 +117,13 @@ def test_half2_gemvs_load_only_weights_before_the_wait(monkeypatch: pytest.Monke
     x, y = torch.zeros(m, k, dtype=torch.float16), torch.empty(m, n, dtype=torch.float16)
     bm = 1 if m == 1 else (2 if m == 2 else 4)
     cfg = QMMConfig(bm, 64, 128, split, 2, stages, False, kind)
-    seen = _record(monkeypatch, lambda: launch_quant_matmul(x, w, cfg, y))
+    seen = record(lambda: launch_quant_matmul(x, w, cfg, y))
     names = {"_hgemv_kernel", "_hgemvr_kernel"}
     assert _check(seen, dict.fromkeys(names, GEMV_OK)) >= 2
 
 
 @pytest.mark.parametrize("kind,m,split", [("hgemvr", 1, 2), ("hgemvrb", 2, 3), ("hgemvrq", 1, 1)])
-def test_gate_up_swiglu_gemv_loads_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, kind: str, m: int,
+def test_gate_up_swiglu_gemv_loads_only_weights_before_the_wait(kind: str, m: int,
                                                                  split: int) -> None:  # fmt: skip
     """The "swiglu" decode fusion's GEMV (quant_swiglu: gate and up tiles in one split-K reduction, act written)."""
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
@@ -162,7 +132,7 @@ def test_gate_up_swiglu_gemv_loads_only_weights_before_the_wait(monkeypatch: pyt
     k, n = 768, 256
     w = weight(k, n, 4)
     x = torch.zeros(m, k, dtype=torch.float16)
-    seen = _record(monkeypatch, lambda: gemv_swiglu(x, w, QMMConfig(m, 64, 128, split, 2, 1, False, kind)))
+    seen = record(lambda: gemv_swiglu(x, w, QMMConfig(m, 64, 128, split, 2, 1, False, kind)))
     assert [kw.get("SWIGLU") for _, _, kw in seen] == [True]
     assert _check(seen, {"_hgemvr_kernel": GEMV_OK}) == 2
 
@@ -181,11 +151,11 @@ def test_norm_fusion_gemvs_load_only_weights_before_the_wait(monkeypatch: pytest
     cfg = QMMConfig(m, 64, 128, split, 2, 1, False, kind)
     if role == "prod":
         x, h = torch.zeros(m, k, dtype=torch.float16), torch.zeros(m, n, dtype=torch.float16)
-        seen = _record(monkeypatch, lambda: gemv_norm.gemv_residual(x, w, h, torch.zeros(m), cfg))
+        seen = record(lambda: gemv_norm.gemv_residual(x, w, h, torch.zeros(m), cfg))
     else:
         h, g = torch.zeros(m, k, dtype=torch.float16), torch.ones(k, dtype=torch.float16)
         monkeypatch.setattr(gemv_norm, "NORM_FAST", role == "cons16")
-        seen = _record(monkeypatch, lambda: gemv_norm.gemv_normed(h, g, torch.zeros(m), 1e-5, w, cfg,
+        seen = record(lambda: gemv_norm.gemv_normed(h, g, torch.zeros(m), 1e-5, w, cfg,
                                                                   swiglu=role == "swiglu"))  # fmt: skip
     kw = seen[0][2]
     assert kw.get("RES_OUT") == (role == "prod") and bool(kw.get("NORM_IN")) == (role != "prod"), kw
@@ -193,7 +163,7 @@ def test_norm_fusion_gemvs_load_only_weights_before_the_wait(monkeypatch: pytest
 
 
 @pytest.mark.parametrize("m,split,ahead", [(1, 2, 1), (3, 2, 2), (2, 1, 2)])
-def test_3bit_gemv_loads_only_weights_before_the_wait(monkeypatch: pytest.MonkeyPatch, m: int, split: int,
+def test_3bit_gemv_loads_only_weights_before_the_wait(m: int, split: int,
                                                       ahead: int) -> None:  # fmt: skip
     from inlaid_worker.kernels.quant_matmul import launch_quant_matmul
     from inlaid_worker.kernels.quant_matmul_config import QMMConfig
@@ -202,11 +172,11 @@ def test_3bit_gemv_loads_only_weights_before_the_wait(monkeypatch: pytest.Monkey
     w = weight(k, n, 3)
     x, y = torch.zeros(m, k, dtype=torch.float16), torch.empty(m, n, dtype=torch.float16)
     cfg = QMMConfig(m if m <= 2 else 4, 32, 128, split, 1, ahead, False, "hgemv3")
-    seen = _record(monkeypatch, lambda: launch_quant_matmul(x, w, cfg, y))
+    seen = record(lambda: launch_quant_matmul(x, w, cfg, y))
     assert _check(seen, {"_hgemv3_kernel": GEMV_OK}) >= 2
 
 
-def test_norm_rope_attention_swiglu_wait_before_any_activation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_norm_rope_attention_swiglu_wait_before_any_activation() -> None:
     from inlaid_worker.kernels.fused_norm import add_rms_norm
     from inlaid_worker.kernels.paged_decode import paged_decode
     from inlaid_worker.kernels.rope_cache import rope_and_cache
@@ -227,12 +197,12 @@ def test_norm_rope_attention_swiglu_wait_before_any_activation(monkeypatch: pyte
                                         kc, vc, heads),
                  lambda: paged_decode(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4, tune=False),
                  lambda: paged_decode(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 1, tune=False)):  # fmt: skip
-        seen += _record(monkeypatch, step)
+        seen += record(step)
     assert {fn.__name__ for fn, _, _ in seen} == set(allowed)
     assert _check(seen, allowed) == 7
 
 
-def test_tiles_skip_empty_reads_only_the_lengths_before_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiles_skip_empty_reads_only_the_lengths_before_the_wait() -> None:
     """paged_decode's SKIP_EMPTY (the documented exception, as impl "split"'s prefetch): a partition past its context
     reads the staged length, nothing else, before griddepcontrol.wait and exits without waiting or writing; the
     merge reads the lengths after its wait. Without SKIP_EMPTY every path waits (the control)."""
@@ -245,7 +215,7 @@ def test_tiles_skip_empty_reads_only_the_lengths_before_the_wait(monkeypatch: py
     lens = torch.tensor([17, 3, 0], dtype=torch.int32)
     reports = {}
     for skip in (1, 0):
-        seen = _record(monkeypatch, lambda: paged_decode(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4,  # noqa: B023
+        seen = record(lambda: paged_decode(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4,  # noqa: B023
                                                          tune=False, skip_empty=skip))  # noqa: B023  # fmt: skip
         assert [fn.__name__ for fn, _, _ in seen] == ["_decode_kernel", "_merge_kernel"]
         assert seen[0][2].get("SKIP_EMPTY", 0) == skip and seen[1][2].get("CHUNK_N", 0) == 64 * skip  # untuned tile
@@ -264,7 +234,7 @@ def test_tiles_skip_empty_reads_only_the_lengths_before_the_wait(monkeypatch: py
 
 
 @pytest.mark.parametrize("rope,kv_heads", [(False, 2), (True, 2), (True, 4)])
-def test_fused_decode_attention_waits_before_any_load(monkeypatch: pytest.MonkeyPatch, rope: bool,
+def test_fused_decode_attention_waits_before_any_load(rope: bool,
                                                       kv_heads: int) -> None:  # fmt: skip
     """decode_fused (the "merge" / "rope" decode fusions; kv_heads 4 = one query head per KV head, vec_mha): every
     input is an activation, the cache or step metadata, so nothing may load before the wait."""
@@ -278,11 +248,11 @@ def test_fused_decode_attention_waits_before_any_load(monkeypatch: pytest.Monkey
     if rope:
         qkv = h(3, (heads + 2 * kv_heads) * d)
         pos, slots, inv = torch.tensor([16, 2, 0]), torch.tensor([16, 22, -1]), torch.ones(d // 2)
-        seen = _record(monkeypatch, lambda: rope_decode_attention(qkv, pos, inv, slots, kc, vc, tables, lens,
+        seen = record(lambda: rope_decode_attention(qkv, pos, inv, slots, kc, vc, tables, lens,
                                                                   d**-0.5, heads, 4, tune=False,
                                                                   vec_mha=kv_heads == heads))  # fmt: skip
     else:
-        seen = _record(monkeypatch, lambda: decode_attention(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4,
+        seen = record(lambda: decode_attention(h(3, heads, d), kc, vc, tables, lens, d**-0.5, 4,
                                                              tune=False))  # fmt: skip
     assert [fn.__name__ for fn, _, _ in seen] == ["_fused_decode_kernel"]
     assert _check(seen, {"_fused_decode_kernel": set()}) == 1
@@ -306,7 +276,7 @@ def test_lora_kernels_read_only_pools_and_staged_rows_before_the_wait(monkeypatc
     else:
         batch = make_lora_batch(ids, [rank] * 3, block_m, "cpu")
     x, y = torch.zeros(t, k, dtype=torch.float16), torch.zeros(t, sum(widths), dtype=torch.float16)
-    seen = _record(monkeypatch, lambda: lora_apply_fused(y, x, pools, [0, 64, 96], batch))
+    seen = record(lambda: lora_apply_fused(y, x, pools, [0, 64, 96], batch))
     shrink = {"a0", "a1", "a2", "r0", "r1", "r2"} | LORA_META
     expand = {"b0", "b1", "b2", "r0", "r1", "r2", "s0", "s1", "s2"} | LORA_META
     assert _check(seen, {"_shrink3_kernel": shrink, "_expand3_kernel": expand}) == 2
@@ -323,7 +293,7 @@ def test_tensor_core_gemv_reads_only_words_before_the_wait(monkeypatch: pytest.M
     w = weight(k, n, bits)
     x, y = torch.zeros(m, k, dtype=torch.float16), torch.empty(m, n, dtype=torch.float16)
     monkeypatch.setattr(quant_tcg, "_PDL", True)
-    seen = _record(monkeypatch, lambda: quant_tcg.launch_tcg(x, w, m, n, 2, 4, depth, False, nsub, y))
+    seen = record(lambda: quant_tcg.launch_tcg(x, w, m, n, 2, 4, depth, False, nsub, y))
     assert _check(seen, {"_tcg_kernel": {"qw_ptr", "perm_ptr"}}, variants=False) == 1
     # the compile took quant_tcg's cached layout objects (tcg_layouts: built once per config) and left them as built
     cached, fresh = quant_tcg.tcg_layouts(n, m, 4), quant_tcg.tcg_layouts.__wrapped__(n, m, 4)
