@@ -19,6 +19,16 @@ GEMV_OK = {"qw_ptr", "sc_ptr", "qz_ptr", "perm_ptr"}  # weights: no kernel of a 
 LORA_META = {"tok_ptr", "badp_ptr", "bstart_ptr", "blen_ptr"}  # staged before the replay (kernels.pdl)
 
 
+def _record(monkeypatch: pytest.MonkeyPatch, launch: Any) -> list[tuple[Any, tuple, dict]]:
+    """sm90_build.record(launch) for the other test files' PDL checks, with kernels.pdl's mode left at 1 until the
+    test ends (as their host code after the record expects)."""
+    from inlaid_worker.kernels import pdl
+
+    seen = record(launch)
+    monkeypatch.setattr(pdl._MODE, "value", 1)
+    return seen
+
+
 def weight(k: int, n: int, bits: int) -> Any:
     """A prepared GPTQ weight (its values do not matter: nothing runs)."""
     from cases import make_gptq  # type: ignore[import-not-found]
