@@ -85,7 +85,7 @@ class AdapterRegistry:
         """Adapter name -> the digest of what LoadAdapter read, for the adapters of `sources` that have one
         (WorkerInfo.adapter_digests)."""
         entries = self._entries  # one snapshot (copy-on-write)
-        return {n: e.digest for n, e in entries.items() if e.source and e.digest}
+        return {n: e.digest for n, e in entries.items() if e.digest}  # (add() keeps a digest only with a source)
 
     @property
     def cards(self) -> list[ModelCard]:

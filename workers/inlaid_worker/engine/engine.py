@@ -46,7 +46,7 @@ class Runner(Protocol):
 
 class AdapterInUse(ValueError):
     """remove_adapter's refusal of an adapter with requests in flight (UnloadAdapter: FAILED_PRECONDITION, marked
-    ADAPTER_IN_USE in its trailing metadata, server/servicer.py; the gateway retries it once they drain)."""
+    in its trailing metadata: server/servicer.py REFUSAL_IN_USE; the gateway retries it once they drain)."""
 
 
 class RequestError(ValueError):

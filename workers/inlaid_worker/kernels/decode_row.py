@@ -477,12 +477,12 @@ def _launch(
         pm = pl = pacc = out
     cnt = counters(q.device, s * kv_heads)
     cos, sin, slots = rope if rope is not None else (cnt, cnt, cnt)
+    rs = (rnorm[0], int(rnorm[1]), float(rnorm[2])) if rnorm is not None else (cnt, 1, 0.0)  # (slot, K, eps)
     _row_kernel[(num_parts, kv_heads, s)](
         q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, cnt, cos, sin, slots, scale,
         stride_qt, stride_qh, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
         v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
-        cos.stride(0) if rope is not None else 0, rnorm[0] if rnorm is not None else cnt,
-        int(rnorm[1]) if rnorm is not None else 1, float(rnorm[2]) if rnorm is not None else 0.0,
+        cos.stride(0) if rope is not None else 0, *rs,
         HEADS=heads, KV_HEADS=kv_heads, REP=rep, REP_PAD=triton.next_power_of_2(rep), HEAD_DIM=hd, D_PAD=d_pad,
         BLOCK_SIZE=k_cache.shape[1], NUM_PARTS=num_parts, BLOCK_N=block_n, MERGE_CHUNK=chunk,
         PREFETCH=int(opt["prefetch"]), LOOKAHEAD=int(opt["lookahead"]), ROPE=int(rope is not None),

@@ -364,14 +364,19 @@ def forward_fast(
     return x if w.layers else add_rms_norm(h, w.norm, eps)
 
 
-def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, cuda: bool | None = None) -> list[DnPicks] | None:
-    """deferred_norm.layer_picks of every layer, or None where one cannot defer its norms or where "+dn2" would not
-    pay (deferred_norm.dn2_pays: on CUDA with DN2_FORM "auto", a consumer GEMV in the per-thread formation, e.g. a
+# one layer's "+dn2" plan (_dn_picks): its picks, its qkv / o / gate/up / down weights, its pair-ordered norms
+_DnLayer = tuple[DnPicks, tuple[GPTQWeight, GPTQWeight, GPTQWeight, GPTQWeight],
+                 tuple[torch.Tensor | None, torch.Tensor | None]]
+
+
+def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, cuda: bool | None = None) -> list[_DnLayer] | None:
+    """deferred_norm.layer_picks of every layer (with the weights and pairs it was decided on: _forward_dn2 launches
+    with them), or None where one cannot defer its norms or where "+dn2" would not pay (deferred_norm.dn2_pays: on CUDA with DN2_FORM "auto", a consumer GEMV in the per-thread formation, e.g. a
     layer without current pair-ordered norms, weights.current_pairs). cuda: the device-type decision (None: h's)."""
     cuda = h.is_cuda if cuda is None else cuda
     picks = []
     for i, layer in enumerate(w.layers):
-        ws = [_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        ws = tuple(_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down))
         if any(m is None for m in ws):
             return None
         p = layer_picks(h, c.num_heads * c.head_dim, *ws, layer.input_norm, layer.post_norm)  # type: ignore[arg-type]
@@ -381,11 +386,11 @@ def _dn_picks(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, cuda: bool | Non
         # layer 0's qkv reads the input norm kernel's x (no consumer); its gate/up and every later qkv are consumers
         if not dn2_pays(p, ws[0] if i else None, ws[2], pin, ppost, cuda):  # type: ignore[arg-type]
             return None
-        picks.append(p)
+        picks.append((p, ws, (pin, ppost)))
     return picks
 
 
-def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tensor, picks: list[DnPicks],
+def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tensor, picks: list[_DnLayer],
                  cos: torch.Tensor, sin: torch.Tensor, slot_mapping: torch.Tensor, kv_cache: torch.Tensor,
                  layout: DecodeLayout, row_rope: dict[str, int], eps: float, scale: float) -> torch.Tensor:  # fmt: skip
     """forward_fast's layers with "+dn2" (kernels.deferred_norm; the caller checked every layer's picks): x is layer
@@ -393,13 +398,11 @@ def _forward_dn2(w: LlamaWeights, c: ModelConfig, h: torch.Tensor, x: torch.Tens
     programs write h' to the one their grid does not read); qkv (layers >= 1) defers its sums into the layer's region
     and the row attention applies r. Returns the final-normed states."""
     t = h.shape[0]
-    nq = max(_single(layer.qkv).out_features for layer in w.layers)  # type: ignore[union-attr]
+    nq = max(ws[0].out_features for _, ws, _ in picks)
     reg = DnRegions(len(w.layers), t, c.hidden_size, c.intermediate_size, nq, h.device)
     hb, cur = (h, torch.empty_like(h)), 0
     down: torch.Tensor | None = None  # the previous layer's down sums (the norm the next qkv defers)
-    for i, (layer, p) in enumerate(zip(w.layers, picks, strict=True)):
-        wq, wo, wgu, wd = (_single(m) for m in (layer.qkv, layer.o, layer.gate_up, layer.down))
-        pin, ppost = current_pairs(layer) or (None, None)  # (stale or none: the per-thread formation)
+    for i, (layer, (p, (wq, wo, wgu, wd), (pin, ppost))) in enumerate(zip(w.layers, picks, strict=True)):
         rope = (cos, sin, slot_mapping, kv_cache[i, 0], kv_cache[i, 1], layout.block_tables, layout.context_lens,
                 scale, c.num_heads)  # fmt: skip
         if down is None:

@@ -163,7 +163,7 @@ def test_dn2_runs_on_cuda_only_where_every_consumer_shuffles(monkeypatch: Any, t
     shfl = picks(set(), True)
     assert shfl is not None and len(shfl) == 2  # every consumer shuffles: "+dn2" runs
     forms = [dn.dn2_form(p.gate_up, parts[i]["gate_up"], current_pairs(layer)[1])  # type: ignore[index]
-             for i, (p, layer) in enumerate(zip(shfl, w.layers, strict=True))]  # fmt: skip
+             for i, ((p, _, _), layer) in enumerate(zip(shfl, w.layers, strict=True))]  # fmt: skip
     assert forms == ["shfl", "shfl"]
     wide_gu = {id(parts[1]["gate_up"])}  # layer 1's gate/up: a pick outside the verified layout -> "thread"
     assert picks(wide_gu, True) is None

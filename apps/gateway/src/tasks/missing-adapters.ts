@@ -79,7 +79,7 @@ export function adapterOf(w: WorkerAdapters, name: string): WorkerAdapter {
  * validation's, then its load step's) and the worker's are both known, of the job's digest (or of the digest a
  * catch-up settled for this job there).
  */
-export function isJobsAdapter(job: LoadJob, w: WorkerAdapter): boolean {
+function isJobsAdapter(job: LoadJob, w: WorkerAdapter): boolean {
   if (w.path !== job.adapterPath) return false;
   if (job.adapterDigest === null || w.digest === undefined || w.digest === job.adapterDigest) return true;
   return w.settled !== undefined && w.settled.job === job.id && w.settled.digest === w.digest;

@@ -55,11 +55,11 @@ export function toAdminError(err: unknown, param?: string): InlaidError {
 
 /**
  * The trailing-metadata key and value with which a worker marks UnloadAdapter's refusal of an adapter that has requests
- * in flight (server/servicer.py ADAPTER_IN_USE): its FAILED_PRECONDITION is told apart by this marker, not by the code
+ * in flight (server/servicer.py REFUSAL_IN_USE): its FAILED_PRECONDITION is told apart by this marker, not by the code
  * alone (before, any FAILED_PRECONDITION counted as in use).
  */
-export const REFUSAL_KEY = 'inlaid-refusal';
-export const ADAPTER_IN_USE = 'adapter-in-use';
+const REFUSAL_KEY = 'inlaid-refusal';
+const ADAPTER_IN_USE = 'adapter-in-use';
 
 /** UnloadAdapter's refusal of an adapter with requests in flight (the worker's marker: REFUSAL_KEY). */
 export class AdapterInUse extends InlaidError {
