@@ -1,0 +1,378 @@
+"""TMA-ring half2 GEMV for 4-bit g128 GPTQ weights (session 22, kind "hgemvt"), M = 1..4 rows, fp16 x, sm_90.
+
+Goal (issue 4): read the int4 words at the rate of a pure read, with no split-K epilogue. Measured (bench/results/
+kernels-2026-12-02-s22-hgemvt.md): correct (75 configs, rel err <= 6.8e-4) but slower than hgemvr: 7B up M = 1 best
+15.40 us iso / 13.13 us PDL (bc 32, gb 8, 4 stages, 4 warps) vs hgemvr 10.93 / 9.84, while a pure read with the same
+boxes and ring reaches 6.87 us under PDL (82% of copy): the one 4-warp consumer per SM is issue bound (~22 SASS
+instructions per word). Not a tuner candidate. A persistent one-wave grid
+(one or two programs per SM); program p owns a contiguous run of column tiles (BC columns each, plan_columns:
+tiles [p T / P, (p + 1) T / P), so runs differ by at most one tile) over the FULL K and stores y itself (no
+workspace, no atomics). Its tiles are walked K-fastest in boxes of GB groups (16 GB word rows) x BC columns, each
+box a bulk tensor copy (TMA) into a STAGES-deep shared-memory ring completing on an mbarrier, together with the box's
+scales [GB, BC] and (asym) zero words [GB, ZBW] on the same barrier.
+
+Word box layout. The words [K/8, N] are seen by the TMA as a 4-D tensor [4 (j), K/128 (g), 4 (a), N] with strides
+(N, 16 N, 4 N, 1): word row 16 g + 4 a + j. A box [4, GB, 4, BC] lands as 4 slabs [GB, 4, BC], one per j; slab j's
+element (g, a, n) is word row 16 g + 4 a + j. A thread's 4 words at (g, a, n), j = 0..3, are 4 consecutive rows of
+one group, so quant_hgemvr's arithmetic applies unchanged: each word's 8 fields dequantized to (q - z) / 1024 as 4
+half2 (_DEQ10: 4 LOP3 + SHF + 4 HFMA2), times the x pairs (x[k], x[k + 4]) in a half2 chain over the 4 words
+(_HDOT: 4 HFMA2 per word per row of x), then once per 4 words acc += (p.lo + p.hi) * s in fp32 (_HFIN).
+A word is dequantized once for all BLOCK_M rows (the rows are the accumulator's in-thread leading dimension).
+
+x (written by the previous kernel) is read after the PDL wait: every program turns x [M, K] into the pair words
+(x[8r + i], x[8r + 4 + i]), i = 0..3, in shared memory [16 (j, i), boxes, BLOCK_M, GB, 4 (a)] (zero past K, so a
+last box's zero-filled rows add exactly 0). PDL (kernels.pdl, USE_GDC): dependents launch at the start; the first
+STAGES boxes (weights only: words, scales, zeros) are issued before the wait; every store comes after it.
+The end of a column tile: the accumulator summed over its (g, a) dimensions (across warps through shared memory,
+gl.sum), times 1024, stored as fp16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+
+from .gptq_packing import GPTQWeight
+from .pdl import ggdc_start, ggdc_wait, launch_kw
+from .quant_hgemvr import _DEQ10_PTX, _HDOT_PTX, _HFIN_PTX
+
+_DEQ10 = gl.constexpr(_DEQ10_PTX.value)
+_HDOT = gl.constexpr(_HDOT_PTX.value)
+_HFIN = gl.constexpr(_HFIN_PTX.value)
+
+SMS = 132
+SMEM_CORESIDE = 110 * 1024  # two programs of consecutive PDL kernels share an SM's 228 KB (1 KB reserved each)
+SMEM_MAX = 227 * 1024
+XCG = 32  # x's pair words are built in chunks of XCG groups (the x buffer: a multiple of XCG groups per row)
+
+
+@dataclass(frozen=True)
+class HGEMVTConfig:
+    bc: int = 8  # columns per tile / box (8, 16, 32, 64)
+    gb: int = 16  # groups (16 word rows each) per box
+    stages: int = 8
+    warps: int = 4
+    grid: int = 1  # programs per SM (1 or 2)
+
+
+@dataclass(frozen=True)
+class Plan:
+    tiles: int  # column tiles (ceil(N / bc))
+    programs: int
+    nb: int  # boxes per tile along K
+    box_bytes: int  # one ring slot: words + scales + zeros
+    ring_bytes: int
+    x_bytes: int
+    smem_bytes: int  # ring + x + barriers (what the build's shared memory should be close to)
+    zbw: int  # zero words per box row
+    max_tiles: int  # the most tiles a program owns
+
+
+def layout_params(bc: int, warps: int) -> tuple[int, int, int, int]:
+    """(VEC, TC, TA, TG): columns per thread, threads along columns / a / g (product 32)."""
+    vec = min(4, bc)
+    tc = min(32, bc // vec)
+    ta = min(4, 32 // tc)
+    tg = 32 // (tc * ta)
+    return vec, tc, ta, tg
+
+
+def zero_words(bc: int, gb: int) -> int:
+    """Zero words per box row: at least 4 (16-byte TMA rows; the box starts at the 16-byte aligned word at or before
+    the tile's first, up to 3 words earlier), bc / 8, and a 128-byte slot (gb * zbw * 4)."""
+    return max(4, bc // 8, -(-32 // gb))
+
+
+def plan_columns(n: int, bc: int, programs: int) -> list[tuple[int, int]]:
+    """Column tile runs [lo, hi) per program (tile units of bc columns): balanced, runs differ by <= 1 tile."""
+    t = -(-n // bc)
+    return [(p * t // programs, (p + 1) * t // programs) for p in range(programs)]
+
+
+def plan(n: int, k: int, m: int, cfg: HGEMVTConfig, sms: int = SMS) -> Plan:
+    g = k // 128
+    tiles = -(-n // cfg.bc)
+    programs = min(sms * cfg.grid, tiles)
+    nb = -(-g // cfg.gb)
+    zbw = zero_words(cfg.bc, cfg.gb)
+    box = 64 * cfg.gb * cfg.bc + 2 * cfg.gb * cfg.bc + 4 * cfg.gb * zbw
+    ring = cfg.stages * box
+    nxb, _ = x_boxes(k, cfg.gb)
+    x_bytes = 16 * nxb * cfg.gb * 4 * 4 * block_m(m)  # 16 (j, i) x groups x 4 (a) int32 per row
+    return Plan(tiles, programs, nb, box, ring, x_bytes, ring + x_bytes + 8 * cfg.stages, zbw,
+                -(-tiles // programs))  # fmt: skip
+
+
+def block_m(m: int) -> int:
+    return 1 if m <= 1 else 2 if m <= 2 else 4
+
+
+def config_ok(n: int, k: int, m: int, cfg: HGEMVTConfig, coreside: bool | None = None) -> str | None:
+    """None when cfg can run this shape, else why not (shape alignment, layout coverage, shared memory: within
+    SMEM_CORESIDE when `coreside` (default: at M = 1; at M = 2..4 x alone takes 2 K M bytes, 88 KB at K = 11008,
+    so there only SMEM_MAX))."""
+    if coreside is None:
+        coreside = m <= 1
+    if k % 128 or n % 32:
+        return "needs K % 128 == 0 and N % 32 == 0 (TMA strides of the words, scales and zeros)"
+    if cfg.bc not in (8, 16, 32, 64) or cfg.warps not in (1, 2, 4, 8) or cfg.grid not in (1, 2):
+        return "bc in 8..64, warps in 1..8, grid 1 or 2"
+    vec, tc, ta, tg = layout_params(cfg.bc, cfg.warps)
+    if cfg.gb < tg * cfg.warps or cfg.gb & (cfg.gb - 1) or cfg.gb > 64:
+        return f"gb {cfg.gb} must be a power of 2 <= 64 covering {tg * cfg.warps} group rows of threads"
+    if (2 * cfg.gb * cfg.bc) % 128:
+        return "the scale slot must be a multiple of 128 bytes (gb * bc >= 64)"
+    p = plan(n, k, m, cfg)
+    budget = SMEM_CORESIDE if coreside else SMEM_MAX
+    if p.smem_bytes > budget:
+        return f"shared memory {p.smem_bytes} > {budget}"
+    return None
+
+
+def supported(w: GPTQWeight, m: int) -> bool:
+    """The weights this kernel takes: 4-bit, group 128, no act-order, N % 32 == 0, M <= 4 (CUDA sm_90 only)."""
+    return (w.bits == 4 and w.group_size == 128 and w.perm is None and w.out_features % 32 == 0
+            and w.in_features % 128 == 0 and 1 <= m <= 4)  # fmt: skip
+
+
+def layouts(bc: int, gb: int, warps: int, bm: int) -> dict:
+    """ACC: the accumulator's 4-D layout [BM, GB, 4 (a), BC] (rows of x in-thread, VEC columns per thread);
+    XL: the x pair build's [XC boxes, BM, GB, 4 (a)]."""
+    vec, tc, ta, tg = layout_params(bc, warps)
+    acc = gl.BlockedLayout(size_per_thread=[bm, 1, 1, vec], threads_per_warp=[1, tg, ta, tc],
+                           warps_per_cta=[1, warps, 1, 1], order=[3, 2, 1, 0])  # fmt: skip
+    tgx = min(gb, 8)
+    xl = gl.BlockedLayout(size_per_thread=[1, 1, 1, 1], threads_per_warp=[32 // (4 * tgx), 1, tgx, 4],
+                          warps_per_cta=[warps, 1, 1, 1], order=[3, 2, 1, 0])  # fmt: skip
+    zl = gl.BlockedLayout([1, zero_words(bc, gb)], [32, 1], [warps, 1], [1, 0])
+    return dict(ACC=acc, XL=xl, ZL=zl)
+
+
+def x_boxes(k: int, gb: int) -> tuple[int, int]:
+    """(NXB, XC): boxes in the x buffer (a power of 2 >= the boxes along K) and boxes per build chunk (XC * gb >=
+    XCG groups)."""
+    xc = max(1, XCG // gb)
+    nb = -(-(k // 128) // gb)
+    return max(xc, 1 << (nb - 1).bit_length()), xc  # (a power of 2: the x buffer's reinterpreted view needs it)
+
+
+@gluon.jit
+def _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars, s, i, count, t_lo, NB,
+           GB: gl.constexpr, BC: gl.constexpr, SYM: gl.constexpr):  # fmt: skip
+    """Ring slot s <- box i of this program (tile t_lo + i // NB, groups (i % NB) * GB ..): words, scales, zeros."""
+    pred = i < count
+    col = (t_lo + i // NB) * BC
+    g0 = (i % NB) * GB
+    nbytes: gl.constexpr = (
+        4 * w0.block_type.nbytes + s_desc.block_type.nbytes + (0 if SYM else z_desc.block_type.nbytes)
+    )
+    mbarrier.expect(bars.index(s), nbytes, pred=pred)
+    tma.async_copy_global_to_shared(w0, [g0, 0, col], bars.index(s), wring.index(4 * s + 0), pred=pred)
+    tma.async_copy_global_to_shared(w1, [g0, 0, col], bars.index(s), wring.index(4 * s + 1), pred=pred)
+    tma.async_copy_global_to_shared(w2, [g0, 0, col], bars.index(s), wring.index(4 * s + 2), pred=pred)
+    tma.async_copy_global_to_shared(w3, [g0, 0, col], bars.index(s), wring.index(4 * s + 3), pred=pred)
+    tma.async_copy_global_to_shared(s_desc, [g0, col], bars.index(s), sring.index(s), pred=pred)
+    if not SYM:
+        # (the box's first word 16-byte aligned: an unaligned inner start coordinate is an illegal instruction,
+        # s22 call 2; the tile's words start (col / 8) % 4 words in)
+        tma.async_copy_global_to_shared(z_desc, [g0, (col // 8) & -4], bars.index(s), zring.index(s), pred=pred)
+
+
+@gluon.jit
+def _x_pairs(x_ptr, xs, M, K8, stride_xm, BM: gl.constexpr, GB: gl.constexpr, NXB: gl.constexpr,
+             XC: gl.constexpr, XL: gl.constexpr):  # fmt: skip
+    """xs[(j * 4 + i) NXB + b, m, g, a] = the pair word (x[8 r + i], x[8 r + 4 + i]) of word row r = (b GB + g) 16 + 4 a + j
+    (0 past K / 8 word rows or M rows): natural int32 words n_t = (x[8 r + 2 t], x[8 r + 2 t + 1]) re-paired."""
+    ob = gl.arange(0, XC, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL))))[:, None, None, None]
+    om = gl.arange(0, BM, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, XL))))[None, :, None, None]
+    og = gl.arange(0, GB, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, XL))))[None, None, :, None]
+    oa = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, XL))))[None, None, None, :]
+    x32 = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    mrow = gl.minimum(om, M - 1)
+    for c in gl.static_range(NXB // XC):
+        for j in gl.static_range(4):
+            r = ((c * XC + ob) * GB + og) * 16 + 4 * oa + j  # [XC, 1, GB, 4]
+            ok = (r < K8) & (om < M)
+            base = x32 + mrow * (stride_xm // 2) + 4 * r
+            n0 = gl.load(base, mask=ok, other=0)
+            n1 = gl.load(base + 1, mask=ok, other=0)
+            n2 = gl.load(base + 2, mask=ok, other=0)
+            n3 = gl.load(base + 3, mask=ok, other=0)
+            xs.slice((j * 4 + 0) * NXB + c * XC, XC).store((n0 & 0xFFFF) | (n2 << 16))
+            xs.slice((j * 4 + 1) * NXB + c * XC, XC).store(((n0 >> 16) & 0xFFFF) | (n2 & -65536))
+            xs.slice((j * 4 + 2) * NXB + c * XC, XC).store((n1 & 0xFFFF) | (n3 << 16))
+            xs.slice((j * 4 + 3) * NXB + c * XC, XC).store(((n1 >> 16) & 0xFFFF) | (n3 & -65536))
+
+
+@gluon.jit
+def _hgemvt_kernel(w0, w1, w2, w3, s_desc, z_desc, x_ptr, y_ptr, M, N, K, stride_xm, stride_ym, TILES, NB,
+                   SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, STAGES: gl.constexpr, BM: gl.constexpr,
+                   NXB: gl.constexpr, XC: gl.constexpr, ACC: gl.constexpr, XL: gl.constexpr, ZL: gl.constexpr,
+                   USE_GDC: gl.constexpr = 0):  # fmt: skip
+    GB: gl.constexpr = w0.block_type.shape[0]
+    BC: gl.constexpr = w0.block_type.shape[2]
+    ZBW: gl.constexpr = z_desc.block_type.shape[1]
+    WL: gl.constexpr = gl.SliceLayout(0, ACC)  # [GB, 4, BC] words
+    SL: gl.constexpr = gl.SliceLayout(1, WL)  # [GB, BC] scales
+    XR: gl.constexpr = gl.SliceLayout(3, ACC)  # [BM, GB, 4] x pairs
+    ggdc_start(USE_GDC)
+    pid = gl.program_id(0)
+    nprog = gl.num_programs(0)
+    t_lo = pid * TILES // nprog
+    t_hi = (pid + 1) * TILES // nprog
+    count = (t_hi - t_lo) * NB
+    wring = gl.allocate_shared_memory(gl.int32, [STAGES * 4, GB, 4, BC], w0.layout)
+    sring = gl.allocate_shared_memory(gl.float16, [STAGES, GB, BC], s_desc.layout)
+    zring = gl.allocate_shared_memory(gl.int32, [STAGES, GB, ZBW], z_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    # x's pair words: [16 (j, i) x NXB, BM, GB, 4 (a)], stored per (j, i) and chunk of boxes, read per (j, i) and box
+    xs = gl.allocate_shared_memory(
+        gl.int32, [16 * NXB, BM, GB, 4], gl.SwizzledSharedLayout(1, 1, 1, order=[3, 2, 1, 0])
+    )
+    for st in gl.static_range(STAGES):
+        mbarrier.init(bars.index(st), count=1)
+    for st in gl.static_range(STAGES):  # weights only: before the PDL wait
+        _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars, st, st, count, t_lo, NB, GB, BC, SYM)
+    ggdc_wait(USE_GDC)
+    _x_pairs(x_ptr, xs, M, K // 8, stride_xm, BM, GB, NXB, XC, XL)
+    gl.thread_barrier()
+    xr = xs._reinterpret(gl.int32, [16 * NXB, BM, GB, 4], gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
+
+    # column offsets within a tile, for the zero nibbles and the store
+    on = gl.arange(0, BC, layout=gl.SliceLayout(0, SL))[None, :]  # [1, BC]
+    zw_idx = gl.arange(0, ZBW, layout=gl.SliceLayout(0, ZL))[None, :]
+    OL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, ACC))  # [BM, BC] outputs
+    om = gl.arange(0, BM, layout=gl.SliceLayout(1, OL))[:, None]
+    onn = gl.arange(0, BC, layout=gl.SliceLayout(0, OL))[None, :]
+    acc = gl.zeros([BM, GB, 4, BC], gl.float32, ACC)
+    for i in range(count):
+        s = i % STAGES
+        kb = i % NB
+        mbarrier.wait(bars.index(s), (i // STAGES) & 1)
+        sc = sring.index(s).load(SL).to(gl.float32)  # [GB, BC]
+        if SYM:
+            z = gl.full([GB, BC], 8, gl.int32, SL)
+        else:
+            zwords = zring.index(s).load(ZL)  # [GB, ZBW]
+            z = gl.full([GB, BC], 0, gl.int32, SL)
+            zoff = ((t_lo + i // NB) * BC // 8) % 4  # the tile's first zero word in the box
+            for w in gl.static_range(ZBW):
+                zw = gl.sum(gl.where(zw_idx == w, zwords, 0), axis=1)  # [GB]: word w of each group row
+                zw = gl.convert_layout(zw, gl.SliceLayout(1, SL))[:, None]
+                z = gl.where(zoff + on // 8 == w, (zw >> ((on % 8) * 4)) & 0xF, z)
+            z = z + ZERO_OFFSET
+        c0 = gl.expand_dims(z * 0x10001 + (0xBC00BC00 - 2**32), 1)  # [GB, 1, BC]: fp16 -(1 + z / 1024) x2
+        c1 = gl.expand_dims(z * 0x100010 + (0xAC00AC00 - 2**32), 1)  # -(1/16 + z / 1024) x2
+        p = gl.zeros([BM, GB, 4, BC], gl.int32, ACC)
+        for j in gl.static_range(4):
+            w = wring.index(4 * s + j).load(WL)  # [GB, 4, BC]: word rows 16 g + 4 a + j
+            t0, t1, t2, t3 = gl.inline_asm_elementwise(_DEQ10, "=&r,=&r,=&r,=&r,r,r,r", [w, c0, c1],
+                                                       dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
+                                                       is_pure=True, pack=1)  # fmt: skip
+            x0 = xr.index((j * 4 + 0) * NXB + kb).load(XR)
+            x1 = xr.index((j * 4 + 1) * NXB + kb).load(XR)
+            x2 = xr.index((j * 4 + 2) * NXB + kb).load(XR)
+            x3 = xr.index((j * 4 + 3) * NXB + kb).load(XR)
+            p = gl.inline_asm_elementwise(_HDOT, "=r,r,r,r,r,r,r,r,r,r",
+                                          [gl.expand_dims(t0, 0), gl.expand_dims(t1, 0), gl.expand_dims(t2, 0),
+                                           gl.expand_dims(t3, 0), gl.expand_dims(x0, 3), gl.expand_dims(x1, 3),
+                                           gl.expand_dims(x2, 3), gl.expand_dims(x3, 3), p],
+                                          dtype=gl.int32, is_pure=True, pack=1)  # fmt: skip
+        gl.thread_barrier()  # every warp has read slot s (and its x) before it is refilled
+        _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars, s, i + STAGES, count, t_lo, NB, GB, BC, SYM)
+        s4 = gl.expand_dims(gl.expand_dims(sc, 1), 0)  # [1, GB, 1, BC]
+        acc = gl.inline_asm_elementwise(_HFIN, "=f,r,f,f", [p, s4, acc], dtype=gl.float32, is_pure=True, pack=1)
+        if kb == NB - 1:  # the tile's last box: reduce, store, restart
+            out = gl.sum(gl.sum(acc, axis=2), axis=1) * 1024.0  # [BM, BC]
+            col = (t_lo + i // NB) * BC + onn
+            gl.store(y_ptr + om * stride_ym + col, out.to(gl.float16), mask=(om < M) & (col < N))
+            acc = gl.zeros([BM, GB, 4, BC], gl.float32, ACC)
+    for st in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(st))
+
+
+def smem_layout(rank: int, bits: int) -> gl.NVMMASharedLayout:
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=rank)
+
+
+_DESCS: dict = {}
+
+
+def descriptors(w: GPTQWeight, cfg: HGEMVTConfig) -> tuple:
+    """The words' 4-D view [4 (j), G, 4 (a), N] (strides N, 16 N, 4 N, 1), the scales [G, N] and zeros [G, N / 8]
+    descriptors with this config's boxes; cached per (tensor, box)."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    key = (w.qweight.data_ptr(), w.scales.data_ptr(), w.qzeros.data_ptr(), cfg.bc, cfg.gb)
+    hit = _DESCS.get(key)
+    if hit is not None and hit[0] is w.qweight:
+        return hit[1]
+    g, n = w.in_features // 128, w.out_features
+    qw = w.qweight
+    # slab j: word rows 16 g + 4 a + j as [G, 4 (a), N] (strides 16 N, 4 N, 1) from row j
+    wd = tuple(TensorDescriptor(qw[j:], [g, 4, n], [16 * n, 4 * n, 1], [cfg.gb, 4, cfg.bc], smem_layout(3, 32))
+               for j in range(4))  # fmt: skip
+    sd = TensorDescriptor.from_tensor(w.scales, [cfg.gb, cfg.bc], smem_layout(2, 16))
+    zd = TensorDescriptor.from_tensor(w.qzeros, [cfg.gb, zero_words(cfg.bc, cfg.gb)], smem_layout(2, 32))
+    if len(_DESCS) > 4096:
+        _DESCS.clear()
+    _DESCS[key] = (qw, (*wd, sd, zd))
+    return (*wd, sd, zd)
+
+
+def launch_hgemvt(
+    x2: torch.Tensor, w: GPTQWeight, cfg: HGEMVTConfig, y: torch.Tensor, sms: int = SMS, coreside: bool | None = None
+) -> None:
+    """y[M, N] = x2[M, K] @ W (fp16 x and y, row-major, M <= 4; CUDA sm_90); PDL inside kernels.pdl's scope."""
+    m, k = x2.shape
+    n = w.out_features
+    if x2.dtype != torch.float16 or y.dtype != torch.float16 or not supported(w, m):
+        raise ValueError("hgemvt: fp16 x / y, 4-bit g128 weights without act-order, N % 32 == 0, M <= 4")
+    if x2.stride(1) != 1 or x2.stride(0) % 2 or x2.data_ptr() % 16 or y.stride(1) != 1:
+        raise ValueError("hgemvt: x and y row-major, x 16-byte aligned with an even row stride")
+    why = config_ok(n, k, m, cfg, coreside)
+    if why:
+        raise ValueError(f"hgemvt config {cfg}: {why}")
+    p = plan(n, k, m, cfg, sms)
+    bm = block_m(m)
+    nxb, xc = x_boxes(k, cfg.gb)
+    _hgemvt_kernel[(p.programs,)](*descriptors(w, cfg), x2, y, m, n, k, x2.stride(0), y.stride(0), p.tiles, p.nb,
+                                  SYM=w.sym, ZERO_OFFSET=w.zero_offset, STAGES=cfg.stages, BM=bm, NXB=nxb, XC=xc,
+                                  **layouts(cfg.bc, cfg.gb, cfg.warps, bm), num_warps=cfg.warps,
+                                  **launch_kw())  # fmt: skip
+
+
+def reference_math(x: torch.Tensor, w: GPTQWeight, cfg: HGEMVTConfig) -> torch.Tensor:
+    """Pure-torch model of the kernel's arithmetic (its fp16 roundings emulated): the (q - z) / 1024 values (exact in
+    fp16), per (group g, a) and half2 lane the 16 products of word rows 16 g + 4 a + j, j = 0..3, chained in fp16 (one
+    rounding per HFMA2 lane), then fp32 acc += p.lo * s + p.hi * s; y = fp16(1024 * sum). The result does not depend
+    on the config (no split-K: every column sums its whole K in one program); cfg is taken for symmetry."""
+    from .gptq_packing import unpack_bitstream
+
+    m, k = x.shape
+    n = w.out_features
+    q = unpack_bitstream(w.qweight, 4, k, dim=0).to(torch.float32)  # [K, N]
+    if w.sym:
+        z = torch.full((k // 128, n), 8.0, device=x.device)
+    else:
+        z = (unpack_bitstream(w.qzeros, 4, n, dim=1)[:, :n] + w.zero_offset).to(torch.float32)
+    t = ((q.view(k // 128, 128, n) - z[:, None, :]) / 1024).half()  # exact in fp16
+    xh = x.half()
+    # rows k = 128 g + 16 * (4 a + j) + ... : word row r = 16 g + 4 a + j, fields f = 0..7 -> k = 8 r + f
+    tv = t.view(k // 128, 4, 4, 8, n)  # [g, a, j, f, n]
+    xv = xh.view(m, k // 128, 4, 4, 8)  # [m, g, a, j, f]
+    # half2 lanes: lane 0 takes fields 0..3, lane 1 fields 4..7; the chain is over (j, field pair i)
+    p = torch.zeros(m, k // 128, 4, 2, n, dtype=torch.float16, device=x.device)
+    for j in range(4):
+        for i in range(4):
+            for lane in range(2):
+                f = i + 4 * lane
+                prod = xv[:, :, :, j, f, None].float() * tv[None, :, :, j, f, :].float()
+                p[:, :, :, lane] = (prod + p[:, :, :, lane].float()).half()
+    s = w.scales.float()  # [G, N]
+    acc = p[:, :, :, 0].float() * s[None, :, None, :] + p[:, :, :, 1].float() * s[None, :, None, :]
+    return (acc.sum(dim=(1, 2)) * 1024).half()

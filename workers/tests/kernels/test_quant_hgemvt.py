@@ -1,0 +1,185 @@
+"""quant_hgemvt (session 22's TMA-ring GEMV): host planning exact on the decode shapes, the kernel's arithmetic in
+pure torch (reference_math) against the fp32 dequantized product, offline sm_90 builds (no spills, shared memory
+within the co-residency budget, the TMA copies and PDL instructions present), and on CUDA (sm_90) the kernel against
+the fp32 reference on the 7B / 13B shapes, sym and asym, M = 1, 2, 4, PDL off and on, with a wrong-column canary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+import torch
+from inlaid_worker.kernels import quant_hgemvt as T
+from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
+from inlaid_worker.kernels.quant_matmul import dequantize_gptq
+
+DECODE = [(4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096), (4096, 11008),
+          (5120, 15360), (5120, 5120), (5120, 27648), (13824, 5120), (5120, 13824)]  # (K, N) 7B / 13B  # fmt: skip
+CFGS = [T.HGEMVTConfig(8, 16, 8, 4, 1), T.HGEMVTConfig(16, 8, 8, 4, 1), T.HGEMVTConfig(32, 4, 8, 4, 1),
+        T.HGEMVTConfig(8, 8, 8, 2, 1), T.HGEMVTConfig(8, 16, 4, 4, 2)]  # fmt: skip
+
+
+def weight(k: int, n: int, sym: bool, device: str = "cpu", seed: int = 0) -> GPTQWeight:
+    g = torch.Generator().manual_seed(seed)
+    qw = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, generator=g)
+    zeros = torch.full((k // 128, n), 8) if sym else torch.randint(1, 16, (k // 128, n), generator=g)
+    qz = pack_bitstream(zeros - 1, 4, dim=1)
+    sc = (torch.rand(k // 128, n, generator=g) * 0.01 + 0.001).half()
+    return GPTQWeight(qw.to(device), qz.to(device), sc.to(device), None, 4, 128, sym, 1, k, n)
+
+
+def ref(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
+    groups = (torch.arange(w.in_features, device=x.device) // 128).int()
+    return x.float() @ dequantize_gptq(w.qweight, w.qzeros, w.scales, groups, 4, w.zero_offset).float()
+
+
+def rel(y: torch.Tensor, r: torch.Tensor) -> float:
+    return float((y.float() - r).norm() / r.norm())
+
+
+@pytest.mark.parametrize("k,n", DECODE + [(4096, 11000), (4096, 8)])
+@pytest.mark.parametrize("bc", [8, 16, 32])
+@pytest.mark.parametrize("grid", [1, 2])
+def test_plan_columns_exact(k: int, n: int, bc: int, grid: int) -> None:
+    """Every column in exactly one program's run, runs differ by at most one tile, no empty program when there are
+    at least as many tiles as programs; N % 32 != 0 is refused (unsupported, the tuner skips it)."""
+    cfg = T.HGEMVTConfig(bc, 16, 4, 4, grid)
+    p = T.plan(n, k, 1, cfg)
+    runs = T.plan_columns(n, bc, p.programs)
+    assert len(runs) == p.programs == min(T.SMS * grid, -(-n // bc))
+    cols = [c for lo, hi in runs for c in range(lo * bc, min(hi * bc, n))]
+    assert cols == list(range(n))
+    sizes = [hi - lo for lo, hi in runs]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1 and max(sizes) == p.max_tiles
+    assert p.nb * cfg.gb >= k // 128 > (p.nb - 1) * cfg.gb
+    w = weight(k, n, False) if n % 8 == 0 and n <= 12288 and k <= 4096 else None
+    if n % 32:
+        assert T.config_ok(n, k, 1, cfg) is not None
+        if w is not None:
+            assert not T.supported(w, 1)
+
+
+def test_supported_and_config_ok() -> None:
+    w = weight(256, 64, False)
+    assert T.supported(w, 1) and T.supported(w, 4) and not T.supported(w, 5)
+    from dataclasses import replace
+
+    assert not T.supported(replace(w, perm=torch.arange(256, dtype=torch.int32)), 1)  # act-order: unsupported
+    assert not T.supported(replace(w, group_size=64), 1)
+    assert T.config_ok(11008, 4096, 1, T.HGEMVTConfig(8, 4, 8, 4, 1))  # gb below the layout's 16 group rows
+    assert T.config_ok(4096, 11008, 1, T.HGEMVTConfig(8, 16, 13, 4, 1))  # ring + x over the co-residency budget
+    assert T.config_ok(4096, 11008, 4, T.HGEMVTConfig(8, 16, 13, 4, 1))  # over 227 KB
+    assert T.config_ok(11008, 4096, 1, T.HGEMVTConfig(8, 16, 8, 4, 1)) is None
+
+
+@pytest.mark.parametrize("sym", [False, True])
+@pytest.mark.parametrize("m", [1, 3])
+def test_reference_math(sym: bool, m: int) -> None:
+    """The kernel's arithmetic model (half2 chains of 4 words, fp32 per-group scale) matches the fp32 product; a
+    wrong zero convention would not."""
+    w = weight(512, 64, sym, seed=1)
+    x = torch.randn(m, 512, generator=torch.Generator().manual_seed(2)).half()
+    y = T.reference_math(x, w, T.HGEMVTConfig())
+    r = ref(x, w)
+    assert rel(y, r) < 3e-3
+    from dataclasses import replace
+
+    canary = replace(w, sym=False, zero_offset=0) if sym else replace(w, zero_offset=0)  # an off-by-one zero
+    assert rel(T.reference_math(x, canary, T.HGEMVTConfig()), r) > 1e-2
+
+
+def _build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool, gdc: int):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    bm = T.block_m(m)
+    nxb, xc = T.x_boxes(k, cfg.gb)
+    g = k // 128
+    w = GPTQWeight(torch.zeros(k // 8, n, dtype=torch.int32), torch.zeros(g, n // 8, dtype=torch.int32),
+                   torch.zeros(g, n, dtype=torch.float16), None, 4, 128, sym, 1, k, n)  # fmt: skip
+    descs = T.descriptors(w, cfg)
+    consts = dict(SYM=sym, ZERO_OFFSET=1, STAGES=cfg.stages, BM=bm, NXB=nxb, XC=xc, USE_GDC=gdc,
+                  **T.layouts(cfg.bc, cfg.gb, cfg.warps, bm))  # fmt: skip
+    fn = T._hgemvt_kernel
+    names = ("w0", "w1", "w2", "w3", "s_desc", "z_desc")
+    sig = {a: "constexpr" if a in consts else mangle_type(descs[names.index(a)]) if a in names
+           else "*fp16" if a in ("x_ptr", "y_ptr") else "i32" for a in fn.arg_names}  # fmt: skip
+    src = GluonASTSource(fn, sig, constexprs=consts, attrs={})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.warps))
+
+
+@pytest.mark.parametrize("n,k,m,cfg,sym", [(11008, 4096, 1, CFGS[0], False), (4096, 11008, 1, CFGS[1], True),
+                                           (4096, 11008, 4, T.HGEMVTConfig(16, 8, 6, 4, 1), False)])  # fmt: skip
+def test_sm90_build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool) -> None:
+    """Offline sm_90 build: no local memory (spills), shared memory as planned and within the co-residency budget,
+    4 word slabs + scales (+ zeros) TMA copies per issue site, the PDL wait and launch_dependents in the PTX."""
+    import triton
+
+    ck = _build(n, k, m, cfg, sym, 1)
+    p = T.plan(n, k, m, cfg)
+    assert T.config_ok(n, k, m, cfg) is None
+    assert abs(ck.metadata.shared - p.smem_bytes) <= 1024
+    assert ck.metadata.shared <= (T.SMEM_CORESIDE if m == 1 else T.SMEM_MAX)
+    if m > 1:
+        assert T.config_ok(n, k, m, cfg, coreside=True) is not None  # x for 4 rows of K = 11008 does not co-reside
+    ptx = ck.asm["ptx"]
+    assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
+    assert ptx.index("griddepcontrol.launch_dependents") < ptx.index("griddepcontrol.wait")
+    assert ptx.index("cp.async.bulk.tensor") < ptx.index("griddepcontrol.wait")  # the ring before the wait
+    assert ptx.index("griddepcontrol.wait") < ptx.index("st.global")  # every store after it
+    bin_ = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(ck.asm["cubin"])
+        f.flush()
+        res = subprocess.run([os.path.join(bin_, "cuobjdump"), "-res-usage", f.name], capture_output=True,
+                             text=True).stdout  # fmt: skip
+        sass = subprocess.run([os.path.join(bin_, "cuobjdump"), "-sass", f.name], capture_output=True, text=True).stdout
+    assert "LOCAL:0" in res and "STACK:0" in res, res
+    assert sass.count("UTMALDG") == (cfg.stages + 1) * (4 + 1 + (0 if sym else 1))  # unrolled prologue + refill
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                          reason="needs CUDA sm_90")  # fmt: skip
+
+
+@cuda
+@pytest.mark.parametrize("k,n", [(4096, 11008), (11008, 4096), (5120, 13824), (13824, 5120)])
+@pytest.mark.parametrize("sym", [False, True])
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("use_pdl", [False, True])
+def test_gpu_matches_reference(k: int, n: int, sym: bool, m: int, use_pdl: bool) -> None:
+    from inlaid_worker.kernels import pdl
+
+    w = weight(k, n, sym, "cuda", seed=k + n + m)
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    r = ref(x, w)
+    cfgs = [c for c in CFGS if T.config_ok(n, k, m, c) is None]
+    for cfg in cfgs[:3]:
+        y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
+        with pdl.scope(1 if use_pdl else 0):
+            T.launch_hgemvt(x, w, cfg, y)
+        torch.cuda.synchronize()
+        assert rel(y, r) < 5e-3, (cfg, rel(y, r))
+        # canary: the same check catches one column's wrong output, and a column shift
+        bad = y.clone()
+        bad[:, n // 2] += 0.5 * r[:, n // 2].abs().max().half() + 1
+        assert rel(bad, r) > rel(y, r)
+        assert rel(torch.roll(y, 8, dims=1), r) > 0.5
+
+
+@cuda
+def test_gpu_strided_x_rows() -> None:
+    """x rows with a padded row stride and y a row slice of a wider buffer."""
+    w = weight(4096, 4096, False, "cuda", seed=5)
+    xb = torch.randn(3, 4096 + 64, device="cuda", dtype=torch.float16)
+    x = xb[:, :4096]
+    yb = torch.zeros(3, 4096 + 32, device="cuda", dtype=torch.float16)
+    y = yb[:, :4096]
+    T.launch_hgemvt(x, w, CFGS[0], y)
+    torch.cuda.synchronize()
+    assert rel(y, ref(x, w)) < 5e-3
+    assert bool((yb[:, 4096:] == 0).all())
