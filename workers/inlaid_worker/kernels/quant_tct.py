@@ -28,12 +28,11 @@ warp 0 adds them, waits for the previous kernel (PDL) and stores y (plain stores
 4-bit, g128, no act-order (tct_supported: False), N % 32 == 0 (TMA row strides of scales / zero words), K % 128 == 0,
 M <= 16, fp16 or bf16 x. CUDA sm_90 (TMA, mbarrier); no interpreter twin (tcs_reference(acc_scale=True) is the model).
 
-Status (bench/results/kernels-2026-12-02-s22-tct.md): NOT TIMED. On the H200 the symmetric 7B up M = 4 case (PDL on)
-matched the fp32 product and the acc_scale model; every asymmetric launch with the zero-word row in the ring (ZTMA 1)
-raised "illegal instruction" (the diag build, whose consumers do no math, failed too; likely cause, found by the hgemvt
-helper the same day on the same fault: the zero box starts at word pid * UNITS, 4 * UNITS bytes a program, not 16-byte
-aligned for odd UNITS, e.g. 7B up's 11). ZTMA 0 (the
-default: consumers load the zero words from global memory) builds offline and has not run on a GPU. Bench-only: not
+Status (bench/results/kernels-2026-12-02-s22-tct-run3.md, H200): correct (32 timed configs, ZTMA 0, worst 2.1e-4) but
+2.0-2.3x slower than the shipped picks: best 7B up 24.92 / 22.92 us iso / pdl at M = 2 (tcs2a 11.90 / 9.92), 7B down
+21.88 / 20.17 (11.93 / 9.92). The ring's stream alone (diag) takes 8.06-9.01 us under PDL (62-69% of copy): the
+consumers' per-tile chain is what does not hide. Asym with the zero row in the ring (ZTMA 1) raised an illegal
+instruction (see ZTMA_DEFAULT); 3 stages for 4 consumers crashed (refused since, see tct_args). Bench-only: not
 offered by the tuner, not dispatched by quant_matmul.
 """
 
@@ -443,8 +442,11 @@ def tct_args(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int, nc: 
     n = w.out_features
     if not tct_supported(w, k, m):
         raise ValueError("tct: 4-bit g128, no act-order, K % 128 == 0, N % 32 == 0, M <= 16, 16-byte rows")
-    if nc not in LAUNCH_REGS or stages < 2:
-        raise ValueError(f"tct: 1, 2 or 4 consumer warps, >= 2 stages (got {nc}, {stages})")
+    # stages >= nc: consumer w takes K tiles w, w + nc, ...; with fewer slots than consumers one waits on a slot two
+    # phases ahead of its last completion, and an mbarrier's 1-bit phase parity lets that wait pass at once (it reads
+    # a slot not yet filled and releases it twice). Seen on the H200: nc 4 with 3 stages, "unspecified launch failure".
+    if nc not in LAUNCH_REGS or stages < max(2, nc):
+        raise ValueError(f"tct: 1, 2 or 4 consumer warps, >= max(2, consumers) stages (got {nc}, {stages})")
     plan = plan or plan_tct(n, sms)
     ch = plan.chunks + (0,) * (MAX_CHUNKS - len(plan.chunks))
     descs = []

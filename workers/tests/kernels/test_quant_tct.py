@@ -184,12 +184,25 @@ def test_tct_matches_the_dequantized_product(k: int, n: int, m: int, sym: bool, 
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon TMA / mbarrier kernel: CUDA sm_90 only")
-@pytest.mark.parametrize(("nc", "stages", "m"), [(4, 3, 16), (2, 2, 8), (1, 3, 5)])
+@pytest.mark.parametrize(("nc", "stages", "m"), [(4, 4, 16), (2, 2, 8), (1, 3, 5)])
 def test_tct_consumer_counts_and_shallow_rings(nc: int, stages: int, m: int) -> None:
-    """Other consumer-warp counts and 2-3 stage rings (every slot reused many times) on 7B down's K."""
+    """Other consumer-warp counts and 2-4 stage rings (every slot reused many times) on 7B down's K."""
     assert _check(11008, 4096, m, False, torch.float16, 1, nc, stages) < 5e-4
 
 
 @pytest.mark.skipif(not ON_SM90, reason="Gluon TMA / mbarrier kernel: CUDA sm_90 only")
 def test_tct_bf16() -> None:
     assert _check(4096, 11008, 8, False, torch.bfloat16, 1) < 4e-3
+
+
+@pytest.mark.parametrize(("nc", "stages"), [(4, 3), (2, 1), (4, 2)])
+def test_tct_refuses_fewer_stages_than_consumers(nc: int, stages: int) -> None:
+    """A ring shallower than the consumer count let a consumer's mbarrier wait pass two phases early (the H200 run's
+    "unspecified launch failure" at nc 4, 3 stages): refused before any descriptor is built (CPU tensors suffice)."""
+    from inlaid_worker.kernels.quant_tct import tct_args
+
+    w, _ = _weight(1280, 352, False, False, "cpu")
+    x = torch.zeros(4, 1280, dtype=torch.float16)
+    y = torch.zeros(4, 352, dtype=torch.float16)
+    with pytest.raises(ValueError, match="stages"):
+        tct_args(x, w, y, stages, nc)
