@@ -22,14 +22,15 @@ CHUNKS: up to 4 boxes of <= 64 columns), its scale row [1, SB] and zero-word row
 warps (single-warp partitions) take the K tiles round-robin (warp w: tiles w, w + NC, ...), each with its own fp32
 accumulators for all the program's columns: per tile wait `ready`, x operand, per chunk words -> exact (q - z)
 operand (quant_tcs's one-shift fp16 asm), one mma_v2 chain, acc += part * s (quant_tc "tc" numerics, tcs_reference(
-acc_scale=True)); release the slot. At the end warps 1..NC-1 write their sums to shared memory and arrive on `done`;
-warp 0 adds them, waits for the previous kernel (PDL) and stores y (plain stores, no atomics, no workspace).
+acc_scale=True)); release the slot. At the end every consumer warp writes its sums to shared memory and arrives on
+`done`; the 4-warp default partition adds them, waits for the previous kernel (PDL) and stores y (plain stores, no
+atomics, no workspace).
 
 4-bit, g128, no act-order (tct_supported: False), N % 32 == 0 (TMA row strides of scales / zero words), K % 128 == 0,
 M <= 16, fp16 or bf16 x. CUDA sm_90 (TMA, mbarrier); no interpreter twin (tcs_reference(acc_scale=True) is the model).
 
 Status (bench/results/kernels-2026-12-02-s22-tct-run3.md, H200): correct (32 timed configs, ZTMA 0, worst 2.1e-4) but
-2.0-2.3x slower than the shipped picks: best 7B up 24.92 / 22.92 us iso / pdl at M = 2 (tcs2a 11.90 / 9.92), 7B down
+1.5-2.3x slower than the shipped picks: best 7B up 24.92 / 22.92 us iso / pdl at M = 2 (tcs2a 11.90 / 9.92), 7B down
 21.88 / 20.17 (11.93 / 9.92). The ring's stream alone (diag) takes 8.06-9.01 us under PDL (62-69% of copy): the
 consumers' per-tile chain is what does not hide. Asym with the zero row in the ring (ZTMA 1) raised an illegal
 instruction (see ZTMA_DEFAULT); 3 stages for 4 consumers crashed (refused since, see tct_args). Bench-only: not
@@ -442,11 +443,14 @@ def tct_args(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int, nc: 
     n = w.out_features
     if not tct_supported(w, k, m):
         raise ValueError("tct: 4-bit g128, no act-order, K % 128 == 0, N % 32 == 0, M <= 16, 16-byte rows")
-    # stages >= nc: consumer w takes K tiles w, w + nc, ...; with fewer slots than consumers one waits on a slot two
-    # phases ahead of its last completion, and an mbarrier's 1-bit phase parity lets that wait pass at once (it reads
-    # a slot not yet filled and releases it twice). Seen on the H200: nc 4 with 3 stages, "unspecified launch failure".
-    if nc not in LAUNCH_REGS or stages < max(2, nc):
-        raise ValueError(f"tct: 1, 2 or 4 consumer warps, >= max(2, consumers) stages (got {nc}, {stages})")
+    if x2.shape[1] != w.in_features:
+        raise ValueError(f"tct: x has {x2.shape[1]} columns, the weight's in_features is {w.in_features}")
+    # stages a multiple of nc (>= 2): consumer w takes K tiles w, w + nc, ...; a slot's previous tile (it - stages) is
+    # then its own, already consumed. Otherwise that tile is another consumer's and may still be in flight, and an
+    # mbarrier's 1-bit phase parity lets a wait two phases ahead pass at once (it reads a slot not yet filled and
+    # releases it twice). Seen on the H200: nc 4 with 3 stages, "unspecified launch failure".
+    if nc not in LAUNCH_REGS or stages < max(2, nc) or stages % nc:
+        raise ValueError(f"tct: 1, 2 or 4 consumer warps, stages a multiple of them and >= 2 (got {nc}, {stages})")
     plan = plan or plan_tct(n, sms)
     ch = plan.chunks + (0,) * (MAX_CHUNKS - len(plan.chunks))
     descs = []
@@ -466,8 +470,9 @@ def tct_args(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int, nc: 
 def default_stages(
     plan: TctPlan, nc: int, m: int = 16, sym: bool = False, budget: int = SMEM_BUDGET, most: int = 16
 ) -> int:
-    """The deepest ring (2..most stages) whose program fits `budget` bytes of shared memory (0: none fits)."""
-    fit = [s for s in range(2, most + 1) if smem_bytes(plan, s, nc, m, sym) <= budget]
+    """The deepest ring (a multiple of nc, 2..most stages: see tct_args) whose program fits `budget` bytes of shared
+    memory (0: none fits)."""
+    fit = [s for s in range(max(2, nc), most + 1, nc) if smem_bytes(plan, s, nc, m, sym) <= budget]
     return max(fit, default=0)
 
 
@@ -480,7 +485,13 @@ def launch_tct(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int = 0
     if x2.stride(1) != 1 or y.stride(1) != 1 or y.shape != (x2.shape[0], w.out_features):
         raise ValueError("tct: row-major x [M, K] and y [M, N]")
     plan = plan or plan_tct(w.out_features)
+    if ztma and not w.sym and plan.units % 4:
+        raise ValueError(f"tct: ZTMA 1 needs the zero box's start 16-byte aligned (units % 4 == 0, got {plan.units})")
     stages = stages or default_stages(plan, nc, x2.shape[0], w.sym)
+    if not stages:
+        raise ValueError(
+            f"tct: no ring of {nc} consumer warps' multiple fits {SMEM_BUDGET} bytes for {plan.block_n} columns"
+        )
     grid, args, consts = tct_args(x2, w, y, stages, nc, plan)
     _tct_kernel[grid](
         *args, **consts, DIAG=diag, ZTMA=ztma, num_warps=4, maxnreg=LAUNCH_REGS[nc], **launch_kw(tensor_core=True)

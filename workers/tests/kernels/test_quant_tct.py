@@ -6,6 +6,7 @@ bf16) with a canary around y."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -68,9 +69,13 @@ def test_stages_fit_the_co_residency_budget() -> None:
         p = plan_tct(n)
         for nc in (1, 2, 4):
             st = default_stages(p, nc)
-            # (13B gate/up: 224 columns, 2 stages at nc 4)
+            if st == 0:  # (13B gate/up: 224 columns; 4 stages at nc 4 do not fit)
+                assert nc == 4 and smem_bytes(p, 4, nc) > SMEM_BUDGET, (n, nc)
+                continue
+            # a multiple of the consumer count (quant_tct.tct_args), the deepest that fits
+            assert st >= max(2, nc) and st % nc == 0, (n, nc, st)
             assert st >= 4 or p.block_n > 128, (n, nc, st)
-            assert smem_bytes(p, st, nc) <= SMEM_BUDGET < smem_bytes(p, st + 1, nc) or st == 16
+            assert smem_bytes(p, st, nc) <= SMEM_BUDGET < smem_bytes(p, st + nc, nc) or st + nc > 16
 
 
 def test_tct_refuses_what_it_cannot_run() -> None:
@@ -119,9 +124,15 @@ def test_tct_builds_for_sm90_offline(k: int, n: int, m: int, nc: int, sym: int, 
     stores = [i for i in range(len(ptx)) if ptx.startswith("st.global", i)]
     waits = [i for i in range(len(ptx)) if ptx.startswith("griddepcontrol.wait", i)]
     assert stores and all(any(w < s for w in waits) for s in stores)
-    # the producer: TMA copies on both sides of a wait (the prologue's weights before it, x and the rest after)
-    copies = [i for i in range(len(ptx)) if ptx.startswith("cp.async.bulk.tensor", i)]
-    assert any(copies[0] < w < copies[-1] for w in waits), (copies[:3], waits)
+    # the producer: its prologue (the first copies in the text, up to its own wait) issues the weights only: one copy
+    # a word chunk and the scale row (sym, or ZTMA 0: no zero row); x's descriptor is first used right after that wait
+    copy = re.compile(r"cp\.async\.bulk\.tensor\S* \[[^\]]*\], \[(%rd\d+),")
+    first = copy.search(ptx).start()
+    pwait = ptx.index("griddepcontrol.wait", first)
+    pro = [c.group(1) for c in copy.finditer(ptx, first, pwait)]
+    x_desc = copy.search(ptx, pwait).group(1)
+    assert len(pro) == len(p.chunks) + 1 and x_desc not in pro, (pro, x_desc)
+    assert len(set(pro)) == len(pro), "one copy per weight descriptor"
 
 
 def test_ztma0_producer_is_the_sym_producer() -> None:
@@ -195,10 +206,11 @@ def test_tct_bf16() -> None:
     assert _check(4096, 11008, 8, False, torch.bfloat16, 1) < 4e-3
 
 
-@pytest.mark.parametrize(("nc", "stages"), [(4, 3), (2, 1), (4, 2)])
+@pytest.mark.parametrize(("nc", "stages"), [(4, 3), (2, 1), (4, 2), (2, 9), (4, 6), (4, 14)])
 def test_tct_refuses_fewer_stages_than_consumers(nc: int, stages: int) -> None:
-    """A ring shallower than the consumer count let a consumer's mbarrier wait pass two phases early (the H200 run's
-    "unspecified launch failure" at nc 4, 3 stages): refused before any descriptor is built (CPU tensors suffice)."""
+    """Stages must be a multiple of the consumer count (>= 2): otherwise a slot's previous tile is another consumer's,
+    and a wait can pass on the mbarrier's 1-bit parity while that tile is still in flight (the H200 run's "unspecified
+    launch failure" at nc 4, 3 stages). Refused before any descriptor is built (CPU tensors suffice)."""
     from inlaid_worker.kernels.quant_tct import tct_args
 
     w, _ = _weight(1280, 352, False, False, "cpu")
@@ -206,3 +218,16 @@ def test_tct_refuses_fewer_stages_than_consumers(nc: int, stages: int) -> None:
     y = torch.zeros(4, 352, dtype=torch.float16)
     with pytest.raises(ValueError, match="stages"):
         tct_args(x, w, y, stages, nc)
+
+
+def test_tct_refuses_a_misaligned_zero_row_and_a_wrong_k() -> None:
+    """ZTMA 1 with asym weights needs the zero box's start (pid * units words) 16-byte aligned: units % 4 == 0 (the
+    H200's illegal instruction at 7B up's 11 units); x's K must be the weight's (ZTMA 0 reads zero rows by K tile)."""
+    from inlaid_worker.kernels.quant_tct import launch_tct
+
+    w, _ = _weight(1280, 352, False, False, "cpu")  # 352 columns: 44 units on 132 programs -> 1 unit each
+    y = torch.zeros(4, 352, dtype=torch.float16)
+    with pytest.raises(ValueError, match="16-byte"):
+        launch_tct(torch.zeros(4, 1280, dtype=torch.float16), w, y, 4, 4, ztma=1)
+    with pytest.raises(ValueError, match="in_features"):
+        launch_tct(torch.zeros(4, 1408, dtype=torch.float16), w, y, 4, 4)
