@@ -91,9 +91,41 @@ def next_sweep(n: int, k: int, m: int) -> list:
     return out
 
 
+def b_sweep(n: int, k: int, m: int) -> list:
+    """S22_SET=b (helper A2, the reworked kernel: 5-D layout, zeros without a layout conversion, NB constexpr,
+    16-byte x build; ws = producer warp): one change at a time around bc 32 gb 8."""
+    from inlaid_worker.kernels.quant_hgemvt import HGEMVTConfig as C
+    from inlaid_worker.kernels.quant_hgemvt import config_ok
+
+    if m == 1:
+        cs = [C(32, 8, 4, 8, 2, 4, 0), C(32, 8, 4, 4, 2, 8, 0), C(32, 8, 6, 8, 1, 4, 0), C(32, 16, 3, 8, 1, 8, 0),
+              C(32, 8, 4, 8, 1, 4, 1), C(32, 8, 6, 8, 1, 4, 1), C(32, 8, 4, 4, 1, 8, 1), C(32, 16, 3, 8, 1, 8, 1),
+              C(32, 16, 3, 8, 1, 4, 1), C(64, 8, 3, 8, 1, 8, 1), C(32, 8, 4, 8, 2, 4, 1), C(32, 8, 6, 8, 1, 4, 1, 0)]  # fmt: skip
+    elif m == 2:
+        cs = [C(32, 8, 4, 8, 1, 4, 1), C(32, 8, 4, 8, 2, 4, 0), C(32, 16, 3, 8, 1, 8, 1)]
+    else:
+        cs = []
+    return [c for c in cs if config_ok(n, k, m, c) is None]
+
+
+def b2_sweep(n: int, k: int, m: int) -> list:
+    """S22_SET=b2 (helper A2's call 2, M = 1): 4 consumer warps at 8 columns a thread (call 1's best) with deeper
+    rings, 16 groups a box, two programs per SM; the co-residency budget lifted (SMEM_MAX) to see what it costs."""
+    from inlaid_worker.kernels import quant_hgemvt as T
+
+    T.SMEM_CORESIDE = T.SMEM_MAX
+    C = T.HGEMVTConfig
+    cs = [C(32, 8, 4, 4, 1, 8, 1), C(32, 8, 3, 4, 1, 8, 1), C(32, 8, 5, 4, 1, 8, 1), C(32, 8, 6, 4, 1, 8, 1),
+          C(32, 8, 7, 4, 1, 8, 1), C(32, 16, 2, 4, 1, 8, 1), C(32, 16, 3, 4, 1, 8, 1)]  # fmt: skip
+    if n > k:  # 7B up: 344 tiles, two programs per SM possible (down has 128 tiles: one program per SM anyway)
+        cs += [C(32, 8, 4, 4, 2, 8, 1), C(32, 8, 3, 4, 2, 8, 1)]
+    return [c for c in cs if m == 1 and T.config_ok(n, k, m, c) is None]
+
+
 def cases(extra: bool) -> list[tuple[str, int, int, int, object]]:
     out = []
-    pick = next_sweep if os.environ.get("S22_SET") == "next" else sweep
+    sets = dict(next=next_sweep, b=b_sweep, b2=b2_sweep)
+    pick = sets.get(os.environ.get("S22_SET", ""), sweep)
     for name, (k, n) in SHAPES.items():
         for m in MS:
             out += [(name, k, n, m, c) for c in pick(n, k, m)]
@@ -173,6 +205,7 @@ def bench(a) -> None:
     from inlaid_worker.kernels.quant_matmul import quant_matmul
     from s22_ring_floor import floor_configs, launch_read
 
+    cases(a.extra)  # (set b2 lifts the co-residency budget: in this process too; call 2 lacked this line)
     meta = bench_meta()
     meta["qmm_tuned"] = os.environ.get("INLAID_QMM_TUNED")
     checks = [r for p in sorted(a.out.glob("check-*.json")) for r in json.loads(p.read_text())]

@@ -63,6 +63,11 @@ def floor_configs(n: int, k: int) -> list[T.HGEMVTConfig]:
     one and two programs per SM. S22_SET=next: without the bc 8 boxes (32-byte rows: slow in call 3)."""
     import os
 
+    if os.environ.get("S22_SET") == "b2":  # (call 2: no floors)
+        return []
+    if os.environ.get("S22_SET") == "b":  # helper A2: the call-3 best two at 7B up, and gb 16 boxes (3 stages)
+        return [T.HGEMVTConfig(32, 8, 4, 4, 2, 4, 0), T.HGEMVTConfig(32, 8, 7, 4, 1, 4, 0),
+                T.HGEMVTConfig(32, 16, 3, 4, 1, 4, 0)]  # fmt: skip
     out = []
     boxes = ((32, 4), (32, 8)) if os.environ.get("S22_SET") == "next" else ((8, 16), (32, 4), (32, 8))
     for bc, gb in boxes:

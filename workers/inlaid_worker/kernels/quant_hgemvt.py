@@ -1,23 +1,34 @@
 """TMA-ring half2 GEMV for 4-bit g128 GPTQ weights (session 22, kind "hgemvt"), M = 1..4 rows, fp16 x, sm_90.
 
-Goal (issue 4): read the int4 words at the rate of a pure read, with no split-K epilogue. Measured (bench/results/
-kernels-2026-12-02-s22-hgemvt.md): correct (75 configs, rel err <= 6.8e-4) but slower than hgemvr: 7B up M = 1 best
-15.40 us iso / 13.13 us PDL (bc 32, gb 8, 4 stages, 4 warps) vs hgemvr 10.93 / 9.84, while a pure read with the same
-boxes and ring reaches 6.87 us under PDL (82% of copy): the one 4-warp consumer per SM is issue bound (~22 SASS
-instructions per word). Not a tuner candidate. A persistent one-wave grid
-(one or two programs per SM); program p owns a contiguous run of column tiles (BC columns each, plan_columns:
-tiles [p T / P, (p + 1) T / P), so runs differ by at most one tile) over the FULL K and stores y itself (no
-workspace, no atomics). Its tiles are walked K-fastest in boxes of GB groups (16 GB word rows) x BC columns, each
-box a bulk tensor copy (TMA) into a STAGES-deep shared-memory ring completing on an mbarrier, together with the box's
-scales [GB, BC] and (asym) zero words [GB, ZBW] on the same barrier.
+Goal (issue 4): read the int4 words at the rate of a pure read, with no split-K epilogue. A persistent one-wave grid
+(one or two programs per SM); program p owns a contiguous run of column tiles (BC = 32 or 64 columns, plan_columns:
+tiles [p T / P, (p + 1) T / P), runs differ by at most one tile) over the FULL K and stores y itself (no workspace,
+no atomics). Its tiles are walked K-fastest in boxes of GB groups (16 GB word rows) x BC columns, each box a bulk
+tensor copy (TMA) into a STAGES-deep shared-memory ring completing on a `ready` mbarrier, together with the box's
+scales [GB, BC] and (asym) zero words [GB, BC / 8] (BC >= 32: a tile's zero words start 16-byte aligned).
 
-Word box layout. The words [K/8, N] are seen by the TMA as a 4-D tensor [4 (j), K/128 (g), 4 (a), N] with strides
-(N, 16 N, 4 N, 1): word row 16 g + 4 a + j. A box [4, GB, 4, BC] lands as 4 slabs [GB, 4, BC], one per j; slab j's
-element (g, a, n) is word row 16 g + 4 a + j. A thread's 4 words at (g, a, n), j = 0..3, are 4 consecutive rows of
-one group, so quant_hgemvr's arithmetic applies unchanged: each word's 8 fields dequantized to (q - z) / 1024 as 4
-half2 (_DEQ10: 4 LOP3 + SHF + 4 HFMA2), times the x pairs (x[k], x[k + 4]) in a half2 chain over the 4 words
-(_HDOT: 4 HFMA2 per word per row of x), then once per 4 words acc += (p.lo + p.hi) * s in fp32 (_HFIN).
-A word is dequantized once for all BLOCK_M rows (the rows are the accumulator's in-thread leading dimension).
+Word box layout. The words [K/8, N] are seen by the TMA as 4 slabs j = 0..3, each [K/128 (g), 4 (a), N] with
+strides (16 N, 4 N, 1) from word row j; slab j's element (g, a, n) is word row 16 g + 4 a + j. A thread's 4 words at
+(g, a, n), j = 0..3, are 4 consecutive rows of one group, so quant_hgemvr's arithmetic applies unchanged: each word's
+8 fields dequantized to (q - z) / 1024 as 4 half2 (_DEQ10: 4 LOP3 + SHF + 4 HFMA2), times the x pairs (x[k], x[k + 4])
+in a half2 chain over the 4 words (_HDOT: 4 HFMA2 per word per row of x), then once per 4 words
+acc += (p.lo + p.hi) * s in fp32 (_HFIN). A word is dequantized once for all BLOCK_M rows.
+
+Session 22 rework (helper A2, bench/results/kernels-2026-12-02-s22-hgemvt2.md). The accumulator is 5-D
+[BM, GB, 4 (a), BC / 8 (zero word), 8] with VEC (4 or 8) columns a thread and the warps along the groups, so each
+thread loads the zero word of its own columns straight from the ring (no layout conversion, no CTA barrier: the old
+per-box zero extraction cost ~12 barriers a box); NB (boxes per tile) is a constexpr (no runtime division); x is read
+with one 16-byte load per word row, all issued at once. WS = 1 (default): a producer warp (gl.warp_specialize, 40
+registers) refills slot s once the consumers arrive on its `empty` mbarrier (one arrival after a barrier of the
+consumer warps): the consumers' box loop has 2 barriers and ~16.8 SASS instructions per word (sm_90, bc 32 gb 8,
+4 warps, VEC 8; the old kernel ~22 with ~21 barriers a box). WS = 0: the consumers refill the ring themselves (Triton
+puts a CTA barrier around every TMA copy: 8 a box). Triton pads the producer to a warpgroup (warps + 4 warps) and
+would take 168 registers a thread (the whole register file: no second program on the SM under PDL), so WS builds
+are capped at cfg.regs = 80 (30 K registers a program; 128 needed at M > 2).
+Measured (7B, M = 1, two calls): up best 11.5-11.8 us iso / 8.8-9.0 us PDL (64% / 62% of copy, 3.0-3.2x bf16
+under PDL) with bc 32 gb 8, 4 stages, 4 consumer warps, VEC 8, ws (the shipped hgemvr: 11.0 / 9.5-9.7 in the same
+runs); down 11.4-11.5 us both iso and PDL (hgemvr 10.8-11.2 / 9.3-9.6). Not a tuner candidate: slower than hgemvr
+iso on both shapes and under PDL on down; M = 2: 12.4 us PDL (tcs2a 9.9).
 
 x (written by the previous kernel) is read after the PDL wait: every program turns x [M, K] into the pair words
 (x[8r + i], x[8r + 4 + i]), i = 0..3, in shared memory [16 (j, i), boxes, BLOCK_M, GB, 4 (a)] (zero past K, so a
@@ -34,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_start, ggdc_wait, launch_kw
@@ -47,16 +58,20 @@ _HFIN = gl.constexpr(_HFIN_PTX.value)
 SMS = 132
 SMEM_CORESIDE = 110 * 1024  # two programs of consecutive PDL kernels share an SM's 228 KB (1 KB reserved each)
 SMEM_MAX = 227 * 1024
-XCG = 32  # x's pair words are built in chunks of XCG groups (the x buffer: a multiple of XCG groups per row)
+PRODUCER_REGS = gl.constexpr(40)  # the producer warp's register budget (setmaxnreg)
 
 
 @dataclass(frozen=True)
 class HGEMVTConfig:
-    bc: int = 8  # columns per tile / box (8, 16, 32, 64)
-    gb: int = 16  # groups (16 word rows each) per box
-    stages: int = 8
-    warps: int = 4
+    bc: int = 32  # columns per tile / box (32 or 64: 128-byte rows at least, the tile's zero words start aligned)
+    gb: int = 8  # groups (16 word rows each) per box
+    stages: int = 4
+    warps: int = 8
     grid: int = 1  # programs per SM (1 or 2)
+    vec: int = 4  # columns per thread (4 or 8; 8 halves the x pair loads and the zero constants per word)
+    ws: int = 1  # 1: a producer warp issues the ring (warps + 1 warps); 0: the consumers refill it after a CTA barrier
+    regs: int = 80  # ws: the kernel's register cap (maxnreg; Triton pads to warps + 4 warps: 80 x 384 = 30 K registers,
+    # so two programs of consecutive PDL kernels fit an SM's 64 K; uncapped it takes 168 = the whole register file)
 
 
 @dataclass(frozen=True)
@@ -67,23 +82,23 @@ class Plan:
     box_bytes: int  # one ring slot: words + scales + zeros
     ring_bytes: int
     x_bytes: int
-    smem_bytes: int  # ring + x + barriers (what the build's shared memory should be close to)
+    smem_bytes: int  # ring + x + barriers + reduction scratch (what the build's shared memory should be close to)
     zbw: int  # zero words per box row
     max_tiles: int  # the most tiles a program owns
 
 
-def layout_params(bc: int, warps: int) -> tuple[int, int, int, int]:
-    """(VEC, TC, TA, TG): columns per thread, threads along columns / a / g (product 32)."""
-    vec = min(4, bc)
-    tc = min(32, bc // vec)
-    ta = min(4, 32 // tc)
-    tg = 32 // (tc * ta)
-    return vec, tc, ta, tg
+def layout_params(bc: int, warps: int, vec: int = 4) -> tuple[int, int, int, int]:
+    """(VEC, TC, TA, TG): columns per thread, threads along columns / a / g (product 32). The columns are seen as
+    [BC / 8 (zero word), 8]: TC = TC8 * TW threads, TC8 = 8 / VEC within a zero word, TW over the words."""
+    tc8 = 8 // vec
+    tw = min(bc // 8, 32 // tc8)
+    ta = min(4, 32 // (tc8 * tw))
+    tg = 32 // (tc8 * tw * ta)
+    return vec, tc8 * tw, ta, tg
 
 
 def zero_words(bc: int, gb: int) -> int:
-    """Zero words per box row: at least 4 (16-byte TMA rows; the box starts at the 16-byte aligned word at or before
-    the tile's first, up to 3 words earlier), bc / 8, and a 128-byte slot (gb * zbw * 4)."""
+    """Zero words per box row: at least 4 (16-byte TMA rows), bc / 8, and a 128-byte slot (gb * zbw * 4)."""
     return max(4, bc // 8, -(-32 // gb))
 
 
@@ -101,9 +116,10 @@ def plan(n: int, k: int, m: int, cfg: HGEMVTConfig, sms: int = SMS) -> Plan:
     zbw = zero_words(cfg.bc, cfg.gb)
     box = 64 * cfg.gb * cfg.bc + 2 * cfg.gb * cfg.bc + 4 * cfg.gb * zbw
     ring = cfg.stages * box
-    nxb, _ = x_boxes(k, cfg.gb)
+    nxb = x_boxes(k, cfg.gb)
     x_bytes = 16 * nxb * cfg.gb * 4 * 4 * block_m(m)  # 16 (j, i) x groups x 4 (a) int32 per row
-    return Plan(tiles, programs, nb, box, ring, x_bytes, ring + x_bytes + 8 * cfg.stages, zbw,
+    red = 4 * block_m(m) * cfg.warps * cfg.bc  # the tile-end reduction's scratch (across the warps' group rows)
+    return Plan(tiles, programs, nb, box, ring, x_bytes, ring + x_bytes + 16 * cfg.stages + red, zbw,
                 -(-tiles // programs))  # fmt: skip
 
 
@@ -119,9 +135,15 @@ def config_ok(n: int, k: int, m: int, cfg: HGEMVTConfig, coreside: bool | None =
         coreside = m <= 1
     if k % 128 or n % 32:
         return "needs K % 128 == 0 and N % 32 == 0 (TMA strides of the words, scales and zeros)"
-    if cfg.bc not in (8, 16, 32, 64) or cfg.warps not in (1, 2, 4, 8) or cfg.grid not in (1, 2):
-        return "bc in 8..64, warps in 1..8, grid 1 or 2"
-    vec, tc, ta, tg = layout_params(cfg.bc, cfg.warps)
+    if cfg.bc not in (32, 64) or cfg.warps not in (2, 4, 8, 16) or cfg.grid not in (1, 2) or cfg.vec not in (4, 8):
+        return "bc 32 or 64, warps 2..16, grid 1 or 2, vec 4 or 8"
+    if cfg.ws and cfg.warps > 8:
+        return "ws: at most 8 consumer warps (+ the producer, padded to a warpgroup)"
+    if cfg.ws and 0 < cfg.regs < 128 and m > 2:
+        return "ws at M > 2: the register cap must be >= 128 (the accumulators of 4 rows spill at 80)"
+    vec, tc, ta, tg = layout_params(cfg.bc, cfg.warps, cfg.vec)
+    if tc * vec > cfg.bc or ta * tc * tg != 32:
+        return "the layout does not fit the tile"
     if cfg.gb < tg * cfg.warps or cfg.gb & (cfg.gb - 1) or cfg.gb > 64:
         return f"gb {cfg.gb} must be a power of 2 <= 64 covering {tg * cfg.warps} group rows of threads"
     if (2 * cfg.gb * cfg.bc) % 128:
@@ -139,25 +161,25 @@ def supported(w: GPTQWeight, m: int) -> bool:
             and w.in_features % 128 == 0 and 1 <= m <= 4)  # fmt: skip
 
 
-def layouts(bc: int, gb: int, warps: int, bm: int) -> dict:
-    """ACC: the accumulator's 4-D layout [BM, GB, 4 (a), BC] (rows of x in-thread, VEC columns per thread);
-    XL: the x pair build's [XC boxes, BM, GB, 4 (a)]."""
-    vec, tc, ta, tg = layout_params(bc, warps)
-    acc = gl.BlockedLayout(size_per_thread=[bm, 1, 1, vec], threads_per_warp=[1, tg, ta, tc],
-                           warps_per_cta=[1, warps, 1, 1], order=[3, 2, 1, 0])  # fmt: skip
-    tgx = min(gb, 8)
-    xl = gl.BlockedLayout(size_per_thread=[1, 1, 1, 1], threads_per_warp=[32 // (4 * tgx), 1, tgx, 4],
-                          warps_per_cta=[warps, 1, 1, 1], order=[3, 2, 1, 0])  # fmt: skip
-    zl = gl.BlockedLayout([1, zero_words(bc, gb)], [32, 1], [warps, 1], [1, 0])
-    return dict(ACC=acc, XL=xl, ZL=zl)
+def layouts(bc: int, gb: int, warps: int, bm: int, vec: int = 4) -> dict:
+    """ACC: the accumulator's 5-D layout [BM, GB, 4 (a), BC / 8 (zero word w), 8] (rows of x in-thread, VEC columns
+    per thread, warps along the groups: each warp owns its group rows, no cross-warp exchange until a tile's end);
+    XB: the x build's [NXB, BM, GB, 4 (a), 4 (int32 of a word row's 8 x)] (16-byte loads)."""
+    vec, tc, ta, tg = layout_params(bc, warps, vec)
+    tc8 = 8 // vec
+    acc = gl.BlockedLayout(size_per_thread=[bm, 1, 1, 1, vec], threads_per_warp=[1, tg, ta, tc // tc8, tc8],
+                           warps_per_cta=[1, warps, 1, 1, 1], order=[4, 3, 2, 1, 0])  # fmt: skip
+    tgx = min(gb, 2)
+    wgx = min(warps, gb // tgx)
+    xb = gl.BlockedLayout(size_per_thread=[1, 1, 1, 1, 4], threads_per_warp=[32 // (4 * tgx), 1, tgx, 4, 1],
+                          warps_per_cta=[warps // wgx, 1, wgx, 1, 1], order=[4, 3, 2, 1, 0])  # fmt: skip
+    return dict(ACC=acc, XB=xb)
 
 
-def x_boxes(k: int, gb: int) -> tuple[int, int]:
-    """(NXB, XC): boxes in the x buffer (a power of 2 >= the boxes along K) and boxes per build chunk (XC * gb >=
-    XCG groups)."""
-    xc = max(1, XCG // gb)
+def x_boxes(k: int, gb: int) -> int:
+    """NXB: boxes in the x buffer (a power of 2 >= the boxes along K)."""
     nb = -(-(k // 128) // gb)
-    return max(xc, 1 << (nb - 1).bit_length()), xc  # (a power of 2: the x buffer's reinterpreted view needs it)
+    return 1 << (nb - 1).bit_length()
 
 
 @gluon.jit
@@ -178,47 +200,133 @@ def _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars, s, i, coun
     tma.async_copy_global_to_shared(s_desc, [g0, col], bars.index(s), sring.index(s), pred=pred)
     if not SYM:
         # (the box's first word 16-byte aligned: an unaligned inner start coordinate is an illegal instruction,
-        # s22 call 2; the tile's words start (col / 8) % 4 words in)
+        # s22 call 2; with bc >= 32 a tile's zero words start 16-byte aligned)
         tma.async_copy_global_to_shared(z_desc, [g0, (col // 8) & -4], bars.index(s), zring.index(s), pred=pred)
 
 
 @gluon.jit
 def _x_pairs(x_ptr, xs, M, K8, stride_xm, BM: gl.constexpr, GB: gl.constexpr, NXB: gl.constexpr,
-             XC: gl.constexpr, XL: gl.constexpr):  # fmt: skip
+             XB: gl.constexpr):  # fmt: skip
     """xs[(j * 4 + i) NXB + b, m, g, a] = the pair word (x[8 r + i], x[8 r + 4 + i]) of word row r = (b GB + g) 16 + 4 a + j
-    (0 past K / 8 word rows or M rows): natural int32 words n_t = (x[8 r + 2 t], x[8 r + 2 t + 1]) re-paired."""
-    ob = gl.arange(0, XC, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XL))))[:, None, None, None]
-    om = gl.arange(0, BM, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, XL))))[None, :, None, None]
-    og = gl.arange(0, GB, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, XL))))[None, None, :, None]
-    oa = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, XL))))[None, None, None, :]
+    (0 past K / 8 word rows or M rows): natural int32 words n_t = (x[8 r + 2 t], x[8 r + 2 t + 1]) re-paired. One
+    16-byte load per word row, the 4 loads (j) issued before any store."""
+    L4: gl.constexpr = gl.SliceLayout(4, XB)
+    ob = gl.arange(0, NXB, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L4))))
+    om = gl.arange(0, BM, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, L4))))
+    og = gl.arange(0, GB, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, L4))))
+    oa = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, L4))))
+    ot = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, XB)))))
+    r = (ob[:, None, None, None] * GB + og[None, None, :, None]) * 16 + 4 * oa[None, None, None, :]  # [NXB, 1, GB, 4]
+    mm = om[None, :, None, None]
+    ok = ((r < K8) & (mm < M))[:, :, :, :, None]
     x32 = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
-    mrow = gl.minimum(om, M - 1)
-    for c in gl.static_range(NXB // XC):
-        for j in gl.static_range(4):
-            r = ((c * XC + ob) * GB + og) * 16 + 4 * oa + j  # [XC, 1, GB, 4]
-            ok = (r < K8) & (om < M)
-            base = x32 + mrow * (stride_xm // 2) + 4 * r
-            n0 = gl.load(base, mask=ok, other=0)
-            n1 = gl.load(base + 1, mask=ok, other=0)
-            n2 = gl.load(base + 2, mask=ok, other=0)
-            n3 = gl.load(base + 3, mask=ok, other=0)
-            xs.slice((j * 4 + 0) * NXB + c * XC, XC).store((n0 & 0xFFFF) | (n2 << 16))
-            xs.slice((j * 4 + 1) * NXB + c * XC, XC).store(((n0 >> 16) & 0xFFFF) | (n2 & -65536))
-            xs.slice((j * 4 + 2) * NXB + c * XC, XC).store((n1 & 0xFFFF) | (n3 << 16))
-            xs.slice((j * 4 + 3) * NXB + c * XC, XC).store(((n1 >> 16) & 0xFFFF) | (n3 & -65536))
+    offs = (gl.minimum(mm, M - 1) * (stride_xm // 2) + 4 * r)[:, :, :, :, None] + ot[None, None, None, None, :]
+    v0 = gl.load(x32 + offs, mask=ok, other=0)  # [NXB, BM, GB, 4, 4]: word rows r + j
+    v1 = gl.load(x32 + offs + 4, mask=ok, other=0)
+    v2 = gl.load(x32 + offs + 8, mask=ok, other=0)
+    v3 = gl.load(x32 + offs + 12, mask=ok, other=0)
+    for j in gl.static_range(4):
+        v = v0 if j == 0 else v1 if j == 1 else v2 if j == 2 else v3
+        v = gl.reshape(v, [NXB, BM, GB, 4, 2, 2])  # t = 2 u + v
+        ev, od = gl.split(v)  # t = 2 u, 2 u + 1
+        n0, n2 = gl.split(ev)
+        n1, n3 = gl.split(od)
+        xs.slice((j * 4 + 0) * NXB, NXB).store((n0 & 0xFFFF) | (n2 << 16))
+        xs.slice((j * 4 + 1) * NXB, NXB).store(((n0 >> 16) & 0xFFFF) | (n2 & -65536))
+        xs.slice((j * 4 + 2) * NXB, NXB).store((n1 & 0xFFFF) | (n3 << 16))
+        xs.slice((j * 4 + 3) * NXB, NXB).store(((n1 >> 16) & 0xFFFF) | (n3 & -65536))
 
 
 @gluon.jit
-def _hgemvt_kernel(w0, w1, w2, w3, s_desc, z_desc, x_ptr, y_ptr, M, N, K, stride_xm, stride_ym, TILES, NB,
-                   SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, STAGES: gl.constexpr, BM: gl.constexpr,
-                   NXB: gl.constexpr, XC: gl.constexpr, ACC: gl.constexpr, XL: gl.constexpr, ZL: gl.constexpr,
+def _consume(wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo, ntiles,
+             w0, w1, w2, w3, s_desc, z_desc, bars_issue, count,
+             SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, STAGES: gl.constexpr, BM: gl.constexpr,
+             NXB: gl.constexpr, NB: gl.constexpr, GB: gl.constexpr, BC: gl.constexpr, ZBW: gl.constexpr,
+             ACC: gl.constexpr, WS: gl.constexpr):  # fmt: skip
+    """The consumer: per box wait `ready`, dequantize and multiply, release the slot (WS: a barrier of the consumer
+    warps and one arrival on `empty`; else a CTA barrier and the refill issued here), per tile reduce and store."""
+    NW: gl.constexpr = BC // 8
+    WL: gl.constexpr = gl.SliceLayout(0, ACC)  # [GB, 4, NW, 8] words
+    SL: gl.constexpr = gl.SliceLayout(1, WL)  # [GB, NW, 8] scales
+    ZL: gl.constexpr = gl.SliceLayout(2, SL)  # [GB, NW] zero words
+    XR: gl.constexpr = gl.SliceLayout(3, gl.SliceLayout(4, ACC))  # [BM, GB, 4] x pairs
+    OL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, ACC))  # [BM, NW, 8] outputs
+    # row-major views of the ring (the TMA's unswizzled boxes), columns as [NW zero words, 8]; a multi-buffer view's
+    # layout has one rank less than its shape (the leading dimension is indexed)
+    RM4: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[3, 2, 1, 0])
+    RM3: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0])
+    RM2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
+    wr = wring._reinterpret(gl.int32, [STAGES * 4, GB, 4, NW, 8], RM4)
+    sr = sring._reinterpret(gl.float16, [STAGES, GB, NW, 8], RM3)
+    zr = zring._reinterpret(gl.int32, [STAGES, GB, ZBW], RM2)
+    xr = xs._reinterpret(gl.int32, [16 * NXB, BM, GB, 4], RM3)
+    oc = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, SL)))[None, None, :]  # [1, 1, 8]
+    om = gl.arange(0, BM, layout=gl.SliceLayout(1, gl.SliceLayout(2, OL)))[:, None, None]
+    ow = gl.arange(0, NW, layout=gl.SliceLayout(0, gl.SliceLayout(2, OL)))[None, :, None]
+    oo = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, OL)))[None, None, :]
+    for t in range(ntiles):
+        acc = gl.zeros([BM, GB, 4, NW, 8], gl.float32, ACC)
+        for kb in range(NB):
+            i = t * NB + kb
+            s = i % STAGES
+            mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+            sc = sr.index(s).load(SL).to(gl.float32)  # [GB, NW, 8]
+            if SYM:
+                z = gl.full([GB, NW, 8], 8, gl.int32, SL)
+            else:
+                if ZBW == NW:
+                    zw = zr.index(s).load(ZL)  # [GB, NW]: the tile's zero words (a thread: the word of its columns)
+                else:
+                    zw = zr.index(s).slice(0, NW, dim=1).load(ZL)
+                z = ((zw[:, :, None] >> (oc * 4)) & 0xF) + ZERO_OFFSET
+            c0 = gl.expand_dims(z * 0x10001 + (0xBC00BC00 - 2**32), 1)  # [GB, 1, NW, 8]: fp16 -(1 + z / 1024) x2
+            c1 = gl.expand_dims(z * 0x100010 + (0xAC00AC00 - 2**32), 1)  # -(1/16 + z / 1024) x2
+            p = gl.zeros([BM, GB, 4, NW, 8], gl.int32, ACC)
+            for j in gl.static_range(4):
+                w = wr.index(4 * s + j).load(WL)  # [GB, 4, NW, 8]: word rows 16 g + 4 a + j
+                t0, t1, t2, t3 = gl.inline_asm_elementwise(_DEQ10, "=&r,=&r,=&r,=&r,r,r,r", [w, c0, c1],
+                                                           dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
+                                                           is_pure=True, pack=1)  # fmt: skip
+                x0 = xr.index((j * 4 + 0) * NXB + kb).load(XR)
+                x1 = xr.index((j * 4 + 1) * NXB + kb).load(XR)
+                x2 = xr.index((j * 4 + 2) * NXB + kb).load(XR)
+                x3 = xr.index((j * 4 + 3) * NXB + kb).load(XR)
+                p = gl.inline_asm_elementwise(_HDOT, "=r,r,r,r,r,r,r,r,r,r",
+                                              [gl.expand_dims(t0, 0), gl.expand_dims(t1, 0), gl.expand_dims(t2, 0),
+                                               gl.expand_dims(t3, 0), x0[:, :, :, None, None], x1[:, :, :, None, None],
+                                               x2[:, :, :, None, None], x3[:, :, :, None, None], p],
+                                              dtype=gl.int32, is_pure=True, pack=1)  # fmt: skip
+            gl.thread_barrier()  # every (consumer) warp has read slot s before it is refilled
+            if WS:
+                mbarrier.arrive(empty.index(s), count=1)
+            else:
+                _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars_issue, s, i + STAGES, count, t_lo,
+                       NB, GB, BC, SYM)  # fmt: skip
+            s5 = gl.expand_dims(gl.expand_dims(sc, 1), 0)  # [1, GB, 1, NW, 8]
+            acc = gl.inline_asm_elementwise(_HFIN, "=f,r,f,f", [p, s5, acc], dtype=gl.float32, is_pure=True, pack=1)
+        out = gl.sum(gl.sum(acc, axis=2), axis=1) * 1024.0  # [BM, NW, 8]: the tile's columns
+        col = (t_lo + t) * BC + ow * 8 + oo
+        gl.store(y_ptr + om * stride_ym + col, out.to(gl.float16), mask=(om < M) & (col < N))
+
+
+@gluon.jit
+def _produce(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, ready, empty, count, t_lo,
+             STAGES: gl.constexpr, NB: gl.constexpr, GB: gl.constexpr, BC: gl.constexpr, SYM: gl.constexpr):  # fmt: skip
+    """The producer warp (WS): box i into slot i % STAGES once the consumers released box i - STAGES."""
+    for i in range(STAGES, count):
+        s = i % STAGES
+        mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
+        _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, ready, s, i, count, t_lo, NB, GB, BC, SYM)
+
+
+@gluon.jit
+def _hgemvt_kernel(w0, w1, w2, w3, s_desc, z_desc, x_ptr, y_ptr, M, N, K, stride_xm, stride_ym, TILES,
+                   NB: gl.constexpr, SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, STAGES: gl.constexpr,
+                   BM: gl.constexpr, NXB: gl.constexpr, ACC: gl.constexpr, XB: gl.constexpr, WS: gl.constexpr = 1,
                    USE_GDC: gl.constexpr = 0):  # fmt: skip
     GB: gl.constexpr = w0.block_type.shape[0]
     BC: gl.constexpr = w0.block_type.shape[2]
     ZBW: gl.constexpr = z_desc.block_type.shape[1]
-    WL: gl.constexpr = gl.SliceLayout(0, ACC)  # [GB, 4, BC] words
-    SL: gl.constexpr = gl.SliceLayout(1, WL)  # [GB, BC] scales
-    XR: gl.constexpr = gl.SliceLayout(3, ACC)  # [BM, GB, 4] x pairs
     ggdc_start(USE_GDC)
     pid = gl.program_id(0)
     nprog = gl.num_programs(0)
@@ -228,71 +336,34 @@ def _hgemvt_kernel(w0, w1, w2, w3, s_desc, z_desc, x_ptr, y_ptr, M, N, K, stride
     wring = gl.allocate_shared_memory(gl.int32, [STAGES * 4, GB, 4, BC], w0.layout)
     sring = gl.allocate_shared_memory(gl.float16, [STAGES, GB, BC], s_desc.layout)
     zring = gl.allocate_shared_memory(gl.int32, [STAGES, GB, ZBW], z_desc.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    # x's pair words: [16 (j, i) x NXB, BM, GB, 4 (a)], stored per (j, i) and chunk of boxes, read per (j, i) and box
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    # x's pair words: [16 (j, i) x NXB, BM, GB, 4 (a)], read per (j, i) and box
     xs = gl.allocate_shared_memory(
         gl.int32, [16 * NXB, BM, GB, 4], gl.SwizzledSharedLayout(1, 1, 1, order=[3, 2, 1, 0])
     )
     for st in gl.static_range(STAGES):
-        mbarrier.init(bars.index(st), count=1)
+        mbarrier.init(ready.index(st), count=1)
+        mbarrier.init(empty.index(st), count=1)  # one arrival: the consumers' (after their barrier)
+    fence_async_shared()
     for st in gl.static_range(STAGES):  # weights only: before the PDL wait
-        _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars, st, st, count, t_lo, NB, GB, BC, SYM)
+        _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, ready, st, st, count, t_lo, NB, GB, BC, SYM)
     ggdc_wait(USE_GDC)
-    _x_pairs(x_ptr, xs, M, K // 8, stride_xm, BM, GB, NXB, XC, XL)
+    _x_pairs(x_ptr, xs, M, K // 8, stride_xm, BM, GB, NXB, XB)
     gl.thread_barrier()
-    xr = xs._reinterpret(gl.int32, [16 * NXB, BM, GB, 4], gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
-
-    # column offsets within a tile, for the zero nibbles and the store
-    on = gl.arange(0, BC, layout=gl.SliceLayout(0, SL))[None, :]  # [1, BC]
-    zw_idx = gl.arange(0, ZBW, layout=gl.SliceLayout(0, ZL))[None, :]
-    OL: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, ACC))  # [BM, BC] outputs
-    om = gl.arange(0, BM, layout=gl.SliceLayout(1, OL))[:, None]
-    onn = gl.arange(0, BC, layout=gl.SliceLayout(0, OL))[None, :]
-    acc = gl.zeros([BM, GB, 4, BC], gl.float32, ACC)
-    for i in range(count):
-        s = i % STAGES
-        kb = i % NB
-        mbarrier.wait(bars.index(s), (i // STAGES) & 1)
-        sc = sring.index(s).load(SL).to(gl.float32)  # [GB, BC]
-        if SYM:
-            z = gl.full([GB, BC], 8, gl.int32, SL)
-        else:
-            zwords = zring.index(s).load(ZL)  # [GB, ZBW]
-            z = gl.full([GB, BC], 0, gl.int32, SL)
-            zoff = ((t_lo + i // NB) * BC // 8) % 4  # the tile's first zero word in the box
-            for w in gl.static_range(ZBW):
-                zw = gl.sum(gl.where(zw_idx == w, zwords, 0), axis=1)  # [GB]: word w of each group row
-                zw = gl.convert_layout(zw, gl.SliceLayout(1, SL))[:, None]
-                z = gl.where(zoff + on // 8 == w, (zw >> ((on % 8) * 4)) & 0xF, z)
-            z = z + ZERO_OFFSET
-        c0 = gl.expand_dims(z * 0x10001 + (0xBC00BC00 - 2**32), 1)  # [GB, 1, BC]: fp16 -(1 + z / 1024) x2
-        c1 = gl.expand_dims(z * 0x100010 + (0xAC00AC00 - 2**32), 1)  # -(1/16 + z / 1024) x2
-        p = gl.zeros([BM, GB, 4, BC], gl.int32, ACC)
-        for j in gl.static_range(4):
-            w = wring.index(4 * s + j).load(WL)  # [GB, 4, BC]: word rows 16 g + 4 a + j
-            t0, t1, t2, t3 = gl.inline_asm_elementwise(_DEQ10, "=&r,=&r,=&r,=&r,r,r,r", [w, c0, c1],
-                                                       dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
-                                                       is_pure=True, pack=1)  # fmt: skip
-            x0 = xr.index((j * 4 + 0) * NXB + kb).load(XR)
-            x1 = xr.index((j * 4 + 1) * NXB + kb).load(XR)
-            x2 = xr.index((j * 4 + 2) * NXB + kb).load(XR)
-            x3 = xr.index((j * 4 + 3) * NXB + kb).load(XR)
-            p = gl.inline_asm_elementwise(_HDOT, "=r,r,r,r,r,r,r,r,r,r",
-                                          [gl.expand_dims(t0, 0), gl.expand_dims(t1, 0), gl.expand_dims(t2, 0),
-                                           gl.expand_dims(t3, 0), gl.expand_dims(x0, 3), gl.expand_dims(x1, 3),
-                                           gl.expand_dims(x2, 3), gl.expand_dims(x3, 3), p],
-                                          dtype=gl.int32, is_pure=True, pack=1)  # fmt: skip
-        gl.thread_barrier()  # every warp has read slot s (and its x) before it is refilled
-        _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, bars, s, i + STAGES, count, t_lo, NB, GB, BC, SYM)
-        s4 = gl.expand_dims(gl.expand_dims(sc, 1), 0)  # [1, GB, 1, BC]
-        acc = gl.inline_asm_elementwise(_HFIN, "=f,r,f,f", [p, s4, acc], dtype=gl.float32, is_pure=True, pack=1)
-        if kb == NB - 1:  # the tile's last box: reduce, store, restart
-            out = gl.sum(gl.sum(acc, axis=2), axis=1) * 1024.0  # [BM, BC]
-            col = (t_lo + i // NB) * BC + onn
-            gl.store(y_ptr + om * stride_ym + col, out.to(gl.float16), mask=(om < M) & (col < N))
-            acc = gl.zeros([BM, GB, 4, BC], gl.float32, ACC)
+    if WS:
+        gl.warp_specialize([(_consume, (wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo,
+                                        t_hi - t_lo, w0, w1, w2, w3, s_desc, z_desc, ready, count, SYM, ZERO_OFFSET,
+                                        STAGES, BM, NXB, NB, GB, BC, ZBW, ACC, WS)),
+                            (_produce, (w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, ready, empty, count,
+                                        t_lo, STAGES, NB, GB, BC, SYM))], [1], [PRODUCER_REGS])  # fmt: skip
+    else:
+        _consume(wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo, t_hi - t_lo,
+                 w0, w1, w2, w3, s_desc, z_desc, ready, count, SYM, ZERO_OFFSET, STAGES, BM, NXB, NB, GB, BC, ZBW,
+                 ACC, WS)  # fmt: skip
     for st in gl.static_range(STAGES):
-        mbarrier.invalidate(bars.index(st))
+        mbarrier.invalidate(ready.index(st))
+        mbarrier.invalidate(empty.index(st))
 
 
 def smem_layout(rank: int, bits: int) -> gl.NVMMASharedLayout:
@@ -339,11 +410,14 @@ def launch_hgemvt(
         raise ValueError(f"hgemvt config {cfg}: {why}")
     p = plan(n, k, m, cfg, sms)
     bm = block_m(m)
-    nxb, xc = x_boxes(k, cfg.gb)
-    _hgemvt_kernel[(p.programs,)](*descriptors(w, cfg), x2, y, m, n, k, x2.stride(0), y.stride(0), p.tiles, p.nb,
-                                  SYM=w.sym, ZERO_OFFSET=w.zero_offset, STAGES=cfg.stages, BM=bm, NXB=nxb, XC=xc,
-                                  **layouts(cfg.bc, cfg.gb, cfg.warps, bm), num_warps=cfg.warps,
-                                  **launch_kw())  # fmt: skip
+    _hgemvt_kernel[(p.programs,)](*descriptors(w, cfg), x2, y, m, n, k, x2.stride(0), y.stride(0), p.tiles,
+                                  NB=p.nb, SYM=w.sym, ZERO_OFFSET=w.zero_offset, STAGES=cfg.stages, BM=bm,
+                                  NXB=x_boxes(k, cfg.gb), **layouts(cfg.bc, cfg.gb, cfg.warps, bm, cfg.vec),
+                                  WS=cfg.ws, num_warps=cfg.warps, **compile_kw(cfg), **launch_kw())  # fmt: skip
+
+
+def compile_kw(cfg: HGEMVTConfig) -> dict:
+    return {"maxnreg": cfg.regs} if cfg.ws and cfg.regs else {}
 
 
 def reference_math(x: torch.Tensor, w: GPTQWeight, cfg: HGEMVTConfig) -> torch.Tensor:

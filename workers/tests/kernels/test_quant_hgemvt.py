@@ -1,7 +1,8 @@
 """quant_hgemvt (session 22's TMA-ring GEMV): host planning exact on the decode shapes, the kernel's arithmetic in
 pure torch (reference_math) against the fp32 dequantized product, offline sm_90 builds (no spills, shared memory
-within the co-residency budget, the TMA copies and PDL instructions present), and on CUDA (sm_90) the kernel against
-the fp32 reference on the 7B / 13B shapes, sym and asym, M = 1, 2, 4, PDL off and on, with a wrong-column canary."""
+within the co-residency budget, the TMA copies and PDL instructions present, the producer warp's register cap), and
+on CUDA (sm_90) the kernel (producer-warp and self-refilling configs) against the fp32 reference on the 7B / 13B
+shapes, sym and asym, M = 1 (PDL off and on), 2 (off), 4 (on), with a wrong-column canary."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from inlaid_worker.kernels.quant_matmul import dequantize_gptq
 
 DECODE = [(4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096), (4096, 11008),
           (5120, 15360), (5120, 5120), (5120, 27648), (13824, 5120), (5120, 13824)]  # (K, N) 7B / 13B  # fmt: skip
-CFGS = [T.HGEMVTConfig(8, 16, 8, 4, 1), T.HGEMVTConfig(16, 8, 8, 4, 1), T.HGEMVTConfig(32, 4, 8, 4, 1),
-        T.HGEMVTConfig(8, 8, 8, 2, 1), T.HGEMVTConfig(8, 16, 4, 4, 2)]  # fmt: skip
+C = T.HGEMVTConfig
+# (bc, gb, stages, warps, grid, vec, ws): producer warp + 8 consumers; 8 warps refilling the ring themselves, 2 per SM;
+# 16 groups a box at 8 columns a thread; 4 consumers at 8 columns; 64-column tiles
+CFGS = [C(32, 8, 4, 8, 1, 4, 1), C(32, 8, 4, 8, 2, 4, 0), C(32, 16, 3, 8, 1, 8, 1), C(32, 8, 4, 4, 1, 8, 1),
+        C(64, 8, 3, 8, 1, 8, 1)]  # fmt: skip
 
 
 def weight(k: int, n: int, sym: bool, device: str = "cpu", seed: int = 0) -> GPTQWeight:
@@ -68,10 +72,13 @@ def test_supported_and_config_ok() -> None:
 
     assert not T.supported(replace(w, perm=torch.arange(256, dtype=torch.int32)), 1)  # act-order: unsupported
     assert not T.supported(replace(w, group_size=64), 1)
-    assert T.config_ok(11008, 4096, 1, T.HGEMVTConfig(8, 4, 8, 4, 1))  # gb below the layout's 16 group rows
-    assert T.config_ok(4096, 11008, 1, T.HGEMVTConfig(8, 16, 13, 4, 1))  # ring + x over the co-residency budget
-    assert T.config_ok(4096, 11008, 4, T.HGEMVTConfig(8, 16, 13, 4, 1))  # over 227 KB
-    assert T.config_ok(11008, 4096, 1, T.HGEMVTConfig(8, 16, 8, 4, 1)) is None
+    assert T.config_ok(11008, 4096, 1, C(8, 16, 8, 4, 1))  # 32-byte box rows: no longer supported
+    assert T.config_ok(11008, 4096, 1, C(32, 4, 4, 8, 1))  # gb below the layout's 8 group rows (8 warps)
+    assert T.config_ok(11008, 4096, 1, C(32, 16, 2, 16, 1, 4, 1))  # ws: at most 8 consumer warps
+    assert T.config_ok(4096, 11008, 1, C(32, 8, 6, 8, 1))  # ring 100 KB + x 32 KB over the co-residency budget
+    assert T.config_ok(4096, 11008, 4, C(32, 8, 12, 8, 1))  # over 227 KB
+    assert T.config_ok(11008, 4096, 1, C(32, 8, 6, 8, 1)) is None
+    assert T.config_ok(4096, 11008, 1, C(32, 8, 4, 8, 1)) is None
 
 
 @pytest.mark.parametrize("sym", [False, True])
@@ -97,26 +104,27 @@ def _build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool, gdc: int):
     from triton.runtime.jit import mangle_type
 
     bm = T.block_m(m)
-    nxb, xc = T.x_boxes(k, cfg.gb)
     g = k // 128
     w = GPTQWeight(torch.zeros(k // 8, n, dtype=torch.int32), torch.zeros(g, n // 8, dtype=torch.int32),
                    torch.zeros(g, n, dtype=torch.float16), None, 4, 128, sym, 1, k, n)  # fmt: skip
     descs = T.descriptors(w, cfg)
-    consts = dict(SYM=sym, ZERO_OFFSET=1, STAGES=cfg.stages, BM=bm, NXB=nxb, XC=xc, USE_GDC=gdc,
-                  **T.layouts(cfg.bc, cfg.gb, cfg.warps, bm))  # fmt: skip
+    consts = dict(SYM=sym, ZERO_OFFSET=1, STAGES=cfg.stages, BM=bm, NXB=T.x_boxes(k, cfg.gb), USE_GDC=gdc,
+                  NB=T.plan(n, k, m, cfg).nb, WS=cfg.ws, **T.layouts(cfg.bc, cfg.gb, cfg.warps, bm, cfg.vec))  # fmt: skip
     fn = T._hgemvt_kernel
     names = ("w0", "w1", "w2", "w3", "s_desc", "z_desc")
     sig = {a: "constexpr" if a in consts else mangle_type(descs[names.index(a)]) if a in names
            else "*fp16" if a in ("x_ptr", "y_ptr") else "i32" for a in fn.arg_names}  # fmt: skip
     src = GluonASTSource(fn, sig, constexprs=consts, attrs={})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.warps))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.warps, **T.compile_kw(cfg)))
 
 
 @pytest.mark.parametrize("n,k,m,cfg,sym", [(11008, 4096, 1, CFGS[0], False), (4096, 11008, 1, CFGS[1], True),
-                                           (4096, 11008, 4, T.HGEMVTConfig(16, 8, 6, 4, 1), False)])  # fmt: skip
+                                           (4096, 11008, 4, C(32, 8, 4, 8, 1, 4, 1, 128), False),
+                                           (11008, 4096, 1, CFGS[2], True)])  # fmt: skip
 def test_sm90_build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool) -> None:
     """Offline sm_90 build: no local memory (spills), shared memory as planned and within the co-residency budget,
-    4 word slabs + scales (+ zeros) TMA copies per issue site, the PDL wait and launch_dependents in the PTX."""
+    4 word slabs + scales (+ zeros) TMA copies per issue site, the PDL wait and launch_dependents in the PTX; ws: the
+    register cap (two programs of consecutive kernels fit an SM's registers) and the producer's setmaxnreg."""
     import triton
 
     ck = _build(n, k, m, cfg, sym, 1)
@@ -140,6 +148,12 @@ def test_sm90_build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool) -> N
         sass = subprocess.run([os.path.join(bin_, "cuobjdump"), "-sass", f.name], capture_output=True, text=True).stdout
     assert "LOCAL:0" in res and "STACK:0" in res, res
     assert sass.count("UTMALDG") == (cfg.stages + 1) * (4 + 1 + (0 if sym else 1))  # unrolled prologue + refill
+    regs = int(res.split("REG:")[1].split()[0])
+    if cfg.ws:
+        assert regs <= cfg.regs and (m > 1 or 2 * regs * 32 * (cfg.warps + 4) <= 65536), regs  # (M = 4: 128)
+        assert "USETMAXREG" in sass
+    else:
+        assert "USETMAXREG" not in sass and 2 * cfg.grid * regs * 32 * cfg.warps <= 65536, regs
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
@@ -149,16 +163,18 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device
 @cuda
 @pytest.mark.parametrize("k,n", [(4096, 11008), (11008, 4096), (5120, 13824), (13824, 5120)])
 @pytest.mark.parametrize("sym", [False, True])
-@pytest.mark.parametrize("m", [1, 2, 4])
-@pytest.mark.parametrize("use_pdl", [False, True])
+@pytest.mark.parametrize("m,use_pdl", [(1, False), (1, True), (2, False), (4, True)])
 def test_gpu_matches_reference(k: int, n: int, sym: bool, m: int, use_pdl: bool) -> None:
+    """M = 1: the producer-warp config and the self-refilling 2-per-SM one; M = 2 / 4: the first that fits (each
+    (config, K, M, sym, PDL) is its own build: the matrix is kept to ~50 builds)."""
     from inlaid_worker.kernels import pdl
 
     w = weight(k, n, sym, "cuda", seed=k + n + m)
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
     r = ref(x, w)
-    cfgs = [c for c in CFGS if T.config_ok(n, k, m, c) is None]
-    for cfg in cfgs[:3]:
+    cfgs = [c for c in CFGS + [C(32, 8, 4, 8, 1, 4, 1, 128)] if T.config_ok(n, k, m, c) is None]
+    assert cfgs
+    for cfg in cfgs[: 2 if m == 1 else 1]:
         y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
         with pdl.scope(1 if use_pdl else 0):
             T.launch_hgemvt(x, w, cfg, y)
@@ -179,7 +195,7 @@ def test_gpu_strided_x_rows() -> None:
     x = xb[:, :4096]
     yb = torch.zeros(3, 4096 + 32, device="cuda", dtype=torch.float16)
     y = yb[:, :4096]
-    T.launch_hgemvt(x, w, CFGS[0], y)
+    T.launch_hgemvt(x, w, C(32, 8, 4, 8, 1, 4, 1, 128), y)
     torch.cuda.synchronize()
     assert rel(y, ref(x, w)) < 5e-3
     assert bool((yb[:, 4096:] == 0).all())
