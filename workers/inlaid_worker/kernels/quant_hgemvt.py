@@ -27,13 +27,16 @@ would take 168 registers a thread (the whole register file: no second program on
 are capped at cfg.regs = 80 (30 K registers a program; 128 needed at M > 2).
 Measured (7B, M = 1, two calls): up best 11.5-11.8 us iso / 8.8-9.0 us PDL (64% / 62% of copy, 3.0-3.2x bf16
 under PDL) with bc 32 gb 8, 4 stages, 4 consumer warps, VEC 8, ws (the shipped hgemvr: 11.0 / 9.5-9.7 in the same
-runs); down 11.4-11.5 us both iso and PDL (hgemvr 10.8-11.2 / 9.3-9.6). Not a tuner candidate: slower than hgemvr
-iso on both shapes and under PDL on down; M = 2: 12.4 us PDL (tcs2a 9.9).
+runs); down 11.4-11.7 us both iso and PDL (hgemvr 10.8-11.2 / 9.3-9.6). Not a tuner candidate: slower than hgemvr
+iso on both shapes and under PDL on down; M = 2: 12.4 us PDL (tcs2a 9.9). The pure read of the same ring (bc 32 gb 8,
+4 stages, one program per SM): 9.49 / 7.81 us iso / PDL; the best pure read, 6.71 us PDL, needs two programs per SM.
 
 x (written by the previous kernel) is read after the PDL wait: every program turns x [M, K] into the pair words
 (x[8r + i], x[8r + 4 + i]), i = 0..3, in shared memory [16 (j, i), boxes, BLOCK_M, GB, 4 (a)] (zero past K, so a
-last box's zero-filled rows add exactly 0). PDL (kernels.pdl, USE_GDC): dependents launch at the start; the first
-STAGES boxes (weights only: words, scales, zeros) are issued before the wait; every store comes after it.
+last box's zero-filled rows add exactly 0). PDL (kernels.pdl, USE_GDC): modes 1 and 3 let dependents launch at the
+start, mode 2 once the last tile's boxes are consumed (before its reduction and store); modes 1 and 2 issue the first
+STAGES boxes (weights only: words, scales, zeros) before the wait, mode 3 waits first; every x read and every store
+comes after the wait, in every program (the default partition waits before the producer warp starts).
 The end of a column tile: the accumulator summed over its (g, a) dimensions (across warps through shared memory,
 gl.sum), times 1024, stored as fp16.
 """
@@ -48,7 +51,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 from .gptq_packing import GPTQWeight
-from .pdl import ggdc_start, ggdc_wait, launch_kw
+from .pdl import ggdc_late, ggdc_start, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
 from .quant_hgemvr import _DEQ10_PTX, _HDOT_PTX, _HFIN_PTX
 
 _DEQ10 = gl.constexpr(_DEQ10_PTX.value)
@@ -58,6 +61,9 @@ _HFIN = gl.constexpr(_HFIN_PTX.value)
 SMS = 132
 SMEM_CORESIDE = 110 * 1024  # two programs of consecutive PDL kernels share an SM's 228 KB (1 KB reserved each)
 SMEM_MAX = 227 * 1024
+# grid 2: two programs of this kernel on one SM ((228 KB - 1 KB reserved each) / 2 = 113 KB), less 1 KB for the plan's
+# estimate (the build's shared memory is within 1 KB of Plan.smem_bytes)
+SMEM_GRID2 = 112 * 1024
 PRODUCER_REGS = gl.constexpr(40)  # the producer warp's register budget (setmaxnreg)
 
 
@@ -130,7 +136,7 @@ def block_m(m: int) -> int:
 def config_ok(n: int, k: int, m: int, cfg: HGEMVTConfig, coreside: bool | None = None) -> str | None:
     """None when cfg can run this shape, else why not (shape alignment, layout coverage, shared memory: within
     SMEM_CORESIDE when `coreside` (default: at M = 1; at M = 2..4 x alone takes 2 K M bytes, 88 KB at K = 11008,
-    so there only SMEM_MAX))."""
+    so there only SMEM_MAX); grid 2 always within SMEM_GRID2, or its two programs cannot share an SM)."""
     if coreside is None:
         coreside = m <= 1
     if k % 128 or n % 32:
@@ -150,6 +156,8 @@ def config_ok(n: int, k: int, m: int, cfg: HGEMVTConfig, coreside: bool | None =
         return "the scale slot must be a multiple of 128 bytes (gb * bc >= 64)"
     p = plan(n, k, m, cfg)
     budget = SMEM_CORESIDE if coreside else SMEM_MAX
+    if cfg.grid == 2:
+        budget = min(budget, SMEM_GRID2)
     if p.smem_bytes > budget:
         return f"shared memory {p.smem_bytes} > {budget}"
     return None
@@ -242,9 +250,10 @@ def _consume(wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo
              w0, w1, w2, w3, s_desc, z_desc, bars_issue, count,
              SYM: gl.constexpr, ZERO_OFFSET: gl.constexpr, STAGES: gl.constexpr, BM: gl.constexpr,
              NXB: gl.constexpr, NB: gl.constexpr, GB: gl.constexpr, BC: gl.constexpr, ZBW: gl.constexpr,
-             ACC: gl.constexpr, WS: gl.constexpr):  # fmt: skip
+             ACC: gl.constexpr, WS: gl.constexpr, USE_GDC: gl.constexpr):  # fmt: skip
     """The consumer: per box wait `ready`, dequantize and multiply, release the slot (WS: a barrier of the consumer
-    warps and one arrival on `empty`; else a CTA barrier and the refill issued here), per tile reduce and store."""
+    warps and one arrival on `empty`; else a CTA barrier and the refill issued here), per tile reduce and store
+    (PDL mode 2: dependents launch once the last tile's boxes are consumed, before its reduction and store)."""
     NW: gl.constexpr = BC // 8
     WL: gl.constexpr = gl.SliceLayout(0, ACC)  # [GB, 4, NW, 8] words
     SL: gl.constexpr = gl.SliceLayout(1, WL)  # [GB, NW, 8] scales
@@ -304,6 +313,8 @@ def _consume(wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo
                        NB, GB, BC, SYM)  # fmt: skip
             s5 = gl.expand_dims(gl.expand_dims(sc, 1), 0)  # [1, GB, 1, NW, 8]
             acc = gl.inline_asm_elementwise(_HFIN, "=f,r,f,f", [p, s5, acc], dtype=gl.float32, is_pure=True, pack=1)
+        if t == ntiles - 1:
+            ggdc_late(USE_GDC)  # mode 2: after the main loop
         out = gl.sum(gl.sum(acc, axis=2), axis=1) * 1024.0  # [BM, NW, 8]: the tile's columns
         col = (t_lo + t) * BC + ow * 8 + oo
         gl.store(y_ptr + om * stride_ym + col, out.to(gl.float16), mask=(om < M) & (col < N))
@@ -346,21 +357,22 @@ def _hgemvt_kernel(w0, w1, w2, w3, s_desc, z_desc, x_ptr, y_ptr, M, N, K, stride
         mbarrier.init(ready.index(st), count=1)
         mbarrier.init(empty.index(st), count=1)  # one arrival: the consumers' (after their barrier)
     fence_async_shared()
-    for st in gl.static_range(STAGES):  # weights only: before the PDL wait
+    ggdc_wait_first(USE_GDC)  # PDL mode 3 (the no-prefetch ablation): nothing before the wait
+    for st in gl.static_range(STAGES):  # weights only: before the PDL wait (modes 1, 2)
         _issue(w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, ready, st, st, count, t_lo, NB, GB, BC, SYM)
-    ggdc_wait(USE_GDC)
+    ggdc_wait_prefetched(USE_GDC)  # modes 1, 2: x may be written by the previous kernel
     _x_pairs(x_ptr, xs, M, K // 8, stride_xm, BM, GB, NXB, XB)
     gl.thread_barrier()
     if WS:
         gl.warp_specialize([(_consume, (wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo,
                                         t_hi - t_lo, w0, w1, w2, w3, s_desc, z_desc, ready, count, SYM, ZERO_OFFSET,
-                                        STAGES, BM, NXB, NB, GB, BC, ZBW, ACC, WS)),
+                                        STAGES, BM, NXB, NB, GB, BC, ZBW, ACC, WS, USE_GDC)),
                             (_produce, (w0, w1, w2, w3, s_desc, z_desc, wring, sring, zring, ready, empty, count,
                                         t_lo, STAGES, NB, GB, BC, SYM))], [1], [PRODUCER_REGS])  # fmt: skip
     else:
         _consume(wring, sring, zring, xs, ready, empty, y_ptr, M, N, stride_ym, t_lo, t_hi - t_lo,
                  w0, w1, w2, w3, s_desc, z_desc, ready, count, SYM, ZERO_OFFSET, STAGES, BM, NXB, NB, GB, BC, ZBW,
-                 ACC, WS)  # fmt: skip
+                 ACC, WS, USE_GDC)  # fmt: skip
     for st in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(st))
         mbarrier.invalidate(empty.index(st))
@@ -403,6 +415,9 @@ def launch_hgemvt(
     n = w.out_features
     if x2.dtype != torch.float16 or y.dtype != torch.float16 or not supported(w, m):
         raise ValueError("hgemvt: fp16 x / y, 4-bit g128 weights without act-order, N % 32 == 0, M <= 4")
+    if k != w.in_features or tuple(y.shape) != (m, n):
+        raise ValueError(f"hgemvt: x {tuple(x2.shape)} / y {tuple(y.shape)} do not match the weight's "
+                         f"in_features {w.in_features} / [M, out_features {n}]")  # fmt: skip
     if x2.stride(1) != 1 or x2.stride(0) % 2 or x2.data_ptr() % 16 or y.stride(1) != 1:
         raise ValueError("hgemvt: x and y row-major, x 16-byte aligned with an even row stride")
     why = config_ok(n, k, m, cfg, coreside)
