@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,24 +127,11 @@ def test_reference_math(sym: bool, m: int) -> None:
 
 
 def _build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool, gdc: int):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.runtime.jit import mangle_type
+    """The offline sm_90 build of bench/kernels/s22b_sass.py (Triton's ptxas, no GPU)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench" / "kernels"))
+    import s22b_sass
 
-    bm = T.block_m(m)
-    g = k // 128
-    w = GPTQWeight(torch.zeros(k // 8, n, dtype=torch.int32), torch.zeros(g, n // 8, dtype=torch.int32),
-                   torch.zeros(g, n, dtype=torch.float16), None, 4, 128, sym, 1, k, n)  # fmt: skip
-    descs = T.descriptors(w, cfg)
-    consts = dict(SYM=sym, ZERO_OFFSET=1, STAGES=cfg.stages, BM=bm, NXB=T.x_boxes(k, cfg.gb), USE_GDC=gdc,
-                  NB=T.plan(n, k, m, cfg).nb, WS=cfg.ws, **T.layouts(cfg.bc, cfg.gb, cfg.warps, bm, cfg.vec))  # fmt: skip
-    fn = T._hgemvt_kernel
-    names = ("w0", "w1", "w2", "w3", "s_desc", "z_desc")
-    sig = {a: "constexpr" if a in consts else mangle_type(descs[names.index(a)]) if a in names
-           else "*fp16" if a in ("x_ptr", "y_ptr") else "i32" for a in fn.arg_names}  # fmt: skip
-    src = GluonASTSource(fn, sig, constexprs=consts, attrs={})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.warps, **T.compile_kw(cfg)))
+    return s22b_sass.build(n, k, m, cfg, sym, gdc)
 
 
 @pytest.mark.parametrize("n,k,m,cfg,sym", [(11008, 4096, 1, CFGS[0], False), (4096, 11008, 1, CFGS[1], True),
