@@ -32,6 +32,7 @@ def build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool, gdc: int = 1):
     w = GPTQWeight(torch.zeros(k // 8, n, dtype=torch.int32), torch.zeros(g, n // 8, dtype=torch.int32),
                    torch.zeros(g, n, dtype=torch.float16), None, 4, 128, sym, 1, k, n)  # fmt: skip
     descs = T.descriptors(w, cfg)
+    T._DESCS.clear()  # the cache would hold this zero weight (tens of MB) for the rest of the process
     consts = dict(SYM=sym, ZERO_OFFSET=1, STAGES=cfg.stages, BM=bm, NXB=T.x_boxes(k, cfg.gb), USE_GDC=gdc,
                   NB=T.plan(n, k, m, cfg).nb, WS=cfg.ws,
                   **T.layouts(cfg.bc, cfg.gb, cfg.warps, bm, cfg.vec))  # fmt: skip

@@ -164,9 +164,11 @@ def config_ok(n: int, k: int, m: int, cfg: HGEMVTConfig, coreside: bool | None =
 
 
 def supported(w: GPTQWeight, m: int) -> bool:
-    """The weights this kernel takes: 4-bit, group 128, no act-order, N % 32 == 0, M <= 4 (CUDA sm_90 only)."""
+    """The weights this kernel takes: 4-bit, group 128, no act-order, N % 32 == 0, M <= 4, contiguous words, scales and
+    zeros (descriptors() gives the words' 4-D view the row stride N) (CUDA sm_90 only)."""
     return (w.bits == 4 and w.group_size == 128 and w.perm is None and w.out_features % 32 == 0
-            and w.in_features % 128 == 0 and 1 <= m <= 4)  # fmt: skip
+            and w.in_features % 128 == 0 and 1 <= m <= 4
+            and all(t.is_contiguous() for t in (w.qweight, w.scales, w.qzeros)))  # fmt: skip
 
 
 def layouts(bc: int, gb: int, warps: int, bm: int, vec: int = 4) -> dict:

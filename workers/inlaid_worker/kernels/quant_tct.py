@@ -30,8 +30,8 @@ atomics, no workspace).
 M <= 16, fp16 or bf16 x. CUDA sm_90 (TMA, mbarrier); no interpreter twin (tcs_reference(acc_scale=True) is the model).
 
 Status (bench/results/kernels-2026-12-02-s22-tct-run3.md, H200): correct (32 timed configs, ZTMA 0, worst 2.1e-4) but
-1.5-2.3x slower than the shipped picks: best 7B up 24.92 / 22.92 us iso / pdl at M = 2 (tcs2a 11.90 / 9.92), 7B down
-21.88 / 20.17 (11.93 / 9.92). The ring's stream alone (diag) takes 8.06-9.01 us under PDL (62-69% of copy): the
+1.5-2.3x slower than the shipped picks: best 7B up 24.92 / 22.92 us iso / pdl at M = 2 (9 stages, 2 consumers: a
+depth refused since; tcs2a 11.90 / 9.92), 7B down 21.88 / 20.17 (11.93 / 9.92). The ring's stream alone (diag) takes 8.06-9.01 us under PDL (62-69% of copy): the
 consumers' per-tile chain is what does not hide. Asym with the zero row in the ring (ZTMA 1) raised an illegal
 instruction (see ZTMA_DEFAULT); 3 stages for 4 consumers crashed (refused since, see tct_args). Bench-only: not
 offered by the tuner, not dispatched by quant_matmul.
@@ -443,6 +443,13 @@ def tct_args(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int, nc: 
     n = w.out_features
     if not tct_supported(w, k, m):
         raise ValueError("tct: 4-bit g128, no act-order, K % 128 == 0, N % 32 == 0, M <= 16, 16-byte rows")
+    if (
+        x2.dtype not in (torch.float16, torch.bfloat16)
+        or x2.stride(1) != 1
+        or (x2.stride(0) * 2) % 16
+        or x2.data_ptr() % 16
+    ):
+        raise ValueError("tct: x must be fp16 / bf16 with 16-byte-aligned rows (its TMA descriptor)")
     if x2.shape[1] != w.in_features:
         raise ValueError(f"tct: x has {x2.shape[1]} columns, the weight's in_features is {w.in_features}")
     # stages a multiple of nc (>= 2): consumer w takes K tiles w, w + nc, ...; a slot's previous tile (it - stages) is

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import ON_SM90
 from inlaid_worker.kernels import quant_hgemvt as T
 from inlaid_worker.kernels.gptq_packing import GPTQWeight, pack_bitstream
 from inlaid_worker.kernels.quant_matmul import dequantize_gptq
@@ -76,6 +77,8 @@ def test_supported_and_config_ok() -> None:
 
     assert not T.supported(replace(w, perm=torch.arange(256, dtype=torch.int32)), 1)  # act-order: unsupported
     assert not T.supported(replace(w, group_size=64), 1)
+    wide = weight(256, 128, False)  # a column slice of a wider weight: row stride 128 words, not N = 64
+    assert not T.supported(replace(w, qweight=wide.qweight[:, :64], out_features=64), 1)
     assert T.config_ok(11008, 4096, 1, C(8, 16, 8, 4, 1))  # 32-byte box rows: no longer supported
     assert T.config_ok(11008, 4096, 1, C(32, 4, 4, 8, 1))  # gb below the layout's 8 group rows (8 warps)
     assert T.config_ok(11008, 4096, 1, C(32, 16, 2, 16, 1, 4, 1))  # ws: at most 8 consumer warps
@@ -194,8 +197,7 @@ def test_sm90_build_pdl_modes(cfg: T.HGEMVTConfig, gdc: int) -> None:
         assert launch < wait < first_copy
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
-                          reason="needs CUDA sm_90")  # fmt: skip
+cuda = pytest.mark.skipif(not ON_SM90, reason="Gluon TMA / mbarrier kernel: CUDA sm_90 only")
 
 
 @cuda

@@ -90,8 +90,13 @@ def test_tct_refuses_what_it_cannot_run() -> None:
         with pytest.raises(ValueError):
             args(**bad)
     w, _ = _weight(1024, 256, False, False)
-    with pytest.raises(ValueError):  # 8 consumer warps: refused (spills)
-        tct_args(torch.zeros(4, 1024, dtype=torch.float16), w, torch.zeros(4, 256, dtype=torch.float16), 4, 8)
+    with pytest.raises(ValueError, match="consumer warps"):  # 8 consumer warps: refused (spills), even at 8 stages
+        tct_args(torch.zeros(4, 1024, dtype=torch.float16), w, torch.zeros(4, 256, dtype=torch.float16), 8, 8)
+    with pytest.raises(ValueError, match="fp16 / bf16"):  # fp32 x: refused (the ring holds 16-bit x)
+        tct_args(torch.zeros(4, 1024), w, torch.zeros(4, 256, dtype=torch.float16), 4, 4)
+    with pytest.raises(ValueError, match="16-byte"):  # rows 2 bytes off 16-byte alignment
+        x = torch.zeros(4, 1025, dtype=torch.float16)[:, :1024]
+        tct_args(x, w, torch.zeros(4, 256, dtype=torch.float16), 4, 4)
 
 
 def _sass():
@@ -149,7 +154,7 @@ def test_ztma0_producer_is_the_sym_producer() -> None:
 
 def test_the_gate_up_build_reports_its_spills() -> None:
     """7B gate/up at M = 16 (21 units, chunks 64 + 64 + 32 + 8) is the widest plan: with ZTMA 0 the build spills 32
-    bytes at CONS_REGS (recorded, so a change shows up), with ZTMA 1 none."""
+    bytes at CONS_REGS (recorded; the bound allows up to 64, so only a larger spill shows up), with ZTMA 1 none."""
     build, analyse = _sass()
     assert analyse(build(4096, 22016, 16, 0, 4))["spill_stores"] <= 64
     assert analyse(build(4096, 22016, 16, 0, 4, 0, 0, 0, 0, 1))["spill_stores"] == 0
