@@ -29,9 +29,12 @@
  * the worker's model list, re-read, shows the task loaded from its job's path (or gone), or it refused the task for
  * good. Requests for a task no caught-up worker lists wait for it (WorkersService.pick); placement gives the worker
  * none of them, nor any when no worker lists them (SchedulingService.refresh, Placement.setWorker). Before, such a
- * request got a 404 there, or ran on the old adapter. If the database cannot be read (or takes over 2 s) the hold
- * ends (the worker serves what it lists, as before; Postgres being down must not stop inference) and the catch-up is
- * retried. So it does for one task whose locked section fails on the database's side (an error, or a round trip to
+ * request got a 404 there, or ran on the old adapter. A name held only to be unloaded (the task's locked section
+ * decided 'unload', no job served everywhere behind it, e.g. a task deleted while its requests drain there, and the
+ * worker refused it in use) is no task the fleet serves: its requests get the 404 at once, never that worker
+ * (WorkerConnection.unloadingFor; before, they waited 30 s for a 503). If the database cannot be read (or takes over
+ * 2 s) the hold ends (the worker serves what it lists, as before; Postgres being down must not stop inference) and the
+ * catch-up is retried. So it does for one task whose locked section fails on the database's side (an error, or a round trip to
  * Postgres without an answer within sectionQueryMs: then the rest of the hold too, and the gate goes to the next
  * section), and for one the worker failed twice in a row (HOLD_FAILURES): the task is still retried, but not held again
  * in this Session. An unload the worker refuses because the adapter has requests in flight is no failure: the task
@@ -93,14 +96,26 @@ const HOLD_FAILURES = 2;
  * How long a task whose unload the worker refuses because of requests in flight stays held there (from the first
  * refusal in a row): past it the hold ends with a warning (the worker serves what it lists: new requests may reach the
  * old adapter again) and the unload is still retried, with the backoff growing as after a failure. Requests that run
- * longer than this are not expected; a hold that never ends would keep the name's new requests waiting for 30 s and a
- * 503 for as long as they keep coming.
+ * longer than this are not expected; a hold that never ends would keep the name's new requests (of a replace: a task
+ * served everywhere; one only unloaded gets the 404 at once) waiting for 30 s and a 503 for as long as they keep coming.
  */
 const IN_USE_HOLD_MS = 10 * 60_000;
 /** The most a round whose only failures are refusals in use (a task still held) waits before its retry: requests drain fast. */
 const IN_USE_RETRY_MS = 2000;
 /** Refusals a retry cannot change (the adapter is bad for this worker, or every adapter slot is in use). */
 const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.RESOURCE_EXHAUSTED]);
+
+/**
+ * A section's unload (or a replace's) that the worker refused because of requests in flight; `unloading`: the section
+ * only unloads the name there (its action 'unload': no job served everywhere behind it), so the hold it keeps is
+ * WorkerConnection.unloadingFor's (requests for the name get the 404 at once), not a wait for a task the fleet serves.
+ */
+class RefusedInUse extends UnloadFailed {
+  constructor(message: string, addr: string, readonly unloading: boolean) {
+    super(status.FAILED_PRECONDITION, message, [addr]);
+    this.name = 'RefusedInUse';
+  }
+}
 
 /** [addr, task] -> `addr task`, the keys of AdapterCatchUp's maps (an address has no space); splitKey undoes it. */
 function key(addr: string, task: string): string {
@@ -328,7 +343,11 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     const refused = (t: string): boolean => jobOf.has(t) && this.refused.get(key(conn.addr, t)) === jobOf.get(t);
     // only these are held: catchUpTasks also has tasks never in the hold (a live job not yet served, one refused for good)
     const holds = new Set(catchUpHolds(tasks, jobs, reported).filter((t) => !due.unheld.has(t) && !refused(t)));
-    conn.holdAdapters(holds);
+    // the names marked "only to unload" stay marked while still held: a mark is set only under the task's lock, when
+    // the worker refused an 'unload' (hold), from committed rows; marking from this read (outside the lock) would call a
+    // name unloading whose job a concurrent load_lora_adapter or load step has not committed yet, and 404 a task it
+    // had just loaded
+    conn.holdAdapters(holds, conn.unloadingHold);
     let failed = 0;
     let busy = 0;
     /** Busy tasks still held (their lock busy for less than busyHoldMs): only those keep the backoff from growing. */
@@ -388,7 +407,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
           }
           inUseHeld++;
           due.unheld.delete(task);
-          if (current()) this.hold(conn, task);
+          if (current()) this.hold(conn, task, err instanceof RefusedInUse && err.unloading);
           this.logger.log(`${task} has requests in flight on worker ${conn.addr}: held there until they finish, its unload retried (${err.message})`);
           continue;
         }
@@ -436,11 +455,15 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     }, { queryMs, busyMs, signal });
   }
 
-  /** Adds `task` to `conn`'s hold (from 'all' it is held already). */
-  private hold(conn: WorkerConnection, task: string): void {
+  /**
+   * Adds `task` to `conn`'s hold (from 'all' it is held already); `unloading`: only to unload it there, as the section
+   * under the task's lock decided (WorkerConnection.unloadingFor: its requests get the 404 at once), else to replace it.
+   */
+  private hold(conn: WorkerConnection, task: string, unloading: boolean): void {
     const held = conn.adapterHold;
-    if (held === 'all' || held?.has(task) === true) return;
-    conn.holdAdapters(new Set([...(held ?? []), task]));
+    if (held === 'all' || (held?.has(task) === true && conn.unloadingFor(task) === unloading)) return;
+    const others = [...conn.unloadingHold].filter((t) => t !== task);
+    conn.holdAdapters(new Set([...(held ?? []), task]), unloading ? [...others, task] : others);
   }
 
   /**
@@ -490,7 +513,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       try {
         await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
       } catch (err) {
-        throw refusedInUse(err) ? new UnloadFailed(status.FAILED_PRECONDITION, (err as Error).message, [conn.addr]) : err;
+        throw refusedInUse(err) ? new RefusedInUse((err as Error).message, conn.addr, action === 'unload') : err;
       }
       await this.confirm(conn, task, null);
     }

@@ -2,10 +2,13 @@
  * A real grpc-js fake worker for the adapter catch-up specs: base model `m`, the adapters it holds (name -> the path
  * LoadAdapter read and the content digest of what it read there), and a "disk" (path -> the digest of the files there
  * now, shared by the fake workers of a spec) that ValidateAdapter and LoadAdapter read. It records its loads,
- * unloads, validations, failed loads and refused unloads.
+ * unloads, validations, failed loads and refused unloads, and the Prepares and Admits it got (naming the adapter path
+ * each met: which adapter a request reached). Its Prepare answers a model it does not list NOT_FOUND as a worker does
+ * (the kind in trailing metadata: UNKNOWN_MODEL).
  */
 import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { common, worker } from '@inlaid/proto';
+import { WORKER_ERROR_KIND_KEY } from '../common/inlaid-error';
 import { bindLocal } from './local-grpc';
 
 type Callback<T> = (e: Partial<Error & { code: number; metadata: Metadata }> | null, r?: T) => void;
@@ -41,6 +44,10 @@ export interface FakeWorker {
   failedLoads: string[];
   /** The names of the UnloadAdapter calls refused (FakeWorker.busy). */
   refusedUnloads: string[];
+  /** `model path` of each Prepare (path: the adapter's LoadAdapter path, '' for the base or its own; `404` for a model it does not list). */
+  prepares: string[];
+  /** `model path` of each Admit on its Session (path as for prepares). */
+  admits: string[];
   digests: boolean;
   failing: Set<string>;
   busy: Set<string>;
@@ -56,7 +63,7 @@ export async function startFakeWorker(
   opts: FakeWorkerOptions = {},
 ): Promise<FakeWorker> {
   const w: FakeWorker = {
-    server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], validations: [], failedLoads: [], refusedUnloads: [],
+    server: new Server(), port, adapters: new Map(Object.entries(loaded)), loads: [], unloads: [], validations: [], failedLoads: [], refusedUnloads: [], prepares: [], admits: [],
     digests: opts.digests ?? true, failing: new Set(opts.failing), busy: new Set(opts.busy), unmarked: new Set(),
   };
   const card = (name: string, digest: string) => common.ModelCard.fromPartial({ id: name, parent: 'm', rank: 4, targetModules: ['q_proj'], digest: w.digests ? digest : '' });
@@ -102,8 +109,24 @@ export async function startFakeWorker(
     w.unloads.push(call.request.name);
     cb(null, worker.UnloadAdapterResponse.fromPartial({}));
   };
-  const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => call.on('error', () => undefined);
-  w.server.addService(worker.WorkerService, { getInfo, session, validateAdapter, loadAdapter, unloadAdapter } as unknown as worker.WorkerServer);
+  /** `model path` of what a request for `model` meets here now, or undefined when it does not list the model. */
+  const met = (model: string): string | undefined => (model === 'm' ? 'm ' : w.adapters.has(model) ? `${model} ${w.adapters.get(model)?.path}` : undefined);
+  const prepare = (call: { request: worker.PrepareRequest }, cb: Callback<worker.PrepareResponse>) => {
+    const { model } = call.request;
+    const at = met(model);
+    w.prepares.push(at ?? `${model} 404`);
+    if (at !== undefined) return cb(null, worker.PrepareResponse.fromPartial({ promptTokenIds: [7, 8], maxTokens: 2 }));
+    const metadata = new Metadata();
+    metadata.set(WORKER_ERROR_KIND_KEY, 'REQUEST_ERROR_KIND_UNKNOWN_MODEL');
+    cb({ code: status.NOT_FOUND, message: `The model \`${model}\` does not exist.`, metadata });
+  };
+  const session = (call: ServerDuplexStream<worker.ControlMessage, worker.WorkerEvent>) => {
+    call.on('error', () => undefined);
+    call.on('data', (m: worker.ControlMessage) => {
+      if (m.kind?.$case === 'admit') w.admits.push(met(m.kind.value.model) ?? `${m.kind.value.model} 404`);
+    });
+  };
+  w.server.addService(worker.WorkerService, { getInfo, session, validateAdapter, loadAdapter, unloadAdapter, prepare } as unknown as worker.WorkerServer);
   w.port = port === 0
     ? await bindLocal(w.server)
     : await new Promise<number>((resolve, reject) => w.server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));

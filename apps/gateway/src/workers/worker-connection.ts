@@ -69,6 +69,8 @@ export class WorkerConnection {
   private stopped = false;
   /** This Session's adapter hold (pendingFor); reset at each Session's start (holdOnSessionStart) and end. */
   private held: AdapterHold = null;
+  /** The names of the hold that its catch-up only unloads (unloadingFor): a subset of `held`, empty with it. */
+  private unloading: ReadonlySet<string> = new Set();
   /**
    * Whether a new Session starts holding every adapter ('all', before its 'up' listeners run): set by AdapterCatchUp,
    * which narrows the hold once it knows what the worker lacks, so no request meets a worker whose adapters are not
@@ -132,15 +134,34 @@ export class WorkerConnection {
     return model !== '' && model !== this.info?.baseModel && !this.models().some((m) => m.id === model && m.parent === '');
   }
 
+  /**
+   * Whether the adapter catch-up holds `model` here only to unload it (pendingFor, and no served task is behind the
+   * name: deleted or unloaded, or a newer job not loaded yet, while requests in flight here drain): a request for it is
+   * answered 404 at once rather than waiting for the drain (routeRequest). Never within an 'all' hold.
+   */
+  unloadingFor(model: string): boolean {
+    return this.pendingFor(model) && this.unloading.has(model);
+  }
+
   /** The adapters this Session may not be routed to yet (see pendingFor). */
   get adapterHold(): AdapterHold {
     return this.held;
   }
 
-  /** Sets this Session's adapter hold (AdapterCatchUp) and tells the listeners ('info'); a no-op while no Session is up. */
-  holdAdapters(hold: AdapterHold): void {
+  /** The names of adapterHold that its catch-up only unloads (see unloadingFor). */
+  get unloadingHold(): ReadonlySet<string> {
+    return this.unloading;
+  }
+
+  /**
+   * Sets this Session's adapter hold (AdapterCatchUp) and tells the listeners ('info'); a no-op while no Session is up.
+   * `unloading`: the names of the hold only to be unloaded (unloadingFor; names outside a set hold are ignored).
+   */
+  holdAdapters(hold: AdapterHold, unloading: Iterable<string> = []): void {
     if (this.session === null) return;
-    this.held = hold !== null && hold !== 'all' && hold.size === 0 ? null : hold;
+    const held = hold !== null && hold !== 'all' && hold.size === 0 ? null : hold;
+    this.held = held;
+    this.unloading = held === null || held === 'all' ? new Set() : new Set([...unloading].filter((m) => held.has(m)));
     this.emit('info');
   }
 
@@ -148,7 +169,7 @@ export class WorkerConnection {
   releaseAdapter(model: string): void {
     const held = this.held;
     if (held === null || held === 'all' || !held.has(model)) return;
-    this.holdAdapters(new Set([...held].filter((m) => m !== model)));
+    this.holdAdapters(new Set([...held].filter((m) => m !== model)), this.unloading);
   }
 
   /** The path LoadAdapter loaded `name` from, as the worker reports it (WorkerInfo.adapter_paths); undefined when not listed there. */
@@ -290,11 +311,13 @@ export class WorkerConnection {
       const session = this.client.session();
       this.session = session;
       this.held = this.holdOnSessionStart ? 'all' : null;
+      this.unloading = new Set();
       this.emit('up');
       const finish = (why: string) => {
         if (this.session !== session) return;
         this.session = null;
         this.held = null;
+        this.unloading = new Set();
         this.lastError = why;
         if (!this.stopped) this.logger.warn(`worker ${this.addr} session ended: ${why}`);
         resolve();

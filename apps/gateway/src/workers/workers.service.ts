@@ -87,6 +87,7 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
    * skipping `exclude` (workers already tried for it): one that lists the model and is not catching up on it
    * (routeRequest). When none does but a worker is still catching up on it (its Session came up and AdapterCatchUp may
    * load the task there: WorkerConnection.pendingFor), the request waits for that, up to catchUpWaitMs, then gets 503;
+   * not when each such worker only unloads it (unloadingFor: no served task is behind the name), a 404 at once;
    * `signal` (the client going away) ends the wait, and `deadline` (the client's own, ms since the epoch) bounds it
    * (then DEADLINE_EXCEEDED). Before, it went to that worker at once and got a 404 for a task the fleet serves. The wait
    * is one timer and one abort listener; it routes again only on the link events that can change the answer (wakeWaiters).
