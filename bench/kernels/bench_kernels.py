@@ -74,6 +74,17 @@ def time_rotated(calls: list[Callable[[], object]], replays: int = 10) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def time_pdl(calls: list[Callable[[], object]], use_pdl: bool, replays: int = 10) -> float:
+    """time_rotated, with the graph captured inside kernels.pdl.scope(1) when `use_pdl` (the benches' "pdl" column:
+    each call may start while the one before it ends)."""
+    if not use_pdl:
+        return time_rotated(calls, replays)
+    from inlaid_worker.kernels import pdl
+
+    with pdl.scope(1):
+        return time_rotated(calls, replays)
+
+
 def bench_us(fn: Callable[[], object]) -> float:
     """Median microseconds of one call (events around it, L2 flushed before each)."""
     return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e3

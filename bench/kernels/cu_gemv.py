@@ -179,12 +179,9 @@ def check(out: Path) -> None:
 
 
 def _timed(calls: list, use_pdl: bool) -> float:
-    from bench_kernels import time_rotated
+    from bench_kernels import time_pdl
 
-    if use_pdl:
-        with pdl.scope(1):
-            return time_rotated(calls)
-    return time_rotated(calls)
+    return time_pdl(calls, use_pdl)
 
 
 def _cu_calls(x: torch.Tensor, ws: list, c: CuConfig, y: torch.Tensor) -> list:

@@ -120,12 +120,9 @@ def passed(out: Path) -> dict[tuple[str, int], set[str]]:
 
 
 def _timed(fns: list, use_pdl: bool) -> float:
-    from bench_kernels import time_rotated
+    from bench_kernels import time_pdl
 
-    if use_pdl:
-        with pdl.scope(1):
-            return time_rotated(fns)
-    return time_rotated(fns)
+    return time_pdl(fns, use_pdl)
 
 
 def _pair(x, ws, c, y) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -187,13 +187,9 @@ def check(a) -> None:
 
 
 def timed(calls: list, use_pdl: bool) -> float:
-    from bench_kernels import time_rotated
-    from inlaid_worker.kernels import pdl
+    from bench_kernels import time_pdl
 
-    if use_pdl:
-        with pdl.scope(1):
-            return time_rotated(calls)
-    return time_rotated(calls)
+    return time_pdl(calls, use_pdl)
 
 
 def bench(a) -> None:

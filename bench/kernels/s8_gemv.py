@@ -119,12 +119,9 @@ def _calls(xs: torch.Tensor, ws: list, c: QMMConfig, ys: torch.Tensor) -> list:
 
 
 def _timed(calls: list, use_pdl: bool) -> float:
-    from bench_kernels import time_rotated
+    from bench_kernels import time_pdl
 
-    if use_pdl:
-        with pdl.scope(1):
-            return time_rotated(calls)
-    return time_rotated(calls)
+    return time_pdl(calls, use_pdl)
 
 
 def bench(out: Path) -> None:
