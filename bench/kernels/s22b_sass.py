@@ -44,13 +44,19 @@ def build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool, gdc: int = 1):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.warps, **T.compile_kw(cfg)))
 
 
-def analyse(ck, words_per_thread: float, dump: bool = False) -> dict:
+def cubin_text(ck) -> tuple[str, str]:
+    """(cuobjdump -res-usage, cuobjdump -sass) of a compiled kernel's cubin (Triton's wheel's cuobjdump)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(ck.asm["cubin"])
         f.flush()
         res = subprocess.run([os.path.join(BIN, "cuobjdump"), "-res-usage", f.name], capture_output=True,
                              text=True).stdout  # fmt: skip
         sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", f.name], capture_output=True, text=True).stdout
+    return res, sass
+
+
+def analyse(ck, words_per_thread: float, dump: bool = False) -> dict:
+    res, sass = cubin_text(ck)
     code = [(int(mm.group(1), 16), mm.group(3))
             for mm in re.finditer(r"/\*([0-9a-f]{4})\*/\s+(@!?U?P\w+\s+)?([^;]+);", sass)]  # fmt: skip
     back = [(int(mm.group(1), 16), a) for a, ins in code if (mm := re.search(r"BRA (0x[0-9a-f]+)", ins))]

@@ -8,10 +8,7 @@ element of y written, nothing around it)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -145,7 +142,6 @@ def test_sm90_build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool) -> N
     """Offline sm_90 build: no local memory (spills), shared memory as planned and within the co-residency budget,
     4 word slabs + scales (+ zeros) TMA copies per issue site, the PDL wait and launch_dependents in the PTX; ws: the
     register cap (two programs of consecutive kernels fit an SM's registers) and the producer's setmaxnreg."""
-    import triton
 
     ck = _build(n, k, m, cfg, sym, 1)
     p = T.plan(n, k, m, cfg)
@@ -161,13 +157,9 @@ def test_sm90_build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool) -> N
     assert ptx.index("cp.async.bulk.tensor") < wait  # the ring before the wait
     assert wait < ptx.index("st.global")  # every store after it
     assert wait < ptx.index("ld.global")  # x (the only global load) read after it
-    bin_ = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(ck.asm["cubin"])
-        f.flush()
-        res = subprocess.run([os.path.join(bin_, "cuobjdump"), "-res-usage", f.name], capture_output=True,
-                             text=True).stdout  # fmt: skip
-        sass = subprocess.run([os.path.join(bin_, "cuobjdump"), "-sass", f.name], capture_output=True, text=True).stdout
+    import s22b_sass  # on sys.path since _build
+
+    res, sass = s22b_sass.cubin_text(ck)
     assert "LOCAL:0" in res and "STACK:0" in res, res
     assert sass.count("UTMALDG") == (cfg.stages + 1) * (4 + 1 + (0 if sym else 1))  # unrolled prologue + refill
     regs = int(res.split("REG:")[1].split()[0])
