@@ -221,7 +221,7 @@ def good(r: dict) -> bool:
 
 
 def bench(out: Path) -> None:
-    from bench_kernels import copies, gptq_bytes, random_gptq, time_rotated
+    from bench_kernels import copies, gptq_bytes, random_gptq, time_pdl
     from device_common import bench_meta
     from inlaid_worker.kernels.quant_tcsx import tcsx_permute
 
@@ -234,11 +234,7 @@ def bench(out: Path) -> None:
     doc = dict(meta=meta, bench=rows)
     t0 = time.time()
 
-    def timed(calls: list, use_pdl: bool) -> float:
-        if use_pdl:
-            with pdl.scope(1):
-                return time_rotated(calls)
-        return time_rotated(calls)
+    timed = time_pdl
 
     for shape, (k, n) in SHAPES.items():
         ws = [random_gptq(k, n, 4, False) for _ in range(copies(k * n / 2))]

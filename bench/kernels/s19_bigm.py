@@ -188,7 +188,7 @@ def good(r: dict) -> bool:
 
 
 def bench(out: Path) -> None:
-    from bench_kernels import copies, gptq_bytes, time_rotated
+    from bench_kernels import copies, gptq_bytes, time_pdl
     from device_common import bench_meta
     from inlaid_worker.kernels.quant_tcsx import launch_tcsx, tcsx_permute
     from inlaid_worker.kernels.quant_tcsxk import sm_count, tcsxk_plan
@@ -202,11 +202,7 @@ def bench(out: Path) -> None:
     doc = dict(meta=meta, bench=rows)
     t0 = time.time()
 
-    def timed(calls: list, use_pdl: bool) -> float:
-        if use_pdl:
-            with pdl.scope(1):
-                return time_rotated(calls)
-        return time_rotated(calls)
+    timed = time_pdl
 
     for name, k, n, m in POINTS:
         ws = [_weight(k, n, False) for _ in range(copies(k * n / 2))]
