@@ -58,7 +58,7 @@ import type { WorkerConnection } from '../workers/worker-connection';
 import { CATCH_UP_WAIT_MS, WorkersService } from '../workers/workers.service';
 import { adapterOf, catchUpAction, catchUpHolds, catchUpTasks, type LoadJob, type Settled, type WorkerAdapters } from './missing-adapters';
 import { DbTimeout, dbWithin, TaskLockBusy, TaskStore } from './task-store.service';
-import { refusedInUse, toAdminError, UnloadFailed, WorkerAdminService } from './worker-admin.service';
+import { refusedInUse, toAdminError, WorkerAdminService } from './worker-admin.service';
 
 const CATCH_UP_RETRY: BackoffOptions = { baseMs: 1000, maxMs: 60_000 };
 /**
@@ -110,9 +110,9 @@ const PERMANENT: ReadonlySet<status> = new Set([status.INVALID_ARGUMENT, status.
  * only unloads the name there (its action 'unload': no job served everywhere behind it), so the hold it keeps is
  * WorkerConnection.unloadingFor's (requests for the name get the 404 at once), not a wait for a task the fleet serves.
  */
-class RefusedInUse extends UnloadFailed {
-  constructor(message: string, addr: string, readonly unloading: boolean) {
-    super(status.FAILED_PRECONDITION, message, [addr]);
+class RefusedInUse extends InlaidError {
+  constructor(message: string, readonly unloading: boolean) {
+    super(status.FAILED_PRECONDITION, message);
     this.name = 'RefusedInUse';
   }
 }
@@ -239,9 +239,16 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
    * there (catchUpHolds: the job's digest tells the old adapter from the job's; a failed or deleted job's adapter is
    * no live job's), so no new request goes there and those in flight drain, and retries its unload with the backoff
    * until the worker lets it go (a refusal in use counts as no failure, HOLD_FAILURES; the hold ends after
-   * inUseHoldMs). Also DELETE's and unloadLora's, for the workers that refused their unload in use. A no-op for a worker not accepting.
+   * inUseHoldMs). Also DELETE's and unloadLora's, for the workers that refused their unload in use, and after a rolled
+   * back one (OwnAdapterInUse), for those that unloaded it (it loads a served job's adapter back). Callers call it once
+   * their transaction is over. `addrs`: one worker or several. A no-op for a worker not accepting.
    */
-  recheck(addr: string): void {
+  recheck(addrs: string | readonly string[]): void {
+    if (typeof addrs !== 'string') {
+      for (const addr of addrs) this.recheck(addr);
+      return;
+    }
+    const addr = addrs;
     const conn = this.workers.acceptingConnections().find((c) => c.addr === addr);
     if (this.stopped || conn === undefined) return;
     let due = this.due.get(addr);
@@ -391,7 +398,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
           continue;
         }
         due.busy.delete(task);
-        if (err instanceof UnloadFailed && err.inUse.includes(conn.addr)) {
+        if (err instanceof RefusedInUse) {
           // the adapter to go has requests in flight there (the worker never unloads one in use): no failure of the
           // worker's (HOLD_FAILURES counts none), so the task stays held, or is held again if a failure ended its hold:
           // no new request goes there, those in flight drain, and the unload is retried (within inUseRetryMs); for at
@@ -407,7 +414,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
           }
           inUseHeld++;
           due.unheld.delete(task);
-          if (current()) this.hold(conn, task, err instanceof RefusedInUse && err.unloading);
+          if (current()) this.hold(conn, task, err.unloading);
           this.logger.log(`${task} has requests in flight on worker ${conn.addr}: held there until they finish, its unload retried (${err.message})`);
           continue;
         }
@@ -437,7 +444,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
     return {
       failed,
       busyOnly: failed > 0 && failed === busy && busyHeld > 0,
-      inUseOnly: failed > 0 && inUse > 0 && failed === busy + inUse && inUseHeld > 0,
+      inUseOnly: failed > 0 && failed === busy + inUse && inUseHeld > 0,
     };
   }
 
@@ -513,7 +520,7 @@ export class AdapterCatchUp implements OnModuleInit, OnModuleDestroy {
       try {
         await this.admin.unloadOn(conn, task); // replace or unload: the old adapter goes first
       } catch (err) {
-        throw refusedInUse(err) ? new RefusedInUse((err as Error).message, conn.addr, action === 'unload') : err;
+        throw refusedInUse(err) ? new RefusedInUse((err as Error).message, action === 'unload') : err;
       }
       await this.confirm(conn, task, null);
     }

@@ -140,7 +140,7 @@ describe('TasksService with an adapter in use, or a load failing part-way', () =
     expect([a.adapters.has('u'), b.adapters.has('u'), (await store.latest('u'))?.status]).toEqual([true, true, 'serving']);
   });
 
-  it('a catch-up refused in use retries within inUseRetryMs (no growing backoff) and ends its hold after inUseHoldMs, with a warning', async () => {
+  it('a catch-up refused in use retries within inUseRetryMs (no growing backoff) and ends its hold after inUseHoldMs', async () => {
     catchUp.retry = { baseMs: 5000, maxMs: 60_000 }; // a failure's backoff: far longer than the case
     catchUp.inUseRetryMs = 50;
     catchUp.inUseHoldMs = 600;

@@ -66,7 +66,7 @@ function gateway(env: Record<string, string>, override: Partial<TasksConfig> = {
   const tasks = { ...parseTasksConfig({ INLAID_DATA_DIR: dataDir, INLAID_QUEUE_PREFIX: PREFIX, ...env }), ...override };
   const config = { redisUrl: REDIS_URL, tasks } as unknown as GatewayConfig;
   const admin = { unloadEverywhere: async () => undefined } as unknown as WorkerAdminService;
-  const steps = new OnboardSteps(config, store, admin, catchUpStub().catchUp);
+  const steps = new OnboardSteps(config, store, admin, catchUpStub());
   jest.spyOn(steps, 'run').mockImplementation(async (step: OnboardStep, taskJobId: string) => {
     if (step === 'requantize') await holdRequantize;
     ran.push(`${taskJobId}.${step}`);
@@ -268,7 +268,7 @@ describe('a failed task\'s upload directory', () => {
         return { checkpointVersion: 7, tasks: ['ra', 'rx'] };
       },
     } as unknown as WorkerAdminService;
-    const run = new OnboardSteps(config, store, admin, catchUpStub().catchUp);
+    const run = new OnboardSteps(config, store, admin, catchUpStub());
     try {
       expect(await run.run('requantize', ra.id, { report: async () => undefined })).toBe('checkpoint v7');
       expect(during).toEqual([]);
@@ -288,7 +288,7 @@ describe('a failed task\'s upload directory', () => {
   it('stays when a task that failed while quantizing is deleted: the reconciliation pass removes it, not DELETE', async () => {
     const { id, dir } = await failedLate('gone');
     const admin = { unloadEverywhere: async () => undefined } as unknown as WorkerAdminService;
-    const tasks = new TasksService(config, store, admin, {} as WorkersService, queues, catchUpStub().catchUp);
+    const tasks = new TasksService(config, store, admin, {} as WorkersService, queues, catchUpStub());
     expect((await tasks.delete('gone')).status).toBe('deleted');
     expect(existsSync(join(dir, 'calibration.jsonl'))).toBe(true); // a run may still read it
     const row = await store.get(id);
@@ -381,7 +381,7 @@ describe('a re-quantization that fails after a task of its batch ended', () => {
       },
     } as unknown as WorkerAdminService;
     const config = { redisUrl: REDIS_URL, tasks: parseTasksConfig({ INLAID_DATA_DIR: dataDir, INLAID_QUEUE_PREFIX: PREFIX }) } as unknown as GatewayConfig;
-    const steps = new OnboardSteps(config, store, admin, catchUpStub().catchUp);
+    const steps = new OnboardSteps(config, store, admin, catchUpStub());
     const ctx = { report: async () => undefined };
     try {
       const first = await steps.run('requantize', qa.id, ctx).then(() => null, (e: unknown) => e);

@@ -57,17 +57,12 @@ export class OnboardSteps {
     @Inject(AdapterCatchUp) private readonly catchUp: AdapterCatchUp,
   ) {}
 
-  /** The catch-up of each worker in `addrs` runs again (AdapterCatchUp.recheck): called once the step's writes are committed. */
-  private recheck(addrs: readonly string[]): void {
-    for (const addr of addrs) this.catchUp.recheck(addr);
-  }
-
   /** `step`'s result; a worker that refused to unload an adapter in use (UnloadFailed) is rechecked before it throws. */
   private async rechecking(step: Promise<string>): Promise<string> {
     try {
       return await step;
     } catch (err) {
-      if (err instanceof UnloadFailed) this.recheck(err.inUse);
+      if (err instanceof UnloadFailed) this.catchUp.recheck(err.inUse);
       throw err;
     }
   }
@@ -112,7 +107,7 @@ export class OnboardSteps {
     } finally {
       // those whose old adapter has requests in flight: their catch-up, reading the digest now committed, holds the
       // name there (so they drain) and unloads it once they have
-      this.recheck(inUse);
+      this.catchUp.recheck(inUse);
     }
   }
 
@@ -280,7 +275,7 @@ export class OnboardSteps {
       const freeAtOnce = freesAtFailure(row); // the state it failed in, read under the lock
       await tx.fail(job.id, stage, reason, { filesPending: !freeAtOnce });
       return freeAtOnce;
-    }).finally(() => this.recheck(inUse));
+    }).finally(() => this.catchUp.recheck(inUse));
     // a store write that throws here must not replace the step's failure: the row has no filesRemovedAt, so a
     // reconciliation pass tries again (failedWithFiles)
     if (freeNow) await this.freeFailedFiles(job).catch((err: unknown) => this.logger.warn(`recording the removal of the files of failed task ${job.task} (${job.id}): ${String(err)}; a reconciliation pass retries it`));

@@ -332,7 +332,7 @@ async function validated(task: string, slo: NewTaskJob['slo']): Promise<unknown>
   const id = randomUUID();
   await store.create({ id, task, kind: 'onboard', status: 'queued', adapterPath: '/a', calibrationPath: null, slo, waitForQuantization: false, message: 'accepted' });
   const admin = { validate: async () => ({ rank: 8, targetModules: ['q_proj'] }) } as unknown as WorkerAdminService;
-  expect(await new OnboardSteps({} as GatewayConfig, store, admin, catchUpStub().catchUp).run('validate', id, { report: async () => undefined })).toBe('valid');
+  expect(await new OnboardSteps({} as GatewayConfig, store, admin, catchUpStub()).run('validate', id, { report: async () => undefined })).toBe('valid');
   const [row] = await db().query(`SELECT slo_ttft_ms AS ttft, slo_tpot_ms AS tpot FROM tasks WHERE name = $1`, [task]);
   return row;
 }
@@ -355,7 +355,7 @@ describe("a removed task's targets go with it", () => {
     const config = { tasks: { dataDir: mkdtempSync(join(tmpdir(), 'inlaid-taskstore-')) } } as unknown as GatewayConfig;
     const admin = { unloadEverywhere: async () => undefined } as unknown as WorkerAdminService;
     const workers = { readyConnections: () => [{ serves: () => true }] } as unknown as WorkersService;
-    return new TasksService(config, store, admin, workers, {} as OnboardQueues, catchUpStub().catchUp);
+    return new TasksService(config, store, admin, workers, {} as OnboardQueues, catchUpStub());
   };
 
   it('DELETE /v1/tasks/{name} and unload_lora_adapter clear them: the name served again has the defaults', async () => {

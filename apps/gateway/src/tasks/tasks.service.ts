@@ -24,7 +24,7 @@ import { dropsAtNextVersion, JobState, removeTaskUploadDir, taskUploadDir } from
 import { NewTaskJob, TaskNameTaken, TaskStore } from './task-store.service';
 import { taskView, TaskViewJson } from './task-view';
 import { checkAdapterFiles, newFileId, pickAdapterFiles, UploadedFile, UploadedFiles, writeAdapter, writeText } from './uploads';
-import { loadedFresh, UnloadFailed, WorkerAdminService } from './worker-admin.service';
+import { UnloadFailed, WorkerAdminService } from './worker-admin.service';
 
 /** The statuses of a job whose task holds its name (also frozen in the task_jobs migration 1764600000000). */
 const LIVE = new Set<string>(LIVE_JOB_STATUSES);
@@ -189,7 +189,7 @@ export class TasksService {
       }
       return { job, before, filesPending, history: await tx.history(name), inUse };
     }).catch(this.rolledBack);
-    this.recheck(inUse);
+    this.catchUp.recheck(inUse);
     // A task that failed while a re-quantization might read its files (filesPending, onboard-steps.ts
     // failAndUnload) keeps them for the reconciliation pass (after INLAID_FAILED_FILES_TTL_S, no run under way).
     // Otherwise no re-quantization reads them: they go now (gone already if the task failed before one).
@@ -221,18 +221,9 @@ export class TasksService {
     }
   }
 
-  /**
-   * Each worker's catch-up in `addrs` runs again (AdapterCatchUp.recheck), once the transaction is over: committed, on
-   * those that refused an unload in use (it holds the name there and unloads it once its requests finish); rolled back
-   * (OwnAdapterInUse), on those that unloaded it (it loads a served job's adapter back).
-   */
-  private recheck(addrs: readonly string[]): void {
-    for (const addr of addrs) this.catchUp.recheck(addr);
-  }
-
   /** A DELETE's or unload's rollback: an OwnAdapterInUse's other workers are rechecked; `err` is thrown on. */
   private readonly rolledBack = (err: unknown): never => {
-    if (err instanceof OwnAdapterInUse) this.recheck(err.unloaded);
+    if (err instanceof OwnAdapterInUse) this.catchUp.recheck(err.unloaded);
     throw err;
   };
 
@@ -251,21 +242,15 @@ export class TasksService {
       await tx.create({ id, task: name, kind: 'load', status: 'serving', adapterPath: path, calibrationPath: null, slo: null, waitForQuantization: false, message: 'loaded (vLLM API), served on the current base' });
       // its digest: the catch-up's reference; the validated one is what a worker already holding the name must have
       const validated = asDigest(card.digest) ?? null;
-      let digest: string | null;
-      try {
-        digest = await this.admin.loadEverywhere(name, path, { validated, param: 'lora_path' });
-      } catch (err) {
-        // the row goes with the rollback: the fresh loads go too, under the lock (before, they stayed with no job row,
-        // and the retry got 409 task_exists from the workers serving the name)
-        await this.admin.unloadFrom(loadedFresh(err), name);
-        throw err;
-      }
+      // on a failure the row goes with the rollback and the fresh loads go too, under the lock (before, they stayed
+      // with no job row, and the retry got 409 task_exists from the workers serving the name)
+      const digest = await this.admin.loadEverywhere(name, path, { validated, param: 'lora_path', undoFreshLoads: true });
       await tx.recordAdapterDigest(id, digest);
       await tx.upsertTask(name, path, card.rank, card.targetModules, 'serving', null);
     }).catch((err: unknown) => {
       // an older adapter under the name with requests in flight on a worker (ABORTED, nothing recorded): its catch-up
       // holds the name there so that they drain, and unloads it (it is no live job's)
-      if (err instanceof UnloadFailed) this.recheck(err.inUse);
+      if (err instanceof UnloadFailed) this.catchUp.recheck(err.inUse);
       throw err instanceof TaskNameTaken ? taskExists(name) : err;
     });
     // the digest is the gateway's business (ModelCard.digest), not the client's (gRPC LoadLoraAdapter answers this card)
@@ -288,7 +273,7 @@ export class TasksService {
       await tx.tasks.update({ name }, UNLOADED);
       return inUse;
     }).catch(this.rolledBack);
-    this.recheck(inUse);
+    this.catchUp.recheck(inUse);
     return `Success: LoRA adapter '${name}' removed successfully.`;
   }
 }

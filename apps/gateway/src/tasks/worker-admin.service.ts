@@ -81,18 +81,6 @@ function markedInUse(err: unknown): boolean {
   return e.metadata.get(REFUSAL_KEY).some((v) => String(v) === ADAPTER_IN_USE);
 }
 
-/** Error -> the workers (addresses) where the failed loadEverywhere loaded the adapter fresh (loadedFresh). */
-const FRESH = new WeakMap<object, readonly string[]>();
-
-/**
- * The workers on which a loadEverywhere that threw `err` had loaded the adapter fresh before it failed (a later worker's
- * load failed, or a replace was refused in use): a caller with no job row to show for them unloads them there
- * (TasksService.loadLora), else its retry finds the name served and answers 409 task_exists. Empty for any other error.
- */
-export function loadedFresh(err: unknown): readonly string[] {
-  return typeof err === 'object' && err !== null ? (FRESH.get(err) ?? []) : [];
-}
-
 /**
  * An unload (or a load's replace of an older adapter) that some workers did not do; `inUse`: those that refused
  * because the adapter they hold under the name has requests in flight (refusedInUse), perhaps none. Its caller asks
@@ -158,9 +146,11 @@ export class WorkerAdminService {
    * old adapter has requests in flight) is left as it is and the call fails with ABORTED once every other worker is
    * done (UnloadFailed, `inUse`): the step is retried, and the caller asks the catch-up to hold the name there until
    * the requests drain (AdapterCatchUp.recheck). A fresh load that read other bytes than the digest recorded (the files
-   * changed since the validation, or during the step) is logged.
+   * changed since the validation, or during the step) is logged. `undoFreshLoads`: when it fails (a later worker's load
+   * failed, or a replace was refused in use), it first unloads, best effort, what it loaded fresh (TasksService.loadLora:
+   * with no job row to show for them, its retry would find the name served and answer 409 task_exists).
    */
-  async loadEverywhere(name: string, path: string, opts: { validated?: string | null; param?: string } = {}): Promise<string | null> {
+  async loadEverywhere(name: string, path: string, opts: { validated?: string | null; param?: string; undoFreshLoads?: boolean } = {}): Promise<string | null> {
     const param = opts.param ?? 'adapter';
     const conns = this.ready();
     const loaded: Loaded[] = [];
@@ -168,7 +158,12 @@ export class WorkerAdminService {
       for (const c of conns) loaded.push(await this.loadOn(c, name, path, param));
       return await this.replaceOthers(conns, loaded, name, path, opts.validated ?? null, param);
     } catch (err) {
-      if (typeof err === 'object' && err !== null) FRESH.set(err, conns.filter((_c, i) => loaded[i]?.fresh === true).map((c) => c.addr));
+      if (opts.undoFreshLoads === true) {
+        for (const [i, c] of conns.entries()) {
+          if (loaded[i]?.fresh !== true) continue;
+          await this.unloadOn(c, name).catch((e: unknown) => this.logger.warn(`could not unload ${name} from worker ${c.addr} after a failed load: ${(e as Error).message}`));
+        }
+      }
       throw err;
     }
   }
@@ -279,16 +274,6 @@ export class WorkerAdminService {
       if ((err as ServiceError).code !== status.NOT_FOUND) throw toAdminError(err);
     }
     await c.refreshInfo().catch(() => undefined);
-  }
-
-  /**
-   * Unloads `name` from each accepting worker of `addrs`, best effort (a failure is logged): a failed loadLora's fresh
-   * loads (loadedFresh), under the task's lock.
-   */
-  async unloadFrom(addrs: readonly string[], name: string): Promise<void> {
-    for (const c of this.workers.acceptingConnections().filter((w) => addrs.includes(w.addr))) {
-      await this.unloadOn(c, name).catch((err: unknown) => this.logger.warn(`could not unload ${name} from worker ${c.addr} after a failed load: ${(err as Error).message}`));
-    }
   }
 
   /**

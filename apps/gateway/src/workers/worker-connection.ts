@@ -140,7 +140,7 @@ export class WorkerConnection {
    * answered 404 at once rather than waiting for the drain (routeRequest). Never within an 'all' hold.
    */
   unloadingFor(model: string): boolean {
-    return this.pendingFor(model) && this.unloading.has(model);
+    return this.unloading.has(model) && this.pendingFor(model); // (empty under an 'all' or no hold: the Set first)
   }
 
   /** The adapters this Session may not be routed to yet (see pendingFor). */
