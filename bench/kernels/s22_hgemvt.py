@@ -108,18 +108,21 @@ def b_sweep(n: int, k: int, m: int) -> list:
     return [c for c in cs if config_ok(n, k, m, c) is None]
 
 
+# set b2 lifts the co-residency budget (config_ok / launch_hgemvt's coreside); the other sets keep the kernel's default
+CORESIDE: bool | None = False if os.environ.get("S22_SET") == "b2" else None
+
+
 def b2_sweep(n: int, k: int, m: int) -> list:
     """S22_SET=b2 (helper A2's call 2, M = 1): 4 consumer warps at 8 columns a thread (call 1's best) with deeper
     rings, 16 groups a box, two programs per SM; the co-residency budget lifted (SMEM_MAX) to see what it costs."""
     from inlaid_worker.kernels import quant_hgemvt as T
 
-    T.SMEM_CORESIDE = T.SMEM_MAX
     C = T.HGEMVTConfig
     cs = [C(32, 8, 4, 4, 1, 8, 1), C(32, 8, 3, 4, 1, 8, 1), C(32, 8, 5, 4, 1, 8, 1), C(32, 8, 6, 4, 1, 8, 1),
           C(32, 8, 7, 4, 1, 8, 1), C(32, 16, 2, 4, 1, 8, 1), C(32, 16, 3, 4, 1, 8, 1)]  # fmt: skip
     if n > k:  # 7B up: 344 tiles, two programs per SM possible (down has 128 tiles: one program per SM anyway)
         cs += [C(32, 8, 4, 4, 2, 8, 1), C(32, 8, 3, 4, 2, 8, 1)]
-    return [c for c in cs if m == 1 and T.config_ok(n, k, m, c) is None]
+    return [c for c in cs if m == 1 and T.config_ok(n, k, m, c, CORESIDE) is None]
 
 
 def cases(extra: bool) -> list[tuple[str, int, int, int, object]]:
@@ -157,11 +160,11 @@ def check(a) -> None:
                 w = weights[key]
                 x = torch.randn(m, k, device="cuda", dtype=torch.float16)
                 y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
-                launch_hgemvt(x, w, c, y)
+                launch_hgemvt(x, w, c, y, coreside=CORESIDE)
                 row[f"err{'_sym' if sym else ''}"] = rel_err(x, w, y)
                 y.fill_(float("nan"))
                 with pdl.scope(1):
-                    launch_hgemvt(x, w, c, y)
+                    launch_hgemvt(x, w, c, y, coreside=CORESIDE)
                 row[f"err_pdl{'_sym' if sym else ''}"] = rel_err(x, w, y)
         except Exception as exc:  # noqa: BLE001 - reported
             row["error"] = repr(exc)[:400]
@@ -201,7 +204,6 @@ def bench(a) -> None:
     from inlaid_worker.kernels.quant_matmul import quant_matmul
     from s22_ring_floor import floor_configs, launch_read
 
-    cases(a.extra)  # (set b2 lifts the co-residency budget: in this process too; call 2 lacked this line)
     meta = bench_meta()
     meta["qmm_tuned"] = os.environ.get("INLAID_QMM_TUNED")
     checks = [r for p in sorted(a.out.glob("check-*.json")) for r in json.loads(p.read_text())]
@@ -251,8 +253,8 @@ def bench(a) -> None:
                     continue
                 c = eval(cfg, {"HGEMVTConfig": HGEMVTConfig})  # noqa: S307 - our repr
                 try:
-                    iso = timed([lambda w=w, c=c: launch_hgemvt(x, w, c, y) for w in ws], False)
-                    on = timed([lambda w=w, c=c: launch_hgemvt(x, w, c, y) for w in ws], True)
+                    iso = timed([lambda w=w, c=c: launch_hgemvt(x, w, c, y, coreside=CORESIDE) for w in ws], False)
+                    on = timed([lambda w=w, c=c: launch_hgemvt(x, w, c, y, coreside=CORESIDE) for w in ws], True)
                     keep(dict(base, M=m, what="hgemvt", cfg=cfg, iso=iso, pdl=on,
                               err=max(r["err"], r["err_pdl"]),
                               err_sym=max(r["err_sym"], r["err_pdl_sym"]) if "err_sym" in r else None,

@@ -44,7 +44,7 @@ def _tct_name(stages: int, nc: int, diag: int = 0) -> str:
 def _resolved(k: int, n: int, m: int, stages: int, nc: int) -> int:
     from inlaid_worker.kernels.quant_tct import default_stages, plan_tct
 
-    return stages or default_stages(plan_tct(n), nc, m)
+    return stages or default_stages(plan_tct(n), nc)
 
 
 def _runs(k: int, n: int, m: int) -> list[tuple[str, object]]:

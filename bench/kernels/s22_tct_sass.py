@@ -42,7 +42,7 @@ def build(
     x = torch.zeros(m, k, dtype=dt)
     y = torch.zeros(m, n, dtype=dt)
     plan = quant_tct.plan_tct(n)
-    stages = stages or quant_tct.default_stages(plan, nc, m, bool(sym))
+    stages = stages or quant_tct.default_stages(plan, nc)
     grid, args, consts = quant_tct.tct_args(x, w, y, stages, nc, plan)
     fn = quant_tct._tct_kernel
     consts = dict(consts, USE_GDC=gdc, DIAG=diag, ZTMA=ztma)

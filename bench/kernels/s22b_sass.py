@@ -19,11 +19,10 @@ import torch
 import triton
 from inlaid_worker.kernels import quant_hgemvt as T
 from inlaid_worker.kernels.gptq_packing import GPTQWeight
+from sass_tcl import BIN
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.runtime.jit import mangle_type
-
-BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
 def build(n: int, k: int, m: int, cfg: T.HGEMVTConfig, sym: bool, gdc: int = 1):

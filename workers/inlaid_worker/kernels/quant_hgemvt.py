@@ -437,11 +437,11 @@ def compile_kw(cfg: HGEMVTConfig) -> dict:
     return {"maxnreg": cfg.regs} if cfg.ws and cfg.regs else {}
 
 
-def reference_math(x: torch.Tensor, w: GPTQWeight, cfg: HGEMVTConfig) -> torch.Tensor:
+def reference_math(x: torch.Tensor, w: GPTQWeight) -> torch.Tensor:
     """Pure-torch model of the kernel's arithmetic (its fp16 roundings emulated): the (q - z) / 1024 values (exact in
     fp16), per (group g, a) and half2 lane the 16 products of word rows 16 g + 4 a + j, j = 0..3, chained in fp16 (one
     rounding per HFMA2 lane), then fp32 acc += p.lo * s + p.hi * s; y = fp16(1024 * sum). The result does not depend
-    on the config (no split-K: every column sums its whole K in one program); cfg is taken for symmetry."""
+    on the config (no split-K: every column sums its whole K in one program)."""
     from .gptq_packing import unpack_bitstream
 
     m, k = x.shape

@@ -50,14 +50,15 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .gptq_packing import GPTQWeight
 from .pdl import ggdc_late, ggdc_start, ggdc_wait, ggdc_wait_first, ggdc_wait_prefetched, launch_kw
+from .quant_hgemvt import SMEM_CORESIDE, SMS, smem_layout
 from .quant_tcs import _QZ_BF16_C, _QZ_F16_C
 
 BLOCK_K = 128
 UNIT = 8  # columns a unit (the mma.sync n8)
 MAX_CHUNKS = 4
 CHUNK_MAX = 64  # widest column chunk (one TMA box, one B operand: 64 columns x 128 K = 128 fp16 registers a thread)
-H200_SMS = 132
-SMEM_BUDGET = 110 * 1024  # ring + reduction: leaves >= 118 KiB of the SM's 228 KiB for the next kernel's programs
+H200_SMS = SMS
+SMEM_BUDGET = SMEM_CORESIDE  # ring + reduction: leaves >= 118 KiB of the SM's 228 KiB for the next kernel's programs
 
 
 def chunks_of(block_n: int, cmax: int = CHUNK_MAX) -> tuple[int, ...]:
@@ -126,11 +127,11 @@ def box_rows(m: int) -> int:
     return max(2, _p2(m))
 
 
-def smem_bytes(plan: TctPlan, stages: int, nc: int, m: int = 16, sym: bool = False) -> int:
+def smem_bytes(plan: TctPlan, stages: int, nc: int) -> int:
     """Shared memory of one program, as _tct_kernel allocates it (+ 1 KiB for alignment): per stage x (16 rows,
     16-bit), the word chunks, the scale row [1, SB] and the zero-word row [1, ZB]; each consumer warp's sums
     [16, chunk] (fp32) and the barriers (the absent chunks' 8-column dummies are never used: the compiler drops them).
-    (m and sym change nothing: the x slot has 16 rows whatever the box, the zero row is allocated in every mode.)"""
+    (M and sym change nothing: the x slot has 16 rows whatever the box, the zero row is allocated in every mode.)"""
     cols = plan.block_n
     sb, zb = sz_boxes(plan)
     stage = 16 * BLOCK_K * 2 + 16 * cols * 4 + sb * 2 + zb * 4
@@ -414,10 +415,6 @@ def tct_layouts() -> dict:
                 WB=gl.BlockedLayout([4, 1], [4, 8], [1, 1], [0, 1]))  # fmt: skip
 
 
-def _plain(bits: int, rank: int = 2) -> gl.NVMMASharedLayout:
-    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=rank)
-
-
 # Where asym zero words come from. Session 22's run 2: every asym launch with the zero-word row in the ring (ZTMA 1:
 # a [1, 32] int32 TMA box a K tile) raised "illegal instruction", the diag build too (its consumers do no math, so
 # the zero copy is the only asym-specific code it runs), while the sym launch passed. Likely cause (quant_hgemvt hit
@@ -462,11 +459,11 @@ def tct_args(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int, nc: 
     ch = plan.chunks + (0,) * (MAX_CHUNKS - len(plan.chunks))
     descs = []
     for c in ch:
-        descs.append(TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, c or 8], _plain(32)))
+        descs.append(TensorDescriptor.from_tensor(w.qweight, [BLOCK_K // 8, c or 8], smem_layout(2, 32)))
     sb, zb = sz_boxes(plan)
-    s_desc = TensorDescriptor.from_tensor(w.scales, [1, sb], _plain(w.scales.element_size() * 8))
-    z_desc = TensorDescriptor.from_tensor(w.qzeros, [1, zb], _plain(32))
-    x_desc = TensorDescriptor.from_tensor(x2, [box_rows(m), BLOCK_K], _plain(x2.element_size() * 8))
+    s_desc = TensorDescriptor.from_tensor(w.scales, [1, sb], smem_layout(2, w.scales.element_size() * 8))
+    z_desc = TensorDescriptor.from_tensor(w.qzeros, [1, zb], smem_layout(2, 32))
+    x_desc = TensorDescriptor.from_tensor(x2, [box_rows(m), BLOCK_K], smem_layout(2, x2.element_size() * 8))
     args = (*descs, x_desc, s_desc, z_desc, y, w.qzeros, m, n, k, y.stride(0), w.qzeros.stride(0))
     consts = dict(UNITS=plan.units, C0=ch[0], C1=ch[1], C2=ch[2], C3=ch[3], NC=nc, STAGES=stages, SYM=w.sym,
                   ZERO_OFFSET=w.zero_offset, IS_BF16=x2.dtype == torch.bfloat16, CONS_REGS=CONS_REGS[nc],
@@ -474,12 +471,10 @@ def tct_args(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int, nc: 
     return (plan.programs,), args, consts
 
 
-def default_stages(
-    plan: TctPlan, nc: int, m: int = 16, sym: bool = False, budget: int = SMEM_BUDGET, most: int = 16
-) -> int:
+def default_stages(plan: TctPlan, nc: int, budget: int = SMEM_BUDGET, most: int = 16) -> int:
     """The deepest ring (a multiple of nc, 2..most stages: see tct_args) whose program fits `budget` bytes of shared
     memory (0: none fits)."""
-    fit = [s for s in range(max(2, nc), most + 1, nc) if smem_bytes(plan, s, nc, m, sym) <= budget]
+    fit = [s for s in range(max(2, nc), most + 1, nc) if smem_bytes(plan, s, nc) <= budget]
     return max(fit, default=0)
 
 
@@ -494,7 +489,7 @@ def launch_tct(x2: torch.Tensor, w: GPTQWeight, y: torch.Tensor, stages: int = 0
     plan = plan or plan_tct(w.out_features)
     if ztma and not w.sym and plan.units % 4:
         raise ValueError(f"tct: ZTMA 1 needs the zero box's start 16-byte aligned (units % 4 == 0, got {plan.units})")
-    stages = stages or default_stages(plan, nc, x2.shape[0], w.sym)
+    stages = stages or default_stages(plan, nc)
     if not stages:
         raise ValueError(
             f"tct: no ring of {nc} consumer warps' multiple fits {SMEM_BUDGET} bytes for {plan.block_n} columns"
